@@ -1,0 +1,41 @@
+"""drf-grip: realtime for Django REST framework APIs over GRIP.
+
+Names are imported lazily so that ``import drf_grip`` works before Django is configured.
+"""
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # GRIP layer (django-grip's API)
+    "GripMiddleware": "drf_grip.middleware",
+    "set_hold_longpoll": "drf_grip.grip.hold",
+    "set_hold_response": "drf_grip.grip.hold",
+    "set_hold_stream": "drf_grip.grip.hold",
+    "publish": "drf_grip.grip.publisher",
+    "get_publisher": "drf_grip.grip.publisher",
+    "websocket_only": "drf_grip.grip.websocket",
+    # django-websocket / django-pistoke API
+    "require_websocket": "drf_grip.websocket",
+    "accept_websocket": "drf_grip.websocket",
+    "WebSocketView": "drf_grip.websocket",
+    # DRF layer
+    "RealtimeMixin": "drf_grip.rest.mixins",
+    "ListRealtimeMixin": "drf_grip.rest.mixins",
+    "RetrieveRealtimeMixin": "drf_grip.rest.mixins",
+    "register": "drf_grip.rest.registry",
+    "publish_changes": "drf_grip.rest.registry",
+    "publish_model_changes": "drf_grip.rest.registry",
+    "paused": "drf_grip.rest.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'drf_grip' has no attribute {name!r}")
+    return getattr(import_module(module), name)

@@ -1,0 +1,220 @@
+"""Settings for drf-grip, read lazily in the style of ``rest_framework.settings``.
+
+django-grip's names keep their meaning (``GRIP_URL``, ``GRIP_PROXIES``, ``GRIP_PREFIX``,
+``GRIP_PROXY_REQUIRED``, ``GRIP_VERIFY_KEY``, ``PUBLISH_SERVERS``); drf-grip's own options
+live in one dict, ``DRF_GRIP``. Everything is re-read after ``setting_changed`` so
+``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from gripcontrol import parse_grip_uri
+
+__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS"]
+
+DEFAULTS: dict[str, Any] = {
+    # Long-poll timeout in seconds, and the range a client may pick with ``Prefer: wait=N``.
+    # Pushpin's minimum Grip-Timeout is 5 (PUSHPIN.md).
+    "HOLD_TIMEOUT": 55,
+    "HOLD_TIMEOUT_MIN": 5,
+    "HOLD_TIMEOUT_MAX": 300,
+    # SSE keep-alive comment interval in seconds.
+    "STREAM_KEEP_ALIVE": 20,
+    # Lifetime of signed next-link tokens for private streams, in seconds.
+    "NEXT_LINK_TIMEOUT": 120,
+    "NEXT_LINK_MAX_AGE": 3600,
+    # "private" (hint, re-run per client) or "shared" (render once, push to all).
+    "DEFAULT_DELIVERY": "private",
+    # Django cache aliases that hold channel versions and the set of live shared URLs.
+    "VERSION_CACHE": "default",
+    "LIVE_URL_CACHE": "default",
+    "LIVE_URL_TIMEOUT": 3600,
+    # Background publisher.
+    "PUBLISH_CONNECT_TIMEOUT": 2.0,
+    "PUBLISH_READ_TIMEOUT": 5.0,
+    "PUBLISH_RETRIES": 5,
+    "PUBLISH_BACKOFF": 0.2,
+    "PUBLISH_BACKOFF_MAX": 5.0,
+    "PUBLISH_QUEUE_SIZE": 10000,
+    "PUBLISH_BATCH_SIZE": 100,
+    "PUBLISH_FLUSH_TIMEOUT": 5.0,
+    # Embedded proxy: where other processes reach it when GRIP_URL is unset,
+    # and its limits.
+    "EMBEDDED_URL": "http://127.0.0.1:8000",
+    "EMBEDDED_MAX_HELD": 10000,
+    "EMBEDDED_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # WebSocket gateway limits.
+    "WS_MAX_MESSAGE_SIZE": 64 * 1024,
+    "WS_MAX_SUBSCRIPTIONS": 20,
+    "WS_KEEP_ALIVE": 25,
+}
+
+
+@dataclass(frozen=True)
+class GripEndpoint:
+    """One GRIP proxy (or publish server): where to publish and how to trust its Grip-Sig."""
+
+    control_uri: str
+    control_iss: str | None = None
+    key: str | bytes | None = None
+    verify_iss: str | None = None
+    verify_key: str | bytes | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def signature_key(self) -> str | bytes | None:
+        """The key a Grip-Sig from this proxy is checked with (Pushpin signs with its control key)."""
+        return self.verify_key if self.verify_key is not None else self.key
+
+    def __repr__(self) -> str:  # never show keys
+        return f"GripEndpoint({self.control_uri!r})"
+
+
+def _endpoint_from_dict(conf: dict[str, Any]) -> GripEndpoint:
+    known = {"control_uri", "control_iss", "key", "verify_iss", "verify_key"}
+    uri = conf.get("control_uri") or conf.get("uri")
+    if not uri:
+        raise ValueError("a GRIP proxy entry needs 'control_uri'")
+    return GripEndpoint(
+        control_uri=str(uri).rstrip("/"),
+        control_iss=conf.get("control_iss") or conf.get("iss"),
+        key=conf.get("key"),
+        verify_iss=conf.get("verify_iss"),
+        verify_key=conf.get("verify_key"),
+        extra={k: v for k, v in conf.items() if k not in known | {"uri", "iss"}},
+    )
+
+
+def endpoint_from_url(url: str) -> GripEndpoint:
+    """Parse a GRIP URL (``http://host:5561/?iss=pushpin&key=SECRET``)."""
+    return _endpoint_from_dict(parse_grip_uri(url))
+
+
+def embedded_key() -> str:
+    """The key shared by the embedded proxy and every process of this project.
+
+    Derived from SECRET_KEY, so a shell or a Celery worker can publish to ``runserver``'s
+    embedded proxy with no configuration at all.
+    """
+    digest = hmac.new(
+        settings.SECRET_KEY.encode(), b"drf-grip.embedded-proxy", hashlib.sha256
+    ).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+class GripSettings:
+    """Lazy view of the GRIP settings; attribute values are cached until settings change."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+    def _memo(self, name: str, compute):
+        if name not in self._cache:
+            self._cache[name] = compute()
+        return self._cache[name]
+
+    # -- django-grip settings ------------------------------------------------------------
+
+    @property
+    def proxies(self) -> tuple[GripEndpoint, ...]:
+        """Proxies from ``GRIP_PROXIES`` and ``GRIP_URL`` (both count; neither is mutated)."""
+
+        def compute():
+            out: list[GripEndpoint] = []
+            for conf in getattr(settings, "GRIP_PROXIES", None) or ():
+                out.append(_endpoint_from_dict(dict(conf)))
+            url = getattr(settings, "GRIP_URL", None)
+            if url:
+                out.append(endpoint_from_url(url))
+            return tuple(_unique(out))
+
+        return self._memo("proxies", compute)
+
+    @property
+    def publish_servers(self) -> tuple[GripEndpoint, ...]:
+        def compute():
+            out = []
+            for conf in getattr(settings, "PUBLISH_SERVERS", None) or ():
+                if isinstance(conf, str):
+                    out.append(endpoint_from_url(conf))
+                else:
+                    out.append(_endpoint_from_dict(dict(conf)))
+            return tuple(out)
+
+        return self._memo("publish_servers", compute)
+
+    @property
+    def publish_endpoints(self) -> tuple[GripEndpoint, ...]:
+        """Every endpoint a publish goes to: proxies and publish servers, each once."""
+        return self._memo(
+            "publish_endpoints", lambda: tuple(_unique([*self.proxies, *self.publish_servers]))
+        )
+
+    @property
+    def configured(self) -> bool:
+        """True when GRIP_URL, GRIP_PROXIES or PUBLISH_SERVERS names somewhere to publish."""
+        return bool(self.publish_endpoints)
+
+    @property
+    def prefix(self) -> str:
+        return getattr(settings, "GRIP_PREFIX", "") or ""
+
+    @property
+    def proxy_required(self) -> bool:
+        return bool(getattr(settings, "GRIP_PROXY_REQUIRED", False))
+
+    @property
+    def verify_key(self) -> str | bytes | None:
+        return getattr(settings, "GRIP_VERIFY_KEY", None) or None
+
+    # -- drf-grip's own options ----------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Invalid drf-grip setting: {name!r}")
+        user = getattr(settings, "DRF_GRIP", None) or {}
+        value = user.get(name, DEFAULTS[name])
+        return value
+
+
+def _unique(endpoints: list[GripEndpoint]) -> list[GripEndpoint]:
+    seen: set[str] = set()
+    out = []
+    for ep in endpoints:
+        if ep.control_uri not in seen:
+            seen.add(ep.control_uri)
+            out.append(ep)
+    return out
+
+
+grip_settings = GripSettings()
+
+_WATCHED = {
+    "GRIP_URL",
+    "GRIP_PROXIES",
+    "GRIP_PREFIX",
+    "GRIP_PROXY_REQUIRED",
+    "GRIP_VERIFY_KEY",
+    "PUBLISH_SERVERS",
+    "DRF_GRIP",
+    "SECRET_KEY",
+}
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting in _WATCHED:
+        grip_settings.reload()
+
+
+setting_changed.connect(_reload)

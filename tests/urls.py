@@ -1,0 +1,5 @@
+from django.urls import include, path
+
+urlpatterns = [
+    path("seed/", include("tests.testapp.seed_urls")),
+]
