@@ -1,0 +1,377 @@
+"""A private Pushpin for one test session, in front of a given origin port.
+
+Each instance gets its own temporary directory, ipc sockets and free loopback ports, so two
+can run side by side and neither touches a system Pushpin (recipe and pitfalls:
+``shared/PUSHPIN.md``). Tests wait on Pushpin's handler log for subscriptions and publishes
+instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+__all__ = [
+    "PushpinError",
+    "PushpinServer",
+    "find_pushpin",
+    "free_port",
+    "pushpin_missing",
+]
+
+# How often a waiter re-reads the handler log. Pushpin writes a line per event, so a short
+# poll on the file is cheap and never a fixed delay before an assertion.
+_POLL_INTERVAL = 0.01
+
+_CONFIG = """\
+[global]
+include={{libdir}}/internal.conf
+rundir={dir}/run
+ipc_prefix=pushpin-
+[runner]
+services=condure,zurl,pushpin-proxy,pushpin-handler
+http_port=127.0.0.1:{http_port}
+logdir={dir}/log
+log_level={log_level}
+condure_bin=condure
+zurl_bin=zurl
+[proxy]
+routesfile=routes
+sig_iss=pushpin
+sig_key={key}
+updates_check=off
+zurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in
+zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream
+zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out
+[handler]
+push_in_spec=ipc://{{rundir}}/{{ipc_prefix}}push-in
+push_in_sub_specs=ipc://{{rundir}}/{{ipc_prefix}}push-in-sub
+push_in_http_addr=127.0.0.1
+push_in_http_port={publish_port}
+stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats
+command_spec=ipc://{{rundir}}/{{ipc_prefix}}command
+"""
+# message_rate is deliberately absent: Debian's stock 2500/s slows fan-out (PUSHPIN.md).
+
+
+class PushpinError(RuntimeError):
+    """Pushpin could not be started or did not become ready."""
+
+
+def find_pushpin() -> str | None:
+    """Path of the ``pushpin`` runner: ``$PUSHPIN`` if set, else the one on ``PATH``."""
+    explicit = os.environ.get("PUSHPIN")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return shutil.which("pushpin")
+
+
+def pushpin_missing() -> NoReturn:
+    """Fail under CI, skip elsewhere: a CI run that silently skips Pushpin proves nothing."""
+    import pytest
+
+    message = (
+        "Pushpin is not installed (no 'pushpin' on PATH and $PUSHPIN unset). "
+        "Install it with 'apt-get install -y pushpin', or run scripts/test, which does."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message + " CI is set, so this is a failure, not a skip.", pytrace=False)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid``, read from /proc (the runner's services)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 is the parent pid; field 2 (comm) may contain spaces, so split after ')'.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class PushpinServer:
+    """A private Pushpin proxying every path to ``127.0.0.1:origin_port`` (with WebSocket-over-HTTP).
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`. ``probe_path`` is the
+    origin path requested once to prove the proxy path works; any answer from the origin
+    (even a 404) counts, Pushpin's own 5xx does not.
+    """
+
+    def __init__(
+        self,
+        origin_port: int,
+        *,
+        binary: str | None = None,
+        probe_path: str = "/",
+        startup_timeout: float = 15.0,
+        log_level: int = 2,
+        keep_logs: bool | None = None,
+    ) -> None:
+        self.origin_port = origin_port
+        self.binary = binary or find_pushpin()
+        self.probe_path = probe_path
+        self.startup_timeout = startup_timeout
+        self.log_level = log_level
+        self.keep_logs = (
+            bool(os.environ.get("DRF_GRIP_KEEP_PUSHPIN")) if keep_logs is None else keep_logs
+        )
+        # 32 random bytes as 43 URL-safe characters: long enough that PyJWT does not warn,
+        # and safe inside a GRIP URL's query string.
+        self.key = secrets.token_urlsafe(32)
+        self.http_port = 0
+        self.publish_port = 0
+        self.dir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._child_pids: set[int] = set()
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Client-facing HTTP base URL, without a trailing slash."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        """Client-facing WebSocket base URL, without a trailing slash."""
+        return f"ws://127.0.0.1:{self.http_port}"
+
+    @property
+    def publish_uri(self) -> str:
+        """Base of the publish (control) API; items go to ``publish_uri + '/publish/'``."""
+        return f"http://127.0.0.1:{self.publish_port}"
+
+    @property
+    def grip_url(self) -> str:
+        """The ``GRIP_URL`` setting for this instance, in django-grip's format."""
+        return f"{self.publish_uri}/?iss=pushpin&key={self.key}"
+
+    @property
+    def handler_log(self) -> Path:
+        assert self.dir is not None, "Pushpin is not started"
+        return self.dir / "log" / "pushpin-handler.log"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> PushpinServer:
+        """Start Pushpin and return once it proxies a request to the origin."""
+        if self.binary is None:
+            raise PushpinError("pushpin is not installed")
+        if self.process is not None:
+            raise PushpinError("already started")
+        last_error: Exception | None = None
+        # Free ports are found by binding and releasing, so another process can take one
+        # in between; a fresh pair of ports on a retry makes that harmless.
+        for _attempt in range(3):
+            self._launch()
+            try:
+                self._wait_ready()
+                self._child_pids = set(_children(self.process.pid))  # type: ignore[union-attr]
+                return self
+            except PushpinError as exc:
+                last_error = exc
+                diagnostics = self.log_tail()
+                self.stop()
+                last_error = PushpinError(f"{exc}\n{diagnostics}")
+        raise last_error  # type: ignore[misc]
+
+    def _launch(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="drf-grip-pushpin-"))
+        (self.dir / "run").mkdir()
+        (self.dir / "log").mkdir()
+        self.http_port = free_port()
+        self.publish_port = free_port()
+        while self.publish_port == self.http_port:
+            self.publish_port = free_port()
+        (self.dir / "routes").write_text(f"* 127.0.0.1:{self.origin_port},over_http\n")
+        config = self.dir / "pushpin.conf"
+        config.write_text(
+            _CONFIG.format(
+                dir=self.dir,
+                http_port=self.http_port,
+                publish_port=self.publish_port,
+                key=self.key,
+                log_level=self.log_level,
+            )
+        )
+        self.process = subprocess.Popen(
+            [str(self.binary), "--config", str(config)],
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.dir / "log" / "runner.out", "wb"),  # noqa: SIM115 (child owns it)
+            stderr=subprocess.STDOUT,
+            # Its own session, so a Ctrl-C in the terminal reaches pytest, which stops
+            # Pushpin in order, rather than Pushpin directly.
+            start_new_session=True,
+        )
+
+    def _wait_ready(self) -> None:
+        """Publish port answering is not enough: the first proxied request can get a 500
+        ("Accept service unavailable") or hang right after start (PUSHPIN.md, readiness)."""
+        deadline = time.monotonic() + self.startup_timeout
+        stage = "publish port"
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise PushpinError(f"pushpin exited with status {self.process.returncode}")
+            try:
+                if stage == "publish port":
+                    with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:
+                        if b"Pushpin API" in resp.read():
+                            stage = "proxy"
+                            continue
+                else:
+                    if self._probe_origin():
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.02)
+        raise PushpinError(
+            f"pushpin not ready after {self.startup_timeout}s (waiting for: {stage})"
+        )
+
+    def _probe_origin(self) -> bool:
+        request = urllib.request.Request(self.url + self.probe_path)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                return resp.status < 500
+        except urllib.error.HTTPError as exc:
+            return exc.code < 500
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the runner and wait: it stops its services. SIGKILL on the runner would
+        orphan them, so services still alive after it are killed by PID."""
+        process, self.process = self.process, None
+        if process is not None:
+            children = self._child_pids | set(_children(process.pid))
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    children |= set(_children(process.pid))
+                    process.kill()
+                    process.wait()
+            for pid in children:
+                if _alive(pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        self._child_pids = set()
+        if self.dir is not None and not self.keep_logs:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self) -> PushpinServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- waiting on the handler log --------------------------------------------------------
+
+    def mark(self) -> int:
+        """A position in the handler log; pass it as ``since`` to wait for *new* events only."""
+        try:
+            return self.handler_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def wait_subscribed(self, channel: str, timeout: float = 5.0, since: int = 0) -> int:
+        """Wait until Pushpin logs a subscription to ``channel`` after ``since``.
+
+        Returns the log position after the matching line, usable as the next mark. Pushpin
+        logs ``subscribe <uri> channel=NAME`` once a hold is active on a channel.
+        """
+        return self._wait_for("subscribe", channel, timeout, since)
+
+    def wait_published(self, channel: str, timeout: float = 5.0, since: int = 0) -> int:
+        """Wait until Pushpin logs a publish to ``channel`` (``publish channel=NAME ...``)."""
+        return self._wait_for("publish", channel, timeout, since)
+
+    def _wait_for(self, event: str, channel: str, timeout: float, since: int) -> int:
+        pattern = re.compile(
+            rb"\b" + re.escape(event.encode()) + rb"\b.*\bchannel=" + re.escape(channel.encode())
+            + rb"(?:\s|$)"
+        )
+        deadline = time.monotonic() + timeout
+        position = since  # start of the first line not yet matched
+        while True:
+            try:
+                with open(self.handler_log, "rb") as log:
+                    log.seek(position)
+                    data = log.read()
+            except FileNotFoundError:
+                data = b""
+            # Only whole lines: a line being written may not yet show its channel.
+            for line in data.split(b"\n")[:-1]:
+                position += len(line) + 1
+                if pattern.search(line):
+                    return position
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"Pushpin logged no {event!r} for channel {channel!r} within {timeout}s"
+                    f" (after log offset {since}).\n{self.log_tail()}"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of each Pushpin log, for failure messages."""
+        if self.dir is None:
+            return ""
+        out = []
+        for path in sorted((self.dir / "log").glob("*")):
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except OSError:
+                continue
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"PushpinServer(url={self.url!r}, origin_port={self.origin_port})"
