@@ -1,0 +1,101 @@
+"""``GripMiddleware``: tells views whether a GRIP proxy is in front and turns their
+instructions into ``Grip-*`` response headers (django-grip's API, without its bugs)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+from ..conf import grip_settings
+from .instruct import Instruct
+from .signature import check_grip_sig
+
+__all__ = ["GripMiddleware", "GripRequest", "parse_grip_last"]
+
+logger = logging.getLogger("drf_grip")
+
+_LAST = re.compile(r'\s*([^;,\s]+)\s*;\s*last-id\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*(?:,|$)')
+
+
+def parse_grip_last(value: str, prefix: str = "") -> dict[str, str]:
+    """``Grip-Last: ch; last-id=X, ch2; last-id=Y`` -> ``{ch: X, ch2: Y}`` without the prefix."""
+    out: dict[str, str] = {}
+    for name, last_id in _LAST.findall(value or ""):
+        if last_id.startswith('"'):
+            last_id = re.sub(r"\\(.)", r"\1", last_id[1:-1])
+        if prefix and name.startswith(prefix):
+            name = name[len(prefix):]
+        out[name] = last_id
+    return out
+
+
+class GripRequest:
+    """``request.grip``: what the proxy told us, and what we will tell it."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        meta = request.META
+        self.proxied, self.signed = check_grip_sig(meta.get("HTTP_GRIP_SIG"))
+        features = meta.get("HTTP_GRIP_FEATURE", "") if self.proxied else ""
+        self.features: set[str] = {f.strip() for f in features.split(",") if f.strip()}
+        # Grip-Last is only meaningful (and only trusted) from the proxy.
+        self.last: dict[str, str] = (
+            parse_grip_last(meta.get("HTTP_GRIP_LAST", ""), grip_settings.prefix)
+            if self.proxied
+            else {}
+        )
+        self.instruct: Instruct | None = None
+
+    def start_instruct(self) -> Instruct:
+        if self.instruct is None:
+            self.instruct = Instruct(prefix=grip_settings.prefix)
+        return self.instruct
+
+    @property
+    def is_next_link(self) -> bool:
+        """A next-link request from Pushpin: a bare GET with ``Grip-Last`` only."""
+        return bool(self.last)
+
+
+class GripMiddleware:
+    """Place early in ``MIDDLEWARE``: it must see the raw request and the final response."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        from . import websocket
+
+        grip = GripRequest(request)
+        request.grip = grip
+        request.grip_proxied = grip.proxied
+        try:
+            request.wscontext = websocket.context_from_request(request)
+        except websocket.MalformedEvents as exc:
+            return HttpResponseBadRequest(
+                f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
+            )
+        websocket.attach(request)
+        response = self.get_response(request)
+        if request.wscontext is not None:
+            response = websocket.finish_response(request, response)
+        return self.apply_instruct(request, response)
+
+    def apply_instruct(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        instruct = request.grip.instruct
+        if instruct is None or instruct.is_empty():
+            return response
+        if not request.grip.proxied:
+            if instruct.holds and grip_settings.proxy_required:
+                return HttpResponse(
+                    "Not Implemented: this resource needs a GRIP proxy.\n",
+                    status=501,
+                    content_type="text/plain",
+                )
+            # Direct client: the response stands on its own (e.g. a plain 304).
+            return response
+        for name, value in instruct.headers(response.status_code, response.reason_phrase).items():
+            response[name] = value
+        return response

@@ -1,0 +1,99 @@
+"""Grip-Sig decides who is proxied: forged, expired or garbage signatures are direct."""
+
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.http import HttpResponse
+from django.test import RequestFactory, override_settings
+
+from drf_grip.grip.middleware import GripMiddleware, parse_grip_last
+from drf_grip.grip.signature import check_grip_sig
+
+KEY = "a-pushpin-key-of-at-least-32-bytes!!"
+
+
+def sig(key=KEY, iss="pushpin", exp_in=3600, alg="HS256"):
+    return jwt.encode({"iss": iss, "exp": int(time.time()) + exp_in}, key, algorithm=alg)
+
+
+def pem_pair(kind):
+    priv = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    pub = priv.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return priv, pub.decode()
+
+
+@override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={KEY}")
+def test_pushpin_hs256_valid_forged_expired():
+    assert check_grip_sig(sig()) == (True, True)
+    assert check_grip_sig(sig(key="another-key-of-at-least-32-bytes!!!!")) == (False, False)
+    assert check_grip_sig(sig(exp_in=-10)) == (False, False)
+    assert check_grip_sig("garbage") == (False, False)
+    assert check_grip_sig(None) == (False, False)
+
+
+@override_settings(GRIP_PROXIES=[{"control_uri": "http://a"}, {"control_uri": "http://b", "key": KEY}])
+def test_garbage_sig_is_direct_when_any_proxy_has_a_key():
+    # django-grip counted any Grip-Sig as proxied as soon as one proxy had no key.
+    assert check_grip_sig("garbage") == (False, False)
+    assert check_grip_sig(sig()) == (True, True)
+
+
+@override_settings(GRIP_PROXIES=[{"control_uri": "http://a"}])
+def test_keyless_proxy_trusts_presence():
+    assert check_grip_sig("anything") == (True, False)
+
+
+@pytest.mark.parametrize("kind,alg", [("ec", "ES256"), ("rsa", "RS256")])
+def test_fastly_public_key_signatures(kind, alg):
+    priv, pub = pem_pair(kind)
+    other, _ = pem_pair(kind)
+    with override_settings(
+        GRIP_URL="https://api.fastly.com/service/sid?verify-iss=fastly:sid&key=apitoken",
+        GRIP_VERIFY_KEY=pub,
+    ):
+        assert check_grip_sig(sig(priv, iss="fastly:sid", alg=alg)) == (True, True)
+        assert check_grip_sig(sig(priv, iss="someone-else", alg=alg)) == (False, False)
+        assert check_grip_sig(sig(other, iss="fastly:sid", alg=alg)) == (False, False)
+        # HS256 signed with the public key text must not pass (algorithm confusion).
+        assert check_grip_sig(jwt.encode({"exp": int(time.time()) + 60}, "x" * 40)) == (False, False)
+
+
+@pytest.mark.parametrize(
+    "proxies",
+    [
+        [{"control_uri": "http://a", "verify_key": KEY}],  # django-grip: KeyError 'key' -> 500
+        [{"control_uri": "http://a", "key": b"\x00\xff binary"}],
+        [{"control_uri": "http://a", "verify_key": "-----BEGIN PUBLIC KEY-----\nnot a key\n"}],
+        [{"control_uri": "http://a", "key": ""}],
+    ],
+)
+@pytest.mark.parametrize("header", ["", "x", "a.b.c", sig(), "\u00e9" * 10])
+def test_no_key_and_sig_combination_raises(proxies, header):
+    with override_settings(GRIP_PROXIES=proxies):
+        request = RequestFactory().get("/", HTTP_GRIP_SIG=header)
+        response = GripMiddleware(lambda r: HttpResponse(str(r.grip_proxied)))(request)
+        assert response.status_code == 200
+
+
+def test_grip_proxies_not_mutated_with_grip_url():
+    proxies = [{"control_uri": "http://a", "key": KEY}]
+    with override_settings(GRIP_PROXIES=proxies, GRIP_URL="http://b/?key=" + KEY):
+        from drf_grip.conf import grip_settings
+
+        for _ in range(3):
+            RequestFactory()
+            GripMiddleware(lambda r: HttpResponse())(RequestFactory().get("/"))
+        assert len(grip_settings.proxies) == 2
+        assert proxies == [{"control_uri": "http://a", "key": KEY}]
+
+
+def test_grip_last_parsing():
+    assert parse_grip_last('todos; last-id=abc, p-x; last-id="q\\"z"', "p-") == {
+        "todos": "abc",
+        "x": 'q"z',
+    }
