@@ -1,0 +1,690 @@
+"""The publisher, seen from the publish port: what a GRIP proxy receives, and when.
+
+Each test runs a real HTTP server on a free loopback port standing in for Pushpin's publish
+port; it records every request and can answer with errors or hold requests on demand.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+from gripcontrol import HttpResponseFormat, HttpStreamFormat, WebSocketMessageFormat
+
+import drf_grip
+from drf_grip.conf import embedded_key
+from drf_grip.grip import publisher as publisher_module
+from drf_grip.grip.publisher import (
+    MAX_BODY_SIZE,
+    PublishError,
+    Publisher,
+    PublishStats,
+    get_publisher,
+    make_item,
+    publish,
+    publish_items,
+    register_local_sink,
+    unregister_local_sink,
+)
+
+WAIT = 15.0  # a safety net for waits on events, never an assertion about speed
+
+FAST_RETRIES = {"PUBLISH_BACKOFF": 0.001, "PUBLISH_BACKOFF_MAX": 0.005}
+
+
+@dataclasses.dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    size: int
+
+    @property
+    def channels(self) -> list[str]:
+        return [item["channel"] for item in self.body["items"]]
+
+
+class PublishServer:
+    """A stand-in for Pushpin's publish port: records requests, answers as told."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.requests: list[Received] = []
+        self.statuses: deque[int] = deque()  # answers to give first, then 200
+        self.responder: Callable[[Received], int] | None = None
+        self.gate: threading.Event | None = None  # when set, requests wait on it to be answered
+        self.cond = threading.Condition()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(size)
+                received = Received(self.path, dict(self.headers.items()), json.loads(raw), size)
+                with server.cond:
+                    server.requests.append(received)
+                    gate = server.gate
+                    if server.statuses:
+                        status = server.statuses.popleft()
+                    elif server.responder is not None:
+                        status = server.responder(received)
+                    else:
+                        status = 200
+                    server.cond.notify_all()
+                if gate is not None:
+                    gate.wait(WAIT)
+                text = b"Published\n" if status == 200 else b"Invalid format: nope\n"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def hold(self) -> None:
+        self.gate = threading.Event()
+
+    def release(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
+            self.gate = None
+
+    def wait_for(self, count: int) -> list[Received]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: len(self.requests) >= count, WAIT):
+                raise AssertionError(f"expected {count} requests, got {len(self.requests)}")
+            return list(self.requests)
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        with self.cond:
+            return [item for r in self.requests for item in r.body["items"]]
+
+    @property
+    def channels(self) -> list[str]:
+        return [item["channel"] for item in self.items]
+
+    def stop(self) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server() -> Iterator[PublishServer]:
+    srv = PublishServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def other_server() -> Iterator[PublishServer]:
+    srv = PublishServer()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def publisher(monkeypatch: pytest.MonkeyPatch) -> Iterator[Publisher]:
+    """A fresh process-wide publisher for each test, so counters start at zero."""
+    fresh = Publisher()
+    monkeypatch.setattr(publisher_module, "_publisher", fresh)
+    monkeypatch.setattr(publisher_module, "_local_sinks", [])
+    yield fresh
+    fresh.close(timeout=WAIT)
+
+
+@pytest.fixture
+def grip(settings: Any, server: PublishServer, publisher: Publisher) -> Any:
+    """Settings publishing to ``server`` with quick retries."""
+    settings.GRIP_URL = server.url
+    settings.DRF_GRIP = dict(FAST_RETRIES)
+    return settings
+
+
+def stream(text: str) -> HttpStreamFormat:
+    return HttpStreamFormat(text)
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.fail = False
+
+    def publish_items(self, items: list[dict[str, Any]]) -> None:
+        if self.fail:
+            raise RuntimeError("sink broke")
+        self.items.extend(items)
+
+
+# -- items -----------------------------------------------------------------------------------
+
+
+def test_item_has_pushpin_form_with_prefix(settings: Any) -> None:
+    settings.GRIP_PREFIX = "myapp-"
+    item = make_item("todos", HttpStreamFormat("hi\n"), id=7, prev_id="6")
+    assert item == {
+        "channel": "myapp-todos",
+        "id": "7",
+        "prev-id": "6",
+        "formats": {"http-stream": {"content": "hi\n"}},
+    }
+
+
+def test_binary_content_becomes_base64_text() -> None:
+    item = make_item(
+        "c",
+        [
+            HttpStreamFormat(b"\xff\x00"),
+            HttpResponseFormat(body=b"\xfe", headers={"ETag": '"1"'}),
+            WebSocketMessageFormat(b"\x01\x02", binary=True),
+        ],
+    )
+    json.dumps(item)  # JSON-safe as it is
+    formats = item["formats"]
+    assert base64.b64decode(formats["http-stream"]["content-bin"]) == b"\xff\x00"
+    assert base64.b64decode(formats["http-response"]["body-bin"]) == b"\xfe"
+    assert base64.b64decode(formats["ws-message"]["content-bin"]) == b"\x01\x02"
+
+
+def test_formats_as_dict_and_errors() -> None:
+    item = make_item("c", {"ws-message": {"content": b"text"}})
+    assert item["formats"] == {"ws-message": {"content": "text"}}
+    with pytest.raises(ValueError):
+        make_item("c", [stream("a"), stream("b")])
+    with pytest.raises(ValueError):
+        make_item("c", [])
+
+
+def test_stats_names() -> None:
+    names = [f.name for f in dataclasses.fields(PublishStats)]
+    assert names == ["queued", "sent", "failed", "retried", "dropped", "batches", "pending"]
+
+
+def test_exported_from_package() -> None:
+    assert drf_grip.publish is publish
+    assert drf_grip.get_publisher is get_publisher
+
+
+# -- delivery --------------------------------------------------------------------------------
+
+
+def test_publish_reaches_the_proxy_with_prefix_and_ids(grip: Any, server: PublishServer) -> None:
+    grip.GRIP_PREFIX = "app-"
+    publish("todos", HttpStreamFormat("data: 1\n\n"), id="v2", prev_id="v1")
+    assert get_publisher().flush(WAIT)
+    [request] = server.requests
+    assert request.path == "/publish/"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.body == {
+        "items": [
+            {
+                "channel": "app-todos",
+                "id": "v2",
+                "prev-id": "v1",
+                "formats": {"http-stream": {"content": "data: 1\n\n"}},
+            }
+        ]
+    }
+    stats = get_publisher().stats
+    assert (stats.queued, stats.sent, stats.batches, stats.pending) == (1, 1, 1, 0)
+
+
+def test_control_uri_path_is_kept(settings: Any, server: PublishServer, publisher: Publisher) -> None:
+    # Fanout's control URI has a path: https://api.fastly.com/service/ID
+    settings.GRIP_PROXIES = [{"control_uri": server.url + "/service/abc", "key": "token"}]
+    publish("c", stream("x"))
+    assert publisher.flush(WAIT)
+    assert server.requests[0].path == "/service/abc/publish/"
+    assert server.requests[0].headers["Authorization"] == "Bearer token"
+
+
+def test_key_without_iss_is_a_bearer_token(grip: Any, server: PublishServer) -> None:
+    grip.GRIP_URL = server.url + "/?key=plain-secret"
+    publish("c", stream("x"), blocking=True)
+    assert server.requests[0].headers["Authorization"] == "Bearer plain-secret"
+
+
+def test_key_with_iss_is_a_jwt(grip: Any, server: PublishServer) -> None:
+    key = b"\x00binary-key-of-thirty-two-bytes!!"
+    grip.GRIP_URL = server.url + "/?iss=pushpin&key=base64:" + base64.b64encode(key).decode()
+    publish("c", stream("x"), blocking=True)
+    scheme, token = server.requests[0].headers["Authorization"].split(" ")
+    assert scheme == "Bearer"
+    claims = jwt.decode(token, key, algorithms=["HS256"])
+    assert claims["iss"] == "pushpin"
+    assert time.time() < claims["exp"] <= time.time() + 600
+
+
+def test_basic_auth_from_proxy_entry(settings: Any, server: PublishServer, publisher: Publisher) -> None:
+    settings.GRIP_PROXIES = [{"control_uri": server.url, "user": "ann", "pass": "pässword"}]
+    publish("c", stream("x"), blocking=True)
+    expected = "Basic " + base64.b64encode("ann:pässword".encode()).decode()
+    assert server.requests[0].headers["Authorization"] == expected
+
+
+def test_items_that_pile_up_go_in_one_request(grip: Any, server: PublishServer) -> None:
+    server.hold()
+    publish("first", stream("x"))
+    server.wait_for(1)  # in flight, held by the server
+    for n in range(10):
+        publish(f"ch{n}", stream(str(n)))
+    server.release()
+    assert get_publisher().flush(WAIT)
+    assert [r.channels for r in server.requests] == [["first"], [f"ch{n}" for n in range(10)]]
+    assert get_publisher().stats.batches == 2
+
+
+def test_batch_size_is_bounded(grip: Any, server: PublishServer) -> None:
+    grip.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_BATCH_SIZE": 4}
+    server.hold()
+    publish("first", stream("x"))
+    server.wait_for(1)
+    for n in range(10):
+        publish(f"ch{n}", stream(str(n)))
+    server.release()
+    assert get_publisher().flush(WAIT)
+    assert [len(r.channels) for r in server.requests] == [1, 4, 4, 2]
+    assert server.channels == ["first"] + [f"ch{n}" for n in range(10)]
+
+
+def test_batches_stay_under_pushpins_body_limit(grip: Any, server: PublishServer) -> None:
+    big = "x" * 300_000
+    publish_items([make_item(f"big{n}", stream(big)) for n in range(5)])
+    assert get_publisher().flush(WAIT)
+    assert [len(r.channels) for r in server.requests] == [3, 2]
+    assert all(r.size <= MAX_BODY_SIZE for r in server.requests)
+    assert server.channels == [f"big{n}" for n in range(5)]
+
+
+def test_server_errors_are_retried_until_success(grip: Any, server: PublishServer) -> None:
+    server.statuses.extend([503, 502])
+    publish("todos", stream("x"))
+    assert get_publisher().flush(WAIT)
+    assert [r.channels for r in server.requests] == [["todos"]] * 3
+    stats = get_publisher().stats
+    assert (stats.sent, stats.retried, stats.failed) == (1, 2, 0)
+
+
+def test_a_bad_request_is_not_retried(grip: Any, server: PublishServer, caplog: Any) -> None:
+    server.statuses.extend([400])
+    publish("todos", stream("x"))
+    assert get_publisher().flush(WAIT)
+    assert len(server.requests) == 1
+    stats = get_publisher().stats
+    assert (stats.sent, stats.retried, stats.failed) == (0, 0, 1)
+    assert "'todos'" in caplog.text and "HTTP 400" in caplog.text
+
+
+def test_one_bad_item_does_not_sink_its_batch(grip: Any, server: PublishServer) -> None:
+    server.responder = lambda r: 400 if "bad" in r.channels else 200
+    publish_items([make_item(ch, stream("x")) for ch in ("good1", "bad", "good2")])
+    assert get_publisher().flush(WAIT)
+    delivered = [r.channels for r in server.requests if "bad" not in r.channels]
+    assert sum(delivered, []) == ["good1", "good2"]
+    stats = get_publisher().stats
+    assert (stats.sent, stats.failed, stats.retried) == (2, 1, 0)
+
+
+def test_retries_are_bounded(grip: Any, server: PublishServer, caplog: Any) -> None:
+    grip.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_RETRIES": 2}
+    server.responder = lambda r: 500
+    publish("todos", stream("x"))
+    assert get_publisher().flush(WAIT)
+    assert len(server.requests) == 3
+    stats = get_publisher().stats
+    assert (stats.sent, stats.failed, stats.retried) == (0, 1, 2)
+    assert "gave up after 3 attempts" in caplog.text
+
+
+def test_proxy_down_then_back_gets_the_item(settings: Any, publisher: Publisher) -> None:
+    """Pushpin is down while a change is published: the item arrives once it is back."""
+    port = free_port()
+    settings.GRIP_URL = f"http://127.0.0.1:{port}"
+    settings.DRF_GRIP = {"PUBLISH_RETRIES": 1000, "PUBLISH_BACKOFF": 0.01, "PUBLISH_BACKOFF_MAX": 0.02}
+    failed_once = threading.Event()
+
+    class Signal(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retry" in record.getMessage():
+                failed_once.set()
+
+    handler = Signal()
+    logging.getLogger("drf_grip.publish").addHandler(handler)
+    try:
+        publish("todos", stream("x"))
+        assert failed_once.wait(WAIT)
+        srv = PublishServer(port)
+        try:
+            assert publisher.flush(WAIT)
+            assert srv.channels == ["todos"]
+        finally:
+            srv.stop()
+    finally:
+        logging.getLogger("drf_grip.publish").removeHandler(handler)
+    assert publisher.stats.sent == 1 and publisher.stats.retried >= 1
+
+
+def test_one_endpoint_down_does_not_hold_up_another(
+    settings: Any, server: PublishServer, other_server: PublishServer, publisher: Publisher
+) -> None:
+    settings.GRIP_PROXIES = [{"control_uri": server.url}, {"control_uri": other_server.url}]
+    server.hold()  # the first endpoint hangs
+    publish("todos", stream("x"))
+    other_server.wait_for(1)
+    assert other_server.channels == ["todos"]
+    assert server.gate is not None  # still holding the first endpoint's request
+    server.release()
+    assert publisher.flush(WAIT)
+    assert server.channels == ["todos"]
+    assert publisher.stats.sent == 2  # one per destination
+
+
+def test_logs_name_channel_and_endpoint_never_a_key(
+    settings: Any, server: PublishServer, publisher: Publisher, caplog: Any
+) -> None:
+    settings.GRIP_PROXIES = [
+        {"control_uri": server.url + "/a", "control_iss": "me", "key": "jwt-signing-key-0123456789abcdef"},
+        {"control_uri": server.url + "/b", "key": "bearer-token-0123456789"},
+        {"control_uri": server.url + "/c", "user": "ann", "pass": "basic-password-0123"},
+    ]
+    settings.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_RETRIES": 1}
+    server.responder = lambda r: 500
+    publish("secret-free-channel", stream("x"))
+    assert publisher.flush(WAIT)
+    sent_auth = {r.headers["Authorization"].split(" ")[1] for r in server.requests}
+    assert len(sent_auth) == 3
+    assert "secret-free-channel" in caplog.text
+    for path in ("/a/publish/", "/b/publish/", "/c/publish/"):
+        assert server.url + path in caplog.text
+    for secret in ["jwt-signing-key", "bearer-token", "basic-password", "Bearer", *sent_auth]:
+        assert secret not in caplog.text
+
+
+def test_full_queue_drops_count_and_log_the_channel(grip: Any, server: PublishServer, caplog: Any) -> None:
+    grip.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_QUEUE_SIZE": 3}
+    server.hold()
+    publish("first", stream("x"))
+    server.wait_for(1)  # in flight: the queue is empty again
+    for n in range(5):
+        publish(f"ch{n}", stream("x"))  # returns at once even though the queue is full
+    stats = get_publisher().stats
+    assert (stats.queued, stats.dropped, stats.pending) == (4, 2, 4)
+    assert "'ch3'" in caplog.text and "'ch4'" in caplog.text and "full" in caplog.text
+    server.release()
+    assert get_publisher().flush(WAIT)
+    assert server.channels == ["first", "ch0", "ch1", "ch2"]
+
+
+def test_override_settings_switches_endpoint(
+    server: PublishServer, other_server: PublishServer, publisher: Publisher
+) -> None:
+    with override_settings(GRIP_URL=server.url):
+        publish("one", stream("x"))
+        assert get_publisher().flush(WAIT)
+    with override_settings(GRIP_URL=other_server.url):
+        publish("two", stream("x"))
+        assert get_publisher().flush(WAIT)
+    assert server.channels == ["one"]
+    assert other_server.channels == ["two"]
+
+
+def test_publisher_is_created_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publisher_module, "_publisher", None)
+    first = get_publisher()
+    assert isinstance(first, Publisher) and get_publisher() is first
+    first.close()
+
+
+def test_close_drops_what_is_queued_and_restarts_on_next_publish(
+    grip: Any, server: PublishServer, caplog: Any
+) -> None:
+    publisher = get_publisher()
+    server.hold()
+    publish("first", stream("x"))
+    server.wait_for(1)
+    publish("queued1", stream("x"))
+    publish("queued2", stream("x"))
+    assert publisher.close(timeout=0) is False
+    assert publisher.stats.dropped == 2
+    assert "'queued1'" in caplog.text
+    server.release()
+    publish("after-close", stream("x"))
+    assert publisher.flush(WAIT)
+    assert server.channels == ["first", "after-close"]
+
+
+def test_flush_times_out_while_the_proxy_hangs(grip: Any, server: PublishServer) -> None:
+    server.hold()
+    publish("todos", stream("x"))
+    server.wait_for(1)
+    assert get_publisher().flush(timeout=0) is False
+    server.release()
+    assert get_publisher().flush(WAIT) is True
+
+
+# -- blocking --------------------------------------------------------------------------------
+
+
+def test_blocking_publish_has_arrived_when_it_returns(grip: Any, server: PublishServer) -> None:
+    publish("todos", stream("x"), blocking=True)
+    assert server.channels == ["todos"]
+
+
+def test_blocking_publish_raises_naming_failed_endpoints_only(
+    settings: Any, server: PublishServer, publisher: Publisher
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    settings.GRIP_PROXIES = [
+        {"control_uri": down, "key": "never-shown-key"},
+        {"control_uri": server.url, "key": "other-key"},
+    ]
+    settings.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_RETRIES": 1}
+    with pytest.raises(PublishError) as info:
+        publish("todos", stream("x"), blocking=True)
+    assert info.value.failed == [down + "/publish/"]
+    assert "never-shown-key" not in str(info.value)
+    assert "'todos'" in str(info.value)
+    assert server.channels == ["todos"]  # the healthy endpoint still got it
+
+
+# -- where items go without configuration ----------------------------------------------------
+
+
+def test_unconfigured_publishes_to_embedded_url_and_warns_once(
+    settings: Any, server: PublishServer, publisher: Publisher, caplog: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(publisher_module, "_warned_unconfigured", False)
+    settings.DRF_GRIP = {"EMBEDDED_URL": server.url}
+    publish("one", stream("x"))
+    publish("two", stream("x"))
+    assert publisher.flush(WAIT)
+    assert [r.path for r in server.requests][0] == "/_grip/publish/"
+    assert server.requests[0].headers["Authorization"] == f"Bearer {embedded_key()}"
+    assert server.channels == ["one", "two"]
+    warnings = [r for r in caplog.records if "GRIP_URL is unset" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert server.url + "/_grip" in warnings[0].getMessage()
+    assert embedded_key() not in caplog.text
+
+
+def test_local_sink_replaces_the_network_hop(
+    settings: Any, server: PublishServer, publisher: Publisher
+) -> None:
+    settings.DRF_GRIP = {"EMBEDDED_URL": server.url}
+    sink = RecordingSink()
+    register_local_sink(sink)
+    try:
+        publish("todos", stream("x"), id="1")
+        assert publisher.flush(WAIT)
+    finally:
+        unregister_local_sink(sink)
+    assert sink.items == [make_item("todos", stream("x"), id="1")]
+    assert server.requests == []
+
+
+def test_local_sink_beside_an_endpoint_and_a_failing_sink(grip: Any, server: PublishServer) -> None:
+    good, bad = RecordingSink(), RecordingSink()
+    bad.fail = True
+    register_local_sink(good)
+    register_local_sink(bad)
+    publish("todos", stream("x"))
+    assert get_publisher().flush(WAIT)
+    assert server.channels == ["todos"]
+    assert [i["channel"] for i in good.items] == ["todos"]
+    stats = get_publisher().stats
+    assert (stats.sent, stats.failed) == (2, 1)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+EXIT_SCRIPT = """
+import sys, django
+from django.conf import settings
+settings.configure(
+    SECRET_KEY="x" * 40,
+    GRIP_URL=sys.argv[1],
+    DRF_GRIP={"PUBLISH_FLUSH_TIMEOUT": float(sys.argv[2]), "PUBLISH_READ_TIMEOUT": 60},
+)
+django.setup()
+from gripcontrol import HttpStreamFormat
+from drf_grip import publish
+for n in range(3):
+    publish("exit%d" % n, HttpStreamFormat("x"))
+print("script done", flush=True)
+"""
+
+
+def run_script(url: str, flush_timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, url, str(flush_timeout)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_items_published_just_before_exit_are_flushed(server: PublishServer) -> None:
+    result = run_script(server.url, 10)
+    assert result.returncode == 0, result.stderr
+    assert sorted(server.channels) == ["exit0", "exit1", "exit2"]
+
+
+def test_flush_at_exit_is_bounded(server: PublishServer) -> None:
+    server.hold()  # the proxy never answers
+    result = run_script(server.url, 0.2)
+    assert result.returncode == 0, result.stderr
+    assert "script done" in result.stdout
+    assert "not delivered" in result.stderr or "did not finish" in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_publishes_with_its_own_thread(grip: Any, server: PublishServer) -> None:
+    publish("parent", stream("x"))
+    assert get_publisher().flush(WAIT)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            publish("child", stream("x"))
+            code = 0 if get_publisher().flush(WAIT) and get_publisher().stats.sent == 1 else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert server.channels == ["parent", "child"]
+
+
+# -- manage.py grip_publish ------------------------------------------------------------------
+
+
+def test_command_sends_every_format_by_default(grip: Any, server: PublishServer) -> None:
+    grip.GRIP_PREFIX = "app-"
+    out = io.StringIO()
+    call_command("grip_publish", "todos", "hello", "--id", "2", "--prev-id", "1", stdout=out)
+    [item] = server.items
+    assert item == {
+        "channel": "app-todos",
+        "id": "2",
+        "prev-id": "1",
+        "formats": {
+            "http-response": {"body": "hello"},
+            "http-stream": {"content": "hello"},
+            "ws-message": {"content": "hello"},
+        },
+    }
+    assert "app-todos" in out.getvalue() and server.url in out.getvalue()
+
+
+def test_command_hint_and_close(grip: Any, server: PublishServer) -> None:
+    call_command("grip_publish", "todos", "--action", "hint", stdout=io.StringIO())
+    call_command(
+        "grip_publish", "todos", "--action", "close", "--format", "ws-message", stdout=io.StringIO()
+    )
+    assert [i["formats"] for i in server.items] == [
+        {"http-response": {"action": "hint"}, "http-stream": {"action": "hint"}},
+        {"ws-message": {"action": "close"}},
+    ]
+
+
+def test_command_response_headers(grip: Any, server: PublishServer) -> None:
+    call_command(
+        "grip_publish", "todos", "{}", "--format", "http-response",
+        "--header", 'ETag: "v2"', "--header", "Content-Type: application/json",
+        stdout=io.StringIO(),
+    )
+    assert server.items[0]["formats"] == {
+        "http-response": {"body": "{}", "headers": {"ETag": '"v2"', "Content-Type": "application/json"}}
+    }
+
+
+def test_command_rejects_bad_usage(grip: Any, server: PublishServer) -> None:
+    with pytest.raises(CommandError, match="does not support"):
+        call_command("grip_publish", "todos", "--action", "hint", "--format", "ws-message")
+    with pytest.raises(CommandError, match="required"):
+        call_command("grip_publish", "todos")
+    assert server.requests == []
+
+
+def test_command_fails_clearly_when_the_proxy_is_down(settings: Any, publisher: Publisher) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    settings.GRIP_URL = down + "/?key=hidden-key-value"
+    settings.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_RETRIES": 0}
+    with pytest.raises(CommandError) as info:
+        call_command("grip_publish", "todos", "hello")
+    assert down + "/publish/" in str(info.value)
+    assert "hidden-key-value" not in str(info.value)
