@@ -1,0 +1,81 @@
+"""Fixtures that put the test Django app behind real sockets and a real GRIP proxy.
+
+- ``origin_server``: the Django ASGI app served by uvicorn in a thread (session).
+- ``pushpin``: a private Pushpin in front of ``origin_server`` (session).
+- ``grip_pushpin``: ``pushpin`` with ``GRIP_URL`` pointing at it for one test.
+- ``grip_proxy``: the conformance suite's proxy, parametrized over a real Pushpin and the
+  embedded proxy, with one interface (``drf_grip.testing.proxies.ProxyUnderTest``).
+
+The server thread and the test share a file SQLite database, so tests that let the server
+see their rows use ``@pytest.mark.django_db(transaction=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.test import override_settings
+
+from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, pushpin_missing
+from drf_grip.testing.proxies import EmbeddedProxyServer, ProxyUnderTest
+
+
+def _django_asgi_app() -> Any:
+    from django.core.asgi import get_asgi_application
+
+    return get_asgi_application()
+
+
+@pytest.fixture(scope="session")
+def origin_server(django_db_setup: None) -> Iterator[OriginServer]:
+    """Django over real HTTP. Depends on the test database so the server never opens the
+    database file before pytest-django has (re)created it."""
+    with OriginServer(_django_asgi_app()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
+    """A private Pushpin in front of ``origin_server``; fails under ``CI``, skips elsewhere."""
+    if find_pushpin() is None:
+        pushpin_missing()
+    with PushpinServer(origin_server.port) as server:
+        yield server
+
+
+@pytest.fixture
+def grip_pushpin(pushpin: PushpinServer) -> Iterator[PushpinServer]:
+    """``pushpin``, with the app configured to trust and publish to it for this test."""
+    with override_settings(GRIP_URL=pushpin.grip_url):
+        yield pushpin
+
+
+@pytest.fixture(scope="session")
+def embedded_proxy(django_db_setup: None) -> Iterator[EmbeddedProxyServer]:
+    """The embedded GRIP proxy around the Django app, on its own server."""
+    try:
+        from drf_grip.proxy import GripProxy
+    except ImportError:
+        pytest.skip("embedded proxy not built")
+    proxy = GripProxy(_django_asgi_app())
+    with OriginServer(proxy) as server:
+        yield EmbeddedProxyServer(proxy, server)
+
+
+@pytest.fixture(params=["pushpin", "embedded"])
+def grip_proxy(request: pytest.FixtureRequest) -> Iterator[ProxyUnderTest]:
+    """The proxy a conformance test runs against; each test runs once per proxy.
+
+    With Pushpin, ``GRIP_URL`` points at it; with the embedded proxy ``GRIP_URL`` is unset,
+    which is what makes the embedded proxy the default (DESIGN.md §5).
+    """
+    if request.param == "pushpin":
+        server: Any = request.getfixturevalue("pushpin")
+        with override_settings(GRIP_URL=server.grip_url):
+            yield server
+    else:
+        embedded = request.getfixturevalue("embedded_proxy")
+        with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None):
+            yield embedded

@@ -1,0 +1,118 @@
+"""The harness itself: Django reached through a private Pushpin, holds that a test publishes
+to, shared database rows, and a Pushpin that leaves no process behind."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import httpx
+import jwt
+import pytest
+from django.contrib.auth import get_user_model
+
+from drf_grip.conf import grip_settings
+from drf_grip.testing import (
+    OriginServer,
+    PushpinError,
+    PushpinServer,
+    find_pushpin,
+    pushpin_missing,
+)
+from drf_grip.testing.pushpin import _alive
+
+
+def test_plain_view_through_pushpin(pushpin: PushpinServer) -> None:
+    response = httpx.get(pushpin.url + "/harness/ping/")
+
+    assert response.status_code == 200
+    assert response.json()["pong"] is True
+    # Pushpin signs what it forwards with this instance's own key.
+    claims = jwt.decode(response.json()["grip_sig"], pushpin.key, algorithms=["HS256"])
+    assert claims["iss"] == "pushpin"
+
+
+def test_origin_server_directly(origin_server: OriginServer) -> None:
+    response = httpx.get(origin_server.url + "/harness/ping/")
+
+    assert response.json() == {"pong": True, "grip_sig": None}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_server_thread_sees_committed_rows(pushpin: PushpinServer) -> None:
+    get_user_model().objects.create_user("alice")
+
+    response = httpx.get(pushpin.url + "/harness/users/")
+
+    assert response.json() == {"usernames": ["alice"]}
+
+
+def test_hold_returns_what_the_test_publishes(pushpin: PushpinServer) -> None:
+    channel = f"harness-{uuid.uuid4().hex}"
+    mark = pushpin.mark()
+    result: dict[str, httpx.Response] = {}
+    client = threading.Thread(
+        target=lambda: result.setdefault(
+            "response", httpx.get(f"{pushpin.url}/harness/hold/{channel}/", timeout=10)
+        )
+    )
+    client.start()
+
+    pushpin.wait_subscribed(channel, since=mark)
+    pushpin.publish_items(
+        [{"channel": channel, "formats": {"http-response": {"body": "pushed\n"}}}]
+    )
+    pushpin.wait_published(channel, since=mark)
+    client.join(10)
+
+    assert result["response"].status_code == 200
+    assert result["response"].text == "pushed\n"
+
+
+def test_wait_subscribed_only_counts_new_subscriptions(pushpin: PushpinServer) -> None:
+    channel = f"harness-{uuid.uuid4().hex}"
+    client = threading.Thread(
+        target=lambda: httpx.get(f"{pushpin.url}/harness/hold/{channel}/", timeout=10)
+    )
+    client.start()
+    after_first = pushpin.wait_subscribed(channel)
+    pushpin.publish_items([{"channel": channel, "formats": {"http-response": {"body": "x"}}}])
+    client.join(10)
+
+    with pytest.raises(TimeoutError):
+        pushpin.wait_subscribed(channel, timeout=0.2, since=after_first)
+
+
+def test_grip_pushpin_sets_grip_url_for_one_test(grip_pushpin: PushpinServer) -> None:
+    (endpoint,) = grip_settings.proxies
+
+    assert endpoint.control_uri == grip_pushpin.publish_uri
+    assert endpoint.key == grip_pushpin.key
+
+
+def test_grip_url_is_unset_outside_grip_pushpin(pushpin: PushpinServer) -> None:
+    assert grip_settings.proxies == ()
+
+
+def test_two_instances_side_by_side_and_stop_leaves_nothing(
+    pushpin: PushpinServer, origin_server: OriginServer
+) -> None:
+    if find_pushpin() is None:
+        pushpin_missing()
+    with PushpinServer(origin_server.port) as second:
+        assert second.http_port != pushpin.http_port
+        assert httpx.get(second.url + "/harness/ping/").json()["grip_sig"]
+        runner = second.process
+        assert runner is not None
+        services = set(second._child_pids)
+        assert len(services) == 4  # condure, zurl, pushpin-proxy, pushpin-handler
+
+    assert not _alive(runner.pid)
+    assert not any(_alive(pid) for pid in services)
+    # The first instance is untouched.
+    assert httpx.get(pushpin.url + "/harness/ping/").status_code == 200
+
+
+def test_publish_error_is_raised(pushpin: PushpinServer) -> None:
+    with pytest.raises(PushpinError, match="400"):
+        pushpin.publish_items([{"formats": {}}])  # no channel: Pushpin answers 400

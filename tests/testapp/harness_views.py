@@ -1,0 +1,40 @@
+"""Raw views that prove the test harness itself: no drf-grip code, GRIP headers by hand.
+
+They let the harness be tested while the middleware and the DRF layer are written, and stay
+as the simplest possible origin for Pushpin.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import path
+
+__all__ = ["hold", "ping", "urlpatterns", "users"]
+
+
+def ping(request: HttpRequest) -> JsonResponse:
+    """Echo the ``Grip-Sig`` a GRIP proxy added (None when reached directly)."""
+    return JsonResponse({"pong": True, "grip_sig": request.META.get("HTTP_GRIP_SIG")})
+
+
+def users(request: HttpRequest) -> JsonResponse:
+    """Usernames in the database: proves the server thread sees the test's committed rows."""
+    names = list(get_user_model().objects.order_by("username").values_list("username", flat=True))
+    return JsonResponse({"usernames": names})
+
+
+def hold(request: HttpRequest, channel: str) -> HttpResponse:
+    """A long-poll hold on ``channel``; the body is what the client gets on timeout."""
+    response = HttpResponse("timeout\n", content_type="text/plain")
+    response["Grip-Hold"] = "response"
+    response["Grip-Channel"] = channel
+    response["Grip-Timeout"] = "30"
+    return response
+
+
+urlpatterns = [
+    path("ping/", ping),
+    path("users/", users),
+    path("hold/<str:channel>/", hold),
+]
