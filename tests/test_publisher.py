@@ -100,7 +100,7 @@ class PublishServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     @property
@@ -262,7 +262,9 @@ def test_publish_reaches_the_proxy_with_prefix_and_ids(grip: Any, server: Publis
     assert (stats.queued, stats.sent, stats.batches, stats.pending) == (1, 1, 1, 0)
 
 
-def test_control_uri_path_is_kept(settings: Any, server: PublishServer, publisher: Publisher) -> None:
+def test_control_uri_path_is_kept(
+    settings: Any, server: PublishServer, publisher: Publisher
+) -> None:
     # Fanout's control URI has a path: https://api.fastly.com/service/ID
     settings.GRIP_PROXIES = [{"control_uri": server.url + "/service/abc", "key": "token"}]
     publish("c", stream("x"))
@@ -288,7 +290,9 @@ def test_key_with_iss_is_a_jwt(grip: Any, server: PublishServer) -> None:
     assert time.time() < claims["exp"] <= time.time() + 600
 
 
-def test_basic_auth_from_proxy_entry(settings: Any, server: PublishServer, publisher: Publisher) -> None:
+def test_basic_auth_from_proxy_entry(
+    settings: Any, server: PublishServer, publisher: Publisher
+) -> None:
     settings.GRIP_PROXIES = [{"control_uri": server.url, "user": "ann", "pass": "pässword"}]
     publish("c", stream("x"), blocking=True)
     expected = "Basic " + base64.b64encode("ann:pässword".encode()).decode()
@@ -373,7 +377,11 @@ def test_proxy_down_then_back_gets_the_item(settings: Any, publisher: Publisher)
     """Pushpin is down while a change is published: the item arrives once it is back."""
     port = free_port()
     settings.GRIP_URL = f"http://127.0.0.1:{port}"
-    settings.DRF_GRIP = {"PUBLISH_RETRIES": 1000, "PUBLISH_BACKOFF": 0.01, "PUBLISH_BACKOFF_MAX": 0.02}
+    settings.DRF_GRIP = {
+        "PUBLISH_RETRIES": 1000,
+        "PUBLISH_BACKOFF": 0.01,
+        "PUBLISH_BACKOFF_MAX": 0.02,
+    }
     failed_once = threading.Event()
 
     class Signal(logging.Handler):
@@ -416,7 +424,11 @@ def test_logs_name_channel_and_endpoint_never_a_key(
     settings: Any, server: PublishServer, publisher: Publisher, caplog: Any
 ) -> None:
     settings.GRIP_PROXIES = [
-        {"control_uri": server.url + "/a", "control_iss": "me", "key": "jwt-signing-key-0123456789abcdef"},
+        {
+            "control_uri": server.url + "/a",
+            "control_iss": "me",
+            "key": "jwt-signing-key-0123456789abcdef",
+        },
         {"control_uri": server.url + "/b", "key": "bearer-token-0123456789"},
         {"control_uri": server.url + "/c", "user": "ann", "pass": "basic-password-0123"},
     ]
@@ -433,7 +445,9 @@ def test_logs_name_channel_and_endpoint_never_a_key(
         assert secret not in caplog.text
 
 
-def test_full_queue_drops_count_and_log_the_channel(grip: Any, server: PublishServer, caplog: Any) -> None:
+def test_full_queue_drops_count_and_log_the_channel(
+    grip: Any, server: PublishServer, caplog: Any
+) -> None:
     grip.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_QUEUE_SIZE": 3}
     server.hold()
     publish("first", stream("x"))
@@ -668,7 +682,10 @@ def test_command_response_headers(grip: Any, server: PublishServer) -> None:
         stdout=io.StringIO(),
     )
     assert server.items[0]["formats"] == {
-        "http-response": {"body": "{}", "headers": {"ETag": '"v2"', "Content-Type": "application/json"}}
+        "http-response": {
+            "body": "{}",
+            "headers": {"ETag": '"v2"', "Content-Type": "application/json"},
+        }
     }
 
 

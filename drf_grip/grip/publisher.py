@@ -283,7 +283,9 @@ class _HttpTarget:
             ok = self._send(chunk, publisher, stop) and ok
         return ok
 
-    def _send(self, chunk: list[tuple[Item, bytes]], publisher: Publisher, stop: threading.Event) -> bool:
+    def _send(
+        self, chunk: list[tuple[Item, bytes]], publisher: Publisher, stop: threading.Event
+    ) -> bool:
         body = b'{"items":[' + b",".join(data for _, data in chunk) + b"]}"
         channels = _channels_of(item for item, _ in chunk)
         status, reason = self._post_with_retries(body, channels, publisher, stop)

@@ -61,7 +61,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         action: str = options["action"]
-        names: list[str] = options["formats"] or [n for n, acts in ACTIONS.items() if action in acts]
+        names: list[str] = options["formats"] or [n for n, a in ACTIONS.items() if action in a]
         for name in names:
             if action not in ACTIONS[name]:
                 raise CommandError(f"format {name} does not support action {action!r}")
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         if action != "send" and content is not None:
             raise CommandError(f"CONTENT is not used with --action {action}")
 
-        formats = {name: self._export(name, action, content, options) for name in dict.fromkeys(names)}
+        formats = {n: self._export(n, action, content, options) for n in dict.fromkeys(names)}
         item = make_item(options["channel"], formats, options["id"], options["prev_id"])
         try:
             destinations = get_publisher().send([item])
@@ -85,7 +85,9 @@ class Command(BaseCommand):
         )
 
     @staticmethod
-    def _export(name: str, action: str, content: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    def _export(
+        name: str, action: str, content: str | None, options: dict[str, Any]
+    ) -> dict[str, Any]:
         if action != "send":
             return {"action": action}
         if name == "http-response":
