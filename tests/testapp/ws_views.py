@@ -1,0 +1,107 @@
+"""The WebSocket seeds' examples, written against drf_grip; include at ``ws/``.
+
+- django-grip: ``echo/`` (``websocket_only`` + ``request.wscontext``, subscribed to channel
+  ``test``) and ``broadcast/`` (POST ``data`` -> every ``echo/`` client);
+- django-websocket: ``echo-once/`` (``require_websocket``, ``wait``/``send``) and
+  ``lowercase/`` (``accept_websocket``, ``?message=`` over plain HTTP too);
+- django-pistoke: ``room/<name>/`` (a ``JSONWebSocketView`` with subprotocol ``chat.v1``
+  that also renders a page for GET) and ``room/<name>/post/`` (publish to a room).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+from gripcontrol import WebSocketMessageFormat
+
+from drf_grip import accept_websocket, publish, require_websocket, websocket_only
+from drf_grip.websocket import JSONWebSocketView
+
+# -- django-grip's README, imports changed -------------------------------------------------
+
+
+@websocket_only
+def echo(request: HttpRequest) -> None:
+    ws = request.wscontext
+    if ws.is_opening():
+        ws.accept()
+        ws.subscribe("test")
+    while ws.can_recv():
+        message = ws.recv()
+        if message is None:
+            ws.close()
+            break
+        ws.send(message)
+
+
+@csrf_exempt
+def broadcast(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        publish("test", WebSocketMessageFormat(request.POST["data"]))
+        return HttpResponse("Ok\n")
+    return HttpResponseNotAllowed(["POST"])
+
+
+# -- django-websocket's README -------------------------------------------------------------
+
+
+@require_websocket
+def echo_once(request: HttpRequest) -> None:
+    message = request.websocket.wait()
+    if message is not None:
+        request.websocket.send(message)
+
+
+def modify_message(message: str) -> str:
+    return message.lower()
+
+
+@accept_websocket
+def lower_case(request: HttpRequest) -> HttpResponse | None:
+    if not request.is_websocket():
+        return HttpResponse(modify_message(request.GET["message"]))
+    for message in request.websocket:
+        request.websocket.send(modify_message(message))
+    return None
+
+
+# -- django-pistoke: a class-based view serving a page and a JSON WebSocket ----------------
+
+
+def room_channel(name: str) -> str:
+    return f"room-{name}"
+
+
+class Room(JSONWebSocketView):
+    subprotocols = ["chat.v1"]
+
+    def get(self, request: HttpRequest, name: str) -> HttpResponse:
+        return HttpResponse(f"<h1>Room {name}</h1>", content_type="text/html")
+
+    def websocket_open(self, request: HttpRequest) -> None:
+        request.wscontext.subscribe(room_channel(self.kwargs["name"]))
+        request.websocket.send_json({"joined": self.kwargs["name"]})
+
+    def websocket_message(self, request: HttpRequest, message: Any) -> None:
+        request.websocket.send_json({"echo": message})
+
+
+@csrf_exempt
+def room_post(request: HttpRequest, name: str) -> HttpResponse:
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    publish(room_channel(name), WebSocketMessageFormat(request.body.decode("utf-8")))
+    return HttpResponse("Ok\n")
+
+
+urlpatterns = [
+    path("echo/", echo),
+    path("broadcast/", broadcast),
+    path("echo-once/", echo_once),
+    path("lowercase/", lower_case),
+    path("room/<slug:name>/", Room.as_view()),
+    path("room/<slug:name>/post/", room_post),
+]
