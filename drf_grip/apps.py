@@ -7,3 +7,6 @@ class DrfGripConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
+        from .rest.registry import connect_signals
+
+        connect_signals()

@@ -78,10 +78,26 @@ class GripMiddleware:
                 f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
             )
         websocket.attach(request)
-        response = self.get_response(request)
+        next_token = self.next_link_token(request)
+        if next_token is not None:
+            from ..rest.stream import serve_next_link
+
+            response = serve_next_link(request, next_token)
+        else:
+            response = self.get_response(request)
         if request.wscontext is not None:
             response = websocket.finish_response(request, response)
         return self.apply_instruct(request, response)
+
+    @staticmethod
+    def next_link_token(request: HttpRequest) -> str | None:
+        """The token of a stream's next link (``/_grip/next/<token>/``), if this is one."""
+        from ..rest.stream import NEXT_LINK_PATH
+
+        path = request.path_info.lstrip("/")
+        if request.method != "GET" or not path.startswith(NEXT_LINK_PATH):
+            return None
+        return path[len(NEXT_LINK_PATH):].strip("/") or None
 
     def apply_instruct(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         instruct = request.grip.instruct

@@ -1,0 +1,63 @@
+"""Channel names: the one place that decides them (STYLE.md: one way to do each thing).
+
+A model has a list channel (any change to any row), a channel per object, and a bulk
+channel (a change announced for the whole model, e.g. after ``queryset.update()``).
+Shared views also get a channel per live URL. Names contain no ``,`` or ``;`` (they
+separate channels and parameters in ``Grip-Channel``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from django.db.models import Model
+
+__all__ = [
+    "model_label",
+    "list_channel",
+    "object_channel",
+    "bulk_channel",
+    "url_channel",
+    "channels_for_change",
+]
+
+_SAFE = re.compile(r"^[A-Za-z0-9_\-.:@]{1,64}$")
+
+
+def model_label(model: type[Model] | Model) -> str:
+    return model._meta.label_lower
+
+
+def _pk_part(pk: Any) -> str:
+    text = str(pk)
+    if _SAFE.match(text):
+        return text
+    return "h" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def list_channel(model: type[Model]) -> str:
+    return f"drf.{model_label(model)}"
+
+
+def object_channel(model: type[Model], pk: Any) -> str:
+    return f"drf.{model_label(model)}.{_pk_part(pk)}"
+
+
+def bulk_channel(model: type[Model]) -> str:
+    return f"drf.{model_label(model)}.*"
+
+
+def url_channel(live_key: str) -> str:
+    return "drf.url." + hashlib.sha256(live_key.encode()).hexdigest()[:32]
+
+
+def channels_for_change(model: type[Model], pks: set[Any] | None) -> list[str]:
+    """Private channels a change wakes: the list, and each object (or the bulk channel)."""
+    out = [list_channel(model)]
+    if pks is None:
+        out.append(bulk_channel(model))
+    else:
+        out.extend(object_channel(model, pk) for pk in sorted(pks, key=str))
+    return out

@@ -1,0 +1,332 @@
+"""Which models are live, and publishing their changes after commit (DESIGN.md §2).
+
+A realtime view registers its model when its class is created; ``register()`` adds models
+whose changes wake other resources (a new Comment changes its Post). Signals collect
+changes per transaction; the batch is handed to a background worker when the transaction
+commits (a rollback drops it), so the write is never slowed by rendering or the network.
+``update()``, ``bulk_create()`` and raw SQL send no signals: call ``publish_changes()``, or
+wrap the block in ``paused()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, models, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_save
+
+from ..conf import grip_settings
+
+__all__ = [
+    "register",
+    "register_view",
+    "publish_changes",
+    "paused",
+    "wait_idle",
+    "is_registered",
+    "stats",
+]
+
+logger = logging.getLogger("drf_grip.publish")
+
+Related = Callable[[models.Model], Iterable[models.Model]]
+
+_views: dict[type[models.Model], list[type]] = {}
+_related: dict[type[models.Model], list[Related]] = {}
+_explicit: set[type[models.Model]] = set()
+_loaded = False
+_lock = threading.Lock()
+stats: dict[str, int] = {"changes": 0, "published": 0, "errors": 0}
+
+
+def register_view(view_class: type) -> None:
+    model = view_class.resolve_realtime_model()
+    if model is None:
+        return
+    with _lock:
+        views = _views.setdefault(model, [])
+        if view_class not in views:
+            views.append(view_class)
+
+
+def register(model: type[models.Model], affects: Related | None = None) -> None:
+    """Publish changes of ``model``; with ``affects``, each change also counts as a change of
+    the objects it returns (``register(Comment, affects=lambda c: [c.post])``)."""
+    with _lock:
+        _explicit.add(model)
+        if affects is not None:
+            _related.setdefault(model, []).append(affects)
+
+
+def _ensure_loaded() -> None:
+    """Import the URLconf once, so views (and their models) register in every process,
+    including a shell or a Celery worker that never served a request."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    try:
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns  # noqa: B018 - importing is the point
+    except Exception:  # a broken URLconf is reported by Django's own checks
+        logger.exception("drf-grip could not import the URLconf to find realtime views")
+
+
+def is_registered(model: type[models.Model]) -> bool:
+    _ensure_loaded()
+    return model in _views or model in _explicit
+
+
+def views_for(model: type[models.Model]) -> list[type]:
+    _ensure_loaded()
+    return list(_views.get(model, ()))
+
+
+# -- changes ------------------------------------------------------------------------------
+
+
+@dataclass
+class Changes:
+    """Changed objects per model; ``None`` means "the whole model" (bulk)."""
+
+    updated: dict[type[models.Model], set[Any] | None] = field(default_factory=dict)
+    deleted: dict[type[models.Model], set[Any]] = field(default_factory=dict)
+
+    def add(self, model: type[models.Model], pks: Iterable[Any] | None, deleted: bool = False) -> None:
+        if deleted and pks is not None:
+            self.deleted.setdefault(model, set()).update(pks)
+            # Also a change of the lists it was in.
+            self.updated.setdefault(model, set())
+            return
+        if pks is None:
+            self.updated[model] = None
+        elif model not in self.updated or self.updated[model] is not None:
+            current = self.updated.setdefault(model, set())
+            current.update(pks)
+
+    def merge(self, other: "Changes") -> None:
+        for model, pks in other.updated.items():
+            self.add(model, pks)
+        for model, pks in other.deleted.items():
+            self.add(model, pks, deleted=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.updated or self.deleted)
+
+
+class _Batch:
+    def __init__(self, using: str) -> None:
+        self.using = using
+        self.changes = Changes()
+
+    def flush(self) -> None:
+        changes, self.changes = self.changes, Changes()
+        if changes:
+            _worker().submit(changes)
+
+
+_local = threading.local()
+
+
+def _record(model: type[models.Model], pks: Iterable[Any] | None, deleted: bool, using: str) -> None:
+    paused_changes = getattr(_local, "paused", None)
+    if paused_changes is not None:
+        paused_changes.add(model, pks, deleted)
+        return
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:
+        changes = Changes()
+        changes.add(model, pks, deleted)
+        _worker().submit(changes)
+        return
+    batches: dict[str, _Batch] = getattr(_local, "batches", None) or {}
+    _local.batches = batches
+    batch = batches.get(using)
+    # The batch lives as long as its on_commit callback: a rollback discards the callback
+    # (and so the batch); a savepoint rollback keeps it if it was registered outside.
+    if batch is None or not any(entry[1] == batch.flush for entry in connection.run_on_commit):
+        batch = batches[using] = _Batch(using)
+        transaction.on_commit(batch.flush, using=using)
+    batch.changes.add(model, pks, deleted)
+
+
+def _expand(model: type[models.Model], instance: models.Model) -> list[tuple[type[models.Model], Any]]:
+    """The object itself plus what registered relations say it affects."""
+    out = []
+    if is_registered(model):
+        out.append((model, instance.pk))
+    for affects in _related.get(model, ()):
+        try:
+            for other in affects(instance) or ():
+                if other is not None:
+                    out.append((type(other), other.pk))
+        except Exception:
+            logger.exception("drf-grip: the 'affects' function for %s failed", model._meta.label)
+    return out
+
+
+def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> None:
+    if raw:
+        return  # loaddata: no live views yet
+    for model, pk in _expand(sender, instance):
+        _record(model, [pk], False, using)
+
+
+def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+    for model, pk in _expand(sender, instance):
+        _record(model, [pk], model is sender, using)
+
+
+def _on_m2m(sender, instance, action, model, pk_set, using=DEFAULT_DB_ALIAS, reverse=False, **kwargs) -> None:
+    if not action.startswith("post_"):
+        return
+    for changed_model, pk in _expand(type(instance), instance):
+        _record(changed_model, [pk], False, using)
+    # The other side of the relation changed too.
+    if is_registered(model):
+        _record(model, pk_set if pk_set else None, False, using)
+
+
+def connect_signals() -> None:
+    post_save.connect(_on_save, dispatch_uid="drf_grip.post_save")
+    post_delete.connect(_on_delete, dispatch_uid="drf_grip.post_delete")
+    m2m_changed.connect(_on_m2m, dispatch_uid="drf_grip.m2m_changed")
+
+
+def publish_changes(
+    target: Any, pks: Iterable[Any] | None = None, *, deleted: bool = False, using: str | None = None
+) -> None:
+    """Announce changes made without signals (``update()``, ``bulk_create()``, raw SQL).
+
+    ``target`` is a model (with ``pks``, or the whole model), an instance, or a queryset
+    (its model as a whole). Published after the current transaction commits.
+    """
+    if isinstance(target, models.Model):
+        model, pks = type(target), [target.pk]
+    elif isinstance(target, models.QuerySet):
+        model = target.model
+        using = using or target.db
+    else:
+        model = target
+    _record(model, None if pks is None else list(pks), deleted, using or DEFAULT_DB_ALIAS)
+
+
+@contextlib.contextmanager
+def paused(*models_: type[models.Model], using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+    """Hold back auto-publishing for a block (an import); publish once at its end.
+
+    Models named here are announced as a whole (their bulk channel), for changes that sent
+    no signal; changes seen through signals are published too.
+    """
+    outer = getattr(_local, "paused", None)
+    mine = Changes()
+    _local.paused = mine
+    try:
+        yield
+    finally:
+        _local.paused = outer
+    for model in models_:
+        mine.add(model, None)
+    if outer is not None:
+        outer.merge(mine)
+        return
+    for model, pks in mine.updated.items():
+        _record(model, pks, False, using)
+    for model, pks in mine.deleted.items():
+        _record(model, pks, True, using)
+
+
+# -- the worker ---------------------------------------------------------------------------
+
+
+class _ChangeWorker:
+    """Turns committed changes into GRIP publishes off the request thread."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[Changes | None] = queue.Queue(maxsize=int(grip_settings.PUBLISH_QUEUE_SIZE))
+        self.pid = os.getpid()
+        self.idle = threading.Condition()
+        self.pending = 0
+        self.thread = threading.Thread(target=self.run, name="drf-grip-changes", daemon=True)
+        self.thread.start()
+
+    def submit(self, changes: Changes) -> None:
+        with self.idle:
+            self.pending += 1
+        stats["changes"] += 1
+        try:
+            self.queue.put_nowait(changes)
+        except queue.Full:
+            with self.idle:
+                self.pending -= 1
+                self.idle.notify_all()
+            stats["errors"] += 1
+            logger.error(
+                "drf-grip change queue is full; dropped changes of %s",
+                ", ".join(m._meta.label for m in changes.updated),
+            )
+
+    def run(self) -> None:
+        from .publishing import publish_committed
+
+        while True:
+            changes = self.queue.get()
+            if changes is None:
+                return
+            done = 1
+            # Several transactions waiting: publish them together, once per resource.
+            while True:
+                try:
+                    more = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self.queue.put(None)
+                    break
+                changes.merge(more)
+                done += 1
+            try:
+                publish_committed(changes)
+                stats["published"] += 1
+            except Exception:
+                stats["errors"] += 1
+                logger.exception("drf-grip failed to publish changes")
+            finally:
+                with self.idle:
+                    self.pending -= done
+                    self.idle.notify_all()
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        with self.idle:
+            return self.idle.wait_for(lambda: self.pending <= 0, timeout)
+
+
+_instance: _ChangeWorker | None = None
+
+
+def _worker() -> _ChangeWorker:
+    global _instance
+    with _lock:
+        if _instance is None or _instance.pid != os.getpid() or not _instance.thread.is_alive():
+            _instance = _ChangeWorker()
+        return _instance
+
+
+def wait_idle(timeout: float | None = None) -> bool:
+    """Wait until every committed change has been handed to the GRIP publisher."""
+    return _instance is None or _instance.wait_idle(timeout)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _instance is not None and _instance.pid == os.getpid():
+        _instance.wait_idle(float(grip_settings.PUBLISH_FLUSH_TIMEOUT))

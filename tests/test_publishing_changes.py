@@ -1,0 +1,137 @@
+"""Model changes become GRIP publishes after commit, once per resource per transaction."""
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import transaction
+from rest_framework.test import APIClient
+
+from drf_grip import paused, publish_changes
+from drf_grip.rest.shared import render_stats
+from tests.drf_helpers import RecordingSink
+from tests.testapp.models import Comment, Note, Post, Tag, Todo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sink():
+    from django.core.cache import cache
+
+    cache.clear()  # live URLs and versions of earlier tests
+    with RecordingSink() as recording:
+        recording.settle()
+        yield recording
+
+
+def test_save_publishes_hint_with_versions(sink):
+    todo = Todo.objects.create(title="a")
+    items = sink.settle()
+    by_channel = {i["channel"]: i for i in items}
+    assert {"drf.testapp.todo", f"drf.testapp.todo.{todo.pk}"} <= set(by_channel)
+    item = by_channel[f"drf.testapp.todo.{todo.pk}"]
+    assert item["formats"]["http-response"] == {"action": "hint"}
+    assert item["id"]
+    todo.title = "b"
+    todo.save()
+    again = {i["channel"]: i for i in sink.settle()}[f"drf.testapp.todo.{todo.pk}"]
+    assert again["prev-id"] == item["id"] and again["id"] != item["id"]
+
+
+def test_rollback_publishes_nothing(sink):
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            Todo.objects.create(title="never")
+            raise RuntimeError
+    assert sink.settle() == []
+    Todo.objects.create(title="after")  # a later commit carries nothing of the rollback
+    assert sum(c == "drf.testapp.todo" for c in sink.channels()) == 1
+
+
+def test_changes_in_one_transaction_publish_once(sink):
+    with transaction.atomic():
+        todo = Todo.objects.create(title="a")
+        for i in range(5):
+            todo.title = f"v{i}"
+            todo.save()
+        Todo.objects.create(title="b")
+    channels = sink.channels()
+    assert channels.count("drf.testapp.todo") == 1
+    assert channels.count(f"drf.testapp.todo.{todo.pk}") == 1
+
+
+def test_delete_closes_streams_of_the_object(sink):
+    todo = Todo.objects.create(title="a")
+    sink.settle()
+    pk = todo.pk
+    todo.delete()
+    items = [i for i in sink.settle() if i["channel"] == f"drf.testapp.todo.{pk}"]
+    assert "event: delete" in items[0]["formats"]["http-stream"]["content"]
+    assert items[-1]["formats"] == {"http-stream": {"action": "close"}}
+
+
+def test_related_model_wakes_its_post(sink):
+    post = Post.objects.create(title="p")
+    sink.settle()
+    Comment.objects.create(post=post, text="hi")
+    assert f"drf.testapp.post.{post.pk}" in sink.channels()
+
+
+def test_m2m_change_publishes(sink):
+    post = Post.objects.create(title="p")
+    tag = Tag.objects.create(name="x")
+    sink.settle()
+    post.tags.add(tag)
+    assert f"drf.testapp.post.{post.pk}" in sink.channels()
+
+
+def test_update_needs_explicit_call(sink):
+    Todo.objects.create(title="a")
+    sink.settle()
+    Todo.objects.update(done=True)
+    assert sink.settle() == []
+    publish_changes(Todo)
+    assert set(sink.channels()) >= {"drf.testapp.todo", "drf.testapp.todo.*"}
+
+
+def test_paused_publishes_once_at_the_end(sink):
+    with paused(Todo):
+        for i in range(10):
+            Todo.objects.create(title=f"bulk{i}")
+        Todo.objects.bulk_create([Todo(title="x"), Todo(title="y")])
+        assert sink.settle() == []
+    channels = sink.channels()
+    assert channels.count("drf.testapp.todo") == 1 and "drf.testapp.todo.*" in channels
+
+
+def test_shared_change_renders_once_per_live_url_whatever_the_subscribers(sink, settings):
+    from tests.drf_helpers import ProxiedClient
+
+    Todo.objects.create(title="a")
+    etag = APIClient().get("/api/shared-todos/")["ETag"]
+    for n in range(5):  # five subscribers, one of them with a cache-buster
+        url = "/api/shared-todos/" + (f"?_={n}" if n else "")
+        assert ProxiedClient().get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    sink.settle()
+    before = render_stats["renders"]
+    Todo.objects.create(title="b")
+    items = sink.settle()
+    assert render_stats["renders"] - before == 1
+    pushed = [i for i in items if i["channel"].startswith("drf.url.")]
+    assert len(pushed) == 1
+    response = pushed[0]["formats"]["http-response"]
+    assert response["code"] == 200 and '"title":"b"' in response["body"]
+    assert response["headers"]["ETag"] == APIClient().get("/api/shared-todos/")["ETag"]
+
+
+def test_shared_unchanged_page_is_not_pushed(sink):
+    from tests.drf_helpers import ProxiedClient
+
+    for i in range(4):
+        Todo.objects.create(title=f"t{i}")
+    etag = APIClient().get("/api/shared-todos/?page=2")["ETag"]
+    ProxiedClient().get("/api/shared-todos/?page=2", HTTP_IF_NONE_MATCH=etag)
+    sink.settle()
+    first = Todo.objects.order_by("-id").first()
+    first.title = "only on page 1"
+    first.save()
+    assert not [i for i in sink.settle() if i["channel"].startswith("drf.url.")]

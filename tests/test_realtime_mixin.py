@@ -1,0 +1,127 @@
+"""RealtimeMixin over DRF's test client: ETags, holds, streams and direct semantics."""
+
+import pytest
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from drf_grip.rest.etag import make_etag
+from tests.drf_helpers import ProxiedClient
+from tests.testapp.models import Todo
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def todos():
+    return [Todo.objects.create(title=f"t{i}", done=i % 2 == 0) for i in range(5)]
+
+
+def test_get_has_strong_etag_of_body(todos):
+    resp = APIClient().get("/api/todos/")
+    assert resp.status_code == 200
+    assert resp["ETag"] == make_etag(resp.content) and not resp["ETag"].startswith("W/")
+
+
+def test_matching_if_none_match_holds_when_proxied(todos):
+    etag = APIClient().get("/api/todos/5/")["ETag"]
+    resp = ProxiedClient().get("/api/todos/5/", HTTP_IF_NONE_MATCH=etag)
+    assert resp.status_code == 304 and resp["ETag"] == etag
+    assert resp["Grip-Hold"] == "response"
+    assert resp["Grip-Status"].startswith("304")
+    channels = resp["Grip-Channel"]
+    assert "drf.testapp.todo.5; prev-id=" in channels and "drf.testapp.todo.*" in channels
+    assert resp["Grip-Timeout"] == "55"
+
+
+def test_stale_if_none_match_answers_at_once(todos):
+    resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH='"stale"')
+    assert resp.status_code == 200 and "Grip-Hold" not in resp
+
+
+def test_direct_request_is_ordinary_conditional_get(todos):
+    etag = APIClient().get("/api/todos/")["ETag"]
+    resp = APIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert resp.status_code == 304 and "Grip-Hold" not in resp
+
+
+@override_settings(GRIP_PROXY_REQUIRED=True)
+def test_direct_hold_with_proxy_required_is_501(todos):
+    etag = APIClient().get("/api/todos/")["ETag"]
+    assert APIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag).status_code == 501
+    assert APIClient().get("/api/todos/").status_code == 200
+
+
+@pytest.mark.parametrize("prefer,timeout", [("wait=10", "10"), ("wait=1", "5"), ("wait=100000", "300"),
+                                            ("respond-async, wait=30", "30"), ("wait=abc", "55")])
+def test_prefer_wait_clamped(todos, prefer, timeout):
+    etag = APIClient().get("/api/todos/")["ETag"]
+    resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_PREFER=prefer)
+    assert resp["Grip-Timeout"] == timeout
+    if timeout != "55":
+        assert resp["Preference-Applied"] == f"wait={timeout}"
+
+
+def test_filters_and_pages_have_their_own_etags(todos):
+    a = APIClient().get("/api/todos/?done=false&page=1")
+    b = APIClient().get("/api/todos/?done=true&page=1")
+    assert a.status_code == b.status_code == 200 and a["ETag"] != b["ETag"]
+
+
+def test_head_works(todos):
+    etag = APIClient().get("/api/todos/")["ETag"]
+    resp = ProxiedClient().head("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert resp.status_code == 304 and resp["Grip-Hold"] == "response"
+
+
+@pytest.mark.parametrize("bad", ["garbage", '"unterminated', "W/", ",,,", "*x"])
+def test_bad_if_none_match_is_not_an_error(todos, bad):
+    assert ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=bad).status_code == 200
+
+
+def test_event_stream_first_event_and_hold(todos):
+    plain = APIClient().get("/api/todos/")
+    resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+    assert resp.status_code == 200 and resp["Content-Type"].startswith("text/event-stream")
+    assert resp.content.startswith(f"id: {plain['ETag']}\ndata: ".encode())
+    assert resp.content.endswith(b"\n\n")
+    assert resp["Grip-Hold"] == "stream"
+    assert "rel=next" in resp["Grip-Link"] and "/_grip/next/" in resp["Grip-Link"]
+    assert "Grip-Keep-Alive" in resp
+
+
+def test_last_event_id_equal_to_etag_skips_first_event(todos):
+    etag = APIClient().get("/api/todos/")["ETag"]
+    resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=etag)
+    assert resp.content == b"" and resp["Grip-Hold"] == "stream"
+
+
+def test_next_link_gives_next_event_only_when_changed(todos):
+    client = ProxiedClient()
+    resp = client.get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+    link = resp["Grip-Link"].split(">")[0].lstrip("<")
+    again = client.get(link)
+    assert again.status_code == 200 and again.content == b""
+    Todo.objects.create(title="new")
+    changed = client.get(link)
+    assert changed.content.startswith(b"id: ") and b'"title":"new"' in changed.content
+    assert "Grip-Hold" not in changed and "rel=next" in changed["Grip-Link"]
+
+
+def test_next_link_refused_when_not_from_proxy(todos):
+    resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+    link = resp["Grip-Link"].split(">")[0].lstrip("<")
+    assert APIClient().get(link).status_code == 403
+
+
+def test_next_link_token_is_tamper_proof(todos):
+    resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+    link = resp["Grip-Link"].split(">")[0].lstrip("<")
+    forged = link[:-6] + ("A" if link[-6] != "A" else "B") + link[-5:]
+    out = ProxiedClient().get(forged)
+    assert out.status_code == 200 and out.content.startswith(b"event: error")
+
+
+def test_deleted_detail_answers_404(todos):
+    Todo.objects.filter(pk=todos[0].pk).delete()
+    resp = ProxiedClient().get(f"/api/todos/{todos[0].pk}/", HTTP_IF_NONE_MATCH='"x"')
+    assert resp.status_code == 404

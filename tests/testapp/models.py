@@ -1,0 +1,32 @@
+from django.conf import settings
+from django.db import models
+
+
+class Todo(models.Model):
+    title = models.CharField(max_length=200)
+    done = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class Note(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class Post(models.Model):
+    title = models.CharField(max_length=200)
+    tags = models.ManyToManyField("Tag", blank=True)
+
+
+class Comment(models.Model):
+    post = models.ForeignKey(Post, related_name="comments", on_delete=models.CASCADE)
+    text = models.TextField()
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=50)

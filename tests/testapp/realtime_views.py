@@ -1,0 +1,105 @@
+"""Realtime viewsets the DRF-layer tests use: one of each delivery mode and pagination."""
+
+from django.urls import include, path
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import filters, pagination, permissions, serializers, viewsets
+from rest_framework.routers import DefaultRouter
+
+from drf_grip import RealtimeMixin, register
+
+from .models import Comment, Note, Post, Todo
+
+
+class TodoSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Todo
+        fields = ["id", "title", "done"]
+
+
+class NoteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Note
+        fields = ["id", "text"]
+
+
+class PostSerializer(serializers.ModelSerializer):
+    comments = serializers.SlugRelatedField(many=True, read_only=True, slug_field="text")
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+
+    class Meta:
+        model = Post
+        fields = ["id", "title", "comments", "tags"]
+
+
+class Pages(pagination.PageNumberPagination):
+    page_size = 2
+    page_size_query_param = "page_size"
+
+
+class Cursor(pagination.CursorPagination):
+    page_size = 2
+    ordering = "-id"
+
+
+class Limits(pagination.LimitOffsetPagination):
+    default_limit = 2
+
+
+class TodoViewSet(RealtimeMixin, viewsets.ModelViewSet):
+    """Private (hint) delivery, filters and page-number pagination."""
+
+    queryset = Todo.objects.all()
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+    filter_backends = [
+        DjangoFilterBackend,
+        filters.SearchFilter,
+        filters.OrderingFilter,
+    ]
+    filterset_fields = ["done"]
+    search_fields = ["title"]
+    ordering_fields = ["id", "title"]
+    pagination_class = Pages
+
+
+class SharedTodoViewSet(TodoViewSet):
+    realtime_delivery = "shared"
+
+
+class CursorTodoViewSet(TodoViewSet):
+    pagination_class = Cursor
+
+
+class LimitTodoViewSet(TodoViewSet):
+    pagination_class = Limits
+
+
+class NoteViewSet(RealtimeMixin, viewsets.ModelViewSet):
+    serializer_class = NoteSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    realtime_model = Note
+
+    def get_queryset(self):
+        return Note.objects.filter(owner=self.request.user)
+
+    def perform_create(self, serializer):
+        serializer.save(owner=self.request.user)
+
+
+class PostViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Post.objects.prefetch_related("comments", "tags")
+    serializer_class = PostSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+register(Comment, affects=lambda comment: [comment.post])
+
+router = DefaultRouter()
+router.register("todos", TodoViewSet, basename="todo")
+router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
+router.register("cursor-todos", CursorTodoViewSet, basename="cursor-todo")
+router.register("limit-todos", LimitTodoViewSet, basename="limit-todo")
+router.register("notes", NoteViewSet, basename="note")
+router.register("posts", PostViewSet, basename="post")
+
+urlpatterns = [path("", include(router.urls))]
