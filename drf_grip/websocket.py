@@ -206,7 +206,9 @@ class WebSocketView(View):
                 return refused
         return self.websocket(request, *args, **kwargs)
 
-    def websocket_handshake(self, request: HttpRequest, ctx: WebSocketContext) -> HttpResponse | None:
+    def websocket_handshake(
+        self, request: HttpRequest, ctx: WebSocketContext
+    ) -> HttpResponse | None:
         """Choose the subprotocol of an opening connection, or refuse it."""
         chosen = self.select_subprotocol(request, ctx.protocols)
         if chosen is not None:
@@ -254,7 +256,9 @@ class WebSocketView(View):
     def websocket_message(self, request: HttpRequest, message: Any) -> None:
         """A client message; reply with ``request.websocket.send()``."""
 
-    def websocket_invalid(self, request: HttpRequest, message: str | bytes, error: InvalidMessage) -> None:
+    def websocket_invalid(
+        self, request: HttpRequest, message: str | bytes, error: InvalidMessage
+    ) -> None:
         """A message ``decode_message`` refused; the connection stays open."""
 
     def websocket_close(self, request: HttpRequest, code: int | None) -> None:
@@ -262,11 +266,14 @@ class WebSocketView(View):
 
 
 class JSONWebSocketView(WebSocketView):
-    """A ``WebSocketView`` speaking JSON: ``websocket_message`` gets parsed JSON, a message that
-    is not JSON is answered with ``{"error": reason}``; reply with ``request.websocket.send_json``."""
+    """A ``WebSocketView`` speaking JSON: ``websocket_message`` gets parsed JSON, a message
+    that is not JSON is answered with ``{"error": reason}``; reply with
+    ``request.websocket.send_json``."""
 
     def decode_message(self, message: str | bytes) -> Any:
         return decode_json(message)
 
-    def websocket_invalid(self, request: HttpRequest, message: str | bytes, error: InvalidMessage) -> None:
+    def websocket_invalid(
+        self, request: HttpRequest, message: str | bytes, error: InvalidMessage
+    ) -> None:
         request.websocket.send_json({"error": str(error)})

@@ -445,7 +445,8 @@ def test_error_on_an_established_connection_closes_it_cleanly():
         E("CLOSE", struct.pack(">H", 1008) + b"HTTP 403 Forbidden"),
     ]
     crashed = finished(b"TEXT 1\r\nx\r\n", HttpResponse(status=500))
-    assert parse(crashed) == [E("CLOSE", struct.pack(">H", 1011) + b"HTTP 500 Internal Server Error")]
+    reason = b"HTTP 500 Internal Server Error"
+    assert parse(crashed) == [E("CLOSE", struct.pack(">H", 1011) + reason)]
 
 
 def test_opening_not_accepted_is_refused():

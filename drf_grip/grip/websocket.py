@@ -212,7 +212,8 @@ def encode_events(events: Iterable[WebSocketEvent]) -> bytes:
         if event.content is None:
             parts.append(event.type.encode("ascii") + b"\r\n")
         else:
-            parts.append(b"%s %x\r\n%s\r\n" % (event.type.encode("ascii"), len(event.content), event.content))
+            head = b"%s %x\r\n" % (event.type.encode("ascii"), len(event.content))
+            parts.append(head + event.content + b"\r\n")
     return b"".join(parts)
 
 
@@ -340,7 +341,8 @@ class WebSocketContext:
         """Queue a message: ``str`` as TEXT, ``bytes`` as BINARY (gripcontrol sent both as
         TEXT, which browsers reject when the bytes are not UTF-8)."""
         if isinstance(message, str):
-            self.out_events.append(WebSocketEvent("TEXT", MESSAGE_PREFIX + message.encode("utf-8")))
+            content = MESSAGE_PREFIX + message.encode("utf-8")
+            self.out_events.append(WebSocketEvent("TEXT", content))
         elif isinstance(message, (bytes, bytearray, memoryview)):
             self.send_binary(bytes(message))
         else:
@@ -450,9 +452,8 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
             events.append(WebSocketEvent("PONG", event.content))
     events.extend(ctx.out_events)
     if ctx.closed:
-        events.append(
-            WebSocketEvent("CLOSE", _close_payload(ctx.out_close_code or _NORMAL_CLOSURE, ctx.out_close_reason))
-        )
+        code = ctx.out_close_code or _NORMAL_CLOSURE
+        events.append(WebSocketEvent("CLOSE", _close_payload(code, ctx.out_close_reason)))
     else:
         client_close = next((e for e in ctx.in_events if e.type == "CLOSE"), None)
         if client_close is not None:
@@ -536,7 +537,9 @@ def finish_response(request: HttpRequest, response: HttpResponse | None) -> Http
 
 
 @lru_cache(maxsize=8)
-def _trusted_origins(origins: tuple[str, ...]) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+def _trusted_origins(
+    origins: tuple[str, ...],
+) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
     exact = frozenset(o for o in origins if "*" not in o)
     wild = []
     for origin in origins:
@@ -593,7 +596,9 @@ def _csrf_middleware(middleware: tuple[str, ...]) -> type | None:
     return None
 
 
-def _check_csrf(request: HttpRequest, view: Callable[..., Any], args: tuple, kwargs: dict) -> HttpResponse | None:
+def _check_csrf(
+    request: HttpRequest, view: Callable[..., Any], args: tuple, kwargs: dict
+) -> HttpResponse | None:
     """Run the project's CSRF check for a plain HTTP request to a view that we had to mark
     ``csrf_exempt`` only for its WebSocket traffic."""
     cls = _csrf_middleware(tuple(getattr(settings, "MIDDLEWARE", None) or ()))
@@ -623,7 +628,9 @@ def serve_websocket_view(
         try:
             request.wscontext = context_from_request(request)
         except MalformedEvents as exc:
-            return HttpResponseBadRequest(f"Malformed WebSocket events: {exc}\n", content_type="text/plain")
+            return HttpResponseBadRequest(
+                f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
+            )
         attach(request)
     ctx: WebSocketContext | None = request.wscontext
     if ctx is None:
@@ -664,7 +671,13 @@ def _websocket_view(view: V, *, allow_http: bool, auto_accept: bool, prepare: An
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         return serve_websocket_view(
-            request, view, args, kwargs, allow_http=allow_http, auto_accept=auto_accept, prepare=prepare
+            request,
+            view,
+            args,
+            kwargs,
+            allow_http=allow_http,
+            auto_accept=auto_accept,
+            prepare=prepare,
         )
 
     # A WebSocket handshake carries no CSRF token; the Origin check stands in for it, and

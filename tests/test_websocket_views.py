@@ -1,0 +1,356 @@
+"""The seeds' WebSocket view APIs, driven through Django's test client the way Pushpin drives
+them: one ``application/websocket-events`` POST per batch (views in tests/testapp/ws_views.py)."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import jwt
+import pytest
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+from django.test import Client, RequestFactory, override_settings
+from django.urls import include, path
+
+from drf_grip import accept_websocket, require_websocket, websocket_only
+from drf_grip.conf import embedded_key
+from drf_grip.grip.middleware import GripMiddleware
+from drf_grip.grip.websocket import CONTENT_TYPE, WebSocketEvent as E, decode_events, encode_events
+from drf_grip.websocket import WebSocketView
+
+pytestmark = pytest.mark.urls("tests.test_websocket_views")
+
+
+def ws(client: Client, url: str, *events: E, cid: str = "conn-1", **headers):
+    """POST one batch as Pushpin would; returns the response and its decoded events."""
+    response = client.post(
+        url,
+        data=encode_events(events),
+        content_type=CONTENT_TYPE,
+        HTTP_CONNECTION_ID=cid,
+        **headers,
+    )
+    out = decode_events(response.content) if response["Content-Type"] == CONTENT_TYPE else None
+    return response, out
+
+
+def text(message: str) -> E:
+    return E("TEXT", message.encode("utf-8"))
+
+
+def sent(message: str) -> E:
+    return E("TEXT", b"m:" + message.encode("utf-8"))
+
+
+def close(code: int, reason: bytes = b"") -> E:
+    return E("CLOSE", struct.pack(">H", code) + reason)
+
+
+SUBSCRIBE_TEST = E("TEXT", b'c:{"type":"subscribe","channel":"test"}')
+
+
+@pytest.fixture
+def client() -> Client:
+    return Client(raise_request_exception=False)
+
+
+# -- django-grip's echo example ------------------------------------------------------------
+
+
+def test_grip_echo_accepts_subscribes_echoes_and_closes(client):
+    response, events = ws(client, "/ws/echo/", E("OPEN"))
+    assert response.status_code == 200
+    assert response["Sec-WebSocket-Extensions"] == "grip"
+    assert events == [E("OPEN"), SUBSCRIBE_TEST]
+
+    _, events = ws(client, "/ws/echo/", text("hello"), E("BINARY", b"\x00\x01"))
+    assert events == [sent("hello"), E("BINARY", b"m:\x00\x01")]
+
+    _, events = ws(client, "/ws/echo/", close(1000))
+    assert events == [close(1000)]
+
+
+def test_grip_echo_survives_an_unclean_disconnect(client):
+    response, events = ws(client, "/ws/echo/", E("DISCONNECT"))
+    assert response.status_code == 200
+
+
+def test_websocket_only_refuses_plain_http(client):
+    response = client.get("/ws/echo/")
+    assert response.status_code == 400
+    assert b"only accepts WebSocket" in response.content
+
+
+def test_malformed_events_get_400_with_the_reason(client):
+    response = client.post(
+        "/ws/echo/", data=b"TEXT 9\r\nabc\r\n", content_type=CONTENT_TYPE, HTTP_CONNECTION_ID="c"
+    )
+    assert response.status_code == 400
+    assert b"truncated content" in response.content
+
+
+@override_settings(MIDDLEWARE=[])
+def test_decorators_work_without_the_middleware(client):
+    _, events = ws(client, "/ws/echo/", E("OPEN"))
+    assert events == [E("OPEN"), SUBSCRIBE_TEST]
+    response = client.post(
+        "/ws/echo/", data=b"BOGUS\r\n", content_type=CONTENT_TYPE, HTTP_CONNECTION_ID="c"
+    )
+    assert response.status_code == 400 and b"unknown type" in response.content
+
+
+# -- the Origin check ----------------------------------------------------------------------
+
+
+@override_settings(ALLOWED_HOSTS=["testserver", "example.com"])
+def test_foreign_origin_is_refused_at_the_handshake(client):
+    response, _ = ws(client, "/ws/echo/", E("OPEN"), HTTP_ORIGIN="https://evil.example")
+    assert response.status_code == 403
+    assert b"Origin" in response.content
+    response, events = ws(client, "/ws/echo/", E("OPEN"), HTTP_ORIGIN="https://example.com")
+    assert events[0] == E("OPEN")
+
+
+@override_settings(ALLOWED_HOSTS=["testserver"])
+def test_foreign_origin_on_an_established_connection_is_closed(client):
+    _, events = ws(client, "/ws/echo/", text("x"), HTTP_ORIGIN="https://evil.example")
+    assert events == [close(1008, b"HTTP 403 Forbidden")]
+
+
+@override_settings(ALLOWED_HOSTS=["testserver"])
+def test_websocket_views_need_no_csrf_token_but_plain_posts_do():
+    client = Client(enforce_csrf_checks=True)
+    _, events = ws(client, "/ws/lowercase/", E("OPEN"))
+    assert events == [E("OPEN")]
+    # accept_websocket had to mark the view csrf_exempt; plain HTTP is still checked.
+    assert client.post("/ws/lowercase/", {"message": "X"}).status_code == 403
+
+
+# -- django-websocket's examples -----------------------------------------------------------
+
+
+def test_echo_once_accepts_without_being_asked(client):
+    _, events = ws(client, "/ws/echo-once/", E("OPEN"))
+    assert events == [E("OPEN")]
+    _, events = ws(client, "/ws/echo-once/", text("one"), text("two"))
+    assert events == [sent("one")]
+
+
+def test_require_websocket_refuses_plain_http(client):
+    assert client.get("/ws/echo-once/").status_code == 400
+
+
+def test_lowercase_serves_http_and_websocket(client):
+    assert client.get("/ws/lowercase/", {"message": "HeLLo"}).content == b"hello"
+    _, events = ws(client, "/ws/lowercase/", text("ABC"), text("Déf"))
+    assert events == [sent("abc"), sent("déf")]
+
+
+def test_closing_client_gets_its_close_echoed(client):
+    _, events = ws(client, "/ws/lowercase/", text("A"), close(1001))
+    assert events == [sent("a"), close(1001)]
+
+
+# -- request.websocket ---------------------------------------------------------------------
+
+
+@accept_websocket
+def inspect(request: HttpRequest) -> HttpResponse | None:
+    if not request.is_websocket():
+        return HttpResponse(f"websocket={request.websocket!r}")
+    websocket = request.websocket
+    websocket.send_json(
+        {
+            "count": websocket.count_messages(),
+            "has": websocket.has_messages(),
+            "first": websocket.read(),
+            "json": websocket.read_json(),
+            "rest": [m if isinstance(m, str) else repr(m) for m in websocket],
+            "after": websocket.wait(),
+            "count_after": websocket.count_messages(),
+            "closed": websocket.closed,
+            "code": websocket.close_code,
+        }
+    )
+    return None
+
+
+def test_request_websocket_reads_the_batch(client):
+    batch = [text("a"), E("PING", b"p"), text('{"b": 1}'), text("c"), E("BINARY", b"d")]
+    _, events = ws(client, "/inspect/", *batch)
+    assert events == [
+        E("PONG", b"p"),
+        sent('{"count":4,"has":true,"first":"a","json":{"b":1},"rest":["c","b\'d\'"],"after":null,'
+             '"count_after":0,"closed":false,"code":null}'),
+    ]
+
+
+def test_request_websocket_stops_at_close(client):
+    _, events = ws(client, "/inspect/", text("a"), close(4000, b"bye"))
+    assert events[0] == sent(
+        '{"count":1,"has":true,"first":"a","json":null,"rest":[],"after":null,'
+        '"count_after":0,"closed":true,"code":4000}'
+    )
+    assert events[-1] == close(4000)
+
+
+def test_plain_http_request_has_no_websocket(client):
+    assert client.get("/inspect/").content == b"websocket=None"
+
+
+@require_websocket
+def crash(request: HttpRequest) -> None:
+    raise RuntimeError("boom")
+
+
+def test_a_crashing_view_closes_an_established_connection_with_1011(client):
+    _, events = ws(client, "/crash/", text("x"))
+    assert events == [close(1011, b"HTTP 500 Internal Server Error")]
+
+
+def test_a_crashing_view_refuses_the_handshake(client):
+    response, _ = ws(client, "/crash/", E("OPEN"))
+    assert response.status_code == 500
+
+
+@require_websocket
+def refuse(request: HttpRequest) -> HttpResponse:
+    return HttpResponseForbidden("members only\n")
+
+
+def test_a_view_refuses_a_connection_with_an_http_error(client):
+    response, _ = ws(client, "/refuse/", E("OPEN"))
+    assert response.status_code == 403 and response.content == b"members only\n"
+
+
+# -- meta, through a signed (proxied) request ----------------------------------------------
+
+
+@websocket_only
+def counter(request: HttpRequest) -> None:
+    ctx = request.wscontext
+    if ctx.is_opening():
+        ctx.accept()
+        ctx.meta["count"] = "0"
+    while ctx.can_recv():
+        if ctx.recv() is None:
+            break
+        ctx.meta["count"] = str(int(ctx.meta["count"]) + 1)
+        ctx.send(ctx.meta["count"])
+
+
+def grip_sig() -> str:
+    return jwt.encode({"iss": "drf-grip", "exp": int(time.time()) + 60}, embedded_key())
+
+
+def test_meta_round_trips_through_set_meta_and_meta_headers(client):
+    response, _ = ws(client, "/counter/", E("OPEN"), HTTP_GRIP_SIG=grip_sig())
+    assert response["Set-Meta-count"] == "0"
+    # Pushpin sends the meta back as Meta-* headers on every later request.
+    response, events = ws(
+        client, "/counter/", text("x"), text("y"), HTTP_GRIP_SIG=grip_sig(), HTTP_META_COUNT="0"
+    )
+    assert events == [sent("1"), sent("2")]
+    assert response["Set-Meta-count"] == "2"
+
+
+def test_meta_headers_from_a_direct_client_are_ignored(client):
+    response, _ = ws(client, "/counter/", text("x"), HTTP_META_COUNT="41")
+    # Not proxied: "count" is unknown, the view fails, and the connection is closed cleanly.
+    assert decode_events(response.content)[-1].type == "CLOSE"
+
+
+# -- django-pistoke's class-based views ----------------------------------------------------
+
+
+def test_class_view_serves_get_like_any_view(client):
+    response = client.get("/ws/room/lobby/")
+    assert response.status_code == 200 and b"Room lobby" in response.content
+
+
+def test_class_view_opens_with_a_chosen_subprotocol(client):
+    response, events = ws(
+        client, "/ws/room/lobby/", E("OPEN"), HTTP_SEC_WEBSOCKET_PROTOCOL="chat.v2, chat.v1"
+    )
+    assert response["Sec-WebSocket-Protocol"] == "chat.v1"
+    assert events == [
+        E("OPEN"),
+        E("TEXT", b'c:{"type":"subscribe","channel":"room-lobby"}'),
+        sent('{"joined":"lobby"}'),
+    ]
+
+
+def test_class_view_without_offered_subprotocols_opens_without_one(client):
+    response, events = ws(client, "/ws/room/lobby/", E("OPEN"))
+    assert "Sec-WebSocket-Protocol" not in response
+    assert events[0] == E("OPEN")
+
+
+def test_class_view_refuses_when_no_subprotocol_matches(client):
+    response, _ = ws(client, "/ws/room/lobby/", E("OPEN"), HTTP_SEC_WEBSOCKET_PROTOCOL="mqtt")
+    assert response.status_code == 400
+    assert b"offered mqtt" in response.content and b"chat.v1" in response.content
+
+
+def test_json_view_echoes_and_answers_bad_json_without_closing(client):
+    _, events = ws(client, "/ws/room/lobby/", text('{"say": "hi"}'), text("{nope"), text("[1]"))
+    assert events == [
+        sent('{"echo":{"say":"hi"}}'),
+        sent(
+            '{"error":"invalid JSON: Expecting property name enclosed in double quotes'
+            ' at position 1"}'
+        ),
+        sent('{"echo":[1]}'),
+    ]
+
+
+class Hooks(WebSocketView):
+    calls: list = []
+
+    def websocket_open(self, request):
+        self.calls.append(("open", self.kwargs))
+        if request.GET.get("deny"):
+            return HttpResponseForbidden()
+        return None
+
+    def websocket_message(self, request, message):
+        self.calls.append(("message", message))
+
+    def websocket_close(self, request, code):
+        self.calls.append(("close", code))
+
+
+def test_class_view_hooks_and_refusal(client):
+    Hooks.calls.clear()
+    ws(client, "/hooks/7/", E("OPEN"))
+    ws(client, "/hooks/7/", text("m"), E("BINARY", b"b"), close(1000))
+    ws(client, "/hooks/7/", E("DISCONNECT"))
+    assert Hooks.calls == [
+        ("open", {"pk": 7}),
+        ("message", "m"),
+        ("message", b"b"),
+        ("close", 1000),
+        ("close", None),
+    ]
+    response, _ = ws(client, "/hooks/7/?deny=1", E("OPEN"))
+    assert response.status_code == 403
+
+
+def test_class_view_without_http_methods_answers_405_to_http(client):
+    assert client.get("/hooks/7/").status_code == 405
+
+
+def test_middleware_attaches_request_websocket_for_every_request():
+    request = RequestFactory().get("/")
+    GripMiddleware(lambda r: HttpResponse(str(r.is_websocket())))(request)
+    assert request.websocket is None and request.is_websocket() is False
+
+
+urlpatterns = [
+    path("ws/", include("tests.testapp.ws_views")),
+    path("inspect/", inspect),
+    path("crash/", crash),
+    path("refuse/", refuse),
+    path("counter/", counter),
+    path("hooks/<int:pk>/", Hooks.as_view()),
+]
