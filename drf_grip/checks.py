@@ -6,7 +6,9 @@ from django.core import checks
 def check_publish_endpoints(app_configs=None, **kwargs):
     from .conf import grip_settings
 
-    if grip_settings.configured:
+    from django.conf import settings
+
+    if grip_settings.configured or "EMBEDDED_URL" in (getattr(settings, "DRF_GRIP", None) or {}):
         return []
     return [
         checks.Warning(

@@ -1,0 +1,56 @@
+"""The sample's API: a public todo board (shared delivery) and private notes."""
+
+from django_filters.rest_framework import DjangoFilterBackend
+from rest_framework import filters, pagination, permissions, serializers, viewsets
+
+from drf_grip import RealtimeMixin
+
+from .models import Note, Todo
+
+
+class TodoSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Todo
+        fields = ["id", "title", "done"]
+
+
+class NoteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Note
+        fields = ["id", "text"]
+
+
+class Pages(pagination.PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class TodoViewSet(RealtimeMixin, viewsets.ModelViewSet):
+    """Everyone sees the same board, so one render per change serves every subscriber."""
+
+    realtime_delivery = "shared"
+    queryset = Todo.objects.all()
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.IsAuthenticatedOrReadOnly]
+    filter_backends = [DjangoFilterBackend, filters.SearchFilter, filters.OrderingFilter]
+    filterset_fields = ["done"]
+    search_fields = ["title"]
+    ordering_fields = ["id", "title"]
+    ordering = ["-id"]
+    pagination_class = Pages
+
+
+class NoteViewSet(RealtimeMixin, viewsets.ModelViewSet):
+    """Each user's own notes: private delivery re-runs each held request as its user."""
+
+    serializer_class = NoteSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    pagination_class = Pages
+    realtime_model = Note
+
+    def get_queryset(self):
+        return Note.objects.filter(owner=self.request.user).order_by("-id")
+
+    def perform_create(self, serializer):
+        serializer.save(owner=self.request.user)
