@@ -1,0 +1,266 @@
+"""``GripProxy``: the ASGI app that plays Pushpin's part in front of an inner ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .http import HttpSession
+from .hub import ChannelHub
+from .items import parse_items
+from .origin import ASGIApp, Signer
+from .publish import handle_publish, handle_status
+from .websocket import WebSocketSession
+
+__all__ = ["GripProxy"]
+
+logger = logging.getLogger("drf_grip.proxy")
+
+
+class GripProxy:
+    """Hold, stream and WebSocket-over-HTTP for one process, speaking GRIP to ``app``.
+
+    ``key`` signs ``Grip-Sig`` for the origin and protects the publish endpoint; it defaults
+    to :func:`drf_grip.conf.embedded_key`, which every process of the project derives from
+    ``SECRET_KEY``. ``max_held`` and ``max_message_size`` default to ``DRF_GRIP``'s
+    ``EMBEDDED_MAX_HELD`` and ``EMBEDDED_MAX_MESSAGE_SIZE``.
+    """
+
+    # Pushpin's minimum Grip-Timeout and Keep-Alive-Interval (PUSHPIN.md). Tests may lower
+    # them on an instance; nothing else should.
+    min_hold_timeout: float = 5.0
+    default_hold_timeout: float = 55.0
+    min_ws_keep_alive: float = 20.0
+    # A re-request, next link or WebSocket-over-HTTP request that takes longer fails.
+    origin_timeout: float = 60.0
+    # Per-connection bound on messages waiting for a slow client.
+    max_queued_messages: int = 256
+    # How long shutdown waits for held connections to be answered.
+    shutdown_timeout: float = 5.0
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        key: str | bytes | None = None,
+        max_held: int | None = None,
+        max_message_size: int | None = None,
+        publish_path: str = "/_grip/publish/",
+    ) -> None:
+        self.app = app
+        self._key = key
+        self._max_held = max_held
+        self._max_message_size = max_message_size
+        self.publish_path = "/" + publish_path.strip("/") + "/"
+        parent = self.publish_path.rstrip("/").rsplit("/", 1)[0]
+        self.status_path = (parent or "") + "/"
+        self.hub = ChannelHub()
+        self.signer = Signer(lambda: self.key)
+        self.closing = False
+        self._held = 0
+        self._sessions: dict[Any, asyncio.Task[Any] | None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._sink_registered = False
+
+    # -- configuration ----------------------------------------------------------------------
+
+    @property
+    def key(self) -> str | bytes:
+        if self._key is None:
+            from drf_grip.conf import embedded_key
+
+            self._key = embedded_key()
+        return self._key
+
+    @property
+    def max_held(self) -> int:
+        if self._max_held is None:
+            from drf_grip.conf import grip_settings
+
+            self._max_held = int(grip_settings.EMBEDDED_MAX_HELD)
+        return self._max_held
+
+    @property
+    def max_message_size(self) -> int:
+        if self._max_message_size is None:
+            from drf_grip.conf import grip_settings
+
+            self._max_message_size = int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE)
+        return self._max_message_size
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if self._loop is None:
+            self._startup()  # the server sent no lifespan
+        if kind == "http":
+            path = scope["path"]
+            if path in (self.publish_path, self.publish_path.rstrip("/")):
+                await handle_publish(self, scope, receive, send)
+            elif path == self.status_path and scope["method"] in ("GET", "HEAD"):
+                await handle_status(scope, receive, send)
+            else:
+                await self._run(HttpSession(self, scope, receive, send))
+        elif kind == "websocket":
+            await self._run(WebSocketSession(self, scope, receive, send))
+        else:
+            await self.app(scope, receive, send)
+
+    async def _run(self, session: HttpSession | WebSocketSession) -> None:
+        self._sessions[session] = asyncio.current_task()
+        try:
+            await session.run()
+        finally:
+            self._sessions.pop(session, None)
+
+    async def _lifespan(self, receive, send) -> None:
+        # Django's ASGI handler refuses lifespan scopes, so the proxy answers them itself
+        # and does not pass them on.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self._startup()
+                except Exception as exc:  # noqa: BLE001 - reported to the server
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.closing = False
+        self._register_sink()
+
+    def _register_sink(self) -> None:
+        if self._sink_registered:
+            return
+        try:
+            from drf_grip.grip.publisher import register_local_sink
+        except Exception as exc:  # noqa: BLE001 - no Django, or no publisher: HTTP only
+            logger.debug("no in-process publisher to register with: %s", exc)
+            return
+        register_local_sink(self)
+        self._sink_registered = True
+
+    def _unregister_sink(self) -> None:
+        if not self._sink_registered:
+            return
+        self._sink_registered = False
+        try:
+            from drf_grip.grip.publisher import unregister_local_sink
+        except Exception:  # noqa: BLE001
+            return
+        unregister_local_sink(self)
+
+    async def shutdown(self) -> None:
+        """Answer every held connection (timeout response, end of stream, close frame).
+
+        Called on lifespan shutdown. uvicorn sends that only after open connections end, so
+        :class:`drf_grip.proxy.server.Server` calls this first, before it waits for them.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self._unregister_sink()
+        sessions = list(self._sessions.items())
+        for session, _task in sessions:
+            session.wake()
+        tasks = [task for _s, task in sessions if task is not None and not task.done()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+            for task in pending:
+                task.cancel()
+
+    # -- limits -----------------------------------------------------------------------------
+
+    @property
+    def held_count(self) -> int:
+        """Connections held now (long-polls, streams, WebSockets)."""
+        return self._held
+
+    def admit(self, session: object) -> bool:
+        if self._held >= self.max_held:
+            logger.warning(
+                "refusing %s: %d connections held (EMBEDDED_MAX_HELD)",
+                getattr(session, "path", "?"),
+                self._held,
+            )
+            return False
+        self._held += 1
+        return True
+
+    def release(self, session: object) -> None:
+        self._held -= 1
+
+    # -- publishing in-process (the local sink of drf_grip.grip.publisher) -------------------
+
+    def publish_items(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """Deliver items in Pushpin's JSON form; thread-safe, returns once they are delivered.
+
+        Raises ``ValueError`` (:class:`~drf_grip.proxy.items.InvalidItem`) for a bad item.
+        """
+        parsed = parse_items(list(items), max_size=self.max_message_size)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            logger.warning(
+                "embedded proxy not running: %d item(s) for %s dropped",
+                len(parsed),
+                ", ".join(sorted({i.channel for i in parsed})),
+            )
+            return
+        if threading.get_ident() == self._loop_thread:
+            self.hub.publish(parsed)
+            return
+        done = threading.Event()
+
+        def publish() -> None:
+            try:
+                self.hub.publish(parsed)
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(publish)
+        except RuntimeError:  # the loop closed meanwhile
+            return
+        done.wait(timeout=5.0)
+
+    # -- for tests: waiting without sleeping --------------------------------------------------
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """Channel -> connections subscribed now."""
+        return self.hub.subscriber_counts()
+
+    def subscription_counts(self) -> dict[str, int]:
+        """Channel -> subscribe events so far (each hold, re-hold and WebSocket subscribe)."""
+        return self.hub.subscription_counts()
+
+    def wait_for_subscribers(self, channel: str, count: int = 1, timeout: float = 5.0) -> bool:
+        """Block until ``count`` connections are subscribed to ``channel``; False on timeout.
+
+        For another thread than the proxy's event loop (a test thread).
+        """
+        self._not_on_loop()
+        return self.hub.wait_for_subscribers(channel, count, timeout)
+
+    def wait_for_subscriptions(self, channel: str, total: int, timeout: float = 5.0) -> bool:
+        """Block until ``channel`` has seen ``total`` subscribe events in all; False on timeout."""
+        self._not_on_loop()
+        return self.hub.wait_for_subscriptions(channel, total, timeout)
+
+    def _not_on_loop(self) -> None:
+        if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
+            raise RuntimeError("wait from another thread than the proxy's event loop")

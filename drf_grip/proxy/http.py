@@ -1,0 +1,480 @@
+"""One client HTTP request through the proxy: pass-through, response holds and stream holds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urljoin, urlsplit
+
+from .headers import RawHeaders, get_header, replace_headers, without_headers
+from .instruct import MAX_CHANNELS, HoldInstruct, InstructError, KeepAlive, NextLink, parse_instruct
+from .items import Item
+from .mailbox import Mailbox
+from .origin import Exchange, Message, OriginError, OriginResponse, derive_scope, fetch, origin_headers
+
+if TYPE_CHECKING:
+    from .app import GripProxy
+
+__all__ = ["HttpSession"]
+
+logger = logging.getLogger("drf_grip.proxy")
+
+# An origin that keeps holding with a prev-id behind the channel would make the proxy
+# re-request it in a loop (DESIGN.md §4); after this many immediate retries it holds anyway.
+MAX_MISMATCH_RETRIES = 3
+# Next-link answers that are not holds but carry a new link are followed at once (paging),
+# at most this many times in a row.
+MAX_LINK_CHAIN = 20
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+@dataclass
+class _Held:
+    """The response a long-poll gets on timeout, and the base publishes are merged onto."""
+
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+class _Retry(Exception):
+    """Ask the origin again with the client's original request."""
+
+
+class HttpSession:
+    """Plays Pushpin's part for one client request.
+
+    A subscriber in the :class:`~drf_grip.proxy.hub.ChannelHub`: published items land in a
+    bounded :class:`Mailbox` and are sent from this session's own task, so a slow client never
+    delays the publisher or other clients.
+    """
+
+    def __init__(self, proxy: GripProxy, scope: dict[str, Any], receive, send) -> None:
+        self.proxy = proxy
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        query = scope.get("query_string", b"").decode("latin-1")
+        self.path = scope["path"] + (f"?{query}" if query else "")
+        self.last_ids: dict[str, str] = {}
+        self._channels: set[str] = set()
+        self._mode: str = "response"
+        self._mailbox: Mailbox[tuple[str, Any]] = Mailbox(
+            proxy.max_queued_messages, max(proxy.max_message_size * 4, 1 << 20)
+        )
+        self._gone = asyncio.Event()
+        self._body_lock = asyncio.Lock()
+        self._body_complete = False
+        self._retained: bytearray | None = bytearray()
+        self._exchange: Exchange | None = None
+        self._admitted = False
+        self._started_response = False
+        # Stream state.
+        self._holding = False
+        self._keep_alive: KeepAlive | None = None
+        self._link: NextLink | None = None
+        self._link_due = 0.0
+        self._last_write = 0.0
+        self._next_keep_alive = 0.0
+
+    # -- the subscriber interface (called by the hub, on the loop, never blocks) ----------
+
+    def wants(self, item: Item) -> bool:
+        return (item.response if self._mode == "response" else item.stream) is not None
+
+    def deliver(self, item: Item) -> None:
+        if not self._mailbox.put(("item", item), item.size) and self._mode == "response":
+            self._mailbox.overflowed = False  # a long-poll retries anyway; nothing to lose
+
+    def recover(self, channel: str, last_id: str | None) -> None:
+        self._mailbox.put(("recover", channel), 0)
+
+    def wake(self) -> None:
+        self._mailbox.wake()
+
+    # -- client side ----------------------------------------------------------------------
+
+    async def _read_client_body(self) -> Message:
+        async with self._body_lock:
+            if self._body_complete:
+                return {"type": "http.disconnect"} if self._gone.is_set() else {
+                    "type": "http.request", "body": b"", "more_body": False,
+                }
+            message = await self._receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                if self._retained is not None:
+                    if len(self._retained) + len(chunk) <= self.proxy.max_message_size:
+                        self._retained += chunk
+                    else:
+                        self._retained = None  # too large to re-send: no re-requests
+                if not message.get("more_body", False):
+                    self._body_complete = True
+            else:
+                self._body_complete = True
+                self._client_gone()
+            return message
+
+    async def _watch_client(self) -> None:
+        """Read the client side until it disconnects: that frees the hold at once."""
+        try:
+            while not self._gone.is_set():
+                if not self._body_complete:
+                    await self._read_client_body()
+                    continue
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self._client_gone()
+        except Exception:  # noqa: BLE001 - a broken transport is a gone client
+            self._client_gone()
+
+    def _client_gone(self) -> None:
+        if not self._gone.is_set():
+            self._gone.set()
+            if self._exchange is not None:
+                self._exchange.abort()
+            self._mailbox.wake()
+
+    async def _start_response(self, status: int, headers: RawHeaders) -> None:
+        self._started_response = True
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _write(self, data: bytes, more: bool = True) -> None:
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+        self._last_write = time.monotonic()
+
+    async def _respond(self, status: int, headers: RawHeaders, body: bytes) -> None:
+        headers = without_headers(headers, "content-length", "transfer-encoding", grip=True)
+        if status in _NO_BODY_STATUSES or self.scope.get("method") == "HEAD":
+            body = b""
+        if status not in _NO_BODY_STATUSES:
+            headers.append((b"content-length", str(len(body)).encode()))
+        await self._start_response(status, headers)
+        await self._write(body, more=False)
+
+    async def _error(self, status: int, message: str) -> None:
+        if self._started_response:
+            return
+        await self._respond(
+            status, [(b"content-type", b"text/plain; charset=utf-8")], message.encode() + b"\n"
+        )
+
+    # -- the request ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        watcher: asyncio.Task[None] | None = None
+        try:
+            headers = origin_headers(self.scope.get("headers", []), self.proxy.signer)
+            scope = derive_scope(self.scope, headers=headers)
+            self._exchange = exchange = Exchange(self.proxy.app, scope, self._read_client_body)
+            try:
+                status, resp_headers = await exchange.start()
+                instruct = parse_instruct(resp_headers)
+            except OriginError as exc:
+                logger.warning("origin error for %s: %s", self.path, exc)
+                await self._error(502, "Bad Gateway: the origin did not answer")
+                return
+            except InstructError as exc:
+                exchange.abort()
+                logger.warning("bad GRIP instruction from the origin for %s: %s", self.path, exc)
+                await self._error(502, f"Bad Gateway: invalid GRIP instruction: {exc}")
+                return
+            watcher = asyncio.get_running_loop().create_task(self._watch_client())
+            if not instruct.is_grip:
+                await self._pass_through(exchange, status, resp_headers)
+                return
+            try:
+                body = await exchange.read_body(self.proxy.max_message_size)
+            except OriginError as exc:
+                logger.warning("origin error for %s: %s", self.path, exc)
+                await self._error(502, f"Bad Gateway: {exc}")
+                return
+            await self._handle(OriginResponse(status, resp_headers, body), instruct)
+        finally:
+            self.proxy.hub.unsubscribe_all(self, self._channels)
+            self._channels.clear()
+            if self._admitted:
+                self.proxy.release(self)
+            if watcher is not None:
+                watcher.cancel()
+            if self._exchange is not None:
+                self._exchange.abort()
+
+    async def _pass_through(self, exchange: Exchange, status: int, headers: RawHeaders) -> None:
+        await self._start_response(status, without_headers(headers, grip=True))
+        try:
+            async for chunk in exchange.chunks():
+                await self._write(chunk)
+        except OriginError:
+            if self._gone.is_set():
+                return
+            logger.warning("the origin broke off its answer to %s", self.path)
+        await self._write(b"", more=False)
+
+    async def _handle(self, answer: OriginResponse, instruct: HoldInstruct) -> None:
+        mismatches = 0
+        while True:
+            if instruct.hold == "stream" or (instruct.hold is None and instruct.next_link):
+                await self._stream(answer, instruct)
+                return
+            try:
+                await self._hold_response(answer, instruct, mismatches)
+                return
+            except _Retry as retry:
+                mismatches = mismatches + 1 if retry.args and retry.args[0] == "mismatch" else 0
+            if self._retained is None:
+                logger.warning("cannot re-request %s: its body was too large to keep", self.path)
+                await self._respond(self._held.status, self._held.headers, self._held.body)
+                return
+            try:
+                answer = await self._rerequest()
+                instruct = parse_instruct(answer.headers)
+            except (OriginError, InstructError) as exc:
+                logger.warning("re-request of %s failed: %s", self.path, exc)
+                await self._error(502, "Bad Gateway: the origin's answer to a retry was unusable")
+                return
+            if self._gone.is_set():
+                return
+            if not instruct.is_grip:
+                await self._respond(answer.status, answer.headers, answer.body)
+                return
+
+    def _grip_last(self) -> RawHeaders:
+        out: RawHeaders = []
+        for channel in sorted(self._channels):
+            last = self.proxy.hub.last_id(channel) or self.last_ids.get(channel)
+            if last is not None:
+                out.append((b"grip-last", f"{channel}; last-id={last}".encode("latin-1")))
+        return out
+
+    async def _rerequest(self) -> OriginResponse:
+        """Pushpin's retry: the client's original request, all its headers, plus Grip-Last."""
+        logger.info("retry %s", self.path)
+        headers = origin_headers(self.scope.get("headers", []), self.proxy.signer, self._grip_last())
+        scope = derive_scope(self.scope, headers=headers)
+        return await fetch(
+            self.proxy.app,
+            scope,
+            bytes(self._retained or b""),
+            limit=self.proxy.max_message_size,
+            timeout=self.proxy.origin_timeout,
+        )
+
+    def _admit(self) -> bool:
+        if not self._admitted:
+            self._admitted = self.proxy.admit(self)
+        return self._admitted
+
+    def _subscribe(self, instruct: HoldInstruct) -> bool:
+        """Subscribe to the instruction's channels (dropping others); False on a prev-id gap."""
+        specs = instruct.channels[:MAX_CHANNELS]
+        if len(instruct.channels) > MAX_CHANNELS:
+            logger.warning("%s: only the first %d channels are subscribed", self.path, MAX_CHANNELS)
+        wanted = {spec.name for spec in specs}
+        for channel in self._channels - wanted:
+            self.proxy.hub.unsubscribe(self, channel)
+        self._channels = wanted
+        in_step = True
+        for spec in specs:
+            in_step = self.proxy.hub.subscribe(self, spec) and in_step
+        return in_step
+
+    async def _refuse_over_limit(self) -> None:
+        await self._error(
+            503,
+            "Service Unavailable: the drf-grip embedded proxy holds its maximum of "
+            f"{self.proxy.max_held} connections (EMBEDDED_MAX_HELD)",
+        )
+
+    # -- response holds (long-polling) ---------------------------------------------------
+
+    async def _hold_response(
+        self, answer: OriginResponse, instruct: HoldInstruct, mismatches: int
+    ) -> None:
+        status = instruct.status[0] if instruct.status else answer.status
+        self._held = _Held(status, without_headers(answer.headers, grip=True), answer.body)
+        self._mode = "response"
+        if self._gone.is_set():
+            return
+        if not self._admit():
+            await self._refuse_over_limit()
+            return
+        timeout = instruct.timeout if instruct.timeout is not None else self.proxy.default_hold_timeout
+        timeout = max(timeout, self.proxy.min_hold_timeout)
+        in_step = self._subscribe(instruct)
+        if not in_step:
+            if mismatches < MAX_MISMATCH_RETRIES:
+                raise _Retry("mismatch")
+            logger.warning(
+                "%s: the origin keeps holding behind the channel's last id; holding anyway",
+                self.path,
+            )
+        if len(self._mailbox):
+            # Something was published while the origin was being asked: its answer may
+            # predate it, so ask again rather than hold on possibly stale content.
+            self._mailbox.clear()
+            raise _Retry("published")
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._gone.is_set():
+                return
+            if self.proxy.closing:
+                break
+            entry = self._mailbox.pop()
+            if entry is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                await self._mailbox.wait(remaining)
+                continue
+            kind, value = entry
+            if kind == "recover":
+                self._mailbox.clear()
+                raise _Retry("recover")
+            fmt = value.response
+            if fmt.action == "hint":
+                self._mailbox.clear()
+                raise _Retry("hint")
+            if fmt.action == "close":
+                break
+            headers = replace_headers(self._held.headers, fmt.headers)
+            await self._respond(fmt.code, headers, fmt.body)
+            return
+        await self._respond(self._held.status, self._held.headers, self._held.body)
+
+    # -- stream holds ---------------------------------------------------------------------
+
+    def _stream_headers(self, headers: RawHeaders) -> RawHeaders:
+        return without_headers(headers, "content-length", "transfer-encoding", grip=True)
+
+    def _apply_stream(self, instruct: HoldInstruct) -> bool:
+        """Take a stream answer's keep-alive, link and channels; False on a prev-id gap."""
+        now = time.monotonic()
+        if instruct.keep_alive is not None:
+            self._keep_alive = instruct.keep_alive
+            self._next_keep_alive = now + instruct.keep_alive.timeout
+        self._link = instruct.next_link
+        if self._link is not None:
+            self._link_due = now + self._link.timeout
+        if instruct.hold == "stream":
+            self._holding = True
+            return self._subscribe(instruct)
+        return True
+
+    def _keep_alive_due(self) -> float | None:
+        if self._keep_alive is None:
+            return None
+        if self._keep_alive.mode == "idle":
+            return self._last_write + self._keep_alive.timeout
+        return self._next_keep_alive
+
+    async def _stream(self, answer: OriginResponse, instruct: HoldInstruct) -> None:
+        self._mode = "stream"
+        if self._gone.is_set():
+            return
+        if instruct.hold == "stream" and not self._admit():
+            await self._refuse_over_limit()
+            return
+        status = instruct.status[0] if instruct.status else answer.status
+        await self._start_response(status, self._stream_headers(answer.headers))
+        await self._write(answer.body)
+        # Without a hold, a next link is paging: follow it at once. With a hold and a prev-id
+        # gap, the link is how the stream catches up (PUSHPIN.md, the race).
+        follow_now = not self._apply_stream(instruct) or instruct.hold is None
+        chain = 0
+        while not self._gone.is_set():
+            if follow_now and self._link is not None:
+                follow_now = False
+                chain += 1
+                outcome = await self._follow_link(allow_chain=chain < MAX_LINK_CHAIN)
+                if outcome == "end":
+                    break
+                follow_now = outcome == "again"
+                continue
+            follow_now = False
+            chain = 0
+            if not self._holding and self._link is None:
+                break
+            if self.proxy.closing:
+                break
+            if self._mailbox.overflowed:
+                logger.warning("%s: the client reads too slowly; closing its stream", self.path)
+                break
+            entry = self._mailbox.pop()
+            if entry is not None:
+                kind, value = entry
+                if kind == "recover" or value.stream.action == "hint":
+                    follow_now = self._link is not None  # without a next link: ignored
+                    continue
+                if value.stream.action == "close":
+                    break
+                await self._write(value.stream.content)
+                continue
+            now = time.monotonic()
+            keep_alive_due = self._keep_alive_due()
+            if keep_alive_due is not None and now >= keep_alive_due:
+                assert self._keep_alive is not None
+                await self._write(self._keep_alive.data)
+                self._next_keep_alive = time.monotonic() + self._keep_alive.timeout
+                continue
+            if self._link is not None and now >= self._link_due:
+                follow_now = True
+                continue
+            due = [t for t in (keep_alive_due, self._link_due if self._link else None) if t]
+            await self._mailbox.wait(min(due) - now if due else None)
+        if not self._gone.is_set():
+            await self._write(b"", more=False)
+
+    def _link_scope(self, link: NextLink) -> dict[str, Any]:
+        host = get_header(self.scope.get("headers", []), "host") or ""
+        base = f"{self.scope.get('scheme', 'http')}://{host or 'localhost'}{self.scope['path']}"
+        target = urlsplit(urljoin(base, link.uri))
+        # Pushpin's next-link request is a bare GET: no cookies, no Authorization, only
+        # Grip-Last (PUSHPIN.md; handler/httpsession.cpp requestNextLink). Host is the link's.
+        headers: RawHeaders = [(b"host", (target.netloc or host).encode("latin-1"))]
+        headers = origin_headers(headers, self.proxy.signer, self._grip_last())
+        return derive_scope(
+            self.scope,
+            headers=headers,
+            method="GET",
+            path=unquote(target.path or "/"),
+            query_string=target.query.encode("latin-1"),
+        )
+
+    async def _follow_link(self, *, allow_chain: bool) -> str:
+        """Fetch the next link and append its body; 'hold', 'again' (follow at once) or 'end'."""
+        link = self._link
+        assert link is not None
+        logger.info("next link %s for %s", link.uri, self.path)
+        try:
+            answer = await fetch(
+                self.proxy.app,
+                self._link_scope(link),
+                b"",
+                limit=self.proxy.max_message_size,
+                timeout=self.proxy.origin_timeout,
+            )
+            instruct = parse_instruct(answer.headers)
+        except (OriginError, InstructError) as exc:
+            logger.warning("next link of %s failed: %s", self.path, exc)
+            return "end"
+        if not 200 <= answer.status < 300:
+            logger.info("next link of %s answered %d: ending the stream", self.path, answer.status)
+            return "end"
+        if answer.body and not self._gone.is_set():
+            await self._write(answer.body)
+        if instruct.hold == "stream":
+            if not self._admit():
+                logger.warning("%s: over EMBEDDED_MAX_HELD; ending the stream", self.path)
+                return "end"
+            in_step = self._apply_stream(instruct)
+            return "again" if (not in_step and allow_chain and self._link) else "hold"
+        if instruct.next_link is not None:
+            self._link = instruct.next_link
+            self._link_due = time.monotonic() + self._link.timeout
+            return "again" if (allow_chain and answer.body) else "hold"
+        return "end"

@@ -1,0 +1,173 @@
+"""Channels: who is subscribed, the last id seen on each channel, and fan-out of published items.
+
+All methods except :meth:`ChannelHub.wait_for_subscribers` and the count readers run on the
+proxy's event loop; the counts are guarded by a :class:`threading.Condition` so a test thread
+can wait for a hold without sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from .instruct import ChannelSpec
+from .items import Item
+
+__all__ = ["ChannelHub", "Subscriber"]
+
+logger = logging.getLogger("drf_grip.proxy")
+
+# Pushpin drops a duplicate (channel, id) published within 60 s (PUSHPIN.md).
+DEDUPE_SECONDS = 60.0
+
+
+class Subscriber(Protocol):
+    """A held connection: a long-poll, a stream or a WebSocket."""
+
+    path: str
+    last_ids: dict[str, str]
+
+    def wants(self, item: Item) -> bool:
+        """True when the item has the format this connection consumes."""
+        ...
+
+    def deliver(self, item: Item) -> None:
+        """Take the item; must not block (queue it, or refuse and close)."""
+        ...
+
+    def recover(self, channel: str, last_id: str | None) -> None:
+        """The channel moved on without this connection: re-request the origin."""
+        ...
+
+
+class ChannelHub:
+    def __init__(self, *, max_remembered: int = 100_000) -> None:
+        self._subscribers: dict[str, dict[Subscriber, None]] = {}
+        self._last_ids: OrderedDict[str, str] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._max_remembered = max_remembered
+        self._cond = threading.Condition()
+        self._counts: dict[str, int] = {}
+        self._subscriptions: dict[str, int] = {}
+
+    # -- state readable from any thread ---------------------------------------------------
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """Channel -> number of connections subscribed now."""
+        with self._cond:
+            return dict(self._counts)
+
+    def subscription_counts(self) -> dict[str, int]:
+        """Channel -> number of subscribe events so far (a re-hold counts again)."""
+        with self._cond:
+            return dict(self._subscriptions)
+
+    def wait_for_subscribers(self, channel: str, count: int = 1, timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._counts.get(channel, 0) >= count, timeout)
+
+    def wait_for_subscriptions(self, channel: str, total: int, timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._subscriptions.get(channel, 0) >= total, timeout
+            )
+
+    # -- loop-only ------------------------------------------------------------------------
+
+    def last_id(self, channel: str) -> str | None:
+        return self._last_ids.get(channel)
+
+    def subscribe(self, sub: Subscriber, spec: ChannelSpec) -> bool:
+        """Subscribe; False when the hold's prev-id is behind the channel (re-request it)."""
+        subs = self._subscribers.setdefault(spec.name, {})
+        is_new = sub not in subs
+        subs[sub] = None
+        if spec.prev_id is not None:
+            sub.last_ids[spec.name] = spec.prev_id
+        with self._cond:
+            if is_new:
+                self._counts[spec.name] = self._counts.get(spec.name, 0) + 1
+            self._subscriptions[spec.name] = self._subscriptions.get(spec.name, 0) + 1
+            self._cond.notify_all()
+        logger.info("subscribe %s channel=%s", sub.path, spec.name)
+        known = self._last_ids.get(spec.name)
+        return spec.prev_id is None or known is None or known == spec.prev_id
+
+    def unsubscribe(self, sub: Subscriber, channel: str) -> None:
+        subs = self._subscribers.get(channel)
+        if subs is None or sub not in subs:
+            return
+        del subs[sub]
+        if not subs:
+            del self._subscribers[channel]
+        sub.last_ids.pop(channel, None)
+        with self._cond:
+            left = self._counts.get(channel, 0) - 1
+            if left > 0:
+                self._counts[channel] = left
+            else:
+                self._counts.pop(channel, None)
+            self._cond.notify_all()
+        logger.info("unsubscribe %s channel=%s", sub.path, channel)
+
+    def unsubscribe_all(self, sub: Subscriber, channels: list[str] | set[str]) -> None:
+        for channel in list(channels):
+            self.unsubscribe(sub, channel)
+
+    def publish(self, items: list[Item]) -> int:
+        """Deliver items in order; returns the number of deliveries."""
+        total = 0
+        for item in items:
+            total += self._publish_one(item)
+        return total
+
+    def _is_duplicate(self, item: Item) -> bool:
+        if item.id is None:
+            return False
+        now = time.monotonic()
+        while self._seen:
+            key, seen_at = next(iter(self._seen.items()))
+            if now - seen_at < DEDUPE_SECONDS and len(self._seen) < self._max_remembered:
+                break
+            self._seen.popitem(last=False)
+        key = (item.channel, item.id)
+        if key in self._seen:
+            return True
+        self._seen[key] = now
+        return False
+
+    def _publish_one(self, item: Item) -> int:
+        channel = item.channel
+        if self._is_duplicate(item):
+            logger.info("publish channel=%s id=%s dropped (duplicate)", channel, item.id)
+            return 0
+        known = self._last_ids.get(channel)
+        if item.id is not None:
+            self._last_ids[channel] = item.id
+            self._last_ids.move_to_end(channel)
+            while len(self._last_ids) > self._max_remembered:
+                self._last_ids.popitem(last=False)
+        receivers = 0
+        for sub in list(self._subscribers.get(channel, ())):
+            if not sub.wants(item):
+                continue
+            if item.prev_id is not None:
+                expected = known if known is not None else sub.last_ids.get(channel)
+                if expected is not None and expected != item.prev_id:
+                    # PUSHPIN.md, the race: a publish whose prev-id does not follow what this
+                    # subscriber has is not delivered; the origin is asked afresh instead.
+                    logger.info(
+                        "publish channel=%s prev-id=%s does not match last id %s, retrying %s",
+                        channel, item.prev_id, expected, sub.path,
+                    )
+                    sub.recover(channel, self._last_ids.get(channel))
+                    continue
+            if item.id is not None:
+                sub.last_ids[channel] = item.id
+            sub.deliver(item)
+            receivers += 1
+        logger.info("publish channel=%s receivers=%d", channel, receivers)
+        return receivers

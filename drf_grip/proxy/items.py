@@ -1,0 +1,196 @@
+"""Published items in Pushpin's ``/publish`` JSON form, checked once on the way in."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "InvalidItem",
+    "Item",
+    "ResponseFormat",
+    "StreamFormat",
+    "MessageFormat",
+    "parse_items",
+]
+
+Action = Literal["send", "hint", "close"]
+
+
+class InvalidItem(ValueError):
+    """An item Pushpin would refuse (``400 Invalid format: ...``)."""
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """``http-response``: what a held long-poll is answered with."""
+
+    action: Action = "send"
+    code: int = 200
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """``http-stream``: bytes appended to held streams."""
+
+    action: Action = "send"
+    content: bytes = b""
+
+
+@dataclass(frozen=True)
+class MessageFormat:
+    """``ws-message``: a message (or a close) for subscribed WebSockets."""
+
+    action: Action = "send"
+    content: bytes = b""
+    binary: bool = False
+    code: int | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    channel: str
+    id: str | None = None
+    prev_id: str | None = None
+    response: ResponseFormat | None = None
+    stream: StreamFormat | None = None
+    message: MessageFormat | None = None
+    size: int = field(default=0, compare=False)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidItem(f"{what} must be a string")
+    return value
+
+
+def _content(fmt: Mapping[str, Any], text_key: str, bin_key: str, what: str) -> tuple[bytes, bool]:
+    if bin_key in fmt:
+        try:
+            return base64.b64decode(_text(fmt[bin_key], f"{what}.{bin_key}"), validate=True), True
+        except (binascii.Error, ValueError):
+            raise InvalidItem(f"{what}.{bin_key} is not valid base64") from None
+    if text_key in fmt:
+        return _text(fmt[text_key], f"{what}.{text_key}").encode("utf-8"), False
+    return b"", False
+
+
+def _action(fmt: Mapping[str, Any], what: str) -> Action:
+    action = fmt.get("action", "send")
+    if action not in ("send", "hint", "close"):
+        raise InvalidItem(f"{what}.action must be send, hint or close")
+    return action
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidItem(f"{what} must be an object")
+    return value
+
+
+def _response(fmt: Mapping[str, Any]) -> ResponseFormat:
+    code = fmt.get("code", 200)
+    if not isinstance(code, int) or isinstance(code, bool) or not 100 <= code <= 599:
+        raise InvalidItem("http-response.code must be an HTTP status code")
+    reason = fmt.get("reason")
+    if reason is not None:
+        _text(reason, "http-response.reason")
+    raw_headers = fmt.get("headers", {})
+    headers: list[tuple[str, str]] = []
+    if isinstance(raw_headers, Mapping):
+        pairs = list(raw_headers.items())
+    elif isinstance(raw_headers, list):
+        pairs = []
+        for pair in raw_headers:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise InvalidItem("http-response.headers must be an object or [name, value] pairs")
+            pairs.append((pair[0], pair[1]))
+    else:
+        raise InvalidItem("http-response.headers must be an object or [name, value] pairs")
+    for name, value in pairs:
+        name = _text(name, "http-response header name")
+        value = _text(value, f"http-response header {name}")
+        if not name or any(c in name for c in ":\r\n ") or any(c in value for c in "\r\n\0"):
+            raise InvalidItem(f"http-response header {name!r} is not a valid header")
+        try:
+            name.encode("latin-1")
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise InvalidItem(f"http-response header {name!r} is not latin-1") from None
+        headers.append((name, value))
+    body, _ = _content(fmt, "body", "body-bin", "http-response")
+    return ResponseFormat(_action(fmt, "http-response"), code, reason, tuple(headers), body)
+
+
+def _stream(fmt: Mapping[str, Any]) -> StreamFormat:
+    content, _ = _content(fmt, "content", "content-bin", "http-stream")
+    return StreamFormat(_action(fmt, "http-stream"), content)
+
+
+def _message(fmt: Mapping[str, Any]) -> MessageFormat:
+    content, binary = _content(fmt, "content", "content-bin", "ws-message")
+    kind = fmt.get("type")
+    if kind is not None:
+        if kind not in ("text", "binary", "ping", "pong", "close"):
+            raise InvalidItem("ws-message.type must be text, binary, ping, pong or close")
+        binary = kind == "binary"
+    action = _action(fmt, "ws-message")
+    if kind == "close":
+        action = "close"
+    code = fmt.get("code")
+    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
+        raise InvalidItem("ws-message.code must be an integer")
+    return MessageFormat(action, content, binary, code)
+
+
+def parse_items(items: Any, *, max_size: int | None = None) -> list[Item]:
+    """Check a list of raw items; raise :class:`InvalidItem` for the first bad one."""
+    if not isinstance(items, list):
+        raise InvalidItem("items must be a list")
+    out = []
+    for n, raw in enumerate(items):
+        try:
+            out.append(_parse_item(raw, max_size))
+        except InvalidItem as exc:
+            raise InvalidItem(f"item {n}: {exc}") from None
+    return out
+
+
+def _parse_item(raw: Any, max_size: int | None) -> Item:
+    raw = _mapping(raw, "item")
+    channel = raw.get("channel")
+    if not isinstance(channel, str) or not channel:
+        raise InvalidItem("channel must be a non-empty string")
+    item_id = raw.get("id")
+    prev_id = raw.get("prev-id")
+    if item_id is not None:
+        _text(item_id, "id")
+    if prev_id is not None:
+        _text(prev_id, "prev-id")
+    formats = _mapping(raw.get("formats"), "formats")
+    unknown = set(formats) - {"http-response", "http-stream", "ws-message"}
+    if unknown:
+        raise InvalidItem(f"unknown format {sorted(unknown)[0]!r}")
+    if not formats:
+        raise InvalidItem("formats must name at least one format")
+    response = stream = message = None
+    if "http-response" in formats:
+        response = _response(_mapping(formats["http-response"], "http-response"))
+    if "http-stream" in formats:
+        stream = _stream(_mapping(formats["http-stream"], "http-stream"))
+    if "ws-message" in formats:
+        message = _message(_mapping(formats["ws-message"], "ws-message"))
+    size = max(
+        len(response.body) if response else 0,
+        len(stream.content) if stream else 0,
+        len(message.content) if message else 0,
+    )
+    if max_size is not None and size > max_size:
+        raise InvalidItem(f"content of {size} bytes exceeds the limit of {max_size}")
+    return Item(channel, item_id, prev_id, response, stream, message, size)

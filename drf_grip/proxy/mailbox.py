@@ -1,0 +1,69 @@
+"""A bounded per-connection queue: publishing never waits for a slow reader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+__all__ = ["Mailbox"]
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """Entries for one connection, bounded by count and bytes.
+
+    ``put`` never blocks: past either bound the entry is refused and ``overflowed`` is set,
+    and the owner closes its connection instead of letting memory grow.
+    """
+
+    def __init__(self, max_items: int, max_bytes: int) -> None:
+        self._items: deque[tuple[T, int]] = deque()
+        self._bytes = 0
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._wake = asyncio.Event()
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, entry: T, size: int = 0) -> bool:
+        if len(self._items) >= self._max_items or (
+            self._items and self._bytes + size > self._max_bytes
+        ):
+            self.overflowed = True
+            self._wake.set()
+            return False
+        self._items.append((entry, size))
+        self._bytes += size
+        self._wake.set()
+        return True
+
+    def pop(self) -> T | None:
+        if not self._items:
+            return None
+        entry, size = self._items.popleft()
+        self._bytes -= size
+        return entry
+
+    def clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def wake(self) -> None:
+        """Wake the owner without an entry (client gone, shutdown)."""
+        self._wake.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        """Return when an entry or a wake-up arrives, or after ``timeout`` seconds."""
+        if self._items:
+            return
+        self._wake.clear()
+        if timeout is not None and timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass

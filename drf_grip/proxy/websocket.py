@@ -1,0 +1,476 @@
+"""One client WebSocket, carried to the origin as WebSocket-over-HTTP ``POST`` requests.
+
+Every batch of client events becomes one ``POST`` (``Content-Type:
+application/websocket-events``) to the same path, with the handshake's headers, a
+``Connection-Id`` and ``Meta-*`` headers (PUSHPIN.md; proxy/websocketoverhttp.cpp). One request
+is in flight per connection; events that arrive meanwhile wait in a bounded queue and go in
+the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .events import EventsError, WsEvent, close_payload, decode_events, encode_events
+from .headers import RawHeaders, get_header, parse_header_list
+from .instruct import MAX_CHANNELS, ChannelSpec
+from .items import Item
+from .mailbox import Mailbox
+from .origin import OriginError, OriginResponse, derive_scope, fetch, origin_headers
+
+if TYPE_CHECKING:
+    from .app import GripProxy
+
+__all__ = ["WebSocketSession"]
+
+logger = logging.getLogger("drf_grip.proxy")
+
+CONTENT_TYPE = "application/websocket-events"
+# Handshake headers Pushpin does not forward (websocketoverhttp.cpp, sanitizeRequestHeaders).
+_NOT_FORWARDED = {b"upgrade", b"accept", b"connection-id", b"content-length", b"content-type"}
+# Headers of the origin's first answer that are for the proxy, not for the client.
+_NOT_RELAYED = {
+    b"content-length", b"content-type", b"keep-alive-interval", b"connection", b"upgrade",
+    b"transfer-encoding", b"date", b"server", b"sec-websocket-extensions",
+    b"sec-websocket-protocol", b"sec-websocket-accept",
+}
+_ABNORMAL_CLOSE = 1006
+_NO_STATUS = 1005
+
+
+class _Closed(Exception):
+    pass
+
+
+class WebSocketSession:
+    """A subscriber for ``ws-message`` items, and the bridge to the origin."""
+
+    def __init__(self, proxy: GripProxy, scope: dict[str, Any], receive, send) -> None:
+        self.proxy = proxy
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self.path = scope["path"]
+        self.last_ids: dict[str, str] = {}
+        self.connection_id = uuid.uuid4().hex
+        self.meta: dict[str, str] = {}
+        self._channels: set[str] = set()
+        self._grip = False
+        self._prefix = b"m:"
+        self._detached = False
+        self._keep_alive_interval: float | None = None
+        self._last_post = time.monotonic()
+        # Client -> origin: bounded; the reader waits for room (back-pressure on the socket).
+        self._pending: deque[WsEvent] = deque()
+        self._pending_bytes = 0
+        self._pending_wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._final: WsEvent | None = None
+        # Origin and publishes -> client: bounded; overflow closes this connection only.
+        self._outbox: Mailbox[tuple[str, Any]] = Mailbox(
+            proxy.max_queued_messages, max(proxy.max_message_size * 4, 1 << 20)
+        )
+        self._client_keep_alive: tuple[bytes, bool, float, str] | None = None
+        self._last_write = time.monotonic()
+        self._done = asyncio.Event()
+        self._admitted = False
+        self._accepted = False
+        self._client_gone = False
+
+    # -- subscriber interface ---------------------------------------------------------------
+
+    def wants(self, item: Item) -> bool:
+        return item.message is not None
+
+    def deliver(self, item: Item) -> None:
+        message = item.message
+        assert message is not None
+        if message.action == "close":
+            self._outbox.put(("close", message.code or 1000))
+        elif message.action == "send":
+            self._outbox.put(("binary" if message.binary else "text", message.content), item.size)
+        # "hint" has no meaning for a WebSocket in Pushpin 1.36: ignored.
+
+    def recover(self, channel: str, last_id: str | None) -> None:
+        # A WebSocket has no request to repeat; the item is simply not delivered (as Pushpin).
+        pass
+
+    def wake(self) -> None:
+        self._outbox.wake()
+        self._pending_wake.set()
+
+    # -- origin requests --------------------------------------------------------------------
+
+    def _origin_headers(self) -> RawHeaders:
+        headers = [
+            (k, v)
+            for k, v in self.scope.get("headers", [])
+            if k.lower() not in _NOT_FORWARDED and not k.lower().startswith(b"meta-")
+        ]
+        headers += [
+            (b"accept", CONTENT_TYPE.encode()),
+            (b"content-type", CONTENT_TYPE.encode()),
+            (b"connection-id", self.connection_id.encode()),
+        ]
+        headers += [
+            (f"meta-{name}".encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.meta.items()
+        ]
+        return origin_headers(headers, self.proxy.signer)
+
+    async def _post(self, events: list[WsEvent]) -> OriginResponse:
+        self._last_post = time.monotonic()
+        scope = derive_scope(self.scope, headers=self._origin_headers(), method="POST")
+        return await fetch(
+            self.proxy.app,
+            scope,
+            encode_events(events),
+            limit=max(self.proxy.max_message_size * 4, 1 << 20),
+            timeout=self.proxy.origin_timeout,
+        )
+
+    def _answer_events(self, answer: OriginResponse) -> list[WsEvent]:
+        content_type = (get_header(answer.headers, "content-type") or "").split(";")[0].strip()
+        if answer.status != 200 or content_type != CONTENT_TYPE:
+            raise OriginError(f"the origin answered {answer.status} {content_type or '(no type)'}")
+        try:
+            events = decode_events(answer.body)
+        except EventsError as exc:
+            raise OriginError(f"malformed websocket-events answer: {exc}") from None
+        interval = get_header(answer.headers, "keep-alive-interval")
+        if interval is not None:
+            try:
+                seconds = float(interval)
+            except ValueError:
+                seconds = -1
+            self._keep_alive_interval = (
+                max(seconds, self.proxy.min_ws_keep_alive) if seconds > 0 else None
+            )
+        for name, value in answer.headers:
+            if name.lower().startswith(b"set-meta-") and len(name) > 9:
+                key = name[9:].decode("latin-1").lower()
+                if value:
+                    self.meta[key] = value.decode("latin-1")
+                else:
+                    self.meta.pop(key, None)
+        return events
+
+    # -- events from the origin ---------------------------------------------------------------
+
+    def _handle_events(self, events: list[WsEvent]) -> None:
+        for event in events:
+            content = event.content or b""
+            if event.type in ("TEXT", "BINARY"):
+                if self._grip:
+                    if event.type == "TEXT" and content.startswith(b"c:"):
+                        self._control(content[2:])
+                        continue
+                    if not content.startswith(self._prefix):
+                        continue  # PUSHPIN.md: without the prefix, dropped
+                    content = content[len(self._prefix) :]
+                if len(content) > self.proxy.max_message_size:
+                    logger.warning("%s: origin message over the size limit dropped", self.path)
+                    continue
+                kind = "text" if event.type == "TEXT" else "binary"
+                self._outbox.put((kind, content), len(content))
+            elif event.type == "CLOSE":
+                code = int.from_bytes(content[:2], "big") if len(content) >= 2 else 1000
+                self._outbox.put(("close", code))
+            elif event.type == "DISCONNECT":
+                self._outbox.put(("close", 1000))
+            # OPEN (already handled), PING, PONG: ASGI cannot send ping frames; the server
+            # (uvicorn) keeps the connection alive with its own pings.
+
+    def _control(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+            kind = message["type"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s: malformed control message from the origin", self.path)
+            return
+        if kind == "subscribe":
+            channel = message.get("channel")
+            if not isinstance(channel, str) or not channel:
+                return
+            if channel not in self._channels and len(self._channels) >= MAX_CHANNELS:
+                logger.warning("%s: more than %d channels; %s ignored", self.path, MAX_CHANNELS, channel)
+                return
+            self._channels.add(channel)
+            self.proxy.hub.subscribe(self, ChannelSpec(channel, None))
+        elif kind == "unsubscribe":
+            channel = message.get("channel")
+            if isinstance(channel, str) and channel in self._channels:
+                self._channels.discard(channel)
+                self.proxy.hub.unsubscribe(self, channel)
+        elif kind == "detach":
+            self._detached = True
+        elif kind == "set-meta":
+            name, value = message.get("name"), message.get("value")
+            if isinstance(name, str) and name:
+                if value:
+                    self.meta[name.lower()] = str(value)
+                else:
+                    self.meta.pop(name.lower(), None)
+        elif kind == "keep-alive":
+            self._set_client_keep_alive(message)
+        else:
+            logger.debug("%s: control message %r not supported", self.path, kind)
+
+    def _set_client_keep_alive(self, message: dict[str, Any]) -> None:
+        timeout = message.get("timeout")
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            self._client_keep_alive = None
+            return
+        kind = message.get("message-type", "text")
+        if kind in ("ping", "pong"):
+            self._client_keep_alive = None  # uvicorn pings on its own (ws_ping_interval)
+            return
+        if "content-bin" in message:
+            try:
+                data = base64.b64decode(str(message["content-bin"]), validate=True)
+            except (binascii.Error, ValueError):
+                logger.warning("%s: keep-alive content-bin is not base64", self.path)
+                return
+        else:
+            data = str(message.get("content", "")).encode("utf-8")
+        mode = message.get("mode", "idle")
+        self._client_keep_alive = (data, kind == "binary", float(timeout), mode)
+        self._next_keep_alive = time.monotonic() + float(timeout)
+        self._outbox.wake()
+
+    # -- the connection ---------------------------------------------------------------------
+
+    async def _deny(self, status: int, headers: RawHeaders, body: bytes) -> None:
+        if "websocket.http.response" in (self.scope.get("extensions") or {}):
+            headers = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"connection")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await self._send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await self._send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await self._send({"type": "websocket.close", "code": 1008})
+
+    async def run(self) -> None:
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            return
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if self.proxy.closing or not self.proxy.admit(self):
+                await self._deny(
+                    503,
+                    [(b"content-type", b"text/plain; charset=utf-8")],
+                    b"Service Unavailable: the drf-grip embedded proxy holds its maximum of "
+                    b"connections (EMBEDDED_MAX_HELD)\n",
+                )
+                return
+            self._admitted = True
+            try:
+                answer = await self._post([WsEvent("OPEN")])
+            except OriginError as exc:
+                logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
+                await self._deny(502, [(b"content-type", b"text/plain")], b"Bad Gateway\n")
+                return
+            try:
+                events = self._answer_events(answer)
+            except OriginError:
+                status = answer.status if answer.status != 200 else 502
+                headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
+                await self._deny(status, headers, answer.body[:100_000])
+                return
+            if not events or events[0].type != "OPEN":
+                await self._deny(502, [(b"content-type", b"text/plain")], b"Bad Gateway: not accepted\n")
+                return
+            await self._accept(answer)
+            self._handle_events(events[1:])
+            loop = asyncio.get_running_loop()
+            tasks = [
+                loop.create_task(self._read_client()),
+                loop.create_task(self._talk_to_origin()),
+                loop.create_task(self._write_client()),
+            ]
+            await self._done.wait()
+        finally:
+            self._free()
+            for task in tasks:
+                task.cancel()
+            if self._admitted:
+                self.proxy.release(self)
+
+    async def _accept(self, answer: OriginResponse) -> None:
+        extensions = parse_header_list([get_header(answer.headers, "sec-websocket-extensions") or ""])
+        for name, params in extensions:
+            if name.strip().lower() == "grip":
+                self._grip = True
+                if "message-prefix" in params:
+                    self._prefix = params["message-prefix"].encode("utf-8")
+        relayed = [
+            (k, v)
+            for k, v in answer.headers
+            if k.lower() not in _NOT_RELAYED
+            and not k.lower().startswith((b"grip-", b"set-meta-"))
+        ]
+        await self._send(
+            {
+                "type": "websocket.accept",
+                "subprotocol": get_header(answer.headers, "sec-websocket-protocol"),
+                "headers": relayed,
+            }
+        )
+        self._accepted = True
+        self._last_write = time.monotonic()
+
+    def _free(self) -> None:
+        """Drop every subscription at once (a closed socket must not hold channels)."""
+        self.proxy.hub.unsubscribe_all(self, self._channels)
+        self._channels.clear()
+
+    def _finish(self) -> None:
+        self._free()
+        self._done.set()
+
+    async def _read_client(self) -> None:
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "websocket.disconnect":
+                    code = message.get("code", _ABNORMAL_CLOSE)
+                    self._client_gone = True
+                    self._free()
+                    if code in (_ABNORMAL_CLOSE, _NO_STATUS) or code is None:
+                        self._final = WsEvent("DISCONNECT")
+                    else:
+                        self._final = WsEvent("CLOSE", close_payload(int(code)))
+                    self._pending_wake.set()
+                    return
+                if message["type"] != "websocket.receive":
+                    continue
+                if message.get("text") is not None:
+                    event = WsEvent("TEXT", message["text"].encode("utf-8"))
+                else:
+                    event = WsEvent("BINARY", message.get("bytes") or b"")
+                size = len(event.content or b"")
+                if size > self.proxy.max_message_size:
+                    logger.warning("%s: client message of %d bytes over the limit", self.path, size)
+                    self._outbox.put(("close", 1009))
+                    return
+                await self._queue_for_origin(event, size)
+        except Exception:  # noqa: BLE001 - a broken transport ends the connection
+            self._client_gone = True
+            self._final = WsEvent("DISCONNECT")
+            self._pending_wake.set()
+
+    async def _queue_for_origin(self, event: WsEvent, size: int) -> None:
+        limit = max(self.proxy.max_message_size, 1 << 20)
+        while self._pending and self._pending_bytes + size > limit:
+            self._room.clear()
+            await self._room.wait()
+        if not self._detached:
+            self._pending.append(event)
+            self._pending_bytes += size
+            self._pending_wake.set()
+
+    async def _talk_to_origin(self) -> None:
+        try:
+            while True:
+                if self._final is not None:
+                    if not self._detached:
+                        batch = list(self._pending) + [self._final]
+                        self._pending.clear()
+                        try:
+                            await self._post(batch)
+                        except OriginError as exc:
+                            logger.info("%s: final event not delivered: %s", self.path, exc)
+                    self._finish()
+                    return
+                if self.proxy.closing:
+                    return
+                if self._pending and not self._detached:
+                    batch = list(self._pending)
+                    self._pending.clear()
+                    self._pending_bytes = 0
+                    self._room.set()
+                    await self._exchange(batch)
+                    continue
+                if self._detached:
+                    self._pending.clear()
+                    self._pending_bytes = 0
+                    self._room.set()
+                timeout = None
+                if self._keep_alive_interval and not self._detached:
+                    timeout = self._last_post + self._keep_alive_interval - time.monotonic()
+                    if timeout <= 0:
+                        await self._exchange([])
+                        continue
+                self._pending_wake.clear()
+                try:
+                    await asyncio.wait_for(self._pending_wake.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+        except _Closed:
+            if self._client_gone:
+                self._finish()
+
+    async def _exchange(self, batch: list[WsEvent]) -> None:
+        try:
+            answer = await self._post(batch)
+            events = self._answer_events(answer)
+        except OriginError as exc:
+            logger.warning("%s: origin error, closing the WebSocket: %s", self.path, exc)
+            self._outbox.put(("close", 1011))
+            raise _Closed from None
+        self._handle_events(events)
+
+    async def _write_client(self) -> None:
+        while True:
+            if self._client_gone:
+                return
+            if self.proxy.closing:
+                await self._close_client(1001)
+                return
+            if self._outbox.overflowed:
+                logger.warning("%s: the client reads too slowly; closing it", self.path)
+                await self._close_client(1008)
+                return
+            entry = self._outbox.pop()
+            if entry is not None:
+                kind, value = entry
+                if kind == "close":
+                    await self._close_client(value)
+                    return
+                if kind == "text":
+                    await self._send({"type": "websocket.send", "text": value.decode("utf-8", "replace")})
+                else:
+                    await self._send({"type": "websocket.send", "bytes": value})
+                self._last_write = time.monotonic()
+                continue
+            timeout = None
+            if self._client_keep_alive is not None:
+                data, binary, seconds, mode = self._client_keep_alive
+                due = (self._last_write + seconds) if mode != "interval" else self._next_keep_alive
+                now = time.monotonic()
+                if now >= due:
+                    key = "bytes" if binary else "text"
+                    value = data if binary else data.decode("utf-8", "replace")
+                    await self._send({"type": "websocket.send", key: value})
+                    self._last_write = now
+                    self._next_keep_alive = now + seconds
+                    continue
+                timeout = due - now
+            await self._outbox.wait(timeout)
+
+    async def _close_client(self, code: int) -> None:
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        self._client_gone = True
+        self._finish()
