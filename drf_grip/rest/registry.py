@@ -328,5 +328,11 @@ def wait_idle(timeout: float | None = None) -> bool:
 
 @atexit.register
 def _flush_at_exit() -> None:
+    """A shell or a management command exits right after its last save: hand its changes
+    to the publisher, then let the publisher deliver them (both bounded)."""
     if _instance is not None and _instance.pid == os.getpid():
-        _instance.wait_idle(float(grip_settings.PUBLISH_FLUSH_TIMEOUT))
+        timeout = float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
+        _instance.wait_idle(timeout)
+        from ..grip.publisher import get_publisher
+
+        get_publisher().flush(timeout)
