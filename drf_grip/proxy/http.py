@@ -41,6 +41,10 @@ class _Held:
     body: bytes
 
 
+class _Aborted(Exception):
+    """The client was dropped (too slow); stop writing to it."""
+
+
 class _Retry(Exception):
     """Ask the origin again with the client's original request."""
 
@@ -64,8 +68,11 @@ class HttpSession:
         self._channels: set[str] = set()
         self._mode: str = "response"
         self._mailbox: Mailbox[tuple[str, Any]] = Mailbox(
-            proxy.max_queued_messages, max(proxy.max_message_size * 4, 1 << 20)
+            proxy.max_queued_messages,
+            max(proxy.max_message_size * 4, 1 << 20),
+            on_overflow=self._overflowed,
         )
+        self._aborted = asyncio.Event()
         self._gone = asyncio.Event()
         self._body_lock = asyncio.Lock()
         self._body_complete = False
@@ -87,8 +94,18 @@ class HttpSession:
         return (item.response if self._mode == "response" else item.stream) is not None
 
     def deliver(self, item: Item) -> None:
-        if not self._mailbox.put(("item", item), item.size) and self._mode == "response":
-            self._mailbox.overflowed = False  # a long-poll retries anyway; nothing to lose
+        self._mailbox.put(("item", item), item.size)
+
+    def _overflowed(self) -> None:
+        if self._mode == "response":
+            self._mailbox.overflowed = False  # a long-poll answers the first item; no loss
+            return
+        # A stream whose client cannot keep up is dropped, so memory stays bounded and the
+        # other subscribers are not affected; a blocked write is abandoned.
+        logger.warning("%s: the client reads too slowly; dropping its stream", self.path)
+        self.proxy.hub.unsubscribe_all(self, self._channels)
+        self._channels.clear()
+        self._aborted.set()
 
     def recover(self, channel: str, last_id: str | None) -> None:
         self._mailbox.put(("recover", channel), 0)
@@ -144,7 +161,21 @@ class HttpSession:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _write(self, data: bytes, more: bool = True) -> None:
-        await self._send({"type": "http.response.body", "body": data, "more_body": more})
+        if self._aborted.is_set():
+            raise _Aborted
+        sending = asyncio.ensure_future(
+            self._send({"type": "http.response.body", "body": data, "more_body": more})
+        )
+        if not sending.done():
+            aborted = asyncio.ensure_future(self._aborted.wait())
+            try:
+                await asyncio.wait({sending, aborted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                aborted.cancel()
+            if not sending.done():
+                sending.cancel()
+                raise _Aborted
+        sending.result()
         self._last_write = time.monotonic()
 
     async def _respond(self, status: int, headers: RawHeaders, body: bytes) -> None:
@@ -194,11 +225,13 @@ class HttpSession:
                 await self._error(502, f"Bad Gateway: {exc}")
                 return
             await self._handle(OriginResponse(status, resp_headers, body), instruct)
+        except _Aborted:
+            pass  # returning with the response unfinished makes the server drop the connection
         finally:
-            self.proxy.hub.unsubscribe_all(self, self._channels)
-            self._channels.clear()
             if self._admitted:
                 self.proxy.release(self)
+            self.proxy.hub.unsubscribe_all(self, self._channels)
+            self._channels.clear()
             if watcher is not None:
                 watcher.cancel()
             if self._exchange is not None:
@@ -401,9 +434,8 @@ class HttpSession:
                 break
             if self.proxy.closing:
                 break
-            if self._mailbox.overflowed:
-                logger.warning("%s: the client reads too slowly; closing its stream", self.path)
-                break
+            if self._aborted.is_set():
+                raise _Aborted
             entry = self._mailbox.pop()
             if entry is not None:
                 kind, value = entry

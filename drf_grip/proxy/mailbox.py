@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Mailbox"]
@@ -18,7 +19,10 @@ class Mailbox(Generic[T]):
     and the owner closes its connection instead of letting memory grow.
     """
 
-    def __init__(self, max_items: int, max_bytes: int) -> None:
+    def __init__(
+        self, max_items: int, max_bytes: int, on_overflow: Callable[[], None] | None = None
+    ) -> None:
+        self._on_overflow = on_overflow
         self._items: deque[tuple[T, int]] = deque()
         self._bytes = 0
         self._max_items = max_items
@@ -33,8 +37,11 @@ class Mailbox(Generic[T]):
         if len(self._items) >= self._max_items or (
             self._items and self._bytes + size > self._max_bytes
         ):
+            first = not self.overflowed
             self.overflowed = True
             self._wake.set()
+            if first and self._on_overflow is not None:
+                self._on_overflow()
             return False
         self._items.append((entry, size))
         self._bytes += size

@@ -77,7 +77,9 @@ class WebSocketSession:
         self._final: WsEvent | None = None
         # Origin and publishes -> client: bounded; overflow closes this connection only.
         self._outbox: Mailbox[tuple[str, Any]] = Mailbox(
-            proxy.max_queued_messages, max(proxy.max_message_size * 4, 1 << 20)
+            proxy.max_queued_messages,
+            max(proxy.max_message_size * 4, 1 << 20),
+            on_overflow=self._overflowed,
         )
         self._client_keep_alive: tuple[bytes, bool, float, str] | None = None
         self._last_write = time.monotonic()
@@ -99,6 +101,14 @@ class WebSocketSession:
         elif message.action == "send":
             self._outbox.put(("binary" if message.binary else "text", message.content), item.size)
         # "hint" has no meaning for a WebSocket in Pushpin 1.36: ignored.
+
+    def _overflowed(self) -> None:
+        # Dropped, not waited for: a client that cannot keep up must not grow memory or
+        # delay anyone else. Ending the session abandons a blocked send; the server then
+        # drops the connection.
+        logger.warning("%s: the client reads too slowly; dropping it", self.path)
+        self._client_gone = True
+        self._finish()
 
     def recover(self, channel: str, last_id: str | None) -> None:
         # A WebSocket has no request to repeat; the item is simply not delivered (as Pushpin).
@@ -435,10 +445,6 @@ class WebSocketSession:
                 return
             if self.proxy.closing:
                 await self._close_client(1001)
-                return
-            if self._outbox.overflowed:
-                logger.warning("%s: the client reads too slowly; closing it", self.path)
-                await self._close_client(1008)
                 return
             entry = self._outbox.pop()
             if entry is not None:

@@ -1,0 +1,41 @@
+"""The project's ASGI app, with the embedded GRIP proxy in front when no proxy is configured.
+
+In a project's ``asgi.py``::
+
+    from drf_grip.asgi import get_asgi_application
+
+    application = get_asgi_application()
+
+With ``GRIP_URL``/``GRIP_PROXIES`` unset this is Django behind :class:`drf_grip.proxy.GripProxy`
+(realtime in one process, ``runserver`` or ``uvicorn project.asgi:application``); with them
+set it is the plain Django app, and Pushpin or Fanout does the proxying.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["get_asgi_application", "wrap_application", "uses_embedded_proxy"]
+
+
+def uses_embedded_proxy() -> bool:
+    """True when no GRIP proxy is configured, so this process must hold connections itself."""
+    from .conf import grip_settings
+
+    return not grip_settings.proxies
+
+
+def wrap_application(app: Any, **proxy_options: Any) -> Any:
+    """``app`` behind the embedded proxy when no GRIP proxy is configured, else ``app``."""
+    if not uses_embedded_proxy():
+        return app
+    from .proxy import GripProxy
+
+    return GripProxy(app, **proxy_options)
+
+
+def get_asgi_application(**proxy_options: Any) -> Any:
+    """Django's ASGI app (``django.setup()`` included), wrapped as :func:`wrap_application` says."""
+    from django.core.asgi import get_asgi_application as django_asgi_application
+
+    return wrap_application(django_asgi_application(), **proxy_options)

@@ -1,0 +1,142 @@
+"""``runserver`` over ASGI with uvicorn: HTTP, WebSockets and realtime in one process.
+
+It replaces Django's command the way ``django.contrib.staticfiles`` and daphne do (put
+``drf_grip`` before ``django.contrib.staticfiles`` in ``INSTALLED_APPS``; static files are
+still served in DEBUG). uvicorn: maintained, HTTP/1.1 and WebSockets, a programmatic API, and
+the same server runs the same app in production.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.management.commands.runserver import Command as RunserverCommand
+from django.db import connections
+from django.utils import autoreload
+from django.utils.module_loading import import_string
+
+__all__ = ["Command"]
+
+
+class Command(RunserverCommand):
+    help = "Starts the ASGI development server (uvicorn) with drf-grip's realtime."
+
+    def add_arguments(self, parser) -> None:
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--nostatic",
+            action="store_false",
+            dest="use_static_handler",
+            help="Tells Django to NOT automatically serve static files at STATIC_URL.",
+        )
+        parser.add_argument(
+            "--insecure",
+            action="store_true",
+            dest="insecure_serving",
+            help="Allows serving static files even if DEBUG is False.",
+        )
+
+    def get_application(self, options: dict[str, Any]) -> Any:
+        """``ASGI_APPLICATION`` when set, else drf-grip's (Django behind the embedded proxy)."""
+        name = getattr(settings, "ASGI_APPLICATION", None)
+        if name:
+            app = import_string(name)
+        else:
+            from drf_grip.asgi import get_asgi_application
+
+            app = get_asgi_application()
+        use_static = options.get("use_static_handler", True)
+        if (
+            use_static
+            and apps.is_installed("django.contrib.staticfiles")
+            and (settings.DEBUG or options.get("insecure_serving"))
+        ):
+            from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+            app = ASGIStaticFilesHandler(app)
+        return app
+
+    def realtime_description(self, app: Any, url: str) -> str:
+        from drf_grip.conf import grip_settings
+        from drf_grip.proxy.server import find_proxy
+
+        proxy = find_proxy(app)
+        if proxy is not None:
+            text = (
+                f"Realtime: embedded GRIP proxy (long-poll, SSE, WebSocket); publish endpoint "
+                f"{url.rstrip('/')}{proxy.publish_path}"
+            )
+            embedded_url = str(grip_settings.EMBEDDED_URL).rstrip("/")
+            if embedded_url != url.rstrip("/"):
+                text += (
+                    f"\nNote: other processes publish to DRF_GRIP['EMBEDDED_URL'] = {embedded_url}; "
+                    "set it to this address so a shell or a worker reaches this server."
+                )
+            return text
+        if grip_settings.proxies:
+            where = ", ".join(ep.control_uri for ep in grip_settings.proxies)
+            return f"Realtime: behind the GRIP proxy at {where} (GRIP_URL); this is its origin."
+        return "Realtime: the ASGI_APPLICATION has no embedded GRIP proxy and GRIP_URL is unset."
+
+    def inner_run(self, *args: Any, **options: Any) -> None:
+        import uvicorn
+
+        from drf_grip.proxy.server import Server
+
+        autoreload.raise_last_exception()
+        if not options["skip_checks"]:
+            self.stdout.write("Performing system checks...\n\n")
+            self.check(display_num_errors=True)
+        self.check_migrations()
+        for conn in connections.all(initialized_only=True):
+            conn.close()
+
+        app = self.get_application(options)
+        host = self.addr
+        shown = f"[{self.addr}]" if self._raw_ipv6 else ("0.0.0.0" if self.addr == "0" else self.addr)
+        if self.addr == "0":
+            host = "0.0.0.0"
+        url = f"{self.protocol}://{shown}:{self.port}/"
+        quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
+        self.stdout.write(
+            f"{datetime.now().strftime('%B %d, %Y - %X')}\n"
+            f"Django version {self.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
+            f"Starting ASGI development server (uvicorn) at {url}\n"
+            f"{self.realtime_description(app, url)}\n"
+            f"Quit the server with {quit_command}."
+        )
+        self.stdout.flush() if hasattr(self.stdout, "flush") else None
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=int(self.port),
+            lifespan="on",
+            log_level=logging.INFO if options.get("verbosity", 1) > 1 else logging.WARNING,
+            access_log=options.get("verbosity", 1) > 1,
+        )
+        server = Server(config)
+        try:
+            server.run()
+        except OSError as exc:
+            messages = {
+                errno.EACCES: "You don't have permission to access that port.",
+                errno.EADDRINUSE: "That port is already in use.",
+                errno.EADDRNOTAVAIL: "That IP address can't be assigned to.",
+            }
+            self.stderr.write(f"Error: {messages.get(exc.errno, exc)}")
+            os._exit(1)
+        except KeyboardInterrupt:
+            shutdown_message = options.get("shutdown_message", "")
+            if shutdown_message:
+                self.stdout.write(shutdown_message)
+            sys.exit(0)
+        if not server.started:
+            # uvicorn reports bind errors by logging and returning.
+            os._exit(1)
