@@ -36,6 +36,8 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": _DB,
         "TEST": {"NAME": _DB},
+        # The server thread and the test write to one file; wait for the lock, not fail.
+        "OPTIONS": {"timeout": 20},
     }
 }
 

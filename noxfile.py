@@ -1,0 +1,60 @@
+"""The whole suite on each supported Python and Django pair, each in its own virtualenv.
+
+``nox`` runs every pair; ``nox -s "tests(3.12-django6)"`` runs one; arguments after
+``--`` go to pytest. ``scripts/test`` installs Pushpin and nox first, then runs this.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+#: (python, django) -> requirements pinned beside Django. DRF 3.18 and django-filter 25.2+
+#: need Django >= 5.2, so Django 4.2 gets the last releases that support it.
+MATRIX: dict[tuple[str, str], list[str]] = {
+    ("3.11", "4.2"): ["django>=4.2,<5.0", "djangorestframework>=3.15,<3.18", "django-filter<25.2"],
+    ("3.11", "5.2"): ["django>=5.2,<6.0"],
+    # Django 6 needs Python >= 3.12.
+    ("3.12", "6"): ["django>=6.0,<7.0"],
+}
+
+
+def _put_pyenv_pythons_on_path() -> None:
+    """pyenv's shims only run the active version, so ``python3.12`` fails when 3.11 is
+    global; put each needed minor version's newest ``bin`` directly on ``PATH`` instead."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    newest: dict[str, tuple[tuple[int, ...], str]] = {}
+    for bindir in glob.glob(os.path.join(root, "versions", "*", "bin")):
+        version = os.path.basename(os.path.dirname(bindir))
+        match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", version)
+        if not match:
+            continue
+        minor = f"{match[1]}.{match[2]}"
+        key = tuple(int(part) for part in match.groups())
+        if os.access(os.path.join(bindir, f"python{minor}"), os.X_OK):
+            if minor not in newest or key > newest[minor][0]:
+                newest[minor] = (key, bindir)
+    needed = sorted({python for python, _ in MATRIX})
+    dirs = [newest[minor][1] for minor in needed if minor in newest]
+    os.environ["PATH"] = os.pathsep.join([*dirs, os.environ.get("PATH", "")])
+
+
+_put_pyenv_pythons_on_path()
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"),
+    [nox.param(python, django, id=f"{python}-django{django}") for python, django in MATRIX],
+)
+def tests(session: nox.Session, django: str) -> None:
+    """Unit, integration (real Pushpin) and conformance tests."""
+    session.install("-e", ".[test]", *MATRIX[(session.python, django)])
+    session.run("python", "-m", "django", "--version")
+    session.run("python", "-m", "pytest", *session.posargs)
