@@ -223,6 +223,20 @@ def test_a_view_refuses_a_connection_with_an_http_error(client):
     assert response.status_code == 403 and response.content == b"members only\n"
 
 
+@require_websocket
+async def async_echo(request: HttpRequest) -> None:
+    for message in request.websocket:
+        request.websocket.send(message)
+
+
+def test_async_views_are_decorated_too(client):
+    _, events = ws(client, "/async-echo/", E("OPEN"))
+    assert events == [E("OPEN")]
+    _, events = ws(client, "/async-echo/", text("hi"))
+    assert events == [sent("hi")]
+    assert client.get("/async-echo/").status_code == 400
+
+
 # -- meta, through a signed (proxied) request ----------------------------------------------
 
 
@@ -350,6 +364,7 @@ urlpatterns = [
     path("ws/", include("tests.testapp.ws_views")),
     path("inspect/", inspect),
     path("crash/", crash),
+    path("async-echo/", async_echo),
     path("refuse/", refuse),
     path("counter/", counter),
     path("hooks/<int:pk>/", Hooks.as_view()),

@@ -52,6 +52,7 @@ from functools import lru_cache, wraps
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -607,6 +608,66 @@ def _check_csrf(
     return cls(lambda r: HttpResponse()).process_view(request, view, args, kwargs)
 
 
+def _before_view(
+    request: HttpRequest,
+    view: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    *,
+    allow_http: bool,
+    prepare: Callable[[HttpRequest, WebSocketContext], HttpResponse | None] | None,
+) -> HttpResponse | None:
+    """What happens before the view: the final answer, or ``None`` to run the view."""
+    if not hasattr(request, "wscontext"):  # no GripMiddleware in front
+        try:
+            request.wscontext = context_from_request(request)
+        except MalformedEvents as exc:
+            return HttpResponseBadRequest(
+                f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
+            )
+        attach(request)
+    ctx: WebSocketContext | None = request.wscontext
+    if ctx is None:
+        if not allow_http:
+            return HttpResponseBadRequest(
+                "This URL only accepts WebSocket connections (WebSocket-over-HTTP through a "
+                "GRIP proxy).\n",
+                content_type="text/plain",
+            )
+        return _check_csrf(request, view, args, kwargs)
+    if not origin_allowed(request):
+        return finish_response(
+            request,
+            HttpResponse(
+                "Forbidden: this WebSocket's Origin is not allowed by ALLOWED_HOSTS or "
+                "CSRF_TRUSTED_ORIGINS.\n",
+                status=403,
+                content_type="text/plain",
+            ),
+        )
+    if prepare is not None:
+        refused = prepare(request, ctx)
+        if refused is not None:
+            return finish_response(request, refused)
+    return None
+
+
+def _after_view(
+    request: HttpRequest, response: HttpResponse | None, *, auto_accept: bool
+) -> HttpResponse:
+    ctx: WebSocketContext | None = request.wscontext
+    if ctx is None:
+        return response  # type: ignore[return-value]  # plain HTTP: Django checks it
+    if (
+        auto_accept
+        and ctx.is_opening()
+        and not ctx.accepted
+        and (response is None or 200 <= response.status_code < 300)
+    ):
+        ctx.accept()
+    return finish_response(request, response)
+
+
 def serve_websocket_view(
     request: HttpRequest,
     view: Callable[..., HttpResponse | None],
@@ -624,66 +685,44 @@ def serve_websocket_view(
     instead of the view), the view, then ``auto_accept`` of an opening connection the view
     did not refuse, and ``finish_response``.
     """
-    if not hasattr(request, "wscontext"):  # no GripMiddleware in front
-        try:
-            request.wscontext = context_from_request(request)
-        except MalformedEvents as exc:
-            return HttpResponseBadRequest(
-                f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
-            )
-        attach(request)
-    ctx: WebSocketContext | None = request.wscontext
-    if ctx is None:
-        if not allow_http:
-            return HttpResponseBadRequest(
-                "This URL only accepts WebSocket connections (WebSocket-over-HTTP through a "
-                "GRIP proxy).\n",
-                content_type="text/plain",
-            )
-        refused = _check_csrf(request, view, args, kwargs)
-        if refused is not None:
-            return refused
-        return view(request, *args, **kwargs)
-    if not origin_allowed(request):
-        return finish_response(
-            request,
-            HttpResponse(
-                "Forbidden: this WebSocket's Origin is not allowed by ALLOWED_HOSTS or "
-                "CSRF_TRUSTED_ORIGINS.\n",
-                status=403,
-                content_type="text/plain",
-            ),
-        )
-    response = prepare(request, ctx) if prepare is not None else None
-    if response is None:
-        response = view(request, *args, **kwargs)
-    if (
-        auto_accept
-        and ctx.is_opening()
-        and not ctx.accepted
-        and (response is None or 200 <= response.status_code < 300)
-    ):
-        ctx.accept()
-    return finish_response(request, response)
+    answer = _before_view(request, view, args, kwargs, allow_http=allow_http, prepare=prepare)
+    if answer is not None:
+        return answer
+    return _after_view(request, view(request, *args, **kwargs), auto_accept=auto_accept)
 
 
 def _websocket_view(view: V, *, allow_http: bool, auto_accept: bool, prepare: Any = None) -> V:
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        return serve_websocket_view(
-            request,
-            view,
-            args,
-            kwargs,
-            allow_http=allow_http,
-            auto_accept=auto_accept,
-            prepare=prepare,
-        )
+    wrapped: Any
+    if iscoroutinefunction(view):
+
+        @wraps(view)
+        async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            answer = _before_view(
+                request, view, args, kwargs, allow_http=allow_http, prepare=prepare
+            )
+            if answer is not None:
+                return answer
+            response = await view(request, *args, **kwargs)
+            return _after_view(request, response, auto_accept=auto_accept)
+
+    else:
+
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return serve_websocket_view(
+                request,
+                view,
+                args,
+                kwargs,
+                allow_http=allow_http,
+                auto_accept=auto_accept,
+                prepare=prepare,
+            )
 
     # A WebSocket handshake carries no CSRF token; the Origin check stands in for it, and
     # plain HTTP requests are CSRF-checked inside (see _check_csrf).
-    wrapped.csrf_exempt = True  # type: ignore[attr-defined]
-    return wrapped  # type: ignore[return-value]
+    wrapped.csrf_exempt = True
+    return wrapped  # type: ignore[no-any-return]
 
 
 def websocket_only(view: V) -> V:
