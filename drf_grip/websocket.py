@@ -183,7 +183,8 @@ def accept_websocket(view: V) -> V:
 class WebSocketView(View):
     """A class-based view whose WebSocket traffic goes to ``websocket()`` (django-pistoke).
 
-    Override ``websocket()`` to handle a batch yourself, or the hooks it calls. An opening
+    Override ``websocket()`` to handle a batch yourself, or the hooks it calls (all sync;
+    use the decorators for ``async def`` function views). An opening
     connection is refused with 400 when the client offers subprotocols and none of
     ``subprotocols`` is among them; ``select_subprotocol`` can decide otherwise.
     """

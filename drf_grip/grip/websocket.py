@@ -32,11 +32,12 @@ Contract with ``GripMiddleware`` (``drf_grip/grip/middleware.py``), per request:
      cookies but not its body (a WebSocket-over-HTTP answer carries only events).
 
 The view-side decorators (``websocket_only`` here, ``require_websocket`` /
-``accept_websocket`` / ``WebSocketView`` in ``drf_grip.websocket``) also work without the
-middleware: they build the context themselves when ``request.wscontext`` is absent, and always
-finish their own response. They mark the view ``csrf_exempt`` because a WebSocket handshake
-carries no CSRF token; the ``Origin`` check (``origin_allowed``) protects them instead, as
-DESIGN.md §6 asks.
+``accept_websocket`` / ``WebSocketView`` in ``drf_grip.websocket``; sync or ``async def``
+views) also work without the middleware: they build the context themselves when
+``request.wscontext`` is absent, and always finish their own response. They mark the view
+``csrf_exempt`` because a WebSocket handshake carries no CSRF token; the ``Origin`` check
+(``origin_allowed``, on every request of the connection) protects them instead, as DESIGN.md
+§6 asks, and plain HTTP requests to an ``accept_websocket`` view are still CSRF-checked.
 """
 
 from __future__ import annotations
