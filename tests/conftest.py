@@ -55,10 +55,8 @@ def grip_pushpin(pushpin: PushpinServer) -> Iterator[PushpinServer]:
 @pytest.fixture(scope="session")
 def embedded_proxy(django_db_setup: None) -> Iterator[EmbeddedProxyServer]:
     """The embedded GRIP proxy around the Django app, on its own server."""
-    try:
-        from drf_grip.proxy import GripProxy
-    except ImportError:
-        pytest.skip("embedded proxy not built")
+    from drf_grip.proxy import GripProxy
+
     proxy = GripProxy(_django_asgi_app())
     with OriginServer(proxy) as server:
         yield EmbeddedProxyServer(proxy, server)

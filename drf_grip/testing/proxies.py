@@ -39,9 +39,8 @@ class ProxyUnderTest(Protocol):
 class EmbeddedProxyServer:
     """The embedded proxy (``drf_grip.proxy.GripProxy``) around an ASGI app, on a real socket.
 
-    The proxy exposes subscriber *counts*, not a log of events. To keep one interface,
-    :meth:`mark` snapshots the counts of every channel, and :meth:`wait_subscribed` waits for
-    the count of ``channel`` to exceed its count at the mark.
+    Where Pushpin has a log, the proxy counts subscribe events per channel; a mark is a
+    snapshot of those counts, so "a new subscription" means the same thing for both.
     """
 
     name = "embedded"
@@ -49,7 +48,7 @@ class EmbeddedProxyServer:
     def __init__(self, proxy: Any, server: OriginServer) -> None:
         self.proxy = proxy
         self.server = server
-        self._marks: list[dict[str, int]] = []
+        self._marks: list[dict[str, int]] = [{}]  # mark 0: before anything happened
 
     @property
     def url(self) -> str:
@@ -59,25 +58,20 @@ class EmbeddedProxyServer:
     def ws_url(self) -> str:
         return self.server.ws_url
 
-    def _counts(self) -> dict[str, int]:
-        counts = getattr(self.proxy, "subscriber_counts", None)
-        return dict(counts()) if counts is not None else {}
-
     def mark(self) -> int:
-        self._marks.append(self._counts())
-        return len(self._marks)
+        self._marks.append(dict(self.proxy.subscription_counts()))
+        return len(self._marks) - 1
 
     def wait_subscribed(self, channel: str, timeout: float = 5.0, since: int = 0) -> int:
-        before = self._marks[since - 1].get(channel, 0) if since else 0
-        self.proxy.wait_for_subscribers(channel, before + 1, timeout)
+        before = self._marks[since].get(channel, 0)
+        if not self.proxy.wait_for_subscriptions(channel, before + 1, timeout):
+            raise TimeoutError(
+                f"the embedded proxy saw no new subscription to {channel!r} within {timeout}s"
+            )
         return self.mark()
 
     def publish_items(self, items: Iterable[Mapping[str, Any]]) -> None:
         self.proxy.publish_items(list(items))
 
-    def stop(self) -> None:
-        self.server.stop()
-
     def __repr__(self) -> str:
         return f"EmbeddedProxyServer(url={self.url!r})"
-
