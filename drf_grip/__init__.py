@@ -21,13 +21,13 @@ _EXPORTS = {
     "require_websocket": "drf_grip.websocket",
     "accept_websocket": "drf_grip.websocket",
     "WebSocketView": "drf_grip.websocket",
+    "JSONWebSocketView": "drf_grip.websocket",
     # DRF layer
     "RealtimeMixin": "drf_grip.rest.mixins",
     "ListRealtimeMixin": "drf_grip.rest.mixins",
     "RetrieveRealtimeMixin": "drf_grip.rest.mixins",
     "register": "drf_grip.rest.registry",
     "publish_changes": "drf_grip.rest.registry",
-    "publish_model_changes": "drf_grip.rest.registry",
     "paused": "drf_grip.rest.registry",
 }
 
