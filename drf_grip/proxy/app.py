@@ -256,6 +256,11 @@ class GripProxy:
         self._not_on_loop()
         return self.hub.wait_for_subscribers(channel, count, timeout)
 
+    def wait_for_idle(self, channel: str, timeout: float = 5.0) -> bool:
+        """Block until no connection is subscribed to ``channel``; False on timeout."""
+        self._not_on_loop()
+        return self.hub.wait_for_idle(channel, timeout)
+
     def wait_for_subscriptions(self, channel: str, total: int, timeout: float = 5.0) -> bool:
         """Block until ``channel`` has seen ``total`` subscribe events in all; False on timeout."""
         self._not_on_loop()

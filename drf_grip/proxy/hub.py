@@ -69,6 +69,10 @@ class ChannelHub:
         with self._cond:
             return self._cond.wait_for(lambda: self._counts.get(channel, 0) >= count, timeout)
 
+    def wait_for_idle(self, channel: str, timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._counts.get(channel), timeout)
+
     def wait_for_subscriptions(self, channel: str, total: int, timeout: float = 5.0) -> bool:
         with self._cond:
             return self._cond.wait_for(

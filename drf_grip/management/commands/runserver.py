@@ -112,7 +112,7 @@ class Command(RunserverCommand):
             f"{self.realtime_description(app, url)}\n"
             f"Quit the server with {quit_command}."
         )
-        self.stdout.flush() if hasattr(self.stdout, "flush") else None
+        self.stdout.flush()
         config = uvicorn.Config(
             app,
             host=host,
@@ -132,11 +132,12 @@ class Command(RunserverCommand):
             }
             self.stderr.write(f"Error: {messages.get(exc.errno, exc)}")
             os._exit(1)
+        except SystemExit as exc:
+            if exc.code:  # uvicorn exits 1 when it cannot bind; in the reloader's thread too
+                os._exit(int(exc.code) if isinstance(exc.code, int) else 1)
+            raise
         except KeyboardInterrupt:
             shutdown_message = options.get("shutdown_message", "")
             if shutdown_message:
                 self.stdout.write(shutdown_message)
             sys.exit(0)
-        if not server.started:
-            # uvicorn reports bind errors by logging and returning.
-            os._exit(1)

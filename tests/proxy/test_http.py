@@ -1,0 +1,349 @@
+"""Response holds, stream holds and pass-through, as a client of the embedded proxy sees them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import jwt
+
+from .conftest import KEY, Origin, ProxyServer, Response, in_thread, run
+
+HOLD = [("Grip-Hold", "response"), ("Content-Type", "text/plain")]
+
+
+def test_plain_response_passes_through_signed_and_without_grip_headers(server: ProxyServer, origin: Origin):
+    @origin.route("/plain/")
+    def plain(request):
+        return Response(200, [("Content-Type", "text/plain"), ("Grip-Anything", "x")], chunks=[b"a", b"b" * 100_000])
+
+    response = httpx.get(server.url + "/plain/", headers={"Grip-Sig": "forged", "Grip-Last": "x"})
+
+    assert response.status_code == 200
+    assert response.content == b"a" + b"b" * 100_000
+    assert not any(name.lower().startswith("grip-") for name in response.headers)
+    (request,) = origin.requests_to("/plain/")
+    claims = jwt.decode(request.headers["grip-sig"], KEY, algorithms=["HS256"])
+    assert claims["iss"] == "drf-grip"
+    assert "grip-last" not in request.headers
+    assert "link:next" in request.headers["grip-feature"]
+
+
+def test_long_poll_gets_the_published_response_merged_onto_the_hold(server: ProxyServer, origin: Origin):
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo"), ("ETag", '"v1"'), ("X-Kept", "yes")], "old"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            await in_thread(server.publish, {
+                "channel": "todo",
+                "formats": {"http-response": {"code": 200, "headers": {"Content-Type": "application/json"}, "body": "{\"v\": 2}"}},
+            })
+            return await poll
+
+    response = run(scenario())
+    assert response.status_code == 200
+    assert response.text == '{"v": 2}'
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["etag"] == '"v1"'  # Pushpin merges: the hold's ETag stays
+    assert response.headers["x-kept"] == "yes"
+    assert "grip-hold" not in response.headers
+    assert server.proxy.wait_for_idle("todo")
+
+
+def test_timeout_answers_the_held_response_with_grip_status(server: ProxyServer, origin: Origin):
+    origin.route("/todo/")(lambda r: Response(
+        200, HOLD + [("Grip-Channel", "todo"), ("Grip-Timeout", "1"), ("Grip-Status", "304"), ("ETag", '"v1"')], ""
+    ))
+
+    response = httpx.get(server.url + "/todo/", timeout=10)
+
+    assert response.status_code == 304
+    assert response.headers["etag"] == '"v1"'
+    assert not any(name.lower().startswith("grip-") for name in response.headers)
+
+
+def test_hint_resends_the_clients_original_request(server: ProxyServer, origin: Origin):
+    versions = iter(["v1", "v2"])
+
+    @origin.route("/todo/")
+    def todo(request):
+        version = next(versions)
+        if request.headers.get("if-none-match") == '"v1"' and version == "v1":
+            return Response(200, HOLD + [("Grip-Channel", "todo; prev-id=1"), ("ETag", '"v1"')], "")
+        return Response(200, [("ETag", f'"{version}"')], f"body {version}")
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.post(
+                "/todo/?page=2", content=b"payload",
+                headers={"Authorization": "Token alice", "If-None-Match": '"v1"', "Cookie": "a=b"},
+            ))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            await in_thread(server.publish, {"channel": "todo", "id": "2", "prev-id": "1",
+                                             "formats": {"http-response": {"action": "hint"}}})
+            return await poll
+
+    response = run(scenario())
+    assert response.status_code == 200
+    assert response.text == "body v2"
+    first, retry = origin.requests_to("/todo/")
+    for name in ("authorization", "if-none-match", "cookie"):
+        assert retry.headers[name] == first.headers[name]
+    assert (retry.method, retry.query, retry.body) == ("POST", "page=2", b"payload")
+    assert retry.headers["grip-last"] == "todo; last-id=2"
+    assert "grip-sig" in retry.headers
+
+
+def test_hint_re_holds_when_the_origin_holds_again(server: ProxyServer, origin: Origin):
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo")], "held"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscriptions, "todo", 1)
+            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": {"action": "hint"}}})
+            assert await in_thread(server.proxy.wait_for_subscriptions, "todo", 2)
+            assert not poll.done()
+            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": {"body": "pushed"}}})
+            return await poll
+
+    assert run(scenario()).text == "pushed"
+    assert len(origin.requests_to("/todo/")) == 2
+
+
+def test_hold_behind_the_channel_is_re_requested_at_once_with_grip_last(server: ProxyServer, origin: Origin):
+    # The race: a change (id 2) was published after the origin read version 1 but before
+    # the proxy subscribed. The hold's prev-id=1 differs from the channel's last id.
+    server.publish({"channel": "todo", "id": "2", "prev-id": "1", "formats": {"http-response": {"body": "x"}}})
+
+    @origin.route("/todo/")
+    def todo(request):
+        if "grip-last" in request.headers:
+            return Response(200, [("ETag", '"v2"')], "fresh v2")
+        return Response(200, HOLD + [("Grip-Channel", "todo; prev-id=1")], "")
+
+    response = httpx.get(server.url + "/todo/", timeout=10)
+
+    assert response.text == "fresh v2"
+    assert origin.requests_to("/todo/")[1].headers["grip-last"] == "todo; last-id=2"
+
+
+def test_publish_with_a_gap_in_ids_re_requests_instead_of_delivering(server: ProxyServer, origin: Origin):
+    @origin.route("/todo/")
+    def todo(request):
+        if "grip-last" in request.headers:
+            return Response(200, [], "fresh")
+        return Response(200, HOLD + [("Grip-Channel", "todo; prev-id=1")], "")
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            # id 2 was missed: this publish follows 2, not 1.
+            await in_thread(server.publish, {"channel": "todo", "id": "3", "prev-id": "2",
+                                             "formats": {"http-response": {"body": "stale-3"}}})
+            return await poll
+
+    assert run(scenario()).text == "fresh"
+
+
+def test_an_origin_that_keeps_holding_behind_the_channel_does_not_spin(server: ProxyServer, origin: Origin):
+    server.publish({"channel": "todo", "id": "9", "formats": {"http-response": {"body": "x"}}})
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo; prev-id=1")], ""))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscriptions, "todo", 4)
+            await in_thread(server.publish, {"channel": "todo", "id": "10", "prev-id": "9",
+                                             "formats": {"http-response": {"body": "ten"}}})
+            return await poll
+
+    assert run(scenario()).text == "ten"
+    assert len(origin.requests_to("/todo/")) == 4  # the hold and 3 retries, then held
+
+
+def test_duplicate_ids_are_dropped(server: ProxyServer, origin: Origin):
+    origin.route("/s/")(lambda r: Response(200, [("Grip-Hold", "stream"), ("Grip-Channel", "s")], "start\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/s/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "start"
+                assert await in_thread(server.proxy.wait_for_subscribers, "s")
+                for content in ("one\n", "one again\n", "two\n"):
+                    item_id = "1" if content.startswith("one") else "2"
+                    await in_thread(server.publish, {"channel": "s", "id": item_id,
+                                                     "formats": {"http-stream": {"content": content}}})
+                await in_thread(server.publish, {"channel": "s", "formats": {"http-stream": {"action": "close"}}})
+                return [line async for line in lines]
+
+    assert run(scenario()) == ["one", "two"]
+
+
+def test_stream_appends_publishes_keeps_alive_and_closes(server: ProxyServer, origin: Origin):
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev"), ("Content-Type", "text/event-stream"),
+        ("Content-Length", "9"), ("Grip-Keep-Alive", ":\\n; format=cstring; timeout=1"),
+    ], "event: a\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/events/") as response:
+                assert response.headers["content-type"] == "text/event-stream"
+                assert "content-length" not in response.headers
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "event: a"
+                assert await lines.__anext__() == ":"  # the keep-alive, after 1 s of silence
+                assert await in_thread(server.proxy.wait_for_subscribers, "ev")
+                await in_thread(server.publish, {"channel": "ev", "formats": {"http-stream": {"content": "event: b\n"}}})
+                assert await lines.__anext__() == "event: b"
+                await in_thread(server.publish, {"channel": "ev", "formats": {"http-stream": {"action": "close"}}})
+                return [line async for line in lines]
+
+    assert run(scenario()) == []
+    assert server.proxy.wait_for_idle("ev")
+
+
+def test_stream_hint_fetches_the_next_link_as_a_bare_get(server: ProxyServer, origin: Origin):
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev; prev-id=1"),
+        ("Grip-Link", "</events/next/tok123/?after=1>; rel=next; timeout=120"),
+    ], "first\n"))
+    origin.route("/events/next/tok123/")(lambda r: Response(200, [], "from the next link\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/events/", headers={"Cookie": "s=1", "Authorization": "Token t"}) as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "first"
+                assert await in_thread(server.proxy.wait_for_subscribers, "ev")
+                await in_thread(server.publish, {"channel": "ev", "id": "2", "prev-id": "1",
+                                                 "formats": {"http-stream": {"action": "hint"}}})
+                # The link's answer has no hold and no further link: the stream ends.
+                return [line async for line in lines]
+
+    assert run(scenario()) == ["from the next link"]
+    (link,) = origin.requests_to("/events/next/tok123/")
+    assert link.method == "GET" and link.query == "after=1"
+    assert {name for name, _ in link.header_list} == {"host", "grip-last", "grip-sig", "grip-feature"}
+    assert link.headers["grip-last"] == "ev; last-id=2"
+    assert link.headers["host"] == f"127.0.0.1:{server.port}"
+
+
+def test_next_link_answer_with_a_new_hold_keeps_the_stream(server: ProxyServer, origin: Origin):
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev"), ("Grip-Link", "</events/next/>; rel=next; timeout=1"),
+    ], "first\n"))
+    origin.route("/events/next/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev2"),
+    ], "caught up\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/events/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "first"
+                assert await lines.__anext__() == "caught up"  # after the link's 1 s timeout
+                assert await in_thread(server.proxy.wait_for_subscribers, "ev2")
+                assert server.proxy.subscriber_counts().get("ev", 0) == 0
+                await in_thread(server.publish, {"channel": "ev2", "formats": {"http-stream": {"content": "live\n"}}})
+                assert await lines.__anext__() == "live"
+                await in_thread(server.publish, {"channel": "ev2", "formats": {"http-stream": {"action": "close"}}})
+                return [line async for line in lines]
+
+    assert run(scenario()) == []
+
+
+def test_held_connections_past_the_limit_get_503_and_others_are_undisturbed(make_proxy, origin: Origin):
+    server = make_proxy(max_held=1)
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo")], ""))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            first = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            second = await client.get("/todo/")
+            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": {"body": "ok"}}})
+            return second, await first
+
+    second, first = run(scenario())
+    assert second.status_code == 503
+    assert "EMBEDDED_MAX_HELD" in second.text
+    assert first.text == "ok"
+
+
+def test_a_client_that_disconnects_frees_its_subscription_at_once(server: ProxyServer, origin: Origin):
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo")], ""))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            poll.cancel()
+        assert await in_thread(server.proxy.wait_for_idle, "todo")
+
+    run(scenario())
+    assert server.proxy.held_count == 0
+
+
+def test_a_slow_reader_is_dropped_and_does_not_delay_others(make_proxy, origin: Origin):
+    import socket
+
+    server = make_proxy()
+    server.proxy.max_queued_messages = 4
+    origin.route("/s/")(lambda r: Response(200, [("Grip-Hold", "stream"), ("Grip-Channel", "s")], "start\n"))
+    chunk = "x" * (256 * 1024) + "\n"
+
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", server.port))
+    slow.sendall(b"GET /s/ HTTP/1.1\r\nHost: test\r\n\r\n")  # and never reads
+    try:
+        assert server.proxy.wait_for_subscribers("s", 1)
+
+        async def scenario():
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                async with client.stream("GET", "/s/") as response:
+                    lines = response.aiter_lines()
+                    assert await lines.__anext__() == "start"
+                    assert await in_thread(server.proxy.wait_for_subscribers, "s", 2)
+                    received = 0
+                    for _ in range(40):
+                        await in_thread(server.publish, {"channel": "s", "formats": {"http-stream": {"content": chunk}}})
+                        assert len(await lines.__anext__()) == len(chunk) - 1
+                        received += 1
+                    # The slow reader was dropped when its queue overflowed; the fast one stays.
+                    assert server.proxy.subscriber_counts()["s"] == 1
+                    return received
+
+        assert run(scenario()) == 40
+    finally:
+        slow.close()
+
+
+def test_shutdown_answers_held_clients(make_proxy, origin: Origin):
+    server = make_proxy()
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo"), ("Grip-Status", "304"), ("ETag", '"v1"')], ""))
+    origin.route("/s/")(lambda r: Response(200, [("Grip-Hold", "stream"), ("Grip-Channel", "s")], "start\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+
+            async def read_stream():
+                async with client.stream("GET", "/s/") as response:
+                    return [line async for line in response.aiter_lines()]
+
+            stream = asyncio.ensure_future(read_stream())
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            assert await in_thread(server.proxy.wait_for_subscribers, "s")
+            await in_thread(server.stop)
+            return await poll, await stream
+
+    poll, stream = run(scenario())
+    assert poll.status_code == 304 and poll.headers["etag"] == '"v1"'
+    assert stream == ["start"]
