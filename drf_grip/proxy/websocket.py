@@ -328,10 +328,15 @@ class WebSocketSession:
             if k.lower() not in _NOT_RELAYED
             and not k.lower().startswith((b"grip-", b"set-meta-"))
         ]
+        subprotocol = get_header(answer.headers, "sec-websocket-protocol")
+        if subprotocol is not None and subprotocol.strip() not in self.scope.get("subprotocols", ()):
+            # A subprotocol the client did not offer would fail its handshake (RFC 6455 §4.1).
+            logger.warning("%s: origin chose subprotocol %r the client did not offer", self.path, subprotocol)
+            subprotocol = None
         await self._send(
             {
                 "type": "websocket.accept",
-                "subprotocol": get_header(answer.headers, "sec-websocket-protocol"),
+                "subprotocol": subprotocol.strip() if subprotocol else None,
                 "headers": relayed,
             }
         )

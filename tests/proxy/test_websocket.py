@@ -1,0 +1,201 @@
+"""Client WebSockets carried to the origin as WebSocket-over-HTTP, with GRIP control messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from drf_grip.proxy.events import WsEvent, decode_events, encode_events
+
+from .conftest import Origin, ProxyServer, Response, in_thread, run
+
+EVENTS = "application/websocket-events"
+
+
+def ws_answer(*events: WsEvent, headers: list[tuple[str, str]] = ()) -> Response:
+    return Response(
+        200,
+        [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
+        encode_events(list(events)),
+    )
+
+
+def control(kind: str, **args) -> WsEvent:
+    return WsEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
+
+
+class Chat:
+    """A WebSocket-over-HTTP origin: subscribes on open, echoes with and without the prefix."""
+
+    def __init__(self) -> None:
+        self.disconnected = threading.Event()
+        self.events: list[list[WsEvent]] = []
+
+    def __call__(self, request) -> Response:
+        events = decode_events(request.body)
+        self.events.append(events)
+        out: list[WsEvent] = []
+        headers: list[tuple[str, str]] = []
+        for event in events:
+            if event.type == "OPEN":
+                out += [WsEvent("OPEN"), control("subscribe", channel="room")]
+                headers += [("Sec-WebSocket-Protocol", "chat.v1"), ("Set-Meta-User", "alice")]
+            elif event.type == "TEXT":
+                text = event.content.decode()
+                if text == "leave":
+                    out.append(control("unsubscribe", channel="room"))
+                elif text == "bye":
+                    out.append(WsEvent("CLOSE", (4000).to_bytes(2, "big")))
+                else:
+                    out += [WsEvent("TEXT", b"m:echo " + event.content), WsEvent("TEXT", b"dropped: no prefix")]
+            elif event.type in ("DISCONNECT", "CLOSE"):
+                self.disconnected.set()
+        return ws_answer(*out, headers=headers)
+
+
+def test_websocket_over_http_round_trip(server: ProxyServer, origin: Origin):
+    chat = origin.route("/ws/")(Chat())
+
+    async def scenario():
+        async with websockets.connect(
+            server.ws_url + "/ws/?room=1", subprotocols=["chat.v1"],
+            additional_headers={"Cookie": "sessionid=abc", "Meta-User": "mallory", "Grip-Sig": "forged"},
+        ) as ws:
+            assert ws.subprotocol == "chat.v1"
+            await ws.send("hello")
+            assert await ws.recv() == "echo hello"
+            assert await in_thread(server.proxy.wait_for_subscribers, "room")
+            await in_thread(server.publish, {"channel": "room", "formats": {"ws-message": {"content": "news"}}})
+            assert await ws.recv() == "news"
+            await in_thread(server.publish, {"channel": "room", "formats": {"ws-message": {"content-bin": "AAE="}}})
+            assert await ws.recv() == b"\x00\x01"
+        assert await in_thread(server.proxy.wait_for_idle, "room")
+        assert await in_thread(chat.disconnected.wait, 5)
+
+    run(scenario())
+    opening, message, *_ = origin.requests_to("/ws/")
+    assert opening.method == "POST" and opening.query == "room=1"
+    assert opening.headers["content-type"] == EVENTS
+    assert opening.headers["cookie"] == "sessionid=abc"
+    assert "upgrade" not in opening.headers
+    assert "meta-user" not in opening.headers  # a client cannot set meta
+    assert opening.headers["grip-sig"] != "forged"
+    assert message.headers["connection-id"] == opening.headers["connection-id"]
+    assert message.headers["meta-user"] == "alice"  # set by the origin with Set-Meta-User
+    assert decode_events(message.body) == [WsEvent("TEXT", b"hello")]
+    assert chat.events[-1][-1].type in ("CLOSE", "DISCONNECT")
+
+
+def test_unsubscribe_and_close_from_the_origin(server: ProxyServer, origin: Origin):
+    origin.route("/ws/")(Chat())
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as ws:
+            assert await in_thread(server.proxy.wait_for_subscribers, "room")
+            await ws.send("leave")
+            assert await in_thread(server.proxy.wait_for_idle, "room")
+            await ws.send("bye")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+
+    assert run(scenario()) == 4000
+
+
+def test_publish_close_action_closes_the_socket(server: ProxyServer, origin: Origin):
+    origin.route("/ws/")(Chat())
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as ws:
+            assert await in_thread(server.proxy.wait_for_subscribers, "room")
+            await in_thread(server.publish, {"channel": "room", "formats": {"ws-message": {"action": "close", "code": 4001}}})
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            return closed.value.rcvd.code
+
+    assert run(scenario()) == 4001
+
+
+def test_origin_refusal_rejects_the_handshake_with_its_status(server: ProxyServer, origin: Origin):
+    origin.route("/ws/")(lambda r: Response(403, [("Content-Type", "text/plain")], "bad origin"))
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(server.ws_url + "/ws/"):
+                pass
+        return refused.value.response
+
+    response = run(scenario())
+    assert response.status_code == 403
+    assert response.body == b"bad origin"
+
+
+def test_keep_alive_interval_and_control_keep_alive_and_set_meta(server: ProxyServer, origin: Origin):
+    calls = threading.Condition()
+    bodies: list[bytes] = []
+
+    @origin.route("/ws/")
+    def ws_origin(request):
+        with calls:
+            bodies.append(request.body)
+            calls.notify_all()
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(
+                WsEvent("OPEN"),
+                control("set-meta", name="room", value="blue"),
+                control("keep-alive", content="ka", timeout=0.5),
+                headers=[("Keep-Alive-Interval", "0.3")],
+            )
+        return ws_answer()
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as ws:
+            assert await ws.recv() == "ka"  # the proxy's keep-alive message to the client
+
+            def two_keep_alive_calls() -> bool:
+                with calls:
+                    return calls.wait_for(lambda: len(bodies) >= 3, 5)
+
+            assert await in_thread(two_keep_alive_calls)
+
+    run(scenario())
+    opening, keep_alive, *_ = origin.requests_to("/ws/")
+    assert keep_alive.body == b""  # a keep-alive call carries no events
+    assert keep_alive.headers["meta-room"] == "blue"
+
+
+def test_websockets_count_toward_the_held_limit(make_proxy, origin: Origin):
+    server = make_proxy(max_held=1)
+    origin.route("/ws/")(Chat())
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as first:
+            with pytest.raises(InvalidStatus) as refused:
+                async with websockets.connect(server.ws_url + "/ws/"):
+                    pass
+            await first.send("still here")
+            return refused.value.response.status_code, await first.recv()
+
+    assert run(scenario()) == (503, "echo still here")
+
+
+def test_shutdown_sends_a_close_frame(make_proxy, origin: Origin):
+    server = make_proxy()
+    origin.route("/ws/")(Chat())
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as ws:
+            assert await in_thread(server.proxy.wait_for_subscribers, "room")
+            stopping = asyncio.ensure_future(in_thread(server.stop))
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            await stopping
+            return closed.value.rcvd.code
+
+    assert run(scenario()) == 1001
