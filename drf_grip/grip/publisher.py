@@ -554,9 +554,11 @@ class Publisher:
             lost: list[str] = []
             for lane in lanes:
                 lost.extend(_channels_of(lane.items))
+                lane.finished += len(lane.items)  # given up: a concurrent flush() may return
                 lane.items.clear()
                 lane.wake.notify_all()
             self._counts["dropped"] += len(lost)
+            self._progress.notify_all()
         if lost:
             logger.warning(
                 "publisher closed with %d item%s not delivered, for %s",
