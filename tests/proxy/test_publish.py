@@ -1,0 +1,111 @@
+"""Publishing into the embedded proxy: Pushpin's HTTP /publish format, and in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import jwt
+import pytest
+
+from drf_grip.proxy import GripProxy
+from drf_grip.proxy.items import InvalidItem
+
+from .conftest import KEY, Origin, ProxyServer, Response, in_thread, run
+
+ITEM = {"channel": "todo", "formats": {"http-response": {"body": "pushed"}}}
+
+
+def publish(server: ProxyServer, body, headers=None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {KEY}"} if headers is None else headers
+    if isinstance(body, (bytes, str)):
+        return httpx.post(server.url + "/_grip/publish/", content=body, headers=headers)
+    return httpx.post(server.url + "/_grip/publish/", json=body, headers=headers)
+
+
+def test_readiness(server: ProxyServer):
+    response = httpx.get(server.url + "/_grip/")
+    assert response.status_code == 200 and "drf-grip embedded proxy" in response.text
+
+
+def test_publish_over_http_reaches_a_held_client(server: ProxyServer, origin: Origin):
+    origin.route("/todo/")(lambda r: Response(200, [("Grip-Hold", "response"), ("Grip-Channel", "todo")], ""))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            # gripcontrol posts to <control_uri>/publish/; the path without a slash works too.
+            answer = await client.post("/_grip/publish", json={"items": [ITEM]},
+                                       headers={"Authorization": f"Bearer {KEY}"})
+            return answer, await poll
+
+    answer, poll = run(scenario())
+    assert (answer.status_code, answer.text.strip()) == (200, "Published")
+    assert poll.text == "pushed"
+
+
+def test_publish_accepts_a_jwt_signed_with_the_key(server: ProxyServer):
+    token = jwt.encode({"iss": "shell", "exp": int(time.time()) + 60}, KEY, algorithm="HS256")
+    assert publish(server, {"items": [ITEM]}, {"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({}, 401),
+        ({"Authorization": "Bearer wrong-key"}, 403),
+        ({"Authorization": "Basic " + KEY}, 403),
+        ({"Authorization": "Bearer " + jwt.encode({"exp": 1}, KEY, algorithm="HS256")}, 403),
+    ],
+)
+def test_publish_refuses_without_the_key(server: ProxyServer, headers, status):
+    response = publish(server, {"items": [ITEM]}, headers)
+    assert response.status_code == status
+    assert KEY not in response.text
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"not json", "not JSON"),
+        ({"nope": []}, "items"),
+        ({"items": [{"formats": {}}]}, "channel"),
+        ({"items": [{"channel": "c", "formats": {"http-response": {"code": "x"}}}]}, "code"),
+        ({"items": [{"channel": "c", "formats": {"http-stream": {"content-bin": "!!"}}}]}, "base64"),
+        ({"items": [{"channel": "c", "formats": {"carrier-pigeon": {}}}]}, "unknown format"),
+    ],
+)
+def test_bad_items_answer_400_invalid_format(server: ProxyServer, body, reason):
+    response = publish(server, body)
+    assert response.status_code == 400
+    assert response.text.startswith("Invalid format:") and reason in response.text
+
+
+def test_publish_body_limit(server: ProxyServer):
+    big = {"items": [{"channel": "c", "formats": {"http-stream": {"content": "x" * (1024 * 1024)}}}]}
+    assert publish(server, big).status_code == 413
+    assert httpx.get(server.url + "/_grip/publish/").status_code == 405
+
+
+def test_items_over_the_message_size_are_refused(make_proxy):
+    server = make_proxy(max_message_size=10)
+    item = {"channel": "c", "formats": {"http-stream": {"content": "x" * 11}}}
+    assert publish(server, {"items": [item]}).status_code == 400
+    with pytest.raises(InvalidItem):
+        server.proxy.publish_items([item])
+
+
+def test_the_proxy_registers_as_the_local_sink_for_its_lifetime(make_proxy):
+    publisher = pytest.importorskip("drf_grip.grip.publisher")
+    server = make_proxy()
+    assert any(sink is server.proxy for sink in publisher._local_sinks)
+    server.stop()
+    assert not any(sink is server.proxy for sink in publisher._local_sinks)
+
+
+def test_publish_items_before_start_is_dropped_loudly(caplog):
+    proxy = GripProxy(lambda *a: None, key=KEY, max_held=1, max_message_size=100)
+    proxy.publish_items([ITEM])
+    assert "not running" in caplog.text

@@ -1,0 +1,63 @@
+"""``drf_grip.asgi`` and the uvicorn ``runserver``: the embedded proxy is the default."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+from django.core.handlers.asgi import ASGIHandler
+from django.core.management import get_commands, load_command_class
+from django.core.management.commands.runserver import Command as DjangoRunserver
+from django.test import override_settings
+
+from drf_grip.asgi import get_asgi_application
+from drf_grip.proxy import GripProxy
+
+from .conftest import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_without_grip_url_django_runs_behind_the_embedded_proxy():
+    app = get_asgi_application()
+    assert isinstance(app, GripProxy)
+    assert isinstance(app.app, ASGIHandler)
+
+
+@override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=secret-key-of-some-length")
+def test_with_grip_url_it_is_the_plain_origin():
+    assert isinstance(get_asgi_application(), ASGIHandler)
+
+
+def test_runserver_is_drf_grips():
+    assert get_commands()["runserver"] == "drf_grip"
+    assert issubclass(type(load_command_class("drf_grip", "runserver")), DjangoRunserver)
+
+
+@pytest.mark.timeout(60)
+def test_runserver_serves_http_through_the_embedded_proxy():
+    port = free_port()
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "runserver", "--noreload", "--skip-checks", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            if "Quit the server" in line:
+                break
+        text = "".join(output)
+        assert f"http://127.0.0.1:{port}/" in text
+        assert "embedded GRIP proxy" in text
+        assert httpx.get(f"http://127.0.0.1:{port}/_grip/").text.strip() == "drf-grip embedded proxy"
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, "".join(output) + rest
