@@ -40,9 +40,11 @@ DEFAULTS: dict[str, Any] = {
     # Background publisher.
     "PUBLISH_CONNECT_TIMEOUT": 2.0,
     "PUBLISH_READ_TIMEOUT": 5.0,
-    "PUBLISH_RETRIES": 5,
+    # Retries span about a minute (0.2, 0.4, ... capped at 10 s), so a proxy restart
+    # loses nothing; items behind them wait and then go out together.
+    "PUBLISH_RETRIES": 10,
     "PUBLISH_BACKOFF": 0.2,
-    "PUBLISH_BACKOFF_MAX": 5.0,
+    "PUBLISH_BACKOFF_MAX": 10.0,
     "PUBLISH_QUEUE_SIZE": 10000,
     "PUBLISH_BATCH_SIZE": 100,
     "PUBLISH_FLUSH_TIMEOUT": 5.0,
