@@ -151,10 +151,33 @@ def _export_formats(formats: Formats) -> dict[str, Any]:
             name = fmt.name()
             if name in out:
                 raise ValueError(f"more than one {name!r} format in one item")
-            out[name] = _json_safe(fmt.export())
+            exported = fmt.export()
+            if name == "http-response":
+                exported = _response_code_fixed(exported)
+            out[name] = _json_safe(exported)
     if not out:
         raise ValueError("an item needs at least one format")
     return out
+
+
+def _response_code_fixed(exported: dict[str, Any]) -> dict[str, Any]:
+    """Make ``code`` a number, reading a text "code" as the body it was meant to be.
+
+    django-grip's README publishes ``HttpResponseFormat(obj.serialize(), headers=...)``: the
+    first argument of gripcontrol's format is ``code``, so the body went out as the status and
+    Pushpin answered the client ``HTTP/1.1 0 Undefined Reason``, which clients reject.
+    """
+    code = exported.get("code")
+    if code is None or isinstance(code, int):
+        return exported
+    text = code.decode("utf-8", "replace") if isinstance(code, (bytes, bytearray)) else str(code)
+    if text.strip().isdigit():
+        return {**exported, "code": int(text)}
+    if exported.get("body") or exported.get("body-bin"):
+        raise ValueError(f"http-response code must be a number, not {text[:40]!r}")
+    fixed = {k: v for k, v in exported.items() if k not in ("code", "body", "body-bin")}
+    fixed["body"] = bytes(code) if isinstance(code, (bytes, bytearray)) else text
+    return fixed
 
 
 def _json_safe(value: Any, key: str = "") -> Any:
