@@ -85,7 +85,7 @@ def pushpin_missing() -> NoReturn:
     import pytest
 
     message = (
-        "Pushpin is not installed (no 'pushpin' on PATH and $PUSHPIN unset). "
+        "Pushpin is not installed (no executable 'pushpin' at $PUSHPIN or on PATH). "
         "Install it with 'apt-get install -y pushpin', or run scripts/test, which does."
     )
     if os.environ.get("CI"):
@@ -151,7 +151,9 @@ class PushpinServer:
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``probe_path`` is the
     origin path requested once to prove the proxy path works; any answer from the origin
-    (even a 404) counts, Pushpin's own 5xx does not.
+    (even a 404) counts, Pushpin's own 5xx does not. ``http_port`` / ``publish_port`` fix the
+    ports (0: a free one each start), so a test can stop and restart Pushpin where clients
+    and the publisher expect it.
     """
 
     #: Identifies the proxy in parametrized conformance tests.
@@ -166,8 +168,11 @@ class PushpinServer:
         startup_timeout: float = 15.0,
         log_level: int = 2,
         keep_logs: bool | None = None,
+        http_port: int = 0,
+        publish_port: int = 0,
     ) -> None:
         self.origin_port = origin_port
+        self._fixed_ports = (http_port, publish_port)
         self.binary = binary or find_pushpin()
         self.probe_path = probe_path
         self.startup_timeout = startup_timeout
@@ -239,9 +244,9 @@ class PushpinServer:
         self.dir = Path(tempfile.mkdtemp(prefix="drf-grip-pushpin-"))
         (self.dir / "run").mkdir()
         (self.dir / "log").mkdir()
-        self.http_port = free_port()
-        self.publish_port = free_port()
-        while self.publish_port == self.http_port:
+        self.http_port = self._fixed_ports[0] or free_port()
+        self.publish_port = self._fixed_ports[1] or free_port()
+        while self.publish_port == self.http_port and not self._fixed_ports[1]:
             self.publish_port = free_port()
         (self.dir / "routes").write_text(f"* 127.0.0.1:{self.origin_port},over_http\n")
         config = self.dir / "pushpin.conf"
