@@ -2,7 +2,8 @@
 
 A model has a list channel (any change to any row), a channel per object, and a bulk
 channel (a change announced for the whole model, e.g. after ``queryset.update()``).
-Shared views also get a channel per live URL. Names contain no ``,`` or ``;`` (they
+Shared views also get a channel per live URL, and each WebSocket gateway connection one of
+its own. Names contain no ``,`` or ``;`` (they
 separate channels and parameters in ``Grip-Channel``).
 """
 
@@ -20,6 +21,7 @@ __all__ = [
     "object_channel",
     "bulk_channel",
     "url_channel",
+    "connection_channel",
     "channels_for_change",
 ]
 
@@ -51,6 +53,11 @@ def bulk_channel(model: type[Model]) -> str:
 
 def url_channel(live_key: str) -> str:
     return "drf.url." + hashlib.sha256(live_key.encode()).hexdigest()[:32]
+
+
+def connection_channel(connection_key: str) -> str:
+    """The channel of one gateway WebSocket connection (private subscription changes)."""
+    return f"drf.ws.{connection_key}"
 
 
 def channels_for_change(model: type[Model], pks: set[Any] | None) -> list[str]:

@@ -154,6 +154,9 @@ class _RealtimeBase:
         subscription = getattr(self, "_subscription", None)
         if subscription is None or not isinstance(response, Response):
             return response
+        gateway = getattr(request._request, "drf_grip_gateway", None)
+        if gateway is not None:
+            return self.gateway_response(request, response, subscription, gateway)
         if self.is_event_stream(request):
             return self.stream_response(request, response, subscription)
         if response.status_code != 200:
@@ -216,6 +219,32 @@ class _RealtimeBase:
         self.on_hold(request, subscription, etag)
         return stream
 
+    def gateway_response(
+        self, request, response: Response, subscription: _Subscription, gateway: dict
+    ):
+        """A subscription over the WebSocket gateway (``drf_grip.rest.gateway``): tell it how
+        this representation is delivered; the gateway subscribes the connection, never a hold."""
+        if response.status_code != 200:
+            return response
+        content, etag = self.render_representation(response)
+        response["ETag"] = etag
+        delivery = self.get_realtime_delivery()
+        gateway.update(
+            delivery=delivery,
+            model=self.get_realtime_model()._meta.label_lower,
+            channels=list(subscription.channels),
+            versions=dict(subscription.versions),
+            etag=etag,
+        )
+        if delivery == SHARED:
+            from .shared import live_url
+
+            url = live_url(request, self)
+            gateway["live_url"] = url.relative
+            gateway["channel"] = url.channel
+        self.on_hold(request, subscription, etag)
+        return response
+
     def on_hold(self, request, subscription: _Subscription, etag: str) -> None:
         """Called when a request is subscribed; shared views record their live URL here."""
         if self.get_realtime_delivery() == SHARED:
@@ -235,7 +264,11 @@ class _RealtimeBase:
         super().check_object_permissions(request, obj)
 
     def check_throttles(self, request):
-        if getattr(request._request, "drf_grip_render", False):
+        # Also re-renders of a gateway subscription for its own user: a burst of changes
+        # must not throttle the user (gateway.py).
+        if getattr(request._request, "drf_grip_render", False) or getattr(
+            request._request, "drf_grip_rerender", False
+        ):
             return
         super().check_throttles(request)
 

@@ -50,12 +50,15 @@ def publish_private(model: type[models.Model], pks: set[Any] | None, deleted: se
 
 
 def publish_committed(changes: Changes) -> None:
+    from .gateway import publish_subscriptions
     from .shared import publish_shared
 
     for model, pks in changes.updated.items():
         deleted = changes.deleted.get(model, set())
         live_pks = None if pks is None else set(pks) - deleted
         publish_private(model, live_pks, deleted)
+        # WebSocket gateway connections subscribed to this model's private views.
+        publish_subscriptions(model)
         if any(
             (view.realtime_delivery or grip_settings.DEFAULT_DELIVERY) == "shared"
             for view in views_for(model)

@@ -49,6 +49,11 @@ class LiveUrl:
         return f"{self.media_type} {self.scheme}://{self.host}{self.path}?{self.query}"
 
     @property
+    def relative(self) -> str:
+        """Path and used query: how gateway messages name this representation (gateway.py)."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    @property
     def channel(self) -> str:
         return names.url_channel(self.key)
 
@@ -152,9 +157,16 @@ def _render(url: LiveUrl) -> tuple[int, bytes, str]:
     return response.status_code, response.content, response.get("Content-Type", "")
 
 
-def _ws_message(url: LiveUrl, etag: str, body: bytes) -> str:
-    head = json.dumps({"url": f"{url.path}?{url.query}" if url.query else url.path, "etag": etag})
-    return head[:-1] + ', "data": ' + body.decode() + "}"
+def _ws_message(url: LiveUrl, status: int, etag: str | None = None, body: bytes = b"") -> str:
+    """A change message for WebSocket gateway subscribers (gateway.py):
+    ``{"event": "change", "url": LIVE, "status": 200, "etag": ..., "data": ...}``, where
+    ``LIVE`` is the ``url`` the gateway answered the subscription with. Gone or hidden:
+    ``{"event": "change", "url": LIVE, "status": 404}``."""
+    head = json.dumps({"event": "change", "url": url.relative, "status": status})
+    if status != 200:
+        return head
+    head = head[:-1] + ", " + json.dumps({"etag": etag})[1:-1]
+    return head + ', "data": ' + body.decode() + "}"
 
 
 def publish_shared(model: type[models.Model]) -> None:
@@ -184,7 +196,7 @@ def publish_shared(model: type[models.Model]) -> None:
                     "body": body.decode(),
                 },
                 "http-stream": {"content": format_event(body, id=etag).decode()},
-                "ws-message": {"content": _ws_message(url, etag, body)},
+                "ws-message": {"content": _ws_message(url, 200, etag, body)},
             }
             set_version(channel, version)
             publish(channel, formats, id=version, prev_id=previous)
@@ -196,6 +208,7 @@ def publish_shared(model: type[models.Model]) -> None:
             set_version(channel, version)
             from .publishing import delete_formats
 
-            publish(channel, delete_formats(), id=version, prev_id=previous)
+            formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
+            publish(channel, formats, id=version, prev_id=previous)
             if status in (404, 410):
                 publish(channel, {"http-stream": {"action": "close"}})

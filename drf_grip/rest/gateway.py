@@ -1,0 +1,670 @@
+"""The WebSocket gateway: REST calls and live subscriptions over one WebSocket (DESIGN.md §1).
+
+Add it to the URLconf beside the API::
+
+    path("api/ws/", RealtimeGateway.as_view())
+
+Client messages are JSON objects (django-websocket-request's format, plus subscriptions)::
+
+    {"id": 7, "method": "PATCH", "url": "/api/todos/5/", "data": {...},
+     "token": "...", "headers": {"X-CSRFToken": "..."}}
+    {"id": 8, "subscribe": "/api/todos/?done=false"}
+    {"id": 9, "unsubscribe": 8}
+
+Answers and server-sent messages::
+
+    {"id": 7, "status": 200, "data": {...}, "etag": "\\"...\\""}       # a request's answer
+    {"id": 8, "status": 200, "data": [...], "etag": "...", "url": "..."}  # a subscription's first
+    {"event": "change", "id": 8, "url": "...", "status": 200, "data": ..., "etag": ...}
+    {"id": 9, "status": 200, "unsubscribed": 8}
+    {"id": 7, "status": 400, "error": "reason"}                       # an error, connection kept
+
+Each request runs through the whole middleware stack and URLconf like an HTTP request with
+the handshake's headers (Pushpin forwards them on every ``POST``: ``Cookie``,
+``Authorization``, ``Origin``), so authentication, permissions, throttling, validation and CSRF
+(DRF's ``SessionAuthentication`` checks the token of unsafe methods) apply unchanged.
+
+Delivery of changes:
+
+- **shared** views: the connection subscribes to the view's per-URL channel and receives what
+  the shared publisher pushes (``shared.py``), one render per live URL; those messages carry
+  ``url`` (the one the subscription was answered with) and no ``id``, because they are the
+  same for every subscriber.
+- **private** views: a GRIP proxy cannot re-run anything per connection when a publish
+  arrives on a WebSocket (there is no ``hint`` for WebSockets), so the *publisher* does it:
+  each connection's subscriptions live in Django's cache keyed by its ``Connection-Id``, with
+  the user the view authenticated; after a change of the model the publisher re-renders each
+  subscription as its own user (``get_queryset``, permissions and serializer as for a GET;
+  throttling skipped) and pushes it to the connection's own channel when its ETag changed.
+  No connection ever receives a representation rendered for another user. Cost per change:
+  one render per subscribed private subscription, like one hint re-request per held client.
+
+Known limits: a shared subscription can miss a change that commits between its first render
+and the proxy applying the subscription (milliseconds); private re-renders run as the user
+(``request.auth`` is ``None``), not with the original token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote_to_bytes, urlencode, urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import caches
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.urls import Resolver404, get_urlconf, resolve, set_urlconf
+from django.utils.decorators import classonlymethod
+
+from ..conf import grip_settings
+from ..grip.instruct import MAX_CHANNELS
+from ..grip.publisher import publish
+from ..grip.signature import check_grip_sig
+from ..grip.websocket import WebSocketContext
+from ..websocket import WebSocketView, require_websocket
+from . import channels as names
+from .etag import make_etag
+from .versions import read_versions
+
+__all__ = ["RealtimeGateway", "publish_subscriptions"]
+
+logger = logging.getLogger("drf_grip.gateway")
+
+_STATE = "drf_grip:ws:conn:"
+_INDEX = "drf_grip:ws:model:"
+_ETAG = "drf_grip:ws:etag:"
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_MAX_HEADERS = 32
+_MAX_HEADER_VALUE = 8192
+_MAX_ID = 200
+# Headers a message may not set: the connection's identity, what the proxy adds, and what
+# CSRF and host checks rely on (they come from the handshake only).
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "host", "cookie", "origin", "referer", "content-length", "content-type",
+        "connection", "connection-id", "upgrade", "transfer-encoding", "keep-alive",
+        "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
+        "x-forwarded-port", "x-real-ip", "te", "trailer", "expect",
+    }
+)
+_FORBIDDEN_PREFIXES = ("meta-", "grip-", "sec-websocket-")
+# Outer request headers the inner request does not inherit.
+_DROPPED_META = frozenset(
+    {
+        "HTTP_CONNECTION_ID", "HTTP_GRIP_SIG", "HTTP_GRIP_FEATURE", "HTTP_GRIP_LAST",
+        "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_ACCEPT", "HTTP_UPGRADE",
+        "HTTP_CONNECTION", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PREFER",
+        "HTTP_KEEP_ALIVE_INTERVAL", "HTTP_LAST_EVENT_ID",
+    }
+)
+_DROPPED_PREFIXES = ("HTTP_META_", "HTTP_SEC_WEBSOCKET_", "HTTP_GRIP_")
+_INHERITED_CGI = ("REMOTE_ADDR", "REMOTE_HOST", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL")
+
+
+class MessageError(Exception):
+    """A message the gateway refuses; becomes ``{"id", "status", "error"}``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# -- connection state -------------------------------------------------------------------------
+
+
+def _cache():
+    return caches[grip_settings.VERSION_CACHE]
+
+
+def _state_timeout() -> int:
+    # The proxy calls at least every WS_KEEP_ALIVE seconds (Keep-Alive-Interval), and each
+    # call refreshes the state; a connection gone without a DISCONNECT expires.
+    return max(4 * int(grip_settings.WS_KEEP_ALIVE), 120)
+
+
+def connection_key(connection_id: str) -> str:
+    """An unguessable key for a ``Connection-Id``: it names the connection's channel."""
+    secret = hashlib.sha256(b"drf-grip.gateway:" + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(secret, connection_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _sub_key(sub_id: Any) -> str:
+    return json.dumps(sub_id)
+
+
+def _load_state(conn: str) -> dict[str, Any]:
+    state = _cache().get(_STATE + conn)
+    return state if isinstance(state, dict) else {"subs": {}}
+
+
+def _save_state(conn: str, state: dict[str, Any]) -> None:
+    _cache().set(_STATE + conn, state, timeout=_state_timeout())
+    for label in {s["model"] for s in state["subs"].values() if s["mode"] == "private"}:
+        _index_update(label, add=conn)
+
+
+def _index_update(label: str, add: str | None = None, remove: str | None = None) -> None:
+    # Read-modify-write, like the live-URL index of shared.py: two processes changing one
+    # model's index at the same instant can lose an entry until that connection's next call.
+    cache = _cache()
+    index: dict[str, int] = cache.get(_INDEX + label) or {}
+    changed = False
+    if add is not None and add not in index:
+        index[add] = 1
+        changed = True
+    if remove is not None and remove in index:
+        del index[remove]
+        changed = True
+    if changed or add is not None:
+        cache.set(_INDEX + label, index, timeout=_state_timeout())
+
+
+def _drop_state(conn: str) -> None:
+    state = _load_state(conn)
+    cache = _cache()
+    for key, sub in state["subs"].items():
+        if sub["mode"] == "private":
+            _index_update(sub["model"], remove=conn)
+            cache.delete(_ETAG + conn + key)
+    cache.delete(_STATE + conn)
+
+
+# -- inner requests ---------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _handler(middleware: tuple[str, ...], urlconf: str) -> BaseHandler:
+    handler = BaseHandler()
+    handler.load_middleware()
+    return handler
+
+
+def _run(request: HttpRequest) -> HttpResponse:
+    """The answer of the whole middleware stack and URLconf, like Django's test client.
+
+    The response is not ``close()``d: that sends ``request_finished``, which would close the
+    database connection under the gateway's own request.
+    """
+    previous = get_urlconf()
+    try:
+        handler = _handler(tuple(settings.MIDDLEWARE or ()), str(settings.ROOT_URLCONF))
+        return handler.get_response(request)
+    except Exception:  # noqa: BLE001 - a failing middleware must not kill the connection
+        logger.exception("drf-grip gateway: %s %s failed", request.method, request.path)
+        return HttpResponse(status=500)
+    finally:
+        set_urlconf(previous)
+
+
+def _check_header(name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        raise MessageError(400, "header names are letters, digits and '-'")
+    lower = name.lower()
+    if lower in _FORBIDDEN_HEADERS or lower.startswith(_FORBIDDEN_PREFIXES):
+        raise MessageError(400, f"the header {name} cannot be set by a message")
+    if not isinstance(value, str) or len(value) > _MAX_HEADER_VALUE:
+        raise MessageError(400, f"the header {name} must be a string of at most 8192 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or not value.isascii():
+        raise MessageError(400, f"the header {name} holds characters a header cannot carry")
+
+
+def _split_url(url: Any) -> tuple[str, str]:
+    if not isinstance(url, str) or not url.startswith("/") or url.startswith("//"):
+        raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
+    if len(url) > 4096 or any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise MessageError(400, "url is too long or contains spaces or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise MessageError(400, "url is not a valid URL") from None
+    if parts.scheme or parts.netloc:
+        raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
+    return parts.path, parts.query
+
+
+def _url_matches(path: str) -> bool:
+    try:
+        resolve(path)
+    except Resolver404:
+        return False
+    except Exception:  # noqa: BLE001 - e.g. a path that is not valid UTF-8 once decoded
+        return False
+    return True
+
+
+class RealtimeGateway(WebSocketView):
+    """One WebSocket for REST requests and live subscriptions to realtime views.
+
+    Hooks: ``token_keyword`` (``Authorization: <keyword> <token>`` from a message's
+    ``token``), ``get_inner_headers()``; limits come from ``DRF_GRIP['WS_MAX_MESSAGE_SIZE']``,
+    ``['WS_MAX_SUBSCRIPTIONS']`` and ``['WS_KEEP_ALIVE']``.
+    """
+
+    #: ``{"token": "abc"}`` becomes ``Authorization: Token abc`` (DRF's TokenAuthentication).
+    token_keyword = "Token"
+
+    @classonlymethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
+        # WebSocket only: a plain HTTP request gets 400 with a reason.
+        return require_websocket(super(WebSocketView, cls).as_view(**initkwargs))
+
+    # -- the connection -------------------------------------------------------------------
+
+    def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
+        ctx: WebSocketContext = request.wscontext
+        proxied = getattr(request, "grip_proxied", None)
+        if proxied is None:
+            proxied = check_grip_sig(request.META.get("HTTP_GRIP_SIG"))[0]
+        if not proxied:
+            # The Connection-Id names the subscriptions: only the proxy may assert it.
+            return HttpResponse(
+                "Forbidden: the WebSocket gateway is served through a GRIP proxy only.\n",
+                status=403,
+                content_type="text/plain",
+            )
+        conn = connection_key(ctx.id)
+        if ctx.is_opening():
+            ctx.accept()
+            keep_alive = int(grip_settings.WS_KEEP_ALIVE)
+            if keep_alive:
+                # The proxy calls us this often (refreshing the state's expiry) and pings the
+                # client on silence, so idle connections survive intermediaries.
+                ctx.keep_alive_interval = keep_alive
+                ctx.set_keep_alive(keep_alive)
+            ctx.subscribe(names.connection_channel(conn))
+        state = _load_state(conn)
+        changed = False
+        for message in request.websocket:
+            answer, touched = self.handle_message(request, ctx, conn, state, message)
+            changed = changed or touched
+            if answer is not None:
+                request.websocket.send_json(answer)
+        if request.websocket.close_code is not None or ctx.disconnected:
+            _drop_state(conn)
+        elif changed or state["subs"]:
+            _save_state(conn, state)  # also refreshes the expiry on keep-alive calls
+        return None
+
+    def handle_message(
+        self,
+        request: HttpRequest,
+        ctx: WebSocketContext,
+        conn: str,
+        state: dict[str, Any],
+        message: str | bytes,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Answer one message; returns the answer and whether subscriptions changed."""
+        message_id: Any = None
+        try:
+            data = self.decode(message)
+            message_id = data.get("id")
+            if not _valid_id(message_id):
+                message_id = None
+                raise MessageError(400, "id must be a string or an integer")
+            if "subscribe" in data:
+                return self.subscribe(request, ctx, conn, state, data), True
+            if "unsubscribe" in data:
+                return self.unsubscribe(ctx, conn, state, data), True
+            if "url" in data or "method" in data:
+                return self.rest(request, data), False
+            raise MessageError(
+                400, "unknown message type: send a request (method, url), subscribe or unsubscribe"
+            )
+        except MessageError as exc:
+            return {"id": message_id, "status": exc.status, "error": exc.reason}, False
+        except Exception:  # noqa: BLE001 - never a 500 for the connection, never a dropped one
+            logger.exception("drf-grip gateway: a message failed")
+            return {"id": message_id, "status": 500, "error": "server error"}, False
+
+    def decode(self, message: str | bytes) -> dict[str, Any]:
+        if isinstance(message, bytes):
+            raise MessageError(400, "binary messages are not supported: send JSON text")
+        size = len(message.encode("utf-8"))
+        limit = int(grip_settings.WS_MAX_MESSAGE_SIZE)
+        if size > limit:
+            raise MessageError(413, f"message too large: {size} bytes, the limit is {limit}")
+        try:
+            data = json.loads(message)
+        except json.JSONDecodeError as exc:
+            raise MessageError(400, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+        except (RecursionError, ValueError):
+            raise MessageError(400, "invalid JSON: nested too deeply or not decodable") from None
+        if not isinstance(data, dict):
+            raise MessageError(400, "a message is a JSON object")
+        return data
+
+    # -- inner requests -------------------------------------------------------------------
+
+    def get_inner_headers(self, data: Mapping[str, Any]) -> dict[str, str]:
+        """Headers a message adds to its request: ``headers`` and ``token``."""
+        headers = data.get("headers")
+        if headers is None:
+            headers = {}
+        if not isinstance(headers, dict):
+            raise MessageError(400, "headers must be an object of strings")
+        if len(headers) > _MAX_HEADERS:
+            raise MessageError(400, f"at most {_MAX_HEADERS} headers")
+        for name, value in headers.items():
+            _check_header(name, value)
+        out = dict(headers)
+        token = data.get("token")
+        if token is not None:
+            if not isinstance(token, str) or not token:
+                raise MessageError(400, "token must be a non-empty string")
+            _check_header("Authorization", token)
+            out["Authorization"] = f"{self.token_keyword} {token}"
+        return out
+
+    def build_request(
+        self,
+        outer: HttpRequest,
+        method: str,
+        url: str,
+        data: Any,
+        headers: Mapping[str, str],
+    ) -> WSGIRequest:
+        """A request like the one a browser on the same page would send over HTTP."""
+        path, query = _split_url(url)
+        body = b""
+        if data is not None:
+            if method in ("GET", "HEAD"):
+                if not isinstance(data, dict):
+                    raise MessageError(400, "data of a GET is an object of query parameters")
+                extra = urlencode(
+                    [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
+                )
+                query = f"{query}&{extra}" if query else extra
+            else:
+                body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        environ: dict[str, Any] = {}
+        for key, value in outer.META.items():
+            if not isinstance(value, str):
+                continue
+            if key.startswith("HTTP_"):
+                if key in _DROPPED_META or key.startswith(_DROPPED_PREFIXES):
+                    continue
+                environ[key] = value
+            elif key in _INHERITED_CGI:
+                environ[key] = value
+        for name, value in headers.items():
+            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        environ.setdefault("HTTP_ACCEPT", "application/json")
+        environ.update(
+            {
+                "REQUEST_METHOD": method,
+                "PATH_INFO": unquote_to_bytes(path).decode("iso-8859-1"),
+                "SCRIPT_NAME": "",
+                "QUERY_STRING": query,
+                "CONTENT_TYPE": "application/json",
+                "CONTENT_LENGTH": str(len(body)),
+                "wsgi.input": io.BytesIO(body),
+                "wsgi.url_scheme": outer.scheme,
+                "wsgi.errors": io.StringIO(),
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": True,
+                "wsgi.run_once": False,
+                "wsgi.version": (1, 0),
+            }
+        )
+        environ.setdefault("SERVER_NAME", "localhost")
+        environ.setdefault("SERVER_PORT", "443" if outer.scheme == "https" else "80")
+        if outer.scheme == "https":
+            environ["HTTPS"] = "on"
+        return WSGIRequest(environ)
+
+    def rest(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
+        method = data.get("method", "GET")
+        if not isinstance(method, str) or method.upper() not in _METHODS:
+            raise MessageError(400, f"method is one of {', '.join(sorted(_METHODS))}")
+        method = method.upper()
+        if "url" not in data:
+            raise MessageError(400, "a request needs a url")
+        path, _query = _split_url(data["url"])
+        if not _url_matches(path):
+            raise MessageError(404, f"not found: {path}")
+        inner = self.build_request(
+            request, method, data["url"], data.get("data"), self.get_inner_headers(data)
+        )
+        return answer_of(data.get("id"), _run(inner))
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        request: HttpRequest,
+        ctx: WebSocketContext,
+        conn: str,
+        state: dict[str, Any],
+        data: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        sub_id = data.get("id")
+        if sub_id is None:
+            raise MessageError(400, "a subscription needs an id")
+        key = _sub_key(sub_id)
+        if key in state["subs"]:
+            raise MessageError(409, f"the subscription id {key} is in use; unsubscribe first")
+        limit = int(grip_settings.WS_MAX_SUBSCRIPTIONS)
+        if len(state["subs"]) >= limit:
+            raise MessageError(429, f"too many subscriptions: the limit is {limit}")
+        url = data["subscribe"]
+        path, _query = _split_url(url)
+        if not _url_matches(path):
+            raise MessageError(404, f"not found: {path}")
+        headers = self.get_inner_headers(data)
+        for _attempt in range(3):
+            inner = self.build_request(request, "GET", url, None, headers)
+            info: dict[str, Any] = {}
+            inner.drf_grip_gateway = info
+            response = _run(inner)
+            if response.status_code != 200:
+                return answer_of(sub_id, response)
+            if not info:
+                raise MessageError(400, f"not a realtime URL: {path}")
+            answer = answer_of(sub_id, response)
+            if info["delivery"] == "shared":
+                return self._subscribe_shared(ctx, state, key, sub_id, url, info, answer)
+            user = getattr(inner, "user", None)
+            state["subs"][key] = {
+                "id": sub_id,
+                "url": url,
+                "mode": "private",
+                "model": info["model"],
+                "user": user.pk if user is not None and user.is_authenticated else None,
+                "host": inner.get_host(),
+                "scheme": inner.scheme,
+            }
+            _save_state(conn, state)
+            _cache().set(_ETAG + conn + key, info["etag"], timeout=_state_timeout())
+            # A change that committed while we rendered, and was published before the
+            # publisher could see this subscription, moved a channel version: render again.
+            if read_versions(info["channels"]) == info["versions"]:
+                break
+        answer["url"] = url
+        return answer
+
+    def _subscribe_shared(
+        self,
+        ctx: WebSocketContext,
+        state: dict[str, Any],
+        key: str,
+        sub_id: Any,
+        url: str,
+        info: dict[str, Any],
+        answer: dict[str, Any],
+    ) -> dict[str, Any]:
+        channel = info["channel"]
+        shared = {s["channel"] for s in state["subs"].values() if s["mode"] == "shared"}
+        # Pushpin takes at most 20 channels per connection; one is the connection's own.
+        if channel not in shared and len(shared) >= MAX_CHANNELS - 1:
+            raise MessageError(429, f"too many shared subscriptions: the limit is {MAX_CHANNELS - 1}")
+        ctx.subscribe(channel)
+        state["subs"][key] = {
+            "id": sub_id,
+            "url": url,
+            "mode": "shared",
+            "channel": channel,
+            "live": info["live_url"],
+        }
+        answer["url"] = info["live_url"]
+        return answer
+
+    def unsubscribe(
+        self, ctx: WebSocketContext, conn: str, state: dict[str, Any], data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        target = data["unsubscribe"]
+        if not _valid_id(target) or target is None:
+            raise MessageError(400, "unsubscribe names a subscription id")
+        key = _sub_key(target)
+        sub = state["subs"].pop(key, None)
+        if sub is None:
+            raise MessageError(404, f"no subscription {key}")
+        if sub["mode"] == "shared":
+            if not any(s.get("channel") == sub["channel"] for s in state["subs"].values()):
+                ctx.unsubscribe(sub["channel"])
+        else:
+            _cache().delete(_ETAG + conn + key)
+            if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
+                _index_update(sub["model"], remove=conn)
+        return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
+
+
+def _valid_id(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    return isinstance(value, str) and len(value) <= _MAX_ID
+
+
+def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
+    """``{"id", "status", "data"}`` (plus ``etag``, ``location``) for an inner response."""
+    status = response.status_code
+    if status >= 500:
+        return {"id": message_id, "status": status, "error": "server error"}
+    if getattr(response, "streaming", False):
+        return {"id": message_id, "status": 502, "error": "streaming responses are not supported"}
+    content = response.content
+    data: Any = None
+    if content:
+        content_type = response.get("Content-Type", "").split(";")[0].strip().lower()
+        text = content.decode("utf-8", "replace")
+        data = text
+        if content_type == "application/json" or content_type.endswith("+json"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                pass
+    answer: dict[str, Any] = {"id": message_id, "status": status, "data": data}
+    if response.has_header("ETag"):
+        answer["etag"] = response["ETag"]
+    if response.has_header("Location"):
+        answer["location"] = response["Location"]
+    return answer
+
+
+# -- the publisher's side ---------------------------------------------------------------------
+
+
+def _render_as(sub: Mapping[str, Any], user: Any) -> HttpResponse:
+    """A GET of a subscription's URL as its user, in the publisher (no middleware)."""
+    path, _, query = sub["url"].partition("?")
+    match = resolve(path)
+    host = sub["host"]
+    server, _, port = host.partition(":")
+    request = HttpRequest()
+    request.method = "GET"
+    request.path = request.path_info = path
+    request.GET = QueryDict(query)
+    request.META = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "HTTP_HOST": host,
+        "HTTP_ACCEPT": "application/json",
+        "SERVER_NAME": server,
+        "SERVER_PORT": port or ("443" if sub["scheme"] == "https" else "80"),
+        "wsgi.url_scheme": sub["scheme"],
+    }
+    if sub["scheme"] == "https":
+        request.META["HTTPS"] = "on"
+    request.resolver_match = match
+    request.drf_grip_rerender = True
+    request._dont_enforce_csrf_checks = True
+    if user is not None:
+        request._force_auth_user = user  # DRF's force_authenticate
+        request.user = user
+    response = match.func(request, *match.args, **match.kwargs)
+    if hasattr(response, "render") and callable(response.render):
+        response = response.render()
+    return response
+
+
+def _change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str, str]:
+    """The message for one re-rendered private subscription and its version."""
+    head = {"event": "change", "id": sub["id"], "url": sub["url"], "status": response.status_code}
+    if response.status_code != 200:
+        head["error"] = "server error" if response.status_code >= 500 else response.reason_phrase
+        return json.dumps(head), f"status-{response.status_code}"
+    etag = response.get("ETag") or make_etag(response.content)
+    head["etag"] = etag
+    text = response.content.decode("utf-8", "replace")
+    content_type = response.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        text = json.dumps(text)
+    return json.dumps(head)[:-1] + ', "data": ' + text + "}", etag
+
+
+def publish_subscriptions(model: Any) -> None:
+    """After a change of ``model``: re-render every gateway subscription to its private views,
+    each for its own user, and push those whose representation changed."""
+    label = model._meta.label_lower
+    cache = _cache()
+    index: dict[str, int] = cache.get(_INDEX + label) or {}
+    if not index:
+        return
+    states = cache.get_many([_STATE + conn for conn in index])
+    users: dict[Any, Any] = {}
+    user_model = get_user_model()
+    for conn in index:
+        state = states.get(_STATE + conn)
+        if not isinstance(state, dict):
+            _index_update(label, remove=conn)  # the connection is gone
+            continue
+        for key, sub in list(state["subs"].items()):
+            if sub["mode"] != "private" or sub["model"] != label:
+                continue
+            user = None
+            if sub["user"] is not None:
+                if sub["user"] not in users:
+                    users[sub["user"]] = user_model._default_manager.filter(
+                        pk=sub["user"], is_active=True
+                    ).first()
+                user = users[sub["user"]]
+                if user is None:
+                    continue  # deleted or deactivated: nothing is rendered for nobody
+            try:
+                response = _render_as(sub, user)
+            except Exception:  # noqa: BLE001 - one subscription must not stop the others
+                logger.exception("drf-grip gateway: could not re-render %s", sub["url"])
+                continue
+            message, version = _change_message(sub, response)
+            etag_key = _ETAG + conn + key
+            if cache.get(etag_key) == version:
+                continue  # this user's representation did not change
+            cache.set(etag_key, version, timeout=_state_timeout())
+            publish(names.connection_channel(conn), {"ws-message": {"content": message}})

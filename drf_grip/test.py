@@ -1,0 +1,342 @@
+"""A test kit for drf-grip users, in the spirit of ``rest_framework.test``.
+
+``WebSocketTestClient`` drives WebSocket views and the gateway in-process, without a proxy,
+by playing the GRIP proxy's part of WebSocket-over-HTTP: each ``send()`` is a signed ``POST``
+of ``application/websocket-events`` with the connection's ``Connection-Id`` and ``Meta-*``
+headers; control messages (``subscribe``, ``unsubscribe``, ``set-meta``, ``detach``) are
+applied locally; and what this process publishes reaches subscribed test connections through
+a local sink (``drf_grip.grip.publisher.register_local_sink``), so a model change reaches the
+socket as it would behind Pushpin::
+
+    client = WebSocketTestClient()
+    client.force_login(user)            # a Django test client: login, cookies, credentials()
+    ws = client.connect("/api/ws/")
+    ws.send_json({"id": 1, "subscribe": "/api/todos/"})
+    assert ws.receive_json()["status"] == 200
+    Todo.objects.create(title="new")
+    assert ws.receive_json()["event"] == "change"
+    ws.close()
+
+Publishes run after commit on background threads: use
+``@pytest.mark.django_db(transaction=True)`` (or ``TransactionTestCase``) for tests that wait
+for change messages.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import struct
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jwt
+from django.test import Client
+
+from .conf import embedded_key, grip_settings
+from .grip.publisher import get_publisher, register_local_sink, unregister_local_sink
+from .grip.signature import EMBEDDED_ISS
+from .grip.websocket import (
+    CONTENT_TYPE,
+    CONTROL_PREFIX,
+    WebSocketEvent,
+    decode_events,
+    encode_events,
+)
+
+__all__ = ["WebSocketTestClient", "WebSocketConnection", "grip_signature"]
+
+
+def grip_signature() -> str:
+    """A ``Grip-Sig`` the app trusts: the first configured proxy's key, else the embedded
+    proxy's (the default when no ``GRIP_URL`` is set)."""
+    claims = {"exp": int(time.time()) + 600}
+    for endpoint in grip_settings.proxies:
+        key = endpoint.key
+        if key and not (isinstance(key, str) and key.startswith("-----")):
+            if endpoint.verify_iss:
+                claims["iss"] = endpoint.verify_iss
+            return jwt.encode(claims, key, algorithm="HS256")
+    claims["iss"] = EMBEDDED_ISS
+    return jwt.encode(claims, embedded_key(), algorithm="HS256")
+
+
+class _Hub:
+    """The local sink: delivers published ``ws-message`` items to subscribed test sockets."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.connections: set[WebSocketConnection] = set()
+
+    def publish_items(self, items: list[dict[str, Any]]) -> None:
+        with self.lock:
+            connections = list(self.connections)
+        for item in items:
+            message = (item.get("formats") or {}).get("ws-message")
+            if message is None:
+                continue
+            for connection in connections:
+                if item.get("channel") in connection.channels:
+                    connection._deliver_published(message)
+
+    def add(self, connection: WebSocketConnection) -> None:
+        with self.lock:
+            first = not self.connections
+            self.connections.add(connection)
+        if first:
+            register_local_sink(self)
+
+    def remove(self, connection: WebSocketConnection) -> None:
+        with self.lock:
+            self.connections.discard(connection)
+            last = not self.connections
+        if last:
+            unregister_local_sink(self)
+
+
+_hub = _Hub()
+
+
+class WebSocketConnection:
+    """One emulated client WebSocket; see ``WebSocketTestClient.connect``."""
+
+    def __init__(self, client: WebSocketTestClient, path: str, headers: dict[str, str]) -> None:
+        self.client = client
+        self.path = path
+        self.headers = headers
+        self.connection_id = uuid.uuid4().hex
+        self.meta: dict[str, str] = {}
+        self.channels: set[str] = set()
+        #: The handshake's answer (the refused one, or the accepting one).
+        self.response: Any = None
+        self.accepted = False
+        self.closed = False
+        #: The close code the server sent, once it closed the connection.
+        self.close_code: int | None = None
+        self.subprotocol: str | None = None
+        self.keep_alive_interval: int | None = None
+        self.detached = False
+        self._grip = False
+        self._inbox: queue.Queue[str | bytes] = queue.Queue()
+
+    def __repr__(self) -> str:
+        return f"<WebSocketConnection {self.path} {self.connection_id}>"
+
+    @property
+    def status_code(self) -> int | None:
+        return None if self.response is None else self.response.status_code
+
+    # -- the proxy's side -----------------------------------------------------------------
+
+    def _post(self, events: Iterable[WebSocketEvent]) -> Any:
+        extra = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in self.headers.items()}
+        extra["HTTP_CONNECTION_ID"] = self.connection_id
+        extra["HTTP_GRIP_SIG"] = grip_signature()
+        for name, value in self.meta.items():
+            extra["HTTP_META_" + name.upper().replace("-", "_")] = value
+        return self.client.generic(
+            "POST", self.path, encode_events(list(events)), content_type=CONTENT_TYPE, **extra
+        )
+
+    def _exchange(self, events: list[WebSocketEvent]) -> None:
+        if self.closed:
+            raise RuntimeError("the connection is closed")
+        response = self._post(events)
+        if response.status_code != 200 or response.get("Content-Type") != CONTENT_TYPE:
+            # Pushpin drops the connection on anything else.
+            self._close(1006)
+            return
+        self._apply(response)
+
+    def _apply(self, response: Any) -> None:
+        for name, value in response.items():
+            if name.lower().startswith("set-meta-"):
+                key = name[9:].lower()
+                if value:
+                    self.meta[key] = value
+                else:
+                    self.meta.pop(key, None)
+        if response.has_header("Keep-Alive-Interval"):
+            self.keep_alive_interval = int(response["Keep-Alive-Interval"])
+        for event in decode_events(response.content):
+            content = event.content or b""
+            if event.type in ("TEXT", "BINARY"):
+                if self._grip:
+                    if event.type == "TEXT" and content.startswith(CONTROL_PREFIX):
+                        self._control(json.loads(content[2:]))
+                        continue
+                    if not content.startswith(b"m:"):
+                        continue  # Pushpin drops unprefixed messages
+                    content = content[2:]
+                self._inbox.put(content.decode("utf-8") if event.type == "TEXT" else content)
+            elif event.type == "CLOSE":
+                code = struct.unpack(">H", content[:2])[0] if len(content) >= 2 else 1000
+                self._close(code)
+            elif event.type == "DISCONNECT":
+                self._close(1006)
+
+    def _control(self, message: Mapping[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            self.channels.add(message["channel"])
+        elif kind == "unsubscribe":
+            self.channels.discard(message["channel"])
+        elif kind == "set-meta":
+            if message.get("value"):
+                self.meta[str(message["name"]).lower()] = str(message["value"])
+            else:
+                self.meta.pop(str(message["name"]).lower(), None)
+        elif kind == "detach":
+            self.detached = True
+
+    def _deliver_published(self, message: Mapping[str, Any]) -> None:
+        action = message.get("action", "send")
+        if action == "close":
+            self._close(int(message.get("code") or 1000))
+        elif action == "send":
+            if "content-bin" in message:
+                import base64
+
+                self._inbox.put(base64.b64decode(message["content-bin"]))
+            else:
+                content = message.get("content", "")
+                self._inbox.put(content if isinstance(content, str) else content.decode())
+
+    def _open(self) -> WebSocketConnection:
+        response = self._post([WebSocketEvent("OPEN")])
+        self.response = response
+        if response.status_code != 200 or response.get("Content-Type") != CONTENT_TYPE:
+            self.closed = True
+            return self
+        events = decode_events(response.content)
+        if not events or events[0].type != "OPEN":
+            self.closed = True
+            return self
+        self.accepted = True
+        self._grip = "grip" in response.get("Sec-WebSocket-Extensions", "")
+        self.subprotocol = response.get("Sec-WebSocket-Protocol")
+        _hub.add(self)
+        self._apply(response)
+        return self
+
+    def _close(self, code: int) -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_code = code
+            self.channels.clear()
+            _hub.remove(self)
+
+    # -- the client's side ----------------------------------------------------------------
+
+    def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message; its answers are queued."""
+        if self.detached:
+            return
+        kind = "TEXT" if isinstance(message, str) else "BINARY"
+        content = message.encode("utf-8") if isinstance(message, str) else bytes(message)
+        self._exchange([WebSocketEvent(kind, content)])
+
+    def send_json(self, data: Any) -> None:
+        self.send(json.dumps(data))
+
+    def keep_alive(self) -> None:
+        """What the proxy does every ``Keep-Alive-Interval`` seconds: an empty request."""
+        self._exchange([])
+
+    def receive(self, timeout: float = 2.0) -> str | bytes:
+        """The next message; ``TimeoutError`` if none arrives within ``timeout`` seconds
+        (publishes of this process are waited for first)."""
+        try:
+            return self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        _settle(timeout)
+        try:
+            return self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"no message on {self.path} within {timeout} s") from None
+
+    def receive_json(self, timeout: float = 2.0) -> Any:
+        message = self.receive(timeout)
+        return json.loads(message)
+
+    def receive_nothing(self, timeout: float = 0.2) -> bool:
+        """True if no message is waiting after ``timeout`` seconds (and pending publishes)."""
+        if not self._inbox.empty():
+            return False
+        _settle(max(timeout, 1.0))
+        time.sleep(timeout)
+        return self._inbox.empty()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close from the client's side (the server sees a CLOSE event)."""
+        if self.closed:
+            return
+        payload = struct.pack(">H", code) + reason.encode("utf-8")
+        try:
+            self._exchange([WebSocketEvent("CLOSE", payload)])
+        finally:
+            self._close(code)
+
+    def disconnect(self) -> None:
+        """The client goes away without a close handshake (a DISCONNECT event)."""
+        if not self.closed:
+            try:
+                self._post([WebSocketEvent("DISCONNECT")])
+            finally:
+                self._close(1006)
+
+    def __enter__(self) -> WebSocketConnection:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _settle(timeout: float) -> None:
+    from .rest.registry import wait_idle
+
+    wait_idle(timeout)
+    get_publisher().flush(timeout)
+
+
+class WebSocketTestClient(Client):
+    """A Django test client that also opens emulated WebSocket connections.
+
+    ``login()``, ``force_login()`` and cookies work as usual and reach the handshake;
+    ``credentials(HTTP_AUTHORIZATION=...)`` sets headers for every connection, as in
+    ``rest_framework.test.APIClient``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("raise_request_exception", False)
+        super().__init__(*args, **kwargs)
+        self._credentials: dict[str, str] = {}
+
+    def credentials(self, **kwargs: str) -> None:
+        """Headers for every later connection, in ``META`` form (``HTTP_AUTHORIZATION``)."""
+        self._credentials = dict(kwargs)
+
+    def connect(
+        self,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        origin: str | None = None,
+        protocols: Iterable[str] = (),
+    ) -> WebSocketConnection:
+        """Open a connection; check ``accepted`` (or ``status_code`` of a refused one)."""
+        all_headers: dict[str, str] = {}
+        for key, value in self._credentials.items():
+            name = key[5:] if key.startswith("HTTP_") else key
+            all_headers[name.replace("_", "-").title()] = value
+        all_headers.update(headers or {})
+        if origin is not None:
+            all_headers["Origin"] = origin
+        protocols = list(protocols)
+        if protocols:
+            all_headers["Sec-WebSocket-Protocol"] = ", ".join(protocols)
+        return WebSocketConnection(self, path, all_headers)._open()
