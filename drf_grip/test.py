@@ -133,6 +133,8 @@ class WebSocketConnection:
 
     def _post(self, events: Iterable[WebSocketEvent]) -> Any:
         extra = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in self.headers.items()}
+        # Set explicitly: Django's test client leaves it out of an empty body (keep-alive).
+        extra["CONTENT_TYPE"] = CONTENT_TYPE
         extra["HTTP_CONNECTION_ID"] = self.connection_id
         extra["HTTP_GRIP_SIG"] = grip_signature()
         for name, value in self.meta.items():

@@ -1,0 +1,396 @@
+"""The WebSocket gateway at /api/ws/, driven in-process by drf_grip.test.WebSocketTestClient."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
+
+from drf_grip.test import WebSocketTestClient
+from tests.testapp.models import Note, Todo
+from tests.testapp.realtime_views import TodoViewSet
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CSRF = "k" * 32  # an unmasked CSRF secret, accepted as cookie and header alike
+
+
+@pytest.fixture(autouse=True)
+def clean_cache():
+    cache.clear()  # connection state, versions and live URLs of earlier tests
+    yield
+    cache.clear()
+
+
+def make_user(name: str) -> tuple[User, str]:
+    user = User.objects.create_user(name, password="pw")
+    return user, Token.objects.create(user=user).key
+
+
+def connect(client: WebSocketTestClient | None = None, **kwargs):
+    ws = (client or WebSocketTestClient()).connect("/api/ws/", **kwargs)
+    assert ws.accepted, ws.response
+    return ws
+
+
+def ask(ws, message: dict) -> dict:
+    ws.send_json(message)
+    return ws.receive_json()
+
+
+# -- REST over the socket ------------------------------------------------------------------
+
+
+def test_rest_crud_with_token():
+    _user, token = make_user("alice")
+    ws = connect()
+
+    created = ask(ws, {"id": 1, "method": "POST", "url": "/api/notes/", "data": {"text": "a"},
+                       "token": token})
+    assert created["id"] == 1 and created["status"] == 201
+    note_id = created["data"]["id"]
+    assert created["data"] == {"id": note_id, "text": "a"}
+
+    read = ask(ws, {"id": 2, "method": "GET", "url": f"/api/notes/{note_id}/", "token": token})
+    assert read["status"] == 200 and read["data"]["text"] == "a" and read["etag"]
+
+    patched = ask(ws, {"id": 3, "method": "PATCH", "url": f"/api/notes/{note_id}/",
+                       "data": {"text": "b"}, "token": token})
+    assert patched["status"] == 200 and patched["data"]["text"] == "b"
+
+    deleted = ask(ws, {"id": 4, "method": "DELETE", "url": f"/api/notes/{note_id}/",
+                       "token": token})
+    assert deleted == {"id": 4, "status": 204, "data": None}
+    assert not Note.objects.exists()
+
+
+def test_validation_errors_and_permissions_as_over_http():
+    _user, token = make_user("alice")
+    ws = connect()
+
+    invalid = ask(ws, {"id": "x", "method": "POST", "url": "/api/todos/", "data": {"done": "?"}})
+    assert invalid["status"] == 400 and "title" in invalid["data"]
+
+    anonymous = ask(ws, {"id": "y", "url": "/api/notes/"})  # method defaults to GET
+    assert anonymous["status"] in (401, 403)
+
+    wrong = ask(ws, {"id": "z", "url": "/api/notes/", "token": "not-a-token"})
+    assert wrong["status"] == 401
+
+
+def test_get_data_becomes_query_parameters():
+    Todo.objects.create(title="open")
+    Todo.objects.create(title="done", done=True)
+    ws = connect()
+
+    answer = ask(ws, {"id": 1, "url": "/api/todos/", "data": {"done": "true"}})
+
+    assert [t["title"] for t in answer["data"]["results"]] == ["done"]
+
+
+def test_session_auth_reads_and_writes_with_csrf_token():
+    user, _token = make_user("alice")
+    client = WebSocketTestClient()
+    client.force_login(user)
+    client.cookies["csrftoken"] = CSRF
+    ws = connect(client)
+
+    assert ask(ws, {"id": 1, "url": "/api/notes/"})["status"] == 200
+    created = ask(ws, {"id": 2, "method": "POST", "url": "/api/notes/", "data": {"text": "s"},
+                       "headers": {"X-CSRFToken": CSRF}})
+    assert created["status"] == 201
+    assert Note.objects.get().owner == user
+
+
+def test_session_write_without_csrf_token_is_refused():
+    user, _token = make_user("alice")
+    client = WebSocketTestClient()
+    client.force_login(user)
+    client.cookies["csrftoken"] = CSRF
+    ws = connect(client)
+
+    refused = ask(ws, {"id": 1, "method": "POST", "url": "/api/notes/", "data": {"text": "s"}})
+
+    assert refused["status"] == 403
+    assert "CSRF" in refused["data"]["detail"]
+    assert not Note.objects.exists()
+
+
+def test_session_write_from_foreign_origin_is_refused_even_with_token():
+    user, _token = make_user("alice")
+    client = WebSocketTestClient()
+    client.force_login(user)
+    client.cookies["csrftoken"] = CSRF
+    with override_settings(ALLOWED_HOSTS=["testserver", "evil.example"]):
+        # The handshake passes (evil.example is an allowed host), but CSRF's Origin check
+        # compares the Origin with the Host of each request.
+        ws = connect(client, origin="http://evil.example")
+        refused = ask(ws, {"id": 1, "method": "POST", "url": "/api/notes/",
+                           "data": {"text": "s"}, "headers": {"X-CSRFToken": CSRF}})
+    assert refused["status"] == 403 and "Origin" in refused["data"]["detail"]
+
+
+def test_foreign_origin_handshake_is_refused():
+    with override_settings(ALLOWED_HOSTS=["testserver"]):
+        ws = WebSocketTestClient().connect("/api/ws/", origin="https://evil.example")
+    assert not ws.accepted and ws.status_code == 403
+
+
+def test_message_cannot_override_identity_headers():
+    ws = connect()
+    for header in ("Cookie", "Host", "Origin", "Connection-Id", "Meta-User", "Grip-Sig"):
+        answer = ask(ws, {"id": 1, "url": "/api/todos/", "headers": {header: "x"}})
+        assert answer["status"] == 400 and header in answer["error"]
+
+
+def test_a_raising_view_answers_500_for_that_id_only(monkeypatch):
+    def boom(self, request, *args, **kwargs):
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(TodoViewSet, "list", boom)
+    ws = connect()
+
+    failed = ask(ws, {"id": 1, "url": "/api/todos/"})
+    assert failed == {"id": 1, "status": 500, "error": "server error"}
+    assert ask(ws, {"id": 2, "url": "/api/posts/"})["status"] == 200
+    assert not ws.closed
+
+
+# -- subscriptions --------------------------------------------------------------------------
+
+
+def test_private_subscription_first_answer_then_changes():
+    ws = connect()
+    first = ask(ws, {"id": 8, "subscribe": "/api/todos/?done=false"})
+    assert first["id"] == 8 and first["status"] == 200 and first["etag"]
+    assert first["data"]["results"] == []
+    assert "drf.ws." in " ".join(ws.channels)
+
+    todo = Todo.objects.create(title="new")
+    change = ws.receive_json()
+    assert change["event"] == "change" and change["id"] == 8 and change["status"] == 200
+    assert [t["title"] for t in change["data"]["results"]] == ["new"]
+    assert change["etag"] != first["etag"]
+
+    # A change outside the filter does not change this representation: no message.
+    Todo.objects.create(title="finished", done=True)
+    assert ws.receive_nothing()
+
+    todo.delete()
+    assert ws.receive_json()["data"]["results"] == []
+
+
+def test_shared_subscription_uses_the_views_live_url_channel():
+    ws = connect()
+    first = ask(ws, {"id": "s", "subscribe": "/api/shared-todos/?done=false&_=170000"})
+    # The cache-buster is not part of the live URL: same channel as HTTP holds use.
+    assert first["url"] == "/api/shared-todos/?done=false"
+    assert any(c.startswith("drf.url.") for c in ws.channels)
+
+    Todo.objects.create(title="pushed")
+    change = ws.receive_json()
+    assert change["event"] == "change" and change["url"] == first["url"]
+    assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
+
+
+def test_detail_subscription_reports_deletion():
+    todo = Todo.objects.create(title="t")
+    ws = connect()
+    assert ask(ws, {"id": 1, "subscribe": f"/api/todos/{todo.pk}/"})["data"]["title"] == "t"
+
+    todo.title = "u"
+    todo.save()
+    assert ws.receive_json()["data"]["title"] == "u"
+    todo.delete()
+    gone = ws.receive_json()
+    assert gone["id"] == 1 and gone["status"] == 404
+
+
+def test_unsubscribe_stops_changes():
+    ws = connect()
+    ask(ws, {"id": 1, "subscribe": "/api/todos/"})
+    ask(ws, {"id": 2, "subscribe": "/api/shared-todos/"})
+
+    assert ask(ws, {"id": 3, "unsubscribe": 1}) == {"id": 3, "status": 200, "unsubscribed": 1}
+    assert ask(ws, {"unsubscribe": 2})["unsubscribed"] == 2
+    assert not any(c.startswith("drf.url.") for c in ws.channels)
+
+    Todo.objects.create(title="unseen")
+    assert ws.receive_nothing()
+    assert ask(ws, {"id": 4, "unsubscribe": 1})["status"] == 404
+
+
+def test_second_user_never_gets_first_users_notes():
+    alice, alice_token = make_user("alice")
+    _bob, bob_token = make_user("bob")
+    Note.objects.create(owner=alice, text="alice's secret")
+    alice_ws, bob_ws = connect(), connect()
+    alice_first = ask(alice_ws, {"id": 1, "subscribe": "/api/notes/", "token": alice_token})
+    bob_first = ask(bob_ws, {"id": 1, "subscribe": "/api/notes/", "token": bob_token})
+    assert [n["text"] for n in alice_first["data"]] == ["alice's secret"]
+    assert bob_first["data"] == []
+
+    Note.objects.create(owner=alice, text="another secret")
+
+    assert len(alice_ws.receive_json()["data"]) == 2
+    assert bob_ws.receive_nothing()
+    # Bob's own change reaches only Bob's view of the list.
+    ask(bob_ws, {"id": 2, "method": "POST", "url": "/api/notes/", "data": {"text": "bob"},
+                 "token": bob_token})
+    change = bob_ws.receive_json()
+    assert [n["text"] for n in change["data"]] == ["bob"]
+    assert alice_ws.receive_nothing()
+
+
+def test_session_subscription_is_rendered_for_the_session_user():
+    alice, _ = make_user("alice")
+    client = WebSocketTestClient()
+    client.force_login(alice)
+    ws = connect(client)
+    assert ask(ws, {"id": 1, "subscribe": "/api/notes/"})["data"] == []
+
+    Note.objects.create(owner=alice, text="mine")
+
+    assert ws.receive_json()["data"][0]["text"] == "mine"
+
+
+def test_closed_connection_leaves_no_state():
+    ws = connect()
+    ask(ws, {"id": 1, "subscribe": "/api/todos/"})
+    ws.close()
+    assert not [k for k in cache._cache if "drf_grip:ws:conn:" in k]  # locmem internals
+    Todo.objects.create(title="nobody listens")  # and publishing does not trip over it
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "reason"),
+    [
+        ("not json", 400, "invalid JSON"),
+        ("[1, 2]", 400, "JSON object"),
+        ('{"id": 1, "hello": true}', 400, "unknown message type"),
+        ('{"id": 1, "url": "/nowhere/"}', 404, "not found"),
+        ('{"id": 1, "subscribe": "/nowhere/"}', 404, "not found"),
+        ('{"id": 1, "subscribe": "/api/"}', 400, "not a realtime URL"),
+        ('{"id": 1, "url": "http://evil.example/api/todos/"}', 400, "path"),
+        ('{"id": 1, "method": "BREW", "url": "/api/todos/"}', 400, "method"),
+        ('{"id": {"a": 1}, "url": "/api/todos/"}', 400, "id"),
+        ('{"subscribe": "/api/todos/"}', 400, "needs an id"),
+        ('{"id": 1, "url": "/api/todos/", "token": 5}', 400, "token"),
+        ("[" * 100000 + "]" * 100000, 413, "too large"),
+    ],
+)
+def test_bad_messages_get_an_error_and_keep_the_connection(message, status, reason):
+    ws = connect()
+    ws.send(message)
+    answer = ws.receive_json()
+    assert answer["status"] == status and reason in answer["error"], answer
+    assert ask(ws, {"id": "after", "url": "/api/posts/"})["status"] == 200
+
+
+def test_binary_messages_are_refused_with_a_reason():
+    ws = connect()
+    ws.send(b"\x00\x01")
+    assert "binary" in ws.receive_json()["error"]
+
+
+def test_deeply_nested_json_is_refused_not_a_500():
+    ws = connect()
+    with override_settings(DRF_GRIP={"WS_MAX_MESSAGE_SIZE": 10_000_000}):
+        ws.send("[" * 200000 + "]" * 200000)
+        answer = ws.receive_json()
+    assert answer["status"] == 400
+
+
+def test_too_large_and_too_many_are_configurable():
+    ws = connect()
+    with override_settings(DRF_GRIP={"WS_MAX_MESSAGE_SIZE": 100, "WS_MAX_SUBSCRIPTIONS": 2}):
+        assert ask(ws, {"id": 1, "url": "/api/todos/", "pad": "x" * 100})["status"] == 413
+        assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
+        assert ask(ws, {"id": 1, "subscribe": "/api/posts/"})["status"] == 409  # id in use
+        assert ask(ws, {"id": 2, "subscribe": "/api/posts/"})["status"] == 200
+        too_many = ask(ws, {"id": 3, "subscribe": "/api/todos/?done=true"})
+    assert too_many["status"] == 429 and "too many subscriptions" in too_many["error"]
+
+
+def test_keep_alive_is_asked_of_the_proxy():
+    ws = connect()
+    assert ws.keep_alive_interval == 25
+    ask(ws, {"id": 1, "subscribe": "/api/todos/"})
+    ws.keep_alive()  # what the proxy sends every Keep-Alive-Interval seconds
+    Todo.objects.create(title="still live")
+    assert ws.receive_json()["id"] == 1
+
+
+def test_plain_http_and_unproxied_requests_are_refused():
+    client = WebSocketTestClient()
+    assert client.get("/api/ws/").status_code == 400
+    unsigned = client.generic(
+        "POST", "/api/ws/", b"OPEN\r\n", content_type="application/websocket-events",
+        HTTP_CONNECTION_ID="forged",
+    )
+    assert unsigned.status_code == 403
+
+
+# -- fuzzing --------------------------------------------------------------------------------
+
+_urls = st.sampled_from(
+    ["/api/todos/", "/api/todos/1/", "/api/notes/", "/api/shared-todos/?done=1", "/api/",
+     "/api/ws/", "/", "//x", "/api/todos/%00/", "/api/todos/?page=9999", "/\u00e9/"]
+)
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+_messages = st.one_of(
+    st.text(max_size=200),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": _values,
+            "method": st.sampled_from(["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD",
+                                       "OPTIONS", "get", "X"]) | _values,
+            "url": _urls | _values,
+            "data": _values,
+            "token": st.text(max_size=10) | _values,
+            "headers": st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=3)
+            | _values,
+            "subscribe": _urls | _values,
+            "unsubscribe": _values,
+        },
+    ).map(json.dumps),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(messages=st.lists(_messages, min_size=1, max_size=5))
+def test_fuzzed_messages_never_500_nor_break_another_client(messages):
+    bystander = connect()
+    ask(bystander, {"id": "watch", "subscribe": "/api/shared-todos/"})
+    fuzzer = connect()
+    for message in messages:
+        fuzzer.send(message)
+        assert fuzzer.accepted and not fuzzer.closed
+        while True:
+            try:
+                answer = json.loads(fuzzer.receive(timeout=0.01))
+            except TimeoutError:
+                break
+            if answer.get("event") != "change":
+                assert answer["status"] != 500 or answer.get("error") == "server error"
+                assert answer["status"] < 500, answer
+    # The other client still works.
+    assert ask(bystander, {"id": "ok", "url": "/api/posts/"})["status"] == 200
+    assert not bystander.closed
+    fuzzer.close()
+    bystander.close()
