@@ -72,6 +72,10 @@ class PushpinError(RuntimeError):
     """Pushpin could not be started or did not become ready."""
 
 
+class _NotListening(PushpinError):
+    """Pushpin exited or never opened its publish port: likely a port taken meanwhile."""
+
+
 def find_pushpin() -> str | None:
     """Path of the ``pushpin`` runner: ``$PUSHPIN`` if set, else the one on ``PATH``."""
     explicit = os.environ.get("PUSHPIN")
@@ -233,11 +237,17 @@ class PushpinServer:
                 self._wait_ready()
                 self._child_pids = set(_children(self.process.pid))  # type: ignore[union-attr]
                 return self
-            except PushpinError as exc:
-                last_error = exc
+            except _NotListening as exc:
                 diagnostics = self.log_tail()
                 self.stop()
                 last_error = PushpinError(f"{exc}\n{diagnostics}")
+            except PushpinError as exc:  # listening, but the origin is not reached: no retry
+                diagnostics = self.log_tail()
+                self.stop()
+                raise PushpinError(f"{exc}\n{diagnostics}") from None
+            except BaseException:
+                self.stop()  # never leave a Pushpin running behind an unexpected error
+                raise
         raise last_error  # type: ignore[misc]
 
     def _launch(self) -> None:
@@ -279,7 +289,7 @@ class PushpinServer:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise PushpinError(f"pushpin exited with status {self.process.returncode}")
+                raise _NotListening(f"pushpin exited with status {self.process.returncode}")
             try:
                 if stage == "publish port":
                     with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:
@@ -292,9 +302,8 @@ class PushpinServer:
             except (OSError, urllib.error.URLError):
                 pass
             time.sleep(0.02)
-        raise PushpinError(
-            f"pushpin not ready after {self.startup_timeout}s (waiting for: {stage})"
-        )
+        error = _NotListening if stage == "publish port" else PushpinError
+        raise error(f"pushpin not ready after {self.startup_timeout}s (waiting for: {stage})")
 
     def _probe_origin(self) -> bool:
         """True once a request reached the origin, whatever the origin answered: a broken
