@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -33,9 +34,20 @@ class Server(uvicorn.Server):
     frame).
     """
 
-    def __init__(self, config: uvicorn.Config, proxy: GripProxy | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        proxy: GripProxy | None = None,
+        on_started: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.proxy = proxy if proxy is not None else find_proxy(config.app)
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.proxy is not None:

@@ -97,16 +97,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Server(Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = threading.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-
 class ProxyServer:
     def __init__(self, proxy: GripProxy) -> None:
         self.proxy = proxy
@@ -115,7 +105,8 @@ class ProxyServer:
             proxy, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
             ws="websockets-sansio",
         )
-        self.server = _Server(config)
+        self.ready = threading.Event()
+        self.server = Server(config, on_started=self.ready.set)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -128,7 +119,7 @@ class ProxyServer:
 
     def start(self) -> ProxyServer:
         self.thread.start()
-        assert self.server.ready.wait(10) and self.server.started, "uvicorn did not start"
+        assert self.ready.wait(10) and self.server.started, "uvicorn did not start"
         return self
 
     def stop(self) -> None:

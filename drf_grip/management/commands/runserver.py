@@ -105,14 +105,17 @@ class Command(RunserverCommand):
             host = "0.0.0.0"
         url = f"{self.protocol}://{shown}:{self.port}/"
         quit_command = "CTRL-BREAK" if sys.platform == "win32" else "CONTROL-C"
-        self.stdout.write(
-            f"{datetime.now().strftime('%B %d, %Y - %X')}\n"
-            f"Django version {self.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
-            f"Starting ASGI development server (uvicorn) at {url}\n"
-            f"{self.realtime_description(app, url)}\n"
-            f"Quit the server with {quit_command}."
-        )
-        self.stdout.flush()
+
+        def announce() -> None:
+            self.stdout.write(
+                f"{datetime.now().strftime('%B %d, %Y - %X')}\n"
+                f"Django version {self.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
+                f"Starting ASGI development server (uvicorn) at {url}\n"
+                f"{self.realtime_description(app, url)}\n"
+                f"Quit the server with {quit_command}."
+            )
+            self.stdout.flush()
+
         config = uvicorn.Config(
             app,
             host=host,
@@ -121,7 +124,7 @@ class Command(RunserverCommand):
             log_level=logging.INFO if options.get("verbosity", 1) > 1 else logging.WARNING,
             access_log=options.get("verbosity", 1) > 1,
         )
-        server = Server(config)
+        server = Server(config, on_started=announce)
         try:
             server.run()
         except OSError as exc:
