@@ -1,0 +1,155 @@
+"""The WebSocket gateway (/api/ws/) through a real Pushpin and the embedded proxy, with the
+``websockets`` client library on real sockets."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client, override_settings
+from rest_framework.authtoken.models import Token
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from drf_grip.rest.shared import LiveUrl
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.testapp.models import Note, Todo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: DESIGN.md §4: a held client reaches the current representation within one second.
+WITHIN = 1.0
+CSRF = "k" * 32
+
+
+@pytest.fixture(autouse=True)
+def clean_cache() -> Iterator[None]:
+    cache.clear()
+    yield
+
+
+def user_with_token(name: str) -> tuple[Any, str]:
+    user = get_user_model().objects.create_user(name, password="pw")
+    return user, Token.objects.create(user=user).key
+
+
+def gateway(proxy: ProxyUnderTest, **kwargs: Any) -> ClientConnection:
+    return connect(proxy.ws_url + "/api/ws/", proxy=None, open_timeout=10, **kwargs)
+
+
+def ask(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
+    ws.send(json.dumps(message))
+    return receive(ws)
+
+
+def receive(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def test_rest_calls_with_token(grip_proxy: ProxyUnderTest) -> None:
+    _alice, token = user_with_token("alice")
+    with gateway(grip_proxy) as ws:
+        created = ask(ws, {"id": 1, "method": "POST", "url": "/api/notes/",
+                           "data": {"text": "over ws"}, "token": token})
+        listed = ask(ws, {"id": 2, "method": "GET", "url": "/api/notes/", "token": token})
+        refused = ask(ws, {"id": 3, "method": "GET", "url": "/api/notes/"})
+
+    assert created["id"] == 1 and created["status"] == 201
+    assert listed["status"] == 200 and [n["text"] for n in listed["data"]] == ["over ws"]
+    assert refused["status"] in (401, 403)
+
+
+def test_session_auth_and_csrf(grip_proxy: ProxyUnderTest) -> None:
+    alice, _token = user_with_token("alice")
+    browser = Client()
+    browser.force_login(alice)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}; csrftoken={CSRF}"
+    with gateway(grip_proxy, additional_headers={"Cookie": cookie}) as ws:
+        without = ask(ws, {"id": 1, "method": "POST", "url": "/api/notes/", "data": {"text": "x"}})
+        with_token = ask(ws, {"id": 2, "method": "POST", "url": "/api/notes/",
+                              "data": {"text": "y"}, "headers": {"X-CSRFToken": CSRF}})
+
+    assert without["status"] == 403 and "CSRF" in without["data"]["detail"]
+    assert with_token["status"] == 201
+    assert list(Note.objects.values_list("text", flat=True)) == ["y"]
+
+
+def test_private_subscription_receives_a_change_within_a_second(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    with gateway(grip_proxy) as ws:
+        first = ask(ws, {"id": 8, "subscribe": "/api/todos/?done=false"})
+        assert first["status"] == 200 and first["data"]["results"] == []
+
+        started = time.monotonic()
+        Todo.objects.create(title="live")
+        change = receive(ws, timeout=WITHIN)
+        elapsed = time.monotonic() - started
+
+    assert change["event"] == "change" and change["id"] == 8
+    assert [t["title"] for t in change["data"]["results"]] == ["live"]
+    assert elapsed < WITHIN
+
+
+def test_shared_subscription_receives_a_change_within_a_second(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    host = urlsplit(grip_proxy.url).netloc
+    channel = LiveUrl("http", host, "/api/shared-todos/", "", "application/json").channel
+    with gateway(grip_proxy) as ws:
+        mark = grip_proxy.mark()
+        first = ask(ws, {"id": "s", "subscribe": "/api/shared-todos/"})
+        assert first["status"] == 200 and first["url"] == "/api/shared-todos/"
+        grip_proxy.wait_subscribed(channel, since=mark)
+
+        started = time.monotonic()
+        Todo.objects.create(title="pushed")
+        change = receive(ws, timeout=WITHIN)
+        elapsed = time.monotonic() - started
+
+    assert change["event"] == "change" and change["url"] == "/api/shared-todos/"
+    assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
+    assert elapsed < WITHIN
+
+
+def test_second_user_never_gets_first_users_notes(grip_proxy: ProxyUnderTest) -> None:
+    alice, alice_token = user_with_token("alice")
+    _bob, bob_token = user_with_token("bob")
+    with gateway(grip_proxy) as alice_ws, gateway(grip_proxy) as bob_ws:
+        assert ask(alice_ws, {"id": 1, "subscribe": "/api/notes/", "token": alice_token})["data"] == []
+        assert ask(bob_ws, {"id": 1, "subscribe": "/api/notes/", "token": bob_token})["data"] == []
+
+        Note.objects.create(owner=alice, text="alice's secret")
+
+        assert receive(alice_ws, timeout=WITHIN)["data"][0]["text"] == "alice's secret"
+        with pytest.raises(TimeoutError):
+            bob_ws.recv(timeout=1.0)
+
+
+def test_foreign_origin_is_refused(grip_proxy: ProxyUnderTest) -> None:
+    with override_settings(ALLOWED_HOSTS=["127.0.0.1", "localhost"]):
+        with pytest.raises(InvalidStatus) as refused:
+            gateway(grip_proxy, origin="https://evil.example")
+        with gateway(grip_proxy, origin=grip_proxy.url) as ws:
+            assert ask(ws, {"id": 1, "url": "/api/posts/"})["status"] == 200
+
+    assert refused.value.response.status_code == 403
+
+
+def test_bad_messages_keep_the_connection(grip_proxy: ProxyUnderTest) -> None:
+    with gateway(grip_proxy) as ws:
+        ws.send("not json")
+        bad = receive(ws)
+        ws.send(json.dumps({"id": 2, "url": "/nowhere/"}))
+        missing = receive(ws)
+        ok = ask(ws, {"id": 3, "url": "/api/posts/"})
+
+    assert bad["status"] == 400 and "invalid JSON" in bad["error"]
+    assert missing == {"id": 2, "status": 404, "error": "not found: /nowhere/"}
+    assert ok["status"] == 200
