@@ -24,6 +24,7 @@ __all__ = [
     "fetch",
     "GRIP_FEATURES",
     "SIG_ISSUER",
+    "origin_headers",
 ]
 
 logger = logging.getLogger("drf_grip.proxy")
@@ -260,5 +261,3 @@ def origin_headers(client_headers: RawHeaders, signer: Signer, extra: RawHeaders
     out.extend(extra)
     return out
 
-
-__all__.append("origin_headers")

@@ -347,3 +347,20 @@ def test_shutdown_answers_held_clients(make_proxy, origin: Origin):
     poll, stream = run(scenario())
     assert poll.status_code == 304 and poll.headers["etag"] == '"v1"'
     assert stream == ["start"]
+
+
+def test_at_most_20_channels_per_connection(server: ProxyServer, origin: Origin):
+    channels = ", ".join(f"c{n}" for n in range(25))
+    origin.route("/many/")(lambda r: Response(200, HOLD + [("Grip-Channel", channels)], ""))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/many/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "c19")
+            counts = server.proxy.subscriber_counts()
+            await in_thread(server.publish, {"channel": "c0", "formats": {"http-response": {"body": "ok"}}})
+            return counts, await poll
+
+    counts, poll = run(scenario())
+    assert sorted(counts) == sorted(f"c{n}" for n in range(20))
+    assert poll.text == "ok"

@@ -1,0 +1,52 @@
+"""Reading the origin's Grip-* headers the way Pushpin does."""
+
+from __future__ import annotations
+
+import pytest
+
+from drf_grip.proxy.events import EventsError, WsEvent, decode_events, encode_events
+from drf_grip.proxy.instruct import ChannelSpec, InstructError, parse_instruct
+
+
+def headers(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode(), v.encode()) for k, v in pairs]
+
+
+def test_channels_with_prev_ids_and_a_next_link():
+    instruct = parse_instruct(headers(
+        ("Grip-Hold", "stream"),
+        ("Grip-Channel", 'a; prev-id=1, b'),
+        ("Grip-Channel", 'c; prev-id="x, y"'),
+        ("Grip-Link", "</next/t0k/?q=1>; rel=next; timeout=30"),
+        ("Grip-Keep-Alive", "\\\\n\\n; format=cstring; timeout=20; mode=interval"),
+    ))
+    assert instruct.channels == [ChannelSpec("a", "1"), ChannelSpec("b"), ChannelSpec("c", "x, y")]
+    assert instruct.next_link.uri == "/next/t0k/?q=1" and instruct.next_link.timeout == 30
+    assert instruct.keep_alive.data == b"\\n\n"  # one backslash, not three (django-grip's bug)
+    assert instruct.keep_alive.mode == "interval"
+
+
+def test_status_timeout_and_defaults():
+    instruct = parse_instruct(headers(("Grip-Channel", "a"), ("Grip-Timeout", "20"), ("Grip-Status", "304 Not Modified")))
+    assert instruct.hold == "response"
+    assert (instruct.timeout, instruct.status) == (20, (304, "Not Modified"))
+    assert not parse_instruct(headers(("Content-Type", "text/plain"))).is_grip
+
+
+@pytest.mark.parametrize("pairs", [
+    [("Grip-Hold", "forever"), ("Grip-Channel", "a")],
+    [("Grip-Hold", "response")],
+    [("Grip-Channel", "a"), ("Grip-Timeout", "soon")],
+    [("Grip-Channel", "a"), ("Grip-Keep-Alive", "x; format=rot13")],
+])
+def test_malformed_instructions_are_errors(pairs):
+    with pytest.raises(InstructError):
+        parse_instruct(headers(*pairs))
+
+
+def test_websocket_events_round_trip_and_errors():
+    events = [WsEvent("OPEN"), WsEvent("TEXT", b"hi\r\nthere"), WsEvent("CLOSE", b"\x03\xe8")]
+    assert decode_events(encode_events(events)) == events
+    for bad in (b"TEXT 5\r\nhi\r\n", b"SHOUT\r\n", b"TEXT zz\r\nhi\r\n", b"OPEN"):
+        with pytest.raises(EventsError):
+            decode_events(bad)
