@@ -50,7 +50,8 @@ def decode_events(body: bytes) -> list[WsEvent]:
             length = int(size, 16)
         except ValueError:
             raise EventsError(f"bad content length {size!r}") from None
-        if length < 0 or pos + length + 2 > len(body) or body[pos + length : pos + length + 2] != b"\r\n":
+        end = pos + length
+        if length < 0 or end + 2 > len(body) or body[end : end + 2] != b"\r\n":
             raise EventsError(f"truncated {name} event")
         out.append(WsEvent(name, body[pos : pos + length]))
         pos += length + 2

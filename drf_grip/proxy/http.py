@@ -13,7 +13,15 @@ from .headers import RawHeaders, get_header, replace_headers, without_headers
 from .instruct import MAX_CHANNELS, HoldInstruct, InstructError, KeepAlive, NextLink, parse_instruct
 from .items import Item
 from .mailbox import Mailbox
-from .origin import Exchange, Message, OriginError, OriginResponse, derive_scope, fetch, origin_headers
+from .origin import (
+    Exchange,
+    Message,
+    OriginError,
+    OriginResponse,
+    derive_scope,
+    fetch,
+    origin_headers,
+)
 
 if TYPE_CHECKING:
     from .app import GripProxy
@@ -287,7 +295,8 @@ class HttpSession:
     async def _rerequest(self) -> OriginResponse:
         """Pushpin's retry: the client's original request, all its headers, plus Grip-Last."""
         logger.info("retry %s", self.path)
-        headers = origin_headers(self.scope.get("headers", []), self.proxy.signer, self._grip_last())
+        client_headers = self.scope.get("headers", [])
+        headers = origin_headers(client_headers, self.proxy.signer, self._grip_last())
         scope = derive_scope(self.scope, headers=headers)
         return await fetch(
             self.proxy.app,
@@ -336,7 +345,9 @@ class HttpSession:
         if not self._admit():
             await self._refuse_over_limit()
             return
-        timeout = instruct.timeout if instruct.timeout is not None else self.proxy.default_hold_timeout
+        timeout = instruct.timeout
+        if timeout is None:
+            timeout = self.proxy.default_hold_timeout
         timeout = max(timeout, self.proxy.min_hold_timeout)
         in_step = self._subscribe(instruct)
         if not in_step:

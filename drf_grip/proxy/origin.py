@@ -253,7 +253,9 @@ async def fetch(
     return OriginResponse(status, headers, data)
 
 
-def origin_headers(client_headers: RawHeaders, signer: Signer, extra: RawHeaders = ()) -> RawHeaders:
+def origin_headers(
+    client_headers: RawHeaders, signer: Signer, extra: RawHeaders = ()
+) -> RawHeaders:
     """The client's headers minus its ``Grip-*`` ones, plus the proxy's signature and features."""
     out = without_headers(client_headers, grip=True)
     out.append((b"grip-sig", signer.token().encode("latin-1")))

@@ -212,7 +212,9 @@ class WebSocketSession:
             if not isinstance(channel, str) or not channel:
                 return
             if channel not in self._channels and len(self._channels) >= MAX_CHANNELS:
-                logger.warning("%s: more than %d channels; %s ignored", self.path, MAX_CHANNELS, channel)
+                logger.warning(
+                    "%s: more than %d channels; %s ignored", self.path, MAX_CHANNELS, channel
+                )
                 return
             self._channels.add(channel)
             self.proxy.hub.subscribe(self, ChannelSpec(channel, None))
@@ -261,9 +263,12 @@ class WebSocketSession:
 
     async def _deny(self, status: int, headers: RawHeaders, body: bytes) -> None:
         if "websocket.http.response" in (self.scope.get("extensions") or {}):
-            headers = [(k, v) for k, v in headers if k.lower() not in (b"content-length", b"connection")]
+            drop = (b"content-length", b"connection")
+            headers = [(k, v) for k, v in headers if k.lower() not in drop]
             headers.append((b"content-length", str(len(body)).encode()))
-            await self._send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await self._send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
             await self._send({"type": "websocket.http.response.body", "body": body})
         else:
             await self._send({"type": "websocket.close", "code": 1008})
@@ -297,7 +302,9 @@ class WebSocketSession:
                 await self._deny(status, headers, answer.body[:100_000])
                 return
             if not events or events[0].type != "OPEN":
-                await self._deny(502, [(b"content-type", b"text/plain")], b"Bad Gateway: not accepted\n")
+                await self._deny(
+                    502, [(b"content-type", b"text/plain")], b"Bad Gateway: not accepted\n"
+                )
                 return
             await self._accept(answer)
             self._handle_events(events[1:])
@@ -316,7 +323,8 @@ class WebSocketSession:
                 self.proxy.release(self)
 
     async def _accept(self, answer: OriginResponse) -> None:
-        extensions = parse_header_list([get_header(answer.headers, "sec-websocket-extensions") or ""])
+        offered = get_header(answer.headers, "sec-websocket-extensions") or ""
+        extensions = parse_header_list([offered])
         for name, params in extensions:
             if name.strip().lower() == "grip":
                 self._grip = True
@@ -329,9 +337,12 @@ class WebSocketSession:
             and not k.lower().startswith((b"grip-", b"set-meta-"))
         ]
         subprotocol = get_header(answer.headers, "sec-websocket-protocol")
-        if subprotocol is not None and subprotocol.strip() not in self.scope.get("subprotocols", ()):
+        client_offers = self.scope.get("subprotocols", ())
+        if subprotocol is not None and subprotocol.strip() not in client_offers:
             # A subprotocol the client did not offer would fail its handshake (RFC 6455 §4.1).
-            logger.warning("%s: origin chose subprotocol %r the client did not offer", self.path, subprotocol)
+            logger.warning(
+                "%s: origin chose subprotocol %r the client did not offer", self.path, subprotocol
+            )
             subprotocol = None
         await self._send(
             {
@@ -458,7 +469,8 @@ class WebSocketSession:
                     await self._close_client(value)
                     return
                 if kind == "text":
-                    await self._send({"type": "websocket.send", "text": value.decode("utf-8", "replace")})
+                    text = value.decode("utf-8", "replace")
+                    await self._send({"type": "websocket.send", "text": text})
                 else:
                     await self._send({"type": "websocket.send", "bytes": value})
                 self._last_write = time.monotonic()

@@ -76,7 +76,8 @@ class Command(RunserverCommand):
             embedded_url = str(grip_settings.EMBEDDED_URL).rstrip("/")
             if embedded_url != url.rstrip("/"):
                 text += (
-                    f"\nNote: other processes publish to DRF_GRIP['EMBEDDED_URL'] = {embedded_url}; "
+                    "\nNote: other processes publish to DRF_GRIP['EMBEDDED_URL'] = "
+                    f"{embedded_url}; "
                     "set it to this address so a shell or a worker reaches this server."
                 )
             return text
@@ -100,7 +101,9 @@ class Command(RunserverCommand):
 
         app = self.get_application(options)
         host = self.addr
-        shown = f"[{self.addr}]" if self._raw_ipv6 else ("0.0.0.0" if self.addr == "0" else self.addr)
+        shown = "0.0.0.0" if self.addr == "0" else self.addr
+        if self._raw_ipv6:
+            shown = f"[{self.addr}]"
         if self.addr == "0":
             host = "0.0.0.0"
         url = f"{self.protocol}://{shown}:{self.port}/"
@@ -109,7 +112,8 @@ class Command(RunserverCommand):
         def announce() -> None:
             self.stdout.write(
                 f"{datetime.now().strftime('%B %d, %Y - %X')}\n"
-                f"Django version {self.get_version()}, using settings {settings.SETTINGS_MODULE!r}\n"
+                f"Django version {self.get_version()}, "
+                f"using settings {settings.SETTINGS_MODULE!r}\n"
                 f"Starting ASGI development server (uvicorn) at {url}\n"
                 f"{self.realtime_description(app, url)}\n"
                 f"Quit the server with {quit_command}."
