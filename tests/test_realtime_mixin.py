@@ -104,7 +104,11 @@ def test_next_link_gives_next_event_only_when_changed(todos):
     Todo.objects.create(title="new")
     changed = client.get(link)
     assert changed.content.startswith(b"id: ") and b'"title":"new"' in changed.content
-    assert "Grip-Hold" not in changed and "rel=next" in changed["Grip-Link"]
+    # Pushpin replaces the stream's instruction with a next-link answer's: it must hold again
+    # (or Pushpin fetches the next link in a loop) and keep its channels.
+    assert changed["Grip-Hold"] == "stream" and "rel=next" in changed["Grip-Link"]
+    assert "drf.testapp.todo; prev-id=" in changed["Grip-Channel"]
+    assert "Grip-Keep-Alive" in again
 
 
 def test_next_link_refused_when_not_from_proxy(todos):

@@ -209,13 +209,15 @@ class _RealtimeBase:
         link = next_link_for(django_request, etag, self.get_realtime_delivery())
         instruct = django_request.grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
-        if next_of is None:
-            instruct.add_channels(subscription.grip_channels(django_request))
-            instruct.set_hold_stream()
-            instruct.set_keep_alive(KEEP_ALIVE, int(grip_settings.STREAM_KEEP_ALIVE), "interval")
-            if not django_request.grip.proxied:
-                # A direct client gets the current event and a reconnection delay.
-                stream.content = b"retry: 3000\n" + body
+        # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
+        # httpsession.cpp): without Grip-Hold it fetches the next link again at once, in a
+        # loop, and channels or keep-alive left out are dropped. So every answer holds again.
+        instruct.add_channels(subscription.grip_channels(django_request))
+        instruct.set_hold_stream()
+        instruct.set_keep_alive(KEEP_ALIVE, int(grip_settings.STREAM_KEEP_ALIVE), "interval")
+        if next_of is None and not django_request.grip.proxied:
+            # A direct client gets the current event and a reconnection delay.
+            stream.content = b"retry: 3000\n" + body
         self.on_hold(request, subscription, etag)
         return stream
 

@@ -18,12 +18,17 @@ from .registry import Changes, views_for
 from .sse import format_event
 from .versions import next_version
 
-__all__ = ["publish_committed", "HINT", "delete_formats"]
+__all__ = ["publish_committed", "CLOSE", "HINT", "delete_formats"]
 
 HINT: dict[str, Any] = {
     "http-response": {"action": "hint"},
     "http-stream": {"action": "hint"},
 }
+
+
+#: Ends streams. Versioned like every item: Pushpin takes an item without the prev-id its
+#: stream holds for a lost publish and re-fetches the next link instead (a second event).
+CLOSE: dict[str, Any] = {"http-stream": {"action": "close"}}
 
 
 def delete_formats() -> dict[str, Any]:
@@ -46,7 +51,7 @@ def publish_private(model: type[models.Model], pks: set[Any] | None, deleted: se
     for pk in sorted(deleted, key=str):
         channel = names.object_channel(model, pk)
         _publish_versioned(channel, delete_formats())
-        publish(channel, {"http-stream": {"action": "close"}})
+        _publish_versioned(channel, CLOSE)
 
 
 def publish_committed(changes: Changes) -> None:

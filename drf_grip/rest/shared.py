@@ -206,9 +206,10 @@ def publish_shared(model: type[models.Model]) -> None:
             if version == previous:
                 continue
             set_version(channel, version)
-            from .publishing import delete_formats
+            from .publishing import CLOSE, delete_formats
 
             formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
             publish(channel, formats, id=version, prev_id=previous)
             if status in (404, 410):
-                publish(channel, {"http-stream": {"action": "close"}})
+                # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
+                publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)

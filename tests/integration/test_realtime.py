@@ -1,0 +1,684 @@
+"""DESIGN.md §1–§4 through a real GRIP proxy: the test app behind a real server, clients on
+real sockets, changes made with the ORM or over HTTP.
+
+Each test runs against a private Pushpin and against the embedded proxy (``grip_proxy``),
+except those that read Pushpin's own logs. Holds are awaited through the proxy's record of
+subscriptions, never by sleeping; a hold that must *not* wake is given ``Prefer: wait=5``
+(Pushpin's minimum) and must end in a 304.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from drf_grip import paused, publish_changes
+from drf_grip.grip.publisher import get_publisher
+from drf_grip.rest import channels as names
+from drf_grip.rest.etag import make_etag
+from drf_grip.rest.registry import wait_idle
+from drf_grip.rest.shared import LiveUrl, render_stats
+from drf_grip.testing import OriginServer, PushpinServer
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.drf_helpers import RecordingSink
+from tests.testapp.models import Comment, Note, Post, Tag, Todo
+from tests.testapp.realtime_views import TodoViewSet
+
+from .realtime_clients import EventStream, LongPoll
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: DESIGN.md §4 promises one second after the last commit; the margin is for slow machines.
+WITHIN = 2.0
+#: A hold with ``Prefer: wait=5`` ends by then, even when Pushpin re-requests a first hold
+#: on a new channel after about a second (PUSHPIN.md), which restarts its timeout.
+TIMED_OUT_WITHIN = 15.0
+SHORT_WAIT = {"Prefer": "wait=5"}
+
+
+# -- scaffolding ------------------------------------------------------------------------------
+
+
+def settle() -> None:
+    """Every committed change has been handed to the proxy."""
+    assert wait_idle(10)
+    assert get_publisher().flush(10)
+
+
+def get(proxy: ProxyUnderTest, path: str, **headers: str) -> httpx.Response:
+    return httpx.get(proxy.url + path, headers=headers, timeout=10)
+
+
+def hold(proxy: ProxyUnderTest, path: str, channel: str, headers: dict[str, str] | None = None,
+         *, etag: str | None = None, method: str = "GET") -> LongPoll:
+    """A long-poll on ``path`` with its current ETag, returned once the proxy holds it."""
+    if etag is None:
+        etag = get(proxy, path, **(headers or {})).headers["ETag"]
+    mark = proxy.mark()
+    poll = LongPoll(proxy.url + path, {"If-None-Match": etag, **(headers or {})}, method=method)
+    proxy.wait_subscribed(channel, since=mark)
+    assert not poll.done, "answered at once instead of being held"
+    return poll
+
+
+def stream(proxy: ProxyUnderTest, path: str, channel: str,
+           headers: dict[str, str] | None = None) -> EventStream:
+    """An EventSource on ``path``, returned once the proxy holds it."""
+    mark = proxy.mark()
+    events = EventStream(proxy.url + path, headers)
+    assert events.status == 200, events.status
+    proxy.wait_subscribed(channel, since=mark)
+    return events
+
+
+def list_ch(model: Any = Todo) -> str:
+    return names.list_channel(model)
+
+
+def obj_ch(obj: Any) -> str:
+    return names.object_channel(type(obj), obj.pk)
+
+
+def shared_ch(proxy: ProxyUnderTest, path: str, **query: Any) -> str:
+    """The channel of a shared live URL as a client of ``proxy`` reaches it (DESIGN.md §3)."""
+    host = proxy.url.split("://", 1)[1]
+    params = urlencode(sorted((k, str(v)) for k, v in query.items()))
+    return LiveUrl("http", host, path, params, "application/json").channel
+
+
+def token_for(username: str) -> dict[str, str]:
+    user = get_user_model().objects.create_user(username)
+    return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+
+
+@pytest.fixture
+def streams() -> Iterator[list[EventStream]]:
+    """Streams opened by a test, closed after it."""
+    opened: list[EventStream] = []
+    yield opened
+    for events in opened:
+        events.close()
+
+
+@pytest.fixture
+def fresh_live_urls() -> None:
+    """No live URLs left by earlier tests, so render counts are this test's alone."""
+    cache.clear()
+
+
+# -- §1 GET, ETag, long-poll ----------------------------------------------------------------
+
+
+def test_get_answers_body_and_strong_etag(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+
+    response = get(grip_proxy, f"/api/todos/{todo.pk}/")
+
+    assert response.status_code == 200
+    assert response.json() == {"id": todo.pk, "title": "milk", "done": False}
+    assert response.headers["ETag"] == make_etag(response.content)
+    assert not response.headers["ETag"].startswith("W/")
+    assert get(grip_proxy, f"/api/todos/{todo.pk}/").headers["ETag"] == response.headers["ETag"]
+
+
+def test_longpoll_wakes_with_new_body_and_etag(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+    old = get(grip_proxy, f"/api/todos/{todo.pk}/").headers["ETag"]
+    poll = hold(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo), etag=old)
+
+    todo.title = "oat milk"
+    todo.save()
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert response.json()["title"] == "oat milk"
+    assert response.headers["ETag"] == make_etag(response.content) != old
+
+
+def test_list_longpoll_wakes_on_patch_through_the_proxy(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="bread")
+    poll = hold(grip_proxy, "/api/todos/", list_ch())
+
+    patched = httpx.patch(f"{grip_proxy.url}/api/todos/{todo.pk}/", json={"done": True})
+    assert patched.status_code == 200
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert response.json()["results"] == [{"id": todo.pk, "title": "bread", "done": True}]
+    assert response.headers["ETag"] == get(grip_proxy, "/api/todos/").headers["ETag"]
+
+
+def test_longpoll_times_out_with_304_etag_and_clamped_wait(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+    etag = get(grip_proxy, f"/api/todos/{todo.pk}/").headers["ETag"]
+
+    # wait=1 is below GRIP's minimum of 5: clamped, and the applied value echoed.
+    poll = hold(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo), {"Prefer": "wait=1"},
+                etag=etag)
+
+    response = poll.result(TIMED_OUT_WITHIN)
+    assert response.status_code == 304
+    assert response.headers["ETag"] == etag
+    assert response.headers["Preference-Applied"] == "wait=5"
+    assert response.content == b""
+
+
+def test_stale_if_none_match_answers_at_once(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+    current = get(grip_proxy, f"/api/todos/{todo.pk}/")
+
+    stale = LongPoll(f"{grip_proxy.url}/api/todos/{todo.pk}/", {"If-None-Match": '"stale"'})
+
+    response = stale.result(WITHIN)
+    assert response.status_code == 200
+    assert response.content == current.content
+    assert response.headers["ETag"] == current.headers["ETag"]
+
+
+def test_head_longpoll_wakes_with_new_etag(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+    poll = hold(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo), method="HEAD")
+
+    todo.done = True
+    todo.save()
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["ETag"] == get(grip_proxy, f"/api/todos/{todo.pk}/").headers["ETag"]
+
+
+# -- §1 server-sent events --------------------------------------------------------------------
+
+
+def test_event_stream_first_event_then_one_per_change(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="milk")
+    first = get(grip_proxy, f"/api/todos/{todo.pk}/")
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+    streams.append(events)
+    assert events.response_headers["Content-Type"].startswith("text/event-stream")
+
+    event = events.next(WITHIN)
+    assert event.id == first.headers["ETag"] and event.data == first.text
+
+    for title in ("oat milk", "soy milk"):
+        todo.title = title
+        todo.save()
+        event = events.next(WITHIN)
+        now = get(grip_proxy, f"/api/todos/{todo.pk}/")
+        assert json.loads(event.data)["title"] == title
+        assert event.id == now.headers["ETag"] and event.data == now.text
+
+
+def test_event_stream_sends_keep_alive_comments(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="milk")
+    with override_settings(DRF_GRIP={"STREAM_KEEP_ALIVE": 1}):
+        events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+        streams.append(events)
+
+        assert events.next(WITHIN).data  # the representation
+        keep_alive = events.next(10, skip_comments=False)
+
+    assert keep_alive is not None
+    assert keep_alive.data == "" and keep_alive.id is None and keep_alive.event is None
+
+
+def test_last_event_id_equal_to_etag_skips_first_event(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="milk")
+    etag = get(grip_proxy, f"/api/todos/{todo.pk}/").headers["ETag"]
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo), {"Last-Event-ID": etag})
+    streams.append(events)
+
+    todo.title = "oat milk"
+    todo.save()
+
+    # The first event the client sees is the change, not the representation it had.
+    event = events.next(WITHIN)
+    assert json.loads(event.data)["title"] == "oat milk"
+
+
+def test_reconnect_with_stale_last_event_id_gets_current_event(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="milk")
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo),
+                    {"Last-Event-ID": '"gone"'})
+    streams.append(events)
+
+    current = get(grip_proxy, f"/api/todos/{todo.pk}/")
+    event = events.next(WITHIN)
+    assert event.id == current.headers["ETag"] and event.data == current.text
+
+
+def test_deleted_object_ends_its_stream_with_a_delete_event(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="milk")
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+    streams.append(events)
+    assert events.next(WITHIN).data
+
+    todo.delete()
+
+    assert events.next(WITHIN).event == "delete"
+    assert events.next(WITHIN) is None  # the stream ended
+
+
+def test_deleted_todo_answers_404_to_its_longpoll(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+    path = f"/api/todos/{todo.pk}/"
+    poll = hold(grip_proxy, path, obj_ch(todo))
+
+    todo.delete()
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 404
+    assert "ETag" not in response.headers
+
+
+# -- §1 without a proxy -----------------------------------------------------------------------
+
+
+def test_direct_request_is_an_ordinary_conditional_get(
+    origin_server: OriginServer, grip_pushpin: PushpinServer
+) -> None:
+    todo = Todo.objects.create(title="milk")
+    url = f"{origin_server.url}/api/todos/{todo.pk}/"
+    etag = httpx.get(url).headers["ETag"]
+
+    response = httpx.get(url, headers={"If-None-Match": etag}, timeout=5)
+
+    assert response.status_code == 304 and response.headers["ETag"] == etag
+    with override_settings(GRIP_PROXY_REQUIRED=True):
+        assert httpx.get(url, headers={"If-None-Match": etag}, timeout=5).status_code == 501
+        assert httpx.get(url, timeout=5).status_code == 200
+
+
+# -- §1 filters, search, ordering and pagination apply to every transport ----------------------
+
+
+def test_filtered_longpoll_wakes_for_its_filter_and_not_for_another(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    open_todo = Todo.objects.create(title="open", done=False)
+    done_todo = Todo.objects.create(title="closed", done=True)
+    not_done = hold(grip_proxy, "/api/todos/?done=false", list_ch(), SHORT_WAIT)
+    also_not_done = hold(grip_proxy, "/api/todos/?done=false", list_ch())
+
+    done_todo.title = "closed again"
+    done_todo.save()
+    settle()
+
+    assert not_done.result(TIMED_OUT_WITHIN).status_code == 304  # never woken
+    open_todo.title = "still open"
+    open_todo.save()
+    response = also_not_done.result(WITHIN)
+    assert response.status_code == 200
+    assert [t["title"] for t in response.json()["results"]] == ["still open"]
+
+
+def test_page_two_wakes_only_when_page_two_changes(grip_proxy: ProxyUnderTest) -> None:
+    todos = [Todo.objects.create(title=f"t{i}") for i in range(5)]  # newest first, 2 a page
+    page_two = hold(grip_proxy, "/api/todos/?page=2", list_ch(), SHORT_WAIT)
+    page_one = hold(grip_proxy, "/api/todos/?page=1", list_ch())
+
+    todos[4].title = "on page one"
+    todos[4].save()
+
+    assert page_one.result(WITHIN).json()["results"][0]["title"] == "on page one"
+    assert page_two.result(TIMED_OUT_WITHIN).status_code == 304
+
+    page_two = hold(grip_proxy, "/api/todos/?page=2", list_ch())
+    todos[2].title = "on page two"
+    todos[2].save()
+    response = page_two.result(WITHIN)
+    assert response.status_code == 200
+    assert [t["title"] for t in response.json()["results"]] == ["on page two", "t1"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/todos/?search=milk",
+        "/api/todos/?ordering=title",
+        "/api/cursor-todos/",
+        "/api/limit-todos/?limit=2&offset=0",
+    ],
+)
+def test_search_ordering_and_pagination_styles_wake(
+    grip_proxy: ProxyUnderTest, path: str
+) -> None:
+    Todo.objects.create(title="bread")
+    milk = Todo.objects.create(title="milk")
+    poll = hold(grip_proxy, path, list_ch())
+
+    milk.title = "milk, oat"
+    milk.save()
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert "milk, oat" in [t["title"] for t in response.json()["results"]]
+    assert response.content == get(grip_proxy, path).content
+
+
+def test_filtered_event_stream_gets_only_its_filters_changes(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    open_todo = Todo.objects.create(title="open", done=False)
+    done_todo = Todo.objects.create(title="closed", done=True)
+    events = stream(grip_proxy, "/api/todos/?done=true", list_ch())
+    streams.append(events)
+    assert events.next(WITHIN).data
+
+    open_todo.title = "elsewhere"
+    open_todo.save()
+    done_todo.title = "closed, renamed"
+    done_todo.save()
+
+    event = events.next(WITHIN)
+    assert [t["title"] for t in json.loads(event.data)["results"]] == ["closed, renamed"]
+    settle()
+    assert events.pending() == []
+
+
+# -- §2 publishing changes ------------------------------------------------------------------
+
+
+def test_new_comment_wakes_its_post(grip_proxy: ProxyUnderTest) -> None:
+    post = Post.objects.create(title="news")
+    poll = hold(grip_proxy, f"/api/posts/{post.pk}/", obj_ch(post))
+
+    Comment.objects.create(post=post, text="first!")
+
+    assert poll.result(WITHIN).json()["comments"] == ["first!"]
+
+
+def test_m2m_change_wakes_the_post(grip_proxy: ProxyUnderTest) -> None:
+    post = Post.objects.create(title="news")
+    tag = Tag.objects.create(name="hot")
+    poll = hold(grip_proxy, f"/api/posts/{post.pk}/", obj_ch(post))
+
+    post.tags.add(tag)
+
+    assert poll.result(WITHIN).json()["tags"] == ["hot"]
+
+
+def test_rollback_publishes_nothing(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="milk")
+    poll = hold(grip_proxy, "/api/todos/", list_ch(), SHORT_WAIT)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        todo.title = "never"
+        todo.save()
+        Todo.objects.create(title="never either")
+        raise RuntimeError("rolled back")
+    settle()
+
+    assert poll.result(TIMED_OUT_WITHIN).status_code == 304
+
+
+def test_changes_in_one_transaction_arrive_once_with_the_final_state(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="v0")
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+    streams.append(events)
+    assert events.next(WITHIN).data
+    poll = hold(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+
+    with RecordingSink() as sink:
+        with transaction.atomic():
+            for i in range(1, 6):
+                todo.title = f"v{i}"
+                todo.save()
+
+        assert poll.result(WITHIN).json()["title"] == "v5"
+        assert json.loads(events.next(WITHIN).data)["title"] == "v5"
+        assert [i["channel"] for i in sink.settle()].count(obj_ch(todo)) == 1
+    assert events.pending() == []
+
+
+def test_update_with_publish_changes_wakes(grip_proxy: ProxyUnderTest) -> None:
+    Todo.objects.create(title="a")
+    Todo.objects.create(title="b")
+    poll = hold(grip_proxy, "/api/todos/", list_ch())
+
+    Todo.objects.update(done=True)
+    publish_changes(Todo)
+
+    assert [t["done"] for t in poll.result(WITHIN).json()["results"]] == [True, True]
+
+
+def test_update_of_one_object_wakes_its_detail(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="a")
+    poll = hold(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+
+    Todo.objects.filter(pk=todo.pk).update(title="updated")
+    publish_changes(Todo, [todo.pk])
+
+    assert poll.result(WITHIN).json()["title"] == "updated"
+
+
+def test_paused_block_publishes_once_at_its_end(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    events = stream(grip_proxy, "/api/todos/?page_size=20", list_ch())
+    streams.append(events)
+    assert events.next(WITHIN).data
+
+    with RecordingSink() as sink:
+        with paused(Todo):
+            for i in range(5):
+                Todo.objects.create(title=f"import {i}")
+            Todo.objects.bulk_create([Todo(title="bulk a"), Todo(title="bulk b")])
+            settle()
+            assert sink.settle() == []
+            assert events.pending() == []
+
+        event = events.next(WITHIN)
+        assert json.loads(event.data)["count"] == 7
+        assert [i["channel"] for i in sink.settle()].count(list_ch()) == 1
+    assert events.pending() == []
+
+
+# -- §3 who sees what -------------------------------------------------------------------------
+
+
+def test_a_user_never_receives_another_users_notes(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    alice, bob = token_for("alice"), token_for("bob")
+    assert httpx.post(f"{grip_proxy.url}/api/notes/", json={"text": "bob's"},
+                      headers=bob).status_code == 201
+    bob_poll = hold(grip_proxy, "/api/notes/", list_ch(Note), {**bob, **SHORT_WAIT})
+    bob_events = stream(grip_proxy, "/api/notes/", list_ch(Note), bob)
+    streams.append(bob_events)
+    alice_poll = hold(grip_proxy, "/api/notes/", list_ch(Note), alice)
+    alice_events = stream(grip_proxy, "/api/notes/", list_ch(Note), alice)
+    streams.append(alice_events)
+    bob_first = bob_events.next(WITHIN)
+    assert [n["text"] for n in json.loads(bob_first.data)] == ["bob's"]
+    assert json.loads(alice_events.next(WITHIN).data) == []
+
+    created = httpx.post(f"{grip_proxy.url}/api/notes/", json={"text": "alice's secret"},
+                         headers=alice)
+    assert created.status_code == 201
+
+    assert [n["text"] for n in alice_poll.result(WITHIN).json()] == ["alice's secret"]
+    alice_event = alice_events.next(WITHIN)
+    assert [n["text"] for n in json.loads(alice_event.data)] == ["alice's secret"]
+    assert bob_poll.result(TIMED_OUT_WITHIN).status_code == 304
+    assert all("secret" not in (e.data if e else "") for e in bob_events.pending())
+
+
+def test_shared_change_is_rendered_once_for_every_subscriber(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream], fresh_live_urls: None
+) -> None:
+    Todo.objects.create(title="a")
+    channel = shared_ch(grip_proxy, "/api/shared-todos/")
+    etag = get(grip_proxy, "/api/shared-todos/").headers["ETag"]
+    # Cache-busters and client ids are not part of the live URL (DESIGN.md §3).
+    polls = [
+        hold(grip_proxy, path, channel, etag=etag)
+        for path in ("/api/shared-todos/", "/api/shared-todos/", "/api/shared-todos/?_=1700000000")
+    ]
+    events = stream(grip_proxy, "/api/shared-todos/", channel)
+    streams.append(events)
+    assert events.next(WITHIN).id == etag
+    settle()
+    renders = render_stats["renders"]
+
+    Todo.objects.create(title="b")
+
+    answers = [poll.result(WITHIN) for poll in polls]
+    event = events.next(WITHIN)
+    fresh = get(grip_proxy, "/api/shared-todos/")
+    assert render_stats["renders"] - renders == 1
+    for response in answers:
+        assert response.status_code == 200
+        assert response.content == fresh.content
+        assert response.headers["ETag"] == fresh.headers["ETag"] != etag
+    assert event.id == fresh.headers["ETag"] and event.data == fresh.text
+    assert [t["title"] for t in fresh.json()["results"]] == ["b", "a"]
+
+
+def test_shared_page_that_did_not_change_is_not_woken(
+    grip_proxy: ProxyUnderTest, fresh_live_urls: None
+) -> None:
+    todos = [Todo.objects.create(title=f"t{i}") for i in range(4)]
+    page_two = hold(grip_proxy, "/api/shared-todos/?page=2",
+                    shared_ch(grip_proxy, "/api/shared-todos/", page=2), SHORT_WAIT)
+    page_one = hold(grip_proxy, "/api/shared-todos/?page=1",
+                    shared_ch(grip_proxy, "/api/shared-todos/", page=1))
+
+    todos[3].title = "only on page one"
+    todos[3].save()
+
+    assert page_one.result(WITHIN).json()["results"][0]["title"] == "only on page one"
+    assert page_two.result(TIMED_OUT_WITHIN).status_code == 304
+
+
+# -- §4 versions and no lost updates ----------------------------------------------------------
+
+
+@pytest.fixture
+def paused_todo_view(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, threading.Event]]:
+    """The next todo GET sent with ``X-Test-Pause`` stops after its representation was computed
+    and before its hold reaches the proxy, until the test sets ``release``: the window in which
+    a change committed by someone else is the publish-before-hold race (PUSHPIN.md)."""
+    gate = {"reached": threading.Event(), "release": threading.Event()}
+    armed = threading.Event()
+    armed.set()
+    original = TodoViewSet.finalize_response
+
+    def finalize_response(self: Any, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if request.META.get("HTTP_X_TEST_PAUSE") and armed.is_set():
+            armed.clear()
+            gate["reached"].set()
+            assert gate["release"].wait(10)
+        return original(self, request, response, *args, **kwargs)
+
+    monkeypatch.setattr(TodoViewSet, "finalize_response", finalize_response)
+    yield gate
+    gate["release"].set()
+
+
+def _commit_during_pause(proxy: ProxyUnderTest, gate: dict[str, threading.Event],
+                         todo: Todo, title: str) -> None:
+    assert gate["reached"].wait(10)
+    todo.title = title
+    todo.save()
+    settle()  # the publish reached the proxy before the hold exists
+    if isinstance(proxy, PushpinServer):
+        proxy.wait_published(obj_ch(todo))
+    gate["release"].set()
+
+
+def test_publish_before_hold_race_converges(
+    grip_proxy: ProxyUnderTest, paused_todo_view: dict[str, threading.Event]
+) -> None:
+    todo = Todo.objects.create(title="before")
+    path = f"/api/todos/{todo.pk}/"
+    old = get(grip_proxy, path).headers["ETag"]
+    poll = LongPoll(grip_proxy.url + path, {"If-None-Match": old, "X-Test-Pause": "1"})
+
+    _commit_during_pause(grip_proxy, paused_todo_view, todo, "raced")
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert response.json()["title"] == "raced"
+    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+
+
+def test_publish_before_stream_hold_race_converges(
+    grip_proxy: ProxyUnderTest, paused_todo_view: dict[str, threading.Event],
+    streams: list[EventStream]
+) -> None:
+    todo = Todo.objects.create(title="before")
+    path = f"/api/todos/{todo.pk}/"
+    opener = threading.Thread(
+        target=lambda: streams.append(EventStream(grip_proxy.url + path, {"X-Test-Pause": "1"})),
+        daemon=True,
+    )
+    opener.start()
+
+    _commit_during_pause(grip_proxy, paused_todo_view, todo, "raced")
+    opener.join(10)
+    (events,) = streams
+
+    seen = [json.loads(events.next(WITHIN).data)["title"]]
+    if seen[-1] != "raced":  # the stale first event, then the change
+        seen.append(json.loads(events.next(WITHIN).data)["title"])
+    assert seen[-1] == "raced"
+
+
+def _proxy_log_retries(pushpin: PushpinServer, since: int, path: str) -> int:
+    with open(pushpin.dir / "log" / "pushpin-proxy.log", "rb") as log:  # type: ignore[operator]
+        log.seek(since)
+        lines = log.read().decode(errors="replace").splitlines()
+    return sum(1 for line in lines if path in line and line.rstrip().endswith("retry"))
+
+
+def _proxy_log_size(pushpin: PushpinServer) -> int:
+    return (pushpin.dir / "log" / "pushpin-proxy.log").stat().st_size  # type: ignore[operator]
+
+
+def test_lost_versions_cost_a_re_request_not_a_spin(grip_pushpin: PushpinServer) -> None:
+    """Pushpin re-requests a hold whose prev-id is not the channel's last id, at once and
+    again each time (PUSHPIN.md). A version cache that lost its entries (flushed, evicted, a
+    per-process cache) must not make the origin answer with the same mismatch forever."""
+    todo = Todo.objects.create(title="milk")
+    path = f"/api/todos/{todo.pk}/"
+    warm = hold(grip_pushpin, path, obj_ch(todo))
+    todo.title = "oat milk"
+    todo.save()  # Pushpin now knows a last id for the channels of this todo
+    assert warm.result(WITHIN).status_code == 200
+    cache.clear()  # ... and the origin forgot every version
+
+    since = _proxy_log_size(grip_pushpin)
+    poll = hold(grip_pushpin, path, obj_ch(todo), SHORT_WAIT)
+    assert poll.result(TIMED_OUT_WITHIN).status_code == 304
+    # A spin re-requests every few milliseconds: hundreds over five seconds.
+    assert _proxy_log_retries(grip_pushpin, since, path) <= 4
+
+    poll = hold(grip_pushpin, path, obj_ch(todo))
+    todo.title = "soy milk"
+    todo.save()
+    assert poll.result(WITHIN).json()["title"] == "soy milk"
