@@ -31,6 +31,7 @@ _EXPORTS = {
     "register": "drf_grip.rest.registry",
     "publish_changes": "drf_grip.rest.registry",
     "paused": "drf_grip.rest.registry",
+    "RealtimeGateway": "drf_grip.rest.gateway",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -55,7 +55,7 @@ import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote_to_bytes, urlencode, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -237,7 +237,7 @@ def _split_url(url: Any) -> tuple[str, str]:
 
 def _url_matches(path: str) -> bool:
     try:
-        resolve(path)
+        resolve(unquote(path))
     except Resolver404:
         return False
     except Exception:  # noqa: BLE001 - e.g. a path that is not valid UTF-8 once decoded
