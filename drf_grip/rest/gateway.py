@@ -509,7 +509,9 @@ class RealtimeGateway(WebSocketView):
         shared = {s["channel"] for s in state["subs"].values() if s["mode"] == "shared"}
         # Pushpin takes at most 20 channels per connection; one is the connection's own.
         if channel not in shared and len(shared) >= MAX_CHANNELS - 1:
-            raise MessageError(429, f"too many shared subscriptions: the limit is {MAX_CHANNELS - 1}")
+            raise MessageError(
+                429, f"too many shared subscriptions: the limit is {MAX_CHANNELS - 1}"
+            )
         ctx.subscribe(channel)
         state["subs"][key] = {
             "id": sub_id,

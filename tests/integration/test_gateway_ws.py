@@ -122,8 +122,9 @@ def test_second_user_never_gets_first_users_notes(grip_proxy: ProxyUnderTest) ->
     alice, alice_token = user_with_token("alice")
     _bob, bob_token = user_with_token("bob")
     with gateway(grip_proxy) as alice_ws, gateway(grip_proxy) as bob_ws:
-        assert ask(alice_ws, {"id": 1, "subscribe": "/api/notes/", "token": alice_token})["data"] == []
-        assert ask(bob_ws, {"id": 1, "subscribe": "/api/notes/", "token": bob_token})["data"] == []
+        alice_first = ask(alice_ws, {"id": 1, "subscribe": "/api/notes/", "token": alice_token})
+        bob_first = ask(bob_ws, {"id": 1, "subscribe": "/api/notes/", "token": bob_token})
+        assert alice_first["data"] == [] and bob_first["data"] == []
 
         Note.objects.create(owner=alice, text="alice's secret")
 
