@@ -155,9 +155,9 @@ class PushpinServer:
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``probe_path`` is the
     origin path requested once to prove the proxy path works; any answer from the origin
-    (even a 404) counts, Pushpin's own 5xx does not. ``http_port`` / ``publish_port`` fix the
-    ports (0: a free one each start), so a test can stop and restart Pushpin where clients
-    and the publisher expect it.
+    (even a 404) counts, Pushpin's own 5xx does not. ``http_port`` / ``publish_port`` fix
+    the ports (0: a free one each start), so a test can stop and restart Pushpin where
+    clients and the publisher expect it.
     """
 
     #: Identifies the proxy in parametrized conformance tests.

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import httpx
 import jwt
 import pytest
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.test import override_settings
 from django.urls import include, path
@@ -27,6 +28,8 @@ from gripcontrol import HttpResponseFormat
 from drf_grip import publish, set_hold_stream
 from drf_grip.grip.publisher import get_publisher
 from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, free_port, pushpin_missing
+
+from .pushpin_holds import ready_for_holds
 
 # Data with backslashes, quotes and a newline: django-grip's cstring encoding tripled the
 # backslashes, so the client read different bytes than the view set.
@@ -55,7 +58,13 @@ def second_pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
     if find_pushpin() is None:
         pushpin_missing()
     with PushpinServer(origin_server.port) as server:
+        ready_for_holds(server)
         yield server
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pushpin_ready_for_holds(pushpin: PushpinServer) -> None:
+    ready_for_holds(pushpin)
 
 
 @pytest.fixture
@@ -236,6 +245,7 @@ def test_publish_while_pushpin_is_down_is_logged_and_delivered_when_it_is_back(
     # Fixed ports: restarted, it is where the publisher and the client expect it.
     server = PushpinServer(origin_server.port, http_port=free_port(), publish_port=free_port())
     server.start()
+    ready_for_holds(server)
     channel = new_channel()
     gate = _RetryGate(channel)
     publish_logger = logging.getLogger("drf_grip.publish")
@@ -255,6 +265,7 @@ def test_publish_while_pushpin_is_down_is_logged_and_delivered_when_it_is_back(
 
             assert gate.reached.wait(10), "the failed publish was not logged"
             server.start()
+            ready_for_holds(server)
             held = hold(background, server, channel)
             gate.opened.set()
 
@@ -308,8 +319,6 @@ def test_grip_proxies_are_not_mutated_when_grip_url_is_also_set(
         for _ in range(3):
             status, body = first_chunk(grip_pushpin.url + "/seed/stream/")
             assert (status, body) == (200, b"[stream open]\n")
-        from django.conf import settings
-
         assert settings.GRIP_PROXIES == expected
 
         on_first = hold(background, grip_pushpin, channel)
@@ -331,7 +340,9 @@ def test_proxy_with_verify_key_but_no_key_is_no_500(
     ]
     with override_settings(GRIP_PROXIES=proxies, GRIP_URL=None):
         through_pushpin = first_chunk(pushpin.url + "/seed/stream/")
-        valid = httpx.get(origin_server.url + "/seed/stream/", headers={"Grip-Sig": sig(pushpin.key)})
+        valid = httpx.get(
+            origin_server.url + "/seed/stream/", headers={"Grip-Sig": sig(pushpin.key)}
+        )
         forged = httpx.get(
             origin_server.url + "/seed/stream/", headers={"Grip-Sig": sig("x" * 40)}
         )

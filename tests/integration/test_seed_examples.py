@@ -16,9 +16,16 @@ import httpx
 import pytest
 import websockets
 
-from drf_grip.testing import PushpinServer
+from drf_grip.testing import OriginServer, PushpinServer
+
+from .pushpin_holds import ready_for_holds
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pushpin_ready_for_holds(pushpin: PushpinServer) -> None:
+    ready_for_holds(pushpin)
 
 
 @pytest.fixture
@@ -71,7 +78,7 @@ def test_stream_receives_what_is_posted(grip_pushpin: PushpinServer) -> None:
 
 
 def test_stream_straight_to_the_origin_is_not_implemented(
-    grip_pushpin: PushpinServer, origin_server
+    grip_pushpin: PushpinServer, origin_server: OriginServer
 ) -> None:
     response = httpx.get(origin_server.url + "/seed/stream/")
 
@@ -132,7 +139,7 @@ def test_longpoll_times_out_with_304_and_the_etag(
 
 
 def test_longpoll_straight_to_the_origin_answers_a_plain_304(
-    grip_pushpin: PushpinServer, origin_server
+    grip_pushpin: PushpinServer, origin_server: OriginServer
 ) -> None:
     etag = current_etag(grip_pushpin)
 
