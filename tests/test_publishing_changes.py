@@ -135,3 +135,20 @@ def test_shared_unchanged_page_is_not_pushed(sink):
     first.title = "only on page 1"
     first.save()
     assert not [i for i in sink.settle() if i["channel"].startswith("drf.url.")]
+
+
+def test_shared_representation_returning_to_an_earlier_state_gets_a_new_id(sink):
+    """Pushpin drops an item whose (channel, id) it saw in the last 60 s: a page that goes
+    A -> B -> A -> B must not reuse B's id."""
+    from tests.drf_helpers import ProxiedClient
+
+    todo = Todo.objects.create(title="a")
+    etag = APIClient().get("/api/shared-todos/")["ETag"]
+    ProxiedClient().get("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag)
+    sink.settle()
+    ids = []
+    for done in (True, False, True):
+        todo.done = done
+        todo.save()
+        ids += [i["id"] for i in sink.settle() if i["channel"].startswith("drf.url.")]
+    assert len(ids) == 3 and len(set(ids)) == 3

@@ -9,6 +9,7 @@ Live URLs are kept in Django's cache so every publishing process sees them.
 from __future__ import annotations
 
 import json
+import secrets
 import logging
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -118,10 +119,20 @@ def remember_live_url(request, view, etag: str) -> None:
     if url.key not in index:
         index[url.key] = asdict(url)
     cache.set(key, index, timeout=int(grip_settings.LIVE_URL_TIMEOUT))
-    # The version of a shared channel is the ETag its subscribers hold; the publisher skips
+    # The version of a shared channel names the ETag its subscribers hold; the publisher skips
     # a render whose ETag equals it (that page did not change).
-    if read_version(url.channel) != etag.strip('"'):
-        set_version(url.channel, etag.strip('"'))
+    if not _names(read_version(url.channel), etag.strip('"')):
+        set_version(url.channel, _new_version(etag.strip('"')))
+
+
+def _new_version(tag: str) -> str:
+    """A version naming a representation, unique per publish: Pushpin drops a second item
+    with the same (channel, id) within 60 s, and a page can go A -> B -> A -> B in a minute."""
+    return f"{tag}.{secrets.token_hex(4)}"
+
+
+def _names(version: str | None, tag: str) -> bool:
+    return version is not None and version.split(".", 1)[0] == tag
 
 
 def _render(url: LiveUrl) -> tuple[int, bytes, str]:
@@ -183,8 +194,7 @@ def publish_shared(model: type[models.Model]) -> None:
         previous = read_version(channel)
         if status == 200:
             etag = make_etag(body)
-            version = etag.strip('"')
-            if version == previous:
+            if _names(previous, etag.strip('"')):
                 continue  # this representation did not change: its subscribers sleep on
             formats = {
                 # Pushpin merges published headers onto the held response's: always send
@@ -198,13 +208,14 @@ def publish_shared(model: type[models.Model]) -> None:
                 "http-stream": {"content": format_event(body, id=etag).decode()},
                 "ws-message": {"content": _ws_message(url, 200, etag, body)},
             }
+            version = _new_version(etag.strip('"'))
             set_version(channel, version)
             publish(channel, formats, id=version, prev_id=previous)
         else:
             # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
-            version = f"status-{status}"
-            if version == previous:
+            if _names(previous, f"status-{status}"):
                 continue
+            version = _new_version(f"status-{status}")
             set_version(channel, version)
             from .publishing import CLOSE, delete_formats
 
