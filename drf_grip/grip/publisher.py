@@ -497,6 +497,7 @@ class Publisher:
         targets = _targets()
         limit = max(1, int(grip_settings.PUBLISH_QUEUE_SIZE))
         dropped: list[tuple[str, list[str]]] = []
+        now: list[tuple[_Target, list[Item]]] = []
         with self._lock:
             for target in targets:
                 lane = self._lanes.get(target.key)
@@ -514,14 +515,15 @@ class Publisher:
                 if lost:
                     dropped.append((target.name, lost))
                 if len(lost) < len(items) and not self._start(lane):
-                    # No thread can run (interpreter shutting down): say so, do not pretend.
-                    lost = [str(i.get("channel")) for i in lane.items]
-                    self._counts["dropped"] += len(lane.items)
+                    # No thread can start (Python 3.12+ refuses during interpreter
+                    # shutdown, when a script's last changes arrive): send from this thread.
+                    now.append((target, list(lane.items)))
                     self._counts["queued"] -= len(lane.items)
                     lane.accepted -= len(lane.items)
                     lane.items.clear()
-                    dropped.append((target.name, lost))
                 lane.wake.notify()
+        for target, pending in now:
+            target.deliver(pending, self, threading.Event())  # logs and counts failures
         for name, lost in dropped:
             logger.warning(
                 "publish queue for %s is full (PUBLISH_QUEUE_SIZE=%d): dropped %d item%s for %s",

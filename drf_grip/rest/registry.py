@@ -313,11 +313,23 @@ class _ChangeWorker:
 _instance: _ChangeWorker | None = None
 
 
+_atexit_registered = False
+
+
 def _worker() -> _ChangeWorker:
-    global _instance
+    global _instance, _atexit_registered
     with _lock:
         if _instance is None or _instance.pid != os.getpid() or not _instance.thread.is_alive():
             _instance = _ChangeWorker()
+            if not _atexit_registered:
+                # atexit runs handlers last-in first-out: create the publisher (which
+                # registers its own flush) first, so ours runs before it and still finds
+                # it open.
+                from ..grip.publisher import get_publisher
+
+                get_publisher()
+                atexit.register(_flush_at_exit)
+                _atexit_registered = True
         return _instance
 
 
@@ -326,7 +338,6 @@ def wait_idle(timeout: float | None = None) -> bool:
     return _instance is None or _instance.wait_idle(timeout)
 
 
-@atexit.register
 def _flush_at_exit() -> None:
     """A shell or a management command exits right after its last save: hand its changes
     to the publisher, then let the publisher deliver them (both bounded)."""
