@@ -62,7 +62,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, get_urlconf, resolve, set_urlconf
 from django.utils.decorators import classonlymethod
 
@@ -74,6 +74,7 @@ from ..grip.websocket import WebSocketContext
 from ..websocket import WebSocketView, require_websocket
 from . import channels as names
 from .etag import make_etag
+from .internal import internal_get, run_view
 from .versions import read_versions
 
 __all__ = ["RealtimeGateway", "publish_subscriptions"]
@@ -585,35 +586,12 @@ def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
 def _render_as(sub: Mapping[str, Any], user: Any) -> HttpResponse:
     """A GET of a subscription's URL as its user, in the publisher (no middleware)."""
     path, _, query = sub["url"].partition("?")
-    match = resolve(path)
-    host = sub["host"]
-    server, _, port = host.partition(":")
-    request = HttpRequest()
-    request.method = "GET"
-    request.path = request.path_info = path
-    request.GET = QueryDict(query)
-    request.META = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "HTTP_HOST": host,
-        "HTTP_ACCEPT": "application/json",
-        "SERVER_NAME": server,
-        "SERVER_PORT": port or ("443" if sub["scheme"] == "https" else "80"),
-        "wsgi.url_scheme": sub["scheme"],
-    }
-    if sub["scheme"] == "https":
-        request.META["HTTPS"] = "on"
-    request.resolver_match = match
+    request = internal_get(sub["scheme"], sub["host"], path, query, "application/json")
     request.drf_grip_rerender = True
-    request._dont_enforce_csrf_checks = True
     if user is not None:
         request._force_auth_user = user  # DRF's force_authenticate
         request.user = user
-    response = match.func(request, *match.args, **match.kwargs)
-    if hasattr(response, "render") and callable(response.render):
-        response = response.render()
-    return response
+    return run_view(request)
 
 
 def _change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str, str]:

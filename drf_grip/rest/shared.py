@@ -17,14 +17,13 @@ from urllib.parse import urlencode
 
 from django.core.cache import caches
 from django.db import models
-from django.http import HttpRequest, QueryDict
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404
 
 from ..conf import grip_settings
 from ..grip.publisher import publish
 from . import channels as names
 from .etag import make_etag
-from .registry import views_for
+from .internal import internal_get, run_view
 from .sse import EVENT_STREAM, format_event
 from .versions import read_version, set_version
 
@@ -138,33 +137,12 @@ def _names(version: str | None, tag: str) -> bool:
 def _render(url: LiveUrl) -> tuple[int, bytes, str]:
     """Render a live URL as a subscriber would get it; returns status, body, content type."""
     try:
-        match = resolve(url.path)
+        request = internal_get(url.scheme, url.host, url.path, url.query, url.media_type or "*/*")
     except Resolver404:
         return 404, b"", ""
-    request = HttpRequest()
-    request.method = "GET"
-    request.path = request.path_info = url.path
-    request.GET = QueryDict(url.query)
-    host, _, port = url.host.partition(":")
-    request.META = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": url.path,
-        "QUERY_STRING": url.query,
-        "HTTP_HOST": url.host,
-        "HTTP_ACCEPT": url.media_type or "*/*",
-        "SERVER_NAME": host,
-        "SERVER_PORT": port or ("443" if url.scheme == "https" else "80"),
-        "wsgi.url_scheme": url.scheme,
-    }
-    if url.scheme == "https":
-        request.META["HTTPS"] = "on"
-    request.resolver_match = match
     request.drf_grip_render = True
-    request._dont_enforce_csrf_checks = True
     render_stats["renders"] += 1
-    response = match.func(request, *match.args, **match.kwargs)
-    if hasattr(response, "render") and callable(response.render):
-        response = response.render()
+    response = run_view(request)
     return response.status_code, response.content, response.get("Content-Type", "")
 
 

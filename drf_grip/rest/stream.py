@@ -14,10 +14,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core import signing
-from django.http import HttpRequest, HttpResponse, QueryDict
-from django.urls import Resolver404, get_script_prefix, resolve
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, get_script_prefix
 
 from ..conf import grip_settings
+from .internal import internal_get, run_view
 
 __all__ = ["NEXT_LINK_PATH", "next_link_for", "serve_next_link"]
 
@@ -66,38 +67,23 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
         return HttpResponse(b"event: error\ndata: {}\n\n", content_type="text/event-stream")
     path, _, query = payload["p"].partition("?")
     try:
-        match = resolve(path)
+        inner = internal_get(
+            payload.get("s") or request.scheme,
+            payload.get("h") or request.get_host(),
+            path,
+            query,
+            "text/event-stream",
+        )
     except Resolver404:
         return HttpResponse(b"event: delete\ndata: {}\n\n", content_type="text/event-stream")
-    inner = HttpRequest()
-    inner.method = "GET"
-    inner.path = inner.path_info = path
-    inner.GET = QueryDict(query)
-    inner.META = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "HTTP_HOST": payload.get("h") or request.get_host(),
-        "HTTP_ACCEPT": "text/event-stream",
-        "SERVER_NAME": request.META.get("SERVER_NAME", "localhost"),
-        "SERVER_PORT": request.META.get("SERVER_PORT", "80"),
-        "wsgi.url_scheme": payload.get("s") or request.scheme,
-    }
-    if payload.get("s") == "https":
-        inner.META["HTTPS"] = "on"
     inner.grip = request.grip
     inner.grip_proxied = request.grip_proxied
     inner.wscontext = None
     inner.drf_grip_next = payload
-    inner.resolver_match = match
-    inner._dont_enforce_csrf_checks = True
     if payload.get("u") is not None:
         user = get_user_model()._default_manager.filter(pk=payload["u"], is_active=True).first()
         if user is None:
             return HttpResponse(b"event: error\ndata: {}\n\n", content_type="text/event-stream")
         inner.user = user
         inner._force_auth_user = user
-    response = match.func(inner, *match.args, **match.kwargs)
-    if hasattr(response, "render") and callable(response.render):
-        response = response.render()
-    return response
+    return run_view(inner)
