@@ -152,3 +152,20 @@ def test_shared_representation_returning_to_an_earlier_state_gets_a_new_id(sink)
         todo.save()
         ids += [i["id"] for i in sink.settle() if i["channel"].startswith("drf.url.")]
     assert len(ids) == 3 and len(set(ids)) == 3
+
+
+def test_shared_push_not_skipped_when_a_hold_already_saw_the_change(sink):
+    """A re-requested hold may compute the new representation before the publisher renders
+    it; the others still hold the old one and must get the push."""
+    from tests.drf_helpers import ProxiedClient
+
+    Todo.objects.create(title="a")
+    old = APIClient().get("/api/shared-todos/")["ETag"]
+    ProxiedClient().get("/api/shared-todos/", HTTP_IF_NONE_MATCH=old)
+    sink.settle()
+    with paused():
+        Todo.objects.create(title="b")
+        new = APIClient().get("/api/shared-todos/")["ETag"]
+        assert ProxiedClient().get("/api/shared-todos/", HTTP_IF_NONE_MATCH=new).status_code == 304
+    pushed = [i for i in sink.settle() if i["channel"].startswith("drf.url.")]
+    assert [i["formats"]["http-response"]["headers"]["ETag"] for i in pushed] == [new]

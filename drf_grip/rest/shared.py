@@ -25,7 +25,7 @@ from . import channels as names
 from .etag import make_etag
 from .internal import internal_get, run_view
 from .sse import EVENT_STREAM, format_event
-from .versions import read_version, set_version
+from .versions import add_version, read_version, set_version
 
 __all__ = ["LiveUrl", "live_url", "remember_live_url", "publish_shared", "render_stats"]
 
@@ -119,9 +119,10 @@ def remember_live_url(request, view, etag: str) -> None:
         index[url.key] = asdict(url)
     cache.set(key, index, timeout=int(grip_settings.LIVE_URL_TIMEOUT))
     # The version of a shared channel names the ETag its subscribers hold; the publisher skips
-    # a render whose ETag equals it (that page did not change).
-    if not _names(read_version(url.channel), etag.strip('"')):
-        set_version(url.channel, _new_version(etag.strip('"')))
+    # a render whose ETag equals it (that page did not change). Only the publisher moves it:
+    # a hold that already sees a newer representation must not make the publisher skip the
+    # push that the other subscribers are waiting for.
+    add_version(url.channel, _new_version(etag.strip('"')))
 
 
 def _new_version(tag: str) -> str:

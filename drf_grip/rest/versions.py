@@ -9,7 +9,7 @@ from django.core.cache import caches
 
 from ..conf import grip_settings
 
-__all__ = ["read_version", "read_versions", "next_version", "set_version"]
+__all__ = ["read_version", "read_versions", "next_version", "set_version", "add_version"]
 
 _KEY = "drf_grip:version:"
 
@@ -47,6 +47,11 @@ def next_version(channel: str, new: str | None = None) -> tuple[str | None, str]
     new = new or new_id()
     _cache().set(_KEY + channel, new, timeout=None)
     return previous, new
+
+
+def add_version(channel: str, version: str) -> None:
+    """Give a channel its first version; never moves one the publisher has set."""
+    _cache().add(_KEY + channel, version, timeout=None)
 
 
 def set_version(channel: str, version: str) -> None:
