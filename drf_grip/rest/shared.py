@@ -112,17 +112,18 @@ def _model_of(view) -> type[models.Model]:
 
 def remember_live_url(request, view, etag: str) -> None:
     url = live_url(request, view)
+    # The version of a shared channel names the ETag its subscribers hold; the publisher skips
+    # a render whose ETag equals it (that page did not change). Only the publisher moves it:
+    # a hold that already sees a newer representation must not make the publisher skip the
+    # push that the other subscribers are waiting for. It is written before the URL is listed,
+    # so a publisher that finds the URL also finds its version (and pushes nothing stale).
+    add_version(url.channel, _new_version(etag.strip('"')))
     cache = caches[grip_settings.LIVE_URL_CACHE]
     key = _INDEX + _model_of(view)._meta.label_lower
     index: dict[str, Any] = cache.get(key) or {}
     if url.key not in index:
         index[url.key] = asdict(url)
     cache.set(key, index, timeout=int(grip_settings.LIVE_URL_TIMEOUT))
-    # The version of a shared channel names the ETag its subscribers hold; the publisher skips
-    # a render whose ETag equals it (that page did not change). Only the publisher moves it:
-    # a hold that already sees a newer representation must not make the publisher skip the
-    # push that the other subscribers are waiting for.
-    add_version(url.channel, _new_version(etag.strip('"')))
 
 
 def _new_version(tag: str) -> str:
