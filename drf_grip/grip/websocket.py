@@ -413,25 +413,34 @@ def _header_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def context_from_request(request: HttpRequest) -> WebSocketContext | None:
+def context_from_request(
+    request: HttpRequest, *, trust_direct: bool = False
+) -> WebSocketContext | None:
     """The ``WebSocketContext`` of a WebSocket-over-HTTP request, or ``None`` for other requests.
 
     Raises ``MalformedEvents`` for a bad body or a missing ``Connection-Id``. ``Meta-*`` headers
     become ``meta`` only when the request came through the proxy (``request.grip_proxied`` not
     ``False``): Pushpin strips a client's own ``Meta-*`` headers, a direct client does not.
+    ``trust_direct`` keeps django-grip's rules instead (``GripMiddleware.process_request``):
+    ``Meta-*`` taken from any request, ``Connection-Id`` optional.
     """
-    if request.method != "POST" or (request.content_type or "").lower() != CONTENT_TYPE:
+    content_type = getattr(request, "content_type", None)
+    if content_type is None:  # not a Django HttpRequest (django-grip's tests use a mock)
+        content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip()
+    if request.method != "POST" or (content_type or "").lower() != CONTENT_TYPE:
         return None
     cid = request.META.get("HTTP_CONNECTION_ID", "")
-    if not cid:
+    if not cid and not trust_direct:
         raise MalformedEvents("missing Connection-Id header")
     try:
         body = request.body
     except RequestDataTooBig:
         raise MalformedEvents("the body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE") from None
+    if isinstance(body, str):
+        body = body.encode("utf-8")
     events = decode_events(body)
     meta: dict[str, str] = {}
-    if getattr(request, "grip_proxied", True) is not False:
+    if trust_direct or getattr(request, "grip_proxied", True) is not False:
         for key, value in request.META.items():
             if key.startswith("HTTP_META_") and len(key) > 10:
                 meta[key[10:].lower().replace("_", "-")] = value
