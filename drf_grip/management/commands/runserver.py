@@ -34,6 +34,21 @@ __all__ = ["Command"]
 _FORCE_AFTER = 1.0
 
 
+class RedactedAccessLog(logging.Filter):
+    """uvicorn's access log without query values or token-like path segments: a query may
+    carry ``?access_token=``, a next link's path a signed token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from drf_grip.proxy.headers import loggable_target
+
+        args = record.args
+        # uvicorn logs '%s - "%s %s HTTP/%s" %d' with (client, method, target, version, status).
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, _, query = args[2].partition("?")
+            record.args = (args[0], args[1], loggable_target(path, query), *args[3:])
+        return True
+
+
 class Command(RunserverCommand):
     help = "Starts the ASGI development server (uvicorn) with drf-grip's realtime."
 
@@ -219,6 +234,10 @@ class Command(RunserverCommand):
             log_level=logging.INFO if options.get("verbosity", 1) > 1 else logging.WARNING,
             access_log=options.get("verbosity", 1) > 1,
         )
+        if config.access_log:
+            access = logging.getLogger("uvicorn.access")
+            if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
+                access.addFilter(RedactedAccessLog())
         server = self._server = Server(config, on_started=announce)
         try:
             server.run()
