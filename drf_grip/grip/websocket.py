@@ -55,9 +55,8 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 
@@ -563,14 +562,22 @@ def _trusted_origins(
 def origin_allowed(request: HttpRequest) -> bool:
     """Whether the ``Origin`` of a WebSocket request may open a connection.
 
-    Browsers always send ``Origin`` on a WebSocket handshake and cannot forge it, so a page on
-    another site is refused unless its host is in ``ALLOWED_HOSTS`` or its origin in
-    ``CSRF_TRUSTED_ORIGINS`` (same rules as Django's CSRF check). No ``Origin`` means a
-    non-browser client, which is allowed. Pushpin forwards the handshake's ``Origin`` on every
+    Browsers always send ``Origin`` on a WebSocket handshake and cannot forge it, so the same
+    rules as Django's CSRF origin check apply (``CsrfViewMiddleware._origin_verified``): the
+    origin must be this request's own scheme, host and port, or be listed in
+    ``CSRF_TRUSTED_ORIGINS`` (a ``*.`` entry matches subdomains, port included). A page on
+    another port of an allowed host is another origin. No ``Origin`` means a non-browser
+    client, which is allowed. Pushpin forwards the handshake's ``Origin`` and ``Host`` on every
     request of the connection.
     """
     origin = request.META.get("HTTP_ORIGIN")
     if origin is None:
+        return True
+    try:
+        own = f"{'https' if request.is_secure() else 'http'}://{request.get_host()}"
+    except DisallowedHost:
+        own = None
+    if origin == own:
         return True
     exact, wild = _trusted_origins(tuple(getattr(settings, "CSRF_TRUSTED_ORIGINS", ())))
     if origin in exact:
@@ -579,15 +586,7 @@ def origin_allowed(request: HttpRequest) -> bool:
         parts = urlsplit(origin)
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False  # "null" (sandboxed pages, file:) and other schemes
-    if any(parts.scheme == scheme and is_same_domain(parts.netloc, host) for scheme, host in wild):
-        return True
-    allowed_hosts = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # Django's own DEBUG default
-    domain, _port = split_domain_port(parts.netloc)
-    return bool(domain) and validate_host(domain, allowed_hosts)
+    return any(parts.scheme == scheme and is_same_domain(parts.netloc, host) for scheme, host in wild)
 
 
 # -- views ---------------------------------------------------------------------------------
