@@ -16,6 +16,7 @@ _EXPORTS = {
     "set_hold_stream": "drf_grip.grip.hold",
     "publish": "drf_grip.grip.publisher",
     "get_publisher": "drf_grip.grip.publisher",
+    "get_pubcontrol": "drf_grip.grip.publisher",
     "publish_items": "drf_grip.grip.publisher",
     "PublishError": "drf_grip.grip.publisher",
     "websocket_only": "drf_grip.grip.websocket",

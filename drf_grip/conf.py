@@ -13,12 +13,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from gripcontrol import parse_grip_uri
 
-__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS"]
+__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS", "redact_url"]
 
 DEFAULTS: dict[str, Any] = {
     # Long-poll timeout in seconds, and the range a client may pick with ``Prefer: wait=N``.
@@ -84,8 +85,29 @@ class GripEndpoint:
         """The key a Grip-Sig from this proxy is checked with (Pushpin signs with its control key)."""
         return self.verify_key if self.verify_key is not None else self.key
 
-    def __repr__(self) -> str:  # never show keys
-        return f"GripEndpoint({self.control_uri!r})"
+    @property
+    def display_uri(self) -> str:
+        """``control_uri`` fit for logs and banners: no user, password or query."""
+        return redact_url(self.control_uri)
+
+    def __repr__(self) -> str:  # never show keys, nor credentials in the URI
+        return f"GripEndpoint({self.display_uri!r})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user:password and query (either may hold a secret)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = "***@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _endpoint_from_dict(conf: dict[str, Any]) -> GripEndpoint:

@@ -207,6 +207,8 @@ def _split_url(url: Any) -> tuple[str, str]:
         raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
     if len(url) > 4096 or any(ord(c) < 33 or ord(c) == 127 for c in url):
         raise MessageError(400, "url is too long or contains spaces or control characters")
+    if not url.isascii():  # WSGI carries the path and query as Latin-1 (PEP 3333)
+        raise MessageError(400, "url must be ASCII: percent-encode other characters")
     try:
         parts = urlsplit(url)
     except ValueError:
