@@ -129,7 +129,7 @@ class RealtimeSchemaMixin:
             doc = get_doc(handler)
             if doc:
                 return doc
-        if spectacular_settings.DISABLE_DOCSTRING_DESCRIPTIONS:
+        if getattr(spectacular_settings, "DISABLE_DOCSTRING_DESCRIPTIONS", False):
             return ""
         barrier = spectacular_settings.GET_LIB_DOC_EXCLUDES()
         for cls in type(view).__mro__:
