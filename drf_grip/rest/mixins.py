@@ -247,6 +247,12 @@ class _RealtimeBase:
                 }
             else:
                 policy.versions = ensure_versions(policy.channels)
+                from .buckets import assign_buckets
+                from .policies import live_timeout
+
+                policy.channels, policy.versions = assign_buckets(
+                    policy.channels, policy.versions, live_timeout()
+                )
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy
