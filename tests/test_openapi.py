@@ -139,3 +139,56 @@ def test_without_drf_spectacular_schema_class_views_keep_drfs_own():
 
     assert api_settings.DEFAULT_SCHEMA_CLASS is AutoSchema
     assert type(TodoViewSet().schema) is AutoSchema
+
+
+def _spectacular_urls() -> list[Any]:
+    from django.urls import path
+    from drf_spectacular.openapi import AutoSchema
+    from drf_spectacular.utils import extend_schema
+    from rest_framework import generics, viewsets
+
+    from drf_grip import ListRealtimeMixin
+    from drf_grip.openapi import RealtimeSchemaMixin
+    from tests.testapp.realtime_views import TodoSerializer
+    from tests.testapp.models import Todo
+
+    class Todos(RealtimeMixin, viewsets.ModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+
+        @extend_schema(description="Todos, live.")
+        def list(self, request, *args, **kwargs):
+            return super().list(request, *args, **kwargs)
+
+    class OwnSchema(RealtimeSchemaMixin, AutoSchema):
+        pass
+
+    class TodoFeed(ListRealtimeMixin, generics.ListAPIView):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+        schema = OwnSchema()
+
+    return [
+        path("todos/", Todos.as_view({"get": "list"})),
+        path("todos/<int:pk>/", Todos.as_view({"get": "retrieve", "patch": "partial_update"})),
+        path("feed/", TodoFeed.as_view()),
+    ]
+
+
+def test_extend_schema_and_a_views_own_schema_class_keep_the_realtime_parts():
+    from django.test import override_settings
+    from drf_spectacular.generators import SchemaGenerator
+
+    # Views are declared under the setting, as in a project configured for drf-spectacular
+    # (@extend_schema reads DEFAULT_SCHEMA_CLASS when it decorates).
+    rest_framework = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    with override_settings(REST_FRAMEWORK=rest_framework):
+        generator = SchemaGenerator(patterns=_spectacular_urls())
+        schema = generator.get_schema(request=None, public=True)
+    listed = schema["paths"]["/todos/"]["get"]
+    assert listed["description"] == "Todos, live."
+    assert "If-None-Match" in headers_of(listed) and "304" in listed["responses"]
+    assert "text/event-stream" in listed["responses"]["200"]["content"]
+    assert "If-Match" in headers_of(schema["paths"]["/todos/{id}/"]["patch"])
+    feed = schema["paths"]["/feed/"]["get"]
+    assert "Last-Event-ID" in headers_of(feed) and "text/event-stream" in feed["responses"]["200"]["content"]
