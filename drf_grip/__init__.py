@@ -16,6 +16,7 @@ _EXPORTS = {
     "set_hold_stream": "drf_grip.grip.hold",
     "publish": "drf_grip.grip.publisher",
     "get_publisher": "drf_grip.grip.publisher",
+    "get_pubcontrol": "drf_grip.grip.publisher",
     "publish_items": "drf_grip.grip.publisher",
     "PublishError": "drf_grip.grip.publisher",
     "websocket_only": "drf_grip.grip.websocket",
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     # What type checkers see; at run time the lazy __getattr__ below imports on first use.
     # Keep in step with _EXPORTS (tests/test_packaging.py checks both).
     from .grip.hold import set_hold_longpoll, set_hold_response, set_hold_stream
-    from .grip.publisher import PublishError, get_publisher, publish, publish_items
+    from .grip.publisher import PublishError, get_pubcontrol, get_publisher, publish, publish_items
     from .grip.websocket import websocket_only
     from .middleware import GripMiddleware
     from .rest.gateway import RealtimeGateway

@@ -13,12 +13,13 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from gripcontrol import parse_grip_uri
 
-__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS"]
+__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS", "redact_url"]
 
 DEFAULTS: dict[str, Any] = {
     # Long-poll timeout in seconds, and the range a client may pick with ``Prefer: wait=N``.
@@ -36,7 +37,13 @@ DEFAULTS: dict[str, Any] = {
     # Django cache aliases that hold channel versions and the set of live shared URLs.
     "VERSION_CACHE": "default",
     "LIVE_URL_CACHE": "default",
-    "LIVE_URL_TIMEOUT": 3600,
+    # How long a live URL (or a recorded subscription) outlives its last hold; None: the
+    # longest hold, next-link or gateway keep-alive interval plus a minute.
+    "LIVE_URL_TIMEOUT": None,
+    # At most this many live list URLs per model (shared delivery); past it a URL is
+    # delivered like private data (a hint re-requests its holds). Detail URLs: per object.
+    "LIVE_URL_MAX": 200,
+    "LIVE_URL_MAX_PER_OBJECT": 8,
     # Background publisher.
     "PUBLISH_CONNECT_TIMEOUT": 2.0,
     "PUBLISH_READ_TIMEOUT": 5.0,
@@ -57,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "WS_MAX_MESSAGE_SIZE": 64 * 1024,
     "WS_MAX_SUBSCRIPTIONS": 20,
     "WS_KEEP_ALIVE": 25,
+    # Gateway connections with private subscriptions to one model (each re-rendered per change).
+    "WS_MAX_LIVE_CONNECTIONS": 2048,
 }
 
 
@@ -76,8 +85,29 @@ class GripEndpoint:
         """The key a Grip-Sig from this proxy is checked with (Pushpin signs with its control key)."""
         return self.verify_key if self.verify_key is not None else self.key
 
-    def __repr__(self) -> str:  # never show keys
-        return f"GripEndpoint({self.control_uri!r})"
+    @property
+    def display_uri(self) -> str:
+        """``control_uri`` fit for logs and banners: no user, password or query."""
+        return redact_url(self.control_uri)
+
+    def __repr__(self) -> str:  # never show keys, nor credentials in the URI
+        return f"GripEndpoint({self.display_uri!r})"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its user:password and query (either may hold a secret)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparsable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    if parts.username is not None or parts.password is not None:
+        netloc = "***@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _endpoint_from_dict(conf: dict[str, Any]) -> GripEndpoint:

@@ -493,15 +493,18 @@ def test_plain_requests_pass_through():
     "origin, allowed",
     [
         (None, True),  # not a browser
-        ("https://example.com", True),
-        ("http://example.com:8000", True),
-        ("https://api.example.com", True),
+        ("https://example.com", True),  # the request's own origin
+        ("http://example.com", False),  # another scheme
+        ("https://example.com:8443", False),  # another port of the same host: another origin
+        ("https://api.example.com", False),  # an allowed host, but not this origin
         ("https://evil.com", False),
         ("https://example.com.evil.com", False),
         ("null", False),
         ("file://", False),
         ("https://partner.org", True),
+        ("https://partner.org:444", False),
         ("https://a.trusted.net", True),
+        ("https://a.trusted.net:8443", False),  # the wildcard entry has no port
         ("http://a.trusted.net", False),  # scheme must match the wildcard entry
         ("not a url", False),
     ],
@@ -510,13 +513,32 @@ def test_plain_requests_pass_through():
     ALLOWED_HOSTS=["example.com", "api.example.com"],
     CSRF_TRUSTED_ORIGINS=["https://partner.org", "https://*.trusted.net"],
 )
-def test_origin_allowed(origin, allowed):
+def test_origin_allowed_like_djangos_csrf_origin_check(origin, allowed):
     headers = {} if origin is None else {"HTTP_ORIGIN": origin}
-    assert origin_allowed(RequestFactory().get("/", **headers)) is allowed
+    request = RequestFactory().get("/", secure=True, HTTP_HOST="example.com", **headers)
+    assert origin_allowed(request) is allowed
 
 
-@override_settings(DEBUG=True, ALLOWED_HOSTS=[])
-def test_origin_in_debug_with_no_allowed_hosts_follows_django():
+@override_settings(ALLOWED_HOSTS=["example.com"])
+def test_origin_with_the_requests_port_is_allowed_and_another_port_is_not():
     factory = RequestFactory()
-    assert origin_allowed(factory.get("/", HTTP_ORIGIN="http://localhost:3000"))
-    assert not origin_allowed(factory.get("/", HTTP_ORIGIN="http://evil.com"))
+    host = {"HTTP_HOST": "example.com:8000"}
+    assert origin_allowed(factory.get("/", HTTP_ORIGIN="http://example.com:8000", **host))
+    assert not origin_allowed(factory.get("/", HTTP_ORIGIN="http://example.com:3000", **host))
+    assert not origin_allowed(factory.get("/", HTTP_ORIGIN="http://example.com", **host))
+
+
+@override_settings(ALLOWED_HOSTS=["example.com"])
+def test_origin_of_a_disallowed_host_is_refused():
+    request = RequestFactory().get("/", HTTP_HOST="evil.com", HTTP_ORIGIN="http://evil.com")
+    assert not origin_allowed(request)
+
+
+@override_settings(DEBUG=True, ALLOWED_HOSTS=[], CSRF_TRUSTED_ORIGINS=["http://localhost:3000"])
+def test_a_dev_frontend_on_another_port_needs_csrf_trusted_origins_as_with_django():
+    factory = RequestFactory()
+    host = {"HTTP_HOST": "localhost:8000"}
+    assert origin_allowed(factory.get("/", HTTP_ORIGIN="http://localhost:8000", **host))
+    assert origin_allowed(factory.get("/", HTTP_ORIGIN="http://localhost:3000", **host))
+    assert not origin_allowed(factory.get("/", HTTP_ORIGIN="http://localhost:3001", **host))
+    assert not origin_allowed(factory.get("/", HTTP_ORIGIN="http://evil.com", **host))

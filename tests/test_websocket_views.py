@@ -107,7 +107,10 @@ def test_foreign_origin_is_refused_at_the_handshake(client):
     response, _ = ws(client, "/ws/echo/", E("OPEN"), HTTP_ORIGIN="https://evil.example")
     assert response.status_code == 403
     assert b"Origin" in response.content
-    response, events = ws(client, "/ws/echo/", E("OPEN"), HTTP_ORIGIN="https://example.com")
+    # An allowed host on another scheme or port is another origin (Django's CSRF rule).
+    response, _ = ws(client, "/ws/echo/", E("OPEN"), HTTP_ORIGIN="https://example.com")
+    assert response.status_code == 403
+    response, events = ws(client, "/ws/echo/", E("OPEN"), HTTP_ORIGIN="http://testserver")
     assert events[0] == E("OPEN")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -10,11 +11,17 @@ from typing import Any
 
 __all__ = ["Channel", "Instruct", "ChannelsArg", "parse_channels", "encode_keep_alive"]
 
+logger = logging.getLogger("drf_grip")
+
 # Pushpin: Grip-Timeout below 5 is raised to 5; a connection takes at most 20 channels.
 MIN_TIMEOUT = 5
 MAX_CHANNELS = 20
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z:/@=]+$")
+# Characters that stand in a header parameter without quotes. Matched with fullmatch:
+# "^...$" would let a value ending in "\n" through, and a raw newline in a header is a 500.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z:/@=]+")
+# What a cstring keep-alive may hold: token characters, and CR/LF written as \r / \n.
+_CSTRING = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z:/@=\r\n]+")
 
 
 @dataclass(frozen=True)
@@ -47,23 +54,34 @@ def parse_channels(channels: Any) -> list[Channel]:
     return out
 
 
-def _quote(value: str) -> str:
-    if _TOKEN.match(value):
+def _quote(value: str, always: bool = False) -> str | None:
+    """A header parameter value: a token as is, anything else quoted (RFC 9110 §5.6.4).
+
+    ``None`` for a value no header can carry (a control character such as a final newline,
+    or a character outside Latin-1): putting it in a header would fail as a 500.
+    """
+    if not always and _TOKEN.fullmatch(value):
         return value
+    if any(ord(c) < 0x20 or c == "\x7f" or ord(c) > 0xFF for c in value):
+        return None
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def encode_keep_alive(data: str | bytes) -> tuple[str, str]:
     """Choose the ``Grip-Keep-Alive`` encoding that carries ``data`` byte for byte.
 
-    Returns ``(value, format)``. Plain tokens go raw; anything else goes base64, which
-    Pushpin decodes exactly (django-grip's cstring escaping tripled backslashes).
+    Returns ``(value, format)``. A token goes raw; a token with CR/LF (``"keepalive\\n"``, as
+    django-grip's own test sends) goes cstring with ``\\r``/``\\n``; anything else (quotes,
+    backslashes, spaces, bytes past ASCII) goes base64, which Pushpin decodes exactly
+    (django-grip's cstring escaping tripled backslashes).
     """
-    raw = data.encode() if isinstance(data, str) else data
-    text = raw.decode("ascii", "replace")
-    if raw and _TOKEN.match(text) and text.encode() == raw:
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    text = raw.decode("latin-1")
+    if _TOKEN.fullmatch(text):
         return text, "raw"
-    return base64.b64encode(raw).decode(), "base64"
+    if _CSTRING.fullmatch(text):
+        return text.replace("\r", "\\r").replace("\n", "\\n"), "cstring"
+    return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 class Instruct:
@@ -133,7 +151,13 @@ class Instruct:
             for ch in self.channels:
                 part = self.prefix + ch.name
                 if ch.prev_id is not None:
-                    part += "; prev-id=" + _quote(str(ch.prev_id))
+                    prev_id = _quote(str(ch.prev_id))
+                    if prev_id is not None:
+                        part += "; prev-id=" + prev_id
+                    else:
+                        # Without a prev-id the proxy may re-request once; never a lost update.
+                        logger.warning("prev-id of channel %s cannot be sent in a header; "
+                                       "subscribing without it", ch.name)
                 parts.append(part)
             out["Grip-Channel"] = ", ".join(parts)
         if self.hold == "response" and self.timeout is not None:
@@ -141,7 +165,10 @@ class Instruct:
         if self.keep_alive is not None:
             raw, timeout, mode = self.keep_alive
             value, fmt = encode_keep_alive(raw)
-            out["Grip-Keep-Alive"] = f"{value}; format={fmt}; timeout={timeout}; mode={mode}"
+            keep_alive = f"{value}; format={fmt}; timeout={timeout}"
+            if mode != "idle":  # Pushpin's default mode
+                keep_alive += f"; mode={mode}"
+            out["Grip-Keep-Alive"] = keep_alive
         if self.next_link is not None:
             uri, timeout = self.next_link
             link = f"<{uri}>; rel=next"
@@ -149,7 +176,15 @@ class Instruct:
                 link += f"; timeout={int(timeout)}"
             out["Grip-Link"] = link
         if self.meta:
-            out["Grip-Set-Meta"] = ", ".join(f"{k}={_quote(str(v))}" for k, v in self.meta.items())
+            meta = []
+            for name, value in self.meta.items():
+                quoted = _quote(str(value), always=True)  # always quoted, as django-grip did
+                if not _TOKEN.fullmatch(str(name)) or "=" in str(name) or quoted is None:
+                    logger.warning("meta %r cannot be sent in a header; left out", str(name))
+                    continue
+                meta.append(f"{name}={quoted}")
+            if meta:
+                out["Grip-Set-Meta"] = ", ".join(meta)
         if self.hold and status != 200:
             # Pushpin relays the held (and timeout) response with this status.
             out["Grip-Status"] = f"{status} {reason}".strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
@@ -60,34 +61,85 @@ class GripRequest:
 
 
 class GripMiddleware:
-    """Place early in ``MIDDLEWARE``: it must see the raw request and the final response."""
+    """Place early in ``MIDDLEWARE``: it must see the raw request and the final response.
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    A new-style middleware. django-grip's hooks are here too, for code that drives the
+    middleware by hand (django-grip's own tests do): :meth:`process_request`,
+    :meth:`process_view`, :meth:`process_response`. Called by hand they keep django-grip's
+    looser rules for a request that did not come through the proxy (``Meta-*`` headers and a
+    missing ``Connection-Id`` accepted, ``Grip-*`` headers on the response); as installed
+    middleware a direct client's ``Meta-*`` are ignored and it gets a plain HTTP answer.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse] | None = None) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        from . import websocket
-
-        grip = GripRequest(request)
-        request.grip = grip
-        request.grip_proxied = grip.proxied
-        try:
-            request.wscontext = websocket.context_from_request(request)
-        except websocket.MalformedEvents as exc:
-            return HttpResponseBadRequest(
-                f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
-            )
-        websocket.attach(request)
+        refused = self._prepare(request, trust_direct=False)
+        if refused is not None:
+            return refused
         next_token = self.next_link_token(request)
         if next_token is not None:
             from ..rest.stream import serve_next_link
 
             response = serve_next_link(request, next_token)
         else:
+            assert self.get_response is not None
             response = self.get_response(request)
-        if request.wscontext is not None:
+        return self._finish(request, response, direct_headers=False)
+
+    # -- django-grip's hooks -----------------------------------------------------------------
+
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        """Set ``request.grip``, ``grip_proxied``, ``grip_signed`` and ``wscontext``; a 400
+        for malformed WebSocket events."""
+        return self._prepare(request, trust_direct=True)
+
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> HttpResponse | None:
+        """A view marked ``websocket_only = True`` by hand gets only WebSocket-over-HTTP
+        requests (``drf_grip.websocket_only`` checks this itself)."""
+        if getattr(view_func, "websocket_only", False) is True and (
+            getattr(request, "wscontext", None) is None
+        ):
+            return HttpResponseBadRequest(
+                "Request must contain WebSocket events.\n", content_type="text/plain"
+            )
+        return None
+
+    def process_response(self, request: HttpRequest, response: HttpResponse | None) -> HttpResponse:
+        """The events answer of a WebSocket-over-HTTP request, then the ``Grip-*`` headers."""
+        return self._finish(request, response, direct_headers=True)
+
+    # -- the two halves ----------------------------------------------------------------------
+
+    def _prepare(self, request: HttpRequest, *, trust_direct: bool) -> HttpResponse | None:
+        from . import websocket
+
+        grip = GripRequest(request)
+        request.grip = grip
+        request.grip_proxied = grip.proxied
+        request.grip_signed = grip.signed
+        request.wscontext = None
+        try:
+            request.wscontext = websocket.context_from_request(request, trust_direct=trust_direct)
+        except websocket.MalformedEvents as exc:
+            return HttpResponseBadRequest(
+                f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
+            )
+        websocket.attach(request)
+        return None
+
+    def _finish(
+        self, request: HttpRequest, response: HttpResponse | None, *, direct_headers: bool
+    ) -> HttpResponse:
+        from . import websocket
+
+        if getattr(request, "wscontext", None) is not None:
             response = websocket.finish_response(request, response)
-        return self.apply_instruct(request, response)
+        assert response is not None
+        return self.apply_instruct(request, response, direct_headers=direct_headers)
 
     @staticmethod
     def next_link_token(request: HttpRequest) -> str | None:
@@ -99,7 +151,9 @@ class GripMiddleware:
             return None
         return path[len(NEXT_LINK_PATH):].strip("/") or None
 
-    def apply_instruct(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    def apply_instruct(
+        self, request: HttpRequest, response: HttpResponse, *, direct_headers: bool = False
+    ) -> HttpResponse:
         instruct = request.grip.instruct
         if instruct is None or instruct.is_empty():
             return response
@@ -110,8 +164,9 @@ class GripMiddleware:
                     status=501,
                     content_type="text/plain",
                 )
-            # Direct client: the response stands on its own (e.g. a plain 304).
-            return response
+            if not direct_headers:
+                # Direct client: the response stands on its own (e.g. a plain 304).
+                return response
         for name, value in instruct.headers(response.status_code, response.reason_phrase).items():
             response[name] = value
         return response

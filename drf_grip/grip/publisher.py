@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import concurrent.futures
 import http.client
 import json
 import logging
@@ -28,15 +29,15 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
 from urllib.parse import unquote, urlsplit
 
-import jwt
 from pubcontrol import Format
 
-from ..conf import GripEndpoint, embedded_key, grip_settings
+from ..conf import GripEndpoint, embedded_key, grip_settings, redact_url
+from .signature import hs256_encode
 
 __all__ = [
     "Formats",
@@ -47,6 +48,8 @@ __all__ = [
     "PublishStats",
     "Publisher",
     "get_publisher",
+    "get_pubcontrol",
+    "PubControl",
     "make_item",
     "publish",
     "publish_items",
@@ -228,11 +231,8 @@ class _HttpTarget:
         self.port = parts.port
         path = parts.path.rstrip("/") + "/publish/"
         self.path = path + (f"?{parts.query}" if parts.query else "")
-        netloc = self.host if self.port is None else f"{self.host}:{self.port}"
-        if ":" in self.host:
-            netloc = f"[{self.host}]" + (f":{self.port}" if self.port else "")
         # The name used in logs and errors: no user info, no query string, never a key.
-        self.name = f"{parts.scheme}://{netloc}{path}"
+        self.name = redact_url(endpoint.control_uri).rstrip("/") + "/publish/"
         extra = endpoint.extra
         user = extra.get("user", unquote(parts.username) if parts.username else None)
         password = extra.get("pass", unquote(parts.password) if parts.password else None)
@@ -263,7 +263,7 @@ class _HttpTarget:
             return None
         if self.endpoint.control_iss:
             claim = {"iss": self.endpoint.control_iss, "exp": int(time.time()) + 600}
-            return "Bearer " + jwt.encode(claim, key, algorithm="HS256")
+            return "Bearer " + hs256_encode(claim, key)
         return "Bearer " + (key.decode("utf-8") if isinstance(key, bytes) else key)
 
     def post(self, body: bytes, connect_timeout: float, read_timeout: float) -> tuple[int, str]:
@@ -696,7 +696,8 @@ def _flush_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _publisher_lock, _sinks_lock
+    global _publisher_lock, _sinks_lock, _callback_pool
+    _callback_pool = None  # its thread did not survive the fork
     _publisher_lock = threading.Lock()
     _sinks_lock = threading.Lock()
     if _publisher is not None:
@@ -719,6 +720,40 @@ def publish_items(items: Sequence[Item], *, blocking: bool = False) -> None:
         publisher.enqueue(list(items))
 
 
+PublishCallback = Callable[[bool, str], Any]
+
+_callback_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _send_then_call(items: list[Item], callback: PublishCallback) -> None:
+    try:
+        get_publisher().send(items)
+        ok, message = True, ""
+    except PublishError as exc:  # names destinations by redacted URI, never a key
+        ok, message = False, str(exc)
+    except Exception as exc:  # noqa: BLE001 - reported to the callback, as pubcontrol does
+        ok, message = False, f"{type(exc).__name__}: {exc}"
+    try:
+        callback(ok, message)
+    except Exception:  # noqa: BLE001
+        logger.exception("publish callback raised")
+
+
+def _publish_with_callback(items: list[Item], callback: PublishCallback) -> None:
+    """Send from one worker thread, in call order, then tell ``callback(success, message)``."""
+    global _callback_pool
+    with _publisher_lock:
+        if _callback_pool is None:
+            _callback_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="drf-grip-publish-callback"
+            )
+        pool = _callback_pool
+    try:
+        pool.submit(_send_then_call, items, callback)
+    except RuntimeError:  # interpreter shutting down: no new threads
+        _send_then_call(items, callback)
+
+
 def publish(
     channel: str,
     formats: Formats,
@@ -726,11 +761,106 @@ def publish(
     prev_id: str | None = None,
     *,
     blocking: bool = False,
+    callback: PublishCallback | None = None,
     meta: Mapping[str, str] | None = None,
 ) -> None:
     """django-grip's ``publish``: send ``formats`` to subscribers of ``channel`` (prefixed).
 
     ``formats`` is a gripcontrol format (``HttpStreamFormat``, ``HttpResponseFormat``,
     ``WebSocketMessageFormat``), a list of them, or ``{format name: exported dict}``.
+    ``callback(success, message)`` is called once every destination answered (pubcontrol's
+    contract); without it, failures are logged and counted.
     """
-    publish_items([make_item(channel, formats, id, prev_id, meta=meta)], blocking=blocking)
+    _deliver([make_item(channel, formats, id, prev_id, meta=meta)], blocking, callback)
+
+
+def _deliver(items: list[Item], blocking: bool, callback: PublishCallback | None) -> None:
+    if callback is None:
+        publish_items(items, blocking=blocking)
+    elif not blocking:
+        _publish_with_callback(items, callback)
+    else:
+        try:
+            publish_items(items, blocking=True)
+        except PublishError as exc:
+            callback(False, str(exc))
+            raise
+        callback(True, "")
+
+
+class PubControl:
+    """What django-grip's ``get_pubcontrol()`` returned (gripcontrol's ``GripPubControl``),
+    for code that publishes through it: the same calls, sent by drf-grip's publisher.
+
+    As with gripcontrol, channels are taken as given (no ``GRIP_PREFIX``).
+    """
+
+    def publish(
+        self,
+        channel: str,
+        item: Any,
+        blocking: bool = False,
+        callback: PublishCallback | None = None,
+    ) -> None:
+        """Publish a ``pubcontrol.Item`` (its formats, id, prev_id and meta)."""
+        formats = item.formats if hasattr(item, "formats") else item
+        made = make_item(
+            channel,
+            formats,
+            getattr(item, "id", None),
+            getattr(item, "prev_id", None),
+            meta=getattr(item, "meta", None),
+        )
+        made["channel"] = channel
+        _deliver([made], blocking, callback)
+
+    def publish_http_response(
+        self,
+        channel: str,
+        http_response: Any,
+        id: str | None = None,
+        prev_id: str | None = None,
+        blocking: bool = False,
+        callback: PublishCallback | None = None,
+    ) -> None:
+        """A body (``str``/``bytes``) or an ``HttpResponseFormat`` for held long-polls."""
+        from gripcontrol import HttpResponseFormat
+
+        if isinstance(http_response, (str, bytes)):
+            http_response = HttpResponseFormat(body=http_response)
+        self.publish(channel, _PubItem(http_response, id, prev_id), blocking, callback)
+
+    def publish_http_stream(
+        self,
+        channel: str,
+        http_stream: Any,
+        id: str | None = None,
+        prev_id: str | None = None,
+        blocking: bool = False,
+        callback: PublishCallback | None = None,
+    ) -> None:
+        """Content (``str``/``bytes``) or an ``HttpStreamFormat`` for open streams."""
+        from gripcontrol import HttpStreamFormat
+
+        if isinstance(http_stream, (str, bytes)):
+            http_stream = HttpStreamFormat(http_stream)
+        self.publish(channel, _PubItem(http_stream, id, prev_id), blocking, callback)
+
+    def wait_all_sent(self) -> None:
+        """Block until everything queued so far was sent or given up."""
+        get_publisher().flush()
+
+    finish = wait_all_sent
+
+
+@dataclass
+class _PubItem:
+    formats: Any
+    id: str | None = None
+    prev_id: str | None = None
+    meta: Mapping[str, str] | None = None
+
+
+def get_pubcontrol() -> PubControl:
+    """django-grip's ``get_pubcontrol()``: publish through drf-grip's publisher."""
+    return PubControl()

@@ -7,19 +7,76 @@ one makes the request direct. Nothing here raises, whatever the header or key ho
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
 from ..conf import embedded_key, grip_settings
 
-__all__ = ["TrustedKey", "trusted_keys", "check_grip_sig", "EMBEDDED_ISS"]
+__all__ = [
+    "TrustedKey",
+    "trusted_keys",
+    "check_grip_sig",
+    "hs256_encode",
+    "warn_if_short",
+    "EMBEDDED_ISS",
+    "MIN_HMAC_KEY_BYTES",
+]
 
 logger = logging.getLogger("drf_grip.signature")
 
 EMBEDDED_ISS = "drf-grip"
+
+# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (32 bytes).
+MIN_HMAC_KEY_BYTES = 32
+
+_warned_short: set[str] = set()
+
+
+def _key_length(key: str | bytes) -> int:
+    return len(key.encode("utf-8") if isinstance(key, str) else key)
+
+
+def warn_if_short(key: str | bytes | None, where: str) -> None:
+    """Log once per ``where`` (a redacted URI) that an HS256 key is too short; never the key."""
+    if not key or _is_public_key(key) or where in _warned_short:
+        return
+    length = _key_length(key)
+    if length >= MIN_HMAC_KEY_BYTES:
+        return
+    _warned_short.add(where)
+    logger.warning(
+        "The GRIP key for %s is %d bytes long; Grip-Sig (HS256) needs %d bytes or more "
+        "(RFC 7518 section 3.2). Set a longer sig_key in Pushpin and the same key in GRIP_URL.",
+        where,
+        length,
+        MIN_HMAC_KEY_BYTES,
+    )
+
+
+@contextlib.contextmanager
+def _short_key_allowed(key: Any) -> Iterator[None]:
+    """Silence PyJWT's InsecureKeyLengthWarning, which it would print on every request;
+    :func:`warn_if_short` says it once. Only entered for a short key (catch_warnings swaps
+    process-wide state, so keep it off the common path)."""
+    if isinstance(key, (str, bytes)) and _key_length(key) < MIN_HMAC_KEY_BYTES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            yield
+    else:
+        yield
+
+
+def hs256_encode(claims: dict[str, Any], key: str | bytes) -> str:
+    """An HS256 JWT, without PyJWT's per-call warning for a short key."""
+    with _short_key_allowed(key):
+        return jwt.encode(claims, key, algorithm="HS256")
 
 
 @dataclass(frozen=True)
@@ -38,6 +95,7 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
         # control key (Pushpin signs with the key it is published to with).
         key = ep.verify_key or grip_settings.verify_key or ep.key
         if key:
+            warn_if_short(key, ep.display_uri)
             keys.append(TrustedKey(key, ep.verify_iss))
         else:
             keyless = True
@@ -72,13 +130,14 @@ def _valid(token: str, trusted: TrustedKey) -> bool:
             verifier = key
             algorithms = ["HS256"]
         options = {"require": ["exp"], "verify_iss": trusted.iss is not None}
-        jwt.decode(
-            token,
-            verifier,
-            algorithms=algorithms,
-            issuer=trusted.iss,
-            options=options,
-        )
+        with _short_key_allowed(verifier):
+            jwt.decode(
+                token,
+                verifier,
+                algorithms=algorithms,
+                issuer=trusted.iss,
+                options=options,
+            )
         return True
     except Exception:  # any malformed token or unusable key means "not from the proxy"
         return False

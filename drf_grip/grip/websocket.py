@@ -55,9 +55,8 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import iscoroutinefunction
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
 from django.utils.module_loading import import_string
 
@@ -413,25 +412,34 @@ def _header_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def context_from_request(request: HttpRequest) -> WebSocketContext | None:
+def context_from_request(
+    request: HttpRequest, *, trust_direct: bool = False
+) -> WebSocketContext | None:
     """The ``WebSocketContext`` of a WebSocket-over-HTTP request, or ``None`` for other requests.
 
     Raises ``MalformedEvents`` for a bad body or a missing ``Connection-Id``. ``Meta-*`` headers
     become ``meta`` only when the request came through the proxy (``request.grip_proxied`` not
     ``False``): Pushpin strips a client's own ``Meta-*`` headers, a direct client does not.
+    ``trust_direct`` keeps django-grip's rules instead (``GripMiddleware.process_request``):
+    ``Meta-*`` taken from any request, ``Connection-Id`` optional.
     """
-    if request.method != "POST" or (request.content_type or "").lower() != CONTENT_TYPE:
+    content_type = getattr(request, "content_type", None)
+    if content_type is None:  # not a Django HttpRequest (django-grip's tests use a mock)
+        content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip()
+    if request.method != "POST" or (content_type or "").lower() != CONTENT_TYPE:
         return None
     cid = request.META.get("HTTP_CONNECTION_ID", "")
-    if not cid:
+    if not cid and not trust_direct:
         raise MalformedEvents("missing Connection-Id header")
     try:
         body = request.body
     except RequestDataTooBig:
         raise MalformedEvents("the body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE") from None
+    if isinstance(body, str):
+        body = body.encode("utf-8")
     events = decode_events(body)
     meta: dict[str, str] = {}
-    if getattr(request, "grip_proxied", True) is not False:
+    if trust_direct or getattr(request, "grip_proxied", True) is not False:
         for key, value in request.META.items():
             if key.startswith("HTTP_META_") and len(key) > 10:
                 meta[key[10:].lower().replace("_", "-")] = value
@@ -554,14 +562,22 @@ def _trusted_origins(
 def origin_allowed(request: HttpRequest) -> bool:
     """Whether the ``Origin`` of a WebSocket request may open a connection.
 
-    Browsers always send ``Origin`` on a WebSocket handshake and cannot forge it, so a page on
-    another site is refused unless its host is in ``ALLOWED_HOSTS`` or its origin in
-    ``CSRF_TRUSTED_ORIGINS`` (same rules as Django's CSRF check). No ``Origin`` means a
-    non-browser client, which is allowed. Pushpin forwards the handshake's ``Origin`` on every
+    Browsers always send ``Origin`` on a WebSocket handshake and cannot forge it, so the same
+    rules as Django's CSRF origin check apply (``CsrfViewMiddleware._origin_verified``): the
+    origin must be this request's own scheme, host and port, or be listed in
+    ``CSRF_TRUSTED_ORIGINS`` (a ``*.`` entry matches subdomains, port included). A page on
+    another port of an allowed host is another origin. No ``Origin`` means a non-browser
+    client, which is allowed. Pushpin forwards the handshake's ``Origin`` and ``Host`` on every
     request of the connection.
     """
     origin = request.META.get("HTTP_ORIGIN")
     if origin is None:
+        return True
+    try:
+        own = f"{'https' if request.is_secure() else 'http'}://{request.get_host()}"
+    except DisallowedHost:
+        own = None
+    if origin == own:
         return True
     exact, wild = _trusted_origins(tuple(getattr(settings, "CSRF_TRUSTED_ORIGINS", ())))
     if origin in exact:
@@ -570,15 +586,7 @@ def origin_allowed(request: HttpRequest) -> bool:
         parts = urlsplit(origin)
     except ValueError:
         return False
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return False  # "null" (sandboxed pages, file:) and other schemes
-    if any(parts.scheme == scheme and is_same_domain(parts.netloc, host) for scheme, host in wild):
-        return True
-    allowed_hosts = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed_hosts:
-        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]  # Django's own DEBUG default
-    domain, _port = split_domain_port(parts.netloc)
-    return bool(domain) and validate_host(domain, allowed_hosts)
+    return any(parts.scheme == scheme and is_same_domain(parts.netloc, host) for scheme, host in wild)
 
 
 # -- views ---------------------------------------------------------------------------------

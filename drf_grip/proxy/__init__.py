@@ -22,6 +22,9 @@ Known differences from Pushpin 1.36, on purpose:
   ``Grip-Expose-Headers`` is not applied, ``Grip-Set-Meta`` is recorded but unused.
 - WebSocket ``PING``/``PONG`` events and ``ping`` keep-alives are not sent to clients (ASGI
   cannot send ping frames; uvicorn pings on its own). ``hint`` on ``ws-message`` is ignored.
+- A client's ``Connection-Id`` on a plain HTTP request is dropped (Pushpin forwards it);
+  like Pushpin, any request with ``Content-Type: application/websocket-events`` from a client
+  gets 403 and never reaches the origin.
 - Lifespan events are answered by the proxy and not passed to the inner app (Django refuses
   them).
 """

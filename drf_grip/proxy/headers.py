@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from urllib.parse import parse_qsl
 
 __all__ = [
     "RawHeaders",
@@ -13,9 +15,13 @@ __all__ = [
     "parse_header_list",
     "parse_header_value",
     "is_grip_header",
+    "loggable_target",
 ]
 
 RawHeaders = list[tuple[bytes, bytes]]
+
+_TOKEN_SEGMENT = re.compile(r"(?<=/)[A-Za-z0-9_\-.:~=]{40,}(?=/|$)")
+_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.\[\]-]{0,31}")
 
 
 def get_header(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
@@ -46,6 +52,23 @@ def without_headers(
         for k, v in headers
         if k.lower() not in drop and not (grip and is_grip_header(k))
     ]
+
+
+def loggable_target(path: str, query: bytes | str = b"") -> str:
+    """``path?name=*&other=*``: a request target for logs, without the query's values
+    (``?access_token=`` and the like must never reach a log), nor names that look like data,
+    nor path segments that look like tokens."""
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    # A long opaque path segment is a token (next links carry a signed one in their path).
+    path = _TOKEN_SEGMENT.sub("*", path)
+    if not query:
+        return path
+    names = [
+        name if _PARAM_NAME.fullmatch(name) else "*"
+        for name, _value in parse_qsl(query, keep_blank_values=True)
+    ]
+    return path + "?" + ("&".join(f"{name}=*" for name in names) if names else "*")
 
 
 def replace_headers(base: RawHeaders, overrides: Iterable[tuple[str, str]]) -> RawHeaders:

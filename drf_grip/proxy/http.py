@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from .headers import RawHeaders, get_header, replace_headers, without_headers
+from .headers import (
+    RawHeaders,
+    get_header,
+    loggable_target,
+    replace_headers,
+    without_headers,
+)
 from .instruct import MAX_CHANNELS, HoldInstruct, InstructError, KeepAlive, NextLink, parse_instruct
 from .items import Item
 from .mailbox import Mailbox
@@ -38,6 +44,13 @@ MAX_MISMATCH_RETRIES = 3
 MAX_LINK_CHAIN = 20
 
 _NO_BODY_STATUSES = frozenset({204, 304})
+
+_WEBSOCKET_EVENTS = "application/websocket-events"
+
+
+def _is_websocket_events(headers: RawHeaders) -> bool:
+    content_type = get_header(headers, "content-type") or ""
+    return content_type.split(";")[0].strip().lower() == _WEBSOCKET_EVENTS
 
 
 @dataclass
@@ -70,8 +83,12 @@ class HttpSession:
         self.scope = scope
         self._receive = receive
         self._send = send
-        query = scope.get("query_string", b"").decode("latin-1")
-        self.path = scope["path"] + (f"?{query}" if query else "")
+        #: For logs: the path, and the query's parameter names without their values (a query
+        #: may carry a token, e.g. ``?access_token=``).
+        self.path = loggable_target(scope["path"], scope.get("query_string", b""))
+        # Pushpin strips a client's own Grip-* headers (origin_headers) and Connection-Id:
+        # only the proxy names a WebSocket connection.
+        self._client_headers = without_headers(scope.get("headers", []), "connection-id")
         self.last_ids: dict[str, str] = {}
         self._channels: set[str] = set()
         self._mode: str = "response"
@@ -207,7 +224,12 @@ class HttpSession:
     async def run(self) -> None:
         watcher: asyncio.Task[None] | None = None
         try:
-            headers = origin_headers(self.scope.get("headers", []), self.proxy.signer)
+            if _is_websocket_events(self._client_headers):
+                # A plain HTTP request posing as WebSocket-over-HTTP could hold gateway
+                # subscriptions without a socket; Pushpin refuses it too.
+                await self._error(403, "Forbidden: WebSocket-over-HTTP events come only from the proxy")
+                return
+            headers = origin_headers(self._client_headers, self.proxy.signer)
             scope = derive_scope(self.scope, headers=headers)
             self._exchange = exchange = Exchange(self.proxy.app, scope, self._read_client_body)
             try:
@@ -295,8 +317,7 @@ class HttpSession:
     async def _rerequest(self) -> OriginResponse:
         """Pushpin's retry: the client's original request, all its headers, plus Grip-Last."""
         logger.info("retry %s", self.path)
-        client_headers = self.scope.get("headers", [])
-        headers = origin_headers(client_headers, self.proxy.signer, self._grip_last())
+        headers = origin_headers(self._client_headers, self.proxy.signer, self._grip_last())
         scope = derive_scope(self.scope, headers=headers)
         return await fetch(
             self.proxy.app,
@@ -492,7 +513,8 @@ class HttpSession:
         """Fetch the next link and append its body; 'hold', 'again' (follow at once) or 'end'."""
         link = self._link
         assert link is not None
-        logger.info("next link %s for %s", link.uri, self.path)
+        # Not the link itself: its path carries a signed token (DESIGN.md §3).
+        logger.info("next link for %s", self.path)
         try:
             answer = await fetch(
                 self.proxy.app,

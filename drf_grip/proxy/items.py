@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,6 +19,9 @@ __all__ = [
 ]
 
 Action = Literal["send", "hint", "close"]
+
+# RFC 6455 §7.4: 1004-1006 and 1015 are reserved and never sent; 1016-2999 are unassigned.
+_SENDABLE_CLOSE_CODES = frozenset([*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)])
 
 
 class InvalidItem(ValueError):
@@ -64,9 +68,31 @@ class Item:
     size: int = field(default=0, compare=False)
 
 
+# RFC 9110 §5.6.2: a header name is a token.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters a header value, reason, id or channel may not hold (HTAB aside).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidItem(f"{what} must be a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidItem(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def _latin1(value: Any, what: str) -> str:
+    """A string that can travel in an HTTP header: Latin-1, no control characters."""
+    value = _text(value, what)
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InvalidItem(f"{what} is not latin-1") from None
+    if _CONTROL.search(value):
+        raise InvalidItem(f"{what} contains a control character")
     return value
 
 
@@ -96,11 +122,12 @@ def _mapping(value: Any, what: str) -> Mapping[str, Any]:
 
 def _response(fmt: Mapping[str, Any]) -> ResponseFormat:
     code = fmt.get("code", 200)
-    if not isinstance(code, int) or isinstance(code, bool) or not 100 <= code <= 599:
-        raise InvalidItem("http-response.code must be an HTTP status code")
+    # 1xx are not final responses: a 100 or 101 sent to a held client breaks its connection.
+    if not isinstance(code, int) or isinstance(code, bool) or not 200 <= code <= 599:
+        raise InvalidItem("http-response.code must be an HTTP status code from 200 to 599")
     reason = fmt.get("reason")
     if reason is not None:
-        _text(reason, "http-response.reason")
+        _latin1(reason, "http-response.reason")
     raw_headers = fmt.get("headers", {})
     headers: list[tuple[str, str]] = []
     if isinstance(raw_headers, Mapping):
@@ -115,14 +142,9 @@ def _response(fmt: Mapping[str, Any]) -> ResponseFormat:
         raise InvalidItem("http-response.headers must be an object or [name, value] pairs")
     for name, value in pairs:
         name = _text(name, "http-response header name")
-        value = _text(value, f"http-response header {name}")
-        if not name or any(c in name for c in ":\r\n ") or any(c in value for c in "\r\n\0"):
-            raise InvalidItem(f"http-response header {name!r} is not a valid header")
-        try:
-            name.encode("latin-1")
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise InvalidItem(f"http-response header {name!r} is not latin-1") from None
+        if not _TOKEN.fullmatch(name):
+            raise InvalidItem(f"http-response header name {name!r} is not a valid header name")
+        value = _latin1(value, f"http-response header {name}")
         headers.append((name, value))
     body, _ = _content(fmt, "body", "body-bin", "http-response")
     return ResponseFormat(_action(fmt, "http-response"), code, reason, tuple(headers), body)
@@ -144,8 +166,10 @@ def _message(fmt: Mapping[str, Any]) -> MessageFormat:
     if kind == "close":
         action = "close"
     code = fmt.get("code")
-    if code is not None and (not isinstance(code, int) or isinstance(code, bool)):
-        raise InvalidItem("ws-message.code must be an integer")
+    if code is not None and (
+        not isinstance(code, int) or isinstance(code, bool) or code not in _SENDABLE_CLOSE_CODES
+    ):
+        raise InvalidItem("ws-message.code must be a close code an endpoint may send")
     return MessageFormat(action, content, binary, code)
 
 
@@ -167,12 +191,15 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     channel = raw.get("channel")
     if not isinstance(channel, str) or not channel:
         raise InvalidItem("channel must be a non-empty string")
+    # Channels and ids go back to the origin in Grip-Last headers: a value no header can
+    # carry would make every later re-request of that channel fail.
+    _latin1(channel, "channel")
     item_id = raw.get("id")
     prev_id = raw.get("prev-id")
     if item_id is not None:
-        _text(item_id, "id")
+        _latin1(item_id, "id")
     if prev_id is not None:
-        _text(prev_id, "prev-id")
+        _latin1(prev_id, "prev-id")
     formats = _mapping(raw.get("formats"), "formats")
     unknown = set(formats) - {"http-response", "http-stream", "ws-message"}
     if unknown:

@@ -102,6 +102,9 @@ async def handle_publish(proxy: GripProxy, scope: dict[str, Any], receive, send)
     except ValueError:
         await _answer(send, 400, "Invalid format: body is not JSON")
         return
+    except RecursionError:
+        await _answer(send, 400, "Invalid format: JSON nested too deeply")
+        return
     if not isinstance(document, dict) or "items" not in document:
         await _answer(send, 400, "Invalid format: expected an object with 'items'")
         return

@@ -58,7 +58,7 @@ class WebSocketSession:
         self.scope = scope
         self._receive = receive
         self._send = send
-        self.path = scope["path"]
+        self.path = loggable_target(scope["path"])  # for logs
         self.last_ids: dict[str, str] = {}
         self.connection_id = uuid.uuid4().hex
         self.meta: dict[str, str] = {}

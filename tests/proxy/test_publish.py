@@ -109,3 +109,71 @@ def test_publish_items_before_start_is_dropped_loudly(caplog):
     proxy = GripProxy(lambda *a: None, key=KEY, max_held=1, max_message_size=100)
     proxy.publish_items([ITEM])
     assert "not running" in caplog.text
+
+
+def _item(**formats) -> dict:
+    return {"items": [{"channel": "c", "formats": formats}]}
+
+
+def _response_item(**response) -> dict:
+    return _item(**{"http-response": response})
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b'{"items": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+        (b'{"items": [{"channel": "c\\ud800", "formats": {"http-stream": {"content": "x"}}}]}', "surrogate"),
+        (b'{"items": [{"channel": "c", "formats": {"http-stream": {"content": "\\udfff"}}}]}', "surrogate"),
+        (b'{"items": [{"channel": "c", "formats": {"http-response": {"body": "\\ud800x"}}}]}', "surrogate"),
+        (_response_item(code=100), "code"),
+        (_response_item(code=101), "code"),
+        (_response_item(code=99), "code"),
+        (_response_item(code=600), "code"),
+        (_response_item(code=True), "code"),
+        (_response_item(headers={"X(": "1"}), "header name"),
+        (_response_item(headers={"X Y": "1"}), "header name"),
+        (_response_item(headers={"": "1"}), "header name"),
+        (_response_item(headers=[["X-Snow", "\u2603"]]), "latin-1"),
+        (_response_item(headers={"X-Bell": "a\x07b"}), "control character"),
+        (_response_item(reason="OK\r\nX-Evil: 1"), "control character"),
+        ({"items": [{"channel": "c", "id": "\u2603", "formats": {"http-stream": {"content": "x"}}}]}, "id is not latin-1"),
+        ({"items": [{"channel": "c", "prev-id": "1\n", "formats": {"http-stream": {"content": "x"}}}]}, "prev-id contains"),
+        ({"items": [{"channel": "\u2603", "formats": {"http-stream": {"content": "x"}}}]}, "channel is not latin-1"),
+        ({"items": [{"channel": "c\x00", "formats": {"http-stream": {"content": "x"}}}]}, "channel contains"),
+        (_item(**{"ws-message": {"type": "close", "code": 1006}}), "close code"),
+    ],
+)
+def test_items_pushpin_refuses_answer_400_with_the_reason(server: ProxyServer, body, reason):
+    response = publish(server, body, {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.text.startswith("Invalid format:") and reason in response.text
+
+
+def test_a_refused_publish_disturbs_no_one(server: ProxyServer, origin: Origin):
+    """Bad items are refused whole; a client held on the same channel still gets the next
+    good publish, and re-requests of it (Grip-Last) still work."""
+    origin.route("/todo/")(lambda r: Response(200, [("Grip-Hold", "response"), ("Grip-Channel", "todo")], ""))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            bad = [
+                {"channel": "todo", "id": "\u2603", "formats": {"http-response": {"body": "poison"}}},
+                {"channel": "todo", "formats": {"http-response": {"code": 101, "body": "upgrade"}}},
+                {"channel": "todo", "formats": {"http-response": {"headers": {"X(": "1"}, "body": "x"}}},
+            ]
+            answers = [
+                await client.post("/_grip/publish/", json={"items": [item]},
+                                  headers={"Authorization": f"Bearer {KEY}"})
+                for item in bad
+            ]
+            good = await client.post("/_grip/publish/", json={"items": [{"channel": "todo", "id": "2", "formats": {"http-response": {"body": "fine"}}}]},
+                                     headers={"Authorization": f"Bearer {KEY}"})
+            return answers, good, await poll
+
+    answers, good, poll = run(scenario())
+    assert [a.status_code for a in answers] == [400, 400, 400]
+    assert good.status_code == 200
+    assert (poll.status_code, poll.text) == (200, "fine")

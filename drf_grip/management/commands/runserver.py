@@ -11,7 +11,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -25,8 +29,30 @@ from django.utils.module_loading import import_string
 __all__ = ["Command"]
 
 
+# A second Ctrl-C this long after the first stops the server without waiting for held clients;
+# the same Ctrl-C arriving twice (the process group, then the reloader passing it on) does not.
+_FORCE_AFTER = 1.0
+
+
+class RedactedAccessLog(logging.Filter):
+    """uvicorn's access log without query values or token-like path segments: a query may
+    carry ``?access_token=``, a next link's path a signed token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from drf_grip.proxy.headers import loggable_target
+
+        args = record.args
+        # uvicorn logs '%s - "%s %s HTTP/%s" %d' with (client, method, target, version, status).
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            path, _, query = args[2].partition("?")
+            record.args = (args[0], args[1], loggable_target(path, query), *args[3:])
+        return True
+
+
 class Command(RunserverCommand):
     help = "Starts the ASGI development server (uvicorn) with drf-grip's realtime."
+
+    _server: Any = None
 
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)
@@ -82,9 +108,87 @@ class Command(RunserverCommand):
                 )
             return text
         if grip_settings.proxies:
-            where = ", ".join(ep.control_uri for ep in grip_settings.proxies)
+            where = ", ".join(ep.display_uri for ep in grip_settings.proxies)
             return f"Realtime: behind the GRIP proxy at {where} (GRIP_URL); this is its origin."
         return "Realtime: the ASGI_APPLICATION has no embedded GRIP proxy and GRIP_URL is unset."
+
+    def run(self, **options: Any) -> None:
+        """Django's ``run``, with a reloader that lets the server answer held clients on Ctrl-C.
+
+        Django's reloader parent kills the server process 0.25 s after Ctrl-C (``subprocess``
+        gives a child that long), and in the server process the main thread exits at once
+        while uvicorn runs in a daemon thread that cannot see signals: held long-polls,
+        streams and WebSockets were cut. Here the parent waits for the server process, and
+        the server process tells uvicorn to stop and waits for it.
+        """
+        if not options["use_reloader"]:
+            self.inner_run(None, **options)
+        elif os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) == "true":
+            self.run_watched(**options)
+        else:
+            sys.exit(self.restart_with_reloader())
+
+    @staticmethod
+    def restart_with_reloader() -> int:
+        """The reloader's parent: start the server process again while it exits with 3.
+
+        Ctrl-C reaches the whole process group, so the server process has it already; a
+        SIGINT or SIGTERM sent to this process alone is passed on as SIGTERM.
+        """
+        env = {**os.environ, autoreload.DJANGO_AUTORELOAD_ENV: "true"}
+        args = autoreload.get_child_arguments()
+        while True:
+            child = subprocess.Popen(args, env=env, close_fds=False)
+
+            def pass_on(signum: int, frame: Any, child: subprocess.Popen = child) -> None:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+
+            previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                code = child.wait()
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            if code != 3:
+                return code
+
+    def run_watched(self, **options: Any) -> None:
+        """The reloader's server process: uvicorn in a thread, file watching and signals here."""
+        stopping = threading.Event()  # a signal asked the server to stop
+        stopped = threading.Event()  # ... and it answered its clients and returned
+        first_signal = [0.0]
+
+        def on_signal(signum: int, frame: Any) -> None:
+            server = self._server
+            if stopped.is_set() or server is None:
+                raise KeyboardInterrupt  # nothing is served (yet, or any more)
+            now = time.monotonic()
+            if not stopping.is_set():
+                stopping.set()
+                first_signal[0] = now
+                server.should_exit = True
+            elif signum == signal.SIGINT and now - first_signal[0] > _FORCE_AFTER:
+                server.force_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+
+        def serve(*args: Any, **kwargs: Any) -> None:
+            try:
+                self.inner_run(*args, **kwargs)
+            finally:
+                if stopping.is_set():
+                    # Wake the file watcher (it sleeps between scans) so the process exits.
+                    stopped.set()
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+        reloader = autoreload.get_reloader()
+        autoreload.logger.info("Watching for file changes with %s", type(reloader).__name__)
+        try:
+            autoreload.start_django(reloader, serve, **options)
+        except KeyboardInterrupt:
+            pass
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         import uvicorn
@@ -124,11 +228,17 @@ class Command(RunserverCommand):
             app,
             host=host,
             port=int(self.port),
-            lifespan="on",
+            # "auto": Django's own ASGI app (the origin behind Pushpin) refuses lifespan
+            # scopes; the embedded proxy answers them.
+            lifespan="auto",
             log_level=logging.INFO if options.get("verbosity", 1) > 1 else logging.WARNING,
             access_log=options.get("verbosity", 1) > 1,
         )
-        server = Server(config, on_started=announce)
+        if config.access_log:
+            access = logging.getLogger("uvicorn.access")
+            if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
+                access.addFilter(RedactedAccessLog())
+        server = self._server = Server(config, on_started=announce)
         try:
             server.run()
         except OSError as exc:

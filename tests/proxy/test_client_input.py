@@ -1,0 +1,78 @@
+"""What a client may not do through the embedded proxy, and what its logs never show."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+
+from .conftest import Origin, ProxyServer, Response, in_thread, run
+
+SECRET = "s3cr3t-token-value-0123456789"
+
+
+def test_plain_post_of_websocket_events_is_refused_before_the_origin(server: ProxyServer, origin: Origin):
+    origin.route("/api/ws/")(lambda r: Response(200, [("Content-Type", "application/websocket-events")], b"OPEN\r\n"))
+
+    response = httpx.post(
+        server.url + "/api/ws/",
+        content=b"OPEN\r\nTEXT 2\r\nhi\r\n",
+        headers={"Content-Type": "application/websocket-events; charset=utf-8", "Connection-Id": "mallory-1"},
+    )
+
+    assert response.status_code == 403
+    assert origin.requests_to("/api/ws/") == []
+
+
+def test_client_connection_id_and_grip_headers_never_reach_the_origin(server: ProxyServer, origin: Origin):
+    origin.route("/echo/")(lambda r: Response(200, [("Content-Type", "text/plain")], "ok"))
+
+    response = httpx.get(
+        server.url + "/echo/",
+        headers={"Connection-Id": "mallory-1", "Grip-Last": "todos; last-id=9", "Grip-Feature": "evil"},
+    )
+
+    assert response.status_code == 200
+    (request,) = origin.requests_to("/echo/")
+    assert "connection-id" not in request.headers
+    assert "grip-last" not in request.headers
+    assert "evil" not in request.headers["grip-feature"]
+
+
+def test_logs_show_neither_query_values_nor_next_link_tokens(
+    server: ProxyServer, origin: Origin, caplog: pytest.LogCaptureFixture
+):
+    link = f"/_grip/next/{SECRET}{SECRET}/"
+    origin.route("/stream/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "s"), ("Grip-Link", f"<{link}>; rel=next"),
+        ("Content-Type", "text/plain"),
+    ], "open\n"))
+    origin.route(link)(lambda r: Response(404, [], ""))
+    origin.route("/todo/")(lambda r: Response(200, [
+        ("Grip-Hold", "response"), ("Grip-Channel", "todo"), ("Content-Type", "text/plain"),
+    ], "held"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            async with client.stream("GET", f"/stream/?access_token={SECRET}") as stream:
+                assert await in_thread(server.proxy.wait_for_subscribers, "s")
+                # A hint makes the proxy fetch the next link, which it logs.
+                await in_thread(server.publish, {"channel": "s", "formats": {"http-stream": {"action": "hint"}}})
+                body = b"".join([chunk async for chunk in stream.aiter_bytes()])
+            poll = asyncio.ensure_future(client.get(f"/todo/?access_token={SECRET}&page=2"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            # A hint re-requests the long-poll, which the proxy logs too.
+            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": {"action": "hint"}}})
+            origin.route("/todo/")(lambda r: Response(200, [("Content-Type", "text/plain")], "fresh"))
+            return body, await poll
+
+    with caplog.at_level(logging.DEBUG, logger="drf_grip"):
+        body, poll = run(scenario())
+
+    assert body == b"open\n" and poll.text == "fresh"
+    assert origin.requests_to(link), "the next link was fetched"
+    assert "next link for /stream/?access_token=*" in caplog.text
+    assert "retry /todo/?access_token=*&page=*" in caplog.text
+    assert SECRET not in caplog.text
