@@ -27,10 +27,6 @@ __all__ = ["RealtimeSchemaMixin", "RealtimeAutoSchema", "install"]
 
 EVENT_STREAM = "text/event-stream"
 
-#: Actions of a viewset that are live; a view may narrow or widen them with
-#: ``realtime_actions`` (read with getattr: the mixin need not define it).
-REALTIME_ACTIONS = ("list", "retrieve")
-
 _ETAG_HEADER: dict[str, Any] = {
     "schema": {"type": "string"},
     "description": "Strong validator of this representation; send it back in If-None-Match "
@@ -95,13 +91,16 @@ class RealtimeSchemaMixin:
     # -- which operation is this -----------------------------------------------------------
 
     def is_realtime_read(self) -> bool:
+        """Whether this operation is live, as the view decides it for a request: its
+        ``get_realtime_kind()`` hook (drf-spectacular gives the view a mock request)."""
         view = self.view
         if self.method != "GET" or not _is_realtime_view(view):
             return False
-        action = getattr(view, "action", None)
-        if action is None:  # a generic view: its GET is the live one
-            return True
-        return action in getattr(view, "realtime_actions", REALTIME_ACTIONS)
+        try:
+            return view.get_realtime_kind() is not None
+        except Exception:  # a hook that needs a real request: document it as live
+            action = getattr(view, "action", None)
+            return action is None or action in ("list", "retrieve")
 
     def is_guarded_write(self) -> bool:
         return self.method in ("PUT", "PATCH", "DELETE") and _is_realtime_view(self.view)

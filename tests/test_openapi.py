@@ -195,3 +195,33 @@ def test_extend_schema_and_a_views_own_schema_class_keep_the_realtime_parts():
     feed = schema["paths"]["/feed/"]["get"]
     assert "Last-Event-ID" in headers_of(feed)
     assert "text/event-stream" in feed["responses"]["200"]["content"]
+
+
+def test_the_views_realtime_kind_hook_decides_which_operations_are_live():
+    """An action the view makes live through ``get_realtime_kind()`` is documented live; one
+    it turns off is not (the same decision as for a request)."""
+    from django.test import override_settings
+    from django.urls import path
+    from drf_spectacular.generators import SchemaGenerator
+    from rest_framework import viewsets
+
+    from tests.testapp.models import Todo
+    from tests.testapp.realtime_views import TodoSerializer
+
+    class ListOnlyLive(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+
+        def get_realtime_kind(self):
+            return "list" if getattr(self, "action", None) == "list" else None
+
+    rest_framework = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    with override_settings(REST_FRAMEWORK=rest_framework):
+        schema = SchemaGenerator(patterns=[
+            path("l/", ListOnlyLive.as_view({"get": "list"})),
+            path("l/<int:pk>/", ListOnlyLive.as_view({"get": "retrieve"})),
+        ]).get_schema(request=None, public=True)
+    assert "If-None-Match" in headers_of(schema["paths"]["/l/"]["get"])
+    detail = schema["paths"]["/l/{id}/"]["get"]
+    assert "If-None-Match" not in headers_of(detail) and "304" not in detail["responses"]
+    assert "text/event-stream" not in detail["responses"]["200"]["content"]
