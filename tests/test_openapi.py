@@ -143,6 +143,19 @@ def test_without_drf_spectacular_schema_class_views_keep_drfs_own():
     assert type(TodoViewSet().schema) is AutoSchema
 
 
+@pytest.fixture
+def local_views():
+    """Views defined inside a test register their model for publishing, process-wide;
+    forget them afterwards so other tests publish as before."""
+    from drf_grip.rest import registry
+
+    before = {model: list(views) for model, views in registry._views.items()}
+    yield
+    with registry._lock:
+        registry._views.clear()
+        registry._views.update(before)
+
+
 def _spectacular_urls() -> list[Any]:
     from django.urls import path
     from drf_spectacular.openapi import AutoSchema
@@ -177,7 +190,7 @@ def _spectacular_urls() -> list[Any]:
     ]
 
 
-def test_extend_schema_and_a_views_own_schema_class_keep_the_realtime_parts():
+def test_extend_schema_and_a_views_own_schema_class_keep_the_realtime_parts(local_views):
     from django.test import override_settings
     from drf_spectacular.generators import SchemaGenerator
 
@@ -197,7 +210,7 @@ def test_extend_schema_and_a_views_own_schema_class_keep_the_realtime_parts():
     assert "text/event-stream" in feed["responses"]["200"]["content"]
 
 
-def test_the_views_realtime_kind_hook_decides_which_operations_are_live():
+def test_the_views_realtime_kind_hook_decides_which_operations_are_live(local_views):
     """An action the view makes live through ``get_realtime_kind()`` is documented live; one
     it turns off is not (the same decision as for a request)."""
     from django.test import override_settings
