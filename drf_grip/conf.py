@@ -36,7 +36,6 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_DELIVERY": "private",
     # Django cache aliases that hold channel versions and the set of live shared URLs.
     "VERSION_CACHE": "default",
-    "LIVE_URL_CACHE": "default",
     # How long a live URL (or a recorded subscription) outlives its last hold; None: the
     # longest hold, next-link or gateway keep-alive interval plus a minute.
     "LIVE_URL_TIMEOUT": None,
