@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -47,8 +46,8 @@ logger = logging.getLogger("drf_grip.publish")
 
 #: How many shared representations the publisher rendered (tests count them).
 render_stats: dict[str, int] = {"renders": 0}
-_recent: dict[str, tuple[str, ...]] = {}
-_lock = threading.Lock()
+#: Per index, the slot each live URL took in this process (SlotIndex.renew).
+_recent: dict[str, dict[str, tuple[str, float]]] = {}
 
 
 @dataclass(frozen=True)
@@ -153,33 +152,17 @@ def list_live_url(request: Any, view: Any) -> bool:
     label = model._meta.label_lower
     url = live_url(request, view)
     pk = _detail_pk(view, model)
-    tables = _tables(label, pk)
-    memo = f"{label}|{pk}|{url.key}"
-    slots = _recent.get(memo)
-    cache = state_cache()
-    if slots is not None and all(cache.touch(slot, live_timeout()) for slot in slots):
-        return True
     recorded = record(request._request, credentials=False, query=url.query)
     recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
     entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
-    found: list[str] = []
-    for position, table in enumerate(tables):
-        if not table.add(url.key, entry):
+    for position, table in enumerate(_tables(label, pk)):
+        if not table.renew(url.key, entry, _recent.setdefault(table.name, {})):
             if position == 0:
                 return False
             # The model-wide detail index only serves changes that name no objects; past
             # its cap those reach the URL through the bulk channel it also holds on.
             mark_overflow(model, "bulk")
-            continue
-        found.extend(s for s in table._slots(url.key) if _holds(cache, s, url.key))
-    with _lock:
-        _recent[memo] = tuple(found)
     return True
-
-
-def _holds(cache: Any, slot: str, key: str) -> bool:
-    value = cache.get(slot)
-    return isinstance(value, dict) and value.get("k") == key
 
 
 def _detail_pk(view: Any, model: type[models.Model]) -> Any:

@@ -113,7 +113,12 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     cache.set(_STATE + sid, state, remaining)
     recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT="text/event-stream")
     context = RealtimeContext(role="next-link", etag=state["etag"], user=state["user"], state=state)
-    response, inner = subscriber_get(recorded, context, grip_sig=request.META.get("HTTP_GRIP_SIG"))
+    response, inner = subscriber_get(
+        recorded,
+        context,
+        grip_sig=request.META.get("HTTP_GRIP_SIG"),
+        grip_last=request.META.get("HTTP_GRIP_LAST"),
+    )
     if context.revoked or context.policy is None or not response.has_header("Grip-Hold"):
         # Revoked credentials (401/403, another user), a URL that is no longer live, or an
         # answer that does not continue the stream: end it.
