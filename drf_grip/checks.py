@@ -39,7 +39,7 @@ _PER_PROCESS = (
 @checks.register(checks.Tags.caches)
 def check_shared_state_cache(app_configs=None, **kwargs):
     """Shared delivery keeps live URLs and versions in Django's cache: a per-process cache
-    is right only while one process serves and publishes (DESIGN.md §3)."""
+    is right only while one process serves and publishes."""
     from django.conf import settings
 
     from .conf import grip_settings

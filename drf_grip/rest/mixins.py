@@ -1,4 +1,4 @@
-"""``RealtimeMixin``: the list and detail URLs of a DRF view become live (DESIGN.md §1).
+"""``RealtimeMixin``: the list and detail URLs of a DRF view become live.
 
 A GET answers with a strong ETag; ``If-None-Match`` with the current ETag is held by the
 GRIP proxy until the representation changes; ``Accept: text/event-stream`` opens a stream.
@@ -7,7 +7,7 @@ pagination) runs first, so a subscription sees exactly what a fresh GET would.
 
 The hooks decide once per subscription, and what they decided is recorded as a
 :class:`~drf_grip.rest.context.RealtimePolicy` that the publisher reads back: override a
-hook and both sides follow (DESIGN.md §3).
+hook and both sides follow.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class _RealtimeBase:
         return [str(getattr(value, "pk", value))]
 
     def get_realtime_channels(self) -> list[str]:
-        """Channels a hold subscribes to. Only the server picks them (DESIGN.md §3).
+        """Channels a hold subscribes to. Only the server picks them.
 
         Override together with ``get_changed_channels()``, its publishing counterpart.
         """
@@ -201,7 +201,7 @@ class _RealtimeBase:
         if context is not None and context.user is not None:
             user = getattr(request, "user", None)
             if user is None or not user.is_authenticated or str(user.pk) != context.user:
-                # The credentials of the subscription no longer name its user (DESIGN.md §3).
+                # The credentials of the subscription no longer name its user.
                 context.revoked = True
         if request.method in _WRITES and request.META.get("HTTP_IF_MATCH"):
             self.check_if_match(request)
@@ -232,7 +232,7 @@ class _RealtimeBase:
             record_policy(policy, type(self))
             if delivery == SHARED:
                 # Listed BEFORE the version is read and the representation computed: a change
-                # committed from here on renders this URL (DESIGN.md §4).
+                # committed from here on renders this URL.
                 from .shared import list_live_url
 
                 if not list_live_url(request, self):
@@ -294,7 +294,7 @@ class _RealtimeBase:
     def _canonicalize_query(self, request: Request) -> None:
         """Drop query parameters the view does not read (``?_=1700000000``) before it runs,
         so the body a fresh GET returns (with DRF's pagination links, which copy the query)
-        equals the body pushed for the live URL (DESIGN.md §3)."""
+        equals the body pushed for the live URL."""
         from .shared import used_query_params
 
         used = used_query_params(self)

@@ -1,4 +1,4 @@
-"""Where recorded realtime policies live, so any process can follow them (DESIGN.md §3).
+"""Where recorded realtime policies live, so any process can follow them.
 
 A subscription records which view (and delivery mode) it came through, per model, in a
 bounded index in Django's cache. The publisher lists the index of a changed model and asks

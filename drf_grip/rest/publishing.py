@@ -1,4 +1,4 @@
-"""From committed changes to GRIP items, following what subscriptions recorded (DESIGN.md §3).
+"""From committed changes to GRIP items, following what subscriptions recorded.
 
 For each changed model the publisher lists the policies its subscriptions recorded
 (``policies.py``): private views get a ``hint`` on the channels their

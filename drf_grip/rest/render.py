@@ -1,4 +1,4 @@
-"""One render path: a GET the server runs *as the subscriber* (DESIGN.md §3).
+"""One render path: a GET the server runs *as the subscriber*.
 
 Shared renders, a stream's next link and a gateway subscription's re-render all replay the
 subscriber's own GET through the whole middleware stack and URLconf, with the headers the

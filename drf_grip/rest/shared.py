@@ -1,4 +1,4 @@
-"""Shared delivery: one render per live URL, pushed to every subscriber (DESIGN.md §3).
+"""Shared delivery: one render per live URL, pushed to every subscriber.
 
 A live URL is what decides the bytes of a representation: scheme, host, path, the query
 parameters the view actually reads (filters, search, ordering, pagination, ``format``),
@@ -258,7 +258,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             return  # this representation did not change: its subscribers sleep on
         formats = {
             # Pushpin merges published headers onto the held response's: always send
-            # ETag and Content-Type, or the client keeps the hold's old ETag (PUSHPIN.md).
+            # ETag and Content-Type, or the client keeps the hold's old ETag (Pushpin 1.36).
             "http-response": {
                 "code": 200,
                 "reason": "OK",

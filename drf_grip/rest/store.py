@@ -1,7 +1,7 @@
 """Shared realtime state in Django's cache, updated only with atomic operations.
 
-Several origin workers, a Celery worker and a shell publish and subscribe at once
-(DESIGN.md §4), so nothing here reads a shared value, changes it and writes it back: the
+Several origin workers, a Celery worker and a shell publish and subscribe at once,
+so nothing here reads a shared value, changes it and writes it back: the
 only writes are ``add`` (set-if-absent), ``set`` of a key that one writer owns, ``touch``,
 ``incr`` and ``delete``. Everything expires.
 

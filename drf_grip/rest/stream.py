@@ -1,8 +1,8 @@
-"""Next links for event streams: each one a single-use, expiring pointer (DESIGN.md §3).
+"""Next links for event streams: each one a single-use, expiring pointer.
 
 Pushpin fetches a stream's ``Grip-Link rel=next`` as a bare GET: no cookies, no
 Authorization, only ``Grip-Last``; it shares one fetch among all clients whose link has the
-same *path* (the query string is ignored), and it logs the link at INFO (PUSHPIN.md). So:
+same *path* (the query string is ignored), and it logs the link at INFO (Pushpin 1.36). So:
 
 - the stream's subscriber GET (its headers, credentials included) is kept server-side, in
   Django's cache under a random stream id; the link's path carries only that id and a
