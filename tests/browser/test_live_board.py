@@ -1,0 +1,116 @@
+"""The sample's live board in a real Chromium: two pages, one change, every transport, through
+the embedded proxy and through Pushpin; and a server restart that loses no update."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import pytest
+
+from .conftest import Board
+
+TRANSPORTS = ["longpoll", "sse", "ws"]
+# The contract is one second (DESIGN.md §4); the issue asks the browser for two, which also
+# covers the click and the page's own rendering.
+WITHIN_MS = 2000
+# Reconnect backoff cap for the pages under test (?max_delay=): a restart then costs about a
+# second instead of the default fifteen.
+MAX_DELAY_MS = 1000
+
+_titles = itertools.count(1)
+
+# Records when each todo title first appeared on the page (the page's own clock).
+_WATCH_TITLES = """() => {
+  window.seenAt = new Map();
+  const note = () => {
+    for (const node of document.querySelectorAll("#todos .title")) {
+      if (!window.seenAt.has(node.textContent)) window.seenAt.set(node.textContent, Date.now());
+    }
+  };
+  note();
+  new MutationObserver(note).observe(document.getElementById("todos"), {childList: true, subtree: true});
+}"""
+
+
+def unique_title(label: str) -> str:
+    return f"{label} {next(_titles)} {time.monotonic_ns()}"
+
+
+def open_board(context: Any, board: Board, transport: str) -> Any:
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(f"{board.url}/?transport={transport}&max_delay={MAX_DELAY_MS}")
+    wait_state(page, "live")
+    page.evaluate(_WATCH_TITLES)
+    return page
+
+
+def wait_state(page: Any, state: str, timeout: float = 15_000) -> None:
+    page.wait_for_selector(f'#state[data-state="{state}"]', timeout=timeout)
+
+
+def item(page: Any, title: str, done: bool | None = None) -> Any:
+    css = "#todos li" + {None: "", True: ".done", False: ":not(.done)"}[done]
+    return page.locator(css, has=page.locator(".title", has_text=title))
+
+
+def add_todo(page: Any, title: str) -> int:
+    """Type a todo and press Add; returns the page's clock just before the click."""
+    page.fill("#title", title)
+    started = page.evaluate("Date.now()")
+    page.click("#add button", no_wait_after=True)
+    return started
+
+
+def wait_seen(page: Any, title: str, since: int) -> int:
+    """Wait until ``title`` is on ``page``; returns how long after ``since`` it appeared, in ms."""
+    item(page, title).wait_for(timeout=15_000)
+    return page.evaluate("(title) => window.seenAt.get(title)", title) - since
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_todo_added_in_one_page_appears_in_the_other(
+    board: Board, browser_context: Any, transport: str
+) -> None:
+    writer = open_board(browser_context, board, transport)
+    reader = open_board(browser_context, board, transport)
+
+    title = unique_title(f"added over {transport} via {board.name}")
+    started = add_todo(writer, title)
+    latency = wait_seen(reader, title, started)
+    assert latency < WITHIN_MS, f"the other page showed the new todo after {latency} ms"
+
+    # And back: a toggle in the reading page shows as done in the writing one.
+    reader_box = item(reader, title).locator("input.toggle")
+    reader_box.check(no_wait_after=True)
+    item(writer, title, done=True).wait_for(timeout=15_000)
+
+    assert writer.errors == [] and reader.errors == []
+
+
+def test_the_board_resumes_after_a_server_restart_without_losing_an_update(
+    board: Board, browser_context: Any
+) -> None:
+    pages = {transport: open_board(browser_context, board, transport) for transport in TRANSPORTS}
+    while_down = unique_title(f"written while {board.name}'s server was down")
+
+    board.restart_origin(while_down=lambda: board.server.insert_todo(while_down))
+
+    if board.pushpin is None:
+        # The embedded proxy went away with the server: every page reconnected and resumed
+        # from its ETag, which the row written meanwhile made stale.
+        for transport, page in pages.items():
+            item(page, while_down).wait_for(timeout=20_000)
+            wait_state(page, "live")
+    # Behind Pushpin the clients' connections never dropped; a row written without a publish
+    # shows with the next change, which every page must see, whichever transport it uses.
+    after = unique_title("added after the restart")
+    started = add_todo(pages["longpoll"], after)
+    for transport, page in pages.items():
+        latency = wait_seen(page, after, started)
+        assert latency < WITHIN_MS, f"{transport}: the todo showed after {latency} ms"
+        item(page, while_down).wait_for(timeout=5_000)
+        assert page.errors == [], transport
