@@ -284,7 +284,11 @@ def sample_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
 
 
 @pytest.fixture(params=["embedded", "pushpin"])
-def board(request: pytest.FixtureRequest, sample_servers: dict[str, Board]) -> Board:
+def board(
+    request: pytest.FixtureRequest, chromium: Any, sample_servers: dict[str, Board]
+) -> Board:
+    """The board behind the embedded proxy or behind Pushpin (the browser is checked first:
+    without one, starting the servers is wasted)."""
     if request.param not in sample_servers:
         pushpin_missing()
     found = sample_servers[request.param]
