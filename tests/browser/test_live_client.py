@@ -166,3 +166,20 @@ def test_an_aborted_signal_stops_the_subscription(page: Any) -> None:
       return {states: todos.states, more: todos.changes.length - before};
     }""")
     assert result == {"states": ["connecting", "live", "stopped"], "more": 0}
+
+
+def test_a_missing_object_answers_404_on_every_transport(page: Any) -> None:
+    """EventSource hides an HTTP error's status; the client asks once, so a missing object
+    ends the subscription instead of retrying for ever."""
+    result = page.evaluate("""async () => {
+      const out = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        const record = watch("/api/todos/987654321/", {transport, gatewayUrl: "/api/ws/"});
+        await record.ready;
+        const last = record.changes[0];
+        out[transport] = {data: last.data, status: last.info.status, state: record.handle.state};
+      }
+      return out;
+    }""")
+    for transport, last in result.items():
+        assert last == {"data": None, "status": 404, "state": "stopped"}, transport

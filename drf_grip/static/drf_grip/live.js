@@ -17,6 +17,10 @@
 // Each subscription reconnects by itself with capped exponential backoff and jitter, and
 // resumes from the last ETag it saw, so a change made while it was away arrives once it is
 // back. onChange never sees the same ETag twice in a row.
+//
+// Over HTTP/1.1 a browser opens about six connections per host, and every long-poll or
+// EventSource subscription keeps one busy: a page with many live URLs should use "ws", whose
+// one socket carries them all (or serve the site over HTTP/2).
 
 /** Connection states passed to `onState`. */
 export const CONNECTING = "connecting";
@@ -296,7 +300,14 @@ async function longpoll(sub) {
       continue;
     }
     if (response.ok) {
-      sub.deliver(body, response.headers.get("ETag"));
+      const etag = response.headers.get("ETag");
+      sub.deliver(body, etag);
+      // Without an ETag there is nothing to hold on: not a realtime URL. Poll slowly
+      // rather than spin.
+      if (!etag) {
+        sub.fail(new Error(`${sub.url} sent no ETag: not a realtime URL, polling instead`));
+        if (!(await pause(sub, sub.opts.maxDelay))) return;
+      }
       continue;
     }
     if (isGone(response.status)) {
@@ -347,15 +358,35 @@ function sse(sub) {
         sub.setState(RECONNECTING, { attempt: sub.attempt + 1 });
         return;
       }
-      // CLOSED: the browser gave up (an HTTP error such as a proxy's 502). A new EventSource
-      // cannot send Last-Event-ID; the server sends the current representation first, and
-      // deliver() drops it when its ETag is the one already seen.
+      // CLOSED: the browser gave up on an HTTP error, whose status EventSource hides. A
+      // deleted object must end the subscription, not retry forever: ask once with a GET.
+      // A new EventSource cannot send Last-Event-ID; the server sends the current
+      // representation first, and deliver() drops it when its ETag is the one already seen.
       source.close();
-      sub.backoff(new Error("event stream closed")).then((again) => again && open());
+      statusOf(sub).then((status) => {
+        if (isGone(status)) return sub.deliver(null, null, status);
+        const error = new HttpError(status || 0, null, null, `event stream closed (GET answers ${status || "nothing"})`);
+        return sub.backoff(error).then((again) => again && open());
+      });
     };
   };
   sub.cleanup.push(() => source && source.close());
   open();
+}
+
+/** The status a plain GET of the subscription's URL answers now (0: no answer). */
+async function statusOf(sub) {
+  try {
+    const response = await fetch(sub.url, {
+      headers: { Accept: "application/json" },
+      credentials: sub.opts.credentials,
+      cache: "no-store",
+    });
+    response.body && response.body.cancel();
+    return response.status;
+  } catch {
+    return 0;
+  }
 }
 
 /** SSE over fetch(), for requests that need headers (EventSource cannot send any). */
