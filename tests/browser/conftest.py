@@ -1,9 +1,9 @@
 """A real Chromium against the sample's live board, served the way a user runs it.
 
-- ``chromium`` (session): Debian's ``/usr/bin/chromium`` (or ``$CHROMIUM``) driven by
+- ``chromium`` (package): Debian's ``/usr/bin/chromium`` (or ``$CHROMIUM``) driven by
   Playwright's Python package; Playwright never downloads a browser here. Missing browser or
   package: a failure under ``CI``, a skip elsewhere.
-- ``sample_servers`` (session): ``python sample_api/manage.py runserver`` in a subprocess, once
+- ``sample_servers`` (package): ``python sample_api/manage.py runserver`` in a subprocess, once
   with the embedded GRIP proxy and once as the origin of a private Pushpin, each with its own
   database, so a test can stop and restart "the server" where the browser expects it.
 - ``board``: one of them per test run (parametrized: ``embedded``, ``pushpin``).
@@ -70,9 +70,12 @@ def browser_missing(reason: str) -> None:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an event loop in the main thread
+# while it is open, and tests after this package call asyncio.run(), which refuses to start
+# inside a running loop.
+@pytest.fixture(scope="package")
 def chromium() -> Iterator[Any]:
-    """A headless Chromium (Playwright ``Browser``), launched once per session."""
+    """A headless Chromium (Playwright ``Browser``), launched once for the browser tests."""
     executable = find_chromium()
     if executable is None:
         browser_missing("Chromium is not installed (no 'chromium' on PATH or at $CHROMIUM).")
@@ -248,7 +251,7 @@ def _quietly(request: urllib.request.Request) -> None:
         pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sample_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Board]]:
     """Both boards, started once; a test that restarts one leaves it running again."""
     first = SampleServer(tmp_path_factory.mktemp("sample-embedded"))

@@ -31,7 +31,17 @@ _WATCH_TITLES = """() => {
   };
   note();
   new MutationObserver(note).observe(document.getElementById("todos"), {childList: true, subtree: true});
+  const badge = document.getElementById("state");
+  window.stateLog = [[Date.now(), badge.dataset.state]];
+  new MutationObserver(() => window.stateLog.push([Date.now(), badge.dataset.state]))
+    .observe(badge, {attributes: true, attributeFilter: ["data-state"]});
 }"""
+
+
+def history(page: Any, since: int) -> str:
+    """The page's connection states since ``since``, for failure messages."""
+    log = page.evaluate("window.stateLog")
+    return ", ".join(f"{state} at {at - since:+d} ms" for at, state in log)
 
 
 def unique_title(label: str) -> str:
@@ -84,7 +94,10 @@ def test_a_todo_added_in_one_page_appears_in_the_other(
     title = unique_title(f"added over {transport} via {board.name}")
     started = add_todo(writer, title)
     latency = wait_seen(reader, title, started)
-    assert latency < WITHIN_MS, f"the other page showed the new todo after {latency} ms"
+    assert latency < WITHIN_MS, (
+        f"the other page showed the new todo after {latency} ms; its states: "
+        + history(reader, started)
+    )
 
     # And back: a toggle in the reading page shows as done in the writing one.
     reader.bring_to_front()
@@ -116,10 +129,11 @@ def test_the_board_resumes_after_a_server_restart_without_losing_an_update(
             wait_state(page, "live")
     # Behind Pushpin the clients' connections never dropped; a row written without a publish
     # shows with the next change, which every page must see, whichever transport it uses.
+    # No latency bound here: the first publish of a freshly started process pays for its
+    # imports (about 0.1 to 1 s, more on a loaded machine); the point is that nothing is lost.
     after = unique_title("added after the restart")
-    started = add_todo(pages["longpoll"], after)
+    add_todo(pages["longpoll"], after)
     for transport, page in pages.items():
-        latency = wait_seen(page, after, started)
-        assert latency < WITHIN_MS, f"{transport}: the todo showed after {latency} ms"
+        item(page, after).wait_for(timeout=15_000)
         item(page, while_down).wait_for(timeout=5_000)
         assert page.errors == [], transport
