@@ -137,3 +137,22 @@ def test_the_board_resumes_after_a_server_restart_without_losing_an_update(
         item(page, after).wait_for(timeout=15_000)
         item(page, while_down).wait_for(timeout=5_000)
         assert page.errors == [], transport
+
+
+def test_the_transport_switch_moves_the_board_to_another_transport(
+    board: Board, browser_context: Any
+) -> None:
+    page = open_board(browser_context, board, "longpoll")
+    sockets: list[Any] = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+
+    page.select_option("#transport", "ws")
+    wait_state(page, "live")
+    assert page.url.endswith("?transport=ws&max_delay=1000")
+
+    other = open_board(browser_context, board, "sse")
+    title = unique_title("seen after switching")
+    add_todo(other, title)
+    item(page, title).wait_for(timeout=15_000)
+    assert len(sockets) == 1 and not sockets[0].is_closed()
+    assert page.errors == [] and other.errors == []
