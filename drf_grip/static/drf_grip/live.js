@@ -169,7 +169,7 @@ class Subscription {
   deliver(data, etag, status = 200) {
     if (this.stopped) return;
     this.attempt = 0;
-    this.setState(LIVE);
+    if (status === 200) this.setState(LIVE);
     if (status === 200 && etag && etag === this.etag) return;
     this.etag = status === 200 ? etag : null;
     try {
@@ -271,12 +271,16 @@ const UNHELD_304_MS = 1000;
 
 async function longpoll(sub) {
   const { headers = {}, credentials, wait } = sub.opts;
+  // A held request answers nothing until a change or its timeout, so "live" could not be
+  // shown until then: each (re)connection starts with a plain GET, which answers at once
+  // (and is not delivered again when its ETag is the one already seen).
+  let connected = false;
   while (!sub.stopped) {
     const controller = new AbortController();
     const abort = () => controller.abort();
     sub.cleanup.push(abort);
     const sent = { Accept: "application/json", ...headers };
-    if (sub.etag) {
+    if (sub.etag && connected) {
       sent["If-None-Match"] = sub.etag;
       sent.Prefer = `wait=${wait}`;
     }
@@ -289,11 +293,13 @@ async function longpoll(sub) {
       body = await readBody(response);
     } catch (error) {
       if (sub.stopped) return;
+      connected = false;
       if (!(await sub.backoff(error))) return;
       continue;
     } finally {
       sub.cleanup = sub.cleanup.filter((undo) => undo !== abort);
     }
+    connected = response.ok || response.status === 304;
     if (response.status === 304) {
       sub.alive();
       if (Date.now() - started < UNHELD_304_MS && !(await pause(sub, UNHELD_304_MS))) return;
