@@ -57,8 +57,8 @@ _put_pyenv_pythons_on_path()
     [nox.param(python, django, id=f"{python}-django{django}") for python, django in MATRIX],
 )
 def tests(session: nox.Session, django: str) -> None:
-    """Unit, integration (real Pushpin) and conformance tests."""
-    session.install("-e", ".[test]", *MATRIX[(session.python, django)])
+    """Unit, integration (real Pushpin), conformance and browser (system Chromium) tests."""
+    session.install("-e", ".[test,browser]", *MATRIX[(session.python, django)])
     session.run("python", "-m", "django", "--version")
     session.run("python", "-m", "pytest", *session.posargs)
 
