@@ -60,6 +60,14 @@ def view_path(view_class: type) -> str:
     return f"{view_class.__module__}:{view_class.__qualname__}"
 
 
+class _Current(Exception):
+    """Raised from ``initial()``: the client already holds the current shared representation."""
+
+    def __init__(self, etag: str) -> None:
+        super().__init__(etag)
+        self.etag = etag
+
+
 class _RealtimeBase:
     """Shared machinery of the list and detail mixins."""
 
@@ -256,6 +264,24 @@ class _RealtimeBase:
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy
+        elif policy.delivery == SHARED:
+            self._hold_if_current(request, policy)
+
+    def _hold_if_current(self, request: Request, policy: RealtimePolicy) -> None:
+        """A shared channel's version names the ETag last pushed to it: a client that comes
+        back with exactly that ETag holds the current representation, so it is held again
+        without running the view (every delivered watcher comes back at once). A change
+        committed but not yet published moves the version later; the hold's prev-id then
+        gets it."""
+        from .shared import tag_of
+
+        header = request.META.get("HTTP_IF_NONE_MATCH")
+        version = policy.versions.get(policy.channels[0])
+        if request.method != "GET" or not header or not version or self.is_event_stream(request):
+            return
+        etag = f'"{tag_of(version)}"'
+        if etag_matches(header, etag):
+            raise _Current(etag)
 
     def _subscribes(self, request: Request) -> bool:
         """Whether this read may end in a subscription (only those are recorded)."""
@@ -349,6 +375,11 @@ class _RealtimeBase:
         raise exc
 
     def handle_exception(self, exc):
+        if isinstance(exc, _Current):
+            self._current_etag = exc.etag
+            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+            response["ETag"] = exc.etag
+            return response
         response = super().handle_exception(exc)
         etag = getattr(exc, "etag", None)
         if etag is not None:
@@ -361,6 +392,9 @@ class _RealtimeBase:
         context = context_of(request)
         if policy is None or not isinstance(response, Response):
             return response
+        current = getattr(self, "_current_etag", None)
+        if current is not None:
+            return self.longpoll_response(request, response, policy, current)
         role = context.role if context is not None else "client"
         if policy.delivery == SHARED and role != "shared-render" and response.status_code == 200:
             self._name_first_version(policy, response)

@@ -55,7 +55,7 @@ def _publish_versioned(channel: str, formats: dict[str, Any]) -> tuple[str | Non
 
 
 def _hint(channel: str) -> None:
-    if bucketable(channel) and not per_process_state():
+    if bucketable(channel):
         paced_hint(channel, lambda ch: _publish_versioned(ch, HINT))
     else:
         _publish_versioned(channel, HINT)

@@ -193,8 +193,13 @@ def first_version(channel: str, etag: str) -> None:
     add_version(channel, _new_version(etag.strip('"')))
 
 
+def tag_of(version: str) -> str:
+    """The ETag (without quotes) a shared channel's version names."""
+    return version.rsplit(".", 1)[0]
+
+
 def _names(version: str | None, tag: str) -> bool:
-    return version is not None and version.split(".", 1)[0] == tag
+    return version is not None and tag_of(version) == tag
 
 
 def render_live(recorded: RecordedRequest) -> tuple[int, bytes, str, str | None]:
