@@ -56,7 +56,7 @@ def test_runserver_serves_http_through_the_embedded_proxy():
         text = "".join(output)
         assert f"http://127.0.0.1:{port}/" in text
         assert "embedded GRIP proxy" in text
-        assert httpx.get(f"http://127.0.0.1:{port}/_grip/").text.strip() == "drf-grip embedded proxy"
+        assert httpx.get(f"http://127.0.0.1:{port}/_grip/").text.startswith("drf-grip embedded proxy\n")
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=20)
