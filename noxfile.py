@@ -15,13 +15,15 @@ import nox
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
-#: (python, django) -> requirements pinned beside Django. DRF 3.18 and django-filter 25.2+
+#: (python, django) -> requirements pinned beside Django. setup.cfg's classifiers name these
+#: Python and Django versions: change both together. DRF 3.18 and django-filter 25.2+
 #: need Django >= 5.2, so Django 4.2 gets the last releases that support it.
 MATRIX: dict[tuple[str, str], list[str]] = {
     ("3.11", "4.2"): ["django>=4.2,<5.0", "djangorestframework>=3.15,<3.18", "django-filter<25.2"],
     ("3.11", "5.2"): ["django>=5.2,<6.0"],
     # Django 6 needs Python >= 3.12.
     ("3.12", "6"): ["django>=6.0,<7.0"],
+    ("3.13", "5.2"): ["django>=5.2,<6.0"],
 }
 
 

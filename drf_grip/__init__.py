@@ -4,7 +4,7 @@ Names are imported lazily so that ``import drf_grip`` works before Django is con
 """
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,18 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    # What type checkers see; at run time the lazy __getattr__ below imports on first use.
+    # Keep in step with _EXPORTS (tests/test_packaging.py checks both).
+    from .grip.hold import set_hold_longpoll, set_hold_response, set_hold_stream
+    from .grip.publisher import PublishError, get_pubcontrol, get_publisher, publish, publish_items
+    from .grip.websocket import websocket_only
+    from .middleware import GripMiddleware
+    from .rest.gateway import RealtimeGateway
+    from .rest.mixins import ListRealtimeMixin, RealtimeMixin, RetrieveRealtimeMixin
+    from .rest.registry import paused, publish_changes, register
+    from .websocket import JSONWebSocketView, WebSocketView, accept_websocket, require_websocket
 
 
 def __getattr__(name: str) -> Any:

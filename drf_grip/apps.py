@@ -1,3 +1,5 @@
+from importlib.util import find_spec
+
 from django.apps import AppConfig
 
 
@@ -10,3 +12,9 @@ class DrfGripConfig(AppConfig):
         from .rest.registry import connect_signals
 
         connect_signals()
+        # drf-spectacular is optional (the ``openapi`` extra): document realtime views
+        # when it is installed, import nothing of it otherwise.
+        if find_spec("drf_spectacular") is not None:
+            from .openapi import install
+
+            install()

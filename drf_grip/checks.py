@@ -21,3 +21,40 @@ def check_publish_endpoints(app_configs=None, **kwargs):
             id="drf_grip.W001",
         )
     ]
+
+
+_PER_PROCESS = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.dummy.DummyCache",
+)
+
+
+@checks.register(checks.Tags.caches)
+def check_shared_state_cache(app_configs=None, **kwargs):
+    """Shared delivery keeps live URLs and versions in Django's cache: a per-process cache
+    is right only while one process serves and publishes (DESIGN.md §3)."""
+    from django.conf import settings
+
+    from .conf import grip_settings
+    from .rest.registry import shared_views
+
+    alias = grip_settings.VERSION_CACHE
+    backend = (getattr(settings, "CACHES", {}) or {}).get(alias, {}).get("BACKEND", "")
+    if backend not in _PER_PROCESS:
+        return []
+    views = shared_views()
+    if not views:
+        return []
+    return [
+        checks.Warning(
+            f"drf-grip keeps shared delivery's live URLs and channel versions in the "
+            f"{alias!r} cache, which is per process ({backend.rsplit('.', 1)[-1]}).",
+            hint=(
+                "That is right for one process only (runserver, one worker). With several "
+                "workers, or publishing from Celery or a shell, point DRF_GRIP['VERSION_CACHE'] "
+                "at a cache every process shares (Redis, Memcached). Shared views: "
+                + ", ".join(sorted(v.__name__ for v in views)[:5])
+            ),
+            id="drf_grip.W002",
+        )
+    ]

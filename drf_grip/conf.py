@@ -37,7 +37,13 @@ DEFAULTS: dict[str, Any] = {
     # Django cache aliases that hold channel versions and the set of live shared URLs.
     "VERSION_CACHE": "default",
     "LIVE_URL_CACHE": "default",
-    "LIVE_URL_TIMEOUT": 3600,
+    # How long a live URL (or a recorded subscription) outlives its last hold; None: the
+    # longest hold, next-link or gateway keep-alive interval plus a minute.
+    "LIVE_URL_TIMEOUT": None,
+    # At most this many live list URLs per model (shared delivery); past it a URL is
+    # delivered like private data (a hint re-requests its holds). Detail URLs: per object.
+    "LIVE_URL_MAX": 200,
+    "LIVE_URL_MAX_PER_OBJECT": 8,
     # Background publisher.
     "PUBLISH_CONNECT_TIMEOUT": 2.0,
     "PUBLISH_READ_TIMEOUT": 5.0,
@@ -58,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "WS_MAX_MESSAGE_SIZE": 64 * 1024,
     "WS_MAX_SUBSCRIPTIONS": 20,
     "WS_KEEP_ALIVE": 25,
+    # Gateway connections with private subscriptions to one model (each re-rendered per change).
+    "WS_MAX_LIVE_CONNECTIONS": 2048,
 }
 
 

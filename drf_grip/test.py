@@ -17,27 +17,44 @@ socket as it would behind Pushpin::
     assert ws.receive_json()["event"] == "change"
     ws.close()
 
+For HTTP, ``GripAPIClient`` is DRF's ``APIClient`` whose requests arrive as if a GRIP proxy
+forwarded them, and whose responses carry ``response.grip`` (the hold the view asked for);
+``capture_published()`` collects what this process publishes, like ``django.core.mail.outbox``::
+
+    client = GripAPIClient()
+    etag = client.get("/api/todos/")["ETag"]
+    held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert_held(held)
+    with capture_published() as outbox:
+        Todo.objects.create(title="new")
+        wait_published()
+    assert held.grip.channels[0] in outbox.channels
+
 Publishes run after commit on background threads: use
 ``@pytest.mark.django_db(transaction=True)`` (or ``TransactionTestCase``) for tests that wait
-for change messages.
+for change messages, or run the commit callbacks with ``captureOnCommitCallbacks(execute=True)``
+(pytest-django: ``django_capture_on_commit_callbacks``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 from django.test import Client
+from rest_framework.test import APIClient
 
 from .conf import embedded_key, grip_settings
-from .grip.publisher import get_publisher, register_local_sink, unregister_local_sink
+from .grip.publisher import Item, get_publisher, register_local_sink, unregister_local_sink
 from .grip.signature import EMBEDDED_ISS
 from .grip.websocket import (
     CONTENT_TYPE,
@@ -47,7 +64,18 @@ from .grip.websocket import (
     encode_events,
 )
 
-__all__ = ["WebSocketTestClient", "WebSocketConnection", "grip_signature"]
+__all__ = [
+    "GripAPIClient",
+    "GripInstruction",
+    "Outbox",
+    "WebSocketConnection",
+    "WebSocketTestClient",
+    "assert_held",
+    "assert_not_held",
+    "capture_published",
+    "grip_signature",
+    "wait_published",
+]
 
 
 def grip_signature() -> str:
@@ -298,11 +326,162 @@ class WebSocketConnection:
         self.close()
 
 
-def _settle(timeout: float) -> None:
+def _settle(timeout: float) -> bool:
+    """Wait until committed changes are handed to the publisher, then until it has sent
+    them; False if that took longer than ``timeout`` seconds."""
     from .rest.registry import wait_idle
 
-    wait_idle(timeout)
-    get_publisher().flush(timeout)
+    deadline = time.monotonic() + timeout
+    if not wait_idle(timeout):
+        return False
+    return get_publisher().flush(max(0.0, deadline - time.monotonic()))
+
+
+def wait_published(timeout: float = 10.0) -> None:
+    """Return once every change committed so far is published (rendered, and delivered to
+    the proxy, the embedded proxy or ``capture_published()``); ``TimeoutError`` after
+    ``timeout`` seconds.
+
+    Changes publish after commit: in a test whose transaction never commits (pytest-django's
+    plain ``django_db``, Django's ``TestCase``) there is nothing to wait for.
+    """
+    if not _settle(timeout):
+        raise TimeoutError(f"changes were not published within {timeout} s")
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GripInstruction:
+    """What a response asks of the GRIP proxy (its ``Grip-*`` headers), read as the proxy
+    reads them. Channel names are without ``GRIP_PREFIX``."""
+
+    #: ``"response"`` (a held long-poll), ``"stream"``, or None (answered at once).
+    hold: str | None = None
+    channels: list[str] = field(default_factory=list)
+    #: The ``prev-id`` each channel was subscribed with (its version when the GET started).
+    prev_ids: dict[str, str | None] = field(default_factory=dict)
+    #: Seconds a long-poll is held (``Grip-Timeout``); None for the proxy's default.
+    timeout: float | None = None
+    #: The status the proxy answers with when the hold ends without a publish.
+    status: int | None = None
+    #: A stream's next link: the URL the proxy fetches for the next events.
+    next_link: str | None = None
+
+    @property
+    def held(self) -> bool:
+        return self.hold is not None
+
+    @classmethod
+    def of(cls, response: Any) -> GripInstruction:
+        from .proxy.instruct import parse_instruct
+
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+        parsed = parse_instruct(raw)
+        prefix = grip_settings.prefix
+
+        def name(channel: str) -> str:
+            return channel[len(prefix):] if prefix and channel.startswith(prefix) else channel
+
+        return cls(
+            hold=parsed.hold,
+            channels=[name(c.name) for c in parsed.channels],
+            prev_ids={name(c.name): c.prev_id for c in parsed.channels},
+            timeout=parsed.timeout,
+            status=parsed.status[0] if parsed.status else None,
+            next_link=parsed.next_link.uri if parsed.next_link else None,
+        )
+
+
+class GripAPIClient(APIClient):
+    """DRF's ``APIClient`` whose requests arrive as proxied: each carries a valid
+    ``Grip-Sig`` for the configured proxy (the embedded proxy's when no ``GRIP_URL`` is set),
+    so views hold and stream as they do behind Pushpin. Each response has ``.grip``, a
+    :class:`GripInstruction`.
+
+    Nothing is held for real: a held request answers at once with the response the proxy
+    would keep (``304`` for a long-poll, the first events for a stream); the next request
+    with the same ETag is what the proxy sends when a change wakes it.
+    """
+
+    def request(self, **kwargs: Any) -> Any:
+        kwargs.setdefault("HTTP_GRIP_SIG", grip_signature())
+        response = super().request(**kwargs)
+        response.grip = GripInstruction.of(response)
+        return response
+
+
+def _instruction(response: Any) -> GripInstruction:
+    grip = getattr(response, "grip", None)
+    return grip if isinstance(grip, GripInstruction) else GripInstruction.of(response)
+
+
+def assert_held(
+    response: Any,
+    channels: Iterable[str] | None = None,
+    *,
+    stream: bool = False,
+    timeout: float | None = None,
+) -> GripInstruction:
+    """Assert that the proxy would hold ``response``: a long-poll (or, with ``stream=True``,
+    a stream) subscribed to at least ``channels``, held ``timeout`` seconds if given."""
+    grip = _instruction(response)
+    expected = "stream" if stream else "response"
+    assert grip.hold == expected, (
+        f"expected a held {expected}, got {grip.hold or 'no hold'} "
+        f"(status {response.status_code})"
+    )
+    missing = [c for c in channels or () if c not in grip.channels]
+    assert not missing, f"not subscribed to {missing}; channels: {grip.channels}"
+    if timeout is not None:
+        assert grip.timeout == timeout, f"held {grip.timeout} s, not {timeout} s"
+    return grip
+
+
+def assert_not_held(response: Any) -> None:
+    """Assert that the proxy would answer ``response`` at once."""
+    grip = _instruction(response)
+    assert grip.hold is None, f"held ({grip.hold}) on {grip.channels}"
+
+
+class Outbox(list[Item]):
+    """Items published in this process while :func:`capture_published` was active, in
+    Pushpin's ``/publish`` form (``channel``, ``id``, ``prev-id``, ``formats``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def publish_items(self, items: list[Item]) -> None:  # the local sink interface
+        with self._lock:
+            self.extend(items)
+
+    @property
+    def channels(self) -> list[str]:
+        """The channel of each item, in order, without ``GRIP_PREFIX``."""
+        prefix = grip_settings.prefix
+        return [
+            str(item.get("channel", ""))[len(prefix):] if prefix else str(item.get("channel", ""))
+            for item in list(self)
+        ]
+
+    def to(self, channel: str) -> list[Item]:
+        """The items published on ``channel`` (named without ``GRIP_PREFIX``)."""
+        return [item for item, name in zip(list(self), self.channels) if name == channel]
+
+
+@contextlib.contextmanager
+def capture_published() -> Iterator[Outbox]:
+    """Collect what this process publishes (besides sending it as usual) into an
+    :class:`Outbox`. Changes publish after commit and off the request thread: call
+    :func:`wait_published` before looking."""
+    outbox = Outbox()
+    register_local_sink(outbox)
+    try:
+        yield outbox
+    finally:
+        unregister_local_sink(outbox)
 
 
 class WebSocketTestClient(Client):

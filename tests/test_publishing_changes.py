@@ -20,7 +20,37 @@ def sink():
     cache.clear()  # live URLs and versions of earlier tests
     with RecordingSink() as recording:
         recording.settle()
+        # Someone watches the todo and post lists: the publisher follows recorded policies.
+        watch("/api/todos/", "/api/posts/")
         yield recording
+
+
+def watch(*urls):
+    from tests.drf_helpers import ProxiedClient
+
+    client = ProxiedClient()
+    for url in urls:
+        assert client.get(url, HTTP_IF_NONE_MATCH='"stale"').status_code == 200
+
+
+def test_nobody_watching_costs_no_publish(settings, tmp_path):
+    """With a cache every process shares, the recorded subscriptions are the whole truth."""
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    cache.clear()
+    with RecordingSink() as recording:
+        recording.settle()
+        Todo.objects.create(title="unwatched")
+        assert recording.settle() == []
+        watch("/api/todos/")
+        Todo.objects.create(title="watched")
+        assert "drf.testapp.todo" in recording.channels()
 
 
 def test_save_publishes_hint_with_versions(sink):

@@ -101,8 +101,12 @@ def test_next_link_gives_next_event_only_when_changed(todos):
     link = resp["Grip-Link"].split(">")[0].lstrip("<")
     again = client.get(link)
     assert again.status_code == 200 and again.content == b""
+    # Each next link is single-use: the answer names the next one, and the used one is dead.
+    next_link = again["Grip-Link"].split(">")[0].lstrip("<")
+    assert next_link != link
+    assert client.get(link).content.startswith(b"event: error")
     Todo.objects.create(title="new")
-    changed = client.get(link)
+    changed = client.get(next_link)
     assert changed.content.startswith(b"id: ") and b'"title":"new"' in changed.content
     # Pushpin replaces the stream's instruction with a next-link answer's: it must hold again
     # (or Pushpin fetches the next link in a loop) and keep its channels.

@@ -22,6 +22,7 @@ __all__ = [
     "bulk_channel",
     "url_channel",
     "connection_channel",
+    "partition_channel",
     "channels_for_change",
 ]
 
@@ -30,6 +31,11 @@ _SAFE = re.compile(r"^[A-Za-z0-9_\-.:@]{1,64}$")
 
 def model_label(model: type[Model] | Model) -> str:
     return model._meta.label_lower
+
+
+def object_channel_part(pk: Any) -> str:
+    """A primary key as a channel-name part (hashed when it has other characters)."""
+    return _pk_part(pk)
 
 
 def _pk_part(pk: Any) -> str:
@@ -51,6 +57,11 @@ def bulk_channel(model: type[Model]) -> str:
     return f"drf.{model_label(model)}.*"
 
 
+def partition_channel(model: type[Model], partition: str) -> str:
+    """The list channel of one partition of a model (``realtime_partition``)."""
+    return f"drf.{model_label(model)}.p.{_pk_part(partition)}"
+
+
 def url_channel(live_key: str) -> str:
     return "drf.url." + hashlib.sha256(live_key.encode()).hexdigest()[:32]
 
@@ -60,9 +71,15 @@ def connection_channel(connection_key: str) -> str:
     return f"drf.ws.{connection_key}"
 
 
-def channels_for_change(model: type[Model], pks: set[Any] | None) -> list[str]:
-    """Private channels a change wakes: the list, and each object (or the bulk channel)."""
-    out = [list_channel(model)]
+def channels_for_change(
+    model: type[Model], pks: set[Any] | None, partitions: set[str] | None = None
+) -> list[str]:
+    """Private channels a change wakes: the list (or, for a partitioned view, the changed
+    partitions' lists), and each object (or the bulk channel)."""
+    if partitions is None or pks is None:
+        out = [list_channel(model)]
+    else:
+        out = [partition_channel(model, p) for p in sorted(partitions)]
     if pks is None:
         out.append(bulk_channel(model))
     else:

@@ -53,17 +53,13 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlencode, urlsplit
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.cache import caches
-from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
-from django.urls import Resolver404, get_urlconf, resolve, set_urlconf
+from django.urls import Resolver404, resolve
 from django.utils.decorators import classonlymethod
 
 from ..conf import grip_settings
@@ -73,8 +69,11 @@ from ..grip.signature import check_grip_sig
 from ..grip.websocket import WebSocketContext
 from ..websocket import WebSocketView, require_websocket
 from . import channels as names
+from .context import SHARED, RealtimeContext
 from .etag import make_etag
-from .internal import internal_get, run_view
+from .policies import live_timeout
+from .render import RecordedRequest, record, run_through_middleware, subscriber_get
+from .store import SlotIndex, state_cache
 from .versions import read_versions
 
 __all__ = ["RealtimeGateway", "publish_subscriptions"]
@@ -127,13 +126,20 @@ class MessageError(Exception):
 
 
 def _cache():
-    return caches[grip_settings.VERSION_CACHE]
+    return state_cache()
 
 
 def _state_timeout() -> int:
     # The proxy calls at least every WS_KEEP_ALIVE seconds (Keep-Alive-Interval), and each
     # call refreshes the state; a connection gone without a DISCONNECT expires.
     return max(4 * int(grip_settings.WS_KEEP_ALIVE), 120)
+
+
+def _connections(label: str) -> SlotIndex:
+    """Gateway connections with private subscriptions to ``label`` (bounded, expiring)."""
+    return SlotIndex(
+        _INDEX + label, int(grip_settings.WS_MAX_LIVE_CONNECTIONS), _state_timeout()
+    )
 
 
 def connection_key(connection_id: str) -> str:
@@ -151,26 +157,15 @@ def _load_state(conn: str) -> dict[str, Any]:
     return state if isinstance(state, dict) else {"subs": {}}
 
 
-def _save_state(conn: str, state: dict[str, Any]) -> None:
+def _save_state(conn: str, state: dict[str, Any]) -> bool:
+    """Save a connection's own state (only its own requests write it: the proxy sends one
+    connection's requests one at a time) and list it in its models' indexes; False when
+    an index is full."""
     _cache().set(_STATE + conn, state, timeout=_state_timeout())
+    listed = True
     for label in {s["model"] for s in state["subs"].values() if s["mode"] == "private"}:
-        _index_update(label, add=conn)
-
-
-def _index_update(label: str, add: str | None = None, remove: str | None = None) -> None:
-    # Read-modify-write, like the live-URL index of shared.py: two processes changing one
-    # model's index at the same instant can lose an entry until that connection's next call.
-    cache = _cache()
-    index: dict[str, int] = cache.get(_INDEX + label) or {}
-    changed = False
-    if add is not None and add not in index:
-        index[add] = 1
-        changed = True
-    if remove is not None and remove in index:
-        del index[remove]
-        changed = True
-    if changed or add is not None:
-        cache.set(_INDEX + label, index, timeout=_state_timeout())
+        listed = _connections(label).add(conn, {}) and listed
+    return listed
 
 
 def _drop_state(conn: str) -> None:
@@ -178,7 +173,7 @@ def _drop_state(conn: str) -> None:
     cache = _cache()
     for key, sub in state["subs"].items():
         if sub["mode"] == "private":
-            _index_update(sub["model"], remove=conn)
+            _connections(sub["model"]).remove(conn)
             cache.delete(_ETAG + conn + key)
     cache.delete(_STATE + conn)
 
@@ -186,28 +181,13 @@ def _drop_state(conn: str) -> None:
 # -- inner requests ---------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _handler(middleware: tuple[str, ...], urlconf: str) -> BaseHandler:
-    handler = BaseHandler()
-    handler.load_middleware()
-    return handler
-
-
 def _run(request: HttpRequest) -> HttpResponse:
-    """The answer of the whole middleware stack and URLconf, like Django's test client.
-
-    The response is not ``close()``d: that sends ``request_finished``, which would close the
-    database connection under the gateway's own request.
-    """
-    previous = get_urlconf()
+    """The answer of the whole middleware stack and URLconf, like Django's test client."""
     try:
-        handler = _handler(tuple(settings.MIDDLEWARE or ()), str(settings.ROOT_URLCONF))
-        return handler.get_response(request)
+        return run_through_middleware(request)
     except Exception:  # noqa: BLE001 - a failing middleware must not kill the connection
         logger.exception("drf-grip gateway: %s %s failed", request.method, request.path)
         return HttpResponse(status=500)
-    finally:
-        set_urlconf(previous)
 
 
 def _check_header(name: Any, value: Any) -> None:
@@ -469,31 +449,39 @@ class RealtimeGateway(WebSocketView):
         headers = self.get_inner_headers(data)
         for _attempt in range(3):
             inner = self.build_request(request, "GET", url, None, headers)
-            info: dict[str, Any] = {}
-            inner.drf_grip_gateway = info
+            context = RealtimeContext(role="gateway-subscribe")
+            inner.drf_grip = context
             response = _run(inner)
             if response.status_code != 200:
                 return answer_of(sub_id, response)
-            if not info:
+            policy = context.policy
+            if policy is None:
                 raise MessageError(400, f"not a realtime URL: {path}")
             answer = answer_of(sub_id, response)
-            if info["delivery"] == "shared":
-                return self._subscribe_shared(ctx, state, key, sub_id, url, info, answer)
+            if policy.delivery == SHARED:
+                return self._subscribe_shared(ctx, state, key, sub_id, url, policy, answer)
             user = getattr(inner, "user", None)
             state["subs"][key] = {
                 "id": sub_id,
                 "url": url,
                 "mode": "private",
-                "model": info["model"],
-                "user": user.pk if user is not None and user.is_authenticated else None,
-                "host": inner.get_host(),
-                "scheme": inner.scheme,
+                "model": policy.model,
+                "kind": policy.kind,
+                "pk": policy.pk,
+                "partition": policy.partition,
+                "user": str(user.pk) if user is not None and user.is_authenticated else None,
+                # The subscriber's own GET, replayed for every change (render.py).
+                "req": record(inner, credentials=True).as_dict(),
             }
-            _save_state(conn, state)
-            _cache().set(_ETAG + conn + key, info["etag"], timeout=_state_timeout())
+            if not _save_state(conn, state):
+                del state["subs"][key]
+                raise MessageError(
+                    503, "too many live gateway connections for this resource; retry later"
+                )
+            _cache().set(_ETAG + conn + key, context.result_etag, timeout=_state_timeout())
             # A change that committed while we rendered, and was published before the
             # publisher could see this subscription, moved a channel version: render again.
-            if read_versions(info["channels"]) == info["versions"]:
+            if read_versions(policy.channels) == policy.versions:
                 break
         answer["url"] = url
         return answer
@@ -505,10 +493,10 @@ class RealtimeGateway(WebSocketView):
         key: str,
         sub_id: Any,
         url: str,
-        info: dict[str, Any],
+        policy: Any,
         answer: dict[str, Any],
     ) -> dict[str, Any]:
-        channel = info["channel"]
+        channel = policy.channels[0]
         shared = {s["channel"] for s in state["subs"].values() if s["mode"] == "shared"}
         # Pushpin takes at most 20 channels per connection; one is the connection's own.
         if channel not in shared and len(shared) >= MAX_CHANNELS - 1:
@@ -521,9 +509,9 @@ class RealtimeGateway(WebSocketView):
             "url": url,
             "mode": "shared",
             "channel": channel,
-            "live": info["live_url"],
+            "live": policy.url,
         }
-        answer["url"] = info["live_url"]
+        answer["url"] = policy.url
         return answer
 
     def unsubscribe(
@@ -542,7 +530,7 @@ class RealtimeGateway(WebSocketView):
         else:
             _cache().delete(_ETAG + conn + key)
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
-                _index_update(sub["model"], remove=conn)
+                _connections(sub["model"]).remove(conn)
         return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
 
 
@@ -585,17 +573,6 @@ def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
 # -- the publisher's side ---------------------------------------------------------------------
 
 
-def _render_as(sub: Mapping[str, Any], user: Any) -> HttpResponse:
-    """A GET of a subscription's URL as its user, in the publisher (no middleware)."""
-    path, _, query = sub["url"].partition("?")
-    request = internal_get(sub["scheme"], sub["host"], path, query, "application/json")
-    request.drf_grip_rerender = True
-    if user is not None:
-        request._force_auth_user = user  # DRF's force_authenticate
-        request.user = user
-    return run_view(request)
-
-
 def _change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str, str]:
     """The message for one re-rendered private subscription and its version."""
     head = {"event": "change", "id": sub["id"], "url": sub["url"], "status": response.status_code}
@@ -611,41 +588,64 @@ def _change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str
     return json.dumps(head)[:-1] + ', "data": ' + text + "}", etag
 
 
-def publish_subscriptions(model: Any) -> None:
-    """After a change of ``model``: re-render every gateway subscription to its private views,
-    each for its own user, and push those whose representation changed."""
+_REVOKED = "revoked"
+
+
+def _affected(
+    sub: Mapping[str, Any], pks: set[Any] | None, deleted: set[Any], partitions: set[str] | None
+) -> bool:
+    """Whether a change can alter this subscription (cost follows what changed)."""
+    if sub.get("kind") == "detail" and sub.get("pk") is not None and pks is not None:
+        return sub["pk"] in {str(pk) for pk in set(pks) | set(deleted)}
+    if sub.get("partition") is not None and partitions is not None:
+        return sub["partition"] in partitions
+    return True
+
+
+def publish_subscriptions(
+    model: Any,
+    pks: set[Any] | None = None,
+    deleted: set[Any] = frozenset(),  # type: ignore[assignment]
+    partitions: set[str] | None = None,
+) -> None:
+    """After a change of ``model``: replay every affected gateway subscription to its private
+    views as its subscriber's own GET, and push those whose representation changed."""
     label = model._meta.label_lower
     cache = _cache()
-    index: dict[str, int] = cache.get(_INDEX + label) or {}
-    if not index:
+    conns = [entry["k"] for entry in _connections(label).entries()]
+    if not conns:
         return
-    states = cache.get_many([_STATE + conn for conn in index])
-    users: dict[Any, Any] = {}
-    user_model = get_user_model()
-    for conn in index:
+    states = cache.get_many([_STATE + conn for conn in conns])
+    for conn in conns:
         state = states.get(_STATE + conn)
         if not isinstance(state, dict):
-            _index_update(label, remove=conn)  # the connection is gone
+            _connections(label).remove(conn)  # the connection is gone
             continue
         for key, sub in list(state["subs"].items()):
             if sub["mode"] != "private" or sub["model"] != label:
                 continue
-            user = None
-            if sub["user"] is not None:
-                if sub["user"] not in users:
-                    users[sub["user"]] = user_model._default_manager.filter(
-                        pk=sub["user"], is_active=True
-                    ).first()
-                user = users[sub["user"]]
-                if user is None:
-                    continue  # deleted or deactivated: nothing is rendered for nobody
+            if not _affected(sub, pks, deleted, partitions):
+                continue
+            etag_key = _ETAG + conn + key
+            if cache.get(etag_key) == _REVOKED:
+                continue
+            context = RealtimeContext(role="gateway-render", user=sub.get("user"))
             try:
-                response = _render_as(sub, user)
+                response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
             except Exception:  # noqa: BLE001 - one subscription must not stop the others
-                logger.exception("drf-grip gateway: could not re-render %s", sub["url"])
+                logger.exception("drf-grip gateway: could not re-render a subscription")
+                continue
+            if context.revoked or response.status_code in (401, 403):
+                # The credentials no longer name the subscriber: end the subscription.
+                cache.set(etag_key, _REVOKED, timeout=_state_timeout())
+                status = response.status_code if response.status_code in (401, 403) else 403
+                message = json.dumps(
+                    {"event": "end", "id": sub["id"], "url": sub["url"], "status": status,
+                     "error": "the subscription's credentials are no longer valid"}
+                )
+                publish(names.connection_channel(conn), {"ws-message": {"content": message}})
                 continue
             message, version = _change_message(sub, response)
-            etag_key = _ETAG + conn + key
             if cache.get(etag_key) == version:
                 continue  # this user's representation did not change
             cache.set(etag_key, version, timeout=_state_timeout())

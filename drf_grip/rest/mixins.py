@@ -4,6 +4,10 @@ A GET answers with a strong ETag; ``If-None-Match`` with the current ETag is hel
 GRIP proxy until the representation changes; ``Accept: text/event-stream`` opens a stream.
 Everything a plain GET does (authentication, permissions, ``get_queryset``, filters,
 pagination) runs first, so a subscription sees exactly what a fresh GET would.
+
+The hooks decide once per subscription, and what they decided is recorded as a
+:class:`~drf_grip.rest.context.RealtimePolicy` that the publisher reads back: override a
+hook and both sides follow (DESIGN.md §3).
 """
 
 from __future__ import annotations
@@ -11,23 +15,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.http import HttpResponse, HttpResponseNotModified
+from django.db import models
+from django.http import HttpResponse, HttpResponseNotModified, QueryDict
+from rest_framework import status
+from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import grip_settings
 from ..grip.instruct import Channel
+from ..grip.middleware import GripRequest
 from . import channels as names
+from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, make_etag
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
 from .versions import ensure_versions, read_versions
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
 
-PRIVATE = "private"
-SHARED = "shared"
-
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,9})\"?\s*(?:$|[,;])", re.IGNORECASE)
+_WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
 
 def parse_prefer_wait(header: str | None) -> int | None:
@@ -38,22 +45,19 @@ def parse_prefer_wait(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-class _Subscription:
-    """What one realtime GET subscribes to, decided before the representation is computed."""
+def grip_of(request: Any) -> GripRequest:
+    """``request.grip``, also for a view called without ``GripMiddleware`` (DRF's
+    ``APIRequestFactory``): such a request is direct, never proxied."""
+    django_request = getattr(request, "_request", request)
+    grip = getattr(django_request, "grip", None)
+    if grip is None:
+        grip = GripRequest(django_request)
+        django_request.grip = grip
+    return grip
 
-    def __init__(self, channels: list[str], versions: dict[str, str | None]) -> None:
-        self.channels = channels
-        self.versions = versions
 
-    def grip_channels(self, request) -> list[Channel]:
-        # A proxy retry tells us the last id it saw (Grip-Last). When it differs from ours
-        # (a lost publish, a flushed cache), holding with our version would make Pushpin
-        # re-request at once, forever: the representation was just computed afresh, so
-        # take the proxy's id and let the next publish (whose prev-id won't match) re-request.
-        last = getattr(getattr(request, "grip", None), "last", {}) or {}
-        return [
-            Channel(ch, last.get(ch, self.versions.get(ch)) or None) for ch in self.channels
-        ]
+def view_path(view_class: type) -> str:
+    return f"{view_class.__module__}:{view_class.__qualname__}"
 
 
 class _RealtimeBase:
@@ -62,8 +66,15 @@ class _RealtimeBase:
     #: ``"private"`` (default) re-runs each held request; ``"shared"`` renders once per URL.
     realtime_delivery: str | None = None
     #: The model whose changes wake this view; defaults to ``queryset.model``.
-    realtime_model = None
+    realtime_model: type[models.Model] | None = None
+    #: ``"list"`` or ``"detail"``; decided from the action or the generic mixins when empty.
     realtime_kind: str = ""
+    #: Private delivery: the field path a subscriber's data depends on (``"owner"``), so a
+    #: change wakes only its partition's subscribers. See ``get_realtime_partition()``.
+    realtime_partition: str | None = None
+    #: Shared delivery: request headers that change the representation's bytes besides the
+    #: URL (``["Accept-Language"]``); each value gets its own live URL.
+    realtime_vary: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -73,18 +84,18 @@ class _RealtimeBase:
 
     # -- hooks ------------------------------------------------------------------------------
 
-    def get_realtime_model(self):
+    def get_realtime_model(self) -> type[models.Model] | None:
         return type(self).resolve_realtime_model()
 
     @classmethod
-    def resolve_realtime_model(cls):
+    def resolve_realtime_model(cls) -> type[models.Model] | None:
         if cls.realtime_model is not None:
             return cls.realtime_model
-        queryset = getattr(cls, "queryset", None)
-        if queryset is not None:
-            return queryset.model
-        serializer = getattr(cls, "serializer_class", None)
-        meta = getattr(serializer, "Meta", None)
+        # DRF allows a plain list as ``queryset``: it has no model.
+        model = getattr(getattr(cls, "queryset", None), "model", None)
+        if model is not None:
+            return model
+        meta = getattr(getattr(cls, "serializer_class", None), "Meta", None)
         return getattr(meta, "model", None)
 
     def get_realtime_delivery(self) -> str:
@@ -92,37 +103,80 @@ class _RealtimeBase:
 
     def get_realtime_kind(self) -> str | None:
         """``"list"``, ``"detail"`` or None when this request is not a realtime read."""
+        if self.request.method not in ("GET", "HEAD"):
+            return None
         action = getattr(self, "action", None)
-        if action is not None:
+        if action is not None:  # a viewset: the action says it
             return {"list": "list", "retrieve": "detail"}.get(action)
+        if self.realtime_kind:
+            return self.realtime_kind
+        # A generic view: its mixins say it; a nested list (/groups/5/members/) is a list.
+        if isinstance(self, ListModelMixin):
+            return "list"
+        if isinstance(self, RetrieveModelMixin):
+            return "detail"
         lookup = getattr(self, "lookup_url_kwarg", None) or getattr(self, "lookup_field", "pk")
-        if self.request.method in ("GET", "HEAD"):
-            return "detail" if lookup in self.kwargs else self.realtime_kind or "list"
-        return None
+        return "detail" if lookup in self.kwargs else "list"
+
+    def get_realtime_partition(self) -> str | None:
+        """The partition of this subscriber's data (private delivery), from
+        ``realtime_partition``: ``"owner"`` partitions by the requesting user."""
+        path = self.realtime_partition
+        if not path:
+            return None
+        user = getattr(self.request, "user", None)
+        if user is None or not user.is_authenticated:
+            return "anonymous"
+        return str(user.pk)
+
+    @classmethod
+    def get_instance_partitions(cls, instance: models.Model) -> list[str]:
+        """The partitions a changed instance belongs to (the publishing counterpart of
+        ``get_realtime_partition()``): the value at ``realtime_partition``."""
+        value: Any = instance
+        for part in (cls.realtime_partition or "").split("__"):
+            value = getattr(value, part + "_id", None) if hasattr(value, part + "_id") else getattr(value, part, None)
+            if value is None:
+                return []
+        return [str(getattr(value, "pk", value))]
 
     def get_realtime_channels(self) -> list[str]:
-        """Channels a hold subscribes to. Only the server picks them (DESIGN.md §3)."""
-        model = self.get_realtime_model()
-        if self.get_realtime_delivery() == SHARED:
-            from .shared import live_url
+        """Channels a hold subscribes to. Only the server picks them (DESIGN.md §3).
 
-            return [names.url_channel(live_url(self.request, self).key)]
-        if self._realtime_kind == "detail":
+        Override together with ``get_changed_channels()``, its publishing counterpart.
+        """
+        model = self.get_realtime_model()
+        kind = self._realtime_kind
+        if self.get_realtime_delivery() == SHARED:
+            return [self._live_url().channel]
+        if kind == "detail":
             lookup = self.lookup_url_kwarg or self.lookup_field
-            value = self.kwargs[lookup]
-            pk = value if self.lookup_field in ("pk", model._meta.pk.name) else None
-            if pk is None:
-                # Looked up by another field: the object channel is only known once the
-                # object is; the bulk channel plus the list channel cover every change.
-                return [names.list_channel(model), names.bulk_channel(model)]
-            return [names.object_channel(model, pk), names.bulk_channel(model)]
+            value = self.kwargs.get(lookup)
+            if value is not None and self.lookup_field in ("pk", model._meta.pk.name):
+                return [names.object_channel(model, value), names.bulk_channel(model)]
+            # Looked up by another field: the object channel is only known once the
+            # object is; the list and bulk channels cover every change.
+            return [names.list_channel(model), names.bulk_channel(model)]
+        partition = self.get_realtime_partition()
+        if partition is not None:
+            return [names.partition_channel(model, partition), names.bulk_channel(model)]
         return [names.list_channel(model)]
+
+    @classmethod
+    def get_changed_channels(
+        cls, model: type[models.Model], pks: set[Any] | None, partitions: set[str] | None
+    ) -> list[str]:
+        """Private channels a change of ``model`` wakes for this view: the publishing
+        counterpart of ``get_realtime_channels()``. ``pks`` None means the whole model."""
+        return names.channels_for_change(model, pks, partitions if cls.realtime_partition else None)
 
     def get_hold_timeout(self) -> int:
         wait = parse_prefer_wait(self.request.META.get("HTTP_PREFER"))
         if wait is None:
             return int(grip_settings.HOLD_TIMEOUT)
-        return min(max(wait, int(grip_settings.HOLD_TIMEOUT_MIN)), int(grip_settings.HOLD_TIMEOUT_MAX))
+        return min(
+            max(wait, int(grip_settings.HOLD_TIMEOUT_MIN)), int(grip_settings.HOLD_TIMEOUT_MAX)
+        )
 
     def get_etag(self, content: bytes) -> str:
         return make_etag(content)
@@ -137,146 +191,285 @@ class _RealtimeBase:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
+        self.realtime_policy: RealtimePolicy | None = None
         self._realtime_kind = self.get_realtime_kind()
-        self._subscription = None
-        if self._realtime_kind and self.get_realtime_model() is not None:
-            channels = self.get_realtime_channels()
-            # Read versions BEFORE computing the representation: a commit in between then
-            # shows up as a prev-id mismatch, and Pushpin re-requests at once (PUSHPIN.md).
-            if self.get_realtime_delivery() == SHARED:
-                versions = read_versions(channels)  # a shared channel's version is its ETag
+        context = context_of(request)
+        if context is not None and context.user is not None:
+            user = getattr(request, "user", None)
+            if user is None or not user.is_authenticated or str(user.pk) != context.user:
+                # The credentials of the subscription no longer name its user (DESIGN.md §3).
+                context.revoked = True
+        if request.method in _WRITES and request.META.get("HTTP_IF_MATCH"):
+            self.check_if_match(request)
+        if not self._realtime_kind:
+            return
+        model = self.get_realtime_model()
+        if model is None:
+            return
+        from .registry import register_live_model
+
+        register_live_model(model, type(self))
+        delivery = self.get_realtime_delivery()
+        if delivery == SHARED:
+            self._canonicalize_query(request)
+        channels = self.get_realtime_channels()
+        policy = RealtimePolicy(
+            delivery=delivery,
+            model=model._meta.label_lower,
+            kind=self._realtime_kind,
+            channels=list(channels),
+            partition=self.get_realtime_partition() if delivery == PRIVATE else None,
+            view=view_path(type(self)),
+            url=self._live_url().relative if delivery == SHARED else None,
+        )
+        if self._subscribes(request):
+            from .policies import record_policy
+
+            record_policy(policy, type(self))
+            if delivery == SHARED:
+                # Listed BEFORE the version is read and the representation computed: a change
+                # committed from here on renders this URL (DESIGN.md §4).
+                from .shared import list_live_url
+
+                if not list_live_url(request, self):
+                    policy = self._overflow_policy(policy, model)
+            # Versions are read BEFORE computing the representation: a commit in between
+            # then shows up as a prev-id mismatch and the proxy re-requests at once.
+            if policy.delivery == SHARED:
+                policy.versions = read_versions(policy.channels)
             else:
-                versions = ensure_versions(channels)
-            self._subscription = _Subscription(channels, versions)
+                policy.versions = ensure_versions(policy.channels)
+        self.realtime_policy = policy
+        if context is not None:
+            context.policy = policy
+
+    def _subscribes(self, request: Request) -> bool:
+        """Whether this read may end in a subscription (only those are recorded)."""
+        context = context_of(request)
+        if context is not None:
+            return context.role != "shared-render"
+        meta = request.META
+        if meta.get("HTTP_IF_NONE_MATCH"):
+            return True
+        accept = meta.get("HTTP_ACCEPT", "")
+        return EVENT_STREAM in accept or request.query_params.get("format") == "event-stream"
+
+    def _overflow_policy(self, policy: RealtimePolicy, model: type[models.Model]) -> RealtimePolicy:
+        """Past the live-URL cap this URL is delivered like private data: a hint per change
+        re-requests its holds (README, "Limits")."""
+        from .shared import mark_overflow
+
+        mark_overflow(model)
+        if policy.kind == "detail" and policy.pk is None:
+            lookup = self.lookup_url_kwarg or self.lookup_field
+            if self.lookup_field in ("pk", model._meta.pk.name) and lookup in self.kwargs:
+                channels = [names.object_channel(model, self.kwargs[lookup]), names.bulk_channel(model)]
+            else:
+                channels = [names.list_channel(model), names.bulk_channel(model)]
+        else:
+            channels = [names.list_channel(model)]
+        policy.delivery = PRIVATE
+        policy.channels = channels
+        return policy
+
+    def _live_url(self):
+        from .shared import live_url
+
+        return live_url(self.request, self)
+
+    def _canonicalize_query(self, request: Request) -> None:
+        """Drop query parameters the view does not read (``?_=1700000000``) before it runs,
+        so the body a fresh GET returns (with DRF's pagination links, which copy the query)
+        equals the body pushed for the live URL (DESIGN.md §3)."""
+        from .shared import used_query_params
+
+        used = used_query_params(self)
+        if used is None:
+            return
+        django_request = request._request
+        query = django_request.GET
+        if all(key in used for key in query):
+            return
+        kept = QueryDict(mutable=True)
+        for key, values in query.lists():
+            if key in used:
+                kept.setlist(key, values)
+        kept._mutable = False
+        django_request.GET = kept
+        django_request.META["QUERY_STRING"] = kept.urlencode()
+
+    def get_object(self):
+        obj = super().get_object()
+        policy = getattr(self, "realtime_policy", None)
+        if policy is not None:
+            policy.pk = str(obj.pk)
+        return obj
+
+    def check_if_match(self, request: Request) -> None:
+        """``If-Match`` on a write compares the object's detail ETag: 412 when it differs
+        (RFC 9110 §13.1.1); the write does not happen."""
+        from rest_framework.exceptions import APIException
+
+        header = request.META["HTTP_IF_MATCH"]
+        instance = self.get_object()
+        serializer = self.get_serializer(instance)
+        renderer = request.accepted_renderer
+        if isinstance(renderer, EventStreamRenderer) or not hasattr(renderer, "render"):
+            renderer = EventStreamRenderer()
+        context = self.get_renderer_context()
+        context["response"] = Response(serializer.data)
+        content = renderer.render(serializer.data, "application/json", context)
+        if isinstance(content, str):
+            content = content.encode()
+        etag = self.get_etag(content)
+        if header.strip() == "*" or etag_matches(header, etag):
+            return
+
+        class PreconditionFailed(APIException):
+            status_code = status.HTTP_412_PRECONDITION_FAILED
+            default_detail = "If-Match does not match the current ETag of this object."
+            default_code = "precondition_failed"
+
+        exc = PreconditionFailed()
+        exc.etag = etag  # type: ignore[attr-defined]
+        raise exc
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        etag = getattr(exc, "etag", None)
+        if etag is not None:
+            response["ETag"] = etag
+        return response
 
     def finalize_response(self, request, response, *args: Any, **kwargs: Any):
         response = super().finalize_response(request, response, *args, **kwargs)
-        subscription = getattr(self, "_subscription", None)
-        if subscription is None or not isinstance(response, Response):
+        policy = getattr(self, "realtime_policy", None)
+        context = context_of(request)
+        if policy is None or not isinstance(response, Response):
             return response
-        gateway = getattr(request._request, "drf_grip_gateway", None)
-        if gateway is not None:
-            return self.gateway_response(request, response, subscription, gateway)
+        role = context.role if context is not None else "client"
+        if policy.delivery == SHARED and role != "shared-render" and response.status_code == 200:
+            self._name_first_version(policy, response)
+        if role in ("gateway-subscribe", "gateway-render", "shared-render"):
+            if response.status_code == 200:
+                content, etag = self.render_representation(response)
+                response["ETag"] = etag
+                context.result_etag = etag
+            return response
         if self.is_event_stream(request):
-            return self.stream_response(request, response, subscription)
+            return self.stream_response(request, response, policy)
+        content, etag = self.render_representation(response) if response.status_code == 200 else (b"", "")
         if response.status_code != 200:
             return response
-        return self.longpoll_response(request, response, subscription)
+        response["ETag"] = etag
+        if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
+            return response
+        return self.longpoll_response(request, response, policy, etag)
+
+    def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
+        """A shared channel's version names the ETag its subscribers hold, so the publisher
+        skips a render that did not change (an unchanged page 2). Only the publisher moves
+        it; a subscriber gives a channel its first one (``add``: never overwrites)."""
+        from .shared import first_version
+
+        channel = policy.channels[0]
+        if policy.versions.get(channel) is None:
+            _content, etag = self.render_representation(response)
+            first_version(channel, etag)
 
     def is_event_stream(self, request) -> bool:
         renderer = getattr(request, "accepted_renderer", None)
         return isinstance(renderer, EventStreamRenderer)
 
     def render_representation(self, response: Response) -> tuple[bytes, str]:
-        response.render()
+        if not getattr(response, "is_rendered", False):
+            response.render()
         return response.content, self.get_etag(response.content)
 
-    def longpoll_response(self, request, response: Response, subscription: _Subscription):
-        content, etag = self.render_representation(response)
-        response["ETag"] = etag
-        if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
-            return response
+    def _grip_channels(self, request, policy: RealtimePolicy) -> list[Channel]:
+        # A proxy retry tells us the last id it saw (Grip-Last). When it differs from ours
+        # (a lost publish, a flushed cache), holding with our version would make Pushpin
+        # re-request at once, forever: the representation was just computed afresh, so
+        # take the proxy's id and let the next publish (whose prev-id won't match) re-request.
+        last = grip_of(request).last or {}
+        return [Channel(ch, last.get(ch, policy.versions.get(ch)) or None) for ch in policy.channels]
+
+    def longpoll_response(self, request, response: Response, policy: RealtimePolicy, etag: str):
         held = HttpResponseNotModified()
         for header in ("ETag", "Vary", "Cache-Control", "Content-Location"):
             if header in response:
                 held[header] = response[header]
         timeout = self.get_hold_timeout()
-        if request.META.get("HTTP_PREFER") and parse_prefer_wait(request.META["HTTP_PREFER"]):
+        if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None:
             held["Preference-Applied"] = f"wait={timeout}"
-        instruct = request._request.grip.start_instruct()
-        instruct.add_channels(subscription.grip_channels(request._request))
+        instruct = grip_of(request).start_instruct()
+        instruct.add_channels(self._grip_channels(request, policy))
         instruct.set_hold_longpoll(timeout)
-        self.on_hold(request, subscription, etag)
+        self.on_hold(request, policy, etag)
         return held
 
-    def stream_response(self, request, response: Response, subscription: _Subscription):
-        from .stream import next_link_for
+    def stream_response(self, request, response: Response, policy: RealtimePolicy):
+        from .stream import end_of_stream, next_link_for
 
-        django_request = request._request
-        next_of = getattr(django_request, "drf_grip_next", None)
+        context = context_of(request)
+        is_next = context is not None and context.role == "next-link"
+        if is_next and (context.revoked or response.status_code != 200):
+            # Gone, hidden or revoked: say so and end the stream (stream.py).
+            event = "delete" if response.status_code in (404, 410) else "error"
+            return end_of_stream(event)
         if response.status_code != 200:
-            if next_of is not None:
-                # The subscribed object is gone or no longer visible: say so and stop.
-                event = format_event(b"{}", event="delete" if response.status_code == 404 else "error")
-                return HttpResponse(event, content_type=EVENT_STREAM)
             return response
         content, etag = self.render_representation(response)
-        last_seen = next_of["e"] if next_of is not None else request.META.get("HTTP_LAST_EVENT_ID")
+        last_seen = context.etag if is_next else request.META.get("HTTP_LAST_EVENT_ID")
         body = b"" if etag_matches(last_seen, etag) else format_event(content, id=etag)
         stream = HttpResponse(body, content_type=EVENT_STREAM)
         stream["Cache-Control"] = "no-cache"
         stream["X-Accel-Buffering"] = "no"
-        link = next_link_for(django_request, etag, self.get_realtime_delivery())
-        instruct = django_request.grip.start_instruct()
+        grip = grip_of(request)
+        if not grip.proxied:
+            # A direct client gets the current event and a reconnection delay.
+            stream.content = b"retry: 3000\n" + body
+            return stream
+        if is_next:
+            context.result_etag = etag
+        link = next_link_for(request, context, etag)
+        instruct = grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
         # httpsession.cpp): without Grip-Hold it fetches the next link again at once, in a
         # loop, and channels or keep-alive left out are dropped. So every answer holds again.
-        instruct.add_channels(subscription.grip_channels(django_request))
+        instruct.add_channels(self._grip_channels(request, policy))
         instruct.set_hold_stream()
         instruct.set_keep_alive(KEEP_ALIVE, int(grip_settings.STREAM_KEEP_ALIVE), "interval")
-        if next_of is None and not django_request.grip.proxied:
-            # A direct client gets the current event and a reconnection delay.
-            stream.content = b"retry: 3000\n" + body
-        self.on_hold(request, subscription, etag)
+        self.on_hold(request, policy, etag)
         return stream
 
-    def gateway_response(
-        self, request, response: Response, subscription: _Subscription, gateway: dict
-    ):
-        """A subscription over the WebSocket gateway (``drf_grip.rest.gateway``): tell it how
-        this representation is delivered; the gateway subscribes the connection, never a hold."""
-        if response.status_code != 200:
-            return response
-        content, etag = self.render_representation(response)
-        response["ETag"] = etag
-        delivery = self.get_realtime_delivery()
-        gateway.update(
-            delivery=delivery,
-            model=self.get_realtime_model()._meta.label_lower,
-            channels=list(subscription.channels),
-            versions=dict(subscription.versions),
-            etag=etag,
-        )
-        if delivery == SHARED:
-            from .shared import live_url
-
-            url = live_url(request, self)
-            gateway["live_url"] = url.relative
-            gateway["channel"] = url.channel
-        self.on_hold(request, subscription, etag)
-        return response
-
-    def on_hold(self, request, subscription: _Subscription, etag: str) -> None:
-        """Called when a request is subscribed; shared views record their live URL here."""
-        if self.get_realtime_delivery() == SHARED:
-            from .shared import remember_live_url
-
-            remember_live_url(request, self, etag)
+    def on_hold(self, request, policy: RealtimePolicy, etag: str) -> None:
+        """Called when a request is subscribed (a hold or a stream); a hook for metrics."""
 
     # Internal renders for shared delivery were authorised when the client subscribed.
+    def _shared_render(self, request) -> bool:
+        context = context_of(request)
+        return context is not None and context.role == "shared-render"
+
     def check_permissions(self, request):
-        if getattr(request._request, "drf_grip_render", False):
-            return
-        super().check_permissions(request)
+        if not self._shared_render(request):
+            super().check_permissions(request)
 
     def check_object_permissions(self, request, obj):
-        if getattr(request._request, "drf_grip_render", False):
-            return
-        super().check_object_permissions(request, obj)
+        if not self._shared_render(request):
+            super().check_object_permissions(request, obj)
 
     def check_throttles(self, request):
-        # Also re-renders of a gateway subscription for its own user: a burst of changes
-        # must not throttle the user (gateway.py).
-        if getattr(request._request, "drf_grip_render", False) or getattr(
-            request._request, "drf_grip_rerender", False
-        ):
-            return
-        super().check_throttles(request)
+        # Renders the server makes for a subscriber are not the subscriber's requests: a
+        # burst of changes must not throttle them.
+        context = context_of(request)
+        if context is None or context.role in ("client", "gateway-subscribe"):
+            super().check_throttles(request)
 
 
 class ListRealtimeMixin(_RealtimeBase):
-    """For a list view (``ListAPIView``) on its own."""
+    """For a list view (``ListAPIView``) on its own, also under a nested URL."""
 
     realtime_kind = "list"
 
@@ -289,3 +482,6 @@ class RetrieveRealtimeMixin(_RealtimeBase):
 
 class RealtimeMixin(_RealtimeBase):
     """For a viewset (or a generic view): ``list`` and ``retrieve`` become live."""
+
+
+__all__ += ["grip_of", "RealtimeContext"]

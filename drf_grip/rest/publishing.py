@@ -1,30 +1,37 @@
-"""From committed changes to GRIP items (DESIGN.md §3, §4).
+"""From committed changes to GRIP items, following what subscriptions recorded (DESIGN.md §3).
 
-Private channels get a ``hint``: the proxy re-runs each held request with the client's own
-headers (or fetches the stream's next link). Shared views are rendered once per live URL
-and the body, ETag and event are pushed to every subscriber.
+For each changed model the publisher lists the policies its subscriptions recorded
+(``policies.py``): private views get a ``hint`` on the channels their
+``get_changed_channels()`` names (the proxy re-runs each held request with the client's own
+headers, or fetches the stream's next link); shared views get one render per affected live
+URL, pushed to every subscriber; gateway connections get their private subscriptions
+re-rendered. A model nobody subscribed to costs one cache read.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import models
 
-from ..conf import grip_settings
 from ..grip.publisher import publish
 from . import channels as names
+from .context import PRIVATE, SHARED
+from .policies import recorded_views, view_class
 from .registry import Changes, views_for
+from .store import per_process_state
 from .sse import format_event
 from .versions import next_version
 
 __all__ = ["publish_committed", "CLOSE", "HINT", "delete_formats"]
 
+logger = logging.getLogger("drf_grip.publish")
+
 HINT: dict[str, Any] = {
     "http-response": {"action": "hint"},
     "http-stream": {"action": "hint"},
 }
-
 
 #: Ends streams. Versioned like every item: Pushpin takes an item without the prev-id its
 #: stream holds for a lost publish and re-fetches the next link instead (a second event).
@@ -45,27 +52,77 @@ def _publish_versioned(channel: str, formats: dict[str, Any]) -> None:
     publish(channel, formats, id=new, prev_id=previous)
 
 
-def publish_private(model: type[models.Model], pks: set[Any] | None, deleted: set[Any]) -> None:
-    for channel in names.channels_for_change(model, pks):
+def private_channels(
+    model: type[models.Model],
+    views: list[type],
+    pks: set[Any] | None,
+    partitions: set[str] | None,
+) -> list[str]:
+    """The hint channels of a change, as each private view's publishing hook names them."""
+    out: dict[str, None] = {}
+    for view in views:
+        hook = getattr(view, "get_changed_channels", None)
+        channels = (
+            hook(model, pks, partitions) if hook is not None
+            else names.channels_for_change(model, pks)
+        )
+        out.update(dict.fromkeys(channels))
+    return list(out)
+
+
+def publish_model(
+    model: type[models.Model],
+    pks: set[Any] | None,
+    deleted: set[Any],
+    partitions: set[str] | None,
+) -> None:
+    from .gateway import publish_subscriptions
+    from .shared import has_overflow, publish_shared
+
+    private_views: list[type] = []
+    shared = False
+    for entry in recorded_views(model):
+        cls = view_class(entry["view"])
+        if entry["delivery"] == SHARED:
+            shared = True
+        elif entry["delivery"] == PRIVATE and cls is not None and cls not in private_views:
+            private_views.append(cls)
+    if not private_views and not shared and per_process_state():
+        # A per-process cache cannot show what other processes' clients subscribed to (a
+        # shell publishing for runserver): fall back on the views' class-level delivery.
+        private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
+    if shared and has_overflow(model):
+        private_views.append(_OverflowChannels)
+    for channel in private_channels(model, private_views, pks, partitions):
         _publish_versioned(channel, HINT)
-    for pk in sorted(deleted, key=str):
-        channel = names.object_channel(model, pk)
-        _publish_versioned(channel, delete_formats())
-        _publish_versioned(channel, CLOSE)
+    if private_views or shared:
+        for pk in sorted(deleted, key=str):
+            channel = names.object_channel(model, pk)
+            _publish_versioned(channel, delete_formats())
+            _publish_versioned(channel, CLOSE)
+    # Gateway connections subscribed to this model's private views (their own index).
+    publish_subscriptions(model, pks, deleted, partitions)
+    if shared:
+        publish_shared(model, pks, deleted)
+
+
+def _class_delivery(view: type) -> str:
+    from ..conf import grip_settings
+
+    return getattr(view, "realtime_delivery", None) or grip_settings.DEFAULT_DELIVERY
+
+
+class _OverflowChannels:
+    """Shared URLs past the cap hold on the private channels (mixins._overflow_policy)."""
+
+    @staticmethod
+    def get_changed_channels(model, pks, partitions):
+        return names.channels_for_change(model, pks)
 
 
 def publish_committed(changes: Changes) -> None:
-    from .gateway import publish_subscriptions
-    from .shared import publish_shared
-
     for model, pks in changes.updated.items():
         deleted = changes.deleted.get(model, set())
         live_pks = None if pks is None else set(pks) - deleted
-        publish_private(model, live_pks, deleted)
-        # WebSocket gateway connections subscribed to this model's private views.
-        publish_subscriptions(model)
-        if any(
-            (view.realtime_delivery or grip_settings.DEFAULT_DELIVERY) == "shared"
-            for view in views_for(model)
-        ):
-            publish_shared(model)
+        partitions = changes.partitions_of(model)
+        publish_model(model, live_pks, deleted, partitions)

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, models, transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, transaction
+from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
 
 from ..conf import grip_settings
 
@@ -48,13 +48,31 @@ stats: dict[str, int] = {"changes": 0, "published": 0, "errors": 0}
 
 
 def register_view(view_class: type) -> None:
-    model = view_class.resolve_realtime_model()
+    """Called when a realtime view class is defined: its model's changes are recorded."""
+    try:
+        model = view_class.resolve_realtime_model()
+    except Exception:  # noqa: BLE001 - a class being defined must never fail here
+        model = None
     if model is None:
+        return
+    register_live_model(model, view_class)
+
+
+def register_live_model(model: type[models.Model], view_class: type) -> None:
+    """Record that ``view_class`` serves ``model`` live (also from ``get_realtime_model()``
+    at request time, which class attributes cannot tell)."""
+    views = _views.get(model)
+    if views is not None and view_class in views:
         return
     with _lock:
         views = _views.setdefault(model, [])
         if view_class not in views:
             views.append(view_class)
+        if getattr(view_class, "realtime_partition", None):
+            post_init.connect(
+                _remember_partitions, sender=model, weak=False,
+                dispatch_uid=f"drf_grip.partitions.{model._meta.label_lower}",
+            )
 
 
 def register(model: type[models.Model], affects: Related | None = None) -> None:
@@ -66,19 +84,27 @@ def register(model: type[models.Model], affects: Related | None = None) -> None:
             _related.setdefault(model, []).append(affects)
 
 
+_load_lock = threading.RLock()
+
+
 def _ensure_loaded() -> None:
     """Import the URLconf once, so views (and their models) register in every process,
-    including a shell or a Celery worker that never served a request."""
+    including a shell or a Celery worker that never served a request. A thread that asks
+    while another is importing waits for it (a half-imported URLconf would make a model
+    look unregistered and its change be dropped)."""
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    try:
-        from django.urls import get_resolver
+    with _load_lock:
+        if _loaded:
+            return
+        try:
+            from django.urls import get_resolver
 
-        get_resolver().url_patterns  # noqa: B018 - importing is the point
-    except Exception:  # a broken URLconf is reported by Django's own checks
-        logger.exception("drf-grip could not import the URLconf to find realtime views")
+            get_resolver().url_patterns  # noqa: B018 - importing is the point
+        except Exception:  # a broken URLconf is reported by Django's own checks
+            logger.exception("drf-grip could not import the URLconf to find realtime views")
+        _loaded = True
 
 
 def is_registered(model: type[models.Model]) -> bool:
@@ -100,8 +126,21 @@ class Changes:
 
     updated: dict[type[models.Model], set[Any] | None] = field(default_factory=dict)
     deleted: dict[type[models.Model], set[Any]] = field(default_factory=dict)
+    #: Partitions the changes touched; a model missing here changed in unknown partitions.
+    partitions: dict[type[models.Model], set[str]] = field(default_factory=dict)
+    unpartitioned: set[type[models.Model]] = field(default_factory=set)
 
-    def add(self, model: type[models.Model], pks: Iterable[Any] | None, deleted: bool = False) -> None:
+    def add(
+        self,
+        model: type[models.Model],
+        pks: Iterable[Any] | None,
+        deleted: bool = False,
+        partitions: Iterable[str] | None = None,
+    ) -> None:
+        if partitions is None:
+            self.unpartitioned.add(model)
+        else:
+            self.partitions.setdefault(model, set()).update(partitions)
         if deleted and pks is not None:
             self.deleted.setdefault(model, set()).update(pks)
             # Also a change of the lists it was in.
@@ -115,9 +154,16 @@ class Changes:
 
     def merge(self, other: "Changes") -> None:
         for model, pks in other.updated.items():
-            self.add(model, pks)
+            self.add(model, pks, partitions=other.partitions.get(model, set()))
         for model, pks in other.deleted.items():
-            self.add(model, pks, deleted=True)
+            self.add(model, pks, deleted=True, partitions=other.partitions.get(model, set()))
+        self.unpartitioned |= other.unpartitioned
+
+    def partitions_of(self, model: type[models.Model]) -> set[str] | None:
+        """The partitions ``model``'s changes touched, or None when unknown (all)."""
+        if model in self.unpartitioned:
+            return None
+        return set(self.partitions.get(model, ()))
 
     def __bool__(self) -> bool:
         return bool(self.updated or self.deleted)
@@ -137,15 +183,21 @@ class _Batch:
 _local = threading.local()
 
 
-def _record(model: type[models.Model], pks: Iterable[Any] | None, deleted: bool, using: str) -> None:
+def _record(
+    model: type[models.Model],
+    pks: Iterable[Any] | None,
+    deleted: bool,
+    using: str,
+    partitions: Iterable[str] | None = None,
+) -> None:
     paused_changes = getattr(_local, "paused", None)
     if paused_changes is not None:
-        paused_changes.add(model, pks, deleted)
+        paused_changes.add(model, pks, deleted, partitions)
         return
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
         changes = Changes()
-        changes.add(model, pks, deleted)
+        changes.add(model, pks, deleted, partitions)
         _worker().submit(changes)
         return
     batches: dict[str, _Batch] = getattr(_local, "batches", None) or {}
@@ -156,19 +208,52 @@ def _record(model: type[models.Model], pks: Iterable[Any] | None, deleted: bool,
     if batch is None or not any(entry[1] == batch.flush for entry in connection.run_on_commit):
         batch = batches[using] = _Batch(using)
         transaction.on_commit(batch.flush, using=using)
-    batch.changes.add(model, pks, deleted)
+    batch.changes.add(model, pks, deleted, partitions)
 
 
-def _expand(model: type[models.Model], instance: models.Model) -> list[tuple[type[models.Model], Any]]:
-    """The object itself plus what registered relations say it affects."""
-    out = []
-    if is_registered(model):
-        out.append((model, instance.pk))
+def _partition_views(model: type[models.Model]) -> list[type]:
+    return [v for v in _views.get(model, ()) if getattr(v, "realtime_partition", None)]
+
+
+def _partitions(model: type[models.Model], instance: models.Model) -> set[str] | None:
+    """The partitions a change of ``instance`` touches: its current ones and those it was
+    loaded with (a note moved to another owner changes both lists)."""
+    views = _partition_views(model)
+    if not views:
+        return set()
+    out: set[str] = set(getattr(instance, "_drf_grip_partitions", ()) or ())
+    for view in views:
+        try:
+            out.update(view.get_instance_partitions(instance))
+        except Exception:  # noqa: BLE001 - unknown partitions wake every partition
+            logger.exception("drf-grip: get_instance_partitions of %s failed", view.__name__)
+            return None
+    return out
+
+
+def _remember_partitions(sender, instance, **kwargs) -> None:
+    if instance.pk is None:
+        return
+    out: set[str] = set()
+    for view in _partition_views(sender):
+        try:
+            out.update(view.get_instance_partitions(instance))
+        except Exception:  # noqa: BLE001 - a deferred field, say: counted as unknown later
+            return
+    instance._drf_grip_partitions = out
+
+
+def _expand(model: type[models.Model], instance: models.Model) -> list[tuple[type[models.Model], Any, set[str] | None]]:
+    """The object itself plus what registered relations say it affects. Every model's change
+    is recorded: the publisher asks the shared state whether anyone watches it, so a model
+    named only by a view's ``get_realtime_model()`` in another process is not missed."""
+    _ensure_loaded()
+    out = [(model, instance.pk, _partitions(model, instance))]
     for affects in _related.get(model, ()):
         try:
             for other in affects(instance) or ():
                 if other is not None:
-                    out.append((type(other), other.pk))
+                    out.append((type(other), other.pk, _partitions(type(other), other)))
         except Exception:
             logger.exception("drf-grip: the 'affects' function for %s failed", model._meta.label)
     return out
@@ -177,23 +262,22 @@ def _expand(model: type[models.Model], instance: models.Model) -> list[tuple[typ
 def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> None:
     if raw:
         return  # loaddata: no live views yet
-    for model, pk in _expand(sender, instance):
-        _record(model, [pk], False, using)
+    for model, pk, partitions in _expand(sender, instance):
+        _record(model, [pk], False, using, partitions)
 
 
 def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
-    for model, pk in _expand(sender, instance):
-        _record(model, [pk], model is sender, using)
+    for model, pk, partitions in _expand(sender, instance):
+        _record(model, [pk], model is sender, using, partitions)
 
 
 def _on_m2m(sender, instance, action, model, pk_set, using=DEFAULT_DB_ALIAS, reverse=False, **kwargs) -> None:
     if not action.startswith("post_"):
         return
-    for changed_model, pk in _expand(type(instance), instance):
-        _record(changed_model, [pk], False, using)
-    # The other side of the relation changed too.
-    if is_registered(model):
-        _record(model, pk_set if pk_set else None, False, using)
+    for changed_model, pk, partitions in _expand(type(instance), instance):
+        _record(changed_model, [pk], False, using, partitions)
+    # The other side of the relation changed too (its partitions are not known here).
+    _record(model, pk_set if pk_set else None, False, using)
 
 
 def connect_signals() -> None:
@@ -295,12 +379,16 @@ class _ChangeWorker:
                 changes.merge(more)
                 done += 1
             try:
+                # Renders read the database from this thread: drop connections that the
+                # server closed or that outlived CONN_MAX_AGE, as Django does per request.
+                close_old_connections()
                 publish_committed(changes)
                 stats["published"] += 1
             except Exception:
                 stats["errors"] += 1
                 logger.exception("drf-grip failed to publish changes")
             finally:
+                close_old_connections()
                 with self.idle:
                     self.pending -= done
                     self.idle.notify_all()
@@ -347,3 +435,15 @@ def _flush_at_exit() -> None:
         from ..grip.publisher import get_publisher
 
         get_publisher().flush(timeout)
+
+
+def shared_views() -> list[type]:
+    """Realtime view classes whose class-level delivery is shared (for system checks)."""
+    _ensure_loaded()
+    default = grip_settings.DEFAULT_DELIVERY
+    return [
+        view
+        for views in list(_views.values())
+        for view in views
+        if (getattr(view, "realtime_delivery", None) or default) == "shared"
+    ]

@@ -1,39 +1,54 @@
 """Shared delivery: one render per live URL, pushed to every subscriber (DESIGN.md §3).
 
 A live URL is what decides the bytes of a representation: scheme, host, path, the query
-parameters the view actually reads (filters, search, ordering, pagination, ``format``)
-and the negotiated media type. Cache-busters and client ids do not make new channels.
-Live URLs are kept in Django's cache so every publishing process sees them.
+parameters the view actually reads (filters, search, ordering, pagination, ``format``),
+the negotiated media type and the headers named in ``realtime_vary``. Cache-busters and
+client ids do not make new channels (the mixin drops them before the view runs).
+
+Live URLs live in bounded, expiring indexes in Django's cache (``store.SlotIndex``): one per
+model for list URLs, and one per object for detail URLs, so a change renders the model's
+list URLs and the changed objects' detail URLs only. Past the cap a URL is delivered like
+private data (``mark_overflow``), so made-up query strings cannot make a write cost more.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import logging
-from dataclasses import asdict, dataclass
+import secrets
+import threading
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from django.core.cache import caches
 from django.db import models
-from django.urls import Resolver404
 
 from ..conf import grip_settings
 from ..grip.publisher import publish
 from . import channels as names
-from .etag import make_etag
-from .internal import internal_get, run_view
+from .context import RealtimeContext
+from .policies import live_timeout
+from .render import RecordedRequest, record, subscriber_get
 from .sse import EVENT_STREAM, format_event
+from .store import SlotIndex, state_cache
 from .versions import add_version, read_version, set_version
 
-__all__ = ["LiveUrl", "live_url", "remember_live_url", "publish_shared", "render_stats"]
+__all__ = [
+    "LiveUrl",
+    "live_url",
+    "list_live_url",
+    "publish_shared",
+    "render_stats",
+    "used_query_params",
+    "mark_overflow",
+]
 
 logger = logging.getLogger("drf_grip.publish")
 
-_INDEX = "drf_grip:live:"
-#: How many shared representations were rendered by the publisher (tests assert on it).
+#: How many shared representations the publisher rendered (tests count them).
 render_stats: dict[str, int] = {"renders": 0}
+_recent: dict[str, tuple[str, ...]] = {}
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -43,14 +58,16 @@ class LiveUrl:
     path: str
     query: str
     media_type: str
+    vary: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
-        return f"{self.media_type} {self.scheme}://{self.host}{self.path}?{self.query}"
+        vary = "".join(f" {name}={value}" for name, value in self.vary)
+        return f"{self.media_type} {self.scheme}://{self.host}{self.path}?{self.query}{vary}"
 
     @property
     def relative(self) -> str:
-        """Path and used query: how gateway messages name this representation (gateway.py)."""
+        """Path and used query: how gateway messages name this representation."""
         return f"{self.path}?{self.query}" if self.query else self.path
 
     @property
@@ -58,7 +75,7 @@ class LiveUrl:
         return names.url_channel(self.key)
 
 
-def used_query_params(view) -> set[str] | None:
+def used_query_params(view: Any) -> set[str] | None:
     """Query parameters this view reads; None when a backend's parameters are unknown."""
     used = {"format"}
     from django_filters.rest_framework import DjangoFilterBackend
@@ -69,8 +86,7 @@ def used_query_params(view) -> set[str] | None:
         if isinstance(backend, DjangoFilterBackend):
             filterset_class = backend.get_filterset_class(view, view.get_queryset())
             if filterset_class is not None:
-                filterset = filterset_class()
-                for name, field in filterset.form.fields.items():
+                for name, field in filterset_class().form.fields.items():
                     used.add(name)
                     # Range-like filters read NAME_min, NAME_after... (MultiWidget suffixes).
                     for suffix in getattr(getattr(field, "widget", None), "suffixes", ()) or ():
@@ -95,35 +111,87 @@ def used_query_params(view) -> set[str] | None:
     return used
 
 
-def live_url(request, view) -> LiveUrl:
-    used = used_query_params(view)
-    params = sorted(
-        (k, v) for k, values in request.query_params.lists() for v in values if used is None or k in used
-    )
-    media_type = request.accepted_renderer.media_type if hasattr(request, "accepted_renderer") else ""
-    if media_type == EVENT_STREAM:
+def live_url(request: Any, view: Any) -> LiveUrl:
+    params = sorted((k, v) for k, values in request.query_params.lists() for v in values)
+    media_type = getattr(request, "accepted_media_type", "") or ""
+    renderer = getattr(request, "accepted_renderer", None)
+    if media_type.startswith(EVENT_STREAM) or getattr(renderer, "media_type", "") == EVENT_STREAM:
         media_type = "application/json"  # a stream carries the JSON representation
-    return LiveUrl(request.scheme, request.get_host(), request.path, urlencode(params), media_type)
+    meta = request.META
+    vary = tuple(
+        (name.lower(), meta.get("HTTP_" + name.upper().replace("-", "_"), ""))
+        for name in getattr(view, "realtime_vary", ()) or ()
+    )
+    return LiveUrl(request.scheme, request.get_host(), request.path, urlencode(params), media_type, vary)
 
 
-def _model_of(view) -> type[models.Model]:
-    return view.get_realtime_model()
+def _model_table(label: str) -> SlotIndex:
+    return SlotIndex(f"drf_grip:live:{label}", int(grip_settings.LIVE_URL_MAX), live_timeout())
 
 
-def remember_live_url(request, view, etag: str) -> None:
+def _detail_table(label: str) -> SlotIndex:
+    return SlotIndex(f"drf_grip:live:{label}:d", int(grip_settings.LIVE_URL_MAX), live_timeout())
+
+
+def _object_table(label: str, pk: Any) -> SlotIndex:
+    return SlotIndex(
+        f"drf_grip:live:{label}:o:{names.object_channel_part(pk)}",
+        int(grip_settings.LIVE_URL_MAX_PER_OBJECT),
+        live_timeout(),
+    )
+
+
+def _tables(label: str, pk: Any) -> list[SlotIndex]:
+    if pk is None:
+        return [_model_table(label)]
+    return [_object_table(label, pk), _detail_table(label)]
+
+
+def list_live_url(request: Any, view: Any) -> bool:
+    """List this request's live URL; False when its model's index is full (overflow)."""
+    model = view.get_realtime_model()
+    label = model._meta.label_lower
     url = live_url(request, view)
-    # The version of a shared channel names the ETag its subscribers hold; the publisher skips
-    # a render whose ETag equals it (that page did not change). Only the publisher moves it:
-    # a hold that already sees a newer representation must not make the publisher skip the
-    # push that the other subscribers are waiting for. It is written before the URL is listed,
-    # so a publisher that finds the URL also finds its version (and pushes nothing stale).
-    add_version(url.channel, _new_version(etag.strip('"')))
-    cache = caches[grip_settings.LIVE_URL_CACHE]
-    key = _INDEX + _model_of(view)._meta.label_lower
-    index: dict[str, Any] = cache.get(key) or {}
-    if url.key not in index:
-        index[url.key] = asdict(url)
-    cache.set(key, index, timeout=int(grip_settings.LIVE_URL_TIMEOUT))
+    pk = _detail_pk(view, model)
+    tables = _tables(label, pk)
+    memo = f"{label}|{pk}|{url.key}"
+    slots = _recent.get(memo)
+    cache = state_cache()
+    if slots is not None and all(cache.touch(slot, live_timeout()) for slot in slots):
+        return True
+    recorded = record(request._request, credentials=False, query=url.query)
+    recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
+    entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
+    found: list[str] = []
+    for table in tables:
+        if not table.add(url.key, entry):
+            return False
+        found.extend(s for s in table._slots(url.key) if _holds(cache, s, url.key))
+    with _lock:
+        _recent[memo] = tuple(found)
+    return True
+
+
+def _holds(cache: Any, slot: str, key: str) -> bool:
+    value = cache.get(slot)
+    return isinstance(value, dict) and value.get("k") == key
+
+
+def _detail_pk(view: Any, model: type[models.Model]) -> Any:
+    if view._realtime_kind != "detail":
+        return None
+    lookup = view.lookup_url_kwarg or view.lookup_field
+    if view.lookup_field in ("pk", model._meta.pk.name) and lookup in view.kwargs:
+        return view.kwargs[lookup]
+    return None  # looked up by another field: rendered on every change, like a list
+
+
+def mark_overflow(model: type[models.Model]) -> None:
+    state_cache().set(f"drf_grip:overflow:{model._meta.label_lower}", 1, live_timeout())
+
+
+def has_overflow(model: type[models.Model]) -> bool:
+    return bool(state_cache().get(f"drf_grip:overflow:{model._meta.label_lower}"))
 
 
 def _new_version(tag: str) -> str:
@@ -132,75 +200,98 @@ def _new_version(tag: str) -> str:
     return f"{tag}.{secrets.token_hex(4)}"
 
 
+def first_version(channel: str, etag: str) -> None:
+    add_version(channel, _new_version(etag.strip('"')))
+
+
 def _names(version: str | None, tag: str) -> bool:
     return version is not None and version.split(".", 1)[0] == tag
 
 
-def _render(url: LiveUrl) -> tuple[int, bytes, str]:
-    """Render a live URL as a subscriber would get it; returns status, body, content type."""
-    try:
-        request = internal_get(url.scheme, url.host, url.path, url.query, url.media_type or "*/*")
-    except Resolver404:
-        return 404, b"", ""
-    request.drf_grip_render = True
+def render_live(recorded: RecordedRequest) -> tuple[int, bytes, str, str | None]:
+    """Render a live URL as its subscribers get it: status, body, content type, ETag."""
+    context = RealtimeContext(role="shared-render")
     render_stats["renders"] += 1
-    response = run_view(request)
-    return response.status_code, response.content, response.get("Content-Type", "")
+    response, _request = subscriber_get(recorded, context)
+    return (
+        response.status_code,
+        response.content,
+        response.get("Content-Type", ""),
+        response.get("ETag") or context.result_etag,
+    )
 
 
-def _ws_message(url: LiveUrl, status: int, etag: str | None = None, body: bytes = b"") -> str:
-    """A change message for WebSocket gateway subscribers (gateway.py):
-    ``{"event": "change", "url": LIVE, "status": 200, "etag": ..., "data": ...}``, where
-    ``LIVE`` is the ``url`` the gateway answered the subscription with. Gone or hidden:
-    ``{"event": "change", "url": LIVE, "status": 404}``."""
-    head = json.dumps({"event": "change", "url": url.relative, "status": status})
+def _ws_message(url: str, status: int, etag: str | None = None, body: bytes = b"") -> str:
+    """A change message for gateway subscribers:
+    ``{"event": "change", "url": LIVE, "status": 200, "etag": ..., "data": ...}``; gone or
+    hidden: ``{"event": "change", "url": LIVE, "status": 404}``."""
+    head = json.dumps({"event": "change", "url": url, "status": status})
     if status != 200:
         return head
     head = head[:-1] + ", " + json.dumps({"etag": etag})[1:-1]
     return head + ', "data": ' + body.decode() + "}"
 
 
-def publish_shared(model: type[models.Model]) -> None:
-    cache = caches[grip_settings.LIVE_URL_CACHE]
-    index: dict[str, Any] = cache.get(_INDEX + model._meta.label_lower) or {}
-    for entry in index.values():
-        url = LiveUrl(**entry)
-        try:
-            status, body, content_type = _render(url)
-        except Exception:
-            logger.exception("drf-grip could not render %s for subscribers", url.path)
-            continue
-        channel = url.channel
-        previous = read_version(channel)
-        if status == 200:
-            etag = make_etag(body)
-            if _names(previous, etag.strip('"')):
-                continue  # this representation did not change: its subscribers sleep on
-            formats = {
-                # Pushpin merges published headers onto the held response's: always send
-                # ETag and Content-Type, or the client keeps the hold's old ETag.
-                "http-response": {
-                    "code": 200,
-                    "reason": "OK",
-                    "headers": {"ETag": etag, "Content-Type": content_type},
-                    "body": body.decode(),
-                },
-                "http-stream": {"content": format_event(body, id=etag).decode()},
-                "ws-message": {"content": _ws_message(url, 200, etag, body)},
-            }
-            version = _new_version(etag.strip('"'))
-            set_version(channel, version)
-            publish(channel, formats, id=version, prev_id=previous)
-        else:
-            # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
-            if _names(previous, f"status-{status}"):
-                continue
-            version = _new_version(f"status-{status}")
-            set_version(channel, version)
-            from .publishing import CLOSE, delete_formats
+def affected_live_urls(
+    model: type[models.Model], pks: set[Any] | None, deleted: set[Any]
+) -> list[dict[str, Any]]:
+    """The live URLs a change renders: the model's list URLs, and the detail URLs of the
+    changed objects (all detail URLs when the change names no objects)."""
+    label = model._meta.label_lower
+    entries = _model_table(label).entries()
+    if pks is None:
+        entries += _detail_table(label).entries()
+    else:
+        for pk in sorted(set(pks) | set(deleted), key=str):
+            entries += _object_table(label, pk).entries()
+    unique: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        unique.setdefault(entry["k"], entry)
+    return list(unique.values())
 
-            formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
-            publish(channel, formats, id=version, prev_id=previous)
-            if status in (404, 410):
-                # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
-                publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+
+def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set[Any]) -> None:
+    for entry in affected_live_urls(model, pks, deleted):
+        try:
+            publish_live_url(entry)
+        except Exception:  # noqa: BLE001 - one URL must not stop the others
+            logger.exception("drf-grip could not render a live URL for its subscribers")
+
+
+def publish_live_url(entry: dict[str, Any]) -> None:
+    recorded = RecordedRequest.from_dict(entry["req"])
+    status, body, content_type, etag = render_live(recorded)
+    channel, url = entry["channel"], entry["url"]
+    previous = read_version(channel)
+    if status == 200:
+        etag = etag or ""
+        if _names(previous, etag.strip('"')):
+            return  # this representation did not change: its subscribers sleep on
+        formats = {
+            # Pushpin merges published headers onto the held response's: always send
+            # ETag and Content-Type, or the client keeps the hold's old ETag (PUSHPIN.md).
+            "http-response": {
+                "code": 200,
+                "reason": "OK",
+                "headers": {"ETag": etag, "Content-Type": content_type},
+                "body": body.decode(),
+            },
+            "http-stream": {"content": format_event(body, id=etag).decode()},
+            "ws-message": {"content": _ws_message(url, 200, etag, body)},
+        }
+        version = _new_version(etag.strip('"'))
+        set_version(channel, version)
+        publish(channel, formats, id=version, prev_id=previous)
+        return
+    # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
+    if _names(previous, f"status-{status}"):
+        return
+    from .publishing import CLOSE, delete_formats
+
+    version = _new_version(f"status-{status}")
+    set_version(channel, version)
+    formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
+    publish(channel, formats, id=version, prev_id=previous)
+    if status in (404, 410):
+        # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
+        publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)

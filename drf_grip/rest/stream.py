@@ -1,89 +1,118 @@
-"""Next links for event streams.
+"""Next links for event streams: each one a single-use, expiring pointer (DESIGN.md §3).
 
 Pushpin fetches a stream's ``Grip-Link rel=next`` as a bare GET: no cookies, no
-Authorization, only ``Grip-Last``; and it shares one fetch among all clients whose link has
-the same *path* (the query string is ignored; PUSHPIN.md, from Pushpin's engine.cpp). So
-who is asking, for which URL, and which version they last saw travel in the link's path
-as a signed, expiring token. Two users never get the same link.
+Authorization, only ``Grip-Last``; it shares one fetch among all clients whose link has the
+same *path* (the query string is ignored), and it logs the link at INFO (PUSHPIN.md). So:
+
+- the stream's subscriber GET (its headers, credentials included) is kept server-side, in
+  Django's cache under a random stream id; the link's path carries only that id and a
+  counter, signed;
+- each fetch moves the counter on, so a link copied from a log is worthless once the stream
+  has moved on, and a replay moves the stream on (the real client reconnects and resumes
+  with ``Last-Event-ID``);
+- each fetch replays the subscriber's GET through the middleware and authentication, so a
+  deleted token, a flushed session or a deactivated user ends the stream at the next change;
+- a stream lives ``NEXT_LINK_MAX_AGE`` seconds from when it opened, never extended.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core import signing
 from django.http import HttpRequest, HttpResponse
-from django.urls import Resolver404, get_script_prefix
+from django.urls import get_script_prefix
 
 from ..conf import grip_settings
-from .internal import internal_get, run_view
+from .context import RealtimeContext, context_of
+from .render import RecordedRequest, record, subscriber_get
+from .store import state_cache
 
-__all__ = ["NEXT_LINK_PATH", "next_link_for", "serve_next_link"]
+__all__ = ["NEXT_LINK_PATH", "next_link_for", "serve_next_link", "end_of_stream"]
 
 NEXT_LINK_PATH = "_grip/next/"
 _SALT = "drf_grip.next-link"
+_STATE = "drf_grip:stream:"
 
 
-def next_link_for(request: HttpRequest, etag: str, delivery: str) -> str:
-    """The path of the next link for this stream, carrying a signed token."""
-    previous = getattr(request, "drf_grip_next", None)
-    if previous is not None:
-        payload = dict(previous, e=etag)
-    else:
-        user = getattr(request, "user", None)
-        user_pk = None
-        if user is not None and user.is_authenticated and delivery != "shared":
-            user_pk = str(user.pk)
-        payload = {
-            "u": user_pk,
-            "p": request.get_full_path(),
-            "h": request.get_host(),
-            "s": request.scheme,
-            "e": etag,
-            # A stream of its own: no fetch is ever shared with another client's stream.
-            "n": secrets.token_urlsafe(6),
-        }
-    token = signing.dumps(payload, salt=_SALT, compress=True)
+def end_of_stream(event: str) -> HttpResponse:
+    """A last event and no instruction: the proxy ends the stream (no hold, no next link);
+    an ``EventSource`` then reconnects and its GET decides afresh."""
+    response = HttpResponse(f"event: {event}\ndata: {{}}\n\n".encode(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+def _link(sid: str, counter: int) -> str:
+    token = signing.dumps([sid, counter], salt=_SALT, compress=False)
     return f"{get_script_prefix()}{NEXT_LINK_PATH}{token}/"
 
 
-def _load(token: str) -> dict[str, Any] | None:
+def next_link_for(request: Any, context: RealtimeContext | None, etag: str) -> str:
+    """The next link of this stream: a new stream's first, or the next one of a fetch."""
+    if context is not None and context.role == "next-link":
+        state = context.state
+        return _link(state["sid"], state["n"])
+    django_request = getattr(request, "_request", request)
+    user = getattr(request, "user", None)
+    max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
+    state = {
+        "sid": secrets.token_urlsafe(18),
+        "n": 0,
+        "req": record(django_request, credentials=True).as_dict(),
+        "user": str(user.pk) if user is not None and user.is_authenticated else None,
+        "etag": etag,
+        "exp": time.time() + max_age,
+    }
+    state_cache().set(_STATE + state["sid"], state, max_age)
+    return _link(state["sid"], 0)
+
+
+def _load(token: str) -> tuple[str, int] | None:
     try:
-        payload = signing.loads(token, salt=_SALT, max_age=int(grip_settings.NEXT_LINK_MAX_AGE))
-    except signing.BadSignature:  # includes SignatureExpired
+        payload = signing.loads(token, salt=_SALT)
+    except signing.BadSignature:
         return None
-    return payload if isinstance(payload, dict) and "p" in payload else None
+    if (
+        isinstance(payload, list)
+        and len(payload) == 2
+        and isinstance(payload[0], str)
+        and isinstance(payload[1], int)
+    ):
+        return payload[0], payload[1]
+    return None
 
 
 def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     """Answer Pushpin's next-link fetch with the next event for that stream, if any."""
-    if not request.grip.proxied:
+    grip = getattr(request, "grip", None)
+    if grip is None or not grip.proxied:
         return HttpResponse("Next links are for the GRIP proxy.\n", status=403, content_type="text/plain")
-    payload = _load(token)
-    if payload is None:
-        # Expired or forged: end the stream's updates; the client's EventSource reconnects.
-        return HttpResponse(b"event: error\ndata: {}\n\n", content_type="text/event-stream")
-    path, _, query = payload["p"].partition("?")
-    try:
-        inner = internal_get(
-            payload.get("s") or request.scheme,
-            payload.get("h") or request.get_host(),
-            path,
-            query,
-            "text/event-stream",
-        )
-    except Resolver404:
-        return HttpResponse(b"event: delete\ndata: {}\n\n", content_type="text/event-stream")
-    inner.grip = request.grip
-    inner.grip_proxied = request.grip_proxied
-    inner.wscontext = None
-    inner.drf_grip_next = payload
-    if payload.get("u") is not None:
-        user = get_user_model()._default_manager.filter(pk=payload["u"], is_active=True).first()
-        if user is None:
-            return HttpResponse(b"event: error\ndata: {}\n\n", content_type="text/event-stream")
-        inner.user = user
-        inner._force_auth_user = user
-    return run_view(inner)
+    loaded = _load(token)
+    if loaded is None:
+        return end_of_stream("error")
+    sid, counter = loaded
+    cache = state_cache()
+    state = cache.get(_STATE + sid)
+    if not isinstance(state, dict) or state.get("n") != counter or state["exp"] <= time.time():
+        # Moved on (a replayed or stale link), expired or unknown: nothing for this link.
+        return end_of_stream("error")
+    # Move the stream on before rendering: a replay of this link now finds nothing.
+    state["n"] = counter + 1
+    remaining = max(1, int(state["exp"] - time.time()))
+    cache.set(_STATE + sid, state, remaining)
+    recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT="text/event-stream")
+    context = RealtimeContext(role="next-link", etag=state["etag"], user=state["user"], state=state)
+    response, inner = subscriber_get(recorded, context, grip_sig=request.META.get("HTTP_GRIP_SIG"))
+    if context.revoked or context.policy is None or not response.has_header("Grip-Hold"):
+        # Revoked credentials (401/403, another user), a URL that is no longer live, or an
+        # answer that does not continue the stream: end it.
+        if response.get("Content-Type", "").startswith("text/event-stream") and not context.revoked:
+            return response
+        return end_of_stream("error" if response.status_code != 404 else "delete")
+    if context.result_etag and context.result_etag != state["etag"]:
+        state["etag"] = context.result_etag
+        cache.set(_STATE + sid, state, remaining)
+    return response

@@ -1,58 +1,75 @@
 """Channel versions: the id of the last item published on each channel, kept in Django's
-cache so every process (web, Celery, shell) reads the same one (DESIGN.md §4)."""
+cache so every process (web, Celery, shell) reads the same one (DESIGN.md §4).
+
+A private channel's version is a counter moved with an atomic ``incr``: two publishers of one
+channel get distinct ids and each knows the exact previous one. Counters start at a random
+value, so ids stay unique after the cache is flushed (Pushpin drops a repeated
+``(channel, id)`` for 60 s). A shared channel's version names the representation's ETag
+(``shared.py``). A lost or expired version costs one re-request, never a lost update.
+"""
 
 from __future__ import annotations
 
 import secrets
 
-from django.core.cache import caches
+from .store import state_cache
 
-from ..conf import grip_settings
-
-__all__ = ["read_version", "read_versions", "next_version", "set_version", "add_version"]
+__all__ = ["read_version", "read_versions", "ensure_versions", "next_version", "set_version", "add_version"]
 
 _KEY = "drf_grip:version:"
-
-
-def _cache():
-    return caches[grip_settings.VERSION_CACHE]
+#: Versions outlive any hold by far; a channel nobody used for a day starts afresh.
+_TIMEOUT = 24 * 3600
 
 
 def new_id() -> str:
     return secrets.token_hex(8)
 
 
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
 def read_version(channel: str) -> str | None:
-    return _cache().get(_KEY + channel)
+    return _text(state_cache().get(_KEY + channel))
 
 
 def read_versions(channels: list[str]) -> dict[str, str | None]:
-    found = _cache().get_many([_KEY + c for c in channels])
-    return {c: found.get(_KEY + c) for c in channels}
+    found = state_cache().get_many([_KEY + c for c in channels])
+    return {c: _text(found.get(_KEY + c)) for c in channels}
 
 
-def ensure_versions(channels: list[str]) -> dict[str, str]:
-    """Current versions, creating a first one where a channel has none yet."""
+def _start(cache, channel: str) -> None:
+    cache.add(_KEY + channel, secrets.randbits(40), timeout=_TIMEOUT)
+
+
+def ensure_versions(channels: list[str]) -> dict[str, str | None]:
+    """Current versions of counter channels, giving a first one where there is none."""
     current = read_versions(channels)
-    for channel, version in current.items():
-        if version is None:
-            _cache().add(_KEY + channel, new_id(), timeout=None)
-            current[channel] = read_version(channel)
+    missing = [c for c, v in current.items() if v is None]
+    if missing:
+        cache = state_cache()
+        for channel in missing:
+            _start(cache, channel)
+        current.update(read_versions(missing))
     return current
 
 
-def next_version(channel: str, new: str | None = None) -> tuple[str | None, str]:
-    """Move a channel to a new version; returns ``(previous, new)`` for ``prev-id``/``id``."""
-    previous = read_version(channel)
-    new = new or new_id()
-    _cache().set(_KEY + channel, new, timeout=None)
-    return previous, new
+def next_version(channel: str) -> tuple[str | None, str]:
+    """Move a counter channel on; returns ``(previous, new)`` for ``prev-id``/``id``."""
+    cache = state_cache()
+    try:
+        new = cache.incr(_KEY + channel)
+    except ValueError:  # no counter yet (or it expired): nobody holds a prev-id of it
+        _start(cache, channel)
+        new = cache.incr(_KEY + channel)
+        return None, str(new)
+    return str(new - 1), str(new)
 
 
 def add_version(channel: str, version: str) -> None:
     """Give a channel its first version; never moves one the publisher has set."""
-    _cache().add(_KEY + channel, version, timeout=None)
+    state_cache().add(_KEY + channel, version, timeout=_TIMEOUT)
 
 
 def set_version(channel: str, version: str) -> None:
-    _cache().set(_KEY + channel, version, timeout=None)
+    state_cache().set(_KEY + channel, version, timeout=_TIMEOUT)

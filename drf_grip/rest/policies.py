@@ -1,0 +1,78 @@
+"""Where recorded realtime policies live, so any process can follow them (DESIGN.md §3).
+
+A subscription records which view (and delivery mode) it came through, per model, in a
+bounded index in Django's cache. The publisher lists the index of a changed model and asks
+each view class for the channels the change wakes (``get_changed_channels()``), so an
+overridden ``get_realtime_model()``, ``get_realtime_delivery()`` or channel hook is followed
+in a Celery worker or a shell that never served a request.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+from django.db import models
+
+from ..conf import grip_settings
+from .context import RealtimePolicy
+from .store import SlotIndex
+
+__all__ = ["record_policy", "recorded_views", "live_timeout", "view_class"]
+
+_MAX_VIEWS = 64
+_recent: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+def live_timeout() -> int:
+    """How long a subscription's records outlive its last hold: every hold is renewed by
+    the proxy well within it (a long-poll's timeout, a stream's next-link timeout, the
+    gateway's keep-alive), so an entry that expires has nobody behind it."""
+    configured = grip_settings.LIVE_URL_TIMEOUT
+    if configured:
+        return int(configured)
+    return max(
+        int(grip_settings.HOLD_TIMEOUT_MAX),
+        int(grip_settings.NEXT_LINK_TIMEOUT),
+        4 * int(grip_settings.WS_KEEP_ALIVE),
+    ) + 60
+
+
+def _index(label: str) -> SlotIndex:
+    return SlotIndex(f"drf_grip:views:{label}", _MAX_VIEWS, live_timeout())
+
+
+def record_policy(policy: RealtimePolicy, view: type) -> None:
+    key = f"{policy.view}|{policy.delivery}"
+    index = _index(policy.model)
+    memo = f"{policy.model}|{key}"
+    slot = _recent.get(memo)
+    # The common case, a view already recorded: one ``touch`` renews it.
+    if slot is not None and index.cache.touch(slot, index.timeout):
+        return
+    entry = {"view": policy.view, "delivery": policy.delivery}
+    if index.add(key, entry):
+        for candidate in index._slots(key):
+            found = index.cache.get(candidate)
+            if isinstance(found, dict) and found.get("k") == key:
+                with _lock:
+                    _recent[memo] = candidate
+                break
+
+
+def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:
+    """``[{"view": "module:Qual", "delivery": ...}]`` recorded for ``model``."""
+    return _index(model._meta.label_lower).entries()
+
+
+def view_class(path: str) -> type | None:
+    module_name, _, qualname = path.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError):
+        return None
+    return target if isinstance(target, type) else None

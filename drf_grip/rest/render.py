@@ -1,0 +1,176 @@
+"""One render path: a GET the server runs *as the subscriber* (DESIGN.md §3).
+
+Shared renders, a stream's next link and a gateway subscription's re-render all replay the
+subscriber's own GET through the whole middleware stack and URLconf, with the headers the
+subscriber sent (credentials, language, tenant headers). So the tenth event equals what a
+fresh GET by that client returns, byte for byte, and a revoked token or a flushed session
+is noticed by the same authentication that serves HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.base import BaseHandler
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import get_urlconf, set_urlconf
+
+from .context import RealtimeContext
+
+__all__ = ["RecordedRequest", "record", "subscriber_get", "run_through_middleware"]
+
+logger = logging.getLogger("drf_grip.render")
+
+# Headers that describe one exchange with the proxy, not the subscriber: a replayed GET
+# must not inherit them (a stale If-None-Match would make it a hold, Grip-* are the
+# proxy's, Content-* belong to a body the GET does not have).
+_DROPPED = frozenset(
+    {
+        "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_PREFER",
+        "HTTP_LAST_EVENT_ID", "HTTP_CONNECTION_ID", "HTTP_UPGRADE", "HTTP_CONNECTION",
+        "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_KEEP_ALIVE_INTERVAL",
+        "HTTP_TRANSFER_ENCODING", "HTTP_ACCEPT_ENCODING",
+    }
+)
+_DROPPED_PREFIXES = ("HTTP_GRIP_", "HTTP_META_", "HTTP_SEC_WEBSOCKET_")
+_CREDENTIALS = frozenset({"HTTP_AUTHORIZATION", "HTTP_COOKIE", "HTTP_PROXY_AUTHORIZATION"})
+_CGI = ("REMOTE_ADDR", "REMOTE_HOST", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL")
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What is needed to replay a subscriber's GET: a JSON-able value kept in the cache."""
+
+    scheme: str
+    path: str
+    query: str
+    meta: dict[str, str] = field(default_factory=dict)
+    script_name: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "path": self.path,
+            "query": self.query,
+            "meta": dict(self.meta),
+            "script_name": self.script_name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RecordedRequest":
+        return cls(
+            data["scheme"], data["path"], data["query"], dict(data.get("meta") or {}),
+            data.get("script_name", ""),
+        )
+
+    def with_query(self, query: str) -> "RecordedRequest":
+        return RecordedRequest(self.scheme, self.path, query, self.meta, self.script_name)
+
+    def with_headers(self, **headers: str) -> "RecordedRequest":
+        """A copy with headers (``HTTP_ACCEPT="..."``) set; ``None`` removes one."""
+        meta = dict(self.meta)
+        for key, value in headers.items():
+            if value is None:
+                meta.pop(key, None)
+            else:
+                meta[key] = value
+        return RecordedRequest(self.scheme, self.path, self.query, meta, self.script_name)
+
+
+def record(
+    request: HttpRequest, *, credentials: bool = True, query: str | None = None
+) -> RecordedRequest:
+    """Record ``request`` (a Django request) as a GET to replay later.
+
+    ``credentials=False`` leaves out ``Authorization`` and cookies: a shared render is the
+    same for everyone and must not run as the first subscriber.
+    """
+    meta: dict[str, str] = {}
+    for key, value in request.META.items():
+        if not isinstance(value, str):
+            continue
+        if key.startswith("HTTP_"):
+            if key in _DROPPED or key.startswith(_DROPPED_PREFIXES):
+                continue
+            if not credentials and key in _CREDENTIALS:
+                continue
+            meta[key] = value
+        elif key in _CGI:
+            meta[key] = value
+    return RecordedRequest(
+        scheme=request.scheme,
+        path=request.path_info,
+        query=request.META.get("QUERY_STRING", "") if query is None else query,
+        meta=meta,
+        script_name=request.META.get("SCRIPT_NAME", "") or "",
+    )
+
+
+def _build(recorded: RecordedRequest) -> WSGIRequest:
+    environ: dict[str, Any] = dict(recorded.meta)
+    environ.update(
+        {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": recorded.script_name,
+            "PATH_INFO": recorded.path.encode("utf-8").decode("iso-8859-1"),
+            "QUERY_STRING": recorded.query,
+            "CONTENT_LENGTH": "0",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.url_scheme": recorded.scheme,
+            "wsgi.errors": io.StringIO(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+    )
+    environ.setdefault("SERVER_NAME", "localhost")
+    environ.setdefault("SERVER_PORT", "443" if recorded.scheme == "https" else "80")
+    if recorded.scheme == "https":
+        environ["HTTPS"] = "on"
+    return WSGIRequest(environ)
+
+
+@lru_cache(maxsize=4)
+def _handler(middleware: tuple[str, ...], urlconf: str) -> BaseHandler:
+    handler = BaseHandler()
+    handler.load_middleware()
+    return handler
+
+
+def run_through_middleware(request: HttpRequest) -> HttpResponse:
+    """The answer of the whole middleware stack and URLconf, as Django's test client runs it.
+
+    The response is not ``close()``d: that sends ``request_finished``, which closes the
+    database connection under the request (or worker) that asked for this render.
+    """
+    previous = get_urlconf()
+    try:
+        handler = _handler(tuple(settings.MIDDLEWARE or ()), str(settings.ROOT_URLCONF))
+        response = handler.get_response(request)
+        if hasattr(response, "render") and callable(response.render) and not getattr(
+            response, "is_rendered", True
+        ):
+            response = response.render()
+        return response
+    finally:
+        set_urlconf(previous)
+
+
+def subscriber_get(
+    recorded: RecordedRequest, context: RealtimeContext, *, grip_sig: str | None = None
+) -> tuple[HttpResponse, HttpRequest]:
+    """Replay the recorded GET with ``context`` as ``request.drf_grip``; returns the response
+    and the request (whose ``drf_grip`` the view filled in)."""
+    request = _build(recorded)
+    if grip_sig:
+        # A next link answers the proxy: the replayed GET is as proxied as the fetch was.
+        request.META["HTTP_GRIP_SIG"] = grip_sig
+    request.drf_grip = context
+    return run_through_middleware(request), request

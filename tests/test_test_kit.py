@@ -1,0 +1,106 @@
+"""drf_grip.test for HTTP: a client whose requests arrive as proxied, hold assertions, the
+outbox of published items and waiting for publishes."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from drf_grip import publish
+from drf_grip.test import (
+    GripAPIClient,
+    assert_held,
+    assert_not_held,
+    capture_published,
+    wait_published,
+)
+from tests.testapp.models import Todo
+
+
+@pytest.mark.django_db
+def test_requests_arrive_as_proxied_and_holds_are_read_back():
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    etag = client.get(f"/api/todos/{todo.pk}/")["ETag"]
+    held = client.get(f"/api/todos/{todo.pk}/", HTTP_IF_NONE_MATCH=etag, HTTP_PREFER="wait=20")
+    assert held.status_code == 304
+    grip = assert_held(held, channels=[f"drf.testapp.todo.{todo.pk}"], timeout=20)
+    assert grip.held and grip.status == 304
+    assert set(grip.prev_ids) == set(grip.channels)
+    # The same request without the proxy is an ordinary conditional GET: nothing held.
+    direct = APIClient().get(f"/api/todos/{todo.pk}/", HTTP_IF_NONE_MATCH=etag)
+    assert direct.status_code == 304
+    assert_not_held(direct)
+
+
+@pytest.mark.django_db
+def test_streams_have_a_next_link():
+    response = GripAPIClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+    grip = assert_held(response, stream=True, channels=["drf.testapp.todo"])
+    assert grip.next_link and "/_grip/next/" in grip.next_link
+    assert response.content.startswith(b"id: ")
+
+
+@pytest.mark.django_db
+def test_assertions_say_what_was_wrong():
+    plain = GripAPIClient().get("/api/todos/")
+    assert_not_held(plain)
+    with pytest.raises(AssertionError, match="expected a held response, got no hold"):
+        assert_held(plain)
+    etag = plain["ETag"]
+    held = GripAPIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    with pytest.raises(AssertionError, match="not subscribed to"):
+        assert_held(held, channels=["elsewhere"])
+    with pytest.raises(AssertionError, match="held 55.0 s, not 30 s"):
+        assert_held(held, timeout=30)
+    with pytest.raises(AssertionError, match="held"):
+        assert_not_held(held)
+    with pytest.raises(AssertionError, match="expected a held stream"):
+        assert_held(held, stream=True)
+
+
+@override_settings(GRIP_PREFIX="site1-")
+@pytest.mark.django_db
+def test_channels_are_named_without_grip_prefix():
+    etag = GripAPIClient().get("/api/todos/")["ETag"]
+    held = GripAPIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert held["Grip-Channel"].startswith("site1-drf.testapp.todo")
+    assert_held(held, channels=["drf.testapp.todo"])
+    with capture_published() as outbox:
+        publish("news", {"http-response": {"body": "hi"}})
+        wait_published()
+    assert outbox.channels == ["news"] and outbox[0]["channel"] == "site1-news"
+    assert outbox.to("news") == [outbox[0]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outbox_has_what_committed_changes_published():
+    with capture_published() as outbox:
+        with transaction.atomic():
+            Todo.objects.create(title="one")
+            Todo.objects.create(title="two")
+        wait_published()
+        assert outbox.channels.count("drf.testapp.todo") == 1  # one transaction, one publish
+        hint = outbox.to("drf.testapp.todo")[0]
+        assert hint["formats"]["http-response"] == {"action": "hint"}
+        assert "id" in hint and "prev-id" in hint
+    with capture_published() as later:
+        with transaction.atomic():
+            Todo.objects.create(title="rolled back")
+            transaction.set_rollback(True)
+        wait_published()
+    assert later == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outbox_has_only_what_was_published_while_it_captured():
+    # The outer capture also keeps publishes off the network: with a local sink and no
+    # GRIP_URL, the publisher has nowhere else to send.
+    with capture_published() as outer:
+        with capture_published() as inner:
+            pass
+        Todo.objects.create(title="after")
+        wait_published()
+    assert inner == [] and "drf.testapp.todo" in outer.channels
