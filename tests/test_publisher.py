@@ -710,9 +710,7 @@ def test_command_fails_clearly_when_the_proxy_is_down(settings: Any, publisher: 
 # -- django-grip's publish(callback=) and get_pubcontrol() -----------------------------------------
 
 
-def test_publish_with_a_callback_tells_it_once_every_destination_answered(
-    grip: Any, server: PublishServer
-) -> None:
+def recording_callback() -> tuple[threading.Event, list[tuple[bool, str]], Callable[[bool, str], None]]:
     done = threading.Event()
     results: list[tuple[bool, str]] = []
 
@@ -720,6 +718,13 @@ def test_publish_with_a_callback_tells_it_once_every_destination_answered(
         results.append((success, message))
         done.set()
 
+    return done, results, callback
+
+
+def test_publish_with_a_callback_tells_it_once_every_destination_answered(
+    grip: Any, server: PublishServer
+) -> None:
+    done, results, callback = recording_callback()
     publish("todos", stream("x\n"), callback=callback)
     assert done.wait(WAIT)
     assert results == [(True, "")]
@@ -731,13 +736,7 @@ def test_publish_callback_hears_of_a_failure_without_the_key(
 ) -> None:
     grip.GRIP_URL = server.url + "/?iss=me&key=very-secret-publish-key-0123456789abc"
     server.responder = lambda received: 400
-    done = threading.Event()
-    results: list[tuple[bool, str]] = []
-
-    def callback(success: bool, message: str) -> None:
-        results.append((success, message))
-        done.set()
-
+    done, results, callback = recording_callback()
     publish("todos", stream("x\n"), callback=callback)
     assert done.wait(WAIT)
     [(success, message)] = results
