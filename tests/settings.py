@@ -27,6 +27,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tests.testapp.hook_views.TenantMiddleware",
 ]
 
 # A file database, so the origin server thread and the test see the same data.

@@ -432,7 +432,8 @@ class _RealtimeBase:
             return stream
         if is_next:
             context.result_etag = etag
-        link = next_link_for(request, context, etag)
+        versioned = all(policy.versions.get(ch) for ch in policy.channels)
+        link = next_link_for(request, context, etag, versioned)
         instruct = grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
