@@ -33,6 +33,7 @@ _EXPORTS = {
     "publish_changes": "drf_grip.rest.registry",
     "paused": "drf_grip.rest.registry",
     "RealtimeGateway": "drf_grip.rest.gateway",
+    "RealtimePolicy": "drf_grip.rest.context",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .grip.publisher import PublishError, get_pubcontrol, get_publisher, publish, publish_items
     from .grip.websocket import websocket_only
     from .middleware import GripMiddleware
+    from .rest.context import RealtimePolicy
     from .rest.gateway import RealtimeGateway
     from .rest.mixins import ListRealtimeMixin, RealtimeMixin, RetrieveRealtimeMixin
     from .rest.registry import paused, publish_changes, register

@@ -20,6 +20,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, view_class
 from .registry import Changes, views_for
+from .buckets import bucketable, paced_hint
 from .store import per_process_state
 from .sse import format_event
 from .versions import next_version
@@ -47,9 +48,17 @@ def delete_formats() -> dict[str, Any]:
     }
 
 
-def _publish_versioned(channel: str, formats: dict[str, Any]) -> None:
+def _publish_versioned(channel: str, formats: dict[str, Any]) -> tuple[str | None, str]:
     previous, new = next_version(channel)
     publish(channel, formats, id=new, prev_id=previous)
+    return previous, new
+
+
+def _hint(channel: str) -> None:
+    if bucketable(channel) and not per_process_state():
+        paced_hint(channel, lambda ch: _publish_versioned(ch, HINT))
+    else:
+        _publish_versioned(channel, HINT)
 
 
 def private_channels(
@@ -93,8 +102,11 @@ def publish_model(
         private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
-    for channel in private_channels(model, private_views, pks, partitions):
-        _publish_versioned(channel, HINT)
+    channels = private_channels(model, private_views, pks, partitions)
+    if shared and pks is None and has_overflow(model, "bulk"):
+        channels.append(names.bulk_channel(model))
+    for channel in dict.fromkeys(channels):
+        _hint(channel)
     if private_views or shared:
         for pk in sorted(deleted, key=str):
             channel = names.object_channel(model, pk)

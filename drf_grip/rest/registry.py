@@ -423,7 +423,11 @@ def _worker() -> _ChangeWorker:
 
 def wait_idle(timeout: float | None = None) -> bool:
     """Wait until every committed change has been handed to the GRIP publisher."""
-    return _instance is None or _instance.wait_idle(timeout)
+    from .buckets import wait_paced
+
+    if _instance is not None and not _instance.wait_idle(timeout):
+        return False
+    return wait_paced(timeout)
 
 
 def _flush_at_exit() -> None:

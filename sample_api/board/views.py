@@ -42,12 +42,14 @@ class TodoViewSet(RealtimeMixin, viewsets.ModelViewSet):
 
 
 class NoteViewSet(RealtimeMixin, viewsets.ModelViewSet):
-    """Each user's own notes: private delivery re-runs each held request as its user."""
+    """Each user's own notes: private delivery re-runs each held request as its user, and
+    the partition by owner makes a change wake only its owner's clients."""
 
     serializer_class = NoteSerializer
     permission_classes = [permissions.IsAuthenticated]
     pagination_class = Pages
     realtime_model = Note
+    realtime_partition = "owner"
 
     def get_queryset(self):
         return Note.objects.filter(owner=self.request.user).order_by("-id")
