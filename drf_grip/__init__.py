@@ -21,10 +21,10 @@ _EXPORTS = {
     "PublishError": "drf_grip.grip.publisher",
     "websocket_only": "drf_grip.grip.websocket",
     # django-websocket / django-pistoke API
-    "require_websocket": "drf_grip.websocket",
-    "accept_websocket": "drf_grip.websocket",
-    "WebSocketView": "drf_grip.websocket",
-    "JSONWebSocketView": "drf_grip.websocket",
+    "require_websocket": "drf_grip.grip.websocket_views",
+    "accept_websocket": "drf_grip.grip.websocket_views",
+    "WebSocketView": "drf_grip.grip.websocket_views",
+    "JSONWebSocketView": "drf_grip.grip.websocket_views",
     # DRF layer
     "RealtimeMixin": "drf_grip.rest.mixins",
     "ListRealtimeMixin": "drf_grip.rest.mixins",
@@ -49,7 +49,12 @@ if TYPE_CHECKING:
     from .rest.gateway import RealtimeGateway
     from .rest.mixins import ListRealtimeMixin, RealtimeMixin, RetrieveRealtimeMixin
     from .rest.registry import paused, publish_changes, register
-    from .websocket import JSONWebSocketView, WebSocketView, accept_websocket, require_websocket
+    from .grip.websocket_views import (
+        JSONWebSocketView,
+        WebSocketView,
+        accept_websocket,
+        require_websocket,
+    )
 
 
 def __getattr__(name: str) -> Any:

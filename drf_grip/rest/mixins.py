@@ -60,14 +60,6 @@ def view_path(view_class: type) -> str:
     return f"{view_class.__module__}:{view_class.__qualname__}"
 
 
-class _Unchanged(Exception):
-    """Raised from ``initial()`` to answer a re-request that cannot have changed."""
-
-    def __init__(self, etag: str) -> None:
-        super().__init__(etag)
-        self.etag = etag
-
-
 class _RealtimeBase:
     """Shared machinery of the list and detail mixins."""
 
@@ -264,23 +256,6 @@ class _RealtimeBase:
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy
-        elif policy.delivery == PRIVATE:
-            self._skip_unchanged_rerequest(request, policy)
-
-    def _skip_unchanged_rerequest(self, request: Request, policy: RealtimePolicy) -> None:
-        """A proxy re-request whose ``Grip-Last`` names the versions every channel still has
-        cannot have a new answer: nothing was published since the client was held (Pushpin
-        re-requests every client of a new channel after about a second, PUSHPIN.md). Hold it
-        again without running the view."""
-        if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
-        if request.method != "GET" or not if_none_match or self.is_event_stream(request):
-            return
-        last = grip_of(request).last
-        if not last or not grip_of(request).proxied:
-            return
-        if all(last.get(ch) is not None and last.get(ch) == policy.versions.get(ch)
-               for ch in policy.channels):
-            raise _Unchanged(if_none_match.split(",")[0].strip())
 
     def _subscribes(self, request: Request) -> bool:
         """Whether this read may end in a subscription (only those are recorded)."""
@@ -374,11 +349,6 @@ class _RealtimeBase:
         raise exc
 
     def handle_exception(self, exc):
-        if isinstance(exc, _Unchanged):
-            response = Response(status=status.HTTP_304_NOT_MODIFIED)
-            response["ETag"] = exc.etag
-            self._unchanged_etag = exc.etag
-            return response
         response = super().handle_exception(exc)
         etag = getattr(exc, "etag", None)
         if etag is not None:
@@ -391,9 +361,6 @@ class _RealtimeBase:
         context = context_of(request)
         if policy is None or not isinstance(response, Response):
             return response
-        unchanged = getattr(self, "_unchanged_etag", None)
-        if unchanged is not None:
-            return self.longpoll_response(request, response, policy, unchanged)
         role = context.role if context is not None else "client"
         if policy.delivery == SHARED and role != "shared-render" and response.status_code == 200:
             self._name_first_version(policy, response)
