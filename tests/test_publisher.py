@@ -724,6 +724,68 @@ def test_command_fails_clearly_when_the_proxy_is_down(settings: Any, publisher: 
     assert "hidden-key-value" not in str(info.value)
 
 
+# -- django-grip's publish(callback=) and get_pubcontrol() -----------------------------------------
+
+
+def recording_callback() -> tuple[threading.Event, list[tuple[bool, str]], Callable[[bool, str], None]]:
+    done = threading.Event()
+    results: list[tuple[bool, str]] = []
+
+    def callback(success: bool, message: str) -> None:
+        results.append((success, message))
+        done.set()
+
+    return done, results, callback
+
+
+def test_publish_with_a_callback_tells_it_once_every_destination_answered(
+    grip: Any, server: PublishServer
+) -> None:
+    done, results, callback = recording_callback()
+    publish("todos", stream("x\n"), callback=callback)
+    assert done.wait(WAIT)
+    assert results == [(True, "")]
+    assert server.channels == ["todos"]
+
+
+def test_publish_callback_hears_of_a_failure_without_the_key(
+    grip: Any, server: PublishServer
+) -> None:
+    grip.GRIP_URL = server.url + "/?iss=me&key=very-secret-publish-key-0123456789abc"
+    server.responder = lambda received: 400
+    done, results, callback = recording_callback()
+    publish("todos", stream("x\n"), callback=callback)
+    assert done.wait(WAIT)
+    [(success, message)] = results
+    assert success is False and "todos" in message and "very-secret" not in message
+
+
+def test_blocking_publish_with_a_callback_calls_it_then_raises_on_failure(
+    grip: Any, server: PublishServer
+) -> None:
+    server.responder = lambda received: 400
+    results: list[tuple[bool, str]] = []
+    with pytest.raises(PublishError):
+        publish("todos", stream("x\n"), blocking=True, callback=lambda ok, msg: results.append((ok, msg)))
+    assert results and results[0][0] is False
+
+
+def test_get_pubcontrol_publishes_as_gripcontrol_did(grip: Any, server: PublishServer) -> None:
+    from pubcontrol import Item
+
+    grip.GRIP_PREFIX = "app-"
+    pub = drf_grip.get_pubcontrol()
+    pub.publish("raw", Item(stream("a\n"), id="2", prev_id="1"), blocking=True)
+    pub.publish_http_response("poll", "body\n", blocking=True)
+    pub.publish_http_stream("stream", b"chunk\n", blocking=True)
+    # gripcontrol's GripPubControl never applied GRIP_PREFIX; django-grip's publish() did.
+    assert server.channels == ["raw", "poll", "stream"]
+    first, second, third = server.items
+    assert (first["id"], first["prev-id"]) == ("2", "1")
+    assert second["formats"]["http-response"]["body"] == "body\n"
+    assert third["formats"]["http-stream"]["content"] == "chunk\n"
+
+
 def test_after_an_outage_the_latest_state_of_a_channel_wins(grip: Any, server: PublishServer) -> None:
     """A retried item whose channel got newer items meanwhile is replaced by the newest,
     which carries the first one's prev-id: subscribers never move back to an older state."""

@@ -89,7 +89,7 @@ class GripProxy:
             if path in (self.publish_path, self.publish_path.rstrip("/")):
                 await handle_publish(self, scope, receive, send)
             elif path == self.status_path and scope["method"] in ("GET", "HEAD"):
-                await handle_status(scope, receive, send)
+                await handle_status(self, scope, receive, send)
             else:
                 await self._run(HttpSession(self, scope, receive, send))
         elif kind == "websocket":
