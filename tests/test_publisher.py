@@ -64,7 +64,9 @@ class Received:
 class PublishServer:
     """A stand-in for Pushpin's publish port: records requests, answers as told."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, keep_alive: bool = False) -> None:
+        self.connections = 0
+        self.drop_idle = False  # close kept connections silently after each answer
         self.requests: list[Received] = []
         self.statuses: deque[int] = deque()  # answers to give first, then 200
         self.responder: Callable[[Received], int] | None = None
@@ -73,6 +75,13 @@ class PublishServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with server.cond:
+                    server.connections += 1
+
             def do_POST(self) -> None:
                 size = int(self.headers.get("Content-Length", 0))
                 raw = self.rfile.read(size)
@@ -94,6 +103,8 @@ class PublishServer:
                 self.send_header("Content-Length", str(len(text)))
                 self.end_headers()
                 self.wfile.write(text)
+                if server.drop_idle:
+                    self.close_connection = True  # without telling the client
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -819,3 +830,27 @@ def test_coalesce_keeps_a_streams_last_event_before_close() -> None:
     kept, dropped = coalesce(items)
     assert dropped == 1
     assert [(i["id"], i["prev-id"]) for i in kept] == [("2", "0"), ("3", "2")]
+
+
+def test_posts_reuse_one_kept_alive_connection_and_token(settings, publisher):
+    """Pushpin keeps connections alive: a new TCP connection and a new JWT per POST were a
+    sixth of the publisher's time."""
+    server = PublishServer(keep_alive=True)
+    try:
+        settings.GRIP_PROXIES = [{"control_uri": server.url, "control_iss": "me", "key": "k" * 32}]
+        for i in range(5):
+            publish("c", stream(str(i)), blocking=False)
+            assert get_publisher().flush(WAIT)
+        assert len(server.requests) == 5 and server.connections == 1
+        assert len({r.headers["Authorization"] for r in server.requests}) == 1
+        # The server drops the idle connection: the next POST finds it closed, opens a new
+        # one and loses nothing.
+        server.drop_idle = True
+        publish("c", stream("5"), blocking=False)
+        assert get_publisher().flush(WAIT)
+        publish("c", stream("6"), blocking=False)
+        assert get_publisher().flush(WAIT)
+        assert [i["formats"]["http-stream"]["content"] for i in server.items][-2:] == ["5", "6"]
+        assert server.connections == 2 and get_publisher().stats.failed == 0
+    finally:
+        server.release()
