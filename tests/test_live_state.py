@@ -171,3 +171,29 @@ def test_a_slot_taken_by_another_view_after_a_flush_is_noticed(sink):
     watch("/api/todos/")
     views = {entry["view"] for entry in recorded_views(Todo)}
     assert "tests.testapp.realtime_views:TodoViewSet" in views
+
+
+def test_listing_costs_what_is_listed_not_the_capacity():
+    """A change lists the gateway connections and live URLs of its model: an empty index is
+    a read of a few ring flags, a small set stays in the first ring."""
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner, self.read = inner, 0
+
+        def get_many(self, keys):
+            self.read += len(keys)
+            return self.inner.get_many(keys)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    cache.clear()
+    counting = Counting(cache)
+    index = SlotIndex("test:rings", capacity=2048, timeout=60, cache=counting)
+    assert index.entries() == [] and counting.read == len(index._rings) <= 8
+    for i in range(5):
+        assert index.add(f"conn{i}", {})
+    counting.read = 0
+    assert {e["k"] for e in index.entries()} == {f"conn{i}" for i in range(5)}
+    assert counting.read <= len(index._rings) + 32

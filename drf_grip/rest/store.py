@@ -7,9 +7,12 @@ only writes are ``add`` (set-if-absent), ``set`` of a key that one writer owns, 
 
 :class:`SlotIndex` is a bounded set (live URLs of a model, gateway connections): each
 member has a few candidate slots derived from its key; it takes the first free one with
-``add``. Listing the set reads every slot at once (``get_many``). When all of a member's
-candidates are taken the index is full for it and the caller falls back (``add`` returns
-False) — the cap that keeps what clients do from inflating what a change costs.
+``add``. When all of a member's candidates are taken the index is full for it and the
+caller falls back (``add`` returns False) — the cap that keeps what clients do from
+inflating what a change costs. Slots come in rings of growing size and a member's first
+candidates lie in the first rings, so a small set stays in the first slots; each ring in
+use has an expiring flag, and listing reads the flags, then only the rings flagged. An empty
+index costs one read of a few flags, a small one a few dozen slots.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..conf import grip_settings
 __all__ = ["SlotIndex", "state_cache", "per_process_state"]
 
 _PROBES = 12
+_FIRST_RING = 32
 
 
 def state_cache() -> Any:
@@ -41,15 +45,45 @@ class SlotIndex:
         self.timeout = int(timeout)
         self.cache = cache if cache is not None else state_cache()
 
-    def _slots(self, key: str) -> list[str]:
+    @property
+    def _rings(self) -> list[tuple[int, int]]:
+        """``[(start, end), ...]``: 32 slots, then each ring twice the slots before it."""
+        rings: list[tuple[int, int]] = []
+        start, end = 0, min(_FIRST_RING, self.capacity)
+        while start < self.capacity:
+            rings.append((start, end))
+            start, end = end, min(self.capacity, end * 3)
+        return rings
+
+    def _ring_of(self, slot: int) -> int:
+        return next(i for i, (start, end) in enumerate(self._rings) if start <= slot < end)
+
+    def _flag(self, ring: int) -> str:
+        return f"{self.name}:ring:{ring}"
+
+    def _slot_numbers(self, key: str) -> list[int]:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+        rings = self._rings
+        probes = min(_PROBES, self.capacity)
         seen: list[int] = []
-        for i in range(min(_PROBES, self.capacity)):
-            slot = int.from_bytes(digest[2 * i : 2 * i + 2], "big") % self.capacity
+        for i in range(probes):
+            # Probe i draws from the first rings up to level i * len(rings) / probes.
+            bound = rings[min(len(rings) - 1, i * len(rings) // probes)][1]
+            slot = int.from_bytes(digest[2 * i : 2 * i + 2], "big") % bound
             while slot in seen:  # distinct candidates, also for tiny capacities
                 slot = (slot + 1) % self.capacity
             seen.append(slot)
-        return [f"{self.name}:{slot}" for slot in seen]
+        return seen
+
+    def _slots(self, key: str) -> list[str]:
+        return [f"{self.name}:{slot}" for slot in self._slot_numbers(key)]
+
+    def _mark(self, slot_name: str) -> None:
+        """Flag (or renew the flag of) the ring of a slot in use."""
+        slot = int(slot_name.rsplit(":", 1)[1])
+        flag = self._flag(self._ring_of(slot))
+        if not self.cache.touch(flag, self.timeout):
+            self.cache.set(flag, 1, self.timeout)
 
     def add(self, key: str, entry: dict[str, Any]) -> bool:
         """List ``key`` (refreshing its expiry); False when every candidate slot is taken."""
@@ -62,15 +96,18 @@ class SlotIndex:
                     self.cache.set(slot, {**entry, "k": key}, self.timeout)
                 else:
                     self.cache.touch(slot, self.timeout)
+                self._mark(slot)
                 return True
         value = {**entry, "k": key}
         for slot in slots:
             if slot in found:
                 continue
             if self.cache.add(slot, value, self.timeout):
+                self._mark(slot)
                 return True
             current = self.cache.get(slot)  # taken a moment ago: by us from another process?
             if isinstance(current, dict) and current.get("k") == key:
+                self._mark(slot)
                 return True
         return False
 
@@ -86,6 +123,7 @@ class SlotIndex:
             if isinstance(current, dict) and current.get("k") == key:
                 if now - renewed > self.timeout / 4:
                     self.cache.touch(slot, self.timeout)
+                    self._mark(slot)
                     memo[key] = (slot, now)
                 return True
             memo.pop(key, None)
@@ -110,7 +148,14 @@ class SlotIndex:
 
     def entries(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        names = [f"{self.name}:{slot}" for slot in range(self.capacity)]
+        rings = self._rings
+        flags = self.cache.get_many([self._flag(i) for i in range(len(rings))])
+        names = [
+            f"{self.name}:{slot}"
+            for i, (start, end) in enumerate(rings)
+            if self._flag(i) in flags
+            for slot in range(start, end)
+        ]
         for start in range(0, len(names), 500):
             found = self.cache.get_many(names[start : start + 500])
             out.extend(v for v in found.values() if isinstance(v, dict) and "k" in v)
