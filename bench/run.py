@@ -53,6 +53,7 @@ import platform
 import re
 import resource
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -349,7 +350,7 @@ class Origin:
         if profile_dir is not None:
             out = profile_dir / f"profile-{name}.txt"
             self.profiler = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(self.process.pid), "--rate", "250",
+                [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.process.pid), "--rate", "250",
                  "--format", "raw", "--output", str(out), "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -501,8 +502,10 @@ def make_watcher(case: Case, origin: Origin, index: int, channel: str) -> Watche
                   lambda m: m.get("action") == "subscribe_todos" and m.get("response_status") == 200)
 
 
-async def wait_subscribed(case: Case, origin: Origin, base: int, count: int, per_hold: int) -> None:
-    """Until ``count`` watchers are subscribed where the proxy keeps subscriptions."""
+async def wait_subscribed(case: Case, origin: Origin, base: int, count: int, per_hold: int,
+                          repair: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Until ``count`` watchers are subscribed where the proxy keeps subscriptions;
+    ``repair`` replaces watchers that were answered before they could subscribe."""
     if case.transport.startswith("ws") or origin.name == "es-direct":
         return  # the client's acknowledgement already says so
     deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
@@ -515,6 +518,8 @@ async def wait_subscribed(case: Case, origin: Origin, base: int, count: int, per
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"{case.name}: {have} of {count * per_hold} subscriptions")
+        if repair is not None:
+            await repair()
         await asyncio.sleep(POLL)
 
 
@@ -539,6 +544,16 @@ async def connect_all(case: Case, origin: Origin, count: int, batch: int, channe
                 await asyncio.sleep(0.2)
         raise RuntimeError(f"{case.name}: watcher {index} could not connect")
 
+    async def repair() -> None:
+        # A hold answered before the change (Pushpin's 502/500 under a burst) never
+        # subscribes: replace it.
+        nonlocal errors
+        for position, watcher in enumerate(watchers):
+            if isinstance(watcher, LongPoll) and watcher.answers:
+                errors += 1
+                watcher.close()
+                watchers[position] = await one(position)
+
     watchers.append(await one(0))
     await wait_subscribed(case, origin, base, 1, 1)
     if origin.pushpin is not None and case.transport in ("longpoll", "sse", "raw"):
@@ -555,7 +570,7 @@ async def connect_all(case: Case, origin: Origin, count: int, batch: int, channe
     for start in range(1, count, batch):
         size = min(batch, count - start)
         watchers += await asyncio.gather(*(one(i) for i in range(start, start + size)))
-        await wait_subscribed(case, origin, base, len(watchers), per_hold)
+        await wait_subscribed(case, origin, base, len(watchers), per_hold, repair)
     return watchers, errors
 
 
@@ -775,6 +790,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         live = [c for c in cases if c.skipped is None]
         for case in live:  # one round at N = 1 each, unmeasured: imports, caches, Pushpin
             await run_round(case, origins[case.origin], 1, args, -1)
+        memory = None
+        lp_emb = next((c for c in live if c.name == "grip-lp-emb"), None)
+        if lp_emb is not None and max(args.sizes) >= 100:
+            # Whole-process RSS per held long-poll, on a process that has not yet served
+            # N GETs: later rounds reuse the heap those left behind and look cheaper.
+            first = await run_round(lp_emb, origins["grip-embedded"], max(args.sizes), args, -1)
+            memory = {"held": max(args.sizes), "kib_per_held": first["kib_per_held"],
+                      "rss_held_kib": first["rss_held_kib"]}
+            print(f"  grip-lp-emb: {memory['kib_per_held']} KiB per held long-poll (first "
+                  f"{max(args.sizes)} holds of the process)", file=sys.stderr)
         for count in args.sizes:
             for number in range(args.rounds):
                 order = live if number % 2 == 0 else live[::-1]
@@ -789,7 +814,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 c.name: {"label": c.label, "skipped": c.skipped, "rounds": c.rounds,
                          "by_n": {str(n): summarize(c, n) for n in args.sizes}}
                 for c in cases
-            }
+            },
+            "embedded_memory": memory,
         }
         if args.extras and "grip-pushpin" in origins:
             results["extras"] = await extras(origins, {c.name: c for c in cases}, args)
@@ -837,9 +863,14 @@ def table(results: dict[str, Any], sizes: list[int]) -> str:
                           for i, (c, w) in enumerate(zip(cells, widths)))
 
     out = [line(header), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)]
+    out.append("")
+    memory = results.get("embedded_memory")
+    if memory:
+        out.append(f"Embedded proxy memory: {memory['kib_per_held']} KiB whole-process RSS per held "
+                   f"long-poll (first {memory['held']} holds of a fresh process; KiB/held above "
+                   f"is after earlier rounds)")
     extra = results.get("extras")
     if extra:
-        out.append("")
         for w in extra["write_latency"]:
             out.append(f"PATCH latency, {w['case']}: p50/p99 {w['idle_p50_ms']}/{w['idle_p99_ms']} ms"
                        f" with none held, {w['held_p50_ms']}/{w['held_p99_ms']} ms with"
