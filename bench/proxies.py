@@ -42,7 +42,7 @@ the proxy). A client answered before the publish (Pushpin's ``500 Accept service
 unavailable`` under a burst) is replaced and counted in ``replaced_clients``; a client whose
 response does not carry the round's item by 15 s is counted in ``missed``.
 
-Results go to stdout as a table and to ``bench/results.json`` (``--json``).
+Results go to stdout as a table and to ``bench/proxies.json`` (``--json``).
 """
 
 from __future__ import annotations
@@ -477,8 +477,8 @@ def main(argv: list[str] | None = None) -> None:
                         "(default 100)")
     parser.add_argument("--proxies", default="embedded,pushpin",
                         help="comma-separated: embedded, pushpin (default both)")
-    parser.add_argument("--json", default=str(HERE / "results.json"),
-                        help="where to write the results (default bench/results.json; '' for none)")
+    parser.add_argument("--json", default=str(HERE / "proxies.json"),
+                        help="where to write the results (default bench/proxies.json; '' for none)")
     args = parser.parse_args(argv)
     args.subscribers = [int(n) for n in args.subscribers.split(",") if n]
     args.proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]

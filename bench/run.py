@@ -83,15 +83,25 @@ HOLD_WAIT = 280
 # -- process figures -----------------------------------------------------------------------
 
 
+def _stat_ticks(path: Path) -> int:
+    fields = path.read_text().rsplit(")", 1)[-1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
 def cpu_ns(pid: int) -> int:
-    """CPU time of every live thread of ``pid``, in ns (schedstat, not 10 ms clock ticks)."""
-    total = 0
+    """CPU time of process ``pid`` in ns: its live threads to the nanosecond (schedstat),
+    plus the threads that already exited at clock-tick resolution (the process's own
+    utime + stime keep theirs; a sum over live threads alone can go backwards)."""
+    tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
+    live_ns = live_ticks = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            total += int((task / "schedstat").read_text().split()[0])
+            live_ns += int((task / "schedstat").read_text().split()[0])
+            live_ticks += _stat_ticks(task / "stat")
         except (OSError, ValueError, IndexError):
             continue
-    return total
+    exited_ticks = max(0, _stat_ticks(Path(f"/proc/{pid}/stat")) - live_ticks)
+    return live_ns + int(exited_ticks * tick_ns)
 
 
 def rss_kib(pid: int) -> int:

@@ -58,7 +58,7 @@ REST_FRAMEWORK = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "level": "ERROR"}},
     # Errors only: per-request logging would be part of what is measured.
     "root": {"level": "ERROR", "handlers": ["stderr"]},
 }
