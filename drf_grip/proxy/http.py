@@ -280,6 +280,9 @@ class HttpSession:
                 logger.warning("origin error for %s: %s", self.path, exc)
                 await self._error(502, f"Bad Gateway: {exc}")
                 return
+            # The answer is read: a hold may last minutes, and the exchange (its scope, queue
+            # and the inner app's finished task) is a few KiB per held connection.
+            self._exchange = None
             await self._handle(OriginResponse(status, resp_headers, body), instruct)
         except _Aborted:
             pass  # returning with the response unfinished makes the server drop the connection
