@@ -25,7 +25,8 @@ shared machine hurts all alike. Per round and case:
 2. change: the case's write (a ``PATCH`` to drf-grip, a ``POST /bench/change/`` that saves
    the row for the peers, an HTTP publish for raw Pushpin) carrying a fresh marker; each
    watcher's latency is from just before the write to the moment the marker arrived.
-3. origin CPU: the origin process's CPU time (``/proc/PID/task/*/schedstat``, nanoseconds)
+3. origin CPU: the origin process's CPU time (``time.process_time_ns()`` read by the origin
+   itself at ``/_bench/cpu``, which counts every thread, exited ones too)
    over the connect phase (divided by N: connect cost per subscriber) and from the write
    until every watcher had the marker (per change; includes the write itself; for the
    embedded proxy it includes the proxy, which is the same process).
@@ -83,25 +84,10 @@ HOLD_WAIT = 280
 # -- process figures -----------------------------------------------------------------------
 
 
-def _stat_ticks(path: Path) -> int:
-    fields = path.read_text().rsplit(")", 1)[-1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of process ``pid`` in ns: its live threads to the nanosecond (schedstat),
-    plus the threads that already exited at clock-tick resolution (the process's own
-    utime + stime keep theirs; a sum over live threads alone can go backwards)."""
-    tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
-    live_ns = live_ticks = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            live_ns += int((task / "schedstat").read_text().split()[0])
-            live_ticks += _stat_ticks(task / "stat")
-        except (OSError, ValueError, IndexError):
-            continue
-    exited_ticks = max(0, _stat_ticks(Path(f"/proc/{pid}/stat")) - live_ticks)
-    return live_ns + int(exited_ticks * tick_ns)
+def cpu_ns_from_proc(pid: int) -> int:
+    """Process CPU in ns from /proc (clock ticks): for origins without ``/_bench/cpu``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    return int((int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK"))
 
 
 def rss_kib(pid: int) -> int:
@@ -369,6 +355,12 @@ class Origin:
     def pid(self) -> int:
         return self.process.pid
 
+    async def cpu_ns(self) -> int:
+        """The origin's CPU time so far, every thread included, as the process reads it."""
+        if self.name == "raw":
+            return cpu_ns_from_proc(self.pid)
+        return int((await self.http.get("/_bench/cpu")).text)
+
     def read_log(self) -> tuple[int, int]:
         """(subscribe lines, retry lines) in Pushpin's handler log so far."""
         assert self.pushpin is not None
@@ -611,21 +603,21 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
                     number: int) -> dict[str, Any]:
     channel = f"raw-{count}-{number}-{secrets.token_hex(3)}"
     rss_before = rss_kib(origin.pid)
-    cpu0 = cpu_ns(origin.pid)
+    cpu0 = await origin.cpu_ns()
     watchers, errors = await connect_all(case, origin, count, args.batch, channel)
-    cpu1 = cpu_ns(origin.pid)
+    cpu1 = await origin.cpu_ns()
     rss_held = rss_kib(origin.pid)
     marker = "m" + secrets.token_hex(6)
     expected = [watchers[0]] if case.partitioned else watchers
     for watcher in watchers:
         watcher.marker = marker.encode()
     await asyncio.sleep(0.05)
-    cpu2 = cpu_ns(origin.pid)
+    cpu2 = await origin.cpu_ns()
     sent = time.perf_counter()
     await make_change(case, origin, marker, channel)
     await asyncio.wait([w.got for w in expected], timeout=args.timeout)
     done_at = time.perf_counter()
-    cpu3 = cpu_ns(origin.pid)
+    cpu3 = await origin.cpu_ns()
     latencies = [(w.got_at - sent) * 1000 for w in expected if w.got_at is not None]
     failures = [w.error for w in expected if w.got_at is None and w.error]
     for watcher in watchers:
@@ -656,12 +648,12 @@ async def cpu_per_patch(origin: Origin, path: str, changes: int, settle: float) 
     """Origin CPU (ms) per PATCH of ``path``, with ``settle`` s after each for its publish."""
     total = 0
     for _ in range(changes):
-        before = cpu_ns(origin.pid)
+        before = await origin.cpu_ns()
         answer = await origin.http.patch(path, json={"title": "c" + secrets.token_hex(4)},
                                          headers=auth(0))
         answer.raise_for_status()
         await asyncio.sleep(settle)
-        total += cpu_ns(origin.pid) - before
+        total += await origin.cpu_ns() - before
     return total / changes / 1e6
 
 
@@ -714,13 +706,13 @@ async def throughput(origin: Origin, path: str, seconds: float, workers: int) ->
             answer.raise_for_status()
             done += 1
 
-    before = cpu_ns(origin.pid)
+    before = await origin.cpu_ns()
     started = time.monotonic()
     await asyncio.gather(*(worker() for _ in range(workers)))
     await asyncio.sleep(0.5)  # the publisher's tail
     elapsed = time.monotonic() - started - 0.5
     return {"per_second": round(done / elapsed, 1),
-            "cpu_ms_per_patch": round((cpu_ns(origin.pid) - before) / 1e6 / max(done, 1), 2)}
+            "cpu_ms_per_patch": round((await origin.cpu_ns() - before) / 1e6 / max(done, 1), 2)}
 
 
 async def many_live_urls(origin: Origin, urls: int, changes: int, batch: int) -> dict[str, Any]:
