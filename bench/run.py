@@ -773,6 +773,9 @@ def summarize(case: Case, count: int) -> dict[str, Any]:
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     cases = [c for c in all_cases() if c.name in args.cases]
     db_dir = Path(tempfile.mkdtemp(prefix="drf-grip-bench-"))
+    # Pushpin's run and log directories go in here too, not beside other test sessions'
+    # /tmp/drf-grip-pushpin-* (a concurrent cleanup of those once removed a run's logs).
+    tempfile.tempdir = str(db_dir)
     db = str(db_dir / "bench.sqlite3")
     users = max(args.sizes) + args.held_writers + 1
     subprocess.run([sys.executable, str(HERE / "site" / "serve.py"), "--system", "drfgrip",
