@@ -1,54 +1,52 @@
-"""Embedded proxy vs Pushpin: memory per held long-poll and publish-to-delivery latency.
+"""drf-grip against its peers: one change of a 10-row Todo list, N watchers, side by side.
 
-Run from the repository root (Pushpin must be installed: ``apt-get install -y pushpin``)::
+Run from the repository root, after ``pip install -r bench/requirements.txt`` (the peers are
+installed only for the benchmark) and with Pushpin installed::
 
-    python bench/run.py          # 1,000 idle holds; 1, 100 and 1,000 subscribers; 9 rounds
-    python bench/run.py --held 5000 --rounds 9 --subscribers 1,100,1000,2000
+    python bench/run.py --quick                 # N = 1, 100; 3 rounds; a few minutes
+    python bench/run.py                         # N = 1, 100, 1000; 5 rounds; the extra cases
+    python bench/run.py --cases grip-lp-emb,es-direct --sizes 1000 --rounds 5
 
-Both proxies stand in front of the same minimal origin (``bench/servers.py``: plain ASGI,
-``Grip-Hold: response``, ``Grip-Channel: <channel>``) and are measured in one run, their
-rounds interleaved so a noisy moment hurts both alike:
+Every system runs in one uvicorn process of its own (``bench/site/serve.py``, one Django
+site whose ``BENCH_SYSTEM`` picks drf-grip, django-eventstream or djangochannelsrestframework)
+over the same SQLite file; the Pushpin cases get a private Pushpin each
+(``drf_grip.testing.PushpinServer``, no ``message_rate``). Rounds are interleaved: every
+case runs round 1 before any runs round 2, in alternating order, so a noisy moment on a
+shared machine hurts all alike. Per round and case:
 
-- the embedded proxy runs in its own process (uvicorn serving ``GripProxy`` around the
-  origin, with drf-grip's own ``Server``), its memory read from ``/proc/PID/status``;
-- Pushpin is a private instance from ``drf_grip.testing.PushpinServer`` (no
-  ``message_rate``), its memory the sum over the runner and its services (condure, zurl,
-  pushpin-proxy, pushpin-handler); its origin runs in a process of its own.
+1. connect: a pilot watcher, then the others in batches of ``--batch`` (Pushpin answers 502
+   to bursts of more than about 100 new connections), each batch subscribed before the next.
+   "Subscribed" is read where it happens: Pushpin's handler log (``subscribe ... channel=``
+   lines), the embedded proxy's subscriber counts (``/_bench/subscribers``), or the
+   client's own acknowledgement (WebSocket subscribe replies, django-eventstream's first
+   bytes when direct). On a channel's first subscription Pushpin re-requests the held
+   clients about 1 s later; only the pilot is held then (the others connect after its
+   ``retry``), so the wave does not land inside the measurement.
+2. change: the case's write (a ``PATCH`` to drf-grip, a ``POST /bench/change/`` that saves
+   the row for the peers, an HTTP publish for raw Pushpin) carrying a fresh marker; each
+   watcher's latency is from just before the write to the moment the marker arrived.
+3. origin CPU: the origin process's CPU time (``time.process_time_ns()`` read by the origin
+   itself at ``/_bench/cpu``, which counts every thread, exited ones too)
+   over the connect phase (divided by N: connect cost per subscriber) and from the write
+   until every watcher had the marker (per change; includes the write itself; for the
+   embedded proxy it includes the proxy, which is the same process).
 
-Memory: the RSS growth from before to while ``--held`` long-polls are held, divided by
-their number. The embedded proxy's process also runs the origin, which keeps nothing per held
-request; Pushpin's origin process is not counted.
+Watchers: long-poll (a ``GET``, then the same ``GET`` with ``If-None-Match`` on the same
+connection, held), SSE (``Accept: text/event-stream``) and WebSocket (``websockets``) clients,
+all in this process. The table shows medians over rounds of each round's p50/p99 and CPU;
+``bench/results.json`` keeps every round.
 
-Latency: each round holds S long-polls on a fresh channel, publishes one item over HTTP
-(Pushpin: ``POST /publish/`` on its publish port; embedded: ``POST /_grip/publish/`` with
-``Authorization: Bearer <key>``) and times, per client, the first byte of its response after
-the publish was sent. Each round gives a p50 and a p99 (nearest rank); the table shows their
-medians over the rounds. The clients are raw asyncio sockets in this process, so a large
-fan-out also includes the time this process takes to read a thousand responses; that cost is
-the same for both proxies.
-
-Pushpin re-requests the clients held on a channel about 1 s after the channel's *first*
-subscription (shared/PUSHPIN.md: 10 per second, ~100 s for 1,000 clients); a publish
-arriving while a client is being re-requested misses it. Only the clients held when that
-wave starts are re-requested, so every round (and the memory phase) first holds one pilot
-client on a fresh channel, waits until Pushpin has re-requested and re-held it (its handler
-log says ``subscribe ... retry``), and only then connects the others, whom Pushpin does not
-re-request. The embedded proxy does not re-request; it gets the same pilot without the wait.
-The others connect in batches (``--batch``, default 100; larger bursts of new connections got
-502s from Pushpin) and the publish waits until every client is subscribed, polling Pushpin's
-handler log (one ``subscribe`` line per held client) or, for the embedded proxy, its
-subscriber counts at ``/_bench/subscribers`` (a route ``bench/servers.py`` puts in front of
-the proxy). A client answered before the publish (Pushpin's ``500 Accept service
-unavailable`` under a burst) is replaced and counted in ``replaced_clients``; a client whose
-response does not carry the round's item by 15 s is counted in ``missed``.
-
-Results go to stdout as a table and to ``bench/results.json`` (``--json``).
+The extra cases (``--extras``; on by default in the full run) use drf-grip behind Pushpin:
+PATCH p50/p99 with 200 watchers held versus none; PATCH throughput with publishing on
+(shared and private viewsets) versus the same viewset without ``RealtimeMixin``; and origin
+CPU per change after one anonymous client held 200 distinct ``?search=`` URLs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import math
 import os
@@ -56,110 +54,40 @@ import platform
 import re
 import resource
 import secrets
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from drf_grip.testing import PushpinServer, find_pushpin  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE / "site")]
 
-# How long a client or a wait may take before the bench gives up on it.
-RESPONSE_TIMEOUT = 15.0
-SUBSCRIBE_TIMEOUT = 30.0
-POLL = 0.01
+from drf_grip.testing import PushpinServer, find_pushpin, free_port  # noqa: E402
+from serve import token_for  # noqa: E402
 
-
-# -- clients -------------------------------------------------------------------------------
-
-
-class HoldClient(asyncio.Protocol):
-    """One long-poll: sends its request at once, records when its response's first byte came."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.first_byte_at: float | None = None
-        self.buffer = bytearray()
-        self.done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        if self.first_byte_at is None:
-            self.first_byte_at = time.perf_counter()
-        self.buffer += data
-        head, sep, body = bytes(self.buffer).partition(b"\r\n\r\n")
-        if not sep:
-            return
-        match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-        if match and len(body) >= int(match[1]) and not self.done.done():
-            self.done.set_result(bytes(self.buffer))
-            self.transport.close()  # type: ignore[union-attr]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(bytes(self.buffer))
-
-    @property
-    def answered(self) -> bool:
-        return self.first_byte_at is not None
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+SUBSCRIBE_TIMEOUT = 60.0
+POLL = 0.02
+# Longer than any round, so no hold times out while measured (drf-grip clamps to 300).
+HOLD_WAIT = 280
 
 
-async def open_holds(target: Target, channel: str, count: int, batch: int) -> list[HoldClient]:
-    """Hold ``count`` long-polls on ``channel``, ``batch`` at a time, each batch subscribed
-    before the next; a client answered before the publish (a 5xx) is replaced."""
-    loop = asyncio.get_running_loop()
-    request = (
-        f"GET /hold/{channel} HTTP/1.1\r\nHost: 127.0.0.1:{target.port}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    clients: list[HoldClient] = []
-
-    async def connect(n: int) -> list[HoldClient]:
-        made = await asyncio.gather(
-            *(
-                loop.create_connection(lambda: HoldClient(request), "127.0.0.1", target.port)
-                for _ in range(n)
-            )
-        )
-        return [protocol for _transport, protocol in made]
-
-    # A pilot first: the proxy's reaction to a channel's first subscription (Pushpin's
-    # re-request wave) then concerns the pilot alone.
-    sizes = [1] + [min(batch, count - start) for start in range(1, count, batch)]
-    for number, size in enumerate(sizes):
-        clients += await connect(size)
-        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
-        while await target.subscribed(channel) < len(clients):
-            failed = [c for c in clients if c.answered]
-            if failed:
-                target.replaced += len(failed)
-                clients = [c for c in clients if not c.answered] + await connect(len(failed))
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{target.name}: fewer than {len(clients)} held on {channel}")
-            await asyncio.sleep(POLL)
-        if number == 0:
-            await target.first_subscription_settled(channel)
-    return clients
+# -- process figures -----------------------------------------------------------------------
 
 
-# -- the two proxies ---------------------------------------------------------------------
+def cpu_ns_from_proc(pid: int) -> int:
+    """Process CPU in ns from /proc (clock ticks): for origins without ``/_bench/cpu``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    return int((int(fields[11]) + int(fields[12])) * 1e9 / os.sysconf("SC_CLK_TCK"))
 
 
 def rss_kib(pid: int) -> int:
@@ -169,366 +97,864 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it, from the parent pids in /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += parents.get(current, [])
-    return found
-
-
-def start_server(kind: str, *extra: str) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "servers.py"), kind, *extra],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    line = process.stdout.readline()  # type: ignore[union-attr]
-    if not line.strip().isdigit():
-        process.kill()
-        raise RuntimeError(f"bench/servers.py {kind} did not start")
-    return process, int(line)
-
-
-def stop_server(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-class Target:
-    name: str
-    port: int
-    http: httpx.AsyncClient
-    replaced = 0  # clients answered before the publish (a proxy error) and replaced
-
-    def rss_kib(self) -> int:
-        raise NotImplementedError
-
-    async def subscribed(self, channel: str) -> int:
-        """Clients held on ``channel`` so far (Pushpin: subscriptions it logged)."""
-        raise NotImplementedError
-
-    async def first_subscription_settled(self, channel: str) -> None:
-        """Return once the proxy is done reacting to ``channel``'s first subscription."""
-
-    async def publish(self, item: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        raise NotImplementedError
-
-
-class Embedded(Target):
-    name = "embedded"
-
-    def __init__(self) -> None:
-        self.key = secrets.token_urlsafe(32)
-        self.process, self.port = start_server("embedded", "--key", self.key)
-        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
-
-    def rss_kib(self) -> int:
-        return rss_kib(self.process.pid)
-
-    async def subscribed(self, channel: str) -> int:
-        return int((await self.http.get("/_bench/subscribers")).json().get(channel, 0))
-
-    async def publish(self, item: dict[str, Any]) -> None:
-        answer = await self.http.post(
-            "/_grip/publish/",
-            json={"items": [item]},
-            headers={"Authorization": f"Bearer {self.key}"},
-        )
-        answer.raise_for_status()
-
-    def stop(self) -> None:
-        stop_server(self.process)
-
-
-class Pushpin(Target):
-    name = "pushpin"
-
-    def __init__(self) -> None:
-        self.origin, origin_port = start_server("origin")
-        self.pushpin = PushpinServer(origin_port).start()
-        self.port = self.pushpin.http_port
-        self.http = httpx.AsyncClient(timeout=10)
-        self._log_offset = 0
-        self._subscribed: dict[str, int] = {}
-        self._retried: set[str] = set()
-
-    def rss_kib(self) -> int:
-        assert self.pushpin.process is not None
-        return sum(rss_kib(pid) for pid in descendants(self.pushpin.process.pid))
-
-    def _read_log(self) -> None:
-        # "subscribe <uri> channel=NAME" per held client, "... retry" on a re-request.
-        with open(self.pushpin.handler_log, "rb") as log:
-            log.seek(self._log_offset)
-            data = log.read()
-        lines = data.split(b"\n")[:-1]
-        self._log_offset += sum(len(line) + 1 for line in lines)
-        for line in lines:
-            match = re.search(rb"\bsubscribe \S+ channel=(\S+)( retry)?", line)
-            if match is None:
-                continue
-            channel = match[1].decode()
-            if match[2]:
-                self._retried.add(channel)
-            else:
-                self._subscribed[channel] = self._subscribed.get(channel, 0) + 1
-
-    async def subscribed(self, channel: str) -> int:
-        self._read_log()
-        return self._subscribed.get(channel, 0)
-
-    async def first_subscription_settled(self, channel: str) -> None:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            self._read_log()
-            if channel in self._retried:
-                return
-            await asyncio.sleep(POLL)
-        raise TimeoutError(f"pushpin did not re-request the first client of {channel}")
-
-    async def publish(self, item: dict[str, Any]) -> None:
-        answer = await self.http.post(
-            self.pushpin.publish_uri + "/publish/",
-            json={"items": [item]},
-            headers={"Authorization": f"Bearer {self.pushpin.key}"},
-        )
-        answer.raise_for_status()
-
-    def stop(self) -> None:
-        self.pushpin.stop()
-        stop_server(self.origin)
-
-
-# -- measurements --------------------------------------------------------------------------
-
-
-def item_for(channel: str, marker: str) -> dict[str, Any]:
-    body = f"{marker}\n"
-    return {
-        "channel": channel,
-        "id": marker,
-        "formats": {
-            "http-response": {
-                "code": 200,
-                "headers": {"Content-Type": "text/plain", "ETag": f'"{marker}"'},
-                "body": body,
-            }
-        },
-    }
-
-
-async def publish_round(
-    target: Target, channel: str, count: int, batch: int
-) -> tuple[list[float], int]:
-    """Hold ``count`` clients on ``channel``, publish once; latencies (ms) and misses."""
-    clients = await open_holds(target, channel, count, batch)
-    marker = secrets.token_hex(6)
-    sent_at = time.perf_counter()
-    await target.publish(item_for(channel, marker))
-    done, _pending = await asyncio.wait([c.done for c in clients], timeout=RESPONSE_TIMEOUT)
-    latencies, missed = [], 0
-    for client in clients:
-        client.close()
-        if client.done.done() and marker.encode() in client.done.result():
-            latencies.append((client.first_byte_at - sent_at) * 1000)  # type: ignore[operator]
-        else:
-            missed += 1
-    return latencies, missed
-
-
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[max(1, math.ceil(fraction * len(ordered))) - 1]
 
 
-async def measure_memory(target: Target, held: int, batch: int) -> dict[str, Any]:
-    before = target.rss_kib()
-    clients = await open_holds(target, "idle", held, batch)
-    await asyncio.sleep(1.0)  # let allocations settle
-    during = target.rss_kib()
-    await target.publish(item_for("idle", "release"))
-    await asyncio.wait([c.done for c in clients], timeout=RESPONSE_TIMEOUT)
-    for client in clients:
-        client.close()
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+# -- watchers ------------------------------------------------------------------------------
+
+
+class Watcher:
+    """One client. ``start`` returns once the client's side of subscribing is done."""
+
+    marker: bytes = b""
+    got_at: float | None = None
+    error: str | None = None
+
+    def __init__(self) -> None:
+        self.got = asyncio.get_running_loop().create_future()
+
+    def _seen(self) -> None:
+        if self.got_at is None:
+            self.got_at = time.perf_counter()
+            if not self.got.done():
+                self.got.set_result(None)
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            parts.append(chunk[:-2])
+        body = b"".join(parts)
+    elif status in (204, 304):
+        body = b""
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+class LongPoll(Watcher):
+    """``GET``, then the same ``GET`` with ``If-None-Match`` on the same connection, held.
+    With ``loop``, re-holds after every answer (a client that keeps watching)."""
+
+    def __init__(self, port: int, path: str, headers: dict[str, str], *, first_get: bool = True,
+                 loop: bool = False) -> None:
+        super().__init__()
+        self.port, self.path, self.headers = port, path, headers
+        self.first_get, self.loop = first_get, loop
+        self.task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.answers = 0
+
+    def _request(self, extra: dict[str, str]) -> bytes:
+        lines = [f"GET {self.path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in {**self.headers, **extra}.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    async def start(self) -> None:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        etag = None
+        if self.first_get:
+            self.writer.write(self._request({}))
+            status, headers, _body = await read_response(reader)
+            if status != 200:
+                raise RuntimeError(f"first GET answered {status}")
+            etag = headers.get("etag")
+        self._hold(etag)
+        self.task = asyncio.get_running_loop().create_task(self._wait(reader, etag))
+
+    def _hold(self, etag: str | None) -> None:
+        extra = {"Prefer": f"wait={HOLD_WAIT}"}
+        if etag:
+            extra["If-None-Match"] = etag
+        assert self.writer is not None
+        self.writer.write(self._request(extra))
+
+    async def _wait(self, reader: asyncio.StreamReader, etag: str | None) -> None:
+        try:
+            while True:
+                status, headers, body = await read_response(reader)
+                self.answers += 1
+                if self.marker and self.marker in body:
+                    self._seen()
+                elif status >= 400:
+                    self.error = f"{status} {body[:60]!r}"
+                if not self.loop or status >= 400:
+                    return
+                etag = headers.get("etag", etag)
+                self._hold(etag)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            if self.got_at is None and self.error is None:
+                self.error = type(exc).__name__
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class EventStream(Watcher):
+    """``Accept: text/event-stream``; subscribed (client side) once the first data arrived."""
+
+    def __init__(self, port: int, path: str, headers: dict[str, str]) -> None:
+        super().__init__()
+        self.port, self.path, self.headers = port, path, headers
+        self.task: asyncio.Task[None] | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def start(self) -> None:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        lines = [f"GET {self.path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}",
+                 "Accept: text/event-stream", *(f"{k}: {v}" for k, v in self.headers.items())]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(head.split(b"\r\n", 1)[0].decode("latin-1"))
+        seen = b""
+        while b"data" not in seen:
+            chunk = await reader.read(65536)
+            if not chunk:
+                raise RuntimeError("stream ended before its first event")
+            seen = seen[-8:] + chunk
+        self.task = asyncio.get_running_loop().create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        tail = b""
+        try:
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    if self.got_at is None:
+                        self.error = "stream ended"
+                    return
+                if self.marker and self.marker in tail + chunk:
+                    self._seen()
+                tail = chunk[-64:]
+        except OSError as exc:
+            self.error = type(exc).__name__
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Socket(Watcher):
+    """A WebSocket that sends one subscribe message and waits for its acknowledgement."""
+
+    def __init__(self, url: str, subscribe: dict[str, Any], is_ack: Callable[[dict], bool]) -> None:
+        super().__init__()
+        self.url, self.subscribe, self.is_ack = url, subscribe, is_ack
+        self.ws: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from websockets.asyncio.client import connect
+
+        self.ws = await connect(self.url, ping_interval=None, open_timeout=30,
+                                max_size=1 << 22, compression=None)
+        await self.ws.send(json.dumps(self.subscribe))
+        while True:
+            message = json.loads(await asyncio.wait_for(self.ws.recv(), 30))
+            if self.is_ack(message):
+                break
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                data = message.encode() if isinstance(message, str) else message
+                if self.marker and self.marker in data:
+                    self._seen()
+        except Exception as exc:  # noqa: BLE001 - a closed socket ends the watcher
+            if self.got_at is None:
+                self.error = type(exc).__name__
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        if self.ws is not None:
+            asyncio.get_running_loop().create_task(self.ws.close())
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+class Origin:
+    """One ``bench/site/serve.py`` process (optionally with its own Pushpin in front)."""
+
+    def __init__(self, system: str, *, pushpin: bool, db: str, profile_dir: Path | None,
+                 name: str) -> None:
+        self.name = name
+        self.pushpin: PushpinServer | None = None
+        self.profiler: subprocess.Popen[bytes] | None = None
+        grip_url = ""
+        port = 0
+        if pushpin:
+            port = free_port()
+            self.pushpin = PushpinServer(port, http_port=free_port(), publish_port=free_port())
+            self.pushpin.publish_port = self.pushpin._fixed_ports[1]  # known before start
+            grip_url = self.pushpin.grip_url
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "site" / "serve.py"), "--system", system,
+             "--port", str(port), "--grip-url", grip_url],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "BENCH_DB": db},
+        )
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line.strip().isdigit():
+            self.process.kill()
+            raise RuntimeError(f"bench/site/serve.py --system {system} did not start")
+        self.origin_port = int(line)
+        self.client_port = self.origin_port
+        if self.pushpin is not None:
+            self.pushpin.start()
+            self.client_port = self.pushpin.http_port
+            self._log_offset = 0
+            self._subs = 0
+            self._retries = 0
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.origin_port}", timeout=60)
+        if profile_dir is not None:
+            out = profile_dir / f"profile-{name}.txt"
+            self.profiler = subprocess.Popen(
+                [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.process.pid), "--rate", "250",
+                 "--format", "raw", "--output", str(out), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def cpu_ns(self) -> int:
+        """The origin's CPU time so far, every thread included, as the process reads it."""
+        if self.name == "raw":
+            return cpu_ns_from_proc(self.pid)
+        return int((await self.http.get("/_bench/cpu")).text)
+
+    def read_log(self) -> tuple[int, int]:
+        """(subscribe lines, retry lines) in Pushpin's handler log so far."""
+        assert self.pushpin is not None
+        with open(self.pushpin.handler_log, "rb") as log:
+            log.seek(self._log_offset)
+            data = log.read()
+        end = data.rfind(b"\n") + 1
+        self._log_offset += end
+        for match in re.finditer(rb"\bsubscribe \S+ channel=\S+( retry)?", data[:end]):
+            if match[1]:
+                self._retries += 1
+            else:
+                self._subs += 1
+        return self._subs, self._retries
+
+    async def embedded_subscribed(self) -> int:
+        answer = await self.http.get("/_bench/subscribers")
+        return sum(answer.json().values())
+
+    async def publish(self, item: dict[str, Any]) -> None:
+        assert self.pushpin is not None
+        async with httpx.AsyncClient(timeout=30) as client:
+            answer = await client.post(
+                self.pushpin.publish_uri + "/publish/", json={"items": [item]},
+                headers={"Authorization": f"Bearer {self.pushpin.key}"},
+            )
+            answer.raise_for_status()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)
+            try:
+                self.profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                self.profiler.kill()
+        if self.pushpin is not None:
+            self.pushpin.stop()
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class RawOrigin(Origin):
+    """Pushpin in front of ``bench/servers.py origin`` (plain ASGI): the floor."""
+
+    def __init__(self, profile_dir: Path | None = None) -> None:  # noqa: D107
+        self.name = "raw"
+        self.profiler = None
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "servers.py"), "origin"], stdout=subprocess.PIPE, text=True
+        )
+        self.origin_port = int(self.process.stdout.readline())  # type: ignore[union-attr]
+        self.pushpin = PushpinServer(self.origin_port).start()
+        self.client_port = self.pushpin.http_port
+        self._log_offset = self._subs = self._retries = 0
+        self.http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.origin_port}", timeout=60)
+
+
+# -- cases -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    label: str
+    origin: str  # key in ORIGINS
+    transport: str  # longpoll | sse | ws-gateway | ws-dcrf | raw
+    path: str = "/api/todos/"
+    change: str = "/api/todos/1/"  # drf-grip PATCH target, or "peer" / "raw"
+    per_user: bool = False  # each watcher authenticates as its own user
+    partitioned: bool = False  # only user 0's watcher should receive the change
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    skipped: str | None = None
+
+
+# name -> (BENCH_SYSTEM, behind Pushpin)
+ORIGINS: dict[str, tuple[str, bool]] = {
+    "raw": ("raw", True),
+    "es-direct": ("eventstream", False),
+    "es-pushpin": ("eventstream", True),
+    "dcrf": ("dcrf", False),
+    "grip-pushpin": ("drfgrip", True),
+    "grip-embedded": ("drfgrip", False),
+}
+
+
+def all_cases() -> list[Case]:
+    return [
+        Case("raw", "raw Pushpin publish (the floor)", "raw", "raw", change="raw"),
+        Case("es-direct", "django-eventstream SSE, direct ASGI", "es-direct", "sse",
+             path="/events/", change="peer"),
+        Case("es-pushpin", "django-eventstream SSE via Pushpin", "es-pushpin", "sse",
+             path="/events/", change="peer"),
+        Case("dcrf", "djangochannelsrestframework WebSocket", "dcrf", "ws-dcrf", path="/ws/",
+             change="peer"),
+        Case("grip-lp-pp", "drf-grip shared long-poll via Pushpin", "grip-pushpin", "longpoll"),
+        Case("grip-sse-pp", "drf-grip shared SSE via Pushpin", "grip-pushpin", "sse"),
+        Case("grip-ws-pp", "drf-grip shared gateway via Pushpin", "grip-pushpin", "ws-gateway",
+             path="/api/ws/"),
+        Case("grip-lp-emb", "drf-grip shared long-poll, embedded", "grip-embedded", "longpoll"),
+        Case("grip-sse-emb", "drf-grip shared SSE, embedded", "grip-embedded", "sse"),
+        Case("grip-ws-emb", "drf-grip shared gateway, embedded", "grip-embedded", "ws-gateway",
+             path="/api/ws/"),
+        Case("grip-priv-pp", "drf-grip private long-poll via Pushpin", "grip-pushpin",
+             "longpoll", path="/api/private-todos/", change="/api/private-todos/1/",
+             per_user=True),
+        Case("grip-priv-emb", "drf-grip private long-poll, embedded", "grip-embedded",
+             "longpoll", path="/api/private-todos/", change="/api/private-todos/1/",
+             per_user=True),
+        Case("grip-part-pp", "drf-grip private, partitioned, via Pushpin", "grip-pushpin",
+             "longpoll", path="/api/notes/", change="/api/notes/1/", per_user=True,
+             partitioned=True),
+        Case("grip-part-emb", "drf-grip private, partitioned, embedded", "grip-embedded",
+             "longpoll", path="/api/notes/", change="/api/notes/1/", per_user=True,
+             partitioned=True),
+    ]
+
+
+def auth(index: int) -> dict[str, str]:
+    return {"Authorization": f"Token {token_for(index)}"}
+
+
+def make_watcher(case: Case, origin: Origin, index: int, channel: str) -> Watcher:
+    headers = auth(index) if case.per_user else {}
+    port = origin.client_port
+    if case.transport == "raw":
+        return LongPoll(port, f"/hold/{channel}", {}, first_get=False)
+    if case.transport == "longpoll":
+        return LongPoll(port, case.path, headers)
+    if case.transport == "sse":
+        return EventStream(port, case.path, headers)
+    if case.transport == "ws-gateway":
+        return Socket(f"ws://127.0.0.1:{port}{case.path}", {"id": 1, "subscribe": "/api/todos/"},
+                      lambda m: m.get("id") == 1 and m.get("status") == 200)
+    return Socket(f"ws://127.0.0.1:{port}{case.path}",
+                  {"action": "subscribe_todos", "request_id": 1},
+                  lambda m: m.get("action") == "subscribe_todos" and m.get("response_status") == 200)
+
+
+async def wait_subscribed(case: Case, origin: Origin, base: int, count: int, per_hold: int,
+                          repair: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Until ``count`` watchers are subscribed where the proxy keeps subscriptions;
+    ``repair`` replaces watchers that were answered before they could subscribe."""
+    if case.transport.startswith("ws") or origin.name == "es-direct":
+        return  # the client's acknowledgement already says so
+    deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+    while True:
+        if origin.pushpin is not None:
+            have = origin.read_log()[0] - base
+        else:
+            have = await origin.embedded_subscribed()
+        if have >= count * per_hold:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{case.name}: {have} of {count * per_hold} subscriptions")
+        if repair is not None:
+            await repair()
+        await asyncio.sleep(POLL)
+
+
+async def connect_all(case: Case, origin: Origin, count: int, batch: int, channel: str,
+                      first_user: int = 0) -> tuple[list[Watcher], int]:
+    """Connect ``count`` watchers (pilot first, then batches); returns them and the errors."""
+    watchers: list[Watcher] = []
+    errors = 0
+    base = origin.read_log()[0] if origin.pushpin is not None else 0
+    per_hold = 1
+
+    async def one(index: int) -> Watcher:
+        nonlocal errors
+        for _attempt in range(3):
+            watcher = make_watcher(case, origin, first_user + index, channel)
+            try:
+                await watcher.start()
+                return watcher
+            except Exception:  # noqa: BLE001 - a 502 or a reset under a burst: try again
+                errors += 1
+                watcher.close()
+                await asyncio.sleep(0.2)
+        raise RuntimeError(f"{case.name}: watcher {index} could not connect")
+
+    async def repair() -> None:
+        # A hold answered before the change (Pushpin's 502/500 under a burst) never
+        # subscribes: replace it.
+        nonlocal errors
+        for position, watcher in enumerate(watchers):
+            if isinstance(watcher, LongPoll) and watcher.answers:
+                errors += 1
+                watcher.close()
+                watchers[position] = await one(position)
+
+    watchers.append(await one(0))
+    await wait_subscribed(case, origin, base, 1, 1)
+    if origin.pushpin is not None and case.transport in ("longpoll", "sse", "raw"):
+        await asyncio.sleep(0.1)
+        per_hold = max(1, origin.read_log()[0] - base)
+        # Pushpin's re-request of a channel's first subscriber (~1 s later): let it pass.
+        retries = origin.read_log()[1]
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline and origin.read_log()[1] == retries:
+            await asyncio.sleep(POLL)
+        base = origin.read_log()[0] - per_hold
+    elif origin.name == "grip-embedded" and case.transport in ("longpoll", "sse"):
+        per_hold = max(1, await origin.embedded_subscribed())
+    for start in range(1, count, batch):
+        size = min(batch, count - start)
+        watchers += await asyncio.gather(*(one(i) for i in range(start, start + size)))
+        await wait_subscribed(case, origin, base, len(watchers), per_hold, repair)
+    return watchers, errors
+
+
+async def settle_embedded(origin: Origin) -> None:
+    if origin.name == "grip-embedded":
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and await origin.embedded_subscribed():
+            await asyncio.sleep(POLL)
+
+
+async def make_change(case: Case, origin: Origin, marker: str, channel: str) -> None:
+    if case.change == "raw":
+        await origin.publish({
+            "channel": channel, "id": marker,
+            "formats": {"http-response": {
+                "code": 200, "headers": {"Content-Type": "text/plain", "ETag": f'"{marker}"'},
+                "body": f"{marker}\n"}},
+        })
+    elif case.change == "peer":
+        (await origin.http.post("/bench/change/", json={"title": marker})).raise_for_status()
+    else:
+        field_name = "text" if "notes" in case.change else "title"
+        answer = await origin.http.patch(case.change, json={field_name: marker}, headers=auth(0))
+        answer.raise_for_status()
+
+
+async def run_round(case: Case, origin: Origin, count: int, args: argparse.Namespace,
+                    number: int) -> dict[str, Any]:
+    channel = f"raw-{count}-{number}-{secrets.token_hex(3)}"
+    rss_before = rss_kib(origin.pid)
+    cpu0 = await origin.cpu_ns()
+    watchers, errors = await connect_all(case, origin, count, args.batch, channel)
+    cpu1 = await origin.cpu_ns()
+    rss_held = rss_kib(origin.pid)
+    marker = "m" + secrets.token_hex(6)
+    expected = [watchers[0]] if case.partitioned else watchers
+    for watcher in watchers:
+        watcher.marker = marker.encode()
+    await asyncio.sleep(0.05)
+    cpu2 = await origin.cpu_ns()
+    sent = time.perf_counter()
+    await make_change(case, origin, marker, channel)
+    await asyncio.wait([w.got for w in expected], timeout=args.timeout)
+    done_at = time.perf_counter()
+    cpu3 = await origin.cpu_ns()
+    latencies = [(w.got_at - sent) * 1000 for w in expected if w.got_at is not None]
+    failures = [w.error for w in expected if w.got_at is None and w.error]
+    for watcher in watchers:
+        watcher.close()
+    await settle_embedded(origin)
+    result = {
+        "n": count,
+        "delivered": len(latencies),
+        "expected": len(expected),
+        "p50_ms": round(percentile(latencies, 0.5), 2) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99), 2) if latencies else None,
+        "connect_errors": errors,
+        "failures": failures[:5],
+        "connect_cpu_ms_per_client": round((cpu1 - cpu0) / 1e6 / count, 3),
+        "cpu_per_change_ms": round((cpu3 - cpu2) / 1e6, 2),
+        "change_wall_ms": round((done_at - sent) * 1000, 1),
+    }
+    if origin.name == "grip-embedded":
+        result["kib_per_held"] = round((rss_held - rss_before) / count, 1)
+        result["rss_held_kib"] = rss_held
+    return result
+
+
+# -- extra cases (drf-grip behind Pushpin) ---------------------------------------------------
+
+
+async def cpu_per_patch(origin: Origin, path: str, changes: int, settle: float) -> float:
+    """Origin CPU (ms) per PATCH of ``path``, with ``settle`` s after each for its publish."""
+    total = 0
+    for _ in range(changes):
+        before = await origin.cpu_ns()
+        answer = await origin.http.patch(path, json={"title": "c" + secrets.token_hex(4)},
+                                         headers=auth(0))
+        answer.raise_for_status()
+        await asyncio.sleep(settle)
+        total += await origin.cpu_ns() - before
+    return total / changes / 1e6
+
+
+async def patch_latencies(origin: Origin, path: str, count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = await origin.http.patch(path, json={"title": "w" + secrets.token_hex(4)},
+                                         headers=auth(0))
+        answer.raise_for_status()
+        out.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(0.05)
+    return out
+
+
+async def write_latency(origin: Origin, case: Case, held: int, patches: int, batch: int
+                        ) -> dict[str, Any]:
+    """PATCH p50/p99 with no watcher, then with ``held`` watchers that keep re-holding."""
+    idle = await patch_latencies(origin, case.change, patches)
+    watchers: list[Watcher] = []
+    for start in range(0, held, batch):
+        group = [LongPoll(origin.client_port, case.path, auth(i) if case.per_user else {},
+                          loop=True) for i in range(start, min(held, start + batch))]
+        await asyncio.gather(*(w.start() for w in group))
+        watchers += group
+    await asyncio.sleep(1.5)  # past Pushpin's first-subscription re-request
+    loaded = await patch_latencies(origin, case.change, patches)
+    for watcher in watchers:
+        watcher.close()
     return {
-        "held": held,
-        "rss_before_kib": before,
-        "rss_held_kib": during,
-        "kib_per_conn": round((during - before) / held, 2),
+        "case": case.name, "held": held, "patches": patches,
+        "idle_p50_ms": round(percentile(idle, 0.5), 1),
+        "idle_p99_ms": round(percentile(idle, 0.99), 1),
+        "held_p50_ms": round(percentile(loaded, 0.5), 1),
+        "held_p99_ms": round(percentile(loaded, 0.99), 1),
+        "ratio_p99": round(percentile(loaded, 0.99) / percentile(idle, 0.99), 2),
     }
 
 
-async def warm_up(target: Target, batch: int) -> None:
-    """One publish through each proxy before anything is measured: Pushpin's first proxied
-    hold right after start can get ``500 Accept service unavailable``."""
-    for attempt in range(50):
-        channel = f"warmup-{attempt}"
-        latencies, missed = await publish_round(target, channel, 1, batch)
-        if latencies and not missed:
-            return
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{target.name}: warm-up publish never arrived")
+async def throughput(origin: Origin, path: str, seconds: float, workers: int) -> dict[str, float]:
+    """PATCHes per second with ``workers`` concurrent clients, and origin CPU per PATCH."""
+    done = 0
+    stop_at = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.monotonic() < stop_at:
+            answer = await origin.http.patch(path, json={"title": "t" + secrets.token_hex(4)},
+                                             headers=auth(0))
+            answer.raise_for_status()
+            done += 1
+
+    before = await origin.cpu_ns()
+    started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    await asyncio.sleep(0.5)  # the publisher's tail
+    elapsed = time.monotonic() - started - 0.5
+    return {"per_second": round(done / elapsed, 1),
+            "cpu_ms_per_patch": round((await origin.cpu_ns() - before) / 1e6 / max(done, 1), 2)}
+
+
+async def many_live_urls(origin: Origin, urls: int, changes: int, batch: int) -> dict[str, Any]:
+    before = await cpu_per_patch(origin, "/api/todos/1/", changes, 0.5)
+    for start in range(0, urls, batch):
+        group = [LongPoll(origin.client_port, f"/api/todos/?search=s{i}", {})
+                 for i in range(start, min(urls, start + batch))]
+        await asyncio.gather(*(w.start() for w in group))
+        await asyncio.sleep(0.2)
+        for watcher in group:
+            watcher.close()
+    await asyncio.sleep(1.0)
+    after = await cpu_per_patch(origin, "/api/todos/1/", changes, 1.0)
+    return {"urls": urls, "cpu_per_change_ms_before": round(before, 1),
+            "cpu_per_change_ms_after": round(after, 1), "ratio": round(after / before, 2)}
+
+
+async def extras(origins: dict[str, Origin], cases: dict[str, Case], args: argparse.Namespace
+                 ) -> dict[str, Any]:
+    origin = origins["grip-pushpin"]
+    out: dict[str, Any] = {"write_latency": [], "throughput": {}}
+    for name in ("grip-lp-pp", "grip-priv-pp"):
+        print(f"  extra: write latency, {name}", file=sys.stderr)
+        out["write_latency"].append(
+            await write_latency(origin, cases[name], args.held_writers, 20, args.batch))
+    for label, path in (("off", "/api/plain-todos/1/"), ("shared", "/api/todos/1/"),
+                        ("private", "/api/private-todos/1/")):
+        print(f"  extra: throughput, {label}", file=sys.stderr)
+        runs = [await throughput(origin, path, args.throughput_seconds, 4) for _ in range(3)]
+        out["throughput"][label] = {
+            "per_second": statistics.median(r["per_second"] for r in runs),
+            "cpu_ms_per_patch": statistics.median(r["cpu_ms_per_patch"] for r in runs),
+        }
+    off = out["throughput"]["off"]["per_second"]
+    for label in ("shared", "private"):
+        out["throughput"][label]["ratio_to_off"] = round(
+            out["throughput"][label]["per_second"] / off, 2)
+    print("  extra: many live URLs", file=sys.stderr)
+    out["many_live_urls"] = await many_live_urls(origin, 200, 5, args.batch)
+    return out
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def summarize(case: Case, count: int) -> dict[str, Any]:
+    rounds = [r for r in case.rounds if r["n"] == count]
+    summary: dict[str, Any] = {"rounds": len(rounds)}
+    for key in ("p50_ms", "p99_ms", "cpu_per_change_ms", "connect_cpu_ms_per_client",
+                "kib_per_held"):
+        value = median_or_none([r.get(key) for r in rounds])
+        summary[key] = round(value, 2) if value is not None else None
+    summary["delivered"] = f"{sum(r['delivered'] for r in rounds)}/{sum(r['expected'] for r in rounds)}"
+    summary["connect_errors"] = sum(r["connect_errors"] for r in rounds)
+    return summary
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    targets: list[Target] = []
+    cases = [c for c in all_cases() if c.name in args.cases]
+    db_dir = Path(tempfile.mkdtemp(prefix="drf-grip-bench-"))
+    # Pushpin's run and log directories go in here too, not beside other test sessions'
+    # /tmp/drf-grip-pushpin-* (a concurrent cleanup of those once removed a run's logs).
+    tempfile.tempdir = str(db_dir)
+    db = str(db_dir / "bench.sqlite3")
+    users = max(args.sizes) + args.held_writers + 1
+    subprocess.run([sys.executable, str(HERE / "site" / "serve.py"), "--system", "drfgrip",
+                    "--seed", str(users)], check=True, env={**os.environ, "BENCH_DB": db})
+    profile_dir = Path(args.profile) if args.profile else None
+    origins: dict[str, Origin] = {}
     try:
-        for kind in args.proxies:
-            targets.append(Embedded() if kind == "embedded" else Pushpin())
-        for target in targets:
-            await warm_up(target, args.batch)
-
-        results: dict[str, Any] = {t.name: {"latency": {}} for t in targets}
-        for target in targets:
-            started = time.monotonic()
-            results[target.name]["memory"] = await measure_memory(target, args.held, args.batch)
-            print(f"  {target.name}: {args.held} held in {time.monotonic() - started:.1f}s",
-                  file=sys.stderr)
-
-        for count in args.subscribers:
-            for target in targets:
-                results[target.name]["latency"][str(count)] = {"rounds": []}
-            for round_number in range(args.rounds):
-                # Alternate who goes first, so neither always runs on a warmer machine.
-                order = targets if round_number % 2 == 0 else targets[::-1]
-                for target in order:
-                    channel = f"lat-{count}-{round_number}"
-                    latencies, missed = await publish_round(target, channel, count, args.batch)
-                    results[target.name]["latency"][str(count)]["rounds"].append(
-                        {
-                            "p50_ms": round(percentile(latencies, 0.50), 3) if latencies else None,
-                            "p99_ms": round(percentile(latencies, 0.99), 3) if latencies else None,
-                            "max_ms": round(max(latencies), 3) if latencies else None,
-                            "missed": missed,
-                        }
-                    )
-            for target in targets:
-                entry = results[target.name]["latency"][str(count)]
-                for key in ("p50_ms", "p99_ms"):
-                    values = [r[key] for r in entry["rounds"] if r[key] is not None]
-                    entry[key] = round(statistics.median(values), 2) if values else None
-                entry["missed"] = sum(r["missed"] for r in entry["rounds"])
-                print(f"  {target.name}: {count} subscribers p50 {entry['p50_ms']} ms"
-                      f" p99 {entry['p99_ms']} ms", file=sys.stderr)
-        for target in targets:
-            results[target.name]["replaced_clients"] = target.replaced
+        for key in dict.fromkeys(c.origin for c in cases):
+            system, behind = ORIGINS[key]
+            profiled = profile_dir if key in args.profile_origins else None
+            origins[key] = (RawOrigin() if key == "raw" else
+                            Origin(system, pushpin=behind, db=db, profile_dir=profiled, name=key))
+        for case in cases:
+            if case.partitioned and not partitions_supported():
+                case.skipped = ("realtime_partition has no effect in this drf-grip: every "
+                                    "user's hold would be re-requested (see grip-priv-*)")
+        live = [c for c in cases if c.skipped is None]
+        for case in live:  # one round at N = 1 each, unmeasured: imports, caches, Pushpin
+            await run_round(case, origins[case.origin], 1, args, -1)
+        memory = None
+        lp_emb = next((c for c in live if c.name == "grip-lp-emb"), None)
+        if lp_emb is not None and max(args.sizes) >= 100:
+            # Whole-process RSS per held long-poll, on a process that has not yet served
+            # N GETs: later rounds reuse the heap those left behind and look cheaper.
+            first = await run_round(lp_emb, origins["grip-embedded"], max(args.sizes), args, -1)
+            memory = {"held": max(args.sizes), "kib_per_held": first["kib_per_held"],
+                      "rss_held_kib": first["rss_held_kib"]}
+            print(f"  grip-lp-emb: {memory['kib_per_held']} KiB per held long-poll (first "
+                  f"{max(args.sizes)} holds of the process)", file=sys.stderr)
+        for count in args.sizes:
+            for number in range(args.rounds):
+                order = live if number % 2 == 0 else live[::-1]
+                for case in order:
+                    result = await run_round(case, origins[case.origin], count, args, number)
+                    case.rounds.append(result)
+                    print(f"  {case.name} N={count} round {number + 1}: p99 {result['p99_ms']} ms,"
+                          f" {result['delivered']}/{result['expected']},"
+                          f" cpu/change {result['cpu_per_change_ms']} ms", file=sys.stderr)
+        results: dict[str, Any] = {
+            "cases": {
+                c.name: {"label": c.label, "skipped": c.skipped, "rounds": c.rounds,
+                         "by_n": {str(n): summarize(c, n) for n in args.sizes}}
+                for c in cases
+            },
+            "embedded_memory": memory,
+        }
+        if args.extras and "grip-pushpin" in origins:
+            results["extras"] = await extras(origins, {c.name: c for c in cases}, args)
         return results
     finally:
-        for target in targets:
-            await target.http.aclose()
-            target.stop()
+        for origin in origins.values():
+            await origin.aclose()
 
 
-def table(results: dict[str, Any], subscribers: list[int]) -> str:
-    header = ("proxy", "subscribers", "p50 ms", "p99 ms", "held conns", "KiB/conn")
+def partitions_supported() -> bool:
+    """Does this drf-grip read ``realtime_partition`` at all? (The bench site's notes view
+    sets it; without support the attribute is inert and the case would repeat grip-priv-*.)"""
+    return any("realtime_partition" in path.read_text()
+               for path in (ROOT / "drf_grip").rglob("*.py"))
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def table(results: dict[str, Any], sizes: list[int]) -> str:
+    header = ("system", "N", "p50 ms", "p99 ms", "×floor p99", "delivered", "CPU/change ms",
+              "connect CPU ms", "KiB/held")
     rows = []
-    for name, result in results.items():
-        memory = result["memory"]
-        for count in subscribers:
-            entry = result["latency"][str(count)]
-            rows.append(
-                (name, str(count), f"{entry['p50_ms']:.2f}", f"{entry['p99_ms']:.2f}",
-                 str(memory["held"]), f"{memory['kib_per_conn']:.1f}")
-            )
+    floor = results["cases"].get("raw", {}).get("by_n", {})
+    for name, case in results["cases"].items():
+        if case["skipped"]:
+            rows.append((case["label"], "–", "skipped", "", "", "", "", "", ""))
+            continue
+        for n in sizes:
+            s = case["by_n"][str(n)]
+            base = floor.get(str(n), {}).get("p99_ms")
+            ratio = s["p99_ms"] / base if base and s["p99_ms"] else None
+            rows.append((case["label"], str(n), fmt(s["p50_ms"]), fmt(s["p99_ms"]),
+                         fmt(ratio, 2), s["delivered"],
+                         "–" if name == "raw" else fmt(s["cpu_per_change_ms"]),
+                         "–" if name == "raw" else fmt(s["connect_cpu_ms_per_client"], 2),
+                         fmt(s["kib_per_held"])))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
-        return " | ".join(
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths))
-        )
+        return " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                          for i, (c, w) in enumerate(zip(cells, widths)))
 
-    separator = "-+-".join("-" * width for width in widths)
-    return "\n".join([line(header), separator, *(line(row) for row in rows)])
+    out = [line(header), "-+-".join("-" * w for w in widths), *(line(r) for r in rows)]
+    out.append("")
+    memory = results.get("embedded_memory")
+    if memory:
+        out.append(f"Embedded proxy memory: {memory['kib_per_held']} KiB whole-process RSS per held "
+                   f"long-poll (first {memory['held']} holds of a fresh process; KiB/held above "
+                   f"is after earlier rounds)")
+    extra = results.get("extras")
+    if extra:
+        for w in extra["write_latency"]:
+            out.append(f"PATCH latency, {w['case']}: p50/p99 {w['idle_p50_ms']}/{w['idle_p99_ms']} ms"
+                       f" with none held, {w['held_p50_ms']}/{w['held_p99_ms']} ms with"
+                       f" {w['held']} held: ×{w['ratio_p99']} (p99)")
+        t = extra["throughput"]
+        out.append(f"PATCH throughput: off {t['off']['per_second']}/s"
+                   f" ({t['off']['cpu_ms_per_patch']} ms CPU), shared {t['shared']['per_second']}/s"
+                   f" (×{t['shared']['ratio_to_off']}, {t['shared']['cpu_ms_per_patch']} ms CPU),"
+                   f" private {t['private']['per_second']}/s (×{t['private']['ratio_to_off']},"
+                   f" {t['private']['cpu_ms_per_patch']} ms CPU)")
+        m = extra["many_live_urls"]
+        out.append(f"Many live URLs: origin CPU per change {m['cpu_per_change_ms_before']} ms, after"
+                   f" one client held {m['urls']} ?search= URLs {m['cpu_per_change_ms_after']} ms"
+                   f" (×{m['ratio']})")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Embedded GRIP proxy vs Pushpin: memory per held long-poll and "
-        "publish-to-delivery latency.",
-    )
-    parser.add_argument("--held", type=int, default=1000, help="idle long-polls held for the "
-                        "memory figure (default 1000)")
-    parser.add_argument("--subscribers", default="1,100,1000",
-                        help="comma-separated subscriber counts (default 1,100,1000)")
-    parser.add_argument("--rounds", type=int, default=9, help="publishes per subscriber count "
-                        "and proxy; the table shows medians (default 9)")
-    parser.add_argument("--batch", type=int, default=100, help="clients connected at once "
-                        "(default 100)")
-    parser.add_argument("--proxies", default="embedded,pushpin",
-                        help="comma-separated: embedded, pushpin (default both)")
+    parser = argparse.ArgumentParser(description="drf-grip against its peers (see the docstring).")
+    parser.add_argument("--quick", action="store_true",
+                        help="N = 1, 100; 3 rounds; no extra cases (a few minutes)")
+    parser.add_argument("--sizes", help="comma-separated watcher counts (default 1,100,1000)")
+    parser.add_argument("--rounds", type=int, help="rounds per case and N (default 5; quick 3)")
+    parser.add_argument("--cases", default="all",
+                        help="comma-separated case names (default all): "
+                        + ", ".join(c.name for c in all_cases()))
+    parser.add_argument("--batch", type=int, default=100, help="watchers connected at once")
+    parser.add_argument("--timeout", type=float, default=20.0,
+                        help="seconds a change may take to reach every watcher")
+    parser.add_argument("--extras", action=argparse.BooleanOptionalAction, default=None,
+                        help="the write-latency, throughput and many-URL cases (default: on "
+                        "unless --quick)")
+    parser.add_argument("--held-writers", type=int, default=200,
+                        help="watchers held while PATCH latency is measured (default 200)")
+    parser.add_argument("--throughput-seconds", type=float, default=4.0)
+    parser.add_argument("--profile", default="",
+                        help="directory for py-spy profiles (raw collapsed stacks) of the origins "
+                        "named by --profile-origins")
+    parser.add_argument("--profile-origins", default="grip-pushpin,grip-embedded")
     parser.add_argument("--json", default=str(HERE / "results.json"),
-                        help="where to write the results (default bench/results.json; '' for none)")
+                        help="where to write every round (default bench/results.json; '' for none)")
     args = parser.parse_args(argv)
-    args.subscribers = [int(n) for n in args.subscribers.split(",") if n]
-    args.proxies = [p.strip() for p in args.proxies.split(",") if p.strip()]
-    if "pushpin" in args.proxies and find_pushpin() is None:
-        parser.error("Pushpin is not installed: apt-get install -y pushpin, "
-                     "or run with --proxies embedded")
+    args.sizes = [int(n) for n in (args.sizes or ("1,100" if args.quick else "1,100,1000")).split(",")]
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    args.extras = (not args.quick) if args.extras is None else args.extras
+    names = [c.name for c in all_cases()]
+    args.cases = names if args.cases == "all" else [c.strip() for c in args.cases.split(",")]
+    unknown = set(args.cases) - set(names)
+    if unknown:
+        parser.error(f"unknown cases: {', '.join(sorted(unknown))}")
+    if args.extras and "grip-lp-pp" not in args.cases:
+        args.extras = False
+    args.profile_origins = set(args.profile_origins.split(",")) if args.profile else set()
+    if find_pushpin() is None:
+        parser.error("Pushpin is not installed: apt-get install -y pushpin")
+    if not all(importlib.util.find_spec(m) for m in ("django_eventstream",
+                                                    "djangochannelsrestframework", "daphne")):
+        parser.error("the peers are missing: pip install -r bench/requirements.txt")
 
-    # Every held client is a socket here and one in the proxy (Pushpin: two, it also
-    # connects to the origin); the default soft limit of 1024 is far too low.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 4 * (max(args.held, *args.subscribers) + 256)
+    need = 4 * (max(args.sizes) + args.held_writers + 256)
     if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, need), hard))
 
     started = time.monotonic()
     results = asyncio.run(bench(args))
     elapsed = time.monotonic() - started
-    print(table(results, args.subscribers))
-    print(f"\n{args.rounds} rounds per row, medians of per-round p50/p99; "
+    print(table(results, args.sizes))
+    print(f"\n{args.rounds} rounds per row, medians of per-round figures; "
           f"{elapsed:.0f}s on {os.cpu_count()} CPUs")
     if args.json:
         document = {
             "command": " ".join(["python bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
-            "config": {
-                "held": args.held,
-                "subscribers": args.subscribers,
-                "rounds": args.rounds,
-                "batch": args.batch,
-            },
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "pushpin": _pushpin_version(),
-                "platform": platform.platform(),
-            },
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "platform": platform.platform()},
             "seconds": round(elapsed, 1),
             "results": results,
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
-
-
-def _pushpin_version() -> str | None:
-    binary = find_pushpin()
-    if binary is None:
-        return None
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
@@ -53,13 +54,29 @@ def _is_websocket_events(headers: RawHeaders) -> bool:
     return content_type.split(";")[0].strip().lower() == _WEBSOCKET_EVENTS
 
 
-@dataclass
+@dataclass(eq=False)
 class _Held:
     """The response a long-poll gets on timeout, and the base publishes are merged onto."""
 
     status: int
     headers: RawHeaders
     body: bytes
+    # The last published response head built on this base: (format, headers, body).
+    pushed: tuple[Any, RawHeaders, bytes] | None = None
+
+
+# Holds that got the same answer share one _Held: a thousand watchers of one list keep one
+# copy of its headers and body instead of a thousand, and a publish builds its response head
+# once for all of them. Weak values: an entry lives as long as some hold uses it.
+_held_bases: weakref.WeakValueDictionary[tuple[Any, ...], _Held] = weakref.WeakValueDictionary()
+
+
+def _shared_held(status: int, headers: RawHeaders, body: bytes) -> _Held:
+    key = (status, tuple(headers), body)
+    held = _held_bases.get(key)
+    if held is None:
+        held = _held_bases[key] = _Held(status, headers, body)
+    return held
 
 
 class _Aborted(Exception):
@@ -186,6 +203,13 @@ class HttpSession:
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _write(self, data: bytes, more: bool = True) -> None:
+        if self._mode == "response":
+            # Nothing aborts a response-mode write (only a stream's overflow does), so send
+            # directly: two helper tasks and an asyncio.wait per write, times a thousand
+            # subscribers of one publish, delayed every body (shared/PERFORMANCE.md).
+            await self._send({"type": "http.response.body", "body": data, "more_body": more})
+            self._last_write = time.monotonic()
+            return
         if self._aborted.is_set():
             raise _Aborted
         sending = asyncio.ensure_future(
@@ -211,6 +235,30 @@ class HttpSession:
             headers.append((b"content-length", str(len(body)).encode()))
         await self._start_response(status, headers)
         await self._write(body, more=False)
+
+    async def _respond_pushed(self, fmt: Any) -> None:
+        """Answer a held long-poll with a published response.
+
+        The subscribers of one channel whose holds answered alike share one ``_Held`` (see
+        :func:`_shared_held`), so the merged response head is built once per publish for all
+        of them rather than once per subscriber.
+        """
+        held = self._held
+        if self.scope.get("method") == "HEAD":
+            await self._respond(fmt.code, replace_headers(held.headers, fmt.headers), fmt.body)
+            return
+        pushed = held.pushed
+        if pushed is None or pushed[0] is not fmt:
+            headers = without_headers(
+                replace_headers(held.headers, fmt.headers),
+                "content-length", "transfer-encoding", grip=True,
+            )
+            body = b"" if fmt.code in _NO_BODY_STATUSES else fmt.body
+            if fmt.code not in _NO_BODY_STATUSES:
+                headers.append((b"content-length", str(len(body)).encode()))
+            pushed = held.pushed = (fmt, headers, body)
+        await self._start_response(fmt.code, pushed[1])
+        await self._write(pushed[2], more=False)
 
     async def _error(self, status: int, message: str) -> None:
         if self._started_response:
@@ -254,6 +302,9 @@ class HttpSession:
                 logger.warning("origin error for %s: %s", self.path, exc)
                 await self._error(502, f"Bad Gateway: {exc}")
                 return
+            # The answer is read: a hold may last minutes, and the exchange (its scope, queue
+            # and the inner app's finished task) is a few KiB per held connection.
+            self._exchange = None
             await self._handle(OriginResponse(status, resp_headers, body), instruct)
         except _Aborted:
             pass  # returning with the response unfinished makes the server drop the connection
@@ -359,7 +410,7 @@ class HttpSession:
         self, answer: OriginResponse, instruct: HoldInstruct, mismatches: int
     ) -> None:
         status = instruct.status[0] if instruct.status else answer.status
-        self._held = _Held(status, without_headers(answer.headers, grip=True), answer.body)
+        self._held = _shared_held(status, without_headers(answer.headers, grip=True), answer.body)
         self._mode = "response"
         if self._gone.is_set():
             return
@@ -406,8 +457,7 @@ class HttpSession:
                 raise _Retry("hint")
             if fmt.action == "close":
                 break
-            headers = replace_headers(self._held.headers, fmt.headers)
-            await self._respond(fmt.code, headers, fmt.body)
+            await self._respond_pushed(fmt)
             return
         await self._respond(self._held.status, self._held.headers, self._held.body)
 

@@ -96,7 +96,8 @@ class ChannelHub:
                 self._counts[spec.name] = self._counts.get(spec.name, 0) + 1
             self._subscriptions[spec.name] = self._subscriptions.get(spec.name, 0) + 1
             self._cond.notify_all()
-        logger.info("subscribe %s channel=%s", sub.path, spec.name)
+        if logger.isEnabledFor(logging.DEBUG):  # per subscriber: not on INFO's hot path
+            logger.debug("subscribe %s channel=%s", sub.path, spec.name)
         known = self._last_ids.get(spec.name)
         return spec.prev_id is None or known is None or known == spec.prev_id
 
@@ -115,7 +116,8 @@ class ChannelHub:
             else:
                 self._counts.pop(channel, None)
             self._cond.notify_all()
-        logger.info("unsubscribe %s channel=%s", sub.path, channel)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("unsubscribe %s channel=%s", sub.path, channel)
 
     def unsubscribe_all(self, sub: Subscriber, channels: list[str] | set[str]) -> None:
         for channel in list(channels):
@@ -154,7 +156,7 @@ class ChannelHub:
             self._last_ids.move_to_end(channel)
             while len(self._last_ids) > self._max_remembered:
                 self._last_ids.popitem(last=False)
-        receivers = 0
+        receivers = recovered = 0
         for sub in list(self._subscribers.get(channel, ())):
             if not sub.wants(item):
                 continue
@@ -163,15 +165,18 @@ class ChannelHub:
                 if expected is not None and expected != item.prev_id:
                     # PUSHPIN.md, the race: a publish whose prev-id does not follow what this
                     # subscriber has is not delivered; the origin is asked afresh instead.
-                    logger.info(
-                        "publish channel=%s prev-id=%s does not match last id %s, retrying %s",
-                        channel, item.prev_id, expected, sub.path,
-                    )
+                    # Counted, not logged per subscriber: a gap can concern all of them.
+                    recovered += 1
                     sub.recover(channel, self._last_ids.get(channel))
                     continue
             if item.id is not None:
                 sub.last_ids[channel] = item.id
             sub.deliver(item)
             receivers += 1
+        if recovered:
+            logger.info(
+                "publish channel=%s prev-id=%s does not follow what %d subscriber(s) have: "
+                "re-requesting them", channel, item.prev_id, recovered,
+            )
         logger.info("publish channel=%s receivers=%d", channel, receivers)
         return receivers

@@ -27,7 +27,11 @@ class Mailbox(Generic[T]):
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
-        self._wake = asyncio.Event()
+        # A bare future, not an asyncio.Event awaited through wait_for: wait_for wraps each
+        # wait in a task of its own, and a publish to N held connections then runs N tasks
+        # and N timer handles in lockstep before any body leaves (shared/PERFORMANCE.md).
+        self._waiter: asyncio.Future[None] | None = None
+        self._woken = False
         self.overflowed = False
 
     def __len__(self) -> int:
@@ -39,13 +43,13 @@ class Mailbox(Generic[T]):
         ):
             first = not self.overflowed
             self.overflowed = True
-            self._wake.set()
+            self.wake()
             if first and self._on_overflow is not None:
                 self._on_overflow()
             return False
         self._items.append((entry, size))
         self._bytes += size
-        self._wake.set()
+        self.wake()
         return True
 
     def pop(self) -> T | None:
@@ -61,16 +65,31 @@ class Mailbox(Generic[T]):
 
     def wake(self) -> None:
         """Wake the owner without an entry (client gone, shutdown)."""
-        self._wake.set()
+        waiter = self._waiter
+        if waiter is None:
+            self._woken = True  # the next wait returns at once
+        elif not waiter.done():
+            waiter.set_result(None)
 
     async def wait(self, timeout: float | None) -> None:
         """Return when an entry or a wake-up arrives, or after ``timeout`` seconds."""
-        if self._items:
+        if self._items or self._woken:
+            self._woken = False
             return
-        self._wake.clear()
         if timeout is not None and timeout <= 0:
             return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _release, waiter)
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await waiter
+        finally:
+            self._waiter = None
+            self._woken = False
+            if timer is not None:
+                timer.cancel()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
