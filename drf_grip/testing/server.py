@@ -68,7 +68,9 @@ class OriginServer:
         """Start serving; returns once uvicorn reports ``started`` (lifespan done, listening)."""
         if self._thread is not None:
             raise RuntimeError("already started")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio turns on TCP_NODELAY only for sockets whose protocol says TCP;
+        # without it a response written as head then body waits ~40 ms (Nagle, delayed ACK).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
         sock.set_inheritable(True)
