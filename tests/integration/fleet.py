@@ -351,11 +351,13 @@ class Convergence:
     worst: float
     late: list[str]
     wrong: list[str]
+    slowest: str = ""
 
     def summary(self) -> str:
         return (
             f"{self.subscriptions} subscriptions; worst convergence after the last commit "
-            f"{self.worst:.3f}s; {len(self.wrong)} never converged, {len(self.late)} late"
+            f"{self.worst:.3f}s ({self.slowest}); {len(self.wrong)} never converged, "
+            f"{len(self.late)} late"
         )
 
 
@@ -393,6 +395,7 @@ async def converge(
             break
         await asyncio.sleep(0.02)
     worst = 0.0
+    slowest = ""
     late: list[str] = []
     wrong: list[str] = []
     for sub in subs:
@@ -404,10 +407,11 @@ async def converge(
             )
             continue
         took = max(0.0, sub.at - since)
-        worst = max(worst, took)
+        if took >= worst:
+            worst, slowest = took, sub.describe()
         if took > within:
             late.append(f"{sub.describe()}: {took:.3f}s")
-    return Convergence(len(subs), since, worst, late, wrong)
+    return Convergence(len(subs), since, worst, late, wrong, slowest)
 
 
 def _brief(body: Any) -> str:
