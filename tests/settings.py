@@ -27,6 +27,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tests.testapp.hook_views.TenantMiddleware",
 ]
 
 # A file database, so the origin server thread and the test see the same data.
@@ -41,7 +42,14 @@ DATABASES = {
     }
 }
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Local memory culls past 300 entries by default: realtime state for a thousand live URLs
+# needs more (a shared cache such as Redis has no such limit).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
+}
 
 TEMPLATES = [
     {

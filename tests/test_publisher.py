@@ -230,7 +230,7 @@ def test_formats_as_dict_and_errors() -> None:
 
 def test_stats_names() -> None:
     names = [f.name for f in dataclasses.fields(PublishStats)]
-    assert names == ["queued", "sent", "failed", "retried", "dropped", "batches", "pending"]
+    assert names == ["queued", "sent", "failed", "retried", "dropped", "batches", "superseded", "pending"]
 
 
 def test_exported_from_package() -> None:
@@ -705,3 +705,38 @@ def test_command_fails_clearly_when_the_proxy_is_down(settings: Any, publisher: 
         call_command("grip_publish", "todos", "hello")
     assert down + "/publish/" in str(info.value)
     assert "hidden-key-value" not in str(info.value)
+
+
+def test_after_an_outage_the_latest_state_of_a_channel_wins(grip: Any, server: PublishServer) -> None:
+    """A retried item whose channel got newer items meanwhile is replaced by the newest,
+    which carries the first one's prev-id: subscribers never move back to an older state."""
+    server.statuses.extend([503, 503])
+    publish("board", stream("v1"), id="1", prev_id="0")
+    server.wait_for(1)  # the first attempt failed; the retry waits its backoff
+    publish("board", stream("v2"), id="2", prev_id="1")
+    publish("board", stream("v3"), id="3", prev_id="2")
+    publish("log", stream("a"))  # items without an id are never merged
+    publish("log", stream("b"))
+    assert get_publisher().flush(WAIT)
+    delivered = list(server.requests[-1].body["items"])
+    board = [item for r in server.requests[2:] for item in r.body["items"] if item["channel"] == "board"]
+    assert board == [
+        {"channel": "board", "id": "3", "prev-id": "0",
+         "formats": {"http-stream": {"content": "v3"}}}
+    ]
+    assert [i["formats"]["http-stream"]["content"] for r in server.requests[2:]
+            for i in r.body["items"] if i["channel"] == "log"] == ["a", "b"]
+    assert delivered and get_publisher().stats.superseded == 2
+
+
+def test_coalesce_keeps_a_streams_last_event_before_close() -> None:
+    from drf_grip.grip.publisher import coalesce
+
+    items = [
+        {"channel": "c", "id": "1", "prev-id": "0", "formats": {"http-stream": {"content": "a"}}},
+        {"channel": "c", "id": "2", "prev-id": "1", "formats": {"http-stream": {"content": "gone"}}},
+        {"channel": "c", "id": "3", "prev-id": "2", "formats": {"http-stream": {"action": "close"}}},
+    ]
+    kept, dropped = coalesce(items)
+    assert dropped == 1
+    assert [(i["id"], i["prev-id"]) for i in kept] == [("2", "0"), ("3", "2")]

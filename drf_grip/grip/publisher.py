@@ -76,7 +76,7 @@ _RETRY_STATUSES = frozenset({408, 429})
 # Statuses that may blame a single item of a batch: the batch is split to isolate it.
 _SPLIT_STATUSES = frozenset({400, 413})
 
-_COUNTERS = ("queued", "sent", "failed", "retried", "dropped", "batches")
+_COUNTERS = ("queued", "sent", "failed", "retried", "dropped", "batches", "superseded")
 
 
 class LocalSink(Protocol):
@@ -106,6 +106,7 @@ class PublishStats:
     sink that raised, unserializable item); ``retried``: requests repeated after a 5xx, 408,
     429 or a network error; ``dropped``: deliveries refused because a queue was full, or
     still queued at ``close()``; ``batches``: requests (or sink calls) that succeeded;
+    ``superseded``: versioned items replaced by a newer item of their channel before sending;
     ``pending``: deliveries queued or in flight right now. Blocking publishes count in
     ``sent``, ``failed``, ``retried`` and ``batches`` but not in ``queued``.
     """
@@ -116,6 +117,7 @@ class PublishStats:
     retried: int = 0
     dropped: int = 0
     batches: int = 0
+    superseded: int = 0
     pending: int = 0
 
 
@@ -220,6 +222,46 @@ def _channels_of(items: Iterable[Item]) -> list[str]:
 # -- destinations ----------------------------------------------------------------------------
 
 
+_SUPERSEDED = -1
+Superseded = Callable[[set[str]], bool]
+
+
+def _closes(item: Item) -> bool:
+    formats = item.get("formats") or {}
+    return any(isinstance(f, dict) and f.get("action") == "close" for f in formats.values())
+
+
+def coalesce(items: Sequence[Item]) -> tuple[list[Item], int]:
+    """Latest wins per channel: of several versioned items (with an ``id``) for one channel,
+    keep the newest, carrying the ``prev-id`` of the oldest, so a proxy that has the oldest's
+    predecessor delivers the latest state at once (and any other re-requests instead). A
+    ``close`` keeps the item before it (a stream's last event). Items without an ``id`` (a
+    connection's messages) all stay. Returns the items and how many were dropped."""
+    last: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if item.get("id") is not None and not _closes(item):
+            last[str(item.get("channel"))] = index
+    first_prev: dict[str, Any] = {}
+    out: list[Item] = []
+    dropped = 0
+    for index, item in enumerate(items):
+        channel = str(item.get("channel"))
+        if item.get("id") is None or _closes(item) or channel not in last:
+            out.append(item)
+            continue
+        first_prev.setdefault(channel, item.get("prev-id"))
+        if index != last[channel]:
+            dropped += 1
+            continue
+        kept = dict(item)
+        if first_prev[channel] is None:
+            kept.pop("prev-id", None)
+        else:
+            kept["prev-id"] = first_prev[channel]
+        out.append(kept)
+    return out, dropped
+
+
 class _HttpTarget:
     """One GRIP endpoint reached over HTTP: ``POST {control_uri}/publish/``."""
 
@@ -286,8 +328,17 @@ class _HttpTarget:
         finally:
             conn.close()
 
-    def deliver(self, items: list[Item], publisher: Publisher, stop: threading.Event) -> bool:
-        """Send ``items`` in as few requests as the body limit allows; True if all arrived."""
+    def deliver(
+        self,
+        items: list[Item],
+        publisher: Publisher,
+        stop: threading.Event,
+        superseded: Superseded | None = None,
+        requeue: list[Item] | None = None,
+    ) -> bool:
+        """Send ``items`` in as few requests as the body limit allows; True if all arrived.
+        Items left unsent because newer items of their channels arrived while they were
+        retried go to ``requeue`` (the lane sends the latest state instead: :func:`coalesce`)."""
         encoded: list[tuple[Item, bytes]] = []
         ok = True
         for item in items:
@@ -303,15 +354,25 @@ class _HttpTarget:
                     exc,
                 )
         for chunk in _split_by_size(encoded):
-            ok = self._send(chunk, publisher, stop) and ok
+            ok = self._send(chunk, publisher, stop, superseded, requeue) and ok
         return ok
 
     def _send(
-        self, chunk: list[tuple[Item, bytes]], publisher: Publisher, stop: threading.Event
+        self,
+        chunk: list[tuple[Item, bytes]],
+        publisher: Publisher,
+        stop: threading.Event,
+        superseded: Superseded | None = None,
+        requeue: list[Item] | None = None,
     ) -> bool:
         body = b'{"items":[' + b",".join(data for _, data in chunk) + b"]}"
         channels = _channels_of(item for item, _ in chunk)
-        status, reason = self._post_with_retries(body, channels, publisher, stop)
+        versioned = {str(item.get("channel")) for item, _ in chunk if item.get("id") is not None}
+        check = (lambda: superseded(versioned)) if superseded is not None and versioned else None
+        status, reason = self._post_with_retries(body, channels, publisher, stop, check)
+        if status == _SUPERSEDED and requeue is not None:
+            requeue.extend(item for item, _ in chunk)
+            return True
         if status is not None and 200 <= status < 300:
             publisher._count(sent=len(chunk), batches=1)
             return True
@@ -319,8 +380,8 @@ class _HttpTarget:
             # Pushpin rejects the whole request for one bad item: halve to find it, so the
             # good items of the batch still arrive.
             half = len(chunk) // 2
-            first = self._send(chunk[:half], publisher, stop)
-            return self._send(chunk[half:], publisher, stop) and first
+            first = self._send(chunk[:half], publisher, stop, superseded, requeue)
+            return self._send(chunk[half:], publisher, stop, superseded, requeue) and first
         publisher._count(failed=len(chunk))
         logger.error(
             "publish to %s failed for %s (%d item%s): %s",
@@ -333,7 +394,12 @@ class _HttpTarget:
         return False
 
     def _post_with_retries(
-        self, body: bytes, channels: list[str], publisher: Publisher, stop: threading.Event
+        self,
+        body: bytes,
+        channels: list[str],
+        publisher: Publisher,
+        stop: threading.Event,
+        superseded: Callable[[], bool] | None = None,
     ) -> tuple[int | None, str]:
         retries = max(0, int(grip_settings.PUBLISH_RETRIES))
         backoff = float(grip_settings.PUBLISH_BACKOFF)
@@ -368,6 +434,10 @@ class _HttpTarget:
             publisher._count(retried=1)
             if stop.wait(delay):
                 return status, f"{reason} (publisher closed before retrying)"
+            if superseded is not None and superseded():
+                # Newer items of these channels are queued: retry with the latest state, so
+                # a client never moves back to an older representation after an outage.
+                return _SUPERSEDED, "superseded by newer items"
             attempt += 1
 
 
@@ -395,7 +465,14 @@ class _SinkTarget:
         self.key: tuple[Any, ...] = ("sink", id(sink))
         self.name = f"local sink {type(sink).__name__}"
 
-    def deliver(self, items: list[Item], publisher: Publisher, stop: threading.Event) -> bool:
+    def deliver(
+        self,
+        items: list[Item],
+        publisher: Publisher,
+        stop: threading.Event,
+        superseded: Superseded | None = None,
+        requeue: list[Item] | None = None,
+    ) -> bool:
         try:
             self.sink.publish_items(list(items))
         except Exception:
@@ -640,10 +717,20 @@ class Publisher:
                         lane.thread = None
                     return
                 size = max(1, int(grip_settings.PUBLISH_BATCH_SIZE))
-                batch = [lane.items.popleft() for _ in range(min(size, len(lane.items)))]
+                taken = [lane.items.popleft() for _ in range(min(size, len(lane.items)))]
+                batch, superseded_count = coalesce(taken)
                 lane.in_flight = len(batch)
+
+            def superseded(channels: set[str], lane: _Lane = lane) -> bool:
+                with self._lock:
+                    return any(
+                        item.get("id") is not None and item.get("channel") in channels
+                        for item in lane.items
+                    )
+
+            requeue: list[Item] = []
             try:
-                lane.target.deliver(batch, self, stop)
+                lane.target.deliver(batch, self, stop, superseded, requeue)
             except Exception:  # a bug must not kill the lane and strand its queue
                 self._count(failed=len(batch))
                 logger.exception(
@@ -653,7 +740,11 @@ class Publisher:
                 )
             with self._lock:
                 lane.in_flight = 0
-                lane.finished += len(batch)
+                # Unsent items whose channels have newer ones go back in front, to be
+                # coalesced with those on the next round.
+                lane.items.extendleft(reversed(requeue))
+                lane.finished += len(taken) - len(requeue)
+                self._counts["superseded"] += superseded_count
                 self._progress.notify_all()
 
     def _flush_at_exit(self) -> None:

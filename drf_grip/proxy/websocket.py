@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .events import EventsError, WsEvent, close_payload, decode_events, encode_events
-from .headers import RawHeaders, get_header, parse_header_list
+from .headers import RawHeaders, get_header, loggable_target, parse_header_list
 from .instruct import MAX_CHANNELS, ChannelSpec
 from .items import Item
 from .mailbox import Mailbox

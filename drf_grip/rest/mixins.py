@@ -148,6 +148,10 @@ class _RealtimeBase:
         model = self.get_realtime_model()
         kind = self._realtime_kind
         if self.get_realtime_delivery() == SHARED:
+            if kind == "detail":
+                # Also the bulk channel: a change naming no object (``update()``) reaches
+                # detail URLs past the model-wide index's cap by a hint there (shared.py).
+                return [self._live_url().channel, names.bulk_channel(model)]
             return [self._live_url().channel]
         if kind == "detail":
             lookup = self.lookup_url_kwarg or self.lookup_field
@@ -236,7 +240,11 @@ class _RealtimeBase:
             # Versions are read BEFORE computing the representation: a commit in between
             # then shows up as a prev-id mismatch and the proxy re-requests at once.
             if policy.delivery == SHARED:
-                policy.versions = read_versions(policy.channels)
+                # A shared channel's version names an ETag (shared.py); others are counters.
+                policy.versions = {
+                    **read_versions(policy.channels[:1]),
+                    **ensure_versions(policy.channels[1:]),
+                }
             else:
                 policy.versions = ensure_versions(policy.channels)
         self.realtime_policy = policy
@@ -432,7 +440,8 @@ class _RealtimeBase:
             return stream
         if is_next:
             context.result_etag = etag
-        link = next_link_for(request, context, etag)
+        versioned = all(policy.versions.get(ch) for ch in policy.channels)
+        link = next_link_for(request, context, etag, versioned)
         instruct = grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/

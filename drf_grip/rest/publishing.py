@@ -93,7 +93,10 @@ def publish_model(
         private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
-    for channel in private_channels(model, private_views, pks, partitions):
+    channels = private_channels(model, private_views, pks, partitions)
+    if shared and pks is None and has_overflow(model, "bulk"):
+        channels.append(names.bulk_channel(model))
+    for channel in dict.fromkeys(channels):
         _publish_versioned(channel, HINT)
     if private_views or shared:
         for pk in sorted(deleted, key=str):

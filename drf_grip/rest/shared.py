@@ -163,9 +163,14 @@ def list_live_url(request: Any, view: Any) -> bool:
     recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
     entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
     found: list[str] = []
-    for table in tables:
+    for position, table in enumerate(tables):
         if not table.add(url.key, entry):
-            return False
+            if position == 0:
+                return False
+            # The model-wide detail index only serves changes that name no objects; past
+            # its cap those reach the URL through the bulk channel it also holds on.
+            mark_overflow(model, "bulk")
+            continue
         found.extend(s for s in table._slots(url.key) if _holds(cache, s, url.key))
     with _lock:
         _recent[memo] = tuple(found)
@@ -186,12 +191,13 @@ def _detail_pk(view: Any, model: type[models.Model]) -> Any:
     return None  # looked up by another field: rendered on every change, like a list
 
 
-def mark_overflow(model: type[models.Model]) -> None:
-    state_cache().set(f"drf_grip:overflow:{model._meta.label_lower}", 1, live_timeout())
+def mark_overflow(model: type[models.Model], kind: str = "urls") -> None:
+    """Remember (for a while) that some live URLs of ``model`` are past a cap."""
+    state_cache().set(f"drf_grip:overflow:{kind}:{model._meta.label_lower}", 1, live_timeout())
 
 
-def has_overflow(model: type[models.Model]) -> bool:
-    return bool(state_cache().get(f"drf_grip:overflow:{model._meta.label_lower}"))
+def has_overflow(model: type[models.Model], kind: str = "urls") -> bool:
+    return bool(state_cache().get(f"drf_grip:overflow:{kind}:{model._meta.label_lower}"))
 
 
 def _new_version(tag: str) -> str:

@@ -50,7 +50,9 @@ def _link(sid: str, counter: int) -> str:
     return f"{get_script_prefix()}{NEXT_LINK_PATH}{token}/"
 
 
-def next_link_for(request: Any, context: RealtimeContext | None, etag: str) -> str:
+def next_link_for(
+    request: Any, context: RealtimeContext | None, etag: str, versioned: bool = False
+) -> str:
     """The next link of this stream: a new stream's first, or the next one of a fetch."""
     if context is not None and context.role == "next-link":
         state = context.state
@@ -65,6 +67,9 @@ def next_link_for(request: Any, context: RealtimeContext | None, etag: str) -> s
         "user": str(user.pk) if user is not None and user.is_authenticated else None,
         "etag": etag,
         "exp": time.time() + max_age,
+        # Held with a prev-id on every channel: the proxy's own fetches then carry
+        # Grip-Last, which a client cannot send through Pushpin (it strips Grip-* headers).
+        "last": versioned,
     }
     state_cache().set(_STATE + state["sid"], state, max_age)
     return _link(state["sid"], 0)
@@ -98,6 +103,9 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     state = cache.get(_STATE + sid)
     if not isinstance(state, dict) or state.get("n") != counter or state["exp"] <= time.time():
         # Moved on (a replayed or stale link), expired or unknown: nothing for this link.
+        return end_of_stream("error")
+    if state.get("last") and not grip.last:
+        # Not the proxy's own fetch: a client replaying a link (from a log) through it.
         return end_of_stream("error")
     # Move the stream on before rendering: a replay of this link now finds nothing.
     state["n"] = counter + 1

@@ -1,0 +1,285 @@
+"""The subscription decides, the publisher follows (DESIGN.md §3–§4), through a real Pushpin
+and the embedded proxy: each documented hook overridden in a view still ends in a woken
+client carrying what the hook produced; renders for a subscriber are its own GET; revoked
+credentials end streams and gateway subscriptions; next links copied from a log are
+worthless; pushed bodies equal fresh GETs; If-Match guards writes."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from drf_grip.rest import channels as names
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.testapp.hook_views import custom_etag
+from tests.testapp.models import Comment, Post, Tag, Todo
+
+from .test_gateway_ws import ask, gateway, receive
+from .test_realtime import WITHIN, get, hold, settle, shared_ch, stream, streams, token_for  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_cache():
+    cache.clear()
+    yield
+
+
+# -- every documented hook, followed by the publisher ----------------------------------------
+
+
+def test_delivery_chosen_by_the_hook_is_pushed(grip_proxy: ProxyUnderTest) -> None:
+    Post.objects.create(title="a")
+    poll = hold(grip_proxy, "/api/hook-delivery/", shared_ch(grip_proxy, "/api/hook-delivery/"))
+    Post.objects.create(title="b")
+    response = poll.result(WITHIN)
+    fresh = get(grip_proxy, "/api/hook-delivery/")
+    assert response.status_code == 200 and response.content == fresh.content
+    assert response.headers["ETag"] == fresh.headers["ETag"]
+
+
+def test_model_named_only_by_the_hook_wakes(grip_proxy: ProxyUnderTest) -> None:
+    """Tag is served only by a view whose ``get_realtime_model()`` names it."""
+    Tag.objects.create(name="red")
+    poll = hold(grip_proxy, "/api/hook-model/", names.list_channel(Tag))
+    Tag.objects.create(name="blue")
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert [t["name"] for t in response.json()] == ["red", "blue"]
+
+
+def test_pushed_etag_is_the_hooks_etag(grip_proxy: ProxyUnderTest) -> None:
+    Todo.objects.create(title="a")
+    path = "/api/hook-etag/"
+    first = get(grip_proxy, path)
+    assert first.headers["ETag"] == custom_etag(first.content)
+    poll = hold(grip_proxy, path, shared_ch(grip_proxy, path), etag=first.headers["ETag"])
+    Todo.objects.create(title="b")
+    response = poll.result(WITHIN)
+    assert response.headers["ETag"] == custom_etag(response.content)
+    # The client's next If-None-Match matches: it is held, not answered at once.
+    hold(grip_proxy, path, shared_ch(grip_proxy, path), etag=response.headers["ETag"])
+
+
+def test_private_etag_hook(grip_proxy: ProxyUnderTest) -> None:
+    Todo.objects.create(title="a")
+    path = "/api/hook-etag-private/"
+    poll = hold(grip_proxy, path, names.list_channel(Todo))
+    Todo.objects.create(title="b")
+    response = poll.result(WITHIN)
+    assert response.headers["ETag"] == custom_etag(response.content)
+
+
+def test_custom_channels_have_a_publishing_counterpart(grip_proxy: ProxyUnderTest) -> None:
+    Todo.objects.create(title="a")
+    poll = hold(grip_proxy, "/api/hook-channels/", "custom.todos")
+    Todo.objects.create(title="b")
+    assert [t["title"] for t in poll.result(WITHIN).json()] == ["b", "a"]
+
+
+def test_a_nested_list_is_a_list(grip_proxy: ProxyUnderTest) -> None:
+    post = Post.objects.create(title="p")
+    Comment.objects.create(post=post, text="first")
+    path = f"/api/posts/{post.pk}/comments/"
+    poll = hold(grip_proxy, path, names.list_channel(Comment))
+    Comment.objects.create(post=post, text="second")
+    assert [c["text"] for c in poll.result(WITHIN).json()] == ["first", "second"]
+
+
+def test_a_list_queryset_is_allowed(grip_proxy: ProxyUnderTest) -> None:
+    assert get(grip_proxy, "/api/list-queryset/").json() == [1, 2, 3]
+
+
+# -- renders for a subscriber are its own GET -------------------------------------------------
+
+
+def _scoped_headers(name: str) -> dict[str, str]:
+    return {**token_for(name), "X-Scope": "read:todos", "X-Tenant": "acme"}
+
+
+def test_stream_events_equal_a_fresh_get_by_that_client(grip_proxy: ProxyUnderTest, streams) -> None:
+    headers = _scoped_headers("alice")
+    todo = Todo.objects.create(title="v0")
+    events = stream(grip_proxy, "/api/scoped-todos/", names.list_channel(Todo), headers)
+    streams.append(events)
+    first = events.next(WITHIN)
+    fresh = get(grip_proxy, "/api/scoped-todos/", **headers)
+    assert first.data.encode() == fresh.content
+    assert json.loads(first.data)[0]["scope"] == "read:todos"
+    assert json.loads(first.data)[0]["tenant"] == "acme"
+    for i in range(1, 11):
+        todo.title = f"v{i}"
+        todo.save()
+        event = events.next(WITHIN)
+        while event is not None and json.loads(event.data)[0]["title"] != f"v{i}":
+            event = events.next(WITHIN)  # an intermediate state may come first
+        assert event is not None
+    assert event.data.encode() == get(grip_proxy, "/api/scoped-todos/", **headers).content
+    assert event.id == get(grip_proxy, "/api/scoped-todos/", **headers).headers["ETag"]
+
+
+def test_gateway_changes_equal_a_fresh_get_by_that_client(grip_proxy: ProxyUnderTest) -> None:
+    headers = _scoped_headers("alice")
+    todo = Todo.objects.create(title="v0")
+    extra = {"X-Scope": headers["X-Scope"], "X-Tenant": headers["X-Tenant"]}
+    with gateway(grip_proxy, additional_headers={"Authorization": headers["Authorization"]}) as ws:
+        answer = ask(ws, {"id": 1, "subscribe": "/api/scoped-todos/", "headers": extra})
+        assert answer["status"] == 200
+        assert answer["data"] == get(grip_proxy, "/api/scoped-todos/", **headers).json()
+        todo.title = "v1"
+        todo.save()
+        change = receive(ws, WITHIN)
+    fresh = get(grip_proxy, "/api/scoped-todos/", **headers)
+    assert change["event"] == "change" and change["data"] == fresh.json()
+    assert change["etag"] == fresh.headers["ETag"]
+
+
+# -- revocation -------------------------------------------------------------------------------
+
+
+def _revocations():
+    def delete_token(user, session):
+        Token.objects.filter(user=user).delete()
+
+    def deactivate(user, session):
+        user.is_active = False
+        user.save()
+
+    def flush_session(user, session):
+        session.logout()
+
+    return {"token deleted": delete_token, "user deactivated": deactivate,
+            "session flushed": flush_session}
+
+
+@pytest.mark.parametrize("how", list(_revocations()))
+def test_revoked_credentials_end_the_stream(grip_proxy: ProxyUnderTest, streams, how) -> None:
+    user = get_user_model().objects.create_user("alice", password="pw")
+    token = Token.objects.create(user=user)
+    browser = Client()
+    browser.force_login(user)
+    headers = (
+        {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+        if how == "session flushed" else {"Authorization": f"Token {token.key}"}
+    )
+    note = user.note_set.create(text="secret")
+    events = stream(grip_proxy, "/api/notes/", names.list_channel(type(note)), headers)
+    streams.append(events)
+    assert json.loads(events.next(WITHIN).data)[0]["text"] == "secret"
+    _revocations()[how](user, browser)
+    note.text = "more secret"
+    note.save()
+    started = time.monotonic()
+    seen = []
+    while True:
+        event = events.next(WITHIN)
+        if event is None or event.event in ("error", "delete"):
+            break
+        seen.append(event.data)
+    assert time.monotonic() - started < WITHIN
+    assert not any("more secret" in data for data in seen)
+
+
+@pytest.mark.parametrize("how", ["token deleted", "user deactivated"])
+def test_revoked_credentials_end_gateway_subscriptions(grip_proxy: ProxyUnderTest, how) -> None:
+    user = get_user_model().objects.create_user("alice", password="pw")
+    token = Token.objects.create(user=user)
+    note = user.note_set.create(text="secret")
+    with gateway(grip_proxy) as ws:
+        answer = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token.key})
+        assert answer["status"] == 200 and answer["data"][0]["text"] == "secret"
+        _revocations()[how](user, None)
+        note.text = "more secret"
+        note.save()
+        ended = receive(ws, WITHIN)
+        assert ended["event"] == "end" and ended["id"] == 1 and ended["status"] in (401, 403)
+        note.text = "even more secret"
+        note.save()
+        settle()
+        with pytest.raises(TimeoutError):
+            receive(ws, 0.5)
+
+
+# -- next links are worthless once copied ----------------------------------------------------
+
+
+def test_a_next_link_from_the_log_yields_nothing(grip_pushpin, streams) -> None:
+    alice = token_for("alice")
+    user = Token.objects.get(key=alice["Authorization"].split()[1]).user
+    note = user.note_set.create(text="alice's")
+    mark = grip_pushpin.mark()
+    events = stream(grip_pushpin, "/api/notes/", names.list_channel(type(note)), alice)
+    streams.append(events)
+    events.next(WITHIN)
+    note.text = "alice's, changed"
+    note.save()
+    assert "changed" in events.next(WITHIN).data
+    settle()
+    # Pushpin logs every next link it fetched; an attacker replays them without credentials.
+    log = grip_pushpin.log_tail(lines=100000)
+    links = set(re.findall(r"/_grip/next/[^/\s]+/", log))
+    assert links, "Pushpin logged no next link"
+    for link in links:
+        replay = httpx.get(grip_pushpin.url + link, timeout=10)
+        assert "alice" not in replay.text
+
+
+# -- pushed bodies equal fresh GETs -----------------------------------------------------------
+
+
+def test_unused_query_parameters_do_not_change_the_pushed_body(grip_proxy: ProxyUnderTest,
+                                                               streams) -> None:
+    for i in range(5):
+        Todo.objects.create(title=f"t{i}")
+    path = "/api/shared-todos/?page_size=2&_=1700000000"
+    events = stream(grip_proxy, path, shared_ch(grip_proxy, "/api/shared-todos/", page_size=2))
+    streams.append(events)
+    first = events.next(WITHIN)
+    assert first.data.encode() == get(grip_proxy, path).content
+    Todo.objects.create(title="new")
+    pushed = events.next(WITHIN)
+    assert pushed.data.encode() == get(grip_proxy, path).content
+
+
+# -- If-Match ---------------------------------------------------------------------------------
+
+
+def test_if_match_guards_writes(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="a")
+    url = f"{grip_proxy.url}/api/todos/{todo.pk}/"
+    etag = httpx.get(url).headers["ETag"]
+    Todo.objects.filter(pk=todo.pk).update(title="changed elsewhere")
+    stale = httpx.patch(url, json={"title": "mine"}, headers={"If-Match": etag})
+    assert stale.status_code == 412
+    assert Todo.objects.get(pk=todo.pk).title == "changed elsewhere"
+    current = httpx.get(url).headers["ETag"]
+    assert stale.headers["ETag"] == current
+    ok = httpx.patch(url, json={"title": "mine"}, headers={"If-Match": current})
+    assert ok.status_code == 200 and ok.json()["title"] == "mine"
+    assert httpx.delete(url, headers={"If-Match": current}).status_code == 412
+    assert httpx.delete(url, headers={"If-Match": ok.headers.get("ETag") or httpx.get(url).headers["ETag"]}).status_code == 204
+
+
+def test_if_match_over_the_gateway(grip_proxy: ProxyUnderTest) -> None:
+    todo = Todo.objects.create(title="a")
+    with gateway(grip_proxy) as ws:
+        sub = ask(ws, {"id": 1, "subscribe": f"/api/todos/{todo.pk}/"})
+        Todo.objects.filter(pk=todo.pk).update(title="elsewhere")
+        stale = ask(ws, {"id": 2, "method": "PATCH", "url": f"/api/todos/{todo.pk}/",
+                         "data": {"title": "mine"}, "headers": {"If-Match": sub["etag"]}})
+        assert stale["status"] == 412
+        fresh = ask(ws, {"id": 3, "method": "GET", "url": f"/api/todos/{todo.pk}/"})
+        ok = ask(ws, {"id": 4, "method": "PATCH", "url": f"/api/todos/{todo.pk}/",
+                      "data": {"title": "mine"}, "headers": {"If-Match": fresh["etag"]}})
+        assert ok["status"] == 200
+    assert Todo.objects.get(pk=todo.pk).title == "mine"

