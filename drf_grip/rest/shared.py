@@ -264,10 +264,38 @@ def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set
             logger.exception("drf-grip could not render a live URL for its subscribers")
 
 
+_TICKET = "drf_grip:render:"
+_TICKET_TIMEOUT = 24 * 3600
+
+
+def _take_ticket(channel: str) -> int:
+    """A number per render of ``channel``, increasing across processes (atomic ``incr``)."""
+    cache = state_cache()
+    try:
+        return int(cache.incr(_TICKET + channel))
+    except ValueError:  # no counter yet
+        cache.add(_TICKET + channel, 0, _TICKET_TIMEOUT)
+        return int(cache.incr(_TICKET + channel))
+
+
+def _overtaken(channel: str, ticket: int) -> bool:
+    current = state_cache().get(_TICKET + channel)
+    return current is not None and int(current) > ticket
+
+
 def publish_live_url(entry: dict[str, Any]) -> None:
     recorded = RecordedRequest.from_dict(entry["req"])
-    status, body, content_type, etag = render_live(recorded)
     channel, url = entry["channel"], entry["url"]
+    # Several processes render one live URL (two workers, a Celery worker): a render that
+    # read the database before another process's commit can finish after that process
+    # published the newer render. Publishing it then would leave every SSE and gateway
+    # subscriber on the older representation (its id chains onto the newer one's, and
+    # Pushpin does not order ws-message items at all). A render that *started* later read
+    # at least this state, and publishes it: this one steps aside.
+    ticket = _take_ticket(channel)
+    status, body, content_type, etag = render_live(recorded)
+    if _overtaken(channel, ticket):
+        return
     previous = read_version(channel)
     if status == 200:
         etag = etag or ""
