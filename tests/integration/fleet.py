@@ -88,6 +88,8 @@ class Subscription:
     updates: int = 0
     #: ``X-Origin-Pid`` of the answers that subscribed it (long-poll and SSE).
     pids: set[str] = field(default_factory=set)
+    #: ``(time.time(), etag)`` of every representation received, for failure reports.
+    history: list[tuple[float, str | None]] = field(default_factory=list)
 
     @property
     def auth(self) -> dict[str, str]:
@@ -98,6 +100,7 @@ class Subscription:
             self.body, self.at = body, time.time()
         self.etag = etag
         self.updates += 1
+        self.history.append((time.time(), etag if body != GONE else GONE))
 
     def describe(self) -> str:
         who = f" as {self.token[:6]}…" if self.token else ""
@@ -401,9 +404,11 @@ async def converge(
     for sub in subs:
         expected = want[_key(sub)]
         if sub.body != expected:
+            steps = ", ".join(f"{t - since:+.2f}s {e}" for t, e in sub.history[-6:])
             wrong.append(
                 f"{sub.describe()}: holds {_brief(sub.body)} (etag {sub.etag}, "
-                f"{sub.updates} updates), a fresh GET returns {_brief(expected)}"
+                f"{sub.updates} updates, last ones after the last commit: {steps}), "
+                f"a fresh GET returns {_brief(expected)}"
             )
             continue
         took = max(0.0, sub.at - since)

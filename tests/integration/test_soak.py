@@ -142,7 +142,9 @@ async def _soak(deployment: Deployment, chosen: Size, restart: bool) -> str:
             assert await writer.exit() == 0, "\n".join(writer.output)
         want = await fresh(fleet.subscriptions)
         moved_back = [
-            sub.describe() for sub in fleet.subscriptions
+            f"{sub.describe()}: holds {sub.etag}; received after the last commit: "
+            + ", ".join(f"{t - since:+.2f}s {e}" for t, e in sub.history if t >= since - 1)
+            for sub in fleet.subscriptions
             if sub.body != want[(sub.base, sub.url, sub.token)]
         ]
     finally:
