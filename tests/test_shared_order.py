@@ -76,3 +76,53 @@ def test_renders_in_turn_each_publish(
 
     assert [item["id"].split(".")[0] for item in published] == ["one", "two"]
     assert published[1]["prev-id"] == published[0]["id"]
+
+
+def _live_item(channel: str, version: str) -> dict[str, Any]:
+    return {"channel": channel, "id": version,
+            "formats": {"ws-message": {"content": version}, "http-stream": {"content": "x"}}}
+
+
+def test_an_item_outdated_by_another_process_is_not_sent(published: list[dict[str, Any]]) -> None:
+    """Two processes each queue their render of one live URL; the one whose version is no
+    longer current (the other process set a newer one) is not delivered, so a gateway
+    subscriber never ends on the older render whatever order the lanes send in."""
+    from drf_grip.grip import publisher as pub
+    from drf_grip.rest.versions import set_version
+
+    class Sink:
+        def __init__(self) -> None:
+            self.items: list[dict[str, Any]] = []
+
+        def publish_items(self, items: list[dict[str, Any]]) -> None:
+            self.items.extend(items)
+
+    channel = "drf.url.order-test"
+    sink = Sink()
+    pub.register_local_sink(sink)
+    pub.register_outdated_check(shared.outdated_item)
+    try:
+        set_version(channel, "new.2")  # another process published its newer render
+        pub.publish_items([_live_item(channel, "old.1"), _live_item("drf.ws.conn", "c1")])
+        pub.publish_items([_live_item(channel, "new.2")])
+        assert pub.get_publisher().flush(5)
+    finally:
+        pub.unregister_local_sink(sink)
+
+    assert [(i["channel"], i["id"]) for i in sink.items] == [
+        ("drf.ws.conn", "c1"), (channel, "new.2")
+    ]
+
+
+def test_outdated_item_only_judges_live_url_items() -> None:
+    from drf_grip.rest.versions import set_version
+
+    cache.clear()
+    set_version("drf.url.a", "v2")
+    assert shared.outdated_item(_live_item("drf.url.a", "v1"))
+    assert not shared.outdated_item(_live_item("drf.url.a", "v2"))
+    assert not shared.outdated_item(_live_item("drf.url.unknown", "v1"))  # no version: keep
+    assert not shared.outdated_item(_live_item("drf.testapp.todo", "v1"))  # private hint channel
+    assert not shared.outdated_item({"channel": "drf.url.a", "id": "v1.closed",
+                                     "formats": {"http-stream": {"action": "close"}}})
+    cache.clear()

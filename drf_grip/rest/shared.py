@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from django.db import models
 
 from ..conf import grip_settings
-from ..grip.publisher import publish
+from ..grip.publisher import publish, register_outdated_check
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
@@ -283,7 +283,28 @@ def _overtaken(channel: str, ticket: int) -> bool:
     return current is not None and int(current) > ticket
 
 
+#: What every live URL's channel name starts with (``channels.url_channel``).
+_URL_CHANNELS = "drf.url."
+
+
+def outdated_item(item: dict[str, Any]) -> bool:
+    """A live URL's item (one that reaches gateway subscribers) whose channel has a newer
+    version: a newer render was published, by this process or another. Pushpin orders
+    long-poll and stream items by prev-id, but delivers every ws-message item in the order
+    it arrives, so an older render retried late would move gateway subscribers back."""
+    item_id = item.get("id")
+    if item_id is None or "ws-message" not in (item.get("formats") or {}):
+        return False
+    channel = str(item.get("channel", ""))
+    channel = channel[len(grip_settings.prefix):] if channel.startswith(grip_settings.prefix) else channel
+    if not channel.startswith(_URL_CHANNELS):
+        return False
+    current = read_version(channel)
+    return current is not None and current != str(item_id)
+
+
 def publish_live_url(entry: dict[str, Any]) -> None:
+    register_outdated_check(outdated_item)
     recorded = RecordedRequest.from_dict(entry["req"])
     channel, url = entry["channel"], entry["url"]
     # Several processes render one live URL (two workers, a Celery worker): a render that
