@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import Any
 
 import pytest
@@ -30,7 +31,8 @@ from tests.integration.fleet import (
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
 #: DESIGN.md §4: every held client reaches the current representation within one second.
-WITHIN = 1.0
+#: ``DRF_GRIP_CONVERGE_WITHIN`` widens it on a machine too loaded to measure (CI: 1 s).
+WITHIN = float(os.environ.get("DRF_GRIP_CONVERGE_WITHIN") or 1.0)
 
 
 def seed(deployment: Deployment, users: tuple[str, ...] = ("alice", "bob"), todos: int = 12) -> dict[str, Any]:
