@@ -119,3 +119,34 @@ async def _run(
     assert not result.late, report + "\n" + "\n".join(result.late[:20])
     assert set(map(int, pids)) == set(deployment.workers.worker_pids()), report
     return report
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+def test_private_redis_serves_its_socket_only_while_it_runs() -> None:
+    import redis
+
+    from drf_grip.testing import RedisServer, find_redis, redis_missing
+
+    if find_redis() is None:
+        redis_missing()
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping() and client.set("k", "v") and client.get("k") == b"v"
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+        client.close()
+        socket_path = server.socket_path
+    assert not socket_path.exists()
+
+
+def test_missing_redis_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drf_grip.testing import redis_missing
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        redis_missing()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        redis_missing()
