@@ -21,10 +21,10 @@ _EXPORTS = {
     "PublishError": "drf_grip.grip.publisher",
     "websocket_only": "drf_grip.grip.websocket",
     # django-websocket / django-pistoke API
-    "require_websocket": "drf_grip.websocket",
-    "accept_websocket": "drf_grip.websocket",
-    "WebSocketView": "drf_grip.websocket",
-    "JSONWebSocketView": "drf_grip.websocket",
+    "require_websocket": "drf_grip.grip.websocket_views",
+    "accept_websocket": "drf_grip.grip.websocket_views",
+    "WebSocketView": "drf_grip.grip.websocket_views",
+    "JSONWebSocketView": "drf_grip.grip.websocket_views",
     # DRF layer
     "RealtimeMixin": "drf_grip.rest.mixins",
     "ListRealtimeMixin": "drf_grip.rest.mixins",
@@ -33,6 +33,7 @@ _EXPORTS = {
     "publish_changes": "drf_grip.rest.registry",
     "paused": "drf_grip.rest.registry",
     "RealtimeGateway": "drf_grip.rest.gateway",
+    "RealtimePolicy": "drf_grip.rest.context",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,10 +45,16 @@ if TYPE_CHECKING:
     from .grip.publisher import PublishError, get_pubcontrol, get_publisher, publish, publish_items
     from .grip.websocket import websocket_only
     from .middleware import GripMiddleware
+    from .rest.context import RealtimePolicy
     from .rest.gateway import RealtimeGateway
     from .rest.mixins import ListRealtimeMixin, RealtimeMixin, RetrieveRealtimeMixin
     from .rest.registry import paused, publish_changes, register
-    from .websocket import JSONWebSocketView, WebSocketView, accept_websocket, require_websocket
+    from .grip.websocket_views import (
+        JSONWebSocketView,
+        WebSocketView,
+        accept_websocket,
+        require_websocket,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -9,9 +9,13 @@ class DrfGripConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
+        from .grip.middleware import register_path_handler
         from .rest.registry import connect_signals
+        from .rest.stream import NEXT_LINK_PATH, serve_next_link
 
         connect_signals()
+        # Stream next links are fetched by the proxy; the GRIP middleware answers them.
+        register_path_handler(NEXT_LINK_PATH, serve_next_link)
         # drf-spectacular is optional (the ``openapi`` extra): document realtime views
         # when it is installed, import nothing of it otherwise.
         if find_spec("drf_spectacular") is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["get_asgi_application", "wrap_application", "uses_embedded_proxy"]
+__all__ = ["get_asgi_application", "wrap_application", "uses_embedded_proxy", "embedded_proxy"]
 
 
 def uses_embedded_proxy() -> bool:
@@ -25,13 +25,28 @@ def uses_embedded_proxy() -> bool:
     return not grip_settings.proxies
 
 
+def embedded_proxy(app: Any, **proxy_options: Any) -> Any:
+    """``app`` behind :class:`drf_grip.proxy.GripProxy`, configured from Django: the key
+    every process derives from ``SECRET_KEY`` (so the middleware trusts its ``Grip-Sig`` and
+    other processes can publish to it), ``DRF_GRIP``'s limits, and this process's publisher
+    delivering to it in-process. The proxy itself imports nothing of Django."""
+    from .conf import embedded_key, grip_settings
+    from .grip.publisher import register_local_sink, unregister_local_sink
+    from .proxy import GripProxy
+
+    proxy_options.setdefault("key", embedded_key())
+    proxy_options.setdefault("max_held", int(grip_settings.EMBEDDED_MAX_HELD))
+    proxy_options.setdefault("max_message_size", int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE))
+    proxy_options.setdefault("attach", register_local_sink)
+    proxy_options.setdefault("detach", unregister_local_sink)
+    return GripProxy(app, **proxy_options)
+
+
 def wrap_application(app: Any, **proxy_options: Any) -> Any:
     """``app`` behind the embedded proxy when no GRIP proxy is configured, else ``app``."""
     if not uses_embedded_proxy():
         return app
-    from .proxy import GripProxy
-
-    return GripProxy(app, **proxy_options)
+    return embedded_proxy(app, **proxy_options)
 
 
 def get_asgi_application(**proxy_options: Any) -> Any:

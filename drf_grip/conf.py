@@ -23,7 +23,7 @@ __all__ = ["GripEndpoint", "grip_settings", "DEFAULTS", "redact_url"]
 
 DEFAULTS: dict[str, Any] = {
     # Long-poll timeout in seconds, and the range a client may pick with ``Prefer: wait=N``.
-    # Pushpin's minimum Grip-Timeout is 5 (PUSHPIN.md).
+    # Pushpin's minimum Grip-Timeout is 5 (Pushpin 1.36).
     "HOLD_TIMEOUT": 55,
     "HOLD_TIMEOUT_MIN": 5,
     "HOLD_TIMEOUT_MAX": 300,
@@ -36,7 +36,6 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_DELIVERY": "private",
     # Django cache aliases that hold channel versions and the set of live shared URLs.
     "VERSION_CACHE": "default",
-    "LIVE_URL_CACHE": "default",
     # How long a live URL (or a recorded subscription) outlives its last hold; None: the
     # longest hold, next-link or gateway keep-alive interval plus a minute.
     "LIVE_URL_TIMEOUT": None,
@@ -60,6 +59,11 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_URL": "http://127.0.0.1:8000",
     "EMBEDDED_MAX_HELD": 10000,
     "EMBEDDED_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Private delivery: holds of one channel past HINT_BUCKET_SIZE are spread over up to
+    # HINT_BUCKETS channels, hinted one after another (Pushpin 1.36 answers most of a
+    # thousand clients hinted at once with 502s). Needs a cache every process shares; with a per-process cache everything stays in one bucket.
+    "HINT_BUCKETS": 64,
+    "HINT_BUCKET_SIZE": 50,
     # WebSocket gateway limits.
     "WS_MAX_MESSAGE_SIZE": 64 * 1024,
     "WS_MAX_SUBSCRIPTIONS": 20,

@@ -14,7 +14,6 @@ that schema class to keep the realtime documentation.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from typing import Any
 
@@ -27,10 +26,6 @@ from rest_framework.settings import api_settings
 __all__ = ["RealtimeSchemaMixin", "RealtimeAutoSchema", "install"]
 
 EVENT_STREAM = "text/event-stream"
-
-#: Actions of a viewset that are live; a view may narrow or widen them with
-#: ``realtime_actions`` (read with getattr: the mixin need not define it).
-REALTIME_ACTIONS = ("list", "retrieve")
 
 _ETAG_HEADER: dict[str, Any] = {
     "schema": {"type": "string"},
@@ -96,13 +91,16 @@ class RealtimeSchemaMixin:
     # -- which operation is this -----------------------------------------------------------
 
     def is_realtime_read(self) -> bool:
+        """Whether this operation is live, as the view decides it for a request: its
+        ``get_realtime_kind()`` hook (drf-spectacular gives the view a mock request)."""
         view = self.view
         if self.method != "GET" or not _is_realtime_view(view):
             return False
-        action = getattr(view, "action", None)
-        if action is None:  # a generic view: its GET is the live one
-            return True
-        return action in getattr(view, "realtime_actions", REALTIME_ACTIONS)
+        try:
+            return view.get_realtime_kind() is not None
+        except Exception:  # a hook that needs a real request: document it as live
+            action = getattr(view, "action", None)
+            return action is None or action in ("list", "retrieve")
 
     def is_guarded_write(self) -> bool:
         return self.method in ("PUT", "PATCH", "DELETE") and _is_realtime_view(self.view)
@@ -120,7 +118,7 @@ class RealtimeSchemaMixin:
         unwanted = getattr(EventStreamRenderer, attribute, None)
         return [value for value in values if value != unwanted]
 
-    def get_description(self) -> str:
+    def get_description(self) -> str:  # type: ignore[override]  # drf-spectacular's signature
         # drf-spectacular falls back to the first docstring in the view's MRO, which for a
         # view without one is the realtime mixin's: skip drf-grip's classes and methods.
         view = self.view
@@ -216,18 +214,20 @@ class RealtimeSchemaMixin:
         )
 
 
-class RealtimeAutoSchema(RealtimeSchemaMixin, AutoSchema):
+class RealtimeAutoSchema(RealtimeSchemaMixin, AutoSchema):  # type: ignore[misc]
     """drf-spectacular's ``AutoSchema`` with the realtime additions."""
 
 
-@functools.lru_cache(maxsize=None)
+_schema_classes: dict[type, type] = {AutoSchema: RealtimeAutoSchema}
+
+
 def realtime_schema_class(base: type) -> type:
     """``base`` with the realtime additions; one class per base, so class checks hold."""
     if issubclass(base, RealtimeSchemaMixin):
         return base
-    if base is AutoSchema:
-        return RealtimeAutoSchema
-    return type(f"Realtime{base.__name__}", (RealtimeSchemaMixin, base), {})
+    if base not in _schema_classes:
+        _schema_classes[base] = type(f"Realtime{base.__name__}", (RealtimeSchemaMixin, base), {})
+    return _schema_classes[base]
 
 
 class RealtimeDefaultSchema(DefaultSchema):
@@ -238,7 +238,7 @@ class RealtimeDefaultSchema(DefaultSchema):
         result = ViewInspector.__get__(self, instance, owner)
         if not isinstance(result, RealtimeDefaultSchema):
             return result  # a schema set on this view instance (drf-spectacular does)
-        base = api_settings.DEFAULT_SCHEMA_CLASS
+        base: Any = api_settings.DEFAULT_SCHEMA_CLASS  # a class once DRF resolved the setting
         if isinstance(base, type) and issubclass(base, AutoSchema):
             base = realtime_schema_class(base)
         inspector = base()

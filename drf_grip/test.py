@@ -81,7 +81,7 @@ __all__ = [
 def grip_signature() -> str:
     """A ``Grip-Sig`` the app trusts: the first configured proxy's key, else the embedded
     proxy's (the default when no ``GRIP_URL`` is set)."""
-    claims = {"exp": int(time.time()) + 600}
+    claims: dict[str, Any] = {"exp": int(time.time()) + 600}
     for endpoint in grip_settings.proxies:
         key = endpoint.key
         if key and not (isinstance(key, str) and key.startswith("-----")):
@@ -160,7 +160,7 @@ class WebSocketConnection:
     # -- the proxy's side -----------------------------------------------------------------
 
     def _post(self, events: Iterable[WebSocketEvent]) -> Any:
-        extra = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in self.headers.items()}
+        extra: dict[str, Any] = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in self.headers.items()}
         # Set explicitly: Django's test client leaves it out of an empty body (keep-alive).
         extra["CONTENT_TYPE"] = CONTENT_TYPE
         extra["HTTP_CONNECTION_ID"] = self.connection_id
@@ -408,7 +408,7 @@ class GripAPIClient(APIClient):
     def request(self, **kwargs: Any) -> Any:
         kwargs.setdefault("HTTP_GRIP_SIG", grip_signature())
         response = super().request(**kwargs)
-        response.grip = GripInstruction.of(response)
+        response.grip = GripInstruction.of(response)  # type: ignore[attr-defined]
         return response
 
 

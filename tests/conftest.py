@@ -59,9 +59,9 @@ def grip_pushpin(pushpin: PushpinServer) -> Iterator[PushpinServer]:
 @pytest.fixture(scope="session")
 def embedded_proxy(django_db_setup: None) -> Iterator[EmbeddedProxyServer]:
     """The embedded GRIP proxy around the Django app, on its own server."""
-    from drf_grip.proxy import GripProxy
+    from drf_grip.asgi import embedded_proxy as build_embedded_proxy
 
-    proxy = GripProxy(_django_asgi_app())
+    proxy = build_embedded_proxy(_django_asgi_app())
     with OriginServer(proxy) as server:
         yield EmbeddedProxyServer(proxy, server)
 

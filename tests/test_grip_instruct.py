@@ -81,3 +81,103 @@ def test_meta():
     i = Instruct()
     i.meta["user"] = "a b"
     assert i.headers()["Grip-Set-Meta"] == 'user="a b"'
+
+
+# -- values a header cannot carry raw (django-grip's own test keeps alive with "keepalive\n") --
+
+
+def test_keep_alive_ending_in_a_newline_goes_cstring_as_django_grip_wrote_it():
+    def view(request):
+        set_hold_stream(request, "s", keep_alive_data="keepalive\n", keep_alive_timeout=25)
+        return HttpResponse("open\n")
+
+    resp = run(view, proxied_get())
+    assert resp.status_code == 200
+    assert resp["Grip-Keep-Alive"] == "keepalive\\n; format=cstring; timeout=25"
+
+
+def test_keep_alive_encodings():
+    from drf_grip.grip.instruct import encode_keep_alive
+
+    assert encode_keep_alive("ka") == ("ka", "raw")
+    assert encode_keep_alive("ka\r\n") == ("ka\\r\\n", "cstring")
+    assert encode_keep_alive(":\n") == (":\\n", "cstring")
+    for data in ("a b\n", 'q"\n', "back\\slash", "\x00", "caf\u00e9\n", b"\xff\n"):
+        value, fmt = encode_keep_alive(data)
+        raw = data.encode() if isinstance(data, str) else data
+        assert (fmt, base64.b64decode(value)) == ("base64", raw)
+
+
+def test_set_hold_stream_takes_django_grips_keyword_names():
+    def view(request):
+        set_hold_stream(request, "s", keep_alive_data="ping", keep_alive_timeout=7)
+        return HttpResponse("open\n")
+
+    assert run(view, proxied_get())["Grip-Keep-Alive"] == "ping; format=raw; timeout=7"
+
+
+def test_a_prev_id_or_meta_value_ending_in_a_newline_is_never_a_500(caplog):
+    def view(request):
+        instruct = request.grip.start_instruct()
+        instruct.add_channel(Channel("ok", prev_id="v1\n"))
+        instruct.add_channel(Channel("snow", prev_id="\u2603"))
+        instruct.add_channel(Channel("fine", prev_id='"quoted"'))
+        instruct.set_hold_longpoll()
+        instruct.meta = {"user": "alice\n", "room": "a b", "bad name": "x"}
+        return HttpResponse("held\n")
+
+    resp = run(view, proxied_get())
+    assert resp.status_code == 200
+    # Left out rather than sent raw: a missing prev-id costs a re-request, never an update.
+    assert resp["Grip-Channel"] == 'ok, snow, fine; prev-id="\\"quoted\\""'
+    assert resp["Grip-Set-Meta"] == 'room="a b"'
+    assert "cannot be sent in a header" in caplog.text
+
+
+def test_a_token_check_is_a_full_match():
+    i = Instruct()
+    i.add_channel(Channel("c", prev_id="v1"))
+    i.meta["user"] = "123"
+    headers = i.headers()
+    assert headers["Grip-Channel"] == "c; prev-id=v1"
+    assert headers["Grip-Set-Meta"] == 'user="123"'  # values always quoted, as django-grip
+
+
+# -- django-grip's middleware hooks, for code that drives the middleware by hand -----------------
+
+
+def test_process_request_and_process_response_as_django_grip_had_them():
+    middleware = GripMiddleware(lambda request: HttpResponse())
+    request = proxied_get()
+    assert middleware.process_request(request) is None
+    assert request.grip_proxied is True and request.grip_signed is True
+    assert request.wscontext is None
+    set_hold_longpoll(request, "todos")
+    resp = middleware.process_response(request, HttpResponseNotModified())
+    assert resp["Grip-Hold"] == "response" and resp["Grip-Channel"] == "todos"
+
+
+def test_process_view_refuses_plain_requests_to_views_marked_websocket_only():
+    middleware = GripMiddleware(lambda request: HttpResponse())
+    request = RequestFactory().get("/")
+    middleware.process_request(request)
+
+    def marked(request):
+        return HttpResponse()
+
+    marked.websocket_only = True
+    assert middleware.process_view(request, marked, (), {}).status_code == 400
+    assert middleware.process_view(request, lambda r: HttpResponse(), (), {}) is None
+
+
+def test_grip_signed_is_set_by_the_installed_middleware():
+    seen = {}
+
+    def view(request):
+        seen["signed"] = request.grip_signed
+        return HttpResponse()
+
+    run(view, proxied_get())
+    assert seen == {"signed": True}
+    run(view, RequestFactory().get("/"))
+    assert seen == {"signed": False}

@@ -97,3 +97,46 @@ def test_grip_last_parsing():
         "todos": "abc",
         "x": 'q"z',
     }
+
+
+# -- short keys and secrets --------------------------------------------------------------------
+
+
+def test_a_short_key_is_warned_once_without_pyjwt_warnings_or_the_key(caplog):
+    import warnings
+
+    from drf_grip.grip import signature
+
+    signature._warned_short.clear()
+    token = signature.hs256_encode({"iss": "pushpin", "exp": int(time.time()) + 60}, "SECRET")
+    with override_settings(GRIP_URL="http://u:p4ss@127.0.0.1:5561/?iss=pushpin&key=SECRET"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                assert check_grip_sig(token) == (True, True)
+    assert not [w for w in caught if issubclass(w.category, jwt.InsecureKeyLengthWarning)]
+    warned = [r for r in caplog.records if "bytes long" in r.getMessage()]
+    assert len(warned) == 1
+    message = warned[0].getMessage()
+    assert "is 6 bytes long" in message and "32 bytes" in message
+    assert "SECRET" not in caplog.text and "p4ss" not in caplog.text
+
+
+def test_a_long_key_is_not_warned_about(caplog):
+    from drf_grip.grip import signature
+
+    signature._warned_short.clear()
+    key = "k" * 32
+    token = jwt.encode({"iss": "pushpin", "exp": int(time.time()) + 60}, key, algorithm="HS256")
+    with override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={key}"):
+        assert check_grip_sig(token) == (True, True)
+    assert "bytes long" not in caplog.text
+
+
+def test_endpoint_repr_and_display_uri_hide_credentials_and_query():
+    from drf_grip.conf import endpoint_from_url, redact_url
+
+    endpoint = endpoint_from_url("https://user:pa55word@api.fanout.io/realm/r1?iss=r1&key=c2VjcmV0")
+    assert "pa55word" not in repr(endpoint) and "c2VjcmV0" not in repr(endpoint)
+    assert endpoint.display_uri == "https://***@api.fanout.io/realm/r1"
+    assert redact_url("http://[::1]:5561/?key=x") == "http://[::1]:5561/"

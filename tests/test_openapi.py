@@ -84,13 +84,15 @@ def test_realtime_reads_document_holds_streams_and_etags(schema):
         assert "ETag" in ok["headers"], path
         assert "ETag" in op["responses"]["304"]["headers"], path
         # Each event's data is the operation's own response schema.
-        assert ok["content"]["text/event-stream"]["schema"] == ok["content"]["application/json"]["schema"]
+        content = ok["content"]
+        assert content["text/event-stream"]["schema"] == content["application/json"]["schema"]
         assert "event-stream" in format_enum(op), path
 
 
 def test_list_event_schema_is_the_paginated_list(testapp_schema):
     ok = testapp_schema["paths"]["/api/todos/"]["get"]["responses"]["200"]
-    assert ok["content"]["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/PaginatedTodoList"}
+    page = {"$ref": "#/components/schemas/PaginatedTodoList"}
+    assert ok["content"]["text/event-stream"]["schema"] == page
     detail = testapp_schema["paths"]["/api/todos/{id}/"]["get"]["responses"]["200"]
     assert detail["content"]["text/event-stream"]["schema"] == {"$ref": "#/components/schemas/Todo"}
 
@@ -139,3 +141,100 @@ def test_without_drf_spectacular_schema_class_views_keep_drfs_own():
 
     assert api_settings.DEFAULT_SCHEMA_CLASS is AutoSchema
     assert type(TodoViewSet().schema) is AutoSchema
+
+
+@pytest.fixture
+def local_views():
+    """Views defined inside a test register their model for publishing, process-wide;
+    forget them afterwards so other tests publish as before."""
+    from drf_grip.rest import registry
+
+    before = {model: list(views) for model, views in registry._views.items()}
+    yield
+    with registry._lock:
+        registry._views.clear()
+        registry._views.update(before)
+
+
+def _spectacular_urls() -> list[Any]:
+    from django.urls import path
+    from drf_spectacular.openapi import AutoSchema
+    from drf_spectacular.utils import extend_schema
+    from rest_framework import generics, viewsets
+
+    from drf_grip import ListRealtimeMixin
+    from drf_grip.openapi import RealtimeSchemaMixin
+    from tests.testapp.realtime_views import TodoSerializer
+    from tests.testapp.models import Todo
+
+    class Todos(RealtimeMixin, viewsets.ModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+
+        @extend_schema(description="Todos, live.")
+        def list(self, request, *args, **kwargs):
+            return super().list(request, *args, **kwargs)
+
+    class OwnSchema(RealtimeSchemaMixin, AutoSchema):
+        pass
+
+    class TodoFeed(ListRealtimeMixin, generics.ListAPIView):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+        schema = OwnSchema()
+
+    return [
+        path("todos/", Todos.as_view({"get": "list"})),
+        path("todos/<int:pk>/", Todos.as_view({"get": "retrieve", "patch": "partial_update"})),
+        path("feed/", TodoFeed.as_view()),
+    ]
+
+
+def test_extend_schema_and_a_views_own_schema_class_keep_the_realtime_parts(local_views):
+    from django.test import override_settings
+    from drf_spectacular.generators import SchemaGenerator
+
+    # Views are declared under the setting, as in a project configured for drf-spectacular
+    # (@extend_schema reads DEFAULT_SCHEMA_CLASS when it decorates).
+    rest_framework = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    with override_settings(REST_FRAMEWORK=rest_framework):
+        generator = SchemaGenerator(patterns=_spectacular_urls())
+        schema = generator.get_schema(request=None, public=True)
+    listed = schema["paths"]["/todos/"]["get"]
+    assert listed["description"] == "Todos, live."
+    assert "If-None-Match" in headers_of(listed) and "304" in listed["responses"]
+    assert "text/event-stream" in listed["responses"]["200"]["content"]
+    assert "If-Match" in headers_of(schema["paths"]["/todos/{id}/"]["patch"])
+    feed = schema["paths"]["/feed/"]["get"]
+    assert "Last-Event-ID" in headers_of(feed)
+    assert "text/event-stream" in feed["responses"]["200"]["content"]
+
+
+def test_the_views_realtime_kind_hook_decides_which_operations_are_live(local_views):
+    """An action the view makes live through ``get_realtime_kind()`` is documented live; one
+    it turns off is not (the same decision as for a request)."""
+    from django.test import override_settings
+    from django.urls import path
+    from drf_spectacular.generators import SchemaGenerator
+    from rest_framework import viewsets
+
+    from tests.testapp.models import Todo
+    from tests.testapp.realtime_views import TodoSerializer
+
+    class ListOnlyLive(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+
+        def get_realtime_kind(self):
+            return "list" if getattr(self, "action", None) == "list" else None
+
+    rest_framework = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+    with override_settings(REST_FRAMEWORK=rest_framework):
+        schema = SchemaGenerator(patterns=[
+            path("l/", ListOnlyLive.as_view({"get": "list"})),
+            path("l/<int:pk>/", ListOnlyLive.as_view({"get": "retrieve"})),
+        ]).get_schema(request=None, public=True)
+    assert "If-None-Match" in headers_of(schema["paths"]["/l/"]["get"])
+    detail = schema["paths"]["/l/{id}/"]["get"]
+    assert "If-None-Match" not in headers_of(detail) and "304" not in detail["responses"]
+    assert "text/event-stream" not in detail["responses"]["200"]["content"]

@@ -66,9 +66,12 @@ def test_classifiers_match_the_ci_matrix():
     classified_pythons = set(re.findall(r"Programming Language :: Python :: (3\.\d+)", text))
     classified_djangos = set(re.findall(r"Framework :: Django :: (\d+\.\d+)", text))
     nox_source = (ROOT / "noxfile.py").read_text()
-    matrix = ast.literal_eval(re.search(r"^MATRIX[^=]*=\s*(\{.*?^\})", nox_source, re.S | re.M)[1])
+    found = re.search(r"^MATRIX[^=]*=\s*(\{.*?^\})", nox_source, re.S | re.M)
+    assert found, "noxfile.py has no MATRIX"
+    matrix = ast.literal_eval(found[1])
     assert classified_pythons == {python for python, _ in matrix}
-    assert classified_djangos == {django if "." in django else django + ".0" for _, django in matrix}
+    djangos = {django if "." in django else django + ".0" for _, django in matrix}
+    assert classified_djangos == djangos
 
 
 @pytest.fixture(scope="module")

@@ -656,12 +656,29 @@ def test_command_sends_every_format_by_default(grip: Any, server: PublishServer)
         "id": "2",
         "prev-id": "1",
         "formats": {
-            "http-response": {"body": "hello"},
-            "http-stream": {"content": "hello"},
+            "http-response": {"body": "hello\n"},
+            "http-stream": {"content": "hello\n"},
             "ws-message": {"content": "hello"},
         },
     }
     assert "app-todos" in out.getvalue() and server.url in out.getvalue()
+
+
+def test_command_ends_http_payloads_with_one_newline(grip: Any, server: PublishServer) -> None:
+    """The README's ``grip_publish test "hello"`` shows a line in a ``curl -N`` stream (as
+    ``pushpin-publish`` does); content that has its newline, or ``--no-eol``, is kept as is."""
+    call_command("grip_publish", "test", "hello", stdout=io.StringIO())
+    call_command("grip_publish", "test", "line\n", stdout=io.StringIO())
+    call_command("grip_publish", "test", "raw", "--no-eol", stdout=io.StringIO())
+    assert [i["formats"]["http-stream"]["content"] for i in server.items] == [
+        "hello\n", "line\n", "raw",
+    ]
+    assert [i["formats"]["http-response"]["body"] for i in server.items] == [
+        "hello\n", "line\n", "raw",
+    ]
+    assert [i["formats"]["ws-message"]["content"] for i in server.items] == [
+        "hello", "line\n", "raw",
+    ]
 
 
 def test_command_hint_and_close(grip: Any, server: PublishServer) -> None:
@@ -683,7 +700,7 @@ def test_command_response_headers(grip: Any, server: PublishServer) -> None:
     )
     assert server.items[0]["formats"] == {
         "http-response": {
-            "body": "{}",
+            "body": "{}\n",
             "headers": {"ETag": '"v2"', "Content-Type": "application/json"},
         }
     }
@@ -705,6 +722,68 @@ def test_command_fails_clearly_when_the_proxy_is_down(settings: Any, publisher: 
         call_command("grip_publish", "todos", "hello")
     assert down + "/publish/" in str(info.value)
     assert "hidden-key-value" not in str(info.value)
+
+
+# -- django-grip's publish(callback=) and get_pubcontrol() -----------------------------------------
+
+
+def recording_callback() -> tuple[threading.Event, list[tuple[bool, str]], Callable[[bool, str], None]]:
+    done = threading.Event()
+    results: list[tuple[bool, str]] = []
+
+    def callback(success: bool, message: str) -> None:
+        results.append((success, message))
+        done.set()
+
+    return done, results, callback
+
+
+def test_publish_with_a_callback_tells_it_once_every_destination_answered(
+    grip: Any, server: PublishServer
+) -> None:
+    done, results, callback = recording_callback()
+    publish("todos", stream("x\n"), callback=callback)
+    assert done.wait(WAIT)
+    assert results == [(True, "")]
+    assert server.channels == ["todos"]
+
+
+def test_publish_callback_hears_of_a_failure_without_the_key(
+    grip: Any, server: PublishServer
+) -> None:
+    grip.GRIP_URL = server.url + "/?iss=me&key=very-secret-publish-key-0123456789abc"
+    server.responder = lambda received: 400
+    done, results, callback = recording_callback()
+    publish("todos", stream("x\n"), callback=callback)
+    assert done.wait(WAIT)
+    [(success, message)] = results
+    assert success is False and "todos" in message and "very-secret" not in message
+
+
+def test_blocking_publish_with_a_callback_calls_it_then_raises_on_failure(
+    grip: Any, server: PublishServer
+) -> None:
+    server.responder = lambda received: 400
+    results: list[tuple[bool, str]] = []
+    with pytest.raises(PublishError):
+        publish("todos", stream("x\n"), blocking=True, callback=lambda ok, msg: results.append((ok, msg)))
+    assert results and results[0][0] is False
+
+
+def test_get_pubcontrol_publishes_as_gripcontrol_did(grip: Any, server: PublishServer) -> None:
+    from pubcontrol import Item
+
+    grip.GRIP_PREFIX = "app-"
+    pub = drf_grip.get_pubcontrol()
+    pub.publish("raw", Item(stream("a\n"), id="2", prev_id="1"), blocking=True)
+    pub.publish_http_response("poll", "body\n", blocking=True)
+    pub.publish_http_stream("stream", b"chunk\n", blocking=True)
+    # gripcontrol's GripPubControl never applied GRIP_PREFIX; django-grip's publish() did.
+    assert server.channels == ["raw", "poll", "stream"]
+    first, second, third = server.items
+    assert (first["id"], first["prev-id"]) == ("2", "1")
+    assert second["formats"]["http-response"]["body"] == "body\n"
+    assert third["formats"]["http-stream"]["content"] == "chunk\n"
 
 
 def test_after_an_outage_the_latest_state_of_a_channel_wins(grip: Any, server: PublishServer) -> None:

@@ -14,7 +14,7 @@ from ..conf import grip_settings
 from .instruct import Instruct
 from .signature import check_grip_sig
 
-__all__ = ["GripMiddleware", "GripRequest", "parse_grip_last"]
+__all__ = ["GripMiddleware", "GripRequest", "parse_grip_last", "register_path_handler"]
 
 logger = logging.getLogger("drf_grip")
 
@@ -60,6 +60,30 @@ class GripRequest:
         return bool(self.last)
 
 
+PathHandler = Callable[[HttpRequest, str], HttpResponse]
+_path_handlers: dict[str, PathHandler] = {}
+
+
+def register_path_handler(prefix: str, handler: PathHandler) -> None:
+    """Answer ``GET /<prefix><rest>`` in the middleware, before the URLconf: paths the proxy
+    itself fetches, such as stream next links, need no entry in a project's URLconf. A
+    higher layer registers them (the DRF layer's next links, from ``DrfGripConfig.ready``),
+    so this layer never imports it."""
+    _path_handlers[prefix.lstrip("/")] = handler
+
+
+def _proxy_path(request: HttpRequest) -> tuple[PathHandler, str] | None:
+    if request.method != "GET" or not _path_handlers:
+        return None
+    path = request.path_info.lstrip("/")
+    for prefix, handler in _path_handlers.items():
+        if path.startswith(prefix):
+            rest = path[len(prefix):].strip("/")
+            if rest:
+                return handler, rest
+    return None
+
+
 class GripMiddleware:
     """Place early in ``MIDDLEWARE``: it must see the raw request and the final response.
 
@@ -78,11 +102,10 @@ class GripMiddleware:
         refused = self._prepare(request, trust_direct=False)
         if refused is not None:
             return refused
-        next_token = self.next_link_token(request)
-        if next_token is not None:
-            from ..rest.stream import serve_next_link
-
-            response = serve_next_link(request, next_token)
+        handled = _proxy_path(request)
+        if handled is not None:
+            handler, rest = handled
+            response = handler(request, rest)
         else:
             assert self.get_response is not None
             response = self.get_response(request)
@@ -140,16 +163,6 @@ class GripMiddleware:
             response = websocket.finish_response(request, response)
         assert response is not None
         return self.apply_instruct(request, response, direct_headers=direct_headers)
-
-    @staticmethod
-    def next_link_token(request: HttpRequest) -> str | None:
-        """The token of a stream's next link (``/_grip/next/<token>/``), if this is one."""
-        from ..rest.stream import NEXT_LINK_PATH
-
-        path = request.path_info.lstrip("/")
-        if request.method != "GET" or not path.startswith(NEXT_LINK_PATH):
-            return None
-        return path[len(NEXT_LINK_PATH):].strip("/") or None
 
     def apply_instruct(
         self, request: HttpRequest, response: HttpResponse, *, direct_headers: bool = False

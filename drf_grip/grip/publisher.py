@@ -958,21 +958,14 @@ class PubControl:
             http_response = HttpResponseFormat(body=http_response)
         self.publish(channel, _PubItem(http_response, id, prev_id), blocking, callback)
 
-    def publish_http_stream(
-        self,
-        channel: str,
-        http_stream: Any,
-        id: str | None = None,
-        prev_id: str | None = None,
-        blocking: bool = False,
-        callback: PublishCallback | None = None,
-    ) -> None:
-        """Content (``str``/``bytes``) or an ``HttpStreamFormat`` for open streams."""
+    def publish_http_stream(self, channel: str, http_stream: Any, *args: Any, **kwargs: Any) -> None:
+        """Content (``str``/``bytes``) or an ``HttpStreamFormat`` for open streams; the other
+        arguments as :meth:`publish_http_response`."""
         from gripcontrol import HttpStreamFormat
 
         if isinstance(http_stream, (str, bytes)):
             http_stream = HttpStreamFormat(http_stream)
-        self.publish(channel, _PubItem(http_stream, id, prev_id), blocking, callback)
+        self.publish_http_response(channel, http_stream, *args, **kwargs)
 
     def wait_all_sent(self) -> None:
         """Block until everything queued so far was sent or given up."""

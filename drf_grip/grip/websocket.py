@@ -32,7 +32,7 @@ Contract with ``GripMiddleware`` (``drf_grip/grip/middleware.py``), per request:
      cookies but not its body (a WebSocket-over-HTTP answer carries only events).
 
 The view-side decorators (``websocket_only`` here, ``require_websocket`` /
-``accept_websocket`` / ``WebSocketView`` in ``drf_grip.websocket``; sync or ``async def``
+``accept_websocket`` / ``WebSocketView`` in ``drf_grip.grip.websocket_views``; sync or ``async def``
 views) also work without the middleware: they build the context themselves when
 ``request.wscontext`` is absent, and always finish their own response. They mark the view
 ``csrf_exempt`` because a WebSocket handshake carries no CSRF token; the ``Origin`` check
@@ -743,7 +743,7 @@ def websocket_only(view: V) -> V:
 
 def attach(request: HttpRequest) -> None:
     """Install django-websocket's ``request.is_websocket()`` and ``request.websocket``
-    (implemented in ``drf_grip.websocket``, which sits on top of this module)."""
-    from ..websocket import attach as attach_websocket
+    (implemented in ``websocket_views``, which sits on top of this module)."""
+    from .websocket_views import attach as attach_websocket
 
     attach_websocket(request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .http import HttpSession
@@ -23,10 +23,11 @@ logger = logging.getLogger("drf_grip.proxy")
 class GripProxy:
     """Hold, stream and WebSocket-over-HTTP for one process, speaking GRIP to ``app``.
 
-    ``key`` signs ``Grip-Sig`` for the origin and protects the publish endpoint; it defaults
-    to :func:`drf_grip.conf.embedded_key`, which every process of the project derives from
-    ``SECRET_KEY``. ``max_held`` and ``max_message_size`` default to ``DRF_GRIP``'s
-    ``EMBEDDED_MAX_HELD`` and ``EMBEDDED_MAX_MESSAGE_SIZE``.
+    ``key`` signs ``Grip-Sig`` for the origin and protects the publish endpoint. The proxy
+    knows GRIP, not Django: a Django project builds it with :func:`drf_grip.asgi.embedded_proxy`,
+    which passes the key every process derives from ``SECRET_KEY``, the ``DRF_GRIP`` limits and
+    ``attach``/``detach`` callables that hand it to this process's publisher (it is then a
+    local sink: ``publish_items(items)``).
     """
 
     # Pushpin's minimum Grip-Timeout and Keep-Alive-Interval (PUSHPIN.md). Tests may lower
@@ -49,11 +50,19 @@ class GripProxy:
         max_held: int | None = None,
         max_message_size: int | None = None,
         publish_path: str = "/_grip/publish/",
+        attach: Callable[[GripProxy], None] | None = None,
+        detach: Callable[[GripProxy], None] | None = None,
     ) -> None:
+        if not key:
+            raise ValueError("GripProxy needs a key (drf_grip.asgi.embedded_proxy() gives one)")
         self.app = app
-        self._key = key
-        self._max_held = max_held
-        self._max_message_size = max_message_size
+        self.key: str | bytes = key
+        self.max_held = int(max_held) if max_held is not None else 10_000
+        self.max_message_size = (
+            int(max_message_size) if max_message_size is not None else 1024 * 1024
+        )
+        self._attach = attach
+        self._detach = detach
         self.publish_path = "/" + publish_path.strip("/") + "/"
         parent = self.publish_path.rstrip("/").rsplit("/", 1)[0]
         self.status_path = (parent or "") + "/"
@@ -65,32 +74,6 @@ class GripProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sink_registered = False
-
-    # -- configuration ----------------------------------------------------------------------
-
-    @property
-    def key(self) -> str | bytes:
-        if self._key is None:
-            from drf_grip.conf import embedded_key
-
-            self._key = embedded_key()
-        return self._key
-
-    @property
-    def max_held(self) -> int:
-        if self._max_held is None:
-            from drf_grip.conf import grip_settings
-
-            self._max_held = int(grip_settings.EMBEDDED_MAX_HELD)
-        return self._max_held
-
-    @property
-    def max_message_size(self) -> int:
-        if self._max_message_size is None:
-            from drf_grip.conf import grip_settings
-
-            self._max_message_size = int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE)
-        return self._max_message_size
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -106,7 +89,7 @@ class GripProxy:
             if path in (self.publish_path, self.publish_path.rstrip("/")):
                 await handle_publish(self, scope, receive, send)
             elif path == self.status_path and scope["method"] in ("GET", "HEAD"):
-                await handle_status(scope, receive, send)
+                await handle_status(self, scope, receive, send)
             else:
                 await self._run(HttpSession(self, scope, receive, send))
         elif kind == "websocket":
@@ -145,25 +128,16 @@ class GripProxy:
         self._register_sink()
 
     def _register_sink(self) -> None:
-        if self._sink_registered:
+        if self._sink_registered or self._attach is None:
             return
-        try:
-            from drf_grip.grip.publisher import register_local_sink
-        except Exception as exc:  # noqa: BLE001 - no Django, or no publisher: HTTP only
-            logger.debug("no in-process publisher to register with: %s", exc)
-            return
-        register_local_sink(self)
+        self._attach(self)
         self._sink_registered = True
 
     def _unregister_sink(self) -> None:
-        if not self._sink_registered:
+        if not self._sink_registered or self._detach is None:
             return
         self._sink_registered = False
-        try:
-            from drf_grip.grip.publisher import unregister_local_sink
-        except Exception:  # noqa: BLE001
-            return
-        unregister_local_sink(self)
+        self._detach(self)
 
     async def shutdown(self) -> None:
         """Answer every held connection (timeout response, end of stream, close frame).

@@ -59,8 +59,9 @@ async def _answer(send, status: int, text: str, headers: list[tuple[bytes, bytes
     await send({"type": "http.response.body", "body": body})
 
 
-async def handle_status(scope: dict[str, Any], receive, send) -> None:
-    await _answer(send, 200, "drf-grip embedded proxy")
+async def handle_status(proxy: GripProxy, scope: dict[str, Any], receive, send) -> None:
+    """Readiness, and how many connections are held now (a count, nothing about them)."""
+    await _answer(send, 200, f"drf-grip embedded proxy\nheld: {proxy.held_count}")
 
 
 async def _read_body(receive, limit: int) -> bytes | None:

@@ -1,4 +1,4 @@
-"""The WebSocket gateway: REST calls and live subscriptions over one WebSocket (DESIGN.md §1).
+"""The WebSocket gateway: REST calls and live subscriptions over one WebSocket.
 
 Add it to the URLconf beside the API::
 
@@ -67,7 +67,7 @@ from ..grip.instruct import MAX_CHANNELS
 from ..grip.publisher import publish
 from ..grip.signature import check_grip_sig
 from ..grip.websocket import WebSocketContext
-from ..websocket import WebSocketView, require_websocket
+from ..grip.websocket_views import WebSocketView, require_websocket
 from . import channels as names
 from .context import SHARED, RealtimeContext
 from .etag import make_etag

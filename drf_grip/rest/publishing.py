@@ -1,4 +1,4 @@
-"""From committed changes to GRIP items, following what subscriptions recorded (DESIGN.md §3).
+"""From committed changes to GRIP items, following what subscriptions recorded.
 
 For each changed model the publisher lists the policies its subscriptions recorded
 (``policies.py``): private views get a ``hint`` on the channels their
@@ -20,6 +20,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, view_class
 from .registry import Changes, views_for
+from .buckets import bucketable, paced_hint
 from .store import per_process_state
 from .sse import format_event
 from .versions import next_version
@@ -47,9 +48,17 @@ def delete_formats() -> dict[str, Any]:
     }
 
 
-def _publish_versioned(channel: str, formats: dict[str, Any]) -> None:
+def _publish_versioned(channel: str, formats: dict[str, Any]) -> tuple[str | None, str]:
     previous, new = next_version(channel)
     publish(channel, formats, id=new, prev_id=previous)
+    return previous, new
+
+
+def _hint(channel: str) -> None:
+    if bucketable(channel):
+        paced_hint(channel, lambda ch: _publish_versioned(ch, HINT))
+    else:
+        _publish_versioned(channel, HINT)
 
 
 def private_channels(
@@ -97,7 +106,7 @@ def publish_model(
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.bulk_channel(model))
     for channel in dict.fromkeys(channels):
-        _publish_versioned(channel, HINT)
+        _hint(channel)
     if private_views or shared:
         for pk in sorted(deleted, key=str):
             channel = names.object_channel(model, pk)

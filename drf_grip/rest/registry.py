@@ -1,4 +1,4 @@
-"""Which models are live, and publishing their changes after commit (DESIGN.md §2).
+"""Which models are live, and publishing their changes after commit.
 
 A realtime view registers its model when its class is created; ``register()`` adds models
 whose changes wake other resources (a new Comment changes its Post). Signals collect
@@ -423,7 +423,11 @@ def _worker() -> _ChangeWorker:
 
 def wait_idle(timeout: float | None = None) -> bool:
     """Wait until every committed change has been handed to the GRIP publisher."""
-    return _instance is None or _instance.wait_idle(timeout)
+    from .buckets import wait_paced
+
+    if _instance is not None and not _instance.wait_idle(timeout):
+        return False
+    return wait_paced(timeout)
 
 
 def _flush_at_exit() -> None:

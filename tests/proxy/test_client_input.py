@@ -63,9 +63,10 @@ def test_logs_show_neither_query_values_nor_next_link_tokens(
                 body = b"".join([chunk async for chunk in stream.aiter_bytes()])
             poll = asyncio.ensure_future(client.get(f"/todo/?access_token={SECRET}&page=2"))
             assert await in_thread(server.proxy.wait_for_subscribers, "todo")
-            # A hint re-requests the long-poll, which the proxy logs too.
-            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": {"action": "hint"}}})
+            # A hint re-requests the long-poll, which the proxy logs too. The origin's answer
+            # changes first, or a quick re-request would be held again.
             origin.route("/todo/")(lambda r: Response(200, [("Content-Type", "text/plain")], "fresh"))
+            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": {"action": "hint"}}})
             return body, await poll
 
     with caplog.at_level(logging.DEBUG, logger="drf_grip"):

@@ -98,8 +98,12 @@ def test_items_over_the_message_size_are_refused(make_proxy):
 
 
 def test_the_proxy_registers_as_the_local_sink_for_its_lifetime(make_proxy):
+    """Built for Django (drf_grip.asgi.embedded_proxy), the proxy is handed to this process's
+    publisher for its lifetime; the proxy itself imports nothing of it."""
     publisher = pytest.importorskip("drf_grip.grip.publisher")
-    server = make_proxy()
+    server = make_proxy(
+        attach=publisher.register_local_sink, detach=publisher.unregister_local_sink
+    )
     assert any(sink is server.proxy for sink in publisher._local_sinks)
     server.stop()
     assert not any(sink is server.proxy for sink in publisher._local_sinks)

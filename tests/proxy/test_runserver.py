@@ -56,8 +56,32 @@ def test_runserver_serves_http_through_the_embedded_proxy():
         text = "".join(output)
         assert f"http://127.0.0.1:{port}/" in text
         assert "embedded GRIP proxy" in text
-        assert httpx.get(f"http://127.0.0.1:{port}/_grip/").text.strip() == "drf-grip embedded proxy"
+        assert httpx.get(f"http://127.0.0.1:{port}/_grip/").text.startswith("drf-grip embedded proxy\n")
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=20)
     assert process.returncode == 0, "".join(output) + rest
+
+
+@override_settings(GRIP_URL="https://user:pa55word@api.fanout.io/realm/r1?iss=r1&key=c2VjcmV0LWtleQ")
+def test_the_banner_names_the_proxy_without_credentials():
+    command = load_command_class("drf_grip", "runserver")
+    text = command.realtime_description(object(), "http://127.0.0.1:8001/")
+    assert "https://***@api.fanout.io/realm/r1" in text
+    assert "pa55word" not in text and "c2VjcmV0LWtleQ" not in text
+
+
+def test_the_access_log_shows_no_query_values_nor_next_link_tokens():
+    import logging
+
+    from drf_grip.management.commands.runserver import RedactedAccessLog
+
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJwIjoiL2FwaS90b2Rvcy8ifQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", f"/_grip/next/{token}/?access_token=abc123&page=2", "1.1", 200),
+        None,
+    )
+    assert RedactedAccessLog().filter(record)
+    line = record.getMessage()
+    assert line == '127.0.0.1:5000 - "GET /_grip/next/*/?access_token=*&page=* HTTP/1.1" 200'

@@ -127,6 +127,10 @@ class ScopeAuthentication(TokenAuthentication):
         return user, {"token": token.key, "scope": request.META.get("HTTP_X_SCOPE", "none")}
 
 
+#: Requests that reached the origin: (path, Authorization); tests count re-requests with it.
+seen_requests: list[tuple[str, str]] = []
+
+
 class TenantMiddleware:
     """A middleware whose output depends on the request: the tenant header."""
 
@@ -134,6 +138,7 @@ class TenantMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        seen_requests.append((request.path, request.META.get("HTTP_AUTHORIZATION", "")))
         request.tenant = request.META.get("HTTP_X_TENANT", "public")
         with translation.override(request.META.get("HTTP_X_LANG", "en")):
             return self.get_response(request)

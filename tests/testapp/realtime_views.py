@@ -86,6 +86,12 @@ class NoteViewSet(RealtimeMixin, viewsets.ModelViewSet):
         serializer.save(owner=self.request.user)
 
 
+class PartitionedNoteViewSet(NoteViewSet):
+    """Notes partitioned by owner: a change wakes only its owner's holds."""
+
+    realtime_partition = "owner"
+
+
 class PostViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Post.objects.prefetch_related("comments", "tags")
     serializer_class = PostSerializer
@@ -100,6 +106,7 @@ router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
 router.register("cursor-todos", CursorTodoViewSet, basename="cursor-todo")
 router.register("limit-todos", LimitTodoViewSet, basename="limit-todo")
 router.register("notes", NoteViewSet, basename="note")
+router.register("pnotes", PartitionedNoteViewSet, basename="pnote")
 router.register("posts", PostViewSet, basename="post")
 
 urlpatterns = [path("", include(router.urls))]

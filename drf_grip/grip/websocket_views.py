@@ -1,0 +1,280 @@
+"""The WebSocket APIs of django-websocket and django-pistoke, on GRIP's WebSocket-over-HTTP.
+
+Function views (django-websocket)::
+
+    @require_websocket
+    def echo_once(request):
+        message = request.websocket.wait()
+        request.websocket.send(message)
+
+Class-based views (django-pistoke): WebSocket traffic goes to ``websocket()``, which by
+default calls ``websocket_open()``, ``websocket_message()`` for each message and
+``websocket_close()``; HTTP methods work as in any Django ``View``.
+
+What differs from a socket, and why: one WebSocket-over-HTTP request carries one *batch* of
+events (often one message) and the view runs once per batch, so ``request.websocket`` reads
+only that batch. ``wait()`` never blocks: like ``read()`` it returns ``None`` once the batch is
+exhausted, and iteration ends there. A connection is accepted when the view runs without
+refusing it (a non-2xx response); state that must outlive a batch goes in
+``request.wscontext.meta`` or in channel subscriptions (``request.wscontext.subscribe``).
+
+``attach(request)`` installs ``request.is_websocket()`` and ``request.websocket``;
+``GripMiddleware`` calls it for every request, and the decorators call it when the middleware
+is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.utils.decorators import classonlymethod
+from django.views import View
+
+from .websocket import (
+    MalformedEvents,
+    WebSocketContext,
+    _websocket_view,
+    websocket_only,
+)
+
+__all__ = [
+    "InvalidMessage",
+    "JSONWebSocketView",
+    "MalformedEvents",
+    "WebSocket",
+    "WebSocketView",
+    "accept_websocket",
+    "attach",
+    "require_websocket",
+    "websocket_only",
+]
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+class InvalidMessage(ValueError):
+    """A client message a view cannot decode; ``str(exc)`` is a reason safe to send back."""
+
+
+class WebSocket:
+    """``request.websocket``: django-websocket's API over the messages of the current batch."""
+
+    def __init__(self, context: WebSocketContext) -> None:
+        self.context = context
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.context.id!r}>"
+
+    @property
+    def protocols(self) -> list[str]:
+        """The subprotocols the client offered."""
+        return self.context.protocols
+
+    @property
+    def closed(self) -> bool:
+        """True once the client closed or went away, or ``close()`` was called."""
+        ctx = self.context
+        return ctx.closed or ctx.close_code is not None or ctx.disconnected
+
+    @property
+    def close_code(self) -> int | None:
+        """The client's close code, once its CLOSE has been read."""
+        return self.context.close_code
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        """Accept now, e.g. to choose a subprotocol; otherwise the decorators accept for you."""
+        self.context.accept(subprotocol)
+
+    def read(self) -> str | bytes | None:
+        """The next message of the batch, or ``None`` if there is none (or the client closed)."""
+        ctx = self.context
+        if self.closed or not ctx.can_recv():
+            return None
+        return ctx.recv()
+
+    def wait(self) -> str | bytes | None:
+        """Same as ``read()``: a batch is all there is to wait for, so this never blocks."""
+        return self.read()
+
+    def read_json(self) -> Any:
+        """The next message decoded as JSON, ``None`` at the end of the batch; raises
+        ``InvalidMessage`` if it is not JSON."""
+        message = self.read()
+        return None if message is None else decode_json(message)
+
+    def _remaining(self) -> list[Any]:
+        ctx = self.context
+        out = []
+        for event in ctx.in_events[ctx.read_index :]:
+            if event.type in ("CLOSE", "DISCONNECT"):
+                break
+            if event.type in ("TEXT", "BINARY"):
+                out.append(event)
+        return out
+
+    def count_messages(self) -> int:
+        """How many messages of this batch are still unread."""
+        return 0 if self.closed else len(self._remaining())
+
+    def has_messages(self) -> bool:
+        return self.count_messages() > 0
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Every unread message of the batch; stops at its end or when the client closes."""
+        while True:
+            message = self.read()
+            if message is None:
+                return
+            yield message
+
+    def send(self, message: str | bytes) -> None:
+        """Send ``str`` as a text message, ``bytes`` as a binary one."""
+        self.context.send(message)
+
+    def send_json(self, data: Any) -> None:
+        """Send ``data`` as a JSON text message (dates, decimals and UUIDs as in Django)."""
+        self.context.send(json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")))
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        self.context.close(code, reason)
+
+
+def decode_json(message: str | bytes) -> Any:
+    """Parse one JSON message; ``InvalidMessage`` with a reason if it is not JSON."""
+    try:
+        return json.loads(message)
+    except UnicodeDecodeError:
+        raise InvalidMessage("invalid JSON: not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+def attach(request: HttpRequest) -> None:
+    """Give ``request`` django-websocket's ``is_websocket()`` and ``websocket`` (``None`` for
+    plain HTTP), from ``request.wscontext``."""
+    ctx: WebSocketContext | None = getattr(request, "wscontext", None)
+    request.websocket = WebSocket(ctx) if ctx is not None else None
+    request.is_websocket = lambda: ctx is not None
+
+
+def _attach_if_needed(request: HttpRequest, ctx: WebSocketContext) -> None:
+    websocket = getattr(request, "websocket", None)
+    if websocket is None or websocket.context is not ctx:
+        attach(request)
+    return None
+
+
+def require_websocket(view: V) -> V:
+    """django-websocket's decorator: WebSocket requests only (others get 400); the connection
+    is accepted unless the view answers with a non-2xx response."""
+    return _websocket_view(view, allow_http=False, auto_accept=True, prepare=_attach_if_needed)
+
+
+def accept_websocket(view: V) -> V:
+    """Like ``require_websocket``, but plain HTTP requests reach the view too (CSRF-checked as
+    usual); tell them apart with ``request.is_websocket()``."""
+    return _websocket_view(view, allow_http=True, auto_accept=True, prepare=_attach_if_needed)
+
+
+class WebSocketView(View):
+    """A class-based view whose WebSocket traffic goes to ``websocket()`` (django-pistoke).
+
+    Override ``websocket()`` to handle a batch yourself, or the hooks it calls (all sync;
+    use the decorators for ``async def`` function views). An opening
+    connection is refused with 400 when the client offers subprotocols and none of
+    ``subprotocols`` is among them; ``select_subprotocol`` can decide otherwise.
+    """
+
+    #: Subprotocols this view speaks, in order of preference.
+    subprotocols: ClassVar[Sequence[str]] = ()
+
+    @classonlymethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
+        view = super().as_view(**initkwargs)
+        return accept_websocket(view)
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
+        ctx: WebSocketContext | None = getattr(request, "wscontext", None)
+        if ctx is None:
+            return super().dispatch(request, *args, **kwargs)
+        if ctx.is_opening():
+            refused = self.websocket_handshake(request, ctx)
+            if refused is not None:
+                return refused
+        return self.websocket(request, *args, **kwargs)
+
+    def websocket_handshake(
+        self, request: HttpRequest, ctx: WebSocketContext
+    ) -> HttpResponse | None:
+        """Choose the subprotocol of an opening connection, or refuse it."""
+        chosen = self.select_subprotocol(request, ctx.protocols)
+        if chosen is not None:
+            ctx.subprotocol = chosen
+        elif ctx.protocols and self.subprotocols:
+            # Browsers fail a handshake that offered subprotocols and got none back.
+            return HttpResponseBadRequest(
+                f"No acceptable WebSocket subprotocol: offered {', '.join(ctx.protocols)}; "
+                f"this endpoint speaks {', '.join(self.subprotocols)}.\n",
+                content_type="text/plain",
+            )
+        return None
+
+    def select_subprotocol(self, request: HttpRequest, offered: Sequence[str]) -> str | None:
+        """The first of ``subprotocols`` that the client offered."""
+        return next((p for p in self.subprotocols if p in offered), None)
+
+    def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
+        """Handle one batch: open, then each message, then close. Return a non-2xx response
+        from ``websocket_open`` to refuse the connection."""
+        ws: WebSocket = request.websocket
+        if request.wscontext.is_opening():
+            response = self.websocket_open(request)
+            if response is not None:
+                return response
+        for message in ws:
+            try:
+                decoded = self.decode_message(message)
+            except InvalidMessage as exc:
+                self.websocket_invalid(request, message, exc)
+                continue
+            self.websocket_message(request, decoded)
+        if ws.close_code is not None or request.wscontext.disconnected:
+            self.websocket_close(request, ws.close_code)
+        return None
+
+    def decode_message(self, message: str | bytes) -> Any:
+        """Turn a client message into what ``websocket_message`` receives (as is, here)."""
+        return message
+
+    def websocket_open(self, request: HttpRequest) -> HttpResponse | None:
+        """A client connects; return a non-2xx response to refuse it."""
+        return None
+
+    def websocket_message(self, request: HttpRequest, message: Any) -> None:
+        """A client message; reply with ``request.websocket.send()``."""
+
+    def websocket_invalid(
+        self, request: HttpRequest, message: str | bytes, error: InvalidMessage
+    ) -> None:
+        """A message ``decode_message`` refused; the connection stays open."""
+
+    def websocket_close(self, request: HttpRequest, code: int | None) -> None:
+        """The client closed (``code``) or went away (``None``)."""
+
+
+class JSONWebSocketView(WebSocketView):
+    """A ``WebSocketView`` speaking JSON: ``websocket_message`` gets parsed JSON, a message
+    that is not JSON is answered with ``{"error": reason}``; reply with
+    ``request.websocket.send_json``."""
+
+    def decode_message(self, message: str | bytes) -> Any:
+        return decode_json(message)
+
+    def websocket_invalid(
+        self, request: HttpRequest, message: str | bytes, error: InvalidMessage
+    ) -> None:
+        request.websocket.send_json({"error": str(error)})

@@ -1,0 +1,55 @@
+"""Partitions through a real proxy: a change to one user's note re-requests only that
+user's held clients (DESIGN.md §3), over long-poll; the others stay held."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+
+from drf_grip.rest import channels as names
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.testapp import hook_views
+from tests.testapp.models import Note
+
+from .test_realtime import WITHIN, hold, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_change_wakes_only_its_partition(embedded_proxy) -> None:
+    """Counted on the embedded proxy (Pushpin re-requests every client of a new channel
+    about a second after its first subscription, PUSHPIN.md, which would blur the count)."""
+    from django.test import override_settings
+
+    cache.clear()
+    with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None):
+        users = [get_user_model().objects.create_user(f"p{i}") for i in range(40)]
+        headers = [{"Authorization": f"Token {Token.objects.create(user=u).key}"} for u in users]
+        polls = [
+            hold(embedded_proxy, "/api/pnotes/", names.partition_channel(Note, str(u.pk)), h)
+            for u, h in zip(users, headers)
+        ]
+        hook_views.seen_requests.clear()
+        Note.objects.create(owner=users[7], text="only mine")
+        response = polls[7].result(WITHIN)
+        settle()
+        assert [n["text"] for n in response.json()] == ["only mine"]
+        assert {auth for path, auth in hook_views.seen_requests if path == "/api/pnotes/"} == {
+            headers[7]["Authorization"]
+        }
+        assert not any(p.done for i, p in enumerate(polls) if i != 7)
+
+
+def test_partitioned_holds_wake_through_pushpin(grip_pushpin) -> None:
+    cache.clear()
+    alice, bob = (get_user_model().objects.create_user(n) for n in ("alice", "bob"))
+    a = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
+    b = {"Authorization": f"Token {Token.objects.create(user=bob).key}"}
+    alice_poll = hold(grip_pushpin, "/api/pnotes/", names.partition_channel(Note, str(alice.pk)), a)
+    bob_poll = hold(grip_pushpin, "/api/pnotes/", names.partition_channel(Note, str(bob.pk)),
+                    {**b, "Prefer": "wait=5"})
+    Note.objects.create(owner=alice, text="alice's")
+    assert [n["text"] for n in alice_poll.result(WITHIN).json()] == ["alice's"]
+    assert bob_poll.result(15).status_code == 304

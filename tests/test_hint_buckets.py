@@ -1,0 +1,76 @@
+"""Hint buckets: many private holds of one channel are hinted a bucket at a time, so the
+proxy never re-requests them all at once (PUSHPIN.md, "Hint storms")."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+
+from tests.drf_helpers import ProxiedClient, RecordingSink
+from tests.testapp.models import Todo
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def shared_cache(settings, tmp_path):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    settings.DRF_GRIP = {"HINT_BUCKETS": 8, "HINT_BUCKET_SIZE": 3}
+    cache.clear()
+
+
+def held_channels(count: int) -> list[str]:
+    client = ProxiedClient()
+    etag = client.get("/api/todos/")["ETag"]
+    out = []
+    for _ in range(count):
+        response = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+        assert response.status_code == 304 and response["Grip-Hold"] == "response"
+        out.append(response["Grip-Channel"].split(";")[0])
+    return out
+
+
+def test_holds_fill_buckets_in_order_and_are_hinted_one_bucket_at_a_time(shared_cache):
+    Todo.objects.create(title="a")
+    channels = held_channels(10)
+    assert channels == ["drf.testapp.todo"] * 3 + ["drf.testapp.todo~b1"] * 3 + [
+        "drf.testapp.todo~b2"
+    ] * 3 + ["drf.testapp.todo~b3"]
+    with RecordingSink() as sink:
+        Todo.objects.create(title="b")
+        hinted = [c for c in sink.channels()
+                  if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")]
+    assert hinted == [
+        "drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"
+    ]
+
+
+def test_few_holds_keep_the_plain_channel(shared_cache):
+    with RecordingSink():
+        Todo.objects.create(title="a")
+        assert set(held_channels(3)) == {"drf.testapp.todo"}
+
+
+def test_a_process_that_never_saw_the_holds_hints_every_bucket(settings):
+    """A per-process cache: a shell publishing for runserver has no counts, so it hints
+    every bucket at once rather than miss the clients past the first."""
+    from drf_grip.rest.buckets import bucket_channels
+
+    settings.DRF_GRIP = {"HINT_BUCKETS": 4, "HINT_BUCKET_SIZE": 1}
+    cache.clear()
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        held_channels(3)  # records the policy and spreads 3 holds over 3 buckets
+        sink.settle()
+        cache.delete_many([k.split(":", 2)[2] for k in list(cache._cache) if "holds" in k])
+        Todo.objects.create(title="b")
+        hinted = [c for c in sink.channels()
+                  if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")]
+    assert hinted == bucket_channels("drf.testapp.todo", None) == [
+        "drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"
+    ]

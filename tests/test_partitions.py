@@ -1,0 +1,86 @@
+"""Partitions (DESIGN.md §3): a change wakes only its partition's holds."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+
+from drf_grip.rest import channels as names
+from tests.drf_helpers import ProxiedClient, RecordingSink
+from tests.testapp.models import Note
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sink():
+    cache.clear()
+    with RecordingSink() as recording:
+        recording.settle()
+        yield recording
+
+
+def hints(items):
+    return [i["channel"] for i in items if i["formats"].get("http-response") == {"action": "hint"}]
+
+
+def test_a_change_hints_only_its_owners_partition(sink):
+    users = get_user_model().objects.bulk_create(
+        [get_user_model()(username=f"u{i}") for i in range(1000)]
+    )
+    tokens = Token.objects.bulk_create([Token(user=u, key=f"{u.pk:040d}") for u in users])
+    client = ProxiedClient()
+    for token in tokens:
+        response = client.get("/api/pnotes/", HTTP_IF_NONE_MATCH='"x"',
+                              HTTP_AUTHORIZATION=f"Token {token.key}")
+        assert response.status_code == 200
+    sink.settle()
+    owner = users[123]
+    Note.objects.create(owner=owner, text="mine")
+    channels = hints(sink.settle())
+    assert names.partition_channel(Note, str(owner.pk)) in channels
+    assert not [c for c in channels if ".p." in c and c != names.partition_channel(Note, str(owner.pk))]
+
+
+def test_a_hold_subscribes_to_its_partition_and_the_bulk_channel():
+    user = get_user_model().objects.create_user("alice")
+    token = Token.objects.create(user=user)
+    response = ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH=None or '"x"',
+                                   HTTP_AUTHORIZATION=f"Token {token.key}")
+    etag = response["ETag"]
+    held = ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH=etag,
+                               HTTP_AUTHORIZATION=f"Token {token.key}")
+    channels = held["Grip-Channel"]
+    assert names.partition_channel(Note, str(user.pk)) in channels
+    assert names.bulk_channel(Note) in channels
+    assert f"{names.list_channel(Note)};" not in channels + ";"
+
+
+def test_moving_an_object_to_another_partition_wakes_both(sink):
+    alice = get_user_model().objects.create_user("alice")
+    bob = get_user_model().objects.create_user("bob")
+    for user in (alice, bob):
+        token = Token.objects.create(user=user)
+        ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH='"x"',
+                            HTTP_AUTHORIZATION=f"Token {token.key}")
+    note = Note.objects.create(owner=alice, text="hand over")
+    sink.settle()
+    note = Note.objects.get(pk=note.pk)  # loaded: remembers its partition
+    note.owner = bob
+    note.save()
+    channels = hints(sink.settle())
+    assert names.partition_channel(Note, str(alice.pk)) in channels
+    assert names.partition_channel(Note, str(bob.pk)) in channels
+
+
+def test_a_change_without_instances_wakes_every_partition(sink):
+    from drf_grip import publish_changes
+
+    user = get_user_model().objects.create_user("alice")
+    token = Token.objects.create(user=user)
+    ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH='"x"',
+                        HTTP_AUTHORIZATION=f"Token {token.key}")
+    publish_changes(Note)
+    assert names.bulk_channel(Note) in hints(sink.settle())
