@@ -54,6 +54,7 @@ __all__ = [
     "publish",
     "publish_items",
     "register_local_sink",
+    "register_outdated_check",
     "unregister_local_sink",
 ]
 
@@ -528,6 +529,30 @@ _sinks_lock = threading.Lock()
 _warned_unconfigured = False
 
 
+#: Checks that an item is outdated by a newer item of its channel that any process
+#: published (``register_outdated_check``).
+_outdated_checks: list[Callable[[Item], bool]] = []
+
+
+def register_outdated_check(check: Callable[[Item], bool]) -> None:
+    """``check(item)`` True means a newer item of the item's channel was published, maybe by
+    another process: the item is not sent, nor retried. :func:`coalesce` is latest-wins
+    within one process; this makes it hold across processes, whose lanes deliver in no
+    order relative to each other (after an outage each retries on its own timer)."""
+    if check not in _outdated_checks:
+        _outdated_checks.append(check)
+
+
+def _outdated(item: Item) -> bool:
+    for check in list(_outdated_checks):
+        try:
+            if check(item):
+                return True
+        except Exception:  # noqa: BLE001 - a failing check must not stop delivery
+            logger.exception("drf-grip: an outdated-item check failed")
+    return False
+
+
 def register_local_sink(sink: LocalSink) -> None:
     """Also deliver every item to ``sink`` (the embedded proxy running in this process)."""
     with _sinks_lock:
@@ -757,16 +782,24 @@ class Publisher:
                 batch, superseded_count = coalesce(taken)
                 lane.in_flight = len(batch)
 
-            def superseded(channels: set[str], lane: _Lane = lane) -> bool:
+            if _outdated_checks:  # outside the lock: a check may read a shared cache
+                current = [item for item in batch if not _outdated(item)]
+                superseded_count += len(batch) - len(current)
+                batch = current
+
+            def superseded(channels: set[str], lane: _Lane = lane, batch: list[Item] = batch) -> bool:
                 with self._lock:
-                    return any(
+                    if any(
                         item.get("id") is not None and item.get("channel") in channels
                         for item in lane.items
-                    )
+                    ):
+                        return True
+                return any(_outdated(item) for item in batch if item.get("channel") in channels)
 
             requeue: list[Item] = []
             try:
-                lane.target.deliver(batch, self, stop, superseded, requeue)
+                if batch:
+                    lane.target.deliver(batch, self, stop, superseded, requeue)
             except Exception:  # a bug must not kill the lane and strand its queue
                 self._count(failed=len(batch))
                 logger.exception(
@@ -774,6 +807,10 @@ class Publisher:
                     lane.target.name,
                     _describe_channels(_channels_of(batch)),
                 )
+            if requeue and _outdated_checks:
+                current = [item for item in requeue if not _outdated(item)]
+                superseded_count += len(requeue) - len(current)
+                requeue = current
             with self._lock:
                 lane.in_flight = 0
                 # Unsent items whose channels have newer ones go back in front, to be

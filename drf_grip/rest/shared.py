@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 from django.db import models
 
 from ..conf import grip_settings
-from ..grip.publisher import publish
+from ..grip.publisher import publish, register_outdated_check
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
@@ -252,10 +252,59 @@ def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set
             logger.exception("drf-grip could not render a live URL for its subscribers")
 
 
+_TICKET = "drf_grip:render:"
+_TICKET_TIMEOUT = 24 * 3600
+
+
+def _take_ticket(channel: str) -> int:
+    """A number per render of ``channel``, increasing across processes (atomic ``incr``)."""
+    cache = state_cache()
+    try:
+        return int(cache.incr(_TICKET + channel))
+    except ValueError:  # no counter yet
+        cache.add(_TICKET + channel, 0, _TICKET_TIMEOUT)
+        return int(cache.incr(_TICKET + channel))
+
+
+def _overtaken(channel: str, ticket: int) -> bool:
+    current = state_cache().get(_TICKET + channel)
+    return current is not None and int(current) > ticket
+
+
+#: What every live URL's channel name starts with (``channels.url_channel``).
+_URL_CHANNELS = "drf.url."
+
+
+def outdated_item(item: dict[str, Any]) -> bool:
+    """A live URL's item (one that reaches gateway subscribers) whose channel has a newer
+    version: a newer render was published, by this process or another. Pushpin orders
+    long-poll and stream items by prev-id, but delivers every ws-message item in the order
+    it arrives, so an older render retried late would move gateway subscribers back."""
+    item_id = item.get("id")
+    if item_id is None or "ws-message" not in (item.get("formats") or {}):
+        return False
+    channel = str(item.get("channel", ""))
+    channel = channel[len(grip_settings.prefix):] if channel.startswith(grip_settings.prefix) else channel
+    if not channel.startswith(_URL_CHANNELS):
+        return False
+    current = read_version(channel)
+    return current is not None and current != str(item_id)
+
+
 def publish_live_url(entry: dict[str, Any]) -> None:
+    register_outdated_check(outdated_item)
     recorded = RecordedRequest.from_dict(entry["req"])
-    status, body, content_type, etag = render_live(recorded)
     channel, url = entry["channel"], entry["url"]
+    # Several processes render one live URL (two workers, a Celery worker): a render that
+    # read the database before another process's commit can finish after that process
+    # published the newer render. Publishing it then would leave every SSE and gateway
+    # subscriber on the older representation (its id chains onto the newer one's, and
+    # Pushpin does not order ws-message items at all). A render that *started* later read
+    # at least this state, and publishes it: this one steps aside.
+    ticket = _take_ticket(channel)
+    status, body, content_type, etag = render_live(recorded)
+    if _overtaken(channel, ticket):
+        return
     previous = read_version(channel)
     if status == 200:
         etag = etag or ""

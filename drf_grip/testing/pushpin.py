@@ -192,6 +192,7 @@ class PushpinServer:
         self.dir: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._child_pids: set[int] = set()
+        self._restart_ports = (0, 0)
 
     # -- addresses -------------------------------------------------------------------------
 
@@ -343,6 +344,27 @@ class PushpinServer:
         if self.dir is not None and not self.keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+    def restart(self, *, down: float = 0.0) -> PushpinServer:
+        """Stop and start again on the same ports with the same key, as an operator's
+        restart: clients and publishers find it where they left it. ``down`` seconds pass
+        in between. Connections it held are gone; subscriptions start afresh."""
+        self.stop_for_restart()
+        time.sleep(down)
+        return self.start_again()
+
+    def stop_for_restart(self) -> None:
+        """:meth:`stop`, remembering the ports for :meth:`start_again`."""
+        self._restart_ports = (self.http_port, self.publish_port)
+        self.stop()
+
+    def start_again(self) -> PushpinServer:
+        fixed = self._fixed_ports
+        self._fixed_ports = self._restart_ports
+        try:
+            return self.start()
+        finally:
+            self._fixed_ports = fixed
 
     def __enter__(self) -> PushpinServer:
         return self.start()

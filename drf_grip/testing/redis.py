@@ -1,0 +1,165 @@
+"""A private ``redis-server`` for one test session: the shared cache of several processes.
+
+Like the private Pushpin (``pushpin.py``), each instance has its own temporary directory and
+listens only on a unix socket inside it, so it never meets a system Redis or another run.
+Nothing is persisted (``--save ''``, ``--appendonly no``); it is ready once ``PING`` answers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn
+
+from .pushpin import _terminate_with_parent
+
+__all__ = ["RedisError", "RedisServer", "find_redis", "redis_missing"]
+
+
+class RedisError(RuntimeError):
+    """redis-server could not be started or did not answer PING."""
+
+
+def find_redis() -> str | None:
+    """Path of ``redis-server``: ``$REDIS_SERVER`` if set, else the one on ``PATH``."""
+    explicit = os.environ.get("REDIS_SERVER")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    return shutil.which("redis-server")
+
+
+def redis_missing() -> NoReturn:
+    """Fail under CI, skip elsewhere (as ``pushpin_missing``)."""
+    import pytest
+
+    message = (
+        "redis-server is not installed (no executable at $REDIS_SERVER or on PATH). "
+        "Install it with 'apt-get install -y redis-server', or run scripts/test, which does."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(message + " CI is set, so this is a failure, not a skip.", pytrace=False)
+    pytest.skip(message)
+
+
+def _ping(path: Path, timeout: float = 1.0) -> bool:
+    """One ``PING`` in RESP over the unix socket; True on ``+PONG``."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """``redis-server`` on a unix socket in a short temporary directory.
+
+    Unix socket paths are limited to about 100 characters, so the directory is made directly
+    under the system temp directory with a short prefix.
+    """
+
+    def __init__(self, *, binary: str | None = None, startup_timeout: float = 10.0) -> None:
+        self.binary = binary or find_redis()
+        self.startup_timeout = startup_timeout
+        self.dir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        assert self.dir is not None, "redis-server is not started"
+        return self.dir / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        """A ``redis-py`` URL for Django's ``RedisCache`` (``LOCATION``)."""
+        return f"unix://{self.socket_path}?db=0"
+
+    def start(self) -> RedisServer:
+        if self.binary is None:
+            raise RedisError("redis-server is not installed")
+        if self.process is not None:
+            raise RedisError("already started")
+        self.dir = Path(tempfile.mkdtemp(prefix="dg-redis-"))
+        log = open(self.dir / "redis.log", "wb")  # noqa: SIM115 (the child owns it)
+        self.process = subprocess.Popen(
+            [
+                str(self.binary),
+                "--port", "0",  # no TCP listener at all
+                "--unixsocket", str(self.socket_path),
+                "--unixsocketperm", "700",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.dir),
+                "--daemonize", "no",
+                "--protected-mode", "no",
+                # A test run opens many short connections; each stays open as long as needed.
+                "--maxclients", "2000",
+            ],
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        while not _ping(self.socket_path):
+            if self.process.poll() is not None:
+                tail = self.log_tail()
+                self.stop()
+                raise RedisError(f"redis-server exited with status {self.process_status}\n{tail}")
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise RedisError(f"redis-server did not answer PING within {self.startup_timeout}s\n{tail}")
+            time.sleep(0.01)
+        return self
+
+    process_status: int | None = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            self.process_status = process.returncode
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.dir is None:
+            return ""
+        try:
+            text = (self.dir / "redis.log").read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "--- redis.log\n" + "\n".join(text)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"RedisServer(url={self.url!r})" if self.dir else "RedisServer(stopped)"

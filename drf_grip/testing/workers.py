@@ -1,0 +1,184 @@
+"""The origin as real worker processes: ``uvicorn --workers N`` in a subprocess.
+
+``OriginServer`` runs the app in a thread of the test process; this runs it the way a
+deployment does, as several processes that share nothing but the database, the cache and
+the GRIP proxy (DESIGN.md §4). The settings module and its environment are the caller's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from .pushpin import _terminate_with_parent, free_port
+
+__all__ = ["OriginWorkers", "WorkersError"]
+
+_STARTED = re.compile(rb"Started server process \[(\d+)\]")
+
+
+class WorkersError(RuntimeError):
+    """The worker processes did not start or did not answer."""
+
+
+class OriginWorkers:
+    """``python -m uvicorn --factory django.core.asgi:get_asgi_application --workers N``.
+
+    Ready once every worker logged its start and the port answers an HTTP request (any
+    status: a broken app fails its own tests). ``env`` is added to this process's
+    environment; it must name ``DJANGO_SETTINGS_MODULE``.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        *,
+        workers: int = 2,
+        cwd: str | os.PathLike[str] | None = None,
+        probe_path: str = "/",
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.env = dict(env)
+        self.workers = workers
+        self.cwd = cwd
+        self.probe_path = probe_path
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.dir: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        assert self.dir is not None, "not started"
+        return self.dir / "uvicorn.log"
+
+    def worker_pids(self) -> list[int]:
+        """PIDs the workers logged at start (``Started server process [PID]``)."""
+        try:
+            data = self.log.read_bytes()
+        except (OSError, AssertionError):
+            return []
+        return [int(pid) for pid in _STARTED.findall(data)]
+
+    def start(self) -> OriginWorkers:
+        if self.process is not None:
+            raise WorkersError("already started")
+        last: Exception | None = None
+        # The port is found by binding and releasing; a retry with another one makes a
+        # port taken in between harmless.
+        for _attempt in range(3):
+            self._launch()
+            try:
+                self._wait_ready()
+                return self
+            except WorkersError as exc:
+                last = WorkersError(f"{exc}\n{self.log_tail()}")
+                self.stop()
+            except BaseException:
+                self.stop()
+                raise
+        raise last  # type: ignore[misc]
+
+    def _launch(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="dg-workers-"))
+        self.port = free_port()
+        command = [
+            sys.executable, "-m", "uvicorn",
+            "--factory", "django.core.asgi:get_asgi_application",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--workers", str(self.workers),
+            # Django's ASGI handler does not speak lifespan.
+            "--lifespan", "off",
+            "--no-access-log",
+            "--log-level", "info",
+            # Held connections must not keep a stopping worker alive for long.
+            "--timeout-graceful-shutdown", "2",
+        ]
+        self.process = subprocess.Popen(
+            command,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=open(self.log, "wb"),  # noqa: SIM115 (the child owns it)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
+        )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        assert self.process is not None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise WorkersError(f"uvicorn exited with status {self.process.returncode}")
+            if len(self.worker_pids()) >= self.workers and self._answers():
+                return
+            time.sleep(0.05)
+        raise WorkersError(f"uvicorn workers not ready after {self.startup_timeout}s")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + self.probe_path, timeout=5):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the supervisor (it stops its workers), then kill what is left of the
+        process group it leads."""
+        process, self.process = self.process, None
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: only its workers
+            except (ProcessLookupError, PermissionError):
+                pass
+            if process.poll() is None:
+                process.wait()
+        if self.dir is not None and not os.environ.get("DRF_GRIP_KEEP_WORKERS"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except (OSError, AssertionError):
+            return ""
+        return "--- uvicorn.log\n" + "\n".join(text)
+
+    def __enter__(self) -> OriginWorkers:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"OriginWorkers(url={self.url!r}, workers={self.workers})"

@@ -1,0 +1,152 @@
+"""Delivery across processes with real parts (DESIGN.md §4): two uvicorn worker processes
+behind two private Pushpins (both in ``GRIP_PROXIES``), a private redis-server as the shared
+cache, and the writes made by a third process that never served a request.
+
+Clients hold distinct filtered, paginated and detail URLs, private and shared, over
+long-poll, SSE and the WebSocket gateway, spread over both workers and both Pushpins. After
+the last commit each must hold what a fresh GET by it returns, within one second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Deployment
+from tests.integration.fleet import (
+    Fleet,
+    GatewayClient,
+    LongPollClient,
+    StreamClient,
+    Subscription,
+    Writer,
+    converge,
+    run_writer,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+
+#: DESIGN.md §4: every held client reaches the current representation within one second.
+#: ``DRF_GRIP_CONVERGE_WITHIN`` widens it on a machine too loaded to measure (CI: 1 s).
+WITHIN = float(os.environ.get("DRF_GRIP_CONVERGE_WITHIN") or 1.0)
+
+
+def seed(deployment: Deployment, users: tuple[str, ...] = ("alice", "bob"), todos: int = 12) -> dict[str, Any]:
+    """Users with tokens, todos and a note per user, created by another process."""
+    plan = {"seed": {"users": list(users), "todos": todos}}
+    out = run_writer(deployment.env, plan)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def list_urls(prefix: str) -> list[str]:
+    return [
+        f"{prefix}",
+        f"{prefix}?done=false",
+        f"{prefix}?done=true",
+        f"{prefix}?search=x",
+        f"{prefix}?page=2",
+        f"{prefix}?page_size=5&ordering=title",
+        f"{prefix}?done=false&search=a&page_size=3",
+    ]
+
+
+def detail_urls(prefix: str, pks: list[int]) -> list[str]:
+    return [f"{prefix}{pk}/" for pk in pks]
+
+
+def test_two_workers_two_pushpins_and_a_writer_process(fresh_deployment: Deployment) -> None:
+    deployment = fresh_deployment
+    seeded = seed(deployment)
+    keep = seeded["todos"][:3]
+    tokens = [user["token"] for user in seeded["users"].values()]
+    user_ids = [user["id"] for user in seeded["users"].values()]
+    urls = [
+        *list_urls("/api/todos/"),
+        *list_urls("/api/shared-todos/"),
+        *detail_urls("/api/todos/", keep),
+        *detail_urls("/api/shared-todos/", keep),
+    ]
+    report = asyncio.run(_run(deployment, urls, tokens, user_ids, keep))
+    print(f"\nmulti-process: {report}")
+
+
+async def _run(
+    deployment: Deployment, urls: list[str], tokens: list[str], user_ids: list[int], keep: list[int]
+) -> str:
+    pushpins = deployment.pushpins
+    fleet = Fleet()
+    n = 0
+    for url in urls:
+        for transport in (LongPollClient, StreamClient):
+            proxy = pushpins[n % 2]
+            n += 1
+            fleet.add(transport(proxy.url, fleet.pacer, Subscription(
+                "longpoll" if transport is LongPollClient else "sse", url)))
+    for token in tokens:  # private notes, per user, over each transport
+        for i, transport in enumerate((LongPollClient, StreamClient)):
+            proxy = pushpins[i % 2]
+            fleet.add(transport(proxy.url, fleet.pacer, Subscription(
+                "longpoll" if transport is LongPollClient else "sse", "/api/notes/", token)))
+    # Gateway connections, two per Pushpin, each with a share of the URLs and a user's notes.
+    for g in range(4):
+        subs = [Subscription("ws", url) for url in urls[g::4]]
+        subs.append(Subscription("ws", "/api/notes/", tokens[g % len(tokens)]))
+        fleet.add(GatewayClient(pushpins[g % 2].ws_url, fleet.pacer, subs))
+
+    fleet.start()
+    try:
+        await fleet.held(timeout=60)
+        writer = Writer(deployment.env, {"rng": 1, "writes": 40, "keep": keep,
+                                         "users": user_ids, "pace": 0.02})
+        await writer.start()
+        await writer.done.wait()
+        result = await converge(fleet, writer.last_commit, within=WITHIN)
+        assert await writer.exit() == 0, writer.output
+    finally:
+        await fleet.stop()
+
+    pids = {pid for sub in fleet.subscriptions for pid in sub.pids}
+    counts = {t: sum(1 for s in fleet.subscriptions if s.transport == t) for t in ("longpoll", "sse", "ws")}
+    report = (
+        f"{len(fleet.clients)} clients ({counts}), {writer.written} writes from a third "
+        f"process; {result.summary()}; worker pids seen: {sorted(pids)}"
+    )
+    assert not result.wrong, report + "\n" + "\n".join(result.wrong[:20])
+    assert not result.late, report + "\n" + "\n".join(result.late[:20])
+    assert set(map(int, pids)) == set(deployment.workers.worker_pids()), report
+    return report
+
+
+# -- the harness ------------------------------------------------------------------------------
+
+
+def test_private_redis_serves_its_socket_only_while_it_runs() -> None:
+    import redis
+
+    from drf_grip.testing import RedisServer, find_redis, redis_missing
+
+    if find_redis() is None:
+        redis_missing()
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping() and client.set("k", "v") and client.get("k") == b"v"
+        assert client.config_get("save") == {"save": ""}
+        assert client.config_get("appendonly") == {"appendonly": "no"}
+        client.close()
+        socket_path = server.socket_path
+    assert not socket_path.exists()
+
+
+def test_missing_redis_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    from drf_grip.testing import redis_missing
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        redis_missing()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        redis_missing()

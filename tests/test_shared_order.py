@@ -1,0 +1,128 @@
+"""Renders of one live URL by several processes publish in the order they read the data.
+
+Found by the soak (tests/integration/test_soak.py): with two writer processes, a shared
+render that read the database before the other process's commit sometimes finished after
+that process had published the newer render; publishing it then left SSE and gateway
+subscribers on the older representation for good.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from drf_grip.rest import shared
+from drf_grip.rest.render import RecordedRequest
+from drf_grip.rest.versions import read_version
+
+ENTRY = {
+    "req": RecordedRequest("http", "/api/shared-todos/", "", {"HTTP_HOST": "testserver"}).as_dict(),
+    "url": "/api/shared-todos/",
+    "channel": "drf.url.order-test",
+}
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    cache.clear()
+    sent: list[dict[str, Any]] = []
+
+    def publish(channel: str, formats: dict[str, Any], id: str | None = None,
+                prev_id: str | None = None) -> None:
+        sent.append({"channel": channel, "formats": formats, "id": id, "prev-id": prev_id})
+
+    monkeypatch.setattr(shared, "publish", publish)
+    yield sent
+    cache.clear()
+
+
+def _rendered(body: bytes, etag: str) -> tuple[int, bytes, str, str]:
+    return 200, body, "application/json", f'"{etag}"'
+
+
+def test_a_render_overtaken_by_a_later_render_is_not_published(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, str, str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # This render read the old rows; before it finishes, another process commits,
+            # renders the new rows and publishes them.
+            shared.publish_live_url(ENTRY)
+            return _rendered(b'{"v": "old"}', "old")
+        return _rendered(b'{"v": "new"}', "new")
+
+    monkeypatch.setattr(shared, "render_live", render)
+    shared.publish_live_url(ENTRY)
+
+    bodies = [item["formats"]["ws-message"]["content"] for item in published]
+    assert len(bodies) == 1 and '"new"' in bodies[0]
+    assert read_version(ENTRY["channel"]).startswith("new.")
+
+
+def test_renders_in_turn_each_publish(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies = iter([_rendered(b'{"v": 1}', "one"), _rendered(b'{"v": 2}', "two")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+
+    shared.publish_live_url(ENTRY)
+    shared.publish_live_url(ENTRY)
+
+    assert [item["id"].split(".")[0] for item in published] == ["one", "two"]
+    assert published[1]["prev-id"] == published[0]["id"]
+
+
+def _live_item(channel: str, version: str) -> dict[str, Any]:
+    return {"channel": channel, "id": version,
+            "formats": {"ws-message": {"content": version}, "http-stream": {"content": "x"}}}
+
+
+def test_an_item_outdated_by_another_process_is_not_sent(published: list[dict[str, Any]]) -> None:
+    """Two processes each queue their render of one live URL; the one whose version is no
+    longer current (the other process set a newer one) is not delivered, so a gateway
+    subscriber never ends on the older render whatever order the lanes send in."""
+    from drf_grip.grip import publisher as pub
+    from drf_grip.rest.versions import set_version
+
+    class Sink:
+        def __init__(self) -> None:
+            self.items: list[dict[str, Any]] = []
+
+        def publish_items(self, items: list[dict[str, Any]]) -> None:
+            self.items.extend(items)
+
+    channel = "drf.url.order-test"
+    sink = Sink()
+    pub.register_local_sink(sink)
+    pub.register_outdated_check(shared.outdated_item)
+    try:
+        set_version(channel, "new.2")  # another process published its newer render
+        pub.publish_items([_live_item(channel, "old.1"), _live_item("drf.ws.conn", "c1")])
+        pub.publish_items([_live_item(channel, "new.2")])
+        assert pub.get_publisher().flush(5)
+    finally:
+        pub.unregister_local_sink(sink)
+
+    assert [(i["channel"], i["id"]) for i in sink.items] == [
+        ("drf.ws.conn", "c1"), (channel, "new.2")
+    ]
+
+
+def test_outdated_item_only_judges_live_url_items() -> None:
+    from drf_grip.rest.versions import set_version
+
+    cache.clear()
+    set_version("drf.url.a", "v2")
+    assert shared.outdated_item(_live_item("drf.url.a", "v1"))
+    assert not shared.outdated_item(_live_item("drf.url.a", "v2"))
+    assert not shared.outdated_item(_live_item("drf.url.unknown", "v1"))  # no version: keep
+    assert not shared.outdated_item(_live_item("drf.testapp.todo", "v1"))  # private hint channel
+    assert not shared.outdated_item({"channel": "drf.url.a", "id": "v1.closed",
+                                     "formats": {"http-stream": {"action": "close"}}})
+    cache.clear()
