@@ -1,7 +1,8 @@
 """The whole suite on each supported Python and Django pair, each in its own virtualenv.
 
-``nox`` runs every pair; ``nox -s "tests(3.12-django6)"`` runs one; arguments after
-``--`` go to pytest. ``scripts/test`` installs Pushpin and nox first, then runs this.
+``nox`` runs every pair and builds the docs; ``nox -s "tests(3.12-django6)"`` runs one;
+arguments after ``--`` go to pytest. ``scripts/test`` installs Pushpin and nox first, then
+runs this.
 """
 
 from __future__ import annotations
@@ -56,7 +57,17 @@ _put_pyenv_pythons_on_path()
     [nox.param(python, django, id=f"{python}-django{django}") for python, django in MATRIX],
 )
 def tests(session: nox.Session, django: str) -> None:
-    """Unit, integration (real Pushpin) and conformance tests."""
-    session.install("-e", ".[test]", *MATRIX[(session.python, django)])
+    """Unit, integration (real Pushpin), conformance and browser (system Chromium) tests."""
+    session.install("-e", ".[test,browser]", *MATRIX[(session.python, django)])
     session.run("python", "-m", "django", "--version")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """The Sphinx docs, warnings as errors (a broken reference or directive fails CI)."""
+    session.install("-e", ".[docs]")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html",
+        *session.posargs,
+    )

@@ -4,11 +4,17 @@ from django.core import checks
 
 @checks.register(checks.Tags.compatibility)
 def check_publish_endpoints(app_configs=None, **kwargs):
+    """W001 when nothing says where changes go. With DEBUG on, the embedded proxy of
+    ``runserver`` is the documented development setup (the README's install omits GRIP_URL),
+    so saying it on every command would only teach people to ignore checks; an explicit
+    DRF_GRIP["EMBEDDED_URL"] is a choice, not an oversight."""
     from .conf import grip_settings
 
     from django.conf import settings
 
     if grip_settings.configured or "EMBEDDED_URL" in (getattr(settings, "DRF_GRIP", None) or {}):
+        return []
+    if settings.DEBUG:
         return []
     return [
         checks.Warning(
@@ -16,7 +22,8 @@ def check_publish_endpoints(app_configs=None, **kwargs):
             hint=(
                 "Changes are published to the embedded proxy of this process, or to "
                 f"DRF_GRIP['EMBEDDED_URL'] ({grip_settings.EMBEDDED_URL}) from other processes. "
-                "Set GRIP_URL to publish to Pushpin or Fanout."
+                "Set GRIP_URL to publish to Pushpin or Fanout, or set DRF_GRIP['EMBEDDED_URL'] "
+                "to the address this project's embedded proxy serves."
             ),
             id="drf_grip.W001",
         )
@@ -32,7 +39,7 @@ _PER_PROCESS = (
 @checks.register(checks.Tags.caches)
 def check_shared_state_cache(app_configs=None, **kwargs):
     """Shared delivery keeps live URLs and versions in Django's cache: a per-process cache
-    is right only while one process serves and publishes (DESIGN.md §3)."""
+    is right only while one process serves and publishes."""
     from django.conf import settings
 
     from .conf import grip_settings

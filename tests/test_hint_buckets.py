@@ -51,13 +51,26 @@ def test_holds_fill_buckets_in_order_and_are_hinted_one_bucket_at_a_time(shared_
 
 
 def test_few_holds_keep_the_plain_channel(shared_cache):
-    Todo.objects.create(title="a")
-    assert set(held_channels(3)) == {"drf.testapp.todo"}
-
-
-def test_a_per_process_cache_never_buckets(settings):
-    settings.DRF_GRIP = {"HINT_BUCKETS": 8, "HINT_BUCKET_SIZE": 1}
-    cache.clear()
     with RecordingSink():
         Todo.objects.create(title="a")
-        assert set(held_channels(5)) == {"drf.testapp.todo"}
+        assert set(held_channels(3)) == {"drf.testapp.todo"}
+
+
+def test_a_process_that_never_saw_the_holds_hints_every_bucket(settings):
+    """A per-process cache: a shell publishing for runserver has no counts, so it hints
+    every bucket at once rather than miss the clients past the first."""
+    from drf_grip.rest.buckets import bucket_channels
+
+    settings.DRF_GRIP = {"HINT_BUCKETS": 4, "HINT_BUCKET_SIZE": 1}
+    cache.clear()
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        held_channels(3)  # records the policy and spreads 3 holds over 3 buckets
+        sink.settle()
+        cache.delete_many([k.split(":", 2)[2] for k in list(cache._cache) if "holds" in k])
+        Todo.objects.create(title="b")
+        hinted = [c for c in sink.channels()
+                  if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")]
+    assert hinted == bucket_channels("drf.testapp.todo", None) == [
+        "drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"
+    ]

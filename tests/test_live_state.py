@@ -155,3 +155,19 @@ def test_system_check_warns_about_a_per_process_cache_with_shared_delivery(setti
                                    "LOCATION": "redis://127.0.0.1:1"}}
     assert check_shared_state_cache() == []
     assert "drf_grip.W002" in {m.id for m in checks.run_checks() if m.id} or True
+
+
+def test_a_slot_taken_by_another_view_after_a_flush_is_noticed(sink):
+    """The process remembers which slot its subscription took; after the cache was flushed
+    and another entry took that slot, the next hold records itself again."""
+    from drf_grip.rest.policies import _index, recorded_views
+
+    watch("/api/todos/")
+    index = _index("testapp.todo")
+    slot = next(s for s in index._slots("tests.testapp.realtime_views:TodoViewSet|private")
+                if cache.get(s))
+    cache.clear()
+    cache.set(slot, {"k": "someone.else:View|private", "view": "x:y", "delivery": "private"})
+    watch("/api/todos/")
+    views = {entry["view"] for entry in recorded_views(Todo)}
+    assert "tests.testapp.realtime_views:TodoViewSet" in views

@@ -656,12 +656,29 @@ def test_command_sends_every_format_by_default(grip: Any, server: PublishServer)
         "id": "2",
         "prev-id": "1",
         "formats": {
-            "http-response": {"body": "hello"},
-            "http-stream": {"content": "hello"},
+            "http-response": {"body": "hello\n"},
+            "http-stream": {"content": "hello\n"},
             "ws-message": {"content": "hello"},
         },
     }
     assert "app-todos" in out.getvalue() and server.url in out.getvalue()
+
+
+def test_command_ends_http_payloads_with_one_newline(grip: Any, server: PublishServer) -> None:
+    """The README's ``grip_publish test "hello"`` shows a line in a ``curl -N`` stream (as
+    ``pushpin-publish`` does); content that has its newline, or ``--no-eol``, is kept as is."""
+    call_command("grip_publish", "test", "hello", stdout=io.StringIO())
+    call_command("grip_publish", "test", "line\n", stdout=io.StringIO())
+    call_command("grip_publish", "test", "raw", "--no-eol", stdout=io.StringIO())
+    assert [i["formats"]["http-stream"]["content"] for i in server.items] == [
+        "hello\n", "line\n", "raw",
+    ]
+    assert [i["formats"]["http-response"]["body"] for i in server.items] == [
+        "hello\n", "line\n", "raw",
+    ]
+    assert [i["formats"]["ws-message"]["content"] for i in server.items] == [
+        "hello", "line\n", "raw",
+    ]
 
 
 def test_command_hint_and_close(grip: Any, server: PublishServer) -> None:
@@ -683,7 +700,7 @@ def test_command_response_headers(grip: Any, server: PublishServer) -> None:
     )
     assert server.items[0]["formats"] == {
         "http-response": {
-            "body": "{}",
+            "body": "{}\n",
             "headers": {"ETag": '"v2"', "Content-Type": "application/json"},
         }
     }

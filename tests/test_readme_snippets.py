@@ -2,8 +2,8 @@
 
 ``test_every_readme_test_snippet_is_here`` finds each Python block of README.rst that
 defines a test or a fixture and checks that it appears below character for character, so
-the README cannot drift from what runs. What the snippets take for granted (the models,
-a ``user``) is set up around them.
+the README cannot drift from what runs. What the snippets take for granted (the models)
+is set up around them; the fixtures they use are defined in them.
 """
 
 import textwrap
@@ -42,14 +42,16 @@ def test_every_readme_test_snippet_is_here():
         assert snippet in source, f"README snippet not in {__file__}:\n{snippet}"
 
 
-@pytest.fixture
-def user(django_user_model):
-    return django_user_model.objects.create_user("alice", password="secret")
-
-
 # -- README: Testing WebSocket views ------------------------------------------------------
 
+import pytest
 from drf_grip.test import WebSocketTestClient
+
+
+@pytest.fixture
+def user(django_user_model):  # pytest-django's fixture: your user model
+    return django_user_model.objects.create_user("alice", password="secret")
+
 
 @pytest.mark.django_db(transaction=True)       # changes publish after commit
 def test_board_is_live(user):

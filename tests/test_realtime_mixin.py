@@ -137,3 +137,31 @@ def test_deleted_detail_answers_404(todos):
     Todo.objects.filter(pk=todos[0].pk).delete()
     resp = ProxiedClient().get(f"/api/todos/{todos[0].pk}/", HTTP_IF_NONE_MATCH='"x"')
     assert resp.status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_client_coming_back_with_the_pushed_etag_is_held_without_rendering():
+    """Every delivered watcher of a shared URL comes back at once with the new ETag: the
+    channel's version names it, so none of them costs a render."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.drf_helpers import RecordingSink
+
+    with RecordingSink() as sink:
+        Todo.objects.create(title="old")
+        client = ProxiedClient()
+        etag = client.get("/api/shared-todos/")["ETag"]
+        assert client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag).status_code == 304
+        Todo.objects.create(title="new")
+        pushed = [i for i in sink.settle() if i["channel"].startswith("drf.url.")]
+        new_etag = pushed[0]["formats"]["http-response"]["headers"]["ETag"]
+        with CaptureQueriesContext(connection) as queries:
+            again = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=new_etag)
+        assert again.status_code == 304 and again["Grip-Hold"] == "response"
+        assert again["ETag"] == new_etag
+        assert f"prev-id={pushed[0]['id']}" in again["Grip-Channel"]
+        assert not [q for q in queries.captured_queries if "testapp_todo" in q["sql"]]
+        # A stale ETag still gets the current representation at once.
+        stale = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag)
+        assert stale.status_code == 200 and stale["ETag"] == new_etag

@@ -2,14 +2,14 @@
 
 A ``hint`` makes the proxy re-request every client held on a channel at once. Past about a
 hundred in flight Pushpin answers the rest ``502`` without contacting the origin, and those
-clients lose the update (PUSHPIN.md, "Hint storms"). So the holds of a busy private channel
-are spread over buckets of ``HINT_BUCKET_SIZE`` (the first fills the channel itself, so a
+clients lose the update (seen with Pushpin 1.36: 500 to 600 of 1,000 clients). So the holds
+of a busy private channel are spread over buckets of ``HINT_BUCKET_SIZE`` (the first fills the channel itself, so a
 channel with few clients looks as it always did), and the publisher hints the buckets one
 after another, each once the previous bucket's clients are mostly back (they hold again at
 the channel's new version, which a counter sees): the origin's own pace sets the rate.
 
-Buckets need hold counts that every process sees; with a per-process cache everyone stays
-in the first bucket (the embedded proxy paces its own re-requests).
+A publisher that sees no count for a channel (another process, with a per-process cache)
+hints every bucket at once: unpaced, but nobody is missed.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def assign_buckets(
 ) -> tuple[list[str], dict[str, str | None]]:
     """Put this hold in a bucket of each busy channel; returns channels and their versions."""
     buckets, size = _settings()
-    if buckets <= 1 or per_process_state():
+    if buckets <= 1:
         return channels, versions
     cache = state_cache()
     out: list[str] = []
@@ -81,11 +81,24 @@ def assign_buckets(
     return out, versions
 
 
-def bucket_channels(channel: str, held: int) -> list[str]:
-    """The bucket channels ``held`` holds of ``channel`` were spread over, first first."""
+def bucket_channels(channel: str, held: int | None) -> list[str]:
+    """The bucket channels ``held`` holds of ``channel`` were spread over, first first;
+    all of them when the count is unknown (None)."""
     buckets, size = _settings()
-    count = 1 if buckets <= 1 or per_process_state() else min(buckets, max(1, -(-held // size)))
+    if held is None:
+        count = buckets
+    else:
+        count = 1 if buckets <= 1 else min(buckets, max(1, -(-held // size)))
     return [channel] + [f"{channel}{_SEP}{i}" for i in range(1, count)]
+
+
+def _held(channel: str, version: str | None) -> int | None:
+    """Holds counted at ``version``; None when this process cannot know (a per-process
+    cache that never saw a hold of the channel)."""
+    value = state_cache().get(count_key(channel, version))
+    if value is None:
+        return None if per_process_state() else 0
+    return int(value)
 
 
 _pacers: dict[str, threading.Thread] = {}
@@ -101,9 +114,13 @@ def paced_hint(channel: str, publish_versioned: Callable[[str], tuple[str | None
             _dirty.add(channel)
             return
     previous, new = publish_versioned(channel)
-    held = int(state_cache().get(count_key(channel, previous)) or 0)
+    held = _held(channel, previous)
     rest = bucket_channels(channel, held)[1:]
     if not rest:
+        return
+    if held is None:
+        for bucket in rest:  # unknown spread: every bucket, now
+            publish_versioned(bucket)
         return
     with _lock:
         if channel in _pacers:
@@ -148,8 +165,7 @@ def _pace(
                     return
                 _dirty.discard(channel)
             previous, new = publish_versioned(channel)
-            held = int(state_cache().get(count_key(channel, previous)) or 0)
-            rest = bucket_channels(channel, held)[1:]
+            rest = bucket_channels(channel, _held(channel, previous) or 0)[1:]
     except Exception:  # noqa: BLE001 - a pacer must not die silently with its channel held
         logger.exception("drf-grip: paced hints for %s failed", channel)
         with _lock:

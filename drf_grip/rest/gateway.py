@@ -1,4 +1,4 @@
-"""The WebSocket gateway: REST calls and live subscriptions over one WebSocket (DESIGN.md §1).
+"""The WebSocket gateway: REST calls and live subscriptions over one WebSocket.
 
 Add it to the URLconf beside the API::
 

@@ -1,4 +1,4 @@
-"""``RealtimeMixin``: the list and detail URLs of a DRF view become live (DESIGN.md §1).
+"""``RealtimeMixin``: the list and detail URLs of a DRF view become live.
 
 A GET answers with a strong ETag; ``If-None-Match`` with the current ETag is held by the
 GRIP proxy until the representation changes; ``Accept: text/event-stream`` opens a stream.
@@ -7,7 +7,7 @@ pagination) runs first, so a subscription sees exactly what a fresh GET would.
 
 The hooks decide once per subscription, and what they decided is recorded as a
 :class:`~drf_grip.rest.context.RealtimePolicy` that the publisher reads back: override a
-hook and both sides follow (DESIGN.md §3).
+hook and both sides follow.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ def grip_of(request: Any) -> GripRequest:
 
 def view_path(view_class: type) -> str:
     return f"{view_class.__module__}:{view_class.__qualname__}"
+
+
+class _Current(Exception):
+    """Raised from ``initial()``: the client already holds the current shared representation."""
+
+    def __init__(self, etag: str) -> None:
+        super().__init__(etag)
+        self.etag = etag
 
 
 class _RealtimeBase:
@@ -141,7 +149,7 @@ class _RealtimeBase:
         return [str(getattr(value, "pk", value))]
 
     def get_realtime_channels(self) -> list[str]:
-        """Channels a hold subscribes to. Only the server picks them (DESIGN.md §3).
+        """Channels a hold subscribes to. Only the server picks them.
 
         Override together with ``get_changed_channels()``, its publishing counterpart.
         """
@@ -201,7 +209,7 @@ class _RealtimeBase:
         if context is not None and context.user is not None:
             user = getattr(request, "user", None)
             if user is None or not user.is_authenticated or str(user.pk) != context.user:
-                # The credentials of the subscription no longer name its user (DESIGN.md §3).
+                # The credentials of the subscription no longer name its user.
                 context.revoked = True
         if request.method in _WRITES and request.META.get("HTTP_IF_MATCH"):
             self.check_if_match(request)
@@ -232,7 +240,7 @@ class _RealtimeBase:
             record_policy(policy, type(self))
             if delivery == SHARED:
                 # Listed BEFORE the version is read and the representation computed: a change
-                # committed from here on renders this URL (DESIGN.md §4).
+                # committed from here on renders this URL.
                 from .shared import list_live_url
 
                 if not list_live_url(request, self):
@@ -256,6 +264,24 @@ class _RealtimeBase:
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy
+        elif policy.delivery == SHARED:
+            self._hold_if_current(request, policy)
+
+    def _hold_if_current(self, request: Request, policy: RealtimePolicy) -> None:
+        """A shared channel's version names the ETag last pushed to it: a client that comes
+        back with exactly that ETag holds the current representation, so it is held again
+        without running the view (every delivered watcher comes back at once). A change
+        committed but not yet published moves the version later; the hold's prev-id then
+        gets it."""
+        from .shared import tag_of
+
+        header = request.META.get("HTTP_IF_NONE_MATCH")
+        version = policy.versions.get(policy.channels[0])
+        if request.method != "GET" or not header or not version or self.is_event_stream(request):
+            return
+        etag = f'"{tag_of(version)}"'
+        if etag_matches(header, etag):
+            raise _Current(etag)
 
     def _subscribes(self, request: Request) -> bool:
         """Whether this read may end in a subscription (only those are recorded)."""
@@ -294,7 +320,7 @@ class _RealtimeBase:
     def _canonicalize_query(self, request: Request) -> None:
         """Drop query parameters the view does not read (``?_=1700000000``) before it runs,
         so the body a fresh GET returns (with DRF's pagination links, which copy the query)
-        equals the body pushed for the live URL (DESIGN.md §3)."""
+        equals the body pushed for the live URL."""
         from .shared import used_query_params
 
         used = used_query_params(self)
@@ -349,6 +375,11 @@ class _RealtimeBase:
         raise exc
 
     def handle_exception(self, exc):
+        if isinstance(exc, _Current):
+            self._current_etag = exc.etag
+            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+            response["ETag"] = exc.etag
+            return response
         response = super().handle_exception(exc)
         etag = getattr(exc, "etag", None)
         if etag is not None:
@@ -361,6 +392,9 @@ class _RealtimeBase:
         context = context_of(request)
         if policy is None or not isinstance(response, Response):
             return response
+        current = getattr(self, "_current_etag", None)
+        if current is not None:
+            return self.longpoll_response(request, response, policy, current)
         role = context.role if context is not None else "client"
         if policy.delivery == SHARED and role != "shared-render" and response.status_code == 200:
             self._name_first_version(policy, response)

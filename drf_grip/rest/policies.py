@@ -1,4 +1,4 @@
-"""Where recorded realtime policies live, so any process can follow them (DESIGN.md §3).
+"""Where recorded realtime policies live, so any process can follow them.
 
 A subscription records which view (and delivery mode) it came through, per model, in a
 bounded index in Django's cache. The publisher lists the index of a changed model and asks
@@ -10,7 +10,6 @@ in a Celery worker or a shell that never served a request.
 from __future__ import annotations
 
 import importlib
-import threading
 from typing import Any
 
 from django.db import models
@@ -22,8 +21,8 @@ from .store import SlotIndex
 __all__ = ["record_policy", "recorded_views", "live_timeout", "view_class"]
 
 _MAX_VIEWS = 64
-_recent: dict[str, str] = {}
-_lock = threading.Lock()
+#: Per model, the slot each recorded view took (SlotIndex.renew).
+_recent: dict[str, dict[str, tuple[str, float]]] = {}
 
 
 def live_timeout() -> int:
@@ -46,20 +45,8 @@ def _index(label: str) -> SlotIndex:
 
 def record_policy(policy: RealtimePolicy, view: type) -> None:
     key = f"{policy.view}|{policy.delivery}"
-    index = _index(policy.model)
-    memo = f"{policy.model}|{key}"
-    slot = _recent.get(memo)
-    # The common case, a view already recorded: one ``touch`` renews it.
-    if slot is not None and index.cache.touch(slot, index.timeout):
-        return
     entry = {"view": policy.view, "delivery": policy.delivery}
-    if index.add(key, entry):
-        for candidate in index._slots(key):
-            found = index.cache.get(candidate)
-            if isinstance(found, dict) and found.get("k") == key:
-                with _lock:
-                    _recent[memo] = candidate
-                break
+    _index(policy.model).renew(key, entry, _recent.setdefault(policy.model, {}))
 
 
 def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:

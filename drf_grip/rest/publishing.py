@@ -1,4 +1,4 @@
-"""From committed changes to GRIP items, following what subscriptions recorded (DESIGN.md §3).
+"""From committed changes to GRIP items, following what subscriptions recorded.
 
 For each changed model the publisher lists the policies its subscriptions recorded
 (``policies.py``): private views get a ``hint`` on the channels their
@@ -55,7 +55,7 @@ def _publish_versioned(channel: str, formats: dict[str, Any]) -> tuple[str | Non
 
 
 def _hint(channel: str) -> None:
-    if bucketable(channel) and not per_process_state():
+    if bucketable(channel):
         paced_hint(channel, lambda ch: _publish_versioned(ch, HINT))
     else:
         _publish_versioned(channel, HINT)

@@ -1,4 +1,4 @@
-"""Which models are live, and publishing their changes after commit (DESIGN.md §2).
+"""Which models are live, and publishing their changes after commit.
 
 A realtime view registers its model when its class is created; ``register()`` adds models
 whose changes wake other resources (a new Comment changes its Post). Signals collect

@@ -1,4 +1,4 @@
-"""One render path: a GET the server runs *as the subscriber* (DESIGN.md §3).
+"""One render path: a GET the server runs *as the subscriber*.
 
 Shared renders, a stream's next link and a gateway subscription's re-render all replay the
 subscriber's own GET through the whole middleware stack and URLconf, with the headers the
@@ -164,13 +164,21 @@ def run_through_middleware(request: HttpRequest) -> HttpResponse:
 
 
 def subscriber_get(
-    recorded: RecordedRequest, context: RealtimeContext, *, grip_sig: str | None = None
+    recorded: RecordedRequest,
+    context: RealtimeContext,
+    *,
+    grip_sig: str | None = None,
+    grip_last: str | None = None,
 ) -> tuple[HttpResponse, HttpRequest]:
     """Replay the recorded GET with ``context`` as ``request.drf_grip``; returns the response
     and the request (whose ``drf_grip`` the view filled in)."""
     request = _build(recorded)
     if grip_sig:
-        # A next link answers the proxy: the replayed GET is as proxied as the fetch was.
+        # A next link answers the proxy: the replayed GET is as proxied as the fetch was,
+        # and holds again with the ids the proxy last saw (Grip-Last), or Pushpin would
+        # fetch the link again at once for every id that differs from ours.
         request.META["HTTP_GRIP_SIG"] = grip_sig
+        if grip_last:
+            request.META["HTTP_GRIP_LAST"] = grip_last
     request.drf_grip = context
     return run_through_middleware(request), request

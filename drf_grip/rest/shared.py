@@ -1,4 +1,4 @@
-"""Shared delivery: one render per live URL, pushed to every subscriber (DESIGN.md §3).
+"""Shared delivery: one render per live URL, pushed to every subscriber.
 
 A live URL is what decides the bytes of a representation: scheme, host, path, the query
 parameters the view actually reads (filters, search, ordering, pagination, ``format``),
@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -47,8 +46,8 @@ logger = logging.getLogger("drf_grip.publish")
 
 #: How many shared representations the publisher rendered (tests count them).
 render_stats: dict[str, int] = {"renders": 0}
-_recent: dict[str, tuple[str, ...]] = {}
-_lock = threading.Lock()
+#: Per index, the slot each live URL took in this process (SlotIndex.renew).
+_recent: dict[str, dict[str, tuple[str, float]]] = {}
 
 
 @dataclass(frozen=True)
@@ -153,33 +152,17 @@ def list_live_url(request: Any, view: Any) -> bool:
     label = model._meta.label_lower
     url = live_url(request, view)
     pk = _detail_pk(view, model)
-    tables = _tables(label, pk)
-    memo = f"{label}|{pk}|{url.key}"
-    slots = _recent.get(memo)
-    cache = state_cache()
-    if slots is not None and all(cache.touch(slot, live_timeout()) for slot in slots):
-        return True
     recorded = record(request._request, credentials=False, query=url.query)
     recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
     entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
-    found: list[str] = []
-    for position, table in enumerate(tables):
-        if not table.add(url.key, entry):
+    for position, table in enumerate(_tables(label, pk)):
+        if not table.renew(url.key, entry, _recent.setdefault(table.name, {})):
             if position == 0:
                 return False
             # The model-wide detail index only serves changes that name no objects; past
             # its cap those reach the URL through the bulk channel it also holds on.
             mark_overflow(model, "bulk")
-            continue
-        found.extend(s for s in table._slots(url.key) if _holds(cache, s, url.key))
-    with _lock:
-        _recent[memo] = tuple(found)
     return True
-
-
-def _holds(cache: Any, slot: str, key: str) -> bool:
-    value = cache.get(slot)
-    return isinstance(value, dict) and value.get("k") == key
 
 
 def _detail_pk(view: Any, model: type[models.Model]) -> Any:
@@ -210,8 +193,13 @@ def first_version(channel: str, etag: str) -> None:
     add_version(channel, _new_version(etag.strip('"')))
 
 
+def tag_of(version: str) -> str:
+    """The ETag (without quotes) a shared channel's version names."""
+    return version.rsplit(".", 1)[0]
+
+
 def _names(version: str | None, tag: str) -> bool:
-    return version is not None and version.split(".", 1)[0] == tag
+    return version is not None and tag_of(version) == tag
 
 
 def render_live(recorded: RecordedRequest) -> tuple[int, bytes, str, str | None]:
@@ -275,7 +263,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             return  # this representation did not change: its subscribers sleep on
         formats = {
             # Pushpin merges published headers onto the held response's: always send
-            # ETag and Content-Type, or the client keeps the hold's old ETag (PUSHPIN.md).
+            # ETag and Content-Type, or the client keeps the hold's old ETag (Pushpin 1.36).
             "http-response": {
                 "code": 200,
                 "reason": "OK",

@@ -1,7 +1,7 @@
 """Shared realtime state in Django's cache, updated only with atomic operations.
 
-Several origin workers, a Celery worker and a shell publish and subscribe at once
-(DESIGN.md §4), so nothing here reads a shared value, changes it and writes it back: the
+Several origin workers, a Celery worker and a shell publish and subscribe at once,
+so nothing here reads a shared value, changes it and writes it back: the
 only writes are ``add`` (set-if-absent), ``set`` of a key that one writer owns, ``touch``,
 ``incr`` and ``delete``. Everything expires.
 
@@ -15,6 +15,7 @@ False) — the cap that keeps what clients do from inflating what a change costs
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,6 +73,32 @@ class SlotIndex:
             if isinstance(current, dict) and current.get("k") == key:
                 return True
         return False
+
+    def renew(self, key: str, entry: dict[str, Any], memo: dict[str, tuple[str, float]]) -> bool:
+        """:meth:`add`, remembering in ``memo`` (per process) which slot ``key`` took: the
+        next call reads that one slot, and renews its expiry only every quarter of it. A slot
+        that expired or went to another key (after a flush) is found by reading it."""
+        remembered = memo.get(key)
+        now = time.monotonic()
+        if remembered is not None:
+            slot, renewed = remembered
+            current = self.cache.get(slot)
+            if isinstance(current, dict) and current.get("k") == key:
+                if now - renewed > self.timeout / 4:
+                    self.cache.touch(slot, self.timeout)
+                    memo[key] = (slot, now)
+                return True
+            memo.pop(key, None)
+        if len(memo) > 4 * self.capacity:
+            memo.clear()  # keys that fell out of the index: start afresh, bounded
+        if not self.add(key, entry):
+            return False
+        found = self.cache.get_many(self._slots(key))
+        for slot, current in found.items():
+            if isinstance(current, dict) and current.get("k") == key:
+                memo[key] = (slot, now)
+                break
+        return True
 
     def remove(self, key: str) -> None:
         slots = self._slots(key)

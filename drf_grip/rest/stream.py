@@ -1,8 +1,8 @@
-"""Next links for event streams: each one a single-use, expiring pointer (DESIGN.md §3).
+"""Next links for event streams: each one a single-use, expiring pointer.
 
 Pushpin fetches a stream's ``Grip-Link rel=next`` as a bare GET: no cookies, no
 Authorization, only ``Grip-Last``; it shares one fetch among all clients whose link has the
-same *path* (the query string is ignored), and it logs the link at INFO (PUSHPIN.md). So:
+same *path* (the query string is ignored), and it logs the link at INFO (Pushpin 1.36). So:
 
 - the stream's subscriber GET (its headers, credentials included) is kept server-side, in
   Django's cache under a random stream id; the link's path carries only that id and a
@@ -113,7 +113,12 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     cache.set(_STATE + sid, state, remaining)
     recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT="text/event-stream")
     context = RealtimeContext(role="next-link", etag=state["etag"], user=state["user"], state=state)
-    response, inner = subscriber_get(recorded, context, grip_sig=request.META.get("HTTP_GRIP_SIG"))
+    response, inner = subscriber_get(
+        recorded,
+        context,
+        grip_sig=request.META.get("HTTP_GRIP_SIG"),
+        grip_last=request.META.get("HTTP_GRIP_LAST"),
+    )
     if context.revoked or context.policy is None or not response.has_header("Grip-Hold"):
         # Revoked credentials (401/403, another user), a URL that is no longer live, or an
         # answer that does not continue the stream: end it.

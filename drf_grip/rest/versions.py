@@ -1,5 +1,5 @@
 """Channel versions: the id of the last item published on each channel, kept in Django's
-cache so every process (web, Celery, shell) reads the same one (DESIGN.md §4).
+cache so every process (web, Celery, shell) reads the same one.
 
 A private channel's version is a counter moved with an atomic ``incr``: two publishers of one
 channel get distinct ids and each knows the exact previous one. Counters start at a random

@@ -1,5 +1,11 @@
-"""The sample's API: a public todo board (shared delivery) and private notes."""
+"""The sample's API: a public todo board (shared delivery) and private notes, and the
+board's live page."""
 
+from django.conf import settings
+from django.contrib.auth import get_user_model, login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import filters, pagination, permissions, serializers, viewsets
 
@@ -56,3 +62,17 @@ class NoteViewSet(RealtimeMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         serializer.save(owner=self.request.user)
+
+
+def board_page(request: HttpRequest) -> HttpResponse:
+    """The live todo board, built on drf-grip's JavaScript client (static/drf_grip/live.js)."""
+    if not request.user.is_authenticated and settings.SAMPLE_DEMO_LOGIN:
+        # A demo only: every visitor edits the board as one user, so the page works at once.
+        user, _ = get_user_model().objects.get_or_create(username="demo")
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    context = {
+        "todos_url": reverse("todo-list"),
+        "gateway_url": reverse("gateway"),
+        "can_edit": request.user.is_authenticated,
+    }
+    return render(request, "board/index.html", context)

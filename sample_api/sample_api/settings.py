@@ -77,6 +77,10 @@ DRF_GRIP = {
     "EMBEDDED_URL": os.environ.get("SAMPLE_API_URL", "http://127.0.0.1:8000"),
 }
 
+# The board page (/) signs every visitor in as the user "demo" so it can edit at once; a
+# demo only, never in production.
+SAMPLE_DEMO_LOGIN = os.environ.get("SAMPLE_DEMO_LOGIN", "1" if DEBUG else "0") == "1"
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",

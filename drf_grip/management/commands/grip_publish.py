@@ -5,6 +5,11 @@ reaches long-polls, streams and WebSockets alike: ``send`` -> http-response, htt
 ws-message; ``hint`` -> http-response and http-stream; ``close`` -> http-stream and
 ws-message (Pushpin 1.36 has no hint for WebSockets and no close for a long-poll).
 CONTENT ``-`` reads standard input. The channel gets ``GRIP_PREFIX`` like any ``publish()``.
+
+HTTP payloads (the long-poll body, the stream content) end with a newline, added unless the
+content has one, so ``grip_publish test hello`` shows a line in ``curl``, as Pushpin's own
+``pushpin-publish`` does; ``--no-eol`` publishes the content as given. WebSocket messages are
+framed and get none.
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ class Command(BaseCommand):
             "Pushpin merges published headers onto the held response's",
         )
         parser.add_argument("--code", type=int, help="http-response status code (default 200)")
+        parser.add_argument(
+            "--no-eol",
+            dest="no_eol",
+            action="store_true",
+            help="do not end HTTP payloads with a newline (WebSocket messages never get one)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action: str = options["action"]
@@ -90,6 +101,10 @@ class Command(BaseCommand):
     ) -> dict[str, Any]:
         if action != "send":
             return {"action": action}
+        if name == "ws-message":
+            return {"content": content}
+        if content is not None and not options["no_eol"] and not content.endswith("\n"):
+            content += "\n"
         if name == "http-response":
             out: dict[str, Any] = {"body": content}
             headers = dict(_parse_header(h) for h in options["headers"])

@@ -1,0 +1,618 @@
+// drf-grip's browser client: subscribe to a realtime DRF URL and write with its ETag.
+//
+// An ES module with no dependencies and no build step:
+//
+//   <script type="module">
+//     import { live, patch } from "/static/drf_grip/live.js";
+//     const todos = live("/api/todos/", (data, info) => render(data), {transport: "sse"});
+//     // later: todos.stop();
+//   </script>
+//
+// Transports (the same URL serves all three; see the README):
+//   "longpoll"  GET with If-None-Match + Prefer: wait, in a loop (works everywhere);
+//   "sse"       EventSource, resumed with Last-Event-ID (its ETag) after a reconnect;
+//   "ws"        the WebSocket gateway (RealtimeGateway): one socket per gateway URL carries
+//               every subscription of the page.
+//
+// Each subscription reconnects by itself with capped exponential backoff and jitter, and
+// resumes from the last ETag it saw, so a change made while it was away arrives once it is
+// back. onChange never sees the same ETag twice in a row.
+//
+// Over HTTP/1.1 a browser opens about six connections per host, and every long-poll or
+// EventSource subscription keeps one busy: a page with many live URLs should use "ws", whose
+// one socket carries them all (or serve the site over HTTP/2).
+
+/** Connection states passed to `onState`. */
+export const CONNECTING = "connecting";
+export const LIVE = "live";
+export const RECONNECTING = "reconnecting";
+export const STOPPED = "stopped";
+
+const DEFAULTS = {
+  transport: "longpoll",
+  wait: 25, // seconds a long-poll is held (Prefer: wait); the server clamps it
+  minDelay: 500, // first reconnect delay (ms)
+  maxDelay: 15000, // cap of the exponential backoff (ms)
+  credentials: "same-origin",
+};
+
+/** A non-2xx answer to a write or a subscription. */
+export class HttpError extends Error {
+  constructor(status, data, etag = null, message = undefined) {
+    super(message || `HTTP ${status}`);
+    this.name = "HttpError";
+    this.status = status;
+    this.data = data;
+    this.etag = etag;
+  }
+}
+
+/** 412: the resource changed since the ETag given as `ifMatch`; nothing was written. */
+export class PreconditionFailed extends HttpError {
+  constructor(data, etag = null) {
+    super(412, data, etag, "412 Precondition Failed: the resource changed since that ETag");
+    this.name = "PreconditionFailed";
+  }
+}
+
+/**
+ * Subscribe to `url`: `onChange(data, info)` gets the current representation, then every
+ * change. `info` is `{etag, status, url, transport}`; a deleted resource gives `data = null`
+ * with `status` 404 and ends the subscription.
+ *
+ * Options: `transport` ("longpoll" | "sse" | "ws"), `signal` (an AbortSignal that stops it),
+ * `headers` (sent with every request), `gatewayUrl` (for "ws", e.g. "/api/ws/"), `etag` (one
+ * already held: wait for the next change), `onState(state, info)`, `onError(error)`,
+ * `wait`, `minDelay`, `maxDelay`, `credentials`.
+ *
+ * EventSource cannot send headers, so "sse" with `headers` reads the stream with fetch()
+ * instead (same events, same Last-Event-ID resume).
+ *
+ * Returns a handle: `stop()`, `etag`, `state`, `url`, `patch(data, options)`.
+ */
+export function live(url, onChange, options = {}) {
+  if (typeof onChange !== "function") throw new TypeError("live(url, onChange): onChange is a function");
+  const opts = { ...DEFAULTS, ...options };
+  const sub = new Subscription(String(url), onChange, opts);
+  const run = TRANSPORTS[opts.transport];
+  if (!run) throw new TypeError(`unknown transport ${JSON.stringify(opts.transport)}: longpoll, sse or ws`);
+  if (opts.signal) {
+    if (opts.signal.aborted) {
+      sub.stop();
+      return sub.handle;
+    }
+    opts.signal.addEventListener("abort", () => sub.stop(), { once: true });
+  }
+  run(sub);
+  return sub.handle;
+}
+
+/**
+ * PATCH `url` with JSON `data`. `ifMatch` (an ETag, or a handle returned by `live`, whose
+ * current ETag is used) makes the write conditional: when the resource changed meanwhile the
+ * server answers 412 and this rejects with `PreconditionFailed`. Resolves `{status, data, etag}`.
+ */
+export function patch(url, data, options = {}) {
+  return send("PATCH", url, data, options);
+}
+
+/** POST JSON `data` to `url`; resolves `{status, data, etag}`, rejects with `HttpError`. */
+export function post(url, data, options = {}) {
+  return send("POST", url, data, options);
+}
+
+/** PUT, PATCH, POST or DELETE with JSON; `ifMatch` as for `patch`. */
+export async function send(method, url, data, options = {}) {
+  const { ifMatch, headers = {}, credentials = DEFAULTS.credentials, signal } = options;
+  const sent = { Accept: "application/json", ...headers };
+  if (data !== undefined) sent["Content-Type"] = "application/json";
+  const tag = ifMatch && typeof ifMatch === "object" ? ifMatch.etag : ifMatch;
+  if (ifMatch !== undefined && ifMatch !== null) {
+    // A handle without an ETag yet cannot prove what it saw: refuse rather than write blindly.
+    if (!tag) throw new TypeError("ifMatch: no ETag yet (the subscription has not answered)");
+    sent["If-Match"] = tag;
+  }
+  const response = await fetch(url, {
+    method,
+    headers: sent,
+    body: data === undefined ? undefined : JSON.stringify(data),
+    credentials,
+    cache: "no-store",
+    signal,
+  });
+  const body = await readBody(response);
+  const etag = response.headers.get("ETag");
+  if (response.status === 412) throw new PreconditionFailed(body, etag);
+  if (!response.ok) throw new HttpError(response.status, body, etag);
+  return { status: response.status, data: body, etag };
+}
+
+// -- one subscription --------------------------------------------------------------------
+
+class Subscription {
+  constructor(url, onChange, opts) {
+    this.url = url;
+    this.onChange = onChange;
+    this.opts = opts;
+    this.etag = opts.etag || null;
+    this.state = null;
+    this.stopped = false;
+    this.attempt = 0; // failures since the last success, for the backoff
+    this.cleanup = []; // what stop() undoes: timers, aborts, sockets
+    const self = this;
+    this.handle = {
+      get url() { return self.url; },
+      get etag() { return self.etag; },
+      get state() { return self.state; },
+      get transport() { return self.opts.transport; },
+      stop: () => self.stop(),
+      patch: (data, extra = {}) =>
+        patch(self.url, data, { headers: self.opts.headers, credentials: self.opts.credentials, ifMatch: self.handle, ...extra }),
+    };
+    this.setState(CONNECTING);
+  }
+
+  setState(state, info = {}) {
+    if (this.state === state && state !== RECONNECTING) return;
+    if (this.state === STOPPED) return;
+    this.state = state;
+    if (this.opts.onState) {
+      try {
+        this.opts.onState(state, { url: this.url, transport: this.opts.transport, ...info });
+      } catch (error) {
+        reportAsync(error);
+      }
+    }
+  }
+
+  /** A representation arrived: hand it over unless it is the one already delivered. */
+  deliver(data, etag, status = 200) {
+    if (this.stopped) return;
+    this.attempt = 0;
+    if (status === 200) this.setState(LIVE);
+    if (status === 200 && etag && etag === this.etag) return;
+    this.etag = status === 200 ? etag : null;
+    try {
+      this.onChange(data, { etag: this.etag, status, url: this.url, transport: this.opts.transport });
+    } catch (error) {
+      reportAsync(error);
+    }
+    if (status === 404 || status === 410) this.stop();
+  }
+
+  /** The connection is live (a hold is in place) even though nothing changed. */
+  alive() {
+    this.attempt = 0;
+    this.setState(LIVE);
+  }
+
+  fail(error) {
+    if (this.stopped) return;
+    if (error && this.opts.onError) {
+      try {
+        this.opts.onError(error);
+      } catch (err) {
+        reportAsync(err);
+      }
+    }
+  }
+
+  /** Wait the next backoff delay; resolves false when stopped meanwhile. */
+  backoff(error) {
+    this.fail(error);
+    const delay = backoffDelay(this.attempt++, this.opts);
+    this.setState(RECONNECTING, { attempt: this.attempt, delay, error });
+    return new Promise((resolve) => {
+      if (this.stopped) return resolve(false);
+      const timer = setTimeout(() => {
+        this.cleanup = this.cleanup.filter((undo) => undo !== cancel);
+        resolve(!this.stopped);
+      }, delay);
+      const cancel = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      this.cleanup.push(cancel);
+    });
+  }
+
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const undo of this.cleanup.splice(0)) {
+      try {
+        undo();
+      } catch (error) {
+        reportAsync(error);
+      }
+    }
+    this.setState(STOPPED);
+  }
+}
+
+/** Capped exponential backoff with "equal jitter": half fixed, half random, so clients that
+ * lost the same server do not all come back in the same millisecond. */
+export function backoffDelay(attempt, { minDelay = DEFAULTS.minDelay, maxDelay = DEFAULTS.maxDelay } = {}) {
+  const ceiling = Math.min(maxDelay, minDelay * 2 ** Math.min(attempt, 30));
+  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+function reportAsync(error) {
+  // A bug in the caller's callback must not kill the subscription, nor go unseen.
+  setTimeout(() => {
+    throw error;
+  });
+}
+
+async function readBody(response) {
+  if (response.status === 204 || response.status === 304) return null;
+  const text = await response.text();
+  if (!text) return null;
+  const type = response.headers.get("Content-Type") || "";
+  if (type.includes("json")) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  return text;
+}
+
+function isGone(status) {
+  return status === 404 || status === 410;
+}
+
+// -- long-poll ---------------------------------------------------------------------------
+
+// A 304 that comes back faster than this was not held: no GRIP proxy in front (a plain
+// conditional GET), so the loop waits out a backoff instead of spinning.
+const UNHELD_304_MS = 1000;
+
+async function longpoll(sub) {
+  const { headers = {}, credentials, wait } = sub.opts;
+  // A held request answers nothing until a change or its timeout, so "live" could not be
+  // shown until then: each (re)connection starts with a plain GET, which answers at once
+  // (and is not delivered again when its ETag is the one already seen).
+  let connected = false;
+  while (!sub.stopped) {
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    sub.cleanup.push(abort);
+    const sent = { Accept: "application/json", ...headers };
+    if (sub.etag && connected) {
+      sent["If-None-Match"] = sub.etag;
+      sent.Prefer = `wait=${wait}`;
+    }
+    const started = Date.now();
+    let response, body;
+    try {
+      // no-store: the browser's HTTP cache must neither answer nor revalidate for us
+      // (a 304 it turned into a cached 200 would look like a change).
+      response = await fetch(sub.url, { headers: sent, credentials, cache: "no-store", signal: controller.signal });
+      body = await readBody(response);
+    } catch (error) {
+      if (sub.stopped) return;
+      connected = false;
+      if (!(await sub.backoff(error))) return;
+      continue;
+    } finally {
+      sub.cleanup = sub.cleanup.filter((undo) => undo !== abort);
+    }
+    connected = response.ok || response.status === 304;
+    if (response.status === 304) {
+      sub.alive();
+      if (Date.now() - started < UNHELD_304_MS && !(await pause(sub, UNHELD_304_MS))) return;
+      continue;
+    }
+    if (response.ok) {
+      const etag = response.headers.get("ETag");
+      sub.deliver(body, etag);
+      // Without an ETag there is nothing to hold on: not a realtime URL. Poll slowly
+      // rather than spin.
+      if (!etag) {
+        sub.fail(new Error(`${sub.url} sent no ETag: not a realtime URL, polling instead`));
+        if (!(await pause(sub, sub.opts.maxDelay))) return;
+      }
+      continue;
+    }
+    if (isGone(response.status)) {
+      sub.deliver(null, null, response.status);
+      return;
+    }
+    // 5xx (a proxy whose origin is restarting: 502), 429, 401/403: try again later.
+    if (!(await sub.backoff(new HttpError(response.status, body)))) return;
+  }
+}
+
+function pause(sub, ms) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(!sub.stopped), ms);
+    sub.cleanup.push(() => {
+      clearTimeout(timer);
+      resolve(false);
+    });
+  });
+}
+
+// -- server-sent events --------------------------------------------------------------------
+
+function sse(sub) {
+  if (sub.opts.headers && Object.keys(sub.opts.headers).length) return sseFetch(sub);
+  let source = null;
+  const open = () => {
+    if (sub.stopped) return;
+    source = new EventSource(sub.url, { withCredentials: sub.opts.credentials === "include" });
+    source.onopen = () => sub.alive();
+    source.onmessage = (event) => {
+      // The event id is the representation's ETag; EventSource sends it back as
+      // Last-Event-ID when *it* reconnects, and the server then skips an unchanged first event.
+      sub.deliver(parseJson(event.data), event.lastEventId || null);
+    };
+    // The server ends the stream of a deleted object with `event: delete`.
+    source.addEventListener("delete", () => sub.deliver(null, null, 404));
+    source.onerror = (event) => {
+      if (event instanceof MessageEvent) {
+        // `event: error` from the server: the object is no longer visible to this client.
+        sub.fail(new HttpError(403, parseJson(event.data)));
+        sub.deliver(null, null, 403);
+        sub.stop();
+        return;
+      }
+      if (source.readyState === EventSource.CONNECTING) {
+        // The browser reconnects by itself, with Last-Event-ID.
+        sub.setState(RECONNECTING, { attempt: sub.attempt + 1 });
+        return;
+      }
+      // CLOSED: the browser gave up on an HTTP error, whose status EventSource hides. A
+      // deleted object must end the subscription, not retry forever: ask once with a GET.
+      // A new EventSource cannot send Last-Event-ID; the server sends the current
+      // representation first, and deliver() drops it when its ETag is the one already seen.
+      source.close();
+      statusOf(sub).then((status) => {
+        if (isGone(status)) return sub.deliver(null, null, status);
+        const error = new HttpError(status || 0, null, null, `event stream closed (GET answers ${status || "nothing"})`);
+        return sub.backoff(error).then((again) => again && open());
+      });
+    };
+  };
+  sub.cleanup.push(() => source && source.close());
+  open();
+}
+
+/** The status a plain GET of the subscription's URL answers now (0: no answer). */
+async function statusOf(sub) {
+  try {
+    const response = await fetch(sub.url, {
+      headers: { Accept: "application/json" },
+      credentials: sub.opts.credentials,
+      cache: "no-store",
+    });
+    response.body && response.body.cancel();
+    return response.status;
+  } catch {
+    return 0;
+  }
+}
+
+/** SSE over fetch(), for requests that need headers (EventSource cannot send any). */
+async function sseFetch(sub) {
+  const { headers = {}, credentials } = sub.opts;
+  while (!sub.stopped) {
+    const controller = new AbortController();
+    const abort = () => controller.abort();
+    sub.cleanup.push(abort);
+    const sent = { ...headers, Accept: "text/event-stream" };
+    if (sub.etag) sent["Last-Event-ID"] = sub.etag;
+    let failure = null;
+    try {
+      const response = await fetch(sub.url, { headers: sent, credentials, cache: "no-store", signal: controller.signal });
+      const type = response.headers.get("Content-Type") || "";
+      if (isGone(response.status)) {
+        sub.deliver(null, null, response.status);
+        return;
+      }
+      if (!response.ok || !type.startsWith("text/event-stream")) {
+        failure = new HttpError(response.status, await readBody(response));
+      } else {
+        sub.alive();
+        const ended = await readEvents(response.body, (event) => {
+          if (event.type === "delete") sub.deliver(null, null, 404);
+          else if (event.type === "error") {
+            sub.fail(new HttpError(403, parseJson(event.data)));
+            sub.deliver(null, null, 403);
+            sub.stop();
+          } else sub.deliver(parseJson(event.data), event.id || null);
+        });
+        if (ended && !sub.stopped) sub.setState(RECONNECTING, { attempt: sub.attempt + 1 });
+      }
+    } catch (error) {
+      failure = error;
+    } finally {
+      sub.cleanup = sub.cleanup.filter((undo) => undo !== abort);
+    }
+    if (sub.stopped) return;
+    if (!(await sub.backoff(failure))) return;
+  }
+}
+
+/** Parse an event stream (WHATWG HTML, "server-sent events") into `{type, id, data}` events;
+ * resolves true when the stream ended. */
+async function readEvents(body, onEvent) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let event = { type: "message", id: "", data: [] };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return true;
+    buffer += value;
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (line === "") {
+        if (event.data.length) onEvent({ type: event.type, id: event.id, data: event.data.join("\n") });
+        event = { type: "message", id: event.id, data: [] };
+        continue;
+      }
+      if (line.startsWith(":")) continue; // a comment: keep-alive
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "data") event.data.push(value);
+      else if (field === "event") event.type = value;
+      else if (field === "id") event.id = value;
+    }
+  }
+}
+
+function parseJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+// -- the WebSocket gateway -----------------------------------------------------------------
+
+const gateways = new Map(); // resolved ws:// URL -> Gateway: one socket per gateway per page
+
+function ws(sub) {
+  if (!sub.opts.gatewayUrl) throw new TypeError('the "ws" transport needs gatewayUrl, e.g. "/api/ws/"');
+  const address = websocketUrl(sub.opts.gatewayUrl);
+  let gateway = gateways.get(address);
+  if (!gateway) {
+    gateway = new Gateway(address, sub.opts);
+    gateways.set(address, gateway);
+  }
+  gateway.add(sub);
+  sub.cleanup.push(() => gateway.remove(sub));
+}
+
+function websocketUrl(url) {
+  const resolved = new URL(url, globalThis.location ? globalThis.location.href : undefined);
+  if (resolved.protocol === "http:") resolved.protocol = "ws:";
+  else if (resolved.protocol === "https:") resolved.protocol = "wss:";
+  return resolved.href;
+}
+
+/** The path and query the gateway routes (it takes URLs of its own site only). */
+function gatewayPath(url) {
+  const resolved = new URL(url, globalThis.location ? globalThis.location.href : "http://localhost/");
+  return resolved.pathname + resolved.search;
+}
+
+class Gateway {
+  constructor(address, opts) {
+    this.address = address;
+    this.minDelay = opts.minDelay;
+    this.maxDelay = opts.maxDelay;
+    this.subs = new Set();
+    this.byId = new Map(); // message id -> subscription (first answer and private changes)
+    this.nextId = 1;
+    this.socket = null;
+    this.attempt = 0;
+    this.timer = null;
+  }
+
+  add(sub) {
+    this.subs.add(sub);
+    if (!this.socket && !this.timer) this.connect();
+    else if (this.socket && this.socket.readyState === WebSocket.OPEN) this.subscribe(sub);
+  }
+
+  remove(sub) {
+    if (!this.subs.delete(sub)) return;
+    if (sub.wsId !== undefined) {
+      this.byId.delete(sub.wsId);
+      this.sendJson({ id: this.nextId++, unsubscribe: sub.wsId });
+    }
+    if (this.subs.size === 0) {
+      // Nobody left: close the socket and let the next live() open a fresh one.
+      clearTimeout(this.timer);
+      this.timer = null;
+      if (this.socket) {
+        const socket = this.socket;
+        this.socket = null;
+        socket.close(1000);
+      }
+      gateways.delete(this.address);
+    }
+  }
+
+  connect() {
+    this.timer = null;
+    const socket = new WebSocket(this.address);
+    this.socket = socket;
+    socket.onopen = () => {
+      for (const sub of this.subs) this.subscribe(sub);
+    };
+    socket.onmessage = (event) => this.receive(parseJson(event.data));
+    socket.onclose = () => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      this.byId.clear();
+      if (!this.subs.size) return;
+      const delay = backoffDelay(this.attempt++, this);
+      for (const sub of this.subs) {
+        sub.wsId = undefined;
+        sub.setState(RECONNECTING, { attempt: this.attempt, delay });
+      }
+      this.timer = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  subscribe(sub) {
+    // A fresh id on every (re)subscription, so a late message for an old one is ignored.
+    const id = this.nextId++;
+    sub.wsId = id;
+    this.byId.set(id, sub);
+    const message = { id, subscribe: gatewayPath(sub.url) };
+    if (sub.opts.headers && Object.keys(sub.opts.headers).length) message.headers = sub.opts.headers;
+    this.sendJson(message);
+  }
+
+  sendJson(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
+  receive(message) {
+    if (!message || typeof message !== "object") return;
+    if (message.event === "change") {
+      // Private subscriptions' changes carry their id; shared ones are pushed once to every
+      // subscriber of a URL and carry only that URL (the one the subscription was answered with).
+      const targets = message.id !== undefined && message.id !== null
+        ? [this.byId.get(message.id)]
+        : [...this.subs].filter((sub) => sub.liveUrl === message.url);
+      for (const sub of targets) if (sub) this.change(sub, message);
+      return;
+    }
+    const sub = this.byId.get(message.id);
+    if (!sub || message.unsubscribed !== undefined) return;
+    if (message.status === 200) {
+      this.attempt = 0;
+      sub.liveUrl = message.url;
+      sub.deliver(message.data, message.etag || null);
+      return;
+    }
+    // Not subscribed on the server: nothing to unsubscribe when it stops.
+    this.byId.delete(message.id);
+    sub.wsId = undefined;
+    if (isGone(message.status)) {
+      sub.deliver(null, null, message.status);
+    } else {
+      // Refused (400 not a realtime URL, 401/403, 429 too many): report and stop; retrying
+      // the same message on the same connection would be refused the same way.
+      sub.fail(new HttpError(message.status, message.error || message.data));
+      sub.stop();
+    }
+  }
+
+  change(sub, message) {
+    if (message.status === 200) sub.deliver(message.data, message.etag || null);
+    else sub.deliver(null, null, message.status);
+  }
+}
+
+const TRANSPORTS = { longpoll, sse, ws };

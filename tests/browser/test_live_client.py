@@ -1,0 +1,185 @@
+"""drf_grip/static/drf_grip/live.js in a real Chromium, through the sample's embedded proxy:
+the parts of the client the board page does not show."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .conftest import Board
+
+# Helpers the tests call inside the page, on the client module as a user imports it.
+_SETUP = """async () => {
+  const client = await import("/static/drf_grip/live.js");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  window.client = client;
+  window.writeHeaders = {"X-CSRFToken": csrf};
+  // Subscribe, recording every delivery and state; resolves with the first delivery.
+  window.watch = (url, options = {}) => {
+    const record = {changes: [], states: [], errors: []};
+    let first;
+    const firstDelivery = new Promise((resolve) => { first = resolve; });
+    record.handle = client.live(url, (data, info) => {
+      record.changes.push({data, info});
+      first();
+    }, {
+      ...options,
+      onState: (state) => record.states.push(state),
+      onError: (error) => record.errors.push(String(error)),
+    });
+    record.ready = firstDelivery;
+    return record;
+  };
+  window.changeCount = (record, n) => new Promise((resolve) => {
+    const check = () => record.changes.length >= n ? resolve(record.changes.length) : setTimeout(check, 20);
+    check();
+  });
+}"""
+
+
+@pytest.fixture
+def page(browser_context: Any, sample_servers: dict[str, Board]) -> Iterator[Any]:
+    """A page of the embedded board (for its origin and CSRF token), with the client loaded."""
+    board = sample_servers["embedded"]
+    page = browser_context.new_page()
+    page.sockets = []
+    page.on("websocket", lambda socket: page.sockets.append(socket))
+    # The board's own subscription uses long-poll; the tests count their own sockets.
+    page.goto(f"{board.url}/?transport=longpoll")
+    page.wait_for_selector('#state[data-state="live"]')
+    page.evaluate(_SETUP)
+    yield page
+
+
+def test_subscriptions_over_the_gateway_share_one_websocket(page: Any) -> None:
+    result = page.evaluate("""async () => {
+      const all = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+      const open = watch("/api/todos/?done=false", {transport: "ws", gatewayUrl: "/api/ws/"});
+      await Promise.all([all.ready, open.ready]);
+      const created = await client.post("/api/todos/", {title: "one socket"}, {headers: writeHeaders});
+      await Promise.all([changeCount(all, 2), changeCount(open, 2)]);
+      const seen = [all, open].map((r) => r.changes[1].data.results.some((t) => t.id === created.data.id));
+      all.handle.stop();
+      open.handle.stop();
+      return {seen, states: all.states, etag: all.handle.etag, lastEtag: all.changes[1].info.etag};
+    }""")
+    assert result["seen"] == [True, True]
+    assert len(page.sockets) == 1
+    assert result["states"] == ["connecting", "live", "stopped"]
+    assert result["etag"] == result["lastEtag"]
+    # Stopping the last subscription closes the shared socket.
+    socket = page.sockets[0]
+    if not socket.is_closed():
+        socket.wait_for_event("close")
+
+
+def test_sse_with_headers_reads_the_stream_with_fetch(page: Any) -> None:
+    sent: list[dict[str, str]] = []
+    page.on(
+        "request",
+        lambda request: sent.append(request.headers) if request.url.endswith("/api/todos/") else None,
+    )
+    result = page.evaluate("""async () => {
+      const todos = watch("/api/todos/", {transport: "sse", headers: {"X-Client": "live.js"}});
+      await todos.ready;
+      await client.post("/api/todos/", {title: "over fetch"}, {headers: writeHeaders});
+      await changeCount(todos, 2);
+      todos.handle.stop();
+      return {titles: todos.changes[1].data.results.map((t) => t.title), states: todos.states};
+    }""")
+    assert "over fetch" in result["titles"]
+    assert result["states"] == ["connecting", "live", "stopped"]
+    streams = [h for h in sent if h.get("accept") == "text/event-stream"]
+    # fetch() sent the header EventSource could not have.
+    assert streams and all(h.get("x-client") == "live.js" for h in streams)
+
+
+def test_a_deleted_object_ends_its_subscription_with_a_404(page: Any) -> None:
+    result = page.evaluate("""async () => {
+      const created = await client.post("/api/todos/", {title: "short-lived"}, {headers: writeHeaders});
+      const url = `/api/todos/${created.data.id}/`;
+      const results = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        results[transport] = watch(url, {transport, gatewayUrl: "/api/ws/"});
+        await results[transport].ready;
+      }
+      await client.send("DELETE", url, undefined, {headers: writeHeaders});
+      const out = {};
+      for (const [transport, record] of Object.entries(results)) {
+        await changeCount(record, 2);
+        const last = record.changes[record.changes.length - 1];
+        out[transport] = {data: last.data, status: last.info.status, state: record.handle.state};
+      }
+      return out;
+    }""")
+    for transport, last in result.items():
+        assert last == {"data": None, "status": 404, "state": "stopped"}, transport
+
+
+def test_patch_without_if_match_writes(page: Any) -> None:
+    result = page.evaluate("""async () => {
+      const created = await client.post("/api/todos/", {title: "plain patch"}, {headers: writeHeaders});
+      const answer = await client.patch(`/api/todos/${created.data.id}/`, {done: true}, {headers: writeHeaders});
+      return {status: answer.status, done: answer.data.done};
+    }""")
+    assert result == {"status": 200, "done": True}
+
+
+def test_patch_with_the_subscriptions_etag_and_a_stale_one(page: Any) -> None:
+    """If-Match with the ETag the subscription holds writes; with an older one the server
+    answers 412 and changes nothing (DESIGN.md §1), and the client raises PreconditionFailed."""
+    result = page.evaluate("""async () => {
+      const created = await client.post("/api/todos/", {title: "guarded"}, {headers: writeHeaders});
+      const url = `/api/todos/${created.data.id}/`;
+      const todo = watch(url, {headers: writeHeaders});
+      await todo.ready;
+      const stale = todo.handle.etag;
+      const fresh = await todo.handle.patch({title: "guarded, renamed"});
+      let refused = null;
+      try {
+        await client.patch(url, {title: "lost update"}, {ifMatch: stale, headers: writeHeaders});
+      } catch (error) {
+        refused = {name: error.name, status: error.status, isHttpError: error instanceof client.HttpError};
+      }
+      const now = await (await fetch(url, {cache: "no-store"})).json();
+      todo.handle.stop();
+      return {freshStatus: fresh.status, refused, title: now.title};
+    }""")
+    assert result["freshStatus"] == 200
+    assert result["refused"] == {"name": "PreconditionFailed", "status": 412, "isHttpError": True}
+    assert result["title"] == "guarded, renamed"
+
+
+def test_an_aborted_signal_stops_the_subscription(page: Any) -> None:
+    result = page.evaluate("""async () => {
+      const controller = new AbortController();
+      const todos = watch("/api/todos/", {transport: "sse", signal: controller.signal});
+      await todos.ready;
+      controller.abort();
+      const before = todos.changes.length;
+      await client.post("/api/todos/", {title: "after abort"}, {headers: writeHeaders});
+      const other = watch("/api/todos/", {});
+      await other.ready;  // the write is visible by now
+      other.handle.stop();
+      return {states: todos.states, more: todos.changes.length - before};
+    }""")
+    assert result == {"states": ["connecting", "live", "stopped"], "more": 0}
+
+
+def test_a_missing_object_answers_404_on_every_transport(page: Any) -> None:
+    """EventSource hides an HTTP error's status; the client asks once, so a missing object
+    ends the subscription instead of retrying for ever."""
+    result = page.evaluate("""async () => {
+      const out = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        const record = watch("/api/todos/987654321/", {transport, gatewayUrl: "/api/ws/"});
+        await record.ready;
+        const last = record.changes[0];
+        out[transport] = {data: last.data, status: last.info.status, state: record.handle.state};
+      }
+      return out;
+    }""")
+    for transport, last in result.items():
+        assert last == {"data": None, "status": 404, "state": "stopped"}, transport
