@@ -392,3 +392,26 @@ def test_fuzzed_messages_never_500_nor_break_another_client(messages):
     assert not bystander.closed
     fuzzer.close()
     bystander.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_change_also_reaches_a_connection_that_just_subscribed():
+    """A WebSocket subscribe has no prev-id: a change published before the proxy applied it
+    would be lost, so for a few seconds it is also sent on the connection's own channel."""
+    from drf_grip.rest import channels as names
+    from drf_grip.rest.gateway import connection_key
+    from tests.drf_helpers import RecordingSink
+
+    with RecordingSink() as sink:
+        client = WebSocketTestClient()
+        ws = client.connect("/api/ws/")
+        ws.send_json({"id": 1, "subscribe": "/api/shared-todos/"})
+        assert ws.receive_json()["status"] == 200
+        sink.settle()
+        Todo.objects.create(title="right after")
+        items = sink.settle()
+    own = [i for i in items if i["channel"].startswith("drf.ws.")]
+    shared = [i for i in items if i["channel"].startswith("drf.url.")]
+    assert shared and own
+    assert own[0]["formats"]["ws-message"] == shared[0]["formats"]["ws-message"]
+    assert own[0]["channel"] == names.connection_channel(connection_key(ws.connection_id))

@@ -83,6 +83,7 @@ logger = logging.getLogger("drf_grip.gateway")
 _STATE = "drf_grip:ws:conn:"
 _INDEX = "drf_grip:ws:model:"
 _ETAG = "drf_grip:ws:etag:"
+_FRESH_SECONDS = 10
 
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -135,6 +136,16 @@ def _state_timeout() -> int:
     return max(4 * int(grip_settings.WS_KEEP_ALIVE), 120)
 
 
+def fresh_subscribers(channel: str) -> SlotIndex:
+    """Connections that subscribed to a shared channel in the last seconds.
+
+    A WebSocket subscription has no prev-id: a publish that reaches the proxy after this
+    connection's first render but before the proxy applied its ``subscribe`` would be lost.
+    For a few seconds the shared publisher also sends the change to such a connection's own
+    channel (subscribed when it opened); a duplicate carries the same ETag."""
+    return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, _FRESH_SECONDS)
+
+
 def _connections(label: str) -> SlotIndex:
     """Gateway connections with private subscriptions to ``label`` (bounded, expiring)."""
     return SlotIndex(
@@ -175,6 +186,8 @@ def _drop_state(conn: str) -> None:
         if sub["mode"] == "private":
             _connections(sub["model"]).remove(conn)
             cache.delete(_ETAG + conn + key)
+        else:
+            fresh_subscribers(sub["channel"]).remove(conn)
     cache.delete(_STATE + conn)
 
 
@@ -459,7 +472,13 @@ class RealtimeGateway(WebSocketView):
                 raise MessageError(400, f"not a realtime URL: {path}")
             answer = answer_of(sub_id, response)
             if policy.delivery == SHARED:
-                return self._subscribe_shared(ctx, state, key, sub_id, url, policy, answer)
+                answer = self._subscribe_shared(ctx, conn, state, key, sub_id, url, policy, answer)
+                # Listed as fresh first, then checked: if no publisher moved the version
+                # meanwhile, every later publish finds this connection (see fresh_subscribers).
+                channel = policy.channels[0]
+                if read_versions([channel])[channel] == policy.versions.get(channel):
+                    return answer
+                continue
             user = getattr(inner, "user", None)
             state["subs"][key] = {
                 "id": sub_id,
@@ -489,6 +508,7 @@ class RealtimeGateway(WebSocketView):
     def _subscribe_shared(
         self,
         ctx: WebSocketContext,
+        conn: str,
         state: dict[str, Any],
         key: str,
         sub_id: Any,
@@ -504,6 +524,7 @@ class RealtimeGateway(WebSocketView):
                 429, f"too many shared subscriptions: the limit is {MAX_CHANNELS - 1}"
             )
         ctx.subscribe(channel)
+        fresh_subscribers(channel).add(conn, {})
         state["subs"][key] = {
             "id": sub_id,
             "url": url,
@@ -527,6 +548,7 @@ class RealtimeGateway(WebSocketView):
         if sub["mode"] == "shared":
             if not any(s.get("channel") == sub["channel"] for s in state["subs"].values()):
                 ctx.unsubscribe(sub["channel"])
+                fresh_subscribers(sub["channel"]).remove(conn)
         else:
             _cache().delete(_ETAG + conn + key)
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):

@@ -291,6 +291,14 @@ def outdated_item(item: dict[str, Any]) -> bool:
     return current is not None and current != str(item_id)
 
 
+def _to_fresh_subscribers(channel: str, message: dict[str, Any]) -> None:
+    """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers)."""
+    from .gateway import fresh_subscribers
+
+    for entry in fresh_subscribers(channel).entries():
+        publish(names.connection_channel(entry["k"]), {"ws-message": dict(message)})
+
+
 def publish_live_url(entry: dict[str, Any]) -> None:
     register_outdated_check(outdated_item)
     recorded = RecordedRequest.from_dict(entry["req"])
@@ -325,6 +333,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         version = _new_version(etag.strip('"'))
         set_version(channel, version)
         publish(channel, formats, id=version, prev_id=previous)
+        _to_fresh_subscribers(channel, formats["ws-message"])
         return
     # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
     if _names(previous, f"status-{status}"):
@@ -335,6 +344,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     set_version(channel, version)
     formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
     publish(channel, formats, id=version, prev_id=previous)
+    _to_fresh_subscribers(channel, formats["ws-message"])
     if status in (404, 410):
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
