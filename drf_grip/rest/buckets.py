@@ -127,7 +127,7 @@ def paced_hint(channel: str, publish_versioned: Callable[[str], tuple[str | None
             _dirty.add(channel)
             return
         thread = threading.Thread(
-            target=_pace, args=(channel, publish_versioned, new, rest),
+            target=_pace, args=(channel, publish_versioned, new, rest, held),
             name="drf-grip-hints", daemon=True,
         )
         _pacers[channel] = thread
@@ -155,17 +155,19 @@ def _pace(
     publish_versioned: Callable[[str], tuple[str | None, str]],
     new: str,
     rest: list[str],
+    held: int | None,
 ) -> None:
     try:
         while True:
-            _rest_of_round(channel, publish_versioned, new, rest)
+            _rest_of_round(channel, publish_versioned, new, rest, held)
             with _lock:
                 if channel not in _dirty:
                     del _pacers[channel]
                     return
                 _dirty.discard(channel)
             previous, new = publish_versioned(channel)
-            rest = bucket_channels(channel, _held(channel, previous) or 0)[1:]
+            held = _held(channel, previous) or 0
+            rest = bucket_channels(channel, held)[1:]
     except Exception:  # noqa: BLE001 - a pacer must not die silently with its channel held
         logger.exception("drf-grip: paced hints for %s failed", channel)
         with _lock:
@@ -178,16 +180,19 @@ def _rest_of_round(
     publish_versioned: Callable[[str], tuple[str | None, str]],
     new: str,
     rest: list[str],
+    held: int | None = None,
 ) -> None:
     cache = state_cache()
     _, size = _settings()
+    total = held if held is not None else size * (len(rest) + 1)
     for index, bucket in enumerate(rest, start=1):
-        # Wait until most of the buckets hinted so far hold again (at the new version),
-        # or a while: a client that went away does not stall the others.
-        target = int(0.9 * index * size)
-        deadline = time.monotonic() + max(0.5, size * 0.02)
+        # Wait until half the clients hinted so far hold again (at the new version), or a
+        # short while: a client that went away, or one counted twice (a proxy re-request),
+        # must not stall the next bucket.
+        target = max(1, min(total, index * size) // 2)
+        deadline = time.monotonic() + 0.3 + size * 0.005
         while time.monotonic() < deadline:
             if int(cache.get(count_key(channel, new)) or 0) >= target:
                 break
-            time.sleep(0.01)
+            time.sleep(0.005)
         publish_versioned(bucket)

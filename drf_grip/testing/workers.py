@@ -109,6 +109,9 @@ class OriginWorkers:
             "--log-level", "info",
             # Held connections must not keep a stopping worker alive for long.
             "--timeout-graceful-shutdown", "2",
+            # Pushpin reuses idle connections to the origin: one uvicorn closed after its
+            # default 5 s makes a next-link fetch fail, and Pushpin retries it ~2 s later.
+            "--timeout-keep-alive", "300",
         ]
         self.process = subprocess.Popen(
             command,
