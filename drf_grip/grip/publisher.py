@@ -63,7 +63,7 @@ logger = logging.getLogger("drf_grip.publish")
 Item = dict[str, Any]
 Formats = Union[Format, Sequence[Format], Mapping[str, Mapping[str, Any]]]
 
-# Pushpin refuses a /publish body over 1 MB (PUSHPIN.md); batches are split to stay below it.
+# Pushpin refuses a /publish body over 1 MB (Pushpin 1.36); batches are split to stay below it.
 # An item that is larger on its own is still sent alone, and the server decides.
 MAX_BODY_SIZE = 1_000_000
 

@@ -36,8 +36,8 @@ The view-side decorators (``websocket_only`` here, ``require_websocket`` /
 views) also work without the middleware: they build the context themselves when
 ``request.wscontext`` is absent, and always finish their own response. They mark the view
 ``csrf_exempt`` because a WebSocket handshake carries no CSRF token; the ``Origin`` check
-(``origin_allowed``, on every request of the connection) protects them instead, as DESIGN.md
-§6 asks, and plain HTTP requests to an ``accept_websocket`` view are still CSRF-checked.
+(``origin_allowed``, on every request of the connection) protects them instead, and plain
+HTTP requests to an ``accept_websocket`` view are still CSRF-checked.
 """
 
 from __future__ import annotations

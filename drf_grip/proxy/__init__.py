@@ -1,4 +1,4 @@
-"""The embedded GRIP proxy: Pushpin's part, for one process (DESIGN.md §5).
+"""The embedded GRIP proxy: Pushpin's part, for one process.
 
 ``GripProxy`` wraps an ASGI app (Django's) and does what Pushpin does in front of it: response
 holds with ``Grip-Timeout`` and ``Grip-Status``, stream holds with ``Grip-Keep-Alive``,

@@ -30,7 +30,7 @@ class GripProxy:
     local sink: ``publish_items(items)``).
     """
 
-    # Pushpin's minimum Grip-Timeout and Keep-Alive-Interval (PUSHPIN.md). Tests may lower
+    # Pushpin's minimum Grip-Timeout and Keep-Alive-Interval (Pushpin 1.36). Tests may lower
     # them on an instance; nothing else should.
     min_hold_timeout: float = 5.0
     default_hold_timeout: float = 55.0

@@ -75,7 +75,7 @@ def replace_headers(base: RawHeaders, overrides: Iterable[tuple[str, str]]) -> R
     """``base`` with every header named in ``overrides`` replaced by the overriding values.
 
     This is how Pushpin merges a published ``http-response``'s headers onto the held response
-    (PUSHPIN.md: publish headers are merged, the hold's other headers stay).
+    (Pushpin 1.36: publish headers are merged, the hold's other headers stay).
     """
     pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in overrides]
     names = {k.lower() for k, _ in pairs}

@@ -38,7 +38,7 @@ __all__ = ["HttpSession"]
 logger = logging.getLogger("drf_grip.proxy")
 
 # An origin that keeps holding with a prev-id behind the channel would make the proxy
-# re-request it in a loop (DESIGN.md §4); after this many immediate retries it holds anyway.
+# re-request it in a loop; after this many immediate retries it holds anyway.
 MAX_MISMATCH_RETRIES = 3
 # Next-link answers that are not holds but carry a new link are followed at once (paging),
 # at most this many times in a row.
@@ -498,7 +498,7 @@ class HttpSession:
         await self._start_response(status, self._stream_headers(answer.headers))
         await self._write(answer.body)
         # Without a hold, a next link is paging: follow it at once. With a hold and a prev-id
-        # gap, the link is how the stream catches up (PUSHPIN.md, the race).
+        # gap, the link is how the stream catches up (Pushpin 1.36, the race).
         follow_now = not self._apply_stream(instruct) or instruct.hold is None
         chain = 0
         while not self._gone.is_set():
@@ -548,7 +548,7 @@ class HttpSession:
         base = f"{self.scope.get('scheme', 'http')}://{host or 'localhost'}{self.scope['path']}"
         target = urlsplit(urljoin(base, link.uri))
         # Pushpin's next-link request is a bare GET: no cookies, no Authorization, only
-        # Grip-Last (PUSHPIN.md; handler/httpsession.cpp requestNextLink). Host is the link's.
+        # Grip-Last (Pushpin 1.36; handler/httpsession.cpp requestNextLink). Host is the link's.
         headers: RawHeaders = [(b"host", (target.netloc or host).encode("latin-1"))]
         headers = origin_headers(headers, self.proxy.signer, self._grip_last())
         return derive_scope(
@@ -563,7 +563,7 @@ class HttpSession:
         """Fetch the next link and append its body; 'hold', 'again' (follow at once) or 'end'."""
         link = self._link
         assert link is not None
-        # Not the link itself: its path carries a signed token (DESIGN.md §3).
+        # Not the link itself: its path carries a signed token.
         logger.info("next link for %s", self.path)
         try:
             answer = await fetch(

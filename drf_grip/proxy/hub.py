@@ -20,7 +20,7 @@ __all__ = ["ChannelHub", "Subscriber"]
 
 logger = logging.getLogger("drf_grip.proxy")
 
-# Pushpin drops a duplicate (channel, id) published within 60 s (PUSHPIN.md).
+# Pushpin drops a duplicate (channel, id) published within 60 s (Pushpin 1.36).
 DEDUPE_SECONDS = 60.0
 
 
@@ -163,7 +163,7 @@ class ChannelHub:
             if item.prev_id is not None:
                 expected = known if known is not None else sub.last_ids.get(channel)
                 if expected is not None and expected != item.prev_id:
-                    # PUSHPIN.md, the race: a publish whose prev-id does not follow what this
+                    # Pushpin 1.36, the race: a publish whose prev-id does not follow what this
                     # subscriber has is not delivered; the origin is asked afresh instead.
                     # Counted, not logged per subscriber: a gap can concern all of them.
                     recovered += 1

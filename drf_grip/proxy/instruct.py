@@ -20,7 +20,7 @@ __all__ = [
     "decode_cstring",
 ]
 
-# Pushpin keeps at most 20 channels per connection (PUSHPIN.md).
+# Pushpin keeps at most 20 channels per connection (Pushpin 1.36).
 MAX_CHANNELS = 20
 DEFAULT_TIMEOUT = 55.0
 DEFAULT_KEEP_ALIVE_TIMEOUT = 55.0

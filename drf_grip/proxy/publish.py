@@ -1,7 +1,7 @@
 """Publishing into the embedded proxy over HTTP, in Pushpin's ``/publish`` format.
 
 ``POST {publish_path}`` with ``{"items": [...]}`` answers ``200 Published``; a bad item
-``400 Invalid format: ...``; bodies over 1 MB ``413`` (PUSHPIN.md). Authorization is
+``400 Invalid format: ...``; bodies over 1 MB ``413`` (Pushpin 1.36). Authorization is
 ``Bearer <key>`` (gripcontrol with a key and no ``control_iss``) or ``Bearer <HS256 JWT>``
 signed with the key (gripcontrol with ``control_iss``).
 """

@@ -2,7 +2,7 @@
 
 Every batch of client events becomes one ``POST`` (``Content-Type:
 application/websocket-events``) to the same path, with the handshake's headers, a
-``Connection-Id`` and ``Meta-*`` headers (PUSHPIN.md; proxy/websocketoverhttp.cpp). One request
+``Connection-Id`` and ``Meta-*`` headers (Pushpin 1.36; proxy/websocketoverhttp.cpp). One request
 is in flight per connection; events that arrive meanwhile wait in a bounded queue and go in
 the next batch.
 """
@@ -185,7 +185,7 @@ class WebSocketSession:
                         self._control(content[2:])
                         continue
                     if not content.startswith(self._prefix):
-                        continue  # PUSHPIN.md: without the prefix, dropped
+                        continue  # Pushpin 1.36: without the prefix, dropped
                     content = content[len(self._prefix) :]
                 if len(content) > self.proxy.max_message_size:
                     logger.warning("%s: origin message over the size limit dropped", self.path)

@@ -1,5 +1,5 @@
 """One interface for "a GRIP proxy in front of the app", so the conformance suite runs the
-same tests against a real Pushpin and against the embedded proxy (DESIGN.md §5)."""
+same tests against a real Pushpin and against the embedded proxy."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """A private Pushpin for one test session, in front of a given origin port.
 
 Each instance gets its own temporary directory, ipc sockets and free loopback ports, so two
-can run side by side and neither touches a system Pushpin (recipe and pitfalls:
-``shared/PUSHPIN.md``). Tests wait on Pushpin's handler log for subscriptions and publishes
-instead of sleeping.
+can run side by side and neither touches a system Pushpin (the recipe and its pitfalls were
+checked by running Pushpin 1.36). Tests wait on Pushpin's handler log for subscriptions and
+publishes instead of sleeping.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ push_in_http_port={publish_port}
 stats_spec=ipc://{{rundir}}/{{ipc_prefix}}stats
 command_spec=ipc://{{rundir}}/{{ipc_prefix}}command
 """
-# message_rate is deliberately absent: Debian's stock 2500/s slows fan-out (PUSHPIN.md).
+# message_rate is deliberately absent: Debian's stock 2500/s slows fan-out (Pushpin 1.36).
 
 
 class PushpinError(RuntimeError):
@@ -284,7 +284,7 @@ class PushpinServer:
 
     def _wait_ready(self) -> None:
         """Publish port answering is not enough: the first proxied request can get a 500
-        ("Accept service unavailable") or hang right after start (PUSHPIN.md, readiness)."""
+        ("Accept service unavailable") or hang right after start (Pushpin 1.36, readiness)."""
         deadline = time.monotonic() + self.startup_timeout
         stage = "publish port"
         while time.monotonic() < deadline:
@@ -315,7 +315,7 @@ class PushpinServer:
                 return True
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read()
-        # Pushpin's own answers while its services are still connecting (PUSHPIN.md).
+        # Pushpin's own answers while its services are still connecting (Pushpin 1.36).
         if status in (502, 503, 504):
             return False
         return not (status == 500 and b"Accept service unavailable" in body)

@@ -2,7 +2,7 @@
 
 ``OriginServer`` runs the app in a thread of the test process; this runs it the way a
 deployment does, as several processes that share nothing but the database, the cache and
-the GRIP proxy (DESIGN.md §4). The settings module and its environment are the caller's.
+the GRIP proxy. The settings module and its environment are the caller's.
 """
 
 from __future__ import annotations
