@@ -165,3 +165,22 @@ def test_a_shared_client_coming_back_with_the_pushed_etag_is_held_without_render
         # A stale ETag still gets the current representation at once.
         stale = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag)
         assert stale.status_code == 200 and stale["ETag"] == new_etag
+
+
+def test_a_view_called_without_grip_middleware_behaves_as_a_direct_request(todos):
+    """DRF's APIRequestFactory runs a view without any middleware: a conditional GET is an
+    ordinary 304, a stream request an ordinary event stream, never an AttributeError."""
+    from rest_framework.test import APIRequestFactory
+
+    from tests.testapp.realtime_views import TodoViewSet
+
+    factory = APIRequestFactory()
+    view = TodoViewSet.as_view({"get": "list"})
+    first = view(factory.get("/api/todos/"))
+    first.render()
+    etag = first["ETag"]
+    conditional = view(factory.get("/api/todos/", HTTP_IF_NONE_MATCH=etag))
+    assert conditional.status_code == 304 and "Grip-Hold" not in conditional
+    stream = view(factory.get("/api/todos/", HTTP_ACCEPT="text/event-stream"))
+    assert stream.status_code == 200 and stream["Content-Type"].startswith("text/event-stream")
+    assert f"id: {etag}".encode() in stream.content and "Grip-Hold" not in stream
