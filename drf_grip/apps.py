@@ -10,10 +10,14 @@ class DrfGripConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
         from .grip.middleware import register_path_handler
+        from .grip.publisher import register_delivered_hook
         from .rest.registry import connect_signals
         from .rest.stream import NEXT_LINK_PATH, serve_next_link
+        from .rest.versions import acknowledge
 
         connect_signals()
+        # Holds subscribe with the ids a proxy has confirmed (rest/versions.hold_versions).
+        register_delivered_hook(acknowledge)
         # Stream next links are fetched by the proxy; the GRIP middleware answers them.
         register_path_handler(NEXT_LINK_PATH, serve_next_link)
         # drf-spectacular is optional (the ``openapi`` extra): document realtime views

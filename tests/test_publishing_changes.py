@@ -199,3 +199,23 @@ def test_shared_push_not_skipped_when_a_hold_already_saw_the_change(sink):
         assert ProxiedClient().get("/api/shared-todos/", HTTP_IF_NONE_MATCH=new).status_code == 304
     pushed = [i for i in sink.settle() if i["channel"].startswith("drf.url.")]
     assert [i["formats"]["http-response"]["headers"]["ETag"] for i in pushed] == [new]
+
+
+def test_holds_name_the_last_id_a_proxy_confirmed(sink):
+    """A channel's counter moves before its item reaches the proxy: a hold made meanwhile
+    names the id the proxy has seen (a hold naming an id it has not seen is a conflict that
+    Pushpin resolves slowly)."""
+    from drf_grip.rest.versions import acknowledge, hold_versions, next_version
+
+    channel = "drf.testapp.todo"
+    confirmed = hold_versions([channel])[channel]
+    previous, new = next_version(channel)  # published, not yet confirmed
+    assert previous == confirmed and hold_versions([channel])[channel] == confirmed
+    acknowledge([{"channel": channel, "id": new}])
+    assert hold_versions([channel])[channel] == new
+    acknowledge([{"channel": channel, "id": previous}])  # a late confirmation never moves back
+    assert hold_versions([channel])[channel] == new
+    # The publisher confirms what a destination took: a change's ids become the holds' ids.
+    Todo.objects.create(title="x")
+    items = {i["channel"]: i for i in sink.settle()}
+    assert hold_versions([channel])[channel] == items[channel]["id"]

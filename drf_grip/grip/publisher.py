@@ -55,6 +55,7 @@ __all__ = [
     "publish_items",
     "register_local_sink",
     "register_outdated_check",
+    "register_delivered_hook",
     "unregister_local_sink",
 ]
 
@@ -543,6 +544,26 @@ def register_outdated_check(check: Callable[[Item], bool]) -> None:
         _outdated_checks.append(check)
 
 
+#: Called with the items a destination confirmed (``register_delivered_hook``).
+_delivered_hooks: list[Callable[[list[Item]], None]] = []
+
+
+def register_delivered_hook(hook: Callable[[list[Item]], None]) -> None:
+    """``hook(items)`` after a destination confirmed ``items`` (2xx, or a local sink took
+    them): a higher layer learns which ids the proxy has seen, without this layer knowing
+    what they mean."""
+    if hook not in _delivered_hooks:
+        _delivered_hooks.append(hook)
+
+
+def _delivered(items: list[Item]) -> None:
+    for hook in list(_delivered_hooks):
+        try:
+            hook(items)
+        except Exception:  # noqa: BLE001 - a hook must not stop delivery
+            logger.exception("publish: a delivered hook failed")
+
+
 def _outdated(item: Item) -> bool:
     for check in list(_outdated_checks):
         try:
@@ -798,8 +819,9 @@ class Publisher:
 
             requeue: list[Item] = []
             try:
-                if batch:
-                    lane.target.deliver(batch, self, stop, superseded, requeue)
+                if batch and lane.target.deliver(batch, self, stop, superseded, requeue):
+                    if _delivered_hooks:
+                        _delivered([item for item in batch if all(item is not r for r in requeue)])
             except Exception:  # a bug must not kill the lane and strand its queue
                 self._count(failed=len(batch))
                 logger.exception(

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from ..conf import grip_settings
 from .store import per_process_state, state_cache
-from .versions import ensure_versions
+from .versions import hold_versions
 
 __all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hint"]
 
@@ -77,7 +77,7 @@ def assign_buckets(
             out.append(name)
             extra.append(name)
     if extra:
-        versions = {**versions, **ensure_versions(extra)}
+        versions = {**versions, **hold_versions(extra)}
     return out, versions
 
 

@@ -74,7 +74,7 @@ from .etag import make_etag
 from .policies import live_timeout
 from .render import RecordedRequest, record, run_through_middleware, subscriber_get
 from .store import SlotIndex, state_cache
-from .versions import read_versions
+from .versions import hold_versions, read_versions
 
 __all__ = ["RealtimeGateway", "publish_subscriptions"]
 
@@ -500,7 +500,7 @@ class RealtimeGateway(WebSocketView):
             _cache().set(_ETAG + conn + key, context.result_etag, timeout=_state_timeout())
             # A change that committed while we rendered, and was published before the
             # publisher could see this subscription, moved a channel version: render again.
-            if read_versions(policy.channels) == policy.versions:
+            if hold_versions(policy.channels) == policy.versions:
                 break
         answer["url"] = url
         return answer

@@ -29,7 +29,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, make_etag
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
-from .versions import ensure_versions, read_versions
+from .versions import hold_versions, read_versions
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
 
@@ -251,10 +251,10 @@ class _RealtimeBase:
                 # A shared channel's version names an ETag (shared.py); others are counters.
                 policy.versions = {
                     **read_versions(policy.channels[:1]),
-                    **ensure_versions(policy.channels[1:]),
+                    **hold_versions(policy.channels[1:]),
                 }
             else:
-                policy.versions = ensure_versions(policy.channels)
+                policy.versions = hold_versions(policy.channels)
                 from .buckets import assign_buckets
                 from .policies import live_timeout
 

@@ -14,9 +14,20 @@ import secrets
 
 from .store import state_cache
 
-__all__ = ["read_version", "read_versions", "ensure_versions", "next_version", "set_version", "add_version"]
+__all__ = [
+    "read_version",
+    "read_versions",
+    "ensure_versions",
+    "hold_versions",
+    "acknowledge",
+    "next_version",
+    "set_version",
+    "add_version",
+]
 
 _KEY = "drf_grip:version:"
+#: The last id of a counter channel that a proxy confirmed (publisher's delivered hook).
+_ACK = "drf_grip:seen:"
 #: Versions outlive any hold by far; a channel nobody used for a day starts afresh.
 _TIMEOUT = 24 * 3600
 
@@ -39,7 +50,10 @@ def read_versions(channels: list[str]) -> dict[str, str | None]:
 
 
 def _start(cache, channel: str) -> None:
-    cache.add(_KEY + channel, secrets.randbits(40), timeout=_TIMEOUT)
+    base = secrets.randbits(40)
+    if cache.add(_KEY + channel, base, timeout=_TIMEOUT):
+        # Nothing published yet: the proxy knows no id, and a hold names the first value.
+        cache.add(_ACK + channel, base, timeout=_TIMEOUT)
 
 
 def ensure_versions(channels: list[str]) -> dict[str, str | None]:
@@ -52,6 +66,45 @@ def ensure_versions(channels: list[str]) -> dict[str, str | None]:
             _start(cache, channel)
         current.update(read_versions(missing))
     return current
+
+
+def hold_versions(channels: list[str]) -> dict[str, str | None]:
+    """The prev-ids a hold subscribes with: per counter channel the last id a proxy has
+    confirmed, else the counter. A counter moves before its item reaches the proxy; a hold
+    naming an id the proxy has not seen yet is a conflict, which Pushpin resolves through its
+    slow path (re-fetches at 10 sessions a second: src/handler/handlerengine.cpp, the update
+    limiter), so under a burst of writes streams arrived seconds late."""
+    current = ensure_versions(channels)
+    seen = state_cache().get_many([_ACK + c for c in channels])
+    for channel in channels:
+        value = seen.get(_ACK + channel)
+        counter = current.get(channel)
+        if value is not None and counter is not None and counter.isdigit() and int(value) <= int(counter):
+            current[channel] = str(value)
+    return current
+
+
+def acknowledge(items: list[dict]) -> None:
+    """Remember the ids a proxy confirmed, per counter channel (never moving one back)."""
+    from ..conf import grip_settings
+
+    prefix = grip_settings.prefix
+    latest: dict[str, int] = {}
+    for item in items:
+        item_id, channel = item.get("id"), str(item.get("channel") or "")
+        if not isinstance(item_id, str) or not item_id.isdigit():
+            continue  # not a counter channel (shared versions name ETags)
+        if prefix and channel.startswith(prefix):
+            channel = channel[len(prefix):]
+        latest[channel] = max(int(item_id), latest.get(channel, 0))
+    if not latest:
+        return
+    cache = state_cache()
+    known = cache.get_many([_ACK + c for c in latest])
+    cache.set_many(
+        {_ACK + c: v for c, v in latest.items() if int(known.get(_ACK + c) or 0) < v},
+        _TIMEOUT,
+    )
 
 
 def next_version(channel: str) -> tuple[str | None, str]:
