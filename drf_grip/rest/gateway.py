@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import json
 import logging
 import re
@@ -72,7 +71,7 @@ from . import channels as names
 from .context import SHARED, RealtimeContext
 from .etag import make_etag
 from .policies import live_timeout
-from .render import RecordedRequest, record, run_through_middleware, subscriber_get
+from .render import RecordedRequest, record, run_through_middleware, subscriber_get, wsgi_request
 from .store import SlotIndex, state_cache
 from .versions import hold_versions, read_versions
 
@@ -398,28 +397,15 @@ class RealtimeGateway(WebSocketView):
         for name, value in headers.items():
             environ["HTTP_" + name.upper().replace("-", "_")] = value
         environ.setdefault("HTTP_ACCEPT", "application/json")
-        environ.update(
-            {
-                "REQUEST_METHOD": method,
-                "PATH_INFO": unquote_to_bytes(path).decode("iso-8859-1"),
-                "SCRIPT_NAME": "",
-                "QUERY_STRING": query,
-                "CONTENT_TYPE": "application/json",
-                "CONTENT_LENGTH": str(len(body)),
-                "wsgi.input": io.BytesIO(body),
-                "wsgi.url_scheme": outer.scheme,
-                "wsgi.errors": io.StringIO(),
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": True,
-                "wsgi.run_once": False,
-                "wsgi.version": (1, 0),
-            }
+        environ["CONTENT_TYPE"] = "application/json"
+        return wsgi_request(
+            environ,
+            method=method,
+            scheme=outer.scheme,
+            path_info=unquote_to_bytes(path).decode("iso-8859-1"),
+            query=query,
+            body=body,
         )
-        environ.setdefault("SERVER_NAME", "localhost")
-        environ.setdefault("SERVER_PORT", "443" if outer.scheme == "https" else "80")
-        if outer.scheme == "https":
-            environ["HTTPS"] = "on"
-        return WSGIRequest(environ)
 
     def rest(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
         method = data.get("method", "GET")

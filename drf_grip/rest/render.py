@@ -23,7 +23,7 @@ from django.urls import get_urlconf, set_urlconf
 
 from .context import RealtimeContext
 
-__all__ = ["RecordedRequest", "record", "subscriber_get", "run_through_middleware"]
+__all__ = ["RecordedRequest", "record", "subscriber_get", "run_through_middleware", "wsgi_request"]
 
 logger = logging.getLogger("drf_grip.render")
 
@@ -112,17 +112,28 @@ def record(
     )
 
 
-def _build(recorded: RecordedRequest) -> WSGIRequest:
-    environ: dict[str, Any] = dict(recorded.meta)
+def wsgi_request(
+    meta: dict[str, Any],
+    *,
+    method: str,
+    scheme: str,
+    path_info: str,
+    query: str,
+    body: bytes = b"",
+    script_name: str = "",
+) -> WSGIRequest:
+    """A request the server runs for itself: ``meta`` (headers and CGI variables) with this
+    method, target and body. ``path_info`` is already in WSGI's latin-1 form."""
+    environ: dict[str, Any] = dict(meta)
     environ.update(
         {
-            "REQUEST_METHOD": "GET",
-            "SCRIPT_NAME": recorded.script_name,
-            "PATH_INFO": recorded.path.encode("utf-8").decode("iso-8859-1"),
-            "QUERY_STRING": recorded.query,
-            "CONTENT_LENGTH": "0",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.url_scheme": recorded.scheme,
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path_info,
+            "QUERY_STRING": query,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": scheme,
             "wsgi.errors": io.StringIO(),
             "wsgi.multithread": True,
             "wsgi.multiprocess": True,
@@ -131,10 +142,21 @@ def _build(recorded: RecordedRequest) -> WSGIRequest:
         }
     )
     environ.setdefault("SERVER_NAME", "localhost")
-    environ.setdefault("SERVER_PORT", "443" if recorded.scheme == "https" else "80")
-    if recorded.scheme == "https":
+    environ.setdefault("SERVER_PORT", "443" if scheme == "https" else "80")
+    if scheme == "https":
         environ["HTTPS"] = "on"
     return WSGIRequest(environ)
+
+
+def _build(recorded: RecordedRequest) -> WSGIRequest:
+    return wsgi_request(
+        recorded.meta,
+        method="GET",
+        scheme=recorded.scheme,
+        path_info=recorded.path.encode("utf-8").decode("iso-8859-1"),
+        query=recorded.query,
+        script_name=recorded.script_name,
+    )
 
 
 @lru_cache(maxsize=4)
