@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_MAX_MESSAGE_SIZE": 1024 * 1024,
     # Private delivery: holds of one channel past HINT_BUCKET_SIZE are spread over up to
     # HINT_BUCKETS channels, hinted one after another (Pushpin 1.36 answers most of a
-    # thousand clients hinted at once with 502s). Needs a cache every process shares; with a per-process cache everything stays in one bucket.
+    # thousand clients hinted at once with 502s).
     "HINT_BUCKETS": 64,
     "HINT_BUCKET_SIZE": 80,
     # WebSocket gateway limits.

@@ -43,10 +43,16 @@ def test_holds_fill_buckets_in_order_and_are_hinted_one_bucket_at_a_time(shared_
     ] * 3 + ["drf.testapp.todo~b3"]
     with RecordingSink() as sink:
         Todo.objects.create(title="b")
-        hinted = [c for c in sink.channels()
-                  if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")]
+        hinted = [
+            c
+            for c in sink.channels()
+            if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")
+        ]
     assert hinted == [
-        "drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"
+        "drf.testapp.todo",
+        "drf.testapp.todo~b1",
+        "drf.testapp.todo~b2",
+        "drf.testapp.todo~b3",
     ]
 
 
@@ -69,8 +75,13 @@ def test_a_process_that_never_saw_the_holds_hints_every_bucket(settings):
         sink.settle()
         cache.delete_many([k.split(":", 2)[2] for k in list(cache._cache) if "holds" in k])
         Todo.objects.create(title="b")
-        hinted = [c for c in sink.channels()
-                  if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")]
-    assert hinted == bucket_channels("drf.testapp.todo", None) == [
-        "drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"
-    ]
+        hinted = [
+            c
+            for c in sink.channels()
+            if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")
+        ]
+    assert (
+        hinted
+        == bucket_channels("drf.testapp.todo", None)
+        == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"]
+    )

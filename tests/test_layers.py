@@ -76,7 +76,9 @@ def violations() -> list[str]:
             if target == "drf_grip":
                 continue
             if layer_of(target) not in ALLOWED[source]:
-                found.append(f"{module_name(path)} ({source}) imports {target} ({layer_of(target)})")
+                found.append(
+                    f"{module_name(path)} ({source}) imports {target} ({layer_of(target)})"
+                )
     return found
 
 

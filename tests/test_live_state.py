@@ -79,15 +79,19 @@ def test_made_up_query_strings_cannot_raise_the_cost_of_a_write(sink, settings):
     items = sink.settle()
     assert render_stats["renders"] - before <= 5
     # Past the cap, URLs are delivered like private data: a hint re-requests their holds.
-    assert any(i["channel"] == "drf.testapp.todo" and i["formats"]["http-response"] == {"action": "hint"}
-               for i in items)
+    assert any(
+        i["channel"] == "drf.testapp.todo" and i["formats"]["http-response"] == {"action": "hint"}
+        for i in items
+    )
 
 
 def test_a_change_renders_only_the_changed_objects_detail_urls(sink):
     todos = Todo.objects.bulk_create([Todo(title=f"t{i}") for i in range(1000)])
     client = ProxiedClient()
     for todo in todos:
-        assert client.get(f"/api/shared-todos/{todo.pk}/", HTTP_IF_NONE_MATCH='"x"').status_code == 200
+        assert (
+            client.get(f"/api/shared-todos/{todo.pk}/", HTTP_IF_NONE_MATCH='"x"').status_code == 200
+        )
     sink.settle()
     before = render_stats["renders"]
     todos[500].title = "changed"
@@ -151,8 +155,12 @@ def test_system_check_warns_about_a_per_process_cache_with_shared_delivery(setti
     from drf_grip.checks import check_shared_state_cache
 
     assert [m.id for m in check_shared_state_cache()] == ["drf_grip.W002"]
-    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                   "LOCATION": "redis://127.0.0.1:1"}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1",
+        }
+    }
     assert check_shared_state_cache() == []
     assert "drf_grip.W002" in {m.id for m in checks.run_checks() if m.id} or True
 
@@ -164,8 +172,9 @@ def test_a_slot_taken_by_another_view_after_a_flush_is_noticed(sink):
 
     watch("/api/todos/")
     index = _index("testapp.todo")
-    slot = next(s for s in index._slots("tests.testapp.realtime_views:TodoViewSet|private")
-                if cache.get(s))
+    slot = next(
+        s for s in index._slots("tests.testapp.realtime_views:TodoViewSet|private") if cache.get(s)
+    )
     cache.clear()
     cache.set(slot, {"k": "someone.else:View|private", "view": "x:y", "delivery": "private"})
     watch("/api/todos/")

@@ -33,25 +33,30 @@ def test_a_change_hints_only_its_owners_partition(sink):
     tokens = Token.objects.bulk_create([Token(user=u, key=f"{u.pk:040d}") for u in users])
     client = ProxiedClient()
     for token in tokens:
-        response = client.get("/api/pnotes/", HTTP_IF_NONE_MATCH='"x"',
-                              HTTP_AUTHORIZATION=f"Token {token.key}")
+        response = client.get(
+            "/api/pnotes/", HTTP_IF_NONE_MATCH='"x"', HTTP_AUTHORIZATION=f"Token {token.key}"
+        )
         assert response.status_code == 200
     sink.settle()
     owner = users[123]
     Note.objects.create(owner=owner, text="mine")
     channels = hints(sink.settle())
     assert names.partition_channel(Note, str(owner.pk)) in channels
-    assert not [c for c in channels if ".p." in c and c != names.partition_channel(Note, str(owner.pk))]
+    assert not [
+        c for c in channels if ".p." in c and c != names.partition_channel(Note, str(owner.pk))
+    ]
 
 
 def test_a_hold_subscribes_to_its_partition_and_the_bulk_channel():
     user = get_user_model().objects.create_user("alice")
     token = Token.objects.create(user=user)
-    response = ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH=None or '"x"',
-                                   HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = ProxiedClient().get(
+        "/api/pnotes/", HTTP_IF_NONE_MATCH=None or '"x"', HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
     etag = response["ETag"]
-    held = ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH=etag,
-                               HTTP_AUTHORIZATION=f"Token {token.key}")
+    held = ProxiedClient().get(
+        "/api/pnotes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
     channels = held["Grip-Channel"]
     assert names.partition_channel(Note, str(user.pk)) in channels
     assert names.bulk_channel(Note) in channels
@@ -63,8 +68,9 @@ def test_moving_an_object_to_another_partition_wakes_both(sink):
     bob = get_user_model().objects.create_user("bob")
     for user in (alice, bob):
         token = Token.objects.create(user=user)
-        ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH='"x"',
-                            HTTP_AUTHORIZATION=f"Token {token.key}")
+        ProxiedClient().get(
+            "/api/pnotes/", HTTP_IF_NONE_MATCH='"x"', HTTP_AUTHORIZATION=f"Token {token.key}"
+        )
     note = Note.objects.create(owner=alice, text="hand over")
     sink.settle()
     note = Note.objects.get(pk=note.pk)  # loaded: remembers its partition
@@ -80,7 +86,8 @@ def test_a_change_without_instances_wakes_every_partition(sink):
 
     user = get_user_model().objects.create_user("alice")
     token = Token.objects.create(user=user)
-    ProxiedClient().get("/api/pnotes/", HTTP_IF_NONE_MATCH='"x"',
-                        HTTP_AUTHORIZATION=f"Token {token.key}")
+    ProxiedClient().get(
+        "/api/pnotes/", HTTP_IF_NONE_MATCH='"x"', HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
     publish_changes(Note)
     assert names.bulk_channel(Note) in hints(sink.settle())

@@ -3,10 +3,11 @@
 A ``hint`` makes the proxy re-request every client held on a channel at once. Past about a
 hundred in flight Pushpin answers the rest ``502`` without contacting the origin, and those
 clients lose the update (seen with Pushpin 1.36: 500 to 600 of 1,000 clients). So the holds
-of a busy private channel are spread over buckets of ``HINT_BUCKET_SIZE`` (the first fills the channel itself, so a
-channel with few clients looks as it always did), and the publisher hints the buckets one
-after another, each once the previous bucket's clients are mostly back (they hold again at
-the channel's new version, which a counter sees): the origin's own pace sets the rate.
+of a busy private channel are spread over buckets of ``HINT_BUCKET_SIZE`` (the first fills
+the channel itself, so a channel with few clients looks as it always did), and the publisher
+hints the buckets one after another, each once the previous bucket's clients are mostly back
+(they hold again at the channel's new version, which a counter sees): the origin's own pace
+sets the rate.
 
 A publisher that sees no count for a channel (another process, with a per-process cache)
 hints every bucket at once: unpaced, but nobody is missed.
@@ -127,8 +128,10 @@ def paced_hint(channel: str, publish_versioned: Callable[[str], tuple[str | None
             _dirty.add(channel)
             return
         thread = threading.Thread(
-            target=_pace, args=(channel, publish_versioned, new, rest, held),
-            name="drf-grip-hints", daemon=True,
+            target=_pace,
+            args=(channel, publish_versioned, new, rest, held),
+            name="drf-grip-hints",
+            daemon=True,
         )
         _pacers[channel] = thread
     thread.start()

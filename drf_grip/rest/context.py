@@ -3,8 +3,8 @@
 A realtime read records a :class:`RealtimePolicy` when the client subscribes: the decisions
 the view's hooks made (delivery, model, kind, channels, partition). The publisher reads the
 policy back instead of guessing from class attributes. Requests the server makes for a
-subscriber (a shared render, a stream's next link, a gateway subscription) carry a :class:`RealtimeContext` that
-says which of these they are; nothing else steers the mixin.
+subscriber (a shared render, a stream's next link, a gateway subscription) carry a
+:class:`RealtimeContext` that says which of these they are; nothing else steers the mixin.
 """
 
 from __future__ import annotations

@@ -70,7 +70,6 @@ from ..grip.websocket_views import WebSocketView, require_websocket
 from . import channels as names
 from .context import SHARED, RealtimeContext
 from .etag import make_etag
-from .policies import live_timeout
 from .render import RecordedRequest, record, run_through_middleware, subscriber_get, wsgi_request
 from .store import SlotIndex, state_cache
 from .versions import hold_versions, read_versions
@@ -93,20 +92,46 @@ _MAX_ID = 200
 # CSRF and host checks rely on (they come from the handshake only).
 _FORBIDDEN_HEADERS = frozenset(
     {
-        "host", "cookie", "origin", "referer", "content-length", "content-type",
-        "connection", "connection-id", "upgrade", "transfer-encoding", "keep-alive",
-        "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-        "x-forwarded-port", "x-real-ip", "te", "trailer", "expect",
+        "host",
+        "cookie",
+        "origin",
+        "referer",
+        "content-length",
+        "content-type",
+        "connection",
+        "connection-id",
+        "upgrade",
+        "transfer-encoding",
+        "keep-alive",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+        "te",
+        "trailer",
+        "expect",
     }
 )
 _FORBIDDEN_PREFIXES = ("meta-", "grip-", "sec-websocket-")
 # Outer request headers the inner request does not inherit.
 _DROPPED_META = frozenset(
     {
-        "HTTP_CONNECTION_ID", "HTTP_GRIP_SIG", "HTTP_GRIP_FEATURE", "HTTP_GRIP_LAST",
-        "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_ACCEPT", "HTTP_UPGRADE",
-        "HTTP_CONNECTION", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PREFER",
-        "HTTP_KEEP_ALIVE_INTERVAL", "HTTP_LAST_EVENT_ID",
+        "HTTP_CONNECTION_ID",
+        "HTTP_GRIP_SIG",
+        "HTTP_GRIP_FEATURE",
+        "HTTP_GRIP_LAST",
+        "HTTP_IF_NONE_MATCH",
+        "HTTP_IF_MATCH",
+        "HTTP_ACCEPT",
+        "HTTP_UPGRADE",
+        "HTTP_CONNECTION",
+        "HTTP_CONTENT_TYPE",
+        "HTTP_CONTENT_LENGTH",
+        "HTTP_PREFER",
+        "HTTP_KEEP_ALIVE_INTERVAL",
+        "HTTP_LAST_EVENT_ID",
     }
 )
 _DROPPED_PREFIXES = ("HTTP_META_", "HTTP_SEC_WEBSOCKET_", "HTTP_GRIP_")
@@ -147,9 +172,7 @@ def fresh_subscribers(channel: str) -> SlotIndex:
 
 def _connections(label: str) -> SlotIndex:
     """Gateway connections with private subscriptions to ``label`` (bounded, expiring)."""
-    return SlotIndex(
-        _INDEX + label, int(grip_settings.WS_MAX_LIVE_CONNECTIONS), _state_timeout()
-    )
+    return SlotIndex(_INDEX + label, int(grip_settings.WS_MAX_LIVE_CONNECTIONS), _state_timeout())
 
 
 def connection_key(connection_id: str) -> str:
@@ -648,8 +671,13 @@ def publish_subscriptions(
                 cache.set(etag_key, _REVOKED, timeout=_state_timeout())
                 status = response.status_code if response.status_code in (401, 403) else 403
                 message = json.dumps(
-                    {"event": "end", "id": sub["id"], "url": sub["url"], "status": status,
-                     "error": "the subscription's credentials are no longer valid"}
+                    {
+                        "event": "end",
+                        "id": sub["id"],
+                        "url": sub["url"],
+                        "status": status,
+                        "error": "the subscription's credentials are no longer valid",
+                    }
                 )
                 publish(names.connection_channel(conn), {"ws-message": {"content": message}})
                 continue

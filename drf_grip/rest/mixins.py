@@ -143,7 +143,11 @@ class _RealtimeBase:
         ``get_realtime_partition()``): the value at ``realtime_partition``."""
         value: Any = instance
         for part in (cls.realtime_partition or "").split("__"):
-            value = getattr(value, part + "_id", None) if hasattr(value, part + "_id") else getattr(value, part, None)
+            value = (
+                getattr(value, part + "_id", None)
+                if hasattr(value, part + "_id")
+                else getattr(value, part, None)
+            )
             if value is None:
                 return []
         return [str(getattr(value, "pk", value))]
@@ -303,7 +307,10 @@ class _RealtimeBase:
         if policy.kind == "detail" and policy.pk is None:
             lookup = self.lookup_url_kwarg or self.lookup_field
             if self.lookup_field in ("pk", model._meta.pk.name) and lookup in self.kwargs:
-                channels = [names.object_channel(model, self.kwargs[lookup]), names.bulk_channel(model)]
+                channels = [
+                    names.object_channel(model, self.kwargs[lookup]),
+                    names.bulk_channel(model),
+                ]
             else:
                 channels = [names.list_channel(model), names.bulk_channel(model)]
         else:
@@ -406,7 +413,9 @@ class _RealtimeBase:
             return response
         if self.is_event_stream(request):
             return self.stream_response(request, response, policy)
-        content, etag = self.render_representation(response) if response.status_code == 200 else (b"", "")
+        content, etag = (
+            self.render_representation(response) if response.status_code == 200 else (b"", "")
+        )
         if response.status_code != 200:
             return response
         response["ETag"] = etag
@@ -440,7 +449,9 @@ class _RealtimeBase:
         # re-request at once, forever: the representation was just computed afresh, so
         # take the proxy's id and let the next publish (whose prev-id won't match) re-request.
         last = grip_of(request).last or {}
-        return [Channel(ch, last.get(ch, policy.versions.get(ch)) or None) for ch in policy.channels]
+        return [
+            Channel(ch, last.get(ch, policy.versions.get(ch)) or None) for ch in policy.channels
+        ]
 
     def longpoll_response(self, request, response: Response, policy: RealtimePolicy, etag: str):
         held = HttpResponseNotModified()

@@ -32,11 +32,14 @@ def live_timeout() -> int:
     configured = grip_settings.LIVE_URL_TIMEOUT
     if configured:
         return int(configured)
-    return max(
-        int(grip_settings.HOLD_TIMEOUT_MAX),
-        int(grip_settings.NEXT_LINK_TIMEOUT),
-        4 * int(grip_settings.WS_KEEP_ALIVE),
-    ) + 60
+    return (
+        max(
+            int(grip_settings.HOLD_TIMEOUT_MAX),
+            int(grip_settings.NEXT_LINK_TIMEOUT),
+            4 * int(grip_settings.WS_KEEP_ALIVE),
+        )
+        + 60
+    )
 
 
 def _index(label: str) -> SlotIndex:

@@ -72,7 +72,8 @@ def private_channels(
     for view in views:
         hook = getattr(view, "get_changed_channels", None)
         channels = (
-            hook(model, pks, partitions) if hook is not None
+            hook(model, pks, partitions)
+            if hook is not None
             else names.channels_for_change(model, pks)
         )
         out.update(dict.fromkeys(channels))

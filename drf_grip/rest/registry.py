@@ -70,7 +70,9 @@ def register_live_model(model: type[models.Model], view_class: type) -> None:
             views.append(view_class)
         if getattr(view_class, "realtime_partition", None):
             post_init.connect(
-                _remember_partitions, sender=model, weak=False,
+                _remember_partitions,
+                sender=model,
+                weak=False,
                 dispatch_uid=f"drf_grip.partitions.{model._meta.label_lower}",
             )
 
@@ -243,7 +245,9 @@ def _remember_partitions(sender, instance, **kwargs) -> None:
     instance._drf_grip_partitions = out
 
 
-def _expand(model: type[models.Model], instance: models.Model) -> list[tuple[type[models.Model], Any, set[str] | None]]:
+def _expand(
+    model: type[models.Model], instance: models.Model
+) -> list[tuple[type[models.Model], Any, set[str] | None]]:
     """The object itself plus what registered relations say it affects. Every model's change
     is recorded: the publisher asks the shared state whether anyone watches it, so a model
     named only by a view's ``get_realtime_model()`` in another process is not missed."""
@@ -271,7 +275,9 @@ def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
         _record(model, [pk], model is sender, using, partitions)
 
 
-def _on_m2m(sender, instance, action, model, pk_set, using=DEFAULT_DB_ALIAS, reverse=False, **kwargs) -> None:
+def _on_m2m(
+    sender, instance, action, model, pk_set, using=DEFAULT_DB_ALIAS, reverse=False, **kwargs
+) -> None:
     if not action.startswith("post_"):
         return
     for changed_model, pk, partitions in _expand(type(instance), instance):
@@ -287,7 +293,11 @@ def connect_signals() -> None:
 
 
 def publish_changes(
-    target: Any, pks: Iterable[Any] | None = None, *, deleted: bool = False, using: str | None = None
+    target: Any,
+    pks: Iterable[Any] | None = None,
+    *,
+    deleted: bool = False,
+    using: str | None = None,
 ) -> None:
     """Announce changes made without signals (``update()``, ``bulk_create()``, raw SQL).
 
@@ -336,7 +346,9 @@ class _ChangeWorker:
     """Turns committed changes into GRIP publishes off the request thread."""
 
     def __init__(self) -> None:
-        self.queue: queue.Queue[Changes | None] = queue.Queue(maxsize=int(grip_settings.PUBLISH_QUEUE_SIZE))
+        self.queue: queue.Queue[Changes | None] = queue.Queue(
+            maxsize=int(grip_settings.PUBLISH_QUEUE_SIZE)
+        )
         self.pid = os.getpid()
         self.idle = threading.Condition()
         self.pending = 0

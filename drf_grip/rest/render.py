@@ -32,10 +32,19 @@ logger = logging.getLogger("drf_grip.render")
 # proxy's, Content-* belong to a body the GET does not have).
 _DROPPED = frozenset(
     {
-        "HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_PREFER",
-        "HTTP_LAST_EVENT_ID", "HTTP_CONNECTION_ID", "HTTP_UPGRADE", "HTTP_CONNECTION",
-        "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_KEEP_ALIVE_INTERVAL",
-        "HTTP_TRANSFER_ENCODING", "HTTP_ACCEPT_ENCODING",
+        "HTTP_IF_NONE_MATCH",
+        "HTTP_IF_MATCH",
+        "HTTP_IF_MODIFIED_SINCE",
+        "HTTP_PREFER",
+        "HTTP_LAST_EVENT_ID",
+        "HTTP_CONNECTION_ID",
+        "HTTP_UPGRADE",
+        "HTTP_CONNECTION",
+        "HTTP_CONTENT_TYPE",
+        "HTTP_CONTENT_LENGTH",
+        "HTTP_KEEP_ALIVE_INTERVAL",
+        "HTTP_TRANSFER_ENCODING",
+        "HTTP_ACCEPT_ENCODING",
     }
 )
 _DROPPED_PREFIXES = ("HTTP_GRIP_", "HTTP_META_", "HTTP_SEC_WEBSOCKET_")
@@ -65,7 +74,10 @@ class RecordedRequest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RecordedRequest":
         return cls(
-            data["scheme"], data["path"], data["query"], dict(data.get("meta") or {}),
+            data["scheme"],
+            data["path"],
+            data["query"],
+            dict(data.get("meta") or {}),
             data.get("script_name", ""),
         )
 
@@ -176,8 +188,10 @@ def run_through_middleware(request: HttpRequest) -> HttpResponse:
     try:
         handler = _handler(tuple(settings.MIDDLEWARE or ()), str(settings.ROOT_URLCONF))
         response = handler.get_response(request)
-        if hasattr(response, "render") and callable(response.render) and not getattr(
-            response, "is_rendered", True
+        if (
+            hasattr(response, "render")
+            and callable(response.render)
+            and not getattr(response, "is_rendered", True)
         ):
             response = response.render()
         return response

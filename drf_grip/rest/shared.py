@@ -121,7 +121,9 @@ def live_url(request: Any, view: Any) -> LiveUrl:
         (name.lower(), meta.get("HTTP_" + name.upper().replace("-", "_"), ""))
         for name in getattr(view, "realtime_vary", ()) or ()
     )
-    return LiveUrl(request.scheme, request.get_host(), request.path, urlencode(params), media_type, vary)
+    return LiveUrl(
+        request.scheme, request.get_host(), request.path, urlencode(params), media_type, vary
+    )
 
 
 def _model_table(label: str) -> SlotIndex:
@@ -284,7 +286,11 @@ def outdated_item(item: dict[str, Any]) -> bool:
     if item_id is None or "ws-message" not in (item.get("formats") or {}):
         return False
     channel = str(item.get("channel", ""))
-    channel = channel[len(grip_settings.prefix):] if channel.startswith(grip_settings.prefix) else channel
+    channel = (
+        channel[len(grip_settings.prefix) :]
+        if channel.startswith(grip_settings.prefix)
+        else channel
+    )
     if not channel.startswith(_URL_CHANNELS):
         return False
     current = read_version(channel)

@@ -26,6 +26,6 @@ def format_event(data: bytes, *, id: str | None = None, event: str | None = None
         lines.append(b"event: " + event.encode())
     if id:
         lines.append(b"id: " + id.encode())
-    for line in (data.splitlines() or [b""]):
+    for line in data.splitlines() or [b""]:
         lines.append(b"data: " + line)
     return b"\n".join(lines) + b"\n\n"

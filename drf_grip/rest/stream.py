@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix
 
 from ..conf import grip_settings
-from .context import RealtimeContext, context_of
+from .context import RealtimeContext
 from .render import RecordedRequest, record, subscriber_get
 from .store import state_cache
 
@@ -40,7 +40,9 @@ _STATE = "drf_grip:stream:"
 def end_of_stream(event: str) -> HttpResponse:
     """A last event and no instruction: the proxy ends the stream (no hold, no next link);
     an ``EventSource`` then reconnects and its GET decides afresh."""
-    response = HttpResponse(f"event: {event}\ndata: {{}}\n\n".encode(), content_type="text/event-stream")
+    response = HttpResponse(
+        f"event: {event}\ndata: {{}}\n\n".encode(), content_type="text/event-stream"
+    )
     response["Cache-Control"] = "no-cache"
     return response
 
@@ -94,7 +96,9 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     """Answer Pushpin's next-link fetch with the next event for that stream, if any."""
     grip = getattr(request, "grip", None)
     if grip is None or not grip.proxied:
-        return HttpResponse("Next links are for the GRIP proxy.\n", status=403, content_type="text/plain")
+        return HttpResponse(
+            "Next links are for the GRIP proxy.\n", status=403, content_type="text/plain"
+        )
     loaded = _load(token)
     if loaded is None:
         return end_of_stream("error")

@@ -79,7 +79,12 @@ def hold_versions(channels: list[str]) -> dict[str, str | None]:
     for channel in channels:
         value = seen.get(_ACK + channel)
         counter = current.get(channel)
-        if value is not None and counter is not None and counter.isdigit() and int(value) <= int(counter):
+        if (
+            value is not None
+            and counter is not None
+            and counter.isdigit()
+            and int(value) <= int(counter)
+        ):
             current[channel] = str(value)
     return current
 
@@ -95,7 +100,7 @@ def acknowledge(items: list[dict]) -> None:
         if not isinstance(item_id, str) or not item_id.isdigit():
             continue  # not a counter channel (shared versions name ETags)
         if prefix and channel.startswith(prefix):
-            channel = channel[len(prefix):]
+            channel = channel[len(prefix) :]
         latest[channel] = max(int(item_id), latest.get(channel, 0))
     if not latest:
         return

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -107,7 +106,9 @@ def _scoped_headers(name: str) -> dict[str, str]:
     return {**token_for(name), "X-Scope": "read:todos", "X-Tenant": "acme"}
 
 
-def test_stream_events_equal_a_fresh_get_by_that_client(grip_proxy: ProxyUnderTest, streams) -> None:
+def test_stream_events_equal_a_fresh_get_by_that_client(
+    grip_proxy: ProxyUnderTest, streams
+) -> None:
     headers = _scoped_headers("alice")
     todo = Todo.objects.create(title="v0")
     events = stream(grip_proxy, "/api/scoped-todos/", names.list_channel(Todo), headers)
@@ -158,8 +159,11 @@ def _revocations():
     def flush_session(user, session):
         session.logout()
 
-    return {"token deleted": delete_token, "user deactivated": deactivate,
-            "session flushed": flush_session}
+    return {
+        "token deleted": delete_token,
+        "user deactivated": deactivate,
+        "session flushed": flush_session,
+    }
 
 
 @pytest.mark.parametrize("how", list(_revocations()))
@@ -170,7 +174,8 @@ def test_revoked_credentials_end_the_stream(grip_proxy: ProxyUnderTest, streams,
     browser.force_login(user)
     headers = (
         {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
-        if how == "session flushed" else {"Authorization": f"Token {token.key}"}
+        if how == "session flushed"
+        else {"Authorization": f"Token {token.key}"}
     )
     note = user.note_set.create(text="secret")
     events = stream(grip_proxy, "/api/notes/", names.list_channel(type(note)), headers)
@@ -237,8 +242,9 @@ def test_a_next_link_from_the_log_yields_nothing(grip_pushpin, streams) -> None:
 # -- pushed bodies equal fresh GETs -----------------------------------------------------------
 
 
-def test_unused_query_parameters_do_not_change_the_pushed_body(grip_proxy: ProxyUnderTest,
-                                                               streams) -> None:
+def test_unused_query_parameters_do_not_change_the_pushed_body(
+    grip_proxy: ProxyUnderTest, streams
+) -> None:
     for i in range(5):
         Todo.objects.create(title=f"t{i}")
     path = "/api/shared-todos/?page_size=2&_=1700000000"
@@ -267,7 +273,12 @@ def test_if_match_guards_writes(grip_proxy: ProxyUnderTest) -> None:
     ok = httpx.patch(url, json={"title": "mine"}, headers={"If-Match": current})
     assert ok.status_code == 200 and ok.json()["title"] == "mine"
     assert httpx.delete(url, headers={"If-Match": current}).status_code == 412
-    assert httpx.delete(url, headers={"If-Match": ok.headers.get("ETag") or httpx.get(url).headers["ETag"]}).status_code == 204
+    assert (
+        httpx.delete(
+            url, headers={"If-Match": ok.headers.get("ETag") or httpx.get(url).headers["ETag"]}
+        ).status_code
+        == 204
+    )
 
 
 def test_if_match_over_the_gateway(grip_proxy: ProxyUnderTest) -> None:
@@ -275,11 +286,27 @@ def test_if_match_over_the_gateway(grip_proxy: ProxyUnderTest) -> None:
     with gateway(grip_proxy) as ws:
         sub = ask(ws, {"id": 1, "subscribe": f"/api/todos/{todo.pk}/"})
         Todo.objects.filter(pk=todo.pk).update(title="elsewhere")
-        stale = ask(ws, {"id": 2, "method": "PATCH", "url": f"/api/todos/{todo.pk}/",
-                         "data": {"title": "mine"}, "headers": {"If-Match": sub["etag"]}})
+        stale = ask(
+            ws,
+            {
+                "id": 2,
+                "method": "PATCH",
+                "url": f"/api/todos/{todo.pk}/",
+                "data": {"title": "mine"},
+                "headers": {"If-Match": sub["etag"]},
+            },
+        )
         assert stale["status"] == 412
         fresh = ask(ws, {"id": 3, "method": "GET", "url": f"/api/todos/{todo.pk}/"})
-        ok = ask(ws, {"id": 4, "method": "PATCH", "url": f"/api/todos/{todo.pk}/",
-                      "data": {"title": "mine"}, "headers": {"If-Match": fresh["etag"]}})
+        ok = ask(
+            ws,
+            {
+                "id": 4,
+                "method": "PATCH",
+                "url": f"/api/todos/{todo.pk}/",
+                "data": {"title": "mine"},
+                "headers": {"If-Match": fresh["etag"]},
+            },
+        )
         assert ok["status"] == 200
     assert Todo.objects.get(pk=todo.pk).title == "mine"

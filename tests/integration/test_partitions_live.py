@@ -48,8 +48,12 @@ def test_partitioned_holds_wake_through_pushpin(grip_pushpin) -> None:
     a = {"Authorization": f"Token {Token.objects.create(user=alice).key}"}
     b = {"Authorization": f"Token {Token.objects.create(user=bob).key}"}
     alice_poll = hold(grip_pushpin, "/api/pnotes/", names.partition_channel(Note, str(alice.pk)), a)
-    bob_poll = hold(grip_pushpin, "/api/pnotes/", names.partition_channel(Note, str(bob.pk)),
-                    {**b, "Prefer": "wait=5"})
+    bob_poll = hold(
+        grip_pushpin,
+        "/api/pnotes/",
+        names.partition_channel(Note, str(bob.pk)),
+        {**b, "Prefer": "wait=5"},
+    )
     Note.objects.create(owner=alice, text="alice's")
     assert [n["text"] for n in alice_poll.result(WITHIN).json()] == ["alice's"]
     assert bob_poll.result(15).status_code == 304
