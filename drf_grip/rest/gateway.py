@@ -485,7 +485,7 @@ class RealtimeGateway(WebSocketView):
                 # Listed as fresh first, then checked: if no publisher moved the version
                 # meanwhile, every later publish finds this connection (see fresh_subscribers).
                 channel = policy.channels[0]
-                if read_versions([channel])[channel] == policy.versions.get(channel):
+                if read_versions([channel])[channel] == context.state.get("version"):
                     return answer
                 continue
             user = getattr(inner, "user", None)

@@ -29,7 +29,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, make_etag
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
-from .versions import hold_versions, read_versions
+from .versions import hold_versions, read_versions, shared_hold_versions
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
 
@@ -254,9 +254,14 @@ class _RealtimeBase:
             if policy.delivery == SHARED:
                 # A shared channel's version names an ETag (shared.py); others are counters.
                 policy.versions = {
-                    **read_versions(policy.channels[:1]),
+                    **shared_hold_versions(policy.channels[:1]),
                     **hold_versions(policy.channels[1:]),
                 }
+                if context is not None:
+                    # The version as the publisher sets it, before the render (gateway.py).
+                    context.state["version"] = read_versions(policy.channels[:1])[
+                        policy.channels[0]
+                    ]
             else:
                 policy.versions = hold_versions(policy.channels)
                 from .buckets import assign_buckets

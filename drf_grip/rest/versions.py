@@ -28,6 +28,8 @@ __all__ = [
 _KEY = "drf_grip:version:"
 #: The last id of a counter channel that a proxy confirmed (publisher's delivered hook).
 _ACK = "drf_grip:seen:"
+#: Shared channels (``channels.url_channel``): their ids name representations.
+SHARED_PREFIX = "drf.url."
 #: Versions outlive any hold by far; a channel nobody used for a day starts afresh.
 _TIMEOUT = 24 * 3600
 
@@ -95,21 +97,39 @@ def acknowledge(items: list[dict]) -> None:
 
     prefix = grip_settings.prefix
     latest: dict[str, int] = {}
+    named: dict[str, str] = {}
     for item in items:
         item_id, channel = item.get("id"), str(item.get("channel") or "")
-        if not isinstance(item_id, str) or not item_id.isdigit():
-            continue  # not a counter channel (shared versions name ETags)
+        if not isinstance(item_id, str) or not item_id:
+            continue
         if prefix and channel.startswith(prefix):
             channel = channel[len(prefix) :]
-        latest[channel] = max(int(item_id), latest.get(channel, 0))
-    if not latest:
-        return
+        if item_id.isdigit():
+            latest[channel] = max(int(item_id), latest.get(channel, 0))
+        elif channel.startswith(SHARED_PREFIX) and not item_id.endswith(".closed"):
+            # A shared channel's id names a representation; the publisher sends only the
+            # latest of a channel (latest wins), so the last one confirmed is the newest.
+            named[channel] = item_id
     cache = state_cache()
-    known = cache.get_many([_ACK + c for c in latest])
-    cache.set_many(
-        {_ACK + c: v for c, v in latest.items() if int(known.get(_ACK + c) or 0) < v},
-        _TIMEOUT,
-    )
+    if latest:
+        known = cache.get_many([_ACK + c for c in latest])
+        cache.set_many(
+            {_ACK + c: v for c, v in latest.items() if int(known.get(_ACK + c) or 0) < v},
+            _TIMEOUT,
+        )
+    if named:
+        cache.set_many({_ACK + c: v for c, v in named.items()}, _TIMEOUT)
+
+
+def shared_hold_versions(channels: list[str]) -> dict[str, str | None]:
+    """The prev-ids a hold of shared channels subscribes with: the last representation a
+    proxy confirmed, else the channel's version (see :func:`hold_versions` for why)."""
+    current = read_versions(channels)
+    seen = state_cache().get_many([_ACK + c for c in channels])
+    for channel in channels:
+        if seen.get(_ACK + channel) is not None:
+            current[channel] = str(seen[_ACK + channel])
+    return current
 
 
 def next_version(channel: str) -> tuple[str | None, str]:
