@@ -16,7 +16,10 @@ from typing import Any
 
 import uvicorn
 
-__all__ = ["OriginServer"]
+__all__ = ["OriginServer", "ORIGIN_KEEP_ALIVE"]
+
+#: Seconds an idle connection from the proxy stays open (longer than the proxy keeps one).
+ORIGIN_KEEP_ALIVE = 300
 
 
 class _ThreadServer(uvicorn.Server):
@@ -83,6 +86,9 @@ class OriginServer:
             "access_log": False,
             # Held connections (embedded proxy, streams) must not block shutdown forever.
             "timeout_graceful_shutdown": self.graceful_timeout,
+            # Pushpin reuses idle connections to its origin; one closed under it by uvicorn's
+            # 5 s default fails a next-link fetch, retried about 2 s later.
+            "timeout_keep_alive": ORIGIN_KEEP_ALIVE,
             **self.uvicorn_options,
         }
         config = uvicorn.Config(self.app, **options)

@@ -233,6 +233,10 @@ class Command(RunserverCommand):
             lifespan="auto",
             log_level=logging.INFO if options.get("verbosity", 1) > 1 else logging.WARNING,
             access_log=options.get("verbosity", 1) > 1,
+            # Behind Pushpin: it keeps idle connections to the origin and reuses them; one
+            # uvicorn closed after its 5 s default fails the request sent on it (a stream's
+            # next-link fetch is retried only about 2 s later).
+            timeout_keep_alive=300,
         )
         if config.access_log:
             access = logging.getLogger("uvicorn.access")
