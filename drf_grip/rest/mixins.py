@@ -247,7 +247,7 @@ class _RealtimeBase:
                 # committed from here on renders this URL.
                 from .shared import list_live_url
 
-                if not list_live_url(request, self):
+                if not list_live_url(request, self, self._live_url()):
                     policy = self._overflow_policy(policy, model)
             # Versions are read BEFORE computing the representation: a commit in between
             # then shows up as a prev-id mismatch and the proxy re-requests at once.
@@ -325,9 +325,14 @@ class _RealtimeBase:
         return policy
 
     def _live_url(self):
-        from .shared import live_url
+        """This request's live URL, computed once: channels, the policy and the live-URL
+        index all name it (after ``_canonicalize_query`` dropped unused parameters)."""
+        url = getattr(self, "_realtime_live_url", None)
+        if url is None:
+            from .shared import live_url
 
-        return live_url(self.request, self)
+            url = self._realtime_live_url = live_url(self.request, self)
+        return url
 
     def _canonicalize_query(self, request: Request) -> None:
         """Drop query parameters the view does not read (``?_=1700000000``) before it runs,

@@ -148,11 +148,10 @@ def _tables(label: str, pk: Any) -> list[SlotIndex]:
     return [_object_table(label, pk), _detail_table(label)]
 
 
-def list_live_url(request: Any, view: Any) -> bool:
+def list_live_url(request: Any, view: Any, url: LiveUrl) -> bool:
     """List this request's live URL; False when its model's index is full (overflow)."""
     model = view.get_realtime_model()
     label = model._meta.label_lower
-    url = live_url(request, view)
     pk = _detail_pk(view, model)
     recorded = record(request._request, credentials=False, query=url.query)
     recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")

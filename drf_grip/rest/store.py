@@ -44,16 +44,12 @@ class SlotIndex:
         self.capacity = max(1, int(capacity))
         self.timeout = int(timeout)
         self.cache = cache if cache is not None else state_cache()
-
-    @property
-    def _rings(self) -> list[tuple[int, int]]:
-        """``[(start, end), ...]``: 32 slots, then each ring twice the slots before it."""
-        rings: list[tuple[int, int]] = []
+        # ``[(start, end), ...]``: 32 slots, then each ring twice the slots before it.
+        self._rings: list[tuple[int, int]] = []
         start, end = 0, min(_FIRST_RING, self.capacity)
         while start < self.capacity:
-            rings.append((start, end))
+            self._rings.append((start, end))
             start, end = end, min(self.capacity, end * 3)
-        return rings
 
     def _ring_of(self, slot: int) -> int:
         return next(i for i, (start, end) in enumerate(self._rings) if start <= slot < end)
@@ -87,29 +83,37 @@ class SlotIndex:
 
     def add(self, key: str, entry: dict[str, Any]) -> bool:
         """List ``key`` (refreshing its expiry); False when every candidate slot is taken."""
+        return self._take(key, entry) is not None
+
+    def _take(self, key: str, entry: dict[str, Any]) -> str | None:
+        """The slot ``key`` is listed in (taken now or before), or None when all are taken."""
         slots = self._slots(key)
         found = self.cache.get_many(slots)
+        value = {**entry, "k": key}
+        taken = None
         for slot in slots:
             current = found.get(slot)
             if isinstance(current, dict) and current.get("k") == key:
-                if current != {**entry, "k": key}:
-                    self.cache.set(slot, {**entry, "k": key}, self.timeout)
+                if current != value:
+                    self.cache.set(slot, value, self.timeout)
                 else:
                     self.cache.touch(slot, self.timeout)
-                self._mark(slot)
-                return True
-        value = {**entry, "k": key}
-        for slot in slots:
-            if slot in found:
-                continue
-            if self.cache.add(slot, value, self.timeout):
-                self._mark(slot)
-                return True
-            current = self.cache.get(slot)  # taken a moment ago: by us from another process?
-            if isinstance(current, dict) and current.get("k") == key:
-                self._mark(slot)
-                return True
-        return False
+                taken = slot
+                break
+        if taken is None:
+            for slot in slots:
+                if slot in found:
+                    continue
+                if self.cache.add(slot, value, self.timeout):
+                    taken = slot
+                    break
+                current = self.cache.get(slot)  # taken a moment ago: by us from another process?
+                if isinstance(current, dict) and current.get("k") == key:
+                    taken = slot
+                    break
+        if taken is not None:
+            self._mark(taken)
+        return taken
 
     def renew(self, key: str, entry: dict[str, Any], memo: dict[str, tuple[str, float]]) -> bool:
         """:meth:`add`, remembering in ``memo`` (per process) which slot ``key`` took: the
@@ -129,13 +133,10 @@ class SlotIndex:
             memo.pop(key, None)
         if len(memo) > 4 * self.capacity:
             memo.clear()  # keys that fell out of the index: start afresh, bounded
-        if not self.add(key, entry):
+        slot = self._take(key, entry)
+        if slot is None:
             return False
-        found = self.cache.get_many(self._slots(key))
-        for slot, current in found.items():
-            if isinstance(current, dict) and current.get("k") == key:
-                memo[key] = (slot, now)
-                break
+        memo[key] = (slot, now)
         return True
 
     def remove(self, key: str) -> None:
