@@ -25,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn
 
+from .tools import find_tool, tool_missing
+
 __all__ = [
     "PushpinError",
     "PushpinServer",
@@ -78,23 +80,15 @@ class _NotListening(PushpinError):
 
 def find_pushpin() -> str | None:
     """Path of the ``pushpin`` runner: ``$PUSHPIN`` if set, else the one on ``PATH``."""
-    explicit = os.environ.get("PUSHPIN")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which("pushpin")
+    return find_tool("PUSHPIN", "pushpin")
 
 
 def pushpin_missing() -> NoReturn:
     """Fail under CI, skip elsewhere: a CI run that silently skips Pushpin proves nothing."""
-    import pytest
-
-    message = (
+    tool_missing(
         "Pushpin is not installed (no executable 'pushpin' at $PUSHPIN or on PATH). "
         "Install it with 'apt-get install -y pushpin', or run scripts/test, which does."
     )
-    if os.environ.get("CI"):
-        pytest.fail(message + " CI is set, so this is a failure, not a skip.", pytrace=False)
-    pytest.skip(message)
 
 
 def free_port() -> int:

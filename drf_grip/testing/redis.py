@@ -7,7 +7,6 @@ Nothing is persisted (``--save ''``, ``--appendonly no``); it is ready once ``PI
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -19,6 +18,7 @@ from types import TracebackType
 from typing import NoReturn
 
 from .pushpin import _terminate_with_parent
+from .tools import find_tool, tool_missing
 
 __all__ = ["RedisError", "RedisServer", "find_redis", "redis_missing"]
 
@@ -29,23 +29,15 @@ class RedisError(RuntimeError):
 
 def find_redis() -> str | None:
     """Path of ``redis-server``: ``$REDIS_SERVER`` if set, else the one on ``PATH``."""
-    explicit = os.environ.get("REDIS_SERVER")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which("redis-server")
+    return find_tool("REDIS_SERVER", "redis-server")
 
 
 def redis_missing() -> NoReturn:
     """Fail under CI, skip elsewhere (as ``pushpin_missing``)."""
-    import pytest
-
-    message = (
+    tool_missing(
         "redis-server is not installed (no executable at $REDIS_SERVER or on PATH). "
         "Install it with 'apt-get install -y redis-server', or run scripts/test, which does."
     )
-    if os.environ.get("CI"):
-        pytest.fail(message + " CI is set, so this is a failure, not a skip.", pytrace=False)
-    pytest.skip(message)
 
 
 def _ping(path: Path, timeout: float = 1.0) -> bool:

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from drf_grip.testing.tools import find_tool, tool_missing
+
 from drf_grip.testing import PushpinServer, find_pushpin, free_port, pushpin_missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,21 +55,15 @@ CHROMIUM_FLAGS = [
 
 def find_chromium() -> str | None:
     """``$CHROMIUM`` if set, else Debian's ``chromium`` on ``PATH``."""
-    explicit = os.environ.get("CHROMIUM")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    return shutil.which("chromium") or shutil.which("chromium-browser")
+    return find_tool("CHROMIUM", "chromium", "chromium-browser")
 
 
 def browser_missing(reason: str) -> None:
     """Fail under CI, skip elsewhere: a CI run that skips the browser proves nothing."""
-    message = (
+    tool_missing(
         f"{reason} Install them with 'apt-get install -y chromium' and "
         "'pip install -e .[browser]' (scripts/test does both)."
     )
-    if os.environ.get("CI"):
-        pytest.fail(message + " CI is set, so this is a failure, not a skip.", pytrace=False)
-    pytest.skip(message)
 
 
 # Package scope, not session: Playwright's sync API runs an event loop in the main thread
