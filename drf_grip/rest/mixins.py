@@ -268,7 +268,7 @@ class _RealtimeBase:
                 from .policies import live_timeout
 
                 policy.channels, policy.versions = assign_buckets(
-                    policy.channels, policy.versions, live_timeout()
+                    policy.channels, policy.versions, live_timeout(), self._client_identity()
                 )
         self.realtime_policy = policy
         if context is not None:
@@ -307,9 +307,9 @@ class _RealtimeBase:
             or type(self).get_realtime_channels is not _RealtimeBase.get_realtime_channels
         ):
             return
-        from .unchanged import covered_ids, request_identity, unchanged_etag
+        from .unchanged import covered_ids, unchanged_etag
 
-        identity = request_identity(request._request, getattr(request, "user", None))
+        identity = self._client_identity()
         last = grip_of(request).last
         found = unchanged_etag(identity, last) if last else None
         if found is not None and etag_matches(request.META["HTTP_IF_NONE_MATCH"], found[0]):
@@ -319,6 +319,17 @@ class _RealtimeBase:
         held_with = {ch: (last or {}).get(ch) or policy.versions.get(ch) for ch in policy.channels}
         ranges = covered_ids(held_with, read_versions(policy.channels))
         self._realtime_unchanged = (identity, ranges)
+
+    def _client_identity(self) -> str:
+        """This request as the client makes it again (``unchanged.request_identity``)."""
+        identity = getattr(self, "_realtime_identity", None)
+        if identity is None:
+            from .unchanged import request_identity
+
+            request = self.request
+            identity = request_identity(request._request, getattr(request, "user", None))
+            self._realtime_identity = identity
+        return identity
 
     def _subscribes(self, request: Request) -> bool:
         """Whether this read may end in a subscription (only those are recorded)."""
