@@ -412,7 +412,7 @@ def test_a_shared_change_also_reaches_a_connection_that_just_subscribed():
     """A WebSocket subscribe has no prev-id: a change published before the proxy applied it
     would be lost, so for a few seconds it is also sent on the connection's own channel."""
     from drf_grip.rest import channels as names
-    from drf_grip.rest.gateway import connection_key
+    from drf_grip.rest.gateway.connections import connection_key
     from tests.drf_helpers import RecordingSink
 
     with RecordingSink() as sink:
