@@ -11,7 +11,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -71,7 +72,10 @@ class ManagedProcess(Service):
     implements ``_launch`` and ``_wait_ready`` for :meth:`_start_with_retries`.
     """
 
+    #: The server's name in errors.
+    program = "the server"
     dir_prefix = "drf-grip-"
+    startup_timeout = 10.0
     error: type[Exception] = RuntimeError
     retryable_error: type[Exception] = RuntimeError
     #: Lines of each log :meth:`log_tail` shows by default.
@@ -150,6 +154,34 @@ class ManagedProcess(Service):
                 pass
         return process
 
+    def _wait_until(
+        self,
+        ready: Callable[[], bool],
+        waiting_for: str,
+        *,
+        deadline: float,
+        interval: float,
+        late_error: type[Exception] | None = None,
+    ) -> None:
+        """Poll ``ready()`` every ``interval`` seconds until it is true. The process exiting
+        meanwhile raises ``retryable_error`` (likely a port taken since it was chosen); the
+        ``deadline`` (a ``time.monotonic()``) passing raises ``late_error``, by default
+        ``retryable_error`` too."""
+        assert self.process is not None
+        while True:
+            if self.process.poll() is not None:
+                raise self.retryable_error(
+                    f"{self.program} exited with status {self.process.returncode}"
+                )
+            if ready():
+                return
+            if time.monotonic() >= deadline:
+                raise (late_error or self.retryable_error)(
+                    f"{self.program} not ready after {self.startup_timeout}s"
+                    f" (waiting for: {waiting_for})"
+                )
+            time.sleep(interval)
+
     def _launch(self) -> None:
         raise NotImplementedError
 
@@ -163,6 +195,8 @@ class ManagedProcess(Service):
         between; fresh ports on a retry make that harmless. Whatever fails, nothing is left
         running, and the error carries the logs' tails.
         """
+        if self.process is not None:
+            raise self.error("already started")
         last: Exception | None = None
         for _attempt in range(attempts):
             self._launch()

@@ -123,6 +123,7 @@ class PushpinServer(ManagedProcess):
 
     #: Identifies the proxy in parametrized conformance tests.
     name = "pushpin"
+    program = "pushpin"
     dir_prefix = "drf-grip-pushpin-"
     error = PushpinError
     retryable_error = _NotListening
@@ -191,8 +192,6 @@ class PushpinServer(ManagedProcess):
         """Start Pushpin and return once it proxies a request to the origin."""
         if self.binary is None:
             raise PushpinError("pushpin is not installed")
-        if self.process is not None:
-            raise PushpinError("already started")
         # Not listening is retried on fresh ports; listening but not reaching the origin
         # is not.
         self._start_with_retries()
@@ -228,37 +227,34 @@ class PushpinServer(ManagedProcess):
         """Publish port answering is not enough: the first proxied request can get a 500
         ("Accept service unavailable") or hang right after start (Pushpin 1.36, readiness)."""
         deadline = time.monotonic() + self.startup_timeout
-        stage = "publish port"
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise _NotListening(f"pushpin exited with status {self.process.returncode}")
-            try:
-                if stage == "publish port":
-                    with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:
-                        if b"Pushpin API" in resp.read():
-                            stage = "proxy"
-                            continue
-                else:
-                    if self._probe_origin():
-                        # Its services, to kill should the runner die before them.
-                        self._child_pids = set(_children(self.process.pid))
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.02)
-        error = _NotListening if stage == "publish port" else PushpinError
-        raise error(f"pushpin not ready after {self.startup_timeout}s (waiting for: {stage})")
+        self._wait_until(self._api_answers, "publish port", deadline=deadline, interval=0.02)
+        # Listening, but not reaching the origin: a new port would not help.
+        self._wait_until(
+            self._probe_origin, "proxy", deadline=deadline, interval=0.02, late_error=PushpinError
+        )
+        assert self.process is not None
+        # Its services, to kill should the runner die before them.
+        self._child_pids = set(_children(self.process.pid))
+
+    def _api_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:
+                return b"Pushpin API" in resp.read()
+        except OSError:  # URLError included
+            return False
 
     def _probe_origin(self) -> bool:
         """True once a request reached the origin, whatever the origin answered: a broken
         app should fail its tests with its own error, not time out here."""
         request = urllib.request.Request(self.url + self.probe_path)
         try:
-            with urllib.request.urlopen(request, timeout=2):
-                return True
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read()
+            try:
+                with urllib.request.urlopen(request, timeout=2):
+                    return True
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read()
+        except OSError:  # not accepting yet, or the request hung
+            return False
         # Pushpin's own answers while its services are still connecting (Pushpin 1.36).
         if status in (502, 503, 504):
             return False

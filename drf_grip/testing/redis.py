@@ -54,6 +54,7 @@ class RedisServer(ManagedProcess):
     under the system temp directory with a short prefix.
     """
 
+    program = "redis-server"
     dir_prefix = "dg-redis-"
     error = RedisError
     retryable_error = RedisError
@@ -80,8 +81,6 @@ class RedisServer(ManagedProcess):
     def start(self) -> RedisServer:
         if self.binary is None:
             raise RedisError("redis-server is not installed")
-        if self.process is not None:
-            raise RedisError("already started")
         # A unix socket in a fresh directory cannot be taken by another process: no retry.
         self._start_with_retries(attempts=1)
         return self
@@ -107,16 +106,12 @@ class RedisServer(ManagedProcess):
         )
 
     def _wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while not _ping(self.socket_path):
-            if self.process.poll() is not None:
-                raise RedisError(f"redis-server exited with status {self.process.returncode}")
-            if time.monotonic() > deadline:
-                raise RedisError(
-                    f"redis-server did not answer PING within {self.startup_timeout}s"
-                )
-            time.sleep(0.01)
+        self._wait_until(
+            lambda: _ping(self.socket_path),
+            "PING",
+            deadline=time.monotonic() + self.startup_timeout,
+            interval=0.01,
+        )
 
     process_status: int | None = None
 

@@ -36,6 +36,7 @@ class OriginWorkers(ManagedProcess):
     environment; it must name ``DJANGO_SETTINGS_MODULE``.
     """
 
+    program = "uvicorn"
     dir_prefix = "dg-workers-"
     error = WorkersError
     retryable_error = WorkersError
@@ -83,8 +84,6 @@ class OriginWorkers(ManagedProcess):
         return [int(pid) for pid in _STARTED.findall(data)]
 
     def start(self) -> OriginWorkers:
-        if self.process is not None:
-            raise WorkersError("already started")
         self._start_with_retries()
         return self
 
@@ -110,15 +109,12 @@ class OriginWorkers(ManagedProcess):
         self._spawn(command, log=self.log, cwd=self.cwd, env={**os.environ, **self.env})
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise WorkersError(f"uvicorn exited with status {self.process.returncode}")
-            if len(self.worker_pids()) >= self.workers and self._answers():
-                return
-            time.sleep(0.05)
-        raise WorkersError(f"uvicorn workers not ready after {self.startup_timeout}s")
+        self._wait_until(
+            lambda: len(self.worker_pids()) >= self.workers and self._answers(),
+            "every worker started and answering",
+            deadline=time.monotonic() + self.startup_timeout,
+            interval=0.05,
+        )
 
     def _answers(self) -> bool:
         try:
