@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
     # HINT_BUCKETS channels, hinted one after another (Pushpin 1.36 answers most of a
     # thousand clients hinted at once with 502s).
     "HINT_BUCKETS": 64,
-    "HINT_BUCKET_SIZE": 80,
+    "HINT_BUCKET_SIZE": 50,
     # WebSocket gateway limits.
     "WS_MAX_MESSAGE_SIZE": 64 * 1024,
     "WS_MAX_SUBSCRIPTIONS": 20,

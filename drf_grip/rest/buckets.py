@@ -211,10 +211,12 @@ def _rest_of_round(
     _, size = _settings()
     total = held if held is not None else size * (len(rest) + 1)
     for index, bucket in enumerate(rest, start=1):
-        # Wait until half the clients hinted so far hold again (at the new version), or a
-        # short while: a client that went away, or one counted twice (a proxy re-request),
-        # must not stall the next bucket.
-        target = max(1, min(total, index * size) // 2)
+        # Wait until at most half a bucket of the clients hinted so far is still on its way
+        # to the origin (they count once their re-request runs, at the new version): with
+        # the next bucket that keeps under Pushpin's ~100 re-requests in flight, past which
+        # it answers 502 without asking the origin (PUSHPIN.md, "Hint storms"). Or a short
+        # while: a client that went away must not stall the next bucket.
+        target = max(1, min(total, index * size) - size // 2)
         deadline = time.monotonic() + 0.3 + size * 0.005
         while time.monotonic() < deadline:
             if int(cache.get(count_key(channel, new)) or 0) >= target:

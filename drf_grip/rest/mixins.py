@@ -258,7 +258,7 @@ class _RealtimeBase:
                     **hold_versions(policy.channels[1:]),
                 }
                 if context is not None:
-                    # The version as the publisher sets it, before the render (gateway.py).
+                    # The version as the publisher sets it, before the render (gateway/).
                     context.state["version"] = read_versions(policy.channels[:1])[
                         policy.channels[0]
                     ]
