@@ -375,7 +375,7 @@ class GripInstruction:
 
     @classmethod
     def of(cls, response: Any) -> GripInstruction:
-        from .proxy.instruct import parse_instruct
+        from .protocol import parse_instruct
 
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
         parsed = parse_instruct(raw)

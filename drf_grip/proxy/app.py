@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..protocol import parse_items
 from .http import HttpSession
 from .hub import ChannelHub
-from .items import parse_items
 from .origin import ASGIApp, Signer
 from .publish import handle_publish, handle_status
 from .websocket import WebSocketSession

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from drf_grip.proxy import GripProxy
-from drf_grip.proxy.items import InvalidItem
+from drf_grip.protocol import InvalidItem
 
 from .conftest import KEY, Origin, ProxyServer, Response, in_thread, run
 
