@@ -11,7 +11,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 from ..conf import grip_settings
-from .instruct import Instruct
+from ..protocol import Instruct
 from .signature import check_grip_sig
 
 __all__ = ["GripMiddleware", "GripRequest", "parse_grip_last", "register_path_handler"]

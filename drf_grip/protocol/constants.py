@@ -39,7 +39,9 @@ CONTROL_PREFIX: Final = b"c:"
 
 #: Close codes an endpoint may put on the wire (RFC 6455 §7.4: 1004-1006 and 1015 are
 #: reserved, 1016-2999 are for future RFCs).
-SENDABLE_CLOSE_CODES: Final = frozenset([*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)])
+SENDABLE_CLOSE_CODES: Final = frozenset(
+    [*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)]
+)
 NORMAL_CLOSURE: Final = 1000
 #: Bytes of UTF-8 in a close reason: a control frame's payload is at most 125 (RFC 6455 §5.5).
 MAX_CLOSE_REASON: Final = 123

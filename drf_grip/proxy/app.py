@@ -184,7 +184,7 @@ class GripProxy:
     def publish_items(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Deliver items in Pushpin's JSON form; thread-safe, returns once they are delivered.
 
-        Raises ``ValueError`` (:class:`~drf_grip.proxy.items.InvalidItem`) for a bad item.
+        Raises ``ValueError`` (:class:`~drf_grip.protocol.items.InvalidItem`) for a bad item.
         """
         parsed = parse_items(list(items), max_size=self.max_message_size)
         loop = self._loop
