@@ -15,10 +15,10 @@ from typing import Any
 
 from ..conf import grip_settings
 from ..protocol.items import RawItem
-from . import publish_hooks as hooks
 from . import destinations
+from . import publish_hooks as hooks
 from .items import channels_of, describe_channels
-from .transports import SUPERSEDED, Target
+from .transports import Target
 
 __all__ = ["PublishError", "PublishStats", "Publisher", "coalesce"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..protocol.items import RawItem
 from .items import Formats, make_item
-from .lanes import PublishError, Publisher
+from .lanes import Publisher, PublishError
 
 __all__ = [
     "PubControl",
