@@ -94,7 +94,7 @@ def context_from_request(
     """
     content_type = getattr(request, "content_type", None)
     if content_type is None:  # not a Django HttpRequest (django-grip's tests use a mock)
-        content_type = request.META.get("WEBSOCKET_EVENTS", "").split(";")[0].strip()
+        content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip()
     if request.method != "POST" or (content_type or "").lower() != WEBSOCKET_EVENTS:
         return None
     cid = request.META.get("HTTP_CONNECTION_ID", "")
@@ -119,8 +119,8 @@ def context_from_request(
 
 
 def build_response(ctx: WebSocketContext) -> HttpResponse:
-    """The events answer to one request: always ``200`` with exactly ``WEBSOCKET_EVENTS`` (Pushpin
-    drops the connection on any other status or content type)."""
+    """The events answer to one request: always ``200`` with exactly ``WEBSOCKET_EVENTS``
+    (Pushpin drops the connection on any other status or content type)."""
     events: list[WebSocketEvent] = []
     opening = ctx.is_opening()
     if opening and ctx.accepted:
