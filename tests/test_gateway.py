@@ -147,6 +147,19 @@ def test_message_cannot_override_identity_headers():
         assert answer["status"] == 400 and header in answer["error"]
 
 
+def test_answers_are_json_even_when_the_handshake_accepted_gzip(settings):
+    """Browsers send ``Accept-Encoding: gzip`` on the handshake; an inner request that
+    inherited it came back gzipped from GZipMiddleware and reached the client as garbage."""
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    for n in range(20):
+        Todo.objects.create(title=f"a long enough title to make the body compressible {n}")
+    ws = connect(headers={"Accept-Encoding": "gzip, deflate, br"})
+
+    answer = ask(ws, {"id": 1, "url": "/api/todos/"})
+
+    assert answer["status"] == 200 and answer["data"]["count"] == 20
+
+
 def test_a_raising_view_answers_500_for_that_id_only(monkeypatch):
     def boom(self, request, *args, **kwargs):
         raise RuntimeError("secret detail")
@@ -399,7 +412,7 @@ def test_a_shared_change_also_reaches_a_connection_that_just_subscribed():
     """A WebSocket subscribe has no prev-id: a change published before the proxy applied it
     would be lost, so for a few seconds it is also sent on the connection's own channel."""
     from drf_grip.rest import channels as names
-    from drf_grip.rest.gateway import connection_key
+    from drf_grip.rest.gateway.connections import connection_key
     from tests.drf_helpers import RecordingSink
 
     with RecordingSink() as sink:

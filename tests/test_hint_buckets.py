@@ -24,12 +24,15 @@ def shared_cache(settings, tmp_path):
     cache.clear()
 
 
-def held_channels(count: int) -> list[str]:
+def held_channels(count: int, start: int = 0) -> list[str]:
+    """``count`` different clients (``start`` names the first) each hold ``/api/todos/``."""
     client = ProxiedClient()
     etag = client.get("/api/todos/")["ETag"]
     out = []
-    for _ in range(count):
-        response = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    for number in range(start, start + count):
+        response = client.get(
+            "/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_X_CLIENT=f"client-{number}"
+        )
         assert response.status_code == 304 and response["Grip-Hold"] == "response"
         out.append(response["Grip-Channel"].split(";")[0])
     return out
@@ -82,3 +85,19 @@ def test_a_process_that_never_saw_the_holds_hints_every_bucket(settings):
         == bucket_channels("drf.testapp.todo", None)
         == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2", "drf.testapp.todo~b3"]
     )
+
+
+def test_a_client_that_holds_again_keeps_its_bucket(shared_cache):
+    """Clients that reconnect while nothing changes (a hold timed out, the proxy re-requested)
+    are counted once: they neither move to later buckets nor make the publisher pace through
+    buckets nobody holds."""
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        first = held_channels(4)
+        again = held_channels(4) + held_channels(4)
+        assert first == again[:4] == again[4:]
+        assert first == ["drf.testapp.todo"] * 3 + ["drf.testapp.todo~b1"]
+        sink.settle()
+        Todo.objects.create(title="b")
+        hinted = [c for c in sink.channels() if c.startswith("drf.testapp.todo~b")]
+    assert hinted == ["drf.testapp.todo~b1"]

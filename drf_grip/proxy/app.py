@@ -41,6 +41,10 @@ class GripProxy:
     max_queued_messages: int = 256
     # How long shutdown waits for held connections to be answered.
     shutdown_timeout: float = 5.0
+    # Re-requests (hints, prev-id conflicts) in flight to the origin at once; the others wait
+    # their turn. A hint re-requests every client held on a channel: unpaced, a thousand
+    # arrive at a Django that runs views one at a time, each holding its buffers meanwhile.
+    max_rerequests: int = 16
 
     def __init__(
         self,
@@ -74,6 +78,13 @@ class GripProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._sink_registered = False
+        self._rerequests: asyncio.Semaphore | None = None
+
+    def rerequest_slots(self) -> asyncio.Semaphore:
+        """The turns re-requests take (``max_rerequests``), made on the proxy's loop."""
+        if self._rerequests is None:
+            self._rerequests = asyncio.Semaphore(max(1, int(self.max_rerequests)))
+        return self._rerequests
 
     # -- ASGI -------------------------------------------------------------------------------
 
@@ -124,6 +135,7 @@ class GripProxy:
     def _startup(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
+        self._rerequests = None  # a semaphore belongs to the loop that first waits on it
         self.closing = False
         self._register_sink()
 

@@ -369,15 +369,17 @@ class HttpSession:
     async def _rerequest(self) -> OriginResponse:
         """Pushpin's retry: the client's original request, all its headers, plus Grip-Last."""
         logger.info("retry %s", self.path)
-        headers = origin_headers(self._client_headers, self.proxy.signer, self._grip_last())
-        scope = derive_scope(self.scope, headers=headers)
-        return await fetch(
-            self.proxy.app,
-            scope,
-            bytes(self._retained or b""),
-            limit=self.proxy.max_message_size,
-            timeout=self.proxy.origin_timeout,
-        )
+        async with self.proxy.rerequest_slots():
+            # Grip-Last is read once it is this session's turn: the newest ids by then.
+            headers = origin_headers(self._client_headers, self.proxy.signer, self._grip_last())
+            scope = derive_scope(self.scope, headers=headers)
+            return await fetch(
+                self.proxy.app,
+                scope,
+                bytes(self._retained or b""),
+                limit=self.proxy.max_message_size,
+                timeout=self.proxy.origin_timeout,
+            )
 
     def _admit(self) -> bool:
         if not self._admitted:

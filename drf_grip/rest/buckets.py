@@ -51,9 +51,18 @@ def count_key(channel: str, version: str | None) -> str:
 
 
 def assign_buckets(
-    channels: list[str], versions: dict[str, str | None], timeout: int
+    channels: list[str],
+    versions: dict[str, str | None],
+    timeout: int,
+    client: str | None = None,
 ) -> tuple[list[str], dict[str, str | None]]:
-    """Put this hold in a bucket of each busy channel; returns channels and their versions."""
+    """Put this hold in a bucket of each busy channel; returns channels and their versions.
+
+    ``client`` names the client (``unchanged.request_identity``): it is counted once per
+    channel version and keeps its bucket when it holds again at that version (a reconnect
+    after a timeout, the proxy's re-requests). Counting every hold instead drifted clients
+    that reconnect in a quiet period to ever later buckets, which the publisher then reached
+    only after pacing through empty ones."""
     buckets, size = _settings()
     if buckets <= 1:
         return channels, versions
@@ -64,13 +73,7 @@ def assign_buckets(
         if not bucketable(channel):
             out.append(channel)
             continue
-        key = count_key(channel, versions.get(channel))
-        cache.add(key, 0, timeout)
-        try:
-            held = cache.incr(key)
-        except ValueError:
-            held = 1
-        bucket = min(buckets - 1, (held - 1) // size)
+        bucket = _bucket_of(cache, count_key(channel, versions.get(channel)), client, timeout)
         if bucket == 0:
             out.append(channel)
         else:
@@ -80,6 +83,25 @@ def assign_buckets(
     if extra:
         versions = {**versions, **hold_versions(extra)}
     return out, versions
+
+
+def _bucket_of(cache, key: str, client: str | None, timeout: int) -> int:
+    buckets, size = _settings()
+    mine = f"{key}:{client}" if client else None
+    if mine is not None:
+        known = cache.get(mine)
+        if known is not None:
+            return int(known)
+    cache.add(key, 0, timeout)
+    try:
+        held = cache.incr(key)
+    except ValueError:
+        held = 1
+    bucket = min(buckets - 1, (held - 1) // size)
+    if mine is not None and not cache.add(mine, bucket, timeout):
+        # The same client held twice at once (its request and the proxy's re-request).
+        return int(cache.get(mine, bucket))
+    return bucket
 
 
 def bucket_channels(channel: str, held: int | None) -> list[str]:

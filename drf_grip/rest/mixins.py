@@ -268,13 +268,15 @@ class _RealtimeBase:
                 from .policies import live_timeout
 
                 policy.channels, policy.versions = assign_buckets(
-                    policy.channels, policy.versions, live_timeout()
+                    policy.channels, policy.versions, live_timeout(), self._client_identity()
                 )
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy
         elif policy.delivery == SHARED:
             self._hold_if_current(request, policy)
+        elif policy.delivery == PRIVATE and self._subscribes(request):
+            self._hold_if_unchanged(request, policy)
 
     def _hold_if_current(self, request: Request, policy: RealtimePolicy) -> None:
         """A shared channel's version names the ETag last pushed to it: a client that comes
@@ -291,6 +293,43 @@ class _RealtimeBase:
         etag = f'"{tag_of(version)}"'
         if etag_matches(header, etag):
             raise _Current(etag)
+
+    def _hold_if_unchanged(self, request: Request, policy: RealtimePolicy) -> None:
+        """A private long-poll remembers what it answered and which ids its render covered;
+        the proxy's re-request of the same request for an id already covered is held again
+        without running the view (``unchanged.py``)."""
+        if (
+            request.method != "GET"
+            or not request.META.get("HTTP_IF_NONE_MATCH")
+            or self.is_event_stream(request)
+            or not grip_of(request).proxied
+            # Channels drf-grip does not move itself may be published to by other means.
+            or type(self).get_realtime_channels is not _RealtimeBase.get_realtime_channels
+        ):
+            return
+        from .unchanged import covered_ids, unchanged_etag
+
+        identity = self._client_identity()
+        last = grip_of(request).last
+        found = unchanged_etag(identity, last) if last else None
+        if found is not None and etag_matches(request.META["HTTP_IF_NONE_MATCH"], found[0]):
+            self._realtime_unchanged = (identity, found[1])
+            raise _Current(found[0])
+        # Read before the render: ids up to these were committed before it began.
+        held_with = {ch: (last or {}).get(ch) or policy.versions.get(ch) for ch in policy.channels}
+        ranges = covered_ids(held_with, read_versions(policy.channels))
+        self._realtime_unchanged = (identity, ranges)
+
+    def _client_identity(self) -> str:
+        """This request as the client makes it again (``unchanged.request_identity``)."""
+        identity = getattr(self, "_realtime_identity", None)
+        if identity is None:
+            from .unchanged import request_identity
+
+            request = self.request
+            identity = request_identity(request._request, getattr(request, "user", None))
+            self._realtime_identity = identity
+        return identity
 
     def _subscribes(self, request: Request) -> bool:
         """Whether this read may end in a subscription (only those are recorded)."""
@@ -474,6 +513,12 @@ class _RealtimeBase:
         instruct = grip_of(request).start_instruct()
         instruct.add_channels(self._grip_channels(request, policy))
         instruct.set_hold_longpoll(timeout)
+        unchanged = getattr(self, "_realtime_unchanged", None)
+        if unchanged is not None:
+            from .unchanged import remember
+
+            identity, ranges = unchanged
+            remember(identity, etag, ranges, timeout + 60)
         self.on_hold(request, policy, etag)
         return held
 

@@ -86,7 +86,7 @@ def publish_model(
     deleted: set[Any],
     partitions: set[str] | None,
 ) -> None:
-    from .gateway import publish_subscriptions
+    from .gateway.rerender import publish_subscriptions
     from .shared import has_overflow, publish_shared
 
     private_views: list[type] = []

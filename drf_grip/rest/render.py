@@ -23,13 +23,20 @@ from django.urls import get_urlconf, set_urlconf
 
 from .context import RealtimeContext
 
-__all__ = ["RecordedRequest", "record", "subscriber_get", "run_through_middleware", "wsgi_request"]
+__all__ = [
+    "RecordedRequest",
+    "inherited_meta",
+    "record",
+    "run_through_middleware",
+    "subscriber_get",
+    "wsgi_request",
+]
 
 logger = logging.getLogger("drf_grip.render")
 
-# Headers that describe one exchange with the proxy, not the subscriber: a replayed GET
-# must not inherit them (a stale If-None-Match would make it a hold, Grip-* are the
-# proxy's, Content-* belong to a body the GET does not have).
+# Headers that describe one exchange with the proxy, not the subscriber: a replayed GET or
+# a gateway message's request must not inherit them (a stale If-None-Match would make it a
+# hold, Grip-* are the proxy's, Content-* belong to another body).
 _DROPPED = frozenset(
     {
         "HTTP_IF_NONE_MATCH",
@@ -103,6 +110,18 @@ def record(
     ``credentials=False`` leaves out ``Authorization`` and cookies: a shared render is the
     same for everyone and must not run as the first subscriber.
     """
+    return RecordedRequest(
+        scheme=request.scheme,
+        path=request.path_info,
+        query=request.META.get("QUERY_STRING", "") if query is None else query,
+        meta=inherited_meta(request, credentials=credentials),
+        script_name=request.META.get("SCRIPT_NAME", "") or "",
+    )
+
+
+def inherited_meta(request: HttpRequest, *, credentials: bool = True) -> dict[str, str]:
+    """The headers and CGI variables of ``request`` that a request the server runs for the
+    same client inherits: the subscriber's, not those of one exchange with the proxy."""
     meta: dict[str, str] = {}
     for key, value in request.META.items():
         if not isinstance(value, str):
@@ -115,13 +134,7 @@ def record(
             meta[key] = value
         elif key in _CGI:
             meta[key] = value
-    return RecordedRequest(
-        scheme=request.scheme,
-        path=request.path_info,
-        query=request.META.get("QUERY_STRING", "") if query is None else query,
-        meta=meta,
-        script_name=request.META.get("SCRIPT_NAME", "") or "",
-    )
+    return meta
 
 
 def wsgi_request(

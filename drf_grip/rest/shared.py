@@ -299,7 +299,7 @@ def outdated_item(item: dict[str, Any]) -> bool:
 
 def _to_fresh_subscribers(channel: str, message: dict[str, Any]) -> None:
     """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers)."""
-    from .gateway import fresh_subscribers
+    from .gateway.connections import fresh_subscribers
 
     for entry in fresh_subscribers(channel).entries():
         publish(names.connection_channel(entry["k"]), {"ws-message": dict(message)})

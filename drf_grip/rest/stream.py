@@ -28,6 +28,7 @@ from django.urls import get_script_prefix
 from ..conf import grip_settings
 from .context import RealtimeContext
 from .render import RecordedRequest, record, subscriber_get
+from .sse import EVENT_STREAM, format_event
 from .store import state_cache
 
 __all__ = ["NEXT_LINK_PATH", "next_link_for", "serve_next_link", "end_of_stream"]
@@ -40,9 +41,7 @@ _STATE = "drf_grip:stream:"
 def end_of_stream(event: str) -> HttpResponse:
     """A last event and no instruction: the proxy ends the stream (no hold, no next link);
     an ``EventSource`` then reconnects and its GET decides afresh."""
-    response = HttpResponse(
-        f"event: {event}\ndata: {{}}\n\n".encode(), content_type="text/event-stream"
-    )
+    response = HttpResponse(format_event(b"{}", event=event), content_type=EVENT_STREAM)
     response["Cache-Control"] = "no-cache"
     return response
 
@@ -115,7 +114,7 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     state["n"] = counter + 1
     remaining = max(1, int(state["exp"] - time.time()))
     cache.set(_STATE + sid, state, remaining)
-    recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT="text/event-stream")
+    recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT=EVENT_STREAM)
     context = RealtimeContext(role="next-link", etag=state["etag"], user=state["user"], state=state)
     response, inner = subscriber_get(
         recorded,
@@ -126,7 +125,7 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     if context.revoked or context.policy is None or not response.has_header("Grip-Hold"):
         # Revoked credentials (401/403, another user), a URL that is no longer live, or an
         # answer that does not continue the stream: end it.
-        if response.get("Content-Type", "").startswith("text/event-stream") and not context.revoked:
+        if response.get("Content-Type", "").startswith(EVENT_STREAM) and not context.revoked:
             return response
         return end_of_stream("error" if response.status_code != 404 else "delete")
     if context.result_etag and context.result_etag != state["etag"]:

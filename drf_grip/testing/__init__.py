@@ -4,7 +4,8 @@ Not the user-facing test kit (that is ``drf_grip.test``); this starts real proce
 sockets for integration tests.
 """
 
-from .pushpin import PushpinError, PushpinServer, find_pushpin, free_port, pushpin_missing
+from .process import free_port
+from .pushpin import PushpinError, PushpinServer, find_pushpin, pushpin_missing
 from .redis import RedisError, RedisServer, find_redis, redis_missing
 from .server import OriginServer
 from .workers import OriginWorkers, WorkersError

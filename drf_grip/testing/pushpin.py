@@ -12,28 +12,18 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, NoReturn
 
+from .process import ManagedProcess, free_port
 from .tools import find_tool, tool_missing
 
-__all__ = [
-    "PushpinError",
-    "PushpinServer",
-    "find_pushpin",
-    "free_port",
-    "pushpin_missing",
-]
+__all__ = ["PushpinError", "PushpinServer", "find_pushpin", "pushpin_missing"]
 
 # How often a waiter re-reads the handler log. Pushpin writes a line per event, so a short
 # poll on the file is cheap and never a fixed delay before an assertion.
@@ -91,29 +81,6 @@ def pushpin_missing() -> NoReturn:
     )
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _terminate_with_parent() -> None:
-    """In the child before exec: SIGTERM Pushpin's runner when the test process dies.
-
-    A test run killed without teardown (a CI timeout, ``kill -9``) would otherwise leave a
-    Pushpin running for good; SIGTERM lets the runner stop its services in order.
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere nothing happens.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except (OSError, AttributeError):
-        pass
-
-
 def _children(pid: int) -> list[int]:
     """Direct children of ``pid``, read from /proc (the runner's services)."""
     found = []
@@ -144,7 +111,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-class PushpinServer:
+class PushpinServer(ManagedProcess):
     """A private Pushpin proxying every path to ``127.0.0.1:origin_port`` (with WebSocket-over-HTTP).
 
     Use as a context manager or call :meth:`start` / :meth:`stop`. ``probe_path`` is the
@@ -156,6 +123,10 @@ class PushpinServer:
 
     #: Identifies the proxy in parametrized conformance tests.
     name = "pushpin"
+    program = "pushpin"
+    dir_prefix = "drf-grip-pushpin-"
+    error = PushpinError
+    retryable_error = _NotListening
 
     def __init__(
         self,
@@ -183,8 +154,8 @@ class PushpinServer:
         self.key = secrets.token_urlsafe(32)
         self.http_port = 0
         self.publish_port = 0
-        self.dir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.dir = None
+        self.process = None
         self._child_pids: set[int] = set()
         self._restart_ports = (0, 0)
 
@@ -221,32 +192,14 @@ class PushpinServer:
         """Start Pushpin and return once it proxies a request to the origin."""
         if self.binary is None:
             raise PushpinError("pushpin is not installed")
-        if self.process is not None:
-            raise PushpinError("already started")
-        last_error: Exception | None = None
-        # Free ports are found by binding and releasing, so another process can take one
-        # in between; a fresh pair of ports on a retry makes that harmless.
-        for _attempt in range(3):
-            self._launch()
-            try:
-                self._wait_ready()
-                self._child_pids = set(_children(self.process.pid))  # type: ignore[union-attr]
-                return self
-            except _NotListening as exc:
-                diagnostics = self.log_tail()
-                self.stop()
-                last_error = PushpinError(f"{exc}\n{diagnostics}")
-            except PushpinError as exc:  # listening, but the origin is not reached: no retry
-                diagnostics = self.log_tail()
-                self.stop()
-                raise PushpinError(f"{exc}\n{diagnostics}") from None
-            except BaseException:
-                self.stop()  # never leave a Pushpin running behind an unexpected error
-                raise
-        raise last_error  # type: ignore[misc]
+        # Not listening is retried on fresh ports; listening but not reaching the origin
+        # is not.
+        self._start_with_retries()
+        return self
 
     def _launch(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="drf-grip-pushpin-"))
+        self._make_dir()
+        assert self.dir is not None
         (self.dir / "run").mkdir()
         (self.dir / "log").mkdir()
         self.http_port = self._fixed_ports[0] or free_port()
@@ -264,51 +217,44 @@ class PushpinServer:
                 log_level=self.log_level,
             )
         )
-        self.process = subprocess.Popen(
+        self._spawn(
             [str(self.binary), "--config", str(config)],
+            log=self.dir / "log" / "runner.out",
             cwd=self.dir,
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.dir / "log" / "runner.out", "wb"),  # noqa: SIM115 (child owns it)
-            stderr=subprocess.STDOUT,
-            # Its own session, so a Ctrl-C in the terminal reaches pytest, which stops
-            # Pushpin in order, rather than Pushpin directly.
-            start_new_session=True,
-            preexec_fn=_terminate_with_parent,
         )
 
     def _wait_ready(self) -> None:
         """Publish port answering is not enough: the first proxied request can get a 500
         ("Accept service unavailable") or hang right after start (Pushpin 1.36, readiness)."""
         deadline = time.monotonic() + self.startup_timeout
-        stage = "publish port"
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise _NotListening(f"pushpin exited with status {self.process.returncode}")
-            try:
-                if stage == "publish port":
-                    with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:
-                        if b"Pushpin API" in resp.read():
-                            stage = "proxy"
-                            continue
-                else:
-                    if self._probe_origin():
-                        return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.02)
-        error = _NotListening if stage == "publish port" else PushpinError
-        raise error(f"pushpin not ready after {self.startup_timeout}s (waiting for: {stage})")
+        self._wait_until(self._api_answers, "publish port", deadline=deadline, interval=0.02)
+        # Listening, but not reaching the origin: a new port would not help.
+        self._wait_until(
+            self._probe_origin, "proxy", deadline=deadline, interval=0.02, late_error=PushpinError
+        )
+        assert self.process is not None
+        # Its services, to kill should the runner die before them.
+        self._child_pids = set(_children(self.process.pid))
+
+    def _api_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:
+                return b"Pushpin API" in resp.read()
+        except OSError:  # URLError included
+            return False
 
     def _probe_origin(self) -> bool:
         """True once a request reached the origin, whatever the origin answered: a broken
         app should fail its tests with its own error, not time out here."""
         request = urllib.request.Request(self.url + self.probe_path)
         try:
-            with urllib.request.urlopen(request, timeout=2):
-                return True
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read()
+            try:
+                with urllib.request.urlopen(request, timeout=2):
+                    return True
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, exc.read()
+        except OSError:  # not accepting yet, or the request hung
+            return False
         # Pushpin's own answers while its services are still connecting (Pushpin 1.36).
         if status in (502, 503, 504):
             return False
@@ -317,17 +263,15 @@ class PushpinServer:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the runner and wait: it stops its services. SIGKILL on the runner would
         orphan them, so services still alive after it are killed by PID."""
-        process, self.process = self.process, None
+        children = set(self._child_pids)
+        if self.process is not None:
+            children |= set(_children(self.process.pid))
+        process = self._terminate(timeout)
         if process is not None:
-            children = self._child_pids | set(_children(process.pid))
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    children |= set(_children(process.pid))
-                    process.kill()
-                    process.wait()
+                children |= set(_children(process.pid))
+                process.kill()
+                process.wait()
             for pid in children:
                 if _alive(pid):
                     try:
@@ -335,9 +279,10 @@ class PushpinServer:
                     except ProcessLookupError:
                         pass
         self._child_pids = set()
-        if self.dir is not None and not self.keep_logs:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
+        self._remove_dir()
+
+    def keeps_dir(self) -> bool:
+        return self.keep_logs
 
     def restart(self, *, down: float = 0.0) -> PushpinServer:
         """Stop and start again on the same ports with the same key, as an operator's
@@ -359,17 +304,6 @@ class PushpinServer:
             return self.start()
         finally:
             self._fixed_ports = fixed
-
-    def __enter__(self) -> PushpinServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -438,18 +372,8 @@ class PushpinServer:
                 )
             time.sleep(_POLL_INTERVAL)
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of each Pushpin log, for failure messages."""
-        if self.dir is None:
-            return ""
-        out = []
-        for path in sorted((self.dir / "log").glob("*")):
-            try:
-                text = path.read_text(errors="replace").splitlines()[-lines:]
-            except OSError:
-                continue
-            out.append(f"--- {path.name}\n" + "\n".join(text))
-        return "\n".join(out)
+    def log_files(self) -> list[Path]:
+        return [] if self.dir is None else sorted((self.dir / "log").glob("*"))
 
     def __repr__(self) -> str:  # never show the key
         return f"PushpinServer(url={self.url!r}, origin_port={self.origin_port})"

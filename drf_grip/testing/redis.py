@@ -7,17 +7,12 @@ Nothing is persisted (``--save ''``, ``--appendonly no``); it is ready once ``PI
 
 from __future__ import annotations
 
-import shutil
-import signal
 import socket
-import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import NoReturn
 
-from .pushpin import _terminate_with_parent
+from .process import ManagedProcess
 from .tools import find_tool, tool_missing
 
 __all__ = ["RedisError", "RedisServer", "find_redis", "redis_missing"]
@@ -52,18 +47,23 @@ def _ping(path: Path, timeout: float = 1.0) -> bool:
         return False
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """``redis-server`` on a unix socket in a short temporary directory.
 
     Unix socket paths are limited to about 100 characters, so the directory is made directly
     under the system temp directory with a short prefix.
     """
 
+    program = "redis-server"
+    dir_prefix = "dg-redis-"
+    error = RedisError
+    retryable_error = RedisError
+
     def __init__(self, *, binary: str | None = None, startup_timeout: float = 10.0) -> None:
         self.binary = binary or find_redis()
         self.startup_timeout = startup_timeout
-        self.dir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.dir = None
+        self.process = None
 
     @property
     def socket_path(self) -> Path:
@@ -75,14 +75,19 @@ class RedisServer:
         """A ``redis-py`` URL for Django's ``RedisCache`` (``LOCATION``)."""
         return f"unix://{self.socket_path}?db=0"
 
+    def log_files(self) -> list[Path]:
+        return [] if self.dir is None else [self.dir / "redis.log"]
+
     def start(self) -> RedisServer:
         if self.binary is None:
             raise RedisError("redis-server is not installed")
-        if self.process is not None:
-            raise RedisError("already started")
-        self.dir = Path(tempfile.mkdtemp(prefix="dg-redis-"))
-        log = open(self.dir / "redis.log", "wb")  # noqa: SIM115 (the child owns it)
-        self.process = subprocess.Popen(
+        # A unix socket in a fresh directory cannot be taken by another process: no retry.
+        self._start_with_retries(attempts=1)
+        return self
+
+    def _launch(self) -> None:
+        directory = self._make_dir()
+        self._spawn(
             [
                 str(self.binary),
                 "--port", "0",  # no TCP listener at all
@@ -90,68 +95,34 @@ class RedisServer:
                 "--unixsocketperm", "700",
                 "--save", "",
                 "--appendonly", "no",
-                "--dir", str(self.dir),
+                "--dir", str(directory),
                 "--daemonize", "no",
                 "--protected-mode", "no",
                 # A test run opens many short connections; each stays open as long as needed.
                 "--maxclients", "2000",
             ],
-            cwd=self.dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_terminate_with_parent,
+            log=directory / "redis.log",
+            cwd=directory,
         )
-        deadline = time.monotonic() + self.startup_timeout
-        while not _ping(self.socket_path):
-            if self.process.poll() is not None:
-                tail = self.log_tail()
-                self.stop()
-                raise RedisError(f"redis-server exited with status {self.process_status}\n{tail}")
-            if time.monotonic() > deadline:
-                tail = self.log_tail()
-                self.stop()
-                raise RedisError(f"redis-server did not answer PING within {self.startup_timeout}s\n{tail}")
-            time.sleep(0.01)
-        return self
+
+    def _wait_ready(self) -> None:
+        self._wait_until(
+            lambda: _ping(self.socket_path),
+            "PING",
+            deadline=time.monotonic() + self.startup_timeout,
+            interval=0.01,
+        )
 
     process_status: int | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        process, self.process = self.process, None
+        process = self._terminate(timeout)
         if process is not None:
             if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                process.kill()
+                process.wait()
             self.process_status = process.returncode
-        if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.dir is None:
-            return ""
-        try:
-            text = (self.dir / "redis.log").read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return "--- redis.log\n" + "\n".join(text)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._remove_dir()
 
     def __repr__(self) -> str:
         return f"RedisServer(url={self.url!r})" if self.dir else "RedisServer(stopped)"

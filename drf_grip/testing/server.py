@@ -11,10 +11,11 @@ import asyncio
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import Any
 
 import uvicorn
+
+from .process import Service
 
 __all__ = ["OriginServer", "ORIGIN_KEEP_ALIVE"]
 
@@ -29,7 +30,7 @@ class _ThreadServer(uvicorn.Server):
         pass
 
 
-class OriginServer:
+class OriginServer(Service):
     """Serve ``app`` with uvicorn on ``host:port`` (port 0: a free one) in a daemon thread.
 
     The listening socket is bound before the thread starts, so :attr:`port` is known at
@@ -139,17 +140,6 @@ class OriginServer:
             self._socket.close()
             self._socket = None
         self._server = None
-
-    def __enter__(self) -> OriginServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"OriginServer(url={self.url!r})"

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
-from .pushpin import _terminate_with_parent, free_port
+from .process import ManagedProcess, free_port
 
 __all__ = ["OriginWorkers", "WorkersError"]
 
@@ -32,13 +28,19 @@ class WorkersError(RuntimeError):
     """The worker processes did not start or did not answer."""
 
 
-class OriginWorkers:
+class OriginWorkers(ManagedProcess):
     """``python -m uvicorn --factory django.core.asgi:get_asgi_application --workers N``.
 
     Ready once every worker logged its start and the port answers an HTTP request (any
     status: a broken app fails its own tests). ``env`` is added to this process's
     environment; it must name ``DJANGO_SETTINGS_MODULE``.
     """
+
+    program = "uvicorn"
+    dir_prefix = "dg-workers-"
+    error = WorkersError
+    retryable_error = WorkersError
+    log_lines = 30
 
     def __init__(
         self,
@@ -55,8 +57,8 @@ class OriginWorkers:
         self.probe_path = probe_path
         self.startup_timeout = startup_timeout
         self.port = 0
-        self.dir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.dir = None
+        self.process = None
 
     @property
     def url(self) -> str:
@@ -67,6 +69,12 @@ class OriginWorkers:
         assert self.dir is not None, "not started"
         return self.dir / "uvicorn.log"
 
+    def log_files(self) -> list[Path]:
+        return [] if self.dir is None else [self.log]
+
+    def keeps_dir(self) -> bool:
+        return bool(os.environ.get("DRF_GRIP_KEEP_WORKERS"))
+
     def worker_pids(self) -> list[int]:
         """PIDs the workers logged at start (``Started server process [PID]``)."""
         try:
@@ -76,26 +84,11 @@ class OriginWorkers:
         return [int(pid) for pid in _STARTED.findall(data)]
 
     def start(self) -> OriginWorkers:
-        if self.process is not None:
-            raise WorkersError("already started")
-        last: Exception | None = None
-        # The port is found by binding and releasing; a retry with another one makes a
-        # port taken in between harmless.
-        for _attempt in range(3):
-            self._launch()
-            try:
-                self._wait_ready()
-                return self
-            except WorkersError as exc:
-                last = WorkersError(f"{exc}\n{self.log_tail()}")
-                self.stop()
-            except BaseException:
-                self.stop()
-                raise
-        raise last  # type: ignore[misc]
+        self._start_with_retries()
+        return self
 
     def _launch(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="dg-workers-"))
+        self._make_dir()
         self.port = free_port()
         command = [
             sys.executable, "-m", "uvicorn",
@@ -113,27 +106,15 @@ class OriginWorkers:
             # default 5 s makes a next-link fetch fail, and Pushpin retries it ~2 s later.
             "--timeout-keep-alive", "300",
         ]
-        self.process = subprocess.Popen(
-            command,
-            cwd=self.cwd,
-            env={**os.environ, **self.env},
-            stdin=subprocess.DEVNULL,
-            stdout=open(self.log, "wb"),  # noqa: SIM115 (the child owns it)
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_terminate_with_parent,
-        )
+        self._spawn(command, log=self.log, cwd=self.cwd, env={**os.environ, **self.env})
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise WorkersError(f"uvicorn exited with status {self.process.returncode}")
-            if len(self.worker_pids()) >= self.workers and self._answers():
-                return
-            time.sleep(0.05)
-        raise WorkersError(f"uvicorn workers not ready after {self.startup_timeout}s")
+        self._wait_until(
+            lambda: len(self.worker_pids()) >= self.workers and self._answers(),
+            "every worker started and answering",
+            deadline=time.monotonic() + self.startup_timeout,
+            interval=0.05,
+        )
 
     def _answers(self) -> bool:
         try:
@@ -147,41 +128,15 @@ class OriginWorkers:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the supervisor (it stops its workers), then kill what is left of the
         process group it leads."""
-        process, self.process = self.process, None
+        process = self._terminate(timeout)
         if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
             try:
                 os.killpg(process.pid, signal.SIGKILL)  # its own session: only its workers
             except (ProcessLookupError, PermissionError):
                 pass
             if process.poll() is None:
                 process.wait()
-        if self.dir is not None and not os.environ.get("DRF_GRIP_KEEP_WORKERS"):
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        except (OSError, AssertionError):
-            return ""
-        return "--- uvicorn.log\n" + "\n".join(text)
-
-    def __enter__(self) -> OriginWorkers:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._remove_dir()
 
     def __repr__(self) -> str:
         return f"OriginWorkers(url={self.url!r}, workers={self.workers})"

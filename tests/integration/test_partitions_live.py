@@ -57,3 +57,67 @@ def test_partitioned_holds_wake_through_pushpin(grip_pushpin) -> None:
     Note.objects.create(owner=alice, text="alice's")
     assert [n["text"] for n in alice_poll.result(WITHIN).json()] == ["alice's"]
     assert bob_poll.result(15).status_code == 304
+
+
+def test_the_embedded_proxy_paces_its_re_requests(embedded_proxy, monkeypatch) -> None:
+    """One change to a private list held by many clients: the embedded proxy re-requests
+    them a few at a time (``GripProxy.max_rerequests``), not all at once (issue 10); every
+    client still gets the change."""
+    import threading
+
+    from django.test import override_settings
+
+    from tests.testapp.models import Todo
+
+    from .test_realtime import get
+
+    proxy = embedded_proxy.proxy
+    monkeypatch.setattr(proxy, "max_rerequests", 3, raising=False)
+    monkeypatch.setattr(proxy, "_rerequests", None, raising=False)
+    in_flight = peak = 0
+    lock = threading.Lock()
+    app = proxy.app
+
+    async def counting(scope, receive, send):
+        """Counts re-requests from their start to the end of their answer (Django's ASGI
+        handler goes on with its clean-up after that, outside the proxy's turn)."""
+        nonlocal in_flight, peak
+        if not any(name == b"grip-last" for name, _ in scope.get("headers", ())):
+            await app(scope, receive, send)
+            return
+        answered = False
+
+        def finish() -> None:
+            nonlocal in_flight, answered
+            if not answered:
+                answered = True
+                with lock:
+                    in_flight -= 1
+
+        async def counted_send(message):
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finish()
+
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        try:
+            await app(scope, receive, counted_send)
+        finally:
+            finish()
+
+    monkeypatch.setattr(proxy, "app", counting)
+    cache.clear()
+    with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None,
+                           DRF_GRIP={"HINT_BUCKETS": 1}):
+        Todo.objects.create(title="first")
+        channel = names.list_channel(Todo)
+        polls = [hold(embedded_proxy, "/api/todos/", channel, {"X-Client": str(i)})
+                 for i in range(30)]
+        Todo.objects.create(title="second")
+        answers = [poll.result(10) for poll in polls]
+        settle()
+    fresh = get(embedded_proxy, "/api/todos/")
+    assert all(a.status_code == 200 and a.content == fresh.content for a in answers)
+    assert 1 <= peak <= 3

@@ -768,3 +768,55 @@ def test_lost_versions_cost_a_re_request_not_a_spin(grip_pushpin: PushpinServer)
     todo.title = "soy milk"
     todo.save()
     assert poll.result(WITHIN).json()["title"] == "soy milk"
+
+
+def test_re_request_that_cannot_have_changed_is_held_without_a_render(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a burst, a private hold re-requested for a change its last render already showed
+    is held again without running the view (issue 10: "a re-request whose answer cannot
+    have changed costs no render"); a change after that render is rendered and delivered."""
+    from drf_grip.rest.versions import next_version
+
+    Todo.objects.create(title="milk")
+    settle()
+    # A change committed, its item not yet published: the render below shows it.
+    earlier, covered = next_version(list_ch())
+    poll = hold(grip_proxy, "/api/todos/", list_ch())
+    renders: list[str] = []
+    re_requests: list[int] = []
+    re_requested = threading.Event()
+    real_list, real_finalize = TodoViewSet.list, TodoViewSet.finalize_response
+
+    def counting_list(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        renders.append(request.META.get("HTTP_GRIP_LAST", ""))
+        return real_list(self, request, *args, **kwargs)
+
+    def noting_finalize(self: Any, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = real_finalize(self, request, response, *args, **kwargs)
+        if request.META.get("HTTP_GRIP_LAST"):
+            re_requests.append(response.status_code)
+            re_requested.set()
+        return response
+
+    monkeypatch.setattr(TodoViewSet, "list", counting_list)
+    monkeypatch.setattr(TodoViewSet, "finalize_response", noting_finalize)
+
+    # ... and now its hint arrives.
+    grip_proxy.publish_items([{
+        "channel": list_ch(), "id": covered, "prev-id": earlier,
+        "formats": {"http-response": {"action": "hint"}},
+    }])
+
+    assert re_requested.wait(WITHIN), "the proxy did not re-request the hold"
+    assert re_requests == [304]
+    assert renders == []
+    assert not poll.done
+
+    Todo.objects.create(title="bread")  # a change after the render is rendered
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert response.content == get(grip_proxy, "/api/todos/").content
+    assert "bread" in response.text
+    assert len(renders) >= 1

@@ -1,0 +1,126 @@
+"""A gateway connection's state in the shared cache, and the indexes that find it.
+
+Only the connection's own requests write its state (the proxy sends one connection's
+requests one at a time), so a plain ``set`` is safe; the indexes the publisher reads are
+bounded, expiring :class:`~drf_grip.rest.store.SlotIndex` sets. Everything expires: a
+connection gone without a ``DISCONNECT`` leaves nothing behind for long.
+
+A state is ``{"subs": {subscription key: subscription}}``; a private subscription also has
+the version (ETag) its subscriber last received, kept under its own key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+
+from ...conf import grip_settings
+from ..store import SlotIndex, state_cache
+
+__all__ = [
+    "REVOKED",
+    "connection_key",
+    "drop_state",
+    "forget_version",
+    "fresh_subscribers",
+    "load_state",
+    "load_states",
+    "private_connections",
+    "save_state",
+    "sent_version",
+    "set_sent_version",
+    "state_timeout",
+    "subscription_key",
+]
+
+_STATE = "drf_grip:ws:conn:"
+_INDEX = "drf_grip:ws:model:"
+_ETAG = "drf_grip:ws:etag:"
+_FRESH_SECONDS = 10
+
+#: The sent version of a subscription whose credentials stopped naming its subscriber.
+REVOKED = "revoked"
+
+
+def state_timeout() -> int:
+    # The proxy calls at least every WS_KEEP_ALIVE seconds (Keep-Alive-Interval), and each
+    # call refreshes the state; a connection gone without a DISCONNECT expires.
+    return max(4 * int(grip_settings.WS_KEEP_ALIVE), 120)
+
+
+def connection_key(connection_id: str) -> str:
+    """An unguessable key for a ``Connection-Id``: it names the connection's channel."""
+    secret = hashlib.sha256(b"drf-grip.gateway:" + settings.SECRET_KEY.encode()).digest()
+    return hmac.new(secret, connection_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def subscription_key(sub_id: Any) -> str:
+    """A subscription id (a string or a number) as a key of the state's ``subs``."""
+    return json.dumps(sub_id)
+
+
+def fresh_subscribers(channel: str) -> SlotIndex:
+    """Connections that subscribed to a shared channel in the last seconds.
+
+    A WebSocket subscription has no prev-id: a publish that reaches the proxy after this
+    connection's first render but before the proxy applied its ``subscribe`` would be lost.
+    For a few seconds the shared publisher also sends the change to such a connection's own
+    channel (subscribed when it opened); a duplicate carries the same ETag."""
+    return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, _FRESH_SECONDS)
+
+
+def private_connections(label: str) -> SlotIndex:
+    """Gateway connections with private subscriptions to ``label`` (bounded, expiring)."""
+    return SlotIndex(_INDEX + label, int(grip_settings.WS_MAX_LIVE_CONNECTIONS), state_timeout())
+
+
+def load_state(conn: str) -> dict[str, Any]:
+    state = state_cache().get(_STATE + conn)
+    return state if isinstance(state, dict) else {"subs": {}}
+
+
+def load_states(conns: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The states of several connections in one cache read; a gone one is left out."""
+    conns = list(conns)
+    found = state_cache().get_many([_STATE + conn for conn in conns])
+    states = {conn: found.get(_STATE + conn) for conn in conns}
+    return {conn: state for conn, state in states.items() if isinstance(state, dict)}
+
+
+def save_state(conn: str, state: dict[str, Any]) -> bool:
+    """Save a connection's own state and list it in its models' indexes; False when an
+    index is full."""
+    state_cache().set(_STATE + conn, state, timeout=state_timeout())
+    listed = True
+    for label in {s["model"] for s in state["subs"].values() if s["mode"] == "private"}:
+        listed = private_connections(label).add(conn, {}) and listed
+    return listed
+
+
+def drop_state(conn: str) -> None:
+    state = load_state(conn)
+    for key, sub in state["subs"].items():
+        if sub["mode"] == "private":
+            private_connections(sub["model"]).remove(conn)
+            forget_version(conn, key)
+        else:
+            fresh_subscribers(sub["channel"]).remove(conn)
+    state_cache().delete(_STATE + conn)
+
+
+def sent_version(conn: str, key: str) -> str | None:
+    """The version (ETag, ``status-N`` or :data:`REVOKED`) a private subscription last sent."""
+    return state_cache().get(_ETAG + conn + key)
+
+
+def set_sent_version(conn: str, key: str, version: str | None) -> None:
+    state_cache().set(_ETAG + conn + key, version, timeout=state_timeout())
+
+
+def forget_version(conn: str, key: str) -> None:
+    state_cache().delete(_ETAG + conn + key)

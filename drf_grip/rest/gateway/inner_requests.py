@@ -1,0 +1,185 @@
+"""The request a gateway message runs: built like the one a browser on the same page would
+send over HTTP, and answered by the whole middleware stack and URLconf.
+
+The request carries the handshake's headers (Pushpin forwards them on every ``POST``:
+``Cookie``, ``Authorization``, ``Origin``), so authentication, permissions, throttling,
+validation and CSRF (DRF's ``SessionAuthentication`` checks the token of unsafe methods)
+apply unchanged. A message may add headers, but not those naming the connection or those
+CSRF and host checks rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote, unquote_to_bytes, urlencode, urlsplit
+
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
+
+from ..render import inherited_meta, run_through_middleware, wsgi_request
+from .messages import MessageError
+
+__all__ = [
+    "build_inner_request",
+    "check_method",
+    "inner_headers",
+    "resolvable_path",
+    "run_inner",
+]
+
+logger = logging.getLogger("drf_grip.gateway")
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_MAX_HEADERS = 32
+_MAX_HEADER_VALUE = 8192
+# Headers a message may not set: the connection's identity, what the proxy adds, and what
+# CSRF and host checks rely on (they come from the handshake only).
+_FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "cookie",
+        "origin",
+        "referer",
+        "content-length",
+        "content-type",
+        "connection",
+        "connection-id",
+        "upgrade",
+        "transfer-encoding",
+        "keep-alive",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-real-ip",
+        "te",
+        "trailer",
+        "expect",
+    }
+)
+_FORBIDDEN_PREFIXES = ("meta-", "grip-", "sec-websocket-")
+
+
+def run_inner(request: HttpRequest) -> HttpResponse:
+    """The answer of the whole middleware stack and URLconf, like Django's test client."""
+    try:
+        return run_through_middleware(request)
+    except Exception:  # noqa: BLE001 - a failing middleware must not kill the connection
+        logger.exception("drf-grip gateway: %s %s failed", request.method, request.path)
+        return HttpResponse(status=500)
+
+
+def check_method(method: Any) -> str:
+    """A message's ``method``, upper-cased, or a 400."""
+    if not isinstance(method, str) or method.upper() not in _METHODS:
+        raise MessageError(400, f"method is one of {', '.join(sorted(_METHODS))}")
+    return method.upper()
+
+
+def _check_header(name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        raise MessageError(400, "header names are letters, digits and '-'")
+    lower = name.lower()
+    if lower in _FORBIDDEN_HEADERS or lower.startswith(_FORBIDDEN_PREFIXES):
+        raise MessageError(400, f"the header {name} cannot be set by a message")
+    if not isinstance(value, str) or len(value) > _MAX_HEADER_VALUE:
+        raise MessageError(400, f"the header {name} must be a string of at most 8192 characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or not value.isascii():
+        raise MessageError(400, f"the header {name} holds characters a header cannot carry")
+
+
+def inner_headers(data: Mapping[str, Any], token_keyword: str) -> dict[str, str]:
+    """A message's ``headers``, checked, and its ``token`` as ``Authorization``."""
+    headers = data.get("headers")
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, dict):
+        raise MessageError(400, "headers must be an object of strings")
+    if len(headers) > _MAX_HEADERS:
+        raise MessageError(400, f"at most {_MAX_HEADERS} headers")
+    for name, value in headers.items():
+        _check_header(name, value)
+    out = dict(headers)
+    token = data.get("token")
+    if token is not None:
+        if not isinstance(token, str) or not token:
+            raise MessageError(400, "token must be a non-empty string")
+        _check_header("Authorization", token)
+        out["Authorization"] = f"{token_keyword} {token}"
+    return out
+
+
+def _split_url(url: Any) -> tuple[str, str]:
+    if not isinstance(url, str) or not url.startswith("/") or url.startswith("//"):
+        raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
+    if len(url) > 4096 or any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise MessageError(400, "url is too long or contains spaces or control characters")
+    if not url.isascii():  # WSGI carries the path and query as Latin-1 (PEP 3333)
+        raise MessageError(400, "url must be ASCII: percent-encode other characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise MessageError(400, "url is not a valid URL") from None
+    if parts.scheme or parts.netloc:
+        raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
+    return parts.path, parts.query
+
+
+def _url_matches(path: str) -> bool:
+    try:
+        resolve(unquote(path))
+    except Resolver404:
+        return False
+    except Exception:  # noqa: BLE001 - e.g. a path that is not valid UTF-8 once decoded
+        return False
+    return True
+
+
+def resolvable_path(url: Any) -> str:
+    """The path of a message's ``url``: a 400 for what is not a local path, a 404 for one
+    the URLconf does not serve."""
+    path, _query = _split_url(url)
+    if not _url_matches(path):
+        raise MessageError(404, f"not found: {path}")
+    return path
+
+
+def build_inner_request(
+    outer: HttpRequest, method: str, url: str, data: Any, headers: Mapping[str, str]
+) -> WSGIRequest:
+    """A request like the one a browser on the same page would send over HTTP: the
+    handshake's headers, the message's ``headers``, JSON in and out."""
+    path, query = _split_url(url)
+    body = b""
+    if data is not None:
+        if method in ("GET", "HEAD"):
+            if not isinstance(data, dict):
+                raise MessageError(400, "data of a GET is an object of query parameters")
+            extra = urlencode(
+                [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
+            )
+            query = f"{query}&{extra}" if query else extra
+        else:
+            body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    environ: dict[str, Any] = dict(inherited_meta(outer))
+    # The answer goes into a JSON message whatever the page's own requests accept.
+    environ.pop("HTTP_ACCEPT", None)
+    for name, value in headers.items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    environ.setdefault("HTTP_ACCEPT", "application/json")
+    environ["CONTENT_TYPE"] = "application/json"
+    return wsgi_request(
+        environ,
+        method=method,
+        scheme=outer.scheme,
+        path_info=unquote_to_bytes(path).decode("iso-8859-1"),
+        query=query,
+        body=body,
+    )

@@ -1,0 +1,140 @@
+"""The gateway's message protocol: what a client sends and what it gets back.
+
+Client messages are JSON objects (django-websocket-request's format, plus subscriptions)::
+
+    {"id": 7, "method": "PATCH", "url": "/api/todos/5/", "data": {...},
+     "token": "...", "headers": {"X-CSRFToken": "..."}}
+    {"id": 8, "subscribe": "/api/todos/?done=false"}
+    {"id": 9, "unsubscribe": 8}
+
+Answers and server-sent messages::
+
+    {"id": 7, "status": 200, "data": {...}, "etag": "\\"...\\""}       # a request's answer
+    {"id": 8, "status": 200, "data": [...], "etag": "...", "url": "..."}  # a subscription's first
+    {"event": "change", "id": 8, "url": "...", "status": 200, "data": ..., "etag": ...}
+    {"event": "end", "id": 8, "url": "...", "status": 403, "error": "reason"}
+    {"id": 9, "status": 200, "unsubscribed": 8}
+    {"id": 7, "status": 400, "error": "reason"}                       # an error, connection kept
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.http import HttpResponse
+
+from ...conf import grip_settings
+from ..etag import make_etag
+
+__all__ = [
+    "MessageError",
+    "answer_of",
+    "change_message",
+    "decode_message",
+    "end_message",
+    "valid_id",
+]
+
+_MAX_ID = 200
+
+
+class MessageError(Exception):
+    """A message the gateway refuses; becomes ``{"id", "status", "error"}``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+def decode_message(message: str | bytes) -> dict[str, Any]:
+    """A client message as a JSON object, within ``DRF_GRIP['WS_MAX_MESSAGE_SIZE']``."""
+    if isinstance(message, bytes):
+        raise MessageError(400, "binary messages are not supported: send JSON text")
+    size = len(message.encode("utf-8"))
+    limit = int(grip_settings.WS_MAX_MESSAGE_SIZE)
+    if size > limit:
+        raise MessageError(413, f"message too large: {size} bytes, the limit is {limit}")
+    try:
+        data = json.loads(message)
+    except json.JSONDecodeError as exc:
+        raise MessageError(400, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except (RecursionError, ValueError):
+        raise MessageError(400, "invalid JSON: nested too deeply or not decodable") from None
+    if not isinstance(data, dict):
+        raise MessageError(400, "a message is a JSON object")
+    return data
+
+
+def valid_id(value: Any) -> bool:
+    """A message id is absent, a string of at most 200 characters, or an integer a
+    JavaScript client reads exactly (at most 2**53)."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    return isinstance(value, str) and len(value) <= _MAX_ID
+
+
+def _media_type(response: HttpResponse) -> str:
+    return response.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
+    """``{"id", "status", "data"}`` (plus ``etag``, ``location``) for an inner response."""
+    status = response.status_code
+    if status >= 500:
+        return {"id": message_id, "status": status, "error": "server error"}
+    if getattr(response, "streaming", False):
+        return {"id": message_id, "status": 502, "error": "streaming responses are not supported"}
+    content = response.content
+    data: Any = None
+    if content:
+        content_type = _media_type(response)
+        text = content.decode("utf-8", "replace")
+        data = text
+        if content_type == "application/json" or content_type.endswith("+json"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                pass
+    answer: dict[str, Any] = {"id": message_id, "status": status, "data": data}
+    if response.has_header("ETag"):
+        answer["etag"] = response["ETag"]
+    if response.has_header("Location"):
+        answer["location"] = response["Location"]
+    return answer
+
+
+def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str, str]:
+    """The ``change`` event for one re-rendered private subscription, and its version.
+
+    A JSON body is spliced in as rendered, so the event carries the same bytes a GET returns.
+    """
+    head = {"event": "change", "id": sub["id"], "url": sub["url"], "status": response.status_code}
+    if response.status_code != 200:
+        head["error"] = "server error" if response.status_code >= 500 else response.reason_phrase
+        return json.dumps(head), f"status-{response.status_code}"
+    etag = response.get("ETag") or make_etag(response.content)
+    head["etag"] = etag
+    text = response.content.decode("utf-8", "replace")
+    if _media_type(response) != "application/json":
+        text = json.dumps(text)
+    return json.dumps(head)[:-1] + ', "data": ' + text + "}", etag
+
+
+def end_message(sub: Mapping[str, Any], status: int) -> str:
+    """The ``end`` event of a subscription whose credentials no longer name its subscriber."""
+    return json.dumps(
+        {
+            "event": "end",
+            "id": sub["id"],
+            "url": sub["url"],
+            "status": status,
+            "error": "the subscription's credentials are no longer valid",
+        }
+    )

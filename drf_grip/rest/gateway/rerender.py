@@ -1,0 +1,92 @@
+"""The publisher's side of private gateway subscriptions: re-render each as its subscriber.
+
+A GRIP proxy cannot re-run anything per connection when a publish arrives on a WebSocket
+(there is no ``hint`` for WebSockets), so after a change of a model the publisher replays
+each affected subscription's recorded GET as its own user (``get_queryset``, permissions and
+serializer as for a GET; throttling skipped) and pushes the result to the connection's own
+channel when its ETag changed. No connection ever receives a representation rendered for
+another user. Cost per change: one render per affected private subscription, like one hint
+re-request per held client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from ...grip.publisher import publish
+from .. import channels as names
+from ..context import RealtimeContext
+from ..render import RecordedRequest, subscriber_get
+from .connections import (
+    REVOKED,
+    load_states,
+    private_connections,
+    sent_version,
+    set_sent_version,
+)
+from .messages import change_message, end_message
+
+__all__ = ["publish_subscriptions"]
+
+logger = logging.getLogger("drf_grip.gateway")
+
+
+def _affected(
+    sub: Mapping[str, Any], pks: set[Any] | None, deleted: set[Any], partitions: set[str] | None
+) -> bool:
+    """Whether a change can alter this subscription (cost follows what changed)."""
+    if sub.get("kind") == "detail" and sub.get("pk") is not None and pks is not None:
+        return sub["pk"] in {str(pk) for pk in set(pks) | set(deleted)}
+    if sub.get("partition") is not None and partitions is not None:
+        return sub["partition"] in partitions
+    return True
+
+
+def _send(conn: str, message: str) -> None:
+    publish(names.connection_channel(conn), {"ws-message": {"content": message}})
+
+
+def publish_subscriptions(
+    model: Any,
+    pks: set[Any] | None = None,
+    deleted: set[Any] = frozenset(),  # type: ignore[assignment]
+    partitions: set[str] | None = None,
+) -> None:
+    """After a change of ``model``: replay every affected gateway subscription to its private
+    views as its subscriber's own GET, and push those whose representation changed."""
+    label = model._meta.label_lower
+    conns = [entry["k"] for entry in private_connections(label).entries()]
+    if not conns:
+        return
+    states = load_states(conns)
+    for conn in conns:
+        state = states.get(conn)
+        if state is None:
+            private_connections(label).remove(conn)  # the connection is gone
+            continue
+        for key, sub in list(state["subs"].items()):
+            if sub["mode"] != "private" or sub["model"] != label:
+                continue
+            if not _affected(sub, pks, deleted, partitions):
+                continue
+            if sent_version(conn, key) == REVOKED:
+                continue
+            context = RealtimeContext(role="gateway-render", user=sub.get("user"))
+            try:
+                response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
+            except Exception:  # noqa: BLE001 - one subscription must not stop the others
+                logger.exception("drf-grip gateway: could not re-render a subscription")
+                continue
+            if context.revoked or response.status_code in (401, 403):
+                # The credentials no longer name the subscriber: end the subscription.
+                set_sent_version(conn, key, REVOKED)
+                status = response.status_code if response.status_code in (401, 403) else 403
+                _send(conn, end_message(sub, status))
+                continue
+            message, version = change_message(sub, response)
+            if sent_version(conn, key) == version:
+                continue  # this user's representation did not change
+            set_sent_version(conn, key, version)
+            _send(conn, message)

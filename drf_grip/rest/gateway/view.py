@@ -1,0 +1,294 @@
+"""The gateway view: one WebSocket for REST requests and live subscriptions.
+
+It reads each message (``messages.py``), runs requests through the middleware stack and
+URLconf (``inner_requests.py``) and keeps the connection's subscriptions (``connections.py``).
+
+Delivery of changes:
+
+- **shared** views: the connection subscribes to the view's per-URL channel and receives what
+  the shared publisher pushes (``shared.py``), one render per live URL; those messages carry
+  ``url`` (the one the subscription was answered with) and no ``id``, because they are the
+  same for every subscriber.
+- **private** views: the connection's subscriptions live in Django's cache keyed by its
+  ``Connection-Id``, with the user the view authenticated, and the publisher re-renders each
+  as its own user (``rerender.py``).
+
+Known limits: a shared subscription can miss a change that commits between its first render
+and the proxy applying the subscription (milliseconds); private re-renders run as the user
+(``request.auth`` is ``None``), not with the original token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from django.core.handlers.wsgi import WSGIRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils.decorators import classonlymethod
+
+from ...conf import grip_settings
+from ...grip.instruct import MAX_CHANNELS
+from ...grip.signature import check_grip_sig
+from ...grip.websocket import WebSocketContext
+from ...grip.websocket_views import WebSocketView, require_websocket
+from .. import channels as names
+from ..context import SHARED, RealtimeContext
+from ..render import record
+from ..versions import hold_versions, read_versions
+from .connections import (
+    connection_key,
+    drop_state,
+    forget_version,
+    fresh_subscribers,
+    load_state,
+    private_connections,
+    save_state,
+    set_sent_version,
+    subscription_key,
+)
+from .inner_requests import (
+    build_inner_request,
+    check_method,
+    inner_headers,
+    resolvable_path,
+    run_inner,
+)
+from .messages import MessageError, answer_of, decode_message, valid_id
+
+__all__ = ["RealtimeGateway"]
+
+logger = logging.getLogger("drf_grip.gateway")
+
+
+class RealtimeGateway(WebSocketView):
+    """One WebSocket for REST requests and live subscriptions to realtime views.
+
+    Hooks: ``token_keyword`` (``Authorization: <keyword> <token>`` from a message's
+    ``token``), ``get_inner_headers()``; limits come from ``DRF_GRIP['WS_MAX_MESSAGE_SIZE']``,
+    ``['WS_MAX_SUBSCRIPTIONS']`` and ``['WS_KEEP_ALIVE']``.
+    """
+
+    #: ``{"token": "abc"}`` becomes ``Authorization: Token abc`` (DRF's TokenAuthentication).
+    token_keyword = "Token"
+
+    @classonlymethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
+        # WebSocket only: a plain HTTP request gets 400 with a reason.
+        return require_websocket(super(WebSocketView, cls).as_view(**initkwargs))
+
+    # -- the connection -------------------------------------------------------------------
+
+    def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
+        ctx: WebSocketContext = request.wscontext
+        proxied = getattr(request, "grip_proxied", None)
+        if proxied is None:
+            proxied = check_grip_sig(request.META.get("HTTP_GRIP_SIG"))[0]
+        if not proxied:
+            # The Connection-Id names the subscriptions: only the proxy may assert it.
+            return HttpResponse(
+                "Forbidden: the WebSocket gateway is served through a GRIP proxy only.\n",
+                status=403,
+                content_type="text/plain",
+            )
+        conn = connection_key(ctx.id)
+        if ctx.is_opening():
+            ctx.accept()
+            keep_alive = int(grip_settings.WS_KEEP_ALIVE)
+            if keep_alive:
+                # The proxy calls us this often (refreshing the state's expiry) and pings the
+                # client on silence, so idle connections survive intermediaries.
+                ctx.keep_alive_interval = keep_alive
+                ctx.set_keep_alive(keep_alive)
+            ctx.subscribe(names.connection_channel(conn))
+        state = load_state(conn)
+        changed = False
+        for message in request.websocket:
+            answer, touched = self.handle_message(request, ctx, conn, state, message)
+            changed = changed or touched
+            if answer is not None:
+                request.websocket.send_json(answer)
+        if request.websocket.close_code is not None or ctx.disconnected:
+            drop_state(conn)
+        elif changed or state["subs"]:
+            save_state(conn, state)  # also refreshes the expiry on keep-alive calls
+        return None
+
+    def handle_message(
+        self,
+        request: HttpRequest,
+        ctx: WebSocketContext,
+        conn: str,
+        state: dict[str, Any],
+        message: str | bytes,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Answer one message; returns the answer and whether subscriptions changed."""
+        message_id: Any = None
+        try:
+            data = self.decode(message)
+            message_id = data.get("id")
+            if not valid_id(message_id):
+                message_id = None
+                raise MessageError(400, "id must be a string or an integer")
+            if "subscribe" in data:
+                return self.subscribe(request, ctx, conn, state, data), True
+            if "unsubscribe" in data:
+                return self.unsubscribe(ctx, conn, state, data), True
+            if "url" in data or "method" in data:
+                return self.rest(request, data), False
+            raise MessageError(
+                400, "unknown message type: send a request (method, url), subscribe or unsubscribe"
+            )
+        except MessageError as exc:
+            return {"id": message_id, "status": exc.status, "error": exc.reason}, False
+        except Exception:  # noqa: BLE001 - never a 500 for the connection, never a dropped one
+            logger.exception("drf-grip gateway: a message failed")
+            return {"id": message_id, "status": 500, "error": "server error"}, False
+
+    def decode(self, message: str | bytes) -> dict[str, Any]:
+        return decode_message(message)
+
+    # -- inner requests -------------------------------------------------------------------
+
+    def get_inner_headers(self, data: Mapping[str, Any]) -> dict[str, str]:
+        """Headers a message adds to its request: ``headers`` and ``token``."""
+        return inner_headers(data, self.token_keyword)
+
+    def build_request(
+        self,
+        outer: HttpRequest,
+        method: str,
+        url: str,
+        data: Any,
+        headers: Mapping[str, str],
+    ) -> WSGIRequest:
+        """A request like the one a browser on the same page would send over HTTP."""
+        return build_inner_request(outer, method, url, data, headers)
+
+    def rest(self, request: HttpRequest, data: Mapping[str, Any]) -> dict[str, Any]:
+        method = check_method(data.get("method", "GET"))
+        if "url" not in data:
+            raise MessageError(400, "a request needs a url")
+        resolvable_path(data["url"])
+        inner = self.build_request(
+            request, method, data["url"], data.get("data"), self.get_inner_headers(data)
+        )
+        return answer_of(data.get("id"), run_inner(inner))
+
+    # -- subscriptions --------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        request: HttpRequest,
+        ctx: WebSocketContext,
+        conn: str,
+        state: dict[str, Any],
+        data: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        sub_id = data.get("id")
+        if sub_id is None:
+            raise MessageError(400, "a subscription needs an id")
+        key = subscription_key(sub_id)
+        if key in state["subs"]:
+            raise MessageError(409, f"the subscription id {key} is in use; unsubscribe first")
+        limit = int(grip_settings.WS_MAX_SUBSCRIPTIONS)
+        if len(state["subs"]) >= limit:
+            raise MessageError(429, f"too many subscriptions: the limit is {limit}")
+        url = data["subscribe"]
+        path = resolvable_path(url)
+        headers = self.get_inner_headers(data)
+        for _attempt in range(3):
+            inner = self.build_request(request, "GET", url, None, headers)
+            context = RealtimeContext(role="gateway-subscribe")
+            inner.drf_grip = context
+            response = run_inner(inner)
+            if response.status_code != 200:
+                return answer_of(sub_id, response)
+            policy = context.policy
+            if policy is None:
+                raise MessageError(400, f"not a realtime URL: {path}")
+            answer = answer_of(sub_id, response)
+            if policy.delivery == SHARED:
+                answer = self._subscribe_shared(ctx, conn, state, key, sub_id, url, policy, answer)
+                # Listed as fresh first, then checked: if no publisher moved the version
+                # meanwhile, every later publish finds this connection (see fresh_subscribers).
+                channel = policy.channels[0]
+                if read_versions([channel])[channel] == context.state.get("version"):
+                    return answer
+                continue
+            user = getattr(inner, "user", None)
+            state["subs"][key] = {
+                "id": sub_id,
+                "url": url,
+                "mode": "private",
+                "model": policy.model,
+                "kind": policy.kind,
+                "pk": policy.pk,
+                "partition": policy.partition,
+                "user": str(user.pk) if user is not None and user.is_authenticated else None,
+                # The subscriber's own GET, replayed for every change (render.py).
+                "req": record(inner, credentials=True).as_dict(),
+            }
+            if not save_state(conn, state):
+                del state["subs"][key]
+                raise MessageError(
+                    503, "too many live gateway connections for this resource; retry later"
+                )
+            set_sent_version(conn, key, context.result_etag)
+            # A change that committed while we rendered, and was published before the
+            # publisher could see this subscription, moved a channel version: render again.
+            if hold_versions(policy.channels) == policy.versions:
+                break
+        answer["url"] = url
+        return answer
+
+    def _subscribe_shared(
+        self,
+        ctx: WebSocketContext,
+        conn: str,
+        state: dict[str, Any],
+        key: str,
+        sub_id: Any,
+        url: str,
+        policy: Any,
+        answer: dict[str, Any],
+    ) -> dict[str, Any]:
+        channel = policy.channels[0]
+        shared = {s["channel"] for s in state["subs"].values() if s["mode"] == "shared"}
+        # Pushpin takes at most 20 channels per connection; one is the connection's own.
+        if channel not in shared and len(shared) >= MAX_CHANNELS - 1:
+            raise MessageError(
+                429, f"too many shared subscriptions: the limit is {MAX_CHANNELS - 1}"
+            )
+        ctx.subscribe(channel)
+        fresh_subscribers(channel).add(conn, {})
+        state["subs"][key] = {
+            "id": sub_id,
+            "url": url,
+            "mode": "shared",
+            "channel": channel,
+            "live": policy.url,
+        }
+        answer["url"] = policy.url
+        return answer
+
+    def unsubscribe(
+        self, ctx: WebSocketContext, conn: str, state: dict[str, Any], data: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        target = data["unsubscribe"]
+        if not valid_id(target) or target is None:
+            raise MessageError(400, "unsubscribe names a subscription id")
+        key = subscription_key(target)
+        sub = state["subs"].pop(key, None)
+        if sub is None:
+            raise MessageError(404, f"no subscription {key}")
+        if sub["mode"] == "shared":
+            if not any(s.get("channel") == sub["channel"] for s in state["subs"].values()):
+                ctx.unsubscribe(sub["channel"])
+                fresh_subscribers(sub["channel"]).remove(conn)
+        else:
+            forget_version(conn, key)
+            if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
+                private_connections(sub["model"]).remove(conn)
+        return {"id": data.get("id", target), "status": 200, "unsubscribed": target}

@@ -1,0 +1,96 @@
+"""Private re-requests whose answer cannot have changed: held again without a render.
+
+A proxy re-requests a held private long-poll for every hint on its channel (and for a
+``prev-id`` conflict), with the client's own request and ``Grip-Last: ch; last-id=ID`` naming
+the last item it saw on each channel (PUSHPIN.md: "hint", "the publish-before-hold race"). In
+a burst of changes, a client whose re-request already rendered the last of them is
+re-requested again for each later hint: that answer cannot differ from the one it holds.
+
+So each private hold remembers, for its request (method, URL, the client's headers with its
+credentials, the user), the ETag it answered and, per channel, the range of ids its render
+covers: from the ``prev-id`` it held with to the channel's counter read *before* the render
+(a commit moves the counter before its item is published, ``publishing.py``; so an item whose
+id is at most that counter was committed before the render began). A re-request of the same
+request with that ETag, whose ``Grip-Last`` ids all fall in those ranges, is held again without
+running the view, provided one of them is newer than the hold named (PUSHPIN.md: a
+hint's re-request names the session's ids, which move only for items the session took).
+Anything else renders: an unchanged id (the cause is unknown), an id from another process's counter (a per-process
+cache starts counters at random, ``versions.py``), a channel not remembered, a non-numeric id.
+Only channels drf-grip itself moves qualify: a view that overrides ``get_realtime_channels()``
+(and may publish to its channels by other means) always renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from django.http import HttpRequest
+
+from .store import state_cache
+
+__all__ = ["request_identity", "covered_ids", "remember", "unchanged_etag"]
+
+_KEY = "drf_grip:unchanged:"
+# Headers a proxy adds or varies per attempt; the rest is the client's request.
+_IGNORED = ("HTTP_GRIP_", "HTTP_IF_NONE_MATCH", "HTTP_CONNECTION", "HTTP_CONTENT_LENGTH")
+
+
+def request_identity(request: HttpRequest, user: Any) -> str:
+    """What makes two requests the same request: method, host, path, query, the client's
+    headers (credentials included) and the authenticated user."""
+    meta = request.META
+    parts = [
+        request.method or "",
+        request.get_host(),
+        request.path,
+        meta.get("QUERY_STRING", ""),
+        str(getattr(user, "pk", "") or ""),
+    ]
+    for key in sorted(meta):
+        if key.startswith("HTTP_") and not key.startswith(_IGNORED):
+            parts.append(f"{key}={meta[key]}")
+    digest = hashlib.sha256("\n".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:40]
+
+
+Ranges = dict[str, tuple[int, int]]
+
+
+def covered_ids(prev_ids: dict[str, str | None], counters: dict[str, str | None]) -> Ranges:
+    """Per channel, the ids a render that starts now covers: prev-id to current counter."""
+    out: Ranges = {}
+    for channel, counter in counters.items():
+        low = prev_ids.get(channel) or counter
+        if low and counter and low.isdigit() and counter.isdigit() and int(low) <= int(counter):
+            out[channel] = (int(low), int(counter))
+    return out
+
+
+def remember(identity: str, etag: str, ranges: Ranges, timeout: int) -> None:
+    if ranges:
+        state_cache().set(_KEY + identity, (etag, ranges), timeout=timeout)
+
+
+def unchanged_etag(identity: str, last: dict[str, str]) -> tuple[str, Ranges] | None:
+    """The ETag this request answered, when the proxy's ``Grip-Last`` shows it has seen a
+    newer item on some channel than the hold named and every id it names is covered; with
+    the ranges to remember for the hold that follows (its prev-ids are ``last``). None when
+    a render is needed: an id not covered, or nothing newer seen (the re-request's cause is
+    then unknown: a hint published by other means, a proxy's first-subscription retry)."""
+    found = state_cache().get(_KEY + identity)
+    if not last or not isinstance(found, tuple) or len(found) != 2:
+        return None
+    etag, ranges = found
+    newer = False
+    for channel, last_id in last.items():
+        covered = ranges.get(channel)
+        if covered is None or not last_id.isdigit():
+            return None
+        if not covered[0] <= int(last_id) <= covered[1]:
+            return None
+        newer = newer or int(last_id) > covered[0]
+    if not newer:
+        return None
+    following = {**ranges, **{ch: (int(v), ranges[ch][1]) for ch, v in last.items()}}
+    return str(etag), following
