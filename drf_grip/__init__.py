@@ -19,7 +19,7 @@ _EXPORTS = {
     "get_pubcontrol": "drf_grip.grip.publisher",
     "publish_items": "drf_grip.grip.publisher",
     "PublishError": "drf_grip.grip.publisher",
-    "websocket_only": "drf_grip.grip.websocket",
+    "websocket_only": "drf_grip.grip.websocket_decorators",
     # django-websocket / django-pistoke API
     "require_websocket": "drf_grip.grip.websocket_views",
     "accept_websocket": "drf_grip.grip.websocket_views",
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     # Keep in step with _EXPORTS (tests/test_packaging.py checks both).
     from .grip.hold import set_hold_longpoll, set_hold_response, set_hold_stream
     from .grip.publisher import PublishError, get_pubcontrol, get_publisher, publish, publish_items
-    from .grip.websocket import websocket_only
+    from .grip.websocket_decorators import websocket_only
     from .middleware import GripMiddleware
     from .rest.context import RealtimePolicy
     from .rest.gateway import RealtimeGateway

@@ -10,7 +10,7 @@ class DrfGripConfig(AppConfig):
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
         from .grip.middleware import register_path_handler
-        from .grip.publisher import register_delivered_hook
+        from .grip.publish_hooks import register_delivered_hook
         from .rest.registry import connect_signals
         from .rest.stream import NEXT_LINK_PATH, serve_next_link
         from .rest.versions import acknowledge

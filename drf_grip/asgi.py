@@ -31,7 +31,7 @@ def embedded_proxy(app: Any, **proxy_options: Any) -> Any:
     other processes can publish to it), ``DRF_GRIP``'s limits, and this process's publisher
     delivering to it in-process. The proxy itself imports nothing of Django."""
     from .conf import embedded_key, grip_settings
-    from .grip.publisher import register_local_sink, unregister_local_sink
+    from .grip.destinations import register_local_sink, unregister_local_sink
     from .proxy import GripProxy
 
     proxy_options.setdefault("key", embedded_key())

@@ -5,7 +5,7 @@ by playing the GRIP proxy's part of WebSocket-over-HTTP: each ``send()`` is a si
 of ``application/websocket-events`` with the connection's ``Connection-Id`` and ``Meta-*``
 headers; control messages (``subscribe``, ``unsubscribe``, ``set-meta``, ``detach``) are
 applied locally; and what this process publishes reaches subscribed test connections through
-a local sink (``drf_grip.grip.publisher.register_local_sink``), so a model change reaches the
+a local sink (``drf_grip.grip.destinations.register_local_sink``), so a model change reaches the
 socket as it would behind Pushpin::
 
     client = WebSocketTestClient()
@@ -54,11 +54,13 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from .conf import embedded_key, grip_settings
-from .grip.publisher import Item, get_publisher, register_local_sink, unregister_local_sink
-from .grip.signature import EMBEDDED_ISS
-from .grip.websocket import (
-    CONTENT_TYPE,
+from .grip.destinations import register_local_sink, unregister_local_sink
+from .grip.publisher import get_publisher
+from .protocol import (
     CONTROL_PREFIX,
+    EMBEDDED_ISSUER,
+    WEBSOCKET_EVENTS,
+    RawItem,
     WebSocketEvent,
     decode_events,
     encode_events,
@@ -88,7 +90,7 @@ def grip_signature() -> str:
             if endpoint.verify_iss:
                 claims["iss"] = endpoint.verify_iss
             return jwt.encode(claims, key, algorithm="HS256")
-    claims["iss"] = EMBEDDED_ISS
+    claims["iss"] = EMBEDDED_ISSUER
     return jwt.encode(claims, embedded_key(), algorithm="HS256")
 
 
@@ -162,20 +164,20 @@ class WebSocketConnection:
     def _post(self, events: Iterable[WebSocketEvent]) -> Any:
         extra: dict[str, Any] = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in self.headers.items()}
         # Set explicitly: Django's test client leaves it out of an empty body (keep-alive).
-        extra["CONTENT_TYPE"] = CONTENT_TYPE
+        extra["CONTENT_TYPE"] = WEBSOCKET_EVENTS
         extra["HTTP_CONNECTION_ID"] = self.connection_id
         extra["HTTP_GRIP_SIG"] = grip_signature()
         for name, value in self.meta.items():
             extra["HTTP_META_" + name.upper().replace("-", "_")] = value
         return self.client.generic(
-            "POST", self.path, encode_events(list(events)), content_type=CONTENT_TYPE, **extra
+            "POST", self.path, encode_events(list(events)), content_type=WEBSOCKET_EVENTS, **extra
         )
 
     def _exchange(self, events: list[WebSocketEvent]) -> None:
         if self.closed:
             raise RuntimeError("the connection is closed")
         response = self._post(events)
-        if response.status_code != 200 or response.get("Content-Type") != CONTENT_TYPE:
+        if response.status_code != 200 or response.get("Content-Type") != WEBSOCKET_EVENTS:
             # Pushpin drops the connection on anything else.
             self._close(1006)
             return
@@ -238,7 +240,7 @@ class WebSocketConnection:
     def _open(self) -> WebSocketConnection:
         response = self._post([WebSocketEvent("OPEN")])
         self.response = response
-        if response.status_code != 200 or response.get("Content-Type") != CONTENT_TYPE:
+        if response.status_code != 200 or response.get("Content-Type") != WEBSOCKET_EVENTS:
             self.closed = True
             return self
         events = decode_events(response.content)
@@ -375,7 +377,7 @@ class GripInstruction:
 
     @classmethod
     def of(cls, response: Any) -> GripInstruction:
-        from .proxy.instruct import parse_instruct
+        from .protocol import parse_instruct
 
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
         parsed = parse_instruct(raw)
@@ -445,7 +447,7 @@ def assert_not_held(response: Any) -> None:
     assert grip.hold is None, f"held ({grip.hold}) on {grip.channels}"
 
 
-class Outbox(list[Item]):
+class Outbox(list[RawItem]):
     """Items published in this process while :func:`capture_published` was active, in
     Pushpin's ``/publish`` form (``channel``, ``id``, ``prev-id``, ``formats``)."""
 
@@ -453,7 +455,7 @@ class Outbox(list[Item]):
         super().__init__()
         self._lock = threading.Lock()
 
-    def publish_items(self, items: list[Item]) -> None:  # the local sink interface
+    def publish_items(self, items: list[RawItem]) -> None:  # the local sink interface
         with self._lock:
             self.extend(items)
 
@@ -466,7 +468,7 @@ class Outbox(list[Item]):
             for item in list(self)
         ]
 
-    def to(self, channel: str) -> list[Item]:
+    def to(self, channel: str) -> list[RawItem]:
         """The items published on ``channel`` (named without ``GRIP_PREFIX``)."""
         return [item for item, name in zip(list(self), self.channels) if name == channel]
 

@@ -9,7 +9,8 @@ import jwt
 from rest_framework.test import APIClient
 
 from drf_grip.conf import embedded_key
-from drf_grip.grip.publisher import get_publisher, register_local_sink, unregister_local_sink
+from drf_grip.grip.destinations import register_local_sink, unregister_local_sink
+from drf_grip.grip.publisher import get_publisher
 from drf_grip.rest.registry import wait_idle
 
 

@@ -7,7 +7,7 @@ from django.test import RequestFactory, override_settings
 
 from drf_grip import set_hold_longpoll, set_hold_stream
 from drf_grip.conf import embedded_key
-from drf_grip.grip.instruct import Channel, Instruct
+from drf_grip.protocol import Channel, Instruct
 from drf_grip.grip.middleware import GripMiddleware
 
 import jwt
@@ -97,7 +97,7 @@ def test_keep_alive_ending_in_a_newline_goes_cstring_as_django_grip_wrote_it():
 
 
 def test_keep_alive_encodings():
-    from drf_grip.grip.instruct import encode_keep_alive
+    from drf_grip.protocol import encode_keep_alive
 
     assert encode_keep_alive("ka") == ("ka", "raw")
     assert encode_keep_alive("ka\r\n") == ("ka\\r\\n", "cstring")

@@ -1,12 +1,14 @@
 """The import rule of CONTRIBUTING.rst, enforced: a lower layer never imports a higher one.
 
-    proxy/  (the embedded GRIP proxy: speaks only GRIP; given what it needs by asgi.py)
-    conf    (settings)
-    grip/   (GRIP layer: HTTP and GRIP, not DRF)      may import conf
-    rest/   (DRF layer)                               may import conf, grip
+    protocol/ (GRIP itself: instructions, items, events) imports nothing of Django or drf-grip
+    proxy/    (the embedded GRIP proxy; given what it needs by asgi.py)  may import protocol
+    conf      (settings)
+    grip/     (GRIP layer: HTTP and GRIP, not DRF)      may import conf, protocol
+    rest/     (DRF layer)                               may import conf, protocol, grip
     the rest (apps, checks, asgi, management commands, openapi, the test kits) may import all
 
-Every import counts, also one inside a function.
+Every import counts, also one inside a function. ``protocol`` and ``proxy`` import no Django
+module either.
 """
 
 from __future__ import annotations
@@ -19,11 +21,16 @@ import drf_grip
 PACKAGE = Path(drf_grip.__file__).parent
 
 ALLOWED = {
-    "proxy": {"proxy"},
+    "protocol": {"protocol"},
+    "proxy": {"protocol", "proxy"},
     "conf": {"conf"},
-    "grip": {"conf", "grip"},
-    "rest": {"conf", "grip", "rest"},
+    "grip": {"conf", "protocol", "grip"},
+    "rest": {"conf", "protocol", "grip", "rest"},
 }
+
+#: Layers that must run without Django: the protocol is plain Python, and the embedded proxy
+#: is given what it needs from Django by ``drf_grip.asgi``.
+WITHOUT_DJANGO = {"protocol", "proxy"}
 
 
 def layer_of(module: str) -> str:
@@ -31,7 +38,7 @@ def layer_of(module: str) -> str:
     if parts[0] != "drf_grip" or len(parts) == 1:
         return "top"
     head = parts[1]
-    if head in ("proxy", "grip", "rest", "conf"):
+    if head in ("protocol", "proxy", "grip", "rest", "conf"):
         return head
     if head in ("middleware", "websocket"):  # public re-exports of the GRIP layer
         return "grip"
@@ -46,7 +53,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> list[str]:
+def all_imports_of(path: Path) -> list[str]:
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out = []
@@ -63,7 +70,11 @@ def imports_of(path: Path) -> list[str]:
             out.append(target)
             # ``from . import websocket`` names a module too.
             out.extend(f"{target}.{alias.name}" for alias in node.names if node.module is None)
-    return [m for m in out if m == "drf_grip" or m.startswith("drf_grip.")]
+    return out
+
+
+def imports_of(path: Path) -> list[str]:
+    return [m for m in all_imports_of(path) if m == "drf_grip" or m.startswith("drf_grip.")]
 
 
 def violations() -> list[str]:
@@ -72,6 +83,12 @@ def violations() -> list[str]:
         source = layer_of(module_name(path))
         if source not in ALLOWED:
             continue
+        if source in WITHOUT_DJANGO:
+            found.extend(
+                f"{module_name(path)} ({source}) imports {target} (Django)"
+                for target in all_imports_of(path)
+                if target.split(".")[0] in ("django", "rest_framework")
+            )
         for target in imports_of(path):
             if target == "drf_grip":
                 continue
@@ -92,5 +109,28 @@ def test_the_rule_sees_a_violation(tmp_path, monkeypatch):
     fake.write_text("def f():\n    from ..rest import mixins\n")
     try:
         assert "drf_grip.grip._layer_probe (grip) imports drf_grip.rest (rest)" in violations()
+    finally:
+        fake.unlink()
+
+
+def test_the_protocol_imports_no_django():
+    """The protocol layer is plain Python: not even an import inside a function reaches Django."""
+    assert list((PACKAGE / "protocol").glob("*.py")), "drf_grip/protocol/ is missing"
+    for path in sorted((PACKAGE / "protocol").rglob("*.py")):
+        imported = all_imports_of(path)
+        assert not [m for m in imported if m.split(".")[0] == "django"], path
+        assert not [m for m in imported if m.startswith("drf_grip.")
+                    and not m.startswith("drf_grip.protocol")], path
+
+
+def test_the_rule_sees_django_in_the_protocol():
+    """The check itself can fail: a protocol module importing Django is caught."""
+    fake = PACKAGE / "protocol" / "_layer_probe.py"
+    fake.write_text("def f():\n    from django.conf import settings\n")
+    try:
+        assert (
+            "drf_grip.protocol._layer_probe (protocol) imports django.conf (Django)"
+            in violations()
+        )
     finally:
         fake.unlink()

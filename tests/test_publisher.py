@@ -30,19 +30,13 @@ from gripcontrol import HttpResponseFormat, HttpStreamFormat, WebSocketMessageFo
 
 import drf_grip
 from drf_grip.conf import embedded_key
+from drf_grip.grip import destinations
 from drf_grip.grip import publisher as publisher_module
-from drf_grip.grip.publisher import (
-    MAX_BODY_SIZE,
-    PublishError,
-    Publisher,
-    PublishStats,
-    get_publisher,
-    make_item,
-    publish,
-    publish_items,
-    register_local_sink,
-    unregister_local_sink,
-)
+from drf_grip.grip.destinations import register_local_sink, unregister_local_sink
+from drf_grip.grip.items import make_item
+from drf_grip.grip.lanes import Publisher, PublishStats
+from drf_grip.grip.publisher import PublishError, get_publisher, publish, publish_items
+from drf_grip.protocol import MAX_PUBLISH_BODY
 
 WAIT = 15.0  # a safety net for waits on events, never an assertion about speed
 
@@ -172,7 +166,7 @@ def publisher(monkeypatch: pytest.MonkeyPatch) -> Iterator[Publisher]:
     """A fresh process-wide publisher for each test, so counters start at zero."""
     fresh = Publisher()
     monkeypatch.setattr(publisher_module, "_publisher", fresh)
-    monkeypatch.setattr(publisher_module, "_local_sinks", [])
+    monkeypatch.setattr(destinations, "_local_sinks", [])
     yield fresh
     fresh.close(timeout=WAIT)
 
@@ -340,7 +334,7 @@ def test_batches_stay_under_pushpins_body_limit(grip: Any, server: PublishServer
     publish_items([make_item(f"big{n}", stream(big)) for n in range(5)])
     assert get_publisher().flush(WAIT)
     assert [len(r.channels) for r in server.requests] == [3, 2]
-    assert all(r.size <= MAX_BODY_SIZE for r in server.requests)
+    assert all(r.size <= MAX_PUBLISH_BODY for r in server.requests)
     assert server.channels == [f"big{n}" for n in range(5)]
 
 
@@ -551,7 +545,7 @@ def test_blocking_publish_raises_naming_failed_endpoints_only(
 def test_unconfigured_publishes_to_embedded_url_and_warns_once(
     settings: Any, server: PublishServer, publisher: Publisher, caplog: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(publisher_module, "_warned_unconfigured", False)
+    monkeypatch.setattr(destinations, "_warned_unconfigured", False)
     settings.DRF_GRIP = {"EMBEDDED_URL": server.url}
     publish("one", stream("x"))
     publish("two", stream("x"))
@@ -820,7 +814,7 @@ def test_after_an_outage_the_latest_state_of_a_channel_wins(grip: Any, server: P
 
 
 def test_coalesce_keeps_a_streams_last_event_before_close() -> None:
-    from drf_grip.grip.publisher import coalesce
+    from drf_grip.grip.lanes import coalesce
 
     items = [
         {"channel": "c", "id": "1", "prev-id": "0", "formats": {"http-stream": {"content": "a"}}},

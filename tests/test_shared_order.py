@@ -87,7 +87,7 @@ def test_an_item_outdated_by_another_process_is_not_sent(published: list[dict[st
     """Two processes each queue their render of one live URL; the one whose version is no
     longer current (the other process set a newer one) is not delivered, so a gateway
     subscriber never ends on the older render whatever order the lanes send in."""
-    from drf_grip.grip import publisher as pub
+    from drf_grip.grip import destinations, publish_hooks, publisher
     from drf_grip.rest.versions import set_version
 
     class Sink:
@@ -99,15 +99,15 @@ def test_an_item_outdated_by_another_process_is_not_sent(published: list[dict[st
 
     channel = "drf.url.order-test"
     sink = Sink()
-    pub.register_local_sink(sink)
-    pub.register_outdated_check(shared.outdated_item)
+    destinations.register_local_sink(sink)
+    publish_hooks.register_outdated_check(shared.outdated_item)
     try:
         set_version(channel, "new.2")  # another process published its newer render
-        pub.publish_items([_live_item(channel, "old.1"), _live_item("drf.ws.conn", "c1")])
-        pub.publish_items([_live_item(channel, "new.2")])
-        assert pub.get_publisher().flush(5)
+        publisher.publish_items([_live_item(channel, "old.1"), _live_item("drf.ws.conn", "c1")])
+        publisher.publish_items([_live_item(channel, "new.2")])
+        assert publisher.get_publisher().flush(5)
     finally:
-        pub.unregister_local_sink(sink)
+        destinations.unregister_local_sink(sink)
 
     assert [(i["channel"], i["id"]) for i in sink.items] == [
         ("drf.ws.conn", "c1"), (channel, "new.2")

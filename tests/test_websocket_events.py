@@ -9,19 +9,19 @@ import struct
 import pytest
 from django.http import HttpResponse, HttpResponseForbidden
 from django.test import RequestFactory, override_settings
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from drf_grip.grip.websocket import (
-    CONTENT_TYPE,
+from drf_grip.grip.websocket_context import WebSocketContext
+from drf_grip.grip.websocket_origin import origin_allowed
+from drf_grip.grip.websocket_over_http import build_response, context_from_request, finish_response
+from drf_grip.protocol import (
+    WEBSOCKET_EVENTS,
     MalformedEvents,
-    WebSocketContext,
     WebSocketEvent,
-    build_response,
-    context_from_request,
     decode_events,
     encode_events,
-    finish_response,
-    origin_allowed,
 )
 
 E = WebSocketEvent
@@ -29,7 +29,7 @@ E = WebSocketEvent
 
 def ws_request(body: bytes = b"OPEN\r\n", cid: str = "conn-1", proxied: bool = True, **headers):
     request = RequestFactory().post(
-        "/ws/", data=body, content_type=CONTENT_TYPE, HTTP_CONNECTION_ID=cid, **headers
+        "/ws/", data=body, content_type=WEBSOCKET_EVENTS, HTTP_CONNECTION_ID=cid, **headers
     )
     request.grip_proxied = proxied
     return request
@@ -317,7 +317,7 @@ def test_meta_is_not_trusted_from_a_direct_client():
 
 
 def test_missing_connection_id_is_malformed():
-    request = RequestFactory().post("/ws/", data=b"OPEN\r\n", content_type=CONTENT_TYPE)
+    request = RequestFactory().post("/ws/", data=b"OPEN\r\n", content_type=WEBSOCKET_EVENTS)
     with pytest.raises(MalformedEvents, match="Connection-Id"):
         context_from_request(request)
 
@@ -338,7 +338,7 @@ def test_oversized_body_is_malformed_not_a_500():
 
 def parse(response: HttpResponse) -> list[WebSocketEvent]:
     assert response.status_code == 200
-    assert response["Content-Type"] == CONTENT_TYPE  # exactly: Pushpin compares the string
+    assert response["Content-Type"] == WEBSOCKET_EVENTS  # exactly: Pushpin compares the string
     return decode_events(response.content)
 
 

@@ -15,7 +15,8 @@ from django.urls import include, path
 from drf_grip import accept_websocket, require_websocket, websocket_only
 from drf_grip.conf import embedded_key
 from drf_grip.grip.middleware import GripMiddleware
-from drf_grip.grip.websocket import CONTENT_TYPE, WebSocketEvent as E, decode_events, encode_events
+from drf_grip.protocol import WEBSOCKET_EVENTS, decode_events, encode_events
+from drf_grip.protocol import WebSocketEvent as E
 from drf_grip.websocket import WebSocketView
 
 pytestmark = pytest.mark.urls("tests.test_websocket_views")
@@ -26,11 +27,11 @@ def ws(client: Client, url: str, *events: E, cid: str = "conn-1", **headers):
     response = client.post(
         url,
         data=encode_events(events),
-        content_type=CONTENT_TYPE,
+        content_type=WEBSOCKET_EVENTS,
         HTTP_CONNECTION_ID=cid,
         **headers,
     )
-    out = decode_events(response.content) if response["Content-Type"] == CONTENT_TYPE else None
+    out = decode_events(response.content) if response["Content-Type"] == WEBSOCKET_EVENTS else None
     return response, out
 
 
@@ -83,7 +84,10 @@ def test_websocket_only_refuses_plain_http(client):
 
 def test_malformed_events_get_400_with_the_reason(client):
     response = client.post(
-        "/ws/echo/", data=b"TEXT 9\r\nabc\r\n", content_type=CONTENT_TYPE, HTTP_CONNECTION_ID="c"
+        "/ws/echo/",
+        data=b"TEXT 9\r\nabc\r\n",
+        content_type=WEBSOCKET_EVENTS,
+        HTTP_CONNECTION_ID="c",
     )
     assert response.status_code == 400
     assert b"truncated content" in response.content
@@ -94,7 +98,7 @@ def test_decorators_work_without_the_middleware(client):
     _, events = ws(client, "/ws/echo/", E("OPEN"))
     assert events == [E("OPEN"), SUBSCRIBE_TEST]
     response = client.post(
-        "/ws/echo/", data=b"BOGUS\r\n", content_type=CONTENT_TYPE, HTTP_CONNECTION_ID="c"
+        "/ws/echo/", data=b"BOGUS\r\n", content_type=WEBSOCKET_EVENTS, HTTP_CONNECTION_ID="c"
     )
     assert response.status_code == 400 and b"unknown type" in response.content
 

@@ -11,8 +11,10 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 from ..conf import grip_settings
-from .instruct import Instruct
+from ..protocol import Instruct, MalformedEvents
 from .signature import check_grip_sig
+from .websocket_over_http import context_from_request, finish_response
+from .websocket_request import attach
 
 __all__ = ["GripMiddleware", "GripRequest", "parse_grip_last", "register_path_handler"]
 
@@ -138,29 +140,25 @@ class GripMiddleware:
     # -- the two halves ----------------------------------------------------------------------
 
     def _prepare(self, request: HttpRequest, *, trust_direct: bool) -> HttpResponse | None:
-        from . import websocket
-
         grip = GripRequest(request)
         request.grip = grip
         request.grip_proxied = grip.proxied
         request.grip_signed = grip.signed
         request.wscontext = None
         try:
-            request.wscontext = websocket.context_from_request(request, trust_direct=trust_direct)
-        except websocket.MalformedEvents as exc:
+            request.wscontext = context_from_request(request, trust_direct=trust_direct)
+        except MalformedEvents as exc:
             return HttpResponseBadRequest(
                 f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
             )
-        websocket.attach(request)
+        attach(request)
         return None
 
     def _finish(
         self, request: HttpRequest, response: HttpResponse | None, *, direct_headers: bool
     ) -> HttpResponse:
-        from . import websocket
-
         if getattr(request, "wscontext", None) is not None:
-            response = websocket.finish_response(request, response)
+            response = finish_response(request, response)
         assert response is not None
         return self.apply_instruct(request, response, direct_headers=direct_headers)
 

@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from ..conf import embedded_key, grip_settings
+from ..protocol import EMBEDDED_ISSUER
 
 __all__ = [
     "TrustedKey",
@@ -25,13 +26,10 @@ __all__ = [
     "check_grip_sig",
     "hs256_encode",
     "warn_if_short",
-    "EMBEDDED_ISS",
     "MIN_HMAC_KEY_BYTES",
 ]
 
 logger = logging.getLogger("drf_grip.signature")
-
-EMBEDDED_ISS = "drf-grip"
 
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (32 bytes).
 MIN_HMAC_KEY_BYTES = 32
@@ -103,7 +101,7 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
         keys.append(TrustedKey(grip_settings.verify_key))
     if not proxies:
         # Nothing configured: the embedded proxy signs with a key derived from SECRET_KEY.
-        keys.append(TrustedKey(embedded_key(), EMBEDDED_ISS))
+        keys.append(TrustedKey(embedded_key(), EMBEDDED_ISSUER))
     return keys, keyless
 
 

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..protocol import parse_items
 from .http import HttpSession
 from .hub import ChannelHub
-from .items import parse_items
 from .origin import ASGIApp, Signer
 from .publish import handle_publish, handle_status
 from .websocket import WebSocketSession
@@ -196,7 +196,7 @@ class GripProxy:
     def publish_items(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Deliver items in Pushpin's JSON form; thread-safe, returns once they are delivered.
 
-        Raises ``ValueError`` (:class:`~drf_grip.proxy.items.InvalidItem`) for a bad item.
+        Raises ``ValueError`` (:class:`~drf_grip.protocol.items.InvalidItem`) for a bad item.
         """
         parsed = parse_items(list(items), max_size=self.max_message_size)
         loop = self._loop

@@ -10,15 +10,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urljoin, urlsplit
 
-from .headers import (
+from ..protocol import (
+    MAX_CHANNELS,
+    WEBSOCKET_EVENTS,
+    Instruct,
+    InstructError,
+    Item,
+    KeepAlive,
+    NextLink,
     RawHeaders,
     get_header,
-    loggable_target,
-    replace_headers,
-    without_headers,
+    parse_instruct,
 )
-from .instruct import MAX_CHANNELS, HoldInstruct, InstructError, KeepAlive, NextLink, parse_instruct
-from .items import Item
+from .headers import loggable_target, replace_headers, without_headers
 from .mailbox import Mailbox
 from .origin import (
     Exchange,
@@ -46,12 +50,9 @@ MAX_LINK_CHAIN = 20
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 
-_WEBSOCKET_EVENTS = "application/websocket-events"
-
-
 def _is_websocket_events(headers: RawHeaders) -> bool:
     content_type = get_header(headers, "content-type") or ""
-    return content_type.split(";")[0].strip().lower() == _WEBSOCKET_EVENTS
+    return content_type.split(";")[0].strip().lower() == WEBSOCKET_EVENTS
 
 
 @dataclass(eq=False)
@@ -329,7 +330,7 @@ class HttpSession:
             logger.warning("the origin broke off its answer to %s", self.path)
         await self._write(b"", more=False)
 
-    async def _handle(self, answer: OriginResponse, instruct: HoldInstruct) -> None:
+    async def _handle(self, answer: OriginResponse, instruct: Instruct) -> None:
         mismatches = 0
         while True:
             if instruct.hold == "stream" or (instruct.hold is None and instruct.next_link):
@@ -385,7 +386,7 @@ class HttpSession:
             self._admitted = self.proxy.admit(self)
         return self._admitted
 
-    def _subscribe(self, instruct: HoldInstruct) -> bool:
+    def _subscribe(self, instruct: Instruct) -> bool:
         """Subscribe to the instruction's channels (dropping others); False on a prev-id gap."""
         specs = instruct.channels[:MAX_CHANNELS]
         if len(instruct.channels) > MAX_CHANNELS:
@@ -409,7 +410,7 @@ class HttpSession:
     # -- response holds (long-polling) ---------------------------------------------------
 
     async def _hold_response(
-        self, answer: OriginResponse, instruct: HoldInstruct, mismatches: int
+        self, answer: OriginResponse, instruct: Instruct, mismatches: int
     ) -> None:
         status = instruct.status[0] if instruct.status else answer.status
         self._held = _shared_held(status, without_headers(answer.headers, grip=True), answer.body)
@@ -468,7 +469,7 @@ class HttpSession:
     def _stream_headers(self, headers: RawHeaders) -> RawHeaders:
         return without_headers(headers, "content-length", "transfer-encoding", grip=True)
 
-    def _apply_stream(self, instruct: HoldInstruct) -> bool:
+    def _apply_stream(self, instruct: Instruct) -> bool:
         """Take a stream answer's keep-alive, link and channels; False on a prev-id gap."""
         now = time.monotonic()
         if instruct.keep_alive is not None:
@@ -489,7 +490,7 @@ class HttpSession:
             return self._last_write + self._keep_alive.timeout
         return self._next_keep_alive
 
-    async def _stream(self, answer: OriginResponse, instruct: HoldInstruct) -> None:
+    async def _stream(self, answer: OriginResponse, instruct: Instruct) -> None:
         self._mode = "stream"
         if self._gone.is_set():
             return

@@ -13,8 +13,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from .instruct import ChannelSpec
-from .items import Item
+from ..protocol import Channel, Item
 
 __all__ = ["ChannelHub", "Subscriber"]
 
@@ -84,7 +83,7 @@ class ChannelHub:
     def last_id(self, channel: str) -> str | None:
         return self._last_ids.get(channel)
 
-    def subscribe(self, sub: Subscriber, spec: ChannelSpec) -> bool:
+    def subscribe(self, sub: Subscriber, spec: Channel) -> bool:
         """Subscribe; False when the hold's prev-id is behind the channel (re-request it)."""
         subs = self._subscribers.setdefault(spec.name, {})
         is_new = sub not in subs

@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 import jwt
 
-from .headers import RawHeaders, without_headers
+from ..protocol import EMBEDDED_ISSUER, RawHeaders
+from .headers import without_headers
 
 __all__ = [
     "ASGIApp",
@@ -23,7 +24,6 @@ __all__ = [
     "derive_scope",
     "fetch",
     "GRIP_FEATURES",
-    "SIG_ISSUER",
     "origin_headers",
 ]
 
@@ -35,7 +35,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 BodySource = Callable[[], Awaitable[Message]]
 
-SIG_ISSUER = "drf-grip"
 # Only what this proxy implements (Pushpin also announces session and filter:* features).
 GRIP_FEATURES = "status, link:next"
 
@@ -65,7 +64,7 @@ class Signer:
     def token(self) -> str:
         now = time.time()
         if self._token is None or now - self._made_at > self.REFRESH_AFTER:
-            claims = {"iss": SIG_ISSUER, "exp": int(now) + self.LIFETIME}
+            claims = {"iss": EMBEDDED_ISSUER, "exp": int(now) + self.LIFETIME}
             self._token = jwt.encode(claims, self._key(), algorithm="HS256")
             self._made_at = now
         return self._token

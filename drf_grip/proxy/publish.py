@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from .headers import get_header
-from .items import InvalidItem, parse_items
+from ..protocol import InvalidItem, get_header, parse_items
 
 if TYPE_CHECKING:
     from .app import GripProxy

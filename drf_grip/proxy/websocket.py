@@ -19,10 +19,24 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from .events import EventsError, WsEvent, close_payload, decode_events, encode_events
-from .headers import RawHeaders, get_header, loggable_target, parse_header_list
-from .instruct import MAX_CHANNELS, ChannelSpec
-from .items import Item
+from ..protocol import (
+    CONTROL_PREFIX,
+    MAX_CHANNELS,
+    MESSAGE_PREFIX,
+    WEBSOCKET_EVENTS,
+    Channel,
+    Item,
+    MalformedEvents,
+    RawHeaders,
+    WebSocketEvent,
+    close_code_of,
+    close_payload,
+    decode_events,
+    encode_events,
+    get_header,
+    parse_header_list,
+)
+from .headers import loggable_target
 from .mailbox import Mailbox
 from .origin import OriginError, OriginResponse, derive_scope, fetch, origin_headers
 
@@ -33,7 +47,6 @@ __all__ = ["WebSocketSession"]
 
 logger = logging.getLogger("drf_grip.proxy")
 
-CONTENT_TYPE = "application/websocket-events"
 # Handshake headers Pushpin does not forward (websocketoverhttp.cpp, sanitizeRequestHeaders).
 _NOT_FORWARDED = {b"upgrade", b"accept", b"connection-id", b"content-length", b"content-type"}
 # Headers of the origin's first answer that are for the proxy, not for the client.
@@ -64,17 +77,17 @@ class WebSocketSession:
         self.meta: dict[str, str] = {}
         self._channels: set[str] = set()
         self._grip = False
-        self._prefix = b"m:"
+        self._prefix = MESSAGE_PREFIX
         self._detached = False
         self._keep_alive_interval: float | None = None
         self._last_post = time.monotonic()
         # Client -> origin: bounded; the reader waits for room (back-pressure on the socket).
-        self._pending: deque[WsEvent] = deque()
+        self._pending: deque[WebSocketEvent] = deque()
         self._pending_bytes = 0
         self._pending_wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._final: WsEvent | None = None
+        self._final: WebSocketEvent | None = None
         # Origin and publishes -> client: bounded; overflow closes this connection only.
         self._outbox: Mailbox[tuple[str, Any]] = Mailbox(
             proxy.max_queued_messages,
@@ -127,8 +140,8 @@ class WebSocketSession:
             if k.lower() not in _NOT_FORWARDED and not k.lower().startswith(b"meta-")
         ]
         headers += [
-            (b"accept", CONTENT_TYPE.encode()),
-            (b"content-type", CONTENT_TYPE.encode()),
+            (b"accept", WEBSOCKET_EVENTS.encode()),
+            (b"content-type", WEBSOCKET_EVENTS.encode()),
             (b"connection-id", self.connection_id.encode()),
         ]
         headers += [
@@ -137,7 +150,7 @@ class WebSocketSession:
         ]
         return origin_headers(headers, self.proxy.signer)
 
-    async def _post(self, events: list[WsEvent]) -> OriginResponse:
+    async def _post(self, events: list[WebSocketEvent]) -> OriginResponse:
         self._last_post = time.monotonic()
         scope = derive_scope(self.scope, headers=self._origin_headers(), method="POST")
         return await fetch(
@@ -148,13 +161,13 @@ class WebSocketSession:
             timeout=self.proxy.origin_timeout,
         )
 
-    def _answer_events(self, answer: OriginResponse) -> list[WsEvent]:
+    def _answer_events(self, answer: OriginResponse) -> list[WebSocketEvent]:
         content_type = (get_header(answer.headers, "content-type") or "").split(";")[0].strip()
-        if answer.status != 200 or content_type != CONTENT_TYPE:
+        if answer.status != 200 or content_type != WEBSOCKET_EVENTS:
             raise OriginError(f"the origin answered {answer.status} {content_type or '(no type)'}")
         try:
             events = decode_events(answer.body)
-        except EventsError as exc:
+        except MalformedEvents as exc:
             raise OriginError(f"malformed websocket-events answer: {exc}") from None
         interval = get_header(answer.headers, "keep-alive-interval")
         if interval is not None:
@@ -176,12 +189,12 @@ class WebSocketSession:
 
     # -- events from the origin ---------------------------------------------------------------
 
-    def _handle_events(self, events: list[WsEvent]) -> None:
+    def _handle_events(self, events: list[WebSocketEvent]) -> None:
         for event in events:
             content = event.content or b""
             if event.type in ("TEXT", "BINARY"):
                 if self._grip:
-                    if event.type == "TEXT" and content.startswith(b"c:"):
+                    if event.type == "TEXT" and content.startswith(CONTROL_PREFIX):
                         self._control(content[2:])
                         continue
                     if not content.startswith(self._prefix):
@@ -193,7 +206,7 @@ class WebSocketSession:
                 kind = "text" if event.type == "TEXT" else "binary"
                 self._outbox.put((kind, content), len(content))
             elif event.type == "CLOSE":
-                code = int.from_bytes(content[:2], "big") if len(content) >= 2 else 1000
+                code = close_code_of(event.content)
                 self._outbox.put(("close", code))
             elif event.type == "DISCONNECT":
                 self._outbox.put(("close", 1000))
@@ -217,7 +230,7 @@ class WebSocketSession:
                 )
                 return
             self._channels.add(channel)
-            self.proxy.hub.subscribe(self, ChannelSpec(channel, None))
+            self.proxy.hub.subscribe(self, Channel(channel, None))
         elif kind == "unsubscribe":
             channel = message.get("channel")
             if isinstance(channel, str) and channel in self._channels:
@@ -289,7 +302,7 @@ class WebSocketSession:
                 return
             self._admitted = True
             try:
-                answer = await self._post([WsEvent("OPEN")])
+                answer = await self._post([WebSocketEvent("OPEN")])
             except OriginError as exc:
                 logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
                 await self._deny(502, [(b"content-type", b"text/plain")], b"Bad Gateway\n")
@@ -372,17 +385,17 @@ class WebSocketSession:
                     self._client_gone = True
                     self._free()
                     if code in (_ABNORMAL_CLOSE, _NO_STATUS) or code is None:
-                        self._final = WsEvent("DISCONNECT")
+                        self._final = WebSocketEvent("DISCONNECT")
                     else:
-                        self._final = WsEvent("CLOSE", close_payload(int(code)))
+                        self._final = WebSocketEvent("CLOSE", close_payload(int(code)))
                     self._pending_wake.set()
                     return
                 if message["type"] != "websocket.receive":
                     continue
                 if message.get("text") is not None:
-                    event = WsEvent("TEXT", message["text"].encode("utf-8"))
+                    event = WebSocketEvent("TEXT", message["text"].encode("utf-8"))
                 else:
-                    event = WsEvent("BINARY", message.get("bytes") or b"")
+                    event = WebSocketEvent("BINARY", message.get("bytes") or b"")
                 size = len(event.content or b"")
                 if size > self.proxy.max_message_size:
                     logger.warning("%s: client message of %d bytes over the limit", self.path, size)
@@ -391,10 +404,10 @@ class WebSocketSession:
                 await self._queue_for_origin(event, size)
         except Exception:  # noqa: BLE001 - a broken transport ends the connection
             self._client_gone = True
-            self._final = WsEvent("DISCONNECT")
+            self._final = WebSocketEvent("DISCONNECT")
             self._pending_wake.set()
 
-    async def _queue_for_origin(self, event: WsEvent, size: int) -> None:
+    async def _queue_for_origin(self, event: WebSocketEvent, size: int) -> None:
         limit = max(self.proxy.max_message_size, 1 << 20)
         while self._pending and self._pending_bytes + size > limit:
             self._room.clear()
@@ -445,7 +458,7 @@ class WebSocketSession:
             if self._client_gone:
                 self._finish()
 
-    async def _exchange(self, batch: list[WsEvent]) -> None:
+    async def _exchange(self, batch: list[WebSocketEvent]) -> None:
         try:
             answer = await self._post(batch)
             events = self._answer_events(answer)

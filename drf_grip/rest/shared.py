@@ -23,7 +23,8 @@ from urllib.parse import urlencode
 from django.db import models
 
 from ..conf import grip_settings
-from ..grip.publisher import publish, register_outdated_check
+from ..grip.publish_hooks import register_outdated_check
+from ..grip.publisher import publish
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from drf_grip.proxy.events import EventsError, WsEvent, decode_events, encode_events
-from drf_grip.proxy.instruct import ChannelSpec, InstructError, parse_instruct
+from drf_grip.protocol import (
+    Channel,
+    InstructError,
+    MalformedEvents,
+    WebSocketEvent,
+    decode_events,
+    encode_events,
+    parse_instruct,
+)
 
 
 def headers(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
@@ -20,7 +27,7 @@ def test_channels_with_prev_ids_and_a_next_link():
         ("Grip-Link", "</next/t0k/?q=1>; rel=next; timeout=30"),
         ("Grip-Keep-Alive", "\\\\n\\n; format=cstring; timeout=20; mode=interval"),
     ))
-    assert instruct.channels == [ChannelSpec("a", "1"), ChannelSpec("b"), ChannelSpec("c", "x, y")]
+    assert instruct.channels == [Channel("a", "1"), Channel("b"), Channel("c", "x, y")]
     assert instruct.next_link.uri == "/next/t0k/?q=1" and instruct.next_link.timeout == 30
     assert instruct.keep_alive.data == b"\\n\n"  # one backslash, not three (django-grip's bug)
     assert instruct.keep_alive.mode == "interval"
@@ -45,8 +52,12 @@ def test_malformed_instructions_are_errors(pairs):
 
 
 def test_websocket_events_round_trip_and_errors():
-    events = [WsEvent("OPEN"), WsEvent("TEXT", b"hi\r\nthere"), WsEvent("CLOSE", b"\x03\xe8")]
+    events = [
+        WebSocketEvent("OPEN"),
+        WebSocketEvent("TEXT", b"hi\r\nthere"),
+        WebSocketEvent("CLOSE", b"\x03\xe8"),
+    ]
     assert decode_events(encode_events(events)) == events
     for bad in (b"TEXT 5\r\nhi\r\n", b"SHOUT\r\n", b"TEXT zz\r\nhi\r\n", b"OPEN"):
-        with pytest.raises(EventsError):
+        with pytest.raises(MalformedEvents):
             decode_events(bad)

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from drf_grip.proxy import GripProxy
-from drf_grip.proxy.items import InvalidItem
+from drf_grip.protocol import InvalidItem
 
 from .conftest import KEY, Origin, ProxyServer, Response, in_thread, run
 
@@ -100,13 +100,13 @@ def test_items_over_the_message_size_are_refused(make_proxy):
 def test_the_proxy_registers_as_the_local_sink_for_its_lifetime(make_proxy):
     """Built for Django (drf_grip.asgi.embedded_proxy), the proxy is handed to this process's
     publisher for its lifetime; the proxy itself imports nothing of it."""
-    publisher = pytest.importorskip("drf_grip.grip.publisher")
+    destinations = pytest.importorskip("drf_grip.grip.destinations")
     server = make_proxy(
-        attach=publisher.register_local_sink, detach=publisher.unregister_local_sink
+        attach=destinations.register_local_sink, detach=destinations.unregister_local_sink
     )
-    assert any(sink is server.proxy for sink in publisher._local_sinks)
+    assert any(sink is server.proxy for sink in destinations._local_sinks)
     server.stop()
-    assert not any(sink is server.proxy for sink in publisher._local_sinks)
+    assert not any(sink is server.proxy for sink in destinations._local_sinks)
 
 
 def test_publish_items_before_start_is_dropped_loudly(caplog):

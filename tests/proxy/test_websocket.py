@@ -10,14 +10,14 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from drf_grip.proxy.events import WsEvent, decode_events, encode_events
+from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
 
 from .conftest import Origin, ProxyServer, Response, in_thread, run
 
 EVENTS = "application/websocket-events"
 
 
-def ws_answer(*events: WsEvent, headers: list[tuple[str, str]] = ()) -> Response:
+def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
     return Response(
         200,
         [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
@@ -25,8 +25,8 @@ def ws_answer(*events: WsEvent, headers: list[tuple[str, str]] = ()) -> Response
     )
 
 
-def control(kind: str, **args) -> WsEvent:
-    return WsEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
+def control(kind: str, **args) -> WebSocketEvent:
+    return WebSocketEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
 
 
 class Chat:
@@ -34,25 +34,25 @@ class Chat:
 
     def __init__(self) -> None:
         self.disconnected = threading.Event()
-        self.events: list[list[WsEvent]] = []
+        self.events: list[list[WebSocketEvent]] = []
 
     def __call__(self, request) -> Response:
         events = decode_events(request.body)
         self.events.append(events)
-        out: list[WsEvent] = []
+        out: list[WebSocketEvent] = []
         headers: list[tuple[str, str]] = []
         for event in events:
             if event.type == "OPEN":
-                out += [WsEvent("OPEN"), control("subscribe", channel="room")]
+                out += [WebSocketEvent("OPEN"), control("subscribe", channel="room")]
                 headers += [("Sec-WebSocket-Protocol", "chat.v1"), ("Set-Meta-User", "alice")]
             elif event.type == "TEXT":
                 text = event.content.decode()
                 if text == "leave":
                     out.append(control("unsubscribe", channel="room"))
                 elif text == "bye":
-                    out.append(WsEvent("CLOSE", (4000).to_bytes(2, "big")))
+                    out.append(WebSocketEvent("CLOSE", (4000).to_bytes(2, "big")))
                 else:
-                    out += [WsEvent("TEXT", b"m:echo " + event.content), WsEvent("TEXT", b"dropped: no prefix")]
+                    out += [WebSocketEvent("TEXT", b"m:echo " + event.content), WebSocketEvent("TEXT", b"dropped: no prefix")]
             elif event.type in ("DISCONNECT", "CLOSE"):
                 self.disconnected.set()
         return ws_answer(*out, headers=headers)
@@ -87,7 +87,7 @@ def test_websocket_over_http_round_trip(server: ProxyServer, origin: Origin):
     assert opening.headers["grip-sig"] != "forged"
     assert message.headers["connection-id"] == opening.headers["connection-id"]
     assert message.headers["meta-user"] == "alice"  # set by the origin with Set-Meta-User
-    assert decode_events(message.body) == [WsEvent("TEXT", b"hello")]
+    assert decode_events(message.body) == [WebSocketEvent("TEXT", b"hello")]
     assert chat.events[-1][-1].type in ("CLOSE", "DISCONNECT")
 
 
@@ -147,7 +147,7 @@ def test_keep_alive_interval_and_control_keep_alive_and_set_meta(server: ProxySe
         events = decode_events(request.body)
         if events and events[0].type == "OPEN":
             return ws_answer(
-                WsEvent("OPEN"),
+                WebSocketEvent("OPEN"),
                 control("set-meta", name="room", value="blue"),
                 control("keep-alive", content="ka", timeout=0.5),
                 headers=[("Keep-Alive-Interval", "0.3")],

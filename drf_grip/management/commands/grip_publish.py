@@ -20,7 +20,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...grip.publisher import PublishError, get_publisher, make_item
+from ...grip.items import make_item
+from ...grip.publisher import PublishError, get_publisher
 
 __all__ = ["Command"]
 

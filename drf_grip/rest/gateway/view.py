@@ -29,10 +29,10 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import classonlymethod
 
 from ...conf import grip_settings
-from ...grip.instruct import MAX_CHANNELS
 from ...grip.signature import check_grip_sig
-from ...grip.websocket import WebSocketContext
+from ...grip.websocket_context import WebSocketContext
 from ...grip.websocket_views import WebSocketView, require_websocket
+from ...protocol import MAX_CHANNELS
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..render import record

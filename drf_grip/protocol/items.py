@@ -1,4 +1,11 @@
-"""Published items in Pushpin's ``/publish`` JSON form, checked once on the way in."""
+"""Published items in Pushpin's ``/publish`` JSON form: built once by the publisher, checked
+once by the embedded proxy on the way in.
+
+An item is ``{"channel": PREFIXED, "id": ..., "prev-id": ..., "formats": {...}}`` with the
+formats ``http-response``, ``http-stream`` and ``ws-message`` (pushpin.org/docs/
+publishing). :func:`build_item` makes one (a :data:`RawItem`, ready for JSON);
+:func:`parse_items` checks raw items the way Pushpin does and reads them into :class:`Item`.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +16,76 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .constants import SENDABLE_CLOSE_CODES
+
 __all__ = [
     "InvalidItem",
     "Item",
+    "MessageFormat",
+    "RawItem",
     "ResponseFormat",
     "StreamFormat",
-    "MessageFormat",
+    "build_item",
+    "json_safe",
     "parse_items",
 ]
 
+#: An item in Pushpin's ``/publish`` JSON form, as the publisher sends it.
+RawItem = dict[str, Any]
+
+
+def build_item(
+    channel: str,
+    formats: Mapping[str, Mapping[str, Any]],
+    id: str | None = None,
+    prev_id: str | None = None,
+    *,
+    meta: Mapping[str, str] | None = None,
+) -> RawItem:
+    """An item for ``channel`` (already prefixed) from ``{format name: fields}``."""
+    if not formats:
+        raise ValueError("an item needs at least one format")
+    item: RawItem = {
+        "channel": channel,
+        "formats": {str(name): json_safe(dict(fields)) for name, fields in formats.items()},
+    }
+    # Pushpin compares ids as strings; an int version must not become a JSON number.
+    if id is not None:
+        item["id"] = str(id)
+    if prev_id is not None:
+        item["prev-id"] = str(prev_id)
+    if meta:
+        item["meta"] = {str(k): str(v) for k, v in meta.items()}
+    return item
+
+
+def json_safe(value: Any, key: str = "") -> Any:
+    """Make a format's fields JSON-ready: ``content``/``body`` bytes become text, or base64
+    under ``*-bin`` when not UTF-8; gripcontrol's ``*-bin`` values are already base64 bytes."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            k = str(k)
+            if k in ("content", "body") and isinstance(v, (bytes, bytearray)):
+                try:
+                    out[k] = bytes(v).decode("utf-8")
+                except UnicodeDecodeError:
+                    out[k + "-bin"] = base64.b64encode(v).decode("ascii")
+            else:
+                out[k] = json_safe(v, k)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, key) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        if key.endswith("-bin"):
+            return bytes(value).decode("ascii")  # already base64, as gripcontrol exports it
+        return bytes(value).decode("latin-1")  # header values are bytes-as-latin-1 in HTTP
+    return value
+
+
+# -- validation ------------------------------------------------------------------------------
+
 Action = Literal["send", "hint", "close"]
-
-# RFC 6455 §7.4: 1004-1006 and 1015 are reserved and never sent; 1016-2999 are unassigned.
-_SENDABLE_CLOSE_CODES = frozenset([*range(1000, 1004), *range(1007, 1015), *range(3000, 5000)])
-
 
 class InvalidItem(ValueError):
     """An item Pushpin would refuse (``400 Invalid format: ...``)."""
@@ -167,7 +230,7 @@ def _message(fmt: Mapping[str, Any]) -> MessageFormat:
         action = "close"
     code = fmt.get("code")
     if code is not None and (
-        not isinstance(code, int) or isinstance(code, bool) or code not in _SENDABLE_CLOSE_CODES
+        not isinstance(code, int) or isinstance(code, bool) or code not in SENDABLE_CLOSE_CODES
     ):
         raise InvalidItem("ws-message.code must be a close code an endpoint may send")
     return MessageFormat(action, content, binary, code)

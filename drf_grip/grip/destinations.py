@@ -1,0 +1,60 @@
+"""Where published items go: every endpoint of the GRIP settings, and the local sinks (the
+embedded proxy) registered in this process; the embedded proxy's URL when there is neither."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from ..conf import GripEndpoint, embedded_key, grip_settings
+from .transports import HttpTarget, LocalSink, SinkTarget, Target
+
+__all__ = ["register_local_sink", "targets", "unregister_local_sink"]
+
+logger = logging.getLogger("drf_grip.publish")
+
+_local_sinks: list[LocalSink] = []
+_sinks_lock = threading.Lock()
+_warned_unconfigured = False
+
+
+def register_local_sink(sink: LocalSink) -> None:
+    """Also deliver every item to ``sink`` (the embedded proxy running in this process)."""
+    with _sinks_lock:
+        if not any(s is sink for s in _local_sinks):
+            _local_sinks.append(sink)
+
+
+def unregister_local_sink(sink: LocalSink) -> None:
+    """Stop delivering to ``sink``; items already queued for it are still handed over."""
+    with _sinks_lock:
+        _local_sinks[:] = [s for s in _local_sinks if s is not sink]
+
+
+def targets() -> list[Target]:
+    """Where an item published now goes, read from the settings of this moment."""
+    global _warned_unconfigured
+    endpoints = list(grip_settings.publish_endpoints)
+    with _sinks_lock:
+        sinks = list(_local_sinks)
+    if not endpoints and not sinks:
+        url = str(grip_settings.EMBEDDED_URL).rstrip("/") + "/_grip"
+        endpoints = [GripEndpoint(control_uri=url, key=embedded_key())]
+        if not _warned_unconfigured:
+            _warned_unconfigured = True
+            logger.warning(
+                "GRIP_URL is unset (and no GRIP_PROXIES or PUBLISH_SERVERS), and no embedded "
+                "proxy runs in this process: publishing to the embedded proxy at %s "
+                "(DRF_GRIP['EMBEDDED_URL']). Set GRIP_URL to publish to Pushpin or Fanout.",
+                url,
+            )
+    return [HttpTarget(ep) for ep in endpoints] + [SinkTarget(s) for s in sinks]
+
+
+def _after_fork_in_child() -> None:
+    global _sinks_lock
+    _sinks_lock = threading.Lock()  # a thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

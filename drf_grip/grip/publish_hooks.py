@@ -1,0 +1,65 @@
+"""What a higher layer may tell the publisher, and learn from it, without this layer knowing
+what items mean: which items are outdated, and which ones a destination confirmed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ..protocol.items import RawItem
+
+__all__ = [
+    "delivered_hooks",
+    "is_outdated",
+    "notify_delivered",
+    "outdated_checks",
+    "register_delivered_hook",
+    "register_outdated_check",
+]
+
+logger = logging.getLogger("drf_grip.publish")
+
+
+#: Checks that an item is outdated by a newer item of its channel that any process
+#: published (``register_outdated_check``).
+outdated_checks: list[Callable[[RawItem], bool]] = []
+
+
+def register_outdated_check(check: Callable[[RawItem], bool]) -> None:
+    """``check(item)`` True means a newer item of the item's channel was published, maybe by
+    another process: the item is not sent, nor retried. ``lanes.coalesce`` is latest-wins
+    within one process; this makes it hold across processes, whose lanes deliver in no
+    order relative to each other (after an outage each retries on its own timer)."""
+    if check not in outdated_checks:
+        outdated_checks.append(check)
+
+
+#: Called with the items a destination confirmed (``register_delivered_hook``).
+delivered_hooks: list[Callable[[list[RawItem]], None]] = []
+
+
+def register_delivered_hook(hook: Callable[[list[RawItem]], None]) -> None:
+    """``hook(items)`` after a destination confirmed ``items`` (2xx, or a local sink took
+    them): a higher layer learns which ids the proxy has seen, without this layer knowing
+    what they mean."""
+    if hook not in delivered_hooks:
+        delivered_hooks.append(hook)
+
+
+def notify_delivered(items: list[RawItem]) -> None:
+    for hook in list(delivered_hooks):
+        try:
+            hook(items)
+        except Exception:  # noqa: BLE001 - a hook must not stop delivery
+            logger.exception("publish: a delivered hook failed")
+
+
+def is_outdated(item: RawItem) -> bool:
+    for check in list(outdated_checks):
+        try:
+            if check(item):
+                return True
+        except Exception:  # noqa: BLE001 - a failing check must not stop delivery
+            logger.exception("drf-grip: an outdated-item check failed")
+    return False
+

@@ -1,0 +1,205 @@
+"""``request.wscontext``: one batch of WebSocket events from one connection, and the answer
+being built to it (django-grip's ``WebSocketContext``, for Python 3)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..conf import grip_settings
+from ..protocol.constants import (
+    CONTROL_PREFIX,
+    MAX_CLOSE_REASON,
+    MESSAGE_PREFIX,
+    NORMAL_CLOSURE,
+    SENDABLE_CLOSE_CODES,
+)
+from ..protocol.events import WebSocketEvent, close_code_of
+
+__all__ = ["WebSocketContext"]
+
+
+class WebSocketContext:
+    """``request.wscontext``: one batch of events from one connection, and the answer to it.
+
+    It lives for one request, not for the connection: state that must outlive the batch goes
+    into ``meta`` (kept by the proxy, sent back as ``Meta-*`` on every later request) or into
+    channel subscriptions.
+    """
+
+    def __init__(
+        self,
+        id: str,
+        meta: Mapping[str, str] | None = None,
+        in_events: Sequence[WebSocketEvent] = (),
+        grip_prefix: str | None = None,
+        protocols: Sequence[str] = (),
+    ) -> None:
+        self.id = id
+        self.in_events: list[WebSocketEvent] = list(in_events)
+        self.read_index = 0
+        #: The connection's meta; changes become ``Set-Meta-*`` headers (keys are lowercase).
+        self.orig_meta: dict[str, str] = {k.lower(): v for k, v in (meta or {}).items()}
+        self.meta: dict[str, str] = dict(self.orig_meta)
+        self.grip_prefix = grip_prefix
+        #: Subprotocols the client offered (``Sec-WebSocket-Protocol``), in its order.
+        self.protocols: list[str] = list(protocols)
+        #: The subprotocol to answer with on the opening response.
+        self.subprotocol: str | None = None
+        #: Seconds between the proxy's empty keep-alive requests (``Keep-Alive-Interval``).
+        self.keep_alive_interval: int | None = None
+        self.accepted = False
+        self.closed = False
+        self.out_close_code: int | None = None
+        self.out_close_reason = ""
+        #: The client's close code, once its CLOSE has been read.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        #: True once a DISCONNECT (the client went away without a close handshake) was read.
+        self.disconnected = False
+        self.out_events: list[WebSocketEvent] = []
+
+    def __repr__(self) -> str:
+        return f"<WebSocketContext id={self.id!r} events={len(self.in_events)}>"
+
+    # -- the connection ------------------------------------------------------------------
+
+    def is_opening(self) -> bool:
+        """True for the connection's first request; answer it with ``accept()`` or a 4xx."""
+        return bool(self.in_events) and self.in_events[0].type == "OPEN"
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        """Accept an opening connection (a no-op on later requests: Pushpin treats a second
+        OPEN as a protocol error and drops the connection)."""
+        if subprotocol is not None:
+            self.subprotocol = subprotocol
+        self.accepted = True
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        """Close the connection after the queued messages; ``code`` defaults to 1000."""
+        code = NORMAL_CLOSURE if code is None else int(code)
+        if code not in SENDABLE_CLOSE_CODES:
+            raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 §7.4)")
+        if len(reason.encode("utf-8")) > MAX_CLOSE_REASON:
+            raise ValueError(f"a close reason is at most {MAX_CLOSE_REASON} bytes of UTF-8")
+        self.closed = True
+        self.out_close_code = code
+        self.out_close_reason = reason
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _skip_pings(self) -> None:
+        # Answer PINGs as the read position passes them (RFC 6455 §5.5.2: a PONG echoes
+        # the PING's payload); PONGs from the client need no answer.
+        while self.read_index < len(self.in_events):
+            event = self.in_events[self.read_index]
+            if event.type == "PING":
+                self.out_events.append(WebSocketEvent("PONG", event.content))
+            elif event.type not in ("PONG", "OPEN"):
+                return
+            self.read_index += 1
+
+    def can_recv(self) -> bool:
+        """True while ``recv()`` has something to return in this batch."""
+        self._skip_pings()
+        return self.read_index < len(self.in_events)
+
+    def recv(self) -> str | bytes | None:
+        """The next message: ``str`` for TEXT, ``bytes`` for BINARY, ``None`` when the client
+        closed (CLOSE) or went away (DISCONNECT). ``IndexError`` past the end of the batch.
+
+        gripcontrol raised ``IOError`` on DISCONNECT, which made django-grip's own echo
+        example answer every unclean disconnect with a 500; ``None`` is what that example's
+        ``if message is None`` loop expects. ``disconnected`` tells the two apart.
+        """
+        self._skip_pings()
+        if self.read_index >= len(self.in_events):
+            raise IndexError("read from empty buffer")
+        event = self.in_events[self.read_index]
+        self.read_index += 1
+        if event.type == "TEXT":
+            return (event.content or b"").decode("utf-8")
+        if event.type == "BINARY":
+            return event.content or b""
+        # CLOSE or DISCONNECT end the connection: nothing after them is a message.
+        self.read_index = len(self.in_events)
+        if event.type == "CLOSE":
+            self.close_code = close_code_of(event.content)
+            self.close_reason = (event.content or b"")[2:].decode("utf-8", "replace")
+        else:
+            self.disconnected = True
+        return None
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, message: str | bytes) -> None:
+        """Queue a message: ``str`` as TEXT, ``bytes`` as BINARY (gripcontrol sent both as
+        TEXT, which browsers reject when the bytes are not UTF-8)."""
+        if isinstance(message, str):
+            content = MESSAGE_PREFIX + message.encode("utf-8")
+            self.out_events.append(WebSocketEvent("TEXT", content))
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            self.send_binary(bytes(message))
+        else:
+            raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
+
+    def send_binary(self, message: bytes | str) -> None:
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        self.out_events.append(WebSocketEvent("BINARY", MESSAGE_PREFIX + bytes(message)))
+
+    def send_control(self, message: str | Mapping[str, Any]) -> None:
+        """Queue a GRIP control message for the proxy (a JSON object, ``c:``-prefixed)."""
+        if not isinstance(message, str):
+            message = json.dumps(dict(message), separators=(",", ":"))
+        self.out_events.append(WebSocketEvent("TEXT", CONTROL_PREFIX + message.encode("utf-8")))
+
+    def _channel(self, channel: str) -> str:
+        if not isinstance(channel, str) or not channel:
+            raise ValueError("a channel name is a non-empty string")
+        prefix = grip_settings.prefix if self.grip_prefix is None else self.grip_prefix
+        return prefix + channel
+
+    def subscribe(self, channel: str) -> None:
+        """Deliver what is published on ``channel`` to this connection (``GRIP_PREFIX`` added)."""
+        self.send_control({"type": "subscribe", "channel": self._channel(channel)})
+
+    def unsubscribe(self, channel: str) -> None:
+        self.send_control({"type": "unsubscribe", "channel": self._channel(channel)})
+
+    def detach(self) -> None:
+        """Stop relaying the client's messages to the origin; publishing still reaches it."""
+        self.send_control({"type": "detach"})
+
+    def set_keep_alive(
+        self,
+        timeout: int | None,
+        content: str | bytes = "keep-alive",
+        message_type: str = "ping",
+        mode: str = "idle",
+    ) -> None:
+        """Have the proxy send ``content`` to the client every ``timeout`` seconds of silence
+        (``mode="idle"``) or always (``"interval"``); ``timeout=None`` turns it off.
+
+        The default is a PING, which browsers answer without bothering the page. Pushpin
+        treats a keep-alive without content as "off", so content is never empty here.
+        """
+        if not timeout:
+            self.send_control({"type": "keep-alive"})
+            return
+        if message_type not in ("text", "binary", "ping", "pong"):
+            raise ValueError("message_type is one of text, binary, ping, pong")
+        control: dict[str, Any] = {
+            "type": "keep-alive",
+            "message-type": message_type,
+            "timeout": int(timeout),
+            "mode": mode,
+        }
+        if isinstance(content, str):
+            control["content"] = content or "keep-alive"
+        else:
+            control["content-bin"] = base64.b64encode(content or b"keep-alive").decode("ascii")
+        self.send_control(control)
+

@@ -1,0 +1,120 @@
+"""``request.websocket`` and ``request.is_websocket()``: django-websocket's socket API over
+the messages of the current batch (``request.wscontext``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest
+
+from .websocket_context import WebSocketContext
+
+__all__ = ["InvalidMessage", "WebSocket", "attach", "decode_json"]
+
+
+class InvalidMessage(ValueError):
+    """A client message a view cannot decode; ``str(exc)`` is a reason safe to send back."""
+
+
+class WebSocket:
+    """``request.websocket``: django-websocket's API over the messages of the current batch."""
+
+    def __init__(self, context: WebSocketContext) -> None:
+        self.context = context
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.context.id!r}>"
+
+    @property
+    def protocols(self) -> list[str]:
+        """The subprotocols the client offered."""
+        return self.context.protocols
+
+    @property
+    def closed(self) -> bool:
+        """True once the client closed or went away, or ``close()`` was called."""
+        ctx = self.context
+        return ctx.closed or ctx.close_code is not None or ctx.disconnected
+
+    @property
+    def close_code(self) -> int | None:
+        """The client's close code, once its CLOSE has been read."""
+        return self.context.close_code
+
+    def accept(self, subprotocol: str | None = None) -> None:
+        """Accept now, e.g. to choose a subprotocol; otherwise the decorators accept for you."""
+        self.context.accept(subprotocol)
+
+    def read(self) -> str | bytes | None:
+        """The next message of the batch, or ``None`` if there is none (or the client closed)."""
+        ctx = self.context
+        if self.closed or not ctx.can_recv():
+            return None
+        return ctx.recv()
+
+    def wait(self) -> str | bytes | None:
+        """Same as ``read()``: a batch is all there is to wait for, so this never blocks."""
+        return self.read()
+
+    def read_json(self) -> Any:
+        """The next message decoded as JSON, ``None`` at the end of the batch; raises
+        ``InvalidMessage`` if it is not JSON."""
+        message = self.read()
+        return None if message is None else decode_json(message)
+
+    def _remaining(self) -> list[Any]:
+        ctx = self.context
+        out = []
+        for event in ctx.in_events[ctx.read_index :]:
+            if event.type in ("CLOSE", "DISCONNECT"):
+                break
+            if event.type in ("TEXT", "BINARY"):
+                out.append(event)
+        return out
+
+    def count_messages(self) -> int:
+        """How many messages of this batch are still unread."""
+        return 0 if self.closed else len(self._remaining())
+
+    def has_messages(self) -> bool:
+        return self.count_messages() > 0
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Every unread message of the batch; stops at its end or when the client closes."""
+        while True:
+            message = self.read()
+            if message is None:
+                return
+            yield message
+
+    def send(self, message: str | bytes) -> None:
+        """Send ``str`` as a text message, ``bytes`` as a binary one."""
+        self.context.send(message)
+
+    def send_json(self, data: Any) -> None:
+        """Send ``data`` as a JSON text message (dates, decimals and UUIDs as in Django)."""
+        self.context.send(json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")))
+
+    def close(self, code: int | None = None, reason: str = "") -> None:
+        self.context.close(code, reason)
+
+
+def decode_json(message: str | bytes) -> Any:
+    """Parse one JSON message; ``InvalidMessage`` with a reason if it is not JSON."""
+    try:
+        return json.loads(message)
+    except UnicodeDecodeError:
+        raise InvalidMessage("invalid JSON: not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+
+
+def attach(request: HttpRequest) -> None:
+    """Give ``request`` django-websocket's ``is_websocket()`` and ``websocket`` (``None`` for
+    plain HTTP), from ``request.wscontext``."""
+    ctx: WebSocketContext | None = getattr(request, "wscontext", None)
+    request.websocket = WebSocket(ctx) if ctx is not None else None
+    request.is_websocket = lambda: ctx is not None

@@ -1,0 +1,358 @@
+"""GRIP instructions: what an origin asks the proxy to do with one response, and their
+``Grip-*`` headers both ways.
+
+The origin builds an :class:`Instruct` (django-grip's API: ``add_channels``,
+``set_hold_longpoll``, ...) and renders it with :meth:`Instruct.headers`; the embedded proxy
+reads a response's headers back into the same model with :func:`parse_instruct`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from .constants import MAX_CHANNELS, MIN_HOLD_TIMEOUT
+from .headers import (
+    TOKEN,
+    RawHeaders,
+    get_all_headers,
+    get_header,
+    parse_header_list,
+    parse_header_value,
+    quote_param,
+)
+
+__all__ = [
+    "Channel",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
+    "DEFAULT_LINK_TIMEOUT",
+    "Instruct",
+    "InstructError",
+    "KeepAlive",
+    "NextLink",
+    "decode_cstring",
+    "encode_keep_alive",
+    "parse_channels",
+    "parse_instruct",
+]
+
+logger = logging.getLogger("drf_grip")
+
+#: What the proxy assumes when a header leaves out a timeout (the embedded proxy's values).
+DEFAULT_KEEP_ALIVE_TIMEOUT: Final = 55.0
+DEFAULT_LINK_TIMEOUT: Final = 120.0
+
+HoldMode = Literal["response", "stream"]
+KeepAliveMode = Literal["idle", "interval"]
+
+# What a cstring keep-alive may hold: token characters, and CR/LF written as \r / \n.
+_CSTRING: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z:/@=\r\n]+")
+_CSTRING_ESCAPES: Final = {"\\": "\\", "r": "\r", "n": "\n", "t": "\t", '"': '"', "0": "\0"}
+
+
+class InstructError(ValueError):
+    """``Grip-*`` headers the proxy cannot follow (the client gets a 502)."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel to subscribe to, optionally with the id of the last item the client has."""
+
+    name: str
+    prev_id: str | None = None
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """Bytes the proxy sends on a held stream after ``timeout`` idle seconds (``idle``) or
+    every ``timeout`` seconds (``interval``)."""
+
+    data: bytes
+    timeout: float
+    mode: KeepAliveMode = "idle"
+
+
+@dataclass(frozen=True)
+class NextLink:
+    """The URL the proxy fetches when a stream's response ends. ``timeout`` is ``None`` only
+    on an instruct being built (the header then names none); :func:`parse_instruct` fills in
+    ``DEFAULT_LINK_TIMEOUT``."""
+
+    uri: str
+    timeout: float | None = None
+
+
+def parse_channels(channels: Any) -> list[Channel]:
+    """Accept what django-grip accepted: a name, a Channel (ours or gripcontrol's), or a list."""
+    if isinstance(channels, (str, Channel)) or hasattr(channels, "prev_id"):
+        channels = [channels]
+    out = []
+    for ch in channels:
+        if isinstance(ch, Channel):
+            out.append(ch)
+        elif isinstance(ch, str):
+            out.append(Channel(ch))
+        elif hasattr(ch, "name"):  # gripcontrol.Channel
+            out.append(Channel(ch.name, getattr(ch, "prev_id", None)))
+        else:
+            raise TypeError(f"not a channel: {ch!r}")
+    if not out:
+        raise ValueError("at least one channel is needed")
+    return out
+
+
+def _number(value: float) -> str:
+    """Seconds as a header writes them: ``20``, not ``20.0``."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+@dataclass
+class Instruct:
+    """What the proxy should do with one response: hold, channels, keep-alive, next link.
+
+    ``prefix`` (``GRIP_PREFIX``) is put before each channel name when rendered; a parsed
+    instruct has the names as they were on the wire and no prefix.
+    """
+
+    prefix: str = ""
+    hold: HoldMode | None = None
+    channels: list[Channel] = field(default_factory=list)
+    timeout: float | None = None
+    #: The status the proxy answers a held client with, and its reason (``Grip-Status``).
+    status: tuple[int, str | None] | None = None
+    keep_alive: KeepAlive | None = None
+    next_link: NextLink | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    # -- django-grip's Instruct API ------------------------------------------------------
+
+    def add_channel(self, channel: Any, prev_id: str | None = None) -> None:
+        for ch in parse_channels(channel):
+            if prev_id is not None:
+                ch = Channel(ch.name, prev_id)
+            self._add(ch)
+
+    def add_channels(self, channels: Any) -> None:
+        for ch in parse_channels(channels):
+            self._add(ch)
+
+    def _add(self, channel: Channel) -> None:
+        self.channels = [c for c in self.channels if c.name != channel.name]
+        if len(self.channels) >= MAX_CHANNELS:
+            raise ValueError(f"a GRIP hold takes at most {MAX_CHANNELS} channels")
+        self.channels.append(channel)
+
+    def set_hold_longpoll(self, timeout: int | None = None) -> None:
+        self.hold = "response"
+        self.timeout = None if timeout is None else max(int(timeout), MIN_HOLD_TIMEOUT)
+
+    def set_hold_stream(self) -> None:
+        self.hold = "stream"
+        self.timeout = None
+
+    def set_keep_alive(self, data: str | bytes, timeout: int, mode: str = "idle") -> None:
+        if mode not in ("idle", "interval"):
+            raise ValueError("keep-alive mode is 'idle' or 'interval'")
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        self.keep_alive = KeepAlive(raw, int(timeout), mode)  # type: ignore[arg-type]
+
+    def set_next_link(self, uri: str, timeout: int | None = None) -> None:
+        self.next_link = NextLink(uri, timeout)
+
+    # -- what it amounts to ----------------------------------------------------------------
+
+    @property
+    def holds(self) -> bool:
+        return self.hold is not None
+
+    @property
+    def is_grip(self) -> bool:
+        """True when the response needs the proxy at all (a hold or a next link to follow)."""
+        return self.hold is not None or self.next_link is not None
+
+    def is_empty(self) -> bool:
+        return not (self.hold or self.channels or self.next_link or self.meta)
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def headers(self, status: int = 200, reason: str = "") -> dict[str, str]:
+        """The ``Grip-*`` headers for a response with this status (``self.status``, when
+        set, wins)."""
+        if self.status is not None:
+            status, reason = self.status[0], self.status[1] or ""
+        out: dict[str, str] = {}
+        if self.hold:
+            out["Grip-Hold"] = self.hold
+        if self.channels:
+            parts = []
+            for ch in self.channels:
+                part = self.prefix + ch.name
+                if ch.prev_id is not None:
+                    prev_id = quote_param(str(ch.prev_id))
+                    if prev_id is not None:
+                        part += "; prev-id=" + prev_id
+                    else:
+                        # Without a prev-id the proxy may re-request once; never a lost update.
+                        logger.warning(
+                            "prev-id of channel %s cannot be sent in a header; "
+                            "subscribing without it",
+                            ch.name,
+                        )
+                parts.append(part)
+            out["Grip-Channel"] = ", ".join(parts)
+        if self.hold == "response" and self.timeout is not None:
+            out["Grip-Timeout"] = _number(self.timeout)
+        if self.keep_alive is not None:
+            value, fmt = encode_keep_alive(self.keep_alive.data)
+            keep_alive = f"{value}; format={fmt}; timeout={_number(self.keep_alive.timeout)}"
+            if self.keep_alive.mode != "idle":  # Pushpin's default mode
+                keep_alive += f"; mode={self.keep_alive.mode}"
+            out["Grip-Keep-Alive"] = keep_alive
+        if self.next_link is not None:
+            link = f"<{self.next_link.uri}>; rel=next"
+            if self.next_link.timeout is not None:
+                link += f"; timeout={int(self.next_link.timeout)}"
+            out["Grip-Link"] = link
+        if self.meta:
+            meta = []
+            for name, value in self.meta.items():
+                quoted = quote_param(str(value), always=True)  # always quoted, as django-grip did
+                if not TOKEN.fullmatch(str(name)) or "=" in str(name) or quoted is None:
+                    logger.warning("meta %r cannot be sent in a header; left out", str(name))
+                    continue
+                meta.append(f"{name}={quoted}")
+            if meta:
+                out["Grip-Set-Meta"] = ", ".join(meta)
+        if self.hold and status != 200:
+            # Pushpin relays the held (and timeout) response with this status.
+            out["Grip-Status"] = f"{status} {reason}".strip()
+        return out
+
+
+# -- keep-alive data -----------------------------------------------------------------------
+
+
+def encode_keep_alive(data: str | bytes) -> tuple[str, str]:
+    """Choose the ``Grip-Keep-Alive`` encoding that carries ``data`` byte for byte.
+
+    Returns ``(value, format)``. A token goes raw; a token with CR/LF (``"keepalive\\n"``, as
+    django-grip's own test sends) goes cstring with ``\\r``/``\\n``; anything else (quotes,
+    backslashes, spaces, bytes past ASCII) goes base64, which Pushpin decodes exactly
+    (django-grip's cstring escaping tripled backslashes).
+    """
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    text = raw.decode("latin-1")
+    if TOKEN.fullmatch(text):
+        return text, "raw"
+    if _CSTRING.fullmatch(text):
+        return text.replace("\r", "\\r").replace("\n", "\\n"), "cstring"
+    return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def decode_cstring(text: str) -> bytes:
+    """GRIP's ``format=cstring``: backslash escapes ``\\\\ \\r \\n \\t`` (and ``\\"``)."""
+    out: list[str] = []
+    it = iter(text)
+    for ch in it:
+        if ch != "\\":
+            out.append(ch)
+            continue
+        nxt = next(it, None)
+        if nxt is None:
+            raise InstructError("cstring ends with a backslash")
+        if nxt not in _CSTRING_ESCAPES:
+            raise InstructError(f"unknown cstring escape \\{nxt}")
+        out.append(_CSTRING_ESCAPES[nxt])
+    return "".join(out).encode("utf-8")
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+
+def _seconds(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InstructError(f"{what} is not a number: {text!r}") from None
+    if value < 0 or value != value:
+        raise InstructError(f"{what} must not be negative")
+    return value
+
+
+def _keep_alive(text: str) -> KeepAlive:
+    data, params = parse_header_value(text)
+    fmt = params.get("format", "raw")
+    if fmt == "raw":
+        raw = data.encode("utf-8")
+    elif fmt == "cstring":
+        raw = decode_cstring(data)
+    elif fmt == "base64":
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise InstructError("Grip-Keep-Alive data is not valid base64") from None
+    else:
+        raise InstructError(f"unknown Grip-Keep-Alive format {fmt!r}")
+    mode = params.get("mode", "idle")
+    if mode not in ("idle", "interval"):
+        raise InstructError(f"unknown Grip-Keep-Alive mode {mode!r}")
+    timeout = _seconds(params.get("timeout", str(DEFAULT_KEEP_ALIVE_TIMEOUT)), "keep-alive timeout")
+    if timeout <= 0:
+        raise InstructError("keep-alive timeout must be positive")
+    return KeepAlive(data=raw, timeout=timeout, mode=mode)  # type: ignore[arg-type]
+
+
+def parse_instruct(headers: RawHeaders) -> Instruct:
+    """Read the GRIP instructions of a response; raises :class:`InstructError` when malformed."""
+    out = Instruct()
+    hold = get_header(headers, "Grip-Hold")
+    channels = parse_header_list(get_all_headers(headers, "Grip-Channel"))
+    if hold is not None:
+        hold = hold.strip().lower()
+        if hold not in ("response", "stream"):
+            raise InstructError(f"unknown Grip-Hold {hold!r}")
+        out.hold = hold  # type: ignore[assignment]
+    elif channels:
+        out.hold = "response"
+    for name, params in channels:
+        if not name:
+            raise InstructError("empty channel name in Grip-Channel")
+        if any(c.name == name for c in out.channels):
+            continue
+        out.channels.append(Channel(name, params.get("prev-id")))
+    if out.hold is not None and not out.channels:
+        raise InstructError("Grip-Hold without Grip-Channel")
+
+    timeout = get_header(headers, "Grip-Timeout")
+    if timeout is not None:
+        out.timeout = _seconds(timeout.strip(), "Grip-Timeout")
+
+    status = get_header(headers, "Grip-Status")
+    if status is not None:
+        code, _, reason = status.strip().partition(" ")
+        if not code.isdigit() or not 100 <= int(code) <= 599:
+            raise InstructError(f"bad Grip-Status {status!r}")
+        out.status = (int(code), reason.strip() or None)
+
+    keep_alive = get_header(headers, "Grip-Keep-Alive")
+    if keep_alive is not None:
+        out.keep_alive = _keep_alive(keep_alive)
+
+    for uri, params in parse_header_list(get_all_headers(headers, "Grip-Link")):
+        if params.get("rel") != "next":
+            continue
+        if not (uri.startswith("<") and uri.endswith(">")):
+            raise InstructError(f"bad Grip-Link {uri!r}")
+        link_timeout = _seconds(params.get("timeout", str(DEFAULT_LINK_TIMEOUT)), "link timeout")
+        out.next_link = NextLink(uri[1:-1].strip(), link_timeout)
+
+    for name, _params in parse_header_list(get_all_headers(headers, "Grip-Set-Meta")):
+        key, eq, value = name.partition("=")
+        if key.strip():
+            out.meta[key.strip()] = value.strip().strip('"') if eq else ""
+    return out
+
