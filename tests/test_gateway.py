@@ -428,3 +428,49 @@ def test_a_shared_change_also_reaches_a_connection_that_just_subscribed():
     assert shared and own
     assert own[0]["formats"]["ws-message"] == shared[0]["formats"]["ws-message"]
     assert own[0]["channel"] == names.connection_channel(connection_key(ws.connection_id))
+
+
+def test_an_older_private_render_never_follows_a_newer_one(monkeypatch):
+    """Two processes re-render one private subscription at once, each for its own commit:
+    the render that read the database first and finished last must not be sent after the
+    newer one (seen in the soak test: a gateway subscriber left 14 updates behind)."""
+    from drf_grip.rest.gateway import rerender
+
+    ws = connect()
+    assert ask(ws, {"id": 8, "subscribe": "/api/todos/"})["status"] == 200
+    real_get = rerender.subscriber_get
+    calls = 0
+
+    def first_render_finishes_last(recorded, context):
+        nonlocal calls
+        calls += 1
+        answer = real_get(recorded, context)  # reads the rows as they are now: "a"
+        if calls == 1:
+            # Meanwhile another process commits "b" (bulk_create: no publish from here) and
+            # re-renders the subscription for it.
+            Todo.objects.bulk_create([Todo(title="b")])
+            rerender.publish_subscriptions(Todo)
+        return answer
+
+    monkeypatch.setattr(rerender, "subscriber_get", first_render_finishes_last)
+    Todo.objects.create(title="a")
+
+    newer = ws.receive_json()
+    assert sorted(t["title"] for t in newer["data"]["results"]) == ["a", "b"]
+    assert ws.receive_nothing()
+
+
+def test_a_queued_private_render_overtaken_before_it_is_sent_is_dropped():
+    """The same rule at the publisher's queue: a re-render waiting there (a retry after a
+    proxy outage) is dropped once a later render of its subscription started."""
+    from drf_grip.rest.gateway.rerender import outdated_render
+    from drf_grip.rest.tickets import take_ticket
+
+    channel = "drf.ws.conn1"
+    first = take_ticket("ws:conn1:abc")
+    item = {"channel": channel, "id": f"{first}.abc", "formats": {"ws-message": {}}}
+    assert not outdated_render(item)
+    take_ticket("ws:conn1:abc")
+    assert outdated_render(item)
+    assert not outdated_render({**item, "id": None})
+    assert not outdated_render({**item, "channel": "drf.url.x"})

@@ -31,6 +31,7 @@ from .policies import live_timeout
 from .render import RecordedRequest, record, subscriber_get
 from .sse import EVENT_STREAM, format_event
 from .store import SlotIndex, state_cache
+from .tickets import overtaken, take_ticket
 from .versions import add_version, read_version, set_version
 
 __all__ = [
@@ -254,25 +255,6 @@ def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set
             logger.exception("drf-grip could not render a live URL for its subscribers")
 
 
-_TICKET = "drf_grip:render:"
-_TICKET_TIMEOUT = 24 * 3600
-
-
-def _take_ticket(channel: str) -> int:
-    """A number per render of ``channel``, increasing across processes (atomic ``incr``)."""
-    cache = state_cache()
-    try:
-        return int(cache.incr(_TICKET + channel))
-    except ValueError:  # no counter yet
-        cache.add(_TICKET + channel, 0, _TICKET_TIMEOUT)
-        return int(cache.incr(_TICKET + channel))
-
-
-def _overtaken(channel: str, ticket: int) -> bool:
-    current = state_cache().get(_TICKET + channel)
-    return current is not None and int(current) > ticket
-
-
 #: What every live URL's channel name starts with (``channels.url_channel``).
 _URL_CHANNELS = "drf.url."
 
@@ -309,15 +291,12 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     register_outdated_check(outdated_item)
     recorded = RecordedRequest.from_dict(entry["req"])
     channel, url = entry["channel"], entry["url"]
-    # Several processes render one live URL (two workers, a Celery worker): a render that
-    # read the database before another process's commit can finish after that process
-    # published the newer render. Publishing it then would leave every SSE and gateway
-    # subscriber on the older representation (its id chains onto the newer one's, and
-    # Pushpin does not order ws-message items at all). A render that *started* later read
-    # at least this state, and publishes it: this one steps aside.
-    ticket = _take_ticket(channel)
+    # Several processes render one live URL; an older render published after a newer one
+    # would leave every SSE and gateway subscriber on it (its id chains onto the newer one's,
+    # and Pushpin does not order ws-message items at all): tickets.py.
+    ticket = take_ticket(channel)
     status, body, content_type, etag = render_live(recorded)
-    if _overtaken(channel, ticket):
+    if overtaken(channel, ticket):
         return
     previous = read_version(channel)
     if status == 200:

@@ -11,14 +11,18 @@ re-request per held client.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from ...conf import grip_settings
+from ...grip.publish_hooks import register_outdated_check
 from ...grip.publisher import publish
 from .. import channels as names
 from ..context import RealtimeContext
 from ..render import RecordedRequest, subscriber_get
+from ..tickets import overtaken, take_ticket
 from .connections import (
     REVOKED,
     load_states,
@@ -44,8 +48,29 @@ def _affected(
     return True
 
 
-def _send(conn: str, message: str) -> None:
-    publish(names.connection_channel(conn), {"ws-message": {"content": message}})
+def _send(conn: str, message: str, item_id: str | None = None) -> None:
+    publish(names.connection_channel(conn), {"ws-message": {"content": message}}, id=item_id)
+
+
+_CONNECTION_CHANNELS = names.connection_channel("")
+
+
+def _ticket_name(conn: str, digest: str) -> str:
+    return f"ws:{conn}:{digest}"
+
+
+def outdated_render(item: dict[str, Any]) -> bool:
+    """A re-render for one connection that a later render of the same subscription overtook
+    while it waited in a publisher's queue (a retry after a proxy outage, another process's
+    faster lane): Pushpin delivers ws-message items in the order they arrive."""
+    item_id = item.get("id")
+    channel = str(item.get("channel", ""))[len(grip_settings.prefix) :]
+    if not isinstance(item_id, str) or not channel.startswith(_CONNECTION_CHANNELS):
+        return False
+    ticket, _, digest = item_id.partition(".")
+    if not ticket.isdigit() or not digest:
+        return False
+    return overtaken(_ticket_name(channel[len(_CONNECTION_CHANNELS) :], digest), int(ticket))
 
 
 def publish_subscriptions(
@@ -74,10 +99,16 @@ def publish_subscriptions(
             if sent_version(conn, key) == REVOKED:
                 continue
             context = RealtimeContext(role="gateway-render", user=sub.get("user"))
+            # Another process may re-render this subscription for its own commit at the
+            # same time: the render that started later sends (tickets.py).
+            digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+            ticket = take_ticket(_ticket_name(conn, digest))
             try:
                 response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
             except Exception:  # noqa: BLE001 - one subscription must not stop the others
                 logger.exception("drf-grip gateway: could not re-render a subscription")
+                continue
+            if overtaken(_ticket_name(conn, digest), ticket):
                 continue
             if context.revoked or response.status_code in (401, 403):
                 # The credentials no longer name the subscriber: end the subscription.
@@ -89,4 +120,5 @@ def publish_subscriptions(
             if sent_version(conn, key) == version:
                 continue  # this user's representation did not change
             set_sent_version(conn, key, version)
-            _send(conn, message)
+            register_outdated_check(outdated_render)
+            _send(conn, message, f"{ticket}.{digest}")
