@@ -474,3 +474,36 @@ def test_a_queued_private_render_overtaken_before_it_is_sent_is_dropped():
     assert outdated_render(item)
     assert not outdated_render({**item, "id": None})
     assert not outdated_render({**item, "channel": "drf.url.x"})
+
+
+def test_a_change_published_while_a_private_subscription_renders_reaches_it(monkeypatch):
+    """A commit published after the subscribe read the rows but before the subscription was
+    saved (so the publisher did not see it), while the proxy has not yet confirmed that
+    publish: the subscriber must still get the change, in its answer or as an event."""
+    from drf_grip.grip import publish_hooks
+    from drf_grip.rest.gateway import view
+    from drf_grip.rest.registry import publish_changes, wait_idle
+
+    real_run = view.run_inner
+    runs = 0
+
+    def commit_during_the_render(inner):
+        nonlocal runs
+        runs += 1
+        response = real_run(inner)
+        if runs == 1:
+            Todo.objects.bulk_create([Todo(title="b")])
+            publish_changes(Todo)
+            assert wait_idle(10)
+        return response
+
+    monkeypatch.setattr(view, "run_inner", commit_during_the_render)
+    # The proxy confirms publishes later than the subscriber checks (a real one takes a
+    # round trip): hold versions do not move yet.
+    monkeypatch.setattr(publish_hooks, "delivered_hooks", [])
+    ws = connect()
+    answer = ask(ws, {"id": 8, "subscribe": "/api/todos/"})
+    titles = [t["title"] for t in answer["data"]["results"]]
+    if "b" not in titles:
+        titles = [t["title"] for t in ws.receive_json()["data"]["results"]]
+    assert titles == ["b"]

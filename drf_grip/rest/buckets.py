@@ -132,11 +132,14 @@ _lock = threading.Lock()
 def paced_hint(channel: str, publish_versioned: Callable[[str], tuple[str | None, str]]) -> None:
     """Hint ``channel`` now, then its other buckets one after another from a pacer thread;
     a change arriving while a pacer runs restarts the round when it ends (latest wins)."""
+    # The channel itself is hinted (its counter moved) at once, also while a pacer runs:
+    # a subscriber that checks the counter after it became findable relies on that
+    # (gateway/view.py), and the first bucket's clients need no pacing.
+    previous, new = publish_versioned(channel)
     with _lock:
         if channel in _pacers:
             _dirty.add(channel)
             return
-    previous, new = publish_versioned(channel)
     held = _held(channel, previous)
     rest = bucket_channels(channel, held)[1:]
     if not rest:

@@ -29,7 +29,12 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, make_etag
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
-from .versions import hold_versions, read_versions, shared_hold_versions
+from .versions import (
+    counters_and_hold_versions,
+    hold_versions,
+    read_versions,
+    shared_hold_versions,
+)
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
 
@@ -263,7 +268,10 @@ class _RealtimeBase:
                         policy.channels[0]
                     ]
             else:
-                policy.versions = hold_versions(policy.channels)
+                counters, policy.versions = counters_and_hold_versions(policy.channels)
+                if context is not None:
+                    # Read before the render (the gateway checks them once it is findable).
+                    context.state["counters"] = counters
                 from .buckets import assign_buckets
                 from .policies import live_timeout
 

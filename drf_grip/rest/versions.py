@@ -19,6 +19,7 @@ __all__ = [
     "read_versions",
     "ensure_versions",
     "hold_versions",
+    "counters_and_hold_versions",
     "acknowledge",
     "next_version",
     "set_version",
@@ -76,7 +77,18 @@ def hold_versions(channels: list[str]) -> dict[str, str | None]:
     naming an id the proxy has not seen yet is a conflict, which Pushpin resolves through its
     slow path (re-fetches at 10 sessions a second: src/handler/handlerengine.cpp, the update
     limiter), so under a burst of writes streams arrived seconds late."""
-    current = ensure_versions(channels)
+    return counters_and_hold_versions(channels)[1]
+
+
+def counters_and_hold_versions(
+    channels: list[str],
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """The counters of ``channels`` as they are now, and the prev-ids to hold with
+    (:func:`hold_versions`). A counter moves when a change is published, before the
+    publisher looks for subscribers: a subscriber that reads the counters before it renders
+    and again once it is findable knows whether a publish may have missed it."""
+    counters = ensure_versions(channels)
+    current = dict(counters)
     seen = state_cache().get_many([_ACK + c for c in channels])
     for channel in channels:
         value = seen.get(_ACK + channel)
@@ -88,7 +100,7 @@ def hold_versions(channels: list[str]) -> dict[str, str | None]:
             and int(value) <= int(counter)
         ):
             current[channel] = str(value)
-    return current
+    return counters, current
 
 
 def acknowledge(items: list[dict]) -> None:

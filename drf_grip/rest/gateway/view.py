@@ -36,7 +36,7 @@ from ...protocol import MAX_CHANNELS
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..render import record
-from ..versions import hold_versions, read_versions
+from ..versions import read_versions
 from .connections import (
     connection_key,
     drop_state,
@@ -237,8 +237,10 @@ class RealtimeGateway(WebSocketView):
                 )
             set_sent_version(conn, key, context.result_etag)
             # A change that committed while we rendered, and was published before the
-            # publisher could see this subscription, moved a channel version: render again.
-            if hold_versions(policy.channels) == policy.versions:
+            # publisher could see this subscription, moved a channel's counter: render again.
+            # (Not the prev-ids a hold names: they move only once the proxy confirmed.)
+            counters = context.state.get("counters") or {}
+            if read_versions(list(counters)) == counters:
                 break
         answer["url"] = url
         return answer
