@@ -460,17 +460,22 @@ def test_an_older_private_render_never_follows_a_newer_one(monkeypatch):
     assert ws.receive_nothing()
 
 
-def test_a_queued_private_render_overtaken_before_it_is_sent_is_dropped():
+def test_a_queued_private_render_is_dropped_only_once_a_later_one_was_sent():
     """The same rule at the publisher's queue: a re-render waiting there (a retry after a
-    proxy outage) is dropped once a later render of its subscription started."""
+    proxy outage) is dropped once a later render of its subscription was sent; one that
+    merely started later may send nothing (its subscriber's data did not change since), so
+    the queued one is still the news."""
     from drf_grip.rest.gateway.rerender import outdated_render
-    from drf_grip.rest.tickets import take_ticket
+    from drf_grip.rest.tickets import mark_sent, take_ticket
 
     channel = "drf.ws.conn1"
     first = take_ticket("ws:conn1:abc")
+    mark_sent("ws:conn1:abc", first)
     item = {"channel": channel, "id": f"{first}.abc", "formats": {"ws-message": {}}}
     assert not outdated_render(item)
-    take_ticket("ws:conn1:abc")
+    later = take_ticket("ws:conn1:abc")
+    assert not outdated_render(item)
+    mark_sent("ws:conn1:abc", later)
     assert outdated_render(item)
     assert not outdated_render({**item, "id": None})
     assert not outdated_render({**item, "channel": "drf.url.x"})

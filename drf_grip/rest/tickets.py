@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .store import state_cache
 
-__all__ = ["overtaken", "take_ticket"]
+__all__ = ["mark_sent", "overtaken", "sent_after", "take_ticket"]
 
 _KEY = "drf_grip:render:"
 _TIMEOUT = 24 * 3600
@@ -32,4 +32,17 @@ def take_ticket(name: str) -> int:
 def overtaken(name: str, ticket: int) -> bool:
     """Whether a render of ``name`` started after the one holding ``ticket``."""
     current = state_cache().get(_KEY + name)
+    return current is not None and int(current) > ticket
+
+
+def mark_sent(name: str, ticket: int) -> None:
+    """Record that the render holding ``ticket`` was handed to the publisher."""
+    state_cache().set(_KEY + name + ":sent", ticket, _TIMEOUT)
+
+
+def sent_after(name: str, ticket: int) -> bool:
+    """Whether a later render of ``name`` than ``ticket`` was handed to the publisher. A
+    queued item is outdated only then: one merely *started* later may find nothing changed
+    since the last send and send nothing, and the queued item is the news."""
+    current = state_cache().get(_KEY + name + ":sent")
     return current is not None and int(current) > ticket

@@ -22,7 +22,7 @@ from ...grip.publisher import publish
 from .. import channels as names
 from ..context import RealtimeContext
 from ..render import RecordedRequest, subscriber_get
-from ..tickets import overtaken, take_ticket
+from ..tickets import mark_sent, overtaken, sent_after, take_ticket
 from .connections import (
     REVOKED,
     load_states,
@@ -60,8 +60,8 @@ def _ticket_name(conn: str, digest: str) -> str:
 
 
 def outdated_render(item: dict[str, Any]) -> bool:
-    """A re-render for one connection that a later render of the same subscription overtook
-    while it waited in a publisher's queue (a retry after a proxy outage, another process's
+    """A re-render for one connection whose subscription had a later render sent while it
+    waited in a publisher's queue (a retry after a proxy outage, another process's
     faster lane): Pushpin delivers ws-message items in the order they arrive."""
     item_id = item.get("id")
     channel = str(item.get("channel", ""))[len(grip_settings.prefix) :]
@@ -70,7 +70,7 @@ def outdated_render(item: dict[str, Any]) -> bool:
     ticket, _, digest = item_id.partition(".")
     if not ticket.isdigit() or not digest:
         return False
-    return overtaken(_ticket_name(channel[len(_CONNECTION_CHANNELS) :], digest), int(ticket))
+    return sent_after(_ticket_name(channel[len(_CONNECTION_CHANNELS) :], digest), int(ticket))
 
 
 def publish_subscriptions(
@@ -120,5 +120,6 @@ def publish_subscriptions(
             if sent_version(conn, key) == version:
                 continue  # this user's representation did not change
             set_sent_version(conn, key, version)
+            mark_sent(_ticket_name(conn, digest), ticket)
             register_outdated_check(outdated_render)
             _send(conn, message, f"{ticket}.{digest}")
