@@ -848,3 +848,22 @@ def test_posts_reuse_one_kept_alive_connection_and_token(settings, publisher):
         assert server.connections == 2 and get_publisher().stats.failed == 0
     finally:
         server.release()
+
+
+def test_coalesce_merges_only_a_chain_this_queue_holds_whole() -> None:
+    """Ids are counters every process moves: 2 was published by another process, so 1 and
+    3 must both go, or 3 would name prev-id 0 and Pushpin would hold 2 back for 5 s."""
+    from drf_grip.grip.lanes import coalesce
+
+    items = [
+        {"channel": "c", "id": "1", "prev-id": "0", "formats": {"http-response": {}}},
+        {"channel": "c", "id": "3", "prev-id": "2", "formats": {"http-response": {}}},
+        {"channel": "c", "id": "4", "prev-id": "3", "formats": {"http-response": {}}},
+        {"channel": "d", "id": "9", "formats": {"http-response": {}}},
+        {"channel": "d", "id": "10", "prev-id": "9", "formats": {"http-response": {}}},
+    ]
+    kept, dropped = coalesce(items)
+    assert [(i["channel"], i["id"], i.get("prev-id")) for i in kept] == [
+        ("c", "1", "0"), ("c", "4", "2"), ("d", "10", None)
+    ]
+    assert dropped == 2

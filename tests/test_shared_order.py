@@ -126,3 +126,22 @@ def test_outdated_item_only_judges_live_url_items() -> None:
     assert not shared.outdated_item({"channel": "drf.url.a", "id": "v1.closed",
                                      "formats": {"http-stream": {"action": "close"}}})
     cache.clear()
+
+
+def test_a_recent_older_render_is_still_sent_as_the_link_pushpin_waits_for() -> None:
+    """Pushpin holds an item whose prev-id it has not seen for up to 5 s, waiting for the
+    missing one (src/handler/sequencer.cpp). A render that another process's newer render
+    chains onto is that link: dropped, the newer one reached nobody for 5 s (soak test).
+    Sent while the newer one may still wait, Pushpin delivers both at once, in order."""
+    import time
+
+    from drf_grip.rest.versions import set_version
+
+    cache.clear()
+    older = shared._new_version("a")
+    set_version("drf.url.a", shared._new_version("b"))
+    assert shared.rendered_at(older) == pytest.approx(time.time(), abs=1)
+    assert not shared.outdated_item(_live_item("drf.url.a", older))
+    stale = "a." + f"{int((time.time() - 10) * 1000):012x}" + "abcd"
+    assert shared.outdated_item(_live_item("drf.url.a", stale))
+    cache.clear()

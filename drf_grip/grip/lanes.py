@@ -72,34 +72,44 @@ def _closes(item: RawItem) -> bool:
 
 
 def coalesce(items: Sequence[RawItem]) -> tuple[list[RawItem], int]:
-    """Latest wins per channel: of several versioned items (with an ``id``) for one channel,
-    keep the newest, carrying the ``prev-id`` of the oldest, so a proxy that has the oldest's
-    predecessor delivers the latest state at once (and any other re-requests instead). A
-    ``close`` keeps the item before it (a stream's last event). Items without an ``id`` (a
-    connection's messages) all stay. Returns the items and how many were dropped."""
-    last: dict[str, int] = {}
-    for index, item in enumerate(items):
-        if item.get("id") is not None and not _closes(item):
-            last[str(item.get("channel"))] = index
-    first_prev: dict[str, Any] = {}
-    out: list[RawItem] = []
+    """Latest wins per channel: an item whose successor in the queue chains onto it (the
+    successor's ``prev-id`` is its ``id``) is dropped, the successor carrying its ``prev-id``,
+    so a proxy that has the first one's predecessor delivers the latest state at once.
+    Only a contiguous chain is merged: between two items of this queue that do not chain,
+    another process published one (ids are shared counters), and a merged item would name
+    a prev-id that skips it, which Pushpin holds for up to 5 s waiting for the gap
+    (src/handler/sequencer.cpp). A ``close`` keeps the item before it (a stream's last
+    event). Items without an ``id`` (a connection's messages) all stay. Returns the items
+    and how many were dropped."""
+    out: list[RawItem | None] = []
+    tail: dict[str, int] = {}  # channel -> index in out of its last versioned item
     dropped = 0
-    for index, item in enumerate(items):
+    for item in items:
         channel = str(item.get("channel"))
-        if item.get("id") is None or _closes(item) or channel not in last:
+        if item.get("id") is None:
             out.append(item)
             continue
-        first_prev.setdefault(channel, item.get("prev-id"))
-        if index != last[channel]:
+        index = tail.get(channel)
+        previous = out[index] if index is not None else None
+        if (
+            previous is not None
+            and not _closes(item)
+            and previous.get("id") is not None
+            and item.get("prev-id") == previous.get("id")
+        ):
+            merged = dict(item)
+            if previous.get("prev-id") is None:
+                merged.pop("prev-id", None)
+            else:
+                merged["prev-id"] = previous["prev-id"]
+            out[index] = None
             dropped += 1
-            continue
-        kept = dict(item)
-        if first_prev[channel] is None:
-            kept.pop("prev-id", None)
-        else:
-            kept["prev-id"] = first_prev[channel]
-        out.append(kept)
-    return out, dropped
+            item = merged
+        out.append(item)
+        tail[channel] = len(out) - 1
+        if _closes(item):
+            tail.pop(channel)
+    return [item for item in out if item is not None], dropped
 
 
 class _Lane:
