@@ -132,7 +132,8 @@ def test_a_recent_older_render_is_still_sent_as_the_link_pushpin_waits_for() -> 
     """Pushpin holds an item whose prev-id it has not seen for up to 5 s, waiting for the
     missing one (src/handler/sequencer.cpp). A render that another process's newer render
     chains onto is that link: dropped, the newer one reached nobody for 5 s (soak test).
-    Sent while the newer one may still wait, Pushpin delivers both at once, in order."""
+    Sent as a hint with the same ids, it releases the newer one at once and brings nobody
+    back to the older body, in whatever order the two arrive."""
     import time
 
     from drf_grip.rest.versions import set_version
@@ -141,7 +142,16 @@ def test_a_recent_older_render_is_still_sent_as_the_link_pushpin_waits_for() -> 
     older = shared._new_version("a")
     set_version("drf.url.a", shared._new_version("b"))
     assert shared.rendered_at(older) == pytest.approx(time.time(), abs=1)
-    assert not shared.outdated_item(_live_item("drf.url.a", older))
+    item = _live_item("drf.url.a", older)
+    assert not shared.outdated_item(item)
+    link = shared.live_item_as_sent(item)
+    assert link is not None and link["id"] == older
+    assert link["formats"] == {
+        "http-response": {"action": "hint"}, "http-stream": {"action": "hint"}
+    }
     stale = "a." + f"{int((time.time() - 10) * 1000):012x}" + "abcd"
     assert shared.outdated_item(_live_item("drf.url.a", stale))
+    assert shared.live_item_as_sent(_live_item("drf.url.a", stale)) is None
+    current = _live_item("drf.url.a", shared.read_version("drf.url.a"))
+    assert shared.live_item_as_sent(current) is current
     cache.clear()

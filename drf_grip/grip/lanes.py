@@ -313,6 +313,11 @@ class Publisher:
                 current = [item for item in batch if not hooks.is_outdated(item)]
                 superseded_count += len(batch) - len(current)
                 batch = current
+            if hooks.item_rewrites:
+                rewritten = [hooks.as_sent(item) for item in batch]
+                current = [item for item in rewritten if item is not None]
+                superseded_count += len(batch) - len(current)
+                batch = current
 
             def superseded(
                 channels: set[str], lane: _Lane = lane, batch: list[RawItem] = batch

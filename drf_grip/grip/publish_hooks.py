@@ -9,11 +9,14 @@ from collections.abc import Callable
 from ..protocol.items import RawItem
 
 __all__ = [
+    "as_sent",
     "delivered_hooks",
     "is_outdated",
+    "item_rewrites",
     "notify_delivered",
     "outdated_checks",
     "register_delivered_hook",
+    "register_item_rewrite",
     "register_outdated_check",
 ]
 
@@ -32,6 +35,29 @@ def register_outdated_check(check: Callable[[RawItem], bool]) -> None:
     order relative to each other (after an outage each retries on its own timer)."""
     if check not in outdated_checks:
         outdated_checks.append(check)
+
+
+#: Rewrites of an item just before it is sent (``register_item_rewrite``).
+item_rewrites: list[Callable[[RawItem], RawItem | None]] = []
+
+
+def register_item_rewrite(rewrite: Callable[[RawItem], RawItem | None]) -> None:
+    """``rewrite(item)`` gives the item to send in its place just before it is sent: the
+    item itself, a reduced copy (an older state sent only as the link a newer item's
+    ``prev-id`` names), or None to send nothing."""
+    if rewrite not in item_rewrites:
+        item_rewrites.append(rewrite)
+
+
+def as_sent(item: RawItem) -> RawItem | None:
+    for rewrite in list(item_rewrites):
+        try:
+            item = rewrite(item)  # type: ignore[assignment]
+        except Exception:  # noqa: BLE001 - a failing rewrite must not stop delivery
+            logger.exception("drf-grip: an item rewrite failed")
+        if item is None:
+            return None
+    return item
 
 
 #: Called with the items a destination confirmed (``register_delivered_hook``).

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from django.db import models
 
 from ..conf import grip_settings
-from ..grip.publish_hooks import register_outdated_check
+from ..grip.publish_hooks import register_item_rewrite
 from ..grip.publisher import publish
 from . import channels as names
 from .context import RealtimeContext
@@ -276,14 +276,12 @@ _SEQUENCE_WINDOW = 3.0
 _URL_CHANNELS = "drf.url."
 
 
-def outdated_item(item: dict[str, Any]) -> bool:
-    """A live URL's item (one that reaches gateway subscribers) whose channel has a newer
-    version: a newer render was published, by this process or another. Pushpin orders
-    long-poll and stream items by prev-id, but delivers every ws-message item in the order
-    it arrives, so an older render retried late would move gateway subscribers back."""
+def _overtaken_version(item: dict[str, Any]) -> str | None:
+    """A live URL's item whose channel has a newer version (a newer render was published,
+    by this process or another): that version, else None."""
     item_id = item.get("id")
     if item_id is None or "ws-message" not in (item.get("formats") or {}):
-        return False
+        return None
     channel = str(item.get("channel", ""))
     channel = (
         channel[len(grip_settings.prefix) :]
@@ -291,18 +289,41 @@ def outdated_item(item: dict[str, Any]) -> bool:
         else channel
     )
     if not channel.startswith(_URL_CHANNELS):
-        return False
+        return None
     current = read_version(channel)
-    if current is None or current == str(item_id):
-        return False
-    # A newer render chains onto this one (its prev-id is this item's id). Pushpin holds an
-    # item whose prev-id it has not seen for up to 5 s, waiting for the missing one
-    # (src/handler/sequencer.cpp, DEFAULT_PENDING_EXPIRE), then sends it and takes its id as
-    # the channel's last: while that may still be waiting, this item is the link that
-    # releases it at once, in order. Dropped, every subscriber of the URL waited 5 s (seen
-    # in the soak test). Only a render older than that window is outdated for good.
-    made = rendered_at(str(item_id))
-    return made is None or time.time() - made > _SEQUENCE_WINDOW
+    return None if current is None or current == str(item_id) else current
+
+
+def _recently_rendered(item: dict[str, Any]) -> bool:
+    made = rendered_at(str(item.get("id")))
+    return made is not None and time.time() - made <= _SEQUENCE_WINDOW
+
+
+def outdated_item(item: dict[str, Any]) -> bool:
+    """A live URL's item overtaken by a newer render long enough ago that it is not sent at
+    all. Pushpin orders long-poll and stream items by prev-id, but an older render retried
+    late (after a proxy outage) would still move subscribers back."""
+    return _overtaken_version(item) is not None and not _recently_rendered(item)
+
+
+def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
+    """The item to send for a live URL's item just before it goes out.
+
+    A newer render chains onto this one (its prev-id is this item's id), and Pushpin holds
+    an item whose prev-id it has not seen for up to 5 s, waiting for the missing one
+    (src/handler/sequencer.cpp, DEFAULT_PENDING_EXPIRE). Dropped, every subscriber of the
+    URL waited those 5 s (seen in the soak test). So a recently overtaken item is still sent,
+    as that link only: a ``hint`` in place of its older body (a long-poll re-requests, a
+    stream fetches its next link: both get the current state, in whatever order the items
+    arrive), and no WebSocket message. Overtaken long ago, it is not sent."""
+    if _overtaken_version(item) is None:
+        return item
+    if not _recently_rendered(item):
+        return None
+    return {
+        **item,
+        "formats": {"http-response": {"action": "hint"}, "http-stream": {"action": "hint"}},
+    }
 
 
 def _to_fresh_subscribers(channel: str, message: dict[str, Any]) -> None:
@@ -314,7 +335,7 @@ def _to_fresh_subscribers(channel: str, message: dict[str, Any]) -> None:
 
 
 def publish_live_url(entry: dict[str, Any]) -> None:
-    register_outdated_check(outdated_item)
+    register_item_rewrite(live_item_as_sent)
     recorded = RecordedRequest.from_dict(entry["req"])
     channel, url = entry["channel"], entry["url"]
     # Several processes render one live URL; an older render published after a newer one
