@@ -80,6 +80,8 @@ def assign_buckets(
             name = f"{channel}{_SEP}{bucket}"
             out.append(name)
             extra.append(name)
+            # Hinted while anyone may hold it, whatever version it was counted at.
+            cache.set(_used_key(name), 1, timeout)
     if extra:
         versions = {**versions, **hold_versions(extra)}
     return out, versions
@@ -104,15 +106,25 @@ def _bucket_of(cache, key: str, client: str | None, timeout: int) -> int:
     return bucket
 
 
+def _used_key(bucket_channel: str) -> str:
+    return f"drf_grip:bucket-used:{bucket_channel}"
+
+
 def bucket_channels(channel: str, held: int | None) -> list[str]:
-    """The bucket channels ``held`` holds of ``channel`` were spread over, first first;
-    all of them when the count is unknown (None)."""
+    """The bucket channels ``held`` holds of ``channel`` were spread over, first first,
+    and any other bucket some hold took within the live timeout (one counted at an older
+    version: a hold names the last id the proxy confirmed, which may lag the counter the
+    publisher counts at); all of them when the count is unknown (None)."""
     buckets, size = _settings()
     if held is None:
         count = buckets
     else:
         count = 1 if buckets <= 1 else min(buckets, max(1, -(-held // size)))
-    return [channel] + [f"{channel}{_SEP}{i}" for i in range(1, count)]
+    names = [f"{channel}{_SEP}{i}" for i in range(1, buckets)]
+    if count < buckets and names:
+        used = state_cache().get_many([_used_key(name) for name in names[count - 1 :]])
+        names = names[: count - 1] + [n for n in names[count - 1 :] if _used_key(n) in used]
+    return [channel] + names
 
 
 def _held(channel: str, version: str | None) -> int | None:
