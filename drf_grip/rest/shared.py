@@ -328,10 +328,10 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
 
 def _to_fresh_subscribers(channel: str, message: dict[str, Any]) -> None:
     """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers)."""
-    from .gateway.connections import fresh_subscribers
+    from .gateway.connections import fresh_subscribers, send_to_connection
 
     for entry in fresh_subscribers(channel).entries():
-        publish(names.connection_channel(entry["k"]), {"ws-message": dict(message)})
+        send_to_connection(entry["k"], message)
 
 
 def publish_live_url(entry: dict[str, Any]) -> None:

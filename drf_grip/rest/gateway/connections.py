@@ -20,6 +20,8 @@ from typing import Any
 from django.conf import settings
 
 from ...conf import grip_settings
+from ...grip.publisher import publish
+from .. import channels as names
 from ..store import SlotIndex, state_cache
 
 __all__ = [
@@ -124,3 +126,8 @@ def set_sent_version(conn: str, key: str, version: str | None) -> None:
 
 def forget_version(conn: str, key: str) -> None:
     state_cache().delete(_ETAG + conn + key)
+
+
+def send_to_connection(conn: str, message: dict[str, Any], item_id: str | None = None) -> None:
+    """Publish one WebSocket message (a ``ws-message`` format) to a connection's own channel."""
+    publish(names.connection_channel(conn), {"ws-message": dict(message)}, id=item_id)

@@ -18,7 +18,6 @@ from typing import Any
 
 from ...conf import grip_settings
 from ...grip.publish_hooks import register_outdated_check
-from ...grip.publisher import publish
 from .. import channels as names
 from ..context import RealtimeContext
 from ..render import RecordedRequest, subscriber_get
@@ -27,6 +26,7 @@ from .connections import (
     REVOKED,
     load_states,
     private_connections,
+    send_to_connection,
     sent_version,
     set_sent_version,
 )
@@ -46,10 +46,6 @@ def _affected(
     if sub.get("partition") is not None and partitions is not None:
         return sub["partition"] in partitions
     return True
-
-
-def _send(conn: str, message: str, item_id: str | None = None) -> None:
-    publish(names.connection_channel(conn), {"ws-message": {"content": message}}, id=item_id)
 
 
 _CONNECTION_CHANNELS = names.connection_channel("")
@@ -114,7 +110,7 @@ def publish_subscriptions(
                 # The credentials no longer name the subscriber: end the subscription.
                 set_sent_version(conn, key, REVOKED)
                 status = response.status_code if response.status_code in (401, 403) else 403
-                _send(conn, end_message(sub, status))
+                send_to_connection(conn, {"content": end_message(sub, status)})
                 continue
             message, version = change_message(sub, response)
             if sent_version(conn, key) == version:
@@ -122,4 +118,4 @@ def publish_subscriptions(
             set_sent_version(conn, key, version)
             mark_sent(_ticket_name(conn, digest), ticket)
             register_outdated_check(outdated_render)
-            _send(conn, message, f"{ticket}.{digest}")
+            send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
