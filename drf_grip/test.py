@@ -55,6 +55,7 @@ from rest_framework.test import APIClient
 
 from .conf import embedded_key, grip_settings
 from .grip.destinations import register_local_sink, unregister_local_sink
+from .grip.items import channel_name
 from .grip.publisher import get_publisher
 from .protocol import (
     CONTROL_PREFIX,
@@ -462,11 +463,7 @@ class Outbox(list[RawItem]):
     @property
     def channels(self) -> list[str]:
         """The channel of each item, in order, without ``GRIP_PREFIX``."""
-        prefix = grip_settings.prefix
-        return [
-            str(item.get("channel", ""))[len(prefix):] if prefix else str(item.get("channel", ""))
-            for item in list(self)
-        ]
+        return [channel_name(item) for item in list(self)]
 
     def to(self, channel: str) -> list[RawItem]:
         """The items published on ``channel`` (named without ``GRIP_PREFIX``)."""

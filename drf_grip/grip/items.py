@@ -14,7 +14,7 @@ from pubcontrol import Format
 from ..conf import grip_settings
 from ..protocol.items import RawItem, build_item
 
-__all__ = ["Formats", "channels_of", "describe_channels", "make_item"]
+__all__ = ["Formats", "channel_name", "channels_of", "describe_channels", "make_item"]
 
 Formats = Union[Format, Sequence[Format], Mapping[str, Mapping[str, Any]]]
 
@@ -31,6 +31,13 @@ def make_item(
     return build_item(
         grip_settings.prefix + channel, _export_formats(formats), id, prev_id, meta=meta
     )
+
+
+def channel_name(item: Mapping[str, Any]) -> str:
+    """An item's channel as the application names it: without ``GRIP_PREFIX``."""
+    channel = str(item.get("channel") or "")
+    prefix = grip_settings.prefix
+    return channel[len(prefix) :] if prefix and channel.startswith(prefix) else channel
 
 
 def _export_formats(formats: Formats) -> dict[str, Mapping[str, Any]]:

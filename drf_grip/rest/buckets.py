@@ -19,10 +19,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..conf import grip_settings
 from .store import per_process_state, state_cache
-from .versions import hold_versions
+from .versions import counters_and_hold_versions
 
 __all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hint"]
 
@@ -50,13 +51,18 @@ def count_key(channel: str, version: str | None) -> str:
     return f"drf_grip:holds:{channel}:{version}"
 
 
+Versions = dict[str, str | None]
+
+
 def assign_buckets(
     channels: list[str],
-    versions: dict[str, str | None],
+    versions: Versions,
+    counters: Versions,
     timeout: int,
     client: str | None = None,
-) -> tuple[list[str], dict[str, str | None]]:
-    """Put this hold in a bucket of each busy channel; returns channels and their versions.
+) -> tuple[list[str], Versions, Versions]:
+    """Put this hold in a bucket of each busy channel; returns its channels with their
+    prev-ids and counters (``versions.counters_and_hold_versions``).
 
     ``client`` names the client (``unchanged.request_identity``): it is counted once per
     channel version and keeps its bucket when it holds again at that version (a reconnect
@@ -65,7 +71,7 @@ def assign_buckets(
     only after pacing through empty ones."""
     buckets, size = _settings()
     if buckets <= 1:
-        return channels, versions
+        return channels, versions, counters
     cache = state_cache()
     out: list[str] = []
     extra: list[str] = []
@@ -73,7 +79,8 @@ def assign_buckets(
         if not bucketable(channel):
             out.append(channel)
             continue
-        bucket = _bucket_of(cache, count_key(channel, versions.get(channel)), client, timeout)
+        key = count_key(channel, versions.get(channel))
+        bucket = _bucket_of(cache, key, client, timeout, buckets, size)
         if bucket == 0:
             out.append(channel)
         else:
@@ -83,12 +90,15 @@ def assign_buckets(
             # Hinted while anyone may hold it, whatever version it was counted at.
             cache.set(_used_key(name), 1, timeout)
     if extra:
-        versions = {**versions, **hold_versions(extra)}
-    return out, versions
+        extra_counters, extra_versions = counters_and_hold_versions(extra)
+        versions = {**versions, **extra_versions}
+        counters = {**counters, **extra_counters}
+    return out, versions, counters
 
 
-def _bucket_of(cache, key: str, client: str | None, timeout: int) -> int:
-    buckets, size = _settings()
+def _bucket_of(
+    cache: Any, key: str, client: str | None, timeout: int, buckets: int, size: int
+) -> int:
     mine = f"{key}:{client}" if client else None
     if mine is not None:
         known = cache.get(mine)

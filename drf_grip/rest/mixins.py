@@ -275,8 +275,12 @@ class _RealtimeBase:
                 from .buckets import assign_buckets
                 from .policies import live_timeout
 
-                policy.channels, policy.versions = assign_buckets(
-                    policy.channels, policy.versions, live_timeout(), self._client_identity()
+                policy.channels, policy.versions, self._realtime_counters = assign_buckets(
+                    policy.channels,
+                    policy.versions,
+                    counters,
+                    live_timeout(),
+                    self._client_identity(),
                 )
         self.realtime_policy = policy
         if context is not None:
@@ -323,9 +327,10 @@ class _RealtimeBase:
         if found is not None and etag_matches(request.META["HTTP_IF_NONE_MATCH"], found[0]):
             self._realtime_unchanged = (identity, found[1])
             raise _Current(found[0])
-        # Read before the render: ids up to these were committed before it began.
+        # The counters were read before the render: ids up to them were committed before it.
         held_with = {ch: (last or {}).get(ch) or policy.versions.get(ch) for ch in policy.channels}
-        ranges = covered_ids(held_with, read_versions(policy.channels))
+        counters = self._realtime_counters
+        ranges = covered_ids(held_with, {ch: counters.get(ch) for ch in policy.channels})
         self._realtime_unchanged = (identity, ranges)
 
     def _client_identity(self) -> str:

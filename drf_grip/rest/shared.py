@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 from django.db import models
 
 from ..conf import grip_settings
+from ..grip.items import channel_name
 from ..grip.publish_hooks import register_item_rewrite
 from ..grip.publisher import publish
 from . import channels as names
@@ -282,12 +283,7 @@ def _overtaken_version(item: dict[str, Any]) -> str | None:
     item_id = item.get("id")
     if item_id is None or "ws-message" not in (item.get("formats") or {}):
         return None
-    channel = str(item.get("channel", ""))
-    channel = (
-        channel[len(grip_settings.prefix) :]
-        if channel.startswith(grip_settings.prefix)
-        else channel
-    )
+    channel = channel_name(item)
     if not channel.startswith(_URL_CHANNELS):
         return None
     current = read_version(channel)

@@ -105,17 +105,14 @@ def counters_and_hold_versions(
 
 def acknowledge(items: list[dict]) -> None:
     """Remember the ids a proxy confirmed, per counter channel (never moving one back)."""
-    from ..conf import grip_settings
+    from ..grip.items import channel_name
 
-    prefix = grip_settings.prefix
     latest: dict[str, int] = {}
     named: dict[str, str] = {}
     for item in items:
-        item_id, channel = item.get("id"), str(item.get("channel") or "")
+        item_id, channel = item.get("id"), channel_name(item)
         if not isinstance(item_id, str) or not item_id:
             continue
-        if prefix and channel.startswith(prefix):
-            channel = channel[len(prefix) :]
         if item_id.isdigit():
             latest[channel] = max(int(item_id), latest.get(channel, 0))
         elif channel.startswith(SHARED_PREFIX) and not item_id.endswith(".closed"):

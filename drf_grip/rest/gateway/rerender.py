@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ...conf import grip_settings
+from ...grip.items import channel_name
 from ...grip.publish_hooks import register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
@@ -60,7 +60,7 @@ def outdated_render(item: dict[str, Any]) -> bool:
     waited in a publisher's queue (a retry after a proxy outage, another process's
     faster lane): Pushpin delivers ws-message items in the order they arrive."""
     item_id = item.get("id")
-    channel = str(item.get("channel", ""))[len(grip_settings.prefix) :]
+    channel = channel_name(item)
     if not isinstance(item_id, str) or not channel.startswith(_CONNECTION_CHANNELS):
         return False
     ticket, _, digest = item_id.partition(".")
