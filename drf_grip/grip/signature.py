@@ -7,18 +7,19 @@ one makes the request direct. Nothing here raises, whatever the header or key ho
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import jwt
 
 from ..conf import embedded_key, grip_settings
 from ..protocol import EMBEDDED_ISSUER
+from ..protocol.signing import (
+    MIN_HMAC_KEY_BYTES,
+    hs256_encode,
+    is_public_key,
+    key_length,
+    verify_jwt,
+)
 
 __all__ = [
     "TrustedKey",
@@ -29,23 +30,19 @@ __all__ = [
     "MIN_HMAC_KEY_BYTES",
 ]
 
-logger = logging.getLogger("drf_grip.signature")
+# hs256_encode and MIN_HMAC_KEY_BYTES live in drf_grip.protocol.signing (shared with the
+# embedded proxy); named here too, beside the checks that use them.
 
-# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output (32 bytes).
-MIN_HMAC_KEY_BYTES = 32
+logger = logging.getLogger("drf_grip.signature")
 
 _warned_short: set[str] = set()
 
 
-def _key_length(key: str | bytes) -> int:
-    return len(key.encode("utf-8") if isinstance(key, str) else key)
-
-
 def warn_if_short(key: str | bytes | None, where: str) -> None:
     """Log once per ``where`` (a redacted URI) that an HS256 key is too short; never the key."""
-    if not key or _is_public_key(key) or where in _warned_short:
+    if not key or is_public_key(key) or where in _warned_short:
         return
-    length = _key_length(key)
+    length = key_length(key)
     if length >= MIN_HMAC_KEY_BYTES:
         return
     _warned_short.add(where)
@@ -56,25 +53,6 @@ def warn_if_short(key: str | bytes | None, where: str) -> None:
         length,
         MIN_HMAC_KEY_BYTES,
     )
-
-
-@contextlib.contextmanager
-def _short_key_allowed(key: Any) -> Iterator[None]:
-    """Silence PyJWT's InsecureKeyLengthWarning, which it would print on every request;
-    :func:`warn_if_short` says it once. Only entered for a short key (catch_warnings swaps
-    process-wide state, so keep it off the common path)."""
-    if isinstance(key, (str, bytes)) and _key_length(key) < MIN_HMAC_KEY_BYTES:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
-            yield
-    else:
-        yield
-
-
-def hs256_encode(claims: dict[str, Any], key: str | bytes) -> str:
-    """An HS256 JWT, without PyJWT's per-call warning for a short key."""
-    with _short_key_allowed(key):
-        return jwt.encode(claims, key, algorithm="HS256")
 
 
 @dataclass(frozen=True)
@@ -105,11 +83,6 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
     return keys, keyless
 
 
-def _is_public_key(key: str | bytes) -> bool:
-    head = key[:64] if isinstance(key, bytes) else key[:64].encode()
-    return b"-----BEGIN" in head
-
-
 @functools.lru_cache(maxsize=32)
 def _load_public_key(pem: bytes):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -120,7 +93,7 @@ def _load_public_key(pem: bytes):
 def _valid(token: str, trusted: TrustedKey) -> bool:
     key = trusted.key
     try:
-        if _is_public_key(key):
+        if is_public_key(key):
             pem = key if isinstance(key, bytes) else key.encode()
             verifier = _load_public_key(pem.strip())
             algorithms = ["ES256", "RS256"]
@@ -128,14 +101,7 @@ def _valid(token: str, trusted: TrustedKey) -> bool:
             verifier = key
             algorithms = ["HS256"]
         options = {"require": ["exp"], "verify_iss": trusted.iss is not None}
-        with _short_key_allowed(verifier):
-            jwt.decode(
-                token,
-                verifier,
-                algorithms=algorithms,
-                issuer=trusted.iss,
-                options=options,
-            )
+        verify_jwt(token, verifier, algorithms=algorithms, issuer=trusted.iss, options=options)
         return True
     except Exception:  # any malformed token or unusable key means "not from the proxy"
         return False

@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlsplit
 from ..conf import GripEndpoint, grip_settings, redact_url
 from ..protocol.constants import MAX_PUBLISH_BODY
 from ..protocol.items import RawItem
+from ..protocol.signing import hs256_encode
 from .items import channels_of, describe_channels
-from .signature import hs256_encode
 
 __all__ = [
     "Count",

@@ -1,6 +1,7 @@
 """GRIP itself, shared by the origin side (``drf_grip.grip``) and the embedded proxy
 (``drf_grip.proxy``): the ``Grip-*`` instruction model, the publish-item schema, the
-WebSocket-events codec and the protocol's constants.
+WebSocket-events codec and the protocol's constants. Signing (``Grip-Sig`` and publish
+tokens) is ``drf_grip.protocol.signing``, imported from there.
 
 Pure Python: this package imports neither Django nor any other part of drf-grip
 (``tests/test_layers.py`` checks it), so both sides can rely on it.

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import jwt
-
 from ..protocol import EMBEDDED_ISSUER, RawHeaders
+from ..protocol.signing import hs256_encode
 from .headers import without_headers
 
 __all__ = [
@@ -65,7 +64,7 @@ class Signer:
         now = time.time()
         if self._token is None or now - self._made_at > self.REFRESH_AFTER:
             claims = {"iss": EMBEDDED_ISSUER, "exp": int(now) + self.LIFETIME}
-            self._token = jwt.encode(claims, self._key(), algorithm="HS256")
+            self._token = hs256_encode(claims, self._key())
             self._made_at = now
         return self._token
 

@@ -13,9 +13,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import jwt
-
 from ..protocol import InvalidItem, get_header, parse_items
+from ..protocol.signing import InvalidToken, verify_jwt
 
 if TYPE_CHECKING:
     from .app import GripProxy
@@ -36,8 +35,8 @@ def is_authorized(header: str, key: str | bytes) -> bool:
     if hmac.compare_digest(token.encode("latin-1", "replace"), raw_key):
         return True
     try:
-        jwt.decode(token, raw_key, algorithms=["HS256"], options={"verify_aud": False})
-    except jwt.PyJWTError:
+        verify_jwt(token, raw_key, options={"verify_aud": False})
+    except InvalidToken:
         return False
     return True
 
