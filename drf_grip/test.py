@@ -60,10 +60,12 @@ from .protocol import (
     CONTROL_PREFIX,
     EMBEDDED_ISSUER,
     WEBSOCKET_EVENTS,
+    MessageFormat,
     RawItem,
     WebSocketEvent,
     decode_events,
     encode_events,
+    parse_items,
 )
 from .protocol.signing import hs256_encode, is_public_key
 
@@ -95,23 +97,31 @@ def grip_signature() -> str:
     return hs256_encode(claims, embedded_key())
 
 
-class _Hub:
-    """The local sink: delivers published ``ws-message`` items to subscribed test sockets."""
+class _SocketSink:
+    """The test kit's local sink: each published ``ws-message`` goes at once, from the
+    publisher's thread, to every test socket subscribed to its channel.
+
+    Not the embedded proxy's ``ChannelHub`` (``drf_grip/proxy/hub.py``), which models a proxy
+    on its event loop: prev-id sequencing, duplicate drops, counts to wait on. Here a test
+    socket gets every message published to its channels while it is open.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.connections: set[WebSocketConnection] = set()
 
-    def publish_items(self, items: list[dict[str, Any]]) -> None:
+    def publish_items(self, items: list[RawItem]) -> None:
+        # Read as any proxy reads them (a bad batch raises InvalidItem, as the embedded proxy's
+        # sink does; the publisher logs it).
+        parsed = parse_items(list(items))
         with self.lock:
             connections = list(self.connections)
-        for item in items:
-            message = (item.get("formats") or {}).get("ws-message")
-            if message is None:
+        for item in parsed:
+            if item.message is None:
                 continue
             for connection in connections:
-                if item.get("channel") in connection.channels:
-                    connection._deliver_published(message)
+                if item.channel in connection.channels:
+                    connection._deliver_published(item.message)
 
     def add(self, connection: WebSocketConnection) -> None:
         with self.lock:
@@ -128,7 +138,7 @@ class _Hub:
             unregister_local_sink(self)
 
 
-_hub = _Hub()
+_sockets = _SocketSink()
 
 
 class WebSocketConnection:
@@ -225,18 +235,12 @@ class WebSocketConnection:
         elif kind == "detach":
             self.detached = True
 
-    def _deliver_published(self, message: Mapping[str, Any]) -> None:
-        action = message.get("action", "send")
-        if action == "close":
-            self._close(int(message.get("code") or 1000))
-        elif action == "send":
-            if "content-bin" in message:
-                import base64
-
-                self._inbox.put(base64.b64decode(message["content-bin"]))
-            else:
-                content = message.get("content", "")
-                self._inbox.put(content if isinstance(content, str) else content.decode())
+    def _deliver_published(self, message: MessageFormat) -> None:
+        if message.action == "close":
+            self._close(message.code or 1000)
+        elif message.action == "send":
+            self._inbox.put(message.content if message.binary else message.content.decode())
+        # "hint" means nothing to a WebSocket (Pushpin 1.36): ignored, as the proxy does.
 
     def _open(self) -> WebSocketConnection:
         response = self._post([WebSocketEvent("OPEN")])
@@ -251,7 +255,7 @@ class WebSocketConnection:
         self.accepted = True
         self._grip = "grip" in response.get("Sec-WebSocket-Extensions", "")
         self.subprotocol = response.get("Sec-WebSocket-Protocol")
-        _hub.add(self)
+        _sockets.add(self)
         self._apply(response)
         return self
 
@@ -260,7 +264,7 @@ class WebSocketConnection:
             self.closed = True
             self.close_code = code
             self.channels.clear()
-            _hub.remove(self)
+            _sockets.remove(self)
 
     # -- the client's side ----------------------------------------------------------------
 

@@ -109,3 +109,27 @@ def test_an_outbox_has_only_what_was_published_while_it_captured():
         Todo.objects.create(title="after")
         wait_published()
     assert inner == [] and "drf.testapp.todo" in outer.channels
+
+
+@pytest.mark.django_db
+def test_published_websocket_messages_reach_a_test_socket_as_a_proxy_reads_them():
+    """The test kit reads a ``ws-message`` like the embedded proxy and Pushpin: text, binary
+    (``content-bin`` or ``type: binary``) and a close (``action`` or ``type``)."""
+    import base64
+
+    from drf_grip.test import WebSocketTestClient
+
+    ws = WebSocketTestClient().connect("/ws/echo/")  # subscribes to channel "test"
+    assert ws.accepted and ws.channels
+    publish("test", {"ws-message": {"content": "text"}})
+    assert ws.receive() == "text"
+    publish("test", {"ws-message": {"content-bin": base64.b64encode(b"\x00\xff").decode()}})
+    assert ws.receive() == b"\x00\xff"
+    publish("test", {"ws-message": {"type": "binary", "content": "raw"}})
+    assert ws.receive() == b"raw"
+    publish("elsewhere", {"ws-message": {"content": "not for it"}})
+    publish("test", {"ws-message": {"action": "hint"}})
+    assert ws.receive_nothing()
+    publish("test", {"ws-message": {"type": "close", "code": 4001}})
+    wait_published()
+    assert ws.closed and ws.close_code == 4001
