@@ -1,6 +1,12 @@
 """The background publisher: one bounded queue and thread (a *lane*) per destination, so an
 endpoint that is down delays no other. Items that pile up while a request is in flight go out
-together in the next request, the latest item of a channel replacing older ones."""
+together in the next request, the latest item of a channel replacing older ones.
+
+"Latest wins" here answers: of the items of one channel *waiting in this process's queue*,
+which go out? (:func:`coalesce`, by the items' id/prev-id chain alone.) Which of two renders
+made by *different processes* may be published at all is ``drf_grip/rest/tickets.py``; the
+DRF layer's outdated checks (``publish_hooks``) bring that answer to a queued item.
+"""
 
 from __future__ import annotations
 

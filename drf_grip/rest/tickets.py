@@ -7,6 +7,10 @@ subscribers back to the older representation, and nothing would move them on aga
 render takes a ticket (an atomic ``incr``, the same in every process that shares the cache)
 before it reads; one that finishes *overtaken* by a later ticket steps aside, since the later
 render read at least the same state and publishes it.
+
+This is "latest wins" across processes, decided before and after a render. Merging the items
+of one channel already queued in one process is another question, answered by
+``drf_grip.grip.lanes.coalesce``.
 """
 
 from __future__ import annotations
