@@ -249,3 +249,15 @@ def test_w003_warns_of_a_deployment_cache_that_culls_at_300_entries() -> None:
 def test_the_sample_deployed_without_debug_has_room_for_its_state(tmp_path: Path) -> None:
     check = _sample(tmp_path, "check", DJANGO_DEBUG="0", SAMPLE_API_URL="http://127.0.0.1:8000")
     assert "W003" not in check.stdout + check.stderr, (check.stdout, check.stderr)
+
+
+def test_the_embedded_proxy_limits_the_readme_names_exist_with_their_defaults() -> None:
+    """``GripProxy.NAME`` (default N) in the README is an attribute of the proxy with that value."""
+    from drf_grip.proxy import GripProxy
+
+    readme = " ".join((ROOT / "README.rst").read_text().split())
+    stated = re.findall(r"``GripProxy\.(\w+)`` \(default ([\d.]+)\)", readme)
+    assert ("max_rerequests", "16") in stated, stated
+    for name, default in stated:
+        assert hasattr(GripProxy, name), f"README names GripProxy.{name}, which does not exist"
+        assert float(getattr(GripProxy, name)) == float(default), (name, default)
