@@ -823,7 +823,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             "embedded_memory": memory,
         }
         if args.extras and "grip-pushpin" in origins:
-            results["extras"] = await extras(origins, {c.name: c for c in cases}, args)
+            results["extras"] = await extras(origins, {c.name: c for c in all_cases()}, args)
         return results
     finally:
         for origin in origins.values():

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["get_asgi_application", "wrap_application", "uses_embedded_proxy", "embedded_proxy"]
+__all__ = [
+    "get_asgi_application",
+    "wrap_application",
+    "uses_embedded_proxy",
+    "embedded_proxy",
+    "writes_first",
+]
 
 
 def uses_embedded_proxy() -> bool:
@@ -42,8 +48,22 @@ def embedded_proxy(app: Any, **proxy_options: Any) -> Any:
     return GripProxy(app, **proxy_options)
 
 
+def writes_first(app: Any) -> Any:
+    """``app`` with the proxy's re-holds waiting while a write runs (``grip/writes_first.py``),
+    configured by ``DRF_GRIP``'s ``REHOLD_CONCURRENCY`` and ``REHOLD_MAX_WAIT``."""
+    from .conf import grip_settings
+    from .grip.writes_first import WritesFirst
+
+    return WritesFirst(
+        app,
+        concurrency=int(grip_settings.REHOLD_CONCURRENCY),
+        max_wait=float(grip_settings.REHOLD_MAX_WAIT),
+    )
+
+
 def wrap_application(app: Any, **proxy_options: Any) -> Any:
-    """``app`` behind the embedded proxy when no GRIP proxy is configured, else ``app``."""
+    """``app`` with writes first, behind the embedded proxy when no GRIP proxy is configured."""
+    app = writes_first(app)
     if not uses_embedded_proxy():
         return app
     return embedded_proxy(app, **proxy_options)

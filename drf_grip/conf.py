@@ -59,6 +59,10 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_URL": "http://127.0.0.1:8000",
     "EMBEDDED_MAX_HELD": 10000,
     "EMBEDDED_MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Re-holds of a GRIP proxy wait while a write runs in the process, at most this long,
+    # and at most this many run at once (grip/writes_first.py).
+    "REHOLD_MAX_WAIT": 0.25,
+    "REHOLD_CONCURRENCY": 1,
     # Private delivery: holds of one channel past HINT_BUCKET_SIZE are spread over up to
     # HINT_BUCKETS channels, hinted one after another (Pushpin 1.36 answers most of a
     # thousand clients hinted at once with 502s).

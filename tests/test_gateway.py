@@ -460,6 +460,34 @@ def test_an_older_private_render_never_follows_a_newer_one(monkeypatch):
     assert ws.receive_nothing()
 
 
+def test_an_older_private_render_preempted_after_its_check_is_not_sent(monkeypatch):
+    """The same two processes, but the older render passes its "overtaken?" check before the
+    other process takes its ticket, and is preempted until that one has sent: the check and
+    the send's bookkeeping are one step (tickets.exclusive), so the older one is not sent."""
+    from drf_grip.rest.gateway import rerender
+
+    ws = connect()
+    assert ask(ws, {"id": 8, "subscribe": "/api/todos/"})["status"] == 200
+    check = rerender.overtaken
+    calls = 0
+
+    def checked_then_preempted(name, ticket):
+        nonlocal calls
+        calls += 1
+        answer = check(name, ticket)
+        if calls == 1:
+            Todo.objects.bulk_create([Todo(title="b")])
+            rerender.publish_subscriptions(Todo)
+        return answer
+
+    monkeypatch.setattr(rerender, "overtaken", checked_then_preempted)
+    Todo.objects.create(title="a")
+
+    newer = ws.receive_json()
+    assert sorted(t["title"] for t in newer["data"]["results"]) == ["a", "b"]
+    assert ws.receive_nothing()
+
+
 def test_a_queued_private_render_is_dropped_only_once_a_later_one_was_sent():
     """The same rule at the publisher's queue: a re-render waiting there (a retry after a
     proxy outage) is dropped once a later render of its subscription was sent; one that

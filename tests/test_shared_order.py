@@ -65,6 +65,33 @@ def test_a_render_overtaken_by_a_later_render_is_not_published(
     assert read_version(ENTRY["channel"]).startswith("new.")
 
 
+def test_a_render_preempted_after_its_check_does_not_publish_over_a_newer_one(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in the soak: a process's render passed its "overtaken?" check, then another
+    process committed, rendered and published the newer rows before the first one set its
+    version; the older render then went out last and a gateway subscriber stayed on it."""
+    bodies = iter([_rendered(b'{"v": "old"}', "old"), _rendered(b'{"v": "new"}', "new")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+    check = shared.overtaken
+    calls = 0
+
+    def overtaken_then_preempted(name: str, ticket: int) -> bool:
+        nonlocal calls
+        calls += 1
+        answer = check(name, ticket)
+        if calls == 1:
+            shared.publish_live_url(ENTRY)  # the other process, all the way through
+        return answer
+
+    monkeypatch.setattr(shared, "overtaken", overtaken_then_preempted)
+    shared.publish_live_url(ENTRY)
+
+    bodies_sent = [item["formats"]["ws-message"]["content"] for item in published]
+    assert len(bodies_sent) == 1 and '"new"' in bodies_sent[0], bodies_sent
+    assert read_version(ENTRY["channel"]).startswith("new.")
+
+
 def test_renders_in_turn_each_publish(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

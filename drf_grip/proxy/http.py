@@ -280,29 +280,39 @@ class HttpSession:
                 return
             headers = origin_headers(self._client_headers, self.proxy.signer)
             scope = derive_scope(self.scope, headers=headers)
-            self._exchange = exchange = Exchange(self.proxy.app, scope, self._read_client_body)
+            turn: asyncio.Semaphore | None = self.proxy.origin_slots()
+            await turn.acquire()
             try:
-                status, resp_headers = await exchange.start()
-                instruct = parse_instruct(resp_headers)
-            except OriginError as exc:
-                logger.warning("origin error for %s: %s", self.path, exc)
-                await self._error(502, "Bad Gateway: the origin did not answer")
-                return
-            except InstructError as exc:
-                exchange.abort()
-                logger.warning("bad GRIP instruction from the origin for %s: %s", self.path, exc)
-                await self._error(502, f"Bad Gateway: invalid GRIP instruction: {exc}")
-                return
-            watcher = asyncio.get_running_loop().create_task(self._watch_client())
-            if not instruct.is_grip:
-                await self._pass_through(exchange, status, resp_headers)
-                return
-            try:
-                body = await exchange.read_body(self.proxy.max_message_size)
-            except OriginError as exc:
-                logger.warning("origin error for %s: %s", self.path, exc)
-                await self._error(502, f"Bad Gateway: {exc}")
-                return
+                # The exchange starts the origin's app at once: made only once it is our turn.
+                self._exchange = exchange = Exchange(self.proxy.app, scope, self._read_client_body)
+                try:
+                    status, resp_headers = await exchange.start()
+                    instruct = parse_instruct(resp_headers)
+                except OriginError as exc:
+                    logger.warning("origin error for %s: %s", self.path, exc)
+                    await self._error(502, "Bad Gateway: the origin did not answer")
+                    return
+                except InstructError as exc:
+                    exchange.abort()
+                    logger.warning("bad GRIP instruction from the origin for %s: %s", self.path, exc)
+                    await self._error(502, f"Bad Gateway: invalid GRIP instruction: {exc}")
+                    return
+                watcher = asyncio.get_running_loop().create_task(self._watch_client())
+                if not instruct.is_grip:
+                    # A plain answer may stream for as long as it likes: its turn ends here.
+                    turn.release()
+                    turn = None
+                    await self._pass_through(exchange, status, resp_headers)
+                    return
+                try:
+                    body = await exchange.read_body(self.proxy.max_message_size)
+                except OriginError as exc:
+                    logger.warning("origin error for %s: %s", self.path, exc)
+                    await self._error(502, f"Bad Gateway: {exc}")
+                    return
+            finally:
+                if turn is not None:
+                    turn.release()
             # The answer is read: a hold may last minutes, and the exchange (its scope, queue
             # and the inner app's finished task) is a few KiB per held connection.
             self._exchange = None

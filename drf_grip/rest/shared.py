@@ -33,7 +33,7 @@ from .policies import live_timeout
 from .render import RecordedRequest, record, subscriber_get
 from .sse import EVENT_STREAM, format_event
 from .store import SlotIndex, state_cache
-from .tickets import overtaken, take_ticket
+from .tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
 from .versions import add_version, read_version, set_version
 
 __all__ = [
@@ -322,11 +322,16 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _to_fresh_subscribers(channel: str, message: dict[str, Any]) -> None:
-    """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers)."""
+def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -> None:
+    """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers),
+    while this render is still the channel's: these go straight to each connection's
+    channel, which nothing orders."""
     from .gateway.connections import fresh_subscribers, send_to_connection
 
-    for entry in fresh_subscribers(channel).entries():
+    entries = fresh_subscribers(channel).entries()
+    if not entries or read_version(channel) != version:
+        return
+    for entry in entries:
         send_to_connection(entry["k"], message)
 
 
@@ -341,11 +346,9 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     status, body, content_type, etag = render_live(recorded)
     if overtaken(channel, ticket):
         return
-    previous = read_version(channel)
     if status == 200:
         etag = etag or ""
-        if _names(previous, etag.strip('"')):
-            return  # this representation did not change: its subscribers sleep on
+        tag = etag.strip('"')
         formats = {
             # Pushpin merges published headers onto the held response's: always send
             # ETag and Content-Type, or the client keeps the hold's old ETag (Pushpin 1.36).
@@ -358,21 +361,37 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             "http-stream": {"content": format_event(body, id=etag).decode()},
             "ws-message": {"content": _ws_message(url, 200, etag, body)},
         }
-        version = _new_version(etag.strip('"'))
-        set_version(channel, version)
-        publish(channel, formats, id=version, prev_id=previous)
-        _to_fresh_subscribers(channel, formats["ws-message"])
-        return
-    # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
-    if _names(previous, f"status-{status}"):
-        return
-    from .publishing import CLOSE, delete_formats
+    else:
+        # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
+        from .publishing import delete_formats
 
-    version = _new_version(f"status-{status}")
-    set_version(channel, version)
-    formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
+        tag = f"status-{status}"
+        formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
+    turn = _take_version(channel, ticket, tag)
+    if turn is None:
+        return  # a later render was sent, or this representation did not change
+    previous, version = turn
     publish(channel, formats, id=version, prev_id=previous)
-    _to_fresh_subscribers(channel, formats["ws-message"])
+    _to_fresh_subscribers(channel, version, formats["ws-message"])
     if status in (404, 410):
+        from .publishing import CLOSE
+
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+
+
+def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str] | None:
+    """The channel's next version for this render, ``(previous, new)``; None when a render
+    that started later was already sent (this one is older: publishing it would move every
+    subscriber back) or when the channel already names this representation (its subscribers
+    sleep on). One step across processes (``tickets.exclusive``)."""
+    with exclusive(channel):
+        if sent_after(channel, ticket):
+            return None
+        previous = read_version(channel)
+        if _names(previous, tag):
+            return None
+        version = _new_version(tag)
+        set_version(channel, version)
+        mark_sent(channel, ticket)
+    return previous, version

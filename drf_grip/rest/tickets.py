@@ -15,9 +15,14 @@ of one channel already queued in one process is another question, answered by
 
 from __future__ import annotations
 
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from .store import state_cache
 
-__all__ = ["mark_sent", "overtaken", "sent_after", "take_ticket"]
+__all__ = ["exclusive", "mark_sent", "overtaken", "sent_after", "take_ticket"]
 
 _KEY = "drf_grip:render:"
 _TIMEOUT = 24 * 3600
@@ -37,6 +42,30 @@ def overtaken(name: str, ticket: int) -> bool:
     """Whether a render of ``name`` started after the one holding ``ticket``."""
     current = state_cache().get(_KEY + name)
     return current is not None and int(current) > ticket
+
+
+@contextmanager
+def exclusive(name: str, wait: float = 2.0) -> Iterator[None]:
+    """A few cache operations on ``name`` that no other process interleaves with (an
+    ``add``-based lock in the shared cache; it expires in 5 s should its holder die).
+
+    The check "no later render was sent" and the send's own bookkeeping must be one step: a
+    render checked, then preempted while another process published a newer one, would
+    otherwise publish its older one last (seen in the soak: a gateway subscriber left on the
+    representation before the last commit). After ``wait`` seconds it goes on without."""
+    cache = state_cache()
+    key = _KEY + name + ":lock"
+    token = secrets.token_hex(8)
+    deadline = time.monotonic() + wait
+    held = cache.add(key, token, 5)
+    while not held and time.monotonic() < deadline:
+        time.sleep(0.001)
+        held = cache.add(key, token, 5)
+    try:
+        yield
+    finally:
+        if held and cache.get(key) == token:
+            cache.delete(key)
 
 
 def mark_sent(name: str, ticket: int) -> None:

@@ -135,7 +135,7 @@ class PushpinServer(ManagedProcess):
         binary: str | None = None,
         probe_path: str = "/",
         startup_timeout: float = 15.0,
-        log_level: int = 2,
+        log_level: int | None = None,
         keep_logs: bool | None = None,
         http_port: int = 0,
         publish_port: int = 0,
@@ -145,7 +145,10 @@ class PushpinServer(ManagedProcess):
         self.binary = binary or find_pushpin()
         self.probe_path = probe_path
         self.startup_timeout = startup_timeout
-        self.log_level = log_level
+        # 3 logs Pushpin's debug lines (prev-id conflicts, rate-limited updates).
+        self.log_level = (
+            int(os.environ.get("DRF_GRIP_PUSHPIN_LOG_LEVEL") or 2) if log_level is None else log_level
+        )
         self.keep_logs = (
             bool(os.environ.get("DRF_GRIP_KEEP_PUSHPIN")) if keep_logs is None else keep_logs
         )

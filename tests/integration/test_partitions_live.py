@@ -3,6 +3,8 @@ user's held clients (DESIGN.md §3), over long-poll; the others stay held."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -63,8 +65,6 @@ def test_the_embedded_proxy_paces_its_re_requests(embedded_proxy, monkeypatch) -
     """One change to a private list held by many clients: the embedded proxy re-requests
     them a few at a time (``GripProxy.max_rerequests``), not all at once (issue 10); every
     client still gets the change."""
-    import threading
-
     from django.test import override_settings
 
     from tests.testapp.models import Todo
@@ -74,39 +74,9 @@ def test_the_embedded_proxy_paces_its_re_requests(embedded_proxy, monkeypatch) -
     proxy = embedded_proxy.proxy
     monkeypatch.setattr(proxy, "max_rerequests", 3, raising=False)
     monkeypatch.setattr(proxy, "_rerequests", None, raising=False)
-    in_flight = peak = 0
-    lock = threading.Lock()
-    app = proxy.app
-
-    async def counting(scope, receive, send):
-        """Counts re-requests from their start to the end of their answer (Django's ASGI
-        handler goes on with its clean-up after that, outside the proxy's turn)."""
-        nonlocal in_flight, peak
-        if not any(name == b"grip-last" for name, _ in scope.get("headers", ())):
-            await app(scope, receive, send)
-            return
-        answered = False
-
-        def finish() -> None:
-            nonlocal in_flight, answered
-            if not answered:
-                answered = True
-                with lock:
-                    in_flight -= 1
-
-        async def counted_send(message):
-            await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                finish()
-
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        try:
-            await app(scope, receive, counted_send)
-        finally:
-            finish()
-
+    counting = _InFlight(
+        proxy.app, lambda scope: any(n == b"grip-last" for n, _ in scope.get("headers", ()))
+    )
     monkeypatch.setattr(proxy, "app", counting)
     cache.clear()
     with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None,
@@ -120,4 +90,71 @@ def test_the_embedded_proxy_paces_its_re_requests(embedded_proxy, monkeypatch) -
         settle()
     fresh = get(embedded_proxy, "/api/todos/")
     assert all(a.status_code == 200 and a.content == fresh.content for a in answers)
-    assert 1 <= peak <= 3
+    assert 1 <= counting.peak <= 3
+
+
+def test_the_embedded_proxy_gives_clients_requests_turns(embedded_proxy, monkeypatch) -> None:
+    """Clients connecting together reach Django a few at a time
+    (``GripProxy.max_origin_requests``), not each in a thread of its own at once (issue 10:
+    46 KiB of process RSS per held long-poll at N = 1,000, 30 KiB with turns); each still
+    gets its answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.test import override_settings
+
+    from tests.testapp.models import Todo
+
+    from .test_realtime import get
+
+    proxy = embedded_proxy.proxy
+    monkeypatch.setattr(proxy, "max_origin_requests", 3, raising=False)
+    monkeypatch.setattr(proxy, "_origin_turns", None, raising=False)
+    counting = _InFlight(
+        proxy.app, lambda scope: scope["type"] == "http" and scope["path"] == "/api/todos/"
+    )
+    monkeypatch.setattr(proxy, "app", counting)
+    with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None):
+        Todo.objects.create(title="first")
+        with ThreadPoolExecutor(30) as pool:
+            answers = list(pool.map(lambda i: get(embedded_proxy, "/api/todos/", X_Client=str(i)),
+                                    range(30)))
+    assert [a.status_code for a in answers] == [200] * 30
+    assert len({a.content for a in answers}) == 1
+    assert 1 <= counting.peak <= 3
+
+
+class _InFlight:
+    """Wraps the proxy's origin app: counts the requests ``counted(scope)`` picks from their
+    start to the end of their answer (Django's ASGI handler goes on with its clean-up after
+    that, outside the proxy's turn) and keeps the peak."""
+
+    def __init__(self, app, counted) -> None:
+        self.app, self.counted = app, counted
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    async def __call__(self, scope, receive, send):
+        if not self.counted(scope):
+            await self.app(scope, receive, send)
+            return
+        answered = False
+
+        def finish() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                with self.lock:
+                    self.now -= 1
+
+        async def counted_send(message):
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finish()
+
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+        try:
+            await self.app(scope, receive, counted_send)
+        finally:
+            finish()

@@ -15,6 +15,7 @@ from django.core.management.commands.runserver import Command as DjangoRunserver
 from django.test import override_settings
 
 from drf_grip.asgi import get_asgi_application
+from drf_grip.grip.writes_first import WritesFirst
 from drf_grip.proxy import GripProxy
 
 from .conftest import free_port
@@ -25,12 +26,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_without_grip_url_django_runs_behind_the_embedded_proxy():
     app = get_asgi_application()
     assert isinstance(app, GripProxy)
-    assert isinstance(app.app, ASGIHandler)
+    # Writes first sits between the proxy and Django (grip/writes_first.py).
+    assert isinstance(app.app, WritesFirst)
+    assert isinstance(app.app.app, ASGIHandler)
 
 
 @override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=secret-key-of-some-length")
 def test_with_grip_url_it_is_the_plain_origin():
-    assert isinstance(get_asgi_application(), ASGIHandler)
+    app = get_asgi_application()
+    assert isinstance(app, WritesFirst)
+    assert isinstance(app.app, ASGIHandler)
 
 
 def test_runserver_is_drf_grips():

@@ -30,10 +30,10 @@ def with_subscriber_counts(proxy):
 
 
 if settings.SYSTEM == "drfgrip":
-    from drf_grip.asgi import wrap_application
+    from drf_grip.asgi import uses_embedded_proxy, wrap_application
 
     application = wrap_application(django_app, max_held=1_000_000)
-    if application is not django_app:
+    if uses_embedded_proxy():
         application = with_subscriber_counts(application)
 elif settings.SYSTEM == "dcrf":
     from channels.routing import ProtocolTypeRouter, URLRouter

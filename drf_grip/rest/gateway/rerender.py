@@ -21,7 +21,7 @@ from ...grip.publish_hooks import register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
 from ..render import RecordedRequest, subscriber_get
-from ..tickets import mark_sent, overtaken, sent_after, take_ticket
+from ..tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
 from .connections import (
     REVOKED,
     load_states,
@@ -113,9 +113,13 @@ def publish_subscriptions(
                 send_to_connection(conn, {"content": end_message(sub, status)})
                 continue
             message, version = change_message(sub, response)
-            if sent_version(conn, key) == version:
-                continue  # this user's representation did not change
-            set_sent_version(conn, key, version)
-            mark_sent(_ticket_name(conn, digest), ticket)
+            name = _ticket_name(conn, digest)
+            with exclusive(name):
+                # One step: checked, then preempted while a later render was sent, this
+                # older one would be sent last (tickets.exclusive).
+                if sent_after(name, ticket) or sent_version(conn, key) == version:
+                    continue  # a later render went out, or this one did not change
+                set_sent_version(conn, key, version)
+                mark_sent(name, ticket)
             register_outdated_check(outdated_render)
             send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
