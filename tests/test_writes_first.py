@@ -101,6 +101,25 @@ def test_reholds_queued_before_a_write_began_wait_for_it_too() -> None:
     asyncio.run(run())
 
 
+def test_websocket_over_http_exchanges_are_not_writes() -> None:
+    """Pushpin POSTs every WebSocket event of a gateway connection (open, keep-alive,
+    subscribe): counted as writes, they would hold re-holds back all the time."""
+
+    async def run() -> None:
+        app = _App()
+        gate = WritesFirst(app, concurrency=1, max_wait=60)
+        app.release["ws"] = asyncio.Event()
+        events = (b"content-type", b"application/websocket-events")
+        ws = asyncio.create_task(gate({**_scope("POST", SIG, events), "name": "ws"}, None, None))
+        await _until(lambda: "ws" in app.started)
+        await asyncio.wait_for(gate({**_scope("GET", SIG, INM), "name": "rehold"}, None, None), 30)
+        assert app.started == ["ws", "rehold"]
+        app.release["ws"].set()
+        await ws
+
+    asyncio.run(run())
+
+
 def test_a_steady_stream_of_writes_does_not_starve_a_rehold() -> None:
     async def run() -> None:
         app = _App()

@@ -10,7 +10,8 @@ already holds the current representation, and a private re-request is at most a 
 milliseconds later.
 
 So in one ASGI process: a re-hold (a ``GET``/``HEAD`` signed by the proxy, with
-``If-None-Match`` or ``Grip-Last``) does not start while a write (any unsafe method) runs,
+``If-None-Match`` or ``Grip-Last``) does not start while a write (an unsafe method, other
+than a WebSocket-over-HTTP exchange) runs,
 unless it has waited ``max_wait`` seconds (a steady stream of writes must not starve the
 watchers), and at most ``concurrency`` re-holds run at once. Other requests pass straight
 through. The gate is per process: several workers are several gates.
@@ -40,6 +41,15 @@ def is_rehold(scope: dict[str, Any]) -> bool:
     return signed and again
 
 
+def _websocket_events(scope: dict[str, Any]) -> bool:
+    """A WebSocket-over-HTTP exchange (a ``POST`` of ``application/websocket-events``): a
+    connection's open, keep-alive or subscribe as often as a write, so it is not one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value.split(b";")[0].strip().lower() == b"application/websocket-events"
+    return False
+
+
 class WritesFirst:
     """ASGI middleware: see the module docstring."""
 
@@ -54,7 +64,7 @@ class WritesFirst:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-        elif scope.get("method") not in SAFE_METHODS:
+        elif scope.get("method") not in SAFE_METHODS and not _websocket_events(scope):
             await self._write(scope, receive, send)
         elif is_rehold(scope):
             await self._rehold(scope, receive, send)
