@@ -509,6 +509,39 @@ def test_a_queued_private_render_is_dropped_only_once_a_later_one_was_sent():
     assert not outdated_render({**item, "channel": "drf.url.x"})
 
 
+def test_a_render_overtaken_in_flight_is_followed_by_the_latest_again(monkeypatch):
+    """Two processes' re-renders of one subscription: the older one passed its check before
+    the newer one was sent, so both went out and may reach the proxy in either order
+    (nothing orders a connection's own channel; seen in the soak). Once the older one is
+    delivered, the latest message goes out again; a render not overtaken sends nothing
+    more, and neither does a repair."""
+    from drf_grip.rest.gateway import rerender
+    from drf_grip.rest.store import state_cache
+    from drf_grip.rest.tickets import mark_sent, take_ticket
+
+    sent = []
+    monkeypatch.setattr(rerender, "send_to_connection",
+                        lambda conn, message, item_id=None: sent.append((conn, message, item_id)))
+    name = "ws:conn9:abc"
+    older = take_ticket(name)
+    mark_sent(name, older)
+    item = {"channel": "drf.ws.conn9", "id": f"{older}.abc", "formats": {"ws-message": {}}}
+    rerender.repair_overtaken([item])
+    assert sent == []  # nothing later was sent
+
+    newer = take_ticket(name)
+    mark_sent(name, newer)
+    state_cache().set("drf_grip:ws-last:" + name, (newer, '{"v": "new"}'), 60)
+    rerender.repair_overtaken([item])
+    assert sent == [("conn9", {"content": '{"v": "new"}'}, f"{newer}.abc-r{older}")]
+
+    repair = {"channel": "drf.ws.conn9", "id": sent[0][2], "formats": {"ws-message": {}}}
+    rerender.repair_overtaken([repair])
+    assert len(sent) == 1
+    assert not rerender.outdated_render(repair)
+    assert rerender.outdated_render(item)
+
+
 def test_a_change_published_while_a_private_subscription_renders_reaches_it(monkeypatch):
     """A commit published after the subscribe read the rows but before the subscription was
     saved (so the publisher did not see it), while the proxy has not yet confirmed that

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ...grip.items import channel_name
-from ...grip.publish_hooks import register_outdated_check
+from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
 from ..render import RecordedRequest, subscriber_get
+from ..store import state_cache
 from ..tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
 from .connections import (
     REVOKED,
@@ -55,18 +56,53 @@ def _ticket_name(conn: str, digest: str) -> str:
     return f"ws:{conn}:{digest}"
 
 
+#: A repair's id: the later render's id, this suffix, the overtaken ticket (unique per item:
+#: Pushpin drops an id it has seen on a channel within 60 s).
+_REPAIR = "-r"
+_LAST_SENT = "drf_grip:ws-last:"
+#: Long enough for any send still in flight; a repair needs the latest message only then.
+_LAST_SENT_TIMEOUT = 120
+
+
+def _render_of(item: dict[str, Any]) -> tuple[str, str, int, bool] | None:
+    """``(connection, digest, ticket, is_repair)`` of a re-render's item, else None."""
+    item_id = item.get("id")
+    channel = channel_name(item)
+    if not isinstance(item_id, str) or not channel.startswith(_CONNECTION_CHANNELS):
+        return None
+    ticket, _, rest = item_id.partition(".")
+    digest, repair, _ = rest.partition(_REPAIR)
+    if not ticket.isdigit() or not digest:
+        return None
+    return channel[len(_CONNECTION_CHANNELS) :], digest, int(ticket), bool(repair)
+
+
 def outdated_render(item: dict[str, Any]) -> bool:
     """A re-render for one connection whose subscription had a later render sent while it
     waited in a publisher's queue (a retry after a proxy outage, another process's
     faster lane): Pushpin delivers ws-message items in the order they arrive."""
-    item_id = item.get("id")
-    channel = channel_name(item)
-    if not isinstance(item_id, str) or not channel.startswith(_CONNECTION_CHANNELS):
-        return False
-    ticket, _, digest = item_id.partition(".")
-    if not ticket.isdigit() or not digest:
-        return False
-    return sent_after(_ticket_name(channel[len(_CONNECTION_CHANNELS) :], digest), int(ticket))
+    found = _render_of(item)
+    return found is not None and sent_after(_ticket_name(found[0], found[1]), found[2])
+
+
+def repair_overtaken(items: list[dict[str, Any]]) -> None:
+    """After a re-render reached the proxy: if a later render of its subscription was sent
+    meanwhile (after this one was checked, ``outdated_render``), the two may have arrived in
+    either order, and nothing orders a connection's own channel: send the latest again.
+    Seen in the soak: a gateway subscriber of a private list left on the render before the
+    last commit, received 0.3 s after the newer one."""
+    for item in items:
+        found = _render_of(item)
+        if found is None or found[3]:
+            continue
+        conn, digest, ticket, _ = found
+        if not sent_after(_ticket_name(conn, digest), ticket):
+            continue
+        latest = state_cache().get(_LAST_SENT + _ticket_name(conn, digest))
+        if not isinstance(latest, tuple) or len(latest) != 2 or int(latest[0]) <= ticket:
+            continue
+        later, message = latest
+        send_to_connection(conn, {"content": message}, f"{later}.{digest}{_REPAIR}{ticket}")
 
 
 def publish_subscriptions(
@@ -121,5 +157,7 @@ def publish_subscriptions(
                     continue  # a later render went out, or this one did not change
                 set_sent_version(conn, key, version)
                 mark_sent(name, ticket)
+                state_cache().set(_LAST_SENT + name, (ticket, message), _LAST_SENT_TIMEOUT)
             register_outdated_check(outdated_render)
+            register_delivered_hook(repair_overtaken)
             send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
