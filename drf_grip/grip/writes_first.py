@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..protocol.events import is_websocket_events
+
 __all__ = ["WritesFirst", "is_rehold"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -41,15 +43,6 @@ def is_rehold(scope: dict[str, Any]) -> bool:
     return signed and again
 
 
-def _websocket_events(scope: dict[str, Any]) -> bool:
-    """A WebSocket-over-HTTP exchange (a ``POST`` of ``application/websocket-events``): a
-    connection's open, keep-alive or subscribe as often as a write, so it is not one."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-type":
-            return value.split(b";")[0].strip().lower() == b"application/websocket-events"
-    return False
-
-
 class WritesFirst:
     """ASGI middleware: see the module docstring."""
 
@@ -64,7 +57,11 @@ class WritesFirst:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-        elif scope.get("method") not in SAFE_METHODS and not _websocket_events(scope):
+        elif scope.get("method") not in SAFE_METHODS and not is_websocket_events(
+            scope.get("headers", ())
+        ):
+            # A WebSocket-over-HTTP exchange (a connection's open, keep-alive or subscribe,
+            # as often as a write) is not a write.
             await self._write(scope, receive, send)
         elif is_rehold(scope):
             await self._rehold(scope, receive, send)

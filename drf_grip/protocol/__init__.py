@@ -27,6 +27,7 @@ from .events import (
     close_payload,
     decode_events,
     encode_events,
+    is_websocket_events,
 )
 from .headers import RawHeaders, get_all_headers, get_header, parse_header_list, parse_header_value
 from .instruct import (
@@ -84,6 +85,7 @@ __all__ = [
     "encode_keep_alive",
     "get_all_headers",
     "get_header",
+    "is_websocket_events",
     "parse_channels",
     "parse_header_list",
     "parse_header_value",

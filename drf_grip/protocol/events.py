@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from .constants import NORMAL_CLOSURE
+from .constants import NORMAL_CLOSURE, WEBSOCKET_EVENTS
+from .headers import get_header
 
 __all__ = [
     "EVENT_TYPES",
@@ -24,6 +25,7 @@ __all__ = [
     "close_payload",
     "decode_events",
     "encode_events",
+    "is_websocket_events",
 ]
 
 # The event types of the protocol (pushpin.org/docs/protocols/websocket-over-http); Pushpin's
@@ -31,6 +33,12 @@ __all__ = [
 EVENT_TYPES: Final = frozenset({"OPEN", "TEXT", "BINARY", "PING", "PONG", "CLOSE", "DISCONNECT"})
 
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+def is_websocket_events(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request's raw (ASGI) headers say its body is WebSocket-over-HTTP events."""
+    content_type = get_header(headers, "content-type") or ""
+    return content_type.split(";")[0].strip().lower() == WEBSOCKET_EVENTS
 
 
 class MalformedEvents(ValueError):

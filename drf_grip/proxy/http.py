@@ -12,7 +12,6 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from ..protocol import (
     MAX_CHANNELS,
-    WEBSOCKET_EVENTS,
     Instruct,
     InstructError,
     Item,
@@ -20,6 +19,7 @@ from ..protocol import (
     NextLink,
     RawHeaders,
     get_header,
+    is_websocket_events,
     parse_instruct,
 )
 from .headers import loggable_target, replace_headers, without_headers
@@ -49,11 +49,6 @@ MAX_MISMATCH_RETRIES = 3
 MAX_LINK_CHAIN = 20
 
 _NO_BODY_STATUSES = frozenset({204, 304})
-
-def _is_websocket_events(headers: RawHeaders) -> bool:
-    content_type = get_header(headers, "content-type") or ""
-    return content_type.split(";")[0].strip().lower() == WEBSOCKET_EVENTS
-
 
 @dataclass(eq=False)
 class _Held:
@@ -273,7 +268,7 @@ class HttpSession:
     async def run(self) -> None:
         watcher: asyncio.Task[None] | None = None
         try:
-            if _is_websocket_events(self._client_headers):
+            if is_websocket_events(self._client_headers):
                 # A plain HTTP request posing as WebSocket-over-HTTP could hold gateway
                 # subscriptions without a socket; Pushpin refuses it too.
                 await self._error(403, "Forbidden: WebSocket-over-HTTP events come only from the proxy")
