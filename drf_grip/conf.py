@@ -150,9 +150,6 @@ def embedded_key() -> str:
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-_MISSING = object()
-
-
 class GripSettings:
     """Lazy view of the GRIP settings; attribute values are cached until settings change."""
 
@@ -227,15 +224,11 @@ class GripSettings:
         # Read on every publish, hold and hint: Django's lazy settings object costs a few
         # microseconds per access (a profile of the write bench showed it among the
         # publisher's top leaves), so a value is kept until settings change (``_reload``).
-        found = self._cache.get(name, _MISSING)
-        if found is not _MISSING:
-            return found
         if name not in DEFAULTS:
             raise AttributeError(f"Invalid drf-grip setting: {name!r}")
-        user = getattr(settings, "DRF_GRIP", None) or {}
-        value = user.get(name, DEFAULTS[name])
-        self._cache[name] = value
-        return value
+        return self._memo(
+            name, lambda: (getattr(settings, "DRF_GRIP", None) or {}).get(name, DEFAULTS[name])
+        )
 
 
 def _unique(endpoints: list[GripEndpoint]) -> list[GripEndpoint]:
