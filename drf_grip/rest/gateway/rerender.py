@@ -96,9 +96,10 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
         if found is None or found[3]:
             continue
         conn, digest, ticket, _ = found
-        if not sent_after(_ticket_name(conn, digest), ticket):
+        name = _ticket_name(conn, digest)
+        if not sent_after(name, ticket):
             continue
-        latest = state_cache().get(_LAST_SENT + _ticket_name(conn, digest))
+        latest = state_cache().get(_LAST_SENT + name)
         if not isinstance(latest, tuple) or len(latest) != 2 or int(latest[0]) <= ticket:
             continue
         later, message = latest
@@ -134,13 +135,14 @@ def publish_subscriptions(
             # Another process may re-render this subscription for its own commit at the
             # same time: the render that started later sends (tickets.py).
             digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-            ticket = take_ticket(_ticket_name(conn, digest))
+            name = _ticket_name(conn, digest)
+            ticket = take_ticket(name)
             try:
                 response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
             except Exception:  # noqa: BLE001 - one subscription must not stop the others
                 logger.exception("drf-grip gateway: could not re-render a subscription")
                 continue
-            if overtaken(_ticket_name(conn, digest), ticket):
+            if overtaken(name, ticket):
                 continue
             if context.revoked or response.status_code in (401, 403):
                 # The credentials no longer name the subscriber: end the subscription.
@@ -149,7 +151,6 @@ def publish_subscriptions(
                 send_to_connection(conn, {"content": end_message(sub, status)})
                 continue
             message, version = change_message(sub, response)
-            name = _ticket_name(conn, digest)
             with exclusive(name):
                 # One step: checked, then preempted while a later render was sent, this
                 # older one would be sent last (tickets.exclusive).
