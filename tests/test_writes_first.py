@@ -101,38 +101,33 @@ def test_reholds_queued_before_a_write_began_wait_for_it_too() -> None:
     asyncio.run(run())
 
 
+def _rehold_runs_beside(running: dict, max_wait: float) -> None:
+    """``running`` (a request that never ends by itself) is under way; a re-hold must still
+    start (within 30 s, far beyond ``max_wait`` when that is short)."""
+
+    async def run() -> None:
+        app = _App()
+        gate = WritesFirst(app, concurrency=1, max_wait=max_wait)
+        app.release["running"] = asyncio.Event()
+        task = asyncio.create_task(gate({**running, "name": "running"}, None, None))
+        await _until(lambda: "running" in app.started)
+        await asyncio.wait_for(gate({**_scope("GET", SIG, INM), "name": "rehold"}, None, None), 30)
+        assert app.started == ["running", "rehold"]
+        app.release["running"].set()
+        await task
+
+    asyncio.run(run())
+
+
 def test_websocket_over_http_exchanges_are_not_writes() -> None:
     """Pushpin POSTs every WebSocket event of a gateway connection (open, keep-alive,
     subscribe): counted as writes, they would hold re-holds back all the time."""
-
-    async def run() -> None:
-        app = _App()
-        gate = WritesFirst(app, concurrency=1, max_wait=60)
-        app.release["ws"] = asyncio.Event()
-        events = (b"content-type", b"application/websocket-events")
-        ws = asyncio.create_task(gate({**_scope("POST", SIG, events), "name": "ws"}, None, None))
-        await _until(lambda: "ws" in app.started)
-        await asyncio.wait_for(gate({**_scope("GET", SIG, INM), "name": "rehold"}, None, None), 30)
-        assert app.started == ["ws", "rehold"]
-        app.release["ws"].set()
-        await ws
-
-    asyncio.run(run())
+    events = (b"content-type", b"application/websocket-events")
+    _rehold_runs_beside(_scope("POST", SIG, events), max_wait=60)
 
 
 def test_a_steady_stream_of_writes_does_not_starve_a_rehold() -> None:
-    async def run() -> None:
-        app = _App()
-        gate = WritesFirst(app, concurrency=1, max_wait=0.01)
-        app.release["patch"] = asyncio.Event()  # a write that never ends
-        patch = asyncio.create_task(gate({**_scope("PUT"), "name": "patch"}, None, None))
-        await _until(lambda: "patch" in app.started)
-        await asyncio.wait_for(gate({**_scope("GET", SIG, INM), "name": "rehold"}, None, None), 30)
-        assert app.started == ["patch", "rehold"]
-        app.release["patch"].set()
-        await patch
-
-    asyncio.run(run())
+    _rehold_runs_beside(_scope("PUT"), max_wait=0.01)
 
 
 def test_at_most_concurrency_reholds_run_at_once() -> None:
