@@ -9,8 +9,9 @@ hints the buckets one after another, each once the previous bucket's clients are
 (they hold again at the channel's new version, which a counter sees): the origin's own pace
 sets the rate.
 
-A publisher that sees no count for a channel (another process, with a per-process cache)
-hints every bucket at once: unpaced, but nobody is missed.
+A publisher that cannot see the counts (a process that never counted a hold, with a
+per-process cache: a shell publishing for runserver) hints every bucket at once: unpaced,
+but nobody is missed.
 """
 
 from __future__ import annotations
@@ -69,10 +70,12 @@ def assign_buckets(
     after a timeout, the proxy's re-requests). Counting every hold instead drifted clients
     that reconnect in a quiet period to ever later buckets, which the publisher then reached
     only after pacing through empty ones."""
+    global _counts_holds_here
     buckets, size = _settings()
     if buckets <= 1:
         return channels, versions, counters
     cache = state_cache()
+    _counts_holds_here = True
     out: list[str] = []
     extra: list[str] = []
     for channel in channels:
@@ -137,12 +140,17 @@ def bucket_channels(channel: str, held: int | None) -> list[str]:
     return [channel] + names
 
 
+#: This process counts holds: with a per-process cache it is then the one origin process
+#: (the README allows no other), and a missing count means nobody held at that version.
+_counts_holds_here = False
+
+
 def _held(channel: str, version: str | None) -> int | None:
     """Holds counted at ``version``; None when this process cannot know (a per-process
-    cache that never saw a hold of the channel)."""
+    cache in a process that never counted a hold: a shell publishing for runserver)."""
     value = state_cache().get(count_key(channel, version))
     if value is None:
-        return None if per_process_state() else 0
+        return None if per_process_state() and not _counts_holds_here else 0
     return int(value)
 
 
