@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 from ..conf import grip_settings
@@ -97,10 +98,21 @@ class GripMiddleware:
     middleware a direct client's ``Meta-*`` are ignored and it gets a plain HTTP answer.
     """
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse] | None = None) -> None:
-        self.get_response = get_response
+    # Both modes: under ASGI a sync-only middleware costs every request two more thread
+    # hops (Django adapts the async handler below it with async_to_sync, then runs the view
+    # with sync_to_async); what this one does around the view is parsing and header work.
+    sync_capable = True
+    async_capable = True
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __init__(self, get_response: Callable[[HttpRequest], Any] | None = None) -> None:
+        self.get_response = get_response
+        self._async = get_response is not None and iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self._acall(request)
         refused = self._prepare(request, trust_direct=False)
         if refused is not None:
             return refused
@@ -111,6 +123,23 @@ class GripMiddleware:
         else:
             assert self.get_response is not None
             response = self.get_response(request)
+        return self._finish(request, response, direct_headers=False)
+
+    async def _acall(self, request: HttpRequest) -> HttpResponse:
+        refused = self._prepare(request, trust_direct=False)
+        if refused is not None:
+            return refused
+        handled = _proxy_path(request)
+        if handled is not None:
+            handler, rest = handled
+            response = await sync_to_async(handler, thread_sensitive=True)(request, rest)
+        else:
+            assert self.get_response is not None
+            response = await self.get_response(request)
+        if request.wscontext is not None:  # a WebSocket view's answer: may run its code
+            return await sync_to_async(self._finish, thread_sensitive=True)(
+                request, response, direct_headers=False
+            )
         return self._finish(request, response, direct_headers=False)
 
     # -- django-grip's hooks -----------------------------------------------------------------
