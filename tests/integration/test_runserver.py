@@ -41,7 +41,7 @@ class Runserver:
         self.process = subprocess.Popen(
             [sys.executable, *args],
             cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -73,7 +73,17 @@ class Runserver:
         os.killpg(self.process.pid, signal.SIGINT)
 
     def wait(self, timeout: float = 60) -> int:
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Still running: every process of the group writes its threads' stacks (the
+            # environment sets PYTHONFAULTHANDLER), so the failure says where it waits.
+            os.killpg(self.process.pid, signal.SIGABRT)
+            self.process.wait(10)
+            self._reader.join(10)
+            raise AssertionError(
+                f"runserver did not exit within {timeout} s:\n{self.output}"
+            ) from None
         self._reader.join(10)
         return code
 
