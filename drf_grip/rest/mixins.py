@@ -488,13 +488,17 @@ class _RealtimeBase:
     def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
         """A shared channel's version names the ETag its subscribers hold, so the publisher
         skips a render that did not change (an unchanged page 2). Only the publisher moves
-        it; a subscriber gives a channel its first one (``add``: never overwrites)."""
+        it; a subscriber gives a channel its first one (``add``: never overwrites) and, when
+        it did, holds with it as prev-id: it names this very render, so the hold is
+        versioned from the first subscriber on (public next links need that, stream.py)."""
         from .shared import first_version
 
         channel = policy.channels[0]
         if policy.versions.get(channel) is None:
             _content, etag = self.render_representation(response)
-            first_version(channel, etag)
+            version = first_version(channel, etag)
+            if version is not None:
+                policy.versions[channel] = version
 
     def is_event_stream(self, request) -> bool:
         renderer = getattr(request, "accepted_renderer", None)
@@ -560,7 +564,7 @@ class _RealtimeBase:
         if is_next:
             context.result_etag = etag
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
-        link = next_link_for(request, context, etag, versioned)
+        link = next_link_for(request, context, etag, versioned, policy)
         instruct = grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/

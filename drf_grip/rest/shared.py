@@ -206,8 +206,11 @@ def rendered_at(version: str) -> float | None:
         return None
 
 
-def first_version(channel: str, etag: str) -> None:
-    add_version(channel, _new_version(etag.strip('"')))
+def first_version(channel: str, etag: str) -> str | None:
+    """Give a live URL's channel its first version, naming ``etag``; returns it, or None
+    when the channel had one already (the publisher's, maybe newer than this render)."""
+    version = _new_version(etag.strip('"'))
+    return version if add_version(channel, version) else None
 
 
 def tag_of(version: str) -> str:

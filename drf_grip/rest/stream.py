@@ -13,10 +13,21 @@ same *path* (the query string is ignored), and it logs the link at INFO (Pushpin
 - each fetch replays the subscriber's GET through the middleware and authentication, so a
   deleted token, a flushed session or a deactivated user ends the stream at the next change;
 - a stream lives ``NEXT_LINK_MAX_AGE`` seconds from when it opened, never extended.
+
+Anonymous subscribers of a shared URL are the exception: there is nothing of theirs to keep
+or revoke, and what they get is what anyone's GET of that URL gets. They share one *public*
+link per live URL (and per minute of opening), which never moves on. Pushpin re-fetches every
+stream of a channel about 1 s after the channel's first subscription through a limiter of
+10 fetches a second that batches streams only when their next link is the same
+(handler/httpsession.cpp, ``updateLimiter``; handlerengine.cpp ``updateSessions``): with a
+link each, 30 streams opened together on a fresh Pushpin queued a change up to 2.6 s.
+A public link's fetch learns what the stream has seen from ``Grip-Last``, and still needs it
+(a client's replay through Pushpin carries none).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from typing import Any
@@ -26,16 +37,19 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix
 
 from ..conf import grip_settings
-from .context import RealtimeContext
+from .context import SHARED, RealtimeContext, RealtimePolicy
 from .render import RecordedRequest, record, subscriber_get
 from .sse import EVENT_STREAM, format_event
 from .store import state_cache
+from .versions import SHARED_PREFIX
 
 __all__ = ["NEXT_LINK_PATH", "next_link_for", "serve_next_link", "end_of_stream"]
 
 NEXT_LINK_PATH = "_grip/next/"
 _SALT = "drf_grip.next-link"
 _STATE = "drf_grip:stream:"
+#: The counter of a public link: it never moves on.
+_PUBLIC = -1
 
 
 def end_of_stream(event: str) -> HttpResponse:
@@ -47,17 +61,63 @@ def end_of_stream(event: str) -> HttpResponse:
 
 
 def _link(sid: str, counter: int) -> str:
-    token = signing.dumps([sid, counter], salt=_SALT, compress=False)
+    # No timestamp in the token (expiry is in the state): the same stream state and counter
+    # always make the same link, which a public link's sharing depends on.
+    token = signing.Signer(salt=_SALT).sign_object([sid, counter])
     return f"{get_script_prefix()}{NEXT_LINK_PATH}{token}/"
 
 
+#: Public links of streams opened within this many seconds of each other are the same.
+_PUBLIC_WINDOW = 60
+
+
+def _public_link(request: Any, channels: list[str], etag: str, versioned: bool) -> str:
+    """The link every anonymous stream of this live URL opened in this window shares; its
+    state is kept once, by the first of them (``add``)."""
+    max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
+    expires = -(-(time.time() + max_age) // _PUBLIC_WINDOW) * _PUBLIC_WINDOW
+    key = "\n".join([*channels, str(int(expires)), str(versioned)])
+    sid = "p" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    django_request = getattr(request, "_request", request)
+    state = {
+        "sid": sid,
+        "n": _PUBLIC,
+        "req": record(django_request, credentials=False).as_dict(),
+        "user": None,
+        "etag": etag,
+        "exp": expires,
+        "last": versioned,
+        "channels": list(channels),  # the live URL's first
+    }
+    state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
+    return _link(sid, _PUBLIC)
+
+
+def _is_public(request: Any, channels: list[str], delivery: str | None) -> bool:
+    """A shared stream whose subscriber presents no identity (anonymous, no ``auth``)."""
+    user = getattr(request, "user", None)
+    return (
+        delivery == SHARED
+        and bool(channels)
+        and channels[0].startswith(SHARED_PREFIX)
+        and (user is None or not user.is_authenticated)
+        and getattr(request, "auth", None) is None
+    )
+
+
 def next_link_for(
-    request: Any, context: RealtimeContext | None, etag: str, versioned: bool = False
+    request: Any,
+    context: RealtimeContext | None,
+    etag: str,
+    versioned: bool = False,
+    policy: RealtimePolicy | None = None,
 ) -> str:
     """The next link of this stream: a new stream's first, or the next one of a fetch."""
     if context is not None and context.role == "next-link":
         state = context.state
         return _link(state["sid"], state["n"])
+    if policy is not None and _is_public(request, policy.channels, policy.delivery):
+        return _public_link(request, policy.channels, etag, versioned)
     django_request = getattr(request, "_request", request)
     user = getattr(request, "user", None)
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
@@ -78,7 +138,7 @@ def next_link_for(
 
 def _load(token: str) -> tuple[str, int] | None:
     try:
-        payload = signing.loads(token, salt=_SALT)
+        payload = signing.Signer(salt=_SALT).unsign_object(token)
     except signing.BadSignature:
         return None
     if (
@@ -110,12 +170,22 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     if state.get("last") and not grip.last:
         # Not the proxy's own fetch: a client replaying a link (from a log) through it.
         return end_of_stream("error")
-    # Move the stream on before rendering: a replay of this link now finds nothing.
-    state["n"] = counter + 1
+    public = counter == _PUBLIC
     remaining = max(1, int(state["exp"] - time.time()))
-    cache.set(_STATE + sid, state, remaining)
+    if public:
+        # Shared by many streams: what this one has seen is the live URL's version that
+        # Pushpin names, and that version names an ETag (shared.py).
+        from .shared import tag_of
+
+        seen = grip.last.get(state["channels"][0])
+        etag = f'"{tag_of(seen)}"' if seen else None
+    else:
+        # Move the stream on before rendering: a replay of this link now finds nothing.
+        state["n"] = counter + 1
+        cache.set(_STATE + sid, state, remaining)
+        etag = state["etag"]
     recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT=EVENT_STREAM)
-    context = RealtimeContext(role="next-link", etag=state["etag"], user=state["user"], state=state)
+    context = RealtimeContext(role="next-link", etag=etag, user=state["user"], state=state)
     response, inner = subscriber_get(
         recorded,
         context,
@@ -128,7 +198,7 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
         if response.get("Content-Type", "").startswith(EVENT_STREAM) and not context.revoked:
             return response
         return end_of_stream("error" if response.status_code != 404 else "delete")
-    if context.result_etag and context.result_etag != state["etag"]:
+    if not public and context.result_etag and context.result_etag != state["etag"]:
         state["etag"] = context.result_etag
         cache.set(_STATE + sid, state, remaining)
     return response

@@ -153,9 +153,10 @@ def next_version(channel: str) -> tuple[str | None, str]:
     return str(new - 1), str(new)
 
 
-def add_version(channel: str, version: str) -> None:
-    """Give a channel its first version; never moves one the publisher has set."""
-    state_cache().add(_KEY + channel, version, timeout=_TIMEOUT)
+def add_version(channel: str, version: str) -> bool:
+    """Give a channel its first version; never moves one the publisher has set. True when
+    this call gave it."""
+    return bool(state_cache().add(_KEY + channel, version, timeout=_TIMEOUT))
 
 
 def set_version(channel: str, version: str) -> None:

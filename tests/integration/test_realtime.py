@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -659,6 +661,45 @@ def test_shared_page_that_did_not_change_is_not_woken(
 
     assert page_one.result(WITHIN).json()["results"][0]["title"] == "only on page one"
     assert page_two.result(TIMED_OUT_WITHIN).status_code == 304
+
+
+def test_anonymous_streams_of_a_fresh_channel_are_re_fetched_as_one_batch(
+    grip_pushpin: PushpinServer, streams: list[EventStream], fresh_live_urls: None
+) -> None:
+    """About 1 s after a channel's first subscription Pushpin re-fetches the next link of
+    every stream on it, 10 links a second, and a change published meanwhile waits in each
+    stream's queue for its turn (PUSHPIN.md). Streams with one link each made a change reach
+    the last of 30 anonymous streams 2.6 s late; anonymous streams of one shared URL share a
+    link, so Pushpin fetches it once for all of them."""
+    word = uuid.uuid4().hex[:10]
+    Todo.objects.create(title=f"milk {word}")
+    settle()
+    path = f"/api/shared-todos/?search={word}"
+    channel = shared_ch(grip_pushpin, "/api/shared-todos/", search=word)
+    mark = since = grip_pushpin.mark()
+    for _ in range(12):
+        streams.append(EventStream(grip_pushpin.url + path))
+    for _ in streams:
+        since = grip_pushpin.wait_subscribed(channel, since=since)
+    for events in streams:
+        assert events.next(WITHIN).data and events.status == 200
+
+    # Pushpin's first-subscription fetches, one log line per stream it fetched for.
+    pattern = re.compile(rb"\bGET \S+(/_grip/next/\S+/) ")
+    fetched: list[bytes] = []
+    deadline = time.monotonic() + 30
+    while len(fetched) < len(streams) and time.monotonic() < deadline:
+        with open(grip_pushpin.handler_log, "rb") as log:
+            log.seek(mark)
+            fetched = pattern.findall(log.read())
+        time.sleep(0.05)
+    assert len(fetched) >= len(streams), f"Pushpin re-fetched {len(fetched)} streams"
+    assert len(set(fetched)) == 1, f"{len(set(fetched))} next links for one URL"
+
+    Todo.objects.create(title=f"oat milk {word}")
+    for events in streams:
+        event = events.next(WITHIN)
+        assert [t["title"] for t in json.loads(event.data)["results"]][0] == f"oat milk {word}"
 
 
 # -- §4 versions and no lost updates ----------------------------------------------------------
