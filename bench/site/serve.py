@@ -3,13 +3,15 @@
 Binds a loopback port (``--port`` or a free one), prints it on the first line of stdout,
 then serves ``benchsite.asgi`` with uvicorn (one process, one event loop). ``--seed USERS``
 instead creates the SQLite database (10 todos, USERS users with tokens, one note each) and
-exits. Environment: ``BENCH_DB`` (the SQLite file), ``BENCH_SYSTEM`` is set from ``--system``.
+exits. Environment: ``BENCH_DB`` (the SQLite file), ``BENCH_SYSTEM`` is set from ``--system``,
+``BENCH_GC=off`` disables Python's cyclic garbage collector in the served process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
 import socket
@@ -86,6 +88,8 @@ def main() -> None:
     else:
         server = uvicorn.Server(config)
     config.load()
+    if os.environ.get("BENCH_GC") == "off":  # bench/probes.py write-latency --gc off
+        gc.disable()
     if isinstance(server, uvicorn.Server) and hasattr(server, "proxy") and server.proxy is None:
         from drf_grip.proxy.server import find_proxy
 

@@ -1,0 +1,155 @@
+"""Small measurements behind figures in NOTES.rst, each on a fresh origin (and Pushpin).
+
+``python bench/probes.py cold-start``: anonymous SSE streams connect together to a *fresh*
+Pushpin (no channel subscribed yet), and a todo changes ``--after`` seconds later, inside
+the window in which Pushpin re-fetches every stream of a newly subscribed channel (about 1 s
+after its first subscription, 10 next links a second: README, "One Pushpin behaviour to
+know"). ``--urls one`` puts every stream on one shared URL (they share a next link),
+``--urls each`` gives each stream a URL of its own (a link each). Prints, per run, how many
+streams got the change and the median and slowest time from the PATCH.
+
+``python bench/probes.py request-cpu PATH ...``: the origin's CPU per ``GET PATH`` sent
+straight to it (no proxy), 200 requests 20 at a time, median of 5.
+
+``python bench/probes.py write-latency``: ``bench/run.py``'s PATCH latency with 200
+long-polls held versus none, repeated ``--runs`` times on one origin; ``--gc off`` runs the
+origin with Python's cyclic garbage collector disabled (``BENCH_GC=off``), to see how much
+of the tail is collection pauses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run as bench  # noqa: E402 - bench/run.py, beside this file
+
+
+def _database(users: int) -> str:
+    """A seeded SQLite file in a fresh temporary directory (Pushpin's files go there too)."""
+    directory = Path(tempfile.mkdtemp(prefix="drf-grip-probe-"))
+    tempfile.tempdir = str(directory)
+    db = str(directory / "bench.sqlite3")
+    subprocess.run([sys.executable, str(HERE / "site" / "serve.py"), "--system", "drfgrip",
+                    "--seed", str(users)], check=True, env={**os.environ, "BENCH_DB": db})
+    return db
+
+
+def _search_terms(count: int) -> list[str]:
+    """``count`` different ``?search=`` values that all match every todo ("todo N"), old or
+    changed (``SearchFilter`` is case-insensitive): so many live URLs, one stream each."""
+    terms: list[str] = []
+    for word in ("t", "o", "d", "to", "od", "do", "tod", "odo", "todo"):
+        for mask in range(2 ** len(word)):
+            terms.append("".join(c.upper() if mask >> i & 1 else c for i, c in enumerate(word)))
+    if count > len(terms):
+        raise SystemExit(f"--urls each: at most {len(terms)} streams")
+    return terms[:count]
+
+
+async def cold_start(args: argparse.Namespace) -> None:
+    db = _database(5)
+    for run in range(1, args.runs + 1):
+        origin = bench.Origin("drfgrip", pushpin=True, db=db, profile_dir=None, name="cold")
+        try:
+            terms = _search_terms(args.streams) if args.urls == "each" else ["todo"] * args.streams
+            paths = [f"/api/todos/?search={term}" for term in terms]
+            streams = [bench.EventStream(origin.client_port, path, {}) for path in paths]
+            await asyncio.gather(*(s.start() for s in streams))
+            await asyncio.sleep(args.after)
+            marker = "m" + secrets.token_hex(5)
+            for stream in streams:
+                stream.marker = marker.encode()
+            sent = time.perf_counter()
+            answer = await origin.http.patch("/api/todos/1/", json={"title": f"todo {marker}"},
+                                             headers=bench.auth(0))
+            answer.raise_for_status()
+            await asyncio.wait([s.got for s in streams], timeout=30)
+            took = sorted((s.got_at - sent) * 1000 for s in streams if s.got_at is not None)
+            where = "one URL" if args.urls == "one" else "a URL each"
+            print(f"run {run}: {len(took)}/{len(streams)} streams ({where}), "
+                  f"PATCH {args.after} s after connecting: "
+                  f"median {statistics.median(took):.0f} ms, slowest {took[-1]:.0f} ms", flush=True)
+            for stream in streams:
+                stream.close()
+        finally:
+            await origin.aclose()
+
+
+async def request_cpu(args: argparse.Namespace) -> None:
+    import httpx
+
+    db = _database(5)
+    origin = bench.Origin("drfgrip", pushpin=True, db=db, profile_dir=None, name="cpu")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{origin.origin_port}") as http:
+            for path in args.paths:
+                samples = []
+                for _ in range(5):
+                    await asyncio.gather(*(http.get(path) for _ in range(20)))  # warm
+                    before = await origin.cpu_ns()
+                    for _ in range(10):
+                        await asyncio.gather(*(http.get(path) for _ in range(20)))
+                    samples.append((await origin.cpu_ns() - before) / 1e6 / 200)
+                print(f"GET {path}: {statistics.median(samples):.2f} ms origin CPU per request "
+                      f"(median of 5; {', '.join(f'{s:.2f}' for s in sorted(samples))})")
+    finally:
+        await origin.aclose()
+
+
+async def write_latency(args: argparse.Namespace) -> None:
+    if args.gc == "off":
+        os.environ["BENCH_GC"] = "off"  # read by bench/site/serve.py
+    db = _database(args.held + 10)
+    cases = {c.name: c for c in bench.all_cases()}
+    origin = bench.Origin("drfgrip", pushpin=True, db=db, profile_dir=None, name="writes")
+    try:
+        warm: Any = argparse.Namespace(timeout=30, batch=100)
+        await bench.run_round(cases["grip-lp-pp"], origin, 1, warm, -1)
+        for name in args.cases.split(","):
+            for _ in range(args.runs):
+                r = await bench.write_latency(origin, cases[name], args.held, args.patches, 100)
+                print(f"{name} (gc {args.gc}): p50/p99 {r['idle_p50_ms']}/{r['idle_p99_ms']} ms "
+                      f"with none held, {r['held_p50_ms']}/{r['held_p99_ms']} ms with "
+                      f"{args.held} held: x{r['ratio_p99']} (p99)", flush=True)
+                await asyncio.sleep(2)
+    finally:
+        await origin.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    cold = commands.add_parser("cold-start")
+    cold.add_argument("--streams", type=int, default=30)
+    cold.add_argument("--urls", choices=["one", "each"], default="one")
+    cold.add_argument("--after", type=float, default=1.3, help="seconds from connect to PATCH")
+    cold.add_argument("--runs", type=int, default=3)
+    cpu = commands.add_parser("request-cpu")
+    cpu.add_argument("paths", nargs="+")
+    writes = commands.add_parser("write-latency")
+    writes.add_argument("--cases", default="grip-lp-pp,grip-priv-pp")
+    writes.add_argument("--runs", type=int, default=3)
+    writes.add_argument("--held", type=int, default=200)
+    writes.add_argument("--patches", type=int, default=40)
+    writes.add_argument("--gc", choices=["on", "off"], default="on")
+    args = parser.parse_args()
+    runner = {"cold-start": cold_start, "request-cpu": request_cpu,
+              "write-latency": write_latency}[args.command]
+    asyncio.run(runner(args))
+
+
+if __name__ == "__main__":
+    main()
