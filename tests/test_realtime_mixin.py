@@ -137,6 +137,10 @@ def test_anonymous_streams_of_a_shared_url_share_one_next_link(todos, django_use
     signed_in = ProxiedClient()
     signed_in.force_authenticate(user)
     assert _link_of(signed_in.get("/api/shared-todos/", **sse)) != _link_of(first)
+    # ... or credentials a permission class may read without authenticating (an API key):
+    for credentials in ({"HTTP_AUTHORIZATION": "Api-Key k1"}, {"HTTP_COOKIE": "pref=1"}):
+        keyed = ProxiedClient().get("/api/shared-todos/", **credentials, **sse)
+        assert _link_of(keyed) != _link_of(first)
     # ... and so does every private stream.
     assert _link_of(ProxiedClient().get("/api/todos/", **sse)) != _link_of(
         ProxiedClient().get("/api/todos/", **sse)

@@ -119,6 +119,13 @@ def record(
     )
 
 
+def carries_credentials(request: HttpRequest) -> bool:
+    """The request has an ``Authorization``, ``Proxy-Authorization`` or ``Cookie`` header:
+    something a permission may read even when no authentication class used it (an API key
+    checked by a permission class), which a credential-less replay would not have."""
+    return any(request.META.get(key) for key in _CREDENTIALS)
+
+
 def inherited_meta(request: HttpRequest, *, credentials: bool = True) -> dict[str, str]:
     """The headers and CGI variables of ``request`` that a request the server runs for the
     same client inherits: the subscriber's, not those of one exchange with the proxy."""

@@ -38,7 +38,7 @@ from django.urls import get_script_prefix
 
 from ..conf import grip_settings
 from .context import SHARED, RealtimeContext, RealtimePolicy
-from .render import RecordedRequest, record, subscriber_get
+from .render import RecordedRequest, carries_credentials, record, subscriber_get
 from .sse import EVENT_STREAM, format_event
 from .store import state_cache
 from .versions import SHARED_PREFIX
@@ -94,7 +94,8 @@ def _public_link(request: Any, channels: list[str], etag: str, versioned: bool) 
 
 
 def _is_public(request: Any, channels: list[str], delivery: str | None) -> bool:
-    """A shared stream whose subscriber presents no identity (anonymous, no ``auth``)."""
+    """A shared stream whose subscriber presents no identity: anonymous, no ``auth``, and
+    no credentials at all (the public link's fetch replays the GET without them)."""
     user = getattr(request, "user", None)
     return (
         delivery == SHARED
@@ -102,6 +103,7 @@ def _is_public(request: Any, channels: list[str], delivery: str | None) -> bool:
         and channels[0].startswith(SHARED_PREFIX)
         and (user is None or not user.is_authenticated)
         and getattr(request, "auth", None) is None
+        and not carries_credentials(getattr(request, "_request", request))
     )
 
 
