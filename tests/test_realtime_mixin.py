@@ -172,6 +172,36 @@ def test_a_public_next_link_answers_by_what_the_stream_has_seen():
         assert client.get(link, **current).content == b""
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_next_link_answer_holds_at_the_versions_read_before_its_render():
+    """On a stream's later holds Pushpin checks no conflict but drops the items queued
+    during the fetch whose prev-id is not the hold's (handler/httpsession.cpp). A fetch
+    made for a prev-id mismatch names the stream's old id in Grip-Last; answered at that
+    id, the hint of a change committed while the fetch rendered was dropped, and an SSE
+    subscriber of /api/todos/ in the multi-process test kept the render before it."""
+    from drf_grip.rest.versions import next_version
+
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        client = ProxiedClient()
+        resp = client.get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+        behind = {"HTTP_GRIP_LAST": resp["Grip-Channel"].replace("prev-id", "last-id")}
+        # Two changes committed since: one whose hint the stream missed, and one whose
+        # counter moved while its hint is still on its way.
+        next_version("drf.testapp.todo")
+        _previous, counter = next_version("drf.testapp.todo")
+        answer = client.get(_link_of(resp), **behind)
+    assert answer["Grip-Hold"] == "stream"
+    assert f"drf.testapp.todo; prev-id={counter}" in answer["Grip-Channel"]
+    # A long-poll's re-request still holds at the proxy's id: Pushpin re-requests a new
+    # hold whose prev-id is not the channel's last id at once, and would do so forever.
+    etag = client.get("/api/todos/")["ETag"]
+    held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag, **behind)
+    assert held.status_code == 304
+    assert behind["HTTP_GRIP_LAST"].replace("last-id", "prev-id") in held["Grip-Channel"]
+
+
 def test_next_link_refused_when_not_from_proxy(todos):
     resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
     link = resp["Grip-Link"].split(">")[0].lstrip("<")

@@ -31,6 +31,7 @@ from .etag import etag_matches, make_etag
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
 from .versions import (
     counters_and_hold_versions,
+    ensure_versions,
     hold_versions,
     read_versions,
     shared_hold_versions,
@@ -256,19 +257,30 @@ class _RealtimeBase:
                     policy = self._overflow_policy(policy, model)
             # Versions are read BEFORE computing the representation: a commit in between
             # then shows up as a prev-id mismatch and the proxy re-requests at once.
+            # A stream's next-link answer holds at the versions themselves (see
+            # _grip_channels), not at the last ids a proxy confirmed (``hold_versions``).
+            following = context is not None and context.role == "next-link"
             if policy.delivery == SHARED:
                 # A shared channel's version names an ETag (shared.py); others are counters.
-                policy.versions = {
-                    **shared_hold_versions(policy.channels[:1]),
-                    **hold_versions(policy.channels[1:]),
-                }
+                policy.versions = (
+                    {
+                        **read_versions(policy.channels[:1]),
+                        **ensure_versions(policy.channels[1:]),
+                    }
+                    if following
+                    else {
+                        **shared_hold_versions(policy.channels[:1]),
+                        **hold_versions(policy.channels[1:]),
+                    }
+                )
                 if context is not None:
                     # The version as the publisher sets it, before the render (gateway/).
                     context.state["version"] = read_versions(policy.channels[:1])[
                         policy.channels[0]
                     ]
             else:
-                counters, policy.versions = counters_and_hold_versions(policy.channels)
+                counters, held = counters_and_hold_versions(policy.channels)
+                policy.versions = dict(counters) if following else held
                 if context is not None:
                     # Read before the render (the gateway checks them once it is findable).
                     context.state["counters"] = counters
@@ -514,7 +526,18 @@ class _RealtimeBase:
         # (a lost publish, a flushed cache), holding with our version would make Pushpin
         # re-request at once, forever: the representation was just computed afresh, so
         # take the proxy's id and let the next publish (whose prev-id won't match) re-request.
-        last = grip_of(request).last or {}
+        # Not for a stream's next-link answer: Pushpin checks no conflict on a stream's later
+        # holds, but drops every item queued during the fetch whose prev-id is not the
+        # hold's (handler/httpsession.cpp, "Drop any non-matching queued items"). A fetch
+        # Pushpin made for a prev-id mismatch names the stream's old id, so a change
+        # committed while it rendered had its hint dropped, and the stream kept the older
+        # render for good (the multi-process test, once). Held at the versions read before
+        # the render, the items that render may have missed are the ones that follow.
+        context = context_of(request)
+        if context is not None and context.role == "next-link":
+            last: dict[str, str] = {}
+        else:
+            last = grip_of(request).last or {}
         return [
             Channel(ch, last.get(ch, policy.versions.get(ch)) or None) for ch in policy.channels
         ]
