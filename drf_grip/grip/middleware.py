@@ -75,7 +75,8 @@ def register_path_handler(prefix: str, handler: PathHandler) -> None:
     _path_handlers[prefix.lstrip("/")] = handler
 
 
-def _proxy_path(request: HttpRequest) -> tuple[PathHandler, str] | None:
+def _proxy_path(request: HttpRequest) -> Callable[[HttpRequest], HttpResponse] | None:
+    """The registered handler that answers this request (a sync call), if any."""
     if request.method != "GET" or not _path_handlers:
         return None
     path = request.path_info.lstrip("/")
@@ -83,7 +84,7 @@ def _proxy_path(request: HttpRequest) -> tuple[PathHandler, str] | None:
         if path.startswith(prefix):
             rest = path[len(prefix):].strip("/")
             if rest:
-                return handler, rest
+                return lambda request, handler=handler, rest=rest: handler(request, rest)
     return None
 
 
@@ -116,23 +117,17 @@ class GripMiddleware:
         refused = self._prepare(request, trust_direct=False)
         if refused is not None:
             return refused
-        handled = _proxy_path(request)
-        if handled is not None:
-            handler, rest = handled
-            response = handler(request, rest)
-        else:
-            assert self.get_response is not None
-            response = self.get_response(request)
-        return self._finish(request, response, direct_headers=False)
+        answer = _proxy_path(request) or self.get_response
+        assert answer is not None
+        return self._finish(request, answer(request), direct_headers=False)
 
     async def _acall(self, request: HttpRequest) -> HttpResponse:
         refused = self._prepare(request, trust_direct=False)
         if refused is not None:
             return refused
-        handled = _proxy_path(request)
-        if handled is not None:
-            handler, rest = handled
-            response = await sync_to_async(handler, thread_sensitive=True)(request, rest)
+        path_handler = _proxy_path(request)
+        if path_handler is not None:
+            response = await sync_to_async(path_handler, thread_sensitive=True)(request)
         else:
             assert self.get_response is not None
             response = await self.get_response(request)
