@@ -262,22 +262,18 @@ class _RealtimeBase:
             following = context is not None and context.role == "next-link"
             if policy.delivery == SHARED:
                 # A shared channel's version names an ETag (shared.py); others are counters.
+                # The version as the publisher sets it, read before the render:
+                current = read_versions(policy.channels[:1])
                 policy.versions = (
-                    {
-                        **read_versions(policy.channels[:1]),
-                        **ensure_versions(policy.channels[1:]),
-                    }
+                    {**current, **ensure_versions(policy.channels[1:])}
                     if following
                     else {
                         **shared_hold_versions(policy.channels[:1]),
                         **hold_versions(policy.channels[1:]),
                     }
                 )
-                if context is not None:
-                    # The version as the publisher sets it, before the render (gateway/).
-                    context.state["version"] = read_versions(policy.channels[:1])[
-                        policy.channels[0]
-                    ]
+                if context is not None:  # (gateway/)
+                    context.state["version"] = current[policy.channels[0]]
             else:
                 counters, held = counters_and_hold_versions(policy.channels)
                 policy.versions = dict(counters) if following else held

@@ -39,6 +39,7 @@ from django.urls import get_script_prefix
 from ..conf import grip_settings
 from .context import SHARED, RealtimeContext, RealtimePolicy
 from .render import RecordedRequest, carries_credentials, record, subscriber_get
+from .shared import tag_of
 from .sse import EVENT_STREAM, format_event
 from .store import state_cache
 from .versions import SHARED_PREFIX
@@ -87,20 +88,20 @@ def _public_link(request: Any, channels: list[str], etag: str, versioned: bool) 
         "etag": etag,
         "exp": expires,
         "last": versioned,
-        "channels": list(channels),  # the live URL's first
+        "channel": channels[0],  # the live URL's, whose versions name ETags
     }
     state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
     return _link(sid, _PUBLIC)
 
 
-def _is_public(request: Any, channels: list[str], delivery: str | None) -> bool:
+def _is_public(request: Any, policy: RealtimePolicy) -> bool:
     """A shared stream whose subscriber presents no identity: anonymous, no ``auth``, and
     no credentials at all (the public link's fetch replays the GET without them)."""
     user = getattr(request, "user", None)
     return (
-        delivery == SHARED
-        and bool(channels)
-        and channels[0].startswith(SHARED_PREFIX)
+        policy.delivery == SHARED
+        and bool(policy.channels)
+        and policy.channels[0].startswith(SHARED_PREFIX)
         and (user is None or not user.is_authenticated)
         and getattr(request, "auth", None) is None
         and not carries_credentials(getattr(request, "_request", request))
@@ -118,7 +119,7 @@ def next_link_for(
     if context is not None and context.role == "next-link":
         state = context.state
         return _link(state["sid"], state["n"])
-    if policy is not None and _is_public(request, policy.channels, policy.delivery):
+    if policy is not None and _is_public(request, policy):
         return _public_link(request, policy.channels, etag, versioned)
     django_request = getattr(request, "_request", request)
     user = getattr(request, "user", None)
@@ -177,9 +178,7 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     if public:
         # Shared by many streams: what this one has seen is the live URL's version that
         # Pushpin names, and that version names an ETag (shared.py).
-        from .shared import tag_of
-
-        seen = grip.last.get(state["channels"][0])
+        seen = grip.last.get(state.get("channel", ""))
         etag = f'"{tag_of(seen)}"' if seen else None
     else:
         # Move the stream on before rendering: a replay of this link now finds nothing.
