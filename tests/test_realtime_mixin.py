@@ -5,6 +5,8 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from drf_grip.rest.etag import make_etag
+from drf_grip.rest.stream import STREAM_CHANNEL
+from drf_grip.test import GripInstruction
 from drf_grip.rest.versions import read_version
 from tests.drf_helpers import ProxiedClient, RecordingSink
 from tests.testapp.models import Todo
@@ -88,6 +90,7 @@ def test_event_stream_first_event_and_hold(todos):
     assert resp["Grip-Hold"] == "stream"
     assert "rel=next" in resp["Grip-Link"] and "/_grip/next/" in resp["Grip-Link"]
     assert "Grip-Keep-Alive" in resp
+    assert _token_of(resp)  # what tells this stream's fetches apart (rest/stream.py)
 
 
 def test_last_event_id_equal_to_etag_skips_first_event(todos):
@@ -96,22 +99,31 @@ def test_last_event_id_equal_to_etag_skips_first_event(todos):
     assert resp.content == b"" and resp["Grip-Hold"] == "stream"
 
 
+def _last_of(response) -> dict[str, str]:
+    """The Grip-Last the proxy sends with its next-link fetch for a stream held by response:
+    one entry for each channel held with a prev-id."""
+    return {"HTTP_GRIP_LAST": response["Grip-Channel"].replace("prev-id", "last-id")}
+
+
+def _token_of(response) -> str | None:
+    return GripInstruction.of(response).prev_ids.get(STREAM_CHANNEL)
+
+
 def test_next_link_gives_next_event_only_when_changed(todos):
     client = ProxiedClient()
     resp = client.get("/api/todos/", HTTP_ACCEPT="text/event-stream")
     link = resp["Grip-Link"].split(">")[0].lstrip("<")
     # The proxy's own fetch carries Grip-Last for the channels held with a prev-id; a client
     # replaying the link through the proxy cannot send it (Pushpin strips Grip-* headers).
-    last = {"HTTP_GRIP_LAST": resp["Grip-Channel"].replace("prev-id", "last-id")}
+    last = _last_of(resp)
     assert client.get(link).content.startswith(b"event: error")
     again = client.get(link, **last)
     assert again.status_code == 200 and again.content == b""
-    # Each next link is single-use: the answer names the next one, and the used one is dead.
-    next_link = again["Grip-Link"].split(">")[0].lstrip("<")
-    assert next_link != link
+    # Each token is single-use: the answer names the next one, and the used one is dead.
+    assert _link_of(again) == link and _token_of(again) != _token_of(resp)
     assert client.get(link, **last).content.startswith(b"event: error")
     Todo.objects.create(title="new")
-    changed = client.get(next_link, **last)
+    changed = client.get(link, **_last_of(again))
     assert changed.content.startswith(b"id: ") and b'"title":"new"' in changed.content
     # Pushpin replaces the stream's instruction with a next-link answer's: it must hold again
     # (or Pushpin fetches the next link in a loop) and keep its channels.
@@ -124,25 +136,45 @@ def _link_of(response) -> str:
     return response["Grip-Link"].split(">")[0].lstrip("<")
 
 
-def test_anonymous_streams_of_a_shared_url_share_one_next_link(todos, django_user_model):
-    """Pushpin re-fetches every stream of a channel after its first subscription, 10 links
-    a second, batching streams only when their link is the same (rest/stream.py): 30
-    anonymous streams opened together on a fresh Pushpin got a change up to 2.6 s late."""
-    sse = {"HTTP_ACCEPT": "text/event-stream"}
-    first = ProxiedClient().get("/api/shared-todos/", **sse)
-    second = ProxiedClient().get("/api/shared-todos/", HTTP_USER_AGENT="another", **sse)
-    assert _link_of(first) == _link_of(second)
-    # Anyone with an identity keeps a link of their own (revocation, their own GET) ...
+def test_every_stream_has_the_same_next_link(todos, django_user_model):
+    """Pushpin re-fetches every stream of a channel about 1 s after its first subscription
+    through a limiter of 10 fetches a second that batches streams only when their next link
+    is the same (rest/stream.py): with a link each, 30 streams of 30 URLs opened together on
+    a fresh Pushpin got a change up to 2.7 s late. Their tokens tell them apart."""
     user = django_user_model.objects.create_user("ann")
     signed_in = ProxiedClient()
     signed_in.force_authenticate(user)
-    assert _link_of(signed_in.get("/api/shared-todos/", **sse)) != _link_of(first)
+    sse = {"HTTP_ACCEPT": "text/event-stream"}
+    responses = [
+        ProxiedClient().get("/api/todos/", **sse),
+        ProxiedClient().get("/api/todos/?done=true", **sse),
+        ProxiedClient().get(f"/api/todos/{todos[0].pk}/", **sse),
+        signed_in.get("/api/shared-todos/", **sse),
+        ProxiedClient().get("/api/shared-todos/?search=a", **sse),
+    ]
+    assert len({_link_of(r) for r in responses}) == 1
+    assert len({_token_of(r) for r in responses}) == len(responses)
+
+
+def test_anonymous_streams_of_a_shared_url_share_one_token(todos, django_user_model):
+    """Pushpin shares one next-link fetch among streams whose Grip-Last is the same (handler/
+    handlerengine.cpp, auto share): anonymous streams of a shared URL that have seen the same
+    version are answered by one render."""
+    sse = {"HTTP_ACCEPT": "text/event-stream"}
+    first = ProxiedClient().get("/api/shared-todos/", **sse)
+    second = ProxiedClient().get("/api/shared-todos/", HTTP_USER_AGENT="another", **sse)
+    assert _token_of(first) == _token_of(second)
+    # Anyone with an identity keeps a token of their own (revocation, their own GET) ...
+    user = django_user_model.objects.create_user("ann")
+    signed_in = ProxiedClient()
+    signed_in.force_authenticate(user)
+    assert _token_of(signed_in.get("/api/shared-todos/", **sse)) != _token_of(first)
     # ... or credentials a permission class may read without authenticating (an API key):
     for credentials in ({"HTTP_AUTHORIZATION": "Api-Key k1"}, {"HTTP_COOKIE": "pref=1"}):
         keyed = ProxiedClient().get("/api/shared-todos/", **credentials, **sse)
-        assert _link_of(keyed) != _link_of(first)
+        assert _token_of(keyed) != _token_of(first)
     # ... and so does every private stream.
-    assert _link_of(ProxiedClient().get("/api/todos/", **sse)) != _link_of(
+    assert _token_of(ProxiedClient().get("/api/todos/", **sse)) != _token_of(
         ProxiedClient().get("/api/todos/", **sse)
     )
 
@@ -155,20 +187,23 @@ def test_a_public_next_link_answers_by_what_the_stream_has_seen():
         client = ProxiedClient()
         resp = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
         link = _link_of(resp)
-        seen = {"HTTP_GRIP_LAST": resp["Grip-Channel"].replace("prev-id", "last-id")}
+        seen = _last_of(resp)
         # A replay through the proxy (no Grip-Last) gets nothing; the proxy's fetch holds on.
         assert client.get(link).content.startswith(b"event: error")
         again = client.get(link, **seen)
         assert again.content == b"" and again["Grip-Hold"] == "stream"
-        assert _link_of(again) == link  # it never moves on: other streams hold it too
+        assert _token_of(again) == _token_of(resp)  # it never moves on: others hold it too
         Todo.objects.create(title="new")
         sink.settle()  # published: the live URL's version names the new representation
         changed = client.get(link, **seen)  # a stream that has not seen the change
         assert changed.content.startswith(b"id: ") and b'"title":"new"' in changed.content
-        assert changed["Grip-Hold"] == "stream" and _link_of(changed) == link
+        assert changed["Grip-Hold"] == "stream" and _token_of(changed) == _token_of(resp)
         # A stream that has, as Pushpin names it: the id of the last item it took.
-        channel = resp["Grip-Channel"].split(";")[0]
-        current = {"HTTP_GRIP_LAST": f"{channel}; last-id={read_version(channel)}"}
+        channel = GripInstruction.of(resp).channels[1]
+        current = {
+            "HTTP_GRIP_LAST": f"{STREAM_CHANNEL}; last-id={_token_of(resp)}, "
+            f"{channel}; last-id={read_version(channel)}"
+        }
         assert client.get(link, **current).content == b""
 
 
@@ -197,9 +232,11 @@ def test_a_next_link_answer_holds_at_the_versions_read_before_its_render():
     # A long-poll's re-request still holds at the proxy's id: Pushpin re-requests a new
     # hold whose prev-id is not the channel's last id at once, and would do so forever.
     etag = client.get("/api/todos/")["ETag"]
-    held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag, **behind)
+    seen = GripInstruction.of(resp).prev_ids["drf.testapp.todo"]
+    last = {"HTTP_GRIP_LAST": f"drf.testapp.todo; last-id={seen}"}
+    held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag, **last)
     assert held.status_code == 304
-    assert behind["HTTP_GRIP_LAST"].replace("last-id", "prev-id") in held["Grip-Channel"]
+    assert f"drf.testapp.todo; prev-id={seen}" in held["Grip-Channel"]
 
 
 def test_next_link_refused_when_not_from_proxy(todos):
@@ -210,9 +247,13 @@ def test_next_link_refused_when_not_from_proxy(todos):
 
 def test_next_link_token_is_tamper_proof(todos):
     resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
-    link = resp["Grip-Link"].split(">")[0].lstrip("<")
-    forged = link[:-6] + ("A" if link[-6] != "A" else "B") + link[-5:]
-    out = ProxiedClient().get(forged)
+    token = _token_of(resp)
+    forged = token[:-6] + ("A" if token[-6] != "A" else "B") + token[-5:]
+    last = {"HTTP_GRIP_LAST": f"{STREAM_CHANNEL}; last-id={forged}"}
+    out = ProxiedClient().get(_link_of(resp), **last)
+    assert out.status_code == 200 and out.content.startswith(b"event: error")
+    # A token in the link's path (an older version's links, or made up) ends the stream too.
+    out = ProxiedClient().get(f"{_link_of(resp)}{token}/", **_last_of(resp))
     assert out.status_code == 200 and out.content.startswith(b"event: error")
 
 

@@ -83,8 +83,7 @@ def _proxy_path(request: HttpRequest) -> Callable[[HttpRequest], HttpResponse] |
     for prefix, handler in _path_handlers.items():
         if path.startswith(prefix):
             rest = path[len(prefix):].strip("/")
-            if rest:
-                return lambda request, handler=handler, rest=rest: handler(request, rest)
+            return lambda request, handler=handler, rest=rest: handler(request, rest)
     return None
 
 

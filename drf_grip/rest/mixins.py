@@ -583,12 +583,14 @@ class _RealtimeBase:
         if is_next:
             context.result_etag = etag
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
-        link = next_link_for(request, context, etag, versioned, policy)
+        link, token_channel = next_link_for(request, context, etag, versioned, policy)
         instruct = grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
         # httpsession.cpp): without Grip-Hold it fetches the next link again at once, in a
         # loop, and channels or keep-alive left out are dropped. So every answer holds again.
+        # The token's channel first: past 20 channels Pushpin drops the last ones.
+        instruct.add_channel(token_channel)
         instruct.add_channels(self._grip_channels(request, policy))
         instruct.set_hold_stream()
         instruct.set_keep_alive(KEEP_ALIVE, int(grip_settings.STREAM_KEEP_ALIVE), "interval")

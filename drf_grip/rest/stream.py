@@ -1,28 +1,33 @@
-"""Next links for event streams: each one a single-use, expiring pointer.
+"""Next links for event streams: one link for every stream, each stream's state in its own
+``prev-id``.
 
 Pushpin fetches a stream's ``Grip-Link rel=next`` as a bare GET: no cookies, no
-Authorization, only ``Grip-Last``; it shares one fetch among all clients whose link has the
-same *path* (the query string is ignored), and it logs the link at INFO (Pushpin 1.36). So:
+Authorization, only ``Grip-Last`` (one per channel held with a prev-id), and it logs the
+link at INFO (Pushpin 1.36, handler/httpsession.cpp ``requestNextLink``). And it re-fetches
+every stream of a channel about 1 s after the channel's first subscription, and every stream
+whose publish did not follow its hold, through a limiter of 10 fetches a second that batches
+streams (up to 100 at a time) only when their link is the same (``updateLimiter``, keyed by
+the link). With a link per stream, 30 streams opened together on a fresh Pushpin queued a
+change up to 2.6 s. So:
 
+- every stream's link is the same bare path, ``/_grip/next/``; what tells streams apart is
+  ``Grip-Last`` for the channel ``drf.next``, held with a signed token as its prev-id and
+  never published to. Pushpin shares one fetch only among streams whose link path *and*
+  ``Grip-Last`` are the same (handler/handlerengine.cpp, "auto share"), and a client cannot
+  send ``Grip-Last`` through it (it strips ``Grip-*`` request headers): the link in the log
+  is worth nothing, and a replay of it carries no token;
 - the stream's subscriber GET (its headers, credentials included) is kept server-side, in
-  Django's cache under a random stream id; the link's path carries only that id and a
-  counter, signed;
-- each fetch moves the counter on, so a link copied from a log is worthless once the stream
-  has moved on, and a replay moves the stream on (the real client reconnects and resumes
-  with ``Last-Event-ID``);
+  Django's cache under a random stream id; the token carries only that id and a counter;
+- each fetch moves the counter on, so an old token finds nothing;
 - each fetch replays the subscriber's GET through the middleware and authentication, so a
   deleted token, a flushed session or a deactivated user ends the stream at the next change;
 - a stream lives ``NEXT_LINK_MAX_AGE`` seconds from when it opened, never extended.
 
 Anonymous subscribers of a shared URL are the exception: there is nothing of theirs to keep
 or revoke, and what they get is what anyone's GET of that URL gets. They share one *public*
-link per live URL (and per minute of opening), which never moves on. Pushpin re-fetches every
-stream of a channel about 1 s after the channel's first subscription through a limiter of
-10 fetches a second that batches streams only when their next link is the same
-(handler/httpsession.cpp, ``updateLimiter``; handlerengine.cpp ``updateSessions``): with a
-link each, 30 streams opened together on a fresh Pushpin queued a change up to 2.6 s.
-A public link's fetch learns what the stream has seen from ``Grip-Last``, and still needs it
-(a client's replay through Pushpin carries none).
+token per live URL (and per minute of opening), which never moves on, so Pushpin's shared
+fetch serves all of them that have seen the same version at once. A public fetch learns what
+the stream has seen from the live URL's ``Grip-Last``.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix
 
 from ..conf import grip_settings
+from ..protocol import Channel
 from .context import SHARED, RealtimeContext, RealtimePolicy
 from .render import RecordedRequest, carries_credentials, record, subscriber_get
 from .shared import tag_of
@@ -44,9 +50,17 @@ from .sse import EVENT_STREAM, format_event
 from .store import state_cache
 from .versions import SHARED_PREFIX
 
-__all__ = ["NEXT_LINK_PATH", "next_link_for", "serve_next_link", "end_of_stream"]
+__all__ = [
+    "NEXT_LINK_PATH",
+    "STREAM_CHANNEL",
+    "next_link_for",
+    "serve_next_link",
+    "end_of_stream",
+]
 
 NEXT_LINK_PATH = "_grip/next/"
+#: Held by every stream with its token as prev-id; nothing is ever published to it.
+STREAM_CHANNEL = "drf.next"
 _SALT = "drf_grip.next-link"
 _STATE = "drf_grip:stream:"
 #: The counter of a public link: it never moves on.
@@ -61,18 +75,26 @@ def end_of_stream(event: str) -> HttpResponse:
     return response
 
 
-def _link(sid: str, counter: int) -> str:
+def _signer() -> signing.Signer:
+    # "." rather than ":" between payload and signature: the token is then an HTTP token,
+    # sent unquoted as a prev-id and echoed unquoted in Grip-Last.
+    return signing.Signer(salt=_SALT, sep=".")
+
+
+def _link(sid: str, counter: int) -> tuple[str, Channel]:
     # No timestamp in the token (expiry is in the state): the same stream state and counter
-    # always make the same link, which a public link's sharing depends on.
-    token = signing.Signer(salt=_SALT).sign_object([sid, counter])
-    return f"{get_script_prefix()}{NEXT_LINK_PATH}{token}/"
+    # always make the same token, which a public token's sharing depends on.
+    token = _signer().sign_object([sid, counter])
+    return f"{get_script_prefix()}{NEXT_LINK_PATH}", Channel(STREAM_CHANNEL, token)
 
 
 #: Public links of streams opened within this many seconds of each other are the same.
 _PUBLIC_WINDOW = 60
 
 
-def _public_link(request: Any, channels: list[str], etag: str, versioned: bool) -> str:
+def _public_link(
+    request: Any, channels: list[str], etag: str, versioned: bool
+) -> tuple[str, Channel]:
     """The link every anonymous stream of this live URL opened in this window shares; its
     state is kept once, by the first of them (``add``)."""
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
@@ -87,7 +109,6 @@ def _public_link(request: Any, channels: list[str], etag: str, versioned: bool) 
         "user": None,
         "etag": etag,
         "exp": expires,
-        "last": versioned,
         "channel": channels[0],  # the live URL's, whose versions name ETags
     }
     state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
@@ -114,8 +135,9 @@ def next_link_for(
     etag: str,
     versioned: bool = False,
     policy: RealtimePolicy | None = None,
-) -> str:
-    """The next link of this stream: a new stream's first, or the next one of a fetch."""
+) -> tuple[str, Channel]:
+    """The next link of this stream and the channel to hold that carries its token: a new
+    stream's first, or the next one of a fetch."""
     if context is not None and context.role == "next-link":
         state = context.state
         return _link(state["sid"], state["n"])
@@ -131,9 +153,6 @@ def next_link_for(
         "user": str(user.pk) if user is not None and user.is_authenticated else None,
         "etag": etag,
         "exp": time.time() + max_age,
-        # Held with a prev-id on every channel: the proxy's own fetches then carry
-        # Grip-Last, which a client cannot send through Pushpin (it strips Grip-* headers).
-        "last": versioned,
     }
     state_cache().set(_STATE + state["sid"], state, max_age)
     return _link(state["sid"], 0)
@@ -141,7 +160,7 @@ def next_link_for(
 
 def _load(token: str) -> tuple[str, int] | None:
     try:
-        payload = signing.Signer(salt=_SALT).unsign_object(token)
+        payload = _signer().unsign_object(token)
     except signing.BadSignature:
         return None
     if (
@@ -154,13 +173,17 @@ def _load(token: str) -> tuple[str, int] | None:
     return None
 
 
-def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
+def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Answer Pushpin's next-link fetch with the next event for that stream, if any."""
     grip = getattr(request, "grip", None)
     if grip is None or not grip.proxied:
         return HttpResponse(
             "Next links are for the GRIP proxy.\n", status=403, content_type="text/plain"
         )
+    # Only the proxy sends Grip-Last. Anything after the path is from a link of an older
+    # version (its token was in the path) or made up: the stream ends, and its client
+    # reconnects with Last-Event-ID.
+    token = grip.last.get(STREAM_CHANNEL, "") if not rest else ""
     loaded = _load(token)
     if loaded is None:
         return end_of_stream("error")
@@ -169,9 +192,6 @@ def serve_next_link(request: HttpRequest, token: str) -> HttpResponse:
     state = cache.get(_STATE + sid)
     if not isinstance(state, dict) or state.get("n") != counter or state["exp"] <= time.time():
         # Moved on (a replayed or stale link), expired or unknown: nothing for this link.
-        return end_of_stream("error")
-    if state.get("last") and not grip.last:
-        # Not the proxy's own fetch: a client replaying a link (from a log) through it.
         return end_of_stream("error")
     public = counter == _PUBLIC
     remaining = max(1, int(state["exp"] - time.time()))

@@ -235,13 +235,18 @@ def test_a_next_link_from_the_log_yields_nothing(grip_pushpin, streams) -> None:
     note.save()
     assert "changed" in events.next(WITHIN).data
     settle()
-    # Pushpin logs every next link it fetched; an attacker replays them without credentials.
+    # Pushpin logs every next link it fetched, with its Grip-Last (``#channel=last-id``);
+    # an attacker replays them without credentials, copying the Grip-Last too.
     log = grip_pushpin.log_tail(lines=100000)
-    links = set(re.findall(r"/_grip/next/[^/\s]+/", log))
-    assert links, "Pushpin logged no next link"
-    for link in links:
-        replay = httpx.get(grip_pushpin.url + link, timeout=10)
-        assert "alice" not in replay.text
+    fetches = re.findall(r"GET \S+?://[^/\s]+(/_grip/next/\S*) .*?((?: #\S+=\S+)+)", log)
+    assert fetches, "Pushpin logged no next link"
+    for link, lasts in set(fetches):
+        last = ", ".join(
+            f"{name}; last-id={value}" for name, value in re.findall(r"#(\S+?)=(\S+)", lasts)
+        )
+        for headers in ({}, {"Grip-Last": last}):
+            replay = httpx.get(grip_pushpin.url + link, headers=headers, timeout=10)
+            assert "alice" not in replay.text
 
 
 # -- pushed bodies equal fresh GETs -----------------------------------------------------------
