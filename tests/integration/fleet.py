@@ -428,7 +428,11 @@ async def converge(
         if took >= worst:
             worst, slowest = took, sub.describe()
         if took > within:
-            late.append(f"{sub.describe()}: {took:.3f}s")
+            steps = ", ".join(f"{t - since:+.2f}s {e}" for t, e in sub.history[-4:])
+            late.append(
+                f"{sub.describe()}: {took:.3f}s (last ones after the last commit: {steps}; "
+                f"its connection started {sub.attempt_started - since:+.2f}s)"
+            )
     basis = "the proxies' return or the client's reconnection" if from_reconnect else "the last commit"
     return Convergence(len(subs), since, worst, late, wrong, slowest, basis)
 

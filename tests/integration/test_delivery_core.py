@@ -227,7 +227,6 @@ def test_a_next_link_from_the_log_yields_nothing(grip_pushpin, streams) -> None:
     alice = token_for("alice")
     user = Token.objects.get(key=alice["Authorization"].split()[1]).user
     note = user.note_set.create(text="alice's")
-    mark = grip_pushpin.mark()
     events = stream(grip_pushpin, "/api/notes/", names.list_channel(type(note)), alice)
     streams.append(events)
     events.next(WITHIN)
