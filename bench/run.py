@@ -238,7 +238,12 @@ class EventStream(Watcher):
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         head = await reader.readuntil(b"\r\n\r\n")
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            raise RuntimeError(head.split(b"\r\n", 1)[0].decode("latin-1"))
+            try:
+                body = await asyncio.wait_for(reader.read(300), 2)
+            except (asyncio.TimeoutError, OSError):
+                body = b""
+            status = head.split(b"\r\n", 1)[0].decode("latin-1")
+            raise RuntimeError(f"{self.path}: {status}: {body.decode('latin-1')!r}")
         seen = b""
         while b"data" not in seen:
             chunk = await reader.read(65536)
