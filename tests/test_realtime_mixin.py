@@ -136,24 +136,41 @@ def _link_of(response) -> str:
     return response["Grip-Link"].split(">")[0].lstrip("<")
 
 
-def test_every_stream_has_the_same_next_link(todos, django_user_model):
+def test_streams_of_one_subscriber_share_a_next_link_and_two_users_never_do(
+    todos, django_user_model
+):
     """Pushpin re-fetches every stream of a channel about 1 s after its first subscription
     through a limiter of 10 fetches a second that batches streams only when their next link
     is the same (rest/stream.py): with a link each, 30 streams of 30 URLs opened together on
-    a fresh Pushpin got a change up to 2.7 s late. Their tokens tell them apart."""
-    user = django_user_model.objects.create_user("ann")
-    signed_in = ProxiedClient()
-    signed_in.force_authenticate(user)
+    a fresh Pushpin got a change up to 2.7 s late. Their tokens tell them apart; a user's
+    links are the user's own (DESIGN.md §3)."""
     sse = {"HTTP_ACCEPT": "text/event-stream"}
-    responses = [
+
+    def signed_in(name: str) -> ProxiedClient:
+        client = ProxiedClient()
+        client.force_authenticate(django_user_model.objects.create_user(name))
+        return client
+
+    anonymous = [
         ProxiedClient().get("/api/todos/", **sse),
         ProxiedClient().get("/api/todos/?done=true", **sse),
         ProxiedClient().get(f"/api/todos/{todos[0].pk}/", **sse),
-        signed_in.get("/api/shared-todos/", **sse),
         ProxiedClient().get("/api/shared-todos/?search=a", **sse),
     ]
-    assert len({_link_of(r) for r in responses}) == 1
-    assert len({_token_of(r) for r in responses}) == len(responses)
+    ann, bob = signed_in("ann"), signed_in("bob")
+    anns = [ann.get("/api/shared-todos/", **sse), ann.get("/api/todos/?done=true", **sse)]
+    bobs = [bob.get("/api/shared-todos/", **sse)]
+    assert len({_link_of(r) for r in anonymous}) == 1
+    assert len({_link_of(r) for r in anns}) == 1
+    assert len({_link_of(anonymous[0]), _link_of(anns[0]), _link_of(bobs[0])}) == 3
+    assert _link_of(anns[0]).rstrip("/").rsplit("/", 1)[1] != str(ann.handler._force_user.pk)
+    every = anonymous + anns + bobs
+    assert len({_token_of(r) for r in every}) == len(every)
+    # A user's token fetched through another user's link (or the anonymous one) ends it.
+    for link in (_link_of(bobs[0]), _link_of(anonymous[0])):
+        crossed = ProxiedClient().get(link, **_last_of(anns[0]))
+        assert crossed.content.startswith(b"event: error")
+    assert ProxiedClient().get(_link_of(anns[0]), **_last_of(anns[0])).status_code == 200
 
 
 def test_anonymous_streams_of_a_shared_url_share_one_token(todos, django_user_model):

@@ -10,9 +10,10 @@ streams (up to 100 at a time) only when their link is the same (``updateLimiter`
 the link). With a link per stream, 30 streams opened together on a fresh Pushpin queued a
 change up to 2.6 s. So:
 
-- every stream's link is the same bare path, ``/_grip/next/``; what tells streams apart is
-  ``Grip-Last`` for the channel ``drf.next``, held with a signed token as its prev-id and
-  never published to. Pushpin shares one fetch only among streams whose link path *and*
+- every stream of one subscriber has the same link: ``/_grip/next/`` for anonymous ones,
+  ``/_grip/next/<user>/`` (a keyed hash of the user's pk) for a signed-in user's, so two
+  users never share a link; what tells streams apart is ``Grip-Last`` for the channel
+  ``drf.next``, held with a signed token as its prev-id and never published to. Pushpin shares one fetch only among streams whose link path *and*
   ``Grip-Last`` are the same (handler/handlerengine.cpp, "auto share"), and a client cannot
   send ``Grip-Last`` through it (it strips ``Grip-*`` request headers): the link in the log
   is worth nothing, and a replay of it carries no token;
@@ -38,6 +39,7 @@ import time
 from typing import Any
 
 from django.core import signing
+from django.utils.crypto import salted_hmac
 from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix
 
@@ -81,11 +83,20 @@ def _signer() -> signing.Signer:
     return signing.Signer(salt=_SALT, sep=".")
 
 
-def _link(sid: str, counter: int) -> tuple[str, Channel]:
+def _user_part(user: str | None) -> str:
+    """The path part of a signed-in user's links: a keyed hash, so a log shows no pk."""
+    if user is None:
+        return ""
+    return salted_hmac(_SALT, user, algorithm="sha256").hexdigest()[:20]
+
+
+def _link(sid: str, counter: int, user: str | None) -> tuple[str, Channel]:
     # No timestamp in the token (expiry is in the state): the same stream state and counter
     # always make the same token, which a public token's sharing depends on.
     token = _signer().sign_object([sid, counter])
-    return f"{get_script_prefix()}{NEXT_LINK_PATH}", Channel(STREAM_CHANNEL, token)
+    part = _user_part(user)
+    path = f"{get_script_prefix()}{NEXT_LINK_PATH}{part + '/' if part else ''}"
+    return path, Channel(STREAM_CHANNEL, token)
 
 
 #: Public links of streams opened within this many seconds of each other are the same.
@@ -112,7 +123,7 @@ def _public_link(
         "channel": channels[0],  # the live URL's, whose versions name ETags
     }
     state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
-    return _link(sid, _PUBLIC)
+    return _link(sid, _PUBLIC, None)
 
 
 def _is_public(request: Any, policy: RealtimePolicy) -> bool:
@@ -140,7 +151,7 @@ def next_link_for(
     stream's first, or the next one of a fetch."""
     if context is not None and context.role == "next-link":
         state = context.state
-        return _link(state["sid"], state["n"])
+        return _link(state["sid"], state["n"], state["user"])
     if policy is not None and _is_public(request, policy):
         return _public_link(request, policy.channels, etag, versioned)
     django_request = getattr(request, "_request", request)
@@ -155,7 +166,7 @@ def next_link_for(
         "exp": time.time() + max_age,
     }
     state_cache().set(_STATE + state["sid"], state, max_age)
-    return _link(state["sid"], 0)
+    return _link(state["sid"], 0, state["user"])
 
 
 def _load(token: str) -> tuple[str, int] | None:
@@ -180,11 +191,8 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
         return HttpResponse(
             "Next links are for the GRIP proxy.\n", status=403, content_type="text/plain"
         )
-    # Only the proxy sends Grip-Last. Anything after the path is from a link of an older
-    # version (its token was in the path) or made up: the stream ends, and its client
-    # reconnects with Last-Event-ID.
-    token = grip.last.get(STREAM_CHANNEL, "") if not rest else ""
-    loaded = _load(token)
+    # Only the proxy sends Grip-Last.
+    loaded = _load(grip.last.get(STREAM_CHANNEL, ""))
     if loaded is None:
         return end_of_stream("error")
     sid, counter = loaded
@@ -192,6 +200,10 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
     state = cache.get(_STATE + sid)
     if not isinstance(state, dict) or state.get("n") != counter or state["exp"] <= time.time():
         # Moved on (a replayed or stale link), expired or unknown: nothing for this link.
+        return end_of_stream("error")
+    if rest != _user_part(state["user"]):
+        # Not this stream's link: one of an older version (its token was in the path) or
+        # made up. The stream ends; its client reconnects with Last-Event-ID.
         return end_of_stream("error")
     public = counter == _PUBLIC
     remaining = max(1, int(state["exp"] - time.time()))
