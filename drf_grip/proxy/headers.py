@@ -44,7 +44,8 @@ def loggable_target(path: str, query: bytes | str = b"") -> str:
     nor path segments that look like tokens."""
     if isinstance(query, bytes):
         query = query.decode("latin-1")
-    # A long opaque path segment is a token (next links carry a signed one in their path).
+    # A long opaque path segment is a token (a next link's user part, or a token in the path
+    # of links made by an older drf-grip or another origin).
     path = _TOKEN_SEGMENT.sub("*", path)
     if not query:
         return path

@@ -1,5 +1,5 @@
-"""Next links for event streams: one link for every stream, each stream's state in its own
-``prev-id``.
+"""Next links for event streams: one link per subscriber, each stream's state in the
+``prev-id`` of a channel of its own.
 
 Pushpin fetches a stream's ``Grip-Link rel=next`` as a bare GET: no cookies, no
 Authorization, only ``Grip-Last`` (one per channel held with a prev-id), and it logs the
@@ -13,10 +13,11 @@ change up to 2.6 s. So:
 - every stream of one subscriber has the same link: ``/_grip/next/`` for anonymous ones,
   ``/_grip/next/<user>/`` (a keyed hash of the user's pk) for a signed-in user's, so two
   users never share a link; what tells streams apart is ``Grip-Last`` for the channel
-  ``drf.next``, held with a signed token as its prev-id and never published to. Pushpin shares one fetch only among streams whose link path *and*
-  ``Grip-Last`` are the same (handler/handlerengine.cpp, "auto share"), and a client cannot
-  send ``Grip-Last`` through it (it strips ``Grip-*`` request headers): the link in the log
-  is worth nothing, and a replay of it carries no token;
+  ``drf.next``, held with a signed token as its prev-id and never published to. Pushpin
+  shares one fetch only among streams whose link path *and* ``Grip-Last`` are the same
+  (handler/handlerengine.cpp, "auto share"), and a client cannot send ``Grip-Last`` through
+  it (it strips ``Grip-*`` request headers): the link in the log is worth nothing, and a
+  replay of it carries no token;
 - the stream's subscriber GET (its headers, credentials included) is kept server-side, in
   Django's cache under a random stream id; the token carries only that id and a counter;
 - each fetch moves the counter on, so an old token finds nothing;
@@ -106,7 +107,7 @@ _PUBLIC_WINDOW = 60
 def _public_link(
     request: Any, channels: list[str], etag: str, versioned: bool
 ) -> tuple[str, Channel]:
-    """The link every anonymous stream of this live URL opened in this window shares; its
+    """The token every anonymous stream of this live URL opened in this window shares; its
     state is kept once, by the first of them (``add``)."""
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
     expires = -(-(time.time() + max_age) // _PUBLIC_WINDOW) * _PUBLIC_WINDOW
