@@ -182,3 +182,36 @@ def test_a_recent_older_render_is_still_sent_as_the_link_pushpin_waits_for() -> 
     current = _live_item("drf.url.a", shared.read_version("drf.url.a"))
     assert shared.live_item_as_sent(current) is current
     cache.clear()
+
+
+def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_exists(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway connection that subscribed a moment ago also gets each render on its own
+    channel (shared._to_fresh_subscribers), which nothing orders. Seen in CI: such a
+    subscriber received an older render 2.3 s after the last commit, after the newer one.
+    A copy still queued (or retried after an outage) when a newer render exists is not
+    sent; the newer render reaches the connection itself."""
+    from drf_grip.grip.publish_hooks import as_sent
+    from drf_grip.rest.gateway import connections
+
+    copies: list[dict[str, Any]] = []
+
+    def to_connection(channel: str, formats: dict[str, Any], id: str | None = None,
+                      prev_id: str | None = None) -> None:
+        copies.append({"channel": channel, "formats": formats, "id": id})
+
+    monkeypatch.setattr(connections, "publish", to_connection)
+    connections.fresh_subscribers(ENTRY["channel"]).add("conn-1", {})
+    bodies = iter([_rendered(b'{"v": "old"}', "old"), _rendered(b'{"v": "new"}', "new")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+
+    shared.publish_live_url(ENTRY)
+    [older] = copies
+    assert as_sent(older) == older  # current: sent as it is
+    shared.publish_live_url(ENTRY)  # a newer render, made while the older copy waited
+    assert len(copies) == 2 and as_sent(copies[1]) == copies[1]
+    assert as_sent(older) is None
+    # Other items of connection channels are not judged by live URLs' versions.
+    other = {"channel": "drf.ws.conn-1", "id": "7.abc", "formats": {"ws-message": {"content": "{}"}}}
+    assert as_sent(other) == other

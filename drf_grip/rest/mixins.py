@@ -12,6 +12,7 @@ hook and both sides follow.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -41,6 +42,9 @@ __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse
 
 _WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,9})\"?\s*(?:$|[,;])", re.IGNORECASE)
 _WRITES = frozenset({"PUT", "PATCH", "DELETE"})
+
+
+logger = logging.getLogger("drf_grip.subscribe")
 
 
 def parse_prefer_wait(header: str | None) -> int | None:
@@ -502,11 +506,19 @@ class _RealtimeBase:
         from .shared import first_version
 
         channel = policy.channels[0]
-        if policy.versions.get(channel) is None:
+        held = policy.versions.get(channel)
+        if held is None:
             _content, etag = self.render_representation(response)
             version = first_version(channel, etag)
             if version is not None:
                 policy.versions[channel] = version
+        if logger.isEnabledFor(logging.DEBUG):
+            _content, etag = self.render_representation(response)
+            logger.debug(
+                "live URL %s (%s) %s at %s (held with %s), rendered %s",
+                channel, self.request.path, getattr(context_of(self.request), "role", "client"),
+                held, policy.versions.get(channel), etag,
+            )
 
     def is_event_stream(self, request) -> bool:
         renderer = getattr(request, "accepted_renderer", None)

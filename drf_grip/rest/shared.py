@@ -280,17 +280,40 @@ _SEQUENCE_WINDOW = 3.0
 _URL_CHANNELS = "drf.url."
 
 
-def _overtaken_version(item: dict[str, Any]) -> str | None:
-    """A live URL's item whose channel has a newer version (a newer render was published,
-    by this process or another): that version, else None."""
+#: Joins a live URL's version and channel in the id of its copy for a fresh subscriber.
+_COPY_OF = "@"
+
+
+def _copy_id(channel: str, version: str) -> str:
+    # Channel first: a gateway re-render's id starts with its ticket (gateway.rerender).
+    return f"{channel}{_COPY_OF}{version}"
+
+
+def _version_and_channel(item: dict[str, Any]) -> tuple[str, str] | None:
+    """The live URL's version and channel an item carries a render of: its own id and
+    channel, or, for a copy sent to a fresh gateway subscriber's connection channel, the
+    ones its id names (``_copy_id``)."""
     item_id = item.get("id")
     if item_id is None or "ws-message" not in (item.get("formats") or {}):
         return None
     channel = channel_name(item)
-    if not channel.startswith(_URL_CHANNELS):
+    if channel.startswith(_URL_CHANNELS):
+        return str(item_id), channel
+    url_channel, sep, version = str(item_id).partition(_COPY_OF)
+    if sep and url_channel.startswith(_URL_CHANNELS):
+        return version, url_channel
+    return None
+
+
+def _overtaken_version(item: dict[str, Any]) -> str | None:
+    """An item carrying a live URL's render when that channel has a newer version (a newer
+    render was published, by this process or another): that version, else None."""
+    found = _version_and_channel(item)
+    if found is None:
         return None
+    version, channel = found
     current = read_version(channel)
-    return None if current is None or current == str(item_id) else current
+    return None if current is None or current == version else current
 
 
 def _recently_rendered(item: dict[str, Any]) -> bool:
@@ -317,6 +340,10 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
     arrive), and no WebSocket message. Overtaken long ago, it is not sent."""
     if _overtaken_version(item) is None:
         return item
+    if not channel_name(item).startswith(_URL_CHANNELS):
+        # A copy on a connection's own channel: nothing chains onto it, and nothing orders
+        # it against the newer render, which the connection gets anyway.
+        return None
     if not _recently_rendered(item):
         return None
     return {
@@ -328,14 +355,15 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
 def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -> None:
     """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers),
     while this render is still the channel's: these go straight to each connection's
-    channel, which nothing orders."""
+    channel, which nothing orders. Each copy's id names the render, so a copy still queued
+    (or retried) once a newer render was made is not sent (``live_item_as_sent``)."""
     from .gateway.connections import fresh_subscribers, send_to_connection
 
     entries = fresh_subscribers(channel).entries()
     if not entries or read_version(channel) != version:
         return
     for entry in entries:
-        send_to_connection(entry["k"], message)
+        send_to_connection(entry["k"], message, item_id=_copy_id(channel, version))
 
 
 def publish_live_url(entry: dict[str, Any]) -> None:
@@ -348,6 +376,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     ticket = take_ticket(channel)
     status, body, content_type, etag = render_live(recorded)
     if overtaken(channel, ticket):
+        _trace(channel, recorded, ticket, "overtaken by a later render")
         return
     if status == 200:
         etag = etag or ""
@@ -372,8 +401,11 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
     turn = _take_version(channel, ticket, tag)
     if turn is None:
-        return  # a later render was sent, or this representation did not change
+        # A later render was sent, or this representation did not change.
+        _trace(channel, recorded, ticket, f"not sent: {tag}")
+        return
     previous, version = turn
+    _trace(channel, recorded, ticket, f"sent {version} after {previous}")
     publish(channel, formats, id=version, prev_id=previous)
     _to_fresh_subscribers(channel, version, formats["ws-message"])
     if status in (404, 410):
@@ -381,6 +413,13 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+
+
+def _trace(channel: str, recorded: RecordedRequest, ticket: int, what: str) -> None:
+    """What became of a render (DEBUG): the channel and the path, never the query (a
+    filter's value may be private) nor any header."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("live URL %s (%s), render %d: %s", channel, recorded.path, ticket, what)
 
 
 def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str] | None:

@@ -49,6 +49,13 @@ MIDDLEWARE = [*MIDDLEWARE, "tests.integration.multiprocess_settings.origin_pid"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"drf_grip": {"handlers": ["console"], "level": "WARNING"}},
+    "formatters": {"when": {"format": "%(created).3f %(process)d %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "when"}},
+    "loggers": {
+        "drf_grip": {"handlers": ["console"], "level": "WARNING"},
+        # What each shared render and subscription decided: the soak's report quotes the
+        # lines of the clients it found late (test_soak._troubles).
+        "drf_grip.publish": {"level": "DEBUG"},
+        "drf_grip.subscribe": {"level": "DEBUG"},
+    },
 }
