@@ -327,3 +327,40 @@ def test_a_view_called_without_grip_middleware_behaves_as_a_direct_request(todos
     stream = view(factory.get("/api/todos/", HTTP_ACCEPT="text/event-stream"))
     assert stream.status_code == 200 and stream["Content-Type"].startswith("text/event-stream")
     assert f"id: {etag}".encode() in stream.content and "Grip-Hold" not in stream
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_back_after_a_proxy_outage_gets_what_the_proxy_missed():
+    """Seen in the restart soak: a long-poll of a shared list came back, once the proxy
+    was up again, with the ETag of the last render the proxy had confirmed, and was held
+    with it, without a render, although renders made during the outage had moved on. The
+    retried publish reached the restarted proxy before the hold, and the client kept the
+    old list for good. A client holds without a render only when its ETag names the
+    channel's current version."""
+    from django.core.cache import cache
+
+    class Outage(RecordingSink):
+        down = False
+
+        def publish_items(self, items):
+            if self.down:
+                raise ConnectionError("the proxy is down")
+            super().publish_items(items)
+
+    cache.clear()
+    with Outage() as proxy:
+        Todo.objects.create(title="first")
+        client = ProxiedClient()
+        first = client.get("/api/shared-todos/")["ETag"]
+        assert client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=first).status_code == 304
+        Todo.objects.create(title="second")
+        [pushed] = [i for i in proxy.settle() if i["channel"].startswith("drf.url.")]
+        confirmed = pushed["formats"]["http-response"]["headers"]["ETag"]
+        assert client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=confirmed).status_code == 304
+        proxy.down = True
+        Todo.objects.create(title="third, while the proxy is down")
+        proxy.settle()
+        proxy.down = False
+        back = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=confirmed)
+        assert back.status_code == 200, back.status_code
+        assert b"third, while the proxy is down" in back.content

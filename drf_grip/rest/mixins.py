@@ -268,6 +268,7 @@ class _RealtimeBase:
                 # A shared channel's version names an ETag (shared.py); others are counters.
                 # The version as the publisher sets it, read before the render:
                 current = read_versions(policy.channels[:1])
+                self._realtime_version = current[policy.channels[0]]
                 policy.versions = (
                     {**current, **ensure_versions(policy.channels[1:])}
                     if following
@@ -311,7 +312,10 @@ class _RealtimeBase:
         from .shared import tag_of
 
         header = request.META.get("HTTP_IF_NONE_MATCH")
-        version = policy.versions.get(policy.channels[0])
+        # The version as the publisher last set it, not the one a proxy last confirmed
+        # (``policy.versions``): after an outage the renders the proxy missed are newer, and
+        # a client held at the confirmed ETag kept the old body for good (the restart soak).
+        version = getattr(self, "_realtime_version", None)
         if request.method != "GET" or not header or not version or self.is_event_stream(request):
             return
         etag = f'"{tag_of(version)}"'
@@ -516,7 +520,7 @@ class _RealtimeBase:
             _content, etag = self.render_representation(response)
             logger.debug(
                 "live URL %s (%s) %s at %s (held with %s), rendered %s",
-                channel, self.request.path, getattr(context_of(self.request), "role", "client"),
+                channel, self._live_url().relative, getattr(context_of(self.request), "role", "client"),
                 held, policy.versions.get(channel), etag,
             )
 

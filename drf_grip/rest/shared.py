@@ -376,7 +376,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     ticket = take_ticket(channel)
     status, body, content_type, etag = render_live(recorded)
     if overtaken(channel, ticket):
-        _trace(channel, recorded, ticket, "overtaken by a later render")
+        _trace(channel, url, ticket, "overtaken by a later render")
         return
     if status == 200:
         etag = etag or ""
@@ -402,10 +402,10 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     turn = _take_version(channel, ticket, tag)
     if turn is None:
         # A later render was sent, or this representation did not change.
-        _trace(channel, recorded, ticket, f"not sent: {tag}")
+        _trace(channel, url, ticket, f"not sent: {tag}")
         return
     previous, version = turn
-    _trace(channel, recorded, ticket, f"sent {version} after {previous}")
+    _trace(channel, url, ticket, f"sent {version} after {previous}")
     publish(channel, formats, id=version, prev_id=previous)
     _to_fresh_subscribers(channel, version, formats["ws-message"])
     if status in (404, 410):
@@ -415,11 +415,11 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
 
 
-def _trace(channel: str, recorded: RecordedRequest, ticket: int, what: str) -> None:
-    """What became of a render (DEBUG): the channel and the path, never the query (a
-    filter's value may be private) nor any header."""
+def _trace(channel: str, url: str, ticket: int, what: str) -> None:
+    """What became of a render (DEBUG): the channel and the live URL (path and the query
+    parameters its view reads, no credentials: ``live_url``), never a header."""
     if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("live URL %s (%s), render %d: %s", channel, recorded.path, ticket, what)
+        logger.debug("live URL %s (%s), render %d: %s", channel, url, ticket, what)
 
 
 def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str] | None:

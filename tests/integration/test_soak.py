@@ -174,7 +174,7 @@ async def _soak(deployment: Deployment, chosen: Size, restart: bool) -> str:
 def _troubles(deployment: Deployment, writers: list[Writer], failures: list[str]) -> str:
     """What the writers and the workers logged about the failing subscriptions' paths (each
     shared render's and subscription's decision: multiprocess_settings), and any error."""
-    paths = {f"({line.split()[1].split('?')[0]})" for line in failures[:5]}
+    paths = {f"({_live_relative(line.split()[1])})" for line in failures[:5]}
     lines = [f"writer {w.plan['rng']}: {line}" for w in writers for line in w.output]
     log = deployment.workers.log
     if log.exists():
@@ -186,6 +186,15 @@ def _troubles(deployment: Deployment, writers: list[Writer], failures: list[str]
     ]
     picked.sort(key=_logged_at)
     return "" if not failures or not picked else "\nlogged:\n" + "\n".join(picked[-80:])
+
+
+def _live_relative(url: str) -> str:
+    """A client's URL as the log names its live URL: the query sorted (shared.live_url)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    parts = urlsplit(url)
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return f"{parts.path}?{query}" if query else parts.path
 
 
 def _logged_at(line: str) -> float:
