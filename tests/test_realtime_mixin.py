@@ -364,3 +364,66 @@ def test_a_long_poll_back_after_a_proxy_outage_gets_what_the_proxy_missed():
         back = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=confirmed)
         assert back.status_code == 200, back.status_code
         assert b"third, while the proxy is down" in back.content
+
+
+def _pushed_bodies(items):
+    return [
+        i["formats"]["http-response"]["body"]
+        for i in items
+        if i["channel"].startswith("drf.url.") and "body" in i["formats"].get("http-response", {})
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_subscriber_that_rendered_a_state_no_publish_showed_gets_the_next_change():
+    """Seen in the soak: two writers toggled a todo in turn; the first writer's render
+    stepped aside for the second's, later one (tickets.py), and the second rendered what
+    the channel's version already named, so nothing was published. A stream that rendered
+    the todo in between kept ``done: true`` for good. Here the first change is made
+    without publishing (``QuerySet.update``), which leaves the same state: the channel's
+    version names A, a subscriber renders and holds B, the next change goes back to A."""
+    from django.core.cache import cache
+
+    cache.clear()
+    todo = Todo.objects.create(title="toggled", done=False)
+    url = f"/api/shared-todos/{todo.pk}/"
+    with RecordingSink() as proxy:
+        watcher = ProxiedClient()
+        first = watcher.get(url)["ETag"]
+        assert watcher.get(url, HTTP_IF_NONE_MATCH=first).status_code == 304  # version: A
+        Todo.objects.filter(pk=todo.pk).update(done=True)  # B, with nothing published
+        late = ProxiedClient()
+        held = late.get(url, HTTP_IF_NONE_MATCH='"an older one"')
+        assert held.status_code == 200 and held.json()["done"] is True
+        assert late.get(url, HTTP_IF_NONE_MATCH=held["ETag"]).status_code == 304  # holds B
+        proxy.settle()
+        todo.done = False
+        todo.save()  # back to A: the channel's version names it, but a subscriber holds B
+        bodies = _pushed_bodies(proxy.settle())
+    assert bodies and '"done":false' in bodies[-1].replace(" ", ""), bodies
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_client_back_after_its_url_went_unwatched_gets_what_changed_meanwhile():
+    """A live URL's listing lapses when nobody holds it (LIVE_URL_TIMEOUT); changes made
+    then render nothing for it, so its channel's version names older data. A client that
+    comes back with the ETag of that version must not be held without a render."""
+    from django.core.cache import cache
+
+    from drf_grip.rest import shared
+
+    cache.clear()
+    todo = Todo.objects.create(title="before", done=False)
+    url = f"/api/shared-todos/{todo.pk}/"
+    with RecordingSink() as proxy:
+        client = ProxiedClient()
+        etag = client.get(url)["ETag"]
+        assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+        for table in shared._tables("testapp.todo", todo.pk):  # the listing lapses
+            for entry in table.entries():
+                table.remove(entry["k"])
+        todo.title = "changed while nobody watched"
+        todo.save()
+        proxy.settle()
+        back = client.get(url, HTTP_IF_NONE_MATCH=etag)
+    assert back.status_code == 200 and back.json()["title"] == "changed while nobody watched"

@@ -30,6 +30,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, make_etag
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
+from .store import KEPT
 from .versions import (
     counters_and_hold_versions,
     ensure_versions,
@@ -248,6 +249,7 @@ class _RealtimeBase:
             view=view_path(type(self)),
             url=self._live_url().relative if delivery == SHARED else None,
         )
+        listed = None
         if self._subscribes(request):
             from .policies import record_policy
 
@@ -257,7 +259,8 @@ class _RealtimeBase:
                 # committed from here on renders this URL.
                 from .shared import list_live_url
 
-                if not list_live_url(request, self, self._live_url()):
+                listed = list_live_url(request, self, self._live_url())
+                if listed is None:
                     policy = self._overflow_policy(policy, model)
             # Versions are read BEFORE computing the representation: a commit in between
             # then shows up as a prev-id mismatch and the proxy re-requests at once.
@@ -268,7 +271,7 @@ class _RealtimeBase:
                 # A shared channel's version names an ETag (shared.py); others are counters.
                 # The version as the publisher sets it, read before the render:
                 current = read_versions(policy.channels[:1])
-                self._realtime_version = current[policy.channels[0]]
+                self._realtime_read = current[policy.channels[0]]
                 policy.versions = (
                     {**current, **ensure_versions(policy.channels[1:])}
                     if following
@@ -298,10 +301,16 @@ class _RealtimeBase:
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy
-        elif policy.delivery == SHARED:
+        elif policy.delivery == SHARED and listed == KEPT:
+            # A listing that lapsed (ADDED) had no publisher keep its version current.
             self._hold_if_current(request, policy)
         elif policy.delivery == PRIVATE and self._subscribes(request):
             self._hold_if_unchanged(request, policy)
+        read = getattr(self, "_realtime_read", None)
+        if policy.delivery == SHARED and read is not None:
+            from .shared import mark_rendering
+
+            mark_rendering(policy.channels[0], read)
 
     def _hold_if_current(self, request: Request, policy: RealtimePolicy) -> None:
         """A shared channel's version names the ETag last pushed to it: a client that comes
@@ -315,7 +324,7 @@ class _RealtimeBase:
         # The version as the publisher last set it, not the one a proxy last confirmed
         # (``policy.versions``): after an outage the renders the proxy missed are newer, and
         # a client held at the confirmed ETag kept the old body for good (the restart soak).
-        version = getattr(self, "_realtime_version", None)
+        version = getattr(self, "_realtime_read", None)
         if request.method != "GET" or not header or not version or self.is_event_stream(request):
             return
         etag = f'"{tag_of(version)}"'
@@ -504,18 +513,20 @@ class _RealtimeBase:
     def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
         """A shared channel's version names the ETag its subscribers hold, so the publisher
         skips a render that did not change (an unchanged page 2). Only the publisher moves
-        it; a subscriber gives a channel its first one (``add``: never overwrites) and, when
-        it did, holds with it as prev-id: it names this very render, so the hold is
-        versioned from the first subscriber on (public next links need that, stream.py)."""
+        it; a subscriber gives a channel its first one (``add``: never overwrites) and
+        holds with it as prev-id: it names this very render, so the hold is versioned from
+        the first subscriber on (public next links need that, stream.py). A read that does
+        not subscribe names nothing: no publisher renders a URL nobody listed, so the
+        version would soon name old data."""
         from .shared import first_version
 
+        if not self._subscribes(self.request):
+            return
         channel = policy.channels[0]
         held = policy.versions.get(channel)
         if held is None:
             _content, etag = self.render_representation(response)
-            version = first_version(channel, etag)
-            if version is not None:
-                policy.versions[channel] = version
+            policy.versions[channel] = first_version(channel, etag)
         if logger.isEnabledFor(logging.DEBUG):
             _content, etag = self.render_representation(response)
             logger.debug(

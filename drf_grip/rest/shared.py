@@ -152,22 +152,28 @@ def _tables(label: str, pk: Any) -> list[SlotIndex]:
     return [_object_table(label, pk), _detail_table(label)]
 
 
-def list_live_url(request: Any, view: Any, url: LiveUrl) -> bool:
-    """List this request's live URL; False when its model's index is full (overflow)."""
+def list_live_url(request: Any, view: Any, url: LiveUrl) -> str | None:
+    """List this request's live URL: ``store.ADDED`` when it was not listed (new, or its
+    listing lapsed: its channel's version may then be older than the data, nobody having
+    rendered it meanwhile), ``store.KEPT``, or None when its index is full (overflow)."""
     model = view.get_realtime_model()
     label = model._meta.label_lower
     pk = _detail_pk(view, model)
     recorded = record(request._request, credentials=False, query=url.query)
     recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
     entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
+    listed = None
     for position, table in enumerate(_tables(label, pk)):
-        if not table.renew(url.key, entry, _recent.setdefault(table.name, {})):
-            if position == 0:
-                return False
+        done = table.renew(url.key, entry, _recent.setdefault(table.name, {}))
+        if position == 0:
+            if done is None:
+                return None
+            listed = done
+        elif done is None:
             # The model-wide detail index only serves changes that name no objects; past
             # its cap those reach the URL through the bulk channel it also holds on.
             mark_overflow(model, "bulk")
-    return True
+    return listed
 
 
 def _detail_pk(view: Any, model: type[models.Model]) -> Any:
@@ -206,11 +212,27 @@ def rendered_at(version: str) -> float | None:
         return None
 
 
-def first_version(channel: str, etag: str) -> str | None:
-    """Give a live URL's channel its first version, naming ``etag``; returns it, or None
-    when the channel had one already (the publisher's, maybe newer than this render)."""
-    version = _new_version(etag.strip('"'))
-    return version if add_version(channel, version) else None
+def first_version(channel: str, etag: str) -> str:
+    """The prev-id for a subscriber that read no version of ``channel`` and rendered
+    ``etag``: a first version naming it, given to the channel when it still has none.
+
+    Otherwise a publisher named one since, from a render that may be older or newer than
+    this one. Naming the same ETag, that version. Else the subscriber's render is marked
+    (``mark_rendering``: the next render is sent even if it equals that version), and the
+    hold takes the version made here, which no proxy has seen: a proxy that saw the
+    publisher's re-requests it at once (Pushpin: a hold's prev-id that differs from the
+    channel's last id, ../PUSHPIN.md)."""
+    tag = etag.strip('"')
+    version = _new_version(tag)
+    if add_version(channel, version):
+        return version
+    current = read_version(channel)
+    if current is None:
+        return version
+    if _names(current, tag):
+        return current
+    mark_rendering(channel, current)
+    return version
 
 
 def tag_of(version: str) -> str:
@@ -220,6 +242,27 @@ def tag_of(version: str) -> str:
 
 def _names(version: str | None, tag: str) -> bool:
     return version is not None and tag_of(version) == tag
+
+
+def _rendering_key(channel: str, version: str) -> str:
+    return f"drf_grip:rendering:{channel}:{version}"
+
+
+def mark_rendering(channel: str, version: str) -> None:
+    """A subscriber read ``version`` of a shared channel and now renders the URL itself.
+
+    Its render may be of data that no published render showed: two writers commit in turn,
+    the first one's render steps aside for the second's (``tickets``), and the second
+    renders what ``version`` names again; the subscriber that rendered in between would
+    keep the middle state while the publisher saw nothing to send (the soak: a stream of
+    ``/api/shared-todos/22/`` kept ``done: true``). Marked *before* the render, so a
+    publisher deciding later never skips a render as unchanged while the channel is still
+    at that version (``_take_version``)."""
+    state_cache().set(_rendering_key(channel, version), 1, live_timeout())
+
+
+def _rendered_by_subscribers(channel: str, version: str) -> bool:
+    return state_cache().get(_rendering_key(channel, version)) is not None
 
 
 def render_live(recorded: RecordedRequest) -> tuple[int, bytes, str, str | None]:
@@ -425,13 +468,14 @@ def _trace(channel: str, url: str, ticket: int, what: str) -> None:
 def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str] | None:
     """The channel's next version for this render, ``(previous, new)``; None when a render
     that started later was already sent (this one is older: publishing it would move every
-    subscriber back) or when the channel already names this representation (its subscribers
-    sleep on). One step across processes (``tickets.exclusive``)."""
+    subscriber back) or when the channel already names this representation and no
+    subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
+    on. One step across processes (``tickets.exclusive``)."""
     with exclusive(channel):
         if sent_after(channel, ticket):
             return None
         previous = read_version(channel)
-        if _names(previous, tag):
+        if _names(previous, tag) and not _rendered_by_subscribers(channel, previous):
             return None
         version = _new_version(tag)
         set_version(channel, version)

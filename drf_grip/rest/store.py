@@ -26,7 +26,11 @@ from django.core.cache import caches
 
 from ..conf import grip_settings
 
-__all__ = ["SlotIndex", "state_cache", "per_process_state"]
+__all__ = ["ADDED", "KEPT", "SlotIndex", "state_cache", "per_process_state"]
+
+#: What :meth:`SlotIndex.renew` did: listed a key that was not listed (new, or it had
+#: expired), or kept one that was.
+ADDED, KEPT = "added", "kept"
 
 _PROBES = 12
 _FIRST_RING = 32
@@ -83,14 +87,16 @@ class SlotIndex:
 
     def add(self, key: str, entry: dict[str, Any]) -> bool:
         """List ``key`` (refreshing its expiry); False when every candidate slot is taken."""
-        return self._take(key, entry) is not None
+        return self._take(key, entry)[0] is not None
 
-    def _take(self, key: str, entry: dict[str, Any]) -> str | None:
-        """The slot ``key`` is listed in (taken now or before), or None when all are taken."""
+    def _take(self, key: str, entry: dict[str, Any]) -> tuple[str | None, bool]:
+        """The slot ``key`` is listed in (None when all are taken), and whether it was not
+        listed a moment before (taken now, by this process or another)."""
         slots = self._slots(key)
         found = self.cache.get_many(slots)
         value = {**entry, "k": key}
         taken = None
+        added = False
         for slot in slots:
             current = found.get(slot)
             if isinstance(current, dict) and current.get("k") == key:
@@ -101,6 +107,7 @@ class SlotIndex:
                 taken = slot
                 break
         if taken is None:
+            added = True
             for slot in slots:
                 if slot in found:
                     continue
@@ -113,12 +120,15 @@ class SlotIndex:
                     break
         if taken is not None:
             self._mark(taken)
-        return taken
+        return taken, added
 
-    def renew(self, key: str, entry: dict[str, Any], memo: dict[str, tuple[str, float]]) -> bool:
+    def renew(
+        self, key: str, entry: dict[str, Any], memo: dict[str, tuple[str, float]]
+    ) -> str | None:
         """:meth:`add`, remembering in ``memo`` (per process) which slot ``key`` took: the
         next call reads that one slot, and renews its expiry only every quarter of it. A slot
-        that expired or went to another key (after a flush) is found by reading it."""
+        that expired or went to another key (after a flush) is found by reading it.
+        :data:`KEPT` or :data:`ADDED`; None when every candidate slot is taken."""
         remembered = memo.get(key)
         now = time.monotonic()
         if remembered is not None:
@@ -129,15 +139,15 @@ class SlotIndex:
                     self.cache.touch(slot, self.timeout)
                     self._mark(slot)
                     memo[key] = (slot, now)
-                return True
+                return KEPT
             memo.pop(key, None)
         if len(memo) > 4 * self.capacity:
             memo.clear()  # keys that fell out of the index: start afresh, bounded
-        slot = self._take(key, entry)
+        slot, added = self._take(key, entry)
         if slot is None:
-            return False
+            return None
         memo[key] = (slot, now)
-        return True
+        return ADDED if added else KEPT
 
     def remove(self, key: str) -> None:
         slots = self._slots(key)
