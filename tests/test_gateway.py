@@ -557,3 +557,55 @@ def test_a_change_published_while_a_private_subscription_renders_reaches_it(monk
     if "b" not in titles:
         titles = [t["title"] for t in ws.receive_json()["data"]["results"]]
     assert titles == ["b"]
+
+
+def _subscribe_with_a_commit_after_the_check(monkeypatch, url: str) -> list[dict]:
+    """Subscribe to ``url`` while a todo is created (and published) right after the
+    gateway checked that its answer is current; every message the client then gets."""
+    from drf_grip.grip.publisher import get_publisher
+    from drf_grip.rest.gateway import view
+    from drf_grip.rest.registry import wait_idle
+
+    real_read = view.read_versions
+    checks = 0
+
+    def commit_after_the_check(channels):
+        nonlocal checks
+        found = real_read(channels)
+        checks += 1
+        if checks == 1:
+            Todo.objects.create(title="b")
+            assert wait_idle(10) and get_publisher().flush(10)
+        return found
+
+    monkeypatch.setattr(view, "read_versions", commit_after_the_check)
+    ws = connect()
+    ws.send_json({"id": 8, "subscribe": url})
+    received = [ws.receive_json()]
+    assert get_publisher().flush(10)
+    while not ws.receive_nothing(0.3):
+        received.append(ws.receive_json())
+    return received
+
+
+def test_a_push_that_overtakes_a_subscribe_answer_is_sent_again_after_it(monkeypatch):
+    """A subscription's answer goes back in the response to its ``subscribe`` message; a
+    change committed just after the answer's render is pushed to the connection's channel
+    by the publisher, which can reach the proxy before the answer does. Seen in the soak: a
+    gateway subscriber of /api/todos/ got the newest list, then the older one in the
+    answer, and kept it. Once the answer is out, the newest push is sent again."""
+    received = _subscribe_with_a_commit_after_the_check(monkeypatch, "/api/todos/")
+    ours = [m for m in received if m.get("id") == 8]
+    assert any(m.get("event") != "change" for m in ours)  # the answer is among them
+    assert [t["title"] for t in ours[-1]["data"]["results"]] == ["b"], ours
+
+
+def test_a_shared_push_that_overtakes_a_subscribe_answer_is_sent_again_after_it(monkeypatch):
+    """The same for a shared subscription: a render published just after the answer was
+    checked current goes to the new connection's own channel too (it is fresh), and can
+    reach the client before the answer; once the answer is out it is sent again."""
+    received = _subscribe_with_a_commit_after_the_check(monkeypatch, "/api/shared-todos/")
+    answers = [m for m in received if m.get("id") == 8]
+    assert answers and answers[0]["data"]["results"] == []  # rendered before the commit
+    last = [m for m in received if m.get("id") == 8 or m.get("event") == "change"][-1]
+    assert [t["title"] for t in last["data"]["results"]] == ["b"], received

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..conf import grip_settings
@@ -60,6 +60,8 @@ class WebSocketContext:
         #: True once a DISCONNECT (the client went away without a close handshake) was read.
         self.disconnected = False
         self.out_events: list[WebSocketEvent] = []
+        #: Called once this request's answer was handed to the proxy (:meth:`after_sent`).
+        self.after_sent_calls: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return f"<WebSocketContext id={self.id!r} events={len(self.in_events)}>"
@@ -69,6 +71,12 @@ class WebSocketContext:
     def is_opening(self) -> bool:
         """True for the connection's first request; answer it with ``accept()`` or a 4xx."""
         return bool(self.in_events) and self.in_events[0].type == "OPEN"
+
+    def after_sent(self, call: Callable[[], None]) -> None:
+        """Call ``call()`` once the events answered to this request went out to the proxy:
+        a message published from then on reaches the client after them (a publish and an
+        answer take different ways to the proxy, and either may arrive first)."""
+        self.after_sent_calls.append(call)
 
     def accept(self, subprotocol: str | None = None) -> None:
         """Accept an opening connection (a no-op on later requests: Pushpin treats a second

@@ -143,6 +143,10 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
             events.append(WebSocketEvent("CLOSE", close_payload(code)))
 
     response = HttpResponse(encode_events(events), content_type=WEBSOCKET_EVENTS)
+    for call in ctx.after_sent_calls:
+        # Django calls a response's closers once the server sent it (HttpResponseBase.close,
+        # which also keeps a closer's exception from the server).
+        response._resource_closers.append(call)
     # Turns on Pushpin's grip extension for the connection: "m:" messages, "c:" control.
     response["Sec-WebSocket-Extensions"] = "grip"
     if opening and ctx.subprotocol:

@@ -527,6 +527,10 @@ class _RealtimeBase:
         if held is None:
             _content, etag = self.render_representation(response)
             policy.versions[channel] = first_version(channel, etag)
+            context = context_of(self.request)
+            if context is not None and "version" in context.state:
+                # The version this render is at (the gateway checks it has not moved).
+                context.state["version"] = policy.versions[channel]
         if logger.isEnabledFor(logging.DEBUG):
             _content, etag = self.render_representation(response)
             logger.debug(

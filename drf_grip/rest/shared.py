@@ -342,7 +342,8 @@ def _version_and_channel(item: dict[str, Any]) -> tuple[str, str] | None:
     channel = channel_name(item)
     if channel.startswith(_URL_CHANNELS):
         return str(item_id), channel
-    url_channel, sep, version = str(item_id).partition(_COPY_OF)
+    url_channel, sep, rest = str(item_id).partition(_COPY_OF)
+    version = rest.partition(_COPY_OF)[0]  # ``@again``: sent again after an answer
     if sep and url_channel.startswith(_URL_CHANNELS):
         return version, url_channel
     return None
@@ -400,13 +401,37 @@ def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -
     while this render is still the channel's: these go straight to each connection's
     channel, which nothing orders. Each copy's id names the render, so a copy still queued
     (or retried) once a newer render was made is not sent (``live_item_as_sent``)."""
-    from .gateway.connections import fresh_subscribers, send_to_connection
+    from .gateway.connections import (
+        FRESH_SECONDS,
+        fresh_subscribers,
+        send_to_connection,
+    )
 
     entries = fresh_subscribers(channel).entries()
     if not entries or read_version(channel) != version:
         return
     for entry in entries:
         send_to_connection(entry["k"], message, item_id=_copy_id(channel, version))
+    state_cache().set(_FRESH_LAST + channel, (version, message), FRESH_SECONDS)
+
+
+#: The last render copied to fresh subscribers of a channel: ``(version, ws-message)``.
+_FRESH_LAST = "drf_grip:ws-fresh-last:"
+
+
+def send_after_answer(conn: str, channel: str, answered: str | None) -> None:
+    """Once a gateway ``subscribe`` answer rendered at version ``answered`` is with the
+    proxy: when a newer render was copied to this (fresh) connection meanwhile, it may have
+    reached the client first, so it is sent again (gateway.view, after_sent)."""
+    from .gateway.connections import send_to_connection
+
+    current = read_version(channel)
+    if current is None or current == answered:
+        return
+    latest = state_cache().get(_FRESH_LAST + channel)
+    if isinstance(latest, tuple) and len(latest) == 2 and latest[0] == current:
+        item_id = f"{_copy_id(channel, current)}{_COPY_OF}again"
+        send_to_connection(conn, latest[1], item_id=item_id)
 
 
 def publish_live_url(entry: dict[str, Any]) -> None:

@@ -43,7 +43,7 @@ __all__ = [
 _STATE = "drf_grip:ws:conn:"
 _INDEX = "drf_grip:ws:model:"
 _ETAG = "drf_grip:ws:etag:"
-_FRESH_SECONDS = 10
+FRESH_SECONDS = 10
 
 #: The sent version of a subscription whose credentials stopped naming its subscriber.
 REVOKED = "revoked"
@@ -73,7 +73,7 @@ def fresh_subscribers(channel: str) -> SlotIndex:
     connection's first render but before the proxy applied its ``subscribe`` would be lost.
     For a few seconds the shared publisher also sends the change to such a connection's own
     channel (subscribed when it opened); a duplicate carries the same ETag."""
-    return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, _FRESH_SECONDS)
+    return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, FRESH_SECONDS)
 
 
 def private_connections(label: str) -> SlotIndex:

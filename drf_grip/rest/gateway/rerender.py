@@ -129,36 +129,98 @@ def publish_subscriptions(
                 continue
             if not _affected(sub, pks, deleted, partitions):
                 continue
-            if sent_version(conn, key) == REVOKED:
-                continue
-            context = RealtimeContext(role="gateway-render", user=sub.get("user"))
-            # Another process may re-render this subscription for its own commit at the
-            # same time: the render that started later sends (tickets.py).
-            digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-            name = _ticket_name(conn, digest)
-            ticket = take_ticket(name)
-            try:
-                response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
-            except Exception:  # noqa: BLE001 - one subscription must not stop the others
-                logger.exception("drf-grip gateway: could not re-render a subscription")
-                continue
-            if overtaken(name, ticket):
-                continue
-            if context.revoked or response.status_code in (401, 403):
-                # The credentials no longer name the subscriber: end the subscription.
-                set_sent_version(conn, key, REVOKED)
-                status = response.status_code if response.status_code in (401, 403) else 403
-                send_to_connection(conn, {"content": end_message(sub, status)})
-                continue
-            message, version = change_message(sub, response)
-            with exclusive(name):
-                # One step: checked, then preempted while a later render was sent, this
-                # older one would be sent last (tickets.exclusive).
-                if sent_after(name, ticket) or sent_version(conn, key) == version:
-                    continue  # a later render went out, or this one did not change
-                set_sent_version(conn, key, version)
-                mark_sent(name, ticket)
-                state_cache().set(_LAST_SENT + name, (ticket, message), _LAST_SENT_TIMEOUT)
-            register_outdated_check(outdated_render)
-            register_delivered_hook(repair_overtaken)
-            send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
+            _rerender(conn, key, sub)
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
+    """Replay one subscription's GET as its subscriber; push it when it changed."""
+    if sent_version(conn, key) == REVOKED:
+        return
+    context = RealtimeContext(role="gateway-render", user=sub.get("user"))
+    # Another process may re-render this subscription for its own commit at the same
+    # time: the render that started later sends (tickets.py).
+    digest = _digest(key)
+    name = _ticket_name(conn, digest)
+    ticket = take_ticket(name)
+    try:
+        response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
+    except Exception:  # noqa: BLE001 - one subscription must not stop the others
+        logger.exception("drf-grip gateway: could not re-render a subscription")
+        return
+    if overtaken(name, ticket):
+        return
+    if context.revoked or response.status_code in (401, 403):
+        # The credentials no longer name the subscriber: end the subscription.
+        set_sent_version(conn, key, REVOKED)
+        status = response.status_code if response.status_code in (401, 403) else 403
+        send_to_connection(conn, {"content": end_message(sub, status)})
+        return
+    message, version = change_message(sub, response)
+    with exclusive(name):
+        # One step: checked, then preempted while a later render was sent, this older
+        # one would be sent last (tickets.exclusive).
+        if sent_after(name, ticket) or sent_version(conn, key) == version:
+            return  # a later render went out, or this one did not change
+        set_sent_version(conn, key, version)
+        mark_sent(name, ticket)
+        state_cache().set(_LAST_SENT + name, (ticket, message), _LAST_SENT_TIMEOUT)
+    register_outdated_check(outdated_render)
+    register_delivered_hook(repair_overtaken)
+    send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
+
+
+# -- the subscribe answer -----------------------------------------------------------------
+#
+# A subscription's first representation goes back in the answer to its ``subscribe``
+# message (the WebSocket-over-HTTP response); later ones are published to the connection's
+# channel, by any process. The two reach the proxy by different ways, so a push of a newer
+# render could overtake the answer and the client would end on the answer's older one (the
+# soak: a gateway subscriber of /api/todos/ moved back 0.08 s after the newest render).
+# The answer's render takes a ticket like a re-render, and once the answer went out:
+# if a later render was pushed meanwhile, it is sent again (it now comes after the answer);
+# if a change committed after the render may have been published without this subscription
+# (the publisher listed subscriptions before it was saved), it is re-rendered.
+
+#: The id suffix of a push sent again after an answer: ``LATER.DIGEST-rAOWN``.
+_AFTER_ANSWER = _REPAIR + "a"
+
+
+def answer_ticket(conn: str, key: str) -> int:
+    """A ticket for a subscribe answer's render, taken before it renders."""
+    return take_ticket(_ticket_name(conn, _digest(key)))
+
+
+def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool:
+    """Count the answer as the subscription's first send; False when a later render was
+    pushed already (the answer is older: render it again)."""
+    name = _ticket_name(conn, _digest(key))
+    with exclusive(name):
+        if sent_after(name, ticket):
+            return False
+        set_sent_version(conn, key, version)
+        mark_sent(name, ticket)
+    return True
+
+
+def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None:
+    """Once the answer rendered with ``ticket`` is with the proxy: send again a later push
+    that may have overtaken it, or, when a change committed after its render
+    (``changed_since``), re-render the subscription."""
+    digest = _digest(key)
+    name = _ticket_name(conn, digest)
+    if sent_after(name, ticket):
+        latest = state_cache().get(_LAST_SENT + name)
+        if isinstance(latest, tuple) and len(latest) == 2 and int(latest[0]) > ticket:
+            later, message = latest
+            send_to_connection(
+                conn, {"content": message}, f"{later}.{digest}{_AFTER_ANSWER}{ticket}"
+            )
+        return
+    if changed_since:
+        sub = load_states([conn]).get(conn, {}).get("subs", {}).get(key)
+        if sub is not None and sub.get("mode") == "private":
+            _rerender(conn, key, sub)

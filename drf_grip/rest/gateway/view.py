@@ -36,6 +36,7 @@ from ...protocol import MAX_CHANNELS
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..render import record
+from ..shared import send_after_answer
 from ..versions import read_versions
 from .connections import (
     connection_key,
@@ -45,7 +46,6 @@ from .connections import (
     load_state,
     private_connections,
     save_state,
-    set_sent_version,
     subscription_key,
 )
 from .inner_requests import (
@@ -56,6 +56,7 @@ from .inner_requests import (
     run_inner,
 )
 from .messages import MessageError, answer_of, decode_message, valid_id
+from .rerender import answer_ticket, record_answer, settle_answer
 
 __all__ = ["RealtimeGateway"]
 
@@ -198,9 +199,11 @@ class RealtimeGateway(WebSocketView):
         url = data["subscribe"]
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
+        ticket = changed_since = None
         for _attempt in range(3):
             inner = self.build_request(request, "GET", url, None, headers)
             context = RealtimeContext(role="gateway-subscribe")
+            ticket = answer_ticket(conn, key)  # before the render (rerender.py)
             inner.drf_grip = context
             response = run_inner(inner)
             if response.status_code != 200:
@@ -214,7 +217,9 @@ class RealtimeGateway(WebSocketView):
                 # Listed as fresh first, then checked: if no publisher moved the version
                 # meanwhile, every later publish finds this connection (see fresh_subscribers).
                 channel = policy.channels[0]
-                if read_versions([channel])[channel] == context.state.get("version"):
+                answered = context.state.get("version")
+                if read_versions([channel])[channel] == answered:
+                    ctx.after_sent(_settle_shared(conn, channel, answered))
                     return answer
                 continue
             user = getattr(inner, "user", None)
@@ -235,13 +240,17 @@ class RealtimeGateway(WebSocketView):
                 raise MessageError(
                     503, "too many live gateway connections for this resource; retry later"
                 )
-            set_sent_version(conn, key, context.result_etag)
+            if not record_answer(conn, key, ticket, context.result_etag):
+                changed_since = True  # a later render was pushed already: render again
+                continue
             # A change that committed while we rendered, and was published before the
             # publisher could see this subscription, moved a channel's counter: render again.
             # (Not the prev-ids a hold names: they move only once the proxy confirmed.)
             counters = context.state.get("counters") or {}
-            if read_versions(list(counters)) == counters:
+            changed_since = read_versions(list(counters)) != counters
+            if not changed_since:
                 break
+        ctx.after_sent(_settle(conn, key, ticket, changed_since))
         answer["url"] = url
         return answer
 
@@ -294,3 +303,27 @@ class RealtimeGateway(WebSocketView):
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
                 private_connections(sub["model"]).remove(conn)
         return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
+
+
+def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
+    """What to do once a private subscription's answer went out (rerender.settle_answer)."""
+
+    def settle() -> None:
+        try:
+            settle_answer(conn, key, ticket, changed_since)
+        except Exception:  # noqa: BLE001 - Django drops a response closer's exception unseen
+            logger.exception("drf-grip gateway: could not settle a subscription's answer")
+
+    return settle
+
+
+def _settle_shared(conn: str, channel: str, answered: str | None) -> Callable[[], None]:
+    """What to do once a shared subscription's answer went out (shared.send_after_answer)."""
+
+    def settle() -> None:
+        try:
+            send_after_answer(conn, channel, answered)
+        except Exception:  # noqa: BLE001 - Django drops a response closer's exception unseen
+            logger.exception("drf-grip gateway: could not settle a subscription's answer")
+
+    return settle
