@@ -567,3 +567,45 @@ class Writer:
 
 
 __all__ += ["Writer", "converge", "fresh", "writer_command"]
+
+
+# -- what the deployment logged ----------------------------------------------------------------
+
+
+def logged_about(log: Path, writers: list[Writer], failures: list[str]) -> str:
+    """What the writers and the workers (``log``) logged about the failing subscriptions'
+    URLs (each shared render's and subscription's decision: multiprocess_settings), and any
+    error, in the order written; empty when nothing failed."""
+    urls = {f"({_live_relative(line.split()[1])})" for line in failures[:5]}
+    lines = [f"writer {w.plan['rng']}: {line}" for w in writers for line in w.output]
+    if log.exists():
+        lines += [f"workers: {line}" for line in log.read_text(errors="replace").splitlines()]
+    picked = [
+        line for line in lines
+        if any(url in line for url in urls)
+        or ("live URL" not in line and ("drf" in line or "Error" in line))
+    ]
+    picked.sort(key=_logged_at)
+    return "" if not failures or not picked else "\nlogged:\n" + "\n".join(picked[-80:])
+
+
+def _live_relative(url: str) -> str:
+    """A client's URL as the log names its live URL: the query sorted (shared.live_url)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    parts = urlsplit(url)
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
+    return f"{parts.path}?{query}" if query else parts.path
+
+
+def _logged_at(line: str) -> float:
+    """The time a line of the deployment's log was written (multiprocess_settings)."""
+    for word in line.split()[:4]:
+        try:
+            return float(word)
+        except ValueError:
+            continue
+    return 0.0
+
+
+__all__ += ["logged_about"]

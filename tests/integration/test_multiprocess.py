@@ -25,6 +25,7 @@ from tests.integration.fleet import (
     Subscription,
     Writer,
     converge,
+    logged_about,
     run_writer,
 )
 
@@ -120,6 +121,7 @@ async def _run(
         f"{len(fleet.clients)} clients ({counts}), {writer.written} writes from a third "
         f"process; {result.summary()}; worker pids seen: {sorted(pids)}"
     )
+    report += logged_about(deployment.workers.log, [writer], [*result.wrong, *result.late])
     assert not result.wrong, report + "\n" + "\n".join(result.wrong[:20])
     assert not result.late, report + "\n" + "\n".join(result.late[:20])
     assert set(map(int, pids)) == set(deployment.workers.worker_pids()), report

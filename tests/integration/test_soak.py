@@ -28,6 +28,7 @@ from tests.integration.fleet import (
     StreamClient,
     Subscription,
     Writer,
+    logged_about,
     converge,
     fresh,
 )
@@ -164,44 +165,8 @@ async def _soak(deployment: Deployment, chosen: Size, restart: bool) -> str:
         f"{'' if not restart else f'; proxies back {back - last_commit:.1f}s after the last commit'}"
         f"; {time.monotonic() - started:.1f}s in all"
     )
-    report += _troubles(deployment, writers, [*result.wrong, *moved_back, *result.late])
+    report += logged_about(deployment.workers.log, writers, [*result.wrong, *moved_back, *result.late])
     assert not result.wrong, report + "\n" + "\n".join(result.wrong[:20])
     assert not moved_back, report + "\nmoved back after the publishers flushed:\n" + "\n".join(moved_back[:20])
     assert not result.late, report + "\n" + "\n".join(result.late[:20])
     return report
-
-
-def _troubles(deployment: Deployment, writers: list[Writer], failures: list[str]) -> str:
-    """What the writers and the workers logged about the failing subscriptions' paths (each
-    shared render's and subscription's decision: multiprocess_settings), and any error."""
-    paths = {f"({_live_relative(line.split()[1])})" for line in failures[:5]}
-    lines = [f"writer {w.plan['rng']}: {line}" for w in writers for line in w.output]
-    log = deployment.workers.log
-    if log.exists():
-        lines += [f"workers: {line}" for line in log.read_text(errors="replace").splitlines()]
-    picked = [
-        line for line in lines
-        if any(path in line for path in paths)
-        or ("live URL" not in line and ("drf" in line or "Error" in line))
-    ]
-    picked.sort(key=_logged_at)
-    return "" if not failures or not picked else "\nlogged:\n" + "\n".join(picked[-80:])
-
-
-def _live_relative(url: str) -> str:
-    """A client's URL as the log names its live URL: the query sorted (shared.live_url)."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit
-
-    parts = urlsplit(url)
-    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)))
-    return f"{parts.path}?{query}" if query else parts.path
-
-
-def _logged_at(line: str) -> float:
-    """The time a line of the deployment's log was written (multiprocess_settings)."""
-    for word in line.split()[:4]:
-        try:
-            return float(word)
-        except ValueError:
-            continue
-    return 0.0
