@@ -533,10 +533,15 @@ class _RealtimeBase:
                 context.state["version"] = policy.versions[channel]
         if logger.isEnabledFor(logging.DEBUG):
             _content, etag = self.render_representation(response)
+            role = getattr(context_of(self.request), "role", "client")
             logger.debug(
-                "live URL %s (%s) %s at %s (held with %s), rendered %s",
-                channel, self._live_url().relative, getattr(context_of(self.request), "role", "client"),
-                held, policy.versions.get(channel), etag,
+                "live URL %s (%s) %s read %s, holds with %s, rendered %s",
+                channel,
+                self._live_url().relative,
+                role,
+                getattr(self, "_realtime_read", None),
+                policy.versions.get(channel),
+                etag,
             )
 
     def is_event_stream(self, request) -> bool:
