@@ -215,3 +215,35 @@ def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_e
     # Other items of connection channels are not judged by live URLs' versions.
     other = {"channel": "drf.ws.conn-1", "id": "7.abc", "formats": {"ws-message": {"content": "{}"}}}
     assert as_sent(other) == other
+
+
+def test_a_render_that_raises_hints_the_subscribers_and_a_later_one_is_not_skipped(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared render that raised (a lost database connection, a serializer bug) published
+    nothing: the URL's subscribers kept what they held until the next change, and a render
+    that had stepped aside for it (``overtaken``) was never sent. Now its subscribers are
+    hinted (each long-poll and stream runs its own GET), and the next render is sent even
+    when it equals the one before the failure."""
+    renders = iter([
+        _rendered(b'{"v": 1}', "one"),
+        RuntimeError("the database went away"),
+        _rendered(b'{"v": 1}', "one"),
+    ])
+
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, str, str]:
+        result = next(renders)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    monkeypatch.setattr(shared, "render_live", render)
+    shared.publish_live_url(ENTRY)
+    shared.publish_live_url(ENTRY)  # raises inside
+    shared.publish_live_url(ENTRY)
+
+    assert [item["formats"].get("http-response", {}).get("action") for item in published] == [
+        None, "hint", None
+    ]
+    assert published[1]["prev-id"] == published[0]["id"]
+    assert published[2]["prev-id"] == published[1]["id"]

@@ -312,7 +312,7 @@ def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set
         try:
             publish_live_url(entry)
         except Exception:  # noqa: BLE001 - one URL must not stop the others
-            logger.exception("drf-grip could not render a live URL for its subscribers")
+            logger.exception("drf-grip could not publish a live URL for its subscribers")
 
 
 #: Seconds an older render is still sent after a newer one was made: within Pushpin's 5 s
@@ -442,7 +442,12 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     # would leave every SSE and gateway subscriber on it (its id chains onto the newer one's,
     # and Pushpin does not order ws-message items at all): tickets.py.
     ticket = take_ticket(channel)
-    status, body, content_type, etag = render_live(recorded)
+    try:
+        status, body, content_type, etag = render_live(recorded)
+    except Exception:  # noqa: BLE001 - its subscribers re-run their own GETs instead
+        logger.exception("drf-grip could not render a live URL; its subscribers are hinted")
+        _hint_unrendered(channel, url, ticket)
+        return
     if overtaken(channel, ticket):
         _trace(channel, url, ticket, "overtaken by a later render")
         return
@@ -481,6 +486,27 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+
+
+#: The tag of a version whose item is a hint: no render names it, so the next render is sent.
+_UNRENDERED = "unrendered-"
+
+
+def _hint_unrendered(channel: str, url: str, ticket: int) -> None:
+    """A render that raised (a database error, a bug in a serializer) must not leave the
+    URL's subscribers on what they hold, nor let a render that stepped aside for this one
+    (``overtaken``) go unsent: a hint makes each long-poll and stream run its own GET.
+    Gateway subscribers get the next render that succeeds."""
+    from .publishing import HINT
+
+    if overtaken(channel, ticket):
+        return  # a later render publishes, or hints in its turn
+    turn = _take_version(channel, ticket, f"{_UNRENDERED}{ticket}")
+    if turn is None:
+        return
+    previous, version = turn
+    _trace(channel, url, ticket, f"render failed; hinted {version}")
+    publish(channel, HINT, id=version, prev_id=previous)
 
 
 def _trace(channel: str, url: str, ticket: int, what: str) -> None:
