@@ -576,7 +576,7 @@ def logged_about(log: Path, writers: list[Writer], failures: list[str]) -> str:
     """What the writers and the workers (``log``) logged about the failing subscriptions'
     URLs (each shared render's and subscription's decision: multiprocess_settings), and any
     error, in the order written; empty when nothing failed."""
-    urls = {f"({_live_relative(line.split()[1])})" for line in failures[:5]}
+    urls = {f"({_live_relative(line.split()[1].rstrip(':'))})" for line in failures[:5]}
     lines = [f"writer {w.plan['rng']}: {line}" for w in writers for line in w.output]
     if log.exists():
         lines += [f"workers: {line}" for line in log.read_text(errors="replace").splitlines()]
