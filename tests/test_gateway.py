@@ -562,6 +562,7 @@ def test_a_change_published_while_a_private_subscription_renders_reaches_it(monk
 def _subscribe_with_a_commit_after_the_check(monkeypatch, url: str) -> list[dict]:
     """Subscribe to ``url`` while a todo is created (and published) right after the
     gateway checked that its answer is current; every message the client then gets."""
+    from drf_grip.grip import later
     from drf_grip.grip.publisher import get_publisher
     from drf_grip.rest.gateway import view
     from drf_grip.rest.registry import wait_idle
@@ -582,7 +583,7 @@ def _subscribe_with_a_commit_after_the_check(monkeypatch, url: str) -> list[dict
     ws = connect()
     ws.send_json({"id": 8, "subscribe": url})
     received = [ws.receive_json()]
-    assert get_publisher().flush(10)
+    assert later.wait_called() and get_publisher().flush(10)
     while not ws.receive_nothing(0.3):
         received.append(ws.receive_json())
     return received

@@ -206,10 +206,16 @@ def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool
     return True
 
 
+def answer_overtaken(conn: str, key: str, ticket: int) -> bool:
+    """Whether a render later than the answer's (``ticket``) was pushed already."""
+    return sent_after(_ticket_name(conn, _digest(key)), ticket)
+
+
 def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None:
-    """Once the answer rendered with ``ticket`` is with the proxy: send again a later push
-    that may have overtaken it, or, when a change committed after its render
-    (``changed_since``), re-render the subscription."""
+    """Once the answer rendered with ``ticket`` has reached the client (a moment after it
+    left Django: gateway.view.SETTLE_DELAY): send again a later push that may have
+    overtaken it, or, when a change committed after its render (``changed_since``),
+    re-render the subscription."""
     digest = _digest(key)
     name = _ticket_name(conn, digest)
     if sent_after(name, ticket):
@@ -223,4 +229,11 @@ def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None
     if changed_since:
         sub = load_states([conn]).get(conn, {}).get("subs", {}).get(key)
         if sub is not None and sub.get("mode") == "private":
-            _rerender(conn, key, sub)
+            from django.db import close_old_connections
+
+            # Runs on drf_grip.grip.later's thread, outside any request.
+            close_old_connections()
+            try:
+                _rerender(conn, key, sub)
+            finally:
+                close_old_connections()

@@ -29,6 +29,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import classonlymethod
 
 from ...conf import grip_settings
+from ...grip.later import call_later
 from ...grip.signature import check_grip_sig
 from ...grip.websocket_context import WebSocketContext
 from ...grip.websocket_views import WebSocketView, require_websocket
@@ -56,7 +57,7 @@ from .inner_requests import (
     run_inner,
 )
 from .messages import MessageError, answer_of, decode_message, valid_id
-from .rerender import answer_ticket, record_answer, settle_answer
+from .rerender import answer_overtaken, answer_ticket, record_answer, settle_answer
 
 __all__ = ["RealtimeGateway"]
 
@@ -305,25 +306,32 @@ class RealtimeGateway(WebSocketView):
         return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
 
 
+#: Seconds from an answer leaving Django to the check that a push did not overtake it.
+#: Pushpin's proxy writes the answer to the client and its handler writes published
+#: messages, neither waiting for the other: in the soak a push sent just after the answer
+#: had left Django still reached the client 50 ms before the answer.
+SETTLE_DELAY = 0.3
+
+
 def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
-    """What to do once a private subscription's answer went out (rerender.settle_answer)."""
+    """Once a private subscription's answer left Django: if a later push went out before
+    it, or a change committed after its render, settle it a moment later, once the answer
+    has reached the client (rerender.settle_answer). A push made after this point leaves
+    after the answer and is not sent twice."""
 
-    def settle() -> None:
-        try:
-            settle_answer(conn, key, ticket, changed_since)
-        except Exception:  # noqa: BLE001 - Django drops a response closer's exception unseen
-            logger.exception("drf-grip gateway: could not settle a subscription's answer")
+    def closed() -> None:
+        if changed_since or answer_overtaken(conn, key, ticket):
+            call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since))
 
-    return settle
+    return closed
 
 
 def _settle_shared(conn: str, channel: str, answered: str | None) -> Callable[[], None]:
-    """What to do once a shared subscription's answer went out (shared.send_after_answer)."""
+    """The same for a shared subscription (shared.send_after_answer): only a render newer
+    than the answer made before it left is sent again."""
 
-    def settle() -> None:
-        try:
-            send_after_answer(conn, channel, answered)
-        except Exception:  # noqa: BLE001 - Django drops a response closer's exception unseen
-            logger.exception("drf-grip gateway: could not settle a subscription's answer")
+    def closed() -> None:
+        if read_versions([channel])[channel] != answered:
+            call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered))
 
-    return settle
+    return closed
