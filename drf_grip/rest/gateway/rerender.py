@@ -96,14 +96,19 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
         if found is None or found[3]:
             continue
         conn, digest, ticket, _ = found
-        name = _ticket_name(conn, digest)
-        if not sent_after(name, ticket):
-            continue
-        latest = state_cache().get(_LAST_SENT + name)
-        if not isinstance(latest, tuple) or len(latest) != 2 or int(latest[0]) <= ticket:
-            continue
-        later, message = latest
-        send_to_connection(conn, {"content": message}, f"{later}.{digest}{_REPAIR}{ticket}")
+        if sent_after(_ticket_name(conn, digest), ticket):
+            _send_latest_again(conn, digest, ticket, _REPAIR)
+
+
+def _send_latest_again(conn: str, digest: str, ticket: int, suffix: str) -> None:
+    """Send the subscription's latest message again, when it is later than ``ticket``'s;
+    its id ``LATER.DIGEST<suffix>TICKET`` is new to the proxy (Pushpin drops an id it has
+    seen on a channel within 60 s)."""
+    latest = state_cache().get(_LAST_SENT + _ticket_name(conn, digest))
+    if not isinstance(latest, tuple) or len(latest) != 2 or int(latest[0]) <= ticket:
+        return
+    later, message = latest
+    send_to_connection(conn, {"content": message}, f"{later}.{digest}{suffix}{ticket}")
 
 
 def publish_subscriptions(
@@ -216,15 +221,8 @@ def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None
     left Django: gateway.view.SETTLE_DELAY): send again a later push that may have
     overtaken it, or, when a change committed after its render (``changed_since``),
     re-render the subscription."""
-    digest = _digest(key)
-    name = _ticket_name(conn, digest)
-    if sent_after(name, ticket):
-        latest = state_cache().get(_LAST_SENT + name)
-        if isinstance(latest, tuple) and len(latest) == 2 and int(latest[0]) > ticket:
-            later, message = latest
-            send_to_connection(
-                conn, {"content": message}, f"{later}.{digest}{_AFTER_ANSWER}{ticket}"
-            )
+    if answer_overtaken(conn, key, ticket):
+        _send_latest_again(conn, _digest(key), ticket, _AFTER_ANSWER)
         return
     if changed_since:
         sub = load_states([conn]).get(conn, {}).get("subs", {}).get(key)
