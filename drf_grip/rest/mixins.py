@@ -535,9 +535,10 @@ class _RealtimeBase:
             _content, etag = self.render_representation(response)
             role = getattr(context_of(self.request), "role", "client")
             logger.debug(
-                "live URL %s (%s) %s read %s, holds with %s, rendered %s",
+                "live URL %s (%s) at %s, %s read %s, holds with %s, rendered %s",
                 channel,
                 self._live_url().relative,
+                self._live_url().host,
                 role,
                 getattr(self, "_realtime_read", None),
                 policy.versions.get(channel),

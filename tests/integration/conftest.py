@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -39,8 +39,9 @@ class Deployment:
     redis: RedisServer
     workers: OriginWorkers
     pushpins: list[PushpinServer]
-    #: The environment of every process of the deployment (workers and writers).
-    env: dict[str, str]
+    #: The environment of every process of the deployment (workers and writers); it holds
+    #: the GRIP key, so it stays out of the repr that pytest prints on a failure.
+    env: dict[str, str] = field(repr=False)
 
     def flush_state(self) -> None:
         """Forget the shared realtime state of a previous test (a FLUSHDB)."""

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Iterable
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
@@ -109,7 +111,8 @@ class Subscription:
 
     def describe(self) -> str:
         who = f" as {self.token[:6]}…" if self.token else ""
-        return f"{self.transport} {self.url}{who}"
+        via = f" via :{self.base.rsplit(':', 1)[-1]}" if self.base else ""
+        return f"{self.transport} {self.url}{who}{via}"
 
 
 class _Client:
@@ -572,21 +575,38 @@ __all__ += ["Writer", "converge", "fresh", "writer_command"]
 # -- what the deployment logged ----------------------------------------------------------------
 
 
-def logged_about(log: Path, writers: list[Writer], failures: list[str]) -> str:
+def logged_about(log: Path, writers: list[Writer], failures: list[str], since: float = 0.0) -> str:
     """What the writers and the workers (``log``) logged about the failing subscriptions'
     URLs (each shared render's and subscription's decision: multiprocess_settings), and any
-    error, in the order written; empty when nothing failed."""
+    error, from ``since`` (a ``time.time()``) on, in the order written, hex names shortened;
+    empty when nothing failed. Short: CI keeps only the head of a long failure."""
     urls = {f"({_live_relative(line.split()[1].rstrip(':'))})" for line in failures[:5]}
     lines = [f"writer {w.plan['rng']}: {line}" for w in writers for line in w.output]
     if log.exists():
         lines += [f"workers: {line}" for line in log.read_text(errors="replace").splitlines()]
     picked = [
-        line for line in lines
-        if any(url in line for url in urls)
-        or ("live URL" not in line and ("drf" in line or "Error" in line))
+        _HEX.sub(r"\1", line) for line in lines
+        if (any(url in line for url in urls)
+            or ("live URL" not in line and ("drf" in line or "Error" in line)))
+        and _logged_at(line) >= since
     ]
     picked.sort(key=_logged_at)
-    return "" if not failures or not picked else "\nlogged:\n" + "\n".join(picked[-80:])
+    return "" if not failures or not picked else "\nlogged:\n" + "\n".join(picked[-60:])
+
+
+#: A 32-digit hex name (a channel, an ETag) in a log line: its first 8 digits identify it.
+_HEX = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{24}\b")
+
+
+def fail(report: str, *sections: tuple[str, list[str]], logged: str = "") -> None:
+    """Fail when a section lists any subscription: the report, the failing subscriptions,
+    then ``logged``, with no traceback (CI shows the head of a failure's output only)."""
+    listed = [
+        f"{title}:\n" + "\n".join(_HEX.sub(r"\1", item) for item in items[:20])
+        for title, items in sections if items
+    ]
+    if listed:
+        pytest.fail("\n".join([report, *listed]) + logged, pytrace=False)
 
 
 def _live_relative(url: str) -> str:
@@ -608,4 +628,4 @@ def _logged_at(line: str) -> float:
     return 0.0
 
 
-__all__ += ["logged_about"]
+__all__ += ["fail", "logged_about"]
