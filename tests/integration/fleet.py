@@ -416,13 +416,17 @@ async def converge(
     slowest = ""
     late: list[str] = []
     wrong: list[str] = []
+    client_of = {id(sub): client for client in fleet.clients for sub in client.subscriptions}
     for sub in subs:
         expected = want[_key(sub)]
         if sub.body != expected:
             steps = ", ".join(f"{t - since:+.2f}s {e}" for t, e in sub.history[-6:])
+            client = client_of[id(sub)]
             wrong.append(
                 f"{sub.describe()}: holds {_brief(sub.body)} (etag {sub.etag}, "
-                f"{sub.updates} updates, last ones after the last commit: {steps}), "
+                f"{sub.updates} updates, last ones after the last commit: {steps}; its "
+                f"connection started {sub.attempt_started - since:+.2f}s, "
+                f"{client.connections} connections, errors: {client.errors[-3:]}), "
                 f"a fresh GET returns {_brief(expected)}"
             )
             continue
