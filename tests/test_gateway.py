@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
+from drf_grip.rest.registry import wait_idle
 from drf_grip.test import WebSocketTestClient
 from tests.testapp.models import Note, Todo
 from tests.testapp.realtime_views import TodoViewSet
@@ -241,6 +242,9 @@ def test_second_user_never_gets_first_users_notes():
     alice, alice_token = make_user("alice")
     _bob, bob_token = make_user("bob")
     Note.objects.create(owner=alice, text="alice's secret")
+    # Its publish is done before anyone subscribes: a re-render racing alice's answer
+    # would send the same list twice (harmless; not what this test is about).
+    assert wait_idle(10)
     alice_ws, bob_ws = connect(), connect()
     alice_first = ask(alice_ws, {"id": 1, "subscribe": "/api/notes/", "token": alice_token})
     bob_first = ask(bob_ws, {"id": 1, "subscribe": "/api/notes/", "token": bob_token})
@@ -610,3 +614,51 @@ def test_a_shared_push_that_overtakes_a_subscribe_answer_is_sent_again_after_it(
     assert answers and answers[0]["data"]["results"] == []  # rendered before the commit
     last = [m for m in received if m.get("id") == 8 or m.get("event") == "change"][-1]
     assert [t["title"] for t in last["data"]["results"]] == ["b"], received
+
+
+def test_a_shared_subscription_overtaken_at_every_attempt_still_follows_its_live_url(monkeypatch):
+    """Writers commit while each of the subscribe's renders runs, so every attempt's check
+    finds a newer version (seen in CI's soak, two writers, a paginated list). The answer of
+    the last attempt must still name the live URL that pushes name, or a client that keys
+    pushes by it (as the gateway documents) never takes another change; and what overtook
+    the answer follows it."""
+    from django.test import Client
+
+    from drf_grip.grip import later
+    from drf_grip.grip.publisher import get_publisher
+    from drf_grip.rest.gateway import view
+    from drf_grip.rest.registry import wait_idle
+
+    real_run = view.run_inner
+    renders = 0
+
+    def commit_during_every_render(inner):
+        nonlocal renders
+        renders += 1
+        response = real_run(inner)
+        Todo.objects.create(title=f"a{9 - renders}")  # first by title: the page changes
+        assert wait_idle(10) and get_publisher().flush(10)
+        return response
+
+    monkeypatch.setattr(view, "run_inner", commit_during_every_render)
+    url = "/api/shared-todos/?page_size=5&ordering=title"  # not in the live URL's order
+    ws = connect()
+    ws.send_json({"id": 8, "subscribe": url})
+    received = [ws.receive_json()]
+    monkeypatch.setattr(view, "run_inner", real_run)
+    assert later.wait_called() and get_publisher().flush(10)
+    Todo.objects.create(title="a0")
+    assert wait_idle(10) and get_publisher().flush(10)
+    while not ws.receive_nothing(0.3):
+        received.append(ws.receive_json())
+
+    answer = next(m for m in received if m.get("id") == 8 and m.get("event") is None)
+    assert answer["status"] == 200 and renders >= 3
+    held = answer
+    for message in received:  # what a client keeping the subscription by its URL holds
+        if message.get("event") == "change" and message.get("url") == answer["url"]:
+            held = message
+        elif message.get("id") == 8:
+            held = message
+    fresh = Client().get(url, HTTP_ACCEPT="application/json").json()
+    assert held["data"] == fresh, received
