@@ -363,10 +363,17 @@ class HttpSession:
                 await self._respond(answer.status, answer.headers, answer.body)
                 return
 
-    def _grip_last(self) -> RawHeaders:
+    def _grip_last(self, *, newest: bool = True) -> RawHeaders:
+        """``Grip-Last`` per channel: the channel's newest id (a long-poll's re-request, whose
+        answer is rendered afresh), or, ``newest=False``, the id this session has (a stream's
+        next link: Pushpin 1.36 sends the session's channel prevId, which only the items the
+        stream processed move on; handler/httpsession.cpp). A stream that missed an item
+        must not be said to have it."""
         out: RawHeaders = []
         for channel in sorted(self._channels):
-            last = self.proxy.hub.last_id(channel) or self.last_ids.get(channel)
+            last = self.last_ids.get(channel)
+            if newest:
+                last = self.proxy.hub.last_id(channel) or last
             if last is not None:
                 out.append((b"grip-last", f"{channel}; last-id={last}".encode("latin-1")))
         return out
@@ -391,7 +398,7 @@ class HttpSession:
             self._admitted = self.proxy.admit(self)
         return self._admitted
 
-    def _subscribe(self, instruct: Instruct) -> bool:
+    def _subscribe(self, instruct: Instruct, *, first_stream_hold: bool = False) -> bool:
         """Subscribe to the instruction's channels (dropping others); False on a prev-id gap."""
         specs = instruct.channels[:MAX_CHANNELS]
         if len(instruct.channels) > MAX_CHANNELS:
@@ -402,7 +409,10 @@ class HttpSession:
         self._channels = wanted
         in_step = True
         for spec in specs:
-            in_step = self.proxy.hub.subscribe(self, spec) and in_step
+            in_step = (
+                self.proxy.hub.subscribe(self, spec, forget_on_conflict=first_stream_hold)
+                and in_step
+            )
         return in_step
 
     async def _refuse_over_limit(self) -> None:
@@ -474,7 +484,7 @@ class HttpSession:
     def _stream_headers(self, headers: RawHeaders) -> RawHeaders:
         return without_headers(headers, "content-length", "transfer-encoding", grip=True)
 
-    def _apply_stream(self, instruct: Instruct) -> bool:
+    def _apply_stream(self, instruct: Instruct, *, first: bool = False) -> bool:
         """Take a stream answer's keep-alive, link and channels; False on a prev-id gap."""
         now = time.monotonic()
         if instruct.keep_alive is not None:
@@ -485,7 +495,7 @@ class HttpSession:
             self._link_due = now + self._link.timeout
         if instruct.hold == "stream":
             self._holding = True
-            return self._subscribe(instruct)
+            return self._subscribe(instruct, first_stream_hold=first)
         return True
 
     def _keep_alive_due(self) -> float | None:
@@ -507,7 +517,7 @@ class HttpSession:
         await self._write(answer.body)
         # Without a hold, a next link is paging: follow it at once. With a hold and a prev-id
         # gap, the link is how the stream catches up (Pushpin 1.36, the race).
-        follow_now = not self._apply_stream(instruct) or instruct.hold is None
+        follow_now = not self._apply_stream(instruct, first=True) or instruct.hold is None
         chain = 0
         while not self._gone.is_set():
             if follow_now and self._link is not None:
@@ -558,7 +568,7 @@ class HttpSession:
         # Pushpin's next-link request is a bare GET: no cookies, no Authorization, only
         # Grip-Last (Pushpin 1.36; handler/httpsession.cpp requestNextLink). Host is the link's.
         headers: RawHeaders = [(b"host", (target.netloc or host).encode("latin-1"))]
-        headers = origin_headers(headers, self.proxy.signer, self._grip_last())
+        headers = origin_headers(headers, self.proxy.signer, self._grip_last(newest=False))
         return derive_scope(
             self.scope,
             headers=headers,

@@ -83,8 +83,12 @@ class ChannelHub:
     def last_id(self, channel: str) -> str | None:
         return self._last_ids.get(channel)
 
-    def subscribe(self, sub: Subscriber, spec: Channel) -> bool:
-        """Subscribe; False when the hold's prev-id is behind the channel (re-request it)."""
+    def subscribe(self, sub: Subscriber, spec: Channel, *, forget_on_conflict: bool = False) -> bool:
+        """Subscribe; False when the hold's prev-id is behind the channel (re-request it).
+
+        ``forget_on_conflict``: a stream's first hold. Pushpin then forgets the channel's last
+        id as it recovers (1.36, handler/httpsession.cpp, "If conflict on first hold,
+        immediately recover"), so the stream's next hold at its own id is in step."""
         subs = self._subscribers.setdefault(spec.name, {})
         is_new = sub not in subs
         subs[sub] = None
@@ -98,7 +102,10 @@ class ChannelHub:
         if logger.isEnabledFor(logging.DEBUG):  # per subscriber: not on INFO's hot path
             logger.debug("subscribe %s channel=%s", sub.path, spec.name)
         known = self._last_ids.get(spec.name)
-        return spec.prev_id is None or known is None or known == spec.prev_id
+        in_step = spec.prev_id is None or known is None or known == spec.prev_id
+        if not in_step and forget_on_conflict:
+            self._last_ids.pop(spec.name, None)
+        return in_step
 
     def unsubscribe(self, sub: Subscriber, channel: str) -> None:
         subs = self._subscribers.get(channel)

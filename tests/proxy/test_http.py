@@ -234,6 +234,59 @@ def test_stream_hint_fetches_the_next_link_as_a_bare_get(server: ProxyServer, or
     assert link.headers["host"] == f"127.0.0.1:{server.port}"
 
 
+def _linked_stream(origin: Origin, *, next_prev_id: str, next_body: str) -> None:
+    """``/events/`` holds a stream on ``ev`` at prev-id 1 with a next link, whose answer
+    holds again at ``next_prev_id``."""
+    link = ("Grip-Link", "</events/next/>; rel=next; timeout=120")
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev; prev-id=1"), link,
+    ], "first\n"))
+    origin.route("/events/next/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", f"ev; prev-id={next_prev_id}"), link,
+    ], next_body))
+
+
+async def _line_after_publishing(server: ProxyServer, item: dict) -> str:
+    """Open ``/events/``, publish ``item`` once it is held; the next line the client reads."""
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        async with client.stream("GET", "/events/") as response:
+            lines = response.aiter_lines()
+            assert await lines.__anext__() == "first"
+            assert await in_thread(server.proxy.wait_for_subscribers, "ev")
+            await in_thread(server.publish, item)
+            return await lines.__anext__()
+
+
+def test_a_stream_that_missed_an_item_fetches_its_link_naming_what_it_has(server: ProxyServer, origin: Origin):
+    """A publish whose prev-id does not follow the stream's (one item never arrived) is not
+    delivered; the stream fetches its next link with ``Grip-Last`` naming the id the stream
+    *has*, as Pushpin does (handler/httpsession.cpp: Grip-Last from the session's channel
+    prevId, which only items it processed move on). Naming the channel's newest id instead
+    told an origin that the stream had seen what it missed: drf-grip's public stream links
+    then answered "unchanged" and the stream kept the older representation."""
+    _linked_stream(origin, next_prev_id="3", next_body="caught up\n")
+    gap = {"channel": "ev", "id": "3", "prev-id": "2", "formats": {"http-stream": {"content": "three\n"}}}
+
+    assert run(_line_after_publishing(server, gap)) == "caught up"
+    (link,) = origin.requests_to("/events/next/")
+    assert link.headers["grip-last"] == "ev; last-id=1"
+
+
+def test_a_stream_held_behind_the_channel_recovers_once(server: ProxyServer, origin: Origin):
+    """A stream's first hold names a prev-id other than the channel's last id (one left by
+    earlier subscribers, say): Pushpin fetches the next link at once, naming the stream's
+    own id, and forgets the channel's last id (handler/httpsession.cpp, "If conflict on
+    first hold, immediately recover"), so the link's answer holding at that same id is in
+    step. The embedded proxy fetched the link again and again with the channel's stale id."""
+    server.publish({"channel": "ev", "id": "old", "formats": {"http-stream": {"content": "x\n"}}})
+    _linked_stream(origin, next_prev_id="1", next_body="")
+    follows = {"channel": "ev", "id": "2", "prev-id": "1", "formats": {"http-stream": {"content": "two\n"}}}
+
+    assert run(_line_after_publishing(server, follows)) == "two"
+    links = origin.requests_to("/events/next/")
+    assert [link.headers["grip-last"] for link in links] == ["ev; last-id=1"]
+
+
 def test_next_link_answer_with_a_new_hold_keeps_the_stream(server: ProxyServer, origin: Origin):
     origin.route("/events/")(lambda r: Response(200, [
         ("Grip-Hold", "stream"), ("Grip-Channel", "ev"), ("Grip-Link", "</events/next/>; rel=next; timeout=1"),
