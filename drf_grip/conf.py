@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "PUBLISH_QUEUE_SIZE": 10000,
     "PUBLISH_BATCH_SIZE": 100,
     "PUBLISH_FLUSH_TIMEOUT": 5.0,
+    # Under a stream of writes, a process publishes at most once per this many seconds;
+    # what commits meanwhile goes out together (each live URL rendered once for it all).
+    "PUBLISH_INTERVAL": 0.05,
     # Embedded proxy: where other processes reach it when GRIP_URL is unset,
     # and its limits.
     "EMBEDDED_URL": "http://127.0.0.1:8000",

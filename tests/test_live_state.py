@@ -114,6 +114,26 @@ def test_a_burst_in_one_transaction_renders_each_url_once(sink):
     assert render_stats["renders"] - before == 1
 
 
+def test_writes_in_quick_succession_render_each_url_once(sink, settings):
+    """Separate transactions committed within ``PUBLISH_INTERVAL`` of a publish go out
+    together: one render of each live URL for all of them (a stream of PATCHes cost one
+    render per PATCH; issue 10, throughput while watched). A change after a quiet moment is
+    published at once."""
+    settings.DRF_GRIP = {"PUBLISH_INTERVAL": 2.0}
+    watch("/api/shared-todos/")
+    sink.settle()
+    before = render_stats["renders"]
+    Todo.objects.create(title="after a quiet moment")
+    assert url_items(sink.settle())
+    assert render_stats["renders"] - before == 1
+
+    for i in range(10):
+        Todo.objects.create(title=f"quick {i}")  # each its own transaction
+    items = url_items(sink.settle())
+    assert render_stats["renders"] - before == 2
+    assert len(items) == 1 and '"quick 9"' in items[0]["formats"]["http-response"]["body"]
+
+
 def test_urlconf_import_in_another_thread_does_not_drop_a_change(sink, monkeypatch):
     """A thread that saved while another was importing the URLconf used to see the model
     as unregistered and drop its change."""
