@@ -366,6 +366,45 @@ def test_a_long_poll_back_after_a_proxy_outage_gets_what_the_proxy_missed():
         assert b"third, while the proxy is down" in back.content
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_long_poll_held_without_a_render_holds_at_the_version_its_etag_names(monkeypatch):
+    """Seen in the multi-process test: a long-poll of a shared list came back with the ETag
+    just pushed (version A) and was held without a render, but at version B, which a writer
+    process had taken, published and seen confirmed between the request's read of the
+    version and its read of the confirmed one. The hold claimed B; B's push had reached the
+    proxy before the hold and the client, holding A's body, never got B. A hold without a render holds at the version whose ETag
+    the client has: a newer one then shows as the proxy's prev-id conflict."""
+    from django.core.cache import cache
+
+    from drf_grip.rest import mixins, versions
+
+    cache.clear()
+    Todo.objects.create(title="first")
+    with RecordingSink() as proxy:
+        client = ProxiedClient()
+        first = client.get("/api/shared-todos/")["ETag"]
+        assert client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=first).status_code == 304
+        Todo.objects.create(title="second")
+        [pushed] = [i for i in proxy.settle() if i["channel"].startswith("drf.url.")]
+        channel, version_a = pushed["channel"], pushed["id"]
+        etag_a = pushed["formats"]["http-response"]["headers"]["ETag"]
+
+        real = versions.shared_hold_versions
+
+        def a_writer_moves_the_version_first(channels):
+            # A writer renders B, publishes it, and the proxy confirms it.
+            version_b = "b" * 32 + ".later"
+            versions.set_version(channel, version_b)
+            versions.acknowledge([{"channel": channel, "id": version_b}])
+            return real(channels)
+
+        monkeypatch.setattr(mixins, "shared_hold_versions", a_writer_moves_the_version_first)
+        held = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag_a)
+
+    assert held.status_code == 304
+    assert held["Grip-Channel"] == f"{channel}; prev-id={version_a}"
+
+
 def _pushed_bodies(items):
     return [
         i["formats"]["http-response"]["body"]

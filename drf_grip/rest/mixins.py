@@ -329,6 +329,12 @@ class _RealtimeBase:
             return
         etag = f'"{tag_of(version)}"'
         if etag_matches(header, etag):
+            # Held at the version this decision read, whose ETag the client has, not at the
+            # one ``shared_hold_versions`` read after it: a writer may have taken, published
+            # and seen confirmed a newer one in between (the multi-process test), and a hold
+            # claiming it would never get it. A newer version is then the proxy's prev-id
+            # conflict, which re-requests this client.
+            policy.versions[policy.channels[0]] = version
             raise _Current(etag)
 
     def _hold_if_unchanged(self, request: Request, policy: RealtimePolicy) -> None:
