@@ -62,8 +62,18 @@ class Pacer:
         self._window = 0.0
         self._used = 0
         self._lock = asyncio.Lock()
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def close(self) -> None:
+        """No new connections until :meth:`open` (a load balancer's readiness check)."""
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
 
     async def __call__(self) -> None:
+        await self._open.wait()
         async with self._lock:
             now = time.monotonic()
             if now - self._window >= self.interval:
