@@ -44,12 +44,28 @@ def gateway(proxy: ProxyUnderTest, **kwargs: Any) -> ClientConnection:
 
 
 def ask(ws: ClientConnection, message: dict[str, Any]) -> dict[str, Any]:
+    """Send ``message``; the answer to it. A pushed event that arrives first (a change, or
+    the settle of an earlier subscribe answer, gateway.view) is kept for :func:`receive`."""
     ws.send(json.dumps(message))
-    return receive(ws)
+    while True:
+        answer = json.loads(ws.recv(timeout=5.0))
+        if "event" not in answer:
+            return answer
+        _early(ws).append(answer)
 
 
 def receive(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    early = _early(ws)
+    if early:
+        return early.pop(0)
     return json.loads(ws.recv(timeout=timeout))
+
+
+def _early(ws: ClientConnection) -> list[dict[str, Any]]:
+    """Events :func:`ask` read before the answer it waited for, oldest first."""
+    if not hasattr(ws, "_events_read_early"):
+        ws._events_read_early = []  # type: ignore[attr-defined]
+    return ws._events_read_early  # type: ignore[attr-defined]
 
 
 def test_rest_calls_with_token(grip_proxy: ProxyUnderTest) -> None:
@@ -129,6 +145,7 @@ def test_second_user_never_gets_first_users_notes(grip_proxy: ProxyUnderTest) ->
         Note.objects.create(owner=alice, text="alice's secret")
 
         assert receive(alice_ws, timeout=WITHIN)["data"][0]["text"] == "alice's secret"
+        assert not _early(bob_ws)
         with pytest.raises(TimeoutError):
             bob_ws.recv(timeout=1.0)
 
