@@ -662,3 +662,36 @@ def test_a_shared_subscription_overtaken_at_every_attempt_still_follows_its_live
             held = message
     fresh = Client().get(url, HTTP_ACCEPT="application/json").json()
     assert held["data"] == fresh, received
+
+
+def test_a_re_render_that_straddles_a_revocation_sends_nothing(monkeypatch):
+    """A private subscription's re-render authenticated just before its token was deleted
+    and read a note changed just after: the change must not reach the connection; the
+    subscription ends (as a stream's next link does)."""
+    from tests.testapp.realtime_views import NoteViewSet
+
+    alice, token = make_user("alice")
+    note = Note.objects.create(owner=alice, text="secret")
+    assert wait_idle(10)
+    ws = connect()
+    answer = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})
+    assert [n["text"] for n in answer["data"]] == ["secret"]
+
+    real = NoteViewSet.get_queryset
+
+    def revoked_while_rendering(view):
+        if Token.objects.filter(user=alice).exists():
+            Token.objects.filter(user=alice).delete()  # after this render authenticated
+            Note.objects.filter(pk=note.pk).update(text="more secret")
+        return real(view)
+
+    monkeypatch.setattr(NoteViewSet, "get_queryset", revoked_while_rendering)
+    note.text = "changed"
+    note.save()
+    assert wait_idle(10)
+
+    received = []
+    while not ws.receive_nothing(0.5):
+        received.append(ws.receive_json())
+    assert not any("more secret" in json.dumps(m) for m in received), received
+    assert received and received[-1]["event"] == "end" and received[-1]["id"] == 1

@@ -132,6 +132,39 @@ def test_next_link_gives_next_event_only_when_changed(todos):
     assert "Grip-Keep-Alive" in again
 
 
+@pytest.mark.django_db
+def test_a_next_link_render_that_straddles_a_revocation_sends_nothing(monkeypatch, django_user_model):
+    """Seen in CI (embedded proxy, session flushed): a next-link fetch that authenticated
+    just before the subscriber's credentials were revoked rendered a change committed just
+    after, and the stream received it before it ended. A fetch's render is sent only if the
+    subscriber's credentials still hold once it is made."""
+    from rest_framework.authtoken.models import Token
+
+    from tests.testapp.models import Note
+    from tests.testapp.realtime_views import NoteViewSet
+
+    user = django_user_model.objects.create_user("ann")
+    token = Token.objects.create(user=user)
+    note = Note.objects.create(owner=user, text="secret")
+    client = ProxiedClient()
+    opened = client.get("/api/notes/", HTTP_ACCEPT="text/event-stream",
+                        HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert b"secret" in opened.content
+
+    real = NoteViewSet.get_queryset
+
+    def revoked_while_rendering(view):
+        Token.objects.filter(user=user).delete()  # after this request authenticated
+        Note.objects.filter(pk=note.pk).update(text="more secret")
+        return real(view)
+
+    monkeypatch.setattr(NoteViewSet, "get_queryset", revoked_while_rendering)
+    fetched = client.get(_link_of(opened), **_last_of(opened))
+
+    assert b"more secret" not in fetched.content
+    assert fetched.content.startswith(b"event: error")
+
+
 def _link_of(response) -> str:
     return response["Grip-Link"].split(">")[0].lstrip("<")
 

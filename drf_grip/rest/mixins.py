@@ -29,6 +29,7 @@ from ..protocol import Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, make_etag
+from .render import CREDENTIALS_CHECK
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
 from .store import KEPT
 from .versions import (
@@ -77,6 +78,10 @@ class _Current(Exception):
     def __init__(self, etag: str) -> None:
         super().__init__(etag)
         self.etag = etag
+
+
+class _Checked(Exception):
+    """Raised from ``initial()`` for ``render.credentials_hold``: authenticated and permitted."""
 
 
 class _RealtimeBase:
@@ -226,6 +231,8 @@ class _RealtimeBase:
             if user is None or not user.is_authenticated or str(user.pk) != context.user:
                 # The credentials of the subscription no longer name its user.
                 context.revoked = True
+        if context is not None and context.role == CREDENTIALS_CHECK:
+            raise _Checked
         if request.method in _WRITES and request.META.get("HTTP_IF_MATCH"):
             self.check_if_match(request)
         if not self._realtime_kind:
@@ -475,6 +482,8 @@ class _RealtimeBase:
         raise exc
 
     def handle_exception(self, exc):
+        if isinstance(exc, _Checked):
+            return Response(status=status.HTTP_204_NO_CONTENT)
         if isinstance(exc, _Current):
             self._current_etag = exc.etag
             response = Response(status=status.HTTP_304_NOT_MODIFIED)

@@ -47,7 +47,13 @@ from django.urls import get_script_prefix
 from ..conf import grip_settings
 from ..protocol import Channel
 from .context import SHARED, RealtimeContext, RealtimePolicy
-from .render import RecordedRequest, carries_credentials, record, subscriber_get
+from .render import (
+    RecordedRequest,
+    carries_credentials,
+    credentials_hold,
+    record,
+    subscriber_get,
+)
 from .shared import tag_of
 from .sse import EVENT_STREAM, format_event
 from .store import state_cache
@@ -232,6 +238,9 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
         if response.get("Content-Type", "").startswith(EVENT_STREAM) and not context.revoked:
             return response
         return end_of_stream("error" if response.status_code != 404 else "delete")
+    if response.content and not public and not credentials_hold(recorded, state["user"]):
+        # Revoked while this render ran (it authenticated first): send nothing of it.
+        return end_of_stream("error")
     if not public and context.result_etag and context.result_etag != state["etag"]:
         state["etag"] = context.result_etag
         cache.set(_STATE + sid, state, remaining)

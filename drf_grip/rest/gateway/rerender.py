@@ -20,7 +20,7 @@ from ...grip.items import channel_name
 from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
-from ..render import RecordedRequest, subscriber_get
+from ..render import RecordedRequest, credentials_hold, subscriber_get
 from ..store import state_cache
 from ..tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
 from .connections import (
@@ -152,7 +152,8 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
     name = _ticket_name(conn, digest)
     ticket = take_ticket(name)
     try:
-        response, _inner = subscriber_get(RecordedRequest.from_dict(sub["req"]), context)
+        recorded = RecordedRequest.from_dict(sub["req"])
+        response, _inner = subscriber_get(recorded, context)
     except Exception:  # noqa: BLE001 - one subscription must not stop the others
         logger.exception("drf-grip gateway: could not re-render a subscription")
         return
@@ -165,6 +166,11 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
         send_to_connection(conn, {"content": end_message(sub, status)})
         return
     message, version = change_message(sub, response)
+    if sent_version(conn, key) != version and not credentials_hold(recorded, sub.get("user")):
+        # Revoked while this render ran (it authenticated first): send nothing of it.
+        set_sent_version(conn, key, REVOKED)
+        send_to_connection(conn, {"content": end_message(sub, 403)})
+        return
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
         # one would be sent last (tickets.exclusive).
