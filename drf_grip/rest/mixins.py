@@ -81,7 +81,7 @@ class _Current(Exception):
 
 
 class _Checked(Exception):
-    """Raised from ``initial()`` for ``render.credentials_hold``: authenticated and permitted."""
+    """Raised from ``initial()`` for ``render.revoked_status``: authenticated and permitted."""
 
 
 class _RealtimeBase:

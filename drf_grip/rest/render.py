@@ -219,23 +219,26 @@ def run_through_middleware(request: HttpRequest) -> HttpResponse:
         set_urlconf(previous)
 
 
-#: The role of :func:`credentials_hold`'s replay: the view stops after authentication and
+#: The role of :func:`revoked_status`'s replay: the view stops after authentication and
 #: permissions (``mixins._RealtimeBase.initial``).
 CREDENTIALS_CHECK = "credentials-check"
 
 
-def credentials_hold(recorded: RecordedRequest, user: str | None) -> bool:
-    """Whether the subscriber's recorded GET still authenticates (as ``user``, when it named
-    one) and passes the view's permissions: asked once a render for a subscriber is made and
-    before it is sent. That render authenticated before it read the data, so credentials
-    revoked in between would otherwise see a change committed after their revocation (CI:
-    a stream whose session was flushed received the next note). Runs the middleware and
-    DRF's authentication and permission checks, not the view."""
+def revoked_status(recorded: RecordedRequest, user: str | None) -> int | None:
+    """None while the subscriber's recorded GET still authenticates (as ``user``, when it
+    named one) and passes the view's permissions, else the status to report (401 or 403).
+    Asked once a render for a subscriber is made and before it is sent: that render
+    authenticated before it read the data, so credentials revoked in between would
+    otherwise see a change committed after their revocation (CI: a stream whose session was
+    flushed received the next note). Runs the middleware and DRF's authentication and
+    permission checks, not the view."""
     if user is None and not any(recorded.meta.get(key) for key in _CREDENTIALS):
-        return True  # nothing of the subscriber's to revoke
+        return None  # nothing of the subscriber's to revoke
     context = RealtimeContext(role=CREDENTIALS_CHECK, user=user)
     response, _request = subscriber_get(recorded, context)
-    return not context.revoked and response.status_code == 204
+    if response.status_code == 204 and not context.revoked:
+        return None
+    return response.status_code if response.status_code in (401, 403) else 403
 
 
 def subscriber_get(

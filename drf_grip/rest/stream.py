@@ -50,8 +50,8 @@ from .context import SHARED, RealtimeContext, RealtimePolicy
 from .render import (
     RecordedRequest,
     carries_credentials,
-    credentials_hold,
     record,
+    revoked_status,
     subscriber_get,
 )
 from .shared import tag_of
@@ -238,7 +238,7 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
         if response.get("Content-Type", "").startswith(EVENT_STREAM) and not context.revoked:
             return response
         return end_of_stream("error" if response.status_code != 404 else "delete")
-    if response.content and not public and not credentials_hold(recorded, state["user"]):
+    if response.content and not public and revoked_status(recorded, state["user"]):
         # Revoked while this render ran (it authenticated first): send nothing of it.
         return end_of_stream("error")
     if not public and context.result_etag and context.result_etag != state["etag"]:

@@ -20,7 +20,7 @@ from ...grip.items import channel_name
 from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
-from ..render import RecordedRequest, credentials_hold, subscriber_get
+from ..render import RecordedRequest, revoked_status, subscriber_get
 from ..store import state_cache
 from ..tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
 from .connections import (
@@ -166,10 +166,11 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
         send_to_connection(conn, {"content": end_message(sub, status)})
         return
     message, version = change_message(sub, response)
-    if sent_version(conn, key) != version and not credentials_hold(recorded, sub.get("user")):
+    revoked = sent_version(conn, key) != version and revoked_status(recorded, sub.get("user"))
+    if revoked:
         # Revoked while this render ran (it authenticated first): send nothing of it.
         set_sent_version(conn, key, REVOKED)
-        send_to_connection(conn, {"content": end_message(sub, 403)})
+        send_to_connection(conn, {"content": end_message(sub, revoked)})
         return
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
