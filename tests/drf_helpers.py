@@ -59,3 +59,23 @@ class RecordingSink:
         if exc[0] is None:  # nothing published after the test reaches a proxy that is not there
             self.settle()
         unregister_local_sink(self)
+
+
+def revoke_during_the_next_notes_render(monkeypatch, user, note) -> None:
+    """The next render of a notes view, once authenticated, deletes ``user``'s token and
+    changes ``note`` to "more secret": a revocation and a commit between a render's
+    authentication and its read of the data."""
+    from rest_framework.authtoken.models import Token
+
+    from tests.testapp.models import Note
+    from tests.testapp.realtime_views import NoteViewSet
+
+    real = NoteViewSet.get_queryset
+
+    def revoked_while_rendering(view):
+        if Token.objects.filter(user=user).exists():
+            Token.objects.filter(user=user).delete()  # after this render authenticated
+            Note.objects.filter(pk=note.pk).update(text="more secret")
+        return real(view)
+
+    monkeypatch.setattr(NoteViewSet, "get_queryset", revoked_while_rendering)

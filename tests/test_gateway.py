@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 
 from drf_grip.rest.registry import wait_idle
 from drf_grip.test import WebSocketTestClient
+from tests.drf_helpers import revoke_during_the_next_notes_render
 from tests.testapp.models import Note, Todo
 from tests.testapp.realtime_views import TodoViewSet
 
@@ -530,28 +531,41 @@ def test_a_render_overtaken_in_flight_is_followed_by_the_latest_again(monkeypatc
     assert rerender.outdated_render(item)
 
 
+class _SubscribeRenders:
+    """Counts the gateway's inner requests (each render of a ``subscribe``) and calls
+    ``after(count)`` once each has rendered, until :meth:`stop`."""
+
+    def __init__(self, monkeypatch, after) -> None:
+        from drf_grip.rest.gateway import view
+
+        self.count = 0
+        self._view, self._real, self._after = view, view.run_inner, after
+        monkeypatch.setattr(view, "run_inner", self._run)
+
+    def _run(self, inner):
+        self.count += 1
+        response = self._real(inner)
+        self._after(self.count)
+        return response
+
+    def stop(self) -> None:
+        self._after = lambda count: None
+
+
 def test_a_change_published_while_a_private_subscription_renders_reaches_it(monkeypatch):
     """A commit published after the subscribe read the rows but before the subscription was
     saved (so the publisher did not see it), while the proxy has not yet confirmed that
     publish: the subscriber must still get the change, in its answer or as an event."""
     from drf_grip.grip import publish_hooks
-    from drf_grip.rest.gateway import view
-    from drf_grip.rest.registry import publish_changes, wait_idle
+    from drf_grip.rest.registry import publish_changes
 
-    real_run = view.run_inner
-    runs = 0
-
-    def commit_during_the_render(inner):
-        nonlocal runs
-        runs += 1
-        response = real_run(inner)
-        if runs == 1:
+    def commit_during_the_first_render(render: int) -> None:
+        if render == 1:
             Todo.objects.bulk_create([Todo(title="b")])
             publish_changes(Todo)
             assert wait_idle(10)
-        return response
 
-    monkeypatch.setattr(view, "run_inner", commit_during_the_render)
+    _SubscribeRenders(monkeypatch, commit_during_the_first_render)
     # The proxy confirms publishes later than the subscriber checks (a real one takes a
     # round trip): hold versions do not move yet.
     monkeypatch.setattr(publish_hooks, "delivered_hooks", [])
@@ -626,26 +640,17 @@ def test_a_shared_subscription_overtaken_at_every_attempt_still_follows_its_live
 
     from drf_grip.grip import later
     from drf_grip.grip.publisher import get_publisher
-    from drf_grip.rest.gateway import view
-    from drf_grip.rest.registry import wait_idle
 
-    real_run = view.run_inner
-    renders = 0
-
-    def commit_during_every_render(inner):
-        nonlocal renders
-        renders += 1
-        response = real_run(inner)
-        Todo.objects.create(title=f"a{9 - renders}")  # first by title: the page changes
+    def commit_during_every_render(render: int) -> None:
+        Todo.objects.create(title=f"a{9 - render}")  # first by title: the page changes
         assert wait_idle(10) and get_publisher().flush(10)
-        return response
 
-    monkeypatch.setattr(view, "run_inner", commit_during_every_render)
+    renders = _SubscribeRenders(monkeypatch, commit_during_every_render)
     url = "/api/shared-todos/?page_size=5&ordering=title"  # not in the live URL's order
     ws = connect()
     ws.send_json({"id": 8, "subscribe": url})
     received = [ws.receive_json()]
-    monkeypatch.setattr(view, "run_inner", real_run)
+    renders.stop()
     assert later.wait_called() and get_publisher().flush(10)
     Todo.objects.create(title="a0")
     assert wait_idle(10) and get_publisher().flush(10)
@@ -653,7 +658,7 @@ def test_a_shared_subscription_overtaken_at_every_attempt_still_follows_its_live
         received.append(ws.receive_json())
 
     answer = next(m for m in received if m.get("id") == 8 and m.get("event") is None)
-    assert answer["status"] == 200 and renders >= 3
+    assert answer["status"] == 200 and renders.count >= 3
     held = answer
     for message in received:  # what a client keeping the subscription by its URL holds
         if message.get("event") == "change" and message.get("url") == answer["url"]:
@@ -668,8 +673,6 @@ def test_a_re_render_that_straddles_a_revocation_sends_nothing(monkeypatch):
     """A private subscription's re-render authenticated just before its token was deleted
     and read a note changed just after: the change must not reach the connection; the
     subscription ends (as a stream's next link does)."""
-    from tests.testapp.realtime_views import NoteViewSet
-
     alice, token = make_user("alice")
     note = Note.objects.create(owner=alice, text="secret")
     assert wait_idle(10)
@@ -677,15 +680,7 @@ def test_a_re_render_that_straddles_a_revocation_sends_nothing(monkeypatch):
     answer = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})
     assert [n["text"] for n in answer["data"]] == ["secret"]
 
-    real = NoteViewSet.get_queryset
-
-    def revoked_while_rendering(view):
-        if Token.objects.filter(user=alice).exists():
-            Token.objects.filter(user=alice).delete()  # after this render authenticated
-            Note.objects.filter(pk=note.pk).update(text="more secret")
-        return real(view)
-
-    monkeypatch.setattr(NoteViewSet, "get_queryset", revoked_while_rendering)
+    revoke_during_the_next_notes_render(monkeypatch, alice, note)
     note.text = "changed"
     note.save()
     assert wait_idle(10)

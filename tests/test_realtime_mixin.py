@@ -8,7 +8,11 @@ from drf_grip.rest.etag import make_etag
 from drf_grip.rest.stream import STREAM_CHANNEL
 from drf_grip.test import GripInstruction
 from drf_grip.rest.versions import read_version
-from tests.drf_helpers import ProxiedClient, RecordingSink
+from tests.drf_helpers import (
+    ProxiedClient,
+    RecordingSink,
+    revoke_during_the_next_notes_render,
+)
 from tests.testapp.models import Todo
 
 pytestmark = pytest.mark.django_db
@@ -141,7 +145,6 @@ def test_a_next_link_render_that_straddles_a_revocation_sends_nothing(monkeypatc
     from rest_framework.authtoken.models import Token
 
     from tests.testapp.models import Note
-    from tests.testapp.realtime_views import NoteViewSet
 
     user = django_user_model.objects.create_user("ann")
     token = Token.objects.create(user=user)
@@ -151,14 +154,7 @@ def test_a_next_link_render_that_straddles_a_revocation_sends_nothing(monkeypatc
                         HTTP_AUTHORIZATION=f"Token {token.key}")
     assert b"secret" in opened.content
 
-    real = NoteViewSet.get_queryset
-
-    def revoked_while_rendering(view):
-        Token.objects.filter(user=user).delete()  # after this request authenticated
-        Note.objects.filter(pk=note.pk).update(text="more secret")
-        return real(view)
-
-    monkeypatch.setattr(NoteViewSet, "get_queryset", revoked_while_rendering)
+    revoke_during_the_next_notes_render(monkeypatch, user, note)
     fetched = client.get(_link_of(opened), **_last_of(opened))
 
     assert b"more secret" not in fetched.content

@@ -123,7 +123,16 @@ def carries_credentials(request: HttpRequest) -> bool:
     """The request has an ``Authorization``, ``Proxy-Authorization`` or ``Cookie`` header:
     something a permission may read even when no authentication class used it (an API key
     checked by a permission class), which a credential-less replay would not have."""
-    return any(request.META.get(key) for key in _CREDENTIALS)
+    return _has_credentials(request.META)
+
+
+def _has_credentials(meta: Any) -> bool:
+    return any(meta.get(key) for key in _CREDENTIALS)
+
+
+def revocation_status(status_code: int) -> int:
+    """The status a revoked subscription reports: the 401 or 403 its replay got, else 403."""
+    return status_code if status_code in (401, 403) else 403
 
 
 def inherited_meta(request: HttpRequest, *, credentials: bool = True) -> dict[str, str]:
@@ -232,13 +241,13 @@ def revoked_status(recorded: RecordedRequest, user: str | None) -> int | None:
     otherwise see a change committed after their revocation (CI: a stream whose session was
     flushed received the next note). Runs the middleware and DRF's authentication and
     permission checks, not the view."""
-    if user is None and not any(recorded.meta.get(key) for key in _CREDENTIALS):
+    if user is None and not _has_credentials(recorded.meta):
         return None  # nothing of the subscriber's to revoke
     context = RealtimeContext(role=CREDENTIALS_CHECK, user=user)
     response, _request = subscriber_get(recorded, context)
     if response.status_code == 204 and not context.revoked:
         return None
-    return response.status_code if response.status_code in (401, 403) else 403
+    return revocation_status(response.status_code)
 
 
 def subscriber_get(

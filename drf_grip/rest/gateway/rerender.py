@@ -20,7 +20,7 @@ from ...grip.items import channel_name
 from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
-from ..render import RecordedRequest, revoked_status, subscriber_get
+from ..render import RecordedRequest, revocation_status, revoked_status, subscriber_get
 from ..store import state_cache
 from ..tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
 from .connections import (
@@ -160,18 +160,16 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
     if overtaken(name, ticket):
         return
     if context.revoked or response.status_code in (401, 403):
-        # The credentials no longer name the subscriber: end the subscription.
-        set_sent_version(conn, key, REVOKED)
-        status = response.status_code if response.status_code in (401, 403) else 403
-        send_to_connection(conn, {"content": end_message(sub, status)})
+        # The credentials no longer name the subscriber.
+        _end_revoked(conn, key, sub, revocation_status(response.status_code))
         return
     message, version = change_message(sub, response)
-    revoked = sent_version(conn, key) != version and revoked_status(recorded, sub.get("user"))
-    if revoked:
-        # Revoked while this render ran (it authenticated first): send nothing of it.
-        set_sent_version(conn, key, REVOKED)
-        send_to_connection(conn, {"content": end_message(sub, revoked)})
-        return
+    if sent_version(conn, key) != version:
+        # Revoked while this render ran (it authenticated first)? Then send nothing of it.
+        revoked = revoked_status(recorded, sub.get("user"))
+        if revoked is not None:
+            _end_revoked(conn, key, sub, revoked)
+            return
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
         # one would be sent last (tickets.exclusive).
@@ -183,6 +181,12 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
+
+
+def _end_revoked(conn: str, key: str, sub: Mapping[str, Any], status: int) -> None:
+    """End a subscription whose credentials were revoked: no later render is sent to it."""
+    set_sent_version(conn, key, REVOKED)
+    send_to_connection(conn, {"content": end_message(sub, status)})
 
 
 # -- the subscribe answer -----------------------------------------------------------------
