@@ -18,7 +18,6 @@ import json
 import os
 import random
 import re
-import ssl
 import sys
 import time
 from collections.abc import Iterable
@@ -30,6 +29,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
+
+from .realtime_clients import CLIENT_TLS
 
 __all__ = [
     "GONE",
@@ -51,13 +52,6 @@ GONE = "<gone>"
 
 #: Long-poll wait (``Prefer: wait=N``); holds that time out are simply renewed.
 HOLD_WAIT = 25
-
-
-#: One TLS context for every client (they speak plain HTTP to 127.0.0.1 anyway): httpx loads
-#: the CA bundle for each ``AsyncClient`` made without one, 19 ms of this one event loop's
-#: time. Forty clients reconnecting together after a proxy restart blocked each other for
-#: 0.8 s, and every first answer was read 0.7 s after Pushpin had sent it (its proxy log).
-_TLS = ssl.create_default_context()
 
 
 class Pacer:
@@ -211,7 +205,7 @@ class LongPollClient(_Client):
     async def _connect_once(self) -> bool:
         sub = self.sub
         timeout = httpx.Timeout(10.0, read=HOLD_WAIT + 20)
-        async with httpx.AsyncClient(timeout=timeout, verify=_TLS) as http:
+        async with httpx.AsyncClient(timeout=timeout, verify=CLIENT_TLS) as http:
             while True:
                 headers = {"Accept": "application/json", **sub.auth}
                 if sub.etag:
@@ -243,7 +237,7 @@ class StreamClient(_Client):
         headers = {"Accept": "text/event-stream", **sub.auth}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=_TLS) as http:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None), verify=CLIENT_TLS) as http:
             async with http.stream("GET", self.base + sub.url, headers=headers) as response:
                 if "X-Origin-Pid" in response.headers:
                     sub.pids.add(response.headers["X-Origin-Pid"])
@@ -401,7 +395,7 @@ def _key(sub: Subscription) -> tuple[str, str, str | None]:
 async def fresh(subs: Iterable[Subscription]) -> dict[tuple[str, str, str | None], Any]:
     """A fresh GET by each client (its proxy, URL and credentials): what it must hold."""
     out: dict[tuple[str, str, str | None], Any] = {}
-    async with httpx.AsyncClient(timeout=30, verify=_TLS) as http:
+    async with httpx.AsyncClient(timeout=30, verify=CLIENT_TLS) as http:
         for sub in subs:
             key = _key(sub)
             if key in out:
@@ -591,7 +585,7 @@ class Writer:
         return await asyncio.wait_for(self.process.wait(), timeout)
 
 
-__all__ += ["Writer", "converge", "fresh", "writer_command"]
+__all__ += ["Writer", "converge", "fresh", "writer_command", "subscribing_pids"]
 
 
 # -- what the deployment logged ----------------------------------------------------------------
@@ -614,6 +608,20 @@ def logged_about(log: Path, writers: list[Writer], failures: list[str], since: f
     ]
     picked.sort(key=_logged_at)
     return "" if not failures or not picked else "\nlogged:\n" + "\n".join(picked[-60:])
+
+
+def subscribing_pids(log: Path, since: float, until: float) -> set[str]:
+    """The worker processes that logged a shared subscription (``drf_grip.subscribe``,
+    multiprocess_settings) between ``since`` and ``until``: gateway subscriptions included,
+    whose answers carry no ``X-Origin-Pid``. (After the last commit, :func:`fresh`'s GETs
+    log subscriptions of their own.)"""
+    if not log.exists():
+        return set()
+    return {
+        line.split()[1]
+        for line in log.read_text(errors="replace").splitlines()
+        if " drf_grip.subscribe " in line and since <= _logged_at(line) <= until
+    }
 
 
 #: A 32-digit hex name (a channel, an ETag) in a log line: its first 8 digits identify it.

@@ -5,10 +5,17 @@ changes while they wait."""
 from __future__ import annotations
 
 import queue
+import ssl
 import threading
 from dataclasses import dataclass, field
 
 import httpx
+
+#: One TLS context for every test client (they speak plain HTTP to 127.0.0.1): without one
+#: httpx loads the CA bundle for each client it makes, about 19 ms of CPU under the
+#: interpreter lock. Forty fleet clients reconnecting together after a proxy restart blocked
+#: their event loop 0.7 s, so every first answer was read late (NOTES.rst, eighth session).
+CLIENT_TLS = ssl.create_default_context()
 
 __all__ = ["EventStream", "LongPoll", "SseEvent"]
 
@@ -70,7 +77,7 @@ class EventStream:
         self.items: queue.Queue[SseEvent | None] = queue.Queue()
         self.status: int | None = None
         self.response_headers: httpx.Headers | None = None
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
+        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None), verify=CLIENT_TLS)
         self._opened = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

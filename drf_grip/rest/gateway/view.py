@@ -57,7 +57,7 @@ from .inner_requests import (
     run_inner,
 )
 from .messages import MessageError, answer_of, decode_message, valid_id
-from .rerender import answer_overtaken, answer_ticket, record_answer, settle_answer
+from .rerender import answer_ticket, record_answer, settle_answer
 
 __all__ = ["RealtimeGateway"]
 
@@ -317,24 +317,22 @@ SETTLE_DELAY = 0.3
 
 
 def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
-    """Once a private subscription's answer left Django: if a later push went out before
-    it, or a change committed after its render, settle it a moment later, once the answer
-    has reached the client (rerender.settle_answer). A push made after this point leaves
-    after the answer and is not sent twice."""
+    """Once a private subscription's answer left Django, a moment later (once it has
+    reached the client): if a later push went out, or a change committed after its render,
+    settle it (rerender.settle_answer). Checked then, not as the answer leaves: a push
+    published just after that still overtook the answer (the soak, two writers)."""
 
     def closed() -> None:
-        if changed_since or answer_overtaken(conn, key, ticket):
-            call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since))
+        call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since))
 
     return closed
 
 
 def _settle_shared(conn: str, channel: str, answered: str | None) -> Callable[[], None]:
-    """The same for a shared subscription (shared.send_after_answer): only a render newer
-    than the answer made before it left is sent again."""
+    """The same for a shared subscription (shared.send_after_answer): a render newer than
+    the answer, by then, is sent again."""
 
     def closed() -> None:
-        if read_versions([channel])[channel] != answered:
-            call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered))
+        call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered))
 
     return closed
