@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,9 +18,12 @@ from rest_framework.authtoken.models import Token
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from drf_grip.grip import later
 from drf_grip.rest.shared import LiveUrl
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import Note, Todo
+
+from .test_realtime import hold
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -132,6 +136,45 @@ def test_shared_subscription_receives_a_change_within_a_second(
     assert change["event"] == "change" and change["url"] == "/api/shared-todos/"
     assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
     assert elapsed < WITHIN
+
+
+def test_a_shared_change_reaches_websockets_after_the_realtime_state_was_flushed(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """The cache that holds drf-grip's state is flushed (or restarted) while the proxy runs
+    on and keeps a live URL subscribed (a WebSocket and a long-poll): the proxy still knows
+    the id of the last item on that channel. A new subscriber then gives the channel a first
+    version no proxy has seen, and the next render names it as prev-id. Seen in the soak:
+    Pushpin held that render, and every later one, 5 s (its sequencer)."""
+    word = uuid.uuid4().hex[:8]
+    url = f"/api/shared-todos/?search={word}"
+    host = urlsplit(grip_proxy.url).netloc
+    channel = LiveUrl(
+        "http", host, "/api/shared-todos/", f"search={word}", "application/json"
+    ).channel
+    with gateway(grip_proxy) as first, gateway(grip_proxy) as second:
+        mark = grip_proxy.mark()
+        assert ask(first, {"id": 1, "subscribe": url})["status"] == 200
+        grip_proxy.wait_subscribed(channel, since=mark)
+        Todo.objects.create(title=f"one {word}")
+        assert receive(first, timeout=5)["event"] == "change"  # the proxy has its id now
+        poll = hold(grip_proxy, url, channel, {"Accept": "application/json"})
+        # Past its subscribe's settle (gateway.view), and the flush forgets that it subscribed
+        # a moment ago: from here on it gets what the live URL's channel carries, nothing else.
+        assert later.wait_called()
+
+        cache.clear()
+        mark = grip_proxy.mark()
+        assert ask(second, {"id": 2, "subscribe": url})["status"] == 200
+        grip_proxy.wait_subscribed(channel, since=mark)
+        Todo.objects.create(title=f"two {word}")
+        both = [f"one {word}", f"two {word}"]
+        for ws in (first, second):
+            change = receive(ws, timeout=WITHIN)
+            while len(change["data"]["results"]) < 2:  # a settle may repeat the answer
+                change = receive(ws, timeout=WITHIN)
+            assert sorted(t["title"] for t in change["data"]["results"]) == both
+        assert sorted(t["title"] for t in poll.result(WITHIN).json()["results"]) == both
 
 
 def test_second_user_never_gets_first_users_notes(grip_proxy: ProxyUnderTest) -> None:
