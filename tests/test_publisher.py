@@ -850,20 +850,6 @@ def test_posts_reuse_one_kept_alive_connection_and_token(settings, publisher):
         server.release()
 
 
-def test_a_merged_item_keeps_the_no_seq_of_the_one_it_replaces() -> None:
-    """The first render after a version no proxy saw goes out with ``no-seq``; merged with
-    the next one, the item still names that prev-id, so it needs the flag too (or Pushpin
-    holds it 5 s)."""
-    from drf_grip.grip.items import make_item
-    from drf_grip.grip.lanes import coalesce
-
-    first = make_item("c", {"ws-message": {"content": "a"}}, "1", "0s", no_seq=True)
-    second = make_item("c", {"ws-message": {"content": "b"}}, "2", "1")
-    assert first["no-seq"] is True and "no-seq" not in second
-    kept, _dropped = coalesce([first, second])
-    assert [(i["id"], i["prev-id"], i.get("no-seq")) for i in kept] == [("2", "0s", True)]
-
-
 def test_coalesce_merges_only_a_chain_this_queue_holds_whole() -> None:
     """Ids are counters every process moves: 2 was published by another process, so 1 and
     3 must both go, or 3 would name prev-id 0 and Pushpin would hold 2 back for 5 s."""

@@ -30,9 +30,8 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     def publish(channel: str, formats: dict[str, Any], id: str | None = None,
-                prev_id: str | None = None, no_seq: bool = False) -> None:
-        sent.append({"channel": channel, "formats": formats, "id": id, "prev-id": prev_id,
-                     "no-seq": no_seq})
+                prev_id: str | None = None) -> None:
+        sent.append({"channel": channel, "formats": formats, "id": id, "prev-id": prev_id})
 
     monkeypatch.setattr(shared, "publish", publish)
     yield sent

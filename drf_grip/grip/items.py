@@ -26,16 +26,10 @@ def make_item(
     prev_id: str | None = None,
     *,
     meta: Mapping[str, str] | None = None,
-    no_seq: bool = False,
 ) -> RawItem:
     """An item in Pushpin's ``/publish`` form for ``channel``, with ``GRIP_PREFIX`` applied."""
     return build_item(
-        grip_settings.prefix + channel,
-        _export_formats(formats),
-        id,
-        prev_id,
-        meta=meta,
-        no_seq=no_seq,
+        grip_settings.prefix + channel, _export_formats(formats), id, prev_id, meta=meta
     )
 
 

@@ -108,8 +108,6 @@ def coalesce(items: Sequence[RawItem]) -> tuple[list[RawItem], int]:
                 merged.pop("prev-id", None)
             else:
                 merged["prev-id"] = previous["prev-id"]
-            if previous.get("no-seq"):
-                merged["no-seq"] = True  # it carries the first one's prev-id, and so its flag
             out[index] = None
             dropped += 1
             item = merged

@@ -136,18 +136,15 @@ def publish(
     blocking: bool = False,
     callback: PublishCallback | None = None,
     meta: Mapping[str, str] | None = None,
-    no_seq: bool = False,
 ) -> None:
     """django-grip's ``publish``: send ``formats`` to subscribers of ``channel`` (prefixed).
 
     ``formats`` is a gripcontrol format (``HttpStreamFormat``, ``HttpResponseFormat``,
     ``WebSocketMessageFormat``), a list of them, or ``{format name: exported dict}``.
     ``callback(success, message)`` is called once every destination answered (pubcontrol's
-    contract); without it, failures are logged and counted. ``no_seq``: Pushpin's
-    ``"no-seq"`` (``protocol.build_item``).
+    contract); without it, failures are logged and counted.
     """
-    item = make_item(channel, formats, id, prev_id, meta=meta, no_seq=no_seq)
-    _deliver([item], blocking, callback)
+    _deliver([make_item(channel, formats, id, prev_id, meta=meta)], blocking, callback)
 
 
 def _deliver(items: list[RawItem], blocking: bool, callback: PublishCallback | None) -> None:

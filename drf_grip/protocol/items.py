@@ -41,13 +41,8 @@ def build_item(
     prev_id: str | None = None,
     *,
     meta: Mapping[str, str] | None = None,
-    no_seq: bool = False,
 ) -> RawItem:
-    """An item for ``channel`` (already prefixed) from ``{format name: fields}``.
-
-    ``no_seq``: Pushpin delivers it without waiting for its ``prev-id`` to be the channel's
-    last id (its sequencer otherwise holds such an item up to 5 s, src/handler/sequencer.cpp;
-    each held request still compares its own prev-id)."""
+    """An item for ``channel`` (already prefixed) from ``{format name: fields}``."""
     if not formats:
         raise ValueError("an item needs at least one format")
     item: RawItem = {
@@ -61,8 +56,6 @@ def build_item(
         item["prev-id"] = str(prev_id)
     if meta:
         item["meta"] = {str(k): str(v) for k, v in meta.items()}
-    if no_seq:
-        item["no-seq"] = True
     return item
 
 
@@ -136,8 +129,6 @@ class Item:
     stream: StreamFormat | None = None
     message: MessageFormat | None = None
     size: int = field(default=0, compare=False)
-    #: ``"no-seq": true``: not held back for a ``prev-id`` that is not the channel's last id.
-    no_seq: bool = False
 
 
 # RFC 9110 §5.6.2: a header name is a token.
@@ -272,9 +263,6 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
         _latin1(item_id, "id")
     if prev_id is not None:
         _latin1(prev_id, "prev-id")
-    no_seq = raw.get("no-seq", False)
-    if not isinstance(no_seq, bool):
-        raise InvalidItem("no-seq must be true or false")
     formats = _mapping(raw.get("formats"), "formats")
     unknown = set(formats) - {"http-response", "http-stream", "ws-message"}
     if unknown:
@@ -295,4 +283,4 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     )
     if max_size is not None and size > max_size:
         raise InvalidItem(f"content of {size} bytes exceeds the limit of {max_size}")
-    return Item(channel, item_id, prev_id, response, stream, message, size, no_seq)
+    return Item(channel, item_id, prev_id, response, stream, message, size)

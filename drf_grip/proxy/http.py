@@ -103,7 +103,6 @@ class HttpSession:
         # only the proxy names a WebSocket connection.
         self._client_headers = without_headers(scope.get("headers", []), "connection-id")
         self.last_ids: dict[str, str] = {}
-        self.holds_prev_ids = True
         self._channels: set[str] = set()
         self._mode: str = "response"
         self._mailbox: Mailbox[tuple[str, Any]] = Mailbox(

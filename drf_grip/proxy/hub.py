@@ -28,8 +28,6 @@ class Subscriber(Protocol):
 
     path: str
     last_ids: dict[str, str]
-    #: A long-poll or a stream holds at prev-ids; a WebSocket subscription has none.
-    holds_prev_ids: bool
 
     def wants(self, item: Item) -> bool:
         """True when the item has the format this connection consumes."""
@@ -170,10 +168,6 @@ class ChannelHub:
                 continue
             if item.prev_id is not None:
                 expected = known if known is not None else sub.last_ids.get(channel)
-                if item.no_seq:
-                    # Pushpin skips its sequencer (the channel's last id) for such an item;
-                    # a held request still compares its own prev-id, a WebSocket nothing.
-                    expected = sub.last_ids.get(channel) if sub.holds_prev_ids else None
                 if expected is not None and expected != item.prev_id:
                     # Pushpin 1.36, the race: a publish whose prev-id does not follow what this
                     # subscriber has is not delivered; the origin is asked afresh instead.

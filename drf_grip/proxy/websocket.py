@@ -73,7 +73,6 @@ class WebSocketSession:
         self._send = send
         self.path = loggable_target(scope["path"])  # for logs
         self.last_ids: dict[str, str] = {}
-        self.holds_prev_ids = False
         self.connection_id = uuid.uuid4().hex
         self.meta: dict[str, str] = {}
         self._channels: set[str] = set()

@@ -539,7 +539,15 @@ class _RealtimeBase:
             return
         channel = policy.channels[0]
         held = policy.versions.get(channel)
-        if held is None:
+        role = getattr(context_of(self.request), "role", "client")
+        # Not for a WebSocket subscription, which holds at no prev-id: the next render then
+        # goes out with none and Pushpin sends it at once. A first version named here, which
+        # no proxy has seen, became that render's prev-id; a Pushpin that still knew an
+        # older id of the channel (drf-grip's cache flushed or restarted while it ran on)
+        # held the render, and every later one, 5 s (src/handler/sequencer.cpp; the soak).
+        # A held request's first hold at such a version conflicts instead, and Pushpin then
+        # forgets the older id (src/handler/httpsession.cpp, "conflict on first hold").
+        if held is None and role != "gateway-subscribe":
             _content, etag = self.render_representation(response)
             policy.versions[channel] = first_version(channel, etag)
             context = context_of(self.request)
@@ -548,7 +556,6 @@ class _RealtimeBase:
                 context.state["version"] = policy.versions[channel]
         if logger.isEnabledFor(logging.DEBUG):
             _content, etag = self.render_representation(response)
-            role = getattr(context_of(self.request), "role", "client")
             logger.debug(
                 "live URL %s (%s) at %s, %s read %s, holds with %s, rendered %s",
                 channel,

@@ -194,30 +194,11 @@ def has_overflow(model: type[models.Model], kind: str = "urls") -> bool:
     return bool(state_cache().get(f"drf_grip:overflow:{kind}:{model._meta.label_lower}"))
 
 
-def _new_version(tag: str, *, by_subscriber: bool = False) -> str:
+def _new_version(tag: str) -> str:
     """A version naming a representation, unique per publish: Pushpin drops a second item
     with the same (channel, id) within 60 s, and a page can go A -> B -> A -> B in a minute.
-    The suffix starts with the time of the render in milliseconds (``rendered_at``); a
-    version a subscriber made (``first_version``) ends in :data:`_BY_SUBSCRIBER`."""
-    suffix = f"{int(time.time() * 1000):012x}{secrets.token_hex(2)}"
-    return f"{tag}.{suffix[:-1]}{_BY_SUBSCRIBER}" if by_subscriber else f"{tag}.{suffix}"
-
-
-#: Ends a version that a subscriber gave a channel (never a hex digit).
-_BY_SUBSCRIBER = "s"
-
-
-def _published_by_no_one(version: str | None) -> bool:
-    """True for a version only a subscriber made: no item ever carried it as its id.
-
-    The render published after it must not wait for it at the proxy. Pushpin's sequencer
-    holds an item whose prev-id is not the channel's last id for up to 5 s
-    (src/handler/sequencer.cpp, ``message_wait``), and the last id it remembers can outlive
-    drf-grip's state: a flushed or restarted cache, while a WebSocket kept the channel
-    subscribed. Seen in the soak: a gateway subscriber named a first version after the state
-    was flushed, and every later render of that URL reached its WebSockets 5 s late. So that
-    item goes out with ``no-seq``; held requests still compare their own prev-id with it."""
-    return version is not None and version.endswith(_BY_SUBSCRIBER)
+    The suffix starts with the time of the render in milliseconds (``rendered_at``)."""
+    return f"{tag}.{int(time.time() * 1000):012x}{secrets.token_hex(2)}"
 
 
 def rendered_at(version: str) -> float | None:
@@ -242,7 +223,7 @@ def first_version(channel: str, etag: str) -> str:
     publisher's re-requests it at once (Pushpin: a hold's prev-id that differs from the
     channel's last id, ../PUSHPIN.md)."""
     tag = etag.strip('"')
-    version = _new_version(tag, by_subscriber=True)
+    version = _new_version(tag)
     if add_version(channel, version):
         return version
     current = read_version(channel)
@@ -498,7 +479,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         return
     previous, version = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
-    publish(channel, formats, id=version, prev_id=previous, no_seq=_published_by_no_one(previous))
+    publish(channel, formats, id=version, prev_id=previous)
     _to_fresh_subscribers(channel, version, formats["ws-message"])
     if status in (404, 410):
         from .publishing import CLOSE
@@ -525,7 +506,7 @@ def _hint_unrendered(channel: str, url: str, ticket: int) -> None:
         return
     previous, version = turn
     _trace(channel, url, ticket, f"render failed; hinted {version}")
-    publish(channel, HINT, id=version, prev_id=previous, no_seq=_published_by_no_one(previous))
+    publish(channel, HINT, id=version, prev_id=previous)
 
 
 def _trace(channel: str, url: str, ticket: int, what: str) -> None:

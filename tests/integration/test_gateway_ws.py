@@ -170,11 +170,22 @@ def test_a_shared_change_reaches_websockets_after_the_realtime_state_was_flushed
         Todo.objects.create(title=f"two {word}")
         both = [f"one {word}", f"two {word}"]
         for ws in (first, second):
-            change = receive(ws, timeout=WITHIN)
-            while len(change["data"]["results"]) < 2:  # a settle may repeat the answer
-                change = receive(ws, timeout=WITHIN)
-            assert sorted(t["title"] for t in change["data"]["results"]) == both
+            assert sorted(t["title"] for t in _once_there(ws, 2)["data"]["results"]) == both
         assert sorted(t["title"] for t in poll.result(WITHIN).json()["results"]) == both
+        # And the render after it, which names that one as its prev-id.
+        Todo.objects.create(title=f"three {word}")
+        for ws in (first, second):
+            assert _once_there(ws, 3)["data"]["count"] == 3
+
+
+def _once_there(ws: ClientConnection, count: int) -> dict[str, Any]:
+    """The first change to reach ``ws`` within a second whose list counts ``count`` todos
+    (a settle may repeat an earlier render first)."""
+    deadline = time.monotonic() + WITHIN
+    while True:
+        change = receive(ws, timeout=max(0.01, deadline - time.monotonic()))
+        if change["data"]["count"] >= count:
+            return change
 
 
 def test_second_user_never_gets_first_users_notes(grip_proxy: ProxyUnderTest) -> None:

@@ -146,7 +146,6 @@ def _response_item(**response) -> dict:
         ({"items": [{"channel": "\u2603", "formats": {"http-stream": {"content": "x"}}}]}, "channel is not latin-1"),
         ({"items": [{"channel": "c\x00", "formats": {"http-stream": {"content": "x"}}}]}, "channel contains"),
         (_item(**{"ws-message": {"type": "close", "code": 1006}}), "close code"),
-        ({"items": [{"channel": "c", "no-seq": 1, "formats": {"http-stream": {"content": "x"}}}]}, "no-seq"),
     ],
 )
 def test_items_pushpin_refuses_answer_400_with_the_reason(server: ProxyServer, body, reason):
