@@ -34,7 +34,15 @@ from tests.integration.fleet import (
     logged_about,
 )
 from tests.integration.pushpin_holds import ready_for_holds
-from tests.integration.test_multiprocess import WITHIN, detail_urls, list_urls, seed
+from tests.integration.test_multiprocess import detail_urls, list_urls, seed
+
+#: Wider than the promise (one second, which ``DRF_GRIP_CONVERGE_WITHIN=1`` checks): with
+#: two writer processes, random reconnects and a proxy restart on two shared cores the
+#: slowest client measured up to 0.75 s. Known to exceed both: Pushpin's last id for a
+#: channel can go back when two renders cross on the way while a hold conflict cleared it,
+#: and the next render then waits 5 s in its sequencer (once in 35 runs, a client 3.5 s
+#: late; NOTES.rst, issue 9, eighth session). Lost updates fail at any bound.
+WITHIN = float(os.environ.get("DRF_GRIP_CONVERGE_WITHIN") or 2.5)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
