@@ -240,6 +240,35 @@ def test_detail_subscription_reports_deletion():
     assert gone["id"] == 1 and gone["status"] == 404
 
 
+def test_identical_private_subscriptions_are_rendered_once_per_change(monkeypatch):
+    """Each change replayed every private gateway subscription's GET, so a list watched by
+    a hundred anonymous visitors cost a hundred renders per write, one after another (the
+    large soak: the last change reached such subscribers up to 2.2 s late). Subscriptions
+    whose replays are the same request (headers, URL, user) now share one render; other
+    users still get their own."""
+    from drf_grip.rest.gateway import rerender
+
+    alice, token = make_user("alice")
+    visitors = [connect() for _ in range(5)]
+    for ws in visitors:
+        assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
+    hers = connect()
+    assert ask(hers, {"id": 1, "subscribe": "/api/todos/", "token": token})["status"] == 200
+    renders = []
+    real = rerender.subscriber_get
+
+    def counted(recorded, context):
+        renders.append(context.user)
+        return real(recorded, context)
+
+    monkeypatch.setattr(rerender, "subscriber_get", counted)
+    Todo.objects.create(title="new")
+    assert wait_idle(10)
+    for ws in [*visitors, hers]:
+        assert [t["title"] for t in ws.receive_json()["data"]["results"]] == ["new"]
+    assert sorted(renders, key=str) == sorted([None, str(alice.pk)], key=str)
+
+
 def test_unsubscribe_stops_changes():
     ws = connect()
     ask(ws, {"id": 1, "subscribe": "/api/todos/"})

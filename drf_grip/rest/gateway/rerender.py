@@ -12,6 +12,7 @@ re-request per held client.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -124,6 +125,7 @@ def publish_subscriptions(
     if not conns:
         return
     states = load_states(conns)
+    same_get: dict[str, list[tuple[str, str, Mapping[str, Any]]]] = {}
     for conn in conns:
         state = states.get(conn)
         if state is None:
@@ -134,7 +136,16 @@ def publish_subscriptions(
                 continue
             if not _affected(sub, pks, deleted, partitions):
                 continue
-            _rerender(conn, key, sub)
+            same_get.setdefault(_replayed_as(sub), []).append((conn, key, sub))
+    for members in same_get.values():
+        _rerender_all(members)
+
+
+def _replayed_as(sub: Mapping[str, Any]) -> str:
+    """Subscriptions whose replays are one request (the same recorded headers and URL, the
+    same user) get the same bytes: one render serves all of them in a publish (a page's
+    anonymous visitors, one user's tabs)."""
+    return json.dumps([sub["req"], sub.get("user")], sort_keys=True)
 
 
 def _digest(key: str) -> str:
@@ -143,20 +154,52 @@ def _digest(key: str) -> str:
 
 def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
     """Replay one subscription's GET as its subscriber; push it when it changed."""
-    if sent_version(conn, key) == REVOKED:
+    _rerender_all([(conn, key, sub)])
+
+
+def _rerender_all(members: list[tuple[str, str, Mapping[str, Any]]]) -> None:
+    """Replay the GET that the subscriptions ``members`` share (``_replayed_as``), once, as
+    their subscriber; push it to each of them whose representation changed."""
+    live = [(conn, key, sub) for conn, key, sub in members if sent_version(conn, key) != REVOKED]
+    if not live:
         return
-    context = RealtimeContext(role="gateway-render", user=sub.get("user"))
-    # Another process may re-render this subscription for its own commit at the same
-    # time: the render that started later sends (tickets.py).
-    digest = _digest(key)
-    name = _ticket_name(conn, digest)
-    ticket = take_ticket(name)
+    first = live[0][2]
+    context = RealtimeContext(role="gateway-render", user=first.get("user"))
+    # Another process may re-render these subscriptions for its own commit at the same
+    # time: the render that started later sends (tickets.py). So every subscription takes
+    # its ticket before the one render.
+    tickets = [take_ticket(_ticket_name(conn, _digest(key))) for conn, key, _sub in live]
     try:
-        recorded = RecordedRequest.from_dict(sub["req"])
+        recorded = RecordedRequest.from_dict(first["req"])
         response, _inner = subscriber_get(recorded, context)
     except Exception:  # noqa: BLE001 - one subscription must not stop the others
         logger.exception("drf-grip gateway: could not re-render a subscription")
         return
+    straddled: list[int | None] = []
+
+    def revoked_meanwhile() -> int | None:
+        # Revoked while the render ran (it authenticated first)? Asked once for all.
+        if not straddled:
+            straddled.append(revoked_status(recorded, first.get("user")))
+        return straddled[0]
+
+    for (conn, key, sub), ticket in zip(live, tickets):
+        _send_render(conn, key, sub, ticket, context, response, revoked_meanwhile)
+
+
+def _send_render(
+    conn: str,
+    key: str,
+    sub: Mapping[str, Any],
+    ticket: int,
+    context: RealtimeContext,
+    response: Any,
+    revoked_meanwhile: Any,
+) -> None:
+    """Push one subscription's re-render made with ``ticket``, unless it is outdated,
+    unchanged or its credentials were revoked."""
+    digest = _digest(key)
+    name = _ticket_name(conn, digest)
     if overtaken(name, ticket):
         return
     if context.revoked or response.status_code in (401, 403):
@@ -165,8 +208,7 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
         return
     message, version = change_message(sub, response)
     if sent_version(conn, key) != version:
-        # Revoked while this render ran (it authenticated first)? Then send nothing of it.
-        revoked = revoked_status(recorded, sub.get("user"))
+        revoked = revoked_meanwhile()
         if revoked is not None:
             _end_revoked(conn, key, sub, revoked)
             return
