@@ -628,7 +628,6 @@ def test_a_change_published_while_a_private_subscription_renders_reaches_it(monk
 def _subscribe_with_a_commit_after_the_check(monkeypatch, url: str) -> list[dict]:
     """Subscribe to ``url`` while a todo is created (and published) right after the
     gateway checked that its answer is current; every message the client then gets."""
-    from drf_grip.grip import later
     from drf_grip.grip.publisher import get_publisher
     from drf_grip.rest.gateway import view
     from drf_grip.rest.registry import wait_idle
@@ -648,11 +647,7 @@ def _subscribe_with_a_commit_after_the_check(monkeypatch, url: str) -> list[dict
     monkeypatch.setattr(view, "read_versions", commit_after_the_check)
     ws = connect()
     ws.send_json({"id": 8, "subscribe": url})
-    received = [ws.receive_json()]
-    assert later.wait_called() and get_publisher().flush(10)
-    while not ws.receive_nothing(0.3):
-        received.append(ws.receive_json())
-    return received
+    return [ws.receive_json(), *settled(ws)]
 
 
 def test_a_push_that_overtakes_a_subscribe_answer_is_sent_again_after_it(monkeypatch):
@@ -684,7 +679,6 @@ def _subscribe_with_a_push_ahead_of_the_answer(monkeypatch, url: str) -> list[di
     (the test client applies an answer after the response's closers, where this commit
     runs). Pushpin's proxy writes an answer and its handler writes pushes without waiting
     for each other. Every message the client then gets, in order."""
-    from drf_grip.grip import later
     from drf_grip.grip.publisher import get_publisher
     from drf_grip.rest.gateway import view
 
@@ -705,12 +699,7 @@ def _subscribe_with_a_push_ahead_of_the_answer(monkeypatch, url: str) -> list[di
     monkeypatch.setattr(view, "_settle_shared", commit_after(view._settle_shared))
     ws = connect()
     ws.send_json({"id": 8, "subscribe": url})
-    received = [ws.receive_json()]
-    later.wait_called()
-    assert get_publisher().flush(10)
-    while not ws.receive_nothing(0.5):
-        received.append(ws.receive_json())
-    return received
+    return [ws.receive_json(), *settled(ws)]
 
 
 def _held_by_a_client(received: list[dict], sub_id: int) -> dict | None:
@@ -767,8 +756,7 @@ def test_a_shared_subscription_overtaken_at_every_attempt_still_follows_its_live
     assert later.wait_called() and get_publisher().flush(10)
     Todo.objects.create(title="a0")
     assert wait_idle(10) and get_publisher().flush(10)
-    while not ws.receive_nothing(0.3):
-        received.append(ws.receive_json())
+    received += settled(ws)
 
     answer = next(m for m in received if m.get("id") == 8 and m.get("event") is None)
     assert answer["status"] == 200 and renders.count >= 3

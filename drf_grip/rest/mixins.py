@@ -539,7 +539,8 @@ class _RealtimeBase:
             return
         channel = policy.channels[0]
         held = policy.versions.get(channel)
-        role = getattr(context_of(self.request), "role", "client")
+        context = context_of(self.request)
+        role = getattr(context, "role", "client")
         # Not for a WebSocket subscription, which holds at no prev-id: the next render then
         # goes out with none and Pushpin sends it at once. A first version named here, which
         # no proxy has seen, became that render's prev-id; a Pushpin that still knew an
@@ -550,7 +551,6 @@ class _RealtimeBase:
         if held is None and role != "gateway-subscribe":
             _content, etag = self.render_representation(response)
             policy.versions[channel] = first_version(channel, etag)
-            context = context_of(self.request)
             if context is not None and "version" in context.state:
                 # The version this render is at (the gateway checks it has not moved).
                 context.state["version"] = policy.versions[channel]

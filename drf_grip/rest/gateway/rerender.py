@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...grip.items import channel_name
@@ -194,7 +194,7 @@ def _send_render(
     ticket: int,
     context: RealtimeContext,
     response: Any,
-    revoked_meanwhile: Any,
+    revoked_meanwhile: Callable[[], int | None],
 ) -> None:
     """Push one subscription's re-render made with ``ticket``, unless it is outdated,
     unchanged or its credentials were revoked."""
