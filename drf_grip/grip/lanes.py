@@ -320,9 +320,11 @@ class Publisher:
                 superseded_count += len(batch) - len(current)
                 batch = current
             if hooks.item_rewrites:
-                rewritten = [hooks.as_sent(item) for item in batch]
-                current = [item for item in rewritten if item is not None]
-                superseded_count += len(batch) - len(current)
+                current = []
+                for item in batch:
+                    sent = hooks.as_sent(item)
+                    superseded_count += not sent
+                    current.extend(sent)
                 batch = current
 
             def superseded(

@@ -38,26 +38,35 @@ def register_outdated_check(check: Callable[[RawItem], bool]) -> None:
 
 
 #: Rewrites of an item just before it is sent (``register_item_rewrite``).
-item_rewrites: list[Callable[[RawItem], RawItem | None]] = []
+item_rewrites: list[Callable[[RawItem], RawItem | list[RawItem] | None]] = []
 
 
-def register_item_rewrite(rewrite: Callable[[RawItem], RawItem | None]) -> None:
-    """``rewrite(item)`` gives the item to send in its place just before it is sent: the
+def register_item_rewrite(rewrite: Callable[[RawItem], RawItem | list[RawItem] | None]) -> None:
+    """``rewrite(item)`` gives what to send in the item's place just before it is sent: the
     item itself, a reduced copy (an older state sent only as the link a newer item's
-    ``prev-id`` names), or None to send nothing."""
+    ``prev-id`` names), several items sent one after another in that place, or None to send
+    nothing."""
     if rewrite not in item_rewrites:
         item_rewrites.append(rewrite)
 
 
-def as_sent(item: RawItem) -> RawItem | None:
+def as_sent(item: RawItem) -> list[RawItem]:
+    """The items to send in ``item``'s place, in order (none: it is not sent)."""
+    items = [item]
     for rewrite in list(item_rewrites):
-        try:
-            item = rewrite(item)  # type: ignore[assignment]
-        except Exception:  # noqa: BLE001 - a failing rewrite must not stop delivery
-            logger.exception("drf-grip: an item rewrite failed")
-        if item is None:
-            return None
-    return item
+        rewritten: list[RawItem] = []
+        for one in items:
+            try:
+                out = rewrite(one)
+            except Exception:  # noqa: BLE001 - a failing rewrite must not stop delivery
+                logger.exception("drf-grip: an item rewrite failed")
+                out = one
+            if isinstance(out, list):
+                rewritten.extend(out)
+            elif out is not None:
+                rewritten.append(out)
+        items = rewritten
+    return items
 
 
 #: Called with the items a destination confirmed (``register_delivered_hook``).

@@ -162,6 +162,11 @@ class ChannelHub:
             self._last_ids.move_to_end(channel)
             while len(self._last_ids) > self._max_remembered:
                 self._last_ids.popitem(last=False)
+        else:
+            # Pushpin 1.36: an item without an id clears the channel's last id (sequencer.cpp,
+            # sendItem), and each session's (httpsession.cpp, processItem): the next item is
+            # delivered whatever its prev-id.
+            self._last_ids.pop(channel, None)
         receivers = recovered = 0
         for sub in list(self._subscribers.get(channel, ())):
             if not sub.wants(item):
@@ -177,6 +182,8 @@ class ChannelHub:
                     continue
             if item.id is not None:
                 sub.last_ids[channel] = item.id
+            else:
+                sub.last_ids.pop(channel, None)
             sub.deliver(item)
             receivers += 1
         if recovered:

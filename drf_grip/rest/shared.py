@@ -372,16 +372,24 @@ def outdated_item(item: dict[str, Any]) -> bool:
     return _overtaken_version(item) is not None and not _recently_rendered(item)
 
 
-def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
-    """The item to send for a live URL's item just before it goes out.
+def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """What to send for a live URL's item just before it goes out.
 
-    A newer render chains onto this one (its prev-id is this item's id), and Pushpin holds
-    an item whose prev-id it has not seen for up to 5 s, waiting for the missing one
-    (src/handler/sequencer.cpp, DEFAULT_PENDING_EXPIRE). Dropped, every subscriber of the
-    URL waited those 5 s (seen in the soak test). So a recently overtaken item is still sent,
-    as that link only: a ``hint`` in place of its older body (a long-poll re-requests, a
-    stream fetches its next link: both get the current state, in whatever order the items
-    arrive), and no WebSocket message. Overtaken long ago, it is not sent."""
+    Current, the item itself. Overtaken by a newer render (made by this process or another)
+    long ago, nothing. Overtaken a moment ago, two hints (a long-poll re-requests, a stream
+    fetches its next link, a WebSocket gets nothing), because of Pushpin's sequencer
+    (src/handler/sequencer.cpp), which keeps each channel's last id:
+
+    - The newer render chains onto this one (its prev-id is this item's id); arriving first,
+      it waits up to 5 s for an item with that id. Dropped, every subscriber of the URL
+      waited those 5 s (seen in the soak). So the first hint keeps this item's id, and no
+      prev-id: it is never held, and it releases the newer render at once.
+    - Arriving after the newer render, that id would take the channel's last id back, and
+      the render after the newer one (whose prev-id is the newer one's id) would wait 5 s
+      (seen in the soak: two writer processes' renders crossed). The second hint has no id,
+      and an item without an id clears the channel's last id (``sendItem``): whatever comes
+      next is sent at once.
+    """
     if _overtaken_version(item) is None:
         return item
     if not channel_name(item).startswith(_URL_CHANNELS):
@@ -390,10 +398,10 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not _recently_rendered(item):
         return None
-    return {
-        **item,
-        "formats": {"http-response": {"action": "hint"}, "http-stream": {"action": "hint"}},
-    }
+    hints = {"http-response": {"action": "hint"}, "http-stream": {"action": "hint"}}
+    link = {k: v for k, v in item.items() if k not in ("prev-id", "formats")}
+    forget = {k: v for k, v in link.items() if k != "id"}
+    return [{**link, "formats": hints}, {**forget, "formats": hints}]
 
 
 def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -> None:

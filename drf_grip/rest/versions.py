@@ -116,8 +116,7 @@ def acknowledge(items: list[dict]) -> None:
         if item_id.isdigit():
             latest[channel] = max(int(item_id), latest.get(channel, 0))
         elif channel.startswith(SHARED_PREFIX) and not item_id.endswith(".closed"):
-            # A shared channel's id names a representation; the publisher sends only the
-            # latest of a channel (latest wins), so the last one confirmed is the newest.
+            # A shared channel's id names a representation: no order to compare by.
             named[channel] = item_id
     cache = state_cache()
     if latest:
@@ -127,7 +126,14 @@ def acknowledge(items: list[dict]) -> None:
             _TIMEOUT,
         )
     if named:
-        cache.set_many({_ACK + c: v for c, v in named.items()}, _TIMEOUT)
+        # Only the channel's current version: an overtaken render, confirmed after the newer
+        # one (two processes' publishes cross), would move the confirmed id back, and the
+        # holds naming it would conflict with the proxy's last id (Pushpin then forgets it,
+        # and lets the next item through unordered: shared.live_item_as_sent).
+        current = read_versions(list(named))
+        cache.set_many(
+            {_ACK + c: v for c, v in named.items() if current.get(c) == v}, _TIMEOUT
+        )
 
 
 def shared_hold_versions(channels: list[str]) -> dict[str, str | None]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -138,6 +139,14 @@ def test_shared_subscription_receives_a_change_within_a_second(
     assert elapsed < WITHIN
 
 
+def _searched_todos(proxy: ProxyUnderTest) -> tuple[str, str, str]:
+    """A word no other test uses, the shared todo list searched for it, and its channel."""
+    word = uuid.uuid4().hex[:8]
+    host = urlsplit(proxy.url).netloc
+    live = LiveUrl("http", host, "/api/shared-todos/", f"search={word}", "application/json")
+    return word, f"/api/shared-todos/?search={word}", live.channel
+
+
 def test_a_shared_change_reaches_websockets_after_the_realtime_state_was_flushed(
     grip_proxy: ProxyUnderTest,
 ) -> None:
@@ -146,12 +155,7 @@ def test_a_shared_change_reaches_websockets_after_the_realtime_state_was_flushed
     the id of the last item on that channel. A new subscriber then gives the channel a first
     version no proxy has seen, and the next render names it as prev-id. Seen in the soak:
     Pushpin held that render, and every later one, 5 s (its sequencer)."""
-    word = uuid.uuid4().hex[:8]
-    url = f"/api/shared-todos/?search={word}"
-    host = urlsplit(grip_proxy.url).netloc
-    channel = LiveUrl(
-        "http", host, "/api/shared-todos/", f"search={word}", "application/json"
-    ).channel
+    word, url, channel = _searched_todos(grip_proxy)
     with gateway(grip_proxy) as first, gateway(grip_proxy) as second:
         mark = grip_proxy.mark()
         assert ask(first, {"id": 1, "subscribe": url})["status"] == 200
@@ -176,6 +180,51 @@ def test_a_shared_change_reaches_websockets_after_the_realtime_state_was_flushed
         Todo.objects.create(title=f"three {word}")
         for ws in (first, second):
             assert _once_there(ws, 3)["data"]["count"] == 3
+
+
+def test_an_older_render_arriving_after_a_newer_one_does_not_hold_the_next(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writer processes render one live URL in turn, and the older render reaches the
+    proxy after the newer one (its process was slower to send). Seen in the soak: Pushpin
+    took the older id back as the channel's last id, so the render after the newer one,
+    whose prev-id names the newer one, waited 5 s in its sequencer; the embedded proxy
+    re-requested instead, and its WebSockets got nothing."""
+    from drf_grip.rest import shared
+    from drf_grip.rest.gateway.connections import fresh_subscribers
+
+    word, url, channel = _searched_todos(grip_proxy)
+    send = shared.publish
+    slow: list[tuple[Any, ...]] = []
+    rendered = threading.Event()
+
+    def first_writer_is_slow(name: str, formats: Any, **ids: Any) -> None:
+        if name == channel and not slow:
+            slow.append((name, formats, ids))  # rendered and versioned, not yet sent
+            rendered.set()
+            return
+        send(name, formats, **ids)
+
+    with gateway(grip_proxy) as ws:
+        mark = grip_proxy.mark()
+        assert ask(ws, {"id": 1, "subscribe": url})["status"] == 200
+        grip_proxy.wait_subscribed(channel, since=mark)
+        assert later.wait_called()  # past its subscribe's settle (gateway.view)
+        # A subscription of more than a few seconds ago: it gets what the live URL's
+        # channel carries, no copies on its own connection's channel.
+        for entry in fresh_subscribers(channel).entries():
+            fresh_subscribers(channel).remove(entry["k"])
+        monkeypatch.setattr(shared, "publish", first_writer_is_slow)
+
+        Todo.objects.create(title=f"one {word}")  # the slow writer's render waits
+        assert rendered.wait(5)
+        Todo.objects.create(title=f"two {word}")  # the other writer's, sent at once
+        assert _once_there(ws, 2)["data"]["count"] == 2
+        [(name, formats, ids)] = slow
+        send(name, formats, **ids)  # the older render arrives now, before the next one
+
+        Todo.objects.create(title=f"three {word}")
+        assert _once_there(ws, 3)["data"]["count"] == 3
 
 
 def _once_there(ws: ClientConnection, count: int) -> dict[str, Any]:
