@@ -16,6 +16,7 @@ from django.core.cache import cache
 from drf_grip.rest import shared
 from drf_grip.rest.render import RecordedRequest
 from drf_grip.rest.versions import read_version
+from tests.testapp.models import Todo
 
 ENTRY = {
     "req": RecordedRequest("http", "/api/shared-todos/", "", {"HTTP_HOST": "testserver"}).as_dict(),
@@ -249,3 +250,39 @@ def test_a_render_that_raises_hints_the_subscribers_and_a_later_one_is_not_skipp
     ]
     assert published[1]["prev-id"] == published[0]["id"]
     assert published[2]["prev-id"] == published[1]["id"]
+
+
+def test_a_url_whose_render_another_process_began_after_the_change_is_left_to_it(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four writer processes each rendered every live URL a change affected, and of two
+    renders of one URL only the later one is sent: under concurrent writers most renders
+    were thrown away while the last change waited behind them (the large soak). A render
+    another process began after this change committed reads that change, so this process
+    leaves the URL to it; one begun before the change does not count."""
+    from drf_grip.rest.tickets import take_ticket
+
+    before, after = dict(ENTRY, channel="drf.url.order-before"), dict(
+        ENTRY, channel="drf.url.order-after"
+    )
+    monkeypatch.setattr(
+        shared, "affected_live_urls", lambda model, pks, deleted: [ENTRY, before, after]
+    )
+    take_ticket(before["channel"])  # another process's render, begun before the change
+    rendered: list[str] = []
+
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, str, str]:
+        if not rendered:
+            # Meanwhile another process, publishing a later commit, begins its render of
+            # the third URL.
+            take_ticket(after["channel"])
+        rendered.append("x")
+        return _rendered(b'{"v": 1}', f"v{len(rendered)}")
+
+    monkeypatch.setattr(shared, "render_live", render)
+    shared.publish_shared(Todo, {1}, set())
+
+    assert sorted(item["channel"] for item in published) == sorted(
+        [ENTRY["channel"], before["channel"]]
+    )
+    assert len(rendered) == 2

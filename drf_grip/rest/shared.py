@@ -33,7 +33,15 @@ from .policies import live_timeout
 from .render import RecordedRequest, record, subscriber_get
 from .sse import EVENT_STREAM, format_event
 from .store import SlotIndex, state_cache
-from .tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
+from .tickets import (
+    current_tickets,
+    exclusive,
+    mark_sent,
+    overtaken,
+    sent_after,
+    started_since,
+    take_ticket,
+)
 from .versions import add_version, read_version, set_version
 
 __all__ = [
@@ -308,7 +316,22 @@ def affected_live_urls(
 
 
 def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set[Any]) -> None:
-    for entry in affected_live_urls(model, pks, deleted):
+    """Render and publish each live URL a committed change affects.
+
+    Several processes publish their own commits (two workers, four writers): each would
+    render every affected URL, and of two renders of one URL only the later one is sent
+    (tickets.py), so under concurrent writers most renders were thrown away while the last
+    change waited behind them (the large soak). The tickets are read once here, after the
+    change committed: a URL whose render another process began since reads the database
+    after this change, and that render (or a later one) is published for it, so this
+    process skips it and goes on with the next."""
+    entries = affected_live_urls(model, pks, deleted)
+    seen = current_tickets([entry["channel"] for entry in entries])
+    for entry in entries:
+        channel = entry["channel"]
+        if started_since(channel, seen[channel]):
+            _trace(channel, entry["url"], seen[channel], "covered by a render begun since")
+            continue
         try:
             publish_live_url(entry)
         except Exception:  # noqa: BLE001 - one URL must not stop the others

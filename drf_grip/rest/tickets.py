@@ -22,7 +22,15 @@ from contextlib import contextmanager
 
 from .store import state_cache
 
-__all__ = ["exclusive", "mark_sent", "overtaken", "sent_after", "take_ticket"]
+__all__ = [
+    "current_tickets",
+    "exclusive",
+    "mark_sent",
+    "overtaken",
+    "sent_after",
+    "started_since",
+    "take_ticket",
+]
 
 _KEY = "drf_grip:render:"
 _TIMEOUT = 24 * 3600
@@ -36,6 +44,19 @@ def take_ticket(name: str) -> int:
     except ValueError:  # no counter yet
         cache.add(_KEY + name, 0, _TIMEOUT)
         return int(cache.incr(_KEY + name))
+
+
+def current_tickets(names: list[str]) -> dict[str, int]:
+    """The last ticket taken for each of ``names`` (0 for none yet)."""
+    found = state_cache().get_many([_KEY + n for n in names])
+    return {n: int(found.get(_KEY + n) or 0) for n in names}
+
+
+def started_since(name: str, seen: int) -> bool:
+    """Whether a render of ``name`` took a ticket after ``seen`` was read: one that reads the
+    database after whatever committed before that read."""
+    current = state_cache().get(_KEY + name)
+    return current is not None and int(current) > seen
 
 
 def overtaken(name: str, ticket: int) -> bool:
