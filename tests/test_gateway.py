@@ -269,6 +269,44 @@ def test_identical_private_subscriptions_are_rendered_once_per_change(monkeypatc
     assert sorted(renders, key=str) == sorted([None, str(alice.pk)], key=str)
 
 
+def test_a_subscription_whose_render_another_process_began_after_the_change_is_left_to_it(
+    monkeypatch,
+):
+    """Every writer process re-rendered every private gateway subscription its change
+    affected, and of two renders of one subscription only the later one is sent: under
+    concurrent writers most of them were thrown away (the large soak). A render another
+    process began after this change committed reads that change, so this process leaves
+    that subscription to it."""
+    from drf_grip.rest import tickets
+    from drf_grip.rest.gateway import rerender
+
+    _alice, token = make_user("alice")
+    visitor, hers = connect(), connect()
+    assert ask(visitor, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
+    assert ask(hers, {"id": 1, "subscribe": "/api/todos/", "token": token})["status"] == 200
+    assert wait_idle(10)
+    renders = []
+    real_get, real_read = rerender.subscriber_get, tickets.current_tickets
+
+    def counted(recorded, context):
+        renders.append(context.user)
+        return real_get(recorded, context)
+
+    def read_then_another_process_begins(names):
+        seen = real_read(names)
+        if len(names) == 2:  # the pass's read, after the change committed
+            tickets.take_ticket(names[-1])  # another writer's render of one of them
+        return seen
+
+    monkeypatch.setattr(rerender, "subscriber_get", counted)
+    monkeypatch.setattr(
+        rerender, "current_tickets", read_then_another_process_begins, raising=False
+    )
+    Todo.objects.create(title="new")
+    assert wait_idle(10)
+    assert len(renders) == 1
+
+
 def test_unsubscribe_stops_changes():
     ws = connect()
     ask(ws, {"id": 1, "subscribe": "/api/todos/"})

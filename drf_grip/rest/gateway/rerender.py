@@ -23,7 +23,14 @@ from .. import channels as names
 from ..context import RealtimeContext
 from ..render import RecordedRequest, revocation_status, revoked_status, subscriber_get
 from ..store import state_cache
-from ..tickets import exclusive, mark_sent, overtaken, sent_after, take_ticket
+from ..tickets import (
+    current_tickets,
+    exclusive,
+    mark_sent,
+    overtaken,
+    sent_after,
+    take_ticket,
+)
 from .connections import (
     REVOKED,
     load_states,
@@ -137,8 +144,14 @@ def publish_subscriptions(
             if not _affected(sub, pks, deleted, partitions):
                 continue
             same_get.setdefault(_replayed_as(sub), []).append((conn, key, sub))
+    # Read after the change committed: a subscription whose render another process began
+    # since gets that render (or a later one), and is left to it (shared.publish_shared).
+    seen = current_tickets(
+        [_ticket_name(conn, _digest(key)) for members in same_get.values()
+         for conn, key, _sub in members]
+    )
     for members in same_get.values():
-        _rerender_all(members)
+        _rerender_all(members, seen)
 
 
 def _replayed_as(sub: Mapping[str, Any]) -> str:
@@ -157,10 +170,18 @@ def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
     _rerender_all([(conn, key, sub)])
 
 
-def _rerender_all(members: list[tuple[str, str, Mapping[str, Any]]]) -> None:
+def _rerender_all(
+    members: list[tuple[str, str, Mapping[str, Any]]], seen: Mapping[str, int] | None = None
+) -> None:
     """Replay the GET that the subscriptions ``members`` share (``_replayed_as``), once, as
-    their subscriber; push it to each of them whose representation changed."""
+    their subscriber; push it to each of them whose representation changed. With ``seen``
+    (tickets read after the change committed), members whose render another process began
+    since are left to it."""
     live = [(conn, key, sub) for conn, key, sub in members if sent_version(conn, key) != REVOKED]
+    if seen is not None and live:
+        names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
+        now = current_tickets(names)
+        live = [m for m, n in zip(live, names) if now[n] <= seen.get(n, 0)]
     if not live:
         return
     first = live[0][2]
