@@ -39,7 +39,6 @@ from .tickets import (
     mark_sent,
     overtaken,
     sent_after,
-    started_since,
     take_ticket,
 )
 from .versions import add_version, read_version, set_version
@@ -329,7 +328,7 @@ def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set
     seen = current_tickets([entry["channel"] for entry in entries])
     for entry in entries:
         channel = entry["channel"]
-        if started_since(channel, seen[channel]):
+        if overtaken(channel, seen[channel]):
             _trace(channel, entry["url"], seen[channel], "covered by a render begun since")
             continue
         try:

@@ -28,7 +28,6 @@ __all__ = [
     "mark_sent",
     "overtaken",
     "sent_after",
-    "started_since",
     "take_ticket",
 ]
 
@@ -52,15 +51,9 @@ def current_tickets(names: list[str]) -> dict[str, int]:
     return {n: int(found.get(_KEY + n) or 0) for n in names}
 
 
-def started_since(name: str, seen: int) -> bool:
-    """Whether a render of ``name`` took a ticket after ``seen`` was read: one that reads the
-    database after whatever committed before that read."""
-    current = state_cache().get(_KEY + name)
-    return current is not None and int(current) > seen
-
-
 def overtaken(name: str, ticket: int) -> bool:
-    """Whether a render of ``name`` started after the one holding ``ticket``."""
+    """Whether a render of ``name`` started after the one holding ``ticket`` (or, given a
+    ticket read with :func:`current_tickets`, after that read)."""
     current = state_cache().get(_KEY + name)
     return current is not None and int(current) > ticket
 
