@@ -36,8 +36,7 @@ from .versions import (
     counters_and_hold_versions,
     ensure_versions,
     hold_versions,
-    read_versions,
-    shared_hold_versions,
+    shared_versions,
 )
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
@@ -277,15 +276,12 @@ class _RealtimeBase:
             if policy.delivery == SHARED:
                 # A shared channel's version names an ETag (shared.py); others are counters.
                 # The version as the publisher sets it, read before the render:
-                current = read_versions(policy.channels[:1])
+                current, held = shared_versions(policy.channels[:1])
                 self._realtime_read = current[policy.channels[0]]
                 policy.versions = (
                     {**current, **ensure_versions(policy.channels[1:])}
                     if following
-                    else {
-                        **shared_hold_versions(policy.channels[:1]),
-                        **hold_versions(policy.channels[1:]),
-                    }
+                    else {**held, **hold_versions(policy.channels[1:])}
                 )
                 if context is not None:  # (gateway/)
                     context.state["version"] = current[policy.channels[0]]
@@ -337,10 +333,10 @@ class _RealtimeBase:
         etag = f'"{tag_of(version)}"'
         if etag_matches(header, etag):
             # Held at the version this decision read, whose ETag the client has, not at the
-            # one ``shared_hold_versions`` read after it: a writer may have taken, published
-            # and seen confirmed a newer one in between (the multi-process test), and a hold
-            # claiming it would never get it. A newer version is then the proxy's prev-id
-            # conflict, which re-requests this client.
+            # one a proxy confirmed: a writer may have taken, published and seen confirmed a
+            # newer one since (the multi-process test), and a hold claiming it would never
+            # get it. A newer version is then the proxy's prev-id conflict, which
+            # re-requests this client.
             policy.versions[policy.channels[0]] = version
             raise _Current(etag)
 

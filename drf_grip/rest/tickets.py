@@ -40,13 +40,16 @@ def take_ticket(name: str) -> int:
     cache = state_cache()
     try:
         return int(cache.incr(_KEY + name))
-    except ValueError:  # no counter yet
-        cache.add(_KEY + name, 0, _TIMEOUT)
+    except ValueError:  # no counter yet: this is the first ticket, unless another process
+        if cache.add(_KEY + name, 1, _TIMEOUT):  # took it a moment ago
+            return 1
         return int(cache.incr(_KEY + name))
 
 
 def current_tickets(names: list[str]) -> dict[str, int]:
     """The last ticket taken for each of ``names`` (0 for none yet)."""
+    if not names:
+        return {}
     found = state_cache().get_many([_KEY + n for n in names])
     return {n: int(found.get(_KEY + n) or 0) for n in names}
 

@@ -24,6 +24,8 @@ __all__ = [
     "next_version",
     "set_version",
     "add_version",
+    "shared_hold_versions",
+    "shared_versions",
 ]
 
 _KEY = "drf_grip:version:"
@@ -48,6 +50,8 @@ def read_version(channel: str) -> str | None:
 
 
 def read_versions(channels: list[str]) -> dict[str, str | None]:
+    if not channels:  # no round trip to the cache (an empty MGET still is one)
+        return {}
     found = state_cache().get_many([_KEY + c for c in channels])
     return {c: _text(found.get(_KEY + c)) for c in channels}
 
@@ -87,6 +91,8 @@ def counters_and_hold_versions(
     (:func:`hold_versions`). A counter moves when a change is published, before the
     publisher looks for subscribers: a subscriber that reads the counters before it renders
     and again once it is findable knows whether a publish may have missed it."""
+    if not channels:
+        return {}, {}
     counters = ensure_versions(channels)
     current = dict(counters)
     seen = state_cache().get_many([_ACK + c for c in channels])
@@ -139,12 +145,23 @@ def acknowledge(items: list[dict]) -> None:
 def shared_hold_versions(channels: list[str]) -> dict[str, str | None]:
     """The prev-ids a hold of shared channels subscribes with: the last representation a
     proxy confirmed, else the channel's version (see :func:`hold_versions` for why)."""
-    current = read_versions(channels)
-    seen = state_cache().get_many([_ACK + c for c in channels])
-    for channel in channels:
-        if seen.get(_ACK + channel) is not None:
-            current[channel] = str(seen[_ACK + channel])
-    return current
+    return shared_versions(channels)[1]
+
+
+def shared_versions(
+    channels: list[str],
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """The versions of shared channels as the publisher set them, and the prev-ids to hold
+    with (:func:`shared_hold_versions`): one read of the cache, at one moment."""
+    if not channels:
+        return {}, {}
+    found = state_cache().get_many([_KEY + c for c in channels] + [_ACK + c for c in channels])
+    current = {c: _text(found.get(_KEY + c)) for c in channels}
+    held = {
+        c: _text(found[_ACK + c]) if found.get(_ACK + c) is not None else current[c]
+        for c in channels
+    }
+    return current, held
 
 
 def next_version(channel: str) -> tuple[str | None, str]:
