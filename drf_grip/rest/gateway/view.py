@@ -20,6 +20,7 @@ proxy before the answer, is settled once the answer has left (``_settle``,
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -105,6 +106,7 @@ class RealtimeGateway(WebSocketView):
                 ctx.set_keep_alive(keep_alive)
             ctx.subscribe(names.connection_channel(conn))
         state = load_state(conn)
+        self._saved_state: dict[str, Any] | None = None
         changed = False
         for message in request.websocket:
             answer, touched = self.handle_message(request, ctx, conn, state, message)
@@ -113,7 +115,7 @@ class RealtimeGateway(WebSocketView):
                 request.websocket.send_json(answer)
         if request.websocket.close_code is not None or ctx.disconnected:
             drop_state(conn)
-        elif changed or state["subs"]:
+        elif (changed or state["subs"]) and state != self._saved_state:
             save_state(conn, state)  # also refreshes the expiry on keep-alive calls
         return None
 
@@ -244,6 +246,8 @@ class RealtimeGateway(WebSocketView):
                 raise MessageError(
                     503, "too many live gateway connections for this resource; retry later"
                 )
+            # Saved as it is now: the end of this request need not save it again.
+            self._saved_state = copy.deepcopy(state)
             if not record_answer(conn, key, ticket, context.result_etag):
                 changed_since = True  # a later render was pushed already: render again
                 continue
