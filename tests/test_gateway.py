@@ -307,6 +307,25 @@ def test_a_subscription_whose_render_another_process_began_after_the_change_is_l
     assert len(renders) == 1
 
 
+def test_messages_in_one_request_that_subscribe_then_unsubscribe_leave_no_subscription():
+    """Pushpin batches the messages that arrive together into one request. A private
+    subscribe saves the connection's state at once (so the publisher finds it); the end of
+    the request saves it again only when a later message in the batch changed it."""
+    from drf_grip.protocol.events import WebSocketEvent
+
+    ws = connect()
+    ws._exchange([
+        WebSocketEvent("TEXT", json.dumps({"id": 1, "subscribe": "/api/todos/"}).encode()),
+        WebSocketEvent("TEXT", json.dumps({"id": 2, "unsubscribe": 1}).encode()),
+    ])
+    assert ws.receive_json()["status"] == 200
+    assert ws.receive_json() == {"id": 2, "status": 200, "unsubscribed": 1}
+    Todo.objects.create(title="unseen")
+    assert wait_idle(10)
+    assert ws.receive_nothing()
+    assert ask(ws, {"id": 3, "unsubscribe": 1})["status"] == 404
+
+
 def test_unsubscribe_stops_changes():
     ws = connect()
     ask(ws, {"id": 1, "subscribe": "/api/todos/"})
