@@ -349,10 +349,22 @@ class PushpinServer(ManagedProcess):
         """Wait until Pushpin logs a publish to ``channel`` (``publish channel=NAME ...``)."""
         return self._wait_for("publish", channel, timeout, since)
 
-    def _wait_for(self, event: str, channel: str, timeout: float, since: int) -> int:
+    def wait_rerequested(self, channel: str, timeout: float = 5.0, since: int = 0) -> int:
+        """Wait until a held request on ``channel`` is held again after Pushpin re-requested it.
+
+        On a channel's first subscription Pushpin re-requests its held clients about a second
+        later (PUSHPIN.md); while that re-request is at the origin, an item published without
+        an ``id`` finds no subscriber. The handler logs the renewed hold as ``subscribe <uri>
+        channel=NAME retry``.
+        """
+        return self._wait_for("subscribe", channel, timeout, since, suffix=rb" retry")
+
+    def _wait_for(
+        self, event: str, channel: str, timeout: float, since: int, suffix: bytes = b""
+    ) -> int:
         pattern = re.compile(
             rb"\b" + re.escape(event.encode()) + rb"\b.*\bchannel=" + re.escape(channel.encode())
-            + rb"(?:\s|$)"
+            + re.escape(suffix) + rb"(?:\s|$)"
         )
         deadline = time.monotonic() + timeout
         position = since  # start of the first line not yet matched

@@ -266,7 +266,11 @@ def test_publish_while_pushpin_is_down_is_logged_and_delivered_when_it_is_back(
             assert gate.reached.wait(10), "the failed publish was not logged"
             server.start()
             ready_for_holds(server)
+            mark = server.mark()
             held = hold(background, server, channel)
+            # The publish has no id: it must not reach Pushpin while its re-request of this
+            # fresh channel's hold is at the origin (PUSHPIN.md), or nobody is subscribed.
+            server.wait_rerequested(channel, since=mark)
             gate.opened.set()
 
             response = held.result(10)
