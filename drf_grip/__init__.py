@@ -25,6 +25,8 @@ _EXPORTS = {
     "accept_websocket": "drf_grip.grip.websocket_views",
     "WebSocketView": "drf_grip.grip.websocket_views",
     "JSONWebSocketView": "drf_grip.grip.websocket_views",
+    # django-websocket-request's API
+    "WebSocketRequest": "drf_grip.rest.gateway.wsrequest",
     # DRF layer
     "RealtimeMixin": "drf_grip.rest.mixins",
     "ListRealtimeMixin": "drf_grip.rest.mixins",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .middleware import GripMiddleware
     from .rest.context import RealtimePolicy
     from .rest.gateway import RealtimeGateway
+    from .rest.gateway.wsrequest import WebSocketRequest
     from .rest.mixins import ListRealtimeMixin, RealtimeMixin, RetrieveRealtimeMixin
     from .rest.registry import paused, publish_changes, register
     from .grip.websocket_views import (

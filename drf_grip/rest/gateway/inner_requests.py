@@ -30,6 +30,7 @@ __all__ = [
     "inner_headers",
     "resolvable_path",
     "run_inner",
+    "split_url",
 ]
 
 logger = logging.getLogger("drf_grip.gateway")
@@ -116,7 +117,8 @@ def inner_headers(data: Mapping[str, Any], token_keyword: str) -> dict[str, str]
     return out
 
 
-def _split_url(url: Any) -> tuple[str, str]:
+def split_url(url: Any) -> tuple[str, str]:
+    """A message's ``url`` as its path and query, or a 400 for what is not a local path."""
     if not isinstance(url, str) or not url.startswith("/") or url.startswith("//"):
         raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
     if len(url) > 4096 or any(ord(c) < 33 or ord(c) == 127 for c in url):
@@ -145,7 +147,7 @@ def _url_matches(path: str) -> bool:
 def resolvable_path(url: Any) -> str:
     """The path of a message's ``url``: a 400 for what is not a local path, a 404 for one
     the URLconf does not serve."""
-    path, _query = _split_url(url)
+    path, _query = split_url(url)
     if not _url_matches(path):
         raise MessageError(404, f"not found: {path}")
     return path
@@ -156,7 +158,7 @@ def build_inner_request(
 ) -> WSGIRequest:
     """A request like the one a browser on the same page would send over HTTP: the
     handshake's headers, the message's ``headers``, JSON in and out."""
-    path, query = _split_url(url)
+    path, query = split_url(url)
     body = b""
     if data is not None:
         if method in ("GET", "HEAD"):

@@ -1,0 +1,157 @@
+"""django-websocket-request's ``WebSocketRequest``: one ``{method, url, data, token}`` message
+answered by the URLconf, for a server of your own that carries the socket (SockJS, Tornado, a
+worker reading a queue).
+
+The gateway (``RealtimeGateway``) takes the same messages over GRIP, with the connection's
+cookies and subscriptions; this class keeps the older API for code written against it:
+``WebSocketRequest(message).get_response()``, the step methods it is made of, ``error`` as
+``{"error": ..., "status_code": ...}`` and ``Authorization: JWT <token>``. Messages are checked
+like the gateway's (``inner_requests``), so what the gateway refuses with a 400 this refuses
+too; an invalid message's ``get_response()`` is a JSON response carrying ``error``, so that
+``response.content`` is always something to send back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote, urlencode
+
+from asgiref.sync import async_to_sync
+from django.core.handlers.exception import response_for_exception
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.test.client import RequestFactory
+from django.urls import Resolver404, ResolverMatch, resolve
+
+from .inner_requests import check_method, inner_headers, split_url
+from .messages import MessageError
+
+__all__ = ["WebSocketRequest"]
+
+
+class WebSocketRequest:
+    """A REST call carried by one WebSocket message, answered without a connection."""
+
+    #: ``token`` becomes ``Authorization: <token_keyword> <token>`` (the seed's scheme; the
+    #: gateway's default is DRF's ``Token``).
+    token_keyword = "JWT"
+
+    def __init__(self, message: str | bytes) -> None:
+        self.message = message
+        self.error: dict[str, Any] | None = None
+        self.json_message: dict[str, Any] = {}
+
+    def __repr__(self) -> str:  # the message may carry a token: never shown
+        return f"<{type(self).__name__}>"
+
+    # -- the message's parts ----------------------------------------------------------------
+
+    def get_url(self) -> Any:
+        return self.json_message.get("url")
+
+    def get_method(self) -> str:
+        method = self.json_message.get("method", "GET")
+        return method.lower() if isinstance(method, str) else method
+
+    def get_data(self) -> Any:
+        return self.json_message.get("data", {})
+
+    def get_token(self) -> Any:
+        return self.json_message.get("token")
+
+    def set_error(self, error_message: str, status_code: int = 400) -> None:
+        self.error = {"error": error_message, "status_code": status_code}
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def is_valid_message(self) -> bool:
+        """Whether the message is a JSON object; if not, ``error`` says so (400)."""
+        try:
+            parsed = json.loads(self.message)
+        except (ValueError, TypeError):
+            parsed = None
+        if not isinstance(parsed, dict):
+            self.set_error("Invalid formatted message.")
+            return False
+        self.json_message = parsed
+        return True
+
+    def is_valid(self) -> bool:
+        """Whether the message can run: a JSON object with a method this API speaks, a local
+        URL the URLconf serves (404 otherwise), and a token a header can carry."""
+        if not self.is_valid_message():
+            return False
+        self.url = self.get_url()
+        self.method = self.get_method()
+        self.data = self.get_data()
+        self.token = self.get_token()
+        if not self.url:
+            self.set_error("Missing URL")
+            return False
+        try:
+            check_method(self.method)
+            split_url(self.url)
+            if self.token is not None:
+                inner_headers({"token": self.token}, self.token_keyword)
+        except MessageError as exc:
+            self.set_error(exc.reason, exc.status)
+            return False
+        return self.get_url_resolver_match() is not None
+
+    def get_url_resolver_match(self) -> ResolverMatch | None:
+        """The view the URL resolves to, or ``None`` with a 404 in ``error``."""
+        try:
+            return resolve(unquote(split_url(self.url)[0]))
+        except (Resolver404, MessageError):
+            self.set_error("Resource not found.", 404)
+            return None
+
+    # -- running it -------------------------------------------------------------------------
+
+    def get_factory(self) -> RequestFactory:
+        defaults = {}
+        if self.token:
+            defaults["HTTP_AUTHORIZATION"] = f"{self.token_keyword} {self.token}"
+        return RequestFactory(**defaults)
+
+    def get_request(self, factory: RequestFactory) -> HttpRequest:
+        """The message as a request: a GET's or HEAD's ``data`` as query parameters after the
+        URL's own, any other method's as a JSON body."""
+        method = self.method.upper()
+        path, query = split_url(self.url)
+        if method in ("GET", "HEAD"):
+            if isinstance(self.data, dict) and self.data:
+                extra = urlencode(self.data, doseq=True)
+                query = f"{query}&{extra}" if query else extra
+            return factory.generic(method, f"{path}?{query}" if query else path)
+        body = json.dumps(self.data, separators=(",", ":"))
+        return factory.generic(method, self.url, body, content_type="application/json")
+
+    def get_view(self, resolver_match: ResolverMatch, request: HttpRequest) -> HttpResponse:
+        """The resolved view's answer, rendered; an exception becomes the response Django's
+        handler would send for it (404, 403, 400, 500)."""
+        request.resolver_match = resolver_match
+        try:
+            response = resolver_match.func(request, *resolver_match.args, **resolver_match.kwargs)
+            if hasattr(response, "__await__"):
+                response = async_to_sync(_awaited)(response)
+        except Exception as exc:  # noqa: BLE001 - answered like Django's handler answers it
+            return response_for_exception(request, exc)
+        render = getattr(response, "render", None)
+        if callable(render) and not getattr(response, "is_rendered", True):
+            response = render()
+        return response
+
+    def get_response(self) -> HttpResponse:
+        """The view's answer to the message, or a JSON response carrying ``error``."""
+        if not self.is_valid():
+            assert self.error is not None
+            return JsonResponse(self.error, status=self.error["status_code"])
+        request = self.get_request(self.get_factory())
+        resolver_match = self.get_url_resolver_match()
+        assert resolver_match is not None
+        return self.get_view(resolver_match, request)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
