@@ -201,6 +201,24 @@ def test_request_websocket_stops_at_close(client):
     assert events[-1] == close(4000)
 
 
+@accept_websocket
+def add_one(request: HttpRequest) -> HttpResponse | None:
+    """django-websocket's README example shape: numbers in, numbers plus one out."""
+    if not request.is_websocket():
+        return HttpResponse(str(int(request.GET["value"]) + 1))
+    for message in request.websocket:
+        request.websocket.send(int(message) + 1)
+    request.websocket.send(request.websocket.read("no more"))
+    return None
+
+
+def test_send_takes_anything_convertible_to_a_string_and_read_a_fallback(client):
+    _, events = ws(client, "/add-one/", text("1"), text("41"))
+
+    assert events == [sent("2"), sent("42"), sent("no more")]
+    assert client.get("/add-one/", {"value": "23"}).content == b"24"
+
+
 def test_plain_http_request_has_no_websocket(client):
     assert client.get("/inspect/").content == b"websocket=None"
 
@@ -370,6 +388,7 @@ def test_middleware_attaches_request_websocket_for_every_request():
 urlpatterns = [
     path("ws/", include("tests.testapp.ws_views")),
     path("inspect/", inspect),
+    path("add-one/", add_one),
     path("crash/", crash),
     path("async-echo/", async_echo),
     path("refuse/", refuse),

@@ -48,11 +48,12 @@ class WebSocket:
         """Accept now, e.g. to choose a subprotocol; otherwise the decorators accept for you."""
         self.context.accept(subprotocol)
 
-    def read(self) -> str | bytes | None:
-        """The next message of the batch, or ``None`` if there is none (or the client closed)."""
+    def read(self, fallback: Any = None) -> Any:
+        """The next message of the batch, or ``fallback`` if there is none (or the client
+        closed)."""
         ctx = self.context
         if self.closed or not ctx.can_recv():
-            return None
+            return fallback
         return ctx.recv()
 
     def wait(self) -> str | bytes | None:
@@ -90,8 +91,11 @@ class WebSocket:
                 return
             yield message
 
-    def send(self, message: str | bytes) -> None:
-        """Send ``str`` as a text message, ``bytes`` as a binary one."""
+    def send(self, message: Any) -> None:
+        """Send ``str`` as a text message, ``bytes`` as a binary one, anything else as its
+        ``str()`` (django-websocket's rule: a message is anything convertible to a string)."""
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            message = str(message)
         self.context.send(message)
 
     def send_json(self, data: Any) -> None:
