@@ -36,6 +36,23 @@ def test_pushpin_hs256_valid_forged_expired():
     assert check_grip_sig(None) == (False, False)
 
 
+@override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={KEY}")
+def test_a_signature_accepted_once_is_refused_once_it_expires():
+    # Accepted signatures are remembered (a proxy's requests of one second share one), never
+    # past their expiry, and never for another key.
+    expires = int(time.time()) + 1
+    token = jwt.encode({"iss": "pushpin", "exp": expires}, KEY, algorithm="HS256")
+    assert check_grip_sig(token) == (True, True)
+    assert check_grip_sig(token) == (True, True)
+    with override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=" + "k" * 40):
+        assert check_grip_sig(token) == (False, False)
+
+    while time.time() <= expires + 0.01:  # the expiry itself is what is awaited
+        time.sleep(0.05)
+
+    assert check_grip_sig(token) == (False, False)
+
+
 @override_settings(GRIP_PROXIES=[{"control_uri": "http://a"}, {"control_uri": "http://b", "key": KEY}])
 def test_garbage_sig_is_direct_when_any_proxy_has_a_key():
     # django-grip counted any Grip-Sig as proxied as soon as one proxy had no key.
