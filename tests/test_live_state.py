@@ -7,6 +7,7 @@ import threading
 import pytest
 from django.core import checks
 from django.core.cache import cache
+from django.test import override_settings
 
 from drf_grip.rest import registry
 from drf_grip.rest.shared import render_stats
@@ -226,3 +227,35 @@ def test_listing_costs_what_is_listed_not_the_capacity():
     counting.read = 0
     assert {e["k"] for e in index.entries()} == {f"conn{i}" for i in range(5)}
     assert counting.read <= len(index._rings) + 32
+
+
+def test_entries_expired_in_a_file_based_cache_cost_no_500(sink, tmp_path, monkeypatch):
+    """The sample keeps drf-grip's state in Django's FileBasedCache, whose ``touch`` of a
+    key that has just expired raised (I/O operation on closed file): the first hold, stream
+    or subscribe of a live URL after its entries expired answered 500."""
+    import time
+
+    file_cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+    url = "/api/shared-todos/?search=a"
+    with override_settings(CACHES=file_cache):
+        Todo.objects.create(title="a")
+        client = ProxiedClient()
+        etag = client.get(url)["ETag"]
+        assert client.get(url, HTTP_IF_NONE_MATCH=etag)["Grip-Hold"] == "response"
+
+        # Everything drf-grip listed has expired (LIVE_URL_TIMEOUT is 360 s by default).
+        wall, mono = time.time() + 3600, time.monotonic() + 3600
+        monkeypatch.setattr(time, "time", lambda: wall)
+        monkeypatch.setattr(time, "monotonic", lambda: mono)
+
+        held = client.get(url, HTTP_IF_NONE_MATCH=etag)
+        stream = client.get(url, HTTP_ACCEPT="text/event-stream")
+
+    assert held.status_code == 304 and held["Grip-Hold"] == "response"
+    assert stream.status_code == 200 and stream["Grip-Hold"] == "stream"

@@ -36,6 +36,19 @@ _PROBES = 12
 _FIRST_RING = 32
 
 
+def touch(cache: Any, key: str, timeout: float) -> bool:
+    """``cache.touch(key, timeout)``: False when the key is gone.
+
+    Django's ``FileBasedCache.touch`` of a key that has just expired deletes and closes the
+    file, then unlocks the closed file and raises ``ValueError`` (I/O operation on closed
+    file; django/core/cache/backends/filebased.py, Django 4.2 to 5.2). The key is gone.
+    """
+    try:
+        return bool(cache.touch(key, timeout))
+    except ValueError:
+        return False
+
+
 def state_cache() -> Any:
     return caches[grip_settings.VERSION_CACHE]
 
@@ -82,7 +95,7 @@ class SlotIndex:
         """Flag (or renew the flag of) the ring of a slot in use."""
         slot = int(slot_name.rsplit(":", 1)[1])
         flag = self._flag(self._ring_of(slot))
-        if not self.cache.touch(flag, self.timeout):
+        if not touch(self.cache, flag, self.timeout):
             self.cache.set(flag, 1, self.timeout)
 
     def add(self, key: str, entry: dict[str, Any]) -> bool:
@@ -100,10 +113,9 @@ class SlotIndex:
         for slot in slots:
             current = found.get(slot)
             if isinstance(current, dict) and current.get("k") == key:
-                if current != value:
+                # Ours: set it, unless it is unchanged and still there to renew.
+                if current != value or not touch(self.cache, slot, self.timeout):
                     self.cache.set(slot, value, self.timeout)
-                else:
-                    self.cache.touch(slot, self.timeout)
                 taken = slot
                 break
         if taken is None:
@@ -136,7 +148,8 @@ class SlotIndex:
             current = self.cache.get(slot)
             if isinstance(current, dict) and current.get("k") == key:
                 if now - renewed > self.timeout / 4:
-                    self.cache.touch(slot, self.timeout)
+                    if not touch(self.cache, slot, self.timeout):
+                        self.cache.set(slot, current, self.timeout)  # expired since the read
                     self._mark(slot)
                     memo[key] = (slot, now)
                 return KEPT
