@@ -58,26 +58,105 @@ def test_direct_hold_with_proxy_required_is_501(todos):
     assert APIClient().get("/api/todos/").status_code == 200
 
 
-@pytest.mark.parametrize("prefer,timeout", [("wait=10", "10"), ("wait=1", "5"), ("wait=100000", "300"),
-                                            ("respond-async, wait=30", "30"), ("wait=abc", "55")])
+@pytest.mark.parametrize(
+    "prefer,timeout",
+    [
+        ("wait=10", "10"),
+        ("wait=1", "5"),
+        ("wait=100000", "300"),
+        ("respond-async, wait=30", "30"),
+        ("wait=abc", "55"),
+        ("wait=1000000000", "300"),  # ten digits: clamped, not ignored
+        ("wait=" + "9" * 5000, "300"),  # past what int() converts
+        ("handling=lenient; wait=6", "55"),  # a parameter of handling (RFC 7240 §2)
+    ],
+)
 def test_prefer_wait_clamped(todos, prefer, timeout):
     etag = APIClient().get("/api/todos/")["ETag"]
     resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_PREFER=prefer)
     assert resp["Grip-Timeout"] == timeout
     if timeout != "55":
         assert resp["Preference-Applied"] == f"wait={timeout}"
+    else:
+        assert "Preference-Applied" not in resp
+
+
+# -- methods other than GET ----------------------------------------------------------------
+
+
+def test_head_is_answered_at_once_never_held(todos):
+    etag = APIClient().get("/api/todos/")["ETag"]
+    client = ProxiedClient()
+
+    stream = client.head("/api/todos/", HTTP_ACCEPT="text/event-stream")
+    conditional = client.head("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    plain = client.head("/api/todos/")
+
+    assert "Grip-Hold" not in stream and stream.status_code == 406
+    assert "Grip-Hold" not in conditional and conditional.status_code == 304
+    assert conditional["ETag"] == etag
+    assert plain.status_code == 200 and plain["ETag"] == etag
+
+
+@pytest.mark.parametrize("method", ["post", "options"])
+def test_other_methods_asking_for_a_stream_get_406_and_change_nothing(todos, method):
+    resp = getattr(APIClient(), method)(
+        "/api/todos/", {"title": "x"}, format="json", HTTP_ACCEPT="text/event-stream"
+    )
+
+    assert resp.status_code == 406
+    assert Todo.objects.count() == len(todos)
+
+
+# -- preconditions on writes (RFC 9110 §13.1) ---------------------------------------------
+
+
+def _detail(todo):
+    return f"/api/todos/{todo.pk}/"
+
+
+def test_if_match_compares_strongly(todos):
+    url = _detail(todos[0])
+    etag = APIClient().get(url)["ETag"]
+
+    for header in (f"W/{etag}", f'"other", W/{etag}'):
+        resp = APIClient().patch(url, {"title": "weak"}, format="json", HTTP_IF_MATCH=header)
+        assert resp.status_code == 412 and resp["ETag"] == etag
+    assert Todo.objects.get(pk=todos[0].pk).title == "t0"
+    ok = APIClient().patch(url, {"title": "strong"}, format="json", HTTP_IF_MATCH=f'"x", {etag}')
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_if_none_match_on_a_write_fails_for_the_current_object(todos, method):
+    url = _detail(todos[0])
+    etag = APIClient().get(url)["ETag"]
+    data = {"title": "new", "done": True}
+
+    for header in ("*", etag, f"W/{etag}"):
+        resp = getattr(APIClient(), method)(url, data, format="json", HTTP_IF_NONE_MATCH=header)
+        assert resp.status_code == 412, header
+    assert Todo.objects.get(pk=todos[0].pk).title == "t0"
+    stale = getattr(APIClient(), method)(url, data, format="json", HTTP_IF_NONE_MATCH='"old"')
+    assert stale.status_code in (200, 204)
+
+
+def test_a_write_with_a_validator_answers_the_etag_for_the_next_one(todos):
+    url = _detail(todos[0])
+    client = APIClient()
+    etag = client.get(url)["ETag"]
+
+    first = client.patch(url, {"title": "one"}, format="json", HTTP_IF_MATCH=etag)
+    second = client.patch(url, {"title": "two"}, format="json", HTTP_IF_MATCH=first["ETag"])
+
+    assert first.status_code == second.status_code == 200
+    assert second["ETag"] == client.get(url)["ETag"] != first["ETag"]
 
 
 def test_filters_and_pages_have_their_own_etags(todos):
     a = APIClient().get("/api/todos/?done=false&page=1")
     b = APIClient().get("/api/todos/?done=true&page=1")
     assert a.status_code == b.status_code == 200 and a["ETag"] != b["ETag"]
-
-
-def test_head_works(todos):
-    etag = APIClient().get("/api/todos/")["ETag"]
-    resp = ProxiedClient().head("/api/todos/", HTTP_IF_NONE_MATCH=etag)
-    assert resp.status_code == 304 and resp["Grip-Hold"] == "response"
 
 
 @pytest.mark.parametrize("bad", ["garbage", '"unterminated', "W/", ",,,", "*x"])

@@ -6,7 +6,7 @@ import hashlib
 
 from django.utils.http import parse_etags
 
-__all__ = ["make_etag", "etag_matches"]
+__all__ = ["make_etag", "etag_matches", "etag_matches_strongly"]
 
 
 def make_etag(content: bytes) -> str:
@@ -20,14 +20,31 @@ def _opaque(tag: str) -> str:
     return tag.strip('"')
 
 
+def _tags(header: str | None) -> list[str] | None:
+    """The entity tags of a conditional header; ``["*"]`` for ``*``; None when empty."""
+    if not header:
+        return None
+    header = header.strip()
+    if header == "*":
+        return ["*"]
+    return parse_etags(header) or [header]
+
+
 def etag_matches(header: str | None, etag: str) -> bool:
     """RFC 9110 If-None-Match (weak comparison); a bare tag without quotes also matches,
     because EventSource sends ``Last-Event-ID`` as it received it."""
-    if not header:
+    tags = _tags(header)
+    if tags is None:
         return False
-    header = header.strip()
-    if header == "*":
-        return True
     wanted = _opaque(etag)
-    tags = parse_etags(header) or [header]
-    return any(_opaque(t) == wanted for t in tags)
+    return tags == ["*"] or any(_opaque(t) == wanted for t in tags)
+
+
+def etag_matches_strongly(header: str | None, etag: str) -> bool:
+    """RFC 9110 If-Match (§13.1.1): strong comparison, so a weak tag (``W/"..."``) never
+    matches; ``*`` matches any current representation."""
+    tags = _tags(header)
+    if tags is None:
+        return False
+    wanted = _opaque(etag)
+    return tags == ["*"] or any(not t.startswith("W/") and _opaque(t) == wanted for t in tags)

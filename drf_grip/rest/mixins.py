@@ -17,8 +17,8 @@ import re
 from typing import Any
 
 from django.db import models
-from django.http import HttpResponse, HttpResponseNotModified, QueryDict
-from rest_framework import status
+from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
+from rest_framework import exceptions, status
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,7 +28,7 @@ from ..grip.middleware import GripRequest
 from ..protocol import Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
-from .etag import etag_matches, make_etag
+from .etag import etag_matches, etag_matches_strongly, make_etag
 from .render import CREDENTIALS_CHECK
 from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
 from .store import KEPT
@@ -41,7 +41,7 @@ from .versions import (
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
 
-_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,9})\"?\s*(?:$|[,;])", re.IGNORECASE)
+_WAIT = re.compile(r"wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 _WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
 
@@ -52,8 +52,14 @@ def parse_prefer_wait(header: str | None) -> int | None:
     """``Prefer: wait=N`` (RFC 7240); an unparseable preference is ignored, as the RFC says."""
     if not header:
         return None
-    match = _WAIT.search(header)
-    return int(match.group(1)) if match else None
+    for preference in header.split(","):
+        # RFC 7240 §2: ``wait=6`` after a ``;`` is a parameter of another preference.
+        match = _WAIT.fullmatch(preference.split(";", 1)[0].strip())
+        if match:
+            digits = match.group(1).lstrip("0") or "0"
+            # Longer than any timeout, and int() refuses over 4300 digits: clamped anyway.
+            return int(digits) if len(digits) <= 9 else 999_999_999
+    return None
 
 
 def grip_of(request: Any) -> GripRequest:
@@ -214,6 +220,12 @@ class _RealtimeBase:
 
     def get_renderers(self):
         renderers = super().get_renderers()
+        # A stream is the answer to a GET only: a write or OPTIONS asking for one gets DRF's
+        # 406 (before the write runs) rather than JSON labelled text/event-stream, and a
+        # HEAD would be held open with no body ever to come.
+        request = getattr(self, "request", None)
+        if getattr(request, "method", "GET") != "GET":
+            return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
             renderers.append(EventStreamRenderer())
         return renderers
@@ -232,8 +244,10 @@ class _RealtimeBase:
                 context.revoked = True
         if context is not None and context.role == CREDENTIALS_CHECK:
             raise _Checked
-        if request.method in _WRITES and request.META.get("HTTP_IF_MATCH"):
-            self.check_if_match(request)
+        if request.method in _WRITES and (
+            request.META.get("HTTP_IF_MATCH") or request.META.get("HTTP_IF_NONE_MATCH")
+        ):
+            self.check_preconditions(request)
         if not self._realtime_kind:
             return
         model = self.get_realtime_model()
@@ -383,6 +397,8 @@ class _RealtimeBase:
         context = context_of(request)
         if context is not None:
             return context.role != "shared-render"
+        if request.method != "GET":  # a HEAD is answered at once (RFC 9110 §9.3.2)
+            return False
         meta = request.META
         if meta.get("HTTP_IF_NONE_MATCH"):
             return True
@@ -448,12 +464,35 @@ class _RealtimeBase:
             policy.pk = str(obj.pk)
         return obj
 
-    def check_if_match(self, request: Request) -> None:
-        """``If-Match`` on a write compares the object's detail ETag: 412 when it differs
-        (RFC 9110 §13.1.1); the write does not happen."""
+    def check_preconditions(self, request: Request) -> None:
+        """``If-Match`` and ``If-None-Match`` on a write, against the object's detail ETag
+        (RFC 9110 §13.2.2, in that order): 412 when ``If-Match`` does not match strongly
+        (§13.1.1) or ``If-None-Match`` matches (§13.1.2; ``*`` matches any object); the
+        write does not happen."""
         from rest_framework.exceptions import APIException
 
-        header = request.META["HTTP_IF_MATCH"]
+        etag = self._current_detail_etag()
+        if_match = request.META.get("HTTP_IF_MATCH")
+        if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
+        if if_match and not etag_matches_strongly(if_match, etag):
+            detail = "If-Match does not match the current ETag of this object."
+        elif if_none_match and etag_matches(if_none_match, etag):
+            detail = "If-None-Match matches the current ETag of this object."
+        else:
+            self._realtime_preconditioned = True
+            return
+
+        class PreconditionFailed(APIException):
+            status_code = status.HTTP_412_PRECONDITION_FAILED
+            default_code = "precondition_failed"
+
+        exc = PreconditionFailed(detail)
+        exc.etag = etag  # type: ignore[attr-defined]
+        raise exc
+
+    def _current_detail_etag(self) -> str:
+        """The ETag a GET of this object's detail URL answers now."""
+        request = self.request
         instance = self.get_object()
         serializer = self.get_serializer(instance)
         renderer = request.accepted_renderer
@@ -464,18 +503,7 @@ class _RealtimeBase:
         content = renderer.render(serializer.data, "application/json", context)
         if isinstance(content, str):
             content = content.encode()
-        etag = self.get_etag(content)
-        if header.strip() == "*" or etag_matches(header, etag):
-            return
-
-        class PreconditionFailed(APIException):
-            status_code = status.HTTP_412_PRECONDITION_FAILED
-            default_detail = "If-Match does not match the current ETag of this object."
-            default_code = "precondition_failed"
-
-        exc = PreconditionFailed()
-        exc.etag = etag  # type: ignore[attr-defined]
-        raise exc
+        return self.get_etag(content)
 
     def handle_exception(self, exc):
         if isinstance(exc, _Checked):
@@ -493,6 +521,13 @@ class _RealtimeBase:
 
     def finalize_response(self, request, response, *args: Any, **kwargs: Any):
         response = super().finalize_response(request, response, *args, **kwargs)
+        if getattr(self, "_realtime_preconditioned", False) and response.status_code == 200:
+            # A client writing with validators chains writes: the answer names the ETag
+            # the next one needs (RFC 9110 §8.8.3), the detail ETag of the object now.
+            try:
+                response["ETag"] = self._current_detail_etag()
+            except (Http404, exceptions.APIException):
+                pass  # the write took the object out of this client's sight
         policy = getattr(self, "realtime_policy", None)
         context = context_of(request)
         if policy is None or not isinstance(response, Response):
@@ -519,6 +554,10 @@ class _RealtimeBase:
         response["ETag"] = etag
         if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
             return response
+        if request.method != "GET":  # HEAD: the conditional answer, never a hold
+            not_modified = HttpResponseNotModified()
+            not_modified["ETag"] = etag
+            return not_modified
         return self.longpoll_response(request, response, policy, etag)
 
     def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
