@@ -75,6 +75,49 @@ def test_subscriptions_over_the_gateway_share_one_websocket(page: Any) -> None:
         socket.wait_for_event("close")
 
 
+def test_a_gateway_subscribe_refused_with_a_server_error_is_made_again(page: Any) -> None:
+    # A gateway that answers the first subscribe with a 500 (a cache that failed once), then
+    # with the representation; the page's WebSocket is replaced for this one test.
+    result = page.evaluate("""async () => {
+      const real = window.WebSocket;
+      const sent = [];
+      class FlakyGateway {
+        constructor() {
+          this.readyState = 0;
+          setTimeout(() => { this.readyState = 1; this.onopen(); });
+        }
+        send(text) {
+          const message = JSON.parse(text);
+          if (message.subscribe === undefined) return;
+          sent.push(message);
+          const answer = sent.length === 1
+            ? {id: message.id, status: 500, error: "server error"}
+            : {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: message.subscribe};
+          setTimeout(() => this.onmessage({data: JSON.stringify(answer)}));
+        }
+        close() { this.readyState = 3; }
+      }
+      FlakyGateway.OPEN = 1;
+      window.WebSocket = FlakyGateway;
+      try {
+        const record = watch("/api/todos/", {
+          transport: "ws", gatewayUrl: "/api/ws/", minDelay: 20, maxDelay: 50,
+        });
+        const bound = new Promise((resolve) => setTimeout(resolve, 5000));
+        await Promise.race([record.ready, bound]);
+        record.handle.stop();
+        return {changes: record.changes.map((c) => c.data), states: record.states,
+                errors: record.errors, subscribes: sent.length};
+      } finally {
+        window.WebSocket = real;
+      }
+    }""")
+    assert result["changes"] == [{"ok": True}]
+    assert result["subscribes"] == 2
+    assert result["states"] == ["connecting", "reconnecting", "live", "stopped"]
+    assert len(result["errors"]) == 1 and "500" in result["errors"][0]
+
+
 def test_sse_with_headers_reads_the_stream_with_fetch(page: Any) -> None:
     sent: list[dict[str, str]] = []
     page.on(

@@ -592,6 +592,7 @@ class Gateway {
     if (!sub || message.unsubscribed !== undefined) return;
     if (message.status === 200) {
       this.attempt = 0;
+      sub.attempt = 0;
       sub.liveUrl = message.url;
       sub.deliver(message.data, message.etag || null);
       return;
@@ -601,6 +602,16 @@ class Gateway {
     sub.wsId = undefined;
     if (isGone(message.status)) {
       sub.deliver(null, null, message.status);
+    } else if (message.status >= 500) {
+      // A server error can pass (a restart, a failing cache): subscribe again after a
+      // backoff, as the other transports retry their requests.
+      sub.fail(new HttpError(message.status, message.error || message.data));
+      const delay = backoffDelay(sub.attempt++, sub.opts);
+      sub.setState(RECONNECTING, { attempt: sub.attempt, delay });
+      const timer = setTimeout(() => {
+        if (this.subs.has(sub) && sub.wsId === undefined) this.subscribe(sub);
+      }, delay);
+      sub.cleanup.push(() => clearTimeout(timer));
     } else {
       // Refused (400 not a realtime URL, 401/403, 429 too many): report and stop; retrying
       // the same message on the same connection would be refused the same way.
