@@ -5,7 +5,8 @@ gives the realtime mixins a schema that extends ``DEFAULT_SCHEMA_CLASS`` (drf-sp
 ``AutoSchema`` or a subclass of it). Realtime reads then document what they serve:
 ``If-None-Match``, ``Prefer: wait=N`` and ``Last-Event-ID``, the ``ETag`` response header,
 ``304 Not Modified`` and a ``text/event-stream`` response whose events carry the operation's
-own response schema. Writes (``PUT``/``PATCH``/``DELETE``) document ``If-Match`` and ``412``,
+own response schema. Writes (``PUT``/``PATCH``/``DELETE``) document ``If-Match``,
+``If-None-Match``, the answer's ``ETag`` and ``412``,
 and show neither the event stream nor a ``format`` value they do not serve.
 
 A view that sets its own ``schema`` bypasses this; mix :class:`RealtimeSchemaMixin` into
@@ -66,6 +67,21 @@ _IF_MATCH: dict[str, Any] = {
     "schema": {"type": "string"},
     "description": "Change the object only if this is its current ETag (that of its "
     "detail representation); otherwise 412 and nothing changes.",
+}
+
+
+_IF_NONE_MATCH_WRITE: dict[str, Any] = {
+    "in": "header",
+    "name": "If-None-Match",
+    "schema": {"type": "string"},
+    "description": "Refuse the change (412) when this matches the object's current ETag; "
+    "`*` matches any existing object.",
+}
+
+_WRITE_ETAG_HEADER: dict[str, Any] = {
+    "schema": {"type": "string"},
+    "description": "With If-Match or If-None-Match: the object's new detail ETag, for the "
+    "next guarded write.",
 }
 
 
@@ -206,11 +222,15 @@ class RealtimeSchemaMixin:
         )
 
     def _document_write(self, operation: dict[str, Any]) -> None:
-        self._add_parameters(operation, [_IF_MATCH])
-        operation.setdefault("responses", {}).setdefault(
+        self._add_parameters(operation, [_IF_MATCH, _IF_NONE_MATCH_WRITE])
+        responses = operation.setdefault("responses", {})
+        ok = responses.get("200")
+        if isinstance(ok, dict):
+            ok.setdefault("headers", {}).setdefault("ETag", dict(_WRITE_ETAG_HEADER))
+        responses.setdefault(
             "412",
-            {"description": "Precondition Failed: If-Match is not the current ETag; "
-             "nothing was changed."},
+            {"description": "Precondition Failed: If-Match is not the current ETag, or "
+             "If-None-Match matches it; nothing was changed."},
         )
 
 

@@ -104,16 +104,21 @@ def test_writes_have_no_event_stream_and_no_format_they_do_not_serve(schema):
         for response in op["responses"].values():
             assert "text/event-stream" not in response.get("content", {}), (method, path)
         assert "event-stream" not in format_enum(op), (method, path)
-        assert not {"If-None-Match", "Prefer", "Last-Event-ID"} & headers_of(op), (method, path)
+        assert not {"Prefer", "Last-Event-ID"} & headers_of(op), (method, path)
         assert "304" not in op["responses"]
+        for parameter in op.get("parameters", []):
+            if parameter["name"] == "If-None-Match":  # a write's precondition, not a hold
+                assert "412" in parameter["description"], (method, path)
 
 
 def test_guarded_writes_document_if_match_and_412(schema):
     guarded = [(p, m, op) for p, m, op in operations(schema) if m in ("put", "patch", "delete")]
     assert guarded
     for path, method, op in guarded:
-        assert "If-Match" in headers_of(op), (method, path)
+        assert {"If-Match", "If-None-Match"} <= headers_of(op), (method, path)
         assert "412" in op["responses"], (method, path)
+        if method != "delete":
+            assert "ETag" in op["responses"]["200"]["headers"], (method, path)
     creates = [op for p, m, op in operations(schema) if m == "post"]
     assert creates and all("If-Match" not in headers_of(op) for op in creates)
 
