@@ -55,6 +55,7 @@ def test_direct_request_is_ordinary_conditional_get(todos):
 def test_direct_hold_with_proxy_required_is_501(todos):
     etag = APIClient().get("/api/todos/")["ETag"]
     assert APIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag).status_code == 501
+    assert APIClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream").status_code == 501
     assert APIClient().get("/api/todos/").status_code == 200
 
 

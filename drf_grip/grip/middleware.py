@@ -17,7 +17,13 @@ from .signature import check_grip_sig
 from .websocket_over_http import context_from_request, finish_response
 from .websocket_request import attach
 
-__all__ = ["GripMiddleware", "GripRequest", "parse_grip_last", "register_path_handler"]
+__all__ = [
+    "GripMiddleware",
+    "GripRequest",
+    "parse_grip_last",
+    "proxy_required_response",
+    "register_path_handler",
+]
 
 logger = logging.getLogger("drf_grip")
 
@@ -85,6 +91,15 @@ def _proxy_path(request: HttpRequest) -> Callable[[HttpRequest], HttpResponse] |
             rest = path[len(prefix):].strip("/")
             return lambda request, handler=handler, rest=rest: handler(request, rest)
     return None
+
+
+def proxy_required_response() -> HttpResponse:
+    """The answer to a direct request that would be held, with ``GRIP_PROXY_REQUIRED``."""
+    return HttpResponse(
+        "Not Implemented: this resource needs a GRIP proxy.\n",
+        status=501,
+        content_type="text/plain",
+    )
 
 
 class GripMiddleware:
@@ -193,11 +208,7 @@ class GripMiddleware:
             return response
         if not request.grip.proxied:
             if instruct.holds and grip_settings.proxy_required:
-                return HttpResponse(
-                    "Not Implemented: this resource needs a GRIP proxy.\n",
-                    status=501,
-                    content_type="text/plain",
-                )
+                return proxy_required_response()
             if not direct_headers:
                 # Direct client: the response stands on its own (e.g. a plain 304).
                 return response

@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..conf import grip_settings
-from ..grip.middleware import GripRequest
+from ..grip.middleware import GripRequest, proxy_required_response
 from ..protocol import Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
@@ -670,6 +670,8 @@ class _RealtimeBase:
         stream["Cache-Control"] = "no-cache"
         stream["X-Accel-Buffering"] = "no"
         grip = grip_of(request)
+        if not grip.proxied and grip_settings.proxy_required:
+            return proxy_required_response()
         if not grip.proxied:
             # A direct client gets the current event and a reconnection delay.
             stream.content = b"retry: 3000\n" + body
