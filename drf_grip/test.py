@@ -475,12 +475,14 @@ class Outbox(list[RawItem]):
 
 
 @contextlib.contextmanager
-def capture_published() -> Iterator[Outbox]:
-    """Collect what this process publishes (besides sending it as usual) into an
-    :class:`Outbox`. Changes publish after commit and off the request thread: call
-    :func:`wait_published` before looking."""
+def capture_published(*, send: bool = False) -> Iterator[Outbox]:
+    """Collect what this process publishes into an :class:`Outbox`, like
+    ``django.core.mail.outbox``: meanwhile nothing goes over the network, whatever
+    ``GRIP_URL`` says, unless ``send=True`` (then it is also sent as usual; an embedded
+    proxy in this process gets it either way). Changes publish after commit and off the
+    request thread: call :func:`wait_published` before looking."""
     outbox = Outbox()
-    register_local_sink(outbox)
+    register_local_sink(outbox, exclusive=not send)
     try:
         yield outbox
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 from django.test import override_settings
+from gripcontrol import HttpStreamFormat
 from rest_framework.test import APIClient
 
 from drf_grip import publish
@@ -109,6 +110,52 @@ def test_an_outbox_has_only_what_was_published_while_it_captured():
         Todo.objects.create(title="after")
         wait_published()
     assert inner == [] and "drf.testapp.todo" in outer.channels
+
+
+class _Proxy:
+    """A publish endpoint on a real socket, recording what reaches it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(self.rfile.read(int(self.headers["Content-Length"] or 0)))
+                self.send_response(200)
+                self.send_header("Content-Length", "10")
+                self.end_headers()
+                self.wfile.write(b"Published\n")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.grip_url = f"http://127.0.0.1:{self.server.server_port}/?key={'k' * 40}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("send", [False, True])
+def test_nothing_captured_leaves_the_process_unless_asked(send):
+    # A project whose settings name a real proxy (GRIP_URL), tested with the README's
+    # autouse conftest: its tests must not publish to that proxy.
+    proxy = _Proxy()
+    try:
+        with override_settings(GRIP_URL=proxy.grip_url):
+            with capture_published(send=send) as outbox:
+                publish("kept", HttpStreamFormat("in the process\n"))
+                wait_published()
+    finally:
+        proxy.close()
+
+    assert outbox.channels == ["kept"]
+    assert len(proxy.received) == (1 if send else 0)
 
 
 @pytest.mark.django_db

@@ -15,29 +15,38 @@ __all__ = ["register_local_sink", "targets", "unregister_local_sink"]
 logger = logging.getLogger("drf_grip.publish")
 
 _local_sinks: list[LocalSink] = []
+# Sinks registered with ``exclusive=True`` (the test kit's outbox): while one is, nothing
+# goes over the network, whatever the settings name.
+_exclusive: list[LocalSink] = []
 _sinks_lock = threading.Lock()
 _warned_unconfigured = False
 
 
-def register_local_sink(sink: LocalSink) -> None:
-    """Also deliver every item to ``sink`` (the embedded proxy running in this process)."""
+def register_local_sink(sink: LocalSink, *, exclusive: bool = False) -> None:
+    """Also deliver every item to ``sink`` (the embedded proxy running in this process);
+    ``exclusive``: and, while it is registered, to no endpoint outside the process."""
     with _sinks_lock:
         if not any(s is sink for s in _local_sinks):
             _local_sinks.append(sink)
+        if exclusive and not any(s is sink for s in _exclusive):
+            _exclusive.append(sink)
 
 
 def unregister_local_sink(sink: LocalSink) -> None:
     """Stop delivering to ``sink``; items already queued for it are still handed over."""
     with _sinks_lock:
         _local_sinks[:] = [s for s in _local_sinks if s is not sink]
+        _exclusive[:] = [s for s in _exclusive if s is not sink]
 
 
 def targets() -> list[Target]:
     """Where an item published now goes, read from the settings of this moment."""
     global _warned_unconfigured
-    endpoints = list(grip_settings.publish_endpoints)
     with _sinks_lock:
         sinks = list(_local_sinks)
+        if _exclusive:
+            return [SinkTarget(s) for s in sinks]
+    endpoints = list(grip_settings.publish_endpoints)
     if not endpoints and not sinks:
         url = str(grip_settings.EMBEDDED_URL).rstrip("/") + "/_grip"
         endpoints = [GripEndpoint(control_uri=url, key=embedded_key())]
