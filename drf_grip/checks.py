@@ -38,29 +38,48 @@ _PER_PROCESS = (
 
 @checks.register(checks.Tags.caches)
 def check_shared_state_cache(app_configs=None, **kwargs):
-    """Shared delivery keeps live URLs and versions in Django's cache: a per-process cache
-    is right only while one process serves and publishes."""
+    """Shared delivery keeps live URLs and versions in Django's cache, the gateway its
+    subscriptions: a per-process cache is right only while one process serves and
+    publishes."""
     from django.conf import settings
 
     from .conf import grip_settings
-    from .rest.registry import shared_views
+    from .rest.registry import gateway_views, shared_views
 
     alias = grip_settings.VERSION_CACHE
     backend = (getattr(settings, "CACHES", {}) or {}).get(alias, {}).get("BACKEND", "")
     if backend not in _PER_PROCESS:
         return []
-    views = shared_views()
-    if not views:
+    views = sorted(v.__name__ for v in shared_views())
+    gateways = sorted(v.__name__ for v in gateway_views())
+    if not views and not gateways:
         return []
+    kept = " and ".join(
+        part
+        for part in (
+            "shared delivery's live URLs and channel versions" if views else "",
+            "the WebSocket gateway's subscriptions" if gateways else "",
+        )
+        if part
+    )
+    named = "; ".join(
+        part
+        for part in (
+            "Shared views: " + ", ".join(views[:5]) if views else "",
+            "Gateways: " + ", ".join(gateways[:5]) if gateways else "",
+        )
+        if part
+    )
     return [
         checks.Warning(
-            f"drf-grip keeps shared delivery's live URLs and channel versions in the "
-            f"{alias!r} cache, which is per process ({backend.rsplit('.', 1)[-1]}).",
+            f"drf-grip keeps {kept} in the {alias!r} cache, which is per process "
+            f"({backend.rsplit('.', 1)[-1]}).",
             hint=(
-                "That is right for one process only (runserver, one worker). With several "
-                "workers, or publishing from Celery or a shell, point DRF_GRIP['VERSION_CACHE'] "
-                "at a cache every process shares (Redis, Memcached). Shared views: "
-                + ", ".join(sorted(v.__name__ for v in views)[:5])
+                "That is right for one process only (runserver, one worker): a change "
+                "saved in another process (a second worker, Celery, a shell) does not reach "
+                "those subscribers. Point DRF_GRIP['VERSION_CACHE'] at a cache every "
+                "process shares (Redis, Memcached; FileBasedCache in development). "
+                + named
             ),
             id="drf_grip.W002",
         )

@@ -186,6 +186,51 @@ def test_system_check_warns_about_a_per_process_cache_with_shared_delivery(setti
     assert "drf_grip.W002" in {m.id for m in checks.run_checks() if m.id} or True
 
 
+def test_system_check_warns_about_a_per_process_cache_with_a_gateway(monkeypatch):
+    from drf_grip.checks import check_shared_state_cache
+
+    monkeypatch.setattr(registry, "shared_views", lambda: [])  # a gateway, no shared view
+
+    (warning,) = check_shared_state_cache()
+
+    assert warning.id == "drf_grip.W002"
+    assert "gateway" in warning.msg and "RealtimeGateway" in warning.hint
+
+
+def test_a_shell_publishing_with_a_per_process_cache_says_who_misses_the_change(
+    sink, monkeypatch, caplog
+):
+    """A shell (or Celery) that serves no requests cannot see the subscriptions the serving
+    process keeps in its own memory, and no system check runs there: it says so, once."""
+    from drf_grip.grip import middleware
+    from drf_grip.rest import publishing
+
+    monkeypatch.setattr(middleware, "_serving", False)
+    monkeypatch.setattr(publishing, "_warned_unseen", False)
+
+    with caplog.at_level("WARNING", logger="drf_grip.publish"):
+        Todo.objects.create(title="from a shell")
+        Todo.objects.create(title="again")
+        sink.settle()
+
+    warnings = [r.getMessage() for r in caplog.records if "per-process cache" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "SharedTodoViewSet" in warnings[0] and "RealtimeGateway" in warnings[0]
+
+
+def test_a_serving_process_does_not_warn_of_unseen_subscribers(sink, monkeypatch, caplog):
+    from drf_grip.rest import publishing
+
+    monkeypatch.setattr(publishing, "_warned_unseen", False)
+    ProxiedClient().get("/api/todos/")  # this process serves requests
+
+    with caplog.at_level("WARNING", logger="drf_grip.publish"):
+        Todo.objects.create(title="served here")
+        sink.settle()
+
+    assert not [r for r in caplog.records if "per-process cache" in r.getMessage()]
+
+
 def test_a_slot_taken_by_another_view_after_a_flush_is_noticed(sink):
     """The process remembers which slot its subscription took; after the cache was flushed
     and another entry took that slot, the next hold records itself again."""

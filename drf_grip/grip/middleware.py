@@ -23,6 +23,7 @@ __all__ = [
     "parse_grip_last",
     "proxy_required_response",
     "register_path_handler",
+    "serves_requests",
 ]
 
 logger = logging.getLogger("drf_grip")
@@ -93,6 +94,15 @@ def _proxy_path(request: HttpRequest) -> Callable[[HttpRequest], HttpResponse] |
     return None
 
 
+#: Whether a request handler with this middleware was built in this process: it serves
+#: requests (runserver, a worker, a test client), unlike a shell or a Celery worker.
+_serving = False
+
+
+def serves_requests() -> bool:
+    return _serving
+
+
 def proxy_required_response() -> HttpResponse:
     """The answer to a direct request that would be held, with ``GRIP_PROXY_REQUIRED``."""
     return HttpResponse(
@@ -120,6 +130,8 @@ class GripMiddleware:
     async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], Any] | None = None) -> None:
+        global _serving
+        _serving = _serving or get_response is not None
         self.get_response = get_response
         self._async = get_response is not None and iscoroutinefunction(get_response)
         if self._async:

@@ -101,6 +101,7 @@ def publish_model(
         # A per-process cache cannot show what other processes' clients subscribed to (a
         # shell publishing for runserver): fall back on the views' class-level delivery.
         private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
+        _warn_of_unseen_subscribers(model)
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
     channels = private_channels(model, private_views, pks, partitions)
@@ -117,6 +118,35 @@ def publish_model(
     publish_subscriptions(model, pks, deleted, partitions)
     if shared:
         publish_shared(model, pks, deleted)
+
+
+_warned_unseen = False
+
+
+def _warn_of_unseen_subscribers(model: type[models.Model]) -> None:
+    """Once per process that serves no requests (a shell, Celery) and publishes with a
+    per-process cache: the subscribers other processes keep in theirs do not get its
+    changes, and the system check (W002) does not run in such a process."""
+    global _warned_unseen
+    from ..grip.middleware import serves_requests
+    from .registry import gateway_views
+
+    if _warned_unseen or serves_requests():
+        return
+    missed = [v.__name__ for v in views_for(model) if _class_delivery(v) == SHARED]
+    missed += [v.__name__ for v in gateway_views()]
+    if not missed:
+        return
+    _warned_unseen = True
+    logger.warning(
+        "A change of %s was published from a process that keeps drf-grip's state in a "
+        "per-process cache: long-poll and SSE clients of private views get it, but the "
+        "subscribers of %s kept by the serving process do not. Point "
+        "DRF_GRIP['VERSION_CACHE'] at a cache every process shares (Redis, Memcached; "
+        "FileBasedCache in development).",
+        model._meta.label,
+        ", ".join(sorted(set(missed))),
+    )
 
 
 def _class_delivery(view: type) -> str:

@@ -43,6 +43,8 @@ Related = Callable[[models.Model], Iterable[models.Model]]
 _views: dict[type[models.Model], list[type]] = {}
 _related: dict[type[models.Model], list[Related]] = {}
 _explicit: set[type[models.Model]] = set()
+#: Gateway view classes in the URLconf (their subscriptions live in the state cache).
+_gateways: list[type] = []
 _loaded = False
 _lock = threading.Lock()
 stats: dict[str, int] = {"changes": 0, "published": 0, "errors": 0}
@@ -463,6 +465,19 @@ def _flush_at_exit() -> None:
         from ..grip.publisher import get_publisher
 
         get_publisher().flush(timeout)
+
+
+def register_gateway(view_class: type) -> None:
+    """Record that the URLconf serves ``view_class``, a WebSocket gateway."""
+    with _lock:
+        if view_class not in _gateways:
+            _gateways.append(view_class)
+
+
+def gateway_views() -> list[type]:
+    """Gateway view classes of the URLconf (for system checks and warnings)."""
+    _ensure_loaded()
+    return list(_gateways)
 
 
 def shared_views() -> list[type]:

@@ -78,6 +78,9 @@ class RealtimeGateway(WebSocketView):
 
     @classonlymethod
     def as_view(cls, **initkwargs: Any) -> Callable[..., HttpResponse]:
+        from ..registry import register_gateway
+
+        register_gateway(cls)  # its subscriptions need a cache every process shares
         # WebSocket only: a plain HTTP request gets 400 with a reason.
         return require_websocket(super(WebSocketView, cls).as_view(**initkwargs))
 
