@@ -631,6 +631,52 @@ def test_flush_at_exit_is_bounded(server: PublishServer) -> None:
     assert "not delivered" in result.stderr or "did not finish" in result.stderr
 
 
+SAVE_THEN_EXIT_SCRIPT = """
+import atexit, sys, time
+import django
+from django.conf import settings
+from tests import settings as base
+
+# Registered first, so it runs last (atexit is last-in first-out): after every flush.
+atexit.register(lambda: print("flushed in %.2f" % (time.monotonic() - saved), flush=True))
+settings.configure(**{
+    **{name: getattr(base, name) for name in dir(base) if name.isupper()},
+    "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    "GRIP_URL": sys.argv[1],
+    "DRF_GRIP": {"PUBLISH_FLUSH_TIMEOUT": float(sys.argv[2]), "PUBLISH_READ_TIMEOUT": 60},
+})
+django.setup()
+from django.core.management import call_command
+call_command("migrate", run_syncdb=True, verbosity=0)
+from tests.testapp.models import Todo
+Todo.objects.create(title="saved just before exit")
+saved = time.monotonic()
+"""
+
+
+def test_a_save_just_before_exit_waits_at_most_the_flush_timeout(server: PublishServer) -> None:
+    """``manage.py shell -c`` saving a model while the proxy does not answer: the change
+    worker's exit handler and the publisher's each waited the whole ``PUBLISH_FLUSH_TIMEOUT``
+    (twice the documented bound); they now share one deadline. The time is measured inside
+    the process, from the save to the last exit handler, so a slow start does not count."""
+    server.hold()  # the proxy never answers
+    timeout = 1.5
+    result = subprocess.run(
+        [sys.executable, "-c", SAVE_THEN_EXIT_SCRIPT, server.url, str(timeout)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.requests, "the save published nothing"
+    assert "did not finish within 1.5s" in result.stderr
+    flushed = float(result.stdout.split("flushed in ")[1])
+    # One bound, not two: the waits end at the deadline, so only scheduling adds to it.
+    assert flushed < 1.5 * timeout, result.stdout
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_publishes_with_its_own_thread(grip: Any, server: PublishServer) -> None:
     publish("parent", stream("x"))

@@ -241,6 +241,35 @@ def test_a_next_link_render_that_straddles_a_revocation_sends_nothing(monkeypatc
     assert fetched.content.startswith(b"event: error")
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("how", ["token deleted", "user deactivated"])
+def test_a_next_link_fetched_after_a_revocation_answers_the_final_event(django_user_model, how):
+    """The view's 401 (authentication fails before the mixin sees the subscription) was the
+    next link's answer: Pushpin takes a non-2xx answer for a failed fetch and retries it; the
+    embedded proxy closed the stream. Neither showed the client an ``event: error``."""
+    from rest_framework.authtoken.models import Token
+
+    from tests.testapp.models import Note
+
+    user = django_user_model.objects.create_user("ann")
+    token = Token.objects.create(user=user)
+    Note.objects.create(owner=user, text="secret")
+    client = ProxiedClient()
+    opened = client.get("/api/notes/", HTTP_ACCEPT="text/event-stream",
+                        HTTP_AUTHORIZATION=f"Token {token.key}")
+    if how == "token deleted":
+        token.delete()
+    else:
+        user.is_active = False
+        user.save()
+
+    fetched = client.get(_link_of(opened), **_last_of(opened))
+
+    assert fetched.status_code == 200
+    assert fetched.content == b"event: error\ndata: {}\n\n"
+    assert "Grip-Hold" not in fetched and "Grip-Link" not in fetched
+
+
 def _link_of(response) -> str:
     return response["Grip-Link"].split(">")[0].lstrip("<")
 

@@ -366,10 +366,12 @@ class Publisher:
                 self._counts["superseded"] += superseded_count
                 self._progress.notify_all()
 
-    def _flush_at_exit(self) -> None:
+    def _flush_at_exit(self, deadline: float) -> None:
         if self._pid != os.getpid():
             return
-        timeout = float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
-        if not self.close(timeout):
-            logger.warning("publish flush at exit did not finish within %.1fs", timeout)
+        if not self.close(max(0.0, deadline - time.monotonic())):
+            logger.warning(
+                "publish flush at exit did not finish within %.1fs",
+                float(grip_settings.PUBLISH_FLUSH_TIMEOUT),
+            )
 

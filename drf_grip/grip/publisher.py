@@ -21,10 +21,12 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..conf import grip_settings
 from ..protocol.items import RawItem
 from .items import Formats, make_item
 from .lanes import Publisher, PublishError
@@ -43,6 +45,7 @@ logger = logging.getLogger("drf_grip.publish")
 _publisher: Publisher | None = None
 _publisher_lock = threading.Lock()
 _atexit_registered = False
+_exit_deadline: float | None = None
 
 
 def get_publisher() -> Publisher:
@@ -60,11 +63,22 @@ def get_publisher() -> Publisher:
     return publisher
 
 
+def exit_deadline() -> float:
+    """When everything that flushes at exit must stop (a ``time.monotonic()``): one
+    ``PUBLISH_FLUSH_TIMEOUT`` from the first handler that asks. The change worker's handler
+    and the publisher's run one after the other; each waiting its own full timeout made a
+    shell whose proxy was down exit after twice the documented bound (docs/settings.rst)."""
+    global _exit_deadline
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
+    return _exit_deadline
+
+
 def _flush_at_exit() -> None:
     """A bounded flush at interpreter exit (``PUBLISH_FLUSH_TIMEOUT``)."""
     if _publisher is not None:
         try:
-            _publisher._flush_at_exit()
+            _publisher._flush_at_exit(exit_deadline())
         except Exception:  # settings gone, logging torn down: never fail the exit
             pass
 

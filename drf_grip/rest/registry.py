@@ -458,13 +458,12 @@ def wait_idle(timeout: float | None = None) -> bool:
 
 def _flush_at_exit() -> None:
     """A shell or a management command exits right after its last save: hand its changes
-    to the publisher, then let the publisher deliver them (both bounded)."""
+    to the publisher, whose own handler runs next and delivers them. Both share one
+    deadline: the whole exit is bounded by ``PUBLISH_FLUSH_TIMEOUT``."""
     if _instance is not None and _instance.pid == os.getpid():
-        timeout = float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
-        _instance.wait_idle(timeout)
-        from ..grip.publisher import get_publisher
+        from ..grip.publisher import exit_deadline
 
-        get_publisher().flush(timeout)
+        _instance.wait_idle(max(0.0, exit_deadline() - time.monotonic()))
 
 
 def register_gateway(view_class: type) -> None:

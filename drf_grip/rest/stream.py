@@ -234,8 +234,15 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
     )
     if context.revoked or context.policy is None or not response.has_header("Grip-Hold"):
         # Revoked credentials (401/403, another user), a URL that is no longer live, or an
-        # answer that does not continue the stream: end it.
-        if response.get("Content-Type", "").startswith(EVENT_STREAM) and not context.revoked:
+        # answer that does not continue the stream: end it. The end is a 2xx: Pushpin takes
+        # any other answer to a next link for a failed fetch, shows the client none of it and
+        # fetches again 1-2 s later (handler/httpsession.cpp, outReq_error); the view's own
+        # 401 for a deleted token is rendered as text/event-stream, but it is not an event.
+        if (
+            200 <= response.status_code < 300
+            and response.get("Content-Type", "").startswith(EVENT_STREAM)
+            and not context.revoked
+        ):
             return response
         return end_of_stream("error" if response.status_code != 404 else "delete")
     if response.content and not public and revoked_status(recorded, state["user"]):
