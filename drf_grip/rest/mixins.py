@@ -222,7 +222,8 @@ class _RealtimeBase:
         renderers = super().get_renderers()
         # A stream is the answer to a GET only: a write or OPTIONS asking for one gets DRF's
         # 406 (before the write runs) rather than JSON labelled text/event-stream, and a
-        # HEAD would be held open with no body ever to come.
+        # HEAD would be held open as a stream with no body ever to come (a HEAD long-poll
+        # is held and wakes like a GET's, without the body).
         request = getattr(self, "request", None)
         if getattr(request, "method", "GET") != "GET":
             return [r for r in renderers if r.media_type != EVENT_STREAM]
@@ -397,8 +398,6 @@ class _RealtimeBase:
         context = context_of(request)
         if context is not None:
             return context.role != "shared-render"
-        if request.method != "GET":  # a HEAD is answered at once (RFC 9110 §9.3.2)
-            return False
         meta = request.META
         if meta.get("HTTP_IF_NONE_MATCH"):
             return True
@@ -554,10 +553,6 @@ class _RealtimeBase:
         response["ETag"] = etag
         if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
             return response
-        if request.method != "GET":  # HEAD: the conditional answer, never a hold
-            not_modified = HttpResponseNotModified()
-            not_modified["ETag"] = etag
-            return not_modified
         return self.longpoll_response(request, response, policy, etag)
 
     def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
