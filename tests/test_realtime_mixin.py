@@ -310,6 +310,27 @@ def test_streams_of_one_subscriber_share_a_next_link_and_two_users_never_do(
     assert ProxiedClient().get(_link_of(anns[0]), **_last_of(anns[0])).status_code == 200
 
 
+def test_a_stream_held_at_a_version_behind_its_first_event_is_not_sent_it_again(todos):
+    """Seen behind Pushpin (not on demand): anonymous streams of a shared URL whose version
+    named an older render than the one they were sent got that first event twice, from
+    Pushpin's re-fetch of a fresh channel about 1 s later (the public link reads what a
+    stream has seen from the version it holds the URL at)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    sse = {"HTTP_ACCEPT": "text/event-stream"}
+    ProxiedClient().get("/api/shared-todos/", **sse)  # names the URL's version
+    # Changed without a publish (no listing, no signal): the version stays behind.
+    Todo.objects.filter(pk=todos[-1].pk).update(title="changed while nobody listed it")
+
+    opened = ProxiedClient().get("/api/shared-todos/", **sse)
+    refetched = ProxiedClient().get(_link_of(opened), **_last_of(opened))
+
+    assert b"changed while nobody listed it" in opened.content
+    assert refetched.status_code == 200 and refetched.content == b""
+    assert refetched["Grip-Hold"] == "stream"
+
+
 def test_anonymous_streams_of_a_shared_url_share_one_token(todos, django_user_model):
     """Pushpin shares one next-link fetch among streams whose Grip-Last is the same (handler/
     handlerengine.cpp, auto share): anonymous streams of a shared URL that have seen the same

@@ -674,7 +674,20 @@ class _RealtimeBase:
         if is_next:
             context.result_etag = etag
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
-        link, token_channel = next_link_for(request, context, etag, versioned, policy)
+        held = self._grip_channels(request, policy)
+        link_policy: RealtimePolicy | None = policy
+        if policy.delivery == SHARED and not is_next and held:
+            # A public link (shared by the anonymous streams of a URL) learns what a stream
+            # has seen from the prev-id it holds the live URL at, a version naming an ETag
+            # (stream.py). One held at a version behind the event just sent (writes made while
+            # the URL was not listed leave the version behind) would get that event again
+            # from Pushpin's re-fetch of a fresh channel: a link of its own remembers it.
+            from .shared import tag_of
+
+            at = held[0].prev_id
+            if at is None or f'"{tag_of(at)}"' != etag:
+                link_policy = None
+        link, token_channel = next_link_for(request, context, etag, versioned, link_policy)
         instruct = grip.start_instruct()
         instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
@@ -682,7 +695,7 @@ class _RealtimeBase:
         # loop, and channels or keep-alive left out are dropped. So every answer holds again.
         # The token's channel first: past 20 channels Pushpin drops the last ones.
         instruct.add_channel(token_channel)
-        instruct.add_channels(self._grip_channels(request, policy))
+        instruct.add_channels(held)
         instruct.set_hold_stream()
         instruct.set_keep_alive(KEEP_ALIVE, int(grip_settings.STREAM_KEEP_ALIVE), "interval")
         self.on_hold(request, policy, etag)
