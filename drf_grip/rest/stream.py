@@ -29,7 +29,8 @@ Anonymous subscribers of a shared URL are the exception: there is nothing of the
 or revoke, and what they get is what anyone's GET of that URL gets. They share one *public*
 token per live URL (and per minute of opening), which never moves on, so Pushpin's shared
 fetch serves all of them that have seen the same version at once. A public fetch learns what
-the stream has seen from the live URL's ``Grip-Last``.
+the stream has seen from the live URL's ``Grip-Last``, so only a stream held at a version
+naming the event it was sent gets a public link (``RealtimeMixin.stream_response``).
 """
 
 from __future__ import annotations
