@@ -26,7 +26,7 @@ from . import publish_hooks as hooks
 from .items import channels_of, describe_channels
 from .transports import Target
 
-__all__ = ["PublishError", "PublishStats", "Publisher", "coalesce"]
+__all__ = ["PublishError", "PublishStats", "Publisher", "coalesce", "exit_unfinished"]
 
 logger = logging.getLogger("drf_grip.publish")
 
@@ -370,8 +370,20 @@ class Publisher:
         if self._pid != os.getpid():
             return
         if not self.close(max(0.0, deadline - time.monotonic())):
-            logger.warning(
-                "publish flush at exit did not finish within %.1fs",
-                float(grip_settings.PUBLISH_FLUSH_TIMEOUT),
-            )
+            exit_unfinished()
 
+
+_exit_reported = False
+
+
+def exit_unfinished() -> None:
+    """Say once that the exit's deadline passed with publishing unfinished: items still
+    queued, or a change still being published (from Python 3.12 no thread starts at exit,
+    so the change worker sends inline and is the one that runs out of time)."""
+    global _exit_reported
+    if not _exit_reported:
+        _exit_reported = True
+        logger.warning(
+            "publish flush at exit did not finish within %.1fs",
+            float(grip_settings.PUBLISH_FLUSH_TIMEOUT),
+        )

@@ -133,8 +133,10 @@ def _warn_of_unseen_subscribers(model: type[models.Model]) -> None:
 
     if _warned_unseen or serves_requests():
         return
-    missed = [v.__name__ for v in views_for(model) if _class_delivery(v) == SHARED]
-    missed += [v.__name__ for v in gateway_views()]
+    views = views_for(model)  # every model's changes come here; most have no live view
+    missed = [v.__name__ for v in views if _class_delivery(v) == SHARED]
+    if any(_class_delivery(v) == PRIVATE for v in views):
+        missed += [v.__name__ for v in gateway_views()]
     if not missed:
         return
     _warned_unseen = True

@@ -461,9 +461,11 @@ def _flush_at_exit() -> None:
     to the publisher, whose own handler runs next and delivers them. Both share one
     deadline: the whole exit is bounded by ``PUBLISH_FLUSH_TIMEOUT``."""
     if _instance is not None and _instance.pid == os.getpid():
+        from ..grip.lanes import exit_unfinished
         from ..grip.publisher import exit_deadline
 
-        _instance.wait_idle(max(0.0, exit_deadline() - time.monotonic()))
+        if not _instance.wait_idle(max(0.0, exit_deadline() - time.monotonic())):
+            exit_unfinished()
 
 
 def register_gateway(view_class: type) -> None:
