@@ -20,31 +20,24 @@ def _opaque(tag: str) -> str:
     return tag.strip('"')
 
 
-def _tags(header: str | None) -> list[str] | None:
-    """The entity tags of a conditional header; ``["*"]`` for ``*``; None when empty."""
+def _matches(header: str | None, etag: str, *, strong: bool) -> bool:
     if not header:
-        return None
+        return False
     header = header.strip()
     if header == "*":
-        return ["*"]
-    return parse_etags(header) or [header]
+        return True
+    wanted = _opaque(etag)
+    tags = parse_etags(header) or [header]
+    return any(_opaque(t) == wanted and not (strong and t.startswith("W/")) for t in tags)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
     """RFC 9110 If-None-Match (weak comparison); a bare tag without quotes also matches,
     because EventSource sends ``Last-Event-ID`` as it received it."""
-    tags = _tags(header)
-    if tags is None:
-        return False
-    wanted = _opaque(etag)
-    return tags == ["*"] or any(_opaque(t) == wanted for t in tags)
+    return _matches(header, etag, strong=False)
 
 
 def etag_matches_strongly(header: str | None, etag: str) -> bool:
     """RFC 9110 If-Match (§13.1.1): strong comparison, so a weak tag (``W/"..."``) never
     matches; ``*`` matches any current representation."""
-    tags = _tags(header)
-    if tags is None:
-        return False
-    wanted = _opaque(etag)
-    return tags == ["*"] or any(not t.startswith("W/") and _opaque(t) == wanted for t in tags)
+    return _matches(header, etag, strong=True)

@@ -665,9 +665,9 @@ class _RealtimeBase:
         stream["Cache-Control"] = "no-cache"
         stream["X-Accel-Buffering"] = "no"
         grip = grip_of(request)
-        if not grip.proxied and grip_settings.proxy_required:
-            return proxy_required_response()
         if not grip.proxied:
+            if grip_settings.proxy_required:
+                return proxy_required_response()
             # A direct client gets the current event and a reconnection delay.
             stream.content = b"retry: 3000\n" + body
             return stream
@@ -682,10 +682,9 @@ class _RealtimeBase:
             # (stream.py). One held at a version behind the event just sent (writes made while
             # the URL was not listed leave the version behind) would get that event again
             # from Pushpin's re-fetch of a fresh channel: a link of its own remembers it.
-            from .shared import tag_of
+            from .shared import names_etag
 
-            at = held[0].prev_id
-            if at is None or f'"{tag_of(at)}"' != etag:
+            if not names_etag(held[0].prev_id, etag.strip('"')):
                 link_policy = None
         link, token_channel = next_link_for(request, context, etag, versioned, link_policy)
         instruct = grip.start_instruct()

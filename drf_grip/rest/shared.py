@@ -51,6 +51,7 @@ __all__ = [
     "render_stats",
     "used_query_params",
     "mark_overflow",
+    "names_etag",
 ]
 
 logger = logging.getLogger("drf_grip.publish")
@@ -236,7 +237,7 @@ def first_version(channel: str, etag: str) -> str:
     current = read_version(channel)
     if current is None:
         return version
-    if _names(current, tag):
+    if names_etag(current, tag):
         return current
     mark_rendering(channel, current)
     return version
@@ -247,7 +248,8 @@ def tag_of(version: str) -> str:
     return version.rsplit(".", 1)[0]
 
 
-def _names(version: str | None, tag: str) -> bool:
+def names_etag(version: str | None, tag: str) -> bool:
+    """Whether a shared channel's ``version`` names the ETag ``tag`` (without quotes)."""
     return version is not None and tag_of(version) == tag
 
 
@@ -556,7 +558,7 @@ def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str]
         if sent_after(channel, ticket):
             return None
         previous = read_version(channel)
-        if _names(previous, tag) and not _rendered_by_subscribers(channel, previous):
+        if names_etag(previous, tag) and not _rendered_by_subscribers(channel, previous):
             return None
         version = _new_version(tag)
         set_version(channel, version)
