@@ -246,13 +246,14 @@ def _linked_stream(origin: Origin, *, next_prev_id: str, next_body: str) -> None
     ], next_body))
 
 
-async def _line_after_publishing(server: ProxyServer, item: dict) -> str:
-    """Open ``/events/``, publish ``item`` once it is held; the next line the client reads."""
+async def _line_after_publishing(server: ProxyServer, item: dict, *, holds: int = 1) -> str:
+    """Open ``/events/``, publish ``item`` once ``ev`` has been held ``holds`` times (the
+    first answer's hold, then each next-link answer's); the next line the client reads."""
     async with httpx.AsyncClient(base_url=server.url) as client:
         async with client.stream("GET", "/events/") as response:
             lines = response.aiter_lines()
             assert await lines.__anext__() == "first"
-            assert await in_thread(server.proxy.wait_for_subscribers, "ev")
+            assert await in_thread(server.proxy.wait_for_subscriptions, "ev", holds)
             await in_thread(server.publish, item)
             return await lines.__anext__()
 
@@ -282,7 +283,10 @@ def test_a_stream_held_behind_the_channel_recovers_once(server: ProxyServer, ori
     _linked_stream(origin, next_prev_id="1", next_body="")
     follows = {"channel": "ev", "id": "2", "prev-id": "1", "formats": {"http-stream": {"content": "two\n"}}}
 
-    assert run(_line_after_publishing(server, follows)) == "two"
+    # Published once the link's answer holds: published while the recovery fetch is in
+    # flight, "two" moves the channel past the link answer's prev-id 1 and the stream
+    # rightly fetches again (an origin that still answers at 1 is then behind).
+    assert run(_line_after_publishing(server, follows, holds=2)) == "two"
     links = origin.requests_to("/events/next/")
     assert [link.headers["grip-last"] for link in links] == ["ev; last-id=1"]
 
