@@ -157,3 +157,13 @@ def test_endpoint_repr_and_display_uri_hide_credentials_and_query():
     assert "pa55word" not in repr(endpoint) and "c2VjcmV0" not in repr(endpoint)
     assert endpoint.display_uri == "https://***@api.fanout.io/realm/r1"
     assert redact_url("http://[::1]:5561/?key=x") == "http://[::1]:5561/"
+
+
+@override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={KEY}")
+def test_the_keys_a_signature_is_checked_with_keep_out_of_reprs():
+    """Found by a black-box probe: ``repr(trusted_keys())`` printed the key in clear (a
+    traceback reporter that shows locals would too)."""
+    from drf_grip.grip.signature import trusted_keys
+
+    keys, _keyless = trusted_keys()
+    assert keys and all(KEY not in repr(k) for k in keys)

@@ -286,3 +286,23 @@ def test_a_url_whose_render_another_process_began_after_the_change_is_left_to_it
         [ENTRY["channel"], before["channel"]]
     )
     assert len(rendered) == 2
+
+
+def test_a_render_counter_that_expired_before_its_sent_mark_does_not_hold_back_renders() -> None:
+    """Found by a black-box probe: with Django's file cache (the sample's), ``incr`` stores
+    the counter with the cache's default timeout (300 s), so after five quiet minutes a
+    URL's render counter was gone while its ``:sent`` mark (24 h) still named ticket N.
+    Tickets restarted at 1, every render looked older than the last one sent, and the next
+    N changes reached no subscriber, over every transport and both proxies."""
+    from drf_grip.rest import tickets
+
+    cache.clear()
+    name = "url:quiet"
+    for _ in range(5):
+        ticket = tickets.take_ticket(name)
+    tickets.mark_sent(name, ticket)
+    cache.delete("drf_grip:render:" + name)  # the counter expires; the mark does not
+
+    after_the_quiet_spell = tickets.take_ticket(name)
+    assert after_the_quiet_spell > ticket
+    assert not tickets.sent_after(name, after_the_quiet_spell)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..conf import embedded_key, grip_settings
 from ..protocol import EMBEDDED_ISSUER
@@ -58,7 +58,8 @@ def warn_if_short(key: str | bytes | None, where: str) -> None:
 
 @dataclass(frozen=True)
 class TrustedKey:
-    key: str | bytes
+    # Out of the repr: reprs reach tracebacks with locals and error reporters.
+    key: str | bytes = field(repr=False)
     iss: str | None = None
 
 

@@ -40,9 +40,15 @@ def take_ticket(name: str) -> int:
     cache = state_cache()
     try:
         return int(cache.incr(_KEY + name))
-    except ValueError:  # no counter yet: this is the first ticket, unless another process
-        if cache.add(_KEY + name, 1, _TIMEOUT):  # took it a moment ago
-            return 1
+    except ValueError:
+        # No counter: the first ticket, or the counter expired while the ``:sent`` mark
+        # lives on. Django's ``BaseCache.incr`` (file and database caches) stores the new
+        # value with the cache's default timeout (300 s), not ours, so a quiet URL's counter
+        # goes first; restarting at 1 made every later render look older than the last one
+        # sent, and none was sent until the counter passed it. Start above that mark.
+        first = int(cache.get(_KEY + name + ":sent") or 0) + 1
+        if cache.add(_KEY + name, first, _TIMEOUT):  # unless another process took it a
+            return first  # moment ago
         return int(cache.incr(_KEY + name))
 
 
