@@ -104,6 +104,11 @@ class _RealtimeBase:
     #: Shared delivery: request headers that change the representation's bytes besides the
     #: URL (``["Accept-Language"]``); each value gets its own live URL.
     realtime_vary: tuple[str, ...] = ()
+    #: Shared delivery: query parameters the view reads besides its filter backends',
+    #: paginator's and versioning's (drf-grip also sees those ``get_queryset()`` reads).
+    #: The others are dropped before the view runs, so that ``?_=1700000000`` makes no
+    #: live URL of its own.
+    realtime_query_params: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -439,13 +444,19 @@ class _RealtimeBase:
         """Drop query parameters the view does not read (``?_=1700000000``) before it runs,
         so the body a fresh GET returns (with DRF's pagination links, which copy the query)
         equals the body pushed for the live URL."""
-        from .shared import used_query_params
+        from .shared import reads_of, used_query_params
 
         used = used_query_params(self)
         if used is None:
             return
         django_request = request._request
         query = django_request.GET
+        if all(key in used for key in query):
+            return
+        # A parameter ``get_queryset()`` reads is used, whatever the backends say (a
+        # probe's view filtered on ``request.query_params.get("g")``; dropped, the plain
+        # GET answered the whole list). The queryset is lazy: this reads no row.
+        used = used | reads_of(django_request, self.get_queryset)
         if all(key in used for key in query):
             return
         kept = QueryDict(mutable=True)

@@ -22,6 +22,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.db import models
+from django.http import QueryDict
+from rest_framework.versioning import QueryParameterVersioning
 
 from ..conf import grip_settings
 from ..grip.items import channel_name
@@ -86,9 +88,53 @@ class LiveUrl:
         return names.url_channel(self.key)
 
 
+class _ReadRecorder(QueryDict):
+    """A copy of ``request.GET`` that notes every key looked up in it."""
+
+    read: set[str]
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def getlist(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().getlist(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key)
+
+
+def reads_of(django_request: Any, call: Any) -> set[str]:
+    """The query parameters ``call()`` looks up in ``django_request.GET``."""
+    query = django_request.GET
+    recorder = _ReadRecorder(mutable=True)
+    recorder.read = set()
+    for key, values in query.lists():
+        recorder.setlist(key, values)
+    recorder._mutable = False
+    django_request.GET = recorder
+    try:
+        call()
+    except Exception:  # the view's own GET reports it, with the query it gets
+        pass
+    finally:
+        django_request.GET = query
+    return recorder.read
+
+
 def used_query_params(view: Any) -> set[str] | None:
     """Query parameters this view reads; None when a backend's parameters are unknown."""
-    used = {"format"}
+    used = {"format", *(getattr(view, "realtime_query_params", ()) or ())}
+    versioning = getattr(view, "versioning_class", None)
+    if isinstance(versioning, type) and issubclass(versioning, QueryParameterVersioning):
+        used.add(versioning.version_param)
     from django_filters.rest_framework import DjangoFilterBackend
     from rest_framework.filters import OrderingFilter, SearchFilter
 

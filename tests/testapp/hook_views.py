@@ -8,6 +8,7 @@ from django.utils import translation
 from rest_framework import generics, permissions, serializers, viewsets
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.response import Response
+from rest_framework.versioning import QueryParameterVersioning
 
 from drf_grip import ListRealtimeMixin, RealtimeMixin
 
@@ -168,7 +169,40 @@ class ScopedTodoViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.IsAuthenticated]
 
 
+class QueryReadingTodoViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Shared; ``get_queryset`` reads a parameter no filter backend declares."""
+
+    serializer_class = TodoSerializer
+    realtime_delivery = "shared"
+    schema = None
+
+    def get_queryset(self):
+        todos = Todo.objects.order_by("pk")
+        title = self.request.query_params.get("title")
+        return todos.filter(title=title) if title else todos
+
+
+class TitleOnlySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Todo
+        fields = ["id", "title"]
+
+
+class VersionedTodoViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Shared; ``?version=2`` (QueryParameterVersioning) shows fewer fields."""
+
+    queryset = Todo.objects.order_by("pk")
+    realtime_delivery = "shared"
+    versioning_class = QueryParameterVersioning
+    schema = None
+
+    def get_serializer_class(self):
+        return TitleOnlySerializer if self.request.version == "2" else TodoSerializer
+
+
 urlpatterns = [
+    path("query-reading-todos/", QueryReadingTodoViewSet.as_view({"get": "list"})),
+    path("versioned-todos/", VersionedTodoViewSet.as_view({"get": "list"})),
     path("hook-delivery/", DeliveryHookViewSet.as_view({"get": "list"})),
     path("hook-delivery/<int:pk>/", DeliveryHookViewSet.as_view({"get": "retrieve"})),
     path("hook-model/", ModelHookViewSet.as_view({"get": "list"})),
