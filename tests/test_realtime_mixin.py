@@ -668,3 +668,16 @@ def test_a_shared_view_keeps_the_query_parameters_it_reads(url):
     assert fresh.status_code == 200 and fresh.content != first.content
     assert bodies and bodies[-1] == fresh.content.decode()
     assert '"bread"' not in bodies[-1] if "query-reading" in url else '"done"' not in bodies[-1]
+
+
+@pytest.mark.django_db
+def test_a_route_that_is_not_live_does_not_offer_a_stream():
+    """Found by a black-box probe: an ``@action`` GET of a realtime viewset asked for
+    ``text/event-stream`` answered 200 with plain JSON labelled as a stream, and an
+    EventSource reconnected to it forever. It gets DRF's 406, as without the mixin."""
+    client = ProxiedClient()
+    assert client.get("/api/query-reading-todos/count/").json() == {"count": 0}
+    asked = client.get("/api/query-reading-todos/count/", HTTP_ACCEPT="text/event-stream")
+    assert asked.status_code == 406
+    live = client.get("/api/query-reading-todos/", HTTP_ACCEPT="text/event-stream")
+    assert live.status_code == 200 and live["Content-Type"].startswith("text/event-stream")

@@ -230,7 +230,9 @@ class _RealtimeBase:
         # HEAD would be held open as a stream with no body ever to come (a HEAD long-poll
         # is held and wakes like a GET's, without the body).
         request = getattr(self, "request", None)
-        if getattr(request, "method", "GET") != "GET":
+        # Nor is it one of a route that is not live (an ``@action``): EventSource would get
+        # JSON labelled text/event-stream and reconnect forever (black-box probe).
+        if request is not None and (request.method != "GET" or not self.get_realtime_kind()):
             return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
             renderers.append(EventStreamRenderer())

@@ -6,6 +6,7 @@ import hashlib
 from django.urls import path
 from django.utils import translation
 from rest_framework import generics, permissions, serializers, viewsets
+from rest_framework.decorators import action
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.response import Response
 from rest_framework.versioning import QueryParameterVersioning
@@ -181,6 +182,11 @@ class QueryReadingTodoViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
         title = self.request.query_params.get("title")
         return todos.filter(title=title) if title else todos
 
+    @action(detail=False)
+    def count(self, request):
+        """A route that is not live."""
+        return Response({"count": self.get_queryset().count()})
+
 
 class TitleOnlySerializer(serializers.ModelSerializer):
     class Meta:
@@ -202,6 +208,7 @@ class VersionedTodoViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
 
 urlpatterns = [
     path("query-reading-todos/", QueryReadingTodoViewSet.as_view({"get": "list"})),
+    path("query-reading-todos/count/", QueryReadingTodoViewSet.as_view({"get": "count"})),
     path("versioned-todos/", VersionedTodoViewSet.as_view({"get": "list"})),
     path("hook-delivery/", DeliveryHookViewSet.as_view({"get": "list"})),
     path("hook-delivery/<int:pk>/", DeliveryHookViewSet.as_view({"get": "retrieve"})),
