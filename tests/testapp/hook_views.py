@@ -6,8 +6,8 @@ import hashlib
 from django.urls import path
 from django.utils import translation
 from rest_framework import generics, permissions, serializers, viewsets
-from rest_framework.decorators import action
 from rest_framework.authentication import TokenAuthentication
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.versioning import QueryParameterVersioning
 
