@@ -8,6 +8,7 @@ subscribers on the older representation for good.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -187,6 +188,22 @@ def test_a_recent_older_render_is_still_sent_as_the_link_pushpin_waits_for() -> 
     cache.clear()
 
 
+def _copies_to_a_fresh_subscriber(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Connection ``conn-1`` subscribed to ``ENTRY`` a moment ago; the items published to
+    connections' own channels, in order."""
+    from drf_grip.rest.gateway import connections
+
+    items: list[dict[str, Any]] = []
+
+    def to_connection(channel: str, formats: dict[str, Any], id: str | None = None,
+                      prev_id: str | None = None) -> None:
+        items.append({"channel": channel, "formats": formats, "id": id})
+
+    monkeypatch.setattr(connections, "publish", to_connection)
+    connections.fresh_subscribers(ENTRY["channel"]).add("conn-1", {})
+    return items
+
+
 def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_exists(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,16 +213,8 @@ def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_e
     A copy still queued (or retried after an outage) when a newer render exists is not
     sent; the newer render reaches the connection itself."""
     from drf_grip.grip.publish_hooks import as_sent
-    from drf_grip.rest.gateway import connections
 
-    copies: list[dict[str, Any]] = []
-
-    def to_connection(channel: str, formats: dict[str, Any], id: str | None = None,
-                      prev_id: str | None = None) -> None:
-        copies.append({"channel": channel, "formats": formats, "id": id})
-
-    monkeypatch.setattr(connections, "publish", to_connection)
-    connections.fresh_subscribers(ENTRY["channel"]).add("conn-1", {})
+    copies = _copies_to_a_fresh_subscriber(monkeypatch)
     bodies = iter([_rendered(b'{"v": "old"}', "old"), _rendered(b'{"v": "new"}', "new")])
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
 
@@ -218,6 +227,43 @@ def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_e
     # Other items of connection channels are not judged by live URLs' versions.
     other = {"channel": "drf.ws.conn-1", "id": "7.abc", "formats": {"ws-message": {"content": "{}"}}}
     assert as_sent(other) == [other]
+
+
+def test_a_copy_that_reaches_the_proxy_after_a_newer_render_is_followed_by_it_again(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI (the steady soak, two writer processes): a gateway subscriber that had
+    just subscribed got render 15, then render 16 (the last), then render 15 again 10 ms
+    later, and kept it. The copy of 15 for the fresh connection passed its check before
+    the other process made 16, and reached the proxy after 16: nothing orders a
+    connection's own channel. Once such a copy is delivered, the newest render follows."""
+    from drf_grip.grip.publish_hooks import as_sent, notify_delivered
+
+    to_proxy = _copies_to_a_fresh_subscriber(monkeypatch)  # as the proxy sees them
+    bodies = iter([_rendered(b'{"v": "old"}', "old"), _rendered(b'{"v": "new"}', "n@w")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+
+    shared.publish_live_url(ENTRY)
+    [older] = to_proxy
+    assert as_sent(older) == [older]  # checked while current: it goes out, slowly
+    to_proxy.clear()
+    shared.publish_live_url(ENTRY)  # the other process's newer render
+    [newer] = to_proxy
+    notify_delivered([newer])
+    to_proxy.append(older)  # the older copy reaches the proxy last
+    notify_delivered([older])
+
+    received = [json.loads(i["formats"]["ws-message"]["content"]) for i in to_proxy]
+    assert received[-1]["etag"] == '"n@w"', received  # an ETag may hold "@" (RFC 9110)
+    ids = [i["id"] for i in to_proxy]
+    assert len(set(ids)) == len(ids)  # a proxy drops an id it has seen on a channel
+    # Delivered again (a second proxy confirms it, say): the same id, dropped there.
+    notify_delivered([older])
+    assert to_proxy[-1]["id"] == ids[-1]
+    # A copy that is current when delivered is followed by nothing.
+    count = len(to_proxy)
+    notify_delivered([to_proxy[-1]])
+    assert len(to_proxy) == count
 
 
 def test_a_render_that_raises_hints_the_subscribers_and_a_later_one_is_not_skipped(

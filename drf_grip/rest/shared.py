@@ -13,6 +13,7 @@ private data (``mark_overflow``), so made-up query strings cannot make a write c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -27,7 +28,7 @@ from rest_framework.versioning import QueryParameterVersioning
 
 from ..conf import grip_settings
 from ..grip.items import channel_name
-from ..grip.publish_hooks import register_item_rewrite
+from ..grip.publish_hooks import register_delivered_hook, register_item_rewrite
 from ..grip.publisher import publish
 from . import channels as names
 from .context import RealtimeContext
@@ -391,10 +392,16 @@ _SEQUENCE_WINDOW = 3.0
 
 #: What every live URL's channel name starts with (``channels.url_channel``).
 _URL_CHANNELS = "drf.url."
+#: What every gateway connection's own channel name starts with.
+_CONNECTION_CHANNELS = names.connection_channel("")
 
 
 #: Joins a live URL's version and channel in the id of its copy for a fresh subscriber.
 _COPY_OF = "@"
+
+
+#: The suffixes of a copy sent again: after a subscribe answer, after a late copy.
+_AGAIN, _AFTER = "again", "after-"
 
 
 def _copy_id(channel: str, version: str) -> str:
@@ -412,8 +419,10 @@ def _version_and_channel(item: dict[str, Any]) -> tuple[str, str] | None:
     channel = channel_name(item)
     if channel.startswith(_URL_CHANNELS):
         return str(item_id), channel
-    url_channel, sep, rest = str(item_id).partition(_COPY_OF)
-    version = rest.partition(_COPY_OF)[0]  # ``@again``: sent again after an answer
+    url_channel, sep, version = str(item_id).partition(_COPY_OF)
+    head, again, suffix = version.rpartition(_COPY_OF)
+    if again and (suffix == _AGAIN or suffix.startswith(_AFTER)):
+        version = head  # sent again after an answer, or after a late copy (ETags may hold @)
     if sep and url_channel.startswith(_URL_CHANNELS):
         return version, url_channel
     return None
@@ -478,7 +487,8 @@ def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -
     """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers),
     while this render is still the channel's: these go straight to each connection's
     channel, which nothing orders. Each copy's id names the render, so a copy still queued
-    (or retried) once a newer render was made is not sent (``live_item_as_sent``)."""
+    (or retried) once a newer render was made is not sent (``live_item_as_sent``), and one
+    that was on its way then is followed by the newer render (``repair_copies``)."""
     from .gateway.connections import (
         FRESH_SECONDS,
         fresh_subscribers,
@@ -486,15 +496,31 @@ def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -
     )
 
     entries = fresh_subscribers(channel).entries()
-    if not entries or read_version(channel) != version:
+    if not entries:
         return
+    with exclusive(channel):
+        # Kept before any copy goes out, and never over a newer render's: a copy that
+        # arrives after this render's copies finds it (repair_copies).
+        if read_version(channel) != version:
+            return
+        state_cache().set(_FRESH_LAST + channel, (version, message), FRESH_SECONDS)
+    register_delivered_hook(repair_copies)
     for entry in entries:
         send_to_connection(entry["k"], message, item_id=_copy_id(channel, version))
-    state_cache().set(_FRESH_LAST + channel, (version, message), FRESH_SECONDS)
 
 
 #: The last render copied to fresh subscribers of a channel: ``(version, ws-message)``.
 _FRESH_LAST = "drf_grip:ws-fresh-last:"
+
+
+def _latest_copy(channel: str) -> tuple[str, dict[str, Any]] | None:
+    """The channel's current render as last copied to fresh subscribers, if it is."""
+    current = read_version(channel)
+    latest = state_cache().get(_FRESH_LAST + channel)
+    if current is not None and isinstance(latest, tuple) and len(latest) == 2:
+        if latest[0] == current:
+            return latest
+    return None
 
 
 def send_after_answer(conn: str, channel: str, answered: str | None) -> None:
@@ -503,12 +529,36 @@ def send_after_answer(conn: str, channel: str, answered: str | None) -> None:
     reached the client first, so it is sent again (gateway.view, after_sent)."""
     from .gateway.connections import send_to_connection
 
-    current = read_version(channel)
-    if current is None or current == answered:
-        return
-    latest = state_cache().get(_FRESH_LAST + channel)
-    if isinstance(latest, tuple) and len(latest) == 2 and latest[0] == current:
-        item_id = f"{_copy_id(channel, current)}{_COPY_OF}again"
+    latest = _latest_copy(channel)
+    if latest is not None and latest[0] != answered:
+        register_delivered_hook(repair_copies)
+        item_id = f"{_copy_id(channel, latest[0])}{_COPY_OF}{_AGAIN}"
+        send_to_connection(conn, latest[1], item_id=item_id)
+
+
+def repair_copies(items: list[dict[str, Any]]) -> None:
+    """After copies of live URLs' renders reached the proxy on connections' own channels:
+    one that a newer render overtook on its way (it passed its check in
+    ``live_item_as_sent`` before another process made the newer render) may have arrived
+    after the newer render's copy, and nothing orders a connection's channel. Seen in CI's
+    soak: a fresh gateway subscriber got render 16, then 15 again, and kept it. The newest
+    copy follows it; its id names the late copy, so a second proxy's confirmation of that
+    copy sends the same id (dropped there) and a repair that is late in its turn is
+    repaired again."""
+    from .gateway.connections import send_to_connection
+
+    for item in items:
+        found = _version_and_channel(item)
+        channel = channel_name(item)
+        if found is None or channel.startswith(_URL_CHANNELS):
+            continue
+        version, url_channel = found
+        latest = _latest_copy(url_channel)
+        if latest is None or latest[0] == version:
+            continue  # current, or the newer render's own copies are still to come
+        late = hashlib.sha256(str(item["id"]).encode()).hexdigest()[:12]
+        conn = channel[len(_CONNECTION_CHANNELS) :]
+        item_id = f"{_copy_id(url_channel, latest[0])}{_COPY_OF}{_AFTER}{late}"
         send_to_connection(conn, latest[1], item_id=item_id)
 
 
