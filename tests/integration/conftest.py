@@ -101,6 +101,9 @@ def fresh_deployment(deployment: Deployment) -> Iterator[Deployment]:
     """``deployment`` with the shared state of earlier tests forgotten and both Pushpins up."""
     for pushpin in deployment.pushpins:
         if pushpin.process is None or pushpin.process.poll() is not None:
+            # One that exited still names its process: stopped first (its leftover children
+            # killed), then started on the same ports, which the workers' settings name.
+            pushpin.stop_for_restart()
             pushpin.start_again()
     deployment.flush_state()
     yield deployment
