@@ -274,3 +274,27 @@ def test_bad_messages_keep_the_connection(grip_proxy: ProxyUnderTest) -> None:
     assert bad["status"] == 400 and "invalid JSON" in bad["error"]
     assert missing == {"id": 2, "status": 404, "error": "not found: /nowhere/"}
     assert ok["status"] == 200
+
+
+@pytest.mark.parametrize("url", ["/api/shared-todos/", "/api/todos/"], ids=["shared", "private"])
+def test_one_message_per_change(grip_proxy: ProxyUnderTest, url: str) -> None:
+    """DESIGN.md §1: a subscription answers the current representation, then a message on
+    every change, one each (a client counting changes, or animating them, sees each once)."""
+    with gateway(grip_proxy) as ws:
+        first = ask(ws, {"id": 8, "subscribe": url})
+        assert first["status"] == 200
+        messages = []
+        for n in range(3):
+            Todo.objects.create(title=f"t{n}")
+            messages.append(receive(ws, timeout=5.0))
+            while [t["title"] for t in messages[-1]["data"]["results"]][:1] != [f"t{n}"]:
+                messages.append(receive(ws, timeout=5.0))
+        try:
+            while True:
+                messages.append(receive(ws, timeout=1.5))
+        except TimeoutError:
+            pass
+    etags = [m.get("etag") for m in messages]
+    assert len(messages) == 3 and len(set(etags)) == 3, [
+        (m.get("etag"), [t["title"] for t in m["data"]["results"]]) for m in messages
+    ]
