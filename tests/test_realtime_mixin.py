@@ -6,8 +6,8 @@ from rest_framework.test import APIClient
 
 from drf_grip.rest.etag import make_etag
 from drf_grip.rest.stream import STREAM_CHANNEL
-from drf_grip.test import GripInstruction
 from drf_grip.rest.versions import read_version
+from drf_grip.test import GripInstruction
 from tests.drf_helpers import (
     ProxiedClient,
     RecordingSink,
@@ -681,3 +681,45 @@ def test_a_route_that_is_not_live_does_not_offer_a_stream():
     assert asked.status_code == 406
     live = client.get("/api/query-reading-todos/", HTTP_ACCEPT="text/event-stream")
     assert live.status_code == 200 and live["Content-Type"].startswith("text/event-stream")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_push_carries_the_headers_of_a_fresh_get():
+    """A shared push carried only ETag and Content-Type; the proxy merges what is pushed
+    onto the held 304's headers, so a list paginated in headers woke without its
+    ``X-Total-Count`` and ``Link``. Now it carries the render's headers, but never a cookie,
+    a connection's or CORS headers (``shared.pushed_headers``)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    with RecordingSink() as sink:
+        for title in ("a", "b", "c"):
+            Todo.objects.create(title=title)
+        sink.settle()
+        client = ProxiedClient()
+        etag = client.get("/api/header-todos/")["ETag"]
+        assert client.get("/api/header-todos/", HTTP_IF_NONE_MATCH=etag).status_code == 304
+        Todo.objects.create(title="d")
+        pushed = [i for i in sink.settle() if i["channel"].startswith("drf.url.")]
+        headers = pushed[-1]["formats"]["http-response"]["headers"]
+        fresh = client.get("/api/header-todos/")
+        assert fresh["X-Total-Count"] == "4" and 'rel="next"' in fresh["Link"]
+        for name in ("ETag", "Content-Type", "X-Total-Count", "Link", "Allow", "Vary"):
+            assert headers.get(name) == fresh[name], name
+
+
+def test_a_shared_push_leaves_out_per_request_and_connection_headers():
+    from django.http import HttpResponse
+
+    from drf_grip.rest.shared import pushed_headers
+
+    response = HttpResponse(b"[]", content_type="application/json")
+    response["Link"] = '</api/x/?page=2>; rel="next"'
+    for name in ("Set-Cookie", "Date", "Connection", "Content-Length", "Grip-Hold", "ETag"):
+        response[name] = "x"
+    response["Access-Control-Allow-Origin"] = "https://first-subscriber.example"
+    response.set_cookie("csrftoken", "secret")
+    assert pushed_headers(response) == {
+        "Content-Type": "application/json",
+        "Link": '</api/x/?page=2>; rel="next"',
+    }

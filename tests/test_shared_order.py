@@ -40,8 +40,8 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     cache.clear()
 
 
-def _rendered(body: bytes, etag: str) -> tuple[int, bytes, str, str]:
-    return 200, body, "application/json", f'"{etag}"'
+def _rendered(body: bytes, etag: str) -> tuple[int, bytes, dict[str, str], str]:
+    return 200, body, {"Content-Type": "application/json"}, f'"{etag}"'
 
 
 def test_a_render_overtaken_by_a_later_render_is_not_published(
@@ -49,7 +49,7 @@ def test_a_render_overtaken_by_a_later_render_is_not_published(
 ) -> None:
     calls = 0
 
-    def render(recorded: RecordedRequest) -> tuple[int, bytes, str, str]:
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], str]:
         nonlocal calls
         calls += 1
         if calls == 1:
@@ -280,7 +280,7 @@ def test_a_render_that_raises_hints_the_subscribers_and_a_later_one_is_not_skipp
         _rendered(b'{"v": 1}', "one"),
     ])
 
-    def render(recorded: RecordedRequest) -> tuple[int, bytes, str, str]:
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], str]:
         result = next(renders)
         if isinstance(result, Exception):
             raise result
@@ -317,7 +317,7 @@ def test_a_url_whose_render_another_process_began_after_the_change_is_left_to_it
     take_ticket(before["channel"])  # another process's render, begun before the change
     rendered: list[str] = []
 
-    def render(recorded: RecordedRequest) -> tuple[int, bytes, str, str]:
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], str]:
         if not rendered:
             # Meanwhile another process, publishing a later commit, begins its render of
             # the third URL.

@@ -321,15 +321,59 @@ def _rendered_by_subscribers(channel: str, version: str) -> bool:
     return state_cache().get(_rendering_key(channel, version)) is not None
 
 
-def render_live(recorded: RecordedRequest) -> tuple[int, bytes, str, str | None]:
-    """Render a live URL as its subscribers get it: status, body, content type, ETag."""
+#: Response headers a shared push leaves out. Pushpin merges a published ``http-response``'s
+#: headers onto the held response's (PUSHPIN.md), so each of these keeps the hold's value:
+#: - hop-by-hop headers (RFC 9110 §7.6.1) and ``Content-Length``: they describe one
+#:   connection, and the proxy frames the pushed body itself;
+#: - ``Date``: stamped on each response by the server that sends it;
+#: - ``Set-Cookie``: the render ran with no subscriber's cookies (``record(credentials=
+#:   False)``), and a cookie set for it (a CSRF token, a session) must never reach every
+#:   subscriber of the URL. Django keeps cookies apart (``response.cookies``); a view that
+#:   sets the header by hand is caught here;
+#: - ``Grip-*``: instructions to the proxy, never the client's (PUSHPIN.md: removed);
+#: - ``Access-Control-*``: CORS answers the requesting ``Origin``, and the render's is the
+#:   first subscriber's: each hold keeps the answer to its own;
+#: - ``ETag``: set from the render's ETag (``render_live``).
+#: The rest (``Content-Type``, ``Link``, ``X-Total-Count``, ``Allow``, ``Vary``,
+#: ``Cache-Control``, ``Content-Language``...) is what a fresh GET of the URL carries.
+_UNPUSHED_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+        "set-cookie",
+        "etag",
+    }
+)
+_UNPUSHED_PREFIXES = ("grip-", "access-control-")
+
+
+def pushed_headers(response: Any) -> dict[str, str]:
+    """The headers of a shared render that its subscribers' woken long-polls get."""
+    return {
+        name: value
+        for name, value in response.items()
+        if name.lower() not in _UNPUSHED_HEADERS
+        and not name.lower().startswith(_UNPUSHED_PREFIXES)
+    }
+
+
+def render_live(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], str | None]:
+    """Render a live URL as its subscribers get it: status, body, the headers to push
+    (``pushed_headers``), ETag."""
     context = RealtimeContext(role="shared-render")
     render_stats["renders"] += 1
     response, _request = subscriber_get(recorded, context)
     return (
         response.status_code,
         response.content,
-        response.get("Content-Type", ""),
+        pushed_headers(response),
         response.get("ETag") or context.result_etag,
     )
 
@@ -571,7 +615,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     # and Pushpin does not order ws-message items at all): tickets.py.
     ticket = take_ticket(channel)
     try:
-        status, body, content_type, etag = render_live(recorded)
+        status, body, headers, etag = render_live(recorded)
     except Exception:  # noqa: BLE001 - its subscribers re-run their own GETs instead
         logger.exception("drf-grip could not render a live URL; its subscribers are hinted")
         _hint_unrendered(channel, url, ticket)
@@ -581,14 +625,24 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         return
     if status == 200:
         etag = etag or ""
+        # The body's ETag (``get_etag(content)``), the one validator of every transport: an
+        # SSE event's id and a gateway message's etag name the body they carry, and carry no
+        # headers. So a change of a header alone (``X-Total-Count`` while the page's items
+        # stay) names the same tag and is not sent (``_take_version``), nor does a private
+        # hint's re-request wake (same ETag): held clients get the current headers with the
+        # next change of the body. A view whose headers carry data puts it in the body too
+        # (DRF's ``PageNumberPagination`` has ``count``) if clients must see it change.
         tag = etag.strip('"')
         formats = {
-            # Pushpin merges published headers onto the held response's: always send
-            # ETag and Content-Type, or the client keeps the hold's old ETag (Pushpin 1.36).
+            # Pushpin merges published headers onto the held response's (a 304 with ETag,
+            # Vary, Cache-Control): without the render's own, a woken client keeps the
+            # hold's old ETag (Pushpin 1.36) and lacks what a fresh GET carries (Link,
+            # X-Total-Count, Allow). ETag and Content-Type (which every Django response
+            # has) are always among them.
             "http-response": {
                 "code": 200,
                 "reason": "OK",
-                "headers": {"ETag": etag, "Content-Type": content_type},
+                "headers": {**headers, "ETag": etag},
                 "body": body.decode(),
             },
             "http-stream": {"content": format_event(body, id=etag).decode()},

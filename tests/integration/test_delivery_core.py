@@ -273,6 +273,24 @@ def test_unused_query_parameters_do_not_change_the_pushed_body(
     assert pushed.data.encode() == current
 
 
+def test_a_woken_shared_longpoll_has_the_headers_of_a_fresh_get(grip_proxy: ProxyUnderTest) -> None:
+    """A black-box probe: a shared push carried only ETag and Content-Type, so a list that
+    paginates in headers woke without its ``X-Total-Count`` and ``Link`` (and DRF's
+    ``Allow``): the proxy merges what is pushed onto the held 304's headers."""
+    for title in ("a", "b", "c"):
+        Todo.objects.create(title=title)
+    path = "/api/header-todos/"
+    poll = hold(grip_proxy, path, shared_ch(grip_proxy, path))
+    Todo.objects.create(title="d")
+    woken = poll.result(WITHIN)
+    fresh = get(grip_proxy, path)
+    assert woken.status_code == 200 and woken.content == fresh.content
+    assert fresh.headers["X-Total-Count"] == "4" and 'rel="next"' in fresh.headers["Link"]
+    for name in ("ETag", "Content-Type", "X-Total-Count", "Link", "Allow", "Vary"):
+        assert woken.headers.get(name) == fresh.headers.get(name), name
+    assert "Set-Cookie" not in woken.headers
+
+
 # -- If-Match ---------------------------------------------------------------------------------
 
 

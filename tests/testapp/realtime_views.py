@@ -3,6 +3,7 @@
 from django.urls import include, path
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import filters, pagination, permissions, serializers, viewsets
+from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin, register
@@ -45,6 +46,18 @@ class Limits(pagination.LimitOffsetPagination):
     default_limit = 2
 
 
+class HeaderPages(Pages):
+    """Pagination in headers, as GitHub's API does: the body is the page's items, the
+    count is ``X-Total-Count`` and the links are an RFC 8288 ``Link`` header."""
+
+    def get_paginated_response(self, data):
+        links = [(self.get_next_link(), "next"), (self.get_previous_link(), "prev")]
+        headers = {"X-Total-Count": str(self.page.paginator.count)}
+        if any(url for url, _rel in links):
+            headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"' for url, rel in links if url)
+        return Response(data, headers=headers)
+
+
 class TodoViewSet(RealtimeMixin, viewsets.ModelViewSet):
     """Private (hint) delivery, filters and page-number pagination."""
 
@@ -64,6 +77,12 @@ class TodoViewSet(RealtimeMixin, viewsets.ModelViewSet):
 
 class SharedTodoViewSet(TodoViewSet):
     realtime_delivery = "shared"
+
+
+class HeaderPagedTodoViewSet(SharedTodoViewSet):
+    """Shared, with its pagination in response headers."""
+
+    pagination_class = HeaderPages
 
 
 class CursorTodoViewSet(TodoViewSet):
@@ -103,6 +122,7 @@ register(Comment, affects=lambda comment: [comment.post])
 router = DefaultRouter()
 router.register("todos", TodoViewSet, basename="todo")
 router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
+router.register("header-todos", HeaderPagedTodoViewSet, basename="header-todo")
 router.register("cursor-todos", CursorTodoViewSet, basename="cursor-todo")
 router.register("limit-todos", LimitTodoViewSet, basename="limit-todo")
 router.register("notes", NoteViewSet, basename="note")
