@@ -683,6 +683,29 @@ def test_a_route_that_is_not_live_does_not_offer_a_stream():
     assert live.status_code == 200 and live["Content-Type"].startswith("text/event-stream")
 
 
+@pytest.mark.parametrize("url", ["/api/todos/", "/api/shared-todos/", "/api/todos/1/"])
+def test_the_browsable_api_is_a_page_not_a_realtime_representation(todos, url):
+    """Found by a black-box probe: a browser's GET of a live URL answered a new ETag every
+    time (the page embeds a CSRF token masked anew on each render), so a long-poll with it
+    was never held, and a browser revalidating the page could have been. The browsable API
+    answers as plain DRF does: no ETag, and an ``If-None-Match`` is never held."""
+    url = url.replace("/1/", f"/{todos[0].pk}/")
+    shown = (todos[0] if url.endswith(f"/{todos[0].pk}/") else todos[-1]).title.encode()
+    client = ProxiedClient()
+    pages = [client.get(url, HTTP_ACCEPT="text/html") for _ in range(2)]
+    for page in pages:
+        assert page.status_code == 200 and page["Content-Type"].startswith("text/html")
+        assert "ETag" not in page
+    json_etag = client.get(url)["ETag"]
+    for validator in (json_etag, "*"):
+        for asked in ({"HTTP_ACCEPT": "text/html"}, {"data": {"format": "api"}}):
+            page = client.get(url, HTTP_IF_NONE_MATCH=validator, **asked)
+            assert page.status_code == 200 and "Grip-Hold" not in page
+            assert page["Content-Type"].startswith("text/html") and shown in page.content
+    # The data representation of the same URL is still live.
+    assert client.get(url, HTTP_IF_NONE_MATCH=json_etag)["Grip-Hold"] == "response"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_shared_push_carries_the_headers_of_a_fresh_get():
     """A shared push carried only ETag and Content-Type; the proxy merges what is pushed

@@ -20,6 +20,7 @@ from django.db import models
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -244,6 +245,14 @@ class _RealtimeBase:
         super().initial(request, *args, **kwargs)
         self.realtime_policy: RealtimePolicy | None = None
         self._realtime_kind = self.get_realtime_kind()
+        if isinstance(getattr(request, "accepted_renderer", None), BrowsableAPIRenderer):
+            # DRF's browsable API (and its AdminRenderer) is a page for people, not a
+            # representation to watch: it embeds a CSRF token masked anew on each render and
+            # forms that depend on who asks, so no render reproduces another's bytes and an
+            # ETag of it never matches; nor can a shared push rebuild it for a subscriber. It
+            # answers as plain DRF does: no ETag, never held, never a live URL (and a
+            # browser's own revalidation of the page on reload is never held either).
+            self._realtime_kind = None
         context = context_of(request)
         if context is not None and context.user is not None:
             user = getattr(request, "user", None)

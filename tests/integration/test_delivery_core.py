@@ -291,6 +291,19 @@ def test_a_woken_shared_longpoll_has_the_headers_of_a_fresh_get(grip_proxy: Prox
     assert "Set-Cookie" not in woken.headers
 
 
+def test_a_browser_page_of_a_live_url_is_answered_at_once(grip_proxy: ProxyUnderTest) -> None:
+    """The browsable API is a page for people (its CSRF token changes on every render), not
+    a representation to watch: no ETag, and a browser's revalidation is never held."""
+    Todo.objects.create(title="a")
+    html = {"Accept": "text/html"}
+    pages = [get(grip_proxy, "/api/shared-todos/", **html) for _ in range(2)]
+    assert all(p.status_code == 200 and "ETag" not in p.headers for p in pages)
+    started = time.monotonic()
+    page = get(grip_proxy, "/api/shared-todos/", **html, **{"If-None-Match": "*"})
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert time.monotonic() - started < WITHIN
+
+
 # -- If-Match ---------------------------------------------------------------------------------
 
 
