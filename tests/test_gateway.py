@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.contrib.auth.models import User
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
+from drf_grip.grip import later
 from drf_grip.rest.registry import wait_idle
 from drf_grip.test import WebSocketTestClient
 from tests.drf_helpers import revoke_during_the_next_notes_render
@@ -518,13 +520,22 @@ def test_fuzzed_messages_never_500_nor_break_another_client(messages):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_shared_change_also_reaches_a_connection_that_just_subscribed():
+@pytest.mark.parametrize("applied", [False, True], ids=["before-applied", "after-applied"])
+def test_a_shared_change_published_before_the_proxy_applied_a_subscribe_reaches_it(
+    monkeypatch, applied
+):
     """A WebSocket subscribe has no prev-id: a change published before the proxy applied it
-    would be lost, so for a few seconds it is also sent on the connection's own channel."""
+    is lost for that connection, so the subscribe's settle sends the current render on the
+    connection's own channel. A change published once the proxy had applied it reached the
+    connection through the live URL's channel, and is not sent twice (one message per
+    change: every change was copied for 10 s, and clients got each one twice)."""
     from drf_grip.rest import channels as names
+    from drf_grip.rest.gateway import view
     from drf_grip.rest.gateway.connections import connection_key
     from tests.drf_helpers import RecordingSink
 
+    if applied:
+        monkeypatch.setattr(view, "ANSWER_TRANSIT", -5.0)
     with RecordingSink() as sink:
         client = WebSocketTestClient()
         ws = client.connect("/api/ws/")
@@ -532,12 +543,16 @@ def test_a_shared_change_also_reaches_a_connection_that_just_subscribed():
         assert ws.receive_json()["status"] == 200
         sink.settle()
         Todo.objects.create(title="right after")
+        assert wait_idle(10) and later.wait_called()
         items = sink.settle()
     own = [i for i in items if i["channel"].startswith("drf.ws.")]
     shared = [i for i in items if i["channel"].startswith("drf.url.")]
-    assert shared and own
-    assert own[0]["formats"]["ws-message"] == shared[0]["formats"]["ws-message"]
-    assert own[0]["channel"] == names.connection_channel(connection_key(ws.connection_id))
+    assert shared
+    if applied:
+        assert own == []
+    else:
+        assert [i["formats"]["ws-message"] for i in own] == [shared[0]["formats"]["ws-message"]]
+        assert own[0]["channel"] == names.connection_channel(connection_key(ws.connection_id))
 
 
 @pytest.mark.parametrize(
@@ -625,7 +640,7 @@ def test_a_render_overtaken_in_flight_is_followed_by_the_latest_again(monkeypatc
 
     newer = take_ticket(name)
     mark_sent(name, newer)
-    state_cache().set("drf_grip:ws-last:" + name, (newer, '{"v": "new"}'), 60)
+    state_cache().set("drf_grip:ws-last:" + name, (newer, '{"v": "new"}', time.time()), 60)
     rerender.repair_overtaken([item])
     assert sent == [("conn9", {"content": '{"v": "new"}'}, f"{newer}.abc-r{older}")]
 

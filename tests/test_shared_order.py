@@ -9,6 +9,7 @@ subscribers on the older representation for good.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -204,14 +205,40 @@ def _copies_to_a_fresh_subscriber(monkeypatch: pytest.MonkeyPatch) -> list[dict[
     return items
 
 
+def _answer_settles(active_by: float) -> None:
+    """The settle of conn-1's subscribe answer, which rendered before any push."""
+    shared.send_after_answer("conn-1", ENTRY["channel"], None, active_by)
+
+
+def test_a_fresh_gateway_subscriber_gets_a_render_made_before_its_subscription_once(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A render published before the proxy applied a new gateway subscription missed it:
+    the subscribe's settle sends the current render to the connection. One made after the
+    proxy had applied it reached the connection through the live URL's channel, and is not
+    sent again. Before, every render within 10 s of subscribing was also copied to the
+    connection's own channel: a client got each change twice, and an older copy after the
+    next change (tests/integration/test_gateway_ws.py, one message per change)."""
+    to_proxy = _copies_to_a_fresh_subscriber(monkeypatch)
+    monkeypatch.setattr(shared, "render_live", lambda recorded: _rendered(b'{"v": 1}', "one"))
+
+    shared.publish_live_url(ENTRY)
+    assert to_proxy == []  # the live URL's channel carries it
+    _answer_settles(active_by=time.time() - 0.5)  # the proxy had applied the subscription
+    assert to_proxy == []
+    _answer_settles(active_by=time.time() + 1)  # it may not have
+    [copy] = to_proxy
+    assert json.loads(copy["formats"]["ws-message"]["content"])["etag"] == '"one"'
+
+
 def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_exists(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gateway connection that subscribed a moment ago also gets each render on its own
-    channel (shared._to_fresh_subscribers), which nothing orders. Seen in CI: such a
-    subscriber received an older render 2.3 s after the last commit, after the newer one.
-    A copy still queued (or retried after an outage) when a newer render exists is not
-    sent; the newer render reaches the connection itself."""
+    """A copy of a render sent to a fresh gateway subscriber's own channel (its settle:
+    shared.send_after_answer) is ordered by nothing against the live URL's channel. Seen
+    in CI: such a subscriber received an older render 2.3 s after the last commit, after
+    the newer one. A copy still queued (or retried after an outage) when a newer render
+    exists is not sent; the newer render reaches the connection itself."""
     from drf_grip.grip.publish_hooks import as_sent
 
     copies = _copies_to_a_fresh_subscriber(monkeypatch)
@@ -219,10 +246,10 @@ def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_e
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
 
     shared.publish_live_url(ENTRY)
+    _answer_settles(active_by=time.time() + 1)
     [older] = copies
     assert as_sent(older) == [older]  # current: sent as it is
     shared.publish_live_url(ENTRY)  # a newer render, made while the older copy waited
-    assert len(copies) == 2 and as_sent(copies[1]) == [copies[1]]
     assert as_sent(older) == []
     # Other items of connection channels are not judged by live URLs' versions.
     other = {"channel": "drf.ws.conn-1", "id": "7.abc", "formats": {"ws-message": {"content": "{}"}}}
@@ -244,12 +271,12 @@ def test_a_copy_that_reaches_the_proxy_after_a_newer_render_is_followed_by_it_ag
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
 
     shared.publish_live_url(ENTRY)
+    _answer_settles(active_by=time.time() + 1)
     [older] = to_proxy
     assert as_sent(older) == [older]  # checked while current: it goes out, slowly
     to_proxy.clear()
-    shared.publish_live_url(ENTRY)  # the other process's newer render
-    [newer] = to_proxy
-    notify_delivered([newer])
+    shared.publish_live_url(ENTRY)  # the other process's newer render reaches the client
+    notify_delivered([published[-1]])
     to_proxy.append(older)  # the older copy reaches the proxy last
     notify_delivered([older])
 

@@ -527,38 +527,31 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, A
     return [{**link, "formats": hints}, {**forget, "formats": hints}]
 
 
-def _to_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -> None:
-    """Also to gateway connections that subscribed a moment ago (gateway.fresh_subscribers),
-    while this render is still the channel's: these go straight to each connection's
-    channel, which nothing orders. Each copy's id names the render, so a copy still queued
-    (or retried) once a newer render was made is not sent (``live_item_as_sent``), and one
-    that was on its way then is followed by the newer render (``repair_copies``)."""
-    from .gateway.connections import (
-        FRESH_SECONDS,
-        fresh_subscribers,
-        send_to_connection,
-    )
+def _keep_for_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -> None:
+    """Keep this render's gateway message while connections that subscribed a moment ago
+    (gateway.fresh_subscribers) may not have it: one published before the proxy applied
+    such a connection's ``subscribe`` did not reach it, and its settle sends it then
+    (``send_after_answer``). Not copied to every fresh connection as it is published: a
+    connection whose subscription was active got each change twice (one message per
+    change, DESIGN.md §1), an older copy after a newer change (the test of that)."""
+    from .gateway.connections import FRESH_SECONDS, fresh_subscribers
 
-    entries = fresh_subscribers(channel).entries()
-    if not entries:
+    if not fresh_subscribers(channel).entries():
         return
     with exclusive(channel):
-        # Kept before any copy goes out, and never over a newer render's: a copy that
-        # arrives after this render's copies finds it (repair_copies).
+        # Never over a newer render's: a late copy's repair looks for the current one
+        # (repair_copies).
         if read_version(channel) != version:
             return
         state_cache().set(_FRESH_LAST + channel, (version, message), FRESH_SECONDS)
-    register_delivered_hook(repair_copies)
-    for entry in entries:
-        send_to_connection(entry["k"], message, item_id=_copy_id(channel, version))
 
 
-#: The last render copied to fresh subscribers of a channel: ``(version, ws-message)``.
+#: The last render kept for fresh subscribers of a channel: ``(version, ws-message)``.
 _FRESH_LAST = "drf_grip:ws-fresh-last:"
 
 
 def _latest_copy(channel: str) -> tuple[str, dict[str, Any]] | None:
-    """The channel's current render as last copied to fresh subscribers, if it is."""
+    """The channel's current render as kept for fresh subscribers, if it is."""
     current = read_version(channel)
     latest = state_cache().get(_FRESH_LAST + channel)
     if current is not None and isinstance(latest, tuple) and len(latest) == 2:
@@ -567,28 +560,34 @@ def _latest_copy(channel: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def send_after_answer(conn: str, channel: str, answered: str | None) -> None:
-    """Once a gateway ``subscribe`` answer rendered at version ``answered`` is with the
-    proxy: when a newer render was copied to this (fresh) connection meanwhile, it may have
-    reached the client first, so it is sent again (gateway.view, after_sent)."""
+def send_after_answer(conn: str, channel: str, answered: str | None, active_by: float) -> None:
+    """A moment after a gateway ``subscribe`` answer rendered at version ``answered`` left
+    for the proxy: a newer render that was published before the proxy applied the
+    subscription did not reach the connection, so the current one is sent to it. One
+    rendered after ``active_by`` (a time by which the proxy had applied it: gateway.view,
+    ANSWER_TRANSIT) reached it through the live URL's channel and is not sent again."""
     from .gateway.connections import send_to_connection
 
     latest = _latest_copy(channel)
-    if latest is not None and latest[0] != answered:
-        register_delivered_hook(repair_copies)
-        item_id = f"{_copy_id(channel, latest[0])}{_COPY_OF}{_AGAIN}"
-        send_to_connection(conn, latest[1], item_id=item_id)
+    if latest is None or latest[0] == answered:
+        return
+    made = rendered_at(latest[0])
+    if made is not None and made > active_by:
+        return
+    register_delivered_hook(repair_copies)
+    item_id = f"{_copy_id(channel, latest[0])}{_COPY_OF}{_AGAIN}"
+    send_to_connection(conn, latest[1], item_id=item_id)
 
 
 def repair_copies(items: list[dict[str, Any]]) -> None:
-    """After copies of live URLs' renders reached the proxy on connections' own channels:
-    one that a newer render overtook on its way (it passed its check in
-    ``live_item_as_sent`` before another process made the newer render) may have arrived
-    after the newer render's copy, and nothing orders a connection's channel. Seen in CI's
-    soak: a fresh gateway subscriber got render 16, then 15 again, and kept it. The newest
-    copy follows it; its id names the late copy, so a second proxy's confirmation of that
-    copy sends the same id (dropped there) and a repair that is late in its turn is
-    repaired again."""
+    """After copies of live URLs' renders reached the proxy on connections' own channels
+    (``send_after_answer``): one that a newer render overtook on its way (it passed its
+    check in ``live_item_as_sent`` before another process made the newer render) may have
+    arrived after the newer render, and nothing orders a connection's channel against the
+    live URL's or another process's items. Seen in CI's soak: a fresh gateway subscriber
+    got render 16, then 15 again, and kept it. The newest render follows it; its id names
+    the late copy, so a second proxy's confirmation of that copy sends the same id (dropped
+    there) and a repair that is late in its turn is repaired again."""
     from .gateway.connections import send_to_connection
 
     for item in items:
@@ -599,7 +598,7 @@ def repair_copies(items: list[dict[str, Any]]) -> None:
         version, url_channel = found
         latest = _latest_copy(url_channel)
         if latest is None or latest[0] == version:
-            continue  # current, or the newer render's own copies are still to come
+            continue  # current (a newer render is kept before it is published)
         late = hashlib.sha256(str(item["id"]).encode()).hexdigest()[:12]
         conn = channel[len(_CONNECTION_CHANNELS) :]
         item_id = f"{_copy_id(url_channel, latest[0])}{_COPY_OF}{_AFTER}{late}"
@@ -661,8 +660,10 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         return
     previous, version = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
+    # Kept before it is published: a late copy on a connection's channel that arrives after
+    # this item finds it (repair_copies).
+    _keep_for_fresh_subscribers(channel, version, formats["ws-message"])
     publish(channel, formats, id=version, prev_id=previous)
-    _to_fresh_subscribers(channel, version, formats["ws-message"])
     if status in (404, 410):
         from .publishing import CLOSE
 

@@ -70,9 +70,9 @@ def fresh_subscribers(channel: str) -> SlotIndex:
     """Connections that subscribed to a shared channel in the last seconds.
 
     A WebSocket subscription has no prev-id: a publish that reaches the proxy after this
-    connection's first render but before the proxy applied its ``subscribe`` would be lost.
-    For a few seconds the shared publisher also sends the change to such a connection's own
-    channel (subscribed when it opened); a duplicate carries the same ETag."""
+    connection's first render but before the proxy applied its ``subscribe`` is lost for
+    it. While a channel has such connections, the shared publisher keeps its last render,
+    which the subscribe's settle sends to the connection (shared.send_after_answer)."""
     return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, FRESH_SECONDS)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -108,14 +109,19 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
             _send_latest_again(conn, digest, ticket, _REPAIR)
 
 
-def _send_latest_again(conn: str, digest: str, ticket: int, suffix: str) -> None:
-    """Send the subscription's latest message again, when it is later than ``ticket``'s;
-    its id ``LATER.DIGEST<suffix>TICKET`` is new to the proxy (Pushpin drops an id it has
-    seen on a channel within 60 s)."""
+def _send_latest_again(
+    conn: str, digest: str, ticket: int, suffix: str, sent_before: float | None = None
+) -> None:
+    """Send the subscription's latest message again, when it is later than ``ticket``'s
+    (and, with ``sent_before``, was sent before that time); its id
+    ``LATER.DIGEST<suffix>TICKET`` is new to the proxy (Pushpin drops an id it has seen on
+    a channel within 60 s)."""
     latest = state_cache().get(_LAST_SENT + _ticket_name(conn, digest))
-    if not isinstance(latest, tuple) or len(latest) != 2 or int(latest[0]) <= ticket:
+    if not isinstance(latest, tuple) or len(latest) != 3 or int(latest[0]) <= ticket:
         return
-    later, message = latest
+    later, message, sent_at = latest
+    if sent_before is not None and sent_at > sent_before:
+        return
     send_to_connection(conn, {"content": message}, f"{later}.{digest}{suffix}{ticket}")
 
 
@@ -240,7 +246,7 @@ def _send_render(
             return  # a later render went out, or this one did not change
         set_sent_version(conn, key, version)
         mark_sent(name, ticket)
-        state_cache().set(_LAST_SENT + name, (ticket, message), _LAST_SENT_TIMEOUT)
+        state_cache().set(_LAST_SENT + name, (ticket, message, time.time()), _LAST_SENT_TIMEOUT)
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
@@ -290,13 +296,16 @@ def answer_overtaken(conn: str, key: str, ticket: int) -> bool:
     return sent_after(_ticket_name(conn, _digest(key)), ticket)
 
 
-def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None:
+def settle_answer(
+    conn: str, key: str, ticket: int, changed_since: bool, overtaking_before: float
+) -> None:
     """Once the answer rendered with ``ticket`` has reached the client (a moment after it
     left Django: gateway.view.SETTLE_DELAY): send again a later push that may have
-    overtaken it, or, when a change committed after its render (``changed_since``),
-    re-render the subscription."""
+    overtaken it (one sent before ``overtaking_before``; a later one came after it), or,
+    when a change committed after its render (``changed_since``), re-render the
+    subscription."""
     if answer_overtaken(conn, key, ticket):
-        _send_latest_again(conn, _digest(key), ticket, _AFTER_ANSWER)
+        _send_latest_again(conn, _digest(key), ticket, _AFTER_ANSWER, overtaking_before)
         return
     if changed_since:
         sub = load_states([conn]).get(conn, {}).get("subs", {}).get(key)

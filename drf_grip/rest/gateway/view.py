@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -222,7 +223,7 @@ class RealtimeGateway(WebSocketView):
             if policy.delivery == SHARED:
                 answer = self._subscribe_shared(ctx, conn, state, key, sub_id, url, policy, answer)
                 # Listed as fresh first, then checked: if no publisher moved the version
-                # meanwhile, every later publish finds this connection (see fresh_subscribers).
+                # meanwhile, every later render is kept for its settle (fresh_subscribers).
                 # The last attempt answers anyway: its settle sends what overtook it. Pushes
                 # name the live URL, so a shared answer always does (_subscribe_shared).
                 channel = policy.channels[0]
@@ -316,6 +317,14 @@ class RealtimeGateway(WebSocketView):
         return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
 
 
+#: Seconds within which the proxy has an answer that left Django and has applied the
+#: instructions it carries (a shared subscription). A push made later reaches the client
+#: after the answer, and through the live URL's channel; one made earlier may have
+#: overtaken the answer or missed the subscription, and the settle sends the latest again.
+#: Sending every push that followed the answer again gave a client each change twice, one
+#: of them after the next change (one message per change, DESIGN.md §1).
+ANSWER_TRANSIT = 0.1
+
 #: Seconds from an answer leaving Django to the check that a push did not overtake it.
 #: Pushpin's proxy writes the answer to the client and its handler writes published
 #: messages, neither waiting for the other: in the soak a push sent just after the answer
@@ -325,21 +334,24 @@ SETTLE_DELAY = 0.3
 
 def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
     """Once a private subscription's answer left Django, a moment later (once it has
-    reached the client): if a later push went out, or a change committed after its render,
-    settle it (rerender.settle_answer). Checked then, not as the answer leaves: a push
-    published just after that still overtook the answer (the soak, two writers)."""
+    reached the client): if a push made before ``ANSWER_TRANSIT`` passed went out, or a
+    change committed after its render, settle it (rerender.settle_answer). Checked then,
+    not as the answer leaves: a push published just after that still overtook the answer
+    (the soak, two writers)."""
 
     def closed() -> None:
-        call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since))
+        before = time.time() + ANSWER_TRANSIT
+        call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since, before))
 
     return closed
 
 
 def _settle_shared(conn: str, channel: str, answered: str | None) -> Callable[[], None]:
     """The same for a shared subscription (shared.send_after_answer): a render newer than
-    the answer, by then, is sent again."""
+    the answer, made before the proxy surely applied the subscription, is sent again."""
 
     def closed() -> None:
-        call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered))
+        active_by = time.time() + ANSWER_TRANSIT
+        call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered, active_by))
 
     return closed
