@@ -37,8 +37,11 @@ class GripProxy:
     min_ws_keep_alive: float = 20.0
     # A re-request, next link or WebSocket-over-HTTP request that takes longer fails.
     origin_timeout: float = 60.0
-    # Per-connection bound on messages waiting for a slow client.
+    # Per-connection bound on messages waiting for a slow client, and on a WebSocket client's
+    # messages waiting for the origin.
     max_queued_messages: int = 256
+    # Client WebSocket events sent to the origin in one WebSocket-over-HTTP request, at most.
+    ws_events_per_request: int = 32
     # How long shutdown waits for held connections to be answered.
     shutdown_timeout: float = 5.0
     # Re-requests (hints, prev-id conflicts) in flight to the origin at once; the others wait

@@ -16,15 +16,20 @@ class Mailbox(Generic[T]):
     """Entries for one connection, bounded by count and bytes.
 
     ``put`` never blocks: past either bound the entry is refused and ``overflowed`` is set,
-    and the owner closes its connection instead of letting memory grow.
+    and the owner closes its connection instead of letting memory grow. Entries put with
+    ``owed=True`` (answers to the client's own requests) are never refused and do not use
+    the bounds: their owner bounds them by asking for no more until they are read
+    (``owed_items``, ``owed_bytes``).
     """
 
     def __init__(
         self, max_items: int, max_bytes: int, on_overflow: Callable[[], None] | None = None
     ) -> None:
         self._on_overflow = on_overflow
-        self._items: deque[tuple[T, int]] = deque()
+        self._items: deque[tuple[T, int, bool]] = deque()
         self._bytes = 0
+        self.owed_items = 0
+        self.owed_bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
         # A bare future, not an asyncio.Event awaited through wait_for: wait_for wraps each
@@ -37,31 +42,44 @@ class Mailbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, entry: T, size: int = 0) -> bool:
-        if len(self._items) >= self._max_items or (
-            self._items and self._bytes + size > self._max_bytes
-        ):
-            first = not self.overflowed
-            self.overflowed = True
-            self.wake()
-            if first and self._on_overflow is not None:
-                self._on_overflow()
-            return False
-        self._items.append((entry, size))
+    def put(self, entry: T, size: int = 0, *, owed: bool = False) -> bool:
+        if owed:
+            self.owed_items += 1
+            self.owed_bytes += size
+        else:
+            items = len(self._items) - self.owed_items
+            if items >= self._max_items or (
+                items and self._bytes - self.owed_bytes + size > self._max_bytes
+            ):
+                return self._overflow()
+        self._items.append((entry, size, owed))
         self._bytes += size
         self.wake()
         return True
 
+    def _overflow(self) -> bool:
+        first = not self.overflowed
+        self.overflowed = True
+        self.wake()
+        if first and self._on_overflow is not None:
+            self._on_overflow()
+        return False
+
     def pop(self) -> T | None:
         if not self._items:
             return None
-        entry, size = self._items.popleft()
+        entry, size, owed = self._items.popleft()
         self._bytes -= size
+        if owed:
+            self.owed_items -= 1
+            self.owed_bytes -= size
         return entry
 
     def clear(self) -> None:
         self._items.clear()
         self._bytes = 0
+        self.owed_items = 0
+        self.owed_bytes = 0
 
     def wake(self) -> None:
         """Wake the owner without an entry (client gone, shutdown)."""

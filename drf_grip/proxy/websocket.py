@@ -4,7 +4,13 @@ Every batch of client events becomes one ``POST`` (``Content-Type:
 application/websocket-events``) to the same path, with the handshake's headers, a
 ``Connection-Id`` and ``Meta-*`` headers (Pushpin 1.36; proxy/websocketoverhttp.cpp). One request
 is in flight per connection; events that arrive meanwhile wait in a bounded queue and go in
-the next batch.
+the next batches.
+
+A client that sends faster than the origin answers, or than it reads the answers itself, is
+slowed down, never dropped: the origin gets the next batch only while fewer than
+``max_queued_messages`` of its answers wait for the client, and while the queue to the origin
+is full the client's socket is not read (TCP backpressure). Only publishes that a client does
+not read can overflow its queue and close it.
 """
 
 from __future__ import annotations
@@ -88,12 +94,16 @@ class WebSocketSession:
         self._room = asyncio.Event()
         self._room.set()
         self._final: WebSocketEvent | None = None
-        # Origin and publishes -> client: bounded; overflow closes this connection only.
+        # The largest answer body the origin may send to one batch.
+        self._answer_limit = max(proxy.max_message_size * 4, 1 << 20)
+        # Origin and publishes -> client. Publishes are bounded and their overflow closes this
+        # connection only; answers are bounded by not asking the origin for more while the
+        # client has not read them (``_answers_read``).
         self._outbox: Mailbox[tuple[str, Any]] = Mailbox(
-            proxy.max_queued_messages,
-            max(proxy.max_message_size * 4, 1 << 20),
-            on_overflow=self._overflowed,
+            proxy.max_queued_messages, self._answer_limit, on_overflow=self._overflowed
         )
+        self._answers_read = asyncio.Event()
+        self._answers_read.set()
         self._client_keep_alive: tuple[bytes, bool, float, str] | None = None
         self._last_write = time.monotonic()
         self._done = asyncio.Event()
@@ -130,6 +140,7 @@ class WebSocketSession:
     def wake(self) -> None:
         self._outbox.wake()
         self._pending_wake.set()
+        self._answers_read.set()
 
     # -- origin requests --------------------------------------------------------------------
 
@@ -157,7 +168,7 @@ class WebSocketSession:
             self.proxy.app,
             scope,
             encode_events(events),
-            limit=max(self.proxy.max_message_size * 4, 1 << 20),
+            limit=self._answer_limit,
             timeout=self.proxy.origin_timeout,
         )
 
@@ -204,12 +215,12 @@ class WebSocketSession:
                     logger.warning("%s: origin message over the size limit dropped", self.path)
                     continue
                 kind = "text" if event.type == "TEXT" else "binary"
-                self._outbox.put((kind, content), len(content))
+                self._outbox.put((kind, content), len(content), owed=True)
             elif event.type == "CLOSE":
                 code = close_code_of(event.content)
-                self._outbox.put(("close", code))
+                self._outbox.put(("close", code), owed=True)
             elif event.type == "DISCONNECT":
-                self._outbox.put(("close", 1000))
+                self._outbox.put(("close", 1000), owed=True)
             # OPEN (already handled), PING, PONG: ASGI cannot send ping frames; the server
             # (uvicorn) keeps the connection alive with its own pings.
 
@@ -374,6 +385,7 @@ class WebSocketSession:
 
     def _finish(self) -> None:
         self._free()
+        self._answers_read.set()
         self._done.set()
 
     async def _read_client(self) -> None:
@@ -389,6 +401,7 @@ class WebSocketSession:
                     else:
                         self._final = WebSocketEvent("CLOSE", close_payload(int(code)))
                     self._pending_wake.set()
+                    self._answers_read.set()
                     return
                 if message["type"] != "websocket.receive":
                     continue
@@ -406,10 +419,20 @@ class WebSocketSession:
             self._client_gone = True
             self._final = WebSocketEvent("DISCONNECT")
             self._pending_wake.set()
+            self._answers_read.set()
+
+    def _pending_full(self, size: int) -> bool:
+        limit = max(self.proxy.max_message_size, 1 << 20)
+        return bool(self._pending) and (
+            self._pending_bytes + size > limit
+            or len(self._pending) >= self.proxy.max_queued_messages
+        )
 
     async def _queue_for_origin(self, event: WebSocketEvent, size: int) -> None:
-        limit = max(self.proxy.max_message_size, 1 << 20)
-        while self._pending and self._pending_bytes + size > limit:
+        # While the queue is full the client's socket is not read: uvicorn reads the next
+        # frame only when the app asks for it (websockets_sansio_impl: pause_reading after
+        # each message), so the client's sends back up in TCP instead of in memory here.
+        while self._pending_full(size):
             self._room.clear()
             await self._room.wait()
         if not self._detached:
@@ -433,11 +456,11 @@ class WebSocketSession:
                 if self.proxy.closing:
                     return
                 if self._pending and not self._detached:
-                    batch = list(self._pending)
-                    self._pending.clear()
-                    self._pending_bytes = 0
-                    self._room.set()
-                    await self._exchange(batch)
+                    if self._answers_unread():
+                        self._answers_read.clear()  # set by the writer, or on the way out
+                        await self._answers_read.wait()
+                        continue
+                    await self._exchange(self._next_batch())
                     continue
                 if self._detached:
                     self._pending.clear()
@@ -458,6 +481,23 @@ class WebSocketSession:
             if self._client_gone:
                 self._finish()
 
+    def _answers_unread(self) -> bool:
+        """Whether the client has yet to read so many answers that the origin must wait."""
+        return (
+            self._outbox.owed_items >= self.proxy.max_queued_messages
+            or self._outbox.owed_bytes >= self._answer_limit
+        )
+
+    def _next_batch(self) -> list[WebSocketEvent]:
+        # A few events per request: the origin answers a whole batch in one body that must
+        # stay within ``_answer_limit``, and Django runs it as one request (one thread, one
+        # DATA_UPLOAD_MAX_MEMORY_SIZE), so a burst of thousands becomes many small requests.
+        count = min(len(self._pending), max(1, int(self.proxy.ws_events_per_request)))
+        batch = [self._pending.popleft() for _ in range(count)]
+        self._pending_bytes -= sum(len(event.content or b"") for event in batch)
+        self._room.set()
+        return batch
+
     async def _exchange(self, batch: list[WebSocketEvent]) -> None:
         try:
             answer = await self._post(batch)
@@ -477,6 +517,8 @@ class WebSocketSession:
                 return
             entry = self._outbox.pop()
             if entry is not None:
+                if not self._answers_read.is_set() and not self._answers_unread():
+                    self._answers_read.set()
                 kind, value = entry
                 if kind == "close":
                     await self._close_client(value)

@@ -31,6 +31,21 @@ def test_a_mailbox_wait_creates_no_task_and_returns_on_put():
     assert popped
 
 
+def test_answers_owed_to_a_client_never_overflow_its_mailbox_nor_use_its_publish_room():
+    overflows: list[bool] = []
+    box: Mailbox[str] = Mailbox(2, 1 << 20, on_overflow=lambda: overflows.append(True))
+
+    answered = [box.put(f"answer {n}", 10, owed=True) for n in range(5)]
+    published = [box.put(f"publish {n}", 10) for n in range(3)]
+
+    assert answered == [True] * 5 and published == [True, True, False] and overflows == [True]
+    assert (box.owed_items, box.owed_bytes) == (5, 50)
+    assert [box.pop() for _ in range(len(box))] == [
+        "answer 0", "answer 1", "answer 2", "answer 3", "answer 4", "publish 0", "publish 1"
+    ]
+    assert (box.owed_items, box.owed_bytes) == (0, 0)
+
+
 def test_a_mailbox_wait_times_out_and_a_wake_before_the_wait_is_kept():
     async def scenario() -> None:
         box: Mailbox[str] = Mailbox(10, 1 << 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import pytest
 import websockets
@@ -199,3 +200,39 @@ def test_shutdown_sends_a_close_frame(make_proxy, origin: Origin):
             return closed.value.rcvd.code
 
     assert run(scenario()) == 1001
+
+
+def test_a_burst_of_client_messages_gets_every_answer_on_an_open_socket(server: ProxyServer, origin: Origin):
+    # A client that sends many messages without waiting for answers: the origin answers each
+    # one; the proxy may pause reading the client (backpressure) but never drops it.
+    chat = Chat()
+    burst = 600
+
+    @origin.route("/ws/")
+    def slow_first_answer(request) -> Response:
+        if len(chat.events) == 1:
+            # Holds the proxy's loop (the scripted origin runs on it), so the rest of the burst
+            # waits in the socket meanwhile and reaches the proxy all at once.
+            time.sleep(0.5)
+        return chat(request)
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as ws:
+            assert await in_thread(server.proxy.wait_for_subscribers, "room")
+            for n in range(burst):
+                await ws.send(f"message {n}")
+            for n in range(10):  # publishes meanwhile are delivered too, none drops the client
+                await in_thread(server.publish, {"channel": "room", "formats": {"ws-message": {"content": f"news {n}"}}})
+            received = [await asyncio.wait_for(ws.recv(), 10) for _ in range(burst + 10)]
+            await ws.send("still here")
+            last = await asyncio.wait_for(ws.recv(), 10)
+            return received, last
+
+    received, last = run(scenario())
+    assert [r for r in received if r.startswith("echo")] == [f"echo message {n}" for n in range(burst)]
+    assert [r for r in received if r.startswith("news")] == [f"news {n}" for n in range(10)]
+    assert last == "echo still here"
+    # Many small requests to the origin, not one per message nor one for the whole burst.
+    texts = [len(events) for events in chat.events if events and events[0].type == "TEXT"]
+    assert sum(texts) == burst + 1
+    assert max(texts) <= server.proxy.ws_events_per_request
