@@ -746,3 +746,26 @@ def test_a_shared_push_leaves_out_per_request_and_connection_headers():
         "Content-Type": "application/json",
         "Link": '</api/x/?page=2>; rel="next"',
     }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept", ["text/event-stream;q=0", "text/event-stream; q=0.0, */*;q=0.5"])
+def test_a_client_that_refuses_event_stream_gets_no_stream(todos, accept):
+    """Found by a black-box probe: ``Accept: text/event-stream;q=0`` opened a stream. A
+    weight of 0 means "not acceptable" (RFC 9110 §12.5.1); DRF's content negotiation reads no
+    weights. The client gets what it would get without the stream on offer."""
+    from django.core.cache import cache
+
+    from drf_grip.rest.shared import affected_live_urls
+
+    cache.clear()
+    answer = ProxiedClient().get("/api/shared-todos/", HTTP_ACCEPT=accept)
+    assert "Grip-Hold" not in answer
+    if "*/*" in accept:
+        assert answer.status_code == 200 and answer["Content-Type"] == "application/json"
+        assert answer.content == APIClient().get("/api/shared-todos/").content
+    else:
+        assert answer.status_code == 406
+    # Nor was the read taken for a subscription: no live URL for the publisher to render.
+    assert affected_live_urls(Todo, None, set()) == []
+

@@ -31,7 +31,13 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag
 from .render import CREDENTIALS_CHECK
-from .sse import EVENT_STREAM, KEEP_ALIVE, EventStreamRenderer, format_event
+from .sse import (
+    EVENT_STREAM,
+    KEEP_ALIVE,
+    EventStreamRenderer,
+    format_event,
+    refuses_event_stream,
+)
 from .store import KEPT
 from .versions import (
     counters_and_hold_versions,
@@ -233,7 +239,13 @@ class _RealtimeBase:
         request = getattr(self, "request", None)
         # Nor is it one of a route that is not live (an ``@action``): EventSource would get
         # JSON labelled text/event-stream and reconnect forever (black-box probe).
-        if request is not None and (request.method != "GET" or not self.get_realtime_kind()):
+        # Nor for a client whose Accept refuses it with q=0 (RFC 9110 §12.5.1), which DRF's
+        # negotiation would not notice (black-box probe).
+        if request is not None and (
+            request.method != "GET"
+            or not self.get_realtime_kind()
+            or refuses_event_stream(request.META.get("HTTP_ACCEPT"))
+        ):
             return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
             renderers.append(EventStreamRenderer())
@@ -410,15 +422,12 @@ class _RealtimeBase:
         return identity
 
     def _subscribes(self, request: Request) -> bool:
-        """Whether this read may end in a subscription (only those are recorded)."""
+        """Whether this read may end in a subscription (only those are recorded): a
+        conditional GET, or a stream as content negotiation chose it (``get_renderers``)."""
         context = context_of(request)
         if context is not None:
             return context.role != "shared-render"
-        meta = request.META
-        if meta.get("HTTP_IF_NONE_MATCH"):
-            return True
-        accept = meta.get("HTTP_ACCEPT", "")
-        return EVENT_STREAM in accept or request.query_params.get("format") == "event-stream"
+        return bool(request.META.get("HTTP_IF_NONE_MATCH")) or self.is_event_stream(request)
 
     def _overflow_policy(self, policy: RealtimePolicy, model: type[models.Model]) -> RealtimePolicy:
         """Past the live-URL cap this URL is delivered like private data: a hint per change

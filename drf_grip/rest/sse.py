@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+from django.utils.http import parse_header_parameters
 from rest_framework.renderers import JSONRenderer
 
-__all__ = ["EventStreamRenderer", "format_event", "KEEP_ALIVE", "EVENT_STREAM"]
+__all__ = [
+    "EventStreamRenderer",
+    "format_event",
+    "refuses_event_stream",
+    "KEEP_ALIVE",
+    "EVENT_STREAM",
+]
 
 EVENT_STREAM = "text/event-stream"
 # A comment line: ignored by EventSource, keeps intermediaries from timing out.
@@ -18,6 +25,29 @@ class EventStreamRenderer(JSONRenderer):
 
     media_type = EVENT_STREAM
     format = "event-stream"
+
+
+def refuses_event_stream(accept: str | None) -> bool:
+    """Whether an ``Accept`` header gives ``text/event-stream`` the weight 0, "not
+    acceptable" (RFC 9110 §12.5.1): the most specific ranges that match it decide. DRF's
+    content negotiation reads no weights, so it would choose the stream all the same."""
+    decisive: tuple[int, bool] | None = None  # (specificity, accepted)
+    for item in (accept or "").split(","):
+        media_type, params = parse_header_parameters(item)
+        if media_type not in ("*/*", "text/*", EVENT_STREAM):
+            continue
+        specificity = ("*/*", "text/*", EVENT_STREAM).index(media_type)
+        if specificity == 2 and set(params) - {"q"}:
+            specificity = 3  # a range with parameters names a narrower type (RFC 9110 §12.5.1)
+        try:
+            accepted = float(params.get("q", "1")) > 0
+        except ValueError:
+            accepted = True  # not a weight: ignored
+        if decisive is None or specificity > decisive[0]:
+            decisive = (specificity, accepted)
+        elif specificity == decisive[0]:
+            decisive = (specificity, decisive[1] or accepted)
+    return decisive is not None and not decisive[1]
 
 
 def format_event(data: bytes, *, id: str | None = None, event: str | None = None) -> bytes:
