@@ -769,3 +769,58 @@ def test_a_client_that_refuses_event_stream_gets_no_stream(todos, accept):
     # Nor was the read taken for a subscription: no live URL for the publisher to render.
     assert affected_live_urls(Todo, None, set()) == []
 
+
+def _event(response) -> bytes:
+    """The event a client sees for ``response``, a plain JSON GET."""
+    return f"id: {response['ETag']}\ndata: {response.content.decode()}\n\n".encode()
+
+
+def _pushed_events(items) -> dict[str, list[bytes]]:
+    """The stream events published, by channel."""
+    events: dict[str, list[bytes]] = {}
+    for item in items:
+        content = item["formats"].get("http-stream", {}).get("content")
+        if content is not None:
+            events.setdefault(item["channel"], []).append(content.encode())
+    return events
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_stream_opened_with_format_event_stream_gets_the_json_events():
+    """Found by a black-box probe: ``?format=event-stream`` (DRF's URL format override) on a
+    shared list opened a stream whose pagination links carried the parameter, and at the
+    first change the publisher's render of that URL as JSON got DRF's 406: the stream got
+    ``event: delete`` and ended. Its events are those of the URL without the parameter."""
+    from django.core.cache import cache
+
+    cache.clear()
+    with RecordingSink() as proxy:
+        for title in ("a", "b", "c"):
+            Todo.objects.create(title=title)
+        proxy.settle()
+        opened = ProxiedClient().get("/api/shared-todos/?format=event-stream")
+        assert opened.content == _event(APIClient().get("/api/shared-todos/"))
+        channel = GripInstruction.of(opened).channels[1]
+        for title in ("d", "e"):
+            Todo.objects.create(title=title)
+            pushed = _pushed_events(proxy.settle())
+            assert pushed[channel] == [_event(APIClient().get("/api/shared-todos/"))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_private_stream_opened_with_format_event_stream_gets_the_json_events():
+    """The same for a private stream, whose next link replays the subscriber's GET."""
+    with RecordingSink() as proxy:
+        for title in ("a", "b", "c"):
+            Todo.objects.create(title=title)
+        proxy.settle()
+        client = ProxiedClient()
+        answer = client.get("/api/todos/?format=event-stream")
+        assert answer.content == _event(APIClient().get("/api/todos/"))
+        for title in ("d", "e", "f"):
+            Todo.objects.create(title=title)
+            proxy.settle()
+            answer = client.get(_link_of(answer), **_last_of(answer))
+            assert answer.content == _event(APIClient().get("/api/todos/"))
+            assert answer["Grip-Hold"] == "stream"
+

@@ -23,6 +23,7 @@ from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from ..conf import grip_settings
 from ..grip.middleware import GripRequest, proxy_required_response
@@ -255,6 +256,7 @@ class _RealtimeBase:
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
+        self._drop_stream_format(request)
         self.realtime_policy: RealtimePolicy | None = None
         self._realtime_kind = self.get_realtime_kind()
         if isinstance(getattr(request, "accepted_renderer", None), BrowsableAPIRenderer):
@@ -486,6 +488,24 @@ class _RealtimeBase:
         kept._mutable = False
         django_request.GET = kept
         django_request.META["QUERY_STRING"] = kept.urlencode()
+
+    def _drop_stream_format(self, request: Request) -> None:
+        """A stream chosen by DRF's URL format override (``?format=event-stream``) carries
+        the JSON representation of the URL without it: the parameter is dropped once content
+        negotiation has read it, so pagination links do not copy it, and the live URL and the
+        GET a next link replays name the JSON representation (a publisher's JSON render of a
+        URL that asks for the stream format got DRF's 406: black-box probe)."""
+        param = api_settings.URL_FORMAT_OVERRIDE
+        query = request._request.GET
+        if not param or not self.is_event_stream(request):
+            return
+        if query.get(param) != request.accepted_renderer.format:
+            return
+        kept = query.copy()
+        del kept[param]
+        kept._mutable = False
+        request._request.GET = kept
+        request._request.META["QUERY_STRING"] = kept.urlencode()
 
     def get_object(self):
         obj = super().get_object()

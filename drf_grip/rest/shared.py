@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 from django.db import models
 from django.http import QueryDict
+from rest_framework.settings import api_settings
 from rest_framework.versioning import QueryParameterVersioning
 
 from ..conf import grip_settings
@@ -132,7 +133,9 @@ def reads_of(django_request: Any, call: Any) -> set[str]:
 
 def used_query_params(view: Any) -> set[str] | None:
     """Query parameters this view reads; None when a backend's parameters are unknown."""
-    used = {"format", *(getattr(view, "realtime_query_params", ()) or ())}
+    used = set(getattr(view, "realtime_query_params", ()) or ())
+    if api_settings.URL_FORMAT_OVERRIDE:  # DRF's ``?format=json``, when not turned off
+        used.add(api_settings.URL_FORMAT_OVERRIDE)
     versioning = getattr(view, "versioning_class", None)
     if isinstance(versioning, type) and issubclass(versioning, QueryParameterVersioning):
         used.add(versioning.version_param)

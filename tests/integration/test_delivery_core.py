@@ -304,6 +304,39 @@ def test_a_browser_page_of_a_live_url_is_answered_at_once(grip_proxy: ProxyUnder
     assert time.monotonic() - started < WITHIN
 
 
+def _reaches(events, current: httpx.Response, check=lambda event: None) -> None:
+    """The stream's events reach ``current`` (a fresh GET) within WITHIN; each one on the way
+    is a representation that ``check`` accepts, never the end of the stream. (A render of
+    Pushpin's re-fetch of a fresh channel can straddle a commit: see above.)"""
+    deadline = time.monotonic() + WITHIN
+    while True:
+        event = events.next(max(0.01, deadline - time.monotonic()))
+        assert event is not None and event.event is None, event
+        check(event)
+        if event.data == current.text:
+            assert event.id == current.headers["ETag"]
+            return
+
+
+@pytest.mark.parametrize("path", ["/api/shared-todos/", "/api/todos/"], ids=["shared", "private"])
+def test_a_stream_opened_with_format_event_stream_follows_the_json_representation(
+    grip_proxy: ProxyUnderTest, streams, path: str
+) -> None:
+    """``?format=event-stream`` (DRF's URL format override) streams the JSON representation
+    of the URL without it, change after change. Found by a black-box probe: on a shared URL
+    the first change ended the stream with ``event: delete``."""
+    for title in ("a", "b", "c"):
+        Todo.objects.create(title=title)
+    settle()
+    channel = shared_ch(grip_proxy, path) if "shared" in path else names.list_channel(Todo)
+    events = stream(grip_proxy, f"{path}?format=event-stream", channel, {"Accept": "*/*"})
+    streams.append(events)
+    _reaches(events, get(grip_proxy, path))
+    for title in ("d", "e", "f"):
+        Todo.objects.create(title=title)
+        _reaches(events, get(grip_proxy, path))
+
+
 # -- If-Match ---------------------------------------------------------------------------------
 
 
