@@ -824,3 +824,48 @@ def test_a_private_stream_opened_with_format_event_stream_gets_the_json_events()
             assert answer.content == _event(APIClient().get("/api/todos/"))
             assert answer["Grip-Hold"] == "stream"
 
+
+V2 = {"HTTP_ACCEPT": "application/json; version=2"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shared_streams_of_two_accept_header_versions_each_get_their_own():
+    """Found by a black-box probe (AcceptHeaderVersioning): ``Accept: text/event-stream;
+    version=2`` got version 2 first and version 1 after a change, or nothing at all; the
+    live URL named no version, so both versions' subscribers shared one render."""
+    from django.core.cache import cache
+
+    cache.clear()
+    url = "/api/accept-versioned-todos/"
+    with RecordingSink() as proxy:
+        Todo.objects.create(title="a")
+        proxy.settle()
+        v1 = ProxiedClient().get(url, HTTP_ACCEPT="text/event-stream")
+        v2 = ProxiedClient().get(url, HTTP_ACCEPT="text/event-stream; version=2")
+        assert v1.content == _event(APIClient().get(url))
+        assert v2.content == _event(APIClient().get(url, **V2))
+        assert b'"done"' in v1.content and b'"done"' not in v2.content
+        for title in ("b", "c"):
+            Todo.objects.create(title=title)
+            pushed = _pushed_events(proxy.settle())
+            assert pushed[GripInstruction.of(v1).channels[1]] == [_event(APIClient().get(url))]
+            assert pushed[GripInstruction.of(v2).channels[1]] == [
+                _event(APIClient().get(url, **V2))
+            ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_private_stream_keeps_the_accept_header_version_it_asked_for():
+    """Its next link replayed the GET with a bare ``Accept: text/event-stream``: version 1."""
+    url = "/api/private-accept-versioned-todos/"
+    with RecordingSink() as proxy:
+        Todo.objects.create(title="a")
+        proxy.settle()
+        client = ProxiedClient()
+        answer = client.get(url, HTTP_ACCEPT="text/event-stream; version=2")
+        assert answer.content == _event(APIClient().get(url, **V2))
+        for title in ("b", "c"):
+            Todo.objects.create(title=title)
+            proxy.settle()
+            answer = client.get(_link_of(answer), **_last_of(answer))
+            assert answer.content == _event(APIClient().get(url, **V2))

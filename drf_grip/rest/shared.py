@@ -35,7 +35,7 @@ from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
 from .render import RecordedRequest, record, subscriber_get
-from .sse import EVENT_STREAM, format_event
+from .sse import EVENT_STREAM, format_event, media_type_as
 from .store import SlotIndex, state_cache
 from .tickets import (
     current_tickets,
@@ -177,7 +177,12 @@ def live_url(request: Any, view: Any) -> LiveUrl:
     media_type = getattr(request, "accepted_media_type", "") or ""
     renderer = getattr(request, "accepted_renderer", None)
     if media_type.startswith(EVENT_STREAM) or getattr(renderer, "media_type", "") == EVENT_STREAM:
-        media_type = "application/json"  # a stream carries the JSON representation
+        # A stream carries the JSON representation, with the media-type parameters its
+        # negotiation accepted: ``text/event-stream; version=2`` (AcceptHeaderVersioning) is
+        # version 2's JSON, a live URL apart from version 1's (black-box probe).
+        media_type = media_type_as(media_type, "application/json")
+    elif media_type:
+        media_type = media_type_as(media_type)
     meta = request.META
     vary = tuple(
         (name.lower(), meta.get("HTTP_" + name.upper().replace("-", "_"), ""))

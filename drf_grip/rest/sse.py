@@ -9,6 +9,7 @@ from rest_framework.renderers import JSONRenderer
 __all__ = [
     "EventStreamRenderer",
     "format_event",
+    "media_type_as",
     "refuses_event_stream",
     "KEEP_ALIVE",
     "EVENT_STREAM",
@@ -48,6 +49,16 @@ def refuses_event_stream(accept: str | None) -> bool:
         elif specificity == decisive[0]:
             decisive = (specificity, decisive[1] or accepted)
     return decisive is not None and not decisive[1]
+
+
+def media_type_as(media_type: str, type_: str | None = None) -> str:
+    """``type_`` (by default the type of ``media_type`` itself) with the parameters of
+    ``media_type``, a type DRF's negotiation accepted: those are what a renderer or a
+    versioning reads (AcceptHeaderVersioning's ``version``, JSONRenderer's ``indent``). The
+    weight ``q`` names no representation and is left out; the others are put in one order."""
+    own, params = parse_header_parameters(media_type)
+    rest = (f"{key}={value}" for key, value in sorted(params.items()) if key != "q")
+    return "; ".join([type_ or own, *rest])
 
 
 def format_event(data: bytes, *, id: str | None = None, event: str | None = None) -> bytes:

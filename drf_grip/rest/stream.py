@@ -41,9 +41,9 @@ import time
 from typing import Any
 
 from django.core import signing
-from django.utils.crypto import salted_hmac
 from django.http import HttpRequest, HttpResponse
 from django.urls import get_script_prefix
+from django.utils.crypto import salted_hmac
 
 from ..conf import grip_settings
 from ..protocol import Channel
@@ -56,7 +56,7 @@ from .render import (
     subscriber_get,
 )
 from .shared import tag_of
-from .sse import EVENT_STREAM, format_event
+from .sse import EVENT_STREAM, format_event, media_type_as
 from .store import state_cache
 from .versions import SHARED_PREFIX
 
@@ -120,11 +120,10 @@ def _public_link(
     expires = -(-(time.time() + max_age) // _PUBLIC_WINDOW) * _PUBLIC_WINDOW
     key = "\n".join([*channels, str(int(expires)), str(versioned)])
     sid = "p" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    django_request = getattr(request, "_request", request)
     state = {
         "sid": sid,
         "n": _PUBLIC,
-        "req": record(django_request, credentials=False).as_dict(),
+        "req": _stream_get(request, credentials=False),
         "user": None,
         "etag": etag,
         "exp": expires,
@@ -132,6 +131,17 @@ def _public_link(
     }
     state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
     return _link(sid, _PUBLIC, None)
+
+
+def _stream_get(request: Any, *, credentials: bool) -> dict[str, Any]:
+    """The subscriber's GET as its next link replays it: asking for the stream as its own
+    negotiation accepted it, media-type parameters included (``version=2`` for DRF's
+    AcceptHeaderVersioning; a bare ``text/event-stream`` rendered version 1: black-box
+    probe), and without the weight."""
+    django_request = getattr(request, "_request", request)
+    accepted = getattr(request, "accepted_media_type", None) or EVENT_STREAM
+    recorded = record(django_request, credentials=credentials)
+    return recorded.with_headers(HTTP_ACCEPT=media_type_as(accepted, EVENT_STREAM)).as_dict()
 
 
 def _is_public(request: Any, policy: RealtimePolicy) -> bool:
@@ -162,13 +172,12 @@ def next_link_for(
         return _link(state["sid"], state["n"], state["user"])
     if policy is not None and _is_public(request, policy):
         return _public_link(request, policy.channels, etag, versioned)
-    django_request = getattr(request, "_request", request)
     user = getattr(request, "user", None)
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
     state = {
         "sid": secrets.token_urlsafe(18),
         "n": 0,
-        "req": record(django_request, credentials=True).as_dict(),
+        "req": _stream_get(request, credentials=True),
         "user": str(user.pk) if user is not None and user.is_authenticated else None,
         "etag": etag,
         "exp": time.time() + max_age,
@@ -225,7 +234,7 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
         state["n"] = counter + 1
         cache.set(_STATE + sid, state, remaining)
         etag = state["etag"]
-    recorded = RecordedRequest.from_dict(state["req"]).with_headers(HTTP_ACCEPT=EVENT_STREAM)
+    recorded = RecordedRequest.from_dict(state["req"])  # asks for the stream (_stream_get)
     context = RealtimeContext(role="next-link", etag=etag, user=state["user"], state=state)
     response, inner = subscriber_get(
         recorded,

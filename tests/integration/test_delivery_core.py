@@ -337,6 +337,47 @@ def test_a_stream_opened_with_format_event_stream_follows_the_json_representatio
         _reaches(events, get(grip_proxy, path))
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/api/accept-versioned-todos/", "/api/private-accept-versioned-todos/"],
+    ids=["shared", "private"],
+)
+def test_streams_of_two_accept_header_versions_each_keep_their_own(
+    grip_proxy: ProxyUnderTest, streams, path: str
+) -> None:
+    """AcceptHeaderVersioning: ``Accept: text/event-stream; version=2`` gets version 2's
+    events after a change too. Found by a black-box probe: later events were version 1's,
+    and on a shared URL sometimes none came."""
+    from drf_grip.rest.shared import LiveUrl
+
+    Todo.objects.create(title="a")
+    settle()
+    v2_json = {"Accept": "application/json; version=2"}
+    if "private" in path:
+        channels = [names.list_channel(Todo)] * 2
+    else:
+        host = grip_proxy.url.split("://", 1)[1]
+        channels = [
+            LiveUrl("http", host, path, "", media_type).channel
+            for media_type in ("application/json", "application/json; version=2")
+        ]
+    v1 = stream(grip_proxy, path, channels[0])
+    v2 = stream(grip_proxy, path, channels[1], {"Accept": "text/event-stream; version=2"})
+    streams.extend([v1, v2])
+
+    def version_1(event) -> None:
+        assert '"done"' in event.data, event
+
+    def version_2(event) -> None:
+        assert '"done"' not in event.data, event
+
+    for title in (None, "b", "c"):
+        if title:
+            Todo.objects.create(title=title)
+        _reaches(v1, get(grip_proxy, path), version_1)
+        _reaches(v2, get(grip_proxy, path, **v2_json), version_2)
+
+
 # -- If-Match ---------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from rest_framework import generics, permissions, serializers, viewsets
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.versioning import QueryParameterVersioning
+from rest_framework.versioning import AcceptHeaderVersioning, QueryParameterVersioning
 
 from drf_grip import ListRealtimeMixin, RealtimeMixin
 
@@ -206,10 +206,25 @@ class VersionedTodoViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
         return TitleOnlySerializer if self.request.version == "2" else TodoSerializer
 
 
+class AcceptVersionedTodoViewSet(VersionedTodoViewSet):
+    """Shared; ``Accept: ...; version=2`` (AcceptHeaderVersioning) shows fewer fields."""
+
+    versioning_class = AcceptHeaderVersioning
+
+
+class PrivateAcceptVersionedTodoViewSet(AcceptVersionedTodoViewSet):
+    realtime_delivery = "private"
+
+
 urlpatterns = [
     path("query-reading-todos/", QueryReadingTodoViewSet.as_view({"get": "list"})),
     path("query-reading-todos/count/", QueryReadingTodoViewSet.as_view({"get": "count"})),
     path("versioned-todos/", VersionedTodoViewSet.as_view({"get": "list"})),
+    path("accept-versioned-todos/", AcceptVersionedTodoViewSet.as_view({"get": "list"})),
+    path(
+        "private-accept-versioned-todos/",
+        PrivateAcceptVersionedTodoViewSet.as_view({"get": "list"}),
+    ),
     path("hook-delivery/", DeliveryHookViewSet.as_view({"get": "list"})),
     path("hook-delivery/<int:pk>/", DeliveryHookViewSet.as_view({"get": "retrieve"})),
     path("hook-model/", ModelHookViewSet.as_view({"get": "list"})),
