@@ -869,3 +869,29 @@ def test_a_private_stream_keeps_the_accept_header_version_it_asked_for():
             proxy.settle()
             answer = client.get(_link_of(answer), **_last_of(answer))
             assert answer.content == _event(APIClient().get(url, **V2))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("subscriber", ["stream", "long-poll"])
+def test_a_change_that_leaves_a_live_url_as_it_is_is_not_pushed_after_a_subscriber_rendered_it(
+    subscriber,
+):
+    """DESIGN.md §1: one event per change, and a long-poll wakes only when its own
+    representation changes. Seen by a black-box probe: a new SSE subscriber of a URL that
+    was live already got its first event again at the first change elsewhere in the model
+    (its own render had marked the URL's version, so the publisher sent an equal render)."""
+    url = "/api/shared-todos/?done=false"
+    with RecordingSink() as sink:
+        Todo.objects.create(title="open")
+        sink.settle()
+        client = ProxiedClient()
+        first = client.get(url, HTTP_ACCEPT="text/event-stream")  # the URL is live
+        channel = GripInstruction.of(first).channels[1]
+        sink.settle()
+        if subscriber == "stream":
+            client.get(url, HTTP_ACCEPT="text/event-stream")  # renders the URL as it is
+        else:
+            client.get(url, HTTP_IF_NONE_MATCH='"not-any-more"')  # renders it, answers 200
+        Todo.objects.create(title="closed", done=True)  # not in this list
+        items = sink.settle()
+    assert [i for i in items if i["channel"] == channel] == []

@@ -359,6 +359,7 @@ class _RealtimeBase:
             from .shared import mark_rendering
 
             mark_rendering(policy.channels[0], read)
+            self._realtime_marked = read
 
     def _hold_if_current(self, request: Request, policy: RealtimePolicy) -> None:
         """A shared channel's version names the ETag last pushed to it: a client that comes
@@ -587,6 +588,7 @@ class _RealtimeBase:
             return self.longpoll_response(request, response, policy, current)
         role = context.role if context is not None else "client"
         if policy.delivery == SHARED and role != "shared-render" and response.status_code == 200:
+            self._unmark_rendering(policy, response)
             self._name_first_version(policy, response)
         if role in ("gateway-subscribe", "gateway-render", "shared-render"):
             if response.status_code == 200:
@@ -605,6 +607,18 @@ class _RealtimeBase:
         if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
             return response
         return self.longpoll_response(request, response, policy, etag)
+
+    def _unmark_rendering(self, policy: RealtimePolicy, response: Response) -> None:
+        """This subscriber's render is what the version it read names: it takes back the
+        mark it made before rendering (shared.mark_rendering)."""
+        from .shared import names_etag, unmark_rendering
+
+        marked = getattr(self, "_realtime_marked", None)
+        if marked is None:
+            return
+        _content, etag = self.render_representation(response)
+        if names_etag(marked, etag.strip('"')):
+            unmark_rendering(policy.channels[0], marked)
 
     def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
         """A shared channel's version names the ETag its subscribers hold, so the publisher

@@ -321,12 +321,30 @@ def mark_rendering(channel: str, version: str) -> None:
     keep the middle state while the publisher saw nothing to send (the soak: a stream of
     ``/api/shared-todos/22/`` kept ``done: true``). Marked *before* the render, so a
     publisher deciding later never skips a render as unchanged while the channel is still
-    at that version (``_take_version``)."""
-    state_cache().set(_rendering_key(channel, version), 1, live_timeout())
+    at that version (``_take_version``). A count: each subscriber whose render turned out to
+    be what ``version`` names takes its mark back (``unmark_rendering``)."""
+    cache, key = state_cache(), _rendering_key(channel, version)
+    if cache.add(key, 1, live_timeout()):
+        return
+    try:
+        cache.incr(key)
+    except ValueError:  # expired in between
+        cache.add(key, 1, live_timeout())
+
+
+def unmark_rendering(channel: str, version: str) -> None:
+    """The subscriber that marked ``version`` rendered what it names: nothing is new to it,
+    and an equal render need not be sent for it (one event per change; a probe's stream
+    got its first event again at the first change elsewhere in the model)."""
+    try:
+        state_cache().decr(_rendering_key(channel, version))
+    except ValueError:
+        pass  # expired: the next equal render is skipped, as for any unmarked version
 
 
 def _rendered_by_subscribers(channel: str, version: str) -> bool:
-    return state_cache().get(_rendering_key(channel, version)) is not None
+    marks = state_cache().get(_rendering_key(channel, version))
+    return isinstance(marks, int) and marks > 0
 
 
 #: Response headers a shared push leaves out. Pushpin merges a published ``http-response``'s
