@@ -379,3 +379,31 @@ def test_a_render_counter_that_expired_before_its_sent_mark_does_not_hold_back_r
     after_the_quiet_spell = tickets.take_ticket(name)
     assert after_the_quiet_spell > ticket
     assert not tickets.sent_after(name, after_the_quiet_spell)
+
+
+def test_a_url_this_process_began_rendering_after_the_change_is_not_rendered_again(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change committed while this process's publish of an earlier one was rendering
+    waited for it to end, then rendered every live URL again, though the ones rendered after
+    the commit had read it (the multi-process test: all its last URLs' subscribers a second
+    late, their re-renders "not sent: unchanged"). Such URLs are left out."""
+    import time as clock
+
+    renders: list[str] = []
+
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], str]:
+        renders.append(recorded.path)
+        return _rendered(f'{{"n": {len(renders)}}}'.encode(), f"n{len(renders)}")
+
+    monkeypatch.setattr(shared, "render_live", render)
+    monkeypatch.setattr(shared, "affected_live_urls", lambda model, pks, deleted: [ENTRY])
+    committed = clock.monotonic()
+    shared.publish_live_url(ENTRY)  # the earlier publish reaches this URL after the commit
+    shared.publish_shared(Todo, None, set(), committed_at=committed)
+    assert len(renders) == 1
+    later = clock.monotonic()  # a change committed after that render began
+    shared.publish_shared(Todo, None, set(), committed_at=later)
+    assert len(renders) == 2
+    shared.publish_shared(Todo, None, set())  # published with no commit time: rendered
+    assert len(renders) == 3

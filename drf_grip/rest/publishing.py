@@ -85,6 +85,7 @@ def publish_model(
     pks: set[Any] | None,
     deleted: set[Any],
     partitions: set[str] | None,
+    committed_at: float | None = None,
 ) -> None:
     from .gateway.rerender import publish_subscriptions
     from .shared import has_overflow, publish_shared
@@ -117,7 +118,7 @@ def publish_model(
     # Gateway connections subscribed to this model's private views (their own index).
     publish_subscriptions(model, pks, deleted, partitions)
     if shared:
-        publish_shared(model, pks, deleted)
+        publish_shared(model, pks, deleted, committed_at)
 
 
 _warned_unseen = False
@@ -170,4 +171,4 @@ def publish_committed(changes: Changes) -> None:
         deleted = changes.deleted.get(model, set())
         live_pks = None if pks is None else set(pks) - deleted
         partitions = changes.partitions_of(model)
-        publish_model(model, live_pks, deleted, partitions)
+        publish_model(model, live_pks, deleted, partitions, changes.committed_at)

@@ -134,6 +134,9 @@ class Changes:
     #: Partitions the changes touched; a model missing here changed in unknown partitions.
     partitions: dict[type[models.Model], set[str]] = field(default_factory=dict)
     unpartitioned: set[type[models.Model]] = field(default_factory=set)
+    #: When the newest of these changes was handed over (``time.monotonic()``, after its
+    #: commit): a render of this process that began later read them (shared.publish_shared).
+    committed_at: float | None = None
 
     def add(
         self,
@@ -163,6 +166,8 @@ class Changes:
         for model, pks in other.deleted.items():
             self.add(model, pks, deleted=True, partitions=other.partitions.get(model, set()))
         self.unpartitioned |= other.unpartitioned
+        if other.committed_at is not None:
+            self.committed_at = max(self.committed_at or 0.0, other.committed_at)
 
     def partitions_of(self, model: type[models.Model]) -> set[str] | None:
         """The partitions ``model``'s changes touched, or None when unknown (all)."""
@@ -359,6 +364,7 @@ class _ChangeWorker:
         self.thread.start()
 
     def submit(self, changes: Changes) -> None:
+        changes.committed_at = time.monotonic()
         with self.idle:
             self.pending += 1
         stats["changes"] += 1

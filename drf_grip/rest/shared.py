@@ -433,7 +433,18 @@ def affected_live_urls(
     return list(unique.values())
 
 
-def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set[Any]) -> None:
+#: When this process last began a render of each live URL (``time.monotonic()``, keyed by
+#: channel): a render that began after a change was handed over read it.
+_render_began: dict[str, float] = {}
+_RENDER_BEGAN_MAX = 10_000
+
+
+def publish_shared(
+    model: type[models.Model],
+    pks: set[Any] | None,
+    deleted: set[Any],
+    committed_at: float | None = None,
+) -> None:
     """Render and publish each live URL a committed change affects.
 
     Several processes publish their own commits (two workers, four writers): each would
@@ -442,13 +453,20 @@ def publish_shared(model: type[models.Model], pks: set[Any] | None, deleted: set
     change waited behind them (the large soak). The tickets are read once here, after the
     change committed: a URL whose render another process began since reads the database
     after this change, and that render (or a later one) is published for it, so this
-    process skips it and goes on with the next."""
+    process skips it and goes on with the next. So does a URL that this process began
+    rendering after the change was handed over (``committed_at``): a change committed while
+    a publish was rendering waited for it to end, then re-rendered every URL, of which the
+    ones rendered after the commit were the same again (the multi-process test: its last
+    URLs a second late)."""
     entries = affected_live_urls(model, pks, deleted)
     seen = current_tickets([entry["channel"] for entry in entries])
     for entry in entries:
         channel = entry["channel"]
         if overtaken(channel, seen[channel]):
             _trace(channel, entry["url"], seen[channel], "covered by a render begun since")
+            continue
+        if committed_at is not None and _render_began.get(channel, -1.0) > committed_at:
+            _trace(channel, entry["url"], seen[channel], "covered by a render begun since here")
             continue
         try:
             publish_live_url(entry)
@@ -638,6 +656,9 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     # Several processes render one live URL; an older render published after a newer one
     # would leave every SSE and gateway subscriber on it (its id chains onto the newer one's,
     # and Pushpin does not order ws-message items at all): tickets.py.
+    if len(_render_began) >= _RENDER_BEGAN_MAX:
+        _render_began.clear()
+    _render_began[channel] = time.monotonic()  # before the ticket, before the render reads
     ticket = take_ticket(channel)
     try:
         status, body, headers, etag = render_live(recorded)
