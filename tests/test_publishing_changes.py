@@ -233,3 +233,40 @@ def test_a_shared_channel_confirmed_late_keeps_the_newer_confirmed_version():
     acknowledge([{"channel": channel, "id": "newer.2"}])
     acknowledge([{"channel": channel, "id": "older.1"}])  # the older one, confirmed late
     assert shared_hold_versions([channel])[channel] == "newer.2"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_is_hinted_while_an_earlier_change_still_renders(monkeypatch):
+    """Seen in the multi-process test: a write made while the publisher rendered thirty
+    live URLs for the write before had its private hint wait for all of them, and every
+    private subscriber got it a second late. Hints no longer wait behind renders."""
+    import threading
+    import time
+
+    from drf_grip.grip.publisher import get_publisher
+    from drf_grip.rest.gateway import rerender
+
+    gate, rendering = threading.Event(), threading.Event()
+    real = rerender.publish_subscriptions
+
+    def slow_renders(*args, **kwargs):  # the gateway re-renders, the first renders
+        rendering.set()
+        assert gate.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rerender, "publish_subscriptions", slow_renders)
+    with RecordingSink() as sink:
+        try:
+            Todo.objects.create(title="a")
+            assert rendering.wait(5)  # the first change's renders are running
+            second = Todo.objects.create(title="b")
+            mine = f"drf.testapp.todo.{second.pk}"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                get_publisher().flush(0.1)
+                hinted = [i["channel"].partition("~")[0] for i in list(sink.items)]
+                if mine in hinted:
+                    break
+        finally:
+            gate.set()
+    assert mine in hinted
