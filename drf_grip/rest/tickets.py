@@ -46,7 +46,7 @@ def take_ticket(name: str) -> int:
         # value with the cache's default timeout (300 s), not ours, so a quiet URL's counter
         # goes first; restarting at 1 made every later render look older than the last one
         # sent, and none was sent until the counter passed it. Start above that mark.
-        first = int(cache.get(_KEY + name + ":sent") or 0) + 1
+        first = int(cache.get(_sent_key(name)) or 0) + 1
         if cache.add(_KEY + name, first, _TIMEOUT):  # unless another process took it a
             return first  # moment ago
         return int(cache.incr(_KEY + name))
@@ -91,14 +91,19 @@ def exclusive(name: str, wait: float = 2.0) -> Iterator[None]:
             cache.delete(key)
 
 
+def _sent_key(name: str) -> str:
+    """Where the ticket of the last render of ``name`` handed to the publisher is kept."""
+    return _KEY + name + ":sent"
+
+
 def mark_sent(name: str, ticket: int) -> None:
     """Record that the render holding ``ticket`` was handed to the publisher."""
-    state_cache().set(_KEY + name + ":sent", ticket, _TIMEOUT)
+    state_cache().set(_sent_key(name), ticket, _TIMEOUT)
 
 
 def sent_after(name: str, ticket: int) -> bool:
     """Whether a later render of ``name`` than ``ticket`` was handed to the publisher. A
     queued item is outdated only then: one merely *started* later may find nothing changed
     since the last send and send nothing, and the queued item is the news."""
-    current = state_cache().get(_KEY + name + ":sent")
+    current = state_cache().get(_sent_key(name))
     return current is not None and int(current) > ticket
