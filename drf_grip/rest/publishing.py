@@ -17,12 +17,12 @@ from django.db import models
 
 from ..grip.publisher import publish
 from . import channels as names
-from .buckets import bucketable, paced_hint
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, view_class
 from .registry import Changes, views_for
-from .sse import format_event
+from .buckets import bucketable, paced_hint
 from .store import per_process_state
+from .sse import format_event
 from .versions import next_version
 
 __all__ = ["publish_committed", "CLOSE", "HINT", "delete_formats"]
@@ -80,9 +80,16 @@ def private_channels(
     return list(out)
 
 
-def _deliveries(model: type[models.Model]) -> tuple[list[type], bool]:
-    """The private views whose subscribers a change of ``model`` hints, and whether any of
-    its subscriptions is shared, as the subscriptions recorded them."""
+def publish_model(
+    model: type[models.Model],
+    pks: set[Any] | None,
+    deleted: set[Any],
+    partitions: set[str] | None,
+    committed_at: float | None = None,
+) -> None:
+    from .gateway.rerender import publish_subscriptions
+    from .shared import has_overflow, publish_shared
+
     private_views: list[type] = []
     shared = False
     for entry in recorded_views(model):
@@ -96,20 +103,6 @@ def _deliveries(model: type[models.Model]) -> tuple[list[type], bool]:
         # shell publishing for runserver): fall back on the views' class-level delivery.
         private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
         _warn_of_unseen_subscribers(model)
-    return private_views, shared
-
-
-def publish_hints(
-    model: type[models.Model],
-    pks: set[Any] | None,
-    deleted: set[Any],
-    partitions: set[str] | None,
-) -> None:
-    """A change's hints to private channels (each held client runs its own GET) and the
-    ends of deleted objects' channels."""
-    from .shared import has_overflow
-
-    private_views, shared = _deliveries(model)
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
     channels = private_channels(model, private_views, pks, partitions)
@@ -122,36 +115,10 @@ def publish_hints(
             channel = names.object_channel(model, pk)
             _publish_versioned(channel, delete_formats())
             _publish_versioned(channel, CLOSE)
-
-
-def publish_renders(
-    model: type[models.Model],
-    pks: set[Any] | None,
-    deleted: set[Any],
-    partitions: set[str] | None,
-    committed_at: float | None = None,
-) -> None:
-    """A change's renders: gateway subscriptions to private views, each replayed as its
-    subscriber, and the shared live URLs it affects."""
-    from .gateway.rerender import publish_subscriptions
-    from .shared import publish_shared
-
     # Gateway connections subscribed to this model's private views (their own index).
     publish_subscriptions(model, pks, deleted, partitions)
-    if _deliveries(model)[1]:
+    if shared:
         publish_shared(model, pks, deleted, committed_at)
-
-
-def publish_model(
-    model: type[models.Model],
-    pks: set[Any] | None,
-    deleted: set[Any],
-    partitions: set[str] | None,
-    committed_at: float | None = None,
-) -> None:
-    """Both stages of a change of ``model``, hints first."""
-    publish_hints(model, pks, deleted, partitions)
-    publish_renders(model, pks, deleted, partitions, committed_at)
 
 
 _warned_unseen = False
@@ -199,13 +166,9 @@ class _OverflowChannels:
         return names.channels_for_change(model, pks)
 
 
-def publish_committed(changes: Changes, stage: str | None = None) -> None:
-    """Publish ``changes``: their ``"hints"``, their ``"renders"``, or both (``None``)."""
+def publish_committed(changes: Changes) -> None:
     for model, pks in changes.updated.items():
         deleted = changes.deleted.get(model, set())
         live_pks = None if pks is None else set(pks) - deleted
         partitions = changes.partitions_of(model)
-        if stage in (None, "hints"):
-            publish_hints(model, live_pks, deleted, partitions)
-        if stage in (None, "renders"):
-            publish_renders(model, live_pks, deleted, partitions, changes.committed_at)
+        publish_model(model, live_pks, deleted, partitions, changes.committed_at)

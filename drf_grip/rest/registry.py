@@ -351,78 +351,55 @@ def paused(*models_: type[models.Model], using: str = DEFAULT_DB_ALIAS) -> Itera
 
 
 class _ChangeWorker:
-    """Turns committed changes into GRIP publishes off the request thread, in two stages
-    with a thread each: ``hints`` (private channels' hints and deleted objects' ends: a few
-    cache operations each) and ``renders`` (gateway re-renders and shared renders: a view
-    run per subscription or live URL). A change's hints never wait behind an earlier
-    change's renders: in one thread, the hint of a write made while a publish rendered
-    thirty live URLs waited for all of them (the multi-process test: private subscribers
-    a second late)."""
-
-    STAGES = ("hints", "renders")
+    """Turns committed changes into GRIP publishes off the request thread."""
 
     def __init__(self) -> None:
-        size = int(grip_settings.PUBLISH_QUEUE_SIZE)
-        self.queues: dict[str, queue.Queue[Changes | None]] = {
-            stage: queue.Queue(maxsize=size) for stage in self.STAGES
-        }
+        self.queue: queue.Queue[Changes | None] = queue.Queue(
+            maxsize=int(grip_settings.PUBLISH_QUEUE_SIZE)
+        )
         self.pid = os.getpid()
         self.idle = threading.Condition()
         self.pending = 0
-        self.threads = [
-            threading.Thread(target=self.run, args=(stage,), name=f"drf-grip-{stage}", daemon=True)
-            for stage in self.STAGES
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    def is_alive(self) -> bool:
-        return all(thread.is_alive() for thread in self.threads)
+        self.thread = threading.Thread(target=self.run, name="drf-grip-changes", daemon=True)
+        self.thread.start()
 
     def submit(self, changes: Changes) -> None:
         changes.committed_at = time.monotonic()
+        with self.idle:
+            self.pending += 1
         stats["changes"] += 1
-        for stage, stage_queue in self.queues.items():
-            own = Changes()
-            own.merge(changes)  # each stage merges later changes into its own
+        try:
+            self.queue.put_nowait(changes)
+        except queue.Full:
             with self.idle:
-                self.pending += 1
-            try:
-                stage_queue.put_nowait(own)
-            except queue.Full:
-                with self.idle:
-                    self.pending -= 1
-                    self.idle.notify_all()
-                stats["errors"] += 1
-                logger.error(
-                    "drf-grip change queue (%s) is full; dropped changes of %s",
-                    stage,
-                    ", ".join(m._meta.label for m in changes.updated),
-                )
+                self.pending -= 1
+                self.idle.notify_all()
+            stats["errors"] += 1
+            logger.error(
+                "drf-grip change queue is full; dropped changes of %s",
+                ", ".join(m._meta.label for m in changes.updated),
+            )
 
-    def run(self, stage: str) -> None:
+    def run(self) -> None:
         from .publishing import publish_committed
 
-        stage_queue = self.queues[stage]
         started = 0.0
         while True:
-            changes = stage_queue.get()
+            changes = self.queue.get()
             if changes is None:
                 return
             # Several transactions waiting, or committed within PUBLISH_INTERVAL of the last
             # publish: publish them together, each resource once. A change after a quiet
             # moment goes out at once; a stream of writes costs one render per live URL per
             # interval, not one per write (the bench's PATCH throughput, issue 10).
-            until = started + float(grip_settings.PUBLISH_INTERVAL)
-            done = 1 + self._gather(stage_queue, changes, until)
+            done = 1 + self._gather(changes, started + float(grip_settings.PUBLISH_INTERVAL))
             started = time.monotonic()
             try:
                 # Renders read the database from this thread: drop connections that the
                 # server closed or that outlived CONN_MAX_AGE, as Django does per request.
                 close_old_connections()
-                publish_committed(changes, stage)
-                if stage == "renders":
-                    stats["published"] += 1
+                publish_committed(changes)
+                stats["published"] += 1
             except Exception:
                 stats["errors"] += 1
                 logger.exception("drf-grip failed to publish changes")
@@ -432,19 +409,18 @@ class _ChangeWorker:
                     self.pending -= done
                     self.idle.notify_all()
 
-    @staticmethod
-    def _gather(stage_queue: queue.Queue[Changes | None], changes: Changes, until: float) -> int:
+    def _gather(self, changes: Changes, until: float) -> int:
         """Merge into ``changes`` what is queued, and what arrives before ``until`` (a
         ``time.monotonic()``); how many were merged. A shutdown mark stays queued."""
         merged = 0
         while True:
             wait = until - time.monotonic()
             try:
-                more = stage_queue.get(timeout=wait) if wait > 0 else stage_queue.get_nowait()
+                more = self.queue.get(timeout=wait) if wait > 0 else self.queue.get_nowait()
             except queue.Empty:
                 return merged
             if more is None:
-                stage_queue.put(None)
+                self.queue.put(None)
                 return merged
             changes.merge(more)
             merged += 1
@@ -463,7 +439,7 @@ _atexit_registered = False
 def _worker() -> _ChangeWorker:
     global _instance, _atexit_registered
     with _lock:
-        if _instance is None or _instance.pid != os.getpid() or not _instance.is_alive():
+        if _instance is None or _instance.pid != os.getpid() or not _instance.thread.is_alive():
             _instance = _ChangeWorker()
             if not _atexit_registered:
                 # atexit runs handlers last-in first-out: create the publisher (which
