@@ -97,6 +97,14 @@ class _Checked(Exception):
     """Raised from ``initial()`` for ``render.revoked_status``: authenticated and permitted."""
 
 
+def _replace_query(django_request: Any, kept: QueryDict) -> None:
+    """Give the view ``kept`` as its query, as if the client had sent only that: DRF's
+    pagination links and ``record()`` read ``QUERY_STRING``, filters read ``GET``."""
+    kept._mutable = False
+    django_request.GET = kept
+    django_request.META["QUERY_STRING"] = kept.urlencode()
+
+
 class _RealtimeBase:
     """Shared machinery of the list and detail mixins."""
 
@@ -486,9 +494,7 @@ class _RealtimeBase:
         for key, values in query.lists():
             if key in used:
                 kept.setlist(key, values)
-        kept._mutable = False
-        django_request.GET = kept
-        django_request.META["QUERY_STRING"] = kept.urlencode()
+        _replace_query(django_request, kept)
 
     def _drop_stream_format(self, request: Request) -> None:
         """A stream chosen by DRF's URL format override (``?format=event-stream``) carries
@@ -504,9 +510,7 @@ class _RealtimeBase:
             return
         kept = query.copy()
         del kept[param]
-        kept._mutable = False
-        request._request.GET = kept
-        request._request.META["QUERY_STRING"] = kept.urlencode()
+        _replace_query(request._request, kept)
 
     def get_object(self):
         obj = super().get_object()

@@ -571,23 +571,16 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, A
     return [{**link, "formats": hints}, {**forget, "formats": hints}]
 
 
-def _keep_for_fresh_subscribers(channel: str, version: str, message: dict[str, Any]) -> None:
-    """Keep this render's gateway message while connections that subscribed a moment ago
-    (gateway.fresh_subscribers) may not have it: one published before the proxy applied
-    such a connection's ``subscribe`` did not reach it, and its settle sends it then
-    (``send_after_answer``). Not copied to every fresh connection as it is published: a
-    connection whose subscription was active got each change twice (one message per
-    change, DESIGN.md §1), an older copy after a newer change (the test of that)."""
-    from .gateway.connections import FRESH_SECONDS, fresh_subscribers
+def _fresh_subscribers_of(channel: str) -> bool:
+    """Whether connections subscribed to ``channel`` a moment ago (gateway.fresh_subscribers):
+    one of its renders published before the proxy applied such a connection's ``subscribe``
+    did not reach it, and its settle sends it then (``send_after_answer``), so each render
+    is kept meanwhile (``_take_version``). Not copied to every fresh connection as it is
+    published: a connection whose subscription was active got each change twice (one
+    message per change, DESIGN.md §1), an older copy after a newer change."""
+    from .gateway.connections import fresh_subscribers
 
-    if not fresh_subscribers(channel).entries():
-        return
-    with exclusive(channel):
-        # Never over a newer render's: a late copy's repair looks for the current one
-        # (repair_copies).
-        if read_version(channel) != version:
-            return
-        state_cache().set(_FRESH_LAST + channel, (version, message), FRESH_SECONDS)
+    return bool(fresh_subscribers(channel).entries())
 
 
 #: The last render kept for fresh subscribers of a channel: ``(version, ws-message)``.
@@ -700,16 +693,14 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 
         tag = f"status-{status}"
         formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
-    turn = _take_version(channel, ticket, tag)
+    kept = formats["ws-message"] if _fresh_subscribers_of(channel) else None
+    turn = _take_version(channel, ticket, tag, kept)
     if turn is None:
         # A later render was sent, or this representation did not change.
         _trace(channel, url, ticket, f"not sent: {tag}")
         return
     previous, version = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
-    # Kept before it is published: a late copy on a connection's channel that arrives after
-    # this item finds it (repair_copies).
-    _keep_for_fresh_subscribers(channel, version, formats["ws-message"])
     publish(channel, formats, id=version, prev_id=previous)
     if status in (404, 410):
         from .publishing import CLOSE
@@ -746,12 +737,17 @@ def _trace(channel: str, url: str, ticket: int, what: str) -> None:
         logger.debug("live URL %s (%s), render %d: %s", channel, url, ticket, what)
 
 
-def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str] | None:
+def _take_version(
+    channel: str, ticket: int, tag: str, kept: dict[str, Any] | None = None
+) -> tuple[str | None, str] | None:
     """The channel's next version for this render, ``(previous, new)``; None when a render
     that started later was already sent (this one is older: publishing it would move every
     subscriber back) or when the channel already names this representation and no
     subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
-    on. One step across processes (``tickets.exclusive``)."""
+    on. One step across processes (``tickets.exclusive``), which also keeps ``kept``, the
+    render's gateway message, for fresh subscribers (``_fresh_subscribers_of``): with its
+    version, never over a newer render's, and before it is published, so that a late copy
+    arriving after it finds it (``repair_copies``)."""
     with exclusive(channel):
         if sent_after(channel, ticket):
             return None
@@ -761,4 +757,8 @@ def _take_version(channel: str, ticket: int, tag: str) -> tuple[str | None, str]
         version = _new_version(tag)
         set_version(channel, version)
         mark_sent(channel, ticket)
+        if kept is not None:
+            from .gateway.connections import FRESH_SECONDS
+
+            state_cache().set(_FRESH_LAST + channel, (version, kept), FRESH_SECONDS)
     return previous, version
