@@ -271,6 +271,67 @@ def test_identical_private_subscriptions_are_rendered_once_per_change(monkeypatc
     assert sorted(renders, key=str) == sorted([None, str(alice.pk)], key=str)
 
 
+def test_shared_pushes_go_out_before_private_gateway_re_renders():
+    """One render of a live URL reaches all of its subscribers; the private gateway
+    subscriptions of the same change cost a render per distinct subscriber. Published
+    after those, the shared push waited seconds behind them under a stream of writes (the
+    large soak's shared subscribers, 5-6 s late); it now goes first."""
+    from tests.drf_helpers import RecordingSink
+
+    users = [make_user(f"u{i}") for i in range(3)]
+    with RecordingSink() as sink:
+        private = connect()
+        for number, (_user, token) in enumerate(users):
+            answer = ask(private, {"id": number, "subscribe": "/api/todos/", "token": token})
+            assert answer["status"] == 200
+        shared = connect()
+        assert ask(shared, {"id": "s", "subscribe": "/api/shared-todos/"})["status"] == 200
+        sink.settle()
+        Todo.objects.create(title="new")
+        kinds = [
+            "shared" if item["channel"].startswith("drf.url.") else "private"
+            for item in sink.settle()
+            if "ws-message" in item.get("formats", {})
+        ]
+    assert kinds.count("private") == 3 and kinds.count("shared") == 1
+    assert kinds[0] == "shared"
+
+
+def test_a_re_render_reads_what_its_subscriptions_were_sent_at_once(monkeypatch):
+    """A re-render shared by many subscriptions read what each had been sent twice, one
+    round trip each (to leave out revoked ones, then to skip an unchanged one): on a busy
+    machine a round trip is milliseconds, and the publisher's pass took seconds (the large
+    soak). Now one read for all of them each time; each send still checks again under its
+    own lock."""
+    from drf_grip.rest.gateway import connections
+
+    visitors = [connect() for _ in range(6)]
+    for ws in visitors:
+        assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
+    assert wait_idle(10) and later.wait_called()
+    single = []
+    real = connections.state_cache
+
+    class Counting:
+        def __getattr__(self, name):
+            target = getattr(real(), name)
+            if name != "get":
+                return target
+
+            def get(key, *args, **kwargs):
+                single.append(key)
+                return target(key, *args, **kwargs)
+
+            return get
+
+    monkeypatch.setattr(connections, "state_cache", Counting)
+    Todo.objects.create(title="new")
+    assert wait_idle(10)
+    for ws in visitors:
+        assert [t["title"] for t in ws.receive_json()["data"]["results"]] == ["new"]
+    assert len([k for k in single if k.startswith("drf_grip:ws:etag:")]) == len(visitors)
+
+
 def test_a_subscription_whose_render_another_process_began_after_the_change_is_left_to_it(
     monkeypatch,
 ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
+from django.db import transaction
 
 from tests.drf_helpers import ProxiedClient, RecordingSink
 from tests.testapp.models import Todo
@@ -66,9 +67,8 @@ def test_few_holds_keep_the_plain_channel(shared_cache):
 def test_a_process_that_never_saw_the_holds_hints_every_bucket(settings, monkeypatch):
     """A per-process cache: a shell publishing for runserver has no counts, so it hints
     every bucket at once rather than miss the clients past the first."""
-    from drf_grip.rest.buckets import bucket_channels
-
     from drf_grip.rest import buckets
+    from drf_grip.rest.buckets import bucket_channels
 
     settings.DRF_GRIP = {"HINT_BUCKETS": 4, "HINT_BUCKET_SIZE": 1}
     cache.clear()
@@ -151,3 +151,60 @@ def test_a_bucket_counted_at_an_older_version_is_still_hinted(shared_cache):
         Todo.objects.create(title="b")
         hinted = [c for c in sink.channels() if c.startswith("drf.testapp.todo~b")]
     assert hinted == ["drf.testapp.todo~b1"]
+
+
+def test_gateway_subscriptions_and_their_re_renders_are_not_counted_as_holds(shared_cache):
+    """A private gateway subscription is delivered by the publisher's re-render, never by a
+    hint, yet its subscribe and every re-render of it counted as a hold of the list's
+    channel: the long-polls that came after them were put in later buckets, hinted only
+    after the publisher paced through the first (the large soak's long-polls waited behind
+    its gateway subscriptions)."""
+    from drf_grip.rest.registry import wait_idle
+    from drf_grip.test import WebSocketTestClient
+
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        sockets = [WebSocketTestClient().connect("/api/ws/") for _ in range(4)]
+        for ws in sockets:
+            ws.send_json({"id": 1, "subscribe": "/api/todos/"})
+            assert ws.receive_json()["status"] == 200
+        Todo.objects.create(title="b")  # re-renders the four subscriptions
+        assert wait_idle(10)
+        for ws in sockets:
+            assert [t["title"] for t in ws.receive_json()["data"]["results"]] == ["b", "a"]
+        sink.settle()
+        assert held_channels(3) == ["drf.testapp.todo"] * 3
+
+
+def test_a_change_of_many_objects_reads_their_hold_counts_at_once(shared_cache, monkeypatch):
+    """Each hinted object channel read its hold count and its bucket marks in two round
+    trips of its own: a burst of writes naming 50 objects cost 100 more round trips, and
+    the publisher's pass (on a busy machine, a round trip is milliseconds) took seconds in
+    the large soak. Now two for all of them."""
+    from drf_grip.rest import buckets
+
+    with RecordingSink() as sink:
+        todos = Todo.objects.bulk_create(Todo(title=f"t{i}") for i in range(50))
+        held_channels(1)  # somebody watches the list
+        sink.settle()
+        reads = []
+        real = buckets.state_cache
+
+        class Counting:
+            def __init__(self, cache):
+                self.cache = cache
+
+            def __getattr__(self, name):
+                if name in ("get", "get_many"):
+                    reads.append(name)
+                return getattr(self.cache, name)
+
+        monkeypatch.setattr(buckets, "state_cache", lambda: Counting(real()))
+        with transaction.atomic():
+            for todo in todos:
+                todo.title += "!"
+                todo.save()
+        hinted = {c for c in sink.channels() if c.startswith("drf.testapp.todo")}
+    assert len(hinted) == 51  # the list and each object
+    assert len(reads) <= 2

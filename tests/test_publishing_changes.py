@@ -220,6 +220,30 @@ def test_holds_name_the_last_id_a_proxy_confirmed(sink):
     assert hold_versions([channel])[channel] == items[channel]["id"]
 
 
+def test_the_first_publish_of_a_channel_starts_its_counter_in_one_write(monkeypatch):
+    """A burst of creates names many object channels nobody held: each first publish made
+    four cache calls (the failed ``incr``, two ``add`` and the ``incr`` again), on a busy
+    machine milliseconds each (the large soak's publisher). Now the failed ``incr`` and one
+    ``add``; its item has no prev-id, and a hold made after it names its id."""
+    from drf_grip.rest import versions
+
+    calls = []
+    real = versions.state_cache
+
+    class Counting:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real(), name)
+
+    monkeypatch.setattr(versions, "state_cache", Counting)
+    channel = "drf.testapp.todo.pk=fresh"
+    previous, new = versions.next_version(channel)
+    assert previous is None and calls == ["incr", "add"]
+    monkeypatch.setattr(versions, "state_cache", real)
+    assert versions.hold_versions([channel])[channel] == new
+    assert versions.next_version(channel) == (new, str(int(new) + 1))
+
+
 def test_a_shared_channel_confirmed_late_keeps_the_newer_confirmed_version():
     """Two processes publish consecutive renders of one live URL and the proxy confirms the
     newer one first. The older one's confirmation must not move the id holds name back: a

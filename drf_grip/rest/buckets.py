@@ -26,7 +26,7 @@ from ..conf import grip_settings
 from .store import per_process_state, state_cache
 from .versions import counters_and_hold_versions
 
-__all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hint"]
+__all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hint", "paced_hints"]
 
 logger = logging.getLogger("drf_grip.publish")
 
@@ -128,16 +128,28 @@ def bucket_channels(channel: str, held: int | None) -> list[str]:
     and any other bucket some hold took within the live timeout (one counted at an older
     version: a hold names the last id the proxy confirmed, which may lag the counter the
     publisher counts at); all of them when the count is unknown (None)."""
+    return _bucket_channels({channel: held})[channel]
+
+
+def _bucket_channels(held: dict[str, int | None]) -> dict[str, list[str]]:
+    """:func:`bucket_channels` of several channels, their marks read in one round trip."""
     buckets, size = _settings()
-    if held is None:
-        count = buckets
-    else:
-        count = 1 if buckets <= 1 else min(buckets, max(1, -(-held // size)))
-    names = [f"{channel}{_SEP}{i}" for i in range(1, buckets)]
-    if count < buckets and names:
-        used = state_cache().get_many([_used_key(name) for name in names[count - 1 :]])
-        names = names[: count - 1] + [n for n in names[count - 1 :] if _used_key(n) in used]
-    return [channel] + names
+    sure: dict[str, list[str]] = {}
+    maybe: dict[str, list[str]] = {}
+    for channel, count in held.items():
+        if count is None:
+            wanted = buckets
+        else:
+            wanted = 1 if buckets <= 1 else min(buckets, max(1, -(-count // size)))
+        names = [f"{channel}{_SEP}{i}" for i in range(1, buckets)]
+        sure[channel] = [channel] + names[: wanted - 1]
+        maybe[channel] = names[wanted - 1 :] if wanted < buckets else []
+    keys = [_used_key(name) for names in maybe.values() for name in names]
+    used = state_cache().get_many(keys) if keys else {}
+    return {
+        channel: sure[channel] + [n for n in maybe[channel] if _used_key(n) in used]
+        for channel in held
+    }
 
 
 #: This process counts holds: with a per-process cache it is then the one origin process
@@ -148,10 +160,18 @@ _counts_holds_here = False
 def _held(channel: str, version: str | None) -> int | None:
     """Holds counted at ``version``; None when this process cannot know (a per-process
     cache in a process that never counted a hold: a shell publishing for runserver)."""
-    value = state_cache().get(count_key(channel, version))
-    if value is None:
-        return None if per_process_state() and not _counts_holds_here else 0
-    return int(value)
+    return _held_many({channel: version})[channel]
+
+
+def _held_many(versions: dict[str, str | None]) -> dict[str, int | None]:
+    """:func:`_held` of several channels, in one round trip."""
+    keys = {channel: count_key(channel, version) for channel, version in versions.items()}
+    found = state_cache().get_many(list(keys.values())) if keys else {}
+    unknown = per_process_state() and not _counts_holds_here
+    return {
+        channel: (int(found[key]) if key in found else None if unknown else 0)
+        for channel, key in keys.items()
+    }
 
 
 _pacers: dict[str, threading.Thread] = {}
@@ -162,16 +182,41 @@ _lock = threading.Lock()
 def paced_hint(channel: str, publish_versioned: Callable[[str], tuple[str | None, str]]) -> None:
     """Hint ``channel`` now, then its other buckets one after another from a pacer thread;
     a change arriving while a pacer runs restarts the round when it ends (latest wins)."""
+    paced_hints([channel], publish_versioned)
+
+
+def paced_hints(
+    channels: list[str], publish_versioned: Callable[[str], tuple[str | None, str]]
+) -> None:
+    """:func:`paced_hint` of each of ``channels``: every channel is hinted first, then the
+    hold counts and bucket marks of all of them are read in two round trips (a burst of
+    writes names dozens of object channels, most of them held by nobody: four round trips
+    each made the publisher's pass seconds long in the large soak)."""
     # The channel itself is hinted (its counter moved) at once, also while a pacer runs:
     # a subscriber that checks the counter after it became findable relies on that
     # (gateway/view.py), and the first bucket's clients need no pacing.
-    previous, new = publish_versioned(channel)
+    hinted: dict[str, tuple[str | None, str]] = {}
+    for channel in channels:
+        hinted[channel] = publish_versioned(channel)
     with _lock:
-        if channel in _pacers:
+        for channel in [c for c in hinted if c in _pacers]:
             _dirty.add(channel)
-            return
-    held = _held(channel, previous)
-    rest = bucket_channels(channel, held)[1:]
+            del hinted[channel]
+    held = _held_many({channel: previous for channel, (previous, _new) in hinted.items()})
+    spread = _bucket_channels(held)
+    for channel, (_previous, new) in hinted.items():
+        _pace_rest(channel, publish_versioned, new, spread[channel][1:], held[channel])
+
+
+def _pace_rest(
+    channel: str,
+    publish_versioned: Callable[[str], tuple[str | None, str]],
+    new: str,
+    rest: list[str],
+    held: int | None,
+) -> None:
+    """The buckets after the first of a channel just hinted: at once when the spread is
+    unknown, else from a pacer thread (one per channel)."""
     if not rest:
         return
     if held is None:

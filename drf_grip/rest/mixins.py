@@ -325,7 +325,8 @@ class _RealtimeBase:
             # then shows up as a prev-id mismatch and the proxy re-requests at once.
             # A stream's next-link answer holds at the versions themselves (see
             # _grip_channels), not at the last ids a proxy confirmed (``hold_versions``).
-            following = context is not None and context.role == "next-link"
+            role = getattr(context, "role", "client")
+            following = role == "next-link"
             if policy.delivery == SHARED:
                 # A shared channel's version names an ETag (shared.py); others are counters.
                 # The version as the publisher sets it, read before the render:
@@ -338,22 +339,26 @@ class _RealtimeBase:
                 )
                 if context is not None:  # (gateway/)
                     context.state["version"] = current[policy.channels[0]]
-            else:
+            elif role != "gateway-render":  # the publisher's replay of one holds nothing
                 counters, held = counters_and_hold_versions(policy.channels)
                 policy.versions = dict(counters) if following else held
                 if context is not None:
                     # Read before the render (the gateway checks them once it is findable).
                     context.state["counters"] = counters
-                from .buckets import assign_buckets
-                from .policies import live_timeout
+                # A gateway subscription is delivered by the publisher's re-render
+                # (gateway/rerender.py), never by a hint: counted as a hold, it put the
+                # long-polls and streams that came after it in later hint buckets.
+                if role != "gateway-subscribe":
+                    from .buckets import assign_buckets
+                    from .policies import live_timeout
 
-                policy.channels, policy.versions, self._realtime_counters = assign_buckets(
-                    policy.channels,
-                    policy.versions,
-                    counters,
-                    live_timeout(),
-                    self._client_identity(),
-                )
+                    policy.channels, policy.versions, self._realtime_counters = assign_buckets(
+                        policy.channels,
+                        policy.versions,
+                        counters,
+                        live_timeout(),
+                        self._client_identity(),
+                    )
         self.realtime_policy = policy
         if context is not None:
             context.policy = policy

@@ -17,12 +17,12 @@ from django.db import models
 
 from ..grip.publisher import publish
 from . import channels as names
+from .buckets import bucketable, paced_hints
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, view_class
 from .registry import Changes, views_for
-from .buckets import bucketable, paced_hint
-from .store import per_process_state
 from .sse import format_event
+from .store import per_process_state
 from .versions import next_version
 
 __all__ = ["publish_committed", "CLOSE", "HINT", "delete_formats"]
@@ -54,11 +54,14 @@ def _publish_versioned(channel: str, formats: dict[str, Any]) -> tuple[str | Non
     return previous, new
 
 
-def _hint(channel: str) -> None:
-    if bucketable(channel):
-        paced_hint(channel, lambda ch: _publish_versioned(ch, HINT))
-    else:
-        _publish_versioned(channel, HINT)
+def _hint(channels: list[str]) -> None:
+    paced: list[str] = []
+    for channel in channels:
+        if bucketable(channel):
+            paced.append(channel)
+        else:
+            _publish_versioned(channel, HINT)
+    paced_hints(paced, lambda ch: _publish_versioned(ch, HINT))
 
 
 def private_channels(
@@ -108,17 +111,19 @@ def publish_model(
     channels = private_channels(model, private_views, pks, partitions)
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.bulk_channel(model))
-    for channel in dict.fromkeys(channels):
-        _hint(channel)
+    _hint(list(dict.fromkeys(channels)))
     if private_views or shared:
         for pk in sorted(deleted, key=str):
             channel = names.object_channel(model, pk)
             _publish_versioned(channel, delete_formats())
             _publish_versioned(channel, CLOSE)
-    # Gateway connections subscribed to this model's private views (their own index).
-    publish_subscriptions(model, pks, deleted, partitions)
+    # One render per live URL reaches all of its subscribers; a private gateway subscription
+    # costs a render per distinct subscriber (rerender.py): under a stream of writes the
+    # shared pushes waited seconds behind those (the large soak), so they go first.
     if shared:
         publish_shared(model, pks, deleted, committed_at)
+    # Gateway connections subscribed to this model's private views (their own index).
+    publish_subscriptions(model, pks, deleted, partitions)
 
 
 _warned_unseen = False

@@ -170,8 +170,13 @@ def next_version(channel: str) -> tuple[str | None, str]:
     try:
         new = cache.incr(_KEY + channel)
     except ValueError:  # no counter yet (or it expired): nobody holds a prev-id of it
-        _start(cache, channel)
-        new = cache.incr(_KEY + channel)
+        # Started at this publish's id in one round trip (a burst of creates names many
+        # fresh object channels). Holds read no confirmed id for it, so they name this id,
+        # which the proxy is about to see.
+        first = secrets.randbits(40)
+        if cache.add(_KEY + channel, first, timeout=_TIMEOUT):
+            return None, str(first)
+        new = cache.incr(_KEY + channel)  # another process started it meanwhile
         return None, str(new)
     return str(new - 1), str(new)
 

@@ -120,6 +120,14 @@ def sent_version(conn: str, key: str) -> str | None:
     return state_cache().get(_ETAG + conn + key)
 
 
+def sent_versions(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+    """:func:`sent_version` of several ``(conn, key)`` subscriptions, in one round trip."""
+    if not pairs:
+        return {}
+    found = state_cache().get_many([_ETAG + conn + key for conn, key in pairs])
+    return {(conn, key): found.get(_ETAG + conn + key) for conn, key in pairs}
+
+
 def set_sent_version(conn: str, key: str, version: str | None) -> None:
     state_cache().set(_ETAG + conn + key, version, timeout=state_timeout())
 

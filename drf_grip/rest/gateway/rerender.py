@@ -38,6 +38,7 @@ from .connections import (
     private_connections,
     send_to_connection,
     sent_version,
+    sent_versions,
     set_sent_version,
 )
 from .messages import change_message, end_message
@@ -183,7 +184,11 @@ def _rerender_all(
     their subscriber; push it to each of them whose representation changed. With ``seen``
     (tickets read after the change committed), members whose render another process began
     since are left to it."""
-    live = [(conn, key, sub) for conn, key, sub in members if sent_version(conn, key) != REVOKED]
+    # What each subscription was last sent is read for all of them at once (round trips per
+    # subscription, several per change, made the publisher's pass seconds long on a busy
+    # machine: the large soak); a send checks again under its lock.
+    known = sent_versions([(conn, key) for conn, key, _sub in members])
+    live = [(conn, key, sub) for conn, key, sub in members if known[(conn, key)] != REVOKED]
     if seen is not None and live:
         names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
         now = current_tickets(names)
@@ -210,8 +215,9 @@ def _rerender_all(
             straddled.append(revoked_status(recorded, first.get("user")))
         return straddled[0]
 
+    sent = sent_versions([(conn, key) for conn, key, _sub in live])  # once the render is made
     for (conn, key, sub), ticket in zip(live, tickets):
-        _send_render(conn, key, sub, ticket, context, response, revoked_meanwhile)
+        _send_render(conn, key, sub, ticket, context, response, revoked_meanwhile, sent)
 
 
 def _send_render(
@@ -222,9 +228,11 @@ def _send_render(
     context: RealtimeContext,
     response: Any,
     revoked_meanwhile: Callable[[], int | None],
+    sent: Mapping[tuple[str, str], str | None],
 ) -> None:
-    """Push one subscription's re-render made with ``ticket``, unless it is outdated,
-    unchanged or its credentials were revoked."""
+    """Push one subscription's re-render made with ``ticket``, unless it is unchanged,
+    outdated or its credentials were revoked. ``sent``: what each subscription had been
+    sent once the render was made."""
     digest = _digest(key)
     name = _ticket_name(conn, digest)
     if overtaken(name, ticket):
@@ -234,11 +242,12 @@ def _send_render(
         _end_revoked(conn, key, sub, revocation_status(response.status_code))
         return
     message, version = change_message(sub, response)
-    if sent_version(conn, key) != version:
-        revoked = revoked_meanwhile()
-        if revoked is not None:
-            _end_revoked(conn, key, sub, revoked)
-            return
+    if sent.get((conn, key)) == version:
+        return  # unchanged
+    revoked = revoked_meanwhile()
+    if revoked is not None:
+        _end_revoked(conn, key, sub, revoked)
+        return
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
         # one would be sent last (tickets.exclusive).
