@@ -332,6 +332,37 @@ def test_a_re_render_reads_what_its_subscriptions_were_sent_at_once(monkeypatch)
     assert len([k for k in single if k.startswith("drf_grip:ws:etag:")]) == len(visitors)
 
 
+def test_a_subscription_this_process_began_re_rendering_after_the_change_is_left_out(
+    monkeypatch,
+):
+    """A change committed while this process re-rendered the subscriptions for an earlier
+    one waited for that pass to end, then re-rendered every subscription again, though the
+    ones rendered after its commit had read it (the large soak: the last change reached
+    gateway subscribers seconds late, behind passes of unchanged renders). Those are left
+    out, as for shared live URLs."""
+    import time as clock
+
+    from drf_grip.rest.gateway import rerender
+
+    ws = connect()
+    assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
+    assert later.wait_called()
+    renders = []
+    real = rerender.subscriber_get
+
+    def counted(recorded, context):
+        renders.append(recorded)
+        return real(recorded, context)
+
+    monkeypatch.setattr(rerender, "subscriber_get", counted)
+    committed = clock.monotonic()
+    rerender.publish_subscriptions(Todo)  # the earlier pass reaches it after the commit
+    rerender.publish_subscriptions(Todo, committed_at=committed)
+    assert len(renders) == 1
+    rerender.publish_subscriptions(Todo, committed_at=clock.monotonic())  # committed since
+    assert len(renders) == 2
+
+
 def test_a_subscription_whose_render_another_process_began_after_the_change_is_left_to_it(
     monkeypatch,
 ):

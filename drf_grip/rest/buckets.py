@@ -90,8 +90,9 @@ def assign_buckets(
             name = f"{channel}{_SEP}{bucket}"
             out.append(name)
             extra.append(name)
-            # Hinted while anyone may hold it, whatever version it was counted at.
-            cache.set(_used_key(name), 1, timeout)
+            # Hinted while anyone may hold it, whatever version it was counted at; the
+            # channel's own mark says that some bucket of it is in use.
+            cache.set_many({_used_key(name): 1, _used_key(channel): 1}, timeout)
     if extra:
         extra_counters, extra_versions = counters_and_hold_versions(extra)
         versions = {**versions, **extra_versions}
@@ -144,8 +145,19 @@ def _bucket_channels(held: dict[str, int | None]) -> dict[str, list[str]]:
         names = [f"{channel}{_SEP}{i}" for i in range(1, buckets)]
         sure[channel] = [channel] + names[: wanted - 1]
         maybe[channel] = names[wanted - 1 :] if wanted < buckets else []
-    keys = [_used_key(name) for names in maybe.values() for name in names]
-    used = state_cache().get_many(keys) if keys else {}
+    # Most channels a change names have no bucket in use (an object's channel, held by
+    # nobody): one mark per channel says which ones to look at (63 marks each were most of
+    # the publisher's time in the large soak).
+    cache = state_cache()
+    looked = [channel for channel, names in maybe.items() if names]
+    some = cache.get_many([_used_key(channel) for channel in looked]) if looked else {}
+    keys = [
+        _used_key(name)
+        for channel in looked
+        if _used_key(channel) in some
+        for name in maybe[channel]
+    ]
+    used = cache.get_many(keys) if keys else {}
     return {
         channel: sure[channel] + [n for n in maybe[channel] if _used_key(n) in used]
         for channel in held

@@ -123,7 +123,7 @@ def publish_model(
     if shared:
         publish_shared(model, pks, deleted, committed_at)
     # Gateway connections subscribed to this model's private views (their own index).
-    publish_subscriptions(model, pks, deleted, partitions)
+    publish_subscriptions(model, pks, deleted, partitions, committed_at)
 
 
 _warned_unseen = False

@@ -131,9 +131,14 @@ def publish_subscriptions(
     pks: set[Any] | None = None,
     deleted: set[Any] = frozenset(),  # type: ignore[assignment]
     partitions: set[str] | None = None,
+    committed_at: float | None = None,
 ) -> None:
     """After a change of ``model``: replay every affected gateway subscription to its private
-    views as its subscriber's own GET, and push those whose representation changed."""
+    views as its subscriber's own GET, and push those whose representation changed.
+    ``committed_at`` (``time.monotonic()``): when the change was handed over; a subscription
+    this process began rendering since read it and is left out (as in
+    ``shared.publish_shared``: under a stream of writes the next pass re-rendered them all,
+    unchanged, while the last change waited)."""
     label = model._meta.label_lower
     conns = [entry["k"] for entry in private_connections(label).entries()]
     if not conns:
@@ -158,7 +163,19 @@ def publish_subscriptions(
          for conn, key, _sub in members]
     )
     for members in same_get.values():
+        if committed_at is not None:
+            members = [
+                (conn, key, sub)
+                for conn, key, sub in members
+                if _began.get(_ticket_name(conn, _digest(key)), -1.0) <= committed_at
+            ]
         _rerender_all(members, seen)
+
+
+#: When this process last began a re-render of each subscription (``time.monotonic()``, by
+#: ticket name): one that began after a change was handed over read it.
+_began: dict[str, float] = {}
+_BEGAN_MAX = 10_000
 
 
 def _replayed_as(sub: Mapping[str, Any]) -> str:
@@ -200,7 +217,12 @@ def _rerender_all(
     # Another process may re-render these subscriptions for its own commit at the same
     # time: the render that started later sends (tickets.py). So every subscription takes
     # its ticket before the one render.
-    tickets = [take_ticket(_ticket_name(conn, _digest(key))) for conn, key, _sub in live]
+    names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
+    if len(_began) >= _BEGAN_MAX:
+        _began.clear()
+    began = time.monotonic()  # before the tickets, before the render reads
+    _began.update(dict.fromkeys(names, began))
+    tickets = [take_ticket(name) for name in names]
     try:
         recorded = RecordedRequest.from_dict(first["req"])
         response, _inner = subscriber_get(recorded, context)
