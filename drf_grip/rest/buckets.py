@@ -26,7 +26,7 @@ from ..conf import grip_settings
 from .store import per_process_state, state_cache
 from .versions import counters_and_hold_versions
 
-__all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hint", "paced_hints"]
+__all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hints"]
 
 logger = logging.getLogger("drf_grip.publish")
 
@@ -191,19 +191,14 @@ _dirty: set[str] = set()
 _lock = threading.Lock()
 
 
-def paced_hint(channel: str, publish_versioned: Callable[[str], tuple[str | None, str]]) -> None:
-    """Hint ``channel`` now, then its other buckets one after another from a pacer thread;
-    a change arriving while a pacer runs restarts the round when it ends (latest wins)."""
-    paced_hints([channel], publish_versioned)
-
-
 def paced_hints(
     channels: list[str], publish_versioned: Callable[[str], tuple[str | None, str]]
 ) -> None:
-    """:func:`paced_hint` of each of ``channels``: every channel is hinted first, then the
-    hold counts and bucket marks of all of them are read in two round trips (a burst of
-    writes names dozens of object channels, most of them held by nobody: four round trips
-    each made the publisher's pass seconds long in the large soak)."""
+    """Hint each of ``channels`` now, then its other buckets one after another from a pacer
+    thread; a change arriving while a pacer runs restarts the round when it ends (latest
+    wins). The hold counts and bucket marks of all of them are read at once: a burst of
+    writes names dozens of object channels, most of them held by nobody, and four round
+    trips each made the publisher's pass seconds long in the large soak."""
     # The channel itself is hinted (its counter moved) at once, also while a pacer runs:
     # a subscriber that checks the counter after it became findable relies on that
     # (gateway/view.py), and the first bucket's clients need no pacing.
