@@ -287,6 +287,7 @@ def test_shared_pushes_go_out_before_private_gateway_re_renders():
         shared = connect()
         assert ask(shared, {"id": "s", "subscribe": "/api/shared-todos/"})["status"] == 200
         sink.settle()
+        assert later.wait_called()  # the answers' settles ran: only the change's pushes follow
         Todo.objects.create(title="new")
         kinds = [
             "shared" if item["channel"].startswith("drf.url.") else "private"

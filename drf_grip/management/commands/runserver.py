@@ -49,6 +49,31 @@ class RedactedAccessLog(logging.Filter):
         return True
 
 
+class _StopRequest:
+    """What SIGINT and SIGTERM ask of the server process: stop (uvicorn answers its clients
+    first), and a second Ctrl-C after ``_FORCE_AFTER`` s stops at once.
+
+    Set from a signal handler, which may run again inside itself: Ctrl-C reaches the whole
+    process group and the reloader's parent passes its own on as SIGTERM, so two signals
+    arrive together. A ``threading.Event`` here deadlocked on its own lock when the second
+    arrived inside the first's ``set()`` (CI: the server process never exited after Ctrl-C).
+    So plain attributes only, each written so that a nested call between any two of them
+    still reads a consistent request."""
+
+    def __init__(self) -> None:
+        self.first = 0.0
+        self.asked = False
+
+    def ask(self, signum: int, server: Any) -> None:
+        now = time.monotonic()
+        if not self.asked:
+            self.first = now  # before ``asked``: a nested call never sees a stop at 0.0
+            self.asked = True
+            server.should_exit = True
+        elif signum == signal.SIGINT and now - self.first > _FORCE_AFTER:
+            server.force_exit = True
+
+
 class Command(RunserverCommand):
     help = "Starts the ASGI development server (uvicorn) with drf-grip's realtime."
 
@@ -155,21 +180,13 @@ class Command(RunserverCommand):
 
     def run_watched(self, **options: Any) -> None:
         """The reloader's server process: uvicorn in a thread, file watching and signals here."""
-        stopping = threading.Event()  # a signal asked the server to stop
-        stopped = threading.Event()  # ... and it answered its clients and returned
-        first_signal = [0.0]
+        stop = _StopRequest()
+        stopped = threading.Event()  # a signal asked the server to stop, and it returned
 
         def on_signal(signum: int, frame: Any) -> None:
-            server = self._server
-            if stopped.is_set() or server is None:
+            if stopped.is_set() or self._server is None:
                 raise KeyboardInterrupt  # nothing is served (yet, or any more)
-            now = time.monotonic()
-            if not stopping.is_set():
-                stopping.set()
-                first_signal[0] = now
-                server.should_exit = True
-            elif signum == signal.SIGINT and now - first_signal[0] > _FORCE_AFTER:
-                server.force_exit = True
+            stop.ask(signum, self._server)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
@@ -178,7 +195,7 @@ class Command(RunserverCommand):
             try:
                 self.inner_run(*args, **kwargs)
             finally:
-                if stopping.is_set():
+                if stop.asked:
                     # Wake the file watcher (it sleeps between scans) so the process exits.
                     stopped.set()
                     signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
