@@ -38,6 +38,8 @@ from .render import RecordedRequest, record, subscriber_get
 from .sse import EVENT_STREAM, format_event, media_type_as
 from .store import SlotIndex, state_cache
 from .tickets import (
+    began_since,
+    begin_renders,
     current_tickets,
     exclusive,
     mark_sent,
@@ -433,12 +435,6 @@ def affected_live_urls(
     return list(unique.values())
 
 
-#: When this process last began a render of each live URL (``time.monotonic()``, keyed by
-#: channel): a render that began after a change was handed over read it.
-_render_began: dict[str, float] = {}
-_RENDER_BEGAN_MAX = 10_000
-
-
 def publish_shared(
     model: type[models.Model],
     pks: set[Any] | None,
@@ -465,7 +461,7 @@ def publish_shared(
         if overtaken(channel, seen[channel]):
             _trace(channel, entry["url"], seen[channel], "covered by a render begun since")
             continue
-        if committed_at is not None and _render_began.get(channel, -1.0) > committed_at:
+        if began_since(channel, committed_at):
             _trace(channel, entry["url"], seen[channel], "covered by a render begun since here")
             continue
         try:
@@ -649,9 +645,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     # Several processes render one live URL; an older render published after a newer one
     # would leave every SSE and gateway subscriber on it (its id chains onto the newer one's,
     # and Pushpin does not order ws-message items at all): tickets.py.
-    if len(_render_began) >= _RENDER_BEGAN_MAX:
-        _render_began.clear()
-    _render_began[channel] = time.monotonic()  # before the ticket, before the render reads
+    begin_renders([channel])  # before the ticket, before the render reads
     ticket = take_ticket(channel)
     try:
         status, body, headers, etag = render_live(recorded)

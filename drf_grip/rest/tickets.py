@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from .store import state_cache
 
 __all__ = [
+    "began_since",
+    "begin_renders",
     "current_tickets",
     "exclusive",
     "mark_sent",
@@ -50,6 +52,28 @@ def take_ticket(name: str) -> int:
         if cache.add(_KEY + name, first, _TIMEOUT):  # unless another process took it a
             return first  # moment ago
         return int(cache.incr(_KEY + name))
+
+
+#: When this process last began a render of each name (``time.monotonic()``). A change
+#: committed while this process's publish of an earlier one was rendering waits for that
+#: pass to end; what the pass began rendering after the commit read it, and need not be
+#: rendered again for it (the large soak and the multi-process test: passes of unchanged
+#: renders ahead of the last change). Per process, bounded.
+_began: dict[str, float] = {}
+_BEGAN_MAX = 10_000
+
+
+def begin_renders(names: list[str]) -> None:
+    """Note that renders of ``names`` begin now: before their tickets, before they read."""
+    if len(_began) >= _BEGAN_MAX:
+        _began.clear()
+    _began.update(dict.fromkeys(names, time.monotonic()))
+
+
+def began_since(name: str, committed_at: float | None) -> bool:
+    """Whether this process began a render of ``name`` after ``committed_at`` (a
+    ``time.monotonic()`` taken once the change was handed over; None: unknown, no)."""
+    return committed_at is not None and _began.get(name, -1.0) > committed_at
 
 
 def current_tickets(names: list[str]) -> dict[str, int]:

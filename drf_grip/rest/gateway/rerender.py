@@ -25,6 +25,8 @@ from ..context import RealtimeContext
 from ..render import RecordedRequest, revocation_status, revoked_status, subscriber_get
 from ..store import state_cache
 from ..tickets import (
+    began_since,
+    begin_renders,
     current_tickets,
     exclusive,
     mark_sent,
@@ -163,19 +165,12 @@ def publish_subscriptions(
          for conn, key, _sub in members]
     )
     for members in same_get.values():
-        if committed_at is not None:
-            members = [
-                (conn, key, sub)
-                for conn, key, sub in members
-                if _began.get(_ticket_name(conn, _digest(key)), -1.0) <= committed_at
-            ]
+        members = [
+            (conn, key, sub)
+            for conn, key, sub in members
+            if not began_since(_ticket_name(conn, _digest(key)), committed_at)
+        ]
         _rerender_all(members, seen)
-
-
-#: When this process last began a re-render of each subscription (``time.monotonic()``, by
-#: ticket name): one that began after a change was handed over read it.
-_began: dict[str, float] = {}
-_BEGAN_MAX = 10_000
 
 
 def _replayed_as(sub: Mapping[str, Any]) -> str:
@@ -218,10 +213,7 @@ def _rerender_all(
     # time: the render that started later sends (tickets.py). So every subscription takes
     # its ticket before the one render.
     names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
-    if len(_began) >= _BEGAN_MAX:
-        _began.clear()
-    began = time.monotonic()  # before the tickets, before the render reads
-    _began.update(dict.fromkeys(names, began))
+    begin_renders(names)  # before the tickets, before the render reads
     tickets = [take_ticket(name) for name in names]
     try:
         recorded = RecordedRequest.from_dict(first["req"])
