@@ -132,6 +132,40 @@ def test_paused_publishes_once_at_the_end(sink):
     assert channels.count("drf.testapp.todo") == 1 and "drf.testapp.todo.*" in channels
 
 
+def test_a_paused_block_that_raises_still_publishes_what_it_committed(sink):
+    """An import that fails halfway has committed rows (autocommit): watchers must hear of
+    them (DESIGN.md §2: never drop changes silently)."""
+    with pytest.raises(ValueError):
+        with paused():
+            todo = Todo.objects.create(title="committed")
+            raise ValueError
+    channels = sink.channels()
+    assert channels.count("drf.testapp.todo") == 1
+    assert f"drf.testapp.todo.{todo.pk}" in channels
+
+
+def test_a_paused_block_publishes_nothing_that_rolled_back(sink):
+    with paused():
+        with pytest.raises(RuntimeError):
+            with transaction.atomic():
+                Todo.objects.create(title="never")
+                raise RuntimeError
+    assert sink.settle() == []
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            with paused(Todo):
+                Todo.objects.create(title="never either")
+            raise RuntimeError
+    assert sink.settle() == []
+    with transaction.atomic():
+        with paused():
+            todo = Todo.objects.create(title="kept")
+        assert sink.settle() == []  # not before its commit
+    channels = sink.channels()
+    assert channels.count("drf.testapp.todo") == 1
+    assert f"drf.testapp.todo.{todo.pk}" in channels
+
+
 def test_shared_change_renders_once_per_live_url_whatever_the_subscribers(sink, settings):
     from tests.drf_helpers import ProxiedClient
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, transaction
@@ -186,8 +187,7 @@ class _Batch:
 
     def flush(self) -> None:
         changes, self.changes = self.changes, Changes()
-        if changes:
-            _worker().submit(changes)
+        _submit(changes)
 
 
 _local = threading.local()
@@ -201,10 +201,17 @@ def _record(
     partitions: Iterable[str] | None = None,
 ) -> None:
     paused_changes = getattr(_local, "paused", None)
-    if paused_changes is not None:
-        paused_changes.add(model, pks, deleted, partitions)
-        return
     connection = transaction.get_connection(using)
+    if paused_changes is not None:
+        if connection.in_atomic_block:
+            # Counted only once committed: a block that raises publishes what it committed.
+            pks = None if pks is None else list(pks)
+            transaction.on_commit(
+                partial(paused_changes.add, model, pks, deleted, partitions), using=using
+            )
+        else:
+            paused_changes.add(model, pks, deleted, partitions)
+        return
     if not connection.in_atomic_block:
         changes = Changes()
         changes.add(model, pks, deleted, partitions)
@@ -327,24 +334,38 @@ def paused(*models_: type[models.Model], using: str = DEFAULT_DB_ALIAS) -> Itera
     """Hold back auto-publishing for a block (an import); publish once at its end.
 
     Models named here are announced as a whole (their bulk channel), for changes that sent
-    no signal; changes seen through signals are published too.
+    no signal; changes seen through signals are published too. A block that raises still
+    publishes what it committed (rows written in autocommit, transactions that committed
+    inside it), never what rolled back; inside a transaction, all of it waits for that
+    transaction's commit.
     """
     outer = getattr(_local, "paused", None)
+    if outer is not None:  # nested: the outermost block publishes
+        try:
+            yield
+        finally:
+            for model in models_:
+                outer.add(model, None)
+        return
     mine = Changes()
     _local.paused = mine
     try:
         yield
     finally:
-        _local.paused = outer
-    for model in models_:
-        mine.add(model, None)
-    if outer is not None:
-        outer.merge(mine)
-        return
-    for model, pks in mine.updated.items():
-        _record(model, pks, False, using)
-    for model, pks in mine.deleted.items():
-        _record(model, pks, True, using)
+        _local.paused = None
+        for model in models_:
+            mine.add(model, None)
+        if transaction.get_connection(using).in_atomic_block:
+            # Changes recorded in this transaction join ``mine`` from their own on_commit
+            # callbacks, which run before this one (Django runs them in order).
+            transaction.on_commit(partial(_submit, mine), using=using)
+        else:
+            _submit(mine)
+
+
+def _submit(changes: Changes) -> None:
+    if changes:
+        _worker().submit(changes)
 
 
 # -- the worker ---------------------------------------------------------------------------

@@ -68,6 +68,35 @@ def test_runserver_serves_http_through_the_embedded_proxy():
     assert process.returncode == 0, "".join(output) + rest
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("reload", [True, False], ids=["autoreload", "noreload"])
+def test_a_port_in_use_is_reported_and_the_server_exits(reload):
+    """uvicorn exits 3 when it cannot bind, the code Django's reloader restarts on: with the
+    port taken, runserver logged the error once a second for ever (black-box probe)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(os.environ, DJANGO_SETTINGS_MODULE="tests.settings", PYTHONUNBUFFERED="1")
+        args = [sys.executable, "-m", "django", "runserver", "--skip-checks", f"127.0.0.1:{port}"]
+        if not reload:
+            args.insert(4, "--noreload")
+        process = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+            pytest.fail(f"runserver kept running with its port taken:\n{output[-2000:]}")
+    assert process.returncode == 1, output
+    assert output.count("That port is already in use.") == 1, output
+
+
 @override_settings(GRIP_URL="https://user:pa55word@api.fanout.io/realm/r1?iss=r1&key=c2VjcmV0LWtleQ")
 def test_the_banner_names_the_proxy_without_credentials():
     command = load_command_class("drf_grip", "runserver")

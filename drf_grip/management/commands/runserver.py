@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -207,6 +208,19 @@ class Command(RunserverCommand):
         except KeyboardInterrupt:
             pass
 
+    def _try_bind(self, host: str, port: int) -> None:
+        """Raise the ``OSError`` that binding ``host:port`` meets now (port taken, no
+        permission, address not ours); anything else is left for uvicorn to report."""
+        family = socket.AF_INET6 if self._raw_ipv6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As uvicorn binds: a port left in TIME_WAIT is free, one with a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+                    raise
+
     def inner_run(self, *args: Any, **options: Any) -> None:
         import uvicorn
 
@@ -261,6 +275,10 @@ class Command(RunserverCommand):
                 access.addFilter(RedactedAccessLog())
         server = self._server = Server(config, on_started=announce)
         try:
+            # uvicorn logs a failed bind and exits with 3, the code that tells Django's
+            # reloader to start the server again: with the port taken it restarted once a
+            # second, for ever. Bind once first, as Django's runserver reports it.
+            self._try_bind(host, int(self.port))
             server.run()
         except OSError as exc:
             messages = {
@@ -271,8 +289,9 @@ class Command(RunserverCommand):
             self.stderr.write(f"Error: {messages.get(exc.errno, exc)}")
             os._exit(1)
         except SystemExit as exc:
-            if exc.code:  # uvicorn exits 1 when it cannot bind; in the reloader's thread too
-                os._exit(int(exc.code) if isinstance(exc.code, int) else 1)
+            if exc.code:  # uvicorn could not start; never 3 (see above), in any thread
+                self.stderr.write("Error: the server could not start (see the log above).")
+                os._exit(1)
             raise
         except KeyboardInterrupt:
             shutdown_message = options.get("shutdown_message", "")
