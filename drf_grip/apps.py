@@ -9,6 +9,7 @@ class DrfGripConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
+        from .grip.error_reports import hide_grip_secrets
         from .grip.middleware import register_path_handler
         from .grip.publish_hooks import register_delivered_hook
         from .rest.registry import connect_signals
@@ -16,6 +17,8 @@ class DrfGripConfig(AppConfig):
         from .rest.versions import acknowledge
 
         connect_signals()
+        # Django's error reports show settings and headers by name: hide GRIP's secrets.
+        hide_grip_secrets()
         # Holds subscribe with the ids a proxy has confirmed (rest/versions.hold_versions).
         register_delivered_hook(acknowledge)
         # Stream next links are fetched by the proxy; the GRIP middleware answers them.

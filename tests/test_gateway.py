@@ -495,7 +495,17 @@ def test_closed_connection_leaves_no_state():
         ('{"id": 1, "hello": true}', 400, "unknown message type"),
         ('{"id": 1, "url": "/nowhere/"}', 404, "not found"),
         ('{"id": 1, "subscribe": "/nowhere/"}', 404, "not found"),
-        ('{"id": 1, "subscribe": "/api/"}', 400, "not a realtime URL"),
+        ('{"id": 1, "subscribe": "/api/"}', 400, "nothing live at /api/"),
+        # Black-box probe: these ran the subscribe and dropped the rest, answered a stream's
+        # body as a string, or gave a misleading reason.
+        ('{"id": 1, "subscribe": "/api/todos/", "method": "DELETE", "url": "/api/todos/1/"}',
+         400, "one of a request, subscribe or unsubscribe"),
+        ('{"id": 1, "subscribe": "/api/todos/", "unsubscribe": 2}', 400, "one of a request"),
+        ('{"id": 1, "subscribe": "/api/todos/", "headers": {"accept": "text/event-stream"}}',
+         406, "not text/event-stream"),
+        ('{"id": 1, "subscribe": "/api/todos/", "headers": {"Accept": "text/html"}}',
+         400, "browsable API page is not live"),
+        ('{"id": "' + "x" * 201 + '", "url": "/api/todos/"}', 400, "at most 200 characters"),
         ('{"id": 1, "url": "http://evil.example/api/todos/"}', 400, "path"),
         ('{"id": 1, "method": "BREW", "url": "/api/todos/"}', 400, "method"),
         ('{"id": {"a": 1}, "url": "/api/todos/"}', 400, "id"),

@@ -153,6 +153,35 @@ def test_a_write_with_a_validator_answers_the_etag_for_the_next_one(todos):
     assert second["ETag"] == client.get(url)["ETag"] != first["ETag"]
 
 
+def test_if_match_compares_the_etag_this_clients_get_was_given(todos):
+    """One ETag for watching and editing (DESIGN.md §1), whatever the client negotiated:
+    ``indent=4`` changes the bytes, and the browsable API (no ETag of its own) writes with
+    JSON's. Both got 412 for ever (black-box probe)."""
+    url = _detail(todos[0])
+    indented = "application/json; indent=4"
+    etag = APIClient().get(url, HTTP_ACCEPT=indented)["ETag"]
+    assert etag != APIClient().get(url)["ETag"]
+    resp = APIClient().patch(
+        url, {"title": "indented"}, format="json", HTTP_ACCEPT=indented, HTTP_IF_MATCH=etag
+    )
+    assert resp.status_code == 200 and resp["ETag"] == APIClient().get(
+        url, HTTP_ACCEPT=indented
+    )["ETag"]
+    etag = APIClient().get(url)["ETag"]
+    for accept in ("text/html", None):
+        headers = {"HTTP_ACCEPT": accept} if accept else {}
+        path = url if accept else url + "?format=api"
+        stale = APIClient().patch(
+            path, {"title": "x"}, format="json", HTTP_IF_MATCH='"stale"', **headers
+        )
+        assert stale.status_code == 412
+        ok = APIClient().patch(
+            path, {"title": f"page {accept}"}, format="json", HTTP_IF_MATCH=etag, **headers
+        )
+        assert ok.status_code == 200, ok.content[:200]
+        etag = APIClient().get(url)["ETag"]
+
+
 def test_filters_and_pages_have_their_own_etags(todos):
     a = APIClient().get("/api/todos/?done=false&page=1")
     b = APIClient().get("/api/todos/?done=true&page=1")

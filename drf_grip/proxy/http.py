@@ -225,10 +225,12 @@ class HttpSession:
 
     async def _respond(self, status: int, headers: RawHeaders, body: bytes) -> None:
         headers = without_headers(headers, "content-length", "transfer-encoding", grip=True)
-        if status in _NO_BODY_STATUSES or self.scope.get("method") == "HEAD":
+        if status in _NO_BODY_STATUSES:
             body = b""
-        if status not in _NO_BODY_STATUSES:
+        else:
             headers.append((b"content-length", str(len(body)).encode()))
+        if self.scope.get("method") == "HEAD":
+            body = b""  # with the length a GET's body has (RFC 9110 §8.6), as Pushpin does
         await self._start_response(status, headers)
         await self._write(body, more=False)
 

@@ -16,7 +16,7 @@ import logging
 import re
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
@@ -31,6 +31,7 @@ from ..protocol import Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag
+from .preconditions import guards_write, row_lock
 from .render import CREDENTIALS_CHECK
 from .sse import (
     EVENT_STREAM,
@@ -50,7 +51,6 @@ from .versions import (
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
 
 _WAIT = re.compile(r"wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
-_WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
 
 logger = logging.getLogger("drf_grip.subscribe")
@@ -262,6 +262,17 @@ class _RealtimeBase:
 
     # -- request cycle ----------------------------------------------------------------------
 
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        # A conditional write: its check and the write in one transaction, after a lock on
+        # the object's row (preconditions.py says why the lock comes first).
+        lock = row_lock(self, kwargs) if guards_write(request) else None
+        if lock is None:
+            return super().dispatch(request, *args, **kwargs)
+        using, take = lock
+        with transaction.atomic(using=using):
+            take()
+            return super().dispatch(request, *args, **kwargs)
+
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         self._drop_stream_format(request)
@@ -283,9 +294,7 @@ class _RealtimeBase:
                 context.revoked = True
         if context is not None and context.role == CREDENTIALS_CHECK:
             raise _Checked
-        if request.method in _WRITES and (
-            request.META.get("HTTP_IF_MATCH") or request.META.get("HTTP_IF_NONE_MATCH")
-        ):
+        if guards_write(request):
             self.check_preconditions(request)
         if not self._realtime_kind:
             return
@@ -556,11 +565,18 @@ class _RealtimeBase:
         instance = self.get_object()
         serializer = self.get_serializer(instance)
         renderer = request.accepted_renderer
-        if isinstance(renderer, EventStreamRenderer) or not hasattr(renderer, "render"):
-            renderer = EventStreamRenderer()
+        media_type = getattr(request, "accepted_media_type", None) or renderer.media_type
+        if isinstance(renderer, (EventStreamRenderer, BrowsableAPIRenderer)) or not hasattr(
+            renderer, "render"
+        ):
+            # A stream's events carry the JSON representation's ETag; DRF's browsable API
+            # serves no ETag (see initial), so a write from it is checked against JSON's.
+            renderer, media_type = EventStreamRenderer(), "application/json"
         context = self.get_renderer_context()
         context["response"] = Response(serializer.data)
-        content = renderer.render(serializer.data, "application/json", context)
+        # The media type as negotiated, parameters included: ``indent=4`` changes the bytes,
+        # and so the ETag this client's GET was given.
+        content = renderer.render(serializer.data, media_type, context)
         if isinstance(content, str):
             content = content.encode()
         return self.get_etag(content)

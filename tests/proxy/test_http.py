@@ -52,6 +52,29 @@ def test_long_poll_gets_the_published_response_merged_onto_the_hold(server: Prox
     assert server.proxy.wait_for_idle("todo")
 
 
+def test_a_woken_head_long_poll_has_the_get_s_content_length_and_no_body(
+    server: ProxyServer, origin: Origin
+):
+    """RFC 9110 §9.3.2/§8.6: a HEAD's Content-Length is what a GET's would be. The embedded
+    proxy answered a woken HEAD ``content-length: 0``; Pushpin the body's length (probe)."""
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo"), ("ETag", '"v1"')], ""))
+    pushed = '{"title": "new"}'
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.head("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            await in_thread(server.publish, {
+                "channel": "todo",
+                "formats": {"http-response": {"code": 200, "headers": {"ETag": '"v2"'}, "body": pushed}},
+            })
+            return await poll
+
+    response = run(scenario())
+    assert response.status_code == 200 and response.headers["etag"] == '"v2"'
+    assert response.headers["content-length"] == str(len(pushed)) and response.content == b""
+
+
 def test_timeout_answers_the_held_response_with_grip_status(server: ProxyServer, origin: Origin):
     origin.route("/todo/")(lambda r: Response(
         200, HOLD + [("Grip-Channel", "todo"), ("Grip-Timeout", "1"), ("Grip-Status", "304"), ("ETag", '"v1"')], ""

@@ -40,6 +40,7 @@ from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..render import record
 from ..shared import send_after_answer
+from ..sse import EVENT_STREAM
 from ..versions import read_versions
 from .connections import (
     connection_key,
@@ -138,7 +139,16 @@ class RealtimeGateway(WebSocketView):
             message_id = data.get("id")
             if not valid_id(message_id):
                 message_id = None
-                raise MessageError(400, "id must be a string or an integer")
+                raise MessageError(
+                    400, "id must be a string of at most 200 characters or an integer"
+                )
+            kinds = [k for k in ("subscribe", "unsubscribe") if k in data]
+            if "url" in data or "method" in data:
+                kinds.append("request")
+            if len(kinds) > 1:
+                raise MessageError(
+                    400, f"a message is one of a request, subscribe or unsubscribe: got {kinds}"
+                )
             if "subscribe" in data:
                 return self.subscribe(request, ctx, conn, state, data), True
             if "unsubscribe" in data:
@@ -206,6 +216,13 @@ class RealtimeGateway(WebSocketView):
         url = data["subscribe"]
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
+        accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
+        if EVENT_STREAM in accept.lower():
+            # Its answer would be a stream's body, a string in "data", and its events objects.
+            raise MessageError(
+                406, "a subscription's events come from the gateway: ask for JSON, "
+                "not text/event-stream"
+            )
         ticket = changed_since = None
         attempts = 3
         for attempt in range(1, attempts + 1):
@@ -218,7 +235,11 @@ class RealtimeGateway(WebSocketView):
                 return answer_of(sub_id, response)
             policy = context.policy
             if policy is None:
-                raise MessageError(400, f"not a realtime URL: {path}")
+                raise MessageError(
+                    400, f"nothing live at {path} in the media type asked for: subscribe to "
+                    "a realtime view's list or detail URL, as JSON (DRF's browsable API "
+                    "page is not live)"
+                )
             answer = answer_of(sub_id, response)
             if policy.delivery == SHARED:
                 answer = self._subscribe_shared(ctx, conn, state, key, sub_id, url, policy, answer)
