@@ -8,9 +8,9 @@ def check_publish_endpoints(app_configs=None, **kwargs):
     ``runserver`` is the documented development setup (the README's install omits GRIP_URL),
     so saying it on every command would only teach people to ignore checks; an explicit
     DRF_GRIP["EMBEDDED_URL"] is a choice, not an oversight."""
-    from .conf import grip_settings
-
     from django.conf import settings
+
+    from .conf import grip_settings
 
     if grip_settings.configured or "EMBEDDED_URL" in (getattr(settings, "DRF_GRIP", None) or {}):
         return []
@@ -130,5 +130,63 @@ def check_state_cache_room(app_configs=None, **kwargs):
                 "several processes can share. DRF_GRIP['VERSION_CACHE'] names the cache."
             ),
             id="drf_grip.W003",
+        )
+    ]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_grip_middleware(app_configs=None, **kwargs):
+    """W004 when realtime views or a gateway are served without ``GripMiddleware``: no
+    request then counts as the proxy's, so a long-poll answers 304 at once, a stream ends
+    after its first event and nothing says why (a day-one probe)."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    from .grip.middleware import GripMiddleware
+    from .rest.registry import gateway_views, realtime_views
+
+    for path in getattr(settings, "MIDDLEWARE", None) or ():
+        try:
+            middleware = import_string(path)
+        except ImportError:
+            continue  # Django reports it
+        if isinstance(middleware, type) and issubclass(middleware, GripMiddleware):
+            return []
+    views = sorted({v.__name__ for v in realtime_views()} | {v.__name__ for v in gateway_views()})
+    if not views:
+        return []
+    return [
+        checks.Warning(
+            "drf_grip.middleware.GripMiddleware is not in MIDDLEWARE: realtime views answer "
+            "as if no GRIP proxy were there (a long-poll returns 304 at once, a stream ends "
+            "after its first event, WebSocket-over-HTTP is not handled).",
+            hint="Add 'drf_grip.middleware.GripMiddleware' early in MIDDLEWARE. Views: "
+            + ", ".join(views[:5]),
+            id="drf_grip.W004",
+        )
+    ]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_runserver(app_configs=None, **kwargs):
+    """W005 when another app's ``runserver`` wins over drf-grip's while no GRIP proxy is
+    configured: Django uses the command of the first app in INSTALLED_APPS that has one
+    (``django.contrib.staticfiles`` does), and that one serves no embedded GRIP proxy."""
+    from django.core.management import get_commands
+
+    from .conf import grip_settings
+
+    if grip_settings.configured:
+        return []
+    owner = get_commands().get("runserver")
+    if owner in (None, "drf_grip"):
+        return []
+    return [
+        checks.Warning(
+            f"'runserver' is {owner}'s, not drf-grip's: it serves no embedded GRIP proxy, so "
+            "long-polls, streams and the WebSocket gateway will not be held.",
+            hint=f"Put 'drf_grip' before '{owner}' in INSTALLED_APPS, or set GRIP_URL to "
+            "run behind Pushpin.",
+            id="drf_grip.W005",
         )
     ]

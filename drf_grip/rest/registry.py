@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
 
@@ -59,6 +60,16 @@ def register_view(view_class: type) -> None:
         model = None
     if model is None:
         return
+    from django.apps import apps
+
+    if apps.ready and not apps.is_installed("drf_grip"):
+        # Its ready() connects the signals that publish changes: without it every change
+        # is dropped while reads still answer (a day-one probe: a POST published nothing).
+        raise ImproperlyConfigured(
+            f"{view_class.__name__} is a realtime view, but 'drf_grip' is not in "
+            "INSTALLED_APPS: add it (before 'django.contrib.staticfiles', whose runserver "
+            "would otherwise serve without the embedded GRIP proxy)."
+        )
     register_live_model(model, view_class)
 
 
@@ -506,6 +517,12 @@ def gateway_views() -> list[type]:
     """Gateway view classes of the URLconf (for system checks and warnings)."""
     _ensure_loaded()
     return list(_gateways)
+
+
+def realtime_views() -> list[type]:
+    """Realtime view classes of the URLconf (for system checks)."""
+    _ensure_loaded()
+    return [view for views in list(_views.values()) for view in views]
 
 
 def shared_views() -> list[type]:

@@ -1,4 +1,4 @@
-"""ASGI entry point: ``uvicorn sample_api.asgi:application`` in production.
+"""ASGI entry point: ``uvicorn --app-dir sample_api sample_api.asgi:application`` in production.
 
 Without GRIP_URL the app is wrapped in drf-grip's embedded GRIP proxy; with it, the app is a
 plain origin for Pushpin or Fanout.

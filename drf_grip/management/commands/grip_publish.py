@@ -92,7 +92,8 @@ class Command(BaseCommand):
         except PublishError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
-            f"Published {action} to {item['channel']!r} ({', '.join(formats)}) "
+            f"Published {'a ' + action if action != 'send' else 'an item'} to "
+            f"{item['channel']!r} ({', '.join(formats)}) "
             f"at {', '.join(destinations)}"
         )
 

@@ -1,0 +1,51 @@
+"""Day-one mistakes are named, not silent (a probe that set up a project from the README and
+left out one step at a time): the middleware, the app, the app's place."""
+
+from __future__ import annotations
+
+import pytest
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+from rest_framework import viewsets
+
+from drf_grip import RealtimeMixin
+from tests.testapp.models import Todo
+from tests.testapp.realtime_views import TodoSerializer
+
+
+def _ids() -> set[str]:
+    return {m.id for m in checks.run_checks() if m.id and m.id.startswith("drf_grip.")}
+
+
+def test_realtime_views_without_grip_middleware_are_named(settings):
+    assert "drf_grip.W004" not in _ids()
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "GripMiddleware" not in m]
+    (warning,) = [m for m in checks.run_checks() if m.id == "drf_grip.W004"]
+    assert "GripMiddleware" in warning.msg and "TodoViewSet" in warning.hint
+
+
+def test_another_apps_runserver_without_a_proxy_is_named(monkeypatch):
+    from django.core import management
+
+    assert "drf_grip.W005" not in _ids()  # drf_grip comes first in the test settings
+    commands = {**management.get_commands(), "runserver": "django.contrib.staticfiles"}
+    monkeypatch.setattr(management, "get_commands", lambda: commands)
+    (warning,) = [m for m in checks.run_checks() if m.id == "drf_grip.W005"]
+    assert "django.contrib.staticfiles" in warning.msg and "before" in warning.hint
+    with override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=k"):
+        assert "drf_grip.W005" not in _ids()  # behind Pushpin any runserver serves
+
+
+def test_a_realtime_view_without_the_app_installed_fails_loudly(monkeypatch):
+    """Without ``drf_grip`` in INSTALLED_APPS no signal is connected: every change was
+    dropped while reads answered (a POST published nothing, and no check said so)."""
+    from django.apps import apps
+
+    installed = apps.is_installed
+    monkeypatch.setattr(apps, "is_installed", lambda name: name != "drf_grip" and installed(name))
+    with pytest.raises(ImproperlyConfigured, match="'drf_grip' is not in INSTALLED_APPS"):
+
+        class Unpublished(RealtimeMixin, viewsets.ModelViewSet):
+            queryset = Todo.objects.all()
+            serializer_class = TodoSerializer
