@@ -172,6 +172,22 @@ def test_the_change_worker_closes_stale_connections(sink, monkeypatch):
     assert calls
 
 
+def test_the_change_worker_survives_closing_connections_failing(sink, monkeypatch):
+    """pytest-django refuses database access (closing connections too) in a test without
+    the ``django_db`` mark: raised in the worker's ``finally``, that ended the thread and
+    every later change stayed unpublished (a test kit probe)."""
+
+    def refused() -> None:
+        raise RuntimeError("Database access not allowed")
+
+    monkeypatch.setattr(registry, "close_old_connections", refused)
+    watch("/api/todos/")
+    first = Todo.objects.create(title="x")
+    assert f"drf.testapp.todo.{first.pk}" in sink.channels()
+    second = Todo.objects.create(title="y")
+    assert f"drf.testapp.todo.{second.pk}" in sink.channels()
+
+
 def test_system_check_warns_about_a_per_process_cache_with_shared_delivery(settings):
     from drf_grip.checks import check_shared_state_cache
 

@@ -302,6 +302,15 @@ def test_meta_headers_from_a_direct_client_are_ignored(client):
 # -- django-pistoke's class-based views ----------------------------------------------------
 
 
+def test_class_view_with_an_async_websocket_method(client):
+    """django-pistoke's views define ``async def websocket``: the handshake answered 500
+    ('coroutine' object has no attribute 'status_code'; a seeds probe)."""
+    response, events = ws(client, "/ws/async-class/", E("OPEN"))
+    assert response.status_code == 200 and events == [E("OPEN")]
+    _, events = ws(client, "/ws/async-class/", text("hi"))
+    assert events == [sent("HI")]
+
+
 def test_class_view_serves_get_like_any_view(client):
     response = client.get("/ws/room/lobby/")
     assert response.status_code == 200 and b"Room lobby" in response.content

@@ -58,8 +58,8 @@ def _before_view(
         return finish_response(
             request,
             HttpResponse(
-                "Forbidden: this WebSocket's Origin is not allowed by ALLOWED_HOSTS or "
-                "CSRF_TRUSTED_ORIGINS.\n",
+                "Forbidden: this WebSocket's Origin is neither this server's own (scheme, "
+                "host and port) nor in CSRF_TRUSTED_ORIGINS.\n",
                 status=403,
                 content_type="text/plain",
             ),

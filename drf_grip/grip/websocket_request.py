@@ -93,7 +93,12 @@ class WebSocket:
 
     def send(self, message: Any) -> None:
         """Send ``str`` as a text message, ``bytes`` as a binary one, anything else as its
-        ``str()`` (django-websocket's rule: a message is anything convertible to a string)."""
+        ``str()`` (django-websocket's rule: a message is anything convertible to a string).
+        ``None`` sends nothing: it is what :meth:`wait` returns for a batch with no message
+        (the opening one), where django-websocket's ``wait()`` blocked, so its README's
+        ``send(request.websocket.wait())`` sent the text "None" to every new client."""
+        if message is None:
+            return
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             message = str(message)
         self.context.send(message)

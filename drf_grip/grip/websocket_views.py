@@ -25,9 +25,11 @@ is not installed.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.utils.decorators import classonlymethod
 from django.views import View
@@ -71,11 +73,16 @@ def accept_websocket(view: V) -> V:
     return websocket_view(view, allow_http=True, auto_accept=True, prepare=_attach_if_needed)
 
 
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
 class WebSocketView(View):
     """A class-based view whose WebSocket traffic goes to ``websocket()`` (django-pistoke).
 
-    Override ``websocket()`` to handle a batch yourself, or the hooks it calls (all sync;
-    use the decorators for ``async def`` function views). An opening
+    Override ``websocket()`` to handle a batch yourself (``def`` or, as in django-pistoke,
+    ``async def``), or the sync hooks it calls (use the decorators for ``async def``
+    function views). An opening
     connection is refused with 400 when the client offers subprotocols and none of
     ``subprotocols`` is among them; ``select_subprotocol`` can decide otherwise.
     """
@@ -96,7 +103,12 @@ class WebSocketView(View):
             refused = self.websocket_handshake(request, ctx)
             if refused is not None:
                 return refused
-        return self.websocket(request, *args, **kwargs)
+        answer = self.websocket(request, *args, **kwargs)
+        if inspect.isawaitable(answer):
+            # django-pistoke's ``async def websocket(self, request)``: Django runs a class
+            # with no async HTTP handler as a sync view, so the batch is awaited here.
+            answer = async_to_sync(_awaited)(answer)
+        return answer
 
     def websocket_handshake(
         self, request: HttpRequest, ctx: WebSocketContext

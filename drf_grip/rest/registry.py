@@ -382,6 +382,17 @@ def _submit(changes: Changes) -> None:
 # -- the worker ---------------------------------------------------------------------------
 
 
+def _close_old_connections() -> None:
+    """``close_old_connections()`` that never ends the worker: raising in its ``finally``
+    killed the thread for good, and every later change stayed unpublished (a test kit probe:
+    pytest-django refuses database access, connection closing included, in a test without
+    the ``django_db`` mark)."""
+    try:
+        close_old_connections()
+    except Exception:  # noqa: BLE001 - the next change tries again
+        logger.debug("drf-grip could not close old database connections", exc_info=True)
+
+
 class _ChangeWorker:
     """Turns committed changes into GRIP publishes off the request thread."""
 
@@ -429,14 +440,14 @@ class _ChangeWorker:
             try:
                 # Renders read the database from this thread: drop connections that the
                 # server closed or that outlived CONN_MAX_AGE, as Django does per request.
-                close_old_connections()
+                _close_old_connections()
                 publish_committed(changes)
                 stats["published"] += 1
             except Exception:
                 stats["errors"] += 1
                 logger.exception("drf-grip failed to publish changes")
             finally:
-                close_old_connections()
+                _close_old_connections()
                 with self.idle:
                     self.pending -= done
                     self.idle.notify_all()

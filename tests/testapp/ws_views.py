@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from gripcontrol import WebSocketMessageFormat
 
 from drf_grip import accept_websocket, publish, require_websocket, websocket_only
-from drf_grip.websocket import JSONWebSocketView
+from drf_grip.websocket import JSONWebSocketView, WebSocketView
 
 # -- django-grip's README, imports changed -------------------------------------------------
 
@@ -50,9 +50,9 @@ def broadcast(request: HttpRequest) -> HttpResponse:
 
 @require_websocket
 def echo_once(request: HttpRequest) -> None:
+    # django-websocket's README example, verbatim.
     message = request.websocket.wait()
-    if message is not None:
-        request.websocket.send(message)
+    request.websocket.send(message)
 
 
 def modify_message(message: str) -> str:
@@ -89,6 +89,20 @@ class Room(JSONWebSocketView):
         request.websocket.send_json({"echo": message})
 
 
+class AsyncEcho(WebSocketView):
+    """django-pistoke's way: ``async def websocket(self, request)``."""
+
+    async def websocket(self, request: HttpRequest) -> None:
+        ctx = request.wscontext
+        if ctx.is_opening():
+            ctx.accept()
+        while ctx.can_recv():
+            message = ctx.recv()
+            if message is None:
+                break
+            ctx.send(message.upper())
+
+
 @csrf_exempt
 def room_post(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "POST":
@@ -104,4 +118,5 @@ urlpatterns = [
     path("lowercase/", lower_case),
     path("room/<slug:name>/", Room.as_view()),
     path("room/<slug:name>/post/", room_post),
+    path("async-class/", AsyncEcho.as_view()),
 ]
