@@ -21,6 +21,7 @@ __all__ = [
     "uses_embedded_proxy",
     "embedded_proxy",
     "writes_first",
+    "refuse_websockets",
 ]
 
 
@@ -65,8 +66,33 @@ def wrap_application(app: Any, **proxy_options: Any) -> Any:
     """``app`` with writes first, behind the embedded proxy when no GRIP proxy is configured."""
     app = writes_first(app)
     if not uses_embedded_proxy():
-        return app
+        return refuse_websockets(app)
     return embedded_proxy(app, **proxy_options)
+
+
+def refuse_websockets(app: Any) -> Any:
+    """``app``, refusing WebSocket connections made straight to it. Behind a GRIP proxy the
+    proxy holds WebSockets and the origin sees WebSocket-over-HTTP; a client that bypasses
+    it got Django's 500 ("Django can only handle ASGI/HTTP connections", a seeds probe).
+    The handshake is refused (uvicorn answers 403) and the log says why."""
+    import logging
+
+    logger = logging.getLogger("drf_grip")
+
+    async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await app(scope, receive, send)
+            return
+        logger.warning(
+            "drf-grip: refused a WebSocket connection to %s made straight to this origin; "
+            "WebSockets go through the GRIP proxy (GRIP_URL) in front of it",
+            scope.get("path", "?"),
+        )
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008})
+
+    application.app = app  # type: ignore[attr-defined]  # find_proxy() and tests look inside
+    return application
 
 
 def get_asgi_application(**proxy_options: Any) -> Any:

@@ -267,6 +267,16 @@ def test_publish_reaches_the_proxy_with_prefix_and_ids(grip: Any, server: Publis
     assert (stats.queued, stats.sent, stats.batches, stats.pending) == (1, 1, 1, 0)
 
 
+def test_publish_takes_django_grips_arguments_positionally(grip: Any, server: PublishServer) -> None:
+    """django-grip 3.5's ``publish(channel, formats, id, prev_id, blocking, callback, meta)``:
+    ``blocking`` and ``callback`` passed by position raised TypeError (a seeds probe)."""
+    answers: list[tuple[bool, str]] = []
+    publish("todos", HttpStreamFormat("x\n"), "v2", "v1", True, lambda ok, m: answers.append((ok, m)))
+    assert answers == [(True, "")]
+    [request] = server.requests
+    assert request.body["items"][0]["id"] == "v2"
+
+
 def test_control_uri_path_is_kept(
     settings: Any, server: PublishServer, publisher: Publisher
 ) -> None:

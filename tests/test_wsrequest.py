@@ -135,7 +135,7 @@ def test_is_valid_resolves_the_url() -> None:
         ({"url": "http://evil.example/api/todos/"}, 400, "url must be a path"),
         ({"url": "/api/todos/\r\nX-Injected: 1"}, 400, "control characters"),
         ({"url": "/api/todos/", "token": "a\r\nX-Injected: 1"}, 400, "Authorization"),
-        ({"url": "/api/todos/", "token": 12}, 400, "token must be a non-empty string"),
+        ({"url": "/api/todos/", "token": ["a"]}, 400, "token must be a non-empty string"),
     ],
 )
 def test_a_message_that_cannot_run_gets_a_clear_4xx(message, status, reason) -> None:
@@ -156,6 +156,8 @@ def test_the_token_becomes_a_jwt_authorization_header() -> None:
     assert factory.defaults == {"HTTP_AUTHORIZATION": "JWT abc"}
     assert answer({"url": "/echo/1/", "token": "mytoken"})[1]["authorization"] == "JWT mytoken"
     assert answer({"url": "/echo/1/"})[1]["authorization"] is None
+    # The seed formatted any token; a numeric one was a 400 (a seeds probe).
+    assert answer({"url": "/echo/1/", "token": 123})[1]["authorization"] == "JWT 123"
 
 
 @local_urls

@@ -146,12 +146,12 @@ def publish(
     formats: Formats,
     id: str | None = None,
     prev_id: str | None = None,
-    *,
     blocking: bool = False,
     callback: PublishCallback | None = None,
     meta: Mapping[str, str] | None = None,
 ) -> None:
     """django-grip's ``publish``: send ``formats`` to subscribers of ``channel`` (prefixed).
+    Its parameters, in its order (django-grip 3.5 takes them positionally too).
 
     ``formats`` is a gripcontrol format (``HttpStreamFormat``, ``HttpResponseFormat``,
     ``WebSocketMessageFormat``), a list of them, or ``{format name: exported dict}``.

@@ -34,13 +34,37 @@ def test_without_grip_url_django_runs_behind_the_embedded_proxy():
 @override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=secret-key-of-some-length")
 def test_with_grip_url_it_is_the_plain_origin():
     app = get_asgi_application()
-    assert isinstance(app, WritesFirst)
-    assert isinstance(app.app, ASGIHandler)
+    assert isinstance(app.app, WritesFirst)
+    assert isinstance(app.app.app, ASGIHandler)
+
+
+@override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=secret-key-of-some-length")
+def test_a_websocket_made_straight_to_the_origin_is_refused_not_a_500(caplog):
+    """Behind a proxy the origin sees WebSocket-over-HTTP only; a client that bypassed the
+    proxy got Django's 500 and a traceback (a seeds probe)."""
+    import asyncio
+
+    app = get_asgi_application()
+    sent = []
+
+    async def receive():
+        return {"type": "websocket.connect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws/echo/", "headers": [], "query_string": b""}
+    asyncio.run(app(scope, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert "GRIP proxy" in caplog.text
 
 
 def test_runserver_is_drf_grips():
     assert get_commands()["runserver"] == "drf_grip"
-    assert issubclass(type(load_command_class("drf_grip", "runserver")), DjangoRunserver)
+    command = load_command_class("drf_grip", "runserver")
+    assert issubclass(type(command), DjangoRunserver)
+    # django-pistoke's runserver took --asgi; a project's scripts keep working.
+    assert command.create_parser("manage.py", "runserver").parse_args(["--asgi"]).asgi
 
 
 @pytest.mark.timeout(60)
@@ -103,6 +127,13 @@ def test_the_banner_names_the_proxy_without_credentials():
     text = command.realtime_description(object(), "http://127.0.0.1:8001/")
     assert "https://***@api.fanout.io/realm/r1" in text
     assert "pa55word" not in text and "c2VjcmV0LWtleQ" not in text
+
+
+@override_settings(GRIP_URL=None, GRIP_PROXIES=[{"control_uri": "http://127.0.0.1:5561/"}])
+def test_the_banner_names_the_setting_that_configured_the_proxy():
+    command = load_command_class("drf_grip", "runserver")
+    text = command.realtime_description(object(), "http://127.0.0.1:8001/")
+    assert "(GRIP_PROXIES)" in text and "GRIP_URL" not in text
 
 
 def test_the_access_log_shows_no_query_values_nor_next_link_tokens():

@@ -94,6 +94,11 @@ class Command(RunserverCommand):
             dest="insecure_serving",
             help="Allows serving static files even if DEBUG is False.",
         )
+        parser.add_argument(
+            "--asgi",
+            action="store_true",
+            help="Accepted as django-pistoke's runserver took it; this server is always ASGI.",
+        )
 
     def get_application(self, options: dict[str, Any]) -> Any:
         """``ASGI_APPLICATION`` when set, else drf-grip's (Django behind the embedded proxy)."""
@@ -135,7 +140,9 @@ class Command(RunserverCommand):
             return text
         if grip_settings.proxies:
             where = ", ".join(ep.display_uri for ep in grip_settings.proxies)
-            return f"Realtime: behind the GRIP proxy at {where} (GRIP_URL); this is its origin."
+            names = ("GRIP_URL", "GRIP_PROXIES", "PUBLISH_SERVERS")
+            named = next((n for n in names if getattr(settings, n, None)), "GRIP_URL")
+            return f"Realtime: behind the GRIP proxy at {where} ({named}); this is its origin."
         return "Realtime: the ASGI_APPLICATION has no embedded GRIP proxy and GRIP_URL is unset."
 
     def run(self, **options: Any) -> None:

@@ -85,6 +85,8 @@ class WebSocketRequest:
         self.method = self.get_method()
         self.data = self.get_data()
         self.token = self.get_token()
+        if isinstance(self.token, int) and not isinstance(self.token, bool):
+            self.token = str(self.token)  # the seed formatted any token: ``JWT 123``
         if not self.url:
             self.set_error("Missing URL")
             return False
