@@ -509,6 +509,18 @@ class WebSocketSession:
         self._handle_events(events)
 
     async def _write_client(self) -> None:
+        try:
+            await self._write_client_until_done()
+        except Exception:  # noqa: BLE001 - the client is gone (uvicorn: ClientDisconnected)
+            # Ended here, or the session waited for ever: its reader may be parked until
+            # the origin makes room, and the origin for the answers this writer sends (a
+            # client that sent 2,000 messages and closed without reading stayed held).
+            self._client_gone = True
+            self._final = self._final or WebSocketEvent("DISCONNECT")
+            self._pending_wake.set()
+            self._finish()
+
+    async def _write_client_until_done(self) -> None:
         while True:
             if self._client_gone:
                 return

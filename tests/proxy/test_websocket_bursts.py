@@ -84,3 +84,39 @@ def test_a_websocket_view_client_sending_a_burst_gets_every_echo(
 
     assert received == messages
     assert last == messages[-1]
+
+
+def test_a_client_that_sends_a_burst_and_closes_without_reading_is_let_go(
+    embedded_proxy: EmbeddedProxyServer,
+) -> None:
+    """2,000 messages in one write, then a close without reading an answer: the connection
+    stayed counted as held for good (each kept about 380 KB), and enough of them made every
+    new client's hold a 503 at EMBEDDED_MAX_HELD (a robustness probe)."""
+    import base64
+    import os
+    import socket
+    import struct
+    import time
+    from urllib.parse import urlsplit
+
+    proxy = embedded_proxy.proxy
+    before = proxy.held_count
+    host, port = urlsplit(embedded_proxy.url).hostname, urlsplit(embedded_proxy.url).port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            (
+                f"GET /api/ws/ HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        assert b" 101 " in sock.recv(4096).split(b"\r\n", 1)[0]
+        mask = b"\x01\x02\x03\x04"
+        frame = bytes([0x81, 0x80 | 1]) + mask + bytes([ord("{") ^ mask[0]])
+        sock.sendall(frame * 2000)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 30
+    while proxy.held_count > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proxy.held_count == before
