@@ -174,6 +174,37 @@ class HttpSession:
                 self._client_gone()
             return message
 
+    def _has_body(self) -> bool:
+        for name, value in self._client_headers:
+            if name == b"transfer-encoding":
+                return True
+            if name == b"content-length" and value.strip() != b"0":
+                return True
+        return False
+
+    async def _buffer_body(self) -> bool:
+        """Read the client's whole body into ``_retained``; False when the client left or
+        the body is over ``max_message_size`` (answered 413)."""
+        while not self._body_complete:
+            message = await self._read_client_body()
+            if message["type"] == "http.disconnect":
+                return False
+            if self._retained is None:
+                await self._error(
+                    413, f"Payload Too Large: at most {self.proxy.max_message_size} bytes"
+                )
+                return False
+        return True
+
+    async def _buffered_body(self) -> Message:
+        """The origin's ``receive`` once the body is buffered: all of it, then what the
+        client side says (a disconnect)."""
+        if not getattr(self, "_body_given", False):
+            self._body_given = True
+            body = bytes(self._retained or b"")
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await self._read_client_body()
+
     async def _watch_client(self) -> None:
         """Read the client side until it disconnects: that frees the hold at once."""
         try:
@@ -277,11 +308,19 @@ class HttpSession:
                 return
             headers = origin_headers(self._client_headers, self.proxy.signer)
             scope = derive_scope(self.scope, headers=headers)
+            receive = self._read_client_body
+            if self._has_body():
+                # Read before taking a turn: Django reads the whole body first, so clients
+                # that never finish theirs held every turn and no one else got an answer
+                # (eight such POSTs; a robustness probe). Pushpin buffers bodies too.
+                if not await self._buffer_body():
+                    return
+                receive = self._buffered_body
             turn: asyncio.Semaphore | None = self.proxy.origin_slots()
             await turn.acquire()
             try:
                 # The exchange starts the origin's app at once: made only once it is our turn.
-                self._exchange = exchange = Exchange(self.proxy.app, scope, self._read_client_body)
+                self._exchange = exchange = Exchange(self.proxy.app, scope, receive)
                 try:
                     status, resp_headers = await exchange.start()
                     instruct = parse_instruct(resp_headers)

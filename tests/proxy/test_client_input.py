@@ -77,3 +77,38 @@ def test_logs_show_neither_query_values_nor_next_link_tokens(
     assert "next link for /stream/?access_token=*" in caplog.text
     assert "retry /todo/?access_token=*&page=*" in caplog.text
     assert SECRET not in caplog.text
+
+
+def test_clients_that_never_finish_their_bodies_hold_up_no_one_else(
+    server: ProxyServer, origin: Origin
+):
+    """Ten POSTs that announce 100,000 bytes and send one: each took one of the proxy's
+    origin turns (eight) while the origin waited for its body, and no other request got an
+    answer until they closed (a robustness probe)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    origin.route("/todos/")(lambda r: Response(200, [("Content-Type", "text/plain")], "ok"))
+    where = urlsplit(server.url)
+    stuck = []
+    try:
+        for _ in range(10):
+            sock = socket.create_connection((where.hostname, where.port), timeout=10)
+            sock.sendall(
+                b"POST /todos/ HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: 100000\r\n\r\nx"
+            )
+            stuck.append(sock)
+        response = httpx.get(server.url + "/todos/", timeout=5)
+        assert response.status_code == 200 and response.text == "ok"
+    finally:
+        for sock in stuck:
+            sock.close()
+
+
+def test_a_body_over_the_limit_is_refused_with_413(make_proxy, origin: Origin):
+    origin.route("/todos/")(lambda r: Response(201, [], "made"))
+    server = make_proxy(max_message_size=1000)
+    too_large = httpx.post(server.url + "/todos/", content=b"x" * 1001, timeout=10)
+    assert too_large.status_code == 413 and "at most 1000 bytes" in too_large.text
+    assert httpx.post(server.url + "/todos/", content=b"x" * 1000, timeout=10).status_code == 201
