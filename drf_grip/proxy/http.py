@@ -196,6 +196,13 @@ class HttpSession:
                 return False
         return True
 
+    def _with_length(self, headers: RawHeaders) -> RawHeaders:
+        """``headers`` for the buffered body: its ``Content-Length`` instead of chunked
+        framing (Django's ASGI request reads ``Content-Length`` bytes, so a chunked body
+        without it reached the view empty; a robustness probe)."""
+        kept = without_headers(headers, "content-length", "transfer-encoding")
+        return kept + [(b"content-length", str(len(self._retained or b"")).encode())]
+
     async def _buffered_body(self) -> Message:
         """The origin's ``receive`` once the body is buffered: all of it, then what the
         client side says (a disconnect)."""
@@ -316,6 +323,7 @@ class HttpSession:
                 if not await self._buffer_body():
                     return
                 receive = self._buffered_body
+                scope = derive_scope(self.scope, headers=self._with_length(headers))
             turn: asyncio.Semaphore | None = self.proxy.origin_slots()
             await turn.acquire()
             try:
@@ -425,6 +433,8 @@ class HttpSession:
         async with self.proxy.rerequest_slots():
             # Grip-Last is read once it is this session's turn: the newest ids by then.
             headers = origin_headers(self._client_headers, self.proxy.signer, self._grip_last())
+            if self._has_body():
+                headers = self._with_length(headers)
             scope = derive_scope(self.scope, headers=headers)
             return await fetch(
                 self.proxy.app,

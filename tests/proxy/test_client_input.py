@@ -112,3 +112,18 @@ def test_a_body_over_the_limit_is_refused_with_413(make_proxy, origin: Origin):
     too_large = httpx.post(server.url + "/todos/", content=b"x" * 1001, timeout=10)
     assert too_large.status_code == 413 and "at most 1000 bytes" in too_large.text
     assert httpx.post(server.url + "/todos/", content=b"x" * 1000, timeout=10).status_code == 201
+
+
+def test_a_chunked_body_reaches_the_origin_with_its_length(server: ProxyServer, origin: Origin):
+    """Django's ASGI request reads ``Content-Length`` bytes: a chunked body without it
+    reached the view empty (a robustness probe)."""
+    origin.route("/todos/")(lambda r: Response(201, [], "made"))
+
+    def chunks():
+        yield b'{"title": '
+        yield b'"milk"}'
+
+    assert httpx.post(server.url + "/todos/", content=chunks(), timeout=10).status_code == 201
+    (request,) = origin.requests_to("/todos/")
+    assert request.body == b'{"title": "milk"}'
+    assert request.headers["content-length"] == "17" and "transfer-encoding" not in request.headers
