@@ -115,6 +115,7 @@ class HttpSession:
         self._body_lock = asyncio.Lock()
         self._body_complete = False
         self._retained: bytearray | None = bytearray()
+        self._body_given = False  # the buffered body went to the origin (_buffered_body)
         self._exchange: Exchange | None = None
         self._admitted = False
         self._started_response = False
@@ -206,7 +207,7 @@ class HttpSession:
     async def _buffered_body(self) -> Message:
         """The origin's ``receive`` once the body is buffered: all of it, then what the
         client side says (a disconnect)."""
-        if not getattr(self, "_body_given", False):
+        if not self._body_given:
             self._body_given = True
             body = bytes(self._retained or b"")
             return {"type": "http.request", "body": body, "more_body": False}
