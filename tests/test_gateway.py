@@ -522,6 +522,14 @@ def test_bad_messages_get_an_error_and_keep_the_connection(message, status, reas
     assert ask(ws, {"id": "after", "url": "/api/posts/"})["status"] == 200
 
 
+def test_a_subscription_that_refuses_the_stream_is_answered_in_json():
+    # RFC 9110 §12.5.1: "q=0" means "not acceptable"; such an Accept asks for JSON.
+    ws = connect()
+    accept = "application/json, text/event-stream;q=0"
+    answer = ask(ws, {"id": 1, "subscribe": "/api/todos/", "headers": {"Accept": accept}})
+    assert answer["status"] == 200 and answer["data"]["results"] == [], answer
+
+
 def test_binary_messages_are_refused_with_a_reason():
     ws = connect()
     ws.send(b"\x00\x01")

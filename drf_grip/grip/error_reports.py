@@ -23,10 +23,10 @@ __all__ = ["hide_grip_secrets"]
 HIDDEN = "GRIP|PUBLISH_SERVERS|AUTH"
 
 
-def hide_grip_secrets(reporter_filter: type[SafeExceptionReporterFilter] | None = None) -> None:
-    """Add :data:`HIDDEN` to the names a reporter filter class hides (Django's default
-    filter unless one is given); subclasses that keep the attribute inherit it."""
-    cls = reporter_filter or SafeExceptionReporterFilter
+def hide_grip_secrets() -> None:
+    """Add :data:`HIDDEN` to the names Django's reporter filter hides; subclasses (a
+    project's ``DEFAULT_EXCEPTION_REPORTER_FILTER``) that keep the attribute inherit it."""
+    cls = SafeExceptionReporterFilter
     current = cls.hidden_settings
     pattern = current.pattern
     if pattern.endswith(f"|{HIDDEN}"):  # ready() ran already (a test's second setup)

@@ -31,7 +31,7 @@ from ..protocol import Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag
-from .preconditions import guards_write, row_lock
+from .preconditions import guards_write, model_named_by, row_lock
 from .render import CREDENTIALS_CHECK
 from .sse import (
     EVENT_STREAM,
@@ -141,12 +141,7 @@ class _RealtimeBase:
     def resolve_realtime_model(cls) -> type[models.Model] | None:
         if cls.realtime_model is not None:
             return cls.realtime_model
-        # DRF allows a plain list as ``queryset``: it has no model.
-        model = getattr(getattr(cls, "queryset", None), "model", None)
-        if model is not None:
-            return model
-        meta = getattr(getattr(cls, "serializer_class", None), "Meta", None)
-        return getattr(meta, "model", None)
+        return model_named_by(cls)
 
     def get_realtime_delivery(self) -> str:
         return self.realtime_delivery or grip_settings.DEFAULT_DELIVERY

@@ -27,7 +27,7 @@ from django.core.exceptions import FieldError, ValidationError
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import F
 
-__all__ = ["row_lock", "guards_write"]
+__all__ = ["row_lock", "guards_write", "model_named_by"]
 
 _WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
@@ -40,15 +40,21 @@ def guards_write(request: Any) -> bool:
     )
 
 
-def _object_model(view: Any) -> type[models.Model] | None:
-    """The model of the objects ``get_object()`` returns, from class attributes only (the
-    request is not authenticated yet)."""
-    model = getattr(getattr(type(view), "queryset", None), "model", None)
+def model_named_by(view_class: type) -> type[models.Model] | None:
+    """The model a view class's ``queryset`` (DRF allows a plain list, which has none) or
+    its serializer's ``Meta`` names: class attributes only, no request needed."""
+    model = getattr(getattr(view_class, "queryset", None), "model", None)
     if model is None:
-        meta = getattr(getattr(type(view), "serializer_class", None), "Meta", None)
+        meta = getattr(getattr(view_class, "serializer_class", None), "Meta", None)
         model = getattr(meta, "model", None)
-    if model is None:
-        model = getattr(view, "realtime_model", None)
+    return model if isinstance(model, type) and issubclass(model, models.Model) else None
+
+
+def _object_model(view: Any) -> type[models.Model] | None:
+    """The model of the objects ``get_object()`` returns (the request is not authenticated
+    yet); ``realtime_model``, the model whose changes wake the view, only when the view
+    names no other."""
+    model = model_named_by(type(view)) or getattr(view, "realtime_model", None)
     return model if isinstance(model, type) and issubclass(model, models.Model) else None
 
 

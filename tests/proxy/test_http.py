@@ -29,20 +29,25 @@ def test_plain_response_passes_through_signed_and_without_grip_headers(server: P
     assert "link:next" in request.headers["grip-feature"]
 
 
-def test_long_poll_gets_the_published_response_merged_onto_the_hold(server: ProxyServer, origin: Origin):
-    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo"), ("ETag", '"v1"'), ("X-Kept", "yes")], "old"))
+def _woken(server: ProxyServer, method: str, pushed: dict) -> httpx.Response:
+    """The answer to a ``method`` request of ``/todo/`` held on channel ``todo`` and woken
+    by a publish of the ``http-response`` format ``pushed``."""
 
     async def scenario():
         async with httpx.AsyncClient(base_url=server.url) as client:
-            poll = asyncio.ensure_future(client.get("/todo/"))
+            poll = asyncio.ensure_future(client.request(method, "/todo/"))
             assert await in_thread(server.proxy.wait_for_subscribers, "todo")
-            await in_thread(server.publish, {
-                "channel": "todo",
-                "formats": {"http-response": {"code": 200, "headers": {"Content-Type": "application/json"}, "body": "{\"v\": 2}"}},
-            })
+            await in_thread(server.publish, {"channel": "todo", "formats": {"http-response": pushed}})
             return await poll
 
-    response = run(scenario())
+    return run(scenario())
+
+
+def test_long_poll_gets_the_published_response_merged_onto_the_hold(server: ProxyServer, origin: Origin):
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo"), ("ETag", '"v1"'), ("X-Kept", "yes")], "old"))
+
+    response = _woken(server, "GET", {"code": 200, "headers": {"Content-Type": "application/json"}, "body": "{\"v\": 2}"})
+
     assert response.status_code == 200
     assert response.text == '{"v": 2}'
     assert response.headers["content-type"] == "application/json"
@@ -60,17 +65,8 @@ def test_a_woken_head_long_poll_has_the_get_s_content_length_and_no_body(
     origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo"), ("ETag", '"v1"')], ""))
     pushed = '{"title": "new"}'
 
-    async def scenario():
-        async with httpx.AsyncClient(base_url=server.url) as client:
-            poll = asyncio.ensure_future(client.head("/todo/"))
-            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
-            await in_thread(server.publish, {
-                "channel": "todo",
-                "formats": {"http-response": {"code": 200, "headers": {"ETag": '"v2"'}, "body": pushed}},
-            })
-            return await poll
+    response = _woken(server, "HEAD", {"code": 200, "headers": {"ETag": '"v2"'}, "body": pushed})
 
-    response = run(scenario())
     assert response.status_code == 200 and response.headers["etag"] == '"v2"'
     assert response.headers["content-length"] == str(len(pushed)) and response.content == b""
 

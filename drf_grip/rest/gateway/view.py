@@ -40,7 +40,7 @@ from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..render import record
 from ..shared import send_after_answer
-from ..sse import EVENT_STREAM
+from ..sse import EVENT_STREAM, refuses_event_stream
 from ..versions import read_versions
 from .connections import (
     connection_key,
@@ -217,7 +217,7 @@ class RealtimeGateway(WebSocketView):
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
         accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
-        if EVENT_STREAM in accept.lower():
+        if EVENT_STREAM in accept.lower() and not refuses_event_stream(accept):
             # Its answer would be a stream's body, a string in "data", and its events objects.
             raise MessageError(
                 406, "a subscription's events come from the gateway: ask for JSON, "
