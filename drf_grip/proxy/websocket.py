@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
@@ -52,6 +53,24 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketSession"]
 
 logger = logging.getLogger("drf_grip.proxy")
+
+#: Set in the task of a handshake this proxy answered with an HTTP response (the ASGI
+#: "websocket.http.response" extension). uvicorn's websockets-sansio protocol (its default
+#: since 0.35) never counts such a handshake as complete, so after the response was sent
+#: in full it logs "ASGI callable returned without completing handshake." at ERROR for
+#: every refused Origin or unknown path (uvicorn 0.54, websockets_sansio_impl.run_asgi).
+#: The message is logged in the same task, after this app returned: the filter below
+#: drops it there, and only there.
+_answered_over_http: ContextVar[bool] = ContextVar("drf_grip_ws_denied", default=False)
+_HANDSHAKE_NOT_COMPLETED = "ASGI callable returned without completing handshake."
+
+
+class _DeniedHandshakeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_answered_over_http.get() and record.msg == _HANDSHAKE_NOT_COMPLETED)
+
+
+_denied_handshake_filter = _DeniedHandshakeFilter()
 
 # Handshake headers Pushpin does not forward (websocketoverhttp.cpp, sanitizeRequestHeaders).
 _NOT_FORWARDED = {b"upgrade", b"accept", b"connection-id", b"content-length", b"content-type"}
@@ -287,6 +306,8 @@ class WebSocketSession:
 
     async def _deny(self, status: int, headers: RawHeaders, body: bytes) -> None:
         if "websocket.http.response" in (self.scope.get("extensions") or {}):
+            _answered_over_http.set(True)
+            logging.getLogger("uvicorn.error").addFilter(_denied_handshake_filter)  # once
             drop = (b"content-length", b"connection")
             headers = [(k, v) for k, v in headers if k.lower() not in drop]
             headers.append((b"content-length", str(len(body)).encode()))

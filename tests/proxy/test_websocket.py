@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 
@@ -122,8 +123,11 @@ def test_publish_close_action_closes_the_socket(server: ProxyServer, origin: Ori
     assert run(scenario()) == 4001
 
 
-def test_origin_refusal_rejects_the_handshake_with_its_status(server: ProxyServer, origin: Origin):
+def test_origin_refusal_rejects_the_handshake_with_its_status(
+    server: ProxyServer, origin: Origin, caplog: pytest.LogCaptureFixture
+):
     origin.route("/ws/")(lambda r: Response(403, [("Content-Type", "text/plain")], "bad origin"))
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
 
     async def scenario():
         with pytest.raises(InvalidStatus) as refused:
@@ -134,6 +138,14 @@ def test_origin_refusal_rejects_the_handshake_with_its_status(server: ProxyServe
     response = run(scenario())
     assert response.status_code == 403
     assert response.body == b"bad origin"
+    # uvicorn logs after the app returned, in the handshake's task: wait for it to end.
+    deadline = time.monotonic() + 10
+    while server.server.server_state.tasks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not server.server.server_state.tasks
+    # Probe: every refused handshake logged uvicorn's "returned without completing
+    # handshake" at ERROR although the client had its answer.
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_keep_alive_interval_and_control_keep_alive_and_set_meta(server: ProxyServer, origin: Origin):
