@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # Lifetime of signed next-link tokens for private streams, in seconds.
     "NEXT_LINK_TIMEOUT": 120,
     "NEXT_LINK_MAX_AGE": 3600,
+    # A subscription's headers are kept in the state cache to replay its GET: one whose
+    # headers (names and values) total more than this many bytes is answered 431.
+    "SUBSCRIBER_HEADERS_MAX_SIZE": 32 * 1024,
     # "private" (hint, re-run per client) or "shared" (render once, push to all).
     "DEFAULT_DELIVERY": "private",
     # Django cache aliases that hold channel versions and the set of live shared URLs.

@@ -530,6 +530,14 @@ def test_a_subscription_that_refuses_the_stream_is_answered_in_json():
     assert answer["status"] == 200 and answer["data"]["results"] == [], answer
 
 
+def test_a_subscription_with_oversized_headers_is_refused():
+    ws = connect()
+    headers = {f"X-Junk-{i}": "j" * 8000 for i in range(5)}  # 8,192 each at most
+    answer = ask(ws, {"id": 1, "subscribe": "/api/todos/", "headers": headers})
+    assert answer["status"] == 431 and "may total 32768 bytes" in str(answer), answer
+    assert ask(ws, {"id": 2, "subscribe": "/api/todos/"})["status"] == 200
+
+
 def test_binary_messages_are_refused_with_a_reason():
     ws = connect()
     ws.send(b"\x00\x01")

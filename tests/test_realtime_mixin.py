@@ -205,6 +205,26 @@ def test_event_stream_first_event_and_hold(todos):
     assert _token_of(resp)  # what tells this stream's fetches apart (rest/stream.py)
 
 
+@pytest.mark.parametrize("how", ["stream", "long-poll"])
+def test_a_subscription_with_oversized_headers_is_refused_and_nothing_is_kept(todos, how):
+    """Probe: each stream of a client sending 60 KB of junk cookies kept them all in the
+    state cache for an hour (enough of them made its cull drop watchers' state)."""
+    junk = {"HTTP_COOKIE": "x=" + "j" * 40_000}
+    etag = APIClient().get("/api/todos/")["ETag"]
+    asks = {"stream": {"HTTP_ACCEPT": "text/event-stream"}, "long-poll": {"HTTP_IF_NONE_MATCH": etag}}
+    with override_settings(CACHES={"default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "oversized"
+    }}):
+        from django.core.cache import cache
+
+        resp = ProxiedClient().get("/api/todos/", **asks[how], **junk)
+        assert resp.status_code == 431 and b"may total 32768 bytes" in resp.content
+        assert "Grip-Hold" not in resp
+        assert not any("j" * 1000 in repr(value) for value in cache._cache.values())  # locmem
+        assert ProxiedClient().get("/api/todos/", **junk).status_code == 200  # a plain GET
+        assert "Grip-Hold" in ProxiedClient().get("/api/todos/", **asks[how])
+
+
 def test_last_event_id_equal_to_etag_skips_first_event(todos):
     etag = APIClient().get("/api/todos/")["ETag"]
     resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=etag)

@@ -32,7 +32,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag
 from .preconditions import guards_write, model_named_by, row_lock
-from .render import CREDENTIALS_CHECK
+from .render import CREDENTIALS_CHECK, inherited_size
 from .sse import (
     EVENT_STREAM,
     KEEP_ALIVE,
@@ -95,6 +95,12 @@ class _Current(Exception):
 
 class _Checked(Exception):
     """Raised from ``initial()`` for ``render.revoked_status``: authenticated and permitted."""
+
+
+class HeadersTooLarge(exceptions.APIException):
+    status_code = 431  # Request Header Fields Too Large (RFC 6585 §5)
+    default_detail = "Request header fields too large."
+    default_code = "headers_too_large"
 
 
 def _replace_query(django_request: Any, kept: QueryDict) -> None:
@@ -314,6 +320,7 @@ class _RealtimeBase:
         )
         listed = None
         if self._subscribes(request):
+            self._check_headers_size(request)
             from .policies import record_policy
 
             record_policy(policy, type(self))
@@ -448,6 +455,16 @@ class _RealtimeBase:
         if context is not None:
             return context.role != "shared-render"
         return bool(request.META.get("HTTP_IF_NONE_MATCH")) or self.is_event_stream(request)
+
+    def _check_headers_size(self, request: Request) -> None:
+        """A subscription's headers are kept to replay its GET (render.py) for as long as
+        it lives: a bound keeps one client's junk headers from filling the state cache."""
+        limit = int(grip_settings.SUBSCRIBER_HEADERS_MAX_SIZE)
+        if inherited_size(request._request) > limit:
+            raise HeadersTooLarge(
+                f"a subscription's headers may total {limit} bytes: this request's are "
+                "kept to replay it, and they are larger"
+            )
 
     def _overflow_policy(self, policy: RealtimePolicy, model: type[models.Model]) -> RealtimePolicy:
         """Past the live-URL cap this URL is delivered like private data: a hint per change

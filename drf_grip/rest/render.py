@@ -26,6 +26,7 @@ from .context import RealtimeContext
 __all__ = [
     "RecordedRequest",
     "inherited_meta",
+    "inherited_size",
     "record",
     "run_through_middleware",
     "subscriber_get",
@@ -133,6 +134,11 @@ def _has_credentials(meta: Any) -> bool:
 def revocation_status(status_code: int) -> int:
     """The status a revoked subscription reports: the 401 or 403 its replay got, else 403."""
     return status_code if status_code in (401, 403) else 403
+
+
+def inherited_size(request: HttpRequest) -> int:
+    """How many bytes of ``request``'s headers a recording of it keeps."""
+    return sum(len(key) + len(value) for key, value in inherited_meta(request).items())
 
 
 def inherited_meta(request: HttpRequest, *, credentials: bool = True) -> dict[str, str]:
