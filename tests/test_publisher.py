@@ -435,6 +435,30 @@ def test_one_endpoint_down_does_not_hold_up_another(
     assert publisher.stats.sent == 2  # one per destination
 
 
+def test_an_endpoint_refusing_and_retrying_holds_up_no_publish_to_another(
+    settings: Any, server: PublishServer, publisher: Publisher
+) -> None:
+    """GRIP_PROXIES names two Pushpins and one is down (connection refused): its retries
+    wait out their backoff while every publish reaches the other at once, one after another
+    (DESIGN.md §4, §9: the live proxy's clients within a second). What the dead one gets
+    once back: test_after_an_outage_the_latest_state_of_a_channel_wins."""
+    port = free_port()
+    settings.GRIP_PROXIES = [{"control_uri": f"http://127.0.0.1:{port}"},
+                             {"control_uri": server.url}]
+    # A backoff far longer than the whole test: any publish to the live endpoint that
+    # waited on the dead one's retry cycle would not arrive before it ends.
+    settings.DRF_GRIP = {"PUBLISH_RETRIES": 1000, "PUBLISH_BACKOFF": 60.0,
+                         "PUBLISH_BACKOFF_MAX": 60.0}
+    for n in range(1, 6):
+        publish("board", stream(f"v{n}"), id=str(n), prev_id=str(n - 1))
+        server.wait_for(n)  # each one arrives before the next is published
+    assert [i["id"] for i in server.items] == ["1", "2", "3", "4", "5"]
+    # All while the dead endpoint's lane was still in its first backoff, its items queued.
+    stats = publisher.stats
+    assert stats.retried <= 1 and stats.pending >= 1, stats
+    publisher.close(timeout=0)  # ends the backoff's wait
+
+
 def test_logs_name_channel_and_endpoint_never_a_key(
     settings: Any, server: PublishServer, publisher: Publisher, caplog: Any
 ) -> None:
