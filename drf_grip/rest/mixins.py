@@ -81,6 +81,13 @@ def grip_of(request: Any) -> GripRequest:
     return grip
 
 
+def is_proxy_retry(grip: GripRequest) -> bool:
+    """A request the proxy made again on its own (a held request re-requested, a next
+    link): only the proxy sends ``Grip-Last``. Not when proxies have no key: any client
+    could then send the header."""
+    return grip.signed and bool(grip.last)
+
+
 def view_path(view_class: type) -> str:
     return f"{view_class.__module__}:{view_class.__qualname__}"
 
@@ -809,7 +816,12 @@ class _RealtimeBase:
     def check_throttles(self, request):
         # Renders the server makes for a subscriber are not the subscriber's requests: a
         # burst of changes must not throttle them.
+        # Nor is the proxy's re-request of a held request (for a hint or a prev-id conflict)
+        # a request of the client's, whose hold was counted when it arrived: counted, one
+        # long-poll answered 429 after a few writes by others (DRF probe).
         context = context_of(request)
+        if context is None and is_proxy_retry(grip_of(request)):
+            return
         if context is None or context.role in ("client", "gateway-subscribe"):
             super().check_throttles(request)
 
