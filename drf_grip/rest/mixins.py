@@ -38,6 +38,7 @@ from .sse import (
     KEEP_ALIVE,
     EventStreamRenderer,
     format_event,
+    json_renderer_of,
     refuses_event_stream,
 )
 from .store import KEPT
@@ -264,7 +265,7 @@ class _RealtimeBase:
         ):
             return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
-            renderers.append(EventStreamRenderer())
+            renderers.append(EventStreamRenderer(json_renderer_of(renderers)))
         return renderers
 
     # -- request cycle ----------------------------------------------------------------------
@@ -578,7 +579,8 @@ class _RealtimeBase:
         ):
             # A stream's events carry the JSON representation's ETag; DRF's browsable API
             # serves no ETag (see initial), so a write from it is checked against JSON's.
-            renderer, media_type = EventStreamRenderer(), "application/json"
+            json_renderer = json_renderer_of(super().get_renderers())
+            renderer, media_type = EventStreamRenderer(json_renderer), "application/json"
         context = self.get_renderer_context()
         context["response"] = Response(serializer.data)
         # The media type as negotiated, parameters included: ``indent=4`` changes the bytes,

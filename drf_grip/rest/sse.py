@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from django.utils.http import parse_header_parameters
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 __all__ = [
     "EventStreamRenderer",
     "format_event",
+    "json_renderer_of",
     "media_type_as",
     "refuses_event_stream",
     "KEEP_ALIVE",
@@ -22,10 +23,34 @@ KEEP_ALIVE = b":\n\n"
 
 class EventStreamRenderer(JSONRenderer):
     """Renders the data as JSON (the same bytes as ``application/json``); the realtime mixin
-    frames it as an event. The ETag is therefore the same for a GET and for a stream."""
+    frames it as an event. The ETag is therefore the same for a GET and for a stream.
+
+    ``json_renderer`` is the view's own JSON renderer (``json_renderer_of``), which renders
+    the events: a project's renderer (camelCase keys, another encoder) gives a GET's bytes,
+    which a shared push, made by a JSON render of the URL, carries too."""
 
     media_type = EVENT_STREAM
     format = "event-stream"
+
+    def __init__(self, json_renderer: BaseRenderer | None = None) -> None:
+        self.json_renderer = json_renderer
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if self.json_renderer is None:
+            return super().render(data, accepted_media_type, renderer_context)
+        # JSON with the parameters negotiated for the stream (``indent``, ``version``).
+        media_type = media_type_as(accepted_media_type or EVENT_STREAM, "application/json")
+        return self.json_renderer.render(data, media_type, renderer_context)
+
+
+def json_renderer_of(renderers: list[BaseRenderer]) -> BaseRenderer | None:
+    """The renderer DRF's negotiation picks among ``renderers`` for ``application/json``:
+    the first of that type. None when there is none (a stream then renders DRF's JSON)."""
+    for renderer in renderers:
+        media_type, _params = parse_header_parameters(renderer.media_type)
+        if media_type == "application/json" and hasattr(renderer, "render"):
+            return renderer
+    return None
 
 
 def refuses_event_stream(accept: str | None) -> bool:

@@ -1,14 +1,15 @@
-"""Views combining a realtime viewset with what DRF users add to theirs (throttling...),
-for ``tests/integration/test_drf_usage.py``."""
+"""Views combining a realtime viewset with what DRF users add to theirs (throttling, their
+own renderers...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
 
 from django.urls import include, path
 from rest_framework import permissions, throttling, viewsets
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin
 
 from .models import Todo
-from .realtime_views import TodoSerializer
+from .realtime_views import Pages, TodoSerializer
 
 
 class FewPerMinute(throttling.AnonRateThrottle):
@@ -23,7 +24,37 @@ class ThrottledTodos(RealtimeMixin, viewsets.ModelViewSet):
     filterset_fields = ["done"]
 
 
+def _upper_keys(value):
+    if isinstance(value, dict):
+        return {key.upper(): _upper_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_upper_keys(item) for item in value]
+    return value
+
+
+class UpperKeysJSONRenderer(JSONRenderer):
+    """A JSON renderer of the project's own, as djangorestframework-camel-case's renames
+    keys: ``{"ID": 1, "TITLE": ...}``."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return super().render(_upper_keys(data), accepted_media_type, renderer_context)
+
+
+class UpperTodos(RealtimeMixin, viewsets.ModelViewSet):
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+    renderer_classes = [UpperKeysJSONRenderer, BrowsableAPIRenderer]
+    pagination_class = Pages
+
+
+class SharedUpperTodos(UpperTodos):
+    realtime_delivery = "shared"
+
+
 router = DefaultRouter()
 router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
+router.register("upper-todos", UpperTodos, basename="upper-todo")
+router.register("shared-upper-todos", SharedUpperTodos, basename="shared-upper-todo")
 
 urlpatterns = [path("", include(router.urls))]

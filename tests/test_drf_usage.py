@@ -1,0 +1,65 @@
+"""What DRF users combine with a realtime view, over DRF's test client (views in
+``testapp/drf_views.py``; through real proxies: ``integration/test_drf_usage.py``)."""
+
+import pytest
+from django.core.cache import cache
+
+from drf_grip.test import GripAPIClient, assert_held, capture_published, wait_published
+from tests.testapp.models import Todo
+
+pytestmark = pytest.mark.django_db(transaction=True)  # changes publish after commit
+
+
+@pytest.fixture(autouse=True)
+def outbox():
+    cache.clear()
+    with capture_published() as published:
+        yield published
+
+
+@pytest.mark.parametrize("path", ["/api/probe/upper-todos/", "/api/probe/shared-upper-todos/"])
+def test_a_stream_carries_what_the_views_own_json_renderer_gives(path):
+    """A view whose renderer is the project's own (camelCase keys...): its stream's events
+    carry the bytes and ETag of a GET of its JSON, not those of DRF's plain JSONRenderer."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    fresh = client.get(path)
+    assert fresh.json()["RESULTS"][0]["TITLE"] == "a"
+    stream = client.get(path, HTTP_ACCEPT="text/event-stream")
+    assert_held(stream, stream=True)
+    assert stream.content == f'id: {fresh["ETag"]}\ndata: '.encode() + fresh.content + b"\n\n"
+    # Last-Event-ID with the GET's ETag: nothing new to send first.
+    again = client.get(path, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=fresh["ETag"])
+    assert again.content == b""
+    detail = client.get(f"{path}{todo.pk}/", HTTP_ACCEPT="text/event-stream")
+    assert b'data: {"ID":' in detail.content
+
+
+def test_shared_pushes_and_first_event_are_alike_with_the_views_renderer(outbox):
+    path = "/api/probe/shared-upper-todos/"
+    Todo.objects.create(title="a")
+    client = GripAPIClient()
+    first = client.get(path, HTTP_ACCEPT="text/event-stream")
+    channel = assert_held(first, stream=True).channels[1]
+    Todo.objects.create(title="b")
+    wait_published()
+    pushed = outbox.to(channel)[-1]["formats"]["http-stream"]["content"]
+    fresh = client.get(path)
+    assert pushed == f'id: {fresh["ETag"]}\ndata: '.encode().decode() + fresh.content.decode() + "\n\n"
+    assert first.content.split(b"\ndata: ")[1].startswith(b'{"COUNT":1,')
+
+
+def test_if_match_from_the_browsable_api_is_checked_against_the_views_json():
+    """The browsable API serves no ETag: its write is checked against the JSON one, as the
+    view's own renderer gives it."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    etag = client.get(f"/api/probe/upper-todos/{todo.pk}/")["ETag"]
+    response = client.patch(
+        f"/api/probe/upper-todos/{todo.pk}/",
+        {"title": "b"},
+        format="json",
+        HTTP_ACCEPT="text/html",
+        HTTP_IF_MATCH=etag,
+    )
+    assert response.status_code == 200
