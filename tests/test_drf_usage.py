@@ -63,3 +63,26 @@ def test_if_match_from_the_browsable_api_is_checked_against_the_views_json():
         HTTP_IF_MATCH=etag,
     )
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("how", ["partial_update", "update", "action"])
+def test_if_match_is_the_detail_etag_whatever_serializer_writes(how):
+    """A viewset writing with another serializer than it reads with (``get_serializer_class``
+    by action, an ``@action``'s own): ``If-Match`` compares the detail representation's
+    ETag, the one a GET gave, and the answer names the new one."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    url = f"/api/probe/write-todos/{todo.pk}/"
+    etag = client.get(url)["ETag"]
+    write = {
+        "partial_update": lambda headers: client.patch(url, {"title": "b"}, format="json", **headers),
+        "update": lambda headers: client.put(url, {"title": "b"}, format="json", **headers),
+        "action": lambda headers: client.patch(
+            f"{url}rename/", {"title": "b"}, format="json", **headers
+        ),
+    }[how]
+    stale = write({"HTTP_IF_MATCH": '"stale"'})
+    assert stale.status_code == 412 and stale["ETag"] == etag
+    response = write({"HTTP_IF_MATCH": etag})
+    assert response.status_code == 200, response.content
+    assert response["ETag"] == client.get(url)["ETag"] != etag

@@ -570,8 +570,7 @@ class _RealtimeBase:
     def _current_detail_etag(self) -> str:
         """The ETag a GET of this object's detail URL answers now."""
         request = self.request
-        instance = self.get_object()
-        serializer = self.get_serializer(instance)
+        data = self._detail_data(self.get_object())
         renderer = request.accepted_renderer
         media_type = getattr(request, "accepted_media_type", None) or renderer.media_type
         if isinstance(renderer, (EventStreamRenderer, BrowsableAPIRenderer)) or not hasattr(
@@ -582,13 +581,31 @@ class _RealtimeBase:
             json_renderer = json_renderer_of(super().get_renderers())
             renderer, media_type = EventStreamRenderer(json_renderer), "application/json"
         context = self.get_renderer_context()
-        context["response"] = Response(serializer.data)
+        context["response"] = Response(data)
         # The media type as negotiated, parameters included: ``indent=4`` changes the bytes,
         # and so the ETag this client's GET was given.
-        content = renderer.render(serializer.data, media_type, context)
+        content = renderer.render(data, media_type, context)
         if isinstance(content, str):
             content = content.encode()
         return self.get_etag(content)
+
+    def _detail_data(self, instance: models.Model) -> Any:
+        """``instance`` serialized as a GET of its detail URL does it: in a viewset, as the
+        ``retrieve`` action. A write's own serializer (``get_serializer_class()`` choosing
+        one for ``partial_update``, an ``@action(serializer_class=...)``) gives other data,
+        and every ``If-Match`` with the ETag of a GET answered 412 (DRF probe)."""
+        action = getattr(self, "action", None)
+        if action is None:
+            return self.get_serializer(instance).data
+        # An action's initkwargs are instance attributes: the class's own are retrieve's.
+        own = self.__dict__.pop("serializer_class", None)
+        self.action = "retrieve"
+        try:
+            return self.get_serializer(instance).data
+        finally:
+            self.action = action
+            if own is not None:
+                self.serializer_class = own
 
     def handle_exception(self, exc):
         if isinstance(exc, _Checked):

@@ -1,9 +1,11 @@
 """Views combining a realtime viewset with what DRF users add to theirs (throttling, their
-own renderers...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
+own renderers, write serializers...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
 
 from django.urls import include, path
-from rest_framework import permissions, throttling, viewsets
+from rest_framework import permissions, serializers, throttling, viewsets
+from rest_framework.decorators import action
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin
@@ -52,9 +54,36 @@ class SharedUpperTodos(UpperTodos):
     realtime_delivery = "shared"
 
 
+class TitleWriteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Todo
+        fields = ["title"]
+
+
+class WriteSerializerTodos(RealtimeMixin, viewsets.ModelViewSet):
+    """Reads with ``TodoSerializer``, writes with ``TitleWriteSerializer``, as DRF's docs
+    show ``get_serializer_class()`` choosing by ``self.action``; an action has its own."""
+
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+
+    def get_serializer_class(self):
+        if self.action in ("update", "partial_update"):
+            return TitleWriteSerializer
+        return super().get_serializer_class()
+
+    @action(detail=True, methods=["patch"], serializer_class=TitleWriteSerializer)
+    def rename(self, request, *args, **kwargs):
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(TodoSerializer(serializer.save()).data)
+
+
 router = DefaultRouter()
 router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
 router.register("upper-todos", UpperTodos, basename="upper-todo")
 router.register("shared-upper-todos", SharedUpperTodos, basename="shared-upper-todo")
+router.register("write-todos", WriteSerializerTodos, basename="write-todo")
 
 urlpatterns = [path("", include(router.urls))]
