@@ -2,10 +2,12 @@
 ``testapp/drf_views.py``; through real proxies: ``integration/test_drf_usage.py``)."""
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from drf_grip.test import GripAPIClient, assert_held, capture_published, wait_published
-from tests.testapp.models import Todo
+from tests.testapp.drf_views import ProjectTasks
+from tests.testapp.models import Project, Task, Todo
 
 pytestmark = pytest.mark.django_db(transaction=True)  # changes publish after commit
 
@@ -86,3 +88,41 @@ def test_if_match_is_the_detail_etag_whatever_serializer_writes(how):
     response = write({"HTTP_IF_MATCH": etag})
     assert response.status_code == 200, response.content
     assert response["ETag"] == client.get(url)["ETag"] != etag
+
+
+def test_a_partition_along_a_field_path_wakes_its_owners_holds(outbox):
+    """``realtime_partition = "project__owner"``: a new task wakes the list its project's
+    owner holds (it woke nobody: the path stopped at ``project_id``)."""
+    alice, bob = (get_user_model().objects.create_user(name) for name in ("alice", "bob"))
+    project = Project.objects.create(owner=alice, name="p")
+    client = GripAPIClient()
+    client.force_authenticate(alice)
+    path = "/api/probe/project-tasks/"
+    held = client.get(path, HTTP_IF_NONE_MATCH=client.get(path)["ETag"])
+    partition = assert_held(held).channels[0]
+    Task.objects.create(project=project, title="t")
+    Task.objects.create(project=Project.objects.create(owner=bob, name="q"), title="u")
+    wait_published()
+    assert outbox.to(partition)
+    assert [task["title"] for task in client.get(path).json()] == ["t"]
+    assert ProjectTasks.get_instance_partitions(Task.objects.get(title="u")) == [str(bob.pk)]
+
+
+def test_a_task_moved_to_another_owners_project_wakes_both(outbox, django_assert_max_num_queries):
+    """Loaded, a task remembers the project it was in, without reading the project (a list
+    of tasks must not cost a query per task); moved, the lists of both owners wake."""
+    alice, bob = (get_user_model().objects.create_user(name) for name in ("alice", "bob"))
+    first = Project.objects.create(owner=alice, name="p")
+    second = Project.objects.create(owner=bob, name="q")
+    Task.objects.bulk_create([Task(project=first, title=f"t{i}") for i in range(5)])
+    with django_assert_max_num_queries(1):
+        tasks = list(Task.objects.all())
+    task = tasks[0]
+    task.project = second
+    task.save()
+    wait_published()
+    partitions = {item["channel"] for item in outbox if ".p." in item["channel"]}
+    assert {c.split("~")[0] for c in partitions} == {
+        f"drf.testapp.task.p.{alice.pk}",
+        f"drf.testapp.task.p.{bob.pk}",
+    }

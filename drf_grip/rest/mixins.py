@@ -192,10 +192,15 @@ class _RealtimeBase:
         """The partitions a changed instance belongs to (the publishing counterpart of
         ``get_realtime_partition()``): the value at ``realtime_partition``."""
         value: Any = instance
-        for part in (cls.realtime_partition or "").split("__"):
+        parts = (cls.realtime_partition or "").split("__")
+        for position, part in enumerate(parts):
+            # The last step reads the key (``owner_id``: no query); the steps before it
+            # follow the relation (``project__owner``: the project, then its owner's key).
+            # Reading keys on the way, the path stopped at an id, and a change woke nobody.
+            last = position == len(parts) - 1
             value = (
                 getattr(value, part + "_id", None)
-                if hasattr(value, part + "_id")
+                if last and hasattr(value, part + "_id")
                 else getattr(value, part, None)
             )
             if value is None:

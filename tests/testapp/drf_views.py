@@ -1,5 +1,5 @@
 """Views combining a realtime viewset with what DRF users add to theirs (throttling, their
-own renderers, write serializers...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
+own renderers, write serializers, partitions along a path...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
 
 from django.urls import include, path
 from rest_framework import permissions, serializers, throttling, viewsets
@@ -10,7 +10,7 @@ from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin
 
-from .models import Todo
+from .models import Task, Todo
 from .realtime_views import Pages, TodoSerializer
 
 
@@ -80,10 +80,28 @@ class WriteSerializerTodos(RealtimeMixin, viewsets.ModelViewSet):
         return Response(TodoSerializer(serializer.save()).data)
 
 
+class TaskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Task
+        fields = ["id", "title"]
+
+
+class ProjectTasks(RealtimeMixin, viewsets.ModelViewSet):
+    """Each user's tasks, partitioned by the owner of their project: a field path."""
+
+    serializer_class = TaskSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    realtime_partition = "project__owner"
+
+    def get_queryset(self):
+        return Task.objects.filter(project__owner=self.request.user)
+
+
 router = DefaultRouter()
 router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
 router.register("upper-todos", UpperTodos, basename="upper-todo")
 router.register("shared-upper-todos", SharedUpperTodos, basename="shared-upper-todo")
 router.register("write-todos", WriteSerializerTodos, basename="write-todo")
+router.register("project-tasks", ProjectTasks, basename="project-task")
 
 urlpatterns = [path("", include(router.urls))]
