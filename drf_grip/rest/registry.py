@@ -246,7 +246,7 @@ def _partition_views(model: type[models.Model]) -> list[type]:
 
 def _partitions(model: type[models.Model], instance: models.Model) -> set[str] | None:
     """The partitions a change of ``instance`` touches: its current ones and those it was
-    loaded with (a note moved to another owner changes both lists)."""
+    loaded with or last saved in (a note moved to another owner changes both lists)."""
     views = _partition_views(model)
     if not views:
         return set()
@@ -260,6 +260,9 @@ def _partitions(model: type[models.Model], instance: models.Model) -> set[str] |
         except Exception:  # noqa: BLE001 - unknown partitions wake every partition
             logger.exception("drf-grip: get_instance_partitions of %s failed", view.__name__)
             return None
+    # Where it is now is what its next save moves it from: a created note, or one moved
+    # twice, woke only its new owner's list, and the one it left kept it (DRF probe).
+    _remember_partitions(model, instance)
     return out
 
 
