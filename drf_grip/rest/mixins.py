@@ -583,8 +583,8 @@ class _RealtimeBase:
         ):
             # A stream's events carry the JSON representation's ETag; DRF's browsable API
             # serves no ETag (see initial), so a write from it is checked against JSON's.
-            json_renderer = json_renderer_of(super().get_renderers())
-            renderer, media_type = EventStreamRenderer(json_renderer), "application/json"
+            renderer = EventStreamRenderer(json_renderer_of(super().get_renderers()))
+            media_type = renderer.json_media_type
         context = self.get_renderer_context()
         context["response"] = Response(data)
         # The media type as negotiated, parameters included: ``indent=4`` changes the bytes,

@@ -54,6 +54,26 @@ class SharedUpperTodos(UpperTodos):
     realtime_delivery = "shared"
 
 
+class JsonApiRenderer(UpperKeysJSONRenderer):
+    """JSON under a media type of its own (``+json``), as djangorestframework-jsonapi's
+    ``application/vnd.api+json``: the data in a ``{"data": ...}`` document."""
+
+    media_type = "application/vnd.api+json"
+    format = "vnd.api+json"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return super().render({"data": data}, accepted_media_type, renderer_context)
+
+
+class JsonApiTodos(UpperTodos):
+    renderer_classes = [JsonApiRenderer]
+    schema = None  # tests/test_openapi.py reads every operation as application/json
+
+
+class SharedJsonApiTodos(JsonApiTodos):
+    realtime_delivery = "shared"
+
+
 class TitleWriteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Todo
@@ -102,6 +122,8 @@ router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
 router.register("upper-todos", UpperTodos, basename="upper-todo")
 router.register("shared-upper-todos", SharedUpperTodos, basename="shared-upper-todo")
 router.register("write-todos", WriteSerializerTodos, basename="write-todo")
+router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
+router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
 
 urlpatterns = [path("", include(router.urls))]
