@@ -5,7 +5,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
-from drf_grip.test import GripAPIClient, assert_held, capture_published, wait_published
+from drf_grip.test import (
+    GripAPIClient,
+    WebSocketTestClient,
+    assert_held,
+    capture_published,
+    wait_published,
+)
 from tests.testapp.drf_views import ProjectTasks
 from tests.testapp.models import Project, Task, Todo
 
@@ -137,3 +143,21 @@ def test_a_task_moved_to_another_owners_project_wakes_both(outbox, django_assert
         f"drf.testapp.task.p.{alice.pk}",
         f"drf.testapp.task.p.{bob.pk}",
     }
+
+
+def test_the_gateway_subscribes_to_a_json_api_view():
+    """A view serving JSON only as ``application/vnd.api+json``: a gateway message asks for
+    that JSON (it asked for application/json: 406), and its changes follow."""
+    path = "/api/probe/shared-jsonapi-todos/"
+    Todo.objects.create(title="a")
+    ws = WebSocketTestClient().connect("/api/ws/")
+    ws.send_json({"id": 1, "subscribe": path})
+    answer = ws.receive_json()
+    assert answer["status"] == 200, answer
+    assert answer["data"] == GripAPIClient().get(path).json()
+    Todo.objects.create(title="b")
+    change = ws.receive_json(timeout=5)
+    while change.get("etag") == answer["etag"]:  # the answer's settle (README)
+        change = ws.receive_json(timeout=5)
+    fresh = GripAPIClient().get(path)
+    assert change["data"] == fresh.json() and change["etag"] == fresh["ETag"]
