@@ -84,14 +84,23 @@ def test_if_match_from_the_browsable_api_is_checked_against_the_views_json():
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("how", ["partial_update", "update", "action"])
-def test_if_match_is_the_detail_etag_whatever_serializer_writes(how):
-    """A viewset writing with another serializer than it reads with (``get_serializer_class``
-    by action, an ``@action``'s own): ``If-Match`` compares the detail representation's
-    ETag, the one a GET gave, and the answer names the new one."""
+@pytest.mark.parametrize(
+    "how,view",
+    [
+        ("partial_update", "write-todos"),
+        ("update", "write-todos"),
+        ("action", "write-todos"),
+        ("partial_update", "method-todos"),
+        ("update", "generic-method-todos"),
+    ],
+)
+def test_if_match_is_the_detail_etag_whatever_serializer_writes(how, view):
+    """A view writing with another serializer than it reads with (``get_serializer_class``
+    by action or by method, an ``@action``'s own): ``If-Match`` compares the detail
+    representation's ETag, the one a GET gave, and the answer names the new one."""
     todo = Todo.objects.create(title="a")
     client = GripAPIClient()
-    url = f"/api/probe/write-todos/{todo.pk}/"
+    url = f"/api/probe/{view}/{todo.pk}/"
     etag = client.get(url)["ETag"]
     write = {
         "partial_update": lambda headers: client.patch(url, {"title": "b"}, format="json", **headers),

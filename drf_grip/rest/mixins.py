@@ -595,20 +595,24 @@ class _RealtimeBase:
         return self.get_etag(content)
 
     def _detail_data(self, instance: models.Model) -> Any:
-        """``instance`` serialized as a GET of its detail URL does it: in a viewset, as the
-        ``retrieve`` action. A write's own serializer (``get_serializer_class()`` choosing
-        one for ``partial_update``, an ``@action(serializer_class=...)``) gives other data,
-        and every ``If-Match`` with the ETag of a GET answered 412 (DRF probe)."""
-        action = getattr(self, "action", None)
-        if action is None:
-            return self.get_serializer(instance).data
+        """``instance`` serialized as a GET of its detail URL does it: the request a GET, in
+        a viewset the ``retrieve`` action. A write's own serializer (``get_serializer_class()``
+        choosing one for ``partial_update`` or for unsafe methods, an
+        ``@action(serializer_class=...)``) gives other data, and every ``If-Match`` with the
+        ETag of a GET answered 412 (DRF probe)."""
+        django_request = self.request._request
+        method, action = django_request.method, getattr(self, "action", None)
         # An action's initkwargs are instance attributes: the class's own are retrieve's.
-        own = self.__dict__.pop("serializer_class", None)
-        self.action = "retrieve"
+        own = self.__dict__.pop("serializer_class", None) if action is not None else None
+        django_request.method = "GET"
+        if action is not None:
+            self.action = "retrieve"
         try:
             return self.get_serializer(instance).data
         finally:
-            self.action = action
+            django_request.method = method
+            if action is not None:
+                self.action = action
             if own is not None:
                 self.serializer_class = own
 

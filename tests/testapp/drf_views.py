@@ -2,7 +2,7 @@
 own renderers, write serializers, partitions along a path...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
 
 from django.urls import include, path
-from rest_framework import permissions, serializers, throttling, viewsets
+from rest_framework import generics, permissions, serializers, throttling, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -117,13 +117,36 @@ class ProjectTasks(RealtimeMixin, viewsets.ModelViewSet):
         return Task.objects.filter(project__owner=self.request.user)
 
 
+class MethodSerializerTodos(WriteSerializerTodos):
+    """Chooses by method, as often: the write serializer for anything but a read."""
+
+    def get_serializer_class(self):
+        if self.request.method not in permissions.SAFE_METHODS:
+            return TitleWriteSerializer
+        return TodoSerializer
+
+
+class GenericMethodSerializerTodo(RealtimeMixin, generics.RetrieveUpdateAPIView):
+    queryset = Todo.objects.all()
+    permission_classes = [permissions.AllowAny]
+
+    def get_serializer_class(self):
+        if self.request.method not in permissions.SAFE_METHODS:
+            return TitleWriteSerializer
+        return TodoSerializer
+
+
 router = DefaultRouter()
 router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
 router.register("upper-todos", UpperTodos, basename="upper-todo")
 router.register("shared-upper-todos", SharedUpperTodos, basename="shared-upper-todo")
 router.register("write-todos", WriteSerializerTodos, basename="write-todo")
+router.register("method-todos", MethodSerializerTodos, basename="method-todo")
 router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
 router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
 
-urlpatterns = [path("", include(router.urls))]
+urlpatterns = [
+    path("", include(router.urls)),
+    path("generic-method-todos/<int:pk>/", GenericMethodSerializerTodo.as_view()),
+]
