@@ -81,6 +81,21 @@ def test_moving_an_object_to_another_partition_wakes_both(sink):
     assert names.partition_channel(Note, str(bob.pk)) in channels
 
 
+def test_an_object_moved_again_wakes_the_partition_it_left(sink):
+    """A created object, or one saved before, is in the partitions of its last save: moved
+    (a task that creates a note and hands it over, a second reassignment), the list it
+    left wakes. It remembered only what it was loaded with: alice kept bob's note."""
+    alice, bob, carol = (get_user_model().objects.create_user(n) for n in ("a", "b", "c"))
+    note = Note.objects.create(owner=alice, text="hand over")
+    sink.settle()
+    for previous, owner in ((alice, bob), (bob, carol)):
+        note.owner = owner
+        note.save()
+        channels = hints(sink.settle())
+        assert names.partition_channel(Note, str(previous.pk)) in channels
+        assert names.partition_channel(Note, str(owner.pk)) in channels
+
+
 def test_a_change_without_instances_wakes_every_partition(sink):
     from drf_grip import publish_changes
 

@@ -7,6 +7,7 @@ urlpatterns = [
     path("api/ws/", RealtimeGateway.as_view()),
     path("api/", include("tests.testapp.hook_views")),
     path("api/", include("tests.testapp.realtime_views")),
+    path("api/probe/", include("tests.testapp.drf_views")),
     path("seed/", include("tests.testapp.seed_urls")),
     path("harness/", include("tests.testapp.harness_views")),
 ]

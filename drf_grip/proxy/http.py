@@ -29,6 +29,7 @@ from .origin import (
     Message,
     OriginError,
     OriginResponse,
+    decoded,
     derive_scope,
     fetch,
     origin_headers,
@@ -351,6 +352,9 @@ class HttpSession:
                     return
                 try:
                     body = await exchange.read_body(self.proxy.max_message_size)
+                    answer = decoded(
+                        OriginResponse(status, resp_headers, body), self.proxy.max_message_size
+                    )
                 except OriginError as exc:
                     logger.warning("origin error for %s: %s", self.path, exc)
                     await self._error(502, f"Bad Gateway: {exc}")
@@ -361,7 +365,7 @@ class HttpSession:
             # The answer is read: a hold may last minutes, and the exchange (its scope, queue
             # and the inner app's finished task) is a few KiB per held connection.
             self._exchange = None
-            await self._handle(OriginResponse(status, resp_headers, body), instruct)
+            await self._handle(answer, instruct)
         except _Aborted:
             pass  # returning with the response unfinished makes the server drop the connection
         finally:

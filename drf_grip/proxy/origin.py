@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from ..protocol import EMBEDDED_ISSUER, RawHeaders
 from ..protocol.signing import hs256_encode
+from .encoding import accepted_codings, decode
 from .headers import without_headers
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "OriginResponse",
     "Signer",
     "derive_scope",
+    "decoded",
     "fetch",
     "GRIP_FEATURES",
     "origin_headers",
@@ -248,14 +250,24 @@ async def fetch(
     except OriginError:
         exchange.cancel()
         raise
-    return OriginResponse(status, headers, data)
+    return decoded(OriginResponse(status, headers, data), limit)
+
+
+def decoded(answer: OriginResponse, limit: int) -> OriginResponse:
+    """``answer`` as the proxy holds it: decoded (encoding.py), or an OriginError."""
+    try:
+        headers, body = decode(answer.headers, answer.body, limit)
+    except ValueError as exc:
+        raise OriginError(f"the origin's answer is unusable: {exc}") from None
+    return OriginResponse(answer.status, headers, body)
 
 
 def origin_headers(
     client_headers: RawHeaders, signer: Signer, extra: RawHeaders = ()
 ) -> RawHeaders:
-    """The client's headers minus its ``Grip-*`` ones, plus the proxy's signature and features."""
-    out = without_headers(client_headers, grip=True)
+    """The client's headers minus its ``Grip-*`` ones and the codings the proxy cannot
+    decode (encoding.py), plus the proxy's signature and features."""
+    out = accepted_codings(without_headers(client_headers, grip=True))
     out.append((b"grip-sig", signer.token().encode("latin-1")))
     out.append((b"grip-feature", GRIP_FEATURES.encode("latin-1")))
     out.extend(extra)

@@ -38,6 +38,7 @@ from .sse import (
     KEEP_ALIVE,
     EventStreamRenderer,
     format_event,
+    json_renderer_of,
     refuses_event_stream,
 )
 from .store import KEPT
@@ -79,6 +80,13 @@ def grip_of(request: Any) -> GripRequest:
         grip = GripRequest(django_request)
         django_request.grip = grip
     return grip
+
+
+def is_proxy_retry(grip: GripRequest) -> bool:
+    """A request the proxy made again on its own (a held request re-requested, a next
+    link): only the proxy sends ``Grip-Last``. Not when proxies have no key: any client
+    could then send the header."""
+    return grip.signed and bool(grip.last)
 
 
 def view_path(view_class: type) -> str:
@@ -185,10 +193,15 @@ class _RealtimeBase:
         """The partitions a changed instance belongs to (the publishing counterpart of
         ``get_realtime_partition()``): the value at ``realtime_partition``."""
         value: Any = instance
-        for part in (cls.realtime_partition or "").split("__"):
+        parts = (cls.realtime_partition or "").split("__")
+        for position, part in enumerate(parts):
+            # The last step reads the key (``owner_id``: no query); the steps before it
+            # follow the relation (``project__owner``: the project, then its owner's key).
+            # Reading keys on the way, the path stopped at an id, and a change woke nobody.
+            last = position == len(parts) - 1
             value = (
                 getattr(value, part + "_id", None)
-                if hasattr(value, part + "_id")
+                if last and hasattr(value, part + "_id")
                 else getattr(value, part, None)
             )
             if value is None:
@@ -258,7 +271,7 @@ class _RealtimeBase:
         ):
             return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
-            renderers.append(EventStreamRenderer())
+            renderers.append(EventStreamRenderer(json_renderer_of(renderers)))
         return renderers
 
     # -- request cycle ----------------------------------------------------------------------
@@ -574,8 +587,7 @@ class _RealtimeBase:
     def _current_detail_etag(self) -> str:
         """The ETag a GET of this object's detail URL answers now."""
         request = self.request
-        instance = self.get_object()
-        serializer = self.get_serializer(instance)
+        data = self._detail_data(self.get_object())
         renderer = request.accepted_renderer
         media_type = getattr(request, "accepted_media_type", None) or renderer.media_type
         if isinstance(renderer, (EventStreamRenderer, BrowsableAPIRenderer)) or not hasattr(
@@ -583,15 +595,38 @@ class _RealtimeBase:
         ):
             # A stream's events carry the JSON representation's ETag; DRF's browsable API
             # serves no ETag (see initial), so a write from it is checked against JSON's.
-            renderer, media_type = EventStreamRenderer(), "application/json"
+            renderer = EventStreamRenderer(json_renderer_of(super().get_renderers()))
+            media_type = renderer.json_media_type
         context = self.get_renderer_context()
-        context["response"] = Response(serializer.data)
+        context["response"] = Response(data)
         # The media type as negotiated, parameters included: ``indent=4`` changes the bytes,
         # and so the ETag this client's GET was given.
-        content = renderer.render(serializer.data, media_type, context)
+        content = renderer.render(data, media_type, context)
         if isinstance(content, str):
             content = content.encode()
         return self.get_etag(content)
+
+    def _detail_data(self, instance: models.Model) -> Any:
+        """``instance`` serialized as a GET of its detail URL does it: the request a GET, in
+        a viewset the ``retrieve`` action. A write's own serializer (``get_serializer_class()``
+        choosing one for ``partial_update`` or for unsafe methods, an
+        ``@action(serializer_class=...)``) gives other data, and every ``If-Match`` with the
+        ETag of a GET answered 412 (DRF probe)."""
+        django_request = self.request._request
+        method, action = django_request.method, getattr(self, "action", None)
+        # An action's initkwargs are instance attributes: the class's own are retrieve's.
+        own = self.__dict__.pop("serializer_class", None) if action is not None else None
+        django_request.method = "GET"
+        if action is not None:
+            self.action = "retrieve"
+        try:
+            return self.get_serializer(instance).data
+        finally:
+            django_request.method = method
+            if action is not None:
+                self.action = action
+            if own is not None:
+                self.serializer_class = own
 
     def handle_exception(self, exc):
         if isinstance(exc, _Checked):
@@ -821,7 +856,12 @@ class _RealtimeBase:
     def check_throttles(self, request):
         # Renders the server makes for a subscriber are not the subscriber's requests: a
         # burst of changes must not throttle them.
+        # Nor is the proxy's re-request of a held request (for a hint or a prev-id conflict)
+        # a request of the client's, whose hold was counted when it arrived: counted, one
+        # long-poll answered 429 after a few writes by others (DRF probe).
         context = context_of(request)
+        if context is None and is_proxy_retry(grip_of(request)):
+            return
         if context is None or context.role in ("client", "gateway-subscribe"):
             super().check_throttles(request)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import copy
 import logging
 import os
 import queue
@@ -245,30 +246,71 @@ def _partition_views(model: type[models.Model]) -> list[type]:
 
 def _partitions(model: type[models.Model], instance: models.Model) -> set[str] | None:
     """The partitions a change of ``instance`` touches: its current ones and those it was
-    loaded with (a note moved to another owner changes both lists)."""
+    loaded with or last saved in (a note moved to another owner changes both lists)."""
     views = _partition_views(model)
     if not views:
         return set()
     out: set[str] = set(getattr(instance, "_drf_grip_partitions", ()) or ())
+    loaded = _as_loaded(instance)
     for view in views:
         try:
             out.update(view.get_instance_partitions(instance))
+            if loaded is not None and _through_relation(view) is not None:
+                out.update(view.get_instance_partitions(loaded))
         except Exception:  # noqa: BLE001 - unknown partitions wake every partition
             logger.exception("drf-grip: get_instance_partitions of %s failed", view.__name__)
             return None
+    # Where it is now is what its next save moves it from: a created note, or one moved
+    # twice, woke only its new owner's list, and the one it left kept it (DRF probe).
+    _remember_partitions(model, instance)
     return out
 
 
+def _through_relation(view: type) -> str | None:
+    """The attribute of the relation that a view's ``realtime_partition`` path goes through
+    (``project_id`` for ``"project__owner"``), when the default hook follows it."""
+    from .mixins import _RealtimeBase
+
+    path = getattr(view, "realtime_partition", None) or ""
+    hook = getattr(view.get_instance_partitions, "__func__", None)
+    if "__" not in path or hook is not _RealtimeBase.get_instance_partitions.__func__:
+        return None
+    return path.split("__", 1)[0] + "_id"
+
+
 def _remember_partitions(sender, instance, **kwargs) -> None:
+    """What a loaded instance's partitions were, to wake them too if a change moves it.
+    A path through a relation (``project__owner``) is not followed here, which would cost a
+    query per object of every list read (DRF probe): the relation's key is kept, and the
+    partitions it names are read if the object changes (``_as_loaded``)."""
     if instance.pk is None:
         return
     out: set[str] = set()
+    keys: dict[str, Any] = {}
     for view in _partition_views(sender):
+        key = _through_relation(view)
+        if key is not None:
+            keys[key] = instance.__dict__.get(key)
+            continue
         try:
             out.update(view.get_instance_partitions(instance))
         except Exception:  # noqa: BLE001 - a deferred field, say: counted as unknown later
             return
     instance._drf_grip_partitions = out
+    if keys:
+        instance._drf_grip_partition_keys = keys
+
+
+def _as_loaded(instance: models.Model) -> models.Model | None:
+    """A copy of ``instance`` with the relation keys it was loaded with (and no related
+    objects cached), or None when it remembers none."""
+    keys = getattr(instance, "_drf_grip_partition_keys", None)
+    if not keys:
+        return None
+    loaded = copy.copy(instance)  # Model.__reduce__: its own _state and fields cache
+    loaded.__dict__.update(keys)
+    loaded._state.fields_cache = {}
+    return loaded
 
 
 def _expand(

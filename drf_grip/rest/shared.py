@@ -181,8 +181,12 @@ def live_url(request: Any, view: Any) -> LiveUrl:
     if media_type.startswith(EVENT_STREAM) or getattr(renderer, "media_type", "") == EVENT_STREAM:
         # A stream carries the JSON representation, with the media-type parameters its
         # negotiation accepted: ``text/event-stream; version=2`` (AcceptHeaderVersioning) is
-        # version 2's JSON, a live URL apart from version 1's (black-box probe).
-        media_type = media_type_as(media_type, "application/json")
+        # version 2's JSON, a live URL apart from version 1's (black-box probe). The JSON is
+        # the view's (``EventStreamRenderer.json_media_type``): rendered as
+        # application/json, a view serving only application/vnd.api+json answered 406, and
+        # its streams got ``event: delete`` at the first change (DRF probe).
+        json_type = getattr(renderer, "json_media_type", "application/json")
+        media_type = media_type_as(media_type, json_type)
     elif media_type:
         media_type = media_type_as(media_type)
     meta = request.META

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from django.utils.http import parse_header_parameters
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 __all__ = [
     "EventStreamRenderer",
     "format_event",
+    "json_renderer_of",
     "media_type_as",
     "refuses_event_stream",
     "KEEP_ALIVE",
@@ -22,10 +23,51 @@ KEEP_ALIVE = b":\n\n"
 
 class EventStreamRenderer(JSONRenderer):
     """Renders the data as JSON (the same bytes as ``application/json``); the realtime mixin
-    frames it as an event. The ETag is therefore the same for a GET and for a stream."""
+    frames it as an event. The ETag is therefore the same for a GET and for a stream.
+
+    ``json_renderer`` is the view's own JSON renderer (``json_renderer_of``), which renders
+    the events: a project's renderer (camelCase keys, another encoder, JSON:API's
+    ``application/vnd.api+json``) gives a GET's bytes, which a shared push, made by a render
+    of the URL as ``json_media_type``, carries too."""
 
     media_type = EVENT_STREAM
     format = "event-stream"
+
+    def __init__(self, json_renderer: BaseRenderer | None = None) -> None:
+        self.json_renderer = json_renderer
+
+    @property
+    def json_media_type(self) -> str:
+        """The media type (without parameters) of the JSON the events carry."""
+        if self.json_renderer is None:
+            return "application/json"
+        return parse_header_parameters(self.json_renderer.media_type)[0]
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if self.json_renderer is None:
+            return super().render(data, accepted_media_type, renderer_context)
+        # JSON with the parameters negotiated for the stream (``indent``, ``version``).
+        media_type = media_type_as(accepted_media_type or EVENT_STREAM, self.json_media_type)
+        return self.json_renderer.render(data, media_type, renderer_context)
+
+
+def json_renderer_of(renderers: list[BaseRenderer]) -> BaseRenderer | None:
+    """The renderer of the view's JSON: the first of ``application/json`` (which DRF's
+    negotiation picks for that type), else the first of a ``+json`` type (RFC 6839), a view
+    that serves JSON only under its own type. None when there is none (a stream then
+    renders DRF's JSON)."""
+    suffixed = None
+    for renderer in renderers:
+        media_type, _params = parse_header_parameters(renderer.media_type)
+        if not hasattr(renderer, "render"):
+            continue
+        if media_type == "application/json":
+            return renderer
+        if suffixed is None and media_type.startswith("application/") and media_type.endswith(
+            "+json"
+        ):
+            suffixed = renderer
+    return suffixed
 
 
 def refuses_event_stream(accept: str | None) -> bool:

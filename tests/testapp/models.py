@@ -30,3 +30,16 @@ class Comment(models.Model):
 
 class Tag(models.Model):
     name = models.CharField(max_length=50)
+
+
+class Project(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    name = models.CharField(max_length=200)
+
+
+class Task(models.Model):
+    project = models.ForeignKey(Project, related_name="tasks", on_delete=models.CASCADE)
+    title = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["id"]

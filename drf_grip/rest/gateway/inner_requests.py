@@ -20,14 +20,17 @@ from urllib.parse import unquote, unquote_to_bytes, urlencode, urlsplit
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.urls import Resolver404, resolve
+from django.utils.http import parse_header_parameters
 
 from ..render import inherited_meta, run_through_middleware, wsgi_request
+from ..sse import json_renderer_of
 from .messages import MessageError
 
 __all__ = [
     "build_inner_request",
     "check_method",
     "inner_headers",
+    "json_media_type",
     "resolvable_path",
     "run_inner",
     "split_url",
@@ -144,6 +147,22 @@ def _url_matches(path: str) -> bool:
     return True
 
 
+def json_media_type(path: str) -> str:
+    """The media type of the JSON the view at ``path`` serves: ``application/json``, or,
+    for a view serving JSON only under a type of its own (JSON:API's
+    ``application/vnd.api+json``), that type, which asked as application/json answers 406
+    (DRF probe). Read from the view's ``renderer_classes``, as the stream's (``sse.py``)."""
+    try:
+        view_class = getattr(resolve(unquote(path)).func, "cls", None)
+    except Exception:  # noqa: BLE001 - not a URL of the URLconf: it answers for itself
+        return "application/json"
+    renderers = [cls() for cls in getattr(view_class, "renderer_classes", ()) or ()]
+    renderer = json_renderer_of(renderers)
+    if renderer is None:
+        return "application/json"
+    return parse_header_parameters(renderer.media_type)[0]
+
+
 def resolvable_path(url: Any) -> str:
     """The path of a message's ``url``: a 400 for what is not a local path, a 404 for one
     the URLconf does not serve."""
@@ -175,7 +194,7 @@ def build_inner_request(
     environ.pop("HTTP_ACCEPT", None)
     for name, value in headers.items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
-    environ.setdefault("HTTP_ACCEPT", "application/json")
+    environ.setdefault("HTTP_ACCEPT", json_media_type(path))
     environ["CONTENT_TYPE"] = "application/json"
     return wsgi_request(
         environ,

@@ -1,0 +1,61 @@
+"""What DRF users combine with a realtime view, through a real Pushpin and the embedded
+proxy: throttling, renderers of their own (views in ``testapp/drf_views.py``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.core.cache import cache
+
+from drf_grip.rest.shared import LiveUrl
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.testapp.models import Todo
+
+from .test_realtime import WITHIN, get, hold, list_ch, settle, stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def clean_cache():
+    cache.clear()  # the throttle's history too
+    yield
+
+
+def test_a_held_long_poll_is_throttled_once_not_per_change(grip_proxy: ProxyUnderTest) -> None:
+    """The view allows 5 requests a minute. A client's GET and one long-poll are two; the
+    proxy re-requests the held poll for each change of the model (a hint), which are not the
+    client's requests: other users' writes must not make its one poll answer 429."""
+    path = "/api/probe/throttled-todos/?done=true"  # a page none of these changes touch
+    poll = hold(grip_proxy, path, list_ch())
+    for i in range(6):
+        Todo.objects.create(title=f"t{i}")
+        settle()
+        time.sleep(0.2)  # the proxy's re-request has run
+        assert not poll.done, (poll.result(0).status_code, poll.result(0).content)
+    # The client's own requests are still counted: three more make six.
+    statuses = [get(grip_proxy, path).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_a_stream_of_a_json_api_view_follows_its_changes(grip_proxy: ProxyUnderTest) -> None:
+    """A view whose JSON is ``application/vnd.api+json`` only (djangorestframework-jsonapi):
+    a shared stream's events are renders of that JSON. Rendered as application/json, which
+    the view refuses (406), every stream got ``event: delete`` and was closed at the first
+    change."""
+    path = "/api/probe/shared-jsonapi-todos/"
+    Todo.objects.create(title="a")
+    host = grip_proxy.url.split("://", 1)[1]
+    channel = LiveUrl("http", host, path, "", "application/vnd.api+json").channel
+    events = stream(grip_proxy, path, channel)
+    try:
+        first = events.next(WITHIN)
+        assert first is not None and first.data.encode() == get(grip_proxy, path).content
+        Todo.objects.create(title="b")
+        event = events.next(WITHIN)
+    finally:
+        events.close()
+    assert event is not None and event.event is None, event
+    fresh = get(grip_proxy, path)
+    assert event.data.encode() == fresh.content and event.id == fresh.headers["ETag"]

@@ -1,0 +1,172 @@
+"""What DRF users combine with a realtime view, over DRF's test client (views in
+``testapp/drf_views.py``; through real proxies: ``integration/test_drf_usage.py``)."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+
+from drf_grip.test import (
+    GripAPIClient,
+    WebSocketTestClient,
+    assert_held,
+    capture_published,
+    wait_published,
+)
+from tests.testapp.drf_views import ProjectTasks
+from tests.testapp.models import Project, Task, Todo
+
+pytestmark = pytest.mark.django_db(transaction=True)  # changes publish after commit
+
+
+@pytest.fixture(autouse=True)
+def outbox():
+    cache.clear()
+    with capture_published() as published:
+        yield published
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/probe/upper-todos/",
+        "/api/probe/shared-upper-todos/",
+        "/api/probe/jsonapi-todos/",
+        "/api/probe/shared-jsonapi-todos/",
+    ],
+)
+def test_a_stream_carries_what_the_views_own_json_renderer_gives(path):
+    """A view whose renderer is the project's own (camelCase keys...): its stream's events
+    carry the bytes and ETag of a GET of its JSON, not those of DRF's plain JSONRenderer."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    fresh = client.get(path)
+    assert b'"TITLE":"a"' in fresh.content
+    stream = client.get(path, HTTP_ACCEPT="text/event-stream")
+    assert_held(stream, stream=True)
+    assert stream.content == f'id: {fresh["ETag"]}\ndata: '.encode() + fresh.content + b"\n\n"
+    # Last-Event-ID with the GET's ETag: nothing new to send first.
+    again = client.get(path, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=fresh["ETag"])
+    assert again.content == b""
+    detail = client.get(f"{path}{todo.pk}/", HTTP_ACCEPT="text/event-stream")
+    assert b'"ID":' in detail.content
+
+
+@pytest.mark.parametrize("path", ["/api/probe/shared-upper-todos/", "/api/probe/shared-jsonapi-todos/"])
+def test_shared_pushes_and_first_event_are_alike_with_the_views_renderer(outbox, path):
+    """A stream's pushed events are renders of the media type its first event has: for a
+    view whose JSON is ``application/vnd.api+json``, not ``application/json``, which it
+    refuses (406: every stream got ``event: delete`` at the first change)."""
+    Todo.objects.create(title="a")
+    client = GripAPIClient()
+    first = client.get(path, HTTP_ACCEPT="text/event-stream")
+    channel = assert_held(first, stream=True).channels[1]
+    Todo.objects.create(title="b")
+    wait_published()
+    pushed = outbox.to(channel)[-1]["formats"]["http-stream"]["content"]
+    fresh = client.get(path)
+    assert pushed == f'id: {fresh["ETag"]}\ndata: '.encode().decode() + fresh.content.decode() + "\n\n"
+    assert b'{"COUNT":1,' in first.content.split(b"\ndata: ")[1]
+
+
+def test_if_match_from_the_browsable_api_is_checked_against_the_views_json():
+    """The browsable API serves no ETag: its write is checked against the JSON one, as the
+    view's own renderer gives it."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    etag = client.get(f"/api/probe/upper-todos/{todo.pk}/")["ETag"]
+    response = client.patch(
+        f"/api/probe/upper-todos/{todo.pk}/",
+        {"title": "b"},
+        format="json",
+        HTTP_ACCEPT="text/html",
+        HTTP_IF_MATCH=etag,
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "how,view",
+    [
+        ("partial_update", "write-todos"),
+        ("update", "write-todos"),
+        ("action", "write-todos"),
+        ("partial_update", "method-todos"),
+        ("update", "generic-method-todos"),
+    ],
+)
+def test_if_match_is_the_detail_etag_whatever_serializer_writes(how, view):
+    """A view writing with another serializer than it reads with (``get_serializer_class``
+    by action or by method, an ``@action``'s own): ``If-Match`` compares the detail
+    representation's ETag, the one a GET gave, and the answer names the new one."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    url = f"/api/probe/{view}/{todo.pk}/"
+    etag = client.get(url)["ETag"]
+    write = {
+        "partial_update": lambda headers: client.patch(url, {"title": "b"}, format="json", **headers),
+        "update": lambda headers: client.put(url, {"title": "b"}, format="json", **headers),
+        "action": lambda headers: client.patch(
+            f"{url}rename/", {"title": "b"}, format="json", **headers
+        ),
+    }[how]
+    stale = write({"HTTP_IF_MATCH": '"stale"'})
+    assert stale.status_code == 412 and stale["ETag"] == etag
+    response = write({"HTTP_IF_MATCH": etag})
+    assert response.status_code == 200, response.content
+    assert response["ETag"] == client.get(url)["ETag"] != etag
+
+
+def test_a_partition_along_a_field_path_wakes_its_owners_holds(outbox):
+    """``realtime_partition = "project__owner"``: a new task wakes the list its project's
+    owner holds (it woke nobody: the path stopped at ``project_id``)."""
+    alice, bob = (get_user_model().objects.create_user(name) for name in ("alice", "bob"))
+    project = Project.objects.create(owner=alice, name="p")
+    client = GripAPIClient()
+    client.force_authenticate(alice)
+    path = "/api/probe/project-tasks/"
+    held = client.get(path, HTTP_IF_NONE_MATCH=client.get(path)["ETag"])
+    partition = assert_held(held).channels[0]
+    Task.objects.create(project=project, title="t")
+    Task.objects.create(project=Project.objects.create(owner=bob, name="q"), title="u")
+    wait_published()
+    assert outbox.to(partition)
+    assert [task["title"] for task in client.get(path).json()] == ["t"]
+    assert ProjectTasks.get_instance_partitions(Task.objects.get(title="u")) == [str(bob.pk)]
+
+
+def test_a_task_moved_to_another_owners_project_wakes_both(outbox, django_assert_max_num_queries):
+    """Loaded, a task remembers the project it was in, without reading the project (a list
+    of tasks must not cost a query per task); moved, the lists of both owners wake."""
+    alice, bob = (get_user_model().objects.create_user(name) for name in ("alice", "bob"))
+    first = Project.objects.create(owner=alice, name="p")
+    second = Project.objects.create(owner=bob, name="q")
+    Task.objects.bulk_create([Task(project=first, title=f"t{i}") for i in range(5)])
+    with django_assert_max_num_queries(1):
+        tasks = list(Task.objects.all())
+    task = tasks[0]
+    task.project = second
+    task.save()
+    wait_published()
+    partitions = {item["channel"] for item in outbox if ".p." in item["channel"]}
+    assert {c.split("~")[0] for c in partitions} == {
+        f"drf.testapp.task.p.{alice.pk}",
+        f"drf.testapp.task.p.{bob.pk}",
+    }
+
+
+def test_the_gateway_subscribes_to_a_json_api_view():
+    """A view serving JSON only as ``application/vnd.api+json``: a gateway message asks for
+    that JSON (it asked for application/json: 406), and its changes follow."""
+    path = "/api/probe/shared-jsonapi-todos/"
+    Todo.objects.create(title="a")
+    ws = WebSocketTestClient().connect("/api/ws/")
+    ws.send_json({"id": 1, "subscribe": path})
+    answer = ws.receive_json()
+    assert answer["status"] == 200, answer
+    assert answer["data"] == GripAPIClient().get(path).json()
+    Todo.objects.create(title="b")
+    change = ws.receive_json(timeout=5)
+    while change.get("etag") == answer["etag"]:  # the answer's settle (README)
+        change = ws.receive_json(timeout=5)
+    fresh = GripAPIClient().get(path)
+    assert change["data"] == fresh.json() and change["etag"] == fresh["ETag"]

@@ -1,0 +1,152 @@
+"""Views combining a realtime viewset with what DRF users add to theirs (throttling, their
+own renderers, write serializers, partitions along a path...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
+
+from django.urls import include, path
+from rest_framework import generics, permissions, serializers, throttling, viewsets
+from rest_framework.decorators import action
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.response import Response
+from rest_framework.routers import DefaultRouter
+
+from drf_grip import RealtimeMixin
+
+from .models import Task, Todo
+from .realtime_views import Pages, TodoSerializer
+
+
+class FewPerMinute(throttling.AnonRateThrottle):
+    rate = "5/min"
+
+
+class ThrottledTodos(RealtimeMixin, viewsets.ModelViewSet):
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = [FewPerMinute]
+    filterset_fields = ["done"]
+
+
+def _upper_keys(value):
+    if isinstance(value, dict):
+        return {key.upper(): _upper_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_upper_keys(item) for item in value]
+    return value
+
+
+class UpperKeysJSONRenderer(JSONRenderer):
+    """A JSON renderer of the project's own, as djangorestframework-camel-case's renames
+    keys: ``{"ID": 1, "TITLE": ...}``."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return super().render(_upper_keys(data), accepted_media_type, renderer_context)
+
+
+class UpperTodos(RealtimeMixin, viewsets.ModelViewSet):
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+    renderer_classes = [UpperKeysJSONRenderer, BrowsableAPIRenderer]
+    pagination_class = Pages
+
+
+class SharedUpperTodos(UpperTodos):
+    realtime_delivery = "shared"
+
+
+class JsonApiRenderer(UpperKeysJSONRenderer):
+    """JSON under a media type of its own (``+json``), as djangorestframework-jsonapi's
+    ``application/vnd.api+json``: the data in a ``{"data": ...}`` document."""
+
+    media_type = "application/vnd.api+json"
+    format = "vnd.api+json"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return super().render({"data": data}, accepted_media_type, renderer_context)
+
+
+class JsonApiTodos(UpperTodos):
+    renderer_classes = [JsonApiRenderer]
+    schema = None  # tests/test_openapi.py reads every operation as application/json
+
+
+class SharedJsonApiTodos(JsonApiTodos):
+    realtime_delivery = "shared"
+
+
+class TitleWriteSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Todo
+        fields = ["title"]
+
+
+class WriteSerializerTodos(RealtimeMixin, viewsets.ModelViewSet):
+    """Reads with ``TodoSerializer``, writes with ``TitleWriteSerializer``, as DRF's docs
+    show ``get_serializer_class()`` choosing by ``self.action``; an action has its own."""
+
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+
+    def get_serializer_class(self):
+        if self.action in ("update", "partial_update"):
+            return TitleWriteSerializer
+        return super().get_serializer_class()
+
+    @action(detail=True, methods=["patch"], serializer_class=TitleWriteSerializer)
+    def rename(self, request, *args, **kwargs):
+        serializer = self.get_serializer(self.get_object(), data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        return Response(TodoSerializer(serializer.save()).data)
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Task
+        fields = ["id", "title"]
+
+
+class ProjectTasks(RealtimeMixin, viewsets.ModelViewSet):
+    """Each user's tasks, partitioned by the owner of their project: a field path."""
+
+    serializer_class = TaskSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    realtime_partition = "project__owner"
+
+    def get_queryset(self):
+        return Task.objects.filter(project__owner=self.request.user)
+
+
+class MethodSerializerTodos(WriteSerializerTodos):
+    """Chooses by method, as often: the write serializer for anything but a read."""
+
+    def get_serializer_class(self):
+        if self.request.method not in permissions.SAFE_METHODS:
+            return TitleWriteSerializer
+        return TodoSerializer
+
+
+class GenericMethodSerializerTodo(RealtimeMixin, generics.RetrieveUpdateAPIView):
+    queryset = Todo.objects.all()
+    permission_classes = [permissions.AllowAny]
+
+    def get_serializer_class(self):
+        if self.request.method not in permissions.SAFE_METHODS:
+            return TitleWriteSerializer
+        return TodoSerializer
+
+
+router = DefaultRouter()
+router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
+router.register("upper-todos", UpperTodos, basename="upper-todo")
+router.register("shared-upper-todos", SharedUpperTodos, basename="shared-upper-todo")
+router.register("write-todos", WriteSerializerTodos, basename="write-todo")
+router.register("method-todos", MethodSerializerTodos, basename="method-todo")
+router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
+router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
+router.register("project-tasks", ProjectTasks, basename="project-task")
+
+urlpatterns = [
+    path("", include(router.urls)),
+    path("generic-method-todos/<int:pk>/", GenericMethodSerializerTodo.as_view()),
+]
