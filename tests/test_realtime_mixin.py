@@ -127,6 +127,20 @@ def test_if_match_compares_strongly(todos):
     assert ok.status_code == 200
 
 
+def test_if_match_takes_the_etag_a_compression_middleware_weakened(todos, settings):
+    """Django's GZipMiddleware answers ``W/"…"`` for a compressed body, and Pushpin always
+    asks for gzip: every If-Match answered 412 (DRF probe). Not without such middleware."""
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    Todo.objects.filter(pk=todos[0].pk).update(title="x" * 300)  # over GZip's 200 bytes
+    url = _detail(todos[0])
+    got = APIClient().get(url, HTTP_ACCEPT_ENCODING="gzip")
+    assert got["Content-Encoding"] == "gzip" and got["ETag"].startswith("W/")
+    stale = APIClient().patch(url, {"title": "a"}, format="json", HTTP_IF_MATCH='W/"old"')
+    assert stale.status_code == 412
+    ok = APIClient().patch(url, {"title": "b"}, format="json", HTTP_IF_MATCH=got["ETag"])
+    assert ok.status_code == 200 and Todo.objects.get(pk=todos[0].pk).title == "b"
+
+
 @pytest.mark.parametrize("method", ["put", "patch", "delete"])
 def test_if_none_match_on_a_write_fails_for_the_current_object(todos, method):
     url = _detail(todos[0])

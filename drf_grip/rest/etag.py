@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
+from django.conf import settings
+from django.middleware.gzip import GZipMiddleware
 from django.utils.http import parse_etags
+from django.utils.module_loading import import_string
 
-__all__ = ["make_etag", "etag_matches", "etag_matches_strongly"]
+__all__ = ["make_etag", "etag_matches", "etag_matches_strongly", "tags_weakened"]
 
 
 def make_etag(content: bytes) -> str:
@@ -18,6 +22,26 @@ def _opaque(tag: str) -> str:
     if tag.startswith("W/"):
         tag = tag[2:]
     return tag.strip('"')
+
+
+def tags_weakened() -> bool:
+    """Whether the project's middleware weakens the strong ETags this server sends: Django's
+    ``GZipMiddleware`` answers a compressed body with ``W/`` before the tag (RFC 9110
+    §8.8.1: a tag names one content coding's bytes), and Pushpin always asks the origin for
+    gzip, so every client behind it holds ``W/"…"`` (DRF probe)."""
+    return _weakening(tuple(settings.MIDDLEWARE or ()))
+
+
+@lru_cache(maxsize=4)
+def _weakening(middleware: tuple[str, ...]) -> bool:
+    for path in middleware:
+        try:
+            cls = import_string(path)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and issubclass(cls, GZipMiddleware):
+            return True
+    return False
 
 
 def _matches(header: str | None, etag: str, *, strong: bool) -> bool:
@@ -37,7 +61,9 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return _matches(header, etag, strong=False)
 
 
-def etag_matches_strongly(header: str | None, etag: str) -> bool:
+def etag_matches_strongly(header: str | None, etag: str, *, weakened: bool = False) -> bool:
     """RFC 9110 If-Match (§13.1.1): strong comparison, so a weak tag (``W/"..."``) never
-    matches; ``*`` matches any current representation."""
-    return _matches(header, etag, strong=True)
+    matches; ``*`` matches any current representation. ``weakened`` (``tags_weakened()``):
+    the ``W/`` form of ``etag`` is the tag a compression middleware made of it, and names
+    the same bytes before their coding, so it matches (no client could write otherwise)."""
+    return _matches(header, etag, strong=not weakened)

@@ -30,7 +30,7 @@ from ..grip.middleware import GripRequest, proxy_required_response
 from ..protocol import Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
-from .etag import etag_matches, etag_matches_strongly, make_etag
+from .etag import etag_matches, etag_matches_strongly, make_etag, tags_weakened
 from .preconditions import guards_write, model_named_by, row_lock
 from .render import CREDENTIALS_CHECK, inherited_size
 from .sse import (
@@ -568,7 +568,7 @@ class _RealtimeBase:
         etag = self._current_detail_etag()
         if_match = request.META.get("HTTP_IF_MATCH")
         if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
-        if if_match and not etag_matches_strongly(if_match, etag):
+        if if_match and not etag_matches_strongly(if_match, etag, weakened=tags_weakened()):
             detail = "If-Match does not match the current ETag of this object."
         elif if_none_match and etag_matches(if_none_match, etag):
             detail = "If-None-Match matches the current ETag of this object."
