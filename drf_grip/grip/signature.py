@@ -69,13 +69,18 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
     keyless = False
     proxies = grip_settings.proxies
     for ep in proxies:
-        # A proxy's own verify_key, else GRIP_VERIFY_KEY (Fastly's public key), else the
-        # control key (Pushpin signs with the key it is published to with).
-        key = ep.verify_key or grip_settings.verify_key or ep.key
-        if key:
+        # A proxy's own verify_key; else both GRIP_VERIFY_KEY (Fastly's public key) and the
+        # control key (Pushpin signs with the key it is published to with). Not one or the
+        # other: with Pushpin and Fanout side by side in GRIP_PROXIES the one GRIP_VERIFY_KEY
+        # is Fanout's, and it must not make every request through Pushpin direct.
+        if ep.verify_key:
+            candidates = [ep.verify_key]
+        else:
+            candidates = [k for k in (grip_settings.verify_key, ep.key) if k]
+        for key in candidates:
             warn_if_short(key, ep.display_uri)
             keys.append(TrustedKey(key, ep.verify_iss))
-        else:
+        if not candidates:
             keyless = True
     if grip_settings.verify_key and not proxies:
         keys.append(TrustedKey(grip_settings.verify_key))
