@@ -311,13 +311,13 @@ def parse_instruct(headers: RawHeaders) -> Instruct:
     out = Instruct()
     hold = get_header(headers, "Grip-Hold")
     channels = parse_header_list(get_all_headers(headers, "Grip-Channel"))
+    # Channels without Grip-Hold are no hold: Pushpin 1.36 relays such an answer at once
+    # (run against it; a GET answered with Grip-Channel and Grip-Timeout only).
     if hold is not None:
         hold = hold.strip().lower()
         if hold not in ("response", "stream"):
             raise InstructError(f"unknown Grip-Hold {hold!r}")
         out.hold = hold  # type: ignore[assignment]
-    elif channels:
-        out.hold = "response"
     for name, params in channels:
         if not name:
             raise InstructError("empty channel name in Grip-Channel")

@@ -105,6 +105,16 @@ def test_hold_through_either_proxy(grip_proxy: ProxyUnderTest) -> None:
         grip_proxy.wait_subscribed(channel, timeout=0.2, since=grip_proxy.mark())
 
 
+def test_channels_without_grip_hold_are_answered_at_once(grip_proxy: ProxyUnderTest) -> None:
+    # Found by a probe: the embedded proxy held such an answer (until the timeout or a
+    # publish) where Pushpin 1.36 relays it at once.
+    channel = f"harness-{uuid.uuid4().hex}"
+    response = httpx.get(f"{grip_proxy.url}/harness/channel-only/{channel}/", timeout=3)
+
+    assert (response.status_code, response.text) == (200, "not held\n")
+    assert not [name for name in response.headers if name.lower().startswith("grip-")]
+
+
 def _hold_in_background(
     base_url: str, channel: str
 ) -> tuple[threading.Thread, dict[str, httpx.Response]]:

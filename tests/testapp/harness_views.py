@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 
-__all__ = ["hold", "ping", "urlpatterns", "users"]
+__all__ = ["channel_only", "hold", "ping", "urlpatterns", "users"]
 
 
 def ping(request: HttpRequest) -> JsonResponse:
@@ -33,8 +33,17 @@ def hold(request: HttpRequest, channel: str) -> HttpResponse:
     return response
 
 
+def channel_only(request: HttpRequest, channel: str) -> HttpResponse:
+    """``Grip-Channel`` (and a timeout) without ``Grip-Hold``: not a hold for Pushpin."""
+    response = HttpResponse("not held\n", content_type="text/plain")
+    response["Grip-Channel"] = channel
+    response["Grip-Timeout"] = "30"
+    return response
+
+
 urlpatterns = [
     path("ping/", ping),
+    path("channel-only/<str:channel>/", channel_only),
     path("users/", users),
     path("hold/<str:channel>/", hold),
 ]
