@@ -526,7 +526,9 @@ class HttpSession:
                 self._mailbox.clear()
                 raise _Retry("hint")
             if fmt.action == "close":
-                break
+                # Pushpin 1.36 has no close for a long-poll: it ignores the item and the hold
+                # waits on for what comes next (run against it).
+                continue
             await self._respond_pushed(fmt)
             return
         await self._respond(self._held.status, self._held.headers, self._held.body)

@@ -115,6 +115,28 @@ def test_channels_without_grip_hold_are_answered_at_once(grip_proxy: ProxyUnderT
     assert not [name for name in response.headers if name.lower().startswith("grip-")]
 
 
+def test_a_published_close_does_not_end_a_long_poll(grip_proxy: ProxyUnderTest) -> None:
+    # Found by a probe: the embedded proxy answered a long-poll with its held response on an
+    # http-response "close", so the client missed what was published next. Pushpin 1.36 has
+    # no close for a long-poll and ignores it (the grip_publish command says so too).
+    channel = f"harness-{uuid.uuid4().hex}"
+    mark = grip_proxy.mark()
+    client, result = _hold_in_background(grip_proxy.url, channel)
+    grip_proxy.wait_subscribed(channel, since=mark)
+    if isinstance(grip_proxy, PushpinServer):  # its re-request of a fresh channel's holds
+        grip_proxy.wait_rerequested(channel, since=mark)
+
+    grip_proxy.publish_items(
+        [{"channel": channel, "formats": {"http-response": {"action": "close"}}}]
+    )
+    grip_proxy.publish_items(
+        [{"channel": channel, "formats": {"http-response": {"body": "after close\n"}}}]
+    )
+    client.join(10)
+
+    assert result["response"].text == "after close\n"
+
+
 def _hold_in_background(
     base_url: str, channel: str
 ) -> tuple[threading.Thread, dict[str, httpx.Response]]:
