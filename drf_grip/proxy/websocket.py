@@ -70,6 +70,11 @@ class _Closed(Exception):
     pass
 
 
+def _reason(text: str) -> str:
+    """A close reason cut to what a close frame holds: 123 bytes of UTF-8 (RFC 6455 §5.5)."""
+    return text.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 class WebSocketSession:
     """A subscriber for ``ws-message`` items, and the bridge to the origin."""
 
@@ -123,7 +128,7 @@ class WebSocketSession:
         message = item.message
         assert message is not None
         if message.action == "close":
-            self._outbox.put(("close", (message.code or 1000, "")))
+            self._outbox.put(("close", (message.code or 1000, _reason(message.reason))))
         elif message.action == "send":
             self._outbox.put(("binary" if message.binary else "text", message.content), item.size)
         # "hint" has no meaning for a WebSocket in Pushpin 1.36: ignored.
@@ -221,9 +226,7 @@ class WebSocketSession:
                 self._outbox.put((kind, content), len(content), owed=True)
             elif event.type == "CLOSE":
                 code = close_code_of(event.content)
-                # A close frame holds at most 123 bytes of reason (RFC 6455 §5.5).
-                reason = (event.content or b"")[2 : 2 + MAX_CLOSE_REASON]
-                reason = reason.decode("utf-8", "ignore")
+                reason = _reason((event.content or b"")[2:].decode("utf-8", "replace"))
                 self._outbox.put(("close", (code, reason)), owed=True)
             elif event.type == "DISCONNECT":
                 self._outbox.put(("close", (1000, "")), owed=True)
