@@ -408,7 +408,8 @@ class WebSocketSession:
                     if code in (_ABNORMAL_CLOSE, _NO_STATUS) or code is None:
                         self._final = WebSocketEvent("DISCONNECT")
                     else:
-                        self._final = WebSocketEvent("CLOSE", close_payload(int(code)))
+                        reason = _reason(message.get("reason") or "")
+                        self._final = WebSocketEvent("CLOSE", close_payload(int(code), reason))
                     self._pending_wake.set()
                     self._answers_read.set()
                     return

@@ -72,3 +72,12 @@ def test_a_detached_connection_still_tells_the_origin_it_closed(
         ws.send("detach")
         time.sleep(0.3)  # the detach answer is in before the client goes
     assert origin_heard_close(channel)
+
+
+def test_the_clients_close_code_and_reason_reach_the_origin(grip_proxy: ProxyUnderTest) -> None:
+    # Found by a probe: the embedded proxy told the origin the code but not the reason.
+    ws, channel = open_closer(grip_proxy)
+    with ws:
+        ws.close(4002, "client bye")
+    assert origin_heard_close(channel)
+    assert CLOSES[channel] == [(4002, "client bye")]

@@ -103,8 +103,8 @@ class AsyncEcho(WebSocketView):
             ctx.send(message.upper())
 
 
-#: ``websocket_close`` calls of ``Closer``, per ``?ch=``: what the origin heard of a close.
-CLOSES: dict[str, list[int | None]] = {}
+#: ``websocket_close`` calls of ``Closer``, per ``?ch=``: the code and reason the origin heard.
+CLOSES: dict[str, list[tuple[int | None, str]]] = {}
 
 
 class Closer(WebSocketView):
@@ -121,7 +121,7 @@ class Closer(WebSocketView):
             request.wscontext.detach()
 
     def websocket_close(self, request: HttpRequest, code: int | None) -> None:
-        CLOSES.setdefault(request.GET["ch"], []).append(code)
+        CLOSES.setdefault(request.GET["ch"], []).append((code, request.wscontext.close_reason))
 
 
 @csrf_exempt
