@@ -187,3 +187,27 @@ def test_fanouts_verify_key_beside_a_pushpin_leaves_pushpins_signatures_valid():
         assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
         assert check_grip_sig(sig(key="another-key-of-at-least-32-bytes!!!!")) == (False, False)
         assert check_grip_sig(sig(pem_pair("ec")[0], iss="fastly:sid", alg="ES256")) == (False, False)
+
+
+def test_fanouts_key_beside_a_pushpin_is_checked_with_fanouts_issuer_only():
+    """Found by a probe: with Pushpin and Fanout in GRIP_PROXIES and Fanout's public key as
+    GRIP_VERIFY_KEY, the Pushpin entry (no verify_iss) trusted that key for any issuer. Fastly
+    signs for every service with one key, so another service's requests counted as proxied."""
+    priv, pub = pem_pair("ec")
+    proxies = [
+        {"control_uri": "http://127.0.0.1:5561", "control_iss": "pushpin", "key": KEY},
+        {
+            "control_uri": "https://api.fastly.com/service/sid",
+            "key": "apitoken",
+            "verify_iss": "fastly:sid",
+        },
+    ]
+    with override_settings(GRIP_PROXIES=proxies, GRIP_VERIFY_KEY=pub):
+        assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
+        assert check_grip_sig(sig(priv, iss="fastly:other", alg="ES256")) == (False, False)
+        assert check_grip_sig(sig()) == (True, True)
+    # Fanout alone, without verify-iss: its key still counts for any issuer, as in django-grip.
+    with override_settings(
+        GRIP_URL="https://api.fastly.com/service/sid?key=apitoken", GRIP_VERIFY_KEY=pub
+    ):
+        assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
