@@ -583,6 +583,6 @@ class WebSocketSession:
         # as Pushpin 1.36 does once the client answered it: a view's close handling (its
         # state, django-pistoke's websocket_close) runs whoever closed.
         self._free()
-        self._final = self._final or WebSocketEvent("CLOSE", close_payload(code))
+        self._final = self._final or WebSocketEvent("CLOSE", close_payload(code, reason))
         self._pending_wake.set()
         self._answers_read.set()

@@ -49,6 +49,7 @@ def test_the_origins_close_code_and_reason_reach_the_client(grip_proxy: ProxyUnd
         ws.send("bye")
         assert closed_with(ws) == (4000, "later")
     assert origin_heard_close(channel)
+    assert CLOSES[channel] == [(4000, "later")]  # Pushpin: the client's answer to it
 
 
 def test_a_published_close_keeps_its_reason_and_is_told_to_the_origin(
