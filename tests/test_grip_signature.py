@@ -211,3 +211,18 @@ def test_fanouts_key_beside_a_pushpin_is_checked_with_fanouts_issuer_only():
         GRIP_URL="https://api.fastly.com/service/sid?key=apitoken", GRIP_VERIFY_KEY=pub
     ):
         assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
+
+
+def test_fanouts_api_token_is_not_warned_about_as_a_short_signing_key(caplog):
+    # The key of an entry checked with GRIP_VERIFY_KEY is Fanout's API token, not a Grip-Sig
+    # key: "set a longer sig_key in Pushpin" would mislead.
+    from drf_grip.grip import signature
+
+    signature._warned_short.clear()
+    _priv, pub = pem_pair("ec")
+    with override_settings(
+        GRIP_URL="https://api.fastly.com/service/sid?key=short-token&verify-iss=fastly:sid",
+        GRIP_VERIFY_KEY=pub,
+    ):
+        check_grip_sig(sig())
+    assert "bytes long" not in caplog.text

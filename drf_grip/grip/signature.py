@@ -84,7 +84,8 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
             if grip_settings.verify_key and (ep.verify_iss or not shared_key_issuers):
                 candidates.insert(0, grip_settings.verify_key)
         for key in candidates:
-            warn_if_short(key, ep.display_uri)
+            if len(candidates) == 1:  # beside GRIP_VERIFY_KEY, ``key`` is Fanout's API token
+                warn_if_short(key, ep.display_uri)
             keys.append(TrustedKey(key, ep.verify_iss))
         if not candidates:
             keyless = True
