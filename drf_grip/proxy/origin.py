@@ -254,8 +254,15 @@ async def fetch(
 def origin_headers(
     client_headers: RawHeaders, signer: Signer, extra: RawHeaders = ()
 ) -> RawHeaders:
-    """The client's headers minus its ``Grip-*`` ones, plus the proxy's signature and features."""
-    out = without_headers(client_headers, grip=True)
+    """The client's headers minus its ``Grip-*`` ones and ``Accept-Encoding``, plus the
+    proxy's signature and features.
+
+    ``Accept-Encoding`` is not passed on: published content is appended to a held stream and
+    merged onto a held response as is, so a compressed hold (``GZipMiddleware``) would reach
+    the client as garbage. Pushpin 1.36 asks the origin for compression itself and hands
+    clients decoded answers (run against it); in one process compression gains nothing.
+    """
+    out = without_headers(client_headers, "accept-encoding", grip=True)
     out.append((b"grip-sig", signer.token().encode("latin-1")))
     out.append((b"grip-feature", GRIP_FEATURES.encode("latin-1")))
     out.extend(extra)
