@@ -155,13 +155,17 @@ class WebSocketConnection:
         self.response: Any = None
         self.accepted = False
         self.closed = False
-        #: The close code the server sent, once it closed the connection.
+        #: The close code and reason the server sent, once it closed the connection.
         self.close_code: int | None = None
+        self.close_reason = ""
         self.subprotocol: str | None = None
         self.keep_alive_interval: int | None = None
         self.detached = False
         self._grip = False
         self._inbox: queue.Queue[str | bytes] = queue.Queue()
+        self._client_closing = False
+        # The CLOSE event the origin is owed for a close the server made (see _tell_origin).
+        self._owed_close: WebSocketEvent | None = None
 
     def __repr__(self) -> str:
         return f"<WebSocketConnection {self.path} {self.connection_id}>"
@@ -193,6 +197,7 @@ class WebSocketConnection:
             self._close(1006)
             return
         self._apply(response)
+        self._tell_origin()
 
     def _apply(self, response: Any) -> None:
         for name, value in response.items():
@@ -217,7 +222,7 @@ class WebSocketConnection:
                 self._inbox.put(content.decode("utf-8") if event.type == "TEXT" else content)
             elif event.type == "CLOSE":
                 code = struct.unpack(">H", content[:2])[0] if len(content) >= 2 else 1000
-                self._close(code)
+                self._close(code, content[2:].decode("utf-8", "replace"), owed=True)
             elif event.type == "DISCONNECT":
                 self._close(1006)
 
@@ -237,7 +242,8 @@ class WebSocketConnection:
 
     def _deliver_published(self, message: MessageFormat) -> None:
         if message.action == "close":
-            self._close(message.code or 1000)
+            # From the publisher's thread: the origin is told from the test's (_tell_origin).
+            self._close(message.code or 1000, message.reason, owed=True)
         elif message.action == "send":
             self._inbox.put(message.content if message.binary else message.content.decode())
         # "hint" means nothing to a WebSocket (Pushpin 1.36): ignored, as the proxy does.
@@ -259,12 +265,25 @@ class WebSocketConnection:
         self._apply(response)
         return self
 
-    def _close(self, code: int) -> None:
+    def _close(self, code: int, reason: str = "", *, owed: bool = False) -> None:
         if not self.closed:
             self.closed = True
             self.close_code = code
+            self.close_reason = reason
             self.channels.clear()
             _sockets.remove(self)
+            if owed and not self._client_closing:
+                # Pushpin 1.36 sends the origin a CLOSE event after a close the view or a
+                # publish made, as after one the client made: the view's close handling runs.
+                payload = struct.pack(">H", code) + reason.encode("utf-8")
+                self._owed_close = WebSocketEvent("CLOSE", payload)
+
+    def _tell_origin(self) -> None:
+        """Send the origin the CLOSE event it is owed, once, from the test's thread: after
+        the exchange that closed, and at the next receive or close of this connection."""
+        owed, self._owed_close = self._owed_close, None
+        if owed is not None:
+            self._post([owed])
 
     # -- the client's side ----------------------------------------------------------------
 
@@ -294,6 +313,7 @@ class WebSocketConnection:
         try:
             return self._inbox.get(timeout=timeout)
         except queue.Empty:
+            self._tell_origin()
             raise TimeoutError(f"no message on {self.path} within {timeout} s") from None
 
     def receive_json(self, timeout: float = 2.0) -> Any:
@@ -306,13 +326,16 @@ class WebSocketConnection:
             return False
         _settle(max(timeout, 1.0))
         time.sleep(timeout)
+        self._tell_origin()
         return self._inbox.empty()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Close from the client's side (the server sees a CLOSE event)."""
         if self.closed:
+            self._tell_origin()
             return
         payload = struct.pack(">H", code) + reason.encode("utf-8")
+        self._client_closing = True
         try:
             self._exchange([WebSocketEvent("CLOSE", payload)])
         finally:

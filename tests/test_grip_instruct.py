@@ -1,17 +1,16 @@
 """Instructions become the Grip-* headers Pushpin reads."""
 
 import base64
+import time
 
+import jwt
 from django.http import HttpResponse, HttpResponseNotModified
 from django.test import RequestFactory, override_settings
 
 from drf_grip import set_hold_longpoll, set_hold_stream
 from drf_grip.conf import embedded_key
-from drf_grip.protocol import Channel, Instruct
 from drf_grip.grip.middleware import GripMiddleware
-
-import jwt
-import time
+from drf_grip.protocol import Channel, Instruct
 
 
 def proxied_get(path="/", **extra):
@@ -181,3 +180,26 @@ def test_grip_signed_is_set_by_the_installed_middleware():
     assert seen == {"signed": True}
     run(view, RequestFactory().get("/"))
     assert seen == {"signed": False}
+
+
+def test_a_zero_timeout_means_the_default_as_in_django_grip():
+    """Found by a probe: django-grip reads a timeout of 0 as "none given". drf-grip held a
+    long-poll for 5 s instead of the proxy's default, sent ``timeout=0`` on a next link, and a
+    keep-alive with ``timeout=0``, which the embedded proxy answers with a 502."""
+
+    def longpoll(request):
+        set_hold_longpoll(request, "todos", timeout=0)
+        return HttpResponseNotModified()
+
+    def stream(request):
+        set_hold_stream(
+            request, "todos", keep_alive_data="ka", keep_alive_timeout=0,
+            next_link="/next/", next_link_timeout=0,
+        )
+        return HttpResponse("open\n")
+
+    held = run(longpoll, proxied_get())
+    assert held["Grip-Hold"] == "response" and "Grip-Timeout" not in held
+    streamed = run(stream, proxied_get())
+    assert streamed["Grip-Keep-Alive"] == "ka; format=raw; timeout=20"
+    assert streamed["Grip-Link"] == "</next/>; rel=next"

@@ -167,3 +167,62 @@ def test_the_keys_a_signature_is_checked_with_keep_out_of_reprs():
 
     keys, _keyless = trusted_keys()
     assert keys and all(KEY not in repr(k) for k in keys)
+
+
+def test_fanouts_verify_key_beside_a_pushpin_leaves_pushpins_signatures_valid():
+    """Found by a probe: GRIP_PROXIES with a Pushpin (its key) and Fanout, and Fanout's public
+    key as GRIP_VERIFY_KEY (docs/deploying.rst), made every request through Pushpin direct:
+    the public key replaced Pushpin's key instead of joining it."""
+    priv, pub = pem_pair("ec")
+    proxies = [
+        {"control_uri": "http://127.0.0.1:5561", "control_iss": "pushpin", "key": KEY},
+        {
+            "control_uri": "https://api.fastly.com/service/sid",
+            "key": "apitoken",
+            "verify_iss": "fastly:sid",
+        },
+    ]
+    with override_settings(GRIP_PROXIES=proxies, GRIP_VERIFY_KEY=pub):
+        assert check_grip_sig(sig()) == (True, True)
+        assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
+        assert check_grip_sig(sig(key="another-key-of-at-least-32-bytes!!!!")) == (False, False)
+        assert check_grip_sig(sig(pem_pair("ec")[0], iss="fastly:sid", alg="ES256")) == (False, False)
+
+
+def test_fanouts_key_beside_a_pushpin_is_checked_with_fanouts_issuer_only():
+    """Found by a probe: with Pushpin and Fanout in GRIP_PROXIES and Fanout's public key as
+    GRIP_VERIFY_KEY, the Pushpin entry (no verify_iss) trusted that key for any issuer. Fastly
+    signs for every service with one key, so another service's requests counted as proxied."""
+    priv, pub = pem_pair("ec")
+    proxies = [
+        {"control_uri": "http://127.0.0.1:5561", "control_iss": "pushpin", "key": KEY},
+        {
+            "control_uri": "https://api.fastly.com/service/sid",
+            "key": "apitoken",
+            "verify_iss": "fastly:sid",
+        },
+    ]
+    with override_settings(GRIP_PROXIES=proxies, GRIP_VERIFY_KEY=pub):
+        assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
+        assert check_grip_sig(sig(priv, iss="fastly:other", alg="ES256")) == (False, False)
+        assert check_grip_sig(sig()) == (True, True)
+    # Fanout alone, without verify-iss: its key still counts for any issuer, as in django-grip.
+    with override_settings(
+        GRIP_URL="https://api.fastly.com/service/sid?key=apitoken", GRIP_VERIFY_KEY=pub
+    ):
+        assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
+
+
+def test_fanouts_api_token_is_not_warned_about_as_a_short_signing_key(caplog):
+    # The key of an entry checked with GRIP_VERIFY_KEY is Fanout's API token, not a Grip-Sig
+    # key: "set a longer sig_key in Pushpin" would mislead.
+    from drf_grip.grip import signature
+
+    signature._warned_short.clear()
+    _priv, pub = pem_pair("ec")
+    with override_settings(
+        GRIP_URL="https://api.fastly.com/service/sid?key=short-token&verify-iss=fastly:sid",
+        GRIP_VERIFY_KEY=pub,
+    ):
+        check_grip_sig(sig())
+    assert "bytes long" not in caplog.text

@@ -573,6 +573,17 @@ def test_blocking_publish_raises_naming_failed_endpoints_only(
     assert server.channels == ["todos"]  # the healthy endpoint still got it
 
 
+def test_a_failed_blocking_publish_is_caught_as_django_grip_code_catches_it(
+    settings: Any, publisher: Publisher
+) -> None:
+    # Found by a probe: gripcontrol (django-grip's publish) raises ValueError when a
+    # blocking publish fails; code written for it catches that, and PublishError got past.
+    settings.GRIP_URL = f"http://127.0.0.1:{free_port()}"
+    settings.DRF_GRIP = {**FAST_RETRIES, "PUBLISH_RETRIES": 1}
+    with pytest.raises(ValueError):
+        publish("todos", stream("x"), blocking=True)
+
+
 # -- where items go without configuration ----------------------------------------------------
 
 

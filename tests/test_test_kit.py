@@ -205,3 +205,52 @@ def test_published_websocket_messages_reach_a_test_socket_as_a_proxy_reads_them(
     publish("test", {"ws-message": {"type": "close", "code": 4001}})
     wait_published()
     assert ws.closed and ws.close_code == 4001
+
+
+@pytest.mark.django_db
+def test_requests_arrive_as_proxied_under_fanouts_settings():
+    # Found by a probe: with Fanout's GRIP_URL and its public key as GRIP_VERIFY_KEY, the
+    # client's Grip-Sig (HS256 with the entry's key) was checked with the public key only,
+    # so every request of the test kit was direct and nothing was held.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    with override_settings(
+        GRIP_URL="https://api.fastly.com/service/sid?key=a-fastly-api-token&verify-iss=fastly:sid",
+        GRIP_VERIFY_KEY=public,
+    ), capture_published():
+        etag = client.get(f"/api/todos/{todo.pk}/")["ETag"]
+        held = client.get(f"/api/todos/{todo.pk}/", HTTP_IF_NONE_MATCH=etag)
+    assert_held(held, channels=[f"drf.testapp.todo.{todo.pk}"])
+
+
+@pytest.mark.django_db
+def test_a_close_the_server_makes_is_told_to_the_view_as_a_proxy_does():
+    """Found by a probe: after a close the view or a publish made, Pushpin 1.36 sends the
+    origin a CLOSE event (a view's websocket_close runs) and the client sees the close's
+    reason; the test kit did neither."""
+    from gripcontrol import WebSocketMessageFormat
+
+    from drf_grip.test import WebSocketTestClient
+    from tests.testapp.ws_views import CLOSES
+
+    client = WebSocketTestClient()
+    with client.connect("/ws/closer/?ch=kit-bye") as ws:
+        ws.send("bye")
+        assert (ws.closed, ws.close_code, ws.close_reason) == (True, 4000, "later")
+    assert CLOSES["kit-bye"] == [(4000, "later")]
+
+    with client.connect("/ws/closer/?ch=kit-kicked") as ws:
+        publish("kit-kicked", WebSocketMessageFormat(action="close", code=4001, reason="kicked"))
+        with pytest.raises(TimeoutError):
+            ws.receive(timeout=0.2)
+        assert (ws.closed, ws.close_code, ws.close_reason) == (True, 4001, "kicked")
+        assert CLOSES["kit-kicked"]

@@ -8,8 +8,6 @@ from django.http import HttpRequest
 
 __all__ = ["set_hold_longpoll", "set_hold_response", "set_hold_stream"]
 
-DEFAULT_KEEP_ALIVE_TIMEOUT = 20
-
 
 def set_hold_longpoll(request: HttpRequest, channels: Any, timeout: int | None = None) -> None:
     """Hold this request until a publish on ``channels`` (or ``timeout`` seconds)."""
@@ -45,7 +43,6 @@ def set_hold_stream(
     instruct.add_channels(channels)
     instruct.set_hold_stream()
     if keep_alive is not None:
-        timeout = DEFAULT_KEEP_ALIVE_TIMEOUT if keep_alive_timeout is None else keep_alive_timeout
-        instruct.set_keep_alive(keep_alive, timeout)
+        instruct.set_keep_alive(keep_alive, keep_alive_timeout)
     if next_link is not None:
         instruct.set_next_link(next_link, next_link_timeout)

@@ -36,8 +36,12 @@ _IDLE_SECONDS = 60.0
 _COUNTERS = ("queued", "sent", "failed", "retried", "dropped", "batches", "superseded")
 
 
-class PublishError(Exception):
-    """A blocking publish failed at one or more destinations (named by URI, never by key)."""
+class PublishError(ValueError):
+    """A blocking publish failed at one or more destinations (named by URI, never by key).
+
+    A ``ValueError``, as gripcontrol's failed blocking publish was: code written for
+    django-grip's ``publish(..., blocking=True)`` catches that.
+    """
 
     def __init__(self, failed: Sequence[str], channels: Sequence[str]) -> None:
         self.failed = list(failed)

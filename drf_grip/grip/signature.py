@@ -68,14 +68,26 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
     keys: list[TrustedKey] = []
     keyless = False
     proxies = grip_settings.proxies
+    # GRIP_VERIFY_KEY is Fanout's public key, and Fastly signs for every service with it:
+    # once some entry names the issuer to expect (verify_iss, "fastly:SERVICE_ID"), the key
+    # is that entry's, never trusted for any issuer through an entry that names none.
+    shared_key_issuers = any(ep.verify_iss for ep in proxies)
     for ep in proxies:
-        # A proxy's own verify_key, else GRIP_VERIFY_KEY (Fastly's public key), else the
-        # control key (Pushpin signs with the key it is published to with).
-        key = ep.verify_key or grip_settings.verify_key or ep.key
-        if key:
-            warn_if_short(key, ep.display_uri)
-            keys.append(TrustedKey(key, ep.verify_iss))
+        # A proxy's own verify_key; else both GRIP_VERIFY_KEY and the control key (Pushpin
+        # signs with the key it is published to with). Not one or the other: with Pushpin
+        # and Fanout side by side in GRIP_PROXIES, GRIP_VERIFY_KEY must not make every
+        # request through Pushpin direct.
+        if ep.verify_key:
+            candidates = [ep.verify_key]
         else:
+            candidates = [ep.key] if ep.key else []
+            if grip_settings.verify_key and (ep.verify_iss or not shared_key_issuers):
+                candidates.insert(0, grip_settings.verify_key)
+        for key in candidates:
+            if len(candidates) == 1:  # beside GRIP_VERIFY_KEY, ``key`` is Fanout's API token
+                warn_if_short(key, ep.display_uri)
+            keys.append(TrustedKey(key, ep.verify_iss))
+        if not candidates:
             keyless = True
     if grip_settings.verify_key and not proxies:
         keys.append(TrustedKey(grip_settings.verify_key))

@@ -45,6 +45,9 @@ logger = logging.getLogger("drf_grip")
 #: What the proxy assumes when a header leaves out a timeout (the embedded proxy's values).
 DEFAULT_KEEP_ALIVE_TIMEOUT: Final = 55.0
 DEFAULT_LINK_TIMEOUT: Final = 120.0
+#: What an origin asks for when it sets a keep-alive without a timeout (django-grip's callers
+#: always named one; ``set_hold_stream`` documents 20).
+DEFAULT_KEEP_ALIVE_INTERVAL: Final = 20
 
 HoldMode = Literal["response", "stream"]
 KeepAliveMode = Literal["idle", "interval"]
@@ -146,22 +149,27 @@ class Instruct:
             raise ValueError(f"a GRIP hold takes at most {MAX_CHANNELS} channels")
         self.channels.append(channel)
 
+    # As in django-grip, a timeout of 0 (or None) is none given: the proxy's default.
+
     def set_hold_longpoll(self, timeout: int | None = None) -> None:
         self.hold = "response"
-        self.timeout = None if timeout is None else max(int(timeout), MIN_HOLD_TIMEOUT)
+        self.timeout = max(int(timeout), MIN_HOLD_TIMEOUT) if timeout else None
 
     def set_hold_stream(self) -> None:
         self.hold = "stream"
         self.timeout = None
 
-    def set_keep_alive(self, data: str | bytes, timeout: int, mode: str = "idle") -> None:
+    def set_keep_alive(
+        self, data: str | bytes, timeout: int | None = None, mode: str = "idle"
+    ) -> None:
         if mode not in ("idle", "interval"):
             raise ValueError("keep-alive mode is 'idle' or 'interval'")
         raw = data.encode() if isinstance(data, str) else bytes(data)
-        self.keep_alive = KeepAlive(raw, int(timeout), mode)  # type: ignore[arg-type]
+        seconds = int(timeout) if timeout else DEFAULT_KEEP_ALIVE_INTERVAL
+        self.keep_alive = KeepAlive(raw, seconds, mode)  # type: ignore[arg-type]
 
     def set_next_link(self, uri: str, timeout: int | None = None) -> None:
-        self.next_link = NextLink(uri, timeout)
+        self.next_link = NextLink(uri, int(timeout) if timeout else None)
 
     # -- what it amounts to ----------------------------------------------------------------
 
@@ -311,13 +319,13 @@ def parse_instruct(headers: RawHeaders) -> Instruct:
     out = Instruct()
     hold = get_header(headers, "Grip-Hold")
     channels = parse_header_list(get_all_headers(headers, "Grip-Channel"))
+    # Channels without Grip-Hold are no hold: Pushpin 1.36 relays such an answer at once
+    # (run against it; a GET answered with Grip-Channel and Grip-Timeout only).
     if hold is not None:
         hold = hold.strip().lower()
         if hold not in ("response", "stream"):
             raise InstructError(f"unknown Grip-Hold {hold!r}")
         out.hold = hold  # type: ignore[assignment]
-    elif channels:
-        out.hold = "response"
     for name, params in channels:
         if not name:
             raise InstructError("empty channel name in Grip-Channel")

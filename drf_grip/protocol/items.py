@@ -118,6 +118,8 @@ class MessageFormat:
     content: bytes = b""
     binary: bool = False
     code: int | None = None
+    #: A close's reason (gripcontrol publishes one; Pushpin 1.36 sends it to the client).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,7 +235,10 @@ def _message(fmt: Mapping[str, Any]) -> MessageFormat:
         not isinstance(code, int) or isinstance(code, bool) or code not in SENDABLE_CLOSE_CODES
     ):
         raise InvalidItem("ws-message.code must be a close code an endpoint may send")
-    return MessageFormat(action, content, binary, code)
+    reason = fmt.get("reason", "")
+    if not isinstance(reason, str):
+        raise InvalidItem("ws-message.reason must be a string")
+    return MessageFormat(action, content, binary, code, reason)
 
 
 def parse_items(items: Any, *, max_size: int | None = None) -> list[Item]:

@@ -29,7 +29,6 @@ from .origin import (
     Message,
     OriginError,
     OriginResponse,
-    decoded,
     derive_scope,
     fetch,
     origin_headers,
@@ -352,9 +351,6 @@ class HttpSession:
                     return
                 try:
                     body = await exchange.read_body(self.proxy.max_message_size)
-                    answer = decoded(
-                        OriginResponse(status, resp_headers, body), self.proxy.max_message_size
-                    )
                 except OriginError as exc:
                     logger.warning("origin error for %s: %s", self.path, exc)
                     await self._error(502, f"Bad Gateway: {exc}")
@@ -365,7 +361,7 @@ class HttpSession:
             # The answer is read: a hold may last minutes, and the exchange (its scope, queue
             # and the inner app's finished task) is a few KiB per held connection.
             self._exchange = None
-            await self._handle(answer, instruct)
+            await self._handle(OriginResponse(status, resp_headers, body), instruct)
         except _Aborted:
             pass  # returning with the response unfinished makes the server drop the connection
         finally:
@@ -530,7 +526,9 @@ class HttpSession:
                 self._mailbox.clear()
                 raise _Retry("hint")
             if fmt.action == "close":
-                break
+                # Pushpin 1.36 has no close for a long-poll: it ignores the item and the hold
+                # waits on for what comes next (run against it).
+                continue
             await self._respond_pushed(fmt)
             return
         await self._respond(self._held.status, self._held.headers, self._held.body)

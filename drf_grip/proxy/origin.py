@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 from ..protocol import EMBEDDED_ISSUER, RawHeaders
 from ..protocol.signing import hs256_encode
-from .encoding import accepted_codings, decode
 from .headers import without_headers
 
 __all__ = [
@@ -22,7 +21,6 @@ __all__ = [
     "OriginResponse",
     "Signer",
     "derive_scope",
-    "decoded",
     "fetch",
     "GRIP_FEATURES",
     "origin_headers",
@@ -250,24 +248,21 @@ async def fetch(
     except OriginError:
         exchange.cancel()
         raise
-    return decoded(OriginResponse(status, headers, data), limit)
-
-
-def decoded(answer: OriginResponse, limit: int) -> OriginResponse:
-    """``answer`` as the proxy holds it: decoded (encoding.py), or an OriginError."""
-    try:
-        headers, body = decode(answer.headers, answer.body, limit)
-    except ValueError as exc:
-        raise OriginError(f"the origin's answer is unusable: {exc}") from None
-    return OriginResponse(answer.status, headers, body)
+    return OriginResponse(status, headers, data)
 
 
 def origin_headers(
     client_headers: RawHeaders, signer: Signer, extra: RawHeaders = ()
 ) -> RawHeaders:
-    """The client's headers minus its ``Grip-*`` ones and the codings the proxy cannot
-    decode (encoding.py), plus the proxy's signature and features."""
-    out = accepted_codings(without_headers(client_headers, grip=True))
+    """The client's headers minus its ``Grip-*`` ones and ``Accept-Encoding``, plus the
+    proxy's signature and features.
+
+    ``Accept-Encoding`` is not passed on: published content is appended to a held stream and
+    merged onto a held response as is, so a compressed hold (``GZipMiddleware``) would reach
+    the client as garbage. Pushpin 1.36 asks the origin for compression itself and hands
+    clients decoded answers (run against it); in one process compression gains nothing.
+    """
+    out = without_headers(client_headers, "accept-encoding", grip=True)
     out.append((b"grip-sig", signer.token().encode("latin-1")))
     out.append((b"grip-feature", GRIP_FEATURES.encode("latin-1")))
     out.extend(extra)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol import (
     CONTROL_PREFIX,
     MAX_CHANNELS,
+    MAX_CLOSE_REASON,
     MESSAGE_PREFIX,
     WEBSOCKET_EVENTS,
     Channel,
@@ -88,6 +89,11 @@ class _Closed(Exception):
     pass
 
 
+def _reason(text: str) -> str:
+    """A close reason cut to what a close frame holds: 123 bytes of UTF-8 (RFC 6455 §5.5)."""
+    return text.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
+
+
 class WebSocketSession:
     """A subscriber for ``ws-message`` items, and the bridge to the origin."""
 
@@ -129,6 +135,8 @@ class WebSocketSession:
         self._admitted = False
         self._accepted = False
         self._client_gone = False
+        # Whether _talk_to_origin runs (and will send the origin a final event).
+        self._talking = False
 
     # -- subscriber interface ---------------------------------------------------------------
 
@@ -139,7 +147,7 @@ class WebSocketSession:
         message = item.message
         assert message is not None
         if message.action == "close":
-            self._outbox.put(("close", message.code or 1000))
+            self._outbox.put(("close", (message.code or 1000, _reason(message.reason))))
         elif message.action == "send":
             self._outbox.put(("binary" if message.binary else "text", message.content), item.size)
         # "hint" has no meaning for a WebSocket in Pushpin 1.36: ignored.
@@ -237,9 +245,10 @@ class WebSocketSession:
                 self._outbox.put((kind, content), len(content), owed=True)
             elif event.type == "CLOSE":
                 code = close_code_of(event.content)
-                self._outbox.put(("close", code), owed=True)
+                reason = _reason((event.content or b"")[2:].decode("utf-8", "replace"))
+                self._outbox.put(("close", (code, reason)), owed=True)
             elif event.type == "DISCONNECT":
-                self._outbox.put(("close", 1000), owed=True)
+                self._outbox.put(("close", (1000, "")), owed=True)
             # OPEN (already handled), PING, PONG: ASGI cannot send ping frames; the server
             # (uvicorn) keeps the connection alive with its own pings.
 
@@ -420,7 +429,8 @@ class WebSocketSession:
                     if code in (_ABNORMAL_CLOSE, _NO_STATUS) or code is None:
                         self._final = WebSocketEvent("DISCONNECT")
                     else:
-                        self._final = WebSocketEvent("CLOSE", close_payload(int(code)))
+                        reason = _reason(message.get("reason") or "")
+                        self._final = WebSocketEvent("CLOSE", close_payload(int(code), reason))
                     self._pending_wake.set()
                     self._answers_read.set()
                     return
@@ -433,7 +443,7 @@ class WebSocketSession:
                 size = len(event.content or b"")
                 if size > self.proxy.max_message_size:
                     logger.warning("%s: client message of %d bytes over the limit", self.path, size)
-                    self._outbox.put(("close", 1009))
+                    self._outbox.put(("close", (1009, "")))
                     return
                 await self._queue_for_origin(event, size)
         except Exception:  # noqa: BLE001 - a broken transport ends the connection
@@ -462,16 +472,17 @@ class WebSocketSession:
             self._pending_wake.set()
 
     async def _talk_to_origin(self) -> None:
+        self._talking = True
         try:
             while True:
                 if self._final is not None:
-                    if not self._detached:
-                        batch = list(self._pending) + [self._final]
-                        self._pending.clear()
-                        try:
-                            await self._post(batch)
-                        except OriginError as exc:
-                            logger.info("%s: final event not delivered: %s", self.path, exc)
+                    # Detached or not, the origin hears of the close (Pushpin 1.36 too).
+                    batch = [] if self._detached else list(self._pending)
+                    self._pending.clear()
+                    try:
+                        await self._post(batch + [self._final])
+                    except OriginError as exc:
+                        logger.info("%s: final event not delivered: %s", self.path, exc)
                     self._finish()
                     return
                 if self.proxy.closing:
@@ -501,6 +512,8 @@ class WebSocketSession:
         except _Closed:
             if self._client_gone:
                 self._finish()
+        finally:
+            self._talking = False
 
     def _answers_unread(self) -> bool:
         """Whether the client has yet to read so many answers that the origin must wait."""
@@ -525,7 +538,7 @@ class WebSocketSession:
             events = self._answer_events(answer)
         except OriginError as exc:
             logger.warning("%s: origin error, closing the WebSocket: %s", self.path, exc)
-            self._outbox.put(("close", 1011))
+            self._outbox.put(("close", (1011, "")))
             raise _Closed from None
         self._handle_events(events)
 
@@ -554,7 +567,7 @@ class WebSocketSession:
                     self._answers_read.set()
                 kind, value = entry
                 if kind == "close":
-                    await self._close_client(value)
+                    await self._close_client(*value)
                     return
                 if kind == "text":
                     text = value.decode("utf-8", "replace")
@@ -578,10 +591,19 @@ class WebSocketSession:
                 timeout = due - now
             await self._outbox.wait(timeout)
 
-    async def _close_client(self, code: int) -> None:
+    async def _close_client(self, code: int, reason: str = "") -> None:
         try:
-            await self._send({"type": "websocket.close", "code": code})
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:  # noqa: BLE001 - already gone
             pass
         self._client_gone = True
-        self._finish()
+        if not self._talking or self.proxy.closing:
+            self._finish()
+            return
+        # A close the origin or a publish asked for is told to the origin as a CLOSE event,
+        # as Pushpin 1.36 does once the client answered it: a view's close handling (its
+        # state, django-pistoke's websocket_close) runs whoever closed.
+        self._free()
+        self._final = self._final or WebSocketEvent("CLOSE", close_payload(code, reason))
+        self._pending_wake.set()
+        self._answers_read.set()

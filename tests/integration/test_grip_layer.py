@@ -357,6 +357,32 @@ def test_proxy_with_verify_key_but_no_key_is_no_500(
     assert forged.status_code == 501
 
 
+def test_fanouts_verify_key_beside_pushpin_leaves_pushpin_trusted(pushpin: PushpinServer) -> None:
+    # Found by a probe: Fanout's public key as GRIP_VERIFY_KEY, with Pushpin and Fanout both in
+    # GRIP_PROXIES, replaced Pushpin's key: every stream through Pushpin got the README's 501.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    proxies = [
+        {"control_uri": pushpin.publish_uri, "control_iss": "pushpin", "key": pushpin.key},
+        {
+            "control_uri": "https://api.fastly.com/service/sid",
+            "key": "a-fastly-api-token",
+            "verify_iss": "fastly:sid",
+        },
+    ]
+    with override_settings(GRIP_PROXIES=proxies, GRIP_URL=None, GRIP_VERIFY_KEY=public):
+        through_pushpin = first_chunk(pushpin.url + "/seed/stream/")
+
+    assert through_pushpin == (200, b"[stream open]\n")
+
+
 def test_garbage_grip_sig_is_direct_when_one_proxy_has_no_key(
     pushpin: PushpinServer, second_pushpin: PushpinServer, origin_server: OriginServer
 ) -> None:

@@ -105,14 +105,77 @@ def test_hold_through_either_proxy(grip_proxy: ProxyUnderTest) -> None:
         grip_proxy.wait_subscribed(channel, timeout=0.2, since=grip_proxy.mark())
 
 
+def test_channels_without_grip_hold_are_answered_at_once(grip_proxy: ProxyUnderTest) -> None:
+    # Found by a probe: the embedded proxy held such an answer (until the timeout or a
+    # publish) where Pushpin 1.36 relays it at once.
+    channel = f"harness-{uuid.uuid4().hex}"
+    response = httpx.get(f"{grip_proxy.url}/harness/channel-only/{channel}/", timeout=3)
+
+    assert (response.status_code, response.text) == (200, "not held\n")
+    assert not [name for name in response.headers if name.lower().startswith("grip-")]
+
+
+def test_a_published_close_does_not_end_a_long_poll(grip_proxy: ProxyUnderTest) -> None:
+    # Found by a probe: the embedded proxy answered a long-poll with its held response on an
+    # http-response "close", so the client missed what was published next. Pushpin 1.36 has
+    # no close for a long-poll and ignores it (the grip_publish command says so too).
+    channel = f"harness-{uuid.uuid4().hex}"
+    mark = grip_proxy.mark()
+    client, result = _hold_in_background(grip_proxy.url, channel)
+    grip_proxy.wait_subscribed(channel, since=mark)
+    if isinstance(grip_proxy, PushpinServer):  # its re-request of a fresh channel's holds
+        grip_proxy.wait_rerequested(channel, since=mark)
+
+    grip_proxy.publish_items(
+        [{"channel": channel, "formats": {"http-response": {"action": "close"}}}]
+    )
+    grip_proxy.publish_items(
+        [{"channel": channel, "formats": {"http-response": {"body": "after close\n"}}}]
+    )
+    client.join(10)
+
+    assert result["response"].text == "after close\n"
+
+
+def test_a_compressing_origin_still_gets_published_responses_through(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    # Found by a probe: the embedded proxy passed the client's Accept-Encoding on, so under
+    # GZipMiddleware the held response was gzipped and the published body (plain) went out
+    # with the hold's Content-Encoding: gzip, which the client could not decode. Pushpin 1.36
+    # takes the origin's compressed answer and hands the client a decoded one.
+    channel = f"harness-{uuid.uuid4().hex}"
+    mark = grip_proxy.mark()
+    client, result = _hold_in_background(
+        grip_proxy.url, channel, path="gzip-hold", headers={"Accept-Encoding": "gzip"}
+    )
+    grip_proxy.wait_subscribed(channel, since=mark)
+    if isinstance(grip_proxy, PushpinServer):  # its re-request of a fresh channel's holds
+        grip_proxy.wait_rerequested(channel, since=mark)
+
+    grip_proxy.publish_items(
+        [{"channel": channel, "formats": {"http-response": {"body": "pushed\n"}}}]
+    )
+    client.join(10)
+
+    response = result["response"]
+    assert isinstance(response, httpx.Response), response
+    assert response.text == "pushed\n"
+
+
 def _hold_in_background(
-    base_url: str, channel: str
-) -> tuple[threading.Thread, dict[str, httpx.Response]]:
+    base_url: str, channel: str, *, path: str = "hold", headers: dict[str, str] | None = None
+) -> tuple[threading.Thread, dict[str, httpx.Response | Exception]]:
     """A client long-polling the raw hold view on ``channel``, answered into ``result``."""
-    result: dict[str, httpx.Response] = {}
+    result: dict[str, httpx.Response | Exception] = {}
 
     def poll() -> None:
-        result["response"] = httpx.get(f"{base_url}/harness/hold/{channel}/", timeout=10)
+        try:
+            result["response"] = httpx.get(
+                f"{base_url}/harness/{path}/{channel}/", headers=headers, timeout=10
+            )
+        except httpx.HTTPError as exc:  # a body the client cannot decode, say
+            result["response"] = exc
 
     client = threading.Thread(target=poll, daemon=True)
     client.start()

@@ -34,10 +34,19 @@ def test_channels_with_prev_ids_and_a_next_link():
 
 
 def test_status_timeout_and_defaults():
-    instruct = parse_instruct(headers(("Grip-Channel", "a"), ("Grip-Timeout", "20"), ("Grip-Status", "304 Not Modified")))
+    instruct = parse_instruct(headers(
+        ("Grip-Hold", "response"), ("Grip-Channel", "a"), ("Grip-Timeout", "20"),
+        ("Grip-Status", "304 Not Modified"),
+    ))
     assert instruct.hold == "response"
     assert (instruct.timeout, instruct.status) == (20, (304, "Not Modified"))
     assert not parse_instruct(headers(("Content-Type", "text/plain"))).is_grip
+
+
+def test_channels_without_grip_hold_are_no_hold():
+    # Pushpin 1.36 relays such an answer at once; the embedded proxy held it (a probe).
+    instruct = parse_instruct(headers(("Grip-Channel", "a"), ("Grip-Timeout", "20")))
+    assert instruct.hold is None and not instruct.is_grip
 
 
 @pytest.mark.parametrize("pairs", [

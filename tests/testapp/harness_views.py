@@ -9,8 +9,9 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
+from django.views.decorators.gzip import gzip_page
 
-__all__ = ["hold", "ping", "urlpatterns", "users"]
+__all__ = ["channel_only", "gzip_hold", "hold", "ping", "urlpatterns", "users"]
 
 
 def ping(request: HttpRequest) -> JsonResponse:
@@ -33,8 +34,27 @@ def hold(request: HttpRequest, channel: str) -> HttpResponse:
     return response
 
 
+def channel_only(request: HttpRequest, channel: str) -> HttpResponse:
+    """``Grip-Channel`` (and a timeout) without ``Grip-Hold``: not a hold for Pushpin."""
+    response = HttpResponse("not held\n", content_type="text/plain")
+    response["Grip-Channel"] = channel
+    response["Grip-Timeout"] = "30"
+    return response
+
+
+@gzip_page
+def gzip_hold(request: HttpRequest, channel: str) -> HttpResponse:
+    """``hold`` behind gzip (as under ``GZipMiddleware``), with a held body long enough to be
+    compressed when the request accepts gzip."""
+    response = hold(request, channel)
+    response.content = b"timeout " + b"." * 400 + b"\n"
+    return response
+
+
 urlpatterns = [
     path("ping/", ping),
+    path("gzip-hold/<str:channel>/", gzip_hold),
+    path("channel-only/<str:channel>/", channel_only),
     path("users/", users),
     path("hold/<str:channel>/", hold),
 ]

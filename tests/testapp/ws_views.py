@@ -103,6 +103,27 @@ class AsyncEcho(WebSocketView):
             ctx.send(message.upper())
 
 
+#: ``websocket_close`` calls of ``Closer``, per ``?ch=``: the code and reason the origin heard.
+CLOSES: dict[str, list[tuple[int | None, str]]] = {}
+
+
+class Closer(WebSocketView):
+    """Subscribed to ``?ch=``; "bye" closes with 4000 "later", "detach" detaches; records
+    each close it is told of in ``CLOSES``."""
+
+    def websocket_open(self, request: HttpRequest) -> None:
+        request.wscontext.subscribe(request.GET["ch"])
+
+    def websocket_message(self, request: HttpRequest, message: Any) -> None:
+        if message == "bye":
+            request.websocket.close(4000, "later")
+        elif message == "detach":
+            request.wscontext.detach()
+
+    def websocket_close(self, request: HttpRequest, code: int | None) -> None:
+        CLOSES.setdefault(request.GET["ch"], []).append((code, request.wscontext.close_reason))
+
+
 @csrf_exempt
 def room_post(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "POST":
@@ -119,4 +140,5 @@ urlpatterns = [
     path("room/<slug:name>/", Room.as_view()),
     path("room/<slug:name>/post/", room_post),
     path("async-class/", AsyncEcho.as_view()),
+    path("closer/", Closer.as_view()),
 ]
