@@ -239,6 +239,16 @@ def test_a_subscription_with_oversized_headers_is_refused_and_nothing_is_kept(to
         assert "Grip-Hold" in ProxiedClient().get("/api/todos/", **asks[how])
 
 
+@pytest.mark.parametrize("proxied", [False, True], ids=["direct", "proxied"])
+def test_an_error_answering_a_stream_request_is_json_labelled_as_json(todos, proxied):
+    """Probe: a 404 for a stream of a missing object came as DRF's JSON error labelled
+    ``text/event-stream``."""
+    client = ProxiedClient() if proxied else APIClient()
+    resp = client.get("/api/todos/99999/", HTTP_ACCEPT="text/event-stream")
+    assert resp.status_code == 404 and resp["Content-Type"] == "application/json"
+    assert resp.json() == APIClient().get("/api/todos/99999/").json()
+
+
 def test_last_event_id_equal_to_etag_skips_first_event(todos):
     etag = APIClient().get("/api/todos/")["ETag"]
     resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=etag)

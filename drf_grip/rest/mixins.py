@@ -20,7 +20,7 @@ from django.db import models, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
-from rest_framework.renderers import BrowsableAPIRenderer
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -643,6 +643,13 @@ class _RealtimeBase:
         return response
 
     def finalize_response(self, request, response, *args: Any, **kwargs: Any):
+        renderer = getattr(request, "accepted_renderer", None)
+        if isinstance(renderer, EventStreamRenderer) and getattr(response, "status_code", 0) >= 400:
+            # An error is no event: EventSource fails the connection on any answer but a
+            # 200 (WHATWG HTML, server-sent events), and whoever reads the body gets DRF's
+            # JSON error labelled as JSON, not as a stream (DRF probe).
+            request.accepted_renderer = renderer.json_renderer or JSONRenderer()
+            request.accepted_media_type = renderer.json_media_type
         response = super().finalize_response(request, response, *args, **kwargs)
         if getattr(self, "_realtime_preconditioned", False) and response.status_code == 200:
             # A client writing with validators chains writes: the answer names the ETag
