@@ -190,3 +190,25 @@ def check_runserver(app_configs=None, **kwargs):
             id="drf_grip.W005",
         )
     ]
+
+
+@checks.register(checks.Tags.security)
+def check_verify_keys(app_configs=None, **kwargs):
+    """W006 when a public key a Grip-Sig is to be verified with does not load: every
+    request signed with it counts as direct (no hold, no stream), silently, since a bad
+    signature is how a forged request looks too (GRIP probe)."""
+    from .grip.signature import public_key_loads, trusted_keys
+
+    if any(not public_key_loads(trusted.key) for trusted in trusted_keys()[0]):
+        return [
+            checks.Warning(
+                "A Grip-Sig verify key (GRIP_VERIFY_KEY, or a verify_key in GRIP_PROXIES or "
+                "GRIP_URL) looks like PEM but is no public key that loads: requests the "
+                "proxy signs will count as direct.",
+                hint="Give the PEM public key ('-----BEGIN PUBLIC KEY-----'), not a "
+                "certificate; a key read from an environment variable may carry '\\n' "
+                "where its line breaks belong.",
+                id="drf_grip.W006",
+            )
+        ]
+    return []

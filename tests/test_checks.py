@@ -49,3 +49,26 @@ def test_a_realtime_view_without_the_app_installed_fails_loudly(monkeypatch):
         class Unpublished(RealtimeMixin, viewsets.ModelViewSet):
             queryset = Todo.objects.all()
             serializer_class = TodoSerializer
+
+
+@pytest.mark.parametrize("spoil", ["escaped", "certificate"])
+def test_a_verify_key_that_does_not_load_is_named(settings, spoil):
+    """GRIP probe: a PEM whose line breaks came as ``\\n`` from an environment variable, or
+    a certificate given for the key, made every signed request direct, without a word."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    settings.GRIP_URL = "https://api.fastly.com/service/abc?key=token&verify-iss=fastly:abc"
+    settings.GRIP_VERIFY_KEY = pem
+    assert "drf_grip.W006" not in _ids()
+    spoiled = {
+        "escaped": pem.replace("\n", "\\n"),
+        "certificate": pem.replace("PUBLIC KEY", "CERTIFICATE"),
+    }[spoil]
+    settings.GRIP_VERIFY_KEY = spoiled
+    (warning,) = [m for m in checks.run_checks() if m.id == "drf_grip.W006"]
+    assert "count as direct" in warning.msg and spoiled not in warning.msg + warning.hint

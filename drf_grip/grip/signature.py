@@ -25,6 +25,7 @@ from ..protocol.signing import (
 __all__ = [
     "TrustedKey",
     "trusted_keys",
+    "public_key_loads",
     "check_grip_sig",
     "hs256_encode",
     "warn_if_short",
@@ -102,6 +103,19 @@ def _load_public_key(pem: bytes):
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     return load_pem_public_key(pem)
+
+
+def public_key_loads(key: str | bytes) -> bool:
+    """False for a key that looks like PEM (``is_public_key``) but does not load as a public
+    key (a certificate, ``\n`` escaped); True for any other key."""
+    if not is_public_key(key):
+        return True
+    pem = key if isinstance(key, bytes) else key.encode()
+    try:
+        _load_public_key(pem.strip())
+    except Exception:  # noqa: BLE001 - cryptography raises ValueError, TypeError or its own
+        return False
+    return True
 
 
 # A proxy signs each request with an expiry a whole number of seconds ahead (Pushpin: now +
