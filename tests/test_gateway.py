@@ -229,6 +229,29 @@ def test_shared_subscription_uses_the_views_live_url_channel():
     assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
 
 
+def test_a_shared_subscription_with_a_repeated_parameter_gets_changes_of_its_own_url():
+    """DRF's filters read the last value of a repeated parameter (``QueryDict.get``): the
+    live URL sorted the values as well as the names, so ``?done=true&done=false`` (the open
+    todos) became ``?done=false&done=true`` (the finished ones): its changes were the other
+    list's, and the change it watched never came."""
+    ws = connect()
+    first = ask(ws, {"id": 1, "subscribe": "/api/shared-todos/?done=true&done=false"})
+    assert first["status"] == 200 and first["data"]["results"] == []
+    other = connect()
+    assert ask(other, {"id": 1, "subscribe": "/api/shared-todos/?done=false&done=true"})[
+        "status"
+    ] == 200
+    settled(ws)
+
+    Todo.objects.create(title="open")
+
+    changes = [m for m in settled(ws) if m.get("event") == "change"]
+    assert changes and [t["title"] for t in changes[-1]["data"]["results"]] == ["open"]
+    assert all(m["url"] == first["url"] for m in changes)
+    # The finished todos did not change (a first push may repeat the answer).
+    assert all(m["data"]["results"] == [] for m in settled(other))
+
+
 def test_detail_subscription_reports_deletion():
     todo = Todo.objects.create(title="t")
     ws = connect()
