@@ -102,6 +102,19 @@ def test_validation_errors_and_permissions_as_over_http():
     assert wrong["status"] == 401
 
 
+def test_head_answers_the_status_and_etag_without_a_body():
+    """Over HTTP a HEAD's answer has no body (RFC 9110 §9.3.2; Django's servers and test
+    client drop it); over the gateway it carried the whole representation."""
+    ws = connect()
+    todo = Todo.objects.create(title="t")
+    etag = ask(ws, {"id": 1, "url": f"/api/todos/{todo.pk}/"})["etag"]
+
+    for number, url in enumerate([f"/api/todos/{todo.pk}/", "/api/todos/"], start=2):
+        head = ask(ws, {"id": number, "method": "HEAD", "url": url})
+        assert head["status"] == 200 and head["data"] is None and head["etag"]
+    assert ask(ws, {"id": 4, "method": "HEAD", "url": f"/api/todos/{todo.pk}/"})["etag"] == etag
+
+
 def test_get_data_becomes_query_parameters():
     Todo.objects.create(title="open")
     Todo.objects.create(title="done", done=True)
