@@ -471,6 +471,27 @@ def test_unsubscribe_stops_changes():
     assert ask(ws, {"id": 4, "unsubscribe": 1})["status"] == 404
 
 
+@pytest.mark.parametrize("url", ["/api/todos/", "/api/shared-todos/"])
+def test_nothing_follows_an_unsubscribe_made_just_after_a_change(url):
+    """A change made just after a subscribe answer is sent again once the answer has surely
+    arrived (gateway.view._settle): a client that unsubscribed meanwhile still got it, a
+    change after ``{"unsubscribed": 1}``."""
+    ws = connect()
+    ws.send_json({"id": 1, "subscribe": url})
+    assert ws.receive_json()["status"] == 200
+    Todo.objects.create(title="a")  # within ANSWER_TRANSIT of the answer
+    assert ws.receive_json()["event"] == "change"
+    ws.send_json({"id": 2, "unsubscribe": 1})  # before the settle, SETTLE_DELAY later
+
+    received = []
+    while not ws.receive_nothing():
+        received.append(ws.receive_json())
+    received += settled(ws)
+
+    unsubscribed = [m.get("unsubscribed") for m in received].index(1)
+    assert not [m for m in received[unsubscribed:] if m.get("event")]
+
+
 def test_second_user_never_gets_first_users_notes():
     alice, alice_token = make_user("alice")
     _bob, bob_token = make_user("bob")

@@ -250,7 +250,7 @@ class RealtimeGateway(WebSocketView):
                 channel = policy.channels[0]
                 answered = context.state.get("version")
                 if read_versions([channel])[channel] == answered or attempt == attempts:
-                    ctx.after_sent(_settle_shared(conn, channel, answered))
+                    ctx.after_sent(_settle_shared(conn, key, channel, answered))
                     return answer
                 continue
             user = getattr(inner, "user", None)
@@ -362,17 +362,43 @@ def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[
 
     def closed() -> None:
         before = time.time() + ANSWER_TRANSIT
-        call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since, before))
+        call_later(
+            SETTLE_DELAY,
+            _while_subscribed(
+                conn, key, None, lambda: settle_answer(conn, key, ticket, changed_since, before)
+            ),
+        )
 
     return closed
 
 
-def _settle_shared(conn: str, channel: str, answered: str | None) -> Callable[[], None]:
+def _settle_shared(conn: str, key: str, channel: str, answered: str | None) -> Callable[[], None]:
     """The same for a shared subscription (shared.send_after_answer): a render newer than
     the answer, made before the proxy surely applied the subscription, is sent again."""
 
     def closed() -> None:
         active_by = time.time() + ANSWER_TRANSIT
-        call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered, active_by))
+        call_later(
+            SETTLE_DELAY,
+            _while_subscribed(
+                conn, key, channel, lambda: send_after_answer(conn, channel, answered, active_by)
+            ),
+        )
 
     return closed
+
+
+def _while_subscribed(
+    conn: str, key: str, channel: str | None, settle: Callable[[], None]
+) -> Callable[[], None]:
+    """``settle``, run only if the connection still has the subscription ``key`` (on
+    ``channel``, a shared one's) by then: the client may have unsubscribed in the
+    ``SETTLE_DELAY`` since its answer, and nothing follows ``unsubscribed`` (DESIGN.md §1,
+    "unsubscribe stops it")."""
+
+    def run() -> None:
+        sub = load_state(conn)["subs"].get(key)
+        if sub is not None and (channel is None or sub.get("channel") == channel):
+            settle()
+
+    return run
