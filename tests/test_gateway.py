@@ -191,6 +191,23 @@ def test_answers_are_json_even_when_the_handshake_accepted_gzip(settings):
     assert answer["status"] == 200 and answer["data"]["count"] == 20
 
 
+def test_answers_are_json_even_when_a_message_asks_for_gzip(settings):
+    """The handshake's Accept-Encoding is not passed on, but a message's own was: with
+    GZipMiddleware the answer's data was the compressed bytes, decoded as text."""
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    ws = connect()
+    for n in range(20):
+        Todo.objects.create(title=f"a long enough title to make the body compressible {n}")
+
+    for message in (
+        {"id": 1, "url": "/api/todos/"},
+        {"id": 2, "subscribe": "/api/todos/"},
+        {"id": 3, "subscribe": "/api/shared-todos/"},
+    ):
+        answer = ask(ws, {**message, "headers": {"Accept-Encoding": "gzip, deflate, br"}})
+        assert answer["status"] == 200 and answer["data"]["count"] == 20
+
+
 def test_a_raising_view_answers_500_for_that_id_only(monkeypatch):
     def boom(self, request, *args, **kwargs):
         raise RuntimeError("secret detail")

@@ -196,6 +196,10 @@ def build_inner_request(
     environ.pop("HTTP_ACCEPT", None)
     for name, value in headers.items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
+    # No Accept-Encoding, a message's either (inherited_meta drops the handshake's): the
+    # answer goes into a JSON message as text, and a compressed body (GZipMiddleware)
+    # arrived as garbage.
+    environ.pop("HTTP_ACCEPT_ENCODING", None)
     environ.setdefault("HTTP_ACCEPT", json_media_type(path))
     environ["CONTENT_TYPE"] = "application/json"
     return wsgi_request(
