@@ -1060,3 +1060,26 @@ def test_a_re_render_that_straddles_a_revocation_sends_nothing(monkeypatch):
         received.append(ws.receive_json())
     assert not any("more secret" in json.dumps(m) for m in received), received
     assert received and received[-1]["event"] == "end" and received[-1]["id"] == 1
+
+
+def test_an_ended_subscription_frees_its_id():
+    """``{"event": "end"}`` says the subscription is over, but its id stayed in use: a
+    client subscribing again with a fresh token under the same id got 409 "unsubscribe
+    first"."""
+    alice, token = make_user("alice")
+    ws = connect()
+    note = Note.objects.create(owner=alice, text="a")
+    assert ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})["status"] == 200
+    settled(ws)
+    Token.objects.filter(key=token).delete()
+    note.text = "b"
+    note.save()
+    assert [m["event"] for m in settled(ws)] == ["end"]
+
+    fresh = Token.objects.create(user=alice).key
+    again = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": fresh})
+
+    assert again["status"] == 200 and [n["text"] for n in again["data"]] == ["b"]
+    note.text = "c"
+    note.save()
+    assert [m["data"][0]["text"] for m in settled(ws)][-1:] == ["c"]

@@ -43,6 +43,7 @@ from ..shared import send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
 from ..versions import read_versions
 from .connections import (
+    REVOKED,
     connection_key,
     drop_state,
     forget_version,
@@ -50,6 +51,7 @@ from .connections import (
     load_state,
     private_connections,
     save_state,
+    sent_version,
     subscription_key,
 )
 from .inner_requests import (
@@ -208,6 +210,13 @@ class RealtimeGateway(WebSocketView):
         if sub_id is None:
             raise MessageError(400, "a subscription needs an id")
         key = subscription_key(sub_id)
+        if key in state["subs"] and sent_version(conn, key) == REVOKED:
+            # Ended ({"event": "end"}) by the publisher, which cannot write the connection's
+            # state (connections.py): the subscription is over, and its id free again,
+            # even if this subscribe is refused below.
+            self._forget(ctx, conn, state, key)
+            save_state(conn, state)
+            self._saved_state = copy.deepcopy(state)
         if key in state["subs"]:
             raise MessageError(409, f"the subscription id {key} is in use; unsubscribe first")
         limit = int(grip_settings.WS_MAX_SUBSCRIPTIONS)
@@ -324,9 +333,17 @@ class RealtimeGateway(WebSocketView):
         if not valid_id(target) or target is None:
             raise MessageError(400, "unsubscribe names a subscription id")
         key = subscription_key(target)
+        if self._forget(ctx, conn, state, key) is None:
+            raise MessageError(404, f"no subscription {key}")
+        return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
+
+    def _forget(
+        self, ctx: WebSocketContext, conn: str, state: dict[str, Any], key: str
+    ) -> dict[str, Any] | None:
+        """Remove the subscription ``key`` from the connection; it, or None if there is none."""
         sub = state["subs"].pop(key, None)
         if sub is None:
-            raise MessageError(404, f"no subscription {key}")
+            return None
         if sub["mode"] == "shared":
             if not any(s.get("channel") == sub["channel"] for s in state["subs"].values()):
                 ctx.unsubscribe(sub["channel"])
@@ -335,7 +352,7 @@ class RealtimeGateway(WebSocketView):
             forget_version(conn, key)
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
                 private_connections(sub["model"]).remove(conn)
-        return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
+        return sub
 
 
 #: Seconds within which the proxy has an answer that left Django and has applied the
