@@ -102,6 +102,19 @@ def test_validation_errors_and_permissions_as_over_http():
     assert wrong["status"] == 401
 
 
+def test_head_answers_the_status_and_etag_without_a_body():
+    """Over HTTP a HEAD's answer has no body (RFC 9110 §9.3.2; Django's servers and test
+    client drop it); over the gateway it carried the whole representation."""
+    ws = connect()
+    todo = Todo.objects.create(title="t")
+    etag = ask(ws, {"id": 1, "url": f"/api/todos/{todo.pk}/"})["etag"]
+
+    for number, url in enumerate([f"/api/todos/{todo.pk}/", "/api/todos/"], start=2):
+        head = ask(ws, {"id": number, "method": "HEAD", "url": url})
+        assert head["status"] == 200 and head["data"] is None and head["etag"]
+    assert ask(ws, {"id": 4, "method": "HEAD", "url": f"/api/todos/{todo.pk}/"})["etag"] == etag
+
+
 def test_get_data_becomes_query_parameters():
     Todo.objects.create(title="open")
     Todo.objects.create(title="done", done=True)
@@ -178,6 +191,23 @@ def test_answers_are_json_even_when_the_handshake_accepted_gzip(settings):
     assert answer["status"] == 200 and answer["data"]["count"] == 20
 
 
+def test_answers_are_json_even_when_a_message_asks_for_gzip(settings):
+    """The handshake's Accept-Encoding is not passed on, but a message's own was: with
+    GZipMiddleware the answer's data was the compressed bytes, decoded as text."""
+    settings.MIDDLEWARE = ["django.middleware.gzip.GZipMiddleware", *settings.MIDDLEWARE]
+    ws = connect()
+    for n in range(20):
+        Todo.objects.create(title=f"a long enough title to make the body compressible {n}")
+
+    for message in (
+        {"id": 1, "url": "/api/todos/"},
+        {"id": 2, "subscribe": "/api/todos/"},
+        {"id": 3, "subscribe": "/api/shared-todos/"},
+    ):
+        answer = ask(ws, {**message, "headers": {"Accept-Encoding": "gzip, deflate, br"}})
+        assert answer["status"] == 200 and answer["data"]["count"] == 20
+
+
 def test_a_raising_view_answers_500_for_that_id_only(monkeypatch):
     def boom(self, request, *args, **kwargs):
         raise RuntimeError("secret detail")
@@ -227,6 +257,29 @@ def test_shared_subscription_uses_the_views_live_url_channel():
     change = ws.receive_json()
     assert change["event"] == "change" and change["url"] == first["url"]
     assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
+
+
+def test_a_shared_subscription_with_a_repeated_parameter_gets_changes_of_its_own_url():
+    """DRF's filters read the last value of a repeated parameter (``QueryDict.get``): the
+    live URL sorted the values as well as the names, so ``?done=true&done=false`` (the open
+    todos) became ``?done=false&done=true`` (the finished ones): its changes were the other
+    list's, and the change it watched never came."""
+    ws = connect()
+    first = ask(ws, {"id": 1, "subscribe": "/api/shared-todos/?done=true&done=false"})
+    assert first["status"] == 200 and first["data"]["results"] == []
+    other = connect()
+    assert ask(other, {"id": 1, "subscribe": "/api/shared-todos/?done=false&done=true"})[
+        "status"
+    ] == 200
+    settled(ws)
+
+    Todo.objects.create(title="open")
+
+    changes = [m for m in settled(ws) if m.get("event") == "change"]
+    assert changes and [t["title"] for t in changes[-1]["data"]["results"]] == ["open"]
+    assert all(m["url"] == first["url"] for m in changes)
+    # The finished todos did not change (a first push may repeat the answer).
+    assert all(m["data"]["results"] == [] for m in settled(other))
 
 
 def test_detail_subscription_reports_deletion():
@@ -433,6 +486,27 @@ def test_unsubscribe_stops_changes():
     Todo.objects.create(title="unseen")
     assert ws.receive_nothing()
     assert ask(ws, {"id": 4, "unsubscribe": 1})["status"] == 404
+
+
+@pytest.mark.parametrize("url", ["/api/todos/", "/api/shared-todos/"])
+def test_nothing_follows_an_unsubscribe_made_just_after_a_change(url):
+    """A change made just after a subscribe answer is sent again once the answer has surely
+    arrived (gateway.view._settle): a client that unsubscribed meanwhile still got it, a
+    change after ``{"unsubscribed": 1}``."""
+    ws = connect()
+    ws.send_json({"id": 1, "subscribe": url})
+    assert ws.receive_json()["status"] == 200
+    Todo.objects.create(title="a")  # within ANSWER_TRANSIT of the answer
+    assert ws.receive_json()["event"] == "change"
+    ws.send_json({"id": 2, "unsubscribe": 1})  # before the settle, SETTLE_DELAY later
+
+    received = []
+    while not ws.receive_nothing():
+        received.append(ws.receive_json())
+    received += settled(ws)
+
+    unsubscribed = [m.get("unsubscribed") for m in received].index(1)
+    assert not [m for m in received[unsubscribed:] if m.get("event")]
 
 
 def test_second_user_never_gets_first_users_notes():
@@ -986,3 +1060,26 @@ def test_a_re_render_that_straddles_a_revocation_sends_nothing(monkeypatch):
         received.append(ws.receive_json())
     assert not any("more secret" in json.dumps(m) for m in received), received
     assert received and received[-1]["event"] == "end" and received[-1]["id"] == 1
+
+
+def test_an_ended_subscription_frees_its_id():
+    """``{"event": "end"}`` says the subscription is over, but its id stayed in use: a
+    client subscribing again with a fresh token under the same id got 409 "unsubscribe
+    first"."""
+    alice, token = make_user("alice")
+    ws = connect()
+    note = Note.objects.create(owner=alice, text="a")
+    assert ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})["status"] == 200
+    settled(ws)
+    Token.objects.filter(key=token).delete()
+    note.text = "b"
+    note.save()
+    assert [m["event"] for m in settled(ws)] == ["end"]
+
+    fresh = Token.objects.create(user=alice).key
+    again = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": fresh})
+
+    assert again["status"] == 200 and [n["text"] for n in again["data"]] == ["b"]
+    note.text = "c"
+    note.save()
+    assert [m["data"][0]["text"] for m in settled(ws)][-1:] == ["c"]

@@ -175,7 +175,12 @@ def used_query_params(view: Any) -> set[str] | None:
 
 
 def live_url(request: Any, view: Any) -> LiveUrl:
-    params = sorted((k, v) for k, values in request.query_params.lists() for v in values)
+    # Sorted by name only: the values of a repeated name keep their order, which is part of
+    # the meaning (DRF's filters, ordering and pagination read the last one, QueryDict.get).
+    params = sorted(
+        ((k, v) for k, values in request.query_params.lists() for v in values),
+        key=lambda param: param[0],
+    )
     media_type = getattr(request, "accepted_media_type", "") or ""
     renderer = getattr(request, "accepted_renderer", None)
     if media_type.startswith(EVENT_STREAM) or getattr(renderer, "media_type", "") == EVENT_STREAM:

@@ -19,6 +19,7 @@ from urllib.parse import unquote, unquote_to_bytes, urlencode, urlsplit
 
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
+from django.test.client import conditional_content_removal
 from django.urls import Resolver404, resolve
 from django.utils.http import parse_header_parameters
 
@@ -74,7 +75,8 @@ _FORBIDDEN_PREFIXES = ("meta-", "grip-", "sec-websocket-")
 def run_inner(request: HttpRequest) -> HttpResponse:
     """The answer of the whole middleware stack and URLconf, like Django's test client."""
     try:
-        return run_through_middleware(request)
+        # As an HTTP client gets it: no body for HEAD, 1xx, 204 or 304 (RFC 9110 §6.4.1).
+        return conditional_content_removal(request, run_through_middleware(request))
     except Exception:  # noqa: BLE001 - a failing middleware must not kill the connection
         logger.exception("drf-grip gateway: %s %s failed", request.method, request.path)
         return HttpResponse(status=500)
@@ -194,6 +196,10 @@ def build_inner_request(
     environ.pop("HTTP_ACCEPT", None)
     for name, value in headers.items():
         environ["HTTP_" + name.upper().replace("-", "_")] = value
+    # No Accept-Encoding, a message's either (inherited_meta drops the handshake's): the
+    # answer goes into a JSON message as text, and a compressed body (GZipMiddleware)
+    # arrived as garbage.
+    environ.pop("HTTP_ACCEPT_ENCODING", None)
     environ.setdefault("HTTP_ACCEPT", json_media_type(path))
     environ["CONTENT_TYPE"] = "application/json"
     return wsgi_request(

@@ -43,6 +43,7 @@ from ..shared import send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
 from ..versions import read_versions
 from .connections import (
+    REVOKED,
     connection_key,
     drop_state,
     forget_version,
@@ -50,6 +51,7 @@ from .connections import (
     load_state,
     private_connections,
     save_state,
+    sent_version,
     subscription_key,
 )
 from .inner_requests import (
@@ -208,6 +210,13 @@ class RealtimeGateway(WebSocketView):
         if sub_id is None:
             raise MessageError(400, "a subscription needs an id")
         key = subscription_key(sub_id)
+        if key in state["subs"] and sent_version(conn, key) == REVOKED:
+            # Ended ({"event": "end"}) by the publisher, which cannot write the connection's
+            # state (connections.py): the subscription is over, and its id free again,
+            # even if this subscribe is refused below.
+            self._forget(ctx, conn, state, key)
+            save_state(conn, state)
+            self._saved_state = copy.deepcopy(state)
         if key in state["subs"]:
             raise MessageError(409, f"the subscription id {key} is in use; unsubscribe first")
         limit = int(grip_settings.WS_MAX_SUBSCRIPTIONS)
@@ -250,7 +259,7 @@ class RealtimeGateway(WebSocketView):
                 channel = policy.channels[0]
                 answered = context.state.get("version")
                 if read_versions([channel])[channel] == answered or attempt == attempts:
-                    ctx.after_sent(_settle_shared(conn, channel, answered))
+                    ctx.after_sent(_settle_shared(conn, key, channel, answered))
                     return answer
                 continue
             user = getattr(inner, "user", None)
@@ -324,9 +333,17 @@ class RealtimeGateway(WebSocketView):
         if not valid_id(target) or target is None:
             raise MessageError(400, "unsubscribe names a subscription id")
         key = subscription_key(target)
+        if self._forget(ctx, conn, state, key) is None:
+            raise MessageError(404, f"no subscription {key}")
+        return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
+
+    def _forget(
+        self, ctx: WebSocketContext, conn: str, state: dict[str, Any], key: str
+    ) -> dict[str, Any] | None:
+        """Remove the subscription ``key`` from the connection; it, or None if there is none."""
         sub = state["subs"].pop(key, None)
         if sub is None:
-            raise MessageError(404, f"no subscription {key}")
+            return None
         if sub["mode"] == "shared":
             if not any(s.get("channel") == sub["channel"] for s in state["subs"].values()):
                 ctx.unsubscribe(sub["channel"])
@@ -335,7 +352,7 @@ class RealtimeGateway(WebSocketView):
             forget_version(conn, key)
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
                 private_connections(sub["model"]).remove(conn)
-        return {"id": data.get("id", target), "status": 200, "unsubscribed": target}
+        return sub
 
 
 #: Seconds within which the proxy has an answer that left Django and has applied the
@@ -362,17 +379,43 @@ def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[
 
     def closed() -> None:
         before = time.time() + ANSWER_TRANSIT
-        call_later(SETTLE_DELAY, lambda: settle_answer(conn, key, ticket, changed_since, before))
+        call_later(
+            SETTLE_DELAY,
+            _while_subscribed(
+                conn, key, None, lambda: settle_answer(conn, key, ticket, changed_since, before)
+            ),
+        )
 
     return closed
 
 
-def _settle_shared(conn: str, channel: str, answered: str | None) -> Callable[[], None]:
+def _settle_shared(conn: str, key: str, channel: str, answered: str | None) -> Callable[[], None]:
     """The same for a shared subscription (shared.send_after_answer): a render newer than
     the answer, made before the proxy surely applied the subscription, is sent again."""
 
     def closed() -> None:
         active_by = time.time() + ANSWER_TRANSIT
-        call_later(SETTLE_DELAY, lambda: send_after_answer(conn, channel, answered, active_by))
+        call_later(
+            SETTLE_DELAY,
+            _while_subscribed(
+                conn, key, channel, lambda: send_after_answer(conn, channel, answered, active_by)
+            ),
+        )
 
     return closed
+
+
+def _while_subscribed(
+    conn: str, key: str, channel: str | None, settle: Callable[[], None]
+) -> Callable[[], None]:
+    """``settle``, run only if the connection still has the subscription ``key`` (on
+    ``channel``, a shared one's) by then: the client may have unsubscribed in the
+    ``SETTLE_DELAY`` since its answer, and nothing follows ``unsubscribed`` (DESIGN.md §1,
+    "unsubscribe stops it")."""
+
+    def run() -> None:
+        sub = load_state(conn)["subs"].get(key)
+        if sub is not None and (channel is None or sub.get("channel") == channel):
+            settle()
+
+    return run
