@@ -216,11 +216,13 @@ class _RealtimeBase:
         model = self.get_realtime_model()
         kind = self._realtime_kind
         if self.get_realtime_delivery() == SHARED:
+            # Also the recovery channel: hinted when the cache lost the live URLs.
+            recovery = names.shared_recovery_channel(model)
             if kind == "detail":
                 # Also the bulk channel: a change naming no object (``update()``) reaches
                 # detail URLs past the model-wide index's cap by a hint there (shared.py).
-                return [self._live_url().channel, names.bulk_channel(model)]
-            return [self._live_url().channel]
+                return [self._live_url().channel, names.bulk_channel(model), recovery]
+            return [self._live_url().channel, recovery]
         if kind == "detail":
             lookup = self.lookup_url_kwarg or self.lookup_field
             value = self.kwargs.get(lookup)
