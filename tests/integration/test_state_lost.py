@@ -20,7 +20,7 @@ from drf_grip.rest import channels as names
 from drf_grip.rest.shared import LiveUrl
 from tests.integration.conftest import Deployment
 from tests.integration.fleet import ROOT
-from tests.integration.realtime_clients import LongPoll
+from tests.integration.realtime_clients import EventStream, LongPoll
 from tests.testapp.models import Todo
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -87,3 +87,46 @@ def test_the_first_change_after_the_cache_lost_its_records_reaches_held_clients(
     assert detail.status_code == 200 and detail.json()["title"] == f"{word} new"
     assert shared.status_code == 200 and shared.json()["count"] == 3
     assert shared_detail.status_code == 200 and shared_detail.json()["title"] == f"{word} new"
+
+
+def test_a_stream_whose_state_the_cache_lost_ends_for_its_client_to_reconnect(
+    fresh_deployment: Deployment,
+) -> None:
+    """The next link of a held stream names its state in the cache; after a flush the next
+    change's fetch finds none. The stream ended with ``event: error``, which means "no
+    longer allowed" (docs/sse.rst): drf-grip's live.js then reported a 403 and stopped the
+    subscription for good, and so does the documented EventSource snippet. It ends with
+    no event; the client reconnects with Last-Event-ID and gets the change."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    first, second = _write(deployment, [], "", [f"{word} 0", f"{word} 1"])
+    host = urlsplit(pushpin.url).netloc
+    paths = {
+        f"/api/todos/{first}/": names.object_channel(Todo, first),
+        f"/api/shared-todos/{second}/": LiveUrl("http", host, f"/api/shared-todos/{second}/", "",
+                                                "application/json").channel,
+    }
+    streams: dict[str, tuple[EventStream, str]] = {}
+    try:
+        for path, channel in paths.items():
+            mark = pushpin.mark()
+            events = EventStream(pushpin.url + path)
+            opened = events.next(5)
+            assert events.status == 200 and opened is not None and opened.id
+            streams[path] = (events, opened.id)
+            pushpin.wait_subscribed(channel, since=mark)
+
+        deployment.flush_state()
+        _write(deployment, [first, second], f"{word} new", [])
+
+        for path, (events, seen) in streams.items():
+            assert events.next(WITHIN) is None, f"{path}: the stream did not simply end"
+            again = EventStream(pushpin.url + path, {"Last-Event-ID": seen})
+            streams[path] = (again, seen)
+            event = again.next(WITHIN)
+            assert event is not None and json.loads(event.data)["title"] == f"{word} new"
+            events.close()
+    finally:
+        for events, _seen in streams.values():
+            events.close()
