@@ -7,13 +7,16 @@ change after the loss must still reach them, within one second (DESIGN.md §4)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from drf_grip.rest import channels as names
@@ -130,3 +133,47 @@ def test_a_stream_whose_state_the_cache_lost_ends_for_its_client_to_reconnect(
     finally:
         for events, _seen in streams.values():
             events.close()
+
+
+@contextlib.contextmanager
+def _redis_down(deployment: Deployment) -> Iterator[None]:
+    """The deployment's redis-server killed, then started again on the same socket."""
+    server = deployment.redis
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait()
+    server.socket_path.unlink(missing_ok=True)
+    try:
+        yield
+    finally:
+        server._launch()  # same directory, so the same socket the workers name
+        server._wait_ready()
+
+
+def test_reads_through_the_proxy_while_the_cache_is_unreachable_are_answered(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis down: every conditional GET, long-poll and stream through Pushpin answered
+    500 (the hold path records, versions and lists in the cache); a plain GET worked. They
+    are answered as a direct client's requests are (DESIGN.md §1) until Redis is back."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    [pk] = _write(deployment, [], "", [f"{word} 0"])
+    path = f"/api/todos/{pk}/"
+    etag = httpx.get(pushpin.url + path, timeout=10).headers["ETag"]
+    with _redis_down(deployment):
+        stale = httpx.get(pushpin.url + path, headers={"If-None-Match": '"old"'}, timeout=10)
+        assert stale.status_code == 200 and stale.json()["title"] == f"{word} 0"
+        current = httpx.get(pushpin.url + path, headers={"If-None-Match": etag}, timeout=10)
+        assert current.status_code == 304
+        events = EventStream(pushpin.url + "/api/shared-todos/")
+        try:
+            assert events.status == 200
+            first = events.next(5)
+            assert first is not None and json.loads(first.data)["count"] >= 1
+        finally:
+            events.close()
+    # Redis is back (empty): reads through the proxy use it again.
+    assert httpx.get(pushpin.url + path, headers={"If-None-Match": '"old"'},
+                     timeout=10).status_code == 200
