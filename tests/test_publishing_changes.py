@@ -33,7 +33,8 @@ def watch(*urls):
 
 
 def test_nobody_watching_costs_no_publish(settings, tmp_path):
-    """With a cache every process shares, the recorded subscriptions are the whole truth."""
+    """With a cache every process shares, the recorded subscriptions are the whole truth
+    while it holds any (here those of another model's view)."""
     from django.core.cache import cache
 
     settings.CACHES = {
@@ -43,6 +44,7 @@ def test_nobody_watching_costs_no_publish(settings, tmp_path):
         }
     }
     cache.clear()
+    watch("/api/posts/")
     with RecordingSink() as recording:
         recording.settle()
         Todo.objects.create(title="unwatched")
@@ -50,6 +52,30 @@ def test_nobody_watching_costs_no_publish(settings, tmp_path):
         watch("/api/todos/")
         Todo.objects.create(title="watched")
         assert "drf.testapp.todo" in recording.channels()
+
+
+def test_a_cache_that_lost_every_record_publishes_for_the_views_classes(settings, tmp_path):
+    """Redis flushed or restarted while the proxies hold clients: nothing says which views
+    they came through until each is re-requested, so a change is published as the views'
+    classes say, private channels hinted and shared holds hinted on their recovery channel
+    (tests/integration/test_state_lost.py, with real Pushpins)."""
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    cache.clear()
+    watch("/api/todos/", "/api/shared-todos/")
+    with RecordingSink() as recording:
+        recording.settle()
+        cache.clear()
+        todo = Todo.objects.create(title="after the flush")
+        channels = set(recording.channels())
+    assert {"drf.testapp.todo", f"drf.testapp.todo.{todo.pk}"} <= channels
+    assert "drf.testapp.todo.*shared" in channels
 
 
 def test_save_publishes_hint_with_versions(sink):

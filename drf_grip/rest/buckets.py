@@ -38,12 +38,13 @@ def _settings() -> tuple[int, int]:
 
 
 def bucketable(channel: str) -> bool:
-    """Model list and object channels (not partitions, bulk, URL or connection channels)."""
+    """Model list and object channels (not partitions, bulk, shared recovery, URL or
+    connection channels)."""
     return (
         channel.startswith("drf.")
         and not channel.startswith(("drf.url.", "drf.ws."))
         and ".p." not in channel
-        and not channel.endswith(".*")
+        and ".*" not in channel
         and _SEP not in channel
     )
 

@@ -20,6 +20,7 @@ __all__ = [
     "list_channel",
     "object_channel",
     "bulk_channel",
+    "shared_recovery_channel",
     "url_channel",
     "connection_channel",
     "partition_channel",
@@ -55,6 +56,13 @@ def object_channel(model: type[Model], pk: Any) -> str:
 
 def bulk_channel(model: type[Model]) -> str:
     return f"drf.{model_label(model)}.*"
+
+
+def shared_recovery_channel(model: type[Model]) -> str:
+    """A channel every shared hold of the model also holds on, hinted only when the cache
+    lost the live URLs that name its holds (publishing.publish_model): a pk never has a
+    ``*`` (``_pk_part``), so no object channel takes this name."""
+    return f"drf.{model_label(model)}.*shared"
 
 
 def partition_channel(model: type[Model], partition: str) -> str:

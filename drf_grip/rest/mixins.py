@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from django.db import models, transaction
@@ -41,7 +42,7 @@ from .sse import (
     json_renderer_of,
     refuses_event_stream,
 )
-from .store import KEPT
+from .store import KEPT, reachable
 from .versions import (
     counters_and_hold_versions,
     ensure_versions,
@@ -216,11 +217,13 @@ class _RealtimeBase:
         model = self.get_realtime_model()
         kind = self._realtime_kind
         if self.get_realtime_delivery() == SHARED:
+            # Also the recovery channel: hinted when the cache lost the live URLs.
+            recovery = names.shared_recovery_channel(model)
             if kind == "detail":
                 # Also the bulk channel: a change naming no object (``update()``) reaches
                 # detail URLs past the model-wide index's cap by a hint there (shared.py).
-                return [self._live_url().channel, names.bulk_channel(model)]
-            return [self._live_url().channel]
+                return [self._live_url().channel, names.bulk_channel(model), recovery]
+            return [self._live_url().channel, recovery]
         if kind == "detail":
             lookup = self.lookup_url_kwarg or self.lookup_field
             value = self.kwargs.get(lookup)
@@ -277,6 +280,27 @@ class _RealtimeBase:
     # -- request cycle ----------------------------------------------------------------------
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._dispatch(request, *args, **kwargs)
+        except Exception:
+            grip = grip_of(request)
+            if request.method not in ("GET", "HEAD") or not grip.proxied or reachable():
+                raise
+            # The shared cache is unreachable (Redis down): nothing can be held, recorded or
+            # versioned, and every read through the proxy answered 500. Answer as to a
+            # direct client (DESIGN.md §1): a conditional GET, or a stream's current event
+            # and a reconnection delay; the client comes back and finds the cache again.
+            logger.warning(
+                "drf-grip's state cache is unreachable: %s %s answered as a direct request "
+                "(%s)", request.method, request.path, sys.exc_info()[1],
+            )
+            grip.proxied, grip.last, grip.instruct = False, {}, None
+            for name in [n for n in vars(self) if n.startswith("_realtime")]:
+                delattr(self, name)  # what the failed attempt got to
+            self._realtime_unreachable = True
+            return self._dispatch(request, *args, **kwargs)
+
+    def _dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         # A conditional write: its check and the write in one transaction, after a lock on
         # the object's row (preconditions.py says why the lock comes first).
         lock = row_lock(self, kwargs) if guards_write(request) else None
@@ -467,6 +491,8 @@ class _RealtimeBase:
         context = context_of(request)
         if context is not None:
             return context.role != "shared-render"
+        if getattr(self, "_realtime_unreachable", False):
+            return False  # answered as a direct request (dispatch)
         return bool(request.META.get("HTTP_IF_NONE_MATCH")) or self.is_event_stream(request)
 
     def _check_headers_size(self, request: Request) -> None:

@@ -10,19 +10,27 @@ in a Celery worker or a shell that never served a request.
 from __future__ import annotations
 
 import importlib
+import time
 from typing import Any
 
 from django.db import models
 
 from ..conf import grip_settings
 from .context import RealtimePolicy
-from .store import SlotIndex
+from .store import ADDED, SlotIndex, state_cache
 
-__all__ = ["record_policy", "recorded_views", "live_timeout", "view_class"]
+__all__ = ["record_policy", "recorded_views", "records_lost", "live_timeout", "view_class"]
 
 _MAX_VIEWS = 64
 #: Per model, the slot each recorded view took (SlotIndex.renew).
 _recent: dict[str, dict[str, tuple[str, float]]] = {}
+
+#: Set while any process records subscriptions, renewed as they are. A cache without it
+#: lost every record (Redis flushed or restarted, while the proxies still hold clients),
+#: or nobody subscribed to anything for ``live_timeout()``.
+_RECORDING = "drf_grip:recording"
+#: When this process last set it (``time.monotonic()``).
+_recording_marked = [float("-inf")]
 
 
 def live_timeout() -> int:
@@ -49,7 +57,20 @@ def _index(label: str) -> SlotIndex:
 def record_policy(policy: RealtimePolicy, view: type) -> None:
     key = f"{policy.view}|{policy.delivery}"
     entry = {"view": policy.view, "delivery": policy.delivery}
-    _index(policy.model).renew(key, entry, _recent.setdefault(policy.model, {}))
+    done = _index(policy.model).renew(key, entry, _recent.setdefault(policy.model, {}))
+    now = time.monotonic()
+    timeout = live_timeout()
+    # ADDED: listed anew, as after a flush, which took the mark too.
+    if done == ADDED or now - _recording_marked[0] > timeout / 4:
+        state_cache().set(_RECORDING, 1, timeout)
+        _recording_marked[0] = now
+
+
+def records_lost() -> bool:
+    """Whether the cache holds no record of any subscription (``_RECORDING``): the publisher
+    cannot tell which views its held clients came through, so it follows the views'
+    classes, as with a per-process cache."""
+    return not state_cache().get(_RECORDING)
 
 
 def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from ..grip.publisher import publish
 from . import channels as names
 from .buckets import bucketable, paced_hints
 from .context import PRIVATE, SHARED
-from .policies import recorded_views, view_class
+from .policies import recorded_views, records_lost, view_class
 from .registry import Changes, views_for
 from .sse import format_event
 from .store import per_process_state
@@ -101,16 +101,29 @@ def publish_model(
             shared = True
         elif entry["delivery"] == PRIVATE and cls is not None and cls not in private_views:
             private_views.append(cls)
-    if not private_views and not shared and per_process_state():
-        # A per-process cache cannot show what other processes' clients subscribed to (a
-        # shell publishing for runserver): fall back on the views' class-level delivery.
-        private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
-        _warn_of_unseen_subscribers(model)
+    lost = False
+    if not private_views and not shared:
+        if per_process_state():
+            # A per-process cache cannot show what other processes' clients subscribed to
+            # (a shell publishing for runserver): fall back on the views' class-level
+            # delivery.
+            private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
+            _warn_of_unseen_subscribers(model)
+        elif records_lost():
+            # The shared cache lost every record (Redis flushed or restarted) while the
+            # proxies still hold clients, which record again only when re-requested: the
+            # same fallback, and the shared holds, whose live URLs are gone with the rest,
+            # get a hint on the recovery channel they also hold on. Costs a publish only
+            # until a hold records again.
+            lost = True
+            private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
     channels = private_channels(model, private_views, pks, partitions)
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.bulk_channel(model))
+    if lost and any(_class_delivery(v) == SHARED for v in views_for(model)):
+        channels.append(names.shared_recovery_channel(model))
     _hint(list(dict.fromkeys(channels)))
     if private_views or shared:
         for pk in sorted(deleted, key=str):

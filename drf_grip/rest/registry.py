@@ -435,6 +435,37 @@ def _close_old_connections() -> None:
         logger.debug("drf-grip could not close old database connections", exc_info=True)
 
 
+def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes: Changes) -> None:
+    """``publish(changes)``; while it fails because the state cache does not answer (Redis
+    restarting), try again as soon as it does, for at most ``PUBLISH_RETRIES`` times the
+    longest backoff. Publishing reads the cache (recorded views, versions, live URLs): a
+    change committed during an outage was dropped, and the clients held before it kept the
+    old representation (a stream until a later change)."""
+    from .store import reachable
+
+    deadline = time.monotonic() + int(grip_settings.PUBLISH_RETRIES) * float(
+        grip_settings.PUBLISH_BACKOFF_MAX
+    )
+    waited = False
+    # Once it answers again, a command on a connection pooled before the outage may still
+    # fail once (a socket the restarted server does not know): a few more tries then.
+    again = 0
+    while True:
+        try:
+            publish(changes)
+            return
+        except Exception:
+            up = reachable()
+            if time.monotonic() > deadline or (up and again >= (3 if waited else 0)):
+                raise
+            again = again + 1 if up else 0
+        if not up:
+            waited = True
+            logger.warning("drf-grip's state cache is unreachable; publishing waits for it")
+        while not reachable() and time.monotonic() < deadline:
+            time.sleep(float(grip_settings.PUBLISH_BACKOFF))
+
+
 class _ChangeWorker:
     """Turns committed changes into GRIP publishes off the request thread."""
 
@@ -483,7 +514,7 @@ class _ChangeWorker:
                 # Renders read the database from this thread: drop connections that the
                 # server closed or that outlived CONN_MAX_AGE, as Django does per request.
                 _close_old_connections()
-                publish_committed(changes)
+                _publish_once_the_cache_answers(publish_committed, changes)
                 stats["published"] += 1
             except Exception:
                 stats["errors"] += 1

@@ -26,7 +26,7 @@ from django.core.cache import caches
 
 from ..conf import grip_settings
 
-__all__ = ["ADDED", "KEPT", "SlotIndex", "state_cache", "per_process_state"]
+__all__ = ["ADDED", "KEPT", "SlotIndex", "state_cache", "per_process_state", "reachable"]
 
 #: What :meth:`SlotIndex.renew` did: listed a key that was not listed (new, or it had
 #: expired), or kept one that was.
@@ -184,6 +184,15 @@ class SlotIndex:
             found = self.cache.get_many(names[start : start + 500])
             out.extend(v for v in found.values() if isinstance(v, dict) and "k" in v)
         return out
+
+
+def reachable() -> bool:
+    """Whether the state cache answers a read (False: Redis down or not answering)."""
+    try:
+        state_cache().get("drf_grip:reachable")
+    except Exception:  # noqa: BLE001 - each backend raises its own (redis-py's ConnectionError)
+        return False
+    return True
 
 
 def per_process_state() -> bool:

@@ -77,6 +77,18 @@ _STATE = "drf_grip:stream:"
 _PUBLIC = -1
 
 
+def restart_stream() -> HttpResponse:
+    """No event and no instruction: the proxy ends the stream, and an ``EventSource``
+    reconnects by itself with ``Last-Event-ID`` (its GET decides afresh). For a next link
+    whose stream state is gone (the cache flushed or restarted, a stale or made-up link):
+    a final ``event: error`` means "no longer allowed" (docs/sse.rst), and clients that
+    follow the docs, drf-grip's own live.js among them, stop for good on it."""
+    response = HttpResponse(b": this stream's state is gone: reconnect\n\n",
+                            content_type=EVENT_STREAM)
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
 def end_of_stream(event: str) -> HttpResponse:
     """A last event and no instruction: the proxy ends the stream (no hold, no next link);
     an ``EventSource`` then reconnects and its GET decides afresh."""
@@ -211,17 +223,18 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
     # Only the proxy sends Grip-Last.
     loaded = _load(grip.last.get(STREAM_CHANNEL, ""))
     if loaded is None:
-        return end_of_stream("error")
+        return restart_stream()
     sid, counter = loaded
     cache = state_cache()
     state = cache.get(_STATE + sid)
     if not isinstance(state, dict) or state.get("n") != counter or state["exp"] <= time.time():
-        # Moved on (a replayed or stale link), expired or unknown: nothing for this link.
-        return end_of_stream("error")
+        # Moved on (a replayed or stale link), expired or unknown (the cache lost it):
+        # nothing for this link.
+        return restart_stream()
     if rest != _user_part(state["user"]):
         # Not this stream's link: one of an older version (its token was in the path) or
         # made up. The stream ends; its client reconnects with Last-Event-ID.
-        return end_of_stream("error")
+        return restart_stream()
     public = counter == _PUBLIC
     remaining = max(1, int(state["exp"] - time.time()))
     if public:

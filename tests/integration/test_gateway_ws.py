@@ -16,7 +16,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from drf_grip.grip import later
@@ -180,6 +180,37 @@ def test_a_shared_change_reaches_websockets_after_the_realtime_state_was_flushed
         Todo.objects.create(title=f"three {word}")
         for ws in (first, second):
             assert _once_there(ws, 3)["data"]["count"] == 3
+
+
+def test_a_connection_whose_subscriptions_the_cache_lost_is_closed_to_subscribe_again(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """Redis flushed or restarted under an open gateway connection: its recorded private
+    subscriptions are gone while the proxy keeps the connection open, so no change reached
+    it again, and the client had no reason to reconnect (seen with two workers, two
+    Pushpins and a writer process: every private list subscription stayed on the
+    representation from before the flush). At the connection's next request (a message, or
+    the proxy's keep-alive call) the gateway answers it, then closes with 1012, and the
+    client's new connection gets changes again."""
+    alice, token = user_with_token("alice")
+    Note.objects.create(owner=alice, text="one")
+    with gateway(grip_proxy) as ws:
+        assert ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})["status"] == 200
+        cache.clear()
+        answer = ask(ws, {"id": 2, "method": "GET", "url": "/api/notes/", "token": token})
+        assert answer["status"] == 200  # the batch is answered before the close
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                receive(ws, timeout=5.0)  # a settle of the subscribe may come first
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    with gateway(grip_proxy) as ws:
+        assert ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})["status"] == 200
+        Note.objects.create(owner=alice, text="two")
+        deadline = time.monotonic() + WITHIN
+        while True:
+            change = receive(ws, timeout=max(0.01, deadline - time.monotonic()))
+            if len(change["data"]) == 2:
+                break
 
 
 def test_an_older_render_arriving_after_a_newer_one_does_not_hold_the_next(

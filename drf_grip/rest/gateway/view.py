@@ -68,6 +68,13 @@ __all__ = ["RealtimeGateway"]
 
 logger = logging.getLogger("drf_grip.gateway")
 
+#: Connection meta (kept by the proxy, sent back on every request) set while the
+#: connection has subscriptions: their state in the cache can be lost, the meta cannot.
+_SUBSCRIBED = "drf-subscribed"
+#: The close code when the cache lost a connection's subscriptions: Service Restart
+#: (RFC 6455 §7.4.1, IANA registry), which tells a client to reconnect.
+SUBSCRIPTIONS_LOST = 1012
+
 
 class RealtimeGateway(WebSocketView):
     """One WebSocket for REST requests and live subscriptions to realtime views.
@@ -113,6 +120,12 @@ class RealtimeGateway(WebSocketView):
                 ctx.set_keep_alive(keep_alive)
             ctx.subscribe(names.connection_channel(conn))
         state = load_state(conn)
+        # The proxy keeps the connection's meta; the cache may have lost its state (Redis
+        # flushed or restarted, an entry evicted, no call for longer than its expiry) while
+        # the proxy kept the connection open. Nothing would then reach its subscriptions
+        # again, and the client could not tell: close it once this batch is answered (its
+        # requests may write), and the client reconnects and subscribes afresh.
+        lost = bool(ctx.meta.get(_SUBSCRIBED)) and not state["subs"]
         self._saved_state: dict[str, Any] | None = None
         changed = False
         for message in request.websocket:
@@ -120,10 +133,17 @@ class RealtimeGateway(WebSocketView):
             changed = changed or touched
             if answer is not None:
                 request.websocket.send_json(answer)
-        if request.websocket.close_code is not None or ctx.disconnected:
+        if lost and not ctx.closed:
+            ctx.close(SUBSCRIPTIONS_LOST, "subscriptions lost: reconnect and subscribe again")
+        if request.websocket.close_code is not None or ctx.disconnected or ctx.closed:
             drop_state(conn)
-        elif (changed or state["subs"]) and state != self._saved_state:
+            return None
+        if (changed or state["subs"]) and state != self._saved_state:
             save_state(conn, state)  # also refreshes the expiry on keep-alive calls
+        if state["subs"]:
+            ctx.meta[_SUBSCRIBED] = "1"
+        else:
+            ctx.meta.pop(_SUBSCRIBED, None)
         return None
 
     def handle_message(

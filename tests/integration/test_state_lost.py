@@ -1,0 +1,209 @@
+"""The shared cache loses drf-grip's state (Redis flushed or restarted) while the Pushpins
+hold clients: the multi-process deployment (``conftest.py``), a write from another process.
+
+The held clients were recorded only in the cache (which views they came through, the live
+URLs of shared views); each records again only when the proxy re-requests it. The first
+change after the loss must still reach them, within one second (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from unittest.mock import patch
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from drf_grip.rest import channels as names
+from drf_grip.rest.shared import LiveUrl
+from tests.integration.conftest import Deployment
+from tests.integration.fleet import ROOT
+from tests.integration.realtime_clients import EventStream, LongPoll
+from tests.testapp.models import Todo
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+WITHIN = 1.0
+
+_WRITE = r"""
+import json, sys
+import django
+django.setup()
+from tests.testapp.models import Todo
+plan = json.loads(sys.argv[1])
+for pk in plan["pks"]:
+    todo = Todo.objects.get(pk=pk)
+    todo.title = plan["title"]
+    todo.save()
+print(json.dumps([Todo.objects.create(title=title).pk for title in plan["create"]]))
+"""  # then exits: its publisher flushes before the process ends
+
+
+def _write(deployment: Deployment, pks: list[int], title: str, create: list[str]) -> list[int]:
+    """Retitle ``pks`` and create todos titled ``create`` from another process; the new pks."""
+    plan = {"pks": pks, "title": title, "create": create}
+    done = subprocess.run([sys.executable, "-c", _WRITE, json.dumps(plan)], check=True,
+                          cwd=ROOT, env={**os.environ, **deployment.env}, timeout=60,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_first_change_after_the_cache_lost_its_records_reaches_held_clients(
+    fresh_deployment: Deployment,
+) -> None:
+    """Seen with two workers, two Pushpins and a writer process: after a FLUSHALL the write
+    published nothing at all, and every held long-poll and stream, private and shared, kept
+    the old representation (a long-poll until its timeout, a stream until a later change
+    found its records again, which a re-request of some other hold had to make first)."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    # Fresh objects and a fresh search: channels whose first subscription Pushpin
+    # re-requests (PUSHPIN.md), awaited below so that nothing records after the loss.
+    first, second = _write(deployment, [], "", [f"{word} 0", f"{word} 1"])
+    host = urlsplit(pushpin.url).netloc
+
+    def live(path: str, query: str = "") -> str:
+        return LiveUrl("http", host, path, query, "application/json").channel
+
+    wait = {"Accept": "application/json", "Prefer": "wait=30"}
+    held = []
+    for path, channel in (
+        (f"/api/todos/{first}/", names.object_channel(Todo, first)),
+        (f"/api/shared-todos/?search={word}", live("/api/shared-todos/", f"search={word}")),
+        (f"/api/shared-todos/{second}/", live(f"/api/shared-todos/{second}/")),
+    ):
+        etag = LongPoll(pushpin.url + path, {"Accept": "application/json"}).result(10).headers["ETag"]
+        mark = pushpin.mark()
+        held.append(LongPoll(pushpin.url + path, {**wait, "If-None-Match": etag}))
+        pushpin.wait_rerequested(channel, since=mark)
+
+    deployment.flush_state()
+    _write(deployment, [first, second], f"{word} new", [f"{word} 2"])
+
+    detail, shared, shared_detail = (poll.result(WITHIN) for poll in held)
+    assert detail.status_code == 200 and detail.json()["title"] == f"{word} new"
+    assert shared.status_code == 200 and shared.json()["count"] == 3
+    assert shared_detail.status_code == 200 and shared_detail.json()["title"] == f"{word} new"
+
+
+def test_a_stream_whose_state_the_cache_lost_ends_for_its_client_to_reconnect(
+    fresh_deployment: Deployment,
+) -> None:
+    """The next link of a held stream names its state in the cache; after a flush the next
+    change's fetch finds none. The stream ended with ``event: error``, which means "no
+    longer allowed" (docs/sse.rst): drf-grip's live.js then reported a 403 and stopped the
+    subscription for good, and so does the documented EventSource snippet. It ends with
+    no event; the client reconnects with Last-Event-ID and gets the change."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    first, second = _write(deployment, [], "", [f"{word} 0", f"{word} 1"])
+    host = urlsplit(pushpin.url).netloc
+    paths = {
+        f"/api/todos/{first}/": names.object_channel(Todo, first),
+        f"/api/shared-todos/{second}/": LiveUrl("http", host, f"/api/shared-todos/{second}/", "",
+                                                "application/json").channel,
+    }
+    streams: dict[str, tuple[EventStream, str]] = {}
+    try:
+        for path, channel in paths.items():
+            mark = pushpin.mark()
+            events = EventStream(pushpin.url + path)
+            opened = events.next(5)
+            assert events.status == 200 and opened is not None and opened.id
+            streams[path] = (events, opened.id)
+            pushpin.wait_subscribed(channel, since=mark)
+
+        deployment.flush_state()
+        _write(deployment, [first, second], f"{word} new", [])
+
+        for path, (events, seen) in streams.items():
+            assert events.next(WITHIN) is None, f"{path}: the stream did not simply end"
+            again = EventStream(pushpin.url + path, {"Last-Event-ID": seen})
+            streams[path] = (again, seen)
+            event = again.next(WITHIN)
+            assert event is not None and json.loads(event.data)["title"] == f"{word} new"
+            events.close()
+    finally:
+        for events, _seen in streams.values():
+            events.close()
+
+
+@contextlib.contextmanager
+def _redis_down(deployment: Deployment) -> Iterator[None]:
+    """The deployment's redis-server killed, then started again on the same socket."""
+    server = deployment.redis
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait()
+    server.socket_path.unlink(missing_ok=True)
+    directory = server.dir
+    try:
+        yield
+    finally:
+        # In the same directory: the same socket, which the workers' settings name.
+        with patch.object(server, "_make_dir", lambda: directory):
+            server._launch()
+        server._wait_ready()
+        assert server.dir == directory
+
+
+def test_reads_through_the_proxy_while_the_cache_is_unreachable_are_answered(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis down: every conditional GET, long-poll and stream through Pushpin answered
+    500 (the hold path records, versions and lists in the cache); a plain GET worked. They
+    are answered as a direct client's requests are (DESIGN.md §1), and held again once
+    Redis is back."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    [pk] = _write(deployment, [], "", [f"{word} 0"])
+    path = f"/api/todos/{pk}/"
+    etag = httpx.get(pushpin.url + path, timeout=10).headers["ETag"]
+    with _redis_down(deployment):
+        stale = httpx.get(pushpin.url + path, headers={"If-None-Match": '"old"'}, timeout=10)
+        assert stale.status_code == 200 and stale.json()["title"] == f"{word} 0"
+        current = httpx.get(pushpin.url + path, headers={"If-None-Match": etag}, timeout=10)
+        assert current.status_code == 304
+        events = EventStream(pushpin.url + "/api/shared-todos/")
+        try:
+            assert events.status == 200
+            first = events.next(5)
+            assert first is not None and json.loads(first.data)["count"] >= 1
+        finally:
+            events.close()
+    # Redis is back (empty): the same long-poll is held again, and gets the next change.
+    mark = pushpin.mark()
+    poll = LongPoll(pushpin.url + path, {"If-None-Match": etag, "Prefer": "wait=30"})
+    pushpin.wait_subscribed(names.object_channel(Todo, pk), since=mark)
+    _write(deployment, [pk], f"{word} new", [])
+    assert poll.result(WITHIN).json()["title"] == f"{word} new"
+
+
+def test_a_change_committed_while_the_cache_is_unreachable_reaches_held_clients(
+    fresh_deployment: Deployment,
+) -> None:
+    """A write through a worker while Redis is down succeeds, but its publish failed (the
+    publisher reads the cache) and was dropped: a client held since before the outage kept
+    the old representation after Redis came back. It is published once the cache answers."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    [pk] = _write(deployment, [], "", [f"{word} 0"])
+    path = f"/api/todos/{pk}/"
+    etag = httpx.get(pushpin.url + path, timeout=10).headers["ETag"]
+    mark = pushpin.mark()
+    poll = LongPoll(pushpin.url + path, {"If-None-Match": etag, "Prefer": "wait=30"})
+    pushpin.wait_rerequested(names.object_channel(Todo, pk), since=mark)
+    with _redis_down(deployment):
+        written = httpx.patch(pushpin.url + path, json={"title": f"{word} new"}, timeout=10)
+        assert written.status_code == 200
+    assert poll.result(WITHIN + 1.0).json()["title"] == f"{word} new"
