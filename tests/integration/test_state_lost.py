@@ -207,3 +207,31 @@ def test_a_change_committed_while_the_cache_is_unreachable_reaches_held_clients(
         written = httpx.patch(pushpin.url + path, json={"title": f"{word} new"}, timeout=10)
         assert written.status_code == 200
     assert poll.result(WITHIN + 1.0).json()["title"] == f"{word} new"
+
+
+def test_the_gateway_says_when_the_cache_is_unreachable(fresh_deployment: Deployment) -> None:
+    """Redis down: a gateway handshake through Pushpin answered 500, and a message on a
+    connection opened before it was dropped without a word (multi-process probe). A new
+    connection is refused with 503 and an open one closed with 1013 (Try Again Later),
+    which clients retry; once Redis is back the gateway answers again."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    url = fresh_deployment.pushpins[0].ws_url + "/api/ws/"
+    ask = json.dumps({"id": 1, "method": "GET", "url": "/api/todos/"})
+    with connect(url, proxy=None, open_timeout=10) as opened:
+        opened.send(ask)
+        assert json.loads(opened.recv(timeout=10))["status"] == 200
+        with _redis_down(fresh_deployment):
+            with pytest.raises(InvalidStatus) as refused:
+                with connect(url, proxy=None, open_timeout=10):
+                    pass
+            assert refused.value.response.status_code == 503
+            opened.send(ask)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    opened.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    with connect(url, proxy=None, open_timeout=10) as again:
+        again.send(ask)
+        assert json.loads(again.recv(timeout=10))["status"] == 200

@@ -41,6 +41,7 @@ from ..context import SHARED, RealtimeContext
 from ..render import record
 from ..shared import send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
+from ..store import reachable
 from ..versions import read_versions
 from .connections import (
     REVOKED,
@@ -74,6 +75,8 @@ _SUBSCRIBED = "drf-subscribed"
 #: The close code when the cache lost a connection's subscriptions: Service Restart
 #: (RFC 6455 §7.4.1, IANA registry), which tells a client to reconnect.
 SUBSCRIPTIONS_LOST = 1012
+#: The close code when the cache does not answer: Try Again Later (RFC 6455 §7.4.2, IANA).
+TRY_AGAIN_LATER = 1013
 
 
 class RealtimeGateway(WebSocketView):
@@ -110,6 +113,36 @@ class RealtimeGateway(WebSocketView):
                 content_type="text/plain",
             )
         conn = connection_key(ctx.id)
+        try:
+            return self._serve(request, ctx, conn)
+        except Exception:
+            if reachable():
+                raise
+            return self._state_unreachable(request, ctx)
+
+    def _state_unreachable(
+        self, request: HttpRequest, ctx: WebSocketContext
+    ) -> HttpResponse | None:
+        """The shared cache does not answer (Redis down): nothing of the connection can be
+        read or kept. Every request answered 500, which through the proxy refused the
+        handshake or dropped an open connection without a word (multi-process probe). A
+        new connection is refused with 503, an open one closed with 1013, Try Again Later
+        (RFC 6455 §7.4.2, IANA registry): clients retry after a backoff (live.js does)."""
+        logger.warning(
+            "drf-grip's state cache is unreachable: %s WebSocket at %s",
+            "refused a" if ctx.is_opening() else "closed a", request.path,
+        )
+        if ctx.is_opening():
+            return HttpResponse(
+                "Service Unavailable: the gateway's state cache does not answer; try again.\n",
+                status=503,
+                content_type="text/plain",
+            )
+        ctx.close(TRY_AGAIN_LATER, "the server's state cache does not answer; reconnect later")
+        return None
+
+    def _serve(self, request: HttpRequest, ctx: WebSocketContext, conn: str) -> None:
+        """One batch of the connection ``conn``, through the GRIP proxy."""
         if ctx.is_opening():
             ctx.accept()
             keep_alive = int(grip_settings.WS_KEEP_ALIVE)
