@@ -169,20 +169,23 @@ def test_the_keys_a_signature_is_checked_with_keep_out_of_reprs():
     assert keys and all(KEY not in repr(k) for k in keys)
 
 
+#: A Pushpin (HS256 with its key) and Fastly Fanout (its public key, for one service).
+_PUSHPIN_AND_FANOUT = [
+    {"control_uri": "http://127.0.0.1:5561", "control_iss": "pushpin", "key": KEY},
+    {
+        "control_uri": "https://api.fastly.com/service/sid",
+        "key": "apitoken",
+        "verify_iss": "fastly:sid",
+    },
+]
+
+
 def test_fanouts_verify_key_beside_a_pushpin_leaves_pushpins_signatures_valid():
     """Found by a probe: GRIP_PROXIES with a Pushpin (its key) and Fanout, and Fanout's public
     key as GRIP_VERIFY_KEY (docs/deploying.rst), made every request through Pushpin direct:
     the public key replaced Pushpin's key instead of joining it."""
     priv, pub = pem_pair("ec")
-    proxies = [
-        {"control_uri": "http://127.0.0.1:5561", "control_iss": "pushpin", "key": KEY},
-        {
-            "control_uri": "https://api.fastly.com/service/sid",
-            "key": "apitoken",
-            "verify_iss": "fastly:sid",
-        },
-    ]
-    with override_settings(GRIP_PROXIES=proxies, GRIP_VERIFY_KEY=pub):
+    with override_settings(GRIP_PROXIES=_PUSHPIN_AND_FANOUT, GRIP_VERIFY_KEY=pub):
         assert check_grip_sig(sig()) == (True, True)
         assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
         assert check_grip_sig(sig(key="another-key-of-at-least-32-bytes!!!!")) == (False, False)
@@ -194,15 +197,7 @@ def test_fanouts_key_beside_a_pushpin_is_checked_with_fanouts_issuer_only():
     GRIP_VERIFY_KEY, the Pushpin entry (no verify_iss) trusted that key for any issuer. Fastly
     signs for every service with one key, so another service's requests counted as proxied."""
     priv, pub = pem_pair("ec")
-    proxies = [
-        {"control_uri": "http://127.0.0.1:5561", "control_iss": "pushpin", "key": KEY},
-        {
-            "control_uri": "https://api.fastly.com/service/sid",
-            "key": "apitoken",
-            "verify_iss": "fastly:sid",
-        },
-    ]
-    with override_settings(GRIP_PROXIES=proxies, GRIP_VERIFY_KEY=pub):
+    with override_settings(GRIP_PROXIES=_PUSHPIN_AND_FANOUT, GRIP_VERIFY_KEY=pub):
         assert check_grip_sig(sig(priv, iss="fastly:sid", alg="ES256")) == (True, True)
         assert check_grip_sig(sig(priv, iss="fastly:other", alg="ES256")) == (False, False)
         assert check_grip_sig(sig()) == (True, True)

@@ -209,6 +209,20 @@ class _RealtimeBase:
                 return []
         return [str(getattr(value, "pk", value))]
 
+    @classmethod
+    def _partition_relation_key(cls) -> str | None:
+        """The key of the relation ``realtime_partition`` goes through (``project_id`` for
+        ``"project__owner"``) while ``get_instance_partitions()`` is this default, which
+        follows it; None otherwise. The registry keeps that key as loaded, to wake the
+        partition an object moves out of without a query per object read."""
+        path = cls.realtime_partition or ""
+        overridden = cls.get_instance_partitions.__func__ is not (
+            _RealtimeBase.get_instance_partitions.__func__
+        )
+        if "__" not in path or overridden:
+            return None
+        return path.split("__", 1)[0] + "_id"
+
     def get_realtime_channels(self) -> list[str]:
         """Channels a hold subscribes to. Only the server picks them.
 

@@ -269,13 +269,8 @@ def _partitions(model: type[models.Model], instance: models.Model) -> set[str] |
 def _through_relation(view: type) -> str | None:
     """The attribute of the relation that a view's ``realtime_partition`` path goes through
     (``project_id`` for ``"project__owner"``), when the default hook follows it."""
-    from .mixins import _RealtimeBase
-
-    path = getattr(view, "realtime_partition", None) or ""
-    hook = getattr(view.get_instance_partitions, "__func__", None)
-    if "__" not in path or hook is not _RealtimeBase.get_instance_partitions.__func__:
-        return None
-    return path.split("__", 1)[0] + "_id"
+    relation_key = getattr(view, "_partition_relation_key", None)
+    return relation_key() if relation_key is not None else None
 
 
 def _remember_partitions(sender, instance, **kwargs) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.utils.http import parse_header_parameters
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
@@ -51,8 +53,8 @@ class EventStreamRenderer(JSONRenderer):
         return self.json_renderer.render(data, media_type, renderer_context)
 
 
-def json_renderer_of(renderers: list[BaseRenderer]) -> BaseRenderer | None:
-    """The renderer of the view's JSON: the first of ``application/json`` (which DRF's
+def json_renderer_of(renderers: list[Any]) -> Any:
+    """The renderer (instance or class, as given) of the view's JSON: the first of ``application/json`` (which DRF's
     negotiation picks for that type), else the first of a ``+json`` type (RFC 6839), a view
     that serves JSON only under its own type. None when there is none (a stream then
     renders DRF's JSON)."""

@@ -83,16 +83,18 @@ def restart_stream() -> HttpResponse:
     whose stream state is gone (the cache flushed or restarted, a stale or made-up link):
     a final ``event: error`` means "no longer allowed" (docs/sse.rst), and clients that
     follow the docs, drf-grip's own live.js among them, stop for good on it."""
-    response = HttpResponse(b": this stream's state is gone: reconnect\n\n",
-                            content_type=EVENT_STREAM)
-    response["Cache-Control"] = "no-cache"
-    return response
+    return _last_words(b": this stream's state is gone: reconnect\n\n")
 
 
 def end_of_stream(event: str) -> HttpResponse:
     """A last event and no instruction: the proxy ends the stream (no hold, no next link);
     an ``EventSource`` then reconnects and its GET decides afresh."""
-    response = HttpResponse(format_event(b"{}", event=event), content_type=EVENT_STREAM)
+    return _last_words(format_event(b"{}", event=event))
+
+
+def _last_words(body: bytes) -> HttpResponse:
+    """A stream's last bytes with no GRIP instruction, so the proxy ends it there."""
+    response = HttpResponse(body, content_type=EVENT_STREAM)
     response["Cache-Control"] = "no-cache"
     return response
 

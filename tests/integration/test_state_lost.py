@@ -155,6 +155,15 @@ def _redis_down(deployment: Deployment) -> Iterator[None]:
         assert server.dir == directory
 
 
+def _a_todo(deployment: Deployment) -> tuple[str, int, str, str]:
+    """A new todo, written by another process: its title's word, pk, path and ETag."""
+    word = uuid.uuid4().hex[:8]
+    [pk] = _write(deployment, [], "", [f"{word} 0"])
+    path = f"/api/todos/{pk}/"
+    etag = httpx.get(deployment.pushpins[0].url + path, timeout=10).headers["ETag"]
+    return word, pk, path, etag
+
+
 def test_reads_through_the_proxy_while_the_cache_is_unreachable_are_answered(
     fresh_deployment: Deployment,
 ) -> None:
@@ -164,10 +173,7 @@ def test_reads_through_the_proxy_while_the_cache_is_unreachable_are_answered(
     Redis is back."""
     deployment = fresh_deployment
     pushpin = deployment.pushpins[0]
-    word = uuid.uuid4().hex[:8]
-    [pk] = _write(deployment, [], "", [f"{word} 0"])
-    path = f"/api/todos/{pk}/"
-    etag = httpx.get(pushpin.url + path, timeout=10).headers["ETag"]
+    word, pk, path, etag = _a_todo(deployment)
     with _redis_down(deployment):
         stale = httpx.get(pushpin.url + path, headers={"If-None-Match": '"old"'}, timeout=10)
         assert stale.status_code == 200 and stale.json()["title"] == f"{word} 0"
@@ -196,10 +202,7 @@ def test_a_change_committed_while_the_cache_is_unreachable_reaches_held_clients(
     the old representation after Redis came back. It is published once the cache answers."""
     deployment = fresh_deployment
     pushpin = deployment.pushpins[0]
-    word = uuid.uuid4().hex[:8]
-    [pk] = _write(deployment, [], "", [f"{word} 0"])
-    path = f"/api/todos/{pk}/"
-    etag = httpx.get(pushpin.url + path, timeout=10).headers["ETag"]
+    word, pk, path, etag = _a_todo(deployment)
     mark = pushpin.mark()
     poll = LongPoll(pushpin.url + path, {"If-None-Match": etag, "Prefer": "wait=30"})
     pushpin.wait_rerequested(names.object_channel(Todo, pk), since=mark)

@@ -158,8 +158,8 @@ def json_media_type(path: str) -> str:
         view_class = getattr(resolve(unquote(path)).func, "cls", None)
     except Exception:  # noqa: BLE001 - not a URL of the URLconf: it answers for itself
         return "application/json"
-    renderers = [cls() for cls in getattr(view_class, "renderer_classes", ()) or ()]
-    renderer = json_renderer_of(renderers)
+    # The classes carry ``media_type``: nothing to instantiate per message.
+    renderer = json_renderer_of(list(getattr(view_class, "renderer_classes", ()) or ()))
     if renderer is None:
         return "application/json"
     return parse_header_parameters(renderer.media_type)[0]
