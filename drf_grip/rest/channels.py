@@ -23,6 +23,7 @@ __all__ = [
     "shared_recovery_channel",
     "url_channel",
     "connection_channel",
+    "gateway_recovery_channel",
     "partition_channel",
     "channels_for_change",
 ]
@@ -77,6 +78,13 @@ def url_channel(live_key: str) -> str:
 def connection_channel(connection_key: str) -> str:
     """The channel of one gateway WebSocket connection (private subscription changes)."""
     return f"drf.ws.{connection_key}"
+
+
+def gateway_recovery_channel() -> str:
+    """The channel every gateway connection with subscriptions also holds, published to only
+    when the cache lost their state (gateway.connections.close_if_state_lost): a connection
+    key is hex, so no connection's channel takes this name."""
+    return "drf.ws.*recover"
 
 
 def channels_for_change(

@@ -19,7 +19,15 @@ from ..conf import grip_settings
 from .context import RealtimePolicy
 from .store import ADDED, SlotIndex, state_cache
 
-__all__ = ["record_policy", "recorded_views", "records_lost", "live_timeout", "view_class"]
+__all__ = [
+    "keep_recording",
+    "live_timeout",
+    "record_policy",
+    "record_view",
+    "recorded_views",
+    "records_lost",
+    "view_class",
+]
 
 _MAX_VIEWS = 64
 #: Per model, the slot each recorded view took (SlotIndex.renew).
@@ -55,13 +63,28 @@ def _index(label: str) -> SlotIndex:
 
 
 def record_policy(policy: RealtimePolicy, view: type) -> None:
-    key = f"{policy.view}|{policy.delivery}"
-    entry = {"view": policy.view, "delivery": policy.delivery}
-    done = _index(policy.model).renew(key, entry, _recent.setdefault(policy.model, {}))
-    now = time.monotonic()
-    timeout = live_timeout()
+    record_view(policy.model, policy.view, policy.delivery)
+
+
+def record_view(label: str, view: str, delivery: str) -> None:
+    """List ``view`` (``"module:Qual"``) among the views subscribers of model ``label``
+    came through, with its delivery: what the publisher follows (``recorded_views``)."""
+    key = f"{view}|{delivery}"
+    entry = {"view": view, "delivery": delivery}
+    done = _index(label).renew(key, entry, _recent.setdefault(label, {}))
     # ADDED: listed anew, as after a flush, which took the mark too.
-    if done == ADDED or now - _recording_marked[0] > timeout / 4:
+    keep_recording(anew=done == ADDED)
+
+
+def keep_recording(anew: bool = False) -> None:
+    """Renew the mark that subscriptions are recorded: by every recorded hold, and by each
+    request of a gateway connection with subscriptions (which records once, when it
+    subscribes, and then lives for hours): a mark that expired under it would make the
+    next change close every such connection (``records_lost()``, publishing.py)."""
+    now = time.monotonic()
+    # Outlives the gap between a connection's keep-alive calls whatever LIVE_URL_TIMEOUT is.
+    timeout = max(live_timeout(), 4 * int(grip_settings.WS_KEEP_ALIVE))
+    if anew or now - _recording_marked[0] > timeout / 4:
         state_cache().set(_RECORDING, 1, timeout)
         _recording_marked[0] = now
 

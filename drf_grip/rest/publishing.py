@@ -20,7 +20,7 @@ from . import channels as names
 from .buckets import bucketable, paced_hints
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, records_lost, view_class
-from .registry import Changes, views_for
+from .registry import Changes, gateway_views, views_for
 from .sse import format_event
 from .store import per_process_state
 from .versions import next_version
@@ -90,6 +90,7 @@ def publish_model(
     partitions: set[str] | None,
     committed_at: float | None = None,
 ) -> None:
+    from .gateway.connections import close_lost_connections
     from .gateway.rerender import publish_subscriptions
     from .shared import has_overflow, publish_shared
 
@@ -117,6 +118,10 @@ def publish_model(
             # until a hold records again.
             lost = True
             private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
+            if gateway_views() and views_for(model):
+                # Gateway connections' subscriptions went with it: closed, they subscribe
+                # again (the client reconnects on 1012) and get this change in the answer.
+                close_lost_connections()
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
     channels = private_channels(model, private_views, pks, partitions)

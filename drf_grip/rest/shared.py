@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from django.apps import apps
 from django.db import models
 from django.http import QueryDict
 from rest_framework.settings import api_settings
@@ -53,6 +54,7 @@ __all__ = [
     "LiveUrl",
     "live_url",
     "list_live_url",
+    "relist",
     "publish_shared",
     "render_stats",
     "used_query_params",
@@ -231,14 +233,25 @@ def list_live_url(request: Any, view: Any, url: LiveUrl) -> str | None:
     listing lapsed: its channel's version may then be older than the data, nobody having
     rendered it meanwhile), ``store.KEPT``, or None when its index is full (overflow)."""
     model = view.get_realtime_model()
-    label = model._meta.label_lower
     pk = _detail_pk(view, model)
     recorded = record(request._request, credentials=False, query=url.query)
     recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
     entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
+    listing = {"model": model._meta.label_lower, "pk": pk, "key": url.key, "entry": entry}
+    context = getattr(request._request, "drf_grip", None)
+    if context is not None:
+        context.state["listing"] = listing  # a gateway subscription renews it (relist)
+    return relist(listing)
+
+
+def relist(listing: dict[str, Any]) -> str | None:
+    """List a live URL again, as :func:`list_live_url` listed it (``listing``): by the
+    gateway, whose shared subscriptions hold for hours on one subscribe while nothing else
+    renews their URL (it expired after ``live_timeout()``, and no change reached them)."""
+    label, pk, key, entry = (listing[k] for k in ("model", "pk", "key", "entry"))
     listed = None
     for position, table in enumerate(_tables(label, pk)):
-        done = table.renew(url.key, entry, _recent.setdefault(table.name, {}))
+        done = table.renew(key, entry, _recent.setdefault(table.name, {}))
         if position == 0:
             if done is None:
                 return None
@@ -246,7 +259,7 @@ def list_live_url(request: Any, view: Any, url: LiveUrl) -> str | None:
         elif done is None:
             # The model-wide detail index only serves changes that name no objects; past
             # its cap those reach the URL through the bulk channel it also holds on.
-            mark_overflow(model, "bulk")
+            mark_overflow(apps.get_model(label), "bulk")
     return listed
 
 

@@ -268,6 +268,30 @@ def _once_there(ws: ClientConnection, count: int) -> dict[str, Any]:
             return change
 
 
+@pytest.mark.waits_out_a_hold
+def test_a_shared_subscription_outlives_the_expiry_of_its_live_url(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared subscription lives on one subscribe, and nothing renewed its live URL (nor
+    its view's record): with no other client of the URL, it expired after
+    ``live_timeout()`` (about three minutes by default) and no change reached the
+    subscription again, on both proxies. The connection's keep-alive calls renew them."""
+    proxy = getattr(grip_proxy, "proxy", None)
+    if proxy is not None:  # the embedded proxy calls at most every 20 s, as Pushpin's default
+        monkeypatch.setattr(proxy, "min_ws_keep_alive", 1.0)
+    word = uuid.uuid4().hex[:8]
+    Todo.objects.create(title=f"one {word}")
+    with override_settings(DRF_GRIP={"LIVE_URL_TIMEOUT": 3, "WS_KEEP_ALIVE": 1}):
+        with gateway(grip_proxy) as ws:
+            url = f"/api/shared-todos/?search={word}"
+            assert ask(ws, {"id": 1, "subscribe": url})["status"] == 200
+            Todo.objects.create(title=f"two {word}")
+            assert _once_there(ws, 2)["data"]["count"] == 2
+            time.sleep(6)  # twice the live URL's expiry: only its keep-alive calls renew it
+            Todo.objects.create(title=f"three {word}")
+            assert _once_there(ws, 3)["data"]["count"] == 3
+
+
 def test_second_user_never_gets_first_users_notes(grip_proxy: ProxyUnderTest) -> None:
     alice, alice_token = user_with_token("alice")
     _bob, bob_token = user_with_token("bob")

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from unittest.mock import patch
@@ -238,3 +239,52 @@ def test_the_gateway_says_when_the_cache_is_unreachable(fresh_deployment: Deploy
     with connect(url, proxy=None, open_timeout=10) as again:
         again.send(ask)
         assert json.loads(again.recv(timeout=10))["status"] == 200
+
+
+def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connections(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis flushed under open gateway connections: their subscriptions (private ones in
+    the connections' index, shared ones by their live URLs) were gone, the next change
+    reached none of them, and each connection found out only at its next request, the
+    proxy's keep-alive call up to ``WS_KEEP_ALIVE`` (25 s) later (multi-process probe:
+    9.9-11.0 s late). That change now closes them with 1012 at once; the client's new
+    connection subscribes again and its answer is the current representation."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    deployment = fresh_deployment
+    url = deployment.pushpins[0].ws_url + "/api/ws/"
+    word = uuid.uuid4().hex[:8]
+    [pk] = _write(deployment, [], "", [f"{word} 0"])
+    subscriptions = {"/api/todos/": f"{word} new", f"/api/shared-todos/?search={word}": None,
+                     f"/api/todos/{pk}/": f"{word} new"}
+    with contextlib.ExitStack() as stack:
+        sockets = {}
+        for path in subscriptions:
+            ws = stack.enter_context(connect(url, proxy=None, open_timeout=10))
+            ws.send(json.dumps({"id": 1, "subscribe": path}))
+            while True:  # a settle of an earlier change may come first
+                answer = json.loads(ws.recv(timeout=10))
+                if answer.get("id") == 1 and "event" not in answer:
+                    break
+            assert answer["status"] == 200
+            sockets[path] = ws
+
+        deployment.flush_state()
+        _write(deployment, [pk], f"{word} new", [])  # returns once the writer published
+        deadline = time.monotonic() + WITHIN
+
+        for path, ws in sockets.items():
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # a change that made it before the close is fine
+                    ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, path
+    for path in subscriptions:
+        with connect(url, proxy=None, open_timeout=10) as again:
+            again.send(json.dumps({"id": 1, "subscribe": path}))
+            answer = json.loads(again.recv(timeout=10))
+            data = answer["data"]
+            titles = [row["title"] for row in data["results"]] if "results" in data else (
+                [row["title"] for row in data] if isinstance(data, list) else [data["title"]])
+            assert f"{word} new" in titles, (path, titles)

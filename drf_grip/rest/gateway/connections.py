@@ -26,6 +26,8 @@ from ..store import SlotIndex, state_cache
 
 __all__ = [
     "REVOKED",
+    "SUBSCRIPTIONS_LOST",
+    "close_lost_connections",
     "connection_key",
     "drop_state",
     "forget_version",
@@ -39,6 +41,10 @@ __all__ = [
     "state_timeout",
     "subscription_key",
 ]
+
+#: The close code when the cache lost a connection's subscriptions: Service Restart
+#: (RFC 6455 §7.4.1, IANA registry), which tells a client to reconnect.
+SUBSCRIPTIONS_LOST = 1012
 
 _STATE = "drf_grip:ws:conn:"
 _INDEX = "drf_grip:ws:model:"
@@ -139,3 +145,19 @@ def forget_version(conn: str, key: str) -> None:
 def send_to_connection(conn: str, message: dict[str, Any], item_id: str | None = None) -> None:
     """Publish one WebSocket message (a ``ws-message`` format) to a connection's own channel."""
     publish(names.connection_channel(conn), {"ws-message": dict(message)}, id=item_id)
+
+
+
+def close_lost_connections() -> None:
+    """Close, with :data:`SUBSCRIPTIONS_LOST`, every gateway connection with subscriptions,
+    when the cache lost them all (Redis flushed or restarted: ``policies.records_lost()``).
+
+    Each such connection holds :func:`~drf_grip.rest.channels.gateway_recovery_channel`;
+    Pushpin 1.36 closes a WebSocket on a published ws-message with action ``close`` and the
+    code it carries (PUSHPIN.md). Without it a connection found out at its next request,
+    the proxy's keep-alive call up to ``WS_KEEP_ALIVE`` seconds later, and its client
+    missed the changes made meanwhile (multi-process probe: 9.9-11.0 s late)."""
+    publish(
+        names.gateway_recovery_channel(),
+        {"ws-message": {"action": "close", "code": SUBSCRIPTIONS_LOST}},
+    )

@@ -38,13 +38,15 @@ from ...grip.websocket_views import WebSocketView, require_websocket
 from ...protocol import MAX_CHANNELS
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
+from ..policies import keep_recording, live_timeout, record_view
 from ..render import record
-from ..shared import send_after_answer
+from ..shared import relist, send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
 from ..store import reachable
 from ..versions import read_versions
 from .connections import (
     REVOKED,
+    SUBSCRIPTIONS_LOST,
     connection_key,
     drop_state,
     forget_version,
@@ -72,9 +74,6 @@ logger = logging.getLogger("drf_grip.gateway")
 #: Connection meta (kept by the proxy, sent back on every request) set while the
 #: connection has subscriptions: their state in the cache can be lost, the meta cannot.
 _SUBSCRIBED = "drf-subscribed"
-#: The close code when the cache lost a connection's subscriptions: Service Restart
-#: (RFC 6455 §7.4.1, IANA registry), which tells a client to reconnect.
-SUBSCRIPTIONS_LOST = 1012
 #: The close code when the cache does not answer: Try Again Later (RFC 6455 §7.4.2, IANA).
 TRY_AGAIN_LATER = 1013
 
@@ -166,6 +165,9 @@ class RealtimeGateway(WebSocketView):
             changed = changed or touched
             if answer is not None:
                 request.websocket.send_json(answer)
+        if state["subs"] and not lost:
+            keep_recording()
+            _renew_shared(state)
         if lost and not ctx.closed:
             ctx.close(SUBSCRIPTIONS_LOST, "subscriptions lost: reconnect and subscribe again")
         if request.websocket.close_code is not None or ctx.disconnected or ctx.closed:
@@ -173,10 +175,13 @@ class RealtimeGateway(WebSocketView):
             return None
         if (changed or state["subs"]) and state != self._saved_state:
             save_state(conn, state)  # also refreshes the expiry on keep-alive calls
-        if state["subs"]:
+        had = bool(ctx.meta.get(_SUBSCRIBED))
+        if state["subs"] and not had:
             ctx.meta[_SUBSCRIBED] = "1"
-        else:
+            ctx.subscribe(names.gateway_recovery_channel())
+        elif had and not state["subs"]:
             ctx.meta.pop(_SUBSCRIBED, None)
+            ctx.unsubscribe(names.gateway_recovery_channel())
         return None
 
     def handle_message(
@@ -305,6 +310,7 @@ class RealtimeGateway(WebSocketView):
             answer = answer_of(sub_id, response)
             if policy.delivery == SHARED:
                 answer = self._subscribe_shared(ctx, conn, state, key, sub_id, url, policy, answer)
+                state["subs"][key]["listing"] = context.state.get("listing")
                 # Listed as fresh first, then checked: if no publisher moved the version
                 # meanwhile, every later render is kept for its settle (fresh_subscribers).
                 # The last attempt answers anyway: its settle sends what overtook it. Pushes
@@ -375,6 +381,7 @@ class RealtimeGateway(WebSocketView):
             "mode": "shared",
             "channel": channel,
             "live": policy.url,
+            "view": policy.view,
         }
         answer["url"] = policy.url
         return answer
@@ -406,6 +413,26 @@ class RealtimeGateway(WebSocketView):
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
                 private_connections(sub["model"]).remove(conn)
         return sub
+
+
+def _renew_shared(state: dict[str, Any]) -> None:
+    """Keep listed what the connection's shared subscriptions were listed under: their live
+    URLs and views expire after ``live_timeout()`` unless a hold renews them, and a
+    subscription lives on one subscribe, so with no other client of its URL it got no
+    change after a few minutes. Renewed from the proxy's keep-alive calls, every quarter of
+    that expiry (``state["renewed"]``, wall-clock seconds)."""
+    now = time.time()
+    if now - state.get("renewed", 0) < live_timeout() / 4:
+        return
+    renewed = set()
+    for sub in state["subs"].values():
+        listing = sub.get("listing")
+        if sub["mode"] != SHARED or not listing or listing["key"] in renewed:
+            continue
+        renewed.add(listing["key"])
+        record_view(listing["model"], sub["view"], SHARED)
+        relist(listing)
+    state["renewed"] = now
 
 
 #: Seconds within which the proxy has an answer that left Django and has applied the
