@@ -170,3 +170,27 @@ def test_the_gateway_subscribes_to_a_json_api_view():
         change = ws.receive_json(timeout=5)
     fresh = GripAPIClient().get(path)
     assert change["data"] == fresh.json() and change["etag"] == fresh["ETag"]
+
+
+@pytest.mark.parametrize("query", ["?fields=id,title", "?fields=id,title&_=1700000000"])
+def test_a_shared_view_keeps_the_query_parameters_its_serializer_reads(outbox, query):
+    """A serializer that reads ``?fields=`` when it is made (drf-flex-fields'
+    ``FlexFieldsModelSerializer``, ``?expand=`` alike): a shared view dropped the parameter
+    before it ran, so even a plain GET of ``?fields=id,title`` answered every field, and
+    subscribers were pushed every field. A cache-buster is still dropped."""
+    path = "/api/probe/shared-fields-todos/"
+    Todo.objects.create(title="a")
+    client = GripAPIClient()
+    first = client.get(path + query)
+    assert first.json() == [{"id": Todo.objects.get().pk, "title": "a"}]
+    stream = client.get(path + query, HTTP_ACCEPT="text/event-stream")
+    channel = assert_held(stream, stream=True).channels[1]
+    assert channel == assert_held(
+        client.get(path + "?fields=id,title", HTTP_ACCEPT="text/event-stream"), stream=True
+    ).channels[1]
+    Todo.objects.create(title="b")
+    wait_published()
+    pushed = outbox.to(channel)[-1]["formats"]["http-response"]["body"]
+    assert pushed == client.get(path + query).content.decode()
+    assert '"done"' not in pushed
+

@@ -136,7 +136,8 @@ class _RealtimeBase:
     #: URL (``["Accept-Language"]``); each value gets its own live URL.
     realtime_vary: tuple[str, ...] = ()
     #: Shared delivery: query parameters the view reads besides its filter backends',
-    #: paginator's and versioning's (drf-grip also sees those ``get_queryset()`` reads).
+    #: paginator's and versioning's (drf-grip also sees those ``get_queryset()`` reads, and
+    #: those the serializer reads when it is made: drf-flex-fields' ``fields``, ``expand``).
     #: The others are dropped before the view runs, so that ``?_=1700000000`` makes no
     #: live URL of its own.
     realtime_query_params: tuple[str, ...] = ()
@@ -567,6 +568,11 @@ class _RealtimeBase:
         # probe's view filtered on ``request.query_params.get("g")``; dropped, the plain
         # GET answered the whole list). The queryset is lazy: this reads no row.
         used = used | reads_of(django_request, self.get_queryset)
+        # So is one its serializer reads when it is made: drf-flex-fields' ``?fields=``,
+        # ``?omit=`` and ``?expand=`` (dropped, even a plain GET of ``?fields=id`` answered
+        # every field, and so were subscribers pushed: DRF ecosystem probe). Made with no
+        # instance, the serializer reads no row either.
+        used = used | reads_of(django_request, self.get_serializer)
         if all(key in used for key in query):
             return
         kept = QueryDict(mutable=True)

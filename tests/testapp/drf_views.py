@@ -117,6 +117,29 @@ class ProjectTasks(RealtimeMixin, viewsets.ModelViewSet):
         return Task.objects.filter(project__owner=self.request.user)
 
 
+class FieldsSerializer(serializers.ModelSerializer):
+    """As drf-flex-fields' serializers do: ``?fields=id,title`` read from the request
+    when the serializer is made, no filter backend declaring it."""
+
+    class Meta:
+        model = Todo
+        fields = ["id", "title", "done"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        wanted = request.query_params.get("fields") if request is not None else None
+        for name in set(self.fields) - set(wanted.split(",")) if wanted else ():
+            self.fields.pop(name)
+
+
+class SharedFieldsTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = FieldsSerializer
+    permission_classes = [permissions.AllowAny]
+    realtime_delivery = "shared"
+
+
 class MethodSerializerTodos(WriteSerializerTodos):
     """Chooses by method, as often: the write serializer for anything but a read."""
 
@@ -145,6 +168,7 @@ router.register("method-todos", MethodSerializerTodos, basename="method-todo")
 router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
 router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
+router.register("shared-fields-todos", SharedFieldsTodos, basename="shared-fields-todo")
 
 urlpatterns = [
     path("", include(router.urls)),
