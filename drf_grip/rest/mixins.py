@@ -21,6 +21,7 @@ from django.db import models, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
 from rest_framework import exceptions, status
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
+from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -231,7 +232,8 @@ class _RealtimeBase:
         """
         model = self.get_realtime_model()
         kind = self._realtime_kind
-        if self.get_realtime_delivery() == SHARED:
+        delivery = getattr(self, "_realtime_effective_delivery", None)
+        if (delivery or self.get_realtime_delivery()) == SHARED:
             # Also the recovery channel: hinted when the cache lost the live URLs.
             recovery = names.shared_recovery_channel(model)
             if kind == "detail":
@@ -360,6 +362,8 @@ class _RealtimeBase:
         delivery = self.get_realtime_delivery()
         if delivery == SHARED:
             self._canonicalize_query(request)
+            if self._subscribes(request) and self._access_needs_credentials(request):
+                delivery = self._realtime_effective_delivery = PRIVATE
         channels = self.get_realtime_channels()
         policy = RealtimePolicy(
             delivery=delivery,
@@ -509,6 +513,36 @@ class _RealtimeBase:
         if getattr(self, "_realtime_unreachable", False):
             return False  # answered as a direct request (dispatch)
         return bool(request.META.get("HTTP_IF_NONE_MATCH")) or self.is_event_stream(request)
+
+    def _access_needs_credentials(self, request: Request) -> bool:
+        """Whether this subscriber of a shared view reads it by its credentials: it has
+        some, and the view refuses an anonymous GET (``IsAuthenticated``) or has object
+        permissions (django-guardian's). Such a subscription is delivered like private
+        data, each change re-running its own GET: a shared push reaches every subscriber of
+        the URL as it is, so a deleted token's stream got the next change, its long-poll
+        through Pushpin was woken with it, and its gateway subscription never ended (DRF
+        ecosystem probe; DESIGN.md §3, revocation). Anonymous subscribers, and signed-in
+        ones of a view anyone may read, have nothing to lose and share the renders."""
+        user = getattr(request, "user", None)
+        signed_in = user is not None and user.is_authenticated
+        if not signed_in and request.auth is None:
+            return False
+        if self._realtime_kind == "detail" and any(
+            type(permission).has_object_permission is not BasePermission.has_object_permission
+            for permission in self.get_permissions()
+        ):
+            return True
+        from django.contrib.auth.models import AnonymousUser
+
+        saved = request.user, request.auth
+        request.user, request.auth = AnonymousUser(), None
+        try:
+            super().check_permissions(request)  # as DRF checks it, without the credentials
+        except Exception:  # noqa: BLE001 - refused, or a permission that needs request.auth
+            return True
+        finally:
+            request.user, request.auth = saved
+        return False
 
     def _check_headers_size(self, request: Request) -> None:
         """A subscription's headers are kept to replay its GET (render.py) for as long as

@@ -3,6 +3,7 @@ proxy: throttling, renderers of their own (views in ``testapp/drf_views.py``).""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -59,3 +60,58 @@ def test_a_stream_of_a_json_api_view_follows_its_changes(grip_proxy: ProxyUnderT
     assert event is not None and event.event is None, event
     fresh = get(grip_proxy, path)
     assert event.data.encode() == fresh.content and event.id == fresh.headers["ETag"]
+
+
+@pytest.mark.parametrize("transport", ["stream", "long-poll", "gateway"])
+def test_a_shared_view_for_signed_in_users_stops_at_a_revoked_token(
+    grip_proxy: ProxyUnderTest, transport: str
+) -> None:
+    """A shared view behind ``IsAuthenticated``: the token of a subscriber is deleted (a
+    knox logout, DRF's token revoked). Its stream got the next change and ended only at the
+    one after, its long-poll through Pushpin was woken with the new list, and its gateway
+    subscription kept receiving every change: the shared push reached every subscriber of
+    the URL, whatever their credentials had become."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from .test_gateway_ws import ask, gateway, receive
+
+    path = "/api/probe/signed-in-todos/"
+    user = get_user_model().objects.create_user("alice")
+    token = Token.objects.create(user=user)
+    headers = {"Authorization": f"Token {token.key}"}
+    Todo.objects.create(title="a")
+    assert get(grip_proxy, path).status_code == 401
+    seen: list[str] = []
+    if transport == "gateway":
+        with gateway(grip_proxy) as ws:
+            answer = ask(ws, {"id": 1, "subscribe": path, "token": token.key})
+            assert answer["status"] == 200 and answer["data"][0]["title"] == "a"
+            token.delete()
+            Todo.objects.create(title="after revocation")
+            ended = receive(ws, WITHIN)
+            while ended.get("event") == "change" and "after" not in str(ended):
+                ended = receive(ws, WITHIN)  # the answer's settle (README)
+            assert ended["event"] == "end" and ended["status"] == 401, ended
+            return
+    if transport == "long-poll":
+        poll = hold(grip_proxy, path, list_ch(), headers)
+        token.delete()
+        Todo.objects.create(title="after revocation")
+        answer = poll.result(WITHIN)
+        assert answer.status_code == 401 and "after revocation" not in answer.text
+        return
+    events = stream(grip_proxy, path, list_ch(), headers)
+    try:
+        first = events.next(WITHIN)
+        assert first is not None and json.loads(first.data)[0]["title"] == "a"
+        token.delete()
+        Todo.objects.create(title="after revocation")
+        event = events.next(WITHIN)
+        while event is not None and event.event is None:
+            seen.append(event.data)
+            event = events.next(WITHIN)
+    finally:
+        events.close()
+    assert event is not None and event.event == "error", event
+    assert not any("after revocation" in data for data in seen)

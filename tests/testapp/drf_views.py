@@ -140,6 +140,16 @@ class SharedFieldsTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     realtime_delivery = "shared"
 
 
+class SignedInSharedTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Shared, for signed-in users only (DRF's ``IsAuthenticated``, as a project's
+    ``DEFAULT_PERMISSION_CLASSES`` often is)."""
+
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.IsAuthenticated]
+    realtime_delivery = "shared"
+
+
 class MethodSerializerTodos(WriteSerializerTodos):
     """Chooses by method, as often: the write serializer for anything but a read."""
 
@@ -169,6 +179,7 @@ router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
 router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
 router.register("shared-fields-todos", SharedFieldsTodos, basename="shared-fields-todo")
+router.register("signed-in-todos", SignedInSharedTodos, basename="signed-in-todo")
 
 urlpatterns = [
     path("", include(router.urls)),
