@@ -1,6 +1,8 @@
 """What DRF users combine with a realtime view, over DRF's test client (views in
 ``testapp/drf_views.py``; through real proxies: ``integration/test_drf_usage.py``)."""
 
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -211,3 +213,23 @@ def test_only_subscribers_whose_access_needs_credentials_leave_the_shared_render
     plain = client.get("/api/probe/signed-in-todos/")
     held = client.get("/api/probe/signed-in-todos/", HTTP_IF_NONE_MATCH=plain["ETag"])
     assert assert_held(held).channels[0].startswith("drf.testapp.todo")
+
+
+def test_a_shared_view_keeps_the_query_parameters_its_filter_methods_read(outbox):
+    """A django-filter ``FilterSet`` method that reads a parameter no filter declares
+    (``?whole=1`` beside ``?starts=``): a shared view dropped it before it ran, so even a
+    plain GET answered as if it was not there, and so were subscribers pushed."""
+    path = "/api/probe/shared-filtered-todos/?starts=apple&whole=1&_=1700000000"
+    Todo.objects.create(title="apple")
+    Todo.objects.create(title="apple pie")
+    client = GripAPIClient()
+    first = client.get(path)
+    assert [todo["title"] for todo in first.json()] == ["apple"]
+    stream = client.get(path, HTTP_ACCEPT="text/event-stream")
+    channel = assert_held(stream, stream=True).channels[1]
+    Todo.objects.create(title="apple tart")
+    Todo.objects.create(title="apple")
+    wait_published()
+    pushed = outbox.to(channel)[-1]["formats"]["http-response"]["body"]
+    assert pushed == client.get(path).content.decode()
+    assert [todo["title"] for todo in json.loads(pushed)] == ["apple", "apple"]

@@ -137,8 +137,9 @@ class _RealtimeBase:
     #: URL (``["Accept-Language"]``); each value gets its own live URL.
     realtime_vary: tuple[str, ...] = ()
     #: Shared delivery: query parameters the view reads besides its filter backends',
-    #: paginator's and versioning's (drf-grip also sees those ``get_queryset()`` reads, and
-    #: those the serializer reads when it is made: drf-flex-fields' ``fields``, ``expand``).
+    #: paginator's and versioning's (drf-grip also sees those ``get_queryset()`` and the
+    #: filter backends read, and those the serializer reads when it is made:
+    #: drf-flex-fields' ``fields``, ``expand``).
     #: The others are dropped before the view runs, so that ``?_=1700000000`` makes no
     #: live URL of its own.
     realtime_query_params: tuple[str, ...] = ()
@@ -600,8 +601,11 @@ class _RealtimeBase:
             return
         # A parameter ``get_queryset()`` reads is used, whatever the backends say (a
         # probe's view filtered on ``request.query_params.get("g")``; dropped, the plain
-        # GET answered the whole list). The queryset is lazy: this reads no row.
-        used = used | reads_of(django_request, self.get_queryset)
+        # GET answered the whole list). So is one a filter backend reads besides those it
+        # declares: a django-filter ``FilterSet`` method reading ``?exact_case=`` beside its
+        # own ``?starts=`` (DRF ecosystem probe: the same). The queryset is lazy: this reads
+        # no row (a ``ModelChoiceFilter`` validates its value with one query).
+        used = used | reads_of(django_request, lambda: self.filter_queryset(self.get_queryset()))
         # So is one its serializer reads when it is made: drf-flex-fields' ``?fields=``,
         # ``?omit=`` and ``?expand=`` (dropped, even a plain GET of ``?fields=id`` answered
         # every field, and so were subscribers pushed: DRF ecosystem probe). Made with no

@@ -1,6 +1,7 @@
 """Views combining a realtime viewset with what DRF users add to theirs (throttling, their
 own renderers, write serializers, partitions along a path...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
 
+import django_filters
 from django.urls import include, path
 from rest_framework import generics, permissions, serializers, throttling, viewsets
 from rest_framework.decorators import action
@@ -150,6 +151,31 @@ class SignedInSharedTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     realtime_delivery = "shared"
 
 
+class TitleFilter(django_filters.FilterSet):
+    """A filter method reading a parameter of its own besides its filter's: ``?starts=a``
+    matches titles starting with it, or with ``?whole=1`` (which no filter declares) only
+    the title itself."""
+
+    starts = django_filters.CharFilter(method="filter_starts")
+
+    class Meta:
+        model = Todo
+        fields = ["done"]
+
+    def filter_starts(self, queryset, name, value):
+        if self.request.query_params.get("whole"):
+            return queryset.filter(title=value)
+        return queryset.filter(title__startswith=value)
+
+
+class SharedFilteredTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+    filterset_class = TitleFilter
+    realtime_delivery = "shared"
+
+
 class MethodSerializerTodos(WriteSerializerTodos):
     """Chooses by method, as often: the write serializer for anything but a read."""
 
@@ -180,6 +206,7 @@ router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jso
 router.register("project-tasks", ProjectTasks, basename="project-task")
 router.register("shared-fields-todos", SharedFieldsTodos, basename="shared-fields-todo")
 router.register("signed-in-todos", SignedInSharedTodos, basename="signed-in-todo")
+router.register("shared-filtered-todos", SharedFilteredTodos, basename="shared-filtered-todo")
 
 urlpatterns = [
     path("", include(router.urls)),
