@@ -175,12 +175,14 @@ def test_the_gateway_subscribes_to_a_json_api_view():
 
 
 @pytest.mark.parametrize("query", ["?fields=id,title", "?fields=id,title&_=1700000000"])
-def test_a_shared_view_keeps_the_query_parameters_its_serializer_reads(outbox, query):
+@pytest.mark.parametrize("view", ["shared-fields-todos", "shared-lazy-fields-todos"])
+def test_a_shared_view_keeps_the_query_parameters_its_serializer_reads(outbox, query, view):
     """A serializer that reads ``?fields=`` when it is made (drf-flex-fields'
-    ``FlexFieldsModelSerializer``, ``?expand=`` alike): a shared view dropped the parameter
-    before it ran, so even a plain GET of ``?fields=id,title`` answered every field, and
-    subscribers were pushed every field. A cache-buster is still dropped."""
-    path = "/api/probe/shared-fields-todos/"
+    ``FlexFieldsModelSerializer``, ``?expand=`` alike) or when it builds its fields
+    (drf-dynamic-fields): a shared view dropped the parameter before it ran, so even a
+    plain GET of ``?fields=id,title`` answered every field, and subscribers were pushed
+    every field. A cache-buster is still dropped."""
+    path = f"/api/probe/{view}/"
     Todo.objects.create(title="a")
     client = GripAPIClient()
     first = client.get(path + query)

@@ -138,8 +138,8 @@ class _RealtimeBase:
     realtime_vary: tuple[str, ...] = ()
     #: Shared delivery: query parameters the view reads besides its filter backends',
     #: paginator's and versioning's (drf-grip also sees those ``get_queryset()`` and the
-    #: filter backends read, and those the serializer reads when it is made:
-    #: drf-flex-fields' ``fields``, ``expand``).
+    #: filter backends read, and those the serializer reads when it is made and builds
+    #: its fields: drf-flex-fields' ``fields``, ``expand``, drf-dynamic-fields').
     #: The others are dropped before the view runs, so that ``?_=1700000000`` makes no
     #: live URL of its own.
     realtime_query_params: tuple[str, ...] = ()
@@ -606,11 +606,11 @@ class _RealtimeBase:
         # own ``?starts=`` (DRF ecosystem probe: the same). The queryset is lazy: this reads
         # no row (a ``ModelChoiceFilter`` validates its value with one query).
         used = used | reads_of(django_request, lambda: self.filter_queryset(self.get_queryset()))
-        # So is one its serializer reads when it is made: drf-flex-fields' ``?fields=``,
-        # ``?omit=`` and ``?expand=`` (dropped, even a plain GET of ``?fields=id`` answered
-        # every field, and so were subscribers pushed: DRF ecosystem probe). Made with no
-        # instance, the serializer reads no row either.
-        used = used | reads_of(django_request, self.get_serializer)
+        # So is one its serializer reads when it is made (drf-flex-fields' ``?fields=``,
+        # ``?omit=``, ``?expand=``) or builds its fields (drf-dynamic-fields): dropped, even
+        # a plain GET of ``?fields=id`` answered every field, and so were subscribers
+        # pushed (DRF ecosystem probe). With no instance, the serializer reads no row.
+        used = used | reads_of(django_request, lambda: self.get_serializer().fields)
         if all(key in used for key in query):
             return
         kept = QueryDict(mutable=True)

@@ -141,6 +141,28 @@ class SharedFieldsTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     realtime_delivery = "shared"
 
 
+class LazyFieldsSerializer(serializers.ModelSerializer):
+    """As drf-dynamic-fields' ``DynamicFieldsMixin``: ``?fields=`` read when the fields are
+    first built, not when the serializer is made."""
+
+    class Meta:
+        model = Todo
+        fields = ["id", "title", "done"]
+
+    @property
+    def fields(self):
+        fields = super().fields
+        request = self.context.get("request")
+        wanted = request.query_params.get("fields") if request is not None else None
+        for name in set(fields) - set(wanted.split(",")) if wanted else ():
+            fields.pop(name)
+        return fields
+
+
+class SharedLazyFieldsTodos(SharedFieldsTodos):
+    serializer_class = LazyFieldsSerializer
+
+
 class SignedInSharedTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     """Shared, for signed-in users only (DRF's ``IsAuthenticated``, as a project's
     ``DEFAULT_PERMISSION_CLASSES`` often is)."""
@@ -205,6 +227,9 @@ router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
 router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
 router.register("shared-fields-todos", SharedFieldsTodos, basename="shared-fields-todo")
+router.register(
+    "shared-lazy-fields-todos", SharedLazyFieldsTodos, basename="shared-lazy-fields-todo"
+)
 router.register("signed-in-todos", SignedInSharedTodos, basename="signed-in-todo")
 router.register("shared-filtered-todos", SharedFilteredTodos, basename="shared-filtered-todo")
 
