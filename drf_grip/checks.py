@@ -212,3 +212,52 @@ def check_verify_keys(app_configs=None, **kwargs):
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.models)
+def check_partitions(app_configs=None, **kwargs):
+    """E001 when ``realtime_partition`` is a field path that does not end at the user model
+    while the view keeps both default partition hooks: a hold subscribes to the requesting
+    user's partition (``get_realtime_partition()``) and a change is published to the value
+    at the path (``get_instance_partitions()``), so ``realtime_partition = "project"`` on a
+    nested ``/projects/<pk>/tasks/`` held at ``anonymous`` or a user's pk, published to the
+    project's pk, and no held client ever woke (DRF ecosystem probe)."""
+    from django.contrib.auth import get_user_model
+    from django.core.exceptions import FieldDoesNotExist
+
+    from .rest.mixins import _RealtimeBase
+    from .rest.registry import realtime_views
+
+    user_model = get_user_model()
+    errors = []
+    for view in sorted(set(realtime_views()), key=lambda v: f"{v.__module__}.{v.__qualname__}"):
+        path = getattr(view, "realtime_partition", None)
+        instance_hook = getattr(view.get_instance_partitions, "__func__", None)
+        if (
+            not path
+            or view.get_realtime_partition is not _RealtimeBase.get_realtime_partition
+            or instance_hook is not _RealtimeBase.get_instance_partitions.__func__
+        ):
+            continue  # the pair is the view's own
+        model = view.resolve_realtime_model()
+        try:
+            for part in path.split("__"):
+                model = model._meta.get_field(part).related_model if model else None
+        except FieldDoesNotExist:
+            model = None
+        if model is not None and issubclass(model, user_model):
+            continue
+        errors.append(
+            checks.Error(
+                f"{view.__name__}.realtime_partition = {path!r} is not a field path to the "
+                f"user model ({user_model._meta.label}): holds subscribe to the requesting "
+                "user's partition, changes are published to the value at that path, and no "
+                "held client would ever wake.",
+                hint="Name a path to the user (\"owner\", \"project__owner\"), or override "
+                "the pair get_realtime_partition() (the request's side: "
+                "self.kwargs['project_pk'], say) and get_instance_partitions(instance).",
+                obj=view,
+                id="drf_grip.E001",
+            )
+        )
+    return errors

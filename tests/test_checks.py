@@ -72,3 +72,42 @@ def test_a_verify_key_that_does_not_load_is_named(settings, spoil):
     settings.GRIP_VERIFY_KEY = spoiled
     (warning,) = [m for m in checks.run_checks() if m.id == "drf_grip.W006"]
     assert "count as direct" in warning.msg and spoiled not in warning.msg + warning.hint
+
+
+@pytest.fixture
+def registered_views():
+    """Views defined by a test are forgotten after it (the registry is per process)."""
+    from drf_grip.rest import registry
+
+    before = {model: list(views) for model, views in registry._views.items()}
+    yield
+    registry._views.clear()
+    registry._views.update(before)
+
+
+def test_a_partition_path_that_does_not_reach_the_user_is_named(registered_views):
+    """DRF ecosystem probe: ``realtime_partition = "project"`` on a nested
+    ``/projects/<project_pk>/tasks/`` list (drf-nested-routers) held at the requesting
+    user's partition (``anonymous``) and a new task was published to its project's: no
+    held client ever woke, and nothing said why."""
+    from tests.testapp.drf_views import ProjectTasks, TaskSerializer
+    from tests.testapp.models import Task
+
+    assert "drf_grip.E001" not in _ids()  # "project__owner" reaches the user
+
+    class TasksByProject(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        serializer_class = TaskSerializer
+        realtime_model = Task
+        realtime_partition = "project"
+
+    class TasksByTitle(TasksByProject):
+        realtime_partition = "titel"  # not a field at all
+
+    class TasksByProjectHooks(TasksByProject):
+        def get_realtime_partition(self):
+            return str(self.kwargs["project_pk"])
+
+    found = [m for m in checks.run_checks() if m.id == "drf_grip.E001"]
+    assert sorted(m.obj.__name__ for m in found) == ["TasksByProject", "TasksByTitle"]
+    assert "'project'" in found[0].msg and "get_realtime_partition()" in found[0].hint
+    assert ProjectTasks.realtime_partition == "project__owner"
