@@ -233,6 +233,8 @@ class _RealtimeBase:
         """
         model = self.get_realtime_model()
         kind = self._realtime_kind
+        # A subscriber of a shared view whose access needs its credentials is delivered
+        # like private data (``_access_needs_credentials``), whatever the hook says.
         delivery = getattr(self, "_realtime_effective_delivery", None)
         if (delivery or self.get_realtime_delivery()) == SHARED:
             # Also the recovery channel: hinted when the cache lost the live URLs.
@@ -602,8 +604,8 @@ class _RealtimeBase:
         # A parameter ``get_queryset()`` reads is used, whatever the backends say (a
         # probe's view filtered on ``request.query_params.get("g")``; dropped, the plain
         # GET answered the whole list). So is one a filter backend reads besides those it
-        # declares: a django-filter ``FilterSet`` method reading ``?exact_case=`` beside its
-        # own ``?starts=`` (DRF ecosystem probe: the same). The queryset is lazy: this reads
+        # declares: a django-filter ``FilterSet`` method reading ``?whole=`` beside its own
+        # ``?starts=`` (DRF ecosystem probe: the same). The queryset is lazy: this reads
         # no row (a ``ModelChoiceFilter`` validates its value with one query).
         used = used | reads_of(django_request, lambda: self.filter_queryset(self.get_queryset()))
         # So is one its serializer reads when it is made (drf-flex-fields' ``?fields=``,
