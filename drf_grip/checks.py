@@ -240,6 +240,8 @@ def check_partitions(app_configs=None, **kwargs):
         ):
             continue  # the pair is the view's own
         model = view.resolve_realtime_model()
+        if model is None:
+            continue  # named at request time (get_realtime_model()): nothing to follow here
         try:
             for part in path.split("__"):
                 model = model._meta.get_field(part).related_model if model else None
