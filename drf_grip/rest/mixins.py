@@ -318,7 +318,15 @@ class _RealtimeBase:
             for name in [n for n in vars(self) if n.startswith("_realtime")]:
                 delattr(self, name)  # what the failed attempt got to
             self._realtime_unreachable = True
-            return self._dispatch(request, *args, **kwargs)
+            response = self._dispatch(request, *args, **kwargs)
+            if response.status_code == 304 and grip.instruct is not None and grip.instruct.holds:
+                # A direct client's 304 sent a long-poll straight back, again and again,
+                # each client a request loop on the origin for as long as the cache was
+                # down. Held briefly instead, on its channels without the versions that live
+                # in the cache: a change published once it answers again wakes it.
+                grip.proxied = True
+                grip.instruct.set_hold_longpoll(int(grip_settings.HOLD_TIMEOUT_MIN))
+            return response
 
     def _dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         # A conditional write: its check and the write in one transaction, after a lock on

@@ -195,6 +195,24 @@ def test_reads_through_the_proxy_while_the_cache_is_unreachable_are_answered(
     assert poll.result(WITHIN).json()["title"] == f"{word} new"
 
 
+def test_a_current_long_poll_while_the_cache_is_unreachable_is_held_not_looped(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis down: a long-poll with the current ETag through Pushpin was answered 304 at
+    once, as a direct client's is, and came straight back: every watching client a request
+    loop on the origin for as long as the outage lasted. It is held briefly on its channels
+    (without the versions the cache keeps), then answered 304."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    _word, pk, path, etag = _a_todo(deployment)
+    with _redis_down(deployment):
+        mark = pushpin.mark()
+        poll = LongPoll(pushpin.url + path, {"If-None-Match": etag})
+        pushpin.wait_subscribed(names.object_channel(Todo, pk), since=mark)
+        answer = poll.result(15)
+        assert answer.status_code == 304 and answer.headers["ETag"] == etag
+
+
 def test_a_change_committed_while_the_cache_is_unreachable_reaches_held_clients(
     fresh_deployment: Deployment,
 ) -> None:
