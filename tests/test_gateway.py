@@ -125,6 +125,26 @@ def test_get_data_becomes_query_parameters():
     assert [t["title"] for t in answer["data"]["results"]] == ["done"]
 
 
+@pytest.mark.parametrize("url", ["/api/todos/", "/api/shared-todos/"])
+def test_subscribe_data_becomes_query_parameters(url):
+    """As in a GET message: ``data`` on a subscribe was ignored, and the client got the whole
+    list it did not ask for, then its changes."""
+    Todo.objects.create(title="open")
+    Todo.objects.create(title="done", done=True)
+    ws = connect()
+
+    answer = ask(ws, {"id": 1, "subscribe": url, "data": {"done": True}})
+
+    assert [t["title"] for t in answer["data"]["results"]] == ["done"]
+    assert answer["url"] == f"{url}?done=true"
+    settled(ws)
+    Todo.objects.create(title="open too")
+    Todo.objects.create(title="done too", done=True)
+    changes = [m for m in settled(ws) if m.get("event") == "change"]
+    assert sorted(t["title"] for t in changes[-1]["data"]["results"]) == ["done", "done too"]
+    assert ask(ws, {"id": 2, "subscribe": url, "data": ["done"]})["status"] == 400
+
+
 def test_session_auth_reads_and_writes_with_csrf_token():
     user, _token = make_user("alice")
     client = WebSocketTestClient()

@@ -35,6 +35,7 @@ __all__ = [
     "resolvable_path",
     "run_inner",
     "split_url",
+    "with_query_data",
 ]
 
 logger = logging.getLogger("drf_grip.gateway")
@@ -174,23 +175,32 @@ def resolvable_path(url: Any) -> str:
     return path
 
 
+def with_query_data(url: str, data: Any) -> str:
+    """``url`` with a GET message's (or a subscription's) ``data``, an object of query
+    parameters, appended to its query: strings as they are, other values as JSON."""
+    if data is None:
+        return url
+    if not isinstance(data, dict):
+        raise MessageError(400, "data of a GET is an object of query parameters")
+    path, query = split_url(url)  # a 400 for what is not a local path
+    extra = urlencode(
+        [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
+    )
+    query = f"{query}&{extra}" if query and extra else query or extra
+    return f"{path}?{query}" if query else path
+
+
 def build_inner_request(
     outer: HttpRequest, method: str, url: str, data: Any, headers: Mapping[str, str]
 ) -> WSGIRequest:
     """A request like the one a browser on the same page would send over HTTP: the
     handshake's headers, the message's ``headers``, JSON in and out."""
-    path, query = split_url(url)
     body = b""
-    if data is not None:
-        if method in ("GET", "HEAD"):
-            if not isinstance(data, dict):
-                raise MessageError(400, "data of a GET is an object of query parameters")
-            extra = urlencode(
-                [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
-            )
-            query = f"{query}&{extra}" if query else extra
-        else:
-            body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    if data is not None and method in ("GET", "HEAD"):
+        url = with_query_data(url, data)
+    elif data is not None:
+        body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    path, query = split_url(url)
     environ: dict[str, Any] = dict(inherited_meta(outer))
     # The answer goes into a JSON message whatever the page's own requests accept.
     environ.pop("HTTP_ACCEPT", None)

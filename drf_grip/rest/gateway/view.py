@@ -63,6 +63,7 @@ from .inner_requests import (
     inner_headers,
     resolvable_path,
     run_inner,
+    with_query_data,
 )
 from .messages import MessageError, answer_of, decode_message, valid_id
 from .rerender import answer_ticket, record_answer, settle_answer
@@ -280,7 +281,9 @@ class RealtimeGateway(WebSocketView):
         limit = int(grip_settings.WS_MAX_SUBSCRIPTIONS)
         if len(state["subs"]) >= limit:
             raise MessageError(429, f"too many subscriptions: the limit is {limit}")
-        url = data["subscribe"]
+        # ``data`` adds query parameters, as in a GET message (it was ignored: the client
+        # got the whole list it did not ask for, and its changes).
+        url = with_query_data(data["subscribe"], data.get("data"))
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
         accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
