@@ -226,3 +226,36 @@ def test_a_missing_object_answers_404_on_every_transport(page: Any) -> None:
     }""")
     for transport, last in result.items():
         assert last == {"data": None, "status": 404, "state": "stopped"}, transport
+
+
+
+def test_a_malformed_url_throws_at_once_on_every_transport(page: Any) -> None:
+    """live() with a URL the browser cannot parse throws a TypeError before it reports any
+    state. It used to retry for ever over long-poll, throw after reporting "connecting" over
+    SSE, and over the gateway throw from the socket's open handler, uncaught, which also left
+    every later subscription of that socket unsubscribed."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    result = page.evaluate("""async () => {
+      const out = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        const states = [];
+        try {
+          client.live("http://exa mple:99999/x", () => {}, {
+            transport, gatewayUrl: "/api/ws/", onState: (state) => states.push(state),
+          });
+          out[transport] = {threw: null, states};
+        } catch (error) {
+          out[transport] = {threw: error.name, states};
+        }
+      }
+      const good = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+      await Promise.race([good.ready, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      good.handle.stop();
+      out.good = good.states;
+      return out;
+    }""")
+    for transport in ("longpoll", "sse", "ws"):
+        assert result[transport] == {"threw": "TypeError", "states": []}, transport
+    assert result["good"] == ["connecting", "live", "stopped"]
+    assert errors == []

@@ -73,9 +73,18 @@ export class PreconditionFailed extends HttpError {
 export function live(url, onChange, options = {}) {
   if (typeof onChange !== "function") throw new TypeError("live(url, onChange): onChange is a function");
   const opts = { ...DEFAULTS, ...options };
-  const sub = new Subscription(String(url), onChange, opts);
   const run = TRANSPORTS[opts.transport];
+  // Every mistake in the arguments throws here, before any state is reported: a URL the
+  // browser cannot parse would otherwise be retried for ever (long-poll), throw after
+  // "connecting" (EventSource) or throw inside the shared socket's open handler, where it
+  // also kept the socket's other subscriptions from being made (gateway).
   if (!run) throw new TypeError(`unknown transport ${JSON.stringify(opts.transport)}: longpoll, sse or ws`);
+  resolveUrl(url, "url");
+  if (opts.transport === "ws") {
+    if (!opts.gatewayUrl) throw new TypeError('the "ws" transport needs gatewayUrl, e.g. "/api/ws/"');
+    resolveUrl(opts.gatewayUrl, "gatewayUrl");
+  }
+  const sub = new Subscription(String(url), onChange, opts);
   if (opts.signal) {
     if (opts.signal.aborted) {
       sub.stop();
@@ -479,7 +488,6 @@ function parseJson(text) {
 const gateways = new Map(); // resolved ws:// URL -> Gateway: one socket per gateway per page
 
 function ws(sub) {
-  if (!sub.opts.gatewayUrl) throw new TypeError('the "ws" transport needs gatewayUrl, e.g. "/api/ws/"');
   const address = websocketUrl(sub.opts.gatewayUrl);
   let gateway = gateways.get(address);
   if (!gateway) {
@@ -490,8 +498,17 @@ function ws(sub) {
   sub.cleanup.push(() => gateway.remove(sub));
 }
 
+/** `url` resolved against the page; a TypeError naming `what` when it is not a URL. */
+function resolveUrl(url, what = "url") {
+  try {
+    return new URL(String(url), globalThis.location ? globalThis.location.href : undefined);
+  } catch {
+    throw new TypeError(`${what}: not a URL: ${JSON.stringify(String(url))}`);
+  }
+}
+
 function websocketUrl(url) {
-  const resolved = new URL(url, globalThis.location ? globalThis.location.href : undefined);
+  const resolved = resolveUrl(url, "gatewayUrl");
   if (resolved.protocol === "http:") resolved.protocol = "ws:";
   else if (resolved.protocol === "https:") resolved.protocol = "wss:";
   return resolved.href;
