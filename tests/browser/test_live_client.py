@@ -259,3 +259,62 @@ def test_a_malformed_url_throws_at_once_on_every_transport(page: Any) -> None:
         assert result[transport] == {"threw": "TypeError", "states": []}, transport
     assert result["good"] == ["connecting", "live", "stopped"]
     assert errors == []
+
+
+
+def test_a_handle_patches_twice_in_a_row(page: Any) -> None:
+    """The docs' example, twice: ``await todo.patch(...)`` then another. The first write
+    changed the ETag; the second must use the one that write returned, not the one the
+    subscription delivered before it (which got 412 for the user's own change on every
+    transport, through the embedded proxy and Pushpin alike). The subscription still
+    delivers both changes to onChange."""
+    result = page.evaluate("""async () => {
+      const out = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        const created = await client.post("/api/todos/", {title: "twice"}, {headers: writeHeaders});
+        const todo = watch(`/api/todos/${created.data.id}/`, {transport, gatewayUrl: "/api/ws/", headers: writeHeaders});
+        await todo.ready;
+        const answers = [];
+        for (const title of ["once", "twice"]) {
+          try {
+            answers.push((await todo.handle.patch({title})).status);
+          } catch (error) {
+            answers.push(error.name);
+          }
+        }
+        await Promise.race([changeCount(todo, 3), new Promise((resolve) => setTimeout(resolve, 5000))]);
+        todo.handle.stop();
+        out[transport] = {answers, titles: todo.changes.map((c) => c.data.title)};
+      }
+      return out;
+    }""")
+    for transport, seen in result.items():
+        assert seen["answers"] == [200, 200], transport
+        assert seen["titles"][0] == "twice" and seen["titles"][-1] == "twice", transport
+
+
+
+def test_an_older_etag_after_a_handles_write_is_still_refused(page: Any) -> None:
+    """The ETag a handle's write returned is used only until the subscription delivers:
+    someone else's later change makes the next write of the handle a 412, as before."""
+    result = page.evaluate("""async () => {
+      const created = await client.post("/api/todos/", {title: "mine"}, {headers: writeHeaders});
+      const url = `/api/todos/${created.data.id}/`;
+      const todo = watch(url, {headers: writeHeaders});
+      await todo.ready;
+      const mine = await todo.handle.patch({title: "mine, renamed"});
+      await changeCount(todo, 2);
+      await client.patch(url, {title: "theirs"}, {headers: writeHeaders});
+      await changeCount(todo, 3);
+      const current = todo.handle.etag;
+      let refused = null;
+      try {
+        await client.patch(url, {title: "stale"}, {ifMatch: mine.etag, headers: writeHeaders});
+      } catch (error) {
+        refused = error.name;
+      }
+      const written = await todo.handle.patch({title: "mine again"});
+      todo.handle.stop();
+      return {refused, status: written.status, changed: current !== mine.etag};
+    }""")
+    assert result == {"refused": "PreconditionFailed", "status": 200, "changed": True}

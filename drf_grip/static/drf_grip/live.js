@@ -115,12 +115,14 @@ export async function send(method, url, data, options = {}) {
   const { ifMatch, headers = {}, credentials = DEFAULTS.credentials, signal } = options;
   const sent = { Accept: "application/json", ...headers };
   if (data !== undefined) sent["Content-Type"] = "application/json";
-  const tag = ifMatch && typeof ifMatch === "object" ? ifMatch.etag : ifMatch;
+  const sub = ifMatch && typeof ifMatch === "object" ? SUBSCRIPTIONS.get(ifMatch) : undefined;
+  const tag = sub ? sub.writeEtag() : ifMatch && typeof ifMatch === "object" ? ifMatch.etag : ifMatch;
   if (ifMatch !== undefined && ifMatch !== null) {
     // A handle without an ETag yet cannot prove what it saw: refuse rather than write blindly.
     if (!tag) throw new TypeError("ifMatch: no ETag yet (the subscription has not answered)");
     sent["If-Match"] = tag;
   }
+  const deliveries = sub ? sub.deliveries : 0;
   const response = await fetch(url, {
     method,
     headers: sent,
@@ -133,7 +135,19 @@ export async function send(method, url, data, options = {}) {
   const etag = response.headers.get("ETag");
   if (response.status === 412) throw new PreconditionFailed(body, etag);
   if (!response.ok) throw new HttpError(response.status, body, etag);
+  if (sub && etag && sameUrl(sub.url, url)) sub.wrote(etag, deliveries);
   return { status: response.status, data: body, etag };
+}
+
+// Handle -> its Subscription, for writes given a handle as `ifMatch`.
+const SUBSCRIPTIONS = new WeakMap();
+
+function sameUrl(a, b) {
+  try {
+    return resolveUrl(a).href === resolveUrl(b).href;
+  } catch {
+    return false;
+  }
 }
 
 // -- one subscription --------------------------------------------------------------------
@@ -148,6 +162,12 @@ class Subscription {
     this.stopped = false;
     this.attempt = 0; // failures since the last success, for the backoff
     this.cleanup = []; // what stop() undoes: timers, aborts, sockets
+    // The ETag the handle's own last successful write returned, until the subscription
+    // delivers again: the write changed the ETag, and the change reaches onChange only
+    // some milliseconds later, so a second write right after the first would be refused
+    // with 412 for the user's own change if it used the delivered ETag.
+    this.written = null;
+    this.deliveries = 0; // representations handed to onChange
     const self = this;
     this.handle = {
       get url() { return self.url; },
@@ -158,6 +178,7 @@ class Subscription {
       patch: (data, extra = {}) =>
         patch(self.url, data, { headers: self.opts.headers, credentials: self.opts.credentials, ifMatch: self.handle, ...extra }),
     };
+    SUBSCRIPTIONS.set(this.handle, this);
     this.setState(CONNECTING);
   }
 
@@ -174,6 +195,18 @@ class Subscription {
     }
   }
 
+  /** The ETag a write with this handle as `ifMatch` sends. */
+  writeEtag() {
+    return this.written || this.etag;
+  }
+
+  /** A write with this handle as `ifMatch` succeeded with `etag`. Kept only when nothing
+   * was delivered meanwhile: a delivery during the write is that write's change or a later
+   * one, and then the delivered ETag is the current one. */
+  wrote(etag, deliveriesBefore) {
+    if (this.deliveries === deliveriesBefore) this.written = etag;
+  }
+
   /** A representation arrived: hand it over unless it is the one already delivered. */
   deliver(data, etag, status = 200) {
     if (this.stopped) return;
@@ -181,6 +214,8 @@ class Subscription {
     if (status === 200) this.setState(LIVE);
     if (status === 200 && etag && etag === this.etag) return;
     this.etag = status === 200 ? etag : null;
+    this.written = null;
+    this.deliveries++;
     try {
       this.onChange(data, { etag: this.etag, status, url: this.url, transport: this.opts.transport });
     } catch (error) {
