@@ -3,6 +3,7 @@ the parts of the client the board page does not show."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -228,6 +229,62 @@ def test_a_missing_object_answers_404_on_every_transport(page: Any) -> None:
         assert last == {"data": None, "status": 404, "state": "stopped"}, transport
 
 
+def test_a_handle_patches_twice_in_a_row(page: Any) -> None:
+    """The docs' example, twice: ``await todo.patch(...)`` then another. The first write
+    changed the ETag; the second must use the one that write returned, not the one the
+    subscription delivered before it (which got 412 for the user's own change on every
+    transport, through the embedded proxy and Pushpin alike). The subscription still
+    delivers both changes to onChange."""
+    result = page.evaluate("""async () => {
+      const out = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        const created = await client.post("/api/todos/", {title: "twice"}, {headers: writeHeaders});
+        const todo = watch(`/api/todos/${created.data.id}/`, {transport, gatewayUrl: "/api/ws/", headers: writeHeaders});
+        await todo.ready;
+        const answers = [];
+        for (const title of ["once", "twice"]) {
+          try {
+            answers.push((await todo.handle.patch({title})).status);
+          } catch (error) {
+            answers.push(error.name);
+          }
+        }
+        await Promise.race([changeCount(todo, 3), new Promise((resolve) => setTimeout(resolve, 5000))]);
+        todo.handle.stop();
+        out[transport] = {answers, titles: todo.changes.map((c) => c.data.title)};
+      }
+      return out;
+    }""")
+    for transport, seen in result.items():
+        assert seen["answers"] == [200, 200], transport
+        assert seen["titles"][0] == "twice" and seen["titles"][-1] == "twice", transport
+
+
+def test_an_older_etag_after_a_handles_write_is_still_refused(page: Any) -> None:
+    """The ETag a handle's write returned is used only until the subscription delivers:
+    someone else's later change makes the next write of the handle a 412, as before."""
+    result = page.evaluate("""async () => {
+      const created = await client.post("/api/todos/", {title: "mine"}, {headers: writeHeaders});
+      const url = `/api/todos/${created.data.id}/`;
+      const todo = watch(url, {headers: writeHeaders});
+      await todo.ready;
+      const mine = await todo.handle.patch({title: "mine, renamed"});
+      await changeCount(todo, 2);
+      await client.patch(url, {title: "theirs"}, {headers: writeHeaders});
+      await changeCount(todo, 3);
+      const current = todo.handle.etag;
+      let refused = null;
+      try {
+        await client.patch(url, {title: "stale"}, {ifMatch: mine.etag, headers: writeHeaders});
+      } catch (error) {
+        refused = error.name;
+      }
+      const written = await todo.handle.patch({title: "mine again"});
+      todo.handle.stop();
+      return {refused, status: written.status, changed: current !== mine.etag};
+    }""")
+    assert result == {"refused": "PreconditionFailed", "status": 200, "changed": True}
+
 
 def test_a_malformed_url_throws_at_once_on_every_transport(page: Any) -> None:
     """live() with a URL the browser cannot parse throws a TypeError before it reports any
@@ -261,60 +318,32 @@ def test_a_malformed_url_throws_at_once_on_every_transport(page: Any) -> None:
     assert errors == []
 
 
+def test_an_event_stream_that_ends_at_once_backs_off(page: Any) -> None:
+    """A stream that ends right after it opened was not held (no proxy in front: the origin
+    answers one event and closes). "sse" with headers (read with fetch()) reconnected after
+    the first delay every time, about 2.5 times a second for ever; it backs off now."""
+    calls: list[float] = []
 
-def test_a_handle_patches_twice_in_a_row(page: Any) -> None:
-    """The docs' example, twice: ``await todo.patch(...)`` then another. The first write
-    changed the ETag; the second must use the one that write returned, not the one the
-    subscription delivered before it (which got 412 for the user's own change on every
-    transport, through the embedded proxy and Pushpin alike). The subscription still
-    delivers both changes to onChange."""
+    def one_event(route: Any) -> None:
+        calls.append(time.monotonic())
+        route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            body='id: "e1"\ndata: {"ok": true}\n\n',
+        )
+
+    page.route("**/api/todos/?stream=ends", one_event)
     result = page.evaluate("""async () => {
-      const out = {};
-      for (const transport of ["longpoll", "sse", "ws"]) {
-        const created = await client.post("/api/todos/", {title: "twice"}, {headers: writeHeaders});
-        const todo = watch(`/api/todos/${created.data.id}/`, {transport, gatewayUrl: "/api/ws/", headers: writeHeaders});
-        await todo.ready;
-        const answers = [];
-        for (const title of ["once", "twice"]) {
-          try {
-            answers.push((await todo.handle.patch({title})).status);
-          } catch (error) {
-            answers.push(error.name);
-          }
-        }
-        await Promise.race([changeCount(todo, 3), new Promise((resolve) => setTimeout(resolve, 5000))]);
-        todo.handle.stop();
-        out[transport] = {answers, titles: todo.changes.map((c) => c.data.title)};
-      }
-      return out;
+      const record = watch("/api/todos/?stream=ends", {
+        transport: "sse", headers: {"X-Client": "live.js"}, minDelay: 100, maxDelay: 4000,
+      });
+      await record.ready;
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      record.handle.stop();
+      return {changes: record.changes.length, states: record.states};
     }""")
-    for transport, seen in result.items():
-        assert seen["answers"] == [200, 200], transport
-        assert seen["titles"][0] == "twice" and seen["titles"][-1] == "twice", transport
-
-
-
-def test_an_older_etag_after_a_handles_write_is_still_refused(page: Any) -> None:
-    """The ETag a handle's write returned is used only until the subscription delivers:
-    someone else's later change makes the next write of the handle a 412, as before."""
-    result = page.evaluate("""async () => {
-      const created = await client.post("/api/todos/", {title: "mine"}, {headers: writeHeaders});
-      const url = `/api/todos/${created.data.id}/`;
-      const todo = watch(url, {headers: writeHeaders});
-      await todo.ready;
-      const mine = await todo.handle.patch({title: "mine, renamed"});
-      await changeCount(todo, 2);
-      await client.patch(url, {title: "theirs"}, {headers: writeHeaders});
-      await changeCount(todo, 3);
-      const current = todo.handle.etag;
-      let refused = null;
-      try {
-        await client.patch(url, {title: "stale"}, {ifMatch: mine.etag, headers: writeHeaders});
-      } catch (error) {
-        refused = error.name;
-      }
-      const written = await todo.handle.patch({title: "mine again"});
-      todo.handle.stop();
-      return {refused, status: written.status, changed: current !== mine.etag};
-    }""")
-    assert result == {"refused": "PreconditionFailed", "status": 200, "changed": True}
+    assert result["changes"] == 1
+    # 50-100, 100-200, 200-400, 400-800, 800-1600 ms... : at most six in three seconds
+    # (it was about thirty).
+    assert len(calls) <= 6, len(calls)
+    assert result["states"].count("live") <= len(calls)

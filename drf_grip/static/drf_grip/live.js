@@ -440,9 +440,15 @@ async function statusOf(sub) {
 }
 
 /** SSE over fetch(), for requests that need headers (EventSource cannot send any). */
+// A stream that ends sooner than this after it opened was not held (no GRIP proxy in front:
+// the origin answers the first event and closes): it counts as a failure, so the backoff
+// grows instead of reconnecting after the first delay for ever.
+const UNHELD_STREAM_MS = 1000;
+
 async function sseFetch(sub) {
   const { headers = {}, credentials } = sub.opts;
   while (!sub.stopped) {
+    const attempt = sub.attempt; // alive() and deliver() reset it when the stream opens
     const controller = new AbortController();
     const abort = () => controller.abort();
     sub.cleanup.push(abort);
@@ -460,6 +466,7 @@ async function sseFetch(sub) {
         failure = new HttpError(response.status, await readBody(response));
       } else {
         sub.alive();
+        const opened = Date.now();
         const ended = await readEvents(response.body, (event) => {
           if (event.type === "delete") sub.deliver(null, null, 404);
           else if (event.type === "error") {
@@ -468,7 +475,8 @@ async function sseFetch(sub) {
             sub.stop();
           } else sub.deliver(parseJson(event.data), event.id || null);
         });
-        if (ended && !sub.stopped) sub.setState(RECONNECTING, { attempt: sub.attempt + 1 });
+        // backoff() below reports "reconnecting" (with its delay).
+        if (ended && Date.now() - opened < UNHELD_STREAM_MS) sub.attempt = attempt;
       }
     } catch (error) {
       failure = error;
