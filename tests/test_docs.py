@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -85,6 +86,26 @@ def test_getting_started_has_the_readme_commands_word_for_word() -> None:
     page = (DOCS / "getting-started.rst").read_text()
     for command in commands:
         assert f"    {command}\n" in page, f"not in docs/getting-started.rst: {command}"
+
+
+# drf-grip is not published on PyPI: "pip install drf-grip" answers "No matching distribution
+# found for drf-grip" (pip 23.2, from versions: none).
+_PIP_INSTALL = re.compile(r"pip install ([^`\n]+)")
+
+
+def test_no_install_command_asks_pypi_for_the_unpublished_package() -> None:
+    """Every ``pip install`` of drf-grip in the README and the guides installs it from a
+    checkout (``.``, ``-e .``, a path): ``pip install drf-grip`` and ``pip install
+    "drf-grip[openapi]"`` failed for a new user."""
+    asked = []
+    for page in [ROOT / "README.rst", ROOT / "CONTRIBUTING.rst", *sorted(DOCS.glob("*.rst"))]:
+        for command in _PIP_INSTALL.findall(page.read_text()):
+            command = command.split("&&")[0]
+            for argument in shlex.split(command.replace("``", "")):
+                name = re.split(r"[\[<>=!~;@ ]", argument, maxsplit=1)[0]
+                if name.lower().replace("_", "-") == "drf-grip":
+                    asked.append(f"{page.name}: pip install {command.strip()}")
+    assert asked == []
 
 
 def test_every_fixture_a_readme_test_uses_is_defined_or_named() -> None:
