@@ -347,3 +347,36 @@ def test_an_event_stream_that_ends_at_once_backs_off(page: Any) -> None:
     # (it was about thirty).
     assert len(calls) <= 6, len(calls)
     assert result["states"].count("live") <= len(calls)
+
+
+def test_a_gateway_subscription_stopped_before_the_socket_opened(page: Any) -> None:
+    """Subscribe, stop at once, subscribe again (what React's StrictMode does on mount): one
+    socket, no browser warning. Closing the still-connecting socket made Chromium log "WebSocket
+    is closed before the connection is established" and the second live() open a second one.
+    A socket nobody uses any more is still closed once it is open."""
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    result = page.evaluate("""async () => {
+      const first = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+      first.handle.stop();
+      const second = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+      await second.ready;
+      second.handle.stop();
+      const third = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+      third.handle.stop();
+      return {first: first.states, second: second.states, third: third.states};
+    }""")
+    assert result == {
+        "first": ["connecting", "stopped"],
+        "second": ["connecting", "live", "stopped"],
+        "third": ["connecting", "stopped"],
+    }
+    for socket in page.sockets:
+        if not socket.is_closed():
+            socket.wait_for_event("close")
+    page.wait_for_timeout(200)  # Playwright reports a socket a moment after the page opened it
+    assert len(page.sockets) == 2  # the first two subscriptions' one, the third's
+    for socket in page.sockets:
+        if not socket.is_closed():
+            socket.wait_for_event("close")
+    assert [text for text in console if "WebSocket" in text] == []

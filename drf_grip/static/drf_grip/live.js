@@ -588,17 +588,24 @@ class Gateway {
       this.byId.delete(sub.wsId);
       this.sendJson({ id: this.nextId++, unsubscribe: sub.wsId });
     }
-    if (this.subs.size === 0) {
-      // Nobody left: close the socket and let the next live() open a fresh one.
-      clearTimeout(this.timer);
-      this.timer = null;
-      if (this.socket) {
-        const socket = this.socket;
-        this.socket = null;
-        socket.close(1000);
-      }
-      gateways.delete(this.address);
+    if (this.subs.size === 0) this.closeIfIdle();
+  }
+
+  /** Nobody left: close the socket and let the next live() open a fresh one. */
+  closeIfIdle() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    const socket = this.socket;
+    // A socket still connecting is closed by its onopen instead: closing it now makes
+    // Chromium log "WebSocket is closed before the connection is established", and a page
+    // that subscribes again at once (React's StrictMode mounts, unmounts and mounts again)
+    // would open a second socket instead of using this one.
+    if (socket && socket.readyState === WebSocket.CONNECTING) return;
+    if (socket) {
+      this.socket = null;
+      socket.close(1000);
     }
+    if (gateways.get(this.address) === this) gateways.delete(this.address);
   }
 
   connect() {
@@ -606,6 +613,7 @@ class Gateway {
     const socket = new WebSocket(this.address);
     this.socket = socket;
     socket.onopen = () => {
+      if (!this.subs.size) return this.closeIfIdle();
       for (const sub of this.subs) this.subscribe(sub);
     };
     socket.onmessage = (event) => this.receive(parseJson(event.data));
@@ -613,7 +621,7 @@ class Gateway {
       if (this.socket !== socket) return;
       this.socket = null;
       this.byId.clear();
-      if (!this.subs.size) return;
+      if (!this.subs.size) return this.closeIfIdle();
       const delay = backoffDelay(this.attempt++, this);
       for (const sub of this.subs) {
         sub.wsId = undefined;
