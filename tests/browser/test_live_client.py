@@ -380,3 +380,44 @@ def test_a_gateway_subscription_stopped_before_the_socket_opened(page: Any) -> N
         if not socket.is_closed():
             socket.wait_for_event("close")
     assert [text for text in console if "WebSocket" in text] == []
+
+
+def test_a_gateway_end_ends_like_a_streams_final_error(page: Any) -> None:
+    """The gateway's ``{"event": "end", "status": 401}`` (the subscription's credentials were
+    revoked) delivers ``null`` with that status and stops, as SSE's final ``event: error``
+    does (docs/javascript.rst): a page that shows "signed out" on ``null`` did so over SSE and
+    never over the gateway, which only told onError."""
+    result = page.evaluate("""async () => {
+      const real = window.WebSocket;
+      class EndingGateway {
+        constructor() {
+          this.readyState = 0;
+          setTimeout(() => { this.readyState = 1; this.onopen(); });
+        }
+        send(text) {
+          const message = JSON.parse(text);
+          if (message.subscribe === undefined) return;
+          const answers = [
+            {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: message.subscribe},
+            {event: "end", id: message.id, url: message.subscribe, status: 401,
+             error: "the subscription's credentials are no longer valid"},
+          ];
+          answers.forEach((answer, i) => setTimeout(() => this.onmessage({data: JSON.stringify(answer)}), 50 * i));
+        }
+        close() { this.readyState = 3; }
+      }
+      EndingGateway.OPEN = 1;
+      EndingGateway.CONNECTING = 0;
+      window.WebSocket = EndingGateway;
+      try {
+        const record = watch("/api/notes/", {transport: "ws", gatewayUrl: "/api/ws/"});
+        await Promise.race([changeCount(record, 2), new Promise((resolve) => setTimeout(resolve, 3000))]);
+        return {changes: record.changes.map((c) => [c.data, c.info.status, c.info.etag]),
+                states: record.states, errors: record.errors};
+      } finally {
+        window.WebSocket = real;
+      }
+    }""")
+    assert result["changes"] == [[{"ok": True}, 200, '"e1"'], [None, 401, None]]
+    assert result["states"] == ["connecting", "live", "stopped"]
+    assert len(result["errors"]) == 1 and "401" in result["errors"][0]

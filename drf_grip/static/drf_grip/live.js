@@ -656,6 +656,18 @@ class Gateway {
       for (const sub of targets) if (sub) this.change(sub, message);
       return;
     }
+    if (message.event === "end") {
+      // The subscription's credentials were revoked and the server ended it: null with its
+      // status, then stopped, as SSE's final `event: error` (nothing left to unsubscribe).
+      const ended = this.byId.get(message.id);
+      if (!ended) return;
+      this.byId.delete(message.id);
+      ended.wsId = undefined;
+      ended.fail(new HttpError(message.status, message.error || message.data));
+      ended.deliver(null, null, message.status || 403);
+      ended.stop();
+      return;
+    }
     const sub = this.byId.get(message.id);
     if (!sub || message.unsubscribed !== undefined) return;
     if (message.status === 200) {
