@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -421,3 +422,48 @@ def test_a_gateway_end_ends_like_a_streams_final_error(page: Any) -> None:
     assert result["changes"] == [[{"ok": True}, 200, '"e1"'], [None, 401, None]]
     assert result["states"] == ["connecting", "live", "stopped"]
     assert len(result["errors"]) == 1 and "401" in result["errors"][0]
+
+
+def _docs_write_example() -> str:
+    """The JavaScript example of docs/javascript.rst ("Writes"), as printed."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "javascript.rst").read_text()
+    block = text.split(".. code-block:: javascript\n\n", 1)[1]
+    lines = []
+    for line in block.splitlines():
+        if line and not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines).strip()
+
+
+def test_the_docs_write_example_works_in_a_signed_in_page(page: Any) -> None:
+    """The docs' write example, run as printed in a page signed in with Django's session (the
+    sample's board): it got ``HttpError: HTTP 403`` "CSRF Failed: CSRF token missing", since
+    DRF's SessionAuthentication checks the CSRF token of every write and the page never
+    learnt it had to send one."""
+    example = _docs_write_example()
+    assert 'live("/api/todos/5/", show)' in example and "try {" in example
+    setup, write = example.split("try {", 1)
+    result = page.evaluate(
+        """async ([setup, write]) => {
+          const created = await client.post("/api/todos/", {title: "as documented"}, {headers: writeHeaders});
+          const url = `/api/todos/${created.data.id}/`;
+          const shown = [];
+          let first;
+          const received = new Promise((resolve) => { first = resolve; });
+          const show = (data) => { shown.push(data); first(); };
+          const alerted = [];
+          const run = new Function("live", "show", "alert", "received", "url",
+            "return (async () => {" + setup.replaceAll('"/api/todos/5/"', "url") +
+            "; await received; try {" + write + "; todo.stop(); })();");
+          try {
+            await run(client.live, show, (text) => alerted.push(text), received, url);
+          } catch (error) {
+            return {error: `${error.name}: ${error.message} ${JSON.stringify(error.data)}`};
+          }
+          const now = await (await fetch(url, {cache: "no-store"})).json();
+          return {error: null, done: now.done, alerted};
+        }""",
+        [setup, write],
+    )
+    assert result == {"error": None, "done": True, "alerted": []}
