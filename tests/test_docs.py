@@ -108,6 +108,17 @@ def test_no_install_command_asks_pypi_for_the_unpublished_package() -> None:
     assert asked == []
 
 
+def test_the_performance_page_installs_what_bench_run_needs() -> None:
+    """``python bench/run.py`` needs the peers of ``bench/requirements.txt`` as well as the
+    test extras: with only the extras docs/performance.rst named, it stopped at once with
+    "run.py: error: the peers are missing: pip install -r bench/requirements.txt"."""
+    page = (DOCS / "performance.rst").read_text()
+    measuring = page.split("Measuring\n---------", 1)[1]
+    before_run = measuring.split("python bench/run.py", 1)[0]
+    assert "bench/requirements.txt" in before_run
+    assert (ROOT / "bench" / "requirements.txt").is_file()
+
+
 def test_every_fixture_a_readme_test_uses_is_defined_or_named() -> None:
     """A reader copies the README's tests: each fixture they take is defined in a README
     snippet, or is pytest-django's and the README says so."""
