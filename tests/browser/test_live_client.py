@@ -467,3 +467,23 @@ def test_the_docs_write_example_works_in_a_signed_in_page(page: Any) -> None:
         [setup, write],
     )
     assert result == {"error": None, "done": True, "alerted": []}
+
+
+def test_a_handles_write_adds_its_headers_to_the_subscriptions(page: Any) -> None:
+    """``handle.patch(data, {headers})`` sends the subscription's headers (its
+    ``Authorization``) and the write's own (the docs' ``X-CSRFToken``): the write's replaced
+    them, so a token-authenticated subscription's write with any header of its own went
+    out unauthenticated (401)."""
+    sent: list[dict[str, str]] = []
+    page.on("request", lambda request: sent.append(request.headers) if request.method == "PATCH" else None)
+    result = page.evaluate("""async () => {
+      const created = await client.post("/api/todos/", {title: "headers"}, {headers: writeHeaders});
+      const todo = watch(`/api/todos/${created.data.id}/`, {headers: {"X-Subscription": "kept"}});
+      await todo.ready;
+      const answer = await todo.handle.patch({done: true}, {headers: writeHeaders});
+      todo.handle.stop();
+      return answer.status;
+    }""")
+    assert result == 200
+    assert len(sent) == 1
+    assert sent[0].get("x-subscription") == "kept" and sent[0].get("x-csrftoken")

@@ -175,8 +175,16 @@ class Subscription {
       get state() { return self.state; },
       get transport() { return self.opts.transport; },
       stop: () => self.stop(),
+      // The write's headers are added to the subscription's (its Authorization), not put in
+      // their place: a token-authenticated subscription's write with a header of its own
+      // (X-CSRFToken) would otherwise go out unauthenticated.
       patch: (data, extra = {}) =>
-        patch(self.url, data, { headers: self.opts.headers, credentials: self.opts.credentials, ifMatch: self.handle, ...extra }),
+        patch(self.url, data, {
+          credentials: self.opts.credentials,
+          ifMatch: self.handle,
+          ...extra,
+          headers: { ...self.opts.headers, ...extra.headers },
+        }),
     };
     SUBSCRIPTIONS.set(this.handle, this);
     this.setState(CONNECTING);
