@@ -487,3 +487,20 @@ def test_a_handles_write_adds_its_headers_to_the_subscriptions(page: Any) -> Non
     assert result == 200
     assert len(sent) == 1
     assert sent[0].get("x-subscription") == "kept" and sent[0].get("x-csrftoken")
+
+
+def test_a_gateway_socket_that_fails_is_reported_to_on_error(page: Any) -> None:
+    """A socket that closes or cannot open (a wrong gatewayUrl, a server restarting) is a
+    failure that does not end the subscription, which docs/javascript.rst says ``onError``
+    gets; the gateway only reported "reconnecting" for ever, with nothing to tell why."""
+    result = page.evaluate("""async () => {
+      const record = watch("/api/todos/", {
+        transport: "ws", gatewayUrl: "/api/no-such-gateway/", minDelay: 100, maxDelay: 300,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      record.handle.stop();
+      return {states: [...new Set(record.states)], errors: record.errors};
+    }""")
+    assert result["states"] == ["connecting", "reconnecting", "stopped"]
+    assert result["errors"], "no onError for a socket that never opened"
+    assert all("/api/no-such-gateway/" in error and "1006" in error for error in result["errors"])

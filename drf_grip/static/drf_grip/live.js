@@ -625,15 +625,21 @@ class Gateway {
       for (const sub of this.subs) this.subscribe(sub);
     };
     socket.onmessage = (event) => this.receive(parseJson(event.data));
-    socket.onclose = () => {
+    socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = null;
       this.byId.clear();
       if (!this.subs.size) return this.closeIfIdle();
       const delay = backoffDelay(this.attempt++, this);
+      // A failure that does not end the subscriptions: onError hears of it, as of a failed
+      // request over the other transports (a wrong gatewayUrl showed only "reconnecting").
+      // The browser tells no more than the close code (1006: closed without a close frame,
+      // a refused handshake included).
+      const error = new Error(`WebSocket ${this.address} closed (code ${event.code}${event.reason ? `: ${event.reason}` : ""})`);
       for (const sub of this.subs) {
         sub.wsId = undefined;
-        sub.setState(RECONNECTING, { attempt: this.attempt, delay });
+        sub.fail(error);
+        sub.setState(RECONNECTING, { attempt: this.attempt, delay, error });
       }
       this.timer = setTimeout(() => this.connect(), delay);
     };
