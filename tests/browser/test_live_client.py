@@ -504,3 +504,34 @@ def test_a_gateway_socket_that_fails_is_reported_to_on_error(page: Any) -> None:
     assert result["states"] == ["connecting", "reconnecting", "stopped"]
     assert result["errors"], "no onError for a socket that never opened"
     assert all("/api/no-such-gateway/" in error and "1006" in error for error in result["errors"])
+
+
+def test_an_event_source_reconnects_on_the_clients_backoff(page: Any) -> None:
+    """docs/javascript.rst: every subscription reconnects with capped exponential backoff and
+    jitter, "reconnecting" reports its ``delay``. EventSource reconnected by itself instead,
+    after Chromium's fixed 3 s - every page that lost the same server came back in the same
+    moment, whatever ``minDelay``/``maxDelay`` said - and "reconnecting" had no delay."""
+    calls: list[float] = []
+
+    def one_event(route: Any) -> None:
+        calls.append(time.monotonic())
+        route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            body='id: "e1"\ndata: {"ok": true}\n\n',
+        )
+
+    page.route("**/api/todos/?stream=lost", one_event)
+    result = page.evaluate("""async () => {
+      const delays = [];
+      const handle = client.live("/api/todos/?stream=lost", () => {}, {
+        transport: "sse", minDelay: 400, maxDelay: 800,
+        onState: (state, info) => { if (state === "reconnecting") delays.push(info.delay); },
+      });
+      await new Promise((resolve) => setTimeout(resolve, 3500));
+      handle.stop();
+      return delays;
+    }""")
+    assert result and all(isinstance(delay, int) and 200 <= delay <= 800 for delay in result), result
+    # Chromium's own schedule gave 2 connections in 3.5 s; delays of 200-800 ms give 5 or more.
+    assert len(calls) >= 5, len(calls)

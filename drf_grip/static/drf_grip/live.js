@@ -10,7 +10,8 @@
 //
 // Transports (the same URL serves all three; see the README):
 //   "longpoll"  GET with If-None-Match + Prefer: wait, in a loop (works everywhere);
-//   "sse"       EventSource, resumed with Last-Event-ID (its ETag) after a reconnect;
+//   "sse"       EventSource, reconnected on this client's backoff (not the browser's own
+//               fixed delay); a reconnection's first event is dropped when unchanged;
 //   "ws"        the WebSocket gateway (RealtimeGateway): one socket per gateway URL carries
 //               every subscription of the page.
 //
@@ -66,7 +67,7 @@ export class PreconditionFailed extends HttpError {
  * `wait`, `minDelay`, `maxDelay`, `credentials`.
  *
  * EventSource cannot send headers, so "sse" with `headers` reads the stream with fetch()
- * instead (same events, same Last-Event-ID resume).
+ * instead (same events; it resumes with Last-Event-ID).
  *
  * Returns a handle: `stop()`, `etag`, `state`, `url`, `patch(data, options)`.
  */
@@ -395,10 +396,15 @@ function sse(sub) {
   const open = () => {
     if (sub.stopped) return;
     source = new EventSource(sub.url, { withCredentials: sub.opts.credentials === "include" });
-    source.onopen = () => sub.alive();
+    const attempt = sub.attempt; // alive() and deliver() reset it when the stream opens
+    let opened = null;
+    source.onopen = () => {
+      opened = Date.now();
+      sub.alive();
+    };
     source.onmessage = (event) => {
-      // The event id is the representation's ETag; EventSource sends it back as
-      // Last-Event-ID when *it* reconnects, and the server then skips an unchanged first event.
+      // The event id is the representation's ETag: a reconnection's first event, the current
+      // representation, is dropped by deliver() when it is the one already seen.
       sub.deliver(parseJson(event.data), event.lastEventId || null);
     };
     // The server ends the stream of a deleted object with `event: delete`.
@@ -412,8 +418,14 @@ function sse(sub) {
         return;
       }
       if (source.readyState === EventSource.CONNECTING) {
-        // The browser reconnects by itself, with Last-Event-ID.
-        sub.setState(RECONNECTING, { attempt: sub.attempt + 1 });
+        // The stream was lost (or never opened): the browser would reconnect by itself after
+        // a fixed delay of its own (3 s in Chromium), so every page that lost the same server
+        // came back together whatever minDelay/maxDelay said. Reconnect on this client's
+        // backoff instead: jittered, capped, reported with its delay. A stream that ended
+        // within UNHELD_STREAM_MS of opening was not held and does not reset the backoff.
+        source.close();
+        if (opened === null || Date.now() - opened < UNHELD_STREAM_MS) sub.attempt = attempt;
+        sub.backoff(new Error(`event stream ${sub.url} lost`)).then((again) => again && open());
         return;
       }
       // CLOSED: the browser gave up on an HTTP error, whose status EventSource hides. A
