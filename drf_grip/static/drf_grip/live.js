@@ -459,12 +459,12 @@ async function statusOf(sub) {
   }
 }
 
-/** SSE over fetch(), for requests that need headers (EventSource cannot send any). */
 // A stream that ends sooner than this after it opened was not held (no GRIP proxy in front:
 // the origin answers the first event and closes): it counts as a failure, so the backoff
 // grows instead of reconnecting after the first delay for ever.
 const UNHELD_STREAM_MS = 1000;
 
+/** SSE over fetch(), for requests that need headers (EventSource cannot send any). */
 async function sseFetch(sub) {
   const { headers = {}, credentials } = sub.opts;
   while (!sub.stopped) {
