@@ -106,3 +106,25 @@ def test_a_change_without_instances_wakes_every_partition(sink):
     )
     publish_changes(Note)
     assert names.bulk_channel(Note) in hints(sink.settle())
+
+
+def test_a_change_of_named_objects_in_unknown_partitions_wakes_every_partition(sink):
+    """ORM probe: ``publish_changes(Note, pks=[...])`` after ``update()`` (or a fixture, or
+    the other side of a many-to-many) knows no partitions and hinted only the list channel,
+    which no partitioned list holds on: the owner's held list never woke."""
+    from drf_grip import publish_changes
+
+    user = get_user_model().objects.create_user("alice")
+    token = Token.objects.create(user=user)
+    note = Note.objects.create(owner=user, text="a")
+    sink.settle()
+    etag = ProxiedClient().get(
+        "/api/pnotes/", HTTP_IF_NONE_MATCH='"x"', HTTP_AUTHORIZATION=f"Token {token.key}"
+    )["ETag"]
+    held = ProxiedClient().get(
+        "/api/pnotes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
+    subscribed = {part.split(";")[0].strip() for part in held["Grip-Channel"].split(",")}
+    Note.objects.filter(pk=note.pk).update(text="b")
+    publish_changes(Note, pks=[note.pk])
+    assert subscribed & set(hints(sink.settle()))

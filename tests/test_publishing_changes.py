@@ -7,7 +7,18 @@ from rest_framework.test import APIClient
 from drf_grip import paused, publish_changes
 from drf_grip.rest.shared import render_stats
 from tests.drf_helpers import RecordingSink
-from tests.testapp.models import Comment, Post, Tag, Todo
+from tests.testapp.models import (
+    Comment,
+    Member,
+    Membership,
+    OpenTodo,
+    Place,
+    Post,
+    Restaurant,
+    Tag,
+    Team,
+    Todo,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -190,6 +201,92 @@ def test_a_paused_block_publishes_nothing_that_rolled_back(sink):
     channels = sink.channels()
     assert channels.count("drf.testapp.todo") == 1
     assert f"drf.testapp.todo.{todo.pk}" in channels
+
+
+def test_a_delete_rolled_back_to_a_savepoint_neither_ends_streams_nor_publishes(sink):
+    """ORM probe: the batch of the transaction kept what a rolled-back savepoint recorded,
+    so a delete undone by its savepoint sent ``event: delete`` and closed the object's
+    streams, while a GET still answered 200."""
+    todo, other = Todo.objects.create(title="a"), Todo.objects.create(title="b")
+    sink.settle()
+    with transaction.atomic():
+        other.title = "kept"
+        other.save()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Todo.objects.get(pk=todo.pk).delete()
+            Todo.objects.create(title="rolled back")
+            raise RuntimeError
+        with transaction.atomic():  # a savepoint released: its change is kept
+            with pytest.raises(RuntimeError), transaction.atomic():
+                Todo.objects.filter(pk=other.pk).delete()
+                raise RuntimeError
+            Todo.objects.get(pk=other.pk).save()
+    assert Todo.objects.filter(pk=todo.pk).exists()
+    channels = sink.channels()
+    assert f"drf.testapp.todo.{todo.pk}" not in channels
+    assert channels.count(f"drf.testapp.todo.{other.pk}") == 1  # a hint, once
+    assert channels.count("drf.testapp.todo") == 1
+
+
+def test_an_object_deleted_and_created_again_in_one_transaction_is_not_deleted(sink):
+    """The final state is published: the same key exists at the commit."""
+    pk = Todo.objects.create(title="a").pk
+    sink.settle()
+    with transaction.atomic():
+        Todo.objects.get(pk=pk).delete()
+        Todo.objects.create(pk=pk, title="again")
+    items = [i for i in sink.settle() if i["channel"] == f"drf.testapp.todo.{pk}"]
+    assert [i["formats"] for i in items] == [{"http-response": {"action": "hint"},
+                                              "http-stream": {"action": "hint"}}]
+
+
+def test_loaddata_publishes_what_it_loaded(sink, tmp_path):
+    """ORM probe: raw saves were skipped ("no live views yet"), but fixtures are loaded
+    into live sites too, and their clients saw nothing."""
+    from django.core.management import call_command
+
+    fixture = tmp_path / "todos.json"
+    fixture.write_text('[{"model": "testapp.todo", "pk": 4242, "fields": {"title": "fx"}}]')
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert {"drf.testapp.todo", "drf.testapp.todo.4242"} <= set(sink.channels())
+
+
+def test_deleting_a_tag_wakes_the_posts_it_was_on(sink):
+    """ORM probe: Django deletes rows of an automatic many-to-many table without any
+    signal, so the posts a deleted tag was on kept showing it."""
+    post, lone = Post.objects.create(title="p"), Post.objects.create(title="q")
+    tag = Tag.objects.create(name="x")
+    post.tags.add(tag)
+    sink.settle()
+    tag.delete()
+    channels = sink.channels()
+    assert f"drf.testapp.post.{post.pk}" in channels
+    assert f"drf.testapp.post.{lone.pk}" not in channels
+
+
+def test_a_custom_through_row_wakes_both_sides(sink):
+    """A ``Membership`` created or deleted directly (no ``m2m_changed``) changes its team,
+    also when it goes with a deleted member."""
+    watch("/api/teams/")
+    team, member = Team.objects.create(name="t"), Member.objects.create(name="m")
+    sink.settle()
+    Membership.objects.create(team=team, member=member)
+    assert f"drf.testapp.team.{team.pk}" in sink.channels()
+    member.delete()
+    assert f"drf.testapp.team.{team.pk}" in sink.channels()
+
+
+def test_a_save_through_a_child_or_a_proxy_wakes_the_views_of_its_table(sink):
+    """ORM probe: signals name the class that saved: a ``Restaurant`` (multi-table child
+    of ``Place``) or an ``OpenTodo`` (a proxy of ``Todo``) woke no view of their tables."""
+    watch("/api/places/")
+    sink.settle()
+    restaurant = Restaurant.objects.create(name="r")
+    assert f"drf.testapp.place.{restaurant.pk}" in sink.channels()
+    todo = OpenTodo.objects.create(title="through a proxy")
+    assert {"drf.testapp.todo", f"drf.testapp.todo.{todo.pk}"} <= set(sink.channels())
+    Place.objects.get(pk=restaurant.pk).delete()
+    assert f"drf.testapp.place.{restaurant.pk}" in sink.channels()
 
 
 def test_shared_change_renders_once_per_live_url_whatever_the_subscribers(sink, settings):

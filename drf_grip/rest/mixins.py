@@ -263,6 +263,12 @@ class _RealtimeBase:
     ) -> list[str]:
         """Private channels a change of ``model`` wakes for this view: the publishing
         counterpart of ``get_realtime_channels()``. ``pks`` None means the whole model."""
+        if cls.realtime_partition and partitions is None and pks is not None:
+            # Partitions unknown (``publish_changes(Note, pks=...)``, a fixture, the other
+            # side of a many-to-many): a partitioned list holds on its partition and the
+            # bulk channel, never the list channel, so only the bulk channel reaches every
+            # partition (such a change woke no partitioned list, ORM probe).
+            return [*names.channels_for_change(model, pks), names.bulk_channel(model)]
         return names.channels_for_change(model, pks, partitions if cls.realtime_partition else None)
 
     def get_hold_timeout(self) -> int:

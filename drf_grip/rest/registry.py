@@ -25,7 +25,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, transaction
-from django.db.models.signals import m2m_changed, post_delete, post_init, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
 
 from ..conf import grip_settings
 
@@ -169,9 +169,16 @@ class Changes:
             return
         if pks is None:
             self.updated[model] = None
-        elif model not in self.updated or self.updated[model] is not None:
-            current = self.updated.setdefault(model, set())
-            current.update(pks)
+        else:
+            pks = list(pks)
+            if model not in self.updated or self.updated[model] is not None:
+                self.updated.setdefault(model, set()).update(pks)
+            # Saved after it was deleted (created again with the same key, in one
+            # transaction or in two published together): it exists, and its streams must not
+            # get ``event: delete`` and end (the final state, DESIGN.md §2).
+            gone = self.deleted.get(model)
+            if gone:
+                gone.difference_update(pks)
 
     def merge(self, other: "Changes") -> None:
         for model, pks in other.updated.items():
@@ -193,13 +200,44 @@ class Changes:
 
 
 class _Batch:
-    def __init__(self, using: str) -> None:
+    """The changes of one transaction on one database, published once when it commits.
+
+    A change made inside a savepoint newer than the batch is kept only if that savepoint
+    was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
+    rolls back, so each such savepoint registers one (``kept``) that marks it kept, and the
+    batch's own ``flush`` is moved behind it. Changes are replayed in order at the flush:
+    a rolled-back delete closed the streams of an object that still existed (ORM probe).
+    """
+
+    def __init__(self, using: str, savepoints: Iterable[str]) -> None:
         self.using = using
-        self.changes = Changes()
+        self.savepoints = set(savepoints)
+        self.log: list[tuple[str | None, tuple[Any, ...]]] = []
+        self.watched: set[str] = set()
+        self.kept: set[str] = set()
+
+    def keep(self, savepoint: str) -> None:
+        self.kept.add(savepoint)
 
     def flush(self) -> None:
-        changes, self.changes = self.changes, Changes()
+        log, self.log = self.log, []
+        changes = Changes()
+        for savepoint, args in log:
+            if savepoint is None or savepoint in self.kept:
+                changes.add(*args)
         _submit(changes)
+
+
+def _flush_entry(connection: Any, batch: _Batch | None) -> int | None:
+    """Where ``batch.flush`` waits in the connection's on_commit callbacks (None: gone,
+    committed or rolled back)."""
+    if batch is None:
+        return None
+    entries = connection.run_on_commit
+    for index in range(len(entries) - 1, -1, -1):  # usually the last one (moved there)
+        if entries[index][1] == batch.flush:
+            return index
+    return None
 
 
 _local = threading.local()
@@ -234,10 +272,21 @@ def _record(
     batch = batches.get(using)
     # The batch lives as long as its on_commit callback: a rollback discards the callback
     # (and so the batch); a savepoint rollback keeps it if it was registered outside.
-    if batch is None or not any(entry[1] == batch.flush for entry in connection.run_on_commit):
-        batch = batches[using] = _Batch(using)
+    if _flush_entry(connection, batch) is None:
+        batch = batches[using] = _Batch(using, connection.savepoint_ids)
         transaction.on_commit(batch.flush, using=using)
-    batch.changes.add(model, pks, deleted, partitions)
+    # The innermost savepoint (``atomic(savepoint=False)``, as in every delete, adds None).
+    savepoint = next((sid for sid in reversed(connection.savepoint_ids) if sid), None)
+    if savepoint in batch.savepoints:
+        savepoint = None  # rolled back only together with the whole batch
+    elif savepoint is not None and savepoint not in batch.watched:
+        batch.watched.add(savepoint)
+        transaction.on_commit(partial(batch.keep, savepoint), using=using)
+        # The flush runs after every ``keep`` (Django runs callbacks in order); the moved
+        # entry keeps its savepoints, so a rollback still drops it as before.
+        entries = connection.run_on_commit
+        entries.append(entries.pop(_flush_entry(connection, batch)))
+    batch.log.append((savepoint, (model, None if pks is None else list(pks), deleted, partitions)))
 
 
 def _partition_views(model: type[models.Model]) -> list[type]:
@@ -308,14 +357,121 @@ def _as_loaded(instance: models.Model) -> models.Model | None:
     return loaded
 
 
+_tables: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
+_sides: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
+_automatic: dict[type[models.Model], list[tuple[Any, ...]]] = {}
+
+
+def _same_rows(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
+    """The other models whose objects a save of ``model`` changes, with the attribute that
+    holds their pk: the concrete model and every proxy of it, and the parents of a
+    multi-table child with theirs (a change saved through a ``Restaurant`` or a proxy class
+    woke nothing on a view of ``Place`` or of the concrete model, ORM probe). Signals name
+    the class that saved, never these."""
+    out = _tables.get(model)
+    if out is None:
+        from django.apps import apps
+
+        concrete = model._meta.concrete_model
+        tables = [concrete, *concrete._meta.get_parent_list()]
+        out = [
+            (other, table._meta.pk.attname)
+            for table in tables
+            for other in apps.get_models()
+            if other is not model and other._meta.concrete_model is table
+        ]
+        _tables[model] = out
+    return out
+
+
+def _m2m_sides(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
+    """For the ``through`` model of a many-to-many relation, its two sides and the attribute
+    of each side's key: a row of it saved or deleted (a custom ``through`` created directly,
+    or deleted with one side) changes both, and sends no ``m2m_changed``."""
+    out = _sides.get(model)
+    if out is None:
+        from django.apps import apps
+
+        out = []
+        for owner in apps.get_models():
+            for m2m in owner._meta.local_many_to_many:
+                if m2m.remote_field.through is model:
+                    for name, side in (
+                        (m2m.m2m_field_name(), owner),
+                        (m2m.m2m_reverse_field_name(), m2m.remote_field.model),
+                    ):
+                        out.append((side, model._meta.get_field(name).attname))
+        _sides[model] = out
+    return out
+
+
+def _auto_m2m(
+    model: type[models.Model],
+) -> list[tuple[type[models.Model], type[models.Model], str, str]]:
+    """Automatic many-to-many tables that hold ``model``'s objects: (other side, through,
+    this side's key attribute, the other side's)."""
+    out = _automatic.get(model)
+    if out is not None:
+        return out
+    from django.apps import apps
+
+    concrete = model._meta.concrete_model
+    out = _automatic[model] = []
+    for owner in apps.get_models():
+        for m2m in owner._meta.local_many_to_many:
+            through = m2m.remote_field.through
+            if not through._meta.auto_created:
+                continue  # a custom through sends signals of its own (_m2m_sides)
+            source = through._meta.get_field(m2m.m2m_field_name()).attname
+            target = through._meta.get_field(m2m.m2m_reverse_field_name()).attname
+            if owner._meta.concrete_model is concrete:
+                out.append((m2m.remote_field.model, through, source, target))
+            if m2m.remote_field.model._meta.concrete_model is concrete:
+                out.append((owner, through, target, source))
+    return out
+
+
+def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
+    """Django deletes an object's rows of automatic many-to-many tables in bulk, without
+    ``m2m_changed``: read, before they go, which objects on the other side lose it (a Tag
+    deleted left it on the Posts it was on, ORM probe). One query per such relation of a
+    model that a realtime view or ``register()`` names."""
+    if instance.pk is None:
+        return
+    for other, through, mine, theirs in _auto_m2m(sender):
+        if not is_registered(other):
+            continue
+        pks = list(
+            through._base_manager.using(using)
+            .filter(**{mine: instance.pk})
+            .values_list(theirs, flat=True)
+        )
+        if pks:
+            _record(other, pks, False, using)
+
+
 def _expand(
-    model: type[models.Model], instance: models.Model
+    model: type[models.Model], instance: models.Model, raw: bool = False
 ) -> list[tuple[type[models.Model], Any, set[str] | None]]:
     """The object itself plus what registered relations say it affects. Every model's change
     is recorded: the publisher asks the shared state whether anyone watches it, so a model
-    named only by a view's ``get_realtime_model()`` in another process is not missed."""
+    named only by a view's ``get_realtime_model()`` in another process is not missed.
+
+    A ``raw`` save (``loaddata``) must not query (Django: the fixture may not be consistent
+    yet): its partitions count as unknown (every partition wakes) and ``affects`` is not
+    followed."""
     _ensure_loaded()
-    out = [(model, instance.pk, _partitions(model, instance))]
+    out = [(model, instance.pk, None if raw else _partitions(model, instance))]
+    for other, attname in _same_rows(model):
+        pk = getattr(instance, attname, None)
+        if pk is not None:
+            out.append((other, pk, None if raw else _partitions(other, instance)))
+    for side, attname in _m2m_sides(model):
+        pk = getattr(instance, attname, None)
+        if pk is not None:
+            out.append((side, pk, None))
+    if raw:
+        return out
     for affects in _related.get(model, ()):
         try:
             for other in affects(instance) or ():
@@ -327,9 +483,8 @@ def _expand(
 
 
 def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> None:
-    if raw:
-        return  # loaddata: no live views yet
-    for model, pk, partitions in _expand(sender, instance):
+    # ``raw``: loaddata, which a live site runs too (its clients saw nothing, ORM probe).
+    for model, pk, partitions in _expand(sender, instance, raw):
         _record(model, [pk], False, using, partitions)
 
 
@@ -352,6 +507,7 @@ def _on_m2m(
 def connect_signals() -> None:
     post_save.connect(_on_save, dispatch_uid="drf_grip.post_save")
     post_delete.connect(_on_delete, dispatch_uid="drf_grip.post_delete")
+    pre_delete.connect(_on_pre_delete, dispatch_uid="drf_grip.pre_delete")
     m2m_changed.connect(_on_m2m, dispatch_uid="drf_grip.m2m_changed")
 
 

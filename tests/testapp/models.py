@@ -43,3 +43,37 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class OpenTodo(Todo):
+    """A proxy: saved through it, a todo is still a todo (/api/todos/ wakes)."""
+
+    class Meta:
+        proxy = True
+
+
+class Place(models.Model):
+    name = models.CharField(max_length=200)
+
+
+class Restaurant(Place):
+    """Multi-table inheritance: saving one writes its Place row too (/api/places/)."""
+
+    serves_pizza = models.BooleanField(default=False)
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=200)
+    members = models.ManyToManyField("Member", through="Membership", related_name="teams")
+
+
+class Member(models.Model):
+    name = models.CharField(max_length=200)
+
+
+class Membership(models.Model):
+    """A custom ``through``: rows created directly send no ``m2m_changed``."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    member = models.ForeignKey(Member, on_delete=models.CASCADE)
+    role = models.CharField(max_length=50, default="member")

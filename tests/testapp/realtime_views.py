@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin, register
 
-from .models import Comment, Note, Post, Todo
+from .models import Comment, Note, Place, Post, Team, Todo
 
 
 class TodoSerializer(serializers.ModelSerializer):
@@ -119,6 +119,36 @@ class PostViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
 
 register(Comment, affects=lambda comment: [comment.post])
 
+
+class PlaceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Place
+        fields = ["id", "name"]
+
+
+class PlaceViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Places, some of them saved as Restaurants (multi-table inheritance)."""
+
+    queryset = Place.objects.order_by("id")
+    serializer_class = PlaceSerializer
+    permission_classes = [permissions.AllowAny]
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    members = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+
+    class Meta:
+        model = Team
+        fields = ["id", "name", "members"]
+
+
+class TeamViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Teams and their members, through a custom ``Membership`` model."""
+
+    queryset = Team.objects.prefetch_related("members").order_by("id")
+    serializer_class = TeamSerializer
+    permission_classes = [permissions.AllowAny]
+
 router = DefaultRouter()
 router.register("todos", TodoViewSet, basename="todo")
 router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
@@ -128,5 +158,7 @@ router.register("limit-todos", LimitTodoViewSet, basename="limit-todo")
 router.register("notes", NoteViewSet, basename="note")
 router.register("pnotes", PartitionedNoteViewSet, basename="pnote")
 router.register("posts", PostViewSet, basename="post")
+router.register("places", PlaceViewSet, basename="place")
+router.register("teams", TeamViewSet, basename="team")
 
 urlpatterns = [path("", include(router.urls))]

@@ -1,0 +1,133 @@
+"""Model-change paths through a real GRIP proxy (DESIGN.md §2): savepoints, fixtures,
+many-to-many rows removed by a delete, inheritance and proxy models. Each test ends in "does
+the client hold what a fresh GET returns?", against a private Pushpin and the embedded
+proxy alike (``grip_proxy``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.testapp.models import Member, Membership, OpenTodo, Post, Restaurant, Tag, Team, Todo
+
+from .realtime_clients import EventStream
+from .test_realtime import WITHIN, get, hold, list_ch, obj_ch, settle, stream
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def streams() -> Iterator[list[EventStream]]:
+    """Streams opened by a test, closed after it."""
+    opened: list[EventStream] = []
+    yield opened
+    for events in opened:
+        events.close()
+
+
+def past_first_subscription(proxy: ProxyUnderTest) -> None:
+    """Pushpin re-requests a channel's holds about 1 s after its first subscription
+    (PUSHPIN.md), which would answer a hold that no publish woke: wait that out."""
+    if proxy.name == "pushpin":
+        time.sleep(1.5)
+
+
+def test_a_delete_rolled_back_to_a_savepoint_keeps_the_stream(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    """The object survived: its stream must not get ``event: delete`` and end, while the
+    change kept in the same transaction arrives."""
+    todo = Todo.objects.create(title="milk")
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo))
+    streams.append(events)
+    assert events.next(WITHIN).data
+
+    with transaction.atomic():
+        todo.title = "oat milk"
+        todo.save()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Todo.objects.get(pk=todo.pk).delete()
+            raise RuntimeError("rolled back to the savepoint")
+    settle()
+
+    event = events.next(WITHIN)
+    now = get(grip_proxy, f"/api/todos/{todo.pk}/")
+    assert now.status_code == 200
+    assert event.event is None and json.loads(event.data)["title"] == "oat milk"
+    assert event.id == now.headers["ETag"]
+    assert events.pending() == []  # still open: no delete, no end
+
+
+def test_a_tag_deleted_wakes_the_posts_it_was_on(grip_proxy: ProxyUnderTest) -> None:
+    """Deleting a Tag removes its rows of ``Post.tags`` without an ``m2m_changed``."""
+    post = Post.objects.create(title="news")
+    tag = Tag.objects.create(name="hot")
+    post.tags.add(tag)
+    settle()
+    poll = hold(grip_proxy, f"/api/posts/{post.pk}/", obj_ch(post))
+    past_first_subscription(grip_proxy)
+
+    tag.delete()
+
+    response = poll.result(WITHIN)
+    assert response.json()["tags"] == []
+    assert response.headers["ETag"] == get(grip_proxy, f"/api/posts/{post.pk}/").headers["ETag"]
+
+
+def test_loaddata_wakes_the_list(grip_proxy: ProxyUnderTest, tmp_path) -> None:
+    poll = hold(grip_proxy, "/api/todos/", list_ch())
+    past_first_subscription(grip_proxy)
+    fixture = tmp_path / "todos.json"
+    fixture.write_text(json.dumps([
+        {"model": "testapp.todo", "pk": 4242, "fields": {"title": "from a fixture"}},
+    ]))
+
+    call_command("loaddata", str(fixture), verbosity=0)
+
+    response = poll.result(WITHIN)
+    assert response.json()["results"][0]["title"] == "from a fixture"
+    assert response.headers["ETag"] == get(grip_proxy, "/api/todos/").headers["ETag"]
+
+
+def test_a_save_through_a_child_class_wakes_the_parents_view(grip_proxy: ProxyUnderTest) -> None:
+    restaurant = Restaurant.objects.create(name="Chez Nous")
+    path = f"/api/places/{restaurant.pk}/"
+    poll = hold(grip_proxy, path, obj_ch(restaurant.place_ptr))
+    past_first_subscription(grip_proxy)
+
+    restaurant.name = "Chez Vous"
+    restaurant.save()
+
+    response = poll.result(WITHIN)
+    assert response.json()["name"] == "Chez Vous"
+    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+
+
+def test_a_save_through_a_proxy_class_wakes_the_list(grip_proxy: ProxyUnderTest) -> None:
+    poll = hold(grip_proxy, "/api/todos/", list_ch())
+    past_first_subscription(grip_proxy)
+
+    OpenTodo.objects.create(title="through a proxy")
+
+    response = poll.result(WITHIN)
+    assert response.json()["results"][0]["title"] == "through a proxy"
+    assert response.headers["ETag"] == get(grip_proxy, "/api/todos/").headers["ETag"]
+
+
+def test_a_membership_created_directly_wakes_its_team(grip_proxy: ProxyUnderTest) -> None:
+    team, member = Team.objects.create(name="core"), Member.objects.create(name="ada")
+    path = f"/api/teams/{team.pk}/"
+    poll = hold(grip_proxy, path, obj_ch(team))
+    past_first_subscription(grip_proxy)
+
+    Membership.objects.create(team=team, member=member, role="lead")
+
+    response = poll.result(WITHIN)
+    assert response.json()["members"] == ["ada"]
+    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
