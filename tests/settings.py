@@ -39,7 +39,14 @@ DATABASES = {
         "TEST": {"NAME": _DB},
         # The server thread and the test write to one file; wait for the lock, not fail.
         "OPTIONS": {"timeout": 20},
-    }
+    },
+    # A second database, for tests that write elsewhere (``databases=["default", "other"]``).
+    "other": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": _DB.replace(".sqlite3", "-other.sqlite3"),
+        "TEST": {"NAME": _DB.replace(".sqlite3", "-other.sqlite3")},
+        "OPTIONS": {"timeout": 20},
+    },
 }
 
 # Local memory culls past 300 entries by default: realtime state for a thousand live URLs

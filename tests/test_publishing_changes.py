@@ -289,6 +289,47 @@ def test_a_save_through_a_child_or_a_proxy_wakes_the_views_of_its_table(sink):
     assert f"drf.testapp.place.{restaurant.pk}" in sink.channels()
 
 
+class TodosOnOther:
+    """A router that writes and reads todos on the ``other`` database."""
+
+    def db_for_read(self, model, **hints):
+        return "other" if model is Todo else None
+
+    db_for_write = db_for_read
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_a_paused_block_in_a_transaction_of_another_database_publishes_at_its_commit(sink):
+    """ORM probe: ``paused()`` looked only at the default database's transaction, so inside
+    ``atomic(using="other")`` it published at once, before the changes that wait for that
+    commit had joined it: the todo created there was never published."""
+    with transaction.atomic(using="other"):
+        with paused():
+            todo = Todo.objects.using("other").create(title="elsewhere")
+        assert sink.settle() == []  # not before its commit
+    assert f"drf.testapp.todo.{todo.pk}" in sink.channels()
+
+
+@pytest.mark.django_db(transaction=True, databases=["default", "other"])
+def test_announcements_wait_for_the_database_the_router_writes_to(sink, settings):
+    """ORM probe: ``publish_changes()`` and ``paused(Model)`` without ``using`` went out on
+    the default database's terms, before the commit on the model's own database: a client
+    woken then read the old row, and nothing woke it again."""
+    settings.DATABASE_ROUTERS = [f"{__name__}.TodosOnOther"]
+    todo = Todo.objects.create(title="a")
+    sink.settle()
+    with transaction.atomic(using="other"):
+        Todo.objects.filter(pk=todo.pk).update(title="b")
+        publish_changes(Todo, pks=[todo.pk])
+        assert sink.settle() == []  # not before its commit
+    assert f"drf.testapp.todo.{todo.pk}" in sink.channels()
+    with transaction.atomic(using="other"):
+        with paused(Todo):
+            Todo.objects.all().update(done=True)
+        assert sink.settle() == []
+    assert "drf.testapp.todo.*" in sink.channels()
+
+
 def test_shared_change_renders_once_per_live_url_whatever_the_subscribers(sink, settings):
     from tests.drf_helpers import ProxiedClient
 

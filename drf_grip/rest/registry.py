@@ -24,7 +24,7 @@ from functools import partial
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, transaction
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, router, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
 
 from ..conf import grip_settings
@@ -204,8 +204,8 @@ class _Batch:
 
     A change made inside a savepoint newer than the batch is kept only if that savepoint
     was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
-    rolls back, so each such savepoint registers one (``kept``) that marks it kept, and the
-    batch's own ``flush`` is moved behind it. Changes are replayed in order at the flush:
+    rolls back, so each such savepoint registers one (``keep``) that marks it kept, placed
+    before the batch's ``flush``. Changes are replayed in order at the flush:
     a rolled-back delete closed the streams of an object that still existed (ORM probe).
     """
 
@@ -234,7 +234,7 @@ def _flush_entry(connection: Any, batch: _Batch | None) -> int | None:
     if batch is None:
         return None
     entries = connection.run_on_commit
-    for index in range(len(entries) - 1, -1, -1):  # usually the last one (moved there)
+    for index in range(len(entries) - 1, -1, -1):  # usually near the end
         if entries[index][1] == batch.flush:
             return index
     return None
@@ -250,17 +250,16 @@ def _record(
     using: str,
     partitions: Iterable[str] | None = None,
 ) -> None:
-    paused_changes = getattr(_local, "paused", None)
+    paused_changes: _Paused | None = getattr(_local, "paused", None)
     connection = transaction.get_connection(using)
     if paused_changes is not None:
         if connection.in_atomic_block:
             # Counted only once committed: a block that raises publishes what it committed.
             pks = None if pks is None else list(pks)
-            transaction.on_commit(
-                partial(paused_changes.add, model, pks, deleted, partitions), using=using
-            )
+            later = paused_changes.committed(using)
+            transaction.on_commit(partial(later.add, model, pks, deleted, partitions), using=using)
         else:
-            paused_changes.add(model, pks, deleted, partitions)
+            paused_changes.now.add(model, pks, deleted, partitions)
         return
     if not connection.in_atomic_block:
         changes = Changes()
@@ -282,10 +281,11 @@ def _record(
     elif savepoint is not None and savepoint not in batch.watched:
         batch.watched.add(savepoint)
         transaction.on_commit(partial(batch.keep, savepoint), using=using)
-        # The flush runs after every ``keep`` (Django runs callbacks in order); the moved
-        # entry keeps its savepoints, so a rollback still drops it as before.
+        # Moved just before the flush, which Django then runs after every ``keep`` (in
+        # order), still where it was among the project's own callbacks; the moved entry
+        # keeps its savepoints, so rolling one back drops it as before.
         entries = connection.run_on_commit
-        entries.append(entries.pop(_flush_entry(connection, batch)))
+        entries.insert(_flush_entry(connection, batch), entries.pop())
     batch.log.append((savepoint, (model, None if pks is None else list(pks), deleted, partitions)))
 
 
@@ -525,23 +525,59 @@ def publish_changes(
     """
     if isinstance(target, models.Model):
         model, pks = type(target), [target.pk]
+        using = using or target._state.db
     elif isinstance(target, models.QuerySet):
         model = target.model
         using = using or target.db
     else:
         model = target
-    _record(model, None if pks is None else list(pks), deleted, using or DEFAULT_DB_ALIAS)
+    # Where the model is written, as Django's save() decides: announced inside
+    # ``atomic(using="other")`` with a router, it went out on the default database's
+    # (autocommit) before the commit, was read stale and never again (ORM probe).
+    _record(model, None if pks is None else list(pks), deleted, using or router.db_for_write(model))
+
+
+class _Paused:
+    """What a ``paused()`` block saw: ``now`` (autocommit), and per database what its
+    transactions add when they commit (``committed``), published after the block once that
+    database's transaction, if one is still open, commits."""
+
+    def __init__(self) -> None:
+        self.now = Changes()
+        self.later: dict[str, Changes] = {}
+
+    def committed(self, using: str) -> Changes:
+        return self.later.setdefault(using, Changes())
+
+    def announce(self, model: type[models.Model], using: str | None) -> None:
+        """``model`` as a whole, when the transaction of its database commits."""
+        using = using or router.db_for_write(model)
+        if transaction.get_connection(using).in_atomic_block:
+            self.committed(using).add(model, None)
+        else:
+            self.now.add(model, None)
+
+    def submit(self) -> None:
+        _submit(self.now)
+        for using, changes in self.later.items():
+            if transaction.get_connection(using).in_atomic_block:
+                # Its changes join ``changes`` from their own on_commit callbacks, which run
+                # before this one (Django runs them in order).
+                transaction.on_commit(partial(_submit, changes), using=using)
+            else:  # committed (or rolled back) inside the block
+                _submit(changes)
 
 
 @contextlib.contextmanager
-def paused(*models_: type[models.Model], using: str = DEFAULT_DB_ALIAS) -> Iterator[None]:
+def paused(*models_: type[models.Model], using: str | None = None) -> Iterator[None]:
     """Hold back auto-publishing for a block (an import); publish once at its end.
 
     Models named here are announced as a whole (their bulk channel), for changes that sent
     no signal; changes seen through signals are published too. A block that raises still
     publishes what it committed (rows written in autocommit, transactions that committed
     inside it), never what rolled back; inside a transaction, all of it waits for that
-    transaction's commit.
+    transaction's commit. The models' announcements wait for the transaction of ``using``,
+    by default of the database each model is written to (``DATABASE_ROUTERS``).
     """
     outer = getattr(_local, "paused", None)
     if outer is not None:  # nested: the outermost block publishes
@@ -549,22 +585,17 @@ def paused(*models_: type[models.Model], using: str = DEFAULT_DB_ALIAS) -> Itera
             yield
         finally:
             for model in models_:
-                outer.add(model, None)
+                outer.announce(model, using)
         return
-    mine = Changes()
+    mine = _Paused()
     _local.paused = mine
     try:
         yield
     finally:
         _local.paused = None
         for model in models_:
-            mine.add(model, None)
-        if transaction.get_connection(using).in_atomic_block:
-            # Changes recorded in this transaction join ``mine`` from their own on_commit
-            # callbacks, which run before this one (Django runs them in order).
-            transaction.on_commit(partial(_submit, mine), using=using)
-        else:
-            _submit(mine)
+            mine.announce(model, using)
+        mine.submit()
 
 
 def _submit(changes: Changes) -> None:
