@@ -330,6 +330,25 @@ def test_announcements_wait_for_the_database_the_router_writes_to(sink, settings
     assert "drf.testapp.todo.*" in sink.channels()
 
 
+@pytest.mark.parametrize("path", ["/api/todos/0{pk}/", "/api/shared-todos/+{pk}/"])
+def test_a_detail_url_holds_where_a_change_of_its_object_is_published(sink, path):
+    """ORM probe: ``/api/todos/01/`` finds todo 1, but held on ``drf.testapp.todo.01`` (and
+    a shared one was indexed under "+1"), while its changes go to ``drf.testapp.todo.1``:
+    the client waited out its hold."""
+    from tests.drf_helpers import ProxiedClient
+
+    todo = Todo.objects.create(title="a")
+    url = path.format(pk=todo.pk)
+    etag = ProxiedClient().get(url)["ETag"]
+    held = ProxiedClient().get(url, HTTP_IF_NONE_MATCH=etag)
+    subscribed = {part.split(";")[0].strip() for part in held["Grip-Channel"].split(",")}
+    sink.settle()
+    todo.title = "b"
+    todo.save()
+    woken = {i["channel"] for i in sink.settle() if "drf.testapp.todo.*" not in i["channel"]}
+    assert subscribed & woken
+
+
 def test_shared_change_renders_once_per_live_url_whatever_the_subscribers(sink, settings):
     from tests.drf_helpers import ProxiedClient
 

@@ -17,6 +17,7 @@ import re
 import sys
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
 from rest_framework import exceptions, status
@@ -245,9 +246,8 @@ class _RealtimeBase:
                 return [self._live_url().channel, names.bulk_channel(model), recovery]
             return [self._live_url().channel, recovery]
         if kind == "detail":
-            lookup = self.lookup_url_kwarg or self.lookup_field
-            value = self.kwargs.get(lookup)
-            if value is not None and self.lookup_field in ("pk", model._meta.pk.name):
+            value = self._realtime_lookup_pk(model)
+            if value is not None:
                 return [names.object_channel(model, value), names.bulk_channel(model)]
             # Looked up by another field: the object channel is only known once the
             # object is; the list and bulk channels cover every change.
@@ -256,6 +256,20 @@ class _RealtimeBase:
         if partition is not None:
             return [names.partition_channel(model, partition), names.bulk_channel(model)]
         return [names.list_channel(model)]
+
+    def _realtime_lookup_pk(self, model: type[models.Model]) -> Any:
+        """The primary key a detail URL looks up, as the publisher names a changed object's
+        (``str(instance.pk)``), or None when the URL looks up another field. The URL's text
+        is what the client wrote: ``/todos/01/`` or an upper-case UUID finds the object, but
+        held on a channel no change of it is published to (ORM probe)."""
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        value = self.kwargs.get(lookup)
+        if value is None or self.lookup_field not in ("pk", model._meta.pk.name):
+            return None
+        try:
+            return model._meta.pk.to_python(value)
+        except (ValidationError, TypeError, ValueError):
+            return value  # the GET answers 404: nothing to wake
 
     @classmethod
     def get_changed_channels(
@@ -578,12 +592,9 @@ class _RealtimeBase:
 
         mark_overflow(model)
         if policy.kind == "detail" and policy.pk is None:
-            lookup = self.lookup_url_kwarg or self.lookup_field
-            if self.lookup_field in ("pk", model._meta.pk.name) and lookup in self.kwargs:
-                channels = [
-                    names.object_channel(model, self.kwargs[lookup]),
-                    names.bulk_channel(model),
-                ]
+            pk = self._realtime_lookup_pk(model)
+            if pk is not None:
+                channels = [names.object_channel(model, pk), names.bulk_channel(model)]
             else:
                 channels = [names.list_channel(model), names.bulk_channel(model)]
         else:

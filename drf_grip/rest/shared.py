@@ -266,10 +266,8 @@ def relist(listing: dict[str, Any]) -> str | None:
 def _detail_pk(view: Any, model: type[models.Model]) -> Any:
     if view._realtime_kind != "detail":
         return None
-    lookup = view.lookup_url_kwarg or view.lookup_field
-    if view.lookup_field in ("pk", model._meta.pk.name) and lookup in view.kwargs:
-        return view.kwargs[lookup]
-    return None  # looked up by another field: rendered on every change, like a list
+    # None when looked up by another field: rendered on every change, like a list.
+    return view._realtime_lookup_pk(model)
 
 
 def mark_overflow(model: type[models.Model], kind: str = "urls") -> None:

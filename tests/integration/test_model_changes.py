@@ -13,10 +13,11 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 
+from drf_grip.rest import channels as names
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import Member, Membership, OpenTodo, Post, Restaurant, Tag, Team, Todo
 
-from .realtime_clients import EventStream
+from .realtime_clients import EventStream, LongPoll
 from .test_realtime import WITHIN, get, hold, list_ch, obj_ch, settle, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -131,3 +132,26 @@ def test_a_membership_created_directly_wakes_its_team(grip_proxy: ProxyUnderTest
     response = poll.result(WITHIN)
     assert response.json()["members"] == ["ada"]
     assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+
+
+@pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"])
+def test_a_detail_url_with_its_key_written_otherwise_wakes(
+    grip_proxy: ProxyUnderTest, path: str
+) -> None:
+    """``/api/todos/01/`` finds todo 1 (Django's lookup converts the text), and must wake
+    when todo 1 changes, as ``/api/todos/1/`` does: a client that formats keys its own way
+    (zero-padded, upper-case UUIDs) otherwise waits out its whole hold."""
+    todo = Todo.objects.create(title="milk")
+    url = f"{path}0{todo.pk}/"
+    etag = get(grip_proxy, url).headers["ETag"]
+    mark = grip_proxy.mark()
+    poll = LongPoll(grip_proxy.url + url, {"If-None-Match": etag})
+    grip_proxy.wait_subscribed(names.bulk_channel(Todo), since=mark)
+    past_first_subscription(grip_proxy)
+
+    todo.title = "oat milk"
+    todo.save()
+
+    response = poll.result(WITHIN)
+    assert response.json()["title"] == "oat milk"
+    assert response.headers["ETag"] == get(grip_proxy, url).headers["ETag"]
