@@ -155,3 +155,31 @@ def test_a_detail_url_with_its_key_written_otherwise_wakes(
     response = poll.result(WITHIN)
     assert response.json()["title"] == "oat milk"
     assert response.headers["ETag"] == get(grip_proxy, url).headers["ETag"]
+
+
+def test_gateway_subscriptions_follow_the_same_changes(grip_proxy: ProxyUnderTest) -> None:
+    """Over the WebSocket gateway: a delete rolled back to a savepoint sends no 404, the
+    change kept beside it arrives, and a deleted tag leaves its post."""
+    from .test_gateway_ws import ask, gateway, receive
+
+    todo = Todo.objects.create(title="milk")
+    post, tag = Post.objects.create(title="news"), Tag.objects.create(name="hot")
+    post.tags.add(tag)
+    settle()
+    with gateway(grip_proxy) as ws:
+        assert ask(ws, {"id": 1, "subscribe": f"/api/todos/{todo.pk}/"})["status"] == 200
+        assert ask(ws, {"id": 2, "subscribe": f"/api/posts/{post.pk}/"})["status"] == 200
+
+        with transaction.atomic():
+            todo.title = "oat milk"
+            todo.save()
+            with pytest.raises(RuntimeError), transaction.atomic():
+                Todo.objects.get(pk=todo.pk).delete()
+                raise RuntimeError("rolled back to the savepoint")
+        change = receive(ws, timeout=WITHIN)
+        assert (change["id"], change["status"], change["data"]["title"]) == (1, 200, "oat milk")
+
+        tag.delete()
+        change = receive(ws, timeout=WITHIN)
+        assert (change["id"], change["status"], change["data"]["tags"]) == (2, 200, [])
+        assert change["etag"] == get(grip_proxy, f"/api/posts/{post.pk}/").headers["ETag"]
