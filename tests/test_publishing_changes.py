@@ -8,6 +8,7 @@ from drf_grip import paused, publish_changes
 from drf_grip.rest.shared import render_stats
 from tests.drf_helpers import RecordingSink
 from tests.testapp.models import (
+    Bookmark,
     Comment,
     Member,
     Membership,
@@ -262,6 +263,19 @@ def test_deleting_a_tag_wakes_the_posts_it_was_on(sink):
     channels = sink.channels()
     assert f"drf.testapp.post.{post.pk}" in channels
     assert f"drf.testapp.post.{lone.pk}" not in channels
+
+
+def test_a_delete_that_sets_foreign_keys_to_null_wakes_their_objects(sink):
+    """ORM probe: ``on_delete=SET_NULL`` is an UPDATE without signals: a held bookmark kept
+    showing the deleted todo."""
+    watch("/api/bookmarks/")
+    todo = Todo.objects.create(title="a")
+    bookmark, other = Bookmark.objects.create(todo=todo), Bookmark.objects.create()
+    sink.settle()
+    todo.delete()
+    channels = sink.channels()
+    assert f"drf.testapp.bookmark.{bookmark.pk}" in channels
+    assert f"drf.testapp.bookmark.{other.pk}" not in channels
 
 
 def test_a_custom_through_row_wakes_both_sides(sink):

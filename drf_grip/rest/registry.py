@@ -360,6 +360,7 @@ def _as_loaded(instance: models.Model) -> models.Model | None:
 _tables: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
 _sides: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
 _automatic: dict[type[models.Model], list[tuple[Any, ...]]] = {}
+_setting: dict[type[models.Model], list[Any]] = {}
 
 
 def _same_rows(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
@@ -431,11 +432,30 @@ def _auto_m2m(
     return out
 
 
+def _set_on_delete(model: type[models.Model]) -> list[models.ForeignObjectRel]:
+    """Foreign keys to ``model`` that a delete sets (``SET_NULL``, ``SET_DEFAULT``,
+    ``SET()``) rather than deletes or leaves alone."""
+    out = _setting.get(model)
+    if out is None:
+        leave = (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING)
+        # As Django's Collector finds them: hidden ones (``related_name="+"``) too.
+        out = _setting[model] = [
+            rel
+            for rel in model._meta.concrete_model._meta.get_fields(include_hidden=True)
+            if rel.auto_created
+            and not rel.concrete
+            and (rel.one_to_one or rel.one_to_many)
+            and rel.on_delete not in leave
+        ]
+    return out
+
+
 def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
-    """Django deletes an object's rows of automatic many-to-many tables in bulk, without
-    ``m2m_changed``: read, before they go, which objects on the other side lose it (a Tag
-    deleted left it on the Posts it was on, ORM probe). One query per such relation of a
-    model that a realtime view or ``register()`` names."""
+    """What a delete changes without a signal, read before it happens: Django deletes an
+    object's rows of automatic many-to-many tables, and sets the foreign keys of
+    ``SET_NULL`` relations, in bulk (a Tag deleted stayed on its Posts, a Bookmark kept
+    pointing at a deleted Todo, ORM probe). One query per such relation of a model that a
+    realtime view or ``register()`` names."""
     if instance.pk is None:
         return
     for other, through, mine, theirs in _auto_m2m(sender):
@@ -445,6 +465,18 @@ def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwar
             through._base_manager.using(using)
             .filter(**{mine: instance.pk})
             .values_list(theirs, flat=True)
+        )
+        if pks:
+            _record(other, pks, False, using)
+    for rel in _set_on_delete(sender):
+        other = rel.related_model
+        if not is_registered(other):
+            continue
+        key = getattr(instance, rel.field.target_field.attname, None)
+        pks = list(
+            other._base_manager.using(using)
+            .filter(**{rel.field.attname: key})
+            .values_list("pk", flat=True)
         )
         if pks:
             _record(other, pks, False, using)

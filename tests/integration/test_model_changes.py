@@ -15,7 +15,17 @@ from django.db import transaction
 
 from drf_grip.rest import channels as names
 from drf_grip.testing.proxies import ProxyUnderTest
-from tests.testapp.models import Member, Membership, OpenTodo, Post, Restaurant, Tag, Team, Todo
+from tests.testapp.models import (
+    Bookmark,
+    Member,
+    Membership,
+    OpenTodo,
+    Post,
+    Restaurant,
+    Tag,
+    Team,
+    Todo,
+)
 
 from .realtime_clients import EventStream, LongPoll
 from .test_realtime import WITHIN, get, hold, list_ch, obj_ch, settle, stream
@@ -79,6 +89,21 @@ def test_a_tag_deleted_wakes_the_posts_it_was_on(grip_proxy: ProxyUnderTest) -> 
     response = poll.result(WITHIN)
     assert response.json()["tags"] == []
     assert response.headers["ETag"] == get(grip_proxy, f"/api/posts/{post.pk}/").headers["ETag"]
+
+
+def test_a_bookmark_whose_todo_is_deleted_wakes(grip_proxy: ProxyUnderTest) -> None:
+    """``on_delete=SET_NULL``: Django clears the key with an UPDATE, no signal."""
+    todo = Todo.objects.create(title="milk")
+    bookmark = Bookmark.objects.create(todo=todo, label="shopping")
+    path = f"/api/bookmarks/{bookmark.pk}/"
+    poll = hold(grip_proxy, path, obj_ch(bookmark))
+    past_first_subscription(grip_proxy)
+
+    todo.delete()
+
+    response = poll.result(WITHIN)
+    assert response.json()["todo"] is None
+    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
 
 
 def test_loaddata_wakes_the_list(grip_proxy: ProxyUnderTest, tmp_path) -> None:

@@ -77,3 +77,10 @@ class Membership(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE)
     member = models.ForeignKey(Member, on_delete=models.CASCADE)
     role = models.CharField(max_length=50, default="member")
+
+
+class Bookmark(models.Model):
+    """Kept when its todo is deleted: Django sets ``todo`` to NULL with an UPDATE, no signal."""
+
+    todo = models.ForeignKey(Todo, null=True, on_delete=models.SET_NULL, related_name="+")
+    label = models.CharField(max_length=200)

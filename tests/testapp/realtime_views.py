@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin, register
 
-from .models import Comment, Note, Place, Post, Team, Todo
+from .models import Bookmark, Comment, Note, Place, Post, Team, Todo
 
 
 class TodoSerializer(serializers.ModelSerializer):
@@ -149,6 +149,20 @@ class TeamViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = TeamSerializer
     permission_classes = [permissions.AllowAny]
 
+class BookmarkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Bookmark
+        fields = ["id", "label", "todo"]
+
+
+class BookmarkViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Bookmarks of todos, kept (with ``todo`` null) when their todo is deleted."""
+
+    queryset = Bookmark.objects.order_by("id")
+    serializer_class = BookmarkSerializer
+    permission_classes = [permissions.AllowAny]
+
+
 router = DefaultRouter()
 router.register("todos", TodoViewSet, basename="todo")
 router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
@@ -160,5 +174,6 @@ router.register("pnotes", PartitionedNoteViewSet, basename="pnote")
 router.register("posts", PostViewSet, basename="post")
 router.register("places", PlaceViewSet, basename="place")
 router.register("teams", TeamViewSet, basename="team")
+router.register("bookmarks", BookmarkViewSet, basename="bookmark")
 
 urlpatterns = [path("", include(router.urls))]
