@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.urls import path
+from rest_framework import generics, permissions, serializers
 from rest_framework.authtoken.models import Token
 
+from drf_grip import ListRealtimeMixin
 from drf_grip.rest import channels as names
 from tests.drf_helpers import ProxiedClient, RecordingSink
-from tests.testapp.models import Note
+from tests.testapp.models import Note, Project, Task
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Task
+        fields = ["id", "title"]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -128,3 +137,59 @@ def test_a_change_of_named_objects_in_unknown_partitions_wakes_every_partition(s
     Note.objects.filter(pk=note.pk).update(text="b")
     publish_changes(Note, pks=[note.pk])
     assert subscribed & set(hints(sink.settle()))
+
+
+#: This module's URLconf, for the test that serves a view of its own.
+urlpatterns: list = []
+
+
+@pytest.fixture
+def board_view(settings):
+    """The README's board, as a partition taken from the URL, served for one test (and
+    forgotten after it: a realtime view class registers its model for every test)."""
+    from drf_grip.rest import registry
+
+    before = {model: list(views) for model, views in registry._views.items()}
+
+    class BoardTasks(ListRealtimeMixin, generics.ListAPIView):
+        serializer_class = TaskSerializer
+        permission_classes = [permissions.AllowAny]
+        realtime_model = Task
+        realtime_partition = "project"
+
+        def get_queryset(self):
+            return Task.objects.filter(project_id=self.kwargs["board"])
+
+        def get_realtime_partition(self):
+            return str(self.kwargs["board"])
+
+    urlpatterns[:] = [path("boards/<int:board>/", BoardTasks.as_view())]
+    settings.ROOT_URLCONF = __name__
+    try:
+        yield BoardTasks
+    finally:
+        urlpatterns.clear()
+        registry._views.clear()
+        registry._views.update(before)
+
+
+def test_a_partition_from_the_url_wakes_its_board_when_a_card_moves_or_goes(sink, board_view):
+    """ORM probe: the README's ``get_changed_channels()`` board reads the changed cards after
+    the commit, so a deleted card (or the board a card left) woke nothing; a partition is
+    read when the card changes, before and after, as the README now says."""
+    owner = get_user_model().objects.create_user("alice")
+    board, other = Project.objects.create(owner=owner), Project.objects.create(owner=owner)
+    task = Task.objects.create(project=board, title="t")
+    etag = ProxiedClient().get(f"/boards/{board.pk}/", HTTP_IF_NONE_MATCH='"x"')["ETag"]
+    held = ProxiedClient().get(f"/boards/{board.pk}/", HTTP_IF_NONE_MATCH=etag)
+    channel = names.partition_channel(Task, str(board.pk))
+    assert held["Grip-Channel"].startswith(channel + ";")
+    sink.settle()
+    task.project = other
+    task.save()
+    assert channel in hints(sink.settle())
+    task.project = board
+    task.save()
+    sink.settle()
+    task.delete()
+    assert channel in hints(sink.settle())
