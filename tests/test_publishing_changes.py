@@ -278,6 +278,30 @@ def test_a_delete_that_sets_foreign_keys_to_null_wakes_their_objects(sink):
     assert f"drf.testapp.bookmark.{other.pk}" not in channels
 
 
+def test_deleting_a_queryset_reads_what_it_unlinks_in_one_query_per_relation(sink):
+    """The posts of 50 tags deleted together, and the bookmarks of 50 todos, are read
+    once per relation, not once per object (Django sends every pre_delete first)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    watch("/api/bookmarks/")
+    posts = [Post.objects.create(title=t) for t in "pq"]
+    tags = Tag.objects.bulk_create([Tag(name=f"t{i}") for i in range(50)])
+    posts[0].tags.add(*tags)
+    posts[1].tags.add(tags[-1])
+    todos = Todo.objects.bulk_create([Todo(title=f"t{i}") for i in range(50)])
+    bookmark = Bookmark.objects.create(todo=todos[-1])
+    sink.settle()
+    with CaptureQueriesContext(connection) as tag_queries:
+        Tag.objects.filter(name__startswith="t").delete()
+    with CaptureQueriesContext(connection) as todo_queries:
+        Todo.objects.filter(title__startswith="t").delete()
+    assert len(tag_queries) < 20 and len(todo_queries) < 20
+    channels = sink.channels()
+    assert {f"drf.testapp.post.{p.pk}" for p in posts} <= set(channels)
+    assert f"drf.testapp.bookmark.{bookmark.pk}" in channels
+
+
 def test_a_custom_through_row_wakes_both_sides(sink):
     """A ``Membership`` created or deleted directly (no ``m2m_changed``) changes its team,
     also when it goes with a deleted member."""

@@ -455,16 +455,25 @@ def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwar
     object's rows of automatic many-to-many tables, and sets the foreign keys of
     ``SET_NULL`` relations, in bulk (a Tag deleted stayed on its Posts, a Bookmark kept
     pointing at a deleted Todo, ORM probe). One query per such relation of a model that a
-    realtime view or ``register()`` names."""
+    realtime view or ``register()`` names, per object, or per ``queryset.delete()`` for the
+    objects of its own model (Django sends every pre_delete before it deletes anything):
+    a query per object took deleting 500 tags from 0.05 s to 0.77 s."""
     if instance.pk is None:
         return
+    mine_too = isinstance(origin, models.QuerySet) and origin.model is sender
+    if mine_too:
+        if getattr(_local, "deleting", None) is origin:
+            return  # read for the whole queryset at its first object
+        _local.deleting = origin
     for other, through, mine, theirs in _auto_m2m(sender):
         if not is_registered(other):
             continue
+        keys = origin.values("pk") if mine_too else [instance.pk]
         pks = list(
             through._base_manager.using(using)
-            .filter(**{mine: instance.pk})
+            .filter(**{mine + "__in": keys})
             .values_list(theirs, flat=True)
+            .distinct()
         )
         if pks:
             _record(other, pks, False, using)
@@ -472,10 +481,11 @@ def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwar
         other = rel.related_model
         if not is_registered(other):
             continue
-        key = getattr(instance, rel.field.target_field.attname, None)
+        target = rel.field.target_field.attname
+        keys = origin.values(target) if mine_too else [getattr(instance, target, None)]
         pks = list(
             other._base_manager.using(using)
-            .filter(**{rel.field.attname: key})
+            .filter(**{rel.field.attname + "__in": keys})
             .values_list("pk", flat=True)
         )
         if pks:
@@ -520,7 +530,9 @@ def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> N
         _record(model, [pk], False, using, partitions)
 
 
-def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
+    if origin is not None and getattr(_local, "deleting", None) is origin:
+        _local.deleting = None  # the same queryset deleted again is read again
     for model, pk, partitions in _expand(sender, instance):
         _record(model, [pk], model is sender, using, partitions)
 
