@@ -325,6 +325,10 @@ def test_a_save_through_a_child_or_a_proxy_wakes_the_views_of_its_table(sink):
     assert {"drf.testapp.todo", f"drf.testapp.todo.{todo.pk}"} <= set(sink.channels())
     Place.objects.get(pk=restaurant.pk).delete()
     assert f"drf.testapp.place.{restaurant.pk}" in sink.channels()
+    OpenTodo.objects.get(pk=todo.pk).delete()  # gone for Todo's streams too
+    items = [i for i in sink.settle() if i["channel"] == f"drf.testapp.todo.{todo.pk}"]
+    assert "event: delete" in items[0]["formats"]["http-stream"]["content"]
+    assert items[-1]["formats"] == {"http-stream": {"action": "close"}}
 
 
 class TodosOnOther:

@@ -533,8 +533,13 @@ def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> N
 def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
     if origin is not None and getattr(_local, "deleting", None) is origin:
         _local.deleting = None  # the same queryset deleted again is read again
+    table = sender._meta.concrete_model
     for model, pk, partitions in _expand(sender, instance):
-        _record(model, [pk], model is sender, using, partitions)
+        # Deleted through a proxy, the object is gone for its concrete model and the other
+        # proxies too (their streams got no ``event: delete``); a multi-table parent is
+        # deleted by a signal of its own, or kept (``keep_parents``).
+        gone = model is sender or (model._meta.concrete_model is table and pk == instance.pk)
+        _record(model, [pk], gone, using, partitions)
 
 
 def _on_m2m(
