@@ -208,4 +208,3 @@ def test_gateway_subscriptions_follow_the_same_changes(grip_proxy: ProxyUnderTes
         change = receive(ws, timeout=WITHIN)
         assert (change["id"], change["status"], change["data"]["tags"]) == (2, 200, [])
         assert change["etag"] == get(grip_proxy, f"/api/posts/{post.pk}/").headers["ETag"]
-
