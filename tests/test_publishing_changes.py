@@ -143,6 +143,28 @@ def test_related_model_wakes_its_post(sink):
     assert f"drf.testapp.post.{post.pk}" in sink.channels()
 
 
+def test_a_comment_moved_to_another_post_wakes_both_posts(sink):
+    """ORM probe: ``affects`` was asked about the comment as saved only, so the post it
+    left kept showing it; also when moved twice without being loaded again."""
+    first, second, third = (Post.objects.create(title=t) for t in "abc")
+    comment = Comment.objects.create(post=first, text="hi")
+    comment = Comment.objects.get(pk=comment.pk)  # loaded, as in a view
+    sink.settle()
+    comment.post = second
+    comment.save()
+    assert {f"drf.testapp.post.{first.pk}", f"drf.testapp.post.{second.pk}"} <= set(
+        sink.channels()
+    )
+    comment.post = third
+    comment.save()
+    channels = sink.channels()
+    assert {f"drf.testapp.post.{second.pk}", f"drf.testapp.post.{third.pk}"} <= set(channels)
+    assert f"drf.testapp.post.{first.pk}" not in channels
+    comment.text = "edited"
+    comment.save()
+    assert f"drf.testapp.post.{second.pk}" not in sink.channels()
+
+
 def test_m2m_change_publishes(sink):
     post = Post.objects.create(title="p")
     tag = Tag.objects.create(name="x")

@@ -100,6 +100,37 @@ def register(model: type[models.Model], affects: Related | None = None) -> None:
         _explicit.add(model)
         if affects is not None:
             _related.setdefault(model, []).append(affects)
+            post_init.connect(
+                _remember_keys,
+                sender=model,
+                weak=False,
+                dispatch_uid=f"drf_grip.affects.{model._meta.label_lower}",
+            )
+
+
+def _remember_keys(sender, instance, **kwargs) -> None:
+    """The foreign keys an object of a model with ``affects`` was loaded with (or last
+    saved with), to also wake what it affected before a save moved it: a Comment moved to
+    another Post woke only the new Post, and the old one kept showing it (ORM probe)."""
+    if instance.pk is None:
+        return
+    instance._drf_grip_keys = {
+        field.attname: instance.__dict__[field.attname]
+        for field in sender._meta.concrete_fields
+        if field.is_relation and field.attname in instance.__dict__
+    }
+
+
+def _as_it_was(instance: models.Model) -> models.Model | None:
+    """A copy of ``instance`` with the foreign keys it was loaded with, when a save changed
+    any (and no related objects cached), else None."""
+    keys = getattr(instance, "_drf_grip_keys", None)
+    if not keys or all(instance.__dict__.get(name) == value for name, value in keys.items()):
+        return None
+    was = copy.copy(instance)  # Model.__reduce__: its own _state and fields cache
+    was.__dict__.update(keys)
+    was._state.fields_cache = {}
+    return was
 
 
 _load_lock = threading.RLock()
@@ -514,13 +545,23 @@ def _expand(
             out.append((side, pk, None))
     if raw:
         return out
-    for affects in _related.get(model, ()):
-        try:
-            for other in affects(instance) or ():
-                if other is not None:
-                    out.append((type(other), other.pk, _partitions(type(other), other)))
-        except Exception:
-            logger.exception("drf-grip: the 'affects' function for %s failed", model._meta.label)
+    related = _related.get(model, ())
+    subjects = [instance]
+    if related:
+        was = _as_it_was(instance)
+        if was is not None:
+            subjects.append(was)  # what it affected before it moved, too
+        _remember_keys(model, instance)
+    for affects in related:
+        for subject in subjects:
+            try:
+                for other in affects(subject) or ():
+                    if other is not None:
+                        out.append((type(other), other.pk, _partitions(type(other), other)))
+            except Exception:
+                logger.exception(
+                    "drf-grip: the 'affects' function for %s failed", model._meta.label
+                )
     return out
 
 

@@ -17,6 +17,7 @@ from drf_grip.rest import channels as names
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import (
     Bookmark,
+    Comment,
     Member,
     Membership,
     OpenTodo,
@@ -208,3 +209,19 @@ def test_gateway_subscriptions_follow_the_same_changes(grip_proxy: ProxyUnderTes
         change = receive(ws, timeout=WITHIN)
         assert (change["id"], change["status"], change["data"]["tags"]) == (2, 200, [])
         assert change["etag"] == get(grip_proxy, f"/api/posts/{post.pk}/").headers["ETag"]
+
+
+def test_a_comment_moved_to_another_post_leaves_the_first(grip_proxy: ProxyUnderTest) -> None:
+    first, second = Post.objects.create(title="a"), Post.objects.create(title="b")
+    comment = Comment.objects.create(post=first, text="hi")
+    path = f"/api/posts/{first.pk}/"
+    poll = hold(grip_proxy, path, obj_ch(first))
+    past_first_subscription(grip_proxy)
+
+    comment = Comment.objects.get(pk=comment.pk)
+    comment.post = second
+    comment.save()
+
+    response = poll.result(WITHIN)
+    assert response.json()["comments"] == []
+    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
