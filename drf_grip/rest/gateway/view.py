@@ -425,17 +425,26 @@ def _renew_shared(state: dict[str, Any]) -> None:
     change after a few minutes. Renewed from the proxy's keep-alive calls, every quarter of
     that expiry (``state["renewed"]``, wall-clock seconds)."""
     now = time.time()
-    if now - state.get("renewed", 0) < live_timeout() / 4:
+    every = live_timeout() / 4
+    if now - state.get("renewed", 0) < every:
         return
-    renewed = set()
+    if len(_relisted) > 4 * int(grip_settings.LIVE_URL_MAX):
+        _relisted.clear()  # bounded: URLs nobody holds any more fall out
     for sub in state["subs"].values():
         listing = sub.get("listing")
-        if sub["mode"] != SHARED or not listing or listing["key"] in renewed:
+        if sub["mode"] != SHARED or not listing:
             continue
-        renewed.add(listing["key"])
+        # Once per URL and process, whatever the number of connections holding it.
+        if now - _relisted.get(listing["key"], 0) < every:
+            continue
+        _relisted[listing["key"]] = now
         record_view(listing["model"], sub["view"], SHARED)
         relist(listing)
     state["renewed"] = now
+
+
+#: Live URL key -> when this process last renewed it for a gateway subscription.
+_relisted: dict[str, float] = {}
 
 
 #: Seconds within which the proxy has an answer that left Django and has applied the
