@@ -145,6 +145,23 @@ def test_subscribe_data_becomes_query_parameters(url):
     assert ask(ws, {"id": 2, "subscribe": url, "data": ["done"]})["status"] == 400
 
 
+def test_a_change_right_after_a_private_answer_arrives_once():
+    """A push made while the subscribe answer was still on its way (within
+    ``ANSWER_TRANSIT`` of it leaving Django) was sent at once and again by the answer's
+    settle, which cannot know which came first: the client got that change twice, with one
+    ETag (``test_one_message_per_change[embedded-private]``, once in a long batch). It is
+    sent once, by the settle, after the answer."""
+    ws = connect()
+    answer = ask(ws, {"id": 1, "subscribe": "/api/todos/"})
+    assert answer["status"] == 200 and answer["data"]["results"] == []
+    Todo.objects.create(title="a")  # within ANSWER_TRANSIT of the answer
+    assert wait_idle(10)
+
+    changes = [m for m in settled(ws) if m.get("event") == "change"]
+
+    assert [[t["title"] for t in m["data"]["results"]] for m in changes] == [["a"]], changes
+
+
 def test_session_auth_reads_and_writes_with_csrf_token():
     user, _token = make_user("alice")
     client = WebSocketTestClient()

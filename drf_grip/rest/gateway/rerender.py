@@ -269,7 +269,14 @@ def _send_render(
             return  # a later render went out, or this one did not change
         set_sent_version(conn, key, version)
         mark_sent(name, ticket)
-        state_cache().set(_LAST_SENT + name, (ticket, message, time.time()), _LAST_SENT_TIMEOUT)
+        now = time.time()
+        state_cache().set(_LAST_SENT + name, (ticket, message, now), _LAST_SENT_TIMEOUT)
+        overtaking = state_cache().get(_IN_TRANSIT + name)
+        if overtaking is not None and now < overtaking:
+            # The subscribe answer is still on its way and this push could overtake it: the
+            # answer's settle sends it, once, after the answer (settle_answer). Sent now as
+            # well, the client got the change twice (one message per change, DESIGN.md §1).
+            return
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
@@ -295,6 +302,10 @@ def _end_revoked(conn: str, key: str, sub: Mapping[str, Any], status: int) -> No
 
 #: The id suffix of a push sent again after an answer: ``LATER.DIGEST-rAOWN``.
 _AFTER_ANSWER = _REPAIR + "a"
+#: Until when (``time.time()``) a push may overtake a subscribe answer; infinity while the
+#: answer is still in Django. Outlives any answer's way out, not a dropped connection's.
+_IN_TRANSIT = "drf_grip:ws-transit:"
+_IN_TRANSIT_TIMEOUT = 30
 
 
 def answer_ticket(conn: str, key: str) -> int:
@@ -304,14 +315,23 @@ def answer_ticket(conn: str, key: str) -> int:
 
 def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool:
     """Count the answer as the subscription's first send; False when a later render was
-    pushed already (the answer is older: render it again)."""
+    pushed already (the answer is older: render it again). Pushes wait for the answer's
+    settle until it has left Django and a moment more (:func:`answer_left`)."""
     name = _ticket_name(conn, _digest(key))
     with exclusive(name):
         if sent_after(name, ticket):
             return False
         set_sent_version(conn, key, version)
         mark_sent(name, ticket)
+        state_cache().set(_IN_TRANSIT + name, float("inf"), _IN_TRANSIT_TIMEOUT)
     return True
+
+
+def answer_left(conn: str, key: str, overtaking_before: float) -> None:
+    """The subscribe answer left Django: a push made before ``overtaking_before`` may still
+    overtake it, and is left to the answer's settle."""
+    name = _ticket_name(conn, _digest(key))
+    state_cache().set(_IN_TRANSIT + name, overtaking_before, _IN_TRANSIT_TIMEOUT)
 
 
 def answer_overtaken(conn: str, key: str, ticket: int) -> bool:

@@ -66,7 +66,7 @@ from .inner_requests import (
     with_query_data,
 )
 from .messages import MessageError, answer_of, decode_message, valid_id
-from .rerender import answer_ticket, record_answer, settle_answer
+from .rerender import answer_left, answer_ticket, record_answer, settle_answer
 
 __all__ = ["RealtimeGateway"]
 
@@ -471,6 +471,7 @@ def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[
 
     def closed() -> None:
         before = time.time() + ANSWER_TRANSIT
+        answer_left(conn, key, before)
         call_later(
             SETTLE_DELAY,
             _while_subscribed(
