@@ -714,10 +714,13 @@ class Gateway {
       sub.fail(new HttpError(message.status, message.error || message.data));
       const delay = backoffDelay(sub.attempt++, sub.opts);
       sub.setState(RECONNECTING, { attempt: sub.attempt, delay });
+      const cancel = () => clearTimeout(timer);
       const timer = setTimeout(() => {
+        // Done with: a subscription refused with 5xx for hours kept a closure per retry.
+        sub.cleanup = sub.cleanup.filter((undo) => undo !== cancel);
         if (this.subs.has(sub) && sub.wsId === undefined) this.subscribe(sub);
       }, delay);
-      sub.cleanup.push(() => clearTimeout(timer));
+      sub.cleanup.push(cancel);
     } else {
       // Refused (400 not a realtime URL, 401/403, 429 too many): report and stop; retrying
       // the same message on the same connection would be refused the same way.
