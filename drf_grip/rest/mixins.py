@@ -941,9 +941,11 @@ class _RealtimeBase:
 
             if not names_etag(held[0].prev_id, etag.strip('"')):
                 link_policy = None
-        link, token_channel = next_link_for(request, context, etag, versioned, link_policy)
+        link, token_channel, timeout = next_link_for(
+            request, context, etag, versioned, link_policy
+        )
         instruct = grip.start_instruct()
-        instruct.set_next_link(link, int(grip_settings.NEXT_LINK_TIMEOUT))
+        instruct.set_next_link(link, timeout)
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
         # httpsession.cpp): without Grip-Hold it fetches the next link again at once, in a
         # loop, and channels or keep-alive left out are dropped. So every answer holds again.

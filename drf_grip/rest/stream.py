@@ -36,6 +36,7 @@ naming the event it was sent gets a public link (``RealtimeMixin.stream_response
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "next_link_for",
     "serve_next_link",
     "end_of_stream",
+    "link_timeout",
 ]
 
 NEXT_LINK_PATH = "_grip/next/"
@@ -127,7 +129,7 @@ _PUBLIC_WINDOW = 60
 
 def _public_link(
     request: Any, channels: list[str], etag: str, versioned: bool
-) -> tuple[str, Channel]:
+) -> tuple[str, Channel, int]:
     """The token every anonymous stream of this live URL opened in this window shares; its
     state is kept once, by the first of them (``add``)."""
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
@@ -144,7 +146,7 @@ def _public_link(
         "channel": channels[0],  # the live URL's, whose versions name ETags
     }
     state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
-    return _link(sid, _PUBLIC, None)
+    return (*_link(sid, _PUBLIC, None), link_timeout(expires))
 
 
 def _stream_get(request: Any, *, credentials: bool) -> dict[str, Any]:
@@ -178,12 +180,12 @@ def next_link_for(
     etag: str,
     versioned: bool = False,
     policy: RealtimePolicy | None = None,
-) -> tuple[str, Channel]:
-    """The next link of this stream and the channel to hold that carries its token: a new
-    stream's first, or the next one of a fetch."""
+) -> tuple[str, Channel, int]:
+    """The next link of this stream, the channel to hold that carries its token, and the
+    link's timeout (:func:`link_timeout`): a new stream's first, or the next one of a fetch."""
     if context is not None and context.role == "next-link":
         state = context.state
-        return _link(state["sid"], state["n"], state["user"])
+        return (*_link(state["sid"], state["n"], state["user"]), link_timeout(state["exp"]))
     if policy is not None and _is_public(request, policy):
         return _public_link(request, policy.channels, etag, versioned)
     user = getattr(request, "user", None)
@@ -197,7 +199,19 @@ def next_link_for(
         "exp": time.time() + max_age,
     }
     state_cache().set(_STATE + state["sid"], state, max_age)
-    return _link(state["sid"], 0, state["user"])
+    return (*_link(state["sid"], 0, state["user"]), link_timeout(state["exp"]))
+
+
+def link_timeout(expires: float) -> int:
+    """The ``timeout`` of the next link of a stream that ends at ``expires`` (its state's
+    ``exp``): ``NEXT_LINK_TIMEOUT``, and no later than that end (``NEXT_LINK_MAX_AGE``). A
+    fetch is what ends a stream: left at ``NEXT_LINK_TIMEOUT``, a quiet stream outlived its
+    age until the next change, whose fetch then ended it without the change, and the client
+    got the change only after its reconnection delay (an ``EventSource`` waits about 3 s).
+    Ended on time, it has reconnected before any change."""
+    # One second past the end, so that the fetch finds the stream over (serve_next_link).
+    remaining = max(1, math.ceil(expires - time.time()) + 1)
+    return min(int(grip_settings.NEXT_LINK_TIMEOUT), remaining)
 
 
 def _load(token: str) -> tuple[str, int] | None:

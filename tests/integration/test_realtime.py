@@ -327,6 +327,33 @@ def test_reconnect_with_stale_last_event_id_gets_current_event(
     assert event.id == current.headers["ETag"] and event.data == current.text
 
 
+@WAITS_OUT_A_HOLD
+def test_a_quiet_private_stream_ends_at_its_max_age_and_its_reconnection_gets_the_change(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    """A private stream ends NEXT_LINK_MAX_AGE after it opened, but only a next-link fetch
+    ends it, and its link's timeout was NEXT_LINK_TIMEOUT (120 s): a quiet stream lived on
+    past its age until the next change, whose fetch ended it without the change (max age
+    3 s, 6 s quiet: no end; at the change, the end and no event), so an ``EventSource``
+    got it only after its reconnection delay. The link now falls due at the stream's end:
+    it ends while quiet, and the reconnection with Last-Event-ID gets the change at once."""
+    todo = Todo.objects.create(title="milk")
+    path = f"/api/todos/{todo.pk}/"
+    with override_settings(DRF_GRIP={"NEXT_LINK_MAX_AGE": 3}):
+        events = stream(grip_proxy, path, obj_ch(todo))
+        streams.append(events)
+        first = events.next(WITHIN)
+        assert first is not None and first.id
+        assert events.next(7) is None  # ended while quiet, about a second after its age
+
+        again = stream(grip_proxy, path, obj_ch(todo), {"Last-Event-ID": first.id})
+        streams.append(again)
+        todo.title = "oat milk"
+        todo.save()
+        event = again.next(WITHIN)  # no first event: its Last-Event-ID is the current ETag
+    assert event is not None and json.loads(event.data)["title"] == "oat milk"
+
+
 def test_deleted_object_ends_its_stream_with_a_delete_event(
     grip_proxy: ProxyUnderTest, streams: list[EventStream]
 ) -> None:
