@@ -45,17 +45,18 @@ def live_timeout() -> int:
     """How long a subscription's records outlive its last hold: every hold is renewed by
     the proxy well within it (a long-poll's timeout, a stream's next-link timeout, the
     gateway's keep-alive), so an entry that expires has nobody behind it."""
-    configured = grip_settings.LIVE_URL_TIMEOUT
-    if configured:
-        return int(configured)
-    return (
-        max(
-            int(grip_settings.HOLD_TIMEOUT_MAX),
-            int(grip_settings.NEXT_LINK_TIMEOUT),
-            4 * int(grip_settings.WS_KEEP_ALIVE),
-        )
-        + 60
+    # The longest a live subscription goes without renewing its records. A configured
+    # LIVE_URL_TIMEOUT counts from there ("outlives its last hold"): taken alone, one shorter
+    # than that expired under a quiet subscription that was still held, and no change reached
+    # it until its renewal (LIVE_URL_TIMEOUT 3 s: a shared stream quiet for 7 s got nothing
+    # until its next link fell due, NEXT_LINK_TIMEOUT 120 s later).
+    renewal = max(
+        int(grip_settings.HOLD_TIMEOUT_MAX),
+        int(grip_settings.NEXT_LINK_TIMEOUT),
+        4 * int(grip_settings.WS_KEEP_ALIVE),
     )
+    configured = grip_settings.LIVE_URL_TIMEOUT
+    return renewal + (int(configured) if configured else 60)
 
 
 def _index(label: str) -> SlotIndex:

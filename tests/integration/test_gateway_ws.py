@@ -281,13 +281,17 @@ def test_a_shared_subscription_outlives_the_expiry_of_its_live_url(
         monkeypatch.setattr(proxy, "min_ws_keep_alive", 1.0)
     word = uuid.uuid4().hex[:8]
     Todo.objects.create(title=f"one {word}")
-    with override_settings(DRF_GRIP={"LIVE_URL_TIMEOUT": 3, "WS_KEEP_ALIVE": 1}):
+    # The records expire LIVE_URL_TIMEOUT after the longest a hold goes without renewing
+    # them (policies.live_timeout): here 1 + 4 keep-alive intervals, 5 s.
+    shrunk = {"LIVE_URL_TIMEOUT": 1, "WS_KEEP_ALIVE": 1, "HOLD_TIMEOUT_MAX": 1,
+              "NEXT_LINK_TIMEOUT": 1}
+    with override_settings(DRF_GRIP=shrunk):
         with gateway(grip_proxy) as ws:
             url = f"/api/shared-todos/?search={word}"
             assert ask(ws, {"id": 1, "subscribe": url})["status"] == 200
             Todo.objects.create(title=f"two {word}")
             assert _once_there(ws, 2)["data"]["count"] == 2
-            time.sleep(6)  # twice the live URL's expiry: only its keep-alive calls renew it
+            time.sleep(11)  # twice the live URL's expiry: only its keep-alive calls renew it
             Todo.objects.create(title=f"three {word}")
             assert _once_there(ws, 3)["data"]["count"] == 3
 

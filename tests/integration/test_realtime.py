@@ -328,6 +328,28 @@ def test_reconnect_with_stale_last_event_id_gets_current_event(
 
 
 @WAITS_OUT_A_HOLD
+def test_a_quiet_shared_stream_outlives_a_live_url_timeout_shorter_than_its_next_link(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    """A stream renews its live URL only when its next link is fetched (NEXT_LINK_TIMEOUT,
+    120 s), and a configured LIVE_URL_TIMEOUT was taken alone: shorter than that, the URL
+    expired under a quiet stream, and no change reached it until the link fell due
+    (LIVE_URL_TIMEOUT 3 s, 7 s quiet: nothing within 2 s of the change, on both proxies).
+    The timeout now counts from the longest a hold goes without renewing it."""
+    word = uuid.uuid4().hex[:8]
+    Todo.objects.create(title=f"one {word}")
+    with override_settings(DRF_GRIP={"LIVE_URL_TIMEOUT": 3}):
+        events = stream(grip_proxy, f"/api/shared-todos/?search={word}",
+                        shared_ch(grip_proxy, "/api/shared-todos/", search=word))
+        streams.append(events)
+        assert json.loads(events.next(WITHIN).data)["count"] == 1
+        time.sleep(7)  # twice the configured timeout
+        Todo.objects.create(title=f"two {word}")
+        event = events.next(WITHIN)
+    assert event is not None and json.loads(event.data)["count"] == 2
+
+
+@WAITS_OUT_A_HOLD
 def test_a_quiet_private_stream_ends_at_its_max_age_and_its_reconnection_gets_the_change(
     grip_proxy: ProxyUnderTest, streams: list[EventStream]
 ) -> None:
