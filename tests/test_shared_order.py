@@ -381,6 +381,44 @@ def test_a_render_counter_that_expired_before_its_sent_mark_does_not_hold_back_r
     assert not tickets.sent_after(name, after_the_quiet_spell)
 
 
+def test_a_render_in_flight_when_the_render_counter_expires_is_not_published_over_a_newer_one(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``incr`` keeps the expiry ``add`` gave (Redis, local memory), so a URL's render
+    counter expired 24 h after its first render however busy the URL was. Restarted at the
+    ``:sent`` mark + 1, it gave a render that began after a later commit the very ticket of
+    a render still in flight with the older rows; the newer one was published, then the
+    older one over it, and the URL's subscribers stayed on the older representation. The
+    counter is renewed while in use (here its expiry is shrunk to a second)."""
+    from drf_grip.rest import tickets
+
+    monkeypatch.setattr(tickets, "_TIMEOUT", 1)
+    monkeypatch.setattr(tickets, "_renewed", {})
+    bodies = iter([_rendered(b'{"v": 0}', "zero")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+    shared.publish_live_url(ENTRY)  # the counter's first render, sent
+    time.sleep(0.6)  # busy: renders go on
+    calls = 0
+
+    def render(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            # This render read the old rows; past the counter's first expiry, another
+            # process commits, renders the new rows and publishes them.
+            time.sleep(0.6)
+            shared.publish_live_url(ENTRY)
+            return _rendered(b'{"v": "old"}', "old")
+        return _rendered(b'{"v": "new"}', "new")
+
+    monkeypatch.setattr(shared, "render_live", render)
+    shared.publish_live_url(ENTRY)
+
+    bodies_sent = [item["formats"]["ws-message"]["content"] for item in published[1:]]
+    assert len(bodies_sent) == 1 and '"new"' in bodies_sent[0], bodies_sent
+    assert read_version(ENTRY["channel"]).startswith("new.")
+
+
 def test_a_url_this_process_began_rendering_after_the_change_is_not_rendered_again(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .store import state_cache
+from .store import state_cache, touch
 
 __all__ = [
     "began_since",
@@ -41,7 +41,7 @@ def take_ticket(name: str) -> int:
     """A number per render of ``name``, increasing across processes."""
     cache = state_cache()
     try:
-        return int(cache.incr(_KEY + name))
+        ticket = int(cache.incr(_KEY + name))
     except ValueError:
         # No counter: the first ticket, or the counter expired while the ``:sent`` mark
         # lives on. Django's ``BaseCache.incr`` (file and database caches) stores the new
@@ -50,8 +50,25 @@ def take_ticket(name: str) -> int:
         # sent, and none was sent until the counter passed it. Start above that mark.
         first = int(cache.get(_sent_key(name)) or 0) + 1
         if cache.add(_KEY + name, first, _TIMEOUT):  # unless another process took it a
-            return first  # moment ago
-        return int(cache.incr(_KEY + name))
+            _renewed[name] = time.monotonic()  # moment ago
+            return first
+        ticket = int(cache.incr(_KEY + name))
+    # ``incr`` keeps the expiry ``add`` gave (Redis, local memory): a busy URL's counter
+    # expired _TIMEOUT after its first render, and the restart above (the mark + 1) gave a
+    # render that began after a later commit the ticket of one still rendering older rows;
+    # both were sent, the older one last, and subscribers stayed on it. Renewed while in
+    # use, every quarter of its expiry (per process, bounded).
+    now = time.monotonic()
+    if now - _renewed.get(name, -_TIMEOUT) > _TIMEOUT / 4:
+        if len(_renewed) >= _BEGAN_MAX:
+            _renewed.clear()
+        touch(cache, _KEY + name, _TIMEOUT)
+        _renewed[name] = now
+    return ticket
+
+
+#: When this process last renewed the expiry of each counter (``time.monotonic()``).
+_renewed: dict[str, float] = {}
 
 
 #: When this process last began a render of each name (``time.monotonic()``). A change
