@@ -501,6 +501,31 @@ def test_holds_name_the_last_id_a_proxy_confirmed(sink):
     assert hold_versions([channel])[channel] == items[channel]["id"]
 
 
+def test_holds_name_the_confirmed_id_again_after_the_counter_restarts_below_it(monkeypatch):
+    """A channel's counter expires (24 h after it started, however busy; with the file
+    cache's ``incr``, 300 s after the last publish) and restarts at random: below the id
+    the proxy last confirmed, that id outranked every later confirmation (never moved
+    back), and for a day holds named the unconfirmed counter, the prev-id conflict that
+    Pushpin resolves slowly, instead of the id the proxy had."""
+    from django.core.cache import cache
+
+    from drf_grip.rest import versions
+
+    channel = "drf.testapp.todo.pk=restarts"
+    monkeypatch.setattr(versions.secrets, "randbits", lambda bits: 1_000_000)
+    _, new = versions.next_version(channel)
+    versions.acknowledge([{"channel": channel, "id": new}])
+    cache.delete("drf_grip:version:" + channel)  # the counter expires
+    monkeypatch.setattr(versions.secrets, "randbits", lambda bits: 1_000)
+    _, restarted = versions.next_version(channel)  # a quiet spell's first publish
+    versions.acknowledge([{"channel": channel, "id": restarted}])
+    assert versions.hold_versions([channel])[channel] == restarted
+    previous, unconfirmed = versions.next_version(channel)  # published, not yet confirmed
+    assert versions.hold_versions([channel])[channel] == previous == restarted
+    versions.acknowledge([{"channel": channel, "id": unconfirmed}])
+    assert versions.hold_versions([channel])[channel] == unconfirmed
+
+
 def test_the_first_publish_of_a_channel_starts_its_counter_in_one_write(monkeypatch):
     """A burst of creates names many object channels nobody held: each first publish made
     four cache calls (the failed ``incr``, two ``add`` and the ``incr`` again), on a busy

@@ -126,11 +126,19 @@ def acknowledge(items: list[dict]) -> None:
             named[channel] = item_id
     cache = state_cache()
     if latest:
-        known = cache.get_many([_ACK + c for c in latest])
-        cache.set_many(
-            {_ACK + c: v for c, v in latest.items() if int(known.get(_ACK + c) or 0) < v},
-            _TIMEOUT,
-        )
+        known = cache.get_many([_ACK + c for c in latest] + [_KEY + c for c in latest])
+
+        def moves(channel: str, value: int) -> bool:
+            confirmed = int(known.get(_ACK + channel) or 0)
+            counter = _text(known.get(_KEY + channel))
+            # Or the confirmed id is past the counter: it names items of a counter that
+            # expired (24 h after it started; the file cache's incr: 300 s after the last
+            # publish) and restarted at random below it. Kept, it outranked every id the
+            # proxy confirmed after, and for a day holds named the counter instead.
+            restarted = counter is not None and counter.isdigit() and confirmed > int(counter)
+            return confirmed < value or restarted
+
+        cache.set_many({_ACK + c: v for c, v in latest.items() if moves(c, v)}, _TIMEOUT)
     if named:
         # Only the channel's current version: an overtaken render, confirmed after the newer
         # one (two processes' publishes cross), would move the confirmed id back, and the
