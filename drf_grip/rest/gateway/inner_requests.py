@@ -219,4 +219,8 @@ def build_inner_request(
         path_info=unquote_to_bytes(path).decode("iso-8859-1"),
         query=query,
         body=body,
+        # The mount point the server passed with the handshake (gunicorn's SCRIPT_NAME,
+        # uvicorn's --root-path): a message's url is relative to it, as the URLconf is, but
+        # the links the view builds (pagination, hyperlinks) must carry it, as a GET's do.
+        script_name=outer.META.get("SCRIPT_NAME", "") or "",
     )
