@@ -125,9 +125,32 @@ class GripProxy:
             await self.app(scope, receive, send)
 
     async def _run(self, session: HttpSession | WebSocketSession) -> None:
-        self._sessions[session] = asyncio.current_task()
+        if isinstance(session, WebSocketSession):
+            self._sessions[session] = asyncio.current_task()
+            try:
+                await session.run()
+            finally:
+                self._sessions.pop(session, None)
+            return
+        # An HTTP session runs in a task of its own so that the server cancelling ours does
+        # not cut it. Plain uvicorn sends lifespan shutdown only after open connections end;
+        # with --timeout-graceful-shutdown it then cancels what is left, and a held long-poll
+        # got uvicorn's 500 and a stream was cut mid-chunk, each with a traceback. A cancel
+        # of a held connection is answered like the proxy's shutdown (the hold's timeout
+        # response, the end of the stream), for that connection only: a server may also
+        # cancel the task of a client that went away. (WebSockets: uvicorn closes them 1012.)
+        task = asyncio.ensure_future(session.run())
+        self._sessions[session] = task
         try:
-            await session.run()
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            session.stop()
+            await asyncio.wait({task}, timeout=self.shutdown_timeout)
+            if not task.done():
+                task.cancel()
+                raise
         finally:
             self._sessions.pop(session, None)
 

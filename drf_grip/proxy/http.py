@@ -112,6 +112,8 @@ class HttpSession:
         )
         self._aborted = asyncio.Event()
         self._gone = asyncio.Event()
+        # Set by stop(): answer this hold now, as at the proxy's shutdown (see GripProxy._run).
+        self._stopping = False
         self._body_lock = asyncio.Lock()
         self._body_complete = False
         self._retained: bytearray | None = bytearray()
@@ -150,6 +152,12 @@ class HttpSession:
         self._mailbox.put(("recover", channel), 0)
 
     def wake(self) -> None:
+        self._mailbox.wake()
+
+    def stop(self) -> None:
+        """End the hold as the proxy's shutdown does (the timeout response, the end of a
+        stream), for this connection only."""
+        self._stopping = True
         self._mailbox.wake()
 
     # -- client side ----------------------------------------------------------------------
@@ -508,7 +516,7 @@ class HttpSession:
         while True:
             if self._gone.is_set():
                 return
-            if self.proxy.closing:
+            if self.proxy.closing or self._stopping:
                 break
             entry = self._mailbox.pop()
             if entry is None:
@@ -586,7 +594,7 @@ class HttpSession:
             chain = 0
             if not self._holding and self._link is None:
                 break
-            if self.proxy.closing:
+            if self.proxy.closing or self._stopping:
                 break
             if self._aborted.is_set():
                 raise _Aborted

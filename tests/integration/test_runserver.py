@@ -165,6 +165,36 @@ def test_ctrl_c_answers_held_clients_before_runserver_exits(reload: bool, pool: 
     assert "Traceback" not in server.output
 
 
+def test_plain_uvicorn_sigterm_answers_held_clients_without_a_500(pool: ThreadPoolExecutor):
+    """docs/deploying.rst's one-process command, ``uvicorn ... --timeout-graceful-shutdown 5``,
+    then SIGTERM (a deploy, a container stop) while clients are held. uvicorn waits for open
+    connections before it sends lifespan shutdown, then cancels what is left: the held
+    long-poll got ``500 Internal Server Error`` after 5 s, a stream was cut mid-chunk, and the
+    log had two "Exception in ASGI application" tracebacks (deploy probe). The hold's own
+    answer and a properly ended stream are what runserver's Ctrl-C gives."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [
+        "-m", "uvicorn", "--factory", "drf_grip.asgi:get_asgi_application",
+        "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "5",
+    ]
+    with Runserver(args, {"DJANGO_SETTINGS_MODULE": "tests.settings"}) as server:
+        wait_until(lambda: "Application startup complete" in server.output, "uvicorn", 90)
+        poll: Future[httpx.Response] = pool.submit(httpx.get, base + "/harness/hold/ctrl-c/", timeout=60)
+        stream = pool.submit(read_stream, base + "/seed/stream/")
+        wait_until(lambda: held(base) == 2, "two held connections")
+
+        os.killpg(server.process.pid, signal.SIGTERM)
+
+        response = poll.result(30)
+        assert (response.status_code, response.text) == (200, "timeout\n")  # the hold's answer
+        assert stream.result(30) == (b"[stream open]\n", True)  # ended, not cut
+        # uvicorn re-raises the signal once it has shut down.
+        assert server.wait() in (0, -signal.SIGTERM), server.output
+    assert "Traceback" not in server.output
+    assert "Exception in ASGI application" not in server.output
+
+
 # -- behind Pushpin: the README's command ------------------------------------------------------
 
 
