@@ -7,6 +7,7 @@ import json
 import pytest
 from django.core.cache import cache
 
+from drf_grip.rest.registry import wait_idle
 from drf_grip.test import WebSocketTestClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,6 +54,7 @@ def test_a_gateway_answer_under_a_script_name_carries_the_prefix_in_its_links(ki
 
     for i in range(3):
         Todo.objects.create(title=f"t{i}")
+    wait_idle()  # their publishes, before the subscription
     url = f"/api/{kind}/"
     fresh = APIClient(SCRIPT_NAME="/api-prefix").get(url)
     assert fresh.json()["next"] == f"http://testserver/api-prefix{url}?page=2"
@@ -71,3 +73,44 @@ def test_a_gateway_answer_under_a_script_name_carries_the_prefix_in_its_links(ki
     fresh = APIClient(SCRIPT_NAME="/api-prefix").get(url)
     assert change["data"] == fresh.json()
     assert change["etag"] == fresh["ETag"]
+
+
+def test_a_gateway_url_carrying_the_script_name_is_served():
+    """Under a mount point the gateway names a subscription by its canonical live URL, which
+    carries the prefix (``"url": "/api-prefix/api/todos/"``), as do the pagination links of
+    every answer; sending either back (subscribing to a ``next`` page, a REST call on a
+    hyperlink) answered ``404 not found: /api-prefix/api/todos/`` (deploy probe)."""
+    from django.urls import set_script_prefix
+
+    from tests.testapp.models import Todo
+
+    for i in range(3):
+        Todo.objects.create(title=f"t{i}")
+    wait_idle()  # their publishes, before the subscription
+    # What Django's WSGI and ASGI handlers do for each request (its test client does not).
+    set_script_prefix("/api-prefix/")
+    try:
+        _send_back_prefixed_urls()
+    finally:
+        set_script_prefix("/")
+
+
+def _send_back_prefixed_urls():
+    ws = WebSocketTestClient(SCRIPT_NAME="/api-prefix").connect("/api/ws/")
+    assert ws.accepted, ws.response
+    ws.send(json.dumps({"id": 1, "subscribe": "/api/shared-todos/"}))
+    first = ws.receive_json()
+    assert first["status"] == 200, first
+    assert first["url"] == "/api-prefix/api/shared-todos/"
+    ws.send(json.dumps({"id": 2, "method": "GET", "url": first["url"]}))
+    again = ws.receive_json()
+    assert again["status"] == 200, again
+    assert again["data"] == first["data"]
+    next_page = first["data"]["next"].removeprefix("http://testserver")
+    ws.send(json.dumps({"id": 3, "subscribe": next_page}))
+    page_two = ws.receive_json()
+    assert page_two["id"] == 3 and page_two["status"] == 200, page_two
+    assert [t["title"] for t in page_two["data"]["results"]] == ["t0"]
+    # Unprefixed URLs, relative to the URLconf, keep working.
+    ws.send(json.dumps({"id": 4, "method": "GET", "url": "/api/shared-todos/?page=2"}))
+    assert ws.receive_json()["data"] == page_two["data"]

@@ -20,7 +20,7 @@ from urllib.parse import unquote, unquote_to_bytes, urlencode, urlsplit
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.test.client import conditional_content_removal
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, get_script_prefix, resolve
 from django.utils.http import parse_header_parameters
 
 from ..render import inherited_meta, run_through_middleware, wsgi_request
@@ -137,7 +137,19 @@ def split_url(url: Any) -> tuple[str, str]:
         raise MessageError(400, "url is not a valid URL") from None
     if parts.scheme or parts.netloc:
         raise MessageError(400, "url must be a path starting with '/' (no scheme or host)")
-    return parts.path, parts.query
+    return _within_mount(parts.path), parts.query
+
+
+def _within_mount(path: str) -> str:
+    """``path`` relative to the URLconf. Under a mount point (``SCRIPT_NAME``,
+    ``FORCE_SCRIPT_NAME``) a message's url is relative to it, but the gateway's own answers
+    name a subscription by its live URL and link pages absolutely, both with the prefix: a
+    path that the URLconf does not serve as it is and that starts with the prefix is taken
+    without it, so that the client can send back what it was given."""
+    prefix = get_script_prefix()
+    if prefix == "/" or not path.startswith(prefix) or _url_matches(path):
+        return path
+    return path[len(prefix) - 1 :]
 
 
 def _url_matches(path: str) -> bool:
