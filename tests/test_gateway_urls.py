@@ -20,6 +20,17 @@ def clean_cache():
     cache.clear()
 
 
+@pytest.fixture
+def sink():
+    """Publishes go to a sink of this process, not over HTTP to EMBEDDED_URL (retried there
+    long enough to hold up the next test's flush)."""
+    from tests.drf_helpers import RecordingSink
+
+    with RecordingSink() as recording:
+        yield recording
+        recording.settle()
+
+
 @pytest.mark.parametrize("kind", ["url", "subscribe"])
 @pytest.mark.parametrize(
     "url",
@@ -42,7 +53,7 @@ def test_a_url_with_raw_non_ascii_or_a_lone_surrogate_is_a_400(kind: str, url: s
 
 
 @pytest.mark.parametrize("kind", ["shared-todos", "todos"])
-def test_a_gateway_answer_under_a_script_name_carries_the_prefix_in_its_links(kind: str):
+def test_a_gateway_answer_under_a_script_name_carries_the_prefix_in_its_links(kind: str, sink):
     """Mounted under a prefix the server passes as ``SCRIPT_NAME`` (gunicorn's
     ``SCRIPT_NAME``, uvicorn's ``--root-path``): a fresh GET's pagination links carry
     ``/api-prefix/``, but the gateway's inner requests dropped it (deploy probe: the
@@ -75,7 +86,7 @@ def test_a_gateway_answer_under_a_script_name_carries_the_prefix_in_its_links(ki
     assert change["etag"] == fresh["ETag"]
 
 
-def test_a_gateway_url_carrying_the_script_name_is_served():
+def test_a_gateway_url_carrying_the_script_name_is_served(sink):
     """Under a mount point the gateway names a subscription by its canonical live URL, which
     carries the prefix (``"url": "/api-prefix/api/todos/"``), as do the pagination links of
     every answer; sending either back (subscribing to a ``next`` page, a REST call on a

@@ -17,9 +17,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.handlers.base import BaseHandler
-from django.core.handlers.wsgi import WSGIRequest
+from django.core.handlers.wsgi import WSGIRequest, get_script_name
 from django.http import HttpRequest, HttpResponse
-from django.urls import get_urlconf, set_urlconf
+from django.urls import get_script_prefix, get_urlconf, set_script_prefix, set_urlconf
 
 from .context import RealtimeContext
 
@@ -220,6 +220,11 @@ def run_through_middleware(request: HttpRequest) -> HttpResponse:
     database connection under the request (or worker) that asked for this render.
     """
     previous = get_urlconf()
+    previous_prefix = get_script_prefix()
+    # What Django's WSGI and ASGI handlers do before get_response: reverse() links carry the
+    # mount point (SCRIPT_NAME, FORCE_SCRIPT_NAME). A render on the publisher's thread had
+    # none set, so a pushed change's hyperlinks lacked the prefix a fresh GET's carry.
+    set_script_prefix(get_script_name(request.META))
     try:
         handler = _handler(tuple(settings.MIDDLEWARE or ()), str(settings.ROOT_URLCONF))
         response = handler.get_response(request)
@@ -232,6 +237,7 @@ def run_through_middleware(request: HttpRequest) -> HttpResponse:
         return response
     finally:
         set_urlconf(previous)
+        set_script_prefix(previous_prefix)
 
 
 #: The role of :func:`revoked_status`'s replay: the view stops after authentication and
