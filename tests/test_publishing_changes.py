@@ -274,7 +274,46 @@ def test_loaddata_publishes_what_it_loaded(sink, tmp_path):
     assert {"drf.testapp.todo", "drf.testapp.todo.4242"} <= set(sink.channels())
 
 
-def test_deleting_a_tag_wakes_the_posts_it_was_on(sink):
+@pytest.fixture
+def immediate_transactions(monkeypatch):
+    """SQLite transactions as Django 5.1's ``"transaction_mode": "IMMEDIATE"`` names them:
+    a delete then reads what it unlinks (registry._on_pre_delete). No other connection
+    writes in these tests."""
+    from drf_grip.rest import registry
+
+    monkeypatch.setattr(registry, "_may_read_before_writing", lambda using: True)
+
+
+def test_a_delete_waits_for_another_writer_on_sqlite(sink):
+    """The soak: a writer process's ``todo.delete()`` failed with "database is locked" while
+    another process wrote. The reads of what a delete unlinks ran inside Django's delete
+    transaction before its first write, and SQLite refuses such a deferred transaction at
+    once instead of waiting for the lock. With another connection holding the write lock
+    for a moment, the delete now waits and succeeds, and the bookmark's holds still wake."""
+    import sqlite3
+    import threading
+
+    from django.db import connection
+
+    watch("/api/bookmarks/")
+    todo = Todo.objects.create(title="a")
+    bookmark = Bookmark.objects.create(todo=todo)
+    sink.settle()
+    writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None,
+                             check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    done = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    done.start()
+    try:
+        todo.delete()
+    finally:
+        done.join()
+        writer.close()
+    channels = sink.channels()
+    assert {f"drf.testapp.bookmark.{bookmark.pk}", "drf.testapp.bookmark.*"} & set(channels)
+
+
+def test_deleting_a_tag_wakes_the_posts_it_was_on(sink, immediate_transactions):
     """ORM probe: Django deletes rows of an automatic many-to-many table without any
     signal, so the posts a deleted tag was on kept showing it."""
     post, lone = Post.objects.create(title="p"), Post.objects.create(title="q")
@@ -287,7 +326,7 @@ def test_deleting_a_tag_wakes_the_posts_it_was_on(sink):
     assert f"drf.testapp.post.{lone.pk}" not in channels
 
 
-def test_a_delete_that_sets_foreign_keys_to_null_wakes_their_objects(sink):
+def test_a_delete_that_sets_foreign_keys_to_null_wakes_their_objects(sink, immediate_transactions):
     """ORM probe: ``on_delete=SET_NULL`` is an UPDATE without signals: a held bookmark kept
     showing the deleted todo."""
     watch("/api/bookmarks/")
@@ -300,7 +339,7 @@ def test_a_delete_that_sets_foreign_keys_to_null_wakes_their_objects(sink):
     assert f"drf.testapp.bookmark.{other.pk}" not in channels
 
 
-def test_deleting_a_queryset_reads_what_it_unlinks_in_one_query_per_relation(sink):
+def test_deleting_a_queryset_reads_what_it_unlinks_in_one_query_per_relation(sink, immediate_transactions):
     """The posts of 50 tags deleted together, and the bookmarks of 50 todos, are read
     once per relation, not once per object (Django sends every pre_delete first)."""
     from django.db import connection
