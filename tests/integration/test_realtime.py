@@ -693,19 +693,29 @@ def test_shared_change_is_rendered_once_for_every_subscriber(
     Todo.objects.create(title="b")
 
     answers = [poll.result(WITHIN) for poll in polls]
-    event = events.next(WITHIN)
     fresh = get(grip_proxy, "/api/shared-todos/")
     assert render_stats["renders"] - renders == 1
     for response in answers:
         assert response.status_code == 200
         assert response.content == fresh.content
         assert response.headers["ETag"] == fresh.headers["ETag"] != etag
-    # Seen once under heavy load (embedded): an event whose id was neither; say which.
-    assert event.id == fresh.headers["ETag"] and event.data == fresh.text, (
-        f"first {etag}, fresh {fresh.headers['ETag']} {fresh.text[:120]}; got {event.id} "
-        f"{(event.data or '')[:120]}; then {events.pending()}"
-    )
     assert [t["title"] for t in fresh.json()["results"]] == ["b", "a"]
+    # The stream may first get its own GET: its first hold found the proxy at a version an
+    # earlier test published on this URL's channel and caught up through its next link
+    # (PUSHPIN.md: a conflict on a stream's first hold). Made as "b" committed, that GET is
+    # what any GET then gives: DRF's pagination counts and slices in two queries, so it can
+    # read count 1 and then a one-item page holding "b" (CI, twice on the embedded proxy).
+    # What the stream settles on is the shared render, and it never goes back to "a" alone.
+    before: list[Any] = []
+    event = events.next(WITHIN)
+    while event is not None and event.id != fresh.headers["ETag"] and len(before) < 3:
+        before.append(event)
+        event = events.next(WITHIN)
+    assert event is not None and event.data == fresh.text, (
+        f"first {etag}, fresh {fresh.headers['ETag']}; got {before} then {event}"
+    )
+    assert all(earlier.id != etag for earlier in before)
+    assert all(later.id == event.id for later in events.pending() if later is not None)
 
 
 @WAITS_OUT_A_HOLD
