@@ -127,6 +127,7 @@ class HttpSession:
         self._link: NextLink | None = None
         self._link_due = 0.0
         self._last_write = 0.0
+        self._last_event: bytes | None = None
         self._next_keep_alive = 0.0
 
     # -- the subscriber interface (called by the hub, on the loop, never blocks) ----------
@@ -576,7 +577,7 @@ class HttpSession:
             return
         status = instruct.status[0] if instruct.status else answer.status
         await self._start_response(status, self._stream_headers(answer.headers))
-        await self._write(answer.body)
+        await self._write_events(answer.body)
         # Without a hold, a next link is paging: follow it at once. With a hold and a prev-id
         # gap, the link is how the stream catches up (Pushpin 1.36, the race).
         follow_now = not self._apply_stream(instruct, first=True) or instruct.hold is None
@@ -606,7 +607,7 @@ class HttpSession:
                     continue
                 if value.stream.action == "close":
                     break
-                await self._write(value.stream.content)
+                await self._write_events(value.stream.content)
                 continue
             now = time.monotonic()
             keep_alive_due = self._keep_alive_due()
@@ -622,6 +623,23 @@ class HttpSession:
             await self._mailbox.wait(min(due) - now if due else None)
         if not self._gone.is_set():
             await self._write(b"", more=False)
+
+    async def _write_events(self, data: bytes) -> None:
+        """Write stream content, except an SSE event that repeats, byte for byte and id
+        included, the last event this stream wrote (an event with the same id is the same
+        event: WHATWG HTML, server-sent events). A next-link answer made as a change
+        committed already carries the render that the change's publish then brings: the
+        answer holds at the version read before it rendered, so that what is published
+        during the fetch is not lost (rest/mixins.py, ``_grip_channels``), and the next
+        item, or the fetch a gap makes, brings the same render again. live.js drops such a
+        repeat by its ETag; a bare ``EventSource`` would dispatch it twice."""
+        if data == self._last_event:
+            return
+        await self._write(data)
+        if data.startswith(b"id: ") or b"\nid: " in data:
+            self._last_event = data
+        elif data.strip() and not data.startswith(b":"):
+            self._last_event = None  # other content came between
 
     def _link_scope(self, link: NextLink) -> dict[str, Any]:
         host = get_header(self.scope.get("headers", []), "host") or ""
@@ -661,7 +679,7 @@ class HttpSession:
             logger.info("next link of %s answered %d: ending the stream", self.path, answer.status)
             return "end"
         if answer.body and not self._gone.is_set():
-            await self._write(answer.body)
+            await self._write_events(answer.body)
         if instruct.hold == "stream":
             if not self._admit():
                 logger.warning("%s: over EMBEDDED_MAX_HELD; ending the stream", self.path)
