@@ -8,7 +8,8 @@
     the rest (apps, checks, asgi, management commands, openapi, the test kits) may import all
 
 Every import counts, also one inside a function. ``protocol`` and ``proxy`` import no Django
-module either.
+module either. Inside ``rest/``, ``relations.py`` imports no other drf-grip module: the
+registry imports it.
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def violations() -> list[str]:
 
 def test_lower_layers_never_import_higher_ones():
     assert violations() == []
+
+
+def test_the_relations_sit_below_the_registry():
+    """``rest/relations.py`` reads the models' relations for the registry (registry.py), which
+    imports it: it imports no other drf-grip module, so it can never import the registry."""
+    assert imports_of(PACKAGE / "rest" / "relations.py") == []
 
 
 def test_the_rule_sees_a_violation(tmp_path, monkeypatch):

@@ -277,11 +277,11 @@ def test_loaddata_publishes_what_it_loaded(sink, tmp_path):
 @pytest.fixture
 def immediate_transactions(monkeypatch):
     """SQLite transactions as Django 5.1's ``"transaction_mode": "IMMEDIATE"`` names them:
-    a delete then reads what it unlinks (registry._on_pre_delete). No other connection
+    a delete then reads what it unlinks (relations.unlinked_by_delete). No other connection
     writes in these tests."""
-    from drf_grip.rest import registry
+    from drf_grip.rest import relations
 
-    monkeypatch.setattr(registry, "_may_read_before_writing", lambda using: True)
+    monkeypatch.setattr(relations, "_may_read_before_writing", lambda using: True)
 
 
 def test_a_delete_waits_for_another_writer_on_sqlite(sink):

@@ -5,14 +5,14 @@ whose changes wake other resources (a new Comment changes its Post). Signals col
 changes per transaction; the batch is handed to a background worker when the transaction
 commits (a rollback drops it), so the write is never slowed by rendering or the network.
 ``update()``, ``bulk_create()`` and raw SQL send no signals: call ``publish_changes()``, or
-wrap the block in ``paused()``.
+wrap the block in ``paused()``. What a change changes in other models through their relations
+(proxies, parents, many-to-many rows, ``SET_NULL``) is found by relations.py.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import logging
 import os
 import queue
@@ -24,17 +24,19 @@ from functools import partial
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import (
-    DEFAULT_DB_ALIAS,
-    close_old_connections,
-    connections,
-    models,
-    router,
-    transaction,
-)
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, router, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
 
 from ..conf import grip_settings
+from .relations import (
+    after_delete,
+    as_it_was,
+    m2m_sides,
+    remember_keys,
+    same_rows,
+    unlinked_by_delete,
+    with_keys,
+)
 
 __all__ = [
     "register",
@@ -108,36 +110,11 @@ def register(model: type[models.Model], affects: Related | None = None) -> None:
         if affects is not None:
             _related.setdefault(model, []).append(affects)
             post_init.connect(
-                _remember_keys,
+                remember_keys,
                 sender=model,
                 weak=False,
                 dispatch_uid=f"drf_grip.affects.{model._meta.label_lower}",
             )
-
-
-def _remember_keys(sender, instance, **kwargs) -> None:
-    """The foreign keys an object of a model with ``affects`` was loaded with (or last
-    saved with), to also wake what it affected before a save moved it: a Comment moved to
-    another Post woke only the new Post, and the old one kept showing it (ORM probe)."""
-    if instance.pk is None:
-        return
-    instance._drf_grip_keys = {
-        field.attname: instance.__dict__[field.attname]
-        for field in sender._meta.concrete_fields
-        if field.is_relation and field.attname in instance.__dict__
-    }
-
-
-def _as_it_was(instance: models.Model) -> models.Model | None:
-    """A copy of ``instance`` with the foreign keys it was loaded with, when a save changed
-    any (and no related objects cached), else None."""
-    keys = getattr(instance, "_drf_grip_keys", None)
-    if not keys or all(instance.__dict__.get(name) == value for name, value in keys.items()):
-        return None
-    was = copy.copy(instance)  # Model.__reduce__: its own _state and fields cache
-    was.__dict__.update(keys)
-    was._state.fields_cache = {}
-    return was
 
 
 _load_lock = threading.RLock()
@@ -389,169 +366,7 @@ def _as_loaded(instance: models.Model) -> models.Model | None:
     keys = getattr(instance, "_drf_grip_partition_keys", None)
     if not keys:
         return None
-    loaded = copy.copy(instance)  # Model.__reduce__: its own _state and fields cache
-    loaded.__dict__.update(keys)
-    loaded._state.fields_cache = {}
-    return loaded
-
-
-_tables: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
-_sides: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
-_automatic: dict[type[models.Model], list[tuple[Any, ...]]] = {}
-_setting: dict[type[models.Model], list[Any]] = {}
-
-
-def _same_rows(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
-    """The other models whose objects a save of ``model`` changes, with the attribute that
-    holds their pk: the concrete model and every proxy of it, and the parents of a
-    multi-table child with theirs (a change saved through a ``Restaurant`` or a proxy class
-    woke nothing on a view of ``Place`` or of the concrete model, ORM probe). Signals name
-    the class that saved, never these."""
-    out = _tables.get(model)
-    if out is None:
-        from django.apps import apps
-
-        concrete = model._meta.concrete_model
-        tables = [concrete, *concrete._meta.get_parent_list()]
-        out = [
-            (other, table._meta.pk.attname)
-            for table in tables
-            for other in apps.get_models()
-            if other is not model and other._meta.concrete_model is table
-        ]
-        _tables[model] = out
-    return out
-
-
-def _m2m_sides(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:
-    """For the ``through`` model of a many-to-many relation, its two sides and the attribute
-    of each side's key: a row of it saved or deleted (a custom ``through`` created directly,
-    or deleted with one side) changes both, and sends no ``m2m_changed``."""
-    out = _sides.get(model)
-    if out is None:
-        from django.apps import apps
-
-        out = []
-        for owner in apps.get_models():
-            for m2m in owner._meta.local_many_to_many:
-                if m2m.remote_field.through is model:
-                    for name, side in (
-                        (m2m.m2m_field_name(), owner),
-                        (m2m.m2m_reverse_field_name(), m2m.remote_field.model),
-                    ):
-                        out.append((side, model._meta.get_field(name).attname))
-        _sides[model] = out
-    return out
-
-
-def _auto_m2m(
-    model: type[models.Model],
-) -> list[tuple[type[models.Model], type[models.Model], str, str]]:
-    """Automatic many-to-many tables that hold ``model``'s objects: (other side, through,
-    this side's key attribute, the other side's)."""
-    out = _automatic.get(model)
-    if out is not None:
-        return out
-    from django.apps import apps
-
-    concrete = model._meta.concrete_model
-    out = _automatic[model] = []
-    for owner in apps.get_models():
-        for m2m in owner._meta.local_many_to_many:
-            through = m2m.remote_field.through
-            if not through._meta.auto_created:
-                continue  # a custom through sends signals of its own (_m2m_sides)
-            source = through._meta.get_field(m2m.m2m_field_name()).attname
-            target = through._meta.get_field(m2m.m2m_reverse_field_name()).attname
-            if owner._meta.concrete_model is concrete:
-                out.append((m2m.remote_field.model, through, source, target))
-            if m2m.remote_field.model._meta.concrete_model is concrete:
-                out.append((owner, through, target, source))
-    return out
-
-
-def _set_on_delete(model: type[models.Model]) -> list[models.ForeignObjectRel]:
-    """Foreign keys to ``model`` that a delete sets (``SET_NULL``, ``SET_DEFAULT``,
-    ``SET()``) rather than deletes or leaves alone."""
-    out = _setting.get(model)
-    if out is None:
-        leave = (models.CASCADE, models.PROTECT, models.RESTRICT, models.DO_NOTHING)
-        # As Django's Collector finds them: hidden ones (``related_name="+"``) too.
-        out = _setting[model] = [
-            rel
-            for rel in model._meta.concrete_model._meta.get_fields(include_hidden=True)
-            if rel.auto_created
-            and not rel.concrete
-            and (rel.one_to_one or rel.one_to_many)
-            and rel.on_delete not in leave
-        ]
-    return out
-
-
-def _may_read_before_writing(using: str) -> bool:
-    """Whether a pre_delete handler may query. Django sends pre_delete inside the delete's
-    transaction, before its first write, and SQLite refuses a deferred transaction that
-    read before it writes with "database is locked" at once, without waiting, while another
-    connection writes (its deadlock rule, as preconditions.py meets it): a read there failed
-    deletes under concurrent writers (the soak). Django 5.1's ``"transaction_mode":
-    "IMMEDIATE"`` takes the write lock first, and then a read is safe."""
-    connection = connections[using]
-    if connection.vendor != "sqlite":
-        return True
-    return connection.settings_dict.get("OPTIONS", {}).get("transaction_mode") in (
-        "IMMEDIATE",
-        "EXCLUSIVE",
-    )
-
-
-def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
-    """What a delete changes without a signal, read before it happens: Django deletes an
-    object's rows of automatic many-to-many tables, and sets the foreign keys of
-    ``SET_NULL`` relations, in bulk (a Tag deleted stayed on its Posts, a Bookmark kept
-    pointing at a deleted Todo, ORM probe). One query per such relation of a model that a
-    realtime view or ``register()`` names, per object, or per ``queryset.delete()`` for the
-    objects of its own model (Django sends every pre_delete before it deletes anything):
-    a query per object took deleting 500 tags from 0.05 s to 0.77 s."""
-    if instance.pk is None:
-        return
-    if not _may_read_before_writing(using):
-        # The whole related model is woken instead.
-        for other in {o for o, *_rest in _auto_m2m(sender)} | {
-            rel.related_model for rel in _set_on_delete(sender)
-        }:
-            if is_registered(other):
-                _record(other, None, False, using)
-        return
-    mine_too = isinstance(origin, models.QuerySet) and origin.model is sender
-    if mine_too:
-        if getattr(_local, "deleting", None) is origin:
-            return  # read for the whole queryset at its first object
-        _local.deleting = origin
-    for other, through, mine, theirs in _auto_m2m(sender):
-        if not is_registered(other):
-            continue
-        keys = origin.values("pk") if mine_too else [instance.pk]
-        pks = list(
-            through._base_manager.using(using)
-            .filter(**{mine + "__in": keys})
-            .values_list(theirs, flat=True)
-            .distinct()
-        )
-        if pks:
-            _record(other, pks, False, using)
-    for rel in _set_on_delete(sender):
-        other = rel.related_model
-        if not is_registered(other):
-            continue
-        target = rel.field.target_field.attname
-        keys = origin.values(target) if mine_too else [getattr(instance, target, None)]
-        pks = list(
-            other._base_manager.using(using)
-            .filter(**{rel.field.attname + "__in": keys})
-            .values_list("pk", flat=True)
-        )
-        if pks:
-            _record(other, pks, False, using)
+    return with_keys(instance, keys)
 
 
 def _expand(
@@ -566,11 +381,11 @@ def _expand(
     followed."""
     _ensure_loaded()
     out = [(model, instance.pk, None if raw else _partitions(model, instance))]
-    for other, attname in _same_rows(model):
+    for other, attname in same_rows(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
             out.append((other, pk, None if raw else _partitions(other, instance)))
-    for side, attname in _m2m_sides(model):
+    for side, attname in m2m_sides(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
             out.append((side, pk, None))
@@ -579,10 +394,10 @@ def _expand(
     related = _related.get(model, ())
     subjects = [instance]
     if related:
-        was = _as_it_was(instance)
+        was = as_it_was(instance)
         if was is not None:
             subjects.append(was)  # what it affected before it moved, too
-        _remember_keys(model, instance)
+        remember_keys(model, instance)
     for affects in related:
         for subject in subjects:
             try:
@@ -603,8 +418,7 @@ def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> N
 
 
 def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
-    if origin is not None and getattr(_local, "deleting", None) is origin:
-        _local.deleting = None  # the same queryset deleted again is read again
+    after_delete(origin)  # the same queryset deleted again is read again
     table = sender._meta.concrete_model
     for model, pk, partitions in _expand(sender, instance):
         # Deleted through a proxy, the object is gone for its concrete model and the other
@@ -612,6 +426,12 @@ def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) 
         # deleted by a signal of its own, or kept (``keep_parents``).
         gone = model is sender or (model._meta.concrete_model is table and pk == instance.pk)
         _record(model, [pk], gone, using, partitions)
+
+
+def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
+    # Rows a delete changes without a signal of their own (relations.unlinked_by_delete).
+    for model, pks in unlinked_by_delete(sender, instance, using, origin, is_registered):
+        _record(model, pks, False, using)
 
 
 def _on_m2m(
