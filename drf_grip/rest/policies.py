@@ -83,7 +83,9 @@ def keep_recording(anew: bool = False) -> None:
     subscribes, and then lives for hours): a mark that expired under it would make the
     next change close every such connection (``records_lost()``, publishing.py)."""
     now = time.monotonic()
-    # Outlives the gap between a connection's keep-alive calls whatever LIVE_URL_TIMEOUT is.
+    # Outlives the gap between a connection's keep-alive calls whatever LIVE_URL_TIMEOUT is:
+    # live_timeout() covers four of them unless LIVE_URL_TIMEOUT is negative, which neither
+    # conf.py nor a system check rejects.
     timeout = max(live_timeout(), 4 * int(grip_settings.WS_KEEP_ALIVE))
     if anew or now - _recording_marked[0] > timeout / 4:
         state_cache().set(_RECORDING, 1, timeout)

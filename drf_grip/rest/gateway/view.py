@@ -430,6 +430,7 @@ def _renew_shared(state: dict[str, Any]) -> None:
         return
     if len(_relisted) > 4 * int(grip_settings.LIVE_URL_MAX):
         _relisted.clear()  # bounded: URLs nobody holds any more fall out
+    recorded: set[tuple[str, str]] = set()
     for sub in state["subs"].values():
         listing = sub.get("listing")
         if sub["mode"] != SHARED or not listing:
@@ -438,7 +439,10 @@ def _renew_shared(state: dict[str, Any]) -> None:
         if now - _relisted.get(listing["key"], 0) < every:
             continue
         _relisted[listing["key"]] = now
-        record_view(listing["model"], sub["view"], SHARED)
+        # The view once per model: another URL of it would only read the entry just renewed.
+        if (listing["model"], sub["view"]) not in recorded:
+            recorded.add((listing["model"], sub["view"]))
+            record_view(listing["model"], sub["view"], SHARED)
         relist(listing)
     state["renewed"] = now
 
