@@ -1120,3 +1120,32 @@ def test_an_ended_subscription_frees_its_id():
     note.text = "c"
     note.save()
     assert [m["data"][0]["text"] for m in settled(ws)][-1:] == ["c"]
+
+
+def test_a_keep_alive_renewal_records_each_view_once_and_every_live_url(monkeypatch):
+    """A connection's renewal (``_renew_shared``, from the proxy's keep-alive calls) lists
+    each live URL of its shared subscriptions again, and the view they came through once
+    per model: a second ``record_view`` of it only read back the entry just renewed."""
+    from drf_grip.rest.gateway import view
+
+    recorded, relisted = [], []
+    monkeypatch.setattr(view, "record_view", lambda *args: recorded.append(args))
+    monkeypatch.setattr(view, "relist", lambda listing: relisted.append(listing["key"]))
+    monkeypatch.setattr(view, "_relisted", {})
+
+    def shared(view_path: str, model: str, key: str) -> dict:
+        return {"mode": "shared", "view": view_path, "listing": {"model": model, "key": key}}
+
+    state = {"subs": {
+        "1": shared("app:Todos", "testapp.todo", "all"),
+        "2": shared("app:Todos", "testapp.todo", "open"),
+        "3": shared("app:Posts", "testapp.post", "posts"),
+        "4": {"mode": "private", "view": "app:Notes", "model": "testapp.note"},
+    }}
+    view._renew_shared(state)
+
+    assert relisted == ["all", "open", "posts"]
+    assert recorded == [
+        ("testapp.todo", "app:Todos", "shared"),
+        ("testapp.post", "app:Posts", "shared"),
+    ]
