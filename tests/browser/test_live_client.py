@@ -38,6 +38,31 @@ _SETUP = """async () => {
     const check = () => record.changes.length >= n ? resolve(record.changes.length) : setTimeout(check, 20);
     check();
   });
+  // Run body() with WebSocket replaced by a gateway that opens at once and answers each
+  // subscribe message with answer(message): a list of messages, sent 50 ms apart.
+  window.withFakeGateway = async (answer, body) => {
+    const real = window.WebSocket;
+    class FakeGateway {
+      constructor() {
+        this.readyState = 0;
+        setTimeout(() => { this.readyState = 1; this.onopen(); });
+      }
+      send(text) {
+        const message = JSON.parse(text);
+        if (message.subscribe === undefined) return;
+        answer(message).forEach((reply, i) => setTimeout(() => this.onmessage({data: JSON.stringify(reply)}), 50 * i));
+      }
+      close() { this.readyState = 3; }
+    }
+    FakeGateway.OPEN = 1;
+    FakeGateway.CONNECTING = 0;
+    window.WebSocket = FakeGateway;
+    try {
+      return await body();
+    } finally {
+      window.WebSocket = real;
+    }
+  };
 }"""
 
 
@@ -53,6 +78,24 @@ def page(browser_context: Any, sample_servers: dict[str, Board]) -> Iterator[Any
     page.wait_for_selector('#state[data-state="live"]')
     page.evaluate(_SETUP)
     yield page
+
+
+def _one_event_then_the_end(page: Any, url: str) -> list[float]:
+    """Answer requests of ``url`` (a glob) with an event stream that sends one event and ends,
+    as an origin does with no proxy in front to hold it; when each request came
+    (``time.monotonic()``)."""
+    calls: list[float] = []
+
+    def one_event(route: Any) -> None:
+        calls.append(time.monotonic())
+        route.fulfill(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+            body='id: "e1"\ndata: {"ok": true}\n\n',
+        )
+
+    page.route(url, one_event)
+    return calls
 
 
 def test_subscriptions_over_the_gateway_share_one_websocket(page: Any) -> None:
@@ -81,27 +124,14 @@ def test_a_gateway_subscribe_refused_with_a_server_error_is_made_again(page: Any
     # A gateway that answers the first subscribe with a 500 (a cache that failed once), then
     # with the representation; the page's WebSocket is replaced for this one test.
     result = page.evaluate("""async () => {
-      const real = window.WebSocket;
       const sent = [];
-      class FlakyGateway {
-        constructor() {
-          this.readyState = 0;
-          setTimeout(() => { this.readyState = 1; this.onopen(); });
-        }
-        send(text) {
-          const message = JSON.parse(text);
-          if (message.subscribe === undefined) return;
-          sent.push(message);
-          const answer = sent.length === 1
-            ? {id: message.id, status: 500, error: "server error"}
-            : {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: message.subscribe};
-          setTimeout(() => this.onmessage({data: JSON.stringify(answer)}));
-        }
-        close() { this.readyState = 3; }
-      }
-      FlakyGateway.OPEN = 1;
-      window.WebSocket = FlakyGateway;
-      try {
+      const flaky = (message) => {
+        sent.push(message);
+        return [sent.length === 1
+          ? {id: message.id, status: 500, error: "server error"}
+          : {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: message.subscribe}];
+      };
+      return withFakeGateway(flaky, async () => {
         const record = watch("/api/todos/", {
           transport: "ws", gatewayUrl: "/api/ws/", minDelay: 20, maxDelay: 50,
         });
@@ -110,9 +140,7 @@ def test_a_gateway_subscribe_refused_with_a_server_error_is_made_again(page: Any
         record.handle.stop();
         return {changes: record.changes.map((c) => c.data), states: record.states,
                 errors: record.errors, subscribes: sent.length};
-      } finally {
-        window.WebSocket = real;
-      }
+      });
     }""")
     assert result["changes"] == [{"ok": True}]
     assert result["subscribes"] == 2
@@ -323,17 +351,7 @@ def test_an_event_stream_that_ends_at_once_backs_off(page: Any) -> None:
     """A stream that ends right after it opened was not held (no proxy in front: the origin
     answers one event and closes). "sse" with headers (read with fetch()) reconnected after
     the first delay every time, about 2.5 times a second for ever; it backs off now."""
-    calls: list[float] = []
-
-    def one_event(route: Any) -> None:
-        calls.append(time.monotonic())
-        route.fulfill(
-            status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-            body='id: "e1"\ndata: {"ok": true}\n\n',
-        )
-
-    page.route("**/api/todos/?stream=ends", one_event)
+    calls = _one_event_then_the_end(page, "**/api/todos/?stream=ends")
     result = page.evaluate("""async () => {
       const record = watch("/api/todos/?stream=ends", {
         transport: "sse", headers: {"X-Client": "live.js"}, minDelay: 100, maxDelay: 4000,
@@ -389,35 +407,17 @@ def test_a_gateway_end_ends_like_a_streams_final_error(page: Any) -> None:
     does (docs/javascript.rst): a page that shows "signed out" on ``null`` did so over SSE and
     never over the gateway, which only told onError."""
     result = page.evaluate("""async () => {
-      const real = window.WebSocket;
-      class EndingGateway {
-        constructor() {
-          this.readyState = 0;
-          setTimeout(() => { this.readyState = 1; this.onopen(); });
-        }
-        send(text) {
-          const message = JSON.parse(text);
-          if (message.subscribe === undefined) return;
-          const answers = [
-            {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: message.subscribe},
-            {event: "end", id: message.id, url: message.subscribe, status: 401,
-             error: "the subscription's credentials are no longer valid"},
-          ];
-          answers.forEach((answer, i) => setTimeout(() => this.onmessage({data: JSON.stringify(answer)}), 50 * i));
-        }
-        close() { this.readyState = 3; }
-      }
-      EndingGateway.OPEN = 1;
-      EndingGateway.CONNECTING = 0;
-      window.WebSocket = EndingGateway;
-      try {
+      const ending = (message) => [
+        {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: message.subscribe},
+        {event: "end", id: message.id, url: message.subscribe, status: 401,
+         error: "the subscription's credentials are no longer valid"},
+      ];
+      return withFakeGateway(ending, async () => {
         const record = watch("/api/notes/", {transport: "ws", gatewayUrl: "/api/ws/"});
         await Promise.race([changeCount(record, 2), new Promise((resolve) => setTimeout(resolve, 3000))]);
         return {changes: record.changes.map((c) => [c.data, c.info.status, c.info.etag]),
                 states: record.states, errors: record.errors};
-      } finally {
-        window.WebSocket = real;
-      }
+      });
     }""")
     assert result["changes"] == [[{"ok": True}, 200, '"e1"'], [None, 401, None]]
     assert result["states"] == ["connecting", "live", "stopped"]
@@ -514,17 +514,7 @@ def test_an_event_source_reconnects_on_the_clients_backoff(page: Any) -> None:
     jitter, "reconnecting" reports its ``delay``. EventSource reconnected by itself instead,
     after Chromium's fixed 3 s - every page that lost the same server came back in the same
     moment, whatever ``minDelay``/``maxDelay`` said - and "reconnecting" had no delay."""
-    calls: list[float] = []
-
-    def one_event(route: Any) -> None:
-        calls.append(time.monotonic())
-        route.fulfill(
-            status=200,
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-            body='id: "e1"\ndata: {"ok": true}\n\n',
-        )
-
-    page.route("**/api/todos/?stream=lost", one_event)
+    calls = _one_event_then_the_end(page, "**/api/todos/?stream=lost")
     result = page.evaluate("""async () => {
       const delays = [];
       const handle = client.live("/api/todos/?stream=lost", () => {}, {

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -50,6 +51,33 @@ def past_first_subscription(proxy: ProxyUnderTest) -> None:
         time.sleep(1.5)
 
 
+def held(proxy: ProxyUnderTest, path: str, channel: str) -> LongPoll:
+    """A long-poll of ``path`` held on ``channel``, past Pushpin's first re-request."""
+    poll = hold(proxy, path, channel)
+    past_first_subscription(proxy)
+    return poll
+
+
+def woken(proxy: ProxyUnderTest, poll: LongPoll, path: str) -> Any:
+    """The body a change woke ``poll`` with, which must be what a fresh GET of ``path``
+    returns (its ETag)."""
+    response = poll.result(WITHIN)
+    body = response.json()
+    assert response.headers["ETag"] == get(proxy, path).headers["ETag"]
+    return body
+
+
+def renamed_beside_a_delete_rolled_back(todo: Todo) -> None:
+    """In one transaction: ``todo`` renamed "oat milk", and deleted in a savepoint that is
+    rolled back."""
+    with transaction.atomic():
+        todo.title = "oat milk"
+        todo.save()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Todo.objects.get(pk=todo.pk).delete()
+            raise RuntimeError("rolled back to the savepoint")
+
+
 def test_a_delete_rolled_back_to_a_savepoint_keeps_the_stream(
     grip_proxy: ProxyUnderTest, streams: list[EventStream]
 ) -> None:
@@ -60,12 +88,7 @@ def test_a_delete_rolled_back_to_a_savepoint_keeps_the_stream(
     streams.append(events)
     assert events.next(WITHIN).data
 
-    with transaction.atomic():
-        todo.title = "oat milk"
-        todo.save()
-        with pytest.raises(RuntimeError), transaction.atomic():
-            Todo.objects.get(pk=todo.pk).delete()
-            raise RuntimeError("rolled back to the savepoint")
+    renamed_beside_a_delete_rolled_back(todo)
     settle()
 
     event = events.next(WITHIN)
@@ -82,14 +105,12 @@ def test_a_tag_deleted_wakes_the_posts_it_was_on(grip_proxy: ProxyUnderTest) -> 
     tag = Tag.objects.create(name="hot")
     post.tags.add(tag)
     settle()
-    poll = hold(grip_proxy, f"/api/posts/{post.pk}/", obj_ch(post))
-    past_first_subscription(grip_proxy)
+    path = f"/api/posts/{post.pk}/"
+    poll = held(grip_proxy, path, obj_ch(post))
 
     tag.delete()
 
-    response = poll.result(WITHIN)
-    assert response.json()["tags"] == []
-    assert response.headers["ETag"] == get(grip_proxy, f"/api/posts/{post.pk}/").headers["ETag"]
+    assert woken(grip_proxy, poll, path)["tags"] == []
 
 
 def test_a_bookmark_whose_todo_is_deleted_wakes(grip_proxy: ProxyUnderTest) -> None:
@@ -97,19 +118,15 @@ def test_a_bookmark_whose_todo_is_deleted_wakes(grip_proxy: ProxyUnderTest) -> N
     todo = Todo.objects.create(title="milk")
     bookmark = Bookmark.objects.create(todo=todo, label="shopping")
     path = f"/api/bookmarks/{bookmark.pk}/"
-    poll = hold(grip_proxy, path, obj_ch(bookmark))
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, path, obj_ch(bookmark))
 
     todo.delete()
 
-    response = poll.result(WITHIN)
-    assert response.json()["todo"] is None
-    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+    assert woken(grip_proxy, poll, path)["todo"] is None
 
 
 def test_loaddata_wakes_the_list(grip_proxy: ProxyUnderTest, tmp_path) -> None:
-    poll = hold(grip_proxy, "/api/todos/", list_ch())
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, "/api/todos/", list_ch())
     fixture = tmp_path / "todos.json"
     fixture.write_text(json.dumps([
         {"model": "testapp.todo", "pk": 4242, "fields": {"title": "from a fixture"}},
@@ -117,47 +134,36 @@ def test_loaddata_wakes_the_list(grip_proxy: ProxyUnderTest, tmp_path) -> None:
 
     call_command("loaddata", str(fixture), verbosity=0)
 
-    response = poll.result(WITHIN)
-    assert response.json()["results"][0]["title"] == "from a fixture"
-    assert response.headers["ETag"] == get(grip_proxy, "/api/todos/").headers["ETag"]
+    assert woken(grip_proxy, poll, "/api/todos/")["results"][0]["title"] == "from a fixture"
 
 
 def test_a_save_through_a_child_class_wakes_the_parents_view(grip_proxy: ProxyUnderTest) -> None:
     restaurant = Restaurant.objects.create(name="Chez Nous")
     path = f"/api/places/{restaurant.pk}/"
-    poll = hold(grip_proxy, path, obj_ch(restaurant.place_ptr))
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, path, obj_ch(restaurant.place_ptr))
 
     restaurant.name = "Chez Vous"
     restaurant.save()
 
-    response = poll.result(WITHIN)
-    assert response.json()["name"] == "Chez Vous"
-    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+    assert woken(grip_proxy, poll, path)["name"] == "Chez Vous"
 
 
 def test_a_save_through_a_proxy_class_wakes_the_list(grip_proxy: ProxyUnderTest) -> None:
-    poll = hold(grip_proxy, "/api/todos/", list_ch())
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, "/api/todos/", list_ch())
 
     OpenTodo.objects.create(title="through a proxy")
 
-    response = poll.result(WITHIN)
-    assert response.json()["results"][0]["title"] == "through a proxy"
-    assert response.headers["ETag"] == get(grip_proxy, "/api/todos/").headers["ETag"]
+    assert woken(grip_proxy, poll, "/api/todos/")["results"][0]["title"] == "through a proxy"
 
 
 def test_a_membership_created_directly_wakes_its_team(grip_proxy: ProxyUnderTest) -> None:
     team, member = Team.objects.create(name="core"), Member.objects.create(name="ada")
     path = f"/api/teams/{team.pk}/"
-    poll = hold(grip_proxy, path, obj_ch(team))
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, path, obj_ch(team))
 
     Membership.objects.create(team=team, member=member, role="lead")
 
-    response = poll.result(WITHIN)
-    assert response.json()["members"] == ["ada"]
-    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+    assert woken(grip_proxy, poll, path)["members"] == ["ada"]
 
 
 @pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"])
@@ -169,18 +175,12 @@ def test_a_detail_url_with_its_key_written_otherwise_wakes(
     (zero-padded, upper-case UUIDs) otherwise waits out its whole hold."""
     todo = Todo.objects.create(title="milk")
     url = f"{path}0{todo.pk}/"
-    etag = get(grip_proxy, url).headers["ETag"]
-    mark = grip_proxy.mark()
-    poll = LongPoll(grip_proxy.url + url, {"If-None-Match": etag})
-    grip_proxy.wait_subscribed(names.bulk_channel(Todo), since=mark)
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, url, names.bulk_channel(Todo))
 
     todo.title = "oat milk"
     todo.save()
 
-    response = poll.result(WITHIN)
-    assert response.json()["title"] == "oat milk"
-    assert response.headers["ETag"] == get(grip_proxy, url).headers["ETag"]
+    assert woken(grip_proxy, poll, url)["title"] == "oat milk"
 
 
 def test_gateway_subscriptions_follow_the_same_changes(grip_proxy: ProxyUnderTest) -> None:
@@ -196,12 +196,7 @@ def test_gateway_subscriptions_follow_the_same_changes(grip_proxy: ProxyUnderTes
         assert ask(ws, {"id": 1, "subscribe": f"/api/todos/{todo.pk}/"})["status"] == 200
         assert ask(ws, {"id": 2, "subscribe": f"/api/posts/{post.pk}/"})["status"] == 200
 
-        with transaction.atomic():
-            todo.title = "oat milk"
-            todo.save()
-            with pytest.raises(RuntimeError), transaction.atomic():
-                Todo.objects.get(pk=todo.pk).delete()
-                raise RuntimeError("rolled back to the savepoint")
+        renamed_beside_a_delete_rolled_back(todo)
         change = receive(ws, timeout=WITHIN)
         assert (change["id"], change["status"], change["data"]["title"]) == (1, 200, "oat milk")
 
@@ -215,13 +210,10 @@ def test_a_comment_moved_to_another_post_leaves_the_first(grip_proxy: ProxyUnder
     first, second = Post.objects.create(title="a"), Post.objects.create(title="b")
     comment = Comment.objects.create(post=first, text="hi")
     path = f"/api/posts/{first.pk}/"
-    poll = hold(grip_proxy, path, obj_ch(first))
-    past_first_subscription(grip_proxy)
+    poll = held(grip_proxy, path, obj_ch(first))
 
     comment = Comment.objects.get(pk=comment.pk)
     comment.post = second
     comment.save()
 
-    response = poll.result(WITHIN)
-    assert response.json()["comments"] == []
-    assert response.headers["ETag"] == get(grip_proxy, path).headers["ETag"]
+    assert woken(grip_proxy, poll, path)["comments"] == []
