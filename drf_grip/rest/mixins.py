@@ -410,7 +410,7 @@ class _RealtimeBase:
             self._check_headers_size(request)
             from .policies import record_policy
 
-            record_policy(policy, type(self))
+            record_policy(policy)
             if delivery == SHARED:
                 # Listed BEFORE the version is read and the representation computed: a change
                 # committed from here on renders this URL.

@@ -63,7 +63,7 @@ def _index(label: str) -> SlotIndex:
     return SlotIndex(f"drf_grip:views:{label}", _MAX_VIEWS, live_timeout())
 
 
-def record_policy(policy: RealtimePolicy, view: type) -> None:
+def record_policy(policy: RealtimePolicy) -> None:
     record_view(policy.model, policy.view, policy.delivery)
 
 
