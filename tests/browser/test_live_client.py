@@ -3,6 +3,7 @@ the parts of the client the board page does not show."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -529,3 +530,55 @@ def test_an_event_source_reconnects_on_the_clients_backoff(page: Any) -> None:
     assert all(isinstance(delay, int) and 200 <= delay <= 800 for delay in result), result
     # Chromium's own schedule gave 2 connections in 3.5 s; delays of 200-800 ms give 5 or more.
     assert len(calls) >= 5, len(calls)
+
+
+def test_a_revoked_token_ends_every_transport_once(
+    page: Any, sample_servers: dict[str, Board]
+) -> None:
+    """A page subscribed with a token that is then deleted (the user signed out elsewhere):
+    the next change's re-request answers 401. The long-poll retried that for ever, on its
+    backoff, for as long as the page stayed open; now it ends as SSE's final ``event:
+    error`` and the gateway's ``end`` do: ``null`` with the status, ``onError``, stopped."""
+    server = sample_servers["embedded"].server
+    key = "live-js-revoked-token-0000000000000000000"
+    with sqlite3.connect(server.database, timeout=20) as db:
+        (user,) = db.execute("SELECT id FROM auth_user WHERE username = 'demo'").fetchone()
+        db.execute(
+            "INSERT OR REPLACE INTO authtoken_token (key, created, user_id) "
+            "VALUES (?, datetime('now'), ?)", (key, user),
+        )
+    records = page.evaluate("""async (key) => {
+      const headers = {Authorization: `Token ${key}`};
+      window.revoked = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        revoked[transport] = watch("/api/notes/", {transport, headers, gatewayUrl: "/api/ws/", minDelay: 100, maxDelay: 200});
+        await revoked[transport].ready;
+      }
+      return Object.keys(revoked);
+    }""", key)
+    with sqlite3.connect(server.database, timeout=20) as db:
+        db.execute("DELETE FROM authtoken_token WHERE key = ?", (key,))
+    result = page.evaluate("""async () => {
+      await client.post("/api/notes/", {text: "after the token went"}, {headers: writeHeaders});
+      const stopped = (record) => new Promise((resolve) => {
+        const check = () => record.handle.state === "stopped" ? resolve() : setTimeout(check, 20);
+        check();
+      });
+      const out = {};
+      for (const [transport, record] of Object.entries(revoked)) {
+        await Promise.race([stopped(record), new Promise((resolve) => setTimeout(resolve, 5000))]);
+        const last = record.changes[record.changes.length - 1];
+        out[transport] = {
+          last: [last.data, last.info.status], state: record.handle.state,
+          errors: record.errors, reconnecting: record.states.filter((s) => s === "reconnecting").length,
+        };
+        record.handle.stop();
+      }
+      return out;
+    }""")
+    assert sorted(records) == ["longpoll", "sse", "ws"]
+    for transport, seen in result.items():
+        assert seen["state"] == "stopped", (transport, seen)
+        assert seen["last"][0] is None and seen["last"][1] in (401, 403), (transport, seen)
+        assert seen["reconnecting"] == 0, (transport, seen)
+        assert len(seen["errors"]) == 1, (transport, seen)

@@ -316,6 +316,10 @@ function isGone(status) {
   return status === 404 || status === 410;
 }
 
+function isRefused(status) {
+  return status === 401 || status === 403;
+}
+
 // -- long-poll ---------------------------------------------------------------------------
 
 // A 304 that comes back faster than this was not held: no GRIP proxy in front (a plain
@@ -373,7 +377,16 @@ async function longpoll(sub) {
       sub.deliver(null, null, response.status);
       return;
     }
-    // 5xx (a proxy whose origin is restarting: 502), 429, 401/403: try again later.
+    if (isRefused(response.status)) {
+      // The credentials are no longer good (a session that ended, a deleted token): asking
+      // again gets the same answer, so end as SSE's final `event: error` and the gateway's
+      // `end` do, rather than loop on the origin for as long as the page stays open.
+      sub.fail(new HttpError(response.status, body));
+      sub.deliver(null, null, response.status);
+      sub.stop();
+      return;
+    }
+    // 5xx (a proxy whose origin is restarting: 502), 429: try again later.
     if (!(await sub.backoff(new HttpError(response.status, body)))) return;
   }
 }
