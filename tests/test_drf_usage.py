@@ -199,11 +199,11 @@ def test_a_shared_view_keeps_the_query_parameters_its_serializer_reads(outbox, q
     assert '"done"' not in pushed
 
 
-def test_only_subscribers_whose_access_needs_credentials_leave_the_shared_renders():
-    """A signed-in subscriber of a shared view behind ``IsAuthenticated`` holds the
-    model's private channel (its own GET is re-run on each change, so a revoked token ends
-    it: ``integration/test_drf_usage.py``); a signed-in subscriber of a shared view anyone
-    may read still shares the URL's renders."""
+def test_only_anonymous_subscribers_share_the_renders():
+    """A signed-in subscriber of a shared view holds the model's private channel (its own
+    GET is re-run on each change, so a revoked token ends it:
+    ``integration/test_drf_usage.py``), also of a view anyone may read, where a deleted
+    token's GET answers 401 too; an anonymous subscriber shares the URL's renders."""
     user = get_user_model().objects.create_user("alice")
     Todo.objects.create(title="a")
     client = GripAPIClient()
@@ -211,7 +211,11 @@ def test_only_subscribers_whose_access_needs_credentials_leave_the_shared_render
     signed_in = client.get("/api/probe/signed-in-todos/", HTTP_ACCEPT="text/event-stream")
     assert assert_held(signed_in, stream=True).channels[1:] == ["drf.testapp.todo"]
     public = client.get("/api/probe/shared-fields-todos/", HTTP_ACCEPT="text/event-stream")
-    assert assert_held(public, stream=True).channels[1].startswith("drf.url.")
+    assert assert_held(public, stream=True).channels[1:] == ["drf.testapp.todo"]
+    anonymous = GripAPIClient().get(
+        "/api/probe/shared-fields-todos/", HTTP_ACCEPT="text/event-stream"
+    )
+    assert assert_held(anonymous, stream=True).channels[1].startswith("drf.url.")
     plain = client.get("/api/probe/signed-in-todos/")
     held = client.get("/api/probe/signed-in-todos/", HTTP_IF_NONE_MATCH=plain["ETag"])
     assert assert_held(held).channels[0].startswith("drf.testapp.todo")

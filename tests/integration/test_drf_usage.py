@@ -62,26 +62,33 @@ def test_a_stream_of_a_json_api_view_follows_its_changes(grip_proxy: ProxyUnderT
     assert event.data.encode() == fresh.content and event.id == fresh.headers["ETag"]
 
 
+@pytest.mark.parametrize(
+    "path, anonymous_status",
+    [("/api/probe/signed-in-todos/", 401), ("/api/probe/shared-fields-todos/", 200)],
+    ids=["signed-in-view", "anyone-may-read"],
+)
 @pytest.mark.parametrize("transport", ["stream", "long-poll", "gateway"])
 def test_a_shared_view_for_signed_in_users_stops_at_a_revoked_token(
-    grip_proxy: ProxyUnderTest, transport: str
+    grip_proxy: ProxyUnderTest, transport: str, path: str, anonymous_status: int
 ) -> None:
     """A shared view behind ``IsAuthenticated``: the token of a subscriber is deleted (a
     knox logout, DRF's token revoked). Its stream got the next change and ended only at the
     one after, its long-poll through Pushpin was woken with the new list, and its gateway
     subscription kept receiving every change: the shared push reached every subscriber of
-    the URL, whatever their credentials had become."""
+    the URL, whatever their credentials had become. The same for a view anyone may read
+    (``AllowAny``), where a fresh GET with the deleted token answers 401 as well (DRF's
+    ``TokenAuthentication`` fails a token it does not know): its subscribers kept getting
+    every change on every transport."""
     from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
     from .test_gateway_ws import ask, gateway, receive
 
-    path = "/api/probe/signed-in-todos/"
     user = get_user_model().objects.create_user("alice")
     token = Token.objects.create(user=user)
     headers = {"Authorization": f"Token {token.key}"}
     Todo.objects.create(title="a")
-    assert get(grip_proxy, path).status_code == 401
+    assert get(grip_proxy, path).status_code == anonymous_status
     seen: list[str] = []
     if transport == "gateway":
         with gateway(grip_proxy) as ws:
