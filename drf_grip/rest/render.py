@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest, get_script_name
 from django.http import HttpRequest, HttpResponse
@@ -25,6 +26,7 @@ from .context import RealtimeContext
 
 __all__ = [
     "RecordedRequest",
+    "host_allowed",
     "inherited_meta",
     "inherited_size",
     "record",
@@ -204,6 +206,16 @@ def _build(recorded: RecordedRequest) -> WSGIRequest:
         query=recorded.query,
         script_name=recorded.script_name,
     )
+
+
+def host_allowed(recorded: RecordedRequest) -> bool:
+    """Whether Django still serves the recorded GET's Host: ``ALLOWED_HOSTS`` may have been
+    narrowed since it was recorded, and then every replay raises ``DisallowedHost``."""
+    try:
+        _build(recorded).get_host()
+    except DisallowedHost:
+        return False
+    return True
 
 
 @lru_cache(maxsize=4)

@@ -35,7 +35,7 @@ from ..grip.publisher import publish
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
-from .render import RecordedRequest, record, subscriber_get
+from .render import RecordedRequest, host_allowed, record, subscriber_get
 from .sse import EVENT_STREAM, format_event, media_type_as
 from .store import SlotIndex, state_cache
 from .tickets import (
@@ -442,17 +442,21 @@ def affected_live_urls(
 ) -> list[dict[str, Any]]:
     """The live URLs a change renders: the model's list URLs, and the detail URLs of the
     changed objects (all detail URLs when the change names no objects)."""
-    label = model._meta.label_lower
-    entries = _model_table(label).entries()
-    if pks is None:
-        entries += _detail_table(label).entries()
-    else:
-        for pk in sorted(set(pks) | set(deleted), key=str):
-            entries += _object_table(label, pk).entries()
     unique: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        unique.setdefault(entry["k"], entry)
+    for table in _affected_tables(model, pks, deleted):
+        for entry in table.entries():
+            unique.setdefault(entry["k"], entry)
     return list(unique.values())
+
+
+def _affected_tables(
+    model: type[models.Model], pks: set[Any] | None, deleted: set[Any]
+) -> list[SlotIndex]:
+    label = model._meta.label_lower
+    if pks is None:
+        return [_model_table(label), _detail_table(label)]
+    objects = sorted(set(pks) | set(deleted), key=str)
+    return [_model_table(label), *(_object_table(label, pk) for pk in objects)]
 
 
 def publish_shared(
@@ -485,7 +489,10 @@ def publish_shared(
             _trace(channel, entry["url"], seen[channel], "covered by a render begun since here")
             continue
         try:
-            publish_live_url(entry)
+            if host_allowed(RecordedRequest.from_dict(entry["req"])):
+                publish_live_url(entry)
+            else:
+                _drop_live_url(entry, model, pks, deleted)
         except Exception:  # noqa: BLE001 - one URL must not stop the others
             logger.exception("drf-grip could not publish a live URL for its subscribers")
 
@@ -721,6 +728,39 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+
+
+#: What the subscribers of a dropped live URL get: each long-poll runs its own GET again and
+#: each stream is closed (its client's new GET is answered by Django as any other).
+def _dropped_formats(url: str) -> dict[str, Any]:
+    return {
+        "http-response": {"action": "hint"},
+        "http-stream": {"action": "close"},
+        "ws-message": {"content": _ws_message(url, 400)},
+    }
+
+
+def _drop_live_url(
+    entry: dict[str, Any], model: type[models.Model], pks: set[Any] | None, deleted: set[Any]
+) -> None:
+    """A live URL recorded under a Host that ``ALLOWED_HOSTS`` no longer allows (a deploy
+    narrowed it): each replay of its GET made Django log a ``DisallowedHost`` traceback, on
+    every change until it expired, and its streams were told the object was deleted. It is
+    unlisted with one warning, and its subscribers get what a fresh GET gives them: 400."""
+    channel, url = entry["channel"], entry["url"]
+    # A detail URL is also listed model-wide (``_tables``).
+    for table in [*_affected_tables(model, pks, deleted), _detail_table(model._meta.label_lower)]:
+        table.remove(entry["k"])
+    logger.warning(
+        "drf-grip dropped the live URL %s (%s): its Host is not in ALLOWED_HOSTS any more",
+        url, channel,
+    )
+    begin_renders([channel])
+    ticket = take_ticket(channel)
+    turn = _take_version(channel, ticket, "status-400")
+    if turn is not None:
+        previous, version = turn
+        publish(channel, _dropped_formats(url), id=version, prev_id=previous)
 
 
 #: The tag of a version whose item is a hint: no render names it, so the next render is sent.

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from django.core.cache import cache
+from django.test import override_settings
 
 from drf_grip.rest.shared import LiveUrl
 from drf_grip.testing.proxies import ProxyUnderTest
@@ -16,6 +17,12 @@ from tests.testapp.models import Todo
 from .test_realtime import WITHIN, get, hold, list_ch, settle, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def live_channel(proxy: ProxyUnderTest, path: str, media_type: str = "application/json") -> str:
+    """The channel of an anonymous subscriber of a shared ``path`` through ``proxy``."""
+    host = proxy.url.split("://", 1)[1]
+    return LiveUrl("http", host, path, "", media_type).channel
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +54,7 @@ def test_a_stream_of_a_json_api_view_follows_its_changes(grip_proxy: ProxyUnderT
     change."""
     path = "/api/probe/shared-jsonapi-todos/"
     Todo.objects.create(title="a")
-    host = grip_proxy.url.split("://", 1)[1]
-    channel = LiveUrl("http", host, path, "", "application/vnd.api+json").channel
+    channel = live_channel(grip_proxy, path, "application/vnd.api+json")
     events = stream(grip_proxy, path, channel)
     try:
         first = events.next(WITHIN)
@@ -130,3 +136,39 @@ def test_a_shared_view_for_signed_in_users_stops_at_a_revoked_token(
         events.close()
     assert event is not None and event.event == "error", event
     assert not any("after revocation" in data for data in seen)
+
+
+def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
+    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Live URLs recorded before a deploy narrowed ``ALLOWED_HOSTS``: the publisher replayed
+    their GETs with a Host Django now refuses, and every change logged a ``DisallowedHost``
+    traceback (``django.security``) for each such URL until it expired, while its streams
+    were told the object was deleted. Now the URL is dropped at the first change with one
+    warning, its subscribers get what a fresh GET gives them (400), and later changes log
+    nothing."""
+    path = "/api/probe/shared-fields-todos/"
+    Todo.objects.create(title="a")
+    channel = live_channel(grip_proxy, path)
+    events = stream(grip_proxy, path, channel)
+    poll = hold(grip_proxy, path, channel)
+    try:
+        assert events.next(WITHIN) is not None
+        with override_settings(ALLOWED_HOSTS=["api.example.com"]):
+            caplog.clear()
+            Todo.objects.create(title="b")
+            settle()
+            assert poll.result(WITHIN).status_code == 400
+            ended = events.next(WITHIN)
+            assert ended is None, ended  # closed, not told "deleted"
+            assert get(grip_proxy, path).status_code == 400
+            first = [r for r in caplog.records if r.name.startswith("drf_grip")]
+            assert len(first) == 1 and first[0].levelname == "WARNING", first
+            assert first[0].exc_info is None and "ALLOWED_HOSTS" in first[0].getMessage()
+            caplog.clear()
+            Todo.objects.create(title="c")
+            Todo.objects.create(title="d")
+            settle()
+            assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    finally:
+        events.close()
