@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -29,6 +29,7 @@ __all__ = [
     "host_allowed",
     "inherited_meta",
     "inherited_size",
+    "path_prefix",
     "record",
     "run_through_middleware",
     "subscriber_get",
@@ -71,6 +72,8 @@ class RecordedRequest:
     query: str
     meta: dict[str, str] = field(default_factory=dict)
     script_name: str = ""
+    #: What the server put before ``path_info`` in ``request.path`` (``path_prefix``).
+    path_prefix: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +82,7 @@ class RecordedRequest:
             "query": self.query,
             "meta": dict(self.meta),
             "script_name": self.script_name,
+            "path_prefix": self.path_prefix,
         }
 
     @classmethod
@@ -89,10 +93,11 @@ class RecordedRequest:
             data["query"],
             dict(data.get("meta") or {}),
             data.get("script_name", ""),
+            data.get("path_prefix"),
         )
 
     def with_query(self, query: str) -> "RecordedRequest":
-        return RecordedRequest(self.scheme, self.path, query, self.meta, self.script_name)
+        return replace(self, query=query)
 
     def with_headers(self, **headers: str) -> "RecordedRequest":
         """A copy with headers (``HTTP_ACCEPT="..."``) set; ``None`` removes one."""
@@ -102,7 +107,7 @@ class RecordedRequest:
                 meta.pop(key, None)
             else:
                 meta[key] = value
-        return RecordedRequest(self.scheme, self.path, self.query, meta, self.script_name)
+        return replace(self, meta=meta)
 
 
 def record(
@@ -119,7 +124,19 @@ def record(
         query=request.META.get("QUERY_STRING", "") if query is None else query,
         meta=inherited_meta(request, credentials=credentials),
         script_name=request.META.get("SCRIPT_NAME", "") or "",
+        path_prefix=path_prefix(request),
     )
+
+
+def path_prefix(request: HttpRequest) -> str:
+    """The mount point as the server put it in ``request.path``, which DRF's pagination
+    links are built from. WSGI prepends the script name; ASGI's ``path`` is the server's own
+    since Django 5.1 (ticket #35354), so behind a proxy that strips the prefix, with
+    ``FORCE_SCRIPT_NAME``, it has none while ``reverse()`` links do. A request the server
+    runs for the same client (``wsgi_request``) gets the same, or its links differ from a
+    fresh GET's."""
+    path, info = request.path, request.path_info
+    return path[: len(path) - len(info)] if path.endswith(info) else get_script_name(request.META)
 
 
 def carries_credentials(request: HttpRequest) -> bool:
@@ -170,9 +187,11 @@ def wsgi_request(
     query: str,
     body: bytes = b"",
     script_name: str = "",
+    prefix: str | None = None,
 ) -> WSGIRequest:
     """A request the server runs for itself: ``meta`` (headers and CGI variables) with this
-    method, target and body. ``path_info`` is already in WSGI's latin-1 form."""
+    method, target and body. ``path_info`` is already in WSGI's latin-1 form; ``prefix``,
+    when given, is what ``request.path`` has before it (``path_prefix``)."""
     environ: dict[str, Any] = dict(meta)
     environ.update(
         {
@@ -194,7 +213,10 @@ def wsgi_request(
     environ.setdefault("SERVER_PORT", "443" if scheme == "https" else "80")
     if scheme == "https":
         environ["HTTPS"] = "on"
-    return WSGIRequest(environ)
+    request = WSGIRequest(environ)
+    if prefix is not None:
+        request.path = prefix.rstrip("/") + "/" + request.path_info.replace("/", "", 1)
+    return request
 
 
 def _build(recorded: RecordedRequest) -> WSGIRequest:
@@ -205,6 +227,7 @@ def _build(recorded: RecordedRequest) -> WSGIRequest:
         path_info=recorded.path.encode("utf-8").decode("iso-8859-1"),
         query=recorded.query,
         script_name=recorded.script_name,
+        prefix=recorded.path_prefix,
     )
 
 

@@ -172,3 +172,41 @@ def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
             assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
     finally:
         events.close()
+
+
+def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """``FORCE_SCRIPT_NAME`` under ASGI behind a proxy that strips the prefix: Django's own
+    GET builds its pagination links from the server's path (no prefix, since Django 5.1),
+    the renders drf-grip runs for subscribers rebuilt it with the prefix. So the gateway's
+    answer and every pushed change, on the gateway and on a stream, differed from a fresh
+    GET, and their ETags named no representation a GET ever gave."""
+    from .test_gateway_ws import ask, gateway, receive
+
+    path = "/api/shared-todos/"  # two to a page: a next link
+    for title in "abc":
+        Todo.objects.create(title=title)
+    with override_settings(FORCE_SCRIPT_NAME="/api-prefix"):
+        fresh = get(grip_proxy, path)
+        assert fresh.json()["next"], fresh.json()
+        events = stream(grip_proxy, path, live_channel(grip_proxy, path))
+        try:
+            first = events.next(WITHIN)
+            with gateway(grip_proxy) as ws:
+                answer = ask(ws, {"id": 1, "subscribe": path})
+                assert (answer["data"], answer["etag"]) == (fresh.json(), fresh.headers["ETag"])
+                Todo.objects.create(title="d")
+                change = receive(ws, WITHIN)
+                while change.get("data", {}).get("count") != 4:
+                    change = receive(ws, WITHIN)  # the answer's settle (README)
+            event = events.next(WITHIN)
+            while event is not None and json.loads(event.data)["count"] != 4:
+                event = events.next(WITHIN)
+        finally:
+            events.close()
+        fresh_after = get(grip_proxy, path)
+    assert first is not None and first.id == fresh.headers["ETag"]
+    assert (change["data"], change["etag"]) == (fresh_after.json(), fresh_after.headers["ETag"])
+    assert event is not None and event.id == fresh_after.headers["ETag"]
+    assert json.loads(event.data) == fresh_after.json()

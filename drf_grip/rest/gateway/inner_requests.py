@@ -23,7 +23,7 @@ from django.test.client import conditional_content_removal
 from django.urls import Resolver404, get_script_prefix, resolve
 from django.utils.http import parse_header_parameters
 
-from ..render import inherited_meta, run_through_middleware, wsgi_request
+from ..render import inherited_meta, path_prefix, run_through_middleware, wsgi_request
 from ..sse import json_renderer_of
 from .messages import MessageError
 
@@ -235,4 +235,5 @@ def build_inner_request(
         # uvicorn's --root-path): a message's url is relative to it, as the URLconf is, but
         # the links the view builds (pagination, hyperlinks) must carry it, as a GET's do.
         script_name=outer.META.get("SCRIPT_NAME", "") or "",
+        prefix=path_prefix(outer),
     )
