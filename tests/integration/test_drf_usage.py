@@ -4,6 +4,7 @@ proxy: throttling, renderers of their own (views in ``testapp/drf_views.py``).""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import pytest
@@ -138,6 +139,21 @@ def test_a_shared_view_for_signed_in_users_stops_at_a_revoked_token(
     assert not any("after revocation" in data for data in seen)
 
 
+def assert_one_warning_then_quiet(
+    first: list[logging.LogRecord], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``first``: drf-grip's records of the first change under the narrower
+    ``ALLOWED_HOSTS``: one warning that names it, no traceback. Two more changes log
+    nothing."""
+    assert len(first) == 1 and first[0].levelname == "WARNING", first
+    assert first[0].exc_info is None and "ALLOWED_HOSTS" in first[0].getMessage()
+    caplog.clear()
+    Todo.objects.create(title="c")
+    Todo.objects.create(title="d")
+    settle()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+
+
 def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
     grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -162,14 +178,9 @@ def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
             ended = events.next(WITHIN)
             assert ended is None, ended  # closed, not told "deleted"
             assert get(grip_proxy, path).status_code == 400
-            first = [r for r in caplog.records if r.name.startswith("drf_grip")]
-            assert len(first) == 1 and first[0].levelname == "WARNING", first
-            assert first[0].exc_info is None and "ALLOWED_HOSTS" in first[0].getMessage()
-            caplog.clear()
-            Todo.objects.create(title="c")
-            Todo.objects.create(title="d")
-            settle()
-            assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+            assert_one_warning_then_quiet(
+                [r for r in caplog.records if r.name.startswith("drf_grip")], caplog
+            )
     finally:
         events.close()
 
@@ -210,3 +221,29 @@ def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
     assert (change["data"], change["etag"]) == (fresh_after.json(), fresh_after.headers["ETag"])
     assert event is not None and event.id == fresh_after.headers["ETag"]
     assert json.loads(event.data) == fresh_after.json()
+
+
+def test_a_gateway_subscription_whose_host_is_no_longer_allowed_ends_quietly(
+    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private gateway subscription made before a deploy narrowed ``ALLOWED_HOSTS``: the
+    publisher replayed its GET on every change, each logging a ``DisallowedHost``
+    traceback for as long as the connection lived. Now it ends at the first change with
+    the 400 a fresh GET gets, and one warning; later changes log nothing."""
+    from .test_gateway_ws import ask, gateway, receive
+
+    path = "/api/todos/"  # private
+    Todo.objects.create(title="a")
+    with gateway(grip_proxy) as ws:
+        assert ask(ws, {"id": 1, "subscribe": path})["status"] == 200
+        with override_settings(ALLOWED_HOSTS=["api.example.com"]):
+            caplog.clear()
+            Todo.objects.create(title="b")
+            settle()
+            ended = receive(ws, WITHIN)
+            while ended.get("event") == "change" and ended.get("status") == 200:
+                ended = receive(ws, WITHIN)  # the answer's settle (README)
+            assert (ended["event"], ended["status"]) == ("end", 400), ended
+            first = [r for r in caplog.records if r.levelno >= 30]
+            assert all(r.name.startswith("drf_grip") for r in first), first
+            assert_one_warning_then_quiet(first, caplog)

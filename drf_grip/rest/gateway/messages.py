@@ -34,6 +34,7 @@ __all__ = [
     "change_message",
     "decode_message",
     "end_message",
+    "REVOKED_ERROR",
     "valid_id",
 ]
 
@@ -127,14 +128,12 @@ def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str,
     return json.dumps(head)[:-1] + ', "data": ' + text + "}", etag
 
 
-def end_message(sub: Mapping[str, Any], status: int) -> str:
-    """The ``end`` event of a subscription whose credentials no longer name its subscriber."""
+REVOKED_ERROR = "the subscription's credentials are no longer valid"
+
+
+def end_message(sub: Mapping[str, Any], status: int, error: str = REVOKED_ERROR) -> str:
+    """The ``end`` event of a subscription that a fresh GET no longer serves (by default:
+    its credentials no longer name its subscriber)."""
     return json.dumps(
-        {
-            "event": "end",
-            "id": sub["id"],
-            "url": sub["url"],
-            "status": status,
-            "error": "the subscription's credentials are no longer valid",
-        }
+        {"event": "end", "id": sub["id"], "url": sub["url"], "status": status, "error": error}
     )

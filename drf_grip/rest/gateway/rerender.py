@@ -22,7 +22,13 @@ from ...grip.items import channel_name
 from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from .. import channels as names
 from ..context import RealtimeContext
-from ..render import RecordedRequest, revocation_status, revoked_status, subscriber_get
+from ..render import (
+    RecordedRequest,
+    host_allowed,
+    revocation_status,
+    revoked_status,
+    subscriber_get,
+)
 from ..store import state_cache
 from ..tickets import (
     began_since,
@@ -43,7 +49,7 @@ from .connections import (
     sent_versions,
     set_sent_version,
 )
-from .messages import change_message, end_message
+from .messages import REVOKED_ERROR, change_message, end_message
 
 __all__ = ["publish_subscriptions"]
 
@@ -215,8 +221,18 @@ def _rerender_all(
     names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
     begin_renders(names)  # before the tickets, before the render reads
     tickets = [take_ticket(name) for name in names]
+    recorded = RecordedRequest.from_dict(first["req"])
+    if not host_allowed(recorded):
+        # Recorded before a deploy narrowed ALLOWED_HOSTS: each replay made Django log a
+        # DisallowedHost traceback, on every change for as long as the connection lived.
+        logger.warning(
+            "drf-grip gateway: ended %d subscription(s) of %s: their Host is not in "
+            "ALLOWED_HOSTS any more", len(live), first.get("url", "?"),
+        )
+        for conn, key, sub in live:
+            _end_revoked(conn, key, sub, 400, "Invalid HTTP_HOST header")
+        return
     try:
-        recorded = RecordedRequest.from_dict(first["req"])
         response, _inner = subscriber_get(recorded, context)
     except Exception:  # noqa: BLE001 - one subscription must not stop the others
         logger.exception("drf-grip gateway: could not re-render a subscription")
@@ -282,10 +298,13 @@ def _send_render(
     send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
 
 
-def _end_revoked(conn: str, key: str, sub: Mapping[str, Any], status: int) -> None:
-    """End a subscription whose credentials were revoked: no later render is sent to it."""
+def _end_revoked(
+    conn: str, key: str, sub: Mapping[str, Any], status: int, error: str = REVOKED_ERROR
+) -> None:
+    """End a subscription that a fresh GET by its subscriber no longer serves (revoked
+    credentials, a Host no longer allowed): no later render is sent to it."""
     set_sent_version(conn, key, REVOKED)
-    send_to_connection(conn, {"content": end_message(sub, status)})
+    send_to_connection(conn, {"content": end_message(sub, status, error)})
 
 
 # -- the subscribe answer -----------------------------------------------------------------
