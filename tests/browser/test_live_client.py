@@ -35,6 +35,14 @@ _SETUP = """async () => {
     record.ready = firstDelivery;
     return record;
   };
+  // Resolves once the subscription stopped, or after `ms` (the test then sees its state).
+  window.stoppedWithin = (record, ms) => Promise.race([
+    new Promise((resolve) => {
+      const check = () => record.handle.state === "stopped" ? resolve() : setTimeout(check, 20);
+      check();
+    }),
+    new Promise((resolve) => setTimeout(resolve, ms)),
+  ]);
   window.changeCount = (record, n) => new Promise((resolve) => {
     const check = () => record.changes.length >= n ? resolve(record.changes.length) : setTimeout(check, 20);
     check();
@@ -560,13 +568,9 @@ def test_a_revoked_token_ends_every_transport_once(
         db.execute("DELETE FROM authtoken_token WHERE key = ?", (key,))
     result = page.evaluate("""async () => {
       await client.post("/api/notes/", {text: "after the token went"}, {headers: writeHeaders});
-      const stopped = (record) => new Promise((resolve) => {
-        const check = () => record.handle.state === "stopped" ? resolve() : setTimeout(check, 20);
-        check();
-      });
       const out = {};
       for (const [transport, record] of Object.entries(revoked)) {
-        await Promise.race([stopped(record), new Promise((resolve) => setTimeout(resolve, 5000))]);
+        await stoppedWithin(record, 5000);
         const last = record.changes[record.changes.length - 1];
         out[transport] = {
           last: [last.data, last.info.status], state: record.handle.state,
@@ -582,3 +586,36 @@ def test_a_revoked_token_ends_every_transport_once(
         assert seen["last"][0] is None and seen["last"][1] in (401, 403), (transport, seen)
         assert seen["reconnecting"] == 0, (transport, seen)
         assert len(seen["errors"]) == 1, (transport, seen)
+
+
+def test_a_refused_subscription_stops_on_every_transport(page: Any) -> None:
+    """A subscription the server refuses with 401 or 403 (a token it does not know, a
+    session that ended before the page subscribed) asks again and gets the same answer:
+    the long-poll and both ways of reading a stream retried it for ever on their backoff;
+    the gateway already stopped at a refused ``subscribe``."""
+    page.route(
+        "**/api/todos/?refused=1",
+        lambda route: route.fulfill(
+            status=403, content_type="application/json",
+            body='{"detail": "Authentication credentials were not provided."}',
+        ),
+    )
+    result = page.evaluate("""async () => {
+      const bad = {Authorization: "Token not-a-token"};
+      const records = {
+        longpoll: watch("/api/notes/", {headers: bad}),
+        "sse-fetch": watch("/api/notes/", {transport: "sse", headers: bad}),
+        eventsource: watch("/api/todos/?refused=1", {transport: "sse"}),
+        ws: watch("/api/notes/", {transport: "ws", gatewayUrl: "/api/ws/", headers: bad}),
+      };
+      const out = {};
+      for (const [name, record] of Object.entries(records)) {
+        await stoppedWithin(record, 3000);
+        out[name] = {state: record.handle.state, errors: record.errors.length,
+                     reconnecting: record.states.filter((s) => s === "reconnecting").length};
+        record.handle.stop();
+      }
+      return out;
+    }""")
+    for name, seen in result.items():
+        assert seen == {"state": "stopped", "errors": 1, "reconnecting": 0}, (name, seen)

@@ -250,6 +250,14 @@ class Subscription {
     }
   }
 
+  /** The server refused or ended the subscription (credentials refused or revoked): asking
+   * again gets the same answer. onError hears of it, onChange gets null with the status. */
+  end(error, status) {
+    this.fail(error);
+    this.deliver(null, null, status);
+    this.stop();
+  }
+
   /** Wait the next backoff delay; resolves false when stopped meanwhile. */
   backoff(error) {
     this.fail(error);
@@ -378,12 +386,10 @@ async function longpoll(sub) {
       return;
     }
     if (isRefused(response.status)) {
-      // The credentials are no longer good (a session that ended, a deleted token): asking
-      // again gets the same answer, so end as SSE's final `event: error` and the gateway's
-      // `end` do, rather than loop on the origin for as long as the page stays open.
-      sub.fail(new HttpError(response.status, body));
-      sub.deliver(null, null, response.status);
-      sub.stop();
+      // The credentials are no longer good (a session that ended, a deleted token): end as
+      // SSE's final `event: error` and the gateway's `end` do, rather than loop on the
+      // origin for as long as the page stays open.
+      sub.end(new HttpError(response.status, body), response.status);
       return;
     }
     // 5xx (a proxy whose origin is restarting: 502), 429: try again later.
@@ -425,9 +431,7 @@ function sse(sub) {
     source.onerror = (event) => {
       if (event instanceof MessageEvent) {
         // `event: error` from the server: the object is no longer visible to this client.
-        sub.fail(new HttpError(403, parseJson(event.data)));
-        sub.deliver(null, null, 403);
-        sub.stop();
+        sub.end(new HttpError(403, parseJson(event.data)), 403);
         return;
       }
       if (source.readyState === EventSource.CONNECTING) {
@@ -448,6 +452,7 @@ function sse(sub) {
       source.close();
       statusOf(sub).then((status) => {
         if (isGone(status)) return sub.deliver(null, null, status);
+        if (isRefused(status)) return sub.end(new HttpError(status, null), status);
         const error = new HttpError(status || 0, null, null, `event stream closed (GET answers ${status || "nothing"})`);
         return sub.backoff(error).then((again) => again && open());
       });
@@ -495,6 +500,10 @@ async function sseFetch(sub) {
         sub.deliver(null, null, response.status);
         return;
       }
+      if (isRefused(response.status)) {
+        sub.end(new HttpError(response.status, await readBody(response)), response.status);
+        return;
+      }
       if (!response.ok || !type.startsWith("text/event-stream")) {
         failure = new HttpError(response.status, await readBody(response));
       } else {
@@ -502,11 +511,8 @@ async function sseFetch(sub) {
         const opened = Date.now();
         const ended = await readEvents(response.body, (event) => {
           if (event.type === "delete") sub.deliver(null, null, 404);
-          else if (event.type === "error") {
-            sub.fail(new HttpError(403, parseJson(event.data)));
-            sub.deliver(null, null, 403);
-            sub.stop();
-          } else sub.deliver(parseJson(event.data), event.id || null);
+          else if (event.type === "error") sub.end(new HttpError(403, parseJson(event.data)), 403);
+          else sub.deliver(parseJson(event.data), event.id || null);
         });
         // backoff() below reports "reconnecting" (with its delay).
         if (ended && Date.now() - opened < UNHELD_STREAM_MS) sub.attempt = attempt;
@@ -702,9 +708,7 @@ class Gateway {
       if (!ended) return;
       this.byId.delete(message.id);
       ended.wsId = undefined;
-      ended.fail(new HttpError(message.status, message.error || message.data));
-      ended.deliver(null, null, message.status || 403);
-      ended.stop();
+      ended.end(new HttpError(message.status, message.error || message.data), message.status || 403);
       return;
     }
     const sub = this.byId.get(message.id);
