@@ -221,6 +221,23 @@ def test_only_anonymous_subscribers_share_the_renders():
     assert assert_held(held).channels[0].startswith("drf.testapp.todo")
 
 
+def test_a_session_shares_the_renders_of_a_view_anyone_may_read():
+    """A subscriber signed in by a session, of a shared view anyone may read, shares the
+    URL's renders: its session ended (a logout, a deactivated user), its GET reads the view
+    as anonymous and gets the same bytes, so there is nothing to end. (A signed-in board
+    of the sample was delivered like private data, a render per visitor per change.) Of a
+    view behind ``IsAuthenticated`` the session is what lets it read, and it holds the
+    model's private channel."""
+    get_user_model().objects.create_user("alice", password="pw")
+    Todo.objects.create(title="a")
+    client = GripAPIClient()
+    assert client.login(username="alice", password="pw")
+    public = client.get("/api/probe/shared-fields-todos/", HTTP_ACCEPT="text/event-stream")
+    assert assert_held(public, stream=True).channels[1].startswith("drf.url.")
+    signed_in = client.get("/api/probe/signed-in-todos/", HTTP_ACCEPT="text/event-stream")
+    assert assert_held(signed_in, stream=True).channels[1:] == ["drf.testapp.todo"]
+
+
 def test_a_shared_view_keeps_the_query_parameters_its_filter_methods_read(outbox):
     """A django-filter ``FilterSet`` method that reads a parameter no filter declares
     (``?whole=1`` beside ``?starts=``): a shared view dropped it before it ran, so even a

@@ -21,7 +21,9 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
 from rest_framework import exceptions, status
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
+from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -545,17 +547,42 @@ class _RealtimeBase:
         return bool(request.META.get("HTTP_IF_NONE_MATCH")) or self.is_event_stream(request)
 
     def _access_needs_credentials(self, request: Request) -> bool:
-        """Whether this subscriber of a shared view reads it by its credentials: it sent
-        some that authenticated. Such a subscription is delivered like private data, each
-        change re-running its own GET: a shared push reaches every subscriber of the URL as
-        it is, so a deleted token's stream got the next change, its long-poll through
-        Pushpin was woken with it, and its gateway subscription never ended (DESIGN.md §3,
-        revocation). That holds for a view anyone may read too: DRF's authentication runs
-        before the permissions, and ``TokenAuthentication`` answers 401 to a token it does
-        not know whatever the view allows. Anonymous subscribers have nothing to lose and
-        share the renders."""
+        """Whether this subscriber of a shared view reads it by its credentials. Such a
+        subscription is delivered like private data, each change re-running its own GET: a
+        shared push reaches every subscriber of the URL as it is, so a deleted token's
+        stream got the next change, its long-poll through Pushpin was woken with it, and
+        its gateway subscription never ended (DESIGN.md §3, revocation).
+
+        Credentials other than a session do, whatever the view allows: DRF authenticates
+        before it checks permissions, and ``TokenAuthentication`` (Basic, a JWT) answers 401
+        to credentials it no longer accepts even where anyone may read. A session does only
+        where the view refuses an anonymous GET (``IsAuthenticated``) or, for a detail URL,
+        checks object permissions (django-guardian's): an ended session, or a deactivated
+        user's, reads as anonymous (``SessionAuthentication`` then authenticates no one),
+        and an anonymous GET of a view anyone may read gives the same bytes, so a signed-in
+        board keeps sharing its renders. Anonymous subscribers have nothing to lose."""
         user = getattr(request, "user", None)
-        return (user is not None and user.is_authenticated) or request.auth is not None
+        if not (user is not None and user.is_authenticated) and request.auth is None:
+            return False
+        authenticator = getattr(request, "successful_authenticator", None)
+        if not isinstance(authenticator, SessionAuthentication):
+            return True
+        if self._realtime_kind == "detail" and any(
+            type(permission).has_object_permission is not BasePermission.has_object_permission
+            for permission in self.get_permissions()
+        ):
+            return True
+        from django.contrib.auth.models import AnonymousUser
+
+        saved = request.user, request.auth
+        request.user, request.auth = AnonymousUser(), None
+        try:
+            super().check_permissions(request)  # as DRF checks it, without the credentials
+        except Exception:  # noqa: BLE001 - refused, or a permission that needs request.auth
+            return True
+        finally:
+            request.user, request.auth = saved
+        return False
 
     def _check_headers_size(self, request: Request) -> None:
         """A subscription's headers are kept to replay its GET (render.py) for as long as
