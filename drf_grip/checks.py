@@ -1,5 +1,42 @@
 """System checks: say loudly when changes would have nowhere to go."""
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _configured() -> bool:
+    """Whether a GRIP endpoint is configured; a malformed one counts (E003 names it)."""
+    from .conf import grip_settings
+
+    try:
+        return grip_settings.configured
+    except ImproperlyConfigured:
+        return True
+
+
+@checks.register(checks.Tags.compatibility)
+def check_settings(app_configs=None, **kwargs):
+    """E002/W007 for DRF_GRIP values and keys drf-grip cannot use, E003 for a malformed
+    GRIP_URL, GRIP_PROXIES, PUBLISH_SERVERS or GRIP_PREFIX: said at start-up, with the
+    setting's name, rather than a 500 or a default taken silently at the first request."""
+    from .conf import drf_grip_problems, endpoint_problems
+
+    found = [
+        (checks.Error if p.id.startswith("drf_grip.E") else checks.Warning)(
+            p.msg, hint=p.hint, id=p.id
+        )
+        for p in drf_grip_problems()
+    ]
+    for problem in endpoint_problems():
+        found.append(
+            checks.Error(
+                f"{problem}.",
+                hint="A GRIP URL reads http://host:5561/?iss=pushpin&key=SECRET; GRIP_PROXIES "
+                "and PUBLISH_SERVERS are lists (of dicts with 'control_uri', or GRIP URLs "
+                "for PUBLISH_SERVERS).",
+                id="drf_grip.E003",
+            )
+        )
+    return found
 
 
 @checks.register(checks.Tags.compatibility)
@@ -12,7 +49,7 @@ def check_publish_endpoints(app_configs=None, **kwargs):
 
     from .conf import grip_settings
 
-    if grip_settings.configured or "EMBEDDED_URL" in (getattr(settings, "DRF_GRIP", None) or {}):
+    if _configured() or "EMBEDDED_URL" in (getattr(settings, "DRF_GRIP", None) or {}):
         return []
     if settings.DEBUG:
         return []
@@ -174,9 +211,7 @@ def check_runserver(app_configs=None, **kwargs):
     (``django.contrib.staticfiles`` does), and that one serves no embedded GRIP proxy."""
     from django.core.management import get_commands
 
-    from .conf import grip_settings
-
-    if grip_settings.configured:
+    if _configured():
         return []
     owner = get_commands().get("runserver")
     if owner in (None, "drf_grip"):
@@ -197,8 +232,11 @@ def check_verify_keys(app_configs=None, **kwargs):
     """W006 when a public key a Grip-Sig is to be verified with does not load: every
     request signed with it counts as direct (no hold, no stream), silently, since a bad
     signature is how a forged request looks too (GRIP probe)."""
+    from .conf import endpoint_problems
     from .grip.signature import public_key_loads, trusted_keys
 
+    if endpoint_problems():
+        return []  # E003 names them
     if any(not public_key_loads(trusted.key) for trusted in trusted_keys()[0]):
         return [
             checks.Warning(
@@ -234,7 +272,8 @@ def check_partitions(app_configs=None, **kwargs):
         path = getattr(view, "realtime_partition", None)
         instance_hook = getattr(view.get_instance_partitions, "__func__", None)
         if (
-            not path
+            not isinstance(path, str)  # None, or E004's
+            or not path
             or view.get_realtime_partition is not _RealtimeBase.get_realtime_partition
             or instance_hook is not _RealtimeBase.get_instance_partitions.__func__
         ):
@@ -263,3 +302,41 @@ def check_partitions(app_configs=None, **kwargs):
             )
         )
     return errors
+
+
+def _view_attribute_problems(view: type) -> list[str]:
+    """Class attributes of a realtime view that cannot mean what they were written for."""
+    problems = []
+    delivery = getattr(view, "realtime_delivery", None)
+    if delivery is not None and delivery not in ("private", "shared"):
+        # Compared as written: "Shared" was silently private delivery.
+        problems.append(f'realtime_delivery must be "private" or "shared", not {delivery!r}')
+    for name in ("realtime_vary", "realtime_query_params"):
+        value = getattr(view, name, ())
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
+            # A bare string is iterated letter by letter (("page") is no tuple).
+            problems.append(f"{name} must be a list or tuple of names, not {value!r}")
+    partition = getattr(view, "realtime_partition", None)
+    if partition is not None and not isinstance(partition, str):
+        problems.append(f"realtime_partition must be a field path string, not {partition!r}")
+    return problems
+
+
+@checks.register(checks.Tags.compatibility)
+def check_view_attributes(app_configs=None, **kwargs):
+    """E004 for a realtime view's class attribute of the wrong kind: each was taken as
+    something else without a word (a private view, letters for header names)."""
+    from .rest.registry import realtime_views
+
+    views = sorted(set(realtime_views()), key=lambda v: f"{v.__module__}.{v.__qualname__}")
+    return [
+        checks.Error(
+            f"{view.__name__}.{problem}.",
+            hint='realtime_delivery = "shared"; realtime_vary = ("Accept-Language",) (a '
+            "tuple of one name needs its comma).",
+            obj=view,
+            id="drf_grip.E004",
+        )
+        for view in views
+        for problem in _view_attribute_problems(view)
+    ]

@@ -9,17 +9,23 @@ live in one dict, ``DRF_GRIP``. Everything is re-read after ``setting_changed`` 
 from __future__ import annotations
 
 import base64
+import binascii
+import difflib
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from gripcontrol import parse_grip_uri
 
-__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS", "redact_url"]
+__all__ = ["GripEndpoint", "grip_settings", "DEFAULTS", "redact_url", "SettingProblem"]
+
+logger = logging.getLogger("drf_grip.conf")
 
 DEFAULTS: dict[str, Any] = {
     # Long-poll timeout in seconds, and the range a client may pick with ``Prefer: wait=N``.
@@ -81,6 +87,196 @@ DEFAULTS: dict[str, Any] = {
     # Gateway connections with private subscriptions to one model (each re-rendered per change).
     "WS_MAX_LIVE_CONNECTIONS": 2048,
 }
+
+
+#: The values a DRF_GRIP number may take: ``(whole, lowest, lowest allowed)``. Zero and
+#: negative durations are refused where they would hold nothing, stream nothing or spin: a
+#: negative cache timeout deletes the entry it sets (Django's cache API), so a negative
+#: LIVE_URL_TIMEOUT left shared delivery with no live URL at all.
+_NUMBERS: dict[str, tuple[bool, float, bool]] = {
+    **{
+        name: (True, 1, True)
+        for name in (
+            "HOLD_TIMEOUT", "HOLD_TIMEOUT_MIN", "HOLD_TIMEOUT_MAX", "STREAM_KEEP_ALIVE",
+            "NEXT_LINK_TIMEOUT", "NEXT_LINK_MAX_AGE", "SUBSCRIBER_HEADERS_MAX_SIZE",
+            "PUBLISH_QUEUE_SIZE", "PUBLISH_BATCH_SIZE", "EMBEDDED_MAX_HELD",
+            "EMBEDDED_MAX_MESSAGE_SIZE", "REHOLD_CONCURRENCY", "HINT_BUCKETS",
+            "HINT_BUCKET_SIZE", "WS_MAX_MESSAGE_SIZE", "WS_MAX_SUBSCRIPTIONS", "WS_KEEP_ALIVE",
+        )
+    },
+    **{
+        name: (True, 0, True)
+        for name in (
+            "LIVE_URL_TIMEOUT", "LIVE_URL_MAX", "LIVE_URL_MAX_PER_OBJECT", "PUBLISH_RETRIES",
+            "WS_MAX_LIVE_CONNECTIONS",
+        )
+    },
+    **{
+        name: (False, 0, True)
+        for name in (
+            "PUBLISH_BACKOFF", "PUBLISH_BACKOFF_MAX", "PUBLISH_FLUSH_TIMEOUT",
+            "PUBLISH_INTERVAL", "REHOLD_MAX_WAIT",
+        )
+    },
+    # requests refuses a timeout of 0 or less: every publish would fail.
+    **{name: (False, 0, False) for name in ("PUBLISH_CONNECT_TIMEOUT", "PUBLISH_READ_TIMEOUT")},
+}
+_DELIVERIES = ("private", "shared")
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """A setting drf-grip cannot use as given: what the system check reports (``id``)."""
+
+    id: str
+    msg: str
+    hint: str
+
+
+def _number_problem(name: str, value: Any) -> str | None:
+    whole, lowest, inclusive = _NUMBERS[name]
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        return f"{kind}, not {type(value).__name__} {value!r}"
+    if value < lowest or (value == lowest and not inclusive):
+        bound = f"{lowest:g} or more" if inclusive else f"more than {lowest:g}"
+        return f"{kind} of {bound}, not {value!r}"
+    return None
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    """Why ``DRF_GRIP[name] = value`` cannot be used, or None."""
+    if name == "LIVE_URL_TIMEOUT" and value is None:
+        return None
+    if name in _NUMBERS:
+        return _number_problem(name, value)
+    if name == "DEFAULT_DELIVERY" and value not in _DELIVERIES:
+        return f'"private" or "shared" (lower case), not {value!r}'
+    if name == "VERSION_CACHE" and (
+        not isinstance(value, str) or value not in (getattr(settings, "CACHES", None) or {})
+    ):
+        return f"the alias of a cache in CACHES, not {value!r}"
+    if name == "EMBEDDED_URL":
+        problem = url_problem(value)
+        return f"an http:// or https:// URL ({problem})" if problem else None
+    return None
+
+
+def url_problem(url: Any) -> str | None:
+    """Why ``url`` is no address to publish to, or None; never quotes the URL itself (its
+    query may hold a key)."""
+    if not isinstance(url, str):
+        return f"{type(url).__name__}, not a string"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        return f"unparsable: {str(exc).split(':')[0]}"
+    if parts.scheme not in ("http", "https"):
+        return "no http:// or https:// scheme"
+    if not parts.hostname:
+        return "no host"
+    return None
+
+
+def _grip_url_problem(url: Any) -> str | None:
+    problem = url_problem(url)
+    if problem:
+        return problem
+    try:
+        parse_grip_uri(url)
+    except (binascii.Error, ValueError):
+        return "a key=base64:... (or verify-key=base64:...) that is not base64"
+    return None
+
+
+def _entries_problems(name: str, value: Any, *, urls: bool) -> list[str]:
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        shape = "GRIP URLs or dicts" if urls else "dicts with 'control_uri'"
+        return [f"{name} must be a list of {shape}, not {type(value).__name__}"]
+    problems = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, str) and urls:
+            problem = _grip_url_problem(entry)
+        elif not isinstance(entry, dict):
+            problem = f"{type(entry).__name__}, not a dict with 'control_uri'"
+        else:
+            problem = url_problem(entry.get("control_uri") or entry.get("uri"))
+        if problem:
+            problems.append(f"{name}[{i}]: {problem}")
+    return problems
+
+
+def endpoint_problems() -> list[str]:
+    """What is wrong with GRIP_URL, GRIP_PROXIES, PUBLISH_SERVERS and GRIP_PREFIX, each
+    named; no key or URL is quoted."""
+    problems = []
+    url = getattr(settings, "GRIP_URL", None)
+    if url and (problem := _grip_url_problem(url)):
+        problems.append(f"GRIP_URL: {problem}")
+    for name in ("GRIP_PROXIES", "PUBLISH_SERVERS"):
+        value = getattr(settings, name, None)
+        if value:
+            problems += _entries_problems(name, value, urls=name == "PUBLISH_SERVERS")
+    prefix = getattr(settings, "GRIP_PREFIX", "")
+    if prefix and not isinstance(prefix, str):
+        problems.append(f"GRIP_PREFIX: {type(prefix).__name__}, not a string")
+    return problems
+
+
+def drf_grip_problems() -> list[SettingProblem]:
+    """Every DRF_GRIP key and value drf-grip cannot use: E002 for a value (it falls back to
+    its default), W007 for a key it does not know (a typo keeps the default silently)."""
+    conf = getattr(settings, "DRF_GRIP", None) or {}
+    if not isinstance(conf, dict):
+        return [
+            SettingProblem(
+                "drf_grip.E002",
+                f"DRF_GRIP must be a dict, not {type(conf).__name__}.",
+                'Write DRF_GRIP = {"HOLD_TIMEOUT": 30, ...}; every setting keeps its default.',
+            )
+        ]
+    problems = []
+    for name, value in conf.items():
+        if name not in DEFAULTS:
+            close = difflib.get_close_matches(str(name), DEFAULTS, n=1)
+            problems.append(
+                SettingProblem(
+                    "drf_grip.W007",
+                    f"DRF_GRIP[{name!r}] is no drf-grip setting and is ignored.",
+                    f"Did you mean {close[0]!r}?" if close else "See docs/settings.rst.",
+                )
+            )
+        elif problem := _value_problem(name, value):
+            problems.append(
+                SettingProblem(
+                    "drf_grip.E002",
+                    f"DRF_GRIP[{name!r}] must be {problem}.",
+                    f"Until it is, drf-grip uses the default, {DEFAULTS[name]!r}.",
+                )
+            )
+    return problems + _hold_range_problems()
+
+
+def _hold_range_problems() -> list[SettingProblem]:
+    # live_timeout() (rest/policies.py) counts on no hold outlasting HOLD_TIMEOUT_MAX: a
+    # longer default hold outlived its live URL, and a change never reached it.
+    low, default, high = (
+        grip_settings.HOLD_TIMEOUT_MIN,
+        grip_settings.HOLD_TIMEOUT,
+        grip_settings.HOLD_TIMEOUT_MAX,
+    )
+    if low <= default <= high:
+        return []
+    return [
+        SettingProblem(
+            "drf_grip.E002",
+            f"DRF_GRIP's hold timeouts must be HOLD_TIMEOUT_MIN <= HOLD_TIMEOUT <= "
+            f"HOLD_TIMEOUT_MAX, not {low} <= {default} <= {high}.",
+            "Raise HOLD_TIMEOUT_MAX or lower HOLD_TIMEOUT: the longest hold bounds how long "
+            "a live URL is kept without renewal.",
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -177,6 +373,7 @@ class GripSettings:
         """Proxies from ``GRIP_PROXIES`` and ``GRIP_URL`` (both count; neither is mutated)."""
 
         def compute():
+            _refuse_bad_endpoints()
             out: list[GripEndpoint] = []
             for conf in getattr(settings, "GRIP_PROXIES", None) or ():
                 out.append(_endpoint_from_dict(dict(conf)))
@@ -190,6 +387,7 @@ class GripSettings:
     @property
     def publish_servers(self) -> tuple[GripEndpoint, ...]:
         def compute():
+            _refuse_bad_endpoints()
             out = []
             for conf in getattr(settings, "PUBLISH_SERVERS", None) or ():
                 if isinstance(conf, str):
@@ -214,7 +412,11 @@ class GripSettings:
 
     @property
     def prefix(self) -> str:
-        return self._memo("prefix", lambda: getattr(settings, "GRIP_PREFIX", "") or "")
+        def compute():
+            _refuse_bad_endpoints()
+            return getattr(settings, "GRIP_PREFIX", "") or ""
+
+        return self._memo("prefix", compute)
 
     @property
     def proxy_required(self) -> bool:
@@ -232,9 +434,31 @@ class GripSettings:
         # publisher's top leaves), so a value is kept until settings change (``_reload``).
         if name not in DEFAULTS:
             raise AttributeError(f"Invalid drf-grip setting: {name!r}")
-        return self._memo(
-            name, lambda: (getattr(settings, "DRF_GRIP", None) or {}).get(name, DEFAULTS[name])
-        )
+        return self._memo(name, lambda: _usable(name))
+
+
+def _usable(name: str) -> Any:
+    """``DRF_GRIP[name]``, or its default when the value cannot be used (a process that runs
+    no system checks, gunicorn say, still says why in its log)."""
+    conf = getattr(settings, "DRF_GRIP", None) or {}
+    if not isinstance(conf, dict) or name not in conf:
+        return DEFAULTS[name]
+    problem = _value_problem(name, conf[name])
+    if problem is None:
+        return conf[name]
+    logger.warning(
+        "DRF_GRIP[%r] must be %s; using the default, %r (drf_grip.E002).",
+        name, problem, DEFAULTS[name],
+    )
+    return DEFAULTS[name]
+
+
+def _refuse_bad_endpoints() -> None:
+    """A malformed GRIP_URL, GRIP_PROXIES or PUBLISH_SERVERS is an error with its name, not
+    a traceback from inside URL parsing (and never the embedded proxy instead)."""
+    problems = endpoint_problems()
+    if problems:
+        raise ImproperlyConfigured("; ".join(problems) + " (drf_grip.E003)")
 
 
 def _unique(endpoints: list[GripEndpoint]) -> list[GripEndpoint]:

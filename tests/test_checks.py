@@ -111,3 +111,99 @@ def test_a_partition_path_that_does_not_reach_the_user_is_named(registered_views
     assert sorted(m.obj.__name__ for m in found) == ["TasksByProject", "TasksByTitle"]
     assert "'project'" in found[0].msg and "get_realtime_partition()" in found[0].hint
     assert ProjectTasks.realtime_partition == "project__owner"
+
+
+# -- settings a Django developer gets wrong (drf_grip.E002, E003, E004, W007) ----------------
+
+_SETTINGS_IDS = {"drf_grip.E002", "drf_grip.E003", "drf_grip.W007"}
+_SECRET = "s3cr3t-key-that-must-never-be-shown"
+_SETTINGS_ERRORS = [
+    ({"DRF_GRIP": {"LIVE_URL_TIMEOUT": -5}}, "drf_grip.E002", "LIVE_URL_TIMEOUT"),
+    ({"DRF_GRIP": {"HOLD_TIMEOUT": "30"}}, "drf_grip.E002", "'30'"),
+    ({"DRF_GRIP": {"HOLD_TIMEOUT": None}}, "drf_grip.E002", "HOLD_TIMEOUT"),
+    ({"DRF_GRIP": {"HOLD_TIMEOUT": 600}}, "drf_grip.E002", "HOLD_TIMEOUT_MAX"),
+    ({"DRF_GRIP": {"HOLD_TIMEOUT_MIN": 60, "HOLD_TIMEOUT": 55}}, "drf_grip.E002", "<="),
+    ({"DRF_GRIP": {"NEXT_LINK_TIMEOUT": 0}}, "drf_grip.E002", "NEXT_LINK_TIMEOUT"),
+    ({"DRF_GRIP": {"PUBLISH_CONNECT_TIMEOUT": 0}}, "drf_grip.E002", "more than 0"),
+    ({"DRF_GRIP": {"PUBLISH_BACKOFF": -1.0}}, "drf_grip.E002", "PUBLISH_BACKOFF"),
+    ({"DRF_GRIP": {"WS_KEEP_ALIVE": 2.5}}, "drf_grip.E002", "whole number"),
+    ({"DRF_GRIP": {"REHOLD_CONCURRENCY": 0}}, "drf_grip.E002", "REHOLD_CONCURRENCY"),
+    ({"DRF_GRIP": {"DEFAULT_DELIVERY": "Shared"}}, "drf_grip.E002", "'Shared'"),
+    ({"DRF_GRIP": {"VERSION_CACHE": "realtime"}}, "drf_grip.E002", "CACHES"),
+    ({"DRF_GRIP": {"EMBEDDED_URL": "localhost:8000"}}, "drf_grip.E002", "EMBEDDED_URL"),
+    ({"DRF_GRIP": [("HOLD_TIMEOUT", 30)]}, "drf_grip.E002", "must be a dict"),
+    ({"DRF_GRIP": {"LIVE_URL_TIMOUT": 30}}, "drf_grip.W007", "mean 'LIVE_URL_TIMEOUT'?"),
+    ({"GRIP_URL": f"127.0.0.1:5561/?key={_SECRET}"}, "drf_grip.E003", "scheme"),
+    ({"GRIP_URL": f"http://127.0.0.1:99999/?key={_SECRET}"}, "drf_grip.E003", "Port out of range"),
+    ({"GRIP_URL": f"http://127.0.0.1:5561/?key=base64:{_SECRET}"}, "drf_grip.E003", "base64"),
+    ({"GRIP_URL": [f"http://127.0.0.1:5561/?key={_SECRET}"]}, "drf_grip.E003", "list"),
+    ({"GRIP_PROXIES": {"control_uri": "http://127.0.0.1:5561", "key": _SECRET}},
+     "drf_grip.E003", "must be a list"),
+    ({"GRIP_PROXIES": [{"url": "http://127.0.0.1:5561", "key": _SECRET}]},
+     "drf_grip.E003", "GRIP_PROXIES[0]"),
+    ({"PUBLISH_SERVERS": f"http://127.0.0.1:5561/?key={_SECRET}"}, "drf_grip.E003", "str"),
+    ({"GRIP_PREFIX": 5}, "drf_grip.E003", "GRIP_PREFIX"),
+]
+
+
+@pytest.mark.parametrize("overrides, check_id, named", _SETTINGS_ERRORS)
+def test_a_setting_drf_grip_cannot_use_is_named_at_start_up(overrides, check_id, named):
+    """Configuration probe: each of these passed ``manage.py check`` in silence, then gave a
+    500 at the first request (a traceback from inside URL parsing, a missing cache alias),
+    or a default taken without a word (a typo, ``"Shared"``), or holds whose live URL
+    expired as it was written (a negative LIVE_URL_TIMEOUT)."""
+    with override_settings(**overrides):
+        found = [m for m in checks.run_checks() if m.id in _SETTINGS_IDS]
+    assert [m.id for m in found] == [check_id], [(m.id, m.msg) for m in found]
+    (message,) = found
+    assert named in message.msg + message.hint
+    assert _SECRET not in message.msg + message.hint
+
+
+def test_a_value_drf_grip_cannot_use_is_replaced_by_its_default_and_logged(caplog):
+    """In a process that runs no system checks (gunicorn, Celery) a bad value is said in
+    the log and the default is used: no 500, no negative timeout sent to the proxy."""
+    from drf_grip.conf import DEFAULTS, grip_settings
+
+    with override_settings(DRF_GRIP={"HOLD_TIMEOUT": -30, "VERSION_CACHE": "realtime"}):
+        assert grip_settings.HOLD_TIMEOUT == DEFAULTS["HOLD_TIMEOUT"]
+        assert grip_settings.VERSION_CACHE == "default"
+    logged = caplog.text
+    assert "DRF_GRIP['HOLD_TIMEOUT']" in logged and "drf_grip.E002" in logged
+    assert "DRF_GRIP['VERSION_CACHE']" in logged
+
+
+def test_a_malformed_grip_url_is_an_error_that_names_it_without_its_key():
+    from drf_grip.conf import grip_settings
+
+    with override_settings(GRIP_URL=f"http://127.0.0.1:5561/?key=base64:{_SECRET}"):
+        with pytest.raises(ImproperlyConfigured, match="GRIP_URL") as raised:
+            grip_settings.proxies
+    assert _SECRET not in str(raised.value)
+
+
+def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
+    """``realtime_delivery = "Shared"`` was private delivery without a word, and
+    ``realtime_vary = ("Accept-Language")`` (no comma: a string) varied on letters."""
+    assert "drf_grip.E004" not in _ids()
+
+    class Capitalised(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+        realtime_delivery = "Shared"
+
+    class NoComma(Capitalised):
+        realtime_delivery = "shared"
+        realtime_vary = ("Accept-Language")
+        realtime_query_params = ["page_size"]  # a list is fine
+
+    class PartitionList(Capitalised):
+        realtime_delivery = None
+        realtime_partition = ["owner"]
+
+    found = sorted(
+        (m.obj.__name__, m.msg) for m in checks.run_checks() if m.id == "drf_grip.E004"
+    )
+    assert [name for name, _ in found] == ["Capitalised", "NoComma", "PartitionList"], found
+    assert "'Shared'" in found[0][1] and "realtime_vary" in found[1][1]
+    assert "realtime_partition" in found[2][1]

@@ -1,0 +1,32 @@
+"""Settings a Django developer gets wrong, seen through a real GRIP proxy: a value drf-grip
+cannot use is reported by ``manage.py check`` (drf_grip.E002) and, in a process that runs no
+checks, replaced by its default; it never leaves held clients without their changes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from drf_grip.testing.proxies import ProxyUnderTest
+from tests.testapp.models import Todo
+
+from .test_realtime import WITHIN, hold, shared_ch
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_negative_live_url_timeout_still_wakes_a_shared_long_poll(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """``LIVE_URL_TIMEOUT = -1000`` made every live URL's listing expire as it was written
+    (a negative cache timeout deletes): a held shared long-poll never woke."""
+    word = uuid.uuid4().hex[:8]
+    Todo.objects.create(title=f"one {word}")
+    path = f"/api/shared-todos/?search={word}"
+    with override_settings(DRF_GRIP={"LIVE_URL_TIMEOUT": -1000}):
+        poll = hold(grip_proxy, path, shared_ch(grip_proxy, "/api/shared-todos/", search=word))
+        Todo.objects.create(title=f"two {word}")
+        response = poll.result(WITHIN)
+    assert response.status_code == 200 and response.json()["count"] == 2
