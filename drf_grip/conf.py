@@ -158,7 +158,7 @@ def _value_problem(name: str, value: Any) -> str | None:
         return f"the alias of a cache in CACHES, not {value!r}"
     if name == "EMBEDDED_URL":
         problem = url_problem(value)
-        return f"an http:// or https:// URL ({problem})" if problem else None
+        return f"an http:// or https:// URL with a host ({problem})" if problem else None
     return None
 
 
@@ -255,17 +255,16 @@ def drf_grip_problems() -> list[SettingProblem]:
                     f"Until it is, drf-grip uses the default, {DEFAULTS[name]!r}.",
                 )
             )
-    return problems + _hold_range_problems()
+    return problems + _hold_range_problems(conf)
 
 
-def _hold_range_problems() -> list[SettingProblem]:
+def _hold_range_problems(conf: dict[str, Any]) -> list[SettingProblem]:
     # live_timeout() (rest/policies.py) counts on no hold outlasting HOLD_TIMEOUT_MAX: a
     # longer default hold outlived its live URL, and a change never reached it.
-    low, default, high = (
-        grip_settings.HOLD_TIMEOUT_MIN,
-        grip_settings.HOLD_TIMEOUT,
-        grip_settings.HOLD_TIMEOUT_MAX,
-    )
+    names = ("HOLD_TIMEOUT_MIN", "HOLD_TIMEOUT", "HOLD_TIMEOUT_MAX")
+    if any(_value_problem(name, conf[name]) for name in names if name in conf):
+        return []  # named on its own
+    low, default, high = (conf.get(name, DEFAULTS[name]) for name in names)
     if low <= default <= high:
         return []
     return [
