@@ -279,8 +279,8 @@ def check_partitions(app_configs=None, **kwargs):
         ):
             continue  # the pair is the view's own
         model = view.resolve_realtime_model()
-        if model is None:
-            continue  # named at request time (get_realtime_model()): nothing to follow here
+        if not isinstance(model, type):
+            continue  # named at request time (get_realtime_model()), or E004's
         try:
             for part in path.split("__"):
                 model = model._meta.get_field(part).related_model if model else None
@@ -306,6 +306,8 @@ def check_partitions(app_configs=None, **kwargs):
 
 def _view_attribute_problems(view: type) -> list[str]:
     """Class attributes of a realtime view that cannot mean what they were written for."""
+    from django.db.models import Model
+
     problems = []
     delivery = getattr(view, "realtime_delivery", None)
     if delivery is not None and delivery not in ("private", "shared"):
@@ -316,6 +318,13 @@ def _view_attribute_problems(view: type) -> list[str]:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
             # A bare string is iterated letter by letter (("page") is no tuple).
             problems.append(f"{name} must be a list or tuple of names, not {value!r}")
+    model = getattr(view, "realtime_model", None)
+    if model is not None and not (isinstance(model, type) and issubclass(model, Model)):
+        # Not resolved like a lazy "app.Model" relation: the first GET raised.
+        problems.append(f"realtime_model must be a model class, not {model!r}")
+    kind = getattr(view, "realtime_kind", "")
+    if kind not in ("", "list", "detail"):
+        problems.append(f'realtime_kind must be "list" or "detail", not {kind!r}')
     partition = getattr(view, "realtime_partition", None)
     if partition is not None and not isinstance(partition, str):
         problems.append(f"realtime_partition must be a field path string, not {partition!r}")

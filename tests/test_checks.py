@@ -183,8 +183,9 @@ def test_a_malformed_grip_url_is_an_error_that_names_it_without_its_key():
 
 
 def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
-    """``realtime_delivery = "Shared"`` was private delivery without a word, and
-    ``realtime_vary = ("Accept-Language")`` (no comma: a string) varied on letters."""
+    """``realtime_delivery = "Shared"`` was private delivery without a word,
+    ``realtime_vary = ("Accept-Language")`` (no comma: a string) varied on letters, and
+    ``realtime_model = "testapp.Todo"`` answered the first GET with a 500."""
     assert "drf_grip.E004" not in _ids()
 
     class Capitalised(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
@@ -201,9 +202,17 @@ def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
         realtime_delivery = None
         realtime_partition = ["owner"]
 
+    class ModelByName(Capitalised):
+        realtime_delivery = None
+        realtime_model = "testapp.Todo"  # a 500 at the first GET
+        realtime_kind = "List"
+
     found = sorted(
         (m.obj.__name__, m.msg) for m in checks.run_checks() if m.id == "drf_grip.E004"
     )
-    assert [name for name, _ in found] == ["Capitalised", "NoComma", "PartitionList"], found
-    assert "'Shared'" in found[0][1] and "realtime_vary" in found[1][1]
-    assert "realtime_partition" in found[2][1]
+    assert [name for name, _ in found] == [
+        "Capitalised", "ModelByName", "ModelByName", "NoComma", "PartitionList"
+    ], found
+    assert "'Shared'" in found[0][1] and "realtime_kind" in found[1][1]
+    assert "realtime_model" in found[2][1] and "realtime_vary" in found[3][1]
+    assert "realtime_partition" in found[4][1]
