@@ -17,12 +17,15 @@ index costs one read of a few flags, a small one a few dozen slots.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache import caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 
 from ..conf import grip_settings
 
@@ -50,7 +53,19 @@ def touch(cache: Any, key: str, timeout: float) -> bool:
 
 
 def state_cache() -> Any:
-    return caches[grip_settings.VERSION_CACHE]
+    cache = caches[grip_settings.VERSION_CACHE]
+    if isinstance(cache, DummyCache):
+        # A DummyCache (often the development CACHES, "caching off") keeps nothing: no
+        # version, no live URL, and a held shared long-poll never woke. Its state is kept in
+        # this process instead, which is what the one process of runserver needs; W002
+        # says that other processes do not see it.
+        return _in_process_state()
+    return cache
+
+
+@functools.cache
+def _in_process_state() -> Any:
+    return LocMemCache("drf_grip.instead-of-dummy-cache", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
 
 
 class SlotIndex:
@@ -197,10 +212,7 @@ def reachable() -> bool:
 
 def per_process_state() -> bool:
     """True when the state cache is private to this process (local memory, dummy)."""
-    from django.core.cache.backends.dummy import DummyCache
-    from django.core.cache.backends.locmem import LocMemCache
-
-    return isinstance(state_cache(), (LocMemCache, DummyCache))
+    return isinstance(state_cache(), LocMemCache)
 
 
 def mark(keys: Iterable[str], timeout: int) -> None:

@@ -1,6 +1,7 @@
 """Settings a Django developer gets wrong, seen through a real GRIP proxy: a value drf-grip
 cannot use is reported by ``manage.py check`` (drf_grip.E002) and, in a process that runs no
-checks, replaced by its default; it never leaves held clients without their changes."""
+checks, replaced by its default; neither it nor a cache that keeps nothing leaves held
+clients without their changes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from .test_realtime import WITHIN, hold, shared_ch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+_DUMMY = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+
 
 def test_a_negative_live_url_timeout_still_wakes_a_shared_long_poll(
     grip_proxy: ProxyUnderTest,
@@ -26,6 +29,19 @@ def test_a_negative_live_url_timeout_still_wakes_a_shared_long_poll(
     Todo.objects.create(title=f"one {word}")
     path = f"/api/shared-todos/?search={word}"
     with override_settings(DRF_GRIP={"LIVE_URL_TIMEOUT": -1000}):
+        poll = hold(grip_proxy, path, shared_ch(grip_proxy, "/api/shared-todos/", search=word))
+        Todo.objects.create(title=f"two {word}")
+        response = poll.result(WITHIN)
+    assert response.status_code == 200 and response.json()["count"] == 2
+
+
+def test_a_dummy_cache_still_wakes_a_shared_long_poll(grip_proxy: ProxyUnderTest) -> None:
+    """``CACHES`` with Django's DummyCache ("caching off in development") kept no version
+    and no live URL: a held shared long-poll on the embedded proxy never woke."""
+    word = uuid.uuid4().hex[:8]
+    Todo.objects.create(title=f"one {word}")
+    path = f"/api/shared-todos/?search={word}"
+    with override_settings(CACHES=_DUMMY):
         poll = hold(grip_proxy, path, shared_ch(grip_proxy, "/api/shared-todos/", search=word))
         Todo.objects.create(title=f"two {word}")
         response = poll.result(WITHIN)
