@@ -18,7 +18,7 @@ def check_settings(app_configs=None, **kwargs):
     """E002/W007 for DRF_GRIP values and keys drf-grip cannot use, E003 for a malformed
     GRIP_URL, GRIP_PROXIES, PUBLISH_SERVERS or GRIP_PREFIX: said at start-up, with the
     setting's name, rather than a 500 or a default taken silently at the first request."""
-    from .conf import drf_grip_problems, endpoint_problems
+    from .conf import drf_grip_problems, endpoint_problems, proxy_required_problem
 
     found = [
         (checks.Error if p.id.startswith("drf_grip.E") else checks.Warning)(
@@ -33,6 +33,14 @@ def check_settings(app_configs=None, **kwargs):
                 hint="A GRIP URL reads http://host:5561/?iss=pushpin&key=SECRET; GRIP_PROXIES "
                 "and PUBLISH_SERVERS are lists (of dicts with 'control_uri', or GRIP URLs "
                 "for PUBLISH_SERVERS).",
+                id="drf_grip.E003",
+            )
+        )
+    if problem := proxy_required_problem():
+        found.append(
+            checks.Error(
+                f"{problem}: any non-empty string counts as true.",
+                hint='Read it as a boolean: os.environ.get("GRIP_PROXY_REQUIRED") == "1".',
                 id="drf_grip.E003",
             )
         )

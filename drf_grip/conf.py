@@ -99,18 +99,14 @@ _NUMBERS: dict[str, tuple[bool, float, bool]] = {
         for name in (
             "HOLD_TIMEOUT", "HOLD_TIMEOUT_MIN", "HOLD_TIMEOUT_MAX", "STREAM_KEEP_ALIVE",
             "NEXT_LINK_TIMEOUT", "NEXT_LINK_MAX_AGE", "SUBSCRIBER_HEADERS_MAX_SIZE",
+            # Slot indexes hold at least one entry (rest/store.py): 0 would mean 1.
+            "LIVE_URL_MAX", "LIVE_URL_MAX_PER_OBJECT", "WS_MAX_LIVE_CONNECTIONS",
             "PUBLISH_QUEUE_SIZE", "PUBLISH_BATCH_SIZE", "EMBEDDED_MAX_HELD",
             "EMBEDDED_MAX_MESSAGE_SIZE", "REHOLD_CONCURRENCY", "HINT_BUCKETS",
             "HINT_BUCKET_SIZE", "WS_MAX_MESSAGE_SIZE", "WS_MAX_SUBSCRIPTIONS", "WS_KEEP_ALIVE",
         )
     },
-    **{
-        name: (True, 0, True)
-        for name in (
-            "LIVE_URL_TIMEOUT", "LIVE_URL_MAX", "LIVE_URL_MAX_PER_OBJECT", "PUBLISH_RETRIES",
-            "WS_MAX_LIVE_CONNECTIONS",
-        )
-    },
+    **{name: (True, 0, True) for name in ("LIVE_URL_TIMEOUT", "PUBLISH_RETRIES")},
     **{
         name: (False, 0, True)
         for name in (
@@ -118,7 +114,8 @@ _NUMBERS: dict[str, tuple[bool, float, bool]] = {
             "PUBLISH_INTERVAL", "REHOLD_MAX_WAIT",
         )
     },
-    # requests refuses a timeout of 0 or less: every publish would fail.
+    # A socket timeout of 0 makes it non-blocking (a connect fails at once), and a negative
+    # one is refused (Python's socket.settimeout): every publish would fail.
     **{name: (False, 0, False) for name in ("PUBLISH_CONNECT_TIMEOUT", "PUBLISH_READ_TIMEOUT")},
 }
 _DELIVERIES = ("private", "shared")
@@ -222,6 +219,14 @@ def endpoint_problems() -> list[str]:
     if prefix and not isinstance(prefix, str):
         problems.append(f"GRIP_PREFIX: {type(prefix).__name__}, not a string")
     return problems
+
+
+def proxy_required_problem() -> str | None:
+    """A GRIP_PROXY_REQUIRED read from the environment is a string, and "False" is true."""
+    value = getattr(settings, "GRIP_PROXY_REQUIRED", False)
+    if isinstance(value, bool) or value is None:
+        return None
+    return f"GRIP_PROXY_REQUIRED must be True or False, not {type(value).__name__} {value!r}"
 
 
 def drf_grip_problems() -> list[SettingProblem]:

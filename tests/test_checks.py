@@ -143,6 +143,8 @@ _SETTINGS_ERRORS = [
      "drf_grip.E003", "GRIP_PROXIES[0]"),
     ({"PUBLISH_SERVERS": f"http://127.0.0.1:5561/?key={_SECRET}"}, "drf_grip.E003", "str"),
     ({"GRIP_PREFIX": 5}, "drf_grip.E003", "GRIP_PREFIX"),
+    ({"GRIP_PROXY_REQUIRED": "False"}, "drf_grip.E003", "non-empty string"),
+    ({"DRF_GRIP": {"LIVE_URL_MAX": 0}}, "drf_grip.E002", "1 or more"),
 ]
 
 
