@@ -218,3 +218,16 @@ def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
     assert "'Shared'" in found[0][1] and "realtime_kind" in found[1][1]
     assert "realtime_model" in found[2][1] and "realtime_vary" in found[3][1]
     assert "realtime_partition" in found[4][1]
+
+
+def test_manage_py_check_stops_on_a_grip_url_without_a_scheme(tmp_path):
+    """The sample reads GRIP_URL from the environment, where a scheme is easily left out:
+    ``manage.py check`` (and so ``runserver`` and ``migrate``) stops and names the setting,
+    without the key (it used to pass, and every publish went to ``://127.0.0.1:5561``)."""
+    from tests.test_docs import _sample
+
+    result = _sample(tmp_path, "check", GRIP_URL=f"127.0.0.1:5561/?iss=pushpin&key={_SECRET}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "drf_grip.E003" in output and "GRIP_URL: no http:// or https:// scheme" in output
+    assert _SECRET not in output
