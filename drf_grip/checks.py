@@ -18,7 +18,12 @@ def check_settings(app_configs=None, **kwargs):
     """E002/W007 for DRF_GRIP values and keys drf-grip cannot use, E003 for a malformed
     GRIP_URL, GRIP_PROXIES, PUBLISH_SERVERS or GRIP_PREFIX: said at start-up, with the
     setting's name, rather than a 500 or a default taken silently at the first request."""
-    from .conf import drf_grip_problems, endpoint_problems, proxy_required_problem
+    from .conf import (
+        drf_grip_problems,
+        endpoint_problems,
+        misnamed_params,
+        proxy_required_problem,
+    )
 
     found = [
         (checks.Error if p.id.startswith("drf_grip.E") else checks.Warning)(
@@ -34,6 +39,16 @@ def check_settings(app_configs=None, **kwargs):
                 "and PUBLISH_SERVERS are lists (of dicts with 'control_uri', or GRIP URLs "
                 "for PUBLISH_SERVERS).",
                 id="drf_grip.E003",
+            )
+        )
+    for problem in misnamed_params():
+        found.append(
+            checks.Warning(
+                f"{problem}. Such a value is left in the publish URL and never used.",
+                hint="Pushpin's sig_iss and sig_key are a GRIP URL's iss= and key=: "
+                "http://127.0.0.1:5561/?iss=pushpin&key=SECRET. Without a key, any Grip-Sig "
+                "header counts as the proxy's.",
+                id="drf_grip.W008",
             )
         )
     if problem := proxy_required_problem():

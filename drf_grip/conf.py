@@ -16,7 +16,7 @@ import hmac
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -219,6 +219,40 @@ def endpoint_problems() -> list[str]:
     if prefix and not isinstance(prefix, str):
         problems.append(f"GRIP_PREFIX: {type(prefix).__name__}, not a string")
     return problems
+
+
+#: Query parameters carried over from Pushpin's config (``sig_key``) or spelt with an
+#: underscore: gripcontrol's parse_grip_uri knows only iss, key, verify-iss and verify-key and
+#: leaves any other in the publish URL, so such a key was never used and, with no key, any
+#: Grip-Sig counted as the proxy's.
+_MISNAMED_PARAMS = {
+    "sig_key": "key",
+    "sig_iss": "iss",
+    "secret": "key",
+    "verify_key": "verify-key",
+    "verify_iss": "verify-iss",
+}
+
+
+def misnamed_params() -> list[str]:
+    """GRIP URLs (GRIP_URL, PUBLISH_SERVERS) with a parameter meant as a GRIP one, each
+    named with its right name; never its value."""
+    urls = [("GRIP_URL", getattr(settings, "GRIP_URL", None))]
+    servers = getattr(settings, "PUBLISH_SERVERS", None)
+    if isinstance(servers, (list, tuple)):
+        urls += [(f"PUBLISH_SERVERS[{i}]", url) for i, url in enumerate(servers)]
+    found = []
+    for name, url in urls:
+        if not isinstance(url, str) or url_problem(url):
+            continue
+        params = parse_qs(urlsplit(url).query, keep_blank_values=True)
+        wrong = [param for param in params if param in _MISNAMED_PARAMS]
+        if wrong:
+            found.append(
+                f"{name}: {', '.join(p + '=' for p in wrong)} is no GRIP URL parameter; write "
+                + ", ".join(_MISNAMED_PARAMS[p] + "=" for p in wrong)
+            )
+    return found
 
 
 def proxy_required_problem() -> str | None:

@@ -115,7 +115,7 @@ def test_a_partition_path_that_does_not_reach_the_user_is_named(registered_views
 
 # -- settings a Django developer gets wrong (drf_grip.E002, E003, E004, W007) ----------------
 
-_SETTINGS_IDS = {"drf_grip.E002", "drf_grip.E003", "drf_grip.W007"}
+_SETTINGS_IDS = {"drf_grip.E002", "drf_grip.E003", "drf_grip.W007", "drf_grip.W008"}
 _SECRET = "s3cr3t-key-that-must-never-be-shown"
 _SETTINGS_ERRORS = [
     ({"DRF_GRIP": {"LIVE_URL_TIMEOUT": -5}}, "drf_grip.E002", "LIVE_URL_TIMEOUT"),
@@ -144,6 +144,8 @@ _SETTINGS_ERRORS = [
     ({"PUBLISH_SERVERS": f"http://127.0.0.1:5561/?key={_SECRET}"}, "drf_grip.E003", "str"),
     ({"GRIP_PREFIX": 5}, "drf_grip.E003", "GRIP_PREFIX"),
     ({"GRIP_PROXY_REQUIRED": "False"}, "drf_grip.E003", "non-empty string"),
+    ({"GRIP_URL": f"http://127.0.0.1:5561/?sig_iss=pushpin&sig_key={_SECRET}"},
+     "drf_grip.W008", "sig_iss=, sig_key= is no GRIP URL parameter; write iss=, key="),
     ({"DRF_GRIP": {"LIVE_URL_MAX": 0}}, "drf_grip.E002", "1 or more"),
 ]
 
