@@ -44,9 +44,10 @@ def check_settings(app_configs=None, **kwargs):
     for problem in misnamed_params():
         found.append(
             checks.Warning(
-                f"{problem}. Such a value is left in the publish URL and never used.",
+                f"{problem}. Such a value is never used.",
                 hint="Pushpin's sig_iss and sig_key are a GRIP URL's iss= and key=: "
-                "http://127.0.0.1:5561/?iss=pushpin&key=SECRET. Without a key, any Grip-Sig "
+                "http://127.0.0.1:5561/?iss=pushpin&key=SECRET; a GRIP_PROXIES entry's are "
+                "control_iss, key, verify_iss and verify_key. Without a key, any Grip-Sig "
                 "header counts as the proxy's.",
                 id="drf_grip.W008",
             )

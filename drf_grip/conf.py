@@ -197,6 +197,8 @@ def _entries_problems(name: str, value: Any, *, urls: bool) -> list[str]:
             problem = _grip_url_problem(entry)
         elif not isinstance(entry, dict):
             problem = f"{type(entry).__name__}, not a dict with 'control_uri'"
+        elif not (entry.get("control_uri") or entry.get("uri")):
+            problem = "no 'control_uri'"
         else:
             problem = url_problem(entry.get("control_uri") or entry.get("uri"))
         if problem:
@@ -241,7 +243,7 @@ def misnamed_params() -> list[str]:
     servers = getattr(settings, "PUBLISH_SERVERS", None)
     if isinstance(servers, (list, tuple)):
         urls += [(f"PUBLISH_SERVERS[{i}]", url) for i, url in enumerate(servers)]
-    found = []
+    found = _misnamed_entry_keys()
     for name, url in urls:
         if not isinstance(url, str) or url_problem(url):
             continue
@@ -252,6 +254,28 @@ def misnamed_params() -> list[str]:
                 f"{name}: {', '.join(p + '=' for p in wrong)} is no GRIP URL parameter; write "
                 + ", ".join(_MISNAMED_PARAMS[p] + "=" for p in wrong)
             )
+    return found
+
+
+#: What a GRIP_PROXIES or PUBLISH_SERVERS dict may hold (user and pass: basic auth).
+_ENTRY_KEYS = ("control_uri", "uri", "control_iss", "iss", "key", "verify_iss", "verify_key",
+               "user", "pass")
+
+
+def _misnamed_entry_keys() -> list[str]:
+    """Dict entries with a key drf-grip ignores: ``verify-key`` (the GRIP URL's spelling)
+    left a Fastly entry without the key its Grip-Sig is checked with."""
+    found = []
+    for name in ("GRIP_PROXIES", "PUBLISH_SERVERS"):
+        entries = getattr(settings, name, None)
+        if not isinstance(entries, (list, tuple)):
+            continue
+        for i, entry in enumerate(entries):
+            for key in entry if isinstance(entry, dict) else ():
+                if key not in _ENTRY_KEYS:
+                    close = difflib.get_close_matches(str(key), _ENTRY_KEYS, n=1, cutoff=0.7)
+                    right = f"; write {close[0]!r}" if close else ""
+                    found.append(f"{name}[{i}]: {key!r} is no proxy entry key{right}")
     return found
 
 
