@@ -342,6 +342,10 @@ def _view_attribute_problems(view: type) -> list[str]:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
             # A bare string is iterated letter by letter (("page") is no tuple).
             problems.append(f"{name} must be a list or tuple of names, not {value!r}")
+    meta_style = [v for v in getattr(view, "realtime_vary", ()) or () if str(v).startswith("HTTP_")]
+    if meta_style and not isinstance(view.realtime_vary, str):
+        # Looked up as HTTP_HTTP_...: never set, so every language shared one body.
+        problems.append(f"realtime_vary names headers, not request.META keys: {meta_style!r}")
     model = getattr(view, "realtime_model", None)
     if model is not None and not (isinstance(model, type) and issubclass(model, Model)):
         # Not resolved like a lazy "app.Model" relation: the first GET raised.

@@ -208,6 +208,10 @@ def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
         realtime_delivery = None
         realtime_partition = ["owner"]
 
+    class MetaKeys(Capitalised):
+        realtime_delivery = "shared"
+        realtime_vary = ["HTTP_ACCEPT_LANGUAGE"]  # every language got one pushed body
+
     class ModelByName(Capitalised):
         realtime_delivery = None
         realtime_model = "testapp.Todo"  # a 500 at the first GET
@@ -217,11 +221,11 @@ def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
         (m.obj.__name__, m.msg) for m in checks.run_checks() if m.id == "drf_grip.E004"
     )
     assert [name for name, _ in found] == [
-        "Capitalised", "ModelByName", "ModelByName", "NoComma", "PartitionList"
+        "Capitalised", "MetaKeys", "ModelByName", "ModelByName", "NoComma", "PartitionList"
     ], found
-    assert "'Shared'" in found[0][1] and "realtime_kind" in found[1][1]
-    assert "realtime_model" in found[2][1] and "realtime_vary" in found[3][1]
-    assert "realtime_partition" in found[4][1]
+    assert "'Shared'" in found[0][1] and "request.META" in found[1][1]
+    assert "realtime_kind" in found[2][1] and "realtime_model" in found[3][1]
+    assert "realtime_vary" in found[4][1] and "realtime_partition" in found[5][1]
 
 
 def test_manage_py_check_stops_on_a_grip_url_without_a_scheme(tmp_path):
