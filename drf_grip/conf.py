@@ -220,6 +220,13 @@ def endpoint_problems() -> list[str]:
     prefix = getattr(settings, "GRIP_PREFIX", "")
     if prefix and not isinstance(prefix, str):
         problems.append(f"GRIP_PREFIX: {type(prefix).__name__}, not a string")
+    elif prefix and any(c in ',;"' or not ("!" <= c <= "~") for c in prefix):
+        # Grip-Channel is a comma-separated list with ;-parameters (instruct.py): with "app,"
+        # a hold would name the channels "app" and the bare one, and publishes "app,name".
+        problems.append(
+            "GRIP_PREFIX: a comma, semicolon, quote, space or non-ASCII character, which a "
+            "Grip-Channel header cannot carry"
+        )
     return problems
 
 

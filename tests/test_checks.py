@@ -143,6 +143,7 @@ _SETTINGS_ERRORS = [
      "drf_grip.E003 drf_grip.W008", "GRIP_PROXIES[0]: no 'control_uri'"),
     ({"PUBLISH_SERVERS": f"http://127.0.0.1:5561/?key={_SECRET}"}, "drf_grip.E003", "str"),
     ({"GRIP_PREFIX": 5}, "drf_grip.E003", "GRIP_PREFIX"),
+    ({"GRIP_PREFIX": "my app, "}, "drf_grip.E003", "Grip-Channel"),
     ({"GRIP_PROXY_REQUIRED": "False"}, "drf_grip.E003", "non-empty string"),
     ({"GRIP_URL": f"http://127.0.0.1:5561/?sig_iss=pushpin&sig_key={_SECRET}"},
      "drf_grip.W008", "sig_iss=, sig_key= is no GRIP URL parameter; write iss=, key="),
