@@ -115,7 +115,9 @@ def test_a_partition_path_that_does_not_reach_the_user_is_named(registered_views
 
 # -- settings a Django developer gets wrong (drf_grip.E002, E003, E004, W007) ----------------
 
-_SETTINGS_IDS = {"drf_grip.E002", "drf_grip.E003", "drf_grip.W007", "drf_grip.W008"}
+_SETTINGS_IDS = {
+    "drf_grip.E002", "drf_grip.E003", "drf_grip.W007", "drf_grip.W008", "drf_grip.W009"
+}
 _SECRET = "s3cr3t-key-that-must-never-be-shown"
 _SETTINGS_ERRORS = [
     ({"DRF_GRIP": {"LIVE_URL_TIMEOUT": -5}}, "drf_grip.E002", "LIVE_URL_TIMEOUT"),
@@ -151,6 +153,7 @@ _SETTINGS_ERRORS = [
                         "verify-iss": "fastly:x"}]},
      "drf_grip.W008", "'verify-iss' is no proxy entry key; write 'verify_iss'"),
     ({"DRF_GRIP": {"LIVE_URL_MAX": 0}}, "drf_grip.E002", "1 or more"),
+    ({"DRF_GRIP": {"PUBLISH_INTERVAL": 50}}, "drf_grip.W009", "0.05 is 50 ms"),
 ]
 
 
