@@ -203,3 +203,23 @@ def test_a_zero_timeout_means_the_default_as_in_django_grip():
     streamed = run(stream, proxied_get())
     assert streamed["Grip-Keep-Alive"] == "ka; format=raw; timeout=20"
     assert streamed["Grip-Link"] == "</next/>; rel=next"
+
+
+def test_a_negative_keep_alive_or_next_link_timeout_is_refused_where_it_is_given():
+    """Configuration probe: ``set_hold_stream(request, "c", keep_alive_timeout=-5,
+    next_link="/n/", next_link_timeout=-3)`` sent ``timeout=-5`` and ``timeout=-3`` to the
+    proxy (the embedded one answers such a keep-alive with an error); a negative
+    ``set_hold_longpoll()`` timeout is already the proxies' minimum."""
+    import pytest
+
+    instruct = Instruct()
+    with pytest.raises(ValueError, match="keep-alive timeout must not be negative"):
+        instruct.set_keep_alive("x", -5)
+    with pytest.raises(ValueError, match="next link timeout must not be negative"):
+        instruct.set_next_link("/n/", -3)
+    instruct.add_channels("c")
+    instruct.set_hold_stream()
+    instruct.set_keep_alive("x", 0)  # none given: the default
+    instruct.set_next_link("/n/", 0)
+    headers = instruct.headers()
+    assert "timeout=-" not in headers["Grip-Keep-Alive"] + headers["Grip-Link"]

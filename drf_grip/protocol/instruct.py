@@ -165,11 +165,11 @@ class Instruct:
         if mode not in ("idle", "interval"):
             raise ValueError("keep-alive mode is 'idle' or 'interval'")
         raw = data.encode() if isinstance(data, str) else bytes(data)
-        seconds = int(timeout) if timeout else DEFAULT_KEEP_ALIVE_INTERVAL
+        seconds = _whole_seconds(timeout, "keep-alive") or DEFAULT_KEEP_ALIVE_INTERVAL
         self.keep_alive = KeepAlive(raw, seconds, mode)  # type: ignore[arg-type]
 
     def set_next_link(self, uri: str, timeout: int | None = None) -> None:
-        self.next_link = NextLink(uri, int(timeout) if timeout else None)
+        self.next_link = NextLink(uri, _whole_seconds(timeout, "next link") or None)
 
     # -- what it amounts to ----------------------------------------------------------------
 
@@ -276,6 +276,15 @@ def decode_cstring(text: str) -> bytes:
             raise InstructError(f"unknown cstring escape \\{nxt}")
         out.append(_CSTRING_ESCAPES[nxt])
     return "".join(out).encode("utf-8")
+
+
+def _whole_seconds(timeout: float | None, what: str) -> int | None:
+    """A timeout for a header; 0 and None are none given, as in django-grip. A negative one
+    is refused here rather than sent: the embedded proxy answers it with an error, and
+    what Pushpin makes of it is not documented."""
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"a {what} timeout must not be negative, not {timeout!r}")
+    return int(timeout) if timeout else None
 
 
 # -- parsing -------------------------------------------------------------------------------
