@@ -275,6 +275,14 @@ def test_keep_alive_control_message():
     ]
 
 
+def test_a_negative_keep_alive_timeout_is_refused_not_sent():
+    """Configuration probe: ``set_keep_alive(-25)`` sent ``"timeout":-25`` to the proxy."""
+    ctx = ctx_of(E("OPEN"))
+    with pytest.raises(ValueError, match="must not be negative"):
+        ctx.set_keep_alive(-25)
+    assert not [e for e in ctx.out_events if b"keep-alive" in e.content]
+
+
 @pytest.mark.parametrize("code", [999, 1005, 1006, 1015, 2000, 5000])
 def test_close_refuses_codes_that_may_not_go_on_the_wire(code):
     with pytest.raises(ValueError):

@@ -199,6 +199,8 @@ class WebSocketContext:
             return
         if message_type not in ("text", "binary", "ping", "pong"):
             raise ValueError("message_type is one of text, binary, ping, pong")
+        if timeout < 0:  # refused here rather than sent (as in protocol/instruct.py)
+            raise ValueError(f"a keep-alive timeout must not be negative, not {timeout!r}")
         control: dict[str, Any] = {
             "type": "keep-alive",
             "message-type": message_type,
