@@ -13,7 +13,7 @@ from django.test import override_settings
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import Todo
 
-from .test_realtime import WITHIN, hold, shared_ch
+from .test_realtime import WITHIN, get, hold, obj_ch, shared_ch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,3 +46,20 @@ def test_a_dummy_cache_still_wakes_a_shared_long_poll(grip_proxy: ProxyUnderTest
         Todo.objects.create(title=f"two {word}")
         response = poll.result(WITHIN)
     assert response.status_code == 200 and response.json()["count"] == 2
+
+
+def test_a_version_cache_alias_missing_from_caches_still_wakes_a_long_poll(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """``DRF_GRIP = {"VERSION_CACHE": "realtime"}`` with no such alias in CACHES passed
+    ``manage.py check``, and the held long-poll never woke: every publish failed in the
+    publisher thread (InvalidCacheBackendError). The check now names it (drf_grip.E002) and
+    a process that runs no checks uses the default cache."""
+    todo = Todo.objects.create(title=f"one {uuid.uuid4().hex[:8]}")
+    with override_settings(DRF_GRIP={"VERSION_CACHE": "realtime"}):
+        answer = get(grip_proxy, f"/api/todos/{todo.pk}/")
+        poll = hold(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo), etag=answer.headers["ETag"])
+        todo.title = "two"
+        todo.save()
+        response = poll.result(WITHIN)
+    assert answer.status_code == 200 and response.json()["title"] == "two"
