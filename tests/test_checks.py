@@ -159,10 +159,10 @@ _SETTINGS_ERRORS = [
 
 @pytest.mark.parametrize("overrides, check_id, named", _SETTINGS_ERRORS)
 def test_a_setting_drf_grip_cannot_use_is_named_at_start_up(overrides, check_id, named):
-    """Configuration probe: each of these passed ``manage.py check`` in silence, then gave a
-    500 at the first request (a traceback from inside URL parsing, a missing cache alias),
-    or a default taken without a word (a typo, ``"Shared"``), or holds whose live URL
-    expired as it was written (a negative LIVE_URL_TIMEOUT)."""
+    """Configuration probe: each of these passed ``manage.py check`` in silence or crashed
+    it with a traceback from inside URL parsing; at run time it was a publish to
+    ``://127.0.0.1:5561``, holds that never woke (a negative LIVE_URL_TIMEOUT, a cache
+    alias not in CACHES) or a default taken without a word (a typo, ``"Shared"``)."""
     with override_settings(**overrides):
         found = [m for m in checks.run_checks() if m.id in _SETTINGS_IDS]
     assert [m.id for m in found] == check_id.split(), [(m.id, m.msg) for m in found]
