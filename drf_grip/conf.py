@@ -200,10 +200,21 @@ def _entries_problems(name: str, value: Any, *, urls: bool) -> list[str]:
         elif not (entry.get("control_uri") or entry.get("uri")):
             problem = "no 'control_uri'"
         else:
-            problem = url_problem(entry.get("control_uri") or entry.get("uri"))
+            problem = url_problem(entry.get("control_uri") or entry.get("uri")) or _key_problem(
+                entry
+            )
         if problem:
             problems.append(f"{name}[{i}]: {problem}")
     return problems
+
+
+def _key_problem(entry: dict[str, Any]) -> str | None:
+    # Keys are signed and verified with as given (HS256 secrets, PEM public keys).
+    for name in ("key", "verify_key"):
+        value = entry.get(name)
+        if value is not None and not isinstance(value, (str, bytes)):
+            return f"its {name} is {type(value).__name__}, not a string"
+    return None
 
 
 def endpoint_problems() -> list[str]:
@@ -217,6 +228,9 @@ def endpoint_problems() -> list[str]:
         value = getattr(settings, name, None)
         if value:
             problems += _entries_problems(name, value, urls=name == "PUBLISH_SERVERS")
+    verify_key = getattr(settings, "GRIP_VERIFY_KEY", None)
+    if verify_key and not isinstance(verify_key, (str, bytes)):
+        problems.append(f"GRIP_VERIFY_KEY: {type(verify_key).__name__}, not a string")
     prefix = getattr(settings, "GRIP_PREFIX", "")
     if prefix and not isinstance(prefix, str):
         problems.append(f"GRIP_PREFIX: {type(prefix).__name__}, not a string")
