@@ -276,6 +276,32 @@ def check_verify_keys(app_configs=None, **kwargs):
     return []
 
 
+@checks.register(checks.Tags.security)
+def check_fanout_verify_key(app_configs=None, **kwargs):
+    """W010 when a proxy names the issuer of Fastly Fanout's Grip-Sig (``verify_iss``,
+    ``fastly:SERVICE_ID``) and no key verifies it: Fanout signs with Fastly's private key
+    (ES256), the entry's ``key`` is an API token, so every request counted as direct and a
+    long-poll answered 304 at once."""
+    from .conf import endpoint_problems, grip_settings
+
+    if endpoint_problems() or grip_settings.verify_key:
+        return []
+    unverified = [
+        ep.display_uri for ep in grip_settings.proxies if ep.verify_iss and not ep.verify_key
+    ]
+    if not unverified:
+        return []
+    return [
+        checks.Warning(
+            f"{', '.join(unverified)} names a Grip-Sig issuer (verify_iss) but no key to "
+            "verify it with: requests through it will count as direct.",
+            hint="Set GRIP_VERIFY_KEY to Fastly's public key (PEM), or give the entry a "
+            "verify_key (verify-key= in a GRIP URL).",
+            id="drf_grip.W010",
+        )
+    ]
+
+
 @checks.register(checks.Tags.models)
 def check_partitions(app_configs=None, **kwargs):
     """E001 when ``realtime_partition`` is a field path that does not end at the user model

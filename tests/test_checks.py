@@ -116,7 +116,8 @@ def test_a_partition_path_that_does_not_reach_the_user_is_named(registered_views
 # -- settings a Django developer gets wrong (drf_grip.E002, E003, E004, W007) ----------------
 
 _SETTINGS_IDS = {
-    "drf_grip.E002", "drf_grip.E003", "drf_grip.W007", "drf_grip.W008", "drf_grip.W009"
+    "drf_grip.E002", "drf_grip.E003", "drf_grip.W007", "drf_grip.W008", "drf_grip.W009",
+    "drf_grip.W010",
 }
 _SECRET = "s3cr3t-key-that-must-never-be-shown"
 _SETTINGS_ERRORS = [
@@ -145,6 +146,8 @@ _SETTINGS_ERRORS = [
      "drf_grip.E003 drf_grip.W008", "GRIP_PROXIES[0]: no 'control_uri'"),
     ({"PUBLISH_SERVERS": f"http://127.0.0.1:5561/?key={_SECRET}"}, "drf_grip.E003", "str"),
     ({"GRIP_PREFIX": 5}, "drf_grip.E003", "GRIP_PREFIX"),
+    ({"GRIP_URL": f"https://api.fastly.com/service/x?verify-iss=fastly:x&key={_SECRET}"},
+     "drf_grip.W010", "https://api.fastly.com/service/x names a Grip-Sig issuer"),
     ({"GRIP_VERIFY_KEY": 123}, "drf_grip.E003", "GRIP_VERIFY_KEY: int"),
     ({"GRIP_PROXIES": [{"control_uri": "http://127.0.0.1:5561", "key": 12345}]},
      "drf_grip.E003", "its key is int"),
