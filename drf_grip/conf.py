@@ -583,6 +583,7 @@ _WATCHED = {
     "PUBLISH_SERVERS",
     "DRF_GRIP",
     "SECRET_KEY",
+    "CACHES",  # VERSION_CACHE is usable only while CACHES names it
 }
 
 

@@ -189,6 +189,20 @@ def test_a_value_drf_grip_cannot_use_is_replaced_by_its_default_and_logged(caplo
     assert "DRF_GRIP['VERSION_CACHE']" in logged
 
 
+def test_a_version_cache_is_read_again_when_caches_change(settings):
+    """Whether VERSION_CACHE is usable depends on CACHES: an alias added there (a test's
+    ``override_settings(CACHES=...)``) is used, not the default kept from before."""
+    from drf_grip.conf import grip_settings
+
+    settings.DRF_GRIP = {"VERSION_CACHE": "realtime"}
+    assert grip_settings.VERSION_CACHE == "default"  # no such alias yet
+    settings.CACHES = {
+        **settings.CACHES,
+        "realtime": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    }
+    assert grip_settings.VERSION_CACHE == "realtime"
+
+
 def test_a_malformed_grip_url_is_an_error_that_names_it_without_its_key():
     from drf_grip.conf import grip_settings
 
