@@ -372,6 +372,17 @@ def _view_attribute_problems(view: type) -> list[str]:
     if meta_style and not isinstance(view.realtime_vary, str):
         # Looked up as HTTP_HTTP_...: never set, so every language shared one body.
         problems.append(f"realtime_vary names headers, not request.META keys: {meta_style!r}")
+    credentials = [
+        v for v in getattr(view, "realtime_vary", ()) or ()
+        if str(v).lower() in ("authorization", "cookie", "proxy-authorization")
+    ]
+    if credentials and not isinstance(view.realtime_vary, str):
+        # A shared render runs without the subscriber's credentials (render.record), so it
+        # could never give each its own bytes; per-user data is private delivery.
+        problems.append(
+            f"realtime_vary names credentials, which shared renders never carry: "
+            f"{credentials!r} (per-user data is private delivery, the default)"
+        )
     model = getattr(view, "realtime_model", None)
     if model is not None and not (isinstance(model, type) and issubclass(model, Model)):
         # Not resolved like a lazy "app.Model" relation: the first GET raised.

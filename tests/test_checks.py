@@ -252,6 +252,34 @@ def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
     assert "realtime_vary" in found[4][1] and "realtime_partition" in found[5][1]
 
 
+def test_a_credential_header_in_realtime_vary_is_named(registered_views):
+    """``realtime_vary = ("Authorization",)`` on a shared view made a live URL per token,
+    with the token in its key in the state cache, while its render ran without any
+    credentials (shared renders never carry them) and pushed the anonymous answer."""
+
+    class PerToken(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+        realtime_delivery = "shared"
+        realtime_vary = ("Accept-Language", "Authorization")
+
+    found = [m.msg for m in checks.run_checks() if m.id == "drf_grip.E004" and m.obj is PerToken]
+    assert len(found) == 1 and "['Authorization']" in found[0], found
+
+    from rest_framework.request import Request
+    from rest_framework.test import APIRequestFactory
+
+    from drf_grip.rest.shared import live_url
+
+    def key(token: str) -> str:
+        get = APIRequestFactory().get("/api/todos/", HTTP_AUTHORIZATION=f"Token {token}",
+                                      HTTP_ACCEPT_LANGUAGE="fi")
+        return live_url(Request(get), PerToken()).key
+
+    assert _SECRET not in key(_SECRET) and "accept-language=fi" in key(_SECRET)
+    assert key(_SECRET) != key("another")  # still one live URL per value
+
+
 def test_manage_py_check_stops_on_a_grip_url_without_a_scheme(tmp_path):
     """The sample reads GRIP_URL from the environment, where a scheme is easily left out:
     ``manage.py check`` (and so ``runserver`` and ``migrate``) stops and names the setting,

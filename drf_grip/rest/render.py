@@ -25,6 +25,7 @@ from django.urls import get_script_prefix, get_urlconf, set_script_prefix, set_u
 from .context import RealtimeContext
 
 __all__ = [
+    "CREDENTIAL_HEADERS",
     "RecordedRequest",
     "host_allowed",
     "inherited_meta",
@@ -59,7 +60,8 @@ _DROPPED = frozenset(
     }
 )
 _DROPPED_PREFIXES = ("HTTP_GRIP_", "HTTP_META_", "HTTP_SEC_WEBSOCKET_")
-_CREDENTIALS = frozenset({"HTTP_AUTHORIZATION", "HTTP_COOKIE", "HTTP_PROXY_AUTHORIZATION"})
+#: Request headers that carry credentials (kept only in a subscriber's own replay).
+CREDENTIAL_HEADERS = frozenset({"HTTP_AUTHORIZATION", "HTTP_COOKIE", "HTTP_PROXY_AUTHORIZATION"})
 _CGI = ("REMOTE_ADDR", "REMOTE_HOST", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL")
 
 
@@ -147,7 +149,7 @@ def carries_credentials(request: HttpRequest) -> bool:
 
 
 def _has_credentials(meta: Any) -> bool:
-    return any(meta.get(key) for key in _CREDENTIALS)
+    return any(meta.get(key) for key in CREDENTIAL_HEADERS)
 
 
 def revocation_status(status_code: int) -> int:
@@ -170,7 +172,7 @@ def inherited_meta(request: HttpRequest, *, credentials: bool = True) -> dict[st
         if key.startswith("HTTP_"):
             if key in _DROPPED or key.startswith(_DROPPED_PREFIXES):
                 continue
-            if not credentials and key in _CREDENTIALS:
+            if not credentials and key in CREDENTIAL_HEADERS:
                 continue
             meta[key] = value
         elif key in _CGI:

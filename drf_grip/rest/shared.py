@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 from django.apps import apps
 from django.db import models
 from django.http import QueryDict
+from django.utils.crypto import salted_hmac
 from rest_framework.settings import api_settings
 from rest_framework.versioning import QueryParameterVersioning
 
@@ -35,7 +36,7 @@ from ..grip.publisher import publish
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
-from .render import RecordedRequest, host_allowed, record, subscriber_get
+from .render import CREDENTIAL_HEADERS, RecordedRequest, host_allowed, record, subscriber_get
 from .sse import EVENT_STREAM, format_event, media_type_as
 from .store import SlotIndex, state_cache
 from .tickets import (
@@ -176,6 +177,15 @@ def used_query_params(view: Any) -> set[str] | None:
     return used
 
 
+def _vary_value(meta: Any, key: str) -> str:
+    """A ``realtime_vary`` header's value as a live URL's key keeps it: a credential header
+    (which drf_grip.E004 names) by a keyed digest, so no token is kept in the state cache."""
+    value = meta.get(key, "")
+    if value and key in CREDENTIAL_HEADERS:
+        return salted_hmac("drf_grip.live-url", value, algorithm="sha256").hexdigest()[:32]
+    return value
+
+
 def live_url(request: Any, view: Any) -> LiveUrl:
     # Sorted by name only: the values of a repeated name keep their order, which is part of
     # the meaning (DRF's filters, ordering and pagination read the last one, QueryDict.get).
@@ -198,7 +208,7 @@ def live_url(request: Any, view: Any) -> LiveUrl:
         media_type = media_type_as(media_type)
     meta = request.META
     vary = tuple(
-        (name.lower(), meta.get("HTTP_" + name.upper().replace("-", "_"), ""))
+        (name.lower(), _vary_value(meta, "HTTP_" + name.upper().replace("-", "_")))
         for name in getattr(view, "realtime_vary", ()) or ()
     )
     return LiveUrl(
