@@ -131,7 +131,9 @@ def test_a_short_key_is_warned_once_without_pyjwt_warnings_or_the_key(caplog):
             warnings.simplefilter("always")
             for _ in range(3):
                 assert check_grip_sig(token) == (True, True)
-    assert not [w for w in caught if issubclass(w.category, jwt.InsecureKeyLengthWarning)]
+    # PyJWT < 2.11 has no such warning (setup.cfg allows 2.8).
+    short_key_warning = getattr(jwt, "InsecureKeyLengthWarning", ())
+    assert not [w for w in caught if issubclass(w.category, short_key_warning)]
     warned = [r for r in caplog.records if "bytes long" in r.getMessage()]
     assert len(warned) == 1
     message = warned[0].getMessage()

@@ -102,8 +102,9 @@ class ProxyServer:
         self.proxy = proxy
         self.port = free_port()
         config = uvicorn.Config(
+            # uvicorn's default WebSocket protocol, as runserver serves it: websockets-sansio
+            # from uvicorn 0.35, its legacy websockets protocol before (setup.cfg allows 0.30).
             proxy, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
-            ws="websockets-sansio",
         )
         self.ready = threading.Event()
         self.server = Server(config, on_started=self.ready.set)
