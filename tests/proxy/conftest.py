@@ -103,7 +103,8 @@ class ProxyServer:
         self.port = free_port()
         config = uvicorn.Config(
             # uvicorn's default WebSocket protocol, as runserver serves it: websockets-sansio
-            # from uvicorn 0.35, its legacy websockets protocol before (setup.cfg allows 0.30).
+            # in recent uvicorn, its legacy websockets protocol in the older ones setup.cfg
+            # allows (0.31 has no websockets-sansio).
             proxy, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
         )
         self.ready = threading.Event()
