@@ -45,7 +45,7 @@ from .sse import (
     json_renderer_of,
     refuses_event_stream,
 )
-from .store import KEPT, reachable
+from .store import KEPT, usable
 from .versions import (
     counters_and_hold_versions,
     ensure_versions,
@@ -325,15 +325,16 @@ class _RealtimeBase:
             return self._dispatch(request, *args, **kwargs)
         except Exception:
             grip = grip_of(request)
-            if request.method not in ("GET", "HEAD") or not grip.proxied or reachable():
+            if request.method not in ("GET", "HEAD") or not grip.proxied or usable():
                 raise
-            # The shared cache is unreachable (Redis down): nothing can be held, recorded or
-            # versioned, and every read through the proxy answered 500. Answer as to a
-            # direct client (DESIGN.md §1): a conditional GET, or a stream's current event
-            # and a reconnection delay; the client comes back and finds the cache again.
+            # The shared cache is unreachable (Redis down) or refuses writes (out of
+            # memory): nothing can be held, recorded or versioned, and every read through
+            # the proxy answered 500. Answer as to a direct client (DESIGN.md §1): a
+            # conditional GET, or a stream's current event and a reconnection delay; the
+            # client comes back and finds the cache again.
             logger.warning(
-                "drf-grip's state cache is unreachable: %s %s answered as a direct request "
-                "(%s)", request.method, request.path, sys.exc_info()[1],
+                "drf-grip's state cache does not answer or refuses writes: %s %s answered as "
+                "a direct request (%s)", request.method, request.path, sys.exc_info()[1],
             )
             grip.proxied, grip.last, grip.instruct = False, {}, None
             for name in [n for n in vars(self) if n.startswith("_realtime")]:

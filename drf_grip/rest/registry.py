@@ -560,11 +560,12 @@ def _close_old_connections() -> None:
 
 def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes: Changes) -> None:
     """``publish(changes)``; while it fails because the state cache does not answer (Redis
-    restarting), try again as soon as it does, for at most ``PUBLISH_RETRIES`` times the
-    longest backoff. Publishing reads the cache (recorded views, versions, live URLs): a
-    change committed during an outage was dropped, and the clients held before it kept the
-    old representation (a stream until a later change)."""
-    from .store import reachable
+    restarting) or refuses writes (out of memory), try again as soon as it takes them, for
+    at most ``PUBLISH_RETRIES`` times the longest backoff. Publishing reads and moves the
+    cache (recorded views, versions, live URLs): a change committed during an outage was
+    dropped, and the clients held before it kept the old representation (a stream until a
+    later change)."""
+    from .store import usable
 
     deadline = time.monotonic() + int(grip_settings.PUBLISH_RETRIES) * float(
         grip_settings.PUBLISH_BACKOFF_MAX
@@ -578,14 +579,17 @@ def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes:
             publish(changes)
             return
         except Exception:
-            up = reachable()
+            up = usable()
             if time.monotonic() > deadline or (up and again >= (3 if waited else 0)):
                 raise
             again = again + 1 if up else 0
         if not up:
             waited = True
-            logger.warning("drf-grip's state cache is unreachable; publishing waits for it")
-        while not reachable() and time.monotonic() < deadline:
+            logger.warning(
+                "drf-grip's state cache does not answer or refuses writes; publishing "
+                "waits for it"
+            )
+        while not usable() and time.monotonic() < deadline:
             time.sleep(float(grip_settings.PUBLISH_BACKOFF))
 
 

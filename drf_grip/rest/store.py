@@ -29,7 +29,7 @@ from django.core.cache.backends.locmem import LocMemCache
 
 from ..conf import grip_settings
 
-__all__ = ["ADDED", "KEPT", "SlotIndex", "state_cache", "per_process_state", "reachable"]
+__all__ = ["ADDED", "KEPT", "SlotIndex", "state_cache", "per_process_state", "usable"]
 
 #: What :meth:`SlotIndex.renew` did: listed a key that was not listed (new, or it had
 #: expired), or kept one that was.
@@ -201,13 +201,22 @@ class SlotIndex:
         return out
 
 
-def reachable() -> bool:
-    """Whether the state cache answers a read (False: Redis down or not answering)."""
+def usable() -> bool:
+    """Whether the state cache answers a read and takes a write. False: Redis down or not
+    answering, or out of memory (``maxmemory`` under ``noeviction``, or with nothing left to
+    evict): it then still answers reads but refuses every write (``OutOfMemoryError``), and
+    a hold, a next link or a publish cannot keep what it must."""
+    cache = state_cache()
     try:
-        state_cache().get("drf_grip:reachable")
-    except Exception:  # noqa: BLE001 - each backend raises its own (redis-py's ConnectionError)
+        cache.get(_PROBE)
+        cache.set(_PROBE, 1, 10)
+    except Exception:  # noqa: BLE001 - each backend raises its own (redis-py's RedisError)
         return False
     return True
+
+
+#: The key :func:`usable` reads and writes.
+_PROBE = "drf_grip:usable"
 
 
 def per_process_state() -> bool:

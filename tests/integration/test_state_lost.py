@@ -306,3 +306,117 @@ def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connec
             titles = [row["title"] for row in data["results"]] if "results" in data else (
                 [row["title"] for row in data] if isinstance(data, list) else [data["title"]])
             assert f"{word} new" in titles, (path, titles)
+
+
+@contextlib.contextmanager
+def _redis_full(deployment: Deployment) -> Iterator[None]:
+    """The deployment's redis-server out of memory under ``noeviction``: it answers every
+    read and refuses every write (``OOM command not allowed when used memory >
+    'maxmemory'``), as a Redis whose data outgrew its ``maxmemory`` does; then room again."""
+    import redis
+
+    client = redis.Redis.from_url(deployment.redis.url)
+    policy = client.config_get("maxmemory-policy")["maxmemory-policy"]
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", "1")
+    try:
+        yield
+    finally:
+        client.config_set("maxmemory", "0")
+        client.config_set("maxmemory-policy", policy)
+        client.close()
+
+
+def test_reads_through_the_proxy_while_the_cache_refuses_writes_are_answered(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis out of memory (``noeviction``): it still answered reads, so the degraded path
+    for an unreachable cache was never taken, and every conditional GET, long-poll and
+    stream through Pushpin answered 500 (multi-process probe, ``maxmemory`` 1-4 MB). They
+    are answered as while the cache does not answer at all."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word, pk, path, etag = _a_todo(deployment)
+    shared = f"/api/shared-todos/{pk}/"
+    with _redis_full(deployment):
+        stale = httpx.get(pushpin.url + path, headers={"If-None-Match": '"old"'}, timeout=10)
+        assert stale.status_code == 200 and stale.json()["title"] == f"{word} 0"
+        mark = pushpin.mark()
+        poll = LongPoll(pushpin.url + path, {"If-None-Match": etag})
+        pushpin.wait_subscribed(names.object_channel(Todo, pk), since=mark)
+        answer = poll.result(15)
+        assert answer.status_code == 304 and answer.headers["ETag"] == etag
+        for url in (path, shared):
+            events = EventStream(pushpin.url + url)
+            try:
+                first = events.next(5)
+                assert events.status == 200, url
+                assert first is not None and json.loads(first.data)["title"] == f"{word} 0"
+            finally:
+                events.close()
+
+
+def test_a_change_committed_while_the_cache_refuses_writes_reaches_held_clients(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis out of memory: a PATCH through a worker succeeded, but its publish failed on
+    the first version it moved (``INCR``: OOM) and was dropped at once, the cache being
+    "reachable"; the long-polls and the stream held since before kept the old
+    representation after Redis had room again. It is published once the cache takes
+    writes again."""
+    deployment = fresh_deployment
+    pushpin = deployment.pushpins[0]
+    word, pk, path, etag = _a_todo(deployment)
+    shared = f"/api/shared-todos/{pk}/"
+    shared_etag = httpx.get(pushpin.url + shared, timeout=10).headers["ETag"]
+    wait = {"Prefer": "wait=30"}
+    # The stream first: Pushpin's re-fetch of it after its channel's first subscription
+    # comes before the long-polls' re-request, awaited below, so none meets the full cache
+    # (a next link that fails is fetched again only 1-2 s later: handler/httpsession.cpp).
+    events = EventStream(pushpin.url + path)
+    try:
+        assert events.next(5) is not None
+        mark = pushpin.mark()
+        polls = [
+            LongPoll(pushpin.url + path, {**wait, "If-None-Match": etag}),
+            LongPoll(pushpin.url + shared, {**wait, "If-None-Match": shared_etag}),
+        ]
+        pushpin.wait_rerequested(names.object_channel(Todo, pk), since=mark)
+        host = urlsplit(pushpin.url).netloc
+        live = LiveUrl("http", host, shared, "", "application/json").channel
+        pushpin.wait_rerequested(live, since=mark)
+        with _redis_full(deployment):
+            written = httpx.patch(pushpin.url + path, json={"title": f"{word} new"}, timeout=10)
+            assert written.status_code == 200
+            time.sleep(1.0)  # the change's publish meets the full cache
+        for poll in polls:
+            answer = poll.result(WITHIN + 1.0)
+            assert answer.status_code == 200 and answer.json()["title"] == f"{word} new"
+        event = events.next(WITHIN)
+        assert event is not None and json.loads(event.data)["title"] == f"{word} new"
+    finally:
+        events.close()
+
+
+def test_the_gateway_says_when_the_cache_refuses_writes(fresh_deployment: Deployment) -> None:
+    """Redis out of memory: a subscription over the gateway was answered ``{"status": 500,
+    "error": "server error"}`` with a traceback logged, and the client, told nothing it
+    could act on, kept the connection with no subscription. The connection is closed with
+    1013 (Try Again Later), as while the cache does not answer at all; once Redis has room
+    the client's new connection subscribes."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    url = fresh_deployment.pushpins[0].ws_url + "/api/ws/"
+    subscribe = json.dumps({"id": 1, "subscribe": "/api/todos/"})
+    with connect(url, proxy=None, open_timeout=10) as opened:
+        with _redis_full(fresh_deployment):
+            opened.send(subscribe)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    answer = json.loads(opened.recv(timeout=10))
+                    assert answer.get("status") != 500, answer
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    with connect(url, proxy=None, open_timeout=10) as again:
+        again.send(subscribe)
+        assert json.loads(again.recv(timeout=10))["status"] == 200

@@ -42,7 +42,7 @@ from ..policies import keep_recording, live_timeout, record_view
 from ..render import record
 from ..shared import relist, send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
-from ..store import reachable
+from ..store import usable
 from ..versions import read_versions
 from .connections import (
     REVOKED,
@@ -116,20 +116,21 @@ class RealtimeGateway(WebSocketView):
         try:
             return self._serve(request, ctx, conn)
         except Exception:
-            if reachable():
+            if usable():
                 raise
             return self._state_unreachable(request, ctx)
 
     def _state_unreachable(
         self, request: HttpRequest, ctx: WebSocketContext
     ) -> HttpResponse | None:
-        """The shared cache does not answer (Redis down): nothing of the connection can be
-        read or kept. Every request answered 500, which through the proxy refused the
-        handshake or dropped an open connection without a word (multi-process probe). A
+        """The shared cache does not answer (Redis down) or refuses writes (out of
+        memory): nothing of the connection can be read or kept. Every request answered 500,
+        which through the proxy refused the handshake or dropped an open connection without
+        a word (multi-process probe). A
         new connection is refused with 503, an open one closed with 1013, Try Again Later
         (RFC 6455 §7.4.2, IANA registry): clients retry after a backoff (live.js does)."""
         logger.warning(
-            "drf-grip's state cache is unreachable: %s WebSocket at %s",
+            "drf-grip's state cache does not answer or refuses writes: %s WebSocket at %s",
             "refused a" if ctx.is_opening() else "closed a", request.path,
         )
         if ctx.is_opening():
@@ -222,6 +223,12 @@ class RealtimeGateway(WebSocketView):
         except MessageError as exc:
             return {"id": message_id, "status": exc.status, "error": exc.reason}, False
         except Exception:  # noqa: BLE001 - never a 500 for the connection, never a dropped one
+            if not usable():
+                # The state cache refuses writes (Redis out of memory) or stopped answering:
+                # the message failed on it, and the connection cannot keep a subscription.
+                # Closed with 1013 like the whole batch of an unreachable cache (websocket()),
+                # not a 500 the client cannot act on.
+                raise
             logger.exception("drf-grip gateway: a message failed")
             return {"id": message_id, "status": 500, "error": "server error"}, False
 
