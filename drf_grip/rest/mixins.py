@@ -480,7 +480,7 @@ class _RealtimeBase:
         without running the view (every delivered watcher comes back at once). A change
         committed but not yet published moves the version later; the hold's prev-id then
         gets it."""
-        from .shared import tag_of
+        from .shared import predates_recovery, tag_of
 
         header = request.META.get("HTTP_IF_NONE_MATCH")
         # The version as the publisher last set it, not the one a proxy last confirmed
@@ -490,7 +490,7 @@ class _RealtimeBase:
         if request.method != "GET" or not header or not version or self.is_event_stream(request):
             return
         etag = f'"{tag_of(version)}"'
-        if etag_matches(header, etag):
+        if etag_matches(header, etag) and not predates_recovery(policy.model, version):
             # Held at the version this decision read, whose ETag the client has, not at the
             # one a proxy confirmed: a writer may have taken, published and seen confirmed a
             # newer one since (the multi-process test), and a hold claiming it would never

@@ -11,6 +11,7 @@ re-rendered. A model nobody subscribed to costs one cache read.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from django.db import models
@@ -92,7 +93,7 @@ def publish_model(
 ) -> None:
     from .gateway.connections import close_lost_connections
     from .gateway.rerender import publish_subscriptions
-    from .shared import has_overflow, publish_shared
+    from .shared import has_overflow, mark_recovered, publish_shared
 
     private_views: list[type] = []
     shared = False
@@ -128,8 +129,10 @@ def publish_model(
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.bulk_channel(model))
     if lost and any(_class_delivery(v) == SHARED for v in views_for(model)):
+        mark_recovered(model._meta.label_lower)
         channels.append(names.shared_recovery_channel(model))
-    _hint(list(dict.fromkeys(channels)))
+    channels = list(dict.fromkeys(channels))
+    _hint(channels)
     if private_views or shared:
         for pk in sorted(deleted, key=str):
             channel = names.object_channel(model, pk)
@@ -142,6 +145,65 @@ def publish_model(
         publish_shared(model, pks, deleted, committed_at)
     # Gateway connections subscribed to this model's private views (their own index).
     publish_subscriptions(model, pks, deleted, partitions, committed_at)
+    if not lost and not per_process_state():
+        _recover_evicted(model, pks, deleted, partitions, hinted=channels)
+
+
+def _recover_evicted(
+    model: type[models.Model],
+    pks: set[Any] | None,
+    deleted: set[Any],
+    partitions: set[str] | None,
+    hinted: list[str],
+) -> None:
+    """The state cache evicted keys since this model's last publish (Redis under
+    ``maxmemory`` with an eviction policy): any record of a held client may be among them,
+    a live URL or the views its subscribers came through, and the publish above then
+    missed that client for good (multi-process probe, ``allkeys-lru``). Read once the
+    records were, so every eviction that could have hidden one is counted: the change goes
+    out as when every record is lost (``records_lost()``), which costs a re-request per
+    held client of the model, and gateway connections with subscriptions are closed to
+    subscribe again."""
+    from .gateway.connections import close_lost_connections
+    from .shared import mark_recovered
+    from .store import evicted_since
+
+    evicted = evicted_since(model._meta.label_lower)
+    if not evicted:
+        return
+    views = views_for(model)
+    _warn_of_evictions(evicted)
+    private = [v for v in views if _class_delivery(v) == PRIVATE]
+    channels = private_channels(model, private, pks, partitions)
+    if any(_class_delivery(v) == SHARED for v in views):
+        # Shared holds hold on the recovery channel; a signed-in subscriber of a shared view
+        # delivered like private data holds on the model's own channels.
+        mark_recovered(model._meta.label_lower)
+        channels += [names.shared_recovery_channel(model), *names.channels_for_change(model, pks)]
+    # A deleted object's holds: re-requested, each answers 404 (a stream its last event).
+    channels += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
+    _hint([c for c in dict.fromkeys(channels) if c not in hinted])
+    if gateway_views() and views:
+        close_lost_connections()
+
+
+_warned_evictions = [float("-inf")]
+
+
+def _warn_of_evictions(count: int) -> None:
+    """At most once a minute per process: a deployment should give the state cache room."""
+    now = time.monotonic()
+    if now - _warned_evictions[0] < 60:
+        return
+    _warned_evictions[0] = now
+    logger.warning(
+        "drf-grip's state cache evicted %d key%s (Redis maxmemory with an eviction policy): "
+        "changes now re-request every held client of their model and close gateway "
+        "connections with subscriptions, as after a flush. Give DRF_GRIP['VERSION_CACHE'] "
+        "a Redis of its own with room, or maxmemory-policy noeviction.",
+        count,
+        "" if count == 1 else "s",
+    )
 
 
 _warned_unseen = False

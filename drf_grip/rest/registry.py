@@ -566,6 +566,7 @@ def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes:
     dropped, and the clients held before it kept the old representation (a stream until a
     later change)."""
     from .store import usable
+    from .tickets import forget_renders_since
 
     deadline = time.monotonic() + int(grip_settings.PUBLISH_RETRIES) * float(
         grip_settings.PUBLISH_BACKOFF_MAX
@@ -575,10 +576,12 @@ def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes:
     # fail once (a socket the restarted server does not know): a few more tries then.
     again = 0
     while True:
+        started = time.monotonic()
         try:
             publish(changes)
             return
         except Exception:
+            forget_renders_since(started)  # what this try began, it may not have sent
             up = usable()
             if time.monotonic() > deadline or (up and again >= (3 if waited else 0)):
                 raise

@@ -38,7 +38,7 @@ from .context import RealtimeContext
 from .policies import live_timeout
 from .render import CREDENTIAL_HEADERS, RecordedRequest, host_allowed, record, subscriber_get
 from .sse import EVENT_STREAM, format_event, media_type_as
-from .store import SlotIndex, state_cache
+from .store import SlotIndex, state_cache, usable
 from .tickets import (
     began_since,
     begin_renders,
@@ -330,6 +330,32 @@ def first_version(channel: str, etag: str) -> str:
     return version
 
 
+#: Per model: when the publisher last hinted every shared hold of it (``time.time()``),
+#: because the cache lost or evicted the records that say which live URLs are held.
+_RECOVERED = "drf_grip:recovered:"
+
+
+def mark_recovered(label: str) -> None:
+    """Before the publisher hints the shared holds of model ``label`` on its recovery
+    channel: the live URLs it could not see kept their versions while their data changed
+    (:func:`predates_recovery`)."""
+    state_cache().set(_RECOVERED + label, time.time(), 24 * 3600)
+
+
+def predates_recovery(label: str, version: str) -> bool:
+    """Whether ``version`` of a shared channel of model ``label`` was rendered before that
+    model's last recovery: the publisher may have skipped its URL since (its listing was
+    evicted), so it may name older data than the URL shows now. Its holders re-requested by
+    the recovery hint then come back with its ETag; the first lists the URL again and
+    renders it, but the URL was listed by the time the others came, and they were held as
+    current at that old version (multi-process probe, ``allkeys-lru``)."""
+    since = state_cache().get(_RECOVERED + label)
+    if not isinstance(since, (int, float)):
+        return False
+    at = rendered_at(version)
+    return at is None or at <= since
+
+
 def tag_of(version: str) -> str:
     """The ETag (without quotes) a shared channel's version names."""
     return version.rsplit(".", 1)[0]
@@ -504,6 +530,11 @@ def publish_shared(
             else:
                 _drop_live_url(entry, model, pks, deleted)
         except Exception:  # noqa: BLE001 - one URL must not stop the others
+            if not usable():
+                # The cache stopped taking writes (Redis out of memory) or answering: every
+                # URL after this one fails alike, and the publish must be tried again once
+                # it does (registry._publish_once_the_cache_answers), not counted as done.
+                raise
             logger.exception("drf-grip could not publish a live URL for its subscribers")
 
 

@@ -29,7 +29,15 @@ from django.core.cache.backends.locmem import LocMemCache
 
 from ..conf import grip_settings
 
-__all__ = ["ADDED", "KEPT", "SlotIndex", "state_cache", "per_process_state", "usable"]
+__all__ = [
+    "ADDED",
+    "KEPT",
+    "SlotIndex",
+    "evicted_since",
+    "per_process_state",
+    "state_cache",
+    "usable",
+]
 
 #: What :meth:`SlotIndex.renew` did: listed a key that was not listed (new, or it had
 #: expired), or kept one that was.
@@ -228,3 +236,49 @@ def mark(keys: Iterable[str], timeout: int) -> None:
     """Set flags (``1``) that expire; idempotent, so concurrent writers cannot conflict."""
     cache = state_cache()
     cache.set_many({key: 1 for key in keys}, timeout)
+
+
+#: Per name (a model), the eviction count (:func:`evictions`) its last look saw.
+_EVICTED = "drf_grip:evicted:"
+
+
+def evictions() -> int | None:
+    """How many keys the state cache's server evicted since it started: Redis's
+    ``evicted_keys`` (``INFO stats``), for Django's ``RedisCache`` and django-redis. None
+    for a cache that does not say, or when the server does not answer."""
+    cache = state_cache()
+    # Django's RedisCache keeps its client in ``_cache``, django-redis in ``client``; both
+    # have ``get_client(write=True)`` for the primary, the server that evicts.
+    for holder in ("_cache", "client"):
+        get_client = getattr(getattr(cache, holder, None), "get_client", None)
+        if callable(get_client):
+            break
+    else:
+        return None
+    try:
+        stats = get_client(write=True).info("stats")
+        return int(stats["evicted_keys"])
+    except Exception:  # noqa: BLE001 - not a Redis client after all, or no answer: unknown
+        return None
+
+
+def evicted_since(name: str) -> int:
+    """How many keys the state cache evicted since the last look for ``name`` (by any
+    process); 0 when none, or when the cache does not say. Under ``maxmemory`` with an
+    eviction policy (``allkeys-lru``, ``volatile-lru``: every key drf-grip writes expires,
+    so both take them) Redis drops any key, the records of held clients among them (a live
+    URL, the views a model's subscribers came through), and nothing else tells: the
+    publisher then finds fewer subscribers than are held. Called once the records are read,
+    it counts the evictions that may have taken one of them. A last look that is gone (its
+    key evicted too) counts every eviction."""
+    count = evictions()
+    if not count:
+        return 0
+    cache = state_cache()
+    seen = cache.get(_EVICTED + name)
+    if seen != count:
+        cache.set(_EVICTED + name, count, 24 * 3600)
+    if isinstance(seen, int) and seen == count:
+        return 0
+    # Fewer than seen: the server restarted (its count did too) and evicted since.
+    return count - seen if isinstance(seen, int) and seen < count else count

@@ -36,8 +36,10 @@ naming the event it was sent gets a public link (``RealtimeMixin.stream_response
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import secrets
+import sys
 import time
 from typing import Any
 
@@ -58,7 +60,7 @@ from .render import (
 )
 from .shared import tag_of
 from .sse import EVENT_STREAM, format_event, media_type_as
-from .store import state_cache
+from .store import state_cache, usable
 from .versions import SHARED_PREFIX
 
 __all__ = [
@@ -69,6 +71,8 @@ __all__ = [
     "end_of_stream",
     "link_timeout",
 ]
+
+logger = logging.getLogger("drf_grip.subscribe")
 
 NEXT_LINK_PATH = "_grip/next/"
 #: Held by every stream with its token as prev-id; nothing is ever published to it.
@@ -231,6 +235,23 @@ def _load(token: str) -> tuple[str, int] | None:
 
 def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Answer Pushpin's next-link fetch with the next event for that stream, if any."""
+    try:
+        return _serve_next_link(request, rest)
+    except Exception:
+        if usable():
+            raise
+        # The state cache does not answer or refuses writes (Redis out of memory): the
+        # stream cannot move on. A 500 made Pushpin fetch again 1-2 s later, and again, the
+        # client told nothing, for as long as it lasted. Ended instead, with no event: the
+        # client reconnects, and its GET is answered as a direct one (mixins.dispatch).
+        logger.warning(
+            "drf-grip's state cache does not answer or refuses writes: a stream's next "
+            "link ends it (%s)", sys.exc_info()[1],
+        )
+        return restart_stream()
+
+
+def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
     grip = getattr(request, "grip", None)
     if grip is None or not grip.proxied:
         return HttpResponse(

@@ -27,6 +27,7 @@ __all__ = [
     "begin_renders",
     "current_tickets",
     "exclusive",
+    "forget_renders_since",
     "mark_sent",
     "overtaken",
     "sent_after",
@@ -85,6 +86,15 @@ def begin_renders(names: list[str]) -> None:
     if len(_began) >= _BEGAN_MAX:
         _began.clear()
     _began.update(dict.fromkeys(names, time.monotonic()))
+
+
+def forget_renders_since(started: float) -> None:
+    """Forget the renders begun since ``started`` (a ``time.monotonic()``): a publish that
+    failed part way (the cache stopped taking writes) may have sent none of them, and its
+    next try skipped them all as rendered after the change (:func:`began_since`)."""
+    for name, at in list(_began.items()):
+        if at >= started:
+            _began.pop(name, None)
 
 
 def began_since(name: str, committed_at: float | None) -> bool:

@@ -29,7 +29,7 @@ from ..render import (
     revoked_status,
     subscriber_get,
 )
-from ..store import state_cache
+from ..store import state_cache, usable
 from ..tickets import (
     began_since,
     begin_renders,
@@ -235,6 +235,8 @@ def _rerender_all(
     try:
         response, _inner = subscriber_get(recorded, context)
     except Exception:  # noqa: BLE001 - one subscription must not stop the others
+        if not usable():
+            raise  # the cache failed, not the view: the publish is tried again (shared.py)
         logger.exception("drf-grip gateway: could not re-render a subscription")
         return
     straddled: list[int | None] = []
