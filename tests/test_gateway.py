@@ -1154,3 +1154,25 @@ def test_a_keep_alive_renewal_records_each_view_once_and_every_live_url(monkeypa
         ("testapp.todo", "app:Todos", "shared"),
         ("testapp.post", "app:Posts", "shared"),
     ]
+
+
+def test_a_subscription_the_cache_failed_closes_the_connection_though_it_works_at_once(
+    monkeypatch,
+):
+    """Redis refused a write for memory as a subscription took its answer's render ticket,
+    and took writes again a moment later: the subscription was answered ``{"status": 500,
+    "error": "server error"}`` with a traceback logged, and the client kept a connection
+    with nothing to retry (multi-process probe, ``maxmemory`` 3-4 MB). The connection is
+    closed with 1013 (Try Again Later), as while the cache does not work at all."""
+
+    def refused(name: str) -> int:
+        return cache.incr("drf_grip:test:absent")  # raised inside the cache backend
+
+    monkeypatch.setattr("drf_grip.rest.gateway.rerender.take_ticket", refused)
+    ws = connect()
+    ws.send_json({"id": 1, "subscribe": "/api/todos/"})
+    answers = []
+    while not ws.closed and not ws.receive_nothing():
+        answers.append(ws.receive_json())
+    assert not [a for a in answers if a.get("status") == 500], answers
+    assert ws.closed and ws.close_code == 1013

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -45,7 +44,7 @@ from .sse import (
     json_renderer_of,
     refuses_event_stream,
 )
-from .store import KEPT, usable
+from .store import KEPT, cache_failed
 from .versions import (
     counters_and_hold_versions,
     ensure_versions,
@@ -323,9 +322,9 @@ class _RealtimeBase:
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._dispatch(request, *args, **kwargs)
-        except Exception:
+        except Exception as exc:
             grip = grip_of(request)
-            if request.method not in ("GET", "HEAD") or not grip.proxied or usable():
+            if request.method not in ("GET", "HEAD") or not grip.proxied or not cache_failed(exc):
                 raise
             # The shared cache is unreachable (Redis down) or refuses writes (out of
             # memory): nothing can be held, recorded or versioned, and every read through
@@ -334,7 +333,7 @@ class _RealtimeBase:
             # client comes back and finds the cache again.
             logger.warning(
                 "drf-grip's state cache does not answer or refuses writes: %s %s answered as "
-                "a direct request (%s)", request.method, request.path, sys.exc_info()[1],
+                "a direct request (%s)", request.method, request.path, exc,
             )
             grip.proxied, grip.last, grip.instruct = False, {}, None
             for name in [n for n in vars(self) if n.startswith("_realtime")]:

@@ -565,7 +565,7 @@ def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes:
     cache (recorded views, versions, live URLs): a change committed during an outage was
     dropped, and the clients held before it kept the old representation (a stream until a
     later change)."""
-    from .store import usable
+    from .store import raised_by_cache, usable
     from .tickets import forget_renders_since
 
     deadline = time.monotonic() + int(grip_settings.PUBLISH_RETRIES) * float(
@@ -573,20 +573,25 @@ def _publish_once_the_cache_answers(publish: Callable[[Changes], None], changes:
     )
     waited = False
     # Once it answers again, a command on a connection pooled before the outage may still
-    # fail once (a socket the restarted server does not know): a few more tries then.
+    # fail once (a socket the restarted server does not know), and a write Redis refused
+    # for memory may pass a moment later (it evicted or freed room): a few more tries then.
     again = 0
     while True:
         started = time.monotonic()
         try:
             publish(changes)
             return
-        except Exception:
+        except Exception as exc:
             forget_renders_since(started)  # what this try began, it may not have sent
             up = usable()
-            if time.monotonic() > deadline or (up and again >= (3 if waited else 0)):
+            from_cache = raised_by_cache(exc)
+            tries = 3 if waited or from_cache else 0
+            if time.monotonic() > deadline or (up and again >= tries):
                 raise
             again = again + 1 if up else 0
-        if not up:
+        if up:
+            time.sleep(float(grip_settings.PUBLISH_BACKOFF))
+        else:
             waited = True
             logger.warning(
                 "drf-grip's state cache does not answer or refuses writes; publishing "

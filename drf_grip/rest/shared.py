@@ -38,7 +38,7 @@ from .context import RealtimeContext
 from .policies import live_timeout
 from .render import CREDENTIAL_HEADERS, RecordedRequest, host_allowed, record, subscriber_get
 from .sse import EVENT_STREAM, format_event, media_type_as
-from .store import SlotIndex, state_cache, usable
+from .store import SlotIndex, cache_failed, state_cache
 from .tickets import (
     began_since,
     begin_renders,
@@ -529,8 +529,8 @@ def publish_shared(
                 publish_live_url(entry)
             else:
                 _drop_live_url(entry, model, pks, deleted)
-        except Exception:  # noqa: BLE001 - one URL must not stop the others
-            if not usable():
+        except Exception as exc:  # noqa: BLE001 - one URL must not stop the others
+            if cache_failed(exc):
                 # The cache stopped taking writes (Redis out of memory) or answering: every
                 # URL after this one fails alike, and the publish must be tried again once
                 # it does (registry._publish_once_the_cache_answers), not counted as done.

@@ -33,8 +33,10 @@ __all__ = [
     "ADDED",
     "KEPT",
     "SlotIndex",
+    "cache_failed",
     "evicted_since",
     "per_process_state",
+    "raised_by_cache",
     "state_cache",
     "usable",
 ]
@@ -225,6 +227,32 @@ def usable() -> bool:
 
 #: The key :func:`usable` reads and writes.
 _PROBE = "drf_grip:usable"
+
+
+def raised_by_cache(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) came out of a Django cache backend's
+    method: the cache failed (Redis refused a write for memory, a connection broke), not the
+    code that called it. A moment later :func:`usable` may say it works again (Redis evicted
+    or freed room), and taken alone that made a failed subscription answer 500 and a failed
+    publish dropped at once (multi-process probe, ``maxmemory`` 3-4 MB)."""
+    from django.core.cache.backends.base import BaseCache
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            if isinstance(tb.tb_frame.f_locals.get("self"), BaseCache):
+                return True
+            tb = tb.tb_next
+        current = current.__cause__
+    return False
+
+
+def cache_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the state cache failing: raised by it, or it does not work now."""
+    return raised_by_cache(exc) or not usable()
 
 
 def per_process_state() -> bool:

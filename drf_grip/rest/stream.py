@@ -39,7 +39,6 @@ import hashlib
 import logging
 import math
 import secrets
-import sys
 import time
 from typing import Any
 
@@ -60,7 +59,7 @@ from .render import (
 )
 from .shared import tag_of
 from .sse import EVENT_STREAM, format_event, media_type_as
-from .store import state_cache, usable
+from .store import cache_failed, state_cache
 from .versions import SHARED_PREFIX
 
 __all__ = [
@@ -237,8 +236,8 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
     """Answer Pushpin's next-link fetch with the next event for that stream, if any."""
     try:
         return _serve_next_link(request, rest)
-    except Exception:
-        if usable():
+    except Exception as exc:
+        if not cache_failed(exc):
             raise
         # The state cache does not answer or refuses writes (Redis out of memory): the
         # stream cannot move on. A 500 made Pushpin fetch again 1-2 s later, and again, the
@@ -246,7 +245,7 @@ def serve_next_link(request: HttpRequest, rest: str = "") -> HttpResponse:
         # client reconnects, and its GET is answered as a direct one (mixins.dispatch).
         logger.warning(
             "drf-grip's state cache does not answer or refuses writes: a stream's next "
-            "link ends it (%s)", sys.exc_info()[1],
+            "link ends it (%s)", exc,
         )
         return restart_stream()
 

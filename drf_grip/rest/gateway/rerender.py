@@ -29,7 +29,7 @@ from ..render import (
     revoked_status,
     subscriber_get,
 )
-from ..store import state_cache, usable
+from ..store import cache_failed, state_cache
 from ..tickets import (
     began_since,
     begin_renders,
@@ -234,8 +234,8 @@ def _rerender_all(
         return
     try:
         response, _inner = subscriber_get(recorded, context)
-    except Exception:  # noqa: BLE001 - one subscription must not stop the others
-        if not usable():
+    except Exception as exc:  # noqa: BLE001 - one subscription must not stop the others
+        if cache_failed(exc):
             raise  # the cache failed, not the view: the publish is tried again (shared.py)
         logger.exception("drf-grip gateway: could not re-render a subscription")
         return

@@ -42,7 +42,7 @@ from ..policies import keep_recording, live_timeout, record_view
 from ..render import record
 from ..shared import relist, send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
-from ..store import usable
+from ..store import cache_failed
 from ..versions import read_versions
 from .connections import (
     REVOKED,
@@ -115,8 +115,8 @@ class RealtimeGateway(WebSocketView):
         conn = connection_key(ctx.id)
         try:
             return self._serve(request, ctx, conn)
-        except Exception:
-            if usable():
+        except Exception as exc:
+            if not cache_failed(exc):
                 raise
             return self._state_unreachable(request, ctx)
 
@@ -222,8 +222,8 @@ class RealtimeGateway(WebSocketView):
             )
         except MessageError as exc:
             return {"id": message_id, "status": exc.status, "error": exc.reason}, False
-        except Exception:  # noqa: BLE001 - never a 500 for the connection, never a dropped one
-            if not usable():
+        except Exception as exc:  # noqa: BLE001 - never a 500 for the connection, never a dropped one
+            if cache_failed(exc):
                 # The state cache refuses writes (Redis out of memory) or stopped answering:
                 # the message failed on it, and the connection cannot keep a subscription.
                 # Closed with 1013 like the whole batch of an unreachable cache (websocket()),
