@@ -44,12 +44,15 @@ class Deployment:
     env: dict[str, str] = field(repr=False)
 
     def flush_state(self) -> None:
-        """Forget the shared realtime state of a previous test (a FLUSHDB)."""
+        """Forget the shared realtime state of a previous test (a FLUSHDB), and the keys
+        Redis evicted for it (``evicted_keys``: a publish after evictions hints every hold
+        of its model and closes gateway connections, publishing.py)."""
         import redis
 
         client = redis.Redis.from_url(self.redis.url)
         try:
             client.flushdb()
+            client.config_resetstat()
         finally:
             client.close()
 
