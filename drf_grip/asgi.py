@@ -44,9 +44,71 @@ def embedded_proxy(app: Any, **proxy_options: Any) -> Any:
     proxy_options.setdefault("key", embedded_key())
     proxy_options.setdefault("max_held", int(grip_settings.EMBEDDED_MAX_HELD))
     proxy_options.setdefault("max_message_size", int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE))
-    proxy_options.setdefault("attach", register_local_sink)
+    def attach(proxy: Any) -> None:
+        register_local_sink(proxy)
+        _warn_of_other_embedded_proxies()
+
+    proxy_options.setdefault("attach", attach)
     proxy_options.setdefault("detach", unregister_local_sink)
     return GripProxy(app, **proxy_options)
+
+
+def _warn_of_other_embedded_proxies() -> None:
+    """``uvicorn --workers 2`` (or gunicorn's ``-w``) without ``GRIP_URL``: each worker
+    embeds its own proxy and holds only the clients that reached it, and a change saved
+    through one worker reaches none of the clients another holds (they get it at their
+    timeout). Nothing else tells: each embedded proxy, as it starts, lists itself in the
+    state cache and warns when another process of this host that serves the same
+    ``EMBEDDED_URL`` is alive (a process that has exited, an autoreloaded ``runserver``'s
+    last one, is not counted)."""
+    import hashlib
+    import logging
+    import os
+    import socket
+
+    from .conf import grip_settings
+    from .rest.store import SlotIndex, per_process_state
+
+    if per_process_state():
+        return  # no other process can be seen, nor be served by this one's state
+    host, me = socket.gethostname(), os.getpid()
+    where = hashlib.sha256(str(grip_settings.EMBEDDED_URL).encode()).hexdigest()[:16]
+    try:
+        index = SlotIndex(f"drf_grip:embedded:{where}", 64, 24 * 3600)
+        # Listed first, then read: of two workers starting together, the one that reads
+        # last sees the other.
+        index.add(f"{host}:{me}", {"host": host, "pid": me})
+        others = [
+            entry["pid"]
+            for entry in index.entries()
+            if entry.get("host") == host and entry.get("pid") != me and _alive(entry.get("pid"))
+        ]
+    except Exception:  # noqa: BLE001 - the cache does not answer: nothing to tell by
+        return
+    if others:
+        logging.getLogger("drf_grip").warning(
+            "several processes serve drf-grip's embedded GRIP proxy at %s (this one, %d, and "
+            "%s): each holds only the clients that reached it, and a change saved through "
+            "one reaches none of the clients another holds. Run one process (one uvicorn "
+            "worker), or several behind Pushpin or Fanout (set GRIP_URL).",
+            grip_settings.EMBEDDED_URL,
+            me,
+            ", ".join(str(pid) for pid in sorted(others)),
+        )
+
+
+def _alive(pid: Any) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def writes_first(app: Any) -> Any:

@@ -29,7 +29,8 @@ class WorkersError(RuntimeError):
 
 
 class OriginWorkers(ManagedProcess):
-    """``python -m uvicorn --factory django.core.asgi:get_asgi_application --workers N``.
+    """``python -m uvicorn --factory django.core.asgi:get_asgi_application --workers N``
+    (or another ``factory``: ``drf_grip.asgi:get_asgi_application`` embeds the proxy).
 
     Ready once every worker logged its start and the port answers an HTTP request (any
     status: a broken app fails its own tests). ``env`` is added to this process's
@@ -50,8 +51,10 @@ class OriginWorkers(ManagedProcess):
         cwd: str | os.PathLike[str] | None = None,
         probe_path: str = "/",
         startup_timeout: float = 30.0,
+        factory: str = "django.core.asgi:get_asgi_application",
     ) -> None:
         self.env = dict(env)
+        self.factory = factory
         self.workers = workers
         self.cwd = cwd
         self.probe_path = probe_path
@@ -92,12 +95,12 @@ class OriginWorkers(ManagedProcess):
         self.port = free_port()
         command = [
             sys.executable, "-m", "uvicorn",
-            "--factory", "django.core.asgi:get_asgi_application",
+            "--factory", self.factory,
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--workers", str(self.workers),
-            # Django's ASGI handler does not speak lifespan.
-            "--lifespan", "off",
+            # Django's ASGI handler does not speak lifespan (the embedded proxy does).
+            "--lifespan", "off" if self.factory.startswith("django.") else "on",
             "--no-access-log",
             "--log-level", "info",
             # Held connections must not keep a stopping worker alive for long.

@@ -168,3 +168,40 @@ def test_missing_redis_fails_under_ci_and_skips_elsewhere(monkeypatch: pytest.Mo
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         redis_missing()
+
+
+# -- the embedded proxy in several workers ------------------------------------------------------
+
+
+_SEVERAL = "several processes serve drf-grip's embedded GRIP proxy"
+
+
+@pytest.mark.parametrize("workers", [2, 1])
+def test_workers_that_each_embed_the_proxy_say_they_miss_each_others_clients(
+    django_db_setup: None, redis_server: Any, workers: int,
+) -> None:
+    """``uvicorn --workers 2`` without ``GRIP_URL``, sharing Redis: each worker embeds its
+    own proxy and holds only its own clients, so a change saved through one reached none of
+    the clients the other held (multi-process probe: of 8 long-polls, the one held by the
+    other worker got the change only as its 304 at the timeout), and nothing said so. The
+    docs say the embedded proxy is one process; a second one on the same host now logs a
+    warning that names the fix. One worker logs none."""
+    from django.db import connection
+
+    from drf_grip.testing import OriginWorkers
+    from tests.integration.fleet import ROOT
+
+    env = {
+        "DJANGO_SETTINGS_MODULE": "tests.integration.multiprocess_settings",
+        "TEST_DB": str(connection.settings_dict["NAME"]),
+        "TEST_REDIS_URL": redis_server.url,
+        "TEST_GRIP_PROXIES": "[]",
+        "PYTHONPATH": str(ROOT),
+    }
+    with OriginWorkers(env, workers=workers, cwd=ROOT, probe_path="/harness/ping/",
+                       factory="drf_grip.asgi:get_asgi_application") as origin:
+        deadline = time.monotonic() + 3  # its startup ran before it answered
+        while time.monotonic() < deadline and _SEVERAL not in origin.log.read_text():
+            time.sleep(0.1)
+        logged = origin.log.read_text()
+    assert (_SEVERAL in logged) == (workers > 1), logged[-2000:]
