@@ -361,7 +361,7 @@ def test_a_proxied_read_the_cache_failed_is_answered_though_it_works_at_once(sin
     MB). It is answered as a direct client's, as while the cache does not work at all."""
     from drf_grip.rest import policies
 
-    def refused(policy, view):
+    def refused(policy):
         cache.incr("drf_grip:test:absent")  # raised inside the cache backend
 
     monkeypatch.setattr(policies, "record_policy", refused)
