@@ -371,3 +371,20 @@ def test_a_proxied_read_the_cache_failed_is_answered_though_it_works_at_once(sin
     assert stale.status_code == 200 and stale.json()["title"] == "t"
     stream = client.get(f"/api/todos/{todo.pk}/", HTTP_ACCEPT="text/event-stream")
     assert stream.status_code == 200 and b'"title":"t"' in stream.content
+
+
+def test_what_counts_as_the_cache_failing():
+    """A failure raised inside the cache's own work counts (``store.raised_by_cache``); one
+    raised by the default a ``get_or_set`` computes (the caller's code) does not."""
+    from drf_grip.rest.store import raised_by_cache
+
+    with pytest.raises(ValueError) as refused:
+        cache.incr("drf_grip:test:absent")
+    assert raised_by_cache(refused.value)
+
+    def default() -> int:
+        raise RuntimeError("the view's bug")
+
+    with pytest.raises(RuntimeError) as bug:
+        cache.get_or_set("drf_grip:test:computed", default)
+    assert not raised_by_cache(bug.value)

@@ -243,7 +243,13 @@ def raised_by_cache(exc: BaseException) -> bool:
         seen.add(id(current))
         tb = current.__traceback__
         while tb is not None:
-            if isinstance(tb.tb_frame.f_locals.get("self"), BaseCache):
+            frame = tb.tb_frame
+            # Not ``get_or_set`` itself: what it raises may be its caller's default (a view's
+            # bug); the cache's own failures there come from the get and add it calls.
+            if (
+                isinstance(frame.f_locals.get("self"), BaseCache)
+                and frame.f_code.co_name != "get_or_set"
+            ):
                 return True
             tb = tb.tb_next
         current = current.__cause__
