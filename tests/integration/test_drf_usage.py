@@ -7,6 +7,7 @@ import json
 import logging
 import time
 
+import django
 import pytest
 from django.core.cache import cache
 from django.test import override_settings
@@ -185,6 +186,13 @@ def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
         events.close()
 
 
+@pytest.mark.skipif(
+    django.VERSION < (5, 1),
+    reason="Django 4.2 under ASGI does not take FORCE_SCRIPT_NAME off the paths it receives "
+    "(only the server's root_path), so a stream's next link, which carries the prefix as "
+    "reverse() does, is not found when Pushpin fetches it from the origin (NOTES.rst, "
+    "seventeenth session)",
+)
 def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
     grip_proxy: ProxyUnderTest,
 ) -> None:
