@@ -140,6 +140,22 @@ def test_a_shared_view_for_signed_in_users_stops_at_a_revoked_token(
     assert not any("after revocation" in data for data in seen)
 
 
+def _not_the_proxys_own(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    """Records at WARNING or above, but Django's refusal of a WebSocket-over-HTTP request
+    the proxy sent for an open gateway connection (its keep-alive, a message): under the
+    narrower ``ALLOWED_HOSTS`` Django refuses every request with the old Host and logs it
+    (``django.security.DisallowedHost``), which no library can stop (CI, 1 run in 2). A
+    replay drf-grip ran would be a plain GET, and would stay."""
+    def proxys(record: logging.LogRecord) -> bool:
+        request = getattr(record, "request", None)
+        content_type = getattr(request, "META", {}).get("CONTENT_TYPE", "")
+        return record.name == "django.security.DisallowedHost" and content_type.startswith(
+            "application/websocket-events"
+        )
+
+    return [r for r in records if r.levelno >= 30 and not proxys(r)]
+
+
 def assert_one_warning_then_quiet(
     first: list[logging.LogRecord], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -152,7 +168,7 @@ def assert_one_warning_then_quiet(
     Todo.objects.create(title="c")
     Todo.objects.create(title="d")
     settle()
-    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    assert [r.getMessage() for r in _not_the_proxys_own(caplog.records)] == []
 
 
 def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
@@ -252,6 +268,6 @@ def test_a_gateway_subscription_whose_host_is_no_longer_allowed_ends_quietly(
             while ended.get("event") == "change" and ended.get("status") == 200:
                 ended = receive(ws, WITHIN)  # the answer's settle (README)
             assert (ended["event"], ended["status"]) == ("end", 400), ended
-            first = [r for r in caplog.records if r.levelno >= 30]
+            first = _not_the_proxys_own(caplog.records)
             assert all(r.name.startswith("drf_grip") for r in first), first
             assert_one_warning_then_quiet(first, caplog)
