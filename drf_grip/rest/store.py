@@ -24,8 +24,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.core.cache import caches
+from django.core.cache.backends.db import DatabaseCache
 from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
 
 from ..conf import grip_settings
 
@@ -62,15 +66,43 @@ def touch(cache: Any, key: str, timeout: float) -> bool:
         return False
 
 
+#: Backends whose one instance may serve every thread of the process. Django's ``caches``
+#: hands each thread, and under ASGI each request's context (asgiref ``Local``), a new
+#: instance, and a new ``RedisCache`` instance brings a new redis-py connection pool: every
+#: request that read realtime state opened a Redis connection and dropped it (1.7 ms of CPU
+#: a request on this machine, NOTES.rst, eighteenth session). redis-py's pool, LocMemCache's
+#: module-level store and lock, DatabaseCache's per-thread ``connections[...]`` and
+#: FileBasedCache's files are safe to share; a memcached client (pylibmc) is not, so other
+#: backends keep Django's per-context instance.
+_SHAREABLE = (RedisCache, LocMemCache, DatabaseCache, FileBasedCache)
+
+#: Per cache alias, the instance every thread uses (only for :data:`_SHAREABLE` backends).
+_shared: dict[str, Any] = {}
+
+
 def state_cache() -> Any:
-    cache = caches[grip_settings.VERSION_CACHE]
+    alias = grip_settings.VERSION_CACHE
+    cache = _shared.get(alias)
+    if cache is not None:
+        return cache
+    cache = caches[alias]
     if isinstance(cache, DummyCache):
         # A DummyCache (often the development CACHES, "caching off") keeps nothing: no
         # version, no live URL, and a held shared long-poll never woke. Its state is kept in
         # this process instead, which is what the one process of runserver needs; W002
         # says that other processes do not see it.
-        return _in_process_state()
+        cache = _shared.setdefault(alias, _in_process_state())
+    elif isinstance(cache, _SHAREABLE):
+        cache = _shared.setdefault(alias, caches.create_connection(alias))
     return cache
+
+
+def _forget_shared(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("CACHES", "DRF_GRIP"):
+        _shared.clear()
+
+
+setting_changed.connect(_forget_shared)
 
 
 @functools.cache
