@@ -388,3 +388,18 @@ def test_what_counts_as_the_cache_failing():
     with pytest.raises(RuntimeError) as bug:
         cache.get_or_set("drf_grip:test:computed", default)
     assert not raised_by_cache(bug.value)
+
+
+def test_a_views_own_cache_failing_is_not_the_state_cache_failing():
+    """A view that keeps its own data in another cache alias and fails there: its failure
+    counted as drf-grip's cache failing, so its read was answered as a direct one (and
+    raised again) and its shared render's publish tried again (review of the seventeenth
+    session's change)."""
+    from django.core.cache.backends.locmem import LocMemCache
+
+    from drf_grip.rest.store import raised_by_cache
+
+    own = LocMemCache("the-views-own", {})
+    with pytest.raises(ValueError) as failed:
+        own.incr("absent")
+    assert not raised_by_cache(failed.value)

@@ -91,9 +91,9 @@ def publish_model(
     partitions: set[str] | None,
     committed_at: float | None = None,
 ) -> None:
-    from .gateway.connections import close_lost_connections
     from .gateway.rerender import publish_subscriptions
-    from .shared import has_overflow, mark_recovered, publish_shared
+    from .shared import has_overflow, publish_shared
+    from .store import evicted_since
 
     private_views: list[type] = []
     shared = False
@@ -113,24 +113,13 @@ def publish_model(
             _warn_of_unseen_subscribers(model)
         elif records_lost():
             # The shared cache lost every record (Redis flushed or restarted) while the
-            # proxies still hold clients, which record again only when re-requested: the
-            # same fallback, and the shared holds, whose live URLs are gone with the rest,
-            # get a hint on the recovery channel they also hold on. Costs a publish only
-            # until a hold records again.
+            # proxies still hold clients, which record again only when re-requested.
             lost = True
-            private_views = [v for v in views_for(model) if _class_delivery(v) == PRIVATE]
-            if gateway_views() and views_for(model):
-                # Gateway connections' subscriptions went with it: closed, they subscribe
-                # again (the client reconnects on 1012) and get this change in the answer.
-                close_lost_connections()
     if shared and has_overflow(model):
         private_views.append(_OverflowChannels)
     channels = private_channels(model, private_views, pks, partitions)
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.bulk_channel(model))
-    if lost and any(_class_delivery(v) == SHARED for v in views_for(model)):
-        mark_recovered(model._meta.label_lower)
-        channels.append(names.shared_recovery_channel(model))
     channels = list(dict.fromkeys(channels))
     _hint(channels)
     if private_views or shared:
@@ -145,34 +134,37 @@ def publish_model(
         publish_shared(model, pks, deleted, committed_at)
     # Gateway connections subscribed to this model's private views (their own index).
     publish_subscriptions(model, pks, deleted, partitions, committed_at)
-    if not lost and not per_process_state():
-        _recover_evicted(model, pks, deleted, partitions, hinted=channels)
+    if per_process_state():
+        return
+    # The state cache evicted keys since this model's last publish (Redis under
+    # ``maxmemory`` with an eviction policy): any record of a held client may be among
+    # them, a live URL or the views its subscribers came through, and the publish above
+    # then missed that client for good (multi-process probe, ``allkeys-lru``). Read once
+    # the records were, so every eviction that could have hidden one is counted.
+    evicted = evicted_since(model._meta.label_lower)
+    if evicted and not lost:
+        _warn_of_evictions(evicted)
+    if lost or evicted:
+        _publish_to_unrecorded(model, pks, deleted, partitions, hinted=channels)
 
 
-def _recover_evicted(
+def _publish_to_unrecorded(
     model: type[models.Model],
     pks: set[Any] | None,
     deleted: set[Any],
     partitions: set[str] | None,
     hinted: list[str],
 ) -> None:
-    """The state cache evicted keys since this model's last publish (Redis under
-    ``maxmemory`` with an eviction policy): any record of a held client may be among them,
-    a live URL or the views its subscribers came through, and the publish above then
-    missed that client for good (multi-process probe, ``allkeys-lru``). Read once the
-    records were, so every eviction that could have hidden one is counted: the change goes
-    out as when every record is lost (``records_lost()``), which costs a re-request per
-    held client of the model, and gateway connections with subscriptions are closed to
-    subscribe again."""
+    """The records of held clients may be missing (the cache lost them all, or evicted
+    some): the proxies still hold those clients, which record again only when re-requested.
+    Every hold of the model is hinted from the views' class-level delivery, which costs a
+    re-request per held client until the holds record again, and gateway connections with
+    subscriptions are closed: the client reconnects on 1012, subscribes again and gets this
+    change in the answer."""
     from .gateway.connections import close_lost_connections
     from .shared import mark_recovered
-    from .store import evicted_since
 
-    evicted = evicted_since(model._meta.label_lower)
-    if not evicted:
-        return
     views = views_for(model)
-    _warn_of_evictions(evicted)
     private = [v for v in views if _class_delivery(v) == PRIVATE]
     channels = private_channels(model, private, pks, partitions)
     if any(_class_delivery(v) == SHARED for v in views):

@@ -236,11 +236,22 @@ def _build(recorded: RecordedRequest) -> WSGIRequest:
 def host_allowed(recorded: RecordedRequest) -> bool:
     """Whether Django still serves the recorded GET's Host: ``ALLOWED_HOSTS`` may have been
     narrowed since it was recorded, and then every replay raises ``DisallowedHost``."""
+    # Only what ``HttpRequest.get_host()`` reads (the Host headers, the server's name and
+    # port, the scheme for the default port), not the whole replayed request: this runs for
+    # every live URL of a publish, before the render builds that request.
+    request = HttpRequest()
+    request.META = {key: recorded.meta[key] for key in _HOST_META if key in recorded.meta}
+    request.META.setdefault("SERVER_NAME", "localhost")
+    request.META.setdefault("SERVER_PORT", "443" if recorded.scheme == "https" else "80")
     try:
-        _build(recorded).get_host()
+        request.get_host()
     except DisallowedHost:
         return False
     return True
+
+
+_HOST_META = ("HTTP_HOST", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "SERVER_NAME",
+              "SERVER_PORT")
 
 
 @lru_cache(maxsize=4)

@@ -262,13 +262,16 @@ _PROBE = "drf_grip:usable"
 
 
 def raised_by_cache(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it was raised from) came out of a Django cache backend's
-    method: the cache failed (Redis refused a write for memory, a connection broke), not the
-    code that called it. A moment later :func:`usable` may say it works again (Redis evicted
-    or freed room), and taken alone that made a failed subscription answer 500 and a failed
-    publish dropped at once (multi-process probe, ``maxmemory`` 3-4 MB)."""
-    from django.core.cache.backends.base import BaseCache
-
+    """Whether ``exc`` (or what it was raised from) came out of a method of the state cache:
+    the cache failed (Redis refused a write for memory, a connection broke), not the code
+    that called it. A moment later :func:`usable` may say it works again (Redis evicted or
+    freed room), and taken alone that made a failed subscription answer 500 and a failed
+    publish dropped at once (multi-process probe, ``maxmemory`` 3-4 MB). A view's own cache
+    of another alias failing is the view's failure: its read is not answered as a direct
+    one for it, nor its publish tried again."""
+    # The process's instance and this thread's (Django's ``caches[alias]``, which the view
+    # and ``django.core.cache.cache`` use).
+    state = (state_cache(), caches[grip_settings.VERSION_CACHE])
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -278,8 +281,10 @@ def raised_by_cache(exc: BaseException) -> bool:
             frame = tb.tb_frame
             # Not ``get_or_set`` itself: what it raises may be its caller's default (a view's
             # bug); the cache's own failures there come from the get and add it calls.
+            owner = frame.f_locals.get("self")
             if (
-                isinstance(frame.f_locals.get("self"), BaseCache)
+                owner is not None
+                and any(owner is cache for cache in state)
                 and frame.f_code.co_name != "get_or_set"
             ):
                 return True
