@@ -90,6 +90,36 @@ def test_a_cache_that_lost_every_record_publishes_for_the_views_classes(settings
     assert "drf.testapp.todo.*shared" in channels
 
 
+def test_signed_in_subscribers_of_a_shared_only_model_are_woken_after_a_flush(
+    settings, tmp_path, monkeypatch
+):
+    """A token subscriber of an ``AllowAny`` shared view is delivered like private data and
+    holds on the model's own channels. After the cache lost every record, a model served
+    only by shared views hinted its recovery channel alone, and such a subscriber missed
+    the change (the evicted-records path already hinted both)."""
+    from django.core.cache import cache
+
+    from drf_grip.rest import publishing
+    from tests.testapp.realtime_views import SharedTodoViewSet
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    cache.clear()
+    watch("/api/shared-todos/")
+    monkeypatch.setattr(publishing, "views_for", lambda model: [SharedTodoViewSet])
+    with RecordingSink() as recording:
+        recording.settle()
+        cache.clear()
+        todo = Todo.objects.create(title="after the flush")
+        channels = set(recording.channels())
+    assert "drf.testapp.todo.*shared" in channels
+    assert {"drf.testapp.todo", f"drf.testapp.todo.{todo.pk}"} <= channels
+
+
 def test_save_publishes_hint_with_versions(sink):
     todo = Todo.objects.create(title="a")
     items = sink.settle()
