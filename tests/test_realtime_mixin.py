@@ -82,6 +82,25 @@ def test_prefer_wait_clamped(todos, prefer, timeout):
         assert "Preference-Applied" not in resp
 
 
+def test_prefer_wait_below_what_the_proxy_holds_says_what_it_holds(todos, settings):
+    """A ``HOLD_TIMEOUT_MIN`` set below GRIP's minimum: ``Prefer: wait=1`` was answered
+    ``Preference-Applied: wait=1`` while Pushpin (and the embedded proxy) held 5 s."""
+    settings.DRF_GRIP = {"HOLD_TIMEOUT_MIN": 1}
+    etag = APIClient().get("/api/todos/")["ETag"]
+    resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_PREFER="wait=1")
+    assert resp["Grip-Timeout"] == "5"
+    assert resp["Preference-Applied"] == "wait=5"
+
+
+def test_a_default_hold_longer_than_the_maximum_is_held_the_maximum(todos, settings):
+    """``HOLD_TIMEOUT`` above ``HOLD_TIMEOUT_MAX`` (E002 says so at ``check``): a hold
+    outliving its live URL missed its changes, so the maximum bounds it at run time too."""
+    settings.DRF_GRIP = {"HOLD_TIMEOUT": 600, "HOLD_TIMEOUT_MAX": 120}
+    etag = APIClient().get("/api/todos/")["ETag"]
+    resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert resp["Grip-Timeout"] == "120"
+
+
 # -- methods other than GET ----------------------------------------------------------------
 
 

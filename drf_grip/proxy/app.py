@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..protocol import parse_items
+from ..protocol import MIN_HOLD_TIMEOUT, parse_items
 from .http import HttpSession
 from .hub import ChannelHub
 from .origin import ASGIApp, Signer
@@ -32,7 +32,7 @@ class GripProxy:
 
     # Pushpin's minimum Grip-Timeout and Keep-Alive-Interval (Pushpin 1.36). Tests may lower
     # them on an instance; nothing else should.
-    min_hold_timeout: float = 5.0
+    min_hold_timeout: float = float(MIN_HOLD_TIMEOUT)
     default_hold_timeout: float = 55.0
     min_ws_keep_alive: float = 20.0
     # A re-request, next link or WebSocket-over-HTTP request that takes longer fails.
