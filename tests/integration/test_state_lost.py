@@ -56,6 +56,36 @@ def _write(deployment: Deployment, pks: list[int], title: str, create: list[str]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_WAIT = {"Accept": "application/json", "Prefer": "wait=30"}
+
+
+def _live(pushpin: Any, path: str, query: str = "") -> str:
+    """The channel of a shared live URL reached through ``pushpin``."""
+    return LiveUrl("http", urlsplit(pushpin.url).netloc, path, query, "application/json").channel
+
+
+def _hold_three(deployment: Deployment) -> tuple[int, int, str, list[LongPoll]]:
+    """Two fresh todos and three long-polls held through the first Pushpin: a private
+    detail, a shared search list (both todos) and a shared detail (the second). Fresh
+    objects and a fresh search make channels whose first subscription Pushpin re-requests
+    (PUSHPIN.md), awaited here so that nothing records after what the test does next."""
+    pushpin = deployment.pushpins[0]
+    word = uuid.uuid4().hex[:8]
+    first, second = _write(deployment, [], "", [f"{word} 0", f"{word} 1"])
+    held = []
+    for path, channel in (
+        (f"/api/todos/{first}/", names.object_channel(Todo, first)),
+        (f"/api/shared-todos/?search={word}",
+         _live(pushpin, "/api/shared-todos/", f"search={word}")),
+        (f"/api/shared-todos/{second}/", _live(pushpin, f"/api/shared-todos/{second}/")),
+    ):
+        etag = LongPoll(pushpin.url + path, {"Accept": "application/json"}).result(10).headers["ETag"]
+        mark = pushpin.mark()
+        held.append(LongPoll(pushpin.url + path, {**_WAIT, "If-None-Match": etag}))
+        pushpin.wait_rerequested(channel, since=mark)
+    return first, second, word, held
+
+
 def test_the_first_change_after_the_cache_lost_its_records_reaches_held_clients(
     fresh_deployment: Deployment,
 ) -> None:
@@ -64,27 +94,7 @@ def test_the_first_change_after_the_cache_lost_its_records_reaches_held_clients(
     the old representation (a long-poll until its timeout, a stream until a later change
     found its records again, which a re-request of some other hold had to make first)."""
     deployment = fresh_deployment
-    pushpin = deployment.pushpins[0]
-    word = uuid.uuid4().hex[:8]
-    # Fresh objects and a fresh search: channels whose first subscription Pushpin
-    # re-requests (PUSHPIN.md), awaited below so that nothing records after the loss.
-    first, second = _write(deployment, [], "", [f"{word} 0", f"{word} 1"])
-    host = urlsplit(pushpin.url).netloc
-
-    def live(path: str, query: str = "") -> str:
-        return LiveUrl("http", host, path, query, "application/json").channel
-
-    wait = {"Accept": "application/json", "Prefer": "wait=30"}
-    held = []
-    for path, channel in (
-        (f"/api/todos/{first}/", names.object_channel(Todo, first)),
-        (f"/api/shared-todos/?search={word}", live("/api/shared-todos/", f"search={word}")),
-        (f"/api/shared-todos/{second}/", live(f"/api/shared-todos/{second}/")),
-    ):
-        etag = LongPoll(pushpin.url + path, {"Accept": "application/json"}).result(10).headers["ETag"]
-        mark = pushpin.mark()
-        held.append(LongPoll(pushpin.url + path, {**wait, "If-None-Match": etag}))
-        pushpin.wait_rerequested(channel, since=mark)
+    first, second, word, held = _hold_three(deployment)
 
     deployment.flush_state()
     _write(deployment, [first, second], f"{word} new", [f"{word} 2"])
@@ -480,32 +490,15 @@ def test_a_change_reaches_held_clients_whose_records_redis_evicted(
     its change go out as after a flush."""
     deployment = fresh_deployment
     pushpin = deployment.pushpins[0]
-    word = uuid.uuid4().hex[:8]
-    first, second = _write(deployment, [], "", [f"{word} 0", f"{word} 1"])
-    host = urlsplit(pushpin.url).netloc
-
-    def live(path: str, query: str = "") -> str:
-        return LiveUrl("http", host, path, query, "application/json").channel
-
-    wait = {"Accept": "application/json", "Prefer": "wait=30"}
-    held = []
-    for path, channel in (
-        (f"/api/todos/{first}/", names.object_channel(Todo, first)),
-        (f"/api/shared-todos/?search={word}", live("/api/shared-todos/", f"search={word}")),
-        (f"/api/shared-todos/{second}/", live(f"/api/shared-todos/{second}/")),
-    ):
-        etag = LongPoll(pushpin.url + path, {"Accept": "application/json"}).result(10).headers["ETag"]
-        mark = pushpin.mark()
-        held.append(LongPoll(pushpin.url + path, {**wait, "If-None-Match": etag}))
-        pushpin.wait_rerequested(channel, since=mark)
+    first, second, word, held = _hold_three(deployment)
 
     # A second client of the shared list: the first of the two that the change's
     # re-request lists the URL again renders it; the other must not be held as current.
     path = f"/api/shared-todos/?search={word}"
     etag = held[1].headers["If-None-Match"]
     mark = pushpin.mark()
-    held.append(LongPoll(pushpin.url + path, {**wait, "If-None-Match": etag}))
-    pushpin.wait_subscribed(live("/api/shared-todos/", f"search={word}"), since=mark)
+    held.append(LongPoll(pushpin.url + path, {**_WAIT, "If-None-Match": etag}))
+    pushpin.wait_subscribed(_live(pushpin, "/api/shared-todos/", f"search={word}"), since=mark)
 
     _redis_evicts(deployment, ":1:drf_grip:live:*", ":1:drf_grip:views:*")
     _write(deployment, [first, second], f"{word} new", [f"{word} 2"])
