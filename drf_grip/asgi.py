@@ -13,6 +13,10 @@ set it is the plain Django app, and Pushpin or Fanout does the proxying.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import socket
 from typing import Any
 
 __all__ = [
@@ -61,11 +65,6 @@ def _warn_of_other_embedded_proxies() -> None:
     state cache and warns when another process of this host that serves the same
     ``EMBEDDED_URL`` is alive (a process that has exited, an autoreloaded ``runserver``'s
     last one, is not counted)."""
-    import hashlib
-    import logging
-    import os
-    import socket
-
     from .conf import grip_settings
     from .rest.store import SlotIndex, per_process_state
 
@@ -137,8 +136,6 @@ def refuse_websockets(app: Any) -> Any:
     proxy holds WebSockets and the origin sees WebSocket-over-HTTP; a client that bypasses
     it got Django's 500 ("Django can only handle ASGI/HTTP connections", a seeds probe).
     The handshake is refused (uvicorn answers 403) and the log says why."""
-    import logging
-
     logger = logging.getLogger("drf_grip")
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
