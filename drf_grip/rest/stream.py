@@ -53,6 +53,7 @@ from .context import SHARED, RealtimeContext, RealtimePolicy
 from .render import (
     RecordedRequest,
     carries_credentials,
+    host_allowed,
     record,
     revoked_status,
     subscriber_get,
@@ -284,6 +285,15 @@ def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
         cache.set(_STATE + sid, state, remaining)
         etag = state["etag"]
     recorded = RecordedRequest.from_dict(state["req"])  # asks for the stream (_stream_get)
+    if not host_allowed(recorded):
+        # Recorded before a deploy narrowed ALLOWED_HOSTS: the replay made Django log a
+        # DisallowedHost traceback for each such stream, and told it "error". Ended with one
+        # warning instead: the client reconnects, and its GET gets the 400 a fresh one does.
+        logger.warning(
+            "drf-grip ended a stream of %s: its Host is not in ALLOWED_HOSTS any more",
+            recorded.path,
+        )
+        return restart_stream()
     context = RealtimeContext(role="next-link", etag=etag, user=state["user"], state=state)
     response, inner = subscriber_get(
         recorded,

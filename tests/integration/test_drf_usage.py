@@ -202,6 +202,34 @@ def test_a_live_url_whose_host_is_no_longer_allowed_is_dropped_quietly(
         events.close()
 
 
+def test_a_private_stream_whose_host_is_no_longer_allowed_ends_quietly(
+    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private stream recorded before a deploy narrowed ``ALLOWED_HOSTS``: its next link
+    replayed the subscriber's GET with a Host Django now refuses, which logged a
+    ``DisallowedHost`` traceback for each such stream at the next change and sent it an
+    ``error`` event. Now the stream ends with one warning and no event; the client's
+    reconnection gets what a fresh GET gives it (400)."""
+    path = "/api/todos/"
+    Todo.objects.create(title="a")
+    events = stream(grip_proxy, path, list_ch())
+    try:
+        assert events.next(WITHIN) is not None
+        with override_settings(ALLOWED_HOSTS=["api.example.com"]):
+            caplog.clear()
+            Todo.objects.create(title="b")
+            settle()
+            ended = events.next(WITHIN)
+            assert ended is None, ended  # closed, no event
+            first = [r for r in _not_the_proxys_own(caplog.records)
+                     if r.name.startswith(("drf_grip", "django"))]
+            assert_one_warning_then_quiet(first, caplog)
+            # Django's own refusal of the client's request, as without drf-grip.
+            assert get(grip_proxy, path).status_code == 400
+    finally:
+        events.close()
+
+
 @pytest.mark.skipif(
     django.VERSION < (5, 1),
     reason="Django 4.2 under ASGI does not take FORCE_SCRIPT_NAME off the paths it receives "
