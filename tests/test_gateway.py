@@ -1176,3 +1176,27 @@ def test_a_subscription_the_cache_failed_closes_the_connection_though_it_works_a
         answers.append(ws.receive_json())
     assert not [a for a in answers if a.get("status") == 500], answers
     assert ws.closed and ws.close_code == 1013
+
+
+def test_a_renewal_does_not_list_again_a_url_dropped_for_its_host(monkeypatch, settings):
+    """A shared subscription's live URL dropped because ``ALLOWED_HOSTS`` no longer allows
+    its Host: the connection's keep-alive renewal listed it again, so each later change
+    dropped it again, with another warning and another ``end`` to its subscribers."""
+    from drf_grip.rest.gateway import view
+    from drf_grip.rest.gateway.connections import connection_key, load_states
+    from drf_grip.rest.shared import affected_live_urls
+
+    ws = connect()
+    assert ask(ws, {"id": 1, "subscribe": "/api/shared-todos/"})["status"] == 200
+    settled(ws)
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    Todo.objects.create(title="b")
+    assert [m["event"] for m in settled(ws)] == ["end"]
+    assert affected_live_urls(Todo, None, set()) == []
+
+    conn = connection_key(ws.connection_id)
+    state = load_states([conn])[conn]
+    state["renewed"] = 0
+    monkeypatch.setattr(view, "_relisted", {})
+    view._renew_shared(state)
+    assert affected_live_urls(Todo, None, set()) == []

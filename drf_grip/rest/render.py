@@ -233,6 +233,11 @@ def _build(recorded: RecordedRequest) -> WSGIRequest:
     )
 
 
+#: The ``error`` that ends a gateway subscription whose Host Django no longer serves
+#: (Django's own words for it), shared and private alike.
+HOST_REFUSED = "Invalid HTTP_HOST header"
+
+
 def host_allowed(recorded: RecordedRequest) -> bool:
     """Whether Django still serves the recorded GET's Host: ``ALLOWED_HOSTS`` may have been
     narrowed since it was recorded, and then every replay raises ``DisallowedHost``."""

@@ -36,7 +36,14 @@ from ..grip.publisher import publish
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
-from .render import CREDENTIAL_HEADERS, RecordedRequest, host_allowed, record, subscriber_get
+from .render import (
+    CREDENTIAL_HEADERS,
+    HOST_REFUSED,
+    RecordedRequest,
+    host_allowed,
+    record,
+    subscriber_get,
+)
 from .sse import EVENT_STREAM, format_event, media_type_as
 from .store import SlotIndex, cache_failed, state_cache
 from .tickets import (
@@ -259,6 +266,10 @@ def relist(listing: dict[str, Any]) -> str | None:
     gateway, whose shared subscriptions hold for hours on one subscribe while nothing else
     renews their URL (it expired after ``live_timeout()``, and no change reached them)."""
     label, pk, key, entry = (listing[k] for k in ("model", "pk", "key", "entry"))
+    if not host_allowed(RecordedRequest.from_dict(entry["req"])):
+        # Dropped for its Host (_drop_live_url): listed again by a subscription that
+        # outlived it, each later change dropped it again and told its subscribers again.
+        return None
     listed = None
     for position, table in enumerate(_tables(label, pk)):
         done = table.renew(key, entry, _recent.setdefault(table.name, {}))
@@ -774,10 +785,14 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 #: What the subscribers of a dropped live URL get: each long-poll runs its own GET again and
 #: each stream is closed (its client's new GET is answered by Django as any other).
 def _dropped_formats(url: str) -> dict[str, Any]:
+    # Gateway subscribers are told ``end``, as a private subscription is
+    # (gateway.rerender), not ``change``: nothing more comes. A shared push names the live
+    # URL, not a subscription id.
+    end = {"event": "end", "url": url, "status": 400, "error": HOST_REFUSED}
     return {
         "http-response": {"action": "hint"},
         "http-stream": {"action": "close"},
-        "ws-message": {"content": _ws_message(url, 400)},
+        "ws-message": {"content": json.dumps(end)},
     }
 
 

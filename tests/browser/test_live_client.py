@@ -433,6 +433,26 @@ def test_a_gateway_end_ends_like_a_streams_final_error(page: Any) -> None:
     assert len(result["errors"]) == 1 and "401" in result["errors"][0]
 
 
+def test_a_shared_gateway_end_names_the_url_and_ends_its_subscriptions(page: Any) -> None:
+    """A shared URL's ``end`` (its Host is no longer in ``ALLOWED_HOSTS``) is pushed once to
+    every subscriber of the URL and carries the URL, not a subscription id: each of the
+    page's subscriptions of that URL gets ``null`` with the status and stops."""
+    result = page.evaluate("""async () => {
+      const ending = (message) => [
+        {id: message.id, status: 200, data: {ok: true}, etag: '"e1"', url: "/api/todos/"},
+        {event: "end", url: "/api/todos/", status: 400, error: "Invalid HTTP_HOST header"},
+      ];
+      return withFakeGateway(ending, async () => {
+        const record = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+        await Promise.race([changeCount(record, 2), new Promise((resolve) => setTimeout(resolve, 3000))]);
+        return {changes: record.changes.map((c) => [c.data, c.info.status]),
+                states: record.states};
+      });
+    }""")
+    assert result["changes"] == [[{"ok": True}, 200], [None, 400]]
+    assert result["states"] == ["connecting", "live", "stopped"]
+
+
 def _docs_write_example() -> str:
     """The JavaScript example of docs/javascript.rst ("Writes"), as printed."""
     text = (Path(__file__).resolve().parents[2] / "docs" / "javascript.rst").read_text()

@@ -299,3 +299,30 @@ def test_a_gateway_subscription_whose_host_is_no_longer_allowed_ends_quietly(
             first = _not_the_proxys_own(caplog.records)
             assert all(r.name.startswith("drf_grip") for r in first), first
             assert_one_warning_then_quiet(first, caplog)
+
+
+def test_a_shared_gateway_subscription_whose_host_is_no_longer_allowed_ends(
+    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for a shared subscription: its live URL is dropped at the first change
+    and its subscribers were told ``change`` with status 400, as if it could change
+    again, and stayed subscribed. Now they are told ``end`` (with the URL: a shared push
+    names no subscription id), as a private subscription is, and nothing follows."""
+    from .test_gateway_ws import ask, gateway, receive
+
+    path = "/api/shared-todos/"
+    Todo.objects.create(title="a")
+    with gateway(grip_proxy) as ws:
+        answer = ask(ws, {"id": 1, "subscribe": path})
+        assert answer["status"] == 200
+        with override_settings(ALLOWED_HOSTS=["api.example.com"]):
+            caplog.clear()
+            Todo.objects.create(title="b")
+            settle()
+            ended = receive(ws, WITHIN)
+            while ended.get("event") == "change" and ended.get("status") == 200:
+                ended = receive(ws, WITHIN)  # the answer's settle (README)
+            assert (ended["event"], ended["status"], ended["url"]) == ("end", 400, answer["url"])
+            first = _not_the_proxys_own(caplog.records)
+            assert all(r.name.startswith("drf_grip") for r in first), first
+            assert_one_warning_then_quiet(first, caplog)

@@ -23,6 +23,7 @@ from ...grip.publish_hooks import register_delivered_hook, register_outdated_che
 from .. import channels as names
 from ..context import RealtimeContext
 from ..render import (
+    HOST_REFUSED,
     RecordedRequest,
     host_allowed,
     revocation_status,
@@ -230,7 +231,7 @@ def _rerender_all(
             "ALLOWED_HOSTS any more", len(live), first.get("url", "?"),
         )
         for conn, key, sub in live:
-            _end_revoked(conn, key, sub, 400, "Invalid HTTP_HOST header")
+            _end_revoked(conn, key, sub, 400, HOST_REFUSED)
         return
     try:
         response, _inner = subscriber_get(recorded, context)

@@ -702,13 +702,18 @@ class Gateway {
       return;
     }
     if (message.event === "end") {
-      // The subscription's credentials were revoked and the server ended it: null with its
-      // status, then stopped, as SSE's final `event: error` (nothing left to unsubscribe).
-      const ended = this.byId.get(message.id);
-      if (!ended) return;
-      this.byId.delete(message.id);
-      ended.wsId = undefined;
-      ended.end(new HttpError(message.status, message.error || message.data), message.status || 403);
+      // The server ended the subscription (its credentials were revoked, or its Host is no
+      // longer allowed): null with its status, then stopped, as SSE's final `event: error`
+      // (nothing left to unsubscribe). A shared URL's end names the URL, not an id.
+      const ended = message.id !== undefined && message.id !== null
+        ? [this.byId.get(message.id)]
+        : [...this.subs].filter((sub) => sub.liveUrl === message.url && sub.wsId !== undefined);
+      for (const sub of ended) {
+        if (!sub) continue;
+        this.byId.delete(sub.wsId);
+        sub.wsId = undefined;
+        sub.end(new HttpError(message.status, message.error || message.data), message.status || 403);
+      }
       return;
     }
     const sub = this.byId.get(message.id);
