@@ -275,43 +275,23 @@ def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
     assert json.loads(event.data) == fresh_after.json()
 
 
+@pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"], ids=["private", "shared"])
 def test_a_gateway_subscription_whose_host_is_no_longer_allowed_ends_quietly(
-    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
+    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture, path: str
 ) -> None:
-    """A private gateway subscription made before a deploy narrowed ``ALLOWED_HOSTS``: the
+    """A gateway subscription made before a deploy narrowed ``ALLOWED_HOSTS``. Private: the
     publisher replayed its GET on every change, each logging a ``DisallowedHost``
-    traceback for as long as the connection lived. Now it ends at the first change with
-    the 400 a fresh GET gets, and one warning; later changes log nothing."""
+    traceback for as long as the connection lived. Shared: its live URL was dropped at the
+    first change, and its subscribers were told ``change`` with status 400, as if it could
+    change again. Now each ends at the first change with ``end`` and the 400 a fresh GET
+    gets (a shared one names its URL: a shared push names no subscription id), and one
+    warning; later changes log nothing."""
     from .test_gateway_ws import ask, gateway, receive
 
-    path = "/api/todos/"  # private
     Todo.objects.create(title="a")
-    with gateway(grip_proxy) as ws:
-        assert ask(ws, {"id": 1, "subscribe": path})["status"] == 200
-        with override_settings(ALLOWED_HOSTS=["api.example.com"]):
-            caplog.clear()
-            Todo.objects.create(title="b")
-            settle()
-            ended = receive(ws, WITHIN)
-            while ended.get("event") == "change" and ended.get("status") == 200:
-                ended = receive(ws, WITHIN)  # the answer's settle (README)
-            assert (ended["event"], ended["status"]) == ("end", 400), ended
-            first = _not_the_proxys_own(caplog.records)
-            assert all(r.name.startswith("drf_grip") for r in first), first
-            assert_one_warning_then_quiet(first, caplog)
-
-
-def test_a_shared_gateway_subscription_whose_host_is_no_longer_allowed_ends(
-    grip_proxy: ProxyUnderTest, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The same for a shared subscription: its live URL is dropped at the first change
-    and its subscribers were told ``change`` with status 400, as if it could change
-    again, and stayed subscribed. Now they are told ``end`` (with the URL: a shared push
-    names no subscription id), as a private subscription is, and nothing follows."""
-    from .test_gateway_ws import ask, gateway, receive
-
-    path = "/api/shared-todos/"
-    Todo.objects.create(title="a")
+    # Published before ALLOWED_HOSTS narrows: a render of it that checked the Host before
+    # and ran after would be refused (a deploy restarts; this test narrows in flight).
+    settle()
     with gateway(grip_proxy) as ws:
         answer = ask(ws, {"id": 1, "subscribe": path})
         assert answer["status"] == 200
@@ -322,7 +302,8 @@ def test_a_shared_gateway_subscription_whose_host_is_no_longer_allowed_ends(
             ended = receive(ws, WITHIN)
             while ended.get("event") == "change" and ended.get("status") == 200:
                 ended = receive(ws, WITHIN)  # the answer's settle (README)
-            assert (ended["event"], ended["status"], ended["url"]) == ("end", 400, answer["url"])
+            assert (ended["event"], ended["status"]) == ("end", 400), ended
+            assert ended.get("id", ended.get("url")) in (1, answer["url"]), ended
             first = _not_the_proxys_own(caplog.records)
             assert all(r.name.startswith("drf_grip") for r in first), first
             assert_one_warning_then_quiet(first, caplog)
