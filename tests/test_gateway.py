@@ -1165,7 +1165,7 @@ def test_a_subscription_the_cache_failed_closes_the_connection_though_it_works_a
     with nothing to retry (multi-process probe, ``maxmemory`` 3-4 MB). The connection is
     closed with 1013 (Try Again Later), as while the cache does not work at all."""
 
-    def refused(name: str) -> int:
+    def refused(name: str, **kwargs: object) -> int:
         return cache.incr("drf_grip:test:absent")  # raised inside the cache backend
 
     monkeypatch.setattr("drf_grip.rest.gateway.rerender.take_ticket", refused)

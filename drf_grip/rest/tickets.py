@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .store import state_cache, touch
 
@@ -38,22 +39,23 @@ _KEY = "drf_grip:render:"
 _TIMEOUT = 24 * 3600
 
 
-def take_ticket(name: str) -> int:
-    """A number per render of ``name``, increasing across processes."""
+def take_ticket(name: str, *, likely_first: bool = False) -> int:
+    """A number per render of ``name``, increasing across processes. ``likely_first``: the
+    counter is most likely absent (a gateway subscription's answer), so the first ticket
+    is tried before an ``incr``, which fails there (Django's ``RedisCache.incr`` is an
+    ``EXISTS`` and an ``INCRBY``: two round trips, then the read and the ``add`` below)."""
     cache = state_cache()
+    if likely_first:
+        first = _first_ticket(cache, name)
+        if first is not None:
+            return first
     try:
         ticket = int(cache.incr(_KEY + name))
     except ValueError:
-        # No counter: the first ticket, or the counter expired while the ``:sent`` mark
-        # lives on. Django's ``BaseCache.incr`` (file and database caches) stores the new
-        # value with the cache's default timeout (300 s), not ours, so a quiet URL's counter
-        # goes first; restarting at 1 made every later render look older than the last one
-        # sent, and none was sent until the counter passed it. Start above that mark.
-        first = int(cache.get(_sent_key(name)) or 0) + 1
-        if cache.add(_KEY + name, first, _TIMEOUT):  # unless another process took it a
-            _renewed[name] = time.monotonic()  # moment ago
+        first = _first_ticket(cache, name)
+        if first is not None:
             return first
-        ticket = int(cache.incr(_KEY + name))
+        ticket = int(cache.incr(_KEY + name))  # another process took it a moment ago
     # ``incr`` keeps the expiry ``add`` gave (Redis, local memory): a busy URL's counter
     # expired _TIMEOUT after its first render, and the restart above (the mark + 1) gave a
     # render that began after a later commit the ticket of one still rendering older rows;
@@ -66,6 +68,21 @@ def take_ticket(name: str) -> int:
         touch(cache, _KEY + name, _TIMEOUT)
         _renewed[name] = now
     return ticket
+
+
+def _first_ticket(cache: Any, name: str) -> int | None:
+    """Start the counter of ``name``; None when it exists (another process started it).
+
+    Not at 1 when the counter expired while the ``:sent`` mark lives on: Django's
+    ``BaseCache.incr`` (file and database caches) stores the new value with the cache's
+    default timeout (300 s), not ours, so a quiet URL's counter goes first; restarting at 1
+    made every later render look older than the last one sent, and none was sent until the
+    counter passed it. It starts above that mark."""
+    first = int(cache.get(_sent_key(name)) or 0) + 1
+    if cache.add(_KEY + name, first, _TIMEOUT):
+        _renewed[name] = time.monotonic()
+        return first
+    return None
 
 
 #: When this process last renewed the expiry of each counter (``time.monotonic()``).

@@ -93,9 +93,20 @@ def counters_and_hold_versions(
     and again once it is findable knows whether a publish may have missed it."""
     if not channels:
         return {}, {}
-    counters = ensure_versions(channels)
+    # The counters and the confirmed ids in one read, at one moment (a round trip each
+    # with Redis); a counter that is not there yet is started, and read again.
+    cache = state_cache()
+    found = cache.get_many([_KEY + c for c in channels] + [_ACK + c for c in channels])
+    counters = {c: _text(found.get(_KEY + c)) for c in channels}
+    missing = [c for c, v in counters.items() if v is None]
+    if missing:
+        for channel in missing:
+            _start(cache, channel)
+        again = cache.get_many([_KEY + c for c in missing] + [_ACK + c for c in missing])
+        found.update(again)
+        counters.update({c: _text(again.get(_KEY + c)) for c in missing})
     current = dict(counters)
-    seen = state_cache().get_many([_ACK + c for c in channels])
+    seen = found
     for channel in channels:
         value = seen.get(_ACK + channel)
         counter = current.get(channel)

@@ -332,7 +332,7 @@ _IN_TRANSIT_TIMEOUT = 30
 
 def answer_ticket(conn: str, key: str) -> int:
     """A ticket for a subscribe answer's render, taken before it renders."""
-    return take_ticket(_ticket_name(conn, _digest(key)))
+    return take_ticket(_ticket_name(conn, _digest(key)), likely_first=True)
 
 
 def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool:
