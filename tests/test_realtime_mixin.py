@@ -1,7 +1,13 @@
 """RealtimeMixin over DRF's test client: ETags, holds, streams and direct semantics."""
 
+import io
+
 import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_started
+from django.db import close_old_connections
 from django.test import override_settings
+from django.urls import get_script_prefix, set_script_prefix
 from rest_framework.test import APIClient
 
 from drf_grip.rest.etag import make_etag
@@ -11,6 +17,7 @@ from drf_grip.test import GripInstruction
 from tests.drf_helpers import (
     ProxiedClient,
     RecordingSink,
+    grip_sig,
     revoke_during_the_next_notes_render,
 )
 from tests.testapp.models import Todo
@@ -317,6 +324,79 @@ def test_next_link_gives_next_event_only_when_changed(todos):
     assert changed["Grip-Hold"] == "stream" and "rel=next" in changed["Grip-Link"]
     assert "drf.testapp.todo; prev-id=" in changed["Grip-Channel"]
     assert "Grip-Keep-Alive" in again
+
+
+def _served_by_wsgi(environ: dict):
+    """Django's own WSGI handler's answer to a server's ``environ``, as a WSGI server gets
+    it (the test client skips ``set_script_prefix``, which ``reverse()`` links follow)."""
+    previous = get_script_prefix()
+    # As the test client does: the test's transaction stays open.
+    request_started.disconnect(close_old_connections)
+    try:
+        response = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
+        b"".join(response)
+        return response
+    finally:
+        request_started.connect(close_old_connections)
+        set_script_prefix(previous)
+
+
+@pytest.mark.parametrize(
+    "script_name,force_script_name,target",
+    [
+        ("", "/api-prefix", None),  # runserver, wsgiref: no request target in the environ
+        ("", "/api-prefix", "RAW_URI"),  # gunicorn
+        ("/mount", "/api-prefix", "REQUEST_URI"),  # mod_wsgi, uWSGI
+        ("/api-prefix", "/api-prefix", "REQUEST_URI"),
+        ("/mount", None, None),
+    ],
+    ids=["stripped", "stripped-gunicorn", "mounted-and-forced", "forced-as-mounted", "mounted"],
+)
+@pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"], ids=["private", "public"])
+def test_a_next_link_reaches_the_stream_under_wsgi_with_a_script_name(
+    todos, path, script_name, force_script_name, target
+):
+    """Under WSGI with ``FORCE_SCRIPT_NAME`` behind a proxy that strips the prefix, a
+    stream's next link carried the setting (``/api-prefix/_grip/next/``), as ``reverse()``
+    links do; Django never takes it off the server's ``PATH_INFO``, so the proxy's fetch of
+    the link from the origin was a 404 and the stream got no change. The link is what the
+    server received before ``PATH_INFO``, and the next-link path."""
+
+    def received(path: str, **headers: str):
+        """The server received ``path``: it passes on what is after its SCRIPT_NAME."""
+        assert path.startswith(f"{script_name}/"), path
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": script_name,
+            "PATH_INFO": path.removeprefix(script_name),
+            "QUERY_STRING": "",
+            "SERVER_NAME": "testserver",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": io.StringIO(),
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "HTTP_GRIP_SIG": grip_sig(),
+            **headers,
+        }
+        if target is not None:
+            environ[target] = path
+        return _served_by_wsgi(environ)
+
+    with override_settings(FORCE_SCRIPT_NAME=force_script_name):
+        opened = received(f"{script_name}{path}", HTTP_ACCEPT="text/event-stream")
+        link = _link_of(opened)
+        fetched = received(link, **_last_of(opened))
+        assert fetched.status_code == 200 and fetched["Grip-Hold"] == "stream", fetched
+        assert _link_of(fetched) == link  # a fetch links to what the stream began with
+        Todo.objects.create(title="new")
+        changed = received(link, **_last_of(fetched))
+    assert changed.status_code == 200 and b'"title":"new"' in changed.content, changed.content
+    assert _link_of(changed) == link
 
 
 @pytest.mark.django_db

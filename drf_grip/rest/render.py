@@ -14,9 +14,11 @@ import logging
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.core.handlers.asgi import ASGIRequest
 from django.core.handlers.base import BaseHandler
 from django.core.handlers.wsgi import WSGIRequest, get_script_name
 from django.http import HttpRequest, HttpResponse
@@ -33,6 +35,7 @@ __all__ = [
     "path_prefix",
     "record",
     "run_through_middleware",
+    "server_prefix",
     "subscriber_get",
     "wsgi_request",
 ]
@@ -139,6 +142,33 @@ def path_prefix(request: HttpRequest) -> str:
     fresh GET's."""
     path, info = request.path, request.path_info
     return path[: len(path) - len(info)] if path.endswith(info) else get_script_name(request.META)
+
+
+def server_prefix(request: HttpRequest) -> str:
+    """What the path the server received has before ``path_info``: a path made of it and
+    another ``path_info``, fetched from the same server, reaches that ``path_info``. Not
+    ``path_prefix`` nor ``get_script_prefix()``, which carry ``FORCE_SCRIPT_NAME`` while
+    Django does not always take it off a path it receives: under WSGI never
+    (core/handlers/wsgi.py, ``WSGIRequest``: ``PATH_INFO`` is the server's), under ASGI only
+    since Django 5.1 (core/handlers/asgi.py, ``ASGIRequest.__init__``; 4.2 takes off only
+    the server's ``root_path``). Behind a proxy that strips the prefix, a path carrying it
+    is not found."""
+    if isinstance(request, ASGIRequest):
+        # What Django's version took off the scope's path (root_path; FORCE_SCRIPT_NAME
+        # too since 5.1) when the path had it.
+        return _before(request.scope.get("path", ""), request.path_info)
+    if settings.FORCE_SCRIPT_NAME is None:
+        # The server's SCRIPT_NAME, split off the path it received (PEP 3333).
+        return str(request.META.get("SCRIPT_NAME", "") or "")
+    # WSGIRequest.__init__ replaced the server's SCRIPT_NAME with the setting, in the
+    # environ too; what is left of it is in the request target gunicorn (RAW_URI), uWSGI
+    # and mod_wsgi (REQUEST_URI) pass on. Without one (wsgiref, runserver): not mounted.
+    target = request.META.get("RAW_URI") or request.META.get("REQUEST_URI") or ""
+    return _before(unquote(urlsplit(target).path), request.path_info)
+
+
+def _before(path: str, info: str) -> str:
+    return path[: len(path) - len(info)] if path.endswith(info) else ""
 
 
 def carries_credentials(request: HttpRequest) -> bool:

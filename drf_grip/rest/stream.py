@@ -56,6 +56,7 @@ from .render import (
     host_allowed,
     record,
     revoked_status,
+    server_prefix,
     subscriber_get,
 )
 from .shared import tag_of
@@ -118,13 +119,28 @@ def _user_part(user: str | None) -> str:
     return salted_hmac(_SALT, user, algorithm="sha256").hexdigest()[:20]
 
 
-def _link(sid: str, counter: int, user: str | None) -> tuple[str, Channel]:
+def _link(state: dict[str, Any]) -> tuple[str, Channel]:
     # No timestamp in the token (expiry is in the state): the same stream state and counter
     # always make the same token, which a public token's sharing depends on.
-    token = _signer().sign_object([sid, counter])
-    part = _user_part(user)
-    path = f"{get_script_prefix()}{NEXT_LINK_PATH}{part + '/' if part else ''}"
+    token = _signer().sign_object([state["sid"], state["n"]])
+    part = _user_part(state["user"])
+    path = f"{_prefix_of(state)}/{NEXT_LINK_PATH}{part + '/' if part else ''}"
     return path, Channel(STREAM_CHANNEL, token)
+
+
+def _link_prefix(request: Any) -> str:
+    """The path before ``_grip/next/`` in this stream's links, kept in its state: the proxy
+    fetches a link from the origin server, so it is what that server takes off a path it
+    receives (``server_prefix``), which a fetch's replay, a request drf-grip builds, cannot
+    tell. Not ``get_script_prefix()``: with ``FORCE_SCRIPT_NAME`` behind a proxy that strips
+    the prefix, Django 4.2 under ASGI and every version under WSGI answered 404."""
+    return server_prefix(getattr(request, "_request", request)).rstrip("/")
+
+
+def _prefix_of(state: dict[str, Any]) -> str:
+    # A stream opened before its state kept the prefix: its links stay as they were.
+    prefix = state.get("prefix")
+    return get_script_prefix().rstrip("/") if prefix is None else prefix
 
 
 #: Public links of streams opened within this many seconds of each other are the same.
@@ -138,7 +154,9 @@ def _public_link(
     state is kept once, by the first of them (``add``)."""
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
     expires = -(-(time.time() + max_age) // _PUBLIC_WINDOW) * _PUBLIC_WINDOW
-    key = "\n".join([*channels, str(int(expires)), str(versioned)])
+    prefix = _link_prefix(request)
+    # The prefix too: the link the first stream's state keeps is every sharer's.
+    key = "\n".join([*channels, str(int(expires)), str(versioned), prefix])
     sid = "p" + hashlib.sha256(key.encode()).hexdigest()[:32]
     state = {
         "sid": sid,
@@ -148,9 +166,10 @@ def _public_link(
         "etag": etag,
         "exp": expires,
         "channel": channels[0],  # the live URL's, whose versions name ETags
+        "prefix": prefix,
     }
     state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
-    return (*_link(sid, _PUBLIC, None), link_timeout(expires))
+    return (*_link(state), link_timeout(expires))
 
 
 def _stream_get(request: Any, *, credentials: bool) -> dict[str, Any]:
@@ -189,7 +208,7 @@ def next_link_for(
     link's timeout (:func:`link_timeout`): a new stream's first, or the next one of a fetch."""
     if context is not None and context.role == "next-link":
         state = context.state
-        return (*_link(state["sid"], state["n"], state["user"]), link_timeout(state["exp"]))
+        return (*_link(state), link_timeout(state["exp"]))
     if policy is not None and _is_public(request, policy):
         return _public_link(request, policy.channels, etag, versioned)
     user = getattr(request, "user", None)
@@ -201,9 +220,10 @@ def next_link_for(
         "user": str(user.pk) if user is not None and user.is_authenticated else None,
         "etag": etag,
         "exp": time.time() + max_age,
+        "prefix": _link_prefix(request),
     }
     state_cache().set(_STATE + state["sid"], state, max_age)
-    return (*_link(state["sid"], 0, state["user"]), link_timeout(state["exp"]))
+    return (*_link(state), link_timeout(state["exp"]))
 
 
 def link_timeout(expires: float) -> int:

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 
-import django
 import pytest
 from django.core.cache import cache
 from django.test import override_settings
@@ -230,13 +229,6 @@ def test_a_private_stream_whose_host_is_no_longer_allowed_ends_quietly(
         events.close()
 
 
-@pytest.mark.skipif(
-    django.VERSION < (5, 1),
-    reason="Django 4.2 under ASGI does not take FORCE_SCRIPT_NAME off the paths it receives "
-    "(only the server's root_path), so a stream's next link, which carries the prefix as "
-    "reverse() does, is not found when Pushpin fetches it from the origin (NOTES.rst, "
-    "seventeenth session)",
-)
 def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
     grip_proxy: ProxyUnderTest,
 ) -> None:
@@ -244,7 +236,9 @@ def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
     GET builds its pagination links from the server's path (no prefix, since Django 5.1),
     the renders drf-grip runs for subscribers rebuilt it with the prefix. So the gateway's
     answer and every pushed change, on the gateway and on a stream, differed from a fresh
-    GET, and their ETags named no representation a GET ever gave."""
+    GET, and their ETags named no representation a GET ever gave. And on Django 4.2, which
+    takes only the server's ``root_path`` off a path it receives, the stream's next link
+    carried the prefix: Pushpin's fetch of it was a 404, and the stream got no change."""
     from .test_gateway_ws import ask, gateway, receive
 
     path = "/api/shared-todos/"  # two to a page: a next link
@@ -273,6 +267,32 @@ def test_force_script_name_behind_a_proxy_that_strips_the_prefix(
     assert (change["data"], change["etag"]) == (fresh_after.json(), fresh_after.headers["ETag"])
     assert event is not None and event.id == fresh_after.headers["ETag"]
     assert json.loads(event.data) == fresh_after.json()
+
+
+def test_force_script_name_behind_a_proxy_that_strips_the_prefix_private_stream(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """A private stream gets each change through its next link (the publish is a hint), so
+    the link must be one the origin serves. It carried ``FORCE_SCRIPT_NAME``, as
+    ``reverse()`` links do, and Django 4.2 under ASGI takes only the server's ``root_path``
+    off a path it receives: behind a proxy that strips the prefix the fetch was a 404
+    (``Not Found: /api-prefix/_grip/next/``) and the stream never got the change."""
+    path = "/api/todos/"
+    Todo.objects.create(title="a")
+    with override_settings(FORCE_SCRIPT_NAME="/api-prefix"):
+        events = stream(grip_proxy, path, list_ch())
+        try:
+            first = events.next(WITHIN)
+            Todo.objects.create(title="b")
+            event = events.next(WITHIN)
+            while event is not None and json.loads(event.data)["count"] != 2:
+                event = events.next(WITHIN)
+        finally:
+            events.close()
+        fresh = get(grip_proxy, path)
+    assert first is not None and json.loads(first.data)["count"] == 1
+    assert event is not None and event.id == fresh.headers["ETag"], event
+    assert json.loads(event.data) == fresh.json()
 
 
 @pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"], ids=["private", "shared"])
