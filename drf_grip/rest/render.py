@@ -154,9 +154,16 @@ def server_prefix(request: HttpRequest) -> str:
     the server's ``root_path``). Behind a proxy that strips the prefix, a path carrying it
     is not found."""
     if isinstance(request, ASGIRequest):
-        # What Django's version took off the scope's path (root_path; FORCE_SCRIPT_NAME
-        # too since 5.1) when the path had it.
-        return _before(request.scope.get("path", ""), request.path_info)
+        # The scope's path starts with root_path where the server put it there: uvicorn
+        # prepends its --root-path to the path it received (protocols/http/h11_impl.py), so
+        # a link carrying it reached Django with it twice. Django takes root_path off only
+        # when a path has it (core/handlers/asgi.py), so a link without it is served either
+        # way, and the embedded proxy keeps the scope's root_path for a link it fetches.
+        path, root = request.scope.get("path", ""), request.scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        # What is left before path_info: FORCE_SCRIPT_NAME, which Django 5.1+ took off.
+        return _before(path, request.path_info)
     if settings.FORCE_SCRIPT_NAME is None:
         # The server's SCRIPT_NAME, split off the path it received (PEP 3333).
         return str(request.META.get("SCRIPT_NAME", "") or "")

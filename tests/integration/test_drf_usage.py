@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
@@ -290,6 +291,57 @@ def test_force_script_name_behind_a_proxy_that_strips_the_prefix_private_stream(
         finally:
             events.close()
         fresh = get(grip_proxy, path)
+    assert first is not None and json.loads(first.data)["count"] == 1
+    assert event is not None and event.id == fresh.headers["ETag"], event
+    assert json.loads(event.data) == fresh.json()
+
+
+@pytest.fixture(params=["pushpin", "embedded"])
+def rooted_proxy(
+    request: pytest.FixtureRequest, django_db_setup: None
+) -> Iterator[ProxyUnderTest]:
+    """A proxy in front of uvicorn run with ``--root-path /api-prefix``: what the docs
+    advise behind a proxy that strips the prefix (docs/deploying.rst)."""
+    from django.core.asgi import get_asgi_application
+
+    from drf_grip.asgi import embedded_proxy
+    from drf_grip.testing import OriginServer, PushpinServer
+    from drf_grip.testing.proxies import EmbeddedProxyServer
+
+    from .pushpin_holds import ready_for_holds
+
+    if request.param == "pushpin":
+        with OriginServer(get_asgi_application(), root_path="/api-prefix") as origin:
+            with PushpinServer(origin.port) as server:
+                ready_for_holds(server)
+                with override_settings(GRIP_URL=server.grip_url):
+                    yield server
+    else:
+        proxy = embedded_proxy(get_asgi_application())
+        with OriginServer(proxy, root_path="/api-prefix") as origin:
+            with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None):
+                yield EmbeddedProxyServer(proxy, origin)
+
+
+def test_a_root_path_behind_a_proxy_that_strips_the_prefix_private_stream(
+    rooted_proxy: ProxyUnderTest,
+) -> None:
+    """uvicorn prepends its ``--root-path`` to the path it receives, and a stream's next
+    link carried the prefix (``get_script_prefix()``): Pushpin's fetch of it reached Django
+    as ``/api-prefix/api-prefix/_grip/next/``, a 404, and a private stream, whose changes
+    come only through its link, never got one."""
+    path = "/api/todos/"
+    Todo.objects.create(title="a")
+    events = stream(rooted_proxy, path, list_ch())
+    try:
+        first = events.next(WITHIN)
+        Todo.objects.create(title="b")
+        event = events.next(WITHIN)
+        while event is not None and json.loads(event.data)["count"] != 2:
+            event = events.next(WITHIN)
+    finally:
+        events.close()
+    fresh = get(rooted_proxy, path)
     assert first is not None and json.loads(first.data)["count"] == 1
     assert event is not None and event.id == fresh.headers["ETag"], event
     assert json.loads(event.data) == fresh.json()
