@@ -133,7 +133,8 @@ def _link_prefix(request: Any) -> str:
     fetches a link from the origin server, so it is what that server takes off a path it
     receives (``server_prefix``), which a fetch's replay, a request drf-grip builds, cannot
     tell. Not ``get_script_prefix()``: with ``FORCE_SCRIPT_NAME`` behind a proxy that strips
-    the prefix, Django 4.2 under ASGI and every version under WSGI answered 404."""
+    the prefix, Django 4.2 under ASGI and every version under WSGI answered 404, and so did
+    every version under uvicorn's ``--root-path``, which uvicorn prepends again."""
     return server_prefix(getattr(request, "_request", request)).rstrip("/")
 
 
