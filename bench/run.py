@@ -10,9 +10,11 @@ installed only for the benchmark) and with Pushpin installed::
 Every system runs in one uvicorn process of its own (``bench/site/serve.py``, one Django
 site whose ``BENCH_SYSTEM`` picks drf-grip, django-eventstream or djangochannelsrestframework)
 over the same SQLite file; the Pushpin cases get a private Pushpin each
-(``drf_grip.testing.PushpinServer``, no ``message_rate``). Rounds are interleaved: every
-case runs round 1 before any runs round 2, in alternating order, so a noisy moment on a
-shared machine hurts all alike. Per round and case:
+(``drf_grip.testing.PushpinServer``, no ``message_rate``). Django's cache, drf-grip's state,
+is per process (``--cache locmem``, the default) or ``RedisCache`` (``--cache redis``: one
+private ``redis-server`` for the run, ``drf_grip.testing.RedisServer``, a database per
+origin). Rounds are interleaved: every case runs round 1 before any runs round 2, in
+alternating order, so a noisy moment on a shared machine hurts all alike. Per round and case:
 
 1. connect: a pilot watcher, then the others in batches of ``--batch`` (Pushpin answers 502
    to bursts of more than about 100 new connections), each batch subscribed before the next.
@@ -72,8 +74,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE / "site")]
 
-from drf_grip.testing import PushpinServer, find_pushpin, free_port  # noqa: E402
 from serve import token_for  # noqa: E402
+
+from drf_grip.testing import (  # noqa: E402
+    PushpinServer,
+    RedisServer,
+    find_pushpin,
+    find_redis,
+    free_port,
+)
 
 SUBSCRIBE_TIMEOUT = 60.0
 POLL = 0.02
@@ -319,7 +328,7 @@ class Origin:
     """One ``bench/site/serve.py`` process (optionally with its own Pushpin in front)."""
 
     def __init__(self, system: str, *, pushpin: bool, db: str, profile_dir: Path | None,
-                 name: str) -> None:
+                 name: str, redis_url: str = "") -> None:
         self.name = name
         self.pushpin: PushpinServer | None = None
         self.profiler: subprocess.Popen[bytes] | None = None
@@ -333,7 +342,8 @@ class Origin:
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "site" / "serve.py"), "--system", system,
              "--port", str(port), "--grip-url", grip_url],
-            stdout=subprocess.PIPE, text=True, env={**os.environ, "BENCH_DB": db},
+            stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "BENCH_DB": db, "BENCH_REDIS_URL": redis_url},
         )
         line = self.process.stdout.readline()  # type: ignore[union-attr]
         if not line.strip().isdigit():
@@ -788,12 +798,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     "--seed", str(users)], check=True, env={**os.environ, "BENCH_DB": db})
     profile_dir = Path(args.profile) if args.profile else None
     origins: dict[str, Origin] = {}
+    redis = RedisServer().start() if args.cache == "redis" else None
     try:
-        for key in dict.fromkeys(c.origin for c in cases):
+        for index, key in enumerate(dict.fromkeys(c.origin for c in cases)):
             system, behind = ORIGINS[key]
             profiled = profile_dir if key in args.profile_origins else None
+            # Each origin its own Redis database: as isolated from the others as a per-process
+            # cache. Not flushed between rounds, as the per-process cache is not (and a flush
+            # under drf-grip is state lost: it re-requests its holds, a cost of its own).
+            redis_url = f"unix://{redis.socket_path}?db={index}" if redis else ""
             origins[key] = (RawOrigin() if key == "raw" else
-                            Origin(system, pushpin=behind, db=db, profile_dir=profiled, name=key))
+                            Origin(system, pushpin=behind, db=db, profile_dir=profiled, name=key,
+                                   redis_url=redis_url))
         for case in cases:
             if case.partitioned and not partitions_supported():
                 case.skipped = ("realtime_partition has no effect in this drf-grip: every "
@@ -834,6 +850,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         for origin in origins.values():
             await origin.aclose()
+        if redis is not None:
+            redis.stop()
 
 
 def partitions_supported() -> bool:
@@ -924,6 +942,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="directory for py-spy profiles (raw collapsed stacks) of the origins "
                         "named by --profile-origins")
     parser.add_argument("--profile-origins", default="grip-pushpin,grip-embedded")
+    parser.add_argument("--cache", choices=("locmem", "redis"), default="locmem",
+                        help="the origins' Django cache (drf-grip's state): per-process memory "
+                        "(default) or RedisCache on one private redis-server for the run")
     parser.add_argument("--json", default=str(HERE / "results.json"),
                         help="where to write every round (default bench/results.json; '' for none)")
     args = parser.parse_args(argv)
@@ -940,6 +961,8 @@ def main(argv: list[str] | None = None) -> None:
     args.profile_origins = set(args.profile_origins.split(",")) if args.profile else set()
     if find_pushpin() is None:
         parser.error("Pushpin is not installed: apt-get install -y pushpin")
+    if args.cache == "redis" and find_redis() is None:
+        parser.error("redis-server is not installed: apt-get install -y redis-server")
     if not all(importlib.util.find_spec(m) for m in ("django_eventstream",
                                                     "djangochannelsrestframework", "daphne")):
         parser.error("the peers are missing: pip install -r bench/requirements.txt")
@@ -953,7 +976,7 @@ def main(argv: list[str] | None = None) -> None:
     results = asyncio.run(bench(args))
     elapsed = time.monotonic() - started
     print(table(results, args.sizes))
-    print(f"\n{args.rounds} rounds per row, medians of per-round figures; "
+    print(f"\n{args.rounds} rounds per row, medians of per-round figures; cache {args.cache}; "
           f"{elapsed:.0f}s on {os.cpu_count()} CPUs")
     if args.json:
         document = {
@@ -961,6 +984,7 @@ def main(argv: list[str] | None = None) -> None:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "platform": platform.platform()},
             "seconds": round(elapsed, 1),
+            "cache": args.cache,
             "results": results,
         }
         Path(args.json).write_text(json.dumps(document, indent=2) + "\n")

@@ -17,7 +17,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import uvicorn
 

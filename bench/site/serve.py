@@ -31,11 +31,10 @@ def seed(users: int) -> None:
     import django
 
     django.setup()
+    from benchsite.models import Note, PlainTodo, PrivateTodo, Todo
     from django.contrib.auth.models import User
     from django.core.management import call_command
     from rest_framework.authtoken.models import Token
-
-    from benchsite.models import Note, PlainTodo, PrivateTodo, Todo
 
     call_command("migrate", run_syncdb=True, verbosity=0)
     for model in (Todo, PlainTodo, PrivateTodo):

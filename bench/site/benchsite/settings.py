@@ -6,6 +6,7 @@
 - ``dcrf``: djangochannelsrestframework over channels' in-memory layer.
 
 Every process opens the same SQLite file (``BENCH_DB``), seeded by ``serve.py --seed``.
+The cache is per-process memory, or Redis at ``BENCH_REDIS_URL`` when that is set.
 """
 
 import os
@@ -55,6 +56,15 @@ CACHES = {
         "OPTIONS": {"MAX_ENTRIES": 1_000_000},
     }
 }
+# ``run.py --cache redis``: the state cache of a deployment past one machine, on the run's
+# private redis-server (each origin its own database, set by run.py).
+if os.environ.get("BENCH_REDIS_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["BENCH_REDIS_URL"],
+        }
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
