@@ -18,6 +18,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -663,19 +664,26 @@ _FRESH_LAST = "drf_grip:ws-fresh-last:"
 
 
 def _latest_copy(channel: str) -> tuple[str, dict[str, Any]] | None:
-    """The channel's current render as kept for fresh subscribers, if it is."""
-    current = read_version(channel)
+    """The channel's current render as kept for fresh subscribers, if it is. The kept
+    render first: none (no render since fresh subscribers came, the common case) is one
+    read."""
     latest = state_cache().get(_FRESH_LAST + channel)
-    if current is not None and isinstance(latest, tuple) and len(latest) == 2:
-        if latest[0] == current:
-            return latest
+    if isinstance(latest, tuple) and len(latest) == 2 and latest[0] == read_version(channel):
+        return latest
     return None
 
 
-def send_after_answer(conn: str, channel: str, answered: str | None, active_by: float) -> None:
+def send_after_answer(
+    conn: str,
+    channel: str,
+    answered: str | None,
+    active_by: float,
+    subscribed: Callable[[], bool] | None = None,
+) -> None:
     """A moment after a gateway ``subscribe`` answer rendered at version ``answered`` left
     for the proxy: a newer render that was published before the proxy applied the
-    subscription did not reach the connection, so the current one is sent to it. One
+    subscription did not reach the connection, so the current one is sent to it, if the
+    connection is still ``subscribed`` (the client may have unsubscribed since). One
     rendered after ``active_by`` (a time by which the proxy had applied it: gateway.view,
     ANSWER_TRANSIT) reached it through the live URL's channel and is not sent again."""
     from .gateway.connections import send_to_connection
@@ -685,6 +693,8 @@ def send_after_answer(conn: str, channel: str, answered: str | None, active_by: 
         return
     made = rendered_at(latest[0])
     if made is not None and made > active_by:
+        return
+    if subscribed is not None and not subscribed():
         return
     register_delivered_hook(repair_copies)
     item_id = f"{_copy_id(channel, latest[0])}{_COPY_OF}{_AGAIN}"

@@ -93,8 +93,30 @@ def state_cache() -> Any:
         # says that other processes do not see it.
         cache = _shared.setdefault(alias, _in_process_state())
     elif isinstance(cache, _SHAREABLE):
-        cache = _shared.setdefault(alias, caches.create_connection(alias))
+        cache = _shared.setdefault(alias, _one_for_the_process(alias, cache))
     return cache
+
+
+#: The redis-py pool size of the process's one ``RedisCache`` when ``CACHES`` sets none.
+#: redis-py 6+ limits a pool to 100 connections by default and then raises
+#: ``MaxConnectionsError`` ("Too many connections"): a pool per request never met it, one
+#: per process did when more than 100 threads sent a command at once (the bench, 1,000
+#: gateway subscribers). Connections are opened only as commands overlap, and kept.
+REDIS_MAX_CONNECTIONS = 10_000
+
+
+def _one_for_the_process(alias: str, cache: Any) -> Any:
+    """A new instance of ``alias`` (as ``caches.create_connection``), for every thread."""
+    if not isinstance(cache, RedisCache):
+        return caches.create_connection(alias)
+    params = dict(caches.settings[alias])
+    params.pop("BACKEND")
+    location = params.pop("LOCATION", "")
+    options = dict(params.get("OPTIONS") or {})
+    if "pool_class" not in options:  # a pool of the user's choice keeps its own limits
+        options.setdefault("max_connections", REDIS_MAX_CONNECTIONS)
+    params["OPTIONS"] = options
+    return type(cache)(location, params)
 
 
 def _forget_shared(*, setting: str, **kwargs: Any) -> None:

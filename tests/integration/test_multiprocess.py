@@ -168,6 +168,56 @@ def test_realtime_requests_reuse_each_workers_redis_connections(fresh_deployment
     assert opened <= 10, f"{opened} Redis connections for 40 streams"
 
 
+def test_many_threads_at_once_share_the_state_caches_redis_pool(redis_server: Any) -> None:
+    """The process's one ``RedisCache`` instance serves every thread: redis-py 6+ limits a
+    pool to 100 connections unless told otherwise, and more than 100 threads sending a
+    command at once (1,000 gateway subscribers in the bench) got ``MaxConnectionsError``
+    ("Too many connections"), a 500 or a failed settle. 150 threads whose reads wait on a
+    paused Redis all get their answer once it resumes."""
+    import signal
+    import threading
+
+    from django.test import override_settings
+
+    from drf_grip.rest.store import state_cache
+
+    caches_setting = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                  "LOCATION": redis_server.url}}
+    with override_settings(CACHES=caches_setting):
+        cache = state_cache()
+        cache.set("drf_grip:test:many", "yes", 60)
+        started, results = threading.Barrier(151), []
+
+        def read() -> None:
+            started.wait()
+            try:
+                results.append(cache.get("drf_grip:test:many"))
+            except Exception as exc:  # noqa: BLE001 - what a view would have raised
+                results.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=read) for _ in range(150)]
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        try:
+            for thread in threads:
+                thread.start()
+            started.wait()
+            deadline = time.monotonic() + 10
+            # Every thread has sent its command, or failed to get a connection for it.
+            while time.monotonic() < deadline and len(results) + _waiting(cache) < 150:
+                time.sleep(0.01)
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        for thread in threads:
+            thread.join(10)
+    assert sorted(set(map(str, results))) == ["yes"], sorted(set(map(str, results)))[:3]
+
+
+def _waiting(cache: Any) -> int:
+    """Connections of ``cache``'s pool in use now: commands waiting for their answer."""
+    pool = cache._cache.get_client().connection_pool
+    return len(pool._in_use_connections)
+
+
 # -- the harness ------------------------------------------------------------------------------
 
 

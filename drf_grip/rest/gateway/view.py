@@ -499,10 +499,13 @@ def _settle_shared(conn: str, key: str, channel: str, answered: str | None) -> C
 
     def closed() -> None:
         active_by = time.time() + ANSWER_TRANSIT
+        # The subscription is looked up only when there is something to send: a settle
+        # with nothing newer (most) costs one cache read, run for every subscribe.
         call_later(
             SETTLE_DELAY,
-            _while_subscribed(
-                conn, key, channel, lambda: send_after_answer(conn, channel, answered, active_by)
+            lambda: send_after_answer(
+                conn, channel, answered, active_by,
+                subscribed=lambda: _subscribed(conn, key, channel),
             ),
         )
 
@@ -518,8 +521,14 @@ def _while_subscribed(
     "unsubscribe stops it")."""
 
     def run() -> None:
-        sub = load_state(conn)["subs"].get(key)
-        if sub is not None and (channel is None or sub.get("channel") == channel):
+        if _subscribed(conn, key, channel):
             settle()
 
     return run
+
+
+def _subscribed(conn: str, key: str, channel: str | None) -> bool:
+    """Whether the connection still has the subscription ``key`` (on ``channel``, a shared
+    one's)."""
+    sub = load_state(conn)["subs"].get(key)
+    return sub is not None and (channel is None or sub.get("channel") == channel)
