@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from unittest.mock import patch
 from urllib.parse import urlsplit
@@ -84,6 +84,23 @@ def _hold_three(deployment: Deployment) -> tuple[int, int, str, list[LongPoll]]:
         held.append(LongPoll(pushpin.url + path, {**_WAIT, "If-None-Match": etag}))
         pushpin.wait_rerequested(channel, since=mark)
     return first, second, word, held
+
+
+def _subscribe_each(stack: contextlib.ExitStack, url: str, paths: Iterable[str]) -> dict[str, Any]:
+    """A gateway connection per path, each subscribed to it (id 1) and answered 200."""
+    from websockets.sync.client import connect
+
+    sockets = {}
+    for path in paths:
+        ws = stack.enter_context(connect(url, proxy=None, open_timeout=10))
+        ws.send(json.dumps({"id": 1, "subscribe": path}))
+        while True:  # a settle of an earlier change may come first
+            answer = json.loads(ws.recv(timeout=10))
+            if answer.get("id") == 1 and "event" not in answer:
+                break
+        assert answer["status"] == 200
+        sockets[path] = ws
+    return sockets
 
 
 def test_the_first_change_after_the_cache_lost_its_records_reaches_held_clients(
@@ -289,16 +306,7 @@ def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connec
     subscriptions = {"/api/todos/": f"{word} new", f"/api/shared-todos/?search={word}": None,
                      f"/api/todos/{pk}/": f"{word} new"}
     with contextlib.ExitStack() as stack:
-        sockets = {}
-        for path in subscriptions:
-            ws = stack.enter_context(connect(url, proxy=None, open_timeout=10))
-            ws.send(json.dumps({"id": 1, "subscribe": path}))
-            while True:  # a settle of an earlier change may come first
-                answer = json.loads(ws.recv(timeout=10))
-                if answer.get("id") == 1 and "event" not in answer:
-                    break
-            assert answer["status"] == 200
-            sockets[path] = ws
+        sockets = _subscribe_each(stack, url, subscriptions)
 
         deployment.flush_state()
         _write(deployment, [pk], f"{word} new", [])  # returns once the writer published
@@ -531,16 +539,7 @@ def test_a_change_reaches_gateway_subscriptions_whose_records_redis_evicted(
         return [row["title"] for row in rows]
 
     with contextlib.ExitStack() as stack:
-        sockets = {}
-        for path in paths:
-            ws = stack.enter_context(connect(url, proxy=None, open_timeout=10))
-            ws.send(json.dumps({"id": 1, "subscribe": path}))
-            while True:  # a settle of an earlier change may come first
-                answer = json.loads(ws.recv(timeout=10))
-                if answer.get("id") == 1 and "event" not in answer:
-                    break
-            assert answer["status"] == 200
-            sockets[path] = ws
+        sockets = _subscribe_each(stack, url, paths)
 
         _redis_evicts(deployment, ":1:drf_grip:ws:model:*", ":1:drf_grip:live:*",
                       ":1:drf_grip:views:*")
