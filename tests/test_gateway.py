@@ -1138,8 +1138,11 @@ def test_a_keep_alive_renewal_records_each_view_once_and_every_live_url(monkeypa
     monkeypatch.setattr(view, "relist", lambda listing: relisted.append(listing["key"]))
     monkeypatch.setattr(view, "_relisted", {})
 
+    req = {"scheme": "http", "path": "/", "query": "", "meta": {"HTTP_HOST": "testserver"}}
+
     def shared(view_path: str, model: str, key: str) -> dict:
-        return {"mode": "shared", "view": view_path, "listing": {"model": model, "key": key}}
+        listing = {"model": model, "key": key, "entry": {"req": req}}
+        return {"mode": "shared", "view": view_path, "listing": listing}
 
     state = {"subs": {
         "1": shared("app:Todos", "testapp.todo", "all"),

@@ -275,12 +275,18 @@ def _build(recorded: RecordedRequest) -> WSGIRequest:
 HOST_REFUSED = "Invalid HTTP_HOST header"
 
 
+#: What ``HttpRequest.get_host()`` reads of a request.
+_HOST_META = ("HTTP_HOST", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "SERVER_NAME",
+              "SERVER_PORT")
+
+
 def host_allowed(recorded: RecordedRequest) -> bool:
     """Whether Django still serves the recorded GET's Host: ``ALLOWED_HOSTS`` may have been
     narrowed since it was recorded, and then every replay raises ``DisallowedHost``."""
     # Only what ``HttpRequest.get_host()`` reads (the Host headers, the server's name and
     # port, the scheme for the default port), not the whole replayed request: this runs for
-    # every live URL of a publish, before the render builds that request.
+    # every live URL of a publish, before the render builds that request, and for every
+    # next-link fetch and gateway renewal.
     request = HttpRequest()
     request.META = {key: recorded.meta[key] for key in _HOST_META if key in recorded.meta}
     request.META.setdefault("SERVER_NAME", "localhost")
@@ -290,10 +296,6 @@ def host_allowed(recorded: RecordedRequest) -> bool:
     except DisallowedHost:
         return False
     return True
-
-
-_HOST_META = ("HTTP_HOST", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "SERVER_NAME",
-              "SERVER_PORT")
 
 
 @lru_cache(maxsize=4)

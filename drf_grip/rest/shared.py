@@ -267,10 +267,6 @@ def relist(listing: dict[str, Any]) -> str | None:
     gateway, whose shared subscriptions hold for hours on one subscribe while nothing else
     renews their URL (it expired after ``live_timeout()``, and no change reached them)."""
     label, pk, key, entry = (listing[k] for k in ("model", "pk", "key", "entry"))
-    if not host_allowed(RecordedRequest.from_dict(entry["req"])):
-        # Dropped for its Host (_drop_live_url): listed again by a subscription that
-        # outlived it, each later change dropped it again and told its subscribers again.
-        return None
     listed = None
     for position, table in enumerate(_tables(label, pk)):
         done = table.renew(key, entry, _recent.setdefault(table.name, {}))

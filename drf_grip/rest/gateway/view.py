@@ -39,7 +39,7 @@ from ...protocol import MAX_CHANNELS
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..policies import keep_recording, live_timeout, record_view
-from ..render import record
+from ..render import RecordedRequest, host_allowed, record
 from ..shared import relist, send_after_answer
 from ..sse import EVENT_STREAM, refuses_event_stream
 from ..store import cache_failed
@@ -446,6 +446,10 @@ def _renew_shared(state: dict[str, Any]) -> None:
         if now - _relisted.get(listing["key"], 0) < every:
             continue
         _relisted[listing["key"]] = now
+        if not host_allowed(RecordedRequest.from_dict(listing["entry"]["req"])):
+            # Dropped for its Host (shared._drop_live_url), and its subscribers told so:
+            # listed again, each later change dropped it again and told them again.
+            continue
         # The view once per model: another URL of it would only read the entry just renewed.
         if (listing["model"], sub["view"]) not in recorded:
             recorded.add((listing["model"], sub["view"]))
