@@ -106,6 +106,9 @@ class Subscription:
     #: ``body`` (a client that reconnects is measured from its reconnection).
     attempt_started: float = 0.0
     reached_in_attempt: float = 0.0
+    #: When the current attempt's connection was open (a WebSocket's handshake done), for
+    #: failure reports: a late answer then says whether the wait was before or after it.
+    opened: float = 0.0
     #: ``(time.time(), etag)`` of every representation received, for failure reports.
     history: list[tuple[float, str | None]] = field(default_factory=list)
 
@@ -162,7 +165,7 @@ class _Client:
             self.connections += 1
             started = time.time()
             for sub in self.subscriptions:
-                sub.attempt_started = started
+                sub.attempt_started, sub.opened = started, 0.0
             conn = asyncio.create_task(self._connect_once())
             kicked = asyncio.create_task(self._kick.wait())
             try:
@@ -286,12 +289,14 @@ class GatewayClient(_Client):
     async def _connect_once(self) -> bool:
         async with ws_connect(self.base + "/api/ws/", open_timeout=10, proxy=None,
                               max_size=2**22) as ws:
+            opened = time.time()
             by_id: dict[int, Subscription] = {}
             for number, sub in enumerate(self.subscriptions, 1):
                 message: dict[str, Any] = {"id": number, "subscribe": sub.url}
                 if sub.token:
                     message["token"] = sub.token
                 by_id[number] = sub
+                sub.opened = opened
                 await ws.send(json.dumps(message))
             live: dict[str, list[Subscription]] = {}  # shared live URL -> its subscriptions
             async for raw in ws:
@@ -448,9 +453,12 @@ async def converge(
             worst, slowest = took, sub.describe()
         if took > within:
             steps = ", ".join(f"{t - since:+.2f}s {e}" for t, e in sub.history[-4:])
+            opened = f", open {sub.opened - since:+.2f}s" if sub.opened else ""
             late.append(
                 f"{sub.describe()}: {took:.3f}s (last ones after the last commit: {steps}; "
-                f"its connection started {sub.attempt_started - since:+.2f}s)"
+                f"its connection started {sub.attempt_started - since:+.2f}s{opened}; "
+                f"{client_of[id(sub)].connections} connections, "
+                f"errors: {client_of[id(sub)].errors[-3:]})"
             )
     basis = "the proxies' return or the client's reconnection" if from_reconnect else "the last commit"
     return Convergence(len(subs), since, worst, late, wrong, slowest, basis)

@@ -212,6 +212,38 @@ def test_many_threads_at_once_share_the_state_caches_redis_pool(redis_server: An
     assert sorted(set(map(str, results))) == ["yes"], sorted(set(map(str, results)))[:3]
 
 
+def test_the_state_cache_builds_one_redis_client_for_its_pool(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django's ``RedisCacheClient`` built a new ``redis.Redis`` around its pool for every
+    command, and redis-py 6+ fills a table of response callbacks in each: half the CPU of
+    a ``cache.get`` (each subscriber makes 4 to 18 of them). The state cache builds one."""
+    import redis
+    from django.test import override_settings
+
+    from drf_grip.rest.store import state_cache
+
+    built = []
+    real_init = redis.Redis.__init__
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "__init__", counted)
+    caches_setting = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                  "LOCATION": redis_server.url}}
+    with override_settings(CACHES=caches_setting):
+        cache = state_cache()
+        for i in range(20):
+            cache.set(f"drf_grip:test:one-client:{i}", i, 60)
+            assert cache.get(f"drf_grip:test:one-client:{i}") == i
+            assert cache.add(f"drf_grip:test:one-client:{i}", -1, 60) is False
+        assert cache.get_many([f"drf_grip:test:one-client:{i}" for i in (3, 4)]) == {
+            "drf_grip:test:one-client:3": 3, "drf_grip:test:one-client:4": 4}
+    assert len(built) == 1, f"{len(built)} redis.Redis clients built for 61 commands"
+
+
 def _waiting(cache: Any) -> int:
     """Connections of ``cache``'s pool in use now: commands waiting for their answer."""
     pool = cache._cache.get_client().connection_pool
