@@ -15,6 +15,13 @@ straight to it (no proxy), 200 requests 20 at a time, median of 5.
 long-polls held versus none, repeated ``--runs`` times on one origin; ``--gc off`` runs the
 origin with Python's cyclic garbage collector disabled (``BENCH_GC=off``), to see how much
 of the tail is collection pauses.
+
+``python bench/probes.py nodelay``: a GET through Pushpin on a kept-alive connection, to an
+origin served by ``uvicorn --workers 2`` (Nagle left on: uvicorn binds that socket with
+protocol 0, and asyncio turns on ``TCP_NODELAY`` only when the protocol says TCP), by
+drf-grip's test harness (``python -m drf_grip.testing.nodelay``), with uvloop and by gunicorn
+with ``uvicorn_worker`` when installed, and by one uvicorn process. The app answers 20 bytes
+(``bench/site/plain_asgi.py``). Prints the median over ``--requests`` of each, per round.
 """
 
 from __future__ import annotations
@@ -129,6 +136,60 @@ async def write_latency(args: argparse.Namespace) -> None:
         await origin.aclose()
 
 
+def _nodelay_servers(port: int) -> dict[str, list[str]]:
+    import importlib.util
+
+    uvicorn = [sys.executable, "-m", "uvicorn", "plain_asgi:app", "--port", str(port),
+               "--log-level", "warning"]
+    servers = {
+        "uvicorn --workers 2": [*uvicorn, "--workers", "2", "--loop", "asyncio"],
+        "harness workers (2)": [sys.executable, "-m", "drf_grip.testing.nodelay",
+                                *uvicorn[3:], "--workers", "2", "--loop", "asyncio"],
+        "uvicorn, one process": [*uvicorn, "--loop", "asyncio"],
+    }
+    if importlib.util.find_spec("uvloop"):
+        servers["uvicorn --workers 2 --loop uvloop"] = [*uvicorn, "--workers", "2", "--loop",
+                                                       "uvloop"]
+    if importlib.util.find_spec("gunicorn") and importlib.util.find_spec("uvicorn_worker"):
+        servers["gunicorn -k uvicorn_worker (2)"] = [
+            sys.executable, "-m", "gunicorn", "plain_asgi:app", "-k",
+            "uvicorn_worker.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{port}",
+            "--log-level", "warning"]
+    return servers
+
+
+async def nodelay(args: argparse.Namespace) -> None:
+    import httpx
+
+    from drf_grip.testing import PushpinServer
+    from drf_grip.testing.process import free_port
+
+    site = HERE / "site"
+    results: dict[str, list[float]] = {}
+    for _round in range(args.rounds):
+        port = free_port()
+        for name, command in _nodelay_servers(port).items():
+            server = subprocess.Popen(command, cwd=site, start_new_session=True)
+            pushpin = PushpinServer(origin_port=port, startup_timeout=30)
+            try:
+                pushpin.start()
+                async with httpx.AsyncClient(base_url=pushpin.url) as http:
+                    took = []
+                    for _ in range(args.requests + 1):
+                        started = time.perf_counter()
+                        (await http.get("/")).raise_for_status()
+                        took.append((time.perf_counter() - started) * 1000)
+                results.setdefault(name, []).append(statistics.median(took[1:]))
+            finally:
+                pushpin.stop()
+                os.killpg(server.pid, 15)
+                server.wait(10)
+    print(f"{'origin server':34} | GET through Pushpin, ms (median of {args.requests}, "
+          f"per round)")
+    for name, medians in results.items():
+        print(f"{name:34} | {' '.join(f'{m:6.1f}' for m in medians)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,9 +206,12 @@ def main() -> None:
     writes.add_argument("--held", type=int, default=200)
     writes.add_argument("--patches", type=int, default=40)
     writes.add_argument("--gc", choices=["on", "off"], default="on")
+    delay = commands.add_parser("nodelay")
+    delay.add_argument("--rounds", type=int, default=3)
+    delay.add_argument("--requests", type=int, default=30)
     args = parser.parse_args()
     runner = {"cold-start": cold_start, "request-cpu": request_cpu,
-              "write-latency": write_latency}[args.command]
+              "write-latency": write_latency, "nodelay": nodelay}[args.command]
     asyncio.run(runner(args))
 
 

@@ -3,6 +3,9 @@
 ``OriginServer`` runs the app in a thread of the test process; this runs it the way a
 deployment does, as several processes that share nothing but the database, the cache and
 the GRIP proxy. The settings module and its environment are the caller's.
+
+The workers run as ``python -m drf_grip.testing.nodelay``: uvicorn with ``TCP_NODELAY`` on
+its listening socket.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class WorkersError(RuntimeError):
 
 
 class OriginWorkers(ManagedProcess):
-    """``python -m uvicorn --factory django.core.asgi:get_asgi_application --workers N``
+    """``uvicorn --factory django.core.asgi:get_asgi_application --workers N``
     (or another ``factory``: ``drf_grip.asgi:get_asgi_application`` embeds the proxy).
 
     Ready once every worker logged its start and the port answers an HTTP request (any
@@ -93,8 +96,12 @@ class OriginWorkers(ManagedProcess):
     def _launch(self) -> None:
         self._make_dir()
         self.port = free_port()
-        command = [
-            sys.executable, "-m", "uvicorn",
+        self._spawn(self.command(), log=self.log, cwd=self.cwd, env={**os.environ, **self.env})
+
+    def command(self) -> list[str]:
+        """uvicorn's command line for the workers (``drf_grip.testing.nodelay``)."""
+        return [
+            sys.executable, "-m", "drf_grip.testing.nodelay",
             "--factory", self.factory,
             "--host", "127.0.0.1",
             "--port", str(self.port),
@@ -109,7 +116,6 @@ class OriginWorkers(ManagedProcess):
             # default 5 s makes a next-link fetch fail, and Pushpin retries it ~2 s later.
             "--timeout-keep-alive", "300",
         ]
-        self._spawn(command, log=self.log, cwd=self.cwd, env={**os.environ, **self.env})
 
     def _wait_ready(self) -> None:
         self._wait_until(
@@ -143,3 +149,4 @@ class OriginWorkers(ManagedProcess):
 
     def __repr__(self) -> str:
         return f"OriginWorkers(url={self.url!r}, workers={self.workers})"
+
