@@ -149,4 +149,3 @@ class OriginWorkers(ManagedProcess):
 
     def __repr__(self) -> str:
         return f"OriginWorkers(url={self.url!r}, workers={self.workers})"
-
