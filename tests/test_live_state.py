@@ -403,3 +403,36 @@ def test_a_views_own_cache_failing_is_not_the_state_cache_failing():
     with pytest.raises(ValueError) as failed:
         own.incr("absent")
     assert not raised_by_cache(failed.value)
+
+
+def test_a_redis_that_refuses_scripts_keeps_djangos_incr() -> None:
+    """The state cache's one-round-trip ``incr`` is a Lua script; a Redis whose user may not
+    run scripts (an ACL without ``@scripting``, ``EVAL`` renamed away) answers an error,
+    and the cache goes on with Django's ``EXISTS`` + ``INCRBY`` from then on."""
+    from redis.exceptions import ResponseError
+
+    from drf_grip.rest.store import _incr_in_one_trip
+
+    evals: list[str] = []
+
+    class Refusing:
+        def eval(self, *args: object) -> object:
+            evals.append("eval")
+            raise ResponseError("NOPERM this user has no permissions to run the 'eval' command")
+
+    django_calls: list[tuple[str, int]] = []
+
+    class DjangosClient:  # the part of django.core.cache.backends.redis.RedisCacheClient used
+        def get_client(self, key: object = None, *, write: bool = False) -> Refusing:
+            return Refusing()
+
+        def incr(self, key: str, delta: int) -> int:
+            django_calls.append((key, delta))
+            return 7
+
+    client = DjangosClient()
+    _incr_in_one_trip(client)
+    assert client.incr("k", 1) == 7
+    assert client.incr("k", -2) == 7
+    assert django_calls == [("k", 1), ("k", -2)]
+    assert evals == ["eval"]  # refused once, not asked again

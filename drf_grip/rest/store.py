@@ -118,6 +118,7 @@ def _one_for_the_process(alias: str, cache: Any) -> Any:
     params["OPTIONS"] = options
     instance = type(cache)(location, params)
     _reuse_clients(instance._cache)
+    _incr_in_one_trip(instance._cache)
     return instance
 
 
@@ -141,6 +142,38 @@ def _reuse_clients(client: Any) -> None:
         return found
 
     client._client = reused
+
+
+#: ``INCRBY`` when the key exists, else nil: Django's ``incr`` (``ValueError`` on a missing
+#: key, since ``INCRBY`` alone would create it with no expiry) in one round trip.
+_INCR_IF_PRESENT = (
+    "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end"
+)
+
+
+def _incr_in_one_trip(client: Any) -> None:
+    """``incr`` and ``decr`` on ``client`` (Django's ``RedisCacheClient``) in one round trip.
+
+    Django's is an ``EXISTS`` and then an ``INCRBY``: two round trips for every ticket,
+    version and rendering mark, which subscribers and the publisher take all the time. A
+    Redis that refuses scripts (``EVAL`` disabled or not permitted) keeps Django's way."""
+    two_trips = getattr(client, "incr", None)
+    if not callable(two_trips) or not hasattr(client, "get_client"):
+        return
+
+    def incr(key: Any, delta: int) -> int:
+        from redis.exceptions import ResponseError
+
+        try:
+            found = client.get_client(key, write=True).eval(_INCR_IF_PRESENT, 1, key, delta)
+        except ResponseError:
+            client.incr = two_trips
+            return two_trips(key, delta)
+        if found is None:
+            raise ValueError(f"Key '{key}' not found.")
+        return int(found)
+
+    client.incr = incr
 
 
 def _forget_shared(*, setting: str, **kwargs: Any) -> None:

@@ -42,8 +42,8 @@ _TIMEOUT = 24 * 3600
 def take_ticket(name: str, *, likely_first: bool = False) -> int:
     """A number per render of ``name``, increasing across processes. ``likely_first``: the
     counter is most likely absent (a gateway subscription's answer), so the first ticket
-    is tried before an ``incr``, which fails there (Django's ``RedisCache.incr`` is an
-    ``EXISTS`` and an ``INCRBY``: two round trips, then the read and the ``add`` below)."""
+    is tried before an ``incr``, which fails there (a round trip, then the read and the
+    ``add`` below)."""
     cache = state_cache()
     if likely_first:
         first = _first_ticket(cache, name)

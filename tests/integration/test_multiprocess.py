@@ -244,6 +244,48 @@ def test_the_state_cache_builds_one_redis_client_for_its_pool(
     assert len(built) == 1, f"{len(built)} redis.Redis clients built for 61 commands"
 
 
+def test_the_state_caches_incr_is_one_round_trip(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django's ``RedisCache.incr`` is an ``EXISTS`` then an ``INCRBY``: two round trips for
+    every render ticket, channel version and rendering mark. The state cache's is one, and
+    still refuses a missing key as Django's does (``ValueError``), leaving it missing."""
+    import redis
+    import redis.connection
+    from django.test import override_settings
+
+    from drf_grip.rest.store import state_cache
+
+    sent: list[int] = []
+    real_send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(1)
+        return real_send(self, *args, **kwargs)
+
+    caches_setting = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                  "LOCATION": redis_server.url}}
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        with override_settings(CACHES=caches_setting):
+            cache = state_cache()
+            cache.set("drf_grip:test:counter", 5, 60)
+            monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",
+                                counted)
+            assert cache.incr("drf_grip:test:counter") == 6
+            assert cache.decr("drf_grip:test:counter", 2) == 4
+            with pytest.raises(ValueError):
+                cache.incr("drf_grip:test:no-such-counter")
+            monkeypatch.undo()
+            assert cache.get("drf_grip:test:counter") == 4
+            assert cache.get("drf_grip:test:no-such-counter") is None
+            # The expiry set with the value is kept.
+            assert 0 < raw.ttl(cache.make_and_validate_key("drf_grip:test:counter")) <= 60
+    finally:
+        raw.close()
+    assert len(sent) == 3, f"{len(sent)} round trips for 3 increments"
+
+
 def _waiting(cache: Any) -> int:
     """Connections of ``cache``'s pool in use now: commands waiting for their answer."""
     pool = cache._cache.get_client().connection_pool
