@@ -430,8 +430,17 @@ def test_a_redis_that_refuses_scripts_keeps_djangos_incr() -> None:
             django_calls.append((key, delta))
             return 7
 
+    class NotAnInteger:
+        def eval(self, *args: object) -> object:
+            raise ResponseError("value is not an integer or out of range script: ...")
+
     client = DjangosClient()
     _incr_in_one_trip(client)
+    refusing = client.get_client
+    client.get_client = lambda key=None, *, write=False: NotAnInteger()  # type: ignore[method-assign]
+    with pytest.raises(ResponseError, match="not an integer"):
+        client.incr("k", 1)  # the script ran: its error is the caller's, as Django's would be
+    client.get_client = refusing  # type: ignore[method-assign]
     assert client.incr("k", 1) == 7
     assert client.incr("k", -2) == 7
     assert django_calls == [("k", 1), ("k", -2)]

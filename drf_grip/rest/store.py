@@ -162,11 +162,18 @@ def _incr_in_one_trip(client: Any) -> None:
         return
 
     def incr(key: Any, delta: int) -> int:
-        from redis.exceptions import ResponseError
+        from redis.exceptions import NoPermissionError, ResponseError
 
         try:
             found = client.get_client(key, write=True).eval(_INCR_IF_PRESENT, 1, key, delta)
-        except ResponseError:
+        except ResponseError as exc:
+            # The script refused, not its INCRBY (a value that is no integer raises as
+            # Django's own incr does).
+            refused = isinstance(exc, NoPermissionError) or str(exc).lower().startswith(
+                ("unknown command", "noperm")
+            )
+            if not refused:
+                raise
             client.incr = two_trips
             return two_trips(key, delta)
         if found is None:
