@@ -139,12 +139,12 @@ async def write_latency(args: argparse.Namespace) -> None:
 def _nodelay_servers(port: int) -> dict[str, list[str]]:
     import importlib.util
 
-    uvicorn = [sys.executable, "-m", "uvicorn", "plain_asgi:app", "--port", str(port),
-               "--log-level", "warning"]
+    app = ["plain_asgi:app", "--port", str(port), "--log-level", "warning"]
+    uvicorn = [sys.executable, "-m", "uvicorn", *app]
     servers = {
         "uvicorn --workers 2": [*uvicorn, "--workers", "2", "--loop", "asyncio"],
-        "harness workers (2)": [sys.executable, "-m", "drf_grip.testing.nodelay",
-                                *uvicorn[3:], "--workers", "2", "--loop", "asyncio"],
+        "harness workers (2)": [sys.executable, "-m", "drf_grip.testing.nodelay", *app,
+                                "--workers", "2", "--loop", "asyncio"],
         "uvicorn, one process": [*uvicorn, "--loop", "asyncio"],
     }
     if importlib.util.find_spec("uvloop"):

@@ -3,6 +3,7 @@
 - ``origin_server``: the Django ASGI app served by uvicorn in a thread (session).
 - ``pushpin``: a private Pushpin in front of ``origin_server`` (session).
 - ``grip_pushpin``: ``pushpin`` with ``GRIP_URL`` pointing at it for one test.
+- ``fresh_pushpin``: a Pushpin of one test's own, with ``GRIP_URL`` pointing at it.
 - ``grip_proxy``: the conformance suite's proxy, parametrized over a real Pushpin and the
   embedded proxy, with one interface (``drf_grip.testing.proxies.ProxyUnderTest``).
 
@@ -12,6 +13,7 @@ see their rows use ``@pytest.mark.django_db(transaction=True)``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,8 +38,8 @@ def origin_server(django_db_setup: None) -> Iterator[OriginServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
-def pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
+@contextlib.contextmanager
+def _private_pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
     """A private Pushpin in front of ``origin_server``; fails under ``CI``, skips elsewhere."""
     if find_pushpin() is None:
         pushpin_missing()
@@ -49,11 +51,28 @@ def pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
+    """A private Pushpin in front of ``origin_server`` for the session."""
+    with _private_pushpin(origin_server) as server:
+        yield server
+
+
 @pytest.fixture
 def grip_pushpin(pushpin: PushpinServer) -> Iterator[PushpinServer]:
     """``pushpin``, with the app configured to trust and publish to it for this test."""
     with override_settings(GRIP_URL=pushpin.grip_url):
         yield pushpin
+
+
+@pytest.fixture
+def fresh_pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
+    """A Pushpin of this test's own, trusted and published to: every channel is fresh on
+    it. On the session's Pushpin an earlier test's stream may still hold a channel a private
+    stream subscribes to (its model's), and Pushpin re-fetches a channel's streams only
+    after its first subscription (PUSHPIN.md)."""
+    with _private_pushpin(origin_server) as server, override_settings(GRIP_URL=server.grip_url):
+        yield server
 
 
 @pytest.fixture(scope="session")

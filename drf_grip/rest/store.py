@@ -160,10 +160,9 @@ def _incr_in_one_trip(client: Any) -> None:
     two_trips = getattr(client, "incr", None)
     if not callable(two_trips) or not hasattr(client, "get_client"):
         return
+    from redis.exceptions import NoPermissionError, ResponseError
 
     def incr(key: Any, delta: int) -> int:
-        from redis.exceptions import NoPermissionError, ResponseError
-
         try:
             found = client.get_client(key, write=True).eval(_INCR_IF_PRESENT, 1, key, delta)
         except ResponseError as exc:

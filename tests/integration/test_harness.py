@@ -197,6 +197,7 @@ def test_origin_workers_accept_connections_without_nagle(monkeypatch: pytest.Mon
     from drf_grip.testing.process import free_port
     from drf_grip.testing.workers import OriginWorkers
 
+    # Set to itself, so that the test's end puts back uvicorn's own after the patch below.
     monkeypatch.setattr(uvicorn.config.Config, "bind_socket", uvicorn.config.Config.bind_socket)
     bind_without_nagle()
     listener = uvicorn.Config("app:app", host="127.0.0.1", port=free_port()).bind_socket()

@@ -168,6 +168,12 @@ def test_realtime_requests_reuse_each_workers_redis_connections(fresh_deployment
     assert opened <= 10, f"{opened} Redis connections for 40 streams"
 
 
+def _redis_caches(redis_server: Any) -> dict[str, Any]:
+    """``CACHES`` with Django's ``RedisCache`` on ``redis_server`` as the default."""
+    return {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                        "LOCATION": redis_server.url}}
+
+
 def test_many_threads_at_once_share_the_state_caches_redis_pool(redis_server: Any) -> None:
     """The process's one ``RedisCache`` instance serves every thread: redis-py 6+ limits a
     pool to 100 connections unless told otherwise, and more than 100 threads sending a
@@ -181,9 +187,7 @@ def test_many_threads_at_once_share_the_state_caches_redis_pool(redis_server: An
 
     from drf_grip.rest.store import state_cache
 
-    caches_setting = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                  "LOCATION": redis_server.url}}
-    with override_settings(CACHES=caches_setting):
+    with override_settings(CACHES=_redis_caches(redis_server)):
         cache = state_cache()
         cache.set("drf_grip:test:many", "yes", 60)
         started, results = threading.Barrier(151), []
@@ -231,9 +235,7 @@ def test_the_state_cache_builds_one_redis_client_for_its_pool(
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(redis.Redis, "__init__", counted)
-    caches_setting = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                  "LOCATION": redis_server.url}}
-    with override_settings(CACHES=caches_setting):
+    with override_settings(CACHES=_redis_caches(redis_server)):
         cache = state_cache()
         for i in range(20):
             cache.set(f"drf_grip:test:one-client:{i}", i, 60)
@@ -263,11 +265,9 @@ def test_the_state_caches_incr_is_one_round_trip(
         sent.append(1)
         return real_send(self, *args, **kwargs)
 
-    caches_setting = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                                  "LOCATION": redis_server.url}}
     raw = redis.Redis.from_url(redis_server.url)
     try:
-        with override_settings(CACHES=caches_setting):
+        with override_settings(CACHES=_redis_caches(redis_server)):
             cache = state_cache()
             cache.set("drf_grip:test:counter", 5, 60)
             monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command",

@@ -143,20 +143,6 @@ def streams() -> Iterator[list[EventStream]]:
 
 
 @pytest.fixture
-def fresh_pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
-    """A Pushpin of this test's own, trusted and published to: every channel is fresh on
-    it. On the session's Pushpin an earlier test's stream may still hold a channel a private
-    stream subscribes to (its model's), and Pushpin re-fetches a channel's streams only
-    after its first subscription (PUSHPIN.md)."""
-    from tests.integration.pushpin_holds import ready_for_holds
-
-    with PushpinServer(origin_server.port) as server:
-        ready_for_holds(server)
-        with override_settings(GRIP_URL=server.grip_url):
-            yield server
-
-
-@pytest.fixture
 def fresh_live_urls() -> None:
     """No live URLs left by earlier tests, so render counts are this test's alone."""
     cache.clear()
