@@ -750,40 +750,39 @@ def test_fuzzed_messages_never_500_nor_break_another_client(messages):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("applied", [False, True], ids=["before-applied", "after-applied"])
-def test_a_shared_change_published_before_the_proxy_applied_a_subscribe_reaches_it(
-    monkeypatch, applied
-):
-    """A WebSocket subscribe has no prev-id: a change published before the proxy applied it
-    is lost for that connection, so the subscribe's settle sends the current render on the
-    connection's own channel. A change published once the proxy had applied it reached the
-    connection through the live URL's channel, and is not sent twice (one message per
-    change: every change was copied for 10 s, and clients got each one twice)."""
+@pytest.mark.parametrize("settled", [False, True], ids=["before-settle", "after-settle"])
+def test_a_shared_change_published_before_the_proxy_applied_a_subscribe_reaches_it(settled):
+    """A WebSocket subscribe has no prev-id, and the proxy does not say when it applied one:
+    a change published before then is lost for that connection. Until the subscribe's
+    settle, the live URL's item names the connection in ``skip_users`` (the subscription
+    asks for Pushpin's ``skip-users`` filter) and the settle sends that render on the
+    connection's own channel: one copy, whenever the proxy applied the subscription. After
+    the settle, the live URL's channel carries it, and nothing is sent twice (one message
+    per change: every change was copied for 10 s, and clients got each one twice)."""
     from drf_grip.rest import channels as names
-    from drf_grip.rest.gateway import view
-    from drf_grip.rest.gateway.connections import connection_key
+    from drf_grip.rest.gateway.connections import connection_key, proxy_user
     from tests.drf_helpers import RecordingSink
 
-    # The create below follows the answer at once, but on a loaded machine more than the
-    # real 0.1 s after it (1 run in 8 with both cores busy): say outright which side of the
-    # transit it falls on.
-    monkeypatch.setattr(view, "ANSWER_TRANSIT", -5.0 if applied else 60.0)
     with RecordingSink() as sink:
         client = WebSocketTestClient()
         ws = client.connect("/api/ws/")
         ws.send_json({"id": 1, "subscribe": "/api/shared-todos/"})
         assert ws.receive_json()["status"] == 200
+        if settled:
+            assert later.wait_called()
         sink.settle()
         Todo.objects.create(title="right after")
         assert wait_idle(10) and later.wait_called()
         items = sink.settle()
-    mine = names.connection_channel(connection_key(ws.connection_id))
-    own = [i for i in items if i["channel"] == mine]
+    conn = connection_key(ws.connection_id)
+    own = [i for i in items if i["channel"] == names.connection_channel(conn)]
     shared = [i for i in items if i["channel"].startswith("drf.url.")]
     assert shared
-    if applied:
-        assert own == []
+    skips = [i.get("meta", {}).get("skip_users", "").split(",") for i in shared]
+    if settled:
+        assert own == [] and not any(proxy_user(conn) in s for s in skips)
     else:
+        assert all(proxy_user(conn) in s for s in skips)
         # One item (the sink may record a retry of it: a proxy drops an id it has seen).
         assert len({i["id"] for i in own}) == 1, [i["id"] for i in own]
         copy = own[0]

@@ -33,8 +33,9 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
 
     def publish(channel: str, formats: dict[str, Any], id: str | None = None,
-                prev_id: str | None = None) -> None:
-        sent.append({"channel": channel, "formats": formats, "id": id, "prev-id": prev_id})
+                prev_id: str | None = None, meta: dict[str, str] | None = None) -> None:
+        sent.append({"channel": channel, "formats": formats, "id": id, "prev-id": prev_id,
+                     "meta": meta or {}})
 
     monkeypatch.setattr(shared, "publish", publish)
     yield sent
@@ -201,32 +202,70 @@ def _copies_to_a_fresh_subscriber(monkeypatch: pytest.MonkeyPatch) -> list[dict[
         items.append({"channel": channel, "formats": formats, "id": id})
 
     monkeypatch.setattr(connections, "publish", to_connection)
-    connections.fresh_subscribers(ENTRY["channel"]).add("conn-1", {})
+    _fresh_slots["conn-1"] = connections.fresh_subscribers(ENTRY["channel"]).take("conn-1", {})
     return items
 
 
-def _answer_settles(active_by: float) -> None:
-    """The settle of conn-1's subscribe answer, which rendered before any push."""
-    shared.send_after_answer("conn-1", ENTRY["channel"], None, active_by)
+#: The slot each fresh connection took in its channel's fresh subscribers.
+_fresh_slots: dict[str, str | None] = {}
+
+
+def _answer_settles(active_by: float = 0.0, *, listed: bool = True) -> None:
+    """The settle of conn-1's subscribe answer, which rendered before any push; not
+    ``listed`` among the fresh subscribers (the index was full), it goes by ``active_by``."""
+    slot = _fresh_slots["conn-1"] if listed else None
+    shared.send_after_answer("conn-1", ENTRY["channel"], None, active_by, slot=slot)
+
+
+def _skips(item: dict[str, Any]) -> list[str]:
+    return item["meta"].get("skip_users", "").split(",")
 
 
 def test_a_fresh_gateway_subscriber_gets_a_render_made_before_its_subscription_once(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A render published before the proxy applied a new gateway subscription missed it:
-    the subscribe's settle sends the current render to the connection. One made after the
-    proxy had applied it reached the connection through the live URL's channel, and is not
-    sent again. Before, every render within 10 s of subscribing was also copied to the
-    connection's own channel: a client got each change twice, and an older copy after the
-    next change (tests/integration/test_gateway_ws.py, one message per change)."""
+    """A render published before the proxy applied a new gateway subscription missed it,
+    and nothing says when the proxy applied it: until the subscribe's settle, the live URL's
+    item skips the connection (``skip_users``), and the settle sends it the render. After
+    the settle the live URL's channel carries the next render, which is not copied. Before,
+    every render within 10 s of subscribing was also copied to the connection's own
+    channel: a client got each change twice, and an older copy after the next change
+    (tests/integration/test_gateway_ws.py, one message per change)."""
+    from drf_grip.rest.gateway.connections import proxy_user
+
     to_proxy = _copies_to_a_fresh_subscriber(monkeypatch)
+    bodies = iter([_rendered(b'{"v": 1}', "one"), _rendered(b'{"v": 2}', "two")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+
+    shared.publish_live_url(ENTRY)
+    assert to_proxy == [] and proxy_user("conn-1") in _skips(published[-1])
+    _answer_settles()
+    [copy] = to_proxy
+    assert json.loads(copy["formats"]["ws-message"]["content"])["etag"] == '"one"'
+    shared.publish_live_url(ENTRY)
+    assert proxy_user("conn-1") not in _skips(published[-1])
+    assert len(to_proxy) == 1
+
+
+def test_a_fresh_gateway_subscriber_not_listed_gets_a_render_made_before_it_was_applied(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection that found its channel's fresh subscribers full is skipped by nothing:
+    its settle sends a render made before the proxy surely applied its subscription (a
+    render made once the proxy had, reached it through the live URL's channel)."""
+    to_proxy = _copies_to_a_fresh_subscriber(monkeypatch)
+    from drf_grip.rest.gateway import connections
+
+    fresh = connections.fresh_subscribers(ENTRY["channel"])
+    fresh.remove("conn-1")
+    fresh.add("conn-2", {})  # listed: the channel's renders are kept
     monkeypatch.setattr(shared, "render_live", lambda recorded: _rendered(b'{"v": 1}', "one"))
 
     shared.publish_live_url(ENTRY)
-    assert to_proxy == []  # the live URL's channel carries it
-    _answer_settles(active_by=time.time() - 0.5)  # the proxy had applied the subscription
+    assert to_proxy == [] and _skips(published[-1]) == [connections.proxy_user("conn-2")]
+    _answer_settles(active_by=time.time() - 0.5, listed=False)  # the proxy had applied it
     assert to_proxy == []
-    _answer_settles(active_by=time.time() + 1)  # it may not have
+    _answer_settles(active_by=time.time() + 1, listed=False)  # it may not have
     [copy] = to_proxy
     assert json.loads(copy["formats"]["ws-message"]["content"])["etag"] == '"one"'
 
@@ -246,7 +285,7 @@ def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_e
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
 
     shared.publish_live_url(ENTRY)
-    _answer_settles(active_by=time.time() + 1)
+    _answer_settles()
     [older] = copies
     assert as_sent(older) == [older]  # current: sent as it is
     shared.publish_live_url(ENTRY)  # a newer render, made while the older copy waited
@@ -271,7 +310,7 @@ def test_a_copy_that_reaches_the_proxy_after_a_newer_render_is_followed_by_it_ag
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
 
     shared.publish_live_url(ENTRY)
-    _answer_settles(active_by=time.time() + 1)
+    _answer_settles()
     [older] = to_proxy
     assert as_sent(older) == [older]  # checked while current: it goes out, slowly
     to_proxy.clear()

@@ -170,9 +170,25 @@ class WebSocketContext:
         prefix = grip_settings.prefix if self.grip_prefix is None else self.grip_prefix
         return prefix + channel
 
-    def subscribe(self, channel: str) -> None:
-        """Deliver what is published on ``channel`` to this connection (``GRIP_PREFIX`` added)."""
-        self.send_control({"type": "subscribe", "channel": self._channel(channel)})
+    def subscribe(self, channel: str, filters: Sequence[str] = ()) -> None:
+        """Deliver what is published on ``channel`` to this connection (``GRIP_PREFIX``
+        added), through the proxy's subscription ``filters`` if any (e.g. ``skip-users``,
+        which compares the connection's ``user`` meta, set with :meth:`set_proxy_meta`,
+        with an item's ``skip_users`` meta)."""
+        control: dict[str, Any] = {"type": "subscribe", "channel": self._channel(channel)}
+        if filters:
+            control["filters"] = list(filters)
+        self.send_control(control)
+
+    def set_proxy_meta(self, name: str, value: str | None) -> None:
+        """Set (or, with None, clear) the connection's meta where the proxy's filters read
+        it. Pushpin keeps this apart from the meta of ``Set-Meta-*`` headers (``meta``
+        here): its handler takes only the ``set-meta`` control message (1.36,
+        handler/engine.cpp)."""
+        control: dict[str, Any] = {"type": "set-meta", "name": name}
+        if value is not None:
+            control["value"] = value
+        self.send_control(control)
 
     def unsubscribe(self, channel: str) -> None:
         self.send_control({"type": "unsubscribe", "channel": self._channel(channel)})

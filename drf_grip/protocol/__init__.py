@@ -29,6 +29,7 @@ from .events import (
     encode_events,
     is_websocket_events,
 )
+from .filters import SKIP_SELF, SKIP_USERS, dropped_by
 from .headers import RawHeaders, get_all_headers, get_header, parse_header_list, parse_header_value
 from .instruct import (
     Channel,
@@ -74,6 +75,8 @@ __all__ = [
     "RawItem",
     "ResponseFormat",
     "SENDABLE_CLOSE_CODES",
+    "SKIP_SELF",
+    "SKIP_USERS",
     "StreamFormat",
     "WEBSOCKET_EVENTS",
     "WebSocketEvent",
@@ -81,6 +84,7 @@ __all__ = [
     "close_code_of",
     "close_payload",
     "decode_events",
+    "dropped_by",
     "encode_events",
     "encode_keep_alive",
     "get_all_headers",

@@ -131,6 +131,8 @@ class Item:
     stream: StreamFormat | None = None
     message: MessageFormat | None = None
     size: int = field(default=0, compare=False)
+    #: The item's ``meta``, which subscription filters read (``filters.py``).
+    meta: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 # RFC 9110 §5.6.2: a header name is a token.
@@ -288,4 +290,13 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     )
     if max_size is not None and size > max_size:
         raise InvalidItem(f"content of {size} bytes exceeds the limit of {max_size}")
-    return Item(channel, item_id, prev_id, response, stream, message, size)
+    meta = _meta(raw.get("meta"))
+    return Item(channel, item_id, prev_id, response, stream, message, size, meta)
+
+
+def _meta(raw: Any) -> dict[str, str]:
+    """An item's ``meta``: an object of strings (Pushpin's publish format), or absent."""
+    if raw is None:
+        return {}
+    meta = _mapping(raw, "meta")
+    return {_text(k, "meta name"): _text(v, f"meta {k!r}") for k, v in meta.items()}

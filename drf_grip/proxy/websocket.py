@@ -40,6 +40,7 @@ from ..protocol import (
     close_code_of,
     close_payload,
     decode_events,
+    dropped_by,
     encode_events,
     get_header,
     parse_header_list,
@@ -107,6 +108,8 @@ class WebSocketSession:
         self.connection_id = uuid.uuid4().hex
         self.meta: dict[str, str] = {}
         self._channels: set[str] = set()
+        #: The filters each channel was subscribed with (``protocol/filters.py``).
+        self._filters: dict[str, tuple[str, ...]] = {}
         self._grip = False
         self._prefix = MESSAGE_PREFIX
         self._detached = False
@@ -141,7 +144,10 @@ class WebSocketSession:
     # -- subscriber interface ---------------------------------------------------------------
 
     def wants(self, item: Item) -> bool:
-        return item.message is not None
+        if item.message is None:
+            return False
+        filters = self._filters.get(item.channel)
+        return not (filters and dropped_by(filters, self.meta, item.meta))
 
     def deliver(self, item: Item) -> None:
         message = item.message
@@ -268,12 +274,18 @@ class WebSocketSession:
                     "%s: more than %d channels; %s ignored", self.path, MAX_CHANNELS, channel
                 )
                 return
+            filters = message.get("filters")
+            if isinstance(filters, list) and all(isinstance(f, str) for f in filters):
+                self._filters[channel] = tuple(filters)
+            else:
+                self._filters.pop(channel, None)
             self._channels.add(channel)
             self.proxy.hub.subscribe(self, Channel(channel, None))
         elif kind == "unsubscribe":
             channel = message.get("channel")
             if isinstance(channel, str) and channel in self._channels:
                 self._channels.discard(channel)
+                self._filters.pop(channel, None)
                 self.proxy.hub.unsubscribe(self, channel)
         elif kind == "detach":
             self._detached = True

@@ -643,28 +643,34 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, A
     return [{**link, "formats": hints}, {**forget, "formats": hints}]
 
 
-def _fresh_subscribers_of(channel: str) -> bool:
-    """Whether connections subscribed to ``channel`` a moment ago (gateway.fresh_subscribers):
-    one of its renders published before the proxy applied such a connection's ``subscribe``
-    did not reach it, and its settle sends it then (``send_after_answer``), so each render
-    is kept meanwhile (``_take_version``). Not copied to every fresh connection as it is
-    published: a connection whose subscription was active got each change twice (one
-    message per change, DESIGN.md §1), an older copy after a newer change."""
-    from .gateway.connections import fresh_subscribers
+def _skipped_fresh_subscribers(channel: str) -> list[str] | None:
+    """The proxy users (``user`` meta) of the connections that subscribed to ``channel`` a
+    moment ago and are not settled yet (gateway.fresh_subscribers); None when the channel
+    has no fresh subscriber at all, settled or not (its renders need not be kept).
 
-    return bool(fresh_subscribers(channel).entries())
+    Such a connection's ``subscribe`` may not be applied by the proxy yet, and nothing tells
+    when it is: the item names it in ``skip_users``, and its settle sends it the render
+    instead (``send_after_answer``). Sent both ways, a connection whose subscription was
+    active got each change twice (one message per change, DESIGN.md §1)."""
+    from .gateway.connections import fresh_subscribers, proxy_user
+
+    entries = fresh_subscribers(channel).entries()
+    if not entries:
+        return None
+    return sorted(proxy_user(e["k"]) for e in entries if not e.get("s"))
 
 
-#: The last render kept for fresh subscribers of a channel: ``(version, ws-message)``.
+#: The last render kept for fresh subscribers of a channel: ``(version, ws-message,
+#: skipped)``, ``skipped`` the proxy users its item named in ``skip_users``.
 _FRESH_LAST = "drf_grip:ws-fresh-last:"
 
 
-def _latest_copy(channel: str) -> tuple[str, dict[str, Any]] | None:
+def _latest_copy(channel: str) -> tuple[str, dict[str, Any], list[str]] | None:
     """The channel's current render as kept for fresh subscribers, if it is. The kept
     render first: none (no render since fresh subscribers came, the common case) is one
     read."""
     latest = state_cache().get(_FRESH_LAST + channel)
-    if isinstance(latest, tuple) and len(latest) == 2 and latest[0] == read_version(channel):
+    if isinstance(latest, tuple) and len(latest) == 3 and latest[0] == read_version(channel):
         return latest
     return None
 
@@ -675,26 +681,63 @@ def send_after_answer(
     answered: str | None,
     active_by: float,
     subscribed: Callable[[], bool] | None = None,
+    slot: str | None = None,
 ) -> None:
     """A moment after a gateway ``subscribe`` answer rendered at version ``answered`` left
-    for the proxy: a newer render that was published before the proxy applied the
-    subscription did not reach the connection, so the current one is sent to it, if the
-    connection is still ``subscribed`` (the client may have unsubscribed since). One
-    rendered after ``active_by`` (a time by which the proxy had applied it: gateway.view,
-    ANSWER_TRANSIT) reached it through the live URL's channel and is not sent again."""
-    from .gateway.connections import send_to_connection
+    for the proxy, if the connection is still ``subscribed`` (the client may have
+    unsubscribed since).
 
-    latest = _latest_copy(channel)
-    if latest is None or latest[0] == answered:
-        return
-    made = rendered_at(latest[0])
-    if made is not None and made > active_by:
-        return
+    Listed among the channel's fresh subscribers (in ``slot``): every render since was
+    published skipping this connection until now (``_take_version``); it is marked settled
+    first, so later renders reach it through the live URL's channel, then sent the latest
+    render if that one skipped it. Not listed (the index was full): a newer render that was
+    published before the proxy applied the subscription did not reach the connection, so
+    the current one is sent to it, unless it was rendered after ``active_by`` (a time by
+    which the proxy had applied it: gateway.view, ANSWER_TRANSIT)."""
+    from .gateway.connections import fresh_subscribers, proxy_user, send_to_connection
+
+    if slot is None:
+        latest = _latest_copy(channel)
+        if latest is None or latest[0] == answered:
+            return
+        made = rendered_at(latest[0])
+        if made is not None and made > active_by:
+            return
+    else:
+        fresh = fresh_subscribers(channel)
+        fresh.replace_in(slot, conn, {"s": 1})
+        latest = _skipped_render(channel, answered, proxy_user(conn))
+        if latest is None:
+            fresh.remove_from(slot, conn)  # nothing sent: no copy to repair later
+            return
     if subscribed is not None and not subscribed():
         return
     register_delivered_hook(repair_copies)
     item_id = f"{_copy_id(channel, latest[0])}{_COPY_OF}{_AGAIN}"
     send_to_connection(conn, latest[1], item_id=item_id)
+
+
+def _skipped_render(
+    channel: str, answered: str | None, user: str
+) -> tuple[str, dict[str, Any], list[str]] | None:
+    """The channel's latest render if its item skipped the proxy user ``user``; read after
+    that user's connection was marked settled.
+
+    A publisher moves the version, then reads the fresh subscribers, then keeps its render,
+    under one lock (``_take_version``). The version still at ``answered``: nothing was
+    published since the answer's render, and a render that comes now reads this connection
+    as settled. The kept render naming the current version: it is the last, and says whom
+    it skipped. Otherwise a publisher is between those steps (or published no gateway
+    message): read again once its lock is free."""
+    if read_version(channel) == answered:
+        return None
+    latest = _latest_copy(channel)
+    if latest is None:
+        with exclusive(channel):
+            latest = _latest_copy(channel)
+    if latest is None or user not in latest[2]:
+        return None
+    return latest
 
 
 def repair_copies(items: list[dict[str, Any]]) -> None:
@@ -772,15 +815,15 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 
         tag = f"status-{status}"
         formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
-    kept = formats["ws-message"] if _fresh_subscribers_of(channel) else None
-    turn = _take_version(channel, ticket, tag, kept)
+    turn = _take_version(channel, ticket, tag, formats["ws-message"])
     if turn is None:
         # A later render was sent, or this representation did not change.
         _trace(channel, url, ticket, f"not sent: {tag}")
         return
-    previous, version = turn
+    previous, version, skipped = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
-    publish(channel, formats, id=version, prev_id=previous)
+    meta = {"skip_users": ",".join(skipped)} if skipped else None
+    publish(channel, formats, id=version, prev_id=previous, meta=meta)
     if status in (404, 410):
         from .publishing import CLOSE
 
@@ -821,7 +864,7 @@ def _drop_live_url(
     ticket = take_ticket(channel)
     turn = _take_version(channel, ticket, "status-400")
     if turn is not None:
-        previous, version = turn
+        previous, version, _ = turn
         publish(channel, _dropped_formats(url), id=version, prev_id=previous)
 
 
@@ -841,7 +884,7 @@ def _hint_unrendered(channel: str, url: str, ticket: int) -> None:
     turn = _take_version(channel, ticket, f"{_UNRENDERED}{ticket}")
     if turn is None:
         return
-    previous, version = turn
+    previous, version, _ = turn
     _trace(channel, url, ticket, f"render failed; hinted {version}")
     publish(channel, HINT, id=version, prev_id=previous)
 
@@ -855,15 +898,22 @@ def _trace(channel: str, url: str, ticket: int, what: str) -> None:
 
 def _take_version(
     channel: str, ticket: int, tag: str, kept: dict[str, Any] | None = None
-) -> tuple[str | None, str] | None:
-    """The channel's next version for this render, ``(previous, new)``; None when a render
-    that started later was already sent (this one is older: publishing it would move every
-    subscriber back) or when the channel already names this representation and no
+) -> tuple[str | None, str, list[str]] | None:
+    """The channel's next version for this render, ``(previous, new, skipped)``; None when a
+    render that started later was already sent (this one is older: publishing it would move
+    every subscriber back) or when the channel already names this representation and no
     subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
-    on. One step across processes (``tickets.exclusive``), which also keeps ``kept``, the
-    render's gateway message, for fresh subscribers (``_fresh_subscribers_of``): with its
-    version, never over a newer render's, and before it is published, so that a late copy
-    arriving after it finds it (``repair_copies``)."""
+    on. One step across processes (``tickets.exclusive``), which also reads the channel's
+    fresh gateway subscribers (``skipped``: the ones the item skips,
+    ``_skipped_fresh_subscribers``) and, if it has any, keeps ``kept``, the render's gateway
+    message, for their settles: with its version, never over a newer render's, and before it
+    is published, so that a late copy arriving after it finds it (``repair_copies``).
+
+    Read after the version moved: a subscribe that found the version unchanged after
+    listing itself as fresh (gateway.view) is skipped by every later render, and a settle
+    reads the kept render under the same lock as it marks itself settled, so each render
+    reaches a fresh connection one way, either skipped and then sent by its settle or
+    published to it."""
     with exclusive(channel):
         if sent_after(channel, ticket):
             return None
@@ -873,8 +923,14 @@ def _take_version(
         version = _new_version(tag)
         set_version(channel, version)
         mark_sent(channel, ticket)
+        skipped: list[str] = []
         if kept is not None:
-            from .gateway.connections import FRESH_SECONDS
+            fresh = _skipped_fresh_subscribers(channel)
+            if fresh is not None:
+                from .gateway.connections import FRESH_SECONDS
 
-            state_cache().set(_FRESH_LAST + channel, (version, kept), FRESH_SECONDS)
-    return previous, version
+                skipped = fresh
+                state_cache().set(
+                    _FRESH_LAST + channel, (version, kept, skipped), FRESH_SECONDS
+                )
+    return previous, version, skipped

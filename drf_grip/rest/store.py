@@ -244,6 +244,25 @@ class SlotIndex:
         """List ``key`` (refreshing its expiry); False when every candidate slot is taken."""
         return self._take(key, entry)[0] is not None
 
+    def take(self, key: str, entry: dict[str, Any]) -> str | None:
+        """:meth:`add`, returning the slot ``key`` is listed in (None when none was free), for
+        :meth:`replace_in` and :meth:`remove_from` to find it again in one read."""
+        return self._take(key, entry)[0]
+
+    def replace_in(self, slot: str, key: str, entry: dict[str, Any]) -> bool:
+        """Set ``key``'s entry in ``slot`` (from :meth:`take`), if the slot still lists it."""
+        current = self.cache.get(slot)
+        if not (isinstance(current, dict) and current.get("k") == key):
+            return False
+        self.cache.set(slot, {**entry, "k": key}, self.timeout)
+        return True
+
+    def remove_from(self, slot: str, key: str) -> None:
+        """Unlist ``key`` from ``slot`` (from :meth:`take`), if the slot still lists it."""
+        current = self.cache.get(slot)
+        if isinstance(current, dict) and current.get("k") == key:
+            self.cache.delete(slot)
+
     def _take(self, key: str, entry: dict[str, Any]) -> tuple[str | None, bool]:
         """The slot ``key`` is listed in (None when all are taken), and whether it was not
         listed a moment before (taken now, by this process or another)."""

@@ -9,8 +9,8 @@ import httpx
 import jwt
 import pytest
 
+from drf_grip.protocol import InvalidItem, dropped_by, parse_items
 from drf_grip.proxy import GripProxy
-from drf_grip.protocol import InvalidItem
 
 from .conftest import KEY, Origin, ProxyServer, Response, in_thread, run
 
@@ -181,3 +181,29 @@ def test_a_refused_publish_disturbs_no_one(server: ProxyServer, origin: Origin):
     assert [a.status_code for a in answers] == [400, 400, 400]
     assert good.status_code == 200
     assert (poll.status_code, poll.text) == (200, "fine")
+
+
+def test_an_items_meta_is_kept_and_a_bad_one_is_refused():
+    [item] = parse_items([{**ITEM, "meta": {"skip_users": "a,b"}}])
+    assert item.meta == {"skip_users": "a,b"}
+    assert parse_items([ITEM])[0].meta == {}
+    for bad in ([], {"skip_users": 3}, "a"):
+        with pytest.raises(InvalidItem, match="meta"):
+            parse_items([{**ITEM, "meta": bad}])
+
+
+@pytest.mark.parametrize(
+    ("filters", "connection", "item", "dropped"),
+    [
+        (["skip-users"], {"user": "u2"}, {"skip_users": "u1, u2"}, True),
+        (["skip-users"], {"user": "u3"}, {"skip_users": "u1,u2"}, False),
+        (["skip-users"], {}, {"skip_users": ",u1"}, False),  # no user: never skipped
+        (["skip-self"], {"user": "u1"}, {"sender": "u1"}, True),
+        (["skip-self"], {"user": "u1"}, {"skip_users": "u1"}, False),
+        ([], {"user": "u1"}, {"skip_users": "u1"}, False),  # not asked for
+        (["unknown"], {"user": "u1"}, {"skip_users": "u1"}, False),
+    ],
+)
+def test_subscription_filters_follow_pushpins(filters, connection, item, dropped):
+    """Pushpin 1.36's ``skip-users`` and ``skip-self`` (src/handler/filter.cpp)."""
+    assert dropped_by(filters, connection, item) is dropped

@@ -35,6 +35,7 @@ __all__ = [
     "load_state",
     "load_states",
     "private_connections",
+    "proxy_user",
     "save_state",
     "sent_version",
     "set_sent_version",
@@ -75,11 +76,25 @@ def subscription_key(sub_id: Any) -> str:
 def fresh_subscribers(channel: str) -> SlotIndex:
     """Connections that subscribed to a shared channel in the last seconds.
 
-    A WebSocket subscription has no prev-id: a publish that reaches the proxy after this
-    connection's first render but before the proxy applied its ``subscribe`` is lost for
-    it. While a channel has such connections, the shared publisher keeps its last render,
-    which the subscribe's settle sends to the connection (shared.send_after_answer)."""
+    A WebSocket subscription has no prev-id, and the proxy says nothing when it applied
+    one: a publish that reaches the proxy after this connection's first render but before
+    the proxy applied its ``subscribe`` is lost for it, and under load (a hundred
+    subscribes at once) that took Pushpin longer than any fixed guess. So until the
+    subscription's settle (``gateway.view.SETTLE_DELAY`` after its answer), the live URL's
+    publisher names the connection in the item's ``skip_users`` meta (Pushpin's
+    ``skip-users`` filter, which the subscription asks for) and keeps its render; the
+    settle marks the entry settled (``{"s": 1}``) and sends the connection the render it
+    skipped, if any (shared.send_after_answer). One copy either way, never two.
+
+    A settled entry stays while copies were sent, so that later renders are kept for
+    ``shared.repair_copies``."""
     return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, FRESH_SECONDS)
+
+
+def proxy_user(conn: str) -> str:
+    """The connection's ``user`` meta in the proxy, which ``skip_users`` names: short, since
+    a publish may name every connection that subscribed in the last fraction of a second."""
+    return conn[:16]
 
 
 def private_connections(label: str) -> SlotIndex:

@@ -1,0 +1,41 @@
+"""Subscription filters: whether an item published to a channel reaches one subscriber.
+
+A WebSocket subscription may name filters (``{"type": "subscribe", "channel": ...,
+"filters": [...]}``); each compares the connection's meta (set with ``set-meta`` control
+messages) with the item's ``meta``. Pushpin 1.36 implements these in
+``src/handler/filter.cpp``; the embedded proxy follows it for the two that only compare:
+
+- ``skip-self``: dropped when the item's ``sender`` is the connection's ``user``;
+- ``skip-users``: dropped when the connection's ``user`` is one of the item's
+  comma-separated ``skip_users``.
+
+A filter the proxy does not know lets the item through, so a subscriber never misses what
+an unknown filter was meant to narrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+__all__ = ["SKIP_SELF", "SKIP_USERS", "dropped_by"]
+
+SKIP_SELF = "skip-self"
+SKIP_USERS = "skip-users"
+
+
+def dropped_by(
+    filters: Iterable[str], connection_meta: Mapping[str, str], item_meta: Mapping[str, str]
+) -> bool:
+    """Whether ``filters`` drop an item with ``item_meta`` for a connection with
+    ``connection_meta``."""
+    user = connection_meta.get("user", "")
+    if not user:
+        return False
+    for name in filters:
+        if name == SKIP_SELF and item_meta.get("sender", "") == user:
+            return True
+        if name == SKIP_USERS:
+            skipped = {part.strip() for part in item_meta.get("skip_users", "").split(",")}
+            if user in skipped:
+                return True
+    return False
