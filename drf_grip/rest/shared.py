@@ -665,14 +665,16 @@ def _skipped_fresh_subscribers(channel: str) -> list[str] | None:
 _FRESH_LAST = "drf_grip:ws-fresh-last:"
 
 
-def _latest_copy(channel: str) -> tuple[str, dict[str, Any], list[str]] | None:
-    """The channel's current render as kept for fresh subscribers, if it is. The kept
-    render first: none (no render since fresh subscribers came, the common case) is one
-    read."""
+def _latest_copy(
+    channel: str, version: str | None = None
+) -> tuple[str, dict[str, Any], list[str]] | None:
+    """The channel's current render as kept for fresh subscribers, if it is (``version``:
+    the channel's, if just read). The kept render first: none (no render since fresh
+    subscribers came, the common case) is one read."""
     latest = state_cache().get(_FRESH_LAST + channel)
-    if isinstance(latest, tuple) and len(latest) == 3 and latest[0] == read_version(channel):
-        return latest
-    return None
+    if not (isinstance(latest, tuple) and len(latest) == 3):
+        return None
+    return latest if latest[0] == (version or read_version(channel)) else None
 
 
 def send_after_answer(
@@ -729,9 +731,10 @@ def _skipped_render(
     as settled. The kept render naming the current version: it is the last, and says whom
     it skipped. Otherwise a publisher is between those steps (or published no gateway
     message): read again once its lock is free."""
-    if read_version(channel) == answered:
+    version = read_version(channel)
+    if version == answered:
         return None
-    latest = _latest_copy(channel)
+    latest = _latest_copy(channel, version)
     if latest is None:
         with exclusive(channel):
             latest = _latest_copy(channel)

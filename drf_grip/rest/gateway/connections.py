@@ -79,15 +79,16 @@ def fresh_subscribers(channel: str) -> SlotIndex:
     A WebSocket subscription has no prev-id, and the proxy says nothing when it applied
     one: a publish that reaches the proxy after this connection's first render but before
     the proxy applied its ``subscribe`` is lost for it, and under load (a hundred
-    subscribes at once) that took Pushpin longer than any fixed guess. So until the
+    subscribes at once, the bench) Pushpin took longer than the 0.1 s once assumed
+    (``gateway.view.ANSWER_TRANSIT``). So until the
     subscription's settle (``gateway.view.SETTLE_DELAY`` after its answer), the live URL's
     publisher names the connection in the item's ``skip_users`` meta (Pushpin's
     ``skip-users`` filter, which the subscription asks for) and keeps its render; the
     settle marks the entry settled (``{"s": 1}``) and sends the connection the render it
     skipped, if any (shared.send_after_answer). One copy either way, never two.
 
-    A settled entry stays while copies were sent, so that later renders are kept for
-    ``shared.repair_copies``."""
+    The entry of a connection sent a copy stays (settled), so that later renders are kept
+    for ``shared.repair_copies``; the others are removed at their settle."""
     return SlotIndex(f"drf_grip:ws:fresh:{channel}", 256, FRESH_SECONDS)
 
 
