@@ -16,6 +16,7 @@ an unknown filter was meant to narrow.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 
 __all__ = ["SKIP_SELF", "SKIP_USERS", "dropped_by"]
 
@@ -34,8 +35,12 @@ def dropped_by(
     for name in filters:
         if name == SKIP_SELF and item_meta.get("sender", "") == user:
             return True
-        if name == SKIP_USERS:
-            skipped = {part.strip() for part in item_meta.get("skip_users", "").split(",")}
-            if user in skipped:
-                return True
+        if name == SKIP_USERS and user in _names(item_meta.get("skip_users", "")):
+            return True
     return False
+
+
+@lru_cache(maxsize=64)
+def _names(listed: str) -> frozenset[str]:
+    """A comma-separated list, parsed once per item however many subscribers read it."""
+    return frozenset(part.strip() for part in listed.split(","))
