@@ -270,6 +270,41 @@ def test_a_fresh_gateway_subscriber_not_listed_gets_a_render_made_before_it_was_
     assert json.loads(copy["formats"]["ws-message"]["content"])["etag"] == '"one"'
 
 
+def test_a_settle_during_a_publishers_step_waits_for_the_render_it_was_skipped_for(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publisher moves the version, reads the fresh subscribers (this connection not
+    settled: skipped) and only then keeps its render. A settle that marked itself settled
+    and read in between found the version moved but no render kept for it; it must wait
+    for the publisher's step and send that render, which nothing else sends it."""
+    import threading
+
+    from drf_grip.rest.gateway.connections import proxy_user
+    from drf_grip.rest.tickets import exclusive
+    from drf_grip.rest.versions import set_version
+
+    to_proxy = _copies_to_a_fresh_subscriber(monkeypatch)
+    channel = ENTRY["channel"]
+    waiting = threading.Event()
+    real = shared.exclusive
+
+    def noted(name: str, wait: float = 2.0) -> Any:
+        waiting.set()
+        return real(name, wait)
+
+    monkeypatch.setattr(shared, "exclusive", noted)
+    message = {"content": json.dumps({"event": "change", "etag": '"two"'})}
+    settle = threading.Thread(target=_answer_settles)
+    with exclusive(channel):  # the publisher's step, half done
+        set_version(channel, "v2")
+        settle.start()
+        assert waiting.wait(5)
+        cache.set(shared._FRESH_LAST + channel, ("v2", message, [proxy_user("conn-1")]), 10)
+    settle.join(5)
+    [copy] = to_proxy
+    assert copy["formats"]["ws-message"] == message
+
+
 def test_a_copy_for_a_fresh_gateway_subscriber_is_not_sent_once_a_newer_render_exists(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
