@@ -270,6 +270,34 @@ def test_a_fresh_gateway_subscriber_not_listed_gets_a_render_made_before_it_was_
     assert json.loads(copy["formats"]["ws-message"]["content"])["etag"] == '"one"'
 
 
+def test_a_fresh_subscriber_whose_settle_never_ran_gets_the_next_render(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI (the browser board behind Pushpin, the server restarted right after the
+    page subscribed): the settle runs in the subscribing process, and a restart drops it.
+    The connection stayed listed unsettled, every render skipped it for the next 10 s, and
+    the page never showed the change made after the restart. Past its due time, the next
+    render is sent to it on its own channel, with the id its settle would have used, and
+    the ones after reach it through the live URL's channel."""
+    from drf_grip.rest.gateway import connections
+
+    to_proxy = _copies_to_a_fresh_subscriber(monkeypatch)
+    fresh = connections.fresh_subscribers(ENTRY["channel"])
+    fresh.add("conn-1", {"until": time.time() - 1})  # its settle was due a second ago
+    bodies = iter([_rendered(b'{"v": 1}', "one"), _rendered(b'{"v": 2}', "two")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+
+    shared.publish_live_url(ENTRY)
+    assert connections.proxy_user("conn-1") in _skips(published[-1])
+    [copy] = to_proxy
+    assert copy["formats"]["ws-message"] == published[-1]["formats"]["ws-message"]
+    _answer_settles()  # a settle that was only late: the same copy, the same id
+    assert [c["id"] for c in to_proxy] == [copy["id"]] * len(to_proxy)
+    shared.publish_live_url(ENTRY)
+    assert connections.proxy_user("conn-1") not in _skips(published[-1])
+    assert {c["id"] for c in to_proxy} == {copy["id"]}
+
+
 def test_a_settle_during_a_publishers_step_waits_for_the_render_it_was_skipped_for(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -643,21 +643,54 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, A
     return [{**link, "formats": hints}, {**forget, "formats": hints}]
 
 
-def _skipped_fresh_subscribers(channel: str) -> list[str] | None:
-    """The proxy users (``user`` meta) of the connections that subscribed to ``channel`` a
-    moment ago and are not settled yet (gateway.fresh_subscribers); None when the channel
-    has no fresh subscriber at all, settled or not (its renders need not be kept).
+@dataclass(frozen=True)
+class _Fresh:
+    """A channel's fresh gateway subscribers as a render finds them (gateway.fresh_subscribers).
 
-    Such a connection's ``subscribe`` may not be applied by the proxy yet, and nothing tells
-    when it is: the item names it in ``skip_users``, and its settle sends it the render
-    instead (``send_after_answer``). Sent both ways, a connection whose subscription was
-    active got each change twice (one message per change, DESIGN.md §1)."""
+    ``skipped``: the proxy users (``user`` meta) the item names in ``skip_users``: every
+    connection not settled yet. Such a connection's ``subscribe`` may not be applied by the
+    proxy yet, and nothing tells when it is: its settle sends it the render instead
+    (``send_after_answer``). Sent both ways, a connection whose subscription was active got
+    each change twice (one message per change, DESIGN.md §1).
+
+    ``overdue``: those of them (connection keys) whose settle should have run a while ago
+    and did not (its process stopped: a restart, a crash): the render is sent to each on
+    its own channel now, as its settle would have, and it counts as settled."""
+
+    skipped: list[str]
+    overdue: list[str]
+
+
+def _fresh_subscribers_of(channel: str) -> _Fresh | None:
+    """None when the channel has no fresh subscriber at all, settled or not (its renders
+    need not be kept)."""
     from .gateway.connections import fresh_subscribers, proxy_user
 
     entries = fresh_subscribers(channel).entries()
     if not entries:
         return None
-    return sorted(proxy_user(e["k"]) for e in entries if not e.get("s"))
+    now = time.time()
+    waiting = [e for e in entries if not e.get("s")]
+    overdue = [e["k"] for e in waiting if e.get("until", now) < now]
+    return _Fresh(sorted(proxy_user(e["k"]) for e in waiting), overdue)
+
+
+def _settle_overdue(
+    channel: str, fresh: _Fresh | None, version: str, message: dict[str, Any]
+) -> None:
+    """Send the render at ``version`` to the overdue fresh subscribers (``_Fresh``), and mark
+    them settled. The copy's id is the one their own settle would give it: should a late
+    settle send it too, the proxy drops the second (a duplicate id on a channel)."""
+    if fresh is None or not fresh.overdue:
+        return
+    from .gateway.connections import fresh_subscribers, send_to_connection
+
+    register_delivered_hook(repair_copies)
+    item_id = f"{_copy_id(channel, version)}{_COPY_OF}{_AGAIN}"
+    index = fresh_subscribers(channel)
+    for conn in fresh.overdue:
+        index.add(conn, {"s": 1})
+        send_to_connection(conn, message, item_id=item_id)
 
 
 #: The last render kept for fresh subscribers of a channel: ``(version, ws-message,
@@ -823,10 +856,11 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         # A later render was sent, or this representation did not change.
         _trace(channel, url, ticket, f"not sent: {tag}")
         return
-    previous, version, skipped = turn
+    previous, version, fresh = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
-    meta = {"skip_users": ",".join(skipped)} if skipped else None
+    meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else None
     publish(channel, formats, id=version, prev_id=previous, meta=meta)
+    _settle_overdue(channel, fresh, version, formats["ws-message"])
     if status in (404, 410):
         from .publishing import CLOSE
 
@@ -901,20 +935,20 @@ def _trace(channel: str, url: str, ticket: int, what: str) -> None:
 
 def _take_version(
     channel: str, ticket: int, tag: str, kept: dict[str, Any] | None = None
-) -> tuple[str | None, str, list[str]] | None:
-    """The channel's next version for this render, ``(previous, new, skipped)``; None when a
+) -> tuple[str | None, str, _Fresh | None] | None:
+    """The channel's next version for this render, ``(previous, new, fresh)``; None when a
     render that started later was already sent (this one is older: publishing it would move
     every subscriber back) or when the channel already names this representation and no
     subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
     on. One step across processes (``tickets.exclusive``), which also reads the channel's
-    fresh gateway subscribers (``skipped``: the ones the item skips,
-    ``_skipped_fresh_subscribers``) and, if it has any, keeps ``kept``, the render's gateway
-    message, for their settles: with its version, never over a newer render's, and before it
-    is published, so that a late copy arriving after it finds it (``repair_copies``).
+    fresh gateway subscribers (``fresh``, given ``kept``: ``_Fresh``) and, if it has any,
+    keeps ``kept``, the render's gateway message, for their settles, with the proxy users it
+    skips: with its version, never over a newer render's, and before it is published, so
+    that a late copy arriving after it finds it (``repair_copies``).
 
     Read after the version moved: a subscribe that found the version unchanged after
     listing itself as fresh (gateway.view) is skipped by every later render, and a settle
-    reads the kept render under the same lock as it marks itself settled, so each render
+    that finds the kept render behind the version waits for this lock, so each render
     reaches a fresh connection one way, either skipped and then sent by its settle or
     published to it."""
     with exclusive(channel):
@@ -926,14 +960,13 @@ def _take_version(
         version = _new_version(tag)
         set_version(channel, version)
         mark_sent(channel, ticket)
-        skipped: list[str] = []
+        fresh = None
         if kept is not None:
-            fresh = _skipped_fresh_subscribers(channel)
+            fresh = _fresh_subscribers_of(channel)
             if fresh is not None:
                 from .gateway.connections import FRESH_SECONDS
 
-                skipped = fresh
                 state_cache().set(
-                    _FRESH_LAST + channel, (version, kept, skipped), FRESH_SECONDS
+                    _FRESH_LAST + channel, (version, kept, fresh.skipped), FRESH_SECONDS
                 )
-    return previous, version, skipped
+    return previous, version, fresh

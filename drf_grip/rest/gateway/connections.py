@@ -85,7 +85,9 @@ def fresh_subscribers(channel: str) -> SlotIndex:
     publisher names the connection in the item's ``skip_users`` meta (Pushpin's
     ``skip-users`` filter, which the subscription asks for) and keeps its render; the
     settle marks the entry settled (``{"s": 1}``) and sends the connection the render it
-    skipped, if any (shared.send_after_answer). One copy either way, never two.
+    skipped, if any (shared.send_after_answer). One copy either way, never two. An entry
+    names when its settle is overdue (``{"until": time}``, ``gateway.view.SETTLE_OVERDUE``):
+    a render after that settles it instead.
 
     The entry of a connection sent a copy stays (settled), so that later renders are kept
     for ``shared.repair_copies``; the others are removed at their settle."""

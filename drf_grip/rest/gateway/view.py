@@ -392,7 +392,8 @@ class RealtimeGateway(WebSocketView):
         # the settle sends what it skipped (shared.send_after_answer): see fresh_subscribers.
         ctx.set_proxy_meta("user", proxy_user(conn))
         ctx.subscribe(channel, filters=[SKIP_USERS])
-        slot = fresh_subscribers(channel).take(conn, {})
+        overdue_at = time.time() + SETTLE_DELAY + SETTLE_OVERDUE
+        slot = fresh_subscribers(channel).take(conn, {"until": overdue_at})
         state["subs"][key] = {
             "id": sub_id,
             "url": url,
@@ -487,6 +488,13 @@ ANSWER_TRANSIT = 0.1
 #: 0.1 s after their answers left Django. Until then a fresh shared subscription's changes
 #: wait: the guarantee is one second (DESIGN.md §4).
 SETTLE_DELAY = 0.4
+
+#: Seconds after ``SETTLE_DELAY`` past which a shared subscription's settle counts as lost
+#: (its process stopped: a restart right after a page subscribed, in the browser test): the
+#: next render is sent to the connection on its own channel as its settle would have, and
+#: the live URL's channel carries the ones after it (shared._Fresh). A settle that merely
+#: runs late sends a copy with the same id, which the proxy drops: so short.
+SETTLE_OVERDUE = 0.3
 
 
 def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
