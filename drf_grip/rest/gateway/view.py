@@ -392,8 +392,8 @@ class RealtimeGateway(WebSocketView):
         # the settle sends what it skipped (shared.send_after_answer): see fresh_subscribers.
         ctx.set_proxy_meta("user", proxy_user(conn))
         ctx.subscribe(channel, filters=[SKIP_USERS])
-        overdue_at = time.time() + SETTLE_DELAY + SETTLE_OVERDUE
-        slot = fresh_subscribers(channel).take(conn, {"until": overdue_at})
+        # Due once the answer left (_settle_shared); this bound only if it never does.
+        slot = fresh_subscribers(channel).take(conn, {"until": time.time() + UNSENT_OVERDUE})
         state["subs"][key] = {
             "id": sub_id,
             "url": url,
@@ -496,6 +496,11 @@ SETTLE_DELAY = 0.4
 #: runs late sends a copy with the same id, which the proxy drops: so short.
 SETTLE_OVERDUE = 0.3
 
+#: Seconds after which a fresh shared subscription whose answer never left Django (its
+#: process stopped within the request) counts as overdue: an answer may take a while, one
+#: subscribe after another in a batch, and a copy sent before it would be overtaken by it.
+UNSENT_OVERDUE = 5.0
+
 
 def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
     """Once a private subscription's answer left Django, a moment later (once it has
@@ -525,7 +530,11 @@ def _settle_shared(
     a render newer than the answer made before the proxy surely applied the subscription."""
 
     def closed() -> None:
-        active_by = time.time() + ANSWER_TRANSIT
+        now = time.time()
+        active_by = now + ANSWER_TRANSIT
+        if slot is not None:
+            due = {"until": now + SETTLE_DELAY + SETTLE_OVERDUE}
+            fresh_subscribers(channel).replace_in(slot, conn, due)
         # The subscription is looked up only when there is something to send: a settle
         # with nothing newer (most) costs a few cache reads, run for every subscribe.
         call_later(
