@@ -25,9 +25,10 @@ alternating order, so a noisy moment on a shared machine hurts all alike. Per ro
    clients about 1 s later; only the pilot is held then (the others connect after its
    ``retry``), so the wave does not land inside the measurement.
 2. change, 0.5 s after the last watcher subscribed (past a gateway subscription's settle,
-   which counts as connecting): the case's write (a ``PATCH`` to drf-grip, a ``POST /bench/change/`` that saves
-   the row for the peers, an HTTP publish for raw Pushpin) carrying a fresh marker; each
-   watcher's latency is from just before the write to the moment the marker arrived.
+   which counts as connecting): the case's write (a ``PATCH`` to drf-grip, a ``POST
+   /bench/change/`` that saves the row for the peers, an HTTP publish for raw Pushpin)
+   carrying a fresh marker; each watcher's latency is from just before the write to the
+   moment the marker arrived.
 3. origin CPU: the origin process's CPU time (``time.process_time_ns()`` read by the origin
    itself at ``/_bench/cpu``, which counts every thread, exited ones too)
    over the connect phase (divided by N: connect cost per subscriber) and from the write

@@ -683,14 +683,23 @@ def _settle_overdue(
     settle send it too, the proxy drops the second (a duplicate id on a channel)."""
     if fresh is None or not fresh.overdue:
         return
-    from .gateway.connections import fresh_subscribers, send_to_connection
+    from .gateway.connections import fresh_subscribers
 
-    register_delivered_hook(repair_copies)
-    item_id = f"{_copy_id(channel, version)}{_COPY_OF}{_AGAIN}"
     index = fresh_subscribers(channel)
     for conn in fresh.overdue:
         index.add(conn, {"s": 1})
-        send_to_connection(conn, message, item_id=item_id)
+        _send_copy(conn, channel, version, message)
+
+
+def _send_copy(conn: str, channel: str, version: str, message: dict[str, Any]) -> None:
+    """Send the render of ``channel`` at ``version`` to a connection's own channel, once:
+    its id is the same whoever sends it (a settle, a publisher that found the settle
+    overdue), and a proxy drops a second item with an id it has seen on a channel."""
+    from .gateway.connections import send_to_connection
+
+    register_delivered_hook(repair_copies)
+    item_id = f"{_copy_id(channel, version)}{_COPY_OF}{_AGAIN}"
+    send_to_connection(conn, message, item_id=item_id)
 
 
 #: The last render kept for fresh subscribers of a channel: ``(version, ws-message,
@@ -729,7 +738,7 @@ def send_after_answer(
     published before the proxy applied the subscription did not reach the connection, so
     the current one is sent to it, unless it was rendered after ``active_by`` (a time by
     which the proxy had applied it: gateway.view, ANSWER_TRANSIT)."""
-    from .gateway.connections import fresh_subscribers, proxy_user, send_to_connection
+    from .gateway.connections import fresh_subscribers, proxy_user
 
     if slot is None:
         latest = _latest_copy(channel)
@@ -747,9 +756,7 @@ def send_after_answer(
             return
     if subscribed is not None and not subscribed():
         return
-    register_delivered_hook(repair_copies)
-    item_id = f"{_copy_id(channel, latest[0])}{_COPY_OF}{_AGAIN}"
-    send_to_connection(conn, latest[1], item_id=item_id)
+    _send_copy(conn, channel, latest[0], latest[1])
 
 
 def _skipped_render(

@@ -195,6 +195,11 @@ def _in_process_state() -> Any:
     return LocMemCache("drf_grip.instead-of-dummy-cache", {"OPTIONS": {"MAX_ENTRIES": 100_000}})
 
 
+def _lists(value: Any, key: str) -> bool:
+    """Whether a slot's ``value`` is ``key``'s entry."""
+    return isinstance(value, dict) and value.get("k") == key
+
+
 class SlotIndex:
     """A bounded, expiring set of ``{"k": key, ...}`` entries under ``name``."""
 
@@ -252,7 +257,7 @@ class SlotIndex:
     def replace_in(self, slot: str, key: str, entry: dict[str, Any]) -> bool:
         """Set ``key``'s entry in ``slot`` (from :meth:`take`), if the slot still lists it."""
         current = self.cache.get(slot)
-        if not (isinstance(current, dict) and current.get("k") == key):
+        if not _lists(current, key):
             return False
         self.cache.set(slot, {**entry, "k": key}, self.timeout)
         return True
@@ -260,7 +265,7 @@ class SlotIndex:
     def remove_from(self, slot: str, key: str) -> None:
         """Unlist ``key`` from ``slot`` (from :meth:`take`), if the slot still lists it."""
         current = self.cache.get(slot)
-        if isinstance(current, dict) and current.get("k") == key:
+        if _lists(current, key):
             self.cache.delete(slot)
 
     def _take(self, key: str, entry: dict[str, Any]) -> tuple[str | None, bool]:
@@ -273,7 +278,7 @@ class SlotIndex:
         added = False
         for slot in slots:
             current = found.get(slot)
-            if isinstance(current, dict) and current.get("k") == key:
+            if _lists(current, key):
                 # Ours: set it, unless it is unchanged and still there to renew.
                 if current != value or not touch(self.cache, slot, self.timeout):
                     self.cache.set(slot, value, self.timeout)
@@ -288,7 +293,7 @@ class SlotIndex:
                     taken = slot
                     break
                 current = self.cache.get(slot)  # taken a moment ago: by us from another process?
-                if isinstance(current, dict) and current.get("k") == key:
+                if _lists(current, key):
                     taken = slot
                     break
         if taken is not None:
@@ -307,7 +312,7 @@ class SlotIndex:
         if remembered is not None:
             slot, renewed = remembered
             current = self.cache.get(slot)
-            if isinstance(current, dict) and current.get("k") == key:
+            if _lists(current, key):
                 if now - renewed > self.timeout / 4:
                     if not touch(self.cache, slot, self.timeout):
                         self.cache.set(slot, current, self.timeout)  # expired since the read
@@ -328,7 +333,7 @@ class SlotIndex:
         found = self.cache.get_many(slots)
         for slot in slots:
             current = found.get(slot)
-            if isinstance(current, dict) and current.get("k") == key:
+            if _lists(current, key):
                 self.cache.delete(slot)
 
     def entries(self) -> list[dict[str, Any]]:

@@ -377,13 +377,9 @@ def test_a_change_published_before_pushpin_applied_a_subscription_reaches_it(
     the change, within a second of the commit."""
     if find_pushpin() is None:
         pushpin_missing()
-    word = uuid.uuid4().hex[:8]
-    url = f"/api/shared-todos/?search={word}"
     with SlowAnswers(origin_server.port) as relay, PushpinServer(relay.port) as server:
         ready_for_holds(server)
-        host = urlsplit(server.url).netloc
-        channel = LiveUrl("http", host, "/api/shared-todos/", f"search={word}",
-                          "application/json").channel
+        word, url, channel = _searched_todos(server)
         with override_settings(GRIP_URL=server.grip_url), gateway(server) as witness, \
                 gateway(server) as ws:
             mark = server.mark()
