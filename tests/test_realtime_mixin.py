@@ -515,6 +515,35 @@ def test_a_stream_held_at_a_version_behind_its_first_event_is_not_sent_it_again(
     assert refetched["Grip-Hold"] == "stream"
 
 
+def test_a_stream_sent_an_event_its_version_does_not_name_is_sent_the_state_it_returns_to(
+    todos,
+):
+    """Seen behind Pushpin (the one-proxy-down test, 1 of 10 runs on a loaded machine): a
+    public next-link fetch rendered a change committed but not yet published, sent it, and
+    held on at the version read before, which names the older render. The publisher then
+    found the state back at that older render (a todo's ``done`` set and unset), and the
+    stream's next fetch, reading what it had seen from that version, sent nothing: the
+    client kept the change that had been undone, for good."""
+    from django.core.cache import cache
+
+    cache.clear()
+    sse = {"HTTP_ACCEPT": "text/event-stream"}
+    todo = todos[-1]
+    opened = ProxiedClient().get("/api/shared-todos/", **sse)
+    assert _token_of(opened) == _token_of(ProxiedClient().get("/api/shared-todos/", **sse))
+    # Committed, not published (on_commit never runs here): the URL's version stays behind.
+    Todo.objects.filter(pk=todo.pk).update(title="set, then undone")
+    fetched = ProxiedClient().get(_link_of(opened), **_last_of(opened))
+    assert b"set, then undone" in fetched.content and fetched["Grip-Hold"] == "stream"
+
+    Todo.objects.filter(pk=todo.pk).update(title=todo.title)
+    again = ProxiedClient().get(_link_of(fetched), **_last_of(fetched))
+
+    assert again["Grip-Hold"] == "stream"
+    assert again.content.startswith(b"id: ") and todo.title.encode() in again.content
+    assert b"set, then undone" not in again.content
+
+
 def test_anonymous_streams_of_a_shared_url_share_one_token(todos, django_user_model):
     """Pushpin shares one next-link fetch among streams whose Grip-Last is the same (handler/
     handlerengine.cpp, auto share): anonymous streams of a shared URL that have seen the same

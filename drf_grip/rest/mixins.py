@@ -942,12 +942,16 @@ class _RealtimeBase:
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
         held = self._grip_channels(request, policy)
         link_policy: RealtimePolicy | None = policy
-        if policy.delivery == SHARED and not is_next and held:
+        if policy.delivery == SHARED and held:
             # A public link (shared by the anonymous streams of a URL) learns what a stream
             # has seen from the prev-id it holds the live URL at, a version naming an ETag
-            # (stream.py). One held at a version behind the event just sent (writes made while
-            # the URL was not listed leave the version behind) would get that event again
-            # from Pushpin's re-fetch of a fresh channel: a link of its own remembers it.
+            # (stream.py). After this answer the stream has ``etag`` (sent now, or already
+            # seen). Held at a version naming another one (read before a render of a change
+            # not yet published; writes made while the URL was not listed), it would get
+            # this event again from Pushpin's re-fetch of a fresh channel, or never get the
+            # state that version names if the data returns to it (a flag set and unset: the
+            # publisher finds that render current and sends nothing). A link of its own
+            # remembers what it was sent, also from a public link's fetch.
             from .shared import names_etag
 
             if not names_etag(held[0].prev_id, etag.strip('"')):

@@ -206,24 +206,34 @@ def next_link_for(
     policy: RealtimePolicy | None = None,
 ) -> tuple[str, Channel, int]:
     """The next link of this stream, the channel to hold that carries its token, and the
-    link's timeout (:func:`link_timeout`): a new stream's first, or the next one of a fetch."""
+    link's timeout (:func:`link_timeout`): a new stream's first, or the next one of a fetch.
+
+    ``policy`` None asks for a link of the stream's own: a public link's fetch then leaves
+    the shared token for one that remembers ``etag``, what this answer leaves the stream
+    with (``RealtimeMixin.stream_response`` says when)."""
     if context is not None and context.role == "next-link":
         state = context.state
+        if state["n"] == _PUBLIC and policy is None:
+            own = {**state, "sid": secrets.token_urlsafe(18), "n": 0, "etag": etag}
+            return _own_link(own)
         return (*_link(state), link_timeout(state["exp"]))
     if policy is not None and _is_public(request, policy):
         return _public_link(request, policy.channels, etag, versioned)
     user = getattr(request, "user", None)
-    max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
-    state = {
+    return _own_link({
         "sid": secrets.token_urlsafe(18),
         "n": 0,
         "req": _stream_get(request, credentials=True),
         "user": str(user.pk) if user is not None and user.is_authenticated else None,
         "etag": etag,
-        "exp": time.time() + max_age,
+        "exp": time.time() + int(grip_settings.NEXT_LINK_MAX_AGE),
         "prefix": _link_prefix(request),
-    }
-    state_cache().set(_STATE + state["sid"], state, max_age)
+    })
+
+
+def _own_link(state: dict[str, Any]) -> tuple[str, Channel, int]:
+    """The link of a stream state kept for this stream alone, from its first fetch on."""
+    state_cache().set(_STATE + state["sid"], state, max(1, math.ceil(state["exp"] - time.time())))
     return (*_link(state), link_timeout(state["exp"]))
 
 
