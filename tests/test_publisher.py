@@ -722,6 +722,36 @@ def test_a_save_just_before_exit_waits_at_most_the_flush_timeout(server: Publish
     assert flushed < 1.5 * timeout, result.stdout
 
 
+LATER_THEN_EXIT_SCRIPT = """
+import sys, django
+from django.conf import settings
+settings.configure(SECRET_KEY="x" * 40, GRIP_URL=sys.argv[1])
+django.setup()
+from gripcontrol import HttpStreamFormat
+from drf_grip import publish
+from drf_grip.grip.later import call_later
+# What a gateway subscription's settle does 0.4 s after its answer left (gateway/view.py).
+call_later(0.4, lambda: publish("settled", HttpStreamFormat("x")))
+"""
+
+
+def test_a_call_scheduled_just_before_a_process_stops_still_runs(server: PublishServer) -> None:
+    """A worker restarted (a deploy, an autoreload) right after a gateway subscription was
+    answered: its settle, a call scheduled for 0.4 s later on a daemon thread, was dropped
+    with the process, and the change it was to send reached the client only with the next
+    change. The process now runs what it scheduled before the publisher's exit flush."""
+    result = subprocess.run(
+        [sys.executable, "-c", LATER_THEN_EXIT_SCRIPT, server.url],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert server.channels == ["settled"]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_publishes_with_its_own_thread(grip: Any, server: PublishServer) -> None:
     publish("parent", stream("x"))

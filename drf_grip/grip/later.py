@@ -8,6 +8,7 @@ Django can still come before the client has it.
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import itertools
 import logging
@@ -24,17 +25,49 @@ _heap: list[tuple[float, int, Callable[[], None]]] = []
 _order = itertools.count()
 _thread: threading.Thread | None = None
 _running = 0
+_atexit_registered = False
 
 
 def call_later(delay: float, call: Callable[[], None]) -> None:
-    """Run ``call()`` about ``delay`` seconds from now, in the caller's process."""
+    """Run ``call()`` about ``delay`` seconds from now, in the caller's process; also when
+    the process stops before then (:func:`_run_due_at_exit`)."""
     global _thread
+    _register_at_exit()
     with _lock:
         heapq.heappush(_heap, (time.monotonic() + delay, next(_order), call))
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="drf-grip-later", daemon=True)
             _thread.start()
         _lock.notify()
+
+
+def _register_at_exit() -> None:
+    global _atexit_registered
+    if _atexit_registered:
+        return
+    # atexit runs handlers last-in first-out: the publisher (which registers its own flush)
+    # is created first, so this one runs before it and what the calls publish still goes.
+    from .publisher import get_publisher
+
+    get_publisher()
+    atexit.register(_run_due_at_exit)
+    _atexit_registered = True
+
+
+def _run_due_at_exit() -> None:
+    """A process that stops (a deploy's graceful restart, an autoreload) runs the calls it
+    scheduled, each at its time, within the exit bound the publisher's flush shares
+    (``PUBLISH_FLUSH_TIMEOUT``). Dropped with the daemon thread, a gateway subscription's
+    settle never sent the change committed just before the stop: the client got it only
+    with the next change."""
+    if _thread is None or not _thread.is_alive():
+        return  # none scheduled, or forked after they were: not this process's to run
+    try:
+        from .publisher import exit_deadline
+
+        wait_called(max(0.0, exit_deadline() - time.monotonic()))
+    except Exception:  # noqa: BLE001 - settings gone, logging torn down: never fail the exit
+        pass
 
 
 def wait_called(timeout: float = 10.0) -> bool:
