@@ -522,7 +522,7 @@ class _RealtimeBase:
             self._realtime_unchanged = (identity, found[1])
             raise _Current(found[0])
         # The counters were read before the render: ids up to them were committed before it.
-        held_with = {ch: (last or {}).get(ch) or policy.versions.get(ch) for ch in policy.channels}
+        held_with = self._hold_prev_ids(request, policy)
         counters = self._realtime_counters
         ranges = covered_ids(held_with, {ch: counters.get(ch) for ch in policy.channels})
         self._realtime_unchanged = (identity, ranges)
@@ -886,12 +886,44 @@ class _RealtimeBase:
         # the render, the items that render may have missed are the ones that follow.
         context = context_of(request)
         if context is not None and context.role == "next-link":
-            last: dict[str, str] = {}
+            prev_ids = {ch: policy.versions.get(ch) for ch in policy.channels}
         else:
-            last = grip_of(request).last or {}
-        return [
-            Channel(ch, last.get(ch, policy.versions.get(ch)) or None) for ch in policy.channels
-        ]
+            prev_ids = self._hold_prev_ids(request, policy)
+        return [Channel(ch, prev_ids.get(ch) or None) for ch in policy.channels]
+
+    def _hold_prev_ids(self, request, policy: RealtimePolicy) -> dict[str, str | None]:
+        """The prev-id a long-poll holds each channel with: the proxy's own (``Grip-Last``)
+        on a re-request, or the id a proxy last confirmed (``policy.versions``) when that is
+        newer and this answer rendered (it covers every id up to the counter read before the
+        render, which the confirmed id never passes: ``versions.hold_versions``).
+
+        Newer: items published while the proxy re-requested were not taken by this client,
+        so its ``Grip-Last`` is behind the channel, and a hold at it conflicted on accept.
+        Pushpin 1.36 re-requests such a hold at once, and when its proxy takes that retry
+        before it has finished handing the held request over, it drops the request's
+        record (``zhttpmanager.cpp``, "received message for unknown request id") and the
+        client waits, never answered (the one-proxy-down test, a private long-poll, 1 run in
+        40 on a loaded machine). Not when the answer ran no view (``_Current``): it covers
+        nothing newer than what the client was sent, and a shared channel's ids name
+        renders, not an order."""
+        last = grip_of(request).last or {}
+        rendered = getattr(self, "_current_etag", None) is None
+        out: dict[str, str | None] = {}
+        for channel in policy.channels:
+            ours, theirs = policy.versions.get(channel), last.get(channel)
+            if theirs is None:
+                out[channel] = ours
+            elif (
+                rendered
+                and ours is not None
+                and ours.isdigit()
+                and theirs.isdigit()
+                and int(ours) > int(theirs)
+            ):
+                out[channel] = ours
+            else:
+                out[channel] = theirs
+        return out
 
     def longpoll_response(self, request, response: Response, policy: RealtimePolicy, etag: str):
         held = HttpResponseNotModified()
