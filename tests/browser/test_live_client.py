@@ -377,6 +377,36 @@ def test_an_event_stream_that_ends_at_once_backs_off(page: Any) -> None:
     assert result["states"].count("live") <= len(calls)
 
 
+def test_a_held_long_poll_lost_on_the_way_is_asked_again(page: Any) -> None:
+    """Seen behind Pushpin 1.36 (the one-proxy-down test): a held request it re-requested
+    while handing it over was dropped, and never answered; the browser waited for it for
+    as long as the page stayed open, and missed every later change. A hold unanswered well
+    past its wait (1.5 times, plus 5 s) is asked again with a plain GET."""
+    lost: list[float] = []
+
+    def lose_holds(route: Any) -> None:
+        if "if-none-match" in route.request.headers:
+            lost.append(time.monotonic())
+            return  # never answered, nor refused: lost on the way
+        route.continue_()
+
+    page.route("**/api/todos/?lost=holds", lose_holds)
+    result = page.evaluate("""async () => {
+      const record = watch("/api/todos/?lost=holds", {wait: 1});
+      await record.ready;
+      const created = await client.post(
+        "/api/todos/", {title: "made while the hold was lost"}, {headers: writeHeaders});
+      const got = await Promise.race([
+        changeCount(record, 2), new Promise((resolve) => setTimeout(() => resolve(0), 20000)),
+      ]);
+      record.handle.stop();
+      const last = record.changes[record.changes.length - 1].data;
+      return {got, seen: last.results.some((todo) => todo.id === created.data.id)};
+    }""")
+    assert lost, "the client never held"
+    assert result["got"] and result["seen"], result
+
+
 def test_a_gateway_subscription_stopped_before_the_socket_opened(page: Any) -> None:
     """Subscribe, stop at once, subscribe again (what React's StrictMode does on mount): one
     socket, no browser warning. Closing the still-connecting socket made Chromium log "WebSocket

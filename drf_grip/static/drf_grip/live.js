@@ -334,20 +334,39 @@ function isRefused(status) {
 // conditional GET), so the loop waits out a backoff instead of spinning.
 const UNHELD_304_MS = 1000;
 
+// A held request still unanswered this long after its wait (1.5 times the wait, plus this)
+// was lost on the way: the proxy answers a hold's timeout itself, after the wait the server
+// applied. Pushpin 1.36 can drop a request it re-requests while handing it over, and the
+// browser would wait for it for as long as the page stays open. Asked afresh instead.
+const LOST_HOLD_GRACE_MS = 5000;
+
+function appliedWait(response) {
+  const match = /wait=(\d+)/.exec(response.headers.get("Preference-Applied") || "");
+  return match ? Number(match[1]) : null;
+}
+
 async function longpoll(sub) {
   const { headers = {}, credentials, wait } = sub.opts;
   // A held request answers nothing until a change or its timeout, so "live" could not be
   // shown until then: each (re)connection starts with a plain GET, which answers at once
   // (and is not delivered again when its ETag is the one already seen).
   let connected = false;
+  let applied = null; // the wait the server last applied (it clamps the one asked for)
   while (!sub.stopped) {
     const controller = new AbortController();
     const abort = () => controller.abort();
     sub.cleanup.push(abort);
     const sent = { Accept: "application/json", ...headers };
+    let lost = false;
+    let lostTimer = null;
     if (sub.etag && connected) {
       sent["If-None-Match"] = sub.etag;
       sent.Prefer = `wait=${wait}`;
+      const held = Math.max(wait, applied || 0);
+      lostTimer = setTimeout(() => {
+        lost = true;
+        controller.abort();
+      }, held * 1500 + LOST_HOLD_GRACE_MS);
     }
     const started = Date.now();
     let response, body;
@@ -359,11 +378,14 @@ async function longpoll(sub) {
     } catch (error) {
       if (sub.stopped) return;
       connected = false;
+      if (lost) continue; // a plain GET now: it answers at once with the current state
       if (!(await sub.backoff(error))) return;
       continue;
     } finally {
+      clearTimeout(lostTimer);
       sub.cleanup = sub.cleanup.filter((undo) => undo !== abort);
     }
+    applied = appliedWait(response) ?? applied;
     connected = response.ok || response.status === 304;
     if (response.status === 304) {
       sub.alive();
