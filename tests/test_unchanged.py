@@ -8,7 +8,14 @@ import pytest
 from django.core.cache import cache
 from django.test import RequestFactory
 
-from drf_grip.rest.unchanged import covered_ids, remember, request_identity, unchanged_etag
+from drf_grip.rest.unchanged import (
+    covered_ids,
+    held_behind,
+    recall,
+    remember,
+    request_identity,
+    unchanged_etag,
+)
 
 factory = RequestFactory()
 alice = SimpleNamespace(pk=1)
@@ -52,3 +59,21 @@ def test_an_answer_holds_for_newer_ids_its_render_covered() -> None:
     assert unchanged_etag("id1", {}) is None
     assert unchanged_etag("id2", {"drf.todo": "7"}) is None
     assert covered_ids({"drf.todo": "9"}, {"drf.todo": "7", "drf.x": None}) == {}
+
+
+def test_a_re_request_at_the_held_ids_with_a_counter_past_them_is_held_behind() -> None:
+    """The proxy's retry of a hold that a change overtook (``RealtimeMixin``: answered
+    without a hold, Pushpin 1.36 can lose a second hold of it)."""
+    cache.clear()
+    remember("id1", '"e"', {"drf.todo": (5, 5), "drf.todo.3": (9, 9)}, 60)
+    found = recall("id1")
+    assert held_behind(found, {"drf.todo": "5"}, {"drf.todo": "6", "drf.todo.3": "9"})
+    assert held_behind(found, {"drf.todo": "5", "drf.todo.3": "9"}, {"drf.todo": "6"})
+    # Nothing newer yet (Pushpin's retry of a channel's first subscription): held again.
+    assert not held_behind(found, {"drf.todo": "5"}, {"drf.todo": "5"})
+    # A newer id than the hold's (a hint the client took), or one this request never held.
+    assert not held_behind(found, {"drf.todo": "6"}, {"drf.todo": "7"})
+    assert not held_behind(found, {"drf.other": "5"}, {"drf.other": "6"})
+    assert not held_behind(found, {"drf.todo": "x5"}, {"drf.todo": "6"})
+    assert not held_behind(recall("id2"), {"drf.todo": "5"}, {"drf.todo": "6"})
+    assert not held_behind(found, {}, {"drf.todo": "6"})

@@ -503,7 +503,10 @@ class _RealtimeBase:
     def _hold_if_unchanged(self, request: Request, policy: RealtimePolicy) -> None:
         """A private long-poll remembers what it answered and which ids its render covered;
         the proxy's re-request of the same request for an id already covered is held again
-        without running the view (``unchanged.py``)."""
+        without running the view (``unchanged.py``). Its re-request at exactly the ids it was
+        held at, with a counter already past them (the proxy's retry of a hold a change
+        overtook), renders and, unchanged, is answered without a hold
+        (``unchanged.held_behind``)."""
         if (
             request.method != "GET"
             or not request.META.get("HTTP_IF_NONE_MATCH")
@@ -513,17 +516,22 @@ class _RealtimeBase:
             or type(self).get_realtime_channels is not _RealtimeBase.get_realtime_channels
         ):
             return
-        from .unchanged import covered_ids, unchanged_etag
+        from .unchanged import covered_ids, held_behind, recall, unchanged_of
 
         identity = self._client_identity()
         last = grip_of(request).last
-        found = unchanged_etag(identity, last) if last else None
+        recalled = recall(identity) if last else None
+        found = unchanged_of(recalled, last)
         if found is not None and etag_matches(request.META["HTTP_IF_NONE_MATCH"], found[0]):
             self._realtime_unchanged = (identity, found[1])
             raise _Current(found[0])
         # The counters were read before the render: ids up to them were committed before it.
-        held_with = self._hold_prev_ids(request, policy)
         counters = self._realtime_counters
+        if held_behind(recalled, last, counters):
+            # Rendered (it covers the newer ids), and answered without a hold if unchanged.
+            self._realtime_unheld = True
+            return
+        held_with = self._hold_prev_ids(request, policy)
         ranges = covered_ids(held_with, {ch: counters.get(ch) for ch in policy.channels})
         self._realtime_unchanged = (identity, ranges)
 
@@ -930,6 +938,8 @@ class _RealtimeBase:
         for header in ("ETag", "Vary", "Cache-Control", "Content-Location"):
             if header in response:
                 held[header] = response[header]
+        if getattr(self, "_realtime_unheld", False):
+            return held  # the client asks again: its next hold is a new request (unchanged.py)
         timeout = self.get_hold_timeout()
         if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None:
             held["Preference-Applied"] = f"wait={timeout}"

@@ -29,7 +29,15 @@ from django.http import HttpRequest
 
 from .store import state_cache
 
-__all__ = ["request_identity", "covered_ids", "remember", "unchanged_etag"]
+__all__ = [
+    "request_identity",
+    "covered_ids",
+    "held_behind",
+    "recall",
+    "remember",
+    "unchanged_etag",
+    "unchanged_of",
+]
 
 _KEY = "drf_grip:unchanged:"
 # Headers a proxy adds or varies per attempt; the rest is the client's request.
@@ -72,14 +80,27 @@ def remember(identity: str, etag: str, ranges: Ranges, timeout: int) -> None:
         state_cache().set(_KEY + identity, (etag, ranges), timeout=timeout)
 
 
+Recalled = tuple[str, Ranges]
+
+
+def recall(identity: str) -> Recalled | None:
+    """What this request last answered when it was held: its ETag and the ids covered."""
+    found = state_cache().get(_KEY + identity)
+    return found if isinstance(found, tuple) and len(found) == 2 else None
+
+
 def unchanged_etag(identity: str, last: dict[str, str]) -> tuple[str, Ranges] | None:
+    """:func:`unchanged_of` what this request last answered (:func:`recall`)."""
+    return unchanged_of(recall(identity), last)
+
+
+def unchanged_of(found: Recalled | None, last: dict[str, str]) -> tuple[str, Ranges] | None:
     """The ETag this request answered, when the proxy's ``Grip-Last`` shows it has seen a
     newer item on some channel than the hold named and every id it names is covered; with
     the ranges to remember for the hold that follows (its prev-ids are ``last``). None when
     a render is needed: an id not covered, or nothing newer seen (the re-request's cause is
     then unknown: a hint published by other means, a proxy's first-subscription retry)."""
-    found = state_cache().get(_KEY + identity)
-    if not last or not isinstance(found, tuple) or len(found) != 2:
+    if not last or found is None:
         return None
     etag, ranges = found
     newer = False
@@ -94,3 +115,28 @@ def unchanged_etag(identity: str, last: dict[str, str]) -> tuple[str, Ranges] | 
         return None
     following = {**ranges, **{ch: (int(v), ranges[ch][1]) for ch, v in last.items()}}
     return str(etag), following
+
+
+def held_behind(
+    found: Recalled | None, last: dict[str, str], counters: dict[str, str | None]
+) -> bool:
+    """Whether the proxy asks again at exactly the ids this request was held at, while a
+    counter is already past one of them: an item that does not follow the hold reached the
+    proxy, which then re-requests at once (a change committed while the hold was on its
+    way: the publish-before-hold race, PUSHPIN.md). Such a re-request is answered without a
+    hold (``RealtimeMixin._hold_if_unchanged``): when Pushpin 1.36's proxy takes this retry
+    before it has finished handing the first answer over, it drops the request's record
+    (``zhttpmanager.cpp``: "received message for unknown request id") and a second hold
+    never reaches the client, which waits, unanswered; an answer that is no hold needs
+    nothing more from that record."""
+    if found is None or not last:
+        return False
+    _etag, ranges = found
+    behind = False
+    for channel, last_id in last.items():
+        covered = ranges.get(channel)
+        if covered is None or not last_id.isdigit() or int(last_id) != covered[0]:
+            return False
+        counter = counters.get(channel)
+        behind = behind or bool(counter and counter.isdigit() and int(counter) > int(last_id))
+    return behind
