@@ -77,3 +77,17 @@ def test_a_re_request_at_the_held_ids_with_a_counter_past_them_is_held_behind() 
     assert not held_behind(found, {"drf.todo": "x5"}, {"drf.todo": "6"})
     assert not held_behind(recall("id2"), {"drf.todo": "5"}, {"drf.todo": "6"})
     assert not held_behind(found, {}, {"drf.todo": "6"})
+
+
+def test_a_re_request_at_the_held_ids_long_after_the_hold_is_no_retry_of_it(monkeypatch) -> None:
+    """Pushpin re-requests every client of a channel about 1 s after its first subscription,
+    at the ids they hold; a hint dropped meanwhile leaves the counter past them. That is no
+    retry of a conflicting hold: it renders and is held again as before."""
+    import drf_grip.rest.unchanged as unchanged
+
+    cache.clear()
+    remember("id1", '"e"', {"drf.todo": (5, 5)}, 60)
+    found = recall("id1")
+    later = found[2] + unchanged.RETRY_WINDOW + 0.5
+    monkeypatch.setattr(unchanged.time, "time", lambda: later)
+    assert not held_behind(found, {"drf.todo": "5"}, {"drf.todo": "6"})
