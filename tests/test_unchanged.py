@@ -65,7 +65,7 @@ def test_a_re_request_at_the_held_ids_with_a_counter_past_them_is_held_behind() 
     """The proxy's retry of a hold that a change overtook (``RealtimeMixin``: answered
     without a hold, Pushpin 1.36 can lose a second hold of it)."""
     cache.clear()
-    remember("id1", '"e"', {"drf.todo": (5, 5), "drf.todo.3": (9, 9)}, 60)
+    remember("id1", '"e"', {"drf.todo": (5, 5), "drf.todo.3": (9, 9)}, 60, own=True)
     found = recall("id1")
     assert held_behind(found, {"drf.todo": "5"}, {"drf.todo": "6", "drf.todo.3": "9"})
     assert held_behind(found, {"drf.todo": "5", "drf.todo.3": "9"}, {"drf.todo": "6"})
@@ -79,15 +79,20 @@ def test_a_re_request_at_the_held_ids_with_a_counter_past_them_is_held_behind() 
     assert not held_behind(found, {}, {"drf.todo": "6"})
 
 
-def test_a_re_request_at_the_held_ids_long_after_the_hold_is_no_retry_of_it(monkeypatch) -> None:
+def test_a_re_request_at_the_held_ids_is_no_retry_after_a_while_or_of_a_re_request(
+    monkeypatch,
+) -> None:
     """Pushpin re-requests every client of a channel about 1 s after its first subscription,
     at the ids they hold; a hint dropped meanwhile leaves the counter past them. That is no
-    retry of a conflicting hold: it renders and is held again as before."""
+    retry of a conflicting hold: it renders and is held again as before, whether it comes
+    long after the client's own request or soon after a hint's re-request was held."""
     import drf_grip.rest.unchanged as unchanged
 
     cache.clear()
-    remember("id1", '"e"', {"drf.todo": (5, 5)}, 60)
-    found = recall("id1")
+    remember("own", '"e"', {"drf.todo": (5, 5)}, 60, own=True)
+    remember("re-request", '"e"', {"drf.todo": (5, 5)}, 60)
+    assert not held_behind(recall("re-request"), {"drf.todo": "5"}, {"drf.todo": "6"})
+    found = recall("own")
     later = found[2] + unchanged.RETRY_WINDOW + 0.5
     monkeypatch.setattr(unchanged.time, "time", lambda: later)
     assert not held_behind(found, {"drf.todo": "5"}, {"drf.todo": "6"})

@@ -951,7 +951,7 @@ class _RealtimeBase:
             from .unchanged import remember
 
             identity, ranges = unchanged
-            remember(identity, etag, ranges, timeout + 60)
+            remember(identity, etag, ranges, timeout + 60, own=not grip_of(request).last)
         self.on_hold(request, policy, etag)
         return held
 

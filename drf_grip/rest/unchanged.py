@@ -76,19 +76,26 @@ def covered_ids(prev_ids: dict[str, str | None], counters: dict[str, str | None]
     return out
 
 
-def remember(identity: str, etag: str, ranges: Ranges, timeout: int) -> None:
+def remember(
+    identity: str, etag: str, ranges: Ranges, timeout: int, *, own: bool = False
+) -> None:
+    """Keep what this request answered as it is held; ``own``: the client's own request (not
+    a proxy's re-request), whose hold a retry may follow (:func:`held_behind`)."""
     if ranges:
-        state_cache().set(_KEY + identity, (etag, ranges, time.time()), timeout=timeout)
+        at = time.time() if own else 0.0
+        state_cache().set(_KEY + identity, (etag, ranges, at), timeout=timeout)
 
 
-#: What a held request answered: its ETag, the ids covered, when (``time.time()``).
+#: What a held request answered: its ETag, the ids covered, and when, if it was the
+#: client's own request (``time.time()``; else 0).
 Recalled = tuple[str, Ranges, float]
 
-#: Seconds after a hold within which the proxy's re-request of it at exactly its ids is its
-#: retry of that hold (Pushpin's handler retries a conflicting hold at once: a few ms, more
-#: when the origin is busy). Later ones are another retry: Pushpin's of a channel's first
-#: subscription, about 1 s after it, which must stay held (a throttled view counted each
-#: one as the client's request: ``test_drf_usage``).
+#: Seconds after the hold of a client's own request within which the proxy's re-request of
+#: it at exactly its ids is its retry of that hold (Pushpin's handler retries a conflicting
+#: hold at once: a few ms, more when the origin is busy). Other re-requests at the held ids
+#: stay held: Pushpin's retry of a channel's first subscription, about 1 s after it, after a
+#: hint it dropped while that retry waited its turn (a throttled view counted the client's
+#: extra request: ``test_drf_usage``).
 RETRY_WINDOW = 0.5
 
 
@@ -131,16 +138,17 @@ def unchanged_of(found: Recalled | None, last: dict[str, str]) -> tuple[str, Ran
 def held_behind(
     found: Recalled | None, last: dict[str, str], counters: dict[str, str | None]
 ) -> bool:
-    """Whether the proxy asks again at exactly the ids this request was held at, within
-    ``RETRY_WINDOW`` of that hold, while a counter is already past one of them: an item that
-    does not follow the hold reached the proxy, which then re-requests at once (a change
-    committed while the hold was on its way: the publish-before-hold race, PUSHPIN.md).
-    Such a re-request is answered without a
-    hold (``RealtimeMixin._hold_if_unchanged``): when Pushpin 1.36's proxy takes this retry
+    """Whether the proxy asks again at exactly the ids the client's own request was held at,
+    within ``RETRY_WINDOW`` of that hold, while a counter is already past one of them: an
+    item that does not follow the hold reached the proxy, which then re-requests at once (a
+    change committed while the hold was on its way: the publish-before-hold race,
+    PUSHPIN.md). Such a re-request is answered without a hold
+    (``RealtimeMixin._hold_if_unchanged``): when Pushpin 1.36's proxy takes this retry
     before it has finished handing the first answer over, it drops the request's record
     (``zhttpmanager.cpp``: "received message for unknown request id") and a second hold
     never reaches the client, which waits, unanswered; an answer that is no hold needs
-    nothing more from that record."""
+    nothing more from that record. A re-request's own hold is not covered: holding it at
+    the id a proxy confirmed (``RealtimeMixin._hold_prev_ids``) makes such a retry rarer."""
     if found is None or not last or time.time() - found[2] > RETRY_WINDOW:
         return False
     _etag, ranges, _at = found
