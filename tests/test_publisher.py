@@ -651,15 +651,21 @@ print("script done", flush=True)
 """
 
 
-def run_script(url: str, flush_timeout: float) -> subprocess.CompletedProcess[str]:
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a Python process of its own, from the project's root, configuring its
+    own settings (pytest-django's are not passed on)."""
     return subprocess.run(
-        [sys.executable, "-c", EXIT_SCRIPT, url, str(flush_timeout)],
+        [sys.executable, "-c", script, *args],
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def run_script(url: str, flush_timeout: float) -> subprocess.CompletedProcess[str]:
+    return run_python(EXIT_SCRIPT, url, str(flush_timeout))
 
 
 def test_items_published_just_before_exit_are_flushed(server: PublishServer) -> None:
@@ -706,14 +712,7 @@ def test_a_save_just_before_exit_waits_at_most_the_flush_timeout(server: Publish
     the process, from the save to the last exit handler, so a slow start does not count."""
     server.hold()  # the proxy never answers
     timeout = 1.5
-    result = subprocess.run(
-        [sys.executable, "-c", SAVE_THEN_EXIT_SCRIPT, server.url, str(timeout)],
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(SAVE_THEN_EXIT_SCRIPT, server.url, str(timeout))
     assert result.returncode == 0, result.stderr
     assert server.requests, "the save published nothing"
     assert "did not finish within 1.5s" in result.stderr
@@ -740,14 +739,7 @@ def test_a_call_scheduled_just_before_a_process_stops_still_runs(server: Publish
     answered: its settle, a call scheduled for 0.4 s later on a daemon thread, was dropped
     with the process, and the change it was to send reached the client only with the next
     change. The process now runs what it scheduled before the publisher's exit flush."""
-    result = subprocess.run(
-        [sys.executable, "-c", LATER_THEN_EXIT_SCRIPT, server.url],
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(LATER_THEN_EXIT_SCRIPT, server.url)
     assert result.returncode == 0, result.stderr
     assert server.channels == ["settled"]
 

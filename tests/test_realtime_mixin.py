@@ -1,6 +1,7 @@
 """RealtimeMixin over DRF's test client: ETags, holds, streams and direct semantics."""
 
 import io
+from typing import Any
 
 import pytest
 from django.core.handlers.wsgi import WSGIHandler
@@ -627,6 +628,16 @@ def test_a_next_link_answer_holds_at_the_versions_read_before_its_render():
     assert f"drf.testapp.todo; prev-id={seen}" in held["Grip-Channel"]
 
 
+def _held_private_long_poll(sink: RecordingSink) -> tuple[ProxiedClient, str, Any]:
+    """A client's long-poll of the private ``/api/todos/`` through the proxy, once a todo
+    was committed and published: the client, its ETag and the hold."""
+    Todo.objects.create(title="a")
+    sink.settle()
+    client = ProxiedClient()
+    etag = client.get("/api/todos/")["ETag"]
+    return client, etag, client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_re_request_that_renders_holds_at_the_id_a_proxy_confirmed_since():
     """Seen behind Pushpin (the one-proxy-down test, a private long-poll never answered, 1
@@ -639,11 +650,7 @@ def test_a_re_request_that_renders_holds_at_the_id_a_proxy_confirmed_since():
     from drf_grip.rest.versions import acknowledge, next_version
 
     with RecordingSink() as sink:
-        Todo.objects.create(title="a")
-        sink.settle()
-        client = ProxiedClient()
-        etag = client.get("/api/todos/")["ETag"]
-        held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+        client, etag, held = _held_private_long_poll(sink)
         assert "Grip-Hold" in held
         # A hint the held client took (changes elsewhere: its representation stays), and
         # another one published and confirmed while the proxy re-requested it.
@@ -667,11 +674,7 @@ def test_the_proxys_retry_of_a_hold_a_change_overtook_is_answered_without_a_hold
     from drf_grip.rest.versions import next_version
 
     with RecordingSink() as sink:
-        Todo.objects.create(title="a")
-        sink.settle()
-        client = ProxiedClient()
-        etag = client.get("/api/todos/")["ETag"]
-        held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+        client, etag, held = _held_private_long_poll(sink)
         at = GripInstruction.of(held).prev_ids["drf.testapp.todo"]
         # A change elsewhere (this list stays the same), committed while the hold travelled.
         _at, hinted = next_version("drf.testapp.todo")
