@@ -71,6 +71,12 @@ def test_a_re_request_at_the_held_ids_with_a_counter_past_them_is_held_behind() 
     assert held_behind(found, {"drf.todo": "5", "drf.todo.3": "9"}, {"drf.todo": "6"})
     # Nothing newer yet (Pushpin's retry of a channel's first subscription): held again.
     assert not held_behind(found, {"drf.todo": "5"}, {"drf.todo": "5"})
+    # The conflicting item is one the hold's render covered (held at the id a proxy had
+    # confirmed while a change committed before the render was on its way): held again.
+    remember("id3", '"e"', {"drf.todo": (5, 7)}, 60, own=True)
+    covering = recall("id3")
+    assert not held_behind(covering, {"drf.todo": "5"}, {"drf.todo": "7"})
+    assert held_behind(covering, {"drf.todo": "5"}, {"drf.todo": "8"})
     # A newer id than the hold's (a hint the client took), or one this request never held.
     assert not held_behind(found, {"drf.todo": "6"}, {"drf.todo": "7"})
     assert not held_behind(found, {"drf.other": "5"}, {"drf.other": "6"})

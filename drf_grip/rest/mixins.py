@@ -504,8 +504,8 @@ class _RealtimeBase:
         """A private long-poll remembers what it answered and which ids its render covered;
         the proxy's re-request of the same request for an id already covered is held again
         without running the view (``unchanged.py``). Its re-request at exactly the ids it was
-        held at, with a counter already past them (the proxy's retry of a hold a change
-        overtook), renders and, unchanged, is answered without a hold
+        held at, with a counter already past what its render covered (the proxy's retry of a
+        hold a change overtook), renders and, unchanged, is answered without a hold
         (``unchanged.held_behind``)."""
         if (
             request.method != "GET"
