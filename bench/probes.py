@@ -22,6 +22,14 @@ protocol 0, and asyncio turns on ``TCP_NODELAY`` only when the protocol says TCP
 drf-grip's test harness (``python -m drf_grip.testing.nodelay``), with uvloop and by gunicorn
 with ``uvicorn_worker`` when installed, and by one uvicorn process. The app answers 20 bytes
 (``bench/site/plain_asgi.py``). Prints the median over ``--requests`` of each, per round.
+
+``python bench/probes.py hold-after-write``: clients each write their own private todo
+(``PATCH /api/private-todos/N/`` with ``If-Match``, to the origin), then at once long-poll it
+with the ETag the write answered and ``Prefer: wait=5`` through Pushpin (``--proxy embedded``: the embedded proxy).
+Nothing else changes it, so every long-poll should be held its whole 5 s and end in a 304;
+prints how many were answered before 4 s instead (a write's item still on its way to the
+proxy when the hold arrived made Pushpin ask again at once: NOTES.rst, issue 9,
+twenty-second session).
 """
 
 from __future__ import annotations
@@ -136,6 +144,47 @@ async def write_latency(args: argparse.Namespace) -> None:
         await origin.aclose()
 
 
+async def hold_after_write(args: argparse.Namespace) -> None:
+    import httpx
+
+    db = _database(11)
+    origin = bench.Origin("drfgrip", pushpin=args.proxy == "pushpin", db=db, profile_dir=None,
+                          name="hold-after-write")
+    early: list[str] = []
+    held: list[float] = []
+
+    async def client(proxy: httpx.AsyncClient, todo: int) -> None:
+        path = f"/api/private-todos/{todo}/"
+        etag = (await proxy.get(path, headers=bench.auth(todo))).headers["ETag"]
+        for turn in range(args.turns):
+            # With If-Match, the answer names the new ETag (RFC 9110 §8.8.3): the long-poll
+            # follows the commit as closely as a client can.
+            answer = await origin.http.patch(path, json={"title": f"t{todo}.{turn}"},
+                                             headers={**bench.auth(0), "If-Match": etag})
+            answer.raise_for_status()
+            etag = answer.headers["ETag"]
+            sent = time.perf_counter()
+            poll = await proxy.get(path, headers={**bench.auth(todo), "If-None-Match": etag,
+                                                  "Prefer": "wait=5"})
+            took = time.perf_counter() - sent
+            if took < 4:
+                early.append(f"{poll.status_code} after {took * 1000:.0f} ms")
+            else:
+                held.append(took)
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{origin.client_port}",
+                                     timeout=30) as proxy:
+            await asyncio.gather(*(client(proxy, todo) for todo in range(1, args.clients + 1)))
+        total = args.clients * args.turns
+        print(f"{args.proxy}: {len(early)} of {total} long-polls answered before 4 s"
+              f"{' (' + ', '.join(early[:10]) + ')' if early else ''}; "
+              f"{len(held)} held, median {statistics.median(held) if held else 0:.2f} s",
+              flush=True)
+    finally:
+        await origin.aclose()
+
+
 def _nodelay_servers(port: int) -> dict[str, list[str]]:
     import importlib.util
 
@@ -209,9 +258,15 @@ def main() -> None:
     delay = commands.add_parser("nodelay")
     delay.add_argument("--rounds", type=int, default=3)
     delay.add_argument("--requests", type=int, default=30)
+    after = commands.add_parser("hold-after-write")
+    after.add_argument("--clients", type=int, default=10, choices=range(1, 11),
+                       metavar="1-10", help="one private todo each (the bench seeds 10)")
+    after.add_argument("--turns", type=int, default=6)
+    after.add_argument("--proxy", choices=["pushpin", "embedded"], default="pushpin")
     args = parser.parse_args()
     runner = {"cold-start": cold_start, "request-cpu": request_cpu,
-              "write-latency": write_latency, "nodelay": nodelay}[args.command]
+              "write-latency": write_latency, "nodelay": nodelay,
+              "hold-after-write": hold_after_write}[args.command]
     asyncio.run(runner(args))
 
 
