@@ -155,7 +155,10 @@ def held_behind(
     confirmed, so a change committed before the render whose item was still on its way
     conflicts too): the answer has not changed, and a client asking right after a write
     was answered at once instead of held (CI, twice: ``test_model_changes.py``,
-    ``test_realtime.py``). That retry renders and is held again, as any re-request."""
+    ``test_realtime.py``). That retry renders and is held again, as any re-request. A
+    change committed before the render whose counter the change worker moved only after the
+    render read it (``publishing.py``) still looks like one after it: such a client is
+    answered at once, and asks again."""
     if found is None or not last or time.time() - found[2] > RETRY_WINDOW:
         return False
     _etag, ranges, _at = found
