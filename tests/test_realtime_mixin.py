@@ -568,6 +568,30 @@ def test_anonymous_streams_of_a_shared_url_share_one_token(todos, django_user_mo
     )
 
 
+def test_anonymous_streams_opened_together_share_a_link_across_a_minute_boundary(
+    todos, monkeypatch
+):
+    """Failed in CI (``test_anonymous_streams_of_a_fresh_channel_are_re_fetched_as_one_batch``:
+    "12 tokens for one URL"): public links were shared within windows of the clock, so
+    streams that connected together across a window's edge got two, each fetched. A second
+    later is the same link; a window after the first stream opened, another."""
+    import time
+
+    import drf_grip.rest.stream as stream_module
+    from drf_grip.conf import grip_settings
+
+    sse = {"HTTP_ACCEPT": "text/event-stream"}
+    real = time.time
+    # The edge a clock window of 60 s put between these two streams' expiry times.
+    edge = 60 - (real() + int(grip_settings.NEXT_LINK_MAX_AGE)) % 60 - 0.5
+    monkeypatch.setattr(stream_module.time, "time", lambda: real() + edge)
+    first = _token_of(ProxiedClient().get("/api/shared-todos/", **sse))
+    monkeypatch.setattr(stream_module.time, "time", lambda: real() + edge + 1)
+    assert _token_of(ProxiedClient().get("/api/shared-todos/", **sse)) == first
+    monkeypatch.setattr(stream_module.time, "time", lambda: real() + edge + 61)
+    assert _token_of(ProxiedClient().get("/api/shared-todos/", **sse)) != first
+
+
 @pytest.mark.django_db(transaction=True)  # the change is published on commit
 def test_a_public_next_link_answers_by_what_the_stream_has_seen():
     with RecordingSink() as sink:

@@ -144,33 +144,51 @@ def _prefix_of(state: dict[str, Any]) -> str:
     return get_script_prefix().rstrip("/") if prefix is None else prefix
 
 
-#: Public links of streams opened within this many seconds of each other are the same.
+#: Anonymous streams of one live URL opened within this many seconds of the first share its
+#: public link.
 _PUBLIC_WINDOW = 60
+_PUBLIC_KEY = "drf_grip:public-link:"
 
 
 def _public_link(
     request: Any, channels: list[str], etag: str, versioned: bool
 ) -> tuple[str, Channel, int]:
-    """The token every anonymous stream of this live URL opened in this window shares; its
-    state is kept once, by the first of them (``add``)."""
+    """The token every anonymous stream of this live URL opened within ``_PUBLIC_WINDOW`` of
+    the first one shares. The first stream's state names it: streams that follow find it
+    by the URL's key (one cache read), and those that race the first take its (``add``).
+    Not windows of the clock: streams that connected together across a window's edge got
+    two links, and Pushpin fetched each (CI, ``test_realtime.py``, "12 tokens for one
+    URL")."""
     max_age = int(grip_settings.NEXT_LINK_MAX_AGE)
-    expires = -(-(time.time() + max_age) // _PUBLIC_WINDOW) * _PUBLIC_WINDOW
     prefix = _link_prefix(request)
     # The prefix too: the link the first stream's state keeps is every sharer's.
-    key = "\n".join([*channels, str(int(expires)), str(versioned), prefix])
-    sid = "p" + hashlib.sha256(key.encode()).hexdigest()[:32]
-    state = {
-        "sid": sid,
-        "n": _PUBLIC,
-        "req": _stream_get(request, credentials=False),
-        "user": None,
-        "etag": etag,
-        "exp": expires,
-        "channel": channels[0],  # the live URL's, whose versions name ETags
-        "prefix": prefix,
-    }
-    state_cache().add(_STATE + sid, state, max(1, int(expires - time.time())))
-    return (*_link(state), link_timeout(expires))
+    key = "\n".join([*channels, str(versioned), prefix])
+    name = _PUBLIC_KEY + hashlib.sha256(key.encode()).hexdigest()[:32]
+    cache = state_cache()
+    found = cache.get(name)
+    if not (isinstance(found, tuple) and len(found) == 2):
+        # Lives a window past the age of a link: a stream joining at the window's end
+        # still has its whole ``NEXT_LINK_MAX_AGE``.
+        expires = time.time() + max_age + _PUBLIC_WINDOW
+        sid = "p" + secrets.token_hex(16)
+        state = {
+            "sid": sid,
+            "n": _PUBLIC,
+            "req": _stream_get(request, credentials=False),
+            "user": None,
+            "etag": etag,
+            "exp": expires,
+            "channel": channels[0],  # the live URL's, whose versions name ETags
+            "prefix": prefix,
+        }
+        # The state before the name: a stream that finds the name finds its state.
+        cache.set(_STATE + sid, state, max(1, int(expires - time.time())))
+        found = (sid, expires)
+        if not cache.add(name, found, _PUBLIC_WINDOW):
+            found = cache.get(name) or found  # a stream opened together was first
+    sid, expires = found
+    shared = {"sid": sid, "n": _PUBLIC, "user": None, "prefix": prefix}
+    return (*_link(shared), link_timeout(expires))
 
 
 def _stream_get(request: Any, *, credentials: bool) -> dict[str, Any]:
