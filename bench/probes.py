@@ -25,8 +25,9 @@ with ``uvicorn_worker`` when installed, and by one uvicorn process. The app answ
 
 ``python bench/probes.py hold-after-write``: clients each write their own private todo
 (``PATCH /api/private-todos/N/`` with ``If-Match``, to the origin), then at once long-poll it
-with the ETag the write answered and ``Prefer: wait=5`` through Pushpin (``--proxy embedded``: the embedded proxy).
-Nothing else changes it, so every long-poll should be held its whole 5 s and end in a 304;
+with the ETag the write answered and ``Prefer: wait=5`` through Pushpin (``--proxy
+embedded``: the embedded proxy). Nothing else changes it, so every long-poll should be held
+its whole 5 s and end in a 304;
 prints how many were answered before 4 s instead (a write's item still on its way to the
 proxy when the hold arrived made Pushpin ask again at once: NOTES.rst, issue 9,
 twenty-second session).
@@ -147,7 +148,7 @@ async def write_latency(args: argparse.Namespace) -> None:
 async def hold_after_write(args: argparse.Namespace) -> None:
     import httpx
 
-    db = _database(11)
+    db = _database(11)  # user 0 writes; users 1-10 each read the todo of their number
     origin = bench.Origin("drfgrip", pushpin=args.proxy == "pushpin", db=db, profile_dir=None,
                           name="hold-after-write")
     early: list[str] = []

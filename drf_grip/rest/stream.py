@@ -155,7 +155,8 @@ def _public_link(
 ) -> tuple[str, Channel, int]:
     """The token every anonymous stream of this live URL opened within ``_PUBLIC_WINDOW`` of
     the first one shares. The first stream's state names it: streams that follow find it
-    by the URL's key (one cache read), and those that race the first take its (``add``).
+    by the URL's key (one cache read), and those that race the first take the first's
+    (``add``).
     Not windows of the clock: streams that connected together across a window's edge got
     two links, and Pushpin fetched each (CI, ``test_realtime.py``, "12 tokens for one
     URL")."""
