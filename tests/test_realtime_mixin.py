@@ -740,6 +740,44 @@ def test_the_proxys_retry_for_a_change_the_render_showed_is_held_again():
     assert "Grip-Hold" in retried
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_proxys_retry_for_a_write_published_after_the_render_is_held_again():
+    """The change worker moves a channel's counter after the commit, so a client's write
+    can be committed before its long-poll's render and its counter moved only after that
+    render read it. The proxy's retry for the write's item then looked like one for a
+    change after the render and was answered with a 304 and no hold: the long-poll ended at
+    once, unchanged (``bench/probes.py hold-after-write``). The publisher keeps when each
+    hint's change was committed; that retry is held again."""
+    import threading
+    from unittest import mock
+
+    from drf_grip.rest import registry
+
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        publish = registry._publish_once_the_cache_answers
+        render_read = threading.Event()
+
+        def late(*args: Any) -> Any:
+            render_read.wait(10)
+            return publish(*args)
+
+        with mock.patch.object(registry, "_publish_once_the_cache_answers", late):
+            Todo.objects.create(title="b")  # the client's write: committed, not yet published
+            client = ProxiedClient()
+            etag = client.get("/api/todos/")["ETag"]
+            held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+            render_read.set()
+            hints = [i for i in sink.settle() if i["channel"] == "drf.testapp.todo"]
+        at = GripInstruction.of(held).prev_ids["drf.testapp.todo"]
+        assert [i["prev-id"] for i in hints] == [at]  # moved after the render read it
+        retry = {"HTTP_GRIP_LAST": f"drf.testapp.todo; last-id={at}"}
+        retried = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag, **retry)
+    assert retried.status_code == 304 and retried["ETag"] == etag
+    assert "Grip-Hold" in retried
+
+
 def test_next_link_refused_when_not_from_proxy(todos):
     resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
     link = resp["Grip-Link"].split(">")[0].lstrip("<")

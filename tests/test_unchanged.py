@@ -85,6 +85,42 @@ def test_a_re_request_at_the_held_ids_with_a_counter_past_them_is_held_behind() 
     assert not held_behind(found, {}, {"drf.todo": "6"})
 
 
+def test_a_retry_for_a_change_committed_before_the_render_is_not_held_behind() -> None:
+    """The change worker moves a counter after the commit: a change committed before the
+    render, whose counter moved after the render read it, is one the render showed. Before,
+    its retry was answered at once with a 304 and no hold (``bench/probes.py
+    hold-after-write``: 1 long-poll in 660)."""
+    from drf_grip.rest.versions import note_committed
+
+    cache.clear()
+    read_at = 1_000.0
+    remember("own", '"e"', {"drf.todo": (5, 5), "drf.todo.3": (9, 9)}, 60, own=True,
+             read_at=read_at)
+    found = recall("own")
+    assert found[3] == read_at
+    note_committed("drf.todo", "6", read_at - 0.01)
+    assert not held_behind(found, {"drf.todo": "5"}, {"drf.todo": "6"})
+    # Both channels moved, each by a change committed before the read.
+    both = {"drf.todo": "5", "drf.todo.3": "9"}
+    note_committed("drf.todo.3", "10", read_at - 0.02)
+    assert not held_behind(found, both, {"drf.todo": "6", "drf.todo.3": "10"})
+    # Committed after the read: the render may not show it.
+    note_committed("drf.todo.3", "10", read_at + 0.01)
+    assert held_behind(found, both, {"drf.todo": "6", "drf.todo.3": "10"})
+    # Two items past the render (the first one's commit time is not known), a record of
+    # another id, or no record at all (published by an earlier version, or by other means).
+    assert held_behind(found, {"drf.todo": "5"}, {"drf.todo": "7"})
+    note_committed("drf.todo", "7", read_at - 0.01)
+    assert held_behind(found, {"drf.todo": "5"}, {"drf.todo": "6"})
+    cache.clear()
+    remember("own", '"e"', {"drf.todo": (5, 5)}, 60, own=True, read_at=read_at)
+    assert held_behind(recall("own"), {"drf.todo": "5"}, {"drf.todo": "6"})
+    # A hold remembered without the time of its read (an earlier version).
+    note_committed("drf.todo", "6", read_at - 0.01)
+    remember("unknown", '"e"', {"drf.todo": (5, 5)}, 60, own=True)
+    assert held_behind(recall("unknown"), {"drf.todo": "5"}, {"drf.todo": "6"})
+
+
 def test_a_re_request_at_the_held_ids_is_no_retry_after_a_while_or_of_a_re_request(
     monkeypatch,
 ) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -441,6 +442,8 @@ class _RealtimeBase:
                 if context is not None:  # (gateway/)
                     context.state["version"] = current[policy.channels[0]]
             elif role != "gateway-render":  # the publisher's replay of one holds nothing
+                # Changes committed before this moment are in the render (unchanged.py).
+                self._realtime_read_at = time.time()
                 counters, held = counters_and_hold_versions(policy.channels)
                 policy.versions = dict(counters) if following else held
                 if context is not None:
@@ -951,7 +954,14 @@ class _RealtimeBase:
             from .unchanged import remember
 
             identity, ranges = unchanged
-            remember(identity, etag, ranges, timeout + 60, own=not grip_of(request).last)
+            remember(
+                identity,
+                etag,
+                ranges,
+                timeout + 60,
+                own=not grip_of(request).last,
+                read_at=getattr(self, "_realtime_read_at", None),
+            )
         self.on_hold(request, policy, etag)
         return held
 

@@ -24,7 +24,7 @@ from .policies import recorded_views, records_lost, view_class
 from .registry import Changes, gateway_views, views_for
 from .sse import format_event
 from .store import per_process_state
-from .versions import next_version
+from .versions import next_version, note_committed
 
 __all__ = ["publish_committed", "CLOSE", "HINT", "delete_formats"]
 
@@ -49,20 +49,31 @@ def delete_formats() -> dict[str, Any]:
     }
 
 
-def _publish_versioned(channel: str, formats: dict[str, Any]) -> tuple[str | None, str]:
+def _publish_versioned(
+    channel: str, formats: dict[str, Any], committed: float | None = None
+) -> tuple[str | None, str]:
+    """Publish the channel's next item; ``committed`` (``time.time()``) when the change it
+    hints at was committed, kept beside the id for the proxy's retry of a hold
+    (``unchanged.held_behind``)."""
     previous, new = next_version(channel)
+    if committed is not None:
+        note_committed(channel, new, committed)
     publish(channel, formats, id=new, prev_id=previous)
     return previous, new
 
 
-def _hint(channels: list[str]) -> None:
+def _hint(channels: list[str], committed_at: float | None) -> None:
+    # The change worker's clock is monotonic; holds in other processes compare wall time.
+    committed = (
+        None if committed_at is None else time.time() - (time.monotonic() - committed_at)
+    )
     paced: list[str] = []
     for channel in channels:
         if bucketable(channel):
             paced.append(channel)
         else:
-            _publish_versioned(channel, HINT)
-    paced_hints(paced, lambda ch: _publish_versioned(ch, HINT))
+            _publish_versioned(channel, HINT, committed)
+    paced_hints(paced, lambda ch: _publish_versioned(ch, HINT, committed))
 
 
 def private_channels(
@@ -121,7 +132,7 @@ def publish_model(
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.bulk_channel(model))
     channels = list(dict.fromkeys(channels))
-    _hint(channels)
+    _hint(channels, committed_at)
     if private_views or shared:
         for pk in sorted(deleted, key=str):
             channel = names.object_channel(model, pk)
@@ -174,7 +185,7 @@ def _publish_to_unrecorded(
         channels += [names.shared_recovery_channel(model), *names.channels_for_change(model, pks)]
     # A deleted object's holds: re-requested, each answers 404 (a stream its last event).
     channels += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
-    _hint([c for c in dict.fromkeys(channels) if c not in hinted])
+    _hint([c for c in dict.fromkeys(channels) if c not in hinted], None)
     if gateway_views() and views:
         close_lost_connections()
 

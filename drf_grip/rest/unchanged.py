@@ -29,6 +29,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from .store import state_cache
+from .versions import read_committed
 
 __all__ = [
     "request_identity",
@@ -77,18 +78,25 @@ def covered_ids(prev_ids: dict[str, str | None], counters: dict[str, str | None]
 
 
 def remember(
-    identity: str, etag: str, ranges: Ranges, timeout: int, *, own: bool = False
+    identity: str,
+    etag: str,
+    ranges: Ranges,
+    timeout: int,
+    *,
+    own: bool = False,
+    read_at: float | None = None,
 ) -> None:
     """Keep what this request answered as it is held; ``own``: the client's own request (not
-    a proxy's re-request), whose hold a retry may follow (:func:`held_behind`)."""
+    a proxy's re-request), whose hold a retry may follow (:func:`held_behind`); ``read_at``
+    (``time.time()``): when its counters were read, before its render."""
     if ranges:
         at = time.time() if own else 0.0
-        state_cache().set(_KEY + identity, (etag, ranges, at), timeout=timeout)
+        state_cache().set(_KEY + identity, (etag, ranges, at, read_at), timeout=timeout)
 
 
-#: What a held request answered: its ETag, the ids covered, and when, if it was the
-#: client's own request (``time.time()``; else 0).
-Recalled = tuple[str, Ranges, float]
+#: What a held request answered: its ETag, the ids covered, when, if it was the client's
+#: own request (``time.time()``; else 0), and when its counters were read (None: unknown).
+Recalled = tuple[str, Ranges, float, float | None]
 
 #: Seconds after the hold of a client's own request within which the proxy's re-request of
 #: it at exactly its ids is its retry of that hold (Pushpin's handler retries a conflicting
@@ -102,9 +110,12 @@ RETRY_WINDOW = 0.5
 def recall(identity: str) -> Recalled | None:
     """What this request last answered when it was held."""
     found = state_cache().get(_KEY + identity)
-    if isinstance(found, tuple) and len(found) == 2:
-        return (found[0], found[1], 0.0)  # kept by an earlier version: no time
-    return found if isinstance(found, tuple) and len(found) == 3 else None
+    if not isinstance(found, tuple) or not 2 <= len(found) <= 4:
+        return None
+    # Kept by an earlier version: no time of the hold (2 items) or of the read (3).
+    at = found[2] if len(found) > 2 else 0.0
+    read_at = found[3] if len(found) > 3 else None
+    return (found[0], found[1], at, read_at)
 
 
 def unchanged_etag(identity: str, last: dict[str, str]) -> tuple[str, Ranges] | None:
@@ -120,7 +131,7 @@ def unchanged_of(found: Recalled | None, last: dict[str, str]) -> tuple[str, Ran
     then unknown: a hint published by other means, a proxy's first-subscription retry)."""
     if not last or found is None:
         return None
-    etag, ranges, _at = found
+    etag, ranges = found[0], found[1]
     newer = False
     for channel, last_id in last.items():
         covered = ranges.get(channel)
@@ -140,33 +151,42 @@ def held_behind(
 ) -> bool:
     """Whether the proxy asks again at exactly the ids the client's own request was held at,
     within ``RETRY_WINDOW`` of that hold, while a counter is already past what that hold's
-    render covered: an item that does not follow the hold reached the proxy, which then
-    re-requests at once, and the item is of a change the render may not show (committed
-    while the hold was on its way: the publish-before-hold race, PUSHPIN.md). Such a
-    re-request is answered without a hold
-    (``RealtimeMixin._hold_if_unchanged``): when Pushpin 1.36's proxy takes this retry
+    render covered, for a change that may have been committed after the render began: an
+    item that does not follow the hold reached the proxy, which then re-requests at once
+    (the publish-before-hold race, PUSHPIN.md). Such a re-request is answered without a
+    hold (``RealtimeMixin._hold_if_unchanged``): when Pushpin 1.36's proxy takes this retry
     before it has finished handing the first answer over, it drops the request's record
     (``zhttpmanager.cpp``: "received message for unknown request id") and a second hold
     never reaches the client, which waits, unanswered; an answer that is no hold needs
     nothing more from that record. A re-request's own hold is not covered: holding it at
     the id a proxy confirmed (``RealtimeMixin._hold_prev_ids``) makes such a retry rarer.
 
-    Not when the conflicting item is one the render covered (a hold names the id a proxy
-    confirmed, so a change committed before the render whose item was still on its way
-    conflicts too): the answer has not changed, and a client asking right after a write
-    was answered at once instead of held (CI, twice: ``test_model_changes.py``,
-    ``test_realtime.py``). That retry renders and is held again, as any re-request. A
-    change committed before the render whose counter the change worker moved only after the
-    render read it (``publishing.py``) still looks like one after it: such a client is
-    answered at once, and asks again."""
+    Not when the conflicting item is of a change the render showed, which then renders and
+    is held again, as any re-request: a client asking right after its own write would be
+    answered at once, unchanged, instead of held (DESIGN.md §1: a 304 only on timeout; CI,
+    twice: ``test_model_changes.py``, ``test_realtime.py``). The render showed it when the
+    item is one it covered (a hold names the id a proxy confirmed, so a change committed
+    before the render whose item was still on its way conflicts too), or when the change
+    worker moved the counter only after the render had read it (``publishing.py``) but the
+    change was committed before: the item one past the covered range, whose commit time
+    (``versions.note_committed``) is before the hold's counters were read."""
     if found is None or not last or time.time() - found[2] > RETRY_WINDOW:
         return False
-    _etag, ranges, _at = found
-    behind = False
+    _etag, ranges, _at, read_at = found
+    past: dict[str, int] = {}
     for channel, last_id in last.items():
         covered = ranges.get(channel)
         if covered is None or not last_id.isdigit() or int(last_id) != covered[0]:
             return False
         counter = counters.get(channel)
-        behind = behind or bool(counter and counter.isdigit() and int(counter) > covered[1])
-    return behind
+        if counter and counter.isdigit() and int(counter) > covered[1]:
+            past[channel] = int(counter)
+    if not past:
+        return False
+    if read_at is None or any(past[ch] != ranges[ch][1] + 1 for ch in past):
+        return True
+    committed = read_committed(list(past))
+    return not all(
+        ch in committed and committed[ch][0] == str(past[ch]) and committed[ch][1] < read_at
+        for ch in past
+    )

@@ -22,6 +22,8 @@ __all__ = [
     "counters_and_hold_versions",
     "acknowledge",
     "next_version",
+    "note_committed",
+    "read_committed",
     "set_version",
     "add_version",
     "shared_hold_versions",
@@ -31,6 +33,8 @@ __all__ = [
 _KEY = "drf_grip:version:"
 #: The last id of a counter channel that a proxy confirmed (publisher's delivered hook).
 _ACK = "drf_grip:seen:"
+#: When the change behind a counter's last id was committed (``unchanged.held_behind``).
+_COMMITTED = "drf_grip:committed:"
 #: Shared channels (``channels.url_channel``): their ids name representations.
 SHARED_PREFIX = "drf.url."
 #: Versions outlive any hold by far; a channel nobody used for a day starts afresh.
@@ -198,6 +202,24 @@ def next_version(channel: str) -> tuple[str | None, str]:
         new = cache.incr(_KEY + channel)  # another process started it meanwhile
         return None, str(new)
     return str(new - 1), str(new)
+
+
+def note_committed(channel: str, item_id: str, at: float) -> None:
+    """Remember that ``item_id`` of a counter channel is of a change committed at ``at``
+    (``time.time()``), before its item goes out. Only the proxy's retry of a hold, within a
+    second of it, reads this (``unchanged.held_behind``): a minute is plenty."""
+    state_cache().set(_COMMITTED + channel, (item_id, at), timeout=60)
+
+
+def read_committed(channels: list[str]) -> dict[str, tuple[str, float]]:
+    """Per channel, its last id that :func:`note_committed` named, with its commit time."""
+    found = state_cache().get_many([_COMMITTED + c for c in channels]) if channels else {}
+    out: dict[str, tuple[str, float]] = {}
+    for channel in channels:
+        value = found.get(_COMMITTED + channel)
+        if isinstance(value, tuple) and len(value) == 2:
+            out[channel] = (str(value[0]), float(value[1]))
+    return out
 
 
 def add_version(channel: str, version: str) -> bool:
