@@ -926,6 +926,47 @@ def test_after_an_outage_the_latest_state_of_a_channel_wins(grip: Any, server: P
     assert delivered and get_publisher().stats.superseded == 2
 
 
+def test_a_proxy_back_after_an_outage_gets_the_items_within_a_second(
+    settings: Any, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listened at the publish port (a proxy restarting). A proxy back while the
+    backoff waited 1.6 s got the items only when that wait ended, and its clients waited as
+    long (DESIGN.md §4: within a second; the backoff grows to ``PUBLISH_BACKOFF_MAX``, 10 s).
+    While the connection is refused, the endpoint is tried again every
+    ``DOWN_PROBE_INTERVAL``; only the backoff's own attempts count as retries."""
+    from drf_grip.grip import transports
+
+    monkeypatch.setattr(transports.random, "uniform", lambda low, high: high)  # no jitter
+    fourth_retry = threading.Event()
+
+    class Retries(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retry 4 of" in record.getMessage():
+                fourth_retry.set()
+
+    handler = Retries(logging.WARNING)
+    logging.getLogger("drf_grip.publish").addHandler(handler)
+    port = free_port()  # nothing listens there yet
+    settings.GRIP_URL = f"http://127.0.0.1:{port}"
+    settings.DRF_GRIP = {"PUBLISH_BACKOFF": 0.2, "PUBLISH_BACKOFF_MAX": 10.0}
+    try:
+        publish("board", stream("v1"), id="1", prev_id="0")
+        # Attempts at 0, 0.2, 0.6 and 1.4 s; the fourth retry waits until 3.0 s.
+        assert fourth_retry.wait(WAIT)
+    finally:
+        logging.getLogger("drf_grip.publish").removeHandler(handler)
+    server = PublishServer(port=port)
+    try:
+        back = time.monotonic()
+        server.wait_for(1)
+        late = time.monotonic() - back
+        assert late < 1.0, f"the proxy got the items {late:.2f} s after it was back"
+        assert [i["id"] for i in server.items] == ["1"]
+        assert publisher.stats.retried == 4
+    finally:
+        server.stop()
+
+
 def test_coalesce_keeps_a_streams_last_event_before_close() -> None:
     from drf_grip.grip.lanes import coalesce
 
@@ -940,8 +981,9 @@ def test_coalesce_keeps_a_streams_last_event_before_close() -> None:
 
 
 def test_posts_reuse_one_kept_alive_connection_and_token(settings, publisher):
-    """Pushpin keeps connections alive: a new TCP connection and a new JWT per POST were a
-    sixth of the publisher's time."""
+    """A publish endpoint that keeps connections alive (the embedded proxy's; Pushpin 1.36's
+    closes every one): a new TCP connection and a new JWT per POST were a sixth of the
+    publisher's time."""
     server = PublishServer(keep_alive=True)
     try:
         settings.GRIP_PROXIES = [{"control_uri": server.url, "control_iss": "me", "key": "k" * 32}]

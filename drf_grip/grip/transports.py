@@ -46,6 +46,15 @@ _RETRY_STATUSES = frozenset({408, 429})
 # Statuses that may blame a single item of a batch: the batch is split to isolate it.
 _SPLIT_STATUSES = frozenset({400, 413})
 
+#: Seconds between attempts while nothing listens at a publish endpoint (connection refused:
+#: a proxy restarting). Such an attempt costs one refused connection, so within each wait of
+#: the backoff the endpoint is tried again this often, and a proxy that is back gets the
+#: items within about this long rather than at the end of a backoff that has grown to
+#: ``PUBLISH_BACKOFF_MAX`` (DESIGN.md §4: clients reach the current state within a second).
+#: Only the backoff's own attempts count as retries, are logged and use up
+#: ``PUBLISH_RETRIES``.
+DOWN_PROBE_INTERVAL = 0.5
+
 #: What a transport's send answers when newer items of the batch's channels arrived while it
 #: waited to retry: the batch goes back to its lane, to be coalesced with them.
 SUPERSEDED = -1
@@ -87,7 +96,9 @@ class HttpTarget:
             self.basic,
         )
         # One kept-alive connection and one signed token, reused while valid: a new TCP
-        # connection and a fresh JWT per POST were a sixth of the publisher's time.
+        # connection and a fresh JWT per POST were a sixth of the publisher's time. (Pushpin
+        # 1.36's publish endpoint closes every connection after its answer:
+        # src/corelib/simplehttpserver.cpp; the embedded proxy's keeps it.)
         self._conn: http.client.HTTPConnection | None = None
         self._conn_lock = threading.Lock()
         self._token: tuple[str, float] | None = None
@@ -243,39 +254,47 @@ class HttpTarget:
         connect_timeout = float(grip_settings.PUBLISH_CONNECT_TIMEOUT)
         read_timeout = float(grip_settings.PUBLISH_READ_TIMEOUT)
         attempt = 0
+        due = 0.0  # when the backoff's current wait ends (time.monotonic())
         while True:
             status: int | None
+            refused = False
             try:
                 status, text = self.post(body, connect_timeout, read_timeout)
                 reason = f"HTTP {status} {text[:200]}".rstrip()
             except (OSError, http.client.HTTPException) as exc:
                 status, reason = None, f"{type(exc).__name__}: {exc}"
+                refused = isinstance(exc, ConnectionRefusedError)
             if status is not None and 200 <= status < 300:
                 return status, reason
             retriable = status is None or status >= 500 or status in _RETRY_STATUSES
             if not retriable:
                 return status, reason
-            if attempt >= retries:
-                return status, f"{reason} (gave up after {attempt + 1} attempts)"
-            delay = min(backoff * (2**attempt), backoff_max) * random.uniform(0.5, 1.0)
-            logger.warning(
-                "publish to %s failed for %s: %s; retry %d of %d in %.2fs",
-                self.name,
-                describe_channels(channels),
-                reason,
-                attempt + 1,
-                retries,
-                delay,
-            )
-            count(retried=1)
-            if stop.wait(delay):
+            now = time.monotonic()
+            if now >= due:
+                if attempt >= retries:
+                    return status, f"{reason} (gave up after {attempt + 1} attempts)"
+                delay = min(backoff * (2**attempt), backoff_max) * random.uniform(0.5, 1.0)
+                logger.warning(
+                    "publish to %s failed for %s: %s; retry %d of %d in %.2fs",
+                    self.name,
+                    describe_channels(channels),
+                    reason,
+                    attempt + 1,
+                    retries,
+                    delay,
+                )
+                count(retried=1)
+                due = now + delay
+                attempt += 1
+            wait = due - now
+            if refused:
+                wait = min(wait, DOWN_PROBE_INTERVAL)
+            if stop.wait(wait):
                 return status, f"{reason} (publisher closed before retrying)"
             if superseded is not None and superseded():
                 # Newer items of these channels are queued: retry with the latest state, so
                 # a client never moves back to an older representation after an outage.
                 return SUPERSEDED, "superseded by newer items"
-            attempt += 1
-
 
 
 def split_by_size(encoded: list[tuple[RawItem, bytes]]) -> list[list[tuple[RawItem, bytes]]]:
