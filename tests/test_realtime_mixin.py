@@ -778,6 +778,30 @@ def test_the_proxys_retry_for_a_write_published_after_the_render_is_held_again()
     assert "Grip-Hold" in retried
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_proxys_retry_for_two_writes_published_after_the_render_is_held_again():
+    """Two writes committed before the long-poll's render, their counters moved after it
+    (published one after another): the retry for the last one is held again too."""
+    import time
+
+    from drf_grip.rest.versions import next_version, note_committed
+
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        committed = time.time()  # both writes committed by now
+        client = ProxiedClient()
+        etag = client.get("/api/todos/")["ETag"]
+        held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+        at = GripInstruction.of(held).prev_ids["drf.testapp.todo"]
+        for _write in range(2):  # what the change worker does for each, after the render
+            _previous, moved = next_version("drf.testapp.todo")
+            note_committed("drf.testapp.todo", moved, committed)
+        retry = {"HTTP_GRIP_LAST": f"drf.testapp.todo; last-id={at}"}
+        retried = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag, **retry)
+    assert retried.status_code == 304 and "Grip-Hold" in retried
+
+
 def test_next_link_refused_when_not_from_proxy(todos):
     resp = ProxiedClient().get("/api/todos/", HTTP_ACCEPT="text/event-stream")
     link = resp["Grip-Link"].split(">")[0].lstrip("<")
