@@ -15,6 +15,7 @@ __all__ = [
     "media_type_as",
     "refuses_event_stream",
     "weighs_event_stream",
+    "accept_weight",
     "KEEP_ALIVE",
     "EVENT_STREAM",
 ]
@@ -111,13 +112,7 @@ def _weight(media_type: str, ranges: list[tuple[str, int, float]]) -> float | No
     return None if decisive is None else decisive[1]
 
 
-def weighs_event_stream(accept: str | None, others: list[str]) -> int:
-    """How an ``Accept`` header ranks ``text/event-stream`` against the view's other media
-    types (``others``): 1 above all of them, -1 below one of them, 0 a tie or no weights to
-    go by. DRF's negotiation reads no weights: of two types a client names, it takes the
-    one of the view's first renderer, and the more specific range before ``*/*``, so
-    ``text/event-stream, application/json;q=0.5`` got JSON and ``text/event-stream;q=0.5,
-    */*`` a stream, each against the client's stated preference."""
+def _ranges(accept: str | None) -> list[tuple[str, int, float]]:
     ranges = []
     for item in (accept or "").split(","):
         media_type, params = parse_header_parameters(item)
@@ -131,6 +126,23 @@ def weighs_event_stream(accept: str | None, others: list[str]) -> int:
         except ValueError:
             weight = 1.0  # not a weight: ignored
         ranges.append((media_type, specificity, weight))
+    return ranges
+
+
+def accept_weight(accept: str | None, media_type: str) -> float | None:
+    """The weight an ``Accept`` header gives ``media_type`` (RFC 9110 §12.5.1), None when
+    no range of it matches."""
+    return _weight(media_type, _ranges(accept))
+
+
+def weighs_event_stream(accept: str | None, others: list[str]) -> int:
+    """How an ``Accept`` header ranks ``text/event-stream`` against the view's other media
+    types (``others``): 1 above all of them, -1 below one of them, 0 a tie or no weights to
+    go by. DRF's negotiation reads no weights: of two types a client names, it takes the
+    one of the view's first renderer, and the more specific range before ``*/*``, so
+    ``text/event-stream, application/json;q=0.5`` got JSON and ``text/event-stream;q=0.5,
+    */*`` a stream, each against the client's stated preference."""
+    ranges = _ranges(accept)
     stream = _weight(EVENT_STREAM, ranges)
     weights = [w for w in (_weight(o, ranges) for o in others) if w is not None]
     if stream is None or not weights:
