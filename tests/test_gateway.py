@@ -633,12 +633,30 @@ def test_bad_messages_get_an_error_and_keep_the_connection(message, status, reas
     assert ask(ws, {"id": "after", "url": "/api/posts/"})["status"] == 200
 
 
-def test_a_subscription_that_refuses_the_stream_is_answered_in_json():
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/json, text/event-stream;q=0",
+        # Black-box probe: these got 406 "ask for JSON", though JSON is what they prefer and
+        # what a GET with them gets.
+        "application/json, text/event-stream;q=0.5",
+        "application/json, text/event-stream",
+    ],
+)
+def test_a_subscription_that_prefers_json_to_the_stream_is_answered_in_json(accept):
     # RFC 9110 §12.5.1: "q=0" means "not acceptable"; such an Accept asks for JSON.
     ws = connect()
-    accept = "application/json, text/event-stream;q=0"
     answer = ask(ws, {"id": 1, "subscribe": "/api/todos/", "headers": {"Accept": accept}})
     assert answer["status"] == 200 and answer["data"]["results"] == [], answer
+
+
+@pytest.mark.parametrize(
+    "accept", ["text/event-stream, application/json;q=0.5", "text/event-stream, text/html"]
+)
+def test_a_subscription_that_prefers_the_stream_is_refused(accept):
+    ws = connect()
+    answer = ask(ws, {"id": 1, "subscribe": "/api/todos/", "headers": {"Accept": accept}})
+    assert answer["status"] == 406 and "not text/event-stream" in answer["error"], answer
 
 
 def test_a_subscription_with_oversized_headers_is_refused():

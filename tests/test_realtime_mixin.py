@@ -1162,6 +1162,33 @@ def test_a_client_that_refuses_event_stream_gets_no_stream(todos, accept):
     assert affected_live_urls(Todo, None, set()) == []
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "accept, stream",
+    [
+        ("text/event-stream, application/json;q=0.5", True),
+        ("application/json;q=0.9, text/event-stream", True),
+        ("text/event-stream;q=0.8, application/json;q=0.2, */*;q=0.1", True),
+        ("application/json, text/event-stream", False),
+        ("text/event-stream;q=0.5, application/json", False),
+        ("text/event-stream;q=0.5, */*", False),
+    ],
+)
+def test_a_client_that_prefers_event_stream_by_weight_gets_a_stream(todos, accept, stream):
+    """Found by a black-box probe: ``Accept: text/event-stream, application/json;q=0.5``
+    (a stream, else JSON) got JSON, on the embedded proxy and behind Pushpin alike: DRF's
+    negotiation reads no weights and takes the first renderer of a tie, JSON. The client's
+    weights decide (RFC 9110 §12.5.1); a tie keeps DRF's order."""
+    answer = ProxiedClient().get("/api/todos/", HTTP_ACCEPT=accept)
+    assert answer.status_code == 200
+    if stream:
+        assert answer["Content-Type"].startswith("text/event-stream")
+        assert answer["Grip-Hold"] == "stream"
+    else:
+        assert answer["Content-Type"] == "application/json"
+        assert "Grip-Hold" not in answer
+
+
 def _event(response) -> bytes:
     """The event a client sees for ``response``, a plain JSON GET."""
     return f"id: {response['ETag']}\ndata: {response.content.decode()}\n\n".encode()

@@ -20,6 +20,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDict
+from django.utils.http import parse_header_parameters
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
@@ -44,6 +45,7 @@ from .sse import (
     format_event,
     json_renderer_of,
     refuses_event_stream,
+    weighs_event_stream,
 )
 from .store import KEPT, cache_failed
 from .versions import (
@@ -318,6 +320,22 @@ class _RealtimeBase:
             return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
             renderers.append(EventStreamRenderer(json_renderer_of(renderers)))
+        if request is None or getattr(self, "format_kwarg", None) or (
+            api_settings.URL_FORMAT_OVERRIDE and api_settings.URL_FORMAT_OVERRIDE in request.GET
+        ):
+            return renderers  # a format named in the URL decides, not the weights
+        # The client's weights decide between the stream and the view's other types, which
+        # DRF's negotiation does not read (black-box probe); a tie keeps DRF's order.
+        others = [
+            parse_header_parameters(r.media_type)[0]
+            for r in renderers
+            if r.media_type != EVENT_STREAM
+        ]
+        rank = weighs_event_stream(request.META.get("HTTP_ACCEPT"), others)
+        if rank > 0:
+            return sorted(renderers, key=lambda r: r.media_type != EVENT_STREAM)
+        if rank < 0:
+            return [r for r in renderers if r.media_type != EVENT_STREAM]
         return renderers
 
     # -- request cycle ----------------------------------------------------------------------

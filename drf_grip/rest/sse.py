@@ -14,6 +14,8 @@ __all__ = [
     "json_renderer_of",
     "media_type_as",
     "refuses_event_stream",
+    "weighs_event_stream",
+    "accept_weight",
     "KEEP_ALIVE",
     "EVENT_STREAM",
 ]
@@ -93,6 +95,60 @@ def refuses_event_stream(accept: str | None) -> bool:
         elif specificity == decisive[0]:
             decisive = (specificity, decisive[1] or accepted)
     return decisive is not None and not decisive[1]
+
+
+def _weight(media_type: str, ranges: list[tuple[str, int, float]]) -> float | None:
+    """The weight an ``Accept`` gives ``media_type``: that of the most specific ranges that
+    match it (RFC 9110 §12.5.1), None when none does."""
+    decisive: tuple[int, float] | None = None
+    for range_, specificity, weight in ranges:
+        if range_ == "*/*" or range_ == media_type or (
+            range_.endswith("/*") and media_type.startswith(range_[:-1])
+        ):
+            if decisive is None or specificity > decisive[0]:
+                decisive = (specificity, weight)
+            elif specificity == decisive[0]:
+                decisive = (specificity, max(weight, decisive[1]))
+    return None if decisive is None else decisive[1]
+
+
+def _ranges(accept: str | None) -> list[tuple[str, int, float]]:
+    ranges = []
+    for item in (accept or "").split(","):
+        media_type, params = parse_header_parameters(item)
+        if "/" not in media_type:
+            continue
+        specificity = 0 if media_type == "*/*" else 1 if media_type.endswith("/*") else 2
+        if specificity == 2 and set(params) - {"q"}:
+            specificity = 3  # a range with parameters names a narrower type (RFC 9110 §12.5.1)
+        try:
+            weight = float(params.get("q", "1"))
+        except ValueError:
+            weight = 1.0  # not a weight: ignored
+        ranges.append((media_type, specificity, weight))
+    return ranges
+
+
+def accept_weight(accept: str | None, media_type: str) -> float | None:
+    """The weight an ``Accept`` header gives ``media_type`` (RFC 9110 §12.5.1), None when
+    no range of it matches."""
+    return _weight(media_type, _ranges(accept))
+
+
+def weighs_event_stream(accept: str | None, others: list[str]) -> int:
+    """How an ``Accept`` header ranks ``text/event-stream`` against the view's other media
+    types (``others``): 1 above all of them, -1 below one of them, 0 a tie or no weights to
+    go by. DRF's negotiation reads no weights: of two types a client names, it takes the
+    one of the view's first renderer, and the more specific range before ``*/*``, so
+    ``text/event-stream, application/json;q=0.5`` got JSON and ``text/event-stream;q=0.5,
+    */*`` a stream, each against the client's stated preference."""
+    ranges = _ranges(accept)
+    stream = _weight(EVENT_STREAM, ranges)
+    weights = [w for w in (_weight(o, ranges) for o in others) if w is not None]
+    if stream is None or not weights:
+        return 0
+    best = max(weights)
+    return (stream > best) - (stream < best)
 
 
 def media_type_as(media_type: str, type_: str | None = None) -> str:

@@ -255,6 +255,21 @@ def test_event_stream_first_event_then_one_per_change(
         assert event.id == now.headers["ETag"] and event.data == now.text
 
 
+def test_an_accept_that_weighs_the_stream_above_json_gets_a_stream(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    # Black-box probe: this Accept (a stream, else JSON) got JSON through both proxies.
+    todo = Todo.objects.create(title="milk")
+    accept = {"Accept": "text/event-stream, application/json;q=0.5"}
+    events = stream(grip_proxy, f"/api/todos/{todo.pk}/", obj_ch(todo), accept)
+    streams.append(events)
+    assert events.response_headers["Content-Type"].startswith("text/event-stream")
+    assert events.next(WITHIN).data == get(grip_proxy, f"/api/todos/{todo.pk}/").text
+    todo.title = "oat milk"
+    todo.save()
+    assert json.loads(events.next(WITHIN).data)["title"] == "oat milk"
+
+
 def test_event_stream_sends_keep_alive_comments(
     grip_proxy: ProxyUnderTest, streams: list[EventStream]
 ) -> None:

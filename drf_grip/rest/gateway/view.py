@@ -41,7 +41,7 @@ from ..context import SHARED, RealtimeContext
 from ..policies import keep_recording, live_timeout, record_view
 from ..render import RecordedRequest, host_allowed, record
 from ..shared import relist, send_after_answer
-from ..sse import EVENT_STREAM, refuses_event_stream
+from ..sse import EVENT_STREAM, accept_weight, refuses_event_stream, weighs_event_stream
 from ..store import cache_failed
 from ..versions import read_versions
 from .connections import (
@@ -295,7 +295,16 @@ class RealtimeGateway(WebSocketView):
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
         accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
-        if EVENT_STREAM in accept.lower() and not refuses_event_stream(accept):
+        if (
+            EVENT_STREAM in accept.lower()
+            and not refuses_event_stream(accept)
+            # The view chooses the stream only over a JSON the client weighs less, or not
+            # at all: one it prefers, or a tie (DRF's order), is answered in JSON (probe).
+            and (
+                not accept_weight(accept, "application/json")
+                or weighs_event_stream(accept, ["application/json"]) > 0
+            )
+        ):
             # Its answer would be a stream's body, a string in "data", and its events objects.
             raise MessageError(
                 406, "a subscription's events come from the gateway: ask for JSON, "
