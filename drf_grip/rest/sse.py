@@ -76,25 +76,9 @@ def json_renderer_of(renderers: list[Any]) -> Any:
 
 def refuses_event_stream(accept: str | None) -> bool:
     """Whether an ``Accept`` header gives ``text/event-stream`` the weight 0, "not
-    acceptable" (RFC 9110 §12.5.1): the most specific ranges that match it decide. DRF's
-    content negotiation reads no weights, so it would choose the stream all the same."""
-    decisive: tuple[int, bool] | None = None  # (specificity, accepted)
-    for item in (accept or "").split(","):
-        media_type, params = parse_header_parameters(item)
-        if media_type not in ("*/*", "text/*", EVENT_STREAM):
-            continue
-        specificity = ("*/*", "text/*", EVENT_STREAM).index(media_type)
-        if specificity == 2 and set(params) - {"q"}:
-            specificity = 3  # a range with parameters names a narrower type (RFC 9110 §12.5.1)
-        try:
-            accepted = float(params.get("q", "1")) > 0
-        except ValueError:
-            accepted = True  # not a weight: ignored
-        if decisive is None or specificity > decisive[0]:
-            decisive = (specificity, accepted)
-        elif specificity == decisive[0]:
-            decisive = (specificity, decisive[1] or accepted)
-    return decisive is not None and not decisive[1]
+    acceptable" (RFC 9110 §12.5.1). DRF's content negotiation reads no weights, so it would
+    choose the stream all the same."""
+    return accept_weight(accept, EVENT_STREAM) == 0
 
 
 def _weight(media_type: str, ranges: list[tuple[str, int, float]]) -> float | None:
@@ -125,6 +109,8 @@ def _ranges(accept: str | None) -> list[tuple[str, int, float]]:
             weight = float(params.get("q", "1"))
         except ValueError:
             weight = 1.0  # not a weight: ignored
+        if not 0 <= weight <= 1:
+            weight = 1.0  # nor is one outside 0-1 (RFC 9110 §12.4.2), NaN included
         ranges.append((media_type, specificity, weight))
     return ranges
 
