@@ -220,7 +220,8 @@ class _Batch:
     A change made inside a savepoint newer than the batch is kept only if that savepoint
     was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
     rolls back, so each such savepoint registers one (``keep``) that marks it kept, placed
-    before the batch's ``flush``. Changes are replayed in order at the flush:
+    before the batch's last ``flush``. Every change registers a flush; the first to run
+    publishes what is known kept, later ones the rest. Changes are replayed in order:
     a rolled-back delete closed the streams of an object that still existed (ORM probe).
     """
 
@@ -235,11 +236,17 @@ class _Batch:
         self.kept.add(savepoint)
 
     def flush(self) -> None:
-        log, self.log = self.log, []
+        # A change whose savepoint is not known to be kept yet stays for a later flush:
+        # its ``keep`` runs before the last flush only. Left over at the commit, it was
+        # rolled back.
         changes = Changes()
-        for savepoint, args in log:
+        pending: list[tuple[str | None, tuple[Any, ...]]] = []
+        for savepoint, args in self.log:
             if savepoint is None or savepoint in self.kept:
                 changes.add(*args)
+            else:
+                pending.append((savepoint, args))
+        self.log = pending
         _submit(changes)
 
 
@@ -288,7 +295,11 @@ def _record(
     # (and so the batch); a savepoint rollback keeps it if it was registered outside.
     if _flush_entry(connection, batch) is None:
         batch = batches[using] = _Batch(using, connection.savepoint_ids)
-        transaction.on_commit(batch.flush, using=using)
+    # A flush for each change, the first to run publishing the batch and the others finding
+    # nothing left: a test's ``captureOnCommitCallbacks(execute=True)`` runs only the
+    # callbacks registered in its block, and with one flush per batch a change saved before
+    # the block (a user in the test's setup) kept everything in it unpublished (docs probe).
+    transaction.on_commit(batch.flush, using=using)
     # The innermost savepoint (``atomic(savepoint=False)``, as in every delete, adds None).
     savepoint = next((sid for sid in reversed(connection.savepoint_ids) if sid), None)
     if savepoint in batch.savepoints:
