@@ -219,9 +219,12 @@ class _Batch:
 
     A change made inside a savepoint newer than the batch is kept only if that savepoint
     was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
-    rolls back, so each such savepoint registers one (``keep``) that marks it kept, placed
-    before the batch's last ``flush``. Every change registers a flush; the first to run
-    publishes what is known kept, later ones the rest. Changes are replayed in order:
+    rolls back, so each such savepoint registers one (``keep``) that marks it kept. Every
+    change then registers a ``flush`` that only a savepoint of the batch's own removes, and
+    the last one registered publishes, after every ``keep``: a test's
+    ``captureOnCommitCallbacks(execute=True)`` runs only the callbacks registered in its
+    block, and with a single flush a change saved before the block (a user in the test's
+    setup) kept everything in it unpublished (docs probe). Changes are replayed in order:
     a rolled-back delete closed the streams of an object that still existed (ORM probe).
     """
 
@@ -231,33 +234,34 @@ class _Batch:
         self.log: list[tuple[str | None, tuple[Any, ...]]] = []
         self.watched: set[str] = set()
         self.kept: set[str] = set()
+        self.flushes = 0
 
     def keep(self, savepoint: str) -> None:
         self.kept.add(savepoint)
 
-    def flush(self) -> None:
-        # A change whose savepoint is not known to be kept yet stays for a later flush:
-        # its ``keep`` runs before the last flush only. Left over at the commit, it was
-        # rolled back.
+    def flush(self, number: int) -> None:
+        if number != self.flushes:
+            return  # a later flush publishes, once every keep before it has run
         changes = Changes()
         pending: list[tuple[str | None, tuple[Any, ...]]] = []
         for savepoint, args in self.log:
             if savepoint is None or savepoint in self.kept:
                 changes.add(*args)
-            else:
+            else:  # rolled back, or kept by a callback a test did not run
                 pending.append((savepoint, args))
         self.log = pending
         _submit(changes)
 
 
 def _flush_entry(connection: Any, batch: _Batch | None) -> int | None:
-    """Where ``batch.flush`` waits in the connection's on_commit callbacks (None: gone,
-    committed or rolled back)."""
+    """Where the last of ``batch``'s flushes waits in the connection's on_commit callbacks
+    (None: gone, committed or rolled back)."""
     if batch is None:
         return None
     entries = connection.run_on_commit
     for index in range(len(entries) - 1, -1, -1):  # usually near the end
-        if entries[index][1] == batch.flush:
+        func = entries[index][1]
+        if isinstance(func, partial) and func.func == batch.flush:
             return index
     return None
 
@@ -295,11 +299,6 @@ def _record(
     # (and so the batch); a savepoint rollback keeps it if it was registered outside.
     if _flush_entry(connection, batch) is None:
         batch = batches[using] = _Batch(using, connection.savepoint_ids)
-    # A flush for each change, the first to run publishing the batch and the others finding
-    # nothing left: a test's ``captureOnCommitCallbacks(execute=True)`` runs only the
-    # callbacks registered in its block, and with one flush per batch a change saved before
-    # the block (a user in the test's setup) kept everything in it unpublished (docs probe).
-    transaction.on_commit(batch.flush, using=using)
     # The innermost savepoint (``atomic(savepoint=False)``, as in every delete, adds None).
     savepoint = next((sid for sid in reversed(connection.savepoint_ids) if sid), None)
     if savepoint in batch.savepoints:
@@ -307,11 +306,12 @@ def _record(
     elif savepoint is not None and savepoint not in batch.watched:
         batch.watched.add(savepoint)
         transaction.on_commit(partial(batch.keep, savepoint), using=using)
-        # Moved just before the flush, which Django then runs after every ``keep`` (in
-        # order), still where it was among the project's own callbacks; the moved entry
-        # keeps its savepoints, so rolling one back drops it as before.
-        entries = connection.run_on_commit
-        entries.insert(_flush_entry(connection, batch), entries.pop())
+    batch.flushes += 1
+    transaction.on_commit(partial(batch.flush, batch.flushes), using=using)
+    # Removed only with the batch's own savepoints, not with the one this change is in, so
+    # the last flush registered always runs at the commit.
+    entries = connection.run_on_commit
+    entries[-1] = (set(batch.savepoints), *entries[-1][1:])
     batch.log.append((savepoint, (model, None if pks is None else list(pks), deleted, partitions)))
 
 
