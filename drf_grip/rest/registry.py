@@ -319,13 +319,21 @@ def _partition_views(model: type[models.Model]) -> list[type]:
     return [v for v in _views.get(model, ()) if getattr(v, "realtime_partition", None)]
 
 
-def _partitions(model: type[models.Model], instance: models.Model) -> set[str] | None:
+def _partitions(
+    model: type[models.Model], instance: models.Model, created: bool = False
+) -> set[str] | None:
     """The partitions a change of ``instance`` touches: its current ones and those it was
-    loaded with or last saved in (a note moved to another owner changes both lists)."""
+    loaded with or last saved in (a note moved to another owner changes both lists); None
+    (every partition) when where it was is unknown."""
     views = _partition_views(model)
     if not views:
         return set()
-    out: set[str] = set(getattr(instance, "_drf_grip_partitions", ()) or ())
+    remembered = getattr(instance, "_drf_grip_partitions", None)
+    # Loaded before the views that partition it were imported (a shell or Celery imports
+    # the URLconf at its first change), or when they could not be read: moved from a
+    # partition nobody remembered, only the new owner's list woke (docs probe).
+    unknown = remembered is None and not created and instance.pk is not None
+    out: set[str] = set(remembered or ())
     loaded = _as_loaded(instance)
     for view in views:
         try:
@@ -338,7 +346,7 @@ def _partitions(model: type[models.Model], instance: models.Model) -> set[str] |
     # Where it is now is what its next save moves it from: a created note, or one moved
     # twice, woke only its new owner's list, and the one it left kept it (DRF probe).
     _remember_partitions(model, instance)
-    return out
+    return None if unknown else out
 
 
 def _through_relation(view: type) -> str | None:
@@ -381,7 +389,7 @@ def _as_loaded(instance: models.Model) -> models.Model | None:
 
 
 def _expand(
-    model: type[models.Model], instance: models.Model, raw: bool = False
+    model: type[models.Model], instance: models.Model, raw: bool = False, created: bool = False
 ) -> list[tuple[type[models.Model], Any, set[str] | None]]:
     """The object itself plus what registered relations say it affects. Every model's change
     is recorded: the publisher asks the shared state whether anyone watches it, so a model
@@ -391,11 +399,11 @@ def _expand(
     yet): its partitions count as unknown (every partition wakes) and ``affects`` is not
     followed."""
     _ensure_loaded()
-    out = [(model, instance.pk, None if raw else _partitions(model, instance))]
+    out = [(model, instance.pk, None if raw else _partitions(model, instance, created))]
     for other, attname in same_rows(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
-            out.append((other, pk, None if raw else _partitions(other, instance)))
+            out.append((other, pk, None if raw else _partitions(other, instance, created)))
     for side, attname in m2m_sides(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
@@ -422,9 +430,11 @@ def _expand(
     return out
 
 
-def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> None:
+def _on_save(
+    sender, instance, created=False, using=DEFAULT_DB_ALIAS, raw=False, **kwargs
+) -> None:
     # ``raw``: loaddata, which a live site runs too (its clients saw nothing, ORM probe).
-    for model, pk, partitions in _expand(sender, instance, raw):
+    for model, pk, partitions in _expand(sender, instance, raw, created):
         _record(model, [pk], False, using, partitions)
 
 
