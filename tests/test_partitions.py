@@ -105,6 +105,29 @@ def test_an_object_moved_again_wakes_the_partition_it_left(sink):
         assert names.partition_channel(Note, str(owner.pk)) in channels
 
 
+def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_left(sink):
+    """Docs probe: in ``manage.py shell`` (or Celery) the URLconf, and with it the views that
+    partition notes, is imported at the first change, after the note was loaded: handed
+    from alice to bob there, only bob's list woke and alice's kept showing it. Where an
+    object came from is unknown then, so every partition wakes."""
+    from django.db.models.signals import post_init
+
+    from drf_grip.rest.registry import _remember_partitions
+
+    alice, bob = (get_user_model().objects.create_user(n) for n in ("alice", "bob"))
+    note = Note.objects.create(owner=alice, text="hand over")
+    sink.settle()
+    uid = "drf_grip.partitions.testapp.note"
+    post_init.disconnect(sender=Note, dispatch_uid=uid)  # as before the URLconf's import
+    try:
+        note = Note.objects.get(pk=note.pk)
+    finally:
+        post_init.connect(_remember_partitions, sender=Note, weak=False, dispatch_uid=uid)
+    note.owner = bob
+    note.save()
+    assert names.bulk_channel(Note) in hints(sink.settle())  # alice's list among them
+
+
 def test_a_change_without_instances_wakes_every_partition(sink):
     from drf_grip import publish_changes
 

@@ -156,6 +156,28 @@ def test_changes_in_one_transaction_publish_once(sink):
     assert channels.count(f"drf.testapp.todo.{todo.pk}") == 1
 
 
+def test_changes_in_savepoints_and_around_callbacks_are_handed_over_once(monkeypatch):
+    """Every change registers its own commit callback (so that a test's
+    captureOnCommitCallbacks sees one), yet a transaction with savepoints released and
+    rolled back, and the project's own callbacks between its changes, is handed to the
+    publisher as one set of changes, whatever the publisher thread is doing meanwhile."""
+    from drf_grip.rest import registry
+
+    submitted = []
+    monkeypatch.setattr(registry, "_submit", lambda changes: changes and submitted.append(changes))
+    with transaction.atomic():
+        todo = Todo.objects.create(title="a")
+        transaction.on_commit(lambda: None)  # the project's callback, say a task to queue
+        Todo.objects.get_or_create(title="b")  # a savepoint, released
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Todo.objects.create(title="rolled back")
+            raise RuntimeError
+        todo.title = "a2"
+        todo.save()
+    assert len(submitted) == 1
+    assert set(submitted[0].updated[Todo]) == {todo.pk, Todo.objects.get(title="b").pk}
+
+
 def test_delete_closes_streams_of_the_object(sink):
     todo = Todo.objects.create(title="a")
     sink.settle()

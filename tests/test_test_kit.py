@@ -137,6 +137,28 @@ def test_an_outbox_has_only_what_was_published_while_it_captured():
     assert inner == [] and "drf.testapp.todo" in outer.channels
 
 
+@pytest.mark.django_db
+def test_commit_callbacks_run_by_the_test_publish_changes_saved_before_the_block(
+    django_capture_on_commit_callbacks,
+):
+    # A plain django_db test (one transaction that never commits) that runs the commit
+    # callbacks itself, as docs/testing.rst shows, after its setup saved something (a
+    # user, a fixture): the change in the block is published, and so is one in a second
+    # block (a savepoint there, as a view under ATOMIC_REQUESTS has). A change saved before
+    # the block used to hold the publish back outside it.
+    Todo.objects.create(title="setup")
+    with capture_published() as outbox:
+        with django_capture_on_commit_callbacks(execute=True):
+            Todo.objects.create(title="new")
+        wait_published()
+    assert "drf.testapp.todo" in outbox.channels
+    with capture_published() as again:
+        with django_capture_on_commit_callbacks(execute=True):
+            Todo.objects.get_or_create(title="newer")  # in a savepoint of its own
+        wait_published()
+    assert "drf.testapp.todo" in again.channels
+
+
 class _Proxy:
     """A publish endpoint on a real socket, recording what reaches it."""
 

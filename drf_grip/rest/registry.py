@@ -219,8 +219,12 @@ class _Batch:
 
     A change made inside a savepoint newer than the batch is kept only if that savepoint
     was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
-    rolls back, so each such savepoint registers one (``keep``) that marks it kept, placed
-    before the batch's ``flush``. Changes are replayed in order at the flush:
+    rolls back, so each such savepoint registers one (``keep``) that marks it kept. Every
+    change then registers a ``flush`` that only a savepoint of the batch's own removes, and
+    the last one registered publishes, after every ``keep``: a test's
+    ``captureOnCommitCallbacks(execute=True)`` runs only the callbacks registered in its
+    block, and with a single flush a change saved before the block (a user in the test's
+    setup) kept everything in it unpublished (docs probe). Changes are replayed in order:
     a rolled-back delete closed the streams of an object that still existed (ORM probe).
     """
 
@@ -230,27 +234,34 @@ class _Batch:
         self.log: list[tuple[str | None, tuple[Any, ...]]] = []
         self.watched: set[str] = set()
         self.kept: set[str] = set()
+        self.flushes = 0
 
     def keep(self, savepoint: str) -> None:
         self.kept.add(savepoint)
 
-    def flush(self) -> None:
-        log, self.log = self.log, []
+    def flush(self, number: int) -> None:
+        if number != self.flushes:
+            return  # a later flush publishes, once every keep before it has run
         changes = Changes()
-        for savepoint, args in log:
+        pending: list[tuple[str | None, tuple[Any, ...]]] = []
+        for savepoint, args in self.log:
             if savepoint is None or savepoint in self.kept:
                 changes.add(*args)
+            else:  # rolled back, or kept by a callback a test did not run
+                pending.append((savepoint, args))
+        self.log = pending
         _submit(changes)
 
 
 def _flush_entry(connection: Any, batch: _Batch | None) -> int | None:
-    """Where ``batch.flush`` waits in the connection's on_commit callbacks (None: gone,
-    committed or rolled back)."""
+    """Where the last of ``batch``'s flushes waits in the connection's on_commit callbacks
+    (None: gone, committed or rolled back)."""
     if batch is None:
         return None
     entries = connection.run_on_commit
     for index in range(len(entries) - 1, -1, -1):  # usually near the end
-        if entries[index][1] == batch.flush:
+        func = entries[index][1]
+        if isinstance(func, partial) and func.func == batch.flush:
             return index
     return None
 
@@ -288,7 +299,6 @@ def _record(
     # (and so the batch); a savepoint rollback keeps it if it was registered outside.
     if _flush_entry(connection, batch) is None:
         batch = batches[using] = _Batch(using, connection.savepoint_ids)
-        transaction.on_commit(batch.flush, using=using)
     # The innermost savepoint (``atomic(savepoint=False)``, as in every delete, adds None).
     savepoint = next((sid for sid in reversed(connection.savepoint_ids) if sid), None)
     if savepoint in batch.savepoints:
@@ -296,11 +306,12 @@ def _record(
     elif savepoint is not None and savepoint not in batch.watched:
         batch.watched.add(savepoint)
         transaction.on_commit(partial(batch.keep, savepoint), using=using)
-        # Moved just before the flush, which Django then runs after every ``keep`` (in
-        # order), still where it was among the project's own callbacks; the moved entry
-        # keeps its savepoints, so rolling one back drops it as before.
-        entries = connection.run_on_commit
-        entries.insert(_flush_entry(connection, batch), entries.pop())
+    batch.flushes += 1
+    transaction.on_commit(partial(batch.flush, batch.flushes), using=using)
+    # Removed only with the batch's own savepoints, not with the one this change is in, so
+    # the last flush registered always runs at the commit.
+    entries = connection.run_on_commit
+    entries[-1] = (set(batch.savepoints), *entries[-1][1:])
     batch.log.append((savepoint, (model, None if pks is None else list(pks), deleted, partitions)))
 
 
@@ -308,13 +319,21 @@ def _partition_views(model: type[models.Model]) -> list[type]:
     return [v for v in _views.get(model, ()) if getattr(v, "realtime_partition", None)]
 
 
-def _partitions(model: type[models.Model], instance: models.Model) -> set[str] | None:
+def _partitions(
+    model: type[models.Model], instance: models.Model, created: bool = False
+) -> set[str] | None:
     """The partitions a change of ``instance`` touches: its current ones and those it was
-    loaded with or last saved in (a note moved to another owner changes both lists)."""
+    loaded with or last saved in (a note moved to another owner changes both lists); None
+    (every partition) when where it was is unknown."""
     views = _partition_views(model)
     if not views:
         return set()
-    out: set[str] = set(getattr(instance, "_drf_grip_partitions", ()) or ())
+    remembered = getattr(instance, "_drf_grip_partitions", None)
+    # Loaded before the views that partition it were imported (a shell or Celery imports
+    # the URLconf at its first change), or when they could not be read: moved from a
+    # partition nobody remembered, only the new owner's list woke (docs probe).
+    unknown = remembered is None and not created and instance.pk is not None
+    out: set[str] = set(remembered or ())
     loaded = _as_loaded(instance)
     for view in views:
         try:
@@ -327,7 +346,7 @@ def _partitions(model: type[models.Model], instance: models.Model) -> set[str] |
     # Where it is now is what its next save moves it from: a created note, or one moved
     # twice, woke only its new owner's list, and the one it left kept it (DRF probe).
     _remember_partitions(model, instance)
-    return out
+    return None if unknown else out
 
 
 def _through_relation(view: type) -> str | None:
@@ -370,7 +389,7 @@ def _as_loaded(instance: models.Model) -> models.Model | None:
 
 
 def _expand(
-    model: type[models.Model], instance: models.Model, raw: bool = False
+    model: type[models.Model], instance: models.Model, raw: bool = False, created: bool = False
 ) -> list[tuple[type[models.Model], Any, set[str] | None]]:
     """The object itself plus what registered relations say it affects. Every model's change
     is recorded: the publisher asks the shared state whether anyone watches it, so a model
@@ -380,11 +399,11 @@ def _expand(
     yet): its partitions count as unknown (every partition wakes) and ``affects`` is not
     followed."""
     _ensure_loaded()
-    out = [(model, instance.pk, None if raw else _partitions(model, instance))]
+    out = [(model, instance.pk, None if raw else _partitions(model, instance, created))]
     for other, attname in same_rows(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
-            out.append((other, pk, None if raw else _partitions(other, instance)))
+            out.append((other, pk, None if raw else _partitions(other, instance, created)))
     for side, attname in m2m_sides(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
@@ -411,9 +430,11 @@ def _expand(
     return out
 
 
-def _on_save(sender, instance, using=DEFAULT_DB_ALIAS, raw=False, **kwargs) -> None:
+def _on_save(
+    sender, instance, created=False, using=DEFAULT_DB_ALIAS, raw=False, **kwargs
+) -> None:
     # ``raw``: loaddata, which a live site runs too (its clients saw nothing, ORM probe).
-    for model, pk, partitions in _expand(sender, instance, raw):
+    for model, pk, partitions in _expand(sender, instance, raw, created):
         _record(model, [pk], False, using, partitions)
 
 
