@@ -195,6 +195,32 @@ def test_a_comment_moved_to_another_post_wakes_both_posts(sink):
     assert f"drf.testapp.post.{second.pk}" not in sink.channels()
 
 
+def test_announced_comments_wake_their_posts(sink):
+    """App probe: comments made by ``bulk_create()`` and announced with
+    ``publish_changes(Comment, pks=...)`` left their posts' detail and list stale in every
+    client, though ``register(Comment, affects=...)`` says a Comment wakes its Post."""
+    first, second, third = (Post.objects.create(title=t) for t in "abc")
+    sink.settle()
+    made = Comment.objects.bulk_create(
+        [Comment(post=first, text="a"), Comment(post=second, text="b")]
+    )
+    publish_changes(Comment, pks=[comment.pk for comment in made])
+    channels = sink.channels()
+    assert {f"drf.testapp.post.{first.pk}", f"drf.testapp.post.{second.pk}"} <= set(channels)
+    assert f"drf.testapp.post.{third.pk}" not in channels
+    Comment.objects.filter(post=third).update(text="none")  # no rows: nothing to follow
+    comment = Comment.objects.create(post=third, text="c")
+    sink.settle()
+    Comment.objects.filter(pk=comment.pk).update(text="edited")
+    publish_changes(comment)
+    assert f"drf.testapp.post.{third.pk}" in sink.channels()
+    with transaction.atomic():
+        Comment.objects.bulk_create([Comment(post=third, text="d")])
+        publish_changes(Comment, pks=[comment.pk])
+        assert sink.settle() == []
+    assert f"drf.testapp.post.{third.pk}" in sink.channels()
+
+
 def test_m2m_change_publishes(sink):
     post = Post.objects.create(title="p")
     tag = Tag.objects.create(name="x")

@@ -462,7 +462,8 @@ def publish_changes(
     """Announce changes made without signals (``update()``, ``bulk_create()``, raw SQL).
 
     ``target`` is a model (with ``pks``, or the whole model), an instance, or a queryset
-    (its model as a whole). Published after the current transaction commits.
+    (its model as a whole). Published after the current transaction commits. Named objects
+    that still exist also wake what ``register(..., affects=...)`` says they affect.
     """
     if isinstance(target, models.Model):
         model, pks = type(target), [target.pk]
@@ -475,7 +476,16 @@ def publish_changes(
     # Where the model is written, as Django's save() decides: announced inside
     # ``atomic(using="other")`` with a router, it went out on the default database's
     # (autocommit) before the commit, was read stale and never again (ORM probe).
-    _record(model, None if pks is None else list(pks), deleted, using or router.db_for_write(model))
+    using = using or router.db_for_write(model)
+    pks = None if pks is None else list(pks)
+    _record(model, pks, deleted, using)
+    if pks and not deleted and _related.get(model):
+        # What ``register(..., affects=...)`` says these objects change, as a save would:
+        # comments made by ``bulk_create()`` left their posts stale (app probe). Read here,
+        # on the announcing connection, which sees its own uncommitted rows.
+        for instance in model._base_manager.using(using).filter(pk__in=pks):
+            for other, pk, partitions in _expand(model, instance)[1:]:
+                _record(other, [pk], False, using, partitions)
 
 
 class _Paused:
