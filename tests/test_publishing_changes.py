@@ -221,6 +221,24 @@ def test_announced_comments_wake_their_posts(sink):
     assert f"drf.testapp.post.{third.pk}" in sink.channels()
 
 
+def test_a_model_with_affects_announced_as_a_whole_says_its_objects_are_not_followed(
+    sink, caplog
+):
+    """App probe: ``paused(Comment)`` around ``bulk_create()`` and ``publish_changes(Comment)``
+    woke the comment views only; the posts' clients stayed stale without a word."""
+    post = Post.objects.create(title="p")
+    sink.settle()
+    with caplog.at_level("WARNING", logger="drf_grip.publish"):
+        with paused(Comment):
+            Comment.objects.bulk_create([Comment(post=post, text="a")])
+        publish_changes(Comment)
+        publish_changes(Post)
+    warned = [r.getMessage() for r in caplog.records if "affects" in r.getMessage()]
+    assert len(warned) == 2
+    assert warned[0].startswith("drf-grip: paused(Comment)")
+    assert warned[1].startswith("drf-grip: publish_changes(Comment)")
+
+
 def test_m2m_change_publishes(sink):
     post = Post.objects.create(title="p")
     tag = Tag.objects.create(name="x")

@@ -478,6 +478,8 @@ def publish_changes(
     # (autocommit) before the commit, was read stale and never again (ORM probe).
     using = using or router.db_for_write(model)
     pks = None if pks is None else list(pks)
+    if pks is None:
+        _warn_unfollowed(model, "publish_changes")
     _record(model, pks, deleted, using)
     if pks and not deleted and _related.get(model):
         # What ``register(..., affects=...)`` says these objects change, as a save would:
@@ -486,6 +488,19 @@ def publish_changes(
         for instance in model._base_manager.using(using).filter(pk__in=pks):
             for other, pk, partitions in _expand(model, instance)[1:]:
                 _record(other, [pk], False, using, partitions)
+
+
+def _warn_unfollowed(model: type[models.Model], call: str) -> None:
+    """A model announced as a whole cannot tell which objects its ``affects`` would name:
+    say so, rather than leave their clients stale without a word (app probe: comments
+    bulk-created in ``paused(Comment)`` never reached the posts' clients)."""
+    if _related.get(model):
+        logger.warning(
+            "drf-grip: %s(%s) announces the model as a whole, so its register(affects=...) "
+            "is not followed: name the objects (publish_changes(%s, pks=...)) or announce "
+            "the models they affect too",
+            call, model.__name__, model.__name__,
+        )
 
 
 class _Paused:
@@ -502,6 +517,7 @@ class _Paused:
 
     def announce(self, model: type[models.Model], using: str | None) -> None:
         """``model`` as a whole, when the transaction of its database commits."""
+        _warn_unfollowed(model, "paused")
         using = using or router.db_for_write(model)
         if transaction.get_connection(using).in_atomic_block:
             self.committed(using).add(model, None)
