@@ -228,10 +228,16 @@ def test_a_model_with_affects_announced_as_a_whole_says_its_objects_are_not_foll
     woke the comment views only; the posts' clients stayed stale without a word."""
     post = Post.objects.create(title="p")
     sink.settle()
+    from drf_grip.rest import registry
+
+    registry._warned_unfollowed.clear()
     with caplog.at_level("WARNING", logger="drf_grip.publish"):
         with paused(Comment):
             Comment.objects.bulk_create([Comment(post=post, text="a")])
-        publish_changes(Comment)
+        with paused(Comment, Post):  # names what a Comment affects
+            Comment.objects.bulk_create([Comment(post=post, text="b")])
+        for _ in range(2):  # once per process
+            publish_changes(Comment)
         publish_changes(Post)
     warned = [r.getMessage() for r in caplog.records if "affects" in r.getMessage()]
     assert len(warned) == 2

@@ -490,11 +490,15 @@ def publish_changes(
                 _record(other, [pk], False, using, partitions)
 
 
+_warned_unfollowed: set[tuple[str, type[models.Model]]] = set()
+
+
 def _warn_unfollowed(model: type[models.Model], call: str) -> None:
     """A model announced as a whole cannot tell which objects its ``affects`` would name:
-    say so, rather than leave their clients stale without a word (app probe: comments
-    bulk-created in ``paused(Comment)`` never reached the posts' clients)."""
-    if _related.get(model):
+    say so, once per process, rather than leave their clients stale without a word (app
+    probe: comments bulk-created in ``paused(Comment)`` never reached the posts' clients)."""
+    if _related.get(model) and (call, model) not in _warned_unfollowed:
+        _warned_unfollowed.add((call, model))
         logger.warning(
             "drf-grip: %s(%s) announces the model as a whole, so its register(affects=...) "
             "is not followed: name the objects (publish_changes(%s, pks=...)) or announce "
@@ -517,7 +521,6 @@ class _Paused:
 
     def announce(self, model: type[models.Model], using: str | None) -> None:
         """``model`` as a whole, when the transaction of its database commits."""
-        _warn_unfollowed(model, "paused")
         using = using or router.db_for_write(model)
         if transaction.get_connection(using).in_atomic_block:
             self.committed(using).add(model, None)
@@ -554,6 +557,8 @@ def paused(*models_: type[models.Model], using: str | None = None) -> Iterator[N
             for model in models_:
                 outer.announce(model, using)
         return
+    if len(models_) == 1:  # paused(Comment, Post) names what a Comment affects
+        _warn_unfollowed(models_[0], "paused")
     mine = _Paused()
     _local.paused = mine
     try:
