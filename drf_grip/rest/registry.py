@@ -485,9 +485,11 @@ def publish_changes(
         # What ``register(..., affects=...)`` says these objects change, as a save would:
         # comments made by ``bulk_create()`` left their posts stale (app probe). Read here,
         # on the announcing connection, which sees its own uncommitted rows.
-        for instance in model._base_manager.using(using).filter(pk__in=pks):
-            for other, pk, partitions in _expand(model, instance)[1:]:
-                _record(other, [pk], False, using, partitions)
+        for start in range(0, len(pks), 500):  # databases cap a query's parameters
+            rows = model._base_manager.using(using).filter(pk__in=pks[start:start + 500])
+            for instance in rows:
+                for other, pk, partitions in _expand(model, instance)[1:]:
+                    _record(other, [pk], False, using, partitions)
 
 
 _warned_unfollowed: set[tuple[str, type[models.Model]]] = set()
