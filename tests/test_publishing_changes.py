@@ -217,6 +217,56 @@ def test_a_comment_moved_to_another_post_wakes_both_posts(sink):
     assert f"drf.testapp.post.{second.pk}" not in sink.channels()
 
 
+def test_announced_comments_wake_their_posts(sink):
+    """App probe: comments made by ``bulk_create()`` and announced with
+    ``publish_changes(Comment, pks=...)`` left their posts' detail and list stale in every
+    client, though ``register(Comment, affects=...)`` says a Comment wakes its Post."""
+    first, second, third = (Post.objects.create(title=t) for t in "abc")
+    sink.settle()
+    made = Comment.objects.bulk_create(
+        [Comment(post=first, text="a"), Comment(post=second, text="b")]
+    )
+    publish_changes(Comment, pks=[comment.pk for comment in made])
+    channels = sink.channels()
+    assert {f"drf.testapp.post.{first.pk}", f"drf.testapp.post.{second.pk}"} <= set(channels)
+    assert f"drf.testapp.post.{third.pk}" not in channels
+    Comment.objects.filter(post=third).update(text="none")  # no rows: nothing to follow
+    comment = Comment.objects.create(post=third, text="c")
+    sink.settle()
+    Comment.objects.filter(pk=comment.pk).update(text="edited")
+    publish_changes(comment)
+    assert f"drf.testapp.post.{third.pk}" in sink.channels()
+    with transaction.atomic():
+        Comment.objects.bulk_create([Comment(post=third, text="d")])
+        publish_changes(Comment, pks=[comment.pk])
+        assert sink.settle() == []
+    assert f"drf.testapp.post.{third.pk}" in sink.channels()
+
+
+def test_a_model_with_affects_announced_as_a_whole_says_its_objects_are_not_followed(
+    sink, caplog
+):
+    """App probe: ``paused(Comment)`` around ``bulk_create()`` and ``publish_changes(Comment)``
+    woke the comment views only; the posts' clients stayed stale without a word."""
+    post = Post.objects.create(title="p")
+    sink.settle()
+    from drf_grip.rest import registry
+
+    registry._warned_unfollowed.clear()
+    with caplog.at_level("WARNING", logger="drf_grip.publish"):
+        with paused(Comment):
+            Comment.objects.bulk_create([Comment(post=post, text="a")])
+        with paused(Comment, Post):  # names what a Comment affects
+            Comment.objects.bulk_create([Comment(post=post, text="b")])
+        for _ in range(2):  # once per process
+            publish_changes(Comment)
+        publish_changes(Post)
+    warned = [r.getMessage() for r in caplog.records if "affects" in r.getMessage()]
+    assert len(warned) == 2
+    assert warned[0].startswith("drf-grip: paused(Comment)")
+    assert warned[1].startswith("drf-grip: publish_changes(Comment)")
+
+
 def test_m2m_change_publishes(sink):
     post = Post.objects.create(title="p")
     tag = Tag.objects.create(name="x")

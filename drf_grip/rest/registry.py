@@ -483,7 +483,8 @@ def publish_changes(
     """Announce changes made without signals (``update()``, ``bulk_create()``, raw SQL).
 
     ``target`` is a model (with ``pks``, or the whole model), an instance, or a queryset
-    (its model as a whole). Published after the current transaction commits.
+    (its model as a whole). Published after the current transaction commits. Named objects
+    that still exist also wake what ``register(..., affects=...)`` says they affect.
     """
     if isinstance(target, models.Model):
         model, pks = type(target), [target.pk]
@@ -496,7 +497,37 @@ def publish_changes(
     # Where the model is written, as Django's save() decides: announced inside
     # ``atomic(using="other")`` with a router, it went out on the default database's
     # (autocommit) before the commit, was read stale and never again (ORM probe).
-    _record(model, None if pks is None else list(pks), deleted, using or router.db_for_write(model))
+    using = using or router.db_for_write(model)
+    pks = None if pks is None else list(pks)
+    if pks is None:
+        _warn_unfollowed(model, "publish_changes")
+    _record(model, pks, deleted, using)
+    if pks and not deleted and _related.get(model):
+        # What ``register(..., affects=...)`` says these objects change, as a save would:
+        # comments made by ``bulk_create()`` left their posts stale (app probe). Read here,
+        # on the announcing connection, which sees its own uncommitted rows.
+        for start in range(0, len(pks), 500):  # databases cap a query's parameters
+            rows = model._base_manager.using(using).filter(pk__in=pks[start:start + 500])
+            for instance in rows:
+                for other, pk, partitions in _expand(model, instance)[1:]:
+                    _record(other, [pk], False, using, partitions)
+
+
+_warned_unfollowed: set[tuple[str, type[models.Model]]] = set()
+
+
+def _warn_unfollowed(model: type[models.Model], call: str) -> None:
+    """A model announced as a whole cannot tell which objects its ``affects`` would name:
+    say so, once per process, rather than leave their clients stale without a word (app
+    probe: comments bulk-created in ``paused(Comment)`` never reached the posts' clients)."""
+    if _related.get(model) and (call, model) not in _warned_unfollowed:
+        _warned_unfollowed.add((call, model))
+        logger.warning(
+            "drf-grip: %s(%s) announces the model as a whole, so its register(affects=...) "
+            "is not followed: name the objects (publish_changes(%s, pks=...)) or announce "
+            "the models they affect too",
+            call, model.__name__, model.__name__,
+        )
 
 
 class _Paused:
@@ -549,6 +580,8 @@ def paused(*models_: type[models.Model], using: str | None = None) -> Iterator[N
             for model in models_:
                 outer.announce(model, using)
         return
+    if len(models_) == 1:  # paused(Comment, Post) names what a Comment affects
+        _warn_unfollowed(models_[0], "paused")
     mine = _Paused()
     _local.paused = mine
     try:

@@ -217,3 +217,21 @@ def test_a_comment_moved_to_another_post_leaves_the_first(grip_proxy: ProxyUnder
     comment.save()
 
     assert woken(grip_proxy, poll, path)["comments"] == []
+
+
+def test_bulk_created_comments_announced_by_key_wake_their_post(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """App probe: ``bulk_create()`` announced with ``publish_changes(Comment, pks=...)``, as
+    the README says, left the post's long-polls holding the old comments."""
+    from drf_grip import publish_changes
+
+    post = Post.objects.create(title="news")
+    settle()
+    path = f"/api/posts/{post.pk}/"
+    poll = held(grip_proxy, path, obj_ch(post))
+
+    made = Comment.objects.bulk_create([Comment(post=post, text="a"), Comment(post=post, text="b")])
+    publish_changes(Comment, pks=[comment.pk for comment in made])
+
+    assert sorted(woken(grip_proxy, poll, path)["comments"]) == ["a", "b"]
