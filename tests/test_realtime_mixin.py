@@ -691,6 +691,63 @@ def test_a_re_request_that_renders_holds_at_the_id_a_proxy_confirmed_since():
     assert GripInstruction.of(again).prev_ids["drf.testapp.todo"] == newer
 
 
+class _Clock:
+    """``time`` for the modules that time a hold: ``time()`` moved on by hand."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return self._time.time() + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._time, name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_proxys_re_requests_do_not_extend_a_long_polls_wait(monkeypatch):
+    """Found by an app probe, through Pushpin and the embedded proxy alike: a private
+    long-poll with ``Prefer: wait=5``, re-requested by every change it cannot see (another
+    user's private todo, every 2 s), was answered only after 30 s: each re-request held
+    again for the full wait, and a proxy starts its timer again on each hold. A re-request
+    now holds for what is left of the client's wait, and answers the timeout's 304 when
+    less is left than a proxy holds at the least (5 s)."""
+    from drf_grip.rest import mixins, unchanged
+    from drf_grip.rest.versions import next_version
+
+    clock = _Clock()
+    monkeypatch.setattr(mixins, "time", clock)
+    monkeypatch.setattr(unchanged, "time", clock)
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        client = ProxiedClient()
+        etag = client.get("/api/todos/")["ETag"]
+        wait = {"HTTP_IF_NONE_MATCH": etag, "HTTP_PREFER": "wait=20"}
+        held = client.get("/api/todos/", **wait)
+        assert GripInstruction.of(held).timeout == 20
+        assert held["Preference-Applied"] == "wait=20"
+        for elapsed, left in ((8, 12), (13, 7)):
+            clock.offset = elapsed
+            _seen, hinted = next_version("drf.testapp.todo")  # a change this list does not show
+            hint = {"HTTP_GRIP_LAST": f"drf.testapp.todo; last-id={hinted}"}
+            again = client.get("/api/todos/", **wait, **hint)
+            assert again.status_code == 304
+            # Whole seconds, rounded down: never past the wait (the test's own time counts).
+            assert GripInstruction.of(again).timeout in (left - 1, left), elapsed
+        clock.offset = 16.5
+        _seen, hinted = next_version("drf.testapp.todo")
+        hint = {"HTTP_GRIP_LAST": f"drf.testapp.todo; last-id={hinted}"}
+        over = client.get("/api/todos/", **wait, **hint)
+        assert over.status_code == 304 and over["ETag"] == etag
+        assert "Grip-Hold" not in over
+        # The client's next request is its own: held for its whole wait again.
+        assert GripInstruction.of(client.get("/api/todos/", **wait)).timeout == 20
+
+
 @pytest.mark.django_db(transaction=True)
 def test_the_proxys_retry_of_a_hold_a_change_overtook_is_answered_without_a_hold():
     """Seen behind Pushpin (the one-proxy-down test, about 1 run in 40 on a loaded machine):

@@ -542,6 +542,7 @@ class _RealtimeBase:
         identity = self._client_identity()
         last = grip_of(request).last
         recalled = recall(identity) if last else None
+        self._realtime_recalled = recalled
         found = unchanged_of(recalled, last)
         if found is not None and etag_matches(request.META["HTTP_IF_NONE_MATCH"], found[0]):
             self._realtime_unchanged = (identity, found[1])
@@ -964,10 +965,25 @@ class _RealtimeBase:
         timeout = self.get_hold_timeout()
         if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None:
             held["Preference-Applied"] = f"wait={timeout}"
+        unchanged = getattr(self, "_realtime_unchanged", None)
+        own = not grip_of(request).last
+        since: float | None = time.time() if own else None
+        if unchanged is not None and not own:
+            from .unchanged import hold_left
+
+            recalled = getattr(self, "_realtime_recalled", None)
+            since = recalled[4] if recalled is not None else None
+            left = hold_left(recalled, timeout)
+            if left is not None:
+                if left < MIN_HOLD_TIMEOUT:
+                    # Less than a proxy holds at the least: the client's wait is over, and
+                    # an answer sooner than it asked for is allowed (RFC 7240 §4.3), one
+                    # later is what its read timeout may not survive.
+                    return held
+                timeout = int(left)
         instruct = grip_of(request).start_instruct()
         instruct.add_channels(self._grip_channels(request, policy))
         instruct.set_hold_longpoll(timeout)
-        unchanged = getattr(self, "_realtime_unchanged", None)
         if unchanged is not None:
             from .unchanged import remember
 
@@ -977,8 +993,9 @@ class _RealtimeBase:
                 etag,
                 ranges,
                 timeout + 60,
-                own=not grip_of(request).last,
+                own=own,
                 read_at=getattr(self, "_realtime_read_at", None),
+                since=since,
             )
         self.on_hold(request, policy, etag)
         return held

@@ -35,6 +35,7 @@ __all__ = [
     "request_identity",
     "covered_ids",
     "held_behind",
+    "hold_left",
     "recall",
     "remember",
     "unchanged_etag",
@@ -85,18 +86,23 @@ def remember(
     *,
     own: bool = False,
     read_at: float | None = None,
+    since: float | None = None,
 ) -> None:
     """Keep what this request answered as it is held; ``own``: the client's own request (not
     a proxy's re-request), whose hold a retry may follow (:func:`held_behind`); ``read_at``
-    (``time.time()``): when its counters were read, before its render."""
+    (``time.time()``): when its counters were read, before its render; ``since``: when the
+    client's own request was first held (:func:`hold_left`)."""
     if ranges:
         at = time.time() if own else 0.0
-        state_cache().set(_KEY + identity, (etag, ranges, at, read_at), timeout=timeout)
+        state_cache().set(
+            _KEY + identity, (etag, ranges, at, read_at, since), timeout=timeout
+        )
 
 
 #: What a held request answered: its ETag, the ids covered, when, if it was the client's
-#: own request (``time.time()``; else 0), and when its counters were read (None: unknown).
-Recalled = tuple[str, Ranges, float, float | None]
+#: own request (``time.time()``; else 0), when its counters were read (None: unknown) and
+#: when the client's own request was first held (None: unknown).
+Recalled = tuple[str, Ranges, float, float | None, float | None]
 
 #: Seconds after the hold of a client's own request within which the proxy's re-request of
 #: it at exactly its ids is its retry of that hold (Pushpin's handler retries a conflicting
@@ -110,12 +116,28 @@ RETRY_WINDOW = 0.5
 def recall(identity: str) -> Recalled | None:
     """What this request last answered when it was held."""
     found = state_cache().get(_KEY + identity)
-    if not isinstance(found, tuple) or not 2 <= len(found) <= 4:
+    if not isinstance(found, tuple) or not 2 <= len(found) <= 5:
         return None
-    # Kept by an earlier version: no time of the hold (2 items) or of the read (3).
+    # Kept by an earlier version: no time of the hold (2 items), of the read (3) or of the
+    # client's own request (4).
     at = found[2] if len(found) > 2 else 0.0
     read_at = found[3] if len(found) > 3 else None
-    return (found[0], found[1], at, read_at)
+    since = found[4] if len(found) > 4 else None
+    return (found[0], found[1], at, read_at, since)
+
+
+def hold_left(found: Recalled | None, timeout: int) -> float | None:
+    """Seconds left of a ``timeout`` counted from the client's own request, for the proxy's
+    re-request of it; None when unknown (the full timeout then applies).
+
+    Each re-request answered with a hold starts the proxy's timer again (Pushpin 1.36 and
+    the embedded proxy alike): a private long-poll re-requested by every change it cannot
+    see was held on and on, 30 s for ``Prefer: wait=5`` under a write every 2 s (app
+    probe), past the client's own read timeout. Identical requests share a record, so the
+    latest of them counts."""
+    if found is None or found[4] is None:
+        return None
+    return timeout - (time.time() - found[4])
 
 
 def unchanged_etag(identity: str, last: dict[str, str]) -> tuple[str, Ranges] | None:
@@ -176,7 +198,7 @@ def held_behind(
     unheld, and the answer is what a fresh render shows either way."""
     if found is None or not last or time.time() - found[2] > RETRY_WINDOW:
         return False
-    _etag, ranges, _at, read_at = found
+    _etag, ranges, _at, read_at, _since = found
     past: dict[str, int] = {}
     for channel, last_id in last.items():
         covered = ranges.get(channel)

@@ -47,6 +47,10 @@ class LongPoll:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def wait(self, within: float) -> bool:
+        """Whether the answer came within ``within`` seconds."""
+        return self._done.wait(within)
+
     def result(self, within: float) -> httpx.Response:
         """The answer, which must arrive within ``within`` seconds."""
         assert self._done.wait(within), f"{self.method} {self.url} still held after {within}s"

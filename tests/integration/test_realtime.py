@@ -689,6 +689,30 @@ def test_a_user_never_receives_another_users_notes(
     assert all("secret" not in (e.data if e else "") for e in bob_events.pending())
 
 
+def test_other_users_changes_do_not_hold_a_long_poll_past_its_wait(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """App probe, through Pushpin and the embedded proxy: bob's private long-poll with
+    ``Prefer: wait=6``, re-requested by each of carol's changes (which bob cannot see), was
+    held again for 6 s at every one, and answered only 6 s after carol stopped writing."""
+    bob, carol = token_for("bob"), token_for("carol")
+    poll = hold(grip_proxy, "/api/notes/", list_ch(Note), {**bob, "Prefer": "wait=6"})
+    started = time.monotonic()
+    writes = 0
+    while not poll.done and time.monotonic() - started < 20:
+        created = httpx.post(f"{grip_proxy.url}/api/notes/", json={"text": f"c{writes}"},
+                             headers=carol)
+        assert created.status_code == 201
+        writes += 1
+        poll.wait(1.0)  # paces carol's writes: about one a second while bob is held
+    answered = poll.result(0)
+    assert answered.status_code == 304
+    assert answered.headers["Preference-Applied"] == "wait=6"
+    # Answered while carol still wrote, by the end of bob's wait (whole seconds, a margin
+    # for this machine), not 6 s after her last write.
+    assert time.monotonic() - started < 6 + 4, f"held through {writes} of carol's writes"
+
+
 def test_shared_change_is_rendered_once_for_every_subscriber(
     grip_proxy: ProxyUnderTest, streams: list[EventStream], fresh_live_urls: None
 ) -> None:
