@@ -217,6 +217,31 @@ def test_a_comment_moved_to_another_post_wakes_both_posts(sink):
     assert f"drf.testapp.post.{second.pk}" not in sink.channels()
 
 
+def test_a_comment_loaded_before_its_register_ran_wakes_the_post_it_left(sink):
+    """Docs probe: ``register(Comment, affects=...)`` in a views module runs in a shell or a
+    Celery worker only when the URLconf is imported, at the first change; a comment loaded
+    before it and moved to another post woke only the new post, and the old one kept
+    showing it."""
+    from django.db.models.signals import post_init
+
+    from drf_grip.rest.relations import remember_keys
+
+    first, second = (Post.objects.create(title=t) for t in "ab")
+    comment = Comment.objects.create(post=first, text="hi")
+    sink.settle()
+    uid = "drf_grip.affects.testapp.comment"
+    post_init.disconnect(sender=Comment, dispatch_uid=uid)  # as before the URLconf's import
+    try:
+        comment = Comment.objects.get(pk=comment.pk)
+    finally:
+        post_init.connect(remember_keys, sender=Comment, weak=False, dispatch_uid=uid)
+    comment.post = second
+    comment.save()
+    assert {f"drf.testapp.post.{first.pk}", f"drf.testapp.post.{second.pk}"} <= set(
+        sink.channels()
+    )
+
+
 def test_announced_comments_wake_their_posts(sink):
     """App probe: comments made by ``bulk_create()`` and announced with
     ``publish_changes(Comment, pks=...)`` left their posts' detail and list stale in every

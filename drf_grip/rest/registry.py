@@ -25,7 +25,14 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS, close_old_connections, models, router, transaction
-from django.db.models.signals import m2m_changed, post_delete, post_init, post_save, pre_delete
+from django.db.models.signals import (
+    m2m_changed,
+    post_delete,
+    post_init,
+    post_save,
+    pre_delete,
+    pre_save,
+)
 
 from ..conf import grip_settings
 from .relations import (
@@ -430,6 +437,23 @@ def _expand(
     return out
 
 
+def _on_pre_save(sender, instance, raw=False, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
+    """The keys an object with ``affects`` had, read from its row when it was loaded before
+    its ``register(..., affects=...)`` ran: a shell or a Celery worker imports the URLconf,
+    and with it a ``register()`` in a views module, at its first change, so a Comment loaded
+    before and moved to another Post woke only the new Post (docs probe). One query, for
+    such objects only."""
+    if raw or instance._state.adding or instance.pk is None:
+        return
+    _ensure_loaded()
+    if not _related.get(sender) or getattr(instance, "_drf_grip_keys", None) is not None:
+        return
+    row = sender._base_manager.using(using).filter(pk=instance.pk).first()
+    if row is not None:
+        remember_keys(sender, row)
+        instance._drf_grip_keys = getattr(row, "_drf_grip_keys", None)
+
+
 def _on_save(
     sender, instance, created=False, using=DEFAULT_DB_ALIAS, raw=False, **kwargs
 ) -> None:
@@ -467,6 +491,7 @@ def _on_m2m(
 
 
 def connect_signals() -> None:
+    pre_save.connect(_on_pre_save, dispatch_uid="drf_grip.pre_save")
     post_save.connect(_on_save, dispatch_uid="drf_grip.post_save")
     post_delete.connect(_on_delete, dispatch_uid="drf_grip.post_delete")
     pre_delete.connect(_on_pre_delete, dispatch_uid="drf_grip.pre_delete")
