@@ -133,8 +133,8 @@ def hold_left(found: Recalled | None, timeout: int) -> float | None:
     Each re-request answered with a hold starts the proxy's timer again (Pushpin 1.36 and
     the embedded proxy alike): a private long-poll re-requested by every change it cannot
     see was held on and on, 30 s for ``Prefer: wait=5`` under a write every 2 s (app
-    probe), past the client's own read timeout. Identical requests share a record, so the
-    latest of them counts."""
+    probe), past the client's own read timeout: now at most 5 s (the least a proxy holds)
+    past it. Identical requests share a record, so the latest of them counts."""
     if found is None or found[4] is None:
         return None
     return timeout - (time.time() - found[4])
