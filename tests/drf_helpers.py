@@ -6,6 +6,7 @@ import threading
 import time
 
 import jwt
+from django.db.models.signals import post_init
 from rest_framework.test import APIClient
 
 from drf_grip.conf import embedded_key
@@ -79,3 +80,14 @@ def revoke_during_the_next_notes_render(monkeypatch, user, note) -> None:
         return real(view)
 
     monkeypatch.setattr(NoteViewSet, "get_queryset", revoked_while_rendering)
+
+
+def loaded_before_the_urlconf(model, pk, dispatch_uid: str, receiver):
+    """``model``'s object ``pk`` loaded as a shell or a Celery worker loads it before the
+    URLconf's import: without drf-grip's ``post_init`` receiver ``dispatch_uid``, which the
+    views (``realtime_partition``, ``register(..., affects=...)``) connect."""
+    post_init.disconnect(sender=model, dispatch_uid=dispatch_uid)
+    try:
+        return model.objects.get(pk=pk)
+    finally:
+        post_init.connect(receiver, sender=model, weak=False, dispatch_uid=dispatch_uid)

@@ -110,19 +110,15 @@ def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_
     partition notes, is imported at the first change, after the note was loaded: handed
     from alice to bob there, only bob's list woke and alice's kept showing it. Where an
     object came from is unknown then, so every partition wakes."""
-    from django.db.models.signals import post_init
-
     from drf_grip.rest.registry import _remember_partitions
+    from tests.drf_helpers import loaded_before_the_urlconf
 
     alice, bob = (get_user_model().objects.create_user(n) for n in ("alice", "bob"))
     note = Note.objects.create(owner=alice, text="hand over")
     sink.settle()
-    uid = "drf_grip.partitions.testapp.note"
-    post_init.disconnect(sender=Note, dispatch_uid=uid)  # as before the URLconf's import
-    try:
-        note = Note.objects.get(pk=note.pk)
-    finally:
-        post_init.connect(_remember_partitions, sender=Note, weak=False, dispatch_uid=uid)
+    note = loaded_before_the_urlconf(
+        Note, note.pk, "drf_grip.partitions.testapp.note", _remember_partitions
+    )
     note.owner = bob
     note.save()
     assert names.bulk_channel(Note) in hints(sink.settle())  # alice's list among them

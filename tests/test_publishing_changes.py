@@ -222,19 +222,15 @@ def test_a_comment_loaded_before_its_register_ran_wakes_the_post_it_left(sink):
     Celery worker only when the URLconf is imported, at the first change; a comment loaded
     before it and moved to another post woke only the new post, and the old one kept
     showing it."""
-    from django.db.models.signals import post_init
-
     from drf_grip.rest.relations import remember_keys
+    from tests.drf_helpers import loaded_before_the_urlconf
 
     first, second = (Post.objects.create(title=t) for t in "ab")
     comment = Comment.objects.create(post=first, text="hi")
     sink.settle()
-    uid = "drf_grip.affects.testapp.comment"
-    post_init.disconnect(sender=Comment, dispatch_uid=uid)  # as before the URLconf's import
-    try:
-        comment = Comment.objects.get(pk=comment.pk)
-    finally:
-        post_init.connect(remember_keys, sender=Comment, weak=False, dispatch_uid=uid)
+    comment = loaded_before_the_urlconf(
+        Comment, comment.pk, "drf_grip.affects.testapp.comment", remember_keys
+    )
     comment.post = second
     comment.save()
     assert {f"drf.testapp.post.{first.pk}", f"drf.testapp.post.{second.pk}"} <= set(
