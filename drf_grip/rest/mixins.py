@@ -52,6 +52,7 @@ from .versions import (
     counters_and_hold_versions,
     ensure_versions,
     hold_versions,
+    read_confirmed,
     shared_versions,
 )
 
@@ -953,7 +954,42 @@ class _RealtimeBase:
                 out[channel] = ours
             else:
                 out[channel] = theirs
+        out.update(getattr(self, "_realtime_hold_at", {}))  # _catch_up_confirmed
         return out
+
+    def _catch_up_confirmed(self, request, policy: RealtimePolicy) -> None:
+        """Hold a private long-poll at the id a proxy confirmed *now*, when that moved past
+        the id it would hold at and this answer covers it (the top of its remembered range:
+        the counter read before the render it answers with, ``unchanged.py``). An item the
+        answer covered, still on its way when the confirmed id was read, reached the proxy
+        before the hold: held at the older id, it conflicts on accept, and Pushpin 1.36
+        retries such a hold at once. Its proxy links the retry's request record before it
+        has cleaned up the first attempt, whose cleanup then unlinks that record by its
+        request id (``src/corelib/zhttpmanager.cpp``, ``unlink``;
+        ``src/proxy/proxysession.cpp``, ``acceptRequest_finished``): a hold answering the
+        retry is never handed over, and the client waits, unanswered (CI, the
+        one-proxy-down test). Fewer conflicts on accept leave fewer such retries."""
+        unchanged = getattr(self, "_realtime_unchanged", None)
+        if unchanged is None or policy.delivery == SHARED:
+            return
+        identity, ranges = unchanged
+        held_with = self._hold_prev_ids(request, policy)
+        behind = {
+            ch: held
+            for ch, held in held_with.items()
+            if ch in ranges and str(held or "").isdigit() and int(held) < ranges[ch][1]
+        }
+        if not behind:
+            return
+        moved = {
+            ch: seen
+            for ch, seen in read_confirmed(list(behind)).items()
+            if seen and seen.isdigit() and int(behind[ch]) < int(seen) <= ranges[ch][1]
+        }
+        if moved:
+            self._realtime_hold_at = moved
+            following = {ch: (int(seen), ranges[ch][1]) for ch, seen in moved.items()}
+            self._realtime_unchanged = (identity, {**ranges, **following})
 
     def longpoll_response(self, request, response: Response, policy: RealtimePolicy, etag: str):
         held = HttpResponseNotModified()
@@ -962,6 +998,7 @@ class _RealtimeBase:
                 held[header] = response[header]
         if getattr(self, "_realtime_unheld", False):
             return held  # the client asks again: its next hold is a new request (unchanged.py)
+        self._catch_up_confirmed(request, policy)
         timeout = self.get_hold_timeout()
         if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None:
             held["Preference-Applied"] = f"wait={timeout}"

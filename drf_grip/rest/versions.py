@@ -20,6 +20,7 @@ __all__ = [
     "ensure_versions",
     "hold_versions",
     "counters_and_hold_versions",
+    "read_confirmed",
     "acknowledge",
     "next_version",
     "note_committed",
@@ -122,6 +123,12 @@ def counters_and_hold_versions(
         ):
             current[channel] = str(value)
     return counters, current
+
+
+def read_confirmed(channels: list[str]) -> dict[str, str | None]:
+    """Per counter channel, the last id a proxy has confirmed (:func:`acknowledge`)."""
+    found = state_cache().get_many([_ACK + c for c in channels]) if channels else {}
+    return {c: _text(found.get(_ACK + c)) for c in channels}
 
 
 def acknowledge(items: list[dict]) -> None:
