@@ -30,7 +30,8 @@ embedded``: the embedded proxy). Nothing else changes it, so every long-poll sho
 its whole 5 s and end in a 304;
 prints how many were answered before 4 s instead (a write's item still on its way to the
 proxy when the hold arrived made Pushpin ask again at once: NOTES.rst, issue 9,
-twenty-second session), and how many holds Pushpin found behind on accept (``DRF_GRIP_PUSHPIN_LOG_LEVEL=3``).
+twenty-second session), and how many holds Pushpin found behind on accept
+(``DRF_GRIP_PUSHPIN_LOG_LEVEL=3``).
 """
 
 from __future__ import annotations
