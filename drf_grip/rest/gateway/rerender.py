@@ -83,17 +83,20 @@ _LAST_SENT = "drf_grip:ws-last:"
 _LAST_SENT_TIMEOUT = 120
 
 
-def _render_of(item: dict[str, Any]) -> tuple[str, str, int, bool] | None:
-    """``(connection, digest, ticket, is_repair)`` of a re-render's item, else None."""
+def _render_of(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
+    """``(connection, digest, ticket, tail)`` of an item sent to a gateway subscription, else
+    None: ``ticket`` is the render its message came from, ``tail`` is empty for the render
+    itself and names the send for a copy sent again (``-ra…`` after an answer, ``-r…`` a
+    repair)."""
     item_id = item.get("id")
     channel = channel_name(item)
     if not isinstance(item_id, str) or not channel.startswith(_CONNECTION_CHANNELS):
         return None
     ticket, _, rest = item_id.partition(".")
-    digest, repair, _ = rest.partition(_REPAIR)
+    digest, repair, tail = rest.partition(_REPAIR)
     if not ticket.isdigit() or not digest:
         return None
-    return channel[len(_CONNECTION_CHANNELS) :], digest, int(ticket), bool(repair)
+    return channel[len(_CONNECTION_CHANNELS) :], digest, int(ticket), repair + tail
 
 
 def outdated_render(item: dict[str, Any]) -> bool:
@@ -105,34 +108,34 @@ def outdated_render(item: dict[str, Any]) -> bool:
 
 
 def repair_overtaken(items: list[dict[str, Any]]) -> None:
-    """After a re-render reached the proxy: if a later render of its subscription was sent
-    meanwhile (after this one was checked, ``outdated_render``), the two may have arrived in
-    either order, and nothing orders a connection's own channel: send the latest again.
-    Seen in the soak: a gateway subscriber of a private list left on the render before the
-    last commit, received 0.3 s after the newer one."""
+    """After a re-render, or a copy of one sent again, reached the proxy: if a later render
+    of its subscription was sent meanwhile (after this one was checked, ``outdated_render``),
+    the two may have arrived in either order, and nothing orders a connection's own channel:
+    send the latest again. Seen in the soak: a gateway subscriber of a private list left on
+    the render before the last commit, received 0.3 s after the newer one."""
     for item in items:
         found = _render_of(item)
-        if found is None or found[3]:
+        if found is None:
             continue
-        conn, digest, ticket, _ = found
-        if sent_after(_ticket_name(conn, digest), ticket):
-            _send_latest_again(conn, digest, ticket, _REPAIR)
+        conn, digest, ticket, tail = found
+        name = _ticket_name(conn, digest)
+        if sent_after(name, ticket) and time.time() >= _withheld_until(name):
+            # (While pushes wait for a subscribe answer, its settle sends the latest.) The
+            # copy's id names the item it follows, so it is new to the proxy.
+            _send_latest_again(conn, digest, ticket, f"{_REPAIR}{ticket}{tail}")
 
 
-def _send_latest_again(
-    conn: str, digest: str, ticket: int, suffix: str, sent_before: float | None = None
-) -> None:
-    """Send the subscription's latest message again, when it is later than ``ticket``'s
-    (and, with ``sent_before``, was sent before that time); its id
-    ``LATER.DIGEST<suffix>TICKET`` is new to the proxy (Pushpin drops an id it has seen on
-    a channel within 60 s)."""
+def _send_latest_again(conn: str, digest: str, ticket: int, tail: str) -> None:
+    """Send the subscription's latest message again, when it is later than ``ticket``'s;
+    its id ``LATER.DIGEST<tail>`` must be new to the proxy (Pushpin drops an id it has seen
+    on a channel within 60 s)."""
     latest = state_cache().get(_LAST_SENT + _ticket_name(conn, digest))
     if not isinstance(latest, tuple) or len(latest) != 3 or int(latest[0]) <= ticket:
         return
-    later, message, sent_at = latest
-    if sent_before is not None and sent_at > sent_before:
-        return
-    send_to_connection(conn, {"content": message}, f"{later}.{digest}{suffix}{ticket}")
+    later, message, _sent_at = latest
+    register_outdated_check(outdated_render)
+    register_delivered_hook(repair_overtaken)
+    send_to_connection(conn, {"content": message}, f"{later}.{digest}{tail}")
 
 
 def publish_subscriptions(
@@ -290,11 +293,11 @@ def _send_render(
         mark_sent(name, ticket)
         now = time.time()
         state_cache().set(_LAST_SENT + name, (ticket, message, now), _LAST_SENT_TIMEOUT)
-        overtaking = state_cache().get(_IN_TRANSIT + name)
-        if overtaking is not None and now < overtaking:
-            # The subscribe answer is still on its way and this push could overtake it: the
-            # answer's settle sends it, once, after the answer (settle_answer). Sent now as
-            # well, the client got the change twice (one message per change, DESIGN.md §1).
+        if now < _withheld_until(name):
+            # The subscribe answer may still be on its way and this push could overtake it:
+            # the answer's settle sends the change, once, after the answer (settle_answer).
+            # Sent now as well, the client got the change twice (one message per change,
+            # DESIGN.md §1).
             return
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
@@ -312,22 +315,31 @@ def _end_revoked(
 
 # -- the subscribe answer -----------------------------------------------------------------
 #
-# A subscription's first representation goes back in the answer to its ``subscribe``
-# message (the WebSocket-over-HTTP response); later ones are published to the connection's
-# channel, by any process. The two reach the proxy by different ways, so a push of a newer
-# render could overtake the answer and the client would end on the answer's older one (the
-# soak: a gateway subscriber of /api/todos/ moved back 0.08 s after the newest render).
-# The answer's render takes a ticket like a re-render, and once the answer went out:
-# if a later render was pushed meanwhile, it is sent again (it now comes after the answer);
-# if a change committed after the render may have been published without this subscription
-# (the publisher listed subscriptions before it was saved), it is re-rendered.
+# A subscription's first representation goes back in the answer to its ``subscribe`` message
+# (the WebSocket-over-HTTP response); later ones are published to the connection's channel,
+# by any process. The two reach the client by different ways (Pushpin's proxy writes the
+# answer, its handler writes pushes, neither waiting for the other), and nothing says when
+# the answer arrived. So from the moment the subscription is saved (the publisher can find
+# it) until its settle, a moment after the answer left Django, pushes to it are withheld,
+# and the settle sends the latest withheld one; from there on the ordinary ordering of
+# renders applies (tickets.py, outdated_render, repair_overtaken). Before, a push was
+# withheld only within a guessed 0.1 s of the answer leaving: in CI's soak an answer took
+# longer, a push made after those 0.1 s reached the client first, and the client kept the
+# older answer (a gateway subscriber of a private notes list). The answer's render takes a
+# ticket like a re-render, so a push of an older render is never sent after it, and if a
+# later render was pushed already, the answer is rendered again.
 
-#: The id suffix of a push sent again after an answer: ``LATER.DIGEST-rAOWN``.
+#: The tail of a withheld push's id when the settle sends it: ``LATER.DIGEST-raANSWER``.
 _AFTER_ANSWER = _REPAIR + "a"
-#: Until when (``time.time()``) a push may overtake a subscribe answer; infinity while the
-#: answer is still in Django. Outlives any answer's way out, not a dropped connection's.
+#: Until when (``time.time()``) pushes to a subscription are withheld for its answer's
+#: settle: infinite while the answer is still in Django.
 _IN_TRANSIT = "drf_grip:ws-transit:"
 _IN_TRANSIT_TIMEOUT = 30
+
+
+def _withheld_until(name: str) -> float:
+    until = state_cache().get(_IN_TRANSIT + name)
+    return float(until) if isinstance(until, (int, float)) else float("-inf")
 
 
 def answer_ticket(conn: str, key: str) -> int:
@@ -335,10 +347,18 @@ def answer_ticket(conn: str, key: str) -> int:
     return take_ticket(_ticket_name(conn, _digest(key)), likely_first=True)
 
 
+def answer_pending(conn: str, key: str) -> None:
+    """The subscription is about to be saved, its answer not yet recorded: a push from now
+    on waits for the answer's settle (a push sent at once could reach the client after an
+    answer rendered later, and nothing would follow it)."""
+    state_cache().set(_IN_TRANSIT + _ticket_name(conn, _digest(key)), float("inf"),
+                      _IN_TRANSIT_TIMEOUT)
+
+
 def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool:
     """Count the answer as the subscription's first send; False when a later render was
     pushed already (the answer is older: render it again). Pushes wait for the answer's
-    settle until it has left Django and a moment more (:func:`answer_left`)."""
+    settle (:func:`answer_left`, :func:`settle_answer`)."""
     name = _ticket_name(conn, _digest(key))
     with exclusive(name):
         if sent_after(name, ticket):
@@ -349,28 +369,33 @@ def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool
     return True
 
 
-def answer_left(conn: str, key: str, overtaking_before: float) -> None:
-    """The subscribe answer left Django: a push made before ``overtaking_before`` may still
-    overtake it, and is left to the answer's settle."""
+def answer_left(conn: str, key: str, until: float) -> None:
+    """The subscribe answer left Django: pushes wait for its settle, due before ``until``
+    (``time.time()``); past it (the settle's process stopped) they are sent at once."""
     name = _ticket_name(conn, _digest(key))
-    state_cache().set(_IN_TRANSIT + name, overtaking_before, _IN_TRANSIT_TIMEOUT)
+    state_cache().set(_IN_TRANSIT + name, until, _IN_TRANSIT_TIMEOUT)
 
 
-def answer_overtaken(conn: str, key: str, ticket: int) -> bool:
-    """Whether a render later than the answer's (``ticket``) was pushed already."""
-    return sent_after(_ticket_name(conn, _digest(key)), ticket)
-
-
-def settle_answer(
-    conn: str, key: str, ticket: int, changed_since: bool, overtaking_before: float
-) -> None:
+def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None:
     """Once the answer rendered with ``ticket`` has reached the client (a moment after it
-    left Django: gateway.view.SETTLE_DELAY): send again a later push that may have
-    overtaken it (one sent before ``overtaking_before``; a later one came after it), or,
-    when a change committed after its render (``changed_since``), re-render the
-    subscription."""
-    if answer_overtaken(conn, key, ticket):
-        _send_latest_again(conn, _digest(key), ticket, _AFTER_ANSWER, overtaking_before)
+    left Django: gateway.view.SETTLE_DELAY): pushes go out at once from now on; the latest
+    one withheld for the answer is sent, or, when a change committed after its render
+    (``changed_since``), the subscription is rendered again."""
+    digest = _digest(key)
+    name = _ticket_name(conn, digest)
+    with exclusive(name):
+        # One step with a push's check (_send_render): a push either saw the subscription
+        # still waiting and is sent below, or sees it settled and goes out itself.
+        until = _withheld_until(name)
+        latest = state_cache().get(_LAST_SENT + name)
+        state_cache().delete(_IN_TRANSIT + name)
+    if (
+        isinstance(latest, tuple) and len(latest) == 3
+        and int(latest[0]) > ticket and latest[2] < until
+    ):
+        # A push was withheld: it goes out now, ordered against later ones by its ticket
+        # (outdated_render, repair_overtaken).
+        _send_latest_again(conn, digest, ticket, f"{_AFTER_ANSWER}{ticket}")
         return
     if changed_since:
         sub = load_states([conn]).get(conn, {}).get("subs", {}).get(key)

@@ -67,7 +67,13 @@ from .inner_requests import (
     with_query_data,
 )
 from .messages import MessageError, answer_of, decode_message, valid_id
-from .rerender import answer_left, answer_ticket, record_answer, settle_answer
+from .rerender import (
+    answer_left,
+    answer_pending,
+    answer_ticket,
+    record_answer,
+    settle_answer,
+)
 
 __all__ = ["RealtimeGateway"]
 
@@ -356,6 +362,7 @@ class RealtimeGateway(WebSocketView):
                 # The subscriber's own GET, replayed for every change (render.py).
                 "req": record(inner, credentials=True).as_dict(),
             }
+            answer_pending(conn, key)  # before the publisher can find it (rerender.py)
             if not save_state(conn, state):
                 del state["subs"][key]
                 raise MessageError(
@@ -483,9 +490,9 @@ _relisted: dict[str, float] = {}
 #: Seconds within which the proxy has an answer that left Django and has applied the
 #: instructions it carries. A push made later reaches the client after the answer; one
 #: made earlier may have overtaken the answer or missed the subscription, and the settle
-#: sends the latest again. A guess, which load can defeat: a shared subscription listed
-#: among its channel's fresh subscribers does not use it (connections.fresh_subscribers);
-#: a private one's settle, and a shared one that found that index full, do.
+#: sends the latest again. A guess, which load can defeat: only a shared subscription that
+#: found its channel's index of fresh subscribers full uses it (connections.fresh_subscribers);
+#: pushes to a private one wait for its settle (rerender.py).
 ANSWER_TRANSIT = 0.1
 
 #: Seconds from an answer leaving Django to the check that a push did not overtake it, or
@@ -498,11 +505,12 @@ ANSWER_TRANSIT = 0.1
 #: wait: the guarantee is one second (DESIGN.md §4).
 SETTLE_DELAY = 0.4
 
-#: Seconds after ``SETTLE_DELAY`` past which a shared subscription's settle counts as lost
-#: (its process stopped: a restart right after a page subscribed, in the browser test): the
-#: next render is sent to the connection on its own channel as its settle would have, and
-#: the live URL's channel carries the ones after it (shared._Fresh). A settle that merely
-#: runs late sends a copy with the same id, which the proxy drops: so short.
+#: Seconds after ``SETTLE_DELAY`` past which a subscription's settle counts as lost (its
+#: process stopped: a restart right after a page subscribed, in the browser test). A shared
+#: one's next render is sent to the connection on its own channel as its settle would have,
+#: and the live URL's channel carries the ones after it (shared._Fresh); a settle that
+#: merely runs late sends a copy with the same id, which the proxy drops: so short. Pushes
+#: to a private one stop waiting for it (rerender.answer_left).
 SETTLE_OVERDUE = 0.3
 
 #: Seconds after which a fresh shared subscription whose answer never left Django (its
@@ -512,19 +520,16 @@ UNSENT_OVERDUE = 5.0
 
 
 def _settle(conn: str, key: str, ticket: int, changed_since: bool) -> Callable[[], None]:
-    """Once a private subscription's answer left Django, a moment later (once it has
-    reached the client): if a push made before ``ANSWER_TRANSIT`` passed went out, or a
-    change committed after its render, settle it (rerender.settle_answer). Checked then,
-    not as the answer leaves: a push published just after that still overtook the answer
-    (the soak, two writers)."""
+    """Once a private subscription's answer left Django, a moment later (once it has reached
+    the client): settle it (rerender.settle_answer). Pushes to it wait until then, or until
+    the settle is overdue."""
 
     def closed() -> None:
-        before = time.time() + ANSWER_TRANSIT
-        answer_left(conn, key, before)
+        answer_left(conn, key, time.time() + SETTLE_DELAY + SETTLE_OVERDUE)
         call_later(
             SETTLE_DELAY,
             _while_subscribed(
-                conn, key, None, lambda: settle_answer(conn, key, ticket, changed_since, before)
+                conn, key, None, lambda: settle_answer(conn, key, ticket, changed_since)
             ),
         )
 
