@@ -323,11 +323,12 @@ def _end_revoked(
 # it) until its settle, a moment after the answer left Django, pushes to it are withheld,
 # and the settle sends the latest withheld one; from there on the ordinary ordering of
 # renders applies (tickets.py, outdated_render, repair_overtaken). Before, a push was
-# withheld only within a guessed 0.1 s of the answer leaving: in CI's soak an answer took
-# longer, a push made after those 0.1 s reached the client first, and the client kept the
-# older answer (a gateway subscriber of a private notes list). The answer's render takes a
-# ticket like a re-render, so a push of an older render is never sent after it, and if a
-# later render was pushed already, the answer is rendered again.
+# withheld only within a guessed 0.1 s of the answer leaving, and one sent later was taken
+# to arrive after it: in CI's soak a gateway subscriber of a private notes list received
+# two messages at once and kept the older, which only an answer can be (under load here,
+# one private answer in 15 was followed by a push 0.1-0.7 s after it left Django). The
+# answer's render takes a ticket like a re-render, so a push of an older render is never
+# sent after it, and if a later render was pushed already, the answer is rendered again.
 
 #: The tail of a withheld push's id when the settle sends it: ``LATER.DIGEST-raANSWER``.
 _AFTER_ANSWER = _REPAIR + "a"
@@ -386,11 +387,12 @@ def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None
     with exclusive(name):
         # One step with a push's check (_send_render): a push either saw the subscription
         # still waiting and is sent below, or sees it settled and goes out itself.
-        until = _withheld_until(name)
-        latest = state_cache().get(_LAST_SENT + name)
+        found = state_cache().get_many([_IN_TRANSIT + name, _LAST_SENT + name])
         state_cache().delete(_IN_TRANSIT + name)
+    until, latest = found.get(_IN_TRANSIT + name), found.get(_LAST_SENT + name)
     if (
-        isinstance(latest, tuple) and len(latest) == 3
+        isinstance(until, (int, float))
+        and isinstance(latest, tuple) and len(latest) == 3
         and int(latest[0]) > ticket and latest[2] < until
     ):
         # A push was withheld: it goes out now, ordered against later ones by its ticket
