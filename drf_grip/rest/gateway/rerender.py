@@ -122,16 +122,23 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
         if sent_after(name, ticket) and time.time() >= _withheld_until(name):
             # (While pushes wait for a subscribe answer, its settle sends the latest.) The
             # copy's id names the item it follows, so it is new to the proxy.
-            _send_latest_again(conn, digest, ticket, f"{_REPAIR}{ticket}{tail}")
+            latest = _later_than(state_cache().get(_LAST_SENT + name), ticket)
+            if latest is not None:
+                _send_again(conn, digest, latest, f"{_REPAIR}{ticket}{tail}")
 
 
-def _send_latest_again(conn: str, digest: str, ticket: int, tail: str) -> None:
-    """Send the subscription's latest message again, when it is later than ``ticket``'s;
-    its id ``LATER.DIGEST<tail>`` must be new to the proxy (Pushpin drops an id it has seen
-    on a channel within 60 s)."""
-    latest = state_cache().get(_LAST_SENT + _ticket_name(conn, digest))
-    if not isinstance(latest, tuple) or len(latest) != 3 or int(latest[0]) <= ticket:
-        return
+def _later_than(latest: Any, ticket: int) -> tuple[int, Any, float] | None:
+    """What a subscription was last sent, ``(ticket, message, time.time())`` as kept under
+    ``_LAST_SENT``, when it is later than ``ticket``'s; else None."""
+    if isinstance(latest, tuple) and len(latest) == 3 and int(latest[0]) > ticket:
+        return latest
+    return None
+
+
+def _send_again(conn: str, digest: str, latest: tuple[int, Any, float], tail: str) -> None:
+    """Send a subscription's ``latest`` message (:func:`_later_than`) again; its id
+    ``LATER.DIGEST<tail>`` must be new to the proxy (Pushpin drops an id it has seen on a
+    channel within 60 s)."""
     later, message, _sent_at = latest
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
@@ -338,8 +345,11 @@ _IN_TRANSIT = "drf_grip:ws-transit:"
 _IN_TRANSIT_TIMEOUT = 30
 
 
-def _withheld_until(name: str) -> float:
-    until = state_cache().get(_IN_TRANSIT + name)
+def _withheld_until(name: str, until: Any = None) -> float:
+    """Until when pushes to ``name`` wait for its answer's settle (``-inf``: they do not);
+    ``until``: the value kept under ``_IN_TRANSIT``, when already read."""
+    if until is None:
+        until = state_cache().get(_IN_TRANSIT + name)
     return float(until) if isinstance(until, (int, float)) else float("-inf")
 
 
@@ -389,15 +399,11 @@ def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None
         # still waiting and is sent below, or sees it settled and goes out itself.
         found = state_cache().get_many([_IN_TRANSIT + name, _LAST_SENT + name])
         state_cache().delete(_IN_TRANSIT + name)
-    until, latest = found.get(_IN_TRANSIT + name), found.get(_LAST_SENT + name)
-    if (
-        isinstance(until, (int, float))
-        and isinstance(latest, tuple) and len(latest) == 3
-        and int(latest[0]) > ticket and latest[2] < until
-    ):
+    latest = _later_than(found.get(_LAST_SENT + name), ticket)
+    if latest is not None and latest[2] < _withheld_until(name, found.get(_IN_TRANSIT + name)):
         # A push was withheld: it goes out now, ordered against later ones by its ticket
         # (outdated_render, repair_overtaken).
-        _send_latest_again(conn, digest, ticket, f"{_AFTER_ANSWER}{ticket}")
+        _send_again(conn, digest, latest, f"{_AFTER_ANSWER}{ticket}")
         return
     if changed_since:
         sub = load_states([conn]).get(conn, {}).get("subs", {}).get(key)
