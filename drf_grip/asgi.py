@@ -65,7 +65,7 @@ def _warn_of_other_embedded_proxies() -> None:
     state cache and warns when another process of this host that serves the same
     ``EMBEDDED_URL`` is alive (a process that has exited, an autoreloaded ``runserver``'s
     last one, is not counted)."""
-    from .conf import grip_settings
+    from .conf import grip_settings, redact_url
     from .rest.store import SlotIndex, per_process_state
 
     if per_process_state():
@@ -90,7 +90,7 @@ def _warn_of_other_embedded_proxies() -> None:
             "%s): each holds only the clients that reached it, and a change saved through "
             "one reaches none of the clients another holds. Run one process (one uvicorn "
             "worker), or several behind Pushpin or Fanout (set GRIP_URL).",
-            grip_settings.EMBEDDED_URL,
+            redact_url(str(grip_settings.EMBEDDED_URL)),
             me,
             ", ".join(str(pid) for pid in sorted(others)),
         )

@@ -71,7 +71,7 @@ def check_publish_endpoints(app_configs=None, **kwargs):
     DRF_GRIP["EMBEDDED_URL"] is a choice, not an oversight."""
     from django.conf import settings
 
-    from .conf import grip_settings
+    from .conf import grip_settings, redact_url
 
     if _configured() or "EMBEDDED_URL" in (getattr(settings, "DRF_GRIP", None) or {}):
         return []
@@ -82,9 +82,9 @@ def check_publish_endpoints(app_configs=None, **kwargs):
             "No GRIP endpoint is configured (GRIP_URL, GRIP_PROXIES, PUBLISH_SERVERS).",
             hint=(
                 "Changes are published to the embedded proxy of this process, or to "
-                f"DRF_GRIP['EMBEDDED_URL'] ({grip_settings.EMBEDDED_URL}) from other processes. "
-                "Set GRIP_URL to publish to Pushpin or Fanout, or set DRF_GRIP['EMBEDDED_URL'] "
-                "to the address this project's embedded proxy serves."
+                f"DRF_GRIP['EMBEDDED_URL'] ({redact_url(str(grip_settings.EMBEDDED_URL))}) "
+                "from other processes. Set GRIP_URL to publish to Pushpin or Fanout, or set "
+                "DRF_GRIP['EMBEDDED_URL'] to the address this project's embedded proxy serves."
             ),
             id="drf_grip.W001",
         )

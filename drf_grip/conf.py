@@ -441,6 +441,14 @@ def endpoint_from_url(url: str) -> GripEndpoint:
     return _endpoint_from_dict(parse_grip_uri(url))
 
 
+def embedded_publish_uri() -> str:
+    """Where another process publishes to the embedded proxy: ``EMBEDDED_URL``'s path plus
+    ``/_grip``. Its query, if any, is not kept (appended after it, ``/_grip`` became part
+    of the query; the embedded proxy is authorised with :func:`embedded_key`)."""
+    parts = urlsplit(str(grip_settings.EMBEDDED_URL))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/_grip", "", ""))
+
+
 def embedded_key() -> str:
     """The key shared by the embedded proxy and every process of this project.
 

@@ -256,3 +256,27 @@ def test_a_shared_view_keeps_the_query_parameters_its_filter_methods_read(outbox
     pushed = outbox.to(channel)[-1]["formats"]["http-response"]["body"]
     assert pushed == client.get(path).content.decode()
     assert [todo["title"] for todo in json.loads(pushed)] == ["apple", "apple"]
+
+
+def test_a_shared_view_keeps_the_query_parameters_its_paginators_methods_read(outbox, caplog):
+    """A paginator whose ``get_page_size()`` reads ``?per=``: a shared view dropped it
+    before it ran, so even a plain GET answered the default page size (DRF probe). A
+    parameter dropped is said once, with the hook that keeps it."""
+    path = "/api/probe/shared-per-page-todos/?per=1&_=1700000000"
+    for title in "abc":
+        Todo.objects.create(title=title)
+    client = GripAPIClient()
+    with caplog.at_level("INFO", logger="drf_grip.subscribe"):
+        first = client.get(path).json()
+    assert [todo["title"] for todo in first["results"]] == ["a"]
+    assert "per=1" in first["next"] and "_=" not in first["next"]
+    noted = [r.getMessage() for r in caplog.records if "realtime_query_params" in r.getMessage()]
+    assert len(noted) == 1 and "'_'" in noted[0], noted
+    stream = client.get(path, HTTP_ACCEPT="text/event-stream")
+    channel = assert_held(stream, stream=True).channels[1]
+    Todo.objects.filter(title="a").update(title="a2")
+    Todo.objects.create(title="0")
+    wait_published()
+    pushed = outbox.to(channel)[-1]["formats"]["http-response"]["body"]
+    assert pushed == client.get(path).content.decode()
+    assert [todo["title"] for todo in json.loads(pushed)["results"]] == ["a2"]

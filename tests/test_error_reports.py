@@ -71,3 +71,21 @@ def test_the_mailed_report_shows_no_key_nor_signature():
     for text in (reporter.get_traceback_text(), reporter.get_traceback_html()):
         assert "GRIP_URL" in text
         assert _secrets_in(text, sig) == []
+
+
+@override_settings(ROOT_URLCONF=__name__, DEBUG=True)
+def test_the_debug_page_shows_no_password_of_the_state_caches_redis(settings):
+    """drf-grip asks for its state in Redis, whose URL carries its password: the debug page
+    listed ``CACHES`` whole (``LOCATION`` matches none of Django's hidden names)."""
+    settings.CACHES = {
+        **settings.CACHES,
+        "realtime": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://:{KEY}@127.0.0.1:1/0",
+        },
+    }
+    response = Client(raise_request_exception=False).get("/broken/")
+    assert response.status_code == 500
+    page = response.content.decode()
+    assert "the view failed" in page and "CACHES" in page
+    assert KEY not in page

@@ -1205,6 +1205,116 @@ def test_a_re_render_that_straddles_a_revocation_sends_nothing(monkeypatch):
     assert received and received[-1]["event"] == "end" and received[-1]["id"] == 1
 
 
+@pytest.mark.parametrize("when", ["the render", "the check after the render"])
+def test_a_server_error_re_rendering_is_no_revocation(monkeypatch, when):
+    """An authentication backend that raised while a change was re-rendered (a plain GET:
+    500) ended the subscription with ``{"event": "end", "status": 403}``, for good, as a
+    revocation does (black-box probe). The client is told the server failed, nothing of the
+    render is sent, and the next change after the backend is back arrives."""
+    from rest_framework.authentication import TokenAuthentication
+
+    alice, token = make_user("alice")
+    ws = connect()  # first: its test client takes what is published
+    note = Note.objects.create(owner=alice, text="secret")
+    assert wait_idle(10)
+    answer = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})
+    assert [n["text"] for n in answer["data"]] == ["secret"]
+    settled(ws)
+
+    real = TokenAuthentication.authenticate_credentials
+    calls = []
+
+    def failing(self, key):
+        calls.append(key)
+        if len(calls) > (0 if when == "the render" else 1):
+            raise RuntimeError("the authentication backend is down")
+        return real(self, key)
+
+    monkeypatch.setattr(TokenAuthentication, "authenticate_credentials", failing)
+    note.text = "changed while the backend was down"
+    note.save()
+    assert wait_idle(10)
+    failed = settled(ws)
+    assert [(m["event"], m["status"]) for m in failed] == [("change", 500)], failed
+    assert "changed while" not in json.dumps(failed)
+
+    monkeypatch.setattr(TokenAuthentication, "authenticate_credentials", real)
+    note.text = "changed once it was back"
+    note.save()
+    assert wait_idle(10)
+    back = settled(ws)
+    assert [m["data"][0]["text"] for m in back if m["event"] == "change"] == [
+        "changed once it was back"
+    ], back
+
+
+def test_a_representation_too_large_for_a_message_is_refused_and_nothing_else_is_lost(
+    settings,
+):
+    """A list over what a message may carry (the embedded proxy's message limit, Pushpin's
+    1 MB publish): its answer was dropped by the embedded proxy and the client waited for
+    ever; through Pushpin the whole connection closed (black-box probe). It is answered 413,
+    nothing of the subscription is kept, and the connection's others go on."""
+    settings.DRF_GRIP = {**getattr(settings, "DRF_GRIP", {}), "EMBEDDED_MAX_MESSAGE_SIZE": 4000}
+    alice, token = make_user("alice")
+    ws = connect()
+    assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
+    big = Note.objects.create(owner=alice, text="x" * 5000)
+    assert wait_idle(10)
+
+    refused = ask(ws, {"id": 2, "subscribe": "/api/notes/", "token": token})
+    assert refused["status"] == 413 and "5" in refused["error"], refused
+    got = ask(ws, {"id": 3, "method": "GET", "url": f"/api/notes/{big.pk}/", "token": token})
+    assert got["status"] == 413 and "data" not in got, got
+
+    settled(ws)
+    Todo.objects.create(title="still live")
+    assert wait_idle(10)
+    changes = settled(ws)
+    assert any("still live" in json.dumps(m) for m in changes), changes
+    big.text = "small"
+    big.save()
+    assert wait_idle(10)
+    settled(ws)
+    again = ask(ws, {"id": 2, "subscribe": "/api/notes/", "token": token})  # the id is free
+    assert again["status"] == 200 and [n["text"] for n in again["data"]] == ["small"]
+
+
+def test_a_permission_lost_ends_the_subscription_with_what_a_get_is_told(monkeypatch):
+    """An object permission lost while the token stays valid ended the subscription with
+    "the subscription's credentials are no longer valid" (DRF probe). The end says what a
+    fresh GET is told: DRF's own ``detail``."""
+    from rest_framework import permissions
+
+    from tests.testapp.realtime_views import NoteViewSet
+
+    class NotHidden(permissions.BasePermission):
+        def has_object_permission(self, request, view, obj):
+            return obj.text != "hidden"
+
+    monkeypatch.setattr(
+        NoteViewSet, "permission_classes", [*NoteViewSet.permission_classes, NotHidden]
+    )
+    alice, token = make_user("alice")
+    ws = connect()
+    note = Note.objects.create(owner=alice, text="shown")
+    assert wait_idle(10)
+    url = f"/api/notes/{note.pk}/"
+    assert ask(ws, {"id": 1, "subscribe": url, "token": token})["status"] == 200
+    settled(ws)
+
+    note.text = "hidden"
+    note.save()
+    assert wait_idle(10)
+
+    [end] = settled(ws)
+    from rest_framework.test import APIClient
+
+    told = APIClient().get(url, HTTP_AUTHORIZATION=f"Token {token}")
+    assert told.status_code == 403
+    assert (end["event"], end["status"], end["error"]) == ("end", 403, told.json()["detail"])
+
+
 def test_an_ended_subscription_frees_its_id():
     """``{"event": "end"}`` says the subscription is over, but its id stayed in use: a
     client subscribing again with a fresh token under the same id got 409 "unsubscribe

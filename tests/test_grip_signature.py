@@ -223,3 +223,23 @@ def test_fanouts_api_token_is_not_warned_about_as_a_short_signing_key(caplog):
     ):
         check_grip_sig(sig())
     assert "bytes long" not in caplog.text
+
+
+@override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={KEY}")
+def test_a_signature_no_key_verifies_is_warned_about_once_a_minute_without_the_token(
+    caplog, monkeypatch
+):
+    """A proxy whose sig_key differs from GRIP_URL's key: every request was answered as a
+    direct one (nothing held, clients polling in a loop) and nothing said why."""
+    from drf_grip.grip import signature
+
+    monkeypatch.setattr(signature, "_warned_unverified", [float("-inf")])
+    wrong = sig(key="another-key-of-at-least-32-bytes!!!!")
+    with caplog.at_level("WARNING", logger="drf_grip.signature"):
+        assert check_grip_sig(sig()) == (True, True)
+        assert caplog.records == []
+        assert check_grip_sig(wrong) == (False, False)
+        assert check_grip_sig("garbage") == (False, False)
+    warnings = [r for r in caplog.records if "no configured GRIP key verifies" in r.getMessage()]
+    assert len(warnings) == 1
+    assert wrong not in caplog.text and KEY not in caplog.text

@@ -604,6 +604,23 @@ def test_unconfigured_publishes_to_embedded_url_and_warns_once(
     assert embedded_key() not in caplog.text
 
 
+def test_an_embedded_url_with_credentials_and_a_query_is_published_to_and_never_logged(
+    settings: Any, server: PublishServer, publisher: Publisher, caplog: Any, monkeypatch: Any
+) -> None:
+    """``EMBEDDED_URL`` may carry a user:password and a query (a reverse proxy in front of
+    ``runserver``). The warning printed it whole, and ``/_grip`` was appended after the
+    query, so the publishes went to ``/?key=.../_grip`` (black-box probe)."""
+    monkeypatch.setattr(destinations, "_warned_unconfigured", False)
+    host = server.url.split("://", 1)[1]
+    settings.DRF_GRIP = {"EMBEDDED_URL": f"http://emb:SEKRITPW@{host}/?key=SEKRITQ"}
+    publish("one", stream("x"))
+    assert publisher.flush(WAIT)
+    assert [r.path for r in server.requests] == ["/_grip/publish/"]
+    assert server.channels == ["one"]
+    assert "GRIP_URL is unset" in caplog.text
+    assert "SEKRIT" not in caplog.text
+
+
 def test_local_sink_replaces_the_network_hop(
     settings: Any, server: PublishServer, publisher: Publisher
 ) -> None:

@@ -90,6 +90,41 @@ def test_a_cache_that_lost_every_record_publishes_for_the_views_classes(settings
     assert "drf.testapp.todo.*shared" in channels
 
 
+def test_after_a_flush_deleting_a_token_or_a_session_publishes_no_channel_naming_it(
+    settings, tmp_path
+):
+    """A model no realtime view serves has no held clients, so nothing is published for it.
+    After the cache lost its records, each deleted row of any model was hinted on its object
+    channel, and a Token's or a Session's primary key is the secret itself: it reached the
+    proxy's log (``publish channel=drf.authtoken.token.<key>``, black-box probe)."""
+    from django.contrib.auth.models import User
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.cache import cache
+    from rest_framework.authtoken.models import Token
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    cache.clear()
+    watch("/api/todos/")
+    token = Token.objects.create(user=User.objects.create_user("flushed"))
+    session = SessionStore()
+    session["k"] = 1
+    session.create()
+    with RecordingSink() as recording:
+        recording.settle()
+        cache.clear()
+        key, session_key = token.key, session.session_key
+        token.delete()
+        session.delete()
+        published = recording.settle()
+    named = [str(item) for item in published if key in str(item) or session_key in str(item)]
+    assert named == []
+
+
 def test_signed_in_subscribers_of_a_shared_only_model_are_woken_after_a_flush(
     settings, tmp_path, monkeypatch
 ):

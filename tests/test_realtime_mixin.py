@@ -452,8 +452,56 @@ def test_a_next_link_fetched_after_a_revocation_answers_the_final_event(django_u
     fetched = client.get(_link_of(opened), **_last_of(opened))
 
     assert fetched.status_code == 200
-    assert fetched.content == b"event: error\ndata: {}\n\n"
+    # The status a GET by the subscriber now gets (docs/sse.rst): DRF's token authentication
+    # refuses a deleted token and an inactive user with 401.
+    assert fetched.content == b'event: error\ndata: {"status": 401}\n\n'
     assert "Grip-Hold" not in fetched and "Grip-Link" not in fetched
+
+
+def _authentication_fails(monkeypatch, after: int = 0) -> None:
+    """DRF's token authentication raises (its database or backend down) from its
+    ``after``-th call on."""
+    from rest_framework.authentication import TokenAuthentication
+
+    real = TokenAuthentication.authenticate_credentials
+    calls = []
+
+    def failing(self, key):
+        calls.append(key)
+        if len(calls) > after:
+            raise RuntimeError("the authentication backend is down")
+        return real(self, key)
+
+    monkeypatch.setattr(TokenAuthentication, "authenticate_credentials", failing)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("when", ["the render", "the check after the render"])
+def test_a_server_error_replaying_a_stream_restarts_it_and_is_no_revocation(
+    monkeypatch, django_user_model, when
+):
+    """An authentication backend that raised (a plain GET: 500) ended the stream with the
+    final ``event: error`` of a revocation, and clients that follow docs/sse.rst (live.js
+    among them) stopped for good (black-box probe). Nothing of the render is sent, and the
+    stream ends with no event: its client reconnects and its own GET decides."""
+    from rest_framework.authtoken.models import Token
+
+    from tests.testapp.models import Note
+
+    user = django_user_model.objects.create_user("ann")
+    token = Token.objects.create(user=user)
+    Note.objects.create(owner=user, text="secret")
+    client = ProxiedClient()
+    client.raise_request_exception = False
+    opened = client.get("/api/notes/", HTTP_ACCEPT="text/event-stream",
+                        HTTP_AUTHORIZATION=f"Token {token.key}")
+    Note.objects.create(owner=user, text="newer secret")
+    _authentication_fails(monkeypatch, after=0 if when == "the render" else 1)
+
+    fetched = client.get(_link_of(opened), **_last_of(opened))
+
+    assert b"newer secret" not in fetched.content
+    assert _restarted(fetched), fetched.content
 
 
 def _link_of(response) -> str:

@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 
-from ..conf import GripEndpoint, embedded_key, grip_settings
+from ..conf import GripEndpoint, embedded_key, embedded_publish_uri, grip_settings, redact_url
 from .transports import HttpTarget, LocalSink, SinkTarget, Target
 
 __all__ = ["register_local_sink", "targets", "unregister_local_sink"]
@@ -48,7 +48,7 @@ def targets() -> list[Target]:
             return [SinkTarget(s) for s in sinks]
     endpoints = list(grip_settings.publish_endpoints)
     if not endpoints and not sinks:
-        url = str(grip_settings.EMBEDDED_URL).rstrip("/") + "/_grip"
+        url = embedded_publish_uri()
         endpoints = [GripEndpoint(control_uri=url, key=embedded_key())]
         if not _warned_unconfigured:
             _warned_unconfigured = True
@@ -56,7 +56,7 @@ def targets() -> list[Target]:
                 "GRIP_URL is unset (and no GRIP_PROXIES or PUBLISH_SERVERS), and no embedded "
                 "proxy runs in this process: publishing to the embedded proxy at %s "
                 "(DRF_GRIP['EMBEDDED_URL']). Set GRIP_URL to publish to Pushpin or Fanout.",
-                url,
+                redact_url(url),
             )
     return [HttpTarget(ep) for ep in endpoints] + [SinkTarget(s) for s in sinks]
 

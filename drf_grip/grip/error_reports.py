@@ -19,8 +19,10 @@ __all__ = ["hide_grip_secrets"]
 
 #: Settings and ``request.META`` names whose values never appear in an error report:
 #: ``GRIP_URL``, ``GRIP_PROXIES``, ``DRF_GRIP`` (its ``EMBEDDED_URL`` may carry a key),
-#: ``HTTP_GRIP_SIG``, django-grip's ``PUBLISH_SERVERS``, and ``HTTP_AUTHORIZATION``.
-HIDDEN = "GRIP|PUBLISH_SERVERS|AUTH"
+#: ``HTTP_GRIP_SIG``, django-grip's ``PUBLISH_SERVERS``, ``HTTP_AUTHORIZATION``, and a
+#: cache's ``LOCATION`` (the Redis URL of drf-grip's state carries its password; Django
+#: hides a nested value by its key's name).
+HIDDEN = "GRIP|PUBLISH_SERVERS|AUTH|LOCATION"
 
 
 def hide_grip_secrets() -> None:

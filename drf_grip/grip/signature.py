@@ -161,4 +161,26 @@ def check_grip_sig(token: str | None) -> tuple[bool, bool]:
     if keyless and len(keys) == 0:
         # Proxies configured without any key: trust the header's presence, as GRIP allows.
         return True, False
+    _warn_of_unverified()
     return False, False
+
+
+_UNVERIFIED_EVERY = 60.0
+_warned_unverified = [float("-inf")]
+
+
+def _warn_of_unverified() -> None:
+    """At most once a minute per process, never the token: a proxy whose ``sig_key``
+    differs from the key the settings give gets every request answered as a direct one, so
+    no long-poll or stream is held (a long-poll answers at once, a stream ends after its
+    first event) and its clients poll in a loop. Silent, that looked like a broken proxy
+    (black-box probe)."""
+    now = time.monotonic()
+    if now - _warned_unverified[0] < _UNVERIFIED_EVERY:
+        return
+    _warned_unverified[0] = now
+    logger.warning(
+        "A request carried a Grip-Sig that no configured GRIP key verifies (wrong key or "
+        "issuer, or expired): it is answered as a direct request, not held. If your GRIP "
+        "proxy sent it, give it the key of GRIP_URL or GRIP_PROXIES (Pushpin: sig_key)."
+    )

@@ -680,12 +680,22 @@ class _RealtimeBase:
         # a plain GET of ``?fields=id`` answered every field, and so were subscribers
         # pushed (DRF ecosystem probe). With no instance, the serializer reads no row.
         used = used | reads_of(django_request, lambda: self.get_serializer().fields)
+        # So is one its paginator's methods read besides the attributes it declares (a
+        # ``get_page_size()`` reading ``?per=``: dropped, a plain GET got the default page
+        # size; DRF probe). They read the query, no row.
+        paginator = getattr(self, "paginator", None)
+        for name in ("get_page_size", "get_limit", "get_offset"):
+            method = getattr(paginator, name, None)
+            if callable(method):
+                used = used | reads_of(django_request, lambda method=method: method(request))
         if all(key in used for key in query):
             return
         kept = QueryDict(mutable=True)
         for key, values in query.lists():
             if key in used:
                 kept.setlist(key, values)
+            else:
+                _note_dropped(type(self), key)
         _replace_query(django_request, kept)
 
     def _drop_stream_format(self, request: Request) -> None:
@@ -1038,14 +1048,13 @@ class _RealtimeBase:
         return held
 
     def stream_response(self, request, response: Response, policy: RealtimePolicy):
-        from .stream import end_of_stream, next_link_for
+        from .stream import ended_stream, next_link_for
 
         context = context_of(request)
         is_next = context is not None and context.role == "next-link"
         if is_next and (context.revoked or response.status_code != 200):
-            # Gone, hidden or revoked: say so and end the stream (stream.py).
-            event = "delete" if response.status_code in (404, 410) else "error"
-            return end_of_stream(event)
+            # Gone, hidden, revoked or failed: end the stream as it says (stream.py).
+            return ended_stream(response.status_code, context.revoked)
         if response.status_code != 200:
             return response
         content, etag = self.render_representation(response)
@@ -1123,6 +1132,25 @@ class _RealtimeBase:
             return
         if context is None or context.role in ("client", "gateway-subscribe"):
             super().check_throttles(request)
+
+
+_dropped_noted: set[tuple[type, str]] = set()
+
+
+def _note_dropped(view_class: type, key: str) -> None:
+    """Say once per view and parameter (at most a thousand) that a query parameter was
+    dropped: a view that reads one where drf-grip cannot see it (its ``list()``, a
+    ``to_representation()``) silently answered without it (DRF probe)."""
+    if (view_class, key) in _dropped_noted or len(_dropped_noted) >= 1000:
+        return
+    _dropped_noted.add((view_class, key))
+    logger.info(
+        "drf-grip: %s does not read the query parameter %r (no filter backend, paginator, "
+        "get_queryset() or serializer looks it up), so it is dropped before the view runs; "
+        "a view that reads it elsewhere names it in realtime_query_params",
+        view_class.__qualname__,
+        key[:64],
+    )
 
 
 class ListRealtimeMixin(_RealtimeBase):

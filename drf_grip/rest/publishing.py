@@ -176,6 +176,11 @@ def _publish_to_unrecorded(
     from .shared import mark_recovered
 
     views = views_for(model)
+    if not views:
+        # No client holds on the channels of a model no realtime view serves. Hinting them
+        # anyway named each deleted row, and a Token's or a Session's primary key is the
+        # secret itself: the proxy logs every publish's channel.
+        return
     private = [v for v in views if _class_delivery(v) == PRIVATE]
     channels = private_channels(model, private, pks, partitions)
     if any(_class_delivery(v) == SHARED for v in views):
@@ -186,7 +191,7 @@ def _publish_to_unrecorded(
     # A deleted object's holds: re-requested, each answers 404 (a stream its last event).
     channels += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
     _hint([c for c in dict.fromkeys(channels) if c not in hinted], None)
-    if gateway_views() and views:
+    if gateway_views():
         close_lost_connections()
 
 

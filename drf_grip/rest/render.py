@@ -194,6 +194,14 @@ def revocation_status(status_code: int) -> int:
     return status_code if status_code in (401, 403) else 403
 
 
+def undecided(status: int | None) -> bool:
+    """Whether a replay's ``status`` (from :func:`revoked_status`, or a render) is a server
+    error: an authentication backend or the database failing says nothing about the
+    subscriber's credentials. Taken for a revocation, an outage of a few seconds ended every
+    open subscription for good (black-box probe: a custom authentication class raising)."""
+    return status is not None and status >= 500
+
+
 def inherited_size(request: HttpRequest) -> int:
     """How many bytes of ``request``'s headers a recording of it keeps."""
     return sum(len(key) + len(value) for key, value in inherited_meta(request).items())
@@ -339,7 +347,9 @@ CREDENTIALS_CHECK = "credentials-check"
 
 def revoked_status(recorded: RecordedRequest, user: str | None) -> int | None:
     """None while the subscriber's recorded GET still authenticates (as ``user``, when it
-    named one) and passes the view's permissions, else the status to report (401 or 403).
+    named one) and passes the view's permissions, else the status to report (401 or 403),
+    or the server error the check ran into (:func:`undecided`: nothing of the render may be
+    sent, and the subscription is not ended).
     Asked once a render for a subscriber is made and before it is sent: that render
     authenticated before it read the data, so credentials revoked in between would
     otherwise see a change committed after their revocation (CI: a stream whose session was
@@ -351,6 +361,8 @@ def revoked_status(recorded: RecordedRequest, user: str | None) -> int | None:
     response, _request = subscriber_get(recorded, context)
     if response.status_code == 204 and not context.revoked:
         return None
+    if undecided(response.status_code) and not context.revoked:
+        return response.status_code
     return revocation_status(response.status_code)
 
 

@@ -36,6 +36,7 @@ naming the event it was sent gets a public link (``RealtimeMixin.stream_response
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import secrets
@@ -55,9 +56,11 @@ from .render import (
     carries_credentials,
     host_allowed,
     record,
+    revocation_status,
     revoked_status,
     server_prefix,
     subscriber_get,
+    undecided,
 )
 from .shared import tag_of
 from .sse import EVENT_STREAM, format_event, media_type_as
@@ -70,6 +73,7 @@ __all__ = [
     "next_link_for",
     "serve_next_link",
     "end_of_stream",
+    "ended_stream",
     "link_timeout",
 ]
 
@@ -84,19 +88,35 @@ _STATE = "drf_grip:stream:"
 _PUBLIC = -1
 
 
-def restart_stream() -> HttpResponse:
+def restart_stream(why: str = "this stream's state is gone") -> HttpResponse:
     """No event and no instruction: the proxy ends the stream, and an ``EventSource``
     reconnects by itself with ``Last-Event-ID`` (its GET decides afresh). For a next link
-    whose stream state is gone (the cache flushed or restarted, a stale or made-up link):
-    a final ``event: error`` means "no longer allowed" (docs/sse.rst), and clients that
-    follow the docs, drf-grip's own live.js among them, stop for good on it."""
-    return _last_words(b": this stream's state is gone: reconnect\n\n")
+    whose stream state is gone (the cache flushed or restarted, a stale or made-up link), or
+    whose replay met a server error: a final ``event: error`` means "no longer allowed"
+    (docs/sse.rst), and clients that follow the docs, drf-grip's own live.js among them,
+    stop for good on it."""
+    return _last_words(f": {why}: reconnect\n\n".encode())
 
 
-def end_of_stream(event: str) -> HttpResponse:
+def end_of_stream(event: str, status: int | None = None) -> HttpResponse:
     """A last event and no instruction: the proxy ends the stream (no hold, no next link);
-    an ``EventSource`` then reconnects and its GET decides afresh."""
-    return _last_words(format_event(b"{}", event=event))
+    an ``EventSource`` then reconnects and its GET decides afresh. An ``error`` event says
+    the ``status`` (401 or 403) a GET by the subscriber now gets."""
+    data = json.dumps({"status": status}).encode() if status else b"{}"
+    return _last_words(format_event(data, event=event))
+
+
+def ended_stream(status: int, revoked: bool = False) -> HttpResponse:
+    """How a stream ends when the replay of its GET answered ``status`` (a next link's, or
+    the check of its credentials after a render): ``event: error`` for revoked or refused
+    credentials, ``event: delete`` for a 404 or 410, and otherwise no event (a server error,
+    a throttle, a URL no longer live), so that its client reconnects and its own GET decides:
+    a final ``error`` made clients stop for good over an outage of a few seconds."""
+    if revoked or status in (401, 403):
+        return end_of_stream("error", revocation_status(status))
+    if status in (404, 410):
+        return end_of_stream("delete")
+    return restart_stream(f"answered {status}")
 
 
 def _last_words(body: bytes) -> HttpResponse:
@@ -363,10 +383,12 @@ def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
             and not context.revoked
         ):
             return response
-        return end_of_stream("error" if response.status_code != 404 else "delete")
-    if response.content and not public and revoked_status(recorded, state["user"]):
-        # Revoked while this render ran (it authenticated first): send nothing of it.
-        return end_of_stream("error")
+        return ended_stream(response.status_code, context.revoked)
+    revoked = None if public or not response.content else revoked_status(recorded, state["user"])
+    if revoked is not None:
+        # Revoked while this render ran (it authenticated first), or the check met a server
+        # error (revoked or not, nobody can tell): nothing of the render is sent.
+        return ended_stream(revoked, revoked=not undecided(revoked))
     if not public and context.result_etag and context.result_etag != state["etag"]:
         state["etag"] = context.result_etag
         cache.set(_STATE + sid, state, remaining)

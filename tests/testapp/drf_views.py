@@ -198,6 +198,19 @@ class SharedFilteredTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     realtime_delivery = "shared"
 
 
+class PerPages(Pages):
+    """A page size read by the paginator's method, not declared as an attribute."""
+
+    def get_page_size(self, request):
+        per = request.query_params.get("per")
+        return int(per) if per and per.isdigit() else super().get_page_size(request)
+
+
+class SharedPerPageTodos(SharedFilteredTodos):
+    filterset_class = None
+    pagination_class = PerPages
+
+
 class MethodSerializerTodos(WriteSerializerTodos):
     """Chooses by method, as often: the write serializer for anything but a read."""
 
@@ -232,6 +245,7 @@ router.register(
 )
 router.register("signed-in-todos", SignedInSharedTodos, basename="signed-in-todo")
 router.register("shared-filtered-todos", SharedFilteredTodos, basename="shared-filtered-todo")
+router.register("shared-per-page-todos", SharedPerPageTodos, basename="shared-per-page-todo")
 
 urlpatterns = [
     path("", include(router.urls)),

@@ -121,7 +121,7 @@ class Command(RunserverCommand):
         return app
 
     def realtime_description(self, app: Any, url: str) -> str:
-        from drf_grip.conf import grip_settings
+        from drf_grip.conf import grip_settings, redact_url
         from drf_grip.proxy.server import find_proxy
 
         proxy = find_proxy(app)
@@ -134,7 +134,7 @@ class Command(RunserverCommand):
             if embedded_url != url.rstrip("/"):
                 text += (
                     "\nNote: other processes publish to DRF_GRIP['EMBEDDED_URL'] = "
-                    f"{embedded_url}; "
+                    f"{redact_url(embedded_url)}; "
                     "set it to this address so a shell or a worker reaches this server."
                 )
             return text

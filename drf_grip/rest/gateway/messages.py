@@ -34,6 +34,7 @@ __all__ = [
     "change_message",
     "decode_message",
     "end_message",
+    "refusal_error",
     "REVOKED_ERROR",
     "valid_id",
 ]
@@ -85,6 +86,31 @@ def _media_type(response: HttpResponse) -> str:
     return response.get("Content-Type", "").split(";")[0].strip().lower()
 
 
+#: Pushpin takes a publish of at most 1 MB (../PUSHPIN.md), and the embedded proxy passes no
+#: message over ``EMBEDDED_MAX_MESSAGE_SIZE`` (1 MiB). A larger answer reached no client:
+#: the embedded proxy dropped it and Pushpin closed the connection without a close frame, so
+#: the client waited for ever (black-box probe, a 1.05 MB list).
+PUSH_LIMIT = 1_000_000
+
+
+def sent_limit() -> int:
+    """The largest body a gateway message carries, in bytes."""
+    return min(PUSH_LIMIT, int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE))
+
+
+def too_large(response: HttpResponse) -> str | None:
+    """Why ``response``'s body is too large for a gateway message, or None."""
+    if getattr(response, "streaming", False):
+        return None
+    size, limit = len(response.content), sent_limit()
+    if size <= limit:
+        return None
+    return (
+        f"the representation is {size} bytes; a gateway message carries at most {limit}: "
+        "paginate it, or GET it over HTTP"
+    )
+
+
 def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
     """``{"id", "status", "data"}`` (plus ``etag``, ``location``) for an inner response."""
     status = response.status_code
@@ -92,6 +118,9 @@ def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
         return {"id": message_id, "status": status, "error": "server error"}
     if getattr(response, "streaming", False):
         return {"id": message_id, "status": 502, "error": "streaming responses are not supported"}
+    reason = too_large(response)
+    if reason is not None:
+        return {"id": message_id, "status": 413, "error": reason}
     content = response.content
     data: Any = None
     if content:
@@ -120,6 +149,10 @@ def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str,
     if response.status_code != 200:
         head["error"] = "server error" if response.status_code >= 500 else response.reason_phrase
         return json.dumps(head), f"status-{response.status_code}"
+    reason = too_large(response)
+    if reason is not None:
+        head.update(status=413, error=reason)
+        return json.dumps(head), "status-413"
     etag = response.get("ETag") or make_etag(response.content)
     head["etag"] = etag
     text = response.content.decode("utf-8", "replace")
@@ -129,6 +162,19 @@ def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str,
 
 
 REVOKED_ERROR = "the subscription's credentials are no longer valid"
+
+
+def refusal_error(response: HttpResponse) -> str:
+    """The ``error`` of an ``end`` for a re-render refused 401 or 403: what the refusal says
+    (DRF's ``detail``), as a fresh GET would. An object permission lost with the token still
+    valid was told its credentials were no longer valid (DRF probe)."""
+    detail = None
+    if _media_type(response) == "application/json":
+        try:
+            detail = json.loads(response.content).get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+    return detail[:200] if isinstance(detail, str) and detail else REVOKED_ERROR
 
 
 def end_message(sub: Mapping[str, Any], status: int, error: str = REVOKED_ERROR) -> str:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from django.http import HttpResponse
+
 from ...grip.items import channel_name
 from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from .. import channels as names
@@ -29,6 +31,7 @@ from ..render import (
     revocation_status,
     revoked_status,
     subscriber_get,
+    undecided,
 )
 from ..store import cache_failed, state_cache
 from ..tickets import (
@@ -50,7 +53,7 @@ from .connections import (
     sent_versions,
     set_sent_version,
 )
-from .messages import REVOKED_ERROR, change_message, end_message
+from .messages import REVOKED_ERROR, change_message, end_message, refusal_error
 
 __all__ = ["publish_subscriptions"]
 
@@ -280,15 +283,25 @@ def _send_render(
     name = _ticket_name(conn, digest)
     if overtaken(name, ticket):
         return
-    if context.revoked or response.status_code in (401, 403):
+    if context.revoked:
         # The credentials no longer name the subscriber.
         _end_revoked(conn, key, sub, revocation_status(response.status_code))
+        return
+    if response.status_code in (401, 403):
+        # Refused: credentials revoked, or a permission the subscriber lost.
+        _end_revoked(conn, key, sub, response.status_code, refusal_error(response))
         return
     message, version = change_message(sub, response)
     if sent.get((conn, key)) == version:
         return  # unchanged
-    revoked = revoked_meanwhile()
-    if revoked is not None:
+    # A render that failed carries nothing of the subscriber's to withhold.
+    revoked = None if undecided(response.status_code) else revoked_meanwhile()
+    if undecided(revoked):
+        # The check of the credentials met a server error: revoked or not, nobody can tell,
+        # so nothing of the render is sent. The client is told the server failed, as for a
+        # render that did, and the next change is rendered afresh.
+        message, version = change_message(sub, HttpResponse(status=revoked))
+    elif revoked is not None:
         _end_revoked(conn, key, sub, revoked)
         return
     with exclusive(name):

@@ -66,7 +66,7 @@ from .inner_requests import (
     run_inner,
     with_query_data,
 )
-from .messages import MessageError, answer_of, decode_message, valid_id
+from .messages import MessageError, answer_of, decode_message, too_large, valid_id
 from .rerender import (
     answer_left,
     answer_pending,
@@ -324,8 +324,8 @@ class RealtimeGateway(WebSocketView):
             ticket = answer_ticket(conn, key)  # before the render (rerender.py)
             inner.drf_grip = context
             response = run_inner(inner)
-            if response.status_code != 200:
-                return answer_of(sub_id, response)
+            if response.status_code != 200 or too_large(response):
+                return answer_of(sub_id, response)  # nothing kept of the subscription
             policy = context.policy
             if policy is None:
                 raise MessageError(

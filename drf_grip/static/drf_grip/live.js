@@ -533,7 +533,12 @@ async function sseFetch(sub) {
         const opened = Date.now();
         const ended = await readEvents(response.body, (event) => {
           if (event.type === "delete") sub.deliver(null, null, 404);
-          else if (event.type === "error") sub.end(new HttpError(403, parseJson(event.data)), 403);
+          else if (event.type === "error") {
+            // Revoked or refused: its data names the status a GET now gets (401 or 403).
+            const data = parseJson(event.data);
+            const status = (data && data.status) || 403;
+            sub.end(new HttpError(status, data), status);
+          }
           else sub.deliver(parseJson(event.data), event.id || null);
         });
         // backoff() below reports "reconnecting" (with its delay).
