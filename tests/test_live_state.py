@@ -445,3 +445,52 @@ def test_a_redis_that_refuses_scripts_keeps_djangos_incr() -> None:
     assert client.incr("k", -2) == 7
     assert django_calls == [("k", 1), ("k", -2)]
     assert evals == ["eval"]  # refused once, not asked again
+
+
+def test_a_change_renders_first_the_live_urls_a_hold_still_needs(sink, monkeypatch):
+    """A live URL lasts six minutes after its last hold (``live_timeout()``): one client's
+    brief holds of 150 ``?search=`` URLs made every later change render them before the
+    URL a subscriber still held, 2-3 s late (DRF probe). The URLs whose holds are not
+    renewed are rendered after those a hold still needs, and rendered all the same."""
+    from drf_grip.rest import shared
+
+    Todo.objects.create(title="t")
+    real_needed_until = shared._needed_until
+    monkeypatch.setattr(shared, "_needed_until", lambda holds: real_needed_until(holds) - 600)
+    stale = [f"/api/shared-todos/?search=s{i}" for i in range(30)]
+    for url in stale:
+        watch(url)
+    monkeypatch.setattr(shared, "_needed_until", real_needed_until)
+    watch("/api/shared-todos/?page_size=3")
+    sink.settle()
+
+    rendered = []
+    real_publish = shared.publish_live_url
+
+    def publish(entry):
+        rendered.append(entry["url"])
+        return real_publish(entry)
+
+    monkeypatch.setattr(shared, "publish_live_url", publish)
+    Todo.objects.create(title="t-new")
+    sink.settle()
+    assert rendered[0] == "/api/shared-todos/?page_size=3", rendered
+    assert sorted(rendered[1:]) == sorted(stale)
+
+
+def test_a_renewal_moves_an_entrys_need_later_never_earlier():
+    """``NEED`` orders renders (above): a renewal by a hold that needs its URL for less
+    time (a 5 s long-poll beside a stream) must not move it earlier, and a renewal writes
+    it only once it moved by an eighth of the index's timeout (most renewals read only)."""
+    from drf_grip.rest.store import NEED
+
+    cache.clear()
+    index = SlotIndex("test:need", capacity=16, timeout=80)
+    memo: dict = {}
+    index.renew("a", {"v": 1, NEED: 1000}, memo)
+    index.renew("a", {"v": 1, NEED: 500}, {})  # another process, a shorter hold
+    assert [e[NEED] for e in index.entries()] == [1000]
+    index.renew("a", {"v": 1, NEED: 1005}, memo)
+    assert [e[NEED] for e in index.entries()] == [1000]
+    index.renew("a", {"v": 1, NEED: 1100}, memo)
+    assert [e[NEED] for e in index.entries()] == [1100]

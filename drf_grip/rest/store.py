@@ -36,6 +36,7 @@ from ..conf import grip_settings
 __all__ = [
     "ADDED",
     "KEPT",
+    "NEED",
     "SlotIndex",
     "cache_failed",
     "evicted_since",
@@ -48,6 +49,11 @@ __all__ = [
 #: What :meth:`SlotIndex.renew` did: listed a key that was not listed (new, or it had
 #: expired), or kept one that was.
 ADDED, KEPT = "added", "kept"
+
+#: An entry's field saying until when (``time.time()``) the member is likely needed: a
+#: renewal moves it later, never earlier, and writes it only once it moved by an eighth of
+#: the index's timeout. Advisory: nothing expires by it (listings race across processes).
+NEED = "need"
 
 _PROBES = 12
 _FIRST_RING = 32
@@ -279,6 +285,8 @@ class SlotIndex:
         for slot in slots:
             current = found.get(slot)
             if _lists(current, key):
+                if current.get(NEED, 0) > value.get(NEED, 0):
+                    value[NEED] = current[NEED]  # never earlier
                 # Ours: set it, unless it is unchanged and still there to renew.
                 if current != value or not touch(self.cache, slot, self.timeout):
                     self.cache.set(slot, value, self.timeout)
@@ -313,7 +321,11 @@ class SlotIndex:
             slot, renewed = remembered
             current = self.cache.get(slot)
             if _lists(current, key):
-                if now - renewed > self.timeout / 4:
+                if entry.get(NEED, 0) - current.get(NEED, 0) > self.timeout / 8:
+                    self.cache.set(slot, {**current, NEED: entry[NEED]}, self.timeout)
+                    self._mark(slot)
+                    memo[key] = (slot, now)
+                elif now - renewed > self.timeout / 4:
                     if not touch(self.cache, slot, self.timeout):
                         self.cache.set(slot, current, self.timeout)  # expired since the read
                     self._mark(slot)
