@@ -674,6 +674,35 @@ def test_a_public_next_link_answers_by_what_the_stream_has_seen():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_shared_next_link_that_sends_an_unpublished_change_is_not_sent_it_again():
+    """Behind Pushpin a shared stream sometimes got a change's event twice (DRF probe):
+    Pushpin's fetch of the next link about 1 s after a channel's first subscription
+    rendered a change committed but not yet published, sent it, and held at the version
+    read before; the publish, whose prev-id was that version, delivered it again. The
+    fetch holds at a version of its own naming what it sent: the publish's prev-id is not
+    the stream's, so Pushpin fetches again, and that fetch sends nothing."""
+    from drf_grip import paused
+
+    with RecordingSink() as sink:
+        Todo.objects.create(title="old")
+        sink.settle()
+        client = ProxiedClient()
+        resp = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
+        channel = GripInstruction.of(resp).channels[1]
+        with paused():  # committed, published only once the block ends
+            Todo.objects.create(title="new")
+            fetched = client.get(_link_of(resp), **_last_of(resp))
+        assert b'"title":"new"' in fetched.content and fetched["Grip-Hold"] == "stream"
+        held_at = GripInstruction.of(fetched).prev_ids[channel]
+        pushed = [item for item in sink.settle() if item["channel"] == channel]
+        assert pushed and all(item["prev-id"] != held_at for item in pushed)
+        # Pushpin's fetch for the publish it could not deliver: nothing new to send.
+        again = client.get(_link_of(fetched), **_last_of(fetched))
+    assert again.content == b"" and again["Grip-Hold"] == "stream"
+    assert GripInstruction.of(again).prev_ids[channel] == pushed[-1]["id"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_next_link_answer_holds_at_the_versions_read_before_its_render():
     """On a stream's later holds Pushpin checks no conflict but drops the items queued
     during the fetch whose prev-id is not the hold's (handler/httpsession.cpp). A fetch

@@ -172,8 +172,8 @@ def test_a_recent_older_render_is_still_sent_as_the_link_pushpin_waits_for() -> 
     from drf_grip.rest.versions import set_version
 
     cache.clear()
-    older = shared._new_version("a")
-    set_version("drf.url.a", shared._new_version("b"))
+    older = shared.new_version("a")
+    set_version("drf.url.a", shared.new_version("b"))
     assert shared.rendered_at(older) == pytest.approx(time.time(), abs=1)
     item = _live_item("drf.url.a", older)
     assert not shared.outdated_item(item)

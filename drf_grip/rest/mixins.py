@@ -1072,6 +1072,8 @@ class _RealtimeBase:
             return stream
         if is_next:
             context.result_etag = etag
+            if body:
+                self._hold_past_the_push(policy, etag)
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
         held = self._grip_channels(request, policy)
         link_policy: RealtimePolicy | None = policy
@@ -1104,6 +1106,24 @@ class _RealtimeBase:
         instruct.set_keep_alive(KEEP_ALIVE, int(grip_settings.STREAM_KEEP_ALIVE), "interval")
         self.on_hold(request, policy, etag)
         return stream
+
+    def _hold_past_the_push(self, policy: RealtimePolicy, etag: str) -> None:
+        """A shared stream's next-link fetch that sends a render its version read before
+        does not name (a change committed, not yet published) holds at a version of its own
+        naming that render, which no publish names as its prev-id. Held at the version read,
+        the stream got the change twice: the publish, whose prev-id that version is, was
+        delivered after the fetch had sent it (DRF probe, Pushpin's fetch about 1 s after a
+        channel's first subscription). Now Pushpin takes the publish for one the stream
+        cannot follow and fetches again (PUSHPIN.md, prev-id), and that fetch sends nothing
+        (the stream's Grip-Last names the render it has) or what changed since. Pushpin
+        checks no conflict on a stream's later holds, so the version is no loop."""
+        from .shared import new_version, names_etag
+
+        channel = policy.channels[0]
+        held = policy.versions.get(channel)
+        tag = etag.strip('"')
+        if policy.delivery == SHARED and held is not None and not names_etag(held, tag):
+            policy.versions[channel] = new_version(tag)
 
     def on_hold(self, request, policy: RealtimePolicy, etag: str) -> None:
         """Called when a request is subscribed (a hold or a stream); a hook for metrics."""

@@ -324,7 +324,7 @@ def has_overflow(model: type[models.Model], kind: str = "urls") -> bool:
     return bool(state_cache().get(f"drf_grip:overflow:{kind}:{model._meta.label_lower}"))
 
 
-def _new_version(tag: str) -> str:
+def new_version(tag: str) -> str:
     """A version naming a representation, unique per publish: Pushpin drops a second item
     with the same (channel, id) within 60 s, and a page can go A -> B -> A -> B in a minute.
     The suffix starts with the time of the render in milliseconds (``rendered_at``)."""
@@ -353,7 +353,7 @@ def first_version(channel: str, etag: str) -> str:
     publisher's re-requests it at once (Pushpin: a hold's prev-id that differs from the
     channel's last id, ../PUSHPIN.md)."""
     tag = etag.strip('"')
-    version = _new_version(tag)
+    version = new_version(tag)
     if add_version(channel, version):
         return version
     current = read_version(channel)
@@ -995,7 +995,7 @@ def _take_version(
         previous = read_version(channel)
         if names_etag(previous, tag) and not _rendered_by_subscribers(channel, previous):
             return None
-        version = _new_version(tag)
+        version = new_version(tag)
         set_version(channel, version)
         mark_sent(channel, ticket)
         fresh = None

@@ -789,6 +789,38 @@ def test_a_stream_whose_catch_up_fetch_saw_the_change_gets_it_once(
         events.close()
 
 
+def test_a_change_a_stream_fetched_before_it_was_published_arrives_once(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    """One event per change (DESIGN.md §1). Behind Pushpin a shared stream sometimes got a
+    change twice (DRF probe): the proxy fetched its next link (about 1 s after a channel's
+    first subscription; here a hint makes it) once the change had committed but before it
+    was published; the fetch sent the change, and the publish, following the version the
+    fetch had read, was delivered as well."""
+    from drf_grip import publish
+    from drf_grip.rest.publishing import HINT
+
+    Todo.objects.create(title="first")
+    settle()
+    path = "/api/shared-todos/"
+    channel = shared_ch(grip_proxy, path)
+    events = stream(grip_proxy, path, channel)
+    streams.append(events)
+    assert "first" in events.next(WITHIN).data
+
+    with paused(Todo):
+        Todo.objects.create(title="second")
+        publish(channel, HINT)  # the proxy fetches the stream's next link
+        assert get_publisher().flush(10)
+        fetched = events.next(WITHIN)
+        assert "second" in fetched.data
+    settle()
+    Todo.objects.create(title="third")
+    event = events.next(WITHIN)
+    assert event.id != fetched.id and "third" in event.data, event
+    assert events.pending() == []
+
+
 @WAITS_OUT_A_HOLD
 def test_shared_page_that_did_not_change_is_not_woken(
     grip_proxy: ProxyUnderTest, fresh_live_urls: None
