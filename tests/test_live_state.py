@@ -494,3 +494,30 @@ def test_a_renewal_moves_an_entrys_need_later_never_earlier():
     assert [e[NEED] for e in index.entries()] == [1000]
     index.renew("a", {"v": 1, NEED: 1100}, memo)
     assert [e[NEED] for e in index.entries()] == [1100]
+
+
+@pytest.mark.parametrize("size, gateway", [(400_000, 200), (1_200_000, 413)])
+def test_a_shared_render_too_large_for_one_publish_hints_and_sends_the_gateway_what_fits(
+    sink, size, gateway
+):
+    """A shared item carries the body three times, and Pushpin refuses a publish over 1 MB:
+    a 400 KB representation's changes were published, refused and dropped. Its long-polls
+    and streams are hinted instead, and gateway subscribers get the message if it fits."""
+    import json
+
+    from drf_grip.protocol.constants import MAX_PUBLISH_BODY
+
+    todo = Todo.objects.create(title="x")
+    url = f"/api/shared-todos/{todo.pk}/"
+    watch(url)
+    sink.settle()
+    todo.title = "y" * size
+    todo.save()
+    [item] = url_items(sink.settle())
+    assert len(json.dumps(item)) < MAX_PUBLISH_BODY
+    assert item["formats"]["http-response"] == {"action": "hint"}
+    assert item["formats"]["http-stream"] == {"action": "hint"}
+    message = json.loads(item["formats"]["ws-message"]["content"])
+    assert message["status"] == gateway and message["url"] == url
+    if gateway == 200:
+        assert message["data"]["title"] == "y" * size

@@ -34,6 +34,7 @@ from ..conf import grip_settings
 from ..grip.items import channel_name
 from ..grip.publish_hooks import register_delivered_hook, register_item_rewrite
 from ..grip.publisher import publish
+from ..protocol.constants import MAX_PUBLISH_BODY
 from . import channels as names
 from .context import RealtimeContext
 from .policies import live_timeout
@@ -883,6 +884,12 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             "http-stream": {"content": format_event(body, id=etag).decode()},
             "ws-message": {"content": _ws_message(url, 200, etag, body)},
         }
+        formats = _pushable(formats, url, len(body))
+        if "content" not in formats["http-stream"]:
+            # Hinted: the version must not name the render. Pushpin takes an item's id as
+            # the stream's last id before it fetches the next link, and a fetch that read
+            # the render's ETag there sent nothing (the stream had not seen it).
+            tag = f"{_UNRENDERED}{tag}"
     else:
         # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
         from .publishing import delete_formats
@@ -904,6 +911,31 @@ def publish_live_url(entry: dict[str, Any]) -> None:
 
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
         publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+
+
+def _pushable(formats: dict[str, Any], url: str, size: int) -> dict[str, Any]:
+    """``formats``, or what replaces them when their item would exceed the publish body a
+    proxy takes (Pushpin: 1 MB, ``MAX_PUBLISH_BODY``): the body goes three times in one item,
+    so a representation of about 330 KB was refused, and its subscribers got none of its
+    changes (the publish failed and was dropped). Then long-polls and streams are hinted,
+    each running its own GET (a long-poll is re-requested, a stream's next link fetched),
+    and gateway subscribers get the message alone if it fits, or a 413 change."""
+    from .gateway.messages import sent_limit
+
+    # A JSON body escaped in a JSON string at most doubles; most items are far below.
+    if 3 * 2 * size + 4096 <= MAX_PUBLISH_BODY:
+        return formats
+    if len(json.dumps(formats)) + 4096 <= MAX_PUBLISH_BODY:
+        return formats
+    message = formats["ws-message"]["content"]
+    if len(json.dumps(message)) + 4096 > min(sent_limit(), MAX_PUBLISH_BODY):
+        error = f"the representation is {size} bytes, more than a gateway message carries"
+        message = json.dumps(
+            {"event": "change", "url": url, "status": 413, "error": error + ": GET it"}
+        )
+    from .publishing import HINT
+
+    return {**HINT, "ws-message": {"content": message}}
 
 
 #: What the subscribers of a dropped live URL get: each long-poll runs its own GET again and
