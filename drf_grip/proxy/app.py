@@ -74,6 +74,11 @@ class GripProxy:
         self.max_message_size = (
             int(max_message_size) if max_message_size is not None else 1024 * 1024
         )
+        #: The largest answer or message the origin may send, which is trusted: a GRIP answer
+        #: is read whole (its headers instruct what follows). At ``max_message_size``, the
+        #: limit of what clients send, a stream of a representation over 1 MiB was answered
+        #: 502 while its plain GET worked (black-box probe).
+        self.max_origin_size = max(self.max_message_size * 4, 1 << 20)
         self._attach = attach
         self._detach = detach
         self.publish_path = "/" + publish_path.strip("/") + "/"

@@ -107,7 +107,7 @@ class HttpSession:
         self._mode: str = "response"
         self._mailbox: Mailbox[tuple[str, Any]] = Mailbox(
             proxy.max_queued_messages,
-            max(proxy.max_message_size * 4, 1 << 20),
+            proxy.max_origin_size,
             on_overflow=self._overflowed,
         )
         self._aborted = asyncio.Event()
@@ -359,7 +359,7 @@ class HttpSession:
                     await self._pass_through(exchange, status, resp_headers)
                     return
                 try:
-                    body = await exchange.read_body(self.proxy.max_message_size)
+                    body = await exchange.read_body(self.proxy.max_origin_size)
                 except OriginError as exc:
                     logger.warning("origin error for %s: %s", self.path, exc)
                     await self._error(502, f"Bad Gateway: {exc}")
@@ -450,7 +450,7 @@ class HttpSession:
                 self.proxy.app,
                 scope,
                 bytes(self._retained or b""),
-                limit=self.proxy.max_message_size,
+                limit=self.proxy.max_origin_size,
                 timeout=self.proxy.origin_timeout,
             )
 
@@ -668,7 +668,7 @@ class HttpSession:
                 self.proxy.app,
                 self._link_scope(link),
                 b"",
-                limit=self.proxy.max_message_size,
+                limit=self.proxy.max_origin_size,
                 timeout=self.proxy.origin_timeout,
             )
             instruct = parse_instruct(answer.headers)

@@ -123,7 +123,7 @@ class WebSocketSession:
         self._room.set()
         self._final: WebSocketEvent | None = None
         # The largest answer body the origin may send to one batch.
-        self._answer_limit = max(proxy.max_message_size * 4, 1 << 20)
+        self._answer_limit = proxy.max_origin_size
         # Origin and publishes -> client. Publishes are bounded and their overflow closes this
         # connection only; answers are bounded by not asking the origin for more while the
         # client has not read them (``_answers_read``).
@@ -244,7 +244,7 @@ class WebSocketSession:
                     if not content.startswith(self._prefix):
                         continue  # Pushpin 1.36: without the prefix, dropped
                     content = content[len(self._prefix) :]
-                if len(content) > self.proxy.max_message_size:
+                if len(content) > self.proxy.max_origin_size:
                     logger.warning("%s: origin message over the size limit dropped", self.path)
                     continue
                 kind = "text" if event.type == "TEXT" else "binary"

@@ -227,6 +227,31 @@ def test_stream_appends_publishes_keeps_alive_and_closes(server: ProxyServer, or
     assert server.proxy.wait_for_idle("ev")
 
 
+def test_a_stream_whose_first_event_is_over_the_client_message_limit_is_served(
+    server: ProxyServer, origin: Origin
+):
+    """The origin is trusted: its GRIP answer of a 1.05 MB representation was answered
+    ``502 ... exceeds 1048576 bytes`` (the limit of what clients send) while the plain GET
+    of it worked (black-box probe)."""
+    event = b"data: " + b"x" * 1_100_000 + b"\n\n"
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev"), ("Content-Type", "text/event-stream"),
+    ], event))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            async with client.stream("GET", "/events/") as response:
+                received = b""
+                async for chunk in response.aiter_bytes():
+                    received += chunk
+                    if len(received) >= len(event):
+                        break
+                return response.status_code, received
+
+    status, received = run(scenario())
+    assert status == 200 and received == event
+
+
 def test_stream_hint_fetches_the_next_link_as_a_bare_get(server: ProxyServer, origin: Origin):
     origin.route("/events/")(lambda r: Response(200, [
         ("Grip-Hold", "stream"), ("Grip-Channel", "ev; prev-id=1"),
