@@ -928,7 +928,7 @@ def _pushable(formats: dict[str, Any], url: str, size: int) -> dict[str, Any]:
     if len(json.dumps(formats)) + 4096 <= MAX_PUBLISH_BODY:
         return formats
     message = formats["ws-message"]["content"]
-    if len(json.dumps(message)) + 4096 > min(sent_limit(), MAX_PUBLISH_BODY):
+    if len(json.dumps(message)) + 4096 > sent_limit():  # at most MAX_PUBLISH_BODY
         error = f"the representation is {size} bytes, more than a gateway message carries"
         message = json.dumps(
             {"event": "change", "url": url, "status": 413, "error": error + ": GET it"}

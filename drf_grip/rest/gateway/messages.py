@@ -26,6 +26,7 @@ from typing import Any
 from django.http import HttpResponse
 
 from ...conf import grip_settings
+from ...protocol.constants import MAX_PUBLISH_BODY
 from ..etag import make_etag
 
 __all__ = [
@@ -86,16 +87,13 @@ def _media_type(response: HttpResponse) -> str:
     return response.get("Content-Type", "").split(";")[0].strip().lower()
 
 
-#: Pushpin takes a publish of at most 1 MB (../PUSHPIN.md), and the embedded proxy passes no
-#: message over ``EMBEDDED_MAX_MESSAGE_SIZE`` (1 MiB). A larger answer reached no client:
-#: the embedded proxy dropped it and Pushpin closed the connection without a close frame, so
-#: the client waited for ever (black-box probe, a 1.05 MB list).
-PUSH_LIMIT = 1_000_000
-
-
 def sent_limit() -> int:
-    """The largest body a gateway message carries, in bytes."""
-    return min(PUSH_LIMIT, int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE))
+    """The largest body a gateway message carries, in bytes. Pushpin takes a publish of at
+    most 1 MB (``MAX_PUBLISH_BODY``), and the embedded proxy passes no message over
+    ``EMBEDDED_MAX_MESSAGE_SIZE`` (1 MiB). A larger answer reached no client: the embedded
+    proxy dropped it and Pushpin closed the connection without a close frame, so the client
+    waited for ever (black-box probe, a 1.05 MB list)."""
+    return min(MAX_PUBLISH_BODY, int(grip_settings.EMBEDDED_MAX_MESSAGE_SIZE))
 
 
 def too_large(response: HttpResponse) -> str | None:
