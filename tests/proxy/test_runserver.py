@@ -150,3 +150,47 @@ def test_the_access_log_shows_no_query_values_nor_next_link_tokens():
     assert RedactedAccessLog().filter(record)
     line = record.getMessage()
     assert line == '127.0.0.1:5000 - "GET /_grip/next/*/?access_token=*&page=* HTTP/1.1" 200'
+
+
+@override_settings(
+    GRIP_URL=None,
+    DRF_GRIP={"EMBEDDED_URL": "http://ops:s3cr3t-pw@127.0.0.1:9123/grip?key=k3y-in-query"},
+)
+def test_the_banner_names_another_embedded_url_without_its_credentials():
+    """The banner's note on ``EMBEDDED_URL`` (this server listens elsewhere) redacts it."""
+    command = load_command_class("drf_grip", "runserver")
+    text = command.realtime_description(get_asgi_application(), "http://127.0.0.1:8001/")
+    assert "DRF_GRIP['EMBEDDED_URL'] = http://***@127.0.0.1:9123/grip;" in text, text
+    assert "s3cr3t-pw" not in text and "k3y-in-query" not in text and "ops" not in text
+
+
+def test_the_warning_of_another_embedded_proxy_names_its_url_without_credentials(
+    settings, tmp_path, caplog
+):
+    """Two processes of this host embedding the proxy at one ``EMBEDDED_URL`` are warned of
+    (``drf_grip.asgi``); the URL in the warning is redacted."""
+    import hashlib
+    import logging
+    import socket
+
+    from drf_grip.asgi import _warn_of_other_embedded_proxies
+    from drf_grip.rest.store import SlotIndex
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    settings.DRF_GRIP = {"EMBEDDED_URL": "http://ops:s3cr3t-pw@127.0.0.1:9123/?key=k3y-in-query"}
+    where = hashlib.sha256(settings.DRF_GRIP["EMBEDDED_URL"].encode()).hexdigest()
+    other = os.getppid()  # alive, and not this process
+    SlotIndex(f"drf_grip:embedded:{where[:16]}", 64, 60).add(
+        f"{socket.gethostname()}:{other}", {"host": socket.gethostname(), "pid": other}
+    )
+    with caplog.at_level(logging.WARNING, logger="drf_grip"):
+        _warn_of_other_embedded_proxies()
+    logged = caplog.text
+    assert "several processes serve drf-grip's embedded GRIP proxy" in logged, logged
+    assert "http://***@127.0.0.1:9123/" in logged and str(other) in logged
+    assert "s3cr3t-pw" not in logged and "k3y-in-query" not in logged
