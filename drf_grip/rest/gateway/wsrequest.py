@@ -36,10 +36,18 @@ class WebSocketRequest:
     #: gateway's default is DRF's ``Token``).
     token_keyword = "JWT"
 
-    def __init__(self, message: str | bytes) -> None:
+    def __init__(
+        self, message: str | bytes, factory_defaults: dict[str, Any] | None = None
+    ) -> None:
+        """Checked at once, as the seed did: an invalid message has its ``error`` set before
+        any step runs. ``factory_defaults`` are WSGI environ values for the request (the
+        socket server's ``REMOTE_ADDR``, ``SERVER_NAME``…), applied after the token's
+        header, so a server that passes ``HTTP_AUTHORIZATION`` itself has the last word."""
         self.message = message
+        self.factory_defaults = factory_defaults
         self.error: dict[str, Any] | None = None
         self.json_message: dict[str, Any] = {}
+        self.is_valid()
 
     def __repr__(self) -> str:  # the message may carry a token: never shown
         return f"<{type(self).__name__}>"
@@ -114,6 +122,7 @@ class WebSocketRequest:
         defaults = {}
         if self.token:
             defaults["HTTP_AUTHORIZATION"] = f"{self.token_keyword} {self.token}"
+        defaults.update(self.factory_defaults or {})
         return RequestFactory(**defaults)
 
     def get_request(self, factory: RequestFactory) -> HttpRequest:
