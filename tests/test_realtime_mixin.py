@@ -268,6 +268,22 @@ def test_a_subscription_with_oversized_headers_is_refused_and_nothing_is_kept(to
         assert "Grip-Hold" in ProxiedClient().get("/api/todos/", **asks[how])
 
 
+@pytest.mark.parametrize("how", ["stream", "long-poll"])
+def test_oversized_validators_count_among_a_subscriptions_headers(todos, how):
+    """HTTP probe: a long-poll whose ``If-None-Match`` was 100 KB (the current ETag among
+    junk ones) was held, where the same bytes in another header were answered 431; a proxy
+    keeps every header of a request while it holds it. ``Last-Event-ID`` likewise."""
+    etag = APIClient().get("/api/todos/")["ETag"]
+    junk = ", ".join(f'"{n:0>60}"' for n in range(700))  # about 44 KB
+    asks = {
+        "stream": {"HTTP_ACCEPT": "text/event-stream", "HTTP_LAST_EVENT_ID": junk},
+        "long-poll": {"HTTP_IF_NONE_MATCH": f"{junk}, {etag}"},
+    }
+    resp = ProxiedClient().get("/api/todos/", **asks[how])
+    assert resp.status_code == 431 and b"may total 32768 bytes" in resp.content
+    assert "Grip-Hold" not in resp
+
+
 @pytest.mark.parametrize("proxied", [False, True], ids=["direct", "proxied"])
 def test_an_error_answering_a_stream_request_is_json_labelled_as_json(todos, proxied):
     """Probe: a 404 for a stream of a missing object came as DRF's JSON error labelled

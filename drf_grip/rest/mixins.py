@@ -37,7 +37,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag, tags_weakened
 from .preconditions import guards_write, model_named_by, row_lock
-from .render import CREDENTIALS_CHECK, inherited_size
+from .render import CREDENTIALS_CHECK, subscriber_headers_size
 from .sse import (
     EVENT_STREAM,
     KEEP_ALIVE,
@@ -619,9 +619,11 @@ class _RealtimeBase:
 
     def _check_headers_size(self, request: Request) -> None:
         """A subscription's headers are kept to replay its GET (render.py) for as long as
-        it lives: a bound keeps one client's junk headers from filling the state cache."""
+        it lives, and a proxy keeps them all while it holds the request: a bound keeps one
+        client's junk headers from filling the state cache, or the embedded proxy's memory
+        (HTTP probe: a 100 KB ``If-None-Match`` was held)."""
         limit = int(grip_settings.SUBSCRIBER_HEADERS_MAX_SIZE)
-        if inherited_size(request._request) > limit:
+        if subscriber_headers_size(request._request) > limit:
             raise HeadersTooLarge(
                 f"a subscription's headers may total {limit} bytes: this request's are "
                 "kept to replay it, and they are larger"
@@ -878,16 +880,15 @@ class _RealtimeBase:
         held = policy.versions.get(channel)
         context = context_of(self.request)
         role = getattr(context, "role", "client")
-        # Not for a WebSocket subscription, which holds at no prev-id: the next render then
-        # goes out with none and Pushpin sends it at once. A first version named here, which
-        # no proxy has seen, became that render's prev-id; a Pushpin that still knew an
-        # older id of the channel (drf-grip's cache flushed or restarted while it ran on)
-        # held the render, and every later one, 5 s (src/handler/sequencer.cpp; the soak).
-        # A held request's first hold at such a version conflicts instead, and Pushpin then
-        # forgets the older id (src/handler/httpsession.cpp, "conflict on first hold").
-        if held is None and role != "gateway-subscribe":
+        # A WebSocket subscription holds at no prev-id, and the version it names is one no
+        # proxy may see as a prev-id (``unseen``, shared.first_version). A held request's
+        # first hold at such a version conflicts instead, and Pushpin then forgets any
+        # older id (src/handler/httpsession.cpp, "conflict on first hold").
+        if held is None:
             _content, etag = self.render_representation(response)
-            policy.versions[channel] = first_version(channel, etag)
+            policy.versions[channel] = first_version(
+                channel, etag, unseen=role == "gateway-subscribe"
+            )
             if context is not None and "version" in context.state:
                 # The version this render is at (the gateway checks it has not moved).
                 context.state["version"] = policy.versions[channel]

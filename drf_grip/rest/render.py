@@ -31,7 +31,7 @@ __all__ = [
     "RecordedRequest",
     "host_allowed",
     "inherited_meta",
-    "inherited_size",
+    "subscriber_headers_size",
     "path_prefix",
     "record",
     "run_through_middleware",
@@ -202,9 +202,17 @@ def undecided(status: int | None) -> bool:
     return status is not None and status >= 500
 
 
-def inherited_size(request: HttpRequest) -> int:
-    """How many bytes of ``request``'s headers a recording of it keeps."""
-    return sum(len(key) + len(value) for key, value in inherited_meta(request).items())
+def subscriber_headers_size(request: HttpRequest) -> int:
+    """How many bytes of headers (names and values) the client sent with ``request``: what
+    a recording of it keeps, and the headers a proxy keeps only while it holds the request
+    (``If-None-Match``, ``Last-Event-ID``, ``Prefer``), not those a proxy adds (``Grip-*``,
+    ``Meta-*``)."""
+    return sum(
+        len(key) + len(value)
+        for key, value in request.META.items()
+        if isinstance(value, str)
+        and (key in _CGI or key.startswith("HTTP_") and not key.startswith(_DROPPED_PREFIXES))
+    )
 
 
 def inherited_meta(request: HttpRequest, *, credentials: bool = True) -> dict[str, str]:

@@ -343,7 +343,7 @@ def rendered_at(version: str) -> float | None:
         return None
 
 
-def first_version(channel: str, etag: str) -> str:
+def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
     """The prev-id for a subscriber that read no version of ``channel`` and rendered
     ``etag``: a first version naming it, given to the channel when it still has none.
 
@@ -352,9 +352,20 @@ def first_version(channel: str, etag: str) -> str:
     (``mark_rendering``: the next render is sent even if it equals that version), and the
     hold takes the version made here, which no proxy has seen: a proxy that saw the
     publisher's re-requests it at once (Pushpin: a hold's prev-id that differs from the
-    channel's last id, ../PUSHPIN.md)."""
+    channel's last id, ../PUSHPIN.md).
+
+    ``unseen``: a WebSocket subscriber's, which holds nothing at it. The publisher compares
+    its next render with the version as with any other (without one, the first change
+    sent every such subscriber a message with the ETag it had: probe), but publishes that
+    render with no prev-id (``_take_version``): a ws-message item whose prev-id is an id
+    Pushpin never saw waits in its sequencer while Pushpin still knows an older id of the
+    channel (drf-grip's cache flushed while Pushpin ran on), and no hold's conflict makes it
+    forget that id (src/handler/sequencer.cpp; the soak)."""
     tag = etag.strip('"')
     version = new_version(tag)
+    if unseen:
+        # Before the version can be read: the publisher that reads it finds this too.
+        state_cache().set(_UNSEEN + channel + ":" + version, 1, live_timeout())
     if add_version(channel, version):
         return version
     current = read_version(channel)
@@ -363,6 +374,17 @@ def first_version(channel: str, etag: str) -> str:
     if names_etag(current, tag):
         return current
     mark_rendering(channel, current)
+    return version
+
+
+#: A version named by a WebSocket subscriber, which no proxy has seen (``first_version``).
+_UNSEEN = "drf_grip:unseen-version:"
+
+
+def _seen_by_proxies(channel: str, version: str | None) -> str | None:
+    """``version``, or None if a WebSocket subscriber named it (``first_version``)."""
+    if version is None or state_cache().get(_UNSEEN + channel + ":" + version) is not None:
+        return None
     return version
 
 
@@ -1010,7 +1032,9 @@ def _take_version(
     render that started later was already sent (this one is older: publishing it would move
     every subscriber back) or when the channel already names this representation and no
     subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
-    on. One step across processes (``tickets.exclusive``), which also reads the channel's
+    on. ``previous`` is None for a version no proxy has seen (``first_version``'s
+    ``unseen``): the item then goes with no prev-id. One step across processes
+    (``tickets.exclusive``), which also reads the channel's
     fresh gateway subscribers (``fresh``, given ``kept``: ``_Fresh``) and, if it has any,
     keeps ``kept``, the render's gateway message, for their settles, with the proxy users it
     skips: with its version, never over a newer render's, and before it is published, so
@@ -1039,4 +1063,4 @@ def _take_version(
                 state_cache().set(
                     _FRESH_LAST + channel, (version, kept, fresh.skipped), FRESH_SECONDS
                 )
-    return previous, version, fresh
+    return _seen_by_proxies(channel, previous), version, fresh

@@ -362,6 +362,39 @@ def test_one_message_per_change(grip_proxy: ProxyUnderTest, url: str) -> None:
     ]
 
 
+def test_a_change_that_leaves_a_new_shared_subscription_as_it_was_sends_it_nothing(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """DESIGN.md §1: a message on every change, and only then. The first change after a
+    gateway subscription to a shared URL that nobody held before sent it a ``change`` with
+    the very ETag of its subscribe answer (HTTP probe, both proxies: the publisher had no
+    version of the channel to compare its render with, and a WebSocket subscription names
+    none). A witness subscription on the same connection shows the change was published."""
+    word, url, channel = _searched_todos(grip_proxy)
+    other, witness, witness_channel = _searched_todos(grip_proxy)
+    with gateway(grip_proxy) as ws:
+        mark = grip_proxy.mark()
+        answer = ask(ws, {"id": 1, "subscribe": url})
+        assert answer["status"] == 200 and answer["data"]["count"] == 0
+        assert ask(ws, {"id": 2, "subscribe": witness})["status"] == 200
+        grip_proxy.wait_subscribed(channel, since=mark)
+        grip_proxy.wait_subscribed(witness_channel, since=mark)
+
+        Todo.objects.create(title=f"one {other}")  # in the witness's list, not in ``url``'s
+        seen = [receive(ws, timeout=5.0)]
+        while seen[-1].get("url") != witness:
+            seen.append(receive(ws, timeout=5.0))
+        try:
+            while True:  # whatever else the change sent
+                seen.append(receive(ws, timeout=1.5))
+        except TimeoutError:
+            pass
+    assert word != other
+    assert [(m.get("url"), m.get("etag") == answer["etag"]) for m in seen] == [
+        (witness, False)
+    ], seen
+
+
 def test_a_change_published_before_pushpin_applied_a_subscription_reaches_it(
     origin_server: OriginServer,
 ) -> None:
