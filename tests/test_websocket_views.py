@@ -384,6 +384,34 @@ def test_class_view_hooks_and_refusal(client):
     assert response.status_code == 403
 
 
+PUSHPIN_WITH_KEY = "http://127.0.0.1:5561/?iss=pushpin&key=a-pushpin-key-long-enough-for-hs256-0123"
+
+
+@pytest.mark.parametrize("signature", [None, "forged.jwt.value", "expired"])
+@pytest.mark.parametrize("url", ["/add-one/", "/hooks/7/"], ids=["function", "class"])
+def test_events_without_a_valid_signature_are_refused_where_a_key_is_configured(
+    client, url, signature
+):
+    """DESIGN.md §6: with a proxy key configured, a request counts as proxied only with a
+    valid ``Grip-Sig``. WebSocket-over-HTTP events POSTed straight to the origin, unsigned
+    or forged, ran ``accept_websocket`` views and ``WebSocketView`` hooks under a
+    ``Connection-Id`` of the sender's choosing (browser probe; the gateway refused them)."""
+    Hooks.calls.clear()
+    key = "a-pushpin-key-long-enough-for-hs256-0123"
+    headers = {}
+    if signature == "expired":
+        headers["HTTP_GRIP_SIG"] = jwt.encode({"iss": "pushpin", "exp": int(time.time()) - 60}, key)
+    elif signature is not None:
+        headers["HTTP_GRIP_SIG"] = signature
+    with override_settings(GRIP_URL=PUSHPIN_WITH_KEY):
+        refused, _ = ws(client, url, E("OPEN"), text("1"), cid="someone-elses", **headers)
+        signed = jwt.encode({"iss": "pushpin", "exp": int(time.time()) + 60}, key)
+        served, events = ws(client, url, E("OPEN"), text("1"), HTTP_GRIP_SIG=signed)
+    assert refused.status_code == 403 and b"GRIP proxy" in refused.content, refused.content
+    assert served.status_code == 200 and events[0] == E("OPEN")
+    assert [call[0] for call in Hooks.calls] == (["open", "message"] if "hooks" in url else [])
+
+
 def test_class_view_without_http_methods_answers_405_to_http(client):
     assert client.get("/hooks/7/").status_code == 405
 
