@@ -132,13 +132,25 @@ def wrap_application(app: Any, **proxy_options: Any) -> Any:
 
 
 def refuse_websockets(app: Any) -> Any:
-    """``app``, refusing WebSocket connections made straight to it. Behind a GRIP proxy the
-    proxy holds WebSockets and the origin sees WebSocket-over-HTTP; a client that bypasses
-    it got Django's 500 ("Django can only handle ASGI/HTTP connections", a seeds probe).
-    The handshake is refused (uvicorn answers 403) and the log says why."""
+    """``app`` as the origin behind a GRIP proxy.
+
+    WebSocket connections made straight to it are refused. Behind a GRIP proxy the proxy
+    holds WebSockets and the origin sees WebSocket-over-HTTP; a client that bypasses it got
+    Django's 500 ("Django can only handle ASGI/HTTP connections", a seeds probe). The
+    handshake is refused (uvicorn answers 403) and the log says why.
+
+    ASGI lifespan is answered, and its shutdown runs the bounded flush of what is queued
+    for the proxy (:func:`drf_grip.grip.publisher.run_exit_handlers`). uvicorn stops on
+    SIGTERM by raising that signal again once it has shut down, with the default handler
+    back (``uvicorn/server.py``, ``capture_signals``): the process died without ``atexit``,
+    and changes queued while the proxy was slow or restarting were dropped without a word
+    (publishing probe: a deploy's restart). Django's own handler refuses lifespan."""
     logger = logging.getLogger("drf_grip")
 
     async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
         if scope["type"] != "websocket":
             await app(scope, receive, send)
             return
@@ -152,6 +164,21 @@ def refuse_websockets(app: Any) -> Any:
 
     application.app = app  # type: ignore[attr-defined]  # find_proxy() and tests look inside
     return application
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    import asyncio
+
+    from .grip.publisher import run_exit_handlers
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(run_exit_handlers)
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def get_asgi_application(**proxy_options: Any) -> Any:

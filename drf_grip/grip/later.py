@@ -8,7 +8,6 @@ Django can still come before the client has it.
 
 from __future__ import annotations
 
-import atexit
 import heapq
 import itertools
 import logging
@@ -47,10 +46,10 @@ def _register_at_exit() -> None:
         return
     # atexit runs handlers last-in first-out: the publisher (which registers its own flush)
     # is created first, so this one runs before it and what the calls publish still goes.
-    from .publisher import get_publisher
+    from .publisher import at_exit, get_publisher
 
     get_publisher()
-    atexit.register(_run_due_at_exit)
+    at_exit(_run_due_at_exit)
     _atexit_registered = True
 
 

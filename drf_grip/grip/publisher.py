@@ -38,6 +38,7 @@ __all__ = [
     "get_publisher",
     "publish",
     "publish_items",
+    "run_exit_handlers",
 ]
 
 logger = logging.getLogger("drf_grip.publish")
@@ -58,9 +59,29 @@ def get_publisher() -> Publisher:
                 _publisher = Publisher()
                 if not _atexit_registered:
                     _atexit_registered = True
-                    atexit.register(_flush_at_exit)
+                    at_exit(_flush_at_exit)
             publisher = _publisher
     return publisher
+
+
+#: drf-grip's handlers of the process's exit, in the order they were registered.
+_exit_handlers: list[Callable[[], None]] = []
+
+
+def at_exit(handler: Callable[[], None]) -> None:
+    """Run ``handler`` when the process exits (``atexit``), or earlier when a server says
+    it stops (:func:`run_exit_handlers`); handlers run last registered first."""
+    _exit_handlers.append(handler)
+    atexit.register(handler)
+
+
+def run_exit_handlers() -> None:
+    """Run the exit handlers now, each bounded by the one :func:`exit_deadline`: for a
+    server that stops without running ``atexit`` (uvicorn re-raises SIGTERM once it has
+    shut down, with the default handler back: ``uvicorn/server.py``, ``capture_signals``).
+    Those still run at the exit itself find nothing left, or the deadline passed."""
+    for handler in reversed(list(_exit_handlers)):
+        handler()
 
 
 def exit_deadline() -> float:

@@ -11,7 +11,6 @@ wrap the block in ``paused()``. What a change changes in other models through th
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -775,10 +774,10 @@ def _worker() -> _ChangeWorker:
                 # atexit runs handlers last-in first-out: create the publisher (which
                 # registers its own flush) first, so ours runs before it and still finds
                 # it open.
-                from ..grip.publisher import get_publisher
+                from ..grip.publisher import at_exit, get_publisher
 
                 get_publisher()
-                atexit.register(_flush_at_exit)
+                at_exit(_flush_at_exit)
                 _atexit_registered = True
         return _instance
 
