@@ -8,6 +8,7 @@ from typing import Final
 __all__ = [
     "CONTROL_PREFIX",
     "EMBEDDED_ISSUER",
+    "INLINE_MESSAGE_MAX",
     "MAX_CHANNELS",
     "MAX_CLOSE_REASON",
     "MAX_PUBLISH_BODY",
@@ -48,3 +49,10 @@ MAX_CLOSE_REASON: Final = 123
 
 #: Pushpin refuses a ``/publish`` body over 1 MB (Pushpin 1.36).
 MAX_PUBLISH_BODY: Final = 1_000_000
+
+#: Bytes of a WebSocket message an origin can answer inline and have sent at once. Pushpin
+#: splits a longer one into 16,384-byte frames (src/proxy/websocketoverhttp.cpp,
+#: ``FRAME_SIZE_MAX``) and 1.36 then sends the rest only when the client sends a frame:
+#: its flow control waited for credits nothing announced ("wsproxysession: fix flow
+#: control", Pushpin 1.37). Published messages take another way and are not held.
+INLINE_MESSAGE_MAX: Final = 16_384

@@ -362,6 +362,34 @@ def test_one_message_per_change(grip_proxy: ProxyUnderTest, url: str) -> None:
     ]
 
 
+def test_answers_larger_than_a_frame_arrive_without_the_client_sending_more(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """Browser probe: behind Pushpin a subscribe answer over about 16 KB (a note of 40 KB)
+    never reached the page, and with a plain client it came only when the client sent
+    something else. Pushpin 1.36 splits a message an origin answers into 16,384-byte
+    frames and then waits, after the first, for credits that only the client's next frame
+    brings (src/proxy/websocketoverhttp.cpp FRAME_SIZE_MAX; fixed in Pushpin 1.37,
+    "wsproxysession: fix flow control"). A published message takes another way and is not
+    held. Checked for a subscribe answer, a REST answer, and a change after them."""
+    alice, token = user_with_token("alice")
+    note = Note.objects.create(owner=alice, text="n" * 40_000)
+    url = f"/api/notes/{note.pk}/"
+    with gateway(grip_proxy) as ws:
+        ws.send(json.dumps({"id": 1, "subscribe": url, "token": token}))
+        ws.send(json.dumps({"id": 2, "url": url, "token": token}))
+        answers = {}
+        for _ in range(2):
+            answer = json.loads(ws.recv(timeout=5.0))  # nothing else is sent meanwhile
+            answers[answer["id"]] = answer
+        note.text = "m" * 40_000
+        note.save()
+        change = json.loads(ws.recv(timeout=5.0))
+    assert answers[1]["status"] == answers[2]["status"] == 200
+    assert answers[1]["data"]["text"] == answers[2]["data"]["text"] == "n" * 40_000
+    assert change["event"] == "change" and change["data"]["text"] == "m" * 40_000
+
+
 def test_a_change_that_leaves_a_new_shared_subscription_as_it_was_sends_it_nothing(
     grip_proxy: ProxyUnderTest,
 ) -> None:

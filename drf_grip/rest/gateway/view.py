@@ -21,12 +21,14 @@ proxy before the answer, is settled once the answer has left (``_settle``,
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.handlers.wsgi import WSGIRequest
+from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import classonlymethod
 
@@ -36,6 +38,7 @@ from ...grip.signature import check_grip_sig
 from ...grip.websocket_context import WebSocketContext
 from ...grip.websocket_views import WebSocketView, require_websocket
 from ...protocol import MAX_CHANNELS, SKIP_USERS
+from ...protocol.constants import INLINE_MESSAGE_MAX, MESSAGE_PREFIX
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..policies import keep_recording, live_timeout, record_view
@@ -55,6 +58,7 @@ from .connections import (
     private_connections,
     proxy_user,
     save_state,
+    send_to_connection,
     sent_version,
     subscription_key,
 )
@@ -169,11 +173,21 @@ class RealtimeGateway(WebSocketView):
         lost = bool(ctx.meta.get(_SUBSCRIBED)) and not state["subs"]
         self._saved_state: dict[str, Any] | None = None
         changed = False
+        published: list[str] = []
         for message in request.websocket:
             answer, touched = self.handle_message(request, ctx, conn, state, message)
             changed = changed or touched
-            if answer is not None:
-                request.websocket.send_json(answer)
+            if answer is None:
+                continue
+            text = json.dumps(answer, cls=DjangoJSONEncoder, separators=(",", ":"))
+            if ctx.is_opening() or len(text.encode()) + len(MESSAGE_PREFIX) <= INLINE_MESSAGE_MAX:
+                request.websocket.send(text)
+            else:
+                # Through the connection's own channel, which the proxy applied when it
+                # opened, once the answer left: before any settle of this batch publishes.
+                published.append(text)
+        if published:
+            ctx.after_sent(lambda: [send_to_connection(conn, {"content": t}) for t in published])
         if state["subs"] and not lost:
             keep_recording()
             _renew_shared(state)
