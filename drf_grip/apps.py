@@ -1,3 +1,4 @@
+import logging
 from importlib.util import find_spec
 
 from django.apps import AppConfig
@@ -13,10 +14,13 @@ class DrfGripConfig(AppConfig):
         from .grip.middleware import register_path_handler
         from .grip.publish_hooks import register_delivered_hook
         from .rest.registry import connect_signals
+        from .rest.render import ReplayRefusalsNotLogged
         from .rest.stream import NEXT_LINK_PATH, serve_next_link
         from .rest.versions import acknowledge
 
         connect_signals()
+        # A deleted or revoked object's replayed GET is no client's 404 or 403 (render.py).
+        logging.getLogger("django.request").addFilter(ReplayRefusalsNotLogged())
         # Django's error reports show settings and headers by name: hide GRIP's secrets.
         hide_grip_secrets()
         # Holds subscribe with the ids a proxy has confirmed (rest/versions.hold_versions).

@@ -760,3 +760,26 @@ def test_a_shared_channel_confirmed_late_keeps_the_newer_confirmed_version():
     acknowledge([{"channel": channel, "id": "newer.2"}])
     acknowledge([{"channel": channel, "id": "older.1"}])  # the older one, confirmed late
     assert shared_hold_versions([channel])[channel] == "newer.2"
+
+
+def test_a_deleted_object_renders_its_404_for_subscribers_without_logging_it(sink, caplog):
+    """Publishing probe: every worker that published a delete printed Django's ``Not
+    Found: /api/shared-todos/9/`` for each live URL of the object, a 404 that is no client's
+    request but the render that tells its subscribers it is gone. The subscribers still
+    get it; the log stays for requests that clients made."""
+    import logging
+
+    todo = Todo.objects.create(title="gone soon")
+    url = f"/api/shared-todos/{todo.pk}/"
+    watch(url)
+    sink.settle()
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        todo.delete()
+        items = sink.settle()
+        assert APIClient().get(url).status_code == 404  # a client's: logged
+    assert any(
+        "event: delete" in item["formats"].get("http-stream", {}).get("content", "")
+        for item in items
+    ), items
+    logged = [r.getMessage() for r in caplog.records if r.name == "django.request"]
+    assert logged == [f"Not Found: {url}"], logged

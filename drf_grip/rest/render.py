@@ -29,6 +29,7 @@ from .context import RealtimeContext
 __all__ = [
     "CREDENTIAL_HEADERS",
     "RecordedRequest",
+    "ReplayRefusalsNotLogged",
     "host_allowed",
     "inherited_meta",
     "subscriber_headers_size",
@@ -319,6 +320,24 @@ def _handler(middleware: tuple[str, ...], urlconf: str) -> BaseHandler:
     handler = BaseHandler()
     handler.load_middleware()
     return handler
+
+
+#: The roles of renders the server runs for subscribers (``RealtimeContext.role``).
+_REPLAYS = frozenset({"shared-render", "gateway-render", "next-link"})
+
+
+class ReplayRefusalsNotLogged(logging.Filter):
+    """Keeps Django's ``django.request`` warnings for a 4xx of a subscriber's replayed GET
+    out of the log: ``Not Found`` is how a deleted object reaches its subscribers, and
+    ``Forbidden`` how a revoked one ends, at every change, in every publishing process
+    (publishing probe). Clients' own requests, and any 5xx, are logged as before."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if not isinstance(status, int) or not 400 <= status < 500:
+            return True
+        context = getattr(getattr(record, "request", None), "drf_grip", None)
+        return getattr(context, "role", None) not in _REPLAYS
 
 
 def run_through_middleware(request: HttpRequest) -> HttpResponse:
