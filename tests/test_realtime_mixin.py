@@ -102,6 +102,21 @@ def test_prefer_wait_below_what_the_proxy_holds_says_what_it_holds(todos, settin
     assert resp["Preference-Applied"] == "wait=5"
 
 
+def test_a_private_long_poll_woken_by_a_change_says_the_wait_it_was_given(todos):
+    """HTTP probe: a shared long-poll woken by a change, and any timed-out one, carried
+    ``Preference-Applied: wait=N``; a private one woken by a change did not (the proxy's
+    re-request was answered 200 like a first GET with a stale ETag, which gets none)."""
+    etag = APIClient().get("/api/todos/")["ETag"]
+    held = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_PREFER="wait=7")
+    assert held["Preference-Applied"] == "wait=7"
+    Todo.objects.create(title="a change")
+    again = {"HTTP_IF_NONE_MATCH": etag, "HTTP_PREFER": "wait=7"}
+    woken = ProxiedClient().get("/api/todos/", **again, **_last_of(held))
+    stale = ProxiedClient().get("/api/todos/", **again)
+    assert woken.status_code == 200 and woken["Preference-Applied"] == "wait=7"
+    assert stale.status_code == 200 and "Preference-Applied" not in stale
+
+
 def test_a_default_hold_longer_than_the_maximum_is_held_the_maximum(todos, settings):
     """``HOLD_TIMEOUT`` above ``HOLD_TIMEOUT_MAX`` (E002 says so at ``check``): a hold
     outliving its live URL missed its changes, so the maximum bounds it at run time too."""

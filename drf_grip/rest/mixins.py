@@ -849,6 +849,11 @@ class _RealtimeBase:
             return response
         response["ETag"] = etag
         if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
+            prefer = parse_prefer_wait(request.META.get("HTTP_PREFER"))
+            if grip_of(request).last and prefer is not None:
+                # The proxy's re-request of a hold it gave this wait: the client was held,
+                # as a shared push (the held 304's headers, PUSHPIN.md) or a timeout says.
+                response["Preference-Applied"] = f"wait={self.get_hold_timeout()}"
             return response
         return self.longpoll_response(request, response, policy, etag)
 
