@@ -12,7 +12,7 @@ from django.http import HttpRequest
 
 from .websocket_context import WebSocketContext
 
-__all__ = ["InvalidMessage", "WebSocket", "attach", "decode_json"]
+__all__ = ["InvalidMessage", "WebSocket", "attach", "decode_json", "encode_json"]
 
 
 class InvalidMessage(ValueError):
@@ -104,11 +104,16 @@ class WebSocket:
         self.context.send(message)
 
     def send_json(self, data: Any) -> None:
-        """Send ``data`` as a JSON text message (dates, decimals and UUIDs as in Django)."""
-        self.context.send(json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":")))
+        """Send ``data`` as a JSON text message (:func:`encode_json`)."""
+        self.context.send(encode_json(data))
 
     def close(self, code: int | None = None, reason: str = "") -> None:
         self.context.close(code, reason)
+
+
+def encode_json(data: Any) -> str:
+    """``data`` as one JSON text message: compact, dates, decimals and UUIDs as in Django."""
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"))
 
 
 def decode_json(message: str | bytes) -> Any:

@@ -21,14 +21,12 @@ proxy before the answer, is settled once the answer has left (``_settle``,
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.handlers.wsgi import WSGIRequest
-from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import classonlymethod
 
@@ -36,6 +34,7 @@ from ...conf import grip_settings
 from ...grip.later import call_later
 from ...grip.signature import check_grip_sig
 from ...grip.websocket_context import WebSocketContext
+from ...grip.websocket_request import encode_json
 from ...grip.websocket_views import WebSocketView, require_websocket
 from ...protocol import MAX_CHANNELS, SKIP_USERS
 from ...protocol.constants import INLINE_MESSAGE_MAX, MESSAGE_PREFIX
@@ -179,7 +178,7 @@ class RealtimeGateway(WebSocketView):
             changed = changed or touched
             if answer is None:
                 continue
-            text = json.dumps(answer, cls=DjangoJSONEncoder, separators=(",", ":"))
+            text = encode_json(answer)
             if ctx.is_opening() or len(text.encode()) + len(MESSAGE_PREFIX) <= INLINE_MESSAGE_MAX:
                 request.websocket.send(text)
             else:
