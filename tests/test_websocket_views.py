@@ -278,6 +278,21 @@ def counter(request: HttpRequest) -> None:
         ctx.send(ctx.meta["count"])
 
 
+def raw_events(request: HttpRequest) -> HttpResponse:
+    """django-grip's style without a decorator: the view reads ``request.wscontext``."""
+    ctx = request.wscontext
+    if ctx is None:
+        return HttpResponse("plain")
+    if ctx.is_opening():
+        ctx.accept()
+    while ctx.can_recv():
+        message = ctx.recv()
+        if message is None:
+            break
+        ctx.send(message)
+    return HttpResponse()
+
+
 def grip_sig() -> str:
     return jwt.encode({"iss": "drf-grip", "exp": int(time.time()) + 60}, embedded_key())
 
@@ -388,7 +403,9 @@ PUSHPIN_WITH_KEY = "http://127.0.0.1:5561/?iss=pushpin&key=a-pushpin-key-long-en
 
 
 @pytest.mark.parametrize("signature", [None, "forged.jwt.value", "expired"])
-@pytest.mark.parametrize("url", ["/add-one/", "/hooks/7/"], ids=["function", "class"])
+@pytest.mark.parametrize(
+    "url", ["/add-one/", "/hooks/7/", "/raw-events/"], ids=["function", "class", "undecorated"]
+)
 def test_events_without_a_valid_signature_are_refused_where_a_key_is_configured(
     client, url, signature
 ):
@@ -430,5 +447,6 @@ urlpatterns = [
     path("async-echo/", async_echo),
     path("refuse/", refuse),
     path("counter/", counter),
+    path("raw-events/", raw_events),
     path("hooks/<int:pk>/", Hooks.as_view()),
 ]

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
 from ..conf import grip_settings
 from ..protocol import Instruct, MalformedEvents
-from .signature import check_grip_sig
+from .signature import check_grip_sig, unsigned_events_refused, unsigned_events_response
 from .websocket_over_http import context_from_request, finish_response
 from .websocket_request import attach
 
@@ -201,6 +201,9 @@ class GripMiddleware:
             return HttpResponseBadRequest(
                 f"Malformed WebSocket events: {exc}\n", content_type="text/plain"
             )
+        if request.wscontext is not None and unsigned_events_refused(request):
+            request.wscontext = None  # nothing of them runs, nor answers as events
+            return unsigned_events_response()
         attach(request)
         return None
 

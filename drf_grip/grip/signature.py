@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..conf import embedded_key, grip_settings
 from ..protocol import EMBEDDED_ISSUER
@@ -30,6 +31,8 @@ __all__ = [
     "hs256_encode",
     "warn_if_short",
     "MIN_HMAC_KEY_BYTES",
+    "unsigned_events_refused",
+    "unsigned_events_response",
 ]
 
 # hs256_encode and MIN_HMAC_KEY_BYTES live in drf_grip.protocol.signing (shared with the
@@ -183,4 +186,29 @@ def _warn_of_unverified() -> None:
         "A request carried a Grip-Sig that no configured GRIP key verifies (wrong key or "
         "issuer, or expired): it is answered as a direct request, not held. If your GRIP "
         "proxy sent it, give it the key of GRIP_URL or GRIP_PROXIES (Pushpin: sig_key)."
+    )
+
+
+def unsigned_events_refused(request: Any) -> bool:
+    """Whether ``request``'s WebSocket-over-HTTP events came with no valid ``Grip-Sig``
+    where a proxy key says which are valid (DESIGN.md §6). POSTed straight to the origin,
+    they would run a WebSocket view under a ``Connection-Id`` and meta of the sender's
+    choosing (browser probe). With proxies configured without a key no request can be told
+    apart, as in django-grip; with none configured the embedded proxy, the only one,
+    refuses such events from clients."""
+    proxied = getattr(request, "grip_proxied", None)
+    if proxied is None:  # no GripMiddleware in front
+        proxied = check_grip_sig(request.META.get("HTTP_GRIP_SIG"))[0]
+    return not proxied and bool(grip_settings.proxies) and bool(trusted_keys()[0])
+
+
+def unsigned_events_response() -> Any:
+    """The answer to events :func:`unsigned_events_refused` refuses."""
+    from django.http import HttpResponse
+
+    return HttpResponse(
+        "Forbidden: WebSocket-over-HTTP events are taken from the GRIP proxy only, and this "
+        "request has no valid Grip-Sig.\n",
+        status=403,
+        content_type="text/plain",
     )

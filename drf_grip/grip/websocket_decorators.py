@@ -16,9 +16,8 @@ from typing import Any, TypeVar
 from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
-from ..conf import grip_settings
 from ..protocol.events import MalformedEvents
-from .signature import check_grip_sig, trusted_keys
+from .signature import unsigned_events_refused, unsigned_events_response
 from .websocket_context import WebSocketContext
 from .websocket_origin import check_csrf, origin_allowed
 from .websocket_over_http import context_from_request, finish_response
@@ -56,13 +55,8 @@ def _before_view(
                 content_type="text/plain",
             )
         return check_csrf(request, view, args, kwargs)
-    if _unverified(request):
-        return HttpResponse(
-            "Forbidden: WebSocket-over-HTTP events are taken from the GRIP proxy only, and "
-            "this request has no valid Grip-Sig.\n",
-            status=403,
-            content_type="text/plain",
-        )
+    if unsigned_events_refused(request):
+        return unsigned_events_response()
     if not origin_allowed(request):
         return finish_response(
             request,
@@ -78,18 +72,6 @@ def _before_view(
         if refused is not None:
             return finish_response(request, refused)
     return None
-
-
-def _unverified(request: HttpRequest) -> bool:
-    """Whether WebSocket-over-HTTP events came with no valid ``Grip-Sig`` where a proxy key
-    says which are valid (DESIGN.md §6): POSTed straight to the origin, they would run the
-    view under a ``Connection-Id`` and meta of the sender's choosing (browser probe). With
-    proxies configured without a key no request can be told apart, as in django-grip; with
-    none configured the embedded proxy, the only one, refuses such events from clients."""
-    proxied = getattr(request, "grip_proxied", None)
-    if proxied is None:  # no GripMiddleware in front
-        proxied = check_grip_sig(request.META.get("HTTP_GRIP_SIG"))[0]
-    return not proxied and bool(grip_settings.proxies) and bool(trusted_keys()[0])
 
 
 def _after_view(
