@@ -31,6 +31,7 @@ __all__ = [
     "hs256_encode",
     "warn_if_short",
     "MIN_HMAC_KEY_BYTES",
+    "request_proxied",
     "unsigned_events_refused",
     "unsigned_events_response",
 ]
@@ -196,10 +197,20 @@ def unsigned_events_refused(request: Any) -> bool:
     choosing (browser probe). With proxies configured without a key no request can be told
     apart, as in django-grip; with none configured the embedded proxy, the only one,
     refuses such events from clients."""
+    return (
+        not request_proxied(request)
+        and bool(grip_settings.proxies)
+        and bool(trusted_keys()[0])
+    )
+
+
+def request_proxied(request: Any) -> bool:
+    """``request.grip_proxied``, or, with no ``GripMiddleware`` in front, its ``Grip-Sig``
+    checked here."""
     proxied = getattr(request, "grip_proxied", None)
-    if proxied is None:  # no GripMiddleware in front
+    if proxied is None:
         proxied = check_grip_sig(request.META.get("HTTP_GRIP_SIG"))[0]
-    return not proxied and bool(grip_settings.proxies) and bool(trusted_keys()[0])
+    return bool(proxied)
 
 
 def unsigned_events_response() -> Any:

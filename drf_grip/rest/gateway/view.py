@@ -32,7 +32,7 @@ from django.utils.decorators import classonlymethod
 
 from ...conf import grip_settings
 from ...grip.later import call_later
-from ...grip.signature import check_grip_sig
+from ...grip.signature import request_proxied
 from ...grip.websocket_context import WebSocketContext
 from ...grip.websocket_request import encode_json
 from ...grip.websocket_views import WebSocketView, require_websocket
@@ -112,10 +112,7 @@ class RealtimeGateway(WebSocketView):
 
     def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
         ctx: WebSocketContext = request.wscontext
-        proxied = getattr(request, "grip_proxied", None)
-        if proxied is None:
-            proxied = check_grip_sig(request.META.get("HTTP_GRIP_SIG"))[0]
-        if not proxied:
+        if not request_proxied(request):
             # The Connection-Id names the subscriptions: only the proxy may assert it.
             return HttpResponse(
                 "Forbidden: the WebSocket gateway is served through a GRIP proxy only.\n",
