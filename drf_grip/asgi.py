@@ -25,6 +25,7 @@ __all__ = [
     "uses_embedded_proxy",
     "embedded_proxy",
     "writes_first",
+    "request_threads",
     "refuse_websockets",
 ]
 
@@ -123,9 +124,21 @@ def writes_first(app: Any) -> Any:
     )
 
 
+def request_threads(app: Any) -> Any:
+    """``app`` with its requests' threads kept for the next requests
+    (``grip/request_threads.py``), as many idle as ``DRF_GRIP``'s ``REQUEST_THREADS_IDLE``
+    says; 0 leaves ``app`` as it is."""
+    from .conf import grip_settings
+    from .grip.request_threads import RequestThreads
+
+    idle = int(grip_settings.REQUEST_THREADS_IDLE)
+    return RequestThreads(app, idle=idle) if idle else app
+
+
 def wrap_application(app: Any, **proxy_options: Any) -> Any:
-    """``app`` with writes first, behind the embedded proxy when no GRIP proxy is configured."""
-    app = writes_first(app)
+    """``app`` with request threads kept and writes first, behind the embedded proxy when no
+    GRIP proxy is configured."""
+    app = writes_first(request_threads(app))
     if not uses_embedded_proxy():
         return refuse_websockets(app)
     return embedded_proxy(app, **proxy_options)

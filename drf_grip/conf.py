@@ -75,6 +75,9 @@ DEFAULTS: dict[str, Any] = {
     # and at most this many run at once (grip/writes_first.py).
     "REHOLD_MAX_WAIT": 0.25,
     "REHOLD_CONCURRENCY": 1,
+    # Idle request threads each ASGI process keeps for its next requests
+    # (grip/request_threads.py); 0: Django's own way, a new thread for every request.
+    "REQUEST_THREADS_IDLE": 64,
     # Private delivery: holds of one channel past HINT_BUCKET_SIZE are spread over up to
     # HINT_BUCKETS channels, hinted one after another (Pushpin 1.36 answers most of a
     # thousand clients hinted at once with 502s).
@@ -106,7 +109,10 @@ _NUMBERS: dict[str, tuple[bool, float, bool]] = {
             "HINT_BUCKET_SIZE", "WS_MAX_MESSAGE_SIZE", "WS_MAX_SUBSCRIPTIONS", "WS_KEEP_ALIVE",
         )
     },
-    **{name: (True, 0, True) for name in ("LIVE_URL_TIMEOUT", "PUBLISH_RETRIES")},
+    **{
+        name: (True, 0, True)
+        for name in ("LIVE_URL_TIMEOUT", "PUBLISH_RETRIES", "REQUEST_THREADS_IDLE")
+    },
     **{
         name: (False, 0, True)
         for name in (

@@ -54,6 +54,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("SAMPLE_API_DB") or str(BASE_DIR / "db.sqlite3"),
+        # Kept between requests: drf-grip's ASGI app keeps its request threads.
+        "CONN_MAX_AGE": 60,
     }
 }
 

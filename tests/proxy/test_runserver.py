@@ -15,6 +15,7 @@ from django.core.management.commands.runserver import Command as DjangoRunserver
 from django.test import override_settings
 
 from drf_grip.asgi import get_asgi_application
+from drf_grip.grip.request_threads import RequestThreads
 from drf_grip.grip.writes_first import WritesFirst
 from drf_grip.proxy import GripProxy
 
@@ -26,13 +27,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def test_without_grip_url_django_runs_behind_the_embedded_proxy():
     app = get_asgi_application()
     assert isinstance(app, GripProxy)
-    # Writes first sits between the proxy and Django (grip/writes_first.py).
+    # Writes first sits between the proxy and Django (grip/writes_first.py), then the kept
+    # request threads (grip/request_threads.py).
     assert isinstance(app.app, WritesFirst)
-    assert isinstance(app.app.app, ASGIHandler)
+    assert isinstance(app.app.app, RequestThreads)
+    assert isinstance(app.app.app.app, ASGIHandler)
 
 
 @override_settings(GRIP_URL="http://127.0.0.1:5561/?iss=pushpin&key=secret-key-of-some-length")
 def test_with_grip_url_it_is_the_plain_origin():
+    app = get_asgi_application()
+    assert isinstance(app.app, WritesFirst)
+    assert isinstance(app.app.app.app, ASGIHandler)
+
+
+@override_settings(DRF_GRIP={"REQUEST_THREADS_IDLE": 0})
+def test_with_no_request_threads_kept_django_starts_its_own():
     app = get_asgi_application()
     assert isinstance(app.app, WritesFirst)
     assert isinstance(app.app.app, ASGIHandler)

@@ -46,6 +46,10 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("BENCH_DB", "/tmp/drf-grip-bench.sqlite3"),
         "OPTIONS": {"timeout": 30},
+        # Kept between requests, as a deployment does: drf-grip's ASGI app keeps its request
+        # threads (REQUEST_THREADS_IDLE), and Django keeps a connection per thread. The
+        # peers' origins (plain Django ASGI) start a thread per request and cannot keep one.
+        "CONN_MAX_AGE": 60,
     }
 }
 # One origin process publishes and serves: a per-process cache is shared by both.
