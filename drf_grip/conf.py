@@ -186,10 +186,21 @@ def _grip_url_problem(url: Any) -> str | None:
     problem = url_problem(url)
     if problem:
         return problem
-    try:
-        parse_grip_uri(url)
-    except (binascii.Error, ValueError):
-        return "a key=base64:... (or verify-key=base64:...) that is not base64"
+    # gripcontrol's parse_grip_uri decodes base64 leniently and drops what is empty: a
+    # key=base64:!!!! (or key=) left the proxy with no key at all, and with no key any
+    # Grip-Sig counts as the proxy's (security probe). The same reading, strictly.
+    params = parse_qs(urlsplit(url).query.replace("+", "%2B"), keep_blank_values=True)
+    for name in ("key", "verify-key"):
+        value = params.get(name, [None])[0]
+        if value is None:
+            continue
+        if value.startswith("base64:"):
+            try:
+                value = base64.b64decode(value[7:], validate=True)
+            except (binascii.Error, ValueError):
+                return f"a {name}=base64:... that is not base64"
+        if not value:
+            return f"an empty {name}= (no key: any Grip-Sig would count as the proxy's)"
     return None
 
 
@@ -220,6 +231,8 @@ def _key_problem(entry: dict[str, Any]) -> str | None:
         value = entry.get(name)
         if value is not None and not isinstance(value, (str, bytes)):
             return f"its {name} is {type(value).__name__}, not a string"
+        if value is not None and not value:
+            return f"an empty {name} (no key: any Grip-Sig would count as the proxy's)"
     return None
 
 

@@ -52,6 +52,44 @@ def test_a_url_with_raw_non_ascii_or_a_lone_surrogate_is_a_400(kind: str, url: s
     assert ws.receive_json()["status"] == 200
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"method": "GET", "url": "/api/todos/", "data": {"page": "\ud800"}},
+        {"subscribe": "/api/todos/", "data": {"search": "\ud800"}},
+        {"subscribe": "/api/todos/", "data": {"\ud800": "x"}},
+    ],
+)
+def test_a_lone_surrogate_in_a_gets_data_is_a_400_not_a_500(message: dict):
+    """A GET's (or a subscription's) ``data`` becomes its query string; a lone surrogate
+    (JSON ``"\ud800"``) cannot be encoded and answered 500 (security probe)."""
+    ws = WebSocketTestClient().connect("/api/ws/")
+    assert ws.accepted, ws.response
+    ws.send(json.dumps({"id": 1, **message}))
+    answer = ws.receive_json()
+    assert answer["id"] == 1 and answer["status"] == 400, answer
+    assert "surrogate" in answer["error"]
+    ws.send(json.dumps({"id": 2, "url": "/api/todos/", "data": {"search": "\u2603"}}))
+    assert ws.receive_json()["status"] == 200
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_handshake_without_the_urls_trailing_slash_is_a_404_naming_it(settings, debug):
+    """The proxy sends a handshake as a POST; APPEND_SLASH's redirect of a POST raises in
+    Django under DEBUG (a 500, the sample's default; security probe), and a handshake cannot
+    follow a redirect anyway."""
+    settings.DEBUG = debug
+    ws = WebSocketTestClient().connect("/api/ws")
+    assert not ws.accepted
+    assert ws.response.status_code == 404, ws.response
+    assert b"/api/ws/" in ws.response.content
+    assert connect_ok()
+
+
+def connect_ok() -> bool:
+    return WebSocketTestClient().connect("/api/ws/").accepted
+
+
 @pytest.mark.parametrize("kind", ["shared-todos", "todos"])
 def test_a_gateway_answer_under_a_script_name_carries_the_prefix_in_its_links(kind: str, sink):
     """Mounted under a prefix the server passes as ``SCRIPT_NAME`` (gunicorn's

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound
 
 from ..conf import grip_settings
 from ..protocol import Instruct, MalformedEvents
@@ -112,6 +112,19 @@ def proxy_required_response() -> HttpResponse:
     )
 
 
+def _slash_missing(request: HttpRequest) -> bool:
+    """A WebSocket's URL that ``APPEND_SLASH`` would redirect (``/api/ws`` for ``/api/ws/``).
+    A handshake cannot follow a redirect, and the proxy sends it as a POST, for which
+    Django's ``CommonMiddleware`` raises under ``DEBUG`` (a 500, security probe): the same
+    test as Django's, answered with a 404 that names the right URL."""
+    from django.middleware.common import CommonMiddleware
+
+    path = getattr(request, "path_info", None)  # django-grip's tests pass a bare request
+    if not isinstance(path, str) or path.endswith("/"):
+        return False
+    return CommonMiddleware(lambda r: None).should_redirect_with_slash(request)
+
+
 class GripMiddleware:
     """Place early in ``MIDDLEWARE``: it must see the raw request and the final response.
 
@@ -204,6 +217,13 @@ class GripMiddleware:
         if request.wscontext is not None and unsigned_events_refused(request):
             request.wscontext = None  # nothing of them runs, nor answers as events
             return unsigned_events_response()
+        if request.wscontext is not None and _slash_missing(request):
+            request.wscontext = None
+            return HttpResponseNotFound(
+                f"No WebSocket at {request.path}: its URL ends with a slash, "
+                f"{request.path}/\n",
+                content_type="text/plain",
+            )
         attach(request)
         return None
 

@@ -195,9 +195,13 @@ def with_query_data(url: str, data: Any) -> str:
     if not isinstance(data, dict):
         raise MessageError(400, "data of a GET is an object of query parameters")
     path, query = split_url(url)  # a 400 for what is not a local path
-    extra = urlencode(
-        [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
-    )
+    try:
+        extra = urlencode(
+            [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in data.items()]
+        )
+    except UnicodeEncodeError:
+        # JSON can carry a lone surrogate ("\ud800"), which UTF-8 cannot encode.
+        raise MessageError(400, "data holds a lone surrogate, which is not text") from None
     query = f"{query}&{extra}" if query and extra else query or extra
     return f"{path}?{query}" if query else path
 
