@@ -70,6 +70,46 @@ def test_shared_pushes_and_first_event_are_alike_with_the_views_renderer(outbox,
     assert b'{"COUNT":1,' in first.content.split(b"\ndata: ")[1]
 
 
+@pytest.mark.parametrize("path", ["/api/probe/csv-todos/", "/api/probe/shared-csv-todos/"])
+def test_a_stream_of_a_view_serving_no_json_gets_an_event_per_change(outbox, path):
+    """A view whose only renderer is not JSON (CSV): its stream carries DRF's JSON, and a
+    shared one's pushes were renders asking for application/json, which the view refused
+    (406): every stream got ``event: delete`` at the first change (DRF probe)."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    assert client.get(path).content == f"{todo.pk},a,False".encode()
+    stream = client.get(path, HTTP_ACCEPT="text/event-stream")
+    held = assert_held(stream, stream=True)
+    assert b'"title":"a"' in stream.content
+    Todo.objects.create(title="b")
+    wait_published()
+    sent = [
+        item["formats"]["http-stream"]["content"]
+        for item in outbox
+        if item["channel"] in held.channels
+        and "content" in item["formats"].get("http-stream", {})
+    ]
+    if path.startswith("/api/probe/shared"):
+        assert sent and "event: delete" not in sent[-1], sent
+        assert '"title":"b"' in sent[-1]
+        again = client.get(path, HTTP_ACCEPT="text/event-stream")
+        assert sent[-1] == again.content.decode()
+    else:  # a hint: the proxy fetches the next link, which renders the new list
+        assert not sent
+
+
+@pytest.mark.parametrize("path", ["/api/probe/csv-todos/", "/api/probe/shared-csv-todos/"])
+def test_the_gateway_subscribes_to_a_view_serving_no_json_as_its_streams_do(path):
+    """Its subscriptions carry the JSON its streams carry; they answered 406 with the CSV
+    of the error as their data (DRF probe)."""
+    Todo.objects.create(title="a")
+    ws = WebSocketTestClient().connect("/api/ws/")
+    ws.send_json({"id": 1, "subscribe": path})
+    answer = ws.receive_json()
+    assert answer["status"] == 200, answer
+    assert [row["title"] for row in answer["data"]] == ["a"]
+
+
 def test_if_match_from_the_browsable_api_is_checked_against_the_views_json():
     """The browsable API serves no ETag: its write is checked against the JSON one, as the
     view's own renderer gives it."""

@@ -332,6 +332,19 @@ def test_detail_subscription_reports_deletion():
     assert gone["id"] == 1 and gone["status"] == 404
 
 
+@pytest.mark.parametrize("url", ["/api/todos/999/", "/api/shared-todos/?page=2"])
+def test_a_subscription_its_first_get_refuses_is_refused_with_an_error(url):
+    """A 404 (no such object, ``Invalid page.``) answered like a REST call, with ``data``
+    and no ``error``, so a client could not tell it from a subscription (publishing
+    probe): every refused message carries ``error``, and nothing of it is kept."""
+    Todo.objects.create(title="t")
+    ws = connect()
+    answer = ask(ws, {"id": 1, "subscribe": url})
+    assert answer["status"] == 404, answer
+    assert answer["error"].startswith("not subscribed: "), answer
+    assert ask(ws, {"id": 2, "unsubscribe": 1})["status"] == 404
+
+
 def test_identical_private_subscriptions_are_rendered_once_per_change(monkeypatch):
     """Each change replayed every private gateway subscription's GET, so a list watched by
     a hundred anonymous visitors cost a hundred renders per write, one after another (the

@@ -521,3 +521,54 @@ def test_a_shared_render_too_large_for_one_publish_hints_and_sends_the_gateway_w
     assert message["status"] == gateway and message["url"] == url
     if gateway == 200:
         assert message["data"]["title"] == "y" * size
+
+
+def _long_lived(limit: float) -> list[str]:
+    """The keys of the (local-memory) cache that outlive ``limit`` seconds from now."""
+    import time
+
+    now = time.time()
+    return [key for key, expiry in cache._expire_info.items() if expiry - now > limit]
+
+
+def test_made_up_query_strings_leave_nothing_that_outlives_their_live_urls(sink):
+    """Each made-up query string (``?search=x1``, ``x2``...) held, streamed or subscribed
+    over the gateway once left two day-long entries (its version, its render tickets): an
+    anonymous client could pile them up by the thousand a minute until a cache culled
+    everyone's state (security probe). What a URL leaves now lives about as long as the
+    URL itself, whatever the number of URLs."""
+    import json
+
+    from drf_grip.rest.policies import live_timeout
+    from drf_grip.test import WebSocketTestClient
+
+    todo = Todo.objects.create(title="t")
+    registry.wait_idle()
+    ws = WebSocketTestClient().connect("/api/ws/")
+    assert ws.accepted, ws.response
+
+    def churn(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            watch(f"/api/shared-todos/?search=lp{i}")
+            assert ProxiedClient().get(
+                f"/api/shared-todos/?search=sse{i}", HTTP_ACCEPT="text/event-stream"
+            ).status_code == 200
+            for kind in ("shared-todos", "todos"):
+                ws.send(json.dumps({"id": 1, "subscribe": f"/api/{kind}/?search=ws{i}"}))
+                assert ws.receive_json()["status"] == 200
+                ws.send(json.dumps({"id": 2, "unsubscribe": 1}))
+                assert ws.receive_json()["status"] == 200
+        registry.wait_idle()
+
+    bound = 2 * live_timeout() + 60
+    churn(0, 3)
+    todo.title = "a change, rendered for every live URL"
+    todo.save()
+    registry.wait_idle()
+    before = _long_lived(bound)
+    churn(3, 9)
+    todo.title = "another change"
+    todo.save()
+    registry.wait_idle()
+    after = _long_lived(bound)
+    assert len(after) <= len(before), sorted(set(after) - set(before))

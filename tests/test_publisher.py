@@ -789,6 +789,54 @@ def test_a_save_just_before_exit_waits_at_most_the_flush_timeout(server: Publish
     assert flushed < 1.5 * timeout, result.stdout
 
 
+SAVE_WHILE_THE_CACHE_IS_DOWN_SCRIPT = """
+import socket, sys
+import django
+from django.conf import settings
+from tests import settings as base
+
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+settings.configure(**{
+    **{name: getattr(base, name) for name in dir(base) if name.isupper()},
+    "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    "CACHES": {
+        **base.CACHES,
+        "realtime": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:%d" % closed.getsockname()[1],
+        },
+    },
+    "GRIP_URL": sys.argv[1],
+    "DRF_GRIP": {"PUBLISH_FLUSH_TIMEOUT": 2.0, "VERSION_CACHE": "realtime"},
+})
+django.setup()
+from django.core.management import call_command
+call_command("migrate", run_syncdb=True, verbosity=0)
+from tests.testapp.models import Todo
+todo = Todo.objects.create(title="saved while Redis is down")
+print("saved %d" % todo.pk, flush=True)
+"""
+
+
+def test_a_change_the_state_cache_kept_from_publishing_is_announced_at_exit(
+    server: PublishServer,
+) -> None:
+    """``manage.py shell -c`` (or a worker stopped by a deploy) saving while Redis does not
+    answer: publishing waits for the cache, and the process exited first. The change was
+    dropped with one line, "did not finish", naming nothing, and the SSE and gateway
+    subscribers never got it (publishing probe). It is now announced with hints that need
+    no cache, to every hold the views may have made, and the log names the model."""
+    result = run_python(SAVE_WHILE_THE_CACHE_IS_DOWN_SCRIPT, server.url)
+    assert result.returncode == 0, result.stderr
+    pk = int(result.stdout.split("saved ")[1])
+    channels = set(server.channels)
+    assert {"drf.testapp.todo", "drf.testapp.todo~b63", f"drf.testapp.todo.{pk}"} <= channels
+    assert "drf.testapp.todo.*shared" in channels  # the shared views' holds
+    assert "drf.ws.*recover" in channels  # gateway connections: closed, to subscribe again
+    assert "changes of testapp.Todo were not published before exit" in result.stderr
+
+
 LATER_THEN_EXIT_SCRIPT = """
 import sys, django
 from django.conf import settings

@@ -142,6 +142,32 @@ def test_head_long_polls_but_never_streams(todos):
     assert plain.status_code == 200 and plain["ETag"] == etag
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_head_long_poll_of_a_shared_view_is_woken_by_a_hint_not_a_pushed_body():
+    """A shared push carries the body, which Pushpin delivers to a held HEAD as it is: the
+    body after the headers broke the client's kept-alive connection (``illegal status
+    line``, DRF probe). A HEAD holds where a change is a hint, and the proxy re-sends it."""
+    from django.core.cache import cache
+
+    cache.clear()
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        client = ProxiedClient()
+        etag = client.get("/api/shared-todos/")["ETag"]
+        held = client.head("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag)
+        assert held.status_code == 304 and held["Grip-Hold"] == "response"
+        channels = [c.split(";")[0].strip() for c in held["Grip-Channel"].split(",")]
+        assert not any(c.startswith("drf.url.") for c in channels), channels
+        Todo.objects.create(title="b")
+        woken = [i for i in sink.settle() if i["channel"] in channels]
+        assert woken and all(
+            i["formats"]["http-response"].get("action") == "hint" for i in woken
+        ), woken
+        again = client.head("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag)
+        assert again.status_code == 200 and again.content == b""
+
+
 @pytest.mark.parametrize("method", ["post", "options"])
 def test_other_methods_asking_for_a_stream_get_406_and_change_nothing(todos, method):
     resp = getattr(APIClient(), method)(

@@ -487,14 +487,14 @@ def test_a_render_in_flight_when_the_render_counter_expires_is_not_published_ove
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``incr`` keeps the expiry ``add`` gave (Redis, local memory), so a URL's render
-    counter expired 24 h after its first render however busy the URL was. Restarted at the
+    counter expired a day (now ``2 * live_timeout()``) after its first render however busy the URL was. Restarted at the
     ``:sent`` mark + 1, it gave a render that began after a later commit the very ticket of
     a render still in flight with the older rows; the newer one was published, then the
     older one over it, and the URL's subscribers stayed on the older representation. The
     counter is renewed while in use (here its expiry is shrunk to a second)."""
     from drf_grip.rest import tickets
 
-    monkeypatch.setattr(tickets, "_TIMEOUT", 1)
+    monkeypatch.setattr(tickets, "_timeout", lambda: 1)
     monkeypatch.setattr(tickets, "_renewed", {})
     bodies = iter([_rendered(b'{"v": 0}', "zero")])
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))

@@ -133,6 +133,12 @@ def bucket_channels(channel: str, held: int | None) -> list[str]:
     return _bucket_channels({channel: held})[channel]
 
 
+def all_bucket_channels(channel: str) -> list[str]:
+    """Every bucket channel a hold of ``channel`` may have taken, read from no cache."""
+    buckets, _size = _settings()
+    return [channel] + [f"{channel}{_SEP}{i}" for i in range(1, buckets)]
+
+
 def _bucket_channels(held: dict[str, int | None]) -> dict[str, list[str]]:
     """:func:`bucket_channels` of several channels, their marks read in one round trip."""
     buckets, size = _settings()
@@ -143,7 +149,7 @@ def _bucket_channels(held: dict[str, int | None]) -> dict[str, list[str]]:
             wanted = buckets
         else:
             wanted = 1 if buckets <= 1 else min(buckets, max(1, -(-count // size)))
-        names = [f"{channel}{_SEP}{i}" for i in range(1, buckets)]
+        names = all_bucket_channels(channel)[1:]
         sure[channel] = [channel] + names[: wanted - 1]
         maybe[channel] = names[wanted - 1 :] if wanted < buckets else []
     # Most channels a change names have no bucket in use (an object's channel, held by

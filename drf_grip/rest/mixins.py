@@ -320,7 +320,15 @@ class _RealtimeBase:
         ):
             return [r for r in renderers if r.media_type != EVENT_STREAM]
         if not any(r.media_type == EVENT_STREAM for r in renderers):
-            renderers.append(EventStreamRenderer(json_renderer_of(renderers)))
+            json_renderer = json_renderer_of(renderers)
+            renderers.append(EventStreamRenderer(json_renderer))
+            context = context_of(request)
+            if json_renderer is None and context is not None and context.role != "client":
+                # A view serving no JSON (CSV only): its streams carry DRF's JSON, and so
+                # do the renders made for them (a shared push asks for application/json)
+                # and its gateway subscriptions. Refused (406), every stream got
+                # ``event: delete`` at the first change (DRF probe).
+                renderers.append(JSONRenderer())
         if request is None or getattr(self, "format_kwarg", None) or (
             api_settings.URL_FORMAT_OVERRIDE and api_settings.URL_FORMAT_OVERRIDE in request.GET
         ):
@@ -416,7 +424,12 @@ class _RealtimeBase:
         delivery = self.get_realtime_delivery()
         if delivery == SHARED:
             self._canonicalize_query(request)
-            if self._subscribes(request) and self._access_needs_credentials(request):
+            if self._subscribes(request) and (
+                # A push carries the body, which Pushpin hands a held HEAD as it is (the
+                # bytes after its headers broke the client's connection, DRF probe); a
+                # hint makes the proxy re-send the HEAD.
+                request.method == "HEAD" or self._access_needs_credentials(request)
+            ):
                 delivery = self._realtime_effective_delivery = PRIVATE
         channels = self.get_realtime_channels()
         policy = RealtimePolicy(

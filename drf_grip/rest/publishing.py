@@ -18,7 +18,7 @@ from django.db import models
 
 from ..grip.publisher import publish
 from . import channels as names
-from .buckets import bucketable, paced_hints
+from .buckets import all_bucket_channels, bucketable, paced_hints
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, records_lost, view_class
 from .registry import Changes, gateway_views, views_for
@@ -193,6 +193,44 @@ def _publish_to_unrecorded(
     _hint([c for c in dict.fromkeys(channels) if c not in hinted], None)
     if gateway_views():
         close_lost_connections()
+
+
+def publish_without_state(changes: Changes) -> list[str]:
+    """Announce ``changes`` with no state cache: at exit, while it does not answer (Redis
+    restarting or stopped), what the change worker could not publish would go with the
+    process, and the clients held before it would keep the old representation (a stream or
+    a gateway subscription until a later change; publishing probe). Every hold the views'
+    class-level delivery may have made is hinted, every hint bucket of it, with no version
+    (the versions are in the cache); gateway connections with subscriptions are closed, and
+    subscribe again. The labels of the models announced."""
+    from ..grip.items import make_item
+    from ..grip.publisher import publish_items
+    from .gateway.connections import close_lost_connections_item
+
+    channels: dict[str, None] = {}
+    labels = []
+    for model, pks in changes.updated.items():
+        views = views_for(model)
+        if not views:
+            continue  # nobody holds its channels (and a Token's pk is its secret)
+        deleted = changes.deleted.get(model, set())
+        live = None if pks is None else set(pks) - deleted
+        partitions = changes.partitions_of(model)
+        private = [v for v in views if _class_delivery(v) == PRIVATE]
+        named = private_channels(model, private, live, partitions)
+        if any(_class_delivery(v) == SHARED for v in views):
+            named += [names.shared_recovery_channel(model), *names.channels_for_change(model, live)]
+        named += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
+        for channel in dict.fromkeys(named):
+            channels.update(dict.fromkeys(all_bucket_channels(channel) if bucketable(channel)
+                                          else [channel]))
+        labels.append(model._meta.label)
+    items = [make_item(channel, HINT) for channel in channels]
+    if labels and gateway_views():
+        items.append(close_lost_connections_item())
+    # One batch: at exit from Python 3.12 no thread starts, and it is sent from here.
+    publish_items(items)
+    return labels
 
 
 _warned_evictions = [float("-inf")]

@@ -689,6 +689,8 @@ class _ChangeWorker:
         self.pid = os.getpid()
         self.idle = threading.Condition()
         self.pending = 0
+        #: The changes being published (``run``), for the exit's last resort.
+        self.current: Changes | None = None
         self.thread = threading.Thread(target=self.run, name="drf-grip-changes", daemon=True)
         self.thread.start()
 
@@ -723,6 +725,7 @@ class _ChangeWorker:
             # interval, not one per write (the bench's PATCH throughput, issue 10).
             done = 1 + self._gather(changes, started + float(grip_settings.PUBLISH_INTERVAL))
             started = time.monotonic()
+            self.current = changes
             try:
                 # Renders read the database from this thread: drop connections that the
                 # server closed or that outlived CONN_MAX_AGE, as Django does per request.
@@ -733,10 +736,27 @@ class _ChangeWorker:
                 stats["errors"] += 1
                 logger.exception("drf-grip failed to publish changes")
             finally:
+                self.current = None
                 _close_old_connections()
                 with self.idle:
                     self.pending -= done
                     self.idle.notify_all()
+
+    def unfinished(self) -> Changes | None:
+        """What is being published and what is queued, merged, taken off the queue; None
+        when nothing is."""
+        merged = Changes()
+        found = self.current  # the worker's own object: merged into a copy
+        if found is not None:
+            merged.merge(found)
+        while True:
+            try:
+                more = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is not None:
+                merged.merge(more)
+        return merged if merged else None
 
     def _gather(self, changes: Changes, until: float) -> int:
         """Merge into ``changes`` what is queued, and what arrives before ``until`` (a
@@ -799,8 +819,35 @@ def _flush_at_exit() -> None:
         from ..grip.lanes import exit_unfinished
         from ..grip.publisher import exit_deadline
 
-        if not _instance.wait_idle(max(0.0, exit_deadline() - time.monotonic())):
+        deadline = exit_deadline()
+        # A quarter (at most a second) left for the publisher's handler to send the last
+        # resort below.
+        reserve = min(1.0, max(0.0, deadline - time.monotonic()) / 4)
+        if not _instance.wait_idle(max(0.0, deadline - reserve - time.monotonic())):
+            _announce_unfinished(_instance)
             exit_unfinished()
+
+
+def _announce_unfinished(worker: _ChangeWorker) -> None:
+    """The exit's deadline came with changes unpublished, most likely because the state
+    cache does not answer: announced with hints that need no cache
+    (``publishing.publish_without_state``), and said with the models they were of."""
+    from .publishing import publish_without_state
+
+    changes = worker.unfinished()
+    if changes is None:
+        return
+    try:
+        labels = publish_without_state(changes)
+    except Exception:  # noqa: BLE001 - at exit: say so, never raise
+        logger.exception("drf-grip could not announce its unpublished changes at exit")
+        return
+    if labels:
+        logger.warning(
+            "drf-grip: changes of %s were not published before exit (the state cache did "
+            "not answer in time); every held client of their views was sent a hint instead",
+            ", ".join(labels),
+        )
 
 
 def register_gateway(view_class: type) -> None:

@@ -58,7 +58,7 @@ from .tickets import (
     sent_after,
     take_ticket,
 )
-from .versions import add_version, read_version, set_version
+from .versions import add_version, read_version, renew_version, set_version
 
 __all__ = [
     "LiveUrl",
@@ -282,11 +282,28 @@ def relist(listing: dict[str, Any]) -> str | None:
             if done is None:
                 return None
             listed = done
+            _renew_version(entry["channel"])
         elif done is None:
             # The model-wide detail index only serves changes that name no objects; past
             # its cap those reach the URL through the bulk channel it also holds on.
             mark_overflow(apps.get_model(label), "bulk")
     return listed
+
+
+#: Per process: when each live URL's version was last renewed (``time.monotonic()``).
+_versions_renewed: dict[str, float] = {}
+
+
+def _renew_version(channel: str) -> None:
+    """A held URL's version lives as long as its listing (``versions.renew_version``),
+    renewed every quarter of ``live_timeout()`` per process, like the listing itself."""
+    now = time.monotonic()
+    if now - _versions_renewed.get(channel, float("-inf")) < live_timeout() / 4:
+        return
+    if len(_versions_renewed) > 10_000:
+        _versions_renewed.clear()  # bounded; a URL left out is renewed at its next hold
+    _versions_renewed[channel] = now
+    renew_version(channel)
 
 
 #: How long a listing's hold lasts before it is renewed, besides a long-poll's own timeout.

@@ -64,7 +64,7 @@ from .render import (
 )
 from .shared import tag_of
 from .sse import EVENT_STREAM, format_event, media_type_as
-from .store import cache_failed, state_cache
+from .store import cache_failed, state_cache, touch
 from .versions import SHARED_PREFIX
 
 __all__ = [
@@ -203,7 +203,7 @@ def _public_link(
             "prefix": prefix,
         }
         # The state before the name: a stream that finds the name finds its state.
-        cache.set(_STATE + sid, state, max(1, int(expires - time.time())))
+        cache.set(_STATE + sid, state, _kept_for(expires))
         found = (sid, expires)
         if not cache.add(name, found, _PUBLIC_WINDOW):
             found = cache.get(name) or found  # a stream opened together was first
@@ -272,8 +272,34 @@ def next_link_for(
 
 def _own_link(state: dict[str, Any]) -> tuple[str, Channel, int]:
     """The link of a stream state kept for this stream alone, from its first fetch on."""
-    state_cache().set(_STATE + state["sid"], state, max(1, math.ceil(state["exp"] - time.time())))
+    state_cache().set(_STATE + state["sid"], state, _kept_for(state["exp"]))
     return (*_link(state), link_timeout(state["exp"]))
+
+
+def _kept_for(expires: float) -> int:
+    """How long a stream's state is kept from now: until its end (``exp``), and no longer
+    than two of its next links' timeouts past now, since a live stream fetches its next
+    link at least that often and each fetch keeps it again. A stream whose client left
+    fetches nothing: its state went only at its end, an hour later, and an anonymous client
+    opening streams on made-up query strings piled them up (security probe)."""
+    remaining = max(1, math.ceil(expires - time.time()))
+    return min(remaining, 2 * int(grip_settings.NEXT_LINK_TIMEOUT) + 60)
+
+
+#: Per process: when each public stream state was last kept again (``time.monotonic()``).
+_kept_public: dict[str, float] = {}
+
+
+def _keep_public(cache: Any, sid: str, expires: float) -> None:
+    """A public stream's state, fetched by its streams' next links, kept again at most
+    every half of a link's timeout per process."""
+    now = time.monotonic()
+    if now - _kept_public.get(sid, float("-inf")) < int(grip_settings.NEXT_LINK_TIMEOUT) / 2:
+        return
+    if len(_kept_public) > 10_000:
+        _kept_public.clear()
+    _kept_public[sid] = now
+    touch(cache, _STATE + sid, _kept_for(expires))
 
 
 def link_timeout(expires: float) -> int:
@@ -343,8 +369,9 @@ def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
         # made up. The stream ends; its client reconnects with Last-Event-ID.
         return restart_stream()
     public = counter == _PUBLIC
-    remaining = max(1, int(state["exp"] - time.time()))
+    remaining = _kept_for(state["exp"])
     if public:
+        _keep_public(cache, sid, state["exp"])
         # Shared by many streams: what this one has seen is the live URL's version that
         # Pushpin names, and that version names an ETag (shared.py).
         seen = grip.last.get(state.get("channel", ""))

@@ -31,12 +31,22 @@ __all__ = [
     "forget_renders_since",
     "mark_sent",
     "overtaken",
+    "retire",
     "sent_after",
     "take_ticket",
 ]
 
 _KEY = "drf_grip:render:"
-_TIMEOUT = 24 * 3600
+
+
+def _timeout() -> int:
+    """How long a series' counter and mark live without a render: renders happen only while
+    what they render for is live (a listed URL, a gateway subscription), so as long as that
+    again. A day each left two entries per made-up query string ever rendered (security
+    probe)."""
+    from .policies import live_timeout
+
+    return 2 * live_timeout()
 
 
 def take_ticket(name: str, *, likely_first: bool = False) -> int:
@@ -57,15 +67,16 @@ def take_ticket(name: str, *, likely_first: bool = False) -> int:
             return first
         ticket = int(cache.incr(_KEY + name))  # another process took it a moment ago
     # ``incr`` keeps the expiry ``add`` gave (Redis, local memory): a busy URL's counter
-    # expired _TIMEOUT after its first render, and the restart above (the mark + 1) gave a
+    # expired a day after its first render, and the restart above (the mark + 1) gave a
     # render that began after a later commit the ticket of one still rendering older rows;
     # both were sent, the older one last, and subscribers stayed on it. Renewed while in
     # use, every quarter of its expiry (per process, bounded).
     now = time.monotonic()
-    if now - _renewed.get(name, -_TIMEOUT) > _TIMEOUT / 4:
+    timeout = _timeout()
+    if now - _renewed.get(name, float("-inf")) > timeout / 4:
         if len(_renewed) >= _BEGAN_MAX:
             _renewed.clear()
-        touch(cache, _KEY + name, _TIMEOUT)
+        touch(cache, _KEY + name, timeout)
         _renewed[name] = now
     return ticket
 
@@ -79,7 +90,7 @@ def _first_ticket(cache: Any, name: str) -> int | None:
     made every later render look older than the last one sent, and none was sent until the
     counter passed it. It starts above that mark."""
     first = int(cache.get(_sent_key(name)) or 0) + 1
-    if cache.add(_KEY + name, first, _TIMEOUT):
+    if cache.add(_KEY + name, first, _timeout()):
         _renewed[name] = time.monotonic()
         return first
     return None
@@ -159,6 +170,20 @@ def exclusive(name: str, wait: float = 2.0) -> Iterator[None]:
             cache.delete(key)
 
 
+#: Seconds a retired series keeps its counter and mark: renders still in flight need them.
+_RETIRED_TIMEOUT = 120
+
+
+def retire(name: str) -> None:
+    """``name``'s renders are over (a gateway subscription unsubscribed or its connection
+    closed): its counter and mark expire soon instead of a day later. A render taken again
+    within that time renews them (:func:`take_ticket`, :func:`mark_sent`)."""
+    cache = state_cache()
+    touch(cache, _KEY + name, _RETIRED_TIMEOUT)
+    touch(cache, _sent_key(name), _RETIRED_TIMEOUT)
+    _renewed.pop(name, None)
+
+
 def _sent_key(name: str) -> str:
     """Where the ticket of the last render of ``name`` handed to the publisher is kept."""
     return _KEY + name + ":sent"
@@ -166,7 +191,7 @@ def _sent_key(name: str) -> str:
 
 def mark_sent(name: str, ticket: int) -> None:
     """Record that the render holding ``ticket`` was handed to the publisher."""
-    state_cache().set(_sent_key(name), ticket, _TIMEOUT)
+    state_cache().set(_sent_key(name), ticket, _timeout())
 
 
 def sent_after(name: str, ticket: int) -> bool:

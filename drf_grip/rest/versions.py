@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from .store import state_cache
+from .store import state_cache, touch
 
 __all__ = [
     "read_version",
@@ -29,6 +29,7 @@ __all__ = [
     "add_version",
     "shared_hold_versions",
     "shared_versions",
+    "renew_version",
 ]
 
 _KEY = "drf_grip:version:"
@@ -40,6 +41,24 @@ _COMMITTED = "drf_grip:committed:"
 SHARED_PREFIX = "drf.url."
 #: Versions outlive any hold by far; a channel nobody used for a day starts afresh.
 _TIMEOUT = 24 * 3600
+
+
+def _timeout(channel: str) -> int:
+    """How long ``channel``'s version lives. A shared URL's lives as long as its live URL
+    (renewed with it, :func:`renew_version`) and as long again: each made-up query string
+    (``?search=x1``, ``x2``...) left a day-long entry, which an anonymous client could pile
+    up by the thousand a minute (security probe). A URL's version that expires costs its
+    next hold a render and the proxy's re-request, never an update (module docstring)."""
+    if channel.startswith(SHARED_PREFIX):
+        from .policies import live_timeout
+
+        return 2 * live_timeout()
+    return _TIMEOUT
+
+
+def renew_version(channel: str) -> None:
+    """Keep ``channel``'s version as long again as a new one (a held, quiet live URL)."""
+    touch(state_cache(), _KEY + channel, _timeout(channel))
 
 
 def new_id() -> str:
@@ -168,7 +187,8 @@ def acknowledge(items: list[dict]) -> None:
         # and lets the next item through unordered: shared.live_item_as_sent).
         current = read_versions(list(named))
         cache.set_many(
-            {_ACK + c: v for c, v in named.items() if current.get(c) == v}, _TIMEOUT
+            {_ACK + c: v for c, v in named.items() if current.get(c) == v},
+            _timeout(SHARED_PREFIX),
         )
 
 
@@ -232,8 +252,8 @@ def read_committed(channels: list[str]) -> dict[str, tuple[str, float]]:
 def add_version(channel: str, version: str) -> bool:
     """Give a channel its first version; never moves one the publisher has set. True when
     this call gave it."""
-    return bool(state_cache().add(_KEY + channel, version, timeout=_TIMEOUT))
+    return bool(state_cache().add(_KEY + channel, version, timeout=_timeout(channel)))
 
 
 def set_version(channel: str, version: str) -> None:
-    state_cache().set(_KEY + channel, version, timeout=_TIMEOUT)
+    state_cache().set(_KEY + channel, version, timeout=_timeout(channel))

@@ -5,7 +5,7 @@ import django_filters
 from django.urls import include, path
 from rest_framework import generics, permissions, serializers, throttling, viewsets
 from rest_framework.decorators import action
-from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
@@ -72,6 +72,30 @@ class JsonApiTodos(UpperTodos):
 
 
 class SharedJsonApiTodos(JsonApiTodos):
+    realtime_delivery = "shared"
+
+
+class CsvRenderer(BaseRenderer):
+    """A view that serves no JSON at all, as djangorestframework-csv's ``CSVRenderer``."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        rows = data if isinstance(data, list) else [data]
+        lines = [",".join(str(v) for v in row.values()) if isinstance(row, dict) else str(row)
+                 for row in rows]
+        return "\r\n".join(lines).encode()
+
+
+class CsvTodos(UpperTodos):
+    renderer_classes = [CsvRenderer]
+    pagination_class = None
+    schema = None  # tests/test_openapi.py reads every operation as application/json
+
+
+class SharedCsvTodos(CsvTodos):
     realtime_delivery = "shared"
 
 
@@ -238,6 +262,8 @@ router.register("write-todos", WriteSerializerTodos, basename="write-todo")
 router.register("method-todos", MethodSerializerTodos, basename="method-todo")
 router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
 router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
+router.register("csv-todos", CsvTodos, basename="csv-todo")
+router.register("shared-csv-todos", SharedCsvTodos, basename="shared-csv-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
 router.register("shared-fields-todos", SharedFieldsTodos, basename="shared-fields-todo")
 router.register(

@@ -20,9 +20,12 @@ from typing import Any
 from django.conf import settings
 
 from ...conf import grip_settings
-from ...grip.publisher import publish
+from ...grip.items import make_item
+from ...grip.publisher import publish, publish_items
+from ...protocol.items import RawItem
 from .. import channels as names
 from ..store import SlotIndex, state_cache
+from ..tickets import retire
 
 __all__ = [
     "REVOKED",
@@ -157,7 +160,21 @@ def set_sent_version(conn: str, key: str, version: str | None) -> None:
 
 
 def forget_version(conn: str, key: str) -> None:
+    """Forget a private subscription's last version, and retire its render tickets: an
+    anonymous client subscribing and unsubscribing made-up URLs left two day-long entries
+    each (security probe)."""
     state_cache().delete(_ETAG + conn + key)
+    retire(ticket_name(conn, subscription_digest(key)))
+
+
+def subscription_digest(key: str) -> str:
+    """A short digest of subscription ``key`` for ticket names and item ids."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ticket_name(conn: str, digest: str) -> str:
+    """The render tickets' name of a connection's private subscription (``rerender.py``)."""
+    return f"ws:{conn}:{digest}"
 
 
 def send_to_connection(conn: str, message: dict[str, Any], item_id: str | None = None) -> None:
@@ -175,7 +192,12 @@ def close_lost_connections() -> None:
     code it carries (PUSHPIN.md). Without it a connection found out at its next request,
     the proxy's keep-alive call up to ``WS_KEEP_ALIVE`` seconds later, and its client
     missed the changes made meanwhile (multi-process probe: 9.9-11.0 s late)."""
-    publish(
+    publish_items([close_lost_connections_item()])
+
+
+def close_lost_connections_item() -> RawItem:
+    """The item :func:`close_lost_connections` publishes."""
+    return make_item(
         names.gateway_recovery_channel(),
         {"ws-message": {"action": "close", "code": SUBSCRIPTIONS_LOST}},
     )

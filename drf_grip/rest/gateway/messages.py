@@ -30,6 +30,7 @@ from ...protocol.constants import MAX_PUBLISH_BODY
 from ..etag import make_etag
 
 __all__ = [
+    "refused_answer",
     "MessageError",
     "answer_of",
     "change_message",
@@ -177,6 +178,20 @@ def refusal_error(response: HttpResponse) -> str:
         except (ValueError, AttributeError):
             detail = None
     return detail[:200] if isinstance(detail, str) and detail else REVOKED_ERROR
+
+
+def refused_answer(message_id: Any, response: HttpResponse) -> dict[str, Any]:
+    """:func:`answer_of` for a subscription refused by its first GET (a 404, a 403): with
+    the ``error`` every refused message carries (what a fresh GET is told, DRF's
+    ``detail``, else the status's reason), besides the ``data`` a REST answer has; nothing
+    of the subscription is kept (publishing probe)."""
+    answer = answer_of(message_id, response)
+    if "error" not in answer:
+        data = answer.get("data")
+        detail = data.get("detail") if isinstance(data, dict) else None
+        reason = detail if isinstance(detail, str) and detail else response.reason_phrase
+        answer["error"] = f"not subscribed: {reason}"[:200]
+    return answer
 
 
 def end_message(sub: Mapping[str, Any], status: int, error: str = REVOKED_ERROR) -> str:

@@ -11,7 +11,6 @@ re-request per held client.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -52,6 +51,8 @@ from .connections import (
     sent_version,
     sent_versions,
     set_sent_version,
+    subscription_digest,
+    ticket_name,
 )
 from .messages import REVOKED_ERROR, change_message, end_message, refusal_error
 
@@ -72,10 +73,6 @@ def _affected(
 
 
 _CONNECTION_CHANNELS = names.connection_channel("")
-
-
-def _ticket_name(conn: str, digest: str) -> str:
-    return f"ws:{conn}:{digest}"
 
 
 #: A repair's id: the later render's id, this suffix, the overtaken ticket (unique per item:
@@ -107,7 +104,7 @@ def outdated_render(item: dict[str, Any]) -> bool:
     waited in a publisher's queue (a retry after a proxy outage, another process's
     faster lane): Pushpin delivers ws-message items in the order they arrive."""
     found = _render_of(item)
-    return found is not None and sent_after(_ticket_name(found[0], found[1]), found[2])
+    return found is not None and sent_after(ticket_name(found[0], found[1]), found[2])
 
 
 def repair_overtaken(items: list[dict[str, Any]]) -> None:
@@ -121,7 +118,7 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
         if found is None:
             continue
         conn, digest, ticket, tail = found
-        name = _ticket_name(conn, digest)
+        name = ticket_name(conn, digest)
         if sent_after(name, ticket) and time.time() >= _withheld_until(name):
             # (While pushes wait for a subscribe answer, its settle sends the latest.) The
             # copy's id names the item it follows, so it is new to the proxy.
@@ -181,14 +178,14 @@ def publish_subscriptions(
     # Read after the change committed: a subscription whose render another process began
     # since gets that render (or a later one), and is left to it (shared.publish_shared).
     seen = current_tickets(
-        [_ticket_name(conn, _digest(key)) for members in same_get.values()
+        [ticket_name(conn, subscription_digest(key)) for members in same_get.values()
          for conn, key, _sub in members]
     )
     for members in same_get.values():
         members = [
             (conn, key, sub)
             for conn, key, sub in members
-            if not began_since(_ticket_name(conn, _digest(key)), committed_at)
+            if not began_since(ticket_name(conn, subscription_digest(key)), committed_at)
         ]
         _rerender_all(members, seen)
 
@@ -198,10 +195,6 @@ def _replayed_as(sub: Mapping[str, Any]) -> str:
     same user) get the same bytes: one render serves all of them in a publish (a page's
     anonymous visitors, one user's tabs)."""
     return json.dumps([sub["req"], sub.get("user")], sort_keys=True)
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _rerender(conn: str, key: str, sub: Mapping[str, Any]) -> None:
@@ -222,7 +215,7 @@ def _rerender_all(
     known = sent_versions([(conn, key) for conn, key, _sub in members])
     live = [(conn, key, sub) for conn, key, sub in members if known[(conn, key)] != REVOKED]
     if seen is not None and live:
-        names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
+        names = [ticket_name(conn, subscription_digest(key)) for conn, key, _sub in live]
         now = current_tickets(names)
         live = [m for m, n in zip(live, names) if now[n] <= seen.get(n, 0)]
     if not live:
@@ -232,7 +225,7 @@ def _rerender_all(
     # Another process may re-render these subscriptions for its own commit at the same
     # time: the render that started later sends (tickets.py). So every subscription takes
     # its ticket before the one render.
-    names = [_ticket_name(conn, _digest(key)) for conn, key, _sub in live]
+    names = [ticket_name(conn, subscription_digest(key)) for conn, key, _sub in live]
     begin_renders(names)  # before the tickets, before the render reads
     tickets = [take_ticket(name) for name in names]
     recorded = RecordedRequest.from_dict(first["req"])
@@ -279,8 +272,8 @@ def _send_render(
     """Push one subscription's re-render made with ``ticket``, unless it is unchanged,
     outdated or its credentials were revoked. ``sent``: what each subscription had been
     sent once the render was made."""
-    digest = _digest(key)
-    name = _ticket_name(conn, digest)
+    digest = subscription_digest(key)
+    name = ticket_name(conn, digest)
     if overtaken(name, ticket):
         return
     if context.revoked:
@@ -368,14 +361,14 @@ def _withheld_until(name: str, until: Any = None) -> float:
 
 def answer_ticket(conn: str, key: str) -> int:
     """A ticket for a subscribe answer's render, taken before it renders."""
-    return take_ticket(_ticket_name(conn, _digest(key)), likely_first=True)
+    return take_ticket(ticket_name(conn, subscription_digest(key)), likely_first=True)
 
 
 def answer_pending(conn: str, key: str) -> None:
     """The subscription is about to be saved, its answer not yet recorded: a push from now
     on waits for the answer's settle (a push sent at once could reach the client after an
     answer rendered later, and nothing would follow it)."""
-    state_cache().set(_IN_TRANSIT + _ticket_name(conn, _digest(key)), float("inf"),
+    state_cache().set(_IN_TRANSIT + ticket_name(conn, subscription_digest(key)), float("inf"),
                       _IN_TRANSIT_TIMEOUT)
 
 
@@ -383,7 +376,7 @@ def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool
     """Count the answer as the subscription's first send; False when a later render was
     pushed already (the answer is older: render it again). Pushes wait for the answer's
     settle (:func:`answer_left`, :func:`settle_answer`)."""
-    name = _ticket_name(conn, _digest(key))
+    name = ticket_name(conn, subscription_digest(key))
     with exclusive(name):
         if sent_after(name, ticket):
             return False
@@ -396,7 +389,7 @@ def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool
 def answer_left(conn: str, key: str, until: float) -> None:
     """The subscribe answer left Django: pushes wait for its settle, due before ``until``
     (``time.time()``); past it (the settle's process stopped) they are sent at once."""
-    name = _ticket_name(conn, _digest(key))
+    name = ticket_name(conn, subscription_digest(key))
     state_cache().set(_IN_TRANSIT + name, until, _IN_TRANSIT_TIMEOUT)
 
 
@@ -405,8 +398,8 @@ def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None
     left Django: gateway.view.SETTLE_DELAY): pushes go out at once from now on; the latest
     one withheld for the answer is sent, or, when a change committed after its render
     (``changed_since``), the subscription is rendered again."""
-    digest = _digest(key)
-    name = _ticket_name(conn, digest)
+    digest = subscription_digest(key)
+    name = ticket_name(conn, digest)
     with exclusive(name):
         # One step with a push's check (_send_render): a push either saw the subscription
         # still waiting and is sent below, or sees it settled and goes out itself.

@@ -69,7 +69,14 @@ from .inner_requests import (
     run_inner,
     with_query_data,
 )
-from .messages import MessageError, answer_of, decode_message, too_large, valid_id
+from .messages import (
+    MessageError,
+    answer_of,
+    decode_message,
+    refused_answer,
+    too_large,
+    valid_id,
+)
 from .rerender import (
     answer_left,
     answer_pending,
@@ -335,7 +342,7 @@ class RealtimeGateway(WebSocketView):
             inner.drf_grip = context
             response = run_inner(inner)
             if response.status_code != 200 or too_large(response):
-                return answer_of(sub_id, response)  # nothing kept of the subscription
+                return refused_answer(sub_id, response)  # nothing kept of the subscription
             policy = context.policy
             if policy is None:
                 raise MessageError(
