@@ -231,6 +231,41 @@ def test_head_longpoll_wakes_with_new_etag(grip_proxy: ProxyUnderTest) -> None:
     assert response.headers["ETag"] == get(grip_proxy, f"/api/todos/{todo.pk}/").headers["ETag"]
 
 
+def test_a_head_longpoll_of_a_shared_view_wakes_without_a_body(grip_proxy: ProxyUnderTest) -> None:
+    """Behind Pushpin a shared push, body and all, woke a held HEAD: the body followed its
+    headers and the client's next request on that connection read it as a status line
+    (DRF probe). The HEAD is hinted and re-sent; the kept-alive connection serves on."""
+    import http.client
+
+    todo = Todo.objects.create(title="milk")
+    path = f"/api/shared-todos/{todo.pk}/"
+    etag = get(grip_proxy, path).headers["ETag"]
+    host, port = grip_proxy.url.split("://", 1)[1].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=20)
+    answers: list[http.client.HTTPResponse] = []
+
+    def head() -> None:
+        connection.request("HEAD", path, headers={"If-None-Match": etag})
+        answer = connection.getresponse()
+        answer.read()
+        answers.append(answer)
+
+    mark = grip_proxy.mark()
+    waiting = threading.Thread(target=head)
+    waiting.start()
+    grip_proxy.wait_subscribed(obj_ch(todo), since=mark)
+    todo.title = "oat milk"
+    todo.save()
+    waiting.join(WITHIN + 10)
+    assert answers and answers[0].status == 200, answers
+    fresh = get(grip_proxy, path)
+    assert answers[0].getheader("ETag") == fresh.headers["ETag"]
+    connection.request("GET", path)
+    again = connection.getresponse()
+    assert again.status == 200 and again.read() == fresh.content
+    connection.close()
+
+
 # -- §1 server-sent events --------------------------------------------------------------------
 
 
