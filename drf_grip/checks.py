@@ -286,8 +286,15 @@ def check_fanout_verify_key(app_configs=None, **kwargs):
 
     if endpoint_problems() or grip_settings.verify_key:
         return []
+    # A Pushpin entry naming its own issuer beside its key is verified with that key
+    # (``GripEndpoint.signature_key``): warned of too (seeds probe). Fanout's issuer is
+    # ``fastly:SERVICE_ID``, and an entry with no key at all verifies nothing.
     unverified = [
-        ep.display_uri for ep in grip_settings.proxies if ep.verify_iss and not ep.verify_key
+        ep.display_uri
+        for ep in grip_settings.proxies
+        if ep.verify_iss
+        and not ep.verify_key
+        and (str(ep.verify_iss).startswith("fastly:") or not ep.key)
     ]
     if not unverified:
         return []

@@ -176,6 +176,14 @@ _SETTINGS_ERRORS = [
 ]
 
 
+def test_a_pushpin_entry_naming_its_issuer_beside_its_key_is_no_unverified_issuer():
+    """Verified with its key (HS256), as a hold through it shows; W010 said requests
+    through it would count as direct (seeds probe)."""
+    proxies = [{"control_uri": "http://127.0.0.1:5561", "key": _SECRET, "verify_iss": "pushpin"}]
+    with override_settings(GRIP_PROXIES=proxies):
+        assert [m.id for m in checks.run_checks() if m.id in _SETTINGS_IDS] == []
+
+
 @pytest.mark.parametrize("overrides, check_id, named", _SETTINGS_ERRORS)
 def test_a_setting_drf_grip_cannot_use_is_named_at_start_up(overrides, check_id, named):
     """Configuration probe: each of these passed ``manage.py check`` in silence or crashed

@@ -199,7 +199,9 @@ def test_changes_in_savepoints_and_around_callbacks_are_handed_over_once(monkeyp
     from drf_grip.rest import registry
 
     submitted = []
-    monkeypatch.setattr(registry, "_submit", lambda changes: changes and submitted.append(changes))
+    monkeypatch.setattr(
+        registry, "_submit", lambda changes, using=None: changes and submitted.append(changes)
+    )
     with transaction.atomic():
         todo = Todo.objects.create(title="a")
         transaction.on_commit(lambda: None)  # the project's callback, say a task to queue

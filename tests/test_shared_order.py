@@ -547,3 +547,24 @@ def test_a_url_this_process_began_rendering_after_the_change_is_not_rendered_aga
     assert len(renders) == 2
     shared.publish_shared(Todo, None, set())  # published with no commit time: rendered
     assert len(renders) == 3
+
+
+@pytest.mark.parametrize("status", [500, 403])
+def test_a_render_that_fails_is_no_deletion_for_streams(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """A shared list whose render failed (a serializer raising, the database down) sent its
+    streams ``event: delete``, which a client closes on for good (the README's EventSource
+    snippet), though the list still exists (day-one probe). Long-polls and streams are
+    hinted, and each asks again as its subscriber; gateway subscribers get the status."""
+    monkeypatch.setattr(
+        shared, "render_live", lambda recorded: (status, b"", {"Content-Type": "text/html"}, "")
+    )
+    shared.publish_live_url(ENTRY)
+    formats = published[-1]["formats"]
+    assert formats["http-stream"] == {"action": "hint"}, formats
+    assert formats["http-response"] == {"action": "hint"}
+    assert f'"status": {status}' in formats["ws-message"]["content"]
+    assert not any(
+        item["formats"].get("http-stream", {}).get("action") == "close" for item in published
+    )

@@ -277,3 +277,31 @@ def test_a_close_the_server_makes_is_told_to_the_view_as_a_proxy_does():
             ws.receive(timeout=0.2)
         assert (ws.closed, ws.close_code, ws.close_reason) == (True, 4001, "kicked")
         assert CLOSES["kit-kicked"]
+
+
+class TestCommitCallbacksRunInsideATestCase(__import__("django.test").test.TestCase):
+    """``captureOnCommitCallbacks(execute=True)`` runs the commit callbacks inside the
+    test's transaction, whose rows only this thread's connection reads: publishing from the
+    change worker's thread rendered a 500 on SQLite ("database table is locked", pushed to
+    the stream as ``event: delete``) or the old rows elsewhere (day-one probe). docs/testing.rst
+    says this does the same as a transactional test."""
+
+    def test_a_change_reaches_a_shared_stream_with_the_new_rows(self) -> None:
+        from django.core.cache import cache
+
+        cache.clear()
+        Todo.objects.create(title="a")
+        with capture_published() as published:
+            client = GripAPIClient()
+            stream = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
+            channels = assert_held(stream, stream=True).channels
+            channel = next(c for c in channels if c.startswith("drf.url."))
+            with self.captureOnCommitCallbacks(execute=True):
+                Todo.objects.create(title="b")
+            wait_published()
+            pushed = [i for i in published if i["channel"] == channel]
+        assert pushed, list(published)
+        content = pushed[-1]["formats"]["http-stream"].get("content", "")
+        assert '"title":"b"' in content and "event: delete" not in content, pushed[-1]
+        fresh = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
+        assert content == fresh.content.decode()

@@ -143,6 +143,25 @@ def test_echo_once_accepts_without_being_asked(client):
     assert events == [sent("one")]
 
 
+def test_a_view_that_leaves_messages_of_its_batch_unread_says_so_once(client, caplog):
+    """Messages a view does not read are dropped with the batch: ``echo_once`` echoed 5 of
+    100 messages sent in a burst without a word (seeds probe). The log says so, once."""
+    from drf_grip.grip import websocket_over_http
+
+    websocket_over_http._unread_warned.discard("/ws/echo-once/")
+    ws(client, "/ws/echo-once/", text("one"), text("two"), text("three"))
+    ws(client, "/ws/echo-once/", text("four"), text("five"))
+    said = [r.getMessage() for r in caplog.records if "unread" in r.getMessage()]
+    assert said == [
+        "WebSocket view for /ws/echo-once/ returned with 2 messages of its batch unread; they "
+        "are dropped. A view runs once per batch of events: read them all (iterate "
+        "request.websocket). Said once for this path."
+    ]
+    caplog.clear()
+    ws(client, "/ws/echo/", text("a"), text("b"))  # reads every message: nothing to say
+    assert not [r for r in caplog.records if "unread" in r.getMessage()]
+
+
 def test_require_websocket_refuses_plain_http(client):
     assert client.get("/ws/echo-once/").status_code == 400
 
@@ -360,6 +379,22 @@ def test_json_view_echoes_and_answers_bad_json_without_closing(client):
         ),
         sent('{"echo":[1]}'),
     ]
+
+
+def test_json_view_answers_what_python_reads_but_json_is_not_without_closing(client):
+    """An array nested 5,000 deep raised RecursionError (a 500, the connection closed), and
+    ``NaN``, ``Infinity`` or ``1e999`` were echoed back as text no browser parses (seeds
+    probe): each is answered with an error, and the connection serves on."""
+    deep = "[" * 5000 + "]" * 5000
+    _, events = ws(
+        client, "/ws/room/lobby/",
+        text(deep), text('{"a": NaN}'), text("[Infinity]"), text("1e999"), text("[1.5]"),
+    )
+    assert events[0] == sent('{"error":"invalid JSON: nested too deeply"}')
+    assert events[1] == sent('{"error":"invalid JSON: NaN is not JSON"}')
+    assert events[2] == sent('{"error":"invalid JSON: Infinity is not JSON"}')
+    assert events[3] == sent('{"error":"invalid JSON: 1e999 is out of range"}')
+    assert events[4] == sent('{"echo":[1.5]}')
 
 
 class Hooks(WebSocketView):

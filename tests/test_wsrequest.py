@@ -97,7 +97,15 @@ def test_parts_of_a_message_and_their_defaults() -> None:
     )
 
 
-@pytest.mark.parametrize("message", ["{", "errormsg", "[1, 2]", '"a string"', "null"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "{", "errormsg", "[1, 2]", '"a string"', "null",
+        # RecursionError from Python's parser (seeds probe: WebSocketRequest raised it).
+        '{"data": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"method": "GET", "url": "/api/todos/", "data": {"n": NaN}}',
+    ],
+)
 def test_a_message_that_is_not_a_json_object_is_a_400(message: str) -> None:
     request = WebSocketRequest(message)
 

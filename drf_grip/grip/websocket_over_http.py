@@ -172,6 +172,26 @@ def _is_events_response(response: HttpResponse) -> bool:
     return response.get("Content-Type", "").lower() == WEBSOCKET_EVENTS
 
 
+#: Paths already warned of messages left unread (once per path and process).
+_unread_warned: set[str] = set()
+
+
+def _warn_of_unread(path: str, ctx: WebSocketContext) -> None:
+    """A view that returned with messages of its batch unread loses them: django-websocket's
+    ``echo_once`` (``wait()`` once) echoed 5 of 100 messages sent in a burst, without a word
+    (seeds probe). Said once per path; a view that ignores what clients send on purpose
+    reads and drops them (``for _ in request.websocket: pass``)."""
+    unread = sum(1 for e in ctx.in_events[ctx.read_index:] if e.type in ("TEXT", "BINARY"))
+    if unread and path not in _unread_warned and len(_unread_warned) < 1000:
+        _unread_warned.add(path)
+        logger.warning(
+            "WebSocket view for %s returned with %d message%s of its batch unread; they are "
+            "dropped. A view runs once per batch of events: read them all (iterate "
+            "request.websocket). Said once for this path.",
+            path, unread, "" if unread == 1 else "s",
+        )
+
+
 def finish_response(request: HttpRequest, response: HttpResponse | None) -> HttpResponse:
     """Turn a view's answer to a WebSocket-over-HTTP request into what the proxy needs
     (rules in the module docstring). Requests without a context pass through."""
@@ -198,6 +218,7 @@ def finish_response(request: HttpRequest, response: HttpResponse | None) -> Http
             status=403,
             content_type="text/plain",
         )
+    _warn_of_unread(getattr(request, "path", "?"), ctx)  # django-grip tests: a bare request
     has_body = response.streaming or bool(response.content)
     if has_body:
         logger.warning(

@@ -4,6 +4,7 @@ the messages of the current batch (``request.wscontext``)."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -112,18 +113,37 @@ class WebSocket:
 
 
 def encode_json(data: Any) -> str:
-    """``data`` as one JSON text message: compact, dates, decimals and UUIDs as in Django."""
-    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"))
+    """``data`` as one JSON text message: compact, dates, decimals and UUIDs as in Django;
+    ``NaN`` and infinities are refused (``ValueError``), which no JSON parser reads."""
+    return json.dumps(data, cls=DjangoJSONEncoder, separators=(",", ":"), allow_nan=False)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
 
 
 def decode_json(message: str | bytes) -> Any:
-    """Parse one JSON message; ``InvalidMessage`` with a reason if it is not JSON."""
+    """Parse one JSON message (RFC 8259, strictly); ``InvalidMessage`` with a reason if it
+    is not JSON. Python's parser also takes ``NaN``, ``Infinity`` and ``1e999`` (echoed back
+    as text no browser parses) and raised ``RecursionError`` for an array nested a few
+    thousand deep, which ended the connection with a 500 (seeds probe)."""
     try:
-        return json.loads(message)
+        return json.loads(message, parse_constant=_not_json, parse_float=_finite)
     except UnicodeDecodeError:
         raise InvalidMessage("invalid JSON: not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise InvalidMessage("invalid JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidMessage(f"invalid JSON: {exc}") from None
 
 
 def attach(request: HttpRequest) -> None:

@@ -256,7 +256,7 @@ class _Batch:
             else:  # rolled back, or kept by a callback a test did not run
                 pending.append((savepoint, args))
         self.log = pending
-        _submit(changes)
+        _submit(changes, self.using)
 
 
 def _flush_entry(connection: Any, batch: _Batch | None) -> int | None:
@@ -580,7 +580,7 @@ class _Paused:
             if transaction.get_connection(using).in_atomic_block:
                 # Its changes join ``changes`` from their own on_commit callbacks, which run
                 # before this one (Django runs them in order).
-                transaction.on_commit(partial(_submit, changes), using=using)
+                transaction.on_commit(partial(_submit, changes, using), using=using)
             else:  # committed (or rolled back) inside the block
                 _submit(changes)
 
@@ -617,9 +617,32 @@ def paused(*models_: type[models.Model], using: str | None = None) -> Iterator[N
         mine.submit()
 
 
-def _submit(changes: Changes) -> None:
-    if changes:
-        _worker().submit(changes)
+def _submit(changes: Changes, using: str | None = None) -> None:
+    """Hand ``changes``, committed on database ``using``, to the change worker."""
+    if not changes:
+        return
+    if using is not None and transaction.get_connection(using).in_atomic_block:
+        # A commit callback run inside a transaction: a test's
+        # ``captureOnCommitCallbacks(execute=True)`` in a ``TestCase``, whose rows no other
+        # connection reads yet. The change worker's thread, with a connection of its own,
+        # rendered a 500 ("database table is locked", SQLite) or the old rows (day-one
+        # probe); this thread reads them.
+        _publish_here(changes)
+        return
+    _worker().submit(changes)
+
+
+def _publish_here(changes: Changes) -> None:
+    from .publishing import publish_committed
+
+    changes.committed_at = time.monotonic()
+    stats["changes"] += 1
+    try:
+        publish_committed(changes)
+        stats["published"] += 1
+    except Exception:
+        stats["errors"] += 1
+        logger.exception("drf-grip failed to publish changes")
 
 
 # -- the worker ---------------------------------------------------------------------------

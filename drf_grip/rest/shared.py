@@ -930,11 +930,19 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             # the render's ETag there sent nothing (the stream had not seen it).
             tag = f"{_UNRENDERED}{tag}"
     else:
-        # Gone or hidden: a hint gives each long-poll a clean answer from the origin.
-        from .publishing import delete_formats
+        from .publishing import HINT, delete_formats
 
         tag = f"status-{status}"
-        formats = {**delete_formats(), "ws-message": {"content": _ws_message(url, status)}}
+        ws = {"content": _ws_message(url, status)}
+        if status in (404, 410):
+            # Gone or hidden: a hint gives each long-poll a clean answer from the origin,
+            # and streams a final event.
+            formats = {**delete_formats(), "ws-message": ws}
+        else:
+            # Failed (a 500) or refused to anyone (a 403): no deletion, which a stream's
+            # client closes on for good (day-one probe). Each long-poll and each stream
+            # asks again as its subscriber, whose own answer decides.
+            formats = {**HINT, "ws-message": ws}
     turn = _take_version(channel, ticket, tag, formats["ws-message"])
     if turn is None:
         # A later render was sent, or this representation did not change.

@@ -94,6 +94,16 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
 }
 
+try:
+    import drf_spectacular  # noqa: F401
+except ImportError:
+    pass
+else:
+    # OpenAPI when drf-spectacular is installed (pip install -e ".[sample,openapi]"):
+    # python sample_api/manage.py spectacular --validate --fail-on-warn
+    INSTALLED_APPS.append("drf_spectacular")
+    REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

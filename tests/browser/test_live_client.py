@@ -157,6 +157,29 @@ def test_a_gateway_subscribe_refused_with_a_server_error_is_made_again(page: Any
     assert len(result["errors"]) == 1 and "500" in result["errors"][0]
 
 
+def test_a_gateway_change_that_failed_to_render_is_an_error_not_a_deletion(page: Any) -> None:
+    # A change message with status 500 (a render that failed, the subscription stays) gave
+    # onChange null, as for a deleted object, where long-poll and SSE keep the last data and
+    # report the error (day-one probe).
+    result = page.evaluate("""async () => {
+      const failing = (message) => [
+        {id: message.id, status: 200, data: {n: 1}, etag: '"e1"', url: message.subscribe},
+        {event: "change", id: message.id, url: message.subscribe, status: 500, error: "server error"},
+        {event: "change", id: message.id, url: message.subscribe, status: 200, data: {n: 2}, etag: '"e2"'},
+      ];
+      return withFakeGateway(failing, async () => {
+        const record = watch("/api/todos/", {transport: "ws", gatewayUrl: "/api/ws/"});
+        await Promise.race([changeCount(record, 2), new Promise((resolve) => setTimeout(resolve, 5000))]);
+        const state = record.handle.state;
+        record.handle.stop();
+        return {changes: record.changes.map((c) => c.data), errors: record.errors, state};
+      });
+    }""")
+    assert result["changes"] == [{"n": 1}, {"n": 2}]
+    assert len(result["errors"]) == 1 and "500" in result["errors"][0]
+    assert result["state"] == "live"
+
+
 def test_sse_with_headers_reads_the_stream_with_fetch(page: Any) -> None:
     sent: list[dict[str, str]] = []
     page.on(

@@ -26,6 +26,7 @@ from typing import Any
 from django.http import HttpResponse
 
 from ...conf import grip_settings
+from ...grip.websocket_request import InvalidMessage, decode_json
 from ...protocol.constants import MAX_PUBLISH_BODY
 from ..etag import make_etag
 
@@ -62,11 +63,9 @@ def decode_message(message: str | bytes) -> dict[str, Any]:
     if size > limit:
         raise MessageError(413, f"message too large: {size} bytes, the limit is {limit}")
     try:
-        data = json.loads(message)
-    except json.JSONDecodeError as exc:
-        raise MessageError(400, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
-    except (RecursionError, ValueError):
-        raise MessageError(400, "invalid JSON: nested too deeply or not decodable") from None
+        data = decode_json(message)
+    except InvalidMessage as exc:
+        raise MessageError(400, str(exc)) from None
     if not isinstance(data, dict):
         raise MessageError(400, "a message is a JSON object")
     return data

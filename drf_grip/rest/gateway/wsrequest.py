@@ -23,6 +23,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test.client import RequestFactory
 from django.urls import Resolver404, ResolverMatch, resolve
 
+from ...grip.websocket_request import InvalidMessage, decode_json
 from .inner_requests import check_method, inner_headers, split_url
 from .messages import MessageError
 
@@ -75,8 +76,8 @@ class WebSocketRequest:
     def is_valid_message(self) -> bool:
         """Whether the message is a JSON object; if not, ``error`` says so (400)."""
         try:
-            parsed = json.loads(self.message)
-        except (ValueError, TypeError):
+            parsed = decode_json(self.message)
+        except (InvalidMessage, TypeError):
             parsed = None
         if not isinstance(parsed, dict):
             self.set_error("Invalid formatted message.")

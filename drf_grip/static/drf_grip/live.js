@@ -780,7 +780,11 @@ class Gateway {
 
   change(sub, message) {
     if (message.status === 200) sub.deliver(message.data, message.etag || null);
-    else sub.deliver(null, null, message.status);
+    else if (isGone(message.status)) sub.deliver(null, null, message.status);
+    // A change that failed to render (a 500): the subscription stays and the next change
+    // is rendered afresh, so onError hears of it and onChange keeps the last data, as the
+    // other transports do while they retry (it gave onChange null, a deletion).
+    else sub.fail(new HttpError(message.status, message.error || message.data));
   }
 }
 
