@@ -62,7 +62,7 @@ def test_a_url_with_raw_non_ascii_or_a_lone_surrogate_is_a_400(kind: str, url: s
 )
 def test_a_lone_surrogate_in_a_gets_data_is_a_400_not_a_500(message: dict):
     """A GET's (or a subscription's) ``data`` becomes its query string; a lone surrogate
-    (JSON ``"\ud800"``) cannot be encoded and answered 500 (security probe)."""
+    (JSON ``"\\ud800"``) cannot be encoded and answered 500 (security probe)."""
     ws = WebSocketTestClient().connect("/api/ws/")
     assert ws.accepted, ws.response
     ws.send(json.dumps({"id": 1, **message}))

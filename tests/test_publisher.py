@@ -700,6 +700,30 @@ def test_flush_at_exit_is_bounded(server: PublishServer) -> None:
     assert "not delivered" in result.stderr or "did not finish" in result.stderr
 
 
+def test_a_send_from_the_exiting_thread_ends_at_the_exits_deadline(
+    server: PublishServer, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From Python 3.12 no thread starts during interpreter shutdown, so what is published
+    at exit is sent from the exiting thread itself. Those sends waited out
+    ``PUBLISH_RETRIES`` of network timeouts past the exit's deadline: a shell whose proxy
+    did not answer took 16 s, not 1.5, to exit (CI on 3.12). Here no thread can start, as
+    at exit; the publish gives up at the deadline and says so."""
+    from drf_grip.grip import lanes
+
+    settings.GRIP_URL = server.url
+    settings.DRF_GRIP = {"PUBLISH_FLUSH_TIMEOUT": 1.0, "PUBLISH_READ_TIMEOUT": 60}
+    monkeypatch.setattr(lanes, "_exit_deadline", None, raising=False)
+    monkeypatch.setattr(Publisher, "_start", lambda self, lane: False)
+    server.hold()  # the proxy never answers
+    publisher = Publisher()
+    started = time.monotonic()
+    publisher.enqueue([make_item("at-exit", {"http-stream": {"content": "x"}})])
+    took = time.monotonic() - started
+    assert server.requests, "nothing was sent"
+    assert took < 1.0 + WAIT / 10, f"the send went on {took:.1f}s past a 1.0s deadline"
+    assert publisher.stats.failed == 1
+
+
 SIGTERM_SCRIPT = """
 import sys, django
 from django.conf import settings

@@ -139,22 +139,30 @@ def test_websocket_views_need_no_csrf_token_but_plain_posts_do():
 def test_echo_once_accepts_without_being_asked(client):
     _, events = ws(client, "/ws/echo-once/", E("OPEN"))
     assert events == [E("OPEN")]
+
+
+def test_echo_once_closes_once_it_returns(client, caplog):
+    """django-websocket's README: "Receive one message from the client, send that message
+    back to the client and close the connection (by returning from the view)". The view
+    runs once per batch, so it echoed one message of every batch and never closed (seeds
+    probe). Its second message is dropped with the connection, not warned of."""
     _, events = ws(client, "/ws/echo-once/", text("one"), text("two"))
-    assert events == [sent("one")]
+    assert events == [sent("one"), close(1000)]
+    assert not [r for r in caplog.records if "unread" in r.getMessage()]
 
 
 def test_a_view_that_leaves_messages_of_its_batch_unread_says_so_once(client, caplog):
-    """Messages a view does not read are dropped with the batch: ``echo_once`` echoed 5 of
-    100 messages sent in a burst without a word (seeds probe). The log says so, once."""
+    """Messages a view that stays open does not read are dropped with the batch (seeds
+    probe: 5 of 100 messages of a burst echoed without a word). The log says so, once."""
     from drf_grip.grip import websocket_over_http
 
-    websocket_over_http._unread_warned.discard("/ws/echo-once/")
-    ws(client, "/ws/echo-once/", text("one"), text("two"), text("three"))
-    ws(client, "/ws/echo-once/", text("four"), text("five"))
+    websocket_over_http._unread_warned.discard("/ws/first-only/")
+    ws(client, "/ws/first-only/", text("one"), text("two"), text("three"))
+    ws(client, "/ws/first-only/", text("four"), text("five"))
     said = [r.getMessage() for r in caplog.records if "unread" in r.getMessage()]
     assert said == [
-        "WebSocket view for /ws/echo-once/ returned with 2 messages of its batch unread; they "
-        "are dropped. A view runs once per batch of events: read them all (iterate "
+        "WebSocket view for /ws/first-only/ returned with 2 messages of its batch unread; "
+        "they are dropped. A view runs once per batch of events: read them all (iterate "
         "request.websocket). Said once for this path."
     ]
     caplog.clear()

@@ -24,9 +24,16 @@ from ..protocol.items import RawItem
 from . import destinations
 from . import publish_hooks as hooks
 from .items import channels_of, describe_channels
-from .transports import Target
+from .transports import StopAt, Target
 
-__all__ = ["PublishError", "PublishStats", "Publisher", "coalesce", "exit_unfinished"]
+__all__ = [
+    "PublishError",
+    "PublishStats",
+    "Publisher",
+    "coalesce",
+    "exit_deadline",
+    "exit_unfinished",
+]
 
 logger = logging.getLogger("drf_grip.publish")
 
@@ -194,7 +201,9 @@ class Publisher:
                     lane.items.clear()
                 lane.wake.notify()
         for target, pending in now:
-            target.deliver(pending, self._count, threading.Event())  # logs and counts failures
+            # Sent from a thread the exit waits for (its main thread, Python 3.12+): within
+            # the exit's one deadline, not PUBLISH_RETRIES of network timeouts.
+            target.deliver(pending, self._count, StopAt(exit_deadline()))  # logs failures
         for name, lost in dropped:
             logger.warning(
                 "publish queue for %s is full (PUBLISH_QUEUE_SIZE=%d): dropped %d item%s for %s",
@@ -378,6 +387,20 @@ class Publisher:
 
 
 _exit_reported = False
+
+
+_exit_deadline: float | None = None
+
+
+def exit_deadline() -> float:
+    """When everything that flushes at exit must stop (a ``time.monotonic()``): one
+    ``PUBLISH_FLUSH_TIMEOUT`` from the first handler that asks. The change worker's handler
+    and the publisher's run one after the other; each waiting its own full timeout made a
+    shell whose proxy was down exit after twice the documented bound (docs/settings.rst)."""
+    global _exit_deadline
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
+    return _exit_deadline
 
 
 def exit_unfinished() -> None:

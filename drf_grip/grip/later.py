@@ -62,7 +62,7 @@ def _run_due_at_exit() -> None:
     if _thread is None or not _thread.is_alive():
         return  # none scheduled, or forked after they were: not this process's to run
     try:
-        from .publisher import exit_deadline
+        from .lanes import exit_deadline
 
         wait_called(max(0.0, exit_deadline() - time.monotonic()))
     except Exception:  # noqa: BLE001 - settings gone, logging torn down: never fail the exit

@@ -21,15 +21,13 @@ import concurrent.futures
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..conf import grip_settings
 from ..protocol.items import RawItem
 from .items import Formats, make_item
-from .lanes import Publisher, PublishError
+from .lanes import Publisher, PublishError, exit_deadline
 
 __all__ = [
     "PubControl",
@@ -46,7 +44,6 @@ logger = logging.getLogger("drf_grip.publish")
 _publisher: Publisher | None = None
 _publisher_lock = threading.Lock()
 _atexit_registered = False
-_exit_deadline: float | None = None
 
 
 def get_publisher() -> Publisher:
@@ -82,17 +79,6 @@ def run_exit_handlers() -> None:
     Those still run at the exit itself find nothing left, or the deadline passed."""
     for handler in reversed(list(_exit_handlers)):
         handler()
-
-
-def exit_deadline() -> float:
-    """When everything that flushes at exit must stop (a ``time.monotonic()``): one
-    ``PUBLISH_FLUSH_TIMEOUT`` from the first handler that asks. The change worker's handler
-    and the publisher's run one after the other; each waiting its own full timeout made a
-    shell whose proxy was down exit after twice the documented bound (docs/settings.rst)."""
-    global _exit_deadline
-    if _exit_deadline is None:
-        _exit_deadline = time.monotonic() + float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
-    return _exit_deadline
 
 
 def _flush_at_exit() -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "Count",
     "HttpTarget",
     "LocalSink",
+    "StopAt",
     "SUPERSEDED",
     "SinkTarget",
     "Superseded",
@@ -179,7 +180,7 @@ class HttpTarget:
         self,
         items: list[RawItem],
         count: Count,
-        stop: threading.Event,
+        stop: threading.Event | StopAt,
         superseded: Superseded | None = None,
         requeue: list[RawItem] | None = None,
     ) -> bool:
@@ -208,7 +209,7 @@ class HttpTarget:
         self,
         chunk: list[tuple[RawItem, bytes]],
         count: Count,
-        stop: threading.Event,
+        stop: threading.Event | StopAt,
         superseded: Superseded | None = None,
         requeue: list[RawItem] | None = None,
     ) -> bool:
@@ -245,7 +246,7 @@ class HttpTarget:
         body: bytes,
         channels: list[str],
         count: Count,
-        stop: threading.Event,
+        stop: threading.Event | StopAt,
         superseded: Callable[[], bool] | None = None,
     ) -> tuple[int | None, str]:
         retries = max(0, int(grip_settings.PUBLISH_RETRIES))
@@ -258,6 +259,12 @@ class HttpTarget:
         while True:
             status: int | None
             refused = False
+            if isinstance(stop, StopAt):
+                left = stop.remaining()
+                if left <= 0:
+                    return None, "not sent: the exit's deadline passed"
+                connect_timeout = min(connect_timeout, left)
+                read_timeout = min(read_timeout, left)
             try:
                 status, text = self.post(body, connect_timeout, read_timeout)
                 reason = f"HTTP {status} {text[:200]}".rstrip()
@@ -297,6 +304,27 @@ class HttpTarget:
                 return SUPERSEDED, "superseded by newer items"
 
 
+class StopAt:
+    """A stop that the clock sets: for sending from a thread that must not wait past
+    ``deadline`` (a ``time.monotonic()``), where no other thread can be started to set an
+    ``Event`` (from Python 3.12 none starts during interpreter shutdown). A send under it
+    also waits on the network no longer than the time left."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def is_set(self) -> bool:
+        return self.remaining() <= 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        left = self.remaining()
+        time.sleep(left if timeout is None else max(0.0, min(timeout, left)))
+        return self.is_set()
+
+
 def split_by_size(encoded: list[tuple[RawItem, bytes]]) -> list[list[tuple[RawItem, bytes]]]:
     chunks: list[list[tuple[RawItem, bytes]]] = []
     current: list[tuple[RawItem, bytes]] = []
@@ -325,7 +353,7 @@ class SinkTarget:
         self,
         items: list[RawItem],
         count: Count,
-        stop: threading.Event,
+        stop: threading.Event | StopAt,
         superseded: Superseded | None = None,
         requeue: list[RawItem] | None = None,
     ) -> bool:

@@ -59,6 +59,9 @@ class WebSocketContext:
         self.close_reason = ""
         #: True once a DISCONNECT (the client went away without a close handshake) was read.
         self.disconnected = False
+        #: True once a read found the batch exhausted: the view asked for more than this
+        #: batch holds, where a socket's ``wait()`` would have blocked for the next message.
+        self.read_past_batch = False
         self.out_events: list[WebSocketEvent] = []
         #: Called once this request's answer was handed to the proxy (:meth:`after_sent`).
         self.after_sent_calls: list[Callable[[], None]] = []
@@ -112,7 +115,10 @@ class WebSocketContext:
     def can_recv(self) -> bool:
         """True while ``recv()`` has something to return in this batch."""
         self._skip_pings()
-        return self.read_index < len(self.in_events)
+        if self.read_index < len(self.in_events):
+            return True
+        self.read_past_batch = True
+        return False
 
     def recv(self) -> str | bytes | None:
         """The next message: ``str`` for TEXT, ``bytes`` for BINARY, ``None`` when the client

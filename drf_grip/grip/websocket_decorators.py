@@ -80,13 +80,17 @@ def _after_view(
     ctx: WebSocketContext | None = request.wscontext
     if ctx is None:
         return response  # type: ignore[return-value]  # plain HTTP: Django checks it
-    if (
-        auto_accept
-        and ctx.is_opening()
-        and not ctx.accepted
-        and (response is None or 200 <= response.status_code < 300)
-    ):
+    served = response is None or 200 <= response.status_code < 300
+    if auto_accept and ctx.is_opening() and not ctx.accepted and served:
         ctx.accept()
+    ending = ctx.closed or any(e.type in ("CLOSE", "DISCONNECT") for e in ctx.in_events)
+    if auto_accept and served and not ctx.read_past_batch and not ending:
+        # django-websocket and django-pistoke: the connection lasts as long as the view, so
+        # returning closes it (their README's ``echo_once``). A view runs once per batch
+        # here: one that asked for more than its batch held (iteration, ``wait()``) would
+        # have gone on with the socket; one that returned before that was done with it. A
+        # client's close is echoed instead (``build_response``).
+        ctx.close()
     return finish_response(request, response)
 
 
@@ -104,8 +108,9 @@ def serve_websocket_view(
 
     Non-WebSocket requests get 400 unless ``allow_http`` (then the view runs as usual, CSRF
     checked). WebSocket requests: Origin check (403), ``prepare(request, ctx)`` (may answer
-    instead of the view), the view, then ``auto_accept`` of an opening connection the view
-    did not refuse, and ``finish_response``.
+    instead of the view), the view, then ``finish_response``. ``auto_accept`` takes
+    django-websocket's rules: a connection the view did not refuse is accepted, and one the
+    view returned from without reading past its batch is closed.
     """
     answer = _before_view(request, view, args, kwargs, allow_http=allow_http, prepare=prepare)
     if answer is not None:

@@ -180,7 +180,10 @@ def _warn_of_unread(path: str, ctx: WebSocketContext) -> None:
     """A view that returned with messages of its batch unread loses them: django-websocket's
     ``echo_once`` (``wait()`` once) echoed 5 of 100 messages sent in a burst, without a word
     (seeds probe). Said once per path; a view that ignores what clients send on purpose
-    reads and drops them (``for _ in request.websocket: pass``)."""
+    reads and drops them (``for _ in request.websocket: pass``). A closed connection drops
+    them anyway: django-websocket's ``echo_once`` returns to close it."""
+    if ctx.closed:
+        return
     unread = sum(1 for e in ctx.in_events[ctx.read_index:] if e.type in ("TEXT", "BINARY"))
     if unread and path not in _unread_warned and len(_unread_warned) < 1000:
         _unread_warned.add(path)

@@ -839,8 +839,7 @@ def _flush_at_exit() -> None:
     to the publisher, whose own handler runs next and delivers them. Both share one
     deadline: the whole exit is bounded by ``PUBLISH_FLUSH_TIMEOUT``."""
     if _instance is not None and _instance.pid == os.getpid():
-        from ..grip.lanes import exit_unfinished
-        from ..grip.publisher import exit_deadline
+        from ..grip.lanes import exit_deadline, exit_unfinished
 
         deadline = exit_deadline()
         # A quarter (at most a second) left for the publisher's handler to send the last

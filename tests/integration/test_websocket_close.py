@@ -82,3 +82,24 @@ def test_the_clients_close_code_and_reason_reach_the_origin(grip_proxy: ProxyUnd
         ws.close(4002, "client bye")
     assert origin_heard_close(channel)
     assert CLOSES[channel] == [(4002, "client bye")]
+
+
+def test_returning_from_a_django_websocket_view_closes_the_connection(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """django-websocket's README: ``echo_once`` receives one message, sends it back "and
+    closes the connection (by returning from the view)". Through either proxy it echoed
+    every later message instead, one per batch (seeds probe)."""
+    with connect(f"{grip_proxy.ws_url}/ws/echo-once/", proxy=None, open_timeout=10) as ws:
+        ws.send("once")
+        assert ws.recv(timeout=5) == "once"
+        assert closed_with(ws) == (1000, "")
+
+
+def test_a_view_that_reads_on_keeps_its_connection(grip_proxy: ProxyUnderTest) -> None:
+    """``lower_case`` iterates ``request.websocket``: it asked for more than each batch
+    held, as a socket's iteration would block for the next message, so it stays open."""
+    with connect(f"{grip_proxy.ws_url}/ws/lowercase/", proxy=None, open_timeout=10) as ws:
+        for word in ("ONE", "Two", "three"):
+            ws.send(word)
+            assert ws.recv(timeout=5) == word.lower()

@@ -37,6 +37,16 @@ def echo(request: HttpRequest) -> None:
         ws.send(message)
 
 
+@websocket_only
+def first_only(request: HttpRequest) -> None:
+    """django-grip's API, answering the first message of each batch only."""
+    ws = request.wscontext
+    if ws.is_opening():
+        ws.accept()
+    if ws.can_recv():
+        ws.send(ws.recv())
+
+
 @csrf_exempt
 def broadcast(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
@@ -136,6 +146,7 @@ urlpatterns = [
     path("echo/", echo),
     path("broadcast/", broadcast),
     path("echo-once/", echo_once),
+    path("first-only/", first_only),
     path("lowercase/", lower_case),
     path("room/<slug:name>/", Room.as_view()),
     path("room/<slug:name>/post/", room_post),
