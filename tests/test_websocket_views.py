@@ -170,6 +170,44 @@ def test_a_view_that_leaves_messages_of_its_batch_unread_says_so_once(client, ca
     assert not [r for r in caplog.records if "unread" in r.getMessage()]
 
 
+@pytest.mark.parametrize("path", ["/ws/pistoke-echo/", "/ws/pistoke-function/"])
+def test_django_pistokes_receive_and_send_loop_runs_per_batch_and_stays_open(client, path):
+    """django-pistoke's README view reads with ``await request.receive()`` in a ``while
+    True`` loop and answers with ``await request.send()``: neither existed, and its
+    handshake was refused with 500 (seeds probe). The loop runs over each batch and the
+    connection stays open between them."""
+    _, events = ws(client, path, E("OPEN"))
+    assert events == [E("OPEN")]
+    _, events = ws(client, path, text("hei"), text("moi"))
+    if "function" in path:
+        assert events == [sent("HEI"), sent("MOI")]
+    else:
+        assert events == [sent('You wrote "hei".'), sent('You wrote "moi".')]
+    _, events = ws(client, path, close(1001))
+    assert events == [close(1001)]
+    assert client.get(path).content == b"page"
+
+
+def test_a_view_with_the_accept_websocket_attribute_takes_websockets(client):
+    """django-websocket's README: with its middleware, "set the ``accept_websocket``
+    attribute on a view to allow websockets". The handshake was answered 500, "didn't
+    return an HttpResponse" (seeds probe)."""
+    _, events = ws(client, "/ws/lowercase-attribute/", E("OPEN"))
+    assert events == [E("OPEN")]
+    _, events = ws(client, "/ws/lowercase-attribute/", text("ABC"))
+    assert events == [sent("abc")]
+    assert client.get("/ws/lowercase-attribute/", {"message": "HeLLo"}).content == b"hello"
+
+
+def test_websocket_accept_all_lets_every_view_take_websockets(client, settings):
+    """django-websocket's ``WEBSOCKET_ACCEPT_ALL = True``: every view takes WebSockets. A
+    view that returns without reading past its batch closes the connection, as there."""
+    settings.WEBSOCKET_ACCEPT_ALL = True
+    _, events = ws(client, "/ws/greet/", E("OPEN"))
+    assert events == [E("OPEN"), sent("hello"), close(1000)]
+    assert client.get("/ws/greet/").content == b"hello"
+
+
 def test_require_websocket_refuses_plain_http(client):
     assert client.get("/ws/echo-once/").status_code == 400
 

@@ -3,12 +3,14 @@ instructions into ``Grip-*`` response headers (django-grip's API, without its bu
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotFound
 
 from ..conf import grip_settings
@@ -112,6 +114,28 @@ def proxy_required_response() -> HttpResponse:
     )
 
 
+def _served_as_accept_websocket(
+    request: HttpRequest, view_func: Callable[..., Any], args: Any, kwargs: Any
+) -> HttpResponse:
+    """django-websocket's middleware rules: a view whose ``accept_websocket`` attribute is
+    ``True``, or every view with ``WEBSOCKET_ACCEPT_ALL = True``, takes WebSockets as if
+    decorated with ``accept_websocket`` (its README; it answered "didn't return an
+    HttpResponse" with 500 here, seeds probe)."""
+    from .websocket_decorators import websocket_view
+
+    request._grip_takes_websockets = True
+    answer = websocket_view(view_func, allow_http=True, auto_accept=True)(
+        request, *args, **kwargs
+    )
+    if inspect.isawaitable(answer):  # an ``async def`` view: this hook runs in a thread
+        answer = async_to_sync(_awaited)(answer)
+    return answer
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def _slash_missing(request: HttpRequest) -> bool:
     """A WebSocket's URL that ``APPEND_SLASH`` would redirect (``/api/ws`` for ``/api/ws/``).
     A handshake cannot follow a redirect, and the proxy sends it as a POST, for which
@@ -188,13 +212,48 @@ class GripMiddleware:
     ) -> HttpResponse | None:
         """A view marked ``websocket_only = True`` by hand gets only WebSocket-over-HTTP
         requests (``drf_grip.websocket_only`` checks this itself)."""
-        if getattr(view_func, "websocket_only", False) is True and (
-            getattr(request, "wscontext", None) is None
-        ):
+        websocket_only = getattr(view_func, "websocket_only", False) is True
+        if websocket_only and getattr(request, "wscontext", None) is None:
             return HttpResponseBadRequest(
                 "Request must contain WebSocket events.\n", content_type="text/plain"
             )
+        takes = websocket_only or bool(getattr(view_func, "takes_websockets", False))
+        request._grip_takes_websockets = takes
+        if (
+            not takes
+            and getattr(request, "wscontext", None) is not None
+            and (
+                getattr(view_func, "accept_websocket", False) is True
+                or getattr(settings, "WEBSOCKET_ACCEPT_ALL", False) is True
+            )
+        ):
+            return _served_as_accept_websocket(request, view_func, view_args, view_kwargs)
         return None
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """A WebSocket handshake that reached a view made for HTTP only (no WebSocket
+        decorator or class), which failed on it before accepting it: a 400 refusing the
+        handshake, not a 500. django-grip's README stream view read ``request.POST['data']``
+        from the handshake's events and answered 500 (seeds probe; django-websocket's
+        middleware rejected WebSockets for such views). A view that takes WebSockets, or one
+        that accepted the connection, keeps its 500."""
+        ctx = getattr(request, "wscontext", None)
+        if (
+            ctx is None
+            or not ctx.is_opening()
+            or ctx.accepted
+            or getattr(request, "_grip_takes_websockets", True)
+        ):
+            return None
+        logger.warning(
+            "WebSocket handshake for %s refused: its view takes no WebSockets and raised %s",
+            request.path,
+            type(exception).__name__,
+        )
+        return HttpResponseBadRequest(
+            f"No WebSocket at {request.path}: its view serves HTTP only.\n",
+            content_type="text/plain",
+        )
 
     def process_response(self, request: HttpRequest, response: HttpResponse | None) -> HttpResponse:
         """The events answer of a WebSocket-over-HTTP request, then the ``Grip-*`` headers."""

@@ -21,7 +21,7 @@ from .signature import unsigned_events_refused, unsigned_events_response
 from .websocket_context import WebSocketContext
 from .websocket_origin import check_csrf, origin_allowed
 from .websocket_over_http import context_from_request, finish_response
-from .websocket_request import attach
+from .websocket_request import EndOfBatch, attach
 
 __all__ = ["serve_websocket_view", "websocket_only", "websocket_view"]
 
@@ -129,7 +129,10 @@ def websocket_view(view: V, *, allow_http: bool, auto_accept: bool, prepare: Any
             )
             if answer is not None:
                 return answer
-            response = await view(request, *args, **kwargs)
+            try:
+                response = await view(request, *args, **kwargs)
+            except EndOfBatch:
+                response = None  # ``await request.receive()`` past the batch: stays open
             return _after_view(request, response, auto_accept=auto_accept)
 
     else:
@@ -149,6 +152,8 @@ def websocket_view(view: V, *, allow_http: bool, auto_accept: bool, prepare: Any
     # A WebSocket handshake carries no CSRF token; the Origin check stands in for it, and
     # plain HTTP requests are CSRF-checked inside (see _check_csrf).
     wrapped.csrf_exempt = True
+    # GripMiddleware.process_exception: a view made for WebSockets keeps its 500s.
+    wrapped.takes_websockets = True
     return wrapped  # type: ignore[no-any-return]
 
 

@@ -13,11 +13,26 @@ from django.http import HttpRequest
 
 from .websocket_context import WebSocketContext
 
-__all__ = ["InvalidMessage", "WebSocket", "attach", "decode_json", "encode_json"]
+__all__ = [
+    "EndOfBatch",
+    "InvalidMessage",
+    "WebSocket",
+    "attach",
+    "decode_json",
+    "encode_json",
+]
 
 
 class InvalidMessage(ValueError):
     """A client message a view cannot decode; ``str(exc)`` is a reason safe to send back."""
+
+
+class EndOfBatch(BaseException):
+    """What ``await request.receive()`` raises once the batch has no message left:
+    django-pistoke's ``while True: await request.receive()`` would wait there for the next
+    one, which comes with the next batch, to the view's next run. The WebSocket decorators
+    and ``WebSocketView`` end the view there, its connection open. A ``BaseException``, as
+    ``asyncio.CancelledError`` is, so that a view's ``except Exception`` does not take it."""
 
 
 class WebSocket:
@@ -104,6 +119,18 @@ class WebSocket:
             message = str(message)
         self.context.send(message)
 
+    async def receive(self) -> str | bytes:
+        """django-pistoke's ``await request.receive()``: the next message of the batch;
+        :class:`EndOfBatch` past its end (or once the client closed)."""
+        message = self.read()
+        if message is None:
+            raise EndOfBatch
+        return message
+
+    async def send_async(self, message: Any) -> None:
+        """django-pistoke's ``await request.send(message)``: :meth:`send`."""
+        self.send(message)
+
     def send_json(self, data: Any) -> None:
         """Send ``data`` as a JSON text message (:func:`encode_json`)."""
         self.context.send(encode_json(data))
@@ -148,7 +175,12 @@ def decode_json(message: str | bytes) -> Any:
 
 def attach(request: HttpRequest) -> None:
     """Give ``request`` django-websocket's ``is_websocket()`` and ``websocket`` (``None`` for
-    plain HTTP), from ``request.wscontext``."""
+    plain HTTP), from ``request.wscontext``; and, for WebSocket requests, django-pistoke's
+    ``await request.receive()`` and ``await request.send()``."""
     ctx: WebSocketContext | None = getattr(request, "wscontext", None)
-    request.websocket = WebSocket(ctx) if ctx is not None else None
+    request.websocket = websocket = WebSocket(ctx) if ctx is not None else None
     request.is_websocket = lambda: ctx is not None
+    if websocket is not None:
+        # django-pistoke's ``async def websocket(self, request)`` reads and writes with these.
+        request.receive = websocket.receive
+        request.send = websocket.send_async

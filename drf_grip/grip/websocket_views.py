@@ -37,7 +37,7 @@ from django.views import View
 from ..protocol.events import MalformedEvents
 from .websocket_context import WebSocketContext
 from .websocket_decorators import websocket_only, websocket_view
-from .websocket_request import InvalidMessage, WebSocket, attach, decode_json
+from .websocket_request import EndOfBatch, InvalidMessage, WebSocket, attach, decode_json
 
 __all__ = [
     "InvalidMessage",
@@ -107,7 +107,10 @@ class WebSocketView(View):
         if inspect.isawaitable(answer):
             # django-pistoke's ``async def websocket(self, request)``: Django runs a class
             # with no async HTTP handler as a sync view, so the batch is awaited here.
-            answer = async_to_sync(_awaited)(answer)
+            try:
+                answer = async_to_sync(_awaited)(answer)
+            except EndOfBatch:
+                return None  # it waits for the next message: the connection stays open
         return answer
 
     def websocket_handshake(

@@ -861,7 +861,9 @@ class _RealtimeBase:
         if response.status_code != 200:
             return response
         response["ETag"] = etag
-        if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag):
+        if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag) or self._star_moved_on(
+            request, etag
+        ):
             prefer = parse_prefer_wait(request.META.get("HTTP_PREFER"))
             if grip_of(request).last and prefer is not None:
                 # The proxy's re-request of a hold it gave this wait: the client was held,
@@ -869,6 +871,19 @@ class _RealtimeBase:
                 response["Preference-Applied"] = f"wait={self.get_hold_timeout()}"
             return response
         return self.longpoll_response(request, response, policy, etag)
+
+    def _star_moved_on(self, request: Request, etag: str) -> bool:
+        """``If-None-Match: *`` matches every representation (RFC 9110 §13.1.2), also the
+        one a change made: the proxy's re-request of such a hold, after a hint, matched again
+        and was held again, so a private long-poll never woke (probe). Such a re-request is
+        answered when its render differs from the one it was held with, or when that is
+        not known: a wake too many, never a change missed."""
+        if (request.META.get("HTTP_IF_NONE_MATCH") or "").strip() != "*":
+            return False
+        if not grip_of(request).last:
+            return False  # the client's own request: held at what it renders now
+        recalled = getattr(self, "_realtime_recalled", None)
+        return recalled is None or recalled[0] != etag
 
     def _unmark_rendering(self, policy: RealtimePolicy, response: Response) -> None:
         """This subscriber's render is what the version it read names: it takes back the

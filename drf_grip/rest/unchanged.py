@@ -92,11 +92,10 @@ def remember(
     a proxy's re-request), whose hold a retry may follow (:func:`held_behind`); ``read_at``
     (``time.time()``): when its counters were read, before its render; ``since``: when the
     client's own request was first held (:func:`hold_left`)."""
-    if ranges:
-        at = time.time() if own else 0.0
-        state_cache().set(
-            _KEY + identity, (etag, ranges, at, read_at, since), timeout=timeout
-        )
+    # Kept with no ranges too (channels never published to): the ETag held with is what
+    # the re-request of an ``If-None-Match: *`` hold compares with (``_star_moved_on``).
+    at = time.time() if own else 0.0
+    state_cache().set(_KEY + identity, (etag, ranges, at, read_at, since), timeout=timeout)
 
 
 #: What a held request answered: its ETag, the ids covered, when, if it was the client's

@@ -51,3 +51,21 @@ def test_client_grip_headers_are_not_forwarded(grip_proxy: ProxyUnderTest):
     assert "HTTP_GRIP_LAST" not in seen
     assert "evil" not in seen.get("HTTP_GRIP_FEATURE", "")
     assert response.json()["wscontext"] is False
+
+
+@pytest.mark.parametrize("path", ["/seed/stream/", "/seed/longpoll/", "/record/"])
+def test_a_websocket_to_a_view_made_for_http_is_refused_with_a_4xx(
+    grip_proxy: ProxyUnderTest, path: str, caplog: pytest.LogCaptureFixture
+):
+    """django-grip's README stream and long-poll views take POSTs and read
+    ``request.POST['data']``: a WebSocket handshake to them reached the view as a POST of
+    events and was refused with 500, an "Internal Server Error" logged (seeds probe). A view
+    made for HTTP only that fails on a handshake refuses it with 400; one that answers
+    (``record``) refuses it as a view that did not accept it, 403."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(grip_proxy.ws_url + path, proxy=None, open_timeout=10)
+    assert 400 <= refused.value.response.status_code < 500, refused.value.response
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text

@@ -142,6 +142,36 @@ def test_shared_subscription_receives_a_change_within_a_second(
     assert elapsed < WITHIN
 
 
+def test_every_shared_subscription_a_connection_may_take_gets_its_changes(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """Pushpin subscribes a connection to at most 20 channels, and the gateway takes two of
+    them: the 19th distinct shared URL was answered 200 and then never received a change,
+    on either proxy (gateway probe). 18 are taken, each gets the change; the next is 429."""
+    host = urlsplit(grip_proxy.url).netloc
+    paths = [f"/api/shared-todos/?page_size={n}" for n in range(1, 20)]
+    with gateway(grip_proxy) as ws:
+        answers = []
+        for n, path in enumerate(paths):
+            mark = grip_proxy.mark()
+            answers.append(ask(ws, {"id": n, "subscribe": path}))
+            if answers[-1]["status"] == 200:
+                query = path.split("?", 1)[1]
+                channel = LiveUrl("http", host, "/api/shared-todos/", query,
+                                  "application/json").channel
+                grip_proxy.wait_subscribed(channel, since=mark)
+        assert [a["status"] for a in answers] == [200] * 18 + [429], answers[-1]
+        assert "the limit is 18" in answers[-1]["error"]
+
+        Todo.objects.create(title="pushed")
+        changed = set()
+        while len(changed) < 18:
+            change = receive(ws)
+            assert change["event"] == "change", change
+            changed.add(change["url"])
+    assert changed == set(paths[:18])
+
+
 def _searched_todos(proxy: ProxyUnderTest) -> tuple[str, str, str]:
     """A word no other test uses, the shared todo list searched for it, and its channel."""
     word = uuid.uuid4().hex[:8]

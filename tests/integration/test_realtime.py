@@ -206,6 +206,31 @@ def test_longpoll_times_out_with_304_etag_and_clamped_wait(grip_proxy: ProxyUnde
     assert response.content == b""
 
 
+@pytest.mark.parametrize("path", ["/api/todos/{pk}/", "/api/todos/", "/api/shared-todos/{pk}/"])
+def test_a_longpoll_with_if_none_match_star_wakes_on_a_change(
+    grip_proxy: ProxyUnderTest, path: str
+) -> None:
+    """``If-None-Match: *`` matches any representation, so it is held, and a change wakes
+    it like any held ETag. A private one never woke: the proxy's re-request after the hint
+    matched ``*`` again and was held again, to a 304 at the timeout (probe)."""
+    todo = Todo.objects.create(title="milk")
+    path = path.format(pk=todo.pk)
+    if "shared" in path:
+        channel = shared_ch(grip_proxy, path)
+    else:
+        channel = list_ch() if path == "/api/todos/" else obj_ch(todo)
+    poll = hold(grip_proxy, path, channel, etag="*")
+
+    todo.title = "oat milk"
+    todo.save()
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    fresh = get(grip_proxy, path)
+    assert response.content == fresh.content and "oat milk" in response.text
+    assert response.headers["ETag"] == fresh.headers["ETag"]
+
+
 def test_stale_if_none_match_answers_at_once(grip_proxy: ProxyUnderTest) -> None:
     todo = Todo.objects.create(title="milk")
     current = get(grip_proxy, f"/api/todos/{todo.pk}/")

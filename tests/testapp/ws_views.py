@@ -69,13 +69,26 @@ def modify_message(message: str) -> str:
     return message.lower()
 
 
-@accept_websocket
-def lower_case(request: HttpRequest) -> HttpResponse | None:
+def lower_case_by_attribute(request: HttpRequest) -> HttpResponse | None:
+    """django-websocket's README view; here by its middleware's way, the view's
+    ``accept_websocket`` attribute, and below with its decorator."""
     if not request.is_websocket():
         return HttpResponse(modify_message(request.GET["message"]))
     for message in request.websocket:
         request.websocket.send(modify_message(message))
     return None
+
+
+lower_case = accept_websocket(lower_case_by_attribute)
+lower_case_by_attribute.accept_websocket = True  # type: ignore[attr-defined]
+
+
+def greet(request: HttpRequest) -> HttpResponse | None:
+    """No WebSocket decorator nor attribute: takes WebSockets with ``WEBSOCKET_ACCEPT_ALL``."""
+    if request.is_websocket():
+        request.websocket.send("hello")
+        return None
+    return HttpResponse("hello")
 
 
 # -- django-pistoke: a class-based view serving a page and a JSON WebSocket ----------------
@@ -113,6 +126,31 @@ class AsyncEcho(WebSocketView):
             ctx.send(message.upper())
 
 
+class PistokeEcho(WebSocketView):
+    """django-pistoke's README view: ``await request.receive()`` and ``request.send()`` in a
+    loop that never ends by itself."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("page")
+
+    async def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        while True:
+            message = await request.receive()
+            if isinstance(message, str):
+                await request.send(f'You wrote "{message}".')
+            elif isinstance(message, bytes):
+                await request.send(f'You wrote "{message.decode("latin-1")}".'.encode("latin-1"))
+
+
+@accept_websocket
+async def pistoke_function(request: HttpRequest) -> HttpResponse | None:
+    """django-pistoke's function view: one ``async def`` for HTTP and WebSocket."""
+    if not request.is_websocket():
+        return HttpResponse("page")
+    while True:
+        await request.send((await request.receive()).upper())
+
+
 #: ``websocket_close`` calls of ``Closer``, per ``?ch=``: the code and reason the origin heard.
 CLOSES: dict[str, list[tuple[int | None, str]]] = {}
 
@@ -147,7 +185,11 @@ urlpatterns = [
     path("broadcast/", broadcast),
     path("echo-once/", echo_once),
     path("first-only/", first_only),
+    path("pistoke-echo/", PistokeEcho.as_view()),
+    path("pistoke-function/", pistoke_function),
     path("lowercase/", lower_case),
+    path("lowercase-attribute/", lower_case_by_attribute),
+    path("greet/", greet),
     path("room/<slug:name>/", Room.as_view()),
     path("room/<slug:name>/post/", room_post),
     path("async-class/", AsyncEcho.as_view()),

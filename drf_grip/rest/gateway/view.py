@@ -24,7 +24,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
@@ -86,6 +86,13 @@ from .rerender import (
 )
 
 __all__ = ["RealtimeGateway"]
+
+
+#: Distinct shared URLs one connection may subscribe to. Pushpin subscribes a connection to
+#: at most MAX_CHANNELS channels and drops the rest without a word (PUSHPIN.md); two are
+#: taken: the connection's own and, once it subscribes, the recovery channel. The 19th
+#: shared subscription was answered and then never received a change (gateway probe).
+MAX_SHARED_SUBSCRIPTIONS: Final = MAX_CHANNELS - 2
 
 logger = logging.getLogger("drf_grip.gateway")
 
@@ -416,10 +423,9 @@ class RealtimeGateway(WebSocketView):
         subscribers (None when that index was full: the settle then goes by time)."""
         channel = policy.channels[0]
         shared = {s["channel"] for s in state["subs"].values() if s["mode"] == "shared"}
-        # Pushpin takes at most 20 channels per connection; one is the connection's own.
-        if channel not in shared and len(shared) >= MAX_CHANNELS - 1:
+        if channel not in shared and len(shared) >= MAX_SHARED_SUBSCRIPTIONS:
             raise MessageError(
-                429, f"too many shared subscriptions: the limit is {MAX_CHANNELS - 1}"
+                429, f"too many shared subscriptions: the limit is {MAX_SHARED_SUBSCRIPTIONS}"
             )
         # Until its settle, the publisher skips this connection on the live URL's channel and
         # the settle sends what it skipped (shared.send_after_answer): see fresh_subscribers.
