@@ -722,6 +722,8 @@ def test_a_send_from_the_exiting_thread_ends_at_the_exits_deadline(
     assert server.requests, "nothing was sent"
     assert took < 1.0 + WAIT / 10, f"the send went on {took:.1f}s past a 1.0s deadline"
     assert publisher.stats.failed == 1
+    # Not the exit's clock: a thread that cannot start is not always the exit.
+    assert lanes._exit_deadline is None
 
 
 SIGTERM_SCRIPT = """

@@ -238,3 +238,14 @@ def _user(name: str):
     from django.contrib.auth.models import User
 
     return User.objects.create(username=name)
+
+
+def test_one_nesting_bound_on_every_python() -> None:
+    """Python's parser took a 5,000-deep array on 3.13 and raised ``RecursionError`` on 3.11
+    and 3.12 (CI): ``decode_json`` bounds nesting itself, brackets in strings not counted."""
+    from drf_grip.grip.websocket_request import MAX_JSON_DEPTH, InvalidMessage, decode_json
+
+    assert decode_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    assert decode_json('{"text": "' + "[" * 5000 + '"}') == {"text": "[" * 5000}
+    with pytest.raises(InvalidMessage, match="nested too deeply"):
+        decode_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))

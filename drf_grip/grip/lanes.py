@@ -203,7 +203,7 @@ class Publisher:
         for target, pending in now:
             # Sent from a thread the exit waits for (its main thread, Python 3.12+): within
             # the exit's one deadline, not PUBLISH_RETRIES of network timeouts.
-            target.deliver(pending, self._count, StopAt(exit_deadline()))  # logs failures
+            target.deliver(pending, self._count, StopAt(_sending_deadline()))  # logs failures
         for name, lost in dropped:
             logger.warning(
                 "publish queue for %s is full (PUBLISH_QUEUE_SIZE=%d): dropped %d item%s for %s",
@@ -401,6 +401,16 @@ def exit_deadline() -> float:
     if _exit_deadline is None:
         _exit_deadline = time.monotonic() + float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
     return _exit_deadline
+
+
+def _sending_deadline() -> float:
+    """The exit's deadline once a handler asked for it; else one ``PUBLISH_FLUSH_TIMEOUT``
+    from now, without starting the exit's clock: a thread that cannot start is not always
+    the exit (``can't start new thread`` in a busy server), and a deadline started then
+    would leave the real exit's flush none of its time."""
+    if _exit_deadline is not None:
+        return _exit_deadline
+    return time.monotonic() + float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
 
 
 def exit_unfinished() -> None:
