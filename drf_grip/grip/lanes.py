@@ -399,7 +399,7 @@ def exit_deadline() -> float:
     shell whose proxy was down exit after twice the documented bound (docs/settings.rst)."""
     global _exit_deadline
     if _exit_deadline is None:
-        _exit_deadline = time.monotonic() + float(grip_settings.PUBLISH_FLUSH_TIMEOUT)
+        _exit_deadline = _sending_deadline()
     return _exit_deadline
 
 

@@ -3,7 +3,6 @@ instructions into ``Grip-*`` response headers (django-grip's API, without its bu
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from collections.abc import Callable
@@ -123,17 +122,10 @@ def _served_as_accept_websocket(
     HttpResponse" with 500 here, seeds probe)."""
     from .websocket_decorators import websocket_view
 
-    request._grip_takes_websockets = True
-    answer = websocket_view(view_func, allow_http=True, auto_accept=True)(
-        request, *args, **kwargs
-    )
-    if inspect.isawaitable(answer):  # an ``async def`` view: this hook runs in a thread
-        answer = async_to_sync(_awaited)(answer)
-    return answer
-
-
-async def _awaited(awaitable: Any) -> Any:
-    return await awaitable
+    served = websocket_view(view_func, allow_http=True, auto_accept=True)
+    if iscoroutinefunction(served):  # an ``async def`` view: this hook runs in a thread
+        served = async_to_sync(served)
+    return served(request, *args, **kwargs)
 
 
 def _slash_missing(request: HttpRequest) -> bool:
@@ -213,7 +205,8 @@ class GripMiddleware:
         """A view marked ``websocket_only = True`` by hand gets only WebSocket-over-HTTP
         requests (``drf_grip.websocket_only`` checks this itself)."""
         websocket_only = getattr(view_func, "websocket_only", False) is True
-        if websocket_only and getattr(request, "wscontext", None) is None:
+        ctx = getattr(request, "wscontext", None)
+        if websocket_only and ctx is None:
             return HttpResponseBadRequest(
                 "Request must contain WebSocket events.\n", content_type="text/plain"
             )
@@ -221,7 +214,7 @@ class GripMiddleware:
         request._grip_takes_websockets = takes
         if (
             not takes
-            and getattr(request, "wscontext", None) is not None
+            and ctx is not None
             and (
                 getattr(view_func, "accept_websocket", False) is True
                 or getattr(settings, "WEBSOCKET_ACCEPT_ALL", False) is True

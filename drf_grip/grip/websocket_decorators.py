@@ -80,17 +80,20 @@ def _after_view(
     ctx: WebSocketContext | None = request.wscontext
     if ctx is None:
         return response  # type: ignore[return-value]  # plain HTTP: Django checks it
-    served = response is None or 200 <= response.status_code < 300
-    if auto_accept and ctx.is_opening() and not ctx.accepted and served:
-        ctx.accept()
-    ending = ctx.closed or any(e.type in ("CLOSE", "DISCONNECT") for e in ctx.in_events)
-    if auto_accept and served and not ctx.read_past_batch and not ending:
+    if auto_accept and (response is None or 200 <= response.status_code < 300):
+        if ctx.is_opening() and not ctx.accepted:
+            ctx.accept()
         # django-websocket and django-pistoke: the connection lasts as long as the view, so
         # returning closes it (their README's ``echo_once``). A view runs once per batch
         # here: one that asked for more than its batch held (iteration, ``wait()``) would
         # have gone on with the socket; one that returned before that was done with it. A
         # client's close is echoed instead (``build_response``).
-        ctx.close()
+        if not (
+            ctx.read_past_batch
+            or ctx.closed
+            or any(e.type in ("CLOSE", "DISCONNECT") for e in ctx.in_events)
+        ):
+            ctx.close()
     return finish_response(request, response)
 
 

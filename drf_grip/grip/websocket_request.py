@@ -161,6 +161,7 @@ def _finite(text: str) -> float:
 #: that differs by version (RecursionError on 3.11 and 3.12 for 5,000; 3.13 parses it, CI):
 #: one bound, the same answer everywhere.
 MAX_JSON_DEPTH = 500
+_TOO_DEEP = "invalid JSON: nested too deeply"
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -185,16 +186,16 @@ def decode_json(message: str | bytes) -> Any:
     is not JSON. Python's parser also takes ``NaN``, ``Infinity`` and ``1e999`` (echoed back
     as text no browser parses) and raised ``RecursionError`` for an array nested a few
     thousand deep, which ended the connection with a 500 (seeds probe)."""
+    if _nested_deeper_than(message, MAX_JSON_DEPTH):
+        raise InvalidMessage(_TOO_DEEP)
     try:
-        if _nested_deeper_than(message, MAX_JSON_DEPTH):
-            raise RecursionError
         return json.loads(message, parse_constant=_not_json, parse_float=_finite)
     except UnicodeDecodeError:
         raise InvalidMessage("invalid JSON: not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
-    except RecursionError:
-        raise InvalidMessage("invalid JSON: nested too deeply") from None
+    except RecursionError:  # a parser that recurses less deeply than the bound allows
+        raise InvalidMessage(_TOO_DEEP) from None
     except ValueError as exc:
         raise InvalidMessage(f"invalid JSON: {exc}") from None
 
