@@ -309,6 +309,82 @@ def check_fanout_verify_key(app_configs=None, **kwargs):
     ]
 
 
+@checks.register(checks.Tags.security, deploy=True)
+def check_keyless_proxies(app_configs=None, **kwargs):
+    """W011 (``check --deploy``) for a proxy configured with no key: GRIP lets such a proxy
+    be trusted on the presence of ``Grip-Sig`` alone, as django-grip does, so any client
+    that sends the header is answered as the proxy would be (held, its ``Grip-Last`` read).
+    W008 said so only for a key under the wrong name (operations probe)."""
+    from .conf import endpoint_problems
+    from .grip.signature import keyless_proxies, trusted_keys
+
+    if endpoint_problems():
+        return []  # E003 names them
+    keyless = keyless_proxies()
+    if not keyless:
+        return []
+    trusted_anyway = bool(trusted_keys()[0])
+    return [
+        checks.Warning(
+            f"{', '.join(keyless)} has no key to verify Grip-Sig with: "
+            + (
+                "requests through it count as direct (another proxy has a key)."
+                if trusted_anyway
+                else "any request carrying a Grip-Sig header, from anyone, counts as the "
+                "proxy's."
+            ),
+            hint="Give Pushpin a sig_key and the same key in the GRIP URL "
+            "(http://pushpin:5561/?iss=pushpin&key=SECRET) or the GRIP_PROXIES entry's "
+            '"key"; for Fastly Fanout, GRIP_VERIFY_KEY and verify_iss.',
+            id="drf_grip.W011",
+        )
+    ]
+
+
+def _url_view_classes(patterns=None) -> list[type]:
+    """The view classes the URLconf routes to (DRF's ``as_view()`` keeps ``cls``, Django's
+    ``view_class``), each once."""
+    from django.urls import URLResolver, get_resolver
+
+    found: list[type] = []
+    for entry in get_resolver().url_patterns if patterns is None else patterns:
+        if isinstance(entry, URLResolver):
+            found += _url_view_classes(entry.url_patterns)
+            continue
+        callback = getattr(entry, "callback", None)
+        view = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+        if isinstance(view, type) and view not in found:
+            found.append(view)
+    return found
+
+
+@checks.register(checks.Tags.compatibility)
+def check_views_name_a_model(app_configs=None, **kwargs):
+    """W012 for a routed view with ``RealtimeMixin`` that names no model: it can never be
+    live (no ETag, no hold), which nothing said (DRF probe: an ``APIView`` with only
+    ``get()`` answered ``text/event-stream`` requests with bare JSON)."""
+    from .rest.mixins import _RealtimeBase
+
+    try:
+        views = _url_view_classes()
+    except Exception:  # noqa: BLE001 - a broken URLconf is Django's own check's to report
+        return []
+    return [
+        checks.Warning(
+            f"{view.__name__} has RealtimeMixin but names no model: it is never live (no "
+            "ETag, no long-poll, no stream).",
+            hint="Give it a queryset, a serializer with Meta.model, or realtime_model = "
+            "YourModel; or override get_realtime_model().",
+            obj=view,
+            id="drf_grip.W012",
+        )
+        for view in views
+        if issubclass(view, _RealtimeBase)
+        and view.get_realtime_model is _RealtimeBase.get_realtime_model
+        and view.resolve_realtime_model() is None
+    ]
+
+
 @checks.register(checks.Tags.models)
 def check_partitions(app_configs=None, **kwargs):
     """E001 when ``realtime_partition`` is a field path that does not end at the user model

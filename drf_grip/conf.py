@@ -489,7 +489,9 @@ class GripSettings:
     def reload(self) -> None:
         self._cache.clear()
 
-    def _memo(self, name: str, compute):
+    def memo(self, name: str, compute):
+        """``compute()``, kept until a setting in ``_WATCHED`` changes: for values derived
+        from these settings that a request would otherwise work out again."""
         if name not in self._cache:
             self._cache[name] = compute()
         return self._cache[name]
@@ -510,7 +512,7 @@ class GripSettings:
                 out.append(endpoint_from_url(url))
             return tuple(_unique(out))
 
-        return self._memo("proxies", compute)
+        return self.memo("proxies", compute)
 
     @property
     def publish_servers(self) -> tuple[GripEndpoint, ...]:
@@ -524,12 +526,12 @@ class GripSettings:
                     out.append(_endpoint_from_dict(dict(conf)))
             return tuple(out)
 
-        return self._memo("publish_servers", compute)
+        return self.memo("publish_servers", compute)
 
     @property
     def publish_endpoints(self) -> tuple[GripEndpoint, ...]:
         """Every endpoint a publish goes to: proxies and publish servers, each once."""
-        return self._memo(
+        return self.memo(
             "publish_endpoints", lambda: tuple(_unique([*self.proxies, *self.publish_servers]))
         )
 
@@ -544,7 +546,7 @@ class GripSettings:
             _refuse_bad_endpoints()
             return getattr(settings, "GRIP_PREFIX", "") or ""
 
-        return self._memo("prefix", compute)
+        return self.memo("prefix", compute)
 
     @property
     def proxy_required(self) -> bool:
@@ -562,7 +564,7 @@ class GripSettings:
         # publisher's top leaves), so a value is kept until settings change (``_reload``).
         if name not in DEFAULTS:
             raise AttributeError(f"Invalid drf-grip setting: {name!r}")
-        return self._memo(name, lambda: _usable(name))
+        return self.memo(name, lambda: _usable(name))
 
 
 def _usable(name: str) -> Any:

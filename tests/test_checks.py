@@ -312,3 +312,36 @@ def test_manage_py_check_stops_on_a_grip_url_without_a_scheme(tmp_path):
     assert result.returncode == 1, output
     assert "drf_grip.E003" in output and "GRIP_URL: no http:// or https:// scheme" in output
     assert _SECRET not in output
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        ({"GRIP_URL": "http://127.0.0.1:5561/?iss=pushpin"}, "from anyone, counts as the proxy's"),
+        ({"GRIP_PROXIES": [{"control_uri": "http://127.0.0.1:5561"}]}, "from anyone"),
+        (
+            {
+                "GRIP_PROXIES": [{"control_uri": "http://127.0.0.1:5562", "key": _SECRET}],
+                "GRIP_URL": "http://127.0.0.1:5561/",
+            },
+            "requests through it count as direct",
+        ),
+    ],
+)
+def test_a_proxy_without_a_key_is_named_by_the_deployment_check(overrides, says):
+    """A keyless proxy passed ``check --deploy`` in silence, and then a forged ``Grip-Sig:
+    garbage`` from any client was held like the proxy's request (operations probe)."""
+    with override_settings(**overrides):
+        found = [
+            m for m in checks.run_checks(include_deployment_checks=True)
+            if m.id == "drf_grip.W011"
+        ]
+        assert [m.id for m in checks.run_checks() if m.id == "drf_grip.W011"] == []
+    assert len(found) == 1 and "http://127.0.0.1:5561" in found[0].msg and says in found[0].msg
+    assert _SECRET not in found[0].msg + (found[0].hint or "")
+
+
+def test_a_keyed_proxy_passes_the_deployment_check_without_w011():
+    with override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={_SECRET}"):
+        found = checks.run_checks(include_deployment_checks=True)
+    assert "drf_grip.W011" not in [m.id for m in found]

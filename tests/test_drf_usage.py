@@ -14,7 +14,7 @@ from drf_grip.test import (
     capture_published,
     wait_published,
 )
-from tests.testapp.drf_views import ProjectTasks
+from tests.testapp.drf_views import BareCount, ProjectTasks
 from tests.testapp.models import Project, Task, Todo
 
 pytestmark = pytest.mark.django_db(transaction=True)  # changes publish after commit
@@ -320,3 +320,43 @@ def test_a_shared_view_keeps_the_query_parameters_its_paginators_methods_read(ou
     pushed = outbox.to(channel)[-1]["formats"]["http-response"]["body"]
     assert pushed == client.get(path).content.decode()
     assert [todo["title"] for todo in json.loads(pushed)["results"]] == ["a2"]
+
+
+def test_a_plain_viewset_with_the_mixin_is_live_at_its_detail_urls(outbox):
+    """``RealtimeMixin`` on a ``viewsets.ViewSet`` with hand-written ``retrieve()``: every
+    request to a detail URL was a 500 (no ``lookup_url_kwarg``; DRF probe)."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    url = f"/api/probe/hand-todos/{todo.pk}/"
+    fresh = client.get(url)
+    assert fresh.status_code == 200 and fresh.json()["title"] == "a" and fresh["ETag"]
+    assert_held(client.get(url, HTTP_IF_NONE_MATCH=fresh["ETag"]), [f"drf.testapp.todo.{todo.pk}"])
+    stream = client.get(url, HTTP_ACCEPT="text/event-stream")
+    assert_held(stream, stream=True)
+    assert stream.content == f'id: {fresh["ETag"]}\ndata: '.encode() + fresh.content + b"\n\n"
+    assert client.get("/api/probe/hand-todos/999999/").status_code == 404
+    todo.title = "b"
+    todo.save()
+    wait_published()
+    assert f"drf.testapp.todo.{todo.pk}" in outbox.channels
+    woken = client.get(url, HTTP_IF_NONE_MATCH=fresh["ETag"])
+    assert woken.status_code == 200 and woken.json()["title"] == "b"
+
+
+def test_a_view_naming_no_model_refuses_streams_and_is_named_by_a_check():
+    """An ``APIView`` with the mixin and only ``get()`` answered ``Accept:
+    text/event-stream`` with bare JSON labelled as a stream, and nothing said it could not
+    be live (DRF probe)."""
+    from django.core import checks
+
+    client = GripAPIClient()
+    stream = client.get("/api/probe/bare-count/", HTTP_ACCEPT="text/event-stream")
+    assert stream.status_code == 406
+    plain = client.get("/api/probe/bare-count/")
+    assert plain.status_code == 200 and plain.json() == {"n": 0}
+    ws = WebSocketTestClient().connect("/api/ws/")
+    ws.send_json({"id": 1, "method": "GET", "url": "/api/probe/bare-count/",
+                  "headers": {"Accept": "text/event-stream"}})
+    assert ws.receive_json()["status"] == 406
+    named = {m.obj.__name__ for m in checks.run_checks() if m.id == "drf_grip.W012"}
+    assert named == {BareCount.__name__, "ListQuerysetView"}  # a queryset that is a list

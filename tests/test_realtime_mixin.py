@@ -225,6 +225,22 @@ def test_if_none_match_on_a_write_fails_for_the_current_object(todos, method):
     assert stale.status_code in (200, 204)
 
 
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+@pytest.mark.parametrize("header", ["HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH"])
+@pytest.mark.parametrize("lookup", ["abc", "0x10", "1.5"])
+def test_a_conditional_write_to_a_malformed_id_is_a_404(todos, method, header, lookup):
+    """The row lock before a conditional write filtered by the URL's value, and an integer
+    pk refuses "abc" with ValueError: a 500 where the same write without the header gets
+    DRF's 404 (black-box probe)."""
+    url = f"/api/todos/{lookup}/"
+    data = {"title": "new", "done": True}
+    plain = getattr(APIClient(), method)(url, data, format="json")
+    for value in ('"x"', "*"):
+        resp = getattr(APIClient(), method)(url, data, format="json", **{header: value})
+        assert resp.status_code == plain.status_code == 404, (value, resp.content[:200])
+    assert sorted(Todo.objects.values_list("title", flat=True)) == sorted(t.title for t in todos)
+
+
 def test_a_write_with_a_validator_answers_the_etag_for_the_next_one(todos):
     url = _detail(todos[0])
     client = APIClient()

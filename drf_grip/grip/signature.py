@@ -69,9 +69,21 @@ class TrustedKey:
 
 
 def trusted_keys() -> tuple[list[TrustedKey], bool]:
-    """Keys a Grip-Sig may be signed with, and whether some proxy is configured without one."""
+    """Keys a Grip-Sig may be signed with, and whether some proxy is configured without one.
+    Worked out once per settings (every proxied request asks)."""
+    keys, keyless = grip_settings.memo("trusted_keys", _trusted_keys)
+    return keys, bool(keyless)
+
+
+def keyless_proxies() -> list[str]:
+    """The proxies configured with no key to verify their ``Grip-Sig`` with (redacted
+    URIs): with no other proxy keyed, any request carrying the header counts as theirs."""
+    return grip_settings.memo("trusted_keys", _trusted_keys)[1]
+
+
+def _trusted_keys() -> tuple[list[TrustedKey], list[str]]:
     keys: list[TrustedKey] = []
-    keyless = False
+    keyless: list[str] = []
     proxies = grip_settings.proxies
     # GRIP_VERIFY_KEY is Fanout's public key, and Fastly signs for every service with it:
     # once some entry names the issuer to expect (verify_iss, "fastly:SERVICE_ID"), the key
@@ -93,7 +105,7 @@ def trusted_keys() -> tuple[list[TrustedKey], bool]:
                 warn_if_short(key, ep.display_uri)
             keys.append(TrustedKey(key, ep.verify_iss))
         if not candidates:
-            keyless = True
+            keyless.append(ep.display_uri)
     if grip_settings.verify_key and not proxies:
         keys.append(TrustedKey(grip_settings.verify_key))
     if not proxies:

@@ -36,7 +36,7 @@ from ..protocol import MIN_HOLD_TIMEOUT, Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag, tags_weakened
-from .preconditions import guards_write, model_named_by, row_lock
+from .preconditions import guards_write, lookup_of, model_named_by, row_lock
 from .render import CREDENTIALS_CHECK, subscriber_headers_size
 from .sse import (
     EVENT_STREAM,
@@ -183,8 +183,7 @@ class _RealtimeBase:
             return "list"
         if isinstance(self, RetrieveModelMixin):
             return "detail"
-        lookup = getattr(self, "lookup_url_kwarg", None) or getattr(self, "lookup_field", "pk")
-        return "detail" if lookup in self.kwargs else "list"
+        return "detail" if lookup_of(self)[1] in self.kwargs else "list"
 
     def get_realtime_partition(self) -> str | None:
         """The partition of this subscriber's data (private delivery), from
@@ -266,9 +265,9 @@ class _RealtimeBase:
         (``str(instance.pk)``), or None when the URL looks up another field. The URL's text
         is what the client wrote: ``/todos/01/`` or an upper-case UUID finds the object, but
         held on a channel no change of it is published to (ORM probe)."""
-        lookup = self.lookup_url_kwarg or self.lookup_field
+        field, lookup = lookup_of(self)
         value = self.kwargs.get(lookup)
-        if value is None or self.lookup_field not in ("pk", model._meta.pk.name):
+        if value is None or field not in ("pk", model._meta.pk.name):
             return None
         try:
             return model._meta.pk.to_python(value)
@@ -313,9 +312,11 @@ class _RealtimeBase:
         # JSON labelled text/event-stream and reconnect forever (black-box probe).
         # Nor for a client whose Accept refuses it with q=0 (RFC 9110 §12.5.1), which DRF's
         # negotiation would not notice (black-box probe).
+        # Nor for a view that names no model, never live (drf_grip.W012; DRF probe).
         if request is not None and (
             request.method != "GET"
             or not self.get_realtime_kind()
+            or self.get_realtime_model() is None
             or refuses_event_stream(request.META.get("HTTP_ACCEPT"))
         ):
             return [r for r in renderers if r.media_type != EVENT_STREAM]

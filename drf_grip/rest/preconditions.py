@@ -27,9 +27,17 @@ from django.core.exceptions import FieldError, ValidationError
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import F
 
-__all__ = ["row_lock", "guards_write", "model_named_by"]
+__all__ = ["row_lock", "guards_write", "lookup_of", "model_named_by"]
 
 _WRITES = frozenset({"PUT", "PATCH", "DELETE"})
+
+
+def lookup_of(view: Any) -> tuple[str, str]:
+    """``(lookup_field, URL kwarg)`` of a detail URL, as DRF's ``get_object()`` and routers
+    read them; a plain ``ViewSet`` or ``APIView`` declares neither (its routes use
+    ``pk``)."""
+    field = getattr(view, "lookup_field", None) or "pk"
+    return field, getattr(view, "lookup_url_kwarg", None) or field
 
 
 def guards_write(request: Any) -> bool:
@@ -62,16 +70,17 @@ def row_lock(view: Any, kwargs: dict[str, Any]) -> tuple[str, Callable[[], None]
     """``(database alias, lock)`` for the row a conditional write of ``view`` targets, or
     None when it cannot be found from the URL. Call ``lock()`` first in a transaction."""
     model = _object_model(view)
-    field = getattr(view, "lookup_field", None) or "pk"
-    url_kwarg = getattr(view, "lookup_url_kwarg", None) or field
+    field, url_kwarg = lookup_of(view)
     if model is None or url_kwarg not in kwargs:
         return None
     using = router.db_for_write(model)
     value = kwargs[url_kwarg]
 
     def lock() -> None:
-        rows = model._base_manager.using(using).filter(**{field: value})
         try:
+            # Inside the try: filter() itself refuses a value its field cannot take
+            # ("abc" for an integer pk), which DRF's get_object() answers with 404.
+            rows = model._base_manager.using(using).filter(**{field: value})
             with transaction.atomic(using=using):  # a savepoint: a failure leaves ours usable
                 if connections[using].features.has_select_for_update:
                     list(rows.select_for_update().values_list("pk", flat=True))

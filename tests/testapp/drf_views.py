@@ -2,12 +2,14 @@
 own renderers, write serializers, partitions along a path...), for ``tests/test_drf_usage.py`` and ``tests/integration/test_drf_usage.py``."""
 
 import django_filters
+from django.shortcuts import get_object_or_404
 from django.urls import include, path
 from rest_framework import generics, permissions, serializers, throttling, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
+from rest_framework.views import APIView
 
 from drf_grip import RealtimeMixin
 
@@ -254,6 +256,29 @@ class GenericMethodSerializerTodo(RealtimeMixin, generics.RetrieveUpdateAPIView)
         return TodoSerializer
 
 
+class HandTodos(RealtimeMixin, viewsets.ViewSet):
+    """A plain ``ViewSet`` with hand-written actions: no ``lookup_field``, no queryset."""
+
+    realtime_model = Todo
+    schema = None  # not for the OpenAPI tests: no serializer to describe it by
+
+    def list(self, request):
+        return Response(TodoSerializer(Todo.objects.order_by("pk"), many=True).data)
+
+    def retrieve(self, request, pk=None):
+        return Response(TodoSerializer(get_object_or_404(Todo, pk=pk)).data)
+
+
+class BareCount(RealtimeMixin, APIView):
+    """Names no model (drf_grip.W012): never live."""
+
+    permission_classes = [permissions.AllowAny]
+    schema = None  # not for the OpenAPI tests
+
+    def get(self, request):
+        return Response({"n": Todo.objects.count()})
+
+
 router = DefaultRouter()
 router.register("throttled-todos", ThrottledTodos, basename="throttled-todo")
 router.register("upper-todos", UpperTodos, basename="upper-todo")
@@ -272,8 +297,10 @@ router.register(
 router.register("signed-in-todos", SignedInSharedTodos, basename="signed-in-todo")
 router.register("shared-filtered-todos", SharedFilteredTodos, basename="shared-filtered-todo")
 router.register("shared-per-page-todos", SharedPerPageTodos, basename="shared-per-page-todo")
+router.register("hand-todos", HandTodos, basename="hand-todo")
 
 urlpatterns = [
     path("", include(router.urls)),
     path("generic-method-todos/<int:pk>/", GenericMethodSerializerTodo.as_view()),
+    path("bare-count/", BareCount.as_view()),
 ]
