@@ -24,8 +24,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
-from queue import SimpleQueue
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
@@ -39,54 +38,18 @@ _serial = itertools.count(1)
 IDLE_SECONDS = 30.0
 
 
-class _OneThread:
-    """A one-thread executor that knows whether its last job is done (jobs run in order).
-
-    What asgiref's ``SyncToAsync`` asks of an executor (``submit``, ``shutdown``), without
-    ``ThreadPoolExecutor``'s locks and idle semaphore, which every request paid for on the
-    event loop's thread (py-spy: ``ThreadPoolExecutor.submit`` was a tenth of the loop's
-    CPU for a held long-poll; ``NOTES.rst``, issue 10). Its thread is a daemon: an idle one
-    must not keep the process from exiting, and a server waits for its requests itself.
-    """
+class _OneThread(ThreadPoolExecutor):
+    """A one-thread executor that knows whether its last job is done (jobs run in order)."""
 
     def __init__(self) -> None:
-        self._jobs: SimpleQueue[tuple[Future[Any], Any, tuple[Any, ...], dict[str, Any]] | None]
-        self._jobs = SimpleQueue()
-        self._thread: threading.Thread | None = None
+        super().__init__(max_workers=1, thread_name_prefix=f"drf-grip-request-{next(_serial)}")
         self.last: Future[Any] | None = None
         self.since = 0.0
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        future: Future[Any] = Future()
+        future = super().submit(fn, *args, **kwargs)
         self.last = future
-        self._jobs.put((future, fn, args, kwargs))
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._work, name=f"drf-grip-request-{next(_serial)}", daemon=True
-            )
-            self._thread.start()
         return future
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            self._run(*job)
-            del job  # no reference to the last request's objects kept while idle
-
-    @staticmethod
-    def _run(future: Future[Any], fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:  # handed to the awaiting request, as an executor does
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
-    def shutdown(self, wait: bool = True, **_: Any) -> None:
-        self._jobs.put(None)
-        if wait and self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
 
     def idle(self) -> bool:
         return self.last is None or self.last.done()
