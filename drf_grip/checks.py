@@ -379,9 +379,7 @@ def check_views_name_a_model(app_configs=None, **kwargs):
             id="drf_grip.W012",
         )
         for view in views
-        if issubclass(view, _RealtimeBase)
-        and view.get_realtime_model is _RealtimeBase.get_realtime_model
-        and view.resolve_realtime_model() is None
+        if issubclass(view, _RealtimeBase) and view.names_no_model()
     ]
 
 

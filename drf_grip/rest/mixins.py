@@ -166,6 +166,16 @@ class _RealtimeBase:
             return cls.realtime_model
         return model_named_by(cls)
 
+    @classmethod
+    def names_no_model(cls) -> bool:
+        """Never live: no model in its class attributes, and ``get_realtime_model()`` not
+        overridden to name one per request (``drf_grip.W012``). Read from the class: a
+        hook may need an authenticated request, which content negotiation comes before."""
+        return (
+            cls.get_realtime_model is _RealtimeBase.get_realtime_model
+            and cls.resolve_realtime_model() is None
+        )
+
     def get_realtime_delivery(self) -> str:
         return self.realtime_delivery or grip_settings.DEFAULT_DELIVERY
 
@@ -316,7 +326,7 @@ class _RealtimeBase:
         if request is not None and (
             request.method != "GET"
             or not self.get_realtime_kind()
-            or self.get_realtime_model() is None
+            or type(self).names_no_model()
             or refuses_event_stream(request.META.get("HTTP_ACCEPT"))
         ):
             return [r for r in renderers if r.media_type != EVENT_STREAM]
