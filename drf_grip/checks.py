@@ -412,11 +412,34 @@ def check_partitions(app_configs=None, **kwargs):
         model = view.resolve_realtime_model()
         if not isinstance(model, type):
             continue  # named at request time (get_realtime_model()), or E004's
+        to_many = None
         try:
             for part in path.split("__"):
-                model = model._meta.get_field(part).related_model if model else None
+                field = model._meta.get_field(part) if model else None
+                if field is not None and (field.many_to_many or field.one_to_many):
+                    to_many = to_many or part
+                model = field.related_model if field is not None else None
         except FieldDoesNotExist:
             model = None
+        if to_many is not None:
+            # An object with several owners along the path has several partitions, and
+            # which it left when a membership changed is known nowhere: such views
+            # published to "auth.User.None", the related manager's text, and a create or
+            # a member added woke nobody (visibility probe).
+            errors.append(
+                checks.Error(
+                    f"{view.__name__}.realtime_partition = {path!r} goes through the "
+                    f"to-many relation {to_many!r}: a partition path follows foreign keys "
+                    "to one user.",
+                    hint="Leave realtime_partition unset (the model's list channel wakes "
+                    "every member's holds), or override the pair get_realtime_partition() "
+                    "and get_instance_partitions(instance) (returning every member's "
+                    "partition) and announce membership changes with publish_changes().",
+                    obj=view,
+                    id="drf_grip.E001",
+                )
+            )
+            continue
         if model is not None and issubclass(model, user_model):
             continue
         errors.append(

@@ -113,6 +113,28 @@ def test_a_partition_path_that_does_not_reach_the_user_is_named(registered_views
     assert ProjectTasks.realtime_partition == "project__owner"
 
 
+def test_a_partition_path_through_a_to_many_relation_is_named(registered_views):
+    """``realtime_partition = "project__members"`` (a many-to-many to the user) passed the
+    check; its objects were published to the partition "auth.User.None", the related
+    manager's text, so a create or a member added woke nobody (visibility probe)."""
+    from django.contrib.auth import get_user_model
+    from rest_framework import serializers
+
+    class UserSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = get_user_model()
+            fields = ["id"]
+
+    class UsersByProjectOwner(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        serializer_class = UserSerializer
+        realtime_model = get_user_model()
+        realtime_partition = "project__owner"  # a user's projects: a reverse foreign key
+
+    found = [m for m in checks.run_checks() if m.id == "drf_grip.E001"]
+    assert [m.obj for m in found] == [UsersByProjectOwner]
+    assert "to-many relation 'project'" in found[0].msg
+
+
 # -- settings a Django developer gets wrong (drf_grip.E002, E003, E004, W007) ----------------
 
 _SETTINGS_IDS = {

@@ -785,3 +785,52 @@ def test_a_deleted_object_renders_its_404_for_subscribers_without_logging_it(sin
     ), items
     logged = [r.getMessage() for r in caplog.records if r.name == "django.request"]
     assert logged == [f"Not Found: {url}"], logged
+
+
+@pytest.fixture
+def tags_affect_their_posts(monkeypatch):
+    """``register(Tag, affects=lambda tag: tag.post_set.all())``, for one test."""
+    from drf_grip.rest import registry
+
+    monkeypatch.setitem(registry._related, Tag, [lambda tag: tag.post_set.all()])
+
+
+@pytest.mark.parametrize("how", ["remove", "clear", "set"])
+def test_the_other_side_of_an_m2m_change_wakes_what_it_affects(
+    sink, tags_affect_their_posts, how
+):
+    """``bob.projects.remove(p1)`` woke nothing ``register(Project, affects=...)`` names,
+    where ``p1.members.remove(bob)`` did (visibility probe): the side a change is made from
+    was followed, the other side's objects only recorded."""
+    post, other = Post.objects.create(title="p"), Post.objects.create(title="q")
+    tag = Tag.objects.create(name="x")
+    post.tags.add(tag)
+    other.tags.add(tag)
+    sink.settle()
+    {"remove": lambda: post.tags.remove(tag), "clear": post.tags.clear,
+     "set": lambda: post.tags.set([])}[how]()
+    assert f"drf.testapp.post.{other.pk}" in sink.channels()
+
+
+@pytest.mark.parametrize("how", ["create", "delete", "queryset delete"])
+def test_a_row_of_a_custom_through_model_wakes_what_its_sides_affect(
+    sink, monkeypatch, how
+):
+    """README: "a row of a custom through model saved or deleted wakes both sides"; what
+    the sides ``affects`` stayed stale (visibility probe: a membership deleted, the
+    member's list of the team's notes unchanged)."""
+    from drf_grip.rest import registry
+
+    post = Post.objects.create(title="p")
+    monkeypatch.setitem(registry._related, Team, [lambda team: [post]])
+    team, member = Team.objects.create(name="t"), Member.objects.create(name="m")
+    if how != "create":
+        Membership.objects.create(team=team, member=member)
+    sink.settle()
+    if how == "create":
+        Membership.objects.create(team=team, member=member)
+    elif how == "delete":
+        Membership.objects.get(team=team, member=member).delete()
+    else:
+        Membership.objects.filter(team=team).delete()
+    assert f"drf.testapp.post.{post.pk}" in sink.channels()

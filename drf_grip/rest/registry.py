@@ -459,6 +459,18 @@ def _on_save(
     # ``raw``: loaddata, which a live site runs too (its clients saw nothing, ORM probe).
     for model, pk, partitions in _expand(sender, instance, raw, created):
         _record(model, [pk], False, using, partitions)
+    if not raw:
+        _record_sides_affects(sender, instance, using)
+
+
+def _record_sides_affects(through: type[models.Model], row: models.Model, using: str) -> None:
+    """A row of a many-to-many table saved or deleted changes both sides (``_expand``), and
+    what each side ``affects``: a membership deleted left its member's list of the team's
+    notes stale (visibility probe, a custom ``through``)."""
+    for side, attname in m2m_sides(through):
+        pk = getattr(row, attname, None)
+        if pk is not None:
+            _record_what_they_affect(side, [pk], using)
 
 
 def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
@@ -470,6 +482,7 @@ def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) 
         # deleted by a signal of its own, or kept (``keep_parents``).
         gone = model is sender or (model._meta.concrete_model is table and pk == instance.pk)
         _record(model, [pk], gone, using, partitions)
+    _record_sides_affects(sender, instance, using)
 
 
 def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
@@ -481,12 +494,43 @@ def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwar
 def _on_m2m(
     sender, instance, action, model, pk_set, using=DEFAULT_DB_ALIAS, reverse=False, **kwargs
 ) -> None:
+    if action == "pre_clear":
+        # Which objects of the other side a clear() unlinks is known only before it.
+        _cleared[(sender, id(instance))] = _linked_pks(sender, instance, model, using)
+        return
     if not action.startswith("post_"):
         return
+    if action == "post_clear":
+        pk_set = _cleared.pop((sender, id(instance)), None)
     for changed_model, pk, partitions in _expand(type(instance), instance):
         _record(changed_model, [pk], False, using, partitions)
-    # The other side of the relation changed too (its partitions are not known here).
+    # The other side of the relation changed too (its partitions are not known here), and
+    # what it affects: ``bob.projects.remove(p1)`` left bob's documents of p1 on show,
+    # where ``p1.members.remove(bob)`` did not (visibility probe).
     _record(model, pk_set if pk_set else None, False, using)
+    if pk_set:
+        _record_what_they_affect(model, list(pk_set), using)
+
+
+#: ``pre_clear``'s reading for its ``post_clear``, by relation and instance.
+_cleared: dict[tuple[type, int], set[Any] | None] = {}
+
+
+def _linked_pks(
+    through: type[models.Model], instance: models.Model, other: type[models.Model], using: str
+) -> set[Any] | None:
+    """Keys of the ``other`` side's objects linked to ``instance`` in ``through``, when
+    what they affect is to be followed; None otherwise, or for a relation of a model to
+    itself, whose two columns this cannot tell apart."""
+    sides = m2m_sides(through)
+    if not _related.get(other) or len({side for side, _ in sides}) < 2:
+        return None
+    own = [a for side, a in sides if isinstance(instance, side)]
+    theirs = [a for side, a in sides if side is other]
+    if len(own) != 1 or len(theirs) != 1:
+        return None
+    rows = through._base_manager.using(using).filter(**{own[0]: instance.pk})
+    return set(rows.values_list(theirs[0], flat=True))
 
 
 def connect_signals() -> None:
@@ -526,15 +570,24 @@ def publish_changes(
     if pks is None:
         _warn_unfollowed(model, "publish_changes")
     _record(model, pks, deleted, using)
-    if pks and not deleted and _related.get(model):
-        # What ``register(..., affects=...)`` says these objects change, as a save would:
-        # comments made by ``bulk_create()`` left their posts stale (app probe). Read here,
-        # on the announcing connection, which sees its own uncommitted rows.
-        for start in range(0, len(pks), 500):  # databases cap a query's parameters
-            rows = model._base_manager.using(using).filter(pk__in=pks[start:start + 500])
-            for instance in rows:
-                for other, pk, partitions in _expand(model, instance)[1:]:
-                    _record(other, [pk], False, using, partitions)
+    if pks and not deleted:
+        # As a save would: comments made by ``bulk_create()`` left their posts stale (app
+        # probe).
+        _record_what_they_affect(model, pks, using)
+
+
+def _record_what_they_affect(model: type[models.Model], pks: list[Any], using: str) -> None:
+    """What ``register(..., affects=...)`` says these existing objects change (and their
+    other relations, as ``_expand`` follows them), read on ``using``, which sees its own
+    uncommitted rows. For objects changed without a save of their own: announced, or the
+    side of a many-to-many whose rows changed."""
+    if not pks or not _related.get(model):
+        return
+    for start in range(0, len(pks), 500):  # databases cap a query's parameters
+        rows = model._base_manager.using(using).filter(pk__in=pks[start:start + 500])
+        for instance in rows:
+            for other, pk, partitions in _expand(model, instance)[1:]:
+                _record(other, [pk], False, using, partitions)
 
 
 _warned_unfollowed: set[tuple[str, type[models.Model]]] = set()
