@@ -176,3 +176,34 @@ def test_conn_max_age_keeps_a_database_connection_under_asgi(monkeypatch) -> Non
     finally:
         connection_created.disconnect(count)
     assert len(opened) == 1
+
+
+@override_settings(MIDDLEWARE=[])
+def test_a_request_thread_that_ends_closes_its_database_connection(monkeypatch) -> None:
+    """A thread that ended with its ``CONN_MAX_AGE`` connection open left it to the garbage
+    collector: "ResourceWarning: unclosed database" under ``python -X dev`` (day-one probe)."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
+    opened: list[object] = []
+
+    def count(sender, connection, **kwargs) -> None:
+        opened.append(connection)
+
+    async def run() -> None:
+        from drf_grip.grip.request_threads import RequestThreads
+
+        app = RequestThreads(ASGIHandler(), idle=0)  # none kept: each thread ends after it
+        for _ in range(3):
+            await _get(app)
+
+    connection_created.connect(count)
+    try:
+        asyncio.run(run())
+    finally:
+        connection_created.disconnect(count)
+    for thread in threading.enumerate():
+        if thread.name.startswith("drf-grip-request"):
+            thread.join(10)
+    assert len(opened) == 3
+    assert all(wrapper.connection is None for wrapper in opened)

@@ -28,6 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import SyncToAsync, ThreadSensitiveContext
+from django.db import connections
 
 __all__ = ["RequestThreads"]
 
@@ -82,6 +83,10 @@ class RequestThreads:
             while self._free and now - self._free[0].since > IDLE_SECONDS:
                 ended.append(self._free.popleft())
         for done in ended:
+            # Its thread's database connections first (Django keeps one per thread, for
+            # CONN_MAX_AGE): a thread that ends with them open leaves them to the garbage
+            # collector, "ResourceWarning: unclosed database" under -X dev (day-one probe).
+            done.submit(connections.close_all)
             done.shutdown(wait=False)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
