@@ -666,7 +666,7 @@ def _overtaken_version(item: dict[str, Any]) -> str | None:
     if found is None:
         return None
     version, channel = found
-    current = read_version(channel)
+    current = rendered_version(channel)
     return None if current is None or current == version else current
 
 
@@ -787,7 +787,7 @@ def _latest_copy(
     latest = state_cache().get(_FRESH_LAST + channel)
     if not (isinstance(latest, tuple) and len(latest) == 3):
         return None
-    return latest if latest[0] == (version or read_version(channel)) else None
+    return latest if latest[0] == rendered_version(channel, version) else None
 
 
 def send_after_answer(
@@ -842,7 +842,7 @@ def _skipped_render(
     as settled. The kept render naming the current version: it is the last, and says whom
     it skipped. Otherwise a publisher is between those steps (or published no gateway
     message): read again once its lock is free."""
-    version = read_version(channel)
+    version = rendered_version(channel)
     if version == answered:
         return None
     latest = _latest_copy(channel, version)
@@ -957,7 +957,35 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         from .publishing import CLOSE
 
         # With the prev-id streams now hold, or Pushpin re-fetches (publishing.CLOSE).
-        publish(channel, CLOSE, id=f"{version}.closed", prev_id=version)
+        publish(channel, CLOSE, id=_closing_version(channel, version), prev_id=version)
+
+
+def _closing_version(channel: str, version: str) -> str:
+    """The id of the item that ends a gone URL's streams, made the channel's version: the
+    proxy takes it as the channel's last id, so the render that brings the URL back must
+    chain onto it. Chained onto the 404's version instead, it waited out Pushpin's 5 s for
+    a missing item (the embedded proxy never delivered it), and a shared gateway
+    subscriber of a page that came back kept its 404 (pagination probe). Unless a later
+    render already moved the version on."""
+    closing = version + _CLOSING
+    with exclusive(channel):
+        if read_version(channel) == version:
+            set_version(channel, closing)
+    return closing
+
+
+#: What the id of the item ending a gone URL's streams adds to the 404's version.
+_CLOSING = ".closed"
+
+
+def rendered_version(channel: str, version: str | None = None) -> str | None:
+    """The channel's version (``version``, if just read) as the render it names: the id of
+    the item that ended a gone URL's streams names the 404 before it, which it neither
+    overtakes nor replaces for fresh subscribers."""
+    current = version if version is not None else read_version(channel)
+    if current is not None and current.endswith(_CLOSING):
+        return current[: -len(_CLOSING)]
+    return current
 
 
 def _pushable(formats: dict[str, Any], url: str, size: int) -> dict[str, Any]:

@@ -521,3 +521,32 @@ def test_an_item_skips_the_connections_it_names(grip_proxy: ProxyUnderTest) -> N
         push("second")
         assert [receive(other)["data"]["text"] for _ in range(2)] == ["first", "second"]
         assert receive(skipped)["data"]["text"] == "second"
+
+
+def test_a_shared_page_that_comes_back_reaches_its_gateway_subscriber(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """A shared page that went 404 and came back: its gateway subscriber got the 404 and
+    then nothing for 10 s on the embedded proxy, 6 s late behind Pushpin (pagination
+    probe). The item ending the page's streams was the proxy's last id while the next
+    render chained onto the 404's."""
+    host = urlsplit(grip_proxy.url).netloc
+    todos = [Todo.objects.create(title=f"t{i}") for i in range(3)]  # two pages of 2
+    path = "/api/shared-todos/?page=2"
+    channel = LiveUrl("http", host, "/api/shared-todos/", "page=2", "application/json").channel
+    with gateway(grip_proxy) as ws:
+        mark = grip_proxy.mark()
+        answer = ask(ws, {"id": 1, "subscribe": path})
+        assert answer["status"] == 200 and len(answer["data"]["results"]) == 1
+        grip_proxy.wait_subscribed(channel, since=mark)
+        todos[1].delete()
+        gone = receive(ws)
+        assert gone["event"] == "change" and gone["status"] == 404, gone
+        Todo.objects.create(title="back")
+        started = time.monotonic()
+        back = receive(ws, timeout=10)
+        elapsed = time.monotonic() - started
+    fresh = Client().get(path, HTTP_HOST=host)
+    assert back["event"] == "change" and back["status"] == 200, back
+    assert fresh.status_code == 200 and back["data"] == fresh.json()
+    assert elapsed < WITHIN, elapsed
