@@ -334,6 +334,7 @@ class Origin:
     def __init__(self, system: str, *, pushpin: bool, db: str, profile_dir: Path | None,
                  name: str, redis_url: str = "") -> None:
         self.name = name
+        self.requests_served = 0
         self.pushpin: PushpinServer | None = None
         self.profiler: subprocess.Popen[bytes] | None = None
         grip_url = ""
@@ -378,7 +379,9 @@ class Origin:
         """The origin's CPU time so far, every thread included, as the process reads it."""
         if self.name == "raw":
             return cpu_ns_from_proc(self.pid)
-        return int((await self.http.get("/_bench/cpu")).text)
+        answer = await self.http.get("/_bench/cpu")
+        self.requests_served = int(answer.headers.get("x-bench-requests", 0))
+        return int(answer.text)
 
     def read_log(self) -> tuple[int, int]:
         """(subscribe lines, retry lines) in Pushpin's handler log so far."""
@@ -623,6 +626,7 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
     channel = f"raw-{count}-{number}-{secrets.token_hex(3)}"
     rss_before = rss_kib(origin.pid)
     cpu0 = await origin.cpu_ns()
+    served0 = origin.requests_served
     watchers, errors = await connect_all(case, origin, count, args.batch, channel)
     # Past the settle of a gateway subscription (0.4 s after its answer,
     # drf_grip.rest.gateway.view.SETTLE_DELAY), which is part of connecting: the change then
@@ -630,6 +634,7 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
     # gateway subscription's first 0.4 s reaches it at its settle (NOTES.rst, issue 9).
     await asyncio.sleep(SETTLED)
     cpu1 = await origin.cpu_ns()
+    served1 = origin.requests_served
     rss_held = rss_kib(origin.pid)
     marker = "m" + secrets.token_hex(6)
     expected = [watchers[0]] if case.partitioned else watchers
@@ -655,6 +660,9 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
         "connect_errors": errors,
         "failures": failures[:5],
         "connect_cpu_ms_per_client": round((cpu1 - cpu0) / 1e6 / count, 3),
+        # Requests the origin served while they connected (the proxy's re-requests and
+        # next-link fetches included; none counted for the raw floor, which has no origin).
+        "connect_requests_per_client": round((served1 - served0) / count, 2),
         "cpu_per_change_ms": round((cpu3 - cpu2) / 1e6, 2),
         "change_wall_ms": round((done_at - sent) * 1000, 1),
     }
@@ -786,7 +794,7 @@ def summarize(case: Case, count: int) -> dict[str, Any]:
     rounds = [r for r in case.rounds if r["n"] == count]
     summary: dict[str, Any] = {"rounds": len(rounds)}
     for key in ("p50_ms", "p99_ms", "cpu_per_change_ms", "connect_cpu_ms_per_client",
-                "kib_per_held"):
+                "connect_requests_per_client", "kib_per_held"):
         value = median_or_none([r.get(key) for r in rounds])
         summary[key] = round(value, 2) if value is not None else None
     summary["delivered"] = f"{sum(r['delivered'] for r in rounds)}/{sum(r['expected'] for r in rounds)}"
@@ -877,12 +885,12 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 def table(results: dict[str, Any], sizes: list[int]) -> str:
     header = ("system", "N", "p50 ms", "p99 ms", "×floor p99", "delivered", "CPU/change ms",
-              "connect CPU ms", "KiB/held")
+              "connect CPU ms", "req/connect", "KiB/held")
     rows = []
     floor = results["cases"].get("raw", {}).get("by_n", {})
     for name, case in results["cases"].items():
         if case["skipped"]:
-            rows.append((case["label"], "–", "skipped", "", "", "", "", "", ""))
+            rows.append((case["label"], "–", "skipped", "", "", "", "", "", "", ""))
             continue
         for n in sizes:
             s = case["by_n"][str(n)]
@@ -892,6 +900,7 @@ def table(results: dict[str, Any], sizes: list[int]) -> str:
                          fmt(ratio, 2), s["delivered"],
                          "–" if name == "raw" else fmt(s["cpu_per_change_ms"]),
                          "–" if name == "raw" else fmt(s["connect_cpu_ms_per_client"], 2),
+                         "–" if name == "raw" else fmt(s.get("connect_requests_per_client"), 2),
                          fmt(s["kib_per_held"])))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 

@@ -152,13 +152,12 @@ def test_a_thread_still_running_an_abandoned_request_is_not_given_to_the_next() 
     assert answer["thread"] != busy
 
 
-@override_settings(MIDDLEWARE=[])
-def test_conn_max_age_keeps_a_database_connection_under_asgi(monkeypatch) -> None:
-    """Django keeps a connection per thread; a thread per request never kept one."""
+def _connections_opened(monkeypatch, app, requests: int = 3) -> list[object]:
+    """The database connections opened while ``app`` answers ``requests`` GETs, each with
+    ``CONN_MAX_AGE`` 60 (each thread's connection is made from this dict: overriding
+    ``DATABASES`` is not supported by ``override_settings``)."""
     from django.db import connections
 
-    # Each thread's connection is made from this dict (overriding DATABASES is not
-    # supported by override_settings).
     monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
     opened: list[object] = []
 
@@ -166,8 +165,7 @@ def test_conn_max_age_keeps_a_database_connection_under_asgi(monkeypatch) -> Non
         opened.append(connection)
 
     async def run() -> None:
-        app = _app(4)
-        for _ in range(3):
+        for _ in range(requests):
             await _get(app)
 
     connection_created.connect(count)
@@ -175,33 +173,23 @@ def test_conn_max_age_keeps_a_database_connection_under_asgi(monkeypatch) -> Non
         asyncio.run(run())
     finally:
         connection_created.disconnect(count)
-    assert len(opened) == 1
+    return opened
+
+
+@override_settings(MIDDLEWARE=[])
+def test_conn_max_age_keeps_a_database_connection_under_asgi(monkeypatch) -> None:
+    """Django keeps a connection per thread; a thread per request never kept one."""
+    assert len(_connections_opened(monkeypatch, _app(4))) == 1
 
 
 @override_settings(MIDDLEWARE=[])
 def test_a_request_thread_that_ends_closes_its_database_connection(monkeypatch) -> None:
     """A thread that ended with its ``CONN_MAX_AGE`` connection open left it to the garbage
     collector: "ResourceWarning: unclosed database" under ``python -X dev`` (day-one probe)."""
-    from django.db import connections
+    from drf_grip.grip.request_threads import RequestThreads
 
-    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
-    opened: list[object] = []
-
-    def count(sender, connection, **kwargs) -> None:
-        opened.append(connection)
-
-    async def run() -> None:
-        from drf_grip.grip.request_threads import RequestThreads
-
-        app = RequestThreads(ASGIHandler(), idle=0)  # none kept: each thread ends after it
-        for _ in range(3):
-            await _get(app)
-
-    connection_created.connect(count)
-    try:
-        asyncio.run(run())
-    finally:
-        connection_created.disconnect(count)
+    # None kept: each thread ends after its request.
+    opened = _connections_opened(monkeypatch, RequestThreads(ASGIHandler(), idle=0))
     for thread in threading.enumerate():
         if thread.name.startswith("drf-grip-request"):
             thread.join(10)

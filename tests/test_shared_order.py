@@ -568,3 +568,26 @@ def test_a_render_that_fails_is_no_deletion_for_streams(
     assert not any(
         item["formats"].get("http-stream", {}).get("action") == "close" for item in published
     )
+
+
+def test_a_url_still_gone_at_the_next_change_is_not_sent_its_404_again(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that went 404 ends its streams with an item whose id is the channel's version
+    (``<404's version>.closed``). A later change that leaves it 404 names the same
+    representation: nothing is sent (its streams are closed, its gateway subscribers hold
+    the 404). Read by its raw id, the version named no ETag and the 404 and the closing item
+    went out again at every change of the model."""
+    gone = (404, b'{"detail": "Not found."}', {"Content-Type": "application/json"}, '"gone"')
+    monkeypatch.setattr(shared, "render_live", lambda recorded: gone)
+    shared.publish_live_url(ENTRY)
+    sent = len(published)
+    assert sent == 2 and published[1]["id"] == published[0]["id"] + ".closed"
+
+    shared.publish_live_url(ENTRY)
+    assert len(published) == sent, published[sent:]
+
+    # The page comes back: its render chains onto the closing item, as the proxy last saw.
+    monkeypatch.setattr(shared, "render_live", lambda recorded: _rendered(b'{"v": 1}', "back"))
+    shared.publish_live_url(ENTRY)
+    assert published[-1]["prev-id"] == published[1]["id"]

@@ -1102,7 +1102,9 @@ def _take_version(
         if sent_after(channel, ticket):
             return None
         previous = read_version(channel)
-        if names_etag(previous, tag) and not _rendered_by_subscribers(channel, previous):
+        if names_etag(rendered_version(channel, previous), tag) and not _rendered_by_subscribers(
+            channel, previous
+        ):
             return None
         version = new_version(tag)
         set_version(channel, version)
