@@ -1427,3 +1427,13 @@ def test_a_renewal_does_not_list_again_a_url_dropped_for_its_host(monkeypatch, s
     monkeypatch.setattr(view, "_relisted", {})
     view._renew_shared(state)
     assert affected_live_urls(Todo, None, set()) == []
+
+
+@pytest.mark.django_db
+def test_a_conditional_write_to_a_list_url_is_a_405_over_the_gateway():
+    """As over HTTP (hostile-input probe: ``{"status": 500, "error": "server error"}``)."""
+    ws = connect()
+    for number, method in enumerate(("PATCH", "PUT", "DELETE"), 1):
+        answer = ask(ws, {"id": number, "method": method, "url": "/api/todos/",
+                          "data": {"title": "x"}, "headers": {"If-Match": "*"}})
+        assert answer["status"] == 405, answer

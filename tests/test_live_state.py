@@ -572,3 +572,45 @@ def test_made_up_query_strings_leave_nothing_that_outlives_their_live_urls(sink)
     registry.wait_idle()
     after = _long_lived(bound)
     assert len(after) <= len(before), sorted(set(after) - set(before))
+
+
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_a_request_answered_with_an_error_leaves_no_live_url(sink, accept):
+    """A long-poll or a stream of a page that does not exist is answered 404 at once and
+    held by nobody, yet its live URL was listed first, and each write rendered it for the
+    listing's lifetime (six minutes): a hundred made-up ``?page=`` values re-rendered a
+    hundred URLs per write (hostile-input probe; clients of the embedded proxy then saw
+    changes 0.7-1.6 s late)."""
+    Todo.objects.create(title="t")
+    client = ProxiedClient()
+    etag = client.get("/api/shared-todos/")["ETag"]
+    for page in ("zz1", "999", "0"):
+        answer = client.get(
+            f"/api/shared-todos/?page={page}", HTTP_IF_NONE_MATCH=etag, HTTP_ACCEPT=accept
+        )
+        assert answer.status_code == 404, answer.content[:200]
+    sink.settle()
+    before = render_stats["renders"]
+    Todo.objects.create(title="t-new")
+    sink.settle()
+    assert render_stats["renders"] - before == 0
+
+
+def test_a_page_that_answers_404_to_one_client_stays_live_for_its_holder(sink):
+    """Only what the erring request listed itself is taken back: a URL that someone else
+    holds stays listed."""
+    todos = Todo.objects.bulk_create([Todo(title=f"t{i}") for i in range(3)])
+    client = ProxiedClient()
+    url = "/api/shared-todos/?page=2&page_size=2"
+    watch(url)
+    Todo.objects.filter(pk__in=[t.pk for t in todos[:2]]).delete()  # page 2 is gone...
+    sink.settle()
+    assert client.get(url, HTTP_IF_NONE_MATCH='"x"').status_code == 404
+    before = render_stats["renders"]
+    from django.db import transaction
+
+    with transaction.atomic():  # ...and back
+        for i in range(2):
+            Todo.objects.create(title=f"n{i}")
+    items = url_items(sink.settle())
+    assert render_stats["renders"] - before == 1 and len(items) == 1

@@ -241,6 +241,20 @@ def test_a_conditional_write_to_a_malformed_id_is_a_404(todos, method, header, l
     assert sorted(Todo.objects.values_list("title", flat=True)) == sorted(t.title for t in todos)
 
 
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+@pytest.mark.parametrize("header", ["HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH"])
+def test_a_conditional_write_to_a_list_url_is_a_405(todos, method, header):
+    """A list URL routes no PATCH, PUT or DELETE: DRF answers 405. With ``If-Match`` or
+    ``If-None-Match`` the precondition looked for the object's ETag first, and DRF's
+    ``get_object()`` asserted on the missing lookup: a 500 (hostile-input probe)."""
+    data = {"title": "new", "done": True}
+    plain = getattr(APIClient(), method)("/api/todos/", data, format="json")
+    for value in ('"x"', "*"):
+        resp = getattr(APIClient(), method)("/api/todos/", data, format="json", **{header: value})
+        assert resp.status_code == plain.status_code == 405, (value, resp.content[:200])
+    assert sorted(Todo.objects.values_list("title", flat=True)) == sorted(t.title for t in todos)
+
+
 def test_a_write_with_a_validator_answers_the_etag_for_the_next_one(todos):
     url = _detail(todos[0])
     client = APIClient()
@@ -1584,3 +1598,15 @@ def test_a_change_that_leaves_a_live_url_as_it_is_is_not_pushed_after_a_subscrib
         Todo.objects.create(title="closed", done=True)  # not in this list
         items = sink.settle()
     assert [i for i in items if i["channel"] == channel] == []
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch"])
+def test_a_body_nested_too_deeply_is_a_400(todos, method):
+    """DRF's JSON parser raised ``RecursionError`` on 100,000 nested ``[`` (a 500 with a
+    traceback per request, hostile-input probe); nothing is written."""
+    url = "/api/todos/" if method == "post" else _detail(todos[0])
+    body = "[" * 100_000 + "]" * 100_000
+    resp = getattr(APIClient(), method)(url, body, content_type="application/json")
+    assert resp.status_code == 400, resp.content[:200]
+    assert "deep" in resp.json()["detail"]
+    assert sorted(Todo.objects.values_list("title", flat=True)) == sorted(t.title for t in todos)

@@ -17,6 +17,7 @@ from .websocket_context import WebSocketContext
 __all__ = [
     "EndOfBatch",
     "InvalidMessage",
+    "TOO_DEEP",
     "WebSocket",
     "attach",
     "decode_json",
@@ -161,7 +162,7 @@ def _finite(text: str) -> float:
 #: that differs by version (RecursionError on 3.11 and 3.12 for 5,000; 3.13 parses it, CI):
 #: one bound, the same answer everywhere.
 MAX_JSON_DEPTH = 500
-_TOO_DEEP = "invalid JSON: nested too deeply"
+TOO_DEEP = "invalid JSON: nested too deeply"
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKET = re.compile(rb"[\[\]{}]")
@@ -187,7 +188,7 @@ def decode_json(message: str | bytes) -> Any:
     as text no browser parses) and raised ``RecursionError`` for an array nested a few
     thousand deep, which ended the connection with a 500 (seeds probe)."""
     if _nested_deeper_than(message, MAX_JSON_DEPTH):
-        raise InvalidMessage(_TOO_DEEP)
+        raise InvalidMessage(TOO_DEEP)
     try:
         return json.loads(message, parse_constant=_not_json, parse_float=_finite)
     except UnicodeDecodeError:
@@ -195,7 +196,7 @@ def decode_json(message: str | bytes) -> Any:
     except json.JSONDecodeError as exc:
         raise InvalidMessage(f"invalid JSON: {exc.msg} at position {exc.pos}") from None
     except RecursionError:  # a parser that recurses less deeply than the bound allows
-        raise InvalidMessage(_TOO_DEEP) from None
+        raise InvalidMessage(TOO_DEEP) from None
     except ValueError as exc:
         raise InvalidMessage(f"invalid JSON: {exc}") from None
 

@@ -36,7 +36,7 @@ from ..protocol import MIN_HOLD_TIMEOUT, Channel
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, make_etag, tags_weakened
-from .preconditions import guards_write, lookup_of, model_named_by, row_lock
+from .preconditions import guards_write, lookup_of, model_named_by, row_lock, writes_one_object
 from .render import CREDENTIALS_CHECK, subscriber_headers_size
 from .sse import (
     EVENT_STREAM,
@@ -47,7 +47,7 @@ from .sse import (
     refuses_event_stream,
     weighs_event_stream,
 )
-from .store import KEPT, cache_failed
+from .store import ADDED, KEPT, cache_failed
 from .versions import (
     counters_and_hold_versions,
     ensure_versions,
@@ -311,6 +311,11 @@ class _RealtimeBase:
     def get_etag(self, content: bytes) -> str:
         return make_etag(content)
 
+    def get_parsers(self):
+        from .parsers import bounded
+
+        return bounded(super().get_parsers())
+
     def get_renderers(self):
         renderers = super().get_renderers()
         # A stream is the answer to a GET only: a write or OPTIONS asking for one gets DRF's
@@ -422,7 +427,7 @@ class _RealtimeBase:
                 context.revoked = True
         if context is not None and context.role == CREDENTIALS_CHECK:
             raise _Checked
-        if guards_write(request):
+        if guards_write(request) and writes_one_object(self, request):
             self.check_preconditions(request)
         if not self._realtime_kind:
             return
@@ -463,7 +468,7 @@ class _RealtimeBase:
                 # committed from here on renders this URL.
                 from .shared import list_live_url
 
-                listed = list_live_url(request, self, self._live_url())
+                listed = self._realtime_listed = list_live_url(request, self, self._live_url())
                 if listed is None:
                     policy = self._overflow_policy(policy, model)
             # Versions are read BEFORE computing the representation: a commit in between
@@ -851,6 +856,14 @@ class _RealtimeBase:
         context = context_of(request)
         if policy is None or not isinstance(response, Response):
             return response
+        if (
+            context is None
+            and response.status_code not in (200, 304)
+            and getattr(self, "_realtime_listed", None) == ADDED
+        ):
+            from .shared import unlist_live_url
+
+            unlist_live_url(self, self._live_url())
         current = getattr(self, "_current_etag", None)
         if current is not None:
             return self.longpoll_response(request, response, policy, current)

@@ -26,8 +26,9 @@ from typing import Any
 from django.core.exceptions import FieldError, ValidationError
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import F
+from rest_framework.generics import GenericAPIView
 
-__all__ = ["row_lock", "guards_write", "lookup_of", "model_named_by"]
+__all__ = ["row_lock", "guards_write", "lookup_of", "model_named_by", "writes_one_object"]
 
 _WRITES = frozenset({"PUT", "PATCH", "DELETE"})
 
@@ -46,6 +47,30 @@ def guards_write(request: Any) -> bool:
     return request.method in _WRITES and bool(
         meta.get("HTTP_IF_MATCH") or meta.get("HTTP_IF_NONE_MATCH")
     )
+
+
+def writes_one_object(view: Any, request: Any) -> bool:
+    """Whether ``view`` handles this write and its URL names the object it changes, whose
+    detail ETag a precondition compares: a lookup in the URL, or a ``get_object()`` of the
+    view's own (``/api/me/``). A PATCH of a list URL is DRF's 405 with or without the header
+    (its precondition asked ``get_object()``, which asserted: a 500, hostile-input probe),
+    and a list-level action names no one object."""
+    method = request.method.lower()
+    if method not in view.http_method_names or getattr(view, method, None) is None:
+        return False
+    definer = next(
+        (
+            klass
+            for klass in type(view).__mro__
+            if "get_object" in vars(klass) and klass.__module__ != "drf_grip.rest.mixins"
+        ),
+        None,
+    )
+    if definer is None:
+        return False  # a plain APIView or ViewSet: no object to look up
+    if definer is not GenericAPIView:
+        return True
+    return lookup_of(view)[1] in view.kwargs
 
 
 def model_named_by(view_class: type) -> type[models.Model] | None:

@@ -269,6 +269,17 @@ def list_live_url(request: Any, view: Any, url: LiveUrl) -> str | None:
     return relist(listing)
 
 
+def unlist_live_url(view: Any, url: LiveUrl) -> None:
+    """Take back the listing :func:`list_live_url` just added (``store.ADDED``) for a
+    request answered with an error, which nobody holds: a made-up ``?page=zz1`` listed with
+    its 404 was rendered at every change for the listing's lifetime (hostile-input probe).
+    A listing this request found (``KEPT``) is someone else's hold."""
+    model = view.get_realtime_model()
+    for table in _tables(model._meta.label_lower, _detail_pk(view, model)):
+        table.remove(url.key)
+        _recent.get(table.name, {}).pop(url.key, None)
+
+
 def relist(listing: dict[str, Any]) -> str | None:
     """List a live URL again, as :func:`list_live_url` listed it (``listing``): by the
     gateway, whose shared subscriptions hold for hours on one subscribe while nothing else

@@ -165,6 +165,26 @@ def test_ctrl_c_answers_held_clients_before_runserver_exits(reload: bool, pool: 
     assert "Traceback" not in server.output
 
 
+def test_runserver_logs_no_query_values_of_websocket_handshakes():
+    """``runserver -v 2`` logs each request with its query parameter names only (a query may
+    carry ``?token=``); uvicorn's own line for a WebSocket handshake showed the whole query
+    (hostile-input probe: ``"WebSocket /api/ws/?token=QSECRET11" [accepted]``)."""
+    port = free_port()
+    args = ["-m", "django", "runserver", "--skip-checks", "--noreload", "-v", "2",
+            f"127.0.0.1:{port}"]
+    with Runserver(args, {"DJANGO_SETTINGS_MODULE": "tests.settings"}) as server:
+        server.wait_started()
+        with connect(f"ws://127.0.0.1:{port}/seed/echo/?token=QSECRET11", open_timeout=30) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=30)
+        httpx.get(f"http://127.0.0.1:{port}/api/todos/?token=QSECRET12", timeout=30)
+        wait_until(lambda: "/seed/echo/?token=*" in server.output, "the handshake's log line")
+        wait_until(lambda: "/api/todos/?token=*" in server.output, "the GET's log line")
+        server.ctrl_c()
+        server.wait()
+    assert "QSECRET" not in server.output, server.output
+
+
 def test_plain_uvicorn_sigterm_answers_held_clients_without_a_500(pool: ThreadPoolExecutor):
     """docs/deploying.rst's one-process command, ``uvicorn ... --timeout-graceful-shutdown 5``,
     then SIGTERM (a deploy, a container stop) while clients are held. uvicorn waits for open

@@ -37,17 +37,32 @@ _FORCE_AFTER = 1.0
 
 class RedactedAccessLog(logging.Filter):
     """uvicorn's access log without query values or token-like path segments: a query may
-    carry ``?access_token=``, a next link's path a signed token."""
+    carry ``?access_token=``, a next link's path a signed token. Also on ``uvicorn.error``,
+    where uvicorn logs each WebSocket handshake with its whole target (hostile-input probe:
+    ``"WebSocket /api/ws/?token=..." [accepted]``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from drf_grip.proxy.headers import loggable_target
-
         args = record.args
-        # uvicorn logs '%s - "%s %s HTTP/%s" %d' with (client, method, target, version, status).
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
-            path, _, query = args[2].partition("?")
-            record.args = (args[0], args[1], loggable_target(path, query), *args[3:])
+        if not isinstance(args, tuple):
+            return True
+        # uvicorn logs '%s - "%s %s HTTP/%s" %d' with (client, method, target, version,
+        # status), and '%s - "WebSocket %s" ...' with (client, target[, status]).
+        if len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], _loggable(args[2]), *args[3:])
+        elif (
+            str(record.msg).startswith('%s - "WebSocket %s"')
+            and len(args) >= 2
+            and isinstance(args[1], str)
+        ):
+            record.args = (args[0], _loggable(args[1]), *args[2:])
         return True
+
+
+def _loggable(target: str) -> str:
+    from drf_grip.proxy.headers import loggable_target
+
+    path, _, query = target.partition("?")
+    return loggable_target(path, query)
 
 
 class _StopRequest:
@@ -277,9 +292,10 @@ class Command(RunserverCommand):
             timeout_keep_alive=300,
         )
         if config.access_log:
-            access = logging.getLogger("uvicorn.access")
-            if not any(isinstance(f, RedactedAccessLog) for f in access.filters):
-                access.addFilter(RedactedAccessLog())
+            for name in ("uvicorn.access", "uvicorn.error"):
+                logger = logging.getLogger(name)
+                if not any(isinstance(f, RedactedAccessLog) for f in logger.filters):
+                    logger.addFilter(RedactedAccessLog())
         server = self._server = Server(config, on_started=announce)
         try:
             # uvicorn logs a failed bind and exits with 3, the code that tells Django's
