@@ -26,11 +26,11 @@ from typing import Any
 from django.core.exceptions import FieldError, ValidationError
 from django.db import DatabaseError, connections, models, router, transaction
 from django.db.models import F
-from rest_framework.generics import GenericAPIView
 
 __all__ = ["row_lock", "guards_write", "lookup_of", "model_named_by", "writes_one_object"]
 
 _WRITES = frozenset({"PUT", "PATCH", "DELETE"})
+_MIXINS = __name__.rpartition(".")[0] + ".mixins"
 
 
 def lookup_of(view: Any) -> tuple[str, str]:
@@ -55,14 +55,17 @@ def writes_one_object(view: Any, request: Any) -> bool:
     view's own (``/api/me/``). A PATCH of a list URL is DRF's 405 with or without the header
     (its precondition asked ``get_object()``, which asserted: a 500, hostile-input probe),
     and a list-level action names no one object."""
+    from rest_framework.generics import GenericAPIView
+
     method = request.method.lower()
     if method not in view.http_method_names or getattr(view, method, None) is None:
         return False
+    # The realtime mixins' own get_object() only notes the object's pk (rest/mixins.py).
     definer = next(
         (
             klass
             for klass in type(view).__mro__
-            if "get_object" in vars(klass) and klass.__module__ != "drf_grip.rest.mixins"
+            if "get_object" in vars(klass) and klass.__module__ != _MIXINS
         ),
         None,
     )
