@@ -509,7 +509,7 @@ def capture_published(*, send: bool = False) -> Iterator[Outbox]:
     proxy in this process gets it either way). Changes publish after commit and off the
     request thread: call :func:`wait_published` before looking."""
     outbox = Outbox()
-    register_local_sink(outbox, exclusive=not send)
+    register_local_sink(outbox, exclusive=not send, observes=send)
     try:
         yield outbox
     finally:

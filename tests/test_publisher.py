@@ -637,6 +637,29 @@ def test_local_sink_replaces_the_network_hop(
     assert server.requests == []
 
 
+@pytest.mark.django_db(transaction=True)
+def test_capture_published_with_send_still_sends_to_the_embedded_url(
+    settings: Any, server: PublishServer, publisher: Publisher
+) -> None:
+    """``capture_published(send=True)`` "also sends as usual": in a process with no proxy
+    of its own (a shell, a worker beside ``runserver``) that is ``EMBEDDED_URL``. The
+    outbox, a sink of this process, was taken for an embedded proxy running here, and
+    nothing went out (publishing probe: watchers never woke)."""
+    from drf_grip.test import capture_published, wait_published
+    from tests.testapp.models import Todo
+
+    settings.DRF_GRIP = {"EMBEDDED_URL": server.url}
+    with capture_published(send=True) as outbox:
+        publish("todos", stream("x"), id="1")
+        Todo.objects.create(title="sent")
+        wait_published(WAIT)
+    assert publisher.flush(WAIT)
+    # What the change published depends on what earlier tests subscribed (a live URL, the
+    # model's channel): whatever it was, it went out as it was captured.
+    assert sorted(server.channels) == sorted(outbox.channels)
+    assert "todos" in server.channels and len(server.channels) > 1
+
+
 def test_local_sink_beside_an_endpoint_and_a_failing_sink(grip: Any, server: PublishServer) -> None:
     good, bad = RecordingSink(), RecordingSink()
     bad.fail = True

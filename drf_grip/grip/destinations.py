@@ -18,18 +18,27 @@ _local_sinks: list[LocalSink] = []
 # Sinks registered with ``exclusive=True`` (the test kit's outbox): while one is, nothing
 # goes over the network, whatever the settings name.
 _exclusive: list[LocalSink] = []
+# Sinks registered with ``observes=True`` (the test kit's outbox with ``send=True``): they
+# see every item but deliver none, so they do not stand for an embedded proxy in this
+# process, and the items still go where they would without them.
+_observers: list[LocalSink] = []
 _sinks_lock = threading.Lock()
 _warned_unconfigured = False
 
 
-def register_local_sink(sink: LocalSink, *, exclusive: bool = False) -> None:
+def register_local_sink(
+    sink: LocalSink, *, exclusive: bool = False, observes: bool = False
+) -> None:
     """Also deliver every item to ``sink`` (the embedded proxy running in this process);
-    ``exclusive``: and, while it is registered, to no endpoint outside the process."""
+    ``exclusive``: and, while it is registered, to no endpoint outside the process;
+    ``observes``: ``sink`` only looks (no proxy runs here because of it)."""
     with _sinks_lock:
         if not any(s is sink for s in _local_sinks):
             _local_sinks.append(sink)
         if exclusive and not any(s is sink for s in _exclusive):
             _exclusive.append(sink)
+        if observes and not any(s is sink for s in _observers):
+            _observers.append(sink)
 
 
 def unregister_local_sink(sink: LocalSink) -> None:
@@ -37,6 +46,7 @@ def unregister_local_sink(sink: LocalSink) -> None:
     with _sinks_lock:
         _local_sinks[:] = [s for s in _local_sinks if s is not sink]
         _exclusive[:] = [s for s in _exclusive if s is not sink]
+        _observers[:] = [s for s in _observers if s is not sink]
 
 
 def targets() -> list[Target]:
@@ -46,8 +56,9 @@ def targets() -> list[Target]:
         sinks = list(_local_sinks)
         if _exclusive:
             return [SinkTarget(s) for s in sinks]
+        proxies = [s for s in sinks if not any(s is o for o in _observers)]
     endpoints = list(grip_settings.publish_endpoints)
-    if not endpoints and not sinks:
+    if not endpoints and not proxies:
         url = embedded_publish_uri()
         endpoints = [GripEndpoint(control_uri=url, key=embedded_key())]
         if not _warned_unconfigured:
