@@ -3,8 +3,8 @@
 Python's JSON parser recurses once per level of nesting and raises ``RecursionError`` past
 the interpreter's limit (about a thousand levels on 3.11 and 3.12), which DRF's
 ``JSONParser`` lets through as a 500 with a traceback per request (hostile-input probe:
-100,000 nested ``[``). It is the client's bad input: a ``ParseError`` (400), with the
-message the gateway gives the same message (``grip.websocket_request.decode_json``).
+100,000 nested ``[``). It is the client's bad input: a ``ParseError`` (400), worded as
+the gateway words it for a message (``grip.websocket_request.decode_json``).
 """
 
 from __future__ import annotations
