@@ -591,3 +591,37 @@ def test_a_url_still_gone_at_the_next_change_is_not_sent_its_404_again(
     monkeypatch.setattr(shared, "render_live", lambda recorded: _rendered(b'{"v": 1}', "back"))
     shared.publish_live_url(ENTRY)
     assert published[-1]["prev-id"] == published[1]["id"]
+
+
+def test_the_render_after_one_a_proxy_never_got_goes_without_a_prev_id(
+    monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """A render given up for a proxy (the process's proxy URL wrong, the proxy down past the
+    retries) still moved the channel's version in the shared cache, so the next render
+    named its id as prev-id: Pushpin held that render 5 s in its sequencer, and the
+    embedded proxy gave it to no WebSocket (publishing probe: shared gateway subscribers
+    stayed on the old representation until the change after the next). It goes without a
+    prev-id, and every proxy delivers it at once."""
+    from drf_grip.grip.publisher import get_publisher
+    from drf_grip.testing import free_port
+    from tests.drf_helpers import RecordingSink
+
+    cache.clear()
+    bodies = iter([_rendered(b'{"v": 1}', "one"), _rendered(b'{"v": 2}', "two")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+    settings.GRIP_URL = f"http://127.0.0.1:{free_port()}/"  # nothing listens: given up
+    settings.DRF_GRIP = {"PUBLISH_RETRIES": 1, "PUBLISH_BACKOFF": 0.001,
+                         "PUBLISH_BACKOFF_MAX": 0.005}
+    failed = get_publisher().stats.failed
+    shared.publish_live_url(ENTRY)
+    get_publisher().flush(10)
+    assert get_publisher().stats.failed > failed
+    lost = read_version(ENTRY["channel"])
+    assert lost.startswith("one.")
+
+    settings.GRIP_URL = None
+    with RecordingSink() as sink:
+        shared.publish_live_url(ENTRY)
+        [item] = [i for i in sink.settle() if i["channel"] == ENTRY["channel"]]
+    assert item["id"].startswith("two.") and "prev-id" not in item, item
+    cache.clear()

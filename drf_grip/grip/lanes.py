@@ -175,6 +175,7 @@ class Publisher:
         targets = destinations.targets()
         limit = max(1, int(grip_settings.PUBLISH_QUEUE_SIZE))
         dropped: list[tuple[str, list[str]]] = []
+        given_up: list[RawItem] = []
         now: list[tuple[Target, list[RawItem]]] = []
         with self._lock:
             for target in targets:
@@ -185,6 +186,7 @@ class Publisher:
                 for item in items:
                     if len(lane.items) >= limit:
                         lost.append(str(item.get("channel")))
+                        given_up.append(item)
                     else:
                         lane.items.append(item)
                         lane.accepted += 1
@@ -203,7 +205,10 @@ class Publisher:
         for target, pending in now:
             # Sent from a thread the exit waits for (its main thread, Python 3.12+): within
             # the exit's one deadline, not PUBLISH_RETRIES of network timeouts.
-            target.deliver(pending, self._count, StopAt(_sending_deadline()))  # logs failures
+            if not target.deliver(pending, self._count, StopAt(_sending_deadline())):
+                given_up.extend(pending)  # its failures are logged
+        if given_up and hooks.dropped_hooks:
+            hooks.notify_dropped(given_up)
         for name, lost in dropped:
             logger.warning(
                 "publish queue for %s is full (PUBLISH_QUEUE_SIZE=%d): dropped %d item%s for %s",
@@ -261,13 +266,17 @@ class Publisher:
             self._lanes.clear()
             self._stop = threading.Event()
             lost: list[str] = []
+            given_up: list[RawItem] = []
             for lane in lanes:
                 lost.extend(channels_of(lane.items))
+                given_up.extend(lane.items)
                 lane.finished += len(lane.items)  # given up: a concurrent flush() may return
                 lane.items.clear()
                 lane.wake.notify_all()
             self._counts["dropped"] += len(lost)
             self._progress.notify_all()
+        if given_up and hooks.dropped_hooks:
+            hooks.notify_dropped(given_up)
         if lost:
             logger.warning(
                 "publisher closed with %d item%s not delivered, for %s",
@@ -359,6 +368,8 @@ class Publisher:
                     if hooks.delivered_hooks:
                         confirmed = [item for item in batch if all(item is not r for r in requeue)]
                         hooks.notify_delivered(confirmed)
+                elif batch and hooks.dropped_hooks:
+                    hooks.notify_dropped([i for i in batch if all(i is not r for r in requeue)])
             except Exception:  # a bug must not kill the lane and strand its queue
                 self._count(failed=len(batch))
                 logger.exception(

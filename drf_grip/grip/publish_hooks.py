@@ -11,11 +11,14 @@ from ..protocol.items import RawItem
 __all__ = [
     "as_sent",
     "delivered_hooks",
+    "dropped_hooks",
     "is_outdated",
     "item_rewrites",
     "notify_delivered",
+    "notify_dropped",
     "outdated_checks",
     "register_delivered_hook",
+    "register_dropped_hook",
     "register_item_rewrite",
     "register_outdated_check",
 ]
@@ -82,11 +85,31 @@ def register_delivered_hook(hook: Callable[[list[RawItem]], None]) -> None:
 
 
 def notify_delivered(items: list[RawItem]) -> None:
-    for hook in list(delivered_hooks):
+    _call(delivered_hooks, items, "delivered")
+
+
+def _call(hooks: list[Callable[[list[RawItem]], None]], items: list[RawItem], kind: str) -> None:
+    for hook in list(hooks):
         try:
             hook(items)
         except Exception:  # noqa: BLE001 - a hook must not stop delivery
-            logger.exception("publish: a delivered hook failed")
+            logger.exception("publish: a %s hook failed", kind)
+
+
+#: Called with the items given up for a destination (``register_dropped_hook``).
+dropped_hooks: list[Callable[[list[RawItem]], None]] = []
+
+
+def register_dropped_hook(hook: Callable[[list[RawItem]], None]) -> None:
+    """``hook(items)`` after ``items`` were given up for one destination (its retries spent,
+    its queue full, or still queued when the process exited): a proxy that never got an
+    item's id cannot take a later item whose ``prev-id`` names it."""
+    if hook not in dropped_hooks:
+        dropped_hooks.append(hook)
+
+
+def notify_dropped(items: list[RawItem]) -> None:
+    _call(dropped_hooks, items, "dropped")
 
 
 def is_outdated(item: RawItem) -> bool:

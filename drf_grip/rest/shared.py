@@ -32,7 +32,11 @@ from rest_framework.versioning import QueryParameterVersioning
 
 from ..conf import grip_settings
 from ..grip.items import channel_name
-from ..grip.publish_hooks import register_delivered_hook, register_item_rewrite
+from ..grip.publish_hooks import (
+    register_delivered_hook,
+    register_dropped_hook,
+    register_item_rewrite,
+)
 from ..grip.publisher import publish
 from ..protocol.constants import MAX_PUBLISH_BODY
 from . import channels as names
@@ -407,6 +411,24 @@ def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
 
 #: A version named by a WebSocket subscriber, which no proxy has seen (``first_version``).
 _UNSEEN = "drf_grip:unseen-version:"
+
+
+def forget_dropped(items: list[dict[str, Any]]) -> None:
+    """Items of live URLs given up for a proxy (``publish_hooks.register_dropped_hook``): the
+    versions they carried are unseen there, as a WebSocket subscriber's first version is.
+    The next render chained onto one of them with it as its prev-id, which that proxy never
+    had: Pushpin held the render 5 s in its sequencer, and the embedded proxy never gave it
+    to a WebSocket (publishing probe: a process whose proxy URL was wrong moved the
+    channel's version in the shared cache, and the shared gateway subscribers stayed on
+    the old representation until the change after the next). Sent without a prev-id, the
+    next render reaches every subscriber at once."""
+    marks = {
+        _UNSEEN + channel_name(item) + ":" + str(item["id"]): 1
+        for item in items
+        if item.get("id") is not None and channel_name(item).startswith(_URL_CHANNELS)
+    }
+    if marks:
+        state_cache().set_many(marks, live_timeout())
 
 
 def _seen_by_proxies(channel: str, version: str | None) -> str | None:
@@ -893,6 +915,7 @@ def repair_copies(items: list[dict[str, Any]]) -> None:
 
 def publish_live_url(entry: dict[str, Any]) -> None:
     register_item_rewrite(live_item_as_sent)
+    register_dropped_hook(forget_dropped)
     recorded = RecordedRequest.from_dict(entry["req"])
     channel, url = entry["channel"], entry["url"]
     # Several processes render one live URL; an older render published after a newer one
