@@ -364,12 +364,12 @@ class Publisher:
 
             requeue: list[RawItem] = []
             try:
-                if batch and lane.target.deliver(batch, self._count, stop, superseded, requeue):
-                    if hooks.delivered_hooks:
-                        confirmed = [item for item in batch if all(item is not r for r in requeue)]
-                        hooks.notify_delivered(confirmed)
-                elif batch and hooks.dropped_hooks:
-                    hooks.notify_dropped([i for i in batch if all(i is not r for r in requeue)])
+                if batch:
+                    arrived = lane.target.deliver(batch, self._count, stop, superseded, requeue)
+                    if hooks.delivered_hooks or hooks.dropped_hooks:
+                        # Items requeued are neither: they go again with their channels' latest.
+                        settled = [item for item in batch if all(item is not r for r in requeue)]
+                        (hooks.notify_delivered if arrived else hooks.notify_dropped)(settled)
             except Exception:  # a bug must not kill the lane and strand its queue
                 self._count(failed=len(batch))
                 logger.exception(

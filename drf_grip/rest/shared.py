@@ -397,7 +397,7 @@ def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
     version = new_version(tag)
     if unseen:
         # Before the version can be read: the publisher that reads it finds this too.
-        state_cache().set(_UNSEEN + channel + ":" + version, 1, live_timeout())
+        state_cache().set(_unseen_key(channel, version), 1, live_timeout())
     if add_version(channel, version):
         return version
     current = read_version(channel)
@@ -409,8 +409,13 @@ def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
     return version
 
 
-#: A version named by a WebSocket subscriber, which no proxy has seen (``first_version``).
+#: A version named by a WebSocket subscriber, which no proxy has seen (``first_version``),
+#: or carried by an item given up for a proxy (``forget_dropped``).
 _UNSEEN = "drf_grip:unseen-version:"
+
+
+def _unseen_key(channel: str, version: str) -> str:
+    return f"{_UNSEEN}{channel}:{version}"
 
 
 def forget_dropped(items: list[dict[str, Any]]) -> None:
@@ -423,7 +428,7 @@ def forget_dropped(items: list[dict[str, Any]]) -> None:
     the old representation until the change after the next). Sent without a prev-id, the
     next render reaches every subscriber at once."""
     marks = {
-        _UNSEEN + channel_name(item) + ":" + str(item["id"]): 1
+        _unseen_key(channel_name(item), str(item["id"])): 1
         for item in items
         if item.get("id") is not None and channel_name(item).startswith(_URL_CHANNELS)
     }
@@ -433,7 +438,7 @@ def forget_dropped(items: list[dict[str, Any]]) -> None:
 
 def _seen_by_proxies(channel: str, version: str | None) -> str | None:
     """``version``, or None if a WebSocket subscriber named it (``first_version``)."""
-    if version is None or state_cache().get(_UNSEEN + channel + ":" + version) is not None:
+    if version is None or state_cache().get(_unseen_key(channel, version)) is not None:
         return None
     return version
 
