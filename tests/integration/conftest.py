@@ -64,8 +64,6 @@ def deployment(django_db_setup: None, redis_server: RedisServer) -> Iterator[Dep
         pushpin_missing()
     from django.db import connection
 
-    from tests.integration.pushpin_holds import ready_for_holds
-
     # The workers must know both Pushpins (where to publish, whose Grip-Sig to trust)
     # before the Pushpins know the workers' port: fix the Pushpins' ports and keys first.
     pushpins = [
@@ -92,7 +90,6 @@ def deployment(django_db_setup: None, redis_server: RedisServer) -> Iterator[Dep
             for pushpin in pushpins:
                 pushpin.origin_port = workers.port
                 started.append(pushpin.start())
-                ready_for_holds(pushpin)
             yield Deployment(redis_server, workers, pushpins, env)
         finally:
             for pushpin in started:

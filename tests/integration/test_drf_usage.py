@@ -302,12 +302,9 @@ def rooted_proxy(
     from drf_grip.testing import OriginServer, PushpinServer
     from drf_grip.testing.proxies import EmbeddedProxyServer
 
-    from .pushpin_holds import ready_for_holds
-
     if request.param == "pushpin":
         with OriginServer(get_asgi_application(), root_path="/api-prefix") as origin:
             with PushpinServer(origin.port) as server:
-                ready_for_holds(server)
                 with override_settings(GRIP_URL=server.grip_url):
                     yield server
     else:

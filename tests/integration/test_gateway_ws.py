@@ -25,7 +25,6 @@ from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, pushpin_
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import Note, Todo
 
-from .pushpin_holds import ready_for_holds
 from .slow_answers import SlowAnswers
 from .test_realtime import hold
 
@@ -469,7 +468,6 @@ def test_a_change_published_before_pushpin_applied_a_subscription_reaches_it(
     if find_pushpin() is None:
         pushpin_missing()
     with SlowAnswers(origin_server.port) as relay, PushpinServer(relay.port) as server:
-        ready_for_holds(server)
         word, url, channel = _searched_todos(server)
         with override_settings(GRIP_URL=server.grip_url), gateway(server) as witness, \
                 gateway(server) as ws:

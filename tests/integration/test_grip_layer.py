@@ -29,8 +29,6 @@ from drf_grip import publish, set_hold_stream
 from drf_grip.grip.publisher import get_publisher
 from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, free_port, pushpin_missing
 
-from .pushpin_holds import ready_for_holds
-
 # Data with backslashes, quotes and a newline: django-grip's cstring encoding tripled the
 # backslashes, so the client read different bytes than the view set.
 KEEP_ALIVE = 'ka \\n \\\\ "q"\n'
@@ -58,13 +56,7 @@ def second_pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
     if find_pushpin() is None:
         pushpin_missing()
     with PushpinServer(origin_server.port) as server:
-        ready_for_holds(server)
         yield server
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _pushpin_ready_for_holds(pushpin: PushpinServer) -> None:
-    ready_for_holds(pushpin)
 
 
 @pytest.fixture
@@ -249,7 +241,6 @@ def test_publish_while_pushpin_is_down_is_logged_and_delivered_when_it_is_back(
     # Fixed ports: restarted, it is where the publisher and the client expect it.
     server = PushpinServer(origin_server.port, http_port=free_port(), publish_port=free_port())
     server.start()
-    ready_for_holds(server)
     channel = new_channel()
     gate = _RetryGate(channel)
     publish_logger = logging.getLogger("drf_grip.publish")
@@ -269,7 +260,6 @@ def test_publish_while_pushpin_is_down_is_logged_and_delivered_when_it_is_back(
 
             assert gate.reached.wait(10), "the failed publish was not logged"
             server.start()
-            ready_for_holds(server)
             held = hold(background, server, channel)
             gate.opened.set()
 

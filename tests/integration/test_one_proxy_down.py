@@ -31,7 +31,6 @@ from tests.integration.fleet import (
     fail,
     logged_about,
 )
-from tests.integration.pushpin_holds import ready_for_holds
 from tests.integration.test_multiprocess import detail_urls, list_urls, seed
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
@@ -106,7 +105,6 @@ async def _run(deployment: Deployment, outage: str) -> str:
             await asyncio.to_thread(a.stop_for_restart)
         if outage == "restarted":
             await asyncio.to_thread(a.start_again)
-            await asyncio.to_thread(ready_for_holds, a)
         await writer.done.wait()
         result = await converge(fleet, writer.last_commit, within=WITHIN)
         if outage == "down":

@@ -113,26 +113,6 @@ def token_for(username: str) -> dict[str, str]:
     return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pushpin_accepts_holds(pushpin: PushpinServer) -> None:
-    """Right after start, Pushpin's first *held* request can still get ``500 Accept service
-    unavailable`` (PUSHPIN.md, readiness) although a plain proxied request already worked,
-    which is all the harness waits for. Wait until one hold round-trips."""
-    for _attempt in range(20):
-        channel = f"warm-up-{uuid.uuid4().hex}"
-        mark = pushpin.mark()
-        poll = LongPoll(f"{pushpin.url}/harness/hold/{channel}/", timeout=35)
-        try:
-            pushpin.wait_subscribed(channel, timeout=2, since=mark)
-        except TimeoutError:
-            poll.result(35)  # answered without being held: not ready yet
-            continue
-        pushpin.publish_items([{"channel": channel, "formats": {"http-response": {"body": "ok"}}}])
-        assert poll.result(5).status_code == 200
-        return
-    raise AssertionError("Pushpin never held a request")
-
-
 @pytest.fixture
 def streams() -> Iterator[list[EventStream]]:
     """Streams opened by a test, closed after it."""

@@ -18,14 +18,7 @@ import websockets
 
 from drf_grip.testing import OriginServer, PushpinServer
 
-from .pushpin_holds import ready_for_holds
-
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _pushpin_ready_for_holds(pushpin: PushpinServer) -> None:
-    ready_for_holds(pushpin)
 
 
 @pytest.fixture

@@ -33,7 +33,6 @@ from tests.integration.fleet import (
     fresh,
     logged_about,
 )
-from tests.integration.pushpin_holds import ready_for_holds
 from tests.integration.test_multiprocess import detail_urls, list_urls, seed
 
 #: Wider than the promise (one second, which ``DRF_GRIP_CONVERGE_WITHIN=1`` checks): with
@@ -133,11 +132,11 @@ async def _soak(deployment: Deployment, chosen: Size, restart: bool) -> str:
         if restart:
             while sum(w.written for w in writers) < 0.4 * chosen.writes:
                 await asyncio.sleep(0.01)
-            # Clients reconnect once the restarted Pushpins pass ready_for_holds, as behind a
-            # load balancer's readiness check: a Pushpin just started may fail to hand its
-            # first held requests to its handler, and those clients hang (seen in a kept log:
-            # a long-poll and a stream that connected 0.2 s after the start got nothing;
-            # pushpin_holds.py).
+            # Clients reconnect once the restarted Pushpins are ready (the harness sends an
+            # item through the handler first), as behind a load balancer's readiness check: a
+            # Pushpin just started may fail to hand its first held requests to its handler,
+            # and those clients hang (seen in a kept log: a long-poll and a stream that
+            # connected 0.2 s after the start got nothing; PushpinServer._handler_delivers).
             fleet.pacer.close()
             for pushpin in deployment.pushpins:
                 pushpin.stop_for_restart()
@@ -148,7 +147,6 @@ async def _soak(deployment: Deployment, chosen: Size, restart: bool) -> str:
         if restart:
             for pushpin in deployment.pushpins:
                 await asyncio.to_thread(pushpin.start_again)
-                await asyncio.to_thread(ready_for_holds, pushpin)
             back = time.time()
             fleet.pacer.open()
         last_commit = max(w.last_commit for w in writers)
