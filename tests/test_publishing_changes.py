@@ -834,3 +834,26 @@ def test_a_row_of_a_custom_through_model_wakes_what_its_sides_affect(
     else:
         Membership.objects.filter(team=team).delete()
     assert f"drf.testapp.post.{post.pk}" in sink.channels()
+
+
+def test_a_change_naming_no_object_does_not_wake_an_unchanged_shared_detail_hold(sink):
+    """Publishing probe: a shared detail hold also held on the bulk channel that private
+    views' holds are hinted on by a change naming no object (``publish_changes(Todo)``), so
+    each such change re-requested it, and the proxy held it again with the whole timeout:
+    ``Prefer: wait=5`` got no answer in 40 s under one every 1.5 s. The shared publisher
+    renders the URL itself and, unchanged, sends nothing."""
+    from tests.drf_helpers import ProxiedClient
+
+    todo = Todo.objects.create(title="a")
+    url = f"/api/shared-todos/{todo.pk}/"
+    etag = ProxiedClient().get(url)["ETag"]
+    held = ProxiedClient().get(url, HTTP_IF_NONE_MATCH=etag)
+    assert held.status_code == 304
+    subscribed = {part.split(";")[0].strip() for part in held["Grip-Channel"].split(",")}
+    sink.settle()
+
+    publish_changes(Todo)
+
+    published = sink.channels()
+    assert "drf.testapp.todo" in published  # the private list's holds are hinted
+    assert subscribed.isdisjoint(published)

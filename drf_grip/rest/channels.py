@@ -20,6 +20,7 @@ __all__ = [
     "list_channel",
     "object_channel",
     "bulk_channel",
+    "shared_bulk_channel",
     "shared_recovery_channel",
     "url_channel",
     "connection_channel",
@@ -57,6 +58,15 @@ def object_channel(model: type[Model], pk: Any) -> str:
 
 def bulk_channel(model: type[Model]) -> str:
     return f"drf.{model_label(model)}.*"
+
+
+def shared_bulk_channel(model: type[Model]) -> str:
+    """The bulk channel of shared detail holds, hinted by a change naming no object only
+    when the model's detail URLs are past the index's cap (``shared.py``). Not the private
+    views' bulk channel: their hint re-requested every shared detail hold, which the proxy
+    then held again with its whole timeout, so a long-poll under such changes never timed
+    out (publishing probe)."""
+    return f"drf.{model_label(model)}.*bulk"
 
 
 def shared_recovery_channel(model: type[Model]) -> str:

@@ -256,7 +256,7 @@ class _RealtimeBase:
             if kind == "detail":
                 # Also the bulk channel: a change naming no object (``update()``) reaches
                 # detail URLs past the model-wide index's cap by a hint there (shared.py).
-                return [self._live_url().channel, names.bulk_channel(model), recovery]
+                return [self._live_url().channel, names.shared_bulk_channel(model), recovery]
             return [self._live_url().channel, recovery]
         if kind == "detail":
             value = self._realtime_lookup_pk(model)

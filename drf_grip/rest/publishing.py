@@ -130,7 +130,7 @@ def publish_model(
         private_views.append(_OverflowChannels)
     channels = private_channels(model, private_views, pks, partitions)
     if shared and pks is None and has_overflow(model, "bulk"):
-        channels.append(names.bulk_channel(model))
+        channels.append(names.shared_bulk_channel(model))
     channels = list(dict.fromkeys(channels))
     _hint(channels, committed_at)
     if private_views or shared:

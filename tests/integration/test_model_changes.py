@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from django.db import transaction
 
+from drf_grip import publish_changes
 from drf_grip.rest import channels as names
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import (
@@ -166,16 +167,19 @@ def test_a_membership_created_directly_wakes_its_team(grip_proxy: ProxyUnderTest
     assert woken(grip_proxy, poll, path)["members"] == ["ada"]
 
 
-@pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"])
+@pytest.mark.parametrize(
+    "path, bulk",
+    [("/api/todos/", names.bulk_channel), ("/api/shared-todos/", names.shared_bulk_channel)],
+)
 def test_a_detail_url_with_its_key_written_otherwise_wakes(
-    grip_proxy: ProxyUnderTest, path: str
+    grip_proxy: ProxyUnderTest, path: str, bulk: Callable[[type[Todo]], str]
 ) -> None:
     """``/api/todos/01/`` finds todo 1 (Django's lookup converts the text), and must wake
     when todo 1 changes, as ``/api/todos/1/`` does: a client that formats keys its own way
     (zero-padded, upper-case UUIDs) otherwise waits out its whole hold."""
     todo = Todo.objects.create(title="milk")
     url = f"{path}0{todo.pk}/"
-    poll = held(grip_proxy, url, names.bulk_channel(Todo))
+    poll = held(grip_proxy, url, bulk(Todo))
 
     todo.title = "oat milk"
     todo.save()
@@ -224,8 +228,6 @@ def test_bulk_created_comments_announced_by_key_wake_their_post(
 ) -> None:
     """App probe: ``bulk_create()`` announced with ``publish_changes(Comment, pks=...)``, as
     the README says, left the post's long-polls holding the old comments."""
-    from drf_grip import publish_changes
-
     post = Post.objects.create(title="news")
     settle()
     path = f"/api/posts/{post.pk}/"
@@ -235,3 +237,26 @@ def test_bulk_created_comments_announced_by_key_wake_their_post(
     publish_changes(Comment, pks=[comment.pk for comment in made])
 
     assert sorted(woken(grip_proxy, poll, path)["comments"]) == ["a", "b"]
+
+
+def test_a_shared_long_poll_times_out_under_changes_naming_no_object(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """Publishing probe: ``Prefer: wait=5`` on an unchanged shared detail URL got no answer
+    in 40 s while another todo changed every 1.5 s with ``publish_changes(Todo)``: the
+    private views' hint of each change re-requested the hold, and the proxy held it again
+    with its whole timeout. Here a change a second: the 304 comes when the wait is over."""
+    todo, other = Todo.objects.create(title="milk"), Todo.objects.create(title="tea")
+    # Someone watches the private list: each change hints its holds.
+    watcher = hold(grip_proxy, "/api/todos/", list_ch())
+    path = f"/api/shared-todos/{todo.pk}/"
+    poll = hold(grip_proxy, path, names.shared_bulk_channel(Todo), {"Prefer": "wait=5"})
+    started = time.monotonic()
+    while not poll.done and time.monotonic() - started < 15:
+        Todo.objects.filter(pk=other.pk).update(title=f"tea {time.monotonic()}")
+        publish_changes(Todo)
+        poll.wait(1.0)  # the next change, unless the answer comes first
+
+    assert poll.done, "still held 15 s into a 5 s wait"
+    assert poll.result(1).status_code == 304
+    assert watcher.result(WITHIN).status_code == 200  # the private list did change
