@@ -42,6 +42,12 @@ class GripProxy:
     max_queued_messages: int = 256
     # Client WebSocket events sent to the origin in one WebSocket-over-HTTP request, at most.
     ws_events_per_request: int = 32
+    # HTTP request targets (path and query) longer than this are answered 414 before the
+    # origin sees them. Pushpin resets a connection whose request head passes its 8 KiB
+    # buffer (condure's --buffer-size=8192); passed on, a 60 KB ?search= made DRF's
+    # SearchFilter fail on SQLite with a 500 (its LIKE patterns stop at 50,000 bytes; a
+    # probe). uvicorn already answers a WebSocket handshake over 8 KiB with 414.
+    max_request_target: int = 8192
     # How long shutdown waits for held connections to be answered.
     shutdown_timeout: float = 5.0
     # Re-requests (hints, prev-id conflicts) in flight to the origin at once; the others wait

@@ -1,4 +1,5 @@
-"""Editing an ASGI header list on its way through the proxy, and request targets for logs.
+"""Editing an ASGI header list on its way through the proxy, and request targets (their
+length, and their form for logs).
 
 Reading headers and GRIP's header syntax are in ``drf_grip.protocol.headers``.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from ..protocol.headers import RawHeaders
@@ -16,6 +18,8 @@ __all__ = [
     "replace_headers",
     "is_grip_header",
     "loggable_target",
+    "target_length",
+    "target_too_long",
 ]
 
 _TOKEN_SEGMENT = re.compile(r"(?<=/)[A-Za-z0-9_\-.:~=]{40,}(?=/|$)")
@@ -36,6 +40,21 @@ def without_headers(
         for k, v in headers
         if k.lower() not in drop and not (grip and is_grip_header(k))
     ]
+
+
+def target_length(scope: dict[str, Any]) -> int:
+    """Bytes of the request target as the client sent it: path and query."""
+    path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    query = scope.get("query_string") or b""
+    return len(path) + (len(query) + 1 if query else 0)
+
+
+def target_too_long(limit: int) -> str:
+    """The reason a too long request target is refused (``GripProxy.max_request_target``)."""
+    return (
+        f"URI Too Long: the drf-grip embedded proxy takes request targets (path and query) of "
+        f"at most {limit} bytes"
+    )
 
 
 def loggable_target(path: str, query: bytes | str = b"") -> str:

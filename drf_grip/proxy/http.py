@@ -22,7 +22,13 @@ from ..protocol import (
     is_websocket_events,
     parse_instruct,
 )
-from .headers import loggable_target, replace_headers, without_headers
+from .headers import (
+    loggable_target,
+    replace_headers,
+    target_length,
+    target_too_long,
+    without_headers,
+)
 from .mailbox import Mailbox
 from .origin import (
     Exchange,
@@ -322,6 +328,9 @@ class HttpSession:
                 # A plain HTTP request posing as WebSocket-over-HTTP could hold gateway
                 # subscriptions without a socket; Pushpin refuses it too.
                 await self._error(403, "Forbidden: WebSocket-over-HTTP events come only from the proxy")
+                return
+            if target_length(self.scope) > self.proxy.max_request_target:
+                await self._error(414, target_too_long(self.proxy.max_request_target))
                 return
             headers = origin_headers(self._client_headers, self.proxy.signer)
             scope = derive_scope(self.scope, headers=headers)

@@ -127,3 +127,22 @@ def test_a_chunked_body_reaches_the_origin_with_its_length(server: ProxyServer, 
     (request,) = origin.requests_to("/todos/")
     assert request.body == b'{"title": "milk"}'
     assert request.headers["content-length"] == "17" and "transfer-encoding" not in request.headers
+
+
+def test_a_request_target_past_pushpins_limit_is_a_414_before_the_origin(
+    server: ProxyServer, origin: Origin
+):
+    """A robustness probe's ``?search=`` of 60 KB reached DRF's ``SearchFilter``, which
+    failed on SQLite with a 500; Pushpin resets a connection whose request head passes its
+    8 KiB buffer. The embedded proxy answers 414, and a target within the limit goes on."""
+    origin.route("/api/todos/")(lambda r: Response(200, [("Content-Type", "text/plain")], "ok"))
+    limit = server.proxy.max_request_target
+    within = "/api/todos/?search=" + "a" * (limit - len("/api/todos/?search="))
+
+    assert httpx.get(server.url + within).status_code == 200
+    refused = httpx.get(server.url + within + "a")
+    huge = httpx.get(server.url + "/api/todos/?search=" + "a" * 60_000)
+
+    assert (refused.status_code, huge.status_code) == (414, 414)
+    assert "URI Too Long" in refused.text and str(limit) in refused.text
+    assert [len(r.path) + 1 + len(r.query) for r in origin.requests_to("/api/todos/")] == [limit]
