@@ -342,7 +342,6 @@ class Origin:
         if pushpin:
             port = free_port()
             self.pushpin = PushpinServer(port, http_port=free_port(), publish_port=free_port())
-            self.pushpin.publish_port = self.pushpin._fixed_ports[1]  # known before start
             grip_url = self.pushpin.grip_url
         self.process = subprocess.Popen(
             [sys.executable, str(HERE / "site" / "serve.py"), "--system", system,

@@ -160,8 +160,10 @@ class PushpinServer(ManagedProcess):
         # 32 random bytes as 43 URL-safe characters: long enough that PyJWT does not warn,
         # and safe inside a GRIP URL's query string.
         self.key = secrets.token_urlsafe(32)
-        self.http_port = 0
-        self.publish_port = 0
+        # Fixed ports are known before start(): an origin started first (Pushpin's start
+        # probes it) takes its GRIP_URL from ``grip_url``. Free ones are picked at start.
+        self.http_port = http_port
+        self.publish_port = publish_port
         self.dir = None
         self.process = None
         self._child_pids: set[int] = set()

@@ -71,7 +71,7 @@ def deployment(django_db_setup: None, redis_server: RedisServer) -> Iterator[Dep
     ]
     proxies = [
         {
-            "control_uri": f"http://127.0.0.1:{p._fixed_ports[1]}",
+            "control_uri": p.publish_uri,
             "control_iss": "pushpin",
             "key": p.key,
         }

@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from drf_grip.conf import grip_settings
-from drf_grip.testing import OriginServer, PushpinError, PushpinServer
+from drf_grip.testing import OriginServer, PushpinError, PushpinServer, free_port
 from drf_grip.testing.proxies import ProxyUnderTest
 from drf_grip.testing.pushpin import _alive
 
@@ -240,3 +240,17 @@ def test_origin_workers_accept_connections_without_nagle(monkeypatch: pytest.Mon
         listener.close()
     command = OriginWorkers({"DJANGO_SETTINGS_MODULE": "x"}).command()
     assert command[1:3] == ["-m", "drf_grip.testing.nodelay"], command
+
+
+def test_fixed_ports_are_known_before_start(origin_server: OriginServer) -> None:
+    """An origin that must run before Pushpin starts (start() probes it) takes its GRIP_URL
+    from ``grip_url``: with fixed ports it named port 0, and every publish failed (seeds
+    probe)."""
+    http_port, publish_port = free_port(), free_port()
+    server = PushpinServer(origin_server.port, http_port=http_port, publish_port=publish_port)
+
+    assert server.url == f"http://127.0.0.1:{http_port}"
+    assert server.grip_url.startswith(f"http://127.0.0.1:{publish_port}/?iss=pushpin&key=")
+    with server:
+        assert server.url == f"http://127.0.0.1:{http_port}"
+        assert httpx.get(server.publish_uri + "/").status_code == 200  # where grip_url said
