@@ -62,12 +62,15 @@ def tests(session: nox.Session, django: str) -> None:
     """Unit, integration (real Pushpin), conformance and browser (system Chromium) tests.
 
     The main pair runs everything; the others skip what does not depend on the Python or
-    Django version (the browser, multi-process, proxy-outage, lost-state and soak tests, the delivery-core and
-    partition integration tests, and the integration tests that wait out a hold's
-    timeout), and the pair that repeats the main pair's Django runs the unit and proxy
-    tests only, so CI stays near 20 minutes.
+    Django version (the browser, multi-process, proxy-outage, lost-state and soak tests,
+    the benchmark's smoke test, the delivery-core and partition integration tests, and the
+    integration tests that wait out a hold's timeout), and the pair that repeats the main
+    pair's Django runs the unit and proxy tests only, so CI stays near 20 minutes.
     """
     session.install("-e", ".[test,browser]", *MATRIX[(session.python, django)])
+    if (session.python, django) == FULL:
+        # For the benchmark's smoke test (tests/integration/test_bench.py): its peers.
+        session.install("-r", "bench/requirements.txt")
     session.run("python", "-m", "django", "--version")
     selection: list[str] = []
     if not session.posargs and (session.python, django) != FULL:
@@ -79,6 +82,7 @@ def tests(session: nox.Session, django: str) -> None:
             "--ignore=tests/integration/test_state_lost.py",
             "--ignore=tests/integration/test_delivery_core.py",
             "--ignore=tests/integration/test_partitions_live.py",
+            "--ignore=tests/integration/test_bench.py",
             "-m", "not waits_out_a_hold",
         ]
         if django == FULL[1]:

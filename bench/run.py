@@ -331,10 +331,13 @@ class Socket(Watcher):
 class Origin:
     """One ``bench/site/serve.py`` process (optionally with its own Pushpin in front)."""
 
+    #: Requests the origin served, as ``/_bench/cpu`` last said (the raw floor's origin has
+    #: no such counter: it stays 0, and its row shows no requests per connect).
+    requests_served = 0
+
     def __init__(self, system: str, *, pushpin: bool, db: str, profile_dir: Path | None,
                  name: str, redis_url: str = "") -> None:
         self.name = name
-        self.requests_served = 0
         self.pushpin: PushpinServer | None = None
         self.profiler: subprocess.Popen[bytes] | None = None
         grip_url = ""
