@@ -430,6 +430,34 @@ def test_a_held_long_poll_lost_on_the_way_is_asked_again(page: Any) -> None:
     assert result["got"] and result["seen"], result
 
 
+def test_a_plain_get_lost_on_the_way_is_asked_again(page: Any) -> None:
+    """Seen by a browser probe behind a Pushpin just restarted: a long-poll subscription's
+    plain GET (each reconnection starts with one) was never answered, and the subscription
+    stayed "reconnecting" for good; Pushpin 1.36 can leave the first requests it proxies
+    unanswered right after a start. A plain GET unanswered as long as a lost hold is asked
+    again after a backoff."""
+    dropped: list[float] = []
+
+    def lose_first_get(route: Any) -> None:
+        if "if-none-match" not in route.request.headers and not dropped:
+            dropped.append(time.monotonic())
+            return  # never answered, nor refused: lost on the way
+        route.continue_()
+
+    page.route("**/api/todos/?lost=get", lose_first_get)
+    result = page.evaluate("""async () => {
+      const record = watch("/api/todos/?lost=get", {wait: 1});
+      const got = await Promise.race([
+        changeCount(record, 1), new Promise((resolve) => setTimeout(() => resolve(0), 20000)),
+      ]);
+      record.handle.stop();
+      return {got, errors: record.errors};
+    }""")
+    assert dropped, "the first GET was never sent"
+    assert result["got"], result
+    assert any("got no answer" in error for error in result["errors"]), result
+
+
 def test_a_gateway_subscription_stopped_before_the_socket_opened(page: Any) -> None:
     """Subscribe, stop at once, subscribe again (what React's StrictMode does on mount): one
     socket, no browser warning. Closing the still-connecting socket made Chromium log "WebSocket
