@@ -400,20 +400,27 @@ def test_an_event_stream_that_ends_at_once_backs_off(page: Any) -> None:
     assert result["states"].count("live") <= len(calls)
 
 
+def _lose(page: Any, pattern: str, loses: Any) -> list[float]:
+    """Requests to ``pattern`` for which ``loses(held, lost so far)`` is true are never
+    answered nor refused: lost on the way. Returns when each was lost."""
+    lost: list[float] = []
+
+    def route(route: Any) -> None:
+        if loses("if-none-match" in route.request.headers, lost):
+            lost.append(time.monotonic())
+            return
+        route.continue_()
+
+    page.route(pattern, route)
+    return lost
+
+
 def test_a_held_long_poll_lost_on_the_way_is_asked_again(page: Any) -> None:
     """Seen behind Pushpin 1.36 (the one-proxy-down test): a held request it re-requested
     while handing it over was dropped, and never answered; the browser waited for it for
     as long as the page stayed open, and missed every later change. A hold unanswered well
     past its wait (1.5 times, plus 5 s) is asked again with a plain GET."""
-    lost: list[float] = []
-
-    def lose_holds(route: Any) -> None:
-        if "if-none-match" in route.request.headers:
-            lost.append(time.monotonic())
-            return  # never answered, nor refused: lost on the way
-        route.continue_()
-
-    page.route("**/api/todos/?lost=holds", lose_holds)
+    lost = _lose(page, "**/api/todos/?lost=holds", lambda held, lost: held)
     result = page.evaluate("""async () => {
       const record = watch("/api/todos/?lost=holds", {wait: 1});
       await record.ready;
@@ -436,15 +443,7 @@ def test_a_plain_get_lost_on_the_way_is_asked_again(page: Any) -> None:
     stayed "reconnecting" for good; Pushpin 1.36 can leave the first requests it proxies
     unanswered right after a start. A plain GET unanswered as long as a lost hold is asked
     again after a backoff."""
-    dropped: list[float] = []
-
-    def lose_first_get(route: Any) -> None:
-        if "if-none-match" not in route.request.headers and not dropped:
-            dropped.append(time.monotonic())
-            return  # never answered, nor refused: lost on the way
-        route.continue_()
-
-    page.route("**/api/todos/?lost=get", lose_first_get)
+    dropped = _lose(page, "**/api/todos/?lost=get", lambda held, lost: not held and not lost)
     result = page.evaluate("""async () => {
       const record = watch("/api/todos/?lost=get", {wait: 1});
       const got = await Promise.race([
