@@ -20,6 +20,8 @@ _EXPORTS = {
     "publish_items": "drf_grip.grip.publisher",
     "PublishError": "drf_grip.grip.publisher",
     "websocket_only": "drf_grip.grip.websocket_decorators",
+    "WebSocketContext": "drf_grip.grip.websocket_context",
+    "WebSocketEvent": "drf_grip.protocol.events",
     # django-websocket / django-pistoke API
     "require_websocket": "drf_grip.grip.websocket_views",
     "accept_websocket": "drf_grip.grip.websocket_views",
@@ -45,8 +47,10 @@ if TYPE_CHECKING:
     # Keep in step with _EXPORTS (tests/test_packaging.py checks both).
     from .grip.hold import set_hold_longpoll, set_hold_response, set_hold_stream
     from .grip.publisher import PublishError, get_pubcontrol, get_publisher, publish, publish_items
+    from .grip.websocket_context import WebSocketContext
     from .grip.websocket_decorators import websocket_only
     from .middleware import GripMiddleware
+    from .protocol.events import WebSocketEvent
     from .rest.context import RealtimePolicy
     from .rest.gateway import RealtimeGateway
     from .rest.gateway.wsrequest import WebSocketRequest

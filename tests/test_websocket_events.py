@@ -227,15 +227,36 @@ def test_unread_pings_are_answered_too():
 def test_send_prefixes_messages_for_the_grip_extension():
     ctx = ctx_of(E("TEXT", b"x"))
     ctx.send("hé")
-    ctx.send(b"\x00")
     ctx.send_binary("bin")
-    assert ctx.out_events == [
-        E("TEXT", "m:hé".encode()),
-        E("BINARY", b"m:\x00"),
-        E("BINARY", b"m:bin"),
-    ]
+    assert ctx.out_events == [E("TEXT", "m:hé".encode()), E("BINARY", b"m:bin")]
     with pytest.raises(TypeError):
         ctx.send(42)  # type: ignore[arg-type]
+
+
+def test_send_of_utf8_bytes_is_a_text_message_as_gripcontrols_was():
+    """gripcontrol's own test: ``send(b"apple")`` is TEXT. A page's ``JSON.parse(event.data)``
+    needs a string; a binary message reaches it as a Blob."""
+    ctx = ctx_of(E("TEXT", b"x"))
+    ctx.send('{"a": "é"}'.encode())
+    ctx.send(bytearray(b""))
+    assert ctx.out_events == [E("TEXT", 'm:{"a": "é"}'.encode()), E("TEXT", b"m:")]
+
+
+def test_send_of_bytes_that_are_not_utf8_is_a_binary_message():
+    # A text frame that is not UTF-8 makes the browser fail the connection (RFC 6455 §8.1).
+    ctx = ctx_of(E("TEXT", b"x"))
+    ctx.send(b"\xff\x00")
+    assert ctx.out_events == [E("BINARY", b"m:\xff\x00")]
+
+
+def test_a_django_websocket_echo_keeps_the_frame_type():
+    from drf_grip.grip.websocket_request import WebSocket as Socket
+
+    ctx = ctx_of(E("TEXT", b"t"), E("BINARY", b"b"))
+    socket = Socket(ctx)
+    for message in socket:
+        socket.send(message)
+    assert ctx.out_events == [E("TEXT", b"m:t"), E("BINARY", b"m:b")]
 
 
 def test_control_messages():
@@ -283,9 +304,23 @@ def test_a_negative_keep_alive_timeout_is_refused_not_sent():
     assert not [e for e in ctx.out_events if b"keep-alive" in e.content]
 
 
-@pytest.mark.parametrize("code", [999, 1005, 1006, 1015, 2000, 5000])
-def test_close_refuses_codes_that_may_not_go_on_the_wire(code):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("code", [0, 100, 999, 1005, 1006, 1015, 2000, 5000])
+def test_a_close_code_that_may_not_go_on_the_wire_is_kept_and_sent_as_1000(code, caplog):
+    """gripcontrol's own test closes with 100 and reads it back from ``out_close_code``;
+    a browser fails the connection on a reserved code (RFC 6455 §7.4.1)."""
+    ctx = ctx_of(E("TEXT", b"hi"))
+    ctx.send("last")
+    ctx.close(code)
+    assert (ctx.closed, ctx.out_close_code) == (True, code)
+    with caplog.at_level(logging.WARNING, logger="drf_grip"):
+        events = parse(build_response(ctx))
+    assert events == [E("TEXT", b"m:last"), E("CLOSE", struct.pack(">H", 1000))]
+    assert code == 0 or f"close({code})" in caplog.text
+
+
+@pytest.mark.parametrize("code", [-1, 65536])
+def test_a_close_code_is_two_bytes(code):
+    with pytest.raises(ValueError, match="two bytes"):
         ctx_of(E("OPEN")).close(code)
 
 

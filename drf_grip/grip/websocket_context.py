@@ -14,7 +14,6 @@ from ..protocol.constants import (
     MAX_CLOSE_REASON,
     MESSAGE_PREFIX,
     NORMAL_CLOSURE,
-    SENDABLE_CLOSE_CODES,
 )
 from ..protocol.events import WebSocketEvent, close_code_of
 
@@ -89,10 +88,14 @@ class WebSocketContext:
         self.accepted = True
 
     def close(self, code: int | None = None, reason: str = "") -> None:
-        """Close the connection after the queued messages; ``code`` defaults to 1000."""
+        """Close the connection after the queued messages; ``code`` defaults to 1000.
+
+        Any two-byte code is kept in ``out_close_code``, as gripcontrol kept it; one that an
+        endpoint may not send (RFC 6455 §7.4) goes on the wire as 1000, with a warning
+        (:func:`~drf_grip.grip.websocket_over_http.build_response`)."""
         code = NORMAL_CLOSURE if code is None else int(code)
-        if code not in SENDABLE_CLOSE_CODES:
-            raise ValueError(f"{code} is not a close code an endpoint may send (RFC 6455 §7.4)")
+        if not 0 <= code <= 0xFFFF:
+            raise ValueError(f"a close code is two bytes (0-65535), not {code}")
         if len(reason.encode("utf-8")) > MAX_CLOSE_REASON:
             raise ValueError(f"a close reason is at most {MAX_CLOSE_REASON} bytes of UTF-8")
         self.closed = True
@@ -149,13 +152,19 @@ class WebSocketContext:
     # -- sending -------------------------------------------------------------------------
 
     def send(self, message: str | bytes) -> None:
-        """Queue a message: ``str`` as TEXT, ``bytes`` as BINARY (gripcontrol sent both as
-        TEXT, which browsers reject when the bytes are not UTF-8)."""
-        if isinstance(message, str):
-            content = MESSAGE_PREFIX + message.encode("utf-8")
-            self.out_events.append(WebSocketEvent("TEXT", content))
-        elif isinstance(message, (bytes, bytearray, memoryview)):
-            self.send_binary(bytes(message))
+        """Queue a text message, as gripcontrol's ``send()`` does for ``str`` and ``bytes``
+        alike; ``bytes`` that are not UTF-8 go as BINARY, since a browser fails the whole
+        connection on a text frame that is not UTF-8 (RFC 6455 §8.1)."""
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            content = bytes(message)
+            try:
+                content.decode("utf-8")
+            except UnicodeDecodeError:
+                self.send_binary(content)
+                return
+            self.out_events.append(WebSocketEvent("TEXT", MESSAGE_PREFIX + content))
+        elif isinstance(message, str):
+            self.out_events.append(WebSocketEvent("TEXT", MESSAGE_PREFIX + message.encode("utf-8")))
         else:
             raise TypeError(f"a WebSocket message is str or bytes, not {type(message).__name__}")
 

@@ -132,6 +132,15 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
     events.extend(ctx.out_events)
     if ctx.closed:
         code = ctx.out_close_code or NORMAL_CLOSURE
+        if code not in SENDABLE_CLOSE_CODES:
+            # A browser fails the connection on a reserved code (RFC 6455 §7.4.1), and
+            # the embedded proxy's ASGI server refuses to send one; gripcontrol took any.
+            logger.warning(
+                "WebSocket close(%d): not a code an endpoint may send (RFC 6455 §7.4); "
+                "closed with 1000 instead (codes 4000-4999 are the application's own)",
+                code,
+            )
+            code = NORMAL_CLOSURE
         events.append(WebSocketEvent("CLOSE", close_payload(code, ctx.out_close_reason)))
     else:
         client_close = next((e for e in ctx.in_events if e.type == "CLOSE"), None)

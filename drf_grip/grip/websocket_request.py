@@ -117,9 +117,10 @@ class WebSocket:
         ``send(request.websocket.wait())`` sent the text "None" to every new client."""
         if message is None:
             return
-        if not isinstance(message, (str, bytes, bytearray, memoryview)):
-            message = str(message)
-        self.context.send(message)
+        if isinstance(message, (bytes, bytearray, memoryview)):
+            self.context.send_binary(bytes(message))  # an echo keeps the frame's type
+            return
+        self.context.send(message if isinstance(message, str) else str(message))
 
     async def receive(self) -> str | bytes:
         """django-pistoke's ``await request.receive()``: the next message of the batch;
