@@ -1,6 +1,7 @@
 """The whole suite on each supported Python and Django pair, each in its own virtualenv.
 
-``nox`` runs every pair and builds the docs; ``nox -s "tests(3.12-django6)"`` runs one;
+``nox`` runs every pair, DRF's own test suite with drf-grip installed (``drf_suite``) and
+builds the docs; ``nox -s "tests(3.12-django6)"`` runs one;
 arguments after ``--`` go to pytest. ``scripts/test`` installs Pushpin and nox first, then
 runs this.
 """
@@ -88,6 +89,43 @@ def tests(session: nox.Session, django: str) -> None:
         if django == FULL[1]:
             selection.append("--ignore=tests/integration")
     session.run("python", "-m", "pytest", *selection, *session.posargs)
+
+
+@nox.session(python=FULL[0])
+def drf_suite(session: nox.Session) -> None:
+    """Django REST framework's own test suite, from its source distribution on PyPI, run
+    against the installed DRF with drf-grip installed (tests/third_party/drf/README.rst)."""
+    import shutil
+    import tarfile
+
+    session.install(
+        "-e", ".", *MATRIX[FULL], "pytest", "pytest-django", "dj-database-url",
+        # What its optional tests need (the rest need PostgreSQL).
+        "uritemplate", "pyyaml", "markdown", "django-guardian", "inflection",
+    )
+    version = session.run(
+        "python", "-c", "import rest_framework; print(rest_framework.__version__)", silent=True
+    ).strip()
+    downloads = session.create_tmp()
+    session.run(
+        "python", "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+        "--dest", downloads, f"djangorestframework=={version}",
+    )
+    (archive,) = glob.glob(os.path.join(downloads, f"djangorestframework-{version}.tar.gz"))
+    with tarfile.open(archive) as sdist:
+        sdist.extractall(downloads, filter="data")
+    source = os.path.join(downloads, f"djangorestframework-{version}")
+    if not os.path.isdir(os.path.join(source, "tests")):
+        session.error(f"DRF {version}'s source distribution has no tests/")
+    # Its tests, not its rest_framework/: the installed DRF is the one under test, and
+    # pytest puts the directory above tests/ (a package) on sys.path.
+    shutil.rmtree(os.path.join(source, "rest_framework"))
+    plugin = os.path.abspath(os.path.join("tests", "third_party", "drf"))
+    with session.chdir(source):
+        session.run(
+            "python", "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
+            "-p", "drf_grip_installed", *session.posargs, env={"PYTHONPATH": plugin},
+        )
 
 
 @nox.session(python="3.11")
