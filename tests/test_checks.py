@@ -312,7 +312,7 @@ def test_a_credential_header_in_realtime_vary_is_named(registered_views):
     from rest_framework.request import Request
     from rest_framework.test import APIRequestFactory
 
-    from drf_grip.rest.shared import live_url
+    from drf_grip.rest.live_urls import live_url
 
     def key(token: str) -> str:
         get = APIRequestFactory().get("/api/todos/", HTTP_AUTHORIZATION=f"Token {token}",

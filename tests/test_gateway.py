@@ -1411,7 +1411,7 @@ def test_a_renewal_does_not_list_again_a_url_dropped_for_its_host(monkeypatch, s
     dropped it again, with another warning and another ``end`` to its subscribers."""
     from drf_grip.rest.gateway import view
     from drf_grip.rest.gateway.connections import connection_key, load_states
-    from drf_grip.rest.shared import affected_live_urls
+    from drf_grip.rest.live_urls import affected_live_urls
 
     ws = connect()
     assert ask(ws, {"id": 1, "subscribe": "/api/shared-todos/"})["status"] == 200

@@ -452,15 +452,15 @@ def test_a_change_renders_first_the_live_urls_a_hold_still_needs(sink, monkeypat
     brief holds of 150 ``?search=`` URLs made every later change render them before the
     URL a subscriber still held, 2-3 s late (DRF probe). The URLs whose holds are not
     renewed are rendered after those a hold still needs, and rendered all the same."""
-    from drf_grip.rest import shared
+    from drf_grip.rest import live_urls, shared
 
     Todo.objects.create(title="t")
-    real_needed_until = shared._needed_until
-    monkeypatch.setattr(shared, "_needed_until", lambda holds: real_needed_until(holds) - 600)
+    real_needed_until = live_urls._needed_until
+    monkeypatch.setattr(live_urls, "_needed_until", lambda holds: real_needed_until(holds) - 600)
     stale = [f"/api/shared-todos/?search=s{i}" for i in range(30)]
     for url in stale:
         watch(url)
-    monkeypatch.setattr(shared, "_needed_until", real_needed_until)
+    monkeypatch.setattr(live_urls, "_needed_until", real_needed_until)
     watch("/api/shared-todos/?page_size=3")
     sink.settle()
 

@@ -1291,7 +1291,7 @@ def test_a_client_back_after_its_url_went_unwatched_gets_what_changed_meanwhile(
     comes back with the ETag of that version must not be held without a render."""
     from django.core.cache import cache
 
-    from drf_grip.rest import shared
+    from drf_grip.rest import live_urls
 
     cache.clear()
     with RecordingSink() as proxy:
@@ -1301,7 +1301,7 @@ def test_a_client_back_after_its_url_went_unwatched_gets_what_changed_meanwhile(
         client = ProxiedClient()
         etag = client.get(url)["ETag"]
         assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
-        for table in shared._tables("testapp.todo", todo.pk):  # the listing lapses
+        for table in live_urls._tables("testapp.todo", todo.pk):  # the listing lapses
             for entry in table.entries():
                 table.remove(entry["k"])
         todo.title = "changed while nobody watched"
@@ -1432,7 +1432,7 @@ def test_a_client_that_refuses_event_stream_gets_no_stream(todos, accept):
     weights. The client gets what it would get without the stream on offer."""
     from django.core.cache import cache
 
-    from drf_grip.rest.shared import affected_live_urls
+    from drf_grip.rest.live_urls import affected_live_urls
 
     cache.clear()
     answer = ProxiedClient().get("/api/shared-todos/", HTTP_ACCEPT=accept)

@@ -62,7 +62,7 @@ def bulk_channel(model: type[Model]) -> str:
 
 def shared_bulk_channel(model: type[Model]) -> str:
     """The bulk channel of shared detail holds, hinted by a change naming no object only
-    when the model's detail URLs are past the index's cap (``shared.py``). Not the private
+    when the model's detail URLs are past the index's cap (``live_urls.py``). Not the private
     views' bulk channel: their hint re-requested every shared detail hold, which the proxy
     then held again with its whole timeout, so a long-poll under such changes never timed
     out (publishing probe)."""

@@ -255,7 +255,7 @@ class _RealtimeBase:
             recovery = names.shared_recovery_channel(model)
             if kind == "detail":
                 # Also the bulk channel: a change naming no object (``update()``) reaches
-                # detail URLs past the model-wide index's cap by a hint there (shared.py).
+                # detail URLs past the model-wide index's cap by a hint there (live_urls.py).
                 return [self._live_url().channel, names.shared_bulk_channel(model), recovery]
             return [self._live_url().channel, recovery]
         if kind == "detail":
@@ -466,7 +466,7 @@ class _RealtimeBase:
             if delivery == SHARED:
                 # Listed BEFORE the version is read and the representation computed: a change
                 # committed from here on renders this URL.
-                from .shared import list_live_url
+                from .live_urls import list_live_url
 
                 listed = self._realtime_listed = list_live_url(request, self, self._live_url())
                 if listed is None:
@@ -661,7 +661,7 @@ class _RealtimeBase:
     def _overflow_policy(self, policy: RealtimePolicy, model: type[models.Model]) -> RealtimePolicy:
         """Past the live-URL cap this URL is delivered like private data: a hint per change
         re-requests its holds (README, "Limits")."""
-        from .shared import mark_overflow
+        from .live_urls import mark_overflow
 
         mark_overflow(model)
         if policy.kind == "detail" and policy.pk is None:
@@ -681,7 +681,7 @@ class _RealtimeBase:
         index all name it (after ``_canonicalize_query`` dropped unused parameters)."""
         url = getattr(self, "_realtime_live_url", None)
         if url is None:
-            from .shared import live_url
+            from .live_urls import live_url
 
             url = self._realtime_live_url = live_url(self.request, self)
         return url
@@ -690,7 +690,7 @@ class _RealtimeBase:
         """Drop query parameters the view does not read (``?_=1700000000``) before it runs,
         so the body a fresh GET returns (with DRF's pagination links, which copy the query)
         equals the body pushed for the live URL."""
-        from .shared import reads_of, used_query_params
+        from .live_urls import reads_of, used_query_params
 
         used = used_query_params(self)
         if used is None:
@@ -861,7 +861,7 @@ class _RealtimeBase:
             and response.status_code not in (200, 304)
             and getattr(self, "_realtime_listed", None) == ADDED
         ):
-            from .shared import unlist_live_url
+            from .live_urls import unlist_live_url
 
             unlist_live_url(self, self._live_url())
         current = getattr(self, "_current_etag", None)

@@ -103,7 +103,8 @@ def publish_model(
     committed_at: float | None = None,
 ) -> None:
     from .gateway.rerender import publish_subscriptions
-    from .shared import has_overflow, publish_shared
+    from .live_urls import has_overflow
+    from .shared import publish_shared
     from .store import evicted_since
 
     private_views: list[type] = []

@@ -648,7 +648,7 @@ def fail(report: str, *sections: tuple[str, list[str]], logged: str = "") -> Non
 
 
 def _live_relative(url: str) -> str:
-    """A client's URL as the log names its live URL: the query sorted (shared.live_url)."""
+    """A client's URL as the log names its live URL: the query sorted (live_urls.live_url)."""
     from urllib.parse import parse_qsl, urlencode, urlsplit
 
     parts = urlsplit(url)

@@ -348,7 +348,7 @@ def test_streams_of_two_accept_header_versions_each_keep_their_own(
     """AcceptHeaderVersioning: ``Accept: text/event-stream; version=2`` gets version 2's
     events after a change too. Found by a black-box probe: later events were version 1's,
     and on a shared URL sometimes none came."""
-    from drf_grip.rest.shared import LiveUrl
+    from drf_grip.rest.live_urls import LiveUrl
 
     Todo.objects.create(title="a")
     settle()

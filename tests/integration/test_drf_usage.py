@@ -12,7 +12,7 @@ import pytest
 from django.core.cache import cache
 from django.test import override_settings
 
-from drf_grip.rest.shared import LiveUrl
+from drf_grip.rest.live_urls import LiveUrl
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import Todo
 

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from drf_grip.grip import later
-from drf_grip.rest.shared import LiveUrl
+from drf_grip.rest.live_urls import LiveUrl
 from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, pushpin_missing
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import Note, Todo

@@ -35,8 +35,9 @@ from drf_grip import paused, publish_changes
 from drf_grip.grip.publisher import get_publisher
 from drf_grip.rest import channels as names
 from drf_grip.rest.etag import make_etag
+from drf_grip.rest.live_urls import LiveUrl
 from drf_grip.rest.registry import wait_idle
-from drf_grip.rest.shared import LiveUrl, render_stats
+from drf_grip.rest.shared import render_stats
 from drf_grip.testing import OriginServer, PushpinServer
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.drf_helpers import RecordingSink

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from drf_grip.rest import channels as names
-from drf_grip.rest.shared import LiveUrl
+from drf_grip.rest.live_urls import LiveUrl
 from tests.integration.conftest import Deployment
 from tests.integration.fleet import ROOT
 from tests.integration.realtime_clients import EventStream, LongPoll

@@ -40,9 +40,10 @@ from ...protocol import MAX_CHANNELS, SKIP_USERS
 from ...protocol.constants import INLINE_MESSAGE_MAX, MESSAGE_PREFIX
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
+from ..live_urls import relist
 from ..policies import keep_recording, live_timeout, record_view
 from ..render import RecordedRequest, host_allowed, record
-from ..shared import relist, send_after_answer
+from ..shared import send_after_answer
 from ..sse import EVENT_STREAM, accept_weight, refuses_event_stream, weighs_event_stream
 from ..store import cache_failed
 from ..versions import read_versions
