@@ -31,6 +31,7 @@ from ..protocol import (
     MAX_CHANNELS,
     MAX_CLOSE_REASON,
     MESSAGE_PREFIX,
+    SENDABLE_CLOSE_CODES,
     WEBSOCKET_EVENTS,
     Channel,
     Item,
@@ -604,6 +605,11 @@ class WebSocketSession:
             await self._outbox.wait(timeout)
 
     async def _close_client(self, code: int, reason: str = "") -> None:
+        if code not in SENDABLE_CLOSE_CODES:
+            # An origin's CLOSE may carry any two bytes (gripcontrol's close(100)); the ASGI
+            # server refuses to send a code RFC 6455 §7.4 forbids and dropped the connection
+            # without a close frame.
+            code = 1000
         try:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:  # noqa: BLE001 - already gone

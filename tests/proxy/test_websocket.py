@@ -109,6 +109,32 @@ def test_unsubscribe_and_close_from_the_origin(server: ProxyServer, origin: Orig
     assert run(scenario()) == 4000
 
 
+@pytest.mark.parametrize("code", [100, 1005, 2000])
+def test_an_origins_close_code_that_may_not_go_on_the_wire_closes_with_1000(
+    server: ProxyServer, origin: Origin, code: int
+):
+    """Another GRIP origin (gripcontrol's ``close(100)``) may answer a code RFC 6455 §7.4
+    forbids: the client is still closed, with 1000, not left open."""
+
+    @origin.route("/ws/")
+    def closing(request) -> Response:
+        events = decode_events(request.body)
+        if events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        closing = WebSocketEvent("CLOSE", code.to_bytes(2, "big"))
+        return ws_answer(WebSocketEvent("TEXT", b"m:last"), closing)
+
+    async def scenario():
+        async with websockets.connect(server.ws_url + "/ws/") as ws:
+            await ws.send("close me")
+            assert await asyncio.wait_for(ws.recv(), 5) == "last"
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            return closed.value.rcvd.code if closed.value.rcvd else None
+
+    assert run(scenario()) == 1000
+
+
 def test_publish_close_action_closes_the_socket(server: ProxyServer, origin: Origin):
     origin.route("/ws/")(Chat())
 
