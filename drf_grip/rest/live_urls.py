@@ -54,6 +54,9 @@ _recent: dict[str, dict[str, tuple[str, float]]] = {}
 
 @dataclass(frozen=True)
 class LiveUrl:
+    """What decides a representation's bytes (:func:`live_url`); equal ones share a channel
+    and one render."""
+
     scheme: str
     host: str
     path: str
