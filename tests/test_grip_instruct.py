@@ -28,6 +28,9 @@ def test_longpoll_headers_and_304_status_kept():
         return HttpResponseNotModified()
 
     resp = run(view, proxied_get())
+    # Held as a 200, as django-grip holds a 304: Apache httpd sends a 304 with a fixed list
+    # of headers only, and the Grip-* ones are not on it. The proxy answers Grip-Status.
+    assert (resp.status_code, resp.reason_phrase) == (200, "OK")
     assert resp["Grip-Hold"] == "response"
     assert resp["Grip-Channel"] == "todos; prev-id=v1, other"
     assert resp["Grip-Timeout"] == "5"  # Pushpin's minimum
@@ -73,7 +76,8 @@ def test_proxy_required_gives_501_for_direct_hold():
         return HttpResponseNotModified()
 
     assert run(view, RequestFactory().get("/")).status_code == 501
-    assert run(view, proxied_get()).status_code == 304
+    held = run(view, proxied_get())
+    assert (held.status_code, held["Grip-Status"]) == (200, "304 Not Modified")
 
 
 def test_meta():

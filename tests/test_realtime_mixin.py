@@ -50,6 +50,19 @@ def test_matching_if_none_match_holds_when_proxied(todos):
     assert resp["Grip-Timeout"] == "55"
 
 
+def test_a_held_long_poll_goes_to_the_proxy_as_a_200_that_answers_304(todos):
+    """On the wire the hold is a 200 with ``Grip-Status: 304``, as django-grip sends it:
+    Apache httpd (mod_wsgi) sends a 304 with a fixed list of headers only, so a 304's
+    ``Grip-Hold`` never reached the proxy and the client was answered at once."""
+    etag = APIClient().get("/api/todos/5/")["ETag"]
+    resp = APIClient().get("/api/todos/5/", HTTP_IF_NONE_MATCH=etag, HTTP_GRIP_SIG=grip_sig())
+    assert (resp.status_code, resp.content) == (200, b"")
+    assert resp["Grip-Hold"] == "response" and resp["Grip-Status"] == "304 Not Modified"
+    assert resp["ETag"] == etag  # what the proxy's 304 carries when the wait ends
+    direct = APIClient().get("/api/todos/5/", HTTP_IF_NONE_MATCH=etag)
+    assert direct.status_code == 304 and "Grip-Status" not in direct
+
+
 def test_stale_if_none_match_answers_at_once(todos):
     resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH='"stale"')
     assert resp.status_code == 200 and "Grip-Hold" not in resp

@@ -299,6 +299,14 @@ class GripMiddleware:
             if not direct_headers:
                 # Direct client: the response stands on its own (e.g. a plain 304).
                 return response
-        for name, value in instruct.headers(response.status_code, response.reason_phrase).items():
+        status = response.status_code
+        for name, value in instruct.headers(status, response.reason_phrase).items():
             response[name] = value
+        if status == 304 and instruct.holds and request.grip.proxied:
+            # Apache httpd (mod_wsgi) sends a 304 with a fixed list of headers only
+            # (modules/http/http_filters.c), so Grip-Hold and Grip-Channel would not reach
+            # the proxy and the client would be answered at once, again and again. Held as a
+            # 200, as django-grip holds it: Grip-Status (set above) is what the proxy answers.
+            response.status_code = 200
+            response.reason_phrase = "OK"
         return response
