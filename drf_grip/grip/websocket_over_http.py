@@ -55,7 +55,6 @@ from django.http import HttpRequest, HttpResponse
 from ..protocol.constants import (
     MAX_CLOSE_REASON,
     NORMAL_CLOSURE,
-    SENDABLE_CLOSE_CODES,
     WEBSOCKET_EVENTS,
 )
 from ..protocol.events import (
@@ -65,6 +64,7 @@ from ..protocol.events import (
     close_payload,
     decode_events,
     encode_events,
+    sendable_close_code,
 )
 from .websocket_context import WebSocketContext
 
@@ -131,24 +131,20 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
             events.append(WebSocketEvent("PONG", event.content))
     events.extend(ctx.out_events)
     if ctx.closed:
-        code = ctx.out_close_code or NORMAL_CLOSURE
-        if code not in SENDABLE_CLOSE_CODES:
-            # A browser fails the connection on a reserved code (RFC 6455 §7.4.1), and
-            # the embedded proxy's ASGI server refuses to send one; gripcontrol took any.
+        asked = ctx.out_close_code or NORMAL_CLOSURE
+        code = sendable_close_code(asked)
+        if code != asked:
             logger.warning(
                 "WebSocket close(%d): not a code an endpoint may send (RFC 6455 §7.4); "
                 "closed with 1000 instead (codes 4000-4999 are the application's own)",
-                code,
+                asked,
             )
-            code = NORMAL_CLOSURE
         events.append(WebSocketEvent("CLOSE", close_payload(code, ctx.out_close_reason)))
     else:
         client_close = next((e for e in ctx.in_events if e.type == "CLOSE"), None)
         if client_close is not None:
             # Complete the closing handshake (RFC 6455 §5.5.1), echoing the client's code.
-            code = close_code_of(client_close.content)
-            if code not in SENDABLE_CLOSE_CODES:
-                code = NORMAL_CLOSURE
+            code = sendable_close_code(close_code_of(client_close.content))
             events.append(WebSocketEvent("CLOSE", close_payload(code)))
 
     response = HttpResponse(encode_events(events), content_type=WEBSOCKET_EVENTS)

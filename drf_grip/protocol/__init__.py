@@ -28,6 +28,7 @@ from .events import (
     decode_events,
     encode_events,
     is_websocket_events,
+    sendable_close_code,
 )
 from .filters import SKIP_SELF, SKIP_USERS, dropped_by
 from .headers import RawHeaders, get_all_headers, get_header, parse_header_list, parse_header_value
@@ -95,4 +96,5 @@ __all__ = [
     "parse_header_value",
     "parse_instruct",
     "parse_items",
+    "sendable_close_code",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from .constants import NORMAL_CLOSURE, WEBSOCKET_EVENTS
+from .constants import NORMAL_CLOSURE, SENDABLE_CLOSE_CODES, WEBSOCKET_EVENTS
 from .headers import get_header
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "close_code_of",
     "close_payload",
     "decode_events",
+    "sendable_close_code",
     "encode_events",
     "is_websocket_events",
 ]
@@ -161,3 +162,10 @@ def close_code_of(content: bytes | None) -> int:
         return NORMAL_CLOSURE
     (code,) = struct.unpack(">H", content[:2])
     return int(code)
+
+
+def sendable_close_code(code: int) -> int:
+    """``code``, or 1000 when an endpoint may not put it on the wire (RFC 6455 §7.4): a
+    browser fails the connection on a reserved code, and an ASGI server refuses to send
+    one; gripcontrol's ``close()`` took any two bytes."""
+    return code if code in SENDABLE_CLOSE_CODES else NORMAL_CLOSURE

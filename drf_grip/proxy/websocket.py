@@ -31,7 +31,6 @@ from ..protocol import (
     MAX_CHANNELS,
     MAX_CLOSE_REASON,
     MESSAGE_PREFIX,
-    SENDABLE_CLOSE_CODES,
     WEBSOCKET_EVENTS,
     Channel,
     Item,
@@ -45,6 +44,7 @@ from ..protocol import (
     encode_events,
     get_header,
     parse_header_list,
+    sendable_close_code,
 )
 from .headers import loggable_target
 from .mailbox import Mailbox
@@ -605,11 +605,9 @@ class WebSocketSession:
             await self._outbox.wait(timeout)
 
     async def _close_client(self, code: int, reason: str = "") -> None:
-        if code not in SENDABLE_CLOSE_CODES:
-            # An origin's CLOSE may carry any two bytes (gripcontrol's close(100)); the ASGI
-            # server refuses to send a code RFC 6455 §7.4 forbids and dropped the connection
-            # without a close frame.
-            code = 1000
+        # An origin's CLOSE may carry any two bytes (gripcontrol's close(100)): the ASGI
+        # server refused a forbidden one and dropped the connection without a close frame.
+        code = sendable_close_code(code)
         try:
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
         except Exception:  # noqa: BLE001 - already gone
