@@ -211,7 +211,7 @@ class WebSocketConnection:
         if response.has_header("Keep-Alive-Interval"):
             self.keep_alive_interval = int(response["Keep-Alive-Interval"])
         for event in decode_events(response.content):
-            content = event.content or b""
+            content = event.payload or b""
             if event.type in ("TEXT", "BINARY"):
                 if self._grip:
                     if event.type == "TEXT" and content.startswith(CONTROL_PREFIX):

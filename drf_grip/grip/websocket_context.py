@@ -110,7 +110,7 @@ class WebSocketContext:
         while self.read_index < len(self.in_events):
             event = self.in_events[self.read_index]
             if event.type == "PING":
-                self.out_events.append(WebSocketEvent("PONG", event.content))
+                self.out_events.append(WebSocketEvent("PONG", event.payload))
             elif event.type not in ("PONG", "OPEN"):
                 return
             self.read_index += 1
@@ -137,14 +137,14 @@ class WebSocketContext:
         event = self.in_events[self.read_index]
         self.read_index += 1
         if event.type == "TEXT":
-            return (event.content or b"").decode("utf-8")
+            return (event.payload or b"").decode("utf-8")
         if event.type == "BINARY":
-            return event.content or b""
+            return event.payload or b""
         # CLOSE or DISCONNECT end the connection: nothing after them is a message.
         self.read_index = len(self.in_events)
         if event.type == "CLOSE":
-            self.close_code = close_code_of(event.content)
-            self.close_reason = (event.content or b"")[2:].decode("utf-8", "replace")
+            self.close_code = close_code_of(event.payload)
+            self.close_reason = (event.payload or b"")[2:].decode("utf-8", "replace")
         else:
             self.disconnected = True
         return None

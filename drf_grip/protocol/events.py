@@ -56,16 +56,25 @@ class MalformedEvents(ValueError):
 @dataclass(frozen=True)
 class WebSocketEvent:
     """One event; ``content`` is ``None`` when the event carries no length at all
-    (``PING\\r\\n``), which differs from empty content (``TEXT 0\\r\\n\\r\\n``)."""
+    (``PING\\r\\n``), which differs from empty content (``TEXT 0\\r\\n\\r\\n``).
+
+    ``content`` is kept as given, ``str`` or ``bytes``, as gripcontrol's ``WebSocketEvent``
+    keeps it (its own tests: ``WebSocketEvent("type", "content").content == "content"``);
+    :attr:`payload` is what goes on the wire, ``str`` in UTF-8. Events parsed from a body
+    (:func:`decode_events`) carry bytes."""
 
     type: str
-    content: bytes | None = None
+    content: bytes | str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.content, str):  # gripcontrol accepted str content
-            object.__setattr__(self, "content", self.content.encode("utf-8"))
-        elif self.content is not None and not isinstance(self.content, bytes):
+        if self.content is not None and not isinstance(self.content, (bytes, str)):
             object.__setattr__(self, "content", bytes(self.content))
+
+    @property
+    def payload(self) -> bytes | None:
+        """The content as bytes (``None`` for an event without content)."""
+        content = self.content
+        return content.encode("utf-8") if isinstance(content, str) else content
 
 
 def _show(raw: bytes) -> str:
@@ -143,11 +152,12 @@ def encode_events(events: Iterable[WebSocketEvent]) -> bytes:
     for event in events:
         if event.type not in EVENT_TYPES:
             raise ValueError(f"unknown WebSocket event type {event.type!r}")
-        if event.content is None:
+        payload = event.payload
+        if payload is None:
             parts.append(event.type.encode("ascii") + b"\r\n")
         else:
-            head = b"%s %x\r\n" % (event.type.encode("ascii"), len(event.content))
-            parts.append(head + event.content + b"\r\n")
+            head = b"%s %x\r\n" % (event.type.encode("ascii"), len(payload))
+            parts.append(head + payload + b"\r\n")
     return b"".join(parts)
 
 

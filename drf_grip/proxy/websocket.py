@@ -236,7 +236,7 @@ class WebSocketSession:
 
     def _handle_events(self, events: list[WebSocketEvent]) -> None:
         for event in events:
-            content = event.content or b""
+            content = event.payload or b""
             if event.type in ("TEXT", "BINARY"):
                 if self._grip:
                     if event.type == "TEXT" and content.startswith(CONTROL_PREFIX):
@@ -251,8 +251,8 @@ class WebSocketSession:
                 kind = "text" if event.type == "TEXT" else "binary"
                 self._outbox.put((kind, content), len(content), owed=True)
             elif event.type == "CLOSE":
-                code = close_code_of(event.content)
-                reason = _reason((event.content or b"")[2:].decode("utf-8", "replace"))
+                code = close_code_of(event.payload)
+                reason = _reason((event.payload or b"")[2:].decode("utf-8", "replace"))
                 self._outbox.put(("close", (code, reason)), owed=True)
             elif event.type == "DISCONNECT":
                 self._outbox.put(("close", (1000, "")), owed=True)
@@ -453,7 +453,7 @@ class WebSocketSession:
                     event = WebSocketEvent("TEXT", message["text"].encode("utf-8"))
                 else:
                     event = WebSocketEvent("BINARY", message.get("bytes") or b"")
-                size = len(event.content or b"")
+                size = len(event.payload or b"")
                 if size > self.proxy.max_message_size:
                     logger.warning("%s: client message of %d bytes over the limit", self.path, size)
                     self._outbox.put(("close", (1009, "")))
@@ -541,7 +541,7 @@ class WebSocketSession:
         # DATA_UPLOAD_MAX_MEMORY_SIZE), so a burst of thousands becomes many small requests.
         count = min(len(self._pending), max(1, int(self.proxy.ws_events_per_request)))
         batch = [self._pending.popleft() for _ in range(count)]
-        self._pending_bytes -= sum(len(event.content or b"") for event in batch)
+        self._pending_bytes -= sum(len(event.payload or b"") for event in batch)
         self._room.set()
         return batch
 

@@ -1,4 +1,5 @@
-"""Run gripcontrol's own ``WebSocketContext`` tests, unmodified, against drf-grip's.
+"""Run gripcontrol's own ``WebSocketContext`` and ``WebSocketEvent`` tests, unmodified,
+against drf-grip's.
 
 django-grip took its ``WebSocketContext`` from gripcontrol (its tests moved there too), and
 ``request.wscontext`` is drf-grip's own implementation of it. The module imports the class
@@ -19,7 +20,7 @@ import pytest
 
 from drf_grip import WebSocketContext, WebSocketEvent
 
-VENDORED = {"websocketcontext_tests.py"}
+VENDORED = {"websocketcontext_tests.py", "websocketevent_tests.py"}
 
 
 def _module(name: str, **names: Any) -> types.ModuleType:
