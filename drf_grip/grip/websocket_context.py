@@ -15,7 +15,7 @@ from ..protocol.constants import (
     MESSAGE_PREFIX,
     NORMAL_CLOSURE,
 )
-from ..protocol.events import WebSocketEvent, close_code_of
+from ..protocol.events import WebSocketEvent, close_code_of, payload_of
 
 __all__ = ["WebSocketContext"]
 
@@ -110,7 +110,7 @@ class WebSocketContext:
         while self.read_index < len(self.in_events):
             event = self.in_events[self.read_index]
             if event.type == "PING":
-                self.out_events.append(WebSocketEvent("PONG", event.payload))
+                self.out_events.append(WebSocketEvent("PONG", payload_of(event)))
             elif event.type not in ("PONG", "OPEN"):
                 return
             self.read_index += 1
@@ -137,14 +137,14 @@ class WebSocketContext:
         event = self.in_events[self.read_index]
         self.read_index += 1
         if event.type == "TEXT":
-            return (event.payload or b"").decode("utf-8")
+            return (payload_of(event) or b"").decode("utf-8")
         if event.type == "BINARY":
-            return event.payload or b""
+            return payload_of(event) or b""
         # CLOSE or DISCONNECT end the connection: nothing after them is a message.
         self.read_index = len(self.in_events)
         if event.type == "CLOSE":
-            self.close_code = close_code_of(event.payload)
-            self.close_reason = (event.payload or b"")[2:].decode("utf-8", "replace")
+            self.close_code = close_code_of(payload_of(event))
+            self.close_reason = (payload_of(event) or b"")[2:].decode("utf-8", "replace")
         else:
             self.disconnected = True
         return None

@@ -64,6 +64,7 @@ from ..protocol.events import (
     close_payload,
     decode_events,
     encode_events,
+    payload_of,
     sendable_close_code,
 )
 from .websocket_context import WebSocketContext
@@ -128,7 +129,7 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
     # PINGs the view never read past still get their PONG.
     for event in ctx.in_events[ctx.read_index :]:
         if event.type == "PING":
-            events.append(WebSocketEvent("PONG", event.payload))
+            events.append(WebSocketEvent("PONG", payload_of(event)))
     events.extend(ctx.out_events)
     if ctx.closed:
         asked = ctx.out_close_code or NORMAL_CLOSURE
@@ -144,7 +145,7 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
         client_close = next((e for e in ctx.in_events if e.type == "CLOSE"), None)
         if client_close is not None:
             # Complete the closing handshake (RFC 6455 §5.5.1), echoing the client's code.
-            code = sendable_close_code(close_code_of(client_close.payload))
+            code = sendable_close_code(close_code_of(payload_of(client_close)))
             events.append(WebSocketEvent("CLOSE", close_payload(code)))
 
     response = HttpResponse(encode_events(events), content_type=WEBSOCKET_EVENTS)

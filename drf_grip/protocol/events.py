@@ -12,7 +12,7 @@ import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from .constants import NORMAL_CLOSURE, SENDABLE_CLOSE_CODES, WEBSOCKET_EVENTS
 from .headers import get_header
@@ -27,6 +27,7 @@ __all__ = [
     "sendable_close_code",
     "encode_events",
     "is_websocket_events",
+    "payload_of",
 ]
 
 # The event types of the protocol (pushpin.org/docs/protocols/websocket-over-http); Pushpin's
@@ -73,8 +74,16 @@ class WebSocketEvent:
     @property
     def payload(self) -> bytes | None:
         """The content as bytes (``None`` for an event without content)."""
-        content = self.content
-        return content.encode("utf-8") if isinstance(content, str) else content
+        return payload_of(self)
+
+
+def payload_of(event: Any) -> bytes | None:
+    """An event's content as bytes, for drf-grip's events and gripcontrol's alike (a
+    ``WebSocketContext`` may be given gripcontrol's: django-grip's own tests build one so)."""
+    content = event.content
+    if content is None or isinstance(content, bytes):
+        return content
+    return content.encode("utf-8") if isinstance(content, str) else bytes(content)
 
 
 def _show(raw: bytes) -> str:
@@ -152,7 +161,7 @@ def encode_events(events: Iterable[WebSocketEvent]) -> bytes:
     for event in events:
         if event.type not in EVENT_TYPES:
             raise ValueError(f"unknown WebSocket event type {event.type!r}")
-        payload = event.payload
+        payload = payload_of(event)
         if payload is None:
             parts.append(event.type.encode("ascii") + b"\r\n")
         else:

@@ -1,8 +1,8 @@
-"""Run django-grip 3.5.2's own test module, unmodified, against drf-grip.
+"""Run django-grip's own test modules, unmodified, against drf-grip.
 
-The module imports ``django_grip``: here that name is drf-grip itself (the migration path is
-"change the import"). It also calls ``settings.configure()`` at import, which raises once
-pytest-django has configured the settings, so that one call is made a no-op while the
+The modules import ``django_grip``: here that name is drf-grip itself (the migration path is
+"change the import"). They also call ``settings.configure()`` at import, which raises once
+pytest-django has configured the settings, so that one call is made a no-op while a
 module is imported. Nothing else is changed; see README.rst beside this file.
 """
 
@@ -20,7 +20,7 @@ import drf_grip
 
 sys.modules.setdefault("django_grip", drf_grip)
 
-VENDORED = {"middleware_tests.py"}
+VENDORED = {"middleware_tests.py", "websocketcontext_tests.py"}
 
 
 class VendoredModule(pytest.Module):
