@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from drf_grip.rest.registry import wait_idle
+from drf_grip.rest.change_worker import wait_idle
 from drf_grip.rest.store import state_cache
 from tests.drf_helpers import ProxiedClient
 from tests.test_gateway import ask, connect

@@ -34,8 +34,8 @@ _EXPORTS = {
     "ListRealtimeMixin": "drf_grip.rest.mixins",
     "RetrieveRealtimeMixin": "drf_grip.rest.mixins",
     "register": "drf_grip.rest.registry",
-    "publish_changes": "drf_grip.rest.registry",
-    "paused": "drf_grip.rest.registry",
+    "publish_changes": "drf_grip.rest.changes",
+    "paused": "drf_grip.rest.changes",
     "RealtimeGateway": "drf_grip.rest.gateway",
     "RealtimePolicy": "drf_grip.rest.context",
 }
@@ -55,7 +55,8 @@ if TYPE_CHECKING:
     from .rest.gateway import RealtimeGateway
     from .rest.gateway.wsrequest import WebSocketRequest
     from .rest.mixins import ListRealtimeMixin, RealtimeMixin, RetrieveRealtimeMixin
-    from .rest.registry import paused, publish_changes, register
+    from .rest.changes import paused, publish_changes
+    from .rest.registry import register
     from .grip.websocket_views import (
         JSONWebSocketView,
         WebSocketView,

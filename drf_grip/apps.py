@@ -13,7 +13,7 @@ class DrfGripConfig(AppConfig):
         from .grip.error_reports import hide_grip_secrets
         from .grip.middleware import register_path_handler
         from .grip.publish_hooks import register_delivered_hook
-        from .rest.registry import connect_signals
+        from .rest.changes import connect_signals
         from .rest.render import ReplayRefusalsNotLogged
         from .rest.stream import NEXT_LINK_PATH, serve_next_link
         from .rest.versions import acknowledge

@@ -363,7 +363,7 @@ def drf_grip_problems() -> list[SettingProblem]:
 
 def _slow_publish_problems(conf: dict[str, Any]) -> list[SettingProblem]:
     # A change that follows another within PUBLISH_INTERVAL waits for the interval's end
-    # (registry.py, _gather): past a second, held clients get it later than the second
+    # (change_worker.py, _gather): past a second, held clients get it later than the second
     # drf-grip promises. Written as 50 for 50 ms, it was 50 s.
     interval = conf.get("PUBLISH_INTERVAL", DEFAULTS["PUBLISH_INTERVAL"])
     if _value_problem("PUBLISH_INTERVAL", interval) or interval <= 1:

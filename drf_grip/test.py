@@ -360,7 +360,7 @@ class WebSocketConnection:
 def _settle(timeout: float) -> bool:
     """Wait until committed changes are handed to the publisher, then until it has sent
     them; False if that took longer than ``timeout`` seconds."""
-    from .rest.registry import wait_idle
+    from .rest.change_worker import wait_idle
 
     deadline = time.monotonic() + timeout
     if not wait_idle(timeout):

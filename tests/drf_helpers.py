@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from drf_grip.conf import embedded_key
 from drf_grip.grip.destinations import register_local_sink, unregister_local_sink
 from drf_grip.grip.publisher import get_publisher
-from drf_grip.rest.registry import wait_idle
+from drf_grip.rest.change_worker import wait_idle
 from drf_grip.test import _as_the_proxy_keeps
 
 

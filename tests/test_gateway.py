@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
 from drf_grip.grip import later
-from drf_grip.rest.registry import wait_idle
+from drf_grip.rest.change_worker import wait_idle
 from drf_grip.test import WebSocketTestClient
 from tests.drf_helpers import revoke_during_the_next_notes_render
 from tests.testapp.models import Note, Todo
@@ -990,7 +990,7 @@ def test_a_change_published_while_a_private_subscription_renders_reaches_it(monk
     saved (so the publisher did not see it), while the proxy has not yet confirmed that
     publish: the subscriber must still get the change, in its answer or as an event."""
     from drf_grip.grip import publish_hooks
-    from drf_grip.rest.registry import publish_changes
+    from drf_grip.rest.changes import publish_changes
 
     def commit_during_the_first_render(render: int) -> None:
         if render == 1:

@@ -7,7 +7,7 @@ import json
 import pytest
 from django.core.cache import cache
 
-from drf_grip.rest.registry import wait_idle
+from drf_grip.rest.change_worker import wait_idle
 from drf_grip.test import WebSocketTestClient
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -159,7 +159,7 @@ def test_gateway_subscriptions_and_their_re_renders_are_not_counted_as_holds(sha
     channel: the long-polls that came after them were put in later buckets, hinted only
     after the publisher paced through the first (the large soak's long-polls waited behind
     its gateway subscriptions)."""
-    from drf_grip.rest.registry import wait_idle
+    from drf_grip.rest.change_worker import wait_idle
     from drf_grip.test import WebSocketTestClient
 
     with RecordingSink() as sink:

@@ -9,7 +9,8 @@ from django.core import checks
 from django.core.cache import cache
 from django.test import override_settings
 
-from drf_grip.rest import registry
+from drf_grip.rest import change_worker, registry
+from drf_grip.rest.changes import Changes
 from drf_grip.rest.shared import render_stats
 from drf_grip.rest.store import SlotIndex
 from tests.drf_helpers import ProxiedClient, RecordingSink
@@ -141,7 +142,7 @@ def test_urlconf_import_in_another_thread_does_not_drop_a_change(sink, monkeypat
     watch("/api/todos/")
     sink.settle()
     started, release = threading.Event(), threading.Event()
-    real = registry._ensure_loaded
+    real = registry.ensure_loaded
 
     class SlowResolver:
         @property
@@ -165,7 +166,7 @@ def test_urlconf_import_in_another_thread_does_not_drop_a_change(sink, monkeypat
 
 def test_the_change_worker_closes_stale_connections(sink, monkeypatch):
     calls = []
-    monkeypatch.setattr(registry, "close_old_connections", lambda: calls.append(1))
+    monkeypatch.setattr(change_worker, "close_old_connections", lambda: calls.append(1))
     watch("/api/todos/")
     Todo.objects.create(title="x")
     sink.settle()
@@ -180,7 +181,7 @@ def test_the_change_worker_survives_closing_connections_failing(sink, monkeypatc
     def refused() -> None:
         raise RuntimeError("Database access not allowed")
 
-    monkeypatch.setattr(registry, "close_old_connections", refused)
+    monkeypatch.setattr(change_worker, "close_old_connections", refused)
     watch("/api/todos/")
     first = Todo.objects.create(title="x")
     assert f"drf.testapp.todo.{first.pk}" in sink.channels()
@@ -342,7 +343,7 @@ def test_a_publish_the_cache_failed_is_tried_again_when_the_cache_works_at_once(
         if len(calls) == 1:
             cache.incr("drf_grip:test:absent")  # raised inside the cache backend
 
-    registry._publish_once_the_cache_answers(refused_once, registry.Changes())
+    change_worker._publish_once_the_cache_answers(refused_once, Changes())
     assert len(calls) == 2
 
     def broken(changes: object) -> None:
@@ -350,7 +351,7 @@ def test_a_publish_the_cache_failed_is_tried_again_when_the_cache_works_at_once(
         raise RuntimeError("a bug, not the cache")
 
     with pytest.raises(RuntimeError):
-        registry._publish_once_the_cache_answers(broken, registry.Changes())
+        change_worker._publish_once_the_cache_answers(broken, Changes())
     assert len(calls) == 3
 
 
@@ -543,7 +544,7 @@ def test_made_up_query_strings_leave_nothing_that_outlives_their_live_urls(sink)
     from drf_grip.test import WebSocketTestClient
 
     todo = Todo.objects.create(title="t")
-    registry.wait_idle()
+    change_worker.wait_idle()
     ws = WebSocketTestClient().connect("/api/ws/")
     assert ws.accepted, ws.response
 
@@ -558,18 +559,18 @@ def test_made_up_query_strings_leave_nothing_that_outlives_their_live_urls(sink)
                 assert ws.receive_json()["status"] == 200
                 ws.send(json.dumps({"id": 2, "unsubscribe": 1}))
                 assert ws.receive_json()["status"] == 200
-        registry.wait_idle()
+        change_worker.wait_idle()
 
     bound = 2 * live_timeout() + 60
     churn(0, 3)
     todo.title = "a change, rendered for every live URL"
     todo.save()
-    registry.wait_idle()
+    change_worker.wait_idle()
     before = _long_lived(bound)
     churn(3, 9)
     todo.title = "another change"
     todo.save()
-    registry.wait_idle()
+    change_worker.wait_idle()
     after = _long_lived(bound)
     assert len(after) <= len(before), sorted(set(after) - set(before))
 

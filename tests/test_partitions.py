@@ -110,14 +110,14 @@ def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_
     partition notes, is imported at the first change, after the note was loaded: handed
     from alice to bob there, only bob's list woke and alice's kept showing it. Where an
     object came from is unknown then, so every partition wakes."""
-    from drf_grip.rest.registry import _remember_partitions
+    from drf_grip.rest.registry import remember_partitions
     from tests.drf_helpers import loaded_before_the_urlconf
 
     alice, bob = (get_user_model().objects.create_user(n) for n in ("alice", "bob"))
     note = Note.objects.create(owner=alice, text="hand over")
     sink.settle()
     note = loaded_before_the_urlconf(
-        Note, note.pk, "drf_grip.partitions.testapp.note", _remember_partitions
+        Note, note.pk, "drf_grip.partitions.testapp.note", remember_partitions
     )
     note.owner = bob
     note.save()

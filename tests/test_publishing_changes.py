@@ -196,11 +196,11 @@ def test_changes_in_savepoints_and_around_callbacks_are_handed_over_once(monkeyp
     captureOnCommitCallbacks sees one), yet a transaction with savepoints released and
     rolled back, and the project's own callbacks between its changes, is handed to the
     publisher as one set of changes, whatever the publisher thread is doing meanwhile."""
-    from drf_grip.rest import registry
+    from drf_grip.rest import changes
 
     submitted = []
     monkeypatch.setattr(
-        registry, "_submit", lambda changes, using=None: changes and submitted.append(changes)
+        changes, "_submit", lambda changes, using=None: changes and submitted.append(changes)
     )
     with transaction.atomic():
         todo = Todo.objects.create(title="a")
@@ -308,9 +308,9 @@ def test_a_model_with_affects_announced_as_a_whole_says_its_objects_are_not_foll
     woke the comment views only; the posts' clients stayed stale without a word."""
     post = Post.objects.create(title="p")
     sink.settle()
-    from drf_grip.rest import registry
+    from drf_grip.rest import changes
 
-    registry._warned_unfollowed.clear()
+    changes._warned_unfollowed.clear()
     with caplog.at_level("WARNING", logger="drf_grip.publish"):
         with paused(Comment):
             Comment.objects.bulk_create([Comment(post=post, text="a")])

@@ -1052,19 +1052,19 @@ def test_the_proxys_retry_for_a_write_published_after_the_render_is_held_again()
     import threading
     from unittest import mock
 
-    from drf_grip.rest import registry
+    from drf_grip.rest import change_worker
 
     with RecordingSink() as sink:
         Todo.objects.create(title="a")
         sink.settle()
-        publish = registry._publish_once_the_cache_answers
+        publish = change_worker._publish_once_the_cache_answers
         render_read = threading.Event()
 
         def late(*args: Any) -> Any:
             render_read.wait(10)
             return publish(*args)
 
-        with mock.patch.object(registry, "_publish_once_the_cache_answers", late):
+        with mock.patch.object(change_worker, "_publish_once_the_cache_answers", late):
             Todo.objects.create(title="b")  # the client's write: committed, not yet published
             client = ProxiedClient()
             etag = client.get("/api/todos/")["ETag"]

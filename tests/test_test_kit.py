@@ -85,7 +85,7 @@ def test_a_change_committed_as_the_block_ends_lands_in_its_outbox(monkeypatch):
 
     from django.core.cache import cache
 
-    from drf_grip.rest.registry import _ChangeWorker
+    from drf_grip.rest.change_worker import _ChangeWorker
 
     gather = _ChangeWorker._gather
 

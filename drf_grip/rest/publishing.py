@@ -19,9 +19,10 @@ from django.db import models
 from ..grip.publisher import publish
 from . import channels as names
 from .buckets import all_bucket_channels, bucketable, paced_hints
+from .changes import Changes
 from .context import PRIVATE, SHARED
 from .policies import recorded_views, records_lost, view_class
-from .registry import Changes, gateway_views, views_for
+from .registry import gateway_views, views_for
 from .sse import format_event
 from .store import per_process_state
 from .versions import next_version, note_committed

@@ -6,7 +6,7 @@ through proxy classes and multi-table parents (``same_rows``), the two sides of 
 ``through`` row (``m2m_sides``), the rows a delete removes from automatic many-to-many
 tables or sets to ``NULL`` (``unlinked_by_delete``), and the foreign keys an object was
 loaded with, to wake what it affected before a save moved it (``remember_keys``,
-``as_it_was``). The registry (registry.py) records the changes; nothing here imports it.
+``as_it_was``). changes.py records the changes; nothing here imports it.
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ def publish_shared(
             if cache_failed(exc):
                 # The cache stopped taking writes (Redis out of memory) or answering: every
                 # URL after this one fails alike, and the publish must be tried again once
-                # it does (registry._publish_once_the_cache_answers), not counted as done.
+                # it does (change_worker._publish_once_the_cache_answers), not counted as done.
                 raise
             logger.exception("drf-grip could not publish a live URL for its subscribers")
 

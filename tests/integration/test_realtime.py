@@ -34,9 +34,9 @@ from rest_framework.authtoken.models import Token
 from drf_grip import paused, publish_changes
 from drf_grip.grip.publisher import get_publisher
 from drf_grip.rest import channels as names
+from drf_grip.rest.change_worker import wait_idle
 from drf_grip.rest.etag import make_etag
 from drf_grip.rest.live_urls import LiveUrl
-from drf_grip.rest.registry import wait_idle
 from drf_grip.rest.shared import render_stats
 from drf_grip.testing import OriginServer, PushpinServer
 from drf_grip.testing.proxies import ProxyUnderTest
@@ -1139,11 +1139,11 @@ def test_a_long_poll_asked_right_after_a_write_whose_publish_was_late_is_held(
     then looked like one for a change after the render, and was answered with a 304 and no
     hold: the long-poll ended at once, unchanged (``bench/probes.py hold-after-write``). It
     is held, and woken by the next change."""
-    from drf_grip.rest import registry
+    from drf_grip.rest import change_worker
 
     todo = Todo.objects.create(title="milk")
     settle()
-    real_publish = registry._publish_once_the_cache_answers
+    real_publish = change_worker._publish_once_the_cache_answers
     rendered = threading.Event()
 
     def publish_once_the_long_poll_rendered(publish: Any, changes: Any) -> Any:
@@ -1151,7 +1151,7 @@ def test_a_long_poll_asked_right_after_a_write_whose_publish_was_late_is_held(
         return real_publish(publish, changes)
 
     monkeypatch.setattr(
-        registry, "_publish_once_the_cache_answers", publish_once_the_long_poll_rendered
+        change_worker, "_publish_once_the_cache_answers", publish_once_the_long_poll_rendered
     )
     todo.title = "soy milk"
     todo.save()  # committed; its publish waits for the long-poll's render
