@@ -468,8 +468,17 @@ class HttpSession:
             self._admitted = self.proxy.admit(self)
         return self._admitted
 
-    def _subscribe(self, instruct: Instruct, *, first_stream_hold: bool = False) -> bool:
-        """Subscribe to the instruction's channels (dropping others); False on a prev-id gap."""
+    def _subscribe(
+        self,
+        instruct: Instruct,
+        *,
+        first_stream_hold: bool = False,
+        retry_on_conflict: bool = False,
+    ) -> bool:
+        """Subscribe to the instruction's channels (dropping others); False on a prev-id gap.
+
+        ``retry_on_conflict``: a long-poll's hold, re-requested at once on a gap: then it is
+        no subscribe event on any of its channels (``ChannelHub.subscribe``, ``counted``)."""
         specs = instruct.channels[:MAX_CHANNELS]
         if len(instruct.channels) > MAX_CHANNELS:
             logger.warning("%s: only the first %d channels are subscribed", self.path, MAX_CHANNELS)
@@ -477,10 +486,12 @@ class HttpSession:
         for channel in self._channels - wanted:
             self.proxy.hub.unsubscribe(self, channel)
         self._channels = wanted
+        hub = self.proxy.hub
+        counted = not retry_on_conflict or all(hub.in_step(spec) for spec in specs)
         in_step = True
         for spec in specs:
             in_step = (
-                self.proxy.hub.subscribe(self, spec, forget_on_conflict=first_stream_hold)
+                hub.subscribe(self, spec, forget_on_conflict=first_stream_hold, counted=counted)
                 and in_step
             )
         return in_step
@@ -509,7 +520,7 @@ class HttpSession:
         if timeout is None:
             timeout = self.proxy.default_hold_timeout
         timeout = max(timeout, self.proxy.min_hold_timeout)
-        in_step = self._subscribe(instruct)
+        in_step = self._subscribe(instruct, retry_on_conflict=mismatches < MAX_MISMATCH_RETRIES)
         if not in_step:
             if mismatches < MAX_MISMATCH_RETRIES:
                 raise _Retry("mismatch")
