@@ -431,17 +431,17 @@ class HttpSession:
                 await self._respond(answer.status, answer.headers, answer.body)
                 return
 
-    def _grip_last(self, *, newest: bool = True) -> RawHeaders:
-        """``Grip-Last`` per channel: the channel's newest id (a long-poll's re-request, whose
-        answer is rendered afresh), or, ``newest=False``, the id this session has (a stream's
-        next link: Pushpin 1.36 sends the session's channel prevId, which only the items the
-        stream processed move on; handler/httpsession.cpp). A stream that missed an item
-        must not be said to have it."""
+    def _grip_last(self) -> RawHeaders:
+        """``Grip-Last`` per channel: the id this session has, as Pushpin 1.36 sends it on a
+        long-poll's retry and a stream's next link (handler/httpsession.cpp: the session's
+        channel prevId, which only the items it processed move on; for a hold that conflicts
+        on accept, its own prev-id, handler/engine.cpp). Naming the channel's newest id
+        instead told an origin that resumes from ``Grip-Last`` (django-grip's
+        ``request.grip.last``) that its client had items it never got after a gap
+        (differential probe against Pushpin)."""
         out: RawHeaders = []
         for channel in sorted(self._channels):
             last = self.last_ids.get(channel)
-            if newest:
-                last = self.proxy.hub.last_id(channel) or last
             if last is not None:
                 out.append((b"grip-last", f"{channel}; last-id={last}".encode("latin-1")))
         return out
@@ -450,7 +450,7 @@ class HttpSession:
         """Pushpin's retry: the client's original request, all its headers, plus Grip-Last."""
         logger.info("retry %s", self.path)
         async with self.proxy.rerequest_slots():
-            # Grip-Last is read once it is this session's turn: the newest ids by then.
+            # Grip-Last is read once it is this session's turn.
             headers = origin_headers(self._client_headers, self.proxy.signer, self._grip_last())
             if self._has_body():
                 headers = self._with_length(headers)
@@ -468,8 +468,17 @@ class HttpSession:
             self._admitted = self.proxy.admit(self)
         return self._admitted
 
-    def _subscribe(self, instruct: Instruct, *, first_stream_hold: bool = False) -> bool:
-        """Subscribe to the instruction's channels (dropping others); False on a prev-id gap."""
+    def _subscribe(
+        self,
+        instruct: Instruct,
+        *,
+        first_stream_hold: bool = False,
+        retry_on_conflict: bool = False,
+    ) -> bool:
+        """Subscribe to the instruction's channels (dropping others); False on a prev-id gap.
+
+        ``retry_on_conflict``: a long-poll's hold, re-requested at once on a gap: then it is
+        no subscribe event on any of its channels (``ChannelHub.subscribe``, ``counted``)."""
         specs = instruct.channels[:MAX_CHANNELS]
         if len(instruct.channels) > MAX_CHANNELS:
             logger.warning("%s: only the first %d channels are subscribed", self.path, MAX_CHANNELS)
@@ -477,10 +486,12 @@ class HttpSession:
         for channel in self._channels - wanted:
             self.proxy.hub.unsubscribe(self, channel)
         self._channels = wanted
+        hub = self.proxy.hub
+        counted = not retry_on_conflict or all(hub.in_step(spec) for spec in specs)
         in_step = True
         for spec in specs:
             in_step = (
-                self.proxy.hub.subscribe(self, spec, forget_on_conflict=first_stream_hold)
+                hub.subscribe(self, spec, forget_on_conflict=first_stream_hold, counted=counted)
                 and in_step
             )
         return in_step
@@ -509,7 +520,7 @@ class HttpSession:
         if timeout is None:
             timeout = self.proxy.default_hold_timeout
         timeout = max(timeout, self.proxy.min_hold_timeout)
-        in_step = self._subscribe(instruct)
+        in_step = self._subscribe(instruct, retry_on_conflict=mismatches < MAX_MISMATCH_RETRIES)
         if not in_step:
             if mismatches < MAX_MISMATCH_RETRIES:
                 raise _Retry("mismatch")
@@ -657,7 +668,7 @@ class HttpSession:
         # Pushpin's next-link request is a bare GET: no cookies, no Authorization, only
         # Grip-Last (Pushpin 1.36; handler/httpsession.cpp requestNextLink). Host is the link's.
         headers: RawHeaders = [(b"host", (target.netloc or host).encode("latin-1"))]
-        headers = origin_headers(headers, self.proxy.signer, self._grip_last(newest=False))
+        headers = origin_headers(headers, self.proxy.signer, self._grip_last())
         return derive_scope(
             self.scope,
             headers=headers,
