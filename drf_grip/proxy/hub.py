@@ -80,9 +80,6 @@ class ChannelHub:
 
     # -- loop-only ------------------------------------------------------------------------
 
-    def last_id(self, channel: str) -> str | None:
-        return self._last_ids.get(channel)
-
     def in_step(self, spec: Channel) -> bool:
         """Whether a hold at ``spec``'s prev-id follows the channel's last id."""
         known = self._last_ids.get(spec.name)
