@@ -661,6 +661,36 @@ class HttpSession:
         elif data.strip() and not data.startswith(b":"):
             self._last_event = None  # other content came between
 
+    def _drop_unfollowing(self, instruct: Instruct) -> None:
+        """Drop the items queued while a next link was fetched that do not follow the hold
+        its answer made: of a channel no longer held, or whose prev-id is not the one the
+        answer holds that channel at. As Pushpin 1.36 does on a stream's later holds
+        (handler/httpsession.cpp, "Drop any non-matching queued items"), up to the first
+        item that follows; the ones after it follow it (the hub checked them in turn).
+
+        The answer's render may already have the change such an item carries, and more: a
+        shared stream's fetch made as a change committed sent that change and held at a
+        version naming its render (``rest/mixins.py``, ``_hold_past_the_push``), and the
+        push of an earlier change, queued meanwhile, was written after it: the stream went
+        back to the older representation, then got the newer one again (a loaded CI run's
+        ``test_a_stream_whose_catch_up_fetch_saw_the_change_gets_it_once``, reproduced with
+        slowed renders). A dropped item that was newer than the answer is not lost: it
+        moved the channel past the hold, so the stream fetches its link again.
+
+        Unlike Pushpin, an item without a prev-id is kept: the hub delivers one whatever the
+        stream holds (``hub.ChannelHub._publish_one``)."""
+        held = {spec.name: spec.prev_id for spec in instruct.channels[:MAX_CHANNELS]}
+        while True:
+            entry = self._mailbox.peek()
+            if entry is None or entry[0] != "item":
+                return
+            item: Item = entry[1]
+            if item.channel in held:
+                prev_id = held[item.channel]
+                if prev_id is None or item.prev_id is None or item.prev_id == prev_id:
+                    return
+            self._mailbox.pop()
+
     def _link_scope(self, link: NextLink) -> dict[str, Any]:
         host = get_header(self.scope.get("headers", []), "host") or ""
         base = f"{self.scope.get('scheme', 'http')}://{host or 'localhost'}{self.scope['path']}"
@@ -705,6 +735,7 @@ class HttpSession:
                 logger.warning("%s: over EMBEDDED_MAX_HELD; ending the stream", self.path)
                 return "end"
             in_step = self._apply_stream(instruct)
+            self._drop_unfollowing(instruct)
             return "again" if (not in_step and allow_chain and self._link) else "hold"
         if instruct.next_link is not None:
             self._link = instruct.next_link

@@ -65,6 +65,10 @@ class Mailbox(Generic[T]):
             self._on_overflow()
         return False
 
+    def peek(self) -> T | None:
+        """The first entry, left in place."""
+        return self._items[0][0] if self._items else None
+
     def pop(self) -> T | None:
         if not self._items:
             return None

@@ -365,6 +365,49 @@ def test_a_stream_held_behind_the_channel_recovers_once(server: ProxyServer, ori
     assert [link.headers["grip-last"] for link in links] == ["ev; last-id=1"]
 
 
+def test_items_queued_during_a_next_link_fetch_that_do_not_follow_its_hold_are_dropped(
+    server: ProxyServer, origin: Origin
+):
+    """An item published while a stream's next link is fetched waits for the answer; the
+    answer's render already has that change and holds at the id naming it, so the item
+    does not follow the hold. Pushpin drops such queued items (1.36, handler/
+    httpsession.cpp, "Drop any non-matching queued items"); the embedded proxy wrote them
+    after the answer, so the stream went back to an older representation (drf-grip's
+    shared streams: a catch-up fetch sent "c" and the queued push of "b" followed it)."""
+    link = ("Grip-Link", "</events/next/>; rel=next; timeout=120")
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev; prev-id=1"), link,
+    ], "first\n"))
+
+    def next_link(request):
+        # Runs on the proxy's loop, inside the fetch: the item is queued for the stream.
+        server.publish({"channel": "ev", "id": "3", "prev-id": "2",
+                        "formats": {"http-stream": {"content": "three\n"}}})
+        return Response(200, [
+            ("Grip-Hold", "stream"), ("Grip-Channel", "ev; prev-id=3"), link,
+        ], "three, rendered\n")
+
+    origin.route("/events/next/")(next_link)
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/events/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "first"
+                assert await in_thread(server.proxy.wait_for_subscribers, "ev")
+                await in_thread(server.publish, {"channel": "ev", "id": "2", "prev-id": "1",
+                                                 "formats": {"http-stream": {"action": "hint"}}})
+                got = [await lines.__anext__()]
+                assert await in_thread(server.proxy.wait_for_subscriptions, "ev", 2)
+                await in_thread(server.publish, {"channel": "ev", "id": "4", "prev-id": "3",
+                                                 "formats": {"http-stream": {"content": "four\n"}}})
+                got.append(await lines.__anext__())
+                return got
+
+    assert run(scenario()) == ["three, rendered", "four"]
+    assert len(origin.requests_to("/events/next/")) == 1
+
+
 def test_next_link_answer_with_a_new_hold_keeps_the_stream(server: ProxyServer, origin: Origin):
     origin.route("/events/")(lambda r: Response(200, [
         ("Grip-Hold", "stream"), ("Grip-Channel", "ev"), ("Grip-Link", "</events/next/>; rel=next; timeout=1"),
