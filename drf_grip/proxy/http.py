@@ -141,6 +141,11 @@ class HttpSession:
     def wants(self, item: Item) -> bool:
         return (item.response if self._mode == "response" else item.stream) is not None
 
+    @property
+    def follows_own_ids(self) -> bool:
+        """A long-poll takes only an item that follows its hold's prev-id (``ChannelHub``)."""
+        return self._mode == "response"
+
     def deliver(self, item: Item) -> None:
         self._mailbox.put(("item", item), item.size)
 

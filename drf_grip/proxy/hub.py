@@ -109,6 +109,8 @@ class ChannelHub:
         subs[sub] = None
         if spec.prev_id is not None:
             sub.last_ids[spec.name] = spec.prev_id
+        elif getattr(sub, "follows_own_ids", False):
+            sub.last_ids.pop(spec.name, None)  # an earlier hold's id is not this one's
         with self._cond:
             if is_new:
                 self._counts[spec.name] = self._counts.get(spec.name, 0) + 1
@@ -188,6 +190,13 @@ class ChannelHub:
                 continue
             if item.prev_id is not None:
                 expected = known if known is not None else sub.last_ids.get(channel)
+                if getattr(sub, "follows_own_ids", False):
+                    # A long-poll follows its own hold's prev-id, as behind Pushpin 1.36 (run
+                    # against it): one held at an id the channel has not reached (held anyway
+                    # after conflicts on accept: its answer already had a render still on its
+                    # way here) is asked afresh by the item before that one, not answered
+                    # with its older body (test_realtime, an older render still on its way).
+                    expected = sub.last_ids.get(channel, expected)
                 if expected is not None and expected != item.prev_id:
                     # Pushpin 1.36, the race: a publish whose prev-id does not follow what this
                     # subscriber has is not delivered; the origin is asked afresh instead.

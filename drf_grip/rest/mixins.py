@@ -936,8 +936,13 @@ class _RealtimeBase(RealtimeHooks):
             return stream
         if is_next:
             context.result_etag = etag
-            if body:
-                self._hold_past_the_push(policy, etag)
+        if body:
+            # Also a stream's first answer: made as a change committed, it sent that change,
+            # and the change's publish, whose prev-id is the version read before the render,
+            # was the same event again behind Pushpin (chaos probe). Its first hold then
+            # conflicts, and Pushpin recovers through the next link, which sends nothing
+            # the stream has.
+            self._hold_past_the_push(policy, etag)
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
         held = self._grip_channels(request, policy)
         link_policy: RealtimePolicy | None = policy
@@ -980,8 +985,10 @@ class _RealtimeBase(RealtimeHooks):
         channel's first subscription). Now Pushpin takes the publish for one the stream
         cannot follow and fetches again (PUSHPIN.md, prev-id), and that fetch sends nothing
         (the stream's Grip-Last names the render it has) or what changed since. Pushpin
-        checks no conflict on a stream's later holds, so the version is no loop."""
-        from .shared import new_version, names_etag
+        checks no conflict on a stream's later holds, so the version is no loop; a first
+        hold's conflict it recovers from once, forgetting the channel's last id (a stream's
+        first answer does the same: ``stream_response``)."""
+        from .shared import names_etag, new_version
 
         channel = policy.channels[0]
         held = policy.versions.get(channel)

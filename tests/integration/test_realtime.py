@@ -799,6 +799,69 @@ def test_shared_change_is_rendered_once_for_every_subscriber(
     assert all(later.id == event.id for later in events.pending() if later is not None)
 
 
+def _slow_publishes(
+    monkeypatch: pytest.MonkeyPatch, channel: str
+) -> tuple[threading.Event, threading.Event]:
+    """The publisher's next POST to the proxy with an item of ``channel`` waits (a busy
+    proxy): the first event is set once it is on its way, and it goes on once the second
+    is set."""
+    from drf_grip.grip import transports
+
+    on_its_way, released = threading.Event(), threading.Event()
+    for target in (transports.HttpTarget, transports.SinkTarget):
+        def slow_post(self: Any, items: Any, *args: Any, real: Any = target.deliver,
+                      **kwargs: Any) -> Any:
+            if any(item.get("channel") == channel for item in items) and not released.is_set():
+                on_its_way.set()
+                released.wait(10)
+            return real(self, items, *args, **kwargs)
+
+        monkeypatch.setattr(target, "deliver", slow_post)
+    return on_its_way, released
+
+
+@pytest.mark.parametrize("path", ["/api/shared-todos/{pk}/", "/api/shared-todos/"])
+def test_a_long_poll_with_the_current_etag_never_gets_an_older_render_still_on_its_way(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, fresh_live_urls: None,
+    path: str
+) -> None:
+    """A client never moves back to an older representation (DESIGN.md §4). Two changes
+    committed while the publisher's POST of the first one's render was slow (a busy proxy);
+    a client got the second from a GET and long-polled with its ETag. The embedded proxy's
+    channel was behind that hold's prev-id: it re-requested, then held anyway, and handed
+    the hold the first change's render when it arrived, since it followed the channel: the
+    client was answered with the older body (chaos probe: publishes slowed 100 ms). Pushpin
+    checks an item against the session's own prev-id and asks the origin afresh."""
+    todo = Todo.objects.create(title="a")
+    path = path.format(pk=todo.pk)
+    channel = shared_ch(grip_proxy, path)
+    poll = hold(grip_proxy, path, channel)
+    todo.title = "b"
+    todo.save()
+    assert '"b"' in poll.result(WITHIN).text  # the proxy knows the channel's last id
+    settle()
+    on_its_way, released = _slow_publishes(monkeypatch, channel)
+    todo.title = "c"
+    todo.save()
+    assert on_its_way.wait(WITHIN)
+    todo.title = "d"
+    todo.save()
+    assert wait_idle(10)  # "d" rendered, its item queued behind "c"'s
+    current = get(grip_proxy, path)
+    assert '"d"' in current.text
+    poll = hold(grip_proxy, path, channel, etag=current.headers["ETag"])
+
+    released.set()
+    settle()
+    todo.title = "e"
+    todo.save()
+
+    response = poll.result(WITHIN)
+    assert response.status_code == 200
+    assert '"e"' in response.text, f"held with the ETag of d, answered {response.text}"
+    assert response.content == get(grip_proxy, path).content
+
+
 @pytest.mark.parametrize("grip_proxy", ["embedded"], indirect=True)
 def test_a_stream_whose_catch_up_fetch_saw_the_change_gets_it_once(
     grip_proxy: ProxyUnderTest, streams: list[EventStream]
@@ -885,6 +948,44 @@ def test_a_change_a_stream_fetched_before_it_was_published_arrives_once(
     assert event.id == current, f"after {fetched.id}, {before} then {event}"
     assert all(e.id != fetched.id and "third" in e.data for e in before), before
     assert events.pending() == []
+
+
+@pytest.mark.parametrize("path", ["/api/shared-todos/{pk}/", "/api/shared-todos/"])
+def test_a_stream_opened_while_a_change_is_on_its_way_gets_it_once(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream],
+    fresh_live_urls: None, path: str
+) -> None:
+    """One event per change (DESIGN.md §1). An EventSource opened while a change's publish
+    was on its way to the proxy (a slow POST) got the change as its first event, then the
+    same event again behind Pushpin: the publish followed the version its answer held at,
+    read before the render (chaos probe)."""
+    todo = Todo.objects.create(title="a")
+    path = path.format(pk=todo.pk)
+    channel = shared_ch(grip_proxy, path)
+    watching = stream(grip_proxy, path, channel)
+    streams.append(watching)
+    assert '"a"' in watching.next(WITHIN).data
+    todo.title = "b"
+    todo.save()
+    assert '"b"' in watching.next(WITHIN).data  # the proxy knows the channel's last id
+    settle()
+    on_its_way, released = _slow_publishes(monkeypatch, channel)
+    todo.title = "c"
+    todo.save()
+    assert on_its_way.wait(WITHIN)
+
+    events = stream(grip_proxy, path, channel)
+    streams.append(events)
+    first = events.next(WITHIN)
+    assert '"c"' in first.data
+    released.set()
+    settle()
+    todo.title = "d"
+    todo.save()
+
+    event = events.next(WITHIN)
+    assert '"d"' in event.data, f"after {first.data}, {event.data}"
+    assert event.data == get(grip_proxy, path).text
 
 
 def test_a_shared_representation_too_large_to_push_whole_still_reaches_its_subscribers(
