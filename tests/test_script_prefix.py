@@ -15,8 +15,8 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.test import APIClient
 
 from drf_grip import RealtimeMixin
-from drf_grip.rest.gateway import RealtimeGateway
 from drf_grip.rest.change_worker import wait_idle
+from drf_grip.rest.gateway import RealtimeGateway
 from drf_grip.test import WebSocketTestClient
 from tests.drf_helpers import RecordingSink
 from tests.testapp.models import Todo
