@@ -28,6 +28,9 @@ class Subscriber(Protocol):
 
     path: str
     last_ids: dict[str, str]
+    #: Takes only an item that follows its own hold's prev-id (a long-poll, as Pushpin's
+    #: session); otherwise, items that follow the channel's last id.
+    follows_own_ids: bool
 
     def wants(self, item: Item) -> bool:
         """True when the item has the format this connection consumes."""
@@ -109,7 +112,7 @@ class ChannelHub:
         subs[sub] = None
         if spec.prev_id is not None:
             sub.last_ids[spec.name] = spec.prev_id
-        elif getattr(sub, "follows_own_ids", False):
+        elif sub.follows_own_ids:
             sub.last_ids.pop(spec.name, None)  # an earlier hold's id is not this one's
         with self._cond:
             if is_new:
@@ -190,7 +193,7 @@ class ChannelHub:
                 continue
             if item.prev_id is not None:
                 expected = known if known is not None else sub.last_ids.get(channel)
-                if getattr(sub, "follows_own_ids", False):
+                if sub.follows_own_ids:
                     # A long-poll follows its own hold's prev-id, as behind Pushpin 1.36 (run
                     # against it): one held at an id the channel has not reached (held anyway
                     # after conflicts on accept: its answer already had a render still on its

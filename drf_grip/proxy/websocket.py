@@ -99,6 +99,9 @@ def _reason(text: str) -> str:
 class WebSocketSession:
     """A subscriber for ``ws-message`` items, and the bridge to the origin."""
 
+    #: A connection's channel follows the channel's last id (``Subscriber``).
+    follows_own_ids = False
+
     def __init__(self, proxy: GripProxy, scope: dict[str, Any], receive, send) -> None:
         self.proxy = proxy
         self.scope = scope
