@@ -227,3 +227,23 @@ def test_a_negative_keep_alive_or_next_link_timeout_is_refused_where_it_is_given
     instruct.set_next_link("/n/", 0)
     headers = instruct.headers()
     assert "timeout=-" not in headers["Grip-Keep-Alive"] + headers["Grip-Link"]
+
+
+def test_a_channels_filters_go_in_its_grip_channel_and_come_back():
+    """Pushpin takes a channel's message filters as ``filter`` parameters of Grip-Channel
+    (``skip-self``: drop an item whose ``sender`` meta is the subscription's ``user``)."""
+    from drf_grip.protocol import parse_instruct
+
+    instruct = Instruct()
+    instruct.add_channel(Channel("a", "1", ("skip-self",)))
+    instruct.add_channel(Channel("b", "2", ("not a token",)))
+    instruct.meta["user"] = "v1 tag"
+    headers = instruct.headers()
+    assert headers["Grip-Channel"] == "a; prev-id=1; filter=skip-self, b; prev-id=2"
+    assert headers["Grip-Set-Meta"] == 'user="v1 tag"'
+    parsed = parse_instruct([(k.encode(), v.encode()) for k, v in headers.items()])
+    assert [(c.name, c.prev_id, c.filters) for c in parsed.channels] == [
+        ("a", "1", ("skip-self",)), ("b", "2", ())
+    ]
+    assert parsed.meta == {"user": "v1 tag"}
+

@@ -774,14 +774,20 @@ def test_a_public_next_link_answers_by_what_the_stream_has_seen():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_shared_next_link_that_sends_an_unpublished_change_is_not_sent_it_again():
+def test_a_shared_next_link_that_sends_an_unpublished_change_marks_its_push_as_a_repeat():
     """Behind Pushpin a shared stream sometimes got a change's event twice (DRF probe):
-    Pushpin's fetch of the next link about 1 s after a channel's first subscription
-    rendered a change committed but not yet published, sent it, and held at the version
-    read before; the publish, whose prev-id was that version, delivered it again. The
-    fetch holds at a version of its own naming what it sent: the publish's prev-id is not
-    the stream's, so Pushpin fetches again, and that fetch sends nothing."""
+    Pushpin's fetch of the next link rendered a change committed but not yet published,
+    sent it, and held at the version read before; the publish, whose prev-id was that
+    version, delivered it again. Holding at a version of its own instead lost the push of
+    a later change made during the fetch (Pushpin drops queued items that do not follow
+    the hold). The fetch holds at the version read, so every push after it follows, and
+    the push of the render it sent carries, as its ``sender``, the mark the stream's
+    ``user`` meta holds, which Pushpin's ``skip-self`` filter on the channel drops."""
     from drf_grip import paused
+    from drf_grip.protocol import parse_instruct
+
+    def instruct_of(response: Any) -> Any:
+        return parse_instruct([(k.encode(), v.encode()) for k, v in response.items()])
 
     with RecordingSink() as sink:
         Todo.objects.create(title="old")
@@ -789,17 +795,67 @@ def test_a_shared_next_link_that_sends_an_unpublished_change_is_not_sent_it_agai
         client = ProxiedClient()
         resp = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
         channel = GripInstruction.of(resp).channels[1]
+        read = read_version(channel)
         with paused():  # committed, published only once the block ends
             Todo.objects.create(title="new")
             fetched = client.get(_link_of(resp), **_last_of(resp))
         assert b'"title":"new"' in fetched.content and fetched["Grip-Hold"] == "stream"
-        held_at = GripInstruction.of(fetched).prev_ids[channel]
+        answer = instruct_of(fetched)
+        (held,) = [c for c in answer.channels if c.name == channel]
+        assert held.prev_id == read and held.filters == ("skip-self",)
         pushed = [item for item in sink.settle() if item["channel"] == channel]
-        assert pushed and all(item["prev-id"] != held_at for item in pushed)
-        # Pushpin's fetch for the publish it could not deliver: nothing new to send.
-        again = client.get(_link_of(fetched), **_last_of(fetched))
+        assert [item["prev-id"] for item in pushed] == [read]
+        assert pushed[0]["meta"]["sender"] == answer.meta["user"]
+
+        Todo.objects.create(title="newer")  # a push the stream has not seen
+        later = [item for item in sink.settle() if item["channel"] == channel]
+    assert [item["prev-id"] for item in later] == [pushed[0]["id"]]
+    assert later[0]["meta"]["sender"] != answer.meta["user"]
+    # The stream's next fetch (its link's timeout), with the push of "newer" written:
+    # nothing to send, nothing marked, nothing filtered.
+    has = {
+        "HTTP_GRIP_LAST": f"{STREAM_CHANNEL}; last-id={_token_of(fetched)}, "
+        f"{channel}; last-id={later[0]['id']}"
+    }
+    again = client.get(_link_of(fetched), **has)
     assert again.content == b"" and again["Grip-Hold"] == "stream"
-    assert GripInstruction.of(again).prev_ids[channel] == pushed[-1]["id"]
+    assert "user" not in instruct_of(again).meta
+    assert all(not c.filters for c in instruct_of(again).channels)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signed_in_shared_stream_is_not_sent_a_pushed_change_again_by_its_next_link(
+    django_user_model,
+):
+    """One event per change (DESIGN.md §1). A signed-in subscriber's shared stream has a
+    link of its own, which remembered only what it had sent: the next fetch of that link
+    (Pushpin fetches it every ``NEXT_LINK_TIMEOUT`` at least) sent a change the stream had
+    already been pushed, a second time. Pushpin names the push it took in ``Grip-Last``."""
+    from drf_grip import paused
+
+    user = django_user_model.objects.create_user("reader", password="secret")
+    with RecordingSink() as sink:
+        Todo.objects.create(title="old")
+        sink.settle()
+        client = ProxiedClient()
+        client.force_login(user)
+        resp = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
+        channel = GripInstruction.of(resp).channels[1]
+        Todo.objects.create(title="new")
+        (pushed,) = [item for item in sink.settle() if item["channel"] == channel]
+        assert '"new"' in pushed["formats"]["http-stream"]["content"]
+        fetch = ProxiedClient()  # a next-link fetch carries no credentials
+        has = {
+            "HTTP_GRIP_LAST": f"{STREAM_CHANNEL}; last-id={_token_of(resp)}, "
+            f"{channel}; last-id={pushed['id']}"
+        }
+        again = fetch.get(_link_of(resp), **has)
+        assert again.content == b"" and again["Grip-Hold"] == "stream"
+        # Not pushed (Grip-Last names the version it was held at): the fetch sends it.
+        with paused():
+            Todo.objects.create(title="newer")
+            missed = {"HTTP_GRIP_LAST": again["Grip-Channel"].replace("prev-id", "last-id")}
+            assert b'"title":"newer"' in fetch.get(_link_of(again), **missed).content
 
 
 @pytest.mark.django_db(transaction=True)

@@ -12,7 +12,7 @@ import base64
 import binascii
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from .constants import MAX_CHANNELS, MIN_HOLD_TIMEOUT
@@ -63,10 +63,12 @@ class InstructError(ValueError):
 
 @dataclass(frozen=True)
 class Channel:
-    """A channel to subscribe to, optionally with the id of the last item the client has."""
+    """A channel to subscribe to, optionally with the id of the last item the client has,
+    and the proxy's message filters for it (``filters.py``: ``skip-self``, ...)."""
 
     name: str
     prev_id: str | None = None
+    filters: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class Instruct:
     def add_channel(self, channel: Any, prev_id: str | None = None) -> None:
         for ch in parse_channels(channel):
             if prev_id is not None:
-                ch = Channel(ch.name, prev_id)
+                ch = replace(ch, prev_id=prev_id)
             self._add(ch)
 
     def add_channels(self, channels: Any) -> None:
@@ -210,6 +212,11 @@ class Instruct:
                             "subscribing without it",
                             ch.name,
                         )
+                for name in ch.filters:
+                    if TOKEN.fullmatch(name):
+                        part += "; filter=" + name
+                    else:
+                        logger.warning("filter %r cannot be sent in a header; left out", name)
                 parts.append(part)
             out["Grip-Channel"] = ", ".join(parts)
         if self.hold == "response" and self.timeout is not None:
@@ -340,7 +347,8 @@ def parse_instruct(headers: RawHeaders) -> Instruct:
             raise InstructError("empty channel name in Grip-Channel")
         if any(c.name == name for c in out.channels):
             continue
-        out.channels.append(Channel(name, params.get("prev-id")))
+        filters = (params["filter"],) if params.get("filter") else ()
+        out.channels.append(Channel(name, params.get("prev-id"), filters))
     if out.hold is not None and not out.channels:
         raise InstructError("Grip-Hold without Grip-Channel")
 

@@ -674,13 +674,14 @@ class HttpSession:
         item that follows; the ones after it follow it (the hub checked them in turn).
 
         The answer's render may already have the change such an item carries, and more: a
-        shared stream's fetch made as a change committed sent that change and held at a
-        version naming its render (``rest/mixins.py``, ``_hold_past_the_push``), and the
-        push of an earlier change, queued meanwhile, was written after it: the stream went
-        back to the older representation, then got the newer one again (a loaded CI run's
+        shared stream's fetch made as a change committed sent that change, and the push of
+        an earlier change, queued meanwhile, was written after it: the stream went back to
+        the older representation, then got the newer one again (a loaded CI run's
         ``test_a_stream_whose_catch_up_fetch_saw_the_change_gets_it_once``, reproduced with
-        slowed renders). A dropped item that was newer than the answer is not lost: it
-        moved the channel past the hold, so the stream fetches its link again.
+        slowed renders). Unlike Pushpin, the embedded proxy does not lose a dropped item
+        that was newer than the answer: it moved the channel past the hold, so the stream
+        fetches its link again. Behind Pushpin such an item is lost for good, which is why
+        drf-grip's answers hold at a version every later push follows.
 
         Unlike Pushpin, an item without a prev-id is kept: the hub delivers one whatever the
         stream holds (``hub.ChannelHub._publish_one``)."""

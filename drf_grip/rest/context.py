@@ -55,6 +55,8 @@ class RealtimeContext:
     policy: RealtimePolicy | None = None
     #: Filled in by the view: the representation's ETag and whether the user still matches.
     result_etag: str | None = None
+    #: Filled in by a shared stream's answer: the version it holds the live URL at.
+    result_held: str | None = None
     revoked: bool = False
     #: Extra state of the role (the stream's next-link state, ...).
     state: dict[str, Any] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from django.db import models, transaction
@@ -30,6 +31,7 @@ from rest_framework.settings import api_settings
 from ..conf import grip_settings
 from ..grip.middleware import GripRequest, proxy_required_response
 from ..protocol import MIN_HOLD_TIMEOUT, Channel
+from ..protocol.filters import SKIP_SELF
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, tags_weakened
@@ -936,15 +938,21 @@ class _RealtimeBase(RealtimeHooks):
             return stream
         if is_next:
             context.result_etag = etag
-        if body:
-            # Also a stream's first answer: made as a change committed, it sent that change,
-            # and the change's publish, whose prev-id is the version read before the render,
+        if body and not is_next:
+            # A stream's first answer: made as a change committed, it sent that change, and
+            # the change's publish, whose prev-id is the version read before the render,
             # was the same event again behind Pushpin (chaos probe). Its first hold then
             # conflicts, and Pushpin recovers through the next link, which sends nothing
             # the stream has.
             self._hold_past_the_push(policy, etag)
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
         held = self._grip_channels(request, policy)
+        repeat = self._repeat_of_the_push(policy, held, etag) if is_next else None
+        # The live URL as held: a stream's link remembers at which version it was sent
+        # ``etag``, and takes a later one in Grip-Last for a push it has (stream.py).
+        live = held[0] if policy.delivery == SHARED and held else None
+        if is_next:
+            context.result_held = live.prev_id if live is not None else None
         link_policy: RealtimePolicy | None = policy
         if policy.delivery == SHARED and held:
             # A public link (shared by the anonymous streams of a URL) learns what a stream
@@ -961,10 +969,12 @@ class _RealtimeBase(RealtimeHooks):
             if not names_etag(held[0].prev_id, etag.strip('"')):
                 link_policy = None
         link, token_channel, timeout = next_link_for(
-            request, context, etag, versioned, link_policy
+            request, context, etag, versioned, link_policy, live
         )
         instruct = grip.start_instruct()
         instruct.set_next_link(link, timeout)
+        if repeat is not None:
+            instruct.meta["user"] = repeat
         # A next-link answer replaces the stream's whole instruction in Pushpin (handler/
         # httpsession.cpp): without Grip-Hold it fetches the next link again at once, in a
         # loop, and channels or keep-alive left out are dropped. So every answer holds again.
@@ -977,17 +987,21 @@ class _RealtimeBase(RealtimeHooks):
         return stream
 
     def _hold_past_the_push(self, policy: RealtimePolicy, etag: str) -> None:
-        """A shared stream's next-link fetch that sends a render its version read before
-        does not name (a change committed, not yet published) holds at a version of its own
+        """A shared stream's first answer that sends a render its version read before does
+        not name (a change committed, not yet published) holds at a version of its own
         naming that render, which no publish names as its prev-id. Held at the version read,
         the stream got the change twice: the publish, whose prev-id that version is, was
-        delivered after the fetch had sent it (DRF probe, Pushpin's fetch about 1 s after a
-        channel's first subscription). Now Pushpin takes the publish for one the stream
-        cannot follow and fetches again (PUSHPIN.md, prev-id), and that fetch sends nothing
-        (the stream's Grip-Last names the render it has) or what changed since. Pushpin
-        checks no conflict on a stream's later holds, so the version is no loop; a first
-        hold's conflict it recovers from once, forgetting the channel's last id (a stream's
-        first answer does the same: ``stream_response``)."""
+        delivered after the answer had sent it (chaos probe). Now the first hold conflicts
+        with the channel's last id once the publish is out, and Pushpin recovers once,
+        forgetting that id, through the next link, which sends nothing (the stream's
+        Grip-Last names the render it has) or what changed since.
+
+        Not for a next-link answer: Pushpin checks no conflict on a stream's later holds,
+        and drops every item queued during the fetch that does not follow the hold
+        (handler/httpsession.cpp, "Drop any non-matching queued items"), so the push of a
+        change made while the fetch was under way was lost for good (the multi-process
+        test in the CI of 6a512c6). That answer holds at the version read, and marks what
+        it sent instead (:meth:`_repeat_of_the_push`)."""
         from .shared import names_etag, new_version
 
         channel = policy.channels[0]
@@ -995,6 +1009,28 @@ class _RealtimeBase(RealtimeHooks):
         tag = etag.strip('"')
         if policy.delivery == SHARED and held is not None and not names_etag(held, tag):
             policy.versions[channel] = new_version(tag)
+
+    def _repeat_of_the_push(
+        self, policy: RealtimePolicy, held: list[Channel], etag: str
+    ) -> str | None:
+        """A shared stream's next-link answer holds the live URL at the version read before
+        its render, so that every push after that version reaches the stream. When the
+        render is newer than that version (a change committed, not yet published), the
+        push of the same render is one of them, and would bring the stream the same event
+        again behind Pushpin (DRF probe). Its mark (``shared.repeat_mark``) becomes the
+        stream's ``user`` meta, and Pushpin's ``skip-self`` filter on the channel drops a
+        push carrying it as its ``sender`` while still taking its id as the stream's last,
+        so the pushes after it follow (handler/httpsession.cpp, ``processItem``). The
+        embedded proxy drops such a repeat itself (``proxy/http.py``, ``_write_events``)."""
+        from .shared import names_etag, repeat_mark
+
+        if policy.delivery != SHARED or not held:
+            return None
+        version, tag = held[0].prev_id, etag.strip('"')
+        if version is None or names_etag(version, tag):
+            return None
+        held[0] = replace(held[0], filters=(SKIP_SELF,))
+        return repeat_mark(version, tag)
 
     def on_hold(self, request, policy: RealtimePolicy, etag: str) -> None:
         """Called when a request is subscribed (a hold or a stream); a hook for metrics."""

@@ -183,6 +183,19 @@ def names_etag(version: str | None, tag: str) -> bool:
     return version is not None and tag_of(version) == tag
 
 
+def repeat_mark(version: str | None, tag: str) -> str | None:
+    """What marks the push of the render ``tag`` made just after ``version``: a publish
+    carries it as its ``sender`` meta, and a stream that got that render from a next-link
+    fetch holding at ``version`` as its ``user`` meta, with Pushpin's ``skip-self`` filter
+    on the channel, so that the push does not bring the stream the same event again while
+    every other push after ``version`` still reaches it (``mixins.stream_response``).
+
+    The version is part of the mark: Pushpin's meta changes only with the stream's next
+    answer, and a page that goes back to a render (A, B, A) must reach a stream holding it
+    after the B in between."""
+    return f"{version} {tag}" if version else None
+
+
 def _rendering_key(channel: str, version: str) -> str:
     return f"drf_grip:rendering:{channel}:{version}"
 
@@ -671,8 +684,11 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         return
     previous, version, fresh = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
-    meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else None
-    publish(channel, formats, id=version, prev_id=previous, meta=meta)
+    meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else {}
+    if "content" in formats["http-stream"]:
+        # The render's own ETag: ``tag`` names a status or a hinted render otherwise.
+        meta["sender"] = repeat_mark(previous, etag.strip('"')) or ""
+    publish(channel, formats, id=version, prev_id=previous, meta=meta or None)
     _settle_overdue(channel, fresh, version, formats["ws-message"])
     if status in (404, 410):
         from .publishing import CLOSE

@@ -243,17 +243,20 @@ def next_link_for(
     etag: str,
     versioned: bool = False,
     policy: RealtimePolicy | None = None,
+    live: Channel | None = None,
 ) -> tuple[str, Channel, int]:
     """The next link of this stream, the channel to hold that carries its token, and the
     link's timeout (:func:`link_timeout`): a new stream's first, or the next one of a fetch.
 
     ``policy`` None asks for a link of the stream's own: a public link's fetch then leaves
     the shared token for one that remembers ``etag``, what this answer leaves the stream
-    with (``RealtimeMixin.stream_response`` says when)."""
+    with (``RealtimeMixin.stream_response`` says when). ``live``: a shared stream's live
+    URL channel as this answer holds it (:func:`_what_it_has`)."""
+    held = {"channel": live.name, "held": live.prev_id} if live is not None else {}
     if context is not None and context.role == "next-link":
         state = context.state
         if state["n"] == _PUBLIC and policy is None:
-            own = {**state, "sid": secrets.token_urlsafe(18), "n": 0, "etag": etag}
+            own = {**state, **held, "sid": secrets.token_urlsafe(18), "n": 0, "etag": etag}
             return _own_link(own)
         return (*_link(state), link_timeout(state["exp"]))
     if policy is not None and _is_public(request, policy):
@@ -265,9 +268,25 @@ def next_link_for(
         "req": _stream_get(request, credentials=True),
         "user": str(user.pk) if user is not None and user.is_authenticated else None,
         "etag": etag,
+        **held,
         "exp": time.time() + int(grip_settings.NEXT_LINK_MAX_AGE),
         "prefix": _link_prefix(request),
     })
+
+
+def _what_it_has(state: dict[str, Any], last: dict[str, str]) -> str | None:
+    """The ETag of the last event a stream with a link of its own has: the one its link
+    last sent (``etag``), or, for a shared stream that took a push since (Pushpin names
+    the push's id in ``Grip-Last``, and that version names the render it carried), that
+    push's. Remembering only what the link sent, a signed-in subscriber's stream got each
+    change twice: pushed, then sent again by the next fetch of its link (every
+    ``NEXT_LINK_TIMEOUT`` at least). A push that was a hint names no render (its version
+    is ``unrendered-``), and the fetch sends the render."""
+    channel = state.get("channel")
+    seen = last.get(channel) if channel else None
+    if seen and seen != state.get("held"):
+        return f'"{tag_of(seen)}"'
+    return state["etag"]
 
 
 def _own_link(state: dict[str, Any]) -> tuple[str, Channel, int]:
@@ -380,7 +399,7 @@ def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
         # Move the stream on before rendering: a replay of this link now finds nothing.
         state["n"] = counter + 1
         cache.set(_STATE + sid, state, remaining)
-        etag = state["etag"]
+        etag = _what_it_has(state, grip.last)
     recorded = RecordedRequest.from_dict(state["req"])  # asks for the stream (_stream_get)
     if not host_allowed(recorded):
         # Recorded before a deploy narrowed ALLOWED_HOSTS: the replay made Django log a
@@ -416,7 +435,10 @@ def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
         # Revoked while this render ran (it authenticated first), or the check met a server
         # error (revoked or not, nobody can tell): nothing of the render is sent.
         return ended_stream(revoked, revoked=not undecided(revoked))
-    if not public and context.result_etag and context.result_etag != state["etag"]:
-        state["etag"] = context.result_etag
+    answered = {"etag": context.result_etag or state["etag"]}
+    if state.get("channel"):
+        answered["held"] = context.result_held
+    if not public and any(state.get(k) != v for k, v in answered.items()):
+        state.update(answered)
         cache.set(_STATE + sid, state, remaining)
     return response

@@ -950,6 +950,111 @@ def test_a_change_a_stream_fetched_before_it_was_published_arrives_once(
     assert events.pending() == []
 
 
+class _NextLinkFetches:
+    """The origin's answers to streams' next-link fetches, watched: ``fetched`` is set at
+    each; after :meth:`slow_next`, the next answer waits once it has rendered (a busy
+    origin) until ``answer`` is set, ``rendered`` telling when it has."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from drf_grip.rest import stream as streams_module
+
+        self.fetched = threading.Event()
+        self.rendered = self.answer = None
+        real = streams_module.subscriber_get
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            rendered, answer = self.rendered, self.answer
+            if rendered is not None and answer is not None and not rendered.is_set():
+                rendered.set()
+                answer.wait(10)
+            self.fetched.set()
+            return out
+
+        monkeypatch.setattr(streams_module, "subscriber_get", watched)
+
+    def slow_next(self) -> tuple[threading.Event, threading.Event]:
+        self.rendered, self.answer = threading.Event(), threading.Event()
+        return self.rendered, self.answer
+
+
+def test_a_change_published_while_a_stream_fetches_its_next_link_reaches_it(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
+) -> None:
+    """Every client reaches the current representation (DESIGN.md §4). A shared stream's
+    next-link fetch rendered a change committed but not yet published and held at a version
+    of its own naming that render; the publish of the change after it, made while the fetch
+    was under way, followed the version the fetch had read. Pushpin drops every item queued
+    during a fetch that does not follow the answer's hold (handler/httpsession.cpp), so that
+    stream kept the older list for good (the multi-process test in the CI of 6a512c6)."""
+    from drf_grip import publish
+    from drf_grip.rest.publishing import HINT
+
+    Todo.objects.create(title="first")
+    settle()
+    path = "/api/shared-todos/"
+    channel = shared_ch(grip_proxy, path)
+    fetches = _NextLinkFetches(monkeypatch)
+    events = stream(grip_proxy, path, channel)
+    streams.append(events)
+    assert "first" in events.next(WITHIN).data
+    if isinstance(grip_proxy, PushpinServer):
+        # Pushpin fetches a stream's next link about 1 s after its channels' first
+        # subscription (PUSHPIN.md), which would cover the loss: past it.
+        assert fetches.fetched.wait(WITHIN)
+
+    rendered, answer = fetches.slow_next()
+    with paused(Todo):
+        Todo.objects.create(title="second")
+        publish(channel, HINT)  # the proxy fetches the stream's next link
+        assert get_publisher().flush(10)
+        assert rendered.wait(WITHIN)  # it has rendered "second"; its answer waits
+        Todo.objects.create(title="third")
+    settle()  # "second" and "third" in one render, queued in the proxy during the fetch
+    answer.set()
+
+    current = get(grip_proxy, path)
+    assert '"third"' in current.text
+    got: list[Any] = []
+    while (event := events.next(WITHIN)).id != current.headers["ETag"] and len(got) < 3:
+        got.append(event)
+    assert event.id == current.headers["ETag"], f"{got} then {event}"
+    assert event.data == current.text
+
+
+def test_a_signed_in_shared_stream_gets_a_pushed_change_once_across_its_link_fetches(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
+) -> None:
+    """One event per change (DESIGN.md §1). A signed-in subscriber's shared stream has a
+    next link of its own, which remembered only what it had sent: the proxy fetches it at
+    least every ``NEXT_LINK_TIMEOUT``, and that fetch sent the change the stream had just
+    been pushed, a second time."""
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_user("shared-reader"))
+    headers = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    Todo.objects.create(title="first")
+    settle()
+    path = "/api/shared-todos/"
+    channel = shared_ch(grip_proxy, path)
+    fetches = _NextLinkFetches(monkeypatch)
+    with override_settings(DRF_GRIP={"NEXT_LINK_TIMEOUT": 1}):
+        events = stream(grip_proxy, path, channel, headers)
+        streams.append(events)
+        assert "first" in events.next(WITHIN).data
+        Todo.objects.create(title="second")
+        pushed = events.next(WITHIN)
+        assert "second" in pushed.data
+        for _ in range(2):  # the second fetch began after the push had arrived
+            fetches.fetched.clear()
+            assert fetches.fetched.wait(WITHIN)  # the link's timeout
+        Todo.objects.create(title="third")
+        event = events.next(WITHIN)
+    assert event.id != pushed.id, f"{pushed} again"
+    assert "third" in event.data
+
+
 @pytest.mark.parametrize("path", ["/api/shared-todos/{pk}/", "/api/shared-todos/"])
 def test_a_stream_opened_while_a_change_is_on_its_way_gets_it_once(
     grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream],
