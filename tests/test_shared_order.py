@@ -570,6 +570,19 @@ def test_a_render_that_fails_is_no_deletion_for_streams(
     )
 
 
+def test_a_url_gone_without_an_etag_still_ends_its_streams(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 404 has no ETag of its own (``render_live`` gives ``None``). Marking each push for
+    the ``skip-self`` filter read the render's ETag for it too, and raised: the URL's
+    subscribers never got the end (a browser test's long-poll of a deleted todo waited)."""
+    gone = (404, b'{"detail": "Not found."}', {"Content-Type": "application/json"}, None)
+    monkeypatch.setattr(shared, "render_live", lambda recorded: gone)
+    shared.publish_live_url(ENTRY)
+    assert "event: delete" in published[0]["formats"]["http-stream"]["content"]
+    assert "sender" not in (published[0].get("meta") or {})
+
+
 def test_a_url_still_gone_at_the_next_change_is_not_sent_its_404_again(
     published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -685,9 +685,9 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     previous, version, fresh = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
     meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else {}
-    if "content" in formats["http-stream"]:
-        # The render's own ETag: ``tag`` names a status or a hinted render otherwise.
-        meta["sender"] = repeat_mark(previous, etag.strip('"')) or ""
+    if status == 200 and "content" in formats["http-stream"]:
+        # The render's own ETag: ``tag`` names a hinted render otherwise.
+        meta["sender"] = repeat_mark(previous, (etag or "").strip('"')) or ""
     publish(channel, formats, id=version, prev_id=previous, meta=meta or None)
     _settle_overdue(channel, fresh, version, formats["ws-message"])
     if status in (404, 410):
