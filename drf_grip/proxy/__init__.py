@@ -18,8 +18,9 @@ Known differences from Pushpin 1.36, on purpose:
   3 times in a row, then held (Pushpin can loop).
 - Next-link requests are not shared between clients (Pushpin shares them by path); each
   stream fetches its own, still as a bare ``GET`` with only ``Grip-Last`` (and ``Host``).
-- ``Grip-Feature`` announces ``status, link:next`` only: no sessions, no ``filter:*``,
-  ``Grip-Expose-Headers`` is not applied, ``Grip-Set-Meta`` is recorded but unused.
+- ``Grip-Feature`` announces ``status, link:next`` only: no sessions, no ``filter:*``
+  (though ``skip-self`` and ``skip-users`` are applied, with ``Grip-Set-Meta`` on HTTP
+  holds and ``set-meta`` on WebSockets); ``Grip-Expose-Headers`` is not applied.
 - WebSocket ``PING``/``PONG`` events and ``ping`` keep-alives are not sent to clients (ASGI
   cannot send ping frames; uvicorn pings on its own). ``hint`` on ``ws-message`` is ignored.
 - A client's ``Connection-Id`` on a plain HTTP request is dropped (Pushpin forwards it);

@@ -18,6 +18,7 @@ from ..protocol import (
     KeepAlive,
     NextLink,
     RawHeaders,
+    dropped_by,
     get_header,
     is_websocket_events,
     parse_instruct,
@@ -110,6 +111,9 @@ class HttpSession:
         self._client_headers = without_headers(scope.get("headers", []), "connection-id")
         self.last_ids: dict[str, str] = {}
         self._channels: set[str] = set()
+        # The held answer's filters per channel and its Grip-Set-Meta, which they read.
+        self._filters: dict[str, tuple[str, ...]] = {}
+        self._meta: dict[str, str] = {}
         self._mode: str = "response"
         self._mailbox: Mailbox[tuple[str, Any]] = Mailbox(
             proxy.max_queued_messages,
@@ -145,6 +149,10 @@ class HttpSession:
     def follows_own_ids(self) -> bool:
         """A long-poll takes only an item that follows its hold's prev-id (``ChannelHub``)."""
         return self._mode == "response"
+
+    def skips(self, item: Item) -> bool:
+        filters = self._filters.get(item.channel)
+        return bool(filters) and dropped_by(filters, self._meta, item.meta)
 
     def deliver(self, item: Item) -> None:
         self._mailbox.put(("item", item), item.size)
@@ -491,6 +499,9 @@ class HttpSession:
         for channel in self._channels - wanted:
             self.proxy.hub.unsubscribe(self, channel)
         self._channels = wanted
+        # Each answer replaces both, as in Pushpin (handler/httpsession.cpp).
+        self._filters = {spec.name: spec.filters for spec in specs if spec.filters}
+        self._meta = dict(instruct.meta)
         hub = self.proxy.hub
         counted = not retry_on_conflict or all(hub.in_step(spec) for spec in specs)
         in_step = True

@@ -36,6 +36,12 @@ class Subscriber(Protocol):
         """True when the item has the format this connection consumes."""
         ...
 
+    def skips(self, item: Item) -> bool:
+        """True when the hold's filters drop this item, which it follows: its id is taken
+        as this subscriber's last all the same (Pushpin 1.36, handler/httpsession.cpp,
+        ``processItem``), so the items after it follow."""
+        ...
+
     def deliver(self, item: Item) -> None:
         """Take the item; must not block (queue it, or refuse and close)."""
         ...
@@ -211,6 +217,8 @@ class ChannelHub:
                 sub.last_ids[channel] = item.id
             else:
                 sub.last_ids.pop(channel, None)
+            if sub.skips(item):
+                continue
             sub.deliver(item)
             receivers += 1
         if recovered:

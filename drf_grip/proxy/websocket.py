@@ -153,6 +153,9 @@ class WebSocketSession:
         filters = self._filters.get(item.channel)
         return not (filters and dropped_by(filters, self.meta, item.meta))
 
+    def skips(self, item: Item) -> bool:
+        return False  # a WebSocket's filters are read in ``wants``: it holds no prev-ids
+
     def deliver(self, item: Item) -> None:
         message = item.message
         assert message is not None

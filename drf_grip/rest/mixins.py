@@ -895,7 +895,11 @@ class _RealtimeBase(RealtimeHooks):
                 # change overtook (CI). So an answer comes at most 5 s after the wait.
                 timeout = max(int(left), MIN_HOLD_TIMEOUT)
         instruct = grip_of(request).start_instruct()
-        instruct.add_channels(self._grip_channels(request, policy))
+        channels = self._grip_channels(request, policy)
+        repeat = self._repeat_of_the_push(policy, channels, etag)
+        if repeat is not None:
+            instruct.meta["user"] = repeat
+        instruct.add_channels(channels)
         instruct.set_hold_longpoll(timeout)
         if unchanged is not None:
             from .unchanged import remember
@@ -947,7 +951,7 @@ class _RealtimeBase(RealtimeHooks):
             self._hold_past_the_push(policy, etag)
         versioned = all(policy.versions.get(ch) for ch in policy.channels)
         held = self._grip_channels(request, policy)
-        repeat = self._repeat_of_the_push(policy, held, etag) if is_next else None
+        repeat = self._repeat_of_the_push(policy, held, etag)
         # The live URL as held: a stream's link remembers at which version it was sent
         # ``etag``, and takes a later one in Grip-Last for a push it has (stream.py).
         live = held[0] if policy.delivery == SHARED and held else None
@@ -1013,24 +1017,29 @@ class _RealtimeBase(RealtimeHooks):
     def _repeat_of_the_push(
         self, policy: RealtimePolicy, held: list[Channel], etag: str
     ) -> str | None:
-        """A shared stream's next-link answer holds the live URL at the version read before
-        its render, so that every push after that version reaches the stream. When the
-        render is newer than that version (a change committed, not yet published), the
-        push of the same render is one of them, and would bring the stream the same event
-        again behind Pushpin (DRF probe). Its mark (``shared.repeat_mark``) becomes the
-        stream's ``user`` meta, and Pushpin's ``skip-self`` filter on the channel drops a
-        push carrying it as its ``sender`` while still taking its id as the stream's last,
-        so the pushes after it follow (handler/httpsession.cpp, ``processItem``). The
-        embedded proxy drops such a repeat itself (``proxy/http.py``, ``_write_events``)."""
-        from .shared import names_etag, repeat_mark
+        """The ``user`` meta of a shared hold (a long-poll, or a stream's answer) whose
+        client has the render ``etag``, with Pushpin's ``skip-self`` filter set on the live
+        URL's channel: a push of that same render right after the version the hold is at
+        carries the same mark as its ``sender`` (``shared.repeat_mark``), and Pushpin drops
+        it for this hold while still taking its id as the hold's last, so the pushes after
+        it follow (handler/httpsession.cpp, ``processItem``). Such a push is sent:
 
-        if policy.delivery != SHARED or not held:
-            return None
-        version, tag = held[0].prev_id, etag.strip('"')
-        if version is None or names_etag(version, tag):
+        - for a subscriber that rendered at that version and may hold a state no push
+          showed (``shared.mark_rendering``): the publisher sends its render again, and
+          every other hold at that version already has it. A long-poll was woken with the
+          ETag it held, and a stream got its last event again (chaos probe);
+        - when a stream's next-link answer rendered a change not yet published: it holds
+          at the version read before its render, so that every push after that version
+          reaches it (Pushpin drops queued items that do not follow the hold), and the
+          push of that change is the render the stream was just sent.
+
+        The embedded proxy applies the filter too (``proxy/http.py``, ``skips``)."""
+        from .shared import repeat_mark
+
+        if policy.delivery != SHARED or not held or held[0].prev_id is None:
             return None
         held[0] = replace(held[0], filters=(SKIP_SELF,))
-        return repeat_mark(version, tag)
+        return repeat_mark(held[0].prev_id, etag.strip('"'))
 
     def on_hold(self, request, policy: RealtimePolicy, etag: str) -> None:
         """Called when a request is subscribed (a hold or a stream); a hook for metrics."""

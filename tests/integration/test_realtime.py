@@ -1022,6 +1022,39 @@ def test_a_change_published_while_a_stream_fetches_its_next_link_reaches_it(
     assert event.data == current.text
 
 
+def test_a_render_sent_again_for_a_subscriber_that_rendered_wakes_nobody_who_has_it(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream], fresh_live_urls: None
+) -> None:
+    """One event per change (DESIGN.md §1). A subscriber that reads a shared URL's version
+    and renders it itself may hold a state no push showed, so the publisher sends its next
+    render even when that names the same representation (``shared.mark_rendering``). Every
+    other hold at that version already had it: a long-poll was woken with the ETag it held,
+    and a stream got its last event again (chaos probe, slowed hold answers)."""
+    from drf_grip.rest.shared import mark_rendering, tag_of
+    from drf_grip.rest.versions import read_version
+
+    Todo.objects.create(title="first")
+    settle()
+    path = "/api/shared-todos/"
+    channel = shared_ch(grip_proxy, path)
+    events = stream(grip_proxy, path, channel)
+    streams.append(events)
+    first = events.next(WITHIN)
+    poll = hold(grip_proxy, path, channel)
+    before = read_version(channel)
+    mark_rendering(channel, before)  # a subscriber rendering at that version
+    publish_changes(Todo)  # announced, nothing changed: the same render
+    settle()
+    again = read_version(channel)
+    assert again != before and tag_of(again) == tag_of(before)  # it was sent again
+
+    Todo.objects.create(title="second")
+    response = poll.result(WITHIN)
+    assert '"second"' in response.text, f"woken with {response.headers.get('ETag')}"
+    event = events.next(WITHIN)
+    assert event.id != first.id and "second" in event.data, f"{first.id} again"
+
+
 def test_a_signed_in_shared_stream_gets_a_pushed_change_once_across_its_link_fetches(
     grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
 ) -> None:

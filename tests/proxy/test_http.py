@@ -57,6 +57,33 @@ def test_long_poll_gets_the_published_response_merged_onto_the_hold(server: Prox
     assert server.proxy.wait_for_idle("todo")
 
 
+def test_a_long_poll_skips_an_item_its_skip_self_filter_drops_and_takes_the_next(
+    server: ProxyServer, origin: Origin
+):
+    """Pushpin applies a channel's ``skip-self`` filter to response holds too: an item whose
+    ``sender`` meta is the hold's ``user`` (``Grip-Set-Meta``) is not sent, and its id is
+    taken as the hold's last all the same, so the next item follows (1.36,
+    handler/httpsession.cpp, ``processItem``). The embedded proxy woke the hold with it."""
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [
+        ("Grip-Channel", "todo; prev-id=1; filter=skip-self"), ("Grip-Set-Meta", 'user="1 a"'),
+    ], "a"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            for item_id, prev_id, body in (("2", "1", "a"), ("3", "2", "b")):
+                await in_thread(server.publish, {
+                    "channel": "todo", "id": item_id, "prev-id": prev_id,
+                    "meta": {"sender": f"{prev_id} {body}"},
+                    "formats": {"http-response": {"body": body}},
+                })
+            return await poll
+
+    assert run(scenario()).text == "b"
+    assert len(origin.requests_to("/todo/")) == 1  # taken, not re-requested
+
+
 def test_a_woken_head_long_poll_has_the_get_s_content_length_and_no_body(
     server: ProxyServer, origin: Origin
 ):
