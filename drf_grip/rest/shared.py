@@ -185,12 +185,12 @@ def names_etag(version: str | None, tag: str) -> bool:
 
 def repeat_mark(version: str | None, tag: str) -> str | None:
     """What marks the push of the render ``tag`` made just after ``version``: a publish
-    carries it as its ``sender`` meta, and a stream that got that render from a next-link
-    fetch holding at ``version`` as its ``user`` meta, with Pushpin's ``skip-self`` filter
-    on the channel, so that the push does not bring the stream the same event again while
-    every other push after ``version`` still reaches it (``mixins.stream_response``).
+    carries it as its ``sender`` meta, and a shared hold at ``version`` whose client has
+    that render as its ``user`` meta, with Pushpin's ``skip-self`` filter on the channel,
+    so that the push does not bring that client the render it has while every other push
+    after ``version`` still reaches it (``RealtimeMixin._repeat_of_the_push``).
 
-    The version is part of the mark: Pushpin's meta changes only with the stream's next
+    The version is part of the mark: Pushpin's meta changes only with the hold's next
     answer, and a page that goes back to a render (A, B, A) must reach a stream holding it
     after the B in between."""
     return f"{version} {tag}" if version else None
@@ -685,9 +685,11 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     previous, version, fresh = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
     meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else {}
-    if status == 200 and "content" in formats["http-stream"]:
-        # The render's own ETag: ``tag`` names a hinted render otherwise.
-        meta["sender"] = repeat_mark(previous, (etag or "").strip('"')) or ""
+    # A render pushed whole: ``tag`` is its ETag (it names a status or a hint otherwise).
+    pushed_whole = status == 200 and "content" in formats["http-stream"]
+    mark = repeat_mark(previous, tag) if pushed_whole else None
+    if mark is not None:
+        meta["sender"] = mark
     publish(channel, formats, id=version, prev_id=previous, meta=meta or None)
     _settle_overdue(channel, fresh, version, formats["ws-message"])
     if status in (404, 410):

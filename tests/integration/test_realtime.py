@@ -799,14 +799,15 @@ def test_shared_change_is_rendered_once_for_every_subscriber(
     assert all(later.id == event.id for later in events.pending() if later is not None)
 
 
-def _slow_publishes(
-    monkeypatch: pytest.MonkeyPatch, channel: str
-) -> tuple[threading.Event, threading.Event]:
-    """The publisher's next POST to the proxy with an item of ``channel`` waits (a busy
-    proxy): the first event is set once it is on its way, and it goes on once the second
-    is set."""
+def _saved_on_its_way(
+    monkeypatch: pytest.MonkeyPatch, channel: str, todo: Todo, title: str
+) -> threading.Event:
+    """``todo`` saved with ``title`` once every earlier change is out, while the publisher's
+    POST to the proxy of its item of ``channel`` waits (a busy proxy): it is on its way
+    when this returns, and goes on once the returned event is set."""
     from drf_grip.grip import transports
 
+    settle()
     on_its_way, released = threading.Event(), threading.Event()
     for target in (transports.HttpTarget, transports.SinkTarget):
         def slow_post(self: Any, items: Any, *args: Any, real: Any = target.deliver,
@@ -817,7 +818,10 @@ def _slow_publishes(
             return real(self, items, *args, **kwargs)
 
         monkeypatch.setattr(target, "deliver", slow_post)
-    return on_its_way, released
+    todo.title = title
+    todo.save()
+    assert on_its_way.wait(WITHIN)
+    return released
 
 
 @pytest.mark.parametrize("path", ["/api/shared-todos/{pk}/", "/api/shared-todos/"])
@@ -839,11 +843,7 @@ def test_a_long_poll_with_the_current_etag_never_gets_an_older_render_still_on_i
     todo.title = "b"
     todo.save()
     assert '"b"' in poll.result(WITHIN).text  # the proxy knows the channel's last id
-    settle()
-    on_its_way, released = _slow_publishes(monkeypatch, channel)
-    todo.title = "c"
-    todo.save()
-    assert on_its_way.wait(WITHIN)
+    released = _saved_on_its_way(monkeypatch, channel, todo, "c")
     todo.title = "d"
     todo.save()
     assert wait_idle(10)  # "d" rendered, its item queued behind "c"'s
@@ -1106,11 +1106,7 @@ def test_a_stream_opened_while_a_change_is_on_its_way_gets_it_once(
     todo.title = "b"
     todo.save()
     assert '"b"' in watching.next(WITHIN).data  # the proxy knows the channel's last id
-    settle()
-    on_its_way, released = _slow_publishes(monkeypatch, channel)
-    todo.title = "c"
-    todo.save()
-    assert on_its_way.wait(WITHIN)
+    released = _saved_on_its_way(monkeypatch, channel, todo, "c")
 
     events = stream(grip_proxy, path, channel)
     streams.append(events)
