@@ -436,6 +436,43 @@ def test_one_endpoint_down_does_not_hold_up_another(
     assert publisher.stats.sent == 2  # one per destination
 
 
+def test_a_delivered_hook_sees_what_is_queued_behind_at_its_destination(
+    settings: Any,
+    server: PublishServer,
+    other_server: PublishServer,
+    publisher: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``queued_behind``: the gateway's repair of a crossed push asks it, from the delivered
+    hook, whether the later item still waits behind the one just confirmed at that
+    destination (rerender._queued_behind). Each destination answers for its own queue: one
+    that already sent "2" does not have it queued; one held on "1" does."""
+    from drf_grip.grip import publish_hooks
+
+    settings.GRIP_PROXIES = [{"control_uri": server.url}, {"control_uri": other_server.url}]
+    seen: list[tuple[str, bool]] = []
+    confirmed = threading.Condition()
+
+    def hook(items: list[dict[str, Any]]) -> None:
+        behind = publisher.queued_behind(lambda item: item.get("id") == "2")
+        with confirmed:
+            seen.extend((item["id"], behind) for item in items)
+            confirmed.notify_all()
+
+    monkeypatch.setattr(publish_hooks, "delivered_hooks", [hook])
+    server.hold()
+    publish("board", stream("v1"), id="1")
+    server.wait_for(1)  # "1" in flight to the first destination, held there
+    with confirmed:  # and confirmed by the second
+        assert confirmed.wait_for(lambda: len(seen) == 1, WAIT)
+    publish("board", stream("v2"), id="2")  # behind "1" at the first destination
+    other_server.wait_for(2)
+    server.release()
+    assert publisher.flush(WAIT)
+    assert sorted(seen) == [("1", False), ("1", True), ("2", False), ("2", False)]
+    assert not publisher.queued_behind(lambda item: True)  # not a lane's thread
+
+
 def test_an_endpoint_refusing_and_retrying_holds_up_no_publish_to_another(
     settings: Any, server: PublishServer, publisher: Publisher
 ) -> None:

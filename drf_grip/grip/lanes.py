@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -236,6 +236,18 @@ class Publisher:
         if failed:
             raise PublishError(failed, channels_of(items))
         return [t.name for t in targets]
+
+    def queued_behind(self, is_it: Callable[[RawItem], bool]) -> bool:
+        """From a delivered hook (``publish_hooks.register_delivered_hook``): whether the queue
+        of the destination that just confirmed the hook's items holds an item that ``is_it``,
+        not yet taken for sending. That item reaches the destination after them: a
+        destination's items go one batch after another, in queue order. False anywhere else."""
+        me = threading.current_thread()
+        with self._lock:
+            return any(
+                lane.thread is me and any(is_it(item) for item in lane.items)
+                for lane in self._lanes.values()
+            )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is sent or given up; False on timeout."""
