@@ -11,6 +11,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.test import Client, RequestFactory, override_settings
 from django.urls import include, path
+from django.views.decorators.csrf import csrf_exempt
 
 from drf_grip import accept_websocket, require_websocket, websocket_only
 from drf_grip.conf import embedded_key
@@ -356,6 +357,28 @@ def raw_events(request: HttpRequest) -> HttpResponse:
     return HttpResponse()
 
 
+@csrf_exempt
+def http_only(request: HttpRequest) -> HttpResponse | None:
+    """django-websocket's idiom in a view that never said it takes WebSockets (no decorator,
+    no ``accept_websocket`` attribute): with its middleware the socket branch never ran."""
+    if not request.is_websocket():
+        return HttpResponse("page")
+    for message in request.websocket:
+        request.websocket.send(message)
+    return None
+
+
+def test_a_handshake_to_a_view_that_takes_no_websockets_is_refused_not_a_500(client):
+    """django-websocket's README: its middleware "will still reject websockets for normal
+    views". A view in its idiom without the attribute saw ``request.is_websocket()`` true,
+    took the socket branch, returned None and answered the handshake 500 ("didn't return
+    an HttpResponse object"; seeds probe). Such a view sees no WebSocket: it answers as
+    for HTTP, and the handshake is refused."""
+    response, _ = ws(client, "/http-only/", E("OPEN"))
+    assert response.status_code == 403, response.content
+    assert client.get("/http-only/").content == b"page"
+
+
 def grip_sig() -> str:
     return jwt.encode({"iss": "drf-grip", "exp": int(time.time()) + 60}, embedded_key())
 
@@ -527,5 +550,6 @@ urlpatterns = [
     path("refuse/", refuse),
     path("counter/", counter),
     path("raw-events/", raw_events),
+    path("http-only/", http_only),
     path("hooks/<int:pk>/", Hooks.as_view()),
 ]

@@ -16,7 +16,7 @@ from ..conf import grip_settings
 from ..protocol import Instruct, MalformedEvents
 from .signature import check_grip_sig, unsigned_events_refused, unsigned_events_response
 from .websocket_over_http import context_from_request, finish_response
-from .websocket_request import attach
+from .websocket_request import attach, hide
 
 __all__ = [
     "GripMiddleware",
@@ -212,15 +212,15 @@ class GripMiddleware:
             )
         takes = websocket_only or bool(getattr(view_func, "takes_websockets", False))
         request._grip_takes_websockets = takes
-        if (
-            not takes
-            and ctx is not None
-            and (
+        if not takes and ctx is not None:
+            if (
                 getattr(view_func, "accept_websocket", False) is True
                 or getattr(settings, "WEBSOCKET_ACCEPT_ALL", False) is True
-            )
-        ):
-            return _served_as_accept_websocket(request, view_func, view_args, view_kwargs)
+            ):
+                return _served_as_accept_websocket(request, view_func, view_args, view_kwargs)
+            # A view in django-websocket's idiom without its attribute took the socket
+            # branch, returned None and answered the handshake 500 (seeds probe).
+            hide(request)
         return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:

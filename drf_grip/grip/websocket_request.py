@@ -213,3 +213,14 @@ def attach(request: HttpRequest) -> None:
         # django-pistoke's ``async def websocket(self, request)`` reads and writes with these.
         request.receive = websocket.receive
         request.send = websocket.send_async
+
+
+def hide(request: HttpRequest) -> None:
+    """Take django-websocket's API off a WebSocket request whose view takes no WebSockets:
+    with its middleware such a view never saw one (django-websocket's README: it "will still
+    reject websockets for normal views"), so its ``if request.is_websocket()`` branch must
+    not run. ``request.wscontext`` (django-grip's API) stays."""
+    request.websocket = None
+    request.is_websocket = lambda: False
+    for name in ("receive", "send"):
+        request.__dict__.pop(name, None)
