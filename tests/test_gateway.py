@@ -629,6 +629,9 @@ def test_closed_connection_leaves_no_state():
          406, "not text/event-stream"),
         ('{"id": 1, "subscribe": "/api/todos/", "headers": {"Accept": "text/html"}}',
          400, "browsable API page is not live"),
+        # DRF probe: a stream's body, SSE text in "data".
+        ('{"id": 1, "url": "/api/todos/", "headers": {"Accept": "text/event-stream"}}',
+         406, "not text/event-stream"),
         ('{"id": "' + "x" * 201 + '", "url": "/api/todos/"}', 400, "at most 200 characters"),
         ('{"id": 1, "url": "http://evil.example/api/todos/"}', 400, "path"),
         ('{"id": 1, "method": "BREW", "url": "/api/todos/"}', 400, "method"),

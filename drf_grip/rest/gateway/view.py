@@ -289,9 +289,15 @@ class RealtimeGateway(WebSocketView):
         if "url" not in data:
             raise MessageError(400, "a request needs a url")
         resolvable_path(data["url"])
-        inner = self.build_request(
-            request, method, data["url"], data.get("data"), self.get_inner_headers(data)
-        )
+        headers = self.get_inner_headers(data)
+        if method in ("GET", "HEAD") and _asks_for_a_stream(headers):
+            # One answer cannot carry a stream: its body came back as SSE text in "data"
+            # (DRF probe). Changes come to a subscription.
+            raise MessageError(
+                406, "a stream's events come to a subscription: subscribe, or ask for JSON, "
+                "not text/event-stream"
+            )
+        inner = self.build_request(request, method, data["url"], data.get("data"), headers)
         return answer_of(data.get("id"), run_inner(inner))
 
     # -- subscriptions --------------------------------------------------------------------
@@ -325,17 +331,7 @@ class RealtimeGateway(WebSocketView):
         url = with_query_data(data["subscribe"], data.get("data"))
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
-        accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
-        if (
-            EVENT_STREAM in accept.lower()
-            and not refuses_event_stream(accept)
-            # The view chooses the stream only over a JSON the client weighs less, or not
-            # at all: one it prefers, or a tie (DRF's order), is answered in JSON (probe).
-            and (
-                not accept_weight(accept, "application/json")
-                or weighs_event_stream(accept, ["application/json"]) > 0
-            )
-        ):
+        if _asks_for_a_stream(headers):
             # Its answer would be a stream's body, a string in "data", and its events objects.
             raise MessageError(
                 406, "a subscription's events come from the gateway: ask for JSON, "
@@ -606,3 +602,18 @@ def _subscribed(conn: str, key: str, channel: str | None) -> bool:
     one's)."""
     sub = load_state(conn)["subs"].get(key)
     return sub is not None and (channel is None or sub.get("channel") == channel)
+
+
+def _asks_for_a_stream(headers: Mapping[str, str]) -> bool:
+    """Whether a message's ``Accept`` makes a realtime view answer with an event stream. The
+    view chooses the stream only over a JSON the client weighs less, or not at all: one it
+    prefers, or a tie (DRF's order), is answered in JSON (probe)."""
+    accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
+    return (
+        EVENT_STREAM in accept.lower()
+        and not refuses_event_stream(accept)
+        and (
+            not accept_weight(accept, "application/json")
+            or weighs_event_stream(accept, ["application/json"]) > 0
+        )
+    )
