@@ -352,6 +352,29 @@ def test_a_subscription_with_oversized_headers_is_refused_and_nothing_is_kept(to
         assert "Grip-Hold" in ProxiedClient().get("/api/todos/", **asks[how])
 
 
+@pytest.mark.parametrize("path", ["/api/todos/", "/api/shared-todos/"], ids=["private", "shared"])
+def test_a_stale_long_poll_with_oversized_headers_is_answered_at_once_and_nothing_is_kept(
+    todos, path
+):
+    """DESIGN.md §1: an ``If-None-Match`` that does not match answers 200 at once. With more
+    than ``SUBSCRIBER_HEADERS_MAX_SIZE`` of headers it was refused 431, though nothing of it
+    is held or kept (security probe); a hold is still refused."""
+    junk = {"HTTP_COOKIE": "x=" + "j" * 40_000}
+    fresh = APIClient().get(path)
+    with override_settings(CACHES={"default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "stale-oversized"
+    }}):
+        from django.core.cache import cache
+
+        resp = ProxiedClient().get(path, HTTP_IF_NONE_MATCH='"stale"', **junk)
+        assert resp.status_code == 200 and resp.content == fresh.content, resp.content[:200]
+        assert resp["ETag"] == fresh["ETag"] and "Grip-Hold" not in resp
+        assert not any("j" * 1000 in repr(value) for value in cache._cache.values())  # locmem
+        held = ProxiedClient().get(path, HTTP_IF_NONE_MATCH=fresh["ETag"], **junk)
+        assert held.status_code == 431 and b"may total 32768 bytes" in held.content
+        assert "Grip-Hold" not in held
+
+
 @pytest.mark.parametrize("how", ["stream", "long-poll"])
 def test_oversized_validators_count_among_a_subscriptions_headers(todos, how):
     """HTTP probe: a long-poll whose ``If-None-Match`` was 100 KB (the current ETag among
