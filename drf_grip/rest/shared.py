@@ -25,7 +25,7 @@ from ..grip.publish_hooks import (
     register_dropped_hook,
     register_item_rewrite,
 )
-from ..grip.publisher import publish
+from ..grip.publisher import get_publisher, publish
 from ..protocol.constants import MAX_PUBLISH_BODY
 from . import channels as names
 from .context import RealtimeContext
@@ -596,7 +596,7 @@ def repair_copies(items: list[dict[str, Any]]) -> None:
     got render 16, then 15 again, and kept it. The newest render follows it; its id names
     the late copy, so a second proxy's confirmation of that copy sends the same id (dropped
     there) and a repair that is late in its turn is repaired again."""
-    from .gateway.connections import send_to_connection
+    from .gateway.connections import proxy_user, send_to_connection
 
     for item in items:
         found = _version_and_channel(item)
@@ -607,10 +607,24 @@ def repair_copies(items: list[dict[str, Any]]) -> None:
         latest = _latest_copy(url_channel)
         if latest is None or latest[0] == version:
             continue  # current (a newer render is kept before it is published)
-        late = hashlib.sha256(str(item["id"]).encode()).hexdigest()[:12]
         conn = channel[len(_CONNECTION_CHANNELS) :]
+        if proxy_user(conn) not in latest[2] and _push_queued_behind(url_channel, latest[0]):
+            continue  # the newer render's push reaches the connection after the copy
+        late = hashlib.sha256(str(item["id"]).encode()).hexdigest()[:12]
         item_id = f"{_copy_id(url_channel, latest[0])}{_COPY_OF}{_AFTER}{late}"
         send_to_connection(conn, latest[1], item_id=item_id)
+
+
+def _push_queued_behind(channel: str, version: str) -> bool:
+    """From a delivered hook: whether the push of a live URL's render at ``version`` still
+    waits in this process's queue for the proxy that just confirmed the hook's items, so it
+    reaches that proxy after them (``Publisher.queued_behind``). A copy sent again then gave
+    the client the same message twice (the chaos probe, every delivery slowed 0.1 s)."""
+
+    def is_it(item: dict[str, Any]) -> bool:
+        return channel_name(item) == channel and str(item.get("id")) == version
+
+    return get_publisher().queued_behind(is_it)
 
 
 def publish_live_url(entry: dict[str, Any]) -> None:

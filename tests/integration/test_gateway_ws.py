@@ -601,3 +601,53 @@ def test_a_push_that_reached_the_proxy_late_is_not_followed_by_a_copy_of_the_nex
     current = httpx.get(grip_proxy.url + "/api/todos/", timeout=10).headers["ETag"]
     assert etags[-1] in (current, current.strip('"')), (seen, etags, current)
     assert len(set(etags)) == len(etags), seen
+
+
+def test_a_fresh_subscribers_late_copy_is_not_followed_by_a_copy_of_the_next_render(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One message per change (DESIGN.md §1). A change made right after a shared
+    subscription's answer reaches it as a copy on its connection's channel, at the answer's
+    settle (shared.send_after_answer). That copy was slow to reach the proxy, and the next
+    change's push was queued behind it: once the copy arrived, the publisher sent the newer
+    render again (shared.repair_copies), and the client got it twice (the chaos probe,
+    every delivery slowed 0.1 s: a repeat in 4 of 6 rounds)."""
+    from drf_grip.grip import transports
+    from drf_grip.rest import channels as names
+    from drf_grip.rest.change_worker import wait_idle
+
+    conn_channels = names.connection_channel("")
+    gate, slowed = threading.Event(), threading.Event()
+
+    def slow_first_copy(original: Any) -> Any:
+        def deliver(self: Any, items: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
+            if not slowed.is_set() and any(
+                conn_channels in str(item.get("channel")) for item in items
+            ):
+                slowed.set()
+                gate.wait(10)
+            return original(self, items, *args, **kwargs)
+
+        return deliver
+
+    for target in (transports.HttpTarget, transports.SinkTarget):
+        monkeypatch.setattr(target, "deliver", slow_first_copy(target.deliver))
+    with gateway(grip_proxy) as ws:
+        assert ask(ws, {"id": 1, "subscribe": "/api/shared-todos/"})["status"] == 200
+        Todo.objects.create(title="one")  # before the answer's settle: sent as a copy
+        assert slowed.wait(10)  # the copy is on its way to the proxy, slowly
+        Todo.objects.create(title="two")
+        assert wait_idle(10)  # its push is queued behind the copy
+        gate.set()
+        messages = [receive(ws, timeout=5.0)]
+        try:
+            while True:
+                messages.append(receive(ws, timeout=1.5))
+        except TimeoutError:
+            pass
+    seen = [[t["title"] for t in m["data"]["results"]] for m in messages]
+    etags = [m["etag"] for m in messages]
+    current = httpx.get(grip_proxy.url + "/api/shared-todos/", timeout=10).headers["ETag"]
+    assert etags[-1] in (current, current.strip('"')), (seen, etags, current)
+    assert len(set(etags)) == len(etags), seen
+
