@@ -561,46 +561,20 @@ def test_a_push_that_reached_the_proxy_late_is_not_followed_by_a_copy_of_the_nex
     twice, in 2 or 3 of 7 changes a round in the chaos probe with every delivery slowed
     0.1 s. A render still waiting in this process's queue behind the slow one cannot have
     crossed it."""
-    from drf_grip.grip import transports
-    from drf_grip.rest import channels as names
     from drf_grip.rest.change_worker import wait_idle
-
-    conn_channels = names.connection_channel("")
-    gate, slowed = threading.Event(), threading.Event()
-
-    def slow_first_push(original: Any) -> Any:
-        def deliver(self: Any, items: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
-            if not slowed.is_set() and any(
-                conn_channels in str(item.get("channel")) for item in items
-            ):
-                slowed.set()
-                gate.wait(10)
-            return original(self, items, *args, **kwargs)
-
-        return deliver
 
     with gateway(grip_proxy) as ws:
         assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
         assert later.wait_called()  # past its subscribe's settle (gateway.view)
-        for target in (transports.HttpTarget, transports.SinkTarget):
-            monkeypatch.setattr(target, "deliver", slow_first_push(target.deliver))
+        gate, slowed = _slow_first_delivery_to_a_connection(monkeypatch)
         Todo.objects.create(title="one")
         assert slowed.wait(10)  # "one" is on its way to the proxy, slowly
         Todo.objects.create(title="two")
         Todo.objects.create(title="three")
         assert wait_idle(10)  # their renders are queued behind it
         gate.set()
-        messages = [receive(ws, timeout=5.0)]
-        try:
-            while True:
-                messages.append(receive(ws, timeout=1.5))
-        except TimeoutError:
-            pass
-    seen = [[t["title"] for t in m["data"]["results"]] for m in messages]
-    etags = [m["etag"] for m in messages]
-    current = httpx.get(grip_proxy.url + "/api/todos/", timeout=10).headers["ETag"]
-    assert etags[-1] in (current, current.strip('"')), (seen, etags, current)
-    assert len(set(etags)) == len(etags), seen
+        messages = _until_quiet(ws)
+    _once_each_ending_on_the_current(grip_proxy, "/api/todos/", messages)
 
 
 def test_a_fresh_subscribers_late_copy_is_not_followed_by_a_copy_of_the_next_render(
@@ -612,14 +586,32 @@ def test_a_fresh_subscribers_late_copy_is_not_followed_by_a_copy_of_the_next_ren
     change's push was queued behind it: once the copy arrived, the publisher sent the newer
     render again (shared.repair_copies), and the client got it twice (the chaos probe,
     every delivery slowed 0.1 s: a repeat in 4 of 6 rounds)."""
+    from drf_grip.rest.change_worker import wait_idle
+
+    gate, slowed = _slow_first_delivery_to_a_connection(monkeypatch)
+    with gateway(grip_proxy) as ws:
+        assert ask(ws, {"id": 1, "subscribe": "/api/shared-todos/"})["status"] == 200
+        Todo.objects.create(title="one")  # before the answer's settle: sent as a copy
+        assert slowed.wait(10)  # the copy is on its way to the proxy, slowly
+        Todo.objects.create(title="two")
+        assert wait_idle(10)  # its push is queued behind the copy
+        gate.set()
+        messages = _until_quiet(ws)
+    _once_each_ending_on_the_current(grip_proxy, "/api/shared-todos/", messages)
+
+
+def _slow_first_delivery_to_a_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[threading.Event, threading.Event]:
+    """Hold the publisher's first delivery that carries an item for a gateway connection's
+    own channel until ``gate`` is set; ``slowed`` is set once it is held."""
     from drf_grip.grip import transports
     from drf_grip.rest import channels as names
-    from drf_grip.rest.change_worker import wait_idle
 
     conn_channels = names.connection_channel("")
     gate, slowed = threading.Event(), threading.Event()
 
-    def slow_first_copy(original: Any) -> Any:
+    def slowed_down(original: Any) -> Any:
         def deliver(self: Any, items: list[dict[str, Any]], *args: Any, **kwargs: Any) -> Any:
             if not slowed.is_set() and any(
                 conn_channels in str(item.get("channel")) for item in items
@@ -631,23 +623,26 @@ def test_a_fresh_subscribers_late_copy_is_not_followed_by_a_copy_of_the_next_ren
         return deliver
 
     for target in (transports.HttpTarget, transports.SinkTarget):
-        monkeypatch.setattr(target, "deliver", slow_first_copy(target.deliver))
-    with gateway(grip_proxy) as ws:
-        assert ask(ws, {"id": 1, "subscribe": "/api/shared-todos/"})["status"] == 200
-        Todo.objects.create(title="one")  # before the answer's settle: sent as a copy
-        assert slowed.wait(10)  # the copy is on its way to the proxy, slowly
-        Todo.objects.create(title="two")
-        assert wait_idle(10)  # its push is queued behind the copy
-        gate.set()
-        messages = [receive(ws, timeout=5.0)]
-        try:
-            while True:
-                messages.append(receive(ws, timeout=1.5))
-        except TimeoutError:
-            pass
+        monkeypatch.setattr(target, "deliver", slowed_down(target.deliver))
+    return gate, slowed
+
+
+def _until_quiet(ws: ClientConnection) -> list[dict[str, Any]]:
+    """The next message, and every one after it until none comes for 1.5 s."""
+    messages = [receive(ws, timeout=5.0)]
+    try:
+        while True:
+            messages.append(receive(ws, timeout=1.5))
+    except TimeoutError:
+        return messages
+
+
+def _once_each_ending_on_the_current(
+    proxy: ProxyUnderTest, path: str, messages: list[dict[str, Any]]
+) -> None:
     seen = [[t["title"] for t in m["data"]["results"]] for m in messages]
     etags = [m["etag"] for m in messages]
-    current = httpx.get(grip_proxy.url + "/api/shared-todos/", timeout=10).headers["ETag"]
+    current = httpx.get(proxy.url + path, timeout=10).headers["ETag"]
     assert etags[-1] in (current, current.strip('"')), (seen, etags, current)
     assert len(set(etags)) == len(etags), seen
 
