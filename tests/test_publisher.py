@@ -875,6 +875,47 @@ def test_a_save_just_before_exit_waits_at_most_the_flush_timeout(server: Publish
     assert flushed < 1.5 * timeout, result.stdout
 
 
+SAVE_WITH_HOLDS_IN_THREE_BUCKETS_SCRIPT = """
+import sys
+import django
+from django.conf import settings
+from tests import settings as base
+
+settings.configure(**{
+    **{name: getattr(base, name) for name in dir(base) if name.isupper()},
+    "DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    "GRIP_URL": sys.argv[1],
+    "DRF_GRIP": {"HINT_BUCKET_SIZE": 2, "PUBLISH_FLUSH_TIMEOUT": 5.0},
+})
+django.setup()
+from django.core.management import call_command
+call_command("migrate", run_syncdb=True, verbosity=0)
+from drf_grip.rest import channels as names
+from drf_grip.rest.buckets import assign_buckets
+from drf_grip.rest.versions import counters_and_hold_versions
+from tests.testapp.models import Todo
+
+channel = names.list_channel(Todo)
+for n in range(6):  # six long-polls of the list held, two a bucket, as a view counts them
+    counters, held = counters_and_hold_versions([channel])
+    assign_buckets([channel], held, counters, 60, client="client-%d" % n)
+Todo.objects.create(title="saved just before exit")
+"""
+
+
+def test_a_save_just_before_exit_hints_every_bucket_of_its_held_clients(
+    server: PublishServer,
+) -> None:
+    """``manage.py shell -c`` saving a model whose private list is held by more clients than
+    a hint bucket takes (deploying probe, ``HINT_BUCKET_SIZE=2``, 12 long-polls): only the
+    first bucket was hinted; the pacer thread that hints the others one after another died
+    with the process, and their clients never got the change."""
+    result = run_python(SAVE_WITH_HOLDS_IN_THREE_BUCKETS_SCRIPT, server.url)
+    assert result.returncode == 0, result.stderr
+    hinted = set(server.channels)
+    assert {"drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2"} <= hinted, hinted
+
+
 SAVE_WHILE_THE_CACHE_IS_DOWN_SCRIPT = """
 import socket, sys
 import django

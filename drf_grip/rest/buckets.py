@@ -196,6 +196,8 @@ def _held_many(versions: dict[str, str | None]) -> dict[str, int | None]:
 _pacers: dict[str, threading.Thread] = {}
 _dirty: set[str] = set()
 _lock = threading.Lock()
+#: Set when the process exits with rounds still paced: their buckets go out without waiting.
+_hurry = threading.Event()
 
 
 def paced_hints(
@@ -249,6 +251,18 @@ def _pace_rest(
         )
         _pacers[channel] = thread
     thread.start()
+
+
+def finish_paced(timeout: float) -> bool:
+    """At exit: let every paced round of hints reach the publisher within ``timeout``
+    seconds, paced while three quarters of it last, then at once. The pacers are daemon
+    threads: a shell's save hinted only its first bucket, and the clients held in the
+    others never got the change (deploying probe)."""
+    deadline = time.monotonic() + timeout
+    if wait_paced(timeout * 3 / 4):
+        return True
+    _hurry.set()
+    return wait_paced(max(0.0, deadline - time.monotonic()))
 
 
 def wait_paced(timeout: float | None = None) -> bool:
@@ -310,7 +324,7 @@ def _rest_of_round(
         # while: a client that went away must not stall the next bucket.
         target = max(1, min(total, index * size) - size // 2)
         deadline = time.monotonic() + 0.3 + size * 0.005
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not _hurry.is_set():
             if int(cache.get(count_key(channel, new)) or 0) >= target:
                 break
             time.sleep(0.005)

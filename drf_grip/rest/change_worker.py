@@ -233,6 +233,11 @@ def _flush_at_exit() -> None:
         if not _instance.wait_idle(max(0.0, deadline - reserve - time.monotonic())):
             _announce_unfinished(_instance)
             exit_unfinished()
+            return
+        from .buckets import finish_paced
+
+        if not finish_paced(max(0.0, deadline - reserve - time.monotonic())):
+            exit_unfinished()
 
 
 def _announce_unfinished(worker: _ChangeWorker) -> None:
