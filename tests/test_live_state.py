@@ -214,6 +214,26 @@ def test_system_check_warns_about_a_per_process_cache_with_a_gateway(monkeypatch
     assert "gateway" in warning.msg and "RealtimeGateway" in warning.hint
 
 
+def test_system_check_warns_about_a_per_process_cache_with_private_views_past_development(
+    monkeypatch, settings
+):
+    """A project of private views only, served by two workers on a local-memory cache: a
+    stream whose next link reached the other worker found its state gone and ended, and
+    no check said why (deploying probe). Quiet while ``DEBUG`` is on (one process)."""
+    from drf_grip.checks import check_shared_state_cache
+
+    monkeypatch.setattr(registry, "shared_views", lambda: [])
+    monkeypatch.setattr(registry, "gateway_views", lambda: [])
+    settings.DEBUG = True
+    assert check_shared_state_cache() == []
+    settings.DEBUG = False
+
+    (warning,) = check_shared_state_cache()
+
+    assert warning.id == "drf_grip.W002"
+    assert "event streams" in warning.msg and "TodoViewSet" in warning.hint
+
+
 def test_a_shell_publishing_with_a_per_process_cache_says_who_misses_the_change(
     sink, monkeypatch, caplog
 ):
