@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from drf_grip import publish
 from drf_grip.test import (
     GripAPIClient,
+    WebSocketTestClient,
     assert_held,
     assert_not_held,
     capture_published,
@@ -211,7 +212,6 @@ def test_published_websocket_messages_reach_a_test_socket_as_a_proxy_reads_them(
     (``content-bin`` or ``type: binary``) and a close (``action`` or ``type``)."""
     import base64
 
-    from drf_grip.test import WebSocketTestClient
 
     ws = WebSocketTestClient().connect("/ws/echo/")  # subscribes to channel "test"
     assert ws.accepted and ws.channels
@@ -259,7 +259,6 @@ def test_a_close_the_server_makes_is_told_to_the_view_as_a_proxy_does():
     """Found by a probe: after a close the view or a publish made, Pushpin 1.36 sends the
     origin a CLOSE event (a view's websocket_close runs) and the client sees the close's
     reason; the test kit did neither."""
-    from drf_grip.test import WebSocketTestClient
     from tests.testapp.ws_views import CLOSES
 
     client = WebSocketTestClient()
@@ -277,6 +276,37 @@ def test_a_close_the_server_makes_is_told_to_the_view_as_a_proxy_does():
             ws.receive(timeout=0.2)
         assert (ws.closed, ws.close_code, ws.close_reason) == (True, 4001, "kicked")
         assert CLOSES["kit-kicked"]
+
+
+@pytest.mark.django_db
+def test_assert_held_takes_one_channel_by_name():
+    """Test-kit probe: ``assert_held(held, "drf.x")`` checked the name's letters one by one
+    and failed with ``not subscribed to ['d', 'r', 'f', ...]``."""
+    todo = Todo.objects.create(title="a")
+    client = GripAPIClient()
+    etag = client.get(f"/api/todos/{todo.pk}/")["ETag"]
+    held = client.get(f"/api/todos/{todo.pk}/", HTTP_IF_NONE_MATCH=etag)
+    assert_held(held, f"drf.testapp.todo.{todo.pk}")
+    with pytest.raises(AssertionError, match=r"not subscribed to \['drf.nothing'\]"):
+        assert_held(held, "drf.nothing")
+
+
+@pytest.mark.parametrize(
+    "url", ["/api/shared-todos/", "/api/todos/", "/api/probe/shared-fields-todos/"]
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_change_right_after_a_subscribe_reaches_a_test_socket_once(url):
+    """README's ``test_board_is_live``, asserting one change: a change made right after a
+    shared subscription's answer came twice, the live URL's push (which names the fresh
+    connection in ``skip_users``) and the answer's settle; the test kit's sockets ignored
+    the filter a proxy applies (test-kit probe)."""
+    with capture_published(), WebSocketTestClient().connect("/api/ws/") as ws:
+        ws.send_json({"id": 1, "subscribe": url})
+        assert ws.receive_json()["status"] == 200
+        Todo.objects.create(title="new")
+        change = ws.receive_json()
+        assert change["event"] == "change", change
+        assert ws.receive_nothing(timeout=1.0), ws.receive_json()
 
 
 class TestCommitCallbacksRunInsideATestCase(__import__("django.test").test.TestCase):
@@ -305,3 +335,32 @@ class TestCommitCallbacksRunInsideATestCase(__import__("django.test").test.TestC
         assert '"title":"b"' in content and "event: delete" not in content, pushed[-1]
         fresh = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
         assert content == fresh.content.decode()
+
+
+class TestAChangeInATestWhoseClassMadeRows(__import__("django.test").test.TestCase):
+    """Test-kit probe: a ``TestCase`` whose ``setUpTestData`` made a user, a signed-in gateway
+    subscriber of a shared list, and a change under ``captureOnCommitCallbacks(execute=True)``:
+    nothing was published. The change was in the test's savepoint, newer than the batch the
+    class's rows began, and the callback that marks that savepoint kept had been registered
+    by the first change in it (the login's), before the block, which runs only its own."""
+
+    @classmethod
+    def setUpTestData(cls) -> None:
+        from django.contrib.auth import get_user_model
+
+        cls.user = get_user_model().objects.create_user("kit-class-user", password="pw")
+
+    def test_a_signed_in_gateway_subscriber_gets_the_change(self) -> None:
+        from django.core.cache import cache
+
+        cache.clear()
+        client = WebSocketTestClient()
+        client.force_login(self.user)
+        with client.connect("/api/ws/") as ws:
+            ws.send_json({"id": 1, "subscribe": "/api/shared-todos/"})
+            assert ws.receive_json()["status"] == 200
+            with self.captureOnCommitCallbacks(execute=True):
+                Todo.objects.create(title="made in the test")
+            change = ws.receive_json()
+        assert change["event"] == "change", change
+        assert [t["title"] for t in change["data"]["results"]] == ["made in the test"]

@@ -112,7 +112,8 @@ class _Batch:
 
     A change made inside a savepoint newer than the batch is kept only if that savepoint
     was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
-    rolls back, so each such savepoint registers one (``keep``) that marks it kept. Every
+    rolls back, so each change in such a savepoint registers one (``keep``) that marks it
+    kept. Every
     change then registers a ``flush`` that only a savepoint of the batch's own removes, and
     the last one registered publishes, after every ``keep``: a test's
     ``captureOnCommitCallbacks(execute=True)`` runs only the callbacks registered in its
@@ -125,7 +126,6 @@ class _Batch:
         self.using = using
         self.savepoints = set(savepoints)
         self.log: list[tuple[str | None, tuple[Any, ...]]] = []
-        self.watched: set[str] = set()
         self.kept: set[str] = set()
         self.flushes = 0
 
@@ -196,8 +196,11 @@ def _record(
     savepoint = next((sid for sid in reversed(connection.savepoint_ids) if sid), None)
     if savepoint in batch.savepoints:
         savepoint = None  # rolled back only together with the whole batch
-    elif savepoint is not None and savepoint not in batch.watched:
-        batch.watched.add(savepoint)
+    elif savepoint is not None:
+        # With every change, not only the savepoint's first: a test's block that runs only
+        # its own callbacks must mark the savepoint kept before its flush (test-kit probe: a
+        # TestCase whose setUpTestData made rows, a login, then a change in the block, which
+        # was never published).
         transaction.on_commit(partial(batch.keep, savepoint), using=using)
     batch.flushes += 1
     transaction.on_commit(partial(batch.flush, batch.flushes), using=using)
