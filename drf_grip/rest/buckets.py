@@ -250,7 +250,16 @@ def _pace_rest(
             daemon=True,
         )
         _pacers[channel] = thread
-    thread.start()
+    try:
+        thread.start()
+    except RuntimeError:
+        # "can't create new thread at interpreter shutdown" (Python 3.12+): a process that
+        # exits right after its save publishes from its exit; the rest go now, unpaced.
+        with _lock:
+            _pacers.pop(channel, None)
+            _dirty.discard(channel)
+        for bucket in rest:
+            publish_versioned(bucket)
 
 
 def finish_paced(timeout: float) -> bool:
