@@ -68,6 +68,8 @@ from .protocol import (
     dropped_by,
     encode_events,
     parse_items,
+    set_meta,
+    subscribed_filters,
 )
 from .protocol.signing import hs256_encode, is_public_key
 
@@ -235,19 +237,15 @@ class WebSocketConnection:
         kind = message.get("type")
         if kind == "subscribe":
             self.channels.add(message["channel"])
-            filters = message.get("filters")
-            if isinstance(filters, list) and all(isinstance(f, str) for f in filters):
-                self._filters[message["channel"]] = tuple(filters)
+            if filters := subscribed_filters(message):
+                self._filters[message["channel"]] = filters
             else:
                 self._filters.pop(message["channel"], None)
         elif kind == "unsubscribe":
             self.channels.discard(message["channel"])
             self._filters.pop(message["channel"], None)
         elif kind == "set-meta":
-            if message.get("value"):
-                self.meta[str(message["name"]).lower()] = str(message["value"])
-            else:
-                self.meta.pop(str(message["name"]).lower(), None)
+            set_meta(self.meta, message)
         elif kind == "detach":
             self.detached = True
 

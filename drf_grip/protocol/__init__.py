@@ -30,7 +30,7 @@ from .events import (
     is_websocket_events,
     sendable_close_code,
 )
-from .filters import SKIP_SELF, SKIP_USERS, dropped_by
+from .filters import SKIP_SELF, SKIP_USERS, dropped_by, set_meta, subscribed_filters
 from .headers import RawHeaders, get_all_headers, get_header, parse_header_list, parse_header_value
 from .instruct import (
     Channel,
@@ -97,4 +97,6 @@ __all__ = [
     "parse_instruct",
     "parse_items",
     "sendable_close_code",
+    "set_meta",
+    "subscribed_filters",
 ]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
+from typing import Any
 
-__all__ = ["SKIP_SELF", "SKIP_USERS", "dropped_by"]
+__all__ = ["SKIP_SELF", "SKIP_USERS", "dropped_by", "set_meta", "subscribed_filters"]
 
 SKIP_SELF = "skip-self"
 SKIP_USERS = "skip-users"
@@ -38,6 +39,27 @@ def dropped_by(
         if name == SKIP_USERS and user in _names(item_meta.get("skip_users", "")):
             return True
     return False
+
+
+def subscribed_filters(message: Mapping[str, Any]) -> tuple[str, ...]:
+    """The filters a ``subscribe`` control message names; none when it names no list of
+    strings, as Pushpin subscribes without filters then."""
+    filters = message.get("filters")
+    if isinstance(filters, list) and all(isinstance(name, str) for name in filters):
+        return tuple(filters)
+    return ()
+
+
+def set_meta(meta: dict[str, str], message: Mapping[str, Any]) -> None:
+    """Apply a ``set-meta`` control message to a connection's ``meta``: an empty value
+    removes the name. Names compare case-insensitively, as header names do."""
+    name, value = message.get("name"), message.get("value")
+    if not isinstance(name, str) or not name:
+        return
+    if value:
+        meta[name.lower()] = str(value)
+    else:
+        meta.pop(name.lower(), None)
 
 
 @lru_cache(maxsize=64)

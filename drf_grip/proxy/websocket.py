@@ -45,6 +45,8 @@ from ..protocol import (
     get_header,
     parse_header_list,
     sendable_close_code,
+    set_meta,
+    subscribed_filters,
 )
 from .headers import loggable_target
 from .mailbox import Mailbox
@@ -281,9 +283,8 @@ class WebSocketSession:
                     "%s: more than %d channels; %s ignored", self.path, MAX_CHANNELS, channel
                 )
                 return
-            filters = message.get("filters")
-            if isinstance(filters, list) and all(isinstance(f, str) for f in filters):
-                self._filters[channel] = tuple(filters)
+            if filters := subscribed_filters(message):
+                self._filters[channel] = filters
             else:
                 self._filters.pop(channel, None)
             self._channels.add(channel)
@@ -297,12 +298,7 @@ class WebSocketSession:
         elif kind == "detach":
             self._detached = True
         elif kind == "set-meta":
-            name, value = message.get("name"), message.get("value")
-            if isinstance(name, str) and name:
-                if value:
-                    self.meta[name.lower()] = str(value)
-                else:
-                    self.meta.pop(name.lower(), None)
+            set_meta(self.meta, message)
         elif kind == "keep-alive":
             self._set_client_keep_alive(message)
         else:

@@ -113,9 +113,8 @@ class _Batch:
     A change made inside a savepoint newer than the batch is kept only if that savepoint
     was not rolled back: Django drops the on_commit callbacks registered in a savepoint it
     rolls back, so each change in such a savepoint registers one (``keep``) that marks it
-    kept. Every
-    change then registers a ``flush`` that only a savepoint of the batch's own removes, and
-    the last one registered publishes, after every ``keep``: a test's
+    kept. Every change then registers a ``flush`` that only a savepoint of the batch's own
+    removes, and the last one registered publishes, after every ``keep``: a test's
     ``captureOnCommitCallbacks(execute=True)`` runs only the callbacks registered in its
     block, and with a single flush a change saved before the block (a user in the test's
     setup) kept everything in it unpublished (docs probe). Changes are replayed in order:

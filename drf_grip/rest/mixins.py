@@ -414,7 +414,7 @@ class _RealtimeBase(RealtimeHooks):
             return context.role != "shared-render"
         if getattr(self, "_realtime_unreachable", False):
             return False  # answered as a direct request (dispatch)
-        if getattr(self, "_realtime_oversized", False):
+        if getattr(self, "_realtime_oversized", None):
             return False  # answered at once, or refused (_check_headers_size)
         return bool(request.META.get("HTTP_IF_NONE_MATCH")) or self.is_event_stream(request)
 
@@ -464,20 +464,17 @@ class _RealtimeBase(RealtimeHooks):
         limit = int(grip_settings.SUBSCRIBER_HEADERS_MAX_SIZE)
         if subscriber_headers_size(request._request) <= limit:
             return
+        too_large = HeadersTooLarge(
+            f"a subscription's headers may total {limit} bytes: this request's are "
+            "kept to replay it, and they are larger"
+        )
         if context_of(request) is None and not self.is_event_stream(request):
             # A long-poll: whether it is held is known only once the ETag is. One whose
             # If-None-Match is stale is answered 200 at once, as any (DESIGN.md §1; it was
             # refused 431, security probe), with nothing of it kept; a hold is refused.
-            self._realtime_oversized = True
+            self._realtime_oversized = too_large
             return
-        raise self._headers_too_large()
-
-    def _headers_too_large(self) -> HeadersTooLarge:
-        limit = int(grip_settings.SUBSCRIBER_HEADERS_MAX_SIZE)
-        return HeadersTooLarge(
-            f"a subscription's headers may total {limit} bytes: this request's are "
-            "kept to replay it, and they are larger"
-        )
+        raise too_large
 
     def _overflow_policy(self, policy: RealtimePolicy, model: type[models.Model]) -> RealtimePolicy:
         """Past the live-URL cap this URL is delivered like private data: a hint per change
@@ -715,8 +712,8 @@ class _RealtimeBase(RealtimeHooks):
                 # as a shared push (the held 304's headers, PUSHPIN.md) or a timeout says.
                 response["Preference-Applied"] = f"wait={self.get_hold_timeout()}"
             return response
-        if getattr(self, "_realtime_oversized", False):
-            refused = self.handle_exception(self._headers_too_large())
+        if too_large := getattr(self, "_realtime_oversized", None):
+            refused = self.handle_exception(too_large)
             return super().finalize_response(request, refused, *args, **kwargs)
         return self.longpoll_response(request, response, policy, etag)
 
