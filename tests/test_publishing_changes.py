@@ -552,6 +552,94 @@ def test_a_save_through_a_child_or_a_proxy_wakes_the_views_of_its_table(sink):
     assert items[-1]["formats"] == {"http-stream": {"action": "close"}}
 
 
+@pytest.fixture
+def shared_cache_sink(settings, tmp_path):
+    """A sink with a cache every process shares: the publisher follows only what
+    subscriptions recorded (a per-process cache falls back on the views' classes)."""
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+        }
+    }
+    cache.clear()
+    watch("/api/posts/")  # a record of some subscription, as in any live deployment
+    with RecordingSink() as recording:
+        recording.settle()
+        yield recording
+
+
+def test_a_private_view_made_by_a_factory_still_wakes_its_clients(shared_cache_sink):
+    """Model-change probe: a viewset made by a function cannot be imported by the
+    ``module:qualname`` its subscriptions record, and with Redis a change sent its private
+    clients no hint at all (a long-poll got its 304 at the timeout), with nothing logged."""
+    watch("/api/factory-bookmarks/")
+    bookmark = Bookmark.objects.create(label="made")
+    channels = set(shared_cache_sink.channels())
+    assert {"drf.testapp.bookmark", f"drf.testapp.bookmark.{bookmark.pk}"} <= channels
+
+
+def test_a_recorded_view_no_process_can_find_gets_the_default_hints_and_a_warning(
+    shared_cache_sink, caplog
+):
+    from drf_grip.rest.policies import record_view
+
+    record_view("testapp.bookmark", "gone.module:Vanished", "private")
+    bookmark = Bookmark.objects.create(label="orphan")
+    channels = set(shared_cache_sink.channels())
+    assert {"drf.testapp.bookmark", f"drf.testapp.bookmark.{bookmark.pk}"} <= channels
+    warned = [r.getMessage() for r in caplog.records if r.name == "drf_grip.publish"]
+    assert any("gone.module:Vanished" in message for message in warned), warned
+
+
+def test_a_parent_row_saved_or_announced_wakes_the_views_of_its_children(sink):
+    """Model-change probe: a ``Place`` renamed left the views of its ``Restaurant`` stale
+    (a child shows its parent's fields), whether saved or announced after an ``update()``."""
+    watch("/api/restaurants/")
+    restaurant = Restaurant.objects.create(name="r")
+    sink.settle()
+    place = Place.objects.get(pk=restaurant.pk)
+    place.name = "renamed"
+    place.save()
+    assert f"drf.testapp.restaurant.{restaurant.pk}" in sink.channels()
+    Place.objects.filter(pk=restaurant.pk).update(name="updated")
+    publish_changes(Place, [restaurant.pk])
+    assert f"drf.testapp.restaurant.{restaurant.pk}" in sink.channels()
+    with paused(Place):
+        Place.objects.update(name="imported")
+    assert "drf.testapp.restaurant.*" in sink.channels()
+
+
+def test_objects_announced_through_one_class_of_their_table_wake_the_others(sink):
+    """Model-change probe: ``publish_changes(PostProxy, pks=...)`` after an ``update()``
+    woke no view of ``Post``, and announcements of ``Post`` none of its proxy's, where a
+    save wakes both."""
+    todo = Todo.objects.create(title="a")
+    sink.settle()
+    OpenTodo.objects.filter(pk=todo.pk).update(title="b")
+    publish_changes(OpenTodo, [todo.pk])
+    assert {"drf.testapp.todo", f"drf.testapp.todo.{todo.pk}"} <= set(sink.channels())
+    with paused(OpenTodo):
+        OpenTodo.objects.update(title="c")
+    assert "drf.testapp.todo.*" in sink.channels()
+
+
+def test_a_deleted_parent_ends_its_childs_streams_once_deleted_by_its_own_signal(sink):
+    """The child's row goes with its parent's (a cascade, with a signal of its own): a
+    parent's delete that also counted the child as changed would undo its ``event: delete``."""
+    watch("/api/restaurants/")
+    restaurant = Restaurant.objects.create(name="r")
+    sink.settle()
+    Place.objects.get(pk=restaurant.pk).delete()
+    items = [
+        i for i in sink.settle() if i["channel"] == f"drf.testapp.restaurant.{restaurant.pk}"
+    ]
+    assert "event: delete" in items[0]["formats"]["http-stream"]["content"]
+    assert items[-1]["formats"] == {"http-stream": {"action": "close"}}
+
+
 class TodosOnOther:
     """A router that writes and reads todos on the ``other`` database."""
 

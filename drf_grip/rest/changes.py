@@ -34,6 +34,7 @@ from .registry import (
 from .relations import (
     after_delete,
     as_it_was,
+    child_tables,
     m2m_sides,
     remember_keys,
     same_rows,
@@ -250,7 +251,11 @@ def _as_loaded(instance: models.Model) -> models.Model | None:
 
 
 def _expand(
-    model: type[models.Model], instance: models.Model, raw: bool = False, created: bool = False
+    model: type[models.Model],
+    instance: models.Model,
+    raw: bool = False,
+    created: bool = False,
+    children: bool = True,
 ) -> list[tuple[type[models.Model], Any, set[str] | None]]:
     """The object itself plus what registered relations say it affects. Every model's change
     is recorded: the publisher asks the shared state whether anyone watches it, so a model
@@ -260,11 +265,7 @@ def _expand(
     yet): its partitions count as unknown (every partition wakes) and ``affects`` is not
     followed."""
     ensure_loaded()
-    out = [(model, instance.pk, None if raw else _partitions(model, instance, created))]
-    for other, attname in same_rows(model):
-        pk = getattr(instance, attname, None)
-        if pk is not None:
-            out.append((other, pk, None if raw else _partitions(other, instance, created)))
+    out = _as_each_model(model, instance, raw, created, children)
     for side, attname in m2m_sides(model):
         pk = getattr(instance, attname, None)
         if pk is not None:
@@ -283,12 +284,47 @@ def _expand(
             try:
                 for other in affects(subject) or ():
                     if other is not None:
-                        out.append((type(other), other.pk, _partitions(type(other), other)))
+                        # As if saved: a Comment's Post is also its proxy's and its
+                        # children's (model-change probe).
+                        out.extend(_as_each_model(type(other), other))
             except Exception:
                 logger.exception(
                     "drf-grip: the 'affects' function for %s failed", model._meta.label
                 )
     return out
+
+
+def _as_each_model(
+    model: type[models.Model],
+    instance: models.Model,
+    raw: bool = False,
+    created: bool = False,
+    children: bool = True,
+) -> list[tuple[type[models.Model], Any, set[str] | None]]:
+    """``instance`` as an object of ``model`` and of each model its row is part of: its
+    table's other classes and multi-table parents (signals name only the class that saved),
+    and with ``children`` the multi-table children keyed by it, whose rows may not exist
+    (a wasted hint costs less than a stale child); a deleted parent's children are deleted
+    by signals of their own."""
+    out = [(model, instance.pk, None if raw else _partitions(model, instance, created))]
+    for other, attname in same_rows(model):
+        pk = getattr(instance, attname, None)
+        if pk is not None:
+            out.append((other, pk, None if raw else _partitions(other, instance, created)))
+    if children and instance.pk is not None:
+        for other in child_tables(model):
+            # Its partitions are read from a child, which ``instance`` is not: unknown.
+            out.append((other, instance.pk, None if partition_views(other) else set()))
+    return out
+
+
+def _sharing_keys(model: type[models.Model]) -> list[tuple[type[models.Model], bool]]:
+    """The other models an announcement of ``model``'s objects changes, keyed by the same
+    values (proxies, multi-table parents and children), each with whether it is the same
+    table, gone when they are."""
+    table = model._meta.concrete_model
+    others = [other for other, _attname in same_rows(model)] + child_tables(model)
+    return [(other, other._meta.concrete_model is table) for other in others]
 
 
 def _on_pre_save(sender, instance, raw=False, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
@@ -331,7 +367,7 @@ def _record_sides_affects(through: type[models.Model], row: models.Model, using:
 def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
     after_delete(origin)  # the same queryset deleted again is read again
     table = sender._meta.concrete_model
-    for model, pk, partitions in _expand(sender, instance):
+    for model, pk, partitions in _expand(sender, instance, children=False):
         # Deleted through a proxy, the object is gone for its concrete model and the other
         # proxies too (their streams got no ``event: delete``); a multi-table parent is
         # deleted by a signal of its own, or kept (``keep_parents``).
@@ -425,6 +461,10 @@ def publish_changes(
     if pks is None:
         _warn_unfollowed(model, "publish_changes")
     _record(model, pks, deleted, using)
+    # As a save would: an update() of posts left their proxy's views stale, and of places
+    # their restaurants' (model-change probe).
+    for other, same_table in _sharing_keys(model):
+        _record(other, pks, deleted and same_table, using)
     if pks and not deleted:
         # As a save would: comments made by ``bulk_create()`` left their posts stale (app
         # probe).
@@ -477,10 +517,12 @@ class _Paused:
     def announce(self, model: type[models.Model], using: str | None) -> None:
         """``model`` as a whole, when the transaction of its database commits."""
         using = using or router.db_for_write(model)
-        if transaction.get_connection(using).in_atomic_block:
-            self.committed(using).add(model, None)
-        else:
-            self.now.add(model, None)
+        changes = (
+            self.committed(using) if transaction.get_connection(using).in_atomic_block
+            else self.now
+        )
+        for each in [model, *(other for other, _same_table in _sharing_keys(model))]:
+            changes.add(each, None)
 
     def submit(self) -> None:
         _submit(self.now)

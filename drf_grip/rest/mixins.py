@@ -36,6 +36,7 @@ from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
 from .etag import etag_matches, etag_matches_strongly, tags_weakened
 from .hooks import RealtimeHooks, parse_prefer_wait
+from .policies import view_path
 from .preconditions import guards_write, row_lock, writes_one_object
 from .render import CREDENTIALS_CHECK, subscriber_headers_size
 from .sse import (
@@ -78,10 +79,6 @@ def is_proxy_retry(grip: GripRequest) -> bool:
     link): only the proxy sends ``Grip-Last``. Not when proxies have no key: any client
     could then send the header."""
     return grip.signed and bool(grip.last)
-
-
-def view_path(view_class: type) -> str:
-    return f"{view_class.__module__}:{view_class.__qualname__}"
 
 
 class _Current(Exception):

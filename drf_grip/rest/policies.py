@@ -27,6 +27,7 @@ __all__ = [
     "recorded_views",
     "records_lost",
     "view_class",
+    "view_path",
 ]
 
 _MAX_VIEWS = 64
@@ -102,6 +103,11 @@ def records_lost() -> bool:
 def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:
     """``[{"view": "module:Qual", "delivery": ...}]`` recorded for ``model``."""
     return _index(model._meta.label_lower).entries()
+
+
+def view_path(view_class: type) -> str:
+    """How a subscription records the view it came through (``view_class`` reads it)."""
+    return f"{view_class.__module__}:{view_class.__qualname__}"
 
 
 def view_class(path: str) -> type | None:

@@ -21,7 +21,7 @@ from . import channels as names
 from .buckets import all_bucket_channels, bucketable, paced_hints
 from .changes import Changes
 from .context import PRIVATE, SHARED
-from .policies import recorded_views, records_lost, view_class
+from .policies import recorded_views, records_lost, view_class, view_path
 from .registry import gateway_views, views_for
 from .sse import format_event
 from .store import per_process_state
@@ -111,11 +111,12 @@ def publish_model(
     private_views: list[type] = []
     shared = False
     for entry in recorded_views(model):
-        cls = view_class(entry["view"])
         if entry["delivery"] == SHARED:
             shared = True
-        elif entry["delivery"] == PRIVATE and cls is not None and cls not in private_views:
-            private_views.append(cls)
+        elif entry["delivery"] == PRIVATE:
+            for cls in _view_classes(model, entry["view"]):
+                if cls not in private_views:
+                    private_views.append(cls)
     lost = False
     if not private_views and not shared:
         if per_process_state():
@@ -129,7 +130,7 @@ def publish_model(
             # proxies still hold clients, which record again only when re-requested.
             lost = True
     if shared and has_overflow(model):
-        private_views.append(_OverflowChannels)
+        private_views.append(_DefaultChannels)
     channels = private_channels(model, private_views, pks, partitions)
     if shared and pks is None and has_overflow(model, "bulk"):
         channels.append(names.shared_bulk_channel(model))
@@ -291,8 +292,35 @@ def _class_delivery(view: type) -> str:
     return getattr(view, "realtime_delivery", None) or grip_settings.DEFAULT_DELIVERY
 
 
-class _OverflowChannels:
-    """Shared URLs past the cap hold on the private channels (mixins._overflow_policy)."""
+def _view_classes(model: type[models.Model], path: str) -> list[type]:
+    """The classes a subscription's recorded ``module:qualname`` names. A class made by a
+    factory (``type()``, a function's local class) cannot be imported by that name, but the
+    URLconf that made it registered it in every process that loaded it; a class found
+    neither way gets the default hint channels, with a warning, rather than no hint at all:
+    its private clients were never woken, and nothing said so (model-change probe)."""
+    found = [view for view in views_for(model) if view_path(view) == path]
+    if not found and (imported := view_class(path)) is not None:
+        found = [imported]
+    if found:
+        return found
+    if path not in _unresolved:
+        _unresolved.add(path)
+        logger.warning(
+            "subscribers of %s came through view %s, which this process cannot find by "
+            "that name (is it defined in a module its URLconf imports?): its changes go "
+            "to the default channels, and its get_changed_channels() is not followed",
+            model._meta.label,
+            path,
+        )
+    return [_DefaultChannels]
+
+
+_unresolved: set[str] = set()
+
+
+class _DefaultChannels:
+    """What a private view's default ``get_changed_channels()`` names; also where shared
+    URLs past the cap hold (mixins._overflow_policy)."""
 
     @staticmethod
     def get_changed_channels(model, pks, partitions):

@@ -20,6 +20,7 @@ from django.db import connections, models
 
 __all__ = [
     "same_rows",
+    "child_tables",
     "m2m_sides",
     "remember_keys",
     "as_it_was",
@@ -61,6 +62,7 @@ def with_keys(instance: models.Model, keys: dict[str, Any]) -> models.Model:
 
 _tables: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
 _sides: dict[type[models.Model], list[tuple[type[models.Model], str]]] = {}
+_children: dict[type[models.Model], list[type[models.Model]]] = {}
 _automatic: dict[type[models.Model], list[tuple[Any, ...]]] = {}
 _setting: dict[type[models.Model], list[Any]] = {}
 
@@ -85,6 +87,36 @@ def same_rows(model: type[models.Model]) -> list[tuple[type[models.Model], str]]
         ]
         _tables[model] = out
     return out
+
+
+def child_tables(model: type[models.Model]) -> list[type[models.Model]]:
+    """The multi-table children of ``model``'s table (and theirs, and their proxies) whose
+    key is its key: a child's representation shows its parent's fields, so a ``Place``
+    renamed left the ``Restaurant`` views stale (model-change probe). A child of two
+    parents, keyed by its first, is not followed from the second."""
+    out = _children.get(model)
+    if out is None:
+        from django.apps import apps
+
+        table = model._meta.concrete_model
+        out = [
+            other
+            for other in apps.get_models()
+            if other._meta.concrete_model is not table and _keyed_through(other, table)
+        ]
+        _children[model] = out
+    return out
+
+
+def _keyed_through(model: type[models.Model], table: type[models.Model]) -> bool:
+    """Whether ``model``'s primary key is a chain of parent links that ends at ``table``."""
+    field = model._meta.concrete_model._meta.pk
+    while field.remote_field is not None and field.remote_field.parent_link:
+        parent = field.remote_field.model
+        if parent is table:
+            return True
+        field = parent._meta.pk
+    return False
 
 
 def m2m_sides(model: type[models.Model]) -> list[tuple[type[models.Model], str]]:

@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin, register
 
-from .models import Bookmark, Comment, Note, Place, Post, Team, Todo
+from .models import Bookmark, Comment, Note, Place, Post, Restaurant, Team, Todo
 
 
 class TodoSerializer(serializers.ModelSerializer):
@@ -134,6 +134,20 @@ class PlaceViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.AllowAny]
 
 
+class RestaurantSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Restaurant
+        fields = ["id", "name", "serves_pizza"]
+
+
+class RestaurantViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """A multi-table child: its representation shows its Place's ``name``."""
+
+    queryset = Restaurant.objects.order_by("id")
+    serializer_class = RestaurantSerializer
+    permission_classes = [permissions.AllowAny]
+
+
 class TeamSerializer(serializers.ModelSerializer):
     members = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
 
@@ -173,6 +187,7 @@ router.register("notes", NoteViewSet, basename="note")
 router.register("pnotes", PartitionedNoteViewSet, basename="pnote")
 router.register("posts", PostViewSet, basename="post")
 router.register("places", PlaceViewSet, basename="place")
+router.register("restaurants", RestaurantViewSet, basename="restaurant")
 router.register("teams", TeamViewSet, basename="team")
 router.register("bookmarks", BookmarkViewSet, basename="bookmark")
 
