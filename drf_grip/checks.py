@@ -1,4 +1,6 @@
 """System checks: say loudly when changes would have nowhere to go."""
+from typing import Any
+
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
@@ -365,6 +367,44 @@ def _url_view_classes(patterns=None) -> list[type]:
         if isinstance(view, type) and view not in found:
             found.append(view)
     return found
+
+
+#: Picks each request's language from its ``Accept-Language`` (and cookie, URL prefix).
+LOCALE_MIDDLEWARE = "django.middleware.locale.LocaleMiddleware"
+
+
+@checks.register(checks.Tags.compatibility)
+def check_shared_views_vary_by_language(app_configs=None, **kwargs):
+    """W013 for a shared view whose ``realtime_vary`` leaves out ``Accept-Language`` while
+    ``LocaleMiddleware`` translates responses by it: one render per live URL reached every
+    subscriber in the language of the one it was made for, without a word (DRF probe; its
+    responses said ``Vary: Accept-Language``, which the middleware adds after the view)."""
+    from django.conf import settings
+
+    if not settings.USE_I18N or LOCALE_MIDDLEWARE not in settings.MIDDLEWARE:
+        return []
+    from .rest.registry import shared_views
+
+    views = sorted(set(shared_views()), key=lambda v: f"{v.__module__}.{v.__qualname__}")
+    return [
+        checks.Warning(
+            f"{view.__name__} is shared and LocaleMiddleware translates its responses, but "
+            "its realtime_vary leaves out Accept-Language: every subscriber of one URL gets "
+            "the language of the subscriber its render was made for.",
+            hint='realtime_vary = ("Accept-Language",); or realtime_delivery = "private" '
+            "for a language chosen by cookie.",
+            obj=view,
+            id="drf_grip.W013",
+        )
+        for view in views
+        if "accept-language" not in _header_names(getattr(view, "realtime_vary", ()))
+    ]
+
+
+def _header_names(names: Any) -> set[str]:
+    if isinstance(names, str):
+        return {names.lower()}  # one name without its tuple's comma (E004)
+    return {str(name).lower() for name in names or ()}
 
 
 @checks.register(checks.Tags.compatibility)

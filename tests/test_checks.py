@@ -367,3 +367,29 @@ def test_a_keyed_proxy_passes_the_deployment_check_without_w011():
     with override_settings(GRIP_URL=f"http://127.0.0.1:5561/?iss=pushpin&key={_SECRET}"):
         found = checks.run_checks(include_deployment_checks=True)
     assert "drf_grip.W011" not in [m.id for m in found]
+
+
+def test_a_shared_view_translated_by_locale_middleware_is_named_unless_it_varies_by_language(
+    settings,
+):
+    """DRF probe: with LocaleMiddleware, a shared view without ``realtime_vary`` pushed one
+    render to every subscriber of a URL, in the language of the one it was made for (fr,
+    de and none all got de), and ``manage.py check`` said nothing."""
+
+    class UntranslatedSharedTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+        queryset = Todo.objects.all()
+        serializer_class = TodoSerializer
+        realtime_delivery = "shared"
+
+    class TranslatedSharedTodos(UntranslatedSharedTodos):
+        realtime_vary = ("Accept-Language",)
+
+    def named() -> set[str]:
+        return {m.obj.__name__ for m in checks.run_checks() if m.id == "drf_grip.W013"}
+
+    assert not named() & {"UntranslatedSharedTodos", "TranslatedSharedTodos"}
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.middleware.locale.LocaleMiddleware"]
+    found = named()
+    assert "UntranslatedSharedTodos" in found and "TranslatedSharedTodos" not in found
+    settings.USE_I18N = False
+    assert "UntranslatedSharedTodos" not in named()

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
@@ -327,9 +327,13 @@ def test_detail_subscription_reports_deletion():
     todo.title = "u"
     todo.save()
     assert ws.receive_json()["data"]["title"] == "u"
+    url = f"/api/todos/{todo.pk}/"
     todo.delete()
     gone = ws.receive_json()
     assert gone["id"] == 1 and gone["status"] == 404
+    # What a fresh GET is told (it said "Not Found", revocation probe).
+    fresh = Client().get(url)
+    assert fresh.status_code == 404 and gone["error"] == fresh.json()["detail"]
 
 
 @pytest.mark.parametrize("url", ["/api/todos/999/", "/api/shared-todos/?page=2"])

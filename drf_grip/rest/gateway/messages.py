@@ -149,7 +149,10 @@ def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str,
     """
     head = {"event": "change", "id": sub["id"], "url": sub["url"], "status": response.status_code}
     if response.status_code != 200:
-        head["error"] = "server error" if response.status_code >= 500 else response.reason_phrase
+        head["error"] = (
+            "server error" if response.status_code >= 500
+            else _detail(response) or response.reason_phrase
+        )
         return json.dumps(head), f"status-{response.status_code}"
     reason = too_large(response)
     if reason is not None:
@@ -170,13 +173,18 @@ def refusal_error(response: HttpResponse) -> str:
     """The ``error`` of an ``end`` for a re-render refused 401 or 403: what the refusal says
     (DRF's ``detail``), as a fresh GET would. An object permission lost with the token still
     valid was told its credentials were no longer valid (DRF probe)."""
-    detail = None
-    if _media_type(response) == "application/json":
-        try:
-            detail = json.loads(response.content).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-    return detail[:200] if isinstance(detail, str) and detail else REVOKED_ERROR
+    return _detail(response) or REVOKED_ERROR
+
+
+def _detail(response: HttpResponse) -> str | None:
+    """DRF's ``detail`` in a refusal's JSON body: what a fresh GET is told."""
+    if _media_type(response) != "application/json":
+        return None
+    try:
+        detail = json.loads(response.content).get("detail")
+    except (ValueError, AttributeError):
+        return None
+    return detail[:200] if isinstance(detail, str) and detail else None
 
 
 def refused_answer(message_id: Any, response: HttpResponse) -> dict[str, Any]:
@@ -186,9 +194,7 @@ def refused_answer(message_id: Any, response: HttpResponse) -> dict[str, Any]:
     of the subscription is kept (publishing probe)."""
     answer = answer_of(message_id, response)
     if "error" not in answer:
-        data = answer.get("data")
-        detail = data.get("detail") if isinstance(data, dict) else None
-        reason = detail if isinstance(detail, str) and detail else response.reason_phrase
+        reason = _detail(response) or response.reason_phrase
         answer["error"] = f"not subscribed: {reason}"[:200]
     return answer
 
