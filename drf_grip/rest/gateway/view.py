@@ -351,8 +351,9 @@ class RealtimeGateway(WebSocketView):
             if policy is None:
                 raise MessageError(
                     400, f"nothing live at {path} in the media type asked for: subscribe to "
-                    "a realtime view's list or detail URL, as JSON (DRF's browsable API "
-                    "page is not live)"
+                    "a realtime view's list or detail URL (or an action its "
+                    "get_realtime_kind() makes live), as JSON; DRF's browsable API page "
+                    "is not live"
                 )
             answer = answer_of(sub_id, response)
             if policy.delivery == SHARED:
