@@ -178,7 +178,8 @@ def refusal_error(response: HttpResponse) -> str:
 
 def _detail(response: HttpResponse) -> str | None:
     """DRF's ``detail`` in a refusal's JSON body: what a fresh GET is told."""
-    if _media_type(response) != "application/json":
+    media_type = _media_type(response)
+    if media_type != "application/json" and not media_type.endswith("+json"):
         return None
     try:
         detail = json.loads(response.content).get("detail")
