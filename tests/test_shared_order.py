@@ -109,6 +109,42 @@ def test_renders_in_turn_each_publish(
     assert published[1]["prev-id"] == published[0]["id"]
 
 
+def test_a_render_begun_before_a_subscribers_own_newer_render_goes_out_as_a_hint(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chaos probe behind Pushpin: a subscriber's own GET rendered a commit the publisher had
+    not published, its hold held at the version before, and the publisher's render of the
+    rows before that commit, pushed whole, moved it back (t45, then t41, then t45 again).
+    Such a render goes out as a hint to long-polls and streams (each then runs its own GET,
+    and the version names no render), the gateway message as it is; the render begun after
+    the subscriber's is pushed whole, and so is one equal to the subscriber's."""
+    channel = ENTRY["channel"]
+
+    def render_while_a_subscriber_renders_newer(recorded: RecordedRequest) -> Any:
+        shared.mark_ahead(channel, "two")  # a commit, then a subscriber's render of it
+        return _rendered(b'{"v": 1}', "one")
+
+    monkeypatch.setattr(shared, "render_live", render_while_a_subscriber_renders_newer)
+    shared.publish_live_url(ENTRY)
+    hinted = published[-1]["formats"]
+    assert hinted["http-response"] == {"action": "hint"}
+    assert hinted["http-stream"] == {"action": "hint"}
+    assert json.loads(hinted["ws-message"]["content"])["data"] == {"v": 1}
+    assert not read_version(channel).startswith("one.")
+
+    monkeypatch.setattr(shared, "render_live", lambda recorded: _rendered(b'{"v": 2}', "two"))
+    shared.publish_live_url(ENTRY)
+    assert published[-1]["formats"]["http-response"]["body"] == '{"v": 2}'
+    assert published[-1]["prev-id"] == published[-2]["id"]
+
+    shared.mark_ahead(channel, "three")
+    bodies = iter([_rendered(b'{"v": 3}', "three"), _rendered(b'{"v": 4}', "four")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+    shared.publish_live_url(ENTRY)  # began after the mark: pushed whole
+    assert published[-1]["formats"]["http-stream"]["content"].startswith("id: ")
+    assert read_version(channel).startswith("three.")
+
+
 def _live_item(channel: str, version: str) -> dict[str, Any]:
     return {"channel": channel, "id": version,
             "formats": {"ws-message": {"content": version}, "http-stream": {"content": "x"}}}

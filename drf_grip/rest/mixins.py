@@ -729,8 +729,9 @@ class _RealtimeBase(RealtimeHooks):
 
     def _unmark_rendering(self, policy: RealtimePolicy, response: Response) -> None:
         """This subscriber's render is what the version it read names: it takes back the
-        mark it made before rendering (shared.mark_rendering)."""
-        from .shared import names_etag, unmark_rendering
+        mark it made before rendering (shared.mark_rendering). Otherwise it saw a commit not
+        yet published, and says so (shared.mark_ahead)."""
+        from .shared import mark_ahead, names_etag, unmark_rendering
 
         marked = getattr(self, "_realtime_marked", None)
         if marked is None:
@@ -738,6 +739,8 @@ class _RealtimeBase(RealtimeHooks):
         _content, etag = self.render_representation(response)
         if names_etag(marked, etag.strip('"')):
             unmark_rendering(policy.channels[0], marked)
+        else:
+            mark_ahead(policy.channels[0], etag.strip('"'))
 
     def _name_first_version(self, policy: RealtimePolicy, response: Response) -> None:
         """A shared channel's version names the ETag its subscribers hold, so the publisher

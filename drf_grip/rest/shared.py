@@ -55,12 +55,15 @@ __all__ = [
     "publish_shared",
     "render_stats",
     "names_etag",
+    "mark_ahead",
 ]
 
 logger = logging.getLogger("drf_grip.publish")
 
 #: How many shared representations the publisher rendered (tests count them).
 render_stats: dict[str, int] = {"renders": 0}
+
+
 def new_version(tag: str) -> str:
     """A version naming a representation, unique per publish: Pushpin drops a second item
     with the same (channel, id) within 60 s, and a page can go A -> B -> A -> B in a minute.
@@ -233,6 +236,33 @@ def unmark_rendering(channel: str, version: str) -> None:
 def _rendered_by_subscribers(channel: str, version: str) -> bool:
     marks = state_cache().get(_rendering_key(channel, version))
     return isinstance(marks, int) and marks > 0
+
+
+#: A subscriber's own render that the version it read did not name (``mark_ahead``).
+_AHEAD = "drf_grip:ahead:"
+
+
+def mark_ahead(channel: str, tag: str) -> None:
+    """A subscriber rendered a shared URL itself and got ``tag``, which the version it read
+    does not name: it saw a commit whose render no publisher has sent yet. Its hold holds
+    at that older version, so a publisher's render that read the rows *before* that commit,
+    pushed whole, would be delivered to it and move it back (chaos probe behind Pushpin: a
+    long-poll got t45, then t41, then t45 again). Kept with the last render ticket taken
+    when the subscriber's render was done: a publisher's render with that ticket or an
+    earlier one began before that moment and may be that older render
+    (``_behind_a_subscriber``)."""
+    ticket = current_tickets([channel])[channel]
+    state_cache().set(_AHEAD + channel, (ticket, tag), live_timeout())
+
+
+def _behind_a_subscriber(channel: str, ticket: int, tag: str) -> bool:
+    """Whether a subscriber's own render, made after the render holding ``ticket`` began,
+    differs from it (``mark_ahead``): that render may be the older one. It then goes out
+    as a hint (each long-poll runs its own GET, each stream fetches its next link), which
+    moves nobody back; the publish of the newer commit follows as usual. A render that
+    began later than the mark read at least what the subscriber read."""
+    ahead = state_cache().get(_AHEAD + channel)
+    return isinstance(ahead, (tuple, list)) and ahead[0] >= ticket and ahead[1] != tag
 
 
 #: Response headers a shared push leaves out. Pushpin merges a published ``http-response``'s
@@ -672,6 +702,12 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             "ws-message": {"content": _ws_message(url, 200, etag, body)},
         }
         formats = _pushable(formats, url, len(body))
+        if "content" in formats["http-stream"] and _behind_a_subscriber(channel, ticket, tag):
+            from .publishing import HINT
+
+            # Gateway subscribers keep the message: a WebSocket cannot be asked to re-read.
+            _trace(channel, url, ticket, f"a subscriber rendered after it began: {tag} hinted")
+            formats = {**HINT, "ws-message": formats["ws-message"]}
         if "content" not in formats["http-stream"]:
             # Hinted: the version must not name the render. Pushpin takes an item's id as
             # the stream's last id before it fetches the next link, and a fetch that read
