@@ -210,6 +210,20 @@ def test_if_match_compares_strongly(todos):
     assert ok.status_code == 200
 
 
+def test_an_empty_if_match_matches_nothing(todos):
+    """Bad-input probe: ``If-Match:`` with no tag (a client's ETag variable not yet set) let
+    PATCH, PUT and DELETE through as if no precondition was sent; an empty list matches no
+    representation (RFC 9110 §13.1.1), so each is refused and nothing changes."""
+    url = _detail(todos[0])
+    etag = APIClient().get(url)["ETag"]
+    for header in ("", "  "):
+        for method, data in (("patch", {"title": "lost"}), ("put", {"title": "lost"}),
+                             ("delete", None)):
+            resp = getattr(APIClient(), method)(url, data, format="json", HTTP_IF_MATCH=header)
+            assert resp.status_code == 412 and resp["ETag"] == etag, (method, header)
+    assert Todo.objects.get(pk=todos[0].pk).title == "t0"
+
+
 def test_if_match_takes_the_etag_a_compression_middleware_weakened(todos, settings):
     """Django's GZipMiddleware answers ``W/"…"`` for a compressed body, and Pushpin always
     asks for gzip: every If-Match answered 412 (DRF probe). Not without such middleware."""

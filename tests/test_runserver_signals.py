@@ -58,3 +58,19 @@ def test_a_second_ctrl_c_later_stops_at_once(monkeypatch):
     assert not server.force_exit
     stop.ask(signal.SIGINT, server)
     assert server.force_exit
+
+
+def test_verbosity_takes_django_pistokes_level_names():
+    """Bad-input probe on the seeds: django-pistoke's ``runserver -v debug`` (uvicorn's level
+    names, its README) failed with "invalid int value"; Django's numbers still work, and a
+    name that is neither gets argparse's error, not a traceback."""
+    import pytest
+    from django.core.management.base import CommandError
+
+    command = runserver.Command()
+    for given, level in (("debug", 2), ("trace", 3), ("critical", 0), ("info", 1), ("2", 2)):
+        parser = command.create_parser("manage.py", "runserver")
+        assert parser.parse_args(["-v", given]).verbosity == level
+    parser = command.create_parser("manage.py", "runserver")
+    with pytest.raises(CommandError, match="invalid verbosity"):
+        parser.parse_args(["-v", "loud"])

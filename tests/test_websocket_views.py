@@ -461,12 +461,15 @@ def test_json_view_answers_what_python_reads_but_json_is_not_without_closing(cli
     _, events = ws(
         client, "/ws/room/lobby/",
         text(deep), text('{"a": NaN}'), text("[Infinity]"), text("1e999"), text("[1.5]"),
+        text("[1" + "0" * 5000 + "]"),
     )
     assert events[0] == sent('{"error":"invalid JSON: nested too deeply"}')
     assert events[1] == sent('{"error":"invalid JSON: NaN is not JSON"}')
     assert events[2] == sent('{"error":"invalid JSON: Infinity is not JSON"}')
     assert events[3] == sent('{"error":"invalid JSON: 1e999 is out of range"}')
     assert events[4] == sent('{"echo":[1.5]}')
+    # Python's own refusal named its setting (sys.set_int_max_str_digits): bad-input probe.
+    assert events[5] == sent('{"error":"invalid JSON: a number of 5001 characters is too long"}')
 
 
 class Hooks(WebSocketView):

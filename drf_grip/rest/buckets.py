@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..conf import grip_settings
-from .store import per_process_state, state_cache
+from .store import incr, per_process_state, state_cache
 from .versions import counters_and_hold_versions
 
 __all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hints"]
@@ -111,7 +111,7 @@ def _bucket_of(
             return int(known)
     cache.add(key, 0, timeout)
     try:
-        held = cache.incr(key)
+        held = incr(cache, key, timeout)
     except ValueError:
         held = 1
     bucket = min(buckets - 1, (held - 1) // size)

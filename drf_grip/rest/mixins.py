@@ -577,7 +577,12 @@ class _RealtimeBase(RealtimeHooks):
         etag = self._current_detail_etag()
         if_match = request.META.get("HTTP_IF_MATCH")
         if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
-        if if_match and not etag_matches_strongly(if_match, etag, weakened=tags_weakened()):
+        # An empty If-Match lists no tag, so none matches (RFC 9110 §13.1.1): a client that
+        # sent its ETag before it had one (``If-Match: ""`` from an unset variable) is
+        # refused, not let through as if it had sent none (bad-input probe).
+        if if_match is not None and not etag_matches_strongly(
+            if_match, etag, weakened=tags_weakened()
+        ):
             detail = "If-Match does not match the current ETag of this object."
         elif if_none_match and etag_matches(if_none_match, etag):
             detail = "If-None-Match matches the current ETag of this object."

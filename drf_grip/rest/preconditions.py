@@ -42,10 +42,10 @@ def lookup_of(view: Any) -> tuple[str, str]:
 
 
 def guards_write(request: Any) -> bool:
-    """A write that carries a precondition (``If-Match`` or ``If-None-Match``)."""
+    """A write that carries a precondition (``If-Match``, even empty, or ``If-None-Match``)."""
     meta = request.META
-    return request.method in _WRITES and bool(
-        meta.get("HTTP_IF_MATCH") or meta.get("HTTP_IF_NONE_MATCH")
+    return request.method in _WRITES and (
+        meta.get("HTTP_IF_MATCH") is not None or bool(meta.get("HTTP_IF_NONE_MATCH"))
     )
 
 

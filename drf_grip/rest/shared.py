@@ -38,7 +38,7 @@ from .render import (
     subscriber_get,
 )
 from .sse import format_event
-from .store import NEED, cache_failed, state_cache
+from .store import NEED, cache_failed, incr, state_cache
 from .tickets import (
     began_since,
     begin_renders,
@@ -218,7 +218,7 @@ def mark_rendering(channel: str, version: str) -> None:
     if cache.add(key, 1, live_timeout()):
         return
     try:
-        cache.incr(key)
+        incr(cache, key, live_timeout())
     except ValueError:  # expired in between
         cache.add(key, 1, live_timeout())
 

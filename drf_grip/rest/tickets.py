@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .store import state_cache, touch
+from .store import incr, state_cache, touch
 
 __all__ = [
     "began_since",
@@ -60,12 +60,12 @@ def take_ticket(name: str, *, likely_first: bool = False) -> int:
         if first is not None:
             return first
     try:
-        ticket = int(cache.incr(_KEY + name))
+        ticket = incr(cache, _KEY + name, _timeout())
     except ValueError:
         first = _first_ticket(cache, name)
         if first is not None:
             return first
-        ticket = int(cache.incr(_KEY + name))  # another process took it a moment ago
+        ticket = incr(cache, _KEY + name, _timeout())  # another process took it a moment ago
     # ``incr`` keeps the expiry ``add`` gave (Redis, local memory): a busy URL's counter
     # expired a day after its first render, and the restart above (the mark + 1) gave a
     # render that began after a later commit the ticket of one still rendering older rows;

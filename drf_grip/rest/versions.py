@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 
-from .store import state_cache, touch
+from .store import incr, state_cache, touch
 
 __all__ = [
     "read_version",
@@ -218,7 +218,7 @@ def next_version(channel: str) -> tuple[str | None, str]:
     """Move a counter channel on; returns ``(previous, new)`` for ``prev-id``/``id``."""
     cache = state_cache()
     try:
-        new = cache.incr(_KEY + channel)
+        new = incr(cache, _KEY + channel, _timeout(channel))
     except ValueError:  # no counter yet (or it expired): nobody holds a prev-id of it
         # Started at this publish's id in one round trip (a burst of creates names many
         # fresh object channels). Holds read no confirmed id for it, so they name this id,
@@ -226,7 +226,7 @@ def next_version(channel: str) -> tuple[str | None, str]:
         first = secrets.randbits(40)
         if cache.add(_KEY + channel, first, timeout=_TIMEOUT):
             return None, str(first)
-        new = cache.incr(_KEY + channel)  # another process started it meanwhile
+        new = incr(cache, _KEY + channel, _timeout(channel))  # another process started it
         return None, str(new)
     return str(new - 1), str(new)
 

@@ -465,6 +465,9 @@ def test_if_match_over_the_gateway(grip_proxy: ProxyUnderTest) -> None:
             },
         )
         assert stale["status"] == 412
+        empty = ask(ws, {"id": 5, "method": "DELETE", "url": f"/api/todos/{todo.pk}/",
+                         "headers": {"If-Match": ""}})
+        assert empty["status"] == 412  # an empty If-Match matches nothing (bad-input probe)
         fresh = ask(ws, {"id": 3, "method": "GET", "url": f"/api/todos/{todo.pk}/"})
         ok = ask(
             ws,

@@ -90,10 +90,35 @@ class _StopRequest:
             server.force_exit = True
 
 
+#: django-pistoke's runserver took uvicorn's ``--log-level`` names for ``--verbosity`` in
+#: ASGI mode, each a Django level (its README): kept, so its users' commands still run.
+VERBOSITY_NAMES = {"critical": 0, "error": 0, "warning": 1, "info": 1, "debug": 2, "trace": 3}
+
+
+def _verbosity(value: str) -> int:
+    """``--verbosity``: 0-3, or one of :data:`VERBOSITY_NAMES`."""
+    import argparse
+
+    level = VERBOSITY_NAMES.get(value.strip().lower())
+    if level is None and value.strip() in {"0", "1", "2", "3"}:
+        level = int(value)
+    if level is None:
+        names = ", ".join(["0", "1", "2", "3", *VERBOSITY_NAMES])
+        raise argparse.ArgumentTypeError(f"invalid verbosity {value!r}: one of {names}")
+    return level
+
+
 class Command(RunserverCommand):
     help = "Starts the ASGI development server (uvicorn) with drf-grip's realtime."
 
     _server: Any = None
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        for action in parser._actions:  # BaseCommand's own option, declared with int choices
+            if action.dest == "verbosity":
+                action.type, action.choices = _verbosity, None
+        return parser
 
     def add_arguments(self, parser) -> None:
         super().add_arguments(parser)
