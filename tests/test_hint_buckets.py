@@ -214,3 +214,38 @@ def test_a_change_of_many_objects_reads_their_hold_counts_at_once(shared_cache, 
     assert len(reads) <= 2
     # Not the marks of every bucket of every channel (8 buckets here, 64 by default).
     assert len(keys_read) <= 2 * len(hinted)
+
+
+def test_many_holds_of_one_partition_are_hinted_a_bucket_at_a_time(shared_cache):
+    """Convergence probe behind Pushpin: 150 long-polls of one user's partitioned notes
+    (``realtime_partition = "owner"``; a tenant's or a board's partition is as busy) were
+    all hinted at once, partition channels being left out of the buckets, and Pushpin
+    answered a third of them ``502`` without asking the origin (PUSHPIN.md, "Hint storms")."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from drf_grip.rest import channels as names
+    from tests.testapp.models import Note
+
+    owner = get_user_model().objects.create_user("carol")
+    auth = f"Token {Token.objects.create(user=owner).key}"
+    partition = names.partition_channel(Note, str(owner.pk))
+    with RecordingSink() as sink:
+        Note.objects.create(owner=owner, text="a")
+        sink.settle()
+        client = ProxiedClient()
+        etag = client.get("/api/pnotes/", HTTP_AUTHORIZATION=auth)["ETag"]
+        held = []
+        for number in range(7):
+            response = client.get("/api/pnotes/", HTTP_IF_NONE_MATCH=etag,
+                                  HTTP_AUTHORIZATION=auth, HTTP_X_CLIENT=f"tab-{number}")
+            assert response.status_code == 304 and response["Grip-Hold"] == "response"
+            held.append([c.split(";")[0] for c in response["Grip-Channel"].split(",")
+                         if c.strip().startswith(partition)])
+        assert [[c.strip() for c in h] for h in held] == [[partition]] * 3 + [
+            [f"{partition}~b1"]
+        ] * 3 + [[f"{partition}~b2"]]
+        sink.settle()
+        Note.objects.create(owner=owner, text="b")
+        hinted = [c for c in sink.channels() if c.startswith(partition)]
+    assert hinted == [partition, f"{partition}~b1", f"{partition}~b2"]

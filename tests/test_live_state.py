@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 
@@ -682,3 +683,57 @@ def test_a_private_channels_version_outlives_the_file_caches_default_timeout(
     assert items, (held["Grip-Channel"], items)
     for item in items:
         assert item["prev-id"] == prev_ids[channel_name(item)], (held["Grip-Channel"], item)
+
+
+def test_the_file_caches_add_and_incr_are_one_step_across_processes(tmp_path):
+    """Convergence probe, runserver and three shells on the sample's file cache: Django's
+    ``FileBasedCache.add`` is "has_key, then set" and ``incr`` "get, then set", so 3 × 500
+    increments of one counter ended at 519; private channels' versions were handed out
+    twice and streams moved back to older representations. Three processes here each count
+    200 and try to take the same 200 slots: every increment counts, and each slot has one
+    owner."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    caches_setting = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+                      "LOCATION": str(tmp_path), "OPTIONS": {"MAX_ENTRIES": 100_000}}
+    databases = {"default": {"ENGINE": "django.db.backends.sqlite3",
+                             "NAME": str(tmp_path / "state.sqlite3"),
+                             "OPTIONS": {"timeout": 60}}}
+    script = f"""
+import sys
+import django
+from django.conf import settings
+settings.CACHES = {{"default": {caches_setting!r}}}
+settings.DATABASES = {databases!r}
+django.setup()
+from django.core.management import call_command
+from drf_grip.rest.store import incr, state_cache
+if sys.argv[1] == "setup":
+    call_command("createcachetable", verbosity=0)
+    state_cache().add("n", 0, 600)
+    sys.exit()
+cache = state_cache()
+sys.stdin.read()  # all three start together
+for _ in range(200):
+    incr(cache, "n", 600)
+print(sum(cache.add(f"slot-{{i}}", sys.argv[1], 600) for i in range(200)))
+"""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", script, "setup"], cwd=root, env=env, check=True)
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script, str(n)], cwd=root, env=env, text=True,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        for n in range(3)
+    ]
+    for run in runs:
+        run.stdin.close()
+    slots = [int(run.stdout.read()) for run in runs]
+    assert [run.wait(60) for run in runs] == [0, 0, 0]
+    check = script.replace("sys.stdin.read()", "print(cache.get('n')); sys.exit()")
+    counted = subprocess.run([sys.executable, "-c", check, "check"], cwd=root, env=env,
+                             check=True, capture_output=True, text=True).stdout
+    assert int(counted) == 600
+    assert sum(slots) == 200, slots

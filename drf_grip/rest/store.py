@@ -17,19 +17,24 @@ index costs one read of a few flags, a small one a few dozen slots.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import os
+import pickle
 import time
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.core.cache import caches
-from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.cache.backends.db import DatabaseCache
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.filebased import FileBasedCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
+from django.core.files import locks
 from django.core.signals import setting_changed
 
 from ..conf import grip_settings
@@ -88,6 +93,55 @@ def incr(cache: Any, key: str, timeout: float) -> int:
     return int(value)
 
 
+class _AtomicFileCache(FileBasedCache):
+    """Django's file cache with its read-modify-write operations made one step across
+    processes. Its ``add`` is "``has_key``, then ``set``" and ``incr`` "``get``, then
+    ``set``" (django/core/cache/backends/filebased.py, base.py): three processes making 500
+    increments each of one counter ended at 519, and with runserver and shells publishing,
+    a private channel's versions were handed out twice and streams moved back (convergence
+    probe, the sample's cache). Each takes an exclusive lock on one file in the cache's
+    directory (``flock``), and so does ``set``, so that none falls between another's read
+    and write; ``incr`` keeps the key's expiry, as Redis does."""
+
+    _LOCK_FILE = "drf-grip.lock"  # not a ``.djcache`` file: clear() and culling leave it
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        self._createdir()
+        with open(os.path.join(self._dir, self._LOCK_FILE), "ab") as lock:
+            locks.lock(lock, locks.LOCK_EX)
+            try:
+                yield
+            finally:
+                locks.unlock(lock)
+
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None):
+        with self._exclusive():  # Django's add calls self.set, which would lock again
+            if self.has_key(key, version):
+                return False
+            super().set(key, value, timeout, version)
+            return True
+
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None):
+        with self._exclusive():
+            super().set(key, value, timeout, version)
+
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
+        with self._exclusive():
+            try:
+                with open(self._key_to_file(key, version), "rb") as f:
+                    expiry = pickle.load(f)
+                    value = pickle.loads(zlib.decompress(f.read()))
+            except FileNotFoundError:
+                value = expiry = None
+            left = None if expiry is None else expiry - time.time()
+            if value is None or (left is not None and left <= 0):
+                raise ValueError(f"Key '{key}' not found")
+            value += delta
+            super().set(key, value, left, version)
+            return value
+
+
 #: Backends whose one instance may serve every thread of the process. Django's ``caches``
 #: hands each thread, and under ASGI each request's context (asgiref ``Local``), a new
 #: instance, and a new ``RedisCache`` instance brings a new redis-py connection pool: every
@@ -128,12 +182,16 @@ REDIS_MAX_CONNECTIONS = 10_000
 
 
 def _one_for_the_process(alias: str, cache: Any) -> Any:
-    """A new instance of ``alias`` (as ``caches.create_connection``), for every thread."""
-    if not isinstance(cache, RedisCache):
+    """A new instance of ``alias`` (as ``caches.create_connection``), for every thread;
+    Django's own file cache with atomic operations (``_AtomicFileCache``)."""
+    atomic = {FileBasedCache: _AtomicFileCache}
+    if not isinstance(cache, RedisCache) and type(cache) not in atomic:
         return caches.create_connection(alias)
     params = dict(caches.settings[alias])
     params.pop("BACKEND")
     location = params.pop("LOCATION", "")
+    if type(cache) in atomic:
+        return atomic[type(cache)](location, params)
     options = dict(params.get("OPTIONS") or {})
     if "pool_class" not in options:  # a pool of the user's choice keeps its own limits
         options.setdefault("max_connections", REDIS_MAX_CONNECTIONS)
