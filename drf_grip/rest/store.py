@@ -184,14 +184,14 @@ REDIS_MAX_CONNECTIONS = 10_000
 def _one_for_the_process(alias: str, cache: Any) -> Any:
     """A new instance of ``alias`` (as ``caches.create_connection``), for every thread;
     Django's own file cache with atomic operations (``_AtomicFileCache``)."""
-    atomic = {FileBasedCache: _AtomicFileCache}
-    if not isinstance(cache, RedisCache) and type(cache) not in atomic:
+    own_file_cache = type(cache) is FileBasedCache  # a subclass keeps what it changed
+    if not isinstance(cache, RedisCache) and not own_file_cache:
         return caches.create_connection(alias)
     params = dict(caches.settings[alias])
     params.pop("BACKEND")
     location = params.pop("LOCATION", "")
-    if type(cache) in atomic:
-        return atomic[type(cache)](location, params)
+    if own_file_cache:
+        return _AtomicFileCache(location, params)
     options = dict(params.get("OPTIONS") or {})
     if "pool_class" not in options:  # a pool of the user's choice keeps its own limits
         options.setdefault("max_connections", REDIS_MAX_CONNECTIONS)

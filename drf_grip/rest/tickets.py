@@ -84,11 +84,12 @@ def take_ticket(name: str, *, likely_first: bool = False) -> int:
 def _first_ticket(cache: Any, name: str) -> int | None:
     """Start the counter of ``name``; None when it exists (another process started it).
 
-    Not at 1 when the counter expired while the ``:sent`` mark lives on: Django's
-    ``BaseCache.incr`` (file and database caches) stores the new value with the cache's
-    default timeout (300 s), not ours, so a quiet URL's counter goes first; restarting at 1
-    made every later render look older than the last one sent, and none was sent until the
-    counter passed it. It starts above that mark."""
+    Not at 1 when the counter expired while the ``:sent`` mark lives on (before
+    ``store.incr`` renewed it, Django's ``BaseCache.incr``, of the file and database caches,
+    gave it the cache's default timeout of 300 s, so a quiet URL's counter went first; any
+    expiry can still do it): restarting at 1 made every later render look older than the
+    last one sent, and none was sent until the counter passed it. It starts above that
+    mark."""
     first = int(cache.get(_sent_key(name)) or 0) + 1
     if cache.add(_KEY + name, first, _timeout()):
         _renewed[name] = time.monotonic()

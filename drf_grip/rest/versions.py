@@ -173,8 +173,8 @@ def acknowledge(items: list[dict]) -> None:
             confirmed = int(known.get(_ACK + channel) or 0)
             counter = _text(known.get(_KEY + channel))
             # Or the confirmed id is past the counter: it names items of a counter that
-            # expired (24 h after it started; the file cache's incr: 300 s after the last
-            # publish) and restarted at random below it. Kept, it outranked every id the
+            # expired (24 h after it started; before ``store.incr``, the file cache's
+            # incr left it 300 s) and restarted at random below it. Kept, it outranked every id the
             # proxy confirmed after, and for a day holds named the counter instead.
             restarted = counter is not None and counter.isdigit() and confirmed > int(counter)
             return confirmed < value or restarted

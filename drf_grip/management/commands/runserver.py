@@ -8,6 +8,7 @@ the same server runs the same app in production.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
@@ -97,8 +98,6 @@ VERBOSITY_NAMES = {"critical": 0, "error": 0, "warning": 1, "info": 1, "debug": 
 
 def _verbosity(value: str) -> int:
     """``--verbosity``: 0-3, or one of :data:`VERBOSITY_NAMES`."""
-    import argparse
-
     level = VERBOSITY_NAMES.get(value.strip().lower())
     if level is None and value.strip() in {"0", "1", "2", "3"}:
         level = int(value)
