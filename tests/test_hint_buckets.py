@@ -3,6 +3,9 @@ proxy never re-requests them all at once (PUSHPIN.md, "Hint storms")."""
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 from django.core.cache import cache
 from django.db import transaction
@@ -25,18 +28,25 @@ def shared_cache(settings, tmp_path):
     cache.clear()
 
 
-def held_channels(count: int, start: int = 0) -> list[str]:
-    """``count`` different clients (``start`` names the first) each hold ``/api/todos/``."""
+def held_responses(count: int, start: int = 0, *, identical: bool = False) -> list:
+    """``count`` different clients (``start`` names the first) each hold ``/api/todos/``;
+    ``identical``: ``count`` connections of one client, sending the same request."""
     client = ProxiedClient()
     etag = client.get("/api/todos/")["ETag"]
     out = []
     for number in range(start, start + count):
-        response = client.get(
-            "/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_X_CLIENT=f"client-{number}"
-        )
+        extra = {} if identical else {"HTTP_X_CLIENT": f"client-{number}"}
+        response = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag, **extra)
         assert response.status_code == 304 and response["Grip-Hold"] == "response"
-        out.append(response["Grip-Channel"].split(";")[0])
+        out.append(response)
     return out
+
+
+def held_channels(count: int, start: int = 0, *, identical: bool = False) -> list[str]:
+    return [
+        r["Grip-Channel"].split(";")[0]
+        for r in held_responses(count, start, identical=identical)
+    ]
 
 
 def test_holds_fill_buckets_in_order_and_are_hinted_one_bucket_at_a_time(shared_cache):
@@ -117,21 +127,72 @@ def test_the_serving_process_of_a_per_process_cache_hints_only_buckets_in_use(se
     assert hinted == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2"]
 
 
-def test_a_client_that_holds_again_keeps_its_bucket(shared_cache):
-    """Clients that reconnect while nothing changes (a hold timed out, the proxy re-requested)
-    are counted once: they neither move to later buckets nor make the publisher pace through
-    buckets nobody holds."""
+def later(monkeypatch, seconds: float) -> None:
+    """The buckets' wall clock ``seconds`` ahead (a hold timed out in between)."""
+    from drf_grip.rest import buckets
+
+    real = time.time
+    monkeypatch.setattr(buckets, "time", SimpleNamespace(
+        time=lambda: real() + seconds, monotonic=time.monotonic, sleep=time.sleep))
+
+
+def test_a_client_that_holds_again_after_a_timeout_keeps_its_bucket(shared_cache, monkeypatch):
+    """Clients that reconnect while nothing changes (their holds timed out) are counted
+    once: they neither move to later buckets nor make the publisher pace through buckets
+    nobody holds."""
     with RecordingSink() as sink:
         Todo.objects.create(title="a")
         sink.settle()
         first = held_channels(4)
-        again = held_channels(4) + held_channels(4)
-        assert first == again[:4] == again[4:]
+        later(monkeypatch, 60)  # HOLD_TIMEOUT is 55 s
+        again = held_channels(4)
+        later(monkeypatch, 120)
+        assert first == again == held_channels(4)
         assert first == ["drf.testapp.todo"] * 3 + ["drf.testapp.todo~b1"]
         sink.settle()
         Todo.objects.create(title="b")
         hinted = [c for c in sink.channels() if c.startswith("drf.testapp.todo~b")]
     assert hinted == ["drf.testapp.todo~b1"]
+
+
+def test_the_proxys_re_request_of_a_hold_keeps_its_bucket(shared_cache):
+    """Pushpin re-sends a held request, with ``Grip-Last`` naming the channel and prev-id
+    the hold named, about a second after a channel's first subscription (PUSHPIN.md): that
+    is the same client, not a new one."""
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        client = ProxiedClient()
+        etag = client.get("/api/todos/")["ETag"]
+        for number, response in enumerate(held_responses(4)):
+            again = client.get(
+                "/api/todos/",
+                HTTP_IF_NONE_MATCH=etag,
+                HTTP_X_CLIENT=f"client-{number}",
+                HTTP_GRIP_LAST=response["Grip-Channel"].replace("prev-id", "last-id"),
+            )
+            assert again["Grip-Channel"] == response["Grip-Channel"]
+        assert held_channels(1, start=9) == ["drf.testapp.todo~b1"]  # the fifth client
+
+
+def test_identical_requests_on_many_connections_fill_buckets_in_order(shared_cache):
+    """One token on many screens, or anonymous clients that send the same headers: each
+    connection is a client of its own. Counted as one, 150 of them were all hinted at once
+    and Pushpin answered 45 of them ``502`` (tests/integration/test_hint_storms.py)."""
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        channels = held_channels(7, identical=True)
+        assert channels == ["drf.testapp.todo"] * 3 + ["drf.testapp.todo~b1"] * 3 + [
+            "drf.testapp.todo~b2"
+        ]
+        sink.settle()
+        Todo.objects.create(title="b")
+        hinted = [
+            c for c in sink.channels()
+            if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")
+        ]
+    assert hinted == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2"]
 
 
 def test_a_bucket_counted_at_an_older_version_is_still_hinted(shared_cache):

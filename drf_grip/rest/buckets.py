@@ -17,6 +17,7 @@ but nobody is missed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -63,15 +64,23 @@ def assign_buckets(
     counters: Versions,
     timeout: int,
     client: str | None = None,
+    *,
+    window: int = 60,
+    retried: dict[str, str] | None = None,
 ) -> tuple[list[str], Versions, Versions]:
     """Put this hold in a bucket of each busy channel; returns its channels with their
     prev-ids and counters (``versions.counters_and_hold_versions``).
 
-    ``client`` names the client (``unchanged.request_identity``): it is counted once per
-    channel version and keeps its bucket when it holds again at that version (a reconnect
-    after a timeout, the proxy's re-requests). Counting every hold instead drifted clients
-    that reconnect in a quiet period to ever later buckets, which the publisher then reached
-    only after pacing through empty ones."""
+    ``client`` names the client (``unchanged.request_identity``), ``window`` is this hold's
+    timeout and ``retried`` the proxy's ``Grip-Last`` when it re-sends a held request. A
+    client is counted once per connection and channel version: the same request again in a
+    later ``window`` (a reconnect after its hold timed out) keeps its bucket, and so does
+    the proxy's re-request of a hold nothing was published to since (``_retry_of``).
+    Counting every hold instead drifted clients that reconnect in a quiet period to ever
+    later buckets, which the publisher then reached only after pacing through empty ones.
+    Identical requests within one ``window`` are other connections (one token on many
+    screens): counted once between them, 150 of them were hinted together and Pushpin
+    answered 45 ``502`` (``tests/integration/test_hint_storms.py``)."""
     global _counts_holds_here
     buckets, size = _settings()
     if buckets <= 1:
@@ -80,17 +89,18 @@ def assign_buckets(
     _counts_holds_here = True
     out: list[str] = []
     extra: list[str] = []
+    records: dict[str, tuple[str, int]] = {}  # slot key -> (channel held, bucket)
     for channel in channels:
         if not bucketable(channel):
             out.append(channel)
             continue
         key = count_key(channel, versions.get(channel))
-        bucket = _bucket_of(cache, key, client, timeout, buckets, size)
-        if bucket == 0:
-            out.append(channel)
-        else:
-            name = f"{channel}{_SEP}{bucket}"
-            out.append(name)
+        bucket, slot = _place(cache, key, channel, client, timeout, window, retried or {})
+        name = channel if bucket == 0 else f"{channel}{_SEP}{bucket}"
+        out.append(name)
+        if slot is not None:
+            records[slot] = (name, bucket)
+        if bucket:
             extra.append(name)
             # Hinted while anyone may hold it, whatever version it was counted at; the
             # channel's own mark says that some bucket of it is in use.
@@ -99,27 +109,89 @@ def assign_buckets(
         extra_counters, extra_versions = counters_and_hold_versions(extra)
         versions = {**versions, **extra_versions}
         counters = {**counters, **extra_counters}
+    if records:
+        # What a re-request of this very hold names in Grip-Last: the channel held and its
+        # prev-id; a serial lets each hold be claimed by one re-request (``_retry_of``).
+        serial = os.urandom(4).hex()
+        cache.set_many(
+            {slot: f"{bucket} {serial} {name} {versions.get(name)}"
+             for slot, (name, bucket) in records.items()},
+            timeout,
+        )
     return out, versions, counters
 
 
-def _bucket_of(
-    cache: Any, key: str, client: str | None, timeout: int, buckets: int, size: int
-) -> int:
-    mine = f"{key}:{client}" if client else None
-    if mine is not None:
-        known = cache.get(mine)
-        if known is not None:
-            return int(known)
+def _place(
+    cache: Any,
+    key: str,
+    channel: str,
+    client: str | None,
+    timeout: int,
+    window: int,
+    retried: dict[str, str],
+) -> tuple[int, str | None]:
+    """This hold's bucket of the channel counted at ``key``, and the key to record it under
+    (None: nothing to record)."""
+    buckets, size = _settings()
+    if client is None:
+        return _count(cache, key, timeout, buckets, size), None
+    mine = f"{key}:{client}"
+    if retried:
+        bucket = _retry_of(cache, mine, channel, retried, window)
+        if bucket is not None:  # its record stays claimed: one re-request per hold
+            return bucket, None
+    # The n-th identical request of this window takes the n-th slot. A hold lasts at most
+    # ``window``, so a reconnect after a timeout falls in a later window and takes a slot
+    # an earlier hold of the client named.
+    mark = _window_mark(mine, window)
+    slot = 0
+    if not cache.add(mark, 1, 2 * window):
+        try:
+            slot = incr(cache, mark, 2 * window) - 1
+        except ValueError:  # expired in between
+            slot = 0
+    known = cache.get(f"{mine}:{slot}")
+    if known is not None:
+        return int(str(known).split()[0]), f"{mine}:{slot}"
+    return _count(cache, key, timeout, buckets, size), f"{mine}:{slot}"
+
+
+def _retry_of(
+    cache: Any, mine: str, channel: str, retried: dict[str, str], window: int
+) -> int | None:
+    """The bucket of the hold the proxy re-sends, when this request is that: Pushpin
+    re-requests a channel's held clients about a second after its first subscription, and
+    at once when a hold's prev-id is not the channel's last id (PUSHPIN.md), with
+    ``Grip-Last`` naming what the hold named. Counted again, each such re-request moved its
+    client to a later bucket. Only a client with one connection (one slot) is known to be
+    the one re-sent: among identical ones, a re-request after a hint names the same channel
+    and id as the hold of another, so those are counted as new."""
+    record_key, mark = f"{mine}:0", _window_mark(mine, window)
+    found = cache.get_many([record_key, mark])
+    record, taken = found.get(record_key), found.get(mark)
+    if record is None or int(taken or 0) > 1:
+        return None
+    bucket, serial, name, prev = str(record).split(" ", 3)
+    if name != channel and not name.startswith(f"{channel}{_SEP}"):
+        return None
+    if retried.get(name) != prev or not cache.add(f"{record_key}:{serial}", 1, window):
+        return None
+    return int(bucket)
+
+
+def _window_mark(mine: str, window: int) -> str:
+    """How many identical requests held in this ``window`` (wall clock: every process
+    agrees)."""
+    return f"{mine}@{int(time.time() // max(1, window))}"
+
+
+def _count(cache: Any, key: str, timeout: int, buckets: int, size: int) -> int:
     cache.add(key, 0, timeout)
     try:
         held = incr(cache, key, timeout)
     except ValueError:
         held = 1
-    bucket = min(buckets - 1, (held - 1) // size)
-    if mine is not None and not cache.add(mine, bucket, timeout):
-        # The same client held twice at once (its request and the proxy's re-request).
-        return int(cache.get(mine, bucket))
-    return bucket
+    return min(buckets - 1, (held - 1) // size)
 
 
 def _used_key(bucket_channel: str) -> str:

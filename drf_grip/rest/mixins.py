@@ -315,6 +315,8 @@ class _RealtimeBase(RealtimeHooks):
                         counters,
                         live_timeout(),
                         self._client_identity(),
+                        window=self.get_hold_timeout(),
+                        retried=grip_of(request).last,
                     )
         self.realtime_policy = policy
         if context is not None:
