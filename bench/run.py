@@ -459,6 +459,7 @@ class Case:
     path: str = "/api/todos/"
     change: str = "/api/todos/1/"  # drf-grip PATCH target, or "peer" / "raw"
     per_user: bool = False  # each watcher authenticates as its own user
+    one_user: bool = False  # every watcher sends user 0's token: identical requests
     partitioned: bool = False  # only user 0's watcher should receive the change
     rounds: list[dict[str, Any]] = field(default_factory=list)
     skipped: str | None = None
@@ -498,6 +499,9 @@ def all_cases() -> list[Case]:
         Case("grip-priv-emb", "drf-grip private long-poll, embedded", "grip-embedded",
              "longpoll", path="/api/private-todos/", change="/api/private-todos/1/",
              per_user=True),
+        Case("grip-same-pp", "drf-grip private long-poll, one token on all, via Pushpin",
+             "grip-pushpin", "longpoll", path="/api/private-todos/",
+             change="/api/private-todos/1/", one_user=True),
         Case("grip-part-pp", "drf-grip private, partitioned, via Pushpin", "grip-pushpin",
              "longpoll", path="/api/notes/", change="/api/notes/1/", per_user=True,
              partitioned=True),
@@ -511,8 +515,12 @@ def auth(index: int) -> dict[str, str]:
     return {"Authorization": f"Token {token_for(index)}"}
 
 
+def watcher_headers(case: Case, index: int) -> dict[str, str]:
+    return auth(index) if case.per_user else auth(0) if case.one_user else {}
+
+
 def make_watcher(case: Case, origin: Origin, index: int, channel: str) -> Watcher:
-    headers = auth(index) if case.per_user else {}
+    headers = watcher_headers(case, index)
     port = origin.client_port
     if case.transport == "raw":
         return LongPoll(port, f"/hold/{channel}", {}, first_get=False)
@@ -708,8 +716,8 @@ async def write_latency(origin: Origin, case: Case, held: int, patches: int, bat
     idle = await patch_latencies(origin, case.change, patches)
     watchers: list[Watcher] = []
     for start in range(0, held, batch):
-        group = [LongPoll(origin.client_port, case.path, auth(i) if case.per_user else {},
-                          loop=True) for i in range(start, min(held, start + batch))]
+        group = [LongPoll(origin.client_port, case.path, watcher_headers(case, i), loop=True)
+                 for i in range(start, min(held, start + batch))]
         await asyncio.gather(*(w.start() for w in group))
         watchers += group
     await asyncio.sleep(1.5)  # past Pushpin's first-subscription re-request

@@ -175,6 +175,27 @@ def test_the_proxys_re_request_of_a_hold_keeps_its_bucket(shared_cache):
         assert held_channels(1, start=9) == ["drf.testapp.todo~b1"]  # the fifth client
 
 
+def test_the_proxys_re_requests_of_identical_connections_keep_their_buckets(shared_cache):
+    """Pushpin's first-subscription retry of each of one token's connections: counted as
+    new clients, 300 holds took 12 buckets and the publisher waited out each half-empty
+    one (``bench/run.py --cases grip-same-pp``)."""
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        client = ProxiedClient()
+        etag = client.get("/api/todos/")["ETag"]
+        held = held_responses(7, identical=True)
+        for response in held:
+            again = client.get(
+                "/api/todos/",
+                HTTP_IF_NONE_MATCH=etag,
+                HTTP_GRIP_LAST=response["Grip-Channel"].replace("prev-id", "last-id"),
+            )
+            assert again.status_code == 304
+            assert again["Grip-Channel"].split(";")[0] == response["Grip-Channel"].split(";")[0]
+        assert held_channels(2, identical=True) == ["drf.testapp.todo~b2"] * 2  # 8th, 9th
+
+
 def test_identical_requests_on_many_connections_fill_buckets_in_order(shared_cache):
     """One token on many screens, or anonymous clients that send the same headers: each
     connection is a client of its own. Counted as one, 150 of them were all hinted at once

@@ -118,6 +118,10 @@ def assign_buckets(
              for slot, (name, bucket) in records.items()},
             timeout,
         )
+        for slot, (name, _bucket) in records.items():
+            mine, number = slot.rsplit(":", 1)
+            if number != "0":  # one of identical connections: claimed by count
+                _bump(cache, f"{mine}={name}@{versions.get(name)}", timeout)
     return out, versions, counters
 
 
@@ -137,7 +141,7 @@ def _place(
         return _count(cache, key, timeout, buckets, size), None
     mine = f"{key}:{client}"
     if retried:
-        bucket = _retry_of(cache, mine, channel, retried, window)
+        bucket = _retry_of(cache, mine, channel, retried, window, timeout)
         if bucket is not None:  # its record stays claimed: one re-request per hold
             return bucket, None
     # The n-th identical request of this window takes the n-th slot. A hold lasts at most
@@ -157,26 +161,37 @@ def _place(
 
 
 def _retry_of(
-    cache: Any, mine: str, channel: str, retried: dict[str, str], window: int
+    cache: Any, mine: str, channel: str, retried: dict[str, str], window: int, timeout: int
 ) -> int | None:
     """The bucket of the hold the proxy re-sends, when this request is that: Pushpin
     re-requests a channel's held clients about a second after its first subscription, and
     at once when a hold's prev-id is not the channel's last id (PUSHPIN.md), with
     ``Grip-Last`` naming what the hold named. Counted again, each such re-request moved its
-    client to a later bucket. Only a client with one connection (one slot) is known to be
-    the one re-sent: among identical ones, a re-request after a hint names the same channel
-    and id as the hold of another, so those are counted as new."""
-    record_key, mark = f"{mine}:0", _window_mark(mine, window)
-    found = cache.get_many([record_key, mark])
-    record, taken = found.get(record_key), found.get(mark)
-    if record is None or int(taken or 0) > 1:
+    client to a later bucket (one token on 300 connections: 12 buckets for 300 holds, and
+    the pacer waited out each half-empty one).
+
+    The first connection's hold (slot 0) is claimed once by a re-request naming what it
+    named. Identical connections cannot be told apart: a re-request after a hint may name
+    what another's hold named. So a re-request of theirs claims one of the later holds that
+    named what it names, if one is left unclaimed; a bucket then takes at most twice its
+    size."""
+    named = [(n, v) for n, v in retried.items() if n == channel or n.startswith(channel + _SEP)]
+    if not named:
         return None
-    bucket, serial, name, prev = str(record).split(" ", 3)
-    if name != channel and not name.startswith(f"{channel}{_SEP}"):
+    name, last = named[0]
+    record_key, mark, declared = f"{mine}:0", _window_mark(mine, window), f"{mine}={name}@{last}"
+    found = cache.get_many([record_key, mark, declared])
+    record = found.get(record_key)
+    if record is not None:
+        bucket, serial, held_name, prev = str(record).split(" ", 3)
+        if (held_name, prev) == (name, last) and cache.add(f"{record_key}:{serial}", 1, window):
+            return int(bucket)
+    if int(found.get(mark) or 0) <= 1:
         return None
-    if retried.get(name) != prev or not cache.add(f"{record_key}:{serial}", 1, window):
+    holds = int(found.get(declared) or 0)
+    if not holds or _bump(cache, f"{declared}:claimed", timeout) > holds:
         return None
-    return int(bucket)
+    return 0 if name == channel else int(name[len(channel) + len(_SEP):])
 
 
 def _window_mark(mine: str, window: int) -> str:
@@ -186,12 +201,16 @@ def _window_mark(mine: str, window: int) -> str:
 
 
 def _count(cache: Any, key: str, timeout: int, buckets: int, size: int) -> int:
+    return min(buckets - 1, (_bump(cache, key, timeout) - 1) // size)
+
+
+def _bump(cache: Any, key: str, timeout: int) -> int:
+    """One more at ``key`` (from 0); the new count."""
     cache.add(key, 0, timeout)
     try:
-        held = incr(cache, key, timeout)
-    except ValueError:
-        held = 1
-    return min(buckets - 1, (held - 1) // size)
+        return incr(cache, key, timeout)
+    except ValueError:  # expired in between
+        return 1
 
 
 def _used_key(bucket_channel: str) -> str:
