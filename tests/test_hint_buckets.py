@@ -216,6 +216,24 @@ def test_identical_requests_on_many_connections_fill_buckets_in_order(shared_cac
     assert hinted == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2"]
 
 
+def test_identical_event_streams_keep_one_bucket(shared_cache):
+    """Identical streams hold one next link, which Pushpin fetches once for all of them
+    while their ``Grip-Last`` is the same (auto-share): spread over buckets, each bucket
+    would cost a fetch and a render of its own."""
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        client = ProxiedClient()
+        held = []
+        for _ in range(7):
+            response = client.get("/api/todos/", HTTP_ACCEPT="text/event-stream")
+            assert response["Grip-Hold"] == "stream"
+            held += [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
+                     if c.strip().startswith("drf.testapp.todo")]
+        assert held == ["drf.testapp.todo"] * 7
+        assert held_channels(1) == ["drf.testapp.todo"]  # a long-poll: the second client
+
+
 def test_a_bucket_counted_at_an_older_version_is_still_hinted(shared_cache):
     """A hold names the last id the proxy confirmed, which lags the counter while a publish
     is on its way: it is counted at that older version. The publisher counts at the

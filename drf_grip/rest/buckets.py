@@ -65,7 +65,7 @@ def assign_buckets(
     timeout: int,
     client: str | None = None,
     *,
-    window: int = 60,
+    window: int | None = 60,
     retried: dict[str, str] | None = None,
 ) -> tuple[list[str], Versions, Versions]:
     """Put this hold in a bucket of each busy channel; returns its channels with their
@@ -80,7 +80,10 @@ def assign_buckets(
     later buckets, which the publisher then reached only after pacing through empty ones.
     Identical requests within one ``window`` are other connections (one token on many
     screens): counted once between them, 150 of them were hinted together and Pushpin
-    answered 45 ``502`` (``tests/integration/test_hint_storms.py``)."""
+    answered 45 ``502`` (``tests/integration/test_hint_storms.py``). Event streams pass no
+    ``window``: identical streams hold one next link, which Pushpin fetches once for all
+    of them when their ``Grip-Last`` is the same (``prepareOutReq(nextUri, true)``,
+    auto-share, in handler/httpsession.cpp), so they keep one bucket."""
     global _counts_holds_here
     buckets, size = _settings()
     if buckets <= 1:
@@ -131,7 +134,7 @@ def _place(
     channel: str,
     client: str | None,
     timeout: int,
-    window: int,
+    window: int | None,
     retried: dict[str, str],
 ) -> tuple[int, str | None]:
     """This hold's bucket of the channel counted at ``key``, and the key to record it under
@@ -140,6 +143,11 @@ def _place(
     if client is None:
         return _count(cache, key, timeout, buckets, size), None
     mine = f"{key}:{client}"
+    if window is None:  # one client, however many connections
+        known = cache.get(f"{mine}:0")
+        if known is not None:
+            return int(str(known).split()[0]), None
+        return _count(cache, key, timeout, buckets, size), f"{mine}:0"
     if retried:
         bucket = _retry_of(cache, mine, channel, retried, window, timeout)
         if bucket is not None:  # its record stays claimed: one re-request per hold

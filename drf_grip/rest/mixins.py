@@ -315,7 +315,7 @@ class _RealtimeBase(RealtimeHooks):
                         counters,
                         live_timeout(),
                         self._client_identity(),
-                        window=self.get_hold_timeout(),
+                        window=None if self.is_event_stream(request) else self.get_hold_timeout(),
                         retried=grip_of(request).last,
                     )
         self.realtime_policy = policy
