@@ -17,7 +17,6 @@ but nobody is missed.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -78,18 +77,30 @@ def assign_buckets(
     prev-ids and counters (``versions.counters_and_hold_versions``).
 
     ``client`` names the client (``unchanged.request_identity``), ``window`` is this hold's
-    timeout and ``retried`` the proxy's ``Grip-Last`` when it re-sends a held request. A
-    client is counted once per connection and channel version: the same request again in a
-    later ``window`` (a reconnect after its hold timed out) keeps its bucket, and so does
-    the proxy's re-request of a hold nothing was published to since (``_retry_of``).
-    Counting every hold instead drifted clients that reconnect in a quiet period to ever
-    later buckets, which the publisher then reached only after pacing through empty ones.
-    Identical requests within one ``window`` are other connections (one token on many
-    screens): counted once between them, 150 of them were hinted together and Pushpin
-    answered 45 ``502`` (``tests/integration/test_hint_storms.py``). Event streams pass no
-    ``window``: identical streams hold one next link, which Pushpin fetches once for all
-    of them when their ``Grip-Last`` is the same (``prepareOutReq(nextUri, true)``,
-    auto-share, in handler/httpsession.cpp), so they keep one bucket."""
+    timeout, ``retried`` the proxy's ``Grip-Last`` when it re-sends a held request.
+
+    Each connection is counted once per channel version. The n-th identical request
+    within one ``window`` takes the n-th slot of its client, and a slot keeps the bucket it
+    was given: a reconnect after its hold timed out (a later window) keeps its bucket, while
+    identical requests on many connections (one token on many screens) fill the buckets as
+    other clients do. Counted as one, 150 of them were hinted together and Pushpin answered
+    45 ``502`` (``tests/integration/test_hint_storms.py``); counting every hold instead
+    drifted clients that reconnect in a quiet period to ever later buckets, which the
+    publisher then reached only after pacing through empty ones.
+
+    The proxy's re-request of a hold keeps the bucket its ``Grip-Last`` names and is not
+    counted (``_bucket_named``): Pushpin's retry about a second after a channel's first
+    subscription, its retry of a hold whose prev-id is behind, and the re-request after a
+    hint, which is mostly answered with the change, its client then asking again in a slot
+    of its own. Counted, each retry moved identical clients to a new bucket, itself new to
+    Pushpin and retried in turn, up to the last one (a helper's probe: 587 of 1,000 there),
+    and each re-request counted every client twice (the bench's second round of 1,000
+    delivered 879). What they count for is the pacer's "back" (:func:`arrivals_key`).
+
+    Event streams pass no ``window``: identical streams hold one next link, which Pushpin
+    fetches once for all of them while their ``Grip-Last`` is the same
+    (``prepareOutReq(nextUri, true)``, auto-share, in handler/httpsession.cpp), so they
+    count as one client."""
     global _counts_holds_here
     buckets, size = _settings()
     if buckets <= 1:
@@ -98,142 +109,77 @@ def assign_buckets(
     _counts_holds_here = True
     out: list[str] = []
     extra: list[str] = []
-    records: dict[str, tuple[str, int]] = {}  # slot key -> (channel held, bucket)
+    slots: dict[str, int] = {}  # slot key -> bucket, for its client's later requests
     for channel in channels:
         if not bucketable(channel):
             out.append(channel)
             continue
-        key = count_key(channel, versions.get(channel))
-        if retried and _bucket_named(channel, retried) is not None:
-            # Back after a hint (or the proxy's retry): what the pacer waits for.
+        bucket = _bucket_named(channel, retried or {}, buckets)
+        if bucket is not None:
             _bump(cache, arrivals_key(channel, versions.get(channel)), timeout)
-        bucket, slot = _place(cache, key, channel, client, timeout, window, retried or {})
-        name = channel if bucket == 0 else f"{channel}{_SEP}{bucket}"
-        out.append(name)
-        if slot is not None:
-            records[slot] = (name, bucket)
+        else:
+            key = count_key(channel, versions.get(channel))
+            bucket, slot = _place(cache, key, client, timeout, window, buckets, size)
+            if slot is not None:
+                slots[slot] = bucket
+        out.append(channel if bucket == 0 else f"{channel}{_SEP}{bucket}")
         if bucket:
-            extra.append(name)
+            extra.append(out[-1])
             # Hinted while anyone may hold it, whatever version it was counted at; the
             # channel's own mark says that some bucket of it is in use.
-            cache.set_many({_used_key(name): 1, _used_key(channel): 1}, timeout)
+            cache.set_many({_used_key(out[-1]): 1, _used_key(channel): 1}, timeout)
+    if slots:
+        cache.set_many(slots, timeout)
     if extra:
         extra_counters, extra_versions = counters_and_hold_versions(extra)
         versions = {**versions, **extra_versions}
         counters = {**counters, **extra_counters}
-    if records:
-        # What a re-request of this very hold names in Grip-Last: the channel held and its
-        # prev-id; a serial lets each hold be claimed by one re-request (``_retry_of``).
-        serial = os.urandom(4).hex()
-        cache.set_many(
-            {slot: f"{bucket} {serial} {name} {versions.get(name)}"
-             for slot, (name, bucket) in records.items()},
-            timeout,
-        )
-        for slot, (name, _bucket) in records.items():
-            mine, number = slot.rsplit(":", 1)
-            if number != "0":  # one of identical connections: claimed by count
-                _bump(cache, f"{mine}={name}@{versions.get(name)}", timeout)
     return out, versions, counters
 
 
 def _place(
     cache: Any,
     key: str,
-    channel: str,
     client: str | None,
     timeout: int,
     window: int | None,
-    retried: dict[str, str],
+    buckets: int,
+    size: int,
 ) -> tuple[int, str | None]:
-    """This hold's bucket of the channel counted at ``key``, and the key to record it under
-    (None: nothing to record)."""
-    buckets, size = _settings()
+    """A new hold's bucket of the channel counted at ``key``, and its slot's key (None:
+    nothing to keep)."""
     if client is None:
         return _count(cache, key, timeout, buckets, size), None
     mine = f"{key}:{client}"
-    if window is None:  # one client, however many connections
-        known = cache.get(f"{mine}:0")
-        if known is not None:
-            return int(str(known).split()[0]), None
-        return _count(cache, key, timeout, buckets, size), f"{mine}:0"
-    if retried:
-        bucket = _retry_of(cache, mine, channel, retried, window, timeout)
-        if bucket is not None:  # its record stays claimed: one re-request per hold
-            return bucket, None
-        previous = _bucket_named(channel, retried)
-        if previous is not None:
-            # The proxy's re-request after a hint: most are answered with the change, and
-            # their clients ask again at once, which takes a slot then. A slot taken here
-            # as well counted every client twice and the publisher paced through
-            # half-empty buckets (the bench's second round of 1,000 delivered 879). It is
-            # held again, if unchanged, in its bucket.
-            return previous, None
-    # The n-th identical request of this window takes the n-th slot. A hold lasts at most
-    # ``window``, so a reconnect after a timeout falls in a later window and takes a slot
-    # an earlier hold of the client named.
-    mark = _window_mark(mine, window)
     slot = 0
-    if not cache.add(mark, 1, 2 * window):
-        try:
-            slot = incr(cache, mark, 2 * window) - 1
-        except ValueError:  # expired in between
-            slot = 0
+    if window is not None:
+        mark = f"{mine}@{int(time.time() // max(1, window))}"  # wall clock: every process agrees
+        if not cache.add(mark, 1, 2 * window):
+            try:
+                slot = incr(cache, mark, 2 * window) - 1
+            except ValueError:  # expired in between
+                slot = 0
     known = cache.get(f"{mine}:{slot}")
     if known is not None:
-        return int(str(known).split()[0]), f"{mine}:{slot}"
-    return _count(cache, key, timeout, buckets, size), f"{mine}:{slot}"
+        return int(str(known).split()[0]), None
+    bucket = _count(cache, key, timeout, buckets, size)
+    if window is None:
+        if not cache.add(f"{mine}:0", bucket, timeout):  # another at the same moment
+            return int(str(cache.get(f"{mine}:0", bucket)).split()[0]), None
+        return bucket, None
+    return bucket, f"{mine}:{slot}"
 
 
-def _retry_of(
-    cache: Any, mine: str, channel: str, retried: dict[str, str], window: int, timeout: int
-) -> int | None:
-    """The bucket of the hold the proxy re-sends, when this request is that: Pushpin
-    re-requests a channel's held clients about a second after its first subscription, and
-    at once when a hold's prev-id is not the channel's last id (PUSHPIN.md), with
-    ``Grip-Last`` naming what the hold named. Counted again, each such re-request moved its
-    client to a later bucket (one token on 300 connections: 12 buckets for 300 holds, and
-    the pacer waited out each half-empty one).
-
-    The first connection's hold (slot 0) is claimed once by a re-request naming what it
-    named. Identical connections cannot be told apart: a re-request after a hint may name
-    what another's hold named. So a re-request of theirs claims one of the later holds that
-    named what it names, if one is left unclaimed; a bucket then takes at most twice its
-    size."""
-    named = [(n, v) for n, v in retried.items() if n == channel or n.startswith(channel + _SEP)]
-    if not named:
-        return None
-    name, last = named[0]
-    record_key, mark, declared = f"{mine}:0", _window_mark(mine, window), f"{mine}={name}@{last}"
-    found = cache.get_many([record_key, mark, declared])
-    record = found.get(record_key)
-    if record is not None:
-        bucket, serial, held_name, prev = str(record).split(" ", 3)
-        if (held_name, prev) == (name, last) and cache.add(f"{record_key}:{serial}", 1, window):
-            return int(bucket)
-    if int(found.get(mark) or 0) <= 1:
-        return None
-    holds = int(found.get(declared) or 0)
-    if not holds or _bump(cache, f"{declared}:claimed", timeout) > holds:
-        return None
-    return _bucket_named(channel, {name: last})
-
-
-def _bucket_named(channel: str, retried: dict[str, str]) -> int | None:
-    """The bucket of ``channel`` a re-request's ``Grip-Last`` names."""
+def _bucket_named(channel: str, retried: dict[str, str], buckets: int) -> int | None:
+    """The bucket of ``channel`` a re-request's ``Grip-Last`` names (one the publisher
+    still hints: ``HINT_BUCKETS`` may have been lowered since)."""
     for name in retried:
         if name == channel:
             return 0
         number = name[len(channel) + len(_SEP):]
-        if name.startswith(channel + _SEP) and number.isdigit():
+        if name.startswith(channel + _SEP) and number.isdigit() and int(number) < buckets:
             return int(number)
     return None
-
-
-def _window_mark(mine: str, window: int) -> str:
-    """How many identical requests held in this ``window`` (wall clock: every process
-    agrees)."""
-    return f"{mine}@{int(time.time() // max(1, window))}"
 
 
 def _count(cache: Any, key: str, timeout: int, buckets: int, size: int) -> int:
