@@ -184,6 +184,44 @@ def test_a_client_that_holds_again_after_its_answer_keeps_its_bucket(shared_cach
         assert held_channels(1, start=9) == ["drf.testapp.todo~b1"]  # the fifth client
 
 
+def test_re_requests_held_again_count_at_the_new_version(shared_cache):
+    """A change to one user's note hints every hold of ``/api/notes/`` (no partition), and
+    the other users' re-requests render what they hold and are held again. Not counted at
+    the new version, the next change would find none of them there and pace nothing: all
+    their buckets hinted at once."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from tests.testapp.models import Note
+
+    users = [get_user_model().objects.create_user(f"reader-{i}") for i in range(8)]
+    auths = [f"Token {Token.objects.create(user=u).key}" for u in users]
+    client = ProxiedClient()
+
+    def hold(auth: str, **extra: str):
+        etag = client.get("/api/notes/", HTTP_AUTHORIZATION=auth)["ETag"]
+        response = client.get("/api/notes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=auth,
+                              **extra)
+        assert response.status_code == 304 and response["Grip-Hold"] == "response"
+        return [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
+                if c.strip().startswith("drf.testapp.note")][0]
+
+    with RecordingSink() as sink:
+        Note.objects.create(owner=users[0], text="a")
+        sink.settle()
+        held = [hold(auth) for auth in auths[:7]]
+        assert held == ["drf.testapp.note"] * 3 + ["drf.testapp.note~b1"] * 3 + [
+            "drf.testapp.note~b2"
+        ]
+        sink.settle()
+        Note.objects.create(owner=users[7], text="b")  # none of the seven sees it
+        sink.settle()
+        again = [hold(auth, HTTP_GRIP_LAST=f"{name}; last-id=1")
+                 for auth, name in zip(auths, held)]
+        assert again == held
+        assert hold(auths[7]) == "drf.testapp.note~b2"  # the eighth, after the seven
+
+
 def test_the_proxys_re_request_of_a_hold_keeps_its_bucket(shared_cache):
     """Pushpin re-sends a held request, with ``Grip-Last`` naming the channel and prev-id
     the hold named, about a second after a channel's first subscription (PUSHPIN.md): that

@@ -26,7 +26,7 @@ from ..conf import grip_settings
 from .store import incr, per_process_state, state_cache
 from .versions import counters_and_hold_versions
 
-__all__ = ["assign_buckets", "bucket_channels", "count_key", "paced_hints"]
+__all__ = ["assign_buckets", "bucket_channels", "count_held_again", "count_key", "paced_hints"]
 
 logger = logging.getLogger("drf_grip.publish")
 
@@ -72,6 +72,7 @@ def assign_buckets(
     *,
     window: int | None = 60,
     retried: dict[str, str] | None = None,
+    held_again: list[tuple[str, str, int]] | None = None,
 ) -> tuple[list[str], Versions, Versions]:
     """Put this hold in a bucket of each busy channel; returns its channels with their
     prev-ids and counters (``versions.counters_and_hold_versions``).
@@ -96,6 +97,9 @@ def assign_buckets(
     Pushpin and retried in turn, up to the last one (a helper's probe: 587 of 1,000 there),
     and each re-request counted every client twice (the bench's second round of 1,000
     delivered 879). What they count for is the pacer's "back" (:func:`arrivals_key`).
+    One that is held again (its render unchanged: a change another user's view does not
+    show) is a hold at the new version, though, and its client has no slot there yet: it
+    is put in ``held_again`` for :func:`count_held_again` once the answer holds.
 
     Event streams pass no ``window``: identical streams hold one next link, which Pushpin
     fetches once for all of them while their ``Grip-Last`` is the same
@@ -114,11 +118,14 @@ def assign_buckets(
         if not bucketable(channel):
             out.append(channel)
             continue
+        key = count_key(channel, versions.get(channel))
         bucket = _bucket_named(channel, retried or {}, buckets)
         if bucket is not None:
             _bump(cache, arrivals_key(channel, versions.get(channel)), timeout)
+        if bucket is not None and window is not None:
+            if client is not None and held_again is not None:
+                held_again.append((key, f"{key}:{client}:0", bucket))
         else:
-            key = count_key(channel, versions.get(channel))
             bucket, slot = _place(cache, key, client, timeout, window, buckets, size)
             if slot is not None:
                 slots[slot] = bucket
@@ -135,6 +142,16 @@ def assign_buckets(
         versions = {**versions, **extra_versions}
         counters = {**counters, **extra_counters}
     return out, versions, counters
+
+
+def count_held_again(held_again: list[tuple[str, str, int]], timeout: int) -> None:
+    """Count the proxy's re-requests that were held again (``assign_buckets``) at their
+    version, in their client's first slot there, unless one is counted in it already (the
+    client's own hold, which Pushpin retried at the same version)."""
+    cache = state_cache()
+    for key, slot, bucket in held_again:
+        if cache.add(slot, bucket, timeout):
+            _bump(cache, key, timeout)
 
 
 def _place(

@@ -309,6 +309,7 @@ class _RealtimeBase(RealtimeHooks):
                     from .buckets import assign_buckets
                     from .policies import live_timeout
 
+                    self._realtime_held_again: list[tuple[str, str, int]] = []
                     policy.channels, policy.versions, self._realtime_counters = assign_buckets(
                         policy.channels,
                         policy.versions,
@@ -317,6 +318,7 @@ class _RealtimeBase(RealtimeHooks):
                         self._client_identity(),
                         window=None if self.is_event_stream(request) else self.get_hold_timeout(),
                         retried=grip_of(request).last,
+                        held_again=self._realtime_held_again,
                     )
         self.realtime_policy = policy
         if context is not None:
@@ -659,6 +661,17 @@ class _RealtimeBase(RealtimeHooks):
         return response
 
     def finalize_response(self, request, response, *args: Any, **kwargs: Any):
+        response = self._finalize_realtime(request, response, *args, **kwargs)
+        held_again = getattr(self, "_realtime_held_again", None)
+        instruct = grip_of(request).instruct if held_again else None
+        if instruct is not None and instruct.hold:
+            from .buckets import count_held_again
+            from .policies import live_timeout
+
+            count_held_again(held_again, live_timeout())
+        return response
+
+    def _finalize_realtime(self, request, response, *args: Any, **kwargs: Any):
         renderer = getattr(request, "accepted_renderer", None)
         if isinstance(renderer, EventStreamRenderer) and getattr(response, "status_code", 0) >= 400:
             # An error is no event: EventSource fails the connection on any answer but a
