@@ -222,6 +222,39 @@ def test_re_requests_held_again_count_at_the_new_version(shared_cache):
         assert hold(auths[7]) == "drf.testapp.note~b2"  # the eighth, after the seven
 
 
+def test_identical_connections_held_again_still_pace_their_buckets(shared_cache):
+    """One token on seven connections of ``/api/notes/``; a change another user's view
+    shows hints them all and each is held again. Identical, they are counted once there;
+    the next change must still know seven holds, or its pacer hints every bucket at once."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from drf_grip.rest import buckets
+    from drf_grip.rest.versions import hold_versions
+    from tests.testapp.models import Note
+
+    reader, writer = (get_user_model().objects.create_user(n) for n in ("tabs", "writer"))
+    auth = f"Token {Token.objects.create(user=reader).key}"
+    client = ProxiedClient()
+    with RecordingSink() as sink:
+        Note.objects.create(owner=reader, text="a")
+        sink.settle()
+        etag = client.get("/api/notes/", HTTP_AUTHORIZATION=auth)["ETag"]
+        held = [client.get("/api/notes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=auth)
+                for _ in range(7)]
+        sink.settle()
+        Note.objects.create(owner=writer, text="b")  # not in the reader's view
+        sink.settle()
+        for response in held:
+            name = [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
+                    if c.strip().startswith("drf.testapp.note")][0]
+            again = client.get("/api/notes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=auth,
+                               HTTP_GRIP_LAST=f"{name}; last-id=1")
+            assert again.status_code == 304 and again["Grip-Hold"] == "response"
+        version = hold_versions(["drf.testapp.note"])["drf.testapp.note"]
+        assert buckets._held("drf.testapp.note", version) == 7
+
+
 def test_the_proxys_re_request_of_a_hold_keeps_its_bucket(shared_cache):
     """Pushpin re-sends a held request, with ``Grip-Last`` naming the channel and prev-id
     the hold named, about a second after a channel's first subscription (PUSHPIN.md): that
@@ -379,8 +412,9 @@ def test_a_change_of_many_objects_reads_their_hold_counts_at_once(shared_cache, 
         hinted = {c for c in sink.channels() if c.startswith("drf.testapp.todo")}
     assert len(hinted) == 51  # the list and each object
     assert len(reads) <= 2
-    # Not the marks of every bucket of every channel (8 buckets here, 64 by default).
-    assert len(keys_read) <= 2 * len(hinted)
+    # Per channel its hold count, its re-requests back and one bucket mark; not the marks
+    # of every bucket of every channel (8 buckets here, 64 by default).
+    assert len(keys_read) <= 3 * len(hinted)
 
 
 def test_many_holds_of_one_partition_are_hinted_a_bucket_at_a_time(shared_cache):

@@ -274,14 +274,23 @@ def _held(channel: str, version: str | None) -> int | None:
 
 
 def _held_many(versions: dict[str, str | None]) -> dict[str, int | None]:
-    """:func:`_held` of several channels, in one round trip."""
-    keys = {channel: count_key(channel, version) for channel, version in versions.items()}
-    found = state_cache().get_many(list(keys.values())) if keys else {}
-    unknown = per_process_state() and not _counts_holds_here
-    return {
-        channel: (int(found[key]) if key in found else None if unknown else 0)
-        for channel, key in keys.items()
+    """:func:`_held` of several channels, in one round trip: the holds counted at each
+    version, or the proxy's re-requests that came back at it if more (identical
+    connections held again after a hint are counted once, ``count_held_again``; too few
+    holds would let the pacer hint their buckets all at once)."""
+    keys = {
+        channel: (count_key(channel, version), arrivals_key(channel, version))
+        for channel, version in versions.items()
     }
+    found = state_cache().get_many([k for pair in keys.values() for k in pair]) if keys else {}
+    unknown = per_process_state() and not _counts_holds_here
+    out: dict[str, int | None] = {}
+    for channel, (counted, back) in keys.items():
+        if counted in found or back in found:
+            out[channel] = max(int(found.get(counted) or 0), int(found.get(back) or 0))
+        else:
+            out[channel] = None if unknown else 0
+    return out
 
 
 _pacers: dict[str, threading.Thread] = {}
