@@ -6,8 +6,8 @@ clients lose the update (seen with Pushpin 1.36: 500 to 600 of 1,000 clients). S
 of a busy private channel are spread over buckets of ``HINT_BUCKET_SIZE`` (the first fills
 the channel itself, so a channel with few clients looks as it always did), and the publisher
 hints the buckets one after another, each once the previous bucket's clients are mostly back
-(they hold again at the channel's new version, which a counter sees): the origin's own pace
-sets the rate.
+(the proxy's re-requests reach the origin at the channel's new version, which a counter
+sees): the origin's own pace sets the rate.
 
 A publisher that cannot see the counts (a process that never counted a hold, with a
 per-process cache: a shell publishing for runserver) hints every bucket at once: unpaced,
