@@ -127,6 +127,12 @@ def test_the_serving_process_of_a_per_process_cache_hints_only_buckets_in_use(se
     assert hinted == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2"]
 
 
+def held_on(response, prefix: str) -> list[str]:
+    """The channels a hold names that start with ``prefix``."""
+    return [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
+            if c.strip().startswith(prefix)]
+
+
 def later(monkeypatch, seconds: float) -> None:
     """The buckets' wall clock ``seconds`` ahead (a hold timed out in between)."""
     from drf_grip.rest import buckets
@@ -203,8 +209,7 @@ def test_re_requests_held_again_count_at_the_new_version(shared_cache):
         response = client.get("/api/notes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=auth,
                               **extra)
         assert response.status_code == 304 and response["Grip-Hold"] == "response"
-        return [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
-                if c.strip().startswith("drf.testapp.note")][0]
+        return held_on(response, "drf.testapp.note")[0]
 
     with RecordingSink() as sink:
         Note.objects.create(owner=users[0], text="a")
@@ -246,8 +251,7 @@ def test_identical_connections_held_again_still_pace_their_buckets(shared_cache)
         Note.objects.create(owner=writer, text="b")  # not in the reader's view
         sink.settle()
         for response in held:
-            name = [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
-                    if c.strip().startswith("drf.testapp.note")][0]
+            name = held_on(response, "drf.testapp.note")[0]
             again = client.get("/api/notes/", HTTP_IF_NONE_MATCH=etag, HTTP_AUTHORIZATION=auth,
                                HTTP_GRIP_LAST=f"{name}; last-id=1")
             assert again.status_code == 304 and again["Grip-Hold"] == "response"
@@ -328,8 +332,7 @@ def test_identical_event_streams_keep_one_bucket(shared_cache):
         for _ in range(7):
             response = client.get("/api/todos/", HTTP_ACCEPT="text/event-stream")
             assert response["Grip-Hold"] == "stream"
-            held += [c.split(";")[0].strip() for c in response["Grip-Channel"].split(",")
-                     if c.strip().startswith("drf.testapp.todo")]
+            held += held_on(response, "drf.testapp.todo")
         assert held == ["drf.testapp.todo"] * 7
         assert held_channels(1) == ["drf.testapp.todo"]  # a long-poll: the second client
 
@@ -441,8 +444,7 @@ def test_many_holds_of_one_partition_are_hinted_a_bucket_at_a_time(shared_cache)
             response = client.get("/api/pnotes/", HTTP_IF_NONE_MATCH=etag,
                                   HTTP_AUTHORIZATION=auth, HTTP_X_CLIENT=f"tab-{number}")
             assert response.status_code == 304 and response["Grip-Hold"] == "response"
-            held.append([c.split(";")[0] for c in response["Grip-Channel"].split(",")
-                         if c.strip().startswith(partition)])
+            held.append(held_on(response, partition))
         assert [[c.strip() for c in h] for h in held] == [[partition]] * 3 + [
             [f"{partition}~b1"]
         ] * 3 + [[f"{partition}~b2"]]

@@ -113,30 +113,27 @@ def assign_buckets(
     _counts_holds_here = True
     out: list[str] = []
     extra: list[str] = []
-    slots: dict[str, int] = {}  # slot key -> bucket, for its client's later requests
     for channel in channels:
         if not bucketable(channel):
             out.append(channel)
             continue
-        key = count_key(channel, versions.get(channel))
-        bucket = _bucket_named(channel, retried or {}, buckets)
-        if bucket is not None:
-            _bump(cache, arrivals_key(channel, versions.get(channel)), timeout)
-        if bucket is not None and window is not None:
+        version = versions.get(channel)
+        key = count_key(channel, version)
+        named = _bucket_named(channel, retried or {}, buckets)
+        if named is not None:
+            _bump(cache, arrivals_key(channel, version), timeout)
+        if named is not None and window is not None:  # a long-poll the proxy re-sent
+            bucket = named
             if client is not None and held_again is not None:
                 held_again.append((key, f"{key}:{client}:0", bucket))
         else:
-            bucket, slot = _place(cache, key, client, timeout, window, buckets, size)
-            if slot is not None:
-                slots[slot] = bucket
+            bucket = _place(cache, key, client, timeout, window, buckets, size)
         out.append(channel if bucket == 0 else f"{channel}{_SEP}{bucket}")
         if bucket:
             extra.append(out[-1])
             # Hinted while anyone may hold it, whatever version it was counted at; the
             # channel's own mark says that some bucket of it is in use.
             cache.set_many({_used_key(out[-1]): 1, _used_key(channel): 1}, timeout)
-    if slots:
-        cache.set_many(slots, timeout)
     if extra:
         extra_counters, extra_versions = counters_and_hold_versions(extra)
         versions = {**versions, **extra_versions}
@@ -162,11 +159,11 @@ def _place(
     window: int | None,
     buckets: int,
     size: int,
-) -> tuple[int, str | None]:
-    """A new hold's bucket of the channel counted at ``key``, and its slot's key (None:
-    nothing to keep)."""
+) -> int:
+    """A new hold's bucket of the channel counted at ``key``; its slot keeps it for its
+    client's later requests."""
     if client is None:
-        return _count(cache, key, timeout, buckets, size), None
+        return _count(cache, key, timeout, buckets, size)
     mine = f"{key}:{client}"
     slot = 0
     if window is not None:
@@ -178,13 +175,11 @@ def _place(
                 slot = 0
     known = cache.get(f"{mine}:{slot}")
     if known is not None:
-        return int(str(known).split()[0]), None
+        return int(known)
     bucket = _count(cache, key, timeout, buckets, size)
-    if window is None:
-        if not cache.add(f"{mine}:0", bucket, timeout):  # another at the same moment
-            return int(str(cache.get(f"{mine}:0", bucket)).split()[0]), None
-        return bucket, None
-    return bucket, f"{mine}:{slot}"
+    if not cache.add(f"{mine}:{slot}", bucket, timeout):  # another took it at the same moment
+        return int(cache.get(f"{mine}:{slot}", bucket))
+    return bucket
 
 
 def _bucket_named(channel: str, retried: dict[str, str], buckets: int) -> int | None:
