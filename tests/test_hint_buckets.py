@@ -17,7 +17,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def shared_cache(settings, tmp_path):
+def shared_cache(settings, tmp_path, monkeypatch):
+    # Identical requests take slots per hold-timeout window of the wall clock: a test whose
+    # holds straddled a window's end saw its later ones as reconnects (CI, once).
+    later(monkeypatch, 0)
     settings.CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
@@ -133,13 +136,17 @@ def held_on(response, prefix: str) -> list[str]:
             if c.strip().startswith(prefix)]
 
 
+#: Where the buckets' wall clock stands still in these tests: the start of a window.
+_STILL = 55.0 * 3600 * 24 * 365  # HOLD_TIMEOUT (55) divides it
+
+
 def later(monkeypatch, seconds: float) -> None:
-    """The buckets' wall clock ``seconds`` ahead (a hold timed out in between)."""
+    """The buckets' wall clock stopped ``seconds`` after the start of a hold-timeout window
+    (0: at it; more: a hold timed out in between)."""
     from drf_grip.rest import buckets
 
-    real = time.time
     monkeypatch.setattr(buckets, "time", SimpleNamespace(
-        time=lambda: real() + seconds, monotonic=time.monotonic, sleep=time.sleep))
+        time=lambda: _STILL + seconds, monotonic=time.monotonic, sleep=time.sleep))
 
 
 def test_a_client_that_holds_again_after_a_timeout_keeps_its_bucket(shared_cache, monkeypatch):
