@@ -252,6 +252,15 @@ class PushpinServer(ManagedProcess):
         # Its services, to kill should the runner die before them.
         self._child_pids = set(_children(self.process.pid))
 
+    def serving(self) -> bool:
+        """Whether it runs, answers its publish port and proxies to the origin. A runner
+        whose service failed stops the others before it exits (``runnerapp.cpp``,
+        ``service_error``), so "still running" alone can be a Pushpin with nothing
+        listening."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        return self._api_answers() and self._probe_origin()
+
     def _api_answers(self) -> bool:
         try:
             with urllib.request.urlopen(self.publish_uri + "/", timeout=1) as resp:

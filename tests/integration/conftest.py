@@ -5,6 +5,7 @@ worker processes sharing it, and two private Pushpins in front of them, both in
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -100,10 +101,15 @@ def deployment(django_db_setup: None, redis_server: RedisServer) -> Iterator[Dep
 def fresh_deployment(deployment: Deployment) -> Iterator[Deployment]:
     """``deployment`` with the shared state of earlier tests forgotten and both Pushpins up."""
     for pushpin in deployment.pushpins:
-        if pushpin.process is None or pushpin.process.poll() is not None:
-            # One that exited still names its process: stopped first (its leftover children
-            # killed), then started on the same ports, which the workers' settings name.
-            pushpin.stop_for_restart()
-            pushpin.start_again()
+        if pushpin.process is not None and pushpin.serving():
+            continue
+        if pushpin.process is not None:
+            # It failed after an earlier test: say so in the run's warnings, with its logs
+            # (a restart removes them).
+            warnings.warn(f"{pushpin!r} stopped serving:\n{pushpin.log_tail()}", stacklevel=1)
+        # Stopped first (leftover services killed), then started on the same ports, which
+        # the workers' settings name.
+        pushpin.stop_for_restart()
+        pushpin.start_again()
     deployment.flush_state()
     yield deployment

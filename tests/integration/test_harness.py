@@ -112,6 +112,37 @@ def test_a_pushpin_just_started_delivers_its_first_held_request(
             assert (answers[0].status_code, answers[0].text) == (200, "first\n")
 
 
+def test_a_pushpin_whose_listener_died_is_not_serving(origin_server: OriginServer) -> None:
+    """Seen in CI: a Pushpin whose runner still ran refused every connection to the next
+    test. A runner stops its other services before it exits when one fails, so a running
+    runner is no proof that anything listens; ``serving()`` asks the ports."""
+    import os
+    import signal
+
+    with PushpinServer(origin_server.port) as server:
+        assert server.serving()
+        runner = server.process
+        assert runner is not None
+        listener = next(pid for pid in server._child_pids if _comm(pid) == "condure")
+        os.kill(runner.pid, signal.SIGSTOP)  # the runner as it is while it winds down
+        try:
+            os.kill(listener, signal.SIGKILL)
+            while _alive(listener):
+                threading.Event().wait(0.01)
+            assert runner.poll() is None
+            assert not server.serving()
+        finally:
+            os.kill(runner.pid, signal.SIGCONT)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
 def test_publish_error_is_raised(pushpin: PushpinServer) -> None:
     with pytest.raises(PushpinError, match="400"):
         pushpin.publish_items([{"formats": {}}])  # no channel: Pushpin answers 400
