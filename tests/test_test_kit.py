@@ -10,6 +10,7 @@ from gripcontrol import HttpStreamFormat
 from rest_framework.test import APIClient
 
 from drf_grip import publish
+from drf_grip.testing.process import ManagedProcess
 from drf_grip.test import (
     GripAPIClient,
     WebSocketTestClient,
@@ -364,3 +365,39 @@ class TestAChangeInATestWhoseClassMadeRows(__import__("django.test").test.TestCa
             change = ws.receive_json()
         assert change["event"] == "change", change
         assert [t["title"] for t in change["data"]["results"]] == ["made in the test"]
+
+
+class _Sleeper(ManagedProcess):
+    """A child that runs until stopped."""
+
+    program = "sleep"
+
+    def start(self) -> _Sleeper:
+        self._spawn(["sleep", "60"], log=self._make_dir() / "out")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process = self._terminate(timeout)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+        self._remove_dir()
+
+
+def test_a_server_started_on_a_thread_that_ends_keeps_running() -> None:
+    """Seen in CI: Pushpin restarted with ``asyncio.to_thread`` was sent SIGTERM as soon as
+    ``asyncio.run`` ended that thread (the child's death signal follows the thread that
+    started it, prctl(2)), and the next test found nothing listening."""
+    import subprocess
+    import threading
+
+    server = _Sleeper()
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    starter.join()
+    try:
+        assert server.process is not None
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.process.wait(timeout=2)  # the death signal comes at once, if at all
+    finally:
+        server.stop()

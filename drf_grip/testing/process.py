@@ -5,6 +5,7 @@ that cannot outlive the test run, an orderly stop, and a start retried on a take
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -33,6 +35,10 @@ def terminate_with_parent() -> None:
     A test run killed without teardown (a CI timeout, ``kill -9``) would otherwise leave the
     server running for good; SIGTERM lets it stop in order (Pushpin's runner stops its
     services). Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere nothing happens.
+
+    The signal comes when the *thread* that started the child ends, not the process
+    (prctl(2)), so children are started on :func:`_spawner`'s thread, which lives as long
+    as the process.
     """
     try:
         import ctypes
@@ -41,6 +47,15 @@ def terminate_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         pass
+
+
+@functools.cache
+def _spawner() -> ThreadPoolExecutor:
+    """The one thread every child is started on. A server started on a thread that then
+    ended was sent SIGTERM at once: a test that restarted Pushpin with
+    ``asyncio.to_thread`` lost it when ``asyncio.run`` shut its executor down, and the next
+    test found nothing listening (CI; ``tests/integration/test_harness.py``)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="drf-grip-spawner")
 
 
 class Service:
@@ -128,7 +143,8 @@ class ManagedProcess(Service):
     ) -> subprocess.Popen[bytes]:
         """Run ``command`` with its output in ``log``, as :attr:`process`."""
         with open(log, "wb") as output:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
+            self.process = _spawner().submit(
+                subprocess.Popen,
                 list(command),
                 cwd=cwd,
                 env=None if env is None else dict(env),
@@ -139,7 +155,7 @@ class ManagedProcess(Service):
                 # the server in order, rather than the server directly.
                 start_new_session=True,
                 preexec_fn=terminate_with_parent,
-            )
+            ).result()
         return self.process
 
     def _terminate(self, timeout: float) -> subprocess.Popen[bytes] | None:
