@@ -10,7 +10,6 @@ from gripcontrol import HttpStreamFormat
 from rest_framework.test import APIClient
 
 from drf_grip import publish
-from drf_grip.testing.process import ManagedProcess
 from drf_grip.test import (
     GripAPIClient,
     WebSocketTestClient,
@@ -19,6 +18,7 @@ from drf_grip.test import (
     capture_published,
     wait_published,
 )
+from drf_grip.testing.process import ManagedProcess
 from tests.testapp.models import Todo
 
 
