@@ -49,12 +49,17 @@ def terminate_with_parent() -> None:
         pass
 
 
-@functools.cache
 def _spawner() -> ThreadPoolExecutor:
     """The one thread every child is started on. A server started on a thread that then
     ended was sent SIGTERM at once: a test that restarted Pushpin with
     ``asyncio.to_thread`` lost it when ``asyncio.run`` shut its executor down, and the next
-    test found nothing listening (CI; ``tests/integration/test_harness.py``)."""
+    test found nothing listening (CI; ``tests/test_test_kit.py``). A forked process has
+    no copy of the thread, so it makes its own."""
+    return _spawner_of(os.getpid())
+
+
+@functools.cache
+def _spawner_of(pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="drf-grip-spawner")
 
 
