@@ -18,8 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def shared_cache(settings, tmp_path, monkeypatch):
-    # Identical requests take slots per hold-timeout window of the wall clock: a test whose
-    # holds straddled a window's end saw its later ones as reconnects (CI, once).
+    # The buckets' clock stands still unless a test moves it (``later``).
     later(monkeypatch, 0)
     settings.CACHES = {
         "default": {
@@ -141,8 +140,9 @@ _STILL = 55.0 * 3600 * 24 * 365  # HOLD_TIMEOUT (55) divides it
 
 
 def later(monkeypatch, seconds: float) -> None:
-    """The buckets' wall clock stopped ``seconds`` after the start of a hold-timeout window
-    (0: at it; more: a hold timed out in between)."""
+    """The buckets' clock stopped ``seconds`` after where the ``shared_cache`` fixture
+    stops it, the start of a window of the wall clock (more than the hold timeout: a hold
+    timed out in between)."""
     from drf_grip.rest import buckets
 
     monkeypatch.setattr(buckets, "time", SimpleNamespace(
@@ -325,6 +325,26 @@ def test_identical_requests_on_many_connections_fill_buckets_in_order(shared_cac
             if c == "drf.testapp.todo" or c.startswith("drf.testapp.todo~b")
         ]
     assert hinted == ["drf.testapp.todo", "drf.testapp.todo~b1", "drf.testapp.todo~b2"]
+
+
+def test_identical_requests_arriving_across_a_minute_fill_buckets_in_order(
+    shared_cache, monkeypatch
+):
+    """Identical requests took slots per hold-timeout window of the wall clock: a burst that
+    crossed a window's end started again at the first slot, its later half went to the
+    first buckets and they held twice their size. Through Pushpin 50 of 150 went to the
+    first bucket, the hint re-requested 100 at once and the third bucket was never hinted
+    (``tests/integration/test_hint_storms.py``, 1 run in 30 and once in CI)."""
+    with RecordingSink() as sink:
+        Todo.objects.create(title="a")
+        sink.settle()
+        later(monkeypatch, 54)  # HOLD_TIMEOUT is 55 s: one second before a wall-clock window ends
+        first = held_channels(4, identical=True)
+        later(monkeypatch, 56)
+        second = held_channels(4, identical=True)
+    assert first + second == ["drf.testapp.todo"] * 3 + ["drf.testapp.todo~b1"] * 3 + [
+        "drf.testapp.todo~b2"
+    ] * 2
 
 
 def test_identical_event_streams_keep_one_bucket(shared_cache):
