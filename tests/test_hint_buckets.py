@@ -332,8 +332,8 @@ def test_identical_requests_arriving_across_a_minute_fill_buckets_in_order(
 ):
     """Identical requests took slots per hold-timeout window of the wall clock: a burst that
     crossed a window's end started again at the first slot, its later half went to the
-    first buckets and they held twice their size. Through Pushpin 50 of 150 went to the
-    first bucket, the hint re-requested 100 at once and the third bucket was never hinted
+    first buckets and they held twice their size. Through Pushpin the first bucket took 100
+    of 150, its hint re-requested them at once and the third bucket was never hinted
     (``tests/integration/test_hint_storms.py``, 1 run in 30 and once in CI)."""
     with RecordingSink() as sink:
         Todo.objects.create(title="a")

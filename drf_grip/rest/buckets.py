@@ -170,8 +170,8 @@ def _place(
     if window is not None:
         # Windows start at the client's first request at this version, a time every
         # process reads from the cache. Windows of the wall clock cut bursts: one that
-        # crossed a window's end started again at the first slot, and through Pushpin 50
-        # of 150 identical holds went to the first bucket (test_hint_storms.py, 1 run in 30).
+        # crossed a window's end started again at the first slot, and through Pushpin the
+        # first bucket took 100 of 150 identical holds (test_hint_storms.py, 1 run in 30).
         # The start outlives every window's mark, so that a start taken again after it
         # expired never meets a mark of the old one.
         now = time.time()

@@ -101,7 +101,7 @@ def deployment(django_db_setup: None, redis_server: RedisServer) -> Iterator[Dep
 def fresh_deployment(deployment: Deployment) -> Iterator[Deployment]:
     """``deployment`` with the shared state of earlier tests forgotten and both Pushpins up."""
     for pushpin in deployment.pushpins:
-        if pushpin.process is not None and pushpin.serving():
+        if pushpin.serving():
             continue
         if pushpin.process is not None:
             # It failed after an earlier test: say so in the run's warnings, with its logs
