@@ -120,8 +120,11 @@ class HttpSession:
             proxy.max_origin_size,
             on_overflow=self._overflowed,
         )
-        self._aborted = asyncio.Event()
-        self._gone = asyncio.Event()
+        # A plain flag, and an event made only for a stream (which may wait on it): an
+        # asyncio.Event allocates its waiters' deque at once, about 0.5 KiB per held
+        # long-poll (tracemalloc, bench/run.py's embedded case).
+        self._aborted: asyncio.Event | None = None
+        self._gone = False
         # Set by stop(): answer this hold now, as at the proxy's shutdown (see GripProxy._run).
         self._stopping = False
         self._body_lock = asyncio.Lock()
@@ -166,7 +169,13 @@ class HttpSession:
         logger.warning("%s: the client reads too slowly; dropping its stream", self.path)
         self.proxy.hub.unsubscribe_all(self, self._channels)
         self._channels.clear()
-        self._aborted.set()
+        self._abort_event().set()
+
+    def _abort_event(self) -> asyncio.Event:
+        """Set when a stream is dropped (its client reads too slowly); made on first use."""
+        if self._aborted is None:
+            self._aborted = asyncio.Event()
+        return self._aborted
 
     def recover(self, channel: str, last_id: str | None) -> None:
         self._mailbox.put(("recover", channel), 0)
@@ -185,7 +194,7 @@ class HttpSession:
     async def _read_client_body(self) -> Message:
         async with self._body_lock:
             if self._body_complete:
-                return {"type": "http.disconnect"} if self._gone.is_set() else {
+                return {"type": "http.disconnect"} if self._gone else {
                     "type": "http.request", "body": b"", "more_body": False,
                 }
             message = await self._receive()
@@ -244,7 +253,7 @@ class HttpSession:
     async def _watch_client(self) -> None:
         """Read the client side until it disconnects: that frees the hold at once."""
         try:
-            while not self._gone.is_set():
+            while not self._gone:
                 if not self._body_complete:
                     await self._read_client_body()
                     continue
@@ -255,8 +264,8 @@ class HttpSession:
             self._client_gone()
 
     def _client_gone(self) -> None:
-        if not self._gone.is_set():
-            self._gone.set()
+        if not self._gone:
+            self._gone = True
             if self._exchange is not None:
                 self._exchange.abort()
             self._mailbox.wake()
@@ -273,13 +282,13 @@ class HttpSession:
             await self._send({"type": "http.response.body", "body": data, "more_body": more})
             self._last_write = time.monotonic()
             return
-        if self._aborted.is_set():
+        if self._abort_event().is_set():
             raise _Aborted
         sending = asyncio.ensure_future(
             self._send({"type": "http.response.body", "body": data, "more_body": more})
         )
         if not sending.done():
-            aborted = asyncio.ensure_future(self._aborted.wait())
+            aborted = asyncio.ensure_future(self._abort_event().wait())
             try:
                 await asyncio.wait({sending, aborted}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -411,7 +420,7 @@ class HttpSession:
             async for chunk in exchange.chunks():
                 await self._write(chunk)
         except OriginError:
-            if self._gone.is_set():
+            if self._gone:
                 return
             logger.warning("the origin broke off its answer to %s", self.path)
         await self._write(b"", more=False)
@@ -438,7 +447,7 @@ class HttpSession:
                 logger.warning("re-request of %s failed: %s", self.path, exc)
                 await self._error(502, "Bad Gateway: the origin's answer to a retry was unusable")
                 return
-            if self._gone.is_set():
+            if self._gone:
                 return
             if not instruct.is_grip:
                 await self._respond(answer.status, answer.headers, answer.body)
@@ -527,7 +536,7 @@ class HttpSession:
         status = instruct.status[0] if instruct.status else answer.status
         self._held = _shared_held(status, without_headers(answer.headers, grip=True), answer.body)
         self._mode = "response"
-        if self._gone.is_set():
+        if self._gone:
             return
         if not self._admit():
             await self._refuse_over_limit()
@@ -551,7 +560,7 @@ class HttpSession:
             raise _Retry("published")
         deadline = time.monotonic() + timeout
         while True:
-            if self._gone.is_set():
+            if self._gone:
                 return
             if self.proxy.closing or self._stopping:
                 break
@@ -606,7 +615,7 @@ class HttpSession:
 
     async def _stream(self, answer: OriginResponse, instruct: Instruct) -> None:
         self._mode = "stream"
-        if self._gone.is_set():
+        if self._gone:
             return
         if instruct.hold == "stream" and not self._admit():
             await self._refuse_over_limit()
@@ -618,7 +627,7 @@ class HttpSession:
         # gap, the link is how the stream catches up (Pushpin 1.36, the race).
         follow_now = not self._apply_stream(instruct, first=True) or instruct.hold is None
         chain = 0
-        while not self._gone.is_set():
+        while not self._gone:
             if follow_now and self._link is not None:
                 follow_now = False
                 chain += 1
@@ -633,7 +642,7 @@ class HttpSession:
                 break
             if self.proxy.closing or self._stopping:
                 break
-            if self._aborted.is_set():
+            if self._abort_event().is_set():
                 raise _Aborted
             entry = self._mailbox.pop()
             if entry is not None:
@@ -657,7 +666,7 @@ class HttpSession:
                 continue
             due = [t for t in (keep_alive_due, self._link_due if self._link else None) if t]
             await self._mailbox.wait(min(due) - now if due else None)
-        if not self._gone.is_set():
+        if not self._gone:
             await self._write(b"", more=False)
 
     async def _write_events(self, data: bytes) -> None:
@@ -745,7 +754,7 @@ class HttpSession:
         if not 200 <= answer.status < 300:
             logger.info("next link of %s answered %d: ending the stream", self.path, answer.status)
             return "end"
-        if answer.body and not self._gone.is_set():
+        if answer.body and not self._gone:
             await self._write_events(answer.body)
         if instruct.hold == "stream":
             if not self._admit():

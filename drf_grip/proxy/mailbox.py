@@ -26,7 +26,9 @@ class Mailbox(Generic[T]):
         self, max_items: int, max_bytes: int, on_overflow: Callable[[], None] | None = None
     ) -> None:
         self._on_overflow = on_overflow
-        self._items: deque[tuple[T, int, bool]] = deque()
+        # Made at the first entry: a deque allocates a block of slots at once (about 0.5 KiB),
+        # and a held long-poll waits with none (tracemalloc, bench/run.py's embedded case).
+        self._items: deque[tuple[T, int, bool]] | None = None
         self._bytes = 0
         self.owed_items = 0
         self.owed_bytes = 0
@@ -40,18 +42,20 @@ class Mailbox(Generic[T]):
         self.overflowed = False
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) if self._items else 0
 
     def put(self, entry: T, size: int = 0, *, owed: bool = False) -> bool:
         if owed:
             self.owed_items += 1
             self.owed_bytes += size
         else:
-            items = len(self._items) - self.owed_items
+            items = len(self) - self.owed_items
             if items >= self._max_items or (
                 items and self._bytes - self.owed_bytes + size > self._max_bytes
             ):
                 return self._overflow()
+        if self._items is None:
+            self._items = deque()
         self._items.append((entry, size, owed))
         self._bytes += size
         self.wake()
@@ -80,7 +84,7 @@ class Mailbox(Generic[T]):
         return entry
 
     def clear(self) -> None:
-        self._items.clear()
+        self._items = None
         self._bytes = 0
         self.owed_items = 0
         self.owed_bytes = 0
