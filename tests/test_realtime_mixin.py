@@ -999,6 +999,54 @@ def test_a_hold_names_the_id_a_proxy_confirmed_while_it_rendered(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_hold_names_the_id_a_proxy_confirms_just_after_its_render(monkeypatch):
+    """The soak behind Pushpin, with its log (2 runs in 9): a change committed before a
+    long-poll's render, whose item was still on its way when the hold read what a proxy had
+    confirmed, then reached the proxy before the hold did. Held at the older id, it
+    conflicted on accept; Pushpin 1.36 retried it at once, and its proxy lost the hold that
+    answered the retry. The hold waits for the item it covered to be confirmed."""
+    from drf_grip.rest import mixins, versions
+    from drf_grip.rest.versions import acknowledge, next_version
+
+    with RecordingSink() as sink:
+        client, etag = _private_todos_reader(sink)
+        before, pending = next_version("drf.testapp.todo")
+        reads = []
+        reading = versions.read_confirmed
+
+        def confirmed_right_after_a_read(channels):
+            seen = reading(channels)
+            reads.append(seen)
+            if len(reads) == 1:  # the proxy's answer to the item's publish comes in
+                acknowledge([{"channel": "drf.testapp.todo", "id": pending}])
+            return seen
+
+        monkeypatch.setattr(versions, "read_confirmed", confirmed_right_after_a_read)
+        monkeypatch.setattr(mixins, "read_confirmed", confirmed_right_after_a_read, raising=False)
+        held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert held.status_code == 304 and "Grip-Hold" in held
+    assert reads[0]["drf.testapp.todo"] == before
+    assert GripInstruction.of(held).prev_ids["drf.testapp.todo"] == pending
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_whose_covered_item_is_never_confirmed_is_named_as_before(monkeypatch):
+    """A proxy that does not confirm (its publish port down, the item dropped) costs the
+    hold a bounded wait, and it is held at the id confirmed before, as it was."""
+    from drf_grip.rest import versions
+    from drf_grip.rest.versions import next_version
+
+    monkeypatch.setattr(versions, "CONFIRM_WAIT", 0.05)
+    monkeypatch.setattr(versions.await_confirmed, "__defaults__", (0.05,))
+    with RecordingSink() as sink:
+        client, etag = _private_todos_reader(sink)
+        before, _pending = next_version("drf.testapp.todo")
+        held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    assert held.status_code == 304 and "Grip-Hold" in held
+    assert GripInstruction.of(held).prev_ids["drf.testapp.todo"] == before
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_re_request_held_without_a_render_names_the_id_a_proxy_confirmed_since():
     """The same for a hint's re-request held again without running the view: its answer
     covers every id up to the counter its hold's render read, so it names the newest of

@@ -171,6 +171,10 @@ class HttpSession:
         self._channels.clear()
         self._abort_event().set()
 
+    def _was_aborted(self) -> bool:
+        """Whether the stream was dropped, without making the event to ask."""
+        return self._aborted is not None and self._aborted.is_set()
+
     def _abort_event(self) -> asyncio.Event:
         """Set when a stream is dropped (its client reads too slowly); made on first use."""
         if self._aborted is None:
@@ -282,7 +286,7 @@ class HttpSession:
             await self._send({"type": "http.response.body", "body": data, "more_body": more})
             self._last_write = time.monotonic()
             return
-        if self._abort_event().is_set():
+        if self._was_aborted():
             raise _Aborted
         sending = asyncio.ensure_future(
             self._send({"type": "http.response.body", "body": data, "more_body": more})
@@ -642,7 +646,7 @@ class HttpSession:
                 break
             if self.proxy.closing or self._stopping:
                 break
-            if self._abort_event().is_set():
+            if self._was_aborted():
                 raise _Aborted
             entry = self._mailbox.pop()
             if entry is not None:

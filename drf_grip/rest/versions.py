@@ -11,6 +11,8 @@ value, so ids stay unique after the cache is flushed (Pushpin drops a repeated
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 
 from .store import incr, state_cache, touch
 
@@ -21,6 +23,7 @@ __all__ = [
     "hold_versions",
     "counters_and_hold_versions",
     "read_confirmed",
+    "await_confirmed",
     "acknowledge",
     "next_version",
     "note_committed",
@@ -37,6 +40,10 @@ _KEY = "drf_grip:version:"
 _ACK = "drf_grip:seen:"
 #: When the change behind a counter's last id was committed (``unchanged.held_behind``).
 _COMMITTED = "drf_grip:committed:"
+#: How long a hold waits for a proxy to confirm ids its render covered (``await_confirmed``).
+CONFIRM_WAIT = 0.5
+#: Notified when this process's publisher hears a proxy confirm items (``acknowledge``).
+_confirmed = threading.Condition()
 #: Shared channels (``channels.url_channel``): their ids name representations.
 SHARED_PREFIX = "drf.url."
 #: Versions outlive any hold by far; a channel nobody used for a day starts afresh.
@@ -150,6 +157,36 @@ def read_confirmed(channels: list[str]) -> dict[str, str | None]:
     return {c: _text(found.get(_ACK + c)) for c in channels}
 
 
+def await_confirmed(
+    wanted: dict[str, int], within: float = CONFIRM_WAIT
+) -> dict[str, str | None]:
+    """The ids a proxy confirmed for the counter channels of ``wanted``, read again until each
+    reached its wanted id or ``within`` seconds passed: the last read.
+
+    A hold whose render covered an item still on its way to the proxy names an id behind the
+    one the proxy will have. When the item gets there first, Pushpin 1.36 finds the hold
+    behind the channel and retries it at once, and its proxy can lose the hold answering that
+    retry: it links the retry's record under the request id before the first attempt's
+    cleanup unlinks that id (``src/corelib/zhttpmanager.cpp``, ``unlink``; the soak, 2 runs
+    in 9). The item is a publish round trip away, a few milliseconds; a proxy that does not
+    confirm within the wait (down, or the item superseded and dropped) leaves the hold named
+    as before. This process's confirmations wake the wait at once; other processes' are read
+    from the cache every few milliseconds."""
+    deadline = time.monotonic() + within
+    pause = 0.002
+    while True:
+        seen = read_confirmed(list(wanted))
+        left = deadline - time.monotonic()
+        if left <= 0 or all(
+            (seen.get(ch) or "").isdigit() and int(seen[ch] or 0) >= want
+            for ch, want in wanted.items()
+        ):
+            return seen
+        with _confirmed:
+            _confirmed.wait(min(pause, left))
+        pause = min(2 * pause, 0.02)
+
+
 def acknowledge(items: list[dict]) -> None:
     """Remember the ids a proxy confirmed, per counter channel (never moving one back)."""
     from ..grip.items import channel_name
@@ -180,6 +217,8 @@ def acknowledge(items: list[dict]) -> None:
             return confirmed < value or restarted
 
         cache.set_many({_ACK + c: v for c, v in latest.items() if moves(c, v)}, _TIMEOUT)
+        with _confirmed:
+            _confirmed.notify_all()
     if named:
         # Only the channel's current version: an overtaken render, confirmed after the newer
         # one (two processes' publishes cross), would move the confirmed id back, and the
