@@ -1046,6 +1046,62 @@ def test_a_hold_whose_covered_item_is_never_confirmed_is_named_as_before(monkeyp
     assert GripInstruction.of(held).prev_ids["drf.testapp.todo"] == before
 
 
+def _held_while_a_write_is_published(monkeypatch, committed_at, host=None):
+    """A private long-poll whose render ran after a write committed at ``committed_at``
+    (seconds from the render's read of the counters; noted by machine ``host``) and whose
+    counter the change worker moved only during the render, its item confirmed by the
+    proxy at once: the id the hold was read at, the write's id, and the hold."""
+    from drf_grip.rest import versions
+    from drf_grip.rest.versions import acknowledge, next_version, note_committed
+    from tests.testapp import realtime_views
+
+    with RecordingSink() as sink:
+        client, etag = _private_todos_reader(sink)
+        rendering = realtime_views.TodoViewSet.get_queryset
+        ids = []
+
+        def published_meanwhile(view):
+            read_at = view._realtime_read_at
+            ids.extend(next_version("drf.testapp.todo"))
+            here = getattr(versions, "_HOST", None)
+            versions._HOST = host or here  # the machine that notes the commit
+            try:
+                note_committed("drf.testapp.todo", ids[1], read_at + committed_at)
+            finally:
+                versions._HOST = here
+            acknowledge([{"channel": "drf.testapp.todo", "id": ids[1]}])
+            return rendering(view)
+
+        monkeypatch.setattr(realtime_views.TodoViewSet, "get_queryset", published_meanwhile)
+        held = client.get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+        monkeypatch.undo()
+    assert held.status_code == 304 and "Grip-Hold" in held
+    return ids[0], ids[1], GripInstruction.of(held).prev_ids["drf.testapp.todo"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_names_a_write_its_render_showed_whose_counter_moved_after(monkeypatch):
+    """Most conflicts on accept of a client's own private hold in the soak (Pushpin's log):
+    a write committed before the long-poll's render, whose counter the change worker moved
+    only after the render had read the counters; its item reached the proxy first. Held at
+    the id before it, the hold was retried at once, and Pushpin 1.36 can lose the hold that
+    answers a retry. The render showed that write: the hold names its id."""
+    _before, written, held_at = _held_while_a_write_is_published(monkeypatch, -0.01)
+    assert held_at == written
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_never_names_a_write_its_render_may_not_have_shown(monkeypatch):
+    """A write committed after the render read the counters, or timed by another machine's
+    clock: the hold stays at the id before it, and the proxy's conflict re-requests it."""
+    before, _written, held_at = _held_while_a_write_is_published(monkeypatch, +0.01)
+    assert held_at == before
+    before, _written, held_at = _held_while_a_write_is_published(
+        monkeypatch, -0.01, host="another-machine"
+    )
+    assert held_at == before
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_re_request_held_without_a_render_names_the_id_a_proxy_confirmed_since():
     """The same for a hint's re-request held again without running the view: its answer

@@ -54,6 +54,7 @@ from .versions import (
     counters_and_hold_versions,
     ensure_versions,
     hold_versions,
+    read_committed,
     shared_versions,
 )
 
@@ -885,24 +886,46 @@ class _RealtimeBase(RealtimeHooks):
         if unchanged is None or policy.delivery == SHARED:
             return
         identity, ranges = unchanged
+        tops = self._shown_ids(ranges)
         held_with = self._hold_prev_ids(request, policy)
         behind = {
             ch: held
             for ch, held in held_with.items()
-            if ch in ranges and str(held or "").isdigit() and int(held) < ranges[ch][1]
+            if ch in tops and str(held or "").isdigit() and int(held) < tops[ch]
         }
         if not behind:
             return
-        tops = {ch: ranges[ch][1] for ch in behind}
+        wanted = {ch: tops[ch] for ch in behind}
         moved = {
             ch: seen
-            for ch, seen in await_confirmed(tops).items()
-            if seen and seen.isdigit() and int(behind[ch]) < int(seen) <= tops[ch]
+            for ch, seen in await_confirmed(wanted).items()
+            if seen and seen.isdigit() and int(behind[ch]) < int(seen) <= wanted[ch]
         }
         if moved:
             self._realtime_hold_at = moved
-            following = {ch: (int(seen), ranges[ch][1]) for ch, seen in moved.items()}
+            following = {ch: (int(seen), wanted[ch]) for ch, seen in moved.items()}
             self._realtime_unchanged = (identity, {**ranges, **following})
+
+    def _shown_ids(self, ranges: dict[str, tuple[int, int]]) -> dict[str, int]:
+        """Per channel, the newest id whose change this answer's render showed: the top of
+        its range (the counter read before the render), or the id just after it when that
+        change was committed before the read and its counter moved only after (the change
+        worker runs after the commit, ``publishing.py``). Its item then reaches the proxy
+        about when the hold does, and held at the older id the hold conflicts on accept
+        (the soak, with Pushpin's log: most such conflicts of a client's own hold).
+
+        Only the very next id, and only a commit this machine timed: an id between two
+        whose change came after the render (another process's) would be claimed seen,
+        and that client would never get it; a clock of another machine may be off by more
+        than the worker's lag."""
+        tops = {ch: top for ch, (_low, top) in ranges.items()}
+        read_at = getattr(self, "_realtime_read_at", None)
+        if read_at is None or not tops:
+            return tops
+        for ch, (item_id, at, here) in read_committed(list(tops)).items():
+            if here and item_id.isdigit() and int(item_id) == tops[ch] + 1 and at < read_at:
+                tops[ch] += 1
+        return tops
 
     def longpoll_response(self, request, response: Response, policy: RealtimePolicy, etag: str):
         held = HttpResponseNotModified()

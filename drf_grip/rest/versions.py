@@ -11,6 +11,7 @@ value, so ids stay unique after the cache is flushed (Pushpin drops a repeated
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
 
@@ -40,6 +41,8 @@ _KEY = "drf_grip:version:"
 _ACK = "drf_grip:seen:"
 #: When the change behind a counter's last id was committed (``unchanged.held_behind``).
 _COMMITTED = "drf_grip:committed:"
+#: This machine, as commit times name it (``note_committed``).
+_HOST = socket.gethostname()
 #: How long a hold waits for a proxy to confirm ids its render covered (``await_confirmed``).
 CONFIRM_WAIT = 0.5
 #: Notified when this process's publisher hears a proxy confirm items (``acknowledge``).
@@ -272,19 +275,22 @@ def next_version(channel: str) -> tuple[str | None, str]:
 
 def note_committed(channel: str, item_id: str, at: float) -> None:
     """Remember that ``item_id`` of a counter channel is of a change committed at ``at``
-    (``time.time()``), before its item goes out. Only the proxy's retry of a hold, within a
-    second of it, reads this (``unchanged.held_behind``): a minute is plenty."""
-    state_cache().set(_COMMITTED + channel, (item_id, at), timeout=60)
+    (``time.time()``), before its item goes out. Only holds read this, within a second of
+    it (``unchanged.held_behind``, ``RealtimeMixin._catch_up_confirmed``): a minute is
+    plenty. The machine is named: only its own clock compares with a render's."""
+    state_cache().set(_COMMITTED + channel, (item_id, at, _HOST), timeout=60)
 
 
-def read_committed(channels: list[str]) -> dict[str, tuple[str, float]]:
-    """Per channel, its last id that :func:`note_committed` named, with its commit time."""
+def read_committed(channels: list[str]) -> dict[str, tuple[str, float, bool]]:
+    """Per channel, its last id that :func:`note_committed` named, with its commit time and
+    whether this machine noted it (its clock is this one's)."""
     found = state_cache().get_many([_COMMITTED + c for c in channels]) if channels else {}
-    out: dict[str, tuple[str, float]] = {}
+    out: dict[str, tuple[str, float, bool]] = {}
     for channel in channels:
         value = found.get(_COMMITTED + channel)
-        if isinstance(value, tuple) and len(value) == 2:
-            out[channel] = (str(value[0]), float(value[1]))
+        if isinstance(value, tuple) and len(value) in (2, 3):
+            here = len(value) == 3 and value[2] == _HOST
+            out[channel] = (str(value[0]), float(value[1]), here)
     return out
 
 
