@@ -685,19 +685,22 @@ def test_a_private_channels_version_outlives_the_file_caches_default_timeout(
         assert item["prev-id"] == prev_ids[channel_name(item)], (held["Grip-Channel"], item)
 
 
-def test_the_file_caches_add_and_incr_are_one_step_across_processes(tmp_path):
+@pytest.mark.parametrize("backend", ["filebased.FileBasedCache", "db.DatabaseCache"])
+def test_the_caches_add_and_incr_are_one_step_across_processes(tmp_path, backend):
     """Convergence probe, runserver and three shells on the sample's file cache: Django's
     ``FileBasedCache.add`` is "has_key, then set" and ``incr`` "get, then set", so 3 × 500
     increments of one counter ended at 519; private channels' versions were handed out
-    twice and streams moved back to older representations. Three processes here each count
-    200 and try to take the same 200 slots: every increment counts, and each slot has one
+    twice and streams moved back to older representations. The database cache's ``incr``
+    is "get, then set" too (here 3 × 200 ended at 593). Three processes here each count 200
+    and try to take the same 200 slots: every increment counts, and each slot has one
     owner."""
     import subprocess
     import sys
     from pathlib import Path
 
-    caches_setting = {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
-                      "LOCATION": str(tmp_path), "OPTIONS": {"MAX_ENTRIES": 100_000}}
+    location = str(tmp_path) if backend.startswith("filebased") else "drf_grip_state"
+    caches_setting = {"BACKEND": f"django.core.cache.backends.{backend}",
+                      "LOCATION": location, "OPTIONS": {"MAX_ENTRIES": 100_000}}
     databases = {"default": {"ENGINE": "django.db.backends.sqlite3",
                              "NAME": str(tmp_path / "state.sqlite3"),
                              "OPTIONS": {"timeout": 60}}}

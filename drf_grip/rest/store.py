@@ -17,6 +17,7 @@ index costs one read of a few flags, a small one a few dozen slots.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import hashlib
@@ -36,6 +37,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.core.files import locks
 from django.core.signals import setting_changed
+from django.db import connections, router, transaction
 
 from ..conf import grip_settings
 
@@ -142,6 +144,37 @@ class _AtomicFileCache(FileBasedCache):
             return value
 
 
+class _AtomicDatabaseCache(DatabaseCache):
+    """Django's database cache with an ``incr`` that is one step across processes. Django's
+    is "``get``, then ``set``" (base.py): three processes making 200 increments each of one
+    counter ended at 593, a version handed out twice (``test_live_state.py``). Its ``add``
+    already is one step: the cache key is the table's primary key, so of two inserts one
+    fails, and Django answers it False (db.py, ``_base_set``).
+
+    This ``incr`` writes the row before it reads it, in one transaction: the write takes
+    the row's lock in PostgreSQL and MySQL and the database's write lock in SQLite, so
+    another ``incr`` of the key waits until this one commits, then reads its value. The
+    value is stored as Django stores it (a pickle, base64), and the row's expiry is kept, as
+    Redis's ``INCR`` keeps a key's."""
+
+    def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
+        made = self.make_and_validate_key(key, version=version)
+        db = router.db_for_write(self.cache_model_class)
+        connection = connections[db]
+        table = connection.ops.quote_name(self._table)
+        with transaction.atomic(using=db), connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET cache_key = cache_key WHERE cache_key = %s", [made]
+            )
+            value = super().get(key, version=version) if cursor.rowcount else None
+            if value is None:
+                raise ValueError(f"Key '{key}' not found")
+            value += delta
+            encoded = base64.b64encode(pickle.dumps(value, self.pickle_protocol)).decode()
+            cursor.execute(f"UPDATE {table} SET value = %s WHERE cache_key = %s", [encoded, made])
+        return value
+
+
 #: Backends whose one instance may serve every thread of the process. Django's ``caches``
 #: hands each thread, and under ASGI each request's context (asgiref ``Local``), a new
 #: instance, and a new ``RedisCache`` instance brings a new redis-py connection pool: every
@@ -183,15 +216,18 @@ REDIS_MAX_CONNECTIONS = 10_000
 
 def _one_for_the_process(alias: str, cache: Any) -> Any:
     """A new instance of ``alias`` (as ``caches.create_connection``), for every thread;
-    Django's own file cache with atomic operations (``_AtomicFileCache``)."""
-    own_file_cache = type(cache) is FileBasedCache  # a subclass keeps what it changed
-    if not isinstance(cache, RedisCache) and not own_file_cache:
+    Django's own file and database caches with atomic operations (``_AtomicFileCache``,
+    ``_AtomicDatabaseCache``)."""
+    own = {FileBasedCache: _AtomicFileCache, DatabaseCache: _AtomicDatabaseCache}.get(
+        type(cache)  # a subclass keeps what it changed
+    )
+    if not isinstance(cache, RedisCache) and own is None:
         return caches.create_connection(alias)
     params = dict(caches.settings[alias])
     params.pop("BACKEND")
     location = params.pop("LOCATION", "")
-    if own_file_cache:
-        return _AtomicFileCache(location, params)
+    if own is not None:
+        return own(location, params)
     options = dict(params.get("OPTIONS") or {})
     if "pool_class" not in options:  # a pool of the user's choice keeps its own limits
         options.setdefault("max_connections", REDIS_MAX_CONNECTIONS)
