@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import jwt
@@ -533,6 +534,12 @@ def test_a_slow_reader_is_dropped_and_does_not_delay_others(make_proxy, origin: 
                     return received
 
         assert run(scenario()) == 40
+        # Its write, blocked on a socket nobody reads, was abandoned: its session ended
+        # with the slow client still not reading (the fast one's ended with its stream).
+        deadline = time.monotonic() + 10
+        while server.proxy._sessions and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not server.proxy._sessions
     finally:
         slow.close()
 
