@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import re
 import sys
+from collections import Counter
 
 _ACCEPT = '"method": "accept"'
 _RID = re.compile(r'"rid": \{[^}]*"id": "([^"]+)"')
 _CONFLICT = re.compile(r"last ID inconsistency \(got=(\d+), expected=(\d+)")
+_KINDS = ("own", "own_held_again", "re_request", "re_request_held_again")
 
 
-def count(path: str) -> dict[str, int]:
+def count(path: str) -> Counter[str]:
     lines = open(path, encoding="utf-8", errors="replace").read().splitlines()
     accepts = []  # (line, request id, whether the proxy retried it)
     for number, line in enumerate(lines):
         if _ACCEPT in line and (rid := _RID.search(line)):
             accepts.append((number, rid.group(1), '"is-retry": true' in line))
-    out = {"own": 0, "own_held_again": 0, "re_request": 0, "re_request_held_again": 0}
+    out: Counter[str] = Counter()
     at = 0
     for number, line in enumerate(lines):
         if not _CONFLICT.search(line):
@@ -43,11 +45,8 @@ def count(path: str) -> dict[str, int]:
 
 
 def main(paths: list[str]) -> None:
-    total = {"own": 0, "own_held_again": 0, "re_request": 0, "re_request_held_again": 0}
-    for path in paths:
-        for key, value in count(path).items():
-            total[key] += value
-    print(" ".join(f"{key}={value}" for key, value in total.items()))
+    total = sum((count(path) for path in paths), Counter())
+    print(" ".join(f"{key}={total[key]}" for key in _KINDS))
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ class HttpSession:
         )
         # Plain flags, no asyncio.Event: one allocates its waiters' deque at once, about
         # 0.5 KiB per held long-poll (tracemalloc, bench/run.py's embedded case).
+        #: Set when a stream is dropped (its client reads too slowly).
         self._aborted = False
         #: The task of a stream's write in progress, which dropping the stream cancels.
         self._writing: asyncio.Task | None = None
@@ -173,10 +174,6 @@ class HttpSession:
         self._aborted = True
         if self._writing is not None:
             self._writing.cancel()  # its write is blocked: _write turns this into _Aborted
-
-    def _was_aborted(self) -> bool:
-        """Whether the stream was dropped (its client reads too slowly)."""
-        return self._aborted
 
     def recover(self, channel: str, last_id: str | None) -> None:
         self._mailbox.put(("recover", channel), 0)
@@ -283,7 +280,7 @@ class HttpSession:
             await self._send({"type": "http.response.body", "body": data, "more_body": more})
             self._last_write = time.monotonic()
             return
-        if self._was_aborted():
+        if self._aborted:
             raise _Aborted
         # A stream's write waits while its client reads too slowly (the server's flow
         # control); dropping the stream cancels the write where it waits. Sent directly:
@@ -646,7 +643,7 @@ class HttpSession:
                 break
             if self.proxy.closing or self._stopping:
                 break
-            if self._was_aborted():
+            if self._aborted:
                 raise _Aborted
             entry = self._mailbox.pop()
             if entry is not None:

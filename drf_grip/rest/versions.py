@@ -181,7 +181,7 @@ def await_confirmed(
         seen = read_confirmed(list(wanted))
         left = deadline - time.monotonic()
         if left <= 0 or all(
-            (seen.get(ch) or "").isdigit() and int(seen[ch] or 0) >= want
+            (seen.get(ch) or "").isdigit() and int(seen[ch]) >= want
             for ch, want in wanted.items()
         ):
             return seen
