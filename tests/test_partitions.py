@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import path
 from rest_framework import generics, permissions, serializers
 from rest_framework.authtoken.models import Token
@@ -108,8 +110,10 @@ def test_an_object_moved_again_wakes_the_partition_it_left(sink):
 def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_left(sink):
     """Docs probe: in ``manage.py shell`` (or Celery) the URLconf, and with it the views that
     partition notes, is imported at the first change, after the note was loaded: handed
-    from alice to bob there, only bob's list woke and alice's kept showing it. Where an
-    object came from is unknown then, so every partition wakes."""
+    from alice to bob there, only bob's list woke and alice's kept showing it. Then every
+    partition woke, each fresh process's first change re-requesting every held client of
+    the model (multi-process probe). Where it was is read from its row: alice's and bob's
+    lists wake, and nobody else's."""
     from drf_grip.rest.registry import remember_partitions
     from tests.drf_helpers import loaded_before_the_urlconf
 
@@ -121,7 +125,30 @@ def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_
     )
     note.owner = bob
     note.save()
-    assert names.bulk_channel(Note) in hints(sink.settle())  # alice's list among them
+    woken = hints(sink.settle())
+    assert names.partition_channel(Note, str(alice.pk)) in woken
+    assert names.partition_channel(Note, str(bob.pk)) in woken
+    assert names.bulk_channel(Note) not in woken
+
+
+def test_an_object_loaded_before_the_views_were_imported_wakes_its_partition_as_it_goes(sink):
+    """The same for a delete (``note.delete()``, or a queryset's, which loads its rows
+    first): its own partition wakes, not every one; no query is spent on it."""
+    from drf_grip.rest.registry import remember_partitions
+    from tests.drf_helpers import loaded_before_the_urlconf
+
+    alice = get_user_model().objects.create_user("alice")
+    note = Note.objects.create(owner=alice, text="gone soon")
+    sink.settle()
+    note = loaded_before_the_urlconf(
+        Note, note.pk, "drf_grip.partitions.testapp.note", remember_partitions
+    )
+    with CaptureQueriesContext(connection) as queries:
+        note.delete()
+    assert not [q for q in queries if q["sql"].startswith("SELECT")]
+    woken = hints(sink.settle())
+    assert names.partition_channel(Note, str(alice.pk)) in woken
+    assert names.bulk_channel(Note) not in woken
 
 
 def test_a_change_without_instances_wakes_every_partition(sink):

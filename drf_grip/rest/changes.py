@@ -328,20 +328,35 @@ def _sharing_keys(model: type[models.Model]) -> list[tuple[type[models.Model], b
 
 
 def _on_pre_save(sender, instance, raw=False, using=DEFAULT_DB_ALIAS, **kwargs) -> None:
-    """The keys an object with ``affects`` had, read from its row when it was loaded before
-    its ``register(..., affects=...)`` ran: a shell or a Celery worker imports the URLconf,
-    and with it a ``register()`` in a views module, at its first change, so a Comment loaded
-    before and moved to another Post woke only the new Post (docs probe). One query, for
-    such objects only."""
+    """What an object was loaded with, read from its row when it was loaded before the views
+    that ask for it were imported: a shell or a Celery worker imports the URLconf, and with
+    it a ``register()`` in a views module or a view's ``realtime_partition``, at its first
+    change. The keys of an object with ``affects``: a Comment loaded before and moved to
+    another Post woke only the new Post (docs probe). Its partitions: unknown, they woke
+    every partition's holds at each fresh process's first change (multi-process probe, one
+    re-request per held client of the model). One query, for such objects only."""
     if raw or instance._state.adding or instance.pk is None:
         return
+    _remember_from_row(sender, instance, using)
+
+
+def _remember_from_row(sender: type[models.Model], instance: models.Model, using: str) -> None:
     ensure_loaded()
-    if not affects_of(sender) or getattr(instance, "_drf_grip_keys", None) is not None:
+    keys = bool(affects_of(sender)) and getattr(instance, "_drf_grip_keys", None) is None
+    partitions = bool(partition_views(sender)) and not hasattr(instance, "_drf_grip_partitions")
+    if not (keys or partitions):
         return
     row = sender._base_manager.using(using).filter(pk=instance.pk).first()
-    if row is not None:
+    if row is None:
+        return
+    if keys:
         remember_keys(sender, row)
         instance._drf_grip_keys = getattr(row, "_drf_grip_keys", None)
+    if partitions:
+        remember_partitions(sender, row)  # (its post_init did, if connected by now)
+        for name in ("_drf_grip_partitions", "_drf_grip_partition_keys"):
+            if hasattr(row, name):
+                setattr(instance, name, getattr(row, name))
 
 
 def _on_save(
@@ -377,6 +392,15 @@ def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) 
 
 
 def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
+    if (
+        instance.pk is not None
+        and not hasattr(instance, "_drf_grip_partitions")
+        and partition_views(sender)
+    ):
+        # Loaded before the views that partition it were imported (``_on_pre_save``): a
+        # row about to go is where the object is, with no query (a queryset's delete loads
+        # every row first, and each would cost one).
+        remember_partitions(sender, instance)
     # Rows a delete changes without a signal of their own (relations.unlinked_by_delete).
     for model, pks in unlinked_by_delete(sender, instance, using, origin, is_registered):
         _record(model, pks, False, using)
