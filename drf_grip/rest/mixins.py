@@ -434,7 +434,12 @@ class _RealtimeBase(RealtimeHooks):
         checks object permissions (django-guardian's): an ended session, or a deactivated
         user's, reads as anonymous (``SessionAuthentication`` then authenticates no one),
         and an anonymous GET of a view anyone may read gives the same bytes, so a signed-in
-        board keeps sharing its renders. Anonymous subscribers have nothing to lose."""
+        board keeps sharing its renders. Anonymous subscribers have nothing to lose.
+
+        So a shared render, the GET of a subscriber without credentials, runs the view's
+        permissions as DRF does: one that refuses it refuses every subscriber of the URL.
+        Skipped, an object that a change made refused to everyone (unpublished, archived)
+        was pushed whole to every subscriber while a fresh GET got 401 (DRF probe)."""
         user = getattr(request, "user", None)
         if not (user is not None and user.is_authenticated) and request.auth is None:
             return False
@@ -1103,19 +1108,6 @@ class _RealtimeBase(RealtimeHooks):
 
     def on_hold(self, request, policy: RealtimePolicy, etag: str) -> None:
         """Called when a request is subscribed (a hold or a stream); a hook for metrics."""
-
-    # Internal renders for shared delivery were authorised when the client subscribed.
-    def _shared_render(self, request) -> bool:
-        context = context_of(request)
-        return context is not None and context.role == "shared-render"
-
-    def check_permissions(self, request):
-        if not self._shared_render(request):
-            super().check_permissions(request)
-
-    def check_object_permissions(self, request, obj):
-        if not self._shared_render(request):
-            super().check_object_permissions(request, obj)
 
     def check_throttles(self, request):
         # Renders the server makes for a subscriber are not the subscriber's requests: a

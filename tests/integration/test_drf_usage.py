@@ -382,3 +382,74 @@ def test_a_gateway_subscription_whose_host_is_no_longer_allowed_ends_quietly(
             first = _not_the_proxys_own(caplog.records)
             assert all(r.name.startswith("drf_grip") for r in first), first
             assert_one_warning_then_quiet(first, caplog)
+
+
+def test_a_shared_object_a_permission_now_refuses_is_not_pushed(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """DRF probe: a shared view whose object permission depends on the object alone (a done
+    todo is refused to everyone). Its renders skipped the permissions, which would refuse a
+    render without the subscribers' credentials, so once the todo was done every
+    long-poll, stream and gateway subscriber got it whole while a fresh GET got 401. Now
+    they get what that GET gets."""
+    from .test_gateway_ws import ask, gateway, receive
+
+    todo = Todo.objects.create(title="visible")
+    path = f"/api/probe/shared-hiding-todos/{todo.pk}/"
+    channel = live_channel(grip_proxy, path)
+    poll = hold(grip_proxy, path, channel)
+    events = stream(grip_proxy, path, channel)
+    with gateway(grip_proxy) as ws:
+        mark = grip_proxy.mark()
+        assert ask(ws, {"id": 1, "subscribe": path})["status"] == 200
+        grip_proxy.wait_subscribed(channel, since=mark)
+        try:
+            assert events.next(WITHIN).data  # the stream's first event: the todo
+            todo.done = True
+            todo.save()
+            settle()
+            fresh = get(grip_proxy, path)
+            assert fresh.status_code == 401
+            woken = poll.result(WITHIN)
+            assert (woken.status_code, woken.content) == (fresh.status_code, fresh.content)
+            after = events.next(WITHIN)
+            assert after is None or after.event == "error", after  # ended, not the todo
+            change = receive(ws, WITHIN)
+            while change.get("status") == 200 and change.get("data", {}).get("done") is False:
+                change = receive(ws, WITHIN)  # the answer's settle (README)
+            assert (change["event"], change["status"]) == ("change", 401), change
+            assert "data" not in change
+        finally:
+            events.close()
+
+
+def test_a_shared_view_a_signed_in_subscriber_reads_follows_its_permissions(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """A subscriber that reads a shared view by its credentials (``IsAuthenticated``) is
+    delivered like private data, each change its own GET: it gets each change whole, and
+    the 403 its fresh GET gets once the object permission refuses the object."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from .test_realtime import obj_ch
+
+    user = get_user_model().objects.create_user("alice")
+    auth = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    todo = Todo.objects.create(title="visible")
+    path = f"/api/probe/signed-in-hiding-todos/{todo.pk}/"
+    channel = obj_ch(todo)
+    poll = hold(grip_proxy, path, channel, auth)
+    todo.title = "renamed"
+    todo.save()
+    settle()
+    woken = poll.result(WITHIN)
+    assert woken.status_code == 200 and woken.json()["title"] == "renamed"
+    poll = hold(grip_proxy, path, channel, auth, etag=woken.headers["ETag"])
+    todo.done = True
+    todo.save()
+    settle()
+    fresh = get(grip_proxy, path, **auth)
+    assert fresh.status_code == 403
+    woken = poll.result(WITHIN)
+    assert (woken.status_code, woken.content) == (fresh.status_code, fresh.content)

@@ -199,6 +199,26 @@ class SignedInSharedTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     realtime_delivery = "shared"
 
 
+class HidesDone(permissions.BasePermission):
+    """About the object alone: a done todo is refused to everyone."""
+
+    def has_object_permission(self, request, view, obj):
+        return not obj.done
+
+
+class SharedHidingTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Shared, with an object permission that a change can turn (DRF probe)."""
+
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [HidesDone]
+    realtime_delivery = "shared"
+
+
+class SignedInSharedHidingTodos(SharedHidingTodos):
+    permission_classes = [permissions.IsAuthenticated, HidesDone]
+
+
 class TitleFilter(django_filters.FilterSet):
     """A filter method reading a parameter of its own besides its filter's: ``?starts=a``
     matches titles starting with it, or with ``?whole=1`` (which no filter declares) only
@@ -295,6 +315,10 @@ router.register(
     "shared-lazy-fields-todos", SharedLazyFieldsTodos, basename="shared-lazy-fields-todo"
 )
 router.register("signed-in-todos", SignedInSharedTodos, basename="signed-in-todo")
+router.register("shared-hiding-todos", SharedHidingTodos, basename="shared-hiding-todo")
+router.register(
+    "signed-in-hiding-todos", SignedInSharedHidingTodos, basename="signed-in-hiding-todo"
+)
 router.register("shared-filtered-todos", SharedFilteredTodos, basename="shared-filtered-todo")
 router.register("shared-per-page-todos", SharedPerPageTodos, basename="shared-per-page-todo")
 router.register("hand-todos", HandTodos, basename="hand-todo")
