@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
@@ -107,7 +109,32 @@ def test_an_object_moved_again_wakes_the_partition_it_left(sink):
         assert names.partition_channel(Note, str(owner.pk)) in channels
 
 
-def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_left(sink):
+@contextlib.contextmanager
+def _urlconf_imported_at_the_first_change(monkeypatch, model):
+    """As in a shell or a Celery worker: ``model``'s views register only when drf-grip
+    imports the URLconf, at the process's first change (``registry.ensure_loaded``)."""
+    from drf_grip.rest import registry
+
+    views = registry._views.pop(model)
+
+    class Resolver:
+        @property
+        def url_patterns(self):
+            registry._views[model] = views  # the views module's classes, defined now
+            return []
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr("django.urls.get_resolver", lambda: Resolver())
+    try:
+        yield
+    finally:
+        registry._views.setdefault(model, views)
+        monkeypatch.undo()
+
+
+def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_left(
+    sink, monkeypatch
+):
     """Docs probe: in ``manage.py shell`` (or Celery) the URLconf, and with it the views that
     partition notes, is imported at the first change, after the note was loaded: handed
     from alice to bob there, only bob's list woke and alice's kept showing it. Then every
@@ -124,14 +151,17 @@ def test_an_object_loaded_before_the_views_were_imported_wakes_the_partition_it_
         Note, note.pk, "drf_grip.partitions.testapp.note", remember_partitions
     )
     note.owner = bob
-    note.save()
+    with _urlconf_imported_at_the_first_change(monkeypatch, Note):
+        note.save()
     woken = hints(sink.settle())
     assert names.partition_channel(Note, str(alice.pk)) in woken
     assert names.partition_channel(Note, str(bob.pk)) in woken
     assert names.bulk_channel(Note) not in woken
 
 
-def test_an_object_loaded_before_the_views_were_imported_wakes_its_partition_as_it_goes(sink):
+def test_an_object_loaded_before_the_views_were_imported_wakes_its_partition_as_it_goes(
+    sink, monkeypatch
+):
     """The same for a delete (``note.delete()``, or a queryset's, which loads its rows
     first): its own partition wakes, not every one; no query is spent on it."""
     from drf_grip.rest.registry import remember_partitions
@@ -143,8 +173,9 @@ def test_an_object_loaded_before_the_views_were_imported_wakes_its_partition_as_
     note = loaded_before_the_urlconf(
         Note, note.pk, "drf_grip.partitions.testapp.note", remember_partitions
     )
-    with CaptureQueriesContext(connection) as queries:
-        note.delete()
+    with _urlconf_imported_at_the_first_change(monkeypatch, Note):
+        with CaptureQueriesContext(connection) as queries:
+            note.delete()
     assert not [q for q in queries if q["sql"].startswith("SELECT")]
     woken = hints(sink.settle())
     assert names.partition_channel(Note, str(alice.pk)) in woken

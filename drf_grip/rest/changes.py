@@ -392,6 +392,7 @@ def _on_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) 
 
 
 def _on_pre_delete(sender, instance, using=DEFAULT_DB_ALIAS, origin=None, **kwargs) -> None:
+    ensure_loaded()  # a fresh process's first change may be this delete
     if (
         instance.pk is not None
         and not hasattr(instance, "_drf_grip_partitions")
