@@ -417,22 +417,67 @@ def test_class_view_serves_get_like_any_view(client):
     assert response.status_code == 200 and b"Room lobby" in response.content
 
 
-def test_class_view_opens_with_a_chosen_subprotocol(client):
+def test_class_view_opens_with_the_subprotocol_the_client_prefers(client):
+    """The client lists its offers in its order of preference (RFC 6455 §4.1) and
+    django-pistoke took the first it spoke; the view's own order won (seeds probe)."""
     response, events = ws(
         client, "/ws/room/lobby/", E("OPEN"), HTTP_SEC_WEBSOCKET_PROTOCOL="chat.v2, chat.v1"
     )
-    assert response["Sec-WebSocket-Protocol"] == "chat.v1"
+    assert response["Sec-WebSocket-Protocol"] == "chat.v2"
     assert events == [
         E("OPEN"),
         E("TEXT", b'c:{"type":"subscribe","channel":"room-lobby"}'),
         sent('{"joined":"lobby"}'),
     ]
+    response, _ = ws(client, "/ws/versioned/", E("OPEN"), HTTP_SEC_WEBSOCKET_PROTOCOL="v1, v2")
+    assert response["Sec-WebSocket-Protocol"] == "v1"
 
 
-def test_class_view_without_offered_subprotocols_opens_without_one(client):
+def test_class_view_with_subprotocols_refuses_a_client_that_offers_none(client):
+    """django-pistoke refused it; it was accepted without a subprotocol (seeds probe)."""
     response, events = ws(client, "/ws/room/lobby/", E("OPEN"))
-    assert "Sec-WebSocket-Protocol" not in response
-    assert events[0] == E("OPEN")
+    assert response.status_code == 400 and events is None
+    assert b"offered none" in response.content and b"chat.v1" in response.content
+    response, events = ws(client, "/ws/async-class/", E("OPEN"))
+    assert response.status_code == 200 and "Sec-WebSocket-Protocol" not in response
+
+
+def test_class_view_keeps_its_subprotocol_after_the_opening_batch(client):
+    """``request.wscontext.subprotocol`` was None from the second batch on (seeds probe);
+    django-pistoke's ``request.protokolla`` lasted the connection."""
+    offer = {"HTTP_SEC_WEBSOCKET_PROTOCOL": "v1"}
+    response, _ = ws(client, "/ws/versioned/", E("OPEN"), **offer)
+    assert response["Sec-WebSocket-Protocol"] == "v1"
+    response, events = ws(client, "/ws/versioned/", text("hi"), **offer)
+    assert events == [sent("v1:hi")]
+    assert "Sec-WebSocket-Protocol" not in response  # only the opening answer names it
+
+
+def test_pistoke_json_loop_receives_parsed_json_and_sends_json(client):
+    """A ``JSONWebSocketView`` with django-pistoke's own loop got the raw text from
+    ``receive()`` and sent Python's repr of a dict from ``send()`` (seeds probe); pistoke's
+    JSON protocol decoded and encoded both. A message that is not JSON gets the view's error
+    answer and the loop goes on."""
+    response, events = ws(client, "/ws/pistoke-json/", E("OPEN"))
+    assert response.status_code == 200
+    _, events = ws(client, "/ws/pistoke-json/", text('{"x": 1}'), text("{nope"), text("[2]"))
+    assert events == [
+        sent('{"type":"dict","echo":{"x":1}}'),
+        sent(
+            '{"error":"invalid JSON: Expecting property name enclosed in double quotes'
+            ' at position 1"}'
+        ),
+        sent('{"type":"list","echo":[2]}'),
+    ]
+
+
+def test_class_view_hooks_may_be_async(client):
+    """An ``async def websocket_message`` was called and never awaited: no answer, and only
+    a RuntimeWarning in the log (seeds probe)."""
+    _, events = ws(client, "/ws/async-hooks/", E("OPEN"))
+    assert events == [E("OPEN"), sent("welcome")]
+    _, events = ws(client, "/ws/async-hooks/", text("hi"))
+    assert events == [sent("HI")]
 
 
 def test_class_view_refuses_when_no_subprotocol_matches(client):

@@ -47,10 +47,18 @@ def failing_view(request):
     raise RuntimeError("boom")
 
 
+def django_grip_view(request):
+    """django-grip's README check, and django-websocket's."""
+    if not request.grip_proxied:
+        return HttpResponse("Not Implemented\n", status=501)
+    return HttpResponse(f"websocket: {request.is_websocket()}")
+
+
 urlpatterns = [
     path("echo/<int:pk>/", Echo.as_view(), name="echo"),
     path("async/", async_view),
     path("fails/", failing_view),
+    path("grip/", django_grip_view),
     path("", include("tests.urls")),
 ]
 
@@ -225,6 +233,14 @@ def test_an_async_view_and_a_failing_view() -> None:
     with override_settings(DEBUG=False, DEBUG_PROPAGATE_EXCEPTIONS=False):
         failed = WebSocketRequest('{"url": "/fails/"}').get_response()
     assert failed.status_code == 500
+
+
+@local_urls
+def test_a_view_written_for_django_grip_reads_its_request_attributes() -> None:
+    """No middleware runs for the message, as in the seed, so ``request.grip_proxied`` raised
+    AttributeError: a 500, where the gateway answers 501 (seeds probe)."""
+    response = WebSocketRequest('{"url": "/grip/"}').get_response()
+    assert (response.status_code, response.content) == (501, b"Not Implemented\n")
 
 
 def test_repr_shows_no_token() -> None:

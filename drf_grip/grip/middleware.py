@@ -71,6 +71,18 @@ class GripRequest:
         return bool(self.last)
 
 
+def prepare_plain(request: HttpRequest) -> None:
+    """What every view may read of a request, WebSocket events aside: ``request.grip``,
+    ``grip_proxied``, ``grip_signed``, ``wscontext`` (``None``) and django-websocket's
+    ``is_websocket()`` and ``websocket``."""
+    grip = GripRequest(request)
+    request.grip = grip
+    request.grip_proxied = grip.proxied
+    request.grip_signed = grip.signed
+    request.wscontext = None
+    attach(request)
+
+
 PathHandler = Callable[[HttpRequest, str], HttpResponse]
 _path_handlers: dict[str, PathHandler] = {}
 
@@ -255,11 +267,7 @@ class GripMiddleware:
     # -- the two halves ----------------------------------------------------------------------
 
     def _prepare(self, request: HttpRequest, *, trust_direct: bool) -> HttpResponse | None:
-        grip = GripRequest(request)
-        request.grip = grip
-        request.grip_proxied = grip.proxied
-        request.grip_signed = grip.signed
-        request.wscontext = None
+        prepare_plain(request)
         try:
             request.wscontext = context_from_request(request, trust_direct=trust_direct)
         except MalformedEvents as exc:

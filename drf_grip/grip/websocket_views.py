@@ -25,6 +25,7 @@ is not installed.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -37,7 +38,14 @@ from django.views import View
 from ..protocol.events import MalformedEvents
 from .websocket_context import WebSocketContext
 from .websocket_decorators import websocket_only, websocket_view
-from .websocket_request import EndOfBatch, InvalidMessage, WebSocket, attach, decode_json
+from .websocket_request import (
+    EndOfBatch,
+    InvalidMessage,
+    WebSocket,
+    attach,
+    decode_json,
+    encode_json,
+)
 
 __all__ = [
     "InvalidMessage",
@@ -77,14 +85,19 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
+def _run(result: Any) -> Any:
+    """A hook's result; an ``async def`` hook's coroutine is run to its end here (the view
+    runs in Django's sync thread), where calling it alone would never run its body."""
+    return async_to_sync(_awaited)(result) if inspect.isawaitable(result) else result
+
+
 class WebSocketView(View):
     """A class-based view whose WebSocket traffic goes to ``websocket()`` (django-pistoke).
 
     Override ``websocket()`` to handle a batch yourself (``def`` or, as in django-pistoke,
-    ``async def``), or the sync hooks it calls (use the decorators for ``async def``
-    function views). An opening
-    connection is refused with 400 when the client offers subprotocols and none of
-    ``subprotocols`` is among them; ``select_subprotocol`` can decide otherwise.
+    ``async def``), or the hooks it calls (``def`` or ``async def``). An opening connection
+    is refused with 400 when the view has ``subprotocols`` and the client offers none of
+    them; ``select_subprotocol`` can decide otherwise.
     """
 
     #: Subprotocols this view speaks, in order of preference.
@@ -103,15 +116,39 @@ class WebSocketView(View):
             refused = self.websocket_handshake(request, ctx)
             if refused is not None:
                 return refused
+        else:
+            # Only the opening answer names the subprotocol, but the proxy sends the client's
+            # handshake headers with every batch (Pushpin and the embedded proxy alike), so
+            # the same choice is made again: django-pistoke's ``request.protokolla`` lasted
+            # the whole connection.
+            ctx.subprotocol = self.select_subprotocol(request, ctx.protocols)
+        request.receive = functools.partial(self._receive, request)
+        request.send = functools.partial(self._send_async, request)
         answer = self.websocket(request, *args, **kwargs)
         if inspect.isawaitable(answer):
             # django-pistoke's ``async def websocket(self, request)``: Django runs a class
             # with no async HTTP handler as a sync view, so the batch is awaited here.
             try:
-                answer = async_to_sync(_awaited)(answer)
+                answer = _run(answer)
             except EndOfBatch:
                 return None  # it waits for the next message: the connection stays open
         return answer
+
+    async def _receive(self, request: HttpRequest) -> Any:
+        """django-pistoke's ``await request.receive()`` in this view: the next message of the
+        batch, decoded as ``websocket_message`` gets it (pistoke's JSON protocol returned
+        parsed JSON); one ``decode_message`` refuses goes to ``websocket_invalid``."""
+        websocket: WebSocket = request.websocket
+        while True:
+            message = await websocket.receive()
+            try:
+                return self.decode_message(message)
+            except InvalidMessage as exc:
+                self.websocket_invalid(request, message, exc)
+
+    async def _send_async(self, request: HttpRequest, data: Any) -> None:
+        """django-pistoke's ``await request.send(data)`` in this view: ``encode_message``."""
+        request.websocket.send(self.encode_message(data))
 
     def websocket_handshake(
         self, request: HttpRequest, ctx: WebSocketContext
@@ -120,25 +157,28 @@ class WebSocketView(View):
         chosen = self.select_subprotocol(request, ctx.protocols)
         if chosen is not None:
             ctx.subprotocol = chosen
-        elif ctx.protocols and self.subprotocols:
-            # Browsers fail a handshake that offered subprotocols and got none back.
+        elif self.subprotocols:
+            # Browsers fail a handshake that offered subprotocols and got none back; a client
+            # that offered none cannot speak this endpoint's (django-pistoke refused both).
+            offered = ", ".join(ctx.protocols) or "none"
             return HttpResponseBadRequest(
-                f"No acceptable WebSocket subprotocol: offered {', '.join(ctx.protocols)}; "
+                f"No acceptable WebSocket subprotocol: offered {offered}; "
                 f"this endpoint speaks {', '.join(self.subprotocols)}.\n",
                 content_type="text/plain",
             )
         return None
 
     def select_subprotocol(self, request: HttpRequest, offered: Sequence[str]) -> str | None:
-        """The first of ``subprotocols`` that the client offered."""
-        return next((p for p in self.subprotocols if p in offered), None)
+        """The first subprotocol the client offered that is among ``subprotocols``: the client
+        lists them in its order of preference (RFC 6455 §4.1), as django-pistoke chose."""
+        return next((p for p in offered if p in self.subprotocols), None)
 
     def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
         """Handle one batch: open, then each message, then close. Return a non-2xx response
         from ``websocket_open`` to refuse the connection."""
         ws: WebSocket = request.websocket
         if request.wscontext.is_opening():
-            response = self.websocket_open(request)
+            response = _run(self.websocket_open(request))
             if response is not None:
                 return response
         for message in ws:
@@ -147,14 +187,19 @@ class WebSocketView(View):
             except InvalidMessage as exc:
                 self.websocket_invalid(request, message, exc)
                 continue
-            self.websocket_message(request, decoded)
+            _run(self.websocket_message(request, decoded))
         if ws.close_code is not None or request.wscontext.disconnected:
-            self.websocket_close(request, ws.close_code)
+            _run(self.websocket_close(request, ws.close_code))
         return None
 
     def decode_message(self, message: str | bytes) -> Any:
         """Turn a client message into what ``websocket_message`` receives (as is, here)."""
         return message
+
+    def encode_message(self, data: Any) -> Any:
+        """Turn what the view sends with ``await request.send()`` into a message (``str``
+        text, ``bytes`` binary, as is here)."""
+        return data
 
     def websocket_open(self, request: HttpRequest) -> HttpResponse | None:
         """A client connects; return a non-2xx response to refuse it."""
@@ -179,6 +224,9 @@ class JSONWebSocketView(WebSocketView):
 
     def decode_message(self, message: str | bytes) -> Any:
         return decode_json(message)
+
+    def encode_message(self, data: Any) -> str:
+        return encode_json(data)
 
     def websocket_invalid(
         self, request: HttpRequest, message: str | bytes, error: InvalidMessage

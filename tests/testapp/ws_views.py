@@ -4,8 +4,10 @@
   ``test``) and ``broadcast/`` (POST ``data`` -> every ``echo/`` client);
 - django-websocket: ``echo-once/`` (``require_websocket``, ``wait``/``send``) and
   ``lowercase/`` (``accept_websocket``, ``?message=`` over plain HTTP too);
-- django-pistoke: ``room/<name>/`` (a ``JSONWebSocketView`` with subprotocol ``chat.v1``
-  that also renders a page for GET) and ``room/<name>/post/`` (publish to a room).
+- django-pistoke: ``room/<name>/`` (a ``JSONWebSocketView`` with subprotocols ``chat.v1``
+  and ``chat.v2`` that also renders a page for GET) and ``room/<name>/post/`` (publish to a
+  room); ``pistoke-json/`` (its JSON protocol in its own loop), ``versioned/`` (subprotocol
+  choice), ``async-hooks/``.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def room_channel(name: str) -> str:
 
 
 class Room(JSONWebSocketView):
-    subprotocols = ["chat.v1"]
+    subprotocols = ["chat.v1", "chat.v2"]
 
     def get(self, request: HttpRequest, name: str) -> HttpResponse:
         return HttpResponse(f"<h1>Room {name}</h1>", content_type="text/html")
@@ -140,6 +142,35 @@ class PistokeEcho(WebSocketView):
                 await request.send(f'You wrote "{message}".')
             elif isinstance(message, bytes):
                 await request.send(f'You wrote "{message.decode("latin-1")}".'.encode("latin-1"))
+
+
+class PistokeJSON(JSONWebSocketView):
+    """django-pistoke's JSON protocol (``WebsocketJSONProtokolla``) kept in its own loop:
+    ``receive()`` gives parsed JSON, ``send()`` takes data to encode."""
+
+    async def websocket(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        while True:
+            data = await request.receive()
+            await request.send({"type": type(data).__name__, "echo": data})
+
+
+class Versioned(WebSocketView):
+    """Speaks ``v2`` or ``v1``; every message is answered with the subprotocol in use."""
+
+    subprotocols = ["v2", "v1"]
+
+    def websocket_message(self, request: HttpRequest, message: Any) -> None:
+        request.websocket.send(f"{request.wscontext.subprotocol}:{message}")
+
+
+class AsyncHooks(WebSocketView):
+    """The hooks written ``async def``."""
+
+    async def websocket_open(self, request: HttpRequest) -> None:
+        request.websocket.send("welcome")
+
+    async def websocket_message(self, request: HttpRequest, message: Any) -> None:
+        request.websocket.send(message.upper())
 
 
 @accept_websocket
@@ -187,6 +218,9 @@ urlpatterns = [
     path("first-only/", first_only),
     path("pistoke-echo/", PistokeEcho.as_view()),
     path("pistoke-function/", pistoke_function),
+    path("pistoke-json/", PistokeJSON.as_view()),
+    path("versioned/", Versioned.as_view()),
+    path("async-hooks/", AsyncHooks.as_view()),
     path("lowercase/", lower_case),
     path("lowercase-attribute/", lower_case_by_attribute),
     path("greet/", greet),

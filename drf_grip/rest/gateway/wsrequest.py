@@ -23,6 +23,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test.client import RequestFactory
 from django.urls import Resolver404, ResolverMatch, resolve
 
+from ...grip.middleware import prepare_plain
 from ...grip.websocket_request import InvalidMessage, decode_json
 from .inner_requests import check_method, inner_headers, split_url
 from .messages import MessageError
@@ -135,9 +136,14 @@ class WebSocketRequest:
             if isinstance(self.data, dict) and self.data:
                 extra = urlencode(self.data, doseq=True)
                 query = f"{query}&{extra}" if query else extra
-            return factory.generic(method, f"{path}?{query}" if query else path)
-        body = json.dumps(self.data, separators=(",", ":"))
-        return factory.generic(method, self.url, body, content_type="application/json")
+            request = factory.generic(method, f"{path}?{query}" if query else path)
+        else:
+            body = json.dumps(self.data, separators=(",", ":"))
+            request = factory.generic(method, self.url, body, content_type="application/json")
+        # No middleware runs here, as in the seed; a view written for django-grip still reads
+        # ``request.grip_proxied`` (an AttributeError, a 500, before: seeds probe).
+        prepare_plain(request)
+        return request
 
     def get_view(self, resolver_match: ResolverMatch, request: HttpRequest) -> HttpResponse:
         """The resolved view's answer, rendered; an exception becomes the response Django's

@@ -1,0 +1,45 @@
+"""django-pistoke's class-based views through a real Pushpin and the embedded proxy alike: the
+subprotocol the client prefers, kept for the whole connection, and its JSON protocol in its own
+loop (views in tests/testapp/ws_views.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from drf_grip.testing.proxies import ProxyUnderTest
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_the_subprotocol_the_client_prefers_lasts_the_connection(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    # Pushpin re-sends the handshake's headers with every batch; the choice was made on the
+    # opening batch only, and later batches saw none (seeds probe).
+    url = f"{grip_proxy.ws_url}/ws/versioned/"
+    with connect(url, proxy=None, open_timeout=10, subprotocols=["v1", "v2"]) as ws:
+        assert ws.subprotocol == "v1"
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "v1:hi"
+        ws.send("again")
+        assert ws.recv(timeout=5) == "v1:again"
+
+
+def test_a_client_offering_no_subprotocol_is_refused(grip_proxy: ProxyUnderTest) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"{grip_proxy.ws_url}/ws/versioned/", proxy=None, open_timeout=10)
+    assert refused.value.response.status_code == 400
+
+
+def test_pistokes_json_protocol_in_its_own_loop(grip_proxy: ProxyUnderTest) -> None:
+    with connect(f"{grip_proxy.ws_url}/ws/pistoke-json/", proxy=None, open_timeout=10) as ws:
+        ws.send('{"x": 1}')
+        assert json.loads(ws.recv(timeout=5)) == {"type": "dict", "echo": {"x": 1}}
+        ws.send("{nope")
+        assert "invalid JSON" in json.loads(ws.recv(timeout=5))["error"]
+        ws.send("[2]")
+        assert json.loads(ws.recv(timeout=5)) == {"type": "list", "echo": [2]}
