@@ -126,6 +126,60 @@ def test_if_match_from_the_browsable_api_is_checked_against_the_views_json():
     assert response.status_code == 200
 
 
+def _next_change(ws, answer):
+    """The first change after a subscribe ``answer`` (skipping the answer's settle, README),
+    as sent, and parsed."""
+    while True:
+        raw = ws.receive(timeout=5)
+        change = json.loads(raw)  # a change that is not JSON fails here
+        if change.get("etag") != answer["etag"]:
+            return raw, change
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/probe/json-csv-todos/", "/api/probe/shared-json-csv-todos/"]
+)
+@pytest.mark.parametrize("how", ["accept", "format"])
+def test_a_gateway_subscription_that_asked_for_csv_gets_its_changes_as_csv_text(path, how):
+    """A subscriber that asked for CSV (or YAML) of a view serving JSON too: a shared view's
+    change spliced the CSV into the message raw, which is not JSON at all, and ``?format=``
+    answered 406, the gateway asking for JSON alone (DRF probe). Each change's ``data`` is
+    the text a fresh GET returns, as in the first answer."""
+    Todo.objects.create(title="a")
+    if how == "accept":
+        message = {"id": 1, "subscribe": path, "headers": {"Accept": "text/csv"}}
+        fresh_get = lambda: GripAPIClient().get(path, HTTP_ACCEPT="text/csv")  # noqa: E731
+    else:
+        message = {"id": 1, "subscribe": path + "?format=csv"}
+        fresh_get = lambda: GripAPIClient().get(path + "?format=csv")  # noqa: E731
+    ws = WebSocketTestClient().connect("/api/ws/")
+    ws.send_json(message)
+    answer = ws.receive_json()
+    assert answer["status"] == 200, answer
+    assert answer["data"] == fresh_get().content.decode()
+    Todo.objects.create(title="b")
+    _raw, change = _next_change(ws, answer)
+    fresh = fresh_get()
+    assert change["data"] == fresh.content.decode() and ",b," in change["data"]
+    assert change["etag"] == fresh["ETag"]
+
+
+@pytest.mark.parametrize("path", ["/api/probe/jsonapi-todos/", "/api/probe/shared-jsonapi-todos/"])
+def test_gateway_changes_of_a_json_api_view_carry_its_json_as_the_answer_did(path):
+    """A private view's change sent a ``+json`` body as a JSON string, where the answer and
+    a shared change carry the document itself (DRF probe)."""
+    Todo.objects.create(title="a")
+    ws = WebSocketTestClient().connect("/api/ws/")
+    ws.send_json({"id": 1, "subscribe": path})
+    answer = ws.receive_json()
+    assert isinstance(answer["data"], dict), answer
+    Todo.objects.create(title="b")
+    raw, change = _next_change(ws, answer)
+    fresh = GripAPIClient().get(path)
+    assert change["data"] == fresh.json() and change["etag"] == fresh["ETag"]
+    assert fresh.content.decode() in raw  # spliced as rendered
+
+
 @pytest.mark.parametrize(
     "how,view",
     [

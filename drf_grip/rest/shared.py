@@ -322,15 +322,18 @@ def render_live(recorded: RecordedRequest) -> tuple[int, bytes, dict[str, str], 
     )
 
 
-def _ws_message(url: str, status: int, etag: str | None = None, body: bytes = b"") -> str:
-    """A change message for gateway subscribers:
-    ``{"event": "change", "url": LIVE, "status": 200, "etag": ..., "data": ...}``; gone or
-    hidden: ``{"event": "change", "url": LIVE, "status": 404}``."""
-    head = json.dumps({"event": "change", "url": url, "status": status})
-    if status != 200:
-        return head
-    head = head[:-1] + ", " + json.dumps({"etag": etag})[1:-1]
-    return head + ', "data": ' + body.decode() + "}"
+def _ws_message(
+    url: str, status: int, body: bytes, headers: dict[str, str], etag: str | None = None
+) -> str:
+    """A change message for gateway subscribers, with no subscription id (one message for all
+    of them): ``{"event": "change", "url": LIVE, "status": 200, "etag": ..., "data": ...}``;
+    gone or hidden: ``{"event": "change", "url": LIVE, "status": 404, "error": ...}``."""
+    from .gateway.messages import change_event, media_type_of
+
+    content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+    return change_event(
+        {"event": "change", "url": url}, status, body, media_type_of(content_type), etag
+    )
 
 
 def publish_shared(
@@ -699,7 +702,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
                 "body": body.decode(),
             },
             "http-stream": {"content": format_event(body, id=etag).decode()},
-            "ws-message": {"content": _ws_message(url, 200, etag, body)},
+            "ws-message": {"content": _ws_message(url, 200, body, headers, etag)},
         }
         formats = _pushable(formats, url, len(body))
         if "content" in formats["http-stream"] and _behind_a_subscriber(channel, ticket, tag):
@@ -717,7 +720,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         from .publishing import HINT, delete_formats
 
         tag = f"status-{status}"
-        ws = {"content": _ws_message(url, status)}
+        ws = {"content": _ws_message(url, status, body, headers)}
         if status in (404, 410):
             # Gone or hidden: a hint gives each long-poll a clean answer from the origin,
             # and streams a final event.

@@ -541,6 +541,8 @@ def test_a_shared_page_that_comes_back_reaches_its_gateway_subscriber(
         todos[1].delete()
         gone = receive(ws)
         assert gone["event"] == "change" and gone["status"] == 404, gone
+        # What a fresh GET is told, as a private change says (it said nothing: DRF probe).
+        assert gone["error"] == Client().get(path, HTTP_HOST=host).json()["detail"]
         Todo.objects.create(title="back")
         started = time.monotonic()
         back = receive(ws, timeout=10)

@@ -101,6 +101,18 @@ class SharedCsvTodos(CsvTodos):
     realtime_delivery = "shared"
 
 
+class JsonCsvTodos(UpperTodos):
+    """JSON first, CSV when asked for (``Accept: text/csv``, ``?format=csv``)."""
+
+    renderer_classes = [UpperKeysJSONRenderer, CsvRenderer]
+    pagination_class = None
+    schema = None  # tests/test_openapi.py reads every operation as application/json
+
+
+class SharedJsonCsvTodos(JsonCsvTodos):
+    realtime_delivery = "shared"
+
+
 class TitleWriteSerializer(serializers.ModelSerializer):
     class Meta:
         model = Todo
@@ -308,6 +320,8 @@ router.register("method-todos", MethodSerializerTodos, basename="method-todo")
 router.register("jsonapi-todos", JsonApiTodos, basename="jsonapi-todo")
 router.register("shared-jsonapi-todos", SharedJsonApiTodos, basename="shared-jsonapi-todo")
 router.register("csv-todos", CsvTodos, basename="csv-todo")
+router.register("json-csv-todos", JsonCsvTodos, basename="json-csv-todo")
+router.register("shared-json-csv-todos", SharedJsonCsvTodos, basename="shared-json-csv-todo")
 router.register("shared-csv-todos", SharedCsvTodos, basename="shared-csv-todo")
 router.register("project-tasks", ProjectTasks, basename="project-task")
 router.register("shared-fields-todos", SharedFieldsTodos, basename="shared-fields-todo")

@@ -226,7 +226,10 @@ def build_inner_request(
     # answer goes into a JSON message as text, and a compressed body (GZipMiddleware)
     # arrived as garbage.
     environ.pop("HTTP_ACCEPT_ENCODING", None)
-    environ.setdefault("HTTP_ACCEPT", json_media_type(path))
+    # JSON first, and what the URL's format asks for (``?format=csv``, ``.csv``) after it:
+    # DRF ranks Accept by precedence, not weight, so ``*/*`` serves only what has no JSON,
+    # and JSON alone answered such a URL 406 where a GET serves it (DRF probe).
+    environ.setdefault("HTTP_ACCEPT", f"{json_media_type(path)}, */*")
     environ["CONTENT_TYPE"] = "application/json"
     return wsgi_request(
         environ,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from django.http import HttpResponse
@@ -34,9 +35,12 @@ __all__ = [
     "refused_answer",
     "MessageError",
     "answer_of",
+    "change_event",
     "change_message",
     "decode_message",
     "end_message",
+    "is_json",
+    "media_type_of",
     "refusal_error",
     "REVOKED_ERROR",
     "valid_id",
@@ -84,7 +88,12 @@ def valid_id(value: Any) -> bool:
 
 
 def _media_type(response: HttpResponse) -> str:
-    return response.get("Content-Type", "").split(";")[0].strip().lower()
+    return media_type_of(response.get("Content-Type", ""))
+
+
+def media_type_of(content_type: str) -> str:
+    """``text/csv; charset=utf-8`` → ``text/csv``."""
+    return content_type.split(";")[0].strip().lower()
 
 
 def sent_limit() -> int:
@@ -126,10 +135,9 @@ def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
     content = response.content
     data: Any = None
     if content:
-        content_type = _media_type(response)
         text = content.decode("utf-8", "replace")
         data = text
-        if content_type == "application/json" or content_type.endswith("+json"):
+        if is_json(_media_type(response)):
             try:
                 data = json.loads(text)
             except ValueError:
@@ -142,28 +150,61 @@ def answer_of(message_id: Any, response: HttpResponse) -> dict[str, Any]:
     return answer
 
 
-def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str, str]:
-    """The ``change`` event for one re-rendered private subscription, and its version.
+def is_json(media_type: str) -> bool:
+    """Whether a body of ``media_type`` is JSON (``application/json``, HAL's and JSON:API's
+    ``+json`` types)."""
+    return media_type == "application/json" or media_type.endswith("+json")
 
-    A JSON body is spliced in as rendered, so the event carries the same bytes a GET returns.
-    """
-    head = {"event": "change", "id": sub["id"], "url": sub["url"], "status": response.status_code}
-    if response.status_code != 200:
+
+def change_event(
+    head: dict[str, Any], status: int, content: bytes, media_type: str, etag: str | None = None
+) -> str:
+    """A ``change`` event, the one codec of shared and private ones: ``head`` (``event``,
+    ``url``, a private subscription's ``id``) and ``status``; a 200 carries ``etag`` and
+    ``data`` as a first answer does (``answer_of``): a JSON body spliced in as rendered, so
+    the event carries the bytes a GET returns, any other (CSV, YAML) as a JSON string, an
+    empty one as ``null``; other statuses carry ``error``. A shared change spliced a CSV body
+    in raw (no JSON at all), and a private one sent a ``+json`` body as a string (DRF
+    probe)."""
+    head = {**head, "status": status}
+    if status != 200:
         head["error"] = (
-            "server error" if response.status_code >= 500
-            else _detail(response) or response.reason_phrase
+            "server error"
+            if status >= 500
+            else _detail_of(content, media_type) or _phrase(status)
         )
-        return json.dumps(head), f"status-{response.status_code}"
-    reason = too_large(response)
-    if reason is not None:
-        head.update(status=413, error=reason)
-        return json.dumps(head), "status-413"
-    etag = response.get("ETag") or make_etag(response.content)
+        return json.dumps(head)
     head["etag"] = etag
-    text = response.content.decode("utf-8", "replace")
-    if _media_type(response) != "application/json":
-        text = json.dumps(text)
-    return json.dumps(head)[:-1] + ', "data": ' + text + "}", etag
+    if not content:
+        data = "null"
+    elif is_json(media_type):
+        data = content.decode("utf-8", "replace")
+    else:
+        data = json.dumps(content.decode("utf-8", "replace"))
+    return json.dumps(head)[:-1] + ', "data": ' + data + "}"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # a status of the view's own
+        return f"status {status}"
+
+
+def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str, str]:
+    """The ``change`` event for one re-rendered private subscription, and its version."""
+    head = {"event": "change", "id": sub["id"], "url": sub["url"]}
+    status = response.status_code
+    if status == 200:
+        reason = too_large(response)
+        if reason is not None:
+            return json.dumps({**head, "status": 413, "error": reason}), "status-413"
+    else:
+        return change_event(head, status, response.content, _media_type(response)), (
+            f"status-{status}"
+        )
+    etag = response.get("ETag") or make_etag(response.content)
+    return change_event(head, 200, response.content, _media_type(response), etag), etag
 
 
 REVOKED_ERROR = "the subscription's credentials are no longer valid"
@@ -178,11 +219,14 @@ def refusal_error(response: HttpResponse) -> str:
 
 def _detail(response: HttpResponse) -> str | None:
     """DRF's ``detail`` in a refusal's JSON body: what a fresh GET is told."""
-    media_type = _media_type(response)
-    if media_type != "application/json" and not media_type.endswith("+json"):
+    return _detail_of(response.content, _media_type(response))
+
+
+def _detail_of(content: bytes, media_type: str) -> str | None:
+    if not is_json(media_type):
         return None
     try:
-        detail = json.loads(response.content).get("detail")
+        detail = json.loads(content).get("detail")
     except (ValueError, AttributeError):
         return None
     return detail[:200] if isinstance(detail, str) and detail else None
