@@ -63,6 +63,29 @@ def test_a_held_long_poll_goes_to_the_proxy_as_a_200_that_answers_304(todos):
     assert direct.status_code == 304 and "Grip-Status" not in direct
 
 
+def test_a_representation_is_stored_by_no_cache(todos):
+    """A browser keeps an answer that carries a validator and revalidates it with
+    ``If-None-Match``, which is a long-poll here: a second plain ``fetch()`` of the URL, or a
+    reload, waited out the hold, 55 s (a probe with Chromium). The timeout's 304 carries what
+    the 200 would (RFC 9110 §15.4.5)."""
+    first = APIClient().get("/api/todos/5/")
+    assert first["Cache-Control"] == "no-store"
+    held = ProxiedClient().get("/api/todos/5/", HTTP_IF_NONE_MATCH=first["ETag"])
+    assert held["Grip-Hold"] == "response" and held["Cache-Control"] == "no-store"
+    stream = APIClient().get("/api/todos/5/", HTTP_ACCEPT="text/event-stream")
+    assert stream["Cache-Control"] == "no-cache"
+
+
+def test_a_stream_varies_on_what_its_json_varies_on(todos):
+    """The stream is chosen by ``Accept`` as the JSON is, and said so in no ``Vary`` (a
+    probe; RFC 9110 §12.5.5)."""
+    plain = APIClient().get("/api/todos/5/")
+    direct = APIClient().get("/api/todos/5/", HTTP_ACCEPT="text/event-stream")
+    held = ProxiedClient().get("/api/todos/5/", HTTP_ACCEPT="text/event-stream")
+    assert "Accept" in plain["Vary"]
+    assert direct["Vary"] == held["Vary"] == plain["Vary"]
+
+
 def test_stale_if_none_match_answers_at_once(todos):
     resp = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH='"stale"')
     assert resp.status_code == 200 and "Grip-Hold" not in resp
@@ -70,8 +93,11 @@ def test_stale_if_none_match_answers_at_once(todos):
 
 def test_direct_request_is_ordinary_conditional_get(todos):
     etag = APIClient().get("/api/todos/")["ETag"]
-    resp = APIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag)
+    resp = APIClient().get("/api/todos/", HTTP_IF_NONE_MATCH=etag, HTTP_PREFER="wait=30")
     assert resp.status_code == 304 and "Grip-Hold" not in resp
+    # Answered at once: no wait applied (it said wait=30: a probe; RFC 7240 §3). A 304's
+    # Content-Length is the 200's or none (RFC 9110 §8.6): it said 0.
+    assert "Preference-Applied" not in resp and "Content-Length" not in resp
 
 
 @override_settings(GRIP_PROXY_REQUIRED=True)

@@ -293,6 +293,10 @@ class GripMiddleware:
         if getattr(request, "wscontext", None) is not None:
             response = finish_response(request, response)
         assert response is not None
+        if response.status_code == 304 and response.has_header("Content-Length"):
+            # A 304's Content-Length must be the 200's or absent (RFC 9110 §8.6); Django's
+            # CommonMiddleware, inside this one, gave a direct client's 304 its own, 0.
+            del response["Content-Length"]
         return self.apply_instruct(request, response, direct_headers=direct_headers)
 
     def apply_instruct(

@@ -717,6 +717,7 @@ class _RealtimeBase(RealtimeHooks):
                 content, etag = self.render_representation(response)
                 response["ETag"] = etag
                 context.result_etag = etag
+                _stored_by_no_cache(response)  # a shared render's headers are pushed
             return response
         if self.is_event_stream(request):
             return self.stream_response(request, response, policy)
@@ -726,6 +727,7 @@ class _RealtimeBase(RealtimeHooks):
         if response.status_code != 200:
             return response
         response["ETag"] = etag
+        _stored_by_no_cache(response)
         if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag) or self._star_moved_on(
             request, etag
         ):
@@ -941,7 +943,10 @@ class _RealtimeBase(RealtimeHooks):
             return held  # the client asks again: its next hold is a new request (unchanged.py)
         self._catch_up_confirmed(request, policy)
         timeout = self.get_hold_timeout()
-        if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None:
+        if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None and grip_of(
+            request
+        ).proxied:
+            # A direct client's 304 comes at once: no wait was applied (RFC 7240 §3).
             held["Preference-Applied"] = f"wait={timeout}"
         unchanged = getattr(self, "_realtime_unchanged", None)
         own = not grip_of(request).last
@@ -998,6 +1003,10 @@ class _RealtimeBase(RealtimeHooks):
         stream = HttpResponse(body, content_type=EVENT_STREAM)
         stream["Cache-Control"] = "no-cache"
         stream["X-Accel-Buffering"] = "no"
+        if response.has_header("Vary"):
+            # Negotiated like the JSON (RFC 9110 §12.5.5): DRF's ``Vary: Accept``, which the
+            # stream's own response lacked (a probe).
+            stream["Vary"] = response["Vary"]
         grip = grip_of(request)
         if not grip.proxied:
             if grip_settings.proxy_required:
@@ -1158,3 +1167,15 @@ class RealtimeMixin(_RealtimeBase):
 
 
 __all__ += ["grip_of", "RealtimeContext"]
+
+
+def _stored_by_no_cache(response: Response) -> None:
+    """``Cache-Control: no-store`` on a representation that carries an ETag, unless the view
+    set its own. A browser (or any HTTP cache) keeps an answer with a validator and
+    revalidates it with ``If-None-Match`` on its next use, and here that is a long-poll: a
+    plain ``fetch()`` of the URL again, or a reload, waited out the hold, 55 s (a probe with
+    Chromium). Stored by no cache, an ``If-None-Match`` reaches the view only when the
+    client sent it on purpose (the Fetch standard sends a request that carries one by hand
+    past the cache)."""
+    if not response.has_header("Cache-Control"):
+        response["Cache-Control"] = "no-store"
