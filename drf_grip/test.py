@@ -74,6 +74,7 @@ from .protocol import (
 from .protocol.signing import hs256_encode, is_public_key
 
 __all__ = [
+    "ConnectionClosed",
     "GripAPIClient",
     "GripInstruction",
     "Outbox",
@@ -83,6 +84,7 @@ __all__ = [
     "assert_not_held",
     "capture_published",
     "grip_signature",
+    "reset_realtime_state",
     "wait_published",
 ]
 
@@ -144,6 +146,17 @@ class _SocketSink:
 
 
 _sockets = _SocketSink()
+
+
+class ConnectionClosed(Exception):
+    """What :meth:`WebSocketConnection.receive` raises once the connection is closed and
+    every message it got has been read: ``code`` and ``reason`` of the close."""
+
+    def __init__(self, path: str, code: int | None, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        said = f" ({reason})" if reason else ""
+        super().__init__(f"the WebSocket at {path} is closed: code {code}{said}")
 
 
 class WebSocketConnection:
@@ -327,9 +340,12 @@ class WebSocketConnection:
             pass
         _settle(timeout)
         try:
-            return self._inbox.get(timeout=timeout)
+            return self._inbox.get(timeout=0 if self.closed else timeout)
         except queue.Empty:
             self._tell_origin()
+            if self.closed:
+                # It waited out the timeout and said only that (a test-kit probe).
+                raise ConnectionClosed(self.path, self.close_code, self.close_reason) from None
             raise TimeoutError(f"no message on {self.path} within {timeout} s") from None
 
     def receive_json(self, timeout: float = 2.0) -> Any:
@@ -372,15 +388,40 @@ class WebSocketConnection:
         self.close()
 
 
+def _handed_over(timeout: float) -> bool:
+    """Wait until committed changes are handed to the publisher, which decides then where
+    each item goes (``destinations.targets``); False after ``timeout`` seconds."""
+    from .rest.change_worker import wait_idle
+
+    return wait_idle(timeout)
+
+
 def _settle(timeout: float) -> bool:
     """Wait until committed changes are handed to the publisher, then until it has sent
     them; False if that took longer than ``timeout`` seconds."""
-    from .rest.change_worker import wait_idle
-
     deadline = time.monotonic() + timeout
-    if not wait_idle(timeout):
+    if not _handed_over(timeout):
         return False
     return get_publisher().flush(max(0.0, deadline - time.monotonic()))
+
+
+def reset_realtime_state(timeout: float = 10.0) -> None:
+    """Start a test afresh: wait until changes committed so far are handed to the
+    publisher (so none lands in the next outbox), then forget drf-grip's realtime state —
+    versions, live URLs and their cap, recorded policies, hold counts, gateway
+    subscriptions — as ``cache.clear()`` would, but leaving the rest of the cache alone. It needs a state cache private to the
+    process (``LocMemCache``, the usual test cache, or none); with one shared by processes
+    (Redis, a file, the database) it raises ``RuntimeError``: clear that one yourself."""
+    from .rest.buckets import holds_counted_here
+    from .rest.store import forget_state
+
+    _handed_over(timeout)
+    if not forget_state():
+        raise RuntimeError(
+            "reset_realtime_state() needs a state cache private to this process "
+            "(DRF_GRIP['VERSION_CACHE'] a LocMemCache); clear a shared one yourself"
+        )
+    holds_counted_here()
 
 
 def wait_published(timeout: float = 10.0) -> None:
@@ -537,9 +578,15 @@ def capture_published(*, send: bool = False) -> Iterator[Outbox]:
     """Collect what this process publishes into an :class:`Outbox`, like
     ``django.core.mail.outbox``: meanwhile nothing goes over the network, whatever
     ``GRIP_URL`` says, unless ``send=True`` (then it is also sent as usual; an embedded
-    proxy in this process gets it either way). Changes publish after commit and off the
-    request thread: call :func:`wait_published` before looking."""
+    proxy in this process gets it either way). Nested, the innermost decides whether items
+    leave the process, and every open outbox sees them. Changes publish after commit and
+    off the request thread: call :func:`wait_published` before looking; what was committed
+    before the block goes where it would have gone without it."""
     outbox = Outbox()
+    # Changes committed before the block (a module fixture's) publish a moment later, from
+    # another thread: one of them landed in the outbox now and on the network a second
+    # later, as the threads went (a test-kit probe). They go where they would without it.
+    _handed_over(_CAPTURE_SETTLE)
     register_local_sink(outbox, exclusive=not send, observes=send)
     try:
         yield outbox

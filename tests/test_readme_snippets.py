@@ -68,12 +68,14 @@ def test_board_is_live(user):
 
 # conftest.py
 import pytest
-from drf_grip.test import capture_published
+from drf_grip.test import capture_published, reset_realtime_state
 
 
 @pytest.fixture(autouse=True)
 def published():
-    """What each test publishes, kept off the network."""
+    """What each test publishes, kept off the network; no realtime state of earlier
+    tests (live URLs, versions, hold counts)."""
+    reset_realtime_state()
     with capture_published() as outbox:
         yield outbox
 

@@ -11,11 +11,13 @@ from rest_framework.test import APIClient
 
 from drf_grip import publish
 from drf_grip.test import (
+    ConnectionClosed,
     GripAPIClient,
     WebSocketTestClient,
     assert_held,
     assert_not_held,
     capture_published,
+    reset_realtime_state,
     wait_published,
 )
 from drf_grip.testing.process import ManagedProcess
@@ -273,7 +275,7 @@ def test_a_close_the_server_makes_is_told_to_the_view_as_a_proxy_does():
         # gripcontrol 4.2 (setup.cfg's minimum) does not have.
         close = {"action": "close", "code": 4001, "reason": "kicked"}
         publish("kit-kicked", {"ws-message": close})
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ConnectionClosed, match="closed: code 4001 .kicked."):
             ws.receive(timeout=0.2)
         assert (ws.closed, ws.close_code, ws.close_reason) == (True, 4001, "kicked")
         assert CLOSES["kit-kicked"]
@@ -401,3 +403,76 @@ def test_a_server_started_on_a_thread_that_ends_keeps_running() -> None:
             server.process.wait(timeout=2)  # the death signal comes at once, if at all
     finally:
         server.stop()
+
+
+# -- a test afresh (test-kit probe) ---------------------------------------------------------
+
+
+def _shared_url_channels(outbox) -> list[str]:
+    return [c for c in outbox.channels if c.startswith("drf.url.")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reset_realtime_state_forgets_the_live_urls_of_earlier_tests():
+    """A shared URL only an earlier test subscribed to was still rendered and pushed at
+    a later test's change, and a live-URL cap filled by earlier tests made a later hold
+    fall back to hints. After ``reset_realtime_state()`` a change pushes nothing for the
+    earlier URL, and a new subscription is listed and pushed as in a fresh process."""
+    client = GripAPIClient()
+    etag = client.get("/api/shared-todos/?search=earlier")["ETag"]
+    assert_held(client.get("/api/shared-todos/?search=earlier", HTTP_IF_NONE_MATCH=etag))
+    reset_realtime_state()
+    with capture_published() as outbox:
+        Todo.objects.create(title="later")
+        wait_published()
+    assert _shared_url_channels(outbox) == []
+
+    etag = client.get("/api/shared-todos/")["ETag"]
+    held = assert_held(client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH=etag))
+    with capture_published() as outbox:
+        Todo.objects.create(title="again")
+        wait_published()
+    assert _shared_url_channels(outbox) == [held.channels[0]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_nobody_holds_publishes_the_same_whatever_ran_before(monkeypatch):
+    """A process with a per-process cache that never counted a hold hinted every one of a
+    channel's 64 buckets; once an earlier test had held, one bucket. After
+    ``reset_realtime_state()`` the process is the one origin of its tests' holds."""
+    from drf_grip.rest import buckets
+
+    monkeypatch.setattr(buckets, "_counts_holds_here", False)  # as in a fresh process
+    reset_realtime_state()
+    with capture_published() as outbox:
+        Todo.objects.create(title="nobody holds it")
+        wait_published()
+    assert outbox and not [c for c in outbox.channels if "~b" in c], outbox.channels
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outbox_gets_nothing_committed_before_it_opened():
+    """A change committed before ``capture_published()`` opened (a module fixture's) landed
+    in the new outbox or went elsewhere, as the publisher's thread went."""
+    with capture_published() as before:
+        Todo.objects.create(title="before")
+        with capture_published() as outbox:
+            pass
+        wait_published()
+    assert before and not outbox
+
+
+def test_the_innermost_capture_decides_whether_items_leave_the_process(settings):
+    """``capture_published(send=True)`` inside a conftest's autouse capture sent nothing,
+    and the publisher counted its items as sent."""
+    from drf_grip.grip.destinations import targets
+    from drf_grip.grip.transports import HttpTarget
+
+    settings.GRIP_URL = "http://127.0.0.1:9/publish/"
+    with capture_published():
+        assert not any(isinstance(t, HttpTarget) for t in targets())
+        with capture_published(send=True):
+            assert any(isinstance(t, HttpTarget) for t in targets())
+            with capture_published():
+                assert not any(isinstance(t, HttpTarget) for t in targets())
+        assert not any(isinstance(t, HttpTarget) for t in targets())

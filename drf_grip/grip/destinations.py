@@ -15,9 +15,12 @@ __all__ = ["register_local_sink", "targets", "unregister_local_sink"]
 logger = logging.getLogger("drf_grip.publish")
 
 _local_sinks: list[LocalSink] = []
-# Sinks registered with ``exclusive=True`` (the test kit's outbox): while one is, nothing
-# goes over the network, whatever the settings name.
-_exclusive: list[LocalSink] = []
+# Sinks registered with ``exclusive`` or ``observes`` (the test kit's outboxes), newest
+# last, each with whether it is exclusive: while the newest is, nothing goes over the
+# network, whatever the settings name. The newest decides, so a test's
+# ``capture_published(send=True)`` inside a conftest's autouse capture sends (it sent
+# nothing, and the publisher counted its items as sent: a test-kit probe).
+_captures: list[tuple[LocalSink, bool]] = []
 # Sinks registered with ``observes=True`` (the test kit's outbox with ``send=True``): they
 # see every item but deliver none, so they do not stand for an embedded proxy in this
 # process, and the items still go where they would without them.
@@ -35,8 +38,8 @@ def register_local_sink(
     with _sinks_lock:
         if not any(s is sink for s in _local_sinks):
             _local_sinks.append(sink)
-        if exclusive and not any(s is sink for s in _exclusive):
-            _exclusive.append(sink)
+        if (exclusive or observes) and not any(s is sink for s, _ in _captures):
+            _captures.append((sink, exclusive))
         if observes and not any(s is sink for s in _observers):
             _observers.append(sink)
 
@@ -45,7 +48,7 @@ def unregister_local_sink(sink: LocalSink) -> None:
     """Stop delivering to ``sink``; items already queued for it are still handed over."""
     with _sinks_lock:
         _local_sinks[:] = [s for s in _local_sinks if s is not sink]
-        _exclusive[:] = [s for s in _exclusive if s is not sink]
+        _captures[:] = [(s, e) for s, e in _captures if s is not sink]
         _observers[:] = [s for s in _observers if s is not sink]
 
 
@@ -54,7 +57,7 @@ def targets() -> list[Target]:
     global _warned_unconfigured
     with _sinks_lock:
         sinks = list(_local_sinks)
-        if _exclusive:
+        if _captures and _captures[-1][1]:
             return [SinkTarget(s) for s in sinks]
         proxies = [s for s in sinks if not any(s is o for o in _observers)]
     endpoints = list(grip_settings.publish_endpoints)

@@ -275,6 +275,16 @@ def _bucket_channels(held: dict[str, int | None]) -> dict[str, list[str]]:
 _counts_holds_here = False
 
 
+def holds_counted_here() -> None:
+    """Say that this process counts every hold of its state cache (a test process: its
+    clients are requests of its own), so a missing count means nobody held. Until it did
+    count one, a change in a process with a per-process cache hinted every bucket, so what
+    a test's change published depended on whether an earlier test had held (a test-kit
+    probe: 128 items, or 2)."""
+    global _counts_holds_here
+    _counts_holds_here = True
+
+
 def _held(channel: str, version: str | None) -> int | None:
     """Holds counted at ``version``; None when this process cannot know (a per-process
     cache in a process that never counted a hold: a shell publishing for runserver)."""

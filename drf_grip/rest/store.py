@@ -529,6 +529,27 @@ def cache_failed(exc: BaseException) -> bool:
     return raised_by_cache(exc) or not usable()
 
 
+def forget_state() -> bool:
+    """Forget drf-grip's realtime state (versions, live URLs, recorded policies, hold counts,
+    gateway subscriptions) in a state cache private to this process, leaving the rest of
+    that cache alone; False, forgetting nothing, for a cache shared with other processes,
+    whose keys cannot be listed. For tests: a live URL, a policy or the live-URL cap that
+    an earlier test filled carried over into the next one (a test-kit probe). The
+    per-process memos of what was written (``SlotIndex.renew``) read the cache again when
+    their key is gone, so a flush loses nothing they stand for."""
+    cache = state_cache()
+    if not isinstance(cache, LocMemCache):
+        return False
+    # LocMemCache keeps ``make_key`` names in ``_cache`` and ``_expire_info`` under ``_lock``
+    # (django/core/cache/backends/locmem.py, the same from Django 4.2 to 6.0).
+    marker = ":drf_grip:"
+    with cache._lock:
+        for key in [k for k in cache._cache if marker in k]:
+            del cache._cache[key]
+            cache._expire_info.pop(key, None)
+    return True
+
+
 def per_process_state() -> bool:
     """True when the state cache is private to this process (local memory, dummy)."""
     return isinstance(state_cache(), LocMemCache)
