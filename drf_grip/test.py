@@ -409,9 +409,10 @@ def reset_realtime_state(timeout: float = 10.0) -> None:
     """Start a test afresh: wait until changes committed so far are handed to the
     publisher (so none lands in the next outbox), then forget drf-grip's realtime state —
     versions, live URLs and their cap, recorded policies, hold counts, gateway
-    subscriptions — as ``cache.clear()`` would, but leaving the rest of the cache alone. It needs a state cache private to the
-    process (``LocMemCache``, the usual test cache, or none); with one shared by processes
-    (Redis, a file, the database) it raises ``RuntimeError``: clear that one yourself."""
+    subscriptions — as ``cache.clear()`` would, but leaving the rest of the cache alone.
+    It needs a state cache private to the process (``LocMemCache``, the usual test cache,
+    or none); with one shared by processes (Redis, a file, the database) it raises
+    ``RuntimeError``: clear that one yourself."""
     from .rest.buckets import holds_counted_here
     from .rest.store import forget_state
 
