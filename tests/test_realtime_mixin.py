@@ -924,6 +924,30 @@ def test_a_signed_in_shared_stream_is_not_sent_a_pushed_change_again_by_its_next
             assert b'"title":"newer"' in fetch.get(_link_of(again), **missed).content
 
 
+@pytest.mark.django_db
+def test_a_signed_in_stream_of_a_view_anyone_may_read_goes_on_after_a_logout(
+    django_user_model,
+):
+    """A session subscriber of a shared view anyone may read is delivered its pushes, and a
+    fresh GET after the session ended gets the same list, anonymously. Its link's fetch
+    (behind Pushpin, after a hint or to recover) checked the subscriber's identity and
+    ended the stream with ``event: error`` 403, on some changes and not others, while the
+    embedded proxy's stream, the gateway and the long-poll went on (security probe)."""
+    from drf_grip import paused
+
+    user = django_user_model.objects.create_user("reader", password="secret")
+    Todo.objects.create(title="old")
+    client = ProxiedClient()
+    client.force_login(user)
+    resp = client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
+    client.logout()  # the session is deleted; the stream's recorded cookie names it still
+    with paused():
+        Todo.objects.create(title="after the logout")
+    fetched = ProxiedClient().get(_link_of(resp), **_last_of(resp))
+    assert b'"title":"after the logout"' in fetched.content, fetched.content
+    assert fetched.status_code == 200 and fetched["Grip-Hold"] == "stream"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_next_link_answer_holds_at_the_versions_read_before_its_render():
     """On a stream's later holds Pushpin checks no conflict but drops the items queued

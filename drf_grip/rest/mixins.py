@@ -1047,7 +1047,7 @@ class _RealtimeBase(RealtimeHooks):
             if not names_etag(held[0].prev_id, etag.strip('"')):
                 link_policy = None
         link, token_channel, timeout = next_link_for(
-            request, context, etag, versioned, link_policy, live
+            request, context, etag, versioned, link_policy, live, as_user=policy.delivery != SHARED
         )
         instruct = grip.start_instruct()
         instruct.set_next_link(link, timeout)

@@ -244,6 +244,7 @@ def next_link_for(
     versioned: bool = False,
     policy: RealtimePolicy | None = None,
     live: Channel | None = None,
+    as_user: bool = True,
 ) -> tuple[str, Channel, int]:
     """The next link of this stream, the channel to hold that carries its token, and the
     link's timeout (:func:`link_timeout`): a new stream's first, or the next one of a fetch.
@@ -251,7 +252,12 @@ def next_link_for(
     ``policy`` None asks for a link of the stream's own: a public link's fetch then leaves
     the shared token for one that remembers ``etag``, what this answer leaves the stream
     with (``RealtimeMixin.stream_response`` says when). ``live``: a shared stream's live
-    URL channel as this answer holds it (:func:`_what_it_has`)."""
+    URL channel as this answer holds it (:func:`_what_it_has`). ``as_user``: the stream's
+    data is its user's (private delivery), and its link ends once its credentials no longer
+    name that user; a shared stream's is anyone's who may read it, so a link of a signed-in
+    subscriber whose session ended goes on as that subscriber's fresh GET does, anonymously
+    (it ended with ``event: error`` 403 behind Pushpin alone, when its link was fetched:
+    a security probe), unless the view's permissions refuse it."""
     held = {"channel": live.name, "held": live.prev_id} if live is not None else {}
     if context is not None and context.role == "next-link":
         state = context.state
@@ -266,7 +272,7 @@ def next_link_for(
         "sid": secrets.token_urlsafe(18),
         "n": 0,
         "req": _stream_get(request, credentials=True),
-        "user": str(user.pk) if user is not None and user.is_authenticated else None,
+        "user": str(user.pk) if as_user and user is not None and user.is_authenticated else None,
         "etag": etag,
         **held,
         "exp": time.time() + int(grip_settings.NEXT_LINK_MAX_AGE),

@@ -1090,6 +1090,39 @@ def test_a_signed_in_shared_stream_gets_a_pushed_change_once_across_its_link_fet
     assert "third" in event.data
 
 
+def test_a_signed_in_shared_stream_goes_on_after_a_logout_as_a_fresh_get_does(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
+) -> None:
+    """A session subscriber of a shared view anyone may read: once the session ended, a
+    fresh GET with its cookie gets the list, anonymously, and the stream's pushes went on;
+    but a fetch of its next link (behind Pushpin) checked the subscriber's identity and
+    ended the stream with ``event: error`` 403 (security probe: 6 of 6 detail streams)."""
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_user("leaving-reader"))
+    headers = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    Todo.objects.create(title="first")
+    settle()
+    path = "/api/shared-todos/"
+    channel = shared_ch(grip_proxy, path)
+    fetches = _NextLinkFetches(monkeypatch)
+    with override_settings(DRF_GRIP={"NEXT_LINK_TIMEOUT": 1}):
+        events = stream(grip_proxy, path, channel, headers)
+        streams.append(events)
+        assert "first" in events.next(WITHIN).data
+        browser.logout()
+        for _ in range(2):  # a fetch that began after the logout
+            fetches.fetched.clear()
+            assert fetches.fetched.wait(WITHIN)
+        Todo.objects.create(title="after the logout")
+        event = events.next(WITHIN)
+    fresh = get(grip_proxy, path, **headers)
+    assert fresh.status_code == 200 and "after the logout" in fresh.text
+    assert event is not None and event.event is None, event
+    assert event.data.encode() == fresh.content
+
+
 @pytest.mark.parametrize("path", ["/api/shared-todos/{pk}/", "/api/shared-todos/"])
 def test_a_stream_opened_while_a_change_is_on_its_way_gets_it_once(
     grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream],
