@@ -301,6 +301,22 @@ def test_announced_comments_wake_their_posts(sink):
     assert f"drf.testapp.post.{third.pk}" in sink.channels()
 
 
+def test_comments_moved_by_update_and_announced_before_and_after_wake_both_posts(sink):
+    """docs/concepts.rst: an announcement names where objects are after the change, so an
+    ``update()`` that moves comments is announced before it too, in one transaction (a
+    publishing probe saw the post they left stay stale when announced only after)."""
+    first, second = (Post.objects.create(title=t) for t in "ab")
+    moved = [Comment.objects.create(post=first, text=t).pk for t in "xy"]
+    sink.settle()
+    with transaction.atomic():
+        publish_changes(Comment, pks=moved)
+        Comment.objects.filter(pk__in=moved).update(post=second)
+        publish_changes(Comment, pks=moved)
+    assert {f"drf.testapp.post.{first.pk}", f"drf.testapp.post.{second.pk}"} <= set(
+        sink.channels()
+    )
+
+
 def test_a_model_with_affects_announced_as_a_whole_says_its_objects_are_not_followed(
     sink, caplog
 ):
