@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -962,6 +963,39 @@ def test_a_change_the_state_cache_kept_from_publishing_is_announced_at_exit(
     assert "drf.testapp.todo.*shared" in channels  # the shared views' holds
     assert "drf.ws.*recover" in channels  # gateway connections: closed, to subscribe again
     assert "changes of testapp.Todo were not published before exit" in result.stderr
+
+
+@pytest.mark.django_db
+def test_announcing_many_objects_at_exit_names_model_wide_channels_first() -> None:
+    """A shell deleted a post with 1,000 comments and exited before they were published: the
+    announcement named each comment's channel, as all 64 hint buckets, before the post's,
+    and a publish queue of 10,000 dropped the post's hints (publishing probe). Past
+    ``FALLBACK_OBJECTS`` objects of a model, its bulk channel stands for them, and model-wide
+    channels go first."""
+    from drf_grip.rest.changes import Changes
+    from drf_grip.rest.publishing import FALLBACK_OBJECTS, publish_without_state
+    from drf_grip.test import capture_published, wait_published
+    from tests.testapp.models import Comment, Post
+
+    changes = Changes()
+    changes.add(Comment, range(1, 1001), deleted=True)
+    changes.add(Post, [7], deleted=True)
+    with capture_published() as outbox:
+        publish_without_state(changes)
+        wait_published()
+    channels = outbox.channels
+    assert len(channels) < 1000, len(channels)
+    assert "drf.testapp.comment.*" in channels and "drf.testapp.comment.5" not in channels
+    one_object = re.compile(r"^drf\.testapp\.\w+\.\d+(~b\d+)?$")
+    first = next(i for i, c in enumerate(channels) if one_object.match(c))
+    assert channels[first].startswith("drf.testapp.post.7")
+    assert all(one_object.match(c) for c in channels[first:] if c.startswith("drf.testapp."))
+    few = Changes()
+    few.add(Comment, range(1, FALLBACK_OBJECTS + 1), deleted=True)
+    with capture_published() as outbox:
+        publish_without_state(few)
+        wait_published()
+    assert f"drf.testapp.comment.{FALLBACK_OBJECTS}" in outbox.channels
 
 
 LATER_THEN_EXIT_SCRIPT = """

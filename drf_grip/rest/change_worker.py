@@ -256,7 +256,8 @@ def _announce_unfinished(worker: _ChangeWorker) -> None:
         return
     if labels:
         logger.warning(
-            "drf-grip: changes of %s were not published before exit (the state cache did "
-            "not answer in time); every held client of their views was sent a hint instead",
+            "drf-grip: changes of %s were not published before exit (within "
+            "PUBLISH_FLUSH_TIMEOUT: the state cache did not answer, or the changes were too "
+            "many); their views' held clients are sent hints instead",
             ", ".join(labels),
         )

@@ -198,6 +198,19 @@ def _publish_to_unrecorded(
         close_lost_connections()
 
 
+#: Objects of one model that ``publish_without_state`` hints one by one; past it, the model's
+#: bulk channel stands for them.
+FALLBACK_OBJECTS = 32
+
+
+def _names_an_object(
+    model: type[models.Model], channel: str, live: set[Any] | None, deleted: set[Any]
+) -> bool:
+    return any(
+        channel == names.object_channel(model, pk) for pk in (*(live or ()), *deleted)
+    )
+
+
 def publish_without_state(changes: Changes) -> list[str]:
     """Announce ``changes`` with no state cache: at exit, while it does not answer (Redis
     restarting or stopped), what the change worker could not publish would go with the
@@ -210,7 +223,13 @@ def publish_without_state(changes: Changes) -> list[str]:
     from ..grip.publisher import publish_items
     from .gateway.connections import close_lost_connections_item
 
-    channels: dict[str, None] = {}
+    # Model-wide channels (lists, bulk) of every model first, then objects': each channel
+    # goes out as all its hint buckets, and a queue too short for all of them drops the last
+    # (``PUBLISH_QUEUE_SIZE``). A shell's delete of a parent with 1,000 children named each
+    # child's channel before the parent's, and the parent's clients kept showing it (a
+    # publishing probe: 54,198 items dropped).
+    wide: dict[str, None] = {}
+    objects: dict[str, None] = {}
     labels = []
     for model, pks in changes.updated.items():
         views = views_for(model)
@@ -218,6 +237,9 @@ def publish_without_state(changes: Changes) -> list[str]:
             continue  # nobody holds its channels (and a Token's pk is its secret)
         deleted = changes.deleted.get(model, set())
         live = None if pks is None else set(pks) - deleted
+        if live is not None and len(live) + len(deleted) > FALLBACK_OBJECTS:
+            # The bulk channel, which every detail hold also holds, instead of each object's.
+            live, deleted = None, set()
         partitions = changes.partitions_of(model)
         private = [v for v in views if _class_delivery(v) == PRIVATE]
         named = private_channels(model, private, live, partitions)
@@ -225,10 +247,11 @@ def publish_without_state(changes: Changes) -> list[str]:
             named += [names.shared_recovery_channel(model), *names.channels_for_change(model, live)]
         named += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
         for channel in dict.fromkeys(named):
-            channels.update(dict.fromkeys(all_bucket_channels(channel) if bucketable(channel)
-                                          else [channel]))
+            part = objects if _names_an_object(model, channel, live, deleted) else wide
+            part.update(dict.fromkeys(all_bucket_channels(channel) if bucketable(channel)
+                                      else [channel]))
         labels.append(model._meta.label)
-    items = [make_item(channel, HINT) for channel in channels]
+    items = [make_item(channel, HINT) for channel in {**wide, **objects}]
     if labels and gateway_views():
         items.append(close_lost_connections_item())
     # One batch: at exit from Python 3.12 no thread starts, and it is sent from here.
