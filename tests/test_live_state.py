@@ -740,3 +740,38 @@ print(sum(cache.add(f"slot-{{i}}", sys.argv[1], 600) for i in range(200)))
                              check=True, capture_output=True, text=True).stdout
     assert int(counted) == 600
     assert sum(slots) == 200, slots
+
+
+def test_the_file_cache_counts_its_entries_at_most_once_a_second(tmp_path, monkeypatch):
+    """Django's file cache lists its whole directory on every ``set``, to cull: with 5,000
+    files a set of drf-grip's state took 7.7 ms instead of 0.6, and a cascade of 300
+    deletes reached its clients 10 s late (publishing probe). It culls at most once a
+    second per process now, and still culls."""
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    from drf_grip.rest.store import state_cache
+
+    file_cache = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(tmp_path),
+            "OPTIONS": {"MAX_ENTRIES": 10},
+        }
+    }
+    listed = []
+    real = FileBasedCache._list_cache_files
+
+    def counted(self):
+        listed.append(1)
+        return real(self)
+
+    monkeypatch.setattr(FileBasedCache, "_list_cache_files", counted)
+    with override_settings(CACHES=file_cache):
+        cache = state_cache()
+        for i in range(50):
+            cache.set(f"key-{i}", i, 60)
+        assert len(listed) == 1
+        before = len(real(cache))
+        monkeypatch.setattr(cache, "_culled_at", float("-inf"))  # a second later
+        cache.set("one-more", 1, 60)
+        assert len(listed) == 2 and len(real(cache)) < before  # counted, culled
