@@ -144,7 +144,9 @@ class WebSocketView(View):
             try:
                 return self.decode_message(message)
             except InvalidMessage as exc:
-                self.websocket_invalid(request, message, exc)
+                invalid = self.websocket_invalid(request, message, exc)
+                if inspect.isawaitable(invalid):
+                    await invalid
 
     async def _send_async(self, request: HttpRequest, data: Any) -> None:
         """django-pistoke's ``await request.send(data)`` in this view: ``encode_message``."""
@@ -185,7 +187,7 @@ class WebSocketView(View):
             try:
                 decoded = self.decode_message(message)
             except InvalidMessage as exc:
-                self.websocket_invalid(request, message, exc)
+                _run(self.websocket_invalid(request, message, exc))
                 continue
             _run(self.websocket_message(request, decoded))
         if ws.close_code is not None or request.wscontext.disconnected:
