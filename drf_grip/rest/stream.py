@@ -256,8 +256,8 @@ def next_link_for(
     data is its user's (private delivery), and its link ends once its credentials no longer
     name that user; a shared stream's is anyone's who may read it, so a link of a signed-in
     subscriber whose session ended goes on as that subscriber's fresh GET does, anonymously
-    (it ended with ``event: error`` 403 behind Pushpin alone, when its link was fetched:
-    a security probe), unless the view's permissions refuse it."""
+    (a fetch of its link ended it with ``event: error`` 403 while its pushes went on: a
+    security probe), unless the view's permissions refuse it."""
     held = {"channel": live.name, "held": live.prev_id} if live is not None else {}
     if context is not None and context.role == "next-link":
         state = context.state
