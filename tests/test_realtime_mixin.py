@@ -72,6 +72,11 @@ def test_a_representation_is_stored_by_no_cache(todos):
     assert first["Cache-Control"] == "no-store"
     held = ProxiedClient().get("/api/todos/5/", HTTP_IF_NONE_MATCH=first["ETag"])
     assert held["Grip-Hold"] == "response" and held["Cache-Control"] == "no-store"
+    # A shared URL's hold names its version; a request matching it is answered unrendered.
+    shared = APIClient().get("/api/shared-todos/5/")
+    ProxiedClient().get("/api/shared-todos/5/", HTTP_IF_NONE_MATCH=shared["ETag"])
+    direct = APIClient().get("/api/shared-todos/5/", HTTP_IF_NONE_MATCH=shared["ETag"])
+    assert direct.status_code == 304 and direct["Cache-Control"] == "no-store"
     stream = APIClient().get("/api/todos/5/", HTTP_ACCEPT="text/event-stream")
     assert stream["Cache-Control"] == "no-cache"
 

@@ -10,6 +10,7 @@ from gripcontrol import HttpStreamFormat
 from rest_framework.test import APIClient
 
 from drf_grip import publish
+from drf_grip.grip.publisher import get_publisher
 from drf_grip.test import (
     ConnectionClosed,
     GripAPIClient,
@@ -476,3 +477,22 @@ def test_the_innermost_capture_decides_whether_items_leave_the_process(settings)
             with capture_published():
                 assert not any(isinstance(t, HttpTarget) for t in targets())
         assert not any(isinstance(t, HttpTarget) for t in targets())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wait_published_in_a_capture_waits_for_nothing_that_went_elsewhere_before(settings):
+    """A module fixture's change, handed to the publisher before the test's capture opened,
+    went to the configured proxy, which no test runs: retried for a minute, it made the
+    test's ``wait_published()`` raise ``TimeoutError`` after 10 s (a test-kit probe)."""
+    from drf_grip.rest.change_worker import wait_idle
+
+    settings.GRIP_URL = "http://127.0.0.1:9/"  # nothing listens there
+    try:
+        Todo.objects.create(title="a module fixture's")
+        assert wait_idle(10)  # handed over, for the network
+        with capture_published() as outbox:
+            Todo.objects.create(title="the test's")
+            wait_published(timeout=5)
+        assert outbox
+    finally:
+        get_publisher().close(0.1)  # its retries end here, not in later tests

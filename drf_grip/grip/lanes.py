@@ -249,12 +249,18 @@ class Publisher:
                 for lane in self._lanes.values()
             )
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything queued so far is sent or given up; False on timeout."""
+    def flush(self, timeout: float | None = None, targets: Sequence[Target] | None = None) -> bool:
+        """Wait until everything queued so far is sent or given up; False on timeout.
+        ``targets``: only what was queued for these destinations."""
         self._check_fork()
         deadline = None if timeout is None else time.monotonic() + timeout
+        keys = None if targets is None else {target.key for target in targets}
         with self._lock:
-            marks = [(lane, lane.accepted) for lane in self._lanes.values()]
+            marks = [
+                (lane, lane.accepted)
+                for key, lane in self._lanes.items()
+                if keys is None or key in keys
+            ]
             while any(lane.finished < mark for lane, mark in marks):
                 if deadline is None:
                     self._progress.wait()

@@ -659,6 +659,9 @@ class _RealtimeBase(RealtimeHooks):
             self._current_etag = exc.etag
             response = Response(status=status.HTTP_304_NOT_MODIFIED)
             response["ETag"] = exc.etag
+            # The headers a 200 would carry (RFC 9110 §15.4.5): with no render, the answer
+            # from what was recorded lacked it (a probe: only a worker's first 304 had it).
+            _stored_by_no_cache(response)
             return response
         response = super().handle_exception(exc)
         etag = getattr(exc, "etag", None)
