@@ -72,6 +72,7 @@ from .protocol import (
     subscribed_filters,
 )
 from .protocol.signing import hs256_encode, is_public_key
+from .rest.change_worker import wait_idle
 
 __all__ = [
     "ConnectionClosed",
@@ -388,19 +389,11 @@ class WebSocketConnection:
         self.close()
 
 
-def _handed_over(timeout: float) -> bool:
-    """Wait until committed changes are handed to the publisher, which decides then where
-    each item goes (``destinations.targets``); False after ``timeout`` seconds."""
-    from .rest.change_worker import wait_idle
-
-    return wait_idle(timeout)
-
-
 def _settle(timeout: float) -> bool:
     """Wait until committed changes are handed to the publisher, then until it has sent
     them; False if that took longer than ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    if not _handed_over(timeout):
+    if not wait_idle(timeout):
         return False
     # Only where items go now: inside a capture that keeps them in the process, a proxy
     # that a module fixture's changes went to before it opened (none runs in a test, so
@@ -420,7 +413,7 @@ def reset_realtime_state(timeout: float = 10.0) -> None:
     from .rest.buckets import holds_counted_here
     from .rest.store import forget_state
 
-    _handed_over(timeout)
+    wait_idle(timeout)
     if not forget_state():
         raise RuntimeError(
             "reset_realtime_state() needs a state cache private to this process "
@@ -591,7 +584,7 @@ def capture_published(*, send: bool = False) -> Iterator[Outbox]:
     # Changes committed before the block (a module fixture's) publish a moment later, from
     # another thread: one of them landed in the outbox now and on the network a second
     # later, as the threads went (a test-kit probe). They go where they would without it.
-    _handed_over(_CAPTURE_SETTLE)
+    wait_idle(_CAPTURE_SETTLE)
     register_local_sink(outbox, exclusive=not send, observes=send)
     try:
         yield outbox

@@ -203,14 +203,6 @@ def _publish_to_unrecorded(
 FALLBACK_OBJECTS = 32
 
 
-def _names_an_object(
-    model: type[models.Model], channel: str, live: set[Any] | None, deleted: set[Any]
-) -> bool:
-    return any(
-        channel == names.object_channel(model, pk) for pk in (*(live or ()), *deleted)
-    )
-
-
 def publish_without_state(changes: Changes) -> list[str]:
     """Announce ``changes`` with no state cache: at exit, while it does not answer (Redis
     restarting or stopped), what the change worker could not publish would go with the
@@ -246,8 +238,9 @@ def publish_without_state(changes: Changes) -> list[str]:
         if any(_class_delivery(v) == SHARED for v in views):
             named += [names.shared_recovery_channel(model), *names.channels_for_change(model, live)]
         named += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
+        of_objects = {names.object_channel(model, pk) for pk in (*(live or ()), *deleted)}
         for channel in dict.fromkeys(named):
-            part = objects if _names_an_object(model, channel, live, deleted) else wide
+            part = objects if channel in of_objects else wide
             part.update(dict.fromkeys(all_bucket_channels(channel) if bucketable(channel)
                                       else [channel]))
         labels.append(model._meta.label)

@@ -10,6 +10,7 @@ subscriptions, never by sleeping; a hold that must *not* wake is given ``Prefer:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -1057,6 +1058,39 @@ def test_a_render_sent_again_for_a_subscriber_that_rendered_wakes_nobody_who_has
     assert event.id != first.id and "second" in event.data, f"{first.id} again"
 
 
+@contextlib.contextmanager
+def _signed_in_shared_stream(
+    grip_proxy: ProxyUnderTest,
+    monkeypatch: pytest.MonkeyPatch,
+    streams: list[EventStream],
+    username: str,
+) -> Iterator[tuple[Any, EventStream, _NextLinkFetches, dict[str, str]]]:
+    """A session subscriber's stream of ``/api/shared-todos/``, its first event read, with
+    a next link fetched every second (``NEXT_LINK_TIMEOUT``) while the block runs: the
+    session's client, the stream, its next-link fetches and the request's headers."""
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(get_user_model().objects.create_user(username))
+    headers = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
+    Todo.objects.create(title="first")
+    settle()
+    path = "/api/shared-todos/"
+    fetches = _NextLinkFetches(monkeypatch)
+    with override_settings(DRF_GRIP={"NEXT_LINK_TIMEOUT": 1}):
+        events = stream(grip_proxy, path, shared_ch(grip_proxy, path), headers)
+        streams.append(events)
+        assert "first" in events.next(WITHIN).data
+        yield browser, events, fetches, headers
+
+
+def _link_fetched_afresh(fetches: _NextLinkFetches) -> None:
+    """Wait for a next-link fetch that began after now (the one under way may not have)."""
+    for _ in range(2):
+        fetches.fetched.clear()
+        assert fetches.fetched.wait(WITHIN)  # the link's timeout
+
+
 def test_a_signed_in_shared_stream_gets_a_pushed_change_once_across_its_link_fetches(
     grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
 ) -> None:
@@ -1064,26 +1098,13 @@ def test_a_signed_in_shared_stream_gets_a_pushed_change_once_across_its_link_fet
     next link of its own, which remembered only what it had sent: the proxy fetches it at
     least every ``NEXT_LINK_TIMEOUT``, and that fetch sent the change the stream had just
     been pushed, a second time."""
-    from django.test import Client
-
-    browser = Client()
-    browser.force_login(get_user_model().objects.create_user("shared-reader"))
-    headers = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
-    Todo.objects.create(title="first")
-    settle()
-    path = "/api/shared-todos/"
-    channel = shared_ch(grip_proxy, path)
-    fetches = _NextLinkFetches(monkeypatch)
-    with override_settings(DRF_GRIP={"NEXT_LINK_TIMEOUT": 1}):
-        events = stream(grip_proxy, path, channel, headers)
-        streams.append(events)
-        assert "first" in events.next(WITHIN).data
+    with _signed_in_shared_stream(grip_proxy, monkeypatch, streams, "shared-reader") as (
+        _, events, fetches, _headers
+    ):
         Todo.objects.create(title="second")
         pushed = events.next(WITHIN)
         assert "second" in pushed.data
-        for _ in range(2):  # the second fetch began after the push had arrived
-            fetches.fetched.clear()
-            assert fetches.fetched.wait(WITHIN)  # the link's timeout
+        _link_fetched_afresh(fetches)  # after the push had arrived
         Todo.objects.create(title="third")
         event = events.next(WITHIN)
     assert event.id != pushed.id, f"{pushed} again"
@@ -1097,27 +1118,14 @@ def test_a_signed_in_shared_stream_goes_on_after_a_logout_as_a_fresh_get_does(
     fresh GET with its cookie gets the list, anonymously, and the stream's pushes went on;
     but a fetch of its next link (behind Pushpin) checked the subscriber's identity and
     ended the stream with ``event: error`` 403 (security probe: 6 of 6 detail streams)."""
-    from django.test import Client
-
-    browser = Client()
-    browser.force_login(get_user_model().objects.create_user("leaving-reader"))
-    headers = {"Cookie": f"sessionid={browser.cookies['sessionid'].value}"}
-    Todo.objects.create(title="first")
-    settle()
-    path = "/api/shared-todos/"
-    channel = shared_ch(grip_proxy, path)
-    fetches = _NextLinkFetches(monkeypatch)
-    with override_settings(DRF_GRIP={"NEXT_LINK_TIMEOUT": 1}):
-        events = stream(grip_proxy, path, channel, headers)
-        streams.append(events)
-        assert "first" in events.next(WITHIN).data
+    with _signed_in_shared_stream(grip_proxy, monkeypatch, streams, "leaving-reader") as (
+        browser, events, fetches, headers
+    ):
         browser.logout()
-        for _ in range(2):  # a fetch that began after the logout
-            fetches.fetched.clear()
-            assert fetches.fetched.wait(WITHIN)
+        _link_fetched_afresh(fetches)  # after the logout
         Todo.objects.create(title="after the logout")
         event = events.next(WITHIN)
-    fresh = get(grip_proxy, path, **headers)
+    fresh = get(grip_proxy, "/api/shared-todos/", **headers)
     assert fresh.status_code == 200 and "after the logout" in fresh.text
     assert event is not None and event.event is None, event
     assert event.data.encode() == fresh.content

@@ -195,16 +195,14 @@ def change_message(sub: Mapping[str, Any], response: HttpResponse) -> tuple[str,
     """The ``change`` event for one re-rendered private subscription, and its version."""
     head = {"event": "change", "id": sub["id"], "url": sub["url"]}
     status = response.status_code
-    if status == 200:
-        reason = too_large(response)
-        if reason is not None:
-            return json.dumps({**head, "status": 413, "error": reason}), "status-413"
-    else:
-        return change_event(head, status, response.content, _media_type(response)), (
-            f"status-{status}"
-        )
+    media_type = _media_type(response)
+    if status != 200:
+        return change_event(head, status, response.content, media_type), f"status-{status}"
+    reason = too_large(response)
+    if reason is not None:
+        return json.dumps({**head, "status": 413, "error": reason}), "status-413"
     etag = response.get("ETag") or make_etag(response.content)
-    return change_event(head, 200, response.content, _media_type(response), etag), etag
+    return change_event(head, 200, response.content, media_type, etag), etag
 
 
 REVOKED_ERROR = "the subscription's credentials are no longer valid"
