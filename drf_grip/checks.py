@@ -507,24 +507,40 @@ def check_partitions(app_configs=None, **kwargs):
     return errors
 
 
-def _view_attribute_problems(view: type) -> list[str]:
-    """Class attributes of a realtime view that cannot mean what they were written for."""
+_VARY_HINT = (
+    'realtime_vary = ("Accept-Language",): header names, and a tuple of one needs its comma.'
+)
+
+
+def _view_attribute_problems(view: type) -> list[tuple[str, str]]:
+    """Class attributes of a realtime view that cannot mean what they were written for, each
+    with the hint that mends it."""
     from django.db.models import Model
 
     problems = []
     delivery = getattr(view, "realtime_delivery", None)
     if delivery is not None and delivery not in ("private", "shared"):
         # Compared as written: "Shared" was silently private delivery.
-        problems.append(f'realtime_delivery must be "private" or "shared", not {delivery!r}')
+        problems.append((
+            f'realtime_delivery must be "private" or "shared", not {delivery!r}',
+            'realtime_delivery = "shared" for data every subscriber may see alike; leave it '
+            "unset for private delivery.",
+        ))
     for name in ("realtime_vary", "realtime_query_params"):
         value = getattr(view, name, ())
         if isinstance(value, str) or not all(isinstance(v, str) for v in value or ()):
             # A bare string is iterated letter by letter (("page") is no tuple).
-            problems.append(f"{name} must be a list or tuple of names, not {value!r}")
+            problems.append((
+                f"{name} must be a list or tuple of names, not {value!r}",
+                f'{name} = ("{"Accept-Language" if name == "realtime_vary" else "page"}",): a '
+                "tuple of one name needs its comma.",
+            ))
     meta_style = [v for v in getattr(view, "realtime_vary", ()) or () if str(v).startswith("HTTP_")]
     if meta_style and not isinstance(view.realtime_vary, str):
         # Looked up as HTTP_HTTP_...: never set, so every language shared one body.
-        problems.append(f"realtime_vary names headers, not request.META keys: {meta_style!r}")
+        problems.append(
+            (f"realtime_vary names headers, not request.META keys: {meta_style!r}", _VARY_HINT)
+        )
     credentials = [
         v for v in getattr(view, "realtime_vary", ()) or ()
         if str(v).lower() in ("authorization", "cookie", "proxy-authorization")
@@ -532,20 +548,31 @@ def _view_attribute_problems(view: type) -> list[str]:
     if credentials and not isinstance(view.realtime_vary, str):
         # A shared render runs without the subscriber's credentials (render.record), so it
         # could never give each its own bytes; per-user data is private delivery.
-        problems.append(
+        problems.append((
             f"realtime_vary names credentials, which shared renders never carry: "
-            f"{credentials!r} (per-user data is private delivery, the default)"
-        )
+            f"{credentials!r} (per-user data is private delivery, the default)",
+            "Leave realtime_delivery unset (private) for data that depends on who asks.",
+        ))
     model = getattr(view, "realtime_model", None)
     if model is not None and not (isinstance(model, type) and issubclass(model, Model)):
         # Not resolved like a lazy "app.Model" relation: the first GET raised.
-        problems.append(f"realtime_model must be a model class, not {model!r}")
+        problems.append((
+            f"realtime_model must be a model class, not {model!r}",
+            "Import the model and name the class (realtime_model = Task), or override "
+            "get_realtime_model() to look it up (django.apps.apps.get_model).",
+        ))
     kind = getattr(view, "realtime_kind", "")
     if kind not in ("", "list", "detail"):
-        problems.append(f'realtime_kind must be "list" or "detail", not {kind!r}')
+        problems.append((
+            f'realtime_kind must be "list" or "detail", not {kind!r}',
+            'realtime_kind = "list" (or "detail"); leave it unset to follow the URL.',
+        ))
     partition = getattr(view, "realtime_partition", None)
     if partition is not None and not isinstance(partition, str):
-        problems.append(f"realtime_partition must be a field path string, not {partition!r}")
+        problems.append((
+            f"realtime_partition must be a field path string, not {partition!r}",
+            'realtime_partition = "owner" (or "project__owner"): foreign keys to the user.',
+        ))
     return problems
 
 
@@ -557,13 +584,7 @@ def check_view_attributes(app_configs=None, **kwargs):
 
     views = sorted(set(realtime_views()), key=lambda v: f"{v.__module__}.{v.__qualname__}")
     return [
-        checks.Error(
-            f"{view.__name__}.{problem}.",
-            hint='realtime_delivery = "shared"; realtime_vary = ("Accept-Language",) (a '
-            "tuple of one name needs its comma).",
-            obj=view,
-            id="drf_grip.E004",
-        )
+        checks.Error(f"{view.__name__}.{problem}.", hint=hint, obj=view, id="drf_grip.E004")
         for view in views
-        for problem in _view_attribute_problems(view)
+        for problem, hint in _view_attribute_problems(view)
     ]

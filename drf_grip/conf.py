@@ -201,6 +201,38 @@ def _grip_url_problem(url: Any) -> str | None:
                 return f"a {name}=base64:... that is not base64"
         if not value:
             return f"an empty {name}= (no key: any Grip-Sig would count as the proxy's)"
+        if name == "key" and (problem := _bearer_problem(value, params.get("iss", [""])[0])):
+            return problem
+    return None
+
+
+class InvalidKey(ValueError):
+    """A publish key no ``Authorization`` header can carry."""
+
+
+def bearer_token(key: str | bytes) -> str:
+    """``key`` as the Bearer token of a publish with no issuer to sign a JWT as (pubcontrol's
+    rule; Fastly's API token). A key that is not text (``key=base64:`` of random bytes) can
+    sign a JWT, but never be sent as a token: ``InvalidKey``."""
+    try:
+        token = key.decode("utf-8") if isinstance(key, bytes) else key
+    except UnicodeDecodeError:
+        token = None
+    if token is None or not token.isprintable() or not token.isascii():
+        raise InvalidKey(
+            "the publish key is sent as a Bearer token (no iss= or control_iss to sign a JWT "
+            "as), and it is not printable ASCII text"
+        )
+    return token
+
+
+def _bearer_problem(key: Any, issuer: Any) -> str | None:
+    if issuer or not key or not isinstance(key, (str, bytes)):
+        return None
+    try:
+        bearer_token(key)
+    except InvalidKey as exc:
+        return str(exc)
     return None
 
 
@@ -233,7 +265,7 @@ def _key_problem(entry: dict[str, Any]) -> str | None:
             return f"its {name} is {type(value).__name__}, not a string"
         if value is not None and not value:
             return f"an empty {name} (no key: any Grip-Sig would count as the proxy's)"
-    return None
+    return _bearer_problem(entry.get("key"), entry.get("control_iss") or entry.get("iss"))
 
 
 def endpoint_problems() -> list[str]:

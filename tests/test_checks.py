@@ -174,6 +174,11 @@ _SETTINGS_ERRORS = [
      "drf_grip.E003", "verify-key=base64:... that is not base64"),
     ({"GRIP_PROXIES": [{"control_uri": "http://127.0.0.1:5561", "key": ""}]},
      "drf_grip.E003", "an empty key"),
+    # Without an issuer the key is sent as a Bearer token: bytes that are no text never
+    # published (UnicodeDecodeError in the transport; GRIP probe).
+    ({"GRIP_URL": "http://127.0.0.1:5561/?key=base64:/+7/"}, "drf_grip.E003", "Bearer token"),
+    ({"GRIP_PROXIES": [{"control_uri": "http://127.0.0.1:5561", "key": b"\xff\xfe"}]},
+     "drf_grip.E003", "GRIP_PROXIES[0]: the publish key is sent as a Bearer token"),
     ({"GRIP_URL": [f"http://127.0.0.1:5561/?key={_SECRET}"]}, "drf_grip.E003", "list"),
     ({"GRIP_PROXIES": {"control_uri": "http://127.0.0.1:5561", "key": _SECRET}},
      "drf_grip.E003", "must be a list"),
@@ -284,9 +289,15 @@ def test_a_realtime_view_attribute_of_the_wrong_kind_is_named(registered_views):
         realtime_model = "testapp.Todo"  # a 500 at the first GET
         realtime_kind = "List"
 
-    found = sorted(
-        (m.obj.__name__, m.msg) for m in checks.run_checks() if m.id == "drf_grip.E004"
+    errors = sorted(
+        (m.obj.__name__, m.msg, m.hint) for m in checks.run_checks() if m.id == "drf_grip.E004"
     )
+    found = [(name, msg) for name, msg, _ in errors]
+    # Each hint mends its own attribute: every one told of realtime_vary (new-user probe).
+    hints = [hint for _, _, hint in errors]
+    assert "realtime_delivery" in hints[0] and "realtime_vary" in hints[1]
+    assert 'realtime_kind = "list"' in hints[2] and "get_model" in hints[3]
+    assert "comma" in hints[4] and 'realtime_partition = "owner"' in hints[5]
     assert [name for name, _ in found] == [
         "Capitalised", "MetaKeys", "ModelByName", "ModelByName", "NoComma", "PartitionList"
     ], found

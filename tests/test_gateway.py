@@ -296,6 +296,20 @@ def test_shared_subscription_uses_the_views_live_url_channel():
     assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
 
 
+def test_a_token_subscription_of_a_shared_view_names_the_url_the_view_read_too():
+    # Delivered like private data (revocable), it named the cache-buster the view dropped,
+    # in its answer and in every change (new-user probe).
+    _user, token = make_user("reader")
+    ws = connect()
+    first = ask(ws, {"id": "s", "subscribe": "/api/shared-todos/?_=1&done=false",
+                     "data": {"client": "x"}, "token": token})
+    assert first["status"] == 200 and first["url"] == "/api/shared-todos/?done=false"
+    Todo.objects.create(title="pushed")
+    change = ws.receive_json()
+    assert change["event"] == "change" and change["url"] == first["url"]
+    assert [t["title"] for t in change["data"]["results"]] == ["pushed"]
+
+
 def test_a_shared_subscription_with_a_repeated_parameter_gets_changes_of_its_own_url():
     """DRF's filters read the last value of a repeated parameter (``QueryDict.get``): the
     live URL sorted the values as well as the names, so ``?done=true&done=false`` (the open

@@ -296,6 +296,48 @@ def test_key_without_iss_is_a_bearer_token(grip: Any, server: PublishServer) -> 
     assert server.requests[0].headers["Authorization"] == "Bearer plain-secret"
 
 
+def test_a_key_that_is_no_text_without_an_issuer_is_refused_not_a_traceback(
+    grip: Any, server: PublishServer
+) -> None:
+    # A GRIP probe: key=base64: of random bytes with no iss= passed the checks, and every
+    # publish raised UnicodeDecodeError from inside the transport (blocking) or logged a
+    # traceback and lost the item (background).
+    from django.core.exceptions import ImproperlyConfigured
+
+    grip.GRIP_URL = server.url + "/?key=base64:/+7/"
+    with pytest.raises(ImproperlyConfigured, match="Bearer token"):
+        publish("c", stream("x"), blocking=True)
+    grip.GRIP_URL = server.url + "/?iss=pushpin&key=base64:/+7/"  # signs a JWT: fine
+    publish("c", stream("x"), blocking=True)
+    assert server.requests[-1].headers["Authorization"].startswith("Bearer ey")
+
+
+def test_a_transport_given_a_key_no_header_can_carry_fails_its_publish_cleanly(
+    grip: Any, server: PublishServer
+) -> None:
+    from drf_grip.conf import GripEndpoint
+    from drf_grip.grip.transports import HttpTarget
+
+    target = HttpTarget(GripEndpoint(control_uri=server.url, key=b"\xff\xfe"))
+    counts: dict[str, int] = {}
+
+    def count(**kwargs: int) -> None:
+        for name, n in kwargs.items():
+            counts[name] = counts.get(name, 0) + n
+
+    assert not target.deliver([make_item("c", stream("x"))], count, threading.Event())
+    assert counts == {"failed": 1} and server.requests == []
+
+
+def test_an_empty_id_is_no_id() -> None:
+    # gripcontrol leaves it out; the embedded proxy dropped a second item with id "" as a
+    # duplicate, where Pushpin delivers it (GRIP probe).
+    assert make_item("c", stream("x"), id="", prev_id="") == {
+        "channel": "c", "formats": {"http-stream": {"content": "x"}}
+    }
+    assert make_item("c", stream("x"), id=0)["id"] == "0"
+
+
 def test_key_with_iss_is_a_jwt(grip: Any, server: PublishServer) -> None:
     key = b"\x00binary-key-of-thirty-two-bytes!!"
     grip.GRIP_URL = server.url + "/?iss=pushpin&key=base64:" + base64.b64encode(key).decode()

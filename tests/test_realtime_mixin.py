@@ -420,6 +420,19 @@ def test_a_stale_long_poll_with_oversized_headers_is_answered_at_once_and_nothin
         assert "Grip-Hold" not in held
 
 
+def test_a_hold_answered_without_a_render_is_refused_for_oversized_headers_too(todos):
+    """A shared URL's current ETag is answered without a render (``_Current``): such a hold
+    was held with 40 KB of headers, where settings.rst promises 431 (new-user probe)."""
+    path = "/api/shared-todos/"
+    etag = APIClient().get(path)["ETag"]
+    assert "Grip-Hold" in ProxiedClient().get(path, HTTP_IF_NONE_MATCH=etag)  # now live
+    again = ProxiedClient().get(path, HTTP_IF_NONE_MATCH=etag)
+    assert "Grip-Hold" in again and again.status_code == 304  # answered unrendered
+    held = ProxiedClient().get(path, HTTP_IF_NONE_MATCH=etag, HTTP_COOKIE="x=" + "j" * 40_000)
+    assert held.status_code == 431 and b"may total 32768 bytes" in held.content
+    assert "Grip-Hold" not in held
+
+
 @pytest.mark.parametrize("how", ["stream", "long-poll"])
 def test_oversized_validators_count_among_a_subscriptions_headers(todos, how):
     """HTTP probe: a long-poll whose ``If-None-Match`` was 100 KB (the current ETag among

@@ -216,6 +216,14 @@ def test_pings_are_answered_with_their_payload():
     assert ctx.out_events == [E("PONG", b"p1"), E("PONG")]
 
 
+def test_gripcontrols_handle_upcoming_pings_and_pongs():
+    # Part of gripcontrol's WebSocketContext, which django-grip views call (GRIP probe).
+    ctx = ctx_of(E("PING", b"p"), E("PONG"), E("TEXT", b"x"), E("PING", b"q"))
+    ctx.handle_upcoming_pings_and_pongs()
+    assert ctx.read_index == 2 and ctx.out_events == [E("PONG", b"p")]
+    assert ctx.recv() == "x"
+
+
 def test_unread_pings_are_answered_too():
     ctx = ctx_of(E("PING", b"late"))
     assert encode_events([E("PONG", b"late")]) in build_response(ctx).content
@@ -447,12 +455,44 @@ def test_meta_changes_become_set_meta_headers():
     assert response["Keep-Alive-Interval"] == "30"
 
 
-@pytest.mark.parametrize("name, value", [("bad name", "v"), ("ok", "line\nbreak"), ("ok", 5)])
-def test_meta_that_cannot_be_a_header_is_a_programming_error(name, value):
+@pytest.mark.parametrize(
+    "name, value", [("bad name", "v"), ("é", "v"), ("ok", "line\nbreak"), ("ok", 5)]
+)
+def test_meta_that_cannot_be_a_header_is_refused_where_the_view_sets_it(name, value):
+    # Refused only in build_response, after the view returned, it dropped the connection
+    # (Pushpin) or closed it with 1011 (embedded proxy); a GRIP probe.
     ctx = ctx_of(E("OPEN"))
-    ctx.meta[name] = value
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="meta"):
+        ctx.meta[name] = value
+    with pytest.raises(ValueError, match="meta"):
+        ctx.meta.update({name: value})
+    ctx.meta = {name: value}  # a dict of the view's own: still refused
+    with pytest.raises(ValueError, match="meta"):
         build_response(ctx)
+
+
+def test_meta_names_are_header_names():
+    # A name with "_" came back as "-" (Django's request.META folds them), or not at all
+    # behind runserver (its WSGI server drops such headers): one entry under "-".
+    ctx = ctx_of(E("TEXT", b"x"), meta={"user-id": "7"})
+    assert ctx.meta["user_id"] == ctx.meta["User-Id"] == "7" and "USER_ID" in ctx.meta
+    ctx.meta["user_id"] = "8"
+    ctx.meta.setdefault("Room_Name", "a")
+    assert dict(ctx.meta) == {"user-id": "8", "room-name": "a"}
+    response = build_response(ctx)
+    assert response["Set-Meta-user-id"] == "8" and response["Set-Meta-room-name"] == "a"
+    assert ctx.meta.pop("user_id") == "8" and ctx.meta.get("user_id") is None
+
+
+def test_a_meta_value_beyond_latin_1_comes_back_as_set():
+    # Django sends it as an RFC 2047 encoded word, which the proxy sends back as is.
+    ctx = ctx_of(E("TEXT", b"x"))
+    ctx.meta["snow"] = "☃ café"
+    sent = build_response(ctx)["Set-Meta-snow"]
+    assert sent.startswith("=?utf-8?b?")
+    request = ws_request(b"TEXT 1\r\ny\r\n", HTTP_META_SNOW=sent, HTTP_META_PLAIN="café")
+    assert context_from_request(request).meta == {"snow": "☃ café", "plain": "café"}
+    assert ctx_of(meta={"odd": "=?utf-8?b?!!?="}).meta["odd"] == "=?utf-8?b?!!?="
 
 
 # -- finish_response -----------------------------------------------------------------------

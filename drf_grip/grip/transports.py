@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, Union
 from urllib.parse import unquote, urlsplit
 
-from ..conf import GripEndpoint, grip_settings, redact_url
+from ..conf import GripEndpoint, InvalidKey, bearer_token, grip_settings, redact_url
 from ..protocol.constants import MAX_PUBLISH_BODY
 from ..protocol.items import RawItem
 from ..protocol.signing import hs256_encode
@@ -127,7 +127,7 @@ class HttpTarget:
                 claim = {"iss": self.endpoint.control_iss, "exp": expires}
                 self._token = ("Bearer " + hs256_encode(claim, key), float(expires))
             return self._token[0]
-        return "Bearer " + (key.decode("utf-8") if isinstance(key, bytes) else key)
+        return "Bearer " + bearer_token(key)
 
     def _connect(self, connect_timeout: float, read_timeout: float) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
@@ -271,6 +271,8 @@ class HttpTarget:
             except (OSError, http.client.HTTPException) as exc:
                 status, reason = None, f"{type(exc).__name__}: {exc}"
                 refused = isinstance(exc, ConnectionRefusedError)
+            except InvalidKey as exc:
+                return None, str(exc)  # no retry mends the settings (E003 says so at start)
             if status is not None and 200 <= status < 300:
                 return status, reason
             retriable = status is None or status >= 500 or status in _RETRY_STATUSES

@@ -4,8 +4,10 @@ being built to it (django-grip's ``WebSocketContext``, for Python 3)."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..conf import grip_settings
@@ -17,7 +19,88 @@ from ..protocol.constants import (
 )
 from ..protocol.events import WebSocketEvent, close_code_of, payload_of
 
-__all__ = ["WebSocketContext"]
+__all__ = ["ConnectionMeta", "WebSocketContext"]
+
+#: A meta name travels as a header name, ``Set-Meta-<name>`` out and ``Meta-<name>`` back.
+#: Django folds ``_`` into ``-`` on the way back (``request.META["HTTP_META_USER_ID"]``), and
+#: its WSGI server (runserver) drops a request header whose name holds ``_`` altogether.
+_META_NAME = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+#: How Django's ``HttpResponse`` sends a header value Latin-1 cannot carry: one RFC 2047
+#: encoded word (``ResponseHeaders._convert_to_charset``). The proxy sends it back as is.
+_ENCODED_WORD = re.compile(r"=\?utf-8\?b\?([A-Za-z0-9+/]*={0,2})\?=\Z", re.IGNORECASE)
+
+
+def _fold(name: object) -> str:
+    return str(name).lower().replace("_", "-")
+
+
+def meta_name(name: object) -> str:
+    """``name`` as the proxy keeps it: lowercase, ``_`` as ``-``; ``ValueError`` for a name no
+    header can carry."""
+    folded = _fold(name)
+    if not _META_NAME.match(folded):
+        raise ValueError(f"meta name {name!r}: use ASCII letters, digits, '-' and '_'")
+    return folded
+
+
+def check_meta_value(name: str, value: object) -> None:
+    if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"meta {name!r}: the value must be a str without control characters")
+
+
+def _from_header(value: str) -> str:
+    match = _ENCODED_WORD.match(value)
+    if match is None:
+        return value
+    try:
+        return base64.b64decode(match.group(1), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return value
+
+
+class ConnectionMeta(dict[str, str]):
+    """The connection's meta, kept by the proxy between batches. Names are header names:
+    ``meta["user_id"]``, ``meta["User-Id"]`` and ``meta["user-id"]`` are one entry, stored
+    as ``"user-id"``, the name it comes back under. A name or value no header can carry is
+    refused where it is set (``ValueError``), not once the view has returned, when the
+    connection could only be dropped (django-grip sent it; a probe saw Pushpin drop the
+    connection and the embedded proxy close it with 1011)."""
+
+    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        super().__init__()
+        self.update(items)
+
+    def __setitem__(self, name: str, value: str) -> None:
+        key = meta_name(name)
+        check_meta_value(key, value)
+        super().__setitem__(key, value)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(_fold(name))
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(_fold(name))
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(_fold(name))
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(_fold(name), default)
+
+    def pop(self, name: str, *default: Any) -> Any:  # type: ignore[override]
+        return super().pop(_fold(name), *default)
+
+    def setdefault(self, name: str, default: str) -> str:  # type: ignore[override]
+        if name not in self:
+            self[name] = default
+        return self[name]
+
+    def update(self, *args: Any, **kwargs: str) -> None:  # type: ignore[override]
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def copy(self) -> ConnectionMeta:
+        return ConnectionMeta(self)
 
 
 class WebSocketContext:
@@ -39,9 +122,13 @@ class WebSocketContext:
         self.id = id
         self.in_events: list[WebSocketEvent] = list(in_events)
         self.read_index = 0
-        #: The connection's meta; changes become ``Set-Meta-*`` headers (keys are lowercase).
-        self.orig_meta: dict[str, str] = {k.lower(): v for k, v in (meta or {}).items()}
-        self.meta: dict[str, str] = dict(self.orig_meta)
+        #: The connection's meta as the proxy sent it (names folded as :class:`ConnectionMeta`
+        #: folds them); changes to ``meta`` become ``Set-Meta-*`` headers.
+        self.orig_meta: dict[str, str] = {
+            _fold(k): _from_header(v) for k, v in (meta or {}).items()
+        }
+        self.meta = ConnectionMeta()
+        dict.update(self.meta, self.orig_meta)  # as received, not checked again
         self.grip_prefix = grip_prefix
         #: Subprotocols the client offered (``Sec-WebSocket-Protocol``), in its order.
         self.protocols: list[str] = list(protocols)
@@ -104,9 +191,10 @@ class WebSocketContext:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def _skip_pings(self) -> None:
-        # Answer PINGs as the read position passes them (RFC 6455 §5.5.2: a PONG echoes
-        # the PING's payload); PONGs from the client need no answer.
+    def handle_upcoming_pings_and_pongs(self) -> None:
+        """Move the read position past PINGs and PONGs, answering each PING (gripcontrol's
+        name; ``recv()`` and ``can_recv()`` do it themselves)."""
+        # RFC 6455 §5.5.2: a PONG echoes the PING's payload; PONGs need no answer.
         while self.read_index < len(self.in_events):
             event = self.in_events[self.read_index]
             if event.type == "PING":
@@ -117,7 +205,7 @@ class WebSocketContext:
 
     def can_recv(self) -> bool:
         """True while ``recv()`` has something to return in this batch."""
-        self._skip_pings()
+        self.handle_upcoming_pings_and_pongs()
         if self.read_index < len(self.in_events):
             return True
         self.read_past_batch = True
@@ -131,7 +219,7 @@ class WebSocketContext:
         example answer every unclean disconnect with a 500; ``None`` is what that example's
         ``if message is None`` loop expects. ``disconnected`` tells the two apart.
         """
-        self._skip_pings()
+        self.handle_upcoming_pings_and_pongs()
         if self.read_index >= len(self.in_events):
             raise IndexError("read from empty buffer")
         event = self.in_events[self.read_index]

@@ -46,7 +46,6 @@ instead, and plain HTTP requests to an ``accept_websocket`` view are still CSRF-
 from __future__ import annotations
 
 import logging
-import re
 from typing import Final
 
 from django.core.exceptions import RequestDataTooBig
@@ -67,7 +66,7 @@ from ..protocol.events import (
     payload_of,
     sendable_close_code,
 )
-from .websocket_context import WebSocketContext
+from .websocket_context import WebSocketContext, check_meta_value, meta_name
 
 __all__ = ["build_response", "context_from_request", "finish_response"]
 
@@ -75,7 +74,6 @@ logger = logging.getLogger("drf_grip")
 
 _POLICY_VIOLATION: Final = 1008
 _INTERNAL_ERROR: Final = 1011
-_META_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 def _header_list(value: str) -> list[str]:
@@ -160,16 +158,14 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
     if ctx.keep_alive_interval:
         # Pushpin raises values below 20 to 20.
         response["Keep-Alive-Interval"] = str(int(ctx.keep_alive_interval))
-    current = {str(k).lower(): v for k, v in ctx.meta.items()}
+    # ``meta`` checks as it is set, unless a view replaced it with a dict of its own.
+    current = {meta_name(k): v for k, v in ctx.meta.items()}
     for name in ctx.orig_meta.keys() - current.keys():
         response[f"Set-Meta-{name}"] = ""  # Pushpin: an empty value removes the meta
     for name, value in current.items():
         if ctx.orig_meta.get(name) == value:
             continue
-        if not _META_NAME.match(name):
-            raise ValueError(f"meta name {name!r}: use letters, digits and '-'")
-        if not isinstance(value, str) or any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ValueError(f"meta {name!r}: the value must be a str without control characters")
+        check_meta_value(name, value)
         response[f"Set-Meta-{name}"] = value
     return response
 

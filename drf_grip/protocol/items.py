@@ -49,10 +49,11 @@ def build_item(
         "channel": channel,
         "formats": {str(name): json_safe(dict(fields)) for name, fields in formats.items()},
     }
-    # Pushpin compares ids as strings; an int version must not become a JSON number.
-    if id is not None:
+    # Pushpin compares ids as strings; an int version must not become a JSON number. An empty
+    # id is no id (gripcontrol leaves it out; Pushpin 1.36 delivers a repeated one).
+    if id is not None and str(id):
         item["id"] = str(id)
-    if prev_id is not None:
+    if prev_id is not None and str(prev_id):
         item["prev-id"] = str(prev_id)
     if meta:
         item["meta"] = {str(k): str(v) for k, v in meta.items()}
@@ -264,8 +265,9 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     # Channels and ids go back to the origin in Grip-Last headers: a value no header can
     # carry would make every later re-request of that channel fail.
     _latin1(channel, "channel")
-    item_id = raw.get("id")
-    prev_id = raw.get("prev-id")
+    # An empty id is none, as for Pushpin 1.36, which delivers an item repeating one.
+    item_id = raw.get("id") if raw.get("id") != "" else None
+    prev_id = raw.get("prev-id") if raw.get("prev-id") != "" else None
     if item_id is not None:
         _latin1(item_id, "id")
     if prev_id is not None:

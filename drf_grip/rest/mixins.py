@@ -709,6 +709,11 @@ class _RealtimeBase(RealtimeHooks):
 
             unlist_live_url(self, self._live_url())
         current = getattr(self, "_current_etag", None)
+        too_large = getattr(self, "_realtime_oversized", None)
+        if current is not None and too_large is not None:
+            # Current, so it would be held: refused as any hold (an anonymous long-poll of a
+            # shared view was held with 40 KB of headers; new-user probe).
+            return super().finalize_response(request, self.handle_exception(too_large))
         if current is not None:
             return self.longpoll_response(request, response, policy, current)
         role = context.role if context is not None else "client"
@@ -740,7 +745,7 @@ class _RealtimeBase(RealtimeHooks):
                 # as a shared push (the held 304's headers, PUSHPIN.md) or a timeout says.
                 response["Preference-Applied"] = f"wait={self.get_hold_timeout()}"
             return response
-        if too_large := getattr(self, "_realtime_oversized", None):
+        if too_large is not None:
             refused = self.handle_exception(too_large)
             return super().finalize_response(request, refused, *args, **kwargs)
         return self.longpoll_response(request, response, policy, etag)

@@ -43,3 +43,19 @@ def test_pistokes_json_protocol_in_its_own_loop(grip_proxy: ProxyUnderTest) -> N
         assert "invalid JSON" in json.loads(ws.recv(timeout=5))["error"]
         ws.send("[2]")
         assert json.loads(ws.recv(timeout=5)) == {"type": "list", "echo": [2]}
+
+
+def test_meta_set_in_one_batch_is_read_as_set_in_the_next(grip_proxy: ProxyUnderTest) -> None:
+    # Kept by the proxy as a header: a name with "_" came back folded to "-" (or not at all
+    # from runserver) and, set in the view, was refused only after it returned, dropping the
+    # connection; a value Latin-1 cannot carry came back RFC 2047-encoded (GRIP probe).
+    with connect(f"{grip_proxy.ws_url}/ws/remember/", proxy=None, open_timeout=10) as ws:
+        for message in ("user_id=u1", "snow=☃ café", "plain=x"):
+            ws.send(message)
+            assert ws.recv(timeout=5) == "ok"
+        asked = {}
+        for name in ("user_id", "user-id", "snow", "plain"):
+            ws.send(f"?{name}")
+            asked[name] = ws.recv(timeout=5)
+    assert asked == {"user_id": "u1", "user-id": "u1", "snow": "☃ café", "plain": "x"}
+

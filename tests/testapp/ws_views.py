@@ -7,7 +7,8 @@
 - django-pistoke: ``room/<name>/`` (a ``JSONWebSocketView`` with subprotocols ``chat.v1``
   and ``chat.v2`` that also renders a page for GET) and ``room/<name>/post/`` (publish to a
   room); ``pistoke-json/`` (its JSON protocol in its own loop), ``versioned/`` (subprotocol
-  choice), ``async-hooks/``.
+  choice), ``async-hooks/``;
+- ``remember/``: the connection's meta, set by one message and read by a later one.
 """
 
 from __future__ import annotations
@@ -203,6 +204,26 @@ class Closer(WebSocketView):
         CLOSES.setdefault(request.GET["ch"], []).append((code, request.wscontext.close_reason))
 
 
+@websocket_only
+def remember(request: HttpRequest) -> None:
+    """The connection's meta, from message to message: ``name=value`` sets it, ``?name``
+    answers what is kept (``-`` for nothing)."""
+    ws = request.wscontext
+    if ws.is_opening():
+        ws.accept()
+    while ws.can_recv():
+        message = ws.recv()
+        if message is None:
+            ws.close()
+            break
+        if str(message).startswith("?"):
+            ws.send(ws.meta.get(message[1:], "-"))
+        else:
+            name, _, value = str(message).partition("=")
+            ws.meta[name] = value
+            ws.send("ok")
+
+
 @csrf_exempt
 def room_post(request: HttpRequest, name: str) -> HttpResponse:
     if request.method != "POST":
@@ -228,4 +249,5 @@ urlpatterns = [
     path("room/<slug:name>/post/", room_post),
     path("async-class/", AsyncEcho.as_view()),
     path("closer/", Closer.as_view()),
+    path("remember/", remember),
 ]

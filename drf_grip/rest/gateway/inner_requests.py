@@ -206,6 +206,17 @@ def with_query_data(url: str, data: Any) -> str:
     return f"{path}?{query}" if query else path
 
 
+def as_the_view_read_it(url: str, inner: HttpRequest) -> str:
+    """``url`` with the query ``inner`` was answered with: a shared view drops parameters it
+    does not read before it runs (``_canonicalize_query``), which a token's subscription of
+    it, delivered like private data, then named anyway (new-user probe)."""
+    path, query = split_url(url)
+    kept = inner.META.get("QUERY_STRING", "")
+    if kept == query:
+        return url
+    return f"{path}?{kept}" if kept else path
+
+
 def build_inner_request(
     outer: HttpRequest, method: str, url: str, data: Any, headers: Mapping[str, str]
 ) -> WSGIRequest:

@@ -63,6 +63,7 @@ from .connections import (
     subscription_key,
 )
 from .inner_requests import (
+    as_the_view_read_it,
     build_inner_request,
     check_method,
     inner_headers,
@@ -372,6 +373,7 @@ class RealtimeGateway(WebSocketView):
                     return answer
                 continue
             user = getattr(inner, "user", None)
+            url = as_the_view_read_it(url, inner)
             state["subs"][key] = {
                 "id": sub_id,
                 "url": url,
