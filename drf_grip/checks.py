@@ -287,6 +287,26 @@ def check_verify_keys(app_configs=None, **kwargs):
     return []
 
 
+@checks.register(checks.Tags.compatibility)
+def check_sendable_keys(app_configs=None, **kwargs):
+    """W014 for a publish key with no issuer that is no text: sent as a Bearer token
+    (pubcontrol's rule, Fastly's API token), it never could be, and every publish to that
+    proxy failed (it raised ``UnicodeDecodeError`` from the transport; GRIP probe)."""
+    from .conf import unsendable_keys
+
+    return [
+        checks.Warning(
+            f"{uri}: its key is no text and it names no issuer, so publishes to it cannot "
+            "be authorised: each fails.",
+            hint="Name Pushpin's issuer beside its key (iss=pushpin in a GRIP URL, "
+            "control_iss in GRIP_PROXIES) to sign a JWT with the key; Fanout's key is an API "
+            "token (text).",
+            id="drf_grip.W014",
+        )
+        for uri in unsendable_keys()
+    ]
+
+
 @checks.register(checks.Tags.security)
 def check_fanout_verify_key(app_configs=None, **kwargs):
     """W010 when a proxy names the issuer of Fastly Fanout's Grip-Sig (``verify_iss``,

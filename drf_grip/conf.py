@@ -201,8 +201,6 @@ def _grip_url_problem(url: Any) -> str | None:
                 return f"a {name}=base64:... that is not base64"
         if not value:
             return f"an empty {name}= (no key: any Grip-Sig would count as the proxy's)"
-        if name == "key" and (problem := _bearer_problem(value, params.get("iss", [""])[0])):
-            return problem
     return None
 
 
@@ -226,14 +224,20 @@ def bearer_token(key: str | bytes) -> str:
     return token
 
 
-def _bearer_problem(key: Any, issuer: Any) -> str | None:
-    if issuer or not key or not isinstance(key, (str, bytes)):
-        return None
-    try:
-        bearer_token(key)
-    except InvalidKey as exc:
-        return str(exc)
-    return None
+def unsendable_keys() -> list[str]:
+    """The proxies (named without their keys) whose publish key cannot be sent: no issuer
+    to sign a JWT as, and not text to send as a Bearer token. Such a key still verifies the
+    proxy's Grip-Sig."""
+    if endpoint_problems():
+        return []  # E003 names them
+    found = []
+    for endpoint in grip_settings.publish_endpoints:
+        if endpoint.key and not endpoint.control_iss:
+            try:
+                bearer_token(endpoint.key)
+            except InvalidKey:
+                found.append(endpoint.display_uri)
+    return found
 
 
 def _entries_problems(name: str, value: Any, *, urls: bool) -> list[str]:
@@ -265,7 +269,7 @@ def _key_problem(entry: dict[str, Any]) -> str | None:
             return f"its {name} is {type(value).__name__}, not a string"
         if value is not None and not value:
             return f"an empty {name} (no key: any Grip-Sig would count as the proxy's)"
-    return _bearer_problem(entry.get("key"), entry.get("control_iss") or entry.get("iss"))
+    return None
 
 
 def endpoint_problems() -> list[str]:

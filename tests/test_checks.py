@@ -139,7 +139,7 @@ def test_a_partition_path_through_a_to_many_relation_is_named(registered_views):
 
 _SETTINGS_IDS = {
     "drf_grip.E002", "drf_grip.E003", "drf_grip.W007", "drf_grip.W008", "drf_grip.W009",
-    "drf_grip.W010",
+    "drf_grip.W010", "drf_grip.W014",
 }
 _SECRET = "s3cr3t-key-that-must-never-be-shown"
 _SETTINGS_ERRORS = [
@@ -176,9 +176,9 @@ _SETTINGS_ERRORS = [
      "drf_grip.E003", "an empty key"),
     # Without an issuer the key is sent as a Bearer token: bytes that are no text never
     # published (UnicodeDecodeError in the transport; GRIP probe).
-    ({"GRIP_URL": "http://127.0.0.1:5561/?key=base64:/+7/"}, "drf_grip.E003", "Bearer token"),
+    ({"GRIP_URL": "http://127.0.0.1:5561/?key=base64:/+7/"}, "drf_grip.W014", "no issuer"),
     ({"GRIP_PROXIES": [{"control_uri": "http://127.0.0.1:5561", "key": b"\xff\xfe"}]},
-     "drf_grip.E003", "GRIP_PROXIES[0]: the publish key is sent as a Bearer token"),
+     "drf_grip.W014", "http://127.0.0.1:5561: its key is no text"),
     ({"GRIP_URL": [f"http://127.0.0.1:5561/?key={_SECRET}"]}, "drf_grip.E003", "list"),
     ({"GRIP_PROXIES": {"control_uri": "http://127.0.0.1:5561", "key": _SECRET}},
      "drf_grip.E003", "must be a list"),
