@@ -775,3 +775,57 @@ def test_the_file_cache_counts_its_entries_at_most_once_a_second(tmp_path, monke
         monkeypatch.setattr(cache, "_culled_at", float("-inf"))  # a second later
         cache.set("one-more", 1, 60)
         assert len(listed) == 2 and len(real(cache)) < before  # counted, culled
+
+
+@pytest.fixture
+def recording_memory(monkeypatch):
+    """This process's memory of the recording mark, as a fresh process has it."""
+    from drf_grip.rest import policies
+
+    monkeypatch.setattr(policies, "_recording_marked", [float("-inf")])
+    monkeypatch.setattr(policies, "_mark_seen", [None, float("-inf")])
+    return policies
+
+
+def test_a_mark_the_cache_lost_is_known_for_a_loss_and_recovered_once(recording_memory):
+    """A probe past one machine: Redis restarted empty under writes, the first hold recorded
+    again made the records look whole, and streams, long-polls and gateway subscriptions
+    held before got no change (``test_state_lost`` shows it end to end)."""
+    policies = recording_memory
+    cache.clear()
+    policies.keep_recording(anew=True)
+    assert not policies.recovery_due("testapp.todo")  # a fresh cache is no loss
+    cache.clear()  # Redis restarted empty
+    assert policies.records_lost() and not policies.recovery_due("testapp.todo")
+    policies.keep_recording(anew=True)  # the first subscriber after it records again
+    assert not policies.records_lost()
+    assert policies.recovery_due("testapp.todo")  # once per model...
+    assert not policies.recovery_due("testapp.todo")
+    assert policies.recovery_due("testapp.note")
+    assert policies.recovery_due("gateway")  # ...and once for gateway connections
+    assert not policies.recovery_due("gateway")
+
+
+def test_a_mark_set_anew_by_a_fresh_process_is_known_for_a_loss_by_one_that_saw_the_old(
+    recording_memory,
+):
+    policies = recording_memory
+    cache.clear()
+    policies.keep_recording(anew=True)
+    assert not policies.recovery_due("testapp.todo")  # this process saw the mark
+    cache.clear()
+    fresh = {"since": policies.time.time(), "lost": False}
+    cache.set(policies._RECORDING, fresh, 60)  # set anew by a fresh process
+    assert policies.recovery_due("testapp.todo")
+    assert cache.get(policies._RECORDING)["lost"] is True  # for every process
+
+
+def test_a_mark_that_expired_in_a_quiet_spell_is_no_loss(recording_memory, monkeypatch):
+    policies = recording_memory
+    cache.clear()
+    policies.keep_recording(anew=True)
+    cache.clear()
+    later = policies._recording_marked[0] + policies._mark_timeout() + 1
+    monkeypatch.setattr(policies.time, "monotonic", lambda: later)
+    policies.keep_recording(anew=True)
+    assert not policies.recovery_due("testapp.todo")

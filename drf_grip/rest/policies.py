@@ -17,7 +17,7 @@ from django.db import models
 
 from ..conf import grip_settings
 from .context import RealtimePolicy
-from .store import ADDED, SlotIndex, state_cache
+from .store import ADDED, SlotIndex, state_cache, touch
 
 __all__ = [
     "keep_recording",
@@ -26,6 +26,7 @@ __all__ = [
     "record_view",
     "recorded_views",
     "records_lost",
+    "recovery_due",
     "view_class",
     "view_path",
 ]
@@ -36,10 +37,17 @@ _recent: dict[str, dict[str, tuple[str, float]]] = {}
 
 #: Set while any process records subscriptions, renewed as they are. A cache without it
 #: lost every record (Redis flushed or restarted, while the proxies still hold clients),
-#: or nobody subscribed to anything for ``live_timeout()``.
+#: or nobody subscribed to anything for ``live_timeout()``. Its value says since when
+#: (``time.time()``) and whether it was set anew because the cache lost it (``lost``): then
+#: the holds made before are still held, unrecorded, while those made since record again.
 _RECORDING = "drf_grip:recording"
-#: When this process last set it (``time.monotonic()``).
+#: When this process last renewed it (``time.monotonic()``).
 _recording_marked = [float("-inf")]
+#: The mark as this process last read or set it, and when (``time.monotonic()``).
+_mark_seen: list[Any] = [None, float("-inf")]
+#: Per model (and for gateway connections) and per mark: set by the one publisher that
+#: recovers the holds the cache lost (``recovery_due``).
+_RECOVERED_IN = "drf_grip:recovered-in:"
 
 
 def live_timeout() -> int:
@@ -84,13 +92,37 @@ def keep_recording(anew: bool = False) -> None:
     subscribes, and then lives for hours): a mark that expired under it would make the
     next change close every such connection (``records_lost()``, publishing.py)."""
     now = time.monotonic()
+    timeout = _mark_timeout()
+    if anew or now - _recording_marked[0] > timeout / 4:
+        cache = state_cache()
+        if not touch(cache, _RECORDING, timeout):
+            _mark_anew(cache, timeout, now)
+        _recording_marked[0] = now
+
+
+def _mark_timeout() -> int:
     # Outlives the gap between a connection's keep-alive calls whatever LIVE_URL_TIMEOUT is:
     # live_timeout() covers four of them unless LIVE_URL_TIMEOUT is negative, which neither
     # conf.py nor a system check rejects.
-    timeout = max(live_timeout(), 4 * int(grip_settings.WS_KEEP_ALIVE))
-    if anew or now - _recording_marked[0] > timeout / 4:
-        state_cache().set(_RECORDING, 1, timeout)
-        _recording_marked[0] = now
+    return max(live_timeout(), 4 * int(grip_settings.WS_KEEP_ALIVE))
+
+
+def _mark_anew(cache: Any, timeout: int, now: float) -> None:
+    # Gone while this process had set or read it within its life: the cache lost it (Redis
+    # restarted empty), not a quiet spell. Subscriptions record again from here on, and the
+    # first re-recorded hold made records_lost() false while streams, long-polls and
+    # gateway subscriptions held before stayed unrecorded: under writes across a Redis
+    # restart, streams got no change and gateway clients none until their 1012 (a probe
+    # past one machine: 9 of 13 runs).
+    lost = now - max(_recording_marked[0], _mark_seen[1]) <= timeout
+    mark = {"since": time.time(), "lost": lost}
+    if not cache.add(_RECORDING, mark, timeout):
+        return  # another process set it first
+    _mark_seen[:] = [mark, now]
+
+
+def _as_mark(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {"since": 0.0, "lost": False}
 
 
 def records_lost() -> bool:
@@ -98,6 +130,36 @@ def records_lost() -> bool:
     cannot tell which views its held clients came through, so it follows the views'
     classes, as with a per-process cache."""
     return not state_cache().get(_RECORDING)
+
+
+def recovery_due(name: str) -> bool:
+    """Whether the publisher of a change of model ``name`` (a label, or ``"gateway"``) is
+    the one to re-request the holds of that model the cache lost (hint them all, close
+    gateway connections): once per loss, by the first to look while such holds can still
+    be held unrecorded. A mark a process set anew knowing nothing of the one before (a
+    fresh process) is known for a loss by one that read the old."""
+    cache = state_cache()
+    found = cache.get(_RECORDING)
+    if not found:
+        return False  # records_lost()
+    mark = _as_mark(found)
+    now = time.monotonic()
+    timeout = _mark_timeout()
+    seen, seen_at = _mark_seen
+    if (
+        not mark["lost"]
+        and seen is not None
+        and now - seen_at <= timeout
+        and seen.get("since") != mark["since"]
+    ):
+        mark = {**mark, "lost": True}
+        cache.set(_RECORDING, mark, timeout)
+    _mark_seen[:] = [mark, now]
+    # Every hold held before the loss came back (and recorded) or ended within the longest
+    # time a subscription goes without renewing its records.
+    if not mark["lost"] or time.time() - mark["since"] > timeout:
+        return False
+    return bool(cache.add(f"{_RECOVERED_IN}{name}:{mark['since']}", 1, timeout))
 
 
 def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from . import channels as names
 from .buckets import all_bucket_channels, bucketable, paced_hints
 from .changes import Changes
 from .context import PRIVATE, SHARED
-from .policies import recorded_views, records_lost, view_class, view_path
+from .policies import recorded_views, records_lost, recovery_due, view_class, view_path
 from .registry import gateway_views, views_for
 from .sse import format_event
 from .store import per_process_state
@@ -155,11 +155,20 @@ def publish_model(
     # them, a live URL or the views its subscribers came through, and the publish above
     # then missed that client for good (multi-process probe, ``allkeys-lru``). Read once
     # the records were, so every eviction that could have hidden one is counted.
-    evicted = evicted_since(model._meta.label_lower)
+    label = model._meta.label_lower
+    evicted = evicted_since(label)
     if evicted and not lost:
         _warn_of_evictions(evicted)
     if lost or evicted:
         _publish_to_unrecorded(model, pks, deleted, partitions, hinted=channels)
+    elif recovery_due(label):
+        # The cache lost its records and some came back since: the holds that did not
+        # (a stream, a long-poll the proxy has not re-requested) are re-requested once,
+        # all of the model's, and gateway connections closed once.
+        _publish_to_unrecorded(
+            model, None, deleted, None, hinted=channels,
+            close_connections=recovery_due("gateway") if gateway_views() else False,
+        )
 
 
 def _publish_to_unrecorded(
@@ -168,13 +177,15 @@ def _publish_to_unrecorded(
     deleted: set[Any],
     partitions: set[str] | None,
     hinted: list[str],
+    *,
+    close_connections: bool = True,
 ) -> None:
     """The records of held clients may be missing (the cache lost them all, or evicted
     some): the proxies still hold those clients, which record again only when re-requested.
     Every hold of the model is hinted from the views' class-level delivery, which costs a
     re-request per held client until the holds record again, and gateway connections with
-    subscriptions are closed: the client reconnects on 1012, subscribes again and gets this
-    change in the answer."""
+    subscriptions are closed (unless ``close_connections`` is false): the client reconnects
+    on 1012, subscribes again and gets this change in the answer."""
     from .gateway.connections import close_lost_connections
     from .shared import mark_recovered
 
@@ -194,7 +205,7 @@ def _publish_to_unrecorded(
     # A deleted object's holds: re-requested, each answers 404 (a stream its last event).
     channels += [names.object_channel(model, pk) for pk in sorted(deleted, key=str)]
     _hint([c for c in dict.fromkeys(channels) if c not in hinted], None)
-    if gateway_views():
+    if close_connections and gateway_views():
         close_lost_connections()
 
 
