@@ -54,10 +54,23 @@ def pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
         yield server
 
 
+@contextlib.contextmanager
+def _publishing_to(**settings: Any) -> Iterator[None]:
+    """The test's GRIP settings, kept until the changes it committed are handed to the
+    publisher: one committed at its end went out a moment later under the next settings,
+    to the unset default (``127.0.0.1:8000``), and its retries for a minute failed a later
+    module's log checks (test_gateway_ws.py run before test_drf_usage.py)."""
+    from drf_grip.rest.change_worker import wait_idle
+
+    with override_settings(**settings):
+        yield
+        wait_idle(10)
+
+
 @pytest.fixture
 def grip_pushpin(pushpin: PushpinServer) -> Iterator[PushpinServer]:
     """``pushpin``, with the app configured to trust and publish to it for this test."""
-    with override_settings(GRIP_URL=pushpin.grip_url):
+    with _publishing_to(GRIP_URL=pushpin.grip_url):
         yield pushpin
 
 
@@ -67,7 +80,7 @@ def fresh_pushpin(origin_server: OriginServer) -> Iterator[PushpinServer]:
     it. On the session's Pushpin an earlier test's stream may still hold a channel a private
     stream subscribes to (its model's), and Pushpin re-fetches a channel's streams only
     after its first subscription (PUSHPIN.md)."""
-    with _private_pushpin(origin_server) as server, override_settings(GRIP_URL=server.grip_url):
+    with _private_pushpin(origin_server) as server, _publishing_to(GRIP_URL=server.grip_url):
         yield server
 
 
@@ -90,9 +103,9 @@ def grip_proxy(request: pytest.FixtureRequest) -> Iterator[ProxyUnderTest]:
     """
     if request.param == "pushpin":
         server: Any = request.getfixturevalue("pushpin")
-        with override_settings(GRIP_URL=server.grip_url):
+        with _publishing_to(GRIP_URL=server.grip_url):
             yield server
     else:
         embedded = request.getfixturevalue("embedded_proxy")
-        with override_settings(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None):
+        with _publishing_to(GRIP_URL=None, GRIP_PROXIES=None, PUBLISH_SERVERS=None):
             yield embedded
