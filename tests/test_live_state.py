@@ -782,8 +782,7 @@ def recording_memory(monkeypatch):
     """This process's memory of the recording mark, as a fresh process has it."""
     from drf_grip.rest import policies
 
-    monkeypatch.setattr(policies, "_recording_marked", [float("-inf")])
-    monkeypatch.setattr(policies, "_mark_seen", [None, float("-inf")])
+    monkeypatch.setattr(policies, "_memories", policies.weakref.WeakKeyDictionary())
     return policies
 
 
@@ -802,8 +801,6 @@ def test_a_mark_the_cache_lost_is_known_for_a_loss_and_recovered_once(recording_
     assert policies.recovery_due("testapp.todo")  # once per model...
     assert not policies.recovery_due("testapp.todo")
     assert policies.recovery_due("testapp.note")
-    assert policies.recovery_due("gateway")  # ...and once for gateway connections
-    assert not policies.recovery_due("gateway")
 
 
 def test_a_mark_set_anew_by_a_fresh_process_is_known_for_a_loss_by_one_that_saw_the_old(
@@ -825,7 +822,7 @@ def test_a_mark_that_expired_in_a_quiet_spell_is_no_loss(recording_memory, monke
     cache.clear()
     policies.keep_recording(anew=True)
     cache.clear()
-    later = policies._recording_marked[0] + policies._mark_timeout() + 1
+    later = policies._memory(policies.state_cache()).marked + policies._mark_timeout() + 1
     monkeypatch.setattr(policies.time, "monotonic", lambda: later)
     policies.keep_recording(anew=True)
     assert not policies.recovery_due("testapp.todo")

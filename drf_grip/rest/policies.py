@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import weakref
 from typing import Any
 
 from django.db import models
@@ -41,10 +42,28 @@ _recent: dict[str, dict[str, tuple[str, float]]] = {}
 #: (``time.time()``) and whether it was set anew because the cache lost it (``lost``): then
 #: the holds made before are still held, unrecorded, while those made since record again.
 _RECORDING = "drf_grip:recording"
-#: When this process last renewed it (``time.monotonic()``).
-_recording_marked = [float("-inf")]
-#: The mark as this process last read or set it, and when (``time.monotonic()``).
-_mark_seen: list[Any] = [None, float("-inf")]
+
+
+class _Memory:
+    """What this process knows of the mark in one cache: when it last renewed it, and the
+    mark as it last read or set it, and when (``time.monotonic()``). Kept per cache object,
+    so that a project's tests that switch caches (``override_settings(CACHES=...)``) do not
+    take a fresh one for a lost one."""
+
+    marked = float("-inf")
+    seen: dict[str, Any] | None = None
+    seen_at = float("-inf")
+
+
+_memories: weakref.WeakKeyDictionary[Any, _Memory] = weakref.WeakKeyDictionary()
+
+
+def _memory(cache: Any) -> _Memory:
+    try:
+        return _memories.setdefault(cache, _Memory())
+    except TypeError:  # a cache object no weak reference can name: nothing remembered
+        return _Memory()
+
 #: Per model (and for gateway connections) and per mark: set by the one publisher that
 #: recovers the holds the cache lost (``recovery_due``).
 _RECOVERED_IN = "drf_grip:recovered-in:"
@@ -93,11 +112,12 @@ def keep_recording(anew: bool = False) -> None:
     next change close every such connection (``records_lost()``, publishing.py)."""
     now = time.monotonic()
     timeout = _mark_timeout()
-    if anew or now - _recording_marked[0] > timeout / 4:
-        cache = state_cache()
+    cache = state_cache()
+    memory = _memory(cache)
+    if anew or now - memory.marked > timeout / 4:
         if not touch(cache, _RECORDING, timeout):
-            _mark_anew(cache, timeout, now)
-        _recording_marked[0] = now
+            _mark_anew(cache, memory, timeout, now)
+        memory.marked = now
 
 
 def _mark_timeout() -> int:
@@ -107,18 +127,18 @@ def _mark_timeout() -> int:
     return max(live_timeout(), 4 * int(grip_settings.WS_KEEP_ALIVE))
 
 
-def _mark_anew(cache: Any, timeout: int, now: float) -> None:
+def _mark_anew(cache: Any, memory: _Memory, timeout: int, now: float) -> None:
     # Gone while this process had set or read it within its life: the cache lost it (Redis
     # restarted empty), not a quiet spell. Subscriptions record again from here on, and the
     # first re-recorded hold made records_lost() false while streams, long-polls and
     # gateway subscriptions held before stayed unrecorded: under writes across a Redis
     # restart, streams got no change and gateway clients none until their 1012 (a probe
     # past one machine: 9 of 13 runs).
-    lost = now - max(_recording_marked[0], _mark_seen[1]) <= timeout
+    lost = now - max(memory.marked, memory.seen_at) <= timeout
     mark = {"since": time.time(), "lost": lost}
     if not cache.add(_RECORDING, mark, timeout):
         return  # another process set it first
-    _mark_seen[:] = [mark, now]
+    memory.seen, memory.seen_at = mark, now
 
 
 def _as_mark(value: Any) -> dict[str, Any]:
@@ -145,16 +165,17 @@ def recovery_due(name: str) -> bool:
     mark = _as_mark(found)
     now = time.monotonic()
     timeout = _mark_timeout()
-    seen, seen_at = _mark_seen
+    memory = _memory(cache)
+    seen = memory.seen
     if (
         not mark["lost"]
         and seen is not None
-        and now - seen_at <= timeout
+        and now - memory.seen_at <= timeout
         and seen.get("since") != mark["since"]
     ):
         mark = {**mark, "lost": True}
         cache.set(_RECORDING, mark, timeout)
-    _mark_seen[:] = [mark, now]
+    memory.seen, memory.seen_at = mark, now
     # Every hold held before the loss came back (and recorded) or ended within the longest
     # time a subscription goes without renewing its records.
     if not mark["lost"] or time.time() - mark["since"] > timeout:

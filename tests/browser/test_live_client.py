@@ -664,6 +664,17 @@ def test_an_event_source_reconnects_on_the_clients_backoff(page: Any) -> None:
     assert len(calls) >= 5, len(calls)
 
 
+def _demo_token(server: Any, key: str) -> str:
+    """``key``, made a token of the sample's demo user, written straight to its database."""
+    with sqlite3.connect(server.database, timeout=20) as db:
+        (user,) = db.execute("SELECT id FROM auth_user WHERE username = 'demo'").fetchone()
+        db.execute(
+            "INSERT OR REPLACE INTO authtoken_token (key, created, user_id) "
+            "VALUES (?, datetime('now'), ?)", (key, user),
+        )
+    return key
+
+
 def test_a_revoked_token_ends_every_transport_once(
     page: Any, sample_servers: dict[str, Board]
 ) -> None:
@@ -672,13 +683,7 @@ def test_a_revoked_token_ends_every_transport_once(
     backoff, for as long as the page stayed open; now it ends as SSE's final ``event:
     error`` and the gateway's ``end`` do: ``null`` with the status, ``onError``, stopped."""
     server = sample_servers["embedded"].server
-    key = "live-js-revoked-token-0000000000000000000"
-    with sqlite3.connect(server.database, timeout=20) as db:
-        (user,) = db.execute("SELECT id FROM auth_user WHERE username = 'demo'").fetchone()
-        db.execute(
-            "INSERT OR REPLACE INTO authtoken_token (key, created, user_id) "
-            "VALUES (?, datetime('now'), ?)", (key, user),
-        )
+    key = _demo_token(server, "live-js-revoked-token-0000000000000000000")
     records = page.evaluate("""async (key) => {
       const headers = {Authorization: `Token ${key}`};
       window.revoked = {};
@@ -710,6 +715,42 @@ def test_a_revoked_token_ends_every_transport_once(
         assert seen["last"][0] is None and seen["last"][1] in (401, 403), (transport, seen)
         assert seen["reconnecting"] == 0, (transport, seen)
         assert len(seen["errors"]) == 1, (transport, seen)
+
+
+def test_an_ended_session_ends_every_transport_with_the_status_a_get_gets(
+    page: Any, sample_servers: dict[str, Board]
+) -> None:
+    """The page's session ended (a logout in another tab): the next change ends each
+    subscription with ``null`` and the status a fresh GET now gets. EventSource's path
+    reported 403 whatever the stream's final ``event: error`` said (401 here; a browser
+    probe, both proxies)."""
+    server = sample_servers["embedded"].server
+    key = _demo_token(server, "live-js-session-ended-000000000000000000")
+    page.evaluate("""async () => {
+      window.ended = {};
+      for (const transport of ["longpoll", "sse", "ws"]) {
+        ended[transport] = watch("/api/notes/", {transport, gatewayUrl: "/api/ws/", minDelay: 100, maxDelay: 200});
+        await ended[transport].ready;
+      }
+    }""")
+    with sqlite3.connect(server.database, timeout=20) as db:
+        db.execute("DELETE FROM django_session")
+    result = page.evaluate("""async (key) => {
+      const fresh = (await fetch("/api/notes/", {headers: {Accept: "application/json"}})).status;
+      await client.post("/api/notes/", {text: "after the session ended"},
+                        {headers: {Authorization: `Token ${key}`}, credentials: "omit"});
+      const out = {fresh};
+      for (const [transport, record] of Object.entries(ended)) {
+        await stoppedWithin(record, 5000);
+        const last = record.changes[record.changes.length - 1];
+        out[transport] = [last.data, last.info.status, record.handle.state];
+        record.handle.stop();
+      }
+      return out;
+    }""", key)
+    fresh = result.pop("fresh")
+    assert fresh in (401, 403)
+    assert result == {t: [None, fresh, "stopped"] for t in ("longpoll", "sse", "ws")}, result
 
 
 def test_a_refused_subscription_stops_on_every_transport(page: Any) -> None:

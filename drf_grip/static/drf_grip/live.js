@@ -35,7 +35,27 @@ const DEFAULTS = {
   minDelay: 500, // first reconnect delay (ms)
   maxDelay: 15000, // cap of the exponential backoff (ms)
   credentials: "same-origin",
+  // A connection that went silent (a network change, a NAT that forgot it) is never closed
+  // for the browser: no FIN or RST arrives, so a stream or a socket said "live" for ever
+  // while the data went stale (a browser probe: 3 of 3 runs, SSE and WebSocket). After this
+  // long without a word (the server's keep-alive comes every 20 s, STREAM_KEEP_ALIVE) an
+  // SSE stream read with fetch() is opened again, and the gateway is asked for an answer;
+  // EventSource shows no keep-alive, so its stream is opened again after three times
+  // this (ms).
+  quietMs: 60000,
 };
+
+// How long the gateway may take to answer a check of a quiet socket before it counts as lost.
+const PROBE_MS = 10000;
+
+// Every live stream and socket of the page, checked at once when the browser says it is
+// online again (a network change: whatever was open may be silent now).
+const onlineChecks = new Set();
+if (typeof globalThis.addEventListener === "function") {
+  globalThis.addEventListener("online", () => {
+    for (const check of [...onlineChecks]) check();
+  });
+}
 
 /** A non-2xx answer to a write or a subscription. */
 export class HttpError extends Error {
@@ -64,7 +84,8 @@ export class PreconditionFailed extends HttpError {
  * Options: `transport` ("longpoll" | "sse" | "ws"), `signal` (an AbortSignal that stops it),
  * `headers` (sent with every request), `gatewayUrl` (for "ws", e.g. "/api/ws/"), `etag` (one
  * already held: wait for the next change), `onState(state, info)`, `onError(error)`,
- * `wait`, `minDelay`, `maxDelay`, `credentials`.
+ * `wait`, `minDelay`, `maxDelay`, `credentials`, `quietMs` (a stream or socket silent this
+ * long is checked: reopened, or asked for an answer).
  *
  * EventSource cannot send headers, so "sse" with `headers` reads the stream with fetch()
  * instead (same events; it resumes with Last-Event-ID).
@@ -438,6 +459,22 @@ function pause(sub, ms) {
 function sse(sub) {
   if (sub.opts.headers && Object.keys(sub.opts.headers).length) return sseFetch(sub);
   let source = null;
+  let quiet = null;
+  // Silent for quietMs, or the browser back online: open the stream again (its first event,
+  // the current representation, is dropped by deliver() when unchanged).
+  const reopen = () => {
+    clearTimeout(quiet);
+    if (sub.stopped || !source || source.readyState !== EventSource.OPEN) return;
+    source.close();
+    open();
+  };
+  const heard = () => {
+    clearTimeout(quiet);
+    // EventSource hides the server's keep-alive comments: a healthy stream can be silent
+    // too, and reopening one costs a render, so it waits three times as long.
+    quiet = setTimeout(reopen, 3 * sub.opts.quietMs);
+  };
+  onlineChecks.add(reopen);
   const open = () => {
     if (sub.stopped) return;
     source = new EventSource(sub.url, { withCredentials: sub.opts.credentials === "include" });
@@ -445,9 +482,11 @@ function sse(sub) {
     let opened = null;
     source.onopen = () => {
       opened = Date.now();
+      heard();
       sub.alive();
     };
     source.onmessage = (event) => {
+      heard();
       // The event id is the representation's ETag: a reconnection's first event, the current
       // representation, is dropped by deliver() when it is the one already seen.
       sub.deliver(parseJson(event.data), event.lastEventId || null);
@@ -455,9 +494,14 @@ function sse(sub) {
     // The server ends the stream of a deleted object with `event: delete`.
     source.addEventListener("delete", () => sub.deliver(null, null, 404));
     source.onerror = (event) => {
+      clearTimeout(quiet);
       if (event instanceof MessageEvent) {
-        // `event: error` from the server: the object is no longer visible to this client.
-        sub.end(new HttpError(403, parseJson(event.data)), 403);
+        // `event: error` from the server: the subscription's credentials were revoked, or the
+        // object is no longer visible to this client; its data names the status a GET now
+        // gets (401 or 403), as over fetch() and the gateway (it always said 403).
+        const data = parseJson(event.data);
+        const status = (data && data.status) || 403;
+        sub.end(new HttpError(status, data), status);
         return;
       }
       if (source.readyState === EventSource.CONNECTING) {
@@ -484,7 +528,11 @@ function sse(sub) {
       });
     };
   };
-  sub.cleanup.push(() => source && source.close());
+  sub.cleanup.push(() => {
+    clearTimeout(quiet);
+    onlineChecks.delete(reopen);
+    if (source) source.close();
+  });
   open();
 }
 
@@ -535,7 +583,16 @@ async function sseFetch(sub) {
       } else {
         sub.alive();
         const opened = Date.now();
-        const ended = await readEvents(response.body, (event) => {
+        // Silent for quietMs (the server's keep-alive comments count), or the browser back
+        // online: abort, and the loop opens it again with Last-Event-ID.
+        let quiet = null;
+        const heard = () => {
+          clearTimeout(quiet);
+          quiet = setTimeout(abort, sub.opts.quietMs);
+        };
+        heard();
+        onlineChecks.add(abort);
+        const ended = await readEvents(response.body, heard, (event) => {
           if (event.type === "delete") sub.deliver(null, null, 404);
           else if (event.type === "error") {
             // Revoked or refused: its data names the status a GET now gets (401 or 403).
@@ -544,6 +601,9 @@ async function sseFetch(sub) {
             sub.end(new HttpError(status, data), status);
           }
           else sub.deliver(parseJson(event.data), event.id || null);
+        }).finally(() => {
+          clearTimeout(quiet);
+          onlineChecks.delete(abort);
         });
         // backoff() below reports "reconnecting" (with its delay).
         if (ended && Date.now() - opened < UNHELD_STREAM_MS) sub.attempt = attempt;
@@ -559,14 +619,16 @@ async function sseFetch(sub) {
 }
 
 /** Parse an event stream (WHATWG HTML, "server-sent events") into `{type, id, data}` events;
- * resolves true when the stream ended. */
-async function readEvents(body, onEvent) {
+ * `onBytes()` hears of every chunk, keep-alive comments included. Resolves true when the
+ * stream ended. */
+async function readEvents(body, onBytes, onEvent) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   let event = { type: "message", id: "", data: [] };
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return true;
+    onBytes();
     buffer += value;
     const lines = buffer.split(/\r\n|\r|\n/);
     buffer = lines.pop();
@@ -638,6 +700,9 @@ class Gateway {
     this.address = address;
     this.minDelay = opts.minDelay;
     this.maxDelay = opts.maxDelay;
+    this.quietMs = opts.quietMs;
+    this.quiet = null; // the timer of the quiet check, then of its probe's answer
+    this.check = () => this.probe();
     this.subs = new Set();
     this.byId = new Map(); // message id -> subscription (first answer and private changes)
     this.nextId = 1;
@@ -665,6 +730,7 @@ class Gateway {
   closeIfIdle() {
     clearTimeout(this.timer);
     this.timer = null;
+    this.unwatch();
     const socket = this.socket;
     // A socket still connecting is closed by its onopen instead: closing it now makes
     // Chromium log "WebSocket is closed before the connection is established", and a page
@@ -684,27 +750,67 @@ class Gateway {
     this.socket = socket;
     socket.onopen = () => {
       if (!this.subs.size) return this.closeIfIdle();
+      this.heard();
+      onlineChecks.add(this.check);
       for (const sub of this.subs) this.subscribe(sub);
     };
-    socket.onmessage = (event) => this.receive(parseJson(event.data));
-    socket.onclose = (event) => {
-      if (this.socket !== socket) return;
-      this.socket = null;
-      this.byId.clear();
-      if (!this.subs.size) return this.closeIfIdle();
-      const delay = backoffDelay(this.attempt++, this);
-      // A failure that does not end the subscriptions: onError hears of it, as of a failed
-      // request over the other transports (a wrong gatewayUrl showed only "reconnecting").
-      // The browser tells no more than the close code (1006: closed without a close frame,
-      // a refused handshake included).
-      const error = new Error(`WebSocket ${this.address} closed (code ${event.code}${event.reason ? `: ${event.reason}` : ""})`);
-      for (const sub of this.subs) {
-        sub.wsId = undefined;
-        sub.fail(error);
-        sub.setState(RECONNECTING, { attempt: this.attempt, delay, error });
-      }
-      this.timer = setTimeout(() => this.connect(), delay);
+    socket.onmessage = (event) => {
+      this.heard();
+      this.receive(parseJson(event.data));
     };
+    socket.onclose = (event) => {
+      const reason = event.reason ? `: ${event.reason}` : "";
+      this.lost(socket, `WebSocket ${this.address} closed (code ${event.code}${reason})`);
+    };
+  }
+
+  /** The socket is gone (closed, or silent): reconnect after a backoff, subscribing again. */
+  lost(socket, message) {
+    if (this.socket !== socket) return;
+    this.socket = null;
+    this.unwatch();
+    this.byId.clear();
+    if (!this.subs.size) return this.closeIfIdle();
+    const delay = backoffDelay(this.attempt++, this);
+    // A failure that does not end the subscriptions: onError hears of it, as of a failed
+    // request over the other transports (a wrong gatewayUrl showed only "reconnecting").
+    // The browser tells no more than the close code (1006: closed without a close frame,
+    // a refused handshake included).
+    const error = new Error(message);
+    for (const sub of this.subs) {
+      sub.wsId = undefined;
+      sub.fail(error);
+      sub.setState(RECONNECTING, { attempt: this.attempt, delay, error });
+    }
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Something arrived: the socket works; check it again after quietMs of silence. */
+  heard() {
+    clearTimeout(this.quiet);
+    this.quiet = setTimeout(this.check, this.quietMs);
+  }
+
+  unwatch() {
+    clearTimeout(this.quiet);
+    this.quiet = null;
+    onlineChecks.delete(this.check);
+  }
+
+  /** Ask the gateway for an answer (an unsubscribe of an id never used: answered at once,
+   * nothing rendered); a socket that stays silent PROBE_MS longer counts as lost, and
+   * closing it would wait for a close frame that never comes. */
+  probe() {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    const id = this.nextId++;
+    this.sendJson({ id, unsubscribe: id });
+    clearTimeout(this.quiet);
+    this.quiet = setTimeout(() => {
+      this.lost(socket, `WebSocket ${this.address} silent for ${this.quietMs + PROBE_MS} ms`);
+      socket.onclose = socket.onmessage = null;
+      socket.close();
+    }, PROBE_MS);
   }
 
   subscribe(sub) {
