@@ -64,8 +64,9 @@ def _memory(cache: Any) -> _Memory:
     except TypeError:  # a cache object no weak reference can name: nothing remembered
         return _Memory()
 
-#: Per model (and for gateway connections) and per mark: set by the one publisher that
-#: recovers the holds the cache lost (``recovery_due``).
+
+#: Per model and per mark: set by the one publisher that re-requests the holds of that
+#: model the cache lost (``recovery_due``).
 _RECOVERED_IN = "drf_grip:recovered-in:"
 
 
@@ -132,8 +133,7 @@ def _mark_anew(cache: Any, memory: _Memory, timeout: int, now: float) -> None:
     # restarted empty), not a quiet spell. Subscriptions record again from here on, and the
     # first re-recorded hold made records_lost() false while streams, long-polls and
     # gateway subscriptions held before stayed unrecorded: under writes across a Redis
-    # restart, streams got no change and gateway clients none until their 1012 (a probe
-    # past one machine: 9 of 13 runs).
+    # restart, streams got no change (a probe past one machine: 9 of 13 runs).
     lost = now - max(memory.marked, memory.seen_at) <= timeout
     mark = {"since": time.time(), "lost": lost}
     if not cache.add(_RECORDING, mark, timeout):
@@ -153,11 +153,11 @@ def records_lost() -> bool:
 
 
 def recovery_due(name: str) -> bool:
-    """Whether the publisher of a change of model ``name`` (a label, or ``"gateway"``) is
-    the one to re-request the holds of that model the cache lost (hint them all, close
-    gateway connections): once per loss, by the first to look while such holds can still
-    be held unrecorded. A mark a process set anew knowing nothing of the one before (a
-    fresh process) is known for a loss by one that read the old."""
+    """Whether the publisher of a change of model ``name`` (its label) is the one to
+    re-request the holds of that model the cache lost (hint them all): once per loss, by
+    the first to look while such holds can still be held unrecorded. A mark a process set
+    anew knowing nothing of the one before (a fresh process) is known for a loss by one
+    that read the old."""
     cache = state_cache()
     found = cache.get(_RECORDING)
     if not found:
