@@ -292,19 +292,27 @@ def check_sendable_keys(app_configs=None, **kwargs):
     """W014 for a publish key with no issuer that is no text: sent as a Bearer token
     (pubcontrol's rule, Fastly's API token), it never could be, and every publish to that
     proxy failed (it raised ``UnicodeDecodeError`` from the transport; GRIP probe)."""
-    from .conf import unsendable_keys
+    from .conf import InvalidKey, endpoint_problems, grip_settings
+    from .grip.transports import HttpTarget
 
-    return [
-        checks.Warning(
-            f"{uri}: its key is no text and it names no issuer, so publishes to it cannot "
-            "be authorised: each fails.",
-            hint="Name Pushpin's issuer beside its key (iss=pushpin in a GRIP URL, "
-            "control_iss in GRIP_PROXIES) to sign a JWT with the key; Fanout's key is an API "
-            "token (text).",
-            id="drf_grip.W014",
-        )
-        for uri in unsendable_keys()
-    ]
+    if endpoint_problems():
+        return []  # E003 names them
+    found = []
+    for endpoint in grip_settings.publish_endpoints:
+        try:
+            HttpTarget(endpoint).headers()  # how a publish is authorised, decided there
+        except InvalidKey:
+            found.append(
+                checks.Warning(
+                    f"{endpoint.display_uri}: its key is no text and it names no issuer, so "
+                    "publishes to it cannot be authorised: each fails.",
+                    hint="Name Pushpin's issuer beside its key (iss=pushpin in a GRIP URL, "
+                    "control_iss in GRIP_PROXIES) to sign a JWT with the key; Fanout's key "
+                    "is an API token (text).",
+                    id="drf_grip.W014",
+                )
+            )
+    return found
 
 
 @checks.register(checks.Tags.security)

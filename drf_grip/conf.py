@@ -224,22 +224,6 @@ def bearer_token(key: str | bytes) -> str:
     return token
 
 
-def unsendable_keys() -> list[str]:
-    """The proxies (named without their keys) whose publish key cannot be sent: no issuer
-    to sign a JWT as, and not text to send as a Bearer token. Such a key still verifies the
-    proxy's Grip-Sig."""
-    if endpoint_problems():
-        return []  # E003 names them
-    found = []
-    for endpoint in grip_settings.publish_endpoints:
-        if endpoint.key and not endpoint.control_iss:
-            try:
-                bearer_token(endpoint.key)
-            except InvalidKey:
-                found.append(endpoint.display_uri)
-    return found
-
-
 def _entries_problems(name: str, value: Any, *, urls: bool) -> list[str]:
     if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
         shape = "GRIP URLs or dicts" if urls else "dicts with 'control_uri'"

@@ -272,7 +272,7 @@ class HttpTarget:
                 status, reason = None, f"{type(exc).__name__}: {exc}"
                 refused = isinstance(exc, ConnectionRefusedError)
             except InvalidKey as exc:
-                return None, str(exc)  # no retry mends the settings (E003 says so at start)
+                return None, str(exc)  # no retry mends the settings (W014 says so at start)
             if status is not None and 200 <= status < 300:
                 return status, reason
             retriable = status is None or status >= 500 or status in _RETRY_STATUSES

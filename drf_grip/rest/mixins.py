@@ -708,13 +708,14 @@ class _RealtimeBase(RealtimeHooks):
             from .live_urls import unlist_live_url
 
             unlist_live_url(self, self._live_url())
-        current = getattr(self, "_current_etag", None)
         too_large = getattr(self, "_realtime_oversized", None)
-        if current is not None and too_large is not None:
-            # Current, so it would be held: refused as any hold (an anonymous long-poll of a
-            # shared view was held with 40 KB of headers; new-user probe).
-            return super().finalize_response(request, self.handle_exception(too_large))
+        current = getattr(self, "_current_etag", None)
         if current is not None:
+            if too_large is not None:
+                # Current, so it would be held: refused as any hold (an anonymous long-poll
+                # of a shared view was held with 40 KB of headers; new-user probe).
+                refused = self.handle_exception(too_large)
+                return super().finalize_response(request, refused, *args, **kwargs)
             return self.longpoll_response(request, response, policy, current)
         role = context.role if context is not None else "client"
         if policy.delivery == SHARED and role != "shared-render" and response.status_code == 200:
