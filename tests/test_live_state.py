@@ -792,15 +792,17 @@ def test_a_mark_the_cache_lost_is_known_for_a_loss_and_recovered_once(recording_
     held before got no change (``test_state_lost`` shows it end to end)."""
     policies = recording_memory
     cache.clear()
-    policies.keep_recording(anew=True)
-    assert not policies.recovery_due("testapp.todo")  # a fresh cache is no loss
+    epoch = policies.recording_epoch()
+    assert policies.recovery_due("testapp.todo") is None  # a fresh cache is no loss
     cache.clear()  # Redis restarted empty
-    assert policies.records_lost() and not policies.recovery_due("testapp.todo")
+    assert policies.records_lost() and policies.recovery_due("testapp.todo") is None
     policies.keep_recording(anew=True)  # the first subscriber after it records again
     assert not policies.records_lost()
-    assert policies.recovery_due("testapp.todo")  # once per model...
-    assert not policies.recovery_due("testapp.todo")
-    assert policies.recovery_due("testapp.note")
+    assert policies.recording_epoch() != epoch
+    # Once per model, naming the epoch whose gateway connections lost their subscriptions.
+    assert policies.recovery_due("testapp.todo") == [epoch]
+    assert policies.recovery_due("testapp.todo") is None
+    assert policies.recovery_due("testapp.note") == [epoch]
 
 
 def test_a_mark_set_anew_by_a_fresh_process_is_known_for_a_loss_by_one_that_saw_the_old(
@@ -808,13 +810,30 @@ def test_a_mark_set_anew_by_a_fresh_process_is_known_for_a_loss_by_one_that_saw_
 ):
     policies = recording_memory
     cache.clear()
-    policies.keep_recording(anew=True)
-    assert not policies.recovery_due("testapp.todo")  # this process saw the mark
+    epoch = policies.recording_epoch()
+    assert policies.recovery_due("testapp.todo") is None  # this process saw the mark
     cache.clear()
     fresh = {"since": policies.time.time(), "lost": False}
     cache.set(policies._RECORDING, fresh, 60)  # set anew by a fresh process
-    assert policies.recovery_due("testapp.todo")
-    assert cache.get(policies._RECORDING)["lost"] is True  # for every process
+    assert policies.recovery_due("testapp.todo") == [epoch]
+    mark = cache.get(policies._RECORDING)
+    assert mark["lost"] is True and mark["before"] == [float(epoch)]  # for every process
+
+
+def test_a_process_that_renewed_the_mark_names_its_epoch_when_another_sets_it_anew(
+    recording_memory,
+):
+    """Gateway connections subscribed under the lost mark are closed at the recovery, and
+    no other: the epoch is known to a process that only ever renewed the mark."""
+    policies = recording_memory
+    cache.clear()
+    cache.set(policies._RECORDING, {"since": 1000.0, "lost": False}, 60)  # another's
+    assert policies.recording_epoch() == "1000.0"  # renewed here, and read
+    cache.clear()
+    cache.set(policies._RECORDING, {"since": 2000.0, "lost": False}, 60)  # a fresh process
+    policies.keep_recording(anew=True)  # a subscriber here after the loss
+    assert policies.recording_epoch() == "2000.0"
+    assert cache.get(policies._RECORDING)["before"] == [1000.0]
 
 
 def test_a_mark_that_expired_in_a_quiet_spell_is_no_loss(recording_memory, monkeypatch):
@@ -825,4 +844,4 @@ def test_a_mark_that_expired_in_a_quiet_spell_is_no_loss(recording_memory, monke
     later = policies._memory(policies.state_cache()).marked + policies._mark_timeout() + 1
     monkeypatch.setattr(policies.time, "monotonic", lambda: later)
     policies.keep_recording(anew=True)
-    assert not policies.recovery_due("testapp.todo")
+    assert policies.recovery_due("testapp.todo") is None

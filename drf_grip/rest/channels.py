@@ -90,11 +90,13 @@ def connection_channel(connection_key: str) -> str:
     return f"drf.ws.{connection_key}"
 
 
-def gateway_recovery_channel() -> str:
-    """The channel every gateway connection with subscriptions also holds, published to only
-    when the cache lost their state (gateway.connections.close_if_state_lost): a connection
-    key is hex, so no connection's channel takes this name."""
-    return "drf.ws.*recover"
+def gateway_recovery_channel(epoch: str = "") -> str:
+    """The channels every gateway connection with subscriptions also holds, published to only
+    when the cache lost their state (``gateway.connections``): one for all such connections,
+    and one per epoch of the recording mark (``policies.recording_epoch()``) for those that
+    subscribed under it. A connection key is hex, so no connection's channel takes these
+    names."""
+    return f"drf.ws.*recover.{epoch}" if epoch else "drf.ws.*recover"
 
 
 def channels_for_change(

@@ -27,6 +27,7 @@ __all__ = [
     "record_view",
     "recorded_views",
     "records_lost",
+    "recording_epoch",
     "recovery_due",
     "view_class",
     "view_path",
@@ -116,9 +117,26 @@ def keep_recording(anew: bool = False) -> None:
     cache = state_cache()
     memory = _memory(cache)
     if anew or now - memory.marked > timeout / 4:
-        if not touch(cache, _RECORDING, timeout):
+        # Read, not only renewed: should the cache lose it, the mark set anew names its
+        # epoch (``before``), and the gateway connections subscribed under it are closed.
+        if _read_mark(cache, memory, now, timeout) is None or not touch(
+            cache, _RECORDING, timeout
+        ):
             _mark_anew(cache, memory, timeout, now)
         memory.marked = now
+
+
+def recording_epoch() -> str:
+    """The epoch of the mark subscriptions record under now (its ``since``), renewing it:
+    a gateway connection that subscribes holds the recovery channel of this epoch, so that
+    the recovery after a loss closes the connections subscribed before it and no other."""
+    keep_recording()
+    seen = _memory(state_cache()).seen
+    return _epoch(seen["since"]) if seen else ""
+
+
+def _epoch(since: float) -> str:
+    return repr(float(since))
 
 
 def _mark_timeout() -> int:
@@ -135,14 +153,39 @@ def _mark_anew(cache: Any, memory: _Memory, timeout: int, now: float) -> None:
     # gateway subscriptions held before stayed unrecorded: under writes across a Redis
     # restart, streams got no change (a probe past one machine: 9 of 13 runs).
     lost = now - max(memory.marked, memory.seen_at) <= timeout
-    mark = {"since": time.time(), "lost": lost}
-    if not cache.add(_RECORDING, mark, timeout):
-        return  # another process set it first
+    before = [memory.seen["since"]] if lost and memory.seen else []
+    mark = {"since": time.time(), "lost": lost, "before": before}
+    if cache.add(_RECORDING, mark, timeout):
+        memory.seen, memory.seen_at = mark, now
+    else:  # another process set it first, perhaps a fresh one that knew no mark before
+        _read_mark(cache, memory, now, timeout)
+
+
+def _read_mark(cache: Any, memory: _Memory, now: float, timeout: int) -> dict[str, Any] | None:
+    """The mark in ``cache``, now known to this process. A mark a process set anew knowing
+    nothing of the one before (a fresh process) is known for a loss by one that read the
+    old within its life, which names the old one's epoch in it."""
+    found = cache.get(_RECORDING)
+    if not found:
+        return None
+    mark = _as_mark(found)
+    seen = memory.seen
+    if (
+        seen is not None
+        and now - memory.seen_at <= timeout
+        and seen["since"] != mark["since"]
+        and seen["since"] not in mark["before"]
+    ):
+        mark = {**mark, "lost": True, "before": [*mark["before"], seen["since"]]}
+        cache.set(_RECORDING, mark, timeout)
     memory.seen, memory.seen_at = mark, now
+    return mark
 
 
 def _as_mark(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {"since": 0.0, "lost": False}
+    if not isinstance(value, dict):
+        return {"since": 0.0, "lost": False, "before": []}
+    return {"before": [], **value}  # a mark set by a version that named no epochs before
 
 
 def records_lost() -> bool:
@@ -152,35 +195,23 @@ def records_lost() -> bool:
     return not state_cache().get(_RECORDING)
 
 
-def recovery_due(name: str) -> bool:
+def recovery_due(name: str) -> list[str] | None:
     """Whether the publisher of a change of model ``name`` (its label) is the one to
     re-request the holds of that model the cache lost (hint them all): once per loss, by
-    the first to look while such holds can still be held unrecorded. A mark a process set
-    anew knowing nothing of the one before (a fresh process) is known for a loss by one
-    that read the old."""
+    the first to look while such holds can still be held unrecorded.
+
+    None when not due; else the epochs (``recording_epoch()``) the lost records were made
+    under, as far as the processes that read them have told, whose gateway connections
+    lost their subscriptions."""
     cache = state_cache()
-    found = cache.get(_RECORDING)
-    if not found:
-        return False  # records_lost()
-    mark = _as_mark(found)
-    now = time.monotonic()
-    timeout = _mark_timeout()
-    memory = _memory(cache)
-    seen = memory.seen
-    if (
-        not mark["lost"]
-        and seen is not None
-        and now - memory.seen_at <= timeout
-        and seen.get("since") != mark["since"]
-    ):
-        mark = {**mark, "lost": True}
-        cache.set(_RECORDING, mark, timeout)
-    memory.seen, memory.seen_at = mark, now
+    mark = _read_mark(cache, _memory(cache), time.monotonic(), _mark_timeout())
     # Every hold held before the loss came back (and recorded) or ended within the longest
     # time a subscription goes without renewing its records.
-    if not mark["lost"] or time.time() - mark["since"] > timeout:
-        return False
-    return bool(cache.add(f"{_RECOVERED_IN}{name}:{mark['since']}", 1, timeout))
+    if mark is None or not mark["lost"] or time.time() - mark["since"] > _mark_timeout():
+        return None
+    if not cache.add(f"{_RECOVERED_IN}{name}:{mark['since']}", 1, _mark_timeout()):
+        return None
+    return [_epoch(since) for since in mark["before"]]
 
 
 def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:

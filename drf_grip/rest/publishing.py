@@ -161,15 +161,20 @@ def publish_model(
         _warn_of_evictions(evicted)
     if lost or evicted:
         _publish_to_unrecorded(model, pks, deleted, partitions, hinted=channels)
-    elif recovery_due(label):
+    elif (epochs := recovery_due(label)) is not None:
         # The cache lost its records and some came back since: the holds that did not
         # (a stream, a long-poll the proxy has not re-requested) are re-requested once,
         # all of the model's; one recorded since answers as it would have, at no more cost
-        # than a re-request. Gateway connections are not closed: those that subscribed
-        # since would be too (a project's tests clear the cache between tests), and the
-        # others find out at their next keep-alive call.
+        # than a re-request. Of the gateway connections, only those that subscribed under
+        # the lost mark are closed: closing all closed those subscribed since too (a
+        # project's tests clear the cache between tests), and closing none left the others
+        # to find out at their next keep-alive call, up to WS_KEEP_ALIVE seconds late.
         _publish_to_unrecorded(model, None, deleted, None, hinted=channels,
                                close_connections=False)
+        if epochs and gateway_views():
+            from .gateway.connections import close_lost_connections
+
+            close_lost_connections(epochs)
 
 
 def _publish_to_unrecorded(

@@ -320,6 +320,18 @@ def test_the_gateway_says_when_the_cache_is_unreachable(fresh_deployment: Deploy
         assert json.loads(again.recv(timeout=10))["status"] == 200
 
 
+def _assert_closed_to_subscribe_again(sockets: dict[str, Any], deadline: float) -> None:
+    """Each of ``sockets`` (by the path it subscribed to) is closed with 1012 by
+    ``deadline`` (``time.monotonic()``); a change that made it before the close is fine."""
+    from websockets.exceptions import ConnectionClosed
+
+    for path, ws in sockets.items():
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=max(0.01, deadline - time.monotonic()))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, path
+
+
 def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connections(
     fresh_deployment: Deployment,
 ) -> None:
@@ -329,7 +341,6 @@ def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connec
     proxy's keep-alive call up to ``WS_KEEP_ALIVE`` (25 s) later (multi-process probe:
     9.9-11.0 s late). That change now closes them with 1012 at once; the client's new
     connection subscribes again and its answer is the current representation."""
-    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     deployment = fresh_deployment
@@ -345,11 +356,7 @@ def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connec
         _write(deployment, [pk], f"{word} new", [])  # returns once the writer published
         deadline = time.monotonic() + WITHIN
 
-        for path, ws in sockets.items():
-            with pytest.raises(ConnectionClosed) as closed:
-                while True:  # a change that made it before the close is fine
-                    ws.recv(timeout=max(0.01, deadline - time.monotonic()))
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012, path
+        _assert_closed_to_subscribe_again(sockets, deadline)
     for path in subscriptions:
         with connect(url, proxy=None, open_timeout=10) as again:
             again.send(json.dumps({"id": 1, "subscribe": path}))
@@ -358,6 +365,35 @@ def test_the_first_change_after_the_cache_lost_its_records_closes_gateway_connec
             titles = [row["title"] for row in data["results"]] if "results" in data else (
                 [row["title"] for row in data] if isinstance(data, list) else [data["title"]])
             assert f"{word} new" in titles, (path, titles)
+
+
+def test_the_recovery_after_a_cache_loss_closes_only_gateway_connections_subscribed_before(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis flushed under open gateway connections, and a new connection subscribed before
+    the next change (it records again, so that change is a recovery, not a total loss):
+    the connections subscribed before the loss got nothing, and each found out only at its
+    next keep-alive call up to ``WS_KEEP_ALIVE`` (25 s) later. They are closed with 1012 at
+    that change; the connection subscribed since stays open and gets the change."""
+
+    deployment = fresh_deployment
+    url = deployment.pushpins[0].ws_url + "/api/ws/"
+    word = uuid.uuid4().hex[:8]
+    [pk] = _write(deployment, [], "", [f"{word} 0"])
+    before = ["/api/todos/", f"/api/shared-todos/?search={word}", f"/api/todos/{pk}/"]
+    with contextlib.ExitStack() as stack:
+        old = _subscribe_each(stack, url, before)
+
+        deployment.flush_state()
+        [new] = _subscribe_each(stack, url, [f"/api/todos/{pk}/"]).values()
+        _write(deployment, [pk], f"{word} new", [])  # returns once the writer published
+        deadline = time.monotonic() + WITHIN
+
+        _assert_closed_to_subscribe_again(old, deadline)
+        change = json.loads(new.recv(timeout=max(0.01, deadline - time.monotonic())))
+        assert change["event"] == "change" and change["data"]["title"] == f"{word} new"
+        new.send(json.dumps({"id": 2, "method": "GET", "url": f"/api/todos/{pk}/"}))
+        assert json.loads(new.recv(timeout=10))["status"] == 200  # still open
 
 
 @contextlib.contextmanager

@@ -183,7 +183,7 @@ def send_to_connection(conn: str, message: dict[str, Any], item_id: str | None =
 
 
 
-def close_lost_connections() -> None:
+def close_lost_connections(epochs: Iterable[str] = ("",)) -> None:
     """Close, with :data:`SUBSCRIPTIONS_LOST`, every gateway connection with subscriptions,
     when the cache lost them all (Redis flushed or restarted: ``policies.records_lost()``).
 
@@ -191,13 +191,16 @@ def close_lost_connections() -> None:
     Pushpin 1.36 closes a WebSocket on a published ws-message with action ``close`` and the
     code it carries (PUSHPIN.md). Without it a connection found out at its next request,
     the proxy's keep-alive call up to ``WS_KEEP_ALIVE`` seconds later, and its client
-    missed the changes made meanwhile (multi-process probe: 9.9-11.0 s late)."""
-    publish_items([close_lost_connections_item()])
+    missed the changes made meanwhile (multi-process probe: 9.9-11.0 s late).
+
+    ``epochs`` names the marks whose connections to close (``policies.recovery_due()``);
+    the default, every connection with subscriptions, is for a cache that holds no mark."""
+    publish_items([close_lost_connections_item(epoch) for epoch in epochs])
 
 
-def close_lost_connections_item() -> RawItem:
-    """The item :func:`close_lost_connections` publishes."""
+def close_lost_connections_item(epoch: str = "") -> RawItem:
+    """An item :func:`close_lost_connections` publishes."""
     return make_item(
-        names.gateway_recovery_channel(),
+        names.gateway_recovery_channel(epoch),
         {"ws-message": {"action": "close", "code": SUBSCRIPTIONS_LOST}},
     )

@@ -41,7 +41,7 @@ from ...protocol.constants import INLINE_MESSAGE_MAX, MESSAGE_PREFIX
 from .. import channels as names
 from ..context import SHARED, RealtimeContext
 from ..live_urls import relist
-from ..policies import keep_recording, live_timeout, record_view
+from ..policies import keep_recording, live_timeout, record_view, recording_epoch
 from ..render import RecordedRequest, host_allowed, record
 from ..shared import send_after_answer
 from ..sse import EVENT_STREAM, accept_weight, refuses_event_stream, weighs_event_stream
@@ -91,16 +91,19 @@ __all__ = ["RealtimeGateway"]
 
 
 #: Distinct shared URLs one connection may subscribe to. Pushpin subscribes a connection to
-#: at most MAX_CHANNELS channels and drops the rest without a word (PUSHPIN.md); two are
-#: taken: the connection's own and, once it subscribes, the recovery channel. The 19th
+#: at most MAX_CHANNELS channels and drops the rest without a word (PUSHPIN.md); three are
+#: taken: the connection's own and, once it subscribes, the two recovery channels. The 19th
 #: shared subscription was answered and then never received a change (gateway probe).
-MAX_SHARED_SUBSCRIPTIONS: Final = MAX_CHANNELS - 2
+MAX_SHARED_SUBSCRIPTIONS: Final = MAX_CHANNELS - 3
 
 logger = logging.getLogger("drf_grip.gateway")
 
 #: Connection meta (kept by the proxy, sent back on every request) set while the
 #: connection has subscriptions: their state in the cache can be lost, the meta cannot.
 _SUBSCRIBED = "drf-subscribed"
+#: Its value when the cache holds no recording mark: the epoch the connection subscribed
+#: under (``policies.recording_epoch()``) otherwise.
+_NO_EPOCH = "1"
 #: The close code when the cache does not answer: Try Again Later (RFC 6455 §7.4.2, IANA).
 TRY_AGAIN_LATER = 1013
 
@@ -210,13 +213,16 @@ class RealtimeGateway(WebSocketView):
             return None
         if (changed or state["subs"]) and state != self._saved_state:
             save_state(conn, state)  # also refreshes the expiry on keep-alive calls
-        had = bool(ctx.meta.get(_SUBSCRIBED))
+        had = ctx.meta.get(_SUBSCRIBED)
         if state["subs"] and not had:
-            ctx.meta[_SUBSCRIBED] = "1"
-            ctx.subscribe(names.gateway_recovery_channel())
+            epoch = recording_epoch()
+            ctx.meta[_SUBSCRIBED] = epoch or _NO_EPOCH
+            for channel in _recovery_channels(epoch):
+                ctx.subscribe(channel)
         elif had and not state["subs"]:
             ctx.meta.pop(_SUBSCRIBED, None)
-            ctx.unsubscribe(names.gateway_recovery_channel())
+            for channel in _recovery_channels("" if had == _NO_EPOCH else had):
+                ctx.unsubscribe(channel)
         return None
 
     def handle_message(
@@ -471,6 +477,15 @@ class RealtimeGateway(WebSocketView):
             if not any(s.get("model") == sub["model"] for s in state["subs"].values()):
                 private_connections(sub["model"]).remove(conn)
         return sub
+
+
+def _recovery_channels(epoch: str) -> list[str]:
+    """What a connection with subscriptions holds besides them: the recovery channel of
+    every such connection, and that of the epoch it subscribed under (``epoch``)."""
+    channels = [names.gateway_recovery_channel()]
+    if epoch:
+        channels.append(names.gateway_recovery_channel(epoch))
+    return channels
 
 
 def _renew_shared(state: dict[str, Any]) -> None:
