@@ -288,6 +288,21 @@ def test_send_takes_anything_convertible_to_a_string_and_read_a_fallback(client)
     assert client.get("/add-one/", {"value": "23"}).content == b"24"
 
 
+@require_websocket
+def close_then_send(request: HttpRequest) -> None:
+    request.websocket.close(4101, "first")
+    request.websocket.send("after")
+    request.websocket.send_json({"after": True})
+    request.websocket.close(4102, "second")
+
+
+def test_nothing_is_sent_after_close_and_the_first_close_is_the_one_sent(client):
+    """A socket sends no data frame after its close frame (RFC 6455 §5.5.1): "after" went
+    out before the close, and a second close replaced the first (seeds probe)."""
+    _, events = ws(client, "/close-then-send/", text("x"))
+    assert events == [close(4101, b"first")]
+
+
 def test_plain_http_request_has_no_websocket(client):
     assert client.get("/inspect/").content == b"websocket=None"
 
@@ -453,6 +468,28 @@ def test_class_view_keeps_its_subprotocol_after_the_opening_batch(client):
     assert "Sec-WebSocket-Protocol" not in response  # only the opening answer names it
 
 
+@accept_websocket
+def chooses_b(request: HttpRequest) -> None:
+    if request.wscontext.is_opening():
+        request.websocket.accept("b.v2")
+    for message in request.websocket:
+        request.websocket.send(f"{request.wscontext.subprotocol}:{message}")
+
+
+def test_function_view_keeps_the_subprotocol_it_accepted_with(client):
+    """``accept(subprotocol)`` in a function view: the opening answer named it and every
+    later batch saw ``wscontext.subprotocol`` None (seeds probe). The proxy keeps the
+    connection's meta and sends it back with each batch, as Pushpin and the embedded proxy
+    do."""
+    offer = {"HTTP_SEC_WEBSOCKET_PROTOCOL": "a.v1, b.v2", "HTTP_GRIP_SIG": grip_sig()}
+    response, _ = ws(client, "/choose-b/", E("OPEN"), **offer)
+    assert response["Sec-WebSocket-Protocol"] == "b.v2"
+    meta = {f"HTTP_META_{k[9:].upper().replace('-', '_')}": v
+            for k, v in response.items() if k.lower().startswith("set-meta-")}
+    _, events = ws(client, "/choose-b/", text("hi"), **offer, **meta)
+    assert events == [sent("b.v2:hi")]
+
+
 def test_pistoke_json_loop_receives_parsed_json_and_sends_json(client):
     """A ``JSONWebSocketView`` with django-pistoke's own loop got the raw text from
     ``receive()`` and sent Python's repr of a dict from ``send()`` (seeds probe); pistoke's
@@ -592,6 +629,8 @@ def test_middleware_attaches_request_websocket_for_every_request():
 urlpatterns = [
     path("ws/", include("tests.testapp.ws_views")),
     path("inspect/", inspect),
+    path("close-then-send/", close_then_send),
+    path("choose-b/", chooses_b),
     path("add-one/", add_one),
     path("crash/", crash),
     path("async-echo/", async_echo),

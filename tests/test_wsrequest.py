@@ -265,3 +265,24 @@ def test_one_nesting_bound_on_every_python() -> None:
     assert decode_json('{"text": "' + "[" * 5000 + '"}') == {"text": "[" * 5000}
     with pytest.raises(InvalidMessage, match="nested too deeply"):
         decode_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_server_with_an_event_loop_gets_answers_that_read_the_database() -> None:
+    """The seed's example answers in a Tornado handler, where an event loop runs: every view
+    that read the database answered 500 ``SynchronousOnlyOperation`` (seeds probe)."""
+    import asyncio
+
+    from drf_grip.test import capture_published
+
+    with capture_published():  # no proxy here
+        Todo.objects.create(title="buy milk")
+    message = '{"method": "GET", "url": "/api/todos/"}'
+
+    async def on_message() -> list[HttpResponse]:
+        request = WebSocketRequest(message)
+        return [request.get_response(), await request.aget_response()]
+
+    for response in asyncio.run(on_message()):
+        assert response.status_code == 200, response.content[:300]
+        assert [t["title"] for t in json.loads(response.content)["results"]] == ["buy milk"]

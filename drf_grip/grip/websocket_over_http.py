@@ -80,6 +80,10 @@ def _header_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+#: Connection meta naming the subprotocol the opening answer chose.
+SUBPROTOCOL_META = "drf-subprotocol"
+
+
 def context_from_request(
     request: HttpRequest, *, trust_direct: bool = False
 ) -> WebSocketContext | None:
@@ -114,7 +118,10 @@ def context_from_request(
     # The answer is read by the proxy, never a browser: it must not be compressed.
     request.META.pop("HTTP_ACCEPT_ENCODING", None)
     protocols = _header_list(request.META.get("HTTP_SEC_WEBSOCKET_PROTOCOL", ""))
-    return WebSocketContext(cid, meta, events, protocols=protocols)
+    ctx = WebSocketContext(cid, meta, events, protocols=protocols)
+    if not ctx.is_opening():
+        ctx.subprotocol = ctx.orig_meta.get(SUBPROTOCOL_META)
+    return ctx
 
 
 def build_response(ctx: WebSocketContext) -> HttpResponse:
@@ -155,6 +162,10 @@ def build_response(ctx: WebSocketContext) -> HttpResponse:
     response["Sec-WebSocket-Extensions"] = "grip"
     if opening and ctx.subprotocol:
         response["Sec-WebSocket-Protocol"] = ctx.subprotocol
+        # Only the opening answer names it; the proxy keeps the meta and sends it back with
+        # every later batch, whose ``subprotocol`` it sets. A function view's choice
+        # (``accept(subprotocol)``) was None from the second batch on (seeds probe).
+        ctx.meta[SUBPROTOCOL_META] = ctx.subprotocol
     if ctx.keep_alive_interval:
         # Pushpin raises values below 20 to 20.
         response["Keep-Alive-Interval"] = str(int(ctx.keep_alive_interval))

@@ -114,8 +114,11 @@ class WebSocket:
         ``str()`` (django-websocket's rule: a message is anything convertible to a string).
         ``None`` sends nothing: it is what :meth:`wait` returns for a batch with no message
         (the opening one), where django-websocket's ``wait()`` blocked, so its README's
-        ``send(request.websocket.wait())`` sent the text "None" to every new client."""
-        if message is None:
+        ``send(request.websocket.wait())`` sent the text "None" to every new client.
+
+        After :meth:`close` nothing more is sent: no data frame follows a close frame
+        (RFC 6455 §5.5.1), where the message went out before it (seeds probe)."""
+        if message is None or self.context.closed:
             return
         if isinstance(message, (bytes, bytearray, memoryview)):
             self.context.send_binary(bytes(message))  # an echo keeps the frame's type
@@ -135,11 +138,16 @@ class WebSocket:
         self.send(message)
 
     def send_json(self, data: Any) -> None:
-        """Send ``data`` as a JSON text message (:func:`encode_json`)."""
-        self.context.send(encode_json(data))
+        """Send ``data`` as a JSON text message (:func:`encode_json`); nothing after
+        :meth:`close`."""
+        if not self.context.closed:
+            self.context.send(encode_json(data))
 
     def close(self, code: int | None = None, reason: str = "") -> None:
-        self.context.close(code, reason)
+        """Close the connection once this batch is answered; the first close is the one
+        sent (``code`` 1000 by default), as a socket's would be."""
+        if not self.context.closed:
+            self.context.close(code, reason)
 
 
 def encode_json(data: Any) -> str:

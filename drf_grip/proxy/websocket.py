@@ -441,8 +441,13 @@ class WebSocketSession:
                     code = message.get("code", _ABNORMAL_CLOSE)
                     self._client_gone = True
                     self._free()
-                    if code in (_ABNORMAL_CLOSE, _NO_STATUS) or code is None:
+                    if code == _ABNORMAL_CLOSE or code is None:
                         self._final = WebSocketEvent("DISCONNECT")
+                    elif code == _NO_STATUS:
+                        # A close frame without a code (RFC 6455 §7.1.5: "received" as 1005,
+                        # which no frame may carry): a close, as Pushpin 1.36 tells the
+                        # origin, with no payload, which reads as 1000. It was "went away".
+                        self._final = WebSocketEvent("CLOSE")
                     else:
                         reason = _reason(message.get("reason") or "")
                         self._final = WebSocketEvent("CLOSE", close_payload(int(code), reason))

@@ -84,6 +84,22 @@ def test_the_clients_close_code_and_reason_reach_the_origin(grip_proxy: ProxyUnd
     assert CLOSES[channel] == [(4002, "client bye")]
 
 
+def test_a_client_close_without_a_code_reaches_the_origin_as_a_normal_close(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """A close frame with no status code (RFC 6455 §7.1.5: the code "received" is 1005):
+    Pushpin 1.36 tells the origin of a close, which reads as 1000; the embedded proxy told
+    it the client went away (``websocket_close(None)``; seeds probe)."""
+    ws, channel = open_closer(grip_proxy)
+    with ws:
+        with ws.protocol_mutex:
+            ws.protocol.send_close()  # no code, no reason: an empty payload
+            for data in ws.protocol.data_to_send():
+                ws.socket.sendall(data)
+        assert origin_heard_close(channel)
+    assert CLOSES[channel] == [(1000, "")]
+
+
 def test_returning_from_a_django_websocket_view_closes_the_connection(
     grip_proxy: ProxyUnderTest,
 ) -> None:

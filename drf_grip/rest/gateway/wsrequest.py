@@ -13,11 +13,14 @@ too; an invalid message's ``get_response()`` is a JSON response carrying ``error
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.test.client import RequestFactory
@@ -161,7 +164,25 @@ class WebSocketRequest:
         return response
 
     def get_response(self) -> HttpResponse:
-        """The view's answer to the message, or a JSON response carrying ``error``."""
+        """The view's answer to the message, or a JSON response carrying ``error``.
+
+        Called where an event loop runs (the seed's own example answers in a Tornado
+        handler; an asyncio server's), it answers from a thread of its own, blocking the
+        loop as the seed's call did: Django's ORM refuses to run in a thread with a running
+        event loop (``SynchronousOnlyOperation``, a 500 for every view that reads the
+        database; seeds probe). ``await aget_response()`` does not block the loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self._answer()
+        return _worker().submit(self._answer).result()
+
+    async def aget_response(self) -> HttpResponse:
+        """:meth:`get_response` for a coroutine: the answer is made in Django's thread for
+        synchronous code, as an async view's ORM calls are (``sync_to_async``)."""
+        return await sync_to_async(self._answer)()
+
+    def _answer(self) -> HttpResponse:
         if not self.is_valid():
             assert self.error is not None
             return JsonResponse(self.error, status=self.error["status_code"])
@@ -173,3 +194,17 @@ class WebSocketRequest:
 
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
+
+
+_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+
+
+def _worker() -> ThreadPoolExecutor:
+    """One thread for every call made inside an event loop: the database connection it
+    opens is reused, as a server thread's is, rather than one left open per call."""
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(1, thread_name_prefix="drf-grip-wsrequest")
+        return _executor
