@@ -234,6 +234,28 @@ def test_published_websocket_messages_reach_a_test_socket_as_a_proxy_reads_them(
 
 
 @pytest.mark.django_db
+@pytest.mark.timeout(20)
+def test_a_test_socket_does_not_wait_for_a_proxy_that_is_not_running():
+    """``GRIP_URL`` names a Pushpin that is not running (a CI job without it): a message
+    published to a test socket's channel waited for that proxy, and each ``receive()``
+    returned only when its whole timeout had run out (seeds probe)."""
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}/?iss=pushpin&key={'k' * 32}"
+    try:
+        with override_settings(GRIP_URL=url):
+            ws = WebSocketTestClient().connect("/ws/echo/")  # subscribes to channel "test"
+            for n in range(3):
+                publish("test", {"ws-message": {"content": f"m{n}"}})
+                assert ws.receive(timeout=600) == f"m{n}"  # the test's timeout fails a wait
+    finally:
+        get_publisher().close(timeout=0)  # drops what is retried for the closed port
+        closed.close()
+
+
+@pytest.mark.django_db
 def test_requests_arrive_as_proxied_under_fanouts_settings():
     # Found by a probe: with Fanout's GRIP_URL and its public key as GRIP_VERIFY_KEY, the
     # client's Grip-Sig (HS256 with the entry's key) was checked with the public key only,

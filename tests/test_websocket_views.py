@@ -11,6 +11,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.test import Client, RequestFactory, override_settings
 from django.urls import include, path
+from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from drf_grip import accept_websocket, require_websocket, websocket_only
@@ -190,6 +191,35 @@ def test_django_pistokes_receive_and_send_loop_runs_per_batch_and_stays_open(cli
     _, events = ws(client, path, close(1001))
     assert events == [close(1001)]
     assert client.get(path).content == b"page"
+
+
+class PlainSyncView(View):
+    """django-pistoke's rule for any class-based view: allow the ``websocket`` method and
+    ``View.dispatch`` routes WebSocket requests to it (its README); ``/ws/plain-view/`` is
+    one with ``async def`` handlers."""
+
+    http_method_names = [*View.http_method_names, "websocket"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("page")
+
+    def websocket(self, request: HttpRequest) -> None:
+        for message in request.websocket:
+            request.websocket.send(message.upper())
+
+
+@pytest.mark.parametrize("path", ["/ws/plain-view/", "/plain-sync-view/"])
+def test_a_plain_class_view_that_allows_websocket_takes_websockets(client, path):
+    """Without ``WebSocketView`` the handshake was refused: 405 here, 403 (CSRF) through a
+    proxy (seeds probe). Its HTTP requests are served as before."""
+    response, events = ws(client, path, E("OPEN"))
+    assert response.status_code == 200 and events == [E("OPEN")]
+    _, events = ws(client, path, text("hei"))
+    assert events == ([sent('You wrote "hei".')] if "/ws/" in path else [sent("HEI")])
+    _, events = ws(client, path, close(1000))
+    assert events == [close(1000)]
+    assert client.get(path).content == b"page"
+    assert client.post(path).status_code == 405
 
 
 def test_a_view_with_the_accept_websocket_attribute_takes_websockets(client):
@@ -630,6 +660,7 @@ urlpatterns = [
     path("ws/", include("tests.testapp.ws_views")),
     path("inspect/", inspect),
     path("close-then-send/", close_then_send),
+    path("plain-sync-view/", PlainSyncView.as_view()),
     path("choose-b/", chooses_b),
     path("add-one/", add_one),
     path("crash/", crash),

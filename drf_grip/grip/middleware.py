@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -140,6 +141,54 @@ def _served_as_accept_websocket(
     return served(request, *args, **kwargs)
 
 
+def _routes_websockets(view_class: type) -> bool:
+    """django-pistoke's rule for any class-based view: one that allows the ``websocket``
+    method (``http_method_names``) and has one takes WebSocket traffic there."""
+    return "websocket" in getattr(view_class, "http_method_names", ()) and callable(
+        getattr(view_class, "websocket", None)
+    )
+
+
+#: Per view class allowing ``websocket``, its ``WebSocketView`` twin (``_websocket_twin``).
+_twins: dict[type, type] = {}
+_twins_lock = threading.Lock()
+
+
+def _served_as_websocket_view(
+    request: HttpRequest, view_func: Callable[..., Any], args: Any, kwargs: Any
+) -> HttpResponse:
+    """A WebSocket request to a class-based view that allows ``websocket`` but is no
+    ``WebSocketView`` (django-pistoke: "View.dispatch routes a WebSocket request to the
+    class's ``websocket`` method"): served by its ``WebSocketView`` twin, with the view's
+    own ``as_view()`` arguments. Its HTTP requests go to the view as it is. The handshake
+    was refused 405 (the test client) or 403 (CSRF, through a proxy; seeds probe)."""
+    twin = _websocket_twin(view_func.view_class)  # type: ignore[attr-defined]
+    served = twin.as_view(**getattr(view_func, "view_initkwargs", {}))
+    return served(request, *args, **kwargs)
+
+
+def _websocket_twin(view_class: type) -> type:
+    from .websocket_views import WebSocketView
+
+    with _twins_lock:
+        twin = _twins.get(view_class)
+        if twin is None:
+            twin = type(view_class.__name__, (view_class, WebSocketView), {
+                "__module__": view_class.__module__,
+                "__qualname__": view_class.__qualname__,
+                # Django refuses a class whose handlers mix ``def`` and ``async def``
+                # (View.view_is_async); the twin serves WebSocket batches only, which
+                # ``WebSocketView.dispatch`` runs as sync code.
+                "http_method_names": [
+                    m for m in view_class.http_method_names  # type: ignore[attr-defined]
+                    if m != "websocket"
+                ],
+                "view_is_async": False,
+            })
+            _twins[view_class] = twin
+        return twin
+
+
 def _slash_missing(request: HttpRequest) -> bool:
     """A WebSocket's URL that ``APPEND_SLASH`` would redirect (``/api/ws`` for ``/api/ws/``).
     A handshake cannot follow a redirect, and the proxy sends it as a POST, for which
@@ -225,6 +274,9 @@ class GripMiddleware:
         takes = websocket_only or bool(getattr(view_func, "takes_websockets", False))
         request._grip_takes_websockets = takes
         if not takes and ctx is not None:
+            view_class = getattr(view_func, "view_class", None)
+            if view_class is not None and _routes_websockets(view_class):
+                return _served_as_websocket_view(request, view_func, view_args, view_kwargs)
             if (
                 getattr(view_func, "accept_websocket", False) is True
                 or getattr(settings, "WEBSOCKET_ACCEPT_ALL", False) is True

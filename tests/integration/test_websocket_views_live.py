@@ -29,6 +29,26 @@ def test_the_subprotocol_the_client_prefers_lasts_the_connection(
         assert ws.recv(timeout=5) == "v1:again"
 
 
+def test_a_function_views_subprotocol_lasts_the_connection(grip_proxy: ProxyUnderTest) -> None:
+    """``accept(subprotocol)`` in a function view: later batches saw None (seeds probe)."""
+    url = f"{grip_proxy.ws_url}/ws/chooses-subprotocol/"
+    with connect(url, proxy=None, open_timeout=10, subprotocols=["a.v1", "b.v2"]) as ws:
+        assert ws.subprotocol == "b.v2"
+        for message in ("hi", "again"):
+            ws.send(message)
+            assert ws.recv(timeout=5) == f"b.v2:{message}"
+
+
+def test_a_plain_class_view_allowing_websocket_takes_websockets(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """django-pistoke's rule for any ``View``: its handshake was refused 403 (seeds probe)."""
+    with connect(f"{grip_proxy.ws_url}/ws/plain-view/", proxy=None, open_timeout=10) as ws:
+        for message in ("hei", "moi"):
+            ws.send(message)
+            assert ws.recv(timeout=5) == f'You wrote "{message}".'
+
+
 def test_a_client_offering_no_subprotocol_is_refused(grip_proxy: ProxyUnderTest) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(f"{grip_proxy.ws_url}/ws/versioned/", proxy=None, open_timeout=10)

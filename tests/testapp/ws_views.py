@@ -17,6 +17,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.urls import path
+from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from gripcontrol import WebSocketMessageFormat
 
@@ -183,6 +184,30 @@ async def pistoke_function(request: HttpRequest) -> HttpResponse | None:
         await request.send((await request.receive()).upper())
 
 
+class PlainView(View):
+    """django-pistoke's rule without its ``WebsocketNakyma``: a ``View`` allowing the
+    ``websocket`` method gets WebSocket traffic there."""
+
+    http_method_names = [*View.http_method_names, "websocket"]
+
+    async def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("page")
+
+    async def websocket(self, request: HttpRequest) -> None:
+        while True:
+            message = await request.receive()
+            await request.send(f'You wrote "{message}".')
+
+
+@accept_websocket
+def chooses_subprotocol(request: HttpRequest) -> None:
+    """A function view choosing the client's last offer, echoing the choice per message."""
+    if request.wscontext.is_opening():
+        request.websocket.accept(request.websocket.protocols[-1])
+    for message in request.websocket:
+        request.websocket.send(f"{request.wscontext.subprotocol}:{message}")
+
+
 #: ``websocket_close`` calls of ``Closer``, per ``?ch=``: the code and reason the origin heard.
 CLOSES: dict[str, list[tuple[int | None, str]]] = {}
 
@@ -250,4 +275,6 @@ urlpatterns = [
     path("async-class/", AsyncEcho.as_view()),
     path("closer/", Closer.as_view()),
     path("remember/", remember),
+    path("plain-view/", PlainView.as_view()),
+    path("chooses-subprotocol/", chooses_subprotocol),
 ]
