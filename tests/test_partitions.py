@@ -16,7 +16,7 @@ from rest_framework.authtoken.models import Token
 from drf_grip import ListRealtimeMixin
 from drf_grip.rest import channels as names
 from tests.drf_helpers import ProxiedClient, RecordingSink
-from tests.testapp.models import Note, Project, Task
+from tests.testapp.models import Bookmark, Note, Project, Task, Todo
 
 
 class TaskSerializer(serializers.ModelSerializer):
@@ -240,10 +240,20 @@ def board_view(settings):
         def get_realtime_partition(self):
             return str(self.kwargs["board"])
 
-    urlpatterns[:] = [path("boards/<int:board>/", BoardTasks.as_view())]
+    with _served_alone(settings, before, "boards/<int:board>/", BoardTasks):
+        yield BoardTasks
+
+
+@contextlib.contextmanager
+def _served_alone(settings, before, route, view):
+    """``view`` at ``route`` as this module's URLconf, until the realtime registry is put
+    back as it was ``before`` the view's class registered its model."""
+    from drf_grip.rest import registry
+
+    urlpatterns[:] = [path(route, view.as_view())]
     settings.ROOT_URLCONF = __name__
     try:
-        yield BoardTasks
+        yield
     finally:
         urlpatterns.clear()
         registry._views.clear()
@@ -270,3 +280,47 @@ def test_a_partition_from_the_url_wakes_its_board_when_a_card_moves_or_goes(sink
     sink.settle()
     task.delete()
     assert channel in hints(sink.settle())
+
+
+class BookmarkSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Bookmark
+        fields = ["id", "label"]
+
+
+@pytest.fixture
+def bookmarks_view(settings):
+    """Bookmarks partitioned by ``todo`` the way notes are by ``owner``: a subscriber reads
+    the rows whose ``todo`` is its user's key, so one not signed in reads those with none."""
+    from drf_grip.rest import registry
+
+    before = {model: list(views) for model, views in registry._views.items()}
+
+    class Bookmarks(ListRealtimeMixin, generics.ListAPIView):
+        serializer_class = BookmarkSerializer
+        permission_classes = [permissions.AllowAny]
+        realtime_partition = "todo"
+
+        def get_queryset(self):
+            return Bookmark.objects.filter(todo=self.request.user.pk)
+
+    with _served_alone(settings, before, "bookmarks/", Bookmarks):
+        yield Bookmarks
+
+
+def test_rows_with_nothing_at_the_partition_path_wake_the_anonymous_partition(
+    sink, bookmarks_view
+):
+    """An anonymous subscriber holds on the anonymous partition and reads the rows with no
+    owner; such a row woke no partition, so its list missed every change of them, also
+    when a row moved out of it (publishing probe)."""
+    etag = ProxiedClient().get("/bookmarks/", HTTP_IF_NONE_MATCH='"x"')["ETag"]
+    held = ProxiedClient().get("/bookmarks/", HTTP_IF_NONE_MATCH=etag)
+    channel = names.partition_channel(Bookmark, "anonymous")
+    assert held["Grip-Channel"].startswith(channel + ";")
+    sink.settle()
+    bookmark = Bookmark.objects.create(label="nobody's")
+    assert channel in hints(sink.settle())
+    bookmark.todo = Todo.objects.create(title="t")
+    bookmark.save()
+    assert channel in hints(sink.settle())  # it left the anonymous list

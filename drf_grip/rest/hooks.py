@@ -25,6 +25,10 @@ from .preconditions import lookup_of, model_named_by
 
 __all__ = ["RealtimeHooks", "parse_prefer_wait"]
 
+#: The partition of subscribers who are not signed in, and of rows with nothing at the
+#: partition path (no owner): ``owner=request.user.pk`` reads those for them.
+ANONYMOUS_PARTITION = "anonymous"
+
 _WAIT = re.compile(r"wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 
 
@@ -112,13 +116,16 @@ class RealtimeHooks:
             return None
         user = getattr(self.request, "user", None)
         if user is None or not user.is_authenticated:
-            return "anonymous"
+            return ANONYMOUS_PARTITION
         return str(user.pk)
 
     @classmethod
     def get_instance_partitions(cls, instance: models.Model) -> list[str]:
         """The partitions a changed instance belongs to (the publishing counterpart of
-        ``get_realtime_partition()``): the value at ``realtime_partition``."""
+        ``get_realtime_partition()``): the value at ``realtime_partition``; none there (no
+        owner) is the anonymous subscribers' partition, as ``owner=request.user.pk`` reads
+        such rows for them. It woke nobody, and an anonymous list of ownerless rows missed
+        every change (publishing probe)."""
         value: Any = instance
         parts = (cls.realtime_partition or "").split("__")
         for position, part in enumerate(parts):
@@ -132,7 +139,7 @@ class RealtimeHooks:
                 else getattr(value, part, None)
             )
             if value is None:
-                return []
+                return [ANONYMOUS_PARTITION]
         return [str(getattr(value, "pk", value))]
 
     @classmethod
@@ -148,6 +155,15 @@ class RealtimeHooks:
         if "__" not in path or overridden:
             return None
         return path.split("__", 1)[0] + "_id"
+
+    @classmethod
+    def names_own_channels(cls) -> bool:
+        """``get_realtime_channels()`` overridden. A shared push goes to the live URL's
+        channel, which the view's own channels replace: such a view is delivered like
+        private data, by a hint on what ``get_changed_channels()`` names, whatever its
+        delivery says (a shared view with the README's channel pair woke nobody,
+        publishing probe)."""
+        return cls.get_realtime_channels is not RealtimeHooks.get_realtime_channels
 
     def get_realtime_channels(self) -> list[str]:
         """Channels a hold subscribes to. Only the server picks them.

@@ -244,6 +244,8 @@ class _RealtimeBase(RealtimeHooks):
 
         register_live_model(model, type(self))
         delivery = self.get_realtime_delivery()
+        if delivery == SHARED and type(self).names_own_channels():
+            delivery = self._realtime_effective_delivery = PRIVATE
         if delivery == SHARED:
             self._canonicalize_query(request)
             if self._subscribes(request) and (
@@ -374,7 +376,7 @@ class _RealtimeBase(RealtimeHooks):
             or self.is_event_stream(request)
             or not grip_of(request).proxied
             # Channels drf-grip does not move itself may be published to by other means.
-            or type(self).get_realtime_channels is not _RealtimeBase.get_realtime_channels
+            or type(self).names_own_channels()
         ):
             return
         from .unchanged import covered_ids, held_behind, recall, unchanged_of

@@ -322,6 +322,9 @@ def _warn_of_unseen_subscribers(model: type[models.Model]) -> None:
 def _class_delivery(view: type) -> str:
     from ..conf import grip_settings
 
+    names_own = getattr(view, "names_own_channels", None)
+    if names_own is not None and names_own():
+        return PRIVATE  # what its subscriptions decide (hooks.names_own_channels)
     return getattr(view, "realtime_delivery", None) or grip_settings.DEFAULT_DELIVERY
 
 

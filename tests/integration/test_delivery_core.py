@@ -85,6 +85,21 @@ def test_custom_channels_have_a_publishing_counterpart(grip_proxy: ProxyUnderTes
     assert [t["title"] for t in poll.result(WITHIN).json()] == ["b", "a"]
 
 
+def test_custom_channels_of_a_shared_view_are_woken(grip_proxy: ProxyUnderTest, streams) -> None:
+    """A shared view with the README's channel pair held on its own channels, where no
+    shared push goes: its long-polls ended 304 at their timeout and its streams got nothing
+    (publishing probe). It is delivered like private data, by a hint there."""
+    Todo.objects.create(title="a")
+    path = "/api/hook-channels-shared/"
+    poll = hold(grip_proxy, path, "custom.shared-todos")
+    events = stream(grip_proxy, path, "custom.shared-todos")
+    streams.append(events)
+    assert [t["title"] for t in json.loads(events.next(WITHIN).data)] == ["a"]
+    Todo.objects.create(title="b")
+    assert [t["title"] for t in poll.result(WITHIN).json()] == ["b", "a"]
+    assert [t["title"] for t in json.loads(events.next(WITHIN).data)] == ["b", "a"]
+
+
 def test_a_nested_list_is_a_list(grip_proxy: ProxyUnderTest) -> None:
     post = Post.objects.create(title="p")
     Comment.objects.create(post=post, text="first")

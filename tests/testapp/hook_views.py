@@ -89,6 +89,19 @@ class ChannelHookViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
         return ["custom.todos"]
 
 
+class SharedChannelHookViewSet(ChannelHookViewSet):
+    """The README's channel pair on a shared view."""
+
+    realtime_delivery = "shared"
+
+    def get_realtime_channels(self):
+        return ["custom.shared-todos"]
+
+    @classmethod
+    def get_changed_channels(cls, model, pks, partitions):
+        return ["custom.shared-todos"]
+
+
 class CommentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Comment
@@ -244,6 +257,7 @@ urlpatterns = [
     path("hook-etag/", EtagHookViewSet.as_view({"get": "list"})),
     path("hook-etag-private/", PrivateEtagHookViewSet.as_view({"get": "list"})),
     path("hook-channels/", ChannelHookViewSet.as_view({"get": "list"})),
+    path("hook-channels-shared/", SharedChannelHookViewSet.as_view({"get": "list"})),
     path("posts/<int:pk>/comments/", PostCommentsView.as_view()),
     path("list-queryset/", ListQuerysetView.as_view()),
     path("scoped-todos/", ScopedTodoViewSet.as_view({"get": "list"})),
