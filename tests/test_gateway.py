@@ -650,6 +650,10 @@ def test_closed_connection_leaves_no_state():
         # DRF probe: a stream's body, SSE text in "data".
         ('{"id": 1, "url": "/api/todos/", "headers": {"Accept": "text/event-stream"}}',
          406, "not text/event-stream"),
+        # Transports probe: DRF's format override went past the 406 (string, then objects).
+        ('{"id": 1, "url": "/api/todos/?format=event-stream"}', 406, "not text/event-stream"),
+        ('{"id": 1, "subscribe": "/api/todos/?format=event-stream"}',
+         406, "not text/event-stream"),
         ('{"id": "' + "x" * 201 + '", "url": "/api/todos/"}', 400, "at most 200 characters"),
         ('{"id": 1, "url": "http://evil.example/api/todos/"}', 400, "path"),
         ('{"id": 1, "method": "BREW", "url": "/api/todos/"}', 400, "method"),

@@ -222,6 +222,17 @@ def test_other_methods_asking_for_a_stream_get_406_and_change_nothing(todos, met
     assert Todo.objects.count() == len(todos)
 
 
+@pytest.mark.parametrize("method", ["head", "post", "patch", "delete", "options"])
+def test_other_methods_naming_the_stream_format_get_406_and_change_nothing(todos, method):
+    """``?format=event-stream`` names the stream as ``Accept`` does: it is a GET's only.
+    DRF answered 404 for an object that exists (transports probe)."""
+    url = "/api/todos/" if method == "post" else _detail(todos[0])
+    data = {} if method in ("head", "options") else {"data": {"title": "x"}, "format": "json"}
+    resp = getattr(APIClient(), method)(url + "?format=event-stream", **data)
+    assert resp.status_code == 406
+    assert Todo.objects.count() == len(todos) and Todo.objects.get(pk=todos[0].pk).title == "t0"
+
+
 # -- preconditions on writes (RFC 9110 §13.1) ---------------------------------------------
 
 
@@ -239,6 +250,35 @@ def test_if_match_compares_strongly(todos):
     assert Todo.objects.get(pk=todos[0].pk).title == "t0"
     ok = APIClient().patch(url, {"title": "strong"}, format="json", HTTP_IF_MATCH=f'"x", {etag}')
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/api/todos/", "/api/shared-todos/", "detail"])
+def test_a_read_whose_if_match_fails_is_412(todos, url):
+    """RFC 9110 §13.1.1: a false ``If-Match`` means the method is not performed, a GET or
+    a HEAD too (Django's ConditionalGetMiddleware answers 412); it was answered 200
+    (transports probe). One that matches, or ``*``, is answered as without it."""
+    url = _detail(todos[0]) if url == "detail" else url
+    fresh = APIClient().get(url)
+    etag = fresh["ETag"]
+    for method in ("get", "head"):
+        for header in ('"stale"', f"W/{etag}", ""):
+            resp = getattr(APIClient(), method)(url, HTTP_IF_MATCH=header)
+            assert resp.status_code == 412 and resp["ETag"] == etag, (method, header)
+        for header in (etag, f'"stale", {etag}', "*"):
+            resp = getattr(APIClient(), method)(url, HTTP_IF_MATCH=header)
+            assert resp.status_code == 200 and resp["ETag"] == etag, (method, header)
+    assert APIClient().get(url, HTTP_IF_MATCH=etag).content == fresh.content
+
+
+def test_a_malformed_if_match_matches_nothing(todos):
+    """RFC 9110 §8.8.3: an entity-tag is quoted. The current tag unquoted or with doubled
+    quotes let a PATCH through, and was refused in a list (transports probe)."""
+    url = _detail(todos[0])
+    etag = APIClient().get(url)["ETag"]
+    for header in (etag.strip('"'), f'"{etag}"', f'"zz", {etag.strip(chr(34))}'):
+        resp = APIClient().patch(url, {"title": "lost"}, format="json", HTTP_IF_MATCH=header)
+        assert resp.status_code == 412 and resp["ETag"] == etag, header
+    assert Todo.objects.get(pk=todos[0].pk).title == "t0"
 
 
 def test_an_empty_if_match_matches_nothing(todos):

@@ -44,26 +44,30 @@ def _weakening(middleware: tuple[str, ...]) -> bool:
     return False
 
 
-def _matches(header: str | None, etag: str, *, strong: bool) -> bool:
+def _matches(header: str | None, etag: str, *, strong: bool, lenient: bool) -> bool:
     if not header:
         return False
     header = header.strip()
     if header == "*":
         return True
     wanted = _opaque(etag)
-    tags = parse_etags(header) or [header]
+    # Django's parse_etags keeps the well-formed tags of a list (RFC 9110 §8.8.3); a header
+    # that has none is one bare tag only where ``lenient``.
+    tags = parse_etags(header) or ([header] if lenient else [])
     return any(_opaque(t) == wanted and not (strong and t.startswith("W/")) for t in tags)
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
     """RFC 9110 If-None-Match (weak comparison); a bare tag without quotes also matches,
     because EventSource sends ``Last-Event-ID`` as it received it."""
-    return _matches(header, etag, strong=False)
+    return _matches(header, etag, strong=False, lenient=True)
 
 
 def etag_matches_strongly(header: str | None, etag: str, *, weakened: bool = False) -> bool:
     """RFC 9110 If-Match (§13.1.1): strong comparison, so a weak tag (``W/"..."``) never
     matches; ``*`` matches any current representation. ``weakened`` (``tags_weakened()``):
     the ``W/`` form of ``etag`` is the tag a compression middleware made of it, and names
-    the same bytes before their coding, so it matches (no client could write otherwise)."""
-    return _matches(header, etag, strong=not weakened)
+    the same bytes before their coding, so it matches (no client could write otherwise).
+    A malformed tag (no quotes, doubled quotes) matches nothing: a write let through by an
+    unquoted tag was refused when the same tag came in a list (transports probe)."""
+    return _matches(header, etag, strong=not weakened, lenient=False)

@@ -90,6 +90,19 @@ class _Current(Exception):
         self.etag = etag
 
 
+class PreconditionFailed(exceptions.APIException):
+    """412: ``If-Match`` (or a write's ``If-None-Match``) failed; ``etag`` is the current."""
+
+    status_code = status.HTTP_412_PRECONDITION_FAILED
+    default_code = "precondition_failed"
+
+
+def _precondition_failed(detail: str, etag: str) -> PreconditionFailed:
+    exc = PreconditionFailed(detail)
+    exc.etag = etag  # type: ignore[attr-defined]
+    return exc
+
+
 class _Checked(Exception):
     """Raised from ``initial()`` for ``render.revoked_status``: authenticated and permitted."""
 
@@ -121,6 +134,21 @@ class _RealtimeBase(RealtimeHooks):
         from .parsers import bounded
 
         return bounded(super().get_parsers())
+
+    def perform_content_negotiation(self, request, force=False):
+        try:
+            return super().perform_content_negotiation(request, force)
+        except Http404:
+            # DRF answers a ``?format=`` that names no renderer 404; the stream is one for a
+            # GET only, and a HEAD, a write or OPTIONS naming it this way got 404 for an
+            # object that exists, where ``Accept: text/event-stream`` gets 406 (transports
+            # probe). Before any write runs.
+            param = api_settings.URL_FORMAT_OVERRIDE
+            if param and request.query_params.get(param) == EventStreamRenderer.format:
+                raise exceptions.NotAcceptable(
+                    f"An event stream answers a GET only; this is a {request.method}."
+                ) from None
+            raise
 
     def get_renderers(self):
         renderers = super().get_renderers()
@@ -584,8 +612,6 @@ class _RealtimeBase(RealtimeHooks):
         (RFC 9110 §13.2.2, in that order): 412 when ``If-Match`` does not match strongly
         (§13.1.1) or ``If-None-Match`` matches (§13.1.2; ``*`` matches any object); the
         write does not happen."""
-        from rest_framework.exceptions import APIException
-
         etag = self._current_detail_etag()
         if_match = request.META.get("HTTP_IF_MATCH")
         if_none_match = request.META.get("HTTP_IF_NONE_MATCH")
@@ -602,13 +628,7 @@ class _RealtimeBase(RealtimeHooks):
             self._realtime_preconditioned = True
             return
 
-        class PreconditionFailed(APIException):
-            status_code = status.HTTP_412_PRECONDITION_FAILED
-            default_code = "precondition_failed"
-
-        exc = PreconditionFailed(detail)
-        exc.etag = etag  # type: ignore[attr-defined]
-        raise exc
+        raise _precondition_failed(detail, etag)
 
     def _current_detail_etag(self) -> str:
         """The ETag a GET of this object's detail URL answers now."""
@@ -739,6 +759,17 @@ class _RealtimeBase(RealtimeHooks):
             return response
         response["ETag"] = etag
         _stored_by_no_cache(response)
+        if_match = request.META.get("HTTP_IF_MATCH")
+        if if_match is not None and not etag_matches_strongly(
+            if_match, etag, weakened=tags_weakened()
+        ):
+            # RFC 9110 §13.1.1: a false If-Match means the method is not performed, a GET
+            # and a HEAD too (Django's ConditionalGetMiddleware answers 412); it was answered
+            # 200 (transports probe). Evaluated before If-None-Match (§13.2.2).
+            failed = self.handle_exception(_precondition_failed(
+                "If-Match does not match the current ETag of this representation.", etag
+            ))
+            return super().finalize_response(request, failed, *args, **kwargs)
         if not etag_matches(request.META.get("HTTP_IF_NONE_MATCH"), etag) or self._star_moved_on(
             request, etag
         ):

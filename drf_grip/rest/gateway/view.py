@@ -25,10 +25,12 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import classonlymethod
+from rest_framework.settings import api_settings
 
 from ...conf import grip_settings
 from ...grip.later import call_later
@@ -44,7 +46,13 @@ from ..live_urls import relist
 from ..policies import keep_recording, live_timeout, record_view, recording_epoch
 from ..render import RecordedRequest, host_allowed, record
 from ..shared import send_after_answer
-from ..sse import EVENT_STREAM, accept_weight, refuses_event_stream, weighs_event_stream
+from ..sse import (
+    EVENT_STREAM,
+    EventStreamRenderer,
+    accept_weight,
+    refuses_event_stream,
+    weighs_event_stream,
+)
 from ..store import cache_failed
 from ..versions import read_versions
 from .connections import (
@@ -297,7 +305,7 @@ class RealtimeGateway(WebSocketView):
             raise MessageError(400, "a request needs a url")
         resolvable_path(data["url"])
         headers = self.get_inner_headers(data)
-        if method in ("GET", "HEAD") and _asks_for_a_stream(headers):
+        if method in ("GET", "HEAD") and _asks_for_a_stream(headers, data["url"]):
             # One answer cannot carry a stream: its body came back as SSE text in "data"
             # (DRF probe). Changes come to a subscription.
             raise MessageError(
@@ -338,7 +346,7 @@ class RealtimeGateway(WebSocketView):
         url = with_query_data(data["subscribe"], data.get("data"))
         path = resolvable_path(url)
         headers = self.get_inner_headers(data)
-        if _asks_for_a_stream(headers):
+        if _asks_for_a_stream(headers, url):
             # Its answer would be a stream's body, a string in "data", and its events objects.
             raise MessageError(
                 406, "a subscription's events come from the gateway: ask for JSON, "
@@ -622,10 +630,16 @@ def _subscribed(conn: str, key: str, channel: str | None) -> bool:
     return sub is not None and (channel is None or sub.get("channel") == channel)
 
 
-def _asks_for_a_stream(headers: Mapping[str, str]) -> bool:
-    """Whether a message's ``Accept`` makes a realtime view answer with an event stream. The
-    view chooses the stream only over a JSON the client weighs less, or not at all: one it
-    prefers, or a tie (DRF's order), is answered in JSON (probe)."""
+def _asks_for_a_stream(headers: Mapping[str, str], url: str) -> bool:
+    """Whether a message's ``Accept``, or its URL's format override (DRF's ``?format=``),
+    makes a realtime view answer with an event stream. The view chooses the stream only
+    over a JSON the client weighs less, or not at all: one it prefers, or a tie (DRF's
+    order), is answered in JSON (probe). ``?format=event-stream`` went past the 406: a
+    subscription's first answer was SSE text in a string, its changes objects (transports
+    probe)."""
+    param = api_settings.URL_FORMAT_OVERRIDE
+    if param and EventStreamRenderer.format in parse_qs(urlsplit(url).query).get(param, ()):
+        return True
     accept = " ".join(v for k, v in headers.items() if k.lower() == "accept")
     return (
         EVENT_STREAM in accept.lower()
