@@ -89,6 +89,9 @@ DEFAULTS: dict[str, Any] = {
     "WS_KEEP_ALIVE": 25,
     # Gateway connections with private subscriptions to one model (each re-rendered per change).
     "WS_MAX_LIVE_CONNECTIONS": 2048,
+    # Of those, the connections of one signed-in user (about: a slot index), so that no one
+    # user takes them all.
+    "WS_MAX_LIVE_CONNECTIONS_PER_USER": 32,
 }
 
 
@@ -104,6 +107,7 @@ _NUMBERS: dict[str, tuple[bool, float, bool]] = {
             "NEXT_LINK_TIMEOUT", "NEXT_LINK_MAX_AGE", "SUBSCRIBER_HEADERS_MAX_SIZE",
             # Slot indexes hold at least one entry (rest/store.py): 0 would mean 1.
             "LIVE_URL_MAX", "LIVE_URL_MAX_PER_OBJECT", "WS_MAX_LIVE_CONNECTIONS",
+            "WS_MAX_LIVE_CONNECTIONS_PER_USER",
             "PUBLISH_QUEUE_SIZE", "PUBLISH_BATCH_SIZE", "EMBEDDED_MAX_HELD",
             "EMBEDDED_MAX_MESSAGE_SIZE", "REHOLD_CONCURRENCY", "HINT_BUCKETS",
             "HINT_BUCKET_SIZE", "WS_MAX_MESSAGE_SIZE", "WS_MAX_SUBSCRIPTIONS", "WS_KEEP_ALIVE",

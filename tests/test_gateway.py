@@ -654,6 +654,10 @@ def test_closed_connection_leaves_no_state():
         ('{"id": 1, "url": "/api/todos/?format=event-stream"}', 406, "not text/event-stream"),
         ('{"id": 1, "subscribe": "/api/todos/?format=event-stream"}',
          406, "not text/event-stream"),
+        ('{"id": 1, "url": "/api/todos/", "data": {"format": "event-stream"}}',
+         406, "not text/event-stream"),
+        ('{"id": 1, "subscribe": "/api/todos/", "data": {"format": "event-stream"}}',
+         406, "not text/event-stream"),
         ('{"id": "' + "x" * 201 + '", "url": "/api/todos/"}', 400, "at most 200 characters"),
         ('{"id": 1, "url": "http://evil.example/api/todos/"}', 400, "path"),
         ('{"id": 1, "method": "BREW", "url": "/api/todos/"}', 400, "method"),
@@ -728,6 +732,31 @@ def test_too_large_and_too_many_are_configurable():
         assert ask(ws, {"id": 2, "subscribe": "/api/posts/"})["status"] == 200
         too_many = ask(ws, {"id": 3, "subscribe": "/api/todos/?done=true"})
     assert too_many["status"] == 429 and "too many subscriptions" in too_many["error"]
+
+
+def test_one_user_cannot_take_every_live_connection_of_a_model():
+    """``WS_MAX_LIVE_CONNECTIONS`` is one cap per model: one user's connections took every
+    slot, and everybody else's private subscriptions to it got 503 while they stayed open
+    (security probe). A signed-in user takes at most ``WS_MAX_LIVE_CONNECTIONS_PER_USER``
+    (about: a slot index), the rest get 429 and say why; the others still subscribe."""
+    _mallory, hers = make_user("mallory")
+    _alice, alices = make_user("alice")
+    limits = {"WS_MAX_LIVE_CONNECTIONS": 60, "WS_MAX_LIVE_CONNECTIONS_PER_USER": 4}
+    with override_settings(DRF_GRIP=limits):
+        answers = [
+            ask(connect(), {"id": 1, "subscribe": "/api/notes/", "token": hers})
+            for _ in range(12)
+        ]
+        statuses = [a["status"] for a in answers]
+        assert statuses[0] == 200 and statuses.count(200) <= 4, statuses
+        refused = next(a for a in answers if a["status"] != 200)
+        assert refused["status"] == 429, refused
+        assert "WS_MAX_LIVE_CONNECTIONS_PER_USER" in refused["error"]
+        for _ in range(3):
+            assert ask(connect(), {"id": 1, "subscribe": "/api/notes/", "token": alices})[
+                "status"
+            ] == 200
+        assert ask(connect(), {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
 
 
 def test_keep_alive_is_asked_of_the_proxy():

@@ -28,8 +28,10 @@ from ..store import SlotIndex, state_cache
 from ..tickets import retire
 
 __all__ = [
+    "FULL",
     "REVOKED",
     "SUBSCRIPTIONS_LOST",
+    "USER_FULL",
     "close_lost_connections",
     "connection_key",
     "drop_state",
@@ -40,6 +42,7 @@ __all__ = [
     "private_connections",
     "proxy_user",
     "save_state",
+    "user_connections",
     "sent_version",
     "set_sent_version",
     "state_timeout",
@@ -121,14 +124,34 @@ def load_states(conns: Iterable[str]) -> dict[str, dict[str, Any]]:
     return {conn: state for conn, state in states.items() if isinstance(state, dict)}
 
 
-def save_state(conn: str, state: dict[str, Any]) -> bool:
-    """Save a connection's own state and list it in its models' indexes; False when an
-    index is full."""
+def user_connections(label: str, user: str) -> SlotIndex:
+    """The share of :func:`private_connections` one signed-in user may take: without it one
+    user's connections took every slot, and everybody else's private subscriptions to the
+    model were refused while they stayed open (security probe)."""
+    return SlotIndex(
+        f"{_INDEX}{label}:user:{user}",
+        int(grip_settings.WS_MAX_LIVE_CONNECTIONS_PER_USER),
+        state_timeout(),
+    )
+
+
+#: What :func:`save_state` says when a model's index is full, and when a user's share is.
+FULL, USER_FULL = "full", "user-full"
+
+
+def save_state(conn: str, state: dict[str, Any]) -> str | None:
+    """Save a connection's own state and list it in its models' indexes, each user's share
+    first; :data:`USER_FULL` or :data:`FULL` when one is full, None when listed."""
     state_cache().set(_STATE + conn, state, timeout=state_timeout())
-    listed = True
-    for label in {s["model"] for s in state["subs"].values() if s["mode"] == "private"}:
-        listed = private_connections(label).add(conn, {}) and listed
-    return listed
+    refused = None
+    for label, user in {
+        (s["model"], s.get("user")) for s in state["subs"].values() if s["mode"] == "private"
+    }:
+        if user is not None and not user_connections(label, user).add(conn, {}):
+            refused = refused or USER_FULL
+        elif not private_connections(label).add(conn, {}):
+            refused = refused or FULL
+    return refused
 
 
 def drop_state(conn: str) -> None:
@@ -136,6 +159,8 @@ def drop_state(conn: str) -> None:
     for key, sub in state["subs"].items():
         if sub["mode"] == "private":
             private_connections(sub["model"]).remove(conn)
+            if sub.get("user") is not None:
+                user_connections(sub["model"], sub["user"]).remove(conn)
             forget_version(conn, key)
         else:
             fresh_subscribers(sub["channel"]).remove(conn)

@@ -58,6 +58,7 @@ from ..versions import read_versions
 from .connections import (
     REVOKED,
     SUBSCRIPTIONS_LOST,
+    USER_FULL,
     connection_key,
     drop_state,
     forget_version,
@@ -305,7 +306,9 @@ class RealtimeGateway(WebSocketView):
             raise MessageError(400, "a request needs a url")
         resolvable_path(data["url"])
         headers = self.get_inner_headers(data)
-        if method in ("GET", "HEAD") and _asks_for_a_stream(headers, data["url"]):
+        if method in ("GET", "HEAD") and _asks_for_a_stream(
+            headers, with_query_data(data["url"], data.get("data"))
+        ):
             # One answer cannot carry a stream: its body came back as SSE text in "data"
             # (DRF probe). Changes come to a subscription.
             raise MessageError(
@@ -401,8 +404,14 @@ class RealtimeGateway(WebSocketView):
                 "req": record(inner, credentials=True).as_dict(),
             }
             answer_pending(conn, key)  # before the publisher can find it (rerender.py)
-            if not save_state(conn, state):
+            refused = save_state(conn, state)
+            if refused is not None:
                 del state["subs"][key]
+                if refused == USER_FULL:
+                    raise MessageError(
+                        429, "too many of your live gateway connections for this resource: "
+                        "close one (WS_MAX_LIVE_CONNECTIONS_PER_USER)"
+                    )
                 raise MessageError(
                     503, "too many live gateway connections for this resource; retry later"
                 )
