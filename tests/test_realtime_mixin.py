@@ -270,6 +270,21 @@ def test_a_read_whose_if_match_fails_is_412(todos, url):
     assert APIClient().get(url, HTTP_IF_MATCH=etag).content == fresh.content
 
 
+def test_a_post_whose_if_match_fails_creates_nothing(todos):
+    """RFC 9110 §13.1.1: a ``POST`` to a list with a false ``If-Match`` is not performed;
+    it created its object (transports probe). The list's ETag, as a GET of it answers, or
+    ``*``, lets it through."""
+    etag = APIClient().get("/api/todos/")["ETag"]
+    for header in ('"stale"', f"W/{etag}", ""):
+        resp = APIClient().post("/api/todos/", {"title": "x"}, format="json", HTTP_IF_MATCH=header)
+        assert resp.status_code == 412 and resp["ETag"] == etag, header
+    assert Todo.objects.count() == len(todos)
+    for header in (etag, "*"):
+        resp = APIClient().post("/api/todos/", {"title": "y"}, format="json", HTTP_IF_MATCH=header)
+        assert resp.status_code == 201, (header, resp.content)
+    assert Todo.objects.count() == len(todos) + 2
+
+
 def test_a_malformed_if_match_matches_nothing(todos):
     """RFC 9110 §8.8.3: an entity-tag is quoted. The current tag unquoted or with doubled
     quotes let a PATCH through, and was refused in a list (transports probe)."""

@@ -12,8 +12,10 @@ hook and both sides follow.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +24,7 @@ from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDic
 from django.utils.http import parse_header_parameters
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.mixins import ListModelMixin
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -263,6 +266,12 @@ class _RealtimeBase(RealtimeHooks):
             raise _Checked
         if guards_write(request) and writes_one_object(self, request):
             self.check_preconditions(request)
+        elif (
+            request.method == "POST"
+            and request.META.get("HTTP_IF_MATCH") is not None
+            and isinstance(self, ListModelMixin)
+        ):
+            self.check_list_precondition(request)
         if not self._realtime_kind:
             return
         model = self.get_realtime_model()
@@ -630,10 +639,38 @@ class _RealtimeBase(RealtimeHooks):
 
         raise _precondition_failed(detail, etag)
 
+    def check_list_precondition(self, request: Request) -> None:
+        """``If-Match`` on a ``POST`` to a list, against the list's ETag as a GET of the same
+        URL answers it now: 412 when it does not match (RFC 9110 §13.1.1: the method is not
+        performed); a ``POST`` with a failed ``If-Match`` created its object (transports
+        probe). ``*`` matches: the list exists."""
+        if_match = request.META["HTTP_IF_MATCH"]
+        if if_match.strip() == "*":
+            return
+        try:
+            etag = self._current_list_etag()
+        except (Http404, exceptions.APIException):
+            etag = ""  # no representation this client may read: no tag matches
+        if etag and etag_matches_strongly(if_match, etag, weakened=tags_weakened()):
+            return
+        exc = _precondition_failed("If-Match does not match the current ETag of this list.", etag)
+        if not etag:
+            del exc.etag  # type: ignore[attr-defined]
+        raise exc
+
+    def _current_list_etag(self) -> str:
+        """The ETag a GET of this list URL answers now."""
+        with self._read_as_a_get("list"):
+            data = self.list(self.request).data
+        return self._etag_of(data)
+
     def _current_detail_etag(self) -> str:
         """The ETag a GET of this object's detail URL answers now."""
+        return self._etag_of(self._detail_data(self.get_object()))
+
+    def _etag_of(self, data: Any) -> str:
+        """The ETag of ``data`` rendered as this client's GET is."""
         request = self.request
-        data = self._detail_data(self.get_object())
         renderer = request.accepted_renderer
         media_type = getattr(request, "accepted_media_type", None) or renderer.media_type
         if isinstance(renderer, (EventStreamRenderer, BrowsableAPIRenderer)) or not hasattr(
@@ -658,15 +695,21 @@ class _RealtimeBase(RealtimeHooks):
         choosing one for ``partial_update`` or for unsafe methods, an
         ``@action(serializer_class=...)``) gives other data, and every ``If-Match`` with the
         ETag of a GET answered 412 (DRF probe)."""
+        with self._read_as_a_get("retrieve"):
+            return self.get_serializer(instance).data
+
+    @contextlib.contextmanager
+    def _read_as_a_get(self, action_name: str) -> Iterator[None]:
+        """Meanwhile the request is a GET and, in a viewset, the action ``action_name``."""
         django_request = self.request._request
         method, action = django_request.method, getattr(self, "action", None)
-        # An action's initkwargs are instance attributes: the class's own are retrieve's.
+        # An action's initkwargs are instance attributes: the class's own are the GET's.
         own = self.__dict__.pop("serializer_class", None) if action is not None else None
         django_request.method = "GET"
         if action is not None:
-            self.action = "retrieve"
+            self.action = action_name
         try:
-            return self.get_serializer(instance).data
+            yield
         finally:
             django_request.method = method
             if action is not None:
