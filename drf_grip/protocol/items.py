@@ -214,16 +214,35 @@ def _response(fmt: Mapping[str, Any]) -> ResponseFormat:
             raise InvalidItem(f"http-response header name {name!r} is not a valid header name")
         value = _latin1(value, f"http-response header {name}")
         headers.append((name, value))
+    action = _action(fmt, "http-response")
+    if "body-patch" in fmt:
+        # Pushpin patches the held response's JSON body (RFC 6902); the embedded proxy
+        # answered the client an empty body instead: refused, with the reason.
+        raise InvalidItem("http-response.body-patch is not supported by the embedded proxy")
+    if action == "send" and "body" not in fmt and "body-bin" not in fmt:
+        # Pushpin 1.36 refuses such an item: a publisher that worked here lost its updates
+        # behind it (an embedded-versus-Pushpin probe).
+        raise InvalidItem("'http-response' does not contain 'body', 'body-bin', or 'body-patch'")
     body, _ = _content(fmt, "body", "body-bin", "http-response")
-    return ResponseFormat(_action(fmt, "http-response"), code, reason, tuple(headers), body)
+    return ResponseFormat(action, code, reason, tuple(headers), body)
 
 
 def _stream(fmt: Mapping[str, Any]) -> StreamFormat:
+    action = _action(fmt, "http-stream")
+    if action == "send" and "content" not in fmt and "content-bin" not in fmt:
+        raise InvalidItem("'http-stream' does not contain 'content' or 'content-bin'")
     content, _ = _content(fmt, "content", "content-bin", "http-stream")
-    return StreamFormat(_action(fmt, "http-stream"), content)
+    return StreamFormat(action, content)
 
 
 def _message(fmt: Mapping[str, Any]) -> MessageFormat:
+    if (
+        fmt.get("action", "send") == "send"
+        and fmt.get("type") != "close"
+        and "content" not in fmt
+        and "content-bin" not in fmt
+    ):
+        raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
     content, binary = _content(fmt, "content", "content-bin", "ws-message")
     kind = fmt.get("type")
     if kind is not None:
@@ -273,11 +292,10 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     if prev_id is not None:
         _latin1(prev_id, "prev-id")
     formats = _mapping(raw.get("formats"), "formats")
-    unknown = set(formats) - {"http-response", "http-stream", "ws-message"}
-    if unknown:
-        raise InvalidItem(f"unknown format {sorted(unknown)[0]!r}")
     if not formats:
         raise InvalidItem("formats must name at least one format")
+    # Formats for other transports (Fanout's ``fcm``, ``apns``) are skipped, as Pushpin 1.36
+    # skips them: the whole item was refused, and its HTTP formats with it.
     response = stream = message = None
     if "http-response" in formats:
         response = _response(_mapping(formats["http-response"], "http-response"))

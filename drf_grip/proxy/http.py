@@ -54,6 +54,11 @@ MAX_MISMATCH_RETRIES = 3
 # Next-link answers that are not holds but carry a new link are followed at once (paging),
 # at most this many times in a row.
 MAX_LINK_CHAIN = 20
+# A next link that fails (no answer, or not a 2xx) is fetched again after these many
+# seconds, then the stream ends: Pushpin 1.36 retried a failing link about 1, 2.3, 4.7, 9.6,
+# 17.7 and 34 s after the first failure (measured). The embedded proxy ended the stream at
+# the first 500 (an embedded-versus-Pushpin probe).
+LINK_RETRY_DELAYS = (1.0, 1.3, 2.4, 4.9, 8.1, 16.3)
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -141,6 +146,7 @@ class HttpSession:
         self._keep_alive: KeepAlive | None = None
         self._link: NextLink | None = None
         self._link_due = 0.0
+        self._link_failures = 0
         self._last_write = 0.0
         self._last_event: bytes | None = None
         self._next_keep_alive = 0.0
@@ -429,6 +435,20 @@ class HttpSession:
     async def _handle(self, answer: OriginResponse, instruct: Instruct) -> None:
         mismatches = 0
         while True:
+            if (
+                instruct.hold == "stream"
+                and instruct.next_link is None
+                and any(spec.prev_id is not None for spec in instruct.channels)
+            ):
+                # Pushpin 1.36 does not hold such a stream: it answers it as a whole response,
+                # and a later publish reaches nobody (PUSHPIN.md). The embedded proxy held it,
+                # so a stream that worked here ended at once behind Pushpin (probe).
+                logger.warning(
+                    "%s: a stream held on a channel with a prev-id needs a Grip-Link rel=next; "
+                    "answered without a hold, as Pushpin does", self.path,
+                )
+                await self._respond(answer.status, answer.headers, answer.body)
+                return
             if instruct.hold == "stream" or (instruct.hold is None and instruct.next_link):
                 await self._stream(answer, instruct)
                 return
@@ -734,6 +754,17 @@ class HttpSession:
             query_string=target.query.encode("latin-1"),
         )
 
+    def _link_failed(self, why: str) -> str:
+        """'hold' until the link is due again (:data:`LINK_RETRY_DELAYS`), then 'end'."""
+        if self._link_failures >= len(LINK_RETRY_DELAYS):
+            logger.warning("next link of %s failed (%s): ending the stream", self.path, why)
+            return "end"
+        delay = LINK_RETRY_DELAYS[self._link_failures]
+        self._link_failures += 1
+        logger.info("next link of %s failed (%s): again in %.1f s", self.path, why, delay)
+        self._link_due = time.monotonic() + delay
+        return "hold"
+
     async def _follow_link(self, *, allow_chain: bool) -> str:
         """Fetch the next link and append its body; 'hold', 'again' (follow at once) or 'end'."""
         link = self._link
@@ -750,11 +781,10 @@ class HttpSession:
             )
             instruct = parse_instruct(answer.headers)
         except (OriginError, InstructError) as exc:
-            logger.warning("next link of %s failed: %s", self.path, exc)
-            return "end"
+            return self._link_failed(str(exc))
         if not 200 <= answer.status < 300:
-            logger.info("next link of %s answered %d: ending the stream", self.path, answer.status)
-            return "end"
+            return self._link_failed(f"answered {answer.status}")
+        self._link_failures = 0
         if answer.body and not self._gone:
             await self._write_events(answer.body)
         if instruct.hold == "stream":

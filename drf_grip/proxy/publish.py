@@ -1,7 +1,8 @@
 """Publishing into the embedded proxy over HTTP, in Pushpin's ``/publish`` format.
 
 ``POST {publish_path}`` with ``{"items": [...]}`` answers ``200 Published``; a bad item
-``400 Invalid format: ...``; bodies over 1 MB ``413`` (Pushpin 1.36). Authorization is
+``400 Invalid format: ...``; a body over 1,000,000 bytes ``400 Request body too large.``
+(Pushpin 1.36, measured: 1,000,000 taken, 1,000,001 refused). Authorization is
 ``Bearer <key>`` (gripcontrol with a key and no ``control_iss``) or ``Bearer <HS256 JWT>``
 signed with the key (gripcontrol with ``control_iss``).
 """
@@ -14,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import InvalidItem, get_header, parse_items
+from ..protocol.constants import MAX_PUBLISH_BODY
 from ..protocol.signing import InvalidToken, verify_jwt
 
 if TYPE_CHECKING:
@@ -22,8 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["handle_publish", "handle_status", "is_authorized", "MAX_PUBLISH_BODY"]
 
 logger = logging.getLogger("drf_grip.proxy")
-
-MAX_PUBLISH_BODY = 1024 * 1024
 
 
 def is_authorized(header: str, key: str | bytes) -> bool:
@@ -90,11 +90,13 @@ async def handle_publish(proxy: GripProxy, scope: dict[str, Any], receive, send)
         return
     length = get_header(headers, "content-length")
     if length is not None and length.strip().isdigit() and int(length) > MAX_PUBLISH_BODY:
-        await _answer(send, 413, "Request Entity Too Large")
+        await _answer(send, 400, "Request body too large.")
         return
     body = await _read_body(receive, MAX_PUBLISH_BODY)
     if body is None:
-        await _answer(send, 413, "Request Entity Too Large")
+        # Pushpin's answer: a body it took (up to 1 MiB) published elsewhere was refused
+        # there (an embedded-versus-Pushpin probe).
+        await _answer(send, 400, "Request body too large.")
         return
     try:
         document = json.loads(body)

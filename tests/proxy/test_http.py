@@ -357,6 +357,49 @@ def test_stream_hint_fetches_the_next_link_as_a_bare_get(server: ProxyServer, or
     assert link.headers["host"] == f"127.0.0.1:{server.port}"
 
 
+def test_a_stream_held_at_a_prev_id_without_a_next_link_is_answered_whole(
+    server: ProxyServer, origin: Origin
+):
+    """Pushpin 1.36 does not hold such a stream: the client gets the answer whole, and a
+    publish reaches nobody. The embedded proxy held it, so a stream that worked here ended
+    at once behind Pushpin (an embedded-versus-Pushpin probe)."""
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev; prev-id=1"), ("Content-Type", "text/plain"),
+    ], "start\n"))
+    response = httpx.get(server.url + "/events/", timeout=5)
+    assert response.status_code == 200 and response.text == "start\n"
+    assert response.headers["content-length"] == "6"
+    assert not any(name.lower().startswith("grip-") for name in response.headers)
+
+
+def test_a_next_link_that_fails_is_fetched_again_before_the_stream_ends(
+    server: ProxyServer, origin: Origin
+):
+    """Pushpin 1.36 fetches a failing next link again, about 1 s later and then less and
+    less often, for about half a minute (measured); the embedded proxy ended the stream at
+    the first 500, where Pushpin's stream got the next answer (an embedded-versus-Pushpin
+    probe)."""
+    answers = iter([Response(500, [], "oops"), Response(200, [], "recovered\n")])
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev"),
+        ("Grip-Link", "</events/next/>; rel=next; timeout=120"),
+    ], "first\n"))
+    origin.route("/events/next/")(lambda r: next(answers))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=15) as client:
+            async with client.stream("GET", "/events/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "first"
+                assert await in_thread(server.proxy.wait_for_subscribers, "ev")
+                await in_thread(server.publish, {"channel": "ev",
+                                                 "formats": {"http-stream": {"action": "hint"}}})
+                return [line async for line in lines]
+
+    assert run(scenario()) == ["recovered"]
+    assert len(origin.requests_to("/events/next/")) == 2
+
+
 def _linked_stream(origin: Origin, *, next_prev_id: str, next_body: str) -> None:
     """``/events/`` holds a stream on ``ev`` at prev-id 1 with a next link, whose answer
     holds again at ``next_prev_id``."""

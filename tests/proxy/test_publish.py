@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -29,19 +30,28 @@ def test_readiness(server: ProxyServer):
     assert response.status_code == 200 and "drf-grip embedded proxy" in response.text
 
 
-def test_publish_over_http_reaches_a_held_client(server: ProxyServer, origin: Origin):
-    origin.route("/todo/")(lambda r: Response(200, [("Grip-Hold", "response"), ("Grip-Channel", "todo")], ""))
+def _held_then_published(
+    server: ProxyServer, origin: Origin, channel: str, item: dict, publish_path: str
+) -> tuple[httpx.Response, httpx.Response]:
+    """A long-poll held on ``channel``, then ``item`` posted to ``publish_path``: the
+    publish's answer and the long-poll's."""
+    path = f"/{channel}/"
+    origin.route(path)(lambda r: Response(200, [("Grip-Hold", "response"), ("Grip-Channel", channel)], ""))
 
     async def scenario():
         async with httpx.AsyncClient(base_url=server.url) as client:
-            poll = asyncio.ensure_future(client.get("/todo/"))
-            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
-            # gripcontrol posts to <control_uri>/publish/; the path without a slash works too.
-            answer = await client.post("/_grip/publish", json={"items": [ITEM]},
+            poll = asyncio.ensure_future(client.get(path))
+            assert await in_thread(server.proxy.wait_for_subscribers, channel)
+            answer = await client.post(publish_path, json={"items": [item]},
                                        headers={"Authorization": f"Bearer {KEY}"})
             return answer, await poll
 
-    answer, poll = run(scenario())
+    return run(scenario())
+
+
+def test_publish_over_http_reaches_a_held_client(server: ProxyServer, origin: Origin):
+    # gripcontrol posts to <control_uri>/publish/; the path without a slash works too.
+    answer, poll = _held_then_published(server, origin, "todo", ITEM, "/_grip/publish")
     assert (answer.status_code, answer.text.strip()) == (200, "Published")
     assert poll.text == "pushed"
 
@@ -74,7 +84,7 @@ def test_publish_refuses_without_the_key(server: ProxyServer, headers, status):
         ({"items": [{"formats": {}}]}, "channel"),
         ({"items": [{"channel": "c", "formats": {"http-response": {"code": "x"}}}]}, "code"),
         ({"items": [{"channel": "c", "formats": {"http-stream": {"content-bin": "!!"}}}]}, "base64"),
-        ({"items": [{"channel": "c", "formats": {"carrier-pigeon": {}}}]}, "unknown format"),
+        ({"items": [{"channel": "c", "formats": {}}]}, "at least one format"),
     ],
 )
 def test_bad_items_answer_400_invalid_format(server: ProxyServer, body, reason):
@@ -83,10 +93,33 @@ def test_bad_items_answer_400_invalid_format(server: ProxyServer, body, reason):
     assert response.text.startswith("Invalid format:") and reason in response.text
 
 
-def test_publish_body_limit(server: ProxyServer):
-    big = {"items": [{"channel": "c", "formats": {"http-stream": {"content": "x" * (1024 * 1024)}}}]}
-    assert publish(server, big).status_code == 413
+def _padded(size: int) -> bytes:
+    """A publish body of exactly ``size`` bytes."""
+    empty = json.dumps({"items": [{"channel": "c", "formats": {"http-stream": {"content": ""}}}]})
+    pad = "x" * (size - len(empty))
+    item = {"channel": "c", "formats": {"http-stream": {"content": pad}}}
+    return json.dumps({"items": [item]}).encode()
+
+
+def test_publish_body_limit_is_pushpins(make_proxy):
+    """Pushpin 1.36 takes a body of 1,000,000 bytes and answers one more ``400 Request body
+    too large.`` (measured); the embedded proxy took up to 1 MiB, so a publish that worked
+    here was refused there (an embedded-versus-Pushpin probe)."""
+    server = make_proxy(max_message_size=2_000_000)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    assert publish(server, _padded(1_000_000), headers).status_code == 200
+    refused = publish(server, _padded(1_000_001), headers)
+    assert (refused.status_code, refused.text.strip()) == (400, "Request body too large.")
     assert httpx.get(server.url + "/_grip/publish/").status_code == 405
+
+
+def test_formats_for_other_transports_are_skipped(server: ProxyServer, origin: Origin):
+    """Pushpin 1.36 publishes an item with a format it does not serve (Fanout's ``fcm``),
+    and its HTTP formats with it; the embedded proxy refused the whole item (probe)."""
+    formats = {"fcm": {"notification": {}}, "http-response": {"body": "hi"}}
+    item = {"channel": "fcm", "formats": formats}
+    answer, poll = _held_then_published(server, origin, "fcm", item, "/_grip/publish/")
+    assert answer.status_code == 200 and poll.text == "hi"
 
 
 def test_items_over_the_message_size_are_refused(make_proxy):
@@ -146,6 +179,12 @@ def _response_item(**response) -> dict:
         ({"items": [{"channel": "\u2603", "formats": {"http-stream": {"content": "x"}}}]}, "channel is not latin-1"),
         ({"items": [{"channel": "c\x00", "formats": {"http-stream": {"content": "x"}}}]}, "channel contains"),
         (_item(**{"ws-message": {"type": "close", "code": 1006}}), "close code"),
+        # Pushpin 1.36, measured (an embedded-versus-Pushpin probe: accepted here, an
+        # empty 404 delivered at once, where Pushpin refused it and the client waited).
+        (_response_item(code=404), "does not contain 'body'"),
+        (_item(**{"http-stream": {}}), "does not contain 'content'"),
+        (_item(**{"ws-message": {}}), "does not contain 'content'"),
+        (_response_item(**{"body-patch": []}), "body-patch is not supported"),
     ],
 )
 def test_items_pushpin_refuses_answer_400_with_the_reason(server: ProxyServer, body, reason):
