@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from typing import Protocol
 
@@ -18,9 +17,6 @@ from ..protocol import Channel, Item
 __all__ = ["ChannelHub", "Subscriber"]
 
 logger = logging.getLogger("drf_grip.proxy")
-
-# Pushpin drops a duplicate (channel, id) published within 60 s (Pushpin 1.36).
-DEDUPE_SECONDS = 60.0
 
 
 class Subscriber(Protocol):
@@ -55,7 +51,6 @@ class ChannelHub:
     def __init__(self, *, max_remembered: int = 100_000) -> None:
         self._subscribers: dict[str, dict[Subscriber, None]] = {}
         self._last_ids: OrderedDict[str, str] = OrderedDict()
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._max_remembered = max_remembered
         self._cond = threading.Condition()
         self._counts: dict[str, int] = {}
@@ -162,26 +157,12 @@ class ChannelHub:
             total += self._publish_one(item)
         return total
 
-    def _is_duplicate(self, item: Item) -> bool:
-        if item.id is None:
-            return False
-        now = time.monotonic()
-        while self._seen:
-            key, seen_at = next(iter(self._seen.items()))
-            if now - seen_at < DEDUPE_SECONDS and len(self._seen) < self._max_remembered:
-                break
-            self._seen.popitem(last=False)
-        key = (item.channel, item.id)
-        if key in self._seen:
-            return True
-        self._seen[key] = now
-        return False
-
     def _publish_one(self, item: Item) -> int:
         channel = item.channel
-        if self._is_duplicate(item):
-            logger.info("publish channel=%s id=%s dropped (duplicate)", channel, item.id)
-            return 0
+        # No (channel, id) is dropped as a duplicate: Pushpin 1.36 delivers an id published
+        # again (measured), so a representation that went A, B, A with its ETag as the id
+        # reached Pushpin's clients and was lost here (an embedded-versus-Pushpin probe).
+        # An item that repeats one already delivered is out of step by its prev-id.
         known = self._last_ids.get(channel)
         if item.id is not None:
             self._last_ids[channel] = item.id

@@ -257,14 +257,18 @@ def test_an_origin_that_keeps_holding_behind_the_channel_does_not_spin(server: P
 @pytest.mark.parametrize(
     "published, delivered",
     [
-        ([("1", "one"), ("1", "one again"), ("2", "two")], ["one", "two"]),
+        # Pushpin 1.36 delivers an id published again (measured); the embedded proxy dropped
+        # it for 60 s, so a representation that went A, B, A with its ETag as the id was
+        # lost here (an embedded-versus-Pushpin probe).
+        ([("1", "one"), ("1", "one again"), ("2", "two"), ("1", "one once more")],
+         ["one", "one again", "two", "one once more"]),
         # Pushpin 1.36 delivers both; the embedded proxy dropped the second as a duplicate
         # of the first's id "" (GRIP probe).
         ([("", "one"), ("", "two")], ["one", "two"]),
     ],
     ids=["repeated", "empty"],
 )
-def test_duplicate_ids_are_dropped(server: ProxyServer, origin: Origin, published, delivered):
+def test_repeated_ids_are_delivered(server: ProxyServer, origin: Origin, published, delivered):
     origin.route("/s/")(lambda r: Response(200, [("Grip-Hold", "stream"), ("Grip-Channel", "s")], "start\n"))
 
     async def scenario():
@@ -274,7 +278,7 @@ def test_duplicate_ids_are_dropped(server: ProxyServer, origin: Origin, publishe
                 assert await lines.__anext__() == "start"
                 assert await in_thread(server.proxy.wait_for_subscribers, "s")
                 for item_id, line in published:
-                    await in_thread(server.publish, {"channel": "s", "id": item_id, "prev-id": "",
+                    await in_thread(server.publish, {"channel": "s", "id": item_id,
                                                      "formats": {"http-stream": {"content": line + "\n"}}})
                 await in_thread(server.publish, {"channel": "s", "formats": {"http-stream": {"action": "close"}}})
                 return [line async for line in lines]
