@@ -140,8 +140,7 @@ class WebSocket:
     def send_json(self, data: Any) -> None:
         """Send ``data`` as a JSON text message (:func:`encode_json`); nothing after
         :meth:`close`."""
-        if not self.context.closed:
-            self.context.send(encode_json(data))
+        self.send(encode_json(data))
 
     def close(self, code: int | None = None, reason: str = "") -> None:
         """Close the connection once this batch is answered; the first close is the one

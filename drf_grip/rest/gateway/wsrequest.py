@@ -14,8 +14,8 @@ too; an invalid message's ``get_response()`` is a JSON response carrying ``error
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -196,15 +196,8 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-
-
+@functools.cache
 def _worker() -> ThreadPoolExecutor:
     """One thread for every call made inside an event loop: the database connection it
     opens is reused, as a server thread's is, rather than one left open per call."""
-    global _executor
-    with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(1, thread_name_prefix="drf-grip-wsrequest")
-        return _executor
+    return ThreadPoolExecutor(1, thread_name_prefix="drf-grip-wsrequest")
