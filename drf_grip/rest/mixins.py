@@ -871,15 +871,9 @@ class _RealtimeBase(RealtimeHooks):
         held = policy.versions.get(channel)
         context = context_of(self.request)
         role = getattr(context, "role", "client")
-        # A WebSocket subscription holds at no prev-id, and the version it names is one no
-        # proxy may see as a prev-id (``unseen``, shared.first_version). A held request's
-        # first hold at such a version conflicts instead, and Pushpin then forgets any
-        # older id (src/handler/httpsession.cpp, "conflict on first hold").
         if held is None:
             _content, etag = self.render_representation(response)
-            policy.versions[channel] = first_version(
-                channel, etag, unseen=role == "gateway-subscribe"
-            )
+            policy.versions[channel] = first_version(channel, etag)
             if context is not None and "version" in context.state:
                 # The version this render is at (the gateway checks it has not moved).
                 context.state["version"] = policy.versions[channel]

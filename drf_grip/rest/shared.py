@@ -82,7 +82,7 @@ def rendered_at(version: str) -> float | None:
         return None
 
 
-def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
+def first_version(channel: str, etag: str) -> str:
     """The prev-id for a subscriber that read no version of ``channel`` and rendered
     ``etag``: a first version naming it, given to the channel when it still has none.
 
@@ -93,18 +93,19 @@ def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
     publisher's re-requests it at once (Pushpin: a hold's prev-id that differs from the
     channel's last id, ../PUSHPIN.md).
 
-    ``unseen``: a WebSocket subscriber's, which holds nothing at it. The publisher compares
-    its next render with the version as with any other (without one, the first change
-    sent every such subscriber a message with the ETag it had: probe), but publishes that
-    render with no prev-id (``_take_version``): a ws-message item whose prev-id is an id
-    Pushpin never saw waits in its sequencer while Pushpin still knows an older id of the
-    channel (drf-grip's cache flushed while Pushpin ran on), and no hold's conflict makes it
-    forget that id (src/handler/sequencer.cpp; the soak)."""
+    A first version is never an item's id, so no proxy has it as the channel's last id:
+    the render after it goes with no prev-id (``_take_version``). With one, it waited in
+    Pushpin's sequencer up to 5 s whenever that Pushpin still knew an older id of the
+    channel (drf-grip's cache flushed or its version expired while Pushpin ran on): a held
+    request's conflict makes the Pushpin it reached forget that id (src/handler/
+    httpsession.cpp), but a WebSocket subscription holds no prev-id, and another Pushpin
+    saw no conflict at all. Its gateway subscribers then got the render 5 s late, after
+    newer ones, and stayed on it (convergence harness, Redis restarted under two
+    Pushpins; before that, the soak with a flushed cache)."""
     tag = etag.strip('"')
     version = new_version(tag)
-    if unseen:
-        # Before the version can be read: the publisher that reads it finds this too.
-        state_cache().set(_unseen_key(channel, version), 1, live_timeout())
+    # Before the version can be read: the publisher that reads it finds this too.
+    state_cache().set(_unseen_key(channel, version), 1, live_timeout())
     if add_version(channel, version):
         return version
     current = read_version(channel)
@@ -116,7 +117,7 @@ def first_version(channel: str, etag: str, *, unseen: bool = False) -> str:
     return version
 
 
-#: A version named by a WebSocket subscriber, which no proxy has seen (``first_version``),
+#: A version a subscriber named, which no proxy has seen as an item's id (``first_version``),
 #: or carried by an item given up for a proxy (``forget_dropped``).
 _UNSEEN = "drf_grip:unseen-version:"
 
@@ -127,7 +128,7 @@ def _unseen_key(channel: str, version: str) -> str:
 
 def forget_dropped(items: list[dict[str, Any]]) -> None:
     """Items of live URLs given up for a proxy (``publish_hooks.register_dropped_hook``): the
-    versions they carried are unseen there, as a WebSocket subscriber's first version is.
+    versions they carried are unseen there, as a subscriber's first version is.
     The next render chained onto one of them with it as its prev-id, which that proxy never
     had: Pushpin held the render 5 s in its sequencer, and the embedded proxy never gave it
     to a WebSocket (publishing probe: a process whose proxy URL was wrong moved the
@@ -144,7 +145,7 @@ def forget_dropped(items: list[dict[str, Any]]) -> None:
 
 
 def _seen_by_proxies(channel: str, version: str | None) -> str | None:
-    """``version``, or None if a WebSocket subscriber named it (``first_version``)."""
+    """``version``, or None if no proxy saw it as an item's id (``first_version``)."""
     if version is None or state_cache().get(_unseen_key(channel, version)) is not None:
         return None
     return version
@@ -875,8 +876,8 @@ def _take_version(
     render that started later was already sent (this one is older: publishing it would move
     every subscriber back) or when the channel already names this representation and no
     subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
-    on. ``previous`` is None for a version no proxy has seen (``first_version``'s
-    ``unseen``): the item then goes with no prev-id. One step across processes
+    on. ``previous`` is None for a version no proxy has seen as an item's id (a
+    subscriber's ``first_version``): the item then goes with no prev-id. One step across processes
     (``tickets.exclusive``), which also reads the channel's
     fresh gateway subscribers (``fresh``, given ``kept``: ``_Fresh``) and, if it has any,
     keeps ``kept``, the render's gateway message, for their settles, with the proxy users it
