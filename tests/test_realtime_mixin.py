@@ -1946,3 +1946,17 @@ def test_a_body_nested_too_deeply_is_a_400(todos, method):
     assert resp.status_code == 400, resp.content[:200]
     assert "deep" in resp.json()["detail"]
     assert sorted(Todo.objects.values_list("title", flat=True)) == sorted(t.title for t in todos)
+
+
+def test_a_current_read_whose_if_match_fails_is_412(todos):
+    """RFC 9110 §13.2.2: ``If-Match`` is evaluated before ``If-None-Match``. A shared URL's
+    client back with its current ETag is held without running the view, and one that
+    also sent a false ``If-Match`` was held (304 here) rather than refused (review)."""
+    url = "/api/shared-todos/"
+    etag = APIClient().get(url)["ETag"]
+    for _ in range(2):  # the first lists the live URL, the second finds it kept
+        assert APIClient().get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    resp = APIClient().get(url, HTTP_IF_NONE_MATCH=etag, HTTP_IF_MATCH='"stale"')
+    assert resp.status_code == 412 and resp["ETag"] == etag
+    resp = APIClient().get(url, HTTP_IF_NONE_MATCH=etag, HTTP_IF_MATCH=etag)
+    assert resp.status_code == 304

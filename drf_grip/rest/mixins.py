@@ -375,6 +375,17 @@ class _RealtimeBase(RealtimeHooks):
             mark_rendering(policy.channels[0], read)
             self._realtime_marked = read
 
+    def _may_hold_unrendered(self, request: Request) -> bool:
+        """Whether a read may be held without running the view: a long-poll's GET whose
+        ``If-None-Match`` alone decides. RFC 9110 §13.2.2 evaluates ``If-Match`` first, and
+        only a render can answer its 412 (one was held instead: review)."""
+        return (
+            request.method == "GET"
+            and bool(request.META.get("HTTP_IF_NONE_MATCH"))
+            and "HTTP_IF_MATCH" not in request.META
+            and not self.is_event_stream(request)
+        )
+
     def _hold_if_current(self, request: Request, policy: RealtimePolicy) -> None:
         """A shared channel's version names the ETag last pushed to it: a client that comes
         back with exactly that ETag holds the current representation, so it is held again
@@ -388,7 +399,7 @@ class _RealtimeBase(RealtimeHooks):
         # (``policy.versions``): after an outage the renders the proxy missed are newer, and
         # a client held at the confirmed ETag kept the old body for good (the restart soak).
         version = getattr(self, "_realtime_read", None)
-        if request.method != "GET" or not header or not version or self.is_event_stream(request):
+        if not self._may_hold_unrendered(request) or not version:
             return
         etag = f'"{tag_of(version)}"'
         if etag_matches(header, etag) and not predates_recovery(policy.model, version):
@@ -408,9 +419,7 @@ class _RealtimeBase(RealtimeHooks):
         hold a change overtook), renders and, unchanged, is answered without a hold
         (``unchanged.held_behind``)."""
         if (
-            request.method != "GET"
-            or not request.META.get("HTTP_IF_NONE_MATCH")
-            or self.is_event_stream(request)
+            not self._may_hold_unrendered(request)
             or not grip_of(request).proxied
             # Channels drf-grip does not move itself may be published to by other means.
             or type(self).names_own_channels()
