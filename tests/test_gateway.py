@@ -759,6 +759,25 @@ def test_one_user_cannot_take_every_live_connection_of_a_model():
         assert ask(connect(), {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
 
 
+def test_a_refused_subscription_keeps_no_place_in_its_users_share():
+    """A private subscription refused because the model's cap was full (503) had already
+    taken a place in its user's share, and kept it while its connection stayed open
+    (review): the user's next refusals said 429, and once the cap had room again the
+    user's subscriptions still got 429. A refusal takes nothing."""
+    _mallory, hers = make_user("mallory")
+    limits = {"WS_MAX_LIVE_CONNECTIONS": 1, "WS_MAX_LIVE_CONNECTIONS_PER_USER": 4}
+    with override_settings(DRF_GRIP=limits):
+        first = connect()
+        assert ask(first, {"id": 1, "subscribe": "/api/notes/", "token": hers})["status"] == 200
+        for _ in range(8):
+            refused = connect()
+            answer = ask(refused, {"id": 1, "subscribe": "/api/notes/", "token": hers})
+            assert answer["status"] == 503, answer
+        first.close()
+        again = ask(connect(), {"id": 1, "subscribe": "/api/notes/", "token": hers})
+        assert again["status"] == 200, again
+
+
 def test_keep_alive_is_asked_of_the_proxy():
     ws = connect()
     assert ws.keep_alive_interval == 25

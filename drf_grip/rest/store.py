@@ -385,6 +385,11 @@ class SlotIndex:
         :meth:`replace_in` and :meth:`remove_from` to find it again in one read."""
         return self._take(key, entry)[0]
 
+    def take_new(self, key: str, entry: dict[str, Any]) -> tuple[str | None, bool]:
+        """:meth:`take`, and whether ``key`` was not listed before (so that a caller that
+        must undo it removes only what it added)."""
+        return self._take(key, entry)
+
     def replace_in(self, slot: str, key: str, entry: dict[str, Any]) -> bool:
         """Set ``key``'s entry in ``slot`` (from :meth:`take`), if the slot still lists it."""
         current = self.cache.get(slot)

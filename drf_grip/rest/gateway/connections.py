@@ -147,10 +147,16 @@ def save_state(conn: str, state: dict[str, Any]) -> str | None:
     for label, user in {
         (s["model"], s.get("user")) for s in state["subs"].values() if s["mode"] == "private"
     }:
-        if user is not None and not user_connections(label, user).add(conn, {}):
+        share = user_connections(label, user) if user is not None else None
+        slot, new = share.take_new(conn, {}) if share is not None else (None, False)
+        if share is not None and slot is None:
             refused = refused or USER_FULL
         elif not private_connections(label).add(conn, {}):
             refused = refused or FULL
+            if share is not None and slot is not None and new:
+                # Refused, it takes no place in its user's share: the connection stays open,
+                # and its place made that user's later subscriptions 429 (review).
+                share.remove_from(slot, conn)
     return refused
 
 
