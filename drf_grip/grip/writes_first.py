@@ -12,8 +12,14 @@ milliseconds later.
 So in one ASGI process: a re-hold (a ``GET``/``HEAD`` signed by the proxy, with
 ``If-None-Match`` or ``Grip-Last``) does not start while a write (an unsafe method, other
 than a WebSocket-over-HTTP exchange) runs,
-unless it has waited ``max_wait`` seconds (a steady stream of writes must not starve the
-watchers), and at most ``concurrency`` re-holds run at once. Other requests pass straight
+unless the writes have kept the gate shut for ``max_wait`` seconds in a row (a steady stream
+of writes must not starve the watchers), and at most ``concurrency`` re-holds run at once.
+The wait is counted from when the writes began, not from when the re-hold arrived: after a
+change the proxy sends all its watchers' re-holds at once, they queue for the
+``concurrency`` slots for longer than ``max_wait``, and counted from arrival every one of
+them had used up its wait by the time it reached a slot, so each ran beside the next write
+as if there were no gate (bench/run.py's write-latency case: PATCHes that overlapped 3 to
+50 re-holds made its p99). Other requests pass straight
 through. The gate is per process: several workers are several gates.
 """
 
@@ -50,6 +56,8 @@ class WritesFirst:
         self.app = app
         self.max_wait = max_wait
         self.writes = 0
+        #: ``loop.time()`` when the running writes began (the first of them to start).
+        self._busy_since = 0.0
         self._no_writes = asyncio.Event()
         self._no_writes.set()
         self._slots = asyncio.Semaphore(max(1, concurrency))
@@ -69,6 +77,8 @@ class WritesFirst:
             await self.app(scope, receive, send)
 
     async def _write(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self.writes:
+            self._busy_since = asyncio.get_running_loop().time()
         self.writes += 1
         self._no_writes.clear()
         try:
@@ -80,10 +90,10 @@ class WritesFirst:
 
     async def _rehold(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
         async with self._slots:
-            # Checked once a slot is ours: re-holds queued before a write began wait too.
-            remaining = deadline - loop.time()
+            # Checked once a slot is ours: re-holds queued before a write began wait too,
+            # for at most what is left of ``max_wait`` since the writes began.
+            remaining = self._busy_since + self.max_wait - loop.time()
             if not self._no_writes.is_set() and remaining > 0:
                 try:
                     await asyncio.wait_for(self._no_writes.wait(), remaining)
