@@ -55,7 +55,7 @@ from rest_framework.test import APIClient
 
 from .conf import embedded_key, grip_settings
 from .grip.destinations import register_local_sink, targets, unregister_local_sink
-from .grip.items import channel_name
+from .grip.items import channel_name, reaches_clients
 from .grip.publisher import get_publisher
 from .grip.transports import SinkTarget
 from .protocol import (
@@ -555,7 +555,9 @@ def assert_not_held(response: Any) -> None:
 
 class Outbox(list[RawItem]):
     """Items published in this process while :func:`capture_published` was active, in
-    Pushpin's ``/publish`` form (``channel``, ``id``, ``prev-id``, ``formats``)."""
+    Pushpin's ``/publish`` form (``channel``, ``id``, ``prev-id``, ``formats``). Items that
+    no client can receive (no ``http-response``, ``http-stream`` or ``ws-message`` format:
+    drf-grip sends one to reset a proxy's sequence of a channel) are left out."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -563,7 +565,7 @@ class Outbox(list[RawItem]):
 
     def publish_items(self, items: list[RawItem]) -> None:  # the local sink interface
         with self._lock:
-            self.extend(items)
+            self.extend(item for item in items if reaches_clients(item))
 
     @property
     def channels(self) -> list[str]:

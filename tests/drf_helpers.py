@@ -31,15 +31,23 @@ class ProxiedClient(APIClient):
 
 
 class RecordingSink:
-    """Stands in for the embedded proxy: records every item published in this process."""
+    """Stands in for the embedded proxy: records every item published in this process
+    that a client can receive (``silent`` has the others, which only move a proxy's
+    sequence of a channel; ``everything`` both, in the order published)."""
 
     def __init__(self) -> None:
         self.items: list[dict] = []
+        self.silent: list[dict] = []
+        self.everything: list[dict] = []
         self.lock = threading.Lock()
 
     def publish_items(self, items):
+        from drf_grip.grip.items import reaches_clients
+
         with self.lock:
-            self.items.extend(items)
+            self.everything.extend(items)
+            for item in items:
+                (self.items if reaches_clients(item) else self.silent).append(item)
 
     def settle(self) -> list[dict]:
         from drf_grip.rest.buckets import wait_paced

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from django.core.cache import cache
 
+from drf_grip.grip.items import reaches_clients
 from drf_grip.rest import shared
 from drf_grip.rest.render import RecordedRequest
 from drf_grip.rest.versions import read_version
@@ -642,15 +644,17 @@ def test_a_url_still_gone_at_the_next_change_is_not_sent_its_404_again(
     assert published[-1]["prev-id"] == published[1]["id"]
 
 
-def test_the_render_after_one_a_proxy_never_got_goes_without_a_prev_id(
+def test_the_render_after_one_a_proxy_never_got_follows_an_item_that_resets_its_sequence(
     monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     """A render given up for a proxy (the process's proxy URL wrong, the proxy down past the
     retries) still moved the channel's version in the shared cache, so the next render
     named its id as prev-id: Pushpin held that render 5 s in its sequencer, and the
     embedded proxy gave it to no WebSocket (publishing probe: shared gateway subscribers
-    stayed on the old representation until the change after the next). It goes without a
-    prev-id, and every proxy delivers it at once."""
+    stayed on the old representation until the change after the next). An item that no
+    client receives, and that has no id, goes first: a proxy then forgets the channel's
+    last id (Pushpin's sequencer), and delivers the render, chained as the holds are, at
+    once."""
     from drf_grip.grip.publisher import get_publisher
     from drf_grip.testing import free_port
     from tests.drf_helpers import RecordingSink
@@ -672,5 +676,38 @@ def test_the_render_after_one_a_proxy_never_got_goes_without_a_prev_id(
     with RecordingSink() as sink:
         shared.publish_live_url(ENTRY)
         [item] = [i for i in sink.settle() if i["channel"] == ENTRY["channel"]]
-    assert item["id"].startswith("two.") and "prev-id" not in item, item
+        [reset] = [i for i in sink.silent if i["channel"] == ENTRY["channel"]]
+    assert item["id"].startswith("two.") and item["prev-id"] == lost, item
+    assert "id" not in reset and "prev-id" not in reset, reset
+    cache.clear()
+
+
+def test_the_render_after_a_subscribers_first_version_follows_an_item_that_resets_its_sequence(
+    settings: Any,
+) -> None:
+    """A subscriber's first version of a live URL is never an item's id, and a proxy may
+    still know an older id of the channel (the cache flushed while it ran on). The render
+    after it, chained onto it, waited 5 s in Pushpin's sequencer and reached its
+    WebSocket subscribers after newer renders (convergence harness, Redis restarted); sent
+    without a prev-id, every long-poll held at that version was re-requested instead of
+    pushed to. An item no client receives, with no id, goes just before it."""
+    from tests.drf_helpers import RecordingSink
+
+    cache.clear()
+    first = shared.first_version(ENTRY["channel"], '"one"')
+    with RecordingSink() as sink:
+        with patch.object(shared, "render_live", lambda recorded: _rendered(b'{"v": 2}', "two")):
+            shared.publish_live_url(ENTRY)
+            sink.settle()
+        mine = [i for i in sink.everything if i["channel"] == ENTRY["channel"]]
+    assert len(mine) == 2, mine
+    reset, render = mine
+    assert "id" not in reset and "prev-id" not in reset and not reaches_clients(reset), reset
+    assert render["prev-id"] == first and render["id"].startswith("two."), render
+    with RecordingSink() as sink:
+        with patch.object(shared, "render_live", lambda recorded: _rendered(b'{"v": 3}', "three")):
+            shared.publish_live_url(ENTRY)
+            sink.settle()
+        [later] = [i for i in sink.everything if i["channel"] == ENTRY["channel"]]
+    assert later["prev-id"] == render["id"]  # the proxy saw that one: no reset
     cache.clear()

@@ -14,7 +14,14 @@ from pubcontrol import Format
 from ..conf import grip_settings
 from ..protocol.items import RawItem, build_item
 
-__all__ = ["Formats", "channel_name", "channels_of", "describe_channels", "make_item"]
+__all__ = [
+    "Formats",
+    "channel_name",
+    "channels_of",
+    "describe_channels",
+    "make_item",
+    "reaches_clients",
+]
 
 Formats = Union[Format, Sequence[Format], Mapping[str, Mapping[str, Any]]]
 
@@ -31,6 +38,18 @@ def make_item(
     return build_item(
         grip_settings.prefix + channel, _export_formats(formats), id, prev_id, meta=meta
     )
+
+
+#: The formats a GRIP proxy hands to its clients (Pushpin 1.36, handler/publishitem.cpp).
+CLIENT_FORMATS = ("http-response", "http-stream", "ws-message")
+
+
+def reaches_clients(item: Mapping[str, Any]) -> bool:
+    """Whether any client of the item's channel can receive it: an item whose formats are
+    all for other transports (``fcm``) or for none still moves the channel's sequence in
+    a proxy (drf-grip publishes one so: ``rest.shared._publish_turn``)."""
+    formats = item.get("formats") or {}
+    return any(name in formats for name in CLIENT_FORMATS)
 
 
 def channel_name(item: Mapping[str, Any]) -> str:

@@ -94,14 +94,13 @@ def first_version(channel: str, etag: str) -> str:
     channel's last id, ../PUSHPIN.md).
 
     A first version is never an item's id, so no proxy has it as the channel's last id:
-    the render after it goes with no prev-id (``_take_version``). With one, it waited in
-    Pushpin's sequencer up to 5 s whenever that Pushpin still knew an older id of the
-    channel (drf-grip's cache flushed or its version expired while Pushpin ran on): a held
-    request's conflict makes the Pushpin it reached forget that id (src/handler/
-    httpsession.cpp), but a WebSocket subscription holds no prev-id, and another Pushpin
-    saw no conflict at all. Its gateway subscribers then got the render 5 s late, after
-    newer ones, and stayed on it (convergence harness, Redis restarted under two
-    Pushpins; before that, the soak with a flushed cache)."""
+    it is marked unseen, and the render after it is preceded by an item that makes each
+    proxy forget the channel's last id (``_publish_turn``). Only a WebSocket subscriber's
+    was: a held request's conflict makes the Pushpin it reached forget an older id
+    (handler/httpsession.cpp), but a client answered at once (its ``If-None-Match`` stale)
+    holds nothing, and another Pushpin saw no conflict at all; the render then waited in
+    that Pushpin's sequencer, and its gateway subscribers got it 5 s late, after newer
+    ones, and stayed on it (convergence harness, Redis restarted under two Pushpins)."""
     tag = etag.strip('"')
     version = new_version(tag)
     # Before the version can be read: the publisher that reads it finds this too.
@@ -128,13 +127,13 @@ def _unseen_key(channel: str, version: str) -> str:
 
 def forget_dropped(items: list[dict[str, Any]]) -> None:
     """Items of live URLs given up for a proxy (``publish_hooks.register_dropped_hook``): the
-    versions they carried are unseen there, as a subscriber's first version is.
-    The next render chained onto one of them with it as its prev-id, which that proxy never
+    versions they carried are unseen there, as a subscriber's first version is. The next
+    render chained onto one of them with it as its prev-id, which that proxy never
     had: Pushpin held the render 5 s in its sequencer, and the embedded proxy never gave it
     to a WebSocket (publishing probe: a process whose proxy URL was wrong moved the
     channel's version in the shared cache, and the shared gateway subscribers stayed on
-    the old representation until the change after the next). Sent without a prev-id, the
-    next render reaches every subscriber at once."""
+    the old representation until the change after the next). Marked unseen, the next
+    render reaches every subscriber at once (``_publish_turn``)."""
     marks = {
         _unseen_key(channel_name(item), str(item["id"])): 1
         for item in items
@@ -144,11 +143,10 @@ def forget_dropped(items: list[dict[str, Any]]) -> None:
         state_cache().set_many(marks, live_timeout())
 
 
-def _seen_by_proxies(channel: str, version: str | None) -> str | None:
-    """``version``, or None if no proxy saw it as an item's id (``first_version``)."""
-    if version is None or state_cache().get(_unseen_key(channel, version)) is not None:
-        return None
-    return version
+def _unseen_by_proxies(channel: str, version: str | None) -> bool:
+    """Whether ``version`` is one no proxy saw as an item's id (``first_version``,
+    ``forget_dropped``)."""
+    return version is not None and state_cache().get(_unseen_key(channel, version)) is not None
 
 
 #: Per model: when the publisher last hinted every shared hold of it (``time.time()``),
@@ -736,7 +734,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         # A later render was sent, or this representation did not change.
         _trace(channel, url, ticket, f"not sent: {tag}")
         return
-    previous, version, fresh = turn
+    previous, version, fresh, _unseen = turn
     _trace(channel, url, ticket, f"sent {version} after {previous}")
     meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else {}
     # A render pushed whole: ``tag`` is its ETag (it names a status or a hint otherwise).
@@ -744,7 +742,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     mark = repeat_mark(previous, tag) if pushed_whole else None
     if mark is not None:
         meta["sender"] = mark
-    publish(channel, formats, id=version, prev_id=previous, meta=meta or None)
+    _publish_turn(channel, formats, turn, meta)
     _settle_overdue(channel, fresh, version, formats["ws-message"])
     if status in (404, 410):
         from .publishing import CLOSE
@@ -837,8 +835,7 @@ def _drop_live_url(
     ticket = take_ticket(channel)
     turn = _take_version(channel, ticket, "status-400")
     if turn is not None:
-        previous, version, _ = turn
-        publish(channel, _dropped_formats(url), id=version, prev_id=previous)
+        _publish_turn(channel, _dropped_formats(url), turn)
 
 
 #: The tag of a version whose item is a hint: no render names it, so the next render is sent.
@@ -857,9 +854,8 @@ def _hint_unrendered(channel: str, url: str, ticket: int) -> None:
     turn = _take_version(channel, ticket, f"{_UNRENDERED}{ticket}")
     if turn is None:
         return
-    previous, version, _ = turn
-    _trace(channel, url, ticket, f"render failed; hinted {version}")
-    publish(channel, HINT, id=version, prev_id=previous)
+    _trace(channel, url, ticket, f"render failed; hinted {turn[1]}")
+    _publish_turn(channel, HINT, turn)
 
 
 def _trace(channel: str, url: str, ticket: int, what: str) -> None:
@@ -869,20 +865,52 @@ def _trace(channel: str, url: str, ticket: int, what: str) -> None:
         logger.debug("live URL %s (%s), render %d: %s", channel, url, ticket, what)
 
 
+#: A format no GRIP proxy serves: Pushpin 1.36 reads only the formats it knows
+#: (handler/publishitem.cpp) and hands an item to its sessions by format (engine.cpp), and
+#: the embedded proxy skips the others too. An item carrying only it reaches no client.
+_NO_CLIENT_FORMAT = "drf-grip-sequence"
+
+
+def _publish_turn(
+    channel: str,
+    formats: dict[str, Any],
+    turn: tuple[str | None, str, _Fresh | None, bool],
+    meta: dict[str, str] | None = None,
+) -> None:
+    """Publish a live URL's item at its turn (``_take_version``), chained onto the version
+    before it. That version may be one no proxy has seen as an item's id (``unseen``: a
+    subscriber's first, or one a proxy never got), while a proxy still knows an older id
+    of the channel (drf-grip's cache flushed or restarted, or the version expired, while
+    it ran on). Pushpin's sequencer then held the item up to 5 s waiting for the missing
+    one, and its WebSocket subscribers, which no prev-id protects, got it after newer
+    renders and stayed on it (convergence harness, Redis restarted under two Pushpins).
+    Sent without a prev-id instead, every long-poll and stream held at that version was
+    re-requested rather than pushed to: Pushpin answers an item whose prev-id is not the
+    one a session holds at by asking the origin again (handler/httpsession.cpp, "last ID
+    inconsistency"), a storm of re-requests at a fresh URL's first change. So an item with
+    no id goes first, which no client receives: it makes each proxy forget the channel's
+    last id (sequencer.cpp, ``sendItem``), and the item after it, chained as the holds
+    are, is delivered at once."""
+    previous, version, _fresh, unseen = turn
+    if unseen:
+        publish(channel, {_NO_CLIENT_FORMAT: {}})
+    publish(channel, formats, id=version, prev_id=previous, meta=meta or None)
+
+
 def _take_version(
     channel: str, ticket: int, tag: str, kept: dict[str, Any] | None = None
-) -> tuple[str | None, str, _Fresh | None] | None:
-    """The channel's next version for this render, ``(previous, new, fresh)``; None when a
-    render that started later was already sent (this one is older: publishing it would move
-    every subscriber back) or when the channel already names this representation and no
-    subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
-    on. ``previous`` is None for a version no proxy has seen as an item's id (a
-    subscriber's ``first_version``): the item then goes with no prev-id. One step across processes
-    (``tickets.exclusive``), which also reads the channel's
-    fresh gateway subscribers (``fresh``, given ``kept``: ``_Fresh``) and, if it has any,
-    keeps ``kept``, the render's gateway message, for their settles, with the proxy users it
-    skips: with its version, never over a newer render's, and before it is published, so
-    that a late copy arriving after it finds it (``repair_copies``).
+) -> tuple[str | None, str, _Fresh | None, bool] | None:
+    """The channel's next version for this render, ``(previous, new, fresh, unseen)``;
+    None when a render that started later was already sent (this one is older: publishing
+    it would move every subscriber back) or when the channel already names this
+    representation and no subscriber rendered the URL itself since (``mark_rendering``):
+    its subscribers sleep on. ``unseen``: no proxy has seen ``previous`` as an item's id
+    (a subscriber's ``first_version``; ``_publish_turn``). One step across processes
+    (``tickets.exclusive``), which also reads the channel's fresh gateway subscribers
+    (``fresh``, given ``kept``: ``_Fresh``) and, if it has any, keeps ``kept``, the
+    render's gateway message, for their settles, with the proxy users it skips: with its
+    version, never over a newer render's, and before it is published, so that a late copy
+    arriving after it finds it (``repair_copies``).
 
     Read after the version moved: a subscribe that found the version unchanged after
     listing itself as fresh (gateway.view) is skipped by every later render, and a settle
@@ -909,4 +937,4 @@ def _take_version(
                 state_cache().set(
                     _FRESH_LAST + channel, (version, kept, fresh.skipped), FRESH_SECONDS
                 )
-    return _seen_by_proxies(channel, previous), version, fresh
+    return previous, version, fresh, _unseen_by_proxies(channel, previous)
