@@ -1960,3 +1960,24 @@ def test_a_current_read_whose_if_match_fails_is_412(todos):
     assert resp.status_code == 412 and resp["ETag"] == etag
     resp = APIClient().get(url, HTTP_IF_NONE_MATCH=etag, HTTP_IF_MATCH=etag)
     assert resp.status_code == 304
+
+
+def test_a_star_long_poll_re_requested_after_a_shared_change_is_answered():
+    """``If-None-Match: *`` matches any representation, also the one a change made. The
+    proxy's re-request of such a shared hold (a prev-id conflict, ``Grip-Last``) was held
+    again without a render at the channel's new version, and its client never woke (the
+    integration test flaked under repetition). It renders, and is answered."""
+    from django.core.cache import cache
+
+    cache.clear()
+    with RecordingSink() as sink:
+        Todo.objects.create(title="old")
+        sink.settle()
+        client = ProxiedClient()
+        held = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH="*")
+        assert held.status_code == 304 and held["Grip-Hold"] == "response"
+        Todo.objects.create(title="new")  # (not published: this test's transaction is open)
+        channel, held_at = held["Grip-Channel"].split(",")[0].split(";")[:2]
+        last = f"{channel}; last-id={held_at.split('=', 1)[1]}"
+        again = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH="*", HTTP_GRIP_LAST=last)
+    assert again.status_code == 200 and b'"new"' in again.content, again

@@ -401,6 +401,11 @@ class _RealtimeBase(RealtimeHooks):
         version = getattr(self, "_realtime_read", None)
         if not self._may_hold_unrendered(request) or not version:
             return
+        if header.strip() == "*" and grip_of(request).last:
+            # The proxy's re-request of a hold at ``*``, which matches every representation
+            # (a prev-id conflict): held again here at the channel's new version, it never
+            # woke. Its render answers it (``_star_moved_on``).
+            return
         etag = f'"{tag_of(version)}"'
         if etag_matches(header, etag) and not predates_recovery(policy.model, version):
             # Held at the version this decision read, whose ETag the client has, not at the
