@@ -236,22 +236,17 @@ def _stream(fmt: Mapping[str, Any]) -> StreamFormat:
 
 
 def _message(fmt: Mapping[str, Any]) -> MessageFormat:
-    if (
-        fmt.get("action", "send") == "send"
-        and fmt.get("type") != "close"
-        and "content" not in fmt
-        and "content-bin" not in fmt
-    ):
-        raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
-    content, binary = _content(fmt, "content", "content-bin", "ws-message")
-    kind = fmt.get("type")
-    if kind is not None:
-        if kind not in ("text", "binary", "ping", "pong", "close"):
-            raise InvalidItem("ws-message.type must be text, binary, ping, pong or close")
-        binary = kind == "binary"
     action = _action(fmt, "ws-message")
+    kind = fmt.get("type")
+    if kind is not None and kind not in ("text", "binary", "ping", "pong", "close"):
+        raise InvalidItem("ws-message.type must be text, binary, ping, pong or close")
     if kind == "close":
         action = "close"
+    if action == "send" and "content" not in fmt and "content-bin" not in fmt:
+        raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
+    content, binary = _content(fmt, "content", "content-bin", "ws-message")
+    if kind is not None:
+        binary = kind == "binary"
     code = fmt.get("code")
     if code is not None and (
         not isinstance(code, int) or isinstance(code, bool) or code not in SENDABLE_CLOSE_CODES
