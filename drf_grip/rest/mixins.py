@@ -101,8 +101,11 @@ class PreconditionFailed(exceptions.APIException):
 
 
 def _precondition_failed(detail: str, etag: str) -> PreconditionFailed:
+    """A 412 that carries the current ETag, if there is one (``""``: none the client may
+    read, and no ``ETag`` header)."""
     exc = PreconditionFailed(detail)
-    exc.etag = etag  # type: ignore[attr-defined]
+    if etag:
+        exc.etag = etag  # type: ignore[attr-defined]
     return exc
 
 
@@ -667,10 +670,7 @@ class _RealtimeBase(RealtimeHooks):
             etag = ""  # no representation this client may read: no tag matches
         if etag and etag_matches_strongly(if_match, etag, weakened=tags_weakened()):
             return
-        exc = _precondition_failed("If-Match does not match the current ETag of this list.", etag)
-        if not etag:
-            del exc.etag  # type: ignore[attr-defined]
-        raise exc
+        raise _precondition_failed("If-Match does not match the current ETag of this list.", etag)
 
     def _current_list_etag(self) -> str:
         """The ETag a GET of this list URL answers now."""
