@@ -1340,3 +1340,42 @@ def test_coalesce_merges_only_a_chain_this_queue_holds_whole() -> None:
         ("c", "1", "0"), ("c", "4", "2"), ("d", "10", None)
     ]
     assert dropped == 2
+
+
+def test_items_that_reach_no_client_are_not_sent_to_fanout(
+    grip: Any, server: PublishServer, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fastly Fanout takes an item only with an ``http-response``, ``http-stream`` or
+    ``ws-message`` format (its publishing API reference); Pushpin skips others. drf-grip's
+    sequence reset (an item with only its own format, ``rest.shared._publish_turn``) would
+    have made Fanout refuse the whole batch, the render after it too. Fanout does not get
+    it; Pushpin and other GRIP proxies do."""
+    from drf_grip.conf import GripEndpoint
+    from drf_grip.grip import transports
+
+    fanout = transports.HttpTarget(GripEndpoint("https://api.fastly.com/service/abc"))
+    legacy = transports.HttpTarget(GripEndpoint("https://api.fanout.io/realm/abc"))
+    assert fanout.client_formats_only and legacy.client_formats_only
+    assert not transports.HttpTarget(GripEndpoint(server.url)).client_formats_only
+
+    reset = {"drf-grip-sequence": {}}
+    publish("pushpin", reset)
+    publish("pushpin", stream("x"), id="1")
+    assert publisher.flush(WAIT)
+    assert server.channels == ["pushpin", "pushpin"]
+
+    made = transports.HttpTarget.__init__
+
+    def as_fanout(self: Any, endpoint: Any) -> None:
+        made(self, endpoint)
+        self.client_formats_only = True
+
+    monkeypatch.setattr(transports.HttpTarget, "__init__", as_fanout)
+    fresh = Publisher()
+    monkeypatch.setattr(publisher_module, "_publisher", fresh)
+    publish("fanout", reset)
+    publish("fanout", stream("y"), id="2")
+    assert fresh.flush(WAIT)
+    fresh.close(timeout=WAIT)
+    assert server.channels == ["pushpin", "pushpin", "fanout"]
+    assert server.items[-1]["formats"] == {"http-stream": {"content": "y"}}

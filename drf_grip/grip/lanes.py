@@ -23,7 +23,7 @@ from ..conf import grip_settings
 from ..protocol.items import RawItem
 from . import destinations
 from . import publish_hooks as hooks
-from .items import channels_of, describe_channels
+from .items import channels_of, describe_channels, reaches_clients
 from .transports import StopAt, Target
 
 __all__ = [
@@ -380,6 +380,8 @@ class Publisher:
                     hooks.is_outdated(item) for item in batch if item.get("channel") in channels
                 )
 
+            if getattr(lane.target, "client_formats_only", False):
+                batch = [item for item in batch if reaches_clients(item)]
             requeue: list[RawItem] = []
             try:
                 if batch:

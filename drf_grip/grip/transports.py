@@ -85,6 +85,10 @@ class HttpTarget:
         self.path = path + (f"?{parts.query}" if parts.query else "")
         # The name used in logs and errors: no user info, no query string, never a key.
         self.name = redact_url(endpoint.control_uri).rstrip("/") + "/publish/"
+        # Fastly Fanout takes an item only with an http-response, http-stream or ws-message
+        # format (its publishing API reference, PublishItemFormats), where Pushpin 1.36
+        # skips the formats it does not know: items that reach no client are not sent there.
+        self.client_formats_only = self.host.endswith((".fastly.com", ".fanout.io"))
         extra = endpoint.extra
         user = extra.get("user", unquote(parts.username) if parts.username else None)
         password = extra.get("pass", unquote(parts.password) if parts.password else None)
