@@ -380,7 +380,7 @@ class Publisher:
                     hooks.is_outdated(item) for item in batch if item.get("channel") in channels
                 )
 
-            if getattr(lane.target, "client_formats_only", False):
+            if lane.target.client_formats_only:
                 batch = [item for item in batch if reaches_clients(item)]
             requeue: list[RawItem] = []
             try:

@@ -350,6 +350,9 @@ def split_by_size(encoded: list[tuple[RawItem, bytes]]) -> list[list[tuple[RawIt
 class SinkTarget:
     """A local sink: items are handed over in-process, no network hop."""
 
+    #: A sink (the embedded proxy, a test's outbox) takes every item (``HttpTarget``).
+    client_formats_only = False
+
     def __init__(self, sink: LocalSink) -> None:
         self.sink = sink
         self.key: tuple[Any, ...] = ("sink", id(sink))
