@@ -15,7 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import models
 
@@ -734,7 +734,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         # A later render was sent, or this representation did not change.
         _trace(channel, url, ticket, f"not sent: {tag}")
         return
-    previous, version, fresh, _unseen = turn
+    previous, version, fresh = turn.previous, turn.version, turn.fresh
     _trace(channel, url, ticket, f"sent {version} after {previous}")
     meta = {"skip_users": ",".join(fresh.skipped)} if fresh and fresh.skipped else {}
     # A render pushed whole: ``tag`` is its ETag (it names a status or a hint otherwise).
@@ -854,7 +854,7 @@ def _hint_unrendered(channel: str, url: str, ticket: int) -> None:
     turn = _take_version(channel, ticket, f"{_UNRENDERED}{ticket}")
     if turn is None:
         return
-    _trace(channel, url, ticket, f"render failed; hinted {turn[1]}")
+    _trace(channel, url, ticket, f"render failed; hinted {turn.version}")
     _publish_turn(channel, HINT, turn)
 
 
@@ -863,6 +863,19 @@ def _trace(channel: str, url: str, ticket: int, what: str) -> None:
     parameters its view reads, no credentials: ``live_url``), never a header."""
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("live URL %s (%s), render %d: %s", channel, url, ticket, what)
+
+
+class _Turn(NamedTuple):
+    """A render's place in its channel's sequence (``_take_version``)."""
+
+    #: The channel's version before it: the item's prev-id.
+    previous: str | None
+    #: The version it takes: the item's id.
+    version: str
+    #: The channel's fresh gateway subscribers (``_Fresh``), if any.
+    fresh: _Fresh | None
+    #: No proxy has seen ``previous`` as an item's id (``_publish_turn``).
+    unseen: bool
 
 
 #: A format no GRIP proxy serves: Pushpin 1.36 reads only the formats it knows
@@ -874,7 +887,7 @@ _NO_CLIENT_FORMAT = "drf-grip-sequence"
 def _publish_turn(
     channel: str,
     formats: dict[str, Any],
-    turn: tuple[str | None, str, _Fresh | None, bool],
+    turn: _Turn,
     meta: dict[str, str] | None = None,
 ) -> None:
     """Publish a live URL's item at its turn (``_take_version``), chained onto the version
@@ -891,21 +904,19 @@ def _publish_turn(
     no id goes first, which no client receives: it makes each proxy forget the channel's
     last id (sequencer.cpp, ``sendItem``), and the item after it, chained as the holds
     are, is delivered at once."""
-    previous, version, _fresh, unseen = turn
-    if unseen:
+    if turn.unseen:
         publish(channel, {_NO_CLIENT_FORMAT: {}})
-    publish(channel, formats, id=version, prev_id=previous, meta=meta or None)
+    publish(channel, formats, id=turn.version, prev_id=turn.previous, meta=meta or None)
 
 
 def _take_version(
     channel: str, ticket: int, tag: str, kept: dict[str, Any] | None = None
-) -> tuple[str | None, str, _Fresh | None, bool] | None:
-    """The channel's next version for this render, ``(previous, new, fresh, unseen)``;
-    None when a render that started later was already sent (this one is older: publishing
-    it would move every subscriber back) or when the channel already names this
-    representation and no subscriber rendered the URL itself since (``mark_rendering``):
-    its subscribers sleep on. ``unseen``: no proxy has seen ``previous`` as an item's id
-    (a subscriber's ``first_version``; ``_publish_turn``). One step across processes
+) -> _Turn | None:
+    """The channel's next version for this render (a ``_Turn``); None when a render that
+    started later was already sent (this one is older: publishing it would move every
+    subscriber back) or when the channel already names this representation and no
+    subscriber rendered the URL itself since (``mark_rendering``): its subscribers sleep
+    on. One step across processes
     (``tickets.exclusive``), which also reads the channel's fresh gateway subscribers
     (``fresh``, given ``kept``: ``_Fresh``) and, if it has any, keeps ``kept``, the
     render's gateway message, for their settles, with the proxy users it skips: with its
@@ -937,4 +948,4 @@ def _take_version(
                 state_cache().set(
                     _FRESH_LAST + channel, (version, kept, fresh.skipped), FRESH_SECONDS
                 )
-    return previous, version, fresh, _unseen_by_proxies(channel, previous)
+    return _Turn(previous, version, fresh, _unseen_by_proxies(channel, previous))
