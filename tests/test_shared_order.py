@@ -711,3 +711,38 @@ def test_the_render_after_a_subscribers_first_version_follows_an_item_that_reset
         [later] = [i for i in sink.everything if i["channel"] == ENTRY["channel"]]
     assert later["prev-id"] == render["id"]  # the proxy saw that one: no reset
     cache.clear()
+
+
+def test_a_subscribers_first_version_is_known_unseen_without_a_cache_write(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A subscriber's first GET of a live URL wrote an unseen mark to the shared cache on
+    every call, also when the channel already had a version (one more cache write per
+    subscriber on the connect path, issue 10). The first version says so itself: with
+    its marks gone (a cache that evicted them), the render after it still resets the
+    proxies' sequence, and a first GET of a URL that already has a version writes
+    nothing."""
+    from drf_grip.rest.store import state_cache
+    from tests.drf_helpers import RecordingSink
+
+    cache.clear()
+    first = shared.first_version(ENTRY["channel"], '"one"')
+    state_cache().delete(shared._unseen_key(ENTRY["channel"], first))  # evicted, if written
+    with RecordingSink() as sink:
+        with patch.object(shared, "render_live", lambda recorded: _rendered(b'{"v": 2}', "two")):
+            shared.publish_live_url(ENTRY)
+            sink.settle()
+        mine = [i for i in sink.everything if i["channel"] == ENTRY["channel"]]
+    assert [("id" in i, reaches_clients(i)) for i in mine] == [(False, False), (True, True)]
+    assert mine[1]["prev-id"] == first
+
+    writes: list[str] = []
+    store = state_cache()
+    for name in ("set", "set_many", "add"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _r=real, _n=name, **k: (
+            writes.append(_n), _r(*a, **k))[1])
+    current = read_version(ENTRY["channel"])
+    assert shared.first_version(ENTRY["channel"], f'"{shared.tag_of(current)}"') == current
+    assert writes == ["add"], writes  # the refused add only
+    cache.clear()

@@ -64,16 +64,22 @@ logger = logging.getLogger("drf_grip.publish")
 render_stats: dict[str, int] = {"renders": 0}
 
 
-def new_version(tag: str) -> str:
+#: Ends a subscriber's first version (``first_version``), which is never an item's id.
+_FIRST = "u"
+
+
+def new_version(tag: str, *, first: bool = False) -> str:
     """A version naming a representation, unique per publish: Pushpin drops a second item
     with the same (channel, id) within 60 s, and a page can go A -> B -> A -> B in a minute.
-    The suffix starts with the time of the render in milliseconds (``rendered_at``)."""
-    return f"{tag}.{int(time.time() * 1000):012x}{secrets.token_hex(2)}"
+    The suffix starts with the time of the render in milliseconds (``rendered_at``); a
+    subscriber's ``first`` version says so at its end (``_unseen_by_proxies``)."""
+    end = _FIRST if first else ""
+    return f"{tag}.{int(time.time() * 1000):012x}{secrets.token_hex(2)}{end}"
 
 
 def rendered_at(version: str) -> float | None:
     """When the render a version names was made (seconds), if the version says."""
-    suffix = version.rsplit(".", 1)[-1]
+    suffix = version.rsplit(".", 1)[-1].removesuffix(_FIRST)
     if len(suffix) != 16:
         return None
     try:
@@ -94,17 +100,15 @@ def first_version(channel: str, etag: str) -> str:
     channel's last id, ../PUSHPIN.md).
 
     A first version is never an item's id, so no proxy has it as the channel's last id:
-    it is marked unseen, and the render after it is preceded by an item that makes each
-    proxy forget the channel's last id (``_publish_turn``). Only a WebSocket subscriber's
+    it says so (``new_version``, ``first``), and the render after it is preceded by an
+    item that makes each proxy forget the channel's last id (``_publish_turn``). Only a WebSocket subscriber's
     was: a held request's conflict makes the Pushpin it reached forget an older id
     (handler/httpsession.cpp), but a client answered at once (its ``If-None-Match`` stale)
     holds nothing, and another Pushpin saw no conflict at all; the render then waited in
     that Pushpin's sequencer, and its gateway subscribers got it 5 s late, after newer
     ones, and stayed on it (convergence harness, Redis restarted under two Pushpins)."""
     tag = etag.strip('"')
-    version = new_version(tag)
-    # Before the version can be read: the publisher that reads it finds this too.
-    state_cache().set(_unseen_key(channel, version), 1, live_timeout())
+    version = new_version(tag, first=True)
     if add_version(channel, version):
         return version
     current = read_version(channel)
@@ -116,8 +120,8 @@ def first_version(channel: str, etag: str) -> str:
     return version
 
 
-#: A version a subscriber named, which no proxy has seen as an item's id (``first_version``),
-#: or carried by an item given up for a proxy (``forget_dropped``).
+#: A version carried by an item given up for a proxy (``forget_dropped``), which that proxy
+#: has not seen as an item's id.
 _UNSEEN = "drf_grip:unseen-version:"
 
 
@@ -144,9 +148,13 @@ def forget_dropped(items: list[dict[str, Any]]) -> None:
 
 
 def _unseen_by_proxies(channel: str, version: str | None) -> bool:
-    """Whether ``version`` is one no proxy saw as an item's id (``first_version``,
-    ``forget_dropped``)."""
-    return version is not None and state_cache().get(_unseen_key(channel, version)) is not None
+    """Whether ``version`` is one no proxy saw as an item's id: a subscriber's first, which
+    says so itself (no cache write on the connect path), or one ``forget_dropped`` marked."""
+    if version is None:
+        return False
+    if version.endswith(_FIRST) and rendered_at(version) is not None:
+        return True
+    return state_cache().get(_unseen_key(channel, version)) is not None
 
 
 #: Per model: when the publisher last hinted every shared hold of it (``time.time()``),
