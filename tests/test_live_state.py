@@ -9,7 +9,9 @@ import threading
 import pytest
 from django.core import checks
 from django.core.cache import cache
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 
 from drf_grip.rest import change_worker, registry
 from drf_grip.rest.changes import Changes
@@ -845,3 +847,48 @@ def test_a_mark_that_expired_in_a_quiet_spell_is_no_loss(recording_memory, monke
     monkeypatch.setattr(policies.time, "monotonic", lambda: later)
     policies.keep_recording(anew=True)
     assert policies.recovery_due("testapp.todo") is None
+
+
+def test_a_change_renders_only_the_changed_objects_detail_urls_looked_up_by_slug(sink):
+    """A detail URL looked up by a unique field other than the primary key
+    (``lookup_field = "slug"``) named no object when it was listed, so every change of
+    the model rendered it, as a list (50 renders for one change here)."""
+    from tests.testapp.models import Article
+
+    articles = Article.objects.bulk_create(
+        [Article(slug=f"a-{i}", title=f"t{i}") for i in range(50)]
+    )
+    for article in articles:
+        watch(f"/api/shared-articles/{article.slug}/")
+    sink.settle()
+    before = render_stats["renders"]
+    articles[20].title = "changed"
+    articles[20].save()
+    items = url_items(sink.settle())
+    assert render_stats["renders"] - before == 1
+    assert len(items) == 1 and '"changed"' in items[0]["formats"]["http-response"]["body"]
+
+    articles[21].slug = "renamed"  # its old URL now answers 404: its streams end
+    articles[21].save()
+    gone = url_items(sink.settle())
+    assert render_stats["renders"] - before == 2, gone
+    assert len({i["channel"] for i in gone}) == 1 and gone[-1]["id"].startswith("status-404")
+
+
+def test_a_private_detail_url_looked_up_by_slug_holds_on_its_objects_channel(sink):
+    """Held on the model's list channel, a slug detail URL was re-requested by every change
+    of the model; now only by its object's changes (and model-wide ones)."""
+    from tests.testapp.models import Article
+
+    article = Article.objects.create(slug="only-me", title="t")
+    client = ProxiedClient()
+    first = client.get("/api/articles/only-me/")
+    held = client.get("/api/articles/only-me/", HTTP_IF_NONE_MATCH=first["ETag"])
+    channels = [c.split(";")[0].strip() for c in held["Grip-Channel"].split(",")]
+    assert f"drf.testapp.article.{article.pk}" in channels
+    assert "drf.testapp.article" not in channels  # every change of the model
+    with CaptureQueriesContext(connection) as plain:
+        assert client.get("/api/articles/only-me/").status_code == 200
+    assert len(plain) == 1  # a read that subscribes to nothing looks nothing up
+    missing = client.get("/api/articles/nobody/", HTTP_IF_NONE_MATCH='"x"')
+    assert missing.status_code == 404 and "Grip-Hold" not in missing

@@ -1981,3 +1981,49 @@ def test_a_star_long_poll_re_requested_after_a_shared_change_is_answered():
         last = f"{channel}; last-id={held_at.split('=', 1)[1]}"
         again = client.get("/api/shared-todos/", HTTP_IF_NONE_MATCH="*", HTTP_GRIP_LAST=last)
     assert again.status_code == 200 and b'"new"' in again.content, again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_hold_rendered_ahead_of_the_publisher_holds_at_the_version_of_its_render(
+    monkeypatch,
+):
+    """A shared long-poll whose render showed a commit the publisher had not yet sent was
+    held at the version before it. The push of that render reached Pushpin about when the
+    hold did: the hold conflicted on accept, Pushpin 1.36 retried it at once, and its proxy
+    can lose a hold answering that retry (an anonymous ``?page=2`` long-poll never
+    answered, convergence harness). The hold waits briefly for a proxy to confirm the
+    version of its render, and holds at it."""
+    import threading
+
+    from drf_grip import publish_changes
+    from drf_grip.rest.shared import tag_of
+    from tests.testapp import realtime_views
+
+    url = "/api/shared-todos/"
+    with RecordingSink() as sink:
+        Todo.objects.create(title="one")
+        client = ProxiedClient()
+        client.get(url, HTTP_IF_NONE_MATCH='"stale"')  # lists the live URL
+        sink.settle()
+        Todo.objects.bulk_create([Todo(title="two")])  # no signal: not published yet
+        ahead = client.get(url, HTTP_IF_NONE_MATCH='"stale"')["ETag"]
+        rendering = realtime_views.SharedTodoViewSet.get_queryset
+        publisher = threading.Timer(0.1, publish_changes, args=(Todo,))
+
+        def published_during_the_hold(view):
+            if publisher.ident is None:  # get_queryset() runs more than once
+                publisher.start()
+            return rendering(view)
+
+        monkeypatch.setattr(
+            realtime_views.SharedTodoViewSet, "get_queryset", published_during_the_hold
+        )
+        held = client.get(url, HTTP_IF_NONE_MATCH=ahead)
+        monkeypatch.undo()
+        publisher.join()
+        sink.settle()
+    assert held.status_code == 304 and "Grip-Hold" in held
+    [(channel, prev_id)] = [
+        (ch, v) for ch, v in GripInstruction.of(held).prev_ids.items() if ch.startswith("drf.url.")
+    ]
+    assert f'"{tag_of(prev_id)}"' == ahead and prev_id == read_version(channel)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 
@@ -28,6 +28,32 @@ __all__ = ["RealtimeHooks", "parse_prefer_wait"]
 #: The partition of subscribers who are not signed in, and of rows with nothing at the
 #: partition path (no owner): ``owner=request.user.pk`` reads those for them.
 ANONYMOUS_PARTITION = "anonymous"
+
+#: Not looked up yet (``RealtimeHooks._realtime_lookup_pk``).
+_UNRESOLVED = object()
+
+
+def _pk_of_unique(model: type[models.Model], name: str, value: Any) -> Any:
+    """The primary key of the one row whose unique field ``name`` holds ``value``; None
+    when no row does, or the field is not a unique concrete field of ``model`` (a path
+    through a relation, a non-unique slug: no one row stands for the URL, so every change
+    may wake it). The value is checked by the field first: an invalid one in a query
+    fails the whole transaction on PostgreSQL (``ATOMIC_REQUESTS``)."""
+    try:
+        found = model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None
+    if not getattr(found, "concrete", False) or not found.unique or found.is_relation:
+        return None
+    try:
+        value = found.to_python(value)
+    except (ValidationError, TypeError, ValueError):
+        return None
+    # The base manager: a row the default manager hides still changes (and its changes
+    # are published); whether this client may see it is the view's own 404.
+    rows = list(model._base_manager.filter(**{found.attname: value}).values_list("pk")[:2])
+    return rows[0][0] if len(rows) == 1 else None
+
 
 _WAIT = re.compile(r"wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 
@@ -187,8 +213,8 @@ class RealtimeHooks:
             value = self._realtime_lookup_pk(model)
             if value is not None:
                 return [names.object_channel(model, value), names.bulk_channel(model)]
-            # Looked up by another field: the object channel is only known once the
-            # object is; the list and bulk channels cover every change.
+            # No one row stands for the URL (none yet, or a lookup that is not unique):
+            # the list and bulk channels cover every change, one that creates it too.
             return [names.list_channel(model), names.bulk_channel(model)]
         partition = self.get_realtime_partition()
         if partition is not None:
@@ -197,17 +223,30 @@ class RealtimeHooks:
 
     def _realtime_lookup_pk(self, model: type[models.Model]) -> Any:
         """The primary key a detail URL looks up, as the publisher names a changed object's
-        (``str(instance.pk)``), or None when the URL looks up another field. The URL's text
-        is what the client wrote: ``/todos/01/`` or an upper-case UUID finds the object, but
-        held on a channel no change of it is published to (ORM probe)."""
+        (``str(instance.pk)``), or None when it names no one row. The URL's text is what
+        the client wrote: ``/todos/01/`` or an upper-case UUID finds the object, but held on
+        a channel no change of it is published to (ORM probe).
+
+        A subscription to a URL that looks up another unique field (``lookup_field =
+        "slug"``) looks the primary key up, once per request and before the versions are
+        read: left unknown, every change of the model woke its holds or rendered it
+        (DESIGN.md §3, cost follows what changed). A change committed after that query moves the
+        object's version before it is read, so the render after it misses nothing."""
         field, lookup = lookup_of(self)
         value = self.kwargs.get(lookup)
-        if value is None or field not in ("pk", model._meta.pk.name):
+        if value is None:
             return None
-        try:
-            return model._meta.pk.to_python(value)
-        except (ValidationError, TypeError, ValueError):
-            return value  # the GET answers 404: nothing to wake
+        if field in ("pk", model._meta.pk.name):
+            try:
+                return model._meta.pk.to_python(value)
+            except (ValidationError, TypeError, ValueError):
+                return value  # the GET answers 404: nothing to wake
+        if not self._subscribes(self.request):
+            return None  # a plain read or a write holds nothing: no query for it
+        cached = self.__dict__.get("_realtime_resolved_pk", _UNRESOLVED)
+        if cached is _UNRESOLVED:
+            cached = self._realtime_resolved_pk = _pk_of_unique(model, field, value)
+        return cached
 
     @classmethod
     def get_changed_channels(

@@ -315,7 +315,8 @@ def _needed_until(holds: int | str) -> int:
 def _detail_pk(view: Any, model: type[models.Model]) -> Any:
     if view._realtime_kind != "detail":
         return None
-    # None when looked up by another field: rendered on every change, like a list.
+    # None when the URL names no one row (``_realtime_lookup_pk``): rendered on every
+    # change, like a list.
     return view._realtime_lookup_pk(model)
 
 

@@ -58,7 +58,9 @@ from .versions import (
     ensure_versions,
     hold_versions,
     read_committed,
+    read_confirmed,
     shared_versions,
+    watch_confirmed,
 )
 
 __all__ = ["RealtimeMixin", "ListRealtimeMixin", "RetrieveRealtimeMixin", "parse_prefer_wait"]
@@ -913,6 +915,35 @@ class _RealtimeBase(RealtimeHooks):
             response.render()
         return response.content, self.get_etag(response.content)
 
+    def _catch_up_shared(self, request, policy: RealtimePolicy, etag: str) -> None:
+        """Hold a shared long-poll at the version a proxy confirmed for its render, when the
+        render is newer than the version the hold would name (a commit whose render the
+        publisher had not yet sent, or sent and not yet seen confirmed). That push, of the
+        representation this client has, reaches the proxy about when the hold does; held at
+        the older version, the hold conflicts on accept, Pushpin 1.36 retries it at once,
+        and its proxy can lose the hold answering the retry (``_catch_up_confirmed``; an
+        anonymous long-poll of ``?page=2`` never answered, in 2 of 48 runs of the
+        convergence harness). The wait ends as soon as a proxy confirms another version
+        than the one confirmed when it began: one naming this render is held at; a newer
+        one leaves the hold as it was, whose conflict then answers it with that newer
+        render."""
+        if policy.delivery != SHARED or getattr(self, "_current_etag", None) is not None:
+            return
+        from .shared import names_etag
+
+        channel = policy.channels[0]
+        held_at = self._hold_prev_ids(request, policy).get(channel)
+        tag = etag.strip('"')
+        if held_at is None or names_etag(held_at, tag):
+            return
+        before = read_confirmed([channel])[channel]
+        if before is not None and names_etag(before, tag):
+            seen = before
+        else:
+            seen = watch_confirmed([channel], lambda now: now[channel] != before)[channel]
+        if seen is not None and names_etag(seen, tag):
+            self._realtime_hold_at = {channel: seen}
+
     def _grip_channels(self, request, policy: RealtimePolicy) -> list[Channel]:
         # A proxy retry tells us the last id it saw (Grip-Last). When it differs from ours
         # (a lost publish, a flushed cache), holding with our version would make Pushpin
@@ -1035,6 +1066,7 @@ class _RealtimeBase(RealtimeHooks):
         if getattr(self, "_realtime_unheld", False):
             return held  # the client asks again: its next hold is a new request (unchanged.py)
         self._catch_up_confirmed(request, policy)
+        self._catch_up_shared(request, policy, etag)
         timeout = self.get_hold_timeout()
         if parse_prefer_wait(request.META.get("HTTP_PREFER")) is not None and grip_of(
             request

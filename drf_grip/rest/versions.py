@@ -14,6 +14,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 from .store import incr, state_cache, touch
 
@@ -25,6 +26,7 @@ __all__ = [
     "counters_and_hold_versions",
     "read_confirmed",
     "await_confirmed",
+    "watch_confirmed",
     "acknowledge",
     "next_version",
     "note_committed",
@@ -155,7 +157,7 @@ def counters_and_hold_versions(
 
 
 def read_confirmed(channels: list[str]) -> dict[str, str | None]:
-    """Per counter channel, the last id a proxy has confirmed (:func:`acknowledge`)."""
+    """Per channel, the last id a proxy has confirmed (:func:`acknowledge`)."""
     found = state_cache().get_many([_ACK + c for c in channels]) if channels else {}
     return {c: _text(found.get(_ACK + c)) for c in channels}
 
@@ -173,17 +175,31 @@ def await_confirmed(
     cleanup unlinks that id (``src/corelib/zhttpmanager.cpp``, ``unlink``; the soak, 2 runs
     in 9). The item is a publish round trip away, a few milliseconds; a proxy that does not
     confirm within the wait (down, or the item superseded and dropped) leaves the hold named
-    as before. This process's confirmations wake the wait at once; other processes' are read
-    from the cache every few milliseconds."""
+    as before."""
+
+    def reached(seen: dict[str, str | None]) -> bool:
+        return all(
+            (seen.get(ch) or "").isdigit() and int(seen[ch] or 0) >= want
+            for ch, want in wanted.items()
+        )
+
+    return watch_confirmed(list(wanted), reached, within)
+
+
+def watch_confirmed(
+    channels: list[str],
+    done: Callable[[dict[str, str | None]], bool],
+    within: float = CONFIRM_WAIT,
+) -> dict[str, str | None]:
+    """The ids a proxy confirmed for ``channels``, read again until ``done`` says so or
+    ``within`` seconds passed: the last read. This process's confirmations wake the wait at
+    once; other processes' are read from the cache every few milliseconds."""
     deadline = time.monotonic() + within
     pause = 0.002
     while True:
-        seen = read_confirmed(list(wanted))
+        seen = read_confirmed(channels)
         left = deadline - time.monotonic()
-        if left <= 0 or all(
-            (seen.get(ch) or "").isdigit() and int(seen[ch]) >= want
-            for ch, want in wanted.items()
-        ):
+        if left <= 0 or done(seen):
             return seen
         with _confirmed:
             _confirmed.wait(min(pause, left))
@@ -220,8 +236,6 @@ def acknowledge(items: list[dict]) -> None:
             return confirmed < value or restarted
 
         cache.set_many({_ACK + c: v for c, v in latest.items() if moves(c, v)}, _TIMEOUT)
-        with _confirmed:
-            _confirmed.notify_all()
     if named:
         # Only the channel's current version: an overtaken render, confirmed after the newer
         # one (two processes' publishes cross), would move the confirmed id back, and the
@@ -232,6 +246,9 @@ def acknowledge(items: list[dict]) -> None:
             {_ACK + c: v for c, v in named.items() if current.get(c) == v},
             _timeout(SHARED_PREFIX),
         )
+    if latest or named:
+        with _confirmed:
+            _confirmed.notify_all()
 
 
 def shared_hold_versions(channels: list[str]) -> dict[str, str | None]:

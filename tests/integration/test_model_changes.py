@@ -18,6 +18,7 @@ from drf_grip import publish_changes
 from drf_grip.rest import channels as names
 from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp.models import (
+    Article,
     Bookmark,
     Comment,
     Member,
@@ -185,6 +186,29 @@ def test_a_detail_url_with_its_key_written_otherwise_wakes(
     todo.save()
 
     assert woken(grip_proxy, poll, url)["title"] == "oat milk"
+
+
+@pytest.mark.parametrize("path", ["/api/articles/", "/api/shared-articles/"])
+def test_a_detail_url_looked_up_by_slug_wakes_on_its_objects_change(
+    grip_proxy: ProxyUnderTest, path: str
+) -> None:
+    """Looked up by a unique slug, a detail URL is held on its object's channel (private)
+    or listed under its object (shared), no longer as a list, and still wakes with the
+    change, a rename included (its URL then answers 404)."""
+    article = Article.objects.create(slug="hello", title="first")
+    Article.objects.create(slug="other", title="x")
+    url = f"{path}hello/"
+    private = path == "/api/articles/"
+    poll = held(grip_proxy, url, obj_ch(article) if private else names.shared_bulk_channel(Article))
+
+    article.title = "second"
+    article.save()
+    assert woken(grip_proxy, poll, url)["title"] == "second"
+
+    poll = held(grip_proxy, url, obj_ch(article) if private else names.shared_bulk_channel(Article))
+    article.slug = "hello-again"
+    article.save()
+    assert poll.result(WITHIN).status_code == 404
 
 
 def test_gateway_subscriptions_follow_the_same_changes(grip_proxy: ProxyUnderTest) -> None:

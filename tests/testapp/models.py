@@ -84,3 +84,10 @@ class Bookmark(models.Model):
 
     todo = models.ForeignKey(Todo, null=True, on_delete=models.SET_NULL, related_name="+")
     label = models.CharField(max_length=200)
+
+
+class Article(models.Model):
+    """Looked up by its slug (``lookup_field = "slug"``) in the views that serve it."""
+
+    slug = models.SlugField(unique=True)
+    title = models.CharField(max_length=200)

@@ -8,7 +8,7 @@ from rest_framework.routers import DefaultRouter
 
 from drf_grip import RealtimeMixin, register
 
-from .models import Bookmark, Comment, Note, Place, Post, Restaurant, Team, Todo
+from .models import Article, Bookmark, Comment, Note, Place, Post, Restaurant, Team, Todo
 
 
 class TodoSerializer(serializers.ModelSerializer):
@@ -177,6 +177,25 @@ class BookmarkViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
     permission_classes = [permissions.AllowAny]
 
 
+class ArticleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Article
+        fields = ["id", "slug", "title"]
+
+
+class ArticleViewSet(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """Articles looked up by their slug (a unique field), private delivery."""
+
+    queryset = Article.objects.order_by("id")
+    serializer_class = ArticleSerializer
+    permission_classes = [permissions.AllowAny]
+    lookup_field = "slug"
+
+
+class SharedArticleViewSet(ArticleViewSet):
+    realtime_delivery = "shared"
+
+
 router = DefaultRouter()
 router.register("todos", TodoViewSet, basename="todo")
 router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
@@ -191,4 +210,9 @@ router.register("restaurants", RestaurantViewSet, basename="restaurant")
 router.register("teams", TeamViewSet, basename="team")
 router.register("bookmarks", BookmarkViewSet, basename="bookmark")
 
-urlpatterns = [path("", include(router.urls))]
+urlpatterns = [
+    path("", include(router.urls)),
+    # Outside the router, whose API root the tests read.
+    path("articles/<slug:slug>/", ArticleViewSet.as_view({"get": "retrieve"})),
+    path("shared-articles/<slug:slug>/", SharedArticleViewSet.as_view({"get": "retrieve"})),
+]
