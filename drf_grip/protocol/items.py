@@ -121,6 +121,8 @@ class MessageFormat:
     code: int | None = None
     #: A close's reason (gripcontrol publishes one; Pushpin 1.36 sends it to the client).
     reason: str = ""
+    #: A sent message's ``type``: text, binary, ping or pong.
+    kind: str = "text"
 
 
 @dataclass(frozen=True)
@@ -237,13 +239,12 @@ def _stream(fmt: Mapping[str, Any]) -> StreamFormat:
 
 def _message(fmt: Mapping[str, Any]) -> MessageFormat:
     action = _action(fmt, "ws-message")
-    kind = fmt.get("type")
-    if kind is not None and kind not in ("text", "binary", "ping", "pong", "close"):
-        raise InvalidItem("ws-message.type must be text, binary, ping, pong or close")
-    if kind == "close":
-        action = "close"
-    if action == "send" and "content" not in fmt and "content-bin" not in fmt:
-        raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
+    kind = _message_type(fmt) if action == "send" else None
+    # Pushpin 1.36 (handler/publishformat.cpp): content is required of a text or binary
+    # message (or one with no type); a ping or pong may go without.
+    if action == "send" and kind in (None, "text", "binary"):
+        if "content" not in fmt and "content-bin" not in fmt:
+            raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
     content, binary = _content(fmt, "content", "content-bin", "ws-message")
     if kind is not None:
         binary = kind == "binary"
@@ -255,7 +256,26 @@ def _message(fmt: Mapping[str, Any]) -> MessageFormat:
     reason = fmt.get("reason", "")
     if not isinstance(reason, str):
         raise InvalidItem("ws-message.reason must be a string")
-    return MessageFormat(action, content, binary, code, reason)
+    kind = kind or ("binary" if binary else "text")
+    return MessageFormat(action, content, binary, code, reason, kind)
+
+
+def _message_type(fmt: Mapping[str, Any]) -> str | None:
+    """A sent ``ws-message``'s ``type``. Pushpin 1.36 (handler/publishformat.cpp) reads it
+    only for ``action: send`` and knows text, binary, ping and pong: ``type: close`` is
+    refused (a close is ``action: close``), and with it the whole publish (handler/engine.cpp,
+    parseItems: nothing of the batch is published)."""
+    kind = fmt.get("type")
+    if kind is None:
+        return None
+    if not isinstance(kind, str):
+        raise InvalidItem("'ws-message' contains 'type' with wrong type")
+    if kind not in ("text", "binary", "ping", "pong"):
+        raise InvalidItem(
+            f"'ws-message' contains 'type' with unknown value {kind!r} (text, binary, ping or "
+            "pong; a close is 'action': 'close')"
+        )
+    return kind
 
 
 def parse_items(items: Any, *, max_size: int | None = None) -> list[Item]:
