@@ -301,7 +301,11 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     _latin1(channel, "channel")
     # An empty id is none, as for Pushpin 1.36, which delivers an item repeating one.
     item_id = raw.get("id") if raw.get("id") != "" else None
-    prev_id = raw.get("prev-id") if raw.get("prev-id") != "" else None
+    # An empty prev-id is one, not none: Pushpin 1.36 reads it as a string (handler/
+    # publishitem.cpp) and its sequencer tells only an absent (null) prev-id from a present
+    # one (handler/sequencer.cpp, addItem): "" follows no channel whose last id is another
+    # (ids a, a, b, a published with prev-id "" delivered only the first; measured).
+    prev_id = raw.get("prev-id")
     if item_id is not None:
         _latin1(item_id, "id")
     if prev_id is not None:

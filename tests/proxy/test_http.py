@@ -286,6 +286,30 @@ def test_repeated_ids_are_delivered(server: ProxyServer, origin: Origin, publish
     assert run(scenario()) == delivered
 
 
+def test_an_empty_prev_id_is_a_prev_id(server: ProxyServer, origin: Origin):
+    # Pushpin 1.36 tells an absent prev-id (null) from an empty one (handler/sequencer.cpp,
+    # addItem): ids a, a, b, a published with prev-id "" on a stream with no prev-id
+    # delivered only the first (measured); the embedded proxy read "" as none and sent all.
+    hold = [("Grip-Hold", "stream"), ("Grip-Channel", "s")]
+    origin.route("/s/")(lambda r: Response(200, hold, "start\n"))
+    close = {"channel": "s", "formats": {"http-stream": {"action": "close"}}}
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/s/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "start"
+                assert await in_thread(server.proxy.wait_for_subscribers, "s")
+                for item_id, line in [("a", "one"), ("a", "two"), ("b", "three"), ("a", "four")]:
+                    stream = {"content": line + "\n"}
+                    await in_thread(server.publish, {"channel": "s", "id": item_id, "prev-id": "",
+                                                     "formats": {"http-stream": stream}})
+                await in_thread(server.publish, close)
+                return [line async for line in lines]
+
+    assert run(scenario()) == ["one"]
+
+
 def test_stream_appends_publishes_keeps_alive_and_closes(server: ProxyServer, origin: Origin):
     origin.route("/events/")(lambda r: Response(200, [
         ("Grip-Hold", "stream"), ("Grip-Channel", "ev"), ("Content-Type", "text/event-stream"),

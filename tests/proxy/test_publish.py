@@ -276,6 +276,15 @@ def test_ws_message_types_and_actions_as_pushpin_reads_them():
     assert hint.action == "hint"
 
 
+def test_an_empty_prev_id_is_kept_and_an_absent_one_is_none():
+    # handler/sequencer.cpp tells a null prev-id from an empty one.
+    empty, absent = parse_items([
+        {"channel": "c", "prev-id": "", "formats": {"http-stream": {"content": "x"}}},
+        {"channel": "c", "formats": {"http-stream": {"content": "x"}}},
+    ])
+    assert (empty.prev_id, absent.prev_id) == ("", None)
+
+
 def test_an_items_meta_is_kept_and_a_bad_one_is_refused():
     [item] = parse_items([{**ITEM, "meta": {"skip_users": "a,b"}}])
     assert item.meta == {"skip_users": "a,b"}
