@@ -100,6 +100,34 @@ def test_a_woken_head_long_poll_has_the_get_s_content_length_and_no_body(
     assert response.headers["content-length"] == str(len(pushed)) and response.content == b""
 
 
+@pytest.mark.parametrize(
+    "instruct, reason",
+    [
+        ([("Grip-Hold", "response"), ("Grip-Timeout", "5.5")], "failed to parse Grip-Timeout"),
+        ([("Grip-Hold", "response"), ("Grip-Timeout", "1e3")], "failed to parse Grip-Timeout"),
+        ([("Grip-Hold", "response"), ("Grip-Timeout", "-5")], "Grip-Timeout has invalid value"),
+        ([("Grip-Hold", "stream"), ("Grip-Keep-Alive", "ka; timeout=1.5")],
+         "failed to parse Grip-Keep-Alive timeout value"),
+        ([("Grip-Hold", "stream"), ("Grip-Link", "</next/>; rel=next; timeout=2.5")],
+         "failed to parse Grip-Link timeout value"),
+    ],
+    ids=["fraction", "exponent", "negative", "keep-alive", "link"],
+)
+def test_a_timeout_that_is_not_whole_seconds_is_a_502(
+    server: ProxyServer, origin: Origin, instruct, reason
+):
+    # Pushpin 1.36 reads these timeouts as C ints (handler/instruct.cpp, fromResponse) and
+    # answers the client 502; the embedded proxy held "5.5" for 5.5 s (a probe).
+    origin.route("/todo/")(lambda r: Response(200, instruct + [("Grip-Channel", "todo")], "held"))
+
+    started = time.monotonic()
+    response = httpx.get(server.url + "/todo/", timeout=4)
+
+    assert response.status_code == 502 and reason in response.text
+    assert time.monotonic() - started < 2
+    assert server.proxy.wait_for_idle("todo")
+
+
 def test_timeout_answers_the_held_response_with_grip_status(server: ProxyServer, origin: Origin):
     origin.route("/todo/")(lambda r: Response(
         200, HOLD + [("Grip-Channel", "todo"), ("Grip-Timeout", "1"), ("Grip-Status", "304"), ("ETag", '"v1"')], ""
