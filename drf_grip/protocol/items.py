@@ -101,6 +101,9 @@ class ResponseFormat:
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    #: A JSON Patch for the held response's body, when the item has no body (the proxy
+    #: applies it: ``drf_grip.proxy.jsonpatch``).
+    body_patch: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -217,16 +220,25 @@ def _response(fmt: Mapping[str, Any]) -> ResponseFormat:
         value = _latin1(value, f"http-response header {name}")
         headers.append((name, value))
     action = _action(fmt, "http-response")
-    if "body-patch" in fmt:
-        # Pushpin patches the held response's JSON body (RFC 6902); the embedded proxy
-        # answered the client an empty body instead: refused, with the reason.
-        raise InvalidItem("http-response.body-patch is not supported by the embedded proxy")
-    if action == "send" and "body" not in fmt and "body-bin" not in fmt:
+    # Pushpin 1.36 (handler/publishformat.cpp): body-bin, else body, else body-patch.
+    has_body = "body" in fmt or "body-bin" in fmt
+    if action == "send" and not has_body and "body-patch" not in fmt:
         # Pushpin 1.36 refuses such an item: a publisher that worked here lost its updates
         # behind it (an embedded-versus-Pushpin probe).
         raise InvalidItem("'http-response' does not contain 'body', 'body-bin', or 'body-patch'")
     body, _ = _content(fmt, "body", "body-bin", "http-response")
-    return ResponseFormat(action, code, reason, tuple(headers), body)
+    body_patch = None
+    if action == "send" and not has_body:
+        body_patch = _body_patch(fmt["body-patch"])
+    return ResponseFormat(action, code, reason, tuple(headers), body, body_patch)
+
+
+def _body_patch(ops: Any) -> tuple[Any, ...]:
+    """A list, as Pushpin 1.36 asks of it at publish time (handler/publishformat.cpp); its
+    ops are read when applied, and a bad one fails that delivery (a 502), not the publish."""
+    if not isinstance(ops, list):
+        raise InvalidItem("'http-response' contains 'body-patch' with wrong type")
+    return tuple(ops)
 
 
 def _stream(fmt: Mapping[str, Any]) -> StreamFormat:

@@ -101,6 +101,63 @@ def test_a_woken_head_long_poll_has_the_get_s_content_length_and_no_body(
 
 
 @pytest.mark.parametrize(
+    "held_body, patch, expected",
+    [
+        # Pushpin 1.36 (handler/jsonpatch.cpp): ops in order, written compact with members
+        # sorted, the held body's final newline kept.
+        ('{"title": "old", "done": false, "tags": ["a"]}\n',
+         [{"op": "replace", "path": "/title", "value": "new"},
+          {"op": "add", "path": "/tags/-", "value": "b"},
+          {"op": "test", "path": "/done", "value": False}],
+         '{"done":false,"tags":["a","b"],"title":"new"}\n'),
+        ('[1, 2, 3]', [{"op": "remove", "path": "/0"}, {"op": "move", "from": "/0", "path": "/-"}],
+         '[3,2]'),
+    ],
+    ids=["object", "array"],
+)
+def test_a_body_patch_is_applied_to_the_held_json_body(
+    server: ProxyServer, origin: Origin, held_body, patch, expected
+):
+    origin.route("/todo/")(lambda r: Response(200, [
+        ("Grip-Hold", "response"), ("Grip-Channel", "todo"), ("Content-Type", "application/json"),
+        ("ETag", '"v1"'),
+    ], held_body))
+
+    response = _woken(server, "GET", {"headers": {"ETag": '"v2"'}, "body-patch": patch})
+
+    assert (response.status_code, response.text) == (200, expected)
+    assert response.headers["etag"] == '"v2"'
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(expected.encode()))
+
+
+@pytest.mark.parametrize(
+    "held_body, patch",
+    [
+        ('{"title": "old"}', [{"op": "test", "path": "/title", "value": "other"}]),
+        ('{"title": "old"}', [{"op": "remove", "path": "/missing"}]),
+        ('{"title": "old"}', [{"op": "frobnicate", "path": "/title"}]),
+        ('{"title": "old"}', [{"op": "replace", "path": "/", "value": 5}]),  # not a container
+        ("plain text", [{"op": "add", "path": "/x", "value": 1}]),
+        ('"a JSON string"', []),
+    ],
+    ids=["test-fails", "remove-missing", "unknown-op", "scalar-result", "not-json",
+         "not-container"],
+)
+def test_a_body_patch_that_cannot_be_applied_is_a_502(
+    server: ProxyServer, origin: Origin, held_body, patch
+):
+    # Pushpin 1.36 (handler/httpsession.cpp): the failed patch leaves no body, a filter
+    # error, and the held client is answered 502 Bad Gateway.
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo")], held_body))
+
+    response = _woken(server, "GET", {"body-patch": patch})
+
+    assert response.status_code == 502
+    assert "body-patch could not be applied" in response.text
+
+
+@pytest.mark.parametrize(
     "instruct, reason",
     [
         ([("Grip-Hold", "response"), ("Grip-Timeout", "5.5")], "failed to parse Grip-Timeout"),

@@ -185,12 +185,12 @@ def _response_item(**response) -> dict:
         (_item(**{"ws-message": {"type": "shout", "content": "x"}}), "'type' with unknown value"),
         (_item(**{"ws-message": {"type": 1, "content": "x"}}), "'type' with wrong type"),
         (_item(**{"ws-message": {"type": "text"}}), "does not contain 'content'"),
+        (_response_item(**{"body-patch": {"op": "add"}}), "'body-patch' with wrong type"),
         # Pushpin 1.36, measured (an embedded-versus-Pushpin probe: accepted here, an
         # empty 404 delivered at once, where Pushpin refused it and the client waited).
         (_response_item(code=404), "does not contain 'body'"),
         (_item(**{"http-stream": {}}), "does not contain 'content'"),
         (_item(**{"ws-message": {}}), "does not contain 'content'"),
-        (_response_item(**{"body-patch": []}), "body-patch is not supported"),
     ],
 )
 def test_items_pushpin_refuses_answer_400_with_the_reason(server: ProxyServer, body, reason):
@@ -283,6 +283,17 @@ def test_an_empty_prev_id_is_kept_and_an_absent_one_is_none():
         {"channel": "c", "formats": {"http-stream": {"content": "x"}}},
     ])
     assert (empty.prev_id, absent.prev_id) == ("", None)
+
+
+def test_a_body_patch_is_taken_as_published():
+    (item,) = parse_items([{"channel": "c", "formats": {"http-response": {
+        "body-patch": [{"op": "remove", "path": "/x"}]}}}])
+    assert item.response.body_patch == ({"op": "remove", "path": "/x"},)
+    assert item.response.body == b""
+    # Pushpin prefers a body to a patch (handler/publishformat.cpp).
+    (item,) = parse_items([{"channel": "c", "formats": {"http-response": {
+        "body": "whole", "body-patch": []}}}])
+    assert (item.response.body, item.response.body_patch) == (b"whole", None)
 
 
 def test_an_items_meta_is_kept_and_a_bad_one_is_refused():
