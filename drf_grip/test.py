@@ -275,9 +275,10 @@ class WebSocketConnection:
         if message.action == "close":
             # From the publisher's thread: the origin is told from the test's (_tell_origin).
             self._close(message.code or 1000, message.reason, owed=True)
-        elif message.action == "send":
+        elif message.action == "send" and message.kind not in ("ping", "pong"):
             self._inbox.put(message.content if message.binary else message.content.decode())
-        # "hint" means nothing to a WebSocket (Pushpin 1.36): ignored, as the proxy does.
+        # "hint" means nothing to a WebSocket (Pushpin 1.36): ignored, as the proxy does; a
+        # ping or pong is a frame, not a message to receive.
 
     def _open(self) -> WebSocketConnection:
         response = self._post([WebSocketEvent("OPEN")])

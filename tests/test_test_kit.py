@@ -228,7 +228,7 @@ def test_published_websocket_messages_reach_a_test_socket_as_a_proxy_reads_them(
     publish("elsewhere", {"ws-message": {"content": "not for it"}})
     publish("test", {"ws-message": {"action": "hint"}})
     assert ws.receive_nothing()
-    publish("test", {"ws-message": {"type": "close", "code": 4001}})
+    publish("test", {"ws-message": {"action": "close", "code": 4001}})
     wait_published()
     assert ws.closed and ws.close_code == 4001
 

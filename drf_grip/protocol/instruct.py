@@ -54,6 +54,9 @@ KeepAliveMode = Literal["idle", "interval"]
 
 # What a cstring keep-alive may hold: token characters, and CR/LF written as \r / \n.
 _CSTRING: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z:/@=\r\n]+")
+# Pushpin's timeouts are C ints of ASCII digits (handler/instruct.cpp).
+_DIGITS: Final = re.compile(r"[0-9]+")
+_INT_MAX: Final = 2**31 - 1
 _CSTRING_ESCAPES: Final = {"\\": "\\", "r": "\r", "n": "\n", "t": "\t", '"': '"', "0": "\0"}
 
 
@@ -298,13 +301,16 @@ def _whole_seconds(timeout: float | None, what: str) -> int | None:
 
 
 def _seconds(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise InstructError(f"{what} is not a number: {text!r}") from None
-    if value < 0 or value != value:
-        raise InstructError(f"{what} must not be negative")
-    return value
+    """Whole seconds, read as Pushpin 1.36 reads them (handler/instruct.cpp, fromResponse:
+    ``QByteArray::toInt``): a sign at most and digits that fit a C int. ``5.5`` is no
+    timeout: Pushpin answers the client 502, and so does the embedded proxy (it held)."""
+    text = text.strip()
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not _DIGITS.fullmatch(digits) or len(digits) > 10 or int(digits) > _INT_MAX:
+        raise InstructError(f"failed to parse {what}: {text!r} is not a whole number of seconds")
+    if text.startswith("-") and int(digits):
+        raise InstructError(f"{what} has invalid value {text!r}")
+    return float(int(digits))
 
 
 def _keep_alive(text: str) -> KeepAlive:
@@ -324,7 +330,9 @@ def _keep_alive(text: str) -> KeepAlive:
     mode = params.get("mode", "idle")
     if mode not in ("idle", "interval"):
         raise InstructError(f"unknown Grip-Keep-Alive mode {mode!r}")
-    timeout = _seconds(params.get("timeout", str(DEFAULT_KEEP_ALIVE_TIMEOUT)), "keep-alive timeout")
+    timeout = DEFAULT_KEEP_ALIVE_TIMEOUT
+    if "timeout" in params:
+        timeout = _seconds(params["timeout"], "Grip-Keep-Alive timeout value")
     if timeout <= 0:
         raise InstructError("keep-alive timeout must be positive")
     return KeepAlive(data=raw, timeout=timeout, mode=mode)  # type: ignore[arg-type]
@@ -372,7 +380,9 @@ def parse_instruct(headers: RawHeaders) -> Instruct:
             continue
         if not (uri.startswith("<") and uri.endswith(">")):
             raise InstructError(f"bad Grip-Link {uri!r}")
-        link_timeout = _seconds(params.get("timeout", str(DEFAULT_LINK_TIMEOUT)), "link timeout")
+        link_timeout = DEFAULT_LINK_TIMEOUT
+        if "timeout" in params:
+            link_timeout = _seconds(params["timeout"], "Grip-Link timeout value")
         out.next_link = NextLink(uri[1:-1].strip(), link_timeout)
 
     for name, _params in parse_header_list(get_all_headers(headers, "Grip-Set-Meta")):

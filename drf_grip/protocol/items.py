@@ -101,6 +101,9 @@ class ResponseFormat:
     reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    #: A JSON Patch for the held response's body, when the item has no body (the proxy
+    #: applies it: ``drf_grip.proxy.jsonpatch``).
+    body_patch: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,8 @@ class MessageFormat:
     code: int | None = None
     #: A close's reason (gripcontrol publishes one; Pushpin 1.36 sends it to the client).
     reason: str = ""
+    #: A sent message's ``type``: text, binary, ping or pong.
+    kind: str = "text"
 
 
 @dataclass(frozen=True)
@@ -215,16 +220,25 @@ def _response(fmt: Mapping[str, Any]) -> ResponseFormat:
         value = _latin1(value, f"http-response header {name}")
         headers.append((name, value))
     action = _action(fmt, "http-response")
-    if "body-patch" in fmt:
-        # Pushpin patches the held response's JSON body (RFC 6902); the embedded proxy
-        # answered the client an empty body instead: refused, with the reason.
-        raise InvalidItem("http-response.body-patch is not supported by the embedded proxy")
-    if action == "send" and "body" not in fmt and "body-bin" not in fmt:
+    # Pushpin 1.36 (handler/publishformat.cpp): body-bin, else body, else body-patch.
+    has_body = "body" in fmt or "body-bin" in fmt
+    if action == "send" and not has_body and "body-patch" not in fmt:
         # Pushpin 1.36 refuses such an item: a publisher that worked here lost its updates
         # behind it (an embedded-versus-Pushpin probe).
         raise InvalidItem("'http-response' does not contain 'body', 'body-bin', or 'body-patch'")
     body, _ = _content(fmt, "body", "body-bin", "http-response")
-    return ResponseFormat(action, code, reason, tuple(headers), body)
+    body_patch = None
+    if action == "send" and not has_body:
+        body_patch = _body_patch(fmt["body-patch"])
+    return ResponseFormat(action, code, reason, tuple(headers), body, body_patch)
+
+
+def _body_patch(ops: Any) -> tuple[Any, ...]:
+    """A list, as Pushpin 1.36 asks of it at publish time (handler/publishformat.cpp); its
+    ops are read when applied, and a bad one fails that delivery (a 502), not the publish."""
+    if not isinstance(ops, list):
+        raise InvalidItem("'http-response' contains 'body-patch' with wrong type")
+    return tuple(ops)
 
 
 def _stream(fmt: Mapping[str, Any]) -> StreamFormat:
@@ -237,13 +251,12 @@ def _stream(fmt: Mapping[str, Any]) -> StreamFormat:
 
 def _message(fmt: Mapping[str, Any]) -> MessageFormat:
     action = _action(fmt, "ws-message")
-    kind = fmt.get("type")
-    if kind is not None and kind not in ("text", "binary", "ping", "pong", "close"):
-        raise InvalidItem("ws-message.type must be text, binary, ping, pong or close")
-    if kind == "close":
-        action = "close"
-    if action == "send" and "content" not in fmt and "content-bin" not in fmt:
-        raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
+    kind = _message_type(fmt) if action == "send" else None
+    # Pushpin 1.36 (handler/publishformat.cpp): content is required of a text or binary
+    # message (or one with no type); a ping or pong may go without.
+    if action == "send" and kind in (None, "text", "binary"):
+        if "content" not in fmt and "content-bin" not in fmt:
+            raise InvalidItem("'ws-message' does not contain 'content' or 'content-bin'")
     content, binary = _content(fmt, "content", "content-bin", "ws-message")
     if kind is not None:
         binary = kind == "binary"
@@ -255,7 +268,26 @@ def _message(fmt: Mapping[str, Any]) -> MessageFormat:
     reason = fmt.get("reason", "")
     if not isinstance(reason, str):
         raise InvalidItem("ws-message.reason must be a string")
-    return MessageFormat(action, content, binary, code, reason)
+    kind = kind or ("binary" if binary else "text")
+    return MessageFormat(action, content, binary, code, reason, kind)
+
+
+def _message_type(fmt: Mapping[str, Any]) -> str | None:
+    """A sent ``ws-message``'s ``type``. Pushpin 1.36 (handler/publishformat.cpp) reads it
+    only for ``action: send`` and knows text, binary, ping and pong: ``type: close`` is
+    refused (a close is ``action: close``), and with it the whole publish (handler/engine.cpp,
+    parseItems: nothing of the batch is published)."""
+    kind = fmt.get("type")
+    if kind is None:
+        return None
+    if not isinstance(kind, str):
+        raise InvalidItem("'ws-message' contains 'type' with wrong type")
+    if kind not in ("text", "binary", "ping", "pong"):
+        raise InvalidItem(
+            f"'ws-message' contains 'type' with unknown value {kind!r} (text, binary, ping or "
+            "pong; a close is 'action': 'close')"
+        )
+    return kind
 
 
 def parse_items(items: Any, *, max_size: int | None = None) -> list[Item]:
@@ -281,7 +313,11 @@ def _parse_item(raw: Any, max_size: int | None) -> Item:
     _latin1(channel, "channel")
     # An empty id is none, as for Pushpin 1.36, which delivers an item repeating one.
     item_id = raw.get("id") if raw.get("id") != "" else None
-    prev_id = raw.get("prev-id") if raw.get("prev-id") != "" else None
+    # An empty prev-id is one, not none: Pushpin 1.36 reads it as a string (handler/
+    # publishitem.cpp) and its sequencer tells only an absent (null) prev-id from a present
+    # one (handler/sequencer.cpp, addItem): "" follows no channel whose last id is another
+    # (ids a, a, b, a published with prev-id "" delivered only the first; measured).
+    prev_id = raw.get("prev-id")
     if item_id is not None:
         _latin1(item_id, "id")
     if prev_id is not None:

@@ -21,8 +21,9 @@ Known differences from Pushpin 1.36, on purpose:
 - ``Grip-Feature`` announces ``status, link:next`` only: no sessions, no ``filter:*``
   (though ``skip-self`` and ``skip-users`` are applied, with ``Grip-Set-Meta`` on HTTP
   holds and ``set-meta`` on WebSockets); ``Grip-Expose-Headers`` is not applied.
-- WebSocket ``PING``/``PONG`` events and ``ping`` keep-alives are not sent to clients (ASGI
-  cannot send ping frames; uvicorn pings on its own). ``hint`` on ``ws-message`` is ignored.
+- WebSocket ``PING``/``PONG`` events, published ``ping``/``pong`` messages and ``ping``
+  keep-alives are not sent to clients (ASGI cannot send ping frames; uvicorn pings on its
+  own). ``hint`` on ``ws-message`` is ignored.
 - A client's ``Connection-Id`` on a plain HTTP request is dropped (Pushpin forwards it);
   like Pushpin, any request with ``Content-Type: application/websocket-events`` from a client
   gets 403 and never reaches the origin.

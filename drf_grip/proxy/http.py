@@ -30,6 +30,7 @@ from .headers import (
     target_too_long,
     without_headers,
 )
+from .jsonpatch import BodyPatchError, apply_body_patch
 from .mailbox import Mailbox
 from .origin import (
     Exchange,
@@ -70,7 +71,8 @@ class _Held:
     headers: RawHeaders
     body: bytes
     # The last published response head built on this base: (format, headers, body).
-    pushed: tuple[Any, RawHeaders, bytes] | None = None
+    # Headers None: the format's body-patch could not be applied to this base.
+    pushed: tuple[Any, RawHeaders | None, bytes] | None = None
 
 
 # Holds that got the same answer share one _Held: a thousand watchers of one list keep one
@@ -85,6 +87,26 @@ def _shared_held(status: int, headers: RawHeaders, body: bytes) -> _Held:
     if held is None:
         held = _held_bases[key] = _Held(status, headers, body)
     return held
+
+
+#: What a held client gets when a published body-patch cannot be applied: Pushpin 1.36 answers
+#: ``502 Bad Gateway`` (handler/httpsession.cpp: the patch's empty body is a filter error).
+BODY_PATCH_FAILED = (
+    "Bad Gateway: a published body-patch could not be applied to the held response"
+)
+
+
+def _pushed_body(held: _Held, fmt: Any) -> bytes | None:
+    """A published response's body: its own, or the held body patched by its ``body-patch``
+    (Pushpin 1.36 patches the hold's body, handler/httpsession.cpp); None when the patch
+    fails."""
+    if fmt.body_patch is None:
+        return fmt.body
+    try:
+        return apply_body_patch(held.body, fmt.body_patch)
+    except BodyPatchError as exc:
+        logger.warning("body-patch not applied to a held response: %s", exc)
+        return None
 
 
 class _Aborted(Exception):
@@ -325,21 +347,29 @@ class HttpSession:
         of them rather than once per subscriber.
         """
         held = self._held
-        if self.scope.get("method") == "HEAD":
-            await self._respond(fmt.code, replace_headers(held.headers, fmt.headers), fmt.body)
-            return
         pushed = held.pushed
         if pushed is None or pushed[0] is not fmt:
+            body = _pushed_body(held, fmt)
+            if body is None:
+                # Failed once for every hold that shares this base: patched (and logged) once.
+                held.pushed = (fmt, None, b"")
+                await self._error(502, BODY_PATCH_FAILED)
+                return
             headers = without_headers(
                 replace_headers(held.headers, fmt.headers),
                 "content-length", "transfer-encoding", grip=True,
             )
-            body = b"" if fmt.code in _NO_BODY_STATUSES else fmt.body
-            if fmt.code not in _NO_BODY_STATUSES:
+            if fmt.code in _NO_BODY_STATUSES:
+                body = b""
+            else:
                 headers.append((b"content-length", str(len(body)).encode()))
             pushed = held.pushed = (fmt, headers, body)
+        if pushed[1] is None:
+            await self._error(502, BODY_PATCH_FAILED)
+            return
         await self._start_response(fmt.code, pushed[1])
-        await self._write(pushed[2], more=False)
+        # HEAD: the length a GET's body has (RFC 9110 §8.6), as Pushpin does; no body.
+        await self._write(b"" if self.scope.get("method") == "HEAD" else pushed[2], more=False)
 
     async def _error(self, status: int, message: str) -> None:
         if self._started_response:

@@ -163,6 +163,10 @@ class WebSocketSession:
         assert message is not None
         if message.action == "close":
             self._outbox.put(("close", (message.code or 1000, _reason(message.reason))))
+        elif message.action == "send" and message.kind in ("ping", "pong"):
+            # Taken, as Pushpin 1.36 takes it, but not sent: ASGI has no ping or pong frames
+            # (the server, uvicorn, pings on its own).
+            pass
         elif message.action == "send":
             self._outbox.put(("binary" if message.binary else "text", message.content), item.size)
         # "hint" has no meaning for a WebSocket in Pushpin 1.36: ignored.

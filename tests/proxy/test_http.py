@@ -100,6 +100,91 @@ def test_a_woken_head_long_poll_has_the_get_s_content_length_and_no_body(
     assert response.headers["content-length"] == str(len(pushed)) and response.content == b""
 
 
+@pytest.mark.parametrize(
+    "held_body, patch, expected",
+    [
+        # Pushpin 1.36 (handler/jsonpatch.cpp): ops in order, written compact with members
+        # sorted, the held body's final newline kept.
+        ('{"title": "old", "done": false, "tags": ["a"]}\n',
+         [{"op": "replace", "path": "/title", "value": "new"},
+          {"op": "add", "path": "/tags/-", "value": "b"},
+          {"op": "test", "path": "/done", "value": False}],
+         '{"done":false,"tags":["a","b"],"title":"new"}\n'),
+        ('[1, 2, 3]', [{"op": "remove", "path": "/0"}, {"op": "move", "from": "/0", "path": "/-"}],
+         '[3,2]'),
+    ],
+    ids=["object", "array"],
+)
+def test_a_body_patch_is_applied_to_the_held_json_body(
+    server: ProxyServer, origin: Origin, held_body, patch, expected
+):
+    origin.route("/todo/")(lambda r: Response(200, [
+        ("Grip-Hold", "response"), ("Grip-Channel", "todo"), ("Content-Type", "application/json"),
+        ("ETag", '"v1"'),
+    ], held_body))
+
+    response = _woken(server, "GET", {"headers": {"ETag": '"v2"'}, "body-patch": patch})
+
+    assert (response.status_code, response.text) == (200, expected)
+    assert response.headers["etag"] == '"v2"'
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(expected.encode()))
+
+
+@pytest.mark.parametrize(
+    "held_body, patch",
+    [
+        ('{"title": "old"}', [{"op": "test", "path": "/title", "value": "other"}]),
+        ('{"title": "old"}', [{"op": "remove", "path": "/missing"}]),
+        ('{"title": "old"}', [{"op": "frobnicate", "path": "/title"}]),
+        ('{"title": "old"}', [{"op": "replace", "path": "/", "value": 5}]),  # not a container
+        ("plain text", [{"op": "add", "path": "/x", "value": 1}]),
+        ('"a JSON string"', []),
+    ],
+    ids=["test-fails", "remove-missing", "unknown-op", "scalar-result", "not-json",
+         "not-container"],
+)
+def test_a_body_patch_that_cannot_be_applied_is_a_502(
+    server: ProxyServer, origin: Origin, held_body, patch
+):
+    # Pushpin 1.36 (handler/httpsession.cpp): the failed patch leaves no body, a filter
+    # error, and the held client is answered 502 Bad Gateway.
+    origin.route("/todo/")(lambda r: Response(200, HOLD + [("Grip-Channel", "todo")], held_body))
+
+    response = _woken(server, "GET", {"body-patch": patch})
+
+    assert response.status_code == 502
+    assert "body-patch could not be applied" in response.text
+
+
+@pytest.mark.parametrize(
+    "instruct, reason",
+    [
+        ([("Grip-Hold", "response"), ("Grip-Timeout", "5.5")], "failed to parse Grip-Timeout"),
+        ([("Grip-Hold", "response"), ("Grip-Timeout", "1e3")], "failed to parse Grip-Timeout"),
+        ([("Grip-Hold", "response"), ("Grip-Timeout", "-5")], "Grip-Timeout has invalid value"),
+        ([("Grip-Hold", "stream"), ("Grip-Keep-Alive", "ka; timeout=1.5")],
+         "failed to parse Grip-Keep-Alive timeout value"),
+        ([("Grip-Hold", "stream"), ("Grip-Link", "</next/>; rel=next; timeout=2.5")],
+         "failed to parse Grip-Link timeout value"),
+    ],
+    ids=["fraction", "exponent", "negative", "keep-alive", "link"],
+)
+def test_a_timeout_that_is_not_whole_seconds_is_a_502(
+    server: ProxyServer, origin: Origin, instruct, reason
+):
+    # Pushpin 1.36 reads these timeouts as C ints (handler/instruct.cpp, fromResponse) and
+    # answers the client 502; the embedded proxy held "5.5" for 5.5 s (a probe).
+    origin.route("/todo/")(lambda r: Response(200, instruct + [("Grip-Channel", "todo")], "held"))
+
+    started = time.monotonic()
+    response = httpx.get(server.url + "/todo/", timeout=4)
+
+    assert response.status_code == 502 and reason in response.text
+    assert time.monotonic() - started < 2
+    assert server.proxy.wait_for_idle("todo")
+
+
 def test_timeout_answers_the_held_response_with_grip_status(server: ProxyServer, origin: Origin):
     origin.route("/todo/")(lambda r: Response(
         200, HOLD + [("Grip-Channel", "todo"), ("Grip-Timeout", "1"), ("Grip-Status", "304"), ("ETag", '"v1"')], ""
@@ -284,6 +369,30 @@ def test_repeated_ids_are_delivered(server: ProxyServer, origin: Origin, publish
                 return [line async for line in lines]
 
     assert run(scenario()) == delivered
+
+
+def test_an_empty_prev_id_is_a_prev_id(server: ProxyServer, origin: Origin):
+    # Pushpin 1.36 tells an absent prev-id (null) from an empty one (handler/sequencer.cpp,
+    # addItem): ids a, a, b, a published with prev-id "" on a stream with no prev-id
+    # delivered only the first (measured); the embedded proxy read "" as none and sent all.
+    hold = [("Grip-Hold", "stream"), ("Grip-Channel", "s")]
+    origin.route("/s/")(lambda r: Response(200, hold, "start\n"))
+    close = {"channel": "s", "formats": {"http-stream": {"action": "close"}}}
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("GET", "/s/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "start"
+                assert await in_thread(server.proxy.wait_for_subscribers, "s")
+                for item_id, line in [("a", "one"), ("a", "two"), ("b", "three"), ("a", "four")]:
+                    stream = {"content": line + "\n"}
+                    await in_thread(server.publish, {"channel": "s", "id": item_id, "prev-id": "",
+                                                     "formats": {"http-stream": stream}})
+                await in_thread(server.publish, close)
+                return [line async for line in lines]
+
+    assert run(scenario()) == ["one"]
 
 
 def test_stream_appends_publishes_keeps_alive_and_closes(server: ProxyServer, origin: Origin):

@@ -54,10 +54,28 @@ def test_channels_without_grip_hold_are_no_hold():
     [("Grip-Hold", "response")],
     [("Grip-Channel", "a"), ("Grip-Timeout", "soon")],
     [("Grip-Channel", "a"), ("Grip-Keep-Alive", "x; format=rot13")],
+    # Pushpin 1.36 reads its timeouts as C ints (handler/instruct.cpp).
+    [("Grip-Hold", "response"), ("Grip-Channel", "a"), ("Grip-Timeout", "5.5")],
+    [("Grip-Hold", "response"), ("Grip-Channel", "a"), ("Grip-Timeout", "99999999999")],
+    [("Grip-Hold", "response"), ("Grip-Channel", "a"), ("Grip-Timeout", "\uff15")],
+    [("Grip-Hold", "stream"), ("Grip-Channel", "a"), ("Grip-Keep-Alive", "x; timeout=0.5")],
+    [("Grip-Hold", "stream"), ("Grip-Channel", "a"), ("Grip-Link", "</n/>; rel=next; timeout=1.5")],
 ])
 def test_malformed_instructions_are_errors(pairs):
     with pytest.raises(InstructError):
         parse_instruct(headers(*pairs))
+
+
+def test_timeouts_are_whole_seconds_as_pushpin_reads_them():
+    instruct = parse_instruct(headers(
+        ("Grip-Hold", "response"), ("Grip-Channel", "a"), ("Grip-Timeout", " +7 "),
+    ))
+    assert instruct.timeout == 7
+    stream = parse_instruct(headers(
+        ("Grip-Hold", "stream"), ("Grip-Channel", "a"), ("Grip-Keep-Alive", "x"),
+        ("Grip-Link", "</n/>; rel=next"),
+    ))
+    assert (stream.keep_alive.timeout, stream.next_link.timeout) == (55, 120)  # the defaults
 
 
 def test_websocket_events_round_trip_and_errors():

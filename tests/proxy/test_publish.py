@@ -178,13 +178,19 @@ def _response_item(**response) -> dict:
         ({"items": [{"channel": "c", "prev-id": "1\n", "formats": {"http-stream": {"content": "x"}}}]}, "prev-id contains"),
         ({"items": [{"channel": "\u2603", "formats": {"http-stream": {"content": "x"}}}]}, "channel is not latin-1"),
         ({"items": [{"channel": "c\x00", "formats": {"http-stream": {"content": "x"}}}]}, "channel contains"),
-        (_item(**{"ws-message": {"type": "close", "code": 1006}}), "close code"),
+        (_item(**{"ws-message": {"action": "close", "code": 1006}}), "close code"),
+        # Pushpin 1.36 (handler/publishformat.cpp): a sent message is text, binary, ping or
+        # pong; a close is an action (measured: type close refused, taken here).
+        (_item(**{"ws-message": {"type": "close", "code": 1000}}), "'type' with unknown value"),
+        (_item(**{"ws-message": {"type": "shout", "content": "x"}}), "'type' with unknown value"),
+        (_item(**{"ws-message": {"type": 1, "content": "x"}}), "'type' with wrong type"),
+        (_item(**{"ws-message": {"type": "text"}}), "does not contain 'content'"),
+        (_response_item(**{"body-patch": {"op": "add"}}), "'body-patch' with wrong type"),
         # Pushpin 1.36, measured (an embedded-versus-Pushpin probe: accepted here, an
         # empty 404 delivered at once, where Pushpin refused it and the client waited).
         (_response_item(code=404), "does not contain 'body'"),
         (_item(**{"http-stream": {}}), "does not contain 'content'"),
         (_item(**{"ws-message": {}}), "does not contain 'content'"),
-        (_response_item(**{"body-patch": []}), "body-patch is not supported"),
     ],
 )
 def test_items_pushpin_refuses_answer_400_with_the_reason(server: ProxyServer, body, reason):
@@ -220,6 +226,74 @@ def test_a_refused_publish_disturbs_no_one(server: ProxyServer, origin: Origin):
     assert [a.status_code for a in answers] == [400, 400, 400]
     assert good.status_code == 200
     assert (poll.status_code, poll.text) == (200, "fine")
+
+
+def test_a_ws_message_of_type_close_refuses_the_whole_batch(server: ProxyServer, origin: Origin):
+    """Pushpin 1.36 reads every item before it publishes any (handler/engine.cpp,
+    parseItems): one ``type: close`` refuses the batch, and the good item before it in the
+    batch is not delivered either."""
+    hold = [("Grip-Hold", "response"), ("Grip-Channel", "todo")]
+    origin.route("/todo/")(lambda r: Response(200, hold, ""))
+    fine = {"channel": "todo", "formats": {"http-response": {"body": "fine"}}}
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            poll = asyncio.ensure_future(client.get("/todo/"))
+            assert await in_thread(server.proxy.wait_for_subscribers, "todo")
+            batch = [
+                {"channel": "todo", "formats": {"http-response": {"body": "too soon"}}},
+                {"channel": "room", "formats": {"ws-message": {"type": "close"}}},
+            ]
+            refused = await client.post("/_grip/publish/", json={"items": batch},
+                                        headers={"Authorization": f"Bearer {KEY}"})
+            await asyncio.sleep(0.2)
+            assert not poll.done()
+            await in_thread(server.publish, fine)
+            return refused, await poll
+
+    refused, poll = run(scenario())
+    assert refused.status_code == 400
+    assert refused.text.startswith("Invalid format: item 1:")
+    assert "'type' with unknown value" in refused.text
+    assert poll.text == "fine"
+
+
+def test_ws_message_types_and_actions_as_pushpin_reads_them():
+    # handler/publishformat.cpp: the type is read only for a send; a ping or pong needs no
+    # content; a close action's type is not read.
+    ping, pong, close, hint = (
+        parse_items([{"channel": "c", "formats": {"ws-message": fmt}}])[0].message
+        for fmt in (
+            {"type": "ping"},
+            {"type": "pong", "content": "x"},
+            {"action": "close", "type": "close", "code": 4001},
+            {"action": "hint", "type": "?"},
+        )
+    )
+    assert (ping.action, ping.kind, ping.content) == ("send", "ping", b"")
+    assert (pong.kind, pong.content) == ("pong", b"x")
+    assert (close.action, close.code) == ("close", 4001)
+    assert hint.action == "hint"
+
+
+def test_an_empty_prev_id_is_kept_and_an_absent_one_is_none():
+    # handler/sequencer.cpp tells a null prev-id from an empty one.
+    empty, absent = parse_items([
+        {"channel": "c", "prev-id": "", "formats": {"http-stream": {"content": "x"}}},
+        {"channel": "c", "formats": {"http-stream": {"content": "x"}}},
+    ])
+    assert (empty.prev_id, absent.prev_id) == ("", None)
+
+
+def test_a_body_patch_is_taken_as_published():
+    (item,) = parse_items([{"channel": "c", "formats": {"http-response": {
+        "body-patch": [{"op": "remove", "path": "/x"}]}}}])
+    assert item.response.body_patch == ({"op": "remove", "path": "/x"},)
+    assert item.response.body == b""
+    # Pushpin prefers a body to a patch (handler/publishformat.cpp).
+    (item,) = parse_items([{"channel": "c", "formats": {"http-response": {
+        "body": "whole", "body-patch": []}}}])
+    assert (item.response.body, item.response.body_patch) == (b"whole", None)
 
 
 def test_an_items_meta_is_kept_and_a_bad_one_is_refused():
