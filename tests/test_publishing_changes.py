@@ -961,3 +961,42 @@ def test_a_change_naming_no_object_does_not_wake_an_unchanged_shared_detail_hold
     published = sink.channels()
     assert "drf.testapp.todo" in published  # the private list's holds are hinted
     assert subscribed.isdisjoint(published)
+
+
+def test_the_hint_after_a_counter_a_subscriber_started_follows_a_sequence_reset(sink):
+    """Redis restarted while a Pushpin still knew the last id of an object's channel. A
+    subscriber's read after the loss started the channel's counter afresh, at a value no
+    item carries; the next change's hint went chained onto it, an id no proxy had. A proxy
+    knowing the older id held the hint 5 s in its sequencer, and its long-polls still
+    held at that id got the change 5 s late (convergence harness, Redis restarted under
+    two Pushpins: detail long-polls 2.5 to 6 s after the last commit). An item no client
+    receives, with no id, goes just before it: each proxy forgets the older id."""
+    from django.core.cache import cache
+
+    from drf_grip.grip.items import reaches_clients
+    from drf_grip.rest.versions import read_version
+    from tests.drf_helpers import ProxiedClient
+
+    todo = Todo.objects.create(title="a")
+    url, channel = f"/api/todos/{todo.pk}/", f"drf.testapp.todo.{todo.pk}"
+    sink.settle()
+    cache.clear()  # the proxies still know the channel's last id
+    # A read after the loss, answered at once (its ETag stale): it holds nothing.
+    assert ProxiedClient().get(url, HTTP_IF_NONE_MATCH='"stale"').status_code == 200
+    started = read_version(channel)
+    assert started is not None
+    done = len(sink.everything)
+    todo.title = "b"
+    todo.save()
+    sink.settle()
+    mine = [i for i in sink.everything[done:] if i["channel"] == channel]
+    assert len(mine) == 2, mine
+    reset, hint = mine
+    assert "id" not in reset and "prev-id" not in reset and not reaches_clients(reset), reset
+    assert hint["prev-id"] == started and hint["formats"]["http-response"] == {"action": "hint"}
+    done = len(sink.everything)
+    todo.title = "c"
+    todo.save()
+    sink.settle()
+    [later] = [i for i in sink.everything[done:] if i["channel"] == channel]
+    assert later["prev-id"] == hint["id"]  # the proxies saw that one: no reset

@@ -25,7 +25,7 @@ from .policies import recorded_views, records_lost, recovery_due, view_class, vi
 from .registry import gateway_views, views_for
 from .sse import format_event
 from .store import per_process_state
-from .versions import next_version, note_committed
+from .versions import next_version, note_committed, unseen_start
 
 __all__ = ["publish_committed", "CLOSE", "HINT", "delete_formats"]
 
@@ -59,6 +59,11 @@ def _publish_versioned(
     previous, new = next_version(channel)
     if committed is not None:
         note_committed(channel, new, committed)
+    if unseen_start(channel, previous):
+        from .shared import reset_sequence
+
+        # No proxy saw ``previous``; one that knows an older id would hold the item 5 s.
+        reset_sequence(channel)
     publish(channel, formats, id=new, prev_id=previous)
     return previous, new
 

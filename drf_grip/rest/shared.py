@@ -913,8 +913,16 @@ def _publish_turn(
     last id (sequencer.cpp, ``sendItem``), and the item after it, chained as the holds
     are, is delivered at once."""
     if turn.unseen:
-        publish(channel, {_NO_CLIENT_FORMAT: {}})
+        reset_sequence(channel)
     publish(channel, formats, id=turn.version, prev_id=turn.previous, meta=meta or None)
+
+
+def reset_sequence(channel: str) -> None:
+    """Publish the item that makes each proxy forget ``channel``'s last id, and reaches no
+    client (``_NO_CLIENT_FORMAT``): the item published next, chained onto an id no proxy
+    saw (a subscriber's first version, a counter a subscriber started:
+    ``versions.unseen_start``), is then delivered at once, not held in the sequencer."""
+    publish(channel, {_NO_CLIENT_FORMAT: {}})
 
 
 def _take_version(

@@ -29,6 +29,7 @@ __all__ = [
     "watch_confirmed",
     "acknowledge",
     "next_version",
+    "unseen_start",
     "note_committed",
     "read_committed",
     "set_version",
@@ -92,11 +93,33 @@ def read_versions(channels: list[str]) -> dict[str, str | None]:
     return {c: _text(found.get(_KEY + c)) for c in channels}
 
 
+#: A counter a subscriber started (``_start``): its first value, which no item carries.
+_STARTED = "drf_grip:started:"
+#: A started counter's first value is a multiple of this: a publish reads the mark above
+#: only when its prev-id is one (``unseen_start``), one id in this many.
+_START_STEP = 1 << 12
+
+
 def _start(cache, channel: str) -> None:
-    base = secrets.randbits(40)
+    base = (secrets.randbits(28) or 1) * _START_STEP  # 40 bits, as a publisher's start
     if cache.add(_KEY + channel, base, timeout=_TIMEOUT):
         # Nothing published yet: the proxy knows no id, and a hold names the first value.
         cache.add(_ACK + channel, base, timeout=_TIMEOUT)
+        cache.set(_STARTED + channel, base, timeout=_TIMEOUT)
+
+
+def unseen_start(channel: str, previous: str | None) -> bool:
+    """Whether ``previous``, a counter channel's id before the item being published, is
+    the value a subscriber started the counter at (``_start``): no item carried it, so no
+    proxy has it as the channel's last id. A proxy that still has an older one (the cache
+    lost the counter, Redis restarted, while the proxy ran on) held the item chained onto
+    it 5 s in its sequencer, waiting for the missing id, and its long-polls still held at
+    the older id got the change 5 s late (convergence harness, Redis restarted under two
+    Pushpins: a detail long-poll 2.5 to 6 s after the last commit). The publisher then
+    sends a sequence reset first (``shared.reset_sequence``)."""
+    if previous is None or not previous.isdigit() or int(previous) % _START_STEP:
+        return False
+    return _text(state_cache().get(_STARTED + channel)) == previous
 
 
 def ensure_versions(channels: list[str]) -> dict[str, str | None]:

@@ -438,6 +438,73 @@ def test_the_first_render_after_a_cache_loss_reaches_gateway_subscribers_at_once
         assert [row["title"] for row in change["data"]["results"]] == [f"{word} 2"]
 
 
+_START_LOW = r"""
+import sys
+import django
+django.setup()
+from drf_grip.rest import versions
+versions.secrets.randbits = lambda bits: 1
+versions.ensure_versions([sys.argv[1]])
+"""
+
+
+def _start_counter_low(deployment: Deployment, channel: str) -> None:
+    """Start ``channel``'s counter as a subscriber's read does, at its lowest value."""
+    subprocess.run([sys.executable, "-c", _START_LOW, channel], check=True, cwd=ROOT,
+                   env={**os.environ, **deployment.env}, timeout=60)
+
+
+def test_the_change_after_a_cache_loss_reaches_a_private_hold_at_once(
+    fresh_deployment: Deployment,
+) -> None:
+    """Redis restarted while one Pushpin held a long-poll of a private detail at the last id
+    of its object's channel. A subscriber through the other Pushpin after the loss
+    started the channel's counter afresh, at a value no item carries, and held at it; the
+    model's first change since re-requested the long-poll, held again at the id its
+    Pushpin had (``Grip-Last``). The next change's hint went chained onto the counter's
+    start, an id that Pushpin never had:
+    its sequencer held the hint 5 s, and the long-poll got the change 5 s late
+    (convergence harness, Redis restarted under two Pushpins: detail long-polls 2.5 to
+    6 s after the last commit). It reaches the long-poll at once now (DESIGN.md §4)."""
+    deployment = fresh_deployment
+    first, second = deployment.pushpins
+    word = uuid.uuid4().hex[:8]
+    pk, other = _write(deployment, [], "", [f"{word} 0", f"{word} other"])
+    path = f"/api/todos/{pk}/"
+    channel = names.object_channel(Todo, pk)
+
+    # A hint both Pushpins deliver: the channel's last id there.
+    etag = LongPoll(second.url + path, {"Accept": "application/json"}).result(10).headers["ETag"]
+    mark = second.mark()
+    held = LongPoll(second.url + path, {**_WAIT, "If-None-Match": etag})
+    second.wait_rerequested(channel, since=mark)
+    _write(deployment, [pk], f"{word} 1", [])
+    woken = held.result(10)
+    assert f"{word} 1" in woken.text
+    mark = second.mark()
+    held = LongPoll(second.url + path, {**_WAIT, "If-None-Match": woken.headers["ETag"]})
+    second.wait_subscribed(channel, since=mark, timeout=10)  # held at that id
+
+    deployment.flush_state()
+    # A subscriber's read after the loss starts the counter at random: below the id the
+    # Pushpins had, as here, a re-requested hold keeps that id (``_hold_prev_ids``).
+    _start_counter_low(deployment, channel)
+    mark = first.mark()
+    elsewhere = LongPoll(first.url + path, {**_WAIT, "If-None-Match": woken.headers["ETag"]})
+    first.wait_subscribed(channel, since=mark)  # its read started the counter
+    # The model's first change since re-requests every hold of it (the recovery) when the
+    # worker that served the subscriber saw the loss: held again, at the ids each Pushpin
+    # had. Not at the change below, which would re-request the long-poll itself.
+    mark = second.mark()
+    _write(deployment, [other], f"{word} other 1", [])
+    with contextlib.suppress(TimeoutError):
+        second.wait_rerequested(channel, since=mark, timeout=3)
+    assert not held.done and not elsewhere.done
+    _write(deployment, [pk], f"{word} 2", [])  # returns once the writer published
+    assert f"{word} 2" in elsewhere.result(WITHIN).text
+    assert f"{word} 2" in held.result(WITHIN).text
+
+
 @contextlib.contextmanager
 def _redis_full(deployment: Deployment) -> Iterator[None]:
     """The deployment's redis-server out of memory under ``noeviction``: it answers every
