@@ -892,3 +892,32 @@ def test_a_private_detail_url_looked_up_by_slug_holds_on_its_objects_channel(sin
     assert len(plain) == 1  # a read that subscribes to nothing looks nothing up
     missing = client.get("/api/articles/nobody/", HTTP_IF_NONE_MATCH='"x"')
     assert missing.status_code == 404 and "Grip-Hold" not in missing
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_caches_add_tries_again_a_write_the_database_refused(monkeypatch):
+    """Django's database cache answers ``add`` False on any database error of its write,
+    and SQLite refuses a deferred transaction that has read the key the write lock while
+    another connection writes: three processes adding 200 keys each left one key to nobody
+    (CI, Django 6). A refused write is tried again; a key someone has stays theirs."""
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.management import call_command
+
+    from drf_grip.rest.store import _AtomicDatabaseCache
+
+    call_command("createcachetable", "drf_grip_test_add", verbosity=0)
+    cache = _AtomicDatabaseCache("drf_grip_test_add", {})
+    real = DatabaseCache._base_set
+    refused = []
+
+    def locked_once(self, mode, key, value, timeout=None):
+        if mode == "add" and not refused:
+            refused.append(key)
+            return False  # as Django answers "database is locked"
+        return real(self, mode, key, value, timeout)
+
+    monkeypatch.setattr(DatabaseCache, "_base_set", locked_once)
+    assert cache.add("slot", "mine", 60) is True
+    assert refused and cache.get("slot") == "mine"
+    assert cache.add("slot", "theirs", 60) is False
+    assert cache.get("slot") == "mine"

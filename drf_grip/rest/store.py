@@ -159,18 +159,39 @@ class _AtomicFileCache(FileBasedCache):
             return value
 
 
+#: How often :meth:`_AtomicDatabaseCache.add` tries a write the database refused.
+_ADD_TRIES = 10
+
+
 class _AtomicDatabaseCache(DatabaseCache):
     """Django's database cache with an ``incr`` that is one step across processes. Django's
     is "``get``, then ``set``" (base.py): three processes making 200 increments each of one
     counter ended at 593, a version handed out twice (``test_live_state.py``). Its ``add``
-    already is one step: the cache key is the table's primary key, so of two inserts one
-    fails, and Django answers it False (db.py, ``_base_set``).
+    is one step: the cache key is the table's primary key, so of two inserts one fails,
+    and Django answers it False (db.py, ``_base_set``); :meth:`add` tells that from a
+    write the database refused.
 
     This ``incr`` writes the row before it reads it, in one transaction: the write takes
     the row's lock in PostgreSQL and MySQL and the database's write lock in SQLite, so
     another ``incr`` of the key waits until this one commits, then reads its value. The
     value is stored as Django stores it (a pickle, base64), and the row's expiry is kept, as
     Redis's ``INCR`` keeps a key's."""
+
+    def add(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> bool:
+        """Django's ``add``, tried again when it failed while nobody has the key. Django
+        answers False to any database error of its write (db.py, ``_base_set``), and
+        SQLite refuses a transaction that has read the key (Django's are deferred) the
+        write lock while another connection writes, at once, whatever its timeout: three
+        processes adding 200 keys each left one key to nobody (CI, Django 6, once)."""
+        for attempt in range(_ADD_TRIES):
+            if super().add(key, value, timeout, version):
+                return True
+            if self.has_key(key, version=version):
+                return False
+            time.sleep(0.001 * (attempt + 1))
+        return False
 
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         made = self.make_and_validate_key(key, version=version)
