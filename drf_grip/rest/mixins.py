@@ -936,11 +936,14 @@ class _RealtimeBase(RealtimeHooks):
         tag = etag.strip('"')
         if held_at is None or names_etag(held_at, tag):
             return
-        before = read_confirmed([channel])[channel]
+        first = read_confirmed([channel])
+        before = first[channel]
         if before is not None and names_etag(before, tag):
             seen = before
         else:
-            seen = watch_confirmed([channel], lambda now: now[channel] != before)[channel]
+            seen = watch_confirmed(
+                [channel], lambda now: now[channel] != before, seen=first
+            )[channel]
         if seen is not None and names_etag(seen, tag):
             self._realtime_hold_at = {channel: seen}
 

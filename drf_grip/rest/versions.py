@@ -213,20 +213,25 @@ def watch_confirmed(
     channels: list[str],
     done: Callable[[dict[str, str | None]], bool],
     within: float = CONFIRM_WAIT,
+    *,
+    seen: dict[str, str | None] | None = None,
 ) -> dict[str, str | None]:
     """The ids a proxy confirmed for ``channels``, read again until ``done`` says so or
-    ``within`` seconds passed: the last read. This process's confirmations wake the wait at
-    once; other processes' are read from the cache every few milliseconds."""
+    ``within`` seconds passed: the last read (``seen``, when given, is the first, read by the
+    caller). This process's confirmations wake the wait at once; other processes' are read
+    from the cache every few milliseconds."""
     deadline = time.monotonic() + within
     pause = 0.002
-    while True:
+    if seen is None:
         seen = read_confirmed(channels)
+    while True:
         left = deadline - time.monotonic()
         if left <= 0 or done(seen):
             return seen
         with _confirmed:
             _confirmed.wait(min(pause, left))
         pause = min(2 * pause, 0.02)
+        seen = read_confirmed(channels)
 
 
 def acknowledge(items: list[dict]) -> None:
