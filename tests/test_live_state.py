@@ -921,3 +921,30 @@ def test_the_database_caches_add_tries_again_a_write_the_database_refused(monkey
     assert refused and cache.get("slot") == "mine"
     assert cache.add("slot", "theirs", 60) is False
     assert cache.get("slot") == "mine"
+
+
+def test_the_database_caches_set_tries_again_a_write_the_database_refused(monkeypatch):
+    """Django's database cache drops a ``set`` the database refused (SQLite's write lock, as
+    for ``add`` above) without a word: a channel's version written that way was lost."""
+    from django.core.cache.backends.db import DatabaseCache
+    from django.core.management import call_command
+
+    from drf_grip.rest.store import _AtomicDatabaseCache
+
+    call_command("createcachetable", "drf_grip_test_set", verbosity=0)
+    cache = _AtomicDatabaseCache("drf_grip_test_set", {})
+    real = DatabaseCache._base_set
+    refused = []
+
+    def locked_twice(self, mode, key, value, timeout=None):
+        if mode == "set" and len(refused) < 2:
+            refused.append(key)
+            return False  # as Django answers "database is locked"
+        return real(self, mode, key, value, timeout)
+
+    monkeypatch.setattr(DatabaseCache, "_base_set", locked_twice)
+    cache.set("version", "7", 60)
+    cache.set_many({"a": 1, "b": 2}, 60)
+    assert len(refused) == 2
+    assert cache.get("version") == "7"
+    assert cache.get_many(["a", "b"]) == {"a": 1, "b": 2}

@@ -159,8 +159,8 @@ class _AtomicFileCache(FileBasedCache):
             return value
 
 
-#: How often :meth:`_AtomicDatabaseCache.add` tries a write the database refused.
-_ADD_TRIES = 10
+#: How often :class:`_AtomicDatabaseCache` tries a write the database refused.
+_WRITE_TRIES = 10
 
 
 class _AtomicDatabaseCache(DatabaseCache):
@@ -185,13 +185,26 @@ class _AtomicDatabaseCache(DatabaseCache):
         SQLite refuses a transaction that has read the key (Django's are deferred) the
         write lock while another connection writes, at once, whatever its timeout: three
         processes adding 200 keys each left one key to nobody (CI, Django 6, once)."""
-        for attempt in range(_ADD_TRIES):
+        for attempt in range(_WRITE_TRIES):
             if super().add(key, value, timeout, version):
                 return True
             if self.has_key(key, version=version):
                 return False
             time.sleep(0.001 * (attempt + 1))
         return False
+
+    def set(
+        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
+    ) -> None:
+        """Django's ``set``, tried again when the database refused the write, for the reason
+        :meth:`add` gives: Django's drops such a write without a word (db.py, ``set`` ignores
+        what ``_base_set`` answers), and a channel's version or a stream's state lost that
+        way is an update some client never gets. ``set_many`` calls this for each key."""
+        made = self.make_and_validate_key(key, version=version)
+        for attempt in range(_WRITE_TRIES):
+            if self._base_set("set", made, value, timeout):
+                return
+            time.sleep(0.001 * (attempt + 1))
 
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         made = self.make_and_validate_key(key, version=version)
