@@ -415,9 +415,33 @@ def test_filters_and_pages_have_their_own_etags(todos):
     assert a.status_code == b.status_code == 200 and a["ETag"] != b["ETag"]
 
 
-@pytest.mark.parametrize("bad", ["garbage", '"unterminated', "W/", ",,,", "*x"])
-def test_bad_if_none_match_is_not_an_error(todos, bad):
-    assert ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=bad).status_code == 200
+@pytest.mark.parametrize(
+    "bad", ["garbage", '"unterminated', "W/", "*x", '"a" "b"', "abc123", '"a";q=1', 'w/"a"']
+)
+@pytest.mark.parametrize("client", [ProxiedClient, APIClient])
+def test_a_malformed_if_none_match_is_refused_with_its_reason(todos, bad, client):
+    """DESIGN.md §6: bad input gets a 4xx with its reason. Taken as a tag that matched
+    nothing, such a header was answered 200 at once, so a client that dropped its ETag's
+    quotes (``abc123``) polled as fast as it could without ever being held."""
+    for url in ("/api/todos/", f"/api/todos/{todos[0].pk}/", "/api/shared-todos/"):
+        response = client().get(url, HTTP_IF_NONE_MATCH=bad)
+        assert response.status_code == 400, (url, response.content[:200])
+        assert "If-None-Match" in response.json()["detail"]
+        assert "ETag" not in response and "Grip-Hold" not in response
+
+
+@pytest.mark.parametrize("good", [",,,", ' "a" , W/"b",, "c,d" ', '""'])
+def test_a_well_formed_if_none_match_that_matches_nothing_answers_at_once(todos, good):
+    response = ProxiedClient().get("/api/todos/", HTTP_IF_NONE_MATCH=good)
+    assert response.status_code == 200 and "Grip-Hold" not in response
+
+
+def test_a_malformed_if_none_match_on_a_write_is_refused_and_changes_nothing(todos):
+    url = f"/api/todos/{todos[0].pk}/"
+    response = APIClient().patch(url, {"title": "x"}, format="json", HTTP_IF_NONE_MATCH="abc")
+    assert response.status_code == 400
+    todos[0].refresh_from_db()
+    assert todos[0].title != "x"
 
 
 def test_event_stream_first_event_and_hold(todos):
@@ -1610,7 +1634,7 @@ def test_a_subscriber_that_rendered_a_state_no_publish_showed_gets_the_next_chan
         assert watcher.get(url, HTTP_IF_NONE_MATCH=first).status_code == 304  # version: A
         Todo.objects.filter(pk=todo.pk).update(done=True)  # B, with nothing published
         late = ProxiedClient()
-        held = late.get(url, HTTP_IF_NONE_MATCH='"an older one"')
+        held = late.get(url, HTTP_IF_NONE_MATCH='"an-older-one"')
         assert held.status_code == 200 and held.json()["done"] is True
         assert late.get(url, HTTP_IF_NONE_MATCH=held["ETag"]).status_code == 304  # holds B
         proxy.settle()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 
 from django.conf import settings
@@ -10,7 +11,19 @@ from django.middleware.gzip import GZipMiddleware
 from django.utils.http import parse_etags
 from django.utils.module_loading import import_string
 
-__all__ = ["make_etag", "etag_matches", "etag_matches_strongly", "tags_weakened"]
+__all__ = [
+    "make_etag",
+    "etag_matches",
+    "etag_matches_strongly",
+    "is_etag_list",
+    "tags_weakened",
+]
+
+#: RFC 9110 §8.8.3: ``entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE``, ``etagc = %x21 / %x23-7E
+#: / obs-text``; a list's elements are separated by commas with optional whitespace, and
+#: empty ones are allowed (§5.6.1). A tag may hold a comma, so the list is not split on them.
+_TAG = r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"'
+_TAG_LIST = re.compile(rf"[ \t]*(?:{_TAG})?[ \t]*(?:,[ \t]*(?:{_TAG})?[ \t]*)*")
 
 
 def make_etag(content: bytes) -> str:
@@ -55,6 +68,12 @@ def _matches(header: str | None, etag: str, *, strong: bool, lenient: bool) -> b
     # that has none is one bare tag only where ``lenient``.
     tags = parse_etags(header) or ([header] if lenient else [])
     return any(_opaque(t) == wanted and not (strong and t.startswith("W/")) for t in tags)
+
+
+def is_etag_list(header: str) -> bool:
+    """Whether ``header`` is what ``If-None-Match`` and ``If-Match`` may hold (RFC 9110
+    §13.1.1-2): ``*`` or a list of entity-tags, each in double quotes."""
+    return header.strip() == "*" or _TAG_LIST.fullmatch(header) is not None
 
 
 def etag_matches(header: str | None, etag: str) -> bool:

@@ -37,7 +37,7 @@ from ..protocol import MIN_HOLD_TIMEOUT, Channel
 from ..protocol.filters import SKIP_SELF
 from . import channels as names
 from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_of
-from .etag import etag_matches, etag_matches_strongly, tags_weakened
+from .etag import etag_matches, etag_matches_strongly, is_etag_list, tags_weakened
 from .hooks import RealtimeHooks, parse_prefer_wait
 from .policies import view_path
 from .preconditions import guards_write, row_lock, writes_one_object
@@ -261,6 +261,7 @@ class _RealtimeBase(RealtimeHooks):
             # answers as plain DRF does: no ETag, never held, never a live URL (and a
             # browser's own revalidation of the page on reload is never held either).
             self._realtime_kind = None
+        self._check_if_none_match(request)
         context = context_of(request)
         if context is not None and context.user is not None:
             user = getattr(request, "user", None)
@@ -379,6 +380,18 @@ class _RealtimeBase(RealtimeHooks):
 
             mark_rendering(policy.channels[0], read)
             self._realtime_marked = read
+
+    def _check_if_none_match(self, request: Request) -> None:
+        """400 for an ``If-None-Match`` that is neither ``*`` nor a list of quoted
+        entity-tags (DESIGN.md §6: bad input gets a 4xx with its reason). Taken as a tag
+        that matched nothing, it was answered 200 at once: a client that sent its ETag
+        without the quotes got a fresh 200 for every long-poll, as fast as it could ask."""
+        header = request.META.get("HTTP_IF_NONE_MATCH")
+        if header and not is_etag_list(header):
+            raise exceptions.ParseError(
+                'If-None-Match must be * or a list of quoted ETags, as the ETag header '
+                'gives them: "abc" or W/"abc" (RFC 9110 §13.1.2).'
+            )
 
     def _may_hold_unrendered(self, request: Request) -> bool:
         """Whether a read may be held without running the view: a long-poll's GET whose
