@@ -98,6 +98,10 @@ def _reason(text: str) -> str:
     return text.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
 
+#: Pushpin 1.36's body for a handshake the origin did not accept (proxy/wsproxysession.cpp).
+_PROXY_ERROR = b"Error while proxying to origin.\n"
+
+
 class WebSocketSession:
     """A subscriber for ``ws-message`` items, and the bridge to the origin."""
 
@@ -377,23 +381,28 @@ class WebSocketSession:
                 )
                 return
             self._admitted = True
+            # Pushpin 1.36 relays an answer to the handshake that is not 200 of type
+            # application/websocket-events as it is, a 200 too (proxy/websocketoverhttp.cpp
+            # ``ErrorRejected``, body cut at REJECT_BODY_MAX); anything else that does not
+            # open (no OPEN first, malformed events, no answer) is its own 502 with no
+            # Content-Type (proxy/wsproxysession.cpp ``reject``, ``out_error``).
             try:
                 answer = await self._post([WebSocketEvent("OPEN")])
             except OriginError as exc:
                 logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
-                await self._deny(502, [(b"content-type", b"text/plain")], b"Bad Gateway\n")
+                await self._deny(502, [], _PROXY_ERROR)
+                return
+            content_type = get_header(answer.headers, "content-type") or ""
+            if answer.status != 200 or content_type.split(";")[0].strip() != WEBSOCKET_EVENTS:
+                headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
+                await self._deny(answer.status, headers, answer.body[:100_000])
                 return
             try:
                 events = self._answer_events(answer)
             except OriginError:
-                status = answer.status if answer.status != 200 else 502
-                headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
-                await self._deny(status, headers, answer.body[:100_000])
-                return
+                events = []
             if not events or events[0].type != "OPEN":
-                await self._deny(
-                    502, [(b"content-type", b"text/plain")], b"Bad Gateway: not accepted\n"
-                )
+                await self._deny(502, [], _PROXY_ERROR)
                 return
             await self._accept(answer)
             self._handle_events(events[1:])

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
 
@@ -153,6 +153,38 @@ def test_header_meta_goes_to_the_origin_and_control_meta_to_the_filters(any_prox
     second, third = origin.requests_to("/ws/")[1:3]
     meta = [{k: v for k, v in r.header_list if k.startswith("meta-")} for r in (second, third)]
     assert meta == [{"meta-user": "bob", "meta-drop": "d"}, {"meta-user": "bob"}]
+
+
+@pytest.mark.parametrize("kind", ["no OPEN", "no events", "malformed", "403", "200 text"])
+def test_a_handshake_the_origin_does_not_accept(any_proxy, origin: Origin, kind: str):
+    """Pushpin 1.36 relays an answer to the opening POST that is not ``200
+    application/websocket-events`` as it is, a 200 too (proxy/websocketoverhttp.cpp
+    ``ErrorRejected``); an events answer that does not open is its own 502 ``Error while
+    proxying to origin.`` (proxy/wsproxysession.cpp ``reject``). The
+    embedded proxy answered 502 ``Bad Gateway: not accepted`` and turned a 200 into a 502."""
+    answers = {
+        "no OPEN": ws_answer(WebSocketEvent("TEXT", b"m:x")),
+        "no events": ws_answer(),
+        "malformed": Response(200, [("Content-Type", EVENTS)], b"TEXT zz\r\n"),
+        "403": Response(403, [("Content-Type", "text/plain"), ("X-A", "1")], "nope\n"),
+        "200 text": Response(200, [("Content-Type", "text/plain"), ("X-A", "1")], "plain\n"),
+    }
+    origin.route("/ws/")(lambda request: answers[kind])
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10):
+                pass
+        response = refused.value.response
+        return response.status_code, response.headers.get("Content-Type"), bytes(response.body)
+
+    if kind in ("403", "200 text"):
+        status = 403 if kind == "403" else 200
+        assert run(scenario()) == (status, "text/plain", answers[kind].body.encode())
+    else:
+        # Pushpin sends no Content-Type; uvicorn adds a text/plain one to an ASGI answer.
+        status, _, body = run(scenario())
+        assert (status, body) == (502, b"Error while proxying to origin.\n")
 
 
 def _stream_with_a_link(origin: Origin, link_answers) -> None:
