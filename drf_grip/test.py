@@ -169,7 +169,11 @@ class WebSocketConnection:
         self.path = path
         self.headers = headers
         self.connection_id = uuid.uuid4().hex
+        #: Set by ``Set-Meta-*`` answer headers, sent back as ``Meta-*`` headers.
         self.meta: dict[str, str] = {}
+        #: Set by ``set-meta`` control messages, read by subscription filters only (Pushpin
+        #: 1.36 keeps the two apart: proxy/websocketoverhttp.cpp, handler/engine.cpp).
+        self.filter_meta: dict[str, str] = {}
         self.channels: set[str] = set()
         #: The filters each channel was subscribed with (``protocol/filters.py``).
         self._filters: dict[str, tuple[str, ...]] = {}
@@ -260,7 +264,7 @@ class WebSocketConnection:
             self.channels.discard(message["channel"])
             self._filters.pop(message["channel"], None)
         elif kind == "set-meta":
-            set_meta(self.meta, message)
+            set_meta(self.filter_meta, message)
         elif kind == "detach":
             self.detached = True
 
@@ -269,7 +273,7 @@ class WebSocketConnection:
         do: the gateway's ``skip-users`` keeps a change made right after a subscribe from
         coming twice, as the channel's push and as the answer's settle (test-kit probe)."""
         filters = self._filters.get(item.channel)
-        return bool(filters) and dropped_by(filters, self.meta, item.meta)
+        return bool(filters) and dropped_by(filters, self.filter_meta, item.meta)
 
     def _deliver_published(self, message: MessageFormat) -> None:
         if message.action == "close":

@@ -51,15 +51,19 @@ def subscribed_filters(message: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def set_meta(meta: dict[str, str], message: Mapping[str, Any]) -> None:
-    """Apply a ``set-meta`` control message to a connection's ``meta``: an empty value
-    removes the name. Names compare case-insensitively, as header names do."""
+    """Apply a ``set-meta`` control message to a connection's filter ``meta``, as Pushpin
+    1.36's handler does (handler/engine.cpp ``WsControlMessage::SetMeta``): a value sets
+    the name, even an empty one; no value removes it. Names are kept as given: the handler
+    keeps them in a ``QHash`` (handler/wssession.h), so ``User`` is not the filters' ``user``.
+    This meta is the filters' only; the origin's ``Meta-*`` headers come from ``Set-Meta-*``
+    response headers (proxy/websocketoverhttp.cpp)."""
     name, value = message.get("name"), message.get("value")
     if not isinstance(name, str) or not name:
         return
-    if value:
-        meta[name.lower()] = str(value)
-    else:
-        meta.pop(name.lower(), None)
+    if value is None:
+        meta.pop(name, None)
+    elif isinstance(value, str):
+        meta[name] = value
 
 
 @lru_cache(maxsize=64)

@@ -98,6 +98,10 @@ def _reason(text: str) -> str:
     return text.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
 
+#: Pushpin 1.36's body for a handshake the origin did not accept (proxy/wsproxysession.cpp).
+_PROXY_ERROR = b"Error while proxying to origin.\n"
+
+
 class WebSocketSession:
     """A subscriber for ``ws-message`` items, and the bridge to the origin."""
 
@@ -112,7 +116,12 @@ class WebSocketSession:
         self.path = loggable_target(scope["path"])  # for logs
         self.last_ids: dict[str, str] = {}
         self.connection_id = uuid.uuid4().hex
+        #: Set by ``Set-Meta-*`` response headers, sent back as ``Meta-*`` headers.
         self.meta: dict[str, str] = {}
+        #: Set by ``set-meta`` control messages, read by subscription filters only. Pushpin
+        #: 1.36 keeps the two apart: the first is its proxy's (proxy/websocketoverhttp.cpp),
+        #: the second its handler's (handler/engine.cpp, ``s->meta``), never sent to the origin.
+        self.filter_meta: dict[str, str] = {}
         self._channels: set[str] = set()
         #: The filters each channel was subscribed with (``protocol/filters.py``).
         self._filters: dict[str, tuple[str, ...]] = {}
@@ -153,7 +162,7 @@ class WebSocketSession:
         if item.message is None:
             return False
         filters = self._filters.get(item.channel)
-        return not (filters and dropped_by(filters, self.meta, item.meta))
+        return not (filters and dropped_by(filters, self.filter_meta, item.meta))
 
     def skips(self, item: Item) -> bool:
         return False  # a WebSocket's filters are read in ``wants``: it holds no prev-ids
@@ -248,6 +257,18 @@ class WebSocketSession:
 
     def _handle_events(self, events: list[WebSocketEvent]) -> None:
         for event in events:
+            if event.type == "CLOSE":
+                break
+            if event.type in ("DISCONNECT", "OPEN"):
+                # Pushpin 1.36 takes a DISCONNECT, or an OPEN once open, as an error of the
+                # origin side (proxy/websocketoverhttp.cpp: ``disconnected`` -> ``error``)
+                # and deletes the client's socket without a close frame (proxy/
+                # wsproxysession.cpp ``out_error`` -> ``cleanupInSock``): the client sees
+                # 1006, the origin hears nothing more, and the messages of this answer never
+                # leave (the socket's writes were queued, corelib/zwebsocket.cpp ``update``).
+                self._outbox.put(("drop", None))
+                return
+        for event in events:
             content = event.payload or b""
             if event.type in ("TEXT", "BINARY"):
                 if self._grip:
@@ -266,8 +287,7 @@ class WebSocketSession:
                 code = close_code_of(event.payload)
                 reason = _reason((event.payload or b"")[2:].decode("utf-8", "replace"))
                 self._outbox.put(("close", (code, reason)), owed=True)
-            elif event.type == "DISCONNECT":
-                self._outbox.put(("close", (1000, "")), owed=True)
+                break  # Pushpin 1.36 reads no event after a CLOSE (websocketoverhttp.cpp)
             # OPEN (already handled), PING, PONG: ASGI cannot send ping frames; the server
             # (uvicorn) keeps the connection alive with its own pings.
 
@@ -302,7 +322,7 @@ class WebSocketSession:
         elif kind == "detach":
             self._detached = True
         elif kind == "set-meta":
-            set_meta(self.meta, message)
+            set_meta(self.filter_meta, message)
         elif kind == "keep-alive":
             self._set_client_keep_alive(message)
         else:
@@ -361,23 +381,28 @@ class WebSocketSession:
                 )
                 return
             self._admitted = True
+            # Pushpin 1.36 relays an answer to the handshake that is not 200 of type
+            # application/websocket-events as it is, a 200 too (proxy/websocketoverhttp.cpp
+            # ``ErrorRejected``, body cut at REJECT_BODY_MAX); anything else that does not
+            # open (no OPEN first, malformed events, no answer) is its own 502 with no
+            # Content-Type (proxy/wsproxysession.cpp ``reject``, ``out_error``).
             try:
                 answer = await self._post([WebSocketEvent("OPEN")])
             except OriginError as exc:
                 logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
-                await self._deny(502, [(b"content-type", b"text/plain")], b"Bad Gateway\n")
+                await self._deny(502, [], _PROXY_ERROR)
+                return
+            content_type = get_header(answer.headers, "content-type") or ""
+            if answer.status != 200 or content_type.split(";")[0].strip() != WEBSOCKET_EVENTS:
+                headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
+                await self._deny(answer.status, headers, answer.body[:100_000])
                 return
             try:
                 events = self._answer_events(answer)
             except OriginError:
-                status = answer.status if answer.status != 200 else 502
-                headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
-                await self._deny(status, headers, answer.body[:100_000])
-                return
+                events = []
             if not events or events[0].type != "OPEN":
-                await self._deny(
-                    502, [(b"content-type", b"text/plain")], b"Bad Gateway: not accepted\n"
-                )
+                await self._deny(502, [], _PROXY_ERROR)
                 return
             await self._accept(answer)
             self._handle_events(events[1:])
@@ -561,8 +586,10 @@ class WebSocketSession:
             answer = await self._post(batch)
             events = self._answer_events(answer)
         except OriginError as exc:
-            logger.warning("%s: origin error, closing the WebSocket: %s", self.path, exc)
-            self._outbox.put(("close", (1011, "")))
+            # Pushpin 1.36 drops the client's connection, no close frame (proxy/
+            # wsproxysession.cpp ``out_error`` once connected); it was a close with 1011.
+            logger.warning("%s: origin error, dropping the WebSocket: %s", self.path, exc)
+            self._outbox.put(("drop", None))
             raise _Closed from None
         self._handle_events(events)
 
@@ -590,6 +617,12 @@ class WebSocketSession:
                 if not self._answers_read.is_set() and not self._answers_unread():
                     self._answers_read.set()
                 kind, value = entry
+                if kind == "drop":
+                    # Returning without a websocket.close: the ASGI server closes the
+                    # transport, no close frame (uvicorn: ``transport.close()``).
+                    self._client_gone = True
+                    self._finish()
+                    return
                 if kind == "close":
                     await self._close_client(*value)
                     return

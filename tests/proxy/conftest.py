@@ -168,3 +168,87 @@ def run(coro: Any) -> Any:
 
 async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(func, *args)
+
+
+# -- the same scripted origin behind a real Pushpin ------------------------------------------
+
+
+class PushpinInFront:
+    """A private Pushpin 1.36 in front of a scripted ``Origin`` served by uvicorn: a
+    conformance test runs once against it and once against the embedded proxy
+    (``any_proxy``), with one interface: ``url``, ``ws_url``, ``publish``,
+    ``wait_subscribed``."""
+
+    name = "pushpin"
+
+    def __init__(self, origin: Origin) -> None:
+        from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, pushpin_missing
+
+        if find_pushpin() is None:
+            pushpin_missing()
+        self.origin_server = OriginServer(origin).start()
+        try:
+            self.pushpin = PushpinServer(self.origin_server.port, probe_path="/.probe/").start()
+        except BaseException:
+            self.origin_server.stop()
+            raise
+        self._mark = self.pushpin.mark()
+
+    @property
+    def url(self) -> str:
+        return self.pushpin.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.pushpin.ws_url
+
+    def publish(self, *items: dict[str, Any]) -> None:
+        self.pushpin.publish_items(list(items))
+
+    def wait_subscribed(self, channel: str, timeout: float = 5.0) -> bool:
+        """The next subscription to ``channel`` since the last one waited for."""
+        self._mark = self.pushpin.wait_subscribed(channel, timeout, since=self._mark)
+        return True
+
+    def stop(self) -> None:
+        self.pushpin.stop()
+        self.origin_server.stop()
+
+
+class EmbeddedInFront:
+    name = "embedded"
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self._seen: dict[str, int] = {}
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.server.ws_url
+
+    def publish(self, *items: dict[str, Any]) -> None:
+        self.server.publish(*items)
+
+    def wait_subscribed(self, channel: str, timeout: float = 5.0) -> bool:
+        count = self._seen.get(channel, 0) + 1
+        self._seen[channel] = count
+        return self.server.proxy.wait_for_subscriptions(channel, count, timeout)
+
+
+@pytest.fixture(params=["embedded", "pushpin"])
+def any_proxy(
+    request: pytest.FixtureRequest, origin: Origin, make_proxy: Callable[..., ProxyServer]
+) -> Iterator[PushpinInFront | EmbeddedInFront]:
+    """The scripted origin behind the embedded proxy, or behind a real Pushpin."""
+    if request.param == "embedded":
+        yield EmbeddedInFront(make_proxy())
+        return
+    front = PushpinInFront(origin)
+    try:
+        yield front
+    finally:
+        front.stop()

@@ -1,0 +1,235 @@
+"""Conformance: the same scripted origin behind the embedded proxy and behind Pushpin 1.36,
+and the client sees the same (``any_proxy`` in conftest.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
+
+from .conftest import Origin, Response, in_thread, run
+
+EVENTS = "application/websocket-events"
+
+
+def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
+    return Response(
+        200,
+        [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
+        encode_events(list(events)),
+    )
+
+
+def control(kind: str, **args) -> WebSocketEvent:
+    return WebSocketEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
+
+
+@pytest.mark.parametrize("event", ["DISCONNECT", "OPEN"])
+def test_an_origins_disconnect_drops_the_connection_without_a_close_frame(
+    any_proxy, origin: Origin, event: str
+):
+    """Pushpin 1.36 takes an origin's ``DISCONNECT`` (or a second ``OPEN``) as an error of
+    the origin side (proxy/websocketoverhttp.cpp: ``disconnected`` -> ``error``) and deletes
+    the client's socket without a close (proxy/wsproxysession.cpp ``out_error`` ->
+    ``cleanupInSock``):
+    no close frame, the client sees 1006, and a message in the same answer never leaves
+    (the socket's writes are queued, corelib/zwebsocket.cpp). The origin hears nothing more.
+    The embedded proxy sent the message, closed with 1000 and then posted a CLOSE (a second
+    OPEN it ignored)."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        if events and events[0].type == "TEXT" and events[0].content == b"first":
+            return ws_answer(WebSocketEvent("TEXT", b"m:one"))
+        if events and events[0].type == "TEXT":
+            return ws_answer(WebSocketEvent("TEXT", b"m:lost"), WebSocketEvent(event))
+        return ws_answer()
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/") as ws:
+            await ws.send("first")
+            assert await ws.recv() == "one"
+            await ws.send("go")
+            got = []
+            try:
+                while True:
+                    got.append(await asyncio.wait_for(ws.recv(), 10))
+            except ConnectionClosed as exc:
+                return got, exc.rcvd
+
+    got, close_frame = run(scenario())
+    assert got == [] and close_frame is None  # 1006 for the client
+    assert [decode_events(r.body)[0].type for r in origin.requests_to("/ws/")] == [
+        "OPEN", "TEXT", "TEXT"
+    ]
+
+
+def test_an_origin_error_after_the_handshake_drops_the_connection(any_proxy, origin: Origin):
+    """An answer that is not ``200 application/websocket-events`` after the handshake is
+    an error of the origin side for Pushpin 1.36 (proxy/websocketoverhttp.cpp
+    ``ErrorGeneric``), which drops the client's connection without a close frame
+    (proxy/wsproxysession.cpp ``out_error``). The embedded proxy closed with 1011."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return Response(500, [("Content-Type", "text/plain")], "oops")
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/") as ws:
+            await ws.send("go")
+            try:
+                await asyncio.wait_for(ws.recv(), 10)
+            except ConnectionClosed as exc:
+                return exc.rcvd
+
+    assert run(scenario()) is None
+    assert len(origin.requests_to("/ws/")) == 2
+
+
+def test_header_meta_goes_to_the_origin_and_control_meta_to_the_filters(any_proxy, origin: Origin):
+    """Pushpin 1.36 keeps two metas per connection. ``Set-Meta-*`` response headers are
+    the proxy's: sent back as ``Meta-*`` on each later request, an empty value removes one
+    (proxy/websocketoverhttp.cpp). ``set-meta`` control messages are the handler's, read only
+    by subscription filters (handler/engine.cpp, ``WsControlMessage::SetMeta`` into
+    ``s->meta``; ``fc.subscriptionMeta = s->meta``), never sent to the origin, names
+    compared as given (a ``QHash``). The embedded proxy kept one dict for both."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(
+                WebSocketEvent("OPEN"),
+                control("subscribe", channel="room", filters=["skip-self"]),
+                control("set-meta", name="color", value="red"),
+                control("set-meta", name="User", value="dave"),  # not "user" for the filter
+                headers=[("Set-Meta-User", "bob"), ("Set-Meta-Drop", "d")],
+            )
+        if events and events[0].content == b"second":
+            return ws_answer(
+                control("set-meta", name="user", value="carol"),
+                control("subscribe", channel="sync"),
+                WebSocketEvent("TEXT", b"m:ok"),
+                headers=[("Set-Meta-Drop", "")],
+            )
+        return ws_answer(WebSocketEvent("TEXT", b"m:ok"))
+
+    def item(sender: str, content: str) -> dict:
+        return {"channel": "room", "meta": {"sender": sender},
+                "formats": {"ws-message": {"content": content}}}
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+
+            def recv():
+                return asyncio.wait_for(ws.recv(), 10)
+
+            assert await in_thread(any_proxy.wait_subscribed, "room")
+            # The header's user (bob) and the control's "User" (dave) are no filter's user.
+            await in_thread(any_proxy.publish, item("bob", "a"), item("dave", "b"))
+            assert [await recv(), await recv()] == ["a", "b"]
+            await ws.send("second")
+            assert await recv() == "ok"
+            assert await in_thread(any_proxy.wait_subscribed, "sync")
+            # The control's user (carol) is.
+            await in_thread(any_proxy.publish, item("carol", "dropped"), item("bob", "c"))
+            assert await recv() == "c"
+            await ws.send("third")
+            assert await recv() == "ok"
+
+    run(scenario())
+    second, third = origin.requests_to("/ws/")[1:3]
+    meta = [{k: v for k, v in r.header_list if k.startswith("meta-")} for r in (second, third)]
+    assert meta == [{"meta-user": "bob", "meta-drop": "d"}, {"meta-user": "bob"}]
+
+
+@pytest.mark.parametrize("kind", ["no OPEN", "no events", "malformed", "403", "200 text"])
+def test_a_handshake_the_origin_does_not_accept(any_proxy, origin: Origin, kind: str):
+    """Pushpin 1.36 relays an answer to the opening POST that is not ``200
+    application/websocket-events`` as it is, a 200 too (proxy/websocketoverhttp.cpp
+    ``ErrorRejected``); an events answer that does not open is its own 502 ``Error while
+    proxying to origin.`` (proxy/wsproxysession.cpp ``reject``). The
+    embedded proxy answered 502 ``Bad Gateway: not accepted`` and turned a 200 into a 502."""
+    answers = {
+        "no OPEN": ws_answer(WebSocketEvent("TEXT", b"m:x")),
+        "no events": ws_answer(),
+        "malformed": Response(200, [("Content-Type", EVENTS)], b"TEXT zz\r\n"),
+        "403": Response(403, [("Content-Type", "text/plain"), ("X-A", "1")], "nope\n"),
+        "200 text": Response(200, [("Content-Type", "text/plain"), ("X-A", "1")], "plain\n"),
+    }
+    origin.route("/ws/")(lambda request: answers[kind])
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10):
+                pass
+        response = refused.value.response
+        return response.status_code, response.headers.get("Content-Type"), bytes(response.body)
+
+    if kind in ("403", "200 text"):
+        status = 403 if kind == "403" else 200
+        assert run(scenario()) == (status, "text/plain", answers[kind].body.encode())
+    else:
+        # Pushpin sends no Content-Type; uvicorn adds a text/plain one to an ASGI answer.
+        status, _, body = run(scenario())
+        assert (status, body) == (502, b"Error while proxying to origin.\n")
+
+
+def _stream_with_a_link(origin: Origin, link_answers) -> None:
+    origin.route("/events/")(lambda r: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ev"),
+        ("Grip-Link", "</events/next/>; rel=next; timeout=120"),
+    ], "first\n"))
+    origin.route("/events/next/")(lambda r: next(link_answers))
+
+
+async def _lines_after_a_hint(any_proxy) -> list[str]:
+    async with httpx.AsyncClient(base_url=any_proxy.url, timeout=60) as client:
+        async with client.stream("GET", "/events/") as response:
+            lines = response.aiter_lines()
+            assert await lines.__anext__() == "first"
+            assert await in_thread(any_proxy.wait_subscribed, "ev")
+            await in_thread(any_proxy.publish, {"channel": "ev",
+                                                "formats": {"http-stream": {"action": "hint"}}})
+            return [line async for line in lines]
+
+
+def _gone() -> Response:
+    return Response(404, [("Content-Type", "text/plain")], "gone\n")
+
+
+def test_a_next_link_answering_404_is_fetched_again(any_proxy, origin: Origin):
+    """A 404 is a failed fetch like a 500 for Pushpin 1.36 (handler/httpsession.cpp
+    ``tryProcessOutReq``: any status outside 2xx -> ``outReq_error``, a retry about 1 s
+    later): the stream stays open, silent, and gets the next answer. (NOTES said the
+    embedded proxy ended the stream at a 404; no longer so on main.)"""
+    answers = iter([_gone(), Response(200, [], "recovered\n")])
+    _stream_with_a_link(origin, answers)
+    assert run(_lines_after_a_hint(any_proxy)) == ["recovered"]
+    assert len(origin.requests_to("/events/next/")) == 2
+
+
+@pytest.mark.waits_out_a_hold
+@pytest.mark.timeout(150)
+def test_a_next_link_that_keeps_failing_is_fetched_six_times_then_the_stream_ends(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 retries a failing next link RETRY_MAX = 5 times, after 1, 2, 4, 8 and
+    16 s plus up to 1 s each (handler/httpsession.cpp ``outReq_error``), then ends the
+    stream with nothing more written (``doError``): six fetches, about 34 s. The embedded
+    proxy fetched seven times."""
+    _stream_with_a_link(origin, iter(_gone() for _ in range(10)))
+    assert run(_lines_after_a_hint(any_proxy)) == []
+    assert len(origin.requests_to("/events/next/")) == 6
