@@ -40,7 +40,7 @@ from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_o
 from .etag import etag_matches, etag_matches_strongly, tags_weakened
 from .hooks import RealtimeHooks, parse_prefer_wait
 from .policies import view_path
-from .preconditions import guards_write, row_lock, writes_one_object
+from .preconditions import guards_write, lookup_of, row_lock, writes_one_object
 from .render import CREDENTIALS_CHECK, subscriber_headers_size
 from .sse import (
     EVENT_STREAM,
@@ -633,6 +633,8 @@ class _RealtimeBase(RealtimeHooks):
         policy = getattr(self, "realtime_policy", None)
         if policy is not None:
             policy.pk = str(obj.pk)
+            field, lookup = lookup_of(self)
+            policy.by_value = lookup in self.kwargs and field not in ("pk", obj._meta.pk.name)
         return obj
 
     def check_preconditions(self, request: Request) -> None:
@@ -803,6 +805,10 @@ class _RealtimeBase(RealtimeHooks):
             self._unmark_rendering(policy, response)
             self._name_first_version(policy, response)
         if role in ("gateway-subscribe", "gateway-render", "shared-render"):
+            if role == "shared-render" and response.status_code == 200 and policy.by_value:
+                from .live_urls import follow_named_object
+
+                follow_named_object(request, self, self._live_url(), policy.pk)
             if response.status_code == 200:
                 content, etag = self.render_representation(response)
                 response["ETag"] = etag
