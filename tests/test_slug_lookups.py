@@ -98,3 +98,23 @@ def test_plain_reads_make_no_extra_query():
         with CaptureQueriesContext(connection) as q:
             assert c.head(url).status_code == 200
         assert len(q) == 1, (url, [x["sql"] for x in q])
+
+
+def test_a_value_the_database_refuses_is_a_404_for_a_subscriber_too(monkeypatch):
+    """A value the field takes (``to_python``) and the database driver refuses: psycopg2
+    raises ValueError for a NUL character (``/articles/a%00b/`` through a router's
+    ``[^/.]+``). DRF's ``get_object_or_404`` answers 404; the subscriber's primary-key
+    query raised it, a 500."""
+    field = Article._meta.get_field("slug")
+    prep = field.get_prep_value
+
+    def refused(value):
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("A string literal cannot contain NUL (0x00) characters.")
+        return prep(value)
+
+    monkeypatch.setattr(field, "get_prep_value", refused)
+    c = ProxiedClient(raise_request_exception=False)
+    assert c.get("/h/a%00b/").status_code == 404
+    assert c.get("/h/a%00b/", HTTP_IF_NONE_MATCH='"x"').status_code == 404
+    assert c.get("/h/a%00b/", HTTP_ACCEPT="text/event-stream").status_code == 404
