@@ -635,6 +635,13 @@ class _RealtimeBase(RealtimeHooks):
             policy.pk = str(obj.pk)
             field, lookup = lookup_of(self)
             policy.by_value = lookup in self.kwargs and field not in ("pk", obj._meta.pk.name)
+            resolved = self.__dict__.get("_realtime_resolved_pk")
+            if policy.by_value and resolved is not None and str(resolved) != policy.pk:
+                # Another object took the slug over between the subscriber's primary-key
+                # query and this read: the channels and versions name the first one, whose
+                # hold no change of this one wakes. Not held: the client asks again, and
+                # that request looks the newcomer up (forced race, slug probe).
+                self._realtime_unheld = True
         return obj
 
     def check_preconditions(self, request: Request) -> None:
@@ -1144,6 +1151,11 @@ class _RealtimeBase(RealtimeHooks):
                 return proxy_required_response()
             # A direct client gets the current event and a reconnection delay.
             stream.content = b"retry: 3000\n" + body
+            return stream
+        if getattr(self, "_realtime_unheld", False) and not is_next:
+            # Rendered past its channels (get_object): the event, then the client reconnects
+            # at once with its Last-Event-ID, and that request holds where it should.
+            stream.content = b"retry: 0\n" + body
             return stream
         if is_next:
             context.result_etag = etag
