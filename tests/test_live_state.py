@@ -948,3 +948,60 @@ def test_the_database_caches_set_tries_again_a_write_the_database_refused(monkey
     assert len(refused) == 2
     assert cache.get("version") == "7"
     assert cache.get_many(["a", "b"]) == {"a": 1, "b": 2}
+
+
+def _taken_over(article, slug):
+    """In one transaction: ``article`` renamed away from ``slug``, a new one made with it."""
+    from django.db import transaction
+
+    from tests.testapp.models import Article
+
+    with transaction.atomic():
+        article.slug = f"{slug}-old"
+        article.save()
+        return Article.objects.create(slug=slug, title="newcomer")
+
+
+def test_a_slug_url_another_object_took_is_rendered_by_that_objects_changes(sink):
+    """Listed under the object it named when it was subscribed to, a slug detail URL was
+    rendered by that object's changes only: once another object took the slug over, the
+    newcomer's changes reached none of its streams (slug probe)."""
+    from tests.testapp.models import Article
+
+    first = Article.objects.create(slug="news", title="first")
+    watch("/api/shared-articles/news/")
+    sink.settle()
+    newcomer = _taken_over(first, "news")
+    [pushed] = url_items(sink.settle())
+    assert '"newcomer"' in pushed["formats"]["http-response"]["body"]
+
+    newcomer.title = "edited"
+    newcomer.save()
+    [pushed] = url_items(sink.settle())
+    assert '"edited"' in pushed["formats"]["http-response"]["body"]
+
+
+def test_a_gateway_listing_of_a_slug_url_follows_the_object_that_took_it(sink):
+    """A gateway subscription renews its listing as it first made it (``relist``): under
+    the first object, after the newcomer's listing lapsed, the newcomer's changes rendered
+    the URL no more."""
+    from drf_grip.rest import live_urls
+    from tests.testapp.models import Article
+
+    first = Article.objects.create(slug="news", title="first")
+    watch("/api/shared-articles/news/")
+    sink.settle()
+    [entry] = [e for e in live_urls._object_table("testapp.article", first.pk).entries()]
+    listing = {
+        "model": "testapp.article", "pk": str(first.pk), "key": entry["k"], "holds": "gateway",
+        "entry": {k: entry[k] for k in ("req", "url", "channel")}, "by_value": True,
+    }
+    newcomer = _taken_over(first, "news")
+    sink.settle()
+    # The newcomer's listing lapses; only the gateway's renewal lists the URL again.
+    live_urls._object_table("testapp.article", newcomer.pk).remove(entry["k"])
+    live_urls._recent.clear()
+    live_urls.relist(listing)
+    assert [e["k"] for e in live_urls.affected_live_urls(Article, {newcomer.pk}, set())] == [
+        entry["k"]
+    ]

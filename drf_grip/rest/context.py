@@ -31,6 +31,9 @@ class RealtimePolicy:
     versions: dict[str, str | None] = field(default_factory=dict)
     #: The object a detail subscription watches, when known.
     pk: str | None = None
+    #: Its URL names the object by another unique field (``lookup_field = "slug"``): another
+    #: object can take that value over, and the URL then names it.
+    by_value: bool = False
     #: The partition value of a private subscription (``realtime_partition``), if any.
     partition: str | None = None
     #: Shared delivery: the live URL (path and the query the view reads).

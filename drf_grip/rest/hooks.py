@@ -51,7 +51,12 @@ def _pk_of_unique(model: type[models.Model], name: str, value: Any) -> Any:
         return None
     # The base manager: a row the default manager hides still changes (and its changes
     # are published); whether this client may see it is the view's own 404.
-    rows = list(model._base_manager.filter(**{found.attname: value}).values_list("pk")[:2])
+    try:
+        rows = list(model._base_manager.filter(**{found.attname: value}).values_list("pk")[:2])
+    except (ValidationError, TypeError, ValueError):
+        # What DRF's get_object_or_404 answers 404 to: a value the driver refuses (psycopg2,
+        # a NUL character), a field's own get_prep_value. It was a 500 for a subscriber.
+        return None
     return rows[0][0] if len(rows) == 1 else None
 
 

@@ -29,9 +29,10 @@ from rest_framework.versioning import QueryParameterVersioning
 from ..conf import grip_settings
 from . import channels as names
 from .policies import live_timeout
+from .preconditions import lookup_of
 from .render import CREDENTIAL_HEADERS, record
 from .sse import EVENT_STREAM, media_type_as
-from .store import NEED, SlotIndex, state_cache
+from .store import ADDED, NEED, SlotIndex, state_cache
 from .versions import renew_version
 
 __all__ = [
@@ -228,10 +229,9 @@ def list_live_url(request: Any, view: Any, url: LiveUrl) -> str | None:
     rendered it meanwhile), ``store.KEPT``, or None when its index is full (overflow)."""
     model = view.get_realtime_model()
     pk = _detail_pk(view, model)
-    recorded = record(request._request, credentials=False, query=url.query)
-    recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
-    entry = {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
-    listing = {"model": model._meta.label_lower, "pk": pk, "key": url.key, "entry": entry}
+    listing = {
+        "model": model._meta.label_lower, "pk": pk, "key": url.key, "entry": _entry_of(request, url)
+    }
     context = getattr(request._request, "drf_grip", None)
     if view.is_event_stream(request):
         listing["holds"] = _STREAM  # renewed by its next link
@@ -240,8 +240,37 @@ def list_live_url(request: Any, view: Any, url: LiveUrl) -> str | None:
     else:
         listing["holds"] = view.get_hold_timeout()
     if context is not None:
-        context.state["listing"] = listing  # a gateway subscription renews it (relist)
+        # A gateway subscription renews it (relist), under the object its URL names then.
+        by_value = pk is not None and lookup_of(view)[0] not in ("pk", model._meta.pk.name)
+        context.state["listing"] = {**listing, "by_value": by_value}
     return relist(listing)
+
+
+def _entry_of(request: Any, url: LiveUrl) -> dict[str, Any]:
+    """What a live URL's listing keeps: the GET a publisher replays to render it."""
+    recorded = record(request._request, credentials=False, query=url.query)
+    recorded = recorded.with_headers(HTTP_ACCEPT=url.media_type or "*/*")
+    return {"req": recorded.as_dict(), "url": url.relative, "channel": url.channel}
+
+
+def _named_key(channel: str) -> str:
+    return f"drf_grip:live:named:{channel}"
+
+
+def follow_named_object(request: Any, view: Any, url: LiveUrl, pk: str) -> None:
+    """List a live URL that looks its object up by another unique field (a slug) under the
+    object a publisher's render of it found, ``pk``. Another object takes that value over
+    (renamed away, another one renamed or created with it, in one transaction), and the
+    render made for the first one's change finds the second: listed only under the first,
+    its stream and gateway subscribers got the second's first state and none of its later
+    changes (slug probe). Already listed there (every render but that one), it costs the
+    read of one slot (``SlotIndex.renew``)."""
+    label = view.get_realtime_model()._meta.label_lower
+    table = _object_table(label, pk)
+    entry = {**_entry_of(request, url), NEED: _needed_until(view.get_hold_timeout())}
+    if table.renew(url.key, entry, _recent.setdefault(table.name, {})) == ADDED:
+        # Gateway subscriptions renew their listing as they first made it (relist).
+        state_cache().set(_named_key(url.channel), pk, live_timeout())
 
 
 def unlist_live_url(view: Any, url: LiveUrl) -> None:
@@ -260,6 +289,9 @@ def relist(listing: dict[str, Any]) -> str | None:
     gateway, whose shared subscriptions hold for hours on one subscribe while nothing else
     renews their URL (it expired after ``live_timeout()``, and no change reached them)."""
     label, pk, key, entry = (listing[k] for k in ("model", "pk", "key", "entry"))
+    if listing.get("by_value"):
+        # Another object took its value over since it was listed (follow_named_object).
+        pk = state_cache().get(_named_key(entry["channel"]), pk)
     entry = {**entry, NEED: _needed_until(listing.get("holds", _GATEWAY))}
     listed = None
     for position, table in enumerate(_tables(label, pk)):

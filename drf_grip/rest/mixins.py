@@ -40,7 +40,7 @@ from .context import PRIVATE, SHARED, RealtimeContext, RealtimePolicy, context_o
 from .etag import etag_matches, etag_matches_strongly, is_etag_list, tags_weakened
 from .hooks import RealtimeHooks, parse_prefer_wait
 from .policies import view_path
-from .preconditions import guards_write, row_lock, writes_one_object
+from .preconditions import guards_write, lookup_of, row_lock, writes_one_object
 from .render import CREDENTIALS_CHECK, subscriber_headers_size
 from .sse import (
     EVENT_STREAM,
@@ -646,6 +646,15 @@ class _RealtimeBase(RealtimeHooks):
         policy = getattr(self, "realtime_policy", None)
         if policy is not None:
             policy.pk = str(obj.pk)
+            field, lookup = lookup_of(self)
+            policy.by_value = lookup in self.kwargs and field not in ("pk", obj._meta.pk.name)
+            resolved = self.__dict__.get("_realtime_resolved_pk")
+            if policy.by_value and resolved is not None and str(resolved) != policy.pk:
+                # Another object took the slug over between the subscriber's primary-key
+                # query and this read: the channels and versions name the first one, whose
+                # hold no change of this one wakes. Not held: the client asks again, and
+                # that request looks the newcomer up (forced race, slug probe).
+                self._realtime_unheld = True
         return obj
 
     def check_preconditions(self, request: Request) -> None:
@@ -816,6 +825,10 @@ class _RealtimeBase(RealtimeHooks):
             self._unmark_rendering(policy, response)
             self._name_first_version(policy, response)
         if role in ("gateway-subscribe", "gateway-render", "shared-render"):
+            if role == "shared-render" and response.status_code == 200 and policy.by_value:
+                from .live_urls import follow_named_object
+
+                follow_named_object(request, self, self._live_url(), policy.pk)
             if response.status_code == 200:
                 content, etag = self.render_representation(response)
                 response["ETag"] = etag
@@ -1154,6 +1167,11 @@ class _RealtimeBase(RealtimeHooks):
                 return proxy_required_response()
             # A direct client gets the current event and a reconnection delay.
             stream.content = b"retry: 3000\n" + body
+            return stream
+        if getattr(self, "_realtime_unheld", False) and not is_next:
+            # Rendered past its channels (get_object): the event, then the client reconnects
+            # at once with its Last-Event-ID, and that request holds where it should.
+            stream.content = b"retry: 0\n" + body
             return stream
         if is_next:
             context.result_etag = etag

@@ -45,6 +45,8 @@ __all__ = [
     "user_connections",
     "sent_version",
     "set_sent_version",
+    "named_objects",
+    "set_named_object",
     "state_timeout",
     "subscription_key",
 ]
@@ -56,6 +58,7 @@ SUBSCRIPTIONS_LOST = 1012
 _STATE = "drf_grip:ws:conn:"
 _INDEX = "drf_grip:ws:model:"
 _ETAG = "drf_grip:ws:etag:"
+_NAMED = "drf_grip:ws:named:"
 FRESH_SECONDS = 10
 
 #: The sent version of a subscription whose credentials stopped naming its subscriber.
@@ -190,11 +193,27 @@ def set_sent_version(conn: str, key: str, version: str | None) -> None:
     state_cache().set(_ETAG + conn + key, version, timeout=state_timeout())
 
 
+def named_objects(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:
+    """The object each private subscription ``(conn, key)`` looked up by another unique field
+    (``lookup_field = "slug"``) names since a re-render found another one than it named at
+    subscribe (:func:`set_named_object`), else None; in one round trip."""
+    if not pairs:
+        return {}
+    found = state_cache().get_many([_NAMED + conn + key for conn, key in pairs])
+    return {(conn, key): found.get(_NAMED + conn + key) for conn, key in pairs}
+
+
+def set_named_object(conn: str, key: str, pk: str) -> None:
+    """Beside the connection's state, which only its own requests write (no read-modify-write
+    of it from a publisher): the object the subscription's URL names now."""
+    state_cache().set(_NAMED + conn + key, pk, timeout=state_timeout())
+
+
 def forget_version(conn: str, key: str) -> None:
     """Forget a private subscription's last version, and retire its render tickets: an
     anonymous client subscribing and unsubscribing made-up URLs left two day-long entries
     each (security probe)."""
-    state_cache().delete(_ETAG + conn + key)
+    state_cache().delete_many([_ETAG + conn + key, _NAMED + conn + key])
     retire(ticket_name(conn, subscription_digest(key)))
 
 

@@ -47,10 +47,12 @@ from ..tickets import (
 from .connections import (
     REVOKED,
     load_states,
+    named_objects,
     private_connections,
     send_to_connection,
     sent_version,
     sent_versions,
+    set_named_object,
     set_sent_version,
     subscription_digest,
     ticket_name,
@@ -63,11 +65,17 @@ logger = logging.getLogger("drf_grip.gateway")
 
 
 def _affected(
-    sub: Mapping[str, Any], pks: set[Any] | None, deleted: set[Any], partitions: set[str] | None
+    sub: Mapping[str, Any],
+    pks: set[Any] | None,
+    deleted: set[Any],
+    partitions: set[str] | None,
+    named: str | None = None,
 ) -> bool:
-    """Whether a change can alter this subscription (cost follows what changed)."""
+    """Whether a change can alter this subscription (cost follows what changed). ``named``:
+    the object a detail URL looked up by another unique field names now, when a re-render
+    found another one than at subscribe (``connections.named_objects``)."""
     if sub.get("kind") == "detail" and sub.get("pk") is not None and pks is not None:
-        return sub["pk"] in {str(pk) for pk in set(pks) | set(deleted)}
+        return (named or sub["pk"]) in {str(pk) for pk in set(pks) | set(deleted)}
     if sub.get("partition") is not None and partitions is not None:
         return sub["partition"] in partitions
     return True
@@ -179,6 +187,7 @@ def publish_subscriptions(
         return
     states = load_states(conns)
     same_get: dict[str, list[tuple[str, str, Mapping[str, Any]]]] = {}
+    by_value: list[tuple[str, str, Mapping[str, Any]]] = []
     for conn in conns:
         state = states.get(conn)
         if state is None:
@@ -187,8 +196,13 @@ def publish_subscriptions(
         for key, sub in list(state["subs"].items()):
             if sub["mode"] != "private" or sub["model"] != label:
                 continue
-            if not _affected(sub, pks, deleted, partitions):
-                continue
+            if sub.get("by_value"):
+                by_value.append((conn, key, sub))  # read with what it names now, below
+            elif _affected(sub, pks, deleted, partitions):
+                same_get.setdefault(_replayed_as(sub), []).append((conn, key, sub))
+    named = named_objects([(conn, key) for conn, key, _sub in by_value])
+    for conn, key, sub in by_value:
+        if _affected(sub, pks, deleted, partitions, named[(conn, key)]):
             same_get.setdefault(_replayed_as(sub), []).append((conn, key, sub))
     # Read after the change committed: a subscription whose render another process began
     # since gets that render (or a later one), and is left to it (shared.publish_shared).
@@ -269,6 +283,16 @@ def _rerender_all(
             straddled.append(revoked_status(recorded, first.get("user")))
         return straddled[0]
 
+    policy = context.policy
+    if response.status_code == 200 and policy is not None and policy.by_value:
+        # Another object took over the value its URL names (renamed away, another one
+        # renamed or created with it): its changes wake the subscription from now on. It
+        # was woken by the first one's only, and got the second's first state and none of
+        # its later changes (slug probe).
+        named = named_objects([(conn, key) for conn, key, _sub in live])
+        for conn, key, sub in live:
+            if (named[(conn, key)] or sub.get("pk")) != policy.pk:
+                set_named_object(conn, key, policy.pk)
     sent = sent_versions([(conn, key) for conn, key, _sub in live])  # once the render is made
     for (conn, key, sub), ticket in zip(live, tickets):
         _send_render(conn, key, sub, ticket, context, response, revoked_meanwhile, sent)

@@ -398,6 +398,8 @@ class RealtimeGateway(WebSocketView):
                 "model": policy.model,
                 "kind": policy.kind,
                 "pk": policy.pk,
+                # Another object can take over the value its URL names (rerender.py).
+                "by_value": policy.by_value,
                 "partition": policy.partition,
                 "user": str(user.pk) if user is not None and user.is_authenticated else None,
                 # The subscriber's own GET, replayed for every change (render.py).
