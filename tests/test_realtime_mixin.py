@@ -2051,3 +2051,47 @@ def test_a_shared_hold_rendered_ahead_of_the_publisher_holds_at_the_version_of_i
         (ch, v) for ch, v in GripInstruction.of(held).prev_ids.items() if ch.startswith("drf.url.")
     ]
     assert f'"{tag_of(prev_id)}"' == ahead and prev_id == read_version(channel)
+
+
+def test_shared_holds_rendered_ahead_of_a_push_that_never_comes_wait_once(monkeypatch):
+    """Rows changed without a signal (``bulk_create``, not announced): every shared hold
+    renders a representation no push will confirm, and each waited the whole catch-up wait
+    (0.5 s) for one; behind the few re-hold slots of ``writes_first``, 1,000 long-polls
+    took two minutes to be held (bench, grip-lp-emb). One wait that saw nothing is enough,
+    until a proxy confirms something newer."""
+    import threading
+
+    from drf_grip import publish_changes
+    from drf_grip.rest import mixins, versions
+
+    waits = []
+    watch = versions.watch_confirmed
+
+    def counted(*args, **kwargs):
+        waits.append(args[0])
+        return watch(*args, **kwargs)
+
+    monkeypatch.setattr(mixins, "watch_confirmed", counted)
+    url = "/api/shared-todos/"
+    with RecordingSink() as sink:
+        Todo.objects.create(title="one")
+        client = ProxiedClient()
+        client.get(url, HTTP_IF_NONE_MATCH='"stale"')  # lists the live URL
+        sink.settle()
+        Todo.objects.bulk_create([Todo(title="two")])  # no signal: never published
+        ahead = client.get(url)["ETag"]
+        for _ in range(5):
+            held = client.get(url, HTTP_IF_NONE_MATCH=ahead)
+            assert held.status_code == 304 and "Grip-Hold" in held
+        assert len(waits) == 1
+        # From a thread of its own, as in a worker: the test's transaction never commits.
+        publisher = threading.Thread(target=publish_changes, args=(Todo,))
+        publisher.start()
+        publisher.join()
+        sink.settle()
+        versions.acknowledge(sink.everything)  # as a proxy confirms what it was sent
+        Todo.objects.bulk_create([Todo(title="three")])
+        ahead = client.get(url)["ETag"]
+        client.get(url, HTTP_IF_NONE_MATCH=ahead)
+        client.get(url, HTTP_IF_NONE_MATCH=ahead)
+    assert len(waits) == 2
