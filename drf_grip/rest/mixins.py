@@ -57,9 +57,11 @@ from .versions import (
     counters_and_hold_versions,
     ensure_versions,
     hold_versions,
+    note_waited_in_vain,
     read_committed,
     read_confirmed,
     shared_versions,
+    waited_in_vain,
     watch_confirmed,
 )
 
@@ -957,9 +959,10 @@ class _RealtimeBase(RealtimeHooks):
         No push may be coming: rows changed without a signal (``update()``, raw SQL, not
         announced), or a view whose render differs each time. Then every hold of the URL
         waited the whole wait, and behind ``writes_first``'s few re-hold slots 1,000 long-polls
-        took two minutes to be held (``bench/run.py``, grip-lp-emb). A wait that saw no
-        confirmation is remembered per channel, with the confirmed id it began at: holds
-        wait again once a proxy has confirmed something newer."""
+        took minutes to be held (``bench/run.py``, grip-lp-emb). A wait that saw no
+        confirmation is remembered per channel, with the render it waited for and the
+        confirmed id it began at (``versions.waited_in_vain``): holds of that render wait
+        no more, holds of another render or after a proxy confirms something newer do."""
         if policy.delivery != SHARED or getattr(self, "_current_etag", None) is not None:
             return
         from .shared import names_etag
@@ -973,16 +976,14 @@ class _RealtimeBase(RealtimeHooks):
         before = first[channel]
         if before is not None and names_etag(before, tag):
             seen = before
-        elif _UNCONFIRMED.get(channel, _NEVER) == before:
-            return  # a wait from this confirmed id saw none come
+        elif waited_in_vain(channel, before, tag):
+            return
         else:
             seen = watch_confirmed(
                 [channel], lambda now: now[channel] != before, seen=first
             )[channel]
             if seen == before:
-                if len(_UNCONFIRMED) >= _UNCONFIRMED_MAX:
-                    _UNCONFIRMED.clear()
-                _UNCONFIRMED[channel] = before
+                note_waited_in_vain(channel, before, tag)
         if seen is not None and names_etag(seen, tag):
             self._realtime_hold_at = {channel: seen}
 
@@ -1304,12 +1305,6 @@ class _RealtimeBase(RealtimeHooks):
 
 
 _dropped_noted: set[tuple[type, str]] = set()
-
-#: Per shared channel, the confirmed id a ``_catch_up_shared`` wait began at and saw no
-#: confirmation after (this process; cleared whole past ``_UNCONFIRMED_MAX`` channels).
-_UNCONFIRMED: dict[str, str | None] = {}
-_UNCONFIRMED_MAX = 4096
-_NEVER = object()
 
 
 def _note_dropped(view_class: type, key: str) -> None:

@@ -234,6 +234,25 @@ def watch_confirmed(
         seen = read_confirmed(channels)
 
 
+#: A wait for a proxy's confirmation that saw none (``waited_in_vain``), per channel.
+_IN_VAIN = "drf_grip:in-vain:"
+
+
+def waited_in_vain(channel: str, confirmed: str | None, tag: str) -> bool:
+    """Whether a wait for a confirmation of ``channel``'s render ``tag``, begun when
+    ``confirmed`` was its confirmed id, saw none come, in any process, within the last
+    minute (``note_waited_in_vain``)."""
+    return state_cache().get(_IN_VAIN + channel) == (confirmed, tag)
+
+
+def note_waited_in_vain(channel: str, confirmed: str | None, tag: str) -> None:
+    """Remember that a wait for a confirmation of the render ``tag``, begun at
+    ``confirmed``, saw none: no push of that render is coming (its rows changed without a
+    signal). In the shared cache, so every process reads it and a cache loss forgets it
+    with the ids it names."""
+    state_cache().set(_IN_VAIN + channel, (confirmed, tag), 60)
+
+
 def acknowledge(items: list[dict]) -> None:
     """Remember the ids a proxy confirmed, per counter channel (never moving one back)."""
     from ..grip.items import channel_name
