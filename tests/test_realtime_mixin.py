@@ -2007,6 +2007,17 @@ def test_a_star_long_poll_re_requested_after_a_shared_change_is_answered():
     assert again.status_code == 200 and b'"new"' in again.content, again
 
 
+def _listed_then_changed_unannounced(sink: RecordingSink, url: str) -> ProxiedClient:
+    """A proxied client whose URL is live, then a row added without a signal
+    (``bulk_create``): the next render is ahead of anything published."""
+    Todo.objects.create(title="one")
+    client = ProxiedClient()
+    client.get(url, HTTP_IF_NONE_MATCH='"stale"')  # lists the live URL
+    sink.settle()
+    Todo.objects.bulk_create([Todo(title="two")])
+    return client
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_shared_hold_rendered_ahead_of_the_publisher_holds_at_the_version_of_its_render(
     monkeypatch,
@@ -2025,11 +2036,7 @@ def test_a_shared_hold_rendered_ahead_of_the_publisher_holds_at_the_version_of_i
 
     url = "/api/shared-todos/"
     with RecordingSink() as sink:
-        Todo.objects.create(title="one")
-        client = ProxiedClient()
-        client.get(url, HTTP_IF_NONE_MATCH='"stale"')  # lists the live URL
-        sink.settle()
-        Todo.objects.bulk_create([Todo(title="two")])  # no signal: not published yet
+        client = _listed_then_changed_unannounced(sink, url)
         ahead = client.get(url, HTTP_IF_NONE_MATCH='"stale"')["ETag"]
         rendering = realtime_views.SharedTodoViewSet.get_queryset
         publisher = threading.Timer(0.1, publish_changes, args=(Todo,))
@@ -2074,11 +2081,7 @@ def test_shared_holds_rendered_ahead_of_a_push_that_never_comes_wait_once(monkey
     monkeypatch.setattr(mixins, "watch_confirmed", counted)
     url = "/api/shared-todos/"
     with RecordingSink() as sink:
-        Todo.objects.create(title="one")
-        client = ProxiedClient()
-        client.get(url, HTTP_IF_NONE_MATCH='"stale"')  # lists the live URL
-        sink.settle()
-        Todo.objects.bulk_create([Todo(title="two")])  # no signal: never published
+        client = _listed_then_changed_unannounced(sink, url)
         ahead = client.get(url)["ETag"]
         for _ in range(5):
             held = client.get(url, HTTP_IF_NONE_MATCH=ahead)

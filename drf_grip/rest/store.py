@@ -25,7 +25,7 @@ import os
 import pickle
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from django.core.cache import caches
@@ -163,6 +163,18 @@ class _AtomicFileCache(FileBasedCache):
 _WRITE_TRIES = 10
 
 
+def _tried_again(write: Callable[[], bool], settled: Callable[[], bool] = lambda: False) -> bool:
+    """``write()``, tried again 1-10 ms apart (at most :data:`_WRITE_TRIES` times in all)
+    while it fails and ``settled()`` does not say that the failure was the answer."""
+    for attempt in range(_WRITE_TRIES):
+        if write():
+            return True
+        if settled():
+            return False
+        time.sleep(0.001 * (attempt + 1))
+    return False
+
+
 class _AtomicDatabaseCache(DatabaseCache):
     """Django's database cache with an ``incr`` that is one step across processes. Django's
     is "``get``, then ``set``" (base.py): three processes making 200 increments each of one
@@ -185,13 +197,10 @@ class _AtomicDatabaseCache(DatabaseCache):
         SQLite refuses a transaction that has read the key (Django's are deferred) the
         write lock while another connection writes, at once, whatever its timeout: three
         processes adding 200 keys each left one key to nobody (CI, Django 6, once)."""
-        for attempt in range(_WRITE_TRIES):
-            if super().add(key, value, timeout, version):
-                return True
-            if self.has_key(key, version=version):
-                return False
-            time.sleep(0.001 * (attempt + 1))
-        return False
+        return _tried_again(
+            functools.partial(super().add, key, value, timeout, version),
+            settled=functools.partial(self.has_key, key, version=version),
+        )
 
     def set(
         self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None
@@ -201,10 +210,7 @@ class _AtomicDatabaseCache(DatabaseCache):
         what ``_base_set`` answers), and a channel's version or a stream's state lost that
         way is an update some client never gets. ``set_many`` calls this for each key."""
         made = self.make_and_validate_key(key, version=version)
-        for attempt in range(_WRITE_TRIES):
-            if self._base_set("set", made, value, timeout):
-                return
-            time.sleep(0.001 * (attempt + 1))
+        _tried_again(functools.partial(self._base_set, "set", made, value, timeout))
 
     def incr(self, key: Any, delta: int = 1, version: Any = None) -> Any:
         made = self.make_and_validate_key(key, version=version)
