@@ -1,6 +1,7 @@
 """Fixtures of the multi-process tests: a private redis-server, the origin as two uvicorn
 worker processes sharing it, and two private Pushpins in front of them, both in
-``GRIP_PROXIES`` (``multiprocess_settings.py``)."""
+``GRIP_PROXIES`` (``multiprocess_settings.py``); and the streams a test opened, closed after
+it."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ from drf_grip.testing import (
     redis_missing,
 )
 from tests.integration.fleet import ROOT
+from tests.integration.realtime_clients import EventStream
+
+
+@pytest.fixture
+def streams() -> Iterator[list[EventStream]]:
+    """Streams opened by a test, closed after it."""
+    opened: list[EventStream] = []
+    yield opened
+    for events in opened:
+        events.close()
 
 
 @pytest.fixture(scope="session")

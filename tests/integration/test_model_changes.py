@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,15 +35,6 @@ from .realtime_clients import EventStream, LongPoll
 from .test_realtime import WITHIN, get, hold, list_ch, obj_ch, settle, stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def streams() -> Iterator[list[EventStream]]:
-    """Streams opened by a test, closed after it."""
-    opened: list[EventStream] = []
-    yield opened
-    for events in opened:
-        events.close()
 
 
 def past_first_subscription(proxy: ProxyUnderTest) -> None:

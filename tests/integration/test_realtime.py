@@ -123,15 +123,6 @@ def token_for(username: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def streams() -> Iterator[list[EventStream]]:
-    """Streams opened by a test, closed after it."""
-    opened: list[EventStream] = []
-    yield opened
-    for events in opened:
-        events.close()
-
-
-@pytest.fixture
 def fresh_live_urls() -> None:
     """No live URLs left by earlier tests, so render counts are this test's alone."""
     cache.clear()
