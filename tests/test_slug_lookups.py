@@ -120,15 +120,34 @@ def test_a_value_the_database_refuses_is_a_404_for_a_subscriber_too(monkeypatch)
     assert c.get("/h/a%00b/", HTTP_ACCEPT="text/event-stream").status_code == 404
 
 
-def _taken_over(article, slug):
+def _taken_over(article, slug, title=None):
     """In one transaction: ``article`` renamed away from ``slug``, a new one made with it
-    and the same title."""
+    and ``title`` (by default the same as ``article``'s)."""
     from django.db import transaction
 
     with transaction.atomic():
         article.slug = f"{slug}-old"
         article.save()
-        return Article.objects.create(slug=slug, title=article.title)
+        return Article.objects.create(slug=slug, title=title or article.title)
+
+
+def race_the_next_key_query(monkeypatch, article, title=None) -> list:
+    """Force the race: the next subscription's primary-key query finds ``article``, then,
+    before its render, a newcomer takes ``article``'s slug over (:func:`_taken_over`), and
+    is put in the list returned. Later queries are not raced."""
+    from drf_grip.rest import hooks
+
+    looked_up = hooks._pk_of_unique
+    taken: list = []
+
+    def racing(model, name, value):
+        pk = looked_up(model, name, value)
+        if not taken:
+            taken.append(_taken_over(article, article.slug, title))
+        return pk
+
+    monkeypatch.setattr(hooks, "_pk_of_unique", racing)
+    return taken
 
 
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/json"])
@@ -139,20 +158,9 @@ def test_a_slug_taken_over_between_the_key_query_and_the_render_holds_on_the_new
     took the slug over before the render, which shows the newcomer. Held on the first
     one's channel, the stream (or a long-poll whose ETag is the newcomer's) missed every
     change of the newcomer. Now it is not held, and the client's next request is."""
-    from drf_grip.rest import hooks
-
     first = Article.objects.create(slug="news", title="same")
-    looked_up = hooks._pk_of_unique
-    taken = []
-
-    def racing(model, name, value):
-        pk = looked_up(model, name, value)
-        if not taken:
-            taken.append(_taken_over(first, "news"))
-        return pk
-
     c = ProxiedClient()
-    monkeypatch.setattr(hooks, "_pk_of_unique", racing)
+    taken = race_the_next_key_query(monkeypatch, first)
     # A representation without the primary key: the newcomer's has the same ETag.
     monkeypatch.setattr(
         "tests.testapp.realtime_views.ArticleSerializer.Meta.fields", ["slug", "title"]
@@ -165,6 +173,29 @@ def test_a_slug_taken_over_between_the_key_query_and_the_render_holds_on_the_new
         assert answered.content.startswith(b"retry: 0\n") and b'"same"' in answered.content
     else:
         assert answered.status_code == 304 and answered["ETag"] == etag
-    monkeypatch.setattr(hooks, "_pk_of_unique", looked_up)
     again = c.get("/api/articles/news/", **headers)
     assert f"drf.testapp.article.{taken[0].pk}" in channels(again)
+
+
+def test_a_next_link_render_past_its_key_query_ends_the_stream_for_a_reconnection(monkeypatch):
+    """The same race inside a stream's next-link fetch: the fetch's primary-key query found
+    the first object, the render the newcomer. Held again on the first one's channel, the
+    stream missed every change of the newcomer until the first one changed. Now it ends as
+    the first request does: the newcomer's event with ``retry: 0``, and the client's
+    reconnection (its Last-Event-ID) holds on the newcomer."""
+    from tests.test_realtime_mixin import _last_of, _link_of
+
+    first = Article.objects.create(slug="news", title="first")
+    c = ProxiedClient()
+    opened = c.get("/api/articles/news/", HTTP_ACCEPT="text/event-stream")
+    assert f"drf.testapp.article.{first.pk}" in channels(opened)
+    taken = race_the_next_key_query(monkeypatch, first, "newcomer")
+    fetched = c.get(_link_of(opened), **_last_of(opened))
+    assert taken and "Grip-Hold" not in fetched, channels(fetched)  # the stream ends
+    assert fetched.content.startswith(b"retry: 0\n") and b'"newcomer"' in fetched.content
+    event_id = next(
+        line[4:] for line in fetched.content.decode().splitlines() if line.startswith("id: ")
+    )
+    again = c.get("/api/articles/news/", HTTP_ACCEPT="text/event-stream",
+                  HTTP_LAST_EVENT_ID=event_id)
+    assert again.content == b"" and f"drf.testapp.article.{taken[0].pk}" in channels(again)

@@ -1182,9 +1182,14 @@ class _RealtimeBase(RealtimeHooks):
             # A direct client gets the current event and a reconnection delay.
             stream.content = b"retry: 3000\n" + body
             return stream
-        if getattr(self, "_realtime_unheld", False) and not is_next:
+        if getattr(self, "_realtime_unheld", False):
             # Rendered past its channels (get_object): the event, then the client reconnects
-            # at once with its Last-Event-ID, and that request holds where it should.
+            # at once with its Last-Event-ID, and that request holds where it should. A
+            # next-link answer too: with no instruction the proxy ends the stream after it
+            # (stream.serve_next_link); held again it stayed on the first object's channel,
+            # at versions read for that one, until that object changed (slug probe). Not
+            # held on the rendered one's channel: no version of it was read before the
+            # render (DESIGN.md §4), so a change between the two would be lost.
             stream.content = b"retry: 0\n" + body
             return stream
         if is_next:
