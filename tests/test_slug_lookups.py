@@ -7,10 +7,16 @@ from django.db import connection
 from django.shortcuts import get_object_or_404
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
+from rest_framework import viewsets
 
-from tests.drf_helpers import ProxiedClient
+from drf_grip import RealtimeMixin
+from tests.drf_helpers import ProxiedClient, RecordingSink
 from tests.testapp.models import Article
-from tests.testapp.realtime_views import ArticleViewSet, SharedArticleViewSet
+from tests.testapp.realtime_views import (
+    AnyCaseArticleViewSet,
+    ArticleViewSet,
+    SharedArticleViewSet,
+)
 
 
 class ByKey(ArticleViewSet):
@@ -34,12 +40,35 @@ class CaseInsensitive(ArticleViewSet):
         return obj
 
 
+class Canonical(ArticleViewSet):
+    """``get_object()`` through DRF's, then another object: an article's canonical one."""
+
+    def get_object(self):
+        found = super().get_object()
+        return Article.objects.filter(title=found.title).order_by("id").first()
+
+
+class AnyCaseLookup:
+    def get_object(self):
+        return Article.objects.filter(slug__iexact=self.kwargs["slug"]).order_by("id").first()
+
+
+class AfterTheMixin(RealtimeMixin, AnyCaseLookup, viewsets.ReadOnlyModelViewSet):
+    """A ``get_object()`` of its own in a class after the mixin, which calls it."""
+
+    queryset = ArticleViewSet.queryset
+    serializer_class = ArticleViewSet.serializer_class
+    lookup_field = "slug"
+
+
 urlpatterns = [
     path("", include("tests.urls")),
     path("k/<str:key>/", ByKey.as_view({"get": "retrieve"})),
     path("h/<str:slug>/", Hidden.as_view({"get": "retrieve"})),
     path("sh/<str:slug>/", SharedHidden.as_view({"get": "retrieve"})),
     path("ci/<str:slug>/", CaseInsensitive.as_view({"get": "retrieve"})),
+    path("canonical/<str:slug>/", Canonical.as_view({"get": "retrieve"})),
+    path("after/<str:slug>/", AfterTheMixin.as_view({"get": "retrieve"})),
 ]
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
@@ -131,28 +160,31 @@ def _taken_over(article, slug, title=None):
         return Article.objects.create(slug=slug, title=title or article.title)
 
 
-def race_the_next_key_query(monkeypatch, article, title=None) -> list:
-    """Force the race: the next subscription's primary-key query finds ``article``, then,
-    before its render, a newcomer takes ``article``'s slug over (:func:`_taken_over`), and
-    is put in the list returned. Later queries are not raced."""
+def race_the_next_key_query(monkeypatch, article, title=None, view=None) -> list:
+    """Force the race: the next subscription's primary-key query (``view``'s own
+    ``get_object()``, given a view that has one) finds ``article``, then, before its
+    render, a newcomer takes ``article``'s slug over (:func:`_taken_over`), and is put in
+    the list returned. Later queries are not raced."""
     from drf_grip.rest import hooks
 
-    looked_up = hooks._pk_of_unique
+    owner, name = (view, "_pk_of_found") if view is not None else (hooks, "_pk_of_unique")
+    looked_up = getattr(owner, name)
     taken: list = []
 
-    def racing(model, name, value):
-        pk = looked_up(model, name, value)
+    def racing(*args):
+        pk = looked_up(*args)
         if not taken:
             taken.append(_taken_over(article, article.slug, title))
         return pk
 
-    monkeypatch.setattr(hooks, "_pk_of_unique", racing)
+    monkeypatch.setattr(owner, name, racing)
     return taken
 
 
+@pytest.mark.parametrize("view", [None, AnyCaseArticleViewSet], ids=["drf", "own"])
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/json"])
 def test_a_slug_taken_over_between_the_key_query_and_the_render_holds_on_the_newcomer(
-    monkeypatch, accept
+    monkeypatch, accept, view
 ):
     """Forced race: the subscriber's primary-key query found the first object, another one
     took the slug over before the render, which shows the newcomer. Held on the first
@@ -160,20 +192,21 @@ def test_a_slug_taken_over_between_the_key_query_and_the_render_holds_on_the_new
     change of the newcomer. Now it is not held, and the client's next request is."""
     first = Article.objects.create(slug="news", title="same")
     c = ProxiedClient()
-    taken = race_the_next_key_query(monkeypatch, first)
+    taken = race_the_next_key_query(monkeypatch, first, view=view)
     # A representation without the primary key: the newcomer's has the same ETag.
     monkeypatch.setattr(
         "tests.testapp.realtime_views.ArticleSerializer.Meta.fields", ["slug", "title"]
     )
-    etag = c.get("/api/articles/news/")["ETag"]
+    url = "/api/any-case-articles/news/" if view else "/api/articles/news/"
+    etag = c.get(url)["ETag"]
     headers = {"HTTP_ACCEPT": accept, "HTTP_IF_NONE_MATCH": etag}
-    answered = c.get("/api/articles/news/", **headers)
+    answered = c.get(url, **headers)
     assert taken and "Grip-Hold" not in answered, channels(answered)  # the client asks again
     if accept == "text/event-stream":
         assert answered.content.startswith(b"retry: 0\n") and b'"same"' in answered.content
     else:
         assert answered.status_code == 304 and answered["ETag"] == etag
-    again = c.get("/api/articles/news/", **headers)
+    again = c.get(url, **headers)
     assert f"drf.testapp.article.{taken[0].pk}" in channels(again)
 
 
@@ -199,3 +232,28 @@ def test_a_next_link_render_past_its_key_query_ends_the_stream_for_a_reconnectio
     again = c.get("/api/articles/news/", HTTP_ACCEPT="text/event-stream",
                   HTTP_LAST_EVENT_ID=event_id)
     assert again.content == b"" and f"drf.testapp.article.{taken[0].pk}" in channels(again)
+
+
+@pytest.mark.django_db(transaction=True)  # the change is published on commit
+@pytest.mark.parametrize("prefix", ["/api/any-case-articles/", "/canonical/", "/after/"])
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_a_get_object_that_finds_another_row_than_the_exact_match_holds_on_what_it_shows(
+    prefix, accept
+):
+    """``Hello`` and ``hello`` both exist; the view's own ``get_object()`` shows ``Hello``
+    for ``hello``. Held on the exact match's channel (``hello``'s), a change of ``Hello``,
+    the object the subscriber was shown, woke nobody."""
+    with RecordingSink() as sink:
+        shown = Article.objects.create(slug="Hello", title="same")
+        Article.objects.create(slug="hello", title="same")
+        sink.settle()
+        c = ProxiedClient()
+        first = c.get(f"{prefix}hello/")
+        assert first.json()["slug"] == "Hello"
+        held = c.get(f"{prefix}hello/", HTTP_ACCEPT=accept, HTTP_IF_NONE_MATCH=first["ETag"])
+        assert held["Grip-Hold"] in ("response", "stream")
+        shown.title = "edited"
+        shown.save()
+        published = sink.channels()
+    assert set(published) & set(channels(held)), (published, channels(held))
+
