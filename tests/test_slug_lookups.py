@@ -7,10 +7,16 @@ from django.db import connection
 from django.shortcuts import get_object_or_404
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
+from rest_framework import viewsets
 
-from tests.drf_helpers import ProxiedClient
+from drf_grip import RealtimeMixin
+from tests.drf_helpers import ProxiedClient, RecordingSink
 from tests.testapp.models import Article
-from tests.testapp.realtime_views import ArticleViewSet, SharedArticleViewSet
+from tests.testapp.realtime_views import (
+    AnyCaseArticleViewSet,
+    ArticleViewSet,
+    SharedArticleViewSet,
+)
 
 
 class ByKey(ArticleViewSet):
@@ -34,12 +40,35 @@ class CaseInsensitive(ArticleViewSet):
         return obj
 
 
+class Canonical(ArticleViewSet):
+    """``get_object()`` through DRF's, then another object: an article's canonical one."""
+
+    def get_object(self):
+        found = super().get_object()
+        return Article.objects.filter(title=found.title).order_by("id").first()
+
+
+class AnyCaseLookup:
+    def get_object(self):
+        return Article.objects.filter(slug__iexact=self.kwargs["slug"]).order_by("id").first()
+
+
+class AfterTheMixin(RealtimeMixin, AnyCaseLookup, viewsets.ReadOnlyModelViewSet):
+    """A ``get_object()`` of its own in a class after the mixin, which calls it."""
+
+    queryset = ArticleViewSet.queryset
+    serializer_class = ArticleViewSet.serializer_class
+    lookup_field = "slug"
+
+
 urlpatterns = [
     path("", include("tests.urls")),
     path("k/<str:key>/", ByKey.as_view({"get": "retrieve"})),
     path("h/<str:slug>/", Hidden.as_view({"get": "retrieve"})),
     path("sh/<str:slug>/", SharedHidden.as_view({"get": "retrieve"})),
     path("ci/<str:slug>/", CaseInsensitive.as_view({"get": "retrieve"})),
+    path("canonical/<str:slug>/", Canonical.as_view({"get": "retrieve"})),
+    path("after/<str:slug>/", AfterTheMixin.as_view({"get": "retrieve"})),
 ]
 
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
@@ -120,51 +149,111 @@ def test_a_value_the_database_refuses_is_a_404_for_a_subscriber_too(monkeypatch)
     assert c.get("/h/a%00b/", HTTP_ACCEPT="text/event-stream").status_code == 404
 
 
-def _taken_over(article, slug):
+def _taken_over(article, slug, title=None):
     """In one transaction: ``article`` renamed away from ``slug``, a new one made with it
-    and the same title."""
+    and ``title`` (by default the same as ``article``'s)."""
     from django.db import transaction
 
     with transaction.atomic():
         article.slug = f"{slug}-old"
         article.save()
-        return Article.objects.create(slug=slug, title=article.title)
+        return Article.objects.create(slug=slug, title=title or article.title)
 
 
+def race_the_next_key_query(monkeypatch, article, title=None, view=None) -> list:
+    """Force the race: the next subscription's primary-key query (``view``'s own
+    ``get_object()``, given a view that has one) finds ``article``, then, before its
+    render, a newcomer takes ``article``'s slug over (:func:`_taken_over`), and is put in
+    the list returned. Later queries are not raced."""
+    from drf_grip.rest import hooks
+
+    owner, name = (view, "_pk_of_found") if view is not None else (hooks, "_pk_of_unique")
+    looked_up = getattr(owner, name)
+    taken: list = []
+
+    def racing(*args):
+        pk = looked_up(*args)
+        if not taken:
+            taken.append(_taken_over(article, article.slug, title))
+        return pk
+
+    monkeypatch.setattr(owner, name, racing)
+    return taken
+
+
+@pytest.mark.parametrize("view", [None, AnyCaseArticleViewSet], ids=["drf", "own"])
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/json"])
 def test_a_slug_taken_over_between_the_key_query_and_the_render_holds_on_the_newcomer(
-    monkeypatch, accept
+    monkeypatch, accept, view
 ):
     """Forced race: the subscriber's primary-key query found the first object, another one
     took the slug over before the render, which shows the newcomer. Held on the first
     one's channel, the stream (or a long-poll whose ETag is the newcomer's) missed every
     change of the newcomer. Now it is not held, and the client's next request is."""
-    from drf_grip.rest import hooks
-
     first = Article.objects.create(slug="news", title="same")
-    looked_up = hooks._pk_of_unique
-    taken = []
-
-    def racing(model, name, value):
-        pk = looked_up(model, name, value)
-        if not taken:
-            taken.append(_taken_over(first, "news"))
-        return pk
-
     c = ProxiedClient()
-    monkeypatch.setattr(hooks, "_pk_of_unique", racing)
+    taken = race_the_next_key_query(monkeypatch, first, view=view)
     # A representation without the primary key: the newcomer's has the same ETag.
     monkeypatch.setattr(
         "tests.testapp.realtime_views.ArticleSerializer.Meta.fields", ["slug", "title"]
     )
-    etag = c.get("/api/articles/news/")["ETag"]
+    url = "/api/any-case-articles/news/" if view else "/api/articles/news/"
+    etag = c.get(url)["ETag"]
     headers = {"HTTP_ACCEPT": accept, "HTTP_IF_NONE_MATCH": etag}
-    answered = c.get("/api/articles/news/", **headers)
+    answered = c.get(url, **headers)
     assert taken and "Grip-Hold" not in answered, channels(answered)  # the client asks again
     if accept == "text/event-stream":
         assert answered.content.startswith(b"retry: 0\n") and b'"same"' in answered.content
     else:
         assert answered.status_code == 304 and answered["ETag"] == etag
-    monkeypatch.setattr(hooks, "_pk_of_unique", looked_up)
-    again = c.get("/api/articles/news/", **headers)
+    again = c.get(url, **headers)
     assert f"drf.testapp.article.{taken[0].pk}" in channels(again)
+
+
+def test_a_next_link_render_past_its_key_query_ends_the_stream_for_a_reconnection(monkeypatch):
+    """The same race inside a stream's next-link fetch: the fetch's primary-key query found
+    the first object, the render the newcomer. Held again on the first one's channel, the
+    stream missed every change of the newcomer until the first one changed. Now it ends as
+    the first request does: the newcomer's event with ``retry: 0``, and the client's
+    reconnection (its Last-Event-ID) holds on the newcomer."""
+    from tests.test_realtime_mixin import _last_of, _link_of
+
+    first = Article.objects.create(slug="news", title="first")
+    c = ProxiedClient()
+    opened = c.get("/api/articles/news/", HTTP_ACCEPT="text/event-stream")
+    assert f"drf.testapp.article.{first.pk}" in channels(opened)
+    taken = race_the_next_key_query(monkeypatch, first, "newcomer")
+    fetched = c.get(_link_of(opened), **_last_of(opened))
+    assert taken and "Grip-Hold" not in fetched, channels(fetched)  # the stream ends
+    assert fetched.content.startswith(b"retry: 0\n") and b'"newcomer"' in fetched.content
+    event_id = next(
+        line[4:] for line in fetched.content.decode().splitlines() if line.startswith("id: ")
+    )
+    again = c.get("/api/articles/news/", HTTP_ACCEPT="text/event-stream",
+                  HTTP_LAST_EVENT_ID=event_id)
+    assert again.content == b"" and f"drf.testapp.article.{taken[0].pk}" in channels(again)
+
+
+@pytest.mark.django_db(transaction=True)  # the change is published on commit
+@pytest.mark.parametrize("prefix", ["/api/any-case-articles/", "/canonical/", "/after/"])
+@pytest.mark.parametrize("accept", ["application/json", "text/event-stream"])
+def test_a_get_object_that_finds_another_row_than_the_exact_match_holds_on_what_it_shows(
+    prefix, accept
+):
+    """``Hello`` and ``hello`` both exist; the view's own ``get_object()`` shows ``Hello``
+    for ``hello``. Held on the exact match's channel (``hello``'s), a change of ``Hello``,
+    the object the subscriber was shown, woke nobody."""
+    with RecordingSink() as sink:
+        shown = Article.objects.create(slug="Hello", title="same")
+        Article.objects.create(slug="hello", title="same")
+        sink.settle()
+        c = ProxiedClient()
+        first = c.get(f"{prefix}hello/")
+        assert first.json()["slug"] == "Hello"
+        held = c.get(f"{prefix}hello/", HTTP_ACCEPT=accept, HTTP_IF_NONE_MATCH=first["ETag"])
+        assert held["Grip-Hold"] in ("response", "stream")
+        shown.title = "edited"
+        shown.save()
+        published = sink.channels()
+    assert set(published) & set(channels(held)), (published, channels(held))
+

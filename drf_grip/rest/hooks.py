@@ -14,6 +14,7 @@ from typing import Any
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import models
+from rest_framework.generics import GenericAPIView
 from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 
 from ..conf import grip_settings
@@ -33,21 +34,29 @@ ANONYMOUS_PARTITION = "anonymous"
 _UNRESOLVED = object()
 
 
+def _unique_value(model: type[models.Model], name: str, value: Any) -> tuple[Any, Any]:
+    """``(field, value as the field takes it)`` for a unique concrete field ``name`` of
+    ``model`` (``"pk"`` too); ``(None, None)`` for a path through a relation, a field that
+    is not unique (no one row stands for the URL, so every change may wake it) or a value
+    the field refuses. Checked by the field first: an invalid value in a query fails the
+    whole transaction on PostgreSQL (``ATOMIC_REQUESTS``)."""
+    try:
+        found = model._meta.pk if name == "pk" else model._meta.get_field(name)
+    except FieldDoesNotExist:
+        return None, None
+    if not getattr(found, "concrete", False) or not found.unique or found.is_relation:
+        return None, None
+    try:
+        return found, found.to_python(value)
+    except (ValidationError, TypeError, ValueError):
+        return None, None
+
+
 def _pk_of_unique(model: type[models.Model], name: str, value: Any) -> Any:
     """The primary key of the one row whose unique field ``name`` holds ``value``; None
-    when no row does, or the field is not a unique concrete field of ``model`` (a path
-    through a relation, a non-unique slug: no one row stands for the URL, so every change
-    may wake it). The value is checked by the field first: an invalid one in a query
-    fails the whole transaction on PostgreSQL (``ATOMIC_REQUESTS``)."""
-    try:
-        found = model._meta.get_field(name)
-    except FieldDoesNotExist:
-        return None
-    if not getattr(found, "concrete", False) or not found.unique or found.is_relation:
-        return None
-    try:
-        value = found.to_python(value)
-    except (ValidationError, TypeError, ValueError):
+    when no row does, or no one row can (``_unique_value``)."""
+    found, value = _unique_value(model, name, value)
+    if found is None:
         return None
     # The base manager: a row the default manager hides still changes (and its changes
     # are published); whether this client may see it is the view's own 404.
@@ -226,6 +235,34 @@ class RealtimeHooks:
             return [names.partition_channel(model, partition), names.bulk_channel(model)]
         return [names.list_channel(model)]
 
+    @classmethod
+    def finds_objects_itself(cls) -> bool:
+        """``get_object()`` overridden: the row it finds for a URL may be another than the
+        one whose lookup field holds the URL's value (``slug__iexact``, a canonical
+        object), so it is asked which (``_realtime_lookup_pk``). The mixin's own, marked
+        ``realtime_default``, calls the next one."""
+        for klass in cls.__mro__:
+            own = klass.__dict__.get("get_object")
+            if own is not None and not getattr(own, "realtime_default", False):
+                # Also one the mixin calls through super(), from a class after it.
+                return own is not GenericAPIView.get_object
+        return False
+
+    def _pk_of_found(self, model: type[models.Model], field: str, value: Any) -> Any:
+        """The primary key of the row the view's own ``get_object()`` finds, when it is
+        the one whose unique lookup field holds ``value``; None otherwise: another row
+        (``Hello`` for ``/hello/``), none, or a lookup DRF's would not make, where any
+        change may change what it finds. Held on the exact match's channel, a subscriber
+        shown another row missed every change of it (slug probe)."""
+        try:
+            found = self.get_object()
+        except Exception:  # noqa: BLE001 - the view's own GET answers it (404, 403...)
+            return None
+        unique, value = _unique_value(model, field, value)
+        if unique is None or not isinstance(found, model):
+            return None
+        return found.pk if getattr(found, unique.attname) == value else None
+
     def _realtime_lookup_pk(self, model: type[models.Model]) -> Any:
         """The primary key a detail URL looks up, as the publisher names a changed object's
         (``str(instance.pk)``), or None when it names no one row. The URL's text is what
@@ -241,7 +278,8 @@ class RealtimeHooks:
         value = self.kwargs.get(lookup)
         if value is None:
             return None
-        if field in ("pk", model._meta.pk.name):
+        own = type(self).finds_objects_itself()
+        if field in ("pk", model._meta.pk.name) and not own:
             try:
                 return model._meta.pk.to_python(value)
             except (ValidationError, TypeError, ValueError):
@@ -250,7 +288,10 @@ class RealtimeHooks:
             return None  # a plain read or a write holds nothing: no query for it
         cached = self.__dict__.get("_realtime_resolved_pk", _UNRESOLVED)
         if cached is _UNRESOLVED:
-            cached = self._realtime_resolved_pk = _pk_of_unique(model, field, value)
+            # None while the view's own get_object() runs for it: it finds no "other" row.
+            self._realtime_resolved_pk = None
+            find = self._pk_of_found if own else _pk_of_unique
+            cached = self._realtime_resolved_pk = find(model, field, value)
         return cached
 
     @classmethod

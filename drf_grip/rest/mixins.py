@@ -13,9 +13,10 @@ hook and both sides follow.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -131,11 +132,29 @@ def _replace_query(django_request: Any, kept: QueryDict) -> None:
     django_request.META["QUERY_STRING"] = kept.urlencode()
 
 
+def _observed(get_object: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``get_object`` telling the mixin what it found (``_RealtimeBase._realtime_found``)."""
+
+    @functools.wraps(get_object)
+    def observed(self: Any) -> Any:
+        obj = get_object(self)
+        self._realtime_found(obj)
+        return obj
+
+    observed.realtime_observed = True  # type: ignore[attr-defined]
+    return observed
+
+
 class _RealtimeBase(RealtimeHooks):
     """Shared machinery of the list and detail mixins; the hooks are in hooks.py."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if not getattr(cls.get_object, "realtime_observed", False):
+            # A view's own get_object() (a case-insensitive lookup, a canonical object)
+            # need not call DRF's, nor return what it returned: the hold follows the object
+            # it returns (``_realtime_found``).
+            cls.get_object = _observed(cls.get_object)
         from .registry import register_view
 
         register_view(cls)
@@ -643,21 +662,36 @@ class _RealtimeBase(RealtimeHooks):
         del kept[param]
         _replace_query(request._request, kept)
 
+    @_observed
     def get_object(self):
-        obj = super().get_object()
+        return super().get_object()
+
+    get_object.realtime_default = True  # type: ignore[attr-defined]  # finds_objects_itself
+
+    def _realtime_found(self, obj: Any) -> None:
+        """What ``get_object()`` (the view's own too, ``_observed``) returned: the object
+        this read renders. The last call decides: an override that calls DRF's and returns
+        another object renders that one."""
         policy = getattr(self, "realtime_policy", None)
-        if policy is not None:
-            policy.pk = str(obj.pk)
-            field, lookup = lookup_of(self)
-            policy.by_value = lookup in self.kwargs and field not in ("pk", obj._meta.pk.name)
-            resolved = self.__dict__.get("_realtime_resolved_pk")
-            if policy.by_value and resolved is not None and str(resolved) != policy.pk:
-                # Another object took the slug over between the subscriber's primary-key
-                # query and this read: the channels and versions name the first one, whose
-                # hold no change of this one wakes. Not held: the client asks again, and
-                # that request looks the newcomer up (forced race, slug probe).
-                self._realtime_unheld = True
-        return obj
+        if policy is None or not isinstance(obj, models.Model):
+            return
+        policy.pk = str(obj.pk)
+        field, lookup = lookup_of(self)
+        policy.by_value = lookup in self.kwargs and field not in ("pk", obj._meta.pk.name)
+        resolved = self.__dict__.get("_realtime_resolved_pk")
+        # Another object took the slug over between the subscriber's primary-key query and
+        # this read (or the view's own get_object() found another one since): the channels
+        # and versions name the first one, whose hold no change of this one wakes. Not
+        # held: the client asks again, and that request looks the newcomer up (forced
+        # race, slug probe).
+        self._realtime_found_another = resolved is not None and str(resolved) != policy.pk
+
+    def _holds_nothing(self) -> bool:
+        """Answered without a hold, for the client to ask again (see ``_realtime_found``
+        and ``_hold_if_unchanged``)."""
+        return getattr(self, "_realtime_unheld", False) or getattr(
+            self, "_realtime_found_another", False
+        )
 
     def check_preconditions(self, request: Request) -> None:
         """``If-Match`` and ``If-None-Match`` on a write, against the object's detail ETag
@@ -1106,7 +1140,7 @@ class _RealtimeBase(RealtimeHooks):
         for header in ("ETag", "Vary", "Cache-Control", "Content-Location"):
             if header in response:
                 held[header] = response[header]
-        if getattr(self, "_realtime_unheld", False):
+        if self._holds_nothing():
             return held  # the client asks again: its next hold is a new request (unchanged.py)
         self._catch_up_confirmed(request, policy)
         self._catch_up_shared(request, policy, etag)
@@ -1182,9 +1216,14 @@ class _RealtimeBase(RealtimeHooks):
             # A direct client gets the current event and a reconnection delay.
             stream.content = b"retry: 3000\n" + body
             return stream
-        if getattr(self, "_realtime_unheld", False) and not is_next:
+        if self._holds_nothing():
             # Rendered past its channels (get_object): the event, then the client reconnects
-            # at once with its Last-Event-ID, and that request holds where it should.
+            # at once with its Last-Event-ID, and that request holds where it should. A
+            # next-link answer too: with no instruction the proxy ends the stream after it
+            # (stream.serve_next_link); held again it stayed on the first object's channel,
+            # at versions read for that one, until that object changed (slug probe). Not
+            # held on the rendered one's channel: no version of it was read before the
+            # render (DESIGN.md §4), so a change between the two would be lost.
             stream.content = b"retry: 0\n" + body
             return stream
         if is_next:

@@ -423,24 +423,27 @@ def _serve_next_link(request: HttpRequest, rest: str) -> HttpResponse:
         grip_sig=request.META.get("HTTP_GRIP_SIG"),
         grip_last=request.META.get("HTTP_GRIP_LAST"),
     )
-    if context.revoked or context.policy is None or not response.has_header("Grip-Hold"):
+    continues = response.has_header("Grip-Hold")
+    if context.revoked or context.policy is None or not continues:
         # Revoked credentials (401/403, another user), a URL that is no longer live, or an
         # answer that does not continue the stream: end it. The end is a 2xx: Pushpin takes
         # any other answer to a next link for a failed fetch, shows the client none of it and
         # fetches again 1-2 s later (handler/httpsession.cpp, outReq_error); the view's own
         # 401 for a deleted token is rendered as text/event-stream, but it is not an event.
-        if (
+        if not (
             200 <= response.status_code < 300
             and response.get("Content-Type", "").startswith(EVENT_STREAM)
             and not context.revoked
         ):
-            return response
-        return ended_stream(response.status_code, context.revoked)
+            return ended_stream(response.status_code, context.revoked)
     revoked = None if public or not response.content else revoked_status(recorded, state["user"])
     if revoked is not None:
         # Revoked while this render ran (it authenticated first), or the check met a server
-        # error (revoked or not, nobody can tell): nothing of the render is sent.
+        # error (revoked or not, nobody can tell): nothing of the render is sent, also not
+        # the last event of a stream that ends for its client to reconnect.
         return ended_stream(revoked, revoked=not undecided(revoked))
+    if not continues:
+        return response
     answered = {"etag": context.result_etag or state["etag"]}
     if state.get("channel"):
         answered["held"] = context.result_held

@@ -65,6 +65,8 @@ class SseEvent:
     data: str = ""
     id: str | None = None
     event: str | None = None
+    #: The reconnection delay the block set (``retry:``), in milliseconds.
+    retry: int | None = None
     comments: list[str] = field(default_factory=list)
 
 
@@ -112,6 +114,8 @@ class EventStream:
                         current.id = value
                     elif name == "event":
                         current.event = value
+                    elif name == "retry" and value.isdigit():
+                        current.retry = int(value)
         except httpx.HTTPError:
             pass  # closed by the test
         finally:

@@ -153,3 +153,70 @@ def test_a_long_poll_of_a_slug_another_object_took_is_woken(
     response = poll.result(WITHIN)
     assert response.status_code == 200 and response.json()["title"] == "newcomer"
     assert response.headers["ETag"] == get(grip_proxy, url).headers["ETag"]
+
+
+def test_a_stream_whose_next_link_met_a_newcomer_follows_it_after_reconnecting(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forced race inside the next-link fetch a change of the first object makes: its
+    primary-key query finds the first object, the render the newcomer. The stream sends the
+    newcomer and ends with ``retry: 0``; an EventSource reconnects at once with its
+    Last-Event-ID, and gets the newcomer's changes. Held on the first one's channel, it got
+    none of them."""
+    from tests.test_slug_lookups import race_the_next_key_query
+
+    first = Article.objects.create(slug="news", title="first")
+    url = "/api/articles/news/"
+    events = stream(grip_proxy, url, obj_ch(first))
+    streams.append(events)
+    assert json.loads(events.next(WITHIN).data)["title"] == "first"
+    past_first_subscription(grip_proxy)
+
+    taken = race_the_next_key_query(monkeypatch, first, "newcomer")
+    first.title = "changed"
+    first.save()  # wakes the stream: its next-link fetch meets the race
+    event = events.next(WITHIN)
+    assert taken and event is not None and json.loads(event.data)["title"] == "newcomer"
+    assert event.retry == 0 and events.next(WITHIN) is None
+
+    again = stream(grip_proxy, url, obj_ch(taken[0]), {"Last-Event-ID": event.id or ""})
+    streams.append(again)
+    taken[0].title = "edited"
+    taken[0].save()
+    edited = again.next(WITHIN)
+    assert edited is not None and json.loads(edited.data)["title"] == "edited"
+    assert edited.id == get(grip_proxy, url).headers["ETag"]
+
+
+ANY_CASE = "/api/any-case-articles/hello/"
+
+
+def test_a_long_poll_of_a_view_that_finds_another_row_is_woken_by_that_row(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """The view's own ``get_object()`` shows ``Hello`` for ``/hello/`` while ``hello``
+    exists: a change of ``Hello``, the object the client was shown, wakes it."""
+    shown = Article.objects.create(slug="Hello", title="first")
+    Article.objects.create(slug="hello", title="other")
+    poll = held(grip_proxy, ANY_CASE, names.bulk_channel(Article))  # held on it either way
+    shown.title = "edited"
+    shown.save()
+    response = poll.result(WITHIN)
+    assert response.status_code == 200 and response.json()["title"] == "edited"
+    assert response.headers["ETag"] == get(grip_proxy, ANY_CASE).headers["ETag"]
+
+
+def test_a_stream_of_a_view_that_finds_another_row_gets_that_rows_changes(
+    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+) -> None:
+    shown = Article.objects.create(slug="Hello", title="first")
+    Article.objects.create(slug="hello", title="other")
+    events = stream(grip_proxy, ANY_CASE, names.bulk_channel(Article))
+    streams.append(events)
+    assert json.loads(events.next(WITHIN).data)["title"] == "first"
+    past_first_subscription(grip_proxy)
+    shown.title = "edited"
+    shown.save()
+    event = events.next(WITHIN)
+    assert event is not None and json.loads(event.data)["title"] == "edited"
+    assert event.id == get(grip_proxy, ANY_CASE).headers["ETag"]

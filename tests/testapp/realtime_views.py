@@ -1,5 +1,6 @@
 """Realtime viewsets the DRF-layer tests use: one of each delivery mode and pagination."""
 
+from django.http import Http404
 from django.urls import include, path
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import filters, pagination, permissions, serializers, viewsets
@@ -196,6 +197,18 @@ class SharedArticleViewSet(ArticleViewSet):
     realtime_delivery = "shared"
 
 
+class AnyCaseArticleViewSet(ArticleViewSet):
+    """Its own ``get_object()``: the first article whose slug is the URL's in any case, so
+    ``/any-case-articles/hello/`` shows ``Hello`` while ``hello`` exists too."""
+
+    def get_object(self):
+        found = self.get_queryset().filter(slug__iexact=self.kwargs["slug"]).first()
+        if found is None:
+            raise Http404
+        self.check_object_permissions(self.request, found)
+        return found
+
+
 router = DefaultRouter()
 router.register("todos", TodoViewSet, basename="todo")
 router.register("shared-todos", SharedTodoViewSet, basename="shared-todo")
@@ -215,4 +228,5 @@ urlpatterns = [
     # Outside the router, whose API root the tests read.
     path("articles/<slug:slug>/", ArticleViewSet.as_view({"get": "retrieve"})),
     path("shared-articles/<slug:slug>/", SharedArticleViewSet.as_view({"get": "retrieve"})),
+    path("any-case-articles/<slug:slug>/", AnyCaseArticleViewSet.as_view({"get": "retrieve"})),
 ]
