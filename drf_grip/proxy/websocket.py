@@ -98,6 +98,14 @@ def _reason(text: str) -> str:
     return text.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
 
+def _is_events_answer(answer: OriginResponse) -> bool:
+    """A 200 of exactly ``application/websocket-events``: Pushpin 1.36 compares the
+    Content-Type byte for byte (proxy/websocketoverhttp.cpp), so one with a parameter
+    (``; charset=utf-8``) is relayed as it is at the handshake and drops the connection
+    after it."""
+    return answer.status == 200 and get_header(answer.headers, "content-type") == WEBSOCKET_EVENTS
+
+
 #: Pushpin 1.36's body for a handshake the origin did not accept (proxy/wsproxysession.cpp).
 _PROXY_ERROR = b"Error while proxying to origin.\n"
 
@@ -228,9 +236,9 @@ class WebSocketSession:
         )
 
     def _answer_events(self, answer: OriginResponse) -> list[WebSocketEvent]:
-        content_type = (get_header(answer.headers, "content-type") or "").split(";")[0].strip()
-        if answer.status != 200 or content_type != WEBSOCKET_EVENTS:
-            raise OriginError(f"the origin answered {answer.status} {content_type or '(no type)'}")
+        if not _is_events_answer(answer):
+            content_type = get_header(answer.headers, "content-type") or "(no type)"
+            raise OriginError(f"the origin answered {answer.status} {content_type}")
         try:
             events = decode_events(answer.body)
         except MalformedEvents as exc:
@@ -392,8 +400,7 @@ class WebSocketSession:
                 logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
                 await self._deny(502, [], _PROXY_ERROR)
                 return
-            content_type = get_header(answer.headers, "content-type") or ""
-            if answer.status != 200 or content_type.split(";")[0].strip() != WEBSOCKET_EVENTS:
+            if not _is_events_answer(answer):
                 headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
                 await self._deny(answer.status, headers, answer.body[:100_000])
                 return

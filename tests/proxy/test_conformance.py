@@ -16,6 +16,9 @@ from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
 from .conftest import Origin, Response, in_thread, run
 
 EVENTS = "application/websocket-events"
+CHARSET_EVENTS = [
+    ("Content-Type", EVENTS + "; charset=utf-8"), ("Sec-WebSocket-Extensions", "grip")
+]
 
 
 def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
@@ -24,6 +27,16 @@ def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> R
         [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
         encode_events(list(events)),
     )
+
+
+async def _messages_until_closed(ws) -> tuple[list, object]:
+    """The messages the client receives, and the close frame it got (None: dropped, 1006)."""
+    got = []
+    try:
+        while True:
+            got.append(await asyncio.wait_for(ws.recv(), 10))
+    except ConnectionClosed as exc:
+        return got, exc.rcvd
 
 
 def control(kind: str, **args) -> WebSocketEvent:
@@ -59,12 +72,7 @@ def test_an_origins_disconnect_drops_the_connection_without_a_close_frame(
             await ws.send("first")
             assert await ws.recv() == "one"
             await ws.send("go")
-            got = []
-            try:
-                while True:
-                    got.append(await asyncio.wait_for(ws.recv(), 10))
-            except ConnectionClosed as exc:
-                return got, exc.rcvd
+            return await _messages_until_closed(ws)
 
     got, close_frame = run(scenario())
     assert got == [] and close_frame is None  # 1006 for the client
@@ -155,19 +163,25 @@ def test_header_meta_goes_to_the_origin_and_control_meta_to_the_filters(any_prox
     assert meta == [{"meta-user": "bob", "meta-drop": "d"}, {"meta-user": "bob"}]
 
 
-@pytest.mark.parametrize("kind", ["no OPEN", "no events", "malformed", "403", "200 text"])
+@pytest.mark.parametrize(
+    "kind", ["no OPEN", "no events", "malformed", "403", "200 text", "events; charset"]
+)
 def test_a_handshake_the_origin_does_not_accept(any_proxy, origin: Origin, kind: str):
     """Pushpin 1.36 relays an answer to the opening POST that is not ``200
     application/websocket-events`` as it is, a 200 too (proxy/websocketoverhttp.cpp
     ``ErrorRejected``); an events answer that does not open is its own 502 ``Error while
     proxying to origin.`` (proxy/wsproxysession.cpp ``reject``). The
-    embedded proxy answered 502 ``Bad Gateway: not accepted`` and turned a 200 into a 502."""
+    embedded proxy answered 502 ``Bad Gateway: not accepted`` and turned a 200 into a 502.
+    The type is compared byte for byte (``contentType != "application/websocket-events"``):
+    with a parameter (``; charset=utf-8``) an events answer is relayed too, where the
+    embedded proxy ignored the parameter and opened."""
     answers = {
         "no OPEN": ws_answer(WebSocketEvent("TEXT", b"m:x")),
         "no events": ws_answer(),
         "malformed": Response(200, [("Content-Type", EVENTS)], b"TEXT zz\r\n"),
         "403": Response(403, [("Content-Type", "text/plain"), ("X-A", "1")], "nope\n"),
         "200 text": Response(200, [("Content-Type", "text/plain"), ("X-A", "1")], "plain\n"),
+        "events; charset": Response(200, CHARSET_EVENTS, encode_events([WebSocketEvent("OPEN")])),
     }
     origin.route("/ws/")(lambda request: answers[kind])
 
@@ -178,9 +192,10 @@ def test_a_handshake_the_origin_does_not_accept(any_proxy, origin: Origin, kind:
         response = refused.value.response
         return response.status_code, response.headers.get("Content-Type"), bytes(response.body)
 
-    if kind in ("403", "200 text"):
-        status = 403 if kind == "403" else 200
-        assert run(scenario()) == (status, "text/plain", answers[kind].body.encode())
+    if kind in ("403", "200 text", "events; charset"):
+        answer = answers[kind]
+        body = answer.body.encode() if isinstance(answer.body, str) else answer.body
+        assert run(scenario()) == (answer.status, dict(answer.headers)["Content-Type"], body)
     else:
         # Pushpin sends no Content-Type; uvicorn adds a text/plain one to an ASGI answer.
         status, _, body = run(scenario())
@@ -233,3 +248,25 @@ def test_a_next_link_that_keeps_failing_is_fetched_six_times_then_the_stream_end
     _stream_with_a_link(origin, iter(_gone() for _ in range(10)))
     assert run(_lines_after_a_hint(any_proxy)) == []
     assert len(origin.requests_to("/events/next/")) == 6
+
+
+def test_an_answer_with_a_parameter_on_the_events_type_after_the_handshake_drops_it(
+    any_proxy, origin: Origin
+):
+    """Once open, such an answer is an error of the origin side for Pushpin 1.36
+    (proxy/websocketoverhttp.cpp ``ErrorGeneric``): the client's connection is dropped with
+    no close frame and the answer's message never leaves. The embedded proxy relayed it."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return Response(200, CHARSET_EVENTS, encode_events([WebSocketEvent("TEXT", b"m:x")]))
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.send("go")
+            return await _messages_until_closed(ws)
+
+    assert run(scenario()) == ([], None)
