@@ -296,8 +296,9 @@ class WebSocketSession:
                 reason = _reason((event.payload or b"")[2:].decode("utf-8", "replace"))
                 self._outbox.put(("close", (code, reason)), owed=True)
                 break  # Pushpin 1.36 reads no event after a CLOSE (websocketoverhttp.cpp)
-            # OPEN (already handled), PING, PONG: ASGI cannot send ping frames; the server
-            # (uvicorn) keeps the connection alive with its own pings.
+            # OPEN (already handled), PING, PONG: ASGI has no ping frames, so an origin's
+            # PING never reaches the client (Pushpin 1.36 sends it, and posts the client's
+            # pings and pongs to the origin); the server (uvicorn) answers and sends its own.
 
     def _control(self, raw: bytes) -> None:
         try:
@@ -474,6 +475,12 @@ class WebSocketSession:
             while True:
                 message = await self._receive()
                 if message["type"] == "websocket.disconnect":
+                    # A client's close frame was already answered by the server, with the
+                    # client's own code, before this message: every uvicorn WebSocket
+                    # protocol echoes it (websockets' Protocol.recv_frame, wsproto's
+                    # event.response()). Pushpin 1.36 instead answers with the origin's
+                    # CLOSE, or drops the client when the answer has none (proxy/
+                    # websocketoverhttp.cpp); here the origin's answer reaches no one.
                     code = message.get("code", _ABNORMAL_CLOSE)
                     self._client_gone = True
                     self._free()

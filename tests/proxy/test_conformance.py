@@ -11,7 +11,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
+from drf_grip.protocol import WebSocketEvent, close_payload, decode_events, encode_events
 
 from .conftest import Origin, Response, in_thread, run
 
@@ -270,3 +270,79 @@ def test_an_answer_with_a_parameter_on_the_events_type_after_the_handshake_drops
             return await _messages_until_closed(ws)
 
     assert run(scenario()) == ([], None)
+
+
+@pytest.mark.parametrize("reply", ["CLOSE 4002", "CLOSE", "no CLOSE"])
+def test_a_clients_close_is_answered_with_the_origins_close(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest, reply: str
+):
+    """Pushpin 1.36 does not answer a client's close frame itself: it posts the CLOSE to
+    the origin and closes the client with the origin's CLOSE, its code and reason (an empty
+    CLOSE as 1000), and without a keep-alive interval the origin has that one answer to
+    close: an answer with no CLOSE drops the client with no close frame
+    (proxy/websocketoverhttp.cpp, "the server has only one chance to respond to a close").
+
+    The embedded proxy cannot: every WebSocket protocol of uvicorn, the server it runs in,
+    answers a close frame itself, echoing the client's code, before the app hears of it
+    (websockets' sans-I/O ``Protocol.recv_frame`` echoes it, and uvicorn's
+    websockets_sansio_impl ``handle_close`` writes it and closes the transport; its
+    wsproto_impl sends ``event.response()`` alike). So its client always gets its own code
+    back, while the origin still gets the CLOSE."""
+    if any_proxy.name == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="uvicorn echoes the close"))
+    answers = {
+        "CLOSE 4002": ws_answer(WebSocketEvent("CLOSE", close_payload(4002, "bye"))),
+        "CLOSE": ws_answer(WebSocketEvent("CLOSE")),
+        "no CLOSE": ws_answer(),
+    }
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return answers[reply] if events and events[-1].type == "CLOSE" else ws_answer()
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.close(4001, "client")
+            return ws.protocol.close_rcvd
+
+    close = run(scenario())
+    sent = origin.wait_for_requests("/ws/", 2)[1]
+    assert decode_events(sent.body) == [WebSocketEvent("CLOSE", close_payload(4001, "client"))]
+    expected = {"CLOSE 4002": (4002, "bye"), "CLOSE": (1000, ""), "no CLOSE": None}[reply]
+    assert (close and (close.code, close.reason)) == expected
+
+
+def test_pings_go_through_to_the_origin_and_back(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest
+):
+    """Pushpin 1.36 answers no ping itself: a client's ping is posted to the origin as a
+    PING event and answered only with the origin's PONG, and an origin's PING is a ping
+    frame to the client, whose pong comes back as a PONG event (proxy/websocketoverhttp.cpp,
+    ``Frame::Ping`` <-> ``PING``). The embedded proxy cannot: ASGI has no ping or pong
+    messages, and uvicorn answers a client's pings itself; the origin hears of none."""
+    if any_proxy.name == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="ASGI has no ping frames"))
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        if events and events[0].type == "PING":
+            pong = WebSocketEvent("PONG", events[0].content)
+            return ws_answer(pong, WebSocketEvent("PING", b"hi"))
+        if events and events[0].type == "PONG":
+            return ws_answer(WebSocketEvent("TEXT", b"m:pong " + (events[0].content or b"")))
+        return ws_answer()
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", ping_interval=None) as ws:
+            await asyncio.wait_for(await ws.ping(b"abc"), 10)
+            return await asyncio.wait_for(ws.recv(), 5)
+
+    assert run(scenario()) == "pong hi"
+    pings = [decode_events(r.body)[0] for r in origin.requests_to("/ws/")[1:3]]
+    assert pings == [WebSocketEvent("PING", b"abc"), WebSocketEvent("PONG", b"hi")]
