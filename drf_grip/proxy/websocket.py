@@ -240,7 +240,7 @@ class WebSocketSession:
             content_type = get_header(answer.headers, "content-type") or "(no type)"
             raise OriginError(f"the origin answered {answer.status} {content_type}")
         try:
-            events = decode_events(answer.body)
+            events = decode_events(answer.body, short_close=True)
         except MalformedEvents as exc:
             raise OriginError(f"malformed websocket-events answer: {exc}") from None
         interval = get_header(answer.headers, "keep-alive-interval")

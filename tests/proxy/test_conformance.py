@@ -346,3 +346,28 @@ def test_pings_go_through_to_the_origin_and_back(
     assert run(scenario()) == "pong hi"
     pings = [decode_events(r.body)[0] for r in origin.requests_to("/ws/")[1:3]]
     assert pings == [WebSocketEvent("PING", b"abc"), WebSocketEvent("PONG", b"hi")]
+
+
+def test_an_origins_close_with_a_one_byte_payload_closes_without_a_code(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 reads a CLOSE event's code only from a payload of two bytes or more
+    (proxy/websocketoverhttp.cpp, ``e.content.size() >= 2``): a one-byte payload is a CLOSE
+    without a code, and the client gets the answer's messages, then a close with 1000. The
+    embedded proxy took the whole answer as malformed and dropped the connection, the
+    messages with it."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return ws_answer(WebSocketEvent("TEXT", b"m:last"), WebSocketEvent("CLOSE", b"\x03"))
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.send("go")
+            return await _messages_until_closed(ws)
+
+    got, close = run(scenario())
+    assert (got, close and (close.code, close.reason)) == (["last"], (1000, ""))
