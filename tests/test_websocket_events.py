@@ -20,6 +20,7 @@ from drf_grip.protocol import (
     WEBSOCKET_EVENTS,
     MalformedEvents,
     WebSocketEvent,
+    close_code_of,
     decode_events,
     encode_events,
 )
@@ -111,6 +112,12 @@ def test_malformed_bodies_say_why(body, reason):
         decode_events(body)
     assert reason in str(info.value)
     assert info.value.reason == str(info.value)
+
+
+def test_a_one_byte_close_is_a_close_without_a_code_as_pushpin_reads_an_answer():
+    events = decode_events(b"CLOSE 1\r\nx\r\n", short_close=True)
+    assert events == [WebSocketEvent("CLOSE", b"x")]
+    assert close_code_of(events[0].content) == 1000
 
 
 def test_reason_names_the_event_and_never_echoes_much_of_the_body():

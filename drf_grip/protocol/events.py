@@ -92,12 +92,14 @@ def _show(raw: bytes) -> str:
     return text + ("..." if len(raw) > 24 else "")
 
 
-def decode_events(body: bytes) -> list[WebSocketEvent]:
+def decode_events(body: bytes, *, short_close: bool = False) -> list[WebSocketEvent]:
     """Parse a batch of events; raise only ``MalformedEvents``.
 
     Stricter than Pushpin's own parser on purpose: a length must be plain hex digits (Python's
     ``int(x, 16)`` would also take ``0x``, ``+`` and ``_``), content must be followed by CRLF,
     TEXT must be UTF-8 (RFC 6455 §5.6) and a CLOSE payload is empty or starts with a 2-byte code.
+    ``short_close`` takes a one-byte CLOSE payload as a CLOSE without a code, as Pushpin 1.36
+    reads an origin's answer (proxy/websocketoverhttp.cpp, a code only from 2 bytes or more).
     """
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise MalformedEvents("the body must be bytes")
@@ -147,7 +149,7 @@ def decode_events(body: bytes) -> list[WebSocketEvent]:
                 raise MalformedEvents(
                     f"event {number} (TEXT): invalid UTF-8 at content byte {exc.start}"
                 ) from None
-        if etype == "CLOSE" and content is not None and len(content) == 1:
+        if etype == "CLOSE" and content is not None and len(content) == 1 and not short_close:
             raise MalformedEvents(
                 f"event {number} (CLOSE): the payload must be empty or start with a 2-byte code"
             )

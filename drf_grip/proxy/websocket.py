@@ -98,6 +98,14 @@ def _reason(text: str) -> str:
     return text.encode("utf-8")[:MAX_CLOSE_REASON].decode("utf-8", "ignore")
 
 
+def _is_events_answer(answer: OriginResponse) -> bool:
+    """A 200 of exactly ``application/websocket-events``: Pushpin 1.36 compares the
+    Content-Type byte for byte (proxy/websocketoverhttp.cpp), so one with a parameter
+    (``; charset=utf-8``) is relayed as it is at the handshake and drops the connection
+    after it."""
+    return answer.status == 200 and get_header(answer.headers, "content-type") == WEBSOCKET_EVENTS
+
+
 #: Pushpin 1.36's body for a handshake the origin did not accept (proxy/wsproxysession.cpp).
 _PROXY_ERROR = b"Error while proxying to origin.\n"
 
@@ -228,11 +236,11 @@ class WebSocketSession:
         )
 
     def _answer_events(self, answer: OriginResponse) -> list[WebSocketEvent]:
-        content_type = (get_header(answer.headers, "content-type") or "").split(";")[0].strip()
-        if answer.status != 200 or content_type != WEBSOCKET_EVENTS:
-            raise OriginError(f"the origin answered {answer.status} {content_type or '(no type)'}")
+        if not _is_events_answer(answer):
+            content_type = get_header(answer.headers, "content-type") or "(no type)"
+            raise OriginError(f"the origin answered {answer.status} {content_type}")
         try:
-            events = decode_events(answer.body)
+            events = decode_events(answer.body, short_close=True)
         except MalformedEvents as exc:
             raise OriginError(f"malformed websocket-events answer: {exc}") from None
         interval = get_header(answer.headers, "keep-alive-interval")
@@ -288,8 +296,9 @@ class WebSocketSession:
                 reason = _reason((event.payload or b"")[2:].decode("utf-8", "replace"))
                 self._outbox.put(("close", (code, reason)), owed=True)
                 break  # Pushpin 1.36 reads no event after a CLOSE (websocketoverhttp.cpp)
-            # OPEN (already handled), PING, PONG: ASGI cannot send ping frames; the server
-            # (uvicorn) keeps the connection alive with its own pings.
+            # OPEN (already handled), PING, PONG: ASGI has no ping frames, so an origin's
+            # PING never reaches the client (Pushpin 1.36 sends it, and posts the client's
+            # pings and pongs to the origin); the server (uvicorn) answers and sends its own.
 
     def _control(self, raw: bytes) -> None:
         try:
@@ -392,8 +401,7 @@ class WebSocketSession:
                 logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
                 await self._deny(502, [], _PROXY_ERROR)
                 return
-            content_type = get_header(answer.headers, "content-type") or ""
-            if answer.status != 200 or content_type.split(";")[0].strip() != WEBSOCKET_EVENTS:
+            if not _is_events_answer(answer):
                 headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
                 await self._deny(answer.status, headers, answer.body[:100_000])
                 return
@@ -467,6 +475,12 @@ class WebSocketSession:
             while True:
                 message = await self._receive()
                 if message["type"] == "websocket.disconnect":
+                    # A client's close frame was already answered by the server, with the
+                    # client's own code, before this message: every uvicorn WebSocket
+                    # protocol echoes it (websockets' Protocol.recv_frame, wsproto's
+                    # event.response()). Pushpin 1.36 instead answers with the origin's
+                    # CLOSE, or drops the client when the answer has none (proxy/
+                    # websocketoverhttp.cpp); here the origin's answer reaches no one.
                     code = message.get("code", _ABNORMAL_CLOSE)
                     self._client_gone = True
                     self._free()

@@ -11,11 +11,14 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
+from drf_grip.protocol import WebSocketEvent, close_payload, decode_events, encode_events
 
 from .conftest import Origin, Response, in_thread, run
 
 EVENTS = "application/websocket-events"
+CHARSET_EVENTS = [
+    ("Content-Type", EVENTS + "; charset=utf-8"), ("Sec-WebSocket-Extensions", "grip")
+]
 
 
 def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
@@ -24,6 +27,16 @@ def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> R
         [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
         encode_events(list(events)),
     )
+
+
+async def _messages_until_closed(ws) -> tuple[list, object]:
+    """The messages the client receives, and the close frame it got (None: dropped, 1006)."""
+    got = []
+    try:
+        while True:
+            got.append(await asyncio.wait_for(ws.recv(), 10))
+    except ConnectionClosed as exc:
+        return got, exc.rcvd
 
 
 def control(kind: str, **args) -> WebSocketEvent:
@@ -59,12 +72,7 @@ def test_an_origins_disconnect_drops_the_connection_without_a_close_frame(
             await ws.send("first")
             assert await ws.recv() == "one"
             await ws.send("go")
-            got = []
-            try:
-                while True:
-                    got.append(await asyncio.wait_for(ws.recv(), 10))
-            except ConnectionClosed as exc:
-                return got, exc.rcvd
+            return await _messages_until_closed(ws)
 
     got, close_frame = run(scenario())
     assert got == [] and close_frame is None  # 1006 for the client
@@ -155,19 +163,25 @@ def test_header_meta_goes_to_the_origin_and_control_meta_to_the_filters(any_prox
     assert meta == [{"meta-user": "bob", "meta-drop": "d"}, {"meta-user": "bob"}]
 
 
-@pytest.mark.parametrize("kind", ["no OPEN", "no events", "malformed", "403", "200 text"])
+@pytest.mark.parametrize(
+    "kind", ["no OPEN", "no events", "malformed", "403", "200 text", "events; charset"]
+)
 def test_a_handshake_the_origin_does_not_accept(any_proxy, origin: Origin, kind: str):
     """Pushpin 1.36 relays an answer to the opening POST that is not ``200
     application/websocket-events`` as it is, a 200 too (proxy/websocketoverhttp.cpp
     ``ErrorRejected``); an events answer that does not open is its own 502 ``Error while
     proxying to origin.`` (proxy/wsproxysession.cpp ``reject``). The
-    embedded proxy answered 502 ``Bad Gateway: not accepted`` and turned a 200 into a 502."""
+    embedded proxy answered 502 ``Bad Gateway: not accepted`` and turned a 200 into a 502.
+    The type is compared byte for byte (``contentType != "application/websocket-events"``):
+    with a parameter (``; charset=utf-8``) an events answer is relayed too, where the
+    embedded proxy ignored the parameter and opened."""
     answers = {
         "no OPEN": ws_answer(WebSocketEvent("TEXT", b"m:x")),
         "no events": ws_answer(),
         "malformed": Response(200, [("Content-Type", EVENTS)], b"TEXT zz\r\n"),
         "403": Response(403, [("Content-Type", "text/plain"), ("X-A", "1")], "nope\n"),
         "200 text": Response(200, [("Content-Type", "text/plain"), ("X-A", "1")], "plain\n"),
+        "events; charset": Response(200, CHARSET_EVENTS, encode_events([WebSocketEvent("OPEN")])),
     }
     origin.route("/ws/")(lambda request: answers[kind])
 
@@ -178,9 +192,10 @@ def test_a_handshake_the_origin_does_not_accept(any_proxy, origin: Origin, kind:
         response = refused.value.response
         return response.status_code, response.headers.get("Content-Type"), bytes(response.body)
 
-    if kind in ("403", "200 text"):
-        status = 403 if kind == "403" else 200
-        assert run(scenario()) == (status, "text/plain", answers[kind].body.encode())
+    if kind in ("403", "200 text", "events; charset"):
+        answer = answers[kind]
+        body = answer.body.encode() if isinstance(answer.body, str) else answer.body
+        assert run(scenario()) == (answer.status, dict(answer.headers)["Content-Type"], body)
     else:
         # Pushpin sends no Content-Type; uvicorn adds a text/plain one to an ASGI answer.
         status, _, body = run(scenario())
@@ -233,3 +248,126 @@ def test_a_next_link_that_keeps_failing_is_fetched_six_times_then_the_stream_end
     _stream_with_a_link(origin, iter(_gone() for _ in range(10)))
     assert run(_lines_after_a_hint(any_proxy)) == []
     assert len(origin.requests_to("/events/next/")) == 6
+
+
+def test_an_answer_with_a_parameter_on_the_events_type_after_the_handshake_drops_it(
+    any_proxy, origin: Origin
+):
+    """Once open, such an answer is an error of the origin side for Pushpin 1.36
+    (proxy/websocketoverhttp.cpp ``ErrorGeneric``): the client's connection is dropped with
+    no close frame and the answer's message never leaves. The embedded proxy relayed it."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return Response(200, CHARSET_EVENTS, encode_events([WebSocketEvent("TEXT", b"m:x")]))
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.send("go")
+            return await _messages_until_closed(ws)
+
+    assert run(scenario()) == ([], None)
+
+
+@pytest.mark.parametrize("reply", ["CLOSE 4002", "CLOSE", "no CLOSE"])
+def test_a_clients_close_is_answered_with_the_origins_close(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest, reply: str
+):
+    """Pushpin 1.36 does not answer a client's close frame itself: it posts the CLOSE to
+    the origin and closes the client with the origin's CLOSE, its code and reason (an empty
+    CLOSE as 1000), and without a keep-alive interval the origin has that one answer to
+    close: an answer with no CLOSE drops the client with no close frame
+    (proxy/websocketoverhttp.cpp, "the server has only one chance to respond to a close").
+
+    The embedded proxy cannot: every WebSocket protocol of uvicorn, the server it runs in,
+    answers a close frame itself, echoing the client's code, before the app hears of it
+    (websockets' sans-I/O ``Protocol.recv_frame`` echoes it, and uvicorn's
+    websockets_sansio_impl ``handle_close`` writes it and closes the transport; its
+    wsproto_impl sends ``event.response()`` alike). So its client always gets its own code
+    back, while the origin still gets the CLOSE."""
+    if any_proxy.name == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="uvicorn echoes the close"))
+    answers = {
+        "CLOSE 4002": ws_answer(WebSocketEvent("CLOSE", close_payload(4002, "bye"))),
+        "CLOSE": ws_answer(WebSocketEvent("CLOSE")),
+        "no CLOSE": ws_answer(),
+    }
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return answers[reply] if events and events[-1].type == "CLOSE" else ws_answer()
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.close(4001, "client")
+            return ws.protocol.close_rcvd
+
+    close = run(scenario())
+    sent = origin.wait_for_requests("/ws/", 2)[1]
+    assert decode_events(sent.body) == [WebSocketEvent("CLOSE", close_payload(4001, "client"))]
+    expected = {"CLOSE 4002": (4002, "bye"), "CLOSE": (1000, ""), "no CLOSE": None}[reply]
+    assert (close and (close.code, close.reason)) == expected
+
+
+def test_pings_go_through_to_the_origin_and_back(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest
+):
+    """Pushpin 1.36 answers no ping itself: a client's ping is posted to the origin as a
+    PING event and answered only with the origin's PONG, and an origin's PING is a ping
+    frame to the client, whose pong comes back as a PONG event (proxy/websocketoverhttp.cpp,
+    ``Frame::Ping`` <-> ``PING``). The embedded proxy cannot: ASGI has no ping or pong
+    messages, and uvicorn answers a client's pings itself; the origin hears of none."""
+    if any_proxy.name == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="ASGI has no ping frames"))
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        if events and events[0].type == "PING":
+            pong = WebSocketEvent("PONG", events[0].content)
+            return ws_answer(pong, WebSocketEvent("PING", b"hi"))
+        if events and events[0].type == "PONG":
+            return ws_answer(WebSocketEvent("TEXT", b"m:pong " + (events[0].content or b"")))
+        return ws_answer()
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", ping_interval=None) as ws:
+            await asyncio.wait_for(await ws.ping(b"abc"), 10)
+            return await asyncio.wait_for(ws.recv(), 5)
+
+    assert run(scenario()) == "pong hi"
+    pings = [decode_events(r.body)[0] for r in origin.requests_to("/ws/")[1:3]]
+    assert pings == [WebSocketEvent("PING", b"abc"), WebSocketEvent("PONG", b"hi")]
+
+
+def test_an_origins_close_with_a_one_byte_payload_closes_without_a_code(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 reads a CLOSE event's code only from a payload of two bytes or more
+    (proxy/websocketoverhttp.cpp, ``e.content.size() >= 2``): a one-byte payload is a CLOSE
+    without a code, and the client gets the answer's messages, then a close with 1000. The
+    embedded proxy took the whole answer as malformed and dropped the connection, the
+    messages with it."""
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        events = decode_events(request.body)
+        if events and events[0].type == "OPEN":
+            return ws_answer(WebSocketEvent("OPEN"))
+        return ws_answer(WebSocketEvent("TEXT", b"m:last"), WebSocketEvent("CLOSE", b"\x03"))
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.send("go")
+            return await _messages_until_closed(ws)
+
+    got, close = run(scenario())
+    assert (got, close and (close.code, close.reason)) == (["last"], (1000, ""))

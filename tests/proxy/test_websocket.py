@@ -114,7 +114,10 @@ def test_an_origins_close_code_that_may_not_go_on_the_wire_closes_with_1000(
     server: ProxyServer, origin: Origin, code: int
 ):
     """Another GRIP origin (gripcontrol's ``close(100)``) may answer a code RFC 6455 §7.4
-    forbids: the client is still closed, with 1000, not left open."""
+    forbids: the client is still closed, with 1000, not left open. Pushpin 1.36 puts the code
+    on the wire as it is and the client fails the connection (websockets answers 1002,
+    measured; a browser reports 1006, RFC 6455 §7.1.7); uvicorn refuses to send it (websockets'
+    ``Close.serialize``: "invalid status code"), a difference docs/websockets.rst lists."""
 
     @origin.route("/ws/")
     def closing(request) -> Response:
