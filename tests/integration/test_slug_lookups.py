@@ -6,7 +6,6 @@ embedded proxy alike (``grip_proxy``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from django.db import transaction
@@ -22,14 +21,6 @@ from .test_realtime import WITHIN, get, obj_ch, settle, shared_ch, stream
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PATHS = ["/api/articles/", "/api/shared-articles/"]
-
-
-@pytest.fixture
-def streams() -> Iterator[list[EventStream]]:
-    opened: list[EventStream] = []
-    yield opened
-    for events in opened:
-        events.close()
 
 
 def _channel(proxy: ProxyUnderTest, path: str, article: Article) -> str:
