@@ -23,7 +23,7 @@ from tests.testapp.hook_views import custom_etag
 from tests.testapp.models import Comment, Post, Tag, Todo
 
 from .test_gateway_ws import ask, gateway, receive
-from .test_realtime import WITHIN, get, hold, settle, shared_ch, stream, streams, token_for  # noqa: F401
+from .test_realtime import WITHIN, get, hold, settle, shared_ch, stream, token_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
