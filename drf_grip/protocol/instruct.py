@@ -130,7 +130,9 @@ class Instruct:
     hold: HoldMode | None = None
     channels: list[Channel] = field(default_factory=list)
     timeout: float | None = None
-    #: The status the proxy answers a held client with, and its reason (``Grip-Status``).
+    #: The status the proxy answers the client with, and its reason (``Grip-Status``): on
+    #: a hold's answer, and on an answer that does not hold (Pushpin 1.36 applies it to
+    #: every answer with a ``Grip-*`` header, handler/instruct.cpp ``newResponse``).
     status: tuple[int, str | None] | None = None
     keep_alive: KeepAlive | None = None
     next_link: NextLink | None = None
@@ -177,6 +179,10 @@ class Instruct:
         self.next_link = NextLink(uri, _whole_seconds(timeout, "next link") or None)
 
     # -- what it amounts to ----------------------------------------------------------------
+
+    def client_status(self, status: int) -> int:
+        """The status the client gets for an origin's answer of ``status``."""
+        return self.status[0] if self.status else status
 
     @property
     def holds(self) -> bool:

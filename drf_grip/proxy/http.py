@@ -428,7 +428,9 @@ class HttpSession:
                     # A plain answer may stream for as long as it likes: its turn ends here.
                     turn.release()
                     turn = None
-                    await self._pass_through(exchange, status, resp_headers)
+                    await self._pass_through(
+                        exchange, instruct.client_status(status), resp_headers
+                    )
                     return
                 try:
                     body = await exchange.read_body(self.proxy.max_origin_size)
@@ -481,7 +483,9 @@ class HttpSession:
                     "%s: a stream held on a channel with a prev-id needs a Grip-Link rel=next; "
                     "answered without a hold, as Pushpin does", self.path,
                 )
-                await self._respond(answer.status, answer.headers, answer.body)
+                await self._respond(
+                    instruct.client_status(answer.status), answer.headers, answer.body
+                )
                 return
             if instruct.hold == "stream" or (instruct.hold is None and instruct.next_link):
                 await self._stream(answer, instruct)
@@ -505,7 +509,9 @@ class HttpSession:
             if self._gone:
                 return
             if not instruct.is_grip:
-                await self._respond(answer.status, answer.headers, answer.body)
+                await self._respond(
+                    instruct.client_status(answer.status), answer.headers, answer.body
+                )
                 return
 
     def _grip_last(self) -> RawHeaders:
@@ -588,7 +594,7 @@ class HttpSession:
     async def _hold_response(
         self, answer: OriginResponse, instruct: Instruct, mismatches: int
     ) -> None:
-        status = instruct.status[0] if instruct.status else answer.status
+        status = instruct.client_status(answer.status)
         self._held = _shared_held(status, without_headers(answer.headers, grip=True), answer.body)
         self._mode = "response"
         if self._gone:
@@ -675,7 +681,7 @@ class HttpSession:
         if instruct.hold == "stream" and not self._admit():
             await self._refuse_over_limit()
             return
-        status = instruct.status[0] if instruct.status else answer.status
+        status = instruct.client_status(answer.status)
         await self._start_response(status, self._stream_headers(answer.headers))
         await self._write_events(answer.body)
         # Without a hold, a next link is paging: follow it at once. With a hold and a prev-id

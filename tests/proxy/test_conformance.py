@@ -467,3 +467,35 @@ def test_a_handshake_answer_with_no_events_and_a_keep_alive_interval_waits_for_t
     assert run(scenario()) == (True, "hi")
     first, second = origin.requests_to("/ws/")[:2]  # then the client's CLOSE
     assert [decode_events(r.body) for r in (first, second)] == [[WebSocketEvent("OPEN")]] * 2
+
+
+@pytest.mark.parametrize("grip_status", ["299 Fine", "404", "201 Made"])
+def test_grip_status_sets_the_status_of_an_answer_that_does_not_hold(
+    any_proxy, origin: Origin, grip_status: str
+):
+    """Pushpin 1.36 hands every answer with a ``Grip-*`` header to its handler
+    (proxy/proxysession.cpp, ``acceptHeaderPrefixes``), which answers the client with
+    ``Grip-Status``'s code whether or not the answer holds (handler/instruct.cpp,
+    ``newResponse.code``). The embedded proxy passed a non-holding answer's own status
+    through."""
+    origin.route("/plain/")(lambda request: Response(
+        200, [("Grip-Status", grip_status), ("Content-Type", "text/plain")], "hi"
+    ))
+    response = httpx.get(any_proxy.url + "/plain/", timeout=10)
+    assert (response.status_code, response.text) == (int(grip_status.split()[0]), "hi")
+    assert not [name for name in response.headers if name.lower().startswith("grip-")]
+
+
+def test_grip_status_gives_the_client_its_reason_phrase(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest
+):
+    """Pushpin 1.36 sends ``Grip-Status``'s reason phrase as it is (handler/instruct.cpp,
+    ``newResponse.reason``; the standard one only when none is given). The embedded proxy
+    cannot: an ASGI response has no reason phrase, and uvicorn writes the standard one."""
+    if any_proxy.name == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="ASGI has no reason phrase"))
+    origin.route("/plain/")(lambda request: Response(
+        200, [("Grip-Status", "200 Fine Thanks"), ("Content-Type", "text/plain")], "hi"
+    ))
+    response = httpx.get(any_proxy.url + "/plain/", timeout=10)
+    assert (response.status_code, response.reason_phrase) == (200, "Fine Thanks")
