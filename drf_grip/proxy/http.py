@@ -176,6 +176,9 @@ class HttpSession:
         self._last_write = 0.0
         self._last_event: bytes | None = None
         self._next_keep_alive = 0.0
+        # The write an idle keep-alive counts from, and its delay from it.
+        self._idle_since = -1.0
+        self._idle_delay = 0.0
 
     # -- the subscriber interface (called by the hub, on the loop, never blocks) ----------
 
@@ -658,7 +661,8 @@ class HttpSession:
         now = time.monotonic()
         if instruct.keep_alive is not None:
             self._keep_alive = instruct.keep_alive
-            self._next_keep_alive = now + instruct.keep_alive.timeout
+            self._idle_since = -1.0
+            self._next_keep_alive = now + self._keep_alive_delay()
         self._link = instruct.next_link
         if self._link is not None:
             self._link_due = now + self._link.timeout
@@ -671,8 +675,20 @@ class HttpSession:
         if self._keep_alive is None:
             return None
         if self._keep_alive.mode == "idle":
-            return self._last_write + self._keep_alive.timeout
+            if self._idle_since != self._last_write:
+                # Idle mode sets the timer afresh at each write (handler/httpsession.cpp
+                # ``adjustKeepAlive``).
+                self._idle_since = self._last_write
+                self._idle_delay = self._keep_alive_delay()
+            return self._last_write + self._idle_delay
         return self._next_keep_alive
+
+    def _keep_alive_delay(self) -> float:
+        """Pushpin 1.36 sets each keep-alive timer up to 1 s short of the timeout, at random
+        (handler/httpsession.cpp ``setupKeepAlive``, ``KEEPALIVE_RAND_MAX``): the timeout
+        is the longest a stream stays silent, not the time between keep-alives."""
+        assert self._keep_alive is not None
+        return max(self._keep_alive.timeout - random.random(), 0.0)
 
     async def _stream(self, answer: OriginResponse, instruct: Instruct) -> None:
         self._mode = "stream"
@@ -720,7 +736,7 @@ class HttpSession:
             if keep_alive_due is not None and now >= keep_alive_due:
                 assert self._keep_alive is not None
                 await self._write(self._keep_alive.data)
-                self._next_keep_alive = time.monotonic() + self._keep_alive.timeout
+                self._next_keep_alive = time.monotonic() + self._keep_alive_delay()
                 continue
             if self._link is not None and now >= self._link_due:
                 follow_now = True

@@ -499,3 +499,35 @@ def test_grip_status_gives_the_client_its_reason_phrase(
     ))
     response = httpx.get(any_proxy.url + "/plain/", timeout=10)
     assert (response.status_code, response.reason_phrase) == (200, "Fine Thanks")
+
+
+@pytest.mark.parametrize("mode", ["idle", "interval"])
+def test_a_streams_keep_alives_come_up_to_a_second_before_their_timeout(
+    any_proxy, origin: Origin, mode: str
+):
+    """Pushpin 1.36 sets each keep-alive timer of a stream to the ``Grip-Keep-Alive``
+    timeout less a random part of a second (handler/httpsession.cpp ``setupKeepAlive``,
+    ``KEEPALIVE_RAND_MAX`` = 1000 ms): with ``timeout=1`` a keep-alive every half second on
+    average, about ten in 5 s (six or more but for 1 in 720). The embedded proxy wrote one
+    every full second, five."""
+    origin.route("/s/")(lambda request: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ka"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", f"ka\\n; format=cstring; timeout=1; mode={mode}"),
+    ], "first\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=any_proxy.url, timeout=10) as client:
+            async with client.stream("GET", "/s/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "first"
+                until = time.monotonic() + 5
+                count = 0
+                while (left := until - time.monotonic()) > 0:
+                    try:
+                        assert await asyncio.wait_for(lines.__anext__(), left) == "ka"
+                    except asyncio.TimeoutError:
+                        break
+                    count += 1
+                return count
+
+    assert run(scenario()) >= 6
