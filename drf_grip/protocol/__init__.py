@@ -13,6 +13,7 @@ from .constants import (
     MAX_CHANNELS,
     MAX_CLOSE_REASON,
     MAX_PUBLISH_BODY,
+    MAX_WS_ANSWER_BODY,
     MESSAGE_PREFIX,
     MIN_HOLD_TIMEOUT,
     NORMAL_CLOSURE,
@@ -41,6 +42,7 @@ from .instruct import (
     encode_keep_alive,
     parse_channels,
     parse_instruct,
+    whole_number,
 )
 from .items import (
     InvalidItem,
@@ -66,6 +68,7 @@ __all__ = [
     "MAX_CHANNELS",
     "MAX_CLOSE_REASON",
     "MAX_PUBLISH_BODY",
+    "MAX_WS_ANSWER_BODY",
     "MESSAGE_PREFIX",
     "MIN_HOLD_TIMEOUT",
     "MalformedEvents",
@@ -99,4 +102,5 @@ __all__ = [
     "sendable_close_code",
     "set_meta",
     "subscribed_filters",
+    "whole_number",
 ]

@@ -12,6 +12,7 @@ __all__ = [
     "MAX_CHANNELS",
     "MAX_CLOSE_REASON",
     "MAX_PUBLISH_BODY",
+    "MAX_WS_ANSWER_BODY",
     "MESSAGE_PREFIX",
     "MIN_HOLD_TIMEOUT",
     "NORMAL_CLOSURE",
@@ -49,6 +50,11 @@ MAX_CLOSE_REASON: Final = 123
 
 #: Pushpin refuses a ``/publish`` body over 1 MB (Pushpin 1.36).
 MAX_PUBLISH_BODY: Final = 1_000_000
+
+#: The largest answer body an origin may send to one WebSocket-over-HTTP request: one byte
+#: more is an error of the origin side, and the client is dropped with none of the answer's
+#: messages (Pushpin 1.36, src/proxy/websocketoverhttp.cpp ``RESPONSE_BODY_MAX``).
+MAX_WS_ANSWER_BODY: Final = 1_000_000
 
 #: Bytes of a WebSocket message an origin can answer inline and have sent at once. Pushpin
 #: splits a longer one into 16,384-byte frames (src/proxy/websocketoverhttp.cpp,

@@ -130,7 +130,9 @@ class Instruct:
     hold: HoldMode | None = None
     channels: list[Channel] = field(default_factory=list)
     timeout: float | None = None
-    #: The status the proxy answers a held client with, and its reason (``Grip-Status``).
+    #: The status the proxy answers the client with, and its reason (``Grip-Status``): on
+    #: a hold's answer, and on an answer that does not hold (Pushpin 1.36 applies it to
+    #: every answer with a ``Grip-*`` header, handler/instruct.cpp ``newResponse``).
     status: tuple[int, str | None] | None = None
     keep_alive: KeepAlive | None = None
     next_link: NextLink | None = None
@@ -177,6 +179,10 @@ class Instruct:
         self.next_link = NextLink(uri, _whole_seconds(timeout, "next link") or None)
 
     # -- what it amounts to ----------------------------------------------------------------
+
+    def client_status(self, status: int) -> int:
+        """The status the client gets for an origin's answer of ``status``."""
+        return self.status[0] if self.status else status
 
     @property
     def holds(self) -> bool:
@@ -300,17 +306,29 @@ def _whole_seconds(timeout: float | None, what: str) -> int | None:
 # -- parsing -------------------------------------------------------------------------------
 
 
-def _seconds(text: str, what: str) -> float:
-    """Whole seconds, read as Pushpin 1.36 reads them (handler/instruct.cpp, fromResponse:
-    ``QByteArray::toInt``): a sign at most and digits that fit a C int. ``5.5`` is no
-    timeout: Pushpin answers the client 502, and so does the embedded proxy (it held)."""
+def whole_number(text: str) -> int | None:
+    """``text`` read as Pushpin 1.36 reads a number (Qt's ``QByteArray::toInt``): spaces
+    around, a sign at most and digits that fit a C int; anything else (``5.5``, ``abc``)
+    is None."""
     text = text.strip()
     digits = text[1:] if text[:1] in ("+", "-") else text
     if not _DIGITS.fullmatch(digits) or len(digits) > 10 or int(digits) > _INT_MAX:
-        raise InstructError(f"failed to parse {what}: {text!r} is not a whole number of seconds")
-    if text.startswith("-") and int(digits):
-        raise InstructError(f"{what} has invalid value {text!r}")
-    return float(int(digits))
+        return None
+    return -int(digits) if text.startswith("-") else int(digits)
+
+
+def _seconds(text: str, what: str) -> float:
+    """Whole seconds, read as Pushpin 1.36 reads them (handler/instruct.cpp, fromResponse:
+    ``QByteArray::toInt``). ``5.5`` is no timeout: Pushpin answers the client 502, and so
+    does the embedded proxy (it held)."""
+    seconds = whole_number(text)
+    if seconds is None:
+        raise InstructError(
+            f"failed to parse {what}: {text.strip()!r} is not a whole number of seconds"
+        )
+    if seconds < 0:
+        raise InstructError(f"{what} has invalid value {text.strip()!r}")
+    return float(seconds)
 
 
 def _keep_alive(text: str) -> KeepAlive:

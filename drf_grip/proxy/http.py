@@ -176,6 +176,9 @@ class HttpSession:
         self._last_write = 0.0
         self._last_event: bytes | None = None
         self._next_keep_alive = 0.0
+        # The write an idle keep-alive counts from, and its delay from it.
+        self._idle_since = -1.0
+        self._idle_delay = 0.0
 
     # -- the subscriber interface (called by the hub, on the loop, never blocks) ----------
 
@@ -428,7 +431,9 @@ class HttpSession:
                     # A plain answer may stream for as long as it likes: its turn ends here.
                     turn.release()
                     turn = None
-                    await self._pass_through(exchange, status, resp_headers)
+                    await self._pass_through(
+                        exchange, instruct.client_status(status), resp_headers
+                    )
                     return
                 try:
                     body = await exchange.read_body(self.proxy.max_origin_size)
@@ -481,7 +486,9 @@ class HttpSession:
                     "%s: a stream held on a channel with a prev-id needs a Grip-Link rel=next; "
                     "answered without a hold, as Pushpin does", self.path,
                 )
-                await self._respond(answer.status, answer.headers, answer.body)
+                await self._respond(
+                    instruct.client_status(answer.status), answer.headers, answer.body
+                )
                 return
             if instruct.hold == "stream" or (instruct.hold is None and instruct.next_link):
                 await self._stream(answer, instruct)
@@ -505,7 +512,9 @@ class HttpSession:
             if self._gone:
                 return
             if not instruct.is_grip:
-                await self._respond(answer.status, answer.headers, answer.body)
+                await self._respond(
+                    instruct.client_status(answer.status), answer.headers, answer.body
+                )
                 return
 
     def _grip_last(self) -> RawHeaders:
@@ -588,7 +597,7 @@ class HttpSession:
     async def _hold_response(
         self, answer: OriginResponse, instruct: Instruct, mismatches: int
     ) -> None:
-        status = instruct.status[0] if instruct.status else answer.status
+        status = instruct.client_status(answer.status)
         self._held = _shared_held(status, without_headers(answer.headers, grip=True), answer.body)
         self._mode = "response"
         if self._gone:
@@ -652,7 +661,8 @@ class HttpSession:
         now = time.monotonic()
         if instruct.keep_alive is not None:
             self._keep_alive = instruct.keep_alive
-            self._next_keep_alive = now + instruct.keep_alive.timeout
+            self._idle_since = -1.0
+            self._next_keep_alive = now + self._keep_alive_delay()
         self._link = instruct.next_link
         if self._link is not None:
             self._link_due = now + self._link.timeout
@@ -665,8 +675,20 @@ class HttpSession:
         if self._keep_alive is None:
             return None
         if self._keep_alive.mode == "idle":
-            return self._last_write + self._keep_alive.timeout
+            if self._idle_since != self._last_write:
+                # Idle mode sets the timer afresh at each write (handler/httpsession.cpp
+                # ``adjustKeepAlive``).
+                self._idle_since = self._last_write
+                self._idle_delay = self._keep_alive_delay()
+            return self._last_write + self._idle_delay
         return self._next_keep_alive
+
+    def _keep_alive_delay(self) -> float:
+        """Pushpin 1.36 sets each keep-alive timer up to 1 s short of the timeout, at random
+        (handler/httpsession.cpp ``setupKeepAlive``, ``KEEPALIVE_RAND_MAX``): the timeout
+        is the longest a stream stays silent, not the time between keep-alives."""
+        assert self._keep_alive is not None
+        return max(self._keep_alive.timeout - random.random(), 0.0)
 
     async def _stream(self, answer: OriginResponse, instruct: Instruct) -> None:
         self._mode = "stream"
@@ -675,7 +697,7 @@ class HttpSession:
         if instruct.hold == "stream" and not self._admit():
             await self._refuse_over_limit()
             return
-        status = instruct.status[0] if instruct.status else answer.status
+        status = instruct.client_status(answer.status)
         await self._start_response(status, self._stream_headers(answer.headers))
         await self._write_events(answer.body)
         # Without a hold, a next link is paging: follow it at once. With a hold and a prev-id
@@ -714,7 +736,7 @@ class HttpSession:
             if keep_alive_due is not None and now >= keep_alive_due:
                 assert self._keep_alive is not None
                 await self._write(self._keep_alive.data)
-                self._next_keep_alive = time.monotonic() + self._keep_alive.timeout
+                self._next_keep_alive = time.monotonic() + self._keep_alive_delay()
                 continue
             if self._link is not None and now >= self._link_due:
                 follow_now = True

@@ -30,6 +30,7 @@ from ..protocol import (
     CONTROL_PREFIX,
     MAX_CHANNELS,
     MAX_CLOSE_REASON,
+    MAX_WS_ANSWER_BODY,
     MESSAGE_PREFIX,
     WEBSOCKET_EVENTS,
     Channel,
@@ -47,6 +48,7 @@ from ..protocol import (
     sendable_close_code,
     set_meta,
     subscribed_filters,
+    whole_number,
 )
 from .headers import loggable_target
 from .mailbox import Mailbox
@@ -137,7 +139,9 @@ class WebSocketSession:
         self._prefix = MESSAGE_PREFIX
         self._detached = False
         self._keep_alive_interval: float | None = None
-        self._last_post = time.monotonic()
+        # Pushpin 1.36 starts the keep-alive timer when an answer is in
+        # (proxy/websocketoverhttp.cpp ``req_readyRead``: ``keepAliveTimer->start``).
+        self._last_answer = time.monotonic()
         # Client -> origin: bounded; the reader waits for room (back-pressure on the socket).
         self._pending: deque[WebSocketEvent] = deque()
         self._pending_bytes = 0
@@ -145,7 +149,8 @@ class WebSocketSession:
         self._room = asyncio.Event()
         self._room.set()
         self._final: WebSocketEvent | None = None
-        # The largest answer body the origin may send to one batch.
+        # The most answer bytes the client may have yet to read before the origin is asked
+        # for more.
         self._answer_limit = proxy.max_origin_size
         # Origin and publishes -> client. Publishes are bounded and their overflow closes this
         # connection only; answers are bounded by not asking the origin for more while the
@@ -225,15 +230,17 @@ class WebSocketSession:
         return origin_headers(headers, self.proxy.signer)
 
     async def _post(self, events: list[WebSocketEvent]) -> OriginResponse:
-        self._last_post = time.monotonic()
         scope = derive_scope(self.scope, headers=self._origin_headers(), method="POST")
-        return await fetch(
-            self.proxy.app,
-            scope,
-            encode_events(events),
-            limit=self._answer_limit,
-            timeout=self.proxy.origin_timeout,
-        )
+        try:
+            return await fetch(
+                self.proxy.app,
+                scope,
+                encode_events(events),
+                limit=MAX_WS_ANSWER_BODY,
+                timeout=self.proxy.origin_timeout,
+            )
+        finally:
+            self._last_answer = time.monotonic()
 
     def _answer_events(self, answer: OriginResponse) -> list[WebSocketEvent]:
         if not _is_events_answer(answer):
@@ -245,12 +252,11 @@ class WebSocketSession:
             raise OriginError(f"malformed websocket-events answer: {exc}") from None
         interval = get_header(answer.headers, "keep-alive-interval")
         if interval is not None:
-            try:
-                seconds = float(interval)
-            except ValueError:
-                seconds = -1
+            # Pushpin 1.36 keeps a whole number above 0, raised to 20; anything else (1.5,
+            # abc, 0) turns keep-alives off (proxy/websocketoverhttp.cpp, ``toInt(&ok)``).
+            seconds = whole_number(interval)
             self._keep_alive_interval = (
-                max(seconds, self.proxy.min_ws_keep_alive) if seconds > 0 else None
+                max(seconds, self.proxy.min_ws_keep_alive) if seconds and seconds > 0 else None
             )
         for name, value in answer.headers:
             if name.lower().startswith(b"set-meta-") and len(name) > 9:
@@ -395,20 +401,30 @@ class WebSocketSession:
             # ``ErrorRejected``, body cut at REJECT_BODY_MAX); anything else that does not
             # open (no OPEN first, malformed events, no answer) is its own 502 with no
             # Content-Type (proxy/wsproxysession.cpp ``reject``, ``out_error``).
-            try:
-                answer = await self._post([WebSocketEvent("OPEN")])
-            except OriginError as exc:
-                logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
-                await self._deny(502, [], _PROXY_ERROR)
-                return
-            if not _is_events_answer(answer):
-                headers = [(k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")]
-                await self._deny(answer.status, headers, answer.body[:100_000])
-                return
-            try:
-                events = self._answer_events(answer)
-            except OriginError:
-                events = []
+            while True:
+                try:
+                    answer = await self._post([WebSocketEvent("OPEN")])
+                except OriginError as exc:
+                    logger.warning("%s: origin error on WebSocket open: %s", self.path, exc)
+                    await self._deny(502, [], _PROXY_ERROR)
+                    return
+                if not _is_events_answer(answer):
+                    headers = [
+                        (k, v) for k, v in answer.headers if not k.lower().startswith(b"grip-")
+                    ]
+                    await self._deny(answer.status, headers, answer.body[:100_000])
+                    return
+                try:
+                    events = self._answer_events(answer)
+                except OriginError:
+                    events = None
+                if events or events is None or not self._keep_alive_interval:
+                    break
+                # "server must respond with events or enable keep alive": with keep-alives
+                # on, an answer with no events leaves the handshake waiting, and the
+                # keep-alive call posts OPEN again (Pushpin 1.36, proxy/websocketoverhttp.cpp,
+                # ``update`` while ``Connecting``).
+                await asyncio.sleep(self._keep_alive_interval)
             if not events or events[0].type != "OPEN":
                 await self._deny(502, [], _PROXY_ERROR)
                 return
@@ -563,7 +579,7 @@ class WebSocketSession:
                     self._room.set()
                 timeout = None
                 if self._keep_alive_interval and not self._detached:
-                    timeout = self._last_post + self._keep_alive_interval - time.monotonic()
+                    timeout = self._last_answer + self._keep_alive_interval - time.monotonic()
                     if timeout <= 0:
                         await self._exchange([])
                         continue
@@ -587,7 +603,7 @@ class WebSocketSession:
 
     def _next_batch(self) -> list[WebSocketEvent]:
         # A few events per request: the origin answers a whole batch in one body that must
-        # stay within ``_answer_limit``, and Django runs it as one request (one thread, one
+        # stay within MAX_WS_ANSWER_BODY, and Django runs it as one request (one thread, one
         # DATA_UPLOAD_MAX_MEMORY_SIZE), so a burst of thousands becomes many small requests.
         count = min(len(self._pending), max(1, int(self.proxy.ws_events_per_request)))
         batch = [self._pending.popleft() for _ in range(count)]

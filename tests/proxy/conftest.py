@@ -245,7 +245,11 @@ def any_proxy(
 ) -> Iterator[PushpinInFront | EmbeddedInFront]:
     """The scripted origin behind the embedded proxy, or behind a real Pushpin."""
     if request.param == "embedded":
-        yield EmbeddedInFront(make_proxy())
+        server = make_proxy()
+        # Pushpin's own bounds (Grip-Timeout at least 5 s, Keep-Alive-Interval at least 20 s).
+        server.proxy.min_hold_timeout = GripProxy.min_hold_timeout
+        server.proxy.min_ws_keep_alive = GripProxy.min_ws_keep_alive
+        yield EmbeddedInFront(server)
         return
     front = PushpinInFront(origin)
     try:

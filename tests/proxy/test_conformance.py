@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -371,3 +372,162 @@ def test_an_origins_close_with_a_one_byte_payload_closes_without_a_code(
 
     got, close = run(scenario())
     assert (got, close and (close.code, close.reason)) == (["last"], (1000, ""))
+
+
+def _events_of_size(size: int) -> list[WebSocketEvent]:
+    """``m:`` TEXT messages of 10,000 bytes and one more, encoded in exactly ``size`` bytes.
+    Not one large message: Pushpin 1.36 sends the rest of a message over 16,384 bytes only
+    when the client sends a frame (``INLINE_MESSAGE_MAX`` in drf_grip/protocol/constants.py);
+    one of 50 KB reached no client within 10 s."""
+    chunk = WebSocketEvent("TEXT", b"m:" + b"x" * 9_998)
+    events = [chunk] * (size // len(encode_events([chunk])) - 1)
+    rest = size - len(encode_events(events))
+    length = rest - len(f"TEXT {rest:x}\r\n\r\n")
+    if len(f"{length:x}") < len(f"{rest:x}"):  # one hex digit fewer in the event's length
+        length += 1
+    events.append(WebSocketEvent("TEXT", b"m:" + b"x" * (length - 2)))
+    assert len(encode_events(events)) == size
+    return events
+
+
+@pytest.mark.parametrize("size", [1_000_000, 1_000_001])
+def test_an_origin_answer_over_1000000_bytes_drops_the_connection(
+    any_proxy, origin: Origin, size: int
+):
+    """Pushpin 1.36 reads an origin's answer body up to RESPONSE_BODY_MAX = 1,000,000 bytes
+    (proxy/websocketoverhttp.cpp ``req_readyRead``: ``inBuf.size() + bytesAvailable() >
+    RESPONSE_BODY_MAX`` -> ``error``); one byte more is an error of the origin side, and the
+    client is dropped with no close frame and none of the answer's messages
+    (proxy/wsproxysession.cpp ``out_error``). The embedded proxy read up to
+    max(4 x max_message_size, 1 MiB) and relayed it."""
+    events = _events_of_size(size)
+
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        if decode_events(request.body)[:1] == [WebSocketEvent("OPEN")]:
+            return ws_answer(WebSocketEvent("OPEN"))
+        return Response(200, [("Content-Type", EVENTS)], encode_events(events))
+
+    async def scenario():
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10) as ws:
+            await ws.send("go")
+            if size > 1_000_000:
+                return await _messages_until_closed(ws)
+            return [await asyncio.wait_for(ws.recv(), 10) for _ in events], "open"
+
+    got, close = run(scenario())
+    if size > 1_000_000:
+        assert (got, close) == ([], None)
+    else:
+        assert ([len(m) for m in got], close) == ([len(e.content) - 2 for e in events], "open")
+
+
+@pytest.mark.parametrize("interval", ["1.5", "abc", "0", "-5"])
+def test_a_handshake_answer_with_no_events_and_no_whole_keep_alive_interval_is_refused(
+    any_proxy, origin: Origin, interval: str
+):
+    """Pushpin 1.36 reads ``Keep-Alive-Interval`` as a whole number of seconds
+    (proxy/websocketoverhttp.cpp: ``toInt(&ok)``, kept only if ``ok && x > 0``, raised to
+    20); anything else turns keep-alives off. A handshake answer with no events is accepted
+    only with keep-alives on ("server must respond with events or enable keep alive"), so
+    with these values it is Pushpin's 502."""
+    origin.route("/ws/")(lambda request: ws_answer(headers=[("Keep-Alive-Interval", interval)]))
+
+    async def scenario():
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10):
+                pass
+        response = refused.value.response
+        return response.status_code, bytes(response.body)
+
+    assert run(scenario()) == (502, b"Error while proxying to origin.\n")
+    assert len(origin.requests_to("/ws/")) == 1
+
+
+@pytest.mark.waits_out_a_hold
+@pytest.mark.timeout(60)
+def test_a_handshake_answer_with_no_events_and_a_keep_alive_interval_waits_for_the_next_call(
+    any_proxy, origin: Origin
+):
+    """With keep-alives on, Pushpin 1.36 takes a handshake answer with no events as "not
+    yet": the client's handshake waits, and the keep-alive call, 20 s later (the interval is
+    raised to at least 20, proxy/websocketoverhttp.cpp), posts OPEN again (``update``: while
+    ``Connecting`` the events are ``OPEN``); an OPEN then opens. The embedded proxy answered
+    502 at once."""
+    answers = iter([ws_answer(headers=[("Keep-Alive-Interval", "5")]),
+                    ws_answer(WebSocketEvent("OPEN"), WebSocketEvent("TEXT", b"m:hi"))])
+    origin.route("/ws/")(lambda request: next(answers))
+
+    async def scenario():
+        started = time.monotonic()
+        async with websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=40) as ws:
+            # Qt's coarse timers may fire up to 5 % early (QTimer, Qt::CoarseTimer).
+            return time.monotonic() - started >= 19, await asyncio.wait_for(ws.recv(), 10)
+
+    assert run(scenario()) == (True, "hi")
+    first, second = origin.requests_to("/ws/")[:2]  # then the client's CLOSE
+    assert [decode_events(r.body) for r in (first, second)] == [[WebSocketEvent("OPEN")]] * 2
+
+
+@pytest.mark.parametrize("grip_status", ["299 Fine", "404", "201 Made"])
+def test_grip_status_sets_the_status_of_an_answer_that_does_not_hold(
+    any_proxy, origin: Origin, grip_status: str
+):
+    """Pushpin 1.36 hands every answer with a ``Grip-*`` header to its handler
+    (proxy/proxysession.cpp, ``acceptHeaderPrefixes``), which answers the client with
+    ``Grip-Status``'s code whether or not the answer holds (handler/instruct.cpp,
+    ``newResponse.code``). The embedded proxy passed a non-holding answer's own status
+    through."""
+    origin.route("/plain/")(lambda request: Response(
+        200, [("Grip-Status", grip_status), ("Content-Type", "text/plain")], "hi"
+    ))
+    response = httpx.get(any_proxy.url + "/plain/", timeout=10)
+    assert (response.status_code, response.text) == (int(grip_status.split()[0]), "hi")
+    assert not [name for name in response.headers if name.lower().startswith("grip-")]
+
+
+def test_grip_status_gives_the_client_its_reason_phrase(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest
+):
+    """Pushpin 1.36 sends ``Grip-Status``'s reason phrase as it is (handler/instruct.cpp,
+    ``newResponse.reason``; the standard one only when none is given). The embedded proxy
+    cannot: an ASGI response has no reason phrase, and uvicorn writes the standard one."""
+    if any_proxy.name == "embedded":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="ASGI has no reason phrase"))
+    origin.route("/plain/")(lambda request: Response(
+        200, [("Grip-Status", "200 Fine Thanks"), ("Content-Type", "text/plain")], "hi"
+    ))
+    response = httpx.get(any_proxy.url + "/plain/", timeout=10)
+    assert (response.status_code, response.reason_phrase) == (200, "Fine Thanks")
+
+
+@pytest.mark.parametrize("mode", ["idle", "interval"])
+def test_a_streams_keep_alives_come_up_to_a_second_before_their_timeout(
+    any_proxy, origin: Origin, mode: str
+):
+    """Pushpin 1.36 sets each keep-alive timer of a stream to the ``Grip-Keep-Alive``
+    timeout less a random part of a second (handler/httpsession.cpp ``setupKeepAlive``,
+    ``KEEPALIVE_RAND_MAX`` = 1000 ms): with ``timeout=1`` a keep-alive every half second on
+    average, about ten in 5 s (six or more but for 1 in 720). The embedded proxy wrote one
+    every full second, five."""
+    origin.route("/s/")(lambda request: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ka"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", f"ka\\n; format=cstring; timeout=1; mode={mode}"),
+    ], "first\n"))
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=any_proxy.url, timeout=10) as client:
+            async with client.stream("GET", "/s/") as response:
+                lines = response.aiter_lines()
+                assert await lines.__anext__() == "first"
+                until = time.monotonic() + 5
+                count = 0
+                while (left := until - time.monotonic()) > 0:
+                    try:
+                        assert await asyncio.wait_for(lines.__anext__(), left) == "ka"
+                    except asyncio.TimeoutError:
+                        break
+                    count += 1
+                return count
+
+    assert run(scenario()) >= 6

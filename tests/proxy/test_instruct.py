@@ -12,6 +12,7 @@ from drf_grip.protocol import (
     decode_events,
     encode_events,
     parse_instruct,
+    whole_number,
 )
 
 
@@ -76,6 +77,18 @@ def test_timeouts_are_whole_seconds_as_pushpin_reads_them():
         ("Grip-Link", "</n/>; rel=next"),
     ))
     assert (stream.keep_alive.timeout, stream.next_link.timeout) == (55, 120)  # the defaults
+
+
+@pytest.mark.parametrize("text, number", [
+    ("5", 5), (" +7 ", 7), ("-3", -3), ("1.5", None), ("abc", None), ("", None),
+    ("1_0", None), ("99999999999", None), ("\uff15", None),
+])
+def test_numbers_are_read_as_pushpin_reads_them(text, number):
+    """Pushpin 1.36 reads Grip-Timeout (handler/instruct.cpp) and a WebSocket-over-HTTP
+    answer's Keep-Alive-Interval (proxy/websocketoverhttp.cpp, ``toInt(&ok)``) with Qt's
+    ``QByteArray::toInt``: ``Keep-Alive-Interval: 1.5`` turns keep-alives off, where the
+    embedded proxy called every 1.5 s (raised to 20)."""
+    assert whole_number(text) == number
 
 
 def test_websocket_events_round_trip_and_errors():

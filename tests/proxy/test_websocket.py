@@ -192,7 +192,7 @@ def test_keep_alive_interval_and_control_keep_alive_and_set_meta(server: ProxySe
                 WebSocketEvent("OPEN"),
                 control("set-meta", name="color", value="red"),  # the filters' only
                 control("keep-alive", content="ka", timeout=0.5),
-                headers=[("Keep-Alive-Interval", "0.3"), ("Set-Meta-Room", "blue")],
+                headers=[("Keep-Alive-Interval", "1"), ("Set-Meta-Room", "blue")],
             )
         return ws_answer()
 
