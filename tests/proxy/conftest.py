@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -12,8 +14,11 @@ from typing import Any
 import pytest
 import uvicorn
 
+from drf_grip.protocol import WebSocketEvent, encode_events
 from drf_grip.proxy import GripProxy
 from drf_grip.proxy.server import Server
+from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, pushpin_missing
+from drf_grip.testing.proxies import EmbeddedProxyServer, ProxyUnderTest
 
 KEY = "proxy-tests-key-of-at-least-32-bytes-long"
 
@@ -162,6 +167,22 @@ def server(make_proxy: Callable[..., ProxyServer]) -> ProxyServer:
     return make_proxy()
 
 
+#: WebSocket-over-HTTP: the origin's answer (PUSHPIN.md).
+EVENTS = "application/websocket-events"
+
+
+def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
+    return Response(
+        200,
+        [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
+        encode_events(list(events)),
+    )
+
+
+def control(kind: str, **args) -> WebSocketEvent:
+    return WebSocketEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
+
+
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
@@ -173,86 +194,50 @@ async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
 # -- the same scripted origin behind a real Pushpin ------------------------------------------
 
 
-class PushpinInFront:
-    """A private Pushpin 1.36 in front of a scripted ``Origin`` served by uvicorn: a
-    conformance test runs once against it and once against the embedded proxy
-    (``any_proxy``), with one interface: ``url``, ``ws_url``, ``publish``,
-    ``wait_subscribed``."""
+class InFront:
+    """A proxy under test (drf_grip.testing's ``ProxyUnderTest``: a private Pushpin 1.36,
+    or the embedded proxy) in front of the scripted ``Origin``, with the conformance tests'
+    shorthand: ``publish(*items)``, and ``wait_subscribed(channel)`` for the next
+    subscription to ``channel`` since the last one waited for."""
 
-    name = "pushpin"
-
-    def __init__(self, origin: Origin) -> None:
-        from drf_grip.testing import OriginServer, PushpinServer, find_pushpin, pushpin_missing
-
-        if find_pushpin() is None:
-            pushpin_missing()
-        self.origin_server = OriginServer(origin).start()
-        try:
-            self.pushpin = PushpinServer(self.origin_server.port, probe_path="/.probe/").start()
-        except BaseException:
-            self.origin_server.stop()
-            raise
-        self._mark = self.pushpin.mark()
+    def __init__(self, proxy: ProxyUnderTest) -> None:
+        self.proxy = proxy
+        self.name = proxy.name
+        self._mark = proxy.mark()
 
     @property
     def url(self) -> str:
-        return self.pushpin.url
+        return self.proxy.url
 
     @property
     def ws_url(self) -> str:
-        return self.pushpin.ws_url
+        return self.proxy.ws_url
 
     def publish(self, *items: dict[str, Any]) -> None:
-        self.pushpin.publish_items(list(items))
+        self.proxy.publish_items(list(items))
 
     def wait_subscribed(self, channel: str, timeout: float = 5.0) -> bool:
-        """The next subscription to ``channel`` since the last one waited for."""
-        self._mark = self.pushpin.wait_subscribed(channel, timeout, since=self._mark)
+        self._mark = self.proxy.wait_subscribed(channel, timeout, since=self._mark)
         return True
-
-    def stop(self) -> None:
-        self.pushpin.stop()
-        self.origin_server.stop()
-
-
-class EmbeddedInFront:
-    name = "embedded"
-
-    def __init__(self, server: ProxyServer) -> None:
-        self.server = server
-        self._seen: dict[str, int] = {}
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def ws_url(self) -> str:
-        return self.server.ws_url
-
-    def publish(self, *items: dict[str, Any]) -> None:
-        self.server.publish(*items)
-
-    def wait_subscribed(self, channel: str, timeout: float = 5.0) -> bool:
-        count = self._seen.get(channel, 0) + 1
-        self._seen[channel] = count
-        return self.server.proxy.wait_for_subscriptions(channel, count, timeout)
 
 
 @pytest.fixture(params=["embedded", "pushpin"])
 def any_proxy(
     request: pytest.FixtureRequest, origin: Origin, make_proxy: Callable[..., ProxyServer]
-) -> Iterator[PushpinInFront | EmbeddedInFront]:
+) -> Iterator[InFront]:
     """The scripted origin behind the embedded proxy, or behind a real Pushpin."""
     if request.param == "embedded":
         server = make_proxy()
         # Pushpin's own bounds (Grip-Timeout at least 5 s, Keep-Alive-Interval at least 20 s).
         server.proxy.min_hold_timeout = GripProxy.min_hold_timeout
         server.proxy.min_ws_keep_alive = GripProxy.min_ws_keep_alive
-        yield EmbeddedInFront(server)
+        yield InFront(EmbeddedProxyServer(server.proxy, server))
         return
-    front = PushpinInFront(origin)
-    try:
-        yield front
-    finally:
-        front.stop()
+    if find_pushpin() is None:
+        pushpin_missing()
+    with contextlib.ExitStack() as started:
+        origin_server = OriginServer(origin).start()
+        started.callback(origin_server.stop)
+        pushpin = PushpinServer(origin_server.port, probe_path="/.probe/").start()
+        started.callback(pushpin.stop)
+        yield InFront(pushpin)

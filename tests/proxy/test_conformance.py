@@ -4,7 +4,6 @@ and the client sees the same (``any_proxy`` in conftest.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import httpx
@@ -14,20 +13,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from drf_grip.protocol import WebSocketEvent, close_payload, decode_events, encode_events
 
-from .conftest import Origin, Response, in_thread, run
+from .conftest import EVENTS, Origin, Response, control, in_thread, run, ws_answer
 
-EVENTS = "application/websocket-events"
 CHARSET_EVENTS = [
     ("Content-Type", EVENTS + "; charset=utf-8"), ("Sec-WebSocket-Extensions", "grip")
 ]
-
-
-def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
-    return Response(
-        200,
-        [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
-        encode_events(list(events)),
-    )
 
 
 async def _messages_until_closed(ws) -> tuple[list, object]:
@@ -38,10 +28,6 @@ async def _messages_until_closed(ws) -> tuple[list, object]:
             got.append(await asyncio.wait_for(ws.recv(), 10))
     except ConnectionClosed as exc:
         return got, exc.rcvd
-
-
-def control(kind: str, **args) -> WebSocketEvent:
-    return WebSocketEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
 
 
 @pytest.mark.parametrize("event", ["DISCONNECT", "OPEN"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -12,23 +11,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from drf_grip.protocol import WebSocketEvent, decode_events, encode_events
+from drf_grip.protocol import WebSocketEvent, decode_events
 
-from .conftest import Origin, ProxyServer, Response, in_thread, run
-
-EVENTS = "application/websocket-events"
-
-
-def ws_answer(*events: WebSocketEvent, headers: list[tuple[str, str]] = ()) -> Response:
-    return Response(
-        200,
-        [("Content-Type", EVENTS), ("Sec-WebSocket-Extensions", "grip"), *headers],
-        encode_events(list(events)),
-    )
-
-
-def control(kind: str, **args) -> WebSocketEvent:
-    return WebSocketEvent("TEXT", b"c:" + json.dumps({"type": kind, **args}).encode())
+from .conftest import EVENTS, Origin, ProxyServer, Response, control, in_thread, run, ws_answer
 
 
 class Chat:
