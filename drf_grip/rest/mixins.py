@@ -678,20 +678,21 @@ class _RealtimeBase(RealtimeHooks):
         policy.pk = str(obj.pk)
         field, lookup = lookup_of(self)
         policy.by_value = lookup in self.kwargs and field not in ("pk", obj._meta.pk.name)
-        resolved = self.__dict__.get("_realtime_resolved_pk")
-        # Another object took the slug over between the subscriber's primary-key query and
-        # this read (or the view's own get_object() found another one since): the channels
-        # and versions name the first one, whose hold no change of this one wakes. Not
-        # held: the client asks again, and that request looks the newcomer up (forced
-        # race, slug probe).
-        self._realtime_found_another = resolved is not None and str(resolved) != policy.pk
 
     def _holds_nothing(self) -> bool:
-        """Answered without a hold, for the client to ask again (see ``_realtime_found``
-        and ``_hold_if_unchanged``)."""
-        return getattr(self, "_realtime_unheld", False) or getattr(
-            self, "_realtime_found_another", False
-        )
+        """Answered without a hold, for the client to ask again: rendered past the ids the
+        proxy holds at (``_hold_if_unchanged``), or showing another object than the one
+        whose channels and versions were read (below)."""
+        if getattr(self, "_realtime_unheld", False):
+            return True
+        # Another object took the slug over between the subscriber's primary-key query and
+        # the render (or the view's own get_object() found another one since): no change
+        # of the one shown wakes a hold on the first one's channels. The client asks again,
+        # and that request looks the newcomer up (forced race, slug probe).
+        resolved = self.__dict__.get("_realtime_resolved_pk")
+        policy = getattr(self, "realtime_policy", None)
+        shown = policy.pk if policy is not None else None
+        return resolved is not None and shown is not None and str(resolved) != shown
 
     def check_preconditions(self, request: Request) -> None:
         """``If-Match`` and ``If-None-Match`` on a write, against the object's detail ETag

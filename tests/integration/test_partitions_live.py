@@ -11,7 +11,6 @@ from django.core.cache import cache
 from rest_framework.authtoken.models import Token
 
 from drf_grip.rest import channels as names
-from drf_grip.testing.proxies import ProxyUnderTest
 from tests.testapp import hook_views
 from tests.testapp.models import Note
 
