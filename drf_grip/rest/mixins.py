@@ -609,7 +609,10 @@ class _RealtimeBase(RealtimeHooks):
         equals the body pushed for the live URL."""
         from .live_urls import reads_of, used_query_params
 
-        used = used_query_params(self)
+        # A detail is never paginated (DRF's retrieve): a made-up ``?page=`` on it was one
+        # more live URL, and one more render of every change (black-box probe).
+        paginated = self._realtime_kind != "detail"
+        used = used_query_params(self, paginated=paginated)
         if used is None:
             return
         django_request = request._request
@@ -631,7 +634,7 @@ class _RealtimeBase(RealtimeHooks):
         # So is one its paginator's methods read besides the attributes it declares (a
         # ``get_page_size()`` reading ``?per=``: dropped, a plain GET got the default page
         # size; DRF probe). They read the query, no row.
-        paginator = getattr(self, "paginator", None)
+        paginator = getattr(self, "paginator", None) if paginated else None
         for name in ("get_page_size", "get_limit", "get_offset"):
             method = getattr(paginator, name, None)
             if callable(method):
