@@ -1706,6 +1706,50 @@ def test_a_shared_view_keeps_the_query_parameters_it_reads(url):
     assert '"bread"' not in bodies[-1] if "query-reading" in url else '"done"' not in bodies[-1]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_pagination_parameters_on_a_shared_detail_url_cost_no_render_of_their_own():
+    """Found by a black-box probe: ``?page=`` on a detail URL, which a detail never
+    paginates, was kept in its live URL, so every page number a client made up was one
+    more render of each change of the object (DESIGN §3: query parameters the view does
+    not use must not multiply channels or renders)."""
+    from django.core.cache import cache
+
+    cache.clear()
+    with RecordingSink() as proxy:
+        todo = Todo.objects.create(title="milk")
+        proxy.settle()
+        client = ProxiedClient()
+        for query in ("", "?page=2", "?page=3&page_size=1"):
+            url = f"/api/shared-todos/{todo.pk}/{query}"
+            etag = client.get(url)["ETag"]
+            assert client.get(url, HTTP_IF_NONE_MATCH=etag).status_code == 304
+        todo.title = "bread"
+        todo.save()
+        bodies = _pushed_bodies(proxy.settle())
+    assert len(bodies) == 1 and '"bread"' in bodies[0], bodies
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_detail_whose_own_retrieve_paginates_keeps_its_page_parameter():
+    """A view's own ``retrieve()`` may paginate something nested: its ``?page=`` is read,
+    and a push for the page-2 URL shows page 2, as a fresh GET does."""
+    from django.core.cache import cache
+
+    cache.clear()
+    with RecordingSink() as proxy:
+        todo, *_ = [Todo.objects.create(title=f"t{i}") for i in range(5)]
+        proxy.settle()
+        client = ProxiedClient()
+        url = f"/api/probe/shared-neighbour-todos/{todo.pk}/?page=2"
+        answer = client.get(url)
+        assert answer.json() == {"title": "t0", "others": ["t3", "t4"]}
+        assert client.get(url, HTTP_IF_NONE_MATCH=answer["ETag"]).status_code == 304
+        todo.title = "bread"
+        todo.save()
+        bodies = _pushed_bodies(proxy.settle())
+    assert bodies == [client.get(url).content.decode()], bodies
+
+
 @pytest.mark.django_db
 def test_a_route_that_is_not_live_does_not_offer_a_stream():
     """Found by a black-box probe: an ``@action`` GET of a realtime viewset asked for

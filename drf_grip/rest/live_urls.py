@@ -121,8 +121,9 @@ def reads_of(django_request: Any, call: Any) -> set[str]:
     return recorder.read
 
 
-def used_query_params(view: Any) -> set[str] | None:
-    """Query parameters this view reads; None when a backend's parameters are unknown."""
+def used_query_params(view: Any, *, paginated: bool = True) -> set[str] | None:
+    """Query parameters this view reads; None when a backend's parameters are unknown.
+    ``paginated=False`` for a detail, which DRF never paginates: its ``?page=`` is unused."""
     used = set(getattr(view, "realtime_query_params", ()) or ())
     if api_settings.URL_FORMAT_OVERRIDE:  # DRF's ``?format=json``, when not turned off
         used.add(api_settings.URL_FORMAT_OVERRIDE)
@@ -148,7 +149,7 @@ def used_query_params(view: Any) -> set[str] | None:
             used.add(backend.ordering_param)
         else:
             return None
-    paginator = getattr(view, "paginator", None)
+    paginator = getattr(view, "paginator", None) if paginated else None
     for attr in (
         "page_query_param",
         "page_size_query_param",

@@ -25,7 +25,7 @@ from django.http import Http404, HttpResponse, HttpResponseNotModified, QueryDic
 from django.utils.http import parse_header_parameters
 from rest_framework import exceptions, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.mixins import ListModelMixin
+from rest_framework.mixins import ListModelMixin, RetrieveModelMixin
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -143,6 +143,14 @@ def _observed(get_object: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
     observed.realtime_observed = True  # type: ignore[attr-defined]
     return observed
+
+
+def _retrieves_as_drf(cls: type) -> bool:
+    """The view answers a detail GET with DRF's ``retrieve()``, which paginates nothing."""
+    get = getattr(cls, "get", None)
+    return getattr(cls, "retrieve", None) is RetrieveModelMixin.retrieve and (
+        get is None or get.__module__.startswith("rest_framework.")
+    )
 
 
 class _RealtimeBase(RealtimeHooks):
@@ -609,7 +617,11 @@ class _RealtimeBase(RealtimeHooks):
         equals the body pushed for the live URL."""
         from .live_urls import reads_of, used_query_params
 
-        used = used_query_params(self)
+        # DRF's retrieve() never paginates: a made-up ``?page=`` on a detail was one more
+        # live URL, and one more render of every change (black-box probe). A view's own
+        # retrieve() may paginate something nested, and read it.
+        paginated = self._realtime_kind != "detail" or not _retrieves_as_drf(type(self))
+        used = used_query_params(self, paginated=paginated)
         if used is None:
             return
         django_request = request._request
@@ -631,7 +643,7 @@ class _RealtimeBase(RealtimeHooks):
         # So is one its paginator's methods read besides the attributes it declares (a
         # ``get_page_size()`` reading ``?per=``: dropped, a plain GET got the default page
         # size; DRF probe). They read the query, no row.
-        paginator = getattr(self, "paginator", None)
+        paginator = getattr(self, "paginator", None) if paginated else None
         for name in ("get_page_size", "get_limit", "get_offset"):
             method = getattr(paginator, name, None)
             if callable(method):

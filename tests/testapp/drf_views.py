@@ -301,6 +301,21 @@ class HandTodos(RealtimeMixin, viewsets.ViewSet):
         return Response(TodoSerializer(get_object_or_404(Todo, pk=pk)).data)
 
 
+class SharedNeighbourTodos(RealtimeMixin, viewsets.ReadOnlyModelViewSet):
+    """A detail whose own ``retrieve()`` paginates a nested list, reading ``?page=``."""
+
+    queryset = Todo.objects.order_by("pk")
+    serializer_class = TodoSerializer
+    permission_classes = [permissions.AllowAny]
+    pagination_class = Pages
+    realtime_delivery = "shared"
+
+    def retrieve(self, request, *args, **kwargs):
+        todo = self.get_object()
+        others = self.paginate_queryset(Todo.objects.exclude(pk=todo.pk).order_by("pk"))
+        return Response({"title": todo.title, "others": [other.title for other in others]})
+
+
 class BareCount(RealtimeMixin, APIView):
     """Names no model (drf_grip.W012): never live."""
 
@@ -336,6 +351,7 @@ router.register(
 router.register("shared-filtered-todos", SharedFilteredTodos, basename="shared-filtered-todo")
 router.register("shared-per-page-todos", SharedPerPageTodos, basename="shared-per-page-todo")
 router.register("hand-todos", HandTodos, basename="hand-todo")
+router.register("shared-neighbour-todos", SharedNeighbourTodos, basename="shared-neighbour-todo")
 
 urlpatterns = [
     path("", include(router.urls)),
