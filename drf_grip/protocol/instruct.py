@@ -350,9 +350,8 @@ def _keep_alive(text: str) -> KeepAlive:
         raise InstructError(f"unknown Grip-Keep-Alive mode {mode!r}")
     timeout = DEFAULT_KEEP_ALIVE_TIMEOUT
     if "timeout" in params:
-        timeout = _seconds(params["timeout"], "Grip-Keep-Alive timeout value")
-    if timeout <= 0:
-        raise InstructError("keep-alive timeout must be positive")
+        # 0 is 1 s for Pushpin 1.36 (handler/instruct.cpp, end of fromResponse).
+        timeout = max(_seconds(params["timeout"], "Grip-Keep-Alive timeout value"), 1.0)
     return KeepAlive(data=raw, timeout=timeout, mode=mode)  # type: ignore[arg-type]
 
 

@@ -487,6 +487,30 @@ def test_grip_status_gives_the_client_its_reason_phrase(
     assert (response.status_code, response.reason_phrase) == (200, "Fine Thanks")
 
 
+async def _keep_alives_in(any_proxy, path: str, window: float = 7) -> int:
+    """How many ``ka`` lines a stream from ``path`` writes after its first line in ``window`` s."""
+    async with httpx.AsyncClient(base_url=any_proxy.url, timeout=10) as client:
+        async with client.stream("GET", path) as response:
+            lines = response.aiter_lines()
+            assert await lines.__anext__() == "first"
+            until = time.monotonic() + window
+            count = 0
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    assert await asyncio.wait_for(lines.__anext__(), left) == "ka"
+                except asyncio.TimeoutError:
+                    break
+                count += 1
+            return count
+
+
+def _stream_with_keep_alive(origin: Origin, keep_alive: str) -> None:
+    origin.route("/s/")(lambda request: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ka"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", keep_alive),
+    ], "first\n"))
+
+
 @pytest.mark.waits_out_a_hold
 @pytest.mark.parametrize("mode", ["idle", "interval"])
 def test_a_streams_keep_alives_come_up_to_a_second_before_their_timeout(
@@ -498,24 +522,51 @@ def test_a_streams_keep_alives_come_up_to_a_second_before_their_timeout(
     average, about fourteen in 7 s. Eight or more but for 1 in 40,320 runs (eight gaps of
     a uniform part of a second each add up past 7 s only that rarely: 1/8!); the embedded
     proxy wrote one every full second, seven."""
-    origin.route("/s/")(lambda request: Response(200, [
-        ("Grip-Hold", "stream"), ("Grip-Channel", "ka"), ("Content-Type", "text/plain"),
-        ("Grip-Keep-Alive", f"ka\\n; format=cstring; timeout=1; mode={mode}"),
-    ], "first\n"))
+    _stream_with_keep_alive(origin, f"ka\\n; format=cstring; timeout=1; mode={mode}")
+    assert run(_keep_alives_in(any_proxy, "/s/")) >= 8
+
+
+@pytest.mark.waits_out_a_hold
+def test_a_streams_keep_alive_timeout_of_0_is_1_second(any_proxy, origin: Origin):
+    """Pushpin 1.36 raises a ``Grip-Keep-Alive`` timeout under 1 to 1 (handler/instruct.cpp,
+    end of ``fromResponse``): ``timeout=0`` writes keep-alives as ``timeout=1`` does, about
+    fourteen in 7 s (run against it). The embedded proxy answered 502."""
+    _stream_with_keep_alive(origin, "ka\\n; format=cstring; timeout=0")
+    assert run(_keep_alives_in(any_proxy, "/s/")) >= 8
+
+
+def test_a_keep_alive_timeout_of_0_on_a_response_hold_holds(any_proxy, origin: Origin):
+    """A response hold has no keep-alives, but Pushpin 1.36 still reads ``Grip-Keep-Alive``
+    (handler/instruct.cpp): ``timeout=0`` is valid there too, and the hold is held. The
+    embedded proxy answered 502 at once."""
+    origin.route("/r/")(lambda request: Response(200, [
+        ("Grip-Hold", "response"), ("Grip-Channel", "kr"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", "ka; timeout=0"),
+    ], "held"))
 
     async def scenario():
         async with httpx.AsyncClient(base_url=any_proxy.url, timeout=10) as client:
-            async with client.stream("GET", "/s/") as response:
-                lines = response.aiter_lines()
-                assert await lines.__anext__() == "first"
-                until = time.monotonic() + 7
-                count = 0
-                while (left := until - time.monotonic()) > 0:
-                    try:
-                        assert await asyncio.wait_for(lines.__anext__(), left) == "ka"
-                    except asyncio.TimeoutError:
-                        break
-                    count += 1
-                return count
+            held = asyncio.ensure_future(client.get("/r/"))
+            assert await in_thread(any_proxy.wait_subscribed, "kr")
+            await in_thread(any_proxy.publish, {
+                "channel": "kr", "formats": {"http-response": {"body": "pushed"}}
+            })
+            response = await held
+            return response.status_code, response.text
 
-    assert run(scenario()) >= 8
+    assert run(scenario()) == (200, "pushed")
+
+
+@pytest.mark.parametrize("hold", ["stream", "response"])
+@pytest.mark.parametrize("timeout", ["-1", "abc", "1.5"])
+def test_a_keep_alive_timeout_that_is_no_whole_number_is_a_502(
+    any_proxy, origin: Origin, hold: str, timeout: str
+):
+    """Pushpin 1.36 refuses a ``Grip-Keep-Alive`` timeout that ``toInt`` cannot read or that
+    is negative, on either hold (handler/instruct.cpp: "failed to parse Grip-Keep-Alive
+    timeout value", "... has invalid value"): the client gets a 502 at once."""
+    origin.route("/h/")(lambda request: Response(200, [
+        ("Grip-Hold", hold), ("Grip-Channel", "kb"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", f"ka; timeout={timeout}"),
+    ], "first\n"))
+    assert httpx.get(any_proxy.url + "/h/", timeout=10).status_code == 502
