@@ -4,6 +4,7 @@ and the client sees the same (``any_proxy`` in conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import httpx
@@ -570,3 +571,56 @@ def test_a_keep_alive_timeout_that_is_no_whole_number_is_a_502(
         ("Grip-Keep-Alive", f"ka; timeout={timeout}"),
     ], "first\n"))
     assert httpx.get(any_proxy.url + "/h/", timeout=10).status_code == 502
+
+
+def _status_line(url: str, path: str) -> bytes:
+    """The status line a proxy answers ``GET path`` with, read off the socket: httpx (h11)
+    takes only three-digit codes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data and (chunk := sock.recv(4096)):
+            data += chunk
+    return data.partition(b"\r\n")[0]
+
+
+@pytest.mark.parametrize(
+    "grip_status, hold",
+    [("+201", False), ("0", False), ("99", False), ("600", False), ("999", False),
+     pytest.param("+201", True, marks=pytest.mark.waits_out_a_hold),
+     pytest.param("600", True, marks=pytest.mark.waits_out_a_hold)],
+)
+def test_grip_status_takes_any_code_from_0_to_999(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest, grip_status: str, hold: bool
+):
+    """Pushpin 1.36 reads ``Grip-Status``'s code with ``toInt`` and takes 0 to 999
+    (handler/instruct.cpp, "Grip-Status contains invalid status code" otherwise), on a hold
+    and on an answer that does not hold, and sends it as it is, a code it has no reason
+    phrase for with "Undefined Reason" (run against it). The embedded proxy refused
+    ``+201`` (502). It cannot send a code outside 100-599: uvicorn writes status lines from
+    a table of those (httptools_impl ``STATUS_LINE``, h11_impl ``STATUS_PHRASES``), so it
+    answers 502 for them."""
+    code = int(grip_status)
+    if any_proxy.name == "embedded" and not 100 <= code <= 599:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="uvicorn sends 100-599 only"))
+    headers = [("Grip-Status", grip_status), ("Content-Type", "text/plain")]
+    if hold:  # answered when the hold times out
+        headers += [("Grip-Hold", "response"), ("Grip-Channel", "st"), ("Grip-Timeout", "5")]
+    origin.route("/st/")(lambda request: Response(200, headers, "hi"))
+    reason = "Created" if code == 201 else "Undefined Reason"
+    assert _status_line(any_proxy.url, "/st/") == f"HTTP/1.1 {code} {reason}".encode()
+
+
+@pytest.mark.parametrize("hold", [False, True])
+@pytest.mark.parametrize("grip_status", ["abc", "-1", "1000", "200abc"])
+def test_a_grip_status_that_is_no_code_from_0_to_999_is_a_502(
+    any_proxy, origin: Origin, hold: bool, grip_status: str
+):
+    """Pushpin 1.36 answers 502 at once for a ``Grip-Status`` ``toInt`` cannot read, or
+    outside 0 to 999, on a hold too (handler/instruct.cpp)."""
+    headers = [("Grip-Status", grip_status), ("Content-Type", "text/plain")]
+    if hold:
+        headers += [("Grip-Hold", "response"), ("Grip-Channel", "st")]
+    origin.route("/st/")(lambda request: Response(200, headers, "hi"))
+    assert httpx.get(any_proxy.url + "/st/", timeout=10).status_code == 502
