@@ -624,3 +624,112 @@ def test_a_grip_status_that_is_no_code_from_0_to_999_is_a_502(
         headers += [("Grip-Hold", "response"), ("Grip-Channel", "st")]
     origin.route("/st/")(lambda request: Response(200, headers, "hi"))
     assert httpx.get(any_proxy.url + "/st/", timeout=10).status_code == 502
+
+
+def _ws_with_keep_alive(origin: Origin, *keep_alives: dict) -> None:
+    """A WebSocket whose origin sets the first keep-alive on open, the next on each message."""
+    answers = iter([ws_answer(WebSocketEvent("OPEN"), control("keep-alive", **keep_alives[0]))]
+                   + [ws_answer(control("keep-alive", **k)) for k in keep_alives[1:]])
+    origin.route("/ws/")(lambda request: next(answers, ws_answer()))
+
+
+async def _ws_messages_in(ws, window: float) -> list:
+    got = []
+    until = time.monotonic() + window
+    while (left := until - time.monotonic()) > 0:
+        try:
+            got.append(await asyncio.wait_for(ws.recv(), left))
+        except asyncio.TimeoutError:
+            break
+    return got
+
+
+def _connect(any_proxy):
+    # No pings: Pushpin 1.36 posts them to the origin, which would have to answer them.
+    return websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10, ping_interval=None)
+
+
+@pytest.mark.waits_out_a_hold
+@pytest.mark.parametrize(
+    "keep_alive",
+    [{"timeout": 1}, {"timeout": 1, "mode": "interval"}, {"timeout": "1", "mode": "other"}],
+    ids=["idle", "interval", "string-timeout-other-mode"],
+)
+def test_a_websockets_keep_alives_come_up_to_a_second_before_their_timeout(
+    any_proxy, origin: Origin, keep_alive: dict
+):
+    """Pushpin 1.36 sets a WebSocket's keep-alive timer as a stream's: the control message's
+    timeout less a random part of a second (proxy/wsproxysession.cpp ``setupKeepAlive``,
+    ``KEEPALIVE_RAND_MAX``), so ``timeout: 1`` gives about fourteen keep-alives in 7 s (and
+    eight or more but for 1 run in 40,320, see the stream's test above), in ``idle`` mode
+    (the default, and any unknown mode) and ``interval`` alike; a timeout in a string is read
+    as a number (a ``QVariant``'s ``toInt``, handler/wscontrolmessage.cpp). The embedded
+    proxy sent one every full second, seven, and none for ``"1"``."""
+    _ws_with_keep_alive(origin, {"content": "ka", **keep_alive})
+
+    async def scenario():
+        async with _connect(any_proxy) as ws:
+            return await _ws_messages_in(ws, 7)
+
+    got = run(scenario())
+    assert len(got) >= 8 and set(got) == {"ka"}
+
+
+def test_a_websocket_keep_alive_without_content_turns_keep_alives_off(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 sets a keep-alive only from a control message with ``content`` or
+    ``content-bin``; without, keep-alives are off (handler/engine.cpp, ``KeepAlive``:
+    ``cm.content.isNull()``). The embedded proxy sent an empty message every second."""
+    _ws_with_keep_alive(origin, {"timeout": 1})
+
+    async def scenario():
+        async with _connect(any_proxy) as ws:
+            return await _ws_messages_in(ws, 3)
+
+    assert run(scenario()) == []
+
+
+def test_a_websocket_keep_alive_with_a_negative_timeout_is_ignored(any_proxy, origin: Origin):
+    """A negative timeout makes the control message invalid for Pushpin 1.36
+    (handler/wscontrolmessage.cpp, "contains 'timeout' with invalid value"), and an invalid
+    control message is dropped (handler/engine.cpp): the keep-alive set before goes on. The
+    embedded proxy turned keep-alives off."""
+    _ws_with_keep_alive(origin, {"content": "ka", "timeout": 1}, {"content": "no", "timeout": -1})
+
+    async def scenario():
+        async with _connect(any_proxy) as ws:
+            assert await asyncio.wait_for(ws.recv(), 10) == "ka"
+            await ws.send("negative")
+            await asyncio.wait_for(in_thread(origin.wait_for_requests, "/ws/", 2), 10)
+            return await _ws_messages_in(ws, 4)
+
+    got = run(scenario())
+    assert len(got) >= 3 and set(got) == {"ka"}
+
+
+@pytest.mark.waits_out_a_hold
+@pytest.mark.timeout(150)
+def test_a_websocket_keep_alive_without_a_timeout_comes_after_55_seconds(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 takes a keep-alive control message with no timeout, or ``timeout: 0``,
+    as 55 s (handler/engine.cpp ``DEFAULT_WS_KEEPALIVE_TIMEOUT``): the first keep-alive
+    comes up to a second before 55 s (run against it: at 53.9 and 54.9 s). The embedded
+    proxy turned keep-alives off."""
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        if decode_events(request.body)[:1] != [WebSocketEvent("OPEN")]:
+            return ws_answer()
+        timeout = {"timeout": 0} if request.query == "zero" else {}
+        return ws_answer(WebSocketEvent("OPEN"), control("keep-alive", content="ka", **timeout))
+
+    async def first_keep_alive(query: str) -> tuple[list, list]:
+        url = any_proxy.ws_url + "/ws/" + query
+        async with websockets.connect(url, open_timeout=10, ping_interval=None) as ws:
+            return await _ws_messages_in(ws, 40), await _ws_messages_in(ws, 30)
+
+    async def scenario():
+        return await asyncio.gather(first_keep_alive(""), first_keep_alive("?zero"))
+
+    assert run(scenario()) == [([], ["ka"])] * 2
