@@ -448,8 +448,13 @@ class WebSocketSession:
                 # "server must respond with events or enable keep alive": with keep-alives
                 # on, an answer with no events leaves the handshake waiting, and the
                 # keep-alive call posts OPEN again (Pushpin 1.36, proxy/websocketoverhttp.cpp,
-                # ``update`` while ``Connecting``).
-                await asyncio.sleep(self._keep_alive_interval)
+                # ``update`` while ``Connecting``), with no bound while the client waits (run
+                # against it: 30 calls in 600 s). Once the client left, Pushpin posted OPEN
+                # again without pause, about 1,000 a second; here the calls end.
+                if not await self._client_waits(self._keep_alive_interval):
+                    if self.proxy.closing:
+                        await self._deny(502, [], _PROXY_ERROR)
+                    return
             if not events or events[0].type != "OPEN":
                 await self._deny(502, [], _PROXY_ERROR)
                 return
@@ -468,6 +473,18 @@ class WebSocketSession:
                 task.cancel()
             if self._admitted:
                 self.proxy.release(self)
+
+    async def _client_waits(self, seconds: float) -> bool:
+        """Whether a client whose handshake waits is still there after ``seconds``: False
+        when it left meanwhile, or the proxy shuts down (``wake``)."""
+        left = asyncio.ensure_future(self._receive())  # before accept: only a disconnect
+        woken = asyncio.ensure_future(self._pending_wake.wait())
+        try:
+            await asyncio.wait({left, woken}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            woken.cancel()
+        return not (left.done() and not left.cancelled()) and not self.proxy.closing
 
     async def _accept(self, answer: OriginResponse) -> None:
         offered = get_header(answer.headers, "sec-websocket-extensions") or ""

@@ -440,7 +440,8 @@ def test_a_handshake_answer_with_no_events_and_a_keep_alive_interval_waits_for_t
     yet": the client's handshake waits, and the keep-alive call, 20 s later (the interval is
     raised to at least 20, proxy/websocketoverhttp.cpp), posts OPEN again (``update``: while
     ``Connecting`` the events are ``OPEN``); an OPEN then opens. The embedded proxy answered
-    502 at once."""
+    502 at once. Pushpin sets no bound on such calls while the client waits (run against
+    it: 30 OPENs in 600 s, every 20 s, until the client gave up)."""
     answers = iter([ws_answer(headers=[("Keep-Alive-Interval", "5")]),
                     ws_answer(WebSocketEvent("OPEN"), WebSocketEvent("TEXT", b"m:hi"))])
     origin.route("/ws/")(lambda request: next(answers))
