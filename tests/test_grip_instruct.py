@@ -189,7 +189,7 @@ def test_grip_signed_is_set_by_the_installed_middleware():
 def test_a_zero_timeout_means_the_default_as_in_django_grip():
     """Found by a probe: django-grip reads a timeout of 0 as "none given". drf-grip held a
     long-poll for 5 s instead of the proxy's default, sent ``timeout=0`` on a next link, and a
-    keep-alive with ``timeout=0``, which the embedded proxy answers with a 502."""
+    keep-alive with ``timeout=0``, which a proxy reads as 1 s (Pushpin 1.36)."""
 
     def longpoll(request):
         set_hold_longpoll(request, "todos", timeout=0)

@@ -34,6 +34,7 @@ from .events import (
 from .filters import SKIP_SELF, SKIP_USERS, dropped_by, set_meta, subscribed_filters
 from .headers import RawHeaders, get_all_headers, get_header, parse_header_list, parse_header_value
 from .instruct import (
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
     Channel,
     Instruct,
     InstructError,
@@ -58,6 +59,7 @@ from .items import (
 __all__ = [
     "CONTROL_PREFIX",
     "Channel",
+    "DEFAULT_KEEP_ALIVE_TIMEOUT",
     "EMBEDDED_ISSUER",
     "EVENT_TYPES",
     "Instruct",

@@ -350,9 +350,8 @@ def _keep_alive(text: str) -> KeepAlive:
         raise InstructError(f"unknown Grip-Keep-Alive mode {mode!r}")
     timeout = DEFAULT_KEEP_ALIVE_TIMEOUT
     if "timeout" in params:
-        timeout = _seconds(params["timeout"], "Grip-Keep-Alive timeout value")
-    if timeout <= 0:
-        raise InstructError("keep-alive timeout must be positive")
+        # 0 is 1 s for Pushpin 1.36 (handler/instruct.cpp, end of fromResponse).
+        timeout = max(_seconds(params["timeout"], "Grip-Keep-Alive timeout value"), 1.0)
     return KeepAlive(data=raw, timeout=timeout, mode=mode)  # type: ignore[arg-type]
 
 
@@ -384,10 +383,14 @@ def parse_instruct(headers: RawHeaders) -> Instruct:
 
     status = get_header(headers, "Grip-Status")
     if status is not None:
-        code, _, reason = status.strip().partition(" ")
-        if not code.isdigit() or not 100 <= int(code) <= 599:
-            raise InstructError(f"bad Grip-Status {status!r}")
-        out.status = (int(code), reason.strip() or None)
+        text, _, reason = status.strip().partition(" ")
+        code = whole_number(text)
+        # Pushpin 1.36 takes 0-999 (handler/instruct.cpp); an ASGI server, 100-599.
+        if code is None or not 0 <= code <= 999:
+            raise InstructError(f"Grip-Status contains invalid status code: {status!r}")
+        if not 100 <= code <= 599:
+            raise InstructError(f"Grip-Status {code}: an ASGI server sends 100-599 only")
+        out.status = (code, reason.strip() or None)
 
     keep_alive = get_header(headers, "Grip-Keep-Alive")
     if keep_alive is not None:

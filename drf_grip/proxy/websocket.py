@@ -20,6 +20,8 @@ import base64
 import binascii
 import json
 import logging
+import math
+import random
 import time
 import uuid
 from collections import deque
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
     CONTROL_PREFIX,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
     MAX_CHANNELS,
     MAX_CLOSE_REASON,
     MAX_WS_ANSWER_BODY,
@@ -256,7 +259,9 @@ class WebSocketSession:
             # abc, 0) turns keep-alives off (proxy/websocketoverhttp.cpp, ``toInt(&ok)``).
             seconds = whole_number(interval)
             self._keep_alive_interval = (
-                max(seconds, self.proxy.min_ws_keep_alive) if seconds and seconds > 0 else None
+                max(seconds, self.proxy.min_ws_keep_alive)
+                if seconds is not None and seconds > 0
+                else None
             )
         for name, value in answer.headers:
             if name.lower().startswith(b"set-meta-") and len(name) > 9:
@@ -344,13 +349,25 @@ class WebSocketSession:
             logger.debug("%s: control message %r not supported", self.path, kind)
 
     def _set_client_keep_alive(self, message: dict[str, Any]) -> None:
-        timeout = message.get("timeout")
-        if not isinstance(timeout, (int, float)) or timeout <= 0:
+        # Pushpin 1.36 (handler/wscontrolmessage.cpp, handler/engine.cpp ``KeepAlive``):
+        # a negative timeout or an unreadable one makes the message invalid, and it is
+        # dropped; a timeout in a string is read as a number; none, or 0, is 55 s; without
+        # content keep-alives are off; any mode but "interval" is "idle". A fraction is
+        # rounded (run against it: 1.6 is 2 s, 0.4 is 55 s).
+        kind = message.get("message-type", "text")
+        if kind not in ("text", "binary", "ping", "pong"):
+            return
+        if kind in ("ping", "pong") or ("content" not in message and "content-bin" not in message):
+            # Off; ping and pong too: uvicorn pings on its own (ws_ping_interval).
             self._client_keep_alive = None
             return
-        kind = message.get("message-type", "text")
-        if kind in ("ping", "pong"):
-            self._client_keep_alive = None  # uvicorn pings on its own (ws_ping_interval)
+        timeout = message.get("timeout", 0)
+        if isinstance(timeout, str):
+            timeout = whole_number(timeout) or 0
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            return
+        timeout = math.floor(timeout + 0.5)
+        if timeout < 0:
             return
         if "content-bin" in message:
             try:
@@ -359,11 +376,19 @@ class WebSocketSession:
                 logger.warning("%s: keep-alive content-bin is not base64", self.path)
                 return
         else:
-            data = str(message.get("content", "")).encode("utf-8")
-        mode = message.get("mode", "idle")
-        self._client_keep_alive = (data, kind == "binary", float(timeout), mode)
-        self._next_keep_alive = time.monotonic() + float(timeout)
+            data = str(message["content"]).encode("utf-8")
+        seconds = float(timeout) or DEFAULT_KEEP_ALIVE_TIMEOUT
+        mode = "interval" if message.get("mode") == "interval" else "idle"
+        self._client_keep_alive = (data, kind == "binary", seconds, mode)
+        self._next_keep_alive = time.monotonic() + self._keep_alive_delay()
         self._outbox.wake()
+
+    def _keep_alive_delay(self) -> float:
+        """Pushpin 1.36 sets each keep-alive timer up to 1 s short of the timeout, at random
+        (proxy/wsproxysession.cpp ``setupKeepAlive``, ``KEEPALIVE_RAND_MAX``), and in idle
+        mode again on every message to the client (``adjustKeepAlive``)."""
+        assert self._client_keep_alive is not None
+        return max(self._client_keep_alive[2] - random.random(), 0.0)
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -423,8 +448,13 @@ class WebSocketSession:
                 # "server must respond with events or enable keep alive": with keep-alives
                 # on, an answer with no events leaves the handshake waiting, and the
                 # keep-alive call posts OPEN again (Pushpin 1.36, proxy/websocketoverhttp.cpp,
-                # ``update`` while ``Connecting``).
-                await asyncio.sleep(self._keep_alive_interval)
+                # ``update`` while ``Connecting``), with no bound while the client waits (run
+                # against it: 30 calls in 600 s). Once the client left, Pushpin posted OPEN
+                # again without pause, about 1,000 a second; here the calls end.
+                if not await self._client_waits(self._keep_alive_interval):
+                    if self.proxy.closing:
+                        await self._deny(502, [], _PROXY_ERROR)
+                    return
             if not events or events[0].type != "OPEN":
                 await self._deny(502, [], _PROXY_ERROR)
                 return
@@ -443,6 +473,18 @@ class WebSocketSession:
                 task.cancel()
             if self._admitted:
                 self.proxy.release(self)
+
+    async def _client_waits(self, seconds: float) -> bool:
+        """Whether a client whose handshake waits is still there after ``seconds``: False
+        when it left meanwhile, or the proxy shuts down (``wake``)."""
+        left = asyncio.ensure_future(self._receive())  # before accept: only a disconnect
+        woken = asyncio.ensure_future(self._pending_wake.wait())
+        try:
+            await asyncio.wait({left, woken}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            woken.cancel()
+        return not (left.done() and not left.cancelled()) and not self.proxy.closing
 
     async def _accept(self, answer: OriginResponse) -> None:
         offered = get_header(answer.headers, "sec-websocket-extensions") or ""
@@ -662,20 +704,21 @@ class WebSocketSession:
                 else:
                     await self._send({"type": "websocket.send", "bytes": value})
                 self._last_write = time.monotonic()
+                if self._client_keep_alive is not None and self._client_keep_alive[3] == "idle":
+                    self._next_keep_alive = self._last_write + self._keep_alive_delay()
                 continue
             timeout = None
             if self._client_keep_alive is not None:
-                data, binary, seconds, mode = self._client_keep_alive
-                due = (self._last_write + seconds) if mode != "interval" else self._next_keep_alive
+                data, binary, _seconds, _mode = self._client_keep_alive
                 now = time.monotonic()
-                if now >= due:
+                if now >= self._next_keep_alive:
                     key = "bytes" if binary else "text"
                     value = data if binary else data.decode("utf-8", "replace")
                     await self._send({"type": "websocket.send", key: value})
                     self._last_write = now
-                    self._next_keep_alive = now + seconds
+                    self._next_keep_alive = now + self._keep_alive_delay()
                     continue
-                timeout = due - now
+                timeout = self._next_keep_alive - now
             await self._outbox.wait(timeout)
 
     async def _close_client(self, code: int, reason: str = "") -> None:

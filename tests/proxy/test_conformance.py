@@ -4,6 +4,7 @@ and the client sees the same (``any_proxy`` in conftest.py)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import httpx
@@ -439,7 +440,8 @@ def test_a_handshake_answer_with_no_events_and_a_keep_alive_interval_waits_for_t
     yet": the client's handshake waits, and the keep-alive call, 20 s later (the interval is
     raised to at least 20, proxy/websocketoverhttp.cpp), posts OPEN again (``update``: while
     ``Connecting`` the events are ``OPEN``); an OPEN then opens. The embedded proxy answered
-    502 at once."""
+    502 at once. Pushpin sets no bound on such calls while the client waits (run against
+    it: 30 OPENs in 600 s, every 20 s, until the client gave up)."""
     answers = iter([ws_answer(headers=[("Keep-Alive-Interval", "5")]),
                     ws_answer(WebSocketEvent("OPEN"), WebSocketEvent("TEXT", b"m:hi"))])
     origin.route("/ws/")(lambda request: next(answers))
@@ -487,6 +489,30 @@ def test_grip_status_gives_the_client_its_reason_phrase(
     assert (response.status_code, response.reason_phrase) == (200, "Fine Thanks")
 
 
+async def _keep_alives_in(any_proxy, path: str, window: float = 7) -> int:
+    """How many ``ka`` lines a stream from ``path`` writes after its first line in ``window`` s."""
+    async with httpx.AsyncClient(base_url=any_proxy.url, timeout=10) as client:
+        async with client.stream("GET", path) as response:
+            lines = response.aiter_lines()
+            assert await lines.__anext__() == "first"
+            until = time.monotonic() + window
+            count = 0
+            while (left := until - time.monotonic()) > 0:
+                try:
+                    assert await asyncio.wait_for(lines.__anext__(), left) == "ka"
+                except asyncio.TimeoutError:
+                    break
+                count += 1
+            return count
+
+
+def _stream_with_keep_alive(origin: Origin, keep_alive: str) -> None:
+    origin.route("/s/")(lambda request: Response(200, [
+        ("Grip-Hold", "stream"), ("Grip-Channel", "ka"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", keep_alive),
+    ], "first\n"))
+
+
 @pytest.mark.waits_out_a_hold
 @pytest.mark.parametrize("mode", ["idle", "interval"])
 def test_a_streams_keep_alives_come_up_to_a_second_before_their_timeout(
@@ -498,24 +524,213 @@ def test_a_streams_keep_alives_come_up_to_a_second_before_their_timeout(
     average, about fourteen in 7 s. Eight or more but for 1 in 40,320 runs (eight gaps of
     a uniform part of a second each add up past 7 s only that rarely: 1/8!); the embedded
     proxy wrote one every full second, seven."""
-    origin.route("/s/")(lambda request: Response(200, [
-        ("Grip-Hold", "stream"), ("Grip-Channel", "ka"), ("Content-Type", "text/plain"),
-        ("Grip-Keep-Alive", f"ka\\n; format=cstring; timeout=1; mode={mode}"),
-    ], "first\n"))
+    _stream_with_keep_alive(origin, f"ka\\n; format=cstring; timeout=1; mode={mode}")
+    assert run(_keep_alives_in(any_proxy, "/s/")) >= 8
+
+
+@pytest.mark.waits_out_a_hold
+def test_a_streams_keep_alive_timeout_of_0_is_1_second(any_proxy, origin: Origin):
+    """Pushpin 1.36 raises a ``Grip-Keep-Alive`` timeout under 1 to 1 (handler/instruct.cpp,
+    end of ``fromResponse``): ``timeout=0`` writes keep-alives as ``timeout=1`` does, about
+    fourteen in 7 s (run against it). The embedded proxy answered 502."""
+    _stream_with_keep_alive(origin, "ka\\n; format=cstring; timeout=0")
+    assert run(_keep_alives_in(any_proxy, "/s/")) >= 8
+
+
+def test_a_keep_alive_timeout_of_0_on_a_response_hold_holds(any_proxy, origin: Origin):
+    """A response hold has no keep-alives, but Pushpin 1.36 still reads ``Grip-Keep-Alive``
+    (handler/instruct.cpp): ``timeout=0`` is valid there too, and the hold is held. The
+    embedded proxy answered 502 at once."""
+    origin.route("/r/")(lambda request: Response(200, [
+        ("Grip-Hold", "response"), ("Grip-Channel", "kr"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", "ka; timeout=0"),
+    ], "held"))
 
     async def scenario():
         async with httpx.AsyncClient(base_url=any_proxy.url, timeout=10) as client:
-            async with client.stream("GET", "/s/") as response:
-                lines = response.aiter_lines()
-                assert await lines.__anext__() == "first"
-                until = time.monotonic() + 7
-                count = 0
-                while (left := until - time.monotonic()) > 0:
-                    try:
-                        assert await asyncio.wait_for(lines.__anext__(), left) == "ka"
-                    except asyncio.TimeoutError:
-                        break
-                    count += 1
-                return count
+            held = asyncio.ensure_future(client.get("/r/"))
+            assert await in_thread(any_proxy.wait_subscribed, "kr")
+            await in_thread(any_proxy.publish, {
+                "channel": "kr", "formats": {"http-response": {"body": "pushed"}}
+            })
+            response = await held
+            return response.status_code, response.text
 
-    assert run(scenario()) >= 8
+    assert run(scenario()) == (200, "pushed")
+
+
+@pytest.mark.parametrize("hold", ["stream", "response"])
+@pytest.mark.parametrize("timeout", ["-1", "abc", "1.5"])
+def test_a_keep_alive_timeout_that_is_no_whole_number_is_a_502(
+    any_proxy, origin: Origin, hold: str, timeout: str
+):
+    """Pushpin 1.36 refuses a ``Grip-Keep-Alive`` timeout that ``toInt`` cannot read or that
+    is negative, on either hold (handler/instruct.cpp: "failed to parse Grip-Keep-Alive
+    timeout value", "... has invalid value"): the client gets a 502 at once."""
+    origin.route("/h/")(lambda request: Response(200, [
+        ("Grip-Hold", hold), ("Grip-Channel", "kb"), ("Content-Type", "text/plain"),
+        ("Grip-Keep-Alive", f"ka; timeout={timeout}"),
+    ], "first\n"))
+    assert httpx.get(any_proxy.url + "/h/", timeout=10).status_code == 502
+
+
+def _status_line(url: str, path: str) -> bytes:
+    """The status line a proxy answers ``GET path`` with, read off the socket: httpx (h11)
+    takes only three-digit codes."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data and (chunk := sock.recv(4096)):
+            data += chunk
+    return data.partition(b"\r\n")[0]
+
+
+@pytest.mark.parametrize(
+    "grip_status, hold",
+    [("+201", False), ("0", False), ("99", False), ("600", False), ("999", False),
+     pytest.param("+201", True, marks=pytest.mark.waits_out_a_hold),
+     pytest.param("600", True, marks=pytest.mark.waits_out_a_hold)],
+)
+def test_grip_status_takes_any_code_from_0_to_999(
+    any_proxy, origin: Origin, request: pytest.FixtureRequest, grip_status: str, hold: bool
+):
+    """Pushpin 1.36 reads ``Grip-Status``'s code with ``toInt`` and takes 0 to 999
+    (handler/instruct.cpp, "Grip-Status contains invalid status code" otherwise), on a hold
+    and on an answer that does not hold, and sends it as it is, a code it has no reason
+    phrase for with "Undefined Reason" (run against it). The embedded proxy refused
+    ``+201`` (502). It cannot send a code outside 100-599: uvicorn writes status lines from
+    a table of those (httptools_impl ``STATUS_LINE``, h11_impl ``STATUS_PHRASES``), so it
+    answers 502 for them."""
+    code = int(grip_status)
+    if any_proxy.name == "embedded" and not 100 <= code <= 599:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="uvicorn sends 100-599 only"))
+    headers = [("Grip-Status", grip_status), ("Content-Type", "text/plain")]
+    if hold:  # answered when the hold times out
+        headers += [("Grip-Hold", "response"), ("Grip-Channel", "st"), ("Grip-Timeout", "5")]
+    origin.route("/st/")(lambda request: Response(200, headers, "hi"))
+    reason = "Created" if code == 201 else "Undefined Reason"
+    assert _status_line(any_proxy.url, "/st/") == f"HTTP/1.1 {code} {reason}".encode()
+
+
+@pytest.mark.parametrize("hold", [False, True])
+@pytest.mark.parametrize("grip_status", ["abc", "-1", "1000", "200abc"])
+def test_a_grip_status_that_is_no_code_from_0_to_999_is_a_502(
+    any_proxy, origin: Origin, hold: bool, grip_status: str
+):
+    """Pushpin 1.36 answers 502 at once for a ``Grip-Status`` ``toInt`` cannot read, or
+    outside 0 to 999, on a hold too (handler/instruct.cpp)."""
+    headers = [("Grip-Status", grip_status), ("Content-Type", "text/plain")]
+    if hold:
+        headers += [("Grip-Hold", "response"), ("Grip-Channel", "st")]
+    origin.route("/st/")(lambda request: Response(200, headers, "hi"))
+    assert httpx.get(any_proxy.url + "/st/", timeout=10).status_code == 502
+
+
+def _ws_with_keep_alive(origin: Origin, *keep_alives: dict) -> None:
+    """A WebSocket whose origin sets the first keep-alive on open, the next on each message."""
+    answers = iter([ws_answer(WebSocketEvent("OPEN"), control("keep-alive", **keep_alives[0]))]
+                   + [ws_answer(control("keep-alive", **k)) for k in keep_alives[1:]])
+    origin.route("/ws/")(lambda request: next(answers, ws_answer()))
+
+
+async def _ws_messages_in(ws, window: float) -> list:
+    got = []
+    until = time.monotonic() + window
+    while (left := until - time.monotonic()) > 0:
+        try:
+            got.append(await asyncio.wait_for(ws.recv(), left))
+        except asyncio.TimeoutError:
+            break
+    return got
+
+
+def _connect(any_proxy):
+    # No pings: Pushpin 1.36 posts them to the origin, which would have to answer them.
+    return websockets.connect(any_proxy.ws_url + "/ws/", open_timeout=10, ping_interval=None)
+
+
+@pytest.mark.waits_out_a_hold
+@pytest.mark.parametrize(
+    "keep_alive",
+    [{"timeout": 1}, {"timeout": 1, "mode": "interval"}, {"timeout": "1", "mode": "other"}],
+    ids=["idle", "interval", "string-timeout-other-mode"],
+)
+def test_a_websockets_keep_alives_come_up_to_a_second_before_their_timeout(
+    any_proxy, origin: Origin, keep_alive: dict
+):
+    """Pushpin 1.36 sets a WebSocket's keep-alive timer as a stream's: the control message's
+    timeout less a random part of a second (proxy/wsproxysession.cpp ``setupKeepAlive``,
+    ``KEEPALIVE_RAND_MAX``), so ``timeout: 1`` gives about fourteen keep-alives in 7 s (and
+    eight or more but for 1 run in 40,320, see the stream's test above), in ``idle`` mode
+    (the default, and any unknown mode) and ``interval`` alike; a timeout in a string is read
+    as a number (a ``QVariant``'s ``toInt``, handler/wscontrolmessage.cpp). The embedded
+    proxy sent one every full second, seven, and none for ``"1"``."""
+    _ws_with_keep_alive(origin, {"content": "ka", **keep_alive})
+
+    async def scenario():
+        async with _connect(any_proxy) as ws:
+            return await _ws_messages_in(ws, 7)
+
+    got = run(scenario())
+    assert len(got) >= 8 and set(got) == {"ka"}
+
+
+def test_a_websocket_keep_alive_without_content_turns_keep_alives_off(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 sets a keep-alive only from a control message with ``content`` or
+    ``content-bin``; without, keep-alives are off (handler/engine.cpp, ``KeepAlive``:
+    ``cm.content.isNull()``). The embedded proxy sent an empty message every second."""
+    _ws_with_keep_alive(origin, {"timeout": 1})
+
+    async def scenario():
+        async with _connect(any_proxy) as ws:
+            return await _ws_messages_in(ws, 3)
+
+    assert run(scenario()) == []
+
+
+def test_a_websocket_keep_alive_with_a_negative_timeout_is_ignored(any_proxy, origin: Origin):
+    """A negative timeout makes the control message invalid for Pushpin 1.36
+    (handler/wscontrolmessage.cpp, "contains 'timeout' with invalid value"), and an invalid
+    control message is dropped (handler/engine.cpp): the keep-alive set before goes on. The
+    embedded proxy turned keep-alives off."""
+    _ws_with_keep_alive(origin, {"content": "ka", "timeout": 1}, {"content": "no", "timeout": -1})
+
+    async def scenario():
+        async with _connect(any_proxy) as ws:
+            assert await asyncio.wait_for(ws.recv(), 10) == "ka"
+            await ws.send("negative")
+            await asyncio.wait_for(in_thread(origin.wait_for_requests, "/ws/", 2), 10)
+            return await _ws_messages_in(ws, 4)
+
+    got = run(scenario())
+    assert len(got) >= 3 and set(got) == {"ka"}
+
+
+@pytest.mark.waits_out_a_hold
+@pytest.mark.timeout(150)
+def test_a_websocket_keep_alive_without_a_timeout_comes_after_55_seconds(
+    any_proxy, origin: Origin
+):
+    """Pushpin 1.36 takes a keep-alive control message with no timeout, or ``timeout: 0``,
+    as 55 s (handler/engine.cpp ``DEFAULT_WS_KEEPALIVE_TIMEOUT``): the first keep-alive
+    comes up to a second before 55 s (run against it: at 53.9 and 54.9 s). The embedded
+    proxy turned keep-alives off."""
+    @origin.route("/ws/")
+    def answer(request) -> Response:
+        if decode_events(request.body)[:1] != [WebSocketEvent("OPEN")]:
+            return ws_answer()
+        timeout = {"timeout": 0} if request.query == "zero" else {}
+        return ws_answer(WebSocketEvent("OPEN"), control("keep-alive", content="ka", **timeout))
+
+    async def first_keep_alive(query: str) -> tuple[list, list]:
+        url = any_proxy.ws_url + "/ws/" + query
+        async with websockets.connect(url, open_timeout=10, ping_interval=None) as ws:
+            return await _ws_messages_in(ws, 40), await _ws_messages_in(ws, 30)
+
+    async def scenario():
+        return await asyncio.gather(first_keep_alive(""), first_keep_alive("?zero"))
+
+    assert run(scenario()) == [([], ["ka"])] * 2

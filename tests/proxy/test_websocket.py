@@ -263,3 +263,47 @@ def test_a_burst_of_client_messages_gets_every_answer_on_an_open_socket(server: 
     texts = [len(events) for events in chat.events if events and events[0].type == "TEXT"]
     assert sum(texts) == burst + 1
     assert max(texts) <= server.proxy.ws_events_per_request
+
+
+def test_a_client_that_leaves_while_its_handshake_waits_ends_the_keep_alive_calls(
+    server: ProxyServer, origin: Origin
+):
+    """A handshake answered with no events and keep-alives on waits for the keep-alive call
+    to post OPEN again. The embedded proxy went on posting OPEN every interval for ever
+    after the client had left; Pushpin 1.36 posts it without pause (test_conformance.py).
+    Now the calls end with the client."""
+    origin.route("/ws/")(lambda request: ws_answer(headers=[("Keep-Alive-Interval", "1")]))
+
+    async def scenario():
+        with pytest.raises(TimeoutError):
+            async with websockets.connect(server.ws_url + "/ws/", open_timeout=2.5):
+                pass
+
+    run(scenario())
+    calls = len(origin.wait_for_requests("/ws/", 2))
+    assert calls >= 2  # it waited, and was called again
+    assert len(origin.wait_for_requests("/ws/", calls + 1, timeout=3)) == calls
+
+
+def test_shutdown_answers_a_handshake_that_waits_for_its_keep_alive_call(
+    make_proxy, origin: Origin
+):
+    """A handshake waiting for its keep-alive call gets Pushpin's 502 on shutdown, not a
+    wait for the call or a dropped connection."""
+    server = make_proxy()
+    origin.route("/ws/")(lambda request: ws_answer(headers=[("Keep-Alive-Interval", "60")]))
+
+    async def scenario():
+        async def connect():
+            async with websockets.connect(server.ws_url + "/ws/", open_timeout=30):
+                pass
+
+        opening = asyncio.ensure_future(connect())
+        await in_thread(origin.wait_for_requests, "/ws/", 1)
+        started = time.monotonic()
+        await in_thread(server.stop)
+        with pytest.raises(InvalidStatus) as refused:
+            await opening
+        return refused.value.response.status_code, time.monotonic() - started < 10
+
+    assert run(scenario()) == (502, True)
