@@ -277,8 +277,20 @@ def origin_headers(
     merged onto a held response as is, so a compressed hold (``GZipMiddleware``) would reach
     the client as garbage. Pushpin 1.36 asks the origin for compression itself and hands
     clients decoded answers (run against it); in one process compression gains nothing.
+
+    A header whose value is empty or only blanks (``If-Match:``) is not passed on either, each
+    line on its own (``X-A: 1`` and ``X-A:`` pass ``X-A: 1``), for HTTP requests and for
+    WebSocket-over-HTTP ones (the handshake's headers, ``Meta-*``) alike, as with Pushpin 1.36
+    (run against it): Pushpin hands the client's headers on unchanged (src/proxy/proxysession.cpp
+    ``ProxySession::Private::tryNextTarget``, src/proxy/websocketoverhttp.cpp
+    ``WebSocketOverHttp::Private::doRequest``, both ``ZhttpRequest::start``) to zurl 1.11, which
+    makes each a ``Name: value`` line for libcurl's ``CURLOPT_HTTPHEADER`` (zurl
+    src/httprequest.cpp ``CurlConnection::setup``), and libcurl sends no line with nothing after
+    its colon (that form disables one of its own headers). Host is Pushpin's own
+    (``ProxyUtil::applyHostHeader``), so it stays whatever it is.
     """
-    out = without_headers(client_headers, "accept-encoding", grip=True)
+    out = [(k, v) for k, v in without_headers(client_headers, "accept-encoding", grip=True)
+           if v.strip(b" \t") or k.lower() == b"host"]
     out.append((b"grip-sig", signer.token().encode("latin-1")))
     out.append((b"grip-feature", GRIP_FEATURES.encode("latin-1")))
     out.extend(extra)
