@@ -417,6 +417,19 @@ def test_if_match_guards_writes(grip_proxy: ProxyUnderTest) -> None:
     )
 
 
+def test_a_patch_with_an_empty_if_match_is_applied_behind_either_proxy(
+    grip_proxy: ProxyUnderTest,
+) -> None:
+    """Pushpin 1.36 passes no request header with an empty value to the origin
+    (tests/proxy/test_request_headers.py), so the view never sees this precondition; the
+    embedded proxy passed it on, and the same PATCH was a 412 behind it."""
+    todo = Todo.objects.create(title="a")
+    url = f"{grip_proxy.url}/api/todos/{todo.pk}/"
+    response = httpx.patch(url, json={"title": "mine"}, headers={"If-Match": ""}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert Todo.objects.get(pk=todo.pk).title == "mine"
+
+
 def _race(writers: int, write) -> list[tuple[int, int]]:
     """``write(n)`` from ``writers`` threads released together: ``[(status, n), ...]``."""
     import threading
