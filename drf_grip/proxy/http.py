@@ -32,6 +32,7 @@ from .headers import (
     without_headers,
 )
 from .jsonpatch import BodyPatchError, apply_body_patch
+from .keep_alive import keep_alive_delay
 from .mailbox import Mailbox
 from .origin import (
     Exchange,
@@ -684,11 +685,8 @@ class HttpSession:
         return self._next_keep_alive
 
     def _keep_alive_delay(self) -> float:
-        """Pushpin 1.36 sets each keep-alive timer up to 1 s short of the timeout, at random
-        (handler/httpsession.cpp ``setupKeepAlive``, ``KEEPALIVE_RAND_MAX``): the timeout
-        is the longest a stream stays silent, not the time between keep-alives."""
         assert self._keep_alive is not None
-        return max(self._keep_alive.timeout - random.random(), 0.0)
+        return keep_alive_delay(self._keep_alive.timeout)
 
     async def _stream(self, answer: OriginResponse, instruct: Instruct) -> None:
         self._mode = "stream"

@@ -21,7 +21,6 @@ import binascii
 import json
 import logging
 import math
-import random
 import time
 import uuid
 from collections import deque
@@ -54,6 +53,7 @@ from ..protocol import (
     whole_number,
 )
 from .headers import loggable_target
+from .keep_alive import keep_alive_delay
 from .mailbox import Mailbox
 from .origin import OriginError, OriginResponse, derive_scope, fetch, origin_headers
 
@@ -384,11 +384,8 @@ class WebSocketSession:
         self._outbox.wake()
 
     def _keep_alive_delay(self) -> float:
-        """Pushpin 1.36 sets each keep-alive timer up to 1 s short of the timeout, at random
-        (proxy/wsproxysession.cpp ``setupKeepAlive``, ``KEEPALIVE_RAND_MAX``), and in idle
-        mode again on every message to the client (``adjustKeepAlive``)."""
         assert self._client_keep_alive is not None
-        return max(self._client_keep_alive[2] - random.random(), 0.0)
+        return keep_alive_delay(self._client_keep_alive[2])
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -704,6 +701,8 @@ class WebSocketSession:
                 else:
                     await self._send({"type": "websocket.send", "bytes": value})
                 self._last_write = time.monotonic()
+                # Idle mode sets the timer afresh on every message to the client
+                # (proxy/wsproxysession.cpp ``adjustKeepAlive``).
                 if self._client_keep_alive is not None and self._client_keep_alive[3] == "idle":
                     self._next_keep_alive = self._last_write + self._keep_alive_delay()
                 continue
