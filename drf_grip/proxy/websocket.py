@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import (
@@ -58,6 +59,7 @@ from .mailbox import Mailbox
 from .origin import OriginError, OriginResponse, derive_scope, fetch, origin_headers
 
 if TYPE_CHECKING:
+    from ..protocol.instruct import KeepAliveMode
     from .app import GripProxy
 
 __all__ = ["WebSocketSession"]
@@ -96,6 +98,18 @@ _NO_STATUS = 1005
 
 class _Closed(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _ClientKeepAlive:
+    """What a ``keep-alive`` control message asks the proxy to send the client, as a text
+    or a binary message, after ``timeout`` idle seconds (``idle``) or every ``timeout``
+    seconds (``interval``)."""
+
+    data: bytes
+    binary: bool
+    timeout: float
+    mode: KeepAliveMode
 
 
 def _reason(text: str) -> str:
@@ -163,7 +177,7 @@ class WebSocketSession:
         )
         self._answers_read = asyncio.Event()
         self._answers_read.set()
-        self._client_keep_alive: tuple[bytes, bool, float, str] | None = None
+        self._client_keep_alive: _ClientKeepAlive | None = None
         self._last_write = time.monotonic()
         self._done = asyncio.Event()
         self._admitted = False
@@ -378,14 +392,14 @@ class WebSocketSession:
         else:
             data = str(message["content"]).encode("utf-8")
         seconds = float(timeout) or DEFAULT_KEEP_ALIVE_TIMEOUT
-        mode = "interval" if message.get("mode") == "interval" else "idle"
-        self._client_keep_alive = (data, kind == "binary", seconds, mode)
+        mode: KeepAliveMode = "interval" if message.get("mode") == "interval" else "idle"
+        self._client_keep_alive = _ClientKeepAlive(data, kind == "binary", seconds, mode)
         self._next_keep_alive = time.monotonic() + self._keep_alive_delay()
         self._outbox.wake()
 
     def _keep_alive_delay(self) -> float:
         assert self._client_keep_alive is not None
-        return keep_alive_delay(self._client_keep_alive[2])
+        return keep_alive_delay(self._client_keep_alive.timeout)
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -703,16 +717,17 @@ class WebSocketSession:
                 self._last_write = time.monotonic()
                 # Idle mode sets the timer afresh on every message to the client
                 # (proxy/wsproxysession.cpp ``adjustKeepAlive``).
-                if self._client_keep_alive is not None and self._client_keep_alive[3] == "idle":
+                if self._client_keep_alive is not None and self._client_keep_alive.mode == "idle":
                     self._next_keep_alive = self._last_write + self._keep_alive_delay()
                 continue
             timeout = None
-            if self._client_keep_alive is not None:
-                data, binary, _seconds, _mode = self._client_keep_alive
+            keep_alive = self._client_keep_alive
+            if keep_alive is not None:
                 now = time.monotonic()
                 if now >= self._next_keep_alive:
-                    key = "bytes" if binary else "text"
-                    value = data if binary else data.decode("utf-8", "replace")
+                    key = "bytes" if keep_alive.binary else "text"
+                    data = keep_alive.data
+                    value = data if keep_alive.binary else data.decode("utf-8", "replace")
                     await self._send({"type": "websocket.send", key: value})
                     self._last_write = now
                     self._next_keep_alive = now + self._keep_alive_delay()
