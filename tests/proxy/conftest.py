@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -189,6 +190,27 @@ def run(coro: Any) -> Any:
 
 async def in_thread(func: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.to_thread(func, *args)
+
+
+# -- requests written byte for byte -----------------------------------------------------------
+
+
+def read_status_line(sock: socket.socket) -> bytes:
+    """The status line of the answer on ``sock``. Read off the socket because an HTTP client
+    cannot tell: httpx (h11) takes only three-digit codes."""
+    head = b""
+    while b"\r\n" not in head and (chunk := sock.recv(65536)):
+        head += chunk
+    return head.partition(b"\r\n")[0]
+
+
+def status_line(url: str, request: bytes) -> bytes:
+    """Send ``request`` as it is on a new connection to ``url`` and read the answer's status
+    line: for requests an HTTP client would not write (blank header values)."""
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=15) as sock:
+        sock.sendall(request)
+        return read_status_line(sock)
 
 
 # -- the same scripted origin behind a real Pushpin ------------------------------------------

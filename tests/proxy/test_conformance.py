@@ -4,7 +4,6 @@ and the client sees the same (``any_proxy`` in conftest.py)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import httpx
@@ -14,7 +13,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from drf_grip.protocol import WebSocketEvent, close_payload, decode_events, encode_events
 
-from .conftest import EVENTS, Origin, Response, control, in_thread, run, ws_answer
+from .conftest import (
+    EVENTS,
+    Origin,
+    Response,
+    control,
+    in_thread,
+    run,
+    status_line,
+    ws_answer,
+)
 
 CHARSET_EVENTS = [
     ("Content-Type", EVENTS + "; charset=utf-8"), ("Sec-WebSocket-Extensions", "grip")
@@ -574,18 +582,6 @@ def test_a_keep_alive_timeout_that_is_no_whole_number_is_a_502(
     assert httpx.get(any_proxy.url + "/h/", timeout=10).status_code == 502
 
 
-def _status_line(url: str, path: str) -> bytes:
-    """The status line a proxy answers ``GET path`` with, read off the socket: httpx (h11)
-    takes only three-digit codes."""
-    host, port = url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=15) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while b"\r\n" not in data and (chunk := sock.recv(4096)):
-            data += chunk
-    return data.partition(b"\r\n")[0]
-
-
 @pytest.mark.parametrize(
     "grip_status, hold",
     [("+201", False), ("0", False), ("99", False), ("600", False), ("999", False),
@@ -610,7 +606,8 @@ def test_grip_status_takes_any_code_from_0_to_999(
         headers += [("Grip-Hold", "response"), ("Grip-Channel", "st"), ("Grip-Timeout", "5")]
     origin.route("/st/")(lambda request: Response(200, headers, "hi"))
     reason = "Created" if code == 201 else "Undefined Reason"
-    assert _status_line(any_proxy.url, "/st/") == f"HTTP/1.1 {code} {reason}".encode()
+    request = b"GET /st/ HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    assert status_line(any_proxy.url, request) == f"HTTP/1.1 {code} {reason}".encode()
 
 
 @pytest.mark.parametrize("hold", [False, True])

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
-from urllib.parse import urlsplit
 
 import pytest
 
 from drf_grip.protocol import WebSocketEvent, decode_events
 
-from .conftest import Origin, Response, ws_answer
+from .conftest import Origin, Response, status_line, ws_answer
 
 #: Empty or blank lines among ordinary ones; ``X-Dup`` and ``X-Dup2`` each have one empty
 #: line and one with a value, in both orders.
@@ -44,20 +42,6 @@ NAMES = {"x-empty", "x-blank", "x-kept", "x-dup", "x-dup2", "if-match", "if-none
          "cookie", "authorization"}
 
 
-def _exchange(url: str, request: bytes) -> bytes:
-    """Send ``request`` on a new connection and read the answer's status line."""
-    where = urlsplit(url)
-    with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
-        sock.sendall(request)
-        head = b""
-        while b"\r\n" not in head:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            head += chunk
-    return head.split(b"\r\n", 1)[0]
-
-
 def _seen(request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.header_list if k in NAMES]
 
@@ -70,7 +54,7 @@ def test_request_headers_with_empty_or_blank_values_do_not_reach_the_origin(
     The embedded proxy passed them all on (and an empty ``If-Match`` made DRF answer 412)."""
     origin.route("/h/")(lambda r: Response(200, [("Content-Type", "text/plain")], "ok"))
     body = b'{"title": "mine"}'
-    status = _exchange(
+    status = status_line(
         any_proxy.url,
         f"{method} /h/ HTTP/1.1\r\nHost: x\r\n".encode()
         + HEADER_LINES
@@ -93,7 +77,7 @@ def test_websocket_handshake_headers_with_empty_or_blank_values_do_not_reach_the
     zurl too)."""
     origin.route("/ws/")(lambda r: ws_answer(WebSocketEvent("OPEN")))
     key = base64.b64encode(os.urandom(16))
-    status = _exchange(
+    status = status_line(
         any_proxy.ws_url.replace("ws://", "http://"),
         b"GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n"

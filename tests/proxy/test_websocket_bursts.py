@@ -13,6 +13,8 @@ import websockets
 from drf_grip.testing.proxies import EmbeddedProxyServer
 from tests.testapp.models import Todo
 
+from .conftest import read_status_line
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 #: More than the proxy's per-connection queue (``GripProxy.max_queued_messages``, 256).
@@ -111,7 +113,7 @@ def test_a_client_that_sends_a_burst_and_closes_without_reading_is_let_go(
                 "Sec-WebSocket-Version: 13\r\n\r\n"
             ).encode()
         )
-        assert b" 101 " in sock.recv(4096).split(b"\r\n", 1)[0]
+        assert b" 101 " in read_status_line(sock)
         mask = b"\x01\x02\x03\x04"
         frame = bytes([0x81, 0x80 | 1]) + mask + bytes([ord("{") ^ mask[0]])
         sock.sendall(frame * 2000)
