@@ -385,11 +385,9 @@ def parse_instruct(headers: RawHeaders) -> Instruct:
     if status is not None:
         text, _, reason = status.strip().partition(" ")
         code = whole_number(text)
-        # Pushpin 1.36 takes 0-999 (handler/instruct.cpp); an ASGI server, 100-599.
+        # Pushpin 1.36 takes 0-999 (handler/instruct.cpp).
         if code is None or not 0 <= code <= 999:
             raise InstructError(f"Grip-Status contains invalid status code: {status!r}")
-        if not 100 <= code <= 599:
-            raise InstructError(f"Grip-Status {code}: an ASGI server sends 100-599 only")
         out.status = (code, reason.strip() or None)
 
     keep_alive = get_header(headers, "Grip-Keep-Alive")

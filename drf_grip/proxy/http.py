@@ -114,6 +114,18 @@ def _pushed_body(held: _Held, fmt: Any) -> bytes | None:
         return None
 
 
+def _sendable_instruct(headers: RawHeaders) -> Instruct:
+    """An origin's instruct, with only a ``Grip-Status`` this proxy can send. Pushpin 1.36
+    sends any code from 0 to 999 (handler/instruct.cpp), but uvicorn writes status lines
+    from a table of 100-599 (httptools_impl ``STATUS_LINE``, h11_impl ``STATUS_PHRASES``):
+    any other code is an instruction error here, a 502."""
+    instruct = parse_instruct(headers)
+    if instruct.status is not None and not 100 <= instruct.status[0] <= 599:
+        code = instruct.status[0]
+        raise InstructError(f"Grip-Status {code}: an ASGI server sends 100-599 only")
+    return instruct
+
+
 class _Aborted(Exception):
     """The client was dropped (too slow); stop writing to it."""
 
@@ -417,7 +429,7 @@ class HttpSession:
                 self._exchange = exchange = Exchange(self.proxy.app, scope, receive)
                 try:
                     status, resp_headers = await exchange.start()
-                    instruct = parse_instruct(resp_headers)
+                    instruct = _sendable_instruct(resp_headers)
                 except OriginError as exc:
                     logger.warning("origin error for %s: %s", self.path, exc)
                     await self._error(502, "Bad Gateway: the origin did not answer")
@@ -505,7 +517,7 @@ class HttpSession:
                 return
             try:
                 answer = await self._rerequest()
-                instruct = parse_instruct(answer.headers)
+                instruct = _sendable_instruct(answer.headers)
             except (OriginError, InstructError) as exc:
                 logger.warning("re-request of %s failed: %s", self.path, exc)
                 await self._error(502, "Bad Gateway: the origin's answer to a retry was unusable")
@@ -833,7 +845,7 @@ class HttpSession:
                 limit=self.proxy.max_origin_size,
                 timeout=self.proxy.origin_timeout,
             )
-            instruct = parse_instruct(answer.headers)
+            instruct = _sendable_instruct(answer.headers)
         except (OriginError, InstructError) as exc:
             return self._link_failed(str(exc))
         if not 200 <= answer.status < 300:

@@ -44,6 +44,14 @@ def test_status_timeout_and_defaults():
     assert not parse_instruct(headers(("Content-Type", "text/plain"))).is_grip
 
 
+@pytest.mark.parametrize("text, status", [("0", (0, None)), ("+201", (201, None)),
+                                          ("999 Odd", (999, "Odd"))])
+def test_grip_status_is_any_code_pushpin_takes(text, status):
+    """Pushpin 1.36 takes any code from 0 to 999 (handler/instruct.cpp); which of them a
+    server can send is the embedded proxy's concern, not the protocol's."""
+    assert parse_instruct(headers(("Grip-Status", text))).status == status
+
+
 def test_channels_without_grip_hold_are_no_hold():
     # Pushpin 1.36 relays such an answer at once; the embedded proxy held it (a probe).
     instruct = parse_instruct(headers(("Grip-Channel", "a"), ("Grip-Timeout", "20")))
