@@ -193,6 +193,13 @@ def names_etag(version: str | None, tag: str) -> bool:
     return version is not None and tag_of(version) == tag
 
 
+def names_a_render(version: str | None) -> bool:
+    """Whether a shared channel's ``version`` names a pushed render, not a hint (a render
+    that failed, was too large or was behind a subscriber's) nor a status such as a 404:
+    after those the subscribers' own fetches send the render."""
+    return version is not None and not tag_of(version).startswith((_UNRENDERED, _STATUS))
+
+
 def repeat_mark(version: str | None, tag: str) -> str | None:
     """What marks the push of the render ``tag`` made just after ``version``: a publish
     carries it as its ``sender`` meta, and a shared hold at ``version`` whose client has
@@ -726,7 +733,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
     else:
         from .publishing import HINT, delete_formats
 
-        tag = f"status-{status}"
+        tag = f"{_STATUS}{status}"
         ws = {"content": _ws_message(url, status, body, headers)}
         if status in (404, 410):
             # Gone or hidden: a hint gives each long-poll a clean answer from the origin,
@@ -841,13 +848,15 @@ def _drop_live_url(
     )
     begin_renders([channel])
     ticket = take_ticket(channel)
-    turn = _take_version(channel, ticket, "status-400")
+    turn = _take_version(channel, ticket, f"{_STATUS}400")
     if turn is not None:
         _publish_turn(channel, _dropped_formats(url), turn)
 
 
 #: The tag of a version whose item is a hint: no render names it, so the next render is sent.
 _UNRENDERED = "unrendered-"
+#: The tag of a version whose item answers a status other than 200 (``status-404``).
+_STATUS = "status-"
 
 
 def _hint_unrendered(channel: str, url: str, ticket: int) -> None:

@@ -911,36 +911,35 @@ def test_a_stream_whose_catch_up_fetch_saw_the_change_gets_it_once(
 
 
 def test_a_change_a_stream_fetched_before_it_was_published_arrives_once(
-    grip_proxy: ProxyUnderTest, streams: list[EventStream]
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
 ) -> None:
     """One event per change (DESIGN.md §1). Behind Pushpin a shared stream sometimes got a
     change twice (DRF probe): the proxy fetched its next link (about 1 s after a channel's
     first subscription; here a hint makes it) once the change had committed but before it
     was published; the fetch sent the change, and the publish, following the version the
-    fetch had read, was delivered as well."""
+    fetch had read, was delivered as well. The fetch sends nothing ahead of that version
+    (a push queued during it may be older: the test below), and the push brings it."""
     from drf_grip import publish
     from drf_grip.rest.publishing import HINT
 
-    Todo.objects.create(title="first")
-    settle()
     path = "/api/shared-todos/"
-    channel = shared_ch(grip_proxy, path)
-    events = stream(grip_proxy, path, channel)
-    streams.append(events)
-    assert "first" in events.next(WITHIN).data
-
+    channel, fetches, events, _first = _a_stream_past_its_first_fetch(
+        grip_proxy, monkeypatch, streams, path
+    )
     with paused(Todo):
         Todo.objects.create(title="second")
+        fetches.fetched.clear()
         publish(channel, HINT)  # the proxy fetches the stream's next link
         assert get_publisher().flush(10)
-        fetched = events.next(WITHIN)
-        assert "second" in fetched.data
+        assert fetches.fetched.wait(WITHIN)
     settle()
+    fetched = events.next(WITHIN)
+    assert "second" in fetched.data
     Todo.objects.create(title="third")
     current = get(grip_proxy, path).headers["ETag"]
-    # As in the test above: a fetch of the next link still under way as "third" commits
-    # may send a page DRF's two queries tore across that commit; it already has "third",
-    # and the stream settles on the render.
+    # A fetch of the next link still under way as "third" commits may send a page DRF's two
+    # queries tore across that commit; it already has "third", and the stream settles on
+    # the render.
     before: list[Any] = []
     while (event := events.next(WITHIN)).id != current and len(before) < 3:
         before.append(event)
@@ -977,6 +976,44 @@ class _NextLinkFetches:
         return self.rendered, self.answer
 
 
+def _a_stream_past_its_first_fetch(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream],
+    path: str,
+) -> tuple[str, _NextLinkFetches, EventStream, Any]:
+    """A stream of ``path`` (a shared list with one todo, "first"), its channel, its next-link
+    fetches watched, and its first event; past the fetch Pushpin makes about 1 s after a
+    channel's first subscription (PUSHPIN.md), which would cover what a test looks for."""
+    Todo.objects.create(title="first")
+    settle()
+    channel = shared_ch(grip_proxy, path)
+    fetches = _NextLinkFetches(monkeypatch)
+    events = stream(grip_proxy, path, channel)
+    streams.append(events)
+    first = events.next(WITHIN)
+    assert "first" in first.data
+    if isinstance(grip_proxy, PushpinServer):
+        assert fetches.fetched.wait(WITHIN)
+    return channel, fetches, events, first
+
+
+@contextlib.contextmanager
+def _a_fetch_that_rendered_second(
+    channel: str, fetches: _NextLinkFetches
+) -> Iterator[threading.Event]:
+    """Within: "second" committed and not yet published, and the stream's next-link fetch
+    (a hint makes it) has rendered it; its answer waits until the event given is set."""
+    from drf_grip import publish
+    from drf_grip.rest.publishing import HINT
+
+    rendered, answer = fetches.slow_next()
+    with paused(Todo):
+        Todo.objects.create(title="second")
+        publish(channel, HINT)  # the proxy fetches the stream's next link
+        assert get_publisher().flush(10)
+        assert rendered.wait(WITHIN)
+        yield answer
+
+
 def test_a_change_published_while_a_stream_fetches_its_next_link_reaches_it(
     grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
 ) -> None:
@@ -986,28 +1023,11 @@ def test_a_change_published_while_a_stream_fetches_its_next_link_reaches_it(
     was under way, followed the version the fetch had read. Pushpin drops every item queued
     during a fetch that does not follow the answer's hold (handler/httpsession.cpp), so that
     stream kept the older list for good (the multi-process test in the CI of 6a512c6)."""
-    from drf_grip import publish
-    from drf_grip.rest.publishing import HINT
-
-    Todo.objects.create(title="first")
-    settle()
     path = "/api/shared-todos/"
-    channel = shared_ch(grip_proxy, path)
-    fetches = _NextLinkFetches(monkeypatch)
-    events = stream(grip_proxy, path, channel)
-    streams.append(events)
-    assert "first" in events.next(WITHIN).data
-    if isinstance(grip_proxy, PushpinServer):
-        # Pushpin fetches a stream's next link about 1 s after its channels' first
-        # subscription (PUSHPIN.md), which would cover the loss: past it.
-        assert fetches.fetched.wait(WITHIN)
-
-    rendered, answer = fetches.slow_next()
-    with paused(Todo):
-        Todo.objects.create(title="second")
-        publish(channel, HINT)  # the proxy fetches the stream's next link
-        assert get_publisher().flush(10)
-        assert rendered.wait(WITHIN)  # it has rendered "second"; its answer waits
+    channel, fetches, events, _first = _a_stream_past_its_first_fetch(
+        grip_proxy, monkeypatch, streams, path
+    )
+    with _a_fetch_that_rendered_second(channel, fetches) as answer:
         Todo.objects.create(title="third")
     settle()  # "second" and "third" in one render, queued in the proxy during the fetch
     answer.set()
@@ -1019,6 +1039,49 @@ def test_a_change_published_while_a_stream_fetches_its_next_link_reaches_it(
         got.append(event)
     assert event.id == current.headers["ETag"], f"{got} then {event}"
     assert event.data == current.text
+
+
+def test_a_next_link_fetch_never_moves_a_stream_back_to_a_push_queued_during_it(
+    grip_proxy: ProxyUnderTest, monkeypatch: pytest.MonkeyPatch, streams: list[EventStream]
+) -> None:
+    """A client never moves back to an older representation (DESIGN.md §4). Seen past one
+    machine (two workers, two Pushpins, a writer process): a shared stream's next-link
+    fetch rendered a change whose push was not out yet, sent it, and held at the version
+    read before the render; the push of an earlier change, following that version and
+    queued in the proxy during the fetch, came after it: v17, then v16. Here the earlier
+    change's push is the state before "second", as a publisher behind the commit sends it."""
+    from drf_grip import publish
+    from drf_grip.rest.shared import new_version
+    from drf_grip.rest.sse import format_event
+    from drf_grip.rest.versions import read_version, set_version
+
+    path = "/api/shared-todos/"
+    channel, fetches, events, first = _a_stream_past_its_first_fetch(
+        grip_proxy, monkeypatch, streams, path
+    )
+    with _a_fetch_that_rendered_second(channel, fetches) as answer:
+        # The channel's next version, as that publisher takes it: its item follows the
+        # version the fetch read, and the publish of "second" follows it.
+        before = read_version(channel)
+        older = new_version(first.id.strip('"'))
+        set_version(channel, older)
+        content = format_event(first.data.encode(), id=first.id).decode()
+        publish(channel, {"http-stream": {"content": content}}, id=older, prev_id=before)
+        assert get_publisher().flush(10)  # queued in the proxy during the fetch
+        answer.set()
+    settle()
+    Todo.objects.create(title="third")
+    current = get(grip_proxy, path)
+    assert '"third"' in current.text
+
+    got: list[Any] = []
+    while (event := events.next(WITHIN)).id != current.headers["ETag"] and len(got) < 5:
+        got.append(event)
+    assert event.data == current.text, f"{got} then {event}"
+    seen_second = False
+    for event in got:
+        seen_second = seen_second or '"second"' in event.data
+        assert not seen_second or '"second"' in event.data, f"moved back: {got}"
 
 
 def test_a_render_sent_again_for_a_subscriber_that_rendered_wakes_nobody_who_has_it(
