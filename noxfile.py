@@ -67,7 +67,8 @@ def tests(session: nox.Session, django: str) -> None:
     Django version (the browser, multi-process, proxy-outage, lost-state and soak tests,
     the benchmark's smoke test, the delivery-core and partition integration tests, and the
     integration tests that wait out a hold's timeout), and the pair that repeats the main
-    pair's Django runs the unit and proxy tests only, so CI stays near 20 minutes.
+    pair's Django runs the unit and proxy tests only. The whole run took about 50-60
+    minutes on a 2-core machine in the last CI runs (NOTES.rst), the main pair about 25.
     """
     session.install("-e", ".[test,browser]", *MATRIX[(session.python, django)])
     if (session.python, django) == FULL:
