@@ -239,7 +239,13 @@ def _copies_to_a_fresh_subscriber(monkeypatch: pytest.MonkeyPatch) -> list[dict[
                       prev_id: str | None = None) -> None:
         items.append({"channel": channel, "formats": formats, "id": id})
 
+    def now(sent: list[dict[str, Any]], within: float) -> bool:
+        items.extend({"channel": i["channel"], "formats": i["formats"], "id": i.get("id")}
+                     for i in sent)
+        return True
+
     monkeypatch.setattr(connections, "publish", to_connection)
+    monkeypatch.setattr(connections, "send_items_now", now, raising=False)
     _fresh_slots["conn-1"] = connections.fresh_subscribers(ENTRY["channel"]).take("conn-1", {})
     return items
 
@@ -746,3 +752,75 @@ def test_a_subscribers_first_version_is_known_unseen_without_a_cache_write(
     assert shared.first_version(ENTRY["channel"], f'"{shared.tag_of(current)}"') == current
     assert writes == ["add"], writes  # the refused add only
     cache.clear()
+
+
+def test_a_settles_copy_reaches_the_proxies_before_a_newer_render_is_published(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen past one machine (a probe's resubscribing gateway client): v28, v24, then v28
+    again. The settle's copy of the render a fresh subscriber was skipped for (v24) was
+    queued; another process published a newer render (v28) to the live URL's channel
+    meanwhile, and it reached the proxy first: nothing orders two channels. The copy is
+    delivered while the settle holds the channel's lock, so a newer render is published
+    only once the copy has reached the proxies."""
+    import threading
+
+    from drf_grip.rest.gateway import connections
+
+    bodies = iter([_rendered(b'{"v": "old"}', "old"), _rendered(b'{"v": "new"}', "new")])
+    monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
+    _copies_to_a_fresh_subscriber(monkeypatch)
+    shared.publish_live_url(ENTRY)  # skips the fresh connection: its settle sends it
+    order: list[str] = []
+    newer_published = threading.Event()
+
+    def another_process_publishes() -> None:
+        shared.publish_live_url(ENTRY)
+        order.append("newer render published")
+        newer_published.set()
+
+    racing = threading.Thread(target=another_process_publishes)
+
+    def copy_delivered(*args: Any, **kwargs: Any) -> bool:
+        racing.start()
+        newer_published.wait(0.5)  # a publisher not held back is done well within it
+        order.append("copy delivered")
+        return True
+
+    monkeypatch.setattr(connections, "send_items_now", copy_delivered, raising=False)
+    monkeypatch.setattr(connections, "publish", copy_delivered)  # a queued copy
+    _answer_settles()
+    racing.join(5)
+    assert order == ["copy delivered", "newer render published"]
+    assert [item["id"] for item in published][-1] == read_version(ENTRY["channel"])
+
+
+def test_a_subscribe_answer_ahead_of_its_version_waits_for_the_push_of_that_version(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen past one machine (a probe's gateway client): answered v17, then given v15. The
+    push of the version the subscribe read (v15) was published before the connection
+    listed itself as a fresh subscriber, so it did not skip it, and it reached the proxy
+    after the subscription: Pushpin orders no ``ws-message`` items. An answer whose render
+    is ahead of that version is sent once a proxy confirmed that push (or another), at
+    most ``CONFIRM_WAIT`` later; one that shows what the version names is sent at once."""
+    import threading
+
+    from drf_grip.rest import versions
+    from drf_grip.rest.versions import acknowledge, set_version
+
+    monkeypatch.setattr(versions, "CONFIRM_WAIT", 30.0)  # only a confirmation ends it
+    channel = ENTRY["channel"]
+    read = shared.new_version("v15")
+    set_version(channel, read)  # published, not yet confirmed
+    shared.await_the_push_read(channel, read, '"v15"')  # names it: no wait at all
+
+    confirmed = threading.Event()
+    waited = threading.Thread(
+        target=lambda: (shared.await_the_push_read(channel, read, '"v17"'), confirmed.set())
+    )
+    waited.start()
+    assert not confirmed.wait(0.2)  # ahead: waits for the push of v15
+    acknowledge([{"channel": channel, "id": read, "formats": {"ws-message": {}}}])
+    assert confirmed.wait(10)
+    waited.join(1)

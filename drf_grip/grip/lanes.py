@@ -219,8 +219,9 @@ class Publisher:
                 describe_channels(lost),
             )
 
-    def send(self, items: Sequence[RawItem]) -> list[str]:
+    def send(self, items: Sequence[RawItem], within: float | None = None) -> list[str]:
         """Deliver ``items`` now, from this thread, to every destination; return their names.
+        ``within``: seconds after which retries stop, and no wait on the network lasts longer.
 
         Raises :class:`PublishError` naming the destinations that failed.
         """
@@ -228,11 +229,8 @@ class Publisher:
             return []
         self._check_fork()
         targets = destinations.targets()
-        failed = [
-            t.name
-            for t in targets
-            if not t.deliver(list(items), self._count, threading.Event())
-        ]
+        stop = threading.Event() if within is None else StopAt(time.monotonic() + within)
+        failed = [t.name for t in targets if not t.deliver(list(items), self._count, stop)]
         if failed:
             raise PublishError(failed, channels_of(items))
         return [t.name for t in targets]

@@ -49,7 +49,7 @@ from .tickets import (
     sent_after,
     take_ticket,
 )
-from .versions import add_version, read_version, set_version
+from .versions import add_version, read_confirmed, read_version, set_version, watch_confirmed
 
 __all__ = [
     "publish_shared",
@@ -542,15 +542,24 @@ def _settle_overdue(
         _send_copy(conn, channel, version, message)
 
 
-def _send_copy(conn: str, channel: str, version: str, message: dict[str, Any]) -> None:
+def _send_copy(
+    conn: str, channel: str, version: str, message: dict[str, Any], now: float | None = None
+) -> None:
     """Send the render of ``channel`` at ``version`` to a connection's own channel, once:
     its id is the same whoever sends it (a settle, a publisher that found the settle
-    overdue), and a proxy drops a second item with an id it has seen on a channel."""
+    overdue), and a proxy drops a second item with an id it has seen on a channel.
+    ``now``: delivered from this thread within that many seconds (``send_to_connection``)."""
     from .gateway.connections import send_to_connection
 
     register_delivered_hook(repair_copies)
     item_id = f"{_copy_id(channel, version)}{_COPY_OF}{_AGAIN}"
-    send_to_connection(conn, message, item_id=item_id)
+    send_to_connection(conn, message, item_id=item_id, now=now)
+
+
+#: Seconds a settle's copy may take to reach the proxies while it holds its channel's lock
+#: (``send_after_answer``): the channel's publishers wait that long at most (less than
+#: ``tickets.exclusive``'s own wait, after which they go on without the lock).
+_COPY_WITHIN = 1.0
 
 
 #: The last render kept for fresh subscribers of a channel: ``(version, ws-message,
@@ -588,47 +597,73 @@ def send_after_answer(
     render if that one skipped it. Not listed (the index was full): a newer render that was
     published before the proxy applied the subscription did not reach the connection, so
     the current one is sent to it, unless it was rendered after ``active_by`` (a time by
-    which the proxy had applied it: gateway.view, ANSWER_TRANSIT)."""
+    which the proxy had applied it: gateway.view, ANSWER_TRANSIT).
+
+    One step with the channel's publishers (``tickets.exclusive``, as ``_take_version``),
+    the copy delivered before the lock is let go: a newer render is then published after
+    the copy has reached the proxies, and reaches the client after it. Queued, the copy
+    could arrive after a newer render that another process published to the live URL's
+    channel (nothing orders two channels), and the client went back: v28, v24, then v28
+    again from ``repair_copies`` (a probe past one machine, a resubscribing client)."""
     from .gateway.connections import fresh_subscribers, proxy_user
 
-    if slot is None:
-        latest = _latest_copy(channel)
-        if latest is None or latest[0] == answered:
+    with exclusive(channel):
+        if slot is None:
+            latest = _latest_copy(channel)
+            if latest is None or latest[0] == answered:
+                return
+            made = rendered_at(latest[0])
+            if made is not None and made > active_by:
+                return
+        else:
+            fresh = fresh_subscribers(channel)
+            fresh.replace_in(slot, conn, {"s": 1})
+            latest = _skipped_render(channel, answered, proxy_user(conn))
+            if latest is None:
+                fresh.remove_from(slot, conn)  # nothing sent: no copy to repair later
+                return
+        if subscribed is not None and not subscribed():
             return
-        made = rendered_at(latest[0])
-        if made is not None and made > active_by:
-            return
-    else:
-        fresh = fresh_subscribers(channel)
-        fresh.replace_in(slot, conn, {"s": 1})
-        latest = _skipped_render(channel, answered, proxy_user(conn))
-        if latest is None:
-            fresh.remove_from(slot, conn)  # nothing sent: no copy to repair later
-            return
-    if subscribed is not None and not subscribed():
+        _send_copy(conn, channel, latest[0], latest[1], now=_COPY_WITHIN)
+
+
+def await_the_push_read(channel: str, answered: str | None, etag: str | None) -> None:
+    """A shared gateway subscribe answer that renders a commit its version ``answered`` does
+    not name yet waits (at most ``versions.CONFIRM_WAIT``) until a proxy confirms the push
+    of ``answered``, or another: that push was published before the connection listed
+    itself as a fresh subscriber, so it does not skip the connection, and arriving after
+    the proxy applied the subscription it was delivered after the answer, an older render
+    (v17 answered, then v15: a probe past one machine). Pushpin orders no ``ws-message``
+    items by prev-id; the renders published later skip the connection until its settle."""
+    if etag is None or not names_a_render(answered) or names_etag(answered, etag.strip('"')):
         return
-    _send_copy(conn, channel, latest[0], latest[1])
+    from . import versions
+
+    first = read_confirmed([channel])
+    if first[channel] != answered:
+        watch_confirmed(
+            [channel],
+            lambda seen: seen[channel] != first[channel],
+            versions.CONFIRM_WAIT,
+            seen=first,
+        )
 
 
 def _skipped_render(
     channel: str, answered: str | None, user: str
 ) -> tuple[str, dict[str, Any], list[str]] | None:
     """The channel's latest render if its item skipped the proxy user ``user``; read after
-    that user's connection was marked settled.
+    that user's connection was marked settled, under the channel's lock.
 
     A publisher moves the version, then reads the fresh subscribers, then keeps its render,
-    under one lock (``_take_version``). The version still at ``answered``: nothing was
+    under that lock (``_take_version``). The version still at ``answered``: nothing was
     published since the answer's render, and a render that comes now reads this connection
     as settled. The kept render naming the current version: it is the last, and says whom
-    it skipped. Otherwise a publisher is between those steps (or published no gateway
-    message): read again once its lock is free."""
+    it skipped. None kept for it: that render published no gateway message."""
     version = rendered_version(channel)
     if version == answered:
         return None
     latest = _latest_copy(channel, version)
-    if latest is None:
-        with exclusive(channel):
-            latest = _latest_copy(channel)
     if latest is None or user not in latest[2]:
         return None
     return latest

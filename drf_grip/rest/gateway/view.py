@@ -45,7 +45,7 @@ from ..context import SHARED, RealtimeContext
 from ..live_urls import relist
 from ..policies import keep_recording, live_timeout, record_view, recording_epoch
 from ..render import RecordedRequest, host_allowed, record
-from ..shared import send_after_answer
+from ..shared import await_the_push_read, send_after_answer
 from ..sse import (
     EVENT_STREAM,
     EventStreamRenderer,
@@ -386,6 +386,7 @@ class RealtimeGateway(WebSocketView):
                 channel = policy.channels[0]
                 answered = context.state.get("version")
                 if read_versions([channel])[channel] == answered or attempt == attempts:
+                    await_the_push_read(channel, answered, answer.get("etag"))
                     ctx.after_sent(_settle_shared(conn, key, channel, answered, slot))
                     return answer
                 continue
