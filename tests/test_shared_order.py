@@ -239,13 +239,7 @@ def _copies_to_a_fresh_subscriber(monkeypatch: pytest.MonkeyPatch) -> list[dict[
                       prev_id: str | None = None) -> None:
         items.append({"channel": channel, "formats": formats, "id": id})
 
-    def now(sent: list[dict[str, Any]], within: float) -> bool:
-        items.extend({"channel": i["channel"], "formats": i["formats"], "id": i.get("id")}
-                     for i in sent)
-        return True
-
     monkeypatch.setattr(connections, "publish", to_connection)
-    monkeypatch.setattr(connections, "send_items_now", now, raising=False)
     _fresh_slots["conn-1"] = connections.fresh_subscribers(ENTRY["channel"]).take("conn-1", {})
     return items
 
@@ -781,14 +775,12 @@ def test_a_settles_copy_reaches_the_proxies_before_a_newer_render_is_published(
 
     racing = threading.Thread(target=another_process_publishes)
 
-    def copy_delivered(*args: Any, **kwargs: Any) -> bool:
+    def copy_delivered(*args: Any, **kwargs: Any) -> None:
         racing.start()
         newer_published.wait(0.5)  # a publisher not held back is done well within it
         order.append("copy delivered")
-        return True
 
-    monkeypatch.setattr(connections, "send_items_now", copy_delivered, raising=False)
-    monkeypatch.setattr(connections, "publish", copy_delivered)  # a queued copy
+    monkeypatch.setattr(connections, "publish", copy_delivered)
     _answer_settles()
     racing.join(5)
     assert order == ["copy delivered", "newer render published"]

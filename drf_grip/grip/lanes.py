@@ -219,9 +219,8 @@ class Publisher:
                 describe_channels(lost),
             )
 
-    def send(self, items: Sequence[RawItem], within: float | None = None) -> list[str]:
+    def send(self, items: Sequence[RawItem]) -> list[str]:
         """Deliver ``items`` now, from this thread, to every destination; return their names.
-        ``within``: seconds after which retries stop, and no wait on the network lasts longer.
 
         Raises :class:`PublishError` naming the destinations that failed.
         """
@@ -229,8 +228,11 @@ class Publisher:
             return []
         self._check_fork()
         targets = destinations.targets()
-        stop = threading.Event() if within is None else StopAt(time.monotonic() + within)
-        failed = [t.name for t in targets if not t.deliver(list(items), self._count, stop)]
+        failed = [
+            t.name
+            for t in targets
+            if not t.deliver(list(items), self._count, threading.Event())
+        ]
         if failed:
             raise PublishError(failed, channels_of(items))
         return [t.name for t in targets]

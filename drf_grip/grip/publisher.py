@@ -37,7 +37,6 @@ __all__ = [
     "publish",
     "publish_items",
     "run_exit_handlers",
-    "send_items_now",
 ]
 
 logger = logging.getLogger("drf_grip.publish")
@@ -113,16 +112,6 @@ def publish_items(items: Sequence[RawItem], *, blocking: bool = False) -> None:
         publisher.send(list(items))
     else:
         publisher.enqueue(list(items))
-
-
-def send_items_now(items: Sequence[RawItem], within: float) -> bool:
-    """Deliver items from this thread to every destination, retrying for at most ``within``
-    seconds; False (failures logged) if a destination did not take them by then."""
-    try:
-        get_publisher().send(list(items), within=within)
-    except PublishError:
-        return False
-    return True
 
 
 PublishCallback = Callable[[bool, str], Any]

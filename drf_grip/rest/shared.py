@@ -542,24 +542,22 @@ def _settle_overdue(
         _send_copy(conn, channel, version, message)
 
 
-def _send_copy(
-    conn: str, channel: str, version: str, message: dict[str, Any], now: float | None = None
-) -> None:
+def _send_copy(conn: str, channel: str, version: str, message: dict[str, Any]) -> None:
     """Send the render of ``channel`` at ``version`` to a connection's own channel, once:
     its id is the same whoever sends it (a settle, a publisher that found the settle
-    overdue), and a proxy drops a second item with an id it has seen on a channel.
-    ``now``: delivered from this thread within that many seconds (``send_to_connection``)."""
+    overdue), and a proxy drops a second item with an id it has seen on a channel."""
     from .gateway.connections import send_to_connection
 
     register_delivered_hook(repair_copies)
     item_id = f"{_copy_id(channel, version)}{_COPY_OF}{_AGAIN}"
-    send_to_connection(conn, message, item_id=item_id, now=now)
+    send_to_connection(conn, message, item_id=item_id)
 
 
-#: Seconds a settle's copy may take to reach the proxies while it holds its channel's lock
-#: (``send_after_answer``): the channel's publishers wait that long at most (less than
-#: ``tickets.exclusive``'s own wait, after which they go on without the lock).
-_COPY_WITHIN = 1.0
+#: Seconds a settle waits, holding its channel's lock, for its copy to reach the proxies
+#: (``send_after_answer``): the channel's publishers wait that long at most. A copy slower
+#: than that stays ahead of this process's later items in its queue; ``repair_copies``
+#: mends what another process published meanwhile.
+_COPY_WITHIN = 0.25
 
 
 #: The last render kept for fresh subscribers of a channel: ``(version, ws-message,
@@ -600,11 +598,12 @@ def send_after_answer(
     which the proxy had applied it: gateway.view, ANSWER_TRANSIT).
 
     One step with the channel's publishers (``tickets.exclusive``, as ``_take_version``),
-    the copy delivered before the lock is let go: a newer render is then published after
-    the copy has reached the proxies, and reaches the client after it. Queued, the copy
-    could arrive after a newer render that another process published to the live URL's
-    channel (nothing orders two channels), and the client went back: v28, v24, then v28
-    again from ``repair_copies`` (a probe past one machine, a resubscribing client)."""
+    the lock let go once the copy has reached the proxies (``_COPY_WITHIN`` at most): a
+    newer render is then published after it, and reaches the client after it. Let go at
+    once, the copy could arrive after a newer render that another process published to
+    the live URL's channel (nothing orders two channels), and the client went back: v28,
+    v24, then v28 again from ``repair_copies`` (a probe past one machine, a resubscribing
+    client)."""
     from .gateway.connections import fresh_subscribers, proxy_user
 
     with exclusive(channel):
@@ -624,7 +623,8 @@ def send_after_answer(
                 return
         if subscribed is not None and not subscribed():
             return
-        _send_copy(conn, channel, latest[0], latest[1], now=_COPY_WITHIN)
+        _send_copy(conn, channel, latest[0], latest[1])
+        get_publisher().flush(_COPY_WITHIN)
 
 
 def await_the_push_read(channel: str, answered: str | None, etag: str | None) -> None:

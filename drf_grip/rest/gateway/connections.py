@@ -21,7 +21,7 @@ from django.conf import settings
 
 from ...conf import grip_settings
 from ...grip.items import make_item
-from ...grip.publisher import publish, publish_items, send_items_now
+from ...grip.publisher import publish, publish_items
 from ...protocol.items import RawItem
 from .. import channels as names
 from ..store import SlotIndex, state_cache
@@ -227,17 +227,8 @@ def ticket_name(conn: str, digest: str) -> str:
     return f"ws:{conn}:{digest}"
 
 
-def send_to_connection(
-    conn: str, message: dict[str, Any], item_id: str | None = None, now: float | None = None
-) -> None:
-    """Publish one WebSocket message (a ``ws-message`` format) to a connection's own channel.
-    ``now``: delivered from this thread within that many seconds, so that it reaches the
-    proxies before anything published after this call returns; queued like any item if a
-    proxy did not take it by then."""
-    if now is not None:
-        item = make_item(names.connection_channel(conn), {"ws-message": dict(message)}, item_id)
-        if send_items_now([item], within=now):
-            return
+def send_to_connection(conn: str, message: dict[str, Any], item_id: str | None = None) -> None:
+    """Publish one WebSocket message (a ``ws-message`` format) to a connection's own channel."""
     publish(names.connection_channel(conn), {"ws-message": dict(message)}, id=item_id)
 
 
