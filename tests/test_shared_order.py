@@ -798,10 +798,8 @@ def test_a_subscribe_answer_ahead_of_its_version_waits_for_the_push_of_that_vers
     most ``CONFIRM_WAIT`` later; one that shows what the version names is sent at once."""
     import threading
 
-    from drf_grip.rest import versions
     from drf_grip.rest.versions import acknowledge, set_version
 
-    monkeypatch.setattr(versions, "CONFIRM_WAIT", 30.0)  # only a confirmation ends it
     channel = ENTRY["channel"]
     read = shared.new_version("v15")
     set_version(channel, read)  # published, not yet confirmed
@@ -809,7 +807,8 @@ def test_a_subscribe_answer_ahead_of_its_version_waits_for_the_push_of_that_vers
 
     confirmed = threading.Event()
     waited = threading.Thread(
-        target=lambda: (shared.await_the_push_read(channel, read, '"v17"'), confirmed.set())
+        # Only a confirmation ends a wait of 30 s within this test.
+        target=lambda: (shared.await_the_push_read(channel, read, '"v17"', 30.0), confirmed.set())
     )
     waited.start()
     assert not confirmed.wait(0.2)  # ahead: waits for the push of v15

@@ -1301,12 +1301,9 @@ class _RealtimeBase(RealtimeHooks):
         """Whether a shared render shows a commit whose push the version read before it
         does not name yet: a push of that commit, or of one before it, is still to come.
         After a hint or a status the version names no render, and the render is the news."""
-        from .shared import names_a_render, names_etag
+        from .shared import ahead_of
 
-        if policy.delivery != SHARED:
-            return False
-        held = policy.versions.get(policy.channels[0])
-        return names_a_render(held) and not names_etag(held, etag.strip('"'))
+        return policy.delivery == SHARED and ahead_of(policy.versions.get(policy.channels[0]), etag)
 
     def _hold_past_the_push(self, policy: RealtimePolicy, etag: str) -> None:
         """A shared stream's first answer that sends a render its version read before does

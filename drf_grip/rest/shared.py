@@ -49,7 +49,14 @@ from .tickets import (
     sent_after,
     take_ticket,
 )
-from .versions import add_version, read_confirmed, read_version, set_version, watch_confirmed
+from .versions import (
+    CONFIRM_WAIT,
+    add_version,
+    read_confirmed,
+    read_version,
+    set_version,
+    watch_confirmed,
+)
 
 __all__ = [
     "publish_shared",
@@ -198,6 +205,13 @@ def names_a_render(version: str | None) -> bool:
     that failed, was too large or was behind a subscriber's) nor a status such as a 404:
     after those the subscribers' own fetches send the render."""
     return version is not None and not tag_of(version).startswith((_UNRENDERED, _STATUS))
+
+
+def ahead_of(version: str | None, etag: str) -> bool:
+    """Whether a render whose ETag is ``etag`` shows a commit that ``version`` (read before
+    the render) does not name: the push of that commit, or of one before it, is still to
+    come. After a hint or a status the version names no render, and the render is the news."""
+    return names_a_render(version) and not names_etag(version, etag.strip('"'))
 
 
 def repeat_mark(version: str | None, tag: str) -> str | None:
@@ -624,29 +638,27 @@ def send_after_answer(
         if subscribed is not None and not subscribed():
             return
         _send_copy(conn, channel, latest[0], latest[1])
+        # Each destination's lane sends in queue order: what this waits for beyond the copy
+        # was queued before it, and goes out before it all the same.
         get_publisher().flush(_COPY_WITHIN)
 
 
-def await_the_push_read(channel: str, answered: str | None, etag: str | None) -> None:
+def await_the_push_read(
+    channel: str, answered: str | None, etag: str | None, within: float = CONFIRM_WAIT
+) -> None:
     """A shared gateway subscribe answer that renders a commit its version ``answered`` does
-    not name yet waits (at most ``versions.CONFIRM_WAIT``) until a proxy confirms the push
-    of ``answered``, or another: that push was published before the connection listed
-    itself as a fresh subscriber, so it does not skip the connection, and arriving after
-    the proxy applied the subscription it was delivered after the answer, an older render
-    (v17 answered, then v15: a probe past one machine). Pushpin orders no ``ws-message``
-    items by prev-id; the renders published later skip the connection until its settle."""
-    if etag is None or not names_a_render(answered) or names_etag(answered, etag.strip('"')):
+    not name yet (:func:`ahead_of`) waits, at most ``within`` seconds, until a proxy
+    confirms the push of ``answered``, or another: that push was published before the
+    connection listed itself as a fresh subscriber, so it does not skip the connection, and
+    arriving after the proxy applied the subscription it was delivered after the answer, an
+    older render (v17 answered, then v15: a probe past one machine). Pushpin orders no
+    ``ws-message`` items by prev-id; the renders published later skip the connection until
+    its settle."""
+    if etag is None or not ahead_of(answered, etag):
         return
-    from . import versions
-
     first = read_confirmed([channel])
     if first[channel] != answered:
-        watch_confirmed(
-            [channel],
-            lambda seen: seen[channel] != first[channel],
-            versions.CONFIRM_WAIT,
-            seen=first,
-        )
+        watch_confirmed([channel], lambda seen: seen[channel] != first[channel], within, seen=first)
 
 
 def _skipped_render(
