@@ -182,11 +182,12 @@ def refuse_websockets(app: Any) -> Any:
 async def _lifespan(receive: Any, send: Any) -> None:
     import asyncio
 
-    from .grip.publisher import run_exit_handlers
+    from .grip.publisher import exit_handlers_run_by_server, run_exit_handlers
 
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            exit_handlers_run_by_server()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await asyncio.to_thread(run_exit_handlers)

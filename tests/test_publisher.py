@@ -19,6 +19,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -855,8 +857,17 @@ def test_an_origin_stopped_with_sigterm_flushes_what_is_queued(server: PublishSe
     dropped without a word, in 0.13 s. The origin app now runs the bounded exit flush on
     lifespan shutdown; here the proxy never answers, so the flush says what it left."""
     server.hold()  # the proxy does not answer
+    logged = _served_then_stopped(server, [SIGTERM_SCRIPT, server.url])
+    assert "did not finish within 1.0s" in logged or "not delivered" in logged, logged
+
+
+def _served_then_stopped(
+    server: PublishServer, script: list[str], request: Callable[[str], None] | None = None
+) -> str:
+    """Run ``python -c *script``, a uvicorn server publishing to ``server``; once it serves,
+    ``request(its base URL)``, then SIGTERM: what it logged."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_SCRIPT, server.url],
+        [sys.executable, "-c", *script],
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
         stderr=subprocess.PIPE,
@@ -866,16 +877,68 @@ def test_an_origin_stopped_with_sigterm_flushes_what_is_queued(server: PublishSe
         lines = []
         for line in process.stderr:  # type: ignore[union-attr]
             lines.append(line)
-            if "Application startup complete" in line:
+            found = re.search(r"running on (http://\S+)", line)
+            if found:
                 break
+        assert found, "".join(lines)
+        if request is not None:
+            request(found[1])
         assert server.requests, "nothing was published"
         process.send_signal(signal.SIGTERM)
         rest = process.communicate(timeout=30)[1]
     finally:
         process.kill()
         server.release()
-    logged = "".join(lines) + rest
-    assert "did not finish within 1.0s" in logged or "not delivered" in logged, logged
+    return "".join(lines) + rest
+
+
+SERVING_SCRIPT = """
+import sys, django
+from django.conf import settings
+urlpatterns = []  # every path a 404
+settings.configure(
+    SECRET_KEY="x" * 40,
+    ROOT_URLCONF="__main__",
+    GRIP_URL=sys.argv[1],
+    DRF_GRIP={"PUBLISH_FLUSH_TIMEOUT": 1.0, "PUBLISH_READ_TIMEOUT": 60},
+)
+django.setup()
+import importlib, uvicorn
+from gripcontrol import HttpStreamFormat
+from drf_grip import publish
+
+served = importlib.import_module(sys.argv[2]).get_asgi_application()
+
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        publish("while-serving", HttpStreamFormat("x"))  # a view's change, say
+    await served(scope, receive, send)
+
+uvicorn.Server(uvicorn.Config(app, port=0, log_level="info")).run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "warned"), [("django.core.asgi", True), ("drf_grip.asgi", False)]
+)
+def test_serving_an_app_that_cannot_flush_at_sigterm_says_so(
+    server: PublishServer, module: str, warned: bool
+) -> None:
+    """Publishing probe: uvicorn serving Django's own ASGI app exited 0.67 s after SIGTERM
+    with publishes still queued, and said nothing (Django's app refuses the lifespan whose
+    shutdown flushes them; uvicorn's SIGTERM skips ``atexit``). The first publish of such a
+    process says so; one served by ``drf_grip.asgi`` flushes, and says nothing of it."""
+    server.hold()  # the proxy does not answer: what is queued stays queued
+
+    def get(url: str) -> None:
+        try:
+            urllib.request.urlopen(url + "/", timeout=30).close()
+        except urllib.error.HTTPError:
+            pass  # Django's 404 for "/": served all the same
+
+    logged = _served_then_stopped(server, [SERVING_SCRIPT, server.url, module], get)
+    assert ("changes still queued for the GRIP proxy when it stops are lost" in logged) is warned
+    assert ("not delivered" in logged or "did not finish" in logged) is not warned, logged
 
 
 SAVE_THEN_EXIT_SCRIPT = """

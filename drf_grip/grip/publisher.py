@@ -20,14 +20,17 @@ import atexit
 import concurrent.futures
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..protocol.items import RawItem
+from . import destinations
 from .items import Formats, make_item
 from .lanes import Publisher, PublishError, exit_deadline
+from .transports import HttpTarget
 
 __all__ = [
     "PubControl",
@@ -81,6 +84,42 @@ def run_exit_handlers() -> None:
         handler()
 
 
+#: Whether a server of this process runs :func:`run_exit_handlers` when it stops (said by
+#: :func:`exit_handlers_run_by_server`); checked once, at the first queued publish.
+_run_by_server = False
+_stop_checked = False
+
+
+def exit_handlers_run_by_server() -> None:
+    """The server of this process runs :func:`run_exit_handlers` when it stops (an ASGI
+    lifespan startup: ``drf_grip.asgi``)."""
+    global _run_by_server
+    _run_by_server = True
+
+
+def _warn_of_a_stop_that_drops_the_queue() -> None:
+    """Say once when a uvicorn server owns this process's SIGTERM and nothing will run the
+    exit handlers: uvicorn stops by raising SIGTERM again with the default handler back
+    (``uvicorn/server.py``, ``capture_signals``), so ``atexit`` never runs and what is still
+    queued is lost without a word (Django's own ASGI app refuses the lifespan that would
+    flush it: a probe's worker exited 0.67 s after SIGTERM with publishes pending)."""
+    global _stop_checked
+    _stop_checked = True
+    if _run_by_server:
+        return
+    owner = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    if owner is None or not type(owner).__module__.startswith("uvicorn."):
+        return
+    if not any(isinstance(target, HttpTarget) for target in destinations.targets()):
+        return  # the embedded proxy of this process: its clients end with it
+    logger.warning(
+        "drf-grip: this uvicorn process serves an app that answers no ASGI lifespan, so "
+        "changes still queued for the GRIP proxy when it stops are lost; serve "
+        "drf_grip.asgi.get_asgi_application() with uvicorn's --lifespan auto or on "
+        "(docs/deploying.rst)"
+    )
+
+
 def _flush_at_exit() -> None:
     """A bounded flush at interpreter exit (``PUBLISH_FLUSH_TIMEOUT``)."""
     if _publisher is not None:
@@ -111,6 +150,8 @@ def publish_items(items: Sequence[RawItem], *, blocking: bool = False) -> None:
     if blocking:
         publisher.send(list(items))
     else:
+        if not _stop_checked:
+            _warn_of_a_stop_that_drops_the_queue()
         publisher.enqueue(list(items))
 
 
