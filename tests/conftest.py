@@ -94,6 +94,17 @@ def embedded_proxy(django_db_setup: None) -> Iterator[EmbeddedProxyServer]:
         yield EmbeddedProxyServer(proxy, server)
 
 
+@pytest.fixture(autouse=True)
+def _embedded_proxy_serving(request: pytest.FixtureRequest) -> None:
+    """Every unit test runs with the session's embedded proxy serving, as in a project with
+    no GRIP_URL (DESIGN.md §5), whatever ran before it. A test that published with none,
+    run first (one module alone, or first on an xdist worker), sent its changes to the
+    unset default (``127.0.0.1:8000``), whose retries then failed a later test's flush.
+    The integration and browser tests set up the deployment each of them needs."""
+    if request.node.path.parent.name not in ("integration", "browser"):
+        request.getfixturevalue("embedded_proxy")
+
+
 @pytest.fixture(params=["pushpin", "embedded"])
 def grip_proxy(request: pytest.FixtureRequest) -> Iterator[ProxyUnderTest]:
     """The proxy a conformance test runs against; each test runs once per proxy.
