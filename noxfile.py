@@ -55,6 +55,25 @@ def _put_pyenv_pythons_on_path() -> None:
 _put_pyenv_pythons_on_path()
 
 
+#: Tests that start several processes each (uvicorn workers, Pushpins, Redis, a browser)
+#: and bound how late a client may be: the main pair runs them one at a time after the
+#: rest; the other pairs leave them out (they do not depend on the Python or Django version).
+ALONE = [
+    "tests/browser",
+    "tests/integration/test_multiprocess.py",
+    "tests/integration/test_soak.py",
+    "tests/integration/test_one_proxy_down.py",
+    "tests/integration/test_state_lost.py",
+    "tests/integration/test_delivery_core.py",
+    "tests/integration/test_partitions_live.py",
+    "tests/integration/test_bench.py",
+]
+#: The rest run in three xdist workers, each with its own Pushpin, embedded proxy and test
+#: database: they mostly wait on sockets and timeouts (the unit tests took 5 min one at a
+#: time and 1 min 50 s in three workers on a 2-core machine, NOTES.rst).
+WORKERS = ["-n", "3"]
+
+
 @nox.session
 @nox.parametrize(
     ("python", "django"),
@@ -63,34 +82,28 @@ _put_pyenv_pythons_on_path()
 def tests(session: nox.Session, django: str) -> None:
     """Unit, integration (real Pushpin), conformance and browser (system Chromium) tests.
 
-    The main pair runs everything; the others skip what does not depend on the Python or
-    Django version (the browser, multi-process, proxy-outage, lost-state and soak tests,
-    the benchmark's smoke test, the delivery-core and partition integration tests, and the
-    integration tests that wait out a hold's timeout), and the pair that repeats the main
-    pair's Django runs the unit and proxy tests only. The whole run took about 50-60
-    minutes on a 2-core machine in the last CI runs (NOTES.rst), the main pair about 25.
+    The main pair runs everything; the others leave out ``ALONE`` and the tests that wait
+    out a hold's timeout, and the pair that repeats the main pair's Django runs the unit
+    and proxy tests only. Arguments after ``--`` replace the selection and run in one
+    process.
     """
     session.install("-e", ".[test,browser]", *MATRIX[(session.python, django)])
     if (session.python, django) == FULL:
         # For the benchmark's smoke test (tests/integration/test_bench.py): its peers.
         session.install("-r", "bench/requirements.txt")
     session.run("python", "-m", "django", "--version")
-    selection: list[str] = []
-    if not session.posargs and (session.python, django) != FULL:
-        selection = [
-            "--ignore=tests/browser",
-            "--ignore=tests/integration/test_multiprocess.py",
-            "--ignore=tests/integration/test_soak.py",
-            "--ignore=tests/integration/test_one_proxy_down.py",
-            "--ignore=tests/integration/test_state_lost.py",
-            "--ignore=tests/integration/test_delivery_core.py",
-            "--ignore=tests/integration/test_partitions_live.py",
-            "--ignore=tests/integration/test_bench.py",
-            "-m", "not waits_out_a_hold",
-        ]
-        if django == FULL[1]:
-            selection.append("--ignore=tests/integration")
-    session.run("python", "-m", "pytest", *selection, *session.posargs)
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs)
+        return
+    others = [f"--ignore={path}" for path in ALONE]
+    if (session.python, django) == FULL:
+        session.run("python", "-m", "pytest", *WORKERS, *others)
+        session.run("python", "-m", "pytest", *ALONE)
+        return
+    others += ["-m", "not waits_out_a_hold"]
+    if django == FULL[1]:
+        others.append("--ignore=tests/integration")
+    session.run("python", "-m", "pytest", *WORKERS, *others)
 
 
 @nox.session(python=FULL[0])
