@@ -1037,6 +1037,95 @@ def test_a_copy_sent_again_and_overtaken_in_flight_is_followed_by_the_latest(mon
     assert len({item_id for _conn, _message, item_id in sent}) == 2
 
 
+def _sent_elsewhere(conn: str, key: str, message: str) -> dict:
+    """A render of subscription ``(conn, key)`` that another process handed to its publisher
+    a moment ago, not yet confirmed by a proxy: the item it sends."""
+    from drf_grip.rest.gateway.connections import subscription_digest, ticket_name
+    from drf_grip.rest.store import state_cache
+    from drf_grip.rest.tickets import mark_sent, take_ticket
+
+    digest = subscription_digest(key)
+    name = ticket_name(conn, digest)
+    ticket = take_ticket(name)
+    mark_sent(name, ticket)
+    state_cache().set(
+        "drf_grip:ws-last:" + name, (ticket, message, time.time(), "elsewhere:1"), 60
+    )
+    return {"channel": f"drf.ws.{conn}", "id": f"{ticket}.{digest}", "formats": {"ws-message": {}}}
+
+
+def _render_here(conn: str, key: str, message: str) -> str:
+    """This process renders subscription ``(conn, key)`` anew and hands it over
+    (``rerender._push``): the id its item has when sent."""
+    from drf_grip.rest.gateway import rerender
+    from drf_grip.rest.gateway.connections import subscription_digest, ticket_name
+    from drf_grip.rest.tickets import take_ticket
+
+    digest = subscription_digest(key)
+    ticket = take_ticket(ticket_name(conn, digest))
+    rerender._push(conn, key, ticket, message, message)
+    return f"{ticket}.{digest}"
+
+
+def test_a_render_waits_for_another_processs_older_send_still_on_its_way(monkeypatch):
+    """Seen past one machine (a probe's gateway client of a private list): v25, v20, then
+    v25 again. Two processes re-rendered one subscription for their own commits; the one
+    that sent v20 had passed its checks before the other sent v25, and its publish reached
+    the proxy later: Pushpin delivers a connection's messages in the order they arrive.
+    The newer render now waits until the proxy confirmed the older one, then follows it:
+    the client gets v20, then v25, and nothing after."""
+    from drf_grip.grip import later
+    from drf_grip.rest.gateway import rerender
+
+    sent = _captured_sends(monkeypatch)
+    older = _sent_elsewhere("conn5", "sub", '{"v": 20}')
+    newer = _render_here("conn5", "sub", '{"v": 25}')
+    assert sent == []  # the older one may still reach the proxy after it
+
+    rerender.repair_overtaken([older])  # the proxy confirms the older one
+    assert sent == [("conn5", {"content": '{"v": 25}'}, newer)]
+    assert later.wait_called(5)
+    assert len(sent) == 1  # once, not again when the wait is up
+
+
+def test_a_render_that_waited_for_a_send_that_never_arrives_goes_out_a_moment_later(monkeypatch):
+    """The other process stopped with its send queued (or the proxy never confirmed it):
+    the newer render goes out once the older one is no longer taken to be on its way."""
+    from drf_grip.grip import later
+
+    sent = _captured_sends(monkeypatch)
+    _sent_elsewhere("conn6", "sub", '{"v": 20}')
+    newer = _render_here("conn6", "sub", '{"v": 25}')
+    assert sent == []
+    assert later.wait_called(5)  # due after rerender._IN_FLIGHT
+    assert sent == [("conn6", {"content": '{"v": 25}'}, newer)]
+
+
+def test_a_render_that_waited_for_a_send_dropped_as_outdated_goes_out_in_its_place(monkeypatch):
+    """The other process's publisher dropped its older render as outdated (the newer one
+    was marked sent first): the newer one goes out then, not a moment later."""
+    from drf_grip.rest.gateway import rerender
+
+    sent = _captured_sends(monkeypatch)
+    older = _sent_elsewhere("conn7", "sub", '{"v": 20}')
+    newer = _render_here("conn7", "sub", '{"v": 25}')
+    assert rerender.outdated_render(older)
+    assert sent == [("conn7", {"content": '{"v": 25}'}, newer)]
+
+
+def test_a_render_after_one_of_this_process_or_one_confirmed_goes_out_at_once(monkeypatch):
+    """This process's own earlier send, or another's the proxy confirmed: nothing waits."""
+    from drf_grip.rest.gateway import rerender
+
+    sent = _captured_sends(monkeypatch)
+    first = _render_here("conn8", "sub", '{"v": 1}')
+    second = _render_here("conn8", "sub", '{"v": 2}')
+    older = _sent_elsewhere("conn8", "sub", '{"v": 3}')
+    rerender.repair_overtaken([older])
+    fourth = _render_here("conn8", "sub", '{"v": 4}')
+    assert [item_id for _conn, _message, item_id in sent] == [first, second, fourth]
+
+
 class _SubscribeRenders:
     """Counts the gateway's inner requests (each render of a ``subscribe``) and calls
     ``after(count)`` once each has rendered, until :meth:`stop`."""

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from django.http import HttpResponse
 
 from ...grip.items import channel_name
+from ...grip.later import call_later
 from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
 from ...grip.publisher import get_publisher
 from .. import channels as names
@@ -90,6 +93,22 @@ _REPAIR = "-r"
 _LAST_SENT = "drf_grip:ws-last:"
 #: Long enough for any send still in flight; a repair needs the latest message only then.
 _LAST_SENT_TIMEOUT = 120
+#: The ticket of a subscription's render a proxy confirmed last.
+_DELIVERED = "drf_grip:ws-delivered:"
+#: The ticket of a render withheld while another process's send is on its way; the mark
+#: outlives the withholding process's own sending of it (``_IN_FLIGHT``) only a little.
+_WITHHELD = "drf_grip:ws-withheld:"
+_WITHHELD_TIMEOUT = 10
+#: Seconds another process's send is taken to be on its way at most: a later render made
+#: here waits for it no longer.
+_IN_FLIGHT = 0.25
+_HOST = socket.gethostname()
+
+
+def _this_process() -> str:
+    """Names the process that sent a subscription's latest render (``_LAST_SENT``): one
+    process's lane sends in queue order, two processes' lanes in no order at all."""
+    return f"{_HOST}:{os.getpid()}"
 
 
 def _render_of(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
@@ -111,9 +130,13 @@ def _render_of(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
 def outdated_render(item: dict[str, Any]) -> bool:
     """A re-render for one connection whose subscription had a later render sent while it
     waited in a publisher's queue (a retry after a proxy outage, another process's
-    faster lane): Pushpin delivers ws-message items in the order they arrive."""
+    faster lane): Pushpin delivers ws-message items in the order they arrive. A later
+    render withheld for it (:func:`_in_flight_elsewhere`) goes out in its place."""
     found = _render_of(item)
-    return found is not None and sent_after(ticket_name(found[0], found[1]), found[2])
+    if found is None or not sent_after(ticket_name(found[0], found[1]), found[2]):
+        return False
+    _send_withheld(found[0], found[1])
+    return True
 
 
 def repair_overtaken(items: list[dict[str, Any]]) -> None:
@@ -122,13 +145,18 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
     the two may have arrived in either order, and nothing orders a connection's own channel:
     send the latest again. Seen in the soak: a gateway subscriber of a private list left on
     the render before the last commit, received 0.3 s after the newer one."""
-    for item in items:
-        found = _render_of(item)
-        if found is None:
-            continue
-        conn, digest, ticket, tail = found
+    renders = [found for found in map(_render_of, items) if found is not None]
+    if renders:
+        # Read by a later render of another process: this one is not on its way any more.
+        state_cache().set_many(
+            {_DELIVERED + ticket_name(conn, digest): ticket for conn, digest, ticket, _ in renders},
+            _LAST_SENT_TIMEOUT,
+        )
+    for conn, digest, ticket, tail in renders:
         name = ticket_name(conn, digest)
-        if sent_after(name, ticket) and time.time() >= _withheld_until(name):
+        if not sent_after(name, ticket) or _send_withheld(conn, digest):
+            continue  # nothing later; or the later render waited for this one, and follows it
+        if time.time() >= _withheld_until(name):
             # (While pushes wait for a subscribe answer, its settle sends the latest.) The
             # copy's id names the item it follows, so it is new to the proxy.
             latest = _later_than(state_cache().get(_LAST_SENT + name), ticket)
@@ -151,9 +179,9 @@ def _queued_behind(conn: str, digest: str, later: int) -> bool:
 
 
 def _later_than(latest: Any, ticket: int) -> tuple[int, Any, float] | None:
-    """What a subscription was last sent, ``(ticket, message, time.time())`` as kept under
-    ``_LAST_SENT``, when it is later than ``ticket``'s; else None."""
-    if isinstance(latest, tuple) and len(latest) == 3 and int(latest[0]) > ticket:
+    """What a subscription was last sent, ``(ticket, message, time.time(), process)`` as
+    kept under ``_LAST_SENT``, when it is later than ``ticket``'s; else None."""
+    if isinstance(latest, tuple) and len(latest) >= 3 and int(latest[0]) > ticket:
         return latest
     return None
 
@@ -162,7 +190,7 @@ def _send_again(conn: str, digest: str, latest: tuple[int, Any, float], tail: st
     """Send a subscription's ``latest`` message (:func:`_later_than`) again; its id
     ``LATER.DIGEST<tail>`` must be new to the proxy (Pushpin drops an id it has seen on a
     channel within 60 s)."""
-    later, message, _sent_at = latest
+    later, message = latest[0], latest[1]
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{later}.{digest}{tail}")
@@ -336,6 +364,15 @@ def _send_render(
     elif revoked is not None:
         _end_revoked(conn, key, sub, revoked)
         return
+    _push(conn, key, ticket, message, version)
+
+
+def _push(conn: str, key: str, ticket: int, message: str, version: str | None) -> None:
+    """Send the render made with ``ticket`` to one subscription, unless a later one went
+    out or it did not change; withheld while the subscribe answer or another process's
+    earlier send may still be on its way."""
+    digest = subscription_digest(key)
+    name = ticket_name(conn, digest)
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
         # one would be sent last (tickets.exclusive).
@@ -344,16 +381,72 @@ def _send_render(
         set_sent_version(conn, key, version)
         mark_sent(name, ticket)
         now = time.time()
-        state_cache().set(_LAST_SENT + name, (ticket, message, now), _LAST_SENT_TIMEOUT)
-        if now < _withheld_until(name):
+        found = state_cache().get_many(
+            [_LAST_SENT + name, _DELIVERED + name, _WITHHELD + name, _IN_TRANSIT + name]
+        )
+        state_cache().set(
+            _LAST_SENT + name, (ticket, message, now, _this_process()), _LAST_SENT_TIMEOUT
+        )
+        if now < _withheld_until(name, found.get(_IN_TRANSIT + name, float("-inf"))):
             # The subscribe answer may still be on its way and this push could overtake it:
             # the answer's settle sends the change, once, after the answer (settle_answer).
             # Sent now as well, the client got the change twice (one message per change,
             # DESIGN.md §1).
             return
+        wait = _in_flight_elsewhere(found.get(_LAST_SENT + name), found.get(_DELIVERED + name))
+        if wait or _WITHHELD + name in found:
+            state_cache().set(_WITHHELD + name, ticket, _WITHHELD_TIMEOUT)
+            call_later(wait or _IN_FLIGHT, lambda: _send_withheld(conn, digest))
+            return
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
+
+
+def _in_flight_elsewhere(previous: Any, delivered: Any) -> float:
+    """How long a render must wait for the subscription's previous send (``_LAST_SENT``),
+    made by another process and not yet confirmed by a proxy (``_DELIVERED``); 0 when it
+    need not. Two processes' publishers do not wait for each other, and Pushpin delivers a
+    connection's ``ws-message`` items in the order they reach it, so a render sent here at
+    once could arrive before the other process's older one, and the client went back: v25,
+    v20, then v25 again from :func:`repair_overtaken` (a probe past one machine). Withheld,
+    it goes out when the proxy confirms the older send (``repair_overtaken``), when the
+    publisher drops that one as outdated (:func:`outdated_render`), or after ``_IN_FLIGHT``
+    at the latest (its process may have stopped)."""
+    if not (isinstance(previous, tuple) and len(previous) == 4):
+        return 0.0
+    ticket, _message, sent_at, process = previous
+    if process == _this_process():
+        return 0.0  # this process's lane sends in queue order
+    if isinstance(delivered, int) and delivered >= int(ticket):
+        return 0.0
+    return max(0.0, float(sent_at) + _IN_FLIGHT - time.time())
+
+
+def _send_withheld(conn: str, digest: str) -> bool:
+    """Send the subscription's latest render if it was withheld (:func:`_push`), once;
+    whether one was withheld."""
+    name = ticket_name(conn, digest)
+    if state_cache().get(_WITHHELD + name) is None:
+        return False
+    with exclusive(name):
+        found = state_cache().get_many([_WITHHELD + name, _LAST_SENT + name, _IN_TRANSIT + name])
+        if _WITHHELD + name not in found:
+            return True  # sent by another caller meanwhile
+        state_cache().delete(_WITHHELD + name)
+        latest = found.get(_LAST_SENT + name)
+        if not isinstance(latest, tuple) or len(latest) < 3:
+            return True
+        now = time.time()
+        if now < _withheld_until(name, found.get(_IN_TRANSIT + name, float("-inf"))):
+            return True  # a subscribe answer's settle sends it (settle_answer)
+        state_cache().set(
+            _LAST_SENT + name, (latest[0], latest[1], now, _this_process()), _LAST_SENT_TIMEOUT
+        )
+    register_outdated_check(outdated_render)
+    register_delivered_hook(repair_overtaken)
+    send_to_connection(conn, {"content": latest[1]}, f"{latest[0]}.{digest}")
+    return True
 
 
 def _end_revoked(
