@@ -1037,7 +1037,7 @@ def test_a_copy_sent_again_and_overtaken_in_flight_is_followed_by_the_latest(mon
     assert len({item_id for _conn, _message, item_id in sent}) == 2
 
 
-def _sent_elsewhere(conn: str, key: str, message: str) -> dict:
+def _sent_elsewhere(conn: str, key: str, message: str, process: str = "elsewhere:1") -> dict:
     """A render of subscription ``(conn, key)`` that another process handed to its publisher
     a moment ago, not yet confirmed by a proxy: the item it sends."""
     from drf_grip.rest.gateway.connections import subscription_digest, ticket_name
@@ -1049,7 +1049,7 @@ def _sent_elsewhere(conn: str, key: str, message: str) -> dict:
     ticket = take_ticket(name)
     mark_sent(name, ticket)
     state_cache().set(
-        "drf_grip:ws-last:" + name, (ticket, message, time.time(), "elsewhere:1"), 60
+        "drf_grip:ws-last:" + name, (ticket, message, time.time(), process), 60
     )
     return {"channel": f"drf.ws.{conn}", "id": f"{ticket}.{digest}", "formats": {"ws-message": {}}}
 
@@ -1111,6 +1111,49 @@ def test_a_render_that_waited_for_a_send_dropped_as_outdated_goes_out_in_its_pla
     newer = _render_here("conn7", "sub", '{"v": 25}')
     assert rerender.outdated_render(older)
     assert sent == [("conn7", {"content": '{"v": 25}'}, newer)]
+
+
+def test_a_render_waits_for_a_copy_another_process_sent_again(monkeypatch):
+    """Seen past one machine (a resubscribing client of a private list): v36, v31, v36.
+    The settle of the subscribe answer sent again the push withheld for it (v31), and
+    another process's next render (v36), sent at once, reached the proxy first. A copy
+    sent again is on its way like a render: a later render of another process waits for
+    it, then follows it."""
+    from drf_grip.rest.gateway import rerender
+    from drf_grip.rest.gateway.connections import subscription_digest
+
+    sent = _captured_sends(monkeypatch)
+    # Withheld for the answer by the process that makes the newer render below.
+    withheld = _sent_elsewhere("conn4", "sub", '{"v": 31}', "elsewhere:2")
+    digest = subscription_digest("sub")
+    ticket = int(withheld["id"].split(".")[0])
+    rerender._send_again("conn4", digest, (ticket, '{"v": 31}', time.time()), "-ra1")
+    copy = {**withheld, "id": sent[0][2]}
+
+    here = rerender._this_process
+    monkeypatch.setattr(rerender, "_this_process", lambda: "elsewhere:2")
+    newer = _render_here("conn4", "sub", '{"v": 36}')
+    assert len(sent) == 1  # the copy only: the newer render waits for it
+    monkeypatch.setattr(rerender, "_this_process", here)
+
+    rerender.repair_overtaken([copy])  # the copy reached the proxy
+    assert [message["content"] for _conn, message, _id in sent] == ['{"v": 31}', '{"v": 36}']
+    assert sent[1][2] == newer
+
+
+def test_a_copy_of_a_render_that_a_later_one_superseded_is_not_sent(monkeypatch):
+    """A settle or a repair about to send a copy of v31 when v36 was made meanwhile: the
+    copy would only take the client back; v36 went out itself."""
+    from drf_grip.rest.gateway import rerender
+    from drf_grip.rest.gateway.connections import subscription_digest
+
+    sent = _captured_sends(monkeypatch)
+    _render_here("conn3", "sub", '{"v": 31}')
+    latest = _render_here("conn3", "sub", '{"v": 36}')
+    digest = subscription_digest("sub")
+    older = int(sent[0][2].split(".")[0])
+    rerender._send_again("conn3", digest, (older, '{"v": 31}', time.time()), "-ra1")
+    assert [item_id for _conn, _message, item_id in sent][1:] == [latest]
 
 
 def test_a_render_after_one_of_this_process_or_one_confirmed_goes_out_at_once(monkeypatch):

@@ -189,8 +189,24 @@ def _later_than(latest: Any, ticket: int) -> tuple[int, Any, float] | None:
 def _send_again(conn: str, digest: str, latest: tuple[int, Any, float], tail: str) -> None:
     """Send a subscription's ``latest`` message (:func:`_later_than`) again; its id
     ``LATER.DIGEST<tail>`` must be new to the proxy (Pushpin drops an id it has seen on a
-    channel within 60 s)."""
+    channel within 60 s). A render later still, made meanwhile, went out itself or waits
+    for a send on its way (:func:`_send_withheld`): the copy is not sent."""
     later, message = latest[0], latest[1]
+    name = ticket_name(conn, digest)
+    with exclusive(name):
+        current = state_cache().get(_LAST_SENT + name)
+        superseded = isinstance(current, tuple) and len(current) >= 3 and current[0] > later
+        if not superseded:
+            # On its way from here now: a later render of another process waits for it
+            # (_in_flight_elsewhere). A settle's copy that did not was overtaken by the next
+            # render, and the client went back (v36, v31, v36: a probe past one machine).
+            state_cache().set(
+                _LAST_SENT + name, (later, message, time.time(), _this_process()),
+                _LAST_SENT_TIMEOUT,
+            )
+    if superseded:
+        _send_withheld(conn, digest)
+        return
     register_outdated_check(outdated_render)
     register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{later}.{digest}{tail}")
