@@ -1113,6 +1113,19 @@ def test_a_render_that_waited_for_a_send_dropped_as_outdated_goes_out_in_its_pla
     assert sent == [("conn7", {"content": '{"v": 25}'}, newer)]
 
 
+def test_a_render_that_waited_for_a_send_given_up_goes_out_then(monkeypatch):
+    """The other process's publisher gave its older render up (retries spent, queue full,
+    exiting): the newer one goes out then, not at the end of its wait."""
+    from drf_grip.grip import publish_hooks
+
+    sent = _captured_sends(monkeypatch)
+    older = _sent_elsewhere("conn2", "sub", '{"v": 20}')
+    newer = _render_here("conn2", "sub", '{"v": 25}')
+    assert sent == []
+    publish_hooks.notify_dropped([older])
+    assert sent == [("conn2", {"content": '{"v": 25}'}, newer)]
+
+
 def test_a_render_waits_for_a_copy_another_process_sent_again(monkeypatch):
     """Seen past one machine (a resubscribing client of a private list): v36, v31, v36.
     The settle of the subscribe answer sent again the push withheld for it (v31), and

@@ -23,7 +23,11 @@ from django.http import HttpResponse
 
 from ...grip.items import channel_name
 from ...grip.later import call_later
-from ...grip.publish_hooks import register_delivered_hook, register_outdated_check
+from ...grip.publish_hooks import (
+    register_delivered_hook,
+    register_dropped_hook,
+    register_outdated_check,
+)
 from ...grip.publisher import get_publisher
 from .. import channels as names
 from ..context import RealtimeContext
@@ -100,8 +104,11 @@ _DELIVERED = "drf_grip:ws-delivered:"
 _WITHHELD = "drf_grip:ws-withheld:"
 _WITHHELD_TIMEOUT = 10
 #: Seconds another process's send is taken to be on its way at most: a later render made
-#: here waits for it no longer.
-_IN_FLIGHT = 0.25
+#: here waits for it no longer. Its confirmation, or its being dropped, ends the wait
+#: sooner; a quarter of a second was too short on a loaded machine (a probe past one
+#: machine: a settle's copy confirmed 0.28 s after it was sent arrived after the render
+#: that waited for it, v40, v37, v40).
+_IN_FLIGHT = 1.0
 _HOST = socket.gethostname()
 
 
@@ -125,6 +132,22 @@ def _render_of(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
     if not ticket.isdigit() or not digest:
         return None
     return channel[len(_CONNECTION_CHANNELS) :], digest, int(ticket), repair + tail
+
+
+def _register_hooks() -> None:
+    """What the publisher tells this module of the items sent to connections."""
+    register_outdated_check(outdated_render)
+    register_delivered_hook(repair_overtaken)
+    register_dropped_hook(_given_up)
+
+
+def _given_up(items: list[dict[str, Any]]) -> None:
+    """Items the publisher gave up for a proxy (retries spent, queue full, the process
+    exiting): a later render withheld for one of them goes out now, not at the end of its
+    wait (:func:`_in_flight_elsewhere`)."""
+    for found in map(_render_of, items):
+        if found is not None:
+            _send_withheld(found[0], found[1])
 
 
 def outdated_render(item: dict[str, Any]) -> bool:
@@ -207,8 +230,7 @@ def _send_again(conn: str, digest: str, latest: tuple[int, Any, float], tail: st
     if superseded:
         _send_withheld(conn, digest)
         return
-    register_outdated_check(outdated_render)
-    register_delivered_hook(repair_overtaken)
+    _register_hooks()
     send_to_connection(conn, {"content": message}, f"{later}.{digest}{tail}")
 
 
@@ -389,6 +411,7 @@ def _push(conn: str, key: str, ticket: int, message: str, version: str | None) -
     earlier send may still be on its way."""
     digest = subscription_digest(key)
     name = ticket_name(conn, digest)
+    _register_hooks()  # also for a render withheld here: this process sends it later
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
         # one would be sent last (tickets.exclusive).
@@ -414,8 +437,6 @@ def _push(conn: str, key: str, ticket: int, message: str, version: str | None) -
             state_cache().set(_WITHHELD + name, ticket, _WITHHELD_TIMEOUT)
             call_later(wait or _IN_FLIGHT, lambda: _send_withheld(conn, digest))
             return
-    register_outdated_check(outdated_render)
-    register_delivered_hook(repair_overtaken)
     send_to_connection(conn, {"content": message}, f"{ticket}.{digest}")
 
 
@@ -459,8 +480,7 @@ def _send_withheld(conn: str, digest: str) -> bool:
         state_cache().set(
             _LAST_SENT + name, (latest[0], latest[1], now, _this_process()), _LAST_SENT_TIMEOUT
         )
-    register_outdated_check(outdated_render)
-    register_delivered_hook(repair_overtaken)
+    _register_hooks()
     send_to_connection(conn, {"content": latest[1]}, f"{latest[0]}.{digest}")
     return True
 
