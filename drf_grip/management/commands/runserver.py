@@ -305,8 +305,9 @@ class Command(RunserverCommand):
             app,
             host=host,
             port=int(self.port),
-            # "auto": Django's own ASGI app (the origin behind Pushpin) refuses lifespan
-            # scopes; the embedded proxy answers them.
+            # "auto": drf-grip's app answers lifespan scopes (the embedded proxy, or the
+            # origin behind Pushpin, which flushes the publisher at shutdown); an
+            # ASGI_APPLICATION of Django's own refuses them.
             lifespan="auto",
             log_level=logging.INFO if options.get("verbosity", 1) > 1 else logging.WARNING,
             access_log=options.get("verbosity", 1) > 1,
