@@ -20,14 +20,14 @@ __all__ = ["call_later", "wait_called"]
 logger = logging.getLogger("drf_grip")
 
 _lock = threading.Condition()
-_heap: list[tuple[float, int, Callable[[], None]]] = []
+_heap: list[tuple[float, int, Callable[[], object]]] = []
 _order = itertools.count()
 _thread: threading.Thread | None = None
 _running = 0
 _atexit_registered = False
 
 
-def call_later(delay: float, call: Callable[[], None]) -> None:
+def call_later(delay: float, call: Callable[[], object]) -> None:
     """Run ``call()`` about ``delay`` seconds from now, in the caller's process; also when
     the process stops before then (:func:`_run_due_at_exit`)."""
     global _thread

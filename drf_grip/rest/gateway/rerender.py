@@ -201,15 +201,33 @@ def _queued_behind(conn: str, digest: str, later: int) -> bool:
     return get_publisher().queued_behind(is_it)
 
 
-def _later_than(latest: Any, ticket: int) -> tuple[int, Any, float] | None:
-    """What a subscription was last sent, ``(ticket, message, time.time(), process)`` as
-    kept under ``_LAST_SENT``, when it is later than ``ticket``'s; else None."""
-    if isinstance(latest, tuple) and len(latest) >= 3 and int(latest[0]) > ticket:
-        return latest
-    return None
+def _later_than(latest: Any, ticket: int) -> tuple[int, Any, float, str | None] | None:
+    """What a subscription was last sent (:func:`_last_sent`), when it is later than
+    ``ticket``'s; else None."""
+    found = _last_sent(latest)
+    return found if found is not None and found[0] > ticket else None
 
 
-def _send_again(conn: str, digest: str, latest: tuple[int, Any, float], tail: str) -> None:
+def _last_sent(value: Any) -> tuple[int, Any, float, str | None] | None:
+    """The record a subscription keeps under ``_LAST_SENT`` (:func:`_record_sending`):
+    ``(ticket, message, time.time(), process)``; the process is None in a record kept
+    before records named it. None when there is none."""
+    if not isinstance(value, tuple) or len(value) < 3:
+        return None
+    return int(value[0]), value[1], float(value[2]), value[3] if len(value) > 3 else None
+
+
+def _record_sending(name: str, ticket: int, message: Any, at: float) -> None:
+    """Keep the message of ``ticket`` as subscription ``name``'s latest, on its way from
+    this process since ``at`` (``time.time()``)."""
+    state_cache().set(
+        _LAST_SENT + name, (ticket, message, at, _this_process()), _LAST_SENT_TIMEOUT
+    )
+
+
+def _send_again(
+    conn: str, digest: str, latest: tuple[int, Any, float, str | None], tail: str
+) -> None:
     """Send a subscription's ``latest`` message (:func:`_later_than`) again; its id
     ``LATER.DIGEST<tail>`` must be new to the proxy (Pushpin drops an id it has seen on a
     channel within 60 s). A render later still, made meanwhile, went out itself or waits
@@ -217,16 +235,12 @@ def _send_again(conn: str, digest: str, latest: tuple[int, Any, float], tail: st
     later, message = latest[0], latest[1]
     name = ticket_name(conn, digest)
     with exclusive(name):
-        current = state_cache().get(_LAST_SENT + name)
-        superseded = isinstance(current, tuple) and len(current) >= 3 and current[0] > later
+        superseded = _later_than(state_cache().get(_LAST_SENT + name), later) is not None
         if not superseded:
             # On its way from here now: a later render of another process waits for it
             # (_in_flight_elsewhere). A settle's copy that did not was overtaken by the next
             # render, and the client went back (v36, v31, v36: a probe past one machine).
-            state_cache().set(
-                _LAST_SENT + name, (later, message, time.time(), _this_process()),
-                _LAST_SENT_TIMEOUT,
-            )
+            _record_sending(name, later, message, time.time())
     if superseded:
         _send_withheld(conn, digest)
         return
@@ -423,10 +437,8 @@ def _push(conn: str, key: str, ticket: int, message: str, version: str | None) -
         found = state_cache().get_many(
             [_LAST_SENT + name, _DELIVERED + name, _WITHHELD + name, _IN_TRANSIT + name]
         )
-        state_cache().set(
-            _LAST_SENT + name, (ticket, message, now, _this_process()), _LAST_SENT_TIMEOUT
-        )
-        if now < _withheld_until(name, found.get(_IN_TRANSIT + name, float("-inf"))):
+        _record_sending(name, ticket, message, now)
+        if now < _until(found.get(_IN_TRANSIT + name)):
             # The subscribe answer may still be on its way and this push could overtake it:
             # the answer's settle sends the change, once, after the answer (settle_answer).
             # Sent now as well, the client got the change twice (one message per change,
@@ -450,14 +462,15 @@ def _in_flight_elsewhere(previous: Any, delivered: Any) -> float:
     it goes out when the proxy confirms the older send (``repair_overtaken``), when the
     publisher drops that one as outdated (:func:`outdated_render`), or after ``_IN_FLIGHT``
     at the latest (its process may have stopped)."""
-    if not (isinstance(previous, tuple) and len(previous) == 4):
+    found = _last_sent(previous)
+    if found is None or found[3] is None:
         return 0.0
-    ticket, _message, sent_at, process = previous
+    ticket, _message, sent_at, process = found
     if process == _this_process():
         return 0.0  # this process's lane sends in queue order
-    if isinstance(delivered, int) and delivered >= int(ticket):
+    if isinstance(delivered, int) and delivered >= ticket:
         return 0.0
-    return max(0.0, float(sent_at) + _IN_FLIGHT - time.time())
+    return max(0.0, sent_at + _IN_FLIGHT - time.time())
 
 
 def _send_withheld(conn: str, digest: str) -> bool:
@@ -471,15 +484,13 @@ def _send_withheld(conn: str, digest: str) -> bool:
         if _WITHHELD + name not in found:
             return True  # sent by another caller meanwhile
         state_cache().delete(_WITHHELD + name)
-        latest = found.get(_LAST_SENT + name)
-        if not isinstance(latest, tuple) or len(latest) < 3:
+        latest = _last_sent(found.get(_LAST_SENT + name))
+        if latest is None:
             return True
         now = time.time()
-        if now < _withheld_until(name, found.get(_IN_TRANSIT + name, float("-inf"))):
+        if now < _until(found.get(_IN_TRANSIT + name)):
             return True  # a subscribe answer's settle sends it (settle_answer)
-        state_cache().set(
-            _LAST_SENT + name, (latest[0], latest[1], now, _this_process()), _LAST_SENT_TIMEOUT
-        )
+        _record_sending(name, latest[0], latest[1], now)
     _register_hooks()
     send_to_connection(conn, {"content": latest[1]}, f"{latest[0]}.{digest}")
     return True
@@ -524,7 +535,12 @@ def _withheld_until(name: str, until: Any = None) -> float:
     ``until``: the value kept under ``_IN_TRANSIT``, when already read."""
     if until is None:
         until = state_cache().get(_IN_TRANSIT + name)
-    return float(until) if isinstance(until, (int, float)) else float("-inf")
+    return _until(until)
+
+
+def _until(value: Any) -> float:
+    """The time kept under ``_IN_TRANSIT`` (``value``, as read): ``-inf`` when none."""
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 def answer_ticket(conn: str, key: str) -> int:
