@@ -808,10 +808,50 @@ def test_a_subscribe_answer_ahead_of_its_version_waits_for_the_push_of_that_vers
     confirmed = threading.Event()
     waited = threading.Thread(
         # Only a confirmation ends a wait of 30 s within this test.
-        target=lambda: (shared.await_the_push_read(channel, read, '"v17"', 30.0), confirmed.set())
+        target=lambda: (
+            shared.await_the_push_read(channel, read, '"v17"', within=30.0),
+            confirmed.set(),
+        )
     )
     waited.start()
     assert not confirmed.wait(0.2)  # ahead: waits for the push of v15
     acknowledge([{"channel": channel, "id": read, "formats": {"ws-message": {}}}])
     assert confirmed.wait(10)
     waited.join(1)
+
+
+def test_the_push_an_answer_was_ahead_of_skips_its_subscriber_where_it_arrives_late(
+    published: list[dict[str, Any]],
+) -> None:
+    """Seen past one machine with one of two Pushpins restarted (a probe's gateway client):
+    answered v28, then given v26. The other Pushpin had confirmed the push of v26, so the
+    answer went at once (a proxy confirmed it), and the restarted one got that push from
+    the publisher's retry after it had applied the subscription. Wherever that push is sent
+    from then on, it skips the connection answered ahead of it (Pushpin's ``skip-users``
+    filter, which a shared gateway subscription asks for), and still reaches every other
+    subscriber, for whom it is news."""
+    from drf_grip.protocol import SKIP_USERS, dropped_by
+    from drf_grip.rest.versions import acknowledge, set_version
+
+    channel = ENTRY["channel"]
+    read = shared.new_version("v26")
+    set_version(channel, read)
+    push = {"channel": channel, "id": read, "meta": {"skip_users": "fresh-one"},
+            "formats": {"ws-message": {"content": "v26"}}}
+    acknowledge([push])  # by the first proxy
+    started = time.monotonic()
+    shared.await_the_push_read(channel, read, '"v28"', "answered", within=30.0)
+    assert time.monotonic() - started < 10  # confirmed: the answer leaves at once
+
+    retried = shared.live_item_as_sent(push)  # to the second proxy, late
+    meta = retried["meta"]
+    assert dropped_by([SKIP_USERS], {"user": "answered"}, meta)
+    assert dropped_by([SKIP_USERS], {"user": "fresh-one"}, meta)  # what it skipped before
+    assert not dropped_by([SKIP_USERS], {"user": "another"}, meta)
+    assert retried["formats"] == push["formats"]
+    # An answer that shows what its version names is no reason to skip anyone.
+    other = shared.new_version("v29")
+    set_version(channel, other)
+    shared.await_the_push_read(channel, other, '"v29"', "current")
+    later = {"channel": channel, "id": other, "formats": {"ws-message": {"content": "v29"}}}
+    assert shared.live_item_as_sent(later) is later

@@ -495,7 +495,7 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, A
       next is sent at once.
     """
     if _overtaken_version(item) is None:
-        return item
+        return _skipping_answered_ahead(item)
     if not channel_name(item).startswith(_URL_CHANNELS):
         # A copy on a connection's own channel: nothing chains onto it, and nothing orders
         # it against the newer render, which the connection gets anyway.
@@ -644,7 +644,11 @@ def send_after_answer(
 
 
 def await_the_push_read(
-    channel: str, answered: str | None, etag: str | None, within: float = CONFIRM_WAIT
+    channel: str,
+    answered: str | None,
+    etag: str | None,
+    user: str | None = None,
+    within: float = CONFIRM_WAIT,
 ) -> None:
     """A shared gateway subscribe answer that renders a commit its version ``answered`` does
     not name yet (:func:`ahead_of`) waits, at most ``within`` seconds, until a proxy
@@ -653,12 +657,63 @@ def await_the_push_read(
     arriving after the proxy applied the subscription it was delivered after the answer, an
     older render (v17 answered, then v15: a probe past one machine). Pushpin orders no
     ``ws-message`` items by prev-id; the renders published later skip the connection until
-    its settle."""
+    its settle.
+
+    One proxy's confirmation says nothing of the others: a second Pushpin back from a
+    restart got that push from the publisher's retry after the subscription it had just
+    taken, and the client went back (v28 answered, then v26: the same probe, one Pushpin
+    restarted). So the connection's proxy ``user`` is also named as one that push skips,
+    wherever it is sent from now on (``_skipping_answered_ahead``)."""
     if etag is None or not ahead_of(answered, etag):
         return
+    if user is not None and answered is not None:
+        _skip_when_late(channel, answered, user)
     first = read_confirmed([channel])
     if first[channel] != answered:
         watch_confirmed([channel], lambda seen: seen[channel] != first[channel], within, seen=first)
+
+
+#: Per live URL channel and version: the proxy users of gateway connections answered with
+#: a render ahead of that version (``await_the_push_read``), which its push skips.
+_ANSWERED_AHEAD = "drf_grip:answered-ahead:"
+#: At most this many users per version; a Pushpin item's meta is a header-sized string.
+_ANSWERED_AHEAD_MAX = 256
+
+
+def _answered_ahead_key(channel: str, version: str) -> str:
+    return f"{_ANSWERED_AHEAD}{channel}:{version}"
+
+
+def _skip_when_late(channel: str, version: str, user: str) -> None:
+    """Name ``user`` among those the push of ``version`` skips; under the channel's lock,
+    since subscribers in several processes may be answered ahead of one version at once."""
+    cache, key = state_cache(), _answered_ahead_key(channel, version)
+    with exclusive(channel):
+        users = cache.get(key)
+        users = tuple(users) if isinstance(users, (tuple, list)) else ()
+        if user not in users:
+            cache.set(key, (*users, user)[-_ANSWERED_AHEAD_MAX:], live_timeout())
+
+
+def _skipping_answered_ahead(item: dict[str, Any]) -> dict[str, Any]:
+    """A live URL's push, as sent: its ``skip_users`` meta also names the gateway
+    connections answered with a render ahead of it (``await_the_push_read``). The item is
+    still sent to every other subscriber; the newer render those connections hold is
+    published after it, since its commit came after this render read (the subscriber read
+    this version, set once this render was done, before rendering its own)."""
+    item_id = item.get("id")
+    channel = channel_name(item)
+    if item_id is None or "ws-message" not in (item.get("formats") or {}):
+        return item
+    if not channel.startswith(_URL_CHANNELS):
+        return item
+    users = state_cache().get(_answered_ahead_key(channel, str(item_id)))
+    if not isinstance(users, (tuple, list)) or not users:
+        return item
+    meta = dict(item.get("meta") or {})
+    named = [name for name in meta.get("skip_users", "").split(",") if name]
+    meta["skip_users"] = ",".join(dict.fromkeys([*named, *users]))
+    return {**item, "meta": meta}
 
 
 def _skipped_render(

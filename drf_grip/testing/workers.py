@@ -32,8 +32,10 @@ class WorkersError(RuntimeError):
 
 
 class OriginWorkers(ManagedProcess):
-    """``uvicorn --factory django.core.asgi:get_asgi_application --workers N``
-    (or another ``factory``: ``drf_grip.asgi:get_asgi_application`` embeds the proxy).
+    """``uvicorn --factory drf_grip.asgi:get_asgi_application --workers N``: the app a
+    deployment serves (docs/deploying.rst), which flushes what is queued for the proxy at
+    shutdown and embeds the proxy when no ``GRIP_URL`` is set. Another ``factory`` (Django's
+    own ``django.core.asgi:get_asgi_application``) is served with lifespan off.
 
     Ready once every worker logged its start and the port answers an HTTP request (any
     status: a broken app fails its own tests). ``env`` is added to this process's
@@ -54,7 +56,7 @@ class OriginWorkers(ManagedProcess):
         cwd: str | os.PathLike[str] | None = None,
         probe_path: str = "/",
         startup_timeout: float = 30.0,
-        factory: str = "django.core.asgi:get_asgi_application",
+        factory: str = "drf_grip.asgi:get_asgi_application",
     ) -> None:
         self.env = dict(env)
         self.factory = factory

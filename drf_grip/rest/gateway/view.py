@@ -386,7 +386,7 @@ class RealtimeGateway(WebSocketView):
                 channel = policy.channels[0]
                 answered = context.state.get("version")
                 if read_versions([channel])[channel] == answered or attempt == attempts:
-                    await_the_push_read(channel, answered, answer.get("etag"))
+                    await_the_push_read(channel, answered, answer.get("etag"), proxy_user(conn))
                     ctx.after_sent(_settle_shared(conn, key, channel, answered, slot))
                     return answer
                 continue
