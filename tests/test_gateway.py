@@ -1511,6 +1511,42 @@ def test_a_representation_too_large_for_a_message_is_refused_and_nothing_else_is
     assert again["status"] == 200 and [n["text"] for n in again["data"]] == ["small"]
 
 
+def test_a_connection_whose_first_subscriptions_the_cache_lost_as_they_were_recorded_is_closed(
+    monkeypatch,
+):
+    """The cache lost everything (Redis restarted) just after the connection's first
+    subscription was recorded, before the batch ended. Its epoch is read from the cache
+    (policies.recording_epoch) before and after the batch: they differ, the subscription
+    may be gone and no recovery names an epoch it was made under, so the connection is
+    closed with 1012 once answered, and the client subscribes again."""
+    from drf_grip.rest.gateway import view
+    from drf_grip.test import ConnectionClosed
+
+    _user, token = make_user("alice")
+    saved = view.save_state
+
+    def save_then_lose(conn, state):
+        refused = saved(conn, state)
+        cache.clear()
+        return refused
+
+    monkeypatch.setattr(view, "save_state", save_then_lose)
+    ws = connect()
+    answer = ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})
+    assert answer["status"] == 200  # answered before the close
+    with pytest.raises(ConnectionClosed):
+        while True:
+            ws.receive_json()
+    assert ws.close_code == 1012, ws.close_reason
+    monkeypatch.setattr(view, "save_state", saved)
+    ws = connect()  # the client's new connection is live
+    assert ask(ws, {"id": 1, "subscribe": "/api/notes/", "token": token})["status"] == 200
+    Note.objects.create(owner=_user, text="two")
+    assert wait_idle(10)
+    changes = [m for m in settled(ws) if m.get("event") == "change"]
+    assert changes and changes[-1]["data"][0]["text"] == "two", changes
+
+
 def test_a_permission_lost_ends_the_subscription_with_what_a_get_is_told(monkeypatch):
     """An object permission lost while the token stays valid ended the subscription with
     "the subscription's credentials are no longer valid" (DRF probe). The end says what a

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import time
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import models
 
@@ -28,6 +28,7 @@ __all__ = [
     "recorded_views",
     "records_lost",
     "recording_epoch",
+    "Recovery",
     "recovery_due",
     "view_class",
     "view_path",
@@ -66,8 +67,9 @@ def _memory(cache: Any) -> _Memory:
         return _Memory()
 
 
-#: Per model and per mark: set by the one publisher that re-requests the holds of that
-#: model the cache lost (``recovery_due``).
+#: Per mark and model, set by the one publisher that re-requests the holds of that model
+#: the cache lost; per mark and epoch, by the one that closes that epoch's gateway
+#: connections (``recovery_due``).
 _RECOVERED_IN = "drf_grip:recovered-in:"
 
 
@@ -126,12 +128,23 @@ def keep_recording(anew: bool = False) -> None:
         memory.marked = now
 
 
-def recording_epoch() -> str:
+def recording_epoch(renew: bool = True) -> str:
     """The epoch of the mark subscriptions record under now (its ``since``), renewing it:
     a gateway connection that subscribes holds the recovery channel of this epoch, so that
-    the recovery after a loss closes the connections subscribed before it and no other."""
-    keep_recording()
-    seen = _memory(state_cache()).seen
+    the recovery after a loss closes the connections subscribed before it and no other.
+
+    Read from the cache, not from this process's memory of it, which is read again only
+    every quarter of the mark's life: after a loss another process had set the mark anew,
+    and a connection subscribing here took the epoch before it, which was no longer the
+    cache's. When the cache lost the mark again, that epoch was not the one its recovery
+    closed, and the connection kept subscriptions that nothing published to (a probe past
+    one machine, Redis restarted three times under writes: 1 run in 20). ``renew=False``
+    only reads it, unless it is missing."""
+    cache = state_cache()
+    memory = _memory(cache)
+    if renew or _read_mark(cache, memory, time.monotonic(), _mark_timeout()) is None:
+        keep_recording(anew=True)
+    seen = memory.seen
     return _epoch(seen["since"]) if seen else ""
 
 
@@ -195,23 +208,43 @@ def records_lost() -> bool:
     return not state_cache().get(_RECORDING)
 
 
-def recovery_due(name: str) -> list[str] | None:
-    """Whether the publisher of a change of model ``name`` (its label) is the one to
-    re-request the holds of that model the cache lost (hint them all): once per loss, by
-    the first to look while such holds can still be held unrecorded.
+class Recovery(NamedTuple):
+    """What the publisher of a change does for the records the cache lost
+    (``recovery_due``)."""
 
-    None when not due; else the epochs (``recording_epoch()``) the lost records were made
-    under, as far as the processes that read them have told, whose gateway connections
-    lost their subscriptions."""
+    #: Re-request every hold of the changed model (hint them all).
+    hint: bool
+    #: Close the gateway connections that subscribed under these epochs
+    #: (``recording_epoch()``): their subscriptions were lost.
+    epochs: list[str]
+
+
+def recovery_due(name: str) -> Recovery | None:
+    """What the publisher of a change of model ``name`` (its label) is the one to do after
+    the cache lost its records, while holds made before can still be held unrecorded: the
+    first to look re-requests the holds of that model (once per loss and model), and closes
+    the gateway connections of each epoch the lost records were made under (once per loss
+    and epoch, whatever the model). None when there is nothing to do.
+
+    The epochs are those the processes that read the lost mark have told (``_read_mark``),
+    and a process tells when it next reads the mark: one that told after the first
+    recovery ran had its connections closed by none (each loss was recovered once), and
+    they kept subscriptions nothing published to. So each epoch is closed once, when it is
+    first named."""
     cache = state_cache()
     mark = _read_mark(cache, _memory(cache), time.monotonic(), _mark_timeout())
     # Every hold held before the loss came back (and recorded) or ended within the longest
     # time a subscription goes without renewing its records.
     if mark is None or not mark["lost"] or time.time() - mark["since"] > _mark_timeout():
         return None
-    if not cache.add(f"{_RECOVERED_IN}{name}:{mark['since']}", 1, _mark_timeout()):
-        return None
-    return [_epoch(since) for since in mark["before"]]
+    since, timeout = mark["since"], _mark_timeout()
+    hint = bool(cache.add(f"{_RECOVERED_IN}{name}:{since}", 1, timeout))
+    epochs = [
+        _epoch(before)
+        for before in mark["before"]
+        if cache.add(f"{_RECOVERED_IN}{since}:{_epoch(before)}", 1, timeout)
+    ]
+    return Recovery(hint, epochs) if hint or epochs else None
 
 
 def recorded_views(model: type[models.Model]) -> list[dict[str, Any]]:

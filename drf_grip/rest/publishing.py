@@ -166,7 +166,7 @@ def publish_model(
         _warn_of_evictions(evicted)
     if lost or evicted:
         _publish_to_unrecorded(model, pks, deleted, partitions, hinted=channels)
-    elif (epochs := recovery_due(label)) is not None:
+    elif (due := recovery_due(label)) is not None:
         # The cache lost its records and some came back since: the holds that did not
         # (a stream, a long-poll the proxy has not re-requested) are re-requested once,
         # all of the model's; one recorded since answers as it would have, at no more cost
@@ -174,12 +174,13 @@ def publish_model(
         # the lost mark are closed: closing all closed those subscribed since too (a
         # project's tests clear the cache between tests), and closing none left the others
         # to find out at their next keep-alive call, up to WS_KEEP_ALIVE seconds late.
-        _publish_to_unrecorded(model, None, deleted, None, hinted=channels,
-                               close_connections=False)
-        if epochs and gateway_views():
+        if due.hint:
+            _publish_to_unrecorded(model, None, deleted, None, hinted=channels,
+                                   close_connections=False)
+        if due.epochs and gateway_views():
             from .gateway.connections import close_lost_connections
 
-            close_lost_connections(epochs)
+            close_lost_connections(due.epochs)
 
 
 def _publish_to_unrecorded(

@@ -196,6 +196,7 @@ class RealtimeGateway(WebSocketView):
         # requests may write), and the client reconnects and subscribes afresh.
         lost = bool(ctx.meta.get(_SUBSCRIBED)) and not state["subs"]
         self._saved_state: dict[str, Any] | None = None
+        self._epoch_before: str | None = None
         changed = False
         published: list[str] = []
         for message in request.websocket:
@@ -225,6 +226,13 @@ class RealtimeGateway(WebSocketView):
         had = ctx.meta.get(_SUBSCRIBED)
         if state["subs"] and not had:
             epoch = recording_epoch()
+            if self._epoch_before is not None and epoch != self._epoch_before:
+                # The cache lost its records (or its mark expired) while this batch recorded
+                # the connection's first subscriptions: they may be gone, and no recovery
+                # names an epoch they were made under (policies.recording_epoch).
+                drop_state(conn)
+                ctx.close(SUBSCRIPTIONS_LOST, "subscriptions lost: reconnect and subscribe again")
+                return None
             ctx.meta[_SUBSCRIBED] = epoch or _NO_EPOCH
             for channel in _recovery_channels(epoch):
                 ctx.subscribe(channel)
@@ -331,6 +339,10 @@ class RealtimeGateway(WebSocketView):
         sub_id = data.get("id")
         if sub_id is None:
             raise MessageError(400, "a subscription needs an id")
+        if self._epoch_before is None and not ctx.meta.get(_SUBSCRIBED):
+            # The connection's first: the epoch read before anything of it is recorded, and
+            # again once the batch is answered (_serve).
+            self._epoch_before = recording_epoch(renew=False)
         key = subscription_key(sub_id)
         if key in state["subs"] and sent_version(conn, key) == REVOKED:
             # Ended ({"event": "end"}) by the publisher, which cannot write the connection's
