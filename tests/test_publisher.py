@@ -1307,6 +1307,33 @@ def test_after_an_outage_the_latest_state_of_a_channel_wins(grip: Any, server: P
     assert delivered and get_publisher().stats.superseded == 2
 
 
+def test_a_retried_item_is_rewritten_again_with_what_happened_since(
+    grip: Any, server: PublishServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry sent the bytes its first attempt encoded, so a rewrite that depends on what
+    happened meanwhile had no say (a push that must now skip a gateway subscriber answered
+    ahead of it: tests/integration/test_gateway_ws.py, a Pushpin back from a restart gave
+    that subscriber an older render). Such an item goes back to its lane and is sent as
+    the rewrite now makes it; one that rewrites the same is retried as it was."""
+    from drf_grip.grip import publish_hooks
+
+    skip: list[str] = []
+
+    def rewrite(item: dict[str, Any]) -> dict[str, Any]:
+        return {**item, "meta": {"skip_users": ",".join(skip)}} if skip else item
+
+    monkeypatch.setattr(publish_hooks, "item_rewrites", [rewrite])
+    server.statuses.extend([503])
+    publish("board", stream("v1"), id="1", prev_id="0")
+    server.wait_for(1)  # the first attempt failed; the retry waits its backoff
+    skip.append("answered-ahead")
+    assert get_publisher().flush(WAIT)
+    first, *retries = [r.body["items"] for r in server.requests]
+    assert "meta" not in first[0]
+    assert retries and all(i[0]["meta"] == {"skip_users": "answered-ahead"} for i in retries)
+    assert len(retries) == 1  # rewritten once, then sent
+
+
 def test_a_proxy_back_after_an_outage_gets_the_items_within_a_second(
     settings: Any, publisher: Publisher, monkeypatch: pytest.MonkeyPatch
 ) -> None:

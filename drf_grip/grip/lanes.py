@@ -377,7 +377,9 @@ class Publisher:
                     ):
                         return True
                 return any(
-                    hooks.is_outdated(item) for item in batch if item.get("channel") in channels
+                    hooks.is_outdated(item) or _sent_otherwise(item)
+                    for item in batch
+                    if item.get("channel") in channels
                 )
 
             if lane.target.client_formats_only:
@@ -455,3 +457,11 @@ def exit_unfinished() -> None:
             "publish flush at exit did not finish within %.1fs",
             float(grip_settings.PUBLISH_FLUSH_TIMEOUT),
         )
+
+
+def _sent_otherwise(item: RawItem) -> bool:
+    """Whether ``item`` (already rewritten) would be sent differently now: a retry sends the
+    bytes its first attempt encoded, and a rewrite that depends on what happened since (a
+    subscriber the push must now skip: ``rest.shared``) had no say. Such a batch goes back
+    to its lane and is rewritten again, as one with newer items of its channels does."""
+    return bool(hooks.item_rewrites) and hooks.as_sent(item) != [item]

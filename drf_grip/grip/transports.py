@@ -59,7 +59,8 @@ DOWN_PROBE_INTERVAL = 0.5
 #: What a transport's send answers when newer items of the batch's channels arrived while it
 #: waited to retry: the batch goes back to its lane, to be coalesced with them.
 SUPERSEDED = -1
-#: ``superseded(channels)``: True when newer items of one of ``channels`` are waiting.
+#: ``superseded(channels)``: True when newer items of one of ``channels`` are waiting, or an
+#: item of theirs would now be sent otherwise (``lanes._sent_otherwise``).
 Superseded = Callable[[set[str]], bool]
 #: ``count(sent=1, batches=1, ...)``: adds to the publisher's counters.
 Count = Callable[..., None]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -649,3 +650,62 @@ def _once_each_ending_on_the_current(
     assert etags[-1] in (current, current.strip('"')), (seen, etags, current)
     assert len(set(etags)) == len(etags), seen
 
+
+
+def test_a_push_retried_to_a_pushpin_back_from_a_restart_never_moves_a_new_subscriber_back(
+    origin_server: OriginServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Pushpins; the second is down when a change (A) is published, so the first
+    confirms A and the publisher retries it to the second. Another change (B) commits,
+    its publish not yet out. The second Pushpin comes back; a client connects through it
+    and subscribes: its answer shows B, ahead of the version it read (A), whose push a
+    proxy has confirmed, so the answer goes at once. Then the retry of A reaches the
+    second Pushpin. Seen in a probe past one machine: that client was given A after B (v28
+    answered, then v26). Now A skips that client there: it never goes back, and it still
+    follows the URL."""
+    from drf_grip.grip import transports
+    from drf_grip.rest.changes import paused
+
+    if find_pushpin() is None:
+        pushpin_missing()
+    # A's retry reaches the second Pushpin seconds after its failure, well after the new
+    # client subscribed there (by default a refused publish is tried every 0.5 s).
+    monkeypatch.setattr(transports, "DOWN_PROBE_INTERVAL", 30.0)
+    grip = {"PUBLISH_BACKOFF": 8.0, "PUBLISH_BACKOFF_MAX": 8.0}
+    word = uuid.uuid4().hex[:8]
+    url = f"/api/shared-todos/?search={word}"
+    with PushpinServer(origin_server.port) as first, PushpinServer(origin_server.port) as second:
+        proxies = [
+            {"control_uri": p.publish_uri, "control_iss": "pushpin", "key": p.key}
+            for p in (first, second)
+        ]
+        host = urlsplit(second.url).netloc  # each Host is a live URL of its own
+        channel = LiveUrl("http", host, "/api/shared-todos/", f"search={word}",
+                          "application/json").channel
+        with override_settings(GRIP_PROXIES=proxies, DRF_GRIP=grip):
+            with gateway(second) as earlier:
+                mark = second.mark()
+                assert ask(earlier, {"id": 1, "subscribe": url})["status"] == 200  # listed
+                second.wait_subscribed(channel, since=mark)
+            second.stop_for_restart()
+            mark = first.mark()
+            Todo.objects.create(title=f"a {word}")  # A: the second Pushpin refuses it
+            first.wait_published(channel, since=mark)  # A rendered and confirmed
+            seen = []
+            connection = contextlib.ExitStack()
+            with paused():
+                Todo.objects.create(title=f"b {word}")  # B: published once this block ends
+                second.start_again()
+                client = connection.enter_context(gateway(second))
+                mark = second.mark()
+                answer = ask(client, {"id": 2, "subscribe": url})
+                assert answer["status"] == 200 and answer["data"]["count"] == 2, answer
+                second.wait_subscribed(channel, since=mark)
+                second.wait_published(channel, timeout=20, since=mark)  # A's retry
+                with pytest.raises(TimeoutError):
+                    while True:
+                        seen.append(receive(client, timeout=1.0))
+            with connection:
+                assert [m["data"]["count"] for m in seen] in ([], [2]), seen  # never A again
+                Todo.objects.create(title=f"c {word}")  # and it still follows the URL
+                assert _once_there(client, 3)["data"]["count"] == 3
