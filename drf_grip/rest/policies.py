@@ -239,11 +239,8 @@ def recovery_due(name: str) -> Recovery | None:
         return None
     since, timeout = mark["since"], _mark_timeout()
     hint = bool(cache.add(f"{_RECOVERED_IN}{name}:{since}", 1, timeout))
-    epochs = [
-        _epoch(before)
-        for before in mark["before"]
-        if cache.add(f"{_RECOVERED_IN}{since}:{_epoch(before)}", 1, timeout)
-    ]
+    named = [_epoch(before) for before in mark["before"]]
+    epochs = [e for e in named if cache.add(f"{_RECOVERED_IN}{since}:{e}", 1, timeout)]
     return Recovery(hint, epochs) if hint or epochs else None
 
 

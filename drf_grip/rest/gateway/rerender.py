@@ -530,12 +530,9 @@ _IN_TRANSIT = "drf_grip:ws-transit:"
 _IN_TRANSIT_TIMEOUT = 30
 
 
-def _withheld_until(name: str, until: Any = None) -> float:
-    """Until when pushes to ``name`` wait for its answer's settle (``-inf``: they do not);
-    ``until``: the value kept under ``_IN_TRANSIT``, when already read."""
-    if until is None:
-        until = state_cache().get(_IN_TRANSIT + name)
-    return _until(until)
+def _withheld_until(name: str) -> float:
+    """Until when pushes to ``name`` wait for its answer's settle (``-inf``: they do not)."""
+    return _until(state_cache().get(_IN_TRANSIT + name))
 
 
 def _until(value: Any) -> float:
@@ -590,7 +587,7 @@ def settle_answer(conn: str, key: str, ticket: int, changed_since: bool) -> None
         found = state_cache().get_many([_IN_TRANSIT + name, _LAST_SENT + name])
         state_cache().delete(_IN_TRANSIT + name)
     latest = _later_than(found.get(_LAST_SENT + name), ticket)
-    if latest is not None and latest[2] < _withheld_until(name, found.get(_IN_TRANSIT + name)):
+    if latest is not None and latest[2] < _until(found.get(_IN_TRANSIT + name)):
         # A push was withheld: it goes out now, ordered against later ones by its ticket
         # (outdated_render, repair_overtaken).
         _send_again(conn, digest, latest, f"{_AFTER_ANSWER}{ticket}")
