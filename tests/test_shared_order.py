@@ -855,3 +855,51 @@ def test_the_push_an_answer_was_ahead_of_skips_its_subscriber_where_it_arrives_l
     shared.await_the_push_read(channel, other, '"v29"', "current")
     later = {"channel": channel, "id": other, "formats": {"ws-message": {"content": "v29"}}}
     assert shared.live_item_as_sent(later) is later
+
+
+def test_with_two_proxies_an_answer_ahead_waits_for_the_push_to_reach_each_of_them(
+    published: list[dict[str, Any]], settings: Any
+) -> None:
+    """The probe past one machine, both Pushpins up, 3 of 40 runs: a shared gateway
+    subscriber answered v18, then given v17 at once. The first proxy had confirmed the push
+    of v17, so the answer left; the second still had that push on its way, sent before the
+    subscribe named the connection as one it skips, and it arrived after the answer. The
+    answer now waits for each proxy's confirmation of that push (or of another since)."""
+    import threading
+
+    from drf_grip.grip.destinations import endpoint_names
+    from drf_grip.grip.publish_hooks import notify_delivered
+    from drf_grip.rest.versions import set_version
+
+    settings.GRIP_URL = None
+    settings.GRIP_PROXIES = [
+        {"control_uri": "http://127.0.0.1:1/", "key": "k" * 32},
+        {"control_uri": "http://127.0.0.1:2/", "key": "k" * 32},
+    ]
+    first_proxy, second_proxy = endpoint_names()
+    channel = ENTRY["channel"]
+    read = shared.new_version("v17")
+    set_version(channel, read)
+    push = {"channel": channel, "id": read, "formats": {"ws-message": {"content": "v17"}}}
+    notify_delivered([push], first_proxy)
+
+    answered = threading.Event()
+
+    def subscribe() -> None:
+        shared.await_the_push_read(channel, read, '"v18"', "answered", within=30.0)
+        answered.set()
+
+    waiter = threading.Thread(target=subscribe)
+    waiter.start()
+    try:
+        # Waiting on the second proxy: the answer has not left after the first's confirmation.
+        assert not answered.wait(0.5)
+        notify_delivered([push], second_proxy)
+        assert answered.wait(10)
+    finally:
+        notify_delivered([push], second_proxy)
+        waiter.join(30)
+    # With both confirmed, the next answer ahead of that version leaves at once.
+    started = time.monotonic()
+    shared.await_the_push_read(channel, read, '"v18"', "another", within=30.0)
+    assert time.monotonic() - started < 10

@@ -8,9 +8,9 @@ import os
 import threading
 
 from ..conf import GripEndpoint, embedded_key, embedded_publish_uri, grip_settings, redact_url
-from .transports import HttpTarget, LocalSink, SinkTarget, Target
+from .transports import HttpTarget, LocalSink, SinkTarget, Target, endpoint_name
 
-__all__ = ["register_local_sink", "targets", "unregister_local_sink"]
+__all__ = ["endpoint_names", "register_local_sink", "targets", "unregister_local_sink"]
 
 logger = logging.getLogger("drf_grip.publish")
 
@@ -73,6 +73,12 @@ def targets() -> list[Target]:
                 redact_url(url),
             )
     return [HttpTarget(ep) for ep in endpoints] + [SinkTarget(s) for s in sinks]
+
+
+def endpoint_names() -> list[str]:
+    """The names of the settings' endpoints as their targets spell them: the destinations
+    every process of a deployment publishes to (a local sink is one process's own)."""
+    return [endpoint_name(ep) for ep in grip_settings.publish_endpoints]
 
 
 def _after_fork_in_child() -> None:

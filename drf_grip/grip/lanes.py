@@ -391,7 +391,10 @@ class Publisher:
                     if hooks.delivered_hooks or hooks.dropped_hooks:
                         # Items requeued are neither: they go again with their channels' latest.
                         settled = [item for item in batch if all(item is not r for r in requeue)]
-                        (hooks.notify_delivered if arrived else hooks.notify_dropped)(settled)
+                        if arrived:
+                            hooks.notify_delivered(settled, lane.target.name)
+                        else:
+                            hooks.notify_dropped(settled)
             except Exception:  # a bug must not kill the lane and strand its queue
                 self._count(failed=len(batch))
                 logger.exception(

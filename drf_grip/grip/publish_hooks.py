@@ -4,6 +4,7 @@ what items mean: which items are outdated, and which ones a destination confirme
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 from ..protocol.items import RawItem
@@ -11,6 +12,7 @@ from ..protocol.items import RawItem
 __all__ = [
     "as_sent",
     "delivered_hooks",
+    "delivered_to",
     "dropped_hooks",
     "is_outdated",
     "item_rewrites",
@@ -84,8 +86,24 @@ def register_delivered_hook(hook: Callable[[list[RawItem]], None]) -> None:
         delivered_hooks.append(hook)
 
 
-def notify_delivered(items: list[RawItem]) -> None:
-    _call(delivered_hooks, items, "delivered")
+#: The destination whose confirmation the delivered hooks of this thread are being told.
+_delivery = threading.local()
+
+
+def notify_delivered(items: list[RawItem], destination: str | None = None) -> None:
+    """Tell the delivered hooks that ``destination`` (a target's name) confirmed ``items``;
+    a hook that needs to know which one asks :func:`delivered_to`."""
+    _delivery.destination = destination
+    try:
+        _call(delivered_hooks, items, "delivered")
+    finally:
+        _delivery.destination = None
+
+
+def delivered_to() -> str | None:
+    """In a delivered hook: the name of the destination that confirmed the items (as its
+    target names it in logs), or None when the caller did not say."""
+    return getattr(_delivery, "destination", None)
 
 
 def _call(hooks: list[Callable[[list[RawItem]], None]], items: list[RawItem], kind: str) -> None:

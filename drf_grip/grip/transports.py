@@ -73,6 +73,12 @@ class LocalSink(Protocol):
         """Deliver ``items``; called from a publisher thread, so it must be thread-safe."""
 
 
+def endpoint_name(endpoint: GripEndpoint) -> str:
+    """The name of ``endpoint``'s target, used in logs and errors (no user info, no query
+    string, never a key), the same in every process of one deployment."""
+    return redact_url(endpoint.control_uri).rstrip("/") + "/publish/"
+
+
 class HttpTarget:
     """One GRIP endpoint reached over HTTP: ``POST {control_uri}/publish/``."""
 
@@ -84,8 +90,7 @@ class HttpTarget:
         self.port = parts.port
         path = parts.path.rstrip("/") + "/publish/"
         self.path = path + (f"?{parts.query}" if parts.query else "")
-        # The name used in logs and errors: no user info, no query string, never a key.
-        self.name = redact_url(endpoint.control_uri).rstrip("/") + "/publish/"
+        self.name = endpoint_name(endpoint)
         # Fastly Fanout takes an item only with an http-response, http-stream or ws-message
         # format (its publishing API reference, PublishItemFormats), where Pushpin 1.36
         # skips the formats it does not know: items that reach no client are not sent there.

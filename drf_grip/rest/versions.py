@@ -10,6 +10,7 @@ value, so ids stay unique after the cache is flushed (Pushpin drops a repeated
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import socket
 import threading
@@ -25,8 +26,11 @@ __all__ = [
     "hold_versions",
     "counters_and_hold_versions",
     "read_confirmed",
+    "read_confirmed_by",
+    "confirmers",
     "await_confirmed",
     "watch_confirmed",
+    "watch",
     "acknowledge",
     "next_version",
     "unseen_start",
@@ -185,6 +189,19 @@ def read_confirmed(channels: list[str]) -> dict[str, str | None]:
     return {c: _text(found.get(_ACK + c)) for c in channels}
 
 
+def _ack_by(channel: str, destination: str) -> str:
+    # A digest: a destination's name is a URL, longer than a memcached key allows.
+    digest = hashlib.blake2s(destination.encode(), digest_size=6).hexdigest()
+    return f"{_ACK}{channel}@{digest}"
+
+
+def read_confirmed_by(channel: str, destinations: list[str]) -> dict[str, str | None]:
+    """Per destination (a target's name), the last version of the shared ``channel`` it
+    confirmed; kept only where a deployment publishes to several (:func:`acknowledge`)."""
+    found = state_cache().get_many([_ack_by(channel, d) for d in destinations])
+    return {d: _text(found.get(_ack_by(channel, d))) for d in destinations}
+
+
 def await_confirmed(
     wanted: dict[str, int], within: float = CONFIRM_WAIT
 ) -> dict[str, str | None]:
@@ -218,12 +235,25 @@ def watch_confirmed(
 ) -> dict[str, str | None]:
     """The ids a proxy confirmed for ``channels``, read again until ``done`` says so or
     ``within`` seconds passed: the last read (``seen``, when given, is the first, read by the
-    caller). This process's confirmations wake the wait at once; other processes' are read
-    from the cache every few milliseconds."""
+    caller)."""
+    return watch(lambda: read_confirmed(channels), done, within, seen=seen)
+
+
+def watch(
+    read: Callable[[], dict[str, str | None]],
+    done: Callable[[dict[str, str | None]], bool],
+    within: float = CONFIRM_WAIT,
+    *,
+    seen: dict[str, str | None] | None = None,
+) -> dict[str, str | None]:
+    """Confirmations as ``read`` gives them, read again until ``done`` says so or ``within``
+    seconds passed: the last read (``seen``, when given, is the first). This process's
+    confirmations wake the wait at once; other processes' are read from the cache every few
+    milliseconds."""
     deadline = time.monotonic() + within
     pause = 0.002
     if seen is None:
-        seen = read_confirmed(channels)
+        seen = read()
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or done(seen):
@@ -231,7 +261,7 @@ def watch_confirmed(
         with _confirmed:
             _confirmed.wait(min(pause, left))
         pause = min(2 * pause, 0.02)
-        seen = read_confirmed(channels)
+        seen = read()
 
 
 #: A wait for a proxy's confirmation that saw none (``waited_in_vain``), per channel.
@@ -256,6 +286,7 @@ def note_waited_in_vain(channel: str, confirmed: str | None, tag: str) -> None:
 def acknowledge(items: list[dict]) -> None:
     """Remember the ids a proxy confirmed, per counter channel (never moving one back)."""
     from ..grip.items import channel_name
+    from ..grip.publish_hooks import delivered_to
 
     latest: dict[str, int] = {}
     named: dict[str, str] = {}
@@ -289,13 +320,26 @@ def acknowledge(items: list[dict]) -> None:
         # holds naming it would conflict with the proxy's last id (Pushpin then forgets it,
         # and lets the next item through unordered: shared.live_item_as_sent).
         current = read_versions(list(named))
-        cache.set_many(
-            {_ACK + c: v for c, v in named.items() if current.get(c) == v},
-            _timeout(SHARED_PREFIX),
-        )
+        confirmed = {c: v for c, v in named.items() if current.get(c) == v}
+        keys = {_ACK + c: v for c, v in confirmed.items()}
+        by = delivered_to()
+        if by is not None and by in confirmers():
+            # Also which proxy confirmed it, where there are several: one proxy's
+            # confirmation says nothing of another's (``shared.await_the_push_read``).
+            keys.update({_ack_by(c, by): v for c, v in confirmed.items()})
+        cache.set_many(keys, _timeout(SHARED_PREFIX))
     if latest or named:
         with _confirmed:
             _confirmed.notify_all()
+
+
+def confirmers() -> list[str]:
+    """The destinations whose confirmations of a shared channel are kept one by one: every
+    endpoint, where a deployment publishes to several (:func:`read_confirmed_by`)."""
+    from ..grip.destinations import endpoint_names
+
+    names = endpoint_names()
+    return names if len(names) > 1 else []
 
 
 def shared_hold_versions(channels: list[str]) -> dict[str, str | None]:
