@@ -1142,6 +1142,37 @@ def test_forked_child_publishes_with_its_own_thread(grip: Any, server: PublishSe
     assert server.channels == ["parent", "child"]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_target_is_built_once_per_endpoint_and_never_shared_with_a_forked_child(
+    grip: Any, server: PublishServer
+) -> None:
+    """Each publish named its destinations afresh, and each HTTP one parsed its URL again for
+    a target the lane dropped (the lane keeps the first). One target per endpoint now; a
+    forked child builds its own, not sharing the parent's kept connection or its lock."""
+    from drf_grip.grip.destinations import targets
+
+    [first] = targets()
+    publish("parent", stream("x"))
+    assert get_publisher().flush(WAIT)
+    [again] = targets()
+    assert again is first
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            [own] = targets()
+            publish("child", stream("x"))
+            code = 0 if own is not first and get_publisher().flush(WAIT) else 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert server.channels == ["parent", "child"]
+    grip.GRIP_PREFIX = "changed-"  # settings changed: the endpoint is read again
+    [after] = targets()
+    assert after is not first and after.name == first.name
+
+
 # -- manage.py grip_publish ------------------------------------------------------------------
 
 
@@ -1441,7 +1472,7 @@ def test_items_that_reach_no_client_are_not_sent_to_fanout(
     have made Fanout refuse the whole batch, the render after it too. Fanout does not get
     it; Pushpin and other GRIP proxies do."""
     from drf_grip.conf import GripEndpoint
-    from drf_grip.grip import transports
+    from drf_grip.grip import destinations, transports
 
     fanout = transports.HttpTarget(GripEndpoint("https://api.fastly.com/service/abc"))
     legacy = transports.HttpTarget(GripEndpoint("https://api.fanout.io/realm/abc"))
@@ -1461,6 +1492,7 @@ def test_items_that_reach_no_client_are_not_sent_to_fanout(
         self.client_formats_only = True
 
     monkeypatch.setattr(transports.HttpTarget, "__init__", as_fanout)
+    monkeypatch.setattr(destinations, "_http_targets", {})  # built again, as Fanout's
     fresh = Publisher()
     monkeypatch.setattr(publisher_module, "_publisher", fresh)
     publish("fanout", reset)

@@ -72,18 +72,39 @@ def targets() -> list[Target]:
                 "(DRF_GRIP['EMBEDDED_URL']). Set GRIP_URL to publish to Pushpin or Fanout.",
                 redact_url(url),
             )
-    return [HttpTarget(ep) for ep in endpoints] + [SinkTarget(s) for s in sinks]
+    return [_http_target(ep) for ep in endpoints] + [SinkTarget(s) for s in sinks]
+
+
+#: Per endpoint object (the settings keep theirs until they change): its target. Built on
+#: every publish, a target parsed its URL again only for the lane to keep the first one.
+_http_targets: dict[int, tuple[GripEndpoint, HttpTarget]] = {}
+
+
+def _http_target(endpoint: GripEndpoint) -> HttpTarget:
+    found = _http_targets.get(id(endpoint))
+    if found is not None and found[0] is endpoint:
+        return found[1]
+    target = HttpTarget(endpoint)
+    if len(_http_targets) >= 64:  # settings changed many times (tests): start afresh
+        _http_targets.clear()
+    _http_targets[id(endpoint)] = (endpoint, target)
+    return target
 
 
 def endpoint_names() -> list[str]:
     """The names of the settings' endpoints as their targets spell them: the destinations
     every process of a deployment publishes to (a local sink is one process's own)."""
-    return [endpoint_name(ep) for ep in grip_settings.publish_endpoints]
+    names = grip_settings.memo(
+        "endpoint_names", lambda: tuple(endpoint_name(ep) for ep in grip_settings.publish_endpoints)
+    )
+    return list(names)
 
 
 def _after_fork_in_child() -> None:
     global _sinks_lock
     _sinks_lock = threading.Lock()  # a thread of the parent may have held it
+    # Nor share the parent's connections (or a lock its lane held mid-POST).
+    _http_targets.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
