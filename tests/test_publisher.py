@@ -686,6 +686,22 @@ def test_unconfigured_publishes_to_embedded_url_and_warns_once(
     assert embedded_key() not in caplog.text
 
 
+def test_the_embedded_default_target_is_built_once_while_the_settings_stay(
+    settings: Any, server: PublishServer, publisher: Publisher, monkeypatch: Any
+) -> None:
+    """A shell publishing to ``runserver``'s embedded proxy made its endpoint afresh on every
+    publish (its key an HMAC of SECRET_KEY), so no target was kept for it."""
+    monkeypatch.setattr(destinations, "_warned_unconfigured", False)
+    settings.DRF_GRIP = {"EMBEDDED_URL": server.url}
+    [first] = destinations.targets()
+    [again] = destinations.targets()
+    assert again is first
+    settings.SECRET_KEY = "another-secret-key-" + "x" * 40
+    [after] = destinations.targets()
+    assert after is not first
+    assert after.headers()["Authorization"] == f"Bearer {embedded_key()}"
+
+
 def test_an_embedded_url_with_credentials_and_a_query_is_published_to_and_never_logged(
     settings: Any, server: PublishServer, publisher: Publisher, caplog: Any, monkeypatch: Any
 ) -> None:

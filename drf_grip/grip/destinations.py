@@ -62,15 +62,20 @@ def targets() -> list[Target]:
         proxies = [s for s in sinks if not any(s is o for o in _observers)]
     endpoints = list(grip_settings.publish_endpoints)
     if not endpoints and not proxies:
-        url = embedded_publish_uri()
-        endpoints = [GripEndpoint(control_uri=url, key=embedded_key())]
+        # One endpoint object while the settings stay (its key is an HMAC of SECRET_KEY, and
+        # the object is what ``_http_target`` keeps its target by).
+        endpoint = grip_settings.memo(
+            "embedded_endpoint",
+            lambda: GripEndpoint(control_uri=embedded_publish_uri(), key=embedded_key()),
+        )
+        endpoints = [endpoint]
         if not _warned_unconfigured:
             _warned_unconfigured = True
             logger.warning(
                 "GRIP_URL is unset (and no GRIP_PROXIES or PUBLISH_SERVERS), and no embedded "
                 "proxy runs in this process: publishing to the embedded proxy at %s "
                 "(DRF_GRIP['EMBEDDED_URL']). Set GRIP_URL to publish to Pushpin or Fanout.",
-                redact_url(url),
+                redact_url(endpoint.control_uri),
             )
     return [_http_target(ep) for ep in endpoints] + [SinkTarget(s) for s in sinks]
 

@@ -198,8 +198,9 @@ def _ack_by(channel: str, destination: str) -> str:
 def read_confirmed_by(channel: str, destinations: list[str]) -> dict[str, str | None]:
     """Per destination (a target's name), the last version of the shared ``channel`` it
     confirmed; kept only where a deployment publishes to several (:func:`acknowledge`)."""
-    found = state_cache().get_many([_ack_by(channel, d) for d in destinations])
-    return {d: _text(found.get(_ack_by(channel, d))) for d in destinations}
+    keys = {d: _ack_by(channel, d) for d in destinations}
+    found = state_cache().get_many(list(keys.values()))
+    return {d: _text(found.get(key)) for d, key in keys.items()}
 
 
 def await_confirmed(
