@@ -34,6 +34,10 @@ alternating order, so a noisy moment on a shared machine hurts all alike. Per ro
    over the connect phase (divided by N: connect cost per subscriber) and from the write
    until every watcher had the marker (per change; includes the write itself; for the
    embedded proxy it includes the proxy, which is the same process).
+4. leave: the watchers close, and the run waits until the origin's CPU rests (under 5 % of
+   one core for two 0.2 s windows); the CPU spent meanwhile, divided by N, is "leave CPU" (a
+   closed WebSocket is a request to the origin behind Pushpin). The next round, and the
+   extra cases, start on an origin at rest.
 
 Watchers: long-poll (a ``GET``, then the same ``GET`` with ``If-None-Match`` on the same
 connection, held), SSE (``Accept: text/event-stream``) and WebSocket (``websockets``) clients,
@@ -92,6 +96,8 @@ POLL = 0.02
 HOLD_WAIT = 280
 #: Seconds from the last subscription to the change (see run_round).
 SETTLED = 0.5
+#: The share of one core under which an origin counts as at rest (``until_quiet``).
+QUIET_SHARE = 0.05
 
 
 # -- process figures -----------------------------------------------------------------------
@@ -615,6 +621,26 @@ async def settle_embedded(origin: Origin) -> None:
             await asyncio.sleep(POLL)
 
 
+async def until_quiet(origin: Origin, limit: float = 30.0) -> float:
+    """Wait until the origin's CPU rests; return the CPU (ms) it spent meanwhile.
+
+    A closed WebSocket is one more request to the origin (Pushpin forwards its ``CLOSE`` or
+    ``DISCONNECT``), so 1,000 closed gateway sockets keep the origin busy for a second or
+    more after the round: left running, that work was counted in the next round's connect
+    CPU and in the first PATCHes of the write-latency case, whichever case came next.
+    """
+    window = 0.2
+    start = last = await origin.cpu_ns()
+    quiet = 0
+    deadline = time.monotonic() + limit
+    while quiet < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        now = await origin.cpu_ns()
+        quiet = quiet + 1 if now - last < window * QUIET_SHARE * 1e9 else 0
+        last = now
+    return (last - start) / 1e6
+
+
 async def make_change(case: Case, origin: Origin, marker: str, channel: str) -> None:
     if case.change == "raw":
         await origin.publish({
@@ -661,6 +687,7 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
     for watcher in watchers:
         watcher.close()
     await settle_embedded(origin)
+    teardown_ms = await until_quiet(origin)
     result = {
         "n": count,
         "delivered": len(latencies),
@@ -674,6 +701,9 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
         # next-link fetches included; none counted for the raw floor, which has no origin).
         "connect_requests_per_client": round((served1 - served0) / count, 2),
         "cpu_per_change_ms": round((cpu3 - cpu2) / 1e6, 2),
+        # What the origin spent after the watchers left, until it rested (a gateway
+        # socket's CLOSE reaches the origin; a long-poll or a stream that ends does not).
+        "disconnect_cpu_ms_per_client": round(teardown_ms / count, 3),
         "change_wall_ms": round((done_at - sent) * 1000, 1),
     }
     if origin.name == "grip-embedded":
@@ -731,6 +761,8 @@ async def write_latency(origin: Origin, case: Case, held: int, patches: int, bat
         "held_p50_ms": round(percentile(loaded, 0.5), 1),
         "held_p99_ms": round(percentile(loaded, 0.99), 1),
         "ratio_p99": round(percentile(loaded, 0.99) / percentile(idle, 0.99), 2),
+        "idle_slowest_ms": [round(v, 1) for v in sorted(idle)[-3:]],
+        "held_slowest_ms": [round(v, 1) for v in sorted(loaded)[-3:]],
     }
 
 
@@ -804,7 +836,7 @@ def summarize(case: Case, count: int) -> dict[str, Any]:
     rounds = [r for r in case.rounds if r["n"] == count]
     summary: dict[str, Any] = {"rounds": len(rounds)}
     for key in ("p50_ms", "p99_ms", "cpu_per_change_ms", "connect_cpu_ms_per_client",
-                "connect_requests_per_client", "kib_per_held"):
+                "connect_requests_per_client", "disconnect_cpu_ms_per_client", "kib_per_held"):
         value = median_or_none([r.get(key) for r in rounds])
         summary[key] = round(value, 2) if value is not None else None
     summary["delivered"] = f"{sum(r['delivered'] for r in rounds)}/{sum(r['expected'] for r in rounds)}"
@@ -895,12 +927,12 @@ def fmt(value: Any, digits: int = 1) -> str:
 
 def table(results: dict[str, Any], sizes: list[int]) -> str:
     header = ("system", "N", "p50 ms", "p99 ms", "×floor p99", "delivered", "CPU/change ms",
-              "connect CPU ms", "req/connect", "KiB/held")
+              "connect CPU ms", "req/connect", "leave CPU ms", "KiB/held")
     rows = []
     floor = results["cases"].get("raw", {}).get("by_n", {})
     for name, case in results["cases"].items():
         if case["skipped"]:
-            rows.append((case["label"], "–", "skipped", "", "", "", "", "", "", ""))
+            rows.append((case["label"], "–", "skipped", "", "", "", "", "", "", "", ""))
             continue
         for n in sizes:
             s = case["by_n"][str(n)]
@@ -911,6 +943,7 @@ def table(results: dict[str, Any], sizes: list[int]) -> str:
                          "–" if name == "raw" else fmt(s["cpu_per_change_ms"]),
                          "–" if name == "raw" else fmt(s["connect_cpu_ms_per_client"], 2),
                          "–" if name == "raw" else fmt(s.get("connect_requests_per_client"), 2),
+                         "–" if name == "raw" else fmt(s.get("disconnect_cpu_ms_per_client"), 2),
                          fmt(s["kib_per_held"])))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 
