@@ -9,24 +9,37 @@ project's views and a per-process cache (the calls are the same whatever the bac
     python -m pytest bench/cache_trips.py -q -s
 
 Prints one line per case: the subscriber is the second of its URL (the first one also
-lists the live URL).
+lists the live URL). Then, per private gateway subscription that a change reaches, what
+the publisher's re-render and push cost it: ten users, each subscribed to ``/api/todos/``
+on a socket of their own. The test process publishes to two destinations (the embedded
+proxy and the test kit's own sink for ``WebSocketTestClient``), so the publisher's checks
+per destination (before a send, and once it is confirmed) count twice; once behind one
+Pushpin.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 
 from drf_grip.rest.change_worker import wait_idle
 from drf_grip.rest.store import state_cache
+from tests.conftest import embedded_proxy  # noqa: F401 - a fixture: publishes reach it
 from tests.drf_helpers import ProxiedClient
 from tests.test_gateway import ask, connect
 from tests.testapp.models import Todo
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _publishes_reach_a_proxy(embedded_proxy: object) -> None:  # noqa: F811
+    """The embedded proxy serves, as in the tests (tests/conftest.py): with none, changes
+    went to the unset default and their retries failed the next test's flush."""
 
 _CALLS = ("get", "get_many", "set", "set_many", "add", "incr", "delete", "delete_many", "touch")
 
@@ -87,3 +100,37 @@ def test_round_trips_per_new_subscriber(monkeypatch: pytest.MonkeyPatch) -> None
         # Every subscriber reads the state: none counted means the counter watched another
         # instance than the one drf-grip uses (store.state_cache), as once it did.
         assert counts, f"{label}: no call counted"
+
+
+def test_round_trips_per_private_gateway_subscription_per_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A change re-renders each private gateway subscription as its subscriber and pushes
+    what changed: the calls counted here are the publisher's, per subscription pushed."""
+    from drf_grip.grip.publisher import get_publisher
+    from drf_grip.rest.buckets import holds_counted_here
+    from tests.test_gateway import make_user
+
+    # This process serves every request of its per-process cache, so a hold it did not
+    # count is none (as with a shared cache): without this, every hint bucket is hinted.
+    holds_counted_here()
+    state_cache().clear()
+    Todo.objects.create(title="a")
+    users = 10
+    sockets = []
+    for index in range(users):
+        _user, token = make_user(f"trips{index}")
+        ws = connect()
+        answer = ask(ws, {"id": 1, "subscribe": "/api/todos/", "token": token})
+        assert answer.get("status") == 200, answer
+        sockets.append(ws)
+    assert wait_idle(10) and get_publisher().flush(10)
+    time.sleep(1.0)  # past the subscriptions' settles (gateway.view.SETTLE_DELAY)
+    counts = _counting(monkeypatch)
+    Todo.objects.create(title="b")
+    assert wait_idle(10) and get_publisher().flush(10)
+    pushed = sum(1 for ws in sockets if not ws.receive_nothing())
+    assert pushed == users, f"{pushed} of {users} subscriptions got the change"
+    detail = ", ".join(f"{n / users:g} {name}" for name, n in counts.most_common())
+    total = sum(counts.values()) / users
+    print(f"\nper private gateway subscription pushed: {total:g}  ({detail})")

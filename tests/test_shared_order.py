@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 from typing import Any
 from unittest.mock import patch
 
@@ -903,3 +904,43 @@ def test_with_two_proxies_an_answer_ahead_waits_for_the_push_to_reach_each_of_th
     started = time.monotonic()
     shared.await_the_push_read(channel, read, '"v18"', "another", within=30.0)
     assert time.monotonic() - started < 10
+
+
+def test_a_lock_released_soon_is_not_read_first_and_one_past_its_half_life_only_if_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each send to a gateway subscription and each shared render takes ``exclusive``; its
+    release read the lock back before deleting it, a round trip per send (the large soak's
+    writers were mostly such trips). Well within its expiry it is still ours, so it goes at
+    once; later, another process may hold it since ours expired, and that one stays."""
+    from drf_grip.rest import tickets
+    from drf_grip.rest.store import state_cache
+
+    cache.clear()
+    store = state_cache()
+    reads: list[str] = []
+    real_get = store.get
+
+    def get(key: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(key)
+        return real_get(key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "get", get)
+    lock = "drf_grip:render:release-test:lock"
+    with tickets.exclusive("release-test"):
+        assert store.get(lock) is not None
+        reads.clear()
+    assert reads == [] and real_get(lock) is None
+
+    clock = [1000.0]
+    # tickets.py's own clock only: the publisher's threads keep theirs.
+    monkeypatch.setattr(tickets, "time", SimpleNamespace(monotonic=lambda: clock[0],
+                                                         sleep=time.sleep))
+    with tickets.exclusive("release-test"):
+        clock[0] += tickets._LOCK_SECONDS  # ours expired meanwhile; another took it
+        store.set(lock, "another's", 5)
+    assert real_get(lock) == "another's"
+    store.delete(lock)
+    with tickets.exclusive("release-test"):
+        clock[0] += tickets._LOCK_SECONDS - 1  # late, but still ours
+    assert real_get(lock) is None

@@ -29,10 +29,12 @@ __all__ = [
     "current_tickets",
     "exclusive",
     "forget_renders_since",
+    "later",
     "mark_sent",
     "overtaken",
     "retire",
     "sent_after",
+    "sent_key",
     "take_ticket",
 ]
 
@@ -160,15 +162,27 @@ def exclusive(name: str, wait: float = 2.0) -> Iterator[None]:
     key = _KEY + name + ":lock"
     token = secrets.token_hex(8)
     deadline = time.monotonic() + wait
-    held = cache.add(key, token, 5)
+    asked = time.monotonic()
+    held = cache.add(key, token, _LOCK_SECONDS)
     while not held and time.monotonic() < deadline:
         time.sleep(0.001)
-        held = cache.add(key, token, 5)
+        asked = time.monotonic()
+        held = cache.add(key, token, _LOCK_SECONDS)
     try:
         yield
     finally:
-        if held and cache.get(key) == token:
+        # The lock expires _LOCK_SECONDS after the cache took the ``add``, which was after
+        # ``asked``: well within that it is still this one's, and is released without
+        # reading it first (a round trip per send, two or three sends per change and
+        # subscription). Past that, another process may hold it now: only our own goes.
+        if held and (
+            time.monotonic() - asked < _LOCK_SECONDS / 2 or cache.get(key) == token
+        ):
             cache.delete(key)
+
+
+#: Seconds an ``exclusive`` lock lives should its holder die holding it.
+_LOCK_SECONDS = 5
 
 
 #: Seconds a retired series keeps its counter and mark: renders still in flight need them.
@@ -190,6 +204,17 @@ def _sent_key(name: str) -> str:
     return _KEY + name + ":sent"
 
 
+def sent_key(name: str) -> str:
+    """The cache key of the mark :func:`sent_after` reads, for a caller that reads it with
+    other keys in one round trip (then :func:`later`)."""
+    return _sent_key(name)
+
+
+def later(mark: Any, ticket: int) -> bool:
+    """Whether the mark read at :func:`sent_key` names a render later than ``ticket``."""
+    return mark is not None and int(mark) > ticket
+
+
 def mark_sent(name: str, ticket: int) -> None:
     """Record that the render holding ``ticket`` was handed to the publisher."""
     state_cache().set(_sent_key(name), ticket, _timeout())
@@ -199,5 +224,4 @@ def sent_after(name: str, ticket: int) -> bool:
     """Whether a later render of ``name`` than ``ticket`` was handed to the publisher. A
     queued item is outdated only then: one merely *started* later may find nothing changed
     since the last send and send nothing, and the queued item is the news."""
-    current = state_cache().get(_sent_key(name))
-    return current is not None and int(current) > ticket
+    return later(state_cache().get(_sent_key(name)), ticket)

@@ -44,6 +44,7 @@ __all__ = [
     "save_state",
     "user_connections",
     "sent_version",
+    "sent_version_key",
     "set_sent_version",
     "named_objects",
     "set_named_object",
@@ -178,7 +179,12 @@ def drop_state(conn: str) -> None:
 
 def sent_version(conn: str, key: str) -> str | None:
     """The version (ETag, ``status-N`` or :data:`REVOKED`) a private subscription last sent."""
-    return state_cache().get(_ETAG + conn + key)
+    return state_cache().get(sent_version_key(conn, key))
+
+
+def sent_version_key(conn: str, key: str) -> str:
+    """Where :func:`sent_version` reads, for a caller that reads it with other keys at once."""
+    return _ETAG + conn + key
 
 
 def sent_versions(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:

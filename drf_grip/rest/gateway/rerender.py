@@ -46,9 +46,11 @@ from ..tickets import (
     begin_renders,
     current_tickets,
     exclusive,
+    later,
     mark_sent,
     overtaken,
     sent_after,
+    sent_key,
     take_ticket,
 )
 from .connections import (
@@ -57,7 +59,7 @@ from .connections import (
     named_objects,
     private_connections,
     send_to_connection,
-    sent_version,
+    sent_version_key,
     sent_versions,
     set_named_object,
     set_sent_version,
@@ -175,9 +177,15 @@ def repair_overtaken(items: list[dict[str, Any]]) -> None:
             {_DELIVERED + ticket_name(conn, digest): ticket for conn, digest, ticket, _ in renders},
             _LAST_SENT_TIMEOUT,
         )
+    # Whether a later render of each was sent, read for all of them at once.
+    marks = (
+        state_cache().get_many([sent_key(ticket_name(c, d)) for c, d, _t, _tail in renders])
+        if renders
+        else {}
+    )
     for conn, digest, ticket, tail in renders:
         name = ticket_name(conn, digest)
-        if not sent_after(name, ticket) or _send_withheld(conn, digest):
+        if not later(marks.get(sent_key(name)), ticket) or _send_withheld(conn, digest):
             continue  # nothing later; or the later render waited for this one, and follows it
         if time.time() >= _withheld_until(name):
             # (While pushes wait for a subscribe answer, its settle sends the latest.) The
@@ -428,15 +436,17 @@ def _push(conn: str, key: str, ticket: int, message: str, version: str | None) -
     _register_hooks()  # also for a render withheld here: this process sends it later
     with exclusive(name):
         # One step: checked, then preempted while a later render was sent, this older
-        # one would be sent last (tickets.exclusive).
-        if sent_after(name, ticket) or sent_version(conn, key) == version:
+        # one would be sent last (tickets.exclusive). Everything it reads, in one trip.
+        marked, last = sent_key(name), sent_version_key(conn, key)
+        found = state_cache().get_many(
+            [marked, last, _LAST_SENT + name, _DELIVERED + name, _WITHHELD + name,
+             _IN_TRANSIT + name]
+        )
+        if later(found.get(marked), ticket) or found.get(last) == version:
             return  # a later render went out, or this one did not change
         set_sent_version(conn, key, version)
         mark_sent(name, ticket)
         now = time.time()
-        found = state_cache().get_many(
-            [_LAST_SENT + name, _DELIVERED + name, _WITHHELD + name, _IN_TRANSIT + name]
-        )
         _record_sending(name, ticket, message, now)
         if now < _until(found.get(_IN_TRANSIT + name)):
             # The subscribe answer may still be on its way and this push could overtake it:
