@@ -9,7 +9,9 @@ project's views and a per-process cache (the calls are the same whatever the bac
     python -m pytest bench/cache_trips.py -q -s
 
 Prints one line per case: the subscriber is the second of its URL (the first one also
-lists the live URL). Then, per private gateway subscription that a change reaches, what
+lists the live URL). Then, per shared live URL that a change renders and pushes (ten
+filtered lists, each with a stream), what the publisher's pass costs it; and per private
+gateway subscription that a change reaches, what
 the publisher's re-render and push cost it: ten users, each subscribed to ``/api/todos/``
 on a socket of their own. The test process publishes to two destinations (the embedded
 proxy and the test kit's own sink for ``WebSocketTestClient``), so the publisher's checks
@@ -134,3 +136,28 @@ def test_round_trips_per_private_gateway_subscription_per_change(
     detail = ", ".join(f"{n / users:g} {name}" for name, n in counts.most_common())
     total = sum(counts.values()) / users
     print(f"\nper private gateway subscription pushed: {total:g}  ({detail})")
+
+
+def test_round_trips_per_shared_live_url_per_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A change renders each live URL of its model once and pushes it: the calls counted
+    here are the publisher's, per live URL rendered and pushed (ten filtered lists of
+    ``/api/shared-todos/``, each with one SSE subscriber)."""
+    from drf_grip import publish_changes
+    from drf_grip.grip.publisher import get_publisher
+    from drf_grip.rest.buckets import holds_counted_here
+
+    holds_counted_here()  # see the test above
+    state_cache().clear()
+    Todo.objects.create(title="a")
+    client = ProxiedClient()
+    urls = [f"/api/shared-todos/?search={'a' * (n + 1)}" for n in range(10)]
+    for url in urls:
+        assert client.get(url, HTTP_ACCEPT="text/event-stream").status_code == 200
+    assert wait_idle(10) and get_publisher().flush(10)
+    counts = _counting(monkeypatch)
+    Todo.objects.filter(title="a").update(title="aaaaaaaaaaaa")  # in every list, changed
+    publish_changes(Todo)
+    assert wait_idle(10) and get_publisher().flush(10)
+    detail = ", ".join(f"{n / len(urls):g} {name}" for name, n in counts.most_common())
+    total = sum(counts.values()) / len(urls)
+    print(f"\nper shared live URL rendered: {total:g}  ({detail})")

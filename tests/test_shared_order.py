@@ -80,10 +80,10 @@ def test_a_render_preempted_after_its_check_does_not_publish_over_a_newer_one(
     version; the older render then went out last and a gateway subscriber stayed on it."""
     bodies = iter([_rendered(b'{"v": "old"}', "old"), _rendered(b'{"v": "new"}', "new")])
     monkeypatch.setattr(shared, "render_live", lambda recorded: next(bodies))
-    check = shared.overtaken
+    check = shared._since_render_began
     calls = 0
 
-    def overtaken_then_preempted(name: str, ticket: int) -> bool:
+    def overtaken_then_preempted(name: str, ticket: int) -> tuple[bool, Any]:
         nonlocal calls
         calls += 1
         answer = check(name, ticket)
@@ -91,7 +91,7 @@ def test_a_render_preempted_after_its_check_does_not_publish_over_a_newer_one(
             shared.publish_live_url(ENTRY)  # the other process, all the way through
         return answer
 
-    monkeypatch.setattr(shared, "overtaken", overtaken_then_preempted)
+    monkeypatch.setattr(shared, "_since_render_began", overtaken_then_preempted)
     shared.publish_live_url(ENTRY)
 
     bodies_sent = [item["formats"]["ws-message"]["content"] for item in published]

@@ -42,21 +42,25 @@ from .store import NEED, cache_failed, incr, state_cache
 from .tickets import (
     began_since,
     begin_renders,
+    counter_key,
     current_tickets,
     exclusive,
+    later,
     mark_sent,
     overtaken,
-    sent_after,
+    sent_key,
     take_ticket,
 )
 from .versions import (
     CONFIRM_WAIT,
     add_version,
+    as_version,
     confirmers,
     read_confirmed,
     read_confirmed_by,
     read_version,
     set_version,
+    version_key,
     watch,
 )
 
@@ -285,13 +289,20 @@ def mark_ahead(channel: str, tag: str) -> None:
     state_cache().set(_AHEAD + channel, (ticket, tag), live_timeout())
 
 
-def _behind_a_subscriber(channel: str, ticket: int, tag: str) -> bool:
+def _since_render_began(channel: str, ticket: int) -> tuple[bool, Any]:
+    """Once the render holding ``ticket`` is made: whether a later render of ``channel``
+    began (``tickets.overtaken``), and the channel's ``mark_ahead``, in one round trip."""
+    found = state_cache().get_many([counter_key(channel), _AHEAD + channel])
+    return later(found.get(counter_key(channel)), ticket), found.get(_AHEAD + channel)
+
+
+def _behind_a_subscriber(ahead: Any, ticket: int, tag: str) -> bool:
     """Whether a subscriber's own render, made after the render holding ``ticket`` began,
-    differs from it (``mark_ahead``): that render may be the older one. It then goes out
-    as a hint (each long-poll runs its own GET, each stream fetches its next link), which
-    moves nobody back; the publish of the newer commit follows as usual. A render that
-    began later than the mark read at least what the subscriber read."""
-    ahead = state_cache().get(_AHEAD + channel)
+    differs from it (``ahead``: the channel's ``mark_ahead``, read at ``_AHEAD``): that
+    render may be the older one. It then goes out as a hint (each long-poll runs its own
+    GET, each stream fetches its next link), which moves nobody back; the publish of the
+    newer commit follows as usual. A render that began later than the mark read at least
+    what the subscriber read."""
     return isinstance(ahead, (tuple, list)) and ahead[0] >= ticket and ahead[1] != tag
 
 
@@ -805,7 +816,8 @@ def publish_live_url(entry: dict[str, Any]) -> None:
         logger.exception("drf-grip could not render a live URL; its subscribers are hinted")
         _hint_unrendered(channel, url, ticket)
         return
-    if overtaken(channel, ticket):
+    overtaken_since, ahead = _since_render_began(channel, ticket)
+    if overtaken_since:
         _trace(channel, url, ticket, "overtaken by a later render")
         return
     if status == 200:
@@ -834,7 +846,7 @@ def publish_live_url(entry: dict[str, Any]) -> None:
             "ws-message": {"content": _ws_message(url, 200, body, headers, etag)},
         }
         formats = _pushable(formats, url, len(body))
-        if "content" in formats["http-stream"] and _behind_a_subscriber(channel, ticket, tag):
+        if "content" in formats["http-stream"] and _behind_a_subscriber(ahead, ticket, tag):
             from .publishing import HINT
 
             # Gateway subscribers keep the message: a WebSocket cannot be asked to re-read.
@@ -1069,9 +1081,11 @@ def _take_version(
     reaches a fresh connection one way, either skipped and then sent by its settle or
     published to it."""
     with exclusive(channel):
-        if sent_after(channel, ticket):
+        marked, current = sent_key(channel), version_key(channel)
+        found = state_cache().get_many([marked, current])
+        if later(found.get(marked), ticket):
             return None
-        previous = read_version(channel)
+        previous = as_version(found.get(current))
         if names_etag(rendered_version(channel, previous), tag) and not _rendered_by_subscribers(
             channel, previous
         ):

@@ -26,6 +26,7 @@ from .store import incr, state_cache, touch
 __all__ = [
     "began_since",
     "begin_renders",
+    "counter_key",
     "current_tickets",
     "exclusive",
     "forget_renders_since",
@@ -145,8 +146,13 @@ def current_tickets(names: list[str]) -> dict[str, int]:
 def overtaken(name: str, ticket: int) -> bool:
     """Whether a render of ``name`` started after the one holding ``ticket`` (or, given a
     ticket read with :func:`current_tickets`, after that read)."""
-    current = state_cache().get(_KEY + name)
-    return current is not None and int(current) > ticket
+    return later(state_cache().get(_KEY + name), ticket)
+
+
+def counter_key(name: str) -> str:
+    """Where :func:`overtaken` reads the last ticket taken, for a caller that reads it with
+    other keys in one round trip (then :func:`later`)."""
+    return _KEY + name
 
 
 @contextmanager

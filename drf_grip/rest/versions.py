@@ -22,6 +22,8 @@ from .store import incr, state_cache, touch
 __all__ = [
     "read_version",
     "read_versions",
+    "version_key",
+    "as_version",
     "ensure_versions",
     "hold_versions",
     "counters_and_hold_versions",
@@ -88,6 +90,17 @@ def _text(value: object) -> str | None:
 
 def read_version(channel: str) -> str | None:
     return _text(state_cache().get(_KEY + channel))
+
+
+def version_key(channel: str) -> str:
+    """Where :func:`read_version` reads, for a caller that reads it with other keys in one
+    round trip (then :func:`as_version` of what it found)."""
+    return _KEY + channel
+
+
+def as_version(value: object) -> str | None:
+    """A version as read at :func:`version_key`."""
+    return _text(value)
 
 
 def read_versions(channels: list[str]) -> dict[str, str | None]:
