@@ -93,7 +93,7 @@ def _first_ticket(cache: Any, name: str) -> int | None:
     expiry can still do it): restarting at 1 made every later render look older than the
     last one sent, and none was sent until the counter passed it. It starts above that
     mark."""
-    first = int(cache.get(_sent_key(name)) or 0) + 1
+    first = int(cache.get(sent_key(name)) or 0) + 1
     if cache.add(_KEY + name, first, _timeout()):
         _renewed[name] = time.monotonic()
         return first
@@ -179,7 +179,7 @@ def exclusive(name: str, wait: float = 2.0) -> Iterator[None]:
     finally:
         # The lock expires _LOCK_SECONDS after the cache took the ``add``, which was after
         # ``asked``: well within that it is still this one's, and is released without
-        # reading it first (a round trip per send, two or three sends per change and
+        # reading it back (a round trip less per shared render and per push to a gateway
         # subscription). Past that, another process may hold it now: only our own goes.
         if held and (
             time.monotonic() - asked < _LOCK_SECONDS / 2 or cache.get(key) == token
@@ -201,33 +201,29 @@ def retire(name: str) -> None:
     within that time renews them (:func:`take_ticket`, :func:`mark_sent`)."""
     cache = state_cache()
     touch(cache, _KEY + name, _RETIRED_TIMEOUT)
-    touch(cache, _sent_key(name), _RETIRED_TIMEOUT)
+    touch(cache, sent_key(name), _RETIRED_TIMEOUT)
     _renewed.pop(name, None)
 
 
-def _sent_key(name: str) -> str:
-    """Where the ticket of the last render of ``name`` handed to the publisher is kept."""
+def sent_key(name: str) -> str:
+    """Where the ticket of the last render of ``name`` handed to the publisher is kept (read
+    by :func:`sent_after`, or with other keys in one round trip, then :func:`later`)."""
     return _KEY + name + ":sent"
 
 
-def sent_key(name: str) -> str:
-    """The cache key of the mark :func:`sent_after` reads, for a caller that reads it with
-    other keys in one round trip (then :func:`later`)."""
-    return _sent_key(name)
-
-
-def later(mark: Any, ticket: int) -> bool:
-    """Whether the mark read at :func:`sent_key` names a render later than ``ticket``."""
-    return mark is not None and int(mark) > ticket
+def later(found: Any, ticket: int) -> bool:
+    """Whether what was read at :func:`sent_key` or :func:`counter_key` names a render
+    later than ``ticket``."""
+    return found is not None and int(found) > ticket
 
 
 def mark_sent(name: str, ticket: int) -> None:
     """Record that the render holding ``ticket`` was handed to the publisher."""
-    state_cache().set(_sent_key(name), ticket, _timeout())
+    state_cache().set(sent_key(name), ticket, _timeout())
 
 
 def sent_after(name: str, ticket: int) -> bool:
     """Whether a later render of ``name`` than ``ticket`` was handed to the publisher. A
     queued item is outdated only then: one merely *started* later may find nothing changed
     since the last send and send nothing, and the queued item is the news."""
-    return later(state_cache().get(_sent_key(name)), ticket)
+    return later(state_cache().get(sent_key(name)), ticket)
