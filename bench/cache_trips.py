@@ -11,12 +11,11 @@ project's views and a per-process cache (the calls are the same whatever the bac
 Prints one line per case: the subscriber is the second of its URL (the first one also
 lists the live URL). Then, per shared live URL that a change renders and pushes (ten
 filtered lists, each with a stream), what the publisher's pass costs it; and per private
-gateway subscription that a change reaches, what
-the publisher's re-render and push cost it: ten users, each subscribed to ``/api/todos/``
-on a socket of their own. The test process publishes to two destinations (the embedded
-proxy and the test kit's own sink for ``WebSocketTestClient``), so the publisher's checks
-per destination (before a send, and once it is confirmed) count twice; once behind one
-Pushpin.
+gateway subscription that a change reaches, what the publisher's re-render and push cost
+it (ten users, each subscribed to ``/api/todos/`` on a socket of their own). The test
+process publishes to two destinations (the embedded proxy and the test kit's own sink for
+``WebSocketTestClient``), so the publisher's checks per destination (before a send, and
+once it is confirmed) count twice; once behind one Pushpin.
 """
 
 from __future__ import annotations
@@ -104,20 +103,31 @@ def test_round_trips_per_new_subscriber(monkeypatch: pytest.MonkeyPatch) -> None
         assert counts, f"{label}: no call counted"
 
 
+def _counted_from_here() -> None:
+    """A fresh state with one todo. This process serves every request of its per-process
+    cache, so a hold it did not count is none (as with a shared cache): without saying so,
+    every hint bucket of a change is hinted."""
+    from drf_grip.rest.buckets import holds_counted_here
+
+    holds_counted_here()
+    state_cache().clear()
+    Todo.objects.create(title="a")
+
+
+def _report(label: str, counts: collections.Counter[str], per: int) -> None:
+    detail = ", ".join(f"{n / per:g} {name}" for name, n in counts.most_common())
+    print(f"\n{label}: {sum(counts.values()) / per:g}  ({detail})")
+
+
 def test_round_trips_per_private_gateway_subscription_per_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A change re-renders each private gateway subscription as its subscriber and pushes
     what changed: the calls counted here are the publisher's, per subscription pushed."""
     from drf_grip.grip.publisher import get_publisher
-    from drf_grip.rest.buckets import holds_counted_here
     from tests.test_gateway import make_user
 
-    # This process serves every request of its per-process cache, so a hold it did not
-    # count is none (as with a shared cache): without this, every hint bucket is hinted.
-    holds_counted_here()
-    state_cache().clear()
-    Todo.objects.create(title="a")
+    _counted_from_here()
     users = 10
     sockets = []
     for index in range(users):
@@ -133,9 +143,7 @@ def test_round_trips_per_private_gateway_subscription_per_change(
     assert wait_idle(10) and get_publisher().flush(10)
     pushed = sum(1 for ws in sockets if not ws.receive_nothing())
     assert pushed == users, f"{pushed} of {users} subscriptions got the change"
-    detail = ", ".join(f"{n / users:g} {name}" for name, n in counts.most_common())
-    total = sum(counts.values()) / users
-    print(f"\nper private gateway subscription pushed: {total:g}  ({detail})")
+    _report("per private gateway subscription pushed", counts, users)
 
 
 def test_round_trips_per_shared_live_url_per_change(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,11 +152,8 @@ def test_round_trips_per_shared_live_url_per_change(monkeypatch: pytest.MonkeyPa
     ``/api/shared-todos/``, each with one SSE subscriber)."""
     from drf_grip import publish_changes
     from drf_grip.grip.publisher import get_publisher
-    from drf_grip.rest.buckets import holds_counted_here
 
-    holds_counted_here()  # see the test above
-    state_cache().clear()
-    Todo.objects.create(title="a")
+    _counted_from_here()
     client = ProxiedClient()
     urls = [f"/api/shared-todos/?search={'a' * (n + 1)}" for n in range(10)]
     for url in urls:
@@ -158,6 +163,4 @@ def test_round_trips_per_shared_live_url_per_change(monkeypatch: pytest.MonkeyPa
     Todo.objects.filter(title="a").update(title="aaaaaaaaaaaa")  # in every list, changed
     publish_changes(Todo)
     assert wait_idle(10) and get_publisher().flush(10)
-    detail = ", ".join(f"{n / len(urls):g} {name}" for name, n in counts.most_common())
-    total = sum(counts.values()) / len(urls)
-    print(f"\nper shared live URL rendered: {total:g}  ({detail})")
+    _report("per shared live URL rendered", counts, len(urls))

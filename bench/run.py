@@ -687,7 +687,7 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
     for watcher in watchers:
         watcher.close()
     await settle_embedded(origin)
-    teardown_ms = await until_quiet(origin)
+    leave_ms = await until_quiet(origin)
     result = {
         "n": count,
         "delivered": len(latencies),
@@ -703,7 +703,7 @@ async def run_round(case: Case, origin: Origin, count: int, args: argparse.Names
         "cpu_per_change_ms": round((cpu3 - cpu2) / 1e6, 2),
         # What the origin spent after the watchers left, until it rested (a gateway
         # socket's CLOSE reaches the origin; a long-poll or a stream that ends does not).
-        "disconnect_cpu_ms_per_client": round(teardown_ms / count, 3),
+        "leave_cpu_ms_per_client": round(leave_ms / count, 3),
         "change_wall_ms": round((done_at - sent) * 1000, 1),
     }
     if origin.name == "grip-embedded":
@@ -836,7 +836,7 @@ def summarize(case: Case, count: int) -> dict[str, Any]:
     rounds = [r for r in case.rounds if r["n"] == count]
     summary: dict[str, Any] = {"rounds": len(rounds)}
     for key in ("p50_ms", "p99_ms", "cpu_per_change_ms", "connect_cpu_ms_per_client",
-                "connect_requests_per_client", "disconnect_cpu_ms_per_client", "kib_per_held"):
+                "connect_requests_per_client", "leave_cpu_ms_per_client", "kib_per_held"):
         value = median_or_none([r.get(key) for r in rounds])
         summary[key] = round(value, 2) if value is not None else None
     summary["delivered"] = f"{sum(r['delivered'] for r in rounds)}/{sum(r['expected'] for r in rounds)}"
@@ -943,7 +943,7 @@ def table(results: dict[str, Any], sizes: list[int]) -> str:
                          "–" if name == "raw" else fmt(s["cpu_per_change_ms"]),
                          "–" if name == "raw" else fmt(s["connect_cpu_ms_per_client"], 2),
                          "–" if name == "raw" else fmt(s.get("connect_requests_per_client"), 2),
-                         "–" if name == "raw" else fmt(s.get("disconnect_cpu_ms_per_client"), 2),
+                         "–" if name == "raw" else fmt(s.get("leave_cpu_ms_per_client"), 2),
                          fmt(s["kib_per_held"])))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
 

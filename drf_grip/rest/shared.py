@@ -292,8 +292,9 @@ def mark_ahead(channel: str, tag: str) -> None:
 def _since_render_began(channel: str, ticket: int) -> tuple[bool, Any]:
     """Once the render holding ``ticket`` is made: whether a later render of ``channel``
     began (``tickets.overtaken``), and the channel's ``mark_ahead``, in one round trip."""
-    found = state_cache().get_many([counter_key(channel), _AHEAD + channel])
-    return later(found.get(counter_key(channel)), ticket), found.get(_AHEAD + channel)
+    counted, ahead = counter_key(channel), _AHEAD + channel
+    found = state_cache().get_many([counted, ahead])
+    return later(found.get(counted), ticket), found.get(ahead)
 
 
 def _behind_a_subscriber(ahead: Any, ticket: int, tag: str) -> bool:

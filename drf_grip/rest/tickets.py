@@ -42,6 +42,12 @@ __all__ = [
 _KEY = "drf_grip:render:"
 
 
+def counter_key(name: str) -> str:
+    """Where the tickets of ``name`` are counted (read by :func:`overtaken`, or with other
+    keys in one round trip, then :func:`later`)."""
+    return _KEY + name
+
+
 def _timeout() -> int:
     """How long a series' counter and mark live without a render: renders happen only while
     what they render for is live (a listed URL, a gateway subscription), so as long as that
@@ -63,12 +69,12 @@ def take_ticket(name: str, *, likely_first: bool = False) -> int:
         if first is not None:
             return first
     try:
-        ticket = incr(cache, _KEY + name, _timeout())
+        ticket = incr(cache, counter_key(name), _timeout())
     except ValueError:
         first = _first_ticket(cache, name)
         if first is not None:
             return first
-        ticket = incr(cache, _KEY + name, _timeout())  # another process took it a moment ago
+        ticket = incr(cache, counter_key(name), _timeout())  # another process took it a moment ago
     # ``incr`` keeps the expiry ``add`` gave (Redis, local memory): a busy URL's counter
     # expired a day after its first render, and the restart above (the mark + 1) gave a
     # render that began after a later commit the ticket of one still rendering older rows;
@@ -79,7 +85,7 @@ def take_ticket(name: str, *, likely_first: bool = False) -> int:
     if now - _renewed.get(name, float("-inf")) > timeout / 4:
         if len(_renewed) >= _BEGAN_MAX:
             _renewed.clear()
-        touch(cache, _KEY + name, timeout)
+        touch(cache, counter_key(name), timeout)
         _renewed[name] = now
     return ticket
 
@@ -94,7 +100,7 @@ def _first_ticket(cache: Any, name: str) -> int | None:
     last one sent, and none was sent until the counter passed it. It starts above that
     mark."""
     first = int(cache.get(sent_key(name)) or 0) + 1
-    if cache.add(_KEY + name, first, _timeout()):
+    if cache.add(counter_key(name), first, _timeout()):
         _renewed[name] = time.monotonic()
         return first
     return None
@@ -139,20 +145,14 @@ def current_tickets(names: list[str]) -> dict[str, int]:
     """The last ticket taken for each of ``names`` (0 for none yet)."""
     if not names:
         return {}
-    found = state_cache().get_many([_KEY + n for n in names])
-    return {n: int(found.get(_KEY + n) or 0) for n in names}
+    found = state_cache().get_many([counter_key(n) for n in names])
+    return {n: int(found.get(counter_key(n)) or 0) for n in names}
 
 
 def overtaken(name: str, ticket: int) -> bool:
     """Whether a render of ``name`` started after the one holding ``ticket`` (or, given a
     ticket read with :func:`current_tickets`, after that read)."""
-    return later(state_cache().get(_KEY + name), ticket)
-
-
-def counter_key(name: str) -> str:
-    """Where :func:`overtaken` reads the last ticket taken, for a caller that reads it with
-    other keys in one round trip (then :func:`later`)."""
-    return _KEY + name
+    return later(state_cache().get(counter_key(name)), ticket)
 
 
 @contextmanager
@@ -200,7 +200,7 @@ def retire(name: str) -> None:
     closed): its counter and mark expire soon instead of a day later. A render taken again
     within that time renews them (:func:`take_ticket`, :func:`mark_sent`)."""
     cache = state_cache()
-    touch(cache, _KEY + name, _RETIRED_TIMEOUT)
+    touch(cache, counter_key(name), _RETIRED_TIMEOUT)
     touch(cache, sent_key(name), _RETIRED_TIMEOUT)
     _renewed.pop(name, None)
 
