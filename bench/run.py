@@ -910,6 +910,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await origin.aclose()
         if redis is not None:
             redis.stop()
+        if args.keep:
+            print(f"  kept the run's folder (database, Pushpin logs): {db_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(db_dir, ignore_errors=True)
 
 
 def partitions_supported() -> bool:
@@ -1005,6 +1009,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", choices=("locmem", "redis"), default="locmem",
                         help="the origins' Django cache (drf-grip's state): per-process memory "
                         "(default) or RedisCache on one private redis-server for the run")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the run's temporary folder (database, Pushpin logs)")
     parser.add_argument("--json", default=str(HERE / "results.json"),
                         help="where to write every round (default bench/results.json; '' for none)")
     args = parser.parse_args(argv)

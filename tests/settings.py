@@ -1,6 +1,8 @@
 """Django settings for drf-grip's own test suite."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 SECRET_KEY = "drf-grip-tests-not-secret-0123456789abcdef"
@@ -30,8 +32,26 @@ MIDDLEWARE = [
     "tests.testapp.hook_views.TenantMiddleware",
 ]
 
+
+
+def _session_dir() -> str:
+    """One temporary folder per test session, removed when the process that made it exits.
+
+    Every process that loads these settings opens its own SQLite file, and many never run the
+    test runner that would delete it (xdist workers' helpers, ``runserver`` and ``manage.py``
+    subprocesses). They inherit the folder through the environment, so nothing is left in
+    the system's temporary folder after a run."""
+    folder = os.environ.get("DRF_GRIP_TEST_TMP")
+    if folder and os.path.isdir(folder):
+        return folder
+    folder = tempfile.mkdtemp(prefix="drf-grip-tests-")
+    os.environ["DRF_GRIP_TEST_TMP"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 # A file database, so the origin server thread and the test see the same data.
-_DB = os.path.join(tempfile.gettempdir(), f"drf-grip-tests-{os.getpid()}.sqlite3")
+_DB = os.path.join(_session_dir(), f"drf-grip-tests-{os.getpid()}.sqlite3")
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
