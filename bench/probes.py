@@ -12,9 +12,9 @@ streams got the change and the median and slowest time from the PATCH.
 straight to it (no proxy), 200 requests 20 at a time, median of 5.
 
 ``python bench/probes.py write-latency``: ``bench/run.py``'s PATCH latency with 200
-long-polls held versus none, repeated ``--runs`` times on one origin; ``--gc off`` runs the
-origin with Python's cyclic garbage collector disabled (``BENCH_GC=off``), to see how much
-of the tail is collection pauses.
+long-polls held versus none, repeated ``--runs`` times; ``--gc on,off,freeze`` runs one
+origin per setting of Python's cyclic garbage collector (left on; disabled; start-up objects
+frozen, ``BENCH_GC``), runs alternated, to see how much of the tail is collection pauses.
 
 ``python bench/probes.py nodelay``: a GET through Pushpin on a kept-alive connection, to an
 origin served by ``uvicorn --workers 2`` (Nagle left on: uvicorn binds that socket with
@@ -127,23 +127,36 @@ async def request_cpu(args: argparse.Namespace) -> None:
 
 
 async def write_latency(args: argparse.Namespace) -> None:
-    if args.gc == "off":
-        os.environ["BENCH_GC"] = "off"  # read by bench/site/serve.py
+    modes = args.gc.split(",")
     db = _database(args.held + 10)
     cases = {c.name: c for c in bench.all_cases()}
-    origin = bench.Origin("drfgrip", pushpin=True, db=db, profile_dir=None, name="writes")
+    origins: dict[str, bench.Origin] = {}
+    ratios: dict[tuple[str, str], list[float]] = {}
     try:
+        for mode in modes:  # one origin per mode, side by side
+            os.environ["BENCH_GC"] = mode  # read by bench/site/serve.py
+            origins[mode] = bench.Origin("drfgrip", pushpin=True, db=db, profile_dir=None,
+                                         name=f"writes-gc-{mode}")
         warm: Any = argparse.Namespace(timeout=30, batch=100)
-        await bench.run_round(cases["grip-lp-pp"], origin, 1, warm, -1)
-        for name in args.cases.split(","):
-            for _ in range(args.runs):
-                r = await bench.write_latency(origin, cases[name], args.held, args.patches, 100)
-                print(f"{name} (gc {args.gc}): p50/p99 {r['idle_p50_ms']}/{r['idle_p99_ms']} ms "
-                      f"with none held, {r['held_p50_ms']}/{r['held_p99_ms']} ms with "
-                      f"{args.held} held: x{r['ratio_p99']} (p99)", flush=True)
-                await asyncio.sleep(2)
+        for origin in origins.values():
+            await bench.run_round(cases["grip-lp-pp"], origin, 1, warm, -1)
+        for number in range(args.runs):
+            for mode in modes if number % 2 == 0 else modes[::-1]:
+                for name in args.cases.split(","):
+                    await bench.until_quiet(origins[mode])
+                    r = await bench.write_latency(origins[mode], cases[name], args.held,
+                                                  args.patches, 100)
+                    ratios.setdefault((name, mode), []).append(r["ratio_p99"])
+                    print(f"{name} (gc {mode}): p50/p99 {r['idle_p50_ms']}/{r['idle_p99_ms']} "
+                          f"ms with none held, {r['held_p50_ms']}/{r['held_p99_ms']} ms with "
+                          f"{args.held} held: x{r['ratio_p99']} (p99); slowest held "
+                          f"{r['held_slowest_ms']}", flush=True)
+        for (name, mode), values in ratios.items():
+            print(f"{name} (gc {mode}): median p99 ratio x{statistics.median(values):.2f} "
+                  f"over {len(values)} runs ({', '.join(f'{v:.2f}' for v in values)})")
     finally:
-        await origin.aclose()
+        for origin in origins.values():
+            await origin.aclose()
 
 
 async def hold_after_write(args: argparse.Namespace) -> None:
@@ -263,7 +276,9 @@ def main() -> None:
     writes.add_argument("--runs", type=int, default=3)
     writes.add_argument("--held", type=int, default=200)
     writes.add_argument("--patches", type=int, default=40)
-    writes.add_argument("--gc", choices=["on", "off"], default="on")
+    writes.add_argument("--gc", default="on",
+                        help="comma-separated: on, off (gc.disable()), freeze (gc.freeze() "
+                        "after start-up); one origin each, runs alternated")
     delay = commands.add_parser("nodelay")
     delay.add_argument("--rounds", type=int, default=3)
     delay.add_argument("--requests", type=int, default=30)

@@ -4,7 +4,9 @@ Binds a loopback port (``--port`` or a free one), prints it on the first line of
 then serves ``benchsite.asgi`` with uvicorn (one process, one event loop). ``--seed USERS``
 instead creates the SQLite database (10 todos, USERS users with tokens, one note each) and
 exits. Environment: ``BENCH_DB`` (the SQLite file), ``BENCH_SYSTEM`` is set from ``--system``,
-``BENCH_GC=off`` disables Python's cyclic garbage collector in the served process.
+``BENCH_GC=off`` disables Python's cyclic garbage collector in the served process;
+``BENCH_GC=freeze`` leaves it on but moves everything loaded at start-up (URLconf included)
+out of its way with ``gc.freeze()``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def main() -> None:
     config.load()
     if os.environ.get("BENCH_GC") == "off":  # bench/probes.py write-latency --gc off
         gc.disable()
+    elif os.environ.get("BENCH_GC") == "freeze":  # docs/performance.rst, "Tuning"
+        from django.urls import get_resolver
+
+        get_resolver().url_patterns  # Django imports the URLconf (the views) on first use
+        gc.freeze()
     if isinstance(server, uvicorn.Server) and hasattr(server, "proxy") and server.proxy is None:
         from drf_grip.proxy.server import find_proxy
 
