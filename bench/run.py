@@ -910,8 +910,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             await origin.aclose()
         if redis is not None:
             redis.stop()
-        if args.keep:
-            print(f"  kept the run's folder (database, Pushpin logs): {db_dir}", file=sys.stderr)
+        lost = [c.name for c in cases if any(r["delivered"] < r["expected"] for r in c.rounds)]
+        if args.keep or lost:
+            why = f" ({', '.join(lost)} lost deliveries)" if lost else ""
+            print(f"  kept the run's folder (database, Pushpin logs){why}: {db_dir}",
+                  file=sys.stderr)
         else:
             shutil.rmtree(db_dir, ignore_errors=True)
 
@@ -1010,7 +1013,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the origins' Django cache (drf-grip's state): per-process memory "
                         "(default) or RedisCache on one private redis-server for the run")
     parser.add_argument("--keep", action="store_true",
-                        help="keep the run's temporary folder (database, Pushpin logs)")
+                        help="keep the run's temporary folder (database, Pushpin logs); "
+                        "kept anyway when a round lost deliveries")
     parser.add_argument("--json", default=str(HERE / "results.json"),
                         help="where to write every round (default bench/results.json; '' for none)")
     args = parser.parse_args(argv)
