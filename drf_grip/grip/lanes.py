@@ -356,7 +356,7 @@ class Publisher:
                 lane.in_flight = len(batch)
 
             if hooks.outdated_checks:  # outside the lock: a check may read a shared cache
-                current = [item for item in batch if not hooks.is_outdated(item)]
+                current = hooks.current(batch)
                 superseded_count += len(batch) - len(current)
                 batch = current
             if hooks.item_rewrites:
@@ -403,7 +403,7 @@ class Publisher:
                     describe_channels(channels_of(batch)),
                 )
             if requeue and hooks.outdated_checks:
-                current = [item for item in requeue if not hooks.is_outdated(item)]
+                current = hooks.current(requeue)
                 superseded_count += len(requeue) - len(current)
                 requeue = current
             with self._lock:

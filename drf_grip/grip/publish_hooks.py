@@ -11,6 +11,7 @@ from ..protocol.items import RawItem
 
 __all__ = [
     "as_sent",
+    "current",
     "delivered_hooks",
     "delivered_to",
     "dropped_hooks",
@@ -31,15 +32,25 @@ logger = logging.getLogger("drf_grip.publish")
 #: Checks that an item is outdated by a newer item of its channel that any process
 #: published (``register_outdated_check``).
 outdated_checks: list[Callable[[RawItem], bool]] = []
+#: Their batch forms, where a check has one.
+_outdated_many: dict[Callable[[RawItem], bool], Callable[[list[RawItem]], list[bool]]] = {}
 
 
-def register_outdated_check(check: Callable[[RawItem], bool]) -> None:
+def register_outdated_check(
+    check: Callable[[RawItem], bool],
+    many: Callable[[list[RawItem]], list[bool]] | None = None,
+) -> None:
     """``check(item)`` True means a newer item of the item's channel was published, maybe by
     another process: the item is not sent, nor retried. ``lanes.coalesce`` is latest-wins
     within one process; this makes it hold across processes, whose lanes deliver in no
-    order relative to each other (after an outage each retries on its own timer)."""
+    order relative to each other (after an outage each retries on its own timer).
+
+    ``many(items)``, if given, answers the same for a batch at once (one flag per item):
+    a check that reads a shared cache then makes one round trip per batch, not per item."""
     if check not in outdated_checks:
         outdated_checks.append(check)
+    if many is not None:
+        _outdated_many[check] = many
 
 
 #: Rewrites of an item just before it is sent (``register_item_rewrite``).
@@ -131,11 +142,31 @@ def notify_dropped(items: list[RawItem]) -> None:
 
 
 def is_outdated(item: RawItem) -> bool:
+    return any(_says_outdated(check, item) for check in list(outdated_checks))
+
+
+def current(items: list[RawItem]) -> list[RawItem]:
+    """``items`` without the outdated ones (:func:`is_outdated`), each check asked once for
+    the whole batch where it has a batch form."""
     for check in list(outdated_checks):
+        if not items:
+            break
+        many = _outdated_many.get(check)
+        if many is None:
+            items = [item for item in items if not _says_outdated(check, item)]
+            continue
         try:
-            if check(item):
-                return True
+            flags = many(items)
         except Exception:  # noqa: BLE001 - a failing check must not stop delivery
             logger.exception("drf-grip: an outdated-item check failed")
-    return False
+            continue
+        items = [item for item, old in zip(items, flags, strict=True) if not old]
+    return items
 
+
+def _says_outdated(check: Callable[[RawItem], bool], item: RawItem) -> bool:
+    try:
+        return bool(check(item))
+    except Exception:  # noqa: BLE001 - a failing check must not stop delivery
+        logger.exception("drf-grip: an outdated-item check failed")
+        return False

@@ -138,7 +138,7 @@ def _render_of(item: dict[str, Any]) -> tuple[str, str, int, str] | None:
 
 def _register_hooks() -> None:
     """What the publisher tells this module of the items sent to connections."""
-    register_outdated_check(outdated_render)
+    register_outdated_check(outdated_render, outdated_renders)
     register_delivered_hook(repair_overtaken)
     register_dropped_hook(_given_up)
 
@@ -157,11 +157,21 @@ def outdated_render(item: dict[str, Any]) -> bool:
     waited in a publisher's queue (a retry after a proxy outage, another process's
     faster lane): Pushpin delivers ws-message items in the order they arrive. A later
     render withheld for it (:func:`_in_flight_elsewhere`) goes out in its place."""
-    found = _render_of(item)
-    if found is None or not sent_after(ticket_name(found[0], found[1]), found[2]):
-        return False
-    _send_withheld(found[0], found[1])
-    return True
+    return outdated_renders([item])[0]
+
+
+def outdated_renders(items: list[dict[str, Any]]) -> list[bool]:
+    """:func:`outdated_render` of each item, the marks of all of them read at once."""
+    renders = [_render_of(item) for item in items]
+    keys = {sent_key(ticket_name(found[0], found[1])) for found in renders if found is not None}
+    marks = state_cache().get_many(list(keys)) if keys else {}
+    flags = []
+    for found in renders:
+        old = found is not None and later(marks.get(sent_key(ticket_name(*found[:2]))), found[2])
+        if old:
+            _send_withheld(found[0], found[1])
+        flags.append(old)
+    return flags
 
 
 def repair_overtaken(items: list[dict[str, Any]]) -> None:
