@@ -30,7 +30,7 @@ import pytest
 from drf_grip.rest.change_worker import wait_idle
 from drf_grip.rest.store import state_cache
 from tests.conftest import embedded_proxy  # noqa: F401 - a fixture: publishes reach it
-from tests.drf_helpers import ProxiedClient
+from tests.drf_helpers import ProxiedClient, change_every_filtered_list, streamed_filtered_lists
 from tests.test_gateway import ask, connect
 from tests.testapp.models import Todo
 
@@ -150,17 +150,8 @@ def test_round_trips_per_shared_live_url_per_change(monkeypatch: pytest.MonkeyPa
     """A change renders each live URL of its model once and pushes it: the calls counted
     here are the publisher's, per live URL rendered and pushed (ten filtered lists of
     ``/api/shared-todos/``, each with one SSE subscriber)."""
-    from drf_grip import publish_changes
-    from drf_grip.grip.publisher import get_publisher
-
     _counted_from_here()
-    client = ProxiedClient()
-    urls = [f"/api/shared-todos/?search={'a' * (n + 1)}" for n in range(10)]
-    for url in urls:
-        assert client.get(url, HTTP_ACCEPT="text/event-stream").status_code == 200
-    assert wait_idle(10) and get_publisher().flush(10)
+    urls = streamed_filtered_lists(10)
     counts = _counting(monkeypatch)
-    Todo.objects.filter(title="a").update(title="aaaaaaaaaaaa")  # in every list, changed
-    publish_changes(Todo)
-    assert wait_idle(10) and get_publisher().flush(10)
+    change_every_filtered_list()
     _report("per shared live URL rendered", counts, len(urls))

@@ -101,3 +101,62 @@ def loaded_before_the_urlconf(model, pk, dispatch_uid: str, receiver):
         return model.objects.get(pk=pk)
     finally:
         post_init.connect(receiver, sender=model, weak=False, dispatch_uid=dispatch_uid)
+
+
+class LaneReads:
+    """What the publisher's lanes (its per-destination threads) read from the state cache:
+    ``single`` the keys of each ``get``, ``batched`` the keys of each ``get_many`` (the
+    ``get`` calls that some backends make a ``get_many`` of are not counted again)."""
+
+    def __init__(self, monkeypatch) -> None:
+        from drf_grip.rest.store import state_cache
+
+        self.single: list[str] = []
+        self.batched: list[list[str]] = []
+        inside = threading.local()
+        cache_class = type(state_cache())
+        real_get, real_get_many = cache_class.get, cache_class.get_many
+
+        def on_a_lane() -> bool:
+            return threading.current_thread().name.startswith("drf-grip publish to")
+
+        def get(cache, key, *args, **kwargs):
+            if on_a_lane() and not getattr(inside, "many", False):
+                self.single.append(key)
+            return real_get(cache, key, *args, **kwargs)
+
+        def get_many(cache, keys, *args, **kwargs):
+            keys = list(keys)
+            if on_a_lane():
+                self.batched.append(keys)
+            inside.many = True
+            try:
+                return real_get_many(cache, keys, *args, **kwargs)
+            finally:
+                inside.many = False
+
+        monkeypatch.setattr(cache_class, "get", get)
+        monkeypatch.setattr(cache_class, "get_many", get_many)
+
+
+def streamed_filtered_lists(count: int) -> list[str]:
+    """``count`` live URLs of ``/api/shared-todos/`` (``?search=a``, ``aa``, ...), each with
+    an SSE subscriber, the publisher at rest afterwards. A todo titled "a" is in none of
+    them until :func:`change_every_filtered_list`."""
+    client = ProxiedClient()
+    urls = [f"/api/shared-todos/?search={'a' * (n + 1)}" for n in range(count)]
+    for url in urls:
+        assert client.get(url, HTTP_ACCEPT="text/event-stream").status_code == 200
+    assert wait_idle(10) and get_publisher().flush(10)
+    return urls
+
+
+def change_every_filtered_list() -> None:
+    """Rename the todos titled "a" so that each list of :func:`streamed_filtered_lists`
+    changes, announce it, and wait until the publisher is at rest."""
+    from drf_grip import publish_changes
+    from tests.testapp.models import Todo
+
+    Todo.objects.filter(title="a").update(title="a" * 12)
+    publish_changes(Todo)
+    assert wait_idle(10) and get_publisher().flush(10)

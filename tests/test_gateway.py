@@ -16,7 +16,12 @@ from rest_framework.authtoken.models import Token
 from drf_grip.grip import later
 from drf_grip.rest.change_worker import wait_idle
 from drf_grip.test import WebSocketTestClient
-from tests.drf_helpers import revoke_during_the_next_notes_render
+from tests.drf_helpers import (
+    LaneReads,
+    change_every_filtered_list,
+    revoke_during_the_next_notes_render,
+    streamed_filtered_lists,
+)
 from tests.testapp.models import Note, Todo
 from tests.testapp.realtime_views import TodoViewSet
 
@@ -459,49 +464,43 @@ def test_a_publisher_batch_of_re_renders_is_checked_for_later_renders_at_once(mo
     subscription (``outdated_render``): that was one state-cache round trip per item and
     per destination, on the publisher's lane, before the lane could send (the large soak:
     a third of the writers' time was in the lanes). Now one read per batch."""
-    import threading
-
     from drf_grip.grip.publisher import get_publisher
-    from drf_grip.rest.store import state_cache
 
     visitors = [connect() for _ in range(6)]
     for ws in visitors:
         assert ask(ws, {"id": 1, "subscribe": "/api/todos/"})["status"] == 200
     assert wait_idle(10) and later.wait_called() and get_publisher().flush(10)
-    single: list[str] = []
-    batched: list[list[str]] = []
-    inside = threading.local()
-    cache_class = type(state_cache())
-    real_get, real_get_many = cache_class.get, cache_class.get_many
-
-    def on_a_lane() -> bool:
-        return threading.current_thread().name.startswith("drf-grip publish to")
-
-    def get(self, key, *args, **kwargs):
-        if on_a_lane() and not getattr(inside, "many", False):
-            single.append(key)
-        return real_get(self, key, *args, **kwargs)
-
-    def get_many(self, keys, *args, **kwargs):
-        keys = list(keys)
-        if on_a_lane():
-            batched.append(keys)
-        inside.many = True  # BaseCache.get_many calls get() for each key
-        try:
-            return real_get_many(self, keys, *args, **kwargs)
-        finally:
-            inside.many = False
-
-    monkeypatch.setattr(cache_class, "get", get)
-    monkeypatch.setattr(cache_class, "get_many", get_many)
+    reads = LaneReads(monkeypatch)
     Todo.objects.create(title="new")
     assert wait_idle(10) and get_publisher().flush(10)
     for ws in visitors:
         assert [t["title"] for t in ws.receive_json()["data"]["results"]] == ["new"]
 
-    assert [k for k in single if k.endswith(":sent")] == []
-    sent_reads = [keys for keys in batched if any(k.endswith(":sent") for k in keys)]
-    assert sent_reads and max(len(keys) for keys in sent_reads) > 1, batched
+    assert [k for k in reads.single if k.endswith(":sent")] == []
+    sent_reads = [keys for keys in reads.batched if any(k.endswith(":sent") for k in keys)]
+    assert sent_reads and max(len(keys) for keys in sent_reads) > 1, reads.batched
+
+
+def test_a_publisher_batch_of_live_url_pushes_reads_what_it_checks_at_once(monkeypatch):
+    """Just before a live URL's push goes out, the lane reads the URL's version (a newer
+    render overtook it?) and who was answered ahead of it (whom it skips): two round trips
+    per push and per destination. Now one read for the whole batch."""
+    from drf_grip.rest.versions import version_key
+
+    Todo.objects.create(title="a")
+    streamed_filtered_lists(6)
+    reads = LaneReads(monkeypatch)
+    change_every_filtered_list()
+
+    checked = [k for k in reads.single
+               if k.startswith((version_key(""), "drf_grip:answered-ahead:"))]
+    assert checked == []
+    # Each push still checked: its URL's version and its answered-ahead list, in one read.
+    assert sum(
+        any(k.startswith(version_key("")) for k in keys)
+        and any(k.startswith("drf_grip:answered-ahead:") for k in keys)
+        for keys in reads.batched
+    ) >= 1, reads.batched
 
 
 def test_a_subscription_this_process_began_re_rendering_after_the_change_is_left_out(

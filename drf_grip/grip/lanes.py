@@ -361,8 +361,7 @@ class Publisher:
                 batch = current
             if hooks.item_rewrites:
                 current = []
-                for item in batch:
-                    sent = hooks.as_sent(item)
+                for sent in hooks.as_sent_each(batch):
                     superseded_count += not sent
                     current.extend(sent)
                 batch = current

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ..protocol.items import RawItem
 
 __all__ = [
     "as_sent",
+    "as_sent_each",
     "current",
     "delivered_hooks",
     "delivered_to",
@@ -55,34 +57,62 @@ def register_outdated_check(
 
 #: Rewrites of an item just before it is sent (``register_item_rewrite``).
 item_rewrites: list[Callable[[RawItem], RawItem | list[RawItem] | None]] = []
+#: Their batch forms, where a rewrite has one.
+_rewrite_many: dict[Callable[..., Any], Callable[[list[RawItem]], list[Any]]] = {}
 
 
-def register_item_rewrite(rewrite: Callable[[RawItem], RawItem | list[RawItem] | None]) -> None:
+def register_item_rewrite(
+    rewrite: Callable[[RawItem], RawItem | list[RawItem] | None],
+    many: Callable[[list[RawItem]], list[RawItem | list[RawItem] | None]] | None = None,
+) -> None:
     """``rewrite(item)`` gives what to send in the item's place just before it is sent: the
     item itself, a reduced copy (an older state sent only as the link a newer item's
     ``prev-id`` names), several items sent one after another in that place, or None to send
-    nothing."""
+    nothing. ``many(items)``, if given, rewrites a batch at once (one answer per item), so
+    that what the rewrite reads from a shared cache is one round trip per batch."""
     if rewrite not in item_rewrites:
         item_rewrites.append(rewrite)
+    if many is not None:
+        _rewrite_many[rewrite] = many
 
 
 def as_sent(item: RawItem) -> list[RawItem]:
     """The items to send in ``item``'s place, in order (none: it is not sent)."""
-    items = [item]
+    return as_sent_each([item])[0]
+
+
+def as_sent_each(items: list[RawItem]) -> list[list[RawItem]]:
+    """:func:`as_sent` of each item, each rewrite asked once for the whole batch where it
+    has a batch form."""
+    out = [[item] for item in items]
     for rewrite in list(item_rewrites):
-        rewritten: list[RawItem] = []
-        for one in items:
-            try:
-                out = rewrite(one)
-            except Exception:  # noqa: BLE001 - a failing rewrite must not stop delivery
-                logger.exception("drf-grip: an item rewrite failed")
-                out = one
-            if isinstance(out, list):
-                rewritten.extend(out)
-            elif out is not None:
-                rewritten.append(out)
-        items = rewritten
-    return items
+        flat = [(index, one) for index, group in enumerate(out) for one in group]
+        answers = _rewritten(rewrite, [one for _, one in flat])
+        out = [[] for _ in items]
+        for (index, _one), answer in zip(flat, answers, strict=True):
+            if isinstance(answer, list):
+                out[index].extend(answer)
+            elif answer is not None:
+                out[index].append(answer)
+    return out
+
+
+def _rewritten(rewrite: Callable[[RawItem], Any], items: list[RawItem]) -> list[Any]:
+    many = _rewrite_many.get(rewrite)
+    if many is not None:
+        try:
+            return many(items)
+        except Exception:  # noqa: BLE001 - a failing rewrite must not stop delivery
+            logger.exception("drf-grip: an item rewrite failed")
+            return list(items)
+    answers: list[Any] = []
+    for one in items:
+        try:
+            answers.append(rewrite(one))
+        except Exception:  # noqa: BLE001 - a failing rewrite must not stop delivery
+            logger.exception("drf-grip: an item rewrite failed")
+            answers.append(one)
+    return answers
 
 
 #: Called with the items a destination confirmed (``register_delivered_hook``).

@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -467,14 +467,20 @@ def _version_and_channel(item: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _overtaken_version(item: dict[str, Any]) -> str | None:
+def _overtaken_version(item: dict[str, Any], read: Mapping[str, Any] | None = None
+                       ) -> str | None:
     """An item carrying a live URL's render when that channel has a newer version (a newer
-    render was published, by this process or another): that version, else None."""
+    render was published, by this process or another): that version, else None. ``read``:
+    the state cache's values at the keys of :func:`_keys_to_send`, read with others."""
     found = _version_and_channel(item)
     if found is None:
         return None
     version, channel = found
-    current = rendered_version(channel)
+    if read is None:
+        current = rendered_version(channel)
+    else:
+        value = as_version(read.get(version_key(channel)))
+        current = None if value is None else rendered_version(channel, value)
     return None if current is None or current == version else current
 
 
@@ -488,6 +494,28 @@ def outdated_item(item: dict[str, Any]) -> bool:
     all. Pushpin orders long-poll and stream items by prev-id, but an older render retried
     late (after a proxy outage) would still move subscribers back."""
     return _overtaken_version(item) is not None and not _recently_rendered(item)
+
+
+def live_items_as_sent(
+    items: list[dict[str, Any]],
+) -> list[dict[str, Any] | list[dict[str, Any]] | None]:
+    """:func:`live_item_as_sent` of each of a batch, what they read read at once."""
+    keys = {key for item in items for key in _keys_to_send(item)}
+    read = state_cache().get_many(list(keys)) if keys else {}
+    return [_as_sent(item, read) for item in items]
+
+
+def _keys_to_send(item: dict[str, Any]) -> list[str]:
+    """What :func:`live_item_as_sent` reads for ``item``: its live URL's version, and who
+    was answered ahead of the item (:func:`_skipping_answered_ahead`)."""
+    keys = []
+    found = _version_and_channel(item)
+    if found is not None:
+        keys.append(version_key(found[1]))
+    ahead = _answered_ahead_key_of(item)
+    if ahead is not None:
+        keys.append(ahead)
+    return keys
 
 
 def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]] | None:
@@ -508,8 +536,14 @@ def live_item_as_sent(item: dict[str, Any]) -> dict[str, Any] | list[dict[str, A
       and an item without an id clears the channel's last id (``sendItem``): whatever comes
       next is sent at once.
     """
-    if _overtaken_version(item) is None:
-        return _skipping_answered_ahead(item)
+    return live_items_as_sent([item])[0]
+
+
+def _as_sent(
+    item: dict[str, Any], read: Mapping[str, Any]
+) -> dict[str, Any] | list[dict[str, Any]] | None:
+    if _overtaken_version(item, read) is None:
+        return _skipping_answered_ahead(item, read)
     if not channel_name(item).startswith(_URL_CHANNELS):
         # A copy on a connection's own channel: nothing chains onto it, and nothing orders
         # it against the newer render, which the connection gets anyway.
@@ -720,19 +754,29 @@ def _skip_when_late(channel: str, version: str, user: str) -> None:
             cache.set(key, (*users, user)[-_ANSWERED_AHEAD_MAX:], live_timeout())
 
 
-def _skipping_answered_ahead(item: dict[str, Any]) -> dict[str, Any]:
+def _answered_ahead_key_of(item: dict[str, Any]) -> str | None:
+    """Where the gateway connections answered ahead of a live URL's push are named; None
+    for an item that is not such a push."""
+    item_id = item.get("id")
+    channel = channel_name(item)
+    if item_id is None or "ws-message" not in (item.get("formats") or {}):
+        return None
+    if not channel.startswith(_URL_CHANNELS):
+        return None
+    return _answered_ahead_key(channel, str(item_id))
+
+
+def _skipping_answered_ahead(item: dict[str, Any], read: Mapping[str, Any]) -> dict[str, Any]:
     """A live URL's push, as sent: its ``skip_users`` meta also names the gateway
     connections answered with a render ahead of it (``await_the_push_read``). The item is
     still sent to every other subscriber; the newer render those connections hold is
     published after it, since its commit came after this render read (the subscriber read
-    this version, set once this render was done, before rendering its own)."""
-    item_id = item.get("id")
-    channel = channel_name(item)
-    if item_id is None or "ws-message" not in (item.get("formats") or {}):
+    this version, set once this render was done, before rendering its own). ``read``: what
+    :func:`_keys_to_send` named, read."""
+    key = _answered_ahead_key_of(item)
+    if key is None:
         return item
-    if not channel.startswith(_URL_CHANNELS):
-        return item
-    users = state_cache().get(_answered_ahead_key(channel, str(item_id)))
+    users = read.get(key)
     if not isinstance(users, (tuple, list)) or not users:
         return item
     meta = dict(item.get("meta") or {})
@@ -802,7 +846,7 @@ def _push_queued_behind(channel: str, version: str) -> bool:
 
 
 def publish_live_url(entry: dict[str, Any]) -> None:
-    register_item_rewrite(live_item_as_sent)
+    register_item_rewrite(live_item_as_sent, live_items_as_sent)
     register_dropped_hook(forget_dropped)
     recorded = RecordedRequest.from_dict(entry["req"])
     channel, url = entry["channel"], entry["url"]
