@@ -103,40 +103,53 @@ def loaded_before_the_urlconf(model, pk, dispatch_uid: str, receiver):
         post_init.connect(receiver, sender=model, weak=False, dispatch_uid=dispatch_uid)
 
 
-class LaneReads:
-    """What the publisher's lanes (its per-destination threads) read from the state cache:
-    ``single`` the keys of each ``get``, ``batched`` the keys of each ``get_many`` (the
-    ``get`` calls that some backends make a ``get_many`` of are not counted again)."""
+class StateCacheCalls:
+    """The state cache's outermost calls of ``methods`` on threads that ``where()`` accepts,
+    as ``(method, keys)`` in ``calls`` (a ``get_many`` or ``set_many`` that the backend
+    makes of ``get`` or ``set`` calls counts once)."""
 
-    def __init__(self, monkeypatch) -> None:
+    def __init__(self, monkeypatch, methods: tuple[str, ...], where=lambda: True) -> None:
         from drf_grip.rest.store import state_cache
 
-        self.single: list[str] = []
-        self.batched: list[list[str]] = []
-        inside = threading.local()
+        self.calls: list[tuple[str, list[str]]] = []
+        depth = threading.local()
         cache_class = type(state_cache())
-        real_get, real_get_many = cache_class.get, cache_class.get_many
+        for method in methods:
+            real = getattr(cache_class, method)
 
-        def on_a_lane() -> bool:
-            return threading.current_thread().name.startswith("drf-grip publish to")
+            def counted(cache, first, *args, _real=real, _method=method, **kwargs):
+                outer = getattr(depth, "level", 0)
+                if outer == 0 and where():
+                    keys = [first] if isinstance(first, str) else list(first)
+                    self.calls.append((_method, keys))
+                depth.level = outer + 1
+                try:
+                    return _real(cache, first, *args, **kwargs)
+                finally:
+                    depth.level = outer
 
-        def get(cache, key, *args, **kwargs):
-            if on_a_lane() and not getattr(inside, "many", False):
-                self.single.append(key)
-            return real_get(cache, key, *args, **kwargs)
+            monkeypatch.setattr(cache_class, method, counted)
 
-        def get_many(cache, keys, *args, **kwargs):
-            keys = list(keys)
-            if on_a_lane():
-                self.batched.append(keys)
-            inside.many = True
-            try:
-                return real_get_many(cache, keys, *args, **kwargs)
-            finally:
-                inside.many = False
+    def keys_of(self, method: str) -> list[list[str]]:
+        return [keys for name, keys in self.calls if name == method]
 
-        monkeypatch.setattr(cache_class, "get", get)
-        monkeypatch.setattr(cache_class, "get_many", get_many)
+
+class LaneReads(StateCacheCalls):
+    """What the publisher's lanes (its per-destination threads) read from the state cache:
+    ``single`` the key of each ``get``, ``batched`` the keys of each ``get_many``."""
+
+    def __init__(self, monkeypatch) -> None:
+        super().__init__(monkeypatch, ("get", "get_many"), where=lambda: (
+            threading.current_thread().name.startswith("drf-grip publish to")
+        ))
+
+    @property
+    def single(self) -> list[str]:
+        return [keys[0] for keys in self.keys_of("get")]
+
+    @property
+    def batched(self) -> list[list[str]]:
+        return self.keys_of("get_many")
 
 
 def streamed_filtered_lists(count: int) -> list[str]:

@@ -944,3 +944,26 @@ def test_a_lock_released_soon_is_not_read_first_and_one_past_its_half_life_only_
     with tickets.exclusive("release-test"):
         clock[0] += tickets._LOCK_SECONDS - 1  # late, but still ours
     assert real_get(lock) is None
+
+
+def test_a_renders_step_writes_the_new_version_and_its_sent_mark_in_one_trip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The step of a shared render (``_take_version``, under the channel's lock) moved the
+    channel's version, then marked the render sent: two writes, two round trips, for every
+    live URL a change renders. Both live as long (twice a live URL's life), so one."""
+    from drf_grip.rest.tickets import sent_key, take_ticket
+    from drf_grip.rest.versions import version_key
+    from tests.drf_helpers import StateCacheCalls
+
+    cache.clear()
+    channel = ENTRY["channel"]
+    ticket = take_ticket(channel)
+    writes = StateCacheCalls(monkeypatch, ("set", "set_many"))
+
+    turn = shared._take_version(channel, ticket, '"t1"')
+
+    assert turn is not None and read_version(channel) == turn.version
+    ours = [(method, keys) for method, keys in writes.calls
+            if {version_key(channel), sent_key(channel)} & set(keys)]
+    assert ours == [("set_many", [version_key(channel), sent_key(channel)])]

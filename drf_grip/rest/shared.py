@@ -38,7 +38,7 @@ from .render import (
     subscriber_get,
 )
 from .sse import format_event
-from .store import NEED, cache_failed, incr, state_cache
+from .store import NEED, cache_failed, incr, state_cache, write_entries
 from .tickets import (
     began_since,
     begin_renders,
@@ -46,8 +46,8 @@ from .tickets import (
     current_tickets,
     exclusive,
     later,
-    mark_sent,
     overtaken,
+    sent_entry,
     sent_key,
     take_ticket,
 )
@@ -60,6 +60,7 @@ from .versions import (
     read_confirmed_by,
     read_version,
     set_version,
+    version_entry,
     version_key,
     watch,
 )
@@ -1136,8 +1137,7 @@ def _take_version(
         ):
             return None
         version = new_version(tag)
-        set_version(channel, version)
-        mark_sent(channel, ticket)
+        write_entries(state_cache(), [version_entry(channel, version), sent_entry(channel, ticket)])
         fresh = None
         if kept is not None:
             fresh = _fresh_subscribers_of(channel)

@@ -53,6 +53,7 @@ __all__ = [
     "raised_by_cache",
     "state_cache",
     "usable",
+    "write_entries",
 ]
 
 #: What :meth:`SlotIndex.renew` did: listed a key that was not listed (new, or it had
@@ -66,6 +67,19 @@ NEED = "need"
 
 _PROBES = 12
 _FIRST_RING = 32
+
+
+def write_entries(cache: Any, entries: Iterable[tuple[str, Any, float]]) -> None:
+    """Write ``(key, value, timeout)`` entries: one ``set_many`` per timeout they share, so
+    one round trip when they all agree."""
+    by_timeout: dict[float, dict[str, Any]] = {}
+    for key, value, timeout in entries:
+        by_timeout.setdefault(timeout, {})[key] = value
+    for timeout, values in by_timeout.items():
+        if len(values) == 1:
+            cache.set(*next(iter(values.items())), timeout)
+        else:
+            cache.set_many(values, timeout)
 
 
 def touch(cache: Any, key: str, timeout: float) -> bool:

@@ -35,6 +35,7 @@ __all__ = [
     "overtaken",
     "retire",
     "sent_after",
+    "sent_entry",
     "sent_key",
     "take_ticket",
 ]
@@ -219,7 +220,13 @@ def later(found: Any, ticket: int) -> bool:
 
 def mark_sent(name: str, ticket: int) -> None:
     """Record that the render holding ``ticket`` was handed to the publisher."""
-    state_cache().set(sent_key(name), ticket, _timeout())
+    state_cache().set(*sent_entry(name, ticket))
+
+
+def sent_entry(name: str, ticket: int) -> tuple[str, int, int]:
+    """What :func:`mark_sent` writes (key, value, timeout), for a caller that writes it with
+    other keys in one round trip (``store.write_entries``)."""
+    return sent_key(name), ticket, _timeout()
 
 
 def sent_after(name: str, ticket: int) -> bool:

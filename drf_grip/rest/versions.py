@@ -39,6 +39,7 @@ __all__ = [
     "note_committed",
     "read_committed",
     "set_version",
+    "version_entry",
     "add_version",
     "shared_hold_versions",
     "shared_versions",
@@ -423,4 +424,10 @@ def add_version(channel: str, version: str) -> bool:
 
 
 def set_version(channel: str, version: str) -> None:
-    state_cache().set(_KEY + channel, version, timeout=_timeout(channel))
+    state_cache().set(*version_entry(channel, version))
+
+
+def version_entry(channel: str, version: str) -> tuple[str, str, int]:
+    """What :func:`set_version` writes (key, value, timeout), for a caller that writes it
+    with other keys in one round trip (``store.write_entries``)."""
+    return _KEY + channel, version, _timeout(channel)

@@ -45,6 +45,7 @@ __all__ = [
     "user_connections",
     "sent_version",
     "sent_version_key",
+    "sent_version_entry",
     "set_sent_version",
     "named_objects",
     "set_named_object",
@@ -196,7 +197,13 @@ def sent_versions(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | N
 
 
 def set_sent_version(conn: str, key: str, version: str | None) -> None:
-    state_cache().set(_ETAG + conn + key, version, timeout=state_timeout())
+    state_cache().set(*sent_version_entry(conn, key, version))
+
+
+def sent_version_entry(conn: str, key: str, version: str | None) -> tuple[str, str | None, int]:
+    """What :func:`set_sent_version` writes (key, value, timeout), for a caller that writes
+    it with other keys in one round trip (``store.write_entries``)."""
+    return _ETAG + conn + key, version, state_timeout()
 
 
 def named_objects(pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str | None]:

@@ -40,16 +40,16 @@ from ..render import (
     subscriber_get,
     undecided,
 )
-from ..store import cache_failed, state_cache
+from ..store import cache_failed, state_cache, write_entries
 from ..tickets import (
     began_since,
     begin_renders,
     current_tickets,
     exclusive,
     later,
-    mark_sent,
     overtaken,
     sent_after,
+    sent_entry,
     sent_key,
     take_ticket,
 )
@@ -59,6 +59,7 @@ from .connections import (
     named_objects,
     private_connections,
     send_to_connection,
+    sent_version_entry,
     sent_version_key,
     sent_versions,
     set_named_object,
@@ -238,9 +239,12 @@ def _last_sent(value: Any) -> tuple[int, Any, float, str | None] | None:
 def _record_sending(name: str, ticket: int, message: Any, at: float) -> None:
     """Keep the message of ``ticket`` as subscription ``name``'s latest, on its way from
     this process since ``at`` (``time.time()``)."""
-    state_cache().set(
-        _LAST_SENT + name, (ticket, message, at, _this_process()), _LAST_SENT_TIMEOUT
-    )
+    state_cache().set(*_sending_entry(name, ticket, message, at))
+
+
+def _sending_entry(name: str, ticket: int, message: Any, at: float) -> tuple[str, Any, int]:
+    """What :func:`_record_sending` writes (key, value, timeout)."""
+    return _LAST_SENT + name, (ticket, message, at, _this_process()), _LAST_SENT_TIMEOUT
 
 
 def _send_again(
@@ -454,10 +458,12 @@ def _push(conn: str, key: str, ticket: int, message: str, version: str | None) -
         )
         if later(found.get(marked), ticket) or found.get(last) == version:
             return  # a later render went out, or this one did not change
-        set_sent_version(conn, key, version)
-        mark_sent(name, ticket)
         now = time.time()
-        _record_sending(name, ticket, message, now)
+        write_entries(
+            state_cache(),
+            [sent_version_entry(conn, key, version), sent_entry(name, ticket),
+             _sending_entry(name, ticket, message, now)],
+        )
         if now < _until(found.get(_IN_TRANSIT + name)):
             # The subscribe answer may still be on its way and this push could overtake it:
             # the answer's settle sends the change, once, after the answer (settle_answer).
@@ -581,9 +587,11 @@ def record_answer(conn: str, key: str, ticket: int, version: str | None) -> bool
     with exclusive(name):
         if sent_after(name, ticket):
             return False
-        set_sent_version(conn, key, version)
-        mark_sent(name, ticket)
-        state_cache().set(_IN_TRANSIT + name, float("inf"), _IN_TRANSIT_TIMEOUT)
+        write_entries(
+            state_cache(),
+            [sent_version_entry(conn, key, version), sent_entry(name, ticket),
+             (_IN_TRANSIT + name, float("inf"), _IN_TRANSIT_TIMEOUT)],
+        )
     return True
 
 
