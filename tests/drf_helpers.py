@@ -103,6 +103,10 @@ def loaded_before_the_urlconf(model, pk, dispatch_uid: str, receiver):
         post_init.connect(receiver, sender=model, weak=False, dispatch_uid=dispatch_uid)
 
 
+_CACHE_METHODS = ("get", "get_many", "set", "set_many", "add", "incr", "delete", "delete_many",
+                  "touch")
+
+
 class StateCacheCalls:
     """The state cache's outermost calls of ``methods`` on threads that ``where()`` accepts,
     as ``(method, keys)`` in ``calls`` (a ``get_many`` or ``set_many`` that the backend
@@ -114,12 +118,12 @@ class StateCacheCalls:
         self.calls: list[tuple[str, list[str]]] = []
         depth = threading.local()
         cache_class = type(state_cache())
-        for method in methods:
+        for method in _CACHE_METHODS:  # all of them: what one makes of others is not counted
             real = getattr(cache_class, method)
 
             def counted(cache, first, *args, _real=real, _method=method, **kwargs):
                 outer = getattr(depth, "level", 0)
-                if outer == 0 and where():
+                if outer == 0 and _method in methods and where():
                     keys = [first] if isinstance(first, str) else list(first)
                     self.calls.append((_method, keys))
                 depth.level = outer + 1

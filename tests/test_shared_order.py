@@ -967,3 +967,28 @@ def test_a_renders_step_writes_the_new_version_and_its_sent_mark_in_one_trip(
     ours = [(method, keys) for method, keys in writes.calls
             if {version_key(channel), sent_key(channel)} & set(keys)]
     assert ours == [("set_many", [version_key(channel), sent_key(channel)])]
+
+
+def test_a_pass_does_not_read_again_the_tickets_it_just_read_before_its_first_render(
+    published: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass reads every URL's ticket at once, then, before each render, reads that URL's
+    ticket again (another process may have begun rendering it while this pass rendered the
+    ones before). Before the pass's first render nothing ran since the first read: a round
+    trip for nothing on every change, most of which render one or two URLs."""
+    from drf_grip.rest.tickets import counter_key
+    from tests.drf_helpers import StateCacheCalls
+
+    other = dict(ENTRY, channel="drf.url.order-other")
+    monkeypatch.setattr(
+        shared, "affected_live_urls", lambda model, pks, deleted: [ENTRY, other]
+    )
+    reads = StateCacheCalls(monkeypatch, ("get",))
+    monkeypatch.setattr(shared, "render_live", lambda recorded: _rendered(b"{}", "v1"))
+
+    shared.publish_shared(Todo, {1}, set())
+
+    assert [keys for _method, keys in reads.calls if keys == [counter_key(ENTRY["channel"])]] == []
+    # After a render, the next URL's ticket is read again (as the test above needs).
+    assert [counter_key(other["channel"])] in [keys for _method, keys in reads.calls]
+    assert len(published) == 2

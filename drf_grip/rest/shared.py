@@ -404,9 +404,10 @@ def publish_shared(
     now = time.time()
     entries.sort(key=lambda entry: entry.get(NEED, now) < now)
     seen = current_tickets([entry["channel"] for entry in entries])
+    rendered = False  # until this pass renders, ``seen`` is as good as a read now
     for entry in entries:
         channel = entry["channel"]
-        if overtaken(channel, seen[channel]):
+        if rendered and overtaken(channel, seen[channel]):
             _trace(channel, entry["url"], seen[channel], "covered by a render begun since")
             continue
         if began_since(channel, committed_at):
@@ -414,6 +415,7 @@ def publish_shared(
             continue
         try:
             if host_allowed(RecordedRequest.from_dict(entry["req"])):
+                rendered = True
                 publish_live_url(entry)
             else:
                 _drop_live_url(entry, model, pks, deleted)
