@@ -20,8 +20,6 @@ once it is confirmed) count twice; once behind one Pushpin.
 
 from __future__ import annotations
 
-import collections
-import threading
 import time
 from collections.abc import Callable
 
@@ -30,7 +28,13 @@ import pytest
 from drf_grip.rest.change_worker import wait_idle
 from drf_grip.rest.store import state_cache
 from tests.conftest import embedded_proxy  # noqa: F401 - a fixture: publishes reach it
-from tests.drf_helpers import ProxiedClient, change_every_filtered_list, streamed_filtered_lists
+from tests.drf_helpers import (
+    CACHE_METHODS,
+    ProxiedClient,
+    StateCacheCalls,
+    change_every_filtered_list,
+    streamed_filtered_lists,
+)
 from tests.test_gateway import ask, connect
 from tests.testapp.models import Todo
 
@@ -41,31 +45,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _publishes_reach_a_proxy(embedded_proxy: object) -> None:  # noqa: F811
     """The embedded proxy serves, as in the tests (tests/conftest.py): with none, changes
     went to the unset default and their retries failed the next test's flush."""
-
-_CALLS = ("get", "get_many", "set", "set_many", "add", "incr", "delete", "delete_many", "touch")
-
-
-def _counting(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
-    """Count the state cache's outermost calls (a ``get_many`` some backends make of
-    ``get``s counts once)."""
-    cache = state_cache()
-    counts: collections.Counter[str] = collections.Counter()
-    depth = threading.local()
-    for name in _CALLS:
-        real = getattr(cache, name)
-
-        def counted(*args, _real=real, _name=name, **kwargs):
-            outer = getattr(depth, "level", 0)
-            if outer == 0:
-                counts[_name] += 1
-            depth.level = outer + 1
-            try:
-                return _real(*args, **kwargs)
-            finally:
-                depth.level = outer
-
-        monkeypatch.setattr(cache, name, counted)
-    return counts
 
 
 def test_round_trips_per_new_subscriber(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +58,7 @@ def test_round_trips_per_new_subscriber(monkeypatch: pytest.MonkeyPatch) -> None
     client.get("/api/shared-todos/", HTTP_ACCEPT="text/event-stream")
     client.get("/api/todos/", HTTP_ACCEPT="text/event-stream")
     assert wait_idle(10)
-    counts = _counting(monkeypatch)
+    counts = StateCacheCalls(monkeypatch, CACHE_METHODS)
     def stream(path: str) -> Callable[[], object]:
         return lambda: client.get(path, HTTP_ACCEPT="text/event-stream")
 
@@ -94,13 +73,14 @@ def test_round_trips_per_new_subscriber(monkeypatch: pytest.MonkeyPatch) -> None
     ]
     print()
     for label, run in cases:
-        counts.clear()
+        counts.calls.clear()
         run()
-        detail = ", ".join(f"{n} {name}" for name, n in counts.most_common())
-        print(f"{label:28} {sum(counts.values()):3}  ({detail})")
+        tally = counts.counted()
+        detail = ", ".join(f"{n} {name}" for name, n in tally.most_common())
+        print(f"{label:28} {sum(tally.values()):3}  ({detail})")
         # Every subscriber reads the state: none counted means the counter watched another
         # instance than the one drf-grip uses (store.state_cache), as once it did.
-        assert counts, f"{label}: no call counted"
+        assert tally, f"{label}: no call counted"
 
 
 def _counted_from_here() -> None:
@@ -114,9 +94,10 @@ def _counted_from_here() -> None:
     Todo.objects.create(title="a")
 
 
-def _report(label: str, counts: collections.Counter[str], per: int) -> None:
-    detail = ", ".join(f"{n / per:g} {name}" for name, n in counts.most_common())
-    print(f"\n{label}: {sum(counts.values()) / per:g}  ({detail})")
+def _report(label: str, counts: StateCacheCalls, per: int) -> None:
+    tally = counts.counted()
+    detail = ", ".join(f"{n / per:g} {name}" for name, n in tally.most_common())
+    print(f"\n{label}: {sum(tally.values()) / per:g}  ({detail})")
 
 
 def test_round_trips_per_private_gateway_subscription_per_change(
@@ -138,7 +119,7 @@ def test_round_trips_per_private_gateway_subscription_per_change(
         sockets.append(ws)
     assert wait_idle(10) and get_publisher().flush(10)
     time.sleep(1.0)  # past the subscriptions' settles (gateway.view.SETTLE_DELAY)
-    counts = _counting(monkeypatch)
+    counts = StateCacheCalls(monkeypatch, CACHE_METHODS)
     Todo.objects.create(title="b")
     assert wait_idle(10) and get_publisher().flush(10)
     pushed = sum(1 for ws in sockets if not ws.receive_nothing())
@@ -152,6 +133,6 @@ def test_round_trips_per_shared_live_url_per_change(monkeypatch: pytest.MonkeyPa
     ``/api/shared-todos/``, each with one SSE subscriber)."""
     _counted_from_here()
     urls = streamed_filtered_lists(10)
-    counts = _counting(monkeypatch)
+    counts = StateCacheCalls(monkeypatch, CACHE_METHODS)
     change_every_filtered_list()
     _report("per shared live URL rendered", counts, len(urls))

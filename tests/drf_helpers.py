@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 
@@ -103,7 +104,7 @@ def loaded_before_the_urlconf(model, pk, dispatch_uid: str, receiver):
         post_init.connect(receiver, sender=model, weak=False, dispatch_uid=dispatch_uid)
 
 
-_CACHE_METHODS = ("get", "get_many", "set", "set_many", "add", "incr", "delete", "delete_many",
+CACHE_METHODS = ("get", "get_many", "set", "set_many", "add", "incr", "delete", "delete_many",
                   "touch")
 
 
@@ -118,7 +119,7 @@ class StateCacheCalls:
         self.calls: list[tuple[str, list[str]]] = []
         depth = threading.local()
         cache_class = type(state_cache())
-        for method in _CACHE_METHODS:  # all of them: what one makes of others is not counted
+        for method in CACHE_METHODS:  # all of them: what one makes of others is not counted
             real = getattr(cache_class, method)
 
             def counted(cache, first, *args, _real=real, _method=method, **kwargs):
@@ -136,6 +137,10 @@ class StateCacheCalls:
 
     def keys_of(self, method: str) -> list[list[str]]:
         return [keys for name, keys in self.calls if name == method]
+
+    def counted(self) -> collections.Counter[str]:
+        """How many calls of each method."""
+        return collections.Counter(name for name, _keys in self.calls)
 
 
 class LaneReads(StateCacheCalls):
