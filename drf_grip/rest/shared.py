@@ -470,20 +470,16 @@ def _version_and_channel(item: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _overtaken_version(item: dict[str, Any], read: Mapping[str, Any] | None = None
-                       ) -> str | None:
+def _overtaken_version(item: dict[str, Any], read: Mapping[str, Any]) -> str | None:
     """An item carrying a live URL's render when that channel has a newer version (a newer
     render was published, by this process or another): that version, else None. ``read``:
-    the state cache's values at the keys of :func:`_keys_to_send`, read with others."""
+    what :func:`_read_to_send` read for it."""
     found = _version_and_channel(item)
     if found is None:
         return None
     version, channel = found
-    if read is None:
-        current = rendered_version(channel)
-    else:
-        value = as_version(read.get(version_key(channel)))
-        current = None if value is None else rendered_version(channel, value)
+    value = as_version(read.get(version_key(channel)))
+    current = None if value is None else rendered_version(channel, value)
     return None if current is None or current == version else current
 
 
@@ -496,16 +492,23 @@ def outdated_item(item: dict[str, Any]) -> bool:
     """A live URL's item overtaken by a newer render long enough ago that it is not sent at
     all. Pushpin orders long-poll and stream items by prev-id, but an older render retried
     late (after a proxy outage) would still move subscribers back."""
-    return _overtaken_version(item) is not None and not _recently_rendered(item)
+    newer = _overtaken_version(item, _read_to_send([item]))
+    return newer is not None and not _recently_rendered(item)
 
 
 def live_items_as_sent(
     items: list[dict[str, Any]],
 ) -> list[dict[str, Any] | list[dict[str, Any]] | None]:
     """:func:`live_item_as_sent` of each of a batch, what they read read at once."""
-    keys = {key for item in items for key in _keys_to_send(item)}
-    read = state_cache().get_many(list(keys)) if keys else {}
+    read = _read_to_send(items)
     return [_as_sent(item, read) for item in items]
+
+
+def _read_to_send(items: list[dict[str, Any]]) -> Mapping[str, Any]:
+    """What deciding how to send ``items`` reads (:func:`_keys_to_send`), in one round trip
+    (none when nothing is to be read)."""
+    keys = {key for item in items for key in _keys_to_send(item)}
+    return state_cache().get_many(list(keys)) if keys else {}
 
 
 def _keys_to_send(item: dict[str, Any]) -> list[str]:

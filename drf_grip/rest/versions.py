@@ -430,4 +430,4 @@ def set_version(channel: str, version: str) -> None:
 def version_entry(channel: str, version: str) -> tuple[str, str, int]:
     """What :func:`set_version` writes (key, value, timeout), for a caller that writes it
     with other keys in one round trip (``store.write_entries``)."""
-    return _KEY + channel, version, _timeout(channel)
+    return version_key(channel), version, _timeout(channel)
